@@ -1,0 +1,35 @@
+# The two commands: `make run` and `make test`. Both bootstrap .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SECRET_FILE := var/secret.key
+
+.PHONY: run test lint check-migrations bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# A local secret key for the embedded database, created once; set ANJEON_SECRET_KEY to use your own.
+$(SECRET_FILE): | $(STAMP)
+	$(BIN)/anjeon secret-key --file $(SECRET_FILE)
+
+run: $(STAMP) $(SECRET_FILE)
+	ANJEON_SECRET_KEY_FILE=$${ANJEON_SECRET_KEY_FILE:-$(SECRET_FILE)} $(BIN)/anjeon migrate
+	ANJEON_SECRET_KEY_FILE=$${ANJEON_SECRET_KEY_FILE:-$(SECRET_FILE)} $(BIN)/anjeon serve
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check service tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""Anjeon: travel-risk advisories for citizens abroad."""

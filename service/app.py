@@ -1,0 +1,65 @@
+"""create_app(): the API with its routers, error handlers and the scheduler in its lifespan."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from service.body_limit import BodyLimitMiddleware
+from service.citizens.router import router as citizens_router
+from service.citizens.service import Registry
+from service.citizens.staff_router import router as registry_router
+from service.config import Settings, get_settings
+from service.db import make_engine, make_session_factory
+from service.geo import countries
+from service.geo.geocoding import Geocoder, make_geocoder
+from service.migrate import head_revision
+from service.operations.request_log import RequestLogMiddleware
+from service.operations.router import router as operations_router
+from service.privacy import PersonalDataVault
+from service.problems import install_problem_handlers
+from service.scheduler import build_scheduler
+from service.staff.router import router as staff_router
+
+
+def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load the country boundaries now, not during the first registration.
+        await anyio.to_thread.run_sync(countries.boundaries)
+        scheduler = build_scheduler(settings, factory) if settings.scheduler_enabled else None
+        if scheduler:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler:
+                scheduler.shutdown(wait=True)
+            engine.dispose()
+
+    app = FastAPI(title="Anjeon", version="1", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = factory
+    app.state.schema_head = head_revision(settings.database_url)
+    app.state.registry = Registry(
+        vault=PersonalDataVault(settings.secret_key_bytes()),
+        geocoder=geocoder
+        or make_geocoder(
+            settings.geocoder,
+            user_agent=settings.geocoder_user_agent,
+            timeout_s=settings.geocoder_timeout_s,
+        ),
+        phone_region=settings.phone_default_region,
+    )
+    install_problem_handlers(app)
+    for router in (operations_router, citizens_router, registry_router, staff_router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    return app

@@ -1,0 +1,83 @@
+from datetime import date, datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base, BigIntPK, UTCDateTime, utcnow
+
+
+class Citizen(Base):
+    """A registered person. Personal fields are sealed (see service.privacy); after erasure only
+    the row's id and timestamps remain, so alert records that point at it stay consistent."""
+
+    __tablename__ = "citizen"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    name_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    email_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    email_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    language: Mapped[str] = mapped_column(String(2))
+    notify_sms: Mapped[bool] = mapped_column(Boolean, default=False)
+    notify_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    places: Mapped[list["CitizenPlace"]] = relationship(
+        back_populates="citizen",
+        cascade="all, delete-orphan",
+        order_by="CitizenPlace.id",
+    )
+
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'erased')", name="status"),
+        CheckConstraint("language IN ('ko', 'en')", name="language"),
+    )
+
+
+class CitizenPlace(Base):
+    """Where a citizen is (kind 'current', no dates) or will be (kind 'stay', a date window).
+    A point carries the country it lies in; a country-only place has no point."""
+
+    __tablename__ = "citizen_place"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    citizen_id: Mapped[int] = mapped_column(ForeignKey("citizen.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    country: Mapped[str | None] = mapped_column(String(2))
+    starts_on: Mapped[date | None] = mapped_column(Date)
+    ends_on: Mapped[date | None] = mapped_column(Date)
+
+    citizen: Mapped[Citizen] = relationship(back_populates="places")
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('current', 'stay')", name="kind"),
+        CheckConstraint("source IN ('point', 'address', 'country')", name="source"),
+        CheckConstraint("(lat IS NULL) = (lon IS NULL)", name="point_complete"),
+        CheckConstraint("lat IS NOT NULL OR country IS NOT NULL", name="somewhere"),
+        CheckConstraint(
+            "kind = 'current' OR (starts_on IS NOT NULL AND ends_on IS NOT NULL "
+            "AND starts_on <= ends_on)",
+            name="stay_window",
+        ),
+        Index("ix_citizen_place_citizen_id", "citizen_id"),
+        Index("ix_citizen_place_country", "country"),
+    )

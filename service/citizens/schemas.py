@@ -1,0 +1,161 @@
+"""Request and response bodies of /v1/citizens. Unknown fields are refused (no mass assignment)."""
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+MAX_STAYS = 20
+
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=True)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=True)]
+Channel = Literal["sms", "email"]
+Language = Literal["ko", "en"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _check_name(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+class LocationIn(StrictModel):
+    """Exactly one of: lat and lon; address; country (ISO 3166-1 alpha-2)."""
+
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    address: Annotated[str, Field(min_length=3, max_length=300)] | None = None
+    country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "LocationIn":
+        has_point = self.lat is not None or self.lon is not None
+        forms = sum([has_point, self.address is not None, self.country is not None])
+        if forms != 1:
+            raise ValueError("give exactly one of: lat and lon, address, country")
+        if has_point and (self.lat is None or self.lon is None):
+            raise ValueError("lat and lon go together")
+        return self
+
+
+class StayIn(LocationIn):
+    starts_on: date = Field(alias="from")
+    ends_on: date = Field(alias="to")
+
+    @field_validator("ends_on")
+    @classmethod
+    def _window(cls, ends_on: date, info: ValidationInfo) -> date:
+        starts_on = info.data.get("starts_on")
+        if starts_on is None:
+            return ends_on
+        if ends_on < starts_on:
+            raise ValueError("'to' is before 'from'")
+        if ends_on > _years_after(starts_on, 2):
+            raise ValueError("a stay can be at most 2 years long")
+        return ends_on
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+Stays = Annotated[list[StayIn], Field(max_length=MAX_STAYS)]
+Channels = Annotated[list[Channel], Field(min_length=1, max_length=2)]
+
+
+def _unique_channels(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("each channel at most once")
+    return value
+
+
+class CitizenCreate(StrictModel):
+    name: Name
+    phone: Annotated[str, Field(max_length=40)] | None = None
+    email: Annotated[str, Field(max_length=254)] | None = None
+    language: Language
+    channels: Channels
+    consent: StrictBool
+    location: LocationIn
+    stays: Stays = []
+
+    _name = field_validator("name")(_check_name)
+    _channels = field_validator("channels")(_unique_channels)
+
+    @field_validator("consent")
+    @classmethod
+    def _consented(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError("registration needs consent: true (we store contact details)")
+        return value
+
+
+class CitizenUpdate(StrictModel):
+    """Only the fields given change; phone or email null removes it."""
+
+    name: Name | None = None
+    phone: Annotated[str, Field(max_length=40)] | None = None
+    email: Annotated[str, Field(max_length=254)] | None = None
+    language: Language | None = None
+    channels: Channels | None = None
+    stays: Stays | None = None
+
+    _name = field_validator("name")(_check_name)
+    _channels = field_validator("channels")(_unique_channels)
+
+    @field_validator("name", "language", "channels", "stays", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null (leave the field out to keep it)")
+        return value
+
+
+class Registered(BaseModel):
+    id: str
+    manage_token: str
+    status: str
+
+
+class PlaceRead(BaseModel):
+    lat: float | None
+    lon: float | None
+    country: str | None
+    source: str
+
+
+class StayRead(PlaceRead):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    starts_on: date = Field(serialization_alias="from")
+    ends_on: date = Field(serialization_alias="to")
+
+
+class CitizenRead(BaseModel):
+    id: str
+    status: str
+    name: str
+    phone: str | None
+    email: str | None
+    language: str
+    channels: list[str]
+    location: PlaceRead | None
+    stays: list[StayRead]
+    created_at: datetime
+    updated_at: datetime

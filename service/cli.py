@@ -1,0 +1,129 @@
+"""The `anjeon` command."""
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.app import create_app
+from service.citizens.service import Registry
+from service.config import Settings, get_settings
+from service.db import make_engine, make_session_factory
+from service.demo import load_demo_citizens
+from service.errors import DomainError
+from service.geo.geocoding import NoGeocoder
+from service.logs import configure_logging
+from service.migrate import upgrade
+from service.privacy import PersonalDataVault
+from service.staff import service as staff_service
+
+
+def _session_factory(settings: Settings) -> sessionmaker[Session]:
+
+    return make_session_factory(make_engine(settings.database_url))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+
+    settings = get_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+
+    upgrade(get_settings().database_url)
+    print("database at the latest schema revision")
+    return 0
+
+
+def cmd_staff(args: argparse.Namespace) -> int:
+
+    factory = _session_factory(get_settings())
+    try:
+        with factory.begin() as session:
+            if args.staff_command == "create-key":
+                issued = staff_service.create_key(session, name=args.name, role=args.role)
+                print(f"created {issued.record.role} key {issued.record.name!r}; shown only once:")
+                print(issued.key)
+            elif args.staff_command == "list":
+                for key in staff_service.list_keys(session):
+                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                    print(f"{key.id}\t{key.name}\t{key.role}\t{key.key_prefix}…\t{state}")
+            else:
+                key = staff_service.revoke_key(session, name=args.name)
+                print(f"revoked {key.name!r}")
+    except DomainError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+
+    settings = get_settings()
+    registry = Registry(
+        vault=PersonalDataVault(settings.secret_key_bytes()),
+        geocoder=NoGeocoder(),
+        phone_region=settings.phone_default_region,
+    )
+    with _session_factory(settings).begin() as session:
+        created = load_demo_citizens(session, registry=registry)
+    for name, public_id in created:
+        print(f"registered {name} as {public_id}")
+    print(f"{len(created)} demo citizens added")
+    return 0
+
+
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if path.exists():
+        print(f"{path} exists; keeping it")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_urlsafe(48) + "\n")
+    print(f"wrote a new secret key to {path}; back it up: without it stored contacts are lost")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anjeon", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the API with the scheduler").set_defaults(
+        run=cmd_serve
+    )
+    commands.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
+        run=cmd_migrate
+    )
+    staff = commands.add_parser("staff", help="manage staff API keys")
+    staff.set_defaults(run=cmd_staff)
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True)
+    create = staff_commands.add_parser("create-key", help="create a key (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["viewer", "consul", "admin"])
+    staff_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = staff_commands.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("--name", required=True)
+    commands.add_parser("demo", help="load sample citizens").set_defaults(run=cmd_demo)
+    secret = commands.add_parser("secret-key", help="create a local secret key file if missing")
+    secret.add_argument("--file", default="var/secret.key")
+    secret.set_defaults(run=cmd_secret_key)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, RuntimeError) as exc:  # settings refused to load
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

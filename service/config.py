@@ -1,0 +1,88 @@
+"""Settings: defaults in config/default.toml, ANJEON_* environment variables override them."""
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "default.toml"
+
+
+def config_file() -> Path:
+    """The TOML file settings are read from: ANJEON_CONFIG, or config/default.toml."""
+    return Path(os.environ.get("ANJEON_CONFIG") or DEFAULT_CONFIG_FILE)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANJEON_", extra="forbid")
+
+    database_url: str = "sqlite:///var/anjeon.db"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    environment: Literal["development", "production"] = "development"
+    secret_key: SecretStr | None = None
+    secret_key_file: str = ""
+    scheduler_enabled: bool = True
+    sweep_interval_s: int = Field(60, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    geocoder: Literal["none", "nominatim"] = "none"
+    geocoder_user_agent: str = ""
+    geocoder_timeout_s: float = Field(5.0, gt=0)
+    stay_retention_days: int = Field(30, ge=0)
+    phone_default_region: str = Field("KR", min_length=2, max_length=2)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+    @model_validator(mode="after")
+    def _refuse_broken_setup(self) -> "Settings":
+        if self.geocoder == "nominatim" and not self.geocoder_user_agent.strip():
+            raise ValueError(
+                "ANJEON_GEOCODER=nominatim needs ANJEON_GEOCODER_USER_AGENT "
+                "(Nominatim's usage policy requires an identifying user agent)"
+            )
+        return self
+
+    def secret_key_bytes(self) -> bytes:
+        """The raw secret, from ANJEON_SECRET_KEY or the key file."""
+        if self.secret_key is not None:
+            raw = self.secret_key.get_secret_value()
+        elif not self.secret_key_file:
+            raise RuntimeError(
+                "no secret key: set ANJEON_SECRET_KEY, or ANJEON_SECRET_KEY_FILE to a file holding "
+                "one (`make run` creates var/secret.key for local use)"
+            )
+        else:
+            path = Path(self.secret_key_file)
+            if not path.is_file():
+                raise RuntimeError(f"secret key file {path} does not exist")
+            raw = path.read_text().strip()
+        if len(raw) < 32:
+            raise RuntimeError("the secret key must be at least 32 characters long")
+        return raw.encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

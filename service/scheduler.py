@@ -1,0 +1,66 @@
+"""The scheduled jobs. Each job body is a domain service function run in its own transaction.
+
+APScheduler 3 does not coordinate processes (every worker runs every job), so each job must be
+harmless when run twice at once; later jobs that send alerts rely on the ledger's unique key."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.citizens.retention import purge_ended_stays
+from service.config import Settings
+from service.db import utcnow
+from service.metrics import JOB_RUNS
+
+log = logging.getLogger("anjeon.scheduler")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    every_s: int
+    body: Callable[[Session, Settings], object]
+
+
+def _purge_stays(session: Session, settings: Settings) -> int:
+    return purge_ended_stays(
+        session, today=utcnow().date(), retention_days=settings.stay_retention_days
+    )
+
+
+def jobs(settings: Settings) -> list[Job]:
+    return [Job("purge-ended-stays", 6 * 3600, _purge_stays)]
+
+
+def run_job(job: Job, factory: sessionmaker[Session], settings: Settings) -> None:
+    """One run in one transaction; a failure is logged and counted, and the next run tries again."""
+    try:
+        with factory.begin() as session:
+            result = job.body(session, settings)
+    except Exception:
+        JOB_RUNS.labels(job.id, "error").inc()
+        log.exception("job failed", extra={"job": job.id})
+        return
+    JOB_RUNS.labels(job.id, "ok").inc()
+    log.info("job done", extra={"job": job.id, "result": result})
+
+
+def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for job in jobs(settings):
+        scheduler.add_job(
+            run_job,
+            "interval",
+            seconds=job.every_s,
+            args=(job, factory, settings),
+            id=job.id,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=300,
+            next_run_time=utcnow(),
+        )
+    return scheduler

@@ -1,0 +1,7 @@
+"""Every domain's models, imported so Base.metadata describes the whole schema (for Alembic)."""
+
+from service.citizens import models as citizens_models
+from service.db import Base
+from service.staff import models as staff_models
+
+__all__ = ["Base", "citizens_models", "staff_models"]

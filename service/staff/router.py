@@ -1,0 +1,28 @@
+from fastapi import APIRouter
+
+from service.auth import Admin, SessionDep, Viewer
+from service.staff import service
+from service.staff.schemas import StaffKeyCreate, StaffKeyIssued, StaffKeyRead
+
+router = APIRouter(prefix="/v1/staff", tags=["staff"])
+
+
+@router.get("/me", response_model=StaffKeyRead)
+def whoami(key: Viewer) -> StaffKeyRead:
+    return StaffKeyRead.model_validate(key)
+
+
+@router.get("/keys", response_model=list[StaffKeyRead])
+def list_keys(session: SessionDep, _admin: Admin) -> list[StaffKeyRead]:
+    return [StaffKeyRead.model_validate(k) for k in service.list_keys(session)]
+
+
+@router.post("/keys", status_code=201, response_model=StaffKeyIssued)
+def create_key(body: StaffKeyCreate, session: SessionDep, _admin: Admin) -> StaffKeyIssued:
+    issued = service.create_key(session, name=body.name, role=body.role)
+    return StaffKeyIssued(**StaffKeyRead.model_validate(issued.record).model_dump(), key=issued.key)
+
+
+@router.post("/keys/{key_id}/revoke", response_model=StaffKeyRead)
+def revoke_key(key_id: int, session: SessionDep, _admin: Admin) -> StaffKeyRead:
+    return StaffKeyRead.model_validate(service.revoke_key(session, key_id=key_id))

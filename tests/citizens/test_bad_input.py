@@ -1,0 +1,125 @@
+"""Every bad registration is a 422 (or 413) problem naming the field, and writes nothing."""
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from service.citizens.models import Citizen, CitizenPlace
+from tests.builders import citizen_body, stay
+
+BAD_INPUTS = [
+    ("phone 12345", {"phone": "12345"}, "phone"),
+    ("phone +0", {"phone": "+0"}, "phone"),
+    ("phone with letters", {"phone": "010-ABCD-5678"}, "phone"),
+    ("landline for sms", {"phone": "02-312-3456"}, "phone"),
+    ("email with CR/LF", {"email": "jisu@example.com\r\nBcc: all@example.com"}, "email"),
+    ("email without domain", {"email": "jisu@"}, "email"),
+    ("lat 90.0001", {"location": {"lat": 90.0001, "lon": 10}}, "location.lat"),
+    ("lon -180.5", {"location": {"lat": 10, "lon": -180.5}}, "location.lon"),
+    ("lat as a string", {"location": {"lat": "37.5", "lon": 127}}, "location.lat"),
+    ("lat without lon", {"location": {"lat": 37.5}}, "location"),
+    ("two location forms", {"location": {"lat": 1, "lon": 2, "country": "KR"}}, "location"),
+    ("unknown country", {"location": {"country": "XX"}}, "location.country"),
+    ("consent false", {"consent": False}, "consent"),
+    ("consent as a string", {"consent": "true"}, "consent"),
+    ("sms without phone", {"phone": None, "channels": ["sms"]}, "channels"),
+    ("email without address", {"email": None, "channels": ["email"]}, "channels"),
+    ("no channels", {"channels": []}, "channels"),
+    ("unknown channel", {"channels": ["fax"]}, "channels[0]"),
+    ("channel twice", {"channels": ["sms", "sms"]}, "channels"),
+    ("language", {"language": "fr"}, "language"),
+    ("empty name", {"name": "  "}, "name"),
+    ("name with a newline", {"name": "Kim\nEvil"}, "name"),
+    ("unknown field verified", {"verified": True}, "verified"),
+    ("unknown field id", {"id": "00000000-0000-0000-0000-000000000000"}, "id"),
+    ("unknown field status", {"status": "erased"}, "status"),
+    ("stay to before from", {"stays": [stay(10, -3)]}, "stays[0].to"),
+    ("stay longer than 2 years", {"stays": [stay(1, 800)]}, "stays[0].to"),
+    ("stay already ended", {"stays": [stay(-10, 3)]}, "stays[0].to"),
+    ("stay at an unknown country", {"stays": [stay(1, 3, country="QQ")]}, "stays[0].country"),
+    ("stay with lat out of range", {"stays": [stay(1, 3, lat=-91, lon=0)]}, "stays[0].lat"),
+    (
+        "stay with an unknown field",
+        {"stays": [{**stay(1, 3), "verified": True}]},
+        "stays[0].verified",
+    ),
+    ("21 stays", {"stays": [stay(1, 1)] * 21}, "stays"),
+]
+
+
+def _count(db, model):
+    return db.scalar(select(func.count()).select_from(model))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_registration_names_the_field_and_writes_nothing(client, db, overrides, field):
+    before = (_count(db, Citizen), _count(db, CitizenPlace))
+    response = client.post("/v1/citizens", json=citizen_body(**overrides))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422 and problem["title"] and problem["detail"]
+    assert field in [e["field"] for e in problem["errors"]], problem
+    assert (_count(db, Citizen), _count(db, CitizenPlace)) == before
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_coordinates_are_refused(client, db, literal):
+    body = json.dumps(citizen_body()).replace('"lat": 37.5665', f'"lat": {literal}')
+    assert literal in body
+    before = _count(db, Citizen)
+    response = client.post(
+        "/v1/citizens", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["location.lat"]
+    assert _count(db, Citizen) == before
+
+
+def test_several_bad_fields_are_reported_together(client):
+    response = client.post("/v1/citizens", json=citizen_body(phone="12345", email="x@"))
+    assert {e["field"] for e in response.json()["errors"]} == {"phone", "email"}
+
+
+def test_two_megabyte_body_is_413(client, db):
+    before = _count(db, Citizen)
+    body = citizen_body(name="x" * (2 * 1024 * 1024))
+    response = client.post("/v1/citizens", json=body)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 413
+    assert _count(db, Citizen) == before
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    def chunks():
+        for _ in range(40):
+            yield b" " * 65536
+
+    response = client.post(
+        "/v1/citizens", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["status"] == 413
+
+
+def test_invalid_json_is_a_problem(client):
+    response = client.post(
+        "/v1/citizens", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_duplicate_phone_is_409_without_a_second_record(client, db):
+    first = citizen_body()
+    assert client.post("/v1/citizens", json=first).status_code == 201
+    before = _count(db, Citizen)
+    again = citizen_body(phone=first["phone"].replace("-", " "))
+    response = client.post("/v1/citizens", json=again)
+    assert response.status_code == 409
+    assert "phone" in response.json()["detail"]
+    assert _count(db, Citizen) == before

@@ -1,0 +1,120 @@
+"""A citizen reads, corrects, moves and erases their own record, and nobody else's."""
+
+from sqlalchemy import func, select
+
+from service.citizens.models import Citizen, CitizenPlace
+from tests.builders import register, stay
+
+
+def test_token_of_citizen_a_cannot_touch_citizen_b(client):
+    a_id, a_auth, _ = register(client)
+    b_id, b_auth, _ = register(client)
+    for method, path, body in [
+        ("GET", f"/v1/citizens/{b_id}", None),
+        ("PATCH", f"/v1/citizens/{b_id}", {"language": "en"}),
+        ("PUT", f"/v1/citizens/{b_id}/location", {"lat": 1.0, "lon": 1.0}),
+        ("DELETE", f"/v1/citizens/{b_id}", None),
+    ]:
+        response = client.request(method, path, json=body, headers=a_auth)
+        assert response.status_code == 404, (method, response.text)
+    assert client.get(f"/v1/citizens/{b_id}", headers=b_auth).json()["language"] == "ko"
+    assert client.get(f"/v1/citizens/{a_id}", headers=a_auth).status_code == 200
+
+
+def test_missing_or_wrong_token_is_refused(client):
+    citizen_id, _, _ = register(client)
+    assert client.get(f"/v1/citizens/{citizen_id}").status_code == 401
+    wrong = {"Authorization": "Bearer ajc_not-the-token"}
+    assert client.get(f"/v1/citizens/{citizen_id}", headers=wrong).status_code == 404
+    assert client.get("/v1/citizens/no-such-id", headers=wrong).status_code == 404
+
+
+def test_patch_changes_only_given_fields(client):
+    citizen_id, auth, body = register(client)
+    response = client.patch(
+        f"/v1/citizens/{citizen_id}",
+        json={"language": "en", "email": "new@example.org", "stays": [stay(3, 4, country="TH")]},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["language"] == "en"
+    assert data["email"] == "new@example.org"
+    assert data["name"] == body["name"]
+    assert data["phone"].startswith("+8210")
+    assert [s["country"] for s in data["stays"]] == ["TH"]
+    assert data["location"]["country"] == "KR"
+
+
+def test_patch_removing_the_only_contact_of_a_channel_is_refused(client):
+    citizen_id, auth, _ = register(client, channels=["sms"])
+    response = client.patch(f"/v1/citizens/{citizen_id}", json={"phone": None}, headers=auth)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "channels"
+    assert client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["phone"]
+
+
+def test_patch_refuses_unknown_and_null_fields(client):
+    citizen_id, auth, _ = register(client)
+    for body, field in [
+        ({"status": "erased"}, "status"),
+        ({"name": None}, "name"),
+        ({"stays": None}, "stays"),
+    ]:
+        response = client.patch(f"/v1/citizens/{citizen_id}", json=body, headers=auth)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == field
+
+
+def test_put_location_moves_the_citizen(client, db):
+    citizen_id, auth, _ = register(client, stays=[stay(2, 2)])
+    response = client.put(
+        f"/v1/citizens/{citizen_id}/location", json={"lat": 48.8566, "lon": 2.3522}, headers=auth
+    )
+    assert response.status_code == 200
+    data = response.json()
+    assert data["location"]["country"] == "FR"
+    assert len(data["stays"]) == 1
+    stored = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
+    assert sum(p.kind == "current" for p in stored.places) == 1
+
+
+def test_put_location_out_of_range_changes_nothing(client):
+    citizen_id, auth, _ = register(client)
+    response = client.put(
+        f"/v1/citizens/{citizen_id}/location", json={"lat": 10, "lon": 181}, headers=auth
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "lon"
+    assert (
+        client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["location"]["country"] == "KR"
+    )
+
+
+def test_delete_erases_personal_data_at_once(client, db):
+    citizen_id, auth, _ = register(client, stays=[stay(1, 3)])
+    assert client.delete(f"/v1/citizens/{citizen_id}", headers=auth).status_code == 204
+    assert client.get(f"/v1/citizens/{citizen_id}", headers=auth).status_code == 404
+    assert client.delete(f"/v1/citizens/{citizen_id}", headers=auth).status_code == 404
+    stored = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
+    assert stored.status == "erased"
+    personal = [
+        stored.name_sealed,
+        stored.phone_sealed,
+        stored.phone_hash,
+        stored.email_sealed,
+        stored.email_hash,
+        stored.token_hash,
+    ]
+    assert personal == [None] * 6
+    places = (
+        select(func.count()).select_from(CitizenPlace).where(CitizenPlace.citizen_id == stored.id)
+    )
+    assert db.scalar(places) == 0
+
+
+def test_erased_phone_can_register_again(client):
+    citizen_id, auth, body = register(client)
+    client.delete(f"/v1/citizens/{citizen_id}", headers=auth)
+    again, _, _ = register(client, phone=body["phone"], email=body["email"])
+    assert again != citizen_id

@@ -1,0 +1,99 @@
+"""Phone numbers and e-mail addresses are never stored or logged in clear."""
+
+import logging
+import os
+import shutil
+import subprocess
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from service.app import create_app
+from service.citizens.models import Citizen
+from service.db import make_engine, make_session_factory
+from service.migrate import upgrade
+from service.privacy import PersonalDataVault
+from tests.builders import citizen_body
+from tests.conftest import PG_URL, make_settings
+
+PHONE = "010-7777-4242"
+SECRETS = [
+    b"+821077774242",
+    b"1077774242",
+    b"7777-4242",
+    b"sealed.person@example.net",
+    b"sealed.person",
+]
+
+
+def _register_committed(database_url: str) -> dict:
+    body = citizen_body(phone=PHONE, email="sealed.person@example.net", name="Sealed Person")
+    with TestClient(create_app(make_settings(database_url))) as client:
+        response = client.post("/v1/citizens", json=body)
+        assert response.status_code == 201
+        # The API still returns the clear values to the citizen.
+        token = response.json()["manage_token"]
+        record = client.get(
+            f"/v1/citizens/{response.json()['id']}", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        assert record["phone"] == "+821077774242"
+    return response.json()
+
+
+def test_sqlite_file_holds_no_contact_in_clear(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sealed.db'}"
+    upgrade(url)
+    _register_committed(url)
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("sealed.db"))
+    assert len(raw) > 0
+    for secret in [*SECRETS, b"Sealed Person"]:
+        assert secret not in raw, secret
+
+
+@pytest.mark.skipif(not PG_URL, reason="ANJEON_TEST_DATABASE_URL not set")
+def test_postgresql_dump_holds_no_contact_in_clear():
+    upgrade(PG_URL)  # already at head when the PostgreSQL fixtures ran first
+    assert shutil.which("pg_dump"), "pg_dump is needed (postgresql-client)"
+    created = _register_committed(PG_URL)
+    try:
+        dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+        dump = subprocess.run(
+            ["pg_dump", "--data-only", "--table=citizen", "--table=citizen_place", dsn],
+            capture_output=True,
+            check=True,
+            env={**os.environ},
+        ).stdout
+        assert created["id"].encode() in dump  # the row is in the dump...
+        for secret in SECRETS:
+            assert secret not in dump, secret  # ...its contacts are not
+    finally:
+        with make_session_factory(make_engine(PG_URL)).begin() as session:
+            session.execute(delete(Citizen).where(Citizen.public_id == created["id"]))
+
+
+def test_logs_hold_no_contact(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    client.post("/v1/citizens", json=citizen_body(phone=PHONE, email="sealed.person@example.net"))
+    client.post("/v1/citizens", json=citizen_body(phone="010-7777-42429", email="sealed.person@"))
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert "request" in text  # the access log did run
+    for secret in SECRETS:
+        assert secret.decode() not in text
+
+
+def test_sealed_fields_are_bound_to_their_column():
+    vault = PersonalDataVault(b"k" * 40)
+    sealed = vault.seal("phone", "+821077774242")
+    assert vault.open("phone", sealed) == "+821077774242"
+    with pytest.raises(Exception):  # noqa: B017 - cryptography's InvalidTag
+        vault.open("email", sealed)
+    assert vault.seal("phone", "+821077774242") != sealed  # fresh nonce every time
+    assert vault.lookup_hash("phone", "+821077774242") == vault.lookup_hash(
+        "phone", "+821077774242"
+    )
+    other = PersonalDataVault(b"j" * 40)
+    assert other.lookup_hash("phone", "+821077774242") != vault.lookup_hash(
+        "phone", "+821077774242"
+    )

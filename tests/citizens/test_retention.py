@@ -1,0 +1,36 @@
+from datetime import date, timedelta
+
+from sqlalchemy import select
+
+from service.citizens.models import CitizenPlace
+from service.citizens.retention import purge_ended_stays
+from service.config import Settings
+from service.db import make_session_factory
+from service.scheduler import build_scheduler, jobs, run_job
+from tests.builders import register, stay
+
+
+def test_ended_stays_are_purged_after_retention(client, db):
+    citizen_id, auth, _ = register(client, stays=[stay(1, 2), stay(40, 2)])
+    today = date.today()
+    # Ninety days later the first stay ended 87 days ago, the second 48 days ago.
+    purged = purge_ended_stays(db, today=today + timedelta(days=90), retention_days=60)
+    assert purged == 1
+    db.expire_all()  # the request session's view of the places, as a new request would see it
+    remaining = client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["stays"]
+    assert [s["from"] for s in remaining] == [(today + timedelta(days=40)).isoformat()]
+    assert purge_ended_stays(db, today=today + timedelta(days=90), retention_days=60) == 0
+    current = db.scalars(select(CitizenPlace).where(CitizenPlace.kind == "current")).all()
+    assert current  # current locations are never purged
+
+
+def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Settings, engine):
+    scheduler = build_scheduler(settings, make_session_factory(engine))
+    assert [job.id for job in scheduler.get_jobs()] == ["purge-ended-stays"]
+    job = jobs(settings)[0]
+
+    class Broken:
+        def begin(self):
+            raise RuntimeError("database gone")
+
+    run_job(job, Broken(), settings)  # logged and counted, not raised

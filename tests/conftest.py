@@ -1,0 +1,139 @@
+"""Fixtures: a migrated database per backend (SQLite always, PostgreSQL when
+ANJEON_TEST_DATABASE_URL is set, and it must be in CI), each test inside a rolled-back
+transaction, and the real ASGI app bound to that transaction."""
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from service.app import create_app
+from service.auth import get_session
+from service.config import Settings
+from service.db import make_engine
+from service.geo.geocoding import Geocoder
+from service.migrate import upgrade
+from service.schema import Base
+from service.staff import service as staff_service
+
+PG_URL = os.environ.get("ANJEON_TEST_DATABASE_URL")
+TEST_SECRET = secrets.token_urlsafe(40)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("CI") and not PG_URL:
+        raise pytest.UsageError(
+            "CI must set ANJEON_TEST_DATABASE_URL: the PostgreSQL leg may not skip"
+        )
+
+
+def pytest_report_header() -> str:
+    if PG_URL:
+        return "backends: sqlite, postgresql"
+    return "backends: sqlite (postgresql skipped: no ANJEON_TEST_DATABASE_URL)"
+
+
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(not PG_URL, reason="ANJEON_TEST_DATABASE_URL not set"),
+    ),
+]
+
+
+def reset_postgresql(url: str) -> None:
+    """Drop what earlier runs left, keeping the PostGIS extension."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        for table in [*Base.metadata.sorted_tables, None]:
+            name = table.name if table is not None else "alembic_version"
+            connection.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'anjeon.db'}"
+    else:
+        assert PG_URL
+        url = PG_URL
+        reset_postgresql(url)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def backend(engine: Engine) -> str:
+    return engine.dialect.name
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Session]:
+    """A session whose work is rolled back after the test."""
+    connection = engine.connect()
+    transaction = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    yield session
+    session.close()
+    transaction.rollback()
+    connection.close()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "secret_key": TEST_SECRET,
+        "scheduler_enabled": False,
+        "log_format": "json",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+def bound_client(
+    app_settings: Settings, db: Session, geocoder: Geocoder | None = None
+) -> TestClient:
+    app = create_app(app_settings, geocoder=geocoder)
+
+    def session_in_test_transaction() -> Iterator[Session]:
+        # A savepoint per request: a failed request undoes its own writes, as in production.
+        with db.begin_nested():
+            yield db
+
+    app.dependency_overrides[get_session] = session_in_test_transaction
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(settings: Settings, db: Session) -> Iterator[TestClient]:
+    with bound_client(settings, db) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def staff_headers(db: Session):
+    """staff_headers('consul') -> an Authorization header for a new key of that role."""
+
+    def make(role: str) -> dict[str, str]:
+        issued = staff_service.create_key(db, name=f"{role}-{secrets.token_hex(4)}", role=role)
+        return {"Authorization": f"Bearer {issued.key}"}
+
+    return make

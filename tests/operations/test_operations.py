@@ -1,0 +1,87 @@
+"""Health, readiness, metrics and the problem format of errors nobody planned for."""
+
+import json
+import logging
+
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.logs import JsonFormatter
+from tests.builders import citizen_body
+from tests.conftest import make_settings
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_reports_the_schema_head(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["schema"] == client.app.state.schema_head
+
+
+def test_readyz_is_503_when_the_database_is_unreachable():
+    settings = make_settings("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "unreachable" in response.json()["detail"]
+
+
+def test_writes_while_the_database_is_down_are_503_to_retry():
+    settings = make_settings("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.post("/v1/citizens", json=citizen_body())
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert response.json()["title"] == "Service unavailable"
+
+
+def test_readyz_is_503_when_the_schema_is_behind(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with TestClient(create_app(make_settings(url))) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "anjeon migrate" in response.json()["detail"]
+
+
+def test_metrics_count_requests_by_route(client):
+    client.get("/healthz")
+    client.get("/v1/citizens/some-id")
+    body = client.get("/metrics").text
+    assert 'anjeon_http_requests_total{method="GET",route="/healthz",status="200"}' in body
+    assert 'route="/v1/citizens/{citizen_id}",status="401"' in body
+    assert "some-id" not in body
+
+
+def test_unknown_route_and_method_are_problems(client):
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    wrong_method = client.put("/healthz")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["title"] == "Method Not Allowed"
+
+
+def test_a_crash_is_a_500_problem_without_internals(client, caplog):
+    def broken():
+        raise RuntimeError("secret internals")
+
+    client.app.add_api_route("/boom", broken)
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret internals" not in response.text
+    assert any("unhandled error" in r.getMessage() for r in caplog.records)
+
+
+def test_json_log_lines_carry_extra_fields():
+    record = logging.makeLogRecord({"msg": "request", "levelname": "INFO", "route": "/healthz"})
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "request" and line["route"] == "/healthz" and line["level"] == "info"
+
+
+def test_responses_carry_a_request_id(client):
+    assert len(client.get("/healthz").headers["x-request-id"]) == 16

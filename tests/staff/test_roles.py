@@ -1,0 +1,97 @@
+"""Staff keys: 401 without or with a bad key, 403 with too small a role."""
+
+import pytest
+from sqlalchemy import select
+
+from service.staff import service as staff_service
+from service.staff.models import StaffKey
+from tests.builders import register
+
+# (method, path, smallest role that may call it)
+ENDPOINTS = [
+    ("GET", "/v1/staff/me", "viewer"),
+    ("GET", "/v1/registry/counts", "viewer"),
+    ("GET", "/v1/registry/citizens?country=KR", "consul"),
+    ("GET", "/v1/staff/keys", "admin"),
+    ("POST", "/v1/staff/keys", "admin"),
+]
+ROLES = ["viewer", "consul", "admin"]
+
+
+@pytest.mark.parametrize(("method", "path", "needed"), ENDPOINTS)
+def test_role_matrix(client, staff_headers, method, path, needed):
+    body = {"name": "new-key", "role": "viewer"} if method == "POST" else None
+    for role in ROLES:
+        response = client.request(method, path, json=body, headers=staff_headers(role))
+        allowed = ROLES.index(role) >= ROLES.index(needed)
+        if allowed:
+            assert response.status_code in (200, 201), (role, response.text)
+            body = {"name": f"new-key-{role}", "role": "viewer"} if method == "POST" else None
+        else:
+            assert response.status_code == 403, (role, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert needed in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path", "_needed"), ENDPOINTS)
+def test_missing_and_bad_keys_are_401(client, method, path, _needed):
+    for headers in [{}, {"Authorization": "Bearer ajs_wrong"}, {"Authorization": "Basic abc"}]:
+        response = client.request(method, path, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["status"] == 401
+
+
+def test_revoked_key_is_401(client, db):
+    issued = staff_service.create_key(db, name="leaving", role="admin")
+    headers = {"Authorization": f"Bearer {issued.key}"}
+    assert client.get("/v1/staff/me", headers=headers).status_code == 200
+    staff_service.revoke_key(db, name="leaving")
+    assert client.get("/v1/staff/me", headers=headers).status_code == 401
+
+
+def test_keys_are_stored_hashed(db):
+    issued = staff_service.create_key(db, name="hashed", role="viewer")
+    stored = db.scalar(select(StaffKey).where(StaffKey.name == "hashed"))
+    assert issued.key not in (stored.key_hash, stored.key_prefix)
+    assert stored.key_prefix == issued.key[:10]
+
+
+def test_admin_creates_and_revokes_keys_over_the_api(client, staff_headers):
+    admin = staff_headers("admin")
+    created = client.post(
+        "/v1/staff/keys", json={"name": "duty-officer", "role": "consul"}, headers=admin
+    )
+    assert created.status_code == 201
+    new_key = {"Authorization": f"Bearer {created.json()['key']}"}
+    assert client.get("/v1/staff/me", headers=new_key).json()["role"] == "consul"
+    listed = client.get("/v1/staff/keys", headers=admin).json()
+    assert "key" not in listed[0] and "key_hash" not in listed[0]
+    revoked = client.post(f"/v1/staff/keys/{created.json()['id']}/revoke", headers=admin)
+    assert revoked.json()["revoked_at"]
+    assert client.get("/v1/staff/me", headers=new_key).status_code == 401
+    duplicate = client.post(
+        "/v1/staff/keys", json={"name": "duty-officer", "role": "consul"}, headers=admin
+    )
+    assert duplicate.status_code == 409
+    bad_role = client.post("/v1/staff/keys", json={"name": "x", "role": "root"}, headers=admin)
+    assert bad_role.status_code == 422 and bad_role.json()["errors"][0]["field"] == "role"
+
+
+def test_consul_sees_masked_contacts_by_country(client, staff_headers):
+    register(
+        client,
+        phone="010-5555-1234",
+        email="masked.person@example.com",
+        location={"lat": 35.68, "lon": 139.69},
+    )
+    page = client.get("/v1/registry/citizens?country=jp", headers=staff_headers("consul")).json()
+    assert page["total"] >= 1
+    phones = [c["phone"] for c in page["items"]]
+    assert "+82******1234" in phones
+    assert all("5555" not in (p or "") for p in phones)
+    assert "m***@example.com" in [c["email"] for c in page["items"]]
+    counts = client.get("/v1/registry/counts", headers=staff_headers("viewer")).json()
+    assert counts["JP"] >= 1
+    bad = client.get("/v1/registry/citizens?country=XX", headers=staff_headers("consul"))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "country"
