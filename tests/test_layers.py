@@ -18,7 +18,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_geo_models_and_services_do_not_import_the_web_layer():
-    checked = [*SERVICE.glob("geo/*.py"), *SERVICE.glob("*/models.py"), *SERVICE.glob("*/service.py")]
+    checked = [
+        *SERVICE.glob("geo/*.py"),
+        *SERVICE.glob("*/models.py"),
+        *SERVICE.glob("*/service.py"),
+    ]
     assert len(checked) >= 6
     for path in checked:
         bad = {name for name in _imports(path) if name.startswith(WEB)}
