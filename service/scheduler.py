@@ -57,6 +57,7 @@ def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> Backg
             seconds=job.every_s,
             args=(job, factory, settings),
             id=job.id,
+            name=job.id,
             replace_existing=True,
             max_instances=1,
             coalesce=True,
