@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from service.advisories.router import router as advisories_router
 from service.body_limit import BodyLimitMiddleware
 from service.citizens.router import router as citizens_router
 from service.citizens.service import Registry
@@ -58,8 +59,18 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         phone_region=settings.phone_default_region,
     )
     install_problem_handlers(app)
-    for router in (operations_router, citizens_router, registry_router, staff_router):
+    for router in (
+        operations_router,
+        citizens_router,
+        registry_router,
+        staff_router,
+        advisories_router,
+    ):
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        larger={"/v1/advisories": settings.max_advisory_body_bytes},
+    )
     app.add_middleware(RequestLogMiddleware)
     return app

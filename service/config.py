@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     sweep_interval_s: int = Field(60, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_area_vertices: int = Field(50_000, ge=4)
+    max_advisory_body_bytes: int = Field(8_388_608, ge=1024)
     geocoder: Literal["none", "nominatim"] = "none"
     geocoder_user_agent: str = ""
     geocoder_timeout_s: float = Field(5.0, gt=0)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.advisories.service import expire_due
 from service.citizens.retention import purge_ended_stays
 from service.config import Settings
 from service.db import utcnow
@@ -31,8 +32,15 @@ def _purge_stays(session: Session, settings: Settings) -> int:
     )
 
 
+def _expire_advisories(session: Session, settings: Settings) -> int:
+    return expire_due(session, now=utcnow())
+
+
 def jobs(settings: Settings) -> list[Job]:
-    return [Job("purge-ended-stays", 6 * 3600, _purge_stays)]
+    return [
+        Job("expire-advisories", 60, _expire_advisories),
+        Job("purge-ended-stays", 6 * 3600, _purge_stays),
+    ]
 
 
 def run_job(job: Job, factory: sessionmaker[Session], settings: Settings) -> None:

@@ -1,0 +1,62 @@
+"""The one shape every advisory takes before it is stored: staff input and each feed format
+produce drafts; the advisory service validates and applies them."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from service.geo.areas import Area
+
+LEVELS = ("1", "2", "3", "4", "special")
+CATEGORIES = ("security", "disaster", "health", "other")
+LANGUAGES = ("ko", "en")
+
+
+@dataclass(frozen=True)
+class ExternalKey:
+    sender: str
+    identifier: str
+
+
+@dataclass
+class AdvisoryDraft:
+    level: str
+    category: str
+    title: dict[str, str]
+    message: dict[str, str]
+    area: Area
+    effective: datetime
+    expires: datetime | None
+    source: str = "manual"
+    alerts_citizens: bool = True
+    # Feed messages only: their identity, kind (Alert / Update / Cancel) and what they amend.
+    external: ExternalKey | None = None
+    msg_type: str = "Alert"
+    references: list[ExternalKey] = field(default_factory=list)
+    label: str = ""  # how summaries and rejections name the item
+
+    def content(self) -> dict:
+        """The revision snapshot."""
+        return {
+            "level": self.level,
+            "category": self.category,
+            "title": dict(self.title),
+            "message": dict(self.message),
+            "area": self.area.to_json(),
+            "effective": self.effective.isoformat(),
+            "expires": self.expires.isoformat() if self.expires else None,
+            "alerts_citizens": self.alerts_citizens,
+        }
+
+
+@dataclass
+class Rejected:
+    label: str
+    reason: str
+
+
+@dataclass
+class ParsedFeed:
+    """What a format made of a document: drafts, and the items it could not use, with why."""
+
+    drafts: list[AdvisoryDraft] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)

@@ -1,0 +1,92 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base, BigIntPK, UTCDateTime, utcnow
+
+
+class Advisory(Base):
+    """The current state of an advisory; every earlier state is an AdvisoryRevision."""
+
+    __tablename__ = "advisory"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)
+    revision: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    source: Mapped[str] = mapped_column(String(16))
+    # Feed name for ingested advisories, the staff key's name for manual ones.
+    issued_by: Mapped[str] = mapped_column(String(100))
+    # False for CAP Test/Exercise/Draft: stored and shown, never sent to citizens.
+    alerts_citizens: Mapped[bool] = mapped_column(Boolean, default=True)
+    level: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str] = mapped_column(String(16))
+    title_ko: Mapped[str | None] = mapped_column(Text)
+    title_en: Mapped[str | None] = mapped_column(Text)
+    message_ko: Mapped[str | None] = mapped_column(Text)
+    message_en: Mapped[str | None] = mapped_column(Text)
+    area: Mapped[dict[str, Any]] = mapped_column(JSON)
+    effective: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    revisions: Mapped[list["AdvisoryRevision"]] = relationship(
+        back_populates="advisory", order_by="AdvisoryRevision.revision", cascade="all"
+    )
+
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'expired', 'cancelled')", name="status"),
+        CheckConstraint("level IN ('1', '2', '3', '4', 'special')", name="level"),
+        CheckConstraint("category IN ('security', 'disaster', 'health', 'other')", name="category"),
+        CheckConstraint("expires IS NULL OR expires > effective", name="window"),
+        Index("ix_advisory_status_expires", "status", "expires"),
+    )
+
+
+class AdvisoryRevision(Base):
+    """What an advisory said at one revision, readable after later changes."""
+
+    __tablename__ = "advisory_revision"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(ForeignKey("advisory.id", ondelete="CASCADE"))
+    revision: Mapped[int]
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    changed_by: Mapped[str] = mapped_column(String(100))
+    change: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    advisory: Mapped[Advisory] = relationship(back_populates="revisions")
+
+    __table_args__ = (UniqueConstraint("advisory_id", "revision"),)
+
+
+class ExternalMessage(Base):
+    """A feed message already applied, by (sender, identifier): a re-import changes nothing."""
+
+    __tablename__ = "external_message"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    identifier: Mapped[str] = mapped_column(String(255))
+    advisory_id: Mapped[int] = mapped_column(ForeignKey("advisory.id", ondelete="CASCADE"))
+    msg_type: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("sender", "identifier"),
+        Index("ix_external_message_advisory_id", "advisory_id"),
+    )

@@ -1,0 +1,152 @@
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from service.advisories import reach, service
+from service.advisories.drafts import AdvisoryDraft
+from service.advisories.schemas import (
+    AdvisoryCreate,
+    AdvisoryRead,
+    AdvisoryUpdate,
+    AlertsRead,
+    MatchRead,
+    Page,
+    Preview,
+    RevisionRead,
+)
+from service.auth import Consul, SessionDep, Viewer
+from service.citizens.deps import RegistryDep
+from service.db import utcnow
+
+router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _draft(request: Request, body: AdvisoryCreate) -> AdvisoryDraft:
+    now = utcnow()
+    return AdvisoryDraft(
+        level=str(body.level),
+        category=body.category,
+        title=body.title.as_dict(),
+        message=body.message.as_dict(),
+        area=service.area_from_request(
+            body.area, max_vertices=request.app.state.settings.max_area_vertices
+        ),
+        effective=body.effective or now,
+        expires=body.expires,
+    )
+
+
+@router.post("", status_code=201, response_model=AdvisoryRead)
+def issue(
+    request: Request, body: AdvisoryCreate, session: SessionDep, staff: Consul
+) -> AdvisoryRead:
+    draft = _draft(request, body)
+    advisory = service.create_advisory(session, draft=draft, issued_by=staff.name, now=utcnow())
+    return service.to_read(advisory)
+
+
+@router.post("/preview", response_model=Preview)
+def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff: Consul) -> Preview:
+    draft = _draft(request, body)
+    found = reach.compute_reach(
+        session,
+        area=draft.area,
+        effective=draft.effective,
+        expires=draft.expires,
+        today=utcnow().date(),
+    )
+    return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
+
+
+@router.get("", response_model=Page[AdvisoryRead])
+def list_advisories(
+    session: SessionDep,
+    _staff: Viewer,
+    status: Literal["active", "expired", "cancelled"] | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[AdvisoryRead]:
+    total, items = service.list_advisories(session, status=status, limit=limit, offset=offset)
+    return Page(total=total, limit=limit, offset=offset, items=[service.to_read(a) for a in items])
+
+
+@router.get("/{advisory_id}", response_model=AdvisoryRead)
+def read(advisory_id: str, session: SessionDep, _staff: Viewer) -> AdvisoryRead:
+    return service.to_read(service.get_advisory(session, public_id=advisory_id))
+
+
+@router.get("/{advisory_id}/revisions", response_model=list[RevisionRead])
+def revisions(advisory_id: str, session: SessionDep, _staff: Viewer) -> list[RevisionRead]:
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    return [RevisionRead.model_validate(r, from_attributes=True) for r in advisory.revisions]
+
+
+@router.patch("/{advisory_id}", response_model=AdvisoryRead)
+def revise(
+    request: Request, advisory_id: str, body: AdvisoryUpdate, session: SessionDep, staff: Consul
+) -> AdvisoryRead:
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    draft = service.draft_of(advisory)
+    changes = body.model_dump(exclude_unset=True)
+    if "area" in changes:
+        draft.area = service.area_from_request(
+            body.area, max_vertices=request.app.state.settings.max_area_vertices
+        )
+    for name in ("title", "message"):
+        if name in changes:
+            setattr(draft, name, getattr(body, name).as_dict())
+    for name in ("level", "category", "effective", "expires"):
+        if name in changes:
+            value = changes[name]
+            setattr(draft, name, str(value) if name == "level" else value)
+    service.revise_advisory(
+        session, advisory=advisory, draft=draft, changed_by=staff.name, now=utcnow()
+    )
+    return service.to_read(advisory)
+
+
+@router.post("/{advisory_id}/cancel", response_model=AdvisoryRead)
+def cancel(advisory_id: str, session: SessionDep, staff: Consul) -> AdvisoryRead:
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    service.cancel_advisory(session, advisory=advisory, cancelled_by=staff.name, now=utcnow())
+    return service.to_read(advisory)
+
+
+@router.get("/{advisory_id}/matches", response_model=Page[MatchRead])
+def matches(
+    advisory_id: str,
+    session: SessionDep,
+    registry: RegistryDep,
+    _staff: Consul,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[MatchRead]:
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    draft = service.draft_of(advisory)
+    found = reach.compute_reach(
+        session,
+        area=draft.area,
+        effective=draft.effective,
+        expires=draft.expires,
+        today=utcnow().date(),
+    )
+    if advisory.status != "active":
+        found = reach.Reach(citizen_ids=found.citizen_ids[:0], by_channel={}, places={})
+    page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
+    return Page(
+        total=len(found.citizen_ids),
+        limit=limit,
+        offset=offset,
+        items=[MatchRead(**vars(m)) for m in page],
+    )
+
+
+@router.get("/{advisory_id}/alerts", response_model=AlertsRead)
+def alerts(
+    advisory_id: str, session: SessionDep, _staff: Consul, limit: Limit = 100, offset: Offset = 0
+) -> AlertsRead:
+    service.get_advisory(session, public_id=advisory_id)
+    # The alert ledger is built with dispatch (issue 5); until then nothing has been sent.
+    return AlertsRead(counts={}, total=0, limit=limit, offset=offset, items=[])

@@ -1,0 +1,138 @@
+"""Request and response bodies of /v1/advisories."""
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+Level = Literal[1, 2, 3, 4, "special"]
+Category = Literal["security", "disaster", "health", "other"]
+Text = Annotated[str, Field(min_length=1, max_length=5000)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LocalizedText(StrictModel):
+    ko: Text | None = None
+    en: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_language(self) -> "LocalizedText":
+        if self.ko is None and self.en is None:
+            raise ValueError("give at least one of ko, en")
+        return self
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("ko", self.ko), ("en", self.en)) if v is not None}
+
+
+class CircleIn(StrictModel):
+    lat: float
+    lon: float
+    radius_km: float
+
+
+class AreaIn(StrictModel):
+    """The union of its parts; geometry is checked by service.geo.areas for precise errors."""
+
+    countries: Annotated[list[str], Field(max_length=250)] = []
+    geometry: dict[str, Any] | None = None
+    circles: Annotated[list[CircleIn], Field(max_length=100)] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "AreaIn":
+        if not self.countries and self.geometry is None and not self.circles:
+            raise ValueError("give at least one of countries, geometry, circles")
+        return self
+
+
+class AdvisoryCreate(StrictModel):
+    title: LocalizedText
+    message: LocalizedText
+    level: Level
+    category: Category
+    area: AreaIn
+    effective: AwareDatetime | None = None
+    expires: AwareDatetime | None = None
+
+
+class AdvisoryUpdate(StrictModel):
+    title: LocalizedText | None = None
+    message: LocalizedText | None = None
+    level: Level | None = None
+    category: Category | None = None
+    area: AreaIn | None = None
+    effective: AwareDatetime | None = None
+    expires: AwareDatetime | None = None
+
+
+class AdvisoryRead(BaseModel):
+    id: str
+    revision: int
+    status: str
+    source: str
+    issued_by: str
+    alerts_citizens: bool
+    level: Level
+    category: str
+    title: dict[str, str]
+    message: dict[str, str]
+    area: dict[str, Any]
+    effective: datetime
+    expires: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None
+
+
+class RevisionRead(BaseModel):
+    revision: int
+    change: str
+    changed_by: str
+    created_at: datetime
+    content: dict[str, Any]
+
+
+class Preview(BaseModel):
+    citizens: int
+    by_channel: dict[str, int]
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    total: int
+    limit: int
+    offset: int
+    items: list[T]
+
+
+class MatchRead(BaseModel):
+    citizen_id: str
+    language: str
+    channels: list[str]
+    phone: str | None
+    email: str | None
+    place: Literal["current", "stay"]
+    country: str | None
+
+
+class AlertsRead(BaseModel):
+    """Counts by status and channel, and the alert rows. The ledger arrives with dispatch."""
+
+    counts: dict[str, dict[str, int]]
+    total: int
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]
+
+
+class ImportResult(BaseModel):
+    created: list[str]
+    updated: list[str]
+    skipped: list[dict[str, str]]
+    rejected: list[dict[str, str]]
+    advisories: list[AdvisoryRead]

@@ -1,0 +1,190 @@
+"""Advisory areas: validation (RFC 7946 and shapely validity, with clear field-level errors),
+antimeridian handling and the shapely form the matcher uses. Never a silent make_valid."""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import shapely
+from shapely import affinity
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.validation import explain_validity
+
+from service.errors import InvalidInput
+from service.geo import countries
+
+MAX_RADIUS_KM = 2000.0
+_WEST = box(-180, -90, 180, 90)
+_EAST = box(180, -90, 540, 90)
+
+
+@dataclass(frozen=True)
+class Circle:
+    lat: float
+    lon: float
+    radius_km: float
+
+
+@dataclass(frozen=True)
+class Area:
+    """The union of countries, a (multi)polygon and circles. `zones` are feed zone codes kept for
+    the record (NWS UGC): nothing matches on them until zone polygons exist."""
+
+    countries: tuple[str, ...] = ()
+    geometry: MultiPolygon | None = None
+    circles: tuple[Circle, ...] = ()
+    zones: tuple[str, ...] = ()
+    description: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    def is_empty(self) -> bool:
+        return not (self.countries or self.geometry is not None or self.circles)
+
+    def to_json(self) -> dict:
+        return {
+            "countries": list(self.countries),
+            "geometry": mapping(self.geometry) if self.geometry is not None else None,
+            "circles": [
+                {"lat": c.lat, "lon": c.lon, "radius_km": c.radius_km} for c in self.circles
+            ],
+            "zones": list(self.zones),
+            "description": self.description,
+            "notes": list(self.notes),
+        }
+
+
+def area_from_json(data: dict) -> Area:
+    """Rebuild a stored (already validated) area."""
+    geometry = data.get("geometry")
+    return Area(
+        countries=tuple(data.get("countries") or ()),
+        geometry=shape(geometry) if geometry else None,
+        circles=tuple(Circle(**c) for c in data.get("circles") or ()),
+        zones=tuple(data.get("zones") or ()),
+        description=data.get("description") or "",
+        notes=tuple(data.get("notes") or ()),
+    )
+
+
+def check_countries(codes: Sequence[str], *, field: str) -> tuple[str, ...]:
+    result = []
+    for i, raw in enumerate(codes):
+        code = countries.normalise_code(raw) if isinstance(raw, str) else None
+        if code is None:
+            raise InvalidInput(f"{field}[{i}]", f"{raw!r} is not an ISO 3166-1 alpha-2 code")
+        if code not in result:
+            result.append(code)
+    return tuple(result)
+
+
+def check_circle(lat: float, lon: float, radius_km: float, *, field: str) -> Circle:
+    _check_position([lon, lat], field=field)
+    if not (isinstance(radius_km, int | float) and math.isfinite(radius_km)):
+        raise InvalidInput(f"{field}.radius_km", "must be a finite number")
+    if not 0 < radius_km <= MAX_RADIUS_KM:
+        raise InvalidInput(
+            f"{field}.radius_km", f"must be more than 0 and at most {MAX_RADIUS_KM:.0f} km"
+        )
+    return Circle(lat=float(lat), lon=float(lon), radius_km=float(radius_km))
+
+
+def check_geometry(geojson: object, *, field: str, max_vertices: int) -> MultiPolygon:
+    """A GeoJSON Polygon or MultiPolygon, checked per RFC 7946, as a MultiPolygon split at the
+    antimeridian where a ring is written straight across it."""
+    if not isinstance(geojson, dict):
+        raise InvalidInput(field, "must be a GeoJSON object")
+    kind, coordinates = geojson.get("type"), geojson.get("coordinates")
+    extra = set(geojson) - {"type", "coordinates", "bbox"}
+    if extra:
+        raise InvalidInput(f"{field}.{sorted(extra)[0]}", "unknown member of a GeoJSON geometry")
+    if kind == "Polygon":
+        polygons = [coordinates]
+    elif kind == "MultiPolygon":
+        if not isinstance(coordinates, list) or not coordinates:
+            raise InvalidInput(f"{field}.coordinates", "a MultiPolygon needs at least one polygon")
+        polygons = coordinates
+    else:
+        raise InvalidInput(f"{field}.type", "must be Polygon or MultiPolygon")
+    vertices = 0
+    parts: list[Polygon] = []
+    for p, rings in enumerate(polygons):
+        path = f"{field}.coordinates" + (f"[{p}]" if kind == "MultiPolygon" else "")
+        checked = _check_rings(rings, field=path)
+        vertices += sum(len(r) for r in checked)
+        if vertices > max_vertices:
+            raise InvalidInput(
+                f"{field}.coordinates", f"more than {max_vertices} vertices; simplify the shape"
+            )
+        parts.extend(_polygon_parts(checked, field=path))
+    result = MultiPolygon(parts)
+    if len(polygons) > 1 and not result.is_valid:
+        raise InvalidInput(
+            f"{field}.coordinates", f"invalid MultiPolygon: {explain_validity(result)}"
+        )
+    return result
+
+
+def _check_rings(rings: object, *, field: str) -> list[list[tuple[float, float]]]:
+    if not isinstance(rings, list) or not rings:
+        raise InvalidInput(field, "a polygon is a list of linear rings (outer ring first)")
+    checked = []
+    for r, ring in enumerate(rings):
+        path = f"{field}[{r}]"
+        if not isinstance(ring, list) or len(ring) < 4:
+            raise InvalidInput(path, "a linear ring needs at least 4 positions")
+        positions = [_check_position(pos, field=f"{path}[{i}]") for i, pos in enumerate(ring)]
+        if positions[0] != positions[-1]:
+            raise InvalidInput(path, "ring is not closed: the last position must equal the first")
+        checked.append(positions)
+    return checked
+
+
+def _check_position(position: object, *, field: str) -> tuple[float, float]:
+    if not isinstance(position, list | tuple) or len(position) not in (2, 3):
+        raise InvalidInput(field, "a position is [lon, lat] (or [lon, lat, alt])")
+    numbers = position[:2]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+        raise InvalidInput(field, "coordinates must be numbers")
+    lon, lat = float(numbers[0]), float(numbers[1])
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise InvalidInput(field, "coordinates must be finite numbers")
+    if not -180 <= lon <= 180:
+        raise InvalidInput(field, f"longitude {lon} is outside [-180, 180]")
+    if not -90 <= lat <= 90:
+        raise InvalidInput(field, f"latitude {lat} is outside [-90, 90]")
+    return (lon, lat)
+
+
+def crosses_antimeridian(ring: Sequence[tuple[float, float]]) -> bool:
+    """An edge spanning more than 180° of longitude is read as the short way across ±180°."""
+    return any(abs(b[0] - a[0]) > 180 for a, b in pairwise(ring))
+
+
+def _polygon_parts(rings: list[list[tuple[float, float]]], *, field: str) -> list[Polygon]:
+    if any(crosses_antimeridian(r) for r in rings):
+        # Unwrap to 0..360 so the ring is continuous, then cut at 180 and shift the east part.
+        unwrapped = [[(lon + 360 if lon < 0 else lon, lat) for lon, lat in r] for r in rings]
+        polygon = Polygon(unwrapped[0], unwrapped[1:])
+        _require_valid(polygon, field=field)
+        west = polygon.intersection(_WEST)
+        east = affinity.translate(polygon.intersection(_EAST), xoff=-360)
+        return [p for part in (west, east) for p in _polygons_of(part)]
+    polygon = Polygon(rings[0], rings[1:])
+    _require_valid(polygon, field=field)
+    return [polygon]
+
+
+def _require_valid(polygon: Polygon, *, field: str) -> None:
+    if not polygon.is_valid:
+        raise InvalidInput(field, f"invalid polygon: {explain_validity(polygon)}")
+    if polygon.area == 0:
+        raise InvalidInput(field, "polygon has no area")
+
+
+def _polygons_of(geometry: shapely.Geometry) -> list[Polygon]:
+    if isinstance(geometry, Polygon):
+        return [] if geometry.is_empty else [geometry]
+    if hasattr(geometry, "geoms"):
+        return [g for g in geometry.geoms if isinstance(g, Polygon) and not g.is_empty]
+    return []

@@ -1,0 +1,24 @@
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[139.0, 35.0], [140.0, 35.0], [140.0, 36.0], [139.0, 36.0], [139.0, 35.0]]],
+}
+
+
+def in_days(days: float) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+def advisory_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "title": {"ko": "도쿄 여행자제", "en": "Tokyo: reconsider travel"},
+        "message": {"ko": "불필요한 여행을 자제하십시오.", "en": "Avoid non-essential travel."},
+        "level": 2,
+        "category": "security",
+        "area": {"geometry": SQUARE},
+        "expires": in_days(10),
+    }
+    body.update(overrides)
+    return body

@@ -1,0 +1,109 @@
+"""Staff issue, read, revise, cancel and preview advisories; viewers only read."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from service.advisories.models import Advisory, AdvisoryRevision
+from service.advisories.service import expire_due
+from service.db import utcnow
+from tests.advisories.builders import SQUARE, advisory_body, in_days
+from tests.builders import register, stay
+
+
+@pytest.fixture
+def consul(staff_headers):
+    return staff_headers("consul")
+
+
+def test_issue_and_read(client, consul, staff_headers):
+    response = client.post("/v1/advisories", json=advisory_body(), headers=consul)
+    assert response.status_code == 201, response.text
+    advisory = response.json()
+    assert advisory["revision"] == 1 and advisory["status"] == "active"
+    assert advisory["source"] == "manual" and advisory["level"] == 2
+    assert advisory["issued_by"].startswith("consul-")
+    viewer = staff_headers("viewer")
+    fetched = client.get(f"/v1/advisories/{advisory['id']}", headers=viewer).json()
+    assert fetched["title"]["ko"] == "도쿄 여행자제"
+    assert fetched["area"]["geometry"]["type"] == "MultiPolygon"
+    listed = client.get("/v1/advisories?status=active", headers=viewer).json()
+    assert advisory["id"] in [a["id"] for a in listed["items"]]
+    assert client.post("/v1/advisories", json=advisory_body(), headers=viewer).status_code == 403
+
+
+def test_patch_makes_a_revision_and_keeps_the_old_one(client, consul):
+    created = client.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    revised = client.patch(
+        f"/v1/advisories/{created['id']}",
+        json={"level": 3, "area": {"countries": ["jp"]}},
+        headers=consul,
+    )
+    assert revised.status_code == 200, revised.text
+    assert revised.json()["revision"] == 2 and revised.json()["level"] == 3
+    assert revised.json()["area"]["countries"] == ["JP"]
+    history = client.get(f"/v1/advisories/{created['id']}/revisions", headers=consul).json()
+    assert [(h["revision"], h["content"]["level"]) for h in history] == [(1, "2"), (2, "3")]
+    assert history[0]["content"]["area"]["geometry"] is not None
+
+
+def test_cancel(client, consul, db):
+    created = client.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    cancelled = client.post(f"/v1/advisories/{created['id']}/cancel", headers=consul)
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancelled_at"]
+    again = client.patch(f"/v1/advisories/{created['id']}", json={"level": 1}, headers=consul)
+    assert again.status_code == 409
+
+
+def test_expiry_job_expires_due_advisories(client, consul, db):
+    created = client.post(
+        "/v1/advisories", json=advisory_body(expires=in_days(1)), headers=consul
+    ).json()
+    assert expire_due(db, now=utcnow()) == 0
+    assert expire_due(db, now=utcnow() + timedelta(days=2)) >= 1
+    db.expire_all()
+    assert (
+        client.get(f"/v1/advisories/{created['id']}", headers=consul).json()["status"] == "expired"
+    )
+
+
+def test_preview_counts_by_channel_and_creates_nothing(client, consul, db):
+    register(client, location={"lat": 35.5, "lon": 139.5}, channels=["sms"])
+    register(client, location={"lat": 35.6, "lon": 139.6}, channels=["sms", "email"])
+    register(
+        client,
+        location={"country": "KR"},
+        stays=[stay(2, 5, lat=35.7, lon=139.7)],
+        channels=["email"],
+    )
+    register(client, location={"lat": 37.5, "lon": 127.0})  # Seoul: outside
+    before = db.scalar(select(func.count()).select_from(Advisory))
+    response = client.post("/v1/advisories/preview", json=advisory_body(), headers=consul)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"citizens": 3, "by_channel": {"sms": 2, "email": 2}}
+    assert db.scalar(select(func.count()).select_from(Advisory)) == before
+
+
+def test_stay_outside_the_window_is_not_reached(client, consul):
+    register(client, location={"country": "KR"}, stays=[stay(30, 5, lat=35.5, lon=139.5)])
+    body = advisory_body(expires=in_days(10))
+    assert client.post("/v1/advisories/preview", json=body, headers=consul).json()["citizens"] == 0
+
+
+def test_matches_list_reached_citizens_masked(client, consul):
+    register(client, location={"lat": 35.5, "lon": 139.5}, phone="010-4444-9876")
+    created = client.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    page = client.get(f"/v1/advisories/{created['id']}/matches?limit=10", headers=consul).json()
+    assert page["total"] == 1
+    assert page["items"][0]["phone"] == "+82******9876" and page["items"][0]["place"] == "current"
+    alerts = client.get(f"/v1/advisories/{created['id']}/alerts", headers=consul).json()
+    assert alerts == {"counts": {}, "total": 0, "limit": 100, "offset": 0, "items": []}
+
+
+def test_revision_rows_are_kept(client, consul, db):
+    created = client.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    client.patch(f"/v1/advisories/{created['id']}", json={"category": "health"}, headers=consul)
+    count = db.scalar(select(func.count()).select_from(AdvisoryRevision))
+    assert count >= 2
+    assert SQUARE["type"] == "Polygon"

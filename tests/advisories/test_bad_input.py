@@ -1,0 +1,124 @@
+"""Bad advisories: a clear 422 naming the field, and nothing stored."""
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from service.advisories.models import Advisory
+from tests.advisories.builders import advisory_body, in_days
+
+
+def _polygon(ring):
+    return {"geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+_BIG_RING = [[i * 0.00001, (i % 2) * 0.00001] for i in range(100_000)]
+_BIG_RING = [[0.0, -1.0], *_BIG_RING, [0.0, -1.0]]
+
+CASES = [
+    (
+        "unclosed ring",
+        {"area": _polygon([[0, 0], [1, 0], [1, 1], [0, 1]])},
+        "area.geometry.coordinates[0]",
+    ),
+    (
+        "3-position ring",
+        {"area": _polygon([[0, 0], [1, 0], [0, 0]])},
+        "area.geometry.coordinates[0]",
+    ),
+    (
+        "bow-tie",
+        {"area": _polygon([[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]])},
+        "area.geometry.coordinates",
+    ),
+    (
+        "lon 181",
+        {"area": _polygon([[0, 0], [181, 0], [1, 1], [0, 0]])},
+        "area.geometry.coordinates[0][1]",
+    ),
+    (
+        "lat -90.5",
+        {"area": _polygon([[0, 0], [1, -90.5], [1, 1], [0, 0]])},
+        "area.geometry.coordinates[0][1]",
+    ),
+    (
+        "string coordinate",
+        {"area": _polygon([[0, 0], ["1", 0], [1, 1], [0, 0]])},
+        "area.geometry.coordinates[0][1]",
+    ),
+    ("100k-vertex polygon", {"area": _polygon(_BIG_RING)}, "area.geometry.coordinates"),
+    (
+        "LineString",
+        {"area": {"geometry": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}},
+        "area.geometry.type",
+    ),
+    (
+        "radius 0",
+        {"area": {"circles": [{"lat": 1, "lon": 1, "radius_km": 0}]}},
+        "area.circles[0].radius_km",
+    ),
+    (
+        "radius -5",
+        {"area": {"circles": [{"lat": 1, "lon": 1, "radius_km": -5}]}},
+        "area.circles[0].radius_km",
+    ),
+    (
+        "radius 25,000 km",
+        {"area": {"circles": [{"lat": 1, "lon": 1, "radius_km": 25000}]}},
+        "area.circles[0].radius_km",
+    ),
+    (
+        "circle lat 91",
+        {"area": {"circles": [{"lat": 91, "lon": 1, "radius_km": 5}]}},
+        "area.circles[0]",
+    ),
+    ("unknown country XX", {"area": {"countries": ["KR", "XX"]}}, "area.countries[1]"),
+    ("empty area", {"area": {}}, "area"),
+    ("expires before effective", {"effective": in_days(5), "expires": in_days(2)}, "expires"),
+    ("expires in the past", {"effective": in_days(-5), "expires": in_days(-1)}, "expires"),
+    ("special for 120 days", {"level": "special", "expires": in_days(120)}, "expires"),
+    ("special without an end", {"level": "special", "expires": None}, "expires"),
+    ("level 5", {"level": 5}, "level"),
+    ("no text", {"title": {}}, "title"),
+    ("unknown category", {"category": "weather"}, "category"),
+    ("naive datetime", {"expires": "2030-01-01T00:00:00"}, "expires"),
+    ("unknown field", {"status": "cancelled"}, "status"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_advisory_is_422_and_stores_nothing(client, staff_headers, db, overrides, field):
+    before = db.scalar(select(func.count()).select_from(Advisory))
+    response = client.post(
+        "/v1/advisories", json=advisory_body(**overrides), headers=staff_headers("consul")
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in [e["field"] for e in response.json()["errors"]], response.json()
+    assert db.scalar(select(func.count()).select_from(Advisory)) == before
+
+
+def test_bow_tie_message_carries_the_shapely_reason(client, staff_headers):
+    body = advisory_body(area=_polygon([[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]))
+    response = client.post("/v1/advisories", json=body, headers=staff_headers("consul"))
+    assert "Self-intersection" in response.json()["errors"][0]["message"]
+
+
+def test_nan_coordinate_is_refused(client, staff_headers):
+    body = json.dumps(advisory_body(area=_polygon([[0, 0], [1, 0], [1, 1], [0, 0]])))
+    body = body.replace("[1, 0]", "[NaN, 0]", 1)
+    response = client.post(
+        "/v1/advisories",
+        content=body,
+        headers={**staff_headers("consul"), "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "area.geometry.coordinates[0][1]"
+
+
+def test_special_for_90_days_is_fine(client, staff_headers):
+    body = advisory_body(level="special", expires=in_days(89))
+    assert (
+        client.post("/v1/advisories", json=body, headers=staff_headers("consul")).status_code == 201
+    )

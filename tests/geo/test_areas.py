@@ -1,0 +1,73 @@
+"""Antimeridian handling and validity of advisory areas."""
+
+import pytest
+
+from service.errors import InvalidInput
+from service.geo import matching
+from service.geo.areas import Area, check_geometry, crosses_antimeridian
+
+STRAIGHT_ACROSS = {
+    "type": "Polygon",
+    "coordinates": [[[170, -10], [-170, -10], [-170, 10], [170, 10], [170, -10]]],
+}
+RFC7946_SPLIT = {
+    "type": "MultiPolygon",
+    "coordinates": [
+        [[[170, -10], [180, -10], [180, 10], [170, 10], [170, -10]]],
+        [[[-180, -10], [-170, -10], [-170, 10], [-180, 10], [-180, -10]]],
+    ],
+}
+
+
+def _hits(geometry, points):
+    area = Area(geometry=check_geometry(geometry, field="g", max_vertices=1000))
+    places = matching.Places.of([(lon, lat, None) for lon, lat in points])
+    return matching.affected(area, places).tolist()
+
+
+POINTS = [(175, 0), (-175, 0), (180, 0), (-180, 0), (179.99, 5), (-179.99, 5), (0, 0), (160, 0)]
+EXPECTED = [True, True, True, True, True, True, False, False]
+
+
+@pytest.mark.parametrize("geometry", [STRAIGHT_ACROSS, RFC7946_SPLIT], ids=["straight", "split"])
+def test_antimeridian_polygons_cover_both_sides_only(geometry):
+    assert _hits(geometry, POINTS) == EXPECTED
+
+
+def test_straight_ring_is_split_into_two_parts():
+    result = check_geometry(STRAIGHT_ACROSS, field="g", max_vertices=100)
+    assert len(result.geoms) == 2
+    assert result.area == pytest.approx(400)
+    assert crosses_antimeridian([(170, 0), (-170, 0)])
+    assert not crosses_antimeridian([(10, 0), (-10, 0)])
+
+
+def test_hole_is_outside_and_boundary_inside():
+    with_hole = {
+        "type": "Polygon",
+        "coordinates": [
+            [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]],
+            [[4, 4], [6, 4], [6, 6], [4, 6], [4, 4]],
+        ],
+    }
+    assert _hits(with_hole, [(5, 5), (2, 2), (10, 5), (0, 0), (4, 5), (11, 5)]) == [
+        False,
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_overlapping_multipolygon_is_refused():
+    overlapping = {
+        "type": "MultiPolygon",
+        "coordinates": [
+            [[[0, 0], [2, 0], [2, 2], [0, 2], [0, 0]]],
+            [[[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]],
+        ],
+    }
+    with pytest.raises(InvalidInput) as error:
+        check_geometry(overlapping, field="area.geometry", max_vertices=100)
+    assert error.value.errors[0].field == "area.geometry.coordinates"
