@@ -33,6 +33,9 @@ class AdvisoryDraft:
     msg_type: str = "Alert"
     references: list[ExternalKey] = field(default_factory=list)
     label: str = ""  # how summaries and rejections name the item
+    # The feed republishes the item under the same identifier when it changes (RSS, GeoJSON,
+    # MOFA); CAP messages never change once sent.
+    revisable: bool = False
 
     def content(self) -> dict:
         """The revision snapshot."""
@@ -60,3 +63,4 @@ class ParsedFeed:
 
     drafts: list[AdvisoryDraft] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    skipped: list[Rejected] = field(default_factory=list)

@@ -1,14 +1,17 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from service.advisories import reach, service
+from service.advisories import formats, ingest, reach, service
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.schemas import (
     AdvisoryCreate,
     AdvisoryRead,
     AdvisoryUpdate,
     AlertsRead,
+    ImportResult,
     MatchRead,
     Page,
     Preview,
@@ -17,6 +20,7 @@ from service.advisories.schemas import (
 from service.auth import Consul, SessionDep, Viewer
 from service.citizens.deps import RegistryDep
 from service.db import utcnow
+from service.errors import FieldError, InvalidInput
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -58,6 +62,48 @@ def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff:
         today=utcnow().date(),
     )
     return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
+
+
+@router.post("/import", response_model=ImportResult, status_code=201)
+async def import_document(
+    request: Request,
+    session: SessionDep,
+    staff: Consul,
+    format: Literal["cap", "geojson", "rss", "mofa"] | None = None,
+) -> JSONResponse:
+    """A feed document posted by staff: 201 when it created an advisory, 200 when everything in
+    it was known already (nothing is sent again), 422 when nothing in it could be used."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    format_name = format or formats.CONTENT_TYPES.get(content_type)
+    if format_name is None:
+        raise InvalidInput(
+            "content-type",
+            f"use one of {', '.join(formats.CONTENT_TYPES)} or ?format=cap|geojson|rss|mofa",
+        )
+    data = await request.body()
+    settings = request.app.state.settings
+    summary = await run_in_threadpool(
+        ingest.import_document,
+        session,
+        format_name=format_name,
+        data=data,
+        issued_by=staff.name,
+        now=utcnow(),
+        max_vertices=settings.max_area_vertices,
+    )
+    if not (summary.created or summary.updated or summary.unchanged) and summary.rejected:
+        raise InvalidInput.of([FieldError(label, why) for label, why in summary.rejected])
+    result = ImportResult(
+        created=[a.public_id for a in summary.created],
+        updated=[a.public_id for a in summary.updated],
+        skipped=[{"item": label, "reason": why} for label, why in summary.skipped],
+        rejected=[{"item": label, "reason": why} for label, why in summary.rejected],
+        advisories=[
+            service.to_read(a)
+            for a in dict.fromkeys([*summary.created, *summary.updated, *summary.unchanged])
+        ],
+    )
+    return JSONResponse(result.model_dump(mode="json"), status_code=201 if summary.created else 200)
 
 
 @router.get("", response_model=Page[AdvisoryRead])

@@ -1,0 +1,231 @@
+"""CAP 1.2 and 1.1 (OASIS Common Alerting Protocol) alerts to advisory drafts.
+
+One <alert> is one message. Its <info> blocks are languages (ko and en are kept); the area is
+the union of the primary block's <area>s: <polygon> and <circle> (written "lat,lon": swapped in
+_position, the one place), ISO 3166 <geocode>s as countries, other geocodes kept as zone codes.
+Status Test/Exercise/Draft/System is stored but never alerts citizens."""
+
+import re
+from collections.abc import Mapping
+from xml.etree.ElementTree import Element
+
+from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
+from service.advisories.formats import levels
+from service.advisories.formats.common import (
+    ZONES_ONLY_NOTE,
+    ItemRejected,
+    ItemSkipped,
+    parse_time,
+    plain_text,
+    union_of_rings,
+)
+from service.advisories.formats.safe_xml import UnreadableDocument, parse_xml, text_of
+from service.geo import countries, names
+from service.geo.areas import Area, Circle, check_circle
+
+# A CAP circle of radius 0 marks a point (an epicentre); we reach people this close to it.
+POINT_RADIUS_KM = 25.0
+_CATEGORIES = {
+    "Geo": "disaster",
+    "Met": "disaster",
+    "Fire": "disaster",
+    "Env": "disaster",
+    "Infra": "disaster",
+    "Safety": "security",
+    "Security": "security",
+    "Rescue": "security",
+    "Transport": "security",
+    "CBRNE": "security",
+    "Health": "health",
+    "Other": "other",
+}
+_ALL_CLEAR = re.compile(r"\bcancel|all[ -]clear", re.IGNORECASE)
+_ISO_GEOCODE = re.compile(r"iso.?3166|iso\.org", re.IGNORECASE)
+
+
+class InvalidCap(UnreadableDocument):
+    status = 422
+    title = "Invalid CAP alert"
+    slug = "invalid-cap"
+
+
+def parse_cap(
+    data: bytes,
+    *,
+    level_overrides: Mapping[str, str | None] | None = None,
+    max_vertices: int = 50_000,
+) -> ParsedFeed:
+    root = parse_xml(data)
+    if root.tag != "alert":
+        raise InvalidCap(f"expected a CAP <alert>, found <{root.tag}>")
+    identifier, sender = text_of(root, "identifier"), text_of(root, "sender")
+    if not identifier:
+        raise InvalidCap("the CAP alert has no <identifier>")
+    if not sender:
+        raise InvalidCap("the CAP alert has no <sender>")
+    label = f"{sender},{identifier}"
+    try:
+        draft = _draft(root, sender, identifier, level_overrides, max_vertices)
+    except ItemSkipped as exc:
+        return ParsedFeed(skipped=[Rejected(label, str(exc))])
+    except ItemRejected as exc:
+        return ParsedFeed(rejected=[Rejected(label, str(exc))])
+    return ParsedFeed(drafts=[draft] if draft else [])
+
+
+def references_of(text: str) -> list[ExternalKey]:
+    """'sender,identifier,sent' triples, space-separated."""
+    keys = []
+    for triple in text.split():
+        parts = triple.split(",")
+        if len(parts) >= 2:
+            keys.append(ExternalKey(parts[0], parts[1]))
+    return keys
+
+
+def _draft(
+    root: Element,
+    sender: str,
+    identifier: str,
+    level_overrides: Mapping[str, str | None] | None,
+    max_vertices: int,
+) -> AdvisoryDraft:
+    msg_type = text_of(root, "msgType") or "Alert"
+    if msg_type not in ("Alert", "Update", "Cancel"):
+        raise ItemRejected(f"msgType {msg_type} carries no advisory")
+    sent = parse_time(text_of(root, "sent"), field="sent") if text_of(root, "sent") else None
+    base = {
+        "source": "cap",
+        "alerts_citizens": text_of(root, "status") == "Actual",
+        "external": ExternalKey(sender, identifier),
+        "references": references_of(text_of(root, "references")),
+        "label": f"{sender},{identifier}",
+    }
+    infos = root.findall("info")
+    if msg_type == "Cancel" or (
+        msg_type == "Update" and infos and _ALL_CLEAR.search(_headline(infos[0]))
+    ):
+        # A Cancel may have no <info>; an "all clear" sent as Update means the same.
+        if sent is None:
+            raise ItemRejected("a cancellation needs <sent>")
+        return AdvisoryDraft(
+            level="1",
+            category="other",
+            title={},
+            message={},
+            area=Area(),
+            effective=sent,
+            expires=None,
+            msg_type="Cancel",
+            **base,
+        )
+    if not infos:
+        raise ItemRejected("an Alert or Update needs at least one <info>")
+    by_language = {_language(i): i for i in reversed(infos)}
+    ko = next((i for lang, i in by_language.items() if lang.startswith("ko")), None)
+    en = next((i for lang, i in by_language.items() if lang.startswith("en")), None)
+    primary = en or ko or infos[0]
+    notes = []
+    title, message = {}, {}
+    for lang, info in (("ko", ko), ("en", en)):
+        if info is not None:
+            title[lang], message[lang] = _texts(info)
+    if not title:
+        title["en"], message["en"] = _texts(primary)
+        notes.append(f"text only in {_language(primary)}")
+    severity = text_of(primary, "severity") or "Unknown"
+    level = levels.level_for(levels.CAP_SEVERITY, severity, level_overrides)
+    if level is None:
+        raise ItemSkipped(f"severity {severity}: no advisory")
+    effective_text = text_of(primary, "effective")
+    effective = parse_time(effective_text, field="effective") if effective_text else sent
+    if effective is None:
+        raise ItemRejected("no <effective> and no <sent> time")
+    expires_text = text_of(primary, "expires")
+    return AdvisoryDraft(
+        level=level,
+        category=_CATEGORIES.get(text_of(primary, "category"), "other"),
+        title=title,
+        message=message,
+        area=_area(primary, max_vertices=max_vertices, notes=notes),
+        effective=effective,
+        expires=parse_time(expires_text, field="expires") if expires_text else None,
+        msg_type=msg_type,
+        **base,
+    )
+
+
+def _language(info: Element) -> str:
+    return (text_of(info, "language") or "en-US").lower()
+
+
+def _headline(info: Element) -> str:
+    return f"{text_of(info, 'event')} {text_of(info, 'headline')}"
+
+
+def _texts(info: Element) -> tuple[str, str]:
+    title = plain_text(text_of(info, "headline") or text_of(info, "event") or "Alert", 300)
+    parts = [text_of(info, "description"), text_of(info, "instruction")]
+    body = "\n\n".join(p for p in parts if p and p.lower() != "not applicable")
+    return title, plain_text(body or title)
+
+
+def _position(pair: str) -> list[float]:
+    """CAP writes 'lat,lon'; GeoJSON and shapely want [lon, lat]. The only swap."""
+    lat, lon = (float(v) for v in pair.split(","))
+    return [lon, lat]
+
+
+def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
+    rings, circles, codes, zones, descriptions = [], [], [], [], []
+    for area in info.findall("area"):
+        descriptions.append(text_of(area, "areaDesc"))
+        for polygon in area.findall("polygon"):
+            if not (polygon.text or "").strip():
+                continue  # NWS sends <polygon></polygon> when a warning has no shape
+            try:
+                rings.append([_position(p) for p in polygon.text.split()])
+            except ValueError as exc:
+                raise ItemRejected(f"unreadable <polygon>: {exc}") from exc
+        for circle in area.findall("circle"):
+            circles.append(_circle(circle.text or ""))
+        for geocode in area.findall("geocode"):
+            name, value = text_of(geocode, "valueName"), text_of(geocode, "value")
+            if _ISO_GEOCODE.search(name) and countries.normalise_code(value):
+                codes.append(countries.normalise_code(value))
+            elif value:
+                zones.append(f"{name}:{value}")
+    geometry = union_of_rings(rings, max_vertices=max_vertices, label="polygon")
+    description = "; ".join(d for d in descriptions if d)
+    if geometry is None and not circles and not codes:
+        guessed = names.find_in_text(description)
+        if guessed:
+            codes.append(guessed)
+            notes.append(f"no geometry: country {guessed} read from the area description")
+        elif zones:
+            notes.append(ZONES_ONLY_NOTE)
+        else:
+            raise ItemRejected("the area has no polygon, circle, geocode or known country")
+    return Area(
+        countries=tuple(dict.fromkeys(codes)),
+        geometry=geometry,
+        circles=tuple(circles),
+        zones=tuple(dict.fromkeys(zones)),
+        description=description[:1000],
+        notes=tuple(notes),
+    )
+
+
+def _circle(text: str) -> Circle:
+    try:
+        center, radius = text.split()
+        lon, lat = _position(center)
+        radius_km = float(radius)
+    except ValueError as exc:
+        raise ItemRejected(f"unreadable <circle> {text!r}") from exc
+    if radius_km == 0:
+        radius_km = POINT_RADIUS_KM
+    try:
+        return check_circle(lat, lon, radius_km, field="circle")
+    except Exception as exc:
+        raise ItemRejected(str(getattr(exc, "detail", exc))) from exc

@@ -1,0 +1,138 @@
+"""Applying feed drafts: create, revise, cancel or skip each, by its (sender, identifier).
+
+Each draft is applied in its own savepoint: a bad item is recorded as rejected and the rest of
+the document still lands. A message already applied changes nothing (idempotent imports)."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.advisories import formats, service
+from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
+from service.advisories.models import Advisory, ExternalMessage
+from service.errors import DomainError
+
+
+@dataclass
+class IngestSummary:
+    created: list[Advisory] = field(default_factory=list)
+    updated: list[Advisory] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, why)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: list[Advisory] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        counts = (
+            f"created {len(self.created)}, updated {len(self.updated)}, "
+            f"skipped {len(self.skipped)}, rejected {len(self.rejected)}"
+        )
+        detail = [f"  created {a.public_id}: level {a.level} {_title(a)}" for a in self.created]
+        detail += [f"  updated {a.public_id} to revision {a.revision}" for a in self.updated]
+        detail += [f"  skipped {label}: {why}" for label, why in self.skipped]
+        detail += [f"  rejected {label}: {why}" for label, why in self.rejected]
+        return [counts, *detail]
+
+
+def import_document(
+    session: Session,
+    *,
+    format_name: str,
+    data: bytes,
+    issued_by: str,
+    now: datetime,
+    max_vertices: int,
+    level_overrides: Mapping[str, str | None] | None = None,
+) -> IngestSummary:
+    """Parse a document in a known format and apply what it holds."""
+    parsed = formats.parse(
+        format_name, data, level_overrides=level_overrides, max_vertices=max_vertices
+    )
+    return ingest(session, parsed=parsed, issued_by=issued_by, now=now)
+
+
+def ingest(session: Session, *, parsed: ParsedFeed, issued_by: str, now: datetime) -> IngestSummary:
+    summary = IngestSummary(
+        rejected=[(r.label, r.reason) for r in parsed.rejected],
+        skipped=[(s.label, s.reason) for s in parsed.skipped],
+    )
+    for draft in parsed.drafts:
+        try:
+            with session.begin_nested():
+                _apply(session, draft, issued_by=issued_by, now=now, summary=summary)
+        except DomainError as exc:
+            summary.rejected.append((draft.label, exc.detail))
+    return summary
+
+
+def _apply(
+    session: Session, draft: AdvisoryDraft, *, issued_by: str, now: datetime, summary: IngestSummary
+) -> None:
+    known = _known(session, draft.external) if draft.external else None
+    if known is not None and not draft.revisable:
+        summary.unchanged.append(known)
+        summary.skipped.append((draft.label, "already imported"))
+        return
+    if draft.msg_type == "Cancel":
+        target = _referenced(session, draft.references)
+        if target is None:
+            summary.rejected.append((draft.label, "cancels no advisory known here"))
+            return
+        service.cancel_advisory(session, advisory=target, cancelled_by=issued_by, now=now)
+        _remember(session, draft, target)
+        summary.updated.append(target)
+        return
+    if draft.expires is not None and draft.expires <= now:
+        summary.skipped.append((draft.label, f"already expired at {draft.expires.isoformat()}"))
+        return
+    target = known or (
+        _referenced(session, draft.references) if draft.msg_type == "Update" else None
+    )
+    if target is None:
+        # An Update of an alert we never saw still carries the whole current picture.
+        advisory = service.create_advisory(session, draft=draft, issued_by=issued_by, now=now)
+        _remember(session, draft, advisory)
+        summary.created.append(advisory)
+        return
+    if service.draft_of(target).content() == draft.content():
+        summary.unchanged.append(target)
+        summary.skipped.append((draft.label, "no change"))
+        return
+    service.revise_advisory(session, advisory=target, draft=draft, changed_by=issued_by, now=now)
+    if known is None:
+        _remember(session, draft, target)
+    summary.updated.append(target)
+
+
+def _known(session: Session, key: ExternalKey) -> Advisory | None:
+    return session.scalar(
+        select(Advisory)
+        .join(ExternalMessage, ExternalMessage.advisory_id == Advisory.id)
+        .where(ExternalMessage.sender == key.sender, ExternalMessage.identifier == key.identifier)
+    )
+
+
+def _referenced(session: Session, references: list[ExternalKey]) -> Advisory | None:
+    """The newest advisory any reference points to."""
+    found = [a for a in (_known(session, key) for key in references) if a is not None]
+    return max(found, key=lambda a: a.updated_at, default=None)
+
+
+def _remember(session: Session, draft: AdvisoryDraft, advisory: Advisory) -> None:
+    if draft.external is None:
+        return
+    session.add(
+        ExternalMessage(
+            sender=draft.external.sender,
+            identifier=draft.external.identifier,
+            advisory_id=advisory.id,
+            msg_type=draft.msg_type,
+        )
+    )
+    session.flush()
+
+
+def _title(advisory: Advisory) -> str:
+    return (advisory.title_en or advisory.title_ko or "")[:80]

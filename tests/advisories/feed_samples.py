@@ -1,0 +1,40 @@
+"""Paths to the real feed samples in ../shared/data/feeds (read, never copied or edited)."""
+
+import gzip
+import json
+from pathlib import Path
+
+FEEDS = Path(__file__).resolve().parents[3] / "shared" / "data" / "feeds"
+
+
+def sample(relative: str) -> bytes:
+    path = FEEDS / relative
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+_MOFA_NAMES = {
+    "alarm_level": "alarm_lvl",
+    "country_code": "country_iso_alp2",
+    "region_type": "region_ty",
+    "map_url": "dang_map_download_url",
+    "flag_url": "flag_download_url",
+    "country_name": "country_nm",
+    "continent_name": "continent_nm",
+}
+
+
+def mofa_envelope() -> bytes:
+    """The getTravelAlarmList2 envelope rebuilt from the derived fixture (field names restored)."""
+    rows = json.loads(sample("kr-mofa/tripguard-alerts_seed-derived-from-TravelAlarmService2.json"))
+    data = [{_MOFA_NAMES.get(k, k): v for k, v in row["fields"].items()} for row in rows]
+    envelope = {
+        "resultCode": "00",
+        "resultMsg": "NORMAL SERVICE.",
+        "numOfRows": len(data),
+        "pageNo": 1,
+        "totalCount": len(data),
+        "currentCount": len(data),
+        "data": data,
+    }
+    return json.dumps(envelope, ensure_ascii=False).encode()

@@ -1,0 +1,183 @@
+"""POST /v1/advisories/import: formats by content type, idempotency, and hostile documents."""
+
+import http.server
+import threading
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from service.advisories.models import Advisory, ExternalMessage
+from tests.advisories.feed_samples import sample
+
+CAP = "application/cap+xml"
+
+
+def _future_thunderstorm() -> bytes:
+    """Appendix A.2 moved to tomorrow, so that it is current."""
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    return sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml").replace(
+        b"2003-06-17", tomorrow.encode()
+    )
+
+
+def _count(db):
+    return db.scalar(select(func.count()).select_from(Advisory)), db.scalar(
+        select(func.count()).select_from(ExternalMessage)
+    )
+
+
+@pytest.fixture
+def consul(staff_headers):
+    return staff_headers("consul")
+
+
+def _post(client, headers, body, content_type=CAP, **params):
+    return client.post(
+        "/v1/advisories/import",
+        content=body,
+        params=params,
+        headers={**headers, "content-type": content_type},
+    )
+
+
+def test_cap_import_then_reimport_is_200_with_the_same_advisory(client, consul):
+    first = _post(client, consul, _future_thunderstorm())
+    assert first.status_code == 201, first.text
+    created = first.json()
+    assert len(created["created"]) == 1 and created["advisories"][0]["source"] == "cap"
+    second = _post(client, consul, _future_thunderstorm())
+    assert second.status_code == 200
+    assert second.json()["created"] == [] and second.json()["updated"] == []
+    assert second.json()["advisories"][0]["id"] == created["created"][0]
+    assert second.json()["advisories"][0]["revision"] == 1
+
+
+def test_viewer_cannot_import(client, staff_headers):
+    assert _post(client, staff_headers("viewer"), _future_thunderstorm()).status_code == 403
+
+
+def test_unknown_content_type_is_422(client, consul):
+    response = _post(client, consul, b"{}", content_type="text/plain")
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "content-type"
+
+
+def test_cap_without_identifier_is_422_and_stores_nothing(client, consul, db):
+    before = _count(db)
+    body = _future_thunderstorm().replace(b"<identifier>KSTO1055887203</identifier>", b"")
+    response = _post(client, consul, body)
+    assert response.status_code == 422 and "identifier" in response.json()["detail"]
+    assert _count(db) == before
+
+
+def test_cancel_of_an_unknown_alert_is_422_and_stores_nothing(client, consul, db):
+    before = _count(db)
+    response = _post(client, consul, sample("cap-update-cancel/ipaws-nv-dps-cancel.xml"))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["message"] == "cancels no advisory known here"
+    assert _count(db) == before
+
+
+def test_expired_alert_is_answered_without_creating_anything(client, consul, db):
+    before = _count(db)
+    response = _post(client, consul, sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml"))
+    assert response.status_code == 200
+    assert "already expired" in response.json()["skipped"][0]["reason"]
+    assert _count(db) == before
+
+
+def test_geojson_and_query_format(client, consul):
+    response = _post(
+        client,
+        consul,
+        sample("usgs/usgs-significant_month-2023-10-11.geojson"),
+        content_type="application/octet-stream",
+        format="geojson",
+    )
+    assert response.status_code == 200  # all 18 events are long over
+    assert len(response.json()["skipped"]) == 18
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol">
+<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+<!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+<!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+<!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+<!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+<!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">]>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol9;</identifier></alert>"""
+
+
+def _quadratic_blowup() -> bytes:
+    entity = "A" * 100_000
+    return (
+        f'<?xml version="1.0"?><!DOCTYPE kaboom [<!ENTITY a "{entity}">]>'
+        f'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>{"&a;" * 50}'
+        "</identifier></alert>"
+    ).encode()
+
+
+def _external_entity(target: str) -> bytes:
+    return (
+        f'<?xml version="1.0"?><!DOCTYPE alert [<!ENTITY xxe SYSTEM "{target}">]>'
+        '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&xxe;</identifier>'
+        "<sender>x</sender></alert>"
+    ).encode()
+
+
+class _Canary(http.server.BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self):
+        type(self).hits += 1
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"canary")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def canary():
+    _Canary.hits = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canary)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("name", "document"),
+    [
+        ("billion laughs", BILLION_LAUGHS),
+        ("quadratic blowup", _quadratic_blowup()),
+        ("external entity to a file", _external_entity("file:///etc/passwd")),
+        (
+            "rss with a doctype",
+            b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x "y">]><rss><channel/></rss>',
+        ),
+    ],
+)
+def test_hostile_documents_are_400_fast_and_leave_nothing(client, consul, db, name, document):
+    before = _count(db)
+    content_type = "application/rss+xml" if b"<rss" in document else CAP
+    response = _post(client, consul, document, content_type=content_type)
+    assert response.status_code == 400, response.text
+    assert "refused" in response.json()["detail"]
+    assert "root:" not in response.text
+    assert _count(db) == before
+
+
+def test_external_entity_to_a_loopback_server_is_never_fetched(client, consul, db, canary):
+    url = f"http://127.0.0.1:{canary.server_address[1]}/canary"
+    response = _post(client, consul, _external_entity(url))
+    assert response.status_code == 400
+    assert _Canary.hits == 0
+    urllib.request.urlopen(url, timeout=5).read()  # the canary does count a real fetch
+    assert _Canary.hits == 1
