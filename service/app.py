@@ -6,6 +6,8 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from service.advisories.feeds.config import load_feeds
+from service.advisories.feeds.router import router as feeds_router
 from service.advisories.router import router as advisories_router
 from service.body_limit import BodyLimitMiddleware
 from service.citizens.router import router as citizens_router
@@ -33,7 +35,11 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load the country boundaries now, not during the first registration.
         await anyio.to_thread.run_sync(countries.boundaries)
-        scheduler = build_scheduler(settings, factory) if settings.scheduler_enabled else None
+        scheduler = (
+            build_scheduler(settings, factory, app.state.feeds)
+            if settings.scheduler_enabled
+            else None
+        )
         if scheduler:
             scheduler.start()
         try:
@@ -48,6 +54,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.schema_head = head_revision(settings.database_url)
+    app.state.feeds = load_feeds(settings.feeds_path())  # a broken feeds.toml stops start-up
     app.state.registry = Registry(
         vault=PersonalDataVault(settings.secret_key_bytes()),
         geocoder=geocoder
@@ -65,6 +72,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         registry_router,
         staff_router,
         advisories_router,
+        feeds_router,
     ):
         app.include_router(router)
     app.add_middleware(

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     geocoder_user_agent: str = ""
     geocoder_timeout_s: float = Field(5.0, gt=0)
     stay_retention_days: int = Field(30, ge=0)
+    feeds_file: str = str(PROJECT_ROOT / "config" / "feeds.toml")
+    feed_timeout_s: float = Field(20.0, gt=0)
+    feed_max_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     phone_default_region: str = Field("KR", min_length=2, max_length=2)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -65,6 +68,10 @@ class Settings(BaseSettings):
                 "(Nominatim's usage policy requires an identifying user agent)"
             )
         return self
+
+    def feeds_path(self) -> Path:
+        path = Path(self.feeds_file)
+        return path if path.is_absolute() else PROJECT_ROOT / path
 
     def secret_key_bytes(self) -> bytes:
         """The raw secret, from ANJEON_SECRET_KEY or the key file."""

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.advisories.feeds.config import Feed
+from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
 from service.citizens.retention import purge_ended_stays
 from service.config import Settings
@@ -56,8 +58,42 @@ def run_job(job: Job, factory: sessionmaker[Session], settings: Settings) -> Non
     log.info("job done", extra={"job": job.id, "result": result})
 
 
-def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> BackgroundScheduler:
+def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings) -> None:
+    try:
+        outcome = poll_feed(
+            factory,
+            feed,
+            now=utcnow(),
+            timeout_s=settings.feed_timeout_s,
+            max_bytes=settings.feed_max_bytes,
+            max_vertices=settings.max_area_vertices,
+        )
+    except Exception:
+        JOB_RUNS.labels(f"feed:{feed.name}", "error").inc()
+        log.exception("feed poll crashed", extra={"feed": feed.name})
+        return
+    JOB_RUNS.labels(f"feed:{feed.name}", outcome).inc()
+
+
+def build_scheduler(
+    settings: Settings, factory: sessionmaker[Session], feeds: list[Feed] | None = None
+) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
+    for feed in feeds or []:
+        if feed.enabled:
+            scheduler.add_job(
+                run_feed_poll,
+                "interval",
+                seconds=feed.interval_s,
+                args=(feed, factory, settings),
+                id=f"feed:{feed.name}",
+                name=f"feed:{feed.name}",
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=feed.interval_s,
+                next_run_time=utcnow(),
+            )
     for job in jobs(settings):
         scheduler.add_job(
             run_job,

@@ -90,3 +90,17 @@ class ExternalMessage(Base):
         UniqueConstraint("sender", "identifier"),
         Index("ix_external_message_advisory_id", "advisory_id"),
     )
+
+
+class FeedState(Base):
+    """What the poller remembers of each configured feed between polls."""
+
+    __tablename__ = "feed_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    etag: Mapped[str | None] = mapped_column(String(255))
+    last_modified: Mapped[str | None] = mapped_column(String(64))
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    last_detail: Mapped[str | None] = mapped_column(Text)

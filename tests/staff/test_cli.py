@@ -7,6 +7,7 @@ from service import cli
 from service.app import create_app
 from service.config import get_settings
 from service.migrate import upgrade
+from tests.advisories.feed_samples import FEEDS
 from tests.conftest import TEST_SECRET, make_settings
 
 
@@ -72,3 +73,26 @@ def test_missing_secret_key_stops_with_a_clear_error(tmp_path, monkeypatch, caps
     finally:
         get_settings.cache_clear()
     assert "ANJEON_SECRET_KEY" in capsys.readouterr().err
+
+
+def test_ingest_prints_a_summary(cli_database, capsys):
+    path = FEEDS / "usgs" / "usgs-significant_month-2023-10-11.geojson"
+    args = ["ingest", str(path), "--format", "geojson", "--as-of", "2023-10-11T20:16:31Z"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "created 11, updated 0, skipped 7, rejected 0"
+    assert any("level special M 6.3 earthquake - western Afghanistan" in line for line in out)
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "created 0, updated 0, skipped 18, rejected 0"
+
+
+def test_ingest_refuses_loopback_urls_without_the_flag(cli_database, capsys):
+    assert cli.main(["ingest", "http://127.0.0.1:9/feed", "--format", "cap"]) == 2
+    assert "non-public address" in capsys.readouterr().err
+
+
+def test_ingest_of_a_hostile_file_changes_nothing(cli_database, tmp_path, capsys):
+    hostile = tmp_path / "x.xml"
+    hostile.write_bytes(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY b "c">]><alert>&b;</alert>')
+    assert cli.main(["ingest", str(hostile), "--format", "cap"]) == 2
+    assert "refused" in capsys.readouterr().err

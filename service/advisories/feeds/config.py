@@ -1,0 +1,54 @@
+"""config/feeds.toml: the feeds to poll. Feed URLs come only from here (never from a request)."""
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.advisories.formats import PARSERS
+
+
+class FeedConfigError(ValueError):
+    pass
+
+
+class Feed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    url: str | None = None
+    path: str | None = None
+    format: Literal["cap", "geojson", "rss", "mofa"]
+    interval_s: int = Field(300, ge=30)
+    enabled: bool = True
+    # Only for feeds an operator runs on their own network (and the tests' loopback server).
+    allow_private: bool = False
+    levels: dict[str, str | None] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Feed":
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give exactly one of url, path")
+        if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError("url must be http(s)")
+        if self.format not in PARSERS:
+            raise ValueError(f"unknown format {self.format}")
+        return self
+
+
+def load_feeds(path: Path) -> list[Feed]:
+    """The feeds in a TOML file ([[feed]] tables); a missing file means no feeds."""
+    if not path.is_file():
+        return []
+    try:
+        document = tomllib.loads(path.read_text())
+        feeds = [Feed.model_validate(entry) for entry in document.get("feed", [])]
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise FeedConfigError(f"{path}: {exc}") from exc
+    names = [f.name for f in feeds]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise FeedConfigError(f"{path}: feed names repeat: {', '.join(sorted(duplicates))}")
+    return feeds

@@ -1,0 +1,136 @@
+"""One poll of one feed: read its state, fetch outside any transaction, then ingest and
+record the outcome in one short transaction."""
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.advisories.feeds.config import Feed
+from service.advisories.feeds.fetch import FetchError, fetch
+from service.advisories.ingest import IngestSummary, import_document
+from service.advisories.models import FeedState
+from service.errors import DomainError
+
+log = logging.getLogger("anjeon.feeds")
+
+
+def poll_feed(
+    factory: sessionmaker[Session],
+    feed: Feed,
+    *,
+    now: datetime,
+    timeout_s: float,
+    max_bytes: int,
+    max_vertices: int,
+) -> str:
+    """Poll once; returns the outcome ('updated', 'not-modified' or 'error')."""
+    with factory.begin() as session:
+        state = session.get(FeedState, feed.name)
+        etag = state.etag if state else None
+        last_modified = state.last_modified if state else None
+    try:
+        if feed.path is not None:
+            body, status, etag, last_modified = Path(feed.path).read_bytes(), 200, None, None
+            if len(body) > max_bytes:
+                raise FetchError(f"file is over the {max_bytes}-byte cap")
+        else:
+            assert feed.url is not None
+            fetched = fetch(
+                feed.url,
+                etag=etag,
+                last_modified=last_modified,
+                timeout_s=timeout_s,
+                max_bytes=max_bytes,
+                allow_private=feed.allow_private,
+            )
+            body, status = fetched.body, fetched.status
+            etag, last_modified = fetched.etag or etag, fetched.last_modified or last_modified
+    except (FetchError, OSError) as exc:
+        _record(factory, feed, now=now, outcome="error", detail=str(exc))
+        log.warning("feed fetch failed", extra={"feed": feed.name, "error": str(exc)})
+        return "error"
+    if status == 304:
+        _record(factory, feed, now=now, outcome="not-modified", detail=None, success=True)
+        return "not-modified"
+    try:
+        with factory.begin() as session:
+            summary = import_document(
+                session,
+                format_name=feed.format,
+                data=body,
+                issued_by=f"feed:{feed.name}",
+                now=now,
+                max_vertices=max_vertices,
+                level_overrides=feed.levels,
+            )
+            brief = _brief(summary)
+            _save_state(
+                session,
+                feed,
+                now=now,
+                outcome="updated",
+                detail=brief,
+                etag=etag,
+                last_modified=last_modified,
+                success=True,
+            )
+    except DomainError as exc:  # the whole document was unreadable or hostile
+        _record(factory, feed, now=now, outcome="error", detail=exc.detail)
+        log.warning("feed document refused", extra={"feed": feed.name, "error": exc.detail})
+        return "error"
+    log.info("feed polled", extra={"feed": feed.name, "summary": brief})
+    return "updated"
+
+
+def _brief(summary: IngestSummary) -> str:
+    text = summary.lines()[0]
+    if summary.rejected:
+        text += "; rejected: " + "; ".join(
+            f"{label}: {why}" for label, why in summary.rejected[:20]
+        )
+    return text
+
+
+def _record(
+    factory: sessionmaker[Session],
+    feed: Feed,
+    *,
+    now: datetime,
+    outcome: str,
+    detail: str | None,
+    success: bool = False,
+) -> None:
+    with factory.begin() as session:
+        state = session.get(FeedState, feed.name)
+        _save_state(
+            session,
+            feed,
+            now=now,
+            outcome=outcome,
+            detail=detail,
+            etag=state.etag if state else None,
+            last_modified=state.last_modified if state else None,
+            success=success,
+        )
+
+
+def _save_state(
+    session: Session,
+    feed: Feed,
+    *,
+    now: datetime,
+    outcome: str,
+    detail: str | None,
+    etag: str | None,
+    last_modified: str | None,
+    success: bool,
+) -> None:
+    state = session.get(FeedState, feed.name) or FeedState(name=feed.name)
+    state.etag, state.last_modified = etag, last_modified
+    state.last_polled_at, state.last_outcome, state.last_detail = now, outcome, detail
+    if success:
+        state.last_success_at = now
+    session.add(state)
+    session.flush()

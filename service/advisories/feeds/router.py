@@ -1,0 +1,67 @@
+"""Feeds for staff: what is configured and how each poll went; admins can poll one now."""
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from service.advisories.feeds.config import Feed
+from service.advisories.feeds.poll import poll_feed
+from service.advisories.models import FeedState
+from service.auth import Admin, SessionDep, Viewer
+from service.db import utcnow
+from service.errors import NotFound
+
+router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
+
+
+class FeedRead(BaseModel):
+    name: str
+    source: str
+    format: str
+    interval_s: int
+    enabled: bool
+    last_polled_at: datetime | None
+    last_success_at: datetime | None
+    last_outcome: str | None
+    last_detail: str | None
+
+
+def _read(feed: Feed, state: FeedState | None) -> FeedRead:
+    return FeedRead(
+        name=feed.name,
+        source=feed.url or feed.path or "",
+        format=feed.format,
+        interval_s=feed.interval_s,
+        enabled=feed.enabled,
+        last_polled_at=state.last_polled_at if state else None,
+        last_success_at=state.last_success_at if state else None,
+        last_outcome=state.last_outcome if state else None,
+        last_detail=state.last_detail if state else None,
+    )
+
+
+@router.get("", response_model=list[FeedRead])
+def list_feeds(request: Request, session: SessionDep, _staff: Viewer) -> list[FeedRead]:
+    return [_read(f, session.get(FeedState, f.name)) for f in request.app.state.feeds]
+
+
+@router.post("/{name}/poll", response_model=FeedRead)
+async def poll_now(request: Request, name: str, _admin: Admin) -> FeedRead:
+    """Poll a configured feed now (by name: no URL is ever taken from a request)."""
+    feed = next((f for f in request.app.state.feeds if f.name == name), None)
+    if feed is None:
+        raise NotFound(f"no feed named {name!r} in the feeds file")
+    state = request.app.state
+    await run_in_threadpool(
+        poll_feed,
+        state.session_factory,
+        feed,
+        now=utcnow(),
+        timeout_s=state.settings.feed_timeout_s,
+        max_bytes=state.settings.feed_max_bytes,
+        max_vertices=state.settings.max_area_vertices,
+    )
+    with state.session_factory() as session:
+        return _read(feed, session.get(FeedState, feed.name))

@@ -1,0 +1,220 @@
+"""Polling feeds from a loopback HTTP server: conditional GET, 304, timeout, size cap, and the
+guard against non-public addresses; feeds.toml validation; the scheduler's feed jobs."""
+
+import http.server
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from service.advisories.feeds.config import Feed, FeedConfigError, load_feeds
+from service.advisories.feeds.fetch import FetchError, check_destination
+from service.advisories.feeds.poll import poll_feed
+from service.advisories.models import Advisory, FeedState
+from service.config import PROJECT_ROOT
+from service.scheduler import build_scheduler
+from tests.advisories.feed_samples import FEEDS, sample
+
+
+def _current_cap() -> bytes:
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    return sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml").replace(
+        b"2003-06-17", tomorrow.encode()
+    )
+
+
+class FeedServer(http.server.BaseHTTPRequestHandler):
+    requests: list[tuple[str, dict[str, str]]] = []  # noqa: RUF012 - shared on purpose
+
+    def do_GET(self):
+        type(self).requests.append((self.path, dict(self.headers)))
+        if self.path == "/cap":
+            if self.headers.get("If-None-Match") == '"v1"':
+                self.send_response(304)
+                self.end_headers()
+                return
+            body = _current_cap()
+            self.send_response(200)
+            self.send_header("ETag", '"v1"')
+            self.send_header("Last-Modified", "Fri, 27 Nov 2026 10:00:00 GMT")
+        elif self.path == "/slow":
+            time.sleep(2)
+            body = b"late"
+            self.send_response(200)
+        elif self.path == "/huge":
+            body = b"<rss>" + b" " * (6 * 1024 * 1024)
+            self.send_response(200)
+        elif self.path == "/huge-chunked":
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the cap must count what arrives
+            for _ in range(100):
+                self.wfile.write(b" " * 65536)
+            return
+        elif self.path == "/broken":
+            body = b"<alert><unclosed>"
+            self.send_response(200)
+        elif self.path == "/error":
+            body = b"upstream down"
+            self.send_response(503)
+        else:
+            body = b""
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def feed_server():
+    FeedServer.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FeedServer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def factory(db):
+    """Sessions inside the test's transaction (each begin() is a savepoint)."""
+    return sessionmaker(
+        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+def _poll(factory, feed, **limits):
+    options = {"timeout_s": 0.5, "max_bytes": 5 * 1024 * 1024, "max_vertices": 50_000}
+    options.update(limits)
+    return poll_feed(factory, feed, now=datetime.now(UTC), **options)
+
+
+def _feed(url, **overrides):
+    values = {"name": "loopback", "url": url, "format": "cap", "allow_private": True}
+    values.update(overrides)
+    return Feed.model_validate(values)
+
+
+def test_poll_then_304(factory, db, feed_server):
+    feed = _feed(f"{feed_server}/cap")
+    assert _poll(factory, feed) == "updated"
+    assert (
+        db.scalar(select(func.count()).select_from(Advisory).where(Advisory.source == "cap")) == 1
+    )
+    assert _poll(factory, feed) == "not-modified"
+    assert FeedServer.requests[1][1].get("If-None-Match") == '"v1"'
+    assert FeedServer.requests[1][1].get("If-Modified-Since") == "Fri, 27 Nov 2026 10:00:00 GMT"
+    state = db.get(FeedState, "loopback")
+    assert state.last_outcome == "not-modified" and state.etag == '"v1"'
+    assert (
+        db.scalar(select(func.count()).select_from(Advisory).where(Advisory.source == "cap")) == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("/slow", "timed out"),
+        ("/huge", "cap"),
+        ("/huge-chunked", "cap"),
+        ("/error", "HTTP 503"),
+        ("/broken", "not well-formed"),
+    ],
+)
+def test_failed_polls_are_recorded_and_change_nothing(factory, db, feed_server, path, why):
+    before = db.scalar(select(func.count()).select_from(Advisory))
+    assert _poll(factory, _feed(feed_server + path)) == "error"
+    state = db.get(FeedState, "loopback")
+    assert state.last_outcome == "error" and why in state.last_detail
+    assert db.scalar(select(func.count()).select_from(Advisory)) == before
+
+
+def test_loopback_url_without_the_flag_is_never_requested(factory, db, feed_server):
+    assert _poll(factory, _feed(f"{feed_server}/cap", allow_private=False)) == "error"
+    assert FeedServer.requests == []
+    assert "non-public address" in db.get(FeedState, "loopback").last_detail
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://localhost/x",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/x",
+        "http://[::1]/x",
+        "http://192.168.0.1/x",
+    ],
+)
+def test_non_public_destinations_are_refused(url):
+    with pytest.raises(FetchError, match="non-public"):
+        check_destination(url, allow_private=False)
+
+
+def test_feed_config_is_validated(tmp_path):
+    good = tmp_path / "feeds.toml"
+    good.write_text(
+        '[[feed]]\nname = "usgs"\nurl = "https://example.org/f.geojson"\nformat = "geojson"\n'
+        '[feed.levels]\nred = "3"\n'
+    )
+    (feed,) = load_feeds(good)
+    assert feed.levels == {"red": "3"} and feed.interval_s == 300
+    for text, problem in [
+        ('[[feed]]\nname = "x"\nurl = "file:///etc/passwd"\nformat = "cap"\n', "http(s)"),
+        ('[[feed]]\nname = "x"\nurl = "ftp://example.org/a"\nformat = "cap"\n', "http(s)"),
+        ('[[feed]]\nname = "x"\nformat = "cap"\n', "exactly one"),
+        ('[[feed]]\nname = "x"\nurl = "https://a.org"\nformat = "pdf"\n', "format"),
+        (
+            '[[feed]]\nname = "x"\nurl = "https://a.org"\nformat = "cap"\ninterval_s = 1\n',
+            "interval_s",
+        ),
+        ('[[feed]]\nname = "x"\nurl = "https://a.org"\nformat = "cap"\n' * 2, "repeat"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(FeedConfigError, match=problem):
+            load_feeds(bad)
+    assert load_feeds(tmp_path / "missing.toml") == []
+
+
+def test_shipped_feeds_file_is_valid_and_disabled():
+    feeds = load_feeds(PROJECT_ROOT / "config" / "feeds.toml")
+    assert feeds and not any(f.enabled for f in feeds)
+
+
+def test_file_feed(factory, db):
+    path = FEEDS / "gdacs" / "gdacs-rss-2019-12-30-4items.xml"
+    feed = Feed.model_validate({"name": "gdacs-file", "path": str(path), "format": "rss"})
+    assert _poll(factory, feed) == "updated"
+    assert "skipped 4" in db.get(FeedState, "gdacs-file").last_detail
+
+
+def test_scheduler_has_one_job_per_enabled_feed(settings, engine, feed_server):
+    feeds = [
+        _feed(f"{feed_server}/cap", name="a"),
+        _feed(f"{feed_server}/cap", name="b", enabled=False),
+    ]
+    scheduler = build_scheduler(settings, sessionmaker(bind=engine), feeds)
+    ids = {job.id for job in scheduler.get_jobs()}
+    assert "feed:a" in ids and "feed:b" not in ids
+
+
+def test_feeds_api_lists_state_and_admin_can_poll(client, staff_headers, factory, feed_server):
+    client.app.state.feeds = [_feed(f"{feed_server}/error", name="upstream")]
+    client.app.state.session_factory = (
+        factory  # polls outside the request, in the test's transaction
+    )
+    listed = client.get("/v1/feeds", headers=staff_headers("viewer")).json()
+    assert listed[0]["name"] == "upstream" and listed[0]["last_outcome"] is None
+    assert (
+        client.post("/v1/feeds/upstream/poll", headers=staff_headers("consul")).status_code == 403
+    )
+    polled = client.post("/v1/feeds/upstream/poll", headers=staff_headers("admin"))
+    assert polled.status_code == 200 and polled.json()["last_outcome"] == "error"
+    missing = client.post("/v1/feeds/nope/poll", headers=staff_headers("admin"))
+    assert missing.status_code == 404
