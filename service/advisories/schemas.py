@@ -38,13 +38,14 @@ class AreaIn(StrictModel):
     """The union of its parts; geometry is checked by service.geo.areas for precise errors."""
 
     countries: Annotated[list[str], Field(max_length=250)] = []
+    subdivisions: Annotated[list[str], Field(max_length=500)] = []
     geometry: dict[str, Any] | None = None
     circles: Annotated[list[CircleIn], Field(max_length=100)] = []
 
     @model_validator(mode="after")
     def _not_empty(self) -> "AreaIn":
-        if not self.countries and self.geometry is None and not self.circles:
-            raise ValueError("give at least one of countries, geometry, circles")
+        if not (self.countries or self.subdivisions or self.geometry is not None or self.circles):
+            raise ValueError("give at least one of countries, subdivisions, geometry, circles")
         return self
 
 

@@ -27,6 +27,7 @@ def area_from_request(area: AreaIn, *, max_vertices: int, field: str = "area") -
     )
     return areas.Area(
         countries=areas.check_countries(area.countries, field=f"{field}.countries"),
+        subdivisions=areas.check_subdivisions(area.subdivisions, field=f"{field}.subdivisions"),
         geometry=geometry,
         circles=circles,
     )

@@ -12,7 +12,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.validation import explain_validity
 
 from service.errors import InvalidInput
-from service.geo import countries
+from service.geo import countries, subdivisions
 
 MAX_RADIUS_KM = 2000.0
 _WEST = box(-180, -90, 180, 90)
@@ -32,6 +32,7 @@ class Area:
     the record (NWS UGC): nothing matches on them until zone polygons exist."""
 
     countries: tuple[str, ...] = ()
+    subdivisions: tuple[str, ...] = ()  # ISO 3166-2, matched by their offline polygons
     geometry: MultiPolygon | None = None
     circles: tuple[Circle, ...] = ()
     zones: tuple[str, ...] = ()
@@ -39,11 +40,14 @@ class Area:
     notes: tuple[str, ...] = field(default=())
 
     def is_empty(self) -> bool:
-        return not (self.countries or self.geometry is not None or self.circles)
+        return not (
+            self.countries or self.subdivisions or self.geometry is not None or self.circles
+        )
 
     def to_json(self) -> dict:
         return {
             "countries": list(self.countries),
+            "subdivisions": list(self.subdivisions),
             "geometry": mapping(self.geometry) if self.geometry is not None else None,
             "circles": [
                 {"lat": c.lat, "lon": c.lon, "radius_km": c.radius_km} for c in self.circles
@@ -59,6 +63,7 @@ def area_from_json(data: dict) -> Area:
     geometry = data.get("geometry")
     return Area(
         countries=tuple(data.get("countries") or ()),
+        subdivisions=tuple(data.get("subdivisions") or ()),
         geometry=shape(geometry) if geometry else None,
         circles=tuple(Circle(**c) for c in data.get("circles") or ()),
         zones=tuple(data.get("zones") or ()),
@@ -73,6 +78,19 @@ def check_countries(codes: Sequence[str], *, field: str) -> tuple[str, ...]:
         code = countries.normalise_code(raw) if isinstance(raw, str) else None
         if code is None:
             raise InvalidInput(f"{field}[{i}]", f"{raw!r} is not an ISO 3166-1 alpha-2 code")
+        if code not in result:
+            result.append(code)
+    return tuple(result)
+
+
+def check_subdivisions(codes: Sequence[str], *, field: str) -> tuple[str, ...]:
+    result = []
+    for i, raw in enumerate(codes):
+        code = subdivisions.normalise_code(raw) if isinstance(raw, str) else None
+        if code is None:
+            raise InvalidInput(
+                f"{field}[{i}]", f"{raw!r} is not an ISO 3166-2 subdivision we hold polygons for"
+            )
         if code not in result:
             result.append(code)
     return tuple(result)

@@ -10,6 +10,7 @@ import numpy as np
 import shapely
 from geopy.distance import geodesic
 
+from service.geo import subdivisions
 from service.geo.areas import Area, Circle
 
 EARTH_RADIUS_KM = 6371.0088
@@ -47,6 +48,8 @@ def affected(area: Area, places: Places) -> np.ndarray:
     has_point = ~np.isnan(places.lons)
     if area.geometry is not None:
         hit |= _in_geometry(area.geometry, places, has_point)
+    for code in area.subdivisions:
+        hit |= _in_geometry(subdivisions.geometry_of(code), places, has_point)
     for circle in area.circles:
         hit |= _in_circle(circle, places, has_point)
     return hit

@@ -107,3 +107,17 @@ def test_revision_rows_are_kept(client, consul, db):
     count = db.scalar(select(func.count()).select_from(AdvisoryRevision))
     assert count >= 2
     assert SQUARE["type"] == "Polygon"
+
+
+def test_subdivision_advisory_reaches_people_in_that_province(client, consul):
+    register(client, location={"lat": 13.7563, "lon": 100.5018})  # Bangkok, TH-10
+    register(client, location={"lat": 18.7883, "lon": 98.9853})  # Chiang Mai, TH-50
+    body = advisory_body(area={"subdivisions": ["th-10"]})
+    created = client.post("/v1/advisories", json=body, headers=consul)
+    assert created.status_code == 201 and created.json()["area"]["subdivisions"] == ["TH-10"]
+    preview = client.post("/v1/advisories/preview", json=body, headers=consul).json()
+    assert preview["citizens"] == 1
+    bad = client.post(
+        "/v1/advisories", json=advisory_body(area={"subdivisions": ["TH-999"]}), headers=consul
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "area.subdivisions[0]"

@@ -74,6 +74,7 @@ CASES = [
         "area.circles[0]",
     ),
     ("unknown country XX", {"area": {"countries": ["KR", "XX"]}}, "area.countries[1]"),
+    ("unknown subdivision", {"area": {"subdivisions": ["KR-99"]}}, "area.subdivisions[0]"),
     ("empty area", {"area": {}}, "area"),
     ("expires before effective", {"effective": in_days(5), "expires": in_days(2)}, "expires"),
     ("expires in the past", {"effective": in_days(-5), "expires": in_days(-1)}, "expires"),

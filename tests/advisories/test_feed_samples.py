@@ -95,7 +95,9 @@ def test_cap_au_circle_in_km_with_iso_3166_2_geocode(db):
     )
     (advisory,) = summary.created
     assert advisory.area["circles"] == [{"lat": -35.3888, "lon": 147.0598, "radius_km": 25.0}]
-    assert any(z.endswith("AU-NSW") for z in advisory.area["zones"])
+    # The state geocode beside the circle is kept for the record, not alerted as a whole.
+    assert "ISO3166:AU-NSW" in advisory.area["zones"] and advisory.area["subdivisions"] == []
+    assert not _covers(advisory, 151.2, -33.87)  # Sydney, also in New South Wales
     assert _covers(advisory, 147.0598, -35.5) and not _covers(advisory, 147.0598, -35.7)
 
 
@@ -126,6 +128,16 @@ def test_cap_iso_8859_1_text_is_decoded_from_the_declaration(db):
     (advisory,) = summary.created
     assert advisory.area["circles"][0]["radius_km"] == 25.0  # radius 0 = epicentre rule
     assert "\ufffd" not in advisory.message_en
+
+
+def test_cap_iso_3166_2_geocode_alone_is_the_subdivision(db):
+    data = sample("cap/au-nsw-rfs-fire-circles.cap").replace(
+        b"<cap:circle>-35.3888,147.0598 25.0</cap:circle>", b""
+    )
+    summary = _run(db, "cap", data, at=_at("2011-10-05T23:04:00+10:00"))
+    (advisory,) = summary.created
+    assert advisory.area["subdivisions"] == ["AU-NSW"]
+    assert _covers(advisory, 151.2, -33.87) and not _covers(advisory, 144.96, -37.81)  # Melbourne
 
 
 def test_cap_1_1_zone_only_warning_is_kept_with_a_note(db):

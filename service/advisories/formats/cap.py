@@ -20,7 +20,7 @@ from service.advisories.formats.common import (
     union_of_rings,
 )
 from service.advisories.formats.safe_xml import UnreadableDocument, parse_xml, text_of
-from service.geo import countries, names
+from service.geo import countries, names, subdivisions
 from service.geo.areas import Area, Circle, check_circle
 
 # A CAP circle of radius 0 marks a point (an epicentre); we reach people this close to it.
@@ -177,7 +177,7 @@ def _position(pair: str) -> list[float]:
 
 
 def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
-    rings, circles, codes, zones, descriptions = [], [], [], [], []
+    rings, circles, codes, provinces, zones, descriptions = [], [], [], [], [], []
     for area in info.findall("area"):
         descriptions.append(text_of(area, "areaDesc"))
         for polygon in area.findall("polygon"):
@@ -193,11 +193,18 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
             name, value = text_of(geocode, "valueName"), text_of(geocode, "value")
             if _ISO_GEOCODE.search(name) and countries.normalise_code(value):
                 codes.append(countries.normalise_code(value))
+            elif _ISO_GEOCODE.search(name) and subdivisions.normalise_code(value):
+                provinces.append(subdivisions.normalise_code(value))
             elif value:
                 zones.append(f"{name}:{value}")
     geometry = union_of_rings(rings, max_vertices=max_vertices, label="polygon")
     description = "; ".join(d for d in descriptions if d)
-    if geometry is None and not circles and not codes:
+    if geometry is not None or circles:
+        # A shape is precise; an ISO geocode beside it names the country or state it lies in
+        # (CAP-AU sends AU-NSW with a 25 km fire circle). Alerting all of it would be wrong.
+        zones = [f"ISO3166:{c}" for c in (*codes, *provinces)] + zones
+        codes, provinces = [], []
+    if geometry is None and not circles and not codes and not provinces:
         guessed = names.find_in_text(description)
         if guessed:
             codes.append(guessed)
@@ -208,6 +215,7 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
             raise ItemRejected("the area has no polygon, circle, geocode or known country")
     return Area(
         countries=tuple(dict.fromkeys(codes)),
+        subdivisions=tuple(dict.fromkeys(provinces)),
         geometry=geometry,
         circles=tuple(circles),
         zones=tuple(dict.fromkeys(zones)),
