@@ -19,6 +19,7 @@ from service.db import make_engine, make_session_factory, utcnow
 from service.demo import load_demo_citizens
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
+from service.geomatch.service import Sweeper
 from service.logs import configure_logging
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
@@ -118,6 +119,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    result = Sweeper().run(_session_factory(get_settings()), now=utcnow())
+    print(
+        f"swept {result.advisories} active advisories: {result.matched} citizen pairs in reach, "
+        f"{result.enqueued} new alerts enqueued"
+    )
+    return 0
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists():
@@ -156,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = staff_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("--name", required=True)
     commands.add_parser("demo", help="load sample citizens").set_defaults(run=cmd_demo)
+    commands.add_parser("sweep", help="run one geomatch sweep now").set_defaults(run=cmd_sweep)
     ingest = commands.add_parser("ingest", help="import a feed document from a file or URL")
     ingest.add_argument("source", help="a file path or an http(s) URL")
     ingest.add_argument("--format", required=True, choices=sorted(PARSERS))

@@ -6,6 +6,7 @@ harmless when run twice at once; later jobs that send alerts rely on the ledger'
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,8 @@ from service.advisories.service import expire_due
 from service.citizens.retention import purge_ended_stays
 from service.config import Settings
 from service.db import utcnow
+from service.geomatch import lease
+from service.geomatch.service import Sweeper
 from service.metrics import JOB_RUNS
 
 log = logging.getLogger("anjeon.scheduler")
@@ -75,10 +78,49 @@ def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings
     JOB_RUNS.labels(f"feed:{feed.name}", outcome).inc()
 
 
+def run_sweep(sweeper: Sweeper, factory: sessionmaker[Session], settings: Settings) -> None:
+    """The geomatch sweep, in the one process that holds the lease."""
+    now = utcnow()
+    ttl = timedelta(seconds=settings.sweep_interval_s * 3)
+    try:
+        with factory.begin() as session:
+            leader = lease.acquire(session, name="geomatch-sweep", now=now, ttl=ttl)
+        if not leader:
+            JOB_RUNS.labels("geomatch-sweep", "not-leader").inc()
+            return
+        result = sweeper.run(factory, now=now)
+    except Exception:
+        JOB_RUNS.labels("geomatch-sweep", "error").inc()
+        log.exception("sweep failed")
+        return
+    JOB_RUNS.labels("geomatch-sweep", "ok").inc()
+    log.info(
+        "sweep done",
+        extra={
+            "matched": result.matched,
+            "enqueued": result.enqueued,
+            "advisories": result.advisories,
+        },
+    )
+
+
 def build_scheduler(
     settings: Settings, factory: sessionmaker[Session], feeds: list[Feed] | None = None
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        run_sweep,
+        "interval",
+        seconds=settings.sweep_interval_s,
+        args=(Sweeper(), factory, settings),
+        id="geomatch-sweep",
+        name="geomatch-sweep",
+        replace_existing=True,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=settings.sweep_interval_s,
+        next_run_time=utcnow(),
+    )
     for feed in feeds or []:
         if feed.enabled:
             scheduler.add_job(

@@ -3,6 +3,7 @@
 from service.advisories import models as advisories_models
 from service.citizens import models as citizens_models
 from service.db import Base
+from service.dispatch import models as dispatch_models
 from service.staff import models as staff_models
 
-__all__ = ["Base", "advisories_models", "citizens_models", "staff_models"]
+__all__ = ["Base", "advisories_models", "citizens_models", "dispatch_models", "staff_models"]

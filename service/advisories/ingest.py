@@ -14,6 +14,7 @@ from service.advisories import formats, service
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.models import Advisory, ExternalMessage
 from service.errors import DomainError
+from service.geomatch import service as geomatch
 
 
 @dataclass
@@ -23,11 +24,13 @@ class IngestSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, why)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     unchanged: list[Advisory] = field(default_factory=list)
+    enqueued: int = 0  # alert rows the created and revised advisories put in the ledger
 
     def lines(self) -> list[str]:
         counts = (
             f"created {len(self.created)}, updated {len(self.updated)}, "
-            f"skipped {len(self.skipped)}, rejected {len(self.rejected)}"
+            f"skipped {len(self.skipped)}, rejected {len(self.rejected)}; "
+            f"alerts enqueued {self.enqueued}"
         )
         detail = [f"  created {a.public_id}: level {a.level} {_title(a)}" for a in self.created]
         detail += [f"  updated {a.public_id} to revision {a.revision}" for a in self.updated]
@@ -64,6 +67,9 @@ def ingest(session: Session, *, parsed: ParsedFeed, issued_by: str, now: datetim
                 _apply(session, draft, issued_by=issued_by, now=now, summary=summary)
         except DomainError as exc:
             summary.rejected.append((draft.label, exc.detail))
+    # One matching pass for the whole document, in the same transaction.
+    changed = [*summary.created, *summary.updated]
+    summary.enqueued = geomatch.match_advisories(session, advisories=changed, now=now).enqueued
     return summary
 
 
@@ -92,7 +98,9 @@ def _apply(
     )
     if target is None:
         # An Update of an alert we never saw still carries the whole current picture.
-        advisory = service.create_advisory(session, draft=draft, issued_by=issued_by, now=now)
+        advisory = service.create_advisory(
+            session, draft=draft, issued_by=issued_by, now=now, match=False
+        )
         _remember(session, draft, advisory)
         summary.created.append(advisory)
         return
@@ -100,7 +108,9 @@ def _apply(
         summary.unchanged.append(target)
         summary.skipped.append((draft.label, "no change"))
         return
-    service.revise_advisory(session, advisory=target, draft=draft, changed_by=issued_by, now=now)
+    service.revise_advisory(
+        session, advisory=target, draft=draft, changed_by=issued_by, now=now, match=False
+    )
     if known is None:
         _remember(session, draft, target)
     summary.updated.append(target)

@@ -1,67 +1,50 @@
-"""Whom an advisory reaches, computed live from the registry with the matching engine.
-
-Places in reach: every current location, and each stay that has not ended and whose dates
-overlap the advisory's active window (DESIGN.md §5)."""
+"""Whom an advisory reaches, computed live from the registry with the matching engine (for
+preview and the matches listing; the ledger records who was actually enqueued)."""
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.citizens import contact
-from service.citizens.models import Citizen, CitizenPlace
+from service.citizens.models import Citizen
 from service.citizens.service import Registry, channels_of, read_contacts
 from service.geo import matching
 from service.geo.areas import Area
+from service.geomatch.places import load_reachable
 
 
 @dataclass(frozen=True)
 class Reach:
     citizen_ids: np.ndarray  # internal ids, sorted
     by_channel: dict[str, int]
-    places: dict[int, str]  # citizen id -> 'current' or 'stay' (current wins)
+    at_current: frozenset[int]  # of those, reached where they are now (the rest: by a stay)
 
 
 def compute_reach(
-    session: Session, *, area: Area, effective: datetime, expires: datetime | None, today: date
+    session: Session, *, area: Area, effective: datetime, expires: datetime | None, now: datetime
 ) -> Reach:
-    stay_in_window = and_(
-        CitizenPlace.kind == "stay",
-        CitizenPlace.ends_on >= max(today, effective.date()),
+    reachable = load_reachable(session.connection(), today=now.date())
+    target = matching.Target(
+        key=0,
+        area=area,
+        start_day=matching.day_number(effective.date()),
+        end_day=matching.day_number(expires.date()) if expires else matching.FOREVER,
+        active_now=effective <= now and (expires is None or expires > now),
     )
-    if expires is not None:
-        stay_in_window = and_(stay_in_window, CitizenPlace.starts_on <= expires.date())
-    rows = session.execute(
-        select(
-            Citizen.id,
-            CitizenPlace.kind,
-            CitizenPlace.lon,
-            CitizenPlace.lat,
-            CitizenPlace.country,
-            Citizen.notify_sms,
-            Citizen.notify_email,
-        )
-        .join(CitizenPlace, CitizenPlace.citizen_id == Citizen.id)
-        .where(Citizen.status == "active", or_(CitizenPlace.kind == "current", stay_in_window))
-    ).all()
-    places = matching.Places.of([(r.lon, r.lat, r.country) for r in rows])
-    mask = matching.affected(area, places)
-    hit_places: dict[int, str] = {}
-    channels: dict[int, tuple[bool, bool]] = {}
-    for row in (rows[i] for i in np.flatnonzero(mask)):
-        if hit_places.get(row.id) != "current":
-            hit_places[row.id] = row.kind
-        channels[row.id] = (row.notify_sms, row.notify_email)
-    ids = np.array(sorted(hit_places), dtype=np.int64)
+    today = matching.day_number(now.date())
+    ids = matching.match(target, reachable.places, today=today)
+    sms, email = reachable.channels_of(ids)
+    hits = matching.place_hits(area, reachable.places)
+    current = (
+        hits[reachable.places.starts[hits] == matching.CURRENT] if target.active_now else hits[:0]
+    )
     return Reach(
         citizen_ids=ids,
-        by_channel={
-            "sms": sum(1 for sms, _ in channels.values() if sms),
-            "email": sum(1 for _, email in channels.values() if email),
-        },
-        places=hit_places,
+        by_channel={"sms": len(sms), "email": len(email)},
+        at_current=frozenset(reachable.places.citizen_ids[current].tolist()),
     )
 
 
@@ -93,7 +76,7 @@ def matched_page(
                 channels=channels_of(citizen),
                 phone=contact.mask_phone(found.phone) if found.phone else None,
                 email=contact.mask_email(found.email) if found.email else None,
-                place=reach.places[citizen.id],
+                place="current" if citizen.id in reach.at_current else "stay",
                 country=current.country if current else None,
             )
         )

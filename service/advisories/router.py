@@ -59,7 +59,7 @@ def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff:
         area=draft.area,
         effective=draft.effective,
         expires=draft.expires,
-        today=utcnow().date(),
+        now=utcnow(),
     )
     return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
 
@@ -176,10 +176,12 @@ def matches(
         area=draft.area,
         effective=draft.effective,
         expires=draft.expires,
-        today=utcnow().date(),
+        now=utcnow(),
     )
     if advisory.status != "active":
-        found = reach.Reach(citizen_ids=found.citizen_ids[:0], by_channel={}, places={})
+        found = reach.Reach(
+            citizen_ids=found.citizen_ids[:0], by_channel={}, at_current=frozenset()
+        )
     page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
     return Page(
         total=len(found.citizen_ids),

@@ -12,6 +12,7 @@ from service.advisories.models import Advisory, AdvisoryRevision
 from service.advisories.schemas import AdvisoryRead, AreaIn
 from service.errors import Conflict, NotFound
 from service.geo import areas
+from service.geomatch import service as geomatch
 
 
 def area_from_request(area: AreaIn, *, max_vertices: int, field: str = "area") -> areas.Area:
@@ -34,9 +35,10 @@ def area_from_request(area: AreaIn, *, max_vertices: int, field: str = "area") -
 
 
 def create_advisory(
-    session: Session, *, draft: AdvisoryDraft, issued_by: str, now: datetime
+    session: Session, *, draft: AdvisoryDraft, issued_by: str, now: datetime, match: bool = True
 ) -> Advisory:
-    """Validate and store a new advisory at revision 1."""
+    """Validate and store a new advisory at revision 1, and enqueue whom it reaches (unless the
+    caller matches a batch itself)."""
     check_draft(draft, now=now)
     advisory = Advisory(
         public_id=str(uuid.uuid4()),
@@ -52,13 +54,21 @@ def create_advisory(
     )
     session.add(advisory)
     session.flush()
+    if match:
+        geomatch.match_advisories(session, advisories=[advisory], now=now)
     return advisory
 
 
 def revise_advisory(
-    session: Session, *, advisory: Advisory, draft: AdvisoryDraft, changed_by: str, now: datetime
+    session: Session,
+    *,
+    advisory: Advisory,
+    draft: AdvisoryDraft,
+    changed_by: str,
+    now: datetime,
+    match: bool = True,
 ) -> Advisory:
-    """A new revision; the previous one stays readable."""
+    """A new revision (the previous one stays readable); everyone it reaches is told again."""
     if advisory.status != "active":
         raise Conflict(f"the advisory is {advisory.status}; issue a new one instead")
     check_draft(draft, now=now)
@@ -73,6 +83,8 @@ def revise_advisory(
         )
     )
     session.flush()
+    if match:
+        geomatch.match_advisories(session, advisories=[advisory], now=now)
     return advisory
 
 

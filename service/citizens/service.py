@@ -24,6 +24,7 @@ from service.citizens.schemas import (
 from service.db import utcnow
 from service.errors import Conflict, FieldError, InvalidInput, NotFound
 from service.geo.geocoding import Geocoder
+from service.geomatch import service as geomatch
 from service.privacy import PersonalDataVault, token_hash
 
 TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
@@ -58,6 +59,7 @@ def register_citizen(
     citizen.places += _stay_places(registry, data.stays)
     session.add(citizen)
     _flush_unique(session)
+    geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
     return citizen, token
 
 
@@ -100,6 +102,7 @@ def update_citizen(
         citizen.places = [p for p in citizen.places if p.kind == "current"] + stays
     citizen.updated_at = utcnow()
     _flush_unique(session)
+    geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
     return citizen
 
 
@@ -111,6 +114,7 @@ def move_citizen(
     citizen.places = [p for p in citizen.places if p.kind != "current"] + [place]
     citizen.updated_at = utcnow()
     session.flush()
+    geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
     return citizen
 
 
@@ -124,6 +128,7 @@ def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     citizen.notify_sms = citizen.notify_email = False
     citizen.places = []
     session.flush()
+    geomatch.cancel_pending_for(session, citizen_id=citizen.id)
 
 
 def channels_of(citizen: Citizen) -> list[str]:

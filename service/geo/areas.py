@@ -175,8 +175,12 @@ def _check_position(position: object, *, field: str) -> tuple[float, float]:
 
 
 def crosses_antimeridian(ring: Sequence[tuple[float, float]]) -> bool:
-    """An edge spanning more than 180° of longitude is read as the short way across ±180°."""
-    return any(abs(b[0] - a[0]) > 180 for a, b in pairwise(ring))
+    """An edge spanning more than 180° of longitude is read as the short way across ±180°.
+    An edge from -180 to 180 runs along the map's edge (how RFC 7946 draws a polar cap)."""
+    return any(
+        abs(b[0] - a[0]) > 180 and not (abs(a[0]) == 180 and abs(b[0]) == 180)
+        for a, b in pairwise(ring)
+    )
 
 
 def _polygon_parts(rings: list[list[tuple[float, float]]], *, field: str) -> list[Polygon]:

@@ -1,14 +1,22 @@
-"""The matching engine: which places lie in an advisory's area. Pure, vectorised (numpy +
-shapely 2 prepared predicates), no database and no web.
+"""The matching engine: which citizens' places lie in which advisory areas, at which time.
+Pure and vectorised (numpy + shapely 2 prepared predicates); no database, no web.
 
 Semantics (DESIGN.md §5): the boundary is inside; countries match by code; circles by geodesic
-distance on WGS 84 (haversine to narrow down, then an exact geodesic decision near the edge)."""
+distance on WGS 84 (haversine narrows down, the exact geodesic decides near the edge); a
+current location matches while the advisory is active; a stay matches when its dates overlap
+the advisory's active window and it has not ended.
 
+Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
+points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
+
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import shapely
 from geopy.distance import geodesic
+from shapely.geometry import Polygon
 
 from service.geo import subdivisions
 from service.geo.areas import Area, Circle
@@ -17,82 +25,168 @@ EARTH_RADIUS_KM = 6371.0088
 # Haversine differs from the WGS 84 geodesic by under 0.5 %: only points within this band of
 # the radius need the exact (slow) decision.
 _HAVERSINE_BAND = 0.006
+_KM_PER_DEG_LAT = 110.5  # the shortest degree of latitude (at the equator)
+CURRENT = -1  # starts/ends of a current location: no dates, "now"
+FOREVER = 2**31 - 1
+_EPOCH = date(1970, 1, 1)
+
+
+def day_number(day: date) -> int:
+    return (day - _EPOCH).days
 
 
 @dataclass(frozen=True)
-class Places:
-    """Columnar places: lon/lat are NaN for a country-only place; country '' when unknown."""
+class PlaceSet:
+    """Columnar places, sorted by longitude; rows without a point (country-only) come last."""
 
-    lons: np.ndarray
+    citizen_ids: np.ndarray  # int64
+    lons: np.ndarray  # float64, ascending, NaN at the end
     lats: np.ndarray
-    countries: np.ndarray
+    countries: np.ndarray  # object array of ISO codes, "" when unknown
+    starts: np.ndarray  # int32 day numbers; CURRENT for a current location
+    ends: np.ndarray
+    n_points: int
 
     @classmethod
-    def of(cls, rows: list[tuple[float | None, float | None, str | None]]) -> "Places":
-        lons = np.array([np.nan if r[0] is None else r[0] for r in rows], dtype=np.float64)
-        lats = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-        codes = np.array([r[2] or "" for r in rows], dtype=object)
-        return cls(lons, lats, codes)
+    def build(
+        cls,
+        citizen_ids: Sequence[int] | np.ndarray,
+        lons: Sequence[float | None] | np.ndarray,
+        lats: Sequence[float | None] | np.ndarray,
+        countries: Sequence[str | None] | np.ndarray,
+        starts: Sequence[int] | np.ndarray,
+        ends: Sequence[int] | np.ndarray,
+    ) -> "PlaceSet":
+        lon = np.asarray(lons, dtype=np.float64)
+        order = np.argsort(lon, kind="stable")  # NaN sorts last
+        lon = lon[order]
+        codes = np.asarray(countries, dtype=object)[order]
+        codes[codes == None] = ""  # noqa: E711 - elementwise comparison
+        return cls(
+            citizen_ids=np.asarray(citizen_ids, dtype=np.int64)[order],
+            lons=lon,
+            lats=np.asarray(lats, dtype=np.float64)[order],
+            countries=codes,
+            starts=np.asarray(starts, dtype=np.int32)[order],
+            ends=np.asarray(ends, dtype=np.int32)[order],
+            n_points=int(np.count_nonzero(~np.isnan(lon))),
+        )
 
     def __len__(self) -> int:
-        return len(self.lons)
+        return len(self.citizen_ids)
 
 
-def affected(area: Area, places: Places) -> np.ndarray:
-    """Boolean mask: which places the area covers."""
-    hit = np.zeros(len(places), dtype=bool)
-    if len(places) == 0:
-        return hit
+@dataclass(frozen=True)
+class Target:
+    """An advisory to match: its area and active window (inclusive day numbers)."""
+
+    key: int
+    area: Area
+    start_day: int
+    end_day: int  # FOREVER when it has no end
+    active_now: bool  # effective already and not expired: current locations match
+
+
+def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
+    """Sorted unique citizen ids whose places the target reaches."""
+    idx = place_hits(target.area, places)
+    if idx.size == 0:
+        return idx.astype(np.int64)
+    starts, ends = places.starts[idx], places.ends[idx]
+    current = starts == CURRENT
+    stay_ok = ~current & (ends >= max(target.start_day, today)) & (starts <= target.end_day)
+    ok = stay_ok | (current & target.active_now)
+    return np.unique(places.citizen_ids[idx[ok]])
+
+
+def match_all(
+    targets: Iterable[Target], places: PlaceSet, *, today: int
+) -> list[tuple[Target, np.ndarray]]:
+    return [(t, match(t, places, today=today)) for t in targets]
+
+
+def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
+    """Sorted unique indices of the places inside the area (ignoring time)."""
+    found: list[np.ndarray] = []
     if area.countries:
-        hit |= np.isin(places.countries, list(area.countries))
-    has_point = ~np.isnan(places.lons)
-    if area.geometry is not None:
-        hit |= _in_geometry(area.geometry, places, has_point)
-    for code in area.subdivisions:
-        hit |= _in_geometry(subdivisions.geometry_of(code), places, has_point)
+        found.append(np.flatnonzero(np.isin(places.countries, list(area.countries))))
+    for part in polygon_parts(area):
+        found.append(_in_polygon(part, places))
     for circle in area.circles:
-        hit |= _in_circle(circle, places, has_point)
-    return hit
+        found.append(_in_circle(circle, places))
+    if not found:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.concatenate(found))
 
 
-def _in_geometry(geometry: shapely.Geometry, places: Places, has_point: np.ndarray) -> np.ndarray:
-    minx, miny, maxx, maxy = geometry.bounds
-    candidates = (
-        has_point
-        & (places.lons >= minx)
-        & (places.lons <= maxx)
-        & (places.lats >= miny)
-        & (places.lats <= maxy)
+def polygon_parts(area: Area) -> list[Polygon]:
+    parts: list[Polygon] = []
+    if area.geometry is not None:
+        parts.extend(area.geometry.geoms)
+    for code in area.subdivisions:
+        parts.extend(subdivisions.geometry_of(code).geoms)
+    return parts
+
+
+def _lon_slice(places: PlaceSet, west: float, east: float) -> tuple[int, int]:
+    lons = places.lons[: places.n_points]
+    return (
+        int(np.searchsorted(lons, west, side="left")),
+        int(np.searchsorted(lons, east, side="right")),
     )
-    result = np.zeros(len(places), dtype=bool)
-    idx = np.flatnonzero(candidates)
-    if idx.size:
-        shapely.prepare(geometry)
-        # intersects_xy counts the boundary as inside, as DESIGN.md asks.
-        result[idx] = shapely.intersects_xy(geometry, places.lons[idx], places.lats[idx])
-    return result
+
+
+def _in_polygon(part: Polygon, places: PlaceSet) -> np.ndarray:
+    minx, miny, maxx, maxy = part.bounds
+    lo, hi = _lon_slice(places, minx, maxx)
+    lats = places.lats[lo:hi]
+    idx = lo + np.flatnonzero((lats >= miny) & (lats <= maxy))
+    if idx.size == 0:
+        return idx
+    shapely.prepare(part)
+    # intersects_xy counts the boundary as inside, as DESIGN.md asks.
+    return idx[shapely.intersects_xy(part, places.lons[idx], places.lats[idx])]
 
 
 def haversine_km(lat1: float, lon1: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
     p1, p2 = np.radians(lat1), np.radians(lats)
-    dphi = p2 - p1
-    dlmb = np.radians(lons - lon1)
-    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
+    a = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lons - lon1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
-def _in_circle(circle: Circle, places: Places, has_point: np.ndarray) -> np.ndarray:
-    result = np.zeros(len(places), dtype=bool)
-    # Latitude prefilter (1° of latitude ≥ 110.5 km); longitude wraps, so it's left to haversine.
-    reach_deg = circle.radius_km * (1 + _HAVERSINE_BAND) / 110.5
-    idx = np.flatnonzero(has_point & (np.abs(places.lats - circle.lat) <= reach_deg))
-    if not idx.size:
-        return result
+def _circle_lon_ranges(circle: Circle, reach_deg: float) -> list[tuple[float, float]]:
+    top = abs(circle.lat) + reach_deg
+    if top >= 89.0:
+        return [(-180.0, 180.0)]  # the circle reaches a pole: every longitude
+    dlon = min(180.0, reach_deg / np.cos(np.radians(top)))
+    west, east = circle.lon - dlon, circle.lon + dlon
+    if dlon >= 180.0:
+        return [(-180.0, 180.0)]
+    ranges = [(max(west, -180.0), min(east, 180.0))]
+    if west < -180.0:  # wraps across the antimeridian
+        ranges.append((west + 360.0, 180.0))
+    if east > 180.0:
+        ranges.append((-180.0, east - 360.0))
+    return ranges
+
+
+def _in_circle(circle: Circle, places: PlaceSet) -> np.ndarray:
+    reach_deg = circle.radius_km * (1 + _HAVERSINE_BAND) / _KM_PER_DEG_LAT
+    found = []
+    for west, east in _circle_lon_ranges(circle, reach_deg):
+        lo, hi = _lon_slice(places, west, east)
+        lats = places.lats[lo:hi]
+        found.append(lo + np.flatnonzero(np.abs(lats - circle.lat) <= reach_deg))
+    idx = np.unique(np.concatenate(found))
+    if idx.size == 0:
+        return idx
     distance = haversine_km(circle.lat, circle.lon, places.lats[idx], places.lons[idx])
     inside = distance <= circle.radius_km * (1 - _HAVERSINE_BAND)
-    near = np.abs(distance - circle.radius_km) <= circle.radius_km * _HAVERSINE_BAND
-    for i in np.flatnonzero(near):
+    near = np.flatnonzero(np.abs(distance - circle.radius_km) <= circle.radius_km * _HAVERSINE_BAND)
+    for i in near:
         point = (places.lats[idx[i]], places.lons[idx[i]])
         inside[i] = geodesic((circle.lat, circle.lon), point).km <= circle.radius_km
-    result[idx] = inside
-    return result
+    return idx[inside]

@@ -3,7 +3,6 @@
 import collections
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -32,8 +31,8 @@ def _at(text: str) -> datetime:
 
 
 def _covers(advisory: Advisory, lon: float, lat: float, country: str = "") -> bool:
-    places = matching.Places(np.array([lon]), np.array([lat]), np.array([country], dtype=object))
-    return bool(matching.affected(area_from_json(advisory.area), places)[0])
+    places = matching.PlaceSet.build([1], [lon], [lat], [country], [-1], [-1])
+    return matching.place_hits(area_from_json(advisory.area), places).size == 1
 
 
 def test_cap_a1_nationwide_without_geometry_maps_to_the_us(db):

@@ -26,7 +26,11 @@ def test_ended_stays_are_purged_after_retention(client, db):
 
 def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Settings, engine):
     scheduler = build_scheduler(settings, make_session_factory(engine))
-    assert {job.id for job in scheduler.get_jobs()} == {"expire-advisories", "purge-ended-stays"}
+    assert {job.id for job in scheduler.get_jobs()} == {
+        "expire-advisories",
+        "purge-ended-stays",
+        "geomatch-sweep",
+    }
     job = jobs(settings)[0]
 
     class Broken:

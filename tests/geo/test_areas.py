@@ -21,8 +21,17 @@ RFC7946_SPLIT = {
 
 def _hits(geometry, points):
     area = Area(geometry=check_geometry(geometry, field="g", max_vertices=1000))
-    places = matching.Places.of([(lon, lat, None) for lon, lat in points])
-    return matching.affected(area, places).tolist()
+    n = len(points)
+    places = matching.PlaceSet.build(
+        list(range(n)),
+        [p[0] for p in points],
+        [p[1] for p in points],
+        [None] * n,
+        [-1] * n,
+        [-1] * n,
+    )
+    hit_ids = set(places.citizen_ids[matching.place_hits(area, places)].tolist())
+    return [i in hit_ids for i in range(n)]
 
 
 POINTS = [(175, 0), (-175, 0), (180, 0), (-180, 0), (179.99, 5), (-179.99, 5), (0, 0), (160, 0)]

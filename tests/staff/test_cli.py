@@ -80,10 +80,13 @@ def test_ingest_prints_a_summary(cli_database, capsys):
     args = ["ingest", str(path), "--format", "geojson", "--as-of", "2023-10-11T20:16:31Z"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "created 11, updated 0, skipped 7, rejected 0"
+    assert out[0] == "created 11, updated 0, skipped 7, rejected 0; alerts enqueued 0"
     assert any("level special M 6.3 earthquake - western Afghanistan" in line for line in out)
     assert cli.main(args) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "created 0, updated 0, skipped 18, rejected 0"
+    assert (
+        capsys.readouterr().out.splitlines()[0]
+        == "created 0, updated 0, skipped 18, rejected 0; alerts enqueued 0"
+    )
 
 
 def test_ingest_refuses_loopback_urls_without_the_flag(cli_database, capsys):

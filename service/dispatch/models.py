@@ -1,0 +1,38 @@
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, BigIntPK, UTCDateTime, utcnow
+
+
+class Alert(Base):
+    """The alert ledger (outbox): one row per advisory revision, citizen and channel. The unique
+    key is what makes every matching path idempotent: nothing is enqueued twice."""
+
+    __tablename__ = "alert"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(ForeignKey("advisory.id", ondelete="CASCADE"))
+    revision: Mapped[int]
+    citizen_id: Mapped[int] = mapped_column(ForeignKey("citizen.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("advisory_id", "revision", "citizen_id", "channel"),
+        Index("ix_alert_citizen_id_status", "citizen_id", "status"),
+        Index("ix_alert_status", "status"),
+    )
+
+
+class SchedulerLease(Base):
+    """Which process runs a singleton job (the sweep) until when: APScheduler runs every job in
+    every worker process, so the sweep elects one through this row."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

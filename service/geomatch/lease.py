@@ -1,0 +1,39 @@
+"""A lease row elects the one process that runs a singleton job. APScheduler 3 runs every job
+in every worker process (agronholm/apscheduler #160, #655, #766); without this, N workers
+would sweep N times (harmless for the ledger, but N times the work)."""
+
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.dispatch.models import SchedulerLease
+
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def acquire(
+    session: Session, *, name: str, now: datetime, ttl: timedelta, holder: str = PROCESS_ID
+) -> bool:
+    """Take or renew the lease; False while another live holder has it."""
+    renewed = session.execute(
+        update(SchedulerLease)
+        .where(
+            SchedulerLease.name == name,
+            (SchedulerLease.holder == holder) | (SchedulerLease.expires_at < now),
+        )
+        .values(holder=holder, expires_at=now + ttl)
+        .execution_options(synchronize_session=False)
+    )
+    if renewed.rowcount:
+        return True
+    try:
+        with session.begin_nested():
+            session.add(SchedulerLease(name=name, holder=holder, expires_at=now + ttl))
+    except IntegrityError:
+        return False  # someone else holds it and it has not lapsed
+    return True

@@ -1,0 +1,69 @@
+"""Writing new alert rows fast: the raw driver (sqlite3 executemany, PostgreSQL COPY into a
+staging table), rows in key order, duplicates dropped by the ledger's unique key."""
+
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import Connection
+
+_COLUMNS = "advisory_id, revision, citizen_id, channel, status, created_at"
+_INSERT_SQLITE = f"INSERT OR IGNORE INTO alert ({_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', ?)"  # noqa: S608
+_INSERT_POSTGRESQL = (
+    f"INSERT INTO alert ({_COLUMNS}) "  # noqa: S608 - constant text, values are bound
+    "SELECT advisory_id, revision, citizen_id, channel, 'pending', %s FROM alert_stage "
+    "ORDER BY advisory_id, revision, citizen_id, channel "
+    "ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
+)
+
+
+def insert_alerts(
+    connection: Connection,
+    *,
+    advisory_id: int,
+    revision: int,
+    sms_ids: np.ndarray,
+    email_ids: np.ndarray,
+    now: datetime,
+) -> int:
+    """Insert pending alerts for these citizens; returns how many were new."""
+    rows = [
+        (advisory_id, revision, int(cid), channel)
+        for channel, ids in (("email", email_ids), ("sms", sms_ids))
+        for cid in ids.tolist()
+    ]
+    if not rows:
+        return 0
+    if connection.dialect.name == "postgresql":
+        return _copy_postgresql(connection, rows, now)
+    return _executemany_sqlite(connection, rows, now)
+
+
+def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime) -> int:
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DateTime format
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        before = connection.connection.driver_connection.total_changes
+        cursor.executemany(_INSERT_SQLITE, [(*row, stamp) for row in rows])
+        return connection.connection.driver_connection.total_changes - before
+    finally:
+        cursor.close()
+
+
+def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -> int:
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS alert_stage "
+            "(advisory_id bigint, revision int, citizen_id bigint, channel varchar(8)) "
+            "ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE alert_stage")
+        with cursor.copy(
+            "COPY alert_stage (advisory_id, revision, citizen_id, channel) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(_INSERT_POSTGRESQL, (now,))
+        return cursor.rowcount
+    finally:
+        cursor.close()

@@ -1,0 +1,120 @@
+"""When matching runs: at once on registration, moves and advisories; in the sweep; once."""
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from service.advisories.models import Advisory
+from service.dispatch.models import Alert
+from service.geomatch import lease
+from service.geomatch.service import Sweeper, match_advisories
+from tests.advisories.builders import advisory_body
+from tests.builders import register
+from tests.geomatch.builders import NOW, advisory, alerted, citizen
+
+TOKYO = {"lat": 35.68, "lon": 139.69}
+
+
+def _alerts(db, **where):
+    query = select(Alert.channel, Alert.status, Alert.revision)
+    for name, value in where.items():
+        query = query.where(getattr(Alert, name) == value)
+    return sorted(db.execute(query).all())
+
+
+def _advisory_id(db, public_id):
+    return db.scalar(select(Advisory.id).where(Advisory.public_id == public_id))
+
+
+def test_issuing_an_advisory_enqueues_each_channel_once(client, db, staff_headers):
+    register(client, location=TOKYO, channels=["sms", "email"])
+    created = client.post("/v1/advisories", json=advisory_body(), headers=staff_headers("consul"))
+    advisory_id = _advisory_id(db, created.json()["id"])
+    assert _alerts(db, advisory_id=advisory_id) == [("email", "pending", 1), ("sms", "pending", 1)]
+
+
+def test_a_revision_alerts_again_and_a_rerun_changes_nothing(client, db, staff_headers):
+    consul = staff_headers("consul")
+    register(client, location=TOKYO, channels=["sms"])
+    created = client.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    client.patch(f"/v1/advisories/{created['id']}", json={"level": 3}, headers=consul)
+    advisory_id = _advisory_id(db, created["id"])
+    assert _alerts(db, advisory_id=advisory_id) == [("sms", "pending", 1), ("sms", "pending", 2)]
+    sweep = Sweeper().run(
+        sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint"), now=NOW
+    )
+    assert sweep.enqueued == 0
+    assert len(_alerts(db, advisory_id=advisory_id)) == 2
+
+
+def test_registering_inside_an_active_advisory_enqueues_at_once(client, db, staff_headers):
+    created = client.post("/v1/advisories", json=advisory_body(), headers=staff_headers("consul"))
+    advisory_id = _advisory_id(db, created.json()["id"])
+    register(client, location=TOKYO, channels=["email"])
+    assert _alerts(db, advisory_id=advisory_id) == [("email", "pending", 1)]
+
+
+def test_moving_into_the_area_enqueues(client, db, staff_headers):
+    created = client.post("/v1/advisories", json=advisory_body(), headers=staff_headers("consul"))
+    advisory_id = _advisory_id(db, created.json()["id"])
+    citizen_id, auth, _ = register(client, location={"lat": 37.5, "lon": 127.0})
+    assert _alerts(db, advisory_id=advisory_id) == []
+    client.put(f"/v1/citizens/{citizen_id}/location", json=TOKYO, headers=auth)
+    assert len(_alerts(db, advisory_id=advisory_id)) == 2
+
+
+def test_erasure_cancels_pending_alerts(client, db, staff_headers):
+    citizen_id, auth, _ = register(client, location=TOKYO)
+    created = client.post("/v1/advisories", json=advisory_body(), headers=staff_headers("consul"))
+    advisory_id = _advisory_id(db, created.json()["id"])
+    client.delete(f"/v1/citizens/{citizen_id}", headers=auth)
+    assert {s for _, s, _ in _alerts(db, advisory_id=advisory_id)} == {"cancelled"}
+
+
+def test_test_status_and_cancelled_advisories_enqueue_nothing(db):
+    person = citizen(db, lon=5.0, lat=5.0)
+    exercise = advisory(
+        db, area={"countries": [person.places[0].country or "GH"]}, alerts_citizens=False
+    )
+    circle = {"circles": [{"lat": 5.0, "lon": 5.0, "radius_km": 10}]}
+    cancelled = advisory(db, area=circle)
+    cancelled.status = "cancelled"
+    expired = advisory(
+        db, area=circle, effective=NOW - timedelta(days=3), expires=NOW - timedelta(days=1)
+    )
+    result = match_advisories(db, advisories=[exercise, cancelled, expired], now=NOW)
+    assert result.enqueued == 0
+    assert not alerted(db, exercise) and not alerted(db, cancelled) and not alerted(db, expired)
+
+
+def test_sweep_catches_what_time_changed_and_is_idempotent(db):
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    resident = citizen(db, lon=100.5, lat=13.75, channels=("sms", "email"))
+    later = advisory(db, area={"subdivisions": ["TH-10"]}, effective=NOW + timedelta(hours=2))
+    sweeper = Sweeper()
+    assert resident.id not in alerted(db, later)
+    first = sweeper.run(factory, now=NOW + timedelta(hours=3))
+    assert first.enqueued >= 2 and resident.id in alerted(db, later)
+    again = sweeper.run(factory, now=NOW + timedelta(hours=3))
+    assert again.enqueued == 0 and again.matched == first.matched
+    cold = Sweeper().run(factory, now=NOW + timedelta(hours=3))  # a restarted process
+    assert cold.enqueued == 0
+    count = db.scalar(select(func.count()).select_from(Alert).where(Alert.advisory_id == later.id))
+    assert count == 2
+
+
+def test_only_one_process_holds_the_sweep_lease(db):
+    ttl = timedelta(minutes=3)
+    assert lease.acquire(db, name="geomatch-sweep", now=NOW, ttl=ttl, holder="a")
+    assert not lease.acquire(db, name="geomatch-sweep", now=NOW, ttl=ttl, holder="b")
+    assert lease.acquire(
+        db, name="geomatch-sweep", now=NOW + timedelta(minutes=1), ttl=ttl, holder="a"
+    )
+    assert not lease.acquire(
+        db, name="geomatch-sweep", now=NOW + timedelta(minutes=2), ttl=ttl, holder="b"
+    )
+    # a crashed holder's lease lapses
+    assert lease.acquire(
+        db, name="geomatch-sweep", now=NOW + timedelta(minutes=5), ttl=ttl, holder="b"
+    )
