@@ -80,4 +80,6 @@ class CitizenPlace(Base):
         ),
         Index("ix_citizen_place_citizen_id", "citizen_id"),
         Index("ix_citizen_place_country", "country"),
+        # A new advisory reads only the places inside its shapes' boxes.
+        Index("ix_citizen_place_lon_lat", "lon", "lat"),
     )

@@ -157,7 +157,7 @@ def haversine_km(lat1: float, lon1: float, lats: np.ndarray, lons: np.ndarray) -
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
-def _circle_lon_ranges(circle: Circle, reach_deg: float) -> list[tuple[float, float]]:
+def circle_lon_ranges(circle: Circle, reach_deg: float) -> list[tuple[float, float]]:
     top = abs(circle.lat) + reach_deg
     if top >= 89.0:
         return [(-180.0, 180.0)]  # the circle reaches a pole: every longitude
@@ -173,10 +173,15 @@ def _circle_lon_ranges(circle: Circle, reach_deg: float) -> list[tuple[float, fl
     return ranges
 
 
+def circle_reach_deg(circle: Circle) -> float:
+    """Degrees of latitude the circle can reach (with the haversine margin)."""
+    return circle.radius_km * (1 + _HAVERSINE_BAND) / _KM_PER_DEG_LAT
+
+
 def _in_circle(circle: Circle, places: PlaceSet) -> np.ndarray:
-    reach_deg = circle.radius_km * (1 + _HAVERSINE_BAND) / _KM_PER_DEG_LAT
+    reach_deg = circle_reach_deg(circle)
     found = []
-    for west, east in _circle_lon_ranges(circle, reach_deg):
+    for west, east in circle_lon_ranges(circle, reach_deg):
         lo, hi = _lon_slice(places, west, east)
         lats = places.lats[lo:hi]
         found.append(lo + np.flatnonzero(np.abs(lats - circle.lat) <= reach_deg))

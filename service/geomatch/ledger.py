@@ -4,6 +4,7 @@ staging table), rows in key order, duplicates dropped by the ledger's unique key
 from datetime import datetime
 
 import numpy as np
+from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection
 
 _COLUMNS = "advisory_id, revision, citizen_id, channel, status, created_at"
@@ -11,26 +12,24 @@ _INSERT_SQLITE = f"INSERT OR IGNORE INTO alert ({_COLUMNS}) VALUES (?, ?, ?, ?, 
 _INSERT_POSTGRESQL = (
     f"INSERT INTO alert ({_COLUMNS}) "  # noqa: S608 - constant text, values are bound
     "SELECT advisory_id, revision, citizen_id, channel, 'pending', %s FROM alert_stage "
-    "ORDER BY advisory_id, revision, citizen_id, channel "
     "ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
 )
 
 
-def insert_alerts(
-    connection: Connection,
-    *,
-    advisory_id: int,
-    revision: int,
-    sms_ids: np.ndarray,
-    email_ids: np.ndarray,
-    now: datetime,
-) -> int:
-    """Insert pending alerts for these citizens; returns how many were new."""
-    rows = [
-        (advisory_id, revision, int(cid), channel)
+def alert_rows(
+    advisory_id: int, revision: int, *, sms_ids: np.ndarray, email_ids: np.ndarray
+) -> list[tuple[int, int, int, str]]:
+    return [
+        (advisory_id, revision, cid, channel)
         for channel, ids in (("email", email_ids), ("sms", sms_ids))
         for cid in ids.tolist()
     ]
+
+
+def insert_alerts(connection: Connection, *, rows: list[tuple], now: datetime) -> int:
+    """Insert pending alerts (advisory_id, revision, citizen_id, channel), in key order, in one
+    statement; returns how many were new."""
+    rows.sort()
     if not rows:
         return 0
     if connection.dialect.name == "postgresql":
@@ -50,6 +49,18 @@ def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime
 
 
 def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -> int:
+    # Usually every row is new: COPY straight into the ledger (the fast path). If another path
+    # enqueued one of them meanwhile, the unique key refuses the COPY and the slower staging
+    # route below drops just the duplicates.
+    try:
+        with connection.begin_nested():
+            cursor = connection.connection.driver_connection.cursor()
+            with cursor.copy(f"COPY alert ({_COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((*row, "pending", now))
+            return len(rows)
+    except UniqueViolation:
+        pass
     cursor = connection.connection.driver_connection.cursor()
     try:
         cursor.execute(

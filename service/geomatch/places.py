@@ -1,11 +1,12 @@
 """Reading citizens' places into the engine's columnar form, through the raw driver (a million
-ORM objects would cost more than the whole match)."""
+ORM objects, or even SQLAlchemy rows, would cost more than the whole match)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from service.geo.matching import PlaceSet
 
@@ -25,54 +26,87 @@ class Reachable:
         return ids[self.sms[pos]], ids[self.email[pos]]
 
 
-# Day numbers (days since 1970-01-01) computed by the database: CURRENT (-1) for a current place.
+# Day numbers (days since 1970-01-01) computed by the database: -1 (CURRENT) for a current place.
 _DAYS = {
     "sqlite": "CAST(julianday({col}) - 2440587.5 AS INTEGER)",
     "postgresql": "({col} - DATE '1970-01-01')",
 }
+_MARK = {"sqlite": "?", "postgresql": "%s"}
 _QUERY = """
 SELECT p.citizen_id, p.lon, p.lat, p.country,
        CASE WHEN p.kind = 'current' THEN -1 ELSE {starts} END,
        CASE WHEN p.kind = 'current' THEN -1 ELSE {ends} END,
        c.notify_sms, c.notify_email
 FROM citizen_place p JOIN citizen c ON c.id = p.citizen_id
-WHERE c.status = 'active' AND (p.kind = 'current' OR p.ends_on >= :today) {extra}
+WHERE c.status = 'active' AND (p.kind = 'current' OR p.ends_on >= {mark}) {extra}
 """
+
+Box = tuple[float, float, float, float]  # west, south, east, north
 
 
 def load_reachable(
-    connection: Connection, *, today: date, citizen_id: int | None = None
+    connection: Connection,
+    *,
+    today: date,
+    citizen_id: int | None = None,
+    boxes: Sequence[Box] | None = None,
+    countries: Sequence[str] = (),
 ) -> Reachable:
-    days = _DAYS[connection.dialect.name]
+    """Places that can match from today on: all of them, one citizen's, or only those inside
+    some boxes or countries (what a new advisory can reach: an index range scan, not a read of
+    every place)."""
+    dialect = connection.dialect.name
+    mark = _MARK[dialect]
+    params: list[object] = [today.isoformat() if dialect == "sqlite" else today]
+    extra = ""
+    if citizen_id is not None:
+        extra = f"AND p.citizen_id = {mark}"
+        params.append(citizen_id)
+    elif boxes is not None:
+        clauses = [f"(p.lon BETWEEN {mark} AND {mark} AND p.lat BETWEEN {mark} AND {mark})"] * len(
+            boxes
+        )
+        for west, south, east, north in boxes:
+            params += [west, east, south, north]
+        if countries:
+            clauses.append(f"p.country IN ({', '.join([mark] * len(countries))})")
+            params += list(countries)
+        extra = f"AND ({' OR '.join(clauses) or 'FALSE'})"
+    days = _DAYS[dialect]
     query = _QUERY.format(
         starts=days.format(col="p.starts_on"),
         ends=days.format(col="p.ends_on"),
-        extra="AND p.citizen_id = :citizen_id" if citizen_id is not None else "",
+        mark=mark,
+        extra=extra,
     )
-    rows = connection.execute(text(query), {"today": today, "citizen_id": citizen_id}).all()
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(query, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     return reachable_from_rows(rows)
 
 
 def reachable_from_rows(rows: list) -> Reachable:
     if not rows:
         empty = np.empty(0, dtype=np.int64)
-        return Reachable(
-            PlaceSet.build([], [], [], [], [], []), empty, empty.astype(bool), empty.astype(bool)
-        )
+        none = PlaceSet.build([], [], [], [], [], [])
+        return Reachable(none, empty, empty.astype(bool), empty.astype(bool))
     ids, lons, lats, codes, starts, ends, sms, email = zip(*rows, strict=True)
+    id_array = np.fromiter(ids, dtype=np.int64, count=len(rows))
     places = PlaceSet.build(
-        ids,
+        id_array,
         np.array(lons, dtype=np.float64),  # None becomes NaN
         np.array(lats, dtype=np.float64),
         np.array(codes, dtype=object),
-        np.array(starts, dtype=np.int32),
-        np.array(ends, dtype=np.int32),
+        np.fromiter(starts, dtype=np.int32, count=len(rows)),
+        np.fromiter(ends, dtype=np.int32, count=len(rows)),
     )
-    id_array = np.asarray(ids, dtype=np.int64)
     unique_ids, first = np.unique(id_array, return_index=True)
     return Reachable(
         places=places,
         citizen_ids=unique_ids,
-        sms=np.asarray(sms, dtype=bool)[first],
-        email=np.asarray(email, dtype=bool)[first],
+        sms=np.fromiter(sms, dtype=bool, count=len(rows))[first],
+        email=np.fromiter(email, dtype=bool, count=len(rows))[first],
     )

@@ -118,3 +118,18 @@ def test_only_one_process_holds_the_sweep_lease(db):
     assert lease.acquire(
         db, name="geomatch-sweep", now=NOW + timedelta(minutes=5), ttl=ttl, holder="b"
     )
+
+
+def test_ledger_fast_path_and_its_duplicate_fallback(db):
+    from service.geomatch.ledger import insert_alerts
+
+    person = citizen(db, lon=1.0, lat=1.0, channels=("sms", "email"))
+    record = advisory(db, area={"countries": ["XX"]})
+    rows = [(record.id, 1, person.id, "sms")]
+    assert insert_alerts(db.connection(), rows=list(rows), now=NOW) == 1
+    # Again, now with one duplicate among new rows: only the new one lands.
+    assert (
+        insert_alerts(db.connection(), rows=[*rows, (record.id, 1, person.id, "email")], now=NOW)
+        == 1
+    )
+    assert len(_alerts(db, advisory_id=record.id)) == 2

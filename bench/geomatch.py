@@ -1,0 +1,488 @@
+"""Geomatching benchmark (`make bench`): synthetic citizens and advisories, the real sweep and
+immediate-matching paths on SQLite and PostgreSQL, and in the same run the raw in-memory limit
+(lon-sorted numpy slices + prepared shapely intersects_xy, nothing else) that each figure is
+compared with. Figures go to stdout and to var/bench/geomatch.json.
+
+    python bench/geomatch.py [--n 1000000] [--backend sqlite|postgresql]
+
+Environment: ANJEON_BENCH_N (default 1,000,000), ANJEON_BENCH_DATABASE_URL (the PostgreSQL leg;
+skipped, and said so, when unset). Each (backend, n) runs in its own process so peak RSS is its own.
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import shapely
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.advisories.drafts import AdvisoryDraft
+from service.advisories.models import Advisory
+from service.advisories.service import create_advisory
+from service.citizens.schemas import CitizenCreate
+from service.citizens.service import Registry, register_citizen
+from service.db import make_engine, make_session_factory
+from service.geo import countries, matching
+from service.geo.areas import Area, Circle, check_geometry
+from service.geo.geocoding import NoGeocoder
+from service.geomatch.service import Sweeper
+from service.migrate import upgrade
+from service.privacy import PersonalDataVault
+
+NOW = datetime.now(UTC)
+RNG = np.random.default_rng(20261127)
+CITIES = json.loads((ROOT / "bench" / "cities.json").read_text())["cities"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- synthetic data
+
+
+def synthetic_places(n: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """80 % within 50 km of the 200 cities, 20 % uniform over land; countries looked up."""
+    clustered = int(n * 0.8)
+    city = RNG.integers(0, len(CITIES), clustered)
+    c_lat = np.array([CITIES[i]["lat"] for i in city])
+    c_lon = np.array([CITIES[i]["lon"] for i in city])
+    distance = 50 * np.sqrt(RNG.random(clustered))  # uniform over the disc
+    bearing = RNG.random(clustered) * 2 * np.pi
+    lat = c_lat + distance * np.cos(bearing) / 110.6
+    lon = c_lon + distance * np.sin(bearing) / (111.3 * np.cos(np.radians(c_lat)))
+    land_lon, land_lat = [], []
+    boundaries = countries.boundaries()
+    while len(land_lon) < n - clustered:
+        k = (n - clustered) * 3
+        z = RNG.uniform(-0.85, 0.95, k)  # skip Antarctica
+        cand_lat = np.degrees(np.arcsin(z))
+        cand_lon = RNG.uniform(-180, 180, k)
+        codes = boundaries.codes_at(cand_lon, cand_lat)
+        keep = [i for i, code in enumerate(codes) if code]
+        land_lon.extend(cand_lon[keep].tolist())
+        land_lat.extend(cand_lat[keep].tolist())
+    lon = np.concatenate([lon, np.array(land_lon[: n - clustered])])
+    lat = np.concatenate([lat, np.array(land_lat[: n - clustered])])
+    lon = (lon + 180) % 360 - 180
+    return lon, lat, boundaries.codes_at(lon, lat)
+
+
+def star(lon: float, lat: float, radius_km: float, vertices: int) -> dict:
+    angles = np.sort(RNG.uniform(0, 2 * np.pi, vertices))
+    radii = radius_km * RNG.uniform(0.6, 1.0, vertices)
+    ring = [
+        [
+            lon + r * math.sin(a) / (111.3 * math.cos(math.radians(lat))),
+            lat + r * math.cos(a) / 110.6,
+        ]
+        for r, a in zip(radii, angles, strict=True)
+    ]
+    ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def synthetic_areas() -> list[Area]:
+    areas = []
+    for i in range(500):
+        c = CITIES[i % len(CITIES)]
+        geometry = check_geometry(
+            star(c["lon"], c["lat"], float(RNG.uniform(20, 150)), 200),
+            field="g",
+            max_vertices=50_000,
+        )
+        areas.append(Area(geometry=geometry))
+    areas.append(Area(geometry=big_polygon()))
+    for i in range(200):
+        c = CITIES[(i * 7) % len(CITIES)]
+        areas.append(Area(circles=(Circle(lat=c["lat"], lon=c["lon"], radius_km=100.0),)))
+    by_people = sorted({c["country"] for c in CITIES})[:20]
+    areas.extend(Area(countries=(code,)) for code in by_people)
+    return areas
+
+
+def big_polygon() -> shapely.MultiPolygon:
+    """A country-sized polygon of 5,000 vertices (over northern China and Mongolia)."""
+    return check_geometry(star(105.0, 42.0, 900.0, 5000), field="g", max_vertices=50_000)
+
+
+# ---------------------------------------------------------------- loading the database
+
+
+def load_database(url: str, lon, lat, codes) -> None:
+    engine = make_engine(url)
+    n = len(lon)
+    channel = RNG.random(n)
+    sms = channel < 0.8
+    email = channel >= 0.6
+    has_stay = RNG.random(n) < 0.3
+    stay_city = RNG.integers(0, len(CITIES), n)
+    today = NOW.date()
+    stamp = NOW.strftime("%Y-%m-%d %H:%M:%S.%f")
+    citizens = [
+        (
+            i + 1,
+            str(uuid.UUID(int=i + 1)),
+            "active",
+            "ko",
+            bool(sms[i]),
+            bool(email[i]),
+            stamp,
+            stamp,
+        )
+        for i in range(n)
+    ]
+    places = []
+    for i in range(n):
+        places.append(
+            (i + 1, "current", "point", float(lon[i]), float(lat[i]), codes[i], None, None)
+        )
+        if has_stay[i]:
+            c = CITIES[stay_city[i]]
+            start = today + timedelta(days=int(RNG.integers(0, 20)))
+            places.append(
+                (
+                    i + 1,
+                    "stay",
+                    "point",
+                    c["lon"] + float(RNG.normal(0, 0.2)),
+                    c["lat"] + float(RNG.normal(0, 0.2)),
+                    c["country"],
+                    start,
+                    start + timedelta(days=7),
+                )
+            )
+    with engine.begin() as connection:
+        raw = connection.connection.driver_connection
+        cursor = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            with cursor.copy(
+                "COPY citizen (id, public_id, status, language, notify_sms, notify_email,"
+                " created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for row in citizens:
+                    copy.write_row(row)
+            with cursor.copy(
+                "COPY citizen_place (citizen_id, kind, source, lon, lat, country,"
+                " starts_on, ends_on) FROM STDIN"
+            ) as copy:
+                for row in places:
+                    copy.write_row(row)
+            cursor.execute("SELECT setval('citizen_id_seq', %s)", (n,))
+            cursor.execute("ANALYZE citizen; ANALYZE citizen_place")
+        else:
+            cursor.executemany(
+                "INSERT INTO citizen (id, public_id, status, language, notify_sms, notify_email,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                citizens,
+            )
+            cursor.executemany(
+                "INSERT INTO citizen_place (citizen_id, kind, source, lon, lat, country, starts_on,"
+                " ends_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (*p[:6], p[6].isoformat() if p[6] else None, p[7].isoformat() if p[7] else None)
+                    for p in places
+                ],
+            )
+    engine.dispose()
+
+
+def store_advisories(session: Session, areas: list[Area]) -> None:
+    for i, area in enumerate(areas):
+        session.add(
+            Advisory(
+                public_id=str(uuid.uuid4()),
+                revision=1,
+                status="active",
+                source="manual",
+                issued_by="bench",
+                alerts_citizens=True,
+                level="2",
+                category="security",
+                title_en=f"bench {i}",
+                message_en="bench",
+                area=area.to_json(),
+                effective=NOW - timedelta(hours=1),
+                expires=NOW + timedelta(days=30),
+            )
+        )
+    session.flush()
+
+
+# ---------------------------------------------------------------- the raw limit
+
+
+def raw_limit(lon, lat, codes, areas: list[Area]) -> tuple[float, int]:
+    """The same pairs by the bare method: lon-sorted arrays, searchsorted slice, lat mask,
+    prepared intersects_xy (haversine for circles, isin for countries); nothing else."""
+    order = np.argsort(lon)
+    slon, slat = lon[order], lat[order]
+    scodes = np.asarray(codes, dtype=object)[order]
+    for area in areas:  # prepared outside the timing, as the engine's are cached per geometry
+        if area.geometry is not None:
+            shapely.prepare(area.geometry)
+    started = time.perf_counter()
+    pairs = 0
+    for area in areas:
+        hits = []
+        if area.geometry is not None:
+            for part in area.geometry.geoms:
+                x0, y0, x1, y1 = part.bounds
+                lo, hi = np.searchsorted(slon, x0), np.searchsorted(slon, x1, side="right")
+                la = slat[lo:hi]
+                idx = lo + np.flatnonzero((la >= y0) & (la <= y1))
+                hits.append(idx[shapely.intersects_xy(part, slon[idx], slat[idx])])
+        for c in area.circles:
+            reach = c.radius_km / 110.5
+            dlon = reach / math.cos(math.radians(min(89, abs(c.lat) + reach)))
+            lo, hi = (
+                np.searchsorted(slon, c.lon - dlon),
+                np.searchsorted(slon, c.lon + dlon, side="right"),
+            )
+            idx = lo + np.flatnonzero(np.abs(slat[lo:hi] - c.lat) <= reach)
+            d = matching.haversine_km(c.lat, c.lon, slat[idx], slon[idx])
+            hits.append(idx[d <= c.radius_km])
+        if area.countries:
+            hits.append(np.flatnonzero(np.isin(scodes, list(area.countries))))
+        if hits:
+            pairs += len(np.unique(np.concatenate(hits)))
+    return time.perf_counter() - started, pairs
+
+
+# ---------------------------------------------------------------- one (backend, n) run
+
+
+def run_one(backend: str, n: int, url: str) -> list[dict]:
+    rows: list[dict] = []
+
+    def row(
+        name: str,
+        seconds: float,
+        *,
+        rows_written: int | None = None,
+        raw: float | None = None,
+        **extra: object,
+    ) -> None:
+        rows.append(
+            {
+                "name": name,
+                "backend": backend,
+                "n": n,
+                "seconds": round(seconds, 4),
+                "rows_per_s": round(rows_written / seconds) if rows_written and seconds else None,
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "ratio_to_raw": round(seconds / raw, 2) if raw else None,
+                **extra,
+            }
+        )
+
+    print(f"[{backend} n={n:,}] generating and loading…", file=sys.stderr, flush=True)
+    lon, lat, codes = synthetic_places(n)
+    areas = synthetic_areas()
+    if backend == "postgresql":
+        reset_postgresql(url)
+    upgrade(url)
+    load_database(url, lon, lat, codes)
+    factory = make_session_factory(make_engine(url))
+    with factory.begin() as session:
+        store_advisories(session, areas)
+
+    raw_s, raw_pairs = raw_limit(lon, lat, codes, areas)
+    row("raw_limit", raw_s, raw=raw_s, pairs=raw_pairs)
+
+    sweeper = Sweeper()
+    started = time.perf_counter()
+    first = sweeper.run(factory, now=NOW)
+    first_s = time.perf_counter() - started
+    row(
+        "sweep_first",
+        first_s,
+        rows_written=first.enqueued,
+        raw=raw_s,
+        pairs=first.matched,
+        enqueued=first.enqueued,
+        load_s=round(first.load_s, 3),
+        match_s=round(first.match_s, 3),
+        write_s=round(first.write_s, 3),
+        write_rows_per_s=round(first.enqueued / first.write_s) if first.write_s else None,
+    )
+
+    started = time.perf_counter()
+    steady = sweeper.run(factory, now=NOW)
+    steady_s = time.perf_counter() - started
+    row(
+        "sweep_steady",
+        steady_s,
+        raw=raw_s,
+        pairs=steady.matched,
+        enqueued=steady.enqueued,
+        load_s=round(steady.load_s, 3),
+        match_s=round(steady.match_s, 3),
+        match_ratio_to_raw=round(steady.match_s / raw_s, 2),
+    )
+
+    started = time.perf_counter()
+    cold = Sweeper().run(factory, now=NOW)
+    row(
+        "sweep_steady_cold",
+        time.perf_counter() - started,
+        raw=raw_s,
+        enqueued=cold.enqueued,
+        note="a restarted sweeper: reads what the ledger holds first",
+    )
+
+    big = Area(geometry=big_polygon())
+    started = time.perf_counter()
+    shapely.prepare(big.geometry)
+    raw_big = raw_limit(lon, lat, codes, [big])[0]
+    with factory.begin() as session:
+        started = time.perf_counter()
+        draft = AdvisoryDraft(
+            level="3",
+            category="security",
+            title={"en": "new"},
+            message={"en": "m"},
+            area=big,
+            effective=NOW - timedelta(minutes=1),
+            expires=NOW + timedelta(days=3),
+        )
+        create_advisory(session, draft=draft, issued_by="bench", now=NOW)
+        new_s = time.perf_counter() - started
+    row("new_advisory", new_s, raw=raw_big, note="5,000-vertex polygon: store, match, enqueue")
+
+    registry = Registry(
+        vault=PersonalDataVault(b"b" * 40), geocoder=NoGeocoder(), phone_region="KR"
+    )
+    data = CitizenCreate.model_validate(
+        {
+            "name": "Bench",
+            "phone": "010-9999-0001",
+            "language": "ko",
+            "channels": ["sms"],
+            "consent": True,
+            "location": {"lat": CITIES[0]["lat"], "lon": CITIES[0]["lon"]},
+        }
+    )
+    with factory.begin() as session:
+        session.execute(text("SELECT 1"))
+        started = time.perf_counter()
+        register_citizen(session, registry=registry, data=data)
+        citizen_s = time.perf_counter() - started
+    row("new_citizen", citizen_s, note="validate, seal, store, match against all active advisories")
+    return rows
+
+
+def reset_postgresql(url: str) -> None:
+    from service.schema import Base
+
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        for table in [*Base.metadata.sorted_tables, None]:
+            name = table.name if table is not None else "alembic_version"
+            connection.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    engine.dispose()
+
+
+# ---------------------------------------------------------------- driver
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=int(os.environ.get("ANJEON_BENCH_N", 1_000_000)))
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"])
+    parser.add_argument("--one", action="store_true", help="(internal) run one leg, print JSON")
+    args = parser.parse_args()
+    pg_url = os.environ.get("ANJEON_BENCH_DATABASE_URL")
+    if args.one:
+        if args.backend == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                rows = run_one("sqlite", args.n, f"sqlite:///{tmp}/bench.db")
+        else:
+            rows = run_one("postgresql", args.n, pg_url)
+        print(json.dumps(rows))
+        return 0
+    legs = [("sqlite", size) for size in sorted({max(args.n // 10, 1000), args.n})]
+    if pg_url:
+        legs += [("postgresql", size) for size in sorted({max(args.n // 10, 1000), args.n})]
+    else:
+        print(
+            "ANJEON_BENCH_DATABASE_URL is not set: the PostgreSQL leg is skipped", file=sys.stderr
+        )
+    if args.backend:
+        legs = [leg for leg in legs if leg[0] == args.backend]
+    results: list[dict] = []
+    for backend, size in legs:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", "--backend", backend, "--n", str(size)],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        results.extend(json.loads(out.strip().splitlines()[-1]))
+    print_table(results)
+    target = ROOT / "var" / "bench" / "geomatch.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=1))
+    print(f"\nwritten to {target.relative_to(ROOT)}")
+    return 0
+
+
+def print_table(results: list[dict]) -> None:
+    print(
+        f"\n{'name':<18} {'backend':<11} {'n':>9} {'seconds':>9} {'rows/s':>9} {'RSS MB':>8} "
+        f"{'x raw':>7}  detail"
+    )
+    for r in results:
+        detail = {
+            k: v
+            for k, v in r.items()
+            if k
+            not in ("name", "backend", "n", "seconds", "rows_per_s", "peak_rss_mb", "ratio_to_raw")
+        }
+        print(
+            f"{r['name']:<18} {r['backend']:<11} {r['n']:>9,} {r['seconds']:>9.3f} "
+            f"{r['rows_per_s'] or '':>9} {r['peak_rss_mb']:>8} {r['ratio_to_raw'] or '':>7}  "
+            f"{detail if detail else ''}"
+        )
+    sizes = sorted({r["n"] for r in results})
+    if len(sizes) == 2:
+        small, large = sizes
+        print(f"\ngrowth from {small:,} to {large:,} ({large / small:.0f}x citizens):")
+        for backend in sorted({r["backend"] for r in results}):
+            for name in ("sweep_first", "sweep_steady", "new_advisory", "new_citizen"):
+                a = next(
+                    (
+                        r
+                        for r in results
+                        if r["backend"] == backend and r["n"] == small and r["name"] == name
+                    ),
+                    None,
+                )
+                b = next(
+                    (
+                        r
+                        for r in results
+                        if r["backend"] == backend and r["n"] == large and r["name"] == name
+                    ),
+                    None,
+                )
+                if a and b and a["seconds"]:
+                    print(f"  {backend:<11} {name:<14} {b['seconds'] / a['seconds']:6.1f}x time")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
