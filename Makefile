@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECRET_FILE := var/secret.key
 
-.PHONY: run test lint check-migrations bench install clean
+.PHONY: run test lint bench install clean
 
 install: $(STAMP)
 
@@ -33,3 +33,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# Benchmarks: ANJEON_BENCH_N citizens (default 1,000,000); PostgreSQL leg when
+# ANJEON_BENCH_DATABASE_URL is set. Figures on stdout and in var/bench/.
+bench: $(STAMP)
+	$(BIN)/python bench/geomatch.py

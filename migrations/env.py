@@ -15,11 +15,19 @@ url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
 
 def _include_object(obj, name, type_, reflected, compare_to):
-    # PostGIS owns these tables; they are not ours to drop.
-    return not (type_ == "table" and reflected and compare_to is None and name in _POSTGIS_TABLES)
+    if not (reflected and compare_to is None):
+        return True
+    # PostGIS owns these tables, and the PostGIS expression indexes (migration 0007) exist only
+    # on PostgreSQL, outside the models: neither is for autogenerate to drop.
+    if type_ == "table":
+        return name not in _POSTGIS_TABLES
+    if type_ == "index":
+        return name not in _POSTGIS_INDEXES
+    return True
 
 
 _POSTGIS_TABLES = {"spatial_ref_sys", "geometry_columns", "geography_columns"}
+_POSTGIS_INDEXES = {"ix_citizen_place_geom", "ix_citizen_place_geog"}
 
 
 def run_migrations_offline() -> None:

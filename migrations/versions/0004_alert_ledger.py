@@ -38,13 +38,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('alert', schema=None) as batch_op:
         batch_op.create_index('ix_alert_citizen_id_status', ['citizen_id', 'status'], unique=False)
-        batch_op.create_index('ix_alert_status', ['status'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('alert', schema=None) as batch_op:
-        batch_op.drop_index('ix_alert_status')
         batch_op.drop_index('ix_alert_citizen_id_status')
 
     op.drop_table('alert')

@@ -45,6 +45,8 @@ class Citizen(Base):
     )
 
     __table_args__ = (
+        # The sweep re-reads only citizens changed since its last read.
+        Index("ix_citizen_updated_at", "updated_at"),
         CheckConstraint("status IN ('active', 'erased')", name="status"),
         CheckConstraint("language IN ('ko', 'en')", name="language"),
     )

@@ -121,7 +121,7 @@ def move_citizen(
 def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     """Erase every personal field and place now; the bare row stays for the alert records."""
     citizen.status = "erased"
-    citizen.erased_at = utcnow()
+    citizen.erased_at = citizen.updated_at = utcnow()
     for column in ("name_sealed", "phone_sealed", "phone_hash", "email_sealed", "email_hash"):
         setattr(citizen, column, None)
     citizen.token_hash = None

@@ -43,6 +43,8 @@ class PlaceSet:
     lons: np.ndarray  # float64, ascending, NaN at the end
     lats: np.ndarray
     countries: np.ndarray  # object array of ISO codes, "" when unknown
+    country_ids: np.ndarray  # int16 index into country_table: fast equality tests
+    country_table: dict[str, int]
     starts: np.ndarray  # int32 day numbers; CURRENT for a current location
     ends: np.ndarray
     n_points: int
@@ -62,11 +64,19 @@ class PlaceSet:
         lon = lon[order]
         codes = np.asarray(countries, dtype=object)[order]
         codes[codes == None] = ""  # noqa: E711 - elementwise comparison
+        table: dict[str, int] = {}
+        country_ids = np.fromiter(
+            (table.setdefault(code, len(table)) for code in codes.tolist()),
+            dtype=np.int16,
+            count=len(codes),
+        )
         return cls(
             citizen_ids=np.asarray(citizen_ids, dtype=np.int64)[order],
             lons=lon,
             lats=np.asarray(lats, dtype=np.float64)[order],
             countries=codes,
+            country_ids=country_ids,
+            country_table=table,
             starts=np.asarray(starts, dtype=np.int32)[order],
             ends=np.asarray(ends, dtype=np.int32)[order],
             n_points=int(np.count_nonzero(~np.isnan(lon))),
@@ -108,8 +118,9 @@ def match_all(
 def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
     """Sorted unique indices of the places inside the area (ignoring time)."""
     found: list[np.ndarray] = []
-    if area.countries:
-        found.append(np.flatnonzero(np.isin(places.countries, list(area.countries))))
+    wanted = [places.country_table[c] for c in area.countries if c in places.country_table]
+    if wanted:
+        found.append(np.flatnonzero(np.isin(places.country_ids, wanted)))
     for part in polygon_parts(area):
         found.append(_in_polygon(part, places))
     for circle in area.circles:

@@ -49,6 +49,7 @@ def load_reachable(
     *,
     today: date,
     citizen_id: int | None = None,
+    citizen_ids: Sequence[int] | None = None,
     boxes: Sequence[Box] | None = None,
     countries: Sequence[str] = (),
 ) -> Reachable:
@@ -62,6 +63,9 @@ def load_reachable(
     if citizen_id is not None:
         extra = f"AND p.citizen_id = {mark}"
         params.append(citizen_id)
+    elif citizen_ids is not None:
+        extra = f"AND p.citizen_id IN ({', '.join([mark] * len(citizen_ids)) or 'NULL'})"
+        params += list(citizen_ids)
     elif boxes is not None:
         clauses = [f"(p.lon BETWEEN {mark} AND {mark} AND p.lat BETWEEN {mark} AND {mark})"] * len(
             boxes
@@ -86,6 +90,29 @@ def load_reachable(
     finally:
         cursor.close()
     return reachable_from_rows(rows)
+
+
+def merge(old: Reachable, changed_ids: np.ndarray, fresh: Reachable) -> Reachable:
+    """`old` with the places of changed citizens replaced by their `fresh` ones."""
+    keep = ~np.isin(old.places.citizen_ids, changed_ids)
+    p, q = old.places, fresh.places
+    places = PlaceSet.build(
+        np.concatenate([p.citizen_ids[keep], q.citizen_ids]),  # sorts again: ~0.2 s at 1M
+        np.concatenate([p.lons[keep], q.lons]),
+        np.concatenate([p.lats[keep], q.lats]),
+        np.concatenate([p.countries[keep], q.countries]),
+        np.concatenate([p.starts[keep], q.starts]),
+        np.concatenate([p.ends[keep], q.ends]),
+    )
+    kept = ~np.isin(old.citizen_ids, changed_ids)
+    ids = np.concatenate([old.citizen_ids[kept], fresh.citizen_ids])
+    order = np.argsort(ids)
+    return Reachable(
+        places=places,
+        citizen_ids=ids[order],
+        sms=np.concatenate([old.sms[kept], fresh.sms])[order],
+        email=np.concatenate([old.email[kept], fresh.email])[order],
+    )
 
 
 def reachable_from_rows(rows: list) -> Reachable:

@@ -4,19 +4,20 @@ transaction; the ledger's unique key makes any path running twice harmless."""
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
+from service.citizens.models import Citizen
 from service.dispatch.models import Alert
 from service.geo import matching
 from service.geo.areas import Area
-from service.geomatch import targets
+from service.geomatch import postgis, targets
 from service.geomatch.ledger import alert_rows, insert_alerts
-from service.geomatch.places import Reachable, load_reachable
+from service.geomatch.places import Reachable, load_reachable, merge
 from service.geomatch.targets import Live
 
 
@@ -50,6 +51,8 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
         targets.remember(advisory)
     lives = [targets.live_of(a) for a in live]
     areas = targets.areas_of(session, lives)
+    if session.connection().dialect.name == "postgresql":
+        return _enqueue_in_postgis(session, lives, areas, now=now)
     started = time.perf_counter()
     reachable = load_reachable(
         session.connection(),
@@ -59,6 +62,26 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
     )
     result = _enqueue(session, lives, areas, reachable, now=now)
     result.load_s = time.perf_counter() - started - result.match_s - result.write_s
+    return result
+
+
+def _enqueue_in_postgis(
+    session: Session, lives: list[Live], areas: list[Area], *, now: datetime
+) -> MatchResult:
+    """On PostgreSQL a new advisory is matched and enqueued inside PostGIS: no place leaves the
+    database. (Pairs are not counted on this path, only the rows it enqueued.)"""
+    result = MatchResult(advisories=len(lives))
+    today = matching.day_number(now.date())
+    started = time.perf_counter()
+    for live, area in zip(lives, areas, strict=True):
+        result.enqueued += postgis.enqueue(
+            session.connection(),
+            target=targets.target(live, area, now=now),
+            revision=live.revision,
+            today=today,
+            now=now,
+        )
+    result.match_s = time.perf_counter() - started
     return result
 
 
@@ -79,19 +102,29 @@ def match_citizen(session: Session, *, citizen_id: int, now: datetime) -> MatchR
     )
 
 
+# A transaction may commit a few minutes after it stamped updated_at: look back this far.
+_CHANGE_OVERLAP = timedelta(minutes=10)
+_MAX_INCREMENTAL = 20_000  # more changed citizens than this: read everything again
+
+
 @dataclass
 class Sweeper:
-    """The scheduled sweep. It remembers which pairs it has enqueued (after commit), so that a
-    steady-state sweep writes nothing; that memory only saves work: the ledger's key decides."""
+    """The scheduled sweep, kept by the process that holds the sweep lease. Between sweeps it
+    keeps the places it read (re-reading only citizens changed since, by citizen.updated_at) and
+    which pairs it enqueued (after commit), so a steady-state sweep reads and writes little.
+    Both memories only save work: the database and the ledger's key decide."""
 
     known: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    snapshot: Reachable | None = None
+    snapshot_day: date | None = None
+    read_since: datetime | None = None
 
     def run(self, factory: sessionmaker[Session], *, now: datetime) -> MatchResult:
         """One sweep in one transaction."""
         pending = dict(self.known)
         with factory.begin() as session:
             started = time.perf_counter()
-            reachable = load_reachable(session.connection(), today=now.date())
+            reachable = self._places(session, now=now)
             lives = targets.live_advisories(session, now=now)
             areas = targets.areas_of(session, lives)
             load_s = time.perf_counter() - started
@@ -99,7 +132,25 @@ class Sweeper:
             result.load_s = load_s
         live_keys = {(live.id, live.revision) for live in lives}
         self.known = {key: ids for key, ids in pending.items() if key in live_keys}
+        self.snapshot, self.snapshot_day, self.read_since = reachable, now.date(), now
         return result
+
+    def _places(self, session: Session, *, now: datetime) -> Reachable:
+        connection = session.connection()
+        if self.snapshot is None or self.snapshot_day != now.date() or self.read_since is None:
+            return load_reachable(connection, today=now.date())
+        changed = np.fromiter(
+            session.scalars(
+                select(Citizen.id).where(Citizen.updated_at >= self.read_since - _CHANGE_OVERLAP)
+            ),
+            dtype=np.int64,
+        )
+        if changed.size == 0:
+            return self.snapshot
+        if changed.size > _MAX_INCREMENTAL:
+            return load_reachable(connection, today=now.date())
+        fresh = load_reachable(connection, today=now.date(), citizen_ids=changed.tolist())
+        return merge(self.snapshot, changed, fresh)
 
 
 def cancel_pending_for(session: Session, *, citizen_id: int) -> int:

@@ -133,3 +133,23 @@ def test_ledger_fast_path_and_its_duplicate_fallback(db):
         == 1
     )
     assert len(_alerts(db, advisory_id=record.id)) == 2
+
+
+def test_sweeper_rereads_only_changed_citizens_and_misses_none(db):
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    area = {"circles": [{"lat": -33.9, "lon": 18.4, "radius_km": 30}]}
+    record = advisory(db, area=area)
+    sweeper = Sweeper()
+    sweeper.run(factory, now=NOW)
+    assert sweeper.snapshot is not None
+    newcomer = citizen(db, lon=18.45, lat=-33.92)  # arrives after the first sweep
+    mover = citizen(db, lon=0.0, lat=0.0)
+    sweeper.run(factory, now=NOW + timedelta(minutes=1))
+    assert newcomer.id in alerted(db, record) and mover.id not in alerted(db, record)
+    mover.places[0].lon, mover.places[0].lat = 18.4, -33.9
+    mover.updated_at = NOW + timedelta(minutes=2)
+    db.flush()
+    second = sweeper.run(factory, now=NOW + timedelta(minutes=2))
+    assert second.enqueued == 1 and mover.id in alerted(db, record)
+    in_snapshot = set(sweeper.snapshot.citizen_ids.tolist())
+    assert {newcomer.id, mover.id} <= in_snapshot
