@@ -18,27 +18,49 @@ GEOGRAPHY = f"({POINT})::geography"
 
 # The planner's parallel plan probes every point against the polygons (PERFORMANCE.md: 12 s
 # instead of 0.4 s); pin the plan for these statements.
-_PLAN = ("SET LOCAL max_parallel_workers_per_gather = 0", "SET LOCAL jit = off")
+# The hits are few; the planner, guessing many, would hash-join whole tables: index lookups.
+_PLAN = (
+    "SET LOCAL max_parallel_workers_per_gather = 0",
+    "SET LOCAL jit = off",
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL enable_mergejoin = off",
+)
+
+
+# A long ring makes every ST_Covers slow; cut into pieces of at most this many vertices the
+# index narrows far better (PERFORMANCE.md: ST_Subdivide pays above ~1k vertices).
+_PIECE_VERTICES = 255
 
 
 def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
-    """A WHERE condition (on citizen_place p) for the places the area covers, and its params."""
-    clauses, params = [], {}
-    if area.countries:
-        clauses.append("p.country = ANY(:countries)")
-        params["countries"] = list(area.countries)
-    for i, part in enumerate(matching.polygon_parts(area)):
-        clauses.append(f"ST_Covers(ST_GeomFromGeoJSON(:g{i}), {POINT})")
-        params[f"g{i}"] = json.dumps(mapping(part))
+    """A query of the ids of the places (citizen_place p) the area covers, and its params."""
+    selects, params = [], {}
+    parts = matching.polygon_parts(area)
+    if parts:
+        pieces = " UNION ALL ".join(
+            f"SELECT ST_Subdivide(ST_GeomFromGeoJSON(:g{i}), {_PIECE_VERTICES}) AS g"
+            for i in range(len(parts))
+        )
+        selects.append(
+            f"SELECT p.id FROM ({pieces}) s"  # noqa: S608 - our fragments; values are bound
+            f" JOIN citizen_place p ON ST_Covers(s.g, {POINT})"
+        )
+        params |= {f"g{i}": json.dumps(mapping(part)) for i, part in enumerate(parts)}
     for i, circle in enumerate(area.circles):
         centre = f"ST_SetSRID(ST_MakePoint(:clon{i}, :clat{i}), 4326)::geography"
-        clauses.append(f"ST_DWithin({GEOGRAPHY}, {centre}, :cr{i})")
+        selects.append(
+            f"SELECT p.id FROM citizen_place p"  # noqa: S608 - our fragments; values are bound
+            f" WHERE ST_DWithin({GEOGRAPHY}, {centre}, :cr{i})"
+        )
         params |= {
             f"clon{i}": circle.lon,
             f"clat{i}": circle.lat,
             f"cr{i}": circle.radius_km * 1000,
         }
-    return " OR ".join(f"({c})" for c in clauses) or "FALSE", params
+    if area.countries:
+        selects.append("SELECT p.id FROM citizen_place p WHERE p.country = ANY(:countries)")
+        params["countries"] = list(area.countries)
+    return " UNION ".join(selects) or "SELECT NULL::bigint AS id WHERE FALSE", params
 
 
 _WINDOW = """
@@ -51,14 +73,15 @@ _WINDOW = """
 
 def matched_ids(connection: Connection, *, target: matching.Target, today: int) -> list[int]:
     """Citizen ids the target reaches, computed by PostGIS."""
-    where, params = reach_sql(target.area)
+    hits, params = reach_sql(target.area)
     for statement in _PLAN:
         connection.execute(text(statement))
     # Only our own SQL fragments are formatted in; every value is a bound parameter.
     rows = connection.execute(
         text(
             "SELECT DISTINCT p.citizen_id FROM citizen_place p"  # noqa: S608
-            f" JOIN citizen c ON c.id = p.citizen_id WHERE ({where}) AND {_WINDOW} ORDER BY 1"
+            f" JOIN ({hits}) h ON h.id = p.id JOIN citizen c ON c.id = p.citizen_id"
+            f" WHERE {_WINDOW} ORDER BY 1"
         ),
         {**params, **_window_params(target, today)},
     )
@@ -69,17 +92,18 @@ def enqueue(
     connection: Connection, *, target: matching.Target, revision: int, today: int, now: datetime
 ) -> int:
     """Match and enqueue in one statement; returns the new alert rows."""
-    where, params = reach_sql(target.area)
+    hits, params = reach_sql(target.area)
     for statement in _PLAN:
         connection.execute(text(statement))
     result = connection.execute(
         text(
             "INSERT INTO alert (advisory_id, revision, citizen_id, channel, status, created_at)"  # noqa: S608
             " SELECT DISTINCT :advisory_id, :revision, c.id, ch.channel, 'pending', :now"
-            " FROM citizen_place p JOIN citizen c ON c.id = p.citizen_id"
+            f" FROM citizen_place p JOIN ({hits}) h ON h.id = p.id"
+            " JOIN citizen c ON c.id = p.citizen_id"
             " CROSS JOIN LATERAL (VALUES ('sms', c.notify_sms), ('email', c.notify_email))"
             "   AS ch(channel, wanted)"
-            f" WHERE ch.wanted AND ({where}) AND {_WINDOW}"
+            f" WHERE ch.wanted AND {_WINDOW}"
             " ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel"
             " DO NOTHING"
         ),

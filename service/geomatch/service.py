@@ -105,6 +105,7 @@ def match_citizen(session: Session, *, citizen_id: int, now: datetime) -> MatchR
 # A transaction may commit a few minutes after it stamped updated_at: look back this far.
 _CHANGE_OVERLAP = timedelta(minutes=10)
 _MAX_INCREMENTAL = 20_000  # more changed citizens than this: read everything again
+_WRITE_BATCH = 250_000
 
 
 @dataclass
@@ -192,13 +193,21 @@ def _enqueue(
         sms_ids, email_ids = reachable.channels_of(ids)
         rows.extend(alert_rows(live.id, live.revision, sms_ids=sms_ids, email_ids=email_ids))
         fresh[key] = ids
-    started = time.perf_counter()
-    result.enqueued = insert_alerts(session.connection(), rows=rows, now=now)
-    result.write_s = time.perf_counter() - started
+        if len(rows) >= _WRITE_BATCH:  # millions of row tuples at once would cost a GiB
+            result.enqueued += _write(session, rows, now=now, result=result)
+            rows = []
+    result.enqueued += _write(session, rows, now=now, result=result)
     if known is not None:
         for key, ids in fresh.items():
             known[key] = np.union1d(known[key], ids)
     return result
+
+
+def _write(session: Session, rows: list[tuple], *, now: datetime, result: MatchResult) -> int:
+    started = time.perf_counter()
+    written = insert_alerts(session.connection(), rows=rows, now=now)
+    result.write_s += time.perf_counter() - started
+    return written
 
 
 def _enqueued_ids(session: Session, live: Live) -> np.ndarray:

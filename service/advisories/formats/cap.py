@@ -19,7 +19,7 @@ from service.advisories.formats.common import (
     plain_text,
     union_of_rings,
 )
-from service.advisories.formats.safe_xml import UnreadableDocument, parse_xml, text_of
+from service.advisories.formats.safe_xml import InvalidDocument, parse_xml, text_of
 from service.geo import countries, names, subdivisions
 from service.geo.areas import Area, Circle, check_circle
 
@@ -43,12 +43,6 @@ _ALL_CLEAR = re.compile(r"\bcancel|all[ -]clear", re.IGNORECASE)
 _ISO_GEOCODE = re.compile(r"iso.?3166|iso\.org", re.IGNORECASE)
 
 
-class InvalidCap(UnreadableDocument):
-    status = 422
-    title = "Invalid CAP alert"
-    slug = "invalid-cap"
-
-
 def parse_cap(
     data: bytes,
     *,
@@ -57,12 +51,12 @@ def parse_cap(
 ) -> ParsedFeed:
     root = parse_xml(data)
     if root.tag != "alert":
-        raise InvalidCap(f"expected a CAP <alert>, found <{root.tag}>")
+        raise InvalidDocument(f"expected a CAP <alert>, found <{root.tag}>")
     identifier, sender = text_of(root, "identifier"), text_of(root, "sender")
     if not identifier:
-        raise InvalidCap("the CAP alert has no <identifier>")
+        raise InvalidDocument("the CAP alert has no <identifier>")
     if not sender:
-        raise InvalidCap("the CAP alert has no <sender>")
+        raise InvalidDocument("the CAP alert has no <sender>")
     label = f"{sender},{identifier}"
     try:
         draft = _draft(root, sender, identifier, level_overrides, max_vertices)

@@ -11,7 +11,6 @@ from typing import Any
 
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
 from service.advisories.formats import levels
-from service.advisories.formats.cap import InvalidCap
 from service.advisories.formats.common import (
     ZONES_ONLY_NOTE,
     ItemRejected,
@@ -20,6 +19,7 @@ from service.advisories.formats.common import (
     plain_text,
     union_of_rings,
 )
+from service.advisories.formats.safe_xml import InvalidDocument
 from service.geo.areas import Area, check_circle
 
 # (smallest magnitude, radius in km): felt-damage reach, coarse on purpose.
@@ -45,12 +45,12 @@ def parse_geojson(
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCap(f"not valid JSON: {exc}") from exc
+        raise InvalidDocument(f"not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
-        raise InvalidCap("expected a GeoJSON FeatureCollection")
+        raise InvalidDocument("expected a GeoJSON FeatureCollection")
     features = document.get("features")
     if not isinstance(features, list):
-        raise InvalidCap("the FeatureCollection has no features list")
+        raise InvalidDocument("the FeatureCollection has no features list")
     result = ParsedFeed()
     for i, feature in enumerate(features):
         label = (

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
 from service.advisories.formats import levels
-from service.advisories.formats.cap import InvalidCap
 from service.advisories.formats.common import ItemRejected, ItemSkipped, plain_text
+from service.advisories.formats.safe_xml import InvalidDocument
 from service.geo import countries
 from service.geo.areas import Area
 
@@ -35,12 +35,12 @@ def parse_mofa(
     try:
         envelope = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCap(f"not valid JSON: {exc}") from exc
+        raise InvalidDocument(f"not valid JSON: {exc}") from exc
     rows = envelope.get("data") if isinstance(envelope, dict) else None
     if not isinstance(rows, list):
-        raise InvalidCap("expected the getTravelAlarmList2 envelope with a data list")
+        raise InvalidDocument("expected the getTravelAlarmList2 envelope with a data list")
     if str(envelope.get("resultCode", "00")) not in ("0", "00"):
-        raise InvalidCap(f"the API answered an error: {envelope.get('resultMsg')}")
+        raise InvalidDocument(f"the API answered an error: {envelope.get('resultMsg')}")
     result = ParsedFeed()
     for i, row in enumerate(rows):
         label = (

@@ -11,7 +11,6 @@ from xml.etree.ElementTree import Element
 
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
 from service.advisories.formats import levels
-from service.advisories.formats.cap import InvalidCap
 from service.advisories.formats.common import (
     ItemRejected,
     ItemSkipped,
@@ -20,7 +19,7 @@ from service.advisories.formats.common import (
     union_of_rings,
 )
 from service.advisories.formats.geojson import usgs_radius_km
-from service.advisories.formats.safe_xml import parse_xml, text_of
+from service.advisories.formats.safe_xml import InvalidDocument, parse_xml, text_of
 from service.geo import countries, names
 from service.geo.areas import Area, check_circle
 
@@ -54,7 +53,7 @@ def parse_rss(
     root = parse_xml(data)
     channel = root.find("channel")
     if root.tag != "rss" or channel is None:
-        raise InvalidCap("expected an RSS 2.0 document with a <channel>")
+        raise InvalidDocument("expected an RSS 2.0 document with a <channel>")
     items = channel.findall("item")
     is_gdacs = any(item.find("alertlevel") is not None for item in items)
     result = ParsedFeed()

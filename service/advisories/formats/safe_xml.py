@@ -15,6 +15,15 @@ class UnreadableDocument(DomainError):
     slug = "unreadable-document"
 
 
+class InvalidDocument(UnreadableDocument):
+    """Well-formed, but not the format it was sent as (no CAP <identifier>, not a
+    FeatureCollection, …)."""
+
+    status = 422
+    title = "Invalid document"
+    slug = "invalid-document"
+
+
 def parse_xml(data: bytes) -> Element:
     """The root element with namespace prefixes removed from every tag."""
     try:
