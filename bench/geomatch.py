@@ -42,7 +42,7 @@ from service.geo.geocoding import NoGeocoder
 from service.geomatch.places import load_reachable
 from service.geomatch.service import Sweeper, match_citizen
 from service.geomatch.targets import areas_of, live_advisories
-from service.migrate import upgrade
+from service.migrate import drop_schema, upgrade
 from service.privacy import PersonalDataVault
 
 NOW = datetime.now(UTC)
@@ -412,23 +412,12 @@ def setup(backend: str, n: int, url: str) -> None:
     lon, lat, codes = synthetic_places(n)
     areas = synthetic_areas()
     if backend == "postgresql":
-        reset_postgresql(url)
+        drop_schema(url)
     upgrade(url)
     load_database(url, lon, lat, codes)
     factory = make_session_factory(make_engine(url))
     with factory.begin() as session:
         store_advisories(session, areas)
-
-
-def reset_postgresql(url: str) -> None:
-    from service.schema import Base
-
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        for table in [*Base.metadata.sorted_tables, None]:
-            name = table.name if table is not None else "alembic_version"
-            connection.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
 
 
 # ---------------------------------------------------------------- driver

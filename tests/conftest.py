@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.app import create_app
@@ -16,8 +16,7 @@ from service.auth import get_session
 from service.config import Settings
 from service.db import make_engine
 from service.geo.geocoding import Geocoder
-from service.migrate import upgrade
-from service.schema import Base
+from service.migrate import drop_schema, upgrade
 from service.staff import service as staff_service
 
 PG_URL = os.environ.get("ANJEON_TEST_DATABASE_URL")
@@ -46,16 +45,6 @@ BACKENDS = [
 ]
 
 
-def reset_postgresql(url: str) -> None:
-    """Drop what earlier runs left, keeping the PostGIS extension."""
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        for table in [*Base.metadata.sorted_tables, None]:
-            name = table.name if table is not None else "alembic_version"
-            connection.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
-
-
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "sqlite":
@@ -63,7 +52,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     else:
         assert PG_URL
         url = PG_URL
-        reset_postgresql(url)
+        drop_schema(url)  # what earlier runs left
     upgrade(url)
     return url
 

@@ -8,9 +8,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.citizens import contact
 from service.citizens.models import Citizen
-from service.citizens.service import Registry, channels_of, read_contacts
+from service.citizens.service import Registry, channels_of, masked_contacts
 from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch.places import load_reachable
@@ -67,15 +66,15 @@ def matched_page(
     citizens = session.scalars(select(Citizen).where(Citizen.id.in_(ids)).order_by(Citizen.id))
     page = []
     for citizen in citizens:
-        found = read_contacts(registry, citizen)
+        masked = masked_contacts(registry, citizen)
         current = next((p for p in citizen.places if p.kind == "current"), None)
         page.append(
             MatchedCitizen(
                 citizen_id=citizen.public_id,
                 language=citizen.language,
                 channels=channels_of(citizen),
-                phone=contact.mask_phone(found.phone) if found.phone else None,
-                email=contact.mask_email(found.email) if found.email else None,
+                phone=masked.phone,
+                email=masked.email,
                 place="current" if citizen.id in reach.at_current else "stay",
                 country=current.country if current else None,
             )

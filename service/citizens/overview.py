@@ -5,9 +5,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from service.citizens import contact
 from service.citizens.models import Citizen, CitizenPlace
-from service.citizens.service import Registry, channels_of, read_contacts
+from service.citizens.service import Registry, channels_of, masked_contacts
 
 
 @dataclass(frozen=True)
@@ -47,14 +46,14 @@ def citizens_in_country(
     )
     items = []
     for citizen in rows:
-        found = read_contacts(registry, citizen)
+        masked = masked_contacts(registry, citizen)
         items.append(
             MaskedCitizen(
                 id=citizen.public_id,
                 language=citizen.language,
                 channels=channels_of(citizen),
-                phone=contact.mask_phone(found.phone) if found.phone else None,
-                email=contact.mask_email(found.email) if found.email else None,
+                phone=masked.phone,
+                email=masked.email,
                 country=country,
             )
         )

@@ -145,6 +145,15 @@ def read_contacts(registry: Registry, citizen: Citizen) -> Contacts:
     )
 
 
+def masked_contacts(registry: Registry, citizen: Citizen) -> Contacts:
+    """Contacts as staff see them: +82******5678, j***@example.com."""
+    found = read_contacts(registry, citizen)
+    return Contacts(
+        phone=contact.mask_phone(found.phone) if found.phone else None,
+        email=contact.mask_email(found.email) if found.email else None,
+    )
+
+
 def to_read(registry: Registry, citizen: Citizen) -> CitizenRead:
     contacts = read_contacts(registry, citizen)
     current = next((p for p in citizen.places if p.kind == "current"), None)
