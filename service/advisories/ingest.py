@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from service.advisories import formats, service
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.models import Advisory, ExternalMessage
+from service.db import utcnow
 from service.errors import DomainError
 from service.geomatch import service as geomatch
 
@@ -67,9 +68,12 @@ def ingest(session: Session, *, parsed: ParsedFeed, issued_by: str, now: datetim
                 _apply(session, draft, issued_by=issued_by, now=now, summary=summary)
         except DomainError as exc:
             summary.rejected.append((draft.label, exc.detail))
-    # One matching pass for the whole document, in the same transaction.
+    # One matching pass for the whole document, in the same transaction, on the real clock:
+    # replaying an archive "as of" its own date must never alert anyone about the past.
     changed = [*summary.created, *summary.updated]
-    summary.enqueued = geomatch.match_advisories(session, advisories=changed, now=now).enqueued
+    summary.enqueued = geomatch.match_advisories(
+        session, advisories=changed, now=max(now, utcnow())
+    ).enqueued
     return summary
 
 

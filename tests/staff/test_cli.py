@@ -99,3 +99,20 @@ def test_ingest_of_a_hostile_file_changes_nothing(cli_database, tmp_path, capsys
     hostile.write_bytes(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY b "c">]><alert>&b;</alert>')
     assert cli.main(["ingest", str(hostile), "--format", "cap"]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+def test_replaying_an_archive_alerts_nobody(cli_database, capsys):
+    path = FEEDS / "usgs" / "usgs-significant_month-2023-10-11.geojson"
+    with TestClient(create_app(make_settings(cli_database))) as client:
+        body = {
+            "name": "Herat resident",
+            "phone": "010-5555-0101",
+            "language": "ko",
+            "channels": ["sms"],
+            "consent": True,
+            "location": {"lat": 34.35, "lon": 62.2},
+        }
+        assert client.post("/v1/citizens", json=body).status_code == 201
+    args = ["ingest", str(path), "--format", "geojson", "--as-of", "2023-10-11T20:16:31Z"]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("alerts enqueued 0")
