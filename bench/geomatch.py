@@ -10,6 +10,7 @@ skipped, and said so, when unset). Each (backend, n) runs in its own process so 
 """
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -338,6 +339,8 @@ def run_one(backend: str, n: int, url: str) -> list[dict]:
         match_ratio_to_raw=round(steady.match_s / raw_s, 2),
     )
 
+    del sweeper  # a restarted process no longer holds the first sweeper's snapshot
+    gc.collect()
     started = time.perf_counter()
     cold = Sweeper().run(factory, now=NOW)
     row(
