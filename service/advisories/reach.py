@@ -26,13 +26,7 @@ def compute_reach(
     session: Session, *, area: Area, effective: datetime, expires: datetime | None, now: datetime
 ) -> Reach:
     reachable = load_reachable(session.connection(), today=now.date())
-    target = matching.Target(
-        key=0,
-        area=area,
-        start_day=matching.day_number(effective.date()),
-        end_day=matching.day_number(expires.date()) if expires else matching.FOREVER,
-        active_now=effective <= now and (expires is None or expires > now),
-    )
+    target = matching.Target.for_window(0, area, effective=effective, expires=expires, now=now)
     today = matching.day_number(now.date())
     ids = matching.match(target, reachable.places, today=today)
     sms, email = reachable.channels_of(ids)

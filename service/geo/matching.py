@@ -9,9 +9,9 @@ the advisory's active window and it has not ended.
 Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
 points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import shapely
@@ -96,6 +96,18 @@ class Target:
     end_day: int  # FOREVER when it has no end
     active_now: bool  # effective already and not expired: current locations match
 
+    @classmethod
+    def for_window(
+        cls, key: int, area: Area, *, effective: datetime, expires: datetime | None, now: datetime
+    ) -> "Target":
+        return cls(
+            key=key,
+            area=area,
+            start_day=day_number(effective.date()),
+            end_day=day_number(expires.date()) if expires else FOREVER,
+            active_now=effective <= now and (expires is None or expires > now),
+        )
+
 
 def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
     """Sorted unique citizen ids whose places the target reaches."""
@@ -107,12 +119,6 @@ def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
     stay_ok = ~current & (ends >= max(target.start_day, today)) & (starts <= target.end_day)
     ok = stay_ok | (current & target.active_now)
     return np.unique(places.citizen_ids[idx[ok]])
-
-
-def match_all(
-    targets: Iterable[Target], places: PlaceSet, *, today: int
-) -> list[tuple[Target, np.ndarray]]:
-    return [(t, match(t, places, today=today)) for t in targets]
 
 
 def place_hits(area: Area, places: PlaceSet) -> np.ndarray:

@@ -84,12 +84,8 @@ def areas_of(session: Session, lives: list[Live]) -> list[Area]:
 
 
 def target(live: Live, area: Area, *, now: datetime) -> matching.Target:
-    return matching.Target(
-        key=live.id,
-        area=area,
-        start_day=matching.day_number(live.effective.date()),
-        end_day=matching.day_number(live.expires.date()) if live.expires else matching.FOREVER,
-        active_now=live.effective <= now and (live.expires is None or live.expires > now),
+    return matching.Target.for_window(
+        live.id, area, effective=live.effective, expires=live.expires, now=now
     )
 
 

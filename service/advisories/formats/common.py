@@ -1,6 +1,7 @@
 """Pieces every feed format shares: time parsing, text clean-up, polygon unions."""
 
 import html
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from email.utils import parsedate_to_datetime
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
+from service.advisories.formats.safe_xml import InvalidDocument
 from service.geo.areas import check_geometry
 
 MAX_TEXT = 4000
@@ -23,6 +25,13 @@ class ItemRejected(Exception):
 
 class ItemSkipped(ItemRejected):
     """A sound item our level tables map to no advisory (e.g. a GDACS Green alert)."""
+
+
+def load_json(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidDocument(f"not valid JSON: {exc}") from exc
 
 
 def parse_time(value: str, *, field: str) -> datetime:

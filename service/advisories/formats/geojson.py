@@ -4,7 +4,6 @@ USGS: a circle around each epicentre whose radius grows with magnitude (USGS_RAD
 level from the PAGER alert colour (levels.USGS_PAGER). NWS: CAP semantics in JSON; alerts with
 `geometry: null` keep their zone codes and match nobody until zone polygons exist."""
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from service.advisories.formats.common import (
     ZONES_ONLY_NOTE,
     ItemRejected,
     ItemSkipped,
+    load_json,
     parse_time,
     plain_text,
     union_of_rings,
@@ -42,10 +42,7 @@ def parse_geojson(
     level_overrides: Mapping[str, str | None] | None = None,
     max_vertices: int = 50_000,
 ) -> ParsedFeed:
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidDocument(f"not valid JSON: {exc}") from exc
+    document = load_json(data)
     if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
         raise InvalidDocument("expected a GeoJSON FeatureCollection")
     features = document.get("features")

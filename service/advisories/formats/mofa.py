@@ -5,13 +5,12 @@ whole country) is revised when its level changes; each 일부 (part of a country
 level with its remark. We hold no polygons for those parts, so a partial advisory covers the
 whole country and says which part in its text and notes: over-telling beats missing someone."""
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
 from service.advisories.formats import levels
-from service.advisories.formats.common import ItemRejected, ItemSkipped, plain_text
+from service.advisories.formats.common import ItemRejected, ItemSkipped, load_json, plain_text
 from service.advisories.formats.safe_xml import InvalidDocument
 from service.geo import countries
 from service.geo.areas import Area
@@ -32,10 +31,7 @@ def parse_mofa(
     level_overrides: Mapping[str, str | None] | None = None,
     max_vertices: int = 50_000,
 ) -> ParsedFeed:
-    try:
-        envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidDocument(f"not valid JSON: {exc}") from exc
+    envelope = load_json(data)
     rows = envelope.get("data") if isinstance(envelope, dict) else None
     if not isinstance(rows, list):
         raise InvalidDocument("expected the getTravelAlarmList2 envelope with a data list")
