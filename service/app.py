@@ -1,5 +1,6 @@
 """create_app(): the API with its routers, error handlers and the scheduler in its lifespan."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,9 @@ from service.citizens.service import Registry
 from service.citizens.staff_router import router as registry_router
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory
+from service.dispatch.dispatcher import Dispatcher
+from service.dispatch.router import router as alerts_router
+from service.dispatch.wake import wake_after_commit
 from service.geo import countries
 from service.geo.geocoding import Geocoder, make_geocoder
 from service.migrate import head_revision
@@ -22,8 +26,10 @@ from service.operations.request_log import RequestLogMiddleware
 from service.operations.router import router as operations_router
 from service.privacy import PersonalDataVault
 from service.problems import install_problem_handlers
-from service.scheduler import build_scheduler
+from service.scheduler import build_scheduler, wake_dispatch
 from service.staff.router import router as staff_router
+
+log = logging.getLogger("anjeon.app")
 
 
 def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = None) -> FastAPI:
@@ -36,17 +42,21 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         # Load the country boundaries now, not during the first registration.
         await anyio.to_thread.run_sync(countries.boundaries)
         scheduler = (
-            build_scheduler(settings, factory, app.state.feeds)
+            build_scheduler(settings, factory, app.state.feeds, dispatcher=dispatcher)
             if settings.scheduler_enabled
             else None
         )
         if scheduler:
+            wake_after_commit(factory, lambda: wake_dispatch(scheduler, dispatcher))
             scheduler.start()
+        for channel, notifier in dispatcher.notifiers.items():
+            log.info("notifier", extra={"channel": channel, "notifier": notifier.describe()})
         try:
             yield
         finally:
             if scheduler:
                 scheduler.shutdown(wait=True)
+            dispatcher.close()
             engine.dispose()
 
     app = FastAPI(title="Anjeon", version="1", lifespan=lifespan)
@@ -65,6 +75,10 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         ),
         phone_region=settings.phone_default_region,
     )
+    # An unknown or broken notifier stops start-up here.
+    dispatcher = Dispatcher.from_settings(settings, factory, vault=app.state.registry.vault)
+    app.state.dispatcher = dispatcher
+    app.state.renderer = dispatcher.renderer
     install_problem_handlers(app)
     for router in (
         operations_router,
@@ -73,6 +87,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         staff_router,
         advisories_router,
         feeds_router,
+        alerts_router,
     ):
         app.include_router(router)
     app.add_middleware(

@@ -3,6 +3,7 @@
 import argparse
 import secrets
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from service.citizens.service import Registry
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, utcnow
 from service.demo import load_demo_citizens
+from service.dispatch.dispatcher import Dispatcher
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
 from service.geomatch.service import Sweeper
@@ -128,6 +130,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    dispatcher = Dispatcher.from_settings(
+        settings,
+        _session_factory(settings),
+        vault=PersonalDataVault(settings.secret_key_bytes()),
+    )
+    try:
+        if args.until_idle:
+            tally = dispatcher.run_until_idle(poll_s=min(settings.dispatch_interval_s, 1.0))
+        elif args.once:
+            tally = dispatcher.drain()
+        else:
+            while True:  # a dispatch worker beside the API processes, until stopped
+                dispatcher.drain()
+                time.sleep(settings.dispatch_interval_s)
+    finally:
+        dispatcher.close()
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(tally.by_status.items()))
+    print(f"claimed {tally.claimed} alerts: {statuses or 'nothing to send'}")
+    return 0
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists():
@@ -167,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--name", required=True)
     commands.add_parser("demo", help="load sample citizens").set_defaults(run=cmd_demo)
     commands.add_parser("sweep", help="run one geomatch sweep now").set_defaults(run=cmd_sweep)
+    dispatch = commands.add_parser("dispatch", help="send queued alerts (a dispatch worker)")
+    mode = dispatch.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    mode.add_argument(
+        "--until-idle", action="store_true", help="keep going until no alert is left open"
+    )
+    dispatch.set_defaults(run=cmd_dispatch)
     ingest = commands.add_parser("ingest", help="import a feed document from a file or URL")
     ingest.add_argument("source", help="a file path or an http(s) URL")
     ingest.add_argument("--format", required=True, choices=sorted(PARSERS))

@@ -48,6 +48,43 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     public_base_url: str = "http://127.0.0.1:8000"
 
+    # Dispatch: which notifier sends each channel, and how the outbox is drained.
+    sms_notifier: str = "console"
+    email_notifier: str = "console"
+    dispatch_interval_s: float = Field(5.0, gt=0)
+    dispatch_batch: int = Field(500, ge=1)
+    dispatch_threads: int = Field(8, ge=1, le=256)
+    dispatch_lease_s: float = Field(120.0, gt=0)
+    dispatch_max_attempts: int = Field(8, ge=1)
+    dispatch_backoff_base_s: float = Field(5.0, ge=0)
+    dispatch_backoff_cap_s: float = Field(900.0, ge=0)
+    sms_max_segments: int = Field(3, ge=1, le=10)
+    alert_sender_ko: str = "외교부 해외안전여행"
+    alert_sender_en: str = "MOFA Korea Overseas Safety"
+
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_api_base: str = "https://api.twilio.com"
+    twilio_mps: float = Field(1.0, ge=0)
+    twilio_timeout_s: float = Field(10.0, gt=0)
+    twilio_validity_period_s: int = Field(14_400, ge=1, le=36_000)
+
+    smtp_host: str = ""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = ""
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_timeout_s: float = Field(10.0, gt=0)
+    smtp_mps: float = Field(0.0, ge=0)
+
+    webhook_url: str = ""
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(10.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -67,6 +104,8 @@ class Settings(BaseSettings):
                 "ANJEON_GEOCODER=nominatim needs ANJEON_GEOCODER_USER_AGENT "
                 "(Nominatim's usage policy requires an identifying user agent)"
             )
+        if self.smtp_ssl and self.smtp_starttls:
+            raise ValueError("ANJEON_SMTP_SSL and ANJEON_SMTP_STARTTLS exclude each other")
         return self
 
     def feeds_path(self) -> Path:

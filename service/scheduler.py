@@ -3,11 +3,13 @@
 APScheduler 3 does not coordinate processes (every worker runs every job), so each job must be
 harmless when run twice at once; later jobs that send alerts rely on the ledger's unique key."""
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +19,7 @@ from service.advisories.service import expire_due
 from service.citizens.retention import purge_ended_stays
 from service.config import Settings
 from service.db import utcnow
+from service.dispatch.dispatcher import Dispatcher
 from service.geomatch import lease
 from service.geomatch.service import Sweeper
 from service.metrics import JOB_RUNS
@@ -104,10 +107,51 @@ def run_sweep(sweeper: Sweeper, factory: sessionmaker[Session], settings: Settin
     )
 
 
+def run_dispatch(dispatcher: Dispatcher) -> None:
+    """Drain the alert ledger; runs in every process (claims are exclusive)."""
+    try:
+        tally = dispatcher.drain()
+    except Exception:
+        JOB_RUNS.labels("dispatch", "error").inc()
+        log.exception("dispatch failed")
+        return
+    JOB_RUNS.labels("dispatch", "ok").inc()
+    if tally.claimed:
+        log.info(
+            "dispatch done",
+            extra={"claimed": tally.claimed, "by_status": tally.by_status},
+        )
+
+
+def wake_dispatch(scheduler: BackgroundScheduler, dispatcher: Dispatcher) -> None:
+    """Alerts were committed: run the dispatch job now (or once more, if it is running)."""
+    dispatcher.wake()
+    with contextlib.suppress(JobLookupError):  # shutting down
+        scheduler.modify_job("dispatch", next_run_time=utcnow())
+
+
 def build_scheduler(
-    settings: Settings, factory: sessionmaker[Session], feeds: list[Feed] | None = None
+    settings: Settings,
+    factory: sessionmaker[Session],
+    feeds: list[Feed] | None = None,
+    *,
+    dispatcher: Dispatcher | None = None,
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC")
+    if dispatcher is not None:
+        scheduler.add_job(
+            run_dispatch,
+            "interval",
+            seconds=settings.dispatch_interval_s,
+            args=(dispatcher,),
+            id="dispatch",
+            name="dispatch",
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=60,
+            next_run_time=utcnow(),
+        )
     scheduler.add_job(
         run_sweep,
         "interval",

@@ -10,7 +10,6 @@ from service.advisories.schemas import (
     AdvisoryCreate,
     AdvisoryRead,
     AdvisoryUpdate,
-    AlertsRead,
     ImportResult,
     MatchRead,
     Page,
@@ -20,6 +19,8 @@ from service.advisories.schemas import (
 from service.auth import Consul, SessionDep, Viewer
 from service.citizens.deps import RegistryDep
 from service.db import utcnow
+from service.dispatch import service as alert_views
+from service.dispatch.schemas import AlertsRead
 from service.errors import FieldError, InvalidInput
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
@@ -193,8 +194,21 @@ def matches(
 
 @router.get("/{advisory_id}/alerts", response_model=AlertsRead)
 def alerts(
-    advisory_id: str, session: SessionDep, _staff: Consul, limit: Limit = 100, offset: Offset = 0
+    advisory_id: str,
+    session: SessionDep,
+    registry: RegistryDep,
+    _staff: Consul,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> AlertsRead:
-    service.get_advisory(session, public_id=advisory_id)
-    # The alert ledger is built with dispatch (issue 5); until then nothing has been sent.
-    return AlertsRead(counts={}, total=0, limit=limit, offset=offset, items=[])
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    total, items = alert_views.list_alerts(
+        session, registry=registry, advisory_id=advisory.id, limit=limit, offset=offset
+    )
+    return AlertsRead(
+        counts=alert_views.counts_for(session, advisory_id=advisory.id),
+        total=total,
+        limit=limit,
+        offset=offset,
+        items=items,
+    )

@@ -121,16 +121,6 @@ class MatchRead(BaseModel):
     country: str | None
 
 
-class AlertsRead(BaseModel):
-    """Counts by status and channel, and the alert rows. The ledger arrives with dispatch."""
-
-    counts: dict[str, dict[str, int]]
-    total: int
-    limit: int
-    offset: int
-    items: list[dict[str, Any]]
-
-
 class ImportResult(BaseModel):
     created: list[str]
     updated: list[str]

@@ -10,6 +10,7 @@ from service.advisories.drafts import AdvisoryDraft
 from service.advisories.lifecycle import check_draft
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.advisories.schemas import AdvisoryRead, AreaIn
+from service.dispatch import notices
 from service.errors import Conflict, NotFound
 from service.geo import areas
 from service.geomatch import service as geomatch
@@ -107,6 +108,9 @@ def cancel_advisory(
         )
     )
     session.flush()
+    notices.enqueue_cancellation(
+        session, advisory_id=advisory.id, revision=advisory.revision, now=now
+    )
     return advisory
 
 

@@ -1,9 +1,12 @@
 from datetime import datetime
 
-from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy import Boolean, Index, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigIntPK, UTCDateTime, utcnow
+
+# The states an alert row can be in; see service.dispatch.states for the moves between them.
+OPEN_STATES = ("pending", "retry_wait", "claimed")
 
 
 class Alert(Base):
@@ -22,11 +25,38 @@ class Alert(Base):
     channel: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Server defaults: the bulk writers (COPY, executemany) name only the columns above.
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # When the row next needs a dispatcher: a retry's time, or a claim's lease end. NULL = now.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    # A send may have reached the provider (timeout, crash): look it up before any resend.
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    provider_ref: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    segments: Mapped[int | None]
+    # The alert on the other channel whose permanent failure caused this one.
+    fallback_of: Mapped[int | None] = mapped_column(BigIntPK)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the citizen first opened the alert's details link: who has seen it.
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "revision", "citizen_id", "channel"),
         # Erasure cancels a citizen's pending alerts. (Each extra index slows the bulk write.)
         Index("ix_alert_citizen_id_status", "citizen_id", "status"),
+        # The dispatcher's claim: only open rows are indexed, so the index stays small once
+        # a burst has been sent.
+        Index(
+            "ix_alert_open",
+            "channel",
+            "id",
+            postgresql_where=text("status IN ('pending', 'retry_wait', 'claimed')"),
+            sqlite_where=text("status IN ('pending', 'retry_wait', 'claimed')"),
+        ),
     )
 
 

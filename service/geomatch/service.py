@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
+from service.dispatch.metrics import ENQUEUED
 from service.dispatch.models import Alert
+from service.dispatch.wake import mark_enqueued
 from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch import postgis, targets
@@ -82,6 +84,9 @@ def _enqueue_in_postgis(
             now=now,
         )
     result.match_s = time.perf_counter() - started
+    if result.enqueued:
+        mark_enqueued(session)
+        ENQUEUED.inc(result.enqueued)
     return result
 
 
@@ -158,7 +163,7 @@ def cancel_pending_for(session: Session, *, citizen_id: int) -> int:
     """An erased citizen's alerts not yet sent are dropped."""
     result = session.execute(
         update(Alert)
-        .where(Alert.citizen_id == citizen_id, Alert.status == "pending")
+        .where(Alert.citizen_id == citizen_id, Alert.status.in_(("pending", "retry_wait")))
         .values(status="cancelled")
         .execution_options(synchronize_session=False)
     )
@@ -207,6 +212,9 @@ def _write(session: Session, rows: list[tuple], *, now: datetime, result: MatchR
     started = time.perf_counter()
     written = insert_alerts(session.connection(), rows=rows, now=now)
     result.write_s += time.perf_counter() - started
+    if written:
+        mark_enqueued(session)
+        ENQUEUED.inc(written)
     return written
 
 

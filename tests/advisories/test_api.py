@@ -98,7 +98,12 @@ def test_matches_list_reached_citizens_masked(client, consul):
     assert page["total"] == 1
     assert page["items"][0]["phone"] == "+82******9876" and page["items"][0]["place"] == "current"
     alerts = client.get(f"/v1/advisories/{created['id']}/alerts", headers=consul).json()
-    assert alerts == {"counts": {}, "total": 0, "limit": 100, "offset": 0, "items": []}
+    # Enqueued at once, not yet sent (no dispatcher runs in this test), contacts masked.
+    assert alerts["counts"] == {"pending": {"sms": 1, "email": 1}}
+    assert alerts["total"] == 2
+    by_channel = {item["channel"]: item for item in alerts["items"]}
+    assert by_channel["sms"]["contact"] == "+82******9876"
+    assert by_channel["sms"]["status"] == "pending" and by_channel["sms"]["attempts"] == 0
 
 
 def test_revision_rows_are_kept(client, consul, db):

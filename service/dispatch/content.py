@@ -1,0 +1,73 @@
+"""What an alert says: one advisory revision, in words, per language."""
+
+import gettext
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+
+import pycountry
+
+from service.advisories.formats.mofa import LEVEL_NAMES
+
+LANGUAGES = ("ko", "en")
+_LEVELS = {**LEVEL_NAMES, "special": ("특별여행주의보", "special travel advisory")}
+_LEVEL_PREFIX = {"ko": "여행경보 {}단계 ", "en": "Level {} "}
+
+
+@dataclass(frozen=True)
+class AlertContent:
+    advisory_public_id: str
+    revision: int
+    kind: str  # "new" | "update" | "cancel"
+    level: str
+    title: dict[str, str]
+    message: dict[str, str]
+    area: dict
+    source: str  # the feed an advisory came from; "" for staff-issued ones
+    expires: datetime | None
+
+    def language_for(self, wanted: str) -> str:
+        """The citizen's language when the advisory has it, else the other one it has."""
+        if self.title.get(wanted) or self.message.get(wanted):
+            return wanted
+        return next((lang for lang in LANGUAGES if self.title.get(lang)), wanted)
+
+    def level_name(self, lang: str) -> str:
+        name = _LEVELS[self.level][0 if lang == "ko" else 1]
+        if self.level == "special":
+            return name
+        return _LEVEL_PREFIX[lang].format(self.level) + f"({name})"
+
+    def text(self, field: dict[str, str], lang: str) -> str:
+        return field.get(lang) or next((field[o] for o in LANGUAGES if field.get(o)), "")
+
+
+def area_text(area: dict, lang: str) -> str:
+    """A short description of an advisory's area, for people rather than GIS."""
+    if area.get("description"):
+        return str(area["description"])
+    parts = [_country_name(code, lang) for code in area.get("countries") or ()]
+    parts += list(area.get("subdivisions") or ())
+    for circle in area.get("circles") or ():
+        radius = f"{circle['radius_km']:g} km"
+        where = f"{circle['lat']:.2f}, {circle['lon']:.2f}"
+        parts.append(f"{where} 반경 {radius}" if lang == "ko" else f"{radius} around {where}")
+    if area.get("geometry"):
+        parts.append("지정 구역" if lang == "ko" else "the marked area")
+    if len(parts) > 4:
+        more = len(parts) - 3
+        parts = [*parts[:3], f"외 {more}곳" if lang == "ko" else f"{more} more"]
+    return ", ".join(parts)
+
+
+def _country_name(code: str, lang: str) -> str:
+    country = pycountry.countries.get(alpha_2=code)
+    if country is None:
+        return code
+    name = getattr(country, "common_name", None) or country.name
+    return _korean_names().gettext(name) if lang == "ko" else name
+
+
+@cache
+def _korean_names() -> gettext.NullTranslations:
+    return gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=["ko"], fallback=True)

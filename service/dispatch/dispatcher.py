@@ -1,0 +1,369 @@
+"""The dispatcher: drains the alert ledger. Claim a batch (short transaction), send outside any
+transaction on a thread pool within each notifier's rate, record outcomes as they come (short
+transactions). The order of concerns is fixed here, not in notifiers: reconcile an unknown
+outcome before any resend, then retry with backoff or give up, then fall back to the other
+channel."""
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db import utcnow
+from service.dispatch import metrics, outbox
+from service.dispatch.notifiers.base import (
+    Failed,
+    Notifier,
+    Outcome,
+    OutgoingMessage,
+    Retry,
+    Sent,
+)
+from service.dispatch.notifiers.registry import build_notifiers
+from service.dispatch.outbox import Claimed, Decision
+from service.dispatch.pacing import Pacer
+from service.dispatch.recipients import ContentCache, advisory_states, recipients
+from service.dispatch.reference import Links
+from service.dispatch.render import Renderer
+from service.privacy import PersonalDataVault
+
+log = logging.getLogger("anjeon.dispatch")
+OTHER_CHANNEL = {"sms": "email", "email": "sms"}
+_RECORD_EVERY = 100  # outcomes
+_RECORD_AFTER_S = 0.5
+
+
+@dataclass(frozen=True)
+class Policy:
+    batch: int = 500
+    threads: int = 8
+    lease_s: float = 120.0
+    max_attempts: int = 8
+    backoff_base_s: float = 5.0
+    backoff_cap_s: float = 900.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Policy":
+        return cls(
+            batch=settings.dispatch_batch,
+            threads=settings.dispatch_threads,
+            lease_s=settings.dispatch_lease_s,
+            max_attempts=settings.dispatch_max_attempts,
+            backoff_base_s=settings.dispatch_backoff_base_s,
+            backoff_cap_s=settings.dispatch_backoff_cap_s,
+        )
+
+    def backoff_s(self, attempts: int) -> float:
+        """Exponential backoff with full jitter (AWS's "full jitter": uniform over [0, cap])."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+@dataclass
+class Tally:
+    claimed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    reconciled: int = 0
+    fallbacks: int = 0
+
+    def add(self, decision: Decision) -> None:
+        self.by_status[decision.status] = self.by_status.get(decision.status, 0) + 1
+
+    def merge(self, other: "Tally") -> None:
+        self.claimed += other.claimed
+        self.reconciled += other.reconciled
+        self.fallbacks += other.fallbacks
+        for status, n in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + n
+
+
+@dataclass(frozen=True)
+class _Job:
+    row: Claimed
+    message: OutgoingMessage
+    expires: datetime | None
+
+
+class Dispatcher:
+    """Sends what the ledger holds. Safe to run in several processes: rows are claimed under a
+    lease (with SKIP LOCKED on PostgreSQL), and every write checks the claim is still ours."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        notifiers: dict[str, Notifier],
+        renderer: Renderer,
+        vault: PersonalDataVault,
+        public_base_url: str,
+        policy: Policy | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.factory = factory
+        self.notifiers = notifiers
+        self.renderer = renderer
+        self.vault = vault
+        self.links = Links(public_base_url, vault)
+        self.policy = policy or Policy()
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
+        self._pacers = {id(n): Pacer(n.max_per_second) for n in notifiers.values()}
+        self._paused_until: dict[str, datetime] = {}
+        self._contents = ContentCache()
+        self._pool = ThreadPoolExecutor(self.policy.threads, thread_name_prefix="dispatch")
+        self._woken = threading.Event()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, factory: sessionmaker[Session], *, vault: PersonalDataVault
+    ) -> "Dispatcher":
+        """The configured notifiers (an unknown or broken one stops start-up) and templates."""
+        return cls(
+            factory,
+            notifiers=build_notifiers(settings),
+            renderer=Renderer(
+                sender={"ko": settings.alert_sender_ko, "en": settings.alert_sender_en},
+                max_segments=settings.sms_max_segments,
+            ),
+            vault=vault,
+            public_base_url=settings.public_base_url,
+            policy=Policy.from_settings(settings),
+        )
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run_until_idle(self, *, poll_s: float) -> Tally:
+        """Drain, wait for retries and lapsed claims to come due, until no alert is open."""
+        total = Tally()
+        while True:
+            total.merge(self.drain())
+            with self.factory() as session:
+                if not outbox.open_count(session):
+                    return total
+            time.sleep(poll_s)
+
+    def wake(self) -> None:
+        """New alerts were committed: the running drain goes round once more."""
+        self._woken.set()
+
+    def drain(self, *, max_s: float | None = None) -> Tally:
+        """Send everything due now, batch after batch, until nothing is due (or max_s)."""
+        started = time.monotonic()
+        total = Tally()
+        while True:
+            self._woken.clear()
+            tally = self.step()
+            total.merge(tally)
+            if max_s is not None and time.monotonic() - started > max_s:
+                break
+            if tally.claimed == 0 and not self._woken.is_set():
+                break
+        metrics.observe_queue(self.factory, now=utcnow())
+        return total
+
+    def step(self, *, now: datetime | None = None) -> Tally:
+        """One batch per channel: claim, send, record."""
+        tally = Tally()
+        for channel, notifier in self.notifiers.items():
+            at = now or utcnow()
+            if self._paused_until.get(channel, at) > at:
+                continue
+            limit = self.policy.batch
+            if notifier.max_per_second:
+                # No more than can be sent well inside the lease.
+                limit = min(limit, max(1, int(notifier.max_per_second * self.policy.lease_s / 2)))
+            with self.factory.begin() as session:
+                rows = outbox.claim(
+                    session,
+                    channel=channel,
+                    now=at,
+                    limit=limit,
+                    lease_s=self.policy.lease_s,
+                    worker=self.worker,
+                )
+            if rows:
+                tally.claimed += len(rows)
+                self._handle(rows, notifier, now=now, tally=tally)
+        return tally
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def _handle(
+        self, rows: list[Claimed], notifier: Notifier, *, now: datetime | None, tally: Tally
+    ) -> None:
+        at = now or utcnow()
+        with self.factory() as session:
+            states = advisory_states(session, {r.advisory_id for r in rows})
+            contents = self._contents.load(session, {(r.advisory_id, r.revision) for r in rows})
+            people = recipients(session, {r.citizen_id for r in rows}, vault=self.vault)
+        decided: list[tuple[Claimed, Decision]] = []
+        jobs: list[_Job] = []
+        for row in rows:
+            state = states.get(row.advisory_id)
+            content = contents.get((row.advisory_id, row.revision))
+            person = people.get(row.citizen_id)
+            verdict = _triage(row, state, content, person, now=at)
+            if verdict is not None:
+                decided.append((row, verdict))
+                continue
+            assert content is not None and person is not None and state is not None
+            address = person.address(row.channel)
+            assert address is not None
+            reference = self.links.reference(row.id)
+            link = self.links.details(reference)
+            if row.channel == "sms":
+                rendered = self.renderer.sms(content, language=person.language, link=link)
+            else:
+                rendered = self.renderer.email(content, language=person.language, link=link)
+            message = OutgoingMessage(
+                alert_id=row.id,
+                channel=row.channel,
+                to=address,
+                text=rendered.text,
+                subject=rendered.subject,
+                html=rendered.html,
+                segments=rendered.segments,
+                reference=reference,
+                valid_until=state.expires if content.kind != "cancel" else None,
+                status_callback=self.links.status_callback(row.id),
+            )
+            jobs.append(_Job(row, message, state.expires if content.kind != "cancel" else None))
+        if decided:
+            self._record(decided, now=at, tally=tally)
+        if jobs:
+            self._send_all(jobs, notifier, now=now, tally=tally)
+
+    def _send_all(
+        self, jobs: list[_Job], notifier: Notifier, *, now: datetime | None, tally: Tally
+    ) -> None:
+        pacer = self._pacers[id(notifier)]
+        futures: dict[Future[tuple[Outcome, bool]], _Job] = {
+            self._pool.submit(self._deliver, notifier, pacer, job): job for job in jobs
+        }
+        pending: list[tuple[Claimed, Decision]] = []
+        last_record = time.monotonic()
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                outcome, reconciled = future.result()
+            except Exception as exc:  # a notifier bug: keep the row, look before resending
+                log.exception("notifier raised", extra={"notifier": notifier.name})
+                outcome, reconciled = (
+                    Retry(reason=f"notifier error: {exc!r}", outcome_unknown=True),
+                    False,
+                )
+            tally.reconciled += reconciled
+            at = now or utcnow()
+            pending.append((job.row, self._decide(job, outcome, notifier, now=at)))
+            if len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S:
+                self._record(pending, now=at, tally=tally)
+                pending, last_record = [], time.monotonic()
+        if pending:
+            self._record(pending, now=now or utcnow(), tally=tally)
+
+    def _deliver(self, notifier: Notifier, pacer: Pacer, job: _Job) -> tuple[Outcome, bool]:
+        """Runs on a pool thread: reconcile first if an earlier try may have gone out."""
+        if job.row.outcome_unknown:
+            found = notifier.lookup(job.message, since=job.row.created_at)
+            if found.found is not None:
+                return found.found, True
+            if found.error:
+                return Retry(reason=found.error, outcome_unknown=True), False
+        pacer.wait()
+        started = time.perf_counter()
+        outcome = notifier.send(job.message)
+        metrics.SEND_SECONDS.labels(notifier.name).observe(time.perf_counter() - started)
+        if isinstance(outcome, Retry) and outcome.retry_after_s:
+            pacer.hold(outcome.retry_after_s)
+        return outcome, False
+
+    def _decide(
+        self, job: _Job, outcome: Outcome, notifier: Notifier, *, now: datetime
+    ) -> Decision:
+        row = job.row
+        if isinstance(outcome, Sent):
+            return Decision(
+                row.id, "sent", provider_ref=outcome.provider_ref, segments=job.message.segments
+            )
+        if isinstance(outcome, Failed):
+            return Decision(row.id, "failed", code=outcome.code, reason=outcome.reason)
+        assert isinstance(outcome, Retry)
+        if row.attempts >= self.policy.max_attempts:
+            reason = f"gave up after {row.attempts} attempts: {outcome.reason}"
+            return Decision(row.id, "failed", code=outcome.code or "retries", reason=reason)
+        delay = self.policy.backoff_s(row.attempts)
+        if outcome.retry_after_s is not None:
+            delay = max(delay, outcome.retry_after_s)
+            self._paused_until[row.channel] = now + timedelta(seconds=outcome.retry_after_s)
+        due = now + timedelta(seconds=delay)
+        if job.expires is not None and due >= job.expires:
+            return Decision(
+                row.id,
+                "expired",
+                code=outcome.code,
+                reason=f"advisory ends before the retry: {outcome.reason}",
+            )
+        return Decision(
+            row.id,
+            "retry_wait",
+            code=outcome.code,
+            reason=outcome.reason,
+            due_at=due,
+            outcome_unknown=outcome.outcome_unknown,
+        )
+
+    def _record(
+        self, decided: list[tuple[Claimed, Decision]], *, now: datetime, tally: Tally
+    ) -> None:
+        fallbacks = 0
+        with self.factory.begin() as session:
+            outbox.record(session, decisions=[d for _, d in decided], worker=self.worker, now=now)
+            for row, decision in decided:
+                if decision.status == "failed" and self._falls_back(row):
+                    fallbacks += outbox.enqueue_fallback(
+                        session, failed=row, channel=OTHER_CHANNEL[row.channel], now=now
+                    )
+        for row, decision in decided:
+            tally.add(decision)
+            metrics.count(row.channel, decision)
+        if fallbacks:
+            tally.fallbacks += fallbacks
+            self.wake()
+
+    def _falls_back(self, row: Claimed) -> bool:
+        return OTHER_CHANNEL[row.channel] in self.notifiers
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for notifier in {id(n): n for n in self.notifiers.values()}.values():
+            notifier.close()
+
+
+def _triage(row, state, content, person, *, now: datetime) -> Decision | None:  # noqa: ANN001
+    """Why a claimed row must not be sent (a Decision), or None to send it."""
+    if person is None or person.erased:
+        return Decision(row.id, "cancelled", reason="citizen erased")
+    if state is None or content is None:
+        return Decision(row.id, "failed", code="no-advisory", reason="advisory not found")
+    if person.address(row.channel) is None:
+        return Decision(row.id, "failed", code="no-contact", reason=f"no {row.channel} contact")
+    if content.kind == "cancel":
+        return None  # the all-clear goes out whatever the advisory's state
+    if state.status == "cancelled":
+        return Decision(row.id, "expired", reason="advisory cancelled before this was sent")
+    if row.revision < state.revision:
+        return Decision(
+            row.id, "superseded", reason=f"revision {state.revision} replaced it before sending"
+        )
+    if state.status == "expired" or (state.expires is not None and state.expires <= now):
+        return Decision(row.id, "expired", reason="advisory ended before this was sent")
+    if not state.alerts_citizens:
+        return Decision(row.id, "cancelled", reason="advisory does not alert citizens")
+    return None

@@ -1,0 +1,83 @@
+"""The notifier contract: a typed message in, a typed outcome out. A notifier classifies
+provider failures (retry or give up) instead of raising them; the dispatcher owns retries,
+backoff, fallback and deduplication."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    alert_id: int
+    channel: str  # "sms" | "email"
+    to: str
+    text: str
+    reference: str  # unique per alert; carried in the message so a send can be found again
+    subject: str = ""
+    html: str = ""
+    segments: int | None = None
+    # The advisory's end: a provider may drop the message if it is still queued then.
+    valid_until: datetime | None = None
+    status_callback: str | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    provider_ref: str = ""
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    code: str = ""
+    retry_after_s: float | None = None
+    # True when the request may have reached the provider (a timeout after sending, a 5xx):
+    # the dispatcher must look the message up before sending again.
+    outcome_unknown: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+    code: str = ""
+
+
+Outcome = Sent | Retry | Failed
+
+
+class NotifierConfigError(ValueError):
+    """A notifier cannot be built from the settings given: start-up stops."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What reconciling found: the earlier send (found), nothing (safe to send), or that the
+    notifier cannot tell (then at most one duplicate is possible)."""
+
+    found: Sent | None = None
+    supported: bool = True
+    error: str = ""
+
+
+class Notifier:
+    """Base class of every notifier. Subclasses declare their limits as class attributes."""
+
+    name: ClassVar[str] = ""
+    channels: ClassVar[tuple[str, ...]] = ()
+    # Messages per second this notifier may send; None means no limit of its own.
+    max_per_second: float | None = None
+
+    def send(self, message: OutgoingMessage) -> Outcome:
+        raise NotImplementedError
+
+    def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
+        """Find a send of this message made since `since` whose outcome we never learnt."""
+        return Lookup(supported=False)
+
+    def describe(self) -> str:
+        """One line for logs; never a secret."""
+        return self.name
+
+    def close(self) -> None:
+        """Release connections (called when the dispatcher stops)."""

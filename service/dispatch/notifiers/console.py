@@ -1,0 +1,33 @@
+"""The default notifier: writes each alert to the log instead of sending it."""
+
+import logging
+from typing import ClassVar
+
+from service.config import Settings
+from service.dispatch.notifiers.base import Notifier, Outcome, OutgoingMessage, Sent
+
+log = logging.getLogger("anjeon.notifier.console")
+
+
+class ConsoleNotifier(Notifier):
+    """Prints alerts to the log: for development, and until Twilio or SMTP is configured."""
+
+    name: ClassVar[str] = "console"
+    channels: ClassVar[tuple[str, ...]] = ("sms", "email")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ConsoleNotifier":
+        return cls()
+
+    def send(self, message: OutgoingMessage) -> Outcome:
+        # The address is masked like every log line; the text is public advisory content.
+        log.info(
+            "alert (console notifier)",
+            extra={
+                "alert_id": message.alert_id,
+                "channel": message.channel,
+                "subject": message.subject,
+                "text": message.text,
+            },
+        )
+        return Sent(provider_ref=f"console-{message.alert_id}")

@@ -1,0 +1,165 @@
+"""SMS through Twilio's REST API with the official SDK."""
+
+import threading
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from service.config import Settings
+from service.dispatch.notifiers.base import (
+    Failed,
+    Lookup,
+    Notifier,
+    NotifierConfigError,
+    Outcome,
+    OutgoingMessage,
+    Retry,
+    Sent,
+)
+
+# Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
+# recipient replied STOP, body invalid/too long, not a mobile number, unreachable.
+PERMANENT_CODES = frozenset({21211, 21408, 21610, 21614, 21617, 21602, 21612, 30006})
+# 20429: too many concurrent requests; 21611: this sender's queue is full. Both: slow down.
+THROTTLE_CODES = frozenset({20429, 21611})
+
+
+class TwilioNotifier(Notifier):
+    """SMS by Twilio: From or a Messaging Service, a StatusCallback to our webhook, and a
+    ValidityPeriod so an alert still queued at Twilio when it goes stale is dropped there."""
+
+    name: ClassVar[str] = "twilio"
+    channels: ClassVar[tuple[str, ...]] = ("sms",)
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        sender: str = "",
+        messaging_service_sid: str = "",
+        api_base: str = "https://api.twilio.com",
+        max_per_second: float | None = 1.0,
+        timeout_s: float = 10.0,
+        validity_period_s: int = 14_400,
+    ) -> None:
+        if not account_sid or not auth_token:
+            raise NotifierConfigError(
+                "twilio needs ANJEON_TWILIO_ACCOUNT_SID and ANJEON_TWILIO_AUTH_TOKEN"
+            )
+        if not sender and not messaging_service_sid:
+            raise NotifierConfigError(
+                "twilio needs ANJEON_TWILIO_FROM or ANJEON_TWILIO_MESSAGING_SERVICE_SID"
+            )
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.sender = sender
+        self.messaging_service_sid = messaging_service_sid
+        self.api_base = api_base.rstrip("/")
+        self.max_per_second = max_per_second or None
+        self.timeout_s = timeout_s
+        self.validity_period_s = validity_period_s
+        # The SDK's client is not thread-safe (it keeps the last response): one per thread.
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "TwilioNotifier":
+        token = settings.twilio_auth_token
+        return cls(
+            account_sid=settings.twilio_account_sid,
+            auth_token=token.get_secret_value() if token else "",
+            sender=settings.twilio_from,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            api_base=settings.twilio_api_base,
+            max_per_second=settings.twilio_mps,
+            timeout_s=settings.twilio_timeout_s,
+            validity_period_s=settings.twilio_validity_period_s,
+        )
+
+    def describe(self) -> str:
+        sender = self.sender or f"service {self.messaging_service_sid}"
+        return f"twilio ({self.api_base}, account {self.account_sid[:6]}…, from {sender})"
+
+    def _client(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            self._local.retry_after = None
+
+            def remember_retry_after(response: requests.Response, **_: Any) -> None:
+                self._local.retry_after = response.headers.get("Retry-After")
+
+            http = TwilioHttpClient(
+                timeout=self.timeout_s, request_hooks={"response": remember_retry_after}
+            )
+            client = Client(self.account_sid, self._auth_token, http_client=http)
+            client.api.base_url = self.api_base
+            self._local.client = client
+        return client
+
+    def send(self, message: OutgoingMessage) -> Outcome:
+        params: dict[str, Any] = {"to": message.to, "body": message.text}
+        if self.messaging_service_sid:
+            params["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            params["from_"] = self.sender
+        if message.status_callback:
+            params["status_callback"] = message.status_callback
+        params["validity_period"] = self._validity(message.valid_until)
+        client = self._client()
+        self._local.retry_after = None
+        try:
+            created = client.messages.create(**params)
+        except TwilioRestException as exc:
+            return self._classify(exc)
+        except requests.exceptions.ConnectTimeout as exc:
+            return Retry(reason=f"connect timeout: {exc}")
+        except requests.exceptions.RequestException as exc:
+            # The request may have left: a read timeout, a dropped connection.
+            return Retry(reason=f"{type(exc).__name__}: {exc}", outcome_unknown=True)
+        return Sent(provider_ref=created.sid or "")
+
+    def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
+        """Twilio keeps every message: list those to the number since the first attempt and
+        find ours by the reference its text carries."""
+        try:
+            found = self._client().messages.list(
+                to=message.to, date_sent_after=since - timedelta(days=1), limit=200
+            )
+        except (TwilioRestException, requests.exceptions.RequestException) as exc:
+            return Lookup(error=f"lookup failed: {exc}")
+        for earlier in found:
+            if message.reference in (earlier.body or ""):
+                return Lookup(found=Sent(provider_ref=earlier.sid or ""))
+        return Lookup()
+
+    def _validity(self, valid_until: datetime | None) -> int:
+        if valid_until is None:
+            return self.validity_period_s
+        left = int((valid_until - datetime.now(valid_until.tzinfo)).total_seconds())
+        return max(1, min(self.validity_period_s, left))
+
+    def _classify(self, exc: TwilioRestException) -> Outcome:
+        code = str(exc.code or exc.status)
+        reason = f"{exc.status} {exc.msg}"
+        if exc.code in PERMANENT_CODES:
+            return Failed(reason=reason, code=code)
+        retry_after = _seconds(self._local.retry_after)
+        if exc.status == 429 or exc.code in THROTTLE_CODES:
+            return Retry(reason=reason, code=code, retry_after_s=retry_after)
+        if exc.status >= 500:
+            # 20500 and other 5xx: "retrying may send multiple messages" -- look it up first.
+            return Retry(reason=reason, code=code, retry_after_s=retry_after, outcome_unknown=True)
+        return Failed(reason=reason, code=code)
+
+
+def _seconds(header: str | None) -> float | None:
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None  # an HTTP date: the dispatcher's own backoff applies

@@ -1,0 +1,144 @@
+"""The dispatcher's reads and writes on the alert ledger: claim due rows under a lease, and
+record what happened to them. Each call is one short transaction of the caller's; no
+transaction is ever held open across a send."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, case, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.db import UTCDateTime
+from service.dispatch.models import OPEN_STATES, Alert
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    advisory_id: int
+    revision: int
+    citizen_id: int
+    channel: str
+    attempts: int
+    outcome_unknown: bool
+    created_at: datetime
+
+
+def claim(
+    session: Session, *, channel: str, now: datetime, limit: int, lease_s: float, worker: str
+) -> list[Claimed]:
+    """Take up to `limit` due rows of a channel, oldest first, until now + lease_s. A claimed
+    row whose lease lapsed (its dispatcher died) is due again, and its outcome is unknown."""
+    due = (
+        select(Alert.id)
+        .where(
+            Alert.channel == channel,
+            Alert.status.in_(OPEN_STATES),
+            or_(Alert.due_at.is_(None), Alert.due_at <= now),
+        )
+        .order_by(Alert.id)
+        .limit(limit)
+        # Several dispatchers on PostgreSQL share the queue; SQLite has one writer anyway.
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(Alert)
+        .where(Alert.id.in_(due.scalar_subquery()))
+        .values(
+            status="claimed",
+            attempts=Alert.attempts + 1,
+            due_at=now + timedelta(seconds=lease_s),
+            claimed_by=worker,
+            outcome_unknown=case((Alert.status == "claimed", True), else_=Alert.outcome_unknown),
+            updated_at=now,
+        )
+        .returning(
+            Alert.id,
+            Alert.advisory_id,
+            Alert.revision,
+            Alert.citizen_id,
+            Alert.channel,
+            Alert.attempts,
+            Alert.outcome_unknown,
+            Alert.created_at,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What became of one claimed row."""
+
+    alert_id: int
+    status: str  # sent | retry_wait | failed | expired | cancelled | superseded
+    provider_ref: str | None = None
+    segments: int | None = None
+    code: str | None = None
+    reason: str | None = None
+    due_at: datetime | None = None
+    outcome_unknown: bool = False
+
+
+_RECORD_SENT = text(
+    "UPDATE alert SET status = CASE WHEN status = 'claimed' THEN 'sent' ELSE status END, "
+    "provider_ref = COALESCE(provider_ref, :provider_ref), segments = :segments, "
+    "sent_at = :now, due_at = NULL, outcome_unknown = false, error_code = NULL, "
+    "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_RECORD_OTHER = text(
+    "UPDATE alert SET status = :status, due_at = :due_at, error_code = :code, "
+    "last_error = :reason, outcome_unknown = :outcome_unknown, segments = :segments, "
+    "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker AND status = 'claimed'"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()))
+
+
+def record(session: Session, *, decisions: list[Decision], worker: str, now: datetime) -> None:
+    """Write the outcomes of one stretch of sends. Only rows this worker still holds change: a
+    status callback that came first is kept (a state never moves back)."""
+    sent = [
+        {"alert_id": d.alert_id, "provider_ref": d.provider_ref, "segments": d.segments}
+        for d in decisions
+        if d.status == "sent"
+    ]
+    other = [
+        {
+            "alert_id": d.alert_id,
+            "status": d.status,
+            "due_at": d.due_at,
+            "code": d.code,
+            "reason": d.reason,
+            "outcome_unknown": d.outcome_unknown,
+            "segments": d.segments,
+        }
+        for d in decisions
+        if d.status != "sent"
+    ]
+    common = {"worker": worker, "now": now}
+    if sent:
+        session.execute(_RECORD_SENT, [{**row, **common} for row in sent])
+    if other:
+        session.execute(_RECORD_OTHER, [{**row, **common} for row in other])
+
+
+def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: datetime) -> bool:
+    """Queue the same advisory revision on the citizen's other channel, unless it is queued."""
+    values = {
+        "advisory_id": failed.advisory_id,
+        "revision": failed.revision,
+        "citizen_id": failed.citizen_id,
+        "channel": channel,
+        "status": "pending",
+        "created_at": now,
+        "fallback_of": failed.id,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    result = session.execute(dialect.insert(Alert).values(values).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+def open_count(session: Session) -> int:
+    """Alerts not yet settled: pending, waiting to retry, or claimed."""
+    return session.scalar(select(func.count()).where(Alert.status.in_(OPEN_STATES))) or 0

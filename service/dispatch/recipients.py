@@ -1,0 +1,123 @@
+"""What the dispatcher reads for a claimed batch: each advisory revision's words, the
+advisory's state now, and each citizen's language and contacts (opened from the vault)."""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from service.advisories.models import Advisory, AdvisoryRevision
+from service.citizens.models import Citizen
+from service.dispatch.content import AlertContent
+from service.privacy import PersonalDataVault
+
+
+@dataclass(frozen=True)
+class AdvisoryState:
+    status: str
+    revision: int
+    expires: datetime | None
+    alerts_citizens: bool
+
+
+@dataclass(frozen=True)
+class Recipient:
+    erased: bool
+    language: str
+    phone: str | None
+    email: str | None
+    channels: frozenset[str]
+
+    def address(self, channel: str) -> str | None:
+        return self.phone if channel == "sms" else self.email
+
+
+class ContentCache:
+    """A revision's words never change: keep the recent ones between batches."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[tuple[int, int], AlertContent] = OrderedDict()
+        self._size = size
+
+    def load(self, session: Session, keys: set[tuple[int, int]]) -> dict:
+        missing = keys - self._items.keys()
+        if missing:
+            rows = session.execute(
+                select(AdvisoryRevision, Advisory.public_id, Advisory.source, Advisory.issued_by)
+                .join(Advisory, Advisory.id == AdvisoryRevision.advisory_id)
+                .where(
+                    tuple_(AdvisoryRevision.advisory_id, AdvisoryRevision.revision).in_(
+                        list(missing)
+                    )
+                )
+            ).all()
+            for revision, public_id, source, issued_by in rows:
+                self._items[(revision.advisory_id, revision.revision)] = _content(
+                    revision, public_id, source=source, issued_by=issued_by
+                )
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return {key: self._items[key] for key in keys if key in self._items}
+
+
+def _content(
+    revision: AdvisoryRevision, public_id: str, *, source: str, issued_by: str
+) -> AlertContent:
+    data = revision.content
+    expires = data.get("expires")
+    return AlertContent(
+        advisory_public_id=public_id,
+        revision=revision.revision,
+        kind="cancel"
+        if revision.change == "cancelled"
+        else "update"
+        if revision.revision > 1
+        else "new",
+        level=data["level"],
+        title=data.get("title") or {},
+        message=data.get("message") or {},
+        area=data.get("area") or {},
+        source=issued_by.removeprefix("feed:") if source != "manual" else "",
+        expires=datetime.fromisoformat(expires) if expires else None,
+    )
+
+
+def advisory_states(session: Session, ids: set[int]) -> dict[int, AdvisoryState]:
+    rows = session.execute(
+        select(
+            Advisory.id,
+            Advisory.status,
+            Advisory.revision,
+            Advisory.expires,
+            Advisory.alerts_citizens,
+        ).where(Advisory.id.in_(ids))
+    ).all()
+    return {row[0]: AdvisoryState(*row[1:]) for row in rows}
+
+
+def recipients(
+    session: Session, ids: set[int], *, vault: PersonalDataVault
+) -> dict[int, Recipient]:
+    rows = session.execute(
+        select(
+            Citizen.id,
+            Citizen.status,
+            Citizen.language,
+            Citizen.phone_sealed,
+            Citizen.email_sealed,
+            Citizen.notify_sms,
+            Citizen.notify_email,
+        ).where(Citizen.id.in_(ids))
+    ).all()
+    found = {}
+    for cid, status, language, phone, email, sms, mail in rows:
+        found[cid] = Recipient(
+            erased=status == "erased",
+            language=language,
+            phone=vault.open("phone", phone) if phone else None,
+            email=vault.open("email", email) if email else None,
+            channels=frozenset(c for c, on in (("sms", sms), ("email", mail)) if on),
+        )
+    return found

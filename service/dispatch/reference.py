@@ -1,0 +1,30 @@
+"""Per-alert references and the links that carry them. The reference is in every message (the
+details link, the e-mail's Message-ID), so a send whose outcome we never learnt can be found at
+the provider; its keyed tag makes a link unguessable from an alert id."""
+
+from service.privacy import PersonalDataVault
+
+
+class Links:
+    def __init__(self, public_base_url: str, vault: PersonalDataVault) -> None:
+        self.base = public_base_url.rstrip("/")
+        self.vault = vault
+
+    def reference(self, alert_id: int) -> str:
+        return f"{alert_id}.{self.tag(alert_id)}"
+
+    def tag(self, alert_id: int) -> str:
+        return self.vault.lookup_hash("alert-reference", str(alert_id))[:10]
+
+    def parse(self, reference: str) -> int | None:
+        """The alert id a reference names, or None when it is not one of ours."""
+        head, _, tag = reference.partition(".")
+        if not head.isdigit() or len(head) > 18 or tag != self.tag(int(head)):
+            return None
+        return int(head)
+
+    def details(self, reference: str) -> str:
+        return f"{self.base}/a/{reference}"
+
+    def status_callback(self, alert_id: int) -> str:
+        return f"{self.base}/v1/webhooks/twilio/status?alert={alert_id}"

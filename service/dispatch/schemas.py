@@ -1,0 +1,56 @@
+"""Response bodies of the alert views."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+AlertStatus = Literal[
+    "pending",
+    "claimed",
+    "retry_wait",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "expired",
+    "cancelled",
+    "superseded",
+]
+
+
+class AlertRead(BaseModel):
+    id: int
+    advisory_id: str
+    revision: int
+    citizen_id: str
+    channel: str
+    contact: str | None  # masked
+    status: str
+    attempts: int
+    segments: int | None
+    error_code: str | None
+    last_error: str | None
+    fallback_of: int | None
+    created_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    opened_at: datetime | None
+    updated_at: datetime | None
+
+
+class AlertsRead(BaseModel):
+    """Counts by status and channel ({"sent": {"sms": 3}}), and one page of the alert rows."""
+
+    counts: dict[str, dict[str, int]]
+    total: int
+    limit: int
+    offset: int
+    items: list[AlertRead]
+
+
+class AlertPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AlertRead]

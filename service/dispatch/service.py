@@ -1,0 +1,115 @@
+"""What staff do with the ledger: read it by advisory or status, and re-queue a failure."""
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.advisories.models import Advisory
+from service.citizens.models import Citizen
+from service.citizens.service import Registry, masked_contacts
+from service.dispatch.models import Alert
+from service.dispatch.schemas import AlertRead
+from service.dispatch.wake import mark_enqueued
+from service.errors import Conflict, NotFound
+
+RETRYABLE = ("failed", "undelivered", "expired")
+
+
+def counts_for(session: Session, *, advisory_id: int) -> dict[str, dict[str, int]]:
+    rows = session.execute(
+        select(Alert.status, Alert.channel, func.count())
+        .where(Alert.advisory_id == advisory_id)
+        .group_by(Alert.status, Alert.channel)
+    ).all()
+    counts: dict[str, dict[str, int]] = {}
+    for status, channel, n in rows:
+        counts.setdefault(status, {})[channel] = n
+    return counts
+
+
+def list_alerts(
+    session: Session,
+    *,
+    registry: Registry,
+    advisory_id: int | None = None,
+    alert_id: int | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[AlertRead]]:
+    """One page of alerts, newest first, with contacts masked; and how many match in all."""
+    where = []
+    if advisory_id is not None:
+        where.append(Alert.advisory_id == advisory_id)
+    if alert_id is not None:
+        where.append(Alert.id == alert_id)
+    if status is not None:
+        where.append(Alert.status == status)
+    if channel is not None:
+        where.append(Alert.channel == channel)
+    total = session.scalar(select(func.count()).select_from(Alert).where(*where)) or 0
+    rows = session.execute(
+        select(Alert, Advisory.public_id, Citizen)
+        .join(Advisory, Advisory.id == Alert.advisory_id)
+        .join(Citizen, Citizen.id == Alert.citizen_id)
+        .where(*where)
+        .order_by(Alert.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return total, [_read(registry, alert, public_id, citizen) for alert, public_id, citizen in rows]
+
+
+def _read(registry: Registry, alert: Alert, advisory_public_id: str, citizen: Citizen) -> AlertRead:
+    contacts = masked_contacts(registry, citizen)
+    return AlertRead(
+        id=alert.id,
+        advisory_id=advisory_public_id,
+        revision=alert.revision,
+        citizen_id=citizen.public_id,
+        channel=alert.channel,
+        contact=contacts.phone if alert.channel == "sms" else contacts.email,
+        status=alert.status,
+        attempts=alert.attempts,
+        segments=alert.segments,
+        error_code=alert.error_code,
+        last_error=alert.last_error,
+        fallback_of=alert.fallback_of,
+        created_at=alert.created_at,
+        sent_at=alert.sent_at,
+        delivered_at=alert.delivered_at,
+        opened_at=alert.opened_at,
+        updated_at=alert.updated_at,
+    )
+
+
+def retry_alert(session: Session, *, alert_id: int, now: datetime) -> Alert:
+    """Put a failed alert back in the queue, as new (its history stays in last_error)."""
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound("no alert with this id")
+    if alert.status not in RETRYABLE:
+        raise Conflict(
+            f"only {', '.join(RETRYABLE)} alerts can be retried; this one is {alert.status}"
+        )
+    citizen = session.get(Citizen, alert.citizen_id)
+    if citizen is None or citizen.status == "erased":
+        raise Conflict("the citizen has erased their record")
+    session.execute(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status.in_(RETRYABLE))
+        .values(
+            status="pending",
+            attempts=0,
+            due_at=None,
+            claimed_by=None,
+            outcome_unknown=False,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(alert)
+    mark_enqueued(session)
+    return alert

@@ -1,0 +1,67 @@
+"""SMS length rules: GSM-7 (160 characters, 153 a part when split) unless a character needs
+UCS-2 (70, 67 a part; Korean always does). Extension characters like € take two GSM septets;
+characters outside the Basic Multilingual Plane take two UCS-2 units."""
+
+import re
+
+_GSM_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENSION = set("^{}\\[~]|€\f")
+ELLIPSIS = "…"
+
+
+def is_gsm7(text: str) -> bool:
+    return all(c in _GSM_BASIC or c in _GSM_EXTENSION for c in text)
+
+
+def units(text: str, *, gsm: bool) -> int:
+    """Length in the encoding's units: septets for GSM-7, UTF-16 code units for UCS-2."""
+    if gsm:
+        return sum(2 if c in _GSM_EXTENSION else 1 for c in text)
+    return sum(2 if ord(c) > 0xFFFF else 1 for c in text)
+
+
+def segments(text: str) -> int:
+    gsm = is_gsm7(text)
+    single, part = (160, 153) if gsm else (70, 67)
+    length = units(text, gsm=gsm)
+    return 1 if length <= single else -(-length // part)
+
+
+def capacity(max_segments: int, *, gsm: bool) -> int:
+    single, part = (160, 153) if gsm else (70, 67)
+    return single if max_segments == 1 else part * max_segments
+
+
+def fit(text: str, link: str, *, max_segments: int) -> str:
+    """`text link`, with text cut at a word boundary (and an ellipsis) so that the whole fits in
+    max_segments; the link is never cut."""
+    whole = f"{text} {link}" if link else text
+    if segments(whole) <= max_segments:
+        return whole
+    # The ellipsis is UCS-2, so a cut message is measured as UCS-2 unless GSM-7 "..." is used.
+    gsm = is_gsm7(whole)
+    mark = "..." if gsm else ELLIPSIS
+    room = capacity(max_segments, gsm=gsm) - units(f"{mark} {link}" if link else mark, gsm=gsm)
+    cut = _cut_at_word(text, room, gsm=gsm)
+    return f"{cut}{mark} {link}" if link else f"{cut}{mark}"
+
+
+def _cut_at_word(text: str, room: int, *, gsm: bool) -> str:
+    if room <= 0:
+        return ""
+    end, used = 0, 0
+    for i, c in enumerate(text):
+        used += units(c, gsm=gsm)
+        if used > room:
+            break
+        end = i + 1
+    head = text[:end]
+    if end < len(text) and not text[end].isspace():
+        # Back off to the last space, unless that would throw away most of the text.
+        space = max(head.rfind(" "), head.rfind("\n"))
+        if space > len(head) // 2:
+            head = head[:space]
+    return re.sub(r"[\s.,;:]+$", "", head)
