@@ -11,7 +11,7 @@ from service.advisories.formats.mofa import LEVEL_NAMES
 
 LANGUAGES = ("ko", "en")
 _LEVELS = {**LEVEL_NAMES, "special": ("특별여행주의보", "special travel advisory")}
-_LEVEL_PREFIX = {"ko": "여행경보 {}단계 ", "en": "Level {} "}
+_LEVEL_FORMAT = {"ko": "여행경보 {}단계({})", "en": "Level {} ({})"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class AlertContent:
         name = _LEVELS[self.level][0 if lang == "ko" else 1]
         if self.level == "special":
             return name
-        return _LEVEL_PREFIX[lang].format(self.level) + f"({name})"
+        return _LEVEL_FORMAT[lang].format(self.level, name)
 
     def text(self, field: dict[str, str], lang: str) -> str:
         return field.get(lang) or next((field[o] for o in LANGUAGES if field.get(o)), "")

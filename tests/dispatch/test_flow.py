@@ -1,0 +1,115 @@
+"""End to end on both backends: register, issue, dispatch through the real twilio SDK to the
+fake Twilio and through smtplib to aiosmtpd; then what staff see."""
+
+from sqlalchemy import select
+
+from service.dispatch.models import Alert
+from tests.advisories.builders import advisory_body
+from tests.builders import register
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+
+
+def alerts(db) -> list[Alert]:
+    db.expire_all()
+    return list(db.scalars(select(Alert).order_by(Alert.id)))
+
+
+def test_one_alert_per_citizen_per_channel_in_korean(api, consul, db, dispatcher, twilio, smtp):
+    register(api, location=TOKYO, phone="010-5555-0001", email="a@example.com")
+    register(api, location=TOKYO, phone="010-5555-0002", email="b@example.com", language="en")
+    register(api, location={"lat": 37.5, "lon": 127.0}, phone="010-5555-0003")  # Seoul
+    created = api.post("/v1/advisories", json=advisory_body(), headers=consul)
+    assert created.status_code == 201
+
+    first = dispatcher.drain()
+    again = dispatcher.drain()  # nothing is sent twice
+
+    assert first.by_status == {"sent": 4} and again.claimed == 0
+    assert len(twilio.posts) == 2 and len(smtp.received) == 2
+    [korean] = twilio.bodies_to("+821055550001")
+    assert "도쿄 여행자제" in korean and "여행경보 2단계(여행자제)" in korean
+    assert korean.startswith("[외교부 해외안전여행]")
+    [english] = twilio.bodies_to("+821055550002")
+    assert "Tokyo: reconsider travel" in english and "Level 2 (travel restraint)" in english
+    [mail] = smtp.to("a@example.com")
+    assert "도쿄 여행자제" in mail["Subject"]
+    assert mail.get_body(("plain",)).get_content().count("불필요한 여행을 자제하십시오.") == 1
+    assert "<h1>" in mail.get_body(("html",)).get_content()
+    rows = alerts(db)
+    assert {(r.channel, r.status) for r in rows} == {("sms", "sent"), ("email", "sent")}
+    assert all(r.attempts == 1 and r.sent_at is not None for r in rows)
+    sms = [r for r in rows if r.channel == "sms"]
+    assert {r.provider_ref for r in sms} == {m["sid"] for m in twilio.messages}
+    assert all(r.segments and r.segments >= 1 for r in sms)
+    # Each message carries its alert's link and the Twilio callback names the alert.
+    for row in sms:
+        message = next(m for m in twilio.messages if m["sid"] == row.provider_ref)
+        assert f"https://anjeon.test/a/{row.id}." in message["body"]
+        assert message["status_callback"] == (
+            f"https://anjeon.test/v1/webhooks/twilio/status?alert={row.id}"
+        )
+        assert int(message["validity_period"]) > 0
+    [mail_row] = [r for r in rows if r.channel == "email" and r.citizen_id == sms[0].citizen_id]
+    assert mail["Message-ID"].startswith(f"<{mail_row.id}.")
+
+
+def test_staff_see_counts_and_rows(api, consul, db, dispatcher):
+    register(api, location=TOKYO, phone="010-5555-0011", email="c@example.com")
+    advisory = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    dispatcher.drain()
+    view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
+    assert view["counts"] == {"sent": {"sms": 1, "email": 1}} and view["total"] == 2
+    contacts = {item["channel"]: item["contact"] for item in view["items"]}
+    assert contacts == {"sms": "+82******0011", "email": "c***@example.com"}
+    listed = api.get("/v1/alerts?status=sent", headers=consul).json()
+    assert listed["total"] >= 2
+    assert api.get("/v1/alerts?status=nonsense", headers=consul).status_code == 422
+
+
+def test_revision_sends_update_and_cancel_sends_all_clear(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-5555-0021", channels=["sms"])
+    advisory = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    dispatcher.drain()
+    revised = api.patch(f"/v1/advisories/{advisory['id']}", json={"level": 3}, headers=consul)
+    assert revised.status_code == 200
+    dispatcher.drain()
+    api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul)
+    dispatcher.drain()
+    first, update, cancel = twilio.bodies_to("+821055550021")
+    assert "[변경]" not in first and "[변경]" in update and "3단계" in update
+    assert "[해제]" in cancel and "해제되었습니다" in cancel
+    assert [r.revision for r in alerts(db)] == [1, 2, 3]
+
+
+def test_pending_alerts_of_a_revised_advisory_are_superseded(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-5555-0031", channels=["sms"])
+    advisory = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    api.patch(f"/v1/advisories/{advisory['id']}", json={"level": 3}, headers=consul)
+    dispatcher.drain()
+    assert [(r.revision, r.status) for r in alerts(db)] == [(1, "superseded"), (2, "sent")]
+    assert len(twilio.posts) == 1
+
+
+def test_cancelled_before_sending_sends_nothing(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-5555-0041", channels=["sms"])
+    advisory = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul)
+    dispatcher.drain()
+    assert [r.status for r in alerts(db)] == ["expired"]
+    assert twilio.posts == []
+
+
+def test_details_link_records_who_opened_it(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-5555-0051", channels=["sms"])
+    api.post("/v1/advisories", json=advisory_body(), headers=consul)
+    dispatcher.drain()
+    [body] = twilio.bodies_to("+821055550051")
+    link = body.rsplit(" ", 1)[1]
+    path = link.removeprefix("https://anjeon.test")
+    page = api.get(path)
+    assert page.status_code == 200 and "도쿄 여행자제" in page.text
+    [row] = alerts(db)
+    assert row.opened_at is not None
+    forged = path[:-1] + ("0" if path[-1] != "0" else "1")
+    assert api.get(forged).status_code == 404
