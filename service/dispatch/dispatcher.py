@@ -119,6 +119,7 @@ class Dispatcher:
         self._contents = ContentCache()
         self._pool = ThreadPoolExecutor(self.policy.threads, thread_name_prefix="dispatch")
         self._woken = threading.Event()
+        self._can_fall_back: set[int] = set()  # claimed rows whose citizen has the other contact
 
     @classmethod
     def from_settings(
@@ -209,6 +210,8 @@ class Dispatcher:
             state = states.get(row.advisory_id)
             content = contents.get((row.advisory_id, row.revision))
             person = people.get(row.citizen_id)
+            if person is not None and person.address(OTHER_CHANNEL[row.channel]):
+                self._can_fall_back.add(row.id)
             verdict = _triage(row, state, content, person, now=at)
             if verdict is not None:
                 decided.append((row, verdict))
@@ -331,6 +334,7 @@ class Dispatcher:
                         session, failed=row, channel=OTHER_CHANNEL[row.channel], now=now
                     )
         for row, decision in decided:
+            self._can_fall_back.discard(row.id)
             tally.add(decision)
             metrics.count(row.channel, decision)
         if fallbacks:
@@ -338,7 +342,8 @@ class Dispatcher:
             self.wake()
 
     def _falls_back(self, row: Claimed) -> bool:
-        return OTHER_CHANNEL[row.channel] in self.notifiers
+        """The citizen has a contact on the other channel, and it has a notifier."""
+        return row.id in self._can_fall_back and OTHER_CHANNEL[row.channel] in self.notifiers
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

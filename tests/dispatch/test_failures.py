@@ -1,0 +1,201 @@
+"""Failures on both backends: retried with backoff, honoured Retry-After, final at once,
+fallback to the other channel, unknown outcomes reconciled, expiry and erasure."""
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from service.advisories.models import Advisory
+from service.db import utcnow
+from service.dispatch.models import Alert
+from tests.advisories.builders import advisory_body
+from tests.builders import register
+from tests.conftest import make_settings
+from tests.dispatch.conftest import dispatcher_in, notifier_settings
+from tests.dispatch.fake_twilio import Answer
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+
+
+def rows(db, channel: str | None = None) -> list[Alert]:
+    db.expire_all()
+    query = select(Alert).order_by(Alert.id)
+    if channel:
+        query = query.where(Alert.channel == channel)
+    return list(db.scalars(query))
+
+
+def issue(api, consul, **overrides) -> dict:
+    response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=consul)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def drain_until_settled(dispatcher, db, *, rounds: int = 50) -> None:
+    """Step through backoffs on a moving clock: each round is a minute later."""
+    now = utcnow()
+    for _ in range(rounds):
+        dispatcher.step(now=now)
+        if not any(r.status in ("pending", "retry_wait", "claimed") for r in rows(db)):
+            return
+        now += timedelta(minutes=1)
+    raise AssertionError("alerts still open")
+
+
+def test_500_three_times_then_201_is_sent_once_with_backoff(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-6666-0001", channels=["sms"])
+    twilio.script("+821066660001", Answer(500), Answer(500), Answer(500))
+    issue(api, consul)
+    start = utcnow()
+    dispatcher.step(now=start)
+    [row] = rows(db)
+    # Backoff: the retry is scheduled later, and a 5xx might have sent: look it up first.
+    assert row.status == "retry_wait" and row.due_at > start and row.outcome_unknown
+    assert row.error_code == "500"
+    drain_until_settled(dispatcher, db)
+    [row] = rows(db)
+    assert row.status == "sent" and row.attempts == 4
+    assert len(twilio.posts) == 4 and len(twilio.messages) == 1
+    assert len(twilio.lists) == 3  # each resend was preceded by a look-up
+
+
+def test_429_retry_after_is_honoured(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-6666-0002", channels=["sms"])
+    twilio.script("+821066660002", Answer(429, code=20429, retry_after="2"))
+    issue(api, consul)
+    start = utcnow()
+    dispatcher.step(now=start)
+    [row] = rows(db)
+    assert row.status == "retry_wait" and row.due_at >= start + timedelta(seconds=2)
+    assert not row.outcome_unknown  # a 429 was refused, not sent
+    dispatcher.step(now=start + timedelta(seconds=1.5))  # the channel is paused: nothing goes
+    assert len(twilio.posts) == 1
+    dispatcher.step(now=start + timedelta(seconds=2.5))
+    [row] = rows(db)
+    assert row.status == "sent" and len(twilio.posts) == 2 and twilio.lists == []
+
+
+def test_invalid_number_fails_at_once_and_falls_back_to_email(
+    api, consul, db, dispatcher, twilio, smtp
+):
+    register(api, location=TOKYO, phone="010-6666-0003", email="fb@example.com", channels=["sms"])
+    twilio.script("+821066660003", Answer(400, code=21211))
+    issue(api, consul)
+    dispatcher.drain()
+    sms, email = rows(db, "sms"), rows(db, "email")
+    assert [(r.status, r.attempts, r.error_code) for r in sms] == [("failed", 1, "21211")]
+    assert len(twilio.posts) == 1
+    assert [(r.status, r.fallback_of) for r in email] == [("sent", sms[0].id)]
+    assert len(smtp.to("fb@example.com")) == 1
+
+
+def test_smtp_451_is_retried_and_550_fails(api, consul, db, dispatcher, smtp):
+    register(api, location=TOKYO, email="soft@example.com", channels=["email"], phone=None)
+    register(api, location=TOKYO, email="hard@example.com", channels=["email"], phone=None)
+    smtp.script("soft@example.com", "451 4.3.0 try again later")
+    smtp.script("hard@example.com", "550 5.1.1 no such user")
+    issue(api, consul)
+    drain_until_settled(dispatcher, db)
+    result = {r.attempts: (r.status, r.error_code) for r in rows(db)}
+    assert result == {2: ("sent", None), 1: ("failed", "550")}
+    soft = next(r for r in rows(db) if r.status == "sent")
+    assert soft.last_error.startswith("451")  # the history of the retry is kept
+    assert len(smtp.to("soft@example.com")) == 1 and smtp.to("hard@example.com") == []
+    assert smtp.attempts.count("soft@example.com") == 2
+
+
+def test_timeout_after_accept_is_reconciled_never_resent(
+    api, consul, db, database_url, twilio, smtp
+):
+    settings = make_settings(
+        database_url, **{**notifier_settings(twilio, smtp), "twilio_timeout_s": 0.3}
+    )
+    dispatcher = dispatcher_in(db, settings)
+    register(api, location=TOKYO, phone="010-6666-0004", channels=["sms"])
+    twilio.script("+821066660004", Answer(stall_s=1.0))
+    issue(api, consul)
+    start = utcnow()
+    dispatcher.step(now=start)
+    [row] = rows(db)
+    assert row.status == "retry_wait" and row.outcome_unknown
+    dispatcher.step(now=start + timedelta(minutes=5))
+    dispatcher.close()
+    [row] = rows(db)
+    assert row.status == "sent" and row.provider_ref == twilio.messages[0]["sid"]
+    assert len(twilio.posts) == 1 and len(twilio.lists) == 1
+
+
+def test_lapsed_claim_is_looked_up_before_any_resend(api, consul, db, dispatcher, twilio):
+    """A dispatcher that died after Twilio accepted: the next one finds the message."""
+    register(api, location=TOKYO, phone="010-6666-0005", channels=["sms"])
+    issue(api, consul)
+    dispatcher.drain()
+    [row] = rows(db)
+    # Rewind the row to "claimed by a dead worker, lease over" as a crash would leave it.
+    db.execute(
+        update(Alert)
+        .where(Alert.id == row.id)
+        .values(status="claimed", claimed_by="dead", due_at=utcnow() - timedelta(seconds=1))
+    )
+    dispatcher.drain()
+    [row] = rows(db)
+    assert row.status == "sent" and row.attempts == 2
+    assert len(twilio.posts) == 1 and len(twilio.lists) == 1
+
+
+def test_advisory_ended_before_sending_is_expired(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-6666-0006", channels=["sms"])
+    advisory = issue(api, consul)
+    db.execute(
+        update(Advisory)
+        .where(Advisory.public_id == advisory["id"])
+        .values(expires=utcnow() + timedelta(minutes=1))
+    )
+    dispatcher.step(now=utcnow() + timedelta(minutes=2))
+    assert [(r.status, r.last_error) for r in rows(db)] == [
+        ("expired", "advisory ended before this was sent")
+    ]
+    assert twilio.posts == []
+
+
+def test_retry_never_goes_past_the_advisory_end(api, consul, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-6666-0007", channels=["sms"])
+    advisory = issue(api, consul)
+    db.execute(
+        update(Advisory)
+        .where(Advisory.public_id == advisory["id"])
+        .values(expires=utcnow() + timedelta(seconds=1))
+    )
+    twilio.script("+821066660007", Answer(429, code=20429, retry_after="30"))
+    dispatcher.drain()
+    [row] = rows(db)
+    assert row.status == "expired" and row.last_error.startswith("advisory ends before the retry")
+    assert len(twilio.posts) == 1
+
+
+def test_erased_citizen_alerts_are_cancelled(api, consul, db, dispatcher, twilio):
+    citizen_id, auth, _ = register(api, location=TOKYO, phone="010-6666-0008")
+    issue(api, consul)
+    assert api.delete(f"/v1/citizens/{citizen_id}", headers=auth).status_code == 204
+    dispatcher.drain()
+    assert {r.status for r in rows(db)} == {"cancelled"}
+    assert twilio.posts == []
+
+
+def test_staff_retry_requeues_a_failed_alert(api, consul, staff_headers, db, dispatcher, twilio):
+    register(api, location=TOKYO, phone="010-6666-0009", email=None, channels=["sms"])
+    twilio.script("+821066660009", Answer(400, code=21610))
+    issue(api, consul)
+    dispatcher.drain()
+    failed = api.get("/v1/alerts?status=failed", headers=consul).json()
+    assert failed["total"] == 1 and failed["items"][0]["error_code"] == "21610"
+    alert_id = failed["items"][0]["id"]
+    viewer = staff_headers("viewer")
+    assert api.post(f"/v1/alerts/{alert_id}/retry", headers=viewer).status_code == 403
+    retried = api.post(f"/v1/alerts/{alert_id}/retry", headers=consul)
+    assert retried.status_code == 200 and retried.json()["status"] == "pending"
+    dispatcher.drain()
+    assert [r.status for r in rows(db)] == ["sent"]
+    again = api.post(f"/v1/alerts/{alert_id}/retry", headers=consul)
+    assert again.status_code == 409 and "sent" in again.json()["detail"]
+    assert api.post("/v1/alerts/999999999/retry", headers=consul).status_code == 404
