@@ -84,7 +84,10 @@ class FakeTwilio:
                 length = int(self.headers.get("Content-Length", 0))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 path = urlparse(self.path).path
-                if not self._authorised() or path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json":
+                if (
+                    not self._authorised()
+                    or path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+                ):
                     self._reply(401, {"code": 20003, "message": "Authenticate", "status": 401})
                     return
                 with fake.lock:
@@ -126,7 +129,10 @@ class FakeTwilio:
 
             def do_GET(self) -> None:
                 parsed = urlparse(self.path)
-                if not self._authorised() or parsed.path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json":
+                if (
+                    not self._authorised()
+                    or parsed.path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+                ):
                     self._reply(401, {"code": 20003, "message": "Authenticate", "status": 401})
                     return
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}

@@ -1,0 +1,294 @@
+"""The notifier contract, one table per notifier against real servers on loopback:
+(scenario, what the server answers, expected outcome). Then discovery and configuration."""
+
+import hashlib
+import hmac
+import json
+import textwrap
+import threading
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from datetime import UTC, datetime
+
+import pytest
+
+from service.config import Settings
+from service.dispatch.notifiers.base import (
+    Failed,
+    NotifierConfigError,
+    OutgoingMessage,
+    Retry,
+    Sent,
+)
+from service.dispatch.notifiers.registry import build_notifiers
+from service.dispatch.notifiers.smtp_email import SmtpNotifier
+from service.dispatch.notifiers.twilio_sms import TwilioNotifier
+from service.dispatch.notifiers.webhook import SIGNATURE_HEADER, WebhookNotifier
+from tests.advisories.builders import advisory_body
+from tests.builders import register
+from tests.conftest import TEST_SECRET
+from tests.dispatch.conftest import dispatcher_in
+from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Answer
+from tests.dispatch.smtp_sink import free_port
+
+
+def message(to: str, channel: str = "sms", alert_id: int = 1) -> OutgoingMessage:
+    return OutgoingMessage(
+        alert_id=alert_id,
+        channel=channel,
+        to=to,
+        text=f"테스트 경보 https://anjeon.test/a/{alert_id}.abc",
+        subject="테스트",
+        reference=f"{alert_id}.abc",
+    )
+
+
+def twilio_notifier(base: str, timeout_s: float = 2.0) -> TwilioNotifier:
+    return TwilioNotifier(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        sender="+15005550006",
+        api_base=base,
+        timeout_s=timeout_s,
+    )
+
+
+@pytest.mark.parametrize(
+    ("scenario", "answer", "expected"),
+    [
+        ("accepted", Answer(201), Sent),
+        ("invalid number", Answer(400, code=21211), Failed(reason="", code="21211")),
+        ("not a mobile", Answer(400, code=21614), Failed(reason="", code="21614")),
+        ("region off", Answer(400, code=21408), Failed(reason="", code="21408")),
+        ("unsubscribed", Answer(400, code=21610), Failed(reason="", code="21610")),
+        ("rate limited", Answer(429, code=20429, retry_after="2"), Retry("", "20429", 2.0)),
+        ("queue full", Answer(429, code=21611), Retry("", "21611", None)),
+        ("server error", Answer(500), Retry("", "500", None, outcome_unknown=True)),
+        ("stalled", Answer(stall_s=1.0), Retry("", "", None, outcome_unknown=True)),
+    ],
+)
+def test_twilio_contract(twilio, scenario, answer, expected):
+    twilio.script("+821012340000", answer)
+    outcome = twilio_notifier(twilio.url, timeout_s=0.4).send(message("+821012340000"))
+    if expected is Sent:
+        assert isinstance(outcome, Sent) and outcome.provider_ref == twilio.messages[0]["sid"]
+        return
+    assert type(outcome) is type(expected), outcome
+    assert outcome.code == expected.code
+    if isinstance(expected, Retry):
+        assert outcome.retry_after_s == expected.retry_after_s
+        assert outcome.outcome_unknown == expected.outcome_unknown
+
+
+def test_twilio_unreachable_is_a_safe_retry():
+    outcome = twilio_notifier(f"http://127.0.0.1:{free_port()}").send(message("+821012340000"))
+    assert isinstance(outcome, Retry)
+
+
+def test_twilio_lookup_finds_only_our_reference(twilio):
+    notifier = twilio_notifier(twilio.url)
+    notifier.send(message("+821012340001", alert_id=7))
+    found = notifier.lookup(message("+821012340001", alert_id=7), since=datetime.now(UTC))
+    assert found.found == Sent(provider_ref=twilio.messages[0]["sid"])
+    other = notifier.lookup(message("+821012340001", alert_id=8), since=datetime.now(UTC))
+    assert other.found is None and other.supported and not other.error
+
+
+def test_twilio_messaging_service_and_validity(twilio):
+    notifier = TwilioNotifier(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        messaging_service_sid="MG" + "1" * 32,
+        api_base=twilio.url,
+        validity_period_s=600,
+    )
+    notifier.send(message("+821012340002"))
+    [post] = twilio.posts
+    assert post["MessagingServiceSid"] == "MG" + "1" * 32 and "From" not in post
+    assert post["ValidityPeriod"] == "600"
+    assert AUTH_TOKEN not in notifier.describe()
+
+
+def smtp_notifier(port: int) -> SmtpNotifier:
+    return SmtpNotifier(host="127.0.0.1", port=port, sender="alerts@anjeon.test", timeout_s=2)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reply", "expected"),
+    [
+        ("accepted", None, Sent),
+        ("greylisted", "451 4.7.1 greylisted", Retry),
+        ("mailbox full", "452 4.2.2 over quota", Retry),
+        ("no such user", "550 5.1.1 unknown", Failed),
+        ("policy", "554 5.7.1 rejected", Failed),
+    ],
+)
+def test_smtp_contract(smtp, scenario, reply, expected):
+    if reply:
+        smtp.script("x@example.com", reply)
+    outcome = smtp_notifier(smtp.port).send(message("x@example.com", "email"))
+    assert isinstance(outcome, expected)
+    if reply:
+        assert outcome.code == reply[:3]
+    else:
+        [mail] = smtp.received
+        assert mail["Message-ID"] == "<1.abc@anjeon.test>"
+
+
+def test_smtp_server_down_is_retried():
+    outcome = smtp_notifier(free_port()).send(message("x@example.com", "email"))
+    assert isinstance(outcome, Retry)
+
+
+def test_smtp_sends_again_after_its_connection_is_closed(smtp):
+    notifier = smtp_notifier(smtp.port)
+    for n in range(3):
+        assert isinstance(notifier.send(message(f"r{n}@example.com", "email", n)), Sent)
+    notifier.close()  # quits the connection: the next send must reconnect by itself
+    assert isinstance(notifier.send(message("r3@example.com", "email", 3)), Sent)
+    assert [m["To"] for m in smtp.received] == [f"r{n}@example.com" for n in range(4)]
+
+
+class WebhookSink:
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict, bytes]] = []
+        self.answers: deque = deque()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.requests.append((dict(self.headers), body))
+                status, headers = sink.answers.popleft() if sink.answers else (200, {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def hook():
+    sink = WebhookSink()
+    yield sink
+    sink.server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [((200, {}), Sent), ((503, {"Retry-After": "3"}), Retry), ((400, {}), Failed)],
+)
+def test_webhook_contract_and_signature(hook, answer, expected):
+    hook.answers.append(answer)
+    notifier = WebhookNotifier(url=hook.url, secret="hook-secret")
+    outcome = notifier.send(message("+821012340003"))
+    assert isinstance(outcome, expected)
+    if expected is Retry:
+        assert outcome.retry_after_s == 3
+    [(headers, body)] = hook.requests
+    expected_signature = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == expected_signature
+    assert json.loads(body)["text"].startswith("테스트 경보")
+    notifier.close()
+
+
+# -- discovery and configuration ------------------------------------------------------------
+
+
+def settings(**values) -> Settings:
+    return Settings(database_url="sqlite://", secret_key=TEST_SECRET, **values)
+
+
+def plugin_on_path(tmp_path, monkeypatch, *, name: str, target: str, source: str = "") -> None:
+    """An installed distribution, as pip would leave it, that is not part of this project."""
+    package = tmp_path / "anjeon_pigeon"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text(textwrap.dedent(source))
+    info = tmp_path / "anjeon_pigeon-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anjeon-pigeon\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[anjeon.notifiers]\n{name} = {target}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+PIGEON = """
+    from service.dispatch.notifiers.base import Notifier, Sent
+
+    class PigeonNotifier(Notifier):
+        name = "pigeon"
+        channels = ("sms",)
+        sent = []
+
+        @classmethod
+        def from_settings(cls, settings):
+            return cls()
+
+        def send(self, message):
+            PigeonNotifier.sent.append(message)
+            return Sent(provider_ref=f"pigeon-{message.alert_id}")
+"""
+
+
+def test_out_of_tree_plugin_is_found_and_used(tmp_path, monkeypatch, api, consul, db):
+    plugin_on_path(
+        tmp_path, monkeypatch, name="pigeon", target="anjeon_pigeon:PigeonNotifier", source=PIGEON
+    )
+    configured = settings(sms_notifier="pigeon")
+    configured = configured.model_copy(update={"database_url": api.app.state.settings.database_url})
+    notifiers = build_notifiers(configured)
+    assert type(notifiers["sms"]).__name__ == "PigeonNotifier"
+    register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-8888-0001", channels=["sms"])
+    api.post("/v1/advisories", json=advisory_body(), headers=consul)
+    dispatcher = dispatcher_in(db, configured)
+    tally = dispatcher.drain()
+    dispatcher.close()
+    assert tally.by_status == {"sent": 1}
+    [sent] = type(notifiers["sms"]).sent
+    assert sent.to == "+821088880001" and "도쿄 여행자제" in sent.text
+
+
+def test_plugin_that_fails_to_load_stops_start_up(tmp_path, monkeypatch):
+    plugin_on_path(tmp_path, monkeypatch, name="broken", target="anjeon_pigeon:Missing")
+    with pytest.raises(NotifierConfigError, match="'broken'.*failed to load"):
+        build_notifiers(settings())
+
+
+def test_plugin_may_not_take_a_built_in_name(tmp_path, monkeypatch):
+    plugin_on_path(
+        tmp_path, monkeypatch, name="twilio", target="anjeon_pigeon:PigeonNotifier", source=PIGEON
+    )
+    with pytest.raises(NotifierConfigError, match="already taken"):
+        build_notifiers(settings())
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"sms_notifier": "carrier-pigeon"}, "not a notifier; known: console, smtp, twilio"),
+        ({"sms_notifier": "smtp", "smtp_host": "h", "smtp_from": "a@b.c"}, "cannot send sms"),
+        ({"sms_notifier": "twilio"}, "ANJEON_TWILIO_ACCOUNT_SID"),
+        (
+            {"sms_notifier": "twilio", "twilio_account_sid": "AC1", "twilio_auth_token": "t"},
+            "ANJEON_TWILIO_FROM",
+        ),
+        ({"email_notifier": "smtp"}, "ANJEON_SMTP_HOST"),
+        ({"email_notifier": "webhook"}, "ANJEON_WEBHOOK_URL"),
+    ],
+)
+def test_broken_notifier_setup_stops_start_up(values, complaint):
+    with pytest.raises(NotifierConfigError, match=complaint):
+        build_notifiers(settings(**values))
+
+
+def test_default_is_the_console_for_both_channels():
+    notifiers = build_notifiers(settings())
+    assert notifiers["sms"] is notifiers["email"]
+    assert notifiers["sms"].name == "console"

@@ -1,0 +1,78 @@
+"""SMS segment rules: GSM-7 160/153, UCS-2 70/67 (Korean), cut at a word, link kept whole."""
+
+import pytest
+
+from service.dispatch import sms_text
+from service.dispatch.content import AlertContent
+from service.dispatch.render import Renderer
+
+LINK = "https://anjeon.test/a/12345.abcdef0123"
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("€" * 80, 1),  # extension characters take two septets
+        ("€" * 81, 2),
+        ("가" * 70, 1),
+        ("가" * 71, 2),
+        ("가" * 134, 2),
+        ("가" * 135, 3),
+        ("a" * 159 + "가", 3),  # one Korean letter makes the whole message UCS-2
+        ("😀" * 35, 1),  # outside the BMP: two UCS-2 units each
+        ("😀" * 36, 2),
+    ],
+)
+def test_segment_counts(text, segments):
+    assert sms_text.segments(text) == segments
+
+
+def test_fit_cuts_at_a_word_and_keeps_the_link():
+    words = " ".join(["여행을"] * 60)
+    for limit in (1, 2, 3):
+        body = sms_text.fit(words, LINK, max_segments=limit)
+        assert sms_text.segments(body) <= limit
+        assert body.endswith(" " + LINK)
+        head = body.removesuffix(" " + LINK)
+        assert head.endswith("여행을…")  # whole words only, then the ellipsis
+
+
+def test_fit_leaves_short_text_alone_and_gsm_uses_dots():
+    assert sms_text.fit("Short alert", LINK, max_segments=1) == f"Short alert {LINK}"
+    body = sms_text.fit("word " * 100, LINK, max_segments=2)
+    assert sms_text.is_gsm7(body) and sms_text.segments(body) == 2
+    assert body.endswith(f"word... {LINK}")
+
+
+def content(message: str) -> AlertContent:
+    return AlertContent(
+        advisory_public_id="x",
+        revision=1,
+        kind="new",
+        level="3",
+        title={"ko": "방콕 시위 격화"},
+        message={"ko": message},
+        area={"countries": ["TH"]},
+        source="",
+        expires=None,
+    )
+
+
+def test_korean_alert_is_cut_to_the_configured_segments():
+    renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=2)
+    long_message = "시위가 격화되고 있으니 시위 현장 접근을 삼가고 " * 20
+    rendered = renderer.sms(content(long_message), language="ko", link=LINK)
+    assert rendered.segments == 2 == sms_text.segments(rendered.text)
+    assert rendered.text.startswith("[외교부] 여행경보 3단계(출국권고): 방콕 시위 격화")
+    assert rendered.text.endswith(LINK)
+
+
+def test_english_citizen_gets_korean_when_that_is_all_there_is():
+    renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3)
+    rendered = renderer.sms(content("짧은 안내"), language="en", link=LINK)
+    assert "방콕 시위 격화" in rendered.text and "[외교부]" in rendered.text
+    assert "태국" in rendered.text  # the area in Korean, too
