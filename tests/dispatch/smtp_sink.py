@@ -38,7 +38,7 @@ class SmtpSink:
         with self.lock:
             return [m for m in self.received if m["To"] == address]
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             self.attempts.append(address)
             queue = self.replies.get(address)
@@ -48,7 +48,7 @@ class SmtpSink:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         message = message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
             self.received.append(message)

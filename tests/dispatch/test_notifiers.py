@@ -7,9 +7,8 @@ import json
 import textwrap
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -257,7 +256,7 @@ def test_out_of_tree_plugin_is_found_and_used(tmp_path, monkeypatch, api, consul
 
 def test_plugin_that_fails_to_load_stops_start_up(tmp_path, monkeypatch):
     plugin_on_path(tmp_path, monkeypatch, name="broken", target="anjeon_pigeon:Missing")
-    with pytest.raises(NotifierConfigError, match="'broken'.*failed to load"):
+    with pytest.raises(NotifierConfigError, match=r"'broken'.*failed to load"):
         build_notifiers(settings())
 
 
