@@ -92,6 +92,12 @@ class FakeTwilio:
                     return
                 with fake.lock:
                     fake.posts.append(form)
+                if not form.get("To") or not form.get("Body"):
+                    # As Twilio answers a request cut short (a client killed mid-send).
+                    self._reply(
+                        400, {"code": 21604, "message": "'To' and 'Body' required", "status": 400}
+                    )
+                    return
                 answer = fake._next_answer(form.get("To", ""))
                 if answer.status >= 300:
                     headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
