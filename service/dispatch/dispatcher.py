@@ -37,7 +37,8 @@ from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.dispatch")
 OTHER_CHANNEL = {"sms": "email", "email": "sms"}
-_RECORD_EVERY = 100  # outcomes
+_RECORD_EVERY = 250  # outcomes: the most a crash can leave unrecorded
+_CHUNK = 16  # sends per pool task
 _RECORD_AFTER_S = 0.5
 
 
@@ -247,29 +248,39 @@ class Dispatcher:
         self, jobs: list[_Job], notifier: Notifier, *, now: datetime | None, tally: Tally
     ) -> None:
         pacer = self._pacers[id(notifier)]
-        futures: dict[Future[tuple[Outcome, bool]], _Job] = {
-            self._pool.submit(self._deliver, notifier, pacer, job): job for job in jobs
+        # A few sends per task: one future per message costs more than a no-op send.
+        size = max(1, min(_CHUNK, len(jobs) // (self.policy.threads * 4)))
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        futures: dict[Future[list[tuple[Outcome, bool]]], list[_Job]] = {
+            self._pool.submit(self._deliver_all, notifier, pacer, chunk): chunk for chunk in chunks
         }
         pending: list[tuple[Claimed, Decision]] = []
         last_record = time.monotonic()
         for future in as_completed(futures):
-            job = futures[future]
-            try:
-                outcome, reconciled = future.result()
-            except Exception as exc:  # a notifier bug: keep the row, look before resending
-                log.exception("notifier raised", extra={"notifier": notifier.name})
-                outcome, reconciled = (
-                    Retry(reason=f"notifier error: {exc!r}", outcome_unknown=True),
-                    False,
-                )
-            tally.reconciled += reconciled
+            chunk = futures[future]
             at = now or utcnow()
-            pending.append((job.row, self._decide(job, outcome, notifier, now=at)))
+            for job, (outcome, reconciled) in zip(chunk, future.result(), strict=True):
+                tally.reconciled += reconciled
+                pending.append((job.row, self._decide(job, outcome, notifier, now=at)))
             if len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S:
                 self._record(pending, now=at, tally=tally)
                 pending, last_record = [], time.monotonic()
         if pending:
             self._record(pending, now=now or utcnow(), tally=tally)
+
+    def _deliver_all(
+        self, notifier: Notifier, pacer: Pacer, chunk: list[_Job]
+    ) -> list[tuple[Outcome, bool]]:
+        results = []
+        for job in chunk:
+            try:
+                results.append(self._deliver(notifier, pacer, job))
+            except Exception as exc:  # a notifier bug: keep the row, look before resending
+                log.exception("notifier raised", extra={"notifier": notifier.name})
+                results.append(
+                    (Retry(reason=f"notifier error: {exc!r}", outcome_unknown=True), False)
+                )
+        return results
 
     def _deliver(self, notifier: Notifier, pacer: Pacer, job: _Job) -> tuple[Outcome, bool]:
         """Runs on a pool thread: reconcile first if an earlier try may have gone out."""

@@ -7,6 +7,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from service.dispatch import sms_text
 from service.dispatch.content import AlertContent, area_text
 
+_LINK_MARK = "\x00link\x00"
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -22,6 +24,7 @@ class Renderer:
     def __init__(self, *, sender: dict[str, str], max_segments: int) -> None:
         self.sender = sender
         self.max_segments = max_segments
+        self._cache: dict[tuple, Rendered] = {}
         self._env = Environment(
             loader=PackageLoader("service.dispatch", "templates"),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -44,22 +47,50 @@ class Renderer:
             "link": link,
         }
 
+    # A burst sends one revision to many people: the words are rendered once per revision,
+    # language and channel, and only the per-alert link differs (it is ASCII, so two links of
+    # one length fit the same way).
+
     def sms(self, content: AlertContent, *, language: str, link: str) -> Rendered:
         lang = content.language_for(language)
-        values = self._values(content, lang, link)
-        text = " ".join(self._env.get_template(f"sms.{lang}.j2").render(values).split())
-        body = sms_text.fit(text, link, max_segments=self.max_segments)
-        return Rendered(text=body, segments=sms_text.segments(body))
+        key = ("sms", content.advisory_public_id, content.revision, lang, len(link))
+        cached = self._cache.get(key)
+        if cached is None:
+            values = self._values(content, lang, _LINK_MARK)
+            text = " ".join(self._env.get_template(f"sms.{lang}.j2").render(values).split())
+            sample = "x" * len(link)
+            body = sms_text.fit(text, sample, max_segments=self.max_segments)
+            cached = self._remember(
+                key, Rendered(text=body[: -len(sample)], segments=sms_text.segments(body))
+            )
+        return Rendered(text=cached.text + link, segments=cached.segments)
 
     def email(self, content: AlertContent, *, language: str, link: str) -> Rendered:
         lang = content.language_for(language)
-        values = self._values(content, lang, link)
-        subject = self._env.get_template(f"subject.{lang}.j2").render(values).strip()
+        key = ("email", content.advisory_public_id, content.revision, lang, 0)
+        cached = self._cache.get(key)
+        if cached is None:
+            values = self._values(content, lang, _LINK_MARK)
+            subject = self._env.get_template(f"subject.{lang}.j2").render(values)
+            cached = self._remember(
+                key,
+                Rendered(
+                    subject=" ".join(subject.split()),
+                    text=self._env.get_template(f"email.{lang}.txt.j2").render(values),
+                    html=self._env.get_template(f"email.{lang}.html.j2").render(values),
+                ),
+            )
         return Rendered(
-            subject=" ".join(subject.split()),
-            text=self._env.get_template(f"email.{lang}.txt.j2").render(values),
-            html=self._env.get_template(f"email.{lang}.html.j2").render(values),
+            subject=cached.subject,
+            text=cached.text.replace(_LINK_MARK, link),
+            html=cached.html.replace(_LINK_MARK, link),
         )
+
+    def _remember(self, key: tuple, rendered: Rendered) -> Rendered:
+        if len(self._cache) >= 1024:
+            self._cache.clear()
+        self._cache[key] = rendered
+        return rendered
 
     def details(self, content: AlertContent, *, language: str) -> str:
         lang = content.language_for(language)

@@ -62,6 +62,9 @@ class FakeTwilio:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body in one segment: otherwise Nagle and delayed ACKs add ~40 ms.
+            disable_nagle_algorithm = True
+            wbufsize = 65536
 
             def log_message(self, *args: object) -> None:
                 pass

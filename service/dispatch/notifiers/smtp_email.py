@@ -4,8 +4,10 @@ import contextlib
 import smtplib
 import ssl
 import threading
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import formatdate
 from typing import ClassVar
 
@@ -19,6 +21,8 @@ from service.dispatch.notifiers.base import (
     Retry,
     Sent,
 )
+
+_WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
 
 
 class SmtpNotifier(Notifier):
@@ -99,24 +103,30 @@ class SmtpNotifier(Notifier):
             with contextlib.suppress(OSError):
                 connection.close()
 
-    def _compose(self, message: OutgoingMessage) -> EmailMessage:
-        email = EmailMessage()
-        email["From"] = Address(addr_spec=self.sender)
-        email["To"] = message.to
-        email["Subject"] = message.subject
-        email["Date"] = formatdate(localtime=False)
-        # Our own Message-ID: the alert's reference, so a resend is recognisable as the same.
-        email["Message-ID"] = f"<{message.reference}@{self._domain}>"
-        email.set_content(message.text)
+    def _compose(self, message: OutgoingMessage) -> tuple[str, bytes]:
+        """(Message-ID, the message's bytes). The compat32 MIME classes: a quarter of the CPU
+        of EmailMessage's default policy, which bounded a burst at ~270 e-mails/s here."""
+        body = MIMEText(message.text, "plain", "utf-8")
         if message.html:
-            email.add_alternative(message.html, subtype="html")
-        return email
+            email: MIMEMultipart | MIMEText = MIMEMultipart("alternative")
+            email.attach(body)
+            email.attach(MIMEText(message.html, "html", "utf-8"))
+        else:
+            email = body
+        # Our own Message-ID: the alert's reference, so a resend is recognisable as the same.
+        message_id = f"<{message.reference}@{self._domain}>"
+        email["From"] = self.sender
+        email["To"] = message.to
+        email["Subject"] = Header(message.subject, "utf-8")
+        email["Date"] = formatdate(localtime=False)
+        email["Message-ID"] = message_id
+        return message_id, email.as_bytes(policy=_WIRE)
 
     def send(self, message: OutgoingMessage) -> Outcome:
-        email = self._compose(message)
+        message_id, data = self._compose(message)
         for fresh_connection in (False, True):
             try:
-                refused = self._connection().send_message(email)
+                refused = self._connection().sendmail(self.sender, [message.to], data)
             except smtplib.SMTPServerDisconnected as exc:
                 # A reused connection the server closed while idle: reconnect once.
                 self._drop_connection()
@@ -138,7 +148,7 @@ class SmtpNotifier(Notifier):
             if refused:
                 code, reply = next(iter(refused.values()))
                 return _by_code(code, reply)
-            return Sent(provider_ref=str(email["Message-ID"]))
+            return Sent(provider_ref=message_id)
         return Retry(reason="no connection")  # unreachable: the loop returns
 
     def _reset(self) -> None:

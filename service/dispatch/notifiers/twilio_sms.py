@@ -1,6 +1,7 @@
 """SMS through Twilio's REST API with the official SDK."""
 
 import threading
+import urllib.request
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -65,6 +66,12 @@ class TwilioNotifier(Notifier):
         self.validity_period_s = validity_period_s
         # The SDK's client is not thread-safe (it keeps the last response): one per thread.
         self._local = threading.local()
+        self._proxies = {
+            scheme: url
+            for scheme, url in urllib.request.getproxies().items()
+            if scheme in ("http", "https")
+            and not urllib.request.proxy_bypass(self.api_base.split("://", 1)[-1].split("/", 1)[0])
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TwilioNotifier":
@@ -93,8 +100,13 @@ class TwilioNotifier(Notifier):
                 self._local.retry_after = response.headers.get("Retry-After")
 
             http = TwilioHttpClient(
-                timeout=self.timeout_s, request_hooks={"response": remember_retry_after}
+                timeout=self.timeout_s,
+                request_hooks={"response": remember_retry_after},
+                proxy=self._proxies or None,
             )
+            # Proxies come from the environment once, above: requests would otherwise scan
+            # os.environ on every request (~0.8 ms a message here).
+            http.session.trust_env = False
             client = Client(self.account_sid, self._auth_token, http_client=http)
             client.api.base_url = self.api_base
             self._local.client = client
