@@ -48,7 +48,7 @@ def apply_twilio_status(
 ) -> str | None:
     """Apply one callback; returns the alert's status afterwards, or None if unknown to us."""
     alert = session.get(Alert, alert_id, with_for_update=True)
-    if alert is None or alert.channel != "sms":
+    if alert is None or alert.channel != "sms" or not message_sid:
         return None
     if alert.provider_ref and message_sid and alert.provider_ref != message_sid:
         return alert.status  # a report on some other message: not this alert's
