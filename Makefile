@@ -34,7 +34,9 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
-# Benchmarks: ANJEON_BENCH_N citizens (default 1,000,000); PostgreSQL leg when
+# Benchmarks: geomatching with ANJEON_BENCH_N citizens (default 1,000,000), dispatch with
+# ANJEON_BENCH_DISPATCH_N alerts (default 100,000); PostgreSQL legs when
 # ANJEON_BENCH_DATABASE_URL is set. Figures on stdout and in var/bench/.
 bench: $(STAMP)
 	$(BIN)/python bench/geomatch.py
+	$(BIN)/python bench/dispatch.py

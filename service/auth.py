@@ -7,15 +7,23 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
+from service.db import READ_ONLY
 from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+_READS = {"GET", "HEAD", "OPTIONS"}
+# GETs that write: opening an alert's link records when it was opened.
+_WRITING_GETS = ("/a/",)
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed before the response is sent."""
     with request.app.state.session_factory.begin() as session:
+        if request.method in _READS and not request.url.path.startswith(_WRITING_GETS):
+            session.connection(execution_options={READ_ONLY: True})
         yield session
 
 

@@ -49,6 +49,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Execution option for a transaction that only reads: on SQLite it then waits for no writer.
+READ_ONLY = "anjeon_read_only"
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -63,7 +67,13 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE: take the write lock at the start, waiting (busy_timeout) for it. A deferred
+        # transaction that read before another connection's commit cannot write afterwards:
+        # SQLite fails it at once ("database is locked") instead of waiting. Reads opt out.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service.db import READ_ONLY
 from service.errors import ServiceUnavailable
 from service.migrate import current_revision
 
@@ -19,7 +20,7 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> dict[str, str]:
     state = request.app.state
     try:
-        with state.engine.connect() as connection:
+        with state.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
             connection.execute(text("SELECT 1"))
             revision = current_revision(connection)
     except Exception as exc:
