@@ -107,6 +107,7 @@ class Dispatcher:
         public_base_url: str,
         policy: Policy | None = None,
         worker: str | None = None,
+        lanes: bool = True,
     ) -> None:
         self.factory = factory
         self.notifiers = notifiers
@@ -118,13 +119,25 @@ class Dispatcher:
         self._pacers = {id(n): Pacer(n.max_per_second) for n in notifiers.values()}
         self._paused_until: dict[str, datetime] = {}
         self._contents = ContentCache()
-        self._pool = ThreadPoolExecutor(self.policy.threads, thread_name_prefix="dispatch")
-        self._woken = threading.Event()
+        # One pool per channel: SMS threads waiting on a 1-per-second sender must not hold up
+        # e-mail. With `lanes`, channels are also claimed and recorded in parallel (each lane
+        # its own thread and sessions); without, in turn (a factory bound to one connection).
+        self.lanes = lanes
+        self._pools = {
+            channel: ThreadPoolExecutor(self.policy.threads, thread_name_prefix=f"send-{channel}")
+            for channel in notifiers
+        }
+        self._woken = {channel: threading.Event() for channel in notifiers}
         self._can_fall_back: set[int] = set()  # claimed rows whose citizen has the other contact
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, factory: sessionmaker[Session], *, vault: PersonalDataVault
+        cls,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        *,
+        vault: PersonalDataVault,
+        lanes: bool = True,
     ) -> "Dispatcher":
         """The configured notifiers (an unknown or broken one stops start-up) and templates."""
         return cls(
@@ -137,6 +150,7 @@ class Dispatcher:
             vault=vault,
             public_base_url=settings.public_base_url,
             policy=Policy.from_settings(settings),
+            lanes=lanes,
         )
 
     # -- the loop ---------------------------------------------------------------------------
@@ -153,27 +167,41 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New alerts were committed: the running drain goes round once more."""
-        self._woken.set()
+        for event in self._woken.values():
+            event.set()
 
     def drain(self, *, max_s: float | None = None) -> Tally:
         """Send everything due now, batch after batch, until nothing is due (or max_s)."""
-        started = time.monotonic()
-        total = Tally()
-        while True:
-            self._woken.clear()
-            tally = self.step()
-            total.merge(tally)
-            if max_s is not None and time.monotonic() - started > max_s:
-                break
-            if tally.claimed == 0 and not self._woken.is_set():
-                break
+        channels = list(self.notifiers)
+        if self.lanes and len(channels) > 1:
+            total = Tally()
+            with ThreadPoolExecutor(len(channels), thread_name_prefix="lane") as lanes:
+                for tally in lanes.map(lambda c: self._drain([c], max_s=max_s), channels):
+                    total.merge(tally)
+        else:
+            total = self._drain(channels, max_s=max_s)
         metrics.observe_queue(self.factory, now=utcnow())
         return total
 
-    def step(self, *, now: datetime | None = None) -> Tally:
+    def _drain(self, channels: list[str], *, max_s: float | None) -> Tally:
+        started = time.monotonic()
+        total = Tally()
+        while True:
+            for channel in channels:
+                self._woken[channel].clear()
+            tally = self.step(channels=channels)
+            total.merge(tally)
+            if max_s is not None and time.monotonic() - started > max_s:
+                break
+            if tally.claimed == 0 and not any(self._woken[c].is_set() for c in channels):
+                break
+        return total
+
+    def step(self, *, now: datetime | None = None, channels: list[str] | None = None) -> Tally:
         """One batch per channel: claim, send, record."""
         tally = Tally()
-        for channel, notifier in self.notifiers.items():
+        for channel in channels or list(self.notifiers):
+            notifier = self.notifiers[channel]
             at = now or utcnow()
             if self._paused_until.get(channel, at) > at:
                 continue
@@ -192,13 +220,19 @@ class Dispatcher:
                 )
             if rows:
                 tally.claimed += len(rows)
-                self._handle(rows, notifier, now=now, tally=tally)
+                self._handle(rows, channel, notifier, now=now, tally=tally)
         return tally
 
     # -- one batch --------------------------------------------------------------------------
 
     def _handle(
-        self, rows: list[Claimed], notifier: Notifier, *, now: datetime | None, tally: Tally
+        self,
+        rows: list[Claimed],
+        channel: str,
+        notifier: Notifier,
+        *,
+        now: datetime | None,
+        tally: Tally,
     ) -> None:
         at = now or utcnow()
         with self.factory() as session:
@@ -242,17 +276,23 @@ class Dispatcher:
         if decided:
             self._record(decided, now=at, tally=tally)
         if jobs:
-            self._send_all(jobs, notifier, now=now, tally=tally)
+            self._send_all(jobs, self._pools[channel], notifier, now=now, tally=tally)
 
     def _send_all(
-        self, jobs: list[_Job], notifier: Notifier, *, now: datetime | None, tally: Tally
+        self,
+        jobs: list[_Job],
+        pool: ThreadPoolExecutor,
+        notifier: Notifier,
+        *,
+        now: datetime | None,
+        tally: Tally,
     ) -> None:
         pacer = self._pacers[id(notifier)]
         # A few sends per task: one future per message costs more than a no-op send.
         size = max(1, min(_CHUNK, len(jobs) // (self.policy.threads * 4)))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         futures: dict[Future[list[tuple[Outcome, bool]]], list[_Job]] = {
-            self._pool.submit(self._deliver_all, notifier, pacer, chunk): chunk for chunk in chunks
+            pool.submit(self._deliver_all, notifier, pacer, chunk): chunk for chunk in chunks
         }
         pending: list[tuple[Claimed, Decision]] = []
         last_record = time.monotonic()
@@ -357,7 +397,8 @@ class Dispatcher:
         return row.id in self._can_fall_back and OTHER_CHANNEL[row.channel] in self.notifiers
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
         for notifier in {id(n): n for n in self.notifiers.values()}.values():
             notifier.close()
 

@@ -1,6 +1,7 @@
 """What the dispatcher reads for a claimed batch: each advisory revision's words, the
 advisory's state now, and each citizen's language and contacts (opened from the vault)."""
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,8 +41,13 @@ class ContentCache:
     def __init__(self, size: int = 256) -> None:
         self._items: OrderedDict[tuple[int, int], AlertContent] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()  # the SMS and e-mail lanes share it
 
     def load(self, session: Session, keys: set[tuple[int, int]]) -> dict:
+        with self._lock:
+            return self._load(session, keys)
+
+    def _load(self, session: Session, keys: set[tuple[int, int]]) -> dict:
         missing = keys - self._items.keys()
         if missing:
             rows = session.execute(

@@ -60,12 +60,13 @@ def api(dispatch_settings: Settings, db: Session) -> Iterator[TestClient]:
 
 
 def dispatcher_in(db: Session, settings: Settings) -> Dispatcher:
-    """A dispatcher whose transactions are savepoints in the test's transaction."""
+    """A dispatcher whose transactions are savepoints in the test's transaction (one
+    connection, so channels take turns instead of running in parallel lanes)."""
     factory = sessionmaker(
         bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     return Dispatcher.from_settings(
-        settings, factory, vault=PersonalDataVault(settings.secret_key_bytes())
+        settings, factory, vault=PersonalDataVault(settings.secret_key_bytes()), lanes=False
     )
 
 

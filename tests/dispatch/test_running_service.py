@@ -2,17 +2,21 @@
 dispatch job, woken when an advisory enqueues alerts, sends real Twilio API requests (to the
 fake) and real e-mail, without waiting for its interval; /metrics shows it."""
 
+import threading
 import time
 
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.db import make_engine, make_session_factory
+from service.dispatch.dispatcher import Dispatcher
+from service.privacy import PersonalDataVault
 from service.staff import service as staff_service
 from tests.advisories.builders import advisory_body
 from tests.builders import register
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRET, make_settings
 from tests.dispatch.conftest import notifier_settings
-from tests.dispatch.seed import scratch_database
+from tests.dispatch.seed import scratch_database, seed_pending
 
 
 def wait_for(condition, limit_s: float = 20.0) -> bool:
@@ -77,3 +81,38 @@ def test_enqueued_alerts_are_sent_at_once_by_the_scheduler(database_url, tmp_pat
             assert sample(metrics, 'anjeon_alerts_sent_total{channel="sms"}') == sent_sms + 1
             assert sample(metrics, 'anjeon_alerts_sent_total{channel="email"}') == sent_email + 1
             assert sample(metrics, 'anjeon_alert_send_seconds_count{notifier="twilio"}') >= 1
+
+
+def test_email_is_not_held_up_behind_a_slow_sms_sender(database_url, tmp_path, twilio, smtp):
+    """Twilio at 2 messages a second takes 3 s for 6 SMS; the 6 e-mails go out meanwhile."""
+    with scratch_database(database_url, tmp_path, "lanes") as url:
+        seed_pending(url, citizens=6, secret=TEST_SECRET.encode())
+        settings = make_settings(url, **{**notifier_settings(twilio, smtp), "twilio_mps": 2})
+        engine = make_engine(url)
+        dispatcher = Dispatcher.from_settings(
+            settings, make_session_factory(engine), vault=PersonalDataVault(TEST_SECRET.encode())
+        )
+        arrivals: list[tuple[float, str]] = []
+        watcher_done = False
+
+        def watch() -> None:
+            seen_sms = seen_mail = 0
+            while not watcher_done:
+                if len(twilio.messages) > seen_sms:
+                    seen_sms = len(twilio.messages)
+                    arrivals.append((time.monotonic(), f"sms{seen_sms}"))
+                if len(smtp.received) > seen_mail:
+                    seen_mail = len(smtp.received)
+                    arrivals.append((time.monotonic(), f"mail{seen_mail}"))
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        tally = dispatcher.drain()
+        watcher_done = True
+        watcher.join()
+        dispatcher.close()
+        engine.dispose()
+        assert tally.by_status == {"sent": 12}
+        when = dict((name, at) for at, name in arrivals)
+        assert when["mail6"] < when["sms4"]  # e-mail finished while SMS was still pacing
