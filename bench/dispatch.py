@@ -375,6 +375,9 @@ def main() -> int:
             print_row(results[-1])
     path = ROOT / "var" / "bench" / "dispatch.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if args.backend and path.exists():  # keep the other backend's figures from its own run
+        kept = [r for r in json.loads(path.read_text()) if r["backend"] != args.backend]
+        results = kept + results
     path.write_text(json.dumps(results, indent=2))
     print(f"figures written to {path}")
     return 0

@@ -1,7 +1,8 @@
 """The scheduled jobs. Each job body is a domain service function run in its own transaction.
 
-APScheduler 3 does not coordinate processes (every worker runs every job), so each job must be
-harmless when run twice at once; later jobs that send alerts rely on the ledger's unique key."""
+APScheduler 3 does not coordinate processes (every worker runs every job): each periodic job
+runs only in the process holding its lease row, and would be harmless twice anyway. The
+dispatch job runs in every process: its claims are exclusive, so workers share the queue."""
 
 import contextlib
 import logging
@@ -51,10 +52,17 @@ def jobs(settings: Settings) -> list[Job]:
     ]
 
 
-def run_job(job: Job, factory: sessionmaker[Session], settings: Settings) -> None:
-    """One run in one transaction; a failure is logged and counted, and the next run tries again."""
+def run_job(
+    job: Job, factory: sessionmaker[Session], settings: Settings, *, holder: str = lease.PROCESS_ID
+) -> None:
+    """One run in one transaction, in the one process holding the job's lease; a failure is
+    logged and counted, and the next run tries again."""
     try:
         with factory.begin() as session:
+            ttl = timedelta(seconds=job.every_s * 3)
+            if not lease.acquire(session, name=job.id, now=utcnow(), ttl=ttl, holder=holder):
+                JOB_RUNS.labels(job.id, "not-leader").inc()
+                return
             result = job.body(session, settings)
     except Exception:
         JOB_RUNS.labels(job.id, "error").inc()
@@ -66,6 +74,11 @@ def run_job(job: Job, factory: sessionmaker[Session], settings: Settings) -> Non
 
 def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings) -> None:
     try:
+        with factory.begin() as session:
+            ttl = timedelta(seconds=feed.interval_s * 3)
+            if not lease.acquire(session, name=f"feed:{feed.name}", now=utcnow(), ttl=ttl):
+                JOB_RUNS.labels(f"feed:{feed.name}", "not-leader").inc()
+                return
         outcome = poll_feed(
             factory,
             feed,

@@ -88,6 +88,15 @@ _RECORD_SENT = text(
     "sent_at = :now, due_at = NULL, outcome_unknown = false, error_code = NULL, "
     "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
+# PostgreSQL: one statement for the whole stretch instead of a statement per row.
+_RECORD_SENT_POSTGRESQL = text(
+    "UPDATE alert SET status = CASE WHEN alert.status = 'claimed' THEN 'sent' "
+    "ELSE alert.status END, provider_ref = COALESCE(alert.provider_ref, v.ref), "
+    "segments = v.seg, sent_at = :now, due_at = NULL, outcome_unknown = false, "
+    "error_code = NULL, updated_at = :now "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:refs AS text[]), CAST(:segs AS int[])) "
+    "AS v(id, ref, seg) WHERE alert.id = v.id AND alert.claimed_by = :worker"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 _RECORD_OTHER = text(
     "UPDATE alert SET status = :status, due_at = :due_at, error_code = :code, "
     "last_error = :reason, outcome_unknown = :outcome_unknown, segments = :segments, "
@@ -117,7 +126,17 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
         if d.status != "sent"
     ]
     common = {"worker": worker, "now": now}
-    if sent:
+    if sent and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _RECORD_SENT_POSTGRESQL,
+            {
+                "ids": [row["alert_id"] for row in sent],
+                "refs": [row["provider_ref"] for row in sent],
+                "segs": [row["segments"] for row in sent],
+                **common,
+            },
+        )
+    elif sent:
         session.execute(_RECORD_SENT, [{**row, **common} for row in sent])
     if other:
         session.execute(_RECORD_OTHER, [{**row, **common} for row in other])

@@ -1,12 +1,13 @@
 from datetime import date, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from service.citizens.models import CitizenPlace
 from service.citizens.retention import purge_ended_stays
 from service.config import Settings
 from service.db import make_session_factory
-from service.scheduler import build_scheduler, jobs, run_job
+from service.scheduler import Job, build_scheduler, jobs, run_job
 from tests.builders import register, stay
 
 
@@ -38,3 +39,14 @@ def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Se
             raise RuntimeError("database gone")
 
     run_job(job, Broken(), settings)  # logged and counted, not raised
+
+
+def test_a_periodic_job_runs_in_one_process_only(settings: Settings, db):
+    """Every worker's scheduler fires every job; the job's lease lets one of them run it."""
+    runs: list[str] = []
+    job = Job("count-runs", 60, lambda session, _settings: runs.append("ran"))
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    run_job(job, factory, settings, holder="worker-1")
+    run_job(job, factory, settings, holder="worker-2")  # not the leader: skipped
+    run_job(job, factory, settings, holder="worker-1")
+    assert runs == ["ran", "ran"]

@@ -13,6 +13,7 @@ from tests.builders import register
 from tests.conftest import make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
 from tests.dispatch.fake_twilio import Answer
+from tests.dispatch.test_status_webhook import callback
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 
@@ -57,6 +58,9 @@ def test_500_three_times_then_201_is_sent_once_with_backoff(api, consul, db, dis
     assert row.status == "sent" and row.attempts == 4
     assert len(twilio.posts) == 4 and len(twilio.messages) == 1
     assert len(twilio.lists) == 3  # each resend was preceded by a look-up
+    assert callback(api, row, "delivered").status_code == 204  # Twilio's delivery report
+    [row] = rows(db)
+    assert row.status == "delivered" and row.delivered_at is not None
 
 
 def test_429_retry_after_is_honoured(api, consul, db, dispatcher, twilio):
