@@ -238,21 +238,23 @@ class Dispatcher:
         with self.factory() as session:
             states = advisory_states(session, {r.advisory_id for r in rows})
             contents = self._contents.load(session, {(r.advisory_id, r.revision) for r in rows})
-            people = recipients(session, {r.citizen_id for r in rows}, vault=self.vault)
+            people = recipients(
+                session, {r.citizen_id for r in rows}, channel=channel, vault=self.vault
+            )
         decided: list[tuple[Claimed, Decision]] = []
         jobs: list[_Job] = []
         for row in rows:
             state = states.get(row.advisory_id)
             content = contents.get((row.advisory_id, row.revision))
             person = people.get(row.citizen_id)
-            if person is not None and person.address(OTHER_CHANNEL[row.channel]):
+            if person is not None and OTHER_CHANNEL[row.channel] in person.reachable:
                 self._can_fall_back.add(row.id)
             verdict = _triage(row, state, content, person, now=at)
             if verdict is not None:
                 decided.append((row, verdict))
                 continue
             assert content is not None and person is not None and state is not None
-            address = person.address(row.channel)
+            address = person.address
             assert address is not None
             reference = self.links.reference(row.id)
             link = self.links.details(reference)
@@ -409,7 +411,7 @@ def _triage(row, state, content, person, *, now: datetime) -> Decision | None:  
         return Decision(row.id, "cancelled", reason="citizen erased")
     if state is None or content is None:
         return Decision(row.id, "failed", code="no-advisory", reason="advisory not found")
-    if person.address(row.channel) is None:
+    if person.address is None:
         return Decision(row.id, "failed", code="no-contact", reason=f"no {row.channel} contact")
     if content.kind == "cancel":
         return None  # the all-clear goes out whatever the advisory's state

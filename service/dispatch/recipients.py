@@ -27,12 +27,8 @@ class AdvisoryState:
 class Recipient:
     erased: bool
     language: str
-    phone: str | None
-    email: str | None
-    channels: frozenset[str]
-
-    def address(self, channel: str) -> str | None:
-        return self.phone if channel == "sms" else self.email
+    address: str | None  # on the channel being sent, opened from the vault
+    reachable: frozenset[str]  # channels the citizen has a contact for
 
 
 class ContentCache:
@@ -104,8 +100,9 @@ def advisory_states(session: Session, ids: set[int]) -> dict[int, AdvisoryState]
 
 
 def recipients(
-    session: Session, ids: set[int], *, vault: PersonalDataVault
+    session: Session, ids: set[int], *, channel: str, vault: PersonalDataVault
 ) -> dict[int, Recipient]:
+    """Each citizen's language and address on `channel` (only that one is decrypted)."""
     rows = session.execute(
         select(
             Citizen.id,
@@ -113,17 +110,16 @@ def recipients(
             Citizen.language,
             Citizen.phone_sealed,
             Citizen.email_sealed,
-            Citizen.notify_sms,
-            Citizen.notify_email,
         ).where(Citizen.id.in_(ids))
     ).all()
     found = {}
-    for cid, status, language, phone, email, sms, mail in rows:
+    for cid, status, language, phone, email in rows:
+        sealed = {"sms": ("phone", phone), "email": ("email", email)}
+        field, blob = sealed[channel]
         found[cid] = Recipient(
             erased=status == "erased",
             language=language,
-            phone=vault.open("phone", phone) if phone else None,
-            email=vault.open("email", email) if email else None,
-            channels=frozenset(c for c, on in (("sms", sms), ("email", mail)) if on),
+            address=vault.open(field, blob) if blob else None,
+            reachable=frozenset(c for c, (_, b) in sealed.items() if b is not None),
         )
     return found
