@@ -40,3 +40,5 @@ def configure_logging(*, fmt: str, level: str) -> None:
     root.setLevel(level)
     # uvicorn's access log would duplicate ours (and print query strings).
     logging.getLogger("uvicorn.access").disabled = True
+    # Two lines per job run (dispatch runs every few seconds); our jobs log their own results.
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
