@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch import metrics, outbox
+from service.dispatch.content import AlertContent
 from service.dispatch.notifiers.base import (
     Failed,
     Notifier,
@@ -30,7 +31,13 @@ from service.dispatch.notifiers.base import (
 from service.dispatch.notifiers.registry import build_notifiers
 from service.dispatch.outbox import Claimed, Decision
 from service.dispatch.pacing import Pacer
-from service.dispatch.recipients import ContentCache, advisory_states, recipients
+from service.dispatch.recipients import (
+    AdvisoryState,
+    ContentCache,
+    Recipient,
+    advisory_states,
+    recipients,
+)
 from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.privacy import PersonalDataVault
@@ -303,7 +310,7 @@ class Dispatcher:
             at = now or utcnow()
             for job, (outcome, reconciled) in zip(chunk, future.result(), strict=True):
                 tally.reconciled += reconciled
-                pending.append((job.row, self._decide(job, outcome, notifier, now=at)))
+                pending.append((job.row, self._decide(job, outcome, now=at)))
             if len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S:
                 self._record(pending, now=at, tally=tally)
                 pending, last_record = [], time.monotonic()
@@ -340,9 +347,7 @@ class Dispatcher:
             pacer.hold(outcome.retry_after_s)
         return outcome, False
 
-    def _decide(
-        self, job: _Job, outcome: Outcome, notifier: Notifier, *, now: datetime
-    ) -> Decision:
+    def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
         row = job.row
         if isinstance(outcome, Sent):
             return Decision(
@@ -405,7 +410,14 @@ class Dispatcher:
             notifier.close()
 
 
-def _triage(row, state, content, person, *, now: datetime) -> Decision | None:  # noqa: ANN001
+def _triage(
+    row: Claimed,
+    state: AdvisoryState | None,
+    content: AlertContent | None,
+    person: Recipient | None,
+    *,
+    now: datetime,
+) -> Decision | None:
     """Why a claimed row must not be sent (a Decision), or None to send it."""
     if person is None or person.erased:
         return Decision(row.id, "cancelled", reason="citizen erased")

@@ -39,18 +39,14 @@ class AlertRead(BaseModel):
     updated_at: datetime | None
 
 
-class AlertsRead(BaseModel):
-    """Counts by status and channel ({"sent": {"sms": 3}}), and one page of the alert rows."""
-
-    counts: dict[str, dict[str, int]]
-    total: int
-    limit: int
-    offset: int
-    items: list[AlertRead]
-
-
 class AlertPage(BaseModel):
     total: int
     limit: int
     offset: int
     items: list[AlertRead]
+
+
+class AlertsRead(AlertPage):
+    """Counts by status and channel ({"sent": {"sms": 3}}), and one page of the alert rows."""
+
+    counts: dict[str, dict[str, int]]

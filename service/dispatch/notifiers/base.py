@@ -2,9 +2,12 @@
 provider failures (retry or give up) instead of raising them; the dispatcher owns retries,
 backoff, fallback and deduplication."""
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
+
+from pydantic import SecretStr
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,12 @@ class Lookup:
     error: str = ""
 
 
-class Notifier:
+def revealed(secret: SecretStr | None) -> str:
+    """A secret setting's value, or "" when it is unset."""
+    return secret.get_secret_value() if secret is not None else ""
+
+
+class Notifier(ABC):
     """Base class of every notifier. Subclasses declare their limits as class attributes."""
 
     name: ClassVar[str] = ""
@@ -68,8 +76,9 @@ class Notifier:
     # Messages per second this notifier may send; None means no limit of its own.
     max_per_second: float | None = None
 
+    @abstractmethod
     def send(self, message: OutgoingMessage) -> Outcome:
-        raise NotImplementedError
+        """Send one message; classify the provider's answer instead of raising it."""
 
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
         """Find a send of this message made since `since` whose outcome we never learnt."""
@@ -79,5 +88,5 @@ class Notifier:
         """One line for logs; never a secret."""
         return self.name
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most notifiers hold nothing open
         """Release connections (called when the dispatcher stops)."""

@@ -20,6 +20,7 @@ from service.dispatch.notifiers.base import (
     OutgoingMessage,
     Retry,
     Sent,
+    revealed,
 )
 
 _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
@@ -59,13 +60,12 @@ class SmtpNotifier(Notifier):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SmtpNotifier":
-        password = settings.smtp_password
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,
             sender=settings.smtp_from,
             username=settings.smtp_username,
-            password=password.get_secret_value() if password else "",
+            password=revealed(settings.smtp_password),
             starttls=settings.smtp_starttls,
             implicit_tls=settings.smtp_ssl,
             timeout_s=settings.smtp_timeout_s,

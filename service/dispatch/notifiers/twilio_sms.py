@@ -20,6 +20,7 @@ from service.dispatch.notifiers.base import (
     OutgoingMessage,
     Retry,
     Sent,
+    revealed,
 )
 
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
@@ -75,10 +76,9 @@ class TwilioNotifier(Notifier):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TwilioNotifier":
-        token = settings.twilio_auth_token
         return cls(
             account_sid=settings.twilio_account_sid,
-            auth_token=token.get_secret_value() if token else "",
+            auth_token=revealed(settings.twilio_auth_token),
             sender=settings.twilio_from,
             messaging_service_sid=settings.twilio_messaging_service_sid,
             api_base=settings.twilio_api_base,

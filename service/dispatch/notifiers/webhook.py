@@ -16,6 +16,7 @@ from service.dispatch.notifiers.base import (
     OutgoingMessage,
     Retry,
     Sent,
+    revealed,
 )
 
 SIGNATURE_HEADER = "X-Anjeon-Signature"
@@ -44,10 +45,9 @@ class WebhookNotifier(Notifier):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "WebhookNotifier":
-        secret = settings.webhook_secret
         return cls(
             url=settings.webhook_url,
-            secret=secret.get_secret_value() if secret else "",
+            secret=revealed(settings.webhook_secret),
             timeout_s=settings.webhook_timeout_s,
         )
 
