@@ -7,7 +7,7 @@ from datetime import datetime
 
 import numpy as np
 import shapely
-from sqlalchemy import or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
@@ -35,23 +35,44 @@ class Live:
         return (self.id, self.revision, self.updated_at)
 
 
+_ALERTING = (Advisory.status == "active", Advisory.alerts_citizens.is_(True))
+_live: tuple[tuple, list[Live]] | None = None
+
+
 def live_advisories(session: Session, *, now: datetime) -> list[Live]:
-    rows = session.execute(
-        select(
-            Advisory.id,
-            Advisory.revision,
-            Advisory.effective,
-            Advisory.expires,
-            Advisory.updated_at,
-        )
-        .where(
-            Advisory.status == "active",
-            Advisory.alerts_citizens.is_(True),
-            or_(Advisory.expires.is_(None), Advisory.expires > now),
-        )
-        .order_by(Advisory.id)  # the target index refers to positions in this order
+    """Advisories that may alert now, in id order. Reading a thousand rows costs a new citizen's
+    registration more than its matching: they are read again only when a one-row summary of the
+    alerting set changes (a new, revised, cancelled or expired advisory changes the count, the
+    sums, or the bounds of the times), and expiry is applied here."""
+    global _live
+    summary = tuple(
+        session.execute(
+            select(
+                func.count(),
+                func.sum(Advisory.id),
+                func.sum(Advisory.revision),
+                func.max(Advisory.updated_at),
+                func.min(Advisory.effective),
+                func.max(Advisory.effective),
+                func.min(Advisory.expires),
+                func.max(Advisory.expires),
+            ).where(*_ALERTING)
+        ).one()
     )
-    return [Live(*row) for row in rows]
+    if _live is None or _live[0] != summary:
+        rows = session.execute(
+            select(
+                Advisory.id,
+                Advisory.revision,
+                Advisory.effective,
+                Advisory.expires,
+                Advisory.updated_at,
+            )
+            .where(*_ALERTING)
+            .order_by(Advisory.id)  # the target index refers to positions in this order
+        )
+        _live = (summary, [Live(*row) for row in rows])
+    return [live for live in _live[1] if live.expires is None or live.expires > now]
 
 
 def live_of(advisory: Advisory) -> Live:

@@ -8,7 +8,7 @@ from sqlalchemy.orm import sessionmaker
 from service.advisories.models import Advisory
 from service.dispatch.models import Alert
 from service.geomatch import lease
-from service.geomatch.service import Sweeper, match_advisories
+from service.geomatch.service import Sweeper, match_advisories, match_citizen
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.geomatch.builders import NOW, advisory, alerted, citizen
@@ -153,3 +153,33 @@ def test_sweeper_rereads_only_changed_citizens_and_misses_none(db):
     assert second.enqueued == 1 and mover.id in alerted(db, record)
     in_snapshot = set(sweeper.snapshot.citizen_ids.tolist())
     assert {newcomer.id, mover.id} <= in_snapshot
+
+
+def test_the_live_advisory_list_follows_every_change_between_registrations(db):
+    area = {"circles": [{"lat": 10.0, "lon": 10.0, "radius_km": 50}]}
+    first = advisory(db, area=area)
+    second = advisory(db, area=area, expires=NOW + timedelta(minutes=30))
+
+    def newcomer_is_told_by() -> set[int]:
+        person = citizen(db, lon=10.0, lat=10.0)
+        match_citizen(db, citizen_id=person.id, now=NOW)
+        rows = db.scalars(select(Alert.advisory_id).where(Alert.citizen_id == person.id))
+        return set(rows)
+
+    assert newcomer_is_told_by() == {first.id, second.id}
+    first.status, first.updated_at = "cancelled", NOW  # cancelled
+    db.flush()
+    assert newcomer_is_told_by() == {second.id}
+    third = advisory(db, area=area)  # a new one, the count unchanged (one out, one in)
+    first.status = "active"
+    second.status = "expired"
+    db.flush()
+    assert newcomer_is_told_by() == {first.id, third.id}
+    second.status, second.revision = "active", 2  # revised
+    db.flush()
+    assert newcomer_is_told_by() == {first.id, second.id, third.id}
+    later = NOW + timedelta(hours=1)  # time alone: the second has expired by then
+    person = citizen(db, lon=10.0, lat=10.0)
+    match_citizen(db, citizen_id=person.id, now=later)
+    told = set(db.scalars(select(Alert.advisory_id).where(Alert.citizen_id == person.id)))
+    assert told == {first.id, third.id}
