@@ -63,6 +63,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # SQLite's default page cache is 2 MiB: a bulk write into the ledger's four indexes then
+        # goes back to the file for every other page (first sweep at 1M: 62,000 rows/s; with
+        # 64 MiB, 106,000). Pages are taken only as used, so an idle connection stays small.
+        cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
     @event.listens_for(engine, "begin")

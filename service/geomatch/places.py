@@ -1,6 +1,7 @@
 """Reading citizens' places into the engine's columnar form, through the raw driver (a million
 ORM objects, or even SQLAlchemy rows, would cost more than the whole match)."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -35,11 +36,18 @@ _MARK = {"sqlite": "?", "postgresql": "%s"}
 _QUERY = """
 SELECT p.citizen_id, p.lon, p.lat, p.country,
        CASE WHEN p.kind = 'current' THEN -1 ELSE {starts} END,
-       CASE WHEN p.kind = 'current' THEN -1 ELSE {ends} END,
-       c.notify_sms, c.notify_email
-FROM citizen_place p JOIN citizen c ON c.id = p.citizen_id
-WHERE c.status = 'active' AND (p.kind = 'current' OR p.ends_on >= {mark}) {extra}
+       CASE WHEN p.kind = 'current' THEN -1 ELSE {ends} END
+       {flags}
+FROM citizen_place p {join}
+WHERE (p.kind = 'current' OR p.ends_on >= {mark}) {extra}
 """
+_JOIN = "JOIN citizen c ON c.id = p.citizen_id AND c.status = 'active'"
+_ALERTING = {
+    "sqlite": "SELECT id, notify_sms, notify_email FROM citizen "
+    "WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    "postgresql": "SELECT id, notify_sms, notify_email FROM citizen "
+    "WHERE status = 'active' AND id = ANY(%s) ORDER BY id",
+}
 
 Box = tuple[float, float, float, float]  # west, south, east, north
 
@@ -50,46 +58,78 @@ def load_reachable(
     today: date,
     citizen_id: int | None = None,
     citizen_ids: Sequence[int] | None = None,
-    boxes: Sequence[Box] | None = None,
-    countries: Sequence[str] = (),
 ) -> Reachable:
-    """Places that can match from today on: all of them, one citizen's, or only those inside
-    some boxes or countries (what a new advisory can reach: an index range scan, not a read of
-    every place)."""
-    dialect = connection.dialect.name
-    mark = _MARK[dialect]
-    params: list[object] = [today.isoformat() if dialect == "sqlite" else today]
-    extra = ""
+    """Places that can match from today on, of active citizens: all of them, one citizen's, or
+    some citizens'."""
+    extra, params = "", []
+    mark = _MARK[connection.dialect.name]
     if citizen_id is not None:
-        extra = f"AND p.citizen_id = {mark}"
-        params.append(citizen_id)
+        extra, params = f"AND p.citizen_id = {mark}", [citizen_id]
     elif citizen_ids is not None:
         extra = f"AND p.citizen_id IN ({', '.join([mark] * len(citizen_ids)) or 'NULL'})"
-        params += list(citizen_ids)
-    elif boxes is not None:
-        clauses = [f"(p.lon BETWEEN {mark} AND {mark} AND p.lat BETWEEN {mark} AND {mark})"] * len(
-            boxes
-        )
-        for west, south, east, north in boxes:
-            params += [west, east, south, north]
-        if countries:
-            clauses.append(f"p.country IN ({', '.join([mark] * len(countries))})")
-            params += list(countries)
-        extra = f"AND ({' OR '.join(clauses) or 'FALSE'})"
+        params = list(citizen_ids)
+    return reachable_from_rows(_fetch(connection, today, extra, params, alerting=True))
+
+
+def load_places(
+    connection: Connection, *, today: date, boxes: Sequence[Box], countries: Sequence[str] = ()
+) -> PlaceSet:
+    """Places inside some boxes or countries that can match from today on, whoever holds them:
+    what a new advisory can reach, by an index range scan. Whose citizens are active, and on
+    which channels, is read afterwards for the few matched (with_alerting)."""
+    mark = _MARK[connection.dialect.name]
+    clause = f"(p.lon BETWEEN {mark} AND {mark} AND p.lat BETWEEN {mark} AND {mark})"
+    clauses, params = [clause] * len(boxes), []
+    for west, south, east, north in boxes:
+        params += [west, east, south, north]
+    if countries:
+        clauses.append(f"p.country IN ({', '.join([mark] * len(countries))})")
+        params += list(countries)
+    extra = f"AND ({' OR '.join(clauses) or 'FALSE'})"
+    rows = _fetch(connection, today, extra, params, alerting=False)
+    if not rows:
+        return PlaceSet.build([], [], [], [], [], [])
+    return PlaceSet.build(*(list(column) for column in zip(*rows, strict=True)))
+
+
+def with_alerting(connection: Connection, places: PlaceSet, ids: np.ndarray) -> Reachable:
+    """The places, with the channels of those of `ids` (matched citizens) who are active."""
+    dialect = connection.dialect.name
+    wanted = json.dumps(ids.tolist()) if dialect == "sqlite" else ids.tolist()
+    rows = _cursor_rows(connection, _ALERTING[dialect], [wanted])
+    active = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    return Reachable(
+        places=places,
+        citizen_ids=active,
+        sms=np.fromiter((row[1] for row in rows), dtype=bool, count=len(rows)),
+        email=np.fromiter((row[2] for row in rows), dtype=bool, count=len(rows)),
+    )
+
+
+def _fetch(
+    connection: Connection, today: date, extra: str, params: list, *, alerting: bool
+) -> list[tuple]:
+    dialect = connection.dialect.name
     days = _DAYS[dialect]
     query = _QUERY.format(
         starts=days.format(col="p.starts_on"),
         ends=days.format(col="p.ends_on"),
-        mark=mark,
+        flags=", c.notify_sms, c.notify_email" if alerting else "",
+        join=_JOIN if alerting else "",
+        mark=_MARK[dialect],
         extra=extra,
     )
+    first = today.isoformat() if dialect == "sqlite" else today
+    return _cursor_rows(connection, query, [first, *params])
+
+
+def _cursor_rows(connection: Connection, query: str, params: list) -> list[tuple]:
     cursor = connection.connection.driver_connection.cursor()
     try:
         cursor.execute(query, params)
-        rows = cursor.fetchall()
+        return cursor.fetchall()
     finally:
         cursor.close()
-    return reachable_from_rows(rows)
 
 
 def merge(old: Reachable, changed_ids: np.ndarray, fresh: Reachable) -> Reachable:

@@ -19,7 +19,7 @@ from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch import postgis, targets
 from service.geomatch.ledger import alert_rows, insert_alerts
-from service.geomatch.places import Reachable, load_reachable, merge
+from service.geomatch.places import Reachable, load_places, load_reachable, merge, with_alerting
 from service.geomatch.targets import Live
 
 
@@ -56,14 +56,22 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
     if session.connection().dialect.name == "postgresql":
         return _enqueue_in_postgis(session, lives, areas, now=now)
     started = time.perf_counter()
-    reachable = load_reachable(
-        session.connection(),
+    connection = session.connection()
+    places = load_places(
+        connection,
         today=now.date(),
         boxes=[box for area in areas for box in targets.boxes_of(area)],
         countries=sorted({code for area in areas for code in area.countries}),
     )
-    result = _enqueue(session, lives, areas, reachable, now=now)
-    result.load_s = time.perf_counter() - started - result.match_s - result.write_s
+    today = matching.day_number(now.date())
+    matched = [
+        matching.match(targets.target(live, area, now=now), places, today=today)
+        for live, area in zip(lives, areas, strict=True)
+    ]
+    reachable = with_alerting(connection, places, np.unique(np.concatenate(matched)))
+    matched = [ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)] for ids in matched]
+    result = _enqueue(session, lives, areas, reachable, now=now, matched=matched)
+    result.load_s = time.perf_counter() - started - result.write_s
     return result
 
 
@@ -178,14 +186,21 @@ def _enqueue(
     *,
     now: datetime,
     known: dict[tuple[int, int], np.ndarray] | None = None,
+    matched: list[np.ndarray] | None = None,
 ) -> MatchResult:
+    """Enqueue what each target reaches among the places: matched here, or already (`matched`,
+    aligned with `lives`, only citizens of `reachable.citizen_ids`)."""
     result = MatchResult(advisories=len(lives))
     today = matching.day_number(now.date())
     rows: list[tuple[int, int, int, str]] = []
     fresh: dict[tuple[int, int], np.ndarray] = {}
-    for live, area in zip(lives, areas, strict=True):
+    for i, (live, area) in enumerate(zip(lives, areas, strict=True)):
         started = time.perf_counter()
-        ids = matching.match(targets.target(live, area, now=now), reachable.places, today=today)
+        if matched is not None:
+            ids = matched[i]
+        else:
+            target = targets.target(live, area, now=now)
+            ids = matching.match(target, reachable.places, today=today)
         result.match_s += time.perf_counter() - started
         result.matched += len(ids)
         key = (live.id, live.revision)

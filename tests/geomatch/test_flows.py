@@ -183,3 +183,17 @@ def test_the_live_advisory_list_follows_every_change_between_registrations(db):
     match_citizen(db, citizen_id=person.id, now=later)
     told = set(db.scalars(select(Alert.advisory_id).where(Alert.citizen_id == person.id)))
     assert told == {first.id, third.id}
+
+
+def test_a_new_advisory_reads_places_first_and_alerts_only_active_citizens(db):
+    inside = citizen(db, lon=10.0, lat=10.0, channels=("sms", "email"))
+    gone = citizen(db, lon=10.01, lat=10.01)
+    gone.status = "erased"
+    outside = citizen(db, lon=12.0, lat=12.0)
+    db.flush()
+    record = advisory(db, area={"circles": [{"lat": 10.0, "lon": 10.0, "radius_km": 50}]})
+    result = match_advisories(db, advisories=[record], now=NOW)
+    rows = db.execute(select(Alert.citizen_id, Alert.channel).where(Alert.advisory_id == record.id))
+    assert sorted(rows) == [(inside.id, "email"), (inside.id, "sms")]
+    assert result.enqueued == 2
+    assert outside.id not in alerted(db, record)
