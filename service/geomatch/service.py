@@ -68,7 +68,7 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
         matching.match(targets.target(live, area, now=now), places, today=today)
         for live, area in zip(lives, areas, strict=True)
     ]
-    reachable = with_alerting(connection, places, np.unique(np.concatenate(matched)))
+    reachable = with_alerting(connection, places, matching.sorted_unique(np.concatenate(matched)))
     matched = [ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)] for ids in matched]
     result = _enqueue(session, lives, areas, reachable, now=now, matched=matched)
     result.load_s = time.perf_counter() - started - result.write_s
@@ -239,4 +239,4 @@ def _enqueued_ids(session: Session, live: Live) -> np.ndarray:
         .where(Alert.advisory_id == live.id, Alert.revision == live.revision)
         .distinct()
     ).scalars()
-    return np.unique(np.fromiter(rows, dtype=np.int64))
+    return matching.sorted_unique(np.fromiter(rows, dtype=np.int64))

@@ -4,6 +4,7 @@ fake) and real e-mail, without waiting for its interval; /metrics shows it."""
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
@@ -116,3 +117,31 @@ def test_email_is_not_held_up_behind_a_slow_sms_sender(database_url, tmp_path, t
         assert tally.by_status == {"sent": 12}
         when = dict((name, at) for at, name in arrivals)
         assert when["mail6"] < when["sms4"]  # e-mail finished while SMS was still pacing
+
+
+def test_the_scheduled_sweep_alerts_when_an_advisory_takes_effect(database_url, tmp_path):
+    """Nothing is enqueued when the advisory is issued (it starts in a few seconds); the sweep,
+    on its one-second schedule, enqueues it once time has made it effective."""
+    with scratch_database(database_url, tmp_path, "sweep") as url:
+        settings = make_settings(
+            url, scheduler_enabled=True, sweep_interval_s=1, dispatch_interval_s=3600
+        )
+        app = create_app(settings)
+        with TestClient(app) as client:
+            with app.state.session_factory.begin() as session:
+                key = staff_service.create_key(session, name="duty-officer", role="consul").key
+            consul = {"Authorization": f"Bearer {key}"}
+            register(client, location={"lat": 35.5, "lon": 139.5}, phone="010-9999-0002")
+            starts = datetime.now(UTC) + timedelta(seconds=3)
+            created = client.post(
+                "/v1/advisories",
+                json=advisory_body(effective=starts.isoformat()),
+                headers=consul,
+            )
+            assert created.status_code == 201
+            alerts = f"/v1/advisories/{created.json()['id']}/alerts"
+            assert client.get(alerts, headers=consul).json()["counts"] == {}
+            assert wait_for(lambda: client.get(alerts, headers=consul).json()["counts"] != {})
+            assert datetime.now(UTC) >= starts
+            counts = client.get(alerts, headers=consul).json()["counts"]
+            assert sum(n for by_channel in counts.values() for n in by_channel.values()) == 1

@@ -127,3 +127,9 @@ def test_engine_handles_no_places_and_country_only_places():
     assert np.array_equal(
         matching.match(matching.Target(1, area, 0, 10**6, True), empty, today=1), []
     )
+
+
+@given(st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=200))
+def test_sorted_unique_is_numpys_unique(values):
+    array = np.array(values, dtype=np.int64)
+    assert matching.sorted_unique(array).tolist() == np.unique(array).tolist()
