@@ -131,7 +131,12 @@ def test_the_scheduled_sweep_alerts_when_an_advisory_takes_effect(database_url, 
             with app.state.session_factory.begin() as session:
                 key = staff_service.create_key(session, name="duty-officer", role="consul").key
             consul = {"Authorization": f"Bearer {key}"}
-            register(client, location={"lat": 35.5, "lon": 139.5}, phone="010-9999-0002")
+            register(
+                client,
+                location={"lat": 35.5, "lon": 139.5},
+                phone="010-9999-0002",
+                channels=["sms"],
+            )
             starts = datetime.now(UTC) + timedelta(seconds=3)
             created = client.post(
                 "/v1/advisories",
