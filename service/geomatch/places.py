@@ -43,7 +43,7 @@ WHERE (p.kind = 'current' OR p.ends_on >= {mark}) {extra}
 """
 _JOIN = "JOIN citizen c ON c.id = p.citizen_id AND c.status = 'active'"
 _ALERTING = {
-    "sqlite": "SELECT id, notify_sms, notify_email FROM citizen "
+    "sqlite": "SELECT id, notify_sms, notify_email FROM citizen INDEXED BY ix_citizen_alerting "
     "WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
     "postgresql": "SELECT id, notify_sms, notify_email FROM citizen "
     "WHERE status = 'active' AND id = ANY(%s) ORDER BY id",
