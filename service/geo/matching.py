@@ -134,9 +134,12 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
         found.append(_in_circle(circle, places))
     if not found:
         return np.empty(0, dtype=np.int64)
-    if len(found) == 1:
-        return found[0]  # one slice's indices: already sorted and unique
-    return sorted_unique(np.concatenate(found))
+    return _union(found)
+
+
+def _union(found: list[np.ndarray]) -> np.ndarray:
+    """Sorted unique union of arrays of indices, each already sorted and unique."""
+    return found[0] if len(found) == 1 else sorted_unique(np.concatenate(found))
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -216,7 +219,7 @@ def _in_circle(circle: Circle, places: PlaceSet) -> np.ndarray:
         lo, hi = _lon_slice(places, west, east)
         lats = places.lats[lo:hi]
         found.append(lo + np.flatnonzero(np.abs(lats - circle.lat) <= reach_deg))
-    idx = found[0] if len(found) == 1 else sorted_unique(np.concatenate(found))
+    idx = _union(found)
     if idx.size == 0:
         return idx
     distance = haversine_km(circle.lat, circle.lon, places.lats[idx], places.lons[idx])
@@ -233,7 +236,7 @@ def _in_circle(circle: Circle, places: PlaceSet) -> np.ndarray:
     return idx[inside]
 
 
-@lru_cache(maxsize=1 << 20)
+@lru_cache(maxsize=1 << 16)  # a steady sweep of the benchmark asks about 5,800
 def _geodesic_within(lat: float, lon: float, p_lat: float, p_lon: float, radius_km: float) -> bool:
     """The exact decision for a point near a circle's edge (0.2 ms each in geographiclib):
     remembered, since every sweep asks again about the same places near the same circles."""

@@ -8,11 +8,15 @@ from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection
 
 _COLUMNS = "advisory_id, revision, citizen_id, channel, status, created_at"
+# What every path that may meet an existing (advisory, revision, citizen, channel) appends.
+ON_CONFLICT = (
+    " ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
+)
 _INSERT_SQLITE = f"INSERT OR IGNORE INTO alert ({_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', ?)"  # noqa: S608
 _INSERT_POSTGRESQL = (
     f"INSERT INTO alert ({_COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    "SELECT advisory_id, revision, citizen_id, channel, 'pending', %s FROM alert_stage "
-    "ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
+    "SELECT advisory_id, revision, citizen_id, channel, 'pending', %s FROM alert_stage"
+    f"{ON_CONFLICT}"
 )
 
 
@@ -55,8 +59,8 @@ _FEW = 1000
 _INSERT_UNNEST = (
     f"INSERT INTO alert ({_COLUMNS}) "  # noqa: S608 - constant text, values are bound
     "SELECT a, r, c, ch, 'pending', %s FROM unnest(%s::bigint[], %s::int[], %s::bigint[], "
-    "%s::varchar[]) AS u(a, r, c, ch) "
-    "ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
+    "%s::varchar[]) AS u(a, r, c, ch)"
+    f"{ON_CONFLICT}"
 )
 
 

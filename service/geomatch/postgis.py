@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.geo import matching
 from service.geo.areas import Area
+from service.geomatch.ledger import ON_CONFLICT
 
 POINT = "ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)"
 GEOGRAPHY = f"({POINT})::geography"
@@ -125,11 +126,6 @@ def matched_ids(connection: Connection, *, target: matching.Target, today: int) 
     return [row[0] for row in rows]
 
 
-_ON_CONFLICT = (
-    " ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
-)
-
-
 def enqueue(
     connection: Connection, *, target: matching.Target, revision: int, today: int, now: datetime
 ) -> int:
@@ -161,7 +157,7 @@ def enqueue(
     except IntegrityError as error:
         if not isinstance(error.orig, UniqueViolation):
             raise
-    return connection.execute(text(insert + _ON_CONFLICT), values).rowcount or 0
+    return connection.execute(text(insert + ON_CONFLICT), values).rowcount or 0
 
 
 _EPOCH = date(1970, 1, 1)

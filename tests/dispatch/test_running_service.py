@@ -29,6 +29,13 @@ def wait_for(condition, limit_s: float = 20.0) -> bool:
     return False
 
 
+def consul_headers(app) -> dict[str, str]:
+    """A consul's key in the running app's own database."""
+    with app.state.session_factory.begin() as session:
+        key = staff_service.create_key(session, name="duty-officer", role="consul").key
+    return {"Authorization": f"Bearer {key}"}
+
+
 def sample(metrics: str, name: str) -> float:
     """One sample's value in Prometheus text format (0 when it has not been seen yet)."""
     for line in metrics.splitlines():
@@ -48,9 +55,7 @@ def test_enqueued_alerts_are_sent_at_once_by_the_scheduler(database_url, tmp_pat
         )
         app = create_app(settings)
         with TestClient(app) as client:
-            with app.state.session_factory.begin() as session:
-                key = staff_service.create_key(session, name="duty-officer", role="consul").key
-            consul = {"Authorization": f"Bearer {key}"}
+            consul = consul_headers(app)
             register(
                 client,
                 location={"lat": 35.5, "lon": 139.5},
@@ -128,9 +133,7 @@ def test_the_scheduled_sweep_alerts_when_an_advisory_takes_effect(database_url, 
         )
         app = create_app(settings)
         with TestClient(app) as client:
-            with app.state.session_factory.begin() as session:
-                key = staff_service.create_key(session, name="duty-officer", role="consul").key
-            consul = {"Authorization": f"Bearer {key}"}
+            consul = consul_headers(app)
             register(
                 client,
                 location={"lat": 35.5, "lon": 139.5},
