@@ -1,10 +1,11 @@
-"""Paths to the real feed samples in ../shared/data/feeds (read, never copied or edited)."""
+"""The real feed samples in tests/data/feeds (sources and licences in its SOURCES.md); read,
+never edited: a test that needs a variant derives it."""
 
 import gzip
 import json
 from pathlib import Path
 
-FEEDS = Path(__file__).resolve().parents[3] / "shared" / "data" / "feeds"
+FEEDS = Path(__file__).resolve().parents[1] / "data" / "feeds"
 
 
 def sample(relative: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Every real feed sample in ../shared/data/feeds, imported, with what it must become."""
+"""Every real feed sample in tests/data/feeds, imported, with what it must become."""
 
 import collections
 from datetime import UTC, datetime, timedelta

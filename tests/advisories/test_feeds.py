@@ -27,7 +27,7 @@ def _current_cap() -> bytes:
 
 
 class FeedServer(http.server.BaseHTTPRequestHandler):
-    requests: list[tuple[str, dict[str, str]]] = []  # noqa: RUF012 - shared on purpose
+    requests: list[tuple[str, dict[str, str]]] = []  # noqa: RUF012 - one list for every handler
 
     def do_GET(self):
         type(self).requests.append((self.path, dict(self.headers)))
