@@ -1,10 +1,11 @@
-"""Structured logs: one JSON object a line. Personal data never goes into a log record; the
-registry logs ids, never contacts."""
+"""Structured logs: one JSON object a line, or readable text for a terminal. Personal data never
+goes into a log record; the registry logs ids, never contacts."""
 
 import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 # Attributes every LogRecord has; anything else was passed in `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
@@ -15,6 +16,11 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
 }
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a call passed in `extra=`, in the order given."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -23,18 +29,42 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update(extra_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """One line with the message and its fields as key=value; a value of several lines (an
+    alert's body) follows on its own lines, indented, so it reads as the citizen will see it."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        blocks = []
+        for key, value in extra_fields(record).items():
+            shown = value if isinstance(value, str) else str(value)
+            if "\n" in shown:
+                body = "\n".join(f"    | {part}" for part in shown.splitlines())
+                blocks.append(f"  {key}:\n{body}")
+            else:
+                line += f" {key}={_quoted(shown)}"
+        return "\n".join([line, *blocks])
+
+
+def _quoted(value: str) -> str:
+    # Quote only what would otherwise blur where a value ends.
+    if value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def configure_logging(*, fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -20,14 +20,10 @@ class ConsoleNotifier(Notifier):
         return cls()
 
     def send(self, message: OutgoingMessage) -> Outcome:
-        # The address is masked like every log line; the text is public advisory content.
-        log.info(
-            "alert (console notifier)",
-            extra={
-                "alert_id": message.alert_id,
-                "channel": message.channel,
-                "subject": message.subject,
-                "text": message.text,
-            },
-        )
+        # No address: a log line never carries a contact. The text is public advisory content.
+        fields: dict[str, object] = {"alert_id": message.alert_id, "channel": message.channel}
+        if message.subject:
+            fields["subject"] = message.subject
+        fields["text"] = message.text
+        log.info("alert (console notifier)", extra=fields)
         return Sent(provider_ref=f"console-{message.alert_id}")
