@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     phone_default_region: str = Field("KR", min_length=2, max_length=2)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Empty: http://{host}:{port}, so alert links follow the port the service listens on.
+    public_base_url: str = ""
 
     # Dispatch: which notifier sends each channel, and how the outbox is drained.
     sms_notifier: str = "console"
@@ -108,6 +109,12 @@ class Settings(BaseSettings):
             raise ValueError("ANJEON_SMTP_SSL and ANJEON_SMTP_STARTTLS exclude each other")
         return self
 
+    @model_validator(mode="after")
+    def _derive_public_base_url(self) -> "Settings":
+        if not self.public_base_url.strip():
+            self.public_base_url = _own_url(self.host, self.port)
+        return self
+
     def feeds_path(self) -> Path:
         path = Path(self.feeds_file)
         return path if path.is_absolute() else PROJECT_ROOT / path
@@ -129,6 +136,15 @@ class Settings(BaseSettings):
         if len(raw) < 32:
             raise RuntimeError("the secret key must be at least 32 characters long")
         return raw.encode()
+
+
+def _own_url(host: str, port: int) -> str:
+    """The URL of a service listening on host:port; a wildcard bind is reached on loopback."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - reading a bind address, not binding
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @lru_cache
