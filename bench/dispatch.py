@@ -39,7 +39,7 @@ from service.dispatch.notifiers.base import Notifier, Outcome, OutgoingMessage, 
 from service.dispatch.notifiers.smtp_email import SmtpNotifier
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.render import Renderer
-from service.geomatch.ledger import insert_alerts
+from service.ledger.enqueue import insert_alerts
 from service.migrate import drop_schema, upgrade
 from service.privacy import PersonalDataVault
 

@@ -39,6 +39,12 @@ class InvalidInput(DomainError):
         return error
 
 
+class Forbidden(DomainError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
 class NotFound(DomainError):
     status = 404
     title = "Not found"

@@ -14,6 +14,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import lease
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
@@ -21,7 +22,6 @@ from service.citizens.retention import purge_ended_stays
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch.dispatcher import Dispatcher
-from service.geomatch import lease
 from service.geomatch.service import Sweeper
 from service.metrics import JOB_RUNS
 

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from service.geo.areas import Area
 
-LEVELS = ("1", "2", "3", "4", "special")
 CATEGORIES = ("security", "disaster", "health", "other")
 LANGUAGES = ("ko", "en")
 

@@ -2,7 +2,8 @@
 
 from datetime import datetime, timedelta
 
-from service.advisories.drafts import LANGUAGES, LEVELS, AdvisoryDraft
+from service.advisories.drafts import LANGUAGES, AdvisoryDraft
+from service.advisories.levels import LEVELS
 from service.errors import FieldError, InvalidInput
 
 SPECIAL_MAX = timedelta(days=90)

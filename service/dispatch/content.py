@@ -7,10 +7,9 @@ from functools import cache
 
 import pycountry
 
-from service.advisories.formats.mofa import LEVEL_NAMES
+from service.advisories.levels import LEVEL_NAMES
 
 LANGUAGES = ("ko", "en")
-_LEVELS = {**LEVEL_NAMES, "special": ("특별여행주의보", "special travel advisory")}
 _LEVEL_FORMAT = {"ko": "여행경보 {}단계({})", "en": "Level {} ({})"}
 
 
@@ -33,7 +32,7 @@ class AlertContent:
         return next((lang for lang in LANGUAGES if self.title.get(lang)), wanted)
 
     def level_name(self, lang: str) -> str:
-        name = _LEVELS[self.level][0 if lang == "ko" else 1]
+        name = LEVEL_NAMES[self.level][0 if lang == "ko" else 1]
         if self.level == "special":
             return name
         return _LEVEL_FORMAT[lang].format(self.level, name)

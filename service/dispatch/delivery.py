@@ -1,72 +1,86 @@
-"""Delivery reports: Twilio's status callbacks, and citizens opening an alert's link. Reports
-may repeat and arrive out of order; an alert's state only ever moves forward."""
+"""Delivery reports from providers' webhooks, and citizens opening an alert's link. Reports may
+repeat and arrive out of order; an alert's state only ever moves forward, and a report counts
+only for the send (attempt) it names."""
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.dispatch import metrics
-from service.dispatch.models import Alert
-
-# How far along each state is; a report that would move an alert back is ignored.
-PROGRESS = {
-    "pending": 0,
-    "retry_wait": 0,
-    "claimed": 1,
-    "sent": 2,
-    "delivered": 3,
-    "undelivered": 3,
-    "failed": 3,
-    "expired": 3,
-    "cancelled": 3,
-    "superseded": 3,
-}
-# Twilio's MessageStatus values, as our states.
-TWILIO_STATUS = {
-    "accepted": "sent",
-    "scheduled": "sent",
-    "queued": "sent",
-    "sending": "sent",
-    "sent": "sent",
-    "delivered": "delivered",
-    "read": "delivered",
-    "undelivered": "undelivered",
-    "failed": "undelivered",
-    "canceled": "undelivered",
-}
+from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportRejected
+from service.errors import Forbidden, NotFound
+from service.ledger import states
+from service.ledger.models import Alert
 
 
-def apply_twilio_status(
+def receive_report(
+    session: Session,
+    *,
+    notifiers: Mapping[str, Notifier],
+    name: str,
+    url: str,
+    query: Mapping[str, str],
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
+    now: datetime,
+) -> str | None:
+    """A report POSTed to /v1/webhooks/{name}/status: the notifier of that name proves it is
+    genuine and reads it; our own query (alert, attempt) says which send it is about."""
+    found = [(channel, n) for channel, n in notifiers.items() if n.name == name]
+    if not found:
+        raise Forbidden(f"no notifier named {name!r} takes delivery reports here")
+    channel, notifier = found[0]
+    try:
+        report = notifier.read_report(url=url, form=form, headers=headers)
+    except ReportRejected as exc:
+        raise Forbidden(str(exc)) from exc
+    alert_id, attempt = _number(query.get("alert")), _number(query.get("attempt"))
+    if alert_id is None:
+        raise NotFound("the report names no alert")
+    if report is None:
+        return None
+    return apply_report(
+        session, alert_id=alert_id, attempt=attempt, channel=channel, report=report, now=now
+    )
+
+
+def _number(text: str | None) -> int | None:
+    # ASCII digits only ("²".isdigit() is true), and within a 64-bit key.
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+def apply_report(
     session: Session,
     *,
     alert_id: int,
-    message_sid: str,
-    message_status: str,
-    error_code: str | None,
+    attempt: int | None,
+    channel: str,
+    report: DeliveryReport,
     now: datetime,
 ) -> str | None:
-    """Apply one callback; returns the alert's status afterwards, or None if unknown to us."""
+    """Apply one report; returns the alert's status afterwards, or None if unknown to us."""
     alert = session.get(Alert, alert_id, with_for_update=True)
-    if alert is None or alert.channel != "sms" or not message_sid:
+    if alert is None or alert.channel != channel:
         return None
-    if alert.provider_ref and message_sid and alert.provider_ref != message_sid:
+    if attempt is not None and attempt != alert.attempts:
+        return alert.status  # a report on an earlier send of this alert (before a staff retry)
+    if alert.provider_ref and alert.provider_ref != report.provider_ref:
         return alert.status  # a report on some other message: not this alert's
-    target = TWILIO_STATUS.get(message_status)
-    if target is None or PROGRESS[target] <= PROGRESS.get(alert.status, 0):
+    target = report.status
+    if not states.allowed(alert.status, target):
         return alert.status
-    if alert.status in ("failed", "expired", "cancelled", "superseded"):
-        return alert.status
-    values: dict = {"status": target, "updated_at": now, "provider_ref": message_sid or None}
-    if target == "sent" or alert.sent_at is None:
+    values: dict = {"status": target, "updated_at": now, "provider_ref": report.provider_ref}
+    if target == states.SENT or alert.sent_at is None:
         values["sent_at"] = alert.sent_at or now
-    if target == "delivered":
+    if target == states.DELIVERED:
         values["delivered_at"] = now
-    if target == "undelivered":
-        values["error_code"] = error_code or None
-        values["last_error"] = f"Twilio reports {message_status}" + (
-            f" (error {error_code})" if error_code else ""
-        )
+    if target == states.UNDELIVERED:
+        values["error_code"] = report.error_code
+        values["last_error"] = report.detail or "the provider reports it undelivered"
     # Guarded on the status read above: a concurrent report cannot be overwritten.
     session.execute(
         update(Alert)

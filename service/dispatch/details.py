@@ -3,10 +3,10 @@
 from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen
-from service.dispatch.models import Alert
 from service.dispatch.recipients import ContentCache
 from service.dispatch.render import Renderer
 from service.errors import NotFound
+from service.ledger.models import Alert
 
 
 def details_page(session: Session, *, alert: Alert, renderer: Renderer) -> str:

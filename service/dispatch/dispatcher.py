@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import utcnow
-from service.dispatch import metrics, outbox
+from service.dispatch import metrics
 from service.dispatch.content import AlertContent
 from service.dispatch.notifiers.base import (
     Failed,
@@ -29,7 +29,6 @@ from service.dispatch.notifiers.base import (
     Sent,
 )
 from service.dispatch.notifiers.registry import build_notifiers
-from service.dispatch.outbox import Claimed, Decision
 from service.dispatch.pacing import Pacer
 from service.dispatch.recipients import (
     AdvisoryState,
@@ -40,6 +39,20 @@ from service.dispatch.recipients import (
 )
 from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
+from service.ledger import outbox
+from service.ledger.outbox import Claimed, Decision
+from service.ledger.states import (
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    REASON_ALERTS_NOBODY,
+    REASON_CANCELLED_BEFORE_SENDING,
+    REASON_CITIZEN_ERASED,
+    REASON_ENDED_BEFORE_SENDING,
+    RETRY_WAIT,
+    SENT,
+    SUPERSEDED,
+)
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.dispatch")
@@ -279,7 +292,9 @@ class Dispatcher:
                 segments=rendered.segments,
                 reference=reference,
                 valid_until=state.expires if content.kind != "cancel" else None,
-                status_callback=self.links.status_callback(row.id),
+                status_callback=self.links.status_callback(
+                    notifier.name, alert_id=row.id, attempt=row.attempt
+                ),
             )
             jobs.append(_Job(row, message, state.expires if content.kind != "cancel" else None))
         if decided:
@@ -351,14 +366,14 @@ class Dispatcher:
         row = job.row
         if isinstance(outcome, Sent):
             return Decision(
-                row.id, "sent", provider_ref=outcome.provider_ref, segments=job.message.segments
+                row.id, SENT, provider_ref=outcome.provider_ref, segments=job.message.segments
             )
         if isinstance(outcome, Failed):
-            return Decision(row.id, "failed", code=outcome.code, reason=outcome.reason)
+            return Decision(row.id, FAILED, code=outcome.code, reason=outcome.reason)
         assert isinstance(outcome, Retry)
         if row.attempts >= self.policy.max_attempts:
             reason = f"gave up after {row.attempts} attempts: {outcome.reason}"
-            return Decision(row.id, "failed", code=outcome.code or "retries", reason=reason)
+            return Decision(row.id, FAILED, code=outcome.code or "retries", reason=reason)
         delay = self.policy.backoff_s(row.attempts)
         if outcome.retry_after_s is not None:
             delay = max(delay, outcome.retry_after_s)
@@ -367,13 +382,13 @@ class Dispatcher:
         if job.expires is not None and due >= job.expires:
             return Decision(
                 row.id,
-                "expired",
+                EXPIRED,
                 code=outcome.code,
                 reason=f"advisory ends before the retry: {outcome.reason}",
             )
         return Decision(
             row.id,
-            "retry_wait",
+            RETRY_WAIT,
             code=outcome.code,
             reason=outcome.reason,
             due_at=due,
@@ -387,7 +402,7 @@ class Dispatcher:
         with self.factory.begin() as session:
             outbox.record(session, decisions=[d for _, d in decided], worker=self.worker, now=now)
             for row, decision in decided:
-                if decision.status == "failed" and self._falls_back(row):
+                if decision.status == FAILED and self._falls_back(row):
                     fallbacks += outbox.enqueue_fallback(
                         session, failed=row, channel=OTHER_CHANNEL[row.channel], now=now
                     )
@@ -420,21 +435,21 @@ def _triage(
 ) -> Decision | None:
     """Why a claimed row must not be sent (a Decision), or None to send it."""
     if person is None or person.erased:
-        return Decision(row.id, "cancelled", reason="citizen erased")
+        return Decision(row.id, CANCELLED, reason=REASON_CITIZEN_ERASED)
     if state is None or content is None:
-        return Decision(row.id, "failed", code="no-advisory", reason="advisory not found")
+        return Decision(row.id, FAILED, code="no-advisory", reason="advisory not found")
     if person.address is None:
-        return Decision(row.id, "failed", code="no-contact", reason=f"no {row.channel} contact")
+        return Decision(row.id, FAILED, code="no-contact", reason=f"no {row.channel} contact")
     if content.kind == "cancel":
         return None  # the all-clear goes out whatever the advisory's state
     if state.status == "cancelled":
-        return Decision(row.id, "expired", reason="advisory cancelled before this was sent")
+        return Decision(row.id, EXPIRED, reason=REASON_CANCELLED_BEFORE_SENDING)
     if row.revision < state.revision:
         return Decision(
-            row.id, "superseded", reason=f"revision {state.revision} replaced it before sending"
+            row.id, SUPERSEDED, reason=f"revision {state.revision} replaced it before sending"
         )
     if state.status == "expired" or (state.expires is not None and state.expires <= now):
-        return Decision(row.id, "expired", reason="advisory ended before this was sent")
+        return Decision(row.id, EXPIRED, reason=REASON_ENDED_BEFORE_SENDING)
     if not state.alerts_citizens:
-        return Decision(row.id, "cancelled", reason="advisory does not alert citizens")
+        return Decision(row.id, CANCELLED, reason=REASON_ALERTS_NOBODY)
     return None

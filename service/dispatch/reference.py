@@ -19,12 +19,13 @@ class Links:
     def parse(self, reference: str) -> int | None:
         """The alert id a reference names, or None when it is not one of ours."""
         head, _, tag = reference.partition(".")
-        if not head.isdigit() or len(head) > 18 or tag != self.tag(int(head)):
+        if not head.isascii() or not head.isdigit() or len(head) > 18 or tag != self.tag(int(head)):
             return None
         return int(head)
 
     def details(self, reference: str) -> str:
         return f"{self.base}/a/{reference}"
 
-    def status_callback(self, alert_id: int) -> str:
-        return f"{self.base}/v1/webhooks/twilio/status?alert={alert_id}"
+    def status_callback(self, notifier: str, *, alert_id: int, attempt: int) -> str:
+        """Where the provider reports on this send; the attempt tells it from earlier sends."""
+        return f"{self.base}/v1/webhooks/{notifier}/status?alert={alert_id}&attempt={attempt}"

@@ -1,32 +1,26 @@
 """/v1/alerts: what needs a human, and re-queueing it; /a/{reference}: an alert's details link;
-/v1/webhooks/twilio/status: Twilio's delivery reports."""
+/v1/webhooks/{notifier}/status: providers' delivery reports."""
 
 from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
-from twilio.request_validator import RequestValidator
 
+from service.advisories import deliveries as service
 from service.advisories.service import get_advisory
 from service.auth import Consul, SessionDep
 from service.citizens.deps import RegistryDep
 from service.db import utcnow
-from service.dispatch import delivery, service
+from service.dispatch import delivery
 from service.dispatch.details import details_page
 from service.dispatch.reference import Links
 from service.dispatch.schemas import AlertPage, AlertRead, AlertStatus
-from service.errors import DomainError, NotFound
+from service.errors import NotFound
 
 router = APIRouter(tags=["alerts"])
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]
-
-
-class Forbidden(DomainError):
-    status = 403
-    title = "Forbidden"
-    slug = "forbidden"
 
 
 @router.get("/v1/alerts", response_model=AlertPage)
@@ -64,31 +58,27 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True))
 
 
-@router.post("/v1/webhooks/twilio/status", status_code=204)
-def twilio_status(
-    request: Request, session: SessionDep, form: Annotated[dict[str, str], Depends(_form)]
+@router.post("/v1/webhooks/{notifier}/status", status_code=204)
+def delivery_report(
+    request: Request,
+    notifier: str,
+    session: SessionDep,
+    form: Annotated[dict[str, str], Depends(_form)],
 ) -> Response:
-    """Twilio signs each callback with the account's auth token over our public URL and the
-    form fields; anything else is refused before it touches the ledger."""
-    settings = request.app.state.settings
-    url = settings.public_base_url.rstrip("/") + request.url.path
+    """A provider's delivery report (Twilio's status callback is /v1/webhooks/twilio/status).
+    The notifier of that name checks it is genuine (Twilio: X-Twilio-Signature over our public
+    URL); anything else is refused with 403 before it touches the ledger."""
+    url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    token = settings.twilio_auth_token
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if token is None or not RequestValidator(token.get_secret_value()).validate(
-        url, form, signature
-    ):
-        raise Forbidden("missing or invalid X-Twilio-Signature")
-    alert_id = request.query_params.get("alert", "")
-    if not alert_id.isdigit():
-        raise NotFound("the callback names no alert")
-    delivery.apply_twilio_status(
+    delivery.receive_report(
         session,
-        alert_id=int(alert_id),
-        message_sid=form.get("MessageSid", ""),
-        message_status=form.get("MessageStatus", ""),
-        error_code=form.get("ErrorCode") or None,
+        notifiers=request.app.state.dispatcher.notifiers,
+        name=notifier,
+        url=url,
+        query=request.query_params,
+        form=form,
+        headers=request.headers,
         now=utcnow(),
     )
     return Response(status_code=204)

@@ -5,18 +5,10 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-AlertStatus = Literal[
-    "pending",
-    "claimed",
-    "retry_wait",
-    "sent",
-    "delivered",
-    "undelivered",
-    "failed",
-    "expired",
-    "cancelled",
-    "superseded",
-]
+from service.ledger import states
+
+# The states as the API names them: the ledger's own tuple, so they cannot drift apart.
+AlertStatus = Literal[states.ALL]  # type: ignore[valid-type]
 
 
 class AlertRead(BaseModel):

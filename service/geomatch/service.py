@@ -7,20 +7,22 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
+from service.db import utcnow
 from service.dispatch.metrics import ENQUEUED
-from service.dispatch.models import Alert
-from service.dispatch.wake import mark_enqueued
 from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch import postgis, targets
-from service.geomatch.ledger import alert_rows, insert_alerts
 from service.geomatch.places import Reachable, load_places, load_reachable, merge, with_alerting
 from service.geomatch.targets import Live
+from service.ledger import outbox
+from service.ledger.enqueue import alert_rows, insert_alerts
+from service.ledger.models import Alert
+from service.ledger.wake import mark_enqueued
 
 
 @dataclass
@@ -169,13 +171,7 @@ class Sweeper:
 
 def cancel_pending_for(session: Session, *, citizen_id: int) -> int:
     """An erased citizen's alerts not yet sent are dropped."""
-    result = session.execute(
-        update(Alert)
-        .where(Alert.citizen_id == citizen_id, Alert.status.in_(("pending", "retry_wait")))
-        .values(status="cancelled")
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount or 0
+    return outbox.cancel_queued_for(session, citizen_id=citizen_id, now=utcnow())
 
 
 def _enqueue(

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen
 from service.db import make_engine, make_session_factory, utcnow
-from service.geomatch.ledger import insert_alerts
+from service.ledger.enqueue import insert_alerts
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
 

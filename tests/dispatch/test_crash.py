@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.db import make_engine, make_session_factory
-from service.dispatch.models import Alert
+from service.ledger.models import Alert
 from tests.conftest import PG_URL, TEST_SECRET
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending

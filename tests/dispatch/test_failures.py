@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 
 from service.advisories.models import Advisory
 from service.db import utcnow
-from service.dispatch.models import Alert
+from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.conftest import make_settings

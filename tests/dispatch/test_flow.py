@@ -3,7 +3,7 @@ fake Twilio and through smtplib to aiosmtpd; then what staff see."""
 
 from sqlalchemy import select
 
-from service.dispatch.models import Alert
+from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 
@@ -47,7 +47,7 @@ def test_one_alert_per_citizen_per_channel_in_korean(api, consul, db, dispatcher
         message = next(m for m in twilio.messages if m["sid"] == row.provider_ref)
         assert f"https://anjeon.test/a/{row.id}." in message["body"]
         assert message["status_callback"] == (
-            f"https://anjeon.test/v1/webhooks/twilio/status?alert={row.id}"
+            f"https://anjeon.test/v1/webhooks/twilio/status?alert={row.id}&attempt=1"
         )
         assert int(message["validity_period"]) > 0
     [mail_row] = [r for r in rows if r.channel == "email" and r.citizen_id == sms[0].citizen_id]

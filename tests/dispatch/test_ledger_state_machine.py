@@ -15,11 +15,20 @@ from sqlalchemy import select, text, update
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
 from service.db import make_engine, make_session_factory, utcnow
-from service.dispatch import delivery, outbox
+from service.dispatch import delivery
 from service.dispatch.dispatcher import Dispatcher, Policy
-from service.dispatch.models import OPEN_STATES, Alert
-from service.dispatch.notifiers.base import Failed, Lookup, Notifier, Retry, Sent
+from service.dispatch.notifiers.base import (
+    DeliveryReport,
+    Failed,
+    Lookup,
+    Notifier,
+    Retry,
+    Sent,
+)
 from service.dispatch.render import Renderer
+from service.ledger import outbox, states
+from service.ledger.models import Alert
+from service.ledger.states import OPEN as OPEN_STATES
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
 from tests.conftest import TEST_SECRET
@@ -124,12 +133,12 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         row = accepted[index % len(accepted)]
         with _FACTORY.begin() as session:
-            delivery.apply_twilio_status(
+            delivery.apply_report(
                 session,
                 alert_id=row.id,
-                message_sid=f"P{row.id}",
-                message_status=status,
-                error_code=None,
+                attempt=row.attempts,
+                channel=row.channel,
+                report=DeliveryReport(provider_ref=f"P{row.id}", status=status),
                 now=self.clock,
             )
 
@@ -151,7 +160,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def states_never_move_back_and_sent_means_accepted(self) -> None:
         for row in self.rows():
-            assert row.status in delivery.PROGRESS, row.status
+            assert row.status in states.ALL, row.status
             rank = RANK.get(row.status, 2)
             assert rank >= self.progress.get(row.id, 0), (row.id, row.status)
             self.progress[row.id] = rank

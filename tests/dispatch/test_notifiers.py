@@ -3,7 +3,9 @@
 
 import hashlib
 import hmac
+import importlib
 import json
+import sys
 import textwrap
 import threading
 from collections import deque
@@ -216,6 +218,9 @@ def plugin_on_path(tmp_path, monkeypatch, *, name: str, target: str, source: str
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anjeon-pigeon\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[anjeon.notifiers]\n{name} = {target}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    # Another test's copy of the plugin module must not stand in for this one.
+    monkeypatch.delitem(sys.modules, "anjeon_pigeon", raising=False)
+    importlib.invalidate_caches()
 
 
 PIGEON = """
@@ -292,3 +297,45 @@ def test_default_is_the_console_for_both_channels():
     notifiers = build_notifiers(settings())
     assert notifiers["sms"] is notifiers["email"]
     assert notifiers["sms"].name == "console"
+
+
+TYPED = """
+    from pydantic import SecretStr
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    from service.dispatch.notifiers.base import Notifier, Sent
+
+    class PigeonSettings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="ANJEON_PIGEON_")
+        token: SecretStr
+        loft: str = "seoul"
+
+    class TypedPigeon(Notifier):
+        name = "pigeon"
+        channels = ("sms",)
+        settings_model = PigeonSettings
+
+        def __init__(self, own):
+            self.own = own
+
+        @classmethod
+        def from_settings(cls, settings, own):
+            return cls(own)
+
+        def send(self, message):
+            return Sent(provider_ref="p")
+"""
+
+
+def test_plugin_declares_typed_settings_read_from_its_own_prefix(tmp_path, monkeypatch):
+    plugin_on_path(
+        tmp_path, monkeypatch, name="pigeon", target="anjeon_pigeon:TypedPigeon", source=TYPED
+    )
+    monkeypatch.delenv("ANJEON_PIGEON_TOKEN", raising=False)
+    with pytest.raises(NotifierConfigError, match=r"'pigeon' settings \(ANJEON_PIGEON_\*\).*token"):
+        build_notifiers(settings(sms_notifier="pigeon"))
+    monkeypatch.setenv("ANJEON_PIGEON_TOKEN", "s3cret")
+    monkeypatch.setenv("ANJEON_PIGEON_LOFT", "busan")
+    notifier = build_notifiers(settings(sms_notifier="pigeon"))["sms"]
+    assert notifier.own.token.get_secret_value() == "s3cret"
+    assert notifier.own.loft == "busan"

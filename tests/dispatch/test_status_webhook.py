@@ -1,12 +1,16 @@
-"""Twilio's delivery callbacks: signed against the public URL, repeatable, never backwards."""
+"""Delivery reports: Twilio's callbacks signed against the public URL, repeatable, never
+backwards, counted only for the send they name; and a plugin's own reports."""
 
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from service.dispatch.models import Alert
+from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
+from tests.conftest import bound_client, make_settings
+from tests.dispatch.conftest import dispatcher_in
 from tests.dispatch.fake_twilio import AUTH_TOKEN
+from tests.dispatch.test_notifiers import plugin_on_path
 
 PUBLIC = "https://anjeon.test"
 
@@ -21,10 +25,20 @@ def sent_sms(api, consul, db, dispatcher, phone: str) -> Alert:
     return row
 
 
-def callback(api, alert: Alert, status: str, *, signed: bool = True, **extra: str):
-    path = f"/v1/webhooks/twilio/status?alert={alert.id}"
+def callback(
+    api,
+    alert: Alert,
+    status: str,
+    *,
+    signed: bool = True,
+    attempt: int | None = None,
+    sid: str | None = None,
+    **extra: str,
+):
+    """A callback as Twilio sends it to the URL we gave for one send (alert and attempt)."""
+    path = f"/v1/webhooks/twilio/status?alert={alert.id}&attempt={attempt or alert.attempts}"
     form = {
-        "MessageSid": alert.provider_ref,
+        "MessageSid": sid or alert.provider_ref,
         "MessageStatus": status,
         "AccountSid": "AC" + "0" * 32,
         **extra,
@@ -96,3 +110,95 @@ def test_callback_for_another_message_changes_nothing(api, consul, db, dispatche
     signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC + path, form)
     assert api.post(path, data=form, headers={"X-Twilio-Signature": signature}).status_code == 204
     assert status_of(db, alert).status == "sent"
+
+
+def test_late_report_of_the_first_send_does_not_settle_a_staff_retry(
+    api, consul, db, dispatcher, twilio, staff_headers
+):
+    alert = sent_sms(api, consul, db, dispatcher, "010-7777-0006")
+    first_sid = alert.provider_ref
+    callback(api, alert, "undelivered", ErrorCode="30003")
+    assert status_of(db, alert).status == "undelivered"
+    retried = api.post(f"/v1/alerts/{alert.id}/retry", headers=consul)
+    assert retried.status_code == 200 and retried.json()["status"] == "pending"
+    row = status_of(db, alert)
+    assert row.provider_ref is None and row.attempts == 1
+    # Twilio's late "sent" for the first message arrives after the retry was queued.
+    assert callback(api, row, "sent", attempt=1, sid=first_sid).status_code == 204
+    assert status_of(db, alert).status == "pending"
+    dispatcher.drain()
+    resent = status_of(db, alert)
+    assert resent.status == "sent" and resent.attempts == 2
+    assert resent.provider_ref and resent.provider_ref != first_sid
+    assert len(twilio.bodies_to("+821077770006")) == 2
+    # More late news of the first message changes nothing; the second's own report counts.
+    callback(api, resent, "delivered", attempt=1, sid=first_sid)
+    assert status_of(db, alert).status == "sent"
+    callback(api, resent, "delivered", attempt=2)
+    assert status_of(db, alert).status == "delivered"
+
+
+def test_the_retry_budget_starts_afresh_after_a_staff_retry(api, consul, db, dispatcher):
+    alert = sent_sms(api, consul, db, dispatcher, "010-7777-0007")
+    callback(api, alert, "undelivered")
+    assert status_of(db, alert).status == "undelivered"
+    assert api.post(f"/v1/alerts/{alert.id}/retry", headers=consul).status_code == 200
+    row = status_of(db, alert)
+    assert (row.attempts, row.retry_base) == (1, 1)
+
+
+PIGEON_REPORTS = """
+    import hmac
+
+    from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportRejected, Sent
+
+    class ReportingPigeon(Notifier):
+        name = "pigeon"
+        channels = ("sms",)
+
+        @classmethod
+        def from_settings(cls, settings):
+            return cls()
+
+        def send(self, message):
+            return Sent(provider_ref=f"pigeon-{message.alert_id}")
+
+        def read_report(self, *, url, form, headers):
+            if not hmac.compare_digest(headers.get("x-pigeon-key", ""), "loft-key"):
+                raise ReportRejected("bad pigeon key")
+            return DeliveryReport(provider_ref=form["id"], status=form["state"])
+"""
+
+
+def test_a_plugin_receives_its_own_delivery_reports(tmp_path, monkeypatch, db, staff_headers):
+    plugin_on_path(
+        tmp_path,
+        monkeypatch,
+        name="pigeon",
+        target="anjeon_pigeon:ReportingPigeon",
+        source=PIGEON_REPORTS,
+    )
+    configured = make_settings(
+        db.get_bind().engine.url.render_as_string(hide_password=False),
+        sms_notifier="pigeon",
+        public_base_url=PUBLIC,
+    )
+    with bound_client(configured, db) as api:
+        register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-7777-0008", channels=["sms"])
+        api.post("/v1/advisories", json=advisory_body(), headers=staff_headers("consul"))
+        pigeons = dispatcher_in(db, configured)
+        pigeons.drain()
+        pigeons.close()
+        db.expire_all()
+        [row] = db.scalars(select(Alert))
+        assert (row.status, row.provider_ref) == ("sent", f"pigeon-{row.id}")
+        path = f"/v1/webhooks/pigeon/status?alert={row.id}&attempt={row.attempts}"
+        report = {"id": row.provider_ref, "state": "delivered"}
+        refused = api.post(path, data=report, headers={"X-Pigeon-Key": "guess"})
+        assert refused.status_code == 403
+        assert status_of(db, row).status == "sent"
+        # Twilio's path takes nothing when Twilio is not the configured notifier.
+        assert api.post(f"/v1/webhooks/twilio/status?alert={row.id}", data={}).status_code == 403
+        accepted = api.post(path, data=report, headers={"X-Pigeon-Key": "loft-key"})
+        assert accepted.status_code == 204
+        assert status_of(db, row).status == "delivered"

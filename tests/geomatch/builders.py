@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen, CitizenPlace
-from service.dispatch.models import Alert
 from service.geo import countries
+from service.ledger.models import Alert
 
 _n = itertools.count(1)
 NOW = datetime.now(UTC)

@@ -5,10 +5,10 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
+from service import lease
 from service.advisories.models import Advisory
-from service.dispatch.models import Alert
-from service.geomatch import lease
 from service.geomatch.service import Sweeper, match_advisories, match_citizen
+from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.geomatch.builders import NOW, advisory, alerted, citizen
@@ -121,7 +121,7 @@ def test_only_one_process_holds_the_sweep_lease(db):
 
 
 def test_ledger_fast_path_and_its_duplicate_fallback(db):
-    from service.geomatch.ledger import insert_alerts
+    from service.ledger.enqueue import insert_alerts
 
     person = citizen(db, lon=1.0, lat=1.0, channels=("sms", "email"))
     record = advisory(db, area={"countries": ["XX"]})

@@ -3,6 +3,7 @@ provider failures (retry or give up) instead of raising them; the dispatcher own
 backoff, fallback and deduplication."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -49,6 +50,24 @@ class Failed:
 Outcome = Sent | Retry | Failed
 
 
+@dataclass(frozen=True)
+class DeliveryReport:
+    """A provider's word on one message it accepted, read from its webhook. `status` is one of
+    "sent" (still on its way), "delivered" or "undelivered"."""
+
+    provider_ref: str
+    status: str
+    error_code: str | None = None
+    detail: str = ""
+
+
+REPORT_STATUSES = ("sent", "delivered", "undelivered")
+
+
+class ReportRejected(Exception):
+    """A webhook request that is not a genuine report from this provider (answered 403)."""
+
+
 class NotifierConfigError(ValueError):
     """A notifier cannot be built from the settings given: start-up stops."""
 
@@ -73,6 +92,9 @@ class Notifier(ABC):
 
     name: ClassVar[str] = ""
     channels: ClassVar[tuple[str, ...]] = ()
+    # A plugin's own settings (a pydantic-settings model with its own env_prefix); when set,
+    # from_settings(settings, own_settings) receives it read and validated.
+    settings_model: ClassVar[type | None] = None
     # Messages per second this notifier may send; None means no limit of its own.
     max_per_second: float | None = None
 
@@ -83,6 +105,14 @@ class Notifier(ABC):
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
         """Find a send of this message made since `since` whose outcome we never learnt."""
         return Lookup(supported=False)
+
+    def read_report(
+        self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> DeliveryReport | None:
+        """Check and read a delivery report POSTed to /v1/webhooks/{name}/status (`url` is the
+        public URL it was sent to); None when it says nothing we record. Raise ReportRejected
+        for anything not provably from the provider. By default a notifier takes no reports."""
+        raise ReportRejected(f"the {self.name} notifier takes no delivery reports")
 
     def describe(self) -> str:
         """One line for logs; never a secret."""

@@ -3,7 +3,10 @@
 an emergency that alerts were going nowhere."""
 
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from service.config import Settings
 from service.dispatch.notifiers.base import Notifier, NotifierConfigError
@@ -25,6 +28,26 @@ class NotifierFactory(Protocol):
     channels: tuple[str, ...]
 
     def from_settings(self, settings: Settings) -> Notifier: ...
+
+
+def plugin_settings(name: str, factory: Any) -> BaseSettings | None:
+    """A plugin's own typed settings: a notifier class may name a pydantic-settings model in
+    `settings_model` (its own env_prefix, e.g. ANJEON_PIGEON_); it is read and checked here,
+    so a plugin never parses raw environment variables and a bad value stops start-up."""
+    model = getattr(factory, "settings_model", None)
+    if model is None:
+        return None
+    try:
+        return model()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        prefix = model.model_config.get("env_prefix", "")
+        raise NotifierConfigError(
+            f"notifier {name!r} settings ({prefix}*) are invalid: {problems}"
+        ) from exc
 
 
 def available() -> dict[str, NotifierFactory]:
@@ -64,6 +87,11 @@ def build_notifiers(settings: Settings) -> dict[str, Notifier]:
         if channel not in factory.channels:
             raise NotifierConfigError(f"notifier {name!r} cannot send {channel}")
         if name not in built:
-            built[name] = factory.from_settings(settings)
+            own = plugin_settings(name, factory)
+            built[name] = (
+                factory.from_settings(settings)
+                if own is None
+                else factory.from_settings(settings, own)  # type: ignore[call-arg]
+            )
         by_channel[channel] = built[name]
     return by_channel

@@ -2,22 +2,26 @@
 
 import threading
 import urllib.request
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from service.config import Settings
 from service.dispatch.notifiers.base import (
+    DeliveryReport,
     Failed,
     Lookup,
     Notifier,
     NotifierConfigError,
     Outcome,
     OutgoingMessage,
+    ReportRejected,
     Retry,
     Sent,
     revealed,
@@ -28,6 +32,19 @@ from service.dispatch.notifiers.base import (
 PERMANENT_CODES = frozenset({21211, 21408, 21610, 21614, 21617, 21602, 21612, 30006})
 # 20429: too many concurrent requests; 21611: this sender's queue is full. Both: slow down.
 THROTTLE_CODES = frozenset({20429, 21611})
+# Twilio's MessageStatus values, as a delivery report's status.
+REPORTED_STATUS = {
+    "accepted": "sent",
+    "scheduled": "sent",
+    "queued": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "undelivered",
+    "canceled": "undelivered",
+}
 
 
 class TwilioNotifier(Notifier):
@@ -147,6 +164,21 @@ class TwilioNotifier(Notifier):
             if message.reference in (earlier.body or ""):
                 return Lookup(found=Sent(provider_ref=earlier.sid or ""))
         return Lookup()
+
+    def read_report(
+        self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> DeliveryReport | None:
+        """Twilio signs each callback with the auth token over our public URL and the form."""
+        signature = headers.get("x-twilio-signature", "")
+        if not RequestValidator(self._auth_token).validate(url, dict(form), signature):
+            raise ReportRejected("missing or invalid X-Twilio-Signature")
+        status = REPORTED_STATUS.get(form.get("MessageStatus", ""))
+        sid = form.get("MessageSid", "")
+        if status is None or not sid:
+            return None
+        code = form.get("ErrorCode") or None
+        detail = f"Twilio reports {form['MessageStatus']}" + (f" (error {code})" if code else "")
+        return DeliveryReport(provider_ref=sid, status=status, error_code=code, detail=detail)
 
     def _validity(self, valid_until: datetime | None) -> int:
         if valid_until is None:

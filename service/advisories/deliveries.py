@@ -1,19 +1,19 @@
-"""What staff do with the ledger: read it by advisory or status, and re-queue a failure."""
+"""Deliveries as staff see them: the ledger read by advisory or status with contacts masked,
+and a failed alert put back in the queue."""
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
 from service.citizens.service import Registry, masked_contacts
-from service.dispatch.models import Alert
 from service.dispatch.schemas import AlertRead
-from service.dispatch.wake import mark_enqueued
 from service.errors import Conflict, NotFound
-
-RETRYABLE = ("failed", "undelivered", "expired")
+from service.ledger import outbox, states
+from service.ledger.models import Alert
+from service.ledger.wake import mark_enqueued
 
 
 def counts_for(session: Session, *, advisory_id: int) -> dict[str, dict[str, int]]:
@@ -90,26 +90,14 @@ def retry_alert(session: Session, *, alert_id: int, now: datetime) -> Alert:
     alert = session.get(Alert, alert_id)
     if alert is None:
         raise NotFound("no alert with this id")
-    if alert.status not in RETRYABLE:
+    if alert.status not in states.RETRYABLE:
         raise Conflict(
-            f"only {', '.join(RETRYABLE)} alerts can be retried; this one is {alert.status}"
+            f"only {', '.join(states.RETRYABLE)} alerts can be retried; this one is {alert.status}"
         )
     citizen = session.get(Citizen, alert.citizen_id)
     if citizen is None or citizen.status == "erased":
         raise Conflict("the citizen has erased their record")
-    session.execute(
-        update(Alert)
-        .where(Alert.id == alert_id, Alert.status.in_(RETRYABLE))
-        .values(
-            status="pending",
-            attempts=0,
-            due_at=None,
-            claimed_by=None,
-            outcome_unknown=False,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    outbox.requeue(session, alert_id=alert_id, now=now)
     session.refresh(alert)
     mark_enqueued(session)
     return alert

@@ -6,16 +6,17 @@ from sqlalchemy import bindparam, text, update
 from sqlalchemy.orm import Session
 
 from service.db import UTCDateTime
-from service.dispatch.models import Alert
-from service.dispatch.wake import mark_enqueued
+from service.ledger import states
+from service.ledger.enqueue import COLUMNS, ON_CONFLICT
+from service.ledger.models import Alert
+from service.ledger.wake import mark_enqueued
 
 # Rows claimed, sent or delivered may have reached the citizen; an all-clear goes to each.
 _ENQUEUE = text(
-    "INSERT INTO alert (advisory_id, revision, citizen_id, channel, status, created_at) "
-    "SELECT DISTINCT advisory_id, :revision, citizen_id, channel, 'pending', :now FROM alert "
-    "WHERE advisory_id = :advisory_id AND revision < :revision "
-    "AND status IN ('claimed', 'sent', 'delivered') "
-    "ON CONFLICT (advisory_id, revision, citizen_id, channel) DO NOTHING"
+    f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
+    f"SELECT DISTINCT advisory_id, :revision, citizen_id, channel, '{states.PENDING}', :now "
+    "FROM alert WHERE advisory_id = :advisory_id AND revision < :revision "
+    f"AND {states.sql_in(states.MAY_HAVE_REACHED)}{ON_CONFLICT}"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
@@ -29,9 +30,13 @@ def enqueue_cancellation(
         .where(
             Alert.advisory_id == advisory_id,
             Alert.revision < revision,
-            Alert.status.in_(("pending", "retry_wait")),
+            Alert.status.in_(states.QUEUED),
         )
-        .values(status="expired", last_error="advisory cancelled before sending", updated_at=now)
+        .values(
+            status=states.EXPIRED,
+            last_error=states.REASON_CANCELLED_BEFORE_SENDING,
+            updated_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     result = session.execute(

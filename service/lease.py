@@ -1,4 +1,4 @@
-"""A lease row elects the one process that runs a singleton job. APScheduler 3 runs every job
+"""A lease row elects the one process that runs each singleton job. APScheduler 3 runs every job
 in every worker process (agronholm/apscheduler #160, #655, #766); without this, N workers
 would sweep N times (harmless for the ledger, but N times the work)."""
 
@@ -7,11 +7,22 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import String, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from service.dispatch.models import SchedulerLease
+from service.db import Base, UTCDateTime
+
+
+class SchedulerLease(Base):
+    """Which process runs a singleton job until when (the sweep, expiry, purges, feed polls)."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
 
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 

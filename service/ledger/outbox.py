@@ -10,7 +10,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.db import UTCDateTime
-from service.dispatch.models import OPEN_STATES, Alert
+from service.ledger import states
+from service.ledger.models import Alert
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,10 @@ class Claimed:
     revision: int
     citizen_id: int
     channel: str
-    attempts: int
+    attempts: int  # tries since the row was (re-)queued: what the retry budget counts
     outcome_unknown: bool
     created_at: datetime
+    attempt: int  # this send's own number, never reused: delivery reports name it
 
 
 def claim(
@@ -34,7 +36,7 @@ def claim(
         select(Alert.id)
         .where(
             Alert.channel == channel,
-            Alert.status.in_(OPEN_STATES),
+            Alert.status.in_(states.OPEN),
             or_(Alert.due_at.is_(None), Alert.due_at <= now),
         )
         .order_by(Alert.id)
@@ -46,11 +48,13 @@ def claim(
         update(Alert)
         .where(Alert.id.in_(due.scalar_subquery()))
         .values(
-            status="claimed",
+            status=states.CLAIMED,
             attempts=Alert.attempts + 1,
             due_at=now + timedelta(seconds=lease_s),
             claimed_by=worker,
-            outcome_unknown=case((Alert.status == "claimed", True), else_=Alert.outcome_unknown),
+            outcome_unknown=case(
+                (Alert.status == states.CLAIMED, True), else_=Alert.outcome_unknown
+            ),
             updated_at=now,
         )
         .returning(
@@ -59,9 +63,10 @@ def claim(
             Alert.revision,
             Alert.citizen_id,
             Alert.channel,
-            Alert.attempts,
+            Alert.attempts - Alert.retry_base,
             Alert.outcome_unknown,
             Alert.created_at,
+            Alert.attempts,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -73,7 +78,7 @@ class Decision:
     """What became of one claimed row."""
 
     alert_id: int
-    status: str  # sent | retry_wait | failed | expired | cancelled | superseded
+    status: str  # one of states.DECISIONS
     provider_ref: str | None = None
     segments: int | None = None
     code: str | None = None
@@ -83,14 +88,16 @@ class Decision:
 
 
 _RECORD_SENT = text(
-    "UPDATE alert SET status = CASE WHEN status = 'claimed' THEN 'sent' ELSE status END, "
+    f"UPDATE alert SET status = CASE WHEN status = '{states.CLAIMED}' THEN '{states.SENT}' "  # noqa: S608
+    "ELSE status END, "
     "provider_ref = COALESCE(provider_ref, :provider_ref), segments = :segments, "
     "sent_at = :now, due_at = NULL, outcome_unknown = false, error_code = NULL, "
     "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 # PostgreSQL: one statement for the whole stretch instead of a statement per row.
 _RECORD_SENT_POSTGRESQL = text(
-    "UPDATE alert SET status = CASE WHEN alert.status = 'claimed' THEN 'sent' "
+    f"UPDATE alert SET status = CASE WHEN alert.status = '{states.CLAIMED}' "  # noqa: S608
+    f"THEN '{states.SENT}' "
     "ELSE alert.status END, provider_ref = COALESCE(alert.provider_ref, v.ref), "
     "segments = v.seg, sent_at = :now, due_at = NULL, outcome_unknown = false, "
     "error_code = NULL, updated_at = :now "
@@ -98,9 +105,10 @@ _RECORD_SENT_POSTGRESQL = text(
     "AS v(id, ref, seg) WHERE alert.id = v.id AND alert.claimed_by = :worker"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _RECORD_OTHER = text(
-    "UPDATE alert SET status = :status, due_at = :due_at, error_code = :code, "
+    "UPDATE alert SET status = :status, due_at = :due_at, error_code = :code, "  # noqa: S608
     "last_error = :reason, outcome_unknown = :outcome_unknown, segments = :segments, "
-    "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker AND status = 'claimed'"
+    "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker "
+    f"AND status = '{states.CLAIMED}'"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()))
 
 
@@ -110,7 +118,7 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
     sent = [
         {"alert_id": d.alert_id, "provider_ref": d.provider_ref, "segments": d.segments}
         for d in decisions
-        if d.status == "sent"
+        if d.status == states.SENT
     ]
     other = [
         {
@@ -123,7 +131,7 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
             "segments": d.segments,
         }
         for d in decisions
-        if d.status != "sent"
+        if d.status != states.SENT
     ]
     common = {"worker": worker, "now": now}
     postgresql = session.get_bind().dialect.name == "postgresql"
@@ -155,7 +163,7 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
         "revision": failed.revision,
         "citizen_id": failed.citizen_id,
         "channel": channel,
-        "status": "pending",
+        "status": states.PENDING,
         "created_at": now,
         "fallback_of": failed.id,
     }
@@ -166,4 +174,36 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
 
 def open_count(session: Session) -> int:
     """Alerts not yet settled: pending, waiting to retry, or claimed."""
-    return session.scalar(select(func.count()).where(Alert.status.in_(OPEN_STATES))) or 0
+    return session.scalar(select(func.count()).where(Alert.status.in_(states.OPEN))) or 0
+
+
+def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
+    """Staff put an alert that ended unsent back in the queue, with a fresh retry budget. Its
+    old provider reference goes: a late report on the old message must not settle the new one
+    (reports carry their attempt's number, which a new send never reuses)."""
+    result = session.execute(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status.in_(states.RETRYABLE))
+        .values(
+            status=states.PENDING,
+            retry_base=Alert.attempts,
+            due_at=None,
+            claimed_by=None,
+            outcome_unknown=False,
+            provider_ref=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+def cancel_queued_for(session: Session, *, citizen_id: int, now: datetime) -> int:
+    """An erased citizen's alerts that are still waiting are dropped."""
+    result = session.execute(
+        update(Alert)
+        .where(Alert.citizen_id == citizen_id, Alert.status.in_(states.QUEUED))
+        .values(status=states.CANCELLED, last_error=states.REASON_CITIZEN_ERASED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

@@ -7,15 +7,19 @@ import numpy as np
 from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection
 
-_COLUMNS = "advisory_id, revision, citizen_id, channel, status, created_at"
-# What every path that may meet an existing (advisory, revision, citizen, channel) appends.
-ON_CONFLICT = (
-    " ON CONFLICT ON CONSTRAINT uq_alert_advisory_id_revision_citizen_id_channel DO NOTHING"
+from service.ledger import states
+
+# The columns every writer of new rows names (the others have server defaults), and what every
+# path that may meet an existing (advisory, revision, citizen, channel) appends: one spelling,
+# understood by SQLite and PostgreSQL alike.
+COLUMNS = "advisory_id, revision, citizen_id, channel, status, created_at"
+ON_CONFLICT = " ON CONFLICT (advisory_id, revision, citizen_id, channel) DO NOTHING"
+_INSERT_SQLITE = (
+    f"INSERT INTO alert ({COLUMNS}) VALUES (?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"  # noqa: S608
 )
-_INSERT_SQLITE = f"INSERT OR IGNORE INTO alert ({_COLUMNS}) VALUES (?, ?, ?, ?, 'pending', ?)"  # noqa: S608
 _INSERT_POSTGRESQL = (
-    f"INSERT INTO alert ({_COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    "SELECT advisory_id, revision, citizen_id, channel, 'pending', %s FROM alert_stage"
+    f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
+    f"SELECT advisory_id, revision, citizen_id, channel, '{states.PENDING}', %s FROM alert_stage"
     f"{ON_CONFLICT}"
 )
 
@@ -57,9 +61,9 @@ def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime
 # A new citizen's few rows: one statement, where COPY would cost a savepoint and two round trips.
 _FEW = 1000
 _INSERT_UNNEST = (
-    f"INSERT INTO alert ({_COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    "SELECT a, r, c, ch, 'pending', %s FROM unnest(%s::bigint[], %s::int[], %s::bigint[], "
-    "%s::varchar[]) AS u(a, r, c, ch)"
+    f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
+    f"SELECT a, r, c, ch, '{states.PENDING}', %s FROM unnest(%s::bigint[], %s::int[], "
+    "%s::bigint[], %s::varchar[]) AS u(a, r, c, ch)"
     f"{ON_CONFLICT}"
 )
 
@@ -81,9 +85,9 @@ def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -
     try:
         with connection.begin_nested():
             cursor = connection.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY alert ({_COLUMNS}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY alert ({COLUMNS}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row((*row, "pending", now))
+                    copy.write_row((*row, states.PENDING, now))
             return len(rows)
     except UniqueViolation:
         pass

@@ -4,9 +4,9 @@ from sqlalchemy import Boolean, Index, String, Text, UniqueConstraint, false, te
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigIntPK, UTCDateTime, utcnow
+from service.ledger import states
 
-# The states an alert row can be in; see service.dispatch.states for the moves between them.
-OPEN_STATES = ("pending", "retry_wait", "claimed")
+_OPEN = states.sql_in(states.OPEN)
 
 
 class Alert(Base):
@@ -23,10 +23,13 @@ class Alert(Base):
     revision: Mapped[int]
     citizen_id: Mapped[int] = mapped_column(BigIntPK)
     channel: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=states.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Server defaults: the bulk writers (COPY, executemany) name only the columns above.
     attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # `attempts` when staff last re-queued the row: the retry budget counts from here, while
+    # `attempts` itself only grows, so each send (and its delivery reports) has its own number.
+    retry_base: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # When the row next needs a dispatcher: a retry's time, or a claim's lease end. NULL = now.
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(64))
@@ -54,18 +57,7 @@ class Alert(Base):
             "ix_alert_open",
             "channel",
             "id",
-            postgresql_where=text("status IN ('pending', 'retry_wait', 'claimed')"),
-            sqlite_where=text("status IN ('pending', 'retry_wait', 'claimed')"),
+            postgresql_where=text(_OPEN),
+            sqlite_where=text(_OPEN),
         ),
     )
-
-
-class SchedulerLease(Base):
-    """Which process runs a singleton job (the sweep) until when: APScheduler runs every job in
-    every worker process, so the sweep elects one through this row."""
-
-    __tablename__ = "scheduler_lease"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(128))
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

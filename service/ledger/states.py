@@ -1,0 +1,108 @@
+"""The alert's states and the moves between them: the one home of the alert state machine.
+
+    pending ──claim──► claimed ──send accepted──► sent ──report──► delivered | undelivered
+       ▲                 │  │
+       │                 │  └─transient failure──► retry_wait ──due──► claimed
+       │                 └─permanent failure / out of tries──► failed
+       └─staff retry── failed | undelivered | expired
+    pending | retry_wait | claimed ──► expired (advisory ended or cancelled before sending)
+                                   ──► superseded (a newer revision replaced it)
+                                   ──► cancelled (citizen erased, advisory alerts nobody)
+
+A state never moves back, except by a staff retry (TRANSITIONS lists every move). The outbox,
+the dispatcher, delivery reports, cancellation notices and matching all ask this module.
+"""
+
+from typing import Final
+
+PENDING: Final = "pending"
+CLAIMED: Final = "claimed"
+RETRY_WAIT: Final = "retry_wait"
+SENT: Final = "sent"
+DELIVERED: Final = "delivered"
+UNDELIVERED: Final = "undelivered"
+FAILED: Final = "failed"
+EXPIRED: Final = "expired"
+CANCELLED: Final = "cancelled"
+SUPERSEDED: Final = "superseded"
+
+ALL: Final = (
+    PENDING,
+    CLAIMED,
+    RETRY_WAIT,
+    SENT,
+    DELIVERED,
+    UNDELIVERED,
+    FAILED,
+    EXPIRED,
+    CANCELLED,
+    SUPERSEDED,
+)
+# Not yet settled: a dispatcher will (again) take these.
+OPEN: Final = (PENDING, RETRY_WAIT, CLAIMED)
+# Waiting in the queue, not held by any dispatcher.
+QUEUED: Final = (PENDING, RETRY_WAIT)
+# May have reached the citizen: an all-clear goes to each of these.
+MAY_HAVE_REACHED: Final = (CLAIMED, SENT, DELIVERED)
+# Ended without reaching the citizen, and a delivery report cannot change that.
+ENDED_UNSENT: Final = (FAILED, EXPIRED, CANCELLED, SUPERSEDED)
+# What staff may put back in the queue.
+RETRYABLE: Final = (FAILED, UNDELIVERED, EXPIRED)
+# How a claimed row may end, as the dispatcher decides it.
+DECISIONS: Final = (SENT, RETRY_WAIT, FAILED, EXPIRED, CANCELLED, SUPERSEDED)
+
+# How far along each state is; a report that would move an alert back is ignored.
+PROGRESS: Final = {
+    PENDING: 0,
+    RETRY_WAIT: 0,
+    CLAIMED: 1,
+    SENT: 2,
+    DELIVERED: 3,
+    UNDELIVERED: 3,
+    FAILED: 3,
+    EXPIRED: 3,
+    CANCELLED: 3,
+    SUPERSEDED: 3,
+}
+
+# Delivery reports may overtake the dispatcher's own record of a send (claimed), and may
+# settle a send whose outcome was unknown (retry_wait); a pending row has no send to report on.
+TRANSITIONS: Final = {
+    PENDING: {CLAIMED, EXPIRED, CANCELLED},
+    RETRY_WAIT: {CLAIMED, EXPIRED, CANCELLED, SENT, DELIVERED, UNDELIVERED},
+    CLAIMED: {
+        CLAIMED,
+        SENT,
+        RETRY_WAIT,
+        FAILED,
+        EXPIRED,
+        CANCELLED,
+        SUPERSEDED,
+        DELIVERED,
+        UNDELIVERED,
+    },
+    SENT: {DELIVERED, UNDELIVERED},
+    DELIVERED: set(),
+    UNDELIVERED: {PENDING},
+    FAILED: {PENDING},
+    EXPIRED: {PENDING},
+    CANCELLED: set(),
+    SUPERSEDED: set(),
+}
+
+
+def allowed(current: str, target: str) -> bool:
+    """Whether an alert in `current` may move to `target` (a claim may be taken over)."""
+    return target in TRANSITIONS[current]
+
+
+def sql_in(states: tuple[str, ...]) -> str:
+    """`status IN (...)` for raw SQL and partial indexes, from the tuples above."""
+    return "status IN (" + ", ".join(f"'{s}'" for s in states) + ")"
+
+
+# Reasons recorded with a row that ends without a send (last_error).
+REASON_CANCELLED_BEFORE_SENDING: Final = "advisory cancelled before this was sent"
+REASON_ENDED_BEFORE_SENDING: Final = "advisory ended before this was sent"
+REASON_CITIZEN_ERASED: Final = "citizen erased"
+REASON_ALERTS_NOBODY: Final = "advisory does not alert citizens"
