@@ -12,7 +12,6 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.feeds.config import Feed, FeedConfigError, load_feeds
 from service.advisories.feeds.fetch import FetchError, check_destination
-from service.advisories.feeds.poll import poll_feed
 from service.advisories.models import Advisory, FeedState
 from service.config import PROJECT_ROOT
 from service.scheduler import build_scheduler
@@ -81,33 +80,19 @@ def feed_server():
     server.shutdown()
 
 
-@pytest.fixture
-def factory(db):
-    """Sessions inside the test's transaction (each begin() is a savepoint)."""
-    return sessionmaker(
-        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-
-
-def _poll(factory, feed, **limits):
-    options = {"timeout_s": 0.5, "max_bytes": 5 * 1024 * 1024, "max_vertices": 50_000}
-    options.update(limits)
-    return poll_feed(factory, feed, now=datetime.now(UTC), **options)
-
-
 def _feed(url, **overrides):
     values = {"name": "loopback", "url": url, "format": "cap", "allow_private": True}
     values.update(overrides)
     return Feed.model_validate(values)
 
 
-def test_poll_then_304(factory, db, feed_server):
+def test_poll_then_304(poll, db, feed_server):
     feed = _feed(f"{feed_server}/cap")
-    assert _poll(factory, feed) == "updated"
+    assert poll(feed) == "updated"
     assert (
         db.scalar(select(func.count()).select_from(Advisory).where(Advisory.source == "cap")) == 1
     )
-    assert _poll(factory, feed) == "not-modified"
+    assert poll(feed) == "not-modified"
     assert FeedServer.requests[1][1].get("If-None-Match") == '"v1"'
     assert FeedServer.requests[1][1].get("If-Modified-Since") == "Fri, 27 Nov 2026 10:00:00 GMT"
     state = db.get(FeedState, "loopback")
@@ -127,16 +112,16 @@ def test_poll_then_304(factory, db, feed_server):
         ("/broken", "not well-formed"),
     ],
 )
-def test_failed_polls_are_recorded_and_change_nothing(factory, db, feed_server, path, why):
+def test_failed_polls_are_recorded_and_change_nothing(poll, db, feed_server, path, why):
     before = db.scalar(select(func.count()).select_from(Advisory))
-    assert _poll(factory, _feed(feed_server + path)) == "error"
+    assert poll(_feed(feed_server + path)) == "error"
     state = db.get(FeedState, "loopback")
     assert state.last_outcome == "error" and why in state.last_detail
     assert db.scalar(select(func.count()).select_from(Advisory)) == before
 
 
-def test_loopback_url_without_the_flag_is_never_requested(factory, db, feed_server):
-    assert _poll(factory, _feed(f"{feed_server}/cap", allow_private=False)) == "error"
+def test_loopback_url_without_the_flag_is_never_requested(poll, db, feed_server):
+    assert poll(_feed(f"{feed_server}/cap", allow_private=False)) == "error"
     assert FeedServer.requests == []
     assert "non-public address" in db.get(FeedState, "loopback").last_detail
 
@@ -188,10 +173,10 @@ def test_shipped_feeds_file_is_valid_and_disabled():
     assert feeds and not any(f.enabled for f in feeds)
 
 
-def test_file_feed(factory, db):
+def test_file_feed(poll, db):
     path = FEEDS / "gdacs" / "gdacs-rss-2019-12-30-4items.xml"
     feed = Feed.model_validate({"name": "gdacs-file", "path": str(path), "format": "rss"})
-    assert _poll(factory, feed) == "updated"
+    assert poll(feed) == "updated"
     assert "skipped 4" in db.get(FeedState, "gdacs-file").last_detail
 
 

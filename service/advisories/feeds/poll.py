@@ -3,12 +3,11 @@ record the outcome in one short transaction."""
 
 import logging
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.feeds.config import Feed
-from service.advisories.feeds.fetch import FetchError, fetch
+from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.ingest import IngestSummary, import_document
 from service.advisories.models import FeedState
 from service.errors import DomainError
@@ -32,9 +31,8 @@ def poll_feed(
         last_modified = state.last_modified if state else None
     try:
         if feed.path is not None:
-            body, status, etag, last_modified = Path(feed.path).read_bytes(), 200, None, None
-            if len(body) > max_bytes:
-                raise FetchError(f"file is over the {max_bytes}-byte cap")
+            body, status = read_file(feed.path, max_bytes=max_bytes), 200
+            etag, last_modified = None, None
         else:
             assert feed.url is not None
             fetched = fetch(
@@ -79,6 +77,11 @@ def poll_feed(
     except DomainError as exc:  # the whole document was unreadable or hostile
         _record(factory, feed, now=now, outcome="error", detail=exc.detail)
         log.warning("feed document refused", extra={"feed": feed.name, "error": exc.detail})
+        return "error"
+    except Exception as exc:  # a bug: its traceback goes to the log, the feed's state says so
+        log.exception("feed import failed", extra={"feed": feed.name})
+        detail = f"internal error ({type(exc).__name__}); the log has the traceback"
+        _record(factory, feed, now=now, outcome="error", detail=detail)
         return "error"
     log.info("feed polled", extra={"feed": feed.name, "summary": brief})
     return "updated"

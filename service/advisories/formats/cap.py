@@ -9,14 +9,13 @@ import re
 from collections.abc import Mapping
 from xml.etree.ElementTree import Element
 
-from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
-from service.advisories.formats import levels
+from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
+from service.advisories.formats import cap_terms
 from service.advisories.formats.common import (
     ZONES_ONLY_NOTE,
     ItemRejected,
-    ItemSkipped,
     parse_time,
-    plain_text,
+    read_item,
     union_of_rings,
 )
 from service.advisories.formats.safe_xml import InvalidDocument, parse_xml, text_of
@@ -25,21 +24,6 @@ from service.geo.areas import Area, Circle, check_circle
 
 # A CAP circle of radius 0 marks a point (an epicentre); we reach people this close to it.
 POINT_RADIUS_KM = 25.0
-_CATEGORIES = {
-    "Geo": "disaster",
-    "Met": "disaster",
-    "Fire": "disaster",
-    "Env": "disaster",
-    "Infra": "disaster",
-    "Safety": "security",
-    "Security": "security",
-    "Rescue": "security",
-    "Transport": "security",
-    "CBRNE": "security",
-    "Health": "health",
-    "Other": "other",
-}
-_ALL_CLEAR = re.compile(r"\bcancel|all[ -]clear", re.IGNORECASE)
 _ISO_GEOCODE = re.compile(r"iso.?3166|iso\.org", re.IGNORECASE)
 
 
@@ -57,14 +41,10 @@ def parse_cap(
         raise InvalidDocument("the CAP alert has no <identifier>")
     if not sender:
         raise InvalidDocument("the CAP alert has no <sender>")
+    result = ParsedFeed()
     label = f"{sender},{identifier}"
-    try:
-        draft = _draft(root, sender, identifier, level_overrides, max_vertices)
-    except ItemSkipped as exc:
-        return ParsedFeed(skipped=[Rejected(label, str(exc))])
-    except ItemRejected as exc:
-        return ParsedFeed(rejected=[Rejected(label, str(exc))])
-    return ParsedFeed(drafts=[draft] if draft else [])
+    read_item(result, label, _draft, root, sender, identifier, level_overrides, max_vertices)
+    return result
 
 
 def references_of(text: str) -> list[ExternalKey]:
@@ -84,35 +64,23 @@ def _draft(
     level_overrides: Mapping[str, str | None] | None,
     max_vertices: int,
 ) -> AdvisoryDraft:
-    msg_type = text_of(root, "msgType") or "Alert"
-    if msg_type not in ("Alert", "Update", "Cancel"):
-        raise ItemRejected(f"msgType {msg_type} carries no advisory")
+    infos = root.findall("info")
+    first = infos[0] if infos else None
+    msg_type = cap_terms.message_type(
+        text_of(root, "msgType"),
+        event=text_of(first, "event"),
+        headline=text_of(first, "headline"),
+    )
     sent = parse_time(text_of(root, "sent"), field="sent") if text_of(root, "sent") else None
-    base = {
+    identity = {
         "source": "cap",
-        "alerts_citizens": text_of(root, "status") == "Actual",
+        "alerts_citizens": cap_terms.alerts_citizens(text_of(root, "status")),
         "external": ExternalKey(sender, identifier),
         "references": references_of(text_of(root, "references")),
         "label": f"{sender},{identifier}",
     }
-    infos = root.findall("info")
-    if msg_type == "Cancel" or (
-        msg_type == "Update" and infos and _ALL_CLEAR.search(_headline(infos[0]))
-    ):
-        # A Cancel may have no <info>; an "all clear" sent as Update means the same.
-        if sent is None:
-            raise ItemRejected("a cancellation needs <sent>")
-        return AdvisoryDraft(
-            level="1",
-            category="other",
-            title={},
-            message={},
-            area=Area(),
-            effective=sent,
-            expires=None,
-            msg_type="Cancel",
-            **base,
-        )
+    if msg_type == "Cancel":  # a Cancel may have no <info>
+        return cap_terms.cancellation(sent=sent, **identity)
     if not infos:
         raise ItemRejected("an Alert or Update needs at least one <info>")
     by_language = {_language(i): i for i in reversed(infos)}
@@ -127,10 +95,7 @@ def _draft(
     if not title:
         title["en"], message["en"] = _texts(primary)
         notes.append(f"text only in {_language(primary)}")
-    severity = text_of(primary, "severity") or "Unknown"
-    level = levels.level_for(levels.CAP_SEVERITY, severity, level_overrides)
-    if level is None:
-        raise ItemSkipped(f"severity {severity}: no advisory")
+    level = cap_terms.level(text_of(primary, "severity"), level_overrides)
     effective_text = text_of(primary, "effective")
     effective = parse_time(effective_text, field="effective") if effective_text else sent
     if effective is None:
@@ -138,14 +103,14 @@ def _draft(
     expires_text = text_of(primary, "expires")
     return AdvisoryDraft(
         level=level,
-        category=_CATEGORIES.get(text_of(primary, "category"), "other"),
+        category=cap_terms.category(text_of(primary, "category")),
         title=title,
         message=message,
         area=_area(primary, max_vertices=max_vertices, notes=notes),
         effective=effective,
         expires=parse_time(expires_text, field="expires") if expires_text else None,
         msg_type=msg_type,
-        **base,
+        **identity,
     )
 
 
@@ -153,15 +118,13 @@ def _language(info: Element) -> str:
     return (text_of(info, "language") or "en-US").lower()
 
 
-def _headline(info: Element) -> str:
-    return f"{text_of(info, 'event')} {text_of(info, 'headline')}"
-
-
 def _texts(info: Element) -> tuple[str, str]:
-    title = plain_text(text_of(info, "headline") or text_of(info, "event") or "Alert", 300)
-    parts = [text_of(info, "description"), text_of(info, "instruction")]
-    body = "\n\n".join(p for p in parts if p and p.lower() != "not applicable")
-    return title, plain_text(body or title)
+    return cap_terms.texts(
+        headline=text_of(info, "headline"),
+        event=text_of(info, "event"),
+        description=text_of(info, "description"),
+        instruction=text_of(info, "instruction"),
+    )
 
 
 def _position(pair: str) -> list[float]:
@@ -227,7 +190,4 @@ def _circle(text: str) -> Circle:
         raise ItemRejected(f"unreadable <circle> {text!r}") from exc
     if radius_km == 0:
         radius_km = POINT_RADIUS_KM
-    try:
-        return check_circle(lat, lon, radius_km, field="circle")
-    except Exception as exc:
-        raise ItemRejected(str(getattr(exc, "detail", exc))) from exc
+    return check_circle(lat, lon, radius_km, field="circle")  # InvalidInput rejects the item

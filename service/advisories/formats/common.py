@@ -1,19 +1,24 @@
-"""Pieces every feed format shares: time parsing, text clean-up, polygon unions."""
+"""Pieces every feed format shares: reading items, JSON, time parsing, text clean-up, polygon
+unions."""
 
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from service.advisories.formats.safe_xml import InvalidDocument
+from service.advisories.drafts import AdvisoryDraft, ParsedFeed, Rejected
+from service.advisories.formats.safe_xml import InvalidDocument, UnreadableDocument
+from service.errors import InvalidInput
 from service.geo.areas import check_geometry
 
 MAX_TEXT = 4000
+# Real feeds nest less than 10 deep; Python's own recursion (json, repr) gives out near 1,000.
+MAX_JSON_DEPTH = 64
 ZONES_ONLY_NOTE = (
     "area given only by zone codes: no citizen is matched on them until zone polygons exist"
 )
@@ -27,15 +32,74 @@ class ItemSkipped(ItemRejected):
     """A sound item our level tables map to no advisory (e.g. a GDACS Green alert)."""
 
 
+# What a malformed item can raise while it is read: a missing member, a value of the wrong type,
+# an unreadable or out-of-range value, a shape the area checks refuse. Anything else is a bug and
+# propagates: it must reach the log with its traceback, not become a "rejected" line.
+MALFORMED = (LookupError, TypeError, ValueError, OverflowError)
+
+
+def read_item(
+    result: ParsedFeed, label: str, read: Callable[..., AdvisoryDraft], *args: object
+) -> None:
+    """Adds read(*args), one item's draft, to the result, or records why it was skipped or
+    rejected."""
+    try:
+        draft = read(*args)
+    except ItemSkipped as exc:
+        result.skipped.append(Rejected(label, str(exc)))
+    except ItemRejected as exc:
+        result.rejected.append(Rejected(label, str(exc)))
+    except InvalidInput as exc:
+        result.rejected.append(Rejected(label, exc.detail))
+    except MALFORMED as exc:
+        result.rejected.append(Rejected(label, f"malformed item ({type(exc).__name__}: {exc})"))
+    else:
+        result.drafts.append(draft)
+
+
 def load_json(data: bytes) -> object:
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = json.loads(data)
+    except RecursionError:
+        raise UnreadableDocument(f"JSON nested more than {MAX_JSON_DEPTH} deep") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise InvalidDocument(f"not valid JSON: {exc}") from exc
+    if type(document) is dict or type(document) is list:
+        _check_depth(document)
+    return document
 
 
-def parse_time(value: str, *, field: str) -> datetime:
+def _check_depth(document: object) -> None:
+    """Level by level, without recursion: a document under the JSON parser's own limit may still
+    be too deep for repr() or str() of a value (a 100k-vertex polygon takes ~35 ms)."""
+    level, depth = [document], 1
+    while level:
+        level = [
+            child
+            for value in level
+            for child in (value.values() if type(value) is dict else value)
+            if type(child) is dict or type(child) is list
+        ]
+        depth += 1
+        if level and depth > MAX_JSON_DEPTH:
+            raise UnreadableDocument(f"JSON nested more than {MAX_JSON_DEPTH} deep")
+
+
+def json_text(members: dict, key: str) -> str:
+    """A text member of a JSON object ("" when absent or null; a number as its text). An object
+    or a list where text belongs rejects the item."""
+    value = members.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ItemRejected(f"{key} is text, not {type(value).__name__}")
+    return str(value)
+
+
+def parse_time(value: object, *, field: str) -> datetime:
     """ISO 8601 / RFC 3339 (CAP, GeoJSON) or RFC 822 (RSS) into an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise ItemRejected(f"{field}: a time is a string, not {type(value).__name__}")
     text = value.strip()
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -49,7 +113,10 @@ def parse_time(value: str, *, field: str) -> datetime:
                 raise ItemRejected(f"{field}: unreadable time {value!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # "9999-12-31T23:00:00-05:00"
+        raise ItemRejected(f"{field}: time out of range {value!r}") from exc
 
 
 def plain_text(value: str, limit: int = MAX_TEXT) -> str:
@@ -68,17 +135,15 @@ def union_of_rings(
     rings: Sequence[list[list[float]]], *, max_vertices: int, label: str
 ) -> MultiPolygon | None:
     """Feeds may send overlapping polygons in one area (any of them covers a point): each is
-    validated on its own, then they are merged. An invalid one rejects the item."""
+    validated on its own, then they are merged. An invalid one rejects the item (InvalidInput,
+    which read_item records)."""
     parts: list[Polygon] = []
     for i, ring in enumerate(rings):
-        try:
-            checked = check_geometry(
-                {"type": "Polygon", "coordinates": [ring]},
-                field=f"{label}[{i}]",
-                max_vertices=max_vertices,
-            )
-        except Exception as exc:
-            raise ItemRejected(str(getattr(exc, "detail", exc))) from exc
+        checked = check_geometry(
+            {"type": "Polygon", "coordinates": [ring]},
+            field=f"{label}[{i}]",
+            max_vertices=max_vertices,
+        )
         parts.extend(checked.geoms)
     if not parts:
         return None

@@ -4,19 +4,21 @@ USGS: a circle around each epicentre whose radius grows with magnitude (USGS_RAD
 level from the PAGER alert colour (levels.USGS_PAGER). NWS: CAP semantics in JSON; alerts with
 `geometry: null` keep their zone codes and match nobody until zone polygons exist."""
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
-from service.advisories.formats import levels
+from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
+from service.advisories.formats import cap_terms, levels
 from service.advisories.formats.common import (
     ZONES_ONLY_NOTE,
     ItemRejected,
     ItemSkipped,
+    json_text,
     load_json,
     parse_time,
-    plain_text,
+    read_item,
     union_of_rings,
 )
 from service.advisories.formats.safe_xml import InvalidDocument
@@ -25,15 +27,6 @@ from service.geo.areas import Area, check_circle
 # (smallest magnitude, radius in km): felt-damage reach, coarse on purpose.
 USGS_RADIUS_KM = [(8.0, 600.0), (7.0, 300.0), (6.0, 100.0), (5.0, 50.0), (0.0, 20.0)]
 USGS_DAYS_ACTIVE = {"special": 30, "3": 14}  # other levels: 7 days after the event
-_CAP_CATEGORIES = {
-    "Geo": "disaster",
-    "Met": "disaster",
-    "Fire": "disaster",
-    "Env": "disaster",
-    "Health": "health",
-    "Security": "security",
-    "Safety": "security",
-}
 
 
 def parse_geojson(
@@ -50,25 +43,10 @@ def parse_geojson(
         raise InvalidDocument("the FeatureCollection has no features list")
     result = ParsedFeed()
     for i, feature in enumerate(features):
-        label = (
-            str(feature.get("id") or f"feature[{i}]")
-            if isinstance(feature, dict)
-            else f"feature[{i}]"
-        )
-        try:
-            props = feature.get("properties") or {}
-            if "mag" in props:
-                result.drafts.append(_usgs(feature, props, level_overrides))
-            elif props.get("@type") == "wx:Alert" or "messageType" in props:
-                result.drafts.append(_nws(feature, props, level_overrides, max_vertices))
-            else:
-                raise ItemRejected("neither a USGS earthquake nor an NWS alert")
-        except ItemSkipped as exc:
-            result.skipped.append(Rejected(label, str(exc)))
-        except ItemRejected as exc:
-            result.rejected.append(Rejected(label, str(exc)))
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            result.rejected.append(Rejected(label, f"malformed feature: {exc!r}"))
+        label = f"feature[{i}]"
+        if isinstance(feature, dict) and isinstance(feature.get("id"), str | int):
+            label = str(feature["id"])
+        read_item(result, label, _feature, feature, level_overrides, max_vertices)
     return result
 
 
@@ -76,29 +54,44 @@ def usgs_radius_km(magnitude: float) -> float:
     return next(r for floor, r in USGS_RADIUS_KM if magnitude >= floor)
 
 
+def _feature(
+    feature: object, overrides: Mapping[str, str | None] | None, max_vertices: int
+) -> AdvisoryDraft:
+    if not isinstance(feature, dict):
+        raise ItemRejected("a feature is a JSON object")
+    props = feature.get("properties") or {}
+    if not isinstance(props, dict):
+        raise ItemRejected("properties is a JSON object")
+    if "mag" in props:
+        return _usgs(feature, props, overrides)
+    if props.get("@type") == "wx:Alert" or "messageType" in props:
+        return _nws(feature, props, overrides, max_vertices)
+    raise ItemRejected("neither a USGS earthquake nor an NWS alert")
+
+
 def _usgs(
     feature: dict[str, Any], props: dict[str, Any], overrides: Mapping[str, str | None] | None
 ) -> AdvisoryDraft:
-    lon, lat = feature["geometry"]["coordinates"][:2]
+    coordinates = feature["geometry"]["coordinates"]
+    lon, lat = coordinates[:2]
     magnitude = float(props["mag"])
-    colour = props.get("alert") or "none"
+    if not math.isfinite(magnitude):
+        raise ItemRejected(f"magnitude {magnitude}")
+    colour = json_text(props, "alert") or "none"
     level = levels.level_for(levels.USGS_PAGER, colour, overrides)
     if level is None:
         raise ItemSkipped(f"PAGER {colour}: no advisory")
-    when = datetime.fromtimestamp(props["time"] / 1000, UTC)
-    place = props.get("place") or "unknown place"
+    try:
+        when = datetime.fromtimestamp(props["time"] / 1000, UTC)
+    except OSError as exc:  # beyond the platform's time_t
+        raise ItemRejected(f"time {props['time']!r} is out of range") from exc
+    place = json_text(props, "place") or "unknown place"
+    url = json_text(props, "url")
     tsunami = " A tsunami may follow: stay away from the coast." if props.get("tsunami") else ""
     tsunami_ko = " 쓰나미 가능성이 있으니 해안에서 떨어지십시오." if props.get("tsunami") else ""
-    depth = (
-        feature["geometry"]["coordinates"][2]
-        if len(feature["geometry"]["coordinates"]) > 2
-        else None
-    )
-    depth_text = f", depth {depth:.0f} km" if depth is not None else ""
-    try:
-        circle = check_circle(lat, lon, usgs_radius_km(magnitude), field="geometry")
-    except Exception as exc:
-        raise ItemRejected(str(getattr(exc, "detail", exc))) from exc
+    depth = coordinates[2] if len(coordinates) > 2 else None
+    depth_text = f", depth {float(depth):.0f} km" if depth is not None else ""
+    circle = check_circle(lat, lon, usgs_radius_km(magnitude), field="geometry")
     return AdvisoryDraft(
         level=level,
         category="disaster",
@@ -109,9 +102,9 @@ def _usgs(
         message={
             "en": f"A magnitude {magnitude:.1f} earthquake struck {place} at "
             f"{when:%Y-%m-%d %H:%M} UTC{depth_text} (USGS PAGER: {colour}).{tsunami} "
-            f"Details: {props.get('url', '')}",
+            f"Details: {url}",
             "ko": f"{when:%Y-%m-%d %H:%M} UTC {place}에서 규모 {magnitude:.1f} 지진이 "
-            f"발생했습니다 (USGS PAGER: {colour}).{tsunami_ko} 자세히: {props.get('url', '')}",
+            f"발생했습니다 (USGS PAGER: {colour}).{tsunami_ko} 자세히: {url}",
         },
         area=Area(circles=(circle,), description=place),
         effective=when,
@@ -129,17 +122,37 @@ def _nws(
     overrides: Mapping[str, str | None] | None,
     max_vertices: int,
 ) -> AdvisoryDraft:
-    identifier, sender = props.get("id"), props.get("sender")
+    identifier, sender = json_text(props, "id"), json_text(props, "sender")
     if not identifier or not sender:
         raise ItemRejected("an NWS alert needs id and sender")
-    severity = props.get("severity") or "Unknown"
-    level = levels.level_for(levels.CAP_SEVERITY, severity, overrides)
-    if level is None:
-        raise ItemSkipped(f"severity {severity}: no advisory")
+    msg_type = cap_terms.message_type(
+        json_text(props, "messageType"),
+        event=json_text(props, "event"),
+        headline=json_text(props, "headline"),
+    )
+    identity = {
+        "source": "geojson",
+        "alerts_citizens": cap_terms.alerts_citizens(json_text(props, "status")),
+        "external": ExternalKey(sender, identifier),
+        "references": [
+            ExternalKey(str(r.get("sender") or sender), str(r["identifier"]))
+            for r in props.get("references") or []
+            if isinstance(r, dict) and r.get("identifier")
+        ],
+        "label": f"nws {identifier}",
+    }
+    if msg_type == "Cancel":
+        sent = json_text(props, "sent")
+        return cap_terms.cancellation(
+            sent=parse_time(sent, field="sent") if sent else None, **identity
+        )
+    level = cap_terms.level(json_text(props, "severity"), overrides)
     geometry = feature.get("geometry")
     notes: list[str] = []
     polygons = None
     if geometry:
+        if not isinstance(geometry, dict):
+            raise ItemRejected("geometry is a JSON object or null")
         if geometry.get("type") == "Polygon":
             rings = [geometry["coordinates"][0]]
         elif geometry.get("type") == "MultiPolygon":
@@ -147,35 +160,39 @@ def _nws(
         else:
             raise ItemRejected(f"unsupported geometry {geometry.get('type')}")
         polygons = union_of_rings(rings, max_vertices=max_vertices, label="geometry")
-    zones = tuple(f"UGC:{z}" for z in (props.get("geocode") or {}).get("UGC", []))
+    zones = tuple(f"UGC:{z}" for z in _ugc_codes(props))
     if polygons is None:
         if not zones:
             raise ItemRejected("no geometry and no zone codes")
         notes.append(ZONES_ONLY_NOTE)
-    msg_type = props.get("messageType") or "Alert"
-    title = plain_text(props.get("headline") or props.get("event") or "NWS alert", 300)
-    body = "\n\n".join(p for p in (props.get("description"), props.get("instruction")) if p)
+    title, message = cap_terms.texts(
+        headline=json_text(props, "headline"),
+        event=json_text(props, "event"),
+        description=json_text(props, "description"),
+        instruction=json_text(props, "instruction"),
+    )
+    expires = json_text(props, "expires")
     return AdvisoryDraft(
         level=level,
-        category=_CAP_CATEGORIES.get(props.get("category", ""), "other"),
+        category=cap_terms.category(json_text(props, "category")),
         title={"en": title},
-        message={"en": plain_text(body or title)},
+        message={"en": message},
         area=Area(
             geometry=polygons,
             zones=zones,
-            description=props.get("areaDesc", "")[:1000],
+            description=json_text(props, "areaDesc")[:1000],
             notes=tuple(notes),
         ),
         effective=parse_time(props.get("effective") or props["sent"], field="effective"),
-        expires=parse_time(props["expires"], field="expires") if props.get("expires") else None,
-        source="geojson",
-        alerts_citizens=props.get("status") == "Actual",
-        external=ExternalKey(sender, identifier),
-        msg_type="Cancel" if msg_type == "Cancel" else msg_type,
-        references=[
-            ExternalKey(r.get("sender", sender), r["identifier"])
-            for r in props.get("references") or []
-            if isinstance(r, dict) and r.get("identifier")
-        ],
-        label=f"nws {identifier}",
+        expires=parse_time(expires, field="expires") if expires else None,
+        msg_type=msg_type,
+        **identity,
     )
+
+
+def _ugc_codes(props: dict[str, Any]) -> list[str]:
+    geocode = props.get("geocode") or {}
+    codes = geocode.get("UGC") or [] if isinstance(geocode, dict) else None
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise ItemRejected("geocode.UGC is a list of zone codes")
+    return codes

@@ -8,14 +8,31 @@ whole country and says which part in its text and notes: over-telling beats miss
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
-from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
+from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.formats import levels
-from service.advisories.formats.common import ItemRejected, ItemSkipped, load_json, plain_text
+from service.advisories.formats.common import (
+    ItemRejected,
+    ItemSkipped,
+    json_text,
+    load_json,
+    plain_text,
+    read_item,
+)
 from service.advisories.formats.safe_xml import InvalidDocument
 from service.geo import countries
 from service.geo.areas import Area
 
 KST = timezone(timedelta(hours=9))
+# The row fields read, all text (the API sends numbers as text too).
+_FIELDS = (
+    "country_iso_alp2",
+    "alarm_lvl",
+    "region_ty",
+    "remark",
+    "country_nm",
+    "country_eng_nm",
+    "written_dt",
+)
 LEVEL_NAMES = {
     "1": ("여행유의", "travel caution"),
     "2": ("여행자제", "travel restraint"),
@@ -32,30 +49,25 @@ def parse_mofa(
     max_vertices: int = 50_000,
 ) -> ParsedFeed:
     envelope = load_json(data)
-    rows = envelope.get("data") if isinstance(envelope, dict) else None
-    if not isinstance(rows, list):
-        raise InvalidDocument("expected the getTravelAlarmList2 envelope with a data list")
+    if not isinstance(envelope, dict):
+        raise InvalidDocument("expected the getTravelAlarmList2 envelope, a JSON object")
     if str(envelope.get("resultCode", "00")) not in ("0", "00"):
         raise InvalidDocument(f"the API answered an error: {envelope.get('resultMsg')}")
+    rows = envelope.get("data")
+    if not isinstance(rows, list):
+        raise InvalidDocument("expected the getTravelAlarmList2 envelope with a data list")
     result = ParsedFeed()
     for i, row in enumerate(rows):
-        label = (
-            f"mofa {row.get('country_iso_alp2', '?')} row {i}"
-            if isinstance(row, dict)
-            else f"row {i}"
-        )
-        try:
-            result.drafts.append(_draft(row, level_overrides))
-        except ItemSkipped as exc:
-            result.skipped.append(Rejected(label, str(exc)))
-        except ItemRejected as exc:
-            result.rejected.append(Rejected(label, str(exc)))
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            result.rejected.append(Rejected(label, f"malformed row: {exc!r}"))
+        code = row.get("country_iso_alp2") if isinstance(row, dict) else None
+        label = f"mofa {code} row {i}" if isinstance(code, str) else f"row {i}"
+        read_item(result, label, _draft, row, level_overrides)
     return result
 
 
-def _draft(row: dict, overrides: Mapping[str, str | None] | None) -> AdvisoryDraft:
+def _draft(raw: object, overrides: Mapping[str, str | None] | None) -> AdvisoryDraft:
+    if not isinstance(raw, dict):
+        raise ItemRejected("a row is a JSON object")
+    row = {key: json_text(raw, key) for key in _FIELDS}
     code = countries.normalise_code(str(row.get("country_iso_alp2") or ""))
     if code is None:
         raise ItemRejected(f"unknown country code {row.get('country_iso_alp2')!r}")

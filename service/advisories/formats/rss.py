@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 from xml.etree.ElementTree import Element
 
-from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed, Rejected
+from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.formats import levels
 from service.advisories.formats.common import (
     ItemRejected,
     ItemSkipped,
     parse_time,
     plain_text,
+    read_item,
     union_of_rings,
 )
 from service.advisories.formats.geojson import usgs_radius_km
@@ -59,17 +60,10 @@ def parse_rss(
     result = ParsedFeed()
     for i, item in enumerate(items):
         label = text_of(item, "guid") or text_of(item, "title") or f"item[{i}]"
-        try:
-            if is_gdacs:
-                draft = _gdacs(item, level_overrides, max_vertices)
-            else:
-                draft = _state_dept(item, level_overrides)
-        except ItemSkipped as exc:
-            result.skipped.append(Rejected(label[:200], str(exc)))
-        except ItemRejected as exc:
-            result.rejected.append(Rejected(label[:200], str(exc)))
+        if is_gdacs:
+            read_item(result, label[:200], _gdacs, item, level_overrides, max_vertices)
         else:
-            result.drafts.append(draft)
+            read_item(result, label[:200], _state_dept, item, level_overrides)
     return result
 
 
@@ -167,10 +161,7 @@ def _gdacs_area(
     if event_type == "EQ" and len(point) == 2:
         match = _MAGNITUDE.search(text_of(item, "severity") or text_of(item, "title"))
         radius = usgs_radius_km(float(match.group(1))) if match else 100.0
-        try:
-            circle = check_circle(float(point[0]), float(point[1]), radius, field="point")
-        except Exception as exc:
-            raise ItemRejected(str(getattr(exc, "detail", exc))) from exc
+        circle = check_circle(float(point[0]), float(point[1]), radius, field="point")
         return Area(circles=(circle,), description=named, notes=notes)
     bbox = text_of(item, "bbox").split()
     if len(bbox) != 4:
