@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.advisories.feeds.fetch import FetchError, fetch
+from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.formats import PARSERS
 from service.advisories.ingest import import_document
 from service.app import create_app
@@ -99,7 +99,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 allow_private=args.allow_private,
             ).body
         else:
-            data = Path(args.source).read_bytes()
+            data = read_file(args.source, max_bytes=settings.feed_max_bytes)
     except (FetchError, OSError) as exc:
         print(f"error: cannot read {args.source}: {exc}", file=sys.stderr)
         return 2
@@ -200,9 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-idle", action="store_true", help="keep going until no alert is left open"
     )
     dispatch.set_defaults(run=cmd_dispatch)
-    ingest = commands.add_parser("ingest", help="import a feed document from a file or URL")
+    ingest = commands.add_parser(
+        "ingest", help="import a feed document (CAP, GeoJSON, RSS, MOFA) from a file or URL"
+    )
     ingest.add_argument("source", help="a file path or an http(s) URL")
-    ingest.add_argument("--format", required=True, choices=sorted(PARSERS))
+    ingest.add_argument(
+        "--format",
+        choices=sorted(PARSERS),
+        help="the document's format; without it, told from the content",
+    )
     ingest.add_argument(
         "--allow-private", action="store_true", help="allow a URL on a loopback/private address"
     )

@@ -43,14 +43,15 @@ class IngestSummary:
 def import_document(
     session: Session,
     *,
-    format_name: str,
+    format_name: str | None,
     data: bytes,
     issued_by: str,
     now: datetime,
     max_vertices: int,
     level_overrides: Mapping[str, str | None] | None = None,
 ) -> IngestSummary:
-    """Parse a document in a known format and apply what it holds."""
+    """Parse a document in the named format (None: told from its content) and apply what it
+    holds."""
     parsed = formats.parse(
         format_name, data, level_overrides=level_overrides, max_vertices=max_vertices
     )

@@ -76,10 +76,12 @@ async def import_document(
     it was known already (nothing is sent again), 422 when nothing in it could be used."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     format_name = format or formats.CONTENT_TYPES.get(content_type)
-    if format_name is None:
+    if format_name is None and content_type not in formats.SNIFFED_CONTENT_TYPES:
+        generic = ", ".join(sorted(t for t in formats.SNIFFED_CONTENT_TYPES if t))
         raise InvalidInput(
             "content-type",
-            f"use one of {', '.join(formats.CONTENT_TYPES)} or ?format=cap|geojson|rss|mofa",
+            f"use one of {', '.join(formats.CONTENT_TYPES)}, a generic type ({generic}: the "
+            "format is told from the content), or ?format=cap|geojson|rss|mofa",
         )
     data = await request.body()
     settings = request.app.state.settings

@@ -68,7 +68,7 @@ def _count(db):
     return db.scalar(select(func.count()).select_from(Advisory))
 
 
-@pytest.mark.parametrize("content_type", ["application/cap+xml"])
+@pytest.mark.parametrize("content_type", ["application/cap+xml", "application/xml"])
 def test_euc_kr_cap_is_decoded(client, staff_headers, content_type):
     body = _cap("EUC-KR", "ko-KR", KOREAN_TITLE, codec="cp949")
     assert KOREAN_TITLE.encode("utf-8") not in body  # really sent in the Korean encoding
@@ -86,7 +86,7 @@ def test_shift_jis_cap_is_decoded(client, staff_headers):
     assert "text only in ja-jp" in advisory["area"]["notes"]
 
 
-@pytest.mark.parametrize("content_type", ["named"])
+@pytest.mark.parametrize("content_type", ["named", "application/octet-stream"])
 @pytest.mark.parametrize(("name", "document", "why"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_undecodable_or_too_deep_is_4xx_naming_the_document(
     client, staff_headers, db, name, document, why, content_type

@@ -85,6 +85,8 @@ def test_a_parser_bug_propagates(monkeypatch, target, name, relative, format_nam
     monkeypatch.setattr(target, name, _broken)
     with pytest.raises(ZeroDivisionError):
         formats.parse(format_name, sample(relative))
+    with pytest.raises(ZeroDivisionError):
+        formats.parse(None, sample(relative))  # sniffed alike
 
 
 def test_a_parser_bug_is_no_rejected_item_in_an_import(monkeypatch, db):

@@ -7,6 +7,7 @@ from service.advisories.formats.cap import parse_cap
 from service.advisories.formats.geojson import parse_geojson
 from service.advisories.formats.mofa import parse_mofa
 from service.advisories.formats.rss import parse_rss
+from service.advisories.formats.sniff import sniff_format
 
 Parser = Callable[..., ParsedFeed]
 
@@ -22,15 +23,20 @@ CONTENT_TYPES = {
     "application/cap+xml": "cap",
     "application/geo+json": "geojson",
     "application/rss+xml": "rss",
-    "application/json": "mofa",
 }
+# Types that say nothing of the format (or none sent): the format is told from the content.
+SNIFFED_CONTENT_TYPES = frozenset(
+    {"", "application/octet-stream", "application/xml", "text/xml", "application/json"}
+)
 
 
 def parse(
-    format_name: str,
+    format_name: str | None,
     data: bytes,
     *,
     level_overrides: Mapping[str, str | None] | None = None,
     max_vertices: int = 50_000,
 ) -> ParsedFeed:
-    return PARSERS[format_name](data, level_overrides=level_overrides, max_vertices=max_vertices)
+    """The document in the named format, or (None) in the format its content shows."""
+    parser = PARSERS[format_name or sniff_format(data)]
+    return parser(data, level_overrides=level_overrides, max_vertices=max_vertices)
