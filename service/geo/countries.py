@@ -3,6 +3,9 @@
 
 Disputed areas follow that dataset: Crimea is Ukraine (UA), Kosovo is XK, Taiwan is TW and
 Western Sahara is EH. The sovereign bases on Cyprus and Bir Tawil have no ISO code and give None.
+
+The coastlines are coarse (about 1 km), so a point on no country's polygon belongs to the
+nearest country within 12 nautical miles (geo/waters.py); farther out it has no country.
 """
 
 import io
@@ -16,6 +19,8 @@ import pycountry
 import shapefile
 import shapely
 from shapely.geometry import shape
+
+from service.geo.waters import NOBODY, Territories
 
 _ZIP = "ne_10m_admin_0_countries_deu.zip"
 _STEM = "ne_10m_admin_0_countries_deu"
@@ -34,21 +39,18 @@ class Country:
 class CountryBoundaries:
     countries: tuple[Country, ...]
     geometries: np.ndarray  # shapely geometries, aligned with countries
-    tree: shapely.STRtree
+    territories: Territories  # these, then the land of no ISO code (owner NOBODY)
 
     def code_at(self, lon: float, lat: float) -> str | None:
-        """ISO code of the country covering a point (borders included), None at sea."""
+        """ISO code of the country covering a point (borders included) or, off every coast,
+        of the nearest country within 12 nautical miles; None farther out at sea."""
         return self.codes_at(np.array([lon]), np.array([lat]))[0]
 
     def codes_at(self, lons: np.ndarray, lats: np.ndarray) -> list[str | None]:
-        points = shapely.points(lons, lats)
-        point_idx, geom_idx = self.tree.query(points, predicate="intersects")
-        codes: list[str | None] = [None] * len(points)
         # On a shared border a point touches two countries: the lower index wins, the same
         # answer every time.
-        for p, g in sorted(zip(point_idx.tolist(), geom_idx.tolist(), strict=True), reverse=True):
-            codes[p] = self.countries[g].code
-        return codes
+        owners = self.territories.owners_at(lons, lats)
+        return [None if i == NOBODY else self.countries[i].code for i in owners.tolist()]
 
 
 def _read_shapefile() -> shapefile.Reader:
@@ -65,12 +67,14 @@ def _clean(value: object) -> str | None:
 
 @cache
 def boundaries() -> CountryBoundaries:
-    """Load once per process (about a second)."""
-    countries, geometries = [], []
+    """Load once per process (about two seconds)."""
+    countries, geometries, nobodys = [], [], []
     for record in _read_shapefile().iterShapeRecords():
         fields = record.record.as_dict()
+        geometry = shapely.make_valid(shape(record.shape.__geo_interface__))
         code = _clean(fields["ISO_A2_EH"])
         if code is None:
+            nobodys.append(geometry)  # land all the same: no one's waters around it
             continue
         countries.append(
             Country(
@@ -81,10 +85,13 @@ def boundaries() -> CountryBoundaries:
                 name_ko=str(fields["NAME_KO"] or ""),
             )
         )
-        geometries.append(shapely.make_valid(shape(record.shape.__geo_interface__)))
-    array = np.array(geometries, dtype=object)
-    shapely.prepare(array)
-    return CountryBoundaries(tuple(countries), array, shapely.STRtree(array))
+        geometries.append(geometry)
+    territories = Territories.of(
+        geometries + nobodys, list(range(len(countries))) + [NOBODY] * len(nobodys)
+    )
+    return CountryBoundaries(
+        tuple(countries), territories.geometries[: len(countries)], territories
+    )
 
 
 @cache

