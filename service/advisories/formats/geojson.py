@@ -192,7 +192,7 @@ def _nws(
 
 def _ugc_codes(props: dict[str, Any]) -> list[str]:
     geocode = props.get("geocode") or {}
-    codes = geocode.get("UGC") or [] if isinstance(geocode, dict) else None
+    codes = (geocode.get("UGC") or []) if isinstance(geocode, dict) else None
     if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
         raise ItemRejected("geocode.UGC is a list of zone codes")
     return codes
