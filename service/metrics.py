@@ -1,12 +1,24 @@
-"""Prometheus metrics, registered once per process on the default registry."""
+"""Per-process Prometheus metrics: what this process itself did (requests it answered, jobs it
+ran). Figures about the data (queue, ledger, registry) are read from the database when /metrics
+is scraped (service/operations/figures.py), so every process reports the same ones."""
 
 from prometheus_client import Counter, Histogram
 
 HTTP_REQUESTS = Counter(
-    "anjeon_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+    "anjeon_http_requests_total",
+    "HTTP requests this process answered, by method (other when not a standard one), route "
+    "template (unmatched when none) and status",
+    ["method", "route", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "anjeon_http_request_seconds", "Time to answer an HTTP request", ["method", "route"]
+    "anjeon_http_request_seconds",
+    "Time this process took to answer an HTTP request",
+    ["method", "route"],
 )
-CITIZENS_REGISTERED = Counter("anjeon_citizens_registered_total", "Citizens registered")
-JOB_RUNS = Counter("anjeon_job_runs_total", "Scheduled job runs", ["job", "outcome"])
+CITIZENS_REGISTERED = Counter(
+    "anjeon_citizens_registered_total",
+    "Registrations this process's API accepted (anjeon_citizens counts every citizen)",
+)
+JOB_RUNS = Counter(
+    "anjeon_job_runs_total", "Scheduled job runs in this process", ["job", "outcome"]
+)

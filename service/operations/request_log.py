@@ -1,4 +1,6 @@
-"""Access log and HTTP metrics, by route template so ids in paths don't explode label sets."""
+"""Access log and HTTP metrics. Every label comes from a known set: a route template (never the
+raw path), a standard method, the status code; anything else an anonymous client can invent
+would make a new series per request."""
 
 import logging
 import time
@@ -9,6 +11,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("anjeon.http")
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def metric_labels(scope: Scope) -> tuple[str, str]:
+    """(method, route) for the metrics: other / unmatched for what no route of ours defines."""
+    method = scope["method"] if scope["method"] in METHODS else "other"
+    route = getattr(scope.get("route"), "path", None)
+    return method, route if isinstance(route, str) else "unmatched"
 
 
 class RequestLogMiddleware:
@@ -34,9 +45,9 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], route).observe(elapsed)
+            method, route = metric_labels(scope)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route).observe(elapsed)
             log.info(
                 "request",
                 extra={
