@@ -200,7 +200,6 @@ class Dispatcher:
                     total.merge(tally)
         else:
             total = self._drain(channels, max_s=max_s)
-        metrics.observe_queue(self.factory, now=utcnow())
         return total
 
     def _drain(self, channels: list[str], *, max_s: float | None) -> Tally:
@@ -409,7 +408,6 @@ class Dispatcher:
         for row, decision in decided:
             self._can_fall_back.discard(row.id)
             tally.add(decision)
-            metrics.count(row.channel, decision)
         if fallbacks:
             tally.fallbacks += fallbacks
             self.wake()

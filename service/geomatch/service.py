@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
 from service.db import utcnow
-from service.dispatch.metrics import ENQUEUED
 from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch import postgis, targets
@@ -96,7 +95,6 @@ def _enqueue_in_postgis(
     result.match_s = time.perf_counter() - started
     if result.enqueued:
         mark_enqueued(session)
-        ENQUEUED.inc(result.enqueued)
     return result
 
 
@@ -225,7 +223,6 @@ def _write(session: Session, rows: list[tuple], *, now: datetime, result: MatchR
     result.write_s += time.perf_counter() - started
     if written:
         mark_enqueued(session)
-        ENQUEUED.inc(written)
     return written
 
 

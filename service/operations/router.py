@@ -1,12 +1,15 @@
 """Liveness, readiness and metrics for the operator."""
 
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import threading
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import text
 
 from service.db import READ_ONLY
 from service.errors import ServiceUnavailable
 from service.migrate import current_revision
+from service.operations.figures import DatabaseFigures
 
 router = APIRouter(tags=["operations"])
 
@@ -33,5 +36,21 @@ def readyz(request: Request) -> dict[str, str]:
 
 
 @router.get("/metrics")
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(_registry(request.app)), media_type=CONTENT_TYPE_LATEST)
+
+
+_registry_lock = threading.Lock()
+
+
+def _registry(app: FastAPI) -> CollectorRegistry:
+    """This process's counters and this app's database figures (an app per test has its own
+    database, so the figures cannot live on the process-wide registry)."""
+    with _registry_lock:
+        registry = getattr(app.state, "metrics_registry", None)
+        if registry is None:
+            registry = CollectorRegistry()
+            registry.register(REGISTRY)
+            registry.register(DatabaseFigures(app.state.engine))
+            app.state.metrics_registry = registry
+        return registry
