@@ -48,7 +48,7 @@ class TextFormatter(logging.Formatter):
         for key, value in extra_fields(record).items():
             shown = value if isinstance(value, str) else str(value)
             if "\n" in shown:
-                body = "\n".join(f"    | {part}" for part in shown.splitlines())
+                body = "\n".join(f"    | {part}".rstrip() for part in shown.splitlines())
                 blocks.append(f"  {key}:\n{body}")
             else:
                 line += f" {key}={_quoted(shown)}"

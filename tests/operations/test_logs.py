@@ -12,7 +12,9 @@ from service.dispatch.notifiers.base import OutgoingMessage, Sent
 from service.dispatch.notifiers.console import ConsoleNotifier
 from service.logs import TextFormatter, configure_logging
 
-BODY = "[외교부] 도쿄 여행자제 (2단계)\n지진 피해 지역 방문을 자제하십시오.\nDetails: http://x/a/1"
+BODY = (
+    "[외교부] 도쿄 여행자제 (2단계)\n지진 피해 지역 방문을 자제하십시오.\n\nDetails: http://x/a/1"
+)
 
 
 @pytest.fixture
@@ -53,6 +55,7 @@ def test_text_format_shows_the_console_notifiers_alert(configured, capsys):
         "  text:",
         "    | [외교부] 도쿄 여행자제 (2단계)",
         "    | 지진 피해 지역 방문을 자제하십시오.",
+        "    |",
         "    | Details: http://x/a/1",
     ]
     assert "jisu@example.com" not in err
