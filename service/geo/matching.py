@@ -1,10 +1,12 @@
 """The matching engine: which citizens' places lie in which advisory areas, at which time.
 Pure and vectorised (numpy + shapely 2 prepared predicates); no database, no web.
 
-Semantics (DESIGN.md §5): the boundary is inside; countries match by code; circles by geodesic
-distance on WGS 84 (haversine narrows down, the exact geodesic decides near the edge); a
-current location matches while the advisory is active; a stay matches when its dates overlap
-the advisory's active window and it has not ended.
+Semantics (DESIGN.md §5): the boundary is inside; countries match by code (a point's code
+includes the 12-nautical-mile sea, geo/waters.py); provinces by their polygon, and a point on
+no province also by the nearest province of its country within 12 nautical miles; circles by
+geodesic distance on WGS 84 (haversine narrows down, the exact geodesic decides near the
+edge); a current location matches while the advisory is active; a stay matches when its dates
+overlap the advisory's active window and it has not ended.
 
 Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
 points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
@@ -130,6 +132,8 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
         found.append(np.flatnonzero(np.isin(places.country_ids, wanted)))
     for part in polygon_parts(area):
         found.append(_in_polygon(part, places))
+    for code in area.subdivisions:
+        found.append(_in_waters_of(code, places))
     for circle in area.circles:
         found.append(_in_circle(circle, places))
     if not found:
@@ -160,6 +164,26 @@ def polygon_parts(area: Area) -> list[Polygon]:
     for code in area.subdivisions:
         parts.extend(subdivisions.geometry_of(code).geoms)
     return parts
+
+
+def _in_waters_of(code: str, places: PlaceSet) -> np.ndarray:
+    """Places on no province that the province owns by the territorial-sea rule, their stored
+    country deciding which provinces are theirs (those it covers are its polygon's)."""
+    found = []
+    for west, south, east, north in subdivisions.reach_boxes(code):
+        lo, hi = _lon_slice(places, west, east)
+        lats = places.lats[lo:hi]
+        found.append(lo + np.flatnonzero((lats >= south) & (lats <= north)))
+    idx = _union(found)
+    if idx.size:
+        idx = idx[
+            ~shapely.intersects_xy(subdivisions.land_near(code), places.lons[idx], places.lats[idx])
+        ]
+    if idx.size == 0:
+        return idx
+    index = subdivisions.index()
+    ranks = index.sea_ranks_at(places.lons[idx], places.lats[idx], places.countries[idx].tolist())
+    return idx[ranks == index.rank[code]]
 
 
 def _lon_slice(places: PlaceSet, west: float, east: float) -> tuple[int, int]:

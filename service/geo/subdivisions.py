@@ -9,8 +9,8 @@ neighbours would otherwise leave seaside and border places in no province."""
 import gzip
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from importlib import resources
 
 import numpy as np
@@ -58,21 +58,51 @@ def geometry_of(code: str) -> MultiPolygon:
     return all_subdivisions()[code].geometry
 
 
+_UNKNOWN = -2
+_SEA_MEMO = 1 << 17  # places at sea near province advisories (about 25 MB when full)
+
+
 @dataclass(frozen=True)
 class SubdivisionIndex:
     codes: tuple[str, ...]  # in the order of all_subdivisions(): a lower rank wins a tie
     rank: dict[str, int]
     country_group: dict[str, int]  # the provinces' countries, numbered
     territories: waters.Territories
+    _sea_memo: dict = field(default_factory=dict, compare=False)
 
     def ranks_at(
         self, lons: np.ndarray, lats: np.ndarray, countries_: Sequence[str | None]
     ) -> np.ndarray:
         """Rank of each point's province (or waters.NOBODY), the point's country given."""
-        groups = np.fromiter(
+        return self.territories.owners_at(lons, lats, groups=self._groups(countries_))
+
+    def sea_ranks_at(
+        self, lons: np.ndarray, lats: np.ndarray, countries_: Sequence[str | None]
+    ) -> np.ndarray:
+        """For points on no province: the rank of the nearest of their country's provinces
+        within 12 nautical miles, or waters.NOBODY. Remembered: every sweep asks again about
+        the same places (measured: a Guangdong advisory over 1M synthetic places, 4,000 of
+        them at sea nearby, 0.5 s a sweep without)."""
+        keys = list(zip(lons.tolist(), lats.tolist(), countries_, strict=True))
+        memo = self._sea_memo
+        ranks = np.fromiter((memo.get(key, _UNKNOWN) for key in keys), np.int32, len(keys))
+        new = np.flatnonzero(ranks == _UNKNOWN)
+        if new.size:
+            ranks[new] = self.territories.waters.nearest(
+                lons[new],
+                lats[new],
+                groups=self._groups([countries_[i] for i in new.tolist()]),
+                owner_groups=self.territories.owner_groups,
+            )
+            if len(memo) + new.size > _SEA_MEMO:
+                memo.clear()
+            memo.update(zip([keys[i] for i in new.tolist()], ranks[new].tolist(), strict=True))
+        return ranks
+
+    def _groups(self, countries_: Sequence[str | None]) -> np.ndarray:
+        return np.fromiter(
             (self.country_group.get(c or "", -1) for c in countries_), np.int32, len(countries_)
         )
-        return self.territories.owners_at(lons, lats, groups=groups)
 
 
 @cache
@@ -102,3 +132,15 @@ def codes_at(lons: np.ndarray, lats: np.ndarray) -> list[str | None]:
 def reach_boxes(code: str) -> tuple[waters.Box, ...]:
     """Boxes holding every point the province can own: itself and its 12-nautical-mile sea."""
     return tuple(waters.reach_of(geometry_of(code)))
+
+
+@lru_cache(maxsize=1024)
+def land_near(code: str) -> shapely.Geometry:
+    """The union of the provinces in reach of a province's sea, prepared: a place in the reach
+    boxes but outside it is on no province, the only kind the territorial-sea rule decides."""
+    territories = index().territories
+    boxes = shapely.box(*np.array(reach_boxes(code)).T)
+    near = np.unique(territories.tree.query(boxes, predicate="intersects")[1])
+    land = shapely.union_all(territories.geometries[near])
+    shapely.prepare(land)
+    return land

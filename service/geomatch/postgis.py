@@ -2,10 +2,13 @@
 and enqueues without moving places out of the database. Points are the expression
 ST_SetSRID(ST_MakePoint(lon, lat), 4326), served by GiST expression indexes (migration 0007);
 polygons by ST_Covers (boundary included; long rings cut in pieces first), circles by
-ST_DWithin on geography (WGS 84 spheroid), countries by code. The tests hold it to the
-engine's answers."""
+ST_DWithin on geography (WGS 84 spheroid), countries by code (the stored code already holds the
+12-nautical-mile rule), provinces by ST_Covers and, for a place on no province, by ST_DWithin
+on geography to the nearest province's coast within 12 nautical miles. The tests hold it to
+the engine's answers."""
 
 from datetime import date, datetime, timedelta
+from functools import cache
 
 import numpy as np
 import shapely
@@ -14,9 +17,10 @@ from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
-from service.geo import matching
+from service.geo import matching, subdivisions, waters
 from service.geo.areas import Area
-from service.geomatch.ledger import ON_CONFLICT
+from service.ledger import states
+from service.ledger.enqueue import COLUMNS, ON_CONFLICT
 
 POINT = "ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)"
 GEOGRAPHY = f"({POINT})::geography"
@@ -92,13 +96,101 @@ def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
             f"clat{i}": circle.lat,
             f"cr{i}": circle.radius_km * 1000,
         }
+    for i, code in enumerate(area.subdivisions):
+        selects.append(_waters_sql(i))
+        coast, land, rivals, ranks = _waters_of(code)
+        params |= {
+            f"coast{i}": coast,
+            f"land{i}": land,
+            f"rival{i}": rivals,
+            f"rank{i}": ranks,
+            f"own{i}": subdivisions.index().rank[code],
+            f"country{i}": subdivisions.all_subdivisions()[code].country,
+        }
     if area.countries:
         selects.append(
             f"SELECT {_PLACE} FROM citizen_place p WHERE p.country = ANY(:countries)"  # noqa: S608
         )
         params["countries"] = list(area.countries)
+    if area.subdivisions:
+        params["sea"] = waters.TERRITORIAL_SEA_KM * 1000
     empty = f"SELECT {_PLACE} FROM citizen_place p WHERE FALSE"  # noqa: S608
     return " UNION ".join(selects) or empty, params
+
+
+def _wkb(geometry: str) -> str:
+    return f"ST_GeomFromWKB({geometry}, 4326)"
+
+
+def _waters_sql(i: int) -> str:
+    """Places province i owns by the territorial-sea rule: of its country (by their stored code),
+    within 12 nm of its coast (the GiST index on the geography points finds them), on no
+    province (ST_Covers on the pieces of it and its neighbours), and no province of the same
+    country nearer (a tie goes to the lower rank, as in the engine)."""
+    coast, land, rival = _wkb("c.w") + "::geography", _wkb("l.w"), _wkb("r.w") + "::geography"
+    return (
+        f"SELECT {_PLACE} FROM ("  # noqa: S608 - our fragments; values are bound
+        f"SELECT p.id, min(ST_Distance({coast}, {GEOGRAPHY})) AS d"
+        f" FROM unnest(CAST(:coast{i} AS bytea[])) AS c(w)"
+        f" JOIN citizen_place p ON ST_DWithin({coast}, {GEOGRAPHY}, :sea)"
+        f" WHERE p.country = :country{i} GROUP BY p.id"
+        ") near JOIN citizen_place p ON p.id = near.id"
+        f" WHERE NOT EXISTS (SELECT 1 FROM unnest(CAST(:land{i} AS bytea[])) AS l(w)"
+        f" WHERE ST_Covers({land}, {POINT}))"
+        f" AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:rival{i} AS bytea[]),"
+        f" CAST(:rank{i} AS int[])) AS r(w, rank)"
+        f" WHERE ST_DWithin({rival}, {GEOGRAPHY}, near.d)"
+        f" AND (r.rank < :own{i} OR ST_Distance({rival}, {GEOGRAPHY}) < near.d))"
+    )
+
+
+_LINE_VERTICES = 64
+
+
+def _lines(geometry: shapely.Geometry) -> list[shapely.LineString]:
+    """The rings of a (multi)polygon as lines of at most _LINE_VERTICES vertices."""
+    lines = []
+    for ring in shapely.get_rings(shapely.get_parts(geometry)).tolist():
+        coords = shapely.get_coordinates(ring)
+        step = _LINE_VERTICES - 1
+        lines.extend(
+            shapely.LineString(coords[lo : lo + _LINE_VERTICES])
+            for lo in range(0, len(coords) - 1, step)
+        )
+    return lines
+
+
+@cache
+def _waters_of(code: str) -> tuple[list[bytes], list[bytes], list[bytes], list[int]]:
+    """WKB of a province's coast lines; of the polygon pieces of it and of its neighbours that
+    reach its 12-nm sea; of the lines of its country's neighbours that can be nearer, with their
+    ranks."""
+    index, provinces = subdivisions.index(), subdivisions.all_subdivisions()
+    reach = subdivisions.reach_boxes(code)
+    farther = [box for near in reach for box in waters.reach_boxes(*near)]
+    tree = index.territories.tree
+    neighbours = np.unique(tree.query(shapely.box(*np.array(farther).T))[1])
+    own = index.rank[code]
+    land, rivals, ranks = [], [], []
+    for rank in [own, *(int(n) for n in neighbours if n != own)]:
+        geometry = index.territories.geometries[rank]
+        cut = [piece for part in shapely.get_parts(geometry).tolist() for piece in pieces(part)]
+        land += [piece for piece in cut if _touches_any(reach, piece)]
+        if rank != own and provinces[index.codes[rank]].country == provinces[code].country:
+            near = [line for line in _lines(geometry) if _touches_any(farther, line)]
+            rivals += near
+            ranks += [rank] * len(near)
+    coast = _lines(index.territories.geometries[own])
+    return _to_wkb(coast), _to_wkb(land), _to_wkb(rivals), ranks
+
+
+def _touches_any(boxes: list[waters.Box], geometry: shapely.Geometry) -> bool:
+    west, south, east, north = geometry.bounds
+    return any(w <= east and west <= e and s <= north and south <= n for w, s, e, n in boxes)
+
+
+def _to_wkb(geometries: list) -> list[bytes]:
+    return shapely.to_wkb(np.array(geometries, dtype=object)).tolist() if geometries else []
 
 
 _WINDOW = """
@@ -134,8 +226,8 @@ def enqueue(
     for statement in _PLAN:
         connection.execute(text(statement))
     insert = (
-        "INSERT INTO alert (advisory_id, revision, citizen_id, channel, status, created_at)"  # noqa: S608
-        " SELECT DISTINCT :advisory_id, :revision, c.id, ch.channel, 'pending', :now"
+        f"INSERT INTO alert ({COLUMNS})"  # noqa: S608
+        f" SELECT DISTINCT :advisory_id, :revision, c.id, ch.channel, '{states.PENDING}', :now"
         f" FROM ({hits}) p JOIN citizen c ON c.id = p.citizen_id"
         " CROSS JOIN LATERAL (VALUES ('sms', c.notify_sms), ('email', c.notify_email))"
         "   AS ch(channel, wanted)"

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
-from service.geo import matching
+from service.geo import matching, subdivisions
 from service.geo.areas import Area, area_from_json
 
 _CACHE_SIZE = 20_000
@@ -122,10 +122,11 @@ _MAX_BOXES = 64
 
 
 def boxes_of(area: Area) -> list[tuple[float, float, float, float]]:
-    """Boxes (west, south, east, north) that hold every point the area's shapes can reach; a
-    shape of many parts is boxed whole so that the query stays short."""
+    """Boxes (west, south, east, north) that hold every point the area's shapes can reach
+    (a province's 12-nautical-mile sea included); a shape of many parts is boxed whole so that
+    the query stays short."""
     boxes = []
-    parts = matching.polygon_parts(area)
+    parts = list(area.geometry.geoms) if area.geometry is not None else []
     if len(parts) > _MAX_BOXES:
         bounds = np.array([p.bounds for p in parts])
         west_parts = bounds[:, 2] <= 0  # keep the two sides of ±180 apart
@@ -135,6 +136,8 @@ def boxes_of(area: Area) -> list[tuple[float, float, float, float]]:
                 boxes.append((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()))
     else:
         boxes.extend(tuple(p.bounds) for p in parts)
+    for code in area.subdivisions:
+        boxes.extend(subdivisions.reach_boxes(code))
     for circle in area.circles:
         reach = matching.circle_reach_deg(circle)
         for west, east in matching.circle_lon_ranges(circle, reach):
