@@ -42,5 +42,7 @@ def resolve_place(location: LocationIn, *, field: str, geocoder: Geocoder) -> Re
 
 
 def _point(source: str, lat: float, lon: float) -> ResolvedPlace:
-    # A point at sea has no country; it still matches polygon and circle advisories.
+    # Within 12 nautical miles of a coast a point takes the nearest country (geo/waters.py);
+    # farther out it has none, matches only polygon and circle advisories, and the response
+    # says so (schemas.place_warnings).
     return ResolvedPlace(source, lat, lon, countries.boundaries().code_at(lon, lat))

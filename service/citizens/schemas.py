@@ -1,7 +1,8 @@
 """Request and response bodies of /v1/citizens. Unknown fields are refused (no mass assignment)."""
 
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -9,6 +10,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationInfo,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -127,10 +129,52 @@ class CitizenUpdate(StrictModel):
         return value
 
 
+class PlaceWarning(BaseModel):
+    """Something to know about a place that was stored all the same."""
+
+    field: str = Field(
+        description='The place in the request body: "location" or "stays[i]".',
+        examples=["location"],
+    )
+    code: Literal["outside-territorial-waters"] = Field(
+        description="outside-territorial-waters: the point is more than 12 nautical miles "
+        "(22.224 km) from every country's coast, so it has no country or province."
+    )
+    message: str
+
+
+_OUTSIDE_WATERS = (
+    "this point is more than 12 nautical miles (22.2 km) from every country's coast, so it is "
+    "in no country or province: advisories for a country or province will not reach it, only "
+    "advisories drawn as a polygon or circle around it"
+)
+_WARNINGS = (
+    "Places stored with a caveat; empty when there is none. A point out at sea beyond every "
+    "country's 12-nautical-mile territorial sea gets 'outside-territorial-waters': only "
+    "polygon and circle advisories reach it."
+)
+
+
+class _Place(Protocol):
+    lat: float | None
+    country: str | None
+
+
+def place_warnings(location: _Place | None, stays: Sequence[_Place]) -> list[PlaceWarning]:
+    """Warnings for a citizen's stored places (a point that got no country is at sea)."""
+    places = [("location", location), *((f"stays[{i}]", s) for i, s in enumerate(stays))]
+    return [
+        PlaceWarning(field=field, code="outside-territorial-waters", message=_OUTSIDE_WATERS)
+        for field, place in places
+        if place is not None and place.lat is not None and place.country is None
+    ]
+
+
 class Registered(BaseModel):
     id: str
     manage_token: str
     status: str
+    warnings: list[PlaceWarning] = Field(default_factory=list, description=_WARNINGS)
 
 
 class PlaceRead(BaseModel):
@@ -159,3 +203,8 @@ class CitizenRead(BaseModel):
     stays: list[StayRead]
     created_at: datetime
     updated_at: datetime
+
+    @computed_field(description=_WARNINGS)  # type: ignore[prop-decorator]
+    @property
+    def warnings(self) -> list[PlaceWarning]:
+        return place_warnings(self.location, self.stays)

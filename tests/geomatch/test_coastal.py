@@ -11,7 +11,7 @@ from service.geo.areas import area_from_json
 from service.geomatch import postgis, targets
 from service.geomatch.places import load_reachable
 from tests.advisories.builders import advisory_body
-from tests.builders import register
+from tests.builders import register, stay
 from tests.geomatch.builders import NOW, TODAY, advisory, citizen
 
 # (place, lat, lon, country, province or "" where not asserted); "at sea" = on no polygon of
@@ -196,3 +196,28 @@ def test_a_citizen_registered_on_kuta_beach_is_alerted_by_an_indonesia_advisory(
             {"advisory": public_id, "citizen": citizen_id},
         ).scalar()
         assert (area, rows) == (area, 2)  # sms and email
+
+
+def test_a_point_beyond_every_territorial_sea_is_stored_with_a_warning(client):
+    citizen_id, auth, _ = register(client, location={"lat": -8.7184, "lon": 115.1686})
+    kuta = client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()
+    assert kuta["warnings"] == []
+    moved = client.put(
+        f"/v1/citizens/{citizen_id}/location", json={"lat": 38.78, "lon": -9.95}, headers=auth
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["location"]["country"] is None
+    [warning] = moved.json()["warnings"]
+    assert warning["field"] == "location"
+    assert warning["code"] == "outside-territorial-waters"
+    assert "12 nautical miles" in warning["message"]
+    stays = [stay(lat=0.0, lon=-140.0), stay(lat=38.78, lon=-9.70)]  # mid-Pacific; 17 km off
+    updated = client.patch(f"/v1/citizens/{citizen_id}", json={"stays": stays}, headers=auth)
+    assert [w["field"] for w in updated.json()["warnings"]] == ["location", "stays[0]"]
+
+
+def test_the_warning_is_described_in_the_openapi_schema(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "12-nautical-mile" in schemas["CitizenRead"]["properties"]["warnings"]["description"]
+    assert "warnings" in schemas["Registered"]["properties"]
+    assert schemas["PlaceWarning"]["properties"]["code"]["const"] == "outside-territorial-waters"
