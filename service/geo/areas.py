@@ -11,10 +11,19 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.validation import explain_validity
 
-from service.errors import InvalidInput
 from service.geo import countries, subdivisions
 
 MAX_RADIUS_KM = 2000.0
+
+
+class InvalidArea(ValueError):
+    """An area that is not well-formed, naming the offending field by its JSON path. Callers
+    turn it into their own error (a 422 for staff input, a rejected item for a feed)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 _WEST = box(-180, -90, 180, 90)
 _EAST = box(180, -90, 540, 90)
 
@@ -77,7 +86,7 @@ def check_countries(codes: Sequence[str], *, field: str) -> tuple[str, ...]:
     for i, raw in enumerate(codes):
         code = countries.normalise_code(raw) if isinstance(raw, str) else None
         if code is None:
-            raise InvalidInput(f"{field}[{i}]", f"{raw!r} is not an ISO 3166-1 alpha-2 code")
+            raise InvalidArea(f"{field}[{i}]", f"{raw!r} is not an ISO 3166-1 alpha-2 code")
         if code not in result:
             result.append(code)
     return tuple(result)
@@ -88,7 +97,7 @@ def check_subdivisions(codes: Sequence[str], *, field: str) -> tuple[str, ...]:
     for i, raw in enumerate(codes):
         code = subdivisions.normalise_code(raw) if isinstance(raw, str) else None
         if code is None:
-            raise InvalidInput(
+            raise InvalidArea(
                 f"{field}[{i}]", f"{raw!r} is not an ISO 3166-2 subdivision we hold polygons for"
             )
         if code not in result:
@@ -99,9 +108,9 @@ def check_subdivisions(codes: Sequence[str], *, field: str) -> tuple[str, ...]:
 def check_circle(lat: float, lon: float, radius_km: float, *, field: str) -> Circle:
     _check_position([lon, lat], field=field)
     if not (isinstance(radius_km, int | float) and math.isfinite(radius_km)):
-        raise InvalidInput(f"{field}.radius_km", "must be a finite number")
+        raise InvalidArea(f"{field}.radius_km", "must be a finite number")
     if not 0 < radius_km <= MAX_RADIUS_KM:
-        raise InvalidInput(
+        raise InvalidArea(
             f"{field}.radius_km", f"must be more than 0 and at most {MAX_RADIUS_KM:.0f} km"
         )
     return Circle(lat=float(lat), lon=float(lon), radius_km=float(radius_km))
@@ -111,19 +120,19 @@ def check_geometry(geojson: object, *, field: str, max_vertices: int) -> MultiPo
     """A GeoJSON Polygon or MultiPolygon, checked per RFC 7946, as a MultiPolygon split at the
     antimeridian where a ring is written straight across it."""
     if not isinstance(geojson, dict):
-        raise InvalidInput(field, "must be a GeoJSON object")
+        raise InvalidArea(field, "must be a GeoJSON object")
     kind, coordinates = geojson.get("type"), geojson.get("coordinates")
     extra = set(geojson) - {"type", "coordinates", "bbox"}
     if extra:
-        raise InvalidInput(f"{field}.{sorted(extra)[0]}", "unknown member of a GeoJSON geometry")
+        raise InvalidArea(f"{field}.{sorted(extra)[0]}", "unknown member of a GeoJSON geometry")
     if kind == "Polygon":
         polygons = [coordinates]
     elif kind == "MultiPolygon":
         if not isinstance(coordinates, list) or not coordinates:
-            raise InvalidInput(f"{field}.coordinates", "a MultiPolygon needs at least one polygon")
+            raise InvalidArea(f"{field}.coordinates", "a MultiPolygon needs at least one polygon")
         polygons = coordinates
     else:
-        raise InvalidInput(f"{field}.type", "must be Polygon or MultiPolygon")
+        raise InvalidArea(f"{field}.type", "must be Polygon or MultiPolygon")
     vertices = 0
     parts: list[Polygon] = []
     for p, rings in enumerate(polygons):
@@ -131,13 +140,13 @@ def check_geometry(geojson: object, *, field: str, max_vertices: int) -> MultiPo
         checked = _check_rings(rings, field=path)
         vertices += sum(len(r) for r in checked)
         if vertices > max_vertices:
-            raise InvalidInput(
+            raise InvalidArea(
                 f"{field}.coordinates", f"more than {max_vertices} vertices; simplify the shape"
             )
         parts.extend(_polygon_parts(checked, field=path))
     result = MultiPolygon(parts)
     if len(polygons) > 1 and not result.is_valid:
-        raise InvalidInput(
+        raise InvalidArea(
             f"{field}.coordinates", f"invalid MultiPolygon: {explain_validity(result)}"
         )
     return result
@@ -145,32 +154,32 @@ def check_geometry(geojson: object, *, field: str, max_vertices: int) -> MultiPo
 
 def _check_rings(rings: object, *, field: str) -> list[list[tuple[float, float]]]:
     if not isinstance(rings, list) or not rings:
-        raise InvalidInput(field, "a polygon is a list of linear rings (outer ring first)")
+        raise InvalidArea(field, "a polygon is a list of linear rings (outer ring first)")
     checked = []
     for r, ring in enumerate(rings):
         path = f"{field}[{r}]"
         if not isinstance(ring, list) or len(ring) < 4:
-            raise InvalidInput(path, "a linear ring needs at least 4 positions")
+            raise InvalidArea(path, "a linear ring needs at least 4 positions")
         positions = [_check_position(pos, field=f"{path}[{i}]") for i, pos in enumerate(ring)]
         if positions[0] != positions[-1]:
-            raise InvalidInput(path, "ring is not closed: the last position must equal the first")
+            raise InvalidArea(path, "ring is not closed: the last position must equal the first")
         checked.append(positions)
     return checked
 
 
 def _check_position(position: object, *, field: str) -> tuple[float, float]:
     if not isinstance(position, list | tuple) or len(position) not in (2, 3):
-        raise InvalidInput(field, "a position is [lon, lat] (or [lon, lat, alt])")
+        raise InvalidArea(field, "a position is [lon, lat] (or [lon, lat, alt])")
     numbers = position[:2]
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
-        raise InvalidInput(field, "coordinates must be numbers")
+        raise InvalidArea(field, "coordinates must be numbers")
     lon, lat = float(numbers[0]), float(numbers[1])
     if not (math.isfinite(lon) and math.isfinite(lat)):
-        raise InvalidInput(field, "coordinates must be finite numbers")
+        raise InvalidArea(field, "coordinates must be finite numbers")
     if not -180 <= lon <= 180:
-        raise InvalidInput(field, f"longitude {lon} is outside [-180, 180]")
+        raise InvalidArea(field, f"longitude {lon} is outside [-180, 180]")
     if not -90 <= lat <= 90:
-        raise InvalidInput(field, f"latitude {lat} is outside [-90, 90]")
+        raise InvalidArea(field, f"latitude {lat} is outside [-90, 90]")
     return (lon, lat)
 
 
@@ -199,9 +208,9 @@ def _polygon_parts(rings: list[list[tuple[float, float]]], *, field: str) -> lis
 
 def _require_valid(polygon: Polygon, *, field: str) -> None:
     if not polygon.is_valid:
-        raise InvalidInput(field, f"invalid polygon: {explain_validity(polygon)}")
+        raise InvalidArea(field, f"invalid polygon: {explain_validity(polygon)}")
     if polygon.area == 0:
-        raise InvalidInput(field, "polygon has no area")
+        raise InvalidArea(field, "polygon has no area")
 
 
 def _polygons_of(geometry: shapely.Geometry) -> list[Polygon]:

@@ -14,6 +14,12 @@ from service.ledger import states
 from service.ledger.models import Alert
 
 
+# Literal SQL, the same text as the partial index ix_alert_open: with bound parameters SQLite
+# does not see that the index applies and scans the whole ledger (0.95 s a claim at 5M rows
+# with 20k open, against 0.5 ms).
+_OPEN = text(states.sql_in(states.OPEN))
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: int
@@ -36,7 +42,7 @@ def claim(
         select(Alert.id)
         .where(
             Alert.channel == channel,
-            Alert.status.in_(states.OPEN),
+            _OPEN,
             or_(Alert.due_at.is_(None), Alert.due_at <= now),
         )
         .order_by(Alert.id)
@@ -174,7 +180,7 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
 
 def open_count(session: Session) -> int:
     """Alerts not yet settled: pending, waiting to retry, or claimed."""
-    return session.scalar(select(func.count()).where(Alert.status.in_(states.OPEN))) or 0
+    return session.scalar(select(func.count()).select_from(Alert).where(_OPEN)) or 0
 
 
 def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:

@@ -2,9 +2,8 @@
 
 import pytest
 
-from service.errors import InvalidInput
 from service.geo import matching
-from service.geo.areas import Area, check_geometry, crosses_antimeridian
+from service.geo.areas import Area, InvalidArea, check_geometry, crosses_antimeridian
 
 STRAIGHT_ACROSS = {
     "type": "Polygon",
@@ -77,6 +76,6 @@ def test_overlapping_multipolygon_is_refused():
             [[[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]],
         ],
     }
-    with pytest.raises(InvalidInput) as error:
+    with pytest.raises(InvalidArea) as error:
         check_geometry(overlapping, field="area.geometry", max_vertices=100)
-    assert error.value.errors[0].field == "area.geometry.coordinates"
+    assert error.value.field == "area.geometry.coordinates"

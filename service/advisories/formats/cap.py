@@ -190,4 +190,4 @@ def _circle(text: str) -> Circle:
         raise ItemRejected(f"unreadable <circle> {text!r}") from exc
     if radius_km == 0:
         radius_km = POINT_RADIUS_KM
-    return check_circle(lat, lon, radius_km, field="circle")  # InvalidInput rejects the item
+    return check_circle(lat, lon, radius_km, field="circle")  # InvalidArea rejects the item

@@ -14,7 +14,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from service.advisories.drafts import AdvisoryDraft, ParsedFeed, Rejected
 from service.advisories.formats.safe_xml import InvalidDocument, UnreadableDocument
 from service.errors import InvalidInput
-from service.geo.areas import check_geometry
+from service.geo.areas import InvalidArea, check_geometry
 
 MAX_TEXT = 4000
 # Real feeds nest less than 10 deep; Python's own recursion (json, repr) gives out near 1,000.
@@ -51,6 +51,8 @@ def read_item(
         result.rejected.append(Rejected(label, str(exc)))
     except InvalidInput as exc:
         result.rejected.append(Rejected(label, exc.detail))
+    except InvalidArea as exc:
+        result.rejected.append(Rejected(label, str(exc)))
     except MALFORMED as exc:
         result.rejected.append(Rejected(label, f"malformed item ({type(exc).__name__}: {exc})"))
     else:
@@ -135,7 +137,7 @@ def union_of_rings(
     rings: Sequence[list[list[float]]], *, max_vertices: int, label: str
 ) -> MultiPolygon | None:
     """Feeds may send overlapping polygons in one area (any of them covers a point): each is
-    validated on its own, then they are merged. An invalid one rejects the item (InvalidInput,
+    validated on its own, then they are merged. An invalid one rejects the item (InvalidArea,
     which read_item records)."""
     parts: list[Polygon] = []
     for i, ring in enumerate(rings):
