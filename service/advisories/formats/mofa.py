@@ -19,6 +19,7 @@ from service.advisories.formats.common import (
     read_item,
 )
 from service.advisories.formats.safe_xml import InvalidDocument
+from service.advisories.levels import LEVEL_NAMES
 from service.geo import countries
 from service.geo.areas import Area
 
@@ -33,12 +34,6 @@ _FIELDS = (
     "country_eng_nm",
     "written_dt",
 )
-LEVEL_NAMES = {
-    "1": ("여행유의", "travel caution"),
-    "2": ("여행자제", "travel restraint"),
-    "3": ("출국권고", "departure recommended"),
-    "4": ("여행금지", "travel ban"),
-}
 WHOLE, PART = "전체", "일부"
 
 
@@ -72,7 +67,7 @@ def _draft(raw: object, overrides: Mapping[str, str | None] | None) -> AdvisoryD
     if code is None:
         raise ItemRejected(f"unknown country code {row.get('country_iso_alp2')!r}")
     raw_level = str(row.get("alarm_lvl") or "").strip()
-    if raw_level not in LEVEL_NAMES:
+    if raw_level not in levels.MOFA:
         raise ItemSkipped(f"no travel alarm level ({raw_level or 'empty'})")
     level = levels.level_for(levels.MOFA, raw_level, overrides)
     if level is None:
