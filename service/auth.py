@@ -1,6 +1,7 @@
 """Request-scoped dependencies: the database session, staff roles, citizens' manage tokens."""
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,15 +21,38 @@ _WRITING_GETS = ("/a/",)
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed before the response is sent."""
-    with request.app.state.session_factory.begin() as session:
+    """One transaction per request, committed before the response is sent.
+
+    A writing request's transaction begins at its first statement, not here: what runs before
+    (the staff check, a geocoder's network call) holds no write lock (SQLite's lasts the
+    whole transaction)."""
+    with request.app.state.session_factory() as session:
         if request.method in _READS and not request.url.path.startswith(_WRITING_GETS):
             session.connection(execution_options={READ_ONLY: True})
         yield session
+        session.commit()
 
 
 # scope="function": commit before the response leaves, so a 201 means the data is stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@contextmanager
+def read_first(session: Session) -> Iterator[Session]:
+    """Reads before a request's writes: in a short read-only transaction of their own when the
+    session has none yet, so no write transaction is open afterwards (for a network call, say);
+    inside the session's transaction when it has one (a GET, a test's savepoint)."""
+    if session.in_transaction():
+        yield session
+        return
+    session.connection(execution_options={READ_ONLY: True})
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    # Nothing was written; commit (unlike rollback) keeps what was read loaded.
+    session.commit()
 
 
 def bearer_token(request: Request) -> str:
@@ -42,16 +66,33 @@ def bearer_token(request: Request) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
+def _admit(session: Session, token: str, minimum: Role) -> StaffKey:
+    with read_first(session):
+        key = staff_service.authenticate(session, key=token)
+    if key is None:
+        raise HTTPException(401, "unknown or revoked staff key", headers=_CHALLENGE)
+    if Role(key.role).rank < minimum.rank:
+        raise HTTPException(403, f"this needs the {minimum} role; the key has {key.role}")
+    return key
+
+
 def require_role(minimum: Role) -> Callable[..., StaffKey]:
-    """A dependency admitting staff keys of `minimum` role or above."""
+    """A dependency admitting staff keys of `minimum` role or above (checked in a read-only
+    transaction that ends before the endpoint runs)."""
 
     def check(session: SessionDep, token: BearerToken) -> StaffKey:
-        key = staff_service.authenticate(session, key=token)
-        if key is None:
-            raise HTTPException(401, "unknown or revoked staff key", headers=_CHALLENGE)
-        if Role(key.role).rank < minimum.rank:
-            raise HTTPException(403, f"this needs the {minimum} role; the key has {key.role}")
-        return key
+        return _admit(session, token, minimum)
+
+    return check
+
+
+def require_role_without_session(minimum: Role) -> Callable[..., StaffKey]:
+    """The same check for endpoints that take no request session (they talk to the network
+    and open their own short transactions from the app's session factory)."""
+
+    def check(request: Request, token: BearerToken) -> StaffKey:
+        with request.app.state.session_factory() as session:
+            return _admit(session, token, minimum)
 
     return check
 
@@ -59,3 +100,4 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
 Viewer = Annotated[StaffKey, Depends(require_role(Role.viewer))]
 Consul = Annotated[StaffKey, Depends(require_role(Role.consul))]
 Admin = Annotated[StaffKey, Depends(require_role(Role.admin))]
+AdminWithoutSession = Annotated[StaffKey, Depends(require_role_without_session(Role.admin))]

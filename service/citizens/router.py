@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 
 @router.post("", status_code=201, response_model=Registered)
 def register(body: CitizenCreate, session: SessionDep, registry: RegistryDep) -> Registered:
-    citizen, token = service.register_citizen(session, registry=registry, data=body)
+    # Geocoding first: the session's write transaction begins at its first statement, after.
+    places = service.locate(registry, location=body.location, stays=body.stays)
+    citizen, token = service.register_citizen(session, registry=registry, data=body, places=places)
     CITIZENS_REGISTERED.inc()
     return Registered(id=citizen.public_id, manage_token=token, status=citizen.status)
 
@@ -38,8 +40,9 @@ def update(
     registry: RegistryDep,
     token: BearerToken,
 ) -> CitizenRead:
+    places = service.locate(registry, stays=body.stays)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    service.update_citizen(session, registry=registry, citizen=citizen, data=body)
+    service.update_citizen(session, registry=registry, citizen=citizen, data=body, places=places)
     return service.to_read(registry, citizen)
 
 
@@ -51,8 +54,9 @@ def move(
     registry: RegistryDep,
     token: BearerToken,
 ) -> CitizenRead:
+    places = service.locate(registry, location=body)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    service.move_citizen(session, registry=registry, citizen=citizen, location=body)
+    service.move_citizen(session, citizen=citizen, places=places)
     return service.to_read(registry, citizen)
 
 

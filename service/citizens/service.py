@@ -45,18 +45,40 @@ class Contacts:
     email: str | None
 
 
+@dataclass(frozen=True)
+class Places:
+    """Where a request puts a citizen, resolved before its write transaction begins: an address
+    costs a geocoder request, and no network call may run while the write lock is held."""
+
+    current: CitizenPlace | None = None
+    stays: list[CitizenPlace] | None = None
+
+
+def locate(
+    registry: Registry, *, location: LocationIn | None = None, stays: list[StayIn] | None = None
+) -> Places:
+    """Resolve a location and stays (geocoding addresses) without touching the database."""
+    return Places(
+        current=None if location is None else _current_place(registry, location, field="location"),
+        stays=None if stays is None else _stay_places(registry, stays),
+    )
+
+
 def register_citizen(
-    session: Session, *, registry: Registry, data: CitizenCreate
+    session: Session, *, registry: Registry, data: CitizenCreate, places: Places | None = None
 ) -> tuple[Citizen, str]:
-    """Store a new citizen; returns the record and its manage token (shown once)."""
+    """Store a new citizen; returns the record and its manage token (shown once). `places`
+    from locate(): without them the data's places are resolved here, inside the caller's
+    transaction, which only callers without addresses (the demo) may do."""
+    places = places or locate(registry, location=data.location, stays=data.stays)
+    assert places.current is not None and places.stays is not None
     contacts = _check_contacts(registry, data.phone, data.email, data.channels)
     citizen = Citizen(public_id=str(uuid.uuid4()), language=data.language, consent_at=utcnow())
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     citizen.token_hash = token_hash(token)
     citizen.name_sealed = registry.vault.seal("name", data.name)
     _apply_contacts(registry, citizen, contacts, data.channels)
-    citizen.places = [_current_place(registry, data.location, field="location")]
-    citizen.places += _stay_places(registry, data.stays)
+    citizen.places = [places.current, *places.stays]
     session.add(citizen)
     _flush_unique(session)
     geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
@@ -76,8 +98,9 @@ def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:
 
 
 def update_citizen(
-    session: Session, *, registry: Registry, citizen: Citizen, data: CitizenUpdate
+    session: Session, *, registry: Registry, citizen: Citizen, data: CitizenUpdate, places: Places
 ) -> Citizen:
+    """Change what the body gives; new stays come resolved in `places` (from locate())."""
     given = data.model_fields_set
     current = read_contacts(registry, citizen)
     channels = data.channels if data.channels is not None else channels_of(citizen)
@@ -98,20 +121,18 @@ def update_citizen(
         citizen.language = data.language
     _apply_contacts(registry, citizen, contacts, channels)
     if data.stays is not None:
-        stays = _stay_places(registry, data.stays)
-        citizen.places = [p for p in citizen.places if p.kind == "current"] + stays
+        assert places.stays is not None
+        citizen.places = [p for p in citizen.places if p.kind == "current"] + places.stays
     citizen.updated_at = utcnow()
     _flush_unique(session)
     geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
     return citizen
 
 
-def move_citizen(
-    session: Session, *, registry: Registry, citizen: Citizen, location: LocationIn
-) -> Citizen:
-    """Replace the current location."""
-    place = _current_place(registry, location, field="location")
-    citizen.places = [p for p in citizen.places if p.kind != "current"] + [place]
+def move_citizen(session: Session, *, citizen: Citizen, places: Places) -> Citizen:
+    """Replace the current location with `places.current` (from locate())."""
+    assert places.current is not None
+    citizen.places = [p for p in citizen.places if p.kind != "current"] + [places.current]
     citizen.updated_at = utcnow()
     session.flush()
     geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.models import FeedState
-from service.auth import Admin, SessionDep, Viewer
+from service.auth import AdminWithoutSession, SessionDep, Viewer, read_first
 from service.db import utcnow
 from service.errors import NotFound
 
@@ -48,8 +48,9 @@ def list_feeds(request: Request, session: SessionDep, _staff: Viewer) -> list[Fe
 
 
 @router.post("/{name}/poll", response_model=FeedRead)
-async def poll_now(request: Request, name: str, _admin: Admin) -> FeedRead:
-    """Poll a configured feed now (by name: no URL is ever taken from a request)."""
+async def poll_now(request: Request, name: str, _admin: AdminWithoutSession) -> FeedRead:
+    """Poll a configured feed now (by name: no URL is ever taken from a request). No request
+    session: the fetch runs outside any transaction, the poll opens its own short ones."""
     feed = next((f for f in request.app.state.feeds if f.name == name), None)
     if feed is None:
         raise NotFound(f"no feed named {name!r} in the feeds file")
@@ -63,5 +64,5 @@ async def poll_now(request: Request, name: str, _admin: Admin) -> FeedRead:
         max_bytes=state.settings.feed_max_bytes,
         max_vertices=state.settings.max_area_vertices,
     )
-    with state.session_factory() as session:
+    with state.session_factory() as session, read_first(session):
         return _read(feed, session.get(FeedState, feed.name))
