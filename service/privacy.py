@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import os
+import re
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -38,6 +39,26 @@ class PersonalDataVault:
 
     def lookup_hash(self, field: str, value: str) -> str:
         return hmac.new(self._lookup_key, f"{field}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+# Provider texts quote the destination ("The 'To' number +821012345678 is not valid"): any run
+# of 7 or more digits (with the usual separators) and any e-mail address is taken out before
+# such a text is stored, shown to staff or kept after erasure.
+_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+_EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+
+
+def scrub_contacts(text: str | None) -> str | None:
+    """A provider's message with phone numbers and e-mail addresses replaced by [contact]."""
+    if not text:
+        return text
+    text = _EMAIL_LIKE.sub("[contact]", text)
+    return _PHONE_LIKE.sub(_phone_or_code, text)
+
+
+def _phone_or_code(found: re.Match[str]) -> str:
+    # "550 5.1.1" and "error 30003" are codes, not numbers: a phone number has 7+ digits.
+    return "[contact]" if sum(c.isdigit() for c in found[0]) >= 7 else found[0]
 
 
 def token_hash(token: str) -> str:

@@ -13,6 +13,7 @@ from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportReje
 from service.errors import Forbidden, NotFound
 from service.ledger import states
 from service.ledger.models import Alert
+from service.privacy import scrub_contacts
 
 
 def receive_report(
@@ -80,7 +81,9 @@ def apply_report(
         values["delivered_at"] = now
     if target == states.UNDELIVERED:
         values["error_code"] = report.error_code
-        values["last_error"] = report.detail or "the provider reports it undelivered"
+        values["last_error"] = (
+            scrub_contacts(report.detail) or "the provider reports it undelivered"
+        )
     # Guarded on the status read above: a concurrent report cannot be overwritten.
     session.execute(
         update(Alert)

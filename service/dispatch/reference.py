@@ -2,6 +2,8 @@
 details link, the e-mail's Message-ID), so a send whose outcome we never learnt can be found at
 the provider; its keyed tag makes a link unguessable from an alert id."""
 
+import hmac
+
 from service.privacy import PersonalDataVault
 
 
@@ -14,12 +16,15 @@ class Links:
         return f"{alert_id}.{self.tag(alert_id)}"
 
     def tag(self, alert_id: int) -> str:
-        return self.vault.lookup_hash("alert-reference", str(alert_id))[:10]
+        # 96 bits: guessing a valid link for some alert id is out of reach.
+        return self.vault.lookup_hash("alert-reference", str(alert_id))[:24]
 
     def parse(self, reference: str) -> int | None:
         """The alert id a reference names, or None when it is not one of ours."""
         head, _, tag = reference.partition(".")
-        if not head.isascii() or not head.isdigit() or len(head) > 18 or tag != self.tag(int(head)):
+        if not head.isascii() or not head.isdigit() or len(head) > 18:
+            return None
+        if not hmac.compare_digest(tag.encode(), self.tag(int(head)).encode()):
             return None
         return int(head)
 

@@ -169,7 +169,7 @@ class Sweeper:
 
 def cancel_pending_for(session: Session, *, citizen_id: int) -> int:
     """An erased citizen's alerts not yet sent are dropped."""
-    return outbox.cancel_queued_for(session, citizen_id=citizen_id, now=utcnow())
+    return outbox.forget_citizen(session, citizen_id=citizen_id, now=utcnow())
 
 
 def _enqueue(

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from service.db import UTCDateTime
 from service.ledger import states
 from service.ledger.models import Alert
-
+from service.privacy import scrub_contacts
 
 # Literal SQL, the same text as the partial index ix_alert_open: with bound parameters SQLite
 # does not see that the index applies and scans the whole ledger (0.95 s a claim at 5M rows
@@ -132,7 +132,7 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
             "status": d.status,
             "due_at": d.due_at,
             "code": d.code,
-            "reason": d.reason,
+            "reason": scrub_contacts(d.reason),
             "outcome_unknown": d.outcome_unknown,
             "segments": d.segments,
         }
@@ -204,12 +204,20 @@ def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
     return bool(result.rowcount)
 
 
-def cancel_queued_for(session: Session, *, citizen_id: int, now: datetime) -> int:
-    """An erased citizen's alerts that are still waiting are dropped."""
+def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
+    """Erasure: the citizen's alerts still waiting are dropped, and no provider text about
+    them is kept (it may quote their contact). Returns how many were dropped."""
     result = session.execute(
         update(Alert)
         .where(Alert.citizen_id == citizen_id, Alert.status.in_(states.QUEUED))
         .values(status=states.CANCELLED, last_error=states.REASON_CITIZEN_ERASED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Alert)
+        .where(Alert.citizen_id == citizen_id, Alert.last_error.is_not(None))
+        .where(Alert.last_error != states.REASON_CITIZEN_ERASED)
+        .values(last_error=None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0

@@ -108,7 +108,8 @@ class FakeTwilio:
                         answer.status,
                         {
                             "code": answer.code or answer.status,
-                            "message": f"scripted {answer.status}",
+                            # Twilio's own texts quote the number, as this one does.
+                            "message": f"scripted {answer.status} for 'To' {form.get('To')}",
                             "more_info": "https://www.twilio.com/docs/errors",
                             "status": answer.status,
                         },
