@@ -27,10 +27,11 @@ _E2 = _F * (2 - _F)
 # reached; 1 % more, so the search boxes always hold the coasts in reach.
 REACH_LAT_DEG = TERRITORIAL_SEA_KM / 110.574 * 1.01
 _KM_PER_DEG_LON = 111.3195
-_SEGMENT_DEG = 0.05  # longer edges are split: the projected chord then stays within 1 m of them
+SEGMENT_DEG = 0.05  # longer edges are split: the projected chord then stays within 1 m of them
 _PIECE = 32  # boundary segments per STRtree entry
 # The projection errs by under 1 m at 30 km (tested); an edge's chord adds at most ~1 m.
 _TOLERANCE_KM = 0.010
+TIE_KM = 1e-5  # distances within a centimetre are a tie: two computations of one corner differ
 _CHUNK = 20_000  # points measured at once: bounds the (point, segment) arrays to ~100 MB
 
 Box = tuple[float, float, float, float]  # west, south, east, north
@@ -107,7 +108,7 @@ class Waters:
         """Waters around these (multi)polygons; owners[i] owns geometries[i]."""
         parts, of_geom = shapely.get_parts(np.asarray(geometries, dtype=object), return_index=True)
         rings, of_part = shapely.get_rings(parts, return_index=True)
-        rings = shapely.segmentize(rings, _SEGMENT_DEG)
+        rings = shapely.segmentize(rings, SEGMENT_DEG)
         coords, of_ring = shapely.get_coordinates(rings, return_index=True)
         same_ring = of_ring[1:] == of_ring[:-1]
         ring_of_segment = of_ring[:-1][same_ring]
@@ -227,17 +228,20 @@ class Waters:
     def _exact_owner(self, lon: float, lat: float, segments: np.ndarray) -> int:
         """The decision by exact geodesics, for a point near the limit or near a tie;
         remembered, since a sweep asks again about the same places."""
-        key = (lon, lat)
+        owners = self.owners[segments]
+        key = (lon, lat, *np.unique(owners).tolist())  # the owners it may go to
         if key not in self._exact:
             if len(self._exact) >= 1 << 16:
                 self._exact.clear()
             best: dict[int, float] = {}
-            for s in segments.tolist():
+            for s, owner in zip(segments.tolist(), owners.tolist(), strict=True):
                 km = _segment_km(lat, lon, self.y0[s], self.x0[s], self.y1[s], self.x1[s])
-                owner = int(self.owners[s])
                 best[owner] = min(km, best.get(owner, np.inf))
-            km, owner = min((km, owner) for owner, km in best.items())
-            self._exact[key] = owner if km <= TERRITORIAL_SEA_KM else NOBODY
+            nearest_km = min(best.values())
+            # Two provinces meeting at the coast are equally near a point nearest that corner:
+            # within a centimetre it is a tie (PostGIS agrees), and the lower owner wins.
+            owner = min(o for o, km in best.items() if km <= nearest_km + TIE_KM)
+            self._exact[key] = owner if nearest_km <= TERRITORIAL_SEA_KM else NOBODY
         return self._exact[key]
 
 

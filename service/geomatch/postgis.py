@@ -7,6 +7,7 @@ ST_DWithin on geography (WGS 84 spheroid), countries by code (the stored code al
 on geography to the nearest province's coast within 12 nautical miles. The tests hold it to
 the engine's answers."""
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
 
@@ -98,59 +99,104 @@ def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
         }
     for i, code in enumerate(area.subdivisions):
         selects.append(_waters_sql(i))
-        coast, land, rivals, ranks = _waters_of(code)
+        sea = _waters_of(code)
         params |= {
-            f"coast{i}": coast,
-            f"land{i}": land,
-            f"rival{i}": rivals,
-            f"rank{i}": ranks,
+            f"land{i}": sea.land,
+            f"rank{i}": sea.rival_ranks,
             f"own{i}": subdivisions.index().rank[code],
             f"country{i}": subdivisions.all_subdivisions()[code].country,
         }
+        for name, lines, boxes in (
+            ("coast", sea.coast, sea.coast_boxes),
+            ("rival", sea.rivals, sea.rival_boxes),
+        ):
+            params[f"{name}{i}"] = lines
+            params |= {f"{name}_{side}{i}": v for side, v in zip(_SIDES, boxes, strict=True)}
+        reach = zip(*subdivisions.reach_boxes(code), strict=True)
+        params |= {f"{side}{i}": list(v) for side, v in zip(_SIDES, reach, strict=True)}
     if area.countries:
         selects.append(
             f"SELECT {_PLACE} FROM citizen_place p WHERE p.country = ANY(:countries)"  # noqa: S608
         )
         params["countries"] = list(area.countries)
     if area.subdivisions:
-        params["sea"] = waters.TERRITORIAL_SEA_KM * 1000
+        params |= {"sea": waters.TERRITORIAL_SEA_KM * 1000, "tie": waters.TIE_KM * 1000}
     empty = f"SELECT {_PLACE} FROM citizen_place p WHERE FALSE"  # noqa: S608
     return " UNION ".join(selects) or empty, params
+
+
+_SIDES = ("west", "south", "east", "north")
 
 
 def _wkb(geometry: str) -> str:
     return f"ST_GeomFromWKB({geometry}, 4326)"
 
 
+def _geography(row: str) -> str:
+    return f"ST_SetSRID(ST_MakePoint({row}.lon, {row}.lat), 4326)::geography"
+
+
+def _lines_of(name: str, i: int) -> str:
+    """Arrays of lines (WKB) and, aligned, the boxes of the points within 12 nm of each."""
+    sides = ", ".join(f"CAST(:{name}_{side}{i} AS float8[])" for side in _SIDES)
+    return f"CAST(:{name}{i} AS bytea[]), {sides}"
+
+
 def _waters_sql(i: int) -> str:
-    """Places province i owns by the territorial-sea rule: of its country (by their stored code),
-    within 12 nm of its coast (the GiST index on the geography points finds them), on no
-    province (ST_Covers on the pieces of it and its neighbours), and no province of the same
-    country nearer (a tie goes to the lower rank, as in the engine)."""
-    coast, land, rival = _wkb("c.w") + "::geography", _wkb("l.w"), _wkb("r.w") + "::geography"
-    return (
-        f"SELECT {_PLACE} FROM ("  # noqa: S608 - our fragments; values are bound
-        f"SELECT p.id, min(ST_Distance({coast}, {GEOGRAPHY})) AS d"
-        f" FROM unnest(CAST(:coast{i} AS bytea[])) AS c(w)"
-        f" JOIN citizen_place p ON ST_DWithin({coast}, {GEOGRAPHY}, :sea)"
-        f" WHERE p.country = :country{i} GROUP BY p.id"
-        ") near JOIN citizen_place p ON p.id = near.id"
-        f" WHERE NOT EXISTS (SELECT 1 FROM unnest(CAST(:land{i} AS bytea[])) AS l(w)"
-        f" WHERE ST_Covers({land}, {POINT}))"
-        f" AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:rival{i} AS bytea[]),"
-        f" CAST(:rank{i} AS int[])) AS r(w, rank)"
-        f" WHERE ST_DWithin({rival}, {GEOGRAPHY}, near.d)"
-        f" AND (r.rank < :own{i} OR ST_Distance({rival}, {GEOGRAPHY}) < near.d))"
+    """Places province i owns by the territorial-sea rule: of its country (by their stored
+    code), in its reach boxes (GiST index), on no province (ST_Covers on the pieces of it and its
+    neighbours, each piece finding its points by the index), within 12 nm of its coast and no
+    province of the same country nearer (ST_DWithin and ST_Distance on geography, for the few
+    left; within a centimetre it is a tie, and the lower rank wins, as in the engine)."""
+    return f"""(
+    WITH coast AS MATERIALIZED (
+      SELECT {_wkb("c.w")}::geography AS g, c.west, c.south, c.east, c.north
+      FROM unnest({_lines_of("coast", i)}) AS c(w, west, south, east, north)
+    ), rival AS MATERIALIZED (
+      SELECT {_wkb("r.w")}::geography AS g, r.west, r.south, r.east, r.north, r.rank
+      FROM unnest({_lines_of("rival", i)}, CAST(:rank{i} AS int[]))
+        AS r(w, west, south, east, north, rank)
+    ), sea AS MATERIALIZED (
+      SELECT p.id FROM unnest(
+        CAST(:west{i} AS float8[]), CAST(:south{i} AS float8[]),
+        CAST(:east{i} AS float8[]), CAST(:north{i} AS float8[])
+      ) AS b(w, s, e, n)
+      JOIN citizen_place p ON {POINT} && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)
+      WHERE p.country = :country{i}
+      EXCEPT
+      SELECT p.id FROM unnest(CAST(:land{i} AS bytea[])) AS l(w)
+      JOIN citizen_place p ON ST_Covers({_wkb("l.w")}, {POINT})
+    ), pts AS MATERIALIZED (
+      SELECT p.id, p.lon, p.lat, {GEOGRAPHY} AS g FROM sea JOIN citizen_place p ON p.id = sea.id
+    ), near AS MATERIALIZED (
+      SELECT x.id, x.lon, x.lat, min(x.d) AS d FROM coast c CROSS JOIN LATERAL (
+        SELECT s.id, s.lon, s.lat, ST_Distance(c.g, s.g) AS d FROM pts s
+        WHERE s.lon BETWEEN c.west AND c.east AND s.lat BETWEEN c.south AND c.north
+        AND ST_DWithin(c.g, s.g, :sea)
+      ) x GROUP BY x.id, x.lon, x.lat
+    ), beaten AS MATERIALIZED (
+      SELECT DISTINCT x.id FROM rival r CROSS JOIN LATERAL (
+        SELECT n.id FROM near n
+        WHERE n.lon BETWEEN r.west AND r.east AND n.lat BETWEEN r.south AND r.north
+        AND ST_DWithin(r.g, {_geography("n")}, n.d + :tie)
+        AND (r.rank < :own{i} OR ST_Distance(r.g, {_geography("n")}) < n.d - :tie)
+      ) x
     )
+    SELECT {_PLACE} FROM near JOIN citizen_place p ON p.id = near.id
+    WHERE near.id NOT IN (SELECT id FROM beaten)
+    )"""  # noqa: S608 - our fragments; values are bound
 
 
 _LINE_VERTICES = 64
 
 
 def _lines(geometry: shapely.Geometry) -> list[shapely.LineString]:
-    """The rings of a (multi)polygon as lines of at most _LINE_VERTICES vertices."""
+    """The rings of a (multi)polygon as lines of at most _LINE_VERTICES vertices. Long edges
+    are split as the engine splits them: geography draws an edge as a great circle, and a
+    50 km edge bows 30 m away from the straight lon/lat line the engine measures to."""
     lines = []
-    for ring in shapely.get_rings(shapely.get_parts(geometry)).tolist():
+    rings = shapely.get_rings(shapely.get_parts(geometry))
+    for ring in shapely.segmentize(rings, waters.SEGMENT_DEG).tolist():
         coords = shapely.get_coordinates(ring)
         step = _LINE_VERTICES - 1
         lines.extend(
@@ -160,11 +206,20 @@ def _lines(geometry: shapely.Geometry) -> list[shapely.LineString]:
     return lines
 
 
+@dataclass(frozen=True)
+class _Sea:
+    """What the SQL needs of a province's territorial sea, as WKB and plain arrays."""
+
+    coast: list[bytes]  # the province's rings as lines (a line twice when its reach wraps ±180)
+    coast_boxes: tuple[list[float], ...]  # west, south, east, north of each line's reach
+    land: list[bytes]  # polygon pieces of it and its neighbours that reach its sea
+    rivals: list[bytes]  # lines of its country's neighbours that can be nearer
+    rival_boxes: tuple[list[float], ...]
+    rival_ranks: list[int]
+
+
 @cache
-def _waters_of(code: str) -> tuple[list[bytes], list[bytes], list[bytes], list[int]]:
-    """WKB of a province's coast lines; of the polygon pieces of it and of its neighbours that
-    reach its 12-nm sea; of the lines of its country's neighbours that can be nearer, with their
-    ranks."""
+def _waters_of(code: str) -> _Sea:
     index, provinces = subdivisions.index(), subdivisions.all_subdivisions()
     reach = subdivisions.reach_boxes(code)
     farther = [box for near in reach for box in waters.reach_boxes(*near)]
@@ -180,8 +235,26 @@ def _waters_of(code: str) -> tuple[list[bytes], list[bytes], list[bytes], list[i
             near = [line for line in _lines(geometry) if _touches_any(farther, line)]
             rivals += near
             ranks += [rank] * len(near)
-    coast = _lines(index.territories.geometries[own])
-    return _to_wkb(coast), _to_wkb(land), _to_wkb(rivals), ranks
+    coast, coast_boxes, _ = _with_reach(_lines(index.territories.geometries[own]))
+    rival_lines, rival_boxes, of_line = _with_reach(rivals)
+    return _Sea(
+        coast, coast_boxes, _to_wkb(land), rival_lines, rival_boxes, [ranks[i] for i in of_line]
+    )
+
+
+def _with_reach(
+    lines: list[shapely.LineString],
+) -> tuple[list[bytes], tuple[list[float], ...], list[int]]:
+    """Each line's WKB once per box of its 12-nm reach, the boxes as four arrays (west, south,
+    east, north), and which line each row is."""
+    rows, boxes = [], []
+    for i, line in enumerate(lines):
+        for box in waters.reach_boxes(*line.bounds):
+            rows.append(i)
+            boxes.append(box)
+    wkb = _to_wkb(lines)
+    sides = tuple(list(side) for side in zip(*boxes, strict=True)) or ([], [], [], [])
+    return [wkb[i] for i in rows], sides, rows
 
 
 def _touches_any(boxes: list[waters.Box], geometry: shapely.Geometry) -> bool:

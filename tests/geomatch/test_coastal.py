@@ -221,3 +221,37 @@ def test_the_warning_is_described_in_the_openapi_schema(client):
     assert "12-nautical-mile" in schemas["CitizenRead"]["properties"]["warnings"]["description"]
     assert "warnings" in schemas["Registered"]["properties"]
     assert schemas["PlaceWarning"]["properties"]["code"]["const"] == "outside-territorial-waters"
+
+
+# Where provinces meet the sea: Tokyo Bay (Tokyo, Kanagawa, Chiba), the Pearl River delta
+# (Guangdong around Hong Kong and Macau), the Bali strait (Bali, East Java), the Bosphorus.
+_COASTS = {
+    "Tokyo Bay": ((139.8, 35.5), ("JP-13", "JP-14", "JP-12")),
+    "Pearl River delta": ((113.7, 22.3), ("CN-GD",)),
+    "Bali strait": ((114.5, -8.3), ("ID-BA", "ID-JI")),
+    "Bosphorus": ((29.0, 41.1), ("TR-34",)),
+}
+# 3.7 km off the corner where Tokyo and Kanagawa meet the bay: equally near both (the same
+# vertex), a tie that the lower rank wins on both backends.
+_CORNER = (139.82372060949012, 35.49752890010487)
+
+
+def test_around_coasts_where_provinces_meet_postgis_and_the_engine_agree(db, backend):
+    rng = np.random.default_rng(21)
+    for (lon, lat), _ in _COASTS.values():
+        for dx, dy in zip(rng.uniform(-0.35, 0.35, 150), rng.uniform(-0.3, 0.3, 150), strict=True):
+            citizen(db, lon=float(lon + dx), lat=float(lat + dy))
+    corner = citizen(db, lon=_CORNER[0], lat=_CORNER[1])
+    today = matching.day_number(TODAY)
+    reachable = load_reachable(db.connection(), today=TODAY)
+    reached = {}
+    for _, codes in _COASTS.values():
+        for code in codes:
+            record = advisory(db, area={"subdivisions": [code]})
+            target = targets.target(targets.live_of(record), area_from_json(record.area), now=NOW)
+            reached[code] = matching.match(target, reachable.places, today=today).tolist()
+            if backend == "postgresql":
+                postgis_ids = postgis.matched_ids(db.connection(), target=target, today=today)
+                assert (code, postgis_ids) == (code, reached[code])
+    assert all(reached.values())
+    assert corner.id in reached["JP-13"] and corner.id not in reached["JP-14"]
