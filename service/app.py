@@ -22,6 +22,7 @@ from service.dispatch.wake import wake_after_commit
 from service.geo import countries
 from service.geo.geocoding import Geocoder, make_geocoder
 from service.migrate import head_revision
+from service.openapi import install_api_docs
 from service.operations.request_log import RequestLogMiddleware
 from service.operations.router import router as operations_router
 from service.privacy import PersonalDataVault
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             dispatcher.close()
             engine.dispose()
 
-    app = FastAPI(title="Anjeon", version="1", lifespan=lifespan)
+    # /docs and /redoc come from install_api_docs, with assets served here, not from a CDN.
+    app = FastAPI(title="Anjeon", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         alerts_router,
     ):
         app.include_router(router)
+    install_api_docs(app)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -2,10 +2,12 @@
 
 import os
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +17,8 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "default.toml"
+# Storages of `limits` that keep a moving window (Memcached cannot).
+RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 
 
 def config_file() -> Path:
@@ -85,6 +89,55 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = Field(10.0, gt=0)
+
+    # Limits against floods and SMS pumping (service/rate_limits.py), in the `limits` notation
+    # ("3/hour;5/day"), kept in rate_limit_storage so that every process shares them.
+    rate_limit_storage: str = "memory://"
+    trusted_proxies: list[str] = Field(default=[])
+    rate_limit_client: str = "20/hour"
+    rate_limit_resend: str = "1/minute"
+    rate_limit_contact: str = "3/hour;5/day"
+    rate_limit_prefix: str = "20/hour"
+    rate_limit_country: str = "200/hour"
+    rate_limit_global: str = "1000/hour"
+    sms_daily_budget: int = Field(5000, ge=0)
+
+    @field_validator(
+        "rate_limit_client",
+        "rate_limit_resend",
+        "rate_limit_contact",
+        "rate_limit_prefix",
+        "rate_limit_country",
+        "rate_limit_global",
+    )
+    @classmethod
+    def _limit_notation(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a limit like '5/hour' or '3/hour;5/day'") from exc
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _limit_storage(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in RATE_LIMIT_SCHEMES:
+            raise ValueError(
+                f"{value!r}: use memory:// (one process) or a Redis URL such as "
+                "redis://127.0.0.1:6379/0 (shared by every process)"
+            )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or network") from exc
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -49,6 +49,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The largest integer either backend stores in a BIGINT or takes as an OFFSET: routers cap ids
+# and offsets here, so a larger one is invalid input, not a driver's OverflowError.
+MAX_BIGINT = 2**63 - 1
+
 # Execution option for a transaction that only reads: on SQLite it then waits for no writer.
 READ_ONLY = "anjeon_read_only"
 

@@ -65,3 +65,16 @@ class ServiceUnavailable(DomainError):
     def __init__(self, detail: str, *, retry_after_s: int = 30) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class TooManyRequests(DomainError):
+    """A rate limit refused the request; retry_after_s says when its window frees a slot."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int, rule: str = "") -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+        self.rule = rule

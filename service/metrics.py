@@ -22,3 +22,13 @@ CITIZENS_REGISTERED = Counter(
 JOB_RUNS = Counter(
     "anjeon_job_runs_total", "Scheduled job runs in this process", ["job", "outcome"]
 )
+RATE_LIMITED = Counter(
+    "anjeon_rate_limited_total",
+    "Requests and code messages this process refused by a rate limit, by rule",
+    ["rule"],
+)
+MESSAGE_BUDGET_EXHAUSTED = Counter(
+    "anjeon_message_budget_exhausted_total",
+    "SMS that are not alerts (codes, confirmations) this process held back because the day's "
+    "budget (ANJEON_SMS_DAILY_BUDGET) was spent; any increase means codes have stopped",
+)

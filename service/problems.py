@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from service.errors import DomainError, ServiceUnavailable
+from service.errors import DomainError, ServiceUnavailable, TooManyRequests
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_BASE = "urn:anjeon:problem:"
@@ -77,7 +77,7 @@ async def _on_validation_error(_request: Request, exc: RequestValidationError) -
 async def _on_domain_error(_request: Request, exc: DomainError) -> JSONResponse:
     errors = [{"field": e.field, "message": e.message} for e in exc.errors] or None
     headers = None
-    if isinstance(exc, ServiceUnavailable):
+    if isinstance(exc, ServiceUnavailable | TooManyRequests):
         headers = {"Retry-After": str(exc.retry_after_s)}
     return problem_response(
         exc.status, exc.title, exc.detail, slug=exc.slug, errors=errors, headers=headers

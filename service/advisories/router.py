@@ -18,14 +18,14 @@ from service.advisories.schemas import (
 )
 from service.auth import Consul, SessionDep, Viewer
 from service.citizens.deps import RegistryDep
-from service.db import utcnow
+from service.db import MAX_BIGINT, utcnow
 from service.dispatch import service as alert_views
 from service.dispatch.schemas import AlertsRead
 from service.errors import FieldError, InvalidInput
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_BIGINT)]
 
 
 def _draft(request: Request, body: AdvisoryCreate) -> AdvisoryDraft:

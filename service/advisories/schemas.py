@@ -5,9 +5,12 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from service.schema_rules import given, nulls_refused
+
 Level = Literal[1, 2, 3, 4, "special"]
 Category = Literal["security", "disaster", "health", "other"]
-Text = Annotated[str, Field(min_length=1, max_length=5000)]
+# pattern: the text is stripped before its length is checked, so it needs a non-space.
+Text = Annotated[str, Field(min_length=1, max_length=5000, json_schema_extra={"pattern": r"\S"})]
 
 
 class StrictModel(BaseModel):
@@ -15,6 +18,10 @@ class StrictModel(BaseModel):
 
 
 class LocalizedText(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": given(("ko", "en"), {"type": "string", "minLength": 1})}
+    )
+
     ko: Text | None = None
     en: Text | None = None
 
@@ -37,6 +44,25 @@ class CircleIn(StrictModel):
 class AreaIn(StrictModel):
     """The union of its parts; geometry is checked by service.geo.areas for precise errors."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                *given(("countries", "subdivisions", "circles"), {"minItems": 1}),
+                *given(("geometry",), {"type": "object"}),
+            ],
+            "examples": [
+                {"countries": ["TH"]},
+                {"circles": [{"lat": 35.68, "lon": 139.69, "radius_km": 50}]},
+                {
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[100, 13], [101, 13], [101, 14], [100, 14], [100, 13]]],
+                    }
+                },
+            ],
+        }
+    )
+
     countries: Annotated[list[str], Field(max_length=250)] = []
     subdivisions: Annotated[list[str], Field(max_length=500)] = []
     geometry: dict[str, Any] | None = None
@@ -50,6 +76,21 @@ class AreaIn(StrictModel):
 
 
 class AdvisoryCreate(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": {"ko": "방콕 시위", "en": "Protests in Bangkok"},
+                    "message": {"en": "Avoid the government district; follow local news."},
+                    "level": 3,
+                    "category": "security",
+                    "area": {"circles": [{"lat": 13.75, "lon": 100.5, "radius_km": 30}]},
+                    "expires": "2099-01-31T00:00:00Z",
+                }
+            ]
+        }
+    )
+
     title: LocalizedText
     message: LocalizedText
     level: Level
@@ -60,6 +101,13 @@ class AdvisoryCreate(StrictModel):
 
 
 class AdvisoryUpdate(StrictModel):
+    # Null means nothing for these (leave a field out to keep it); `expires` null: no end.
+    model_config = ConfigDict(
+        json_schema_extra=nulls_refused(
+            "title", "message", "level", "category", "area", "effective", examples=[{"level": 4}]
+        )
+    )
+
     title: LocalizedText | None = None
     message: LocalizedText | None = None
     level: Level | None = None

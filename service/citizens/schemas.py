@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -14,6 +14,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from service.geo import countries
+from service.schema_rules import not_null, nulls_refused
 
 MAX_STAYS = 20
 
@@ -27,6 +30,45 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+_FORMS = (("Point", ("lat", "lon")), ("Address", ("address",)), ("Country", ("country",)))
+
+
+def _exactly_one_form(schema: dict[str, Any]) -> None:
+    """State in the JSON schema what _one_form checks: one form of location, nothing else
+    beside it but the model's other fields (a stay's dates)."""
+    properties = schema.pop("properties")
+    required = schema.pop("required", [])
+    schema.pop("additionalProperties", None)
+    in_forms = {name for _, names in _FORMS for name in names}
+    shared = {k: v for k, v in properties.items() if k not in in_forms}
+    schema["oneOf"] = [
+        {
+            "title": title,
+            "type": "object",
+            "properties": {**{n: not_null(properties[n]) for n in names}, **shared},
+            "required": [*names, *required],
+            "additionalProperties": False,
+        }
+        for title, names in _FORMS
+    ]
+
+
+def country_codes(schema: dict[str, Any]) -> None:
+    """JSON schema extra: the country codes service.geo.countries knows."""
+    schema["enum"] = sorted(countries.known_codes())
+
+
+CountryCode = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=2,
+        description="ISO 3166-1 alpha-2 (lower case is accepted too).",
+        json_schema_extra=country_codes,
+    ),
+]
+
+
 def _check_name(value: str) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ValueError("control characters are not allowed")
@@ -36,10 +78,12 @@ def _check_name(value: str) -> str:
 class LocationIn(StrictModel):
     """Exactly one of: lat and lon; address; country (ISO 3166-1 alpha-2)."""
 
+    model_config = ConfigDict(json_schema_extra=_exactly_one_form)
+
     lat: Latitude | None = None
     lon: Longitude | None = None
     address: Annotated[str, Field(min_length=3, max_length=300)] | None = None
-    country: Annotated[str, Field(min_length=2, max_length=2)] | None = None
+    country: CountryCode | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> "LocationIn":
@@ -76,9 +120,12 @@ def _years_after(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
-Name = Annotated[str, Field(min_length=1, max_length=100)]
+# pattern: names are stripped before their length is checked, so one needs a non-space.
+Name = Annotated[str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": r"\S"})]
 Stays = Annotated[list[StayIn], Field(max_length=MAX_STAYS)]
-Channels = Annotated[list[Channel], Field(min_length=1, max_length=2)]
+Channels = Annotated[
+    list[Channel], Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True})
+]
 
 
 def _unique_channels(value: list[str]) -> list[str]:
@@ -88,6 +135,23 @@ def _unique_channels(value: list[str]) -> list[str]:
 
 
 class CitizenCreate(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "김지수",
+                    "phone": "010-1234-5678",
+                    "email": "jisu@example.com",
+                    "language": "ko",
+                    "channels": ["sms", "email"],
+                    "consent": True,
+                    "location": {"lat": 35.6895, "lon": 139.6917},
+                    "stays": [{"country": "TH", "from": "2099-03-01", "to": "2099-03-10"}],
+                }
+            ]
+        }
+    )
+
     name: Name
     phone: Annotated[str, Field(max_length=40)] | None = None
     email: Annotated[str, Field(max_length=254)] | None = None
@@ -110,6 +174,16 @@ class CitizenCreate(StrictModel):
 
 class CitizenUpdate(StrictModel):
     """Only the fields given change; phone or email null removes it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=nulls_refused(
+            "name",
+            "language",
+            "channels",
+            "stays",
+            examples=[{"language": "en", "email": None, "channels": ["sms"]}],
+        )
+    )
 
     name: Name | None = None
     phone: Annotated[str, Field(max_length=40)] | None = None

@@ -8,6 +8,8 @@ from pydantic import BaseModel
 from service.auth import Consul, SessionDep, Viewer
 from service.citizens import overview
 from service.citizens.deps import RegistryDep
+from service.citizens.schemas import country_codes
+from service.db import MAX_BIGINT
 from service.errors import InvalidInput
 from service.geo import countries
 
@@ -31,9 +33,9 @@ def citizens(
     session: SessionDep,
     registry: RegistryDep,
     _staff: Consul,
-    country: str,
+    country: Annotated[str, Query(json_schema_extra=country_codes)],
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> MaskedPage:
     code = countries.normalise_code(country)
     if code is None:

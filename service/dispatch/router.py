@@ -4,14 +4,14 @@
 from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from service.advisories import deliveries as service
 from service.advisories.service import get_advisory
 from service.auth import Consul, SessionDep
 from service.citizens.deps import RegistryDep
-from service.db import utcnow
+from service.db import MAX_BIGINT, utcnow
 from service.dispatch import delivery
 from service.dispatch.details import details_page
 from service.dispatch.reference import Links
@@ -20,7 +20,7 @@ from service.errors import NotFound
 
 router = APIRouter(tags=["alerts"])
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_BIGINT)]
 
 
 @router.get("/v1/alerts", response_model=AlertPage)
@@ -48,7 +48,12 @@ def list_alerts(
 
 
 @router.post("/v1/alerts/{alert_id}/retry", response_model=AlertRead)
-def retry(alert_id: int, session: SessionDep, registry: RegistryDep, _staff: Consul) -> AlertRead:
+def retry(
+    alert_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)],
+    session: SessionDep,
+    registry: RegistryDep,
+    _staff: Consul,
+) -> AlertRead:
     alert = service.retry_alert(session, alert_id=alert_id, now=utcnow())
     _, items = service.list_alerts(session, registry=registry, alert_id=alert.id, limit=1, offset=0)
     return items[0]

@@ -1,6 +1,9 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from service.auth import Admin, SessionDep, Viewer
+from service.db import MAX_BIGINT
 from service.staff import service
 from service.staff.schemas import StaffKeyCreate, StaffKeyIssued, StaffKeyRead
 
@@ -24,5 +27,7 @@ def create_key(body: StaffKeyCreate, session: SessionDep, _admin: Admin) -> Staf
 
 
 @router.post("/keys/{key_id}/revoke", response_model=StaffKeyRead)
-def revoke_key(key_id: int, session: SessionDep, _admin: Admin) -> StaffKeyRead:
+def revoke_key(
+    key_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)], session: SessionDep, _admin: Admin
+) -> StaffKeyRead:
     return StaffKeyRead.model_validate(service.revoke_key(session, key_id=key_id))

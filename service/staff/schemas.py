@@ -6,9 +6,14 @@ from service.staff.models import Role
 
 
 class StaffKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"name": "Seoul desk", "role": "consul"}]},
+    )
 
-    name: str = Field(min_length=1, max_length=100)
+    # pattern: the name is stripped before its length is checked, so it needs a non-space.
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": r"\S"})
     role: Role
 
 

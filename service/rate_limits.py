@@ -1,0 +1,281 @@
+"""Limits that hold across processes: named rules counted by the `limits` library in
+ANJEON_RATE_LIMIT_STORAGE (memory:// for one process, Redis for several), and the daily budget
+of SMS that are not advisory alerts. A caller takes a hit before it acts; a refused hit raises
+TooManyRequests (429 with Retry-After). Advisory alerts never pass through here."""
+
+import hashlib
+import hmac
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from typing import Literal
+
+import phonenumbers
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from service.config import Settings
+from service.errors import ServiceUnavailable, TooManyRequests
+from service.metrics import MESSAGE_BUDGET_EXHAUSTED, RATE_LIMITED
+
+log = logging.getLogger(__name__)
+
+# A hung Redis must not hang every registration: fail within seconds, as a 503.
+_STORAGE_TIMEOUT_S = 2.0
+_BUDGET_KEY_LIFE_S = 2 * 86_400
+
+
+class Rule(StrEnum):
+    """The named rules; each reads its limits from the setting rate_limit_<name>."""
+
+    CLIENT = "client"  # registrations and resends per client address
+    RESEND = "resend"  # code resends per citizen
+    CONTACT = "contact"  # messages per destination phone number or e-mail address
+    PREFIX = "prefix"  # SMS per block of 10,000 numbers
+    COUNTRY = "country"  # SMS per destination country (not the home region)
+    GLOBAL = "global"  # messages per channel
+
+
+# What a refused client is told: the kind of limit, never whose or which contact.
+_REFUSED = {
+    Rule.CLIENT: "too many requests from this address",
+    Rule.RESEND: "a code was sent a moment ago",
+    Rule.CONTACT: "too many messages to this contact",
+    Rule.PREFIX: "too many messages to numbers of this range",
+    Rule.COUNTRY: "too many messages to numbers of this country",
+    Rule.GLOBAL: "too many messages are being sent",
+}
+
+
+@dataclass(frozen=True)
+class BudgetCharge:
+    """One SMS counted against the day's budget."""
+
+    allowed: bool  # send it; False: the budget is spent, do not send
+    used: int  # SMS counted today (UTC), this one included
+    budget: int
+    # True for exactly one charge a day across all processes, the first refused: tell duty staff.
+    just_spent: bool
+
+
+class RateLimits:
+    """The rules of one service, shared by every process that uses the same storage."""
+
+    def __init__(self, settings: Settings, *, namespace: str = "limits") -> None:
+        self._storage = _open_storage(settings.rate_limit_storage)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._namespace = namespace
+        self._rules = {rule: _items(settings, rule, namespace) for rule in Rule}
+        self._budget = settings.sms_daily_budget
+        self._home_region = settings.phone_default_region.upper()
+        # Keys hold addresses and contacts: stored keyed-hashed, as the database stores contacts.
+        self._key_secret = hmac.digest(
+            settings.secret_key_bytes(), b"anjeon/rate-limit-keys/v1", "sha256"
+        )
+        self._errors: tuple[type[Exception], ...] = (StorageError,)
+        if not isinstance(self._storage, MemoryStorage):
+            self._errors += _as_tuple(self._storage.base_exceptions)
+
+    # ---- rules ----------------------------------------------------------------------------
+
+    def take(self, rule: Rule | str, key: str) -> None:
+        """Counts one hit of rule for key; raises TooManyRequests, nothing counted, when over."""
+        self.take_all([(rule, key)])
+
+    def take_all(self, hits: Iterable[tuple[Rule | str, str]]) -> None:
+        """Counts one hit of each (rule, key), or none when any of them is over its limit."""
+        keyed = [
+            (Rule(rule), item, self._hashed(Rule(rule), key))
+            for rule, key in hits
+            for item in self._rules[Rule(rule)]
+        ]
+        with self._storage_guard():
+            refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
+            if not refused:
+                for rule, item, key in keyed:
+                    # Each hit is atomic in the storage; one lost to another process after the
+                    # test leaves the hits before it counted, which errs on the safe side.
+                    if not self._limiter.hit(item, rule, key):
+                        refused = [(rule, item, key)]
+                        break
+            if refused:
+                raise self._refusal(refused)
+
+    def take_registration(self, client: str) -> None:
+        """One registration from a client address (see client_address)."""
+        self.take(Rule.CLIENT, address_key(client))
+
+    def take_resend(self, citizen_id: int | str, *, client: str) -> None:
+        """One code resend asked for a citizen, from a client address."""
+        self.take_all([(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))])
+
+    def take_message(self, channel: Literal["sms", "email"], destination: str) -> None:
+        """One message that is not an advisory alert (a code, a confirmation) to destination, an
+        E.164 number or an e-mail address: per contact, for SMS per number block and country
+        (not the home region), and per channel."""
+        if channel == "sms":
+            block, country = number_keys(destination)
+            hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, block)]
+            if country != self._home_region:
+                hits.append((Rule.COUNTRY, country))
+        else:
+            hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
+        self.take_all([*hits, (Rule.GLOBAL, channel)])
+
+    # ---- the daily SMS budget ------------------------------------------------------------
+
+    def charge_sms_budget(self) -> BudgetCharge:
+        """Counts one non-alert SMS against today's budget (UTC day); call it just before sending,
+        after take_message. When not allowed, the SMS must not be sent."""
+        with self._storage_guard():
+            used = self._storage.incr(self._budget_key(), _BUDGET_KEY_LIFE_S)
+        allowed = used <= self._budget
+        if not allowed:
+            MESSAGE_BUDGET_EXHAUSTED.inc()
+        return BudgetCharge(allowed, used, self._budget, just_spent=used == self._budget + 1)
+
+    def sms_budget_spent(self) -> bool:
+        """Whether today's budget is spent (counts nothing)."""
+        with self._storage_guard():
+            return self._storage.get(self._budget_key()) >= self._budget
+
+    def healthy(self) -> bool:
+        """Whether the storage answers (for readiness checks)."""
+        try:
+            return bool(self._storage.check())
+        except self._errors:
+            return False
+
+    # ---- inside ---------------------------------------------------------------------------
+
+    def _hashed(self, rule: Rule, key: str) -> str:
+        return hmac.new(self._key_secret, f"{rule}:{key}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _budget_key(self) -> str:
+        return f"{self._namespace}/sms-budget/{budget_day()}"
+
+    def _refusal(self, refused: list[tuple[Rule, RateLimitItem, str]]) -> TooManyRequests:
+        waits = []
+        for rule, item, key in refused:
+            reset = self._limiter.get_window_stats(item, rule, key).reset_time
+            waits.append((max(1, math.ceil(reset - time.time())), rule))
+        wait, rule = max(waits)
+        RATE_LIMITED.labels(rule=rule.value).inc()
+        return TooManyRequests(
+            f"{_REFUSED[rule]}; retry in {wait} s", retry_after_s=wait, rule=rule.value
+        )
+
+    @contextmanager
+    def _storage_guard(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            log.warning("rate-limit storage unavailable", extra={"error": type(exc).__name__})
+            raise ServiceUnavailable(
+                "the rate-limit storage is unavailable; nothing was sent, retry later",
+                retry_after_s=5,
+            ) from exc
+
+
+def budget_day() -> str:
+    """The day the SMS budget counts, in UTC."""
+    return datetime.now(UTC).date().isoformat()
+
+
+def _open_storage(uri: str) -> Storage:
+    options: dict[str, float | str] = {}
+    if uri.startswith("redis"):
+        options = {
+            "key_prefix": "anjeon",
+            "socket_timeout": _STORAGE_TIMEOUT_S,
+            "socket_connect_timeout": _STORAGE_TIMEOUT_S,
+        }
+    storage = storage_from_string(uri, wrap_exceptions=True, **options)
+    assert isinstance(storage, Storage)  # a synchronous storage: the scheme has no async+
+    return storage
+
+
+def _items(settings: Settings, rule: Rule, namespace: str) -> list[RateLimitItem]:
+    items = parse_many(getattr(settings, f"rate_limit_{rule.value}"))
+    for item in items:
+        item.namespace = namespace
+    return items
+
+
+def _as_tuple(errors: type[Exception] | tuple[type[Exception], ...]) -> tuple[type[Exception], ...]:
+    return errors if isinstance(errors, tuple) else (errors,)
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: list[str]) -> str:
+    """The client's address: the socket's peer; when the peer is a trusted proxy, the right-most
+    X-Forwarded-For hop that is not one (hops left of it are whatever the client wrote). Several
+    X-Forwarded-For headers are passed joined by commas, in the order received."""
+    networks = [ip_network(entry, strict=False) for entry in trusted_proxies]
+    current = _ip(peer)
+    if current is None:
+        return peer
+    if not forwarded_for or not any(current in network for network in networks):
+        return str(current)
+    for hop in reversed(forwarded_for.split(",")):
+        address = _ip(hop)
+        if address is None:
+            break  # no proxy of ours wrote this: nothing left of it can be believed
+        current = address
+        if not any(address in network for network in networks):
+            break
+    return str(current)
+
+
+def _ip(text: str) -> IPv4Address | IPv6Address | None:
+    text = text.strip()
+    if text.startswith("["):  # [2001:db8::1]:443
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:  # 192.0.2.1:443
+        text = text.split(":", 1)[0]
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def address_key(address: str) -> str:
+    """The key a client address counts under: IPv6 by its /64, which one host usually holds."""
+    parsed = _ip(address)
+    if isinstance(parsed, IPv6Address):
+        return str(ip_network(f"{parsed}/64", strict=False))
+    return str(parsed) if parsed else address
+
+
+def number_keys(e164: str) -> tuple[str, str]:
+    """(block, country) of a phone number: the number without its last 4 digits
+    ('+82101234' for +821012345678), and its region ('KR'), or its calling code ('+881') when no
+    one country has it."""
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("not a phone number in E.164 form") from exc
+    national = phonenumbers.national_significant_number(number)
+    block = f"+{number.country_code}{national[:-4]}"
+    region = phonenumbers.region_code_for_number(number)
+    country = region if region not in (None, "ZZ", "001") else f"+{number.country_code}"
+    return block, country
+
+
+def email_key(address: str) -> str:
+    """An e-mail address as it counts: case and +tags dropped, as mailboxes mostly ignore them."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}" if local else address.strip().lower()
