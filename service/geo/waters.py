@@ -17,8 +17,8 @@ from geographiclib.geodesic import Geodesic
 
 TERRITORIAL_SEA_KM = 22.224  # 12 international nautical miles of 1,852 m
 NOBODY = -1  # owner of land that belongs to no code (Bir Tawil), and of points at sea
-_UNCOVERED = np.iinfo(np.int64).max  # covering(): on no polygon
-_NOBODYS_LAND = _UNCOVERED - 1
+UNCOVERED = np.iinfo(np.int64).max  # covering(): on no polygon
+_NOBODYS_LAND = UNCOVERED - 1
 
 _A, _F = 6378.137, 1 / 298.257223563  # WGS 84, km
 _E2 = _F * (2 - _F)
@@ -307,8 +307,8 @@ class Territories:
         (of the point's group, when groups are given)."""
         lons, lats = np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
         covered = self.covering(lons, lats)
-        result = np.where(covered == _UNCOVERED, NOBODY, covered).astype(np.int32)
-        sea = np.flatnonzero(covered == _UNCOVERED)
+        result = np.where(covered == UNCOVERED, NOBODY, covered).astype(np.int32)
+        sea = np.flatnonzero(covered == UNCOVERED)
         if sea.size:
             result[sea] = self.waters.nearest(
                 lons[sea],
@@ -320,8 +320,8 @@ class Territories:
 
     def covering(self, lons: np.ndarray, lats: np.ndarray) -> np.ndarray:
         """The lowest owner of a polygon covering each point; NOBODY where only no one's land
-        covers it, _UNCOVERED where nothing does."""
-        result = np.full(lons.size, _UNCOVERED, dtype=np.int64)
+        covers it, UNCOVERED where nothing does."""
+        result = np.full(lons.size, UNCOVERED, dtype=np.int64)
         point, geom = self.tree.query(shapely.points(lons, lats))
         if point.size == 0:
             return result

@@ -94,7 +94,7 @@ def test_on_real_coasts_the_fast_distance_is_within_the_tolerance_of_the_exact_o
     land = countries.boundaries().territories
     rng = np.random.default_rng(12)
     lons, lats = rng.uniform(23, 28, 400), rng.uniform(36, 40, 400)
-    at_sea = land.covering(lons, lats) == waters._UNCOVERED
+    at_sea = land.covering(lons, lats) == waters.UNCOVERED
     lons, lats = lons[at_sea][:60], lats[at_sea][:60]
     sea = land.waters
     point, segment = sea._segments_near(lons, lats)

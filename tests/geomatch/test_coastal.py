@@ -92,7 +92,7 @@ def _km_to(code: str, lon: float, lat: float) -> float:
 
 def test_the_table_covers_several_continents_and_the_sea():
     assert len(PLACES) >= 40
-    at_sea = countries.boundaries().territories.covering(LONS, LATS) == waters._UNCOVERED
+    at_sea = countries.boundaries().territories.covering(LONS, LATS) == waters.UNCOVERED
     # The table exercises the rule: most coastal places here lie off the shipped coastlines.
     assert at_sea.sum() >= 25
     assert [
@@ -255,3 +255,26 @@ def test_around_coasts_where_provinces_meet_postgis_and_the_engine_agree(db, bac
                 assert (code, postgis_ids) == (code, reached[code])
     assert all(reached.values())
     assert corner.id in reached["JP-13"] and corner.id not in reached["JP-14"]
+
+
+# Waters two countries share: the nearer one takes each point, on both backends.
+_STRAITS = {
+    "Dover strait": ((1.45, 51.0), {"GB", "FR"}),
+    "Oresund": ((12.65, 56.0), {"DK", "SE"}),
+    "Singapore strait": ((103.9, 1.2), {"SG", "ID"}),
+    "Beagle channel": ((-68.3, -54.9), {"AR", "CL"}),
+}
+
+
+def test_in_waters_two_countries_share_the_engine_and_postgis_pick_the_same(db, backend):
+    rng = np.random.default_rng(5)
+    for (lon, lat), expected in _STRAITS.values():
+        lons, lats = lon + rng.uniform(-0.2, 0.2, 12), lat + rng.uniform(-0.12, 0.12, 12)
+        engine_codes = countries.boundaries().codes_at(lons, lats)
+        assert set(engine_codes) >= expected
+        if backend == "postgresql":
+            connection = db.connection()
+            assert [
+                _postgis_country(connection, float(x), float(y))
+                for x, y in zip(lons, lats, strict=True)
+            ] == engine_codes
