@@ -4,7 +4,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.advisories import formats, ingest, reach, service
+from service.advisories import deliveries as alert_views
+from service.advisories import formats, ingest, service
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.schemas import (
     AdvisoryCreate,
@@ -19,7 +20,6 @@ from service.advisories.schemas import (
 from service.auth import Consul, SessionDep, Viewer
 from service.citizens.deps import RegistryDep
 from service.db import MAX_BIGINT, utcnow
-from service.dispatch import service as alert_views
 from service.dispatch.schemas import AlertsRead
 from service.errors import FieldError, InvalidInput
 
@@ -29,18 +29,8 @@ Offset = Annotated[int, Query(ge=0, le=MAX_BIGINT)]
 
 
 def _draft(request: Request, body: AdvisoryCreate) -> AdvisoryDraft:
-    now = utcnow()
-    return AdvisoryDraft(
-        level=str(body.level),
-        category=body.category,
-        title=body.title.as_dict(),
-        message=body.message.as_dict(),
-        area=service.area_from_request(
-            body.area, max_vertices=request.app.state.settings.max_area_vertices
-        ),
-        effective=body.effective or now,
-        expires=body.expires,
-    )
+    max_vertices = request.app.state.settings.max_area_vertices
+    return service.draft_from_request(body, max_vertices=max_vertices, now=utcnow())
 
 
 @router.post("", status_code=201, response_model=AdvisoryRead)
@@ -54,15 +44,7 @@ def issue(
 
 @router.post("/preview", response_model=Preview)
 def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff: Consul) -> Preview:
-    draft = _draft(request, body)
-    found = reach.compute_reach(
-        session,
-        area=draft.area,
-        effective=draft.effective,
-        expires=draft.expires,
-        now=utcnow(),
-    )
-    return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
+    return service.preview(session, draft=_draft(request, body), now=utcnow())
 
 
 @router.post("/import", response_model=ImportResult, status_code=201)
@@ -117,8 +99,12 @@ def list_advisories(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AdvisoryRead]:
-    total, items = service.list_advisories(session, status=status, limit=limit, offset=offset)
-    return Page(total=total, limit=limit, offset=offset, items=[service.to_read(a) for a in items])
+    now = utcnow()
+    total, items = service.list_advisories(
+        session, status=status, limit=limit, offset=offset, now=now
+    )
+    items_read = [service.to_read(a, now=now) for a in items]
+    return Page(total=total, limit=limit, offset=offset, items=items_read)
 
 
 @router.get("/{advisory_id}", response_model=AdvisoryRead)
@@ -136,22 +122,15 @@ def revisions(advisory_id: str, session: SessionDep, _staff: Viewer) -> list[Rev
 def revise(
     request: Request, advisory_id: str, body: AdvisoryUpdate, session: SessionDep, staff: Consul
 ) -> AdvisoryRead:
-    advisory = service.get_advisory(session, public_id=advisory_id)
-    draft = service.draft_of(advisory)
-    changes = body.model_dump(exclude_unset=True)
-    if "area" in changes:
-        draft.area = service.area_from_request(
-            body.area, max_vertices=request.app.state.settings.max_area_vertices
-        )
-    for name in ("title", "message"):
-        if name in changes:
-            setattr(draft, name, getattr(body, name).as_dict())
-    for name in ("level", "category", "effective", "expires"):
-        if name in changes:
-            value = changes[name]
-            setattr(draft, name, str(value) if name == "level" else value)
-    service.revise_advisory(
-        session, advisory=advisory, draft=draft, changed_by=staff.name, now=utcnow()
+    """Change the fields given; 200 with the advisory as it stands, revised or not (a PATCH
+    that changes nothing makes no revision and alerts nobody)."""
+    advisory = service.revise_from_patch(
+        session,
+        advisory=service.get_advisory(session, public_id=advisory_id),
+        changes=body,
+        changed_by=staff.name,
+        now=utcnow(),
+        max_vertices=request.app.state.settings.max_area_vertices,
     )
     return service.to_read(advisory)
 
@@ -172,26 +151,16 @@ def matches(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[MatchRead]:
-    advisory = service.get_advisory(session, public_id=advisory_id)
-    draft = service.draft_of(advisory)
-    found = reach.compute_reach(
+    total, page = service.matches(
         session,
-        area=draft.area,
-        effective=draft.effective,
-        expires=draft.expires,
-        now=utcnow(),
-    )
-    if advisory.status != "active":
-        found = reach.Reach(
-            citizen_ids=found.citizen_ids[:0], by_channel={}, at_current=frozenset()
-        )
-    page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
-    return Page(
-        total=len(found.citizen_ids),
+        advisory=service.get_advisory(session, public_id=advisory_id),
+        registry=registry,
         limit=limit,
         offset=offset,
-        items=[MatchRead(**vars(m)) for m in page],
+        now=utcnow(),
     )
+    items = [MatchRead(**vars(m)) for m in page]
+    return Page(total=total, limit=limit, offset=offset, items=items)
 
 
 @router.get("/{advisory_id}/alerts", response_model=AlertsRead)

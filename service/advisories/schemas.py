@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.schema_rules import given, nulls_refused
 
@@ -114,7 +114,16 @@ class AdvisoryUpdate(StrictModel):
     category: Category | None = None
     area: AreaIn | None = None
     effective: AwareDatetime | None = None
-    expires: AwareDatetime | None = None
+    expires: AwareDatetime | None = Field(
+        None, description="null: the advisory has no end (a special advisory must have one)"
+    )
+
+    @field_validator("title", "message", "level", "category", "area", "effective", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null (leave the field out to keep it)")
+        return value
 
 
 class AdvisoryRead(BaseModel):

@@ -1,23 +1,40 @@
 """Advisories: issue, revise, cancel, expire; and whom an advisory reaches."""
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.advisories import reach
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.lifecycle import check_draft
 from service.advisories.models import Advisory, AdvisoryRevision
-from service.advisories.schemas import AdvisoryRead, AreaIn
-from service.dispatch import notices
-from service.errors import Conflict, NotFound
+from service.advisories.schemas import (
+    AdvisoryCreate,
+    AdvisoryRead,
+    AdvisoryUpdate,
+    AreaIn,
+    Preview,
+)
+from service.citizens.service import Registry
+from service.db import utcnow
+from service.errors import Conflict, InvalidInput, NotFound
 from service.geo import areas
 from service.geomatch import service as geomatch
+from service.ledger import notices
 
 
 def area_from_request(area: AreaIn, *, max_vertices: int, field: str = "area") -> areas.Area:
     """Staff input to an Area, with errors naming the exact field."""
+    try:
+        return _area_from_request(area, max_vertices=max_vertices, field=field)
+    except areas.InvalidArea as exc:
+        raise InvalidInput(exc.field, exc.message) from exc
+
+
+def _area_from_request(area: AreaIn, *, max_vertices: int, field: str) -> areas.Area:
     circles = tuple(
         areas.check_circle(c.lat, c.lon, c.radius_km, field=f"{field}.circles[{i}]")
         for i, c in enumerate(area.circles)
@@ -33,6 +50,27 @@ def area_from_request(area: AreaIn, *, max_vertices: int, field: str = "area") -
         geometry=geometry,
         circles=circles,
     )
+
+
+def draft_from_request(body: AdvisoryCreate, *, max_vertices: int, now: datetime) -> AdvisoryDraft:
+    """Staff's new advisory as a draft; it takes effect now unless it says when."""
+    return AdvisoryDraft(
+        level=str(body.level),
+        category=body.category,
+        title=body.title.as_dict(),
+        message=body.message.as_dict(),
+        area=area_from_request(body.area, max_vertices=max_vertices),
+        effective=body.effective or now,
+        expires=body.expires,
+    )
+
+
+def preview(session: Session, *, draft: AdvisoryDraft, now: datetime) -> Preview:
+    """How many citizens the draft would reach, by channel, without storing anything."""
+    found = reach.compute_reach(
+        session, area=draft.area, effective=draft.effective, expires=draft.expires, now=now
+    )
+    return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
 
 
 def create_advisory(
@@ -70,8 +108,7 @@ def revise_advisory(
     match: bool = True,
 ) -> Advisory:
     """A new revision (the previous one stays readable); everyone it reaches is told again."""
-    if advisory.status != "active":
-        raise Conflict(f"the advisory is {advisory.status}; issue a new one instead")
+    _check_revisable(advisory, now=now)
     check_draft(draft, now=now)
     advisory.revision += 1
     _apply(advisory, draft, now=now)
@@ -87,6 +124,40 @@ def revise_advisory(
     if match:
         geomatch.match_advisories(session, advisories=[advisory], now=now)
     return advisory
+
+
+def revise_from_patch(
+    session: Session,
+    *,
+    advisory: Advisory,
+    changes: AdvisoryUpdate,
+    changed_by: str,
+    now: datetime,
+    max_vertices: int,
+) -> Advisory:
+    """Staff's PATCH: the fields it gives replace the current ones (expires: null removes the
+    end). One that changes nothing makes no revision and tells nobody again."""
+    _check_revisable(advisory, now=now)
+    current = draft_of(advisory)
+    draft = draft_of(advisory)
+    # The schema refuses null for every field but expires; None here means "not given".
+    if changes.area is not None:
+        draft.area = area_from_request(changes.area, max_vertices=max_vertices)
+    if changes.title is not None:
+        draft.title = changes.title.as_dict()
+    if changes.message is not None:
+        draft.message = changes.message.as_dict()
+    if changes.level is not None:
+        draft.level = str(changes.level)
+    if changes.category is not None:
+        draft.category = changes.category
+    if changes.effective is not None:
+        draft.effective = changes.effective
+    if "expires" in changes.model_fields_set:
+        draft.expires = changes.expires
+    if _comparable(draft) == _comparable(current):
+        return advisory
+    return revise_advisory(session, advisory=advisory, draft=draft, changed_by=changed_by, now=now)
 
 
 def cancel_advisory(
@@ -132,15 +203,57 @@ def get_advisory(session: Session, *, public_id: str) -> Advisory:
     return advisory
 
 
+def status_at(advisory: Advisory, now: datetime) -> str:
+    """The advisory's status at `now`: past its end it is expired, whether or not the minute
+    job has written that down yet."""
+    if advisory.status == "active" and advisory.expires is not None and advisory.expires <= now:
+        return "expired"
+    return advisory.status
+
+
+def _status_is(status: str, now: datetime) -> ColumnElement[bool]:
+    """status_at(advisory, now) == status, as SQL."""
+    ended = and_(Advisory.expires.is_not(None), Advisory.expires <= now)
+    if status == "active":
+        return and_(
+            Advisory.status == "active", or_(Advisory.expires.is_(None), Advisory.expires > now)
+        )
+    if status == "expired":
+        return or_(Advisory.status == "expired", and_(Advisory.status == "active", ended))
+    return Advisory.status == status
+
+
 def list_advisories(
-    session: Session, *, status: str | None, limit: int, offset: int
+    session: Session, *, status: str | None, limit: int, offset: int, now: datetime
 ) -> tuple[int, list[Advisory]]:
+    """A page of advisories, newest first; `status` as it is at `now`."""
     query = select(Advisory)
     if status:
-        query = query.where(Advisory.status == status)
+        query = query.where(_status_is(status, now))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.scalars(query.order_by(Advisory.id.desc()).limit(limit).offset(offset))
     return total, list(page)
+
+
+def matches(
+    session: Session,
+    *,
+    advisory: Advisory,
+    registry: Registry,
+    limit: int,
+    offset: int,
+    now: datetime,
+) -> tuple[int, list[reach.MatchedCitizen]]:
+    """Whom the advisory reaches now (nobody once it has ended or was cancelled): the total and
+    one page, contacts masked."""
+    if status_at(advisory, now) != "active":
+        return 0, []
+    draft = draft_of(advisory)
+    found = reach.compute_reach(
+        session, area=draft.area, effective=draft.effective, expires=draft.expires, now=now
+    )
+    page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
+    return len(found.citizen_ids), page
 
 
 def draft_of(advisory: Advisory) -> AdvisoryDraft:
@@ -158,12 +271,13 @@ def draft_of(advisory: Advisory) -> AdvisoryDraft:
     )
 
 
-def to_read(advisory: Advisory) -> AdvisoryRead:
+def to_read(advisory: Advisory, *, now: datetime | None = None) -> AdvisoryRead:
+    """The advisory as the API shows it, its status as of `now` (default: this moment)."""
     level = advisory.level if advisory.level == "special" else int(advisory.level)
     return AdvisoryRead(
         id=advisory.public_id,
         revision=advisory.revision,
-        status=advisory.status,
+        status=status_at(advisory, now or utcnow()),
         source=advisory.source,
         issued_by=advisory.issued_by,
         alerts_citizens=advisory.alerts_citizens,
@@ -178,6 +292,22 @@ def to_read(advisory: Advisory) -> AdvisoryRead:
         updated_at=advisory.updated_at,
         cancelled_at=advisory.cancelled_at,
     )
+
+
+def _check_revisable(advisory: Advisory, *, now: datetime) -> None:
+    status = status_at(advisory, now)
+    if status != "active":
+        raise Conflict(f"the advisory is {status}; issue a new one instead")
+
+
+def _comparable(draft: AdvisoryDraft) -> dict[str, Any]:
+    """The draft's content with its times in UTC: the same instant in another offset is no
+    change."""
+    content = draft.content()
+    for name in ("effective", "expires"):
+        value = getattr(draft, name)
+        content[name] = value.astimezone(UTC).isoformat() if value is not None else None
+    return content
 
 
 def _apply(advisory: Advisory, draft: AdvisoryDraft, *, now: datetime) -> None:
