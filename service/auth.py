@@ -8,7 +8,9 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
-from service.db import READ_ONLY
+from service.audit import service as audit
+from service.db import READ_ONLY, utcnow
+from service.rate_limits import client_address
 from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
 
@@ -76,12 +78,38 @@ def _admit(session: Session, token: str, minimum: Role) -> StaffKey:
     return key
 
 
+def client_of(request: Request) -> str:
+    """The client's address: the socket's peer, or X-Forwarded-For behind trusted proxies."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = request.app.state.settings.trusted_proxies
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
+def _audit(session: Session, request: Request, key: StaffKey) -> None:
+    # Every staff request is recorded in its own transaction's session: what it did commits
+    # with its entry, or neither does.
+    route = request.scope.get("route")
+    params = request.path_params
+    audit.record(
+        session,
+        actor=key.name,
+        role=key.role,
+        client=client_of(request),
+        action=f"{request.method} {getattr(route, 'path', request.url.path)}",
+        subject=" ".join(f"{k}={v}" for k, v in params.items()) or None,
+        now=utcnow(),
+    )
+
+
 def require_role(minimum: Role) -> Callable[..., StaffKey]:
     """A dependency admitting staff keys of `minimum` role or above (checked in a read-only
-    transaction that ends before the endpoint runs)."""
+    transaction that ends before the endpoint runs), and recording the request in the audit
+    log."""
 
-    def check(session: SessionDep, token: BearerToken) -> StaffKey:
-        return _admit(session, token, minimum)
+    def check(request: Request, session: SessionDep, token: BearerToken) -> StaffKey:
+        key = _admit(session, token, minimum)
+        _audit(session, request, key)
+        return key
 
     return check
 
@@ -92,7 +120,10 @@ def require_role_without_session(minimum: Role) -> Callable[..., StaffKey]:
 
     def check(request: Request, token: BearerToken) -> StaffKey:
         with request.app.state.session_factory() as session:
-            return _admit(session, token, minimum)
+            key = _admit(session, token, minimum)
+            with session.begin():
+                _audit(session, request, key)
+            return key
 
     return check
 

@@ -2,9 +2,18 @@
 
 from service import lease
 from service.advisories import models as advisories_models
+from service.audit import models as audit_models
 from service.citizens import models as citizens_models
 from service.db import Base
 from service.ledger import models as ledger_models
 from service.staff import models as staff_models
 
-__all__ = ["Base", "advisories_models", "citizens_models", "lease", "ledger_models", "staff_models"]
+__all__ = [
+    "Base",
+    "advisories_models",
+    "audit_models",
+    "citizens_models",
+    "lease",
+    "ledger_models",
+    "staff_models",
+]

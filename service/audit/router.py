@@ -1,0 +1,63 @@
+"""GET /v1/audit: the audit log, for admins."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from service.audit import service
+from service.auth import Admin, SessionDep
+from service.db import MAX_BIGINT
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+class AuditEntryRead(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    client: str
+    action: str
+    subject: str | None
+    reason: str | None
+
+
+class AuditPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AuditEntryRead]
+
+
+@router.get("", response_model=AuditPage)
+def read_audit_log(
+    session: SessionDep,
+    _admin: Admin,
+    actor: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[str | None, Query(max_length=120)] = None,
+    subject: Annotated[str | None, Query(max_length=200)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+) -> AuditPage:
+    """Newest first. Every staff request is here (who, role, address, what, about what), and
+    every reveal of a citizen's contacts with its stated reason."""
+    total, items = service.read(
+        session,
+        actor=actor,
+        action=action,
+        subject=subject,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
+    return AuditPage(
+        total=total,
+        limit=limit,
+        offset=offset,
+        items=[AuditEntryRead.model_validate(e, from_attributes=True) for e in items],
+    )

@@ -1,0 +1,64 @@
+"""Writing and reading the audit log."""
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.audit.models import AuditEntry
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    role: str,
+    client: str,
+    action: str,
+    subject: str | None = None,
+    reason: str | None = None,
+    now: datetime,
+) -> AuditEntry:
+    """Append one entry in the caller's transaction."""
+    entry = AuditEntry(
+        at=now,
+        actor=actor,
+        role=role,
+        client=client[:64],
+        action=action[:120],
+        subject=subject[:200] if subject else None,
+        reason=reason,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def read(
+    session: Session,
+    *,
+    actor: str | None,
+    action: str | None,
+    subject: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[AuditEntry]]:
+    """A page of entries, newest first, and how many match in all."""
+    where = []
+    if actor:
+        where.append(AuditEntry.actor == actor)
+    if action:
+        where.append(AuditEntry.action.contains(action, autoescape=True))
+    if subject:
+        where.append(AuditEntry.subject == subject)
+    if since:
+        where.append(AuditEntry.at >= since)
+    if until:
+        where.append(AuditEntry.at < until)
+    total = session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
+    page = session.scalars(
+        select(AuditEntry).where(*where).order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
+    )
+    return total, list(page)
