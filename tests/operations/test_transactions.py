@@ -1,0 +1,73 @@
+"""A request's transaction commits before its response leaves (Depends(scope="function"), FastAPI
+0.121.1 and later): when the commit fails the client gets a 5xx problem, never a 201, and nothing
+of the request is stored. Through the real request path, on both backends."""
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
+
+from service.advisories.models import Advisory, AdvisoryRevision
+from service.app import create_app
+from service.citizens.models import Citizen, CitizenPlace
+from service.ledger.models import Alert
+from service.staff import service as staff_service
+from tests.advisories.builders import advisory_body
+from tests.builders import citizen_body, register
+from tests.conftest import make_settings
+from tests.dispatch.seed import scratch_database
+
+FAILURES = {
+    "bug": (RuntimeError("commit refused by the test"), 500),
+    "database": (OperationalError("COMMIT", {}, OSError("disk I/O error")), 503),
+}
+# What a request writes: the row that makes its commit fail, how to send it, what it stores.
+REQUESTS = {
+    "advisory": (
+        Advisory,
+        lambda client, consul: client.post("/v1/advisories", json=advisory_body(), headers=consul),
+        (Advisory, AdvisoryRevision, Alert),
+    ),
+    "registration": (
+        Citizen,
+        lambda client, consul: client.post("/v1/citizens", json=citizen_body()),
+        (Citizen, CitizenPlace),
+    ),
+}
+
+
+def counts(app, models) -> tuple[int, ...]:
+    with app.state.session_factory() as session:
+        return tuple(session.scalar(select(func.count()).select_from(m)) for m in models)
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+@pytest.mark.parametrize("request_kind", list(REQUESTS))
+def test_a_failed_commit_answers_5xx_and_stores_nothing(
+    database_url, tmp_path, failure, request_kind
+):
+    error, status = FAILURES[failure]
+    holding, send, stored = REQUESTS[request_kind]
+
+    def refuse(session):
+        if any(isinstance(row, holding) for row in session.identity_map.values()):
+            raise error
+
+    with scratch_database(database_url, tmp_path, "commit") as url:
+        app = create_app(make_settings(url))
+        with app.state.session_factory.begin() as session:
+            key = staff_service.create_key(session, name="duty", role="consul").key
+        consul = {"Authorization": f"Bearer {key}"}
+        with TestClient(app, raise_server_exceptions=False) as client:
+            register(client, location={"lat": 35.5, "lon": 139.5})  # one the advisory reaches
+            before = counts(app, stored)
+            event.listen(app.state.session_factory, "before_commit", refuse)
+            failed = send(client, consul)
+            assert failed.status_code == status, failed.text
+            assert failed.headers["content-type"] == "application/problem+json"
+            assert failed.json()["status"] == status and "id" not in failed.json()
+            assert counts(app, stored) == before
+            # The same request once commits work again: the commit alone made the difference.
+            event.remove(app.state.session_factory, "before_commit", refuse)
+            assert send(client, consul).status_code == 201
+            assert all(n > b for n, b in zip(counts(app, stored), before, strict=True))
