@@ -1,0 +1,430 @@
+"""Rate limits (service/rate_limits.py): every rule refuses after its limit with a Retry-After,
+windows free up, the daily SMS budget, client addresses behind trusted proxies, and the shared
+case: two OS processes against one real Redis together stay within one limit.
+
+Redis comes from ANJEON_TEST_REDIS_URL (.ci/run starts one and sets it); without it the Redis
+legs skip locally and fail in CI."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+from pydantic import ValidationError
+
+from service import rate_limits
+from service.config import Settings
+from service.errors import ServiceUnavailable, TooManyRequests
+from service.problems import install_problem_handlers
+from service.rate_limits import (
+    RateLimits,
+    Rule,
+    address_key,
+    client_address,
+    email_key,
+    number_keys,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("ANJEON_TEST_REDIS_URL")
+SECRET = secrets.token_urlsafe(40)
+HOUR = 3600
+
+
+def _redis_url() -> str:
+    if REDIS_URL:
+        return REDIS_URL
+    if os.environ.get("CI"):
+        pytest.fail("CI must set ANJEON_TEST_REDIS_URL: the shared-limit tests may not skip")
+    pytest.skip("ANJEON_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/15)")
+
+
+def _forget(namespace: str) -> None:
+    client = redis.Redis.from_url(_redis_url())
+    keys = list(client.scan_iter(match=f"anjeon:{namespace}/*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"test-{secrets.token_hex(6)}"
+    yield name
+    if REDIS_URL:
+        _forget(name)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest) -> str:
+    return "memory://" if request.param == "memory" else _redis_url()
+
+
+@pytest.fixture
+def make(storage: str, namespace: str) -> Callable[..., RateLimits]:
+    def build(**overrides: object) -> RateLimits:
+        settings = Settings(secret_key=SECRET, rate_limit_storage=storage, **overrides)
+        return RateLimits(settings, namespace=namespace)
+
+    return build
+
+
+def _refused(action: Callable[[], None]) -> TooManyRequests:
+    with pytest.raises(TooManyRequests) as caught:
+        action()
+    assert caught.value.status == 429
+    return caught.value
+
+
+# ---- each rule refuses after its limit ------------------------------------------------------
+
+
+def test_registrations_per_client_address(make):
+    limits = make()  # the default: 20/hour
+    for _ in range(20):
+        limits.take_registration("203.0.113.7")
+    refusal = _refused(lambda: limits.take_registration("203.0.113.7"))
+    assert refusal.rule == "client"
+    assert HOUR - 5 <= refusal.retry_after_s <= HOUR
+    limits.take_registration("203.0.113.8")  # another address has its own count
+
+
+def test_ipv6_clients_count_per_64(make):
+    limits = make(rate_limit_client="2/hour")
+    limits.take_registration("2001:db8:1:2::1")
+    limits.take_registration("2001:db8:1:2:ffff::9")
+    assert _refused(lambda: limits.take_registration("2001:db8:1:2::77")).rule == "client"
+    limits.take_registration("2001:db8:1:3::1")
+
+
+def test_resend_per_citizen_and_per_address(make):
+    limits = make(rate_limit_client="3/hour")  # resend: 1/minute
+    limits.take_resend(41, client="203.0.113.7")
+    refusal = _refused(lambda: limits.take_resend(41, client="203.0.113.7"))
+    assert refusal.rule == "resend"
+    assert 55 <= refusal.retry_after_s <= 60
+    limits.take_resend(42, client="203.0.113.7")
+    limits.take_registration("203.0.113.7")  # the address's third request
+    assert _refused(lambda: limits.take_resend(43, client="203.0.113.7")).rule == "client"
+
+
+def test_messages_per_contact_hour_and_day(make):
+    limits = make(rate_limit_contact="3/hour;4/day")
+    for _ in range(3):
+        limits.take_message("sms", "+821012345678")
+    refusal = _refused(lambda: limits.take_message("sms", "+821012345678"))
+    assert refusal.rule == "contact"
+    assert HOUR - 5 <= refusal.retry_after_s <= HOUR
+    limits.take_message("sms", "+821012345679")
+
+    daily = make(rate_limit_contact="10/hour;2/day")
+    daily.take_message("email", "kim@example.com")
+    daily.take_message("email", "Kim+travel@Example.COM")  # the same mailbox
+    refusal = _refused(lambda: daily.take_message("email", "kim+other@example.com"))
+    assert refusal.rule == "contact"
+    assert 86_400 - 5 <= refusal.retry_after_s <= 86_400
+
+
+def test_sms_per_number_block(make):
+    limits = make()  # prefix: 20/hour; KR is the home region, so no country limit
+    for n in range(20):
+        limits.take_message("sms", f"+8210123400{n:02d}")
+    refusal = _refused(lambda: limits.take_message("sms", "+821012349999"))
+    assert refusal.rule == "prefix"
+    assert refusal.retry_after_s > 0
+    limits.take_message("sms", "+821012350000")  # the next block
+
+
+def test_sms_per_country_except_home(make):
+    limits = make(rate_limit_country="3/hour")
+    for block in ("9012340000", "9012350000", "9012360000"):
+        limits.take_message("sms", f"+81{block}")
+    refusal = _refused(lambda: limits.take_message("sms", "+819012370000"))
+    assert refusal.rule == "country"
+    assert refusal.retry_after_s > HOUR - 5
+    for block in ("1012340000", "1012350000", "1012360000", "1012370000"):
+        limits.take_message("sms", f"+82{block}")  # KR: the home region
+
+
+def test_messages_per_channel(make):
+    limits = make(rate_limit_global="3/hour")
+    for number in ("+821012340000", "+819012340000", "+14155552671"):
+        limits.take_message("sms", number)
+    refusal = _refused(lambda: limits.take_message("sms", "+447700900123"))
+    assert refusal.rule == "global"
+    assert "too many messages" in refusal.detail
+    limits.take_message("email", "kim@example.com")  # e-mail has its own count
+
+
+def test_a_refused_take_counts_nothing_and_windows_free_up(make):
+    limits = make(rate_limit_contact="1/hour", rate_limit_global="1/second")
+    limits.take_message("sms", "+821012340000")
+    refusal = _refused(lambda: limits.take_message("sms", "+821012350000"))
+    assert (refusal.rule, refusal.retry_after_s) == ("global", 1)
+    time.sleep(1.1)
+    # Had the refused take counted its contact hit, this contact would now be refused.
+    limits.take_message("sms", "+821012350000")
+
+
+def test_a_window_frees_after_its_length(make):
+    limits = make(rate_limit_client="2/second")
+    limits.take_registration("203.0.113.7")
+    limits.take_registration("203.0.113.7")
+    assert _refused(lambda: limits.take_registration("203.0.113.7")).retry_after_s == 1
+    time.sleep(1.05)
+    limits.take_registration("203.0.113.7")
+
+
+def test_refusals_are_counted_by_rule(make):
+    limits = make(rate_limit_resend="1/hour")
+    before = REGISTRY.get_sample_value("anjeon_rate_limited_total", {"rule": "resend"}) or 0
+    limits.take_resend(7, client="203.0.113.7")
+    _refused(lambda: limits.take_resend(7, client="203.0.113.7"))
+    after = REGISTRY.get_sample_value("anjeon_rate_limited_total", {"rule": "resend"})
+    assert after == before + 1
+
+
+def test_keys_in_the_storage_hold_no_contact(namespace):
+    url = _redis_url()
+    limits = RateLimits(Settings(secret_key=SECRET, rate_limit_storage=url), namespace=namespace)
+    limits.take_message("email", "kim@example.com")
+    limits.take_registration("203.0.113.7")
+    client = redis.Redis.from_url(url)
+    keys = [key.decode() for key in client.scan_iter(match=f"anjeon:{namespace}/*")]
+    client.close()
+    assert len(keys) == 4  # contact per hour and per day, global, client
+    assert not any("example" in key or "203.0.113" in key for key in keys)
+
+
+# ---- the daily SMS budget -------------------------------------------------------------------
+
+
+def test_the_budget_stops_sms_once_spent_and_says_so_once(make, monkeypatch):
+    limits = make(sms_daily_budget=3)
+    before = REGISTRY.get_sample_value("anjeon_message_budget_exhausted_total") or 0
+    charges = []
+    for _ in range(3):
+        assert not limits.sms_budget_spent()
+        charges.append(limits.charge_sms_budget())
+    assert all(c.allowed and not c.just_spent for c in charges)
+    assert [c.used for c in charges] == [1, 2, 3]
+    assert limits.sms_budget_spent()
+    first, second = limits.charge_sms_budget(), limits.charge_sms_budget()
+    assert (first.allowed, first.just_spent) == (False, True)
+    assert (second.allowed, second.just_spent) == (False, False)
+    assert REGISTRY.get_sample_value("anjeon_message_budget_exhausted_total") == before + 2
+
+    monkeypatch.setattr(rate_limits, "budget_day", lambda: "2099-01-01")
+    assert not limits.sms_budget_spent()
+    assert limits.charge_sms_budget().allowed  # a new day, a new budget
+
+
+def test_a_zero_budget_sends_no_sms(make):
+    charge = make(sms_daily_budget=0).charge_sms_budget()
+    assert (charge.allowed, charge.just_spent) == (False, True)
+
+
+# ---- the storage ----------------------------------------------------------------------------
+
+
+def test_an_unreachable_storage_is_a_503_not_a_500(namespace):
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    settings = Settings(secret_key=SECRET, rate_limit_storage="redis://127.0.0.1:1/0")
+    limits = RateLimits(settings, namespace=namespace)
+    with pytest.raises(ServiceUnavailable) as caught:
+        limits.take_registration("203.0.113.7")
+    assert caught.value.status == 503
+    with pytest.raises(ServiceUnavailable):
+        limits.charge_sms_budget()
+    assert not limits.healthy()
+
+
+def test_settings_refuse_broken_limits():
+    with pytest.raises(ValidationError, match="rate_limit_contact"):
+        Settings(rate_limit_contact="three an hour")
+    with pytest.raises(ValidationError, match="rate_limit_storage"):
+        Settings(rate_limit_storage="memcached://127.0.0.1:11211")
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        Settings(trusted_proxies=["10.0.0.0/8", "proxy.internal"])
+
+
+def test_trusted_proxies_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ANJEON_TRUSTED_PROXIES", '["10.0.0.0/8", "2001:db8::1"]')
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "2001:db8::1"]
+
+
+# ---- 429 as the API answers it --------------------------------------------------------------
+
+
+def test_a_refusal_is_a_problem_with_retry_after(make):
+    limits = make(rate_limit_client="1/hour")
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/register")
+    def register() -> dict[str, str]:
+        limits.take_registration("203.0.113.7")
+        return {"status": "pending"}
+
+    with TestClient(app) as client:
+        assert client.post("/register").status_code == 200
+        answer = client.post("/register")
+    assert answer.status_code == 429
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert HOUR - 5 <= int(answer.headers["retry-after"]) <= HOUR
+    body = answer.json()
+    assert body["status"] == 429
+    assert body["type"] == "urn:anjeon:problem:rate-limited"
+    assert "address" in body["detail"]
+
+
+# ---- keys: client address, number block and country, e-mail --------------------------------
+
+PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "proxies", "client"),
+    [
+        # No trusted proxies: whatever the header says, the socket's peer is the client.
+        ("198.51.100.7", "1.1.1.1", [], "198.51.100.7"),
+        # A spoofed header from a peer that is not a trusted proxy is ignored.
+        ("198.51.100.7", "10.0.0.1, 1.1.1.1", PROXIES, "198.51.100.7"),
+        ("10.0.0.5", "198.51.100.7", PROXIES, "198.51.100.7"),
+        ("10.0.0.5", None, PROXIES, "10.0.0.5"),
+        # The client wrote 1.1.1.1 itself; our proxy appended the address it saw.
+        ("10.0.0.5", "1.1.1.1, 198.51.100.7", PROXIES, "198.51.100.7"),
+        # Two trusted proxies in a row.
+        ("10.0.0.5", "1.1.1.1, 198.51.100.7, 10.9.9.9", PROXIES, "198.51.100.7"),
+        # Every hop trusted: the one farthest from us.
+        ("10.0.0.5", "10.1.1.1, 10.2.2.2", PROXIES, "10.1.1.1"),
+        # A hop no proxy of ours wrote stops the walk at the last trusted hop.
+        ("10.0.0.5", "198.51.100.7, unknown", PROXIES, "10.0.0.5"),
+        ("10.0.0.5", "[2001:db8::7]:443", PROXIES, "2001:db8::7"),
+        ("2001:db8:ffff::1", "198.51.100.7:5555", PROXIES, "198.51.100.7"),
+        ("::ffff:198.51.100.7", "1.1.1.1", PROXIES, "198.51.100.7"),
+        ("testclient", "1.1.1.1", PROXIES, "testclient"),
+    ],
+)
+def test_client_address(peer, forwarded_for, proxies, client):
+    assert client_address(peer, forwarded_for, proxies) == client
+
+
+def test_address_key_groups_ipv6_by_64():
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2::ffff")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("198.51.100.7") == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    ("number", "block", "country"),
+    [
+        ("+821012345678", "+82101234", "KR"),
+        ("+18765551234", "+1876555", "JM"),  # Jamaica, not the whole of +1
+        ("+14155552671", "+1415555", "US"),
+        ("+23276123456", "+2327612", "SL"),
+        ("+88160000000", "+8816000", "+881"),  # satellite: no one country
+    ],
+)
+def test_number_keys(number, block, country):
+    assert number_keys(number) == (block, country)
+
+
+def test_number_keys_refuse_what_is_not_a_number():
+    with pytest.raises(ValueError, match=r"E\.164"):
+        number_keys("not a number")
+
+
+def test_email_key():
+    assert email_key(" Kim+Trip@Example.COM ") == "kim@example.com"
+    assert email_key("kim@example.com") == "kim@example.com"
+
+
+def test_every_rule_has_a_setting_and_a_message():
+    for rule in Rule:
+        assert f"rate_limit_{rule.value}" in Settings.model_fields
+        assert rule in rate_limits._REFUSED
+
+
+# ---- the shared case: two OS processes, one limit -------------------------------------------
+
+_WORKER = """
+import json, sys
+from service.config import Settings
+from service.errors import TooManyRequests
+from service.rate_limits import RateLimits
+
+limits = RateLimits(Settings(), namespace=sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # both start together
+accepted, waits, budget = 0, [], []
+for _ in range(10):
+    try:
+        limits.take_registration("198.51.100.7")
+        accepted += 1
+    except TooManyRequests as refusal:
+        waits.append(refusal.retry_after_s)
+    charge = limits.charge_sms_budget()
+    budget.append([charge.allowed, charge.just_spent])
+print(json.dumps({"accepted": accepted, "waits": waits, "budget": budget}), flush=True)
+"""
+
+
+def _run_two(storage: str, namespace: str) -> list[dict]:
+    env = {
+        **os.environ,
+        "ANJEON_SECRET_KEY": SECRET,
+        "ANJEON_RATE_LIMIT_STORAGE": storage,
+        "ANJEON_RATE_LIMIT_CLIENT": "10/hour",
+        "ANJEON_SMS_DAILY_BUDGET": "10",
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, namespace],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert [worker.returncode for worker in workers] == [0, 0]
+    return results
+
+
+def test_two_processes_share_one_limit_through_redis(namespace):
+    results = _run_two(_redis_url(), namespace)
+    assert sum(r["accepted"] for r in results) == 10
+    waits = [wait for r in results for wait in r["waits"]]
+    assert len(waits) == 10
+    assert all(HOUR - 60 <= wait <= HOUR for wait in waits)
+    charges = [charge for r in results for charge in r["budget"]]
+    assert sum(allowed for allowed, _ in charges) == 10
+    assert sum(just_spent for _, just_spent in charges) == 1  # duty staff told once
+
+
+def test_memory_storage_counts_per_process(namespace):
+    # Why several processes need Redis: with memory:// each counts alone.
+    results = _run_two("memory://", namespace)
+    assert [r["accepted"] for r in results] == [10, 10]
