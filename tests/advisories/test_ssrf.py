@@ -3,7 +3,6 @@ that the connection goes to the address that was vetted (DNS rebinding), redirec
 still checked against the URL's host name. The resolver and socket.create_connection are
 replaced so that a made-up "public" address leads to a loopback server; nothing leaves loopback."""
 
-import datetime
 import http.server
 import ipaddress
 import socket
@@ -11,12 +10,9 @@ import ssl
 import threading
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from service.advisories.feeds.fetch import FetchError, check_destination, fetch, refusal
+from tests.tls_certs import make_certificates
 
 PUBLIC = "93.184.215.14"  # stands for a server on the internet; FakeNet leads it to loopback
 
@@ -279,55 +275,13 @@ def test_proxies_from_the_environment_do_not_bypass_the_guard(net, serve, monkey
     assert net.connects == [("127.0.0.1", port)] and len(requests) == 1
 
 
-def _certificates(tmp_path, name):
-    """(CA file, server context for `name` signed by that CA, list of SNI names seen)."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def certificate(subject, issuer, key, signer, *, ca):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, server_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    ca = certificate("anjeon test CA", "anjeon test CA", ca_key, ca_key, ca=True)
-    leaf = certificate(name, "anjeon test CA", server_key, ca_key, ca=False)
-    ca_file, chain_file, key_file = (tmp_path / n for n in ("ca.pem", "chain.pem", "key.pem"))
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    chain_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(chain_file, key_file)
-    names: list[str | None] = []
-    context.sni_callback = lambda _socket, server_name, _context: names.append(server_name)
-    return ca_file, context, names
-
-
 def test_tls_is_verified_for_the_url_host_while_connecting_to_the_vetted_address(
     net, serve, tmp_path, monkeypatch
 ):
-    ca_file, context, sni = _certificates(tmp_path, "feed.test")
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # httpx's trust store for this test
+    certificates = make_certificates(tmp_path, "feed.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_file))  # httpx's trust store
+    context, sni = certificates.server_context(), []
+    context.sni_callback = lambda _socket, server_name, _context: sni.append(server_name)
     port, requests = serve({"/feed": (200, {}, b"over tls")}, tls=context)
     net.answers["feed.test"] = [["127.0.0.1"]]
     net.answers["other.test"] = [["127.0.0.1"]]
