@@ -18,8 +18,6 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 _READS = {"GET", "HEAD", "OPTIONS"}
-# GETs that write: opening an alert's link records when it was opened.
-_WRITING_GETS = ("/a/",)
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -29,7 +27,7 @@ def get_session(request: Request) -> Iterator[Session]:
     (the staff check, a geocoder's network call) holds no write lock (SQLite's lasts the
     whole transaction)."""
     with request.app.state.session_factory() as session:
-        if request.method in _READS and not request.url.path.startswith(_WRITING_GETS):
+        if request.method in _READS:
             session.connection(execution_options={READ_ONLY: True})
         yield session
         session.commit()

@@ -9,7 +9,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.dispatch import metrics
+from service.dispatch.details import details_page
 from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportRejected
+from service.dispatch.reference import Links
+from service.dispatch.render import Renderer
 from service.errors import Forbidden, NotFound
 from service.ledger import states
 from service.ledger.models import Alert
@@ -95,8 +98,21 @@ def apply_report(
     return target
 
 
-def record_opened(session: Session, *, alert_id: int, now: datetime) -> Alert | None:
-    alert = session.get(Alert, alert_id)
-    if alert is not None and alert.opened_at is None:
+def details_for(
+    session: Session,
+    *,
+    links: Links,
+    reference: str,
+    renderer: Renderer,
+    now: datetime,
+    seen: bool,
+) -> str:
+    """The page behind an alert's link; with `seen`, the citizen said they read it (the first
+    time is kept)."""
+    alert_id = links.parse(reference)
+    alert = session.get(Alert, alert_id) if alert_id is not None else None
+    if alert is None:
+        raise NotFound("no such alert")
+    if seen and alert.opened_at is None:
         alert.opened_at = now
-    return alert
+    return details_page(session, alert=alert, renderer=renderer, seen=alert.opened_at is not None)

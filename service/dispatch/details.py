@@ -9,10 +9,10 @@ from service.errors import NotFound
 from service.ledger.models import Alert
 
 
-def details_page(session: Session, *, alert: Alert, renderer: Renderer) -> str:
+def details_page(session: Session, *, alert: Alert, renderer: Renderer, seen: bool) -> str:
     key = (alert.advisory_id, alert.revision)
     content = ContentCache().load(session, {key}).get(key)
     if content is None:
         raise NotFound("no such alert")
     citizen = session.get(Citizen, alert.citizen_id)
-    return renderer.details(content, language=citizen.language if citizen else "ko")
+    return renderer.details(content, language=citizen.language if citizen else "ko", seen=seen)

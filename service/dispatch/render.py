@@ -92,7 +92,7 @@ class Renderer:
         self._cache[key] = rendered
         return rendered
 
-    def details(self, content: AlertContent, *, language: str) -> str:
+    def details(self, content: AlertContent, *, language: str, seen: bool = False) -> str:
         lang = content.language_for(language)
-        values = {**self._values(content, lang, ""), "lang": lang}
+        values = {**self._values(content, lang, ""), "lang": lang, "seen": seen}
         return self._env.get_template("details.html.j2").render(values)

@@ -13,10 +13,8 @@ from service.auth import Consul, SessionDep
 from service.citizens.deps import RegistryDep
 from service.db import MAX_BIGINT, utcnow
 from service.dispatch import delivery
-from service.dispatch.details import details_page
 from service.dispatch.reference import Links
 from service.dispatch.schemas import AlertPage, AlertRead, AlertStatus
-from service.errors import NotFound
 
 router = APIRouter(tags=["alerts"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -89,14 +87,44 @@ def delivery_report(
     return Response(status_code=204)
 
 
+# The details page is ours alone: no script, no frames, no guessing of its type.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
 @router.get("/a/{reference}", response_class=HTMLResponse, include_in_schema=False)
 def open_details(
     reference: str, session: SessionDep, registry: RegistryDep, request: Request
 ) -> HTMLResponse:
-    """The link in every alert: records that the citizen opened it and shows the advisory."""
-    links = Links(request.app.state.settings.public_base_url, registry.vault)
-    alert_id = links.parse(reference)
-    alert = delivery.record_opened(session, alert_id=alert_id, now=utcnow()) if alert_id else None
-    if alert is None:
-        raise NotFound("no such alert")
-    return HTMLResponse(details_page(session, alert=alert, renderer=request.app.state.renderer))
+    """The link in every alert: shows the advisory. It records nothing: link scanners and
+    message previews fetch it too; the citizen's own "I have read this" (POST) does."""
+    page = delivery.details_for(
+        session,
+        links=Links(request.app.state.settings.public_base_url, registry.vault),
+        reference=reference,
+        renderer=request.app.state.renderer,
+        now=utcnow(),
+        seen=False,
+    )
+    return HTMLResponse(page, headers=_PAGE_HEADERS)
+
+
+@router.post("/a/{reference}", response_class=HTMLResponse, include_in_schema=False)
+def confirm_read(
+    reference: str, session: SessionDep, registry: RegistryDep, request: Request
+) -> HTMLResponse:
+    """The citizen pressed "I have read this": the alert is marked opened."""
+    page = delivery.details_for(
+        session,
+        links=Links(request.app.state.settings.public_base_url, registry.vault),
+        reference=reference,
+        renderer=request.app.state.renderer,
+        now=utcnow(),
+        seen=True,
+    )
+    return HTMLResponse(page, headers=_PAGE_HEADERS)

@@ -100,7 +100,7 @@ def test_cancelled_before_sending_sends_nothing(api, consul, db, dispatcher, twi
     assert twilio.posts == []
 
 
-def test_details_link_records_who_opened_it(api, consul, db, dispatcher, twilio):
+def test_details_link_shows_the_advisory_and_records_only_an_explicit_read(api, consul, db, dispatcher, twilio):
     register(api, location=TOKYO, phone="010-5555-0051", channels=["sms"])
     api.post("/v1/advisories", json=advisory_body(), headers=consul)
     dispatcher.drain()
@@ -109,7 +109,15 @@ def test_details_link_records_who_opened_it(api, consul, db, dispatcher, twilio)
     path = link.removeprefix("https://anjeon.test")
     page = api.get(path)
     assert page.status_code == 200 and "도쿄 여행자제" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    # A link scanner or a message preview fetches the page: that is not the citizen reading.
+    [row] = alerts(db)
+    assert row.opened_at is None and '<form method="post">' in page.text
+    confirmed = api.post(path)
+    assert confirmed.status_code == 200 and "확인하셨습니다" in confirmed.text
     [row] = alerts(db)
     assert row.opened_at is not None
     forged = path[:-1] + ("0" if path[-1] != "0" else "1")
     assert api.get(forged).status_code == 404
+    assert api.post(forged).status_code == 404
