@@ -42,3 +42,10 @@ def test_an_explicit_public_url_wins(no_url_in_config, monkeypatch):
     monkeypatch.setenv("ANJEON_PORT", "18731")
     monkeypatch.setenv("ANJEON_PUBLIC_BASE_URL", "https://alerts.example.go.kr")
     assert Settings(secret_key=TEST_SECRET).public_base_url == "https://alerts.example.go.kr"
+
+
+def test_the_shipped_config_leaves_the_url_to_host_and_port(monkeypatch):
+    monkeypatch.delenv("ANJEON_CONFIG", raising=False)
+    monkeypatch.delenv("ANJEON_PUBLIC_BASE_URL", raising=False)
+    monkeypatch.setenv("ANJEON_PORT", "18731")
+    assert Settings(secret_key=TEST_SECRET).public_base_url == "http://127.0.0.1:18731"
