@@ -3,14 +3,35 @@
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from service.schema_rules import given, nulls_refused
 
 Level = Literal[1, 2, 3, 4, "special"]
 Category = Literal["security", "disaster", "health", "other"]
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL stores no NUL in text or JSON: refused here, not failed on in the database.
+    if "\x00" in text:
+        raise ValueError("NUL (0x00) characters are not allowed")
+    return text
+
+
 # pattern: the text is stripped before its length is checked, so it needs a non-space.
-Text = Annotated[str, Field(min_length=1, max_length=5000, json_schema_extra={"pattern": r"\S"})]
+Text = Annotated[
+    str,
+    Field(min_length=1, max_length=5000, json_schema_extra={"pattern": r"\S"}),
+    AfterValidator(_no_nul),
+]
 
 
 class StrictModel(BaseModel):

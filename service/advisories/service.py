@@ -197,7 +197,9 @@ def expire_due(session: Session, *, now: datetime) -> int:
 
 
 def get_advisory(session: Session, *, public_id: str) -> Advisory:
-    advisory = session.scalar(select(Advisory).where(Advisory.public_id == public_id))
+    # No id has a NUL, and PostgreSQL refuses one in a text parameter.
+    query = select(Advisory).where(Advisory.public_id == public_id)
+    advisory = None if "\x00" in public_id else session.scalar(query)
     if advisory is None:
         raise NotFound("no advisory with this id")
     return advisory

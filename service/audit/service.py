@@ -26,7 +26,8 @@ def record(
         role=role,
         client=client[:64],
         action=action[:120],
-        subject=subject[:200] if subject else None,
+        # A path id may carry a NUL, which PostgreSQL does not store: kept visible, escaped.
+        subject=subject.replace("\x00", "\\x00")[:200] if subject else None,
         reason=reason,
     )
     session.add(entry)

@@ -87,7 +87,9 @@ def register_citizen(
 
 def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:
     """The citizen the token manages; 404 for a wrong token, so ids cannot be probed."""
-    citizen = session.scalar(select(Citizen).where(Citizen.public_id == public_id))
+    # No id has a NUL, and PostgreSQL refuses one in a text parameter.
+    query = select(Citizen).where(Citizen.public_id == public_id)
+    citizen = None if "\x00" in public_id else session.scalar(query)
     if (
         citizen is None
         or citizen.token_hash is None

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.staff.models import Role
 
@@ -15,6 +15,14 @@ class StaffKeyCreate(BaseModel):
     # pattern: the name is stripped before its length is checked, so it needs a non-space.
     name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": r"\S"})
     role: Role
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        # NUL would fail in PostgreSQL; other control characters have no place in a name.
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ValueError("control characters are not allowed")
+        return name
 
 
 class StaffKeyRead(BaseModel):
