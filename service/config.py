@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_ssl: bool = False
+    smtp_allow_plain_auth: bool = False
     smtp_timeout_s: float = Field(10.0, gt=0)
     smtp_mps: float = Field(0.0, ge=0)
 

@@ -1,4 +1,5 @@
-"""E-mail through an SMTP relay: STARTTLS or implicit TLS, optional auth, text and HTML parts."""
+"""E-mail through an SMTP relay: STARTTLS or implicit TLS, optional auth (over TLS unless
+allowed otherwise), text and HTML parts."""
 
 import contextlib
 import smtplib
@@ -43,11 +44,19 @@ class SmtpNotifier(Notifier):
         password: str = "",
         starttls: bool = False,
         implicit_tls: bool = False,
+        allow_plain_auth: bool = False,
         timeout_s: float = 10.0,
         max_per_second: float | None = None,
     ) -> None:
         if not host or not sender:
             raise NotifierConfigError("smtp needs ANJEON_SMTP_HOST and ANJEON_SMTP_FROM")
+        if username and not (starttls or implicit_tls) and not allow_plain_auth:
+            # Anyone on the path would read the relay's password, and could send as the ministry.
+            raise NotifierConfigError(
+                "the ANJEON_SMTP_USERNAME login would send its password in clear: set "
+                "ANJEON_SMTP_STARTTLS=true or ANJEON_SMTP_SSL=true, or, for a relay reached "
+                "without crossing a network, ANJEON_SMTP_ALLOW_PLAIN_AUTH=true"
+            )
         self.host, self.port, self.sender = host, port, sender
         self._username, self._password = username, password
         self.starttls, self.implicit_tls = starttls, implicit_tls
@@ -68,6 +77,7 @@ class SmtpNotifier(Notifier):
             password=revealed(settings.smtp_password),
             starttls=settings.smtp_starttls,
             implicit_tls=settings.smtp_ssl,
+            allow_plain_auth=settings.smtp_allow_plain_auth,
             timeout_s=settings.smtp_timeout_s,
             max_per_second=settings.smtp_mps,
         )
