@@ -29,7 +29,8 @@ def _networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Networ
 # What allow_private opens besides loopback: an operator's own networks. ipaddress's
 # is_private is wider (documentation, benchmarking, reserved ranges), so they are listed.
 _PRIVATE = _networks("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
-# Python 3.11.7 calls these global; they are not destinations for a feed.
+# Python 3.11.7 calls NAT64, IPv4-compatible and 3fff::/20 addresses global; none is a place
+# for a feed. Documentation ranges are listed for a precise reason in the message.
 _NAT64, _NAT64_LOCAL = _networks("64:ff9b::/96", "64:ff9b:1::/48")
 _IPV4_COMPATIBLE = _networks("::/96")[0]
 _DOCUMENTATION = _networks(
@@ -52,7 +53,9 @@ class Fetched:
 def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why a feed may not be fetched from this address, or None when it may."""
     if isinstance(address, ipaddress.IPv6Address):
-        # Forms that carry an IPv4 address: judged by where they lead.
+        # Forms that carry an IPv4 address. Mapped and 6to4 ones are judged by it; NAT64 and
+        # the deprecated IPv4-compatible form are refused whatever they carry (a translator
+        # may reach networks we cannot see).
         mapped = address.ipv4_mapped
         if mapped is not None:
             why = refusal(mapped, allow_private=allow_private)
