@@ -7,6 +7,11 @@ from typing import Any
 
 JsonSchema = dict[str, Any]
 
+# Patterns for text that is stripped before its length is checked (so it needs a non-space):
+# a name has no control characters; free text may have line breaks, never a NUL.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
 
 def not_null(field: JsonSchema) -> JsonSchema:
     """An optional field's schema without its null (and without the null default)."""

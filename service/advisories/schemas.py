@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.schema_rules import given, nulls_refused
+from service.schema_rules import TEXT_PATTERN, given, nulls_refused
 
 Level = Literal[1, 2, 3, 4, "special"]
 Category = Literal["security", "disaster", "health", "other"]
@@ -26,10 +26,9 @@ def _no_nul(text: str) -> str:
     return text
 
 
-# pattern: the text is stripped before its length is checked, so it needs a non-space.
 Text = Annotated[
     str,
-    Field(min_length=1, max_length=5000, json_schema_extra={"pattern": r"\S"}),
+    Field(min_length=1, max_length=5000, json_schema_extra={"pattern": TEXT_PATTERN}),
     AfterValidator(_no_nul),
 ]
 

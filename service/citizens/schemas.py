@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from service.geo import countries
-from service.schema_rules import not_null, nulls_refused
+from service.schema_rules import NAME_PATTERN, not_null, nulls_refused
 
 MAX_STAYS = 20
 
@@ -120,8 +120,9 @@ def _years_after(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
-# pattern: names are stripped before their length is checked, so one needs a non-space.
-Name = Annotated[str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": r"\S"})]
+Name = Annotated[
+    str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
+]
 Stays = Annotated[list[StayIn], Field(max_length=MAX_STAYS)]
 Channels = Annotated[
     list[Channel], Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True})

@@ -2,6 +2,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.schema_rules import NAME_PATTERN
 from service.staff.models import Role
 
 
@@ -12,8 +13,7 @@ class StaffKeyCreate(BaseModel):
         json_schema_extra={"examples": [{"name": "Seoul desk", "role": "consul"}]},
     )
 
-    # pattern: the name is stripped before its length is checked, so it needs a non-space.
-    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": r"\S"})
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
     role: Role
 
     @field_validator("name")

@@ -17,7 +17,7 @@ from service.geo.geocoding import GeocodedPoint
 from service.staff import service as staff_service
 from tests.conftest import bound_client, make_settings
 
-MAX_EXAMPLES = int(os.environ.get("ANJEON_FUZZ_EXAMPLES", "8"))
+MAX_EXAMPLES = int(os.environ.get("ANJEON_FUZZ_EXAMPLES", "20"))
 SEED = int(os.environ.get("ANJEON_FUZZ_SEED", "20261203"))
 
 CHECKS = (
