@@ -18,6 +18,7 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 _READS = {"GET", "HEAD", "OPTIONS"}
+_READ_REQUEST = "anjeon_read_request"  # session.info key: the request only reads
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -28,6 +29,7 @@ def get_session(request: Request) -> Iterator[Session]:
     whole transaction)."""
     with request.app.state.session_factory() as session:
         if request.method in _READS:
+            session.info[_READ_REQUEST] = True
             session.connection(execution_options={READ_ONLY: True})
         yield session
         session.commit()
@@ -53,6 +55,22 @@ def read_first(session: Session) -> Iterator[Session]:
         raise
     # Nothing was written; commit (unlike rollback) keeps what was read loaded.
     session.commit()
+
+
+@contextmanager
+def written_apart(session: Session) -> Iterator[Session]:
+    """A write a reading request makes all the same (its audit entry): in a short write
+    transaction of its own, then the request reads on in a new read-only one. On SQLite a
+    read-only transaction cannot take the write lock later without failing at once ("database
+    is locked") when another connection wrote meanwhile. Other requests write in their own
+    transaction, so what they did commits with it or neither does."""
+    if not session.info.get(_READ_REQUEST):
+        yield session
+        return
+    session.commit()  # the read-only transaction so far: nothing written, what was read kept
+    with session.begin():
+        yield session
+    session.connection(execution_options={READ_ONLY: True})
 
 
 def bearer_token(request: Request) -> str:
@@ -106,7 +124,8 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
 
     def check(request: Request, session: SessionDep, token: BearerToken) -> StaffKey:
         key = _admit(session, token, minimum)
-        _audit(session, request, key)
+        with written_apart(session):
+            _audit(session, request, key)
         return key
 
     return check

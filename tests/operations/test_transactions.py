@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.app import create_app
+from service.audit.models import AuditEntry
 from service.citizens.models import Citizen, CitizenPlace
 from service.ledger.models import Alert
 from service.staff import service as staff_service
@@ -71,3 +72,30 @@ def test_a_failed_commit_answers_5xx_and_stores_nothing(
             event.remove(app.state.session_factory, "before_commit", refuse)
             assert send(client, consul).status_code == 201
             assert all(n > b for n, b in zip(counts(app, stored), before, strict=True))
+
+
+def test_a_staff_read_is_audited_while_another_connection_writes(database_url, tmp_path):
+    """A GET reads on a read-only transaction, yet writes its audit entry: that write goes in a
+    transaction of its own. Made in the read-only one, it fails on SQLite as soon as another
+    connection has written since the read began ("database is locked", a 503)."""
+    with scratch_database(database_url, tmp_path, "audited_read") as url:
+        app = create_app(make_settings(url))
+        factory = app.state.session_factory
+        with factory.begin() as session:
+            key = staff_service.create_key(session, name="reader", role="viewer").key
+        wrote_meanwhile = []
+
+        def write_meanwhile(session, _context, _instances):
+            # Once, just before the audit entry is written: another connection commits a write.
+            if wrote_meanwhile or not any(isinstance(o, AuditEntry) for o in session.new):
+                return
+            wrote_meanwhile.append(True)
+            with factory.begin() as other:
+                staff_service.create_key(other, name="meanwhile", role="viewer")
+
+        event.listen(factory, "before_flush", write_meanwhile)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            listed = client.get("/v1/advisories", headers={"Authorization": f"Bearer {key}"})
+        assert wrote_meanwhile == [True]
+        assert listed.status_code == 200, listed.text
+        assert counts(app, (AuditEntry,)) == (1,)
