@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.router import router as feeds_router
 from service.advisories.router import router as advisories_router
+from service.audit.router import router as audit_router
 from service.body_limit import BodyLimitMiddleware
 from service.citizens.router import router as citizens_router
 from service.citizens.service import Registry
@@ -18,15 +19,16 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.router import router as alerts_router
-from service.dispatch.wake import wake_after_commit
 from service.geo import countries
 from service.geo.geocoding import Geocoder, make_geocoder
+from service.ledger.wake import wake_after_commit
 from service.migrate import head_revision
 from service.openapi import install_api_docs
 from service.operations.request_log import RequestLogMiddleware
 from service.operations.router import router as operations_router
 from service.privacy import PersonalDataVault
 from service.problems import install_problem_handlers
+from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, wake_dispatch
 from service.staff.router import router as staff_router
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             scheduler.start()
         for channel, notifier in dispatcher.notifiers.items():
             log.info("notifier", extra={"channel": channel, "notifier": notifier.describe()})
+        log.info("enforced", extra={"settings": ", ".join(settings.enforced())})
         try:
             yield
         finally:
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     # An unknown or broken notifier stops start-up here.
     dispatcher = Dispatcher.from_settings(settings, factory, vault=app.state.registry.vault)
     app.state.dispatcher = dispatcher
+    # Shared by every process when the storage is Redis (registrations, codes, resends).
+    app.state.rate_limits = RateLimits(settings)
     app.state.renderer = dispatcher.renderer
     install_problem_handlers(app)
     for router in (
@@ -87,6 +92,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         citizens_router,
         registry_router,
         staff_router,
+        audit_router,
         advisories_router,
         feeds_router,
         alerts_router,

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # Empty: http://{host}:{port}, so alert links follow the port the service listens on.
     public_base_url: str = ""
 
+    # Contacts are alerted only once their owner typed the code sent to them.
+    verification: Literal["required", "off"] = "required"
+    unverified_ttl_h: int = Field(24, ge=1)
+    # Production: what start-up refuses, and who may read /metrics and the API description.
+    allow_console_notifier: bool = False
+    metrics_token: SecretStr | None = None
+
     # Dispatch: which notifier sends each channel, and how the outbox is drained.
     sms_notifier: str = "console"
     email_notifier: str = "console"
@@ -101,6 +108,7 @@ class Settings(BaseSettings):
     rate_limit_prefix: str = "20/hour"
     rate_limit_country: str = "200/hour"
     rate_limit_global: str = "1000/hour"
+    rate_limit_cooldown: str = "1/10minute"
     sms_daily_budget: int = Field(5000, ge=0)
 
     @field_validator(
@@ -110,6 +118,7 @@ class Settings(BaseSettings):
         "rate_limit_prefix",
         "rate_limit_country",
         "rate_limit_global",
+        "rate_limit_cooldown",
     )
     @classmethod
     def _limit_notation(cls, value: str) -> str:
@@ -162,6 +171,43 @@ class Settings(BaseSettings):
         if self.smtp_ssl and self.smtp_starttls:
             raise ValueError("ANJEON_SMTP_SSL and ANJEON_SMTP_STARTTLS exclude each other")
         return self
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> "Settings":
+        """ANJEON_ENVIRONMENT=production means something: each of these stops start-up."""
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.secret_key is None and not self.secret_key_file:
+            problems.append("an explicit ANJEON_SECRET_KEY (or ANJEON_SECRET_KEY_FILE)")
+        if self.verification == "off":
+            problems.append("ANJEON_VERIFICATION=required (it is off)")
+        consoles = [
+            f"ANJEON_{channel}_NOTIFIER"
+            for channel, name in (("SMS", self.sms_notifier), ("EMAIL", self.email_notifier))
+            if name == "console"
+        ]
+        if consoles and not self.allow_console_notifier:
+            problems.append(
+                f"a real notifier for {' and '.join(consoles)} (console prints alerts to the "
+                "log; ANJEON_ALLOW_CONSOLE_NOTIFIER=true if that is meant)"
+            )
+        if not self.public_base_url.strip().lower().startswith("https://"):
+            problems.append("an https:// ANJEON_PUBLIC_BASE_URL (links and callbacks)")
+        if problems:
+            raise ValueError("production needs " + "; ".join(problems))
+        return self
+
+    def enforced(self) -> list[str]:
+        """What this configuration enforces, for the start-up log line."""
+        production = self.environment == "production"
+        return [
+            f"environment={self.environment}",
+            f"verification={self.verification}",
+            f"rate_limit_storage={self.rate_limit_storage.split('://', 1)[0]}",
+            "api-docs=" + ("staff key" if production else "open"),
+            "metrics=" + ("bearer token" if self.metrics_token else "open"),
+        ]
 
     @model_validator(mode="after")
     def _derive_public_base_url(self) -> "Settings":

@@ -42,6 +42,7 @@ class Rule(StrEnum):
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GLOBAL = "global"  # messages per channel
+    COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
 
 
 # What a refused client is told: the kind of limit, never whose or which contact.
@@ -52,6 +53,7 @@ _REFUSED = {
     Rule.PREFIX: "too many messages to numbers of this range",
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.GLOBAL: "too many messages are being sent",
+    Rule.COOLDOWN: "a code was sent to this contact a moment ago",
 }
 
 
@@ -129,6 +131,13 @@ class RateLimits:
         else:
             hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
         self.take_all([*hits, (Rule.GLOBAL, channel)])
+
+    def take_new_contact(self, channel: Literal["sms", "email"], destination: str) -> None:
+        """A code for a contact given in a registration or a change: take_message, and at most
+        one such code per contact in the cooldown (an erase/re-register loop sends nothing)."""
+        key = f"{channel}:{destination if channel == 'sms' else email_key(destination)}"
+        self.take(Rule.COOLDOWN, key)
+        self.take_message(channel, destination)
 
     # ---- the daily SMS budget ------------------------------------------------------------
 

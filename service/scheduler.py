@@ -19,6 +19,7 @@ from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
 from service.citizens.retention import purge_ended_stays
+from service.citizens.service import purge_unverified
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch.dispatcher import Dispatcher
@@ -45,10 +46,15 @@ def _expire_advisories(session: Session, settings: Settings) -> int:
     return expire_due(session, now=utcnow())
 
 
+def _purge_unverified(session: Session, settings: Settings) -> int:
+    return purge_unverified(session, now=utcnow(), ttl_h=settings.unverified_ttl_h)
+
+
 def jobs(settings: Settings) -> list[Job]:
     return [
         Job("expire-advisories", 60, _expire_advisories),
         Job("purge-ended-stays", 6 * 3600, _purge_stays),
+        Job("purge-unverified", 3600, _purge_unverified),
     ]
 
 

@@ -7,8 +7,12 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -30,8 +34,12 @@ class Citizen(Base):
     email_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     email_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     language: Mapped[str] = mapped_column(String(2))
+    # Alerted on: a channel the citizen wants whose contact is verified (what matching reads).
     notify_sms: Mapped[bool] = mapped_column(Boolean, default=False)
     notify_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The channels the citizen chose; each is alerted once its contact is verified.
+    wants_sms: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    wants_email: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -96,4 +104,27 @@ class CitizenPlace(Base):
             "citizen_id",
             "country",
         ),
+    )
+
+
+class ContactCode(Base):
+    """A contact waiting for its owner to type the code sent to it: sealed, with the code's keyed
+    hash, its end and the wrong tries so far. Verified, it moves onto the citizen row."""
+
+    __tablename__ = "contact_code"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    citizen_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("citizen.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8))
+    contact_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    contact_hash: Mapped[str] = mapped_column(String(64))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("citizen_id", "channel"),
+        CheckConstraint("channel IN ('sms', 'email')", name="channel"),
+        Index("ix_contact_code_contact_hash", "contact_hash"),
     )

@@ -1,7 +1,13 @@
-from fastapi import APIRouter, Response
+"""/v1/citizens: registration, verification of contacts, and the citizen's own record (with
+the manage token). Codes go out after the request's transaction has committed."""
 
-from service.auth import BearerToken, SessionDep
-from service.citizens import service
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.auth import BearerToken, SessionDep, client_of
+from service.citizens import messages, service
 from service.citizens.deps import RegistryDep
 from service.citizens.schemas import (
     CitizenCreate,
@@ -9,27 +15,137 @@ from service.citizens.schemas import (
     CitizenUpdate,
     LocationIn,
     Registered,
+    ResendIn,
+    VerifyIn,
+    place_warnings,
 )
 from service.metrics import CITIZENS_REGISTERED
+from service.problems import problem_response
+from service.rate_limits import RateLimits
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
+# Never cached anywhere: the answer may hold the manage token or personal data.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _limits(request: Request) -> RateLimits:
+    return request.app.state.rate_limits
+
+
+LimitsDep = Annotated[RateLimits, Depends(_limits)]
+
+
+def _send_later(
+    request: Request, tasks: BackgroundTasks, outgoing: service.Outgoing, *, counted: bool = False
+) -> None:
+    """Codes and notices leave after the commit, outside any transaction."""
+    if not (outgoing.codes or outgoing.notices):
+        return
+    settings = request.app.state.settings
+    tasks.add_task(
+        messages.deliver,
+        request.app.state.dispatcher.notifiers,
+        request.app.state.rate_limits,
+        sender={"ko": settings.alert_sender_ko, "en": settings.alert_sender_en},
+        codes=outgoing.codes,
+        notices=outgoing.notices,
+        counted=counted,
+    )
+
+
+def _verified_at_once(request: Request) -> bool:
+    return request.app.state.settings.verification == "off"
 
 
 @router.post("", status_code=201, response_model=Registered)
-def register(body: CitizenCreate, session: SessionDep, registry: RegistryDep) -> Registered:
+def register(
+    request: Request,
+    body: CitizenCreate,
+    session: SessionDep,
+    registry: RegistryDep,
+    limits: LimitsDep,
+    tasks: BackgroundTasks,
+    response: Response,
+) -> Registered:
+    """Register, then verify each contact with the 6-digit code sent to it. The answer is the
+    same whether or not a contact is registered elsewhere."""
+    limits.take_registration(client_of(request))
     # Geocoding first: the session's write transaction begins at its first statement, after.
     places = service.locate(registry, location=body.location, stays=body.stays)
-    citizen, token = service.register_citizen(session, registry=registry, data=body, places=places)
+    done = service.register_citizen(
+        session, registry=registry, data=body, places=places, verified=_verified_at_once(request)
+    )
     CITIZENS_REGISTERED.inc()
-    return Registered(id=citizen.public_id, manage_token=token, status=citizen.status)
+    _send_later(request, tasks, done.outgoing)
+    response.headers.update(_NO_STORE)
+    return Registered(
+        id=done.citizen.public_id,
+        manage_token=done.token,
+        status=service.public_status(done.citizen),
+        warnings=place_warnings(places.current, places.stays or []),
+    )
+
+
+@router.post("/{citizen_id}/verify", response_model=CitizenRead)
+def verify(
+    citizen_id: str,
+    body: VerifyIn,
+    session: SessionDep,
+    registry: RegistryDep,
+    token: BearerToken,
+    tasks: BackgroundTasks,
+    request: Request,
+) -> CitizenRead | JSONResponse:
+    """The code sent to a contact: right, the channel is alerted from now on; wrong, 422 naming
+    `code` (5 wrong tries void it)."""
+    citizen = service.find_citizen(session, public_id=citizen_id, token=token)
+    checked = service.verify_contact(
+        session, registry=registry, citizen=citizen, channel=body.channel, code=body.code
+    )
+    if not checked.verified:
+        # Returned, not raised: the request still commits, so the wrong try counts.
+        return problem_response(
+            422,
+            "Invalid input",
+            f"code: {checked.problem}",
+            slug="validation-error",
+            errors=[{"field": "code", "message": checked.problem}],
+        )
+    _send_later(request, tasks, service.Outgoing(codes=[], notices=list(checked.notices)))
+    return service.to_read(registry, citizen, session)
+
+
+@router.post("/{citizen_id}/verify/resend", status_code=202)
+def resend(
+    citizen_id: str,
+    body: ResendIn,
+    session: SessionDep,
+    registry: RegistryDep,
+    token: BearerToken,
+    limits: LimitsDep,
+    tasks: BackgroundTasks,
+    request: Request,
+) -> dict[str, str]:
+    """A new code for a contact still waiting (the old code stops working). Rate-limited."""
+    citizen = service.find_citizen(session, public_id=citizen_id, token=token)
+    limits.take_resend(citizen.id, client=client_of(request))
+    renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
+    limits.take_message(renewed.channel, renewed.address)  # type: ignore[arg-type]
+    _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]), counted=True)
+    return {"status": "sent"}
 
 
 @router.get("/{citizen_id}", response_model=CitizenRead)
 def read(
-    citizen_id: str, session: SessionDep, registry: RegistryDep, token: BearerToken
+    citizen_id: str,
+    session: SessionDep,
+    registry: RegistryDep,
+    token: BearerToken,
+    response: Response,
 ) -> CitizenRead:
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    return service.to_read(registry, citizen)
+    response.headers.update(_NO_STORE)
+    return service.to_read(registry, citizen, session)
 
 
 @router.patch("/{citizen_id}", response_model=CitizenRead)
@@ -39,11 +155,24 @@ def update(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
+    tasks: BackgroundTasks,
+    request: Request,
+    response: Response,
 ) -> CitizenRead:
+    """Change what the body gives; a new phone or e-mail is alerted once verified."""
     places = service.locate(registry, stays=body.stays)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    service.update_citizen(session, registry=registry, citizen=citizen, data=body, places=places)
-    return service.to_read(registry, citizen)
+    outgoing = service.update_citizen(
+        session,
+        registry=registry,
+        citizen=citizen,
+        data=body,
+        places=places,
+        verified=_verified_at_once(request),
+    )
+    _send_later(request, tasks, outgoing)
+    response.headers.update(_NO_STORE)
+    return service.to_read(registry, citizen, session)
 
 
 @router.put("/{citizen_id}/location", response_model=CitizenRead)
@@ -53,11 +182,13 @@ def move(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
+    response: Response,
 ) -> CitizenRead:
     places = service.locate(registry, location=body)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)
-    return service.to_read(registry, citizen)
+    response.headers.update(_NO_STORE)
+    return service.to_read(registry, citizen, session)
 
 
 @router.delete("/{citizen_id}", status_code=204)

@@ -245,10 +245,28 @@ def place_warnings(location: _Place | None, stays: Sequence[_Place]) -> list[Pla
     ]
 
 
+class VerifyIn(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"channel": "sms", "code": "123456"}]}
+    )
+
+    channel: Channel
+    code: Annotated[str, Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")]
+
+
+class ResendIn(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"channel": "sms"}]})
+
+    channel: Channel
+
+
 class Registered(BaseModel):
     id: str
     manage_token: str
-    status: str
+    status: str = Field(
+        description='"pending" until a contact is verified with the code sent to it; '
+        '"active" at once when verification is off.'
+    )
     warnings: list[PlaceWarning] = Field(default_factory=list, description=_WARNINGS)
 
 
@@ -268,7 +286,9 @@ class StayRead(PlaceRead):
 
 class CitizenRead(BaseModel):
     id: str
-    status: str
+    status: str = Field(description='"pending" until one contact is verified, then "active".')
+    verified: list[Channel] = Field(description="Channels whose contact is verified: alerted.")
+    pending: list[Channel] = Field(description="Channels whose contact waits for its code.")
     name: str
     phone: str | None
     email: str | None

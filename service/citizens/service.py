@@ -4,13 +4,13 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.citizens import contact
-from service.citizens.models import Citizen, CitizenPlace
+from service.citizens import contact, verification
+from service.citizens.models import Citizen, CitizenPlace, ContactCode
 from service.citizens.places import resolve_place
 from service.citizens.schemas import (
     CitizenCreate,
@@ -22,7 +22,7 @@ from service.citizens.schemas import (
     StayRead,
 )
 from service.db import utcnow
-from service.errors import Conflict, FieldError, InvalidInput, NotFound
+from service.errors import FieldError, InvalidInput, NotFound
 from service.geo.geocoding import Geocoder
 from service.geomatch import service as geomatch
 from service.privacy import PersonalDataVault, token_hash
@@ -64,25 +64,91 @@ def locate(
     )
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """Codes and notices a change produced, for the caller to send after its commit."""
+
+    codes: list[verification.CodeToSend]
+    notices: list[verification.Notice]
+
+
+@dataclass(frozen=True)
+class Registration:
+    citizen: Citizen
+    token: str  # the manage token, shown once
+    outgoing: Outgoing
+
+
 def register_citizen(
-    session: Session, *, registry: Registry, data: CitizenCreate, places: Places | None = None
-) -> tuple[Citizen, str]:
-    """Store a new citizen; returns the record and its manage token (shown once). `places`
-    from locate(): without them the data's places are resolved here, inside the caller's
-    transaction, which only callers without addresses (the demo) may do."""
+    session: Session,
+    *,
+    registry: Registry,
+    data: CitizenCreate,
+    places: Places | None = None,
+    verified: bool = False,
+) -> Registration:
+    """Store a new citizen with a manage token (shown once) and a code for each contact to
+    send; with `verified` (verification off, the demo) the contacts count as verified at once.
+    The answer is the same whether or not a contact is known elsewhere. `places` come from
+    locate(): without them the places are resolved here, inside the caller's transaction,
+    which only callers without addresses (the demo) may do."""
     places = places or locate(registry, location=data.location, stays=data.stays)
     assert places.current is not None and places.stays is not None
     contacts = _check_contacts(registry, data.phone, data.email, data.channels)
-    citizen = Citizen(public_id=str(uuid.uuid4()), language=data.language, consent_at=utcnow())
+    now = utcnow()
+    citizen = Citizen(public_id=str(uuid.uuid4()), language=data.language, consent_at=now)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     citizen.token_hash = token_hash(token)
     citizen.name_sealed = registry.vault.seal("name", data.name)
-    _apply_contacts(registry, citizen, contacts, data.channels)
+    citizen.wants_sms, citizen.wants_email = "sms" in data.channels, "email" in data.channels
     citizen.places = [places.current, *places.stays]
     session.add(citizen)
-    _flush_unique(session)
-    geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
-    return citizen, token
+    session.flush()
+    outgoing = _new_contacts(
+        session, registry, citizen, contacts, Contacts(None, None), verified=verified, now=now
+    )
+    geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
+    return Registration(citizen=citizen, token=token, outgoing=outgoing)
+
+
+def verify_contact(
+    session: Session, *, registry: Registry, citizen: Citizen, channel: str, code: str
+) -> verification.Checked:
+    """Check a typed code; verified, the channel is alerted from now on (and matched at once).
+    A wrong try is counted in the session: the caller commits even when it answers 422."""
+    now = utcnow()
+    checked = verification.check_code(
+        session, vault=registry.vault, citizen=citizen, channel=channel, code=code, now=now
+    )
+    if checked.verified:
+        geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
+    return checked
+
+
+def resend_code(
+    session: Session, *, registry: Registry, citizen: Citizen, channel: str
+) -> verification.CodeToSend:
+    """A fresh code for the contact waiting on `channel` (the old one stops working)."""
+    renewed = verification.renew_code(
+        session, vault=registry.vault, citizen=citizen, channel=channel, now=utcnow()
+    )
+    if renewed is None:
+        raise InvalidInput("channel", f"no {channel} contact is waiting to be verified")
+    return renewed
+
+
+def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
+    """Delete records that verified no contact within ttl_h hours of registering."""
+    cutoff = now - timedelta(hours=ttl_h)
+    result = session.execute(
+        delete(Citizen).where(
+            Citizen.status == "active",
+            Citizen.phone_hash.is_(None),
+            Citizen.email_hash.is_(None),
+            Citizen.created_at < cutoff,
+        )
+    )
+    return result.rowcount or 0
 
 
 def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:
@@ -100,11 +166,18 @@ def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:
 
 
 def update_citizen(
-    session: Session, *, registry: Registry, citizen: Citizen, data: CitizenUpdate, places: Places
-) -> Citizen:
-    """Change what the body gives; new stays come resolved in `places` (from locate())."""
+    session: Session,
+    *,
+    registry: Registry,
+    citizen: Citizen,
+    data: CitizenUpdate,
+    places: Places,
+    verified: bool = False,
+) -> Outgoing:
+    """Change what the body gives; new stays come resolved in `places` (from locate()). A new
+    contact is alerted only once verified: its code is returned for the caller to send."""
     given = data.model_fields_set
-    current = read_contacts(registry, citizen)
+    current = read_contacts(registry, citizen, pending=session)
     channels = data.channels if data.channels is not None else channels_of(citizen)
     # A contact not in the body keeps its stored value; one given as null is removed.
     contacts = _check_contacts(
@@ -121,14 +194,18 @@ def update_citizen(
         citizen.name_sealed = registry.vault.seal("name", data.name)
     if data.language is not None:
         citizen.language = data.language
-    _apply_contacts(registry, citizen, contacts, channels)
+    citizen.wants_sms, citizen.wants_email = "sms" in channels, "email" in channels
     if data.stays is not None:
         assert places.stays is not None
         citizen.places = [p for p in citizen.places if p.kind == "current"] + places.stays
-    citizen.updated_at = utcnow()
-    _flush_unique(session)
-    geomatch.match_citizen(session, citizen_id=citizen.id, now=utcnow())
-    return citizen
+    now = utcnow()
+    citizen.updated_at = now
+    outgoing = _new_contacts(
+        session, registry, citizen, contacts, current, verified=verified, now=now
+    )
+    session.flush()
+    geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
+    return outgoing
 
 
 def move_citizen(session: Session, *, citizen: Citizen, places: Places) -> Citizen:
@@ -149,23 +226,49 @@ def erase_citizen(session: Session, *, citizen: Citizen) -> None:
         setattr(citizen, column, None)
     citizen.token_hash = None
     citizen.notify_sms = citizen.notify_email = False
+    citizen.wants_sms = citizen.wants_email = False
     citizen.places = []
+    session.execute(delete(ContactCode).where(ContactCode.citizen_id == citizen.id))
     session.flush()
     geomatch.cancel_pending_for(session, citizen_id=citizen.id)
 
 
 def channels_of(citizen: Citizen) -> list[str]:
+    """The channels the citizen chose (each alerted once its contact is verified)."""
+    return [name for name, on in (("sms", citizen.wants_sms), ("email", citizen.wants_email)) if on]
+
+
+def verified_channels(citizen: Citizen) -> list[str]:
     return [
-        name for name, on in (("sms", citizen.notify_sms), ("email", citizen.notify_email)) if on
+        name
+        for name, sealed in (("sms", citizen.phone_sealed), ("email", citizen.email_sealed))
+        if sealed is not None
     ]
 
 
-def read_contacts(registry: Registry, citizen: Citizen) -> Contacts:
+def public_status(citizen: Citizen) -> str:
+    """ "pending" until one contact is verified, then "active" (or "erased")."""
+    if citizen.status == "active" and not verified_channels(citizen):
+        return "pending"
+    return citizen.status
+
+
+def read_contacts(
+    registry: Registry, citizen: Citizen, *, pending: Session | None = None
+) -> Contacts:
+    """The verified contacts; with `pending` (a session), a contact still waiting for its code
+    stands in where none is verified."""
     vault = registry.vault
-    return Contacts(
-        phone=vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
-        email=vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
-    )
+    phone = vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None
+    email = vault.open("email", citizen.email_sealed) if citizen.email_sealed else None
+    if pending is not None and (phone is None or email is None):
+        for row in pending.scalars(select(ContactCode).where(ContactCode.citizen_id == citizen.id)):
+            opened = vault.open(verification.CHANNEL_FIELD[row.channel], row.contact_sealed)
+            if row.channel == "sms" and phone is None:
+                phone = opened
+            elif row.channel == "email" and email is None:
+                email = opened
+    return Contacts(phone=phone, email=email)
 
 
 def masked_contacts(registry: Registry, citizen: Citizen) -> Contacts:
@@ -177,12 +280,14 @@ def masked_contacts(registry: Registry, citizen: Citizen) -> Contacts:
     )
 
 
-def to_read(registry: Registry, citizen: Citizen) -> CitizenRead:
-    contacts = read_contacts(registry, citizen)
+def to_read(registry: Registry, citizen: Citizen, session: Session) -> CitizenRead:
+    contacts = read_contacts(registry, citizen, pending=session)
     current = next((p for p in citizen.places if p.kind == "current"), None)
     return CitizenRead(
         id=citizen.public_id,
-        status=citizen.status,
+        status=public_status(citizen),
+        verified=verified_channels(citizen),
+        pending=verification.pending_channels(session, citizen.id),
         name=registry.vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
         phone=contacts.phone,
         email=contacts.email,
@@ -236,18 +341,64 @@ def _check_contacts(
     return final
 
 
-def _apply_contacts(
-    registry: Registry, citizen: Citizen, contacts: Contacts, channels: list[str]
-) -> None:
-    vault = registry.vault
-    citizen.phone_sealed = vault.seal("phone", contacts.phone) if contacts.phone else None
-    citizen.phone_hash = vault.lookup_hash("phone", contacts.phone) if contacts.phone else None
-    citizen.email_sealed = vault.seal("email", contacts.email) if contacts.email else None
-    citizen.email_hash = (
-        vault.lookup_hash("email", contacts.email.lower()) if contacts.email else None
+def _new_contacts(
+    session: Session,
+    registry: Registry,
+    citizen: Citizen,
+    contacts: Contacts,
+    before: Contacts,
+    *,
+    verified: bool,
+    now: datetime,
+) -> Outgoing:
+    """Contacts that are new or changed wait for their code (or, `verified`, count at once);
+    a removed one goes at once; the alerted channels follow what is verified."""
+    codes: list[verification.CodeToSend] = []
+    notices: list[verification.Notice] = []
+    for channel, new, old in (
+        ("sms", contacts.phone, before.phone),
+        ("email", contacts.email, before.email),
+    ):
+        if new == old and new is not None:
+            continue  # unchanged (verified, or still waiting for its code)
+        _drop_contact(session, citizen, channel)
+        if new is None:
+            continue
+        if verified:
+            notices += verification.mark_verified(
+                session,
+                vault=registry.vault,
+                citizen=citizen,
+                channel=channel,
+                address=new,
+                now=now,
+            )
+        else:
+            codes.append(
+                verification.issue_code(
+                    session,
+                    vault=registry.vault,
+                    citizen=citizen,
+                    channel=channel,
+                    address=new,
+                    now=now,
+                )
+            )
+    citizen.notify_sms = citizen.wants_sms and citizen.phone_sealed is not None
+    citizen.notify_email = citizen.wants_email and citizen.email_sealed is not None
+    return Outgoing(codes=codes, notices=notices)
+
+
+def _drop_contact(session: Session, citizen: Citizen, channel: str) -> None:
+    if channel == "sms":
+        citizen.phone_sealed = citizen.phone_hash = None
+    else:
+        citizen.email_sealed = citizen.email_hash = None
+    session.execute(
+        delete(ContactCode).where(
+            ContactCode.citizen_id == citizen.id, ContactCode.channel == channel
+        )
     )
-    citizen.notify_sms = "sms" in channels
-    citizen.notify_email = "email" in channels
 
 
 def _current_place(registry: Registry, location: LocationIn, *, field: str) -> CitizenPlace:
@@ -276,15 +427,3 @@ def _stay_places(registry: Registry, stays: list[StayIn]) -> list[CitizenPlace]:
             )
         )
     return places
-
-
-def _flush_unique(session: Session) -> None:
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        text = str(exc.orig)
-        if "phone_hash" in text:
-            raise Conflict("this phone number is already registered") from exc
-        if "email_hash" in text:
-            raise Conflict("this e-mail address is already registered") from exc
-        raise

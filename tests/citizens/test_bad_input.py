@@ -114,12 +114,3 @@ def test_invalid_json_is_a_problem(client):
     assert response.headers["content-type"] == "application/problem+json"
 
 
-def test_duplicate_phone_is_409_without_a_second_record(client, db):
-    first = citizen_body()
-    assert client.post("/v1/citizens", json=first).status_code == 201
-    before = _count(db, Citizen)
-    again = citizen_body(phone=first["phone"].replace("-", " "))
-    response = client.post("/v1/citizens", json=again)
-    assert response.status_code == 409
-    assert "phone" in response.json()["detail"]
-    assert _count(db, Citizen) == before

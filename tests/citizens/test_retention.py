@@ -30,6 +30,7 @@ def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Se
     assert {job.id for job in scheduler.get_jobs()} == {
         "expire-advisories",
         "purge-ended-stays",
+        "purge-unverified",
         "geomatch-sweep",
     }
     job = jobs(settings)[0]

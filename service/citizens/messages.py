@@ -1,0 +1,100 @@
+"""Messages to citizens that are not advisory alerts: verification codes and "your contact moved
+to another record" notices. Sent after the request's transaction committed, through the
+configured notifiers, each within the shared rate limits and the daily SMS budget; advisory
+alerts never pass through here and are never held by these limits."""
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+
+from service.citizens.verification import CODE_LIFE, CodeToSend, Notice
+from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent
+from service.errors import ServiceUnavailable, TooManyRequests
+from service.rate_limits import RateLimits
+
+log = logging.getLogger("anjeon.citizens.messages")
+
+_MINUTES = int(CODE_LIFE.total_seconds() // 60)
+_CODE = {
+    "ko": "[{sender}] 해외안전 알림 등록 인증번호 {code} ({minutes}분 안에 입력하세요)",
+    "en": "[{sender}] Your travel-safety alert code is {code} (enter it within {minutes} minutes)",
+}
+_CODE_SUBJECT = {"ko": "[{sender}] 인증번호 {code}", "en": "[{sender}] Your code {code}"}
+_MOVED = {
+    "ko": "[{sender}] 회원님의 {what}가 다른 등록에서 인증되어 이 등록에서 빠졌습니다. "
+    "본인이 한 일이 아니면 영사콜센터로 연락하세요.",
+    "en": "[{sender}] Your {what} was verified on another registration and removed from this "
+    "one. If that was not you, contact the consular call centre.",
+}
+_WHAT = {("ko", "sms"): "휴대전화 번호", ("ko", "email"): "이메일 주소"}
+
+
+def deliver(
+    notifiers: Mapping[str, Notifier],
+    limits: RateLimits,
+    *,
+    sender: Mapping[str, str],
+    codes: Sequence[CodeToSend] = (),
+    notices: Sequence[Notice] = (),
+    counted: bool = False,
+) -> int:
+    """Send each message that the limits allow; returns how many went out. `counted`: the
+    caller already took the per-destination limits (a resend, which answers 429 itself)."""
+    sent = 0
+    for item in [*codes, *notices]:
+        if not _allowed(limits, item.channel, item.address, counted=counted):
+            continue
+        message = _message(item, sender=sender[item.language])
+        outcome = notifiers[item.channel].send(message)
+        if isinstance(outcome, Sent):
+            sent += 1
+        else:
+            log.warning(
+                "message not sent",
+                extra={
+                    "channel": item.channel,
+                    "kind": type(item).__name__,
+                    "outcome": repr(outcome),
+                },
+            )
+    return sent
+
+
+def _allowed(limits: RateLimits, channel: str, address: str, *, counted: bool) -> bool:
+    try:
+        if not counted:
+            limits.take_new_contact(channel, address)  # type: ignore[arg-type]
+        if channel == "sms":
+            charge = limits.charge_sms_budget()
+            if charge.just_spent:
+                log.error("the daily SMS budget for codes and notices is spent: they stop today")
+            return charge.allowed
+    except TooManyRequests as exc:
+        # Registration answers the same whatever happens here: nothing tells a caller that
+        # this contact is being asked for codes elsewhere.
+        log.warning("message held by a rate limit", extra={"channel": channel, "rule": exc.rule})
+        return False
+    except ServiceUnavailable:
+        log.error("rate-limit storage unreachable: message not sent", extra={"channel": channel})
+        return False
+    return True
+
+
+def _message(item: CodeToSend | Notice, *, sender: str) -> OutgoingMessage:
+    lang = item.language if item.language in _CODE else "en"
+    if isinstance(item, CodeToSend):
+        values = {"sender": sender, "code": item.code, "minutes": _MINUTES}
+        text, subject = _CODE[lang].format(**values), _CODE_SUBJECT[lang].format(**values)
+    else:
+        moved = "sms" if item.channel == "email" else "email"
+        what = _WHAT.get((lang, moved), "phone number" if moved == "sms" else "e-mail address")
+        text = _MOVED[lang].format(sender=sender, what=what)
+        subject = text.split("]", 1)[0] + "]"
+    return OutgoingMessage(
+        alert_id=0,
+        channel=item.channel,
+        to=item.address,
+        text=text,
+        subject=subject,
+        reference=f"msg-{uuid.uuid4().hex}",
+    )

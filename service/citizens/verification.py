@@ -1,0 +1,218 @@
+"""Verified contacts: a contact is alerted only once its owner typed the 6-digit code sent to
+it. Codes are stored as keyed hashes, live 10 minutes, allow 5 wrong tries and are compared in
+constant time. A verified contact moves onto the citizen row, taking it from any other record
+that held it: a contact belongs to the record that verified it last."""
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from service.citizens.models import Citizen, ContactCode
+from service.privacy import PersonalDataVault
+
+CODE_LIFE = timedelta(minutes=10)
+MAX_TRIES = 5
+CHANNEL_FIELD = {"sms": "phone", "email": "email"}
+
+
+@dataclass(frozen=True)
+class CodeToSend:
+    """A code for the router to send once the transaction has committed (never inside it)."""
+
+    channel: str
+    address: str
+    code: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message to a record's remaining contact that one of its contacts moved elsewhere."""
+
+    channel: str
+    address: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The outcome of a typed code: verified, or why not (the wrong try is counted either way)."""
+
+    verified: bool
+    problem: str = ""
+    notices: tuple[Notice, ...] = ()
+
+
+def contact_hash(vault: PersonalDataVault, channel: str, address: str) -> str:
+    field = CHANNEL_FIELD[channel]
+    return vault.lookup_hash(field, address.lower() if channel == "email" else address)
+
+
+def issue_code(
+    session: Session,
+    *,
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    channel: str,
+    address: str,
+    now: datetime,
+) -> CodeToSend:
+    """A new code for `address` on `channel` (replacing any earlier one for the channel)."""
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    session.execute(
+        delete(ContactCode).where(
+            ContactCode.citizen_id == citizen.id, ContactCode.channel == channel
+        )
+    )
+    session.add(
+        ContactCode(
+            citizen_id=citizen.id,
+            channel=channel,
+            contact_sealed=vault.seal(CHANNEL_FIELD[channel], address),
+            contact_hash=contact_hash(vault, channel, address),
+            code_hash=_code_hash(vault, citizen.id, channel, code),
+            tries=0,
+            expires_at=now + CODE_LIFE,
+            sent_at=now,
+        )
+    )
+    session.flush()
+    return CodeToSend(channel=channel, address=address, code=code, language=citizen.language)
+
+
+def renew_code(
+    session: Session, *, vault: PersonalDataVault, citizen: Citizen, channel: str, now: datetime
+) -> CodeToSend | None:
+    """A fresh code for the contact waiting on `channel`; None when none is waiting."""
+    waiting = _waiting(session, citizen.id, channel)
+    if waiting is None:
+        return None
+    address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
+    return issue_code(
+        session, vault=vault, citizen=citizen, channel=channel, address=address, now=now
+    )
+
+
+def check_code(
+    session: Session,
+    *,
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    channel: str,
+    code: str,
+    now: datetime,
+) -> Checked:
+    """Compare a typed code. Right: the contact moves onto the citizen (and off any other
+    record). Wrong: the try is counted (the caller commits it even though it answers 422)."""
+    waiting = _waiting(session, citizen.id, channel)
+    if waiting is None:
+        return Checked(False, "no code is waiting for this channel: ask for a new one")
+    if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
+        return Checked(False, "this code is no longer valid: ask for a new one")
+    typed = code.strip()
+    expected = _code_hash(vault, citizen.id, channel, typed)
+    if not hmac.compare_digest(expected, waiting.code_hash):
+        waiting.tries += 1
+        session.flush()
+        left = MAX_TRIES - waiting.tries
+        if left == 0:
+            return Checked(False, "wrong code; no tries are left: ask for a new one")
+        return Checked(False, f"wrong code; {left} {'try' if left == 1 else 'tries'} left")
+    address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
+    notices = _take_from_others(
+        session, vault=vault, citizen=citizen, channel=channel, hashed=waiting.contact_hash, now=now
+    )
+    _apply(vault, citizen, channel, address, hashed=waiting.contact_hash)
+    citizen.updated_at = now
+    session.delete(waiting)
+    session.flush()
+    return Checked(True, notices=tuple(notices))
+
+
+def mark_verified(
+    session: Session,
+    *,
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    channel: str,
+    address: str,
+    now: datetime,
+) -> list[Notice]:
+    """Verification off (development, demos): the contact is taken as verified at once."""
+    hashed = contact_hash(vault, channel, address)
+    notices = _take_from_others(
+        session, vault=vault, citizen=citizen, channel=channel, hashed=hashed, now=now
+    )
+    _apply(vault, citizen, channel, address, hashed=hashed)
+    return notices
+
+
+def pending_channels(session: Session, citizen_id: int) -> list[str]:
+    return sorted(
+        session.scalars(select(ContactCode.channel).where(ContactCode.citizen_id == citizen_id))
+    )
+
+
+def _waiting(session: Session, citizen_id: int, channel: str) -> ContactCode | None:
+    return session.scalar(
+        select(ContactCode).where(
+            ContactCode.citizen_id == citizen_id, ContactCode.channel == channel
+        )
+    )
+
+
+def _code_hash(vault: PersonalDataVault, citizen_id: int, channel: str, code: str) -> str:
+    return vault.lookup_hash("verification-code", f"{citizen_id}:{channel}:{code}")
+
+
+def _apply(
+    vault: PersonalDataVault, citizen: Citizen, channel: str, address: str, *, hashed: str
+) -> None:
+    if channel == "sms":
+        citizen.phone_sealed, citizen.phone_hash = vault.seal("phone", address), hashed
+        citizen.notify_sms = citizen.wants_sms
+    else:
+        citizen.email_sealed, citizen.email_hash = vault.seal("email", address), hashed
+        citizen.notify_email = citizen.wants_email
+
+
+def _take_from_others(
+    session: Session,
+    *,
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    channel: str,
+    hashed: str,
+    now: datetime,
+) -> list[Notice]:
+    """The contact leaves whichever record verified it before; that record's other verified
+    contact, if it has one, is told (it may be a lost phone, or someone's mistake)."""
+    column = Citizen.phone_hash if channel == "sms" else Citizen.email_hash
+    others = session.scalars(select(Citizen).where(column == hashed, Citizen.id != citizen.id))
+    notices = []
+    for other in others:
+        if channel == "sms":
+            other.phone_sealed = other.phone_hash = None
+            other.notify_sms = False
+        else:
+            other.email_sealed = other.email_hash = None
+            other.notify_email = False
+        other.updated_at = now
+        remaining = (
+            ("email", other.email_sealed) if channel == "sms" else ("sms", other.phone_sealed)
+        )
+        if remaining[1] is not None:
+            notices.append(
+                Notice(
+                    channel=remaining[0],
+                    address=vault.open(CHANNEL_FIELD[remaining[0]], remaining[1]),
+                    language=other.language,
+                )
+            )
+    # Free the unique key before this record takes the contact.
+    session.flush()
+    return notices
