@@ -1,9 +1,9 @@
 """The OpenAPI description tools can use, and /docs and /redoc served from vendored assets.
 
 FastAPI's own description misses what our routes enforce through dependencies and handlers:
-who may call (bearer keys), the problem+json errors, and bodies a route reads itself. Both are
-derived here from each route's dependencies, so a new route is described without a new line;
-what no dependency shows (a 409 deep in a service, the import body) is in the tables below."""
+who may call (bearer keys) and the problem+json errors. Those are derived here from each route's
+dependencies and parameters, so a new route is described without a new line; what nothing on the
+route shows (a 409 deep in a service, a body the route reads itself) is in the tables below."""
 
 import inspect
 from collections.abc import Callable, Iterator
@@ -86,6 +86,9 @@ _CAP_EXAMPLE = """<?xml version="1.0" encoding="UTF-8"?>
   </info>
 </alert>
 """
+
+# 422s whose problem may carry no `errors`: a whole document of the wrong format.
+_DOCUMENT_PROBLEMS = {("post", "/v1/advisories/import")}
 
 # Bodies and headers the routes read themselves, so FastAPI cannot see them.
 _READ_BY_HAND: dict[tuple[str, str], dict[str, Any]] = {
@@ -206,8 +209,9 @@ def install_api_docs(app: FastAPI) -> None:
             swagger_js_url=f"{_ASSETS}/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url=f"{_ASSETS}/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{_ASSETS}/swagger-ui/favicon-32x32.png",
-            # No spec validator badge: it would send the description to swagger.io.
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+            # No spec validator badge: it would send the description to swagger.io. Keys are
+            # not persisted (persistAuthorization would keep them in the browser's storage).
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/redoc", include_in_schema=False)
@@ -303,10 +307,6 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
         responses[str(status)] = _problem_response(
             status, problems[status], fields=key not in _DOCUMENT_PROBLEMS
         )
-
-
-# 422s whose problem may carry no `errors`: a whole document of the wrong format.
-_DOCUMENT_PROBLEMS = {("post", "/v1/advisories/import")}
 
 
 def _problem_response(status: int, description: str, *, fields: bool) -> dict[str, Any]:
