@@ -18,6 +18,8 @@ from service.db import make_engine
 from service.geo.geocoding import Geocoder
 from service.migrate import drop_schema, upgrade
 from service.staff import service as staff_service
+from tests.dispatch.fake_twilio import FakeTwilio
+from tests.dispatch.smtp_sink import SmtpSink
 
 PG_URL = os.environ.get("ANJEON_TEST_DATABASE_URL")
 TEST_SECRET = secrets.token_urlsafe(40)
@@ -131,3 +133,19 @@ def staff_headers(db: Session):
         return {"Authorization": f"Bearer {issued.key}"}
 
     return make
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    """The fake Twilio REST server on loopback (the real SDK talks to it)."""
+    fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()

@@ -42,7 +42,7 @@ def deliver(
     caller already took the per-destination limits (a resend, which answers 429 itself)."""
     sent = 0
     for item in [*codes, *notices]:
-        if not _allowed(limits, item.channel, item.address, counted=counted):
+        if not _allowed(limits, item, counted=counted):
             continue
         message = _message(item, sender=sender[item.language])
         outcome = notifiers[item.channel].send(message)
@@ -60,9 +60,13 @@ def deliver(
     return sent
 
 
-def _allowed(limits: RateLimits, channel: str, address: str, *, counted: bool) -> bool:
+def _allowed(limits: RateLimits, item: CodeToSend | Notice, *, counted: bool) -> bool:
+    channel, address = item.channel, item.address
     try:
-        if not counted:
+        if isinstance(item, Notice):
+            limits.take_message(channel, address)  # type: ignore[arg-type]
+        elif not counted:
+            # A code for a contact just given: at most one per cooldown for each contact.
             limits.take_new_contact(channel, address)  # type: ignore[arg-type]
         if channel == "sms":
             charge = limits.charge_sms_budget()

@@ -15,20 +15,6 @@ from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.dispatch.smtp_sink import SmtpSink
 
 
-@pytest.fixture
-def twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
 def notifier_settings(twilio: FakeTwilio, smtp: SmtpSink) -> dict[str, object]:
     return {
         "sms_notifier": "twilio",

@@ -1,0 +1,248 @@
+"""Verified contacts, end to end through the real app with the fake Twilio and aiosmtpd, on
+both backends, with verification required and the shipped limits: what one request can make
+us send, enumeration, squatting and recovery, the erase/re-register loop, and bursts."""
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from service.citizens.models import Citizen
+from service.citizens.service import purge_unverified
+from service.config import Settings
+from service.db import utcnow
+from service.ledger.models import Alert
+from tests.advisories.builders import advisory_body
+from tests.builders import citizen_body, stay
+from tests.conftest import bound_client, make_settings
+from tests.dispatch.conftest import dispatcher_in, notifier_settings
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+
+
+@pytest.fixture
+def strict(database_url, twilio, smtp) -> Settings:
+    """As shipped: verification required, the default limits, in-memory storage."""
+    return make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_client=Settings.model_fields["rate_limit_client"].default,
+    )
+
+
+@pytest.fixture
+def app(strict, db) -> Iterator[TestClient]:
+    with bound_client(strict, db) as test_client:
+        yield test_client
+
+
+def e164(korean: str) -> str:
+    return "+82" + korean.replace("-", "")[1:]
+
+
+def code_in(text: str) -> str:
+    return re.search(r"\b(\d{6})\b", text).group(1)
+
+
+def alerts_of(db, public_id: str) -> list[Alert]:
+    db.expire_all()
+    citizen = db.scalar(select(Citizen).where(Citizen.public_id == public_id))
+    return list(db.scalars(select(Alert).where(Alert.citizen_id == citizen.id)))
+
+
+def register(app, **overrides) -> tuple[dict, dict, dict]:
+    body = citizen_body(**overrides)
+    response = app.post("/v1/citizens", json=body)
+    assert response.status_code == 201, response.text
+    data = response.json()
+    return data, {"Authorization": f"Bearer {data['manage_token']}"}, body
+
+
+def test_one_request_sends_one_code_per_contact_and_no_alert_before_verification(
+    app, db, strict, twilio, smtp, staff_headers
+):
+    consul = staff_headers("consul")
+    assert app.post("/v1/advisories", json=advisory_body(), headers=consul).status_code == 201
+    # The probe that sent 21 SMS: 20 stays in a country under advisory.
+    data, manage, body = register(
+        app, location=TOKYO, stays=[stay(days_from_now=i, length=1) for i in range(1, 21)]
+    )
+    assert data["status"] == "pending"
+    phone = e164(body["phone"])
+    [sms] = twilio.messages
+    assert sms["to"] == phone and "인증번호" in sms["body"]
+    [mail] = smtp.to(body["email"])
+    assert alerts_of(db, data["id"]) == []  # nothing is matched before a contact is verified
+    record = app.get(f"/v1/citizens/{data['id']}", headers=manage).json()
+    assert (record["status"], record["verified"], record["pending"]) == (
+        "pending",
+        [],
+        ["email", "sms"],
+    )
+
+    verified = app.post(
+        f"/v1/citizens/{data['id']}/verify",
+        json={"channel": "sms", "code": code_in(sms["body"])},
+        headers=manage,
+    )
+    assert verified.status_code == 200, verified.text
+    assert (verified.json()["status"], verified.json()["verified"]) == ("active", ["sms"])
+    rows = alerts_of(db, data["id"])
+    assert [r.channel for r in rows] == ["sms"]  # matched at once, on the verified channel only
+    dispatcher = dispatcher_in(db, strict)
+    dispatcher.drain()
+    dispatcher.close()
+    assert len(twilio.bodies_to(phone)) == 2 and "도쿄" in twilio.bodies_to(phone)[1]
+    assert len(smtp.to(body["email"])) == 1  # the code only: e-mail is not verified
+    payload = mail.get_body(("plain",)).get_content()
+    assert code_in(payload)
+
+
+def test_wrong_codes_count_and_void_the_code_then_a_resend_works(app, db, twilio):
+    data, manage, body = register(app, channels=["sms"], email=None)
+    [sms] = twilio.messages
+    right = code_in(sms["body"])
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    url = f"/v1/citizens/{data['id']}/verify"
+    for left in (4, 3, 2, 1, 0):
+        answer = app.post(url, json={"channel": "sms", "code": wrong}, headers=manage)
+        assert answer.status_code == 422
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["errors"][0]["field"] == "code"
+        assert (f"{left} tr" in answer.json()["detail"]) or left == 0
+    late = app.post(url, json={"channel": "sms", "code": right}, headers=manage)
+    assert late.status_code == 422 and "no longer valid" in late.json()["detail"]
+    resent = app.post(f"{url}/resend", json={"channel": "sms"}, headers=manage)
+    assert resent.status_code == 202
+    assert len(twilio.messages) == 2
+    fresh = code_in(twilio.messages[-1]["body"])
+    assert app.post(url, json={"channel": "sms", "code": fresh}, headers=manage).status_code == 200
+
+
+def test_resend_is_rate_limited_and_tokens_are_never_cached(app, twilio):
+    created = app.post("/v1/citizens", json=citizen_body(channels=["sms"], email=None))
+    assert created.headers["cache-control"] == "no-store"
+    data = created.json()
+    manage = {"Authorization": f"Bearer {data['manage_token']}"}
+    url = f"/v1/citizens/{data['id']}/verify/resend"
+    assert app.post(url, json={"channel": "sms"}, headers=manage).status_code == 202
+    refused = app.post(url, json={"channel": "sms"}, headers=manage)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert len(twilio.messages) == 2  # the registration's code and one resend
+
+
+def test_a_known_contact_gets_the_same_answer_and_cannot_be_squatted(app, db, twilio, smtp):
+    owner, owner_auth, owner_body = register(app)
+    code = code_in(twilio.messages[0]["body"])
+    url = f"/v1/citizens/{owner['id']}/verify"
+    assert (
+        app.post(url, json={"channel": "sms", "code": code}, headers=owner_auth).status_code == 200
+    )
+    fresh = app.post("/v1/citizens", json=citizen_body())
+    known = app.post("/v1/citizens", json=citizen_body(phone=owner_body["phone"]))
+    assert (known.status_code, fresh.status_code) == (201, 201)
+    assert set(known.json()) == set(fresh.json())
+    assert known.json()["status"] == fresh.json()["status"] == "pending"
+    # Without the code sent to the owner's phone, the squatter gets nothing of it.
+    record = app.get(f"/v1/citizens/{owner['id']}", headers=owner_auth).json()
+    assert record["phone"] == e164(owner_body["phone"]) and "sms" in record["verified"]
+
+
+def test_the_owner_takes_a_contact_back_on_a_new_record_and_the_old_one_is_told(
+    app, db, twilio, smtp
+):
+    old, old_auth, body = register(app)
+    phone = e164(body["phone"])
+    for channel, text in (("sms", twilio.messages[-1]["body"]), ("email", None)):
+        if text is None:
+            text = smtp.to(body["email"])[-1].get_body(("plain",)).get_content()
+        answer = app.post(
+            f"/v1/citizens/{old['id']}/verify",
+            json={"channel": channel, "code": code_in(text)},
+            headers=old_auth,
+        )
+        assert answer.status_code == 200
+    # The manage token is lost: the owner registers again with the same phone after the
+    # cooldown, and verifies it with the code it receives.
+    twilio.messages.clear()
+    new, new_auth, _ = register(app, phone=body["phone"], email=None, channels=["sms"])
+    assert twilio.messages == []  # within the cooldown: no second code to this number
+    resent = app.post(
+        f"/v1/citizens/{new['id']}/verify/resend", json={"channel": "sms"}, headers=new_auth
+    )
+    assert resent.status_code == 202
+    [sms] = twilio.bodies_to(phone)
+    taken = app.post(
+        f"/v1/citizens/{new['id']}/verify",
+        json={"channel": "sms", "code": code_in(sms)},
+        headers=new_auth,
+    )
+    assert taken.status_code == 200 and taken.json()["phone"] == phone
+    before = app.get(f"/v1/citizens/{old['id']}", headers=old_auth).json()
+    assert before["phone"] is None and before["verified"] == ["email"]
+    notice = smtp.to(body["email"])[-1].get_body(("plain",)).get_content()
+    assert "다른 등록" in notice
+
+
+def test_erase_and_register_again_sends_no_new_code(app, twilio):
+    body = citizen_body(channels=["sms"], email=None)
+    for _ in range(5):
+        created = app.post("/v1/citizens", json=body)
+        assert created.status_code == 201
+        manage = {"Authorization": f"Bearer {created.json()['manage_token']}"}
+        assert app.delete(f"/v1/citizens/{created.json()['id']}", headers=manage).status_code == 204
+    assert len(twilio.bodies_to(e164(body["phone"]))) == 1
+
+
+def test_a_burst_from_one_address_is_refused_after_the_limit(app, db, twilio):
+    limit = int(Settings.model_fields["rate_limit_client"].default.split("/")[0])
+    answers = [app.post("/v1/citizens", json=citizen_body()).status_code for _ in range(limit + 3)]
+    assert answers[:limit] == [201] * limit
+    assert answers[limit:] == [429] * 3
+    refused = app.post("/v1/citizens", json=citizen_body())
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["retry-after"]) > 0
+    # Refused requests stored nothing and sent nothing.
+    assert len(twilio.messages) == limit
+
+
+def test_records_that_verify_nothing_are_purged_after_their_time(app, db, twilio):
+    pending, _, _ = register(app, channels=["sms"], email=None)
+    active, manage, _ = register(app, channels=["sms"], email=None)
+    code = code_in(twilio.messages[-1]["body"])
+    app.post(
+        f"/v1/citizens/{active['id']}/verify", json={"channel": "sms", "code": code}, headers=manage
+    )
+    assert purge_unverified(db, now=utcnow(), ttl_h=24) == 0
+    assert purge_unverified(db, now=utcnow() + timedelta(hours=25), ttl_h=24) == 1
+    ids = set(db.scalars(select(Citizen.public_id)))
+    assert active["id"] in ids and pending["id"] not in ids
+    assert db.scalar(select(func.count()).select_from(Citizen)) >= 1
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"secret_key": None, "secret_key_file": ""}, "explicit ANJEON_SECRET_KEY"),
+        ({"verification": "off"}, "ANJEON_VERIFICATION=required"),
+        ({"sms_notifier": "console"}, "ANJEON_SMS_NOTIFIER"),
+        ({"public_base_url": "http://alerts.example.go.kr"}, "https://"),
+    ],
+)
+def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
+    safe = {
+        "environment": "production",
+        "sms_notifier": "webhook",
+        "email_notifier": "webhook",
+        "public_base_url": "https://alerts.example.go.kr",
+        "verification": "required",
+    }
+    make_settings(database_url, **safe)  # the safe setup starts
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        make_settings(database_url, **{**safe, **values})
