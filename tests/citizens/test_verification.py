@@ -103,7 +103,7 @@ def test_one_request_sends_one_code_per_contact_and_no_alert_before_verification
 
 
 def test_wrong_codes_count_and_void_the_code_then_a_resend_works(app, db, twilio):
-    data, manage, body = register(app, channels=["sms"], email=None)
+    data, manage, _ = register(app, channels=["sms"], email=None)
     [sms] = twilio.messages
     right = code_in(sms["body"])
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"

@@ -100,7 +100,9 @@ def test_cancelled_before_sending_sends_nothing(api, consul, db, dispatcher, twi
     assert twilio.posts == []
 
 
-def test_details_link_shows_the_advisory_and_records_only_an_explicit_read(api, consul, db, dispatcher, twilio):
+def test_details_link_shows_the_advisory_and_records_only_an_explicit_read(
+    api, consul, db, dispatcher, twilio
+):
     register(api, location=TOKYO, phone="010-5555-0051", channels=["sms"])
     api.post("/v1/advisories", json=advisory_body(), headers=consul)
     dispatcher.drain()
