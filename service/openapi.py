@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service.auth import bearer_token, get_session
 from service.problems import PROBLEM_MEDIA_TYPE
+from service.rate_limits import RateLimits
 from service.staff.models import Role
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -43,10 +44,6 @@ _SECURITY_SCHEMES = {
 
 # Statuses a service raises that no dependency or parameter reveals.
 _RAISED: dict[tuple[str, str], dict[int, str]] = {
-    ("post", "/v1/citizens"): {409: "The phone number or e-mail address is already registered."},
-    ("patch", "/v1/citizens/{citizen_id}"): {
-        409: "The phone number or e-mail address is already registered."
-    },
     ("post", "/v1/staff/keys"): {409: "A staff key with this name exists."},
     ("patch", "/v1/advisories/{advisory_id}"): {
         409: "The advisory is cancelled or expired: issue a new one."
@@ -284,6 +281,8 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
     # Only what FastAPI validates can fail validation; hand-read parts say so in _RAISED.
     if "requestBody" in operation or any(_can_be_invalid(p) for p in parameters):
         problems[422] = "Invalid input: `errors` names each field and what is wrong with it."
+    if any(_returns(call, RateLimits) for call in calls):
+        problems[429] = "A rate limit refused the request; `Retry-After` says when to retry."
     if get_session in calls or role is not None:
         problems[503] = "The database is unavailable; nothing was changed. Retry later."
 
@@ -317,7 +316,7 @@ def _problem_response(status: int, description: str, *, fields: bool) -> dict[st
     }
     if status == 401:
         response["headers"] = _CHALLENGE
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = _RETRY_AFTER
     return response
 
@@ -334,6 +333,13 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         if sub.call is not None:
             yield sub.call
         yield from _calls(sub)
+
+
+def _returns(call: Callable[..., Any], kind: type) -> bool:
+    try:
+        return inspect.signature(call, eval_str=True).return_annotation is kind
+    except (TypeError, ValueError, NameError):  # no signature to read
+        return False
 
 
 def _role_of(call: Callable[..., Any]) -> Role | None:

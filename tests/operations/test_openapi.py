@@ -56,6 +56,9 @@ def test_every_error_is_a_problem_with_the_statuses_auth_and_ids_bring(spec):
             assert "413" in responses, (method, path)
         if "application/json" in op.get("requestBody", {}).get("content", {}):
             assert "422" in responses, (method, path)
+    register = spec["paths"]["/v1/citizens"]["post"]["responses"]
+    assert "Retry-After" in register["429"]["headers"]  # it takes the registration limit
+    assert "429" not in spec["paths"]["/v1/advisories"]["get"]["responses"]
     staff_me = spec["paths"]["/v1/staff/me"]["get"]["responses"]
     assert "403" not in staff_me  # every key is at least a viewer
     assert "403" in spec["paths"]["/v1/staff/keys"]["post"]["responses"]
