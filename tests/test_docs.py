@@ -3,6 +3,7 @@ the settings table matches Settings and config/default.toml, the packaging files
 docs say, and the walkthrough's example files produce the alerts it promises."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -231,18 +232,58 @@ def test_image_healthcheck_command_follows_readyz(status: int, healthy: bool):
     assert (run.returncode == 0) is healthy, run.stderr
 
 
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+# What an operator exports before `docker compose up` (docs/operations.md).
+OPERATOR_ENV = {
+    "POSTGRES_PASSWORD": "correct-horse",
+    "ANJEON_SECRET_KEY": "k" * 40,
+    "ANJEON_PUBLIC_BASE_URL": "https://anjeon.example.go.kr",
+    "ANJEON_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "ANJEON_TWILIO_AUTH_TOKEN": "t" * 32,
+    "ANJEON_TWILIO_FROM": "+15005550006",
+    "ANJEON_SMTP_HOST": "smtp.example.go.kr",
+    "ANJEON_SMTP_FROM": "alerts@example.go.kr",
+}
+
+
+def _container_env(service: dict, shell: dict[str, str]) -> dict[str, str]:
+    """The service's environment as compose resolves it: ${X:?msg} must be set, ${X:-d} falls
+    back to d, and a bare name is passed on from the shell only when set there."""
+
+    def value(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if shell.get(name):
+            return shell[name]
+        if op == "?":
+            raise KeyError(arg)
+        return arg or ""
+
+    env = {}
+    for entry in service["environment"]:
+        name, has_value, raw = entry.partition("=")
+        if has_value:
+            env[name] = re.sub(r"\$\{(\w+)(?::([?-])([^}]*))?\}", value, raw)
+        elif name in shell:
+            env[name] = shell[name]
+    return env
+
+
+def _image_env() -> dict[str, str]:
+    (line,) = [line for line in _dockerfile() if line.startswith("ENV ")]
+    return dict(pair.split("=", 1) for pair in line.split()[1:])
+
+
 def test_compose_runs_postgis_the_api_and_a_dispatch_worker():
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    services = compose["services"]
+    services = _compose()["services"]
     assert {"postgis", "api", "worker"} <= set(services)
     assert services["postgis"]["image"].startswith("postgis/postgis:")
     api, worker = services["api"], services["worker"]
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
     assert api["depends_on"]["postgis"]["condition"] == "service_healthy"
     assert worker["depends_on"]["api"]["condition"] == "service_healthy"
-    for service in (api, worker):
-        assert "postgis:5432" in service["environment"]["ANJEON_DATABASE_URL"]
-        assert "ANJEON_SECRET_KEY" in service["environment"]
     # The commands are real `anjeon` commands.
     assert worker["command"] == ["anjeon", "dispatch"]
     build_parser().parse_args(worker["command"][1:])
@@ -250,6 +291,23 @@ def test_compose_runs_postgis_the_api_and_a_dispatch_worker():
         words = step.split()
         assert words[0] == "anjeon"
         build_parser().parse_args(words[1:])
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_compose_environment_passes_the_production_checks(name, monkeypatch):
+    service = _compose()["services"][name]
+    env = {**_image_env(), **_container_env(service, OPERATOR_ENV)}
+    assert env["ANJEON_ENVIRONMENT"] == "production"
+    assert "@postgis:5432/" in env["ANJEON_DATABASE_URL"]
+    for key in [k for k in os.environ if k.startswith("ANJEON_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()  # raises when production would refuse to start
+    assert settings.sms_notifier == "twilio" and settings.email_notifier == "smtp"
+    assert settings.public_base_url == OPERATOR_ENV["ANJEON_PUBLIC_BASE_URL"]
+    with pytest.raises(KeyError, match="ANJEON_PUBLIC_BASE_URL"):
+        _container_env(service, {**OPERATOR_ENV, "ANJEON_PUBLIC_BASE_URL": ""})
 
 
 # ---- the walkthrough's examples ------------------------------------------------------------
