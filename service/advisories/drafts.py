@@ -4,6 +4,7 @@ produce drafts; the advisory service validates and applies them."""
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from service.advisories.levels import is_urgent
 from service.geo.areas import Area
 
 CATEGORIES = ("security", "disaster", "health", "other")
@@ -36,14 +37,20 @@ class AdvisoryDraft:
     # MOFA); CAP messages never change once sent.
     revisable: bool = False
 
+    def reach_area(self) -> Area:
+        """The area matching uses: at levels 3, 4 and special it also reaches the citizens
+        known only by the country of which it covers a part (a Tokyo circle tells those
+        registered as "JP"); lower levels do not."""
+        return self.area.reaching_country_only(is_urgent(self.level))
+
     def content(self) -> dict:
-        """The revision snapshot."""
+        """The revision snapshot, with the area as matched (country_only included)."""
         return {
             "level": self.level,
             "category": self.category,
             "title": dict(self.title),
             "message": dict(self.message),
-            "area": self.area.to_json(),
+            "area": self.reach_area().to_json(),
             "effective": self.effective.isoformat(),
             "expires": self.expires.isoformat() if self.expires else None,
             "alerts_citizens": self.alerts_citizens,

@@ -1,8 +1,8 @@
 """Whom an advisory reaches, computed live from the registry with the matching engine (for
 preview and the matches listing; the ledger records who was actually enqueued)."""
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 
 import numpy as np
 from sqlalchemy import select
@@ -20,6 +20,10 @@ class Reach:
     citizen_ids: np.ndarray  # internal ids, sorted
     by_channel: dict[str, int]
     at_current: frozenset[int]  # of those, reached where they are now (the rest: by a stay)
+    # The place that reached each citizen (their current location first, else their first
+    # matching stay), as an index into `places`.
+    place_of: dict[int, int] = field(default_factory=dict)
+    places: matching.PlaceSet | None = None
 
 
 def compute_reach(
@@ -28,17 +32,35 @@ def compute_reach(
     reachable = load_reachable(session.connection(), today=now.date())
     target = matching.Target.for_window(0, area, effective=effective, expires=expires, now=now)
     today = matching.day_number(now.date())
-    ids = matching.match(target, reachable.places, today=today)
+    hits = matching.matched_places(target, reachable.places, today=today)
+    ids = matching.sorted_unique(reachable.places.citizen_ids[hits])
+    # Only active citizens, on the channels they are alerted on, count.
+    ids = ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)]
     sms, email = reachable.channels_of(ids)
-    hits = matching.place_hits(area, reachable.places)
-    current = (
-        hits[reachable.places.starts[hits] == matching.CURRENT] if target.active_now else hits[:0]
-    )
+    places = reachable.places
+    place_of: dict[int, int] = {}
+    # Current locations sort first (CURRENT is the smallest start), then stays by start.
+    for index in hits[np.lexsort((places.starts[hits], places.citizen_ids[hits]))].tolist():
+        place_of.setdefault(int(places.citizen_ids[index]), index)
     return Reach(
         citizen_ids=ids,
         by_channel={"sms": len(sms), "email": len(email)},
-        at_current=frozenset(reachable.places.citizen_ids[current].tolist()),
+        at_current=frozenset(
+            cid for cid, index in place_of.items() if places.starts[index] == matching.CURRENT
+        ),
+        place_of=place_of,
+        places=places,
     )
+
+
+@dataclass(frozen=True)
+class MatchedPlace:
+    kind: str  # "current" | "stay"
+    country: str | None
+    lat: float | None  # rounded to 0.01° (about 1 km): where, not the exact address
+    lon: float | None
+    starts_on: date | None  # a stay's dates
+    ends_on: date | None
 
 
 @dataclass(frozen=True)
@@ -50,18 +72,19 @@ class MatchedCitizen:
     email: str | None
     place: str
     country: str | None
+    matched: MatchedPlace | None
 
 
 def matched_page(
     session: Session, *, registry: Registry, reach: Reach, limit: int, offset: int
 ) -> list[MatchedCitizen]:
-    """One page of reached citizens, contacts masked."""
+    """One page of reached citizens, contacts masked, each with the place that matched."""
     ids = [int(i) for i in reach.citizen_ids[offset : offset + limit]]
     citizens = session.scalars(select(Citizen).where(Citizen.id.in_(ids)).order_by(Citizen.id))
     page = []
     for citizen in citizens:
         masked = masked_contacts(registry, citizen)
-        current = next((p for p in citizen.places if p.kind == "current"), None)
+        where = _place(reach, citizen.id)
         page.append(
             MatchedCitizen(
                 citizen_id=citizen.public_id,
@@ -69,8 +92,27 @@ def matched_page(
                 channels=channels_of(citizen),
                 phone=masked.phone,
                 email=masked.email,
-                place="current" if citizen.id in reach.at_current else "stay",
-                country=current.country if current else None,
+                place=where.kind if where else "current",
+                country=where.country if where else None,
+                matched=where,
             )
         )
     return page
+
+
+def _place(reach: Reach, citizen_id: int) -> MatchedPlace | None:
+    index = reach.place_of.get(citizen_id)
+    places = reach.places
+    if index is None or places is None:
+        return None
+    current = places.starts[index] == matching.CURRENT
+    lat, lon = float(places.lats[index]), float(places.lons[index])
+    point = not np.isnan(lat)
+    return MatchedPlace(
+        kind="current" if current else "stay",
+        country=str(places.countries[index]) or None,
+        lat=round(lat, 2) if point else None,
+        lon=round(lon, 2) if point else None,
+        starts_on=None if current else matching.day_of(int(places.starts[index])),
+        ends_on=None if current else matching.day_of(int(places.ends[index])),
+    )

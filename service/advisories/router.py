@@ -159,7 +159,7 @@ def matches(
         offset=offset,
         now=utcnow(),
     )
-    items = [MatchRead(**vars(m)) for m in page]
+    items = [MatchRead.model_validate(m, from_attributes=True) for m in page]
     return Page(total=total, limit=limit, offset=offset, items=items)
 
 

@@ -1,6 +1,6 @@
 """Request and response bodies of /v1/advisories."""
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -188,14 +188,30 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
 
 
+class MatchedPlaceRead(BaseModel):
+    """The place that reached the citizen: their current location, or a stay with its dates."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    kind: Literal["current", "stay"]
+    country: str | None
+    lat: float | None = Field(description="Rounded to 0.01° (about 1 km); null: a country only.")
+    lon: float | None
+    starts_on: date | None = Field(serialization_alias="from")
+    ends_on: date | None = Field(serialization_alias="to")
+
+
 class MatchRead(BaseModel):
     citizen_id: str
     language: str
     channels: list[str]
     phone: str | None
     email: str | None
-    place: Literal["current", "stay"]
-    country: str | None
+    place: Literal["current", "stay"] = Field(
+        description="What reached them: where they are now, or a stay."
+    )
+    country: str | None = Field(description="The country of the place that reached them.")
+    matched: MatchedPlaceRead | None
 
 
 class ImportResult(BaseModel):

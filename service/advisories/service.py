@@ -68,7 +68,7 @@ def draft_from_request(body: AdvisoryCreate, *, max_vertices: int, now: datetime
 def preview(session: Session, *, draft: AdvisoryDraft, now: datetime) -> Preview:
     """How many citizens the draft would reach, by channel, without storing anything."""
     found = reach.compute_reach(
-        session, area=draft.area, effective=draft.effective, expires=draft.expires, now=now
+        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
     )
     return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
 
@@ -252,7 +252,7 @@ def matches(
         return 0, []
     draft = draft_of(advisory)
     found = reach.compute_reach(
-        session, area=draft.area, effective=draft.effective, expires=draft.expires, now=now
+        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
     )
     page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
     return len(found.citizen_ids), page
@@ -306,6 +306,7 @@ def _comparable(draft: AdvisoryDraft) -> dict[str, Any]:
     """The draft's content with its times in UTC: the same instant in another offset is no
     change."""
     content = draft.content()
+    content["area"].pop("country_only", None)  # follows from the level and the shapes
     for name in ("effective", "expires"):
         value = getattr(draft, name)
         content[name] = value.astimezone(UTC).isoformat() if value is not None else None
@@ -317,7 +318,7 @@ def _apply(advisory: Advisory, draft: AdvisoryDraft, *, now: datetime) -> None:
     advisory.category = draft.category
     advisory.title_ko, advisory.title_en = draft.title.get("ko"), draft.title.get("en")
     advisory.message_ko, advisory.message_en = draft.message.get("ko"), draft.message.get("en")
-    advisory.area = draft.area.to_json()
+    advisory.area = draft.reach_area().to_json()
     advisory.effective = draft.effective
     advisory.expires = draft.expires
     advisory.alerts_citizens = draft.alerts_citizens

@@ -45,7 +45,7 @@ def area_text(area: dict, lang: str) -> str:
     """A short description of an advisory's area, for people rather than GIS."""
     if area.get("description"):
         return str(area["description"])
-    parts = [_country_name(code, lang) for code in area.get("countries") or ()]
+    parts = [country_name(code, lang) for code in area.get("countries") or ()]
     parts += list(area.get("subdivisions") or ())
     for circle in area.get("circles") or ():
         radius = f"{circle['radius_km']:g} km"
@@ -59,7 +59,7 @@ def area_text(area: dict, lang: str) -> str:
     return ", ".join(parts)
 
 
-def _country_name(code: str, lang: str) -> str:
+def country_name(code: str, lang: str) -> str:
     country = pycountry.countries.get(alpha_2=code)
     if country is None:
         return code

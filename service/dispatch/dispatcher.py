@@ -277,10 +277,15 @@ class Dispatcher:
             assert address is not None
             reference = self.links.reference(row.id)
             link = self.links.details(reference)
+            part_of = _part_of(content, person)
             if row.channel == "sms":
-                rendered = self.renderer.sms(content, language=person.language, link=link)
+                rendered = self.renderer.sms(
+                    content, language=person.language, link=link, part_of=part_of
+                )
             else:
-                rendered = self.renderer.email(content, language=person.language, link=link)
+                rendered = self.renderer.email(
+                    content, language=person.language, link=link, part_of=part_of
+                )
             message = OutgoingMessage(
                 alert_id=row.id,
                 channel=row.channel,
@@ -421,6 +426,12 @@ class Dispatcher:
             pool.shutdown(wait=True)
         for notifier in {id(n): n for n in self.notifiers.values()}.values():
             notifier.close()
+
+
+def _part_of(content: AlertContent, person: Recipient) -> str:
+    """The country whose part the area covers, for a citizen reached only by that country."""
+    partly = set(content.area.get("country_only") or ()) & person.known_only_by
+    return min(partly) if partly else ""
 
 
 def _triage(

@@ -10,7 +10,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory, AdvisoryRevision
-from service.citizens.models import Citizen
+from service.citizens.models import Citizen, CitizenPlace
 from service.dispatch.content import AlertContent
 from service.privacy import PersonalDataVault
 
@@ -28,7 +28,10 @@ class Recipient:
     erased: bool
     language: str
     address: str | None  # on the channel being sent, opened from the vault
-    reachable: frozenset[str]  # channels the citizen has a contact for
+    reachable: frozenset[str]  # channels the citizen has a (verified) contact for
+    # Countries the citizen is registered in only by country (no point): an area covering part
+    # of one reaches them at urgent levels, and their alert says so.
+    known_only_by: frozenset[str] = frozenset()
 
 
 class ContentCache:
@@ -112,6 +115,13 @@ def recipients(
             Citizen.email_sealed,
         ).where(Citizen.id.in_(ids))
     ).all()
+    only: dict[int, set[str]] = {}
+    for cid, country in session.execute(
+        select(CitizenPlace.citizen_id, CitizenPlace.country).where(
+            CitizenPlace.citizen_id.in_(ids), CitizenPlace.lon.is_(None)
+        )
+    ):
+        only.setdefault(cid, set()).add(country)
     found = {}
     for cid, status, language, phone, email in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
@@ -121,5 +131,6 @@ def recipients(
             language=language,
             address=vault.open(field, blob) if blob else None,
             reachable=frozenset(c for c, (_, b) in sealed.items() if b is not None),
+            known_only_by=frozenset(only.get(cid, ())),
         )
     return found

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from service.dispatch import sms_text
-from service.dispatch.content import AlertContent, area_text
+from service.dispatch.content import AlertContent, area_text, country_name
 
 _LINK_MARK = "\x00link\x00"
 
@@ -33,8 +33,10 @@ class Renderer:
             keep_trailing_newline=False,
         )
 
-    def _values(self, content: AlertContent, lang: str, link: str) -> dict:
+    def _values(self, content: AlertContent, lang: str, link: str, part_of: str = "") -> dict:
         return {
+            # Set for a citizen known only by a country the area covers part of.
+            "part_of": country_name(part_of, lang) if part_of else "",
             "sender": self.sender[lang],
             "kind": content.kind,
             "revision": content.revision,
@@ -51,12 +53,14 @@ class Renderer:
     # language and channel, and only the per-alert link differs (it is ASCII, so two links of
     # one length fit the same way).
 
-    def sms(self, content: AlertContent, *, language: str, link: str) -> Rendered:
+    def sms(
+        self, content: AlertContent, *, language: str, link: str, part_of: str = ""
+    ) -> Rendered:
         lang = content.language_for(language)
-        key = ("sms", content.advisory_public_id, content.revision, lang, len(link))
+        key = ("sms", content.advisory_public_id, content.revision, lang, len(link), part_of)
         cached = self._cache.get(key)
         if cached is None:
-            values = self._values(content, lang, _LINK_MARK)
+            values = self._values(content, lang, _LINK_MARK, part_of)
             text = " ".join(self._env.get_template(f"sms.{lang}.j2").render(values).split())
             sample = "x" * len(link)
             body = sms_text.fit(text, sample, max_segments=self.max_segments)
@@ -65,12 +69,14 @@ class Renderer:
             )
         return Rendered(text=cached.text + link, segments=cached.segments)
 
-    def email(self, content: AlertContent, *, language: str, link: str) -> Rendered:
+    def email(
+        self, content: AlertContent, *, language: str, link: str, part_of: str = ""
+    ) -> Rendered:
         lang = content.language_for(language)
-        key = ("email", content.advisory_public_id, content.revision, lang, 0)
+        key = ("email", content.advisory_public_id, content.revision, lang, 0, part_of)
         cached = self._cache.get(key)
         if cached is None:
-            values = self._values(content, lang, _LINK_MARK)
+            values = self._values(content, lang, _LINK_MARK, part_of)
             subject = self._env.get_template(f"subject.{lang}.j2").render(values)
             cached = self._remember(
                 key,

@@ -3,7 +3,7 @@ antimeridian handling and the shapely form the matcher uses. Never a silent make
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import shapely
@@ -24,6 +24,8 @@ class InvalidArea(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
 _WEST = box(-180, -90, 180, 90)
 _EAST = box(180, -90, 540, 90)
 
@@ -47,6 +49,9 @@ class Area:
     zones: tuple[str, ...] = ()
     description: str = ""
     notes: tuple[str, ...] = field(default=())
+    # Countries the shapes cover part of, whose citizens known only by country are reached too
+    # (set for urgent levels: over-telling beats missing someone; see reaching_country_only).
+    country_only: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
         return not (
@@ -64,7 +69,16 @@ class Area:
             "zones": list(self.zones),
             "description": self.description,
             "notes": list(self.notes),
+            "country_only": list(self.country_only),
         }
+
+    def reaching_country_only(self, reach: bool) -> "Area":
+        """This area, reaching (or not) the country-only citizens of every country its shapes
+        cover part of: a Tokyo circle then tells citizens registered only as "JP"."""
+        if not reach:
+            return replace(self, country_only=())
+        touched = sorted(partly_covered_countries(self) - set(self.countries))
+        return replace(self, country_only=tuple(touched))
 
 
 def area_from_json(data: dict) -> Area:
@@ -78,7 +92,33 @@ def area_from_json(data: dict) -> Area:
         zones=tuple(data.get("zones") or ()),
         description=data.get("description") or "",
         notes=tuple(data.get("notes") or ()),
+        country_only=tuple(data.get("country_only") or ()),
     )
+
+
+# Circles are tested against country outlines as polygons a little larger than the circle:
+# a country whose coast the circle nearly touches is told too (over-telling beats missing).
+_CIRCLE_MARGIN = 1.05
+_KM_PER_DEGREE = 111.32
+
+
+def partly_covered_countries(area: Area) -> set[str]:
+    """Codes of the countries the area's polygon, circles and provinces cover some of."""
+    shapes = list(area.geometry.geoms) if area.geometry is not None else []
+    for circle in area.circles:
+        radius_deg = circle.radius_km * _CIRCLE_MARGIN / _KM_PER_DEGREE
+        stretch = 1 / max(math.cos(math.radians(circle.lat)), 0.05)
+        disc = affinity.scale(
+            shapely.Point(circle.lon, circle.lat).buffer(radius_deg), xfact=stretch, yfact=1.0
+        )
+        # A disc across the antimeridian is tested on both sides of it.
+        shapes += [disc, affinity.translate(disc, xoff=360), affinity.translate(disc, xoff=-360)]
+    # Parts beyond 180° (an antimeridian-crossing polygon's eastern half) back into range.
+    shapes = [affinity.translate(s, xoff=-360) if s.bounds[0] >= 180 else s for s in shapes]
+    found = {code.split("-", 1)[0] for code in area.subdivisions}
+    if shapes:
+        found |= countries.boundaries().codes_touching(shapes)
+    return found
 
 
 def check_countries(codes: Sequence[str], *, field: str) -> tuple[str, ...]:

@@ -46,6 +46,17 @@ class CountryBoundaries:
         of the nearest country within 12 nautical miles; None farther out at sea."""
         return self.codes_at(np.array([lon]), np.array([lat]))[0]
 
+    def codes_touching(self, shapes: list) -> set[str]:
+        """Codes of the countries whose land or 12-nautical-mile sea some shape reaches."""
+        found: set[str] = set()
+        waters = self.territories.waters
+        for shape_ in shapes:
+            hits = self.territories.tree.query(shape_, predicate="intersects")
+            owners = self.territories.owners[hits]
+            found |= {self.countries[i].code for i in owners.tolist() if i != NOBODY}
+            found |= {self.countries[i].code for i in waters.owners_near(shape_)}
+        return found
+
     def codes_at(self, lons: np.ndarray, lats: np.ndarray) -> list[str | None]:
         # On a shared border a point touches two countries: the lower index wins, the same
         # answer every time.

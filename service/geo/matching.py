@@ -13,7 +13,7 @@ points inside its longitude range (PERFORMANCE.md: the fastest of the measured m
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -36,6 +36,10 @@ _EPOCH = date(1970, 1, 1)
 
 def day_number(day: date) -> int:
     return (day - _EPOCH).days
+
+
+def day_of(number: int) -> date:
+    return _EPOCH + timedelta(days=number)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class Target:
 
 def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
     """Sorted unique citizen ids whose places the target reaches."""
+    return sorted_unique(places.citizen_ids[matched_places(target, places, today=today)])
+
+
+def matched_places(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
+    """Indices of the places the target reaches: inside its area and, for a stay, in time."""
     idx = place_hits(target.area, places)
     if idx.size == 0:
         return idx.astype(np.int64)
@@ -121,7 +130,7 @@ def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
     current = starts == CURRENT
     stay_ok = ~current & (ends >= max(target.start_day, today)) & (starts <= target.end_day)
     ok = stay_ok | (current & target.active_now)
-    return sorted_unique(places.citizen_ids[idx[ok]])
+    return idx[ok]
 
 
 def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
@@ -136,6 +145,11 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
         found.append(_in_waters_of(code, places))
     for circle in area.circles:
         found.append(_in_circle(circle, places))
+    only = [places.country_table[c] for c in area.country_only if c in places.country_table]
+    if only:
+        # Citizens known only by their country (rows without a point come last).
+        unplaced = places.country_ids[places.n_points :]
+        found.append(places.n_points + np.flatnonzero(np.isin(unplaced, only)))
     if not found:
         return np.empty(0, dtype=np.int64)
     return _union(found)

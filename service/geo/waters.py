@@ -8,11 +8,13 @@ point, and a local azimuthal projection (spherical, scaled by the ellipsoid's ra
 at the point: under 1 m off at 30 km) measures all of them at once. Only a point whose answer
 lies within _TOLERANCE_KM of the limit or of a tie is decided by the exact geodesic."""
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+import shapely.affinity
 from geographiclib.geodesic import Geodesic
 
 TERRITORIAL_SEA_KM = 22.224  # 12 international nautical miles of 1,852 m
@@ -137,6 +139,22 @@ class Waters:
             piece_stop,
             shapely.STRtree(boxes),
         )
+
+    def owners_near(self, shape: shapely.Geometry) -> set[int]:
+        """Owners whose coast lies within the territorial sea of the shape (by the boxes of
+        coast pieces: a few more than exactly, never fewer)."""
+        if shape.is_empty:
+            return set()
+        # Buffer in a frame where a degree of longitude is as long as one of latitude.
+        squeeze = max(math.cos(math.radians(min(abs(shape.centroid.y), 84.0))), 0.1)
+        local = shapely.affinity.scale(shape, xfact=squeeze, yfact=1.0, origin=(0, 0))
+        grown = shapely.affinity.scale(
+            local.buffer(TERRITORIAL_SEA_KM / 111.32), xfact=1 / squeeze, yfact=1.0, origin=(0, 0)
+        )
+        pieces = self.tree.query(grown, predicate="intersects")
+        if pieces.size == 0:
+            return set()
+        return set(np.unique(self.owners[self.piece_start[pieces]]).tolist())
 
     def nearest(
         self,

@@ -72,7 +72,12 @@ def load_reachable(
 
 
 def load_places(
-    connection: Connection, *, today: date, boxes: Sequence[Box], countries: Sequence[str] = ()
+    connection: Connection,
+    *,
+    today: date,
+    boxes: Sequence[Box],
+    countries: Sequence[str] = (),
+    country_only: Sequence[str] = (),
 ) -> PlaceSet:
     """Places inside some boxes or countries that can match from today on, whoever holds them:
     what a new advisory can reach, by an index range scan. Whose citizens are active, and on
@@ -85,6 +90,10 @@ def load_places(
     if countries:
         clauses.append(f"p.country IN ({', '.join([mark] * len(countries))})")
         params += list(countries)
+    if country_only:  # citizens known only by country, of countries an area covers part of
+        marks = ", ".join([mark] * len(country_only))
+        clauses.append(f"(p.lon IS NULL AND p.country IN ({marks}))")
+        params += list(country_only)
     extra = f"AND ({' OR '.join(clauses) or 'FALSE'})"
     rows = _fetch(connection, today, extra, params, alerting=False)
     if not rows:

@@ -119,6 +119,12 @@ def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
             f"SELECT {_PLACE} FROM citizen_place p WHERE p.country = ANY(:countries)"  # noqa: S608
         )
         params["countries"] = list(area.countries)
+    if area.country_only:  # citizens known only by country, of countries it covers part of
+        selects.append(
+            f"SELECT {_PLACE} FROM citizen_place p"  # noqa: S608 - our fragments; values bound
+            " WHERE p.lon IS NULL AND p.country = ANY(:country_only)"
+        )
+        params["country_only"] = list(area.country_only)
     if area.subdivisions:
         params |= {"sea": waters.TERRITORIAL_SEA_KM * 1000, "tie": waters.TIE_KM * 1000}
     empty = f"SELECT {_PLACE} FROM citizen_place p WHERE FALSE"  # noqa: S608

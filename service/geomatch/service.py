@@ -63,6 +63,7 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
         today=now.date(),
         boxes=[box for area in areas for box in targets.boxes_of(area)],
         countries=sorted({code for area in areas for code in area.countries}),
+        country_only=sorted({code for area in areas for code in area.country_only}),
     )
     today = matching.day_number(now.date())
     matched = [
