@@ -1,16 +1,51 @@
 """JSON schema statements of rules our validators check, so the OpenAPI description says them
-too: fields that take no null, and "at least one of" several fields. Used as pydantic's
-json_schema_extra; they change what the schema says, never what is accepted."""
+too: fields that take no null, "at least one of" several fields, what a name may hold. Used as
+pydantic's json_schema_extra; they change what the schema says, never what is accepted. A name
+is checked by the very pattern the schema states (check_name), so the two cannot drift."""
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 JsonSchema = dict[str, Any]
 
+# Refused anywhere in a name: C0 and C1 controls and DEL, the line and paragraph separators, and
+# the bidi controls (embeddings, overrides, isolates, marks: U+202A-U+202E, U+2066-U+2069,
+# U+200E, U+200F, U+061C), with which a name displays as another ("Kim" + RLO + "evil").
+_NAME_REFUSED = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Allowed in a name, never all of it: what draws nothing (soft hyphen, grapheme joiner, Hangul
+# and Khmer fillers, Mongolian selectors, zero-width space, ZWNJ and ZWJ (Persian and Indic
+# names need these two inside), word joiner, invisible operators, braille blank, variation
+# selectors, BOM).
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200d\u2060-\u2064"
+    r"\u206a-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0"
+)
+
 # Patterns for text that is stripped before its length is checked (so it needs a non-space):
-# a name has no control characters; free text may have line breaks, never a NUL.
-NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# a name holds nothing refused above and at least one character that draws something; free
+# text may have line breaks, never a NUL.
+NAME_PATTERN = rf"^[^{_NAME_REFUSED}]*[^\s{_NAME_REFUSED}{_INVISIBLE}][^{_NAME_REFUSED}]*$"
 TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+_NAME = re.compile(NAME_PATTERN)
+_NAME_REFUSED_CHAR = re.compile(f"[{_NAME_REFUSED}]")
+
+
+def check_name(value: str) -> str:
+    """A person's or a key's name as NAME_PATTERN states it (a pydantic validator): raises
+    ValueError saying what is wrong."""
+    if _BIDI.search(value):
+        raise ValueError(
+            "bidirectional control characters (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, "
+            "U+061C) are not allowed: they make a name display as another"
+        )
+    if _NAME_REFUSED_CHAR.search(value):
+        raise ValueError("control characters are not allowed")
+    if not _NAME.fullmatch(value):
+        raise ValueError("a name needs at least one visible character")
+    return value
 
 
 def not_null(field: JsonSchema) -> JsonSchema:

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from service.geo import countries
-from service.schema_rules import NAME_PATTERN, not_null, nulls_refused
+from service.schema_rules import NAME_PATTERN, check_name, not_null, nulls_refused
 
 MAX_STAYS = 20
 
@@ -67,12 +67,6 @@ CountryCode = Annotated[
         json_schema_extra=country_codes,
     ),
 ]
-
-
-def _check_name(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("control characters are not allowed")
-    return value
 
 
 class LocationIn(StrictModel):
@@ -162,7 +156,7 @@ class CitizenCreate(StrictModel):
     location: LocationIn
     stays: Stays = []
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
     _channels = field_validator("channels")(_unique_channels)
 
     @field_validator("consent")
@@ -193,7 +187,7 @@ class CitizenUpdate(StrictModel):
     channels: Channels | None = None
     stays: Stays | None = None
 
-    _name = field_validator("name")(_check_name)
+    _name = field_validator("name")(check_name)
     _channels = field_validator("channels")(_unique_channels)
 
     @field_validator("name", "language", "channels", "stays", mode="before")
