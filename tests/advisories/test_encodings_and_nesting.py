@@ -55,6 +55,14 @@ REFUSED = [
     ("deep GeoJSON", DEEP_GEOJSON, "nested more than"),
     ("deep MOFA", DEEP_MOFA, "nested more than"),
     ("nested MOFA row", NESTED_ROW, "nested more than"),
+    # PostgreSQL takes no NUL in text: this was a 500 there.
+    (
+        "NUL in a GeoJSON title",
+        b'{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+        b'{"title": "M 6.1 \\u0000 Japan", "mag": 6.1}, "geometry": {"type": "Point", '
+        b'"coordinates": [139.7, 35.7]}}]}',
+        "NUL",
+    ),
 ]
 
 

@@ -60,6 +60,9 @@ def read_item(
 
 
 def load_json(data: bytes) -> object:
+    # PostgreSQL stores no NUL in text or JSON, and no feed has a reason to send one.
+    if b"\x00" in data or re.search(rb"(?<!\\)\\u0000", data, flags=re.IGNORECASE):
+        raise InvalidDocument("the document contains NUL (U+0000) characters")
     try:
         document = json.loads(data)
     except RecursionError:

@@ -83,7 +83,7 @@ class WebhookNotifier(Notifier):
             return Retry(
                 reason=f"HTTP {code}",
                 code=code,
-                retry_after_s=float(after) if after.isdigit() else None,
+                retry_after_s=float(after) if after.isascii() and after.isdigit() else None,
             )
         return Failed(reason=f"HTTP {code}: {response.text[:200]}", code=code)
 
