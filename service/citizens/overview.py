@@ -1,12 +1,25 @@
-"""What consular staff may see of the registry: counts for everyone, masked contacts for consuls."""
+"""What consular staff may see of the registry: counts for everyone, masked contacts for
+consuls, and one citizen's full name and contacts for a consul who states why (recorded)."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from service.citizens.models import Citizen, CitizenPlace
-from service.citizens.service import Registry, channels_of, masked_contacts
+from service.audit import service as audit
+from service.citizens import verification
+from service.citizens.models import Citizen, CitizenPlace, ContactCode
+from service.citizens.schemas import Channel, PlaceRead
+from service.citizens.service import (
+    Registry,
+    channels_of,
+    masked_contacts,
+    public_status,
+    read_contacts,
+)
+from service.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -58,3 +71,87 @@ def citizens_in_country(
             )
         )
     return total, items
+
+
+class RevealedContact(BaseModel):
+    address: str = Field(description="The full phone number (E.164) or e-mail address.")
+    verified: bool = Field(
+        description="true: its owner typed the code sent to it, and it is alerted; false: it "
+        "still waits for its code (not alerted, and perhaps not the citizen's)."
+    )
+
+
+class Revealed(BaseModel):
+    id: str
+    status: str = Field(description='"pending" until one contact is verified, then "active".')
+    name: str
+    phone: RevealedContact | None
+    email: RevealedContact | None
+    language: str
+    channels: list[Channel] = Field(description="The channels the citizen chose.")
+    location: PlaceRead | None = Field(description="The citizen's current place.")
+    updated_at: datetime = Field(description="When the citizen last changed their record.")
+
+
+def reveal_citizen(
+    session: Session,
+    *,
+    registry: Registry,
+    public_id: str,
+    reason: str,
+    actor: str,
+    role: str,
+    client: str,
+    now: datetime,
+) -> Revealed:
+    """A citizen's full name, contacts, language and current place, for staff who must reach
+    them; recorded in the audit log with the reason, in the caller's transaction. An erased or
+    unknown citizen is a 404 (and nothing is recorded beyond the request itself)."""
+    # No id has a NUL, and PostgreSQL refuses one in a text parameter.
+    citizen = None
+    if "\x00" not in public_id:
+        citizen = session.scalar(
+            select(Citizen)
+            .where(Citizen.public_id == public_id, Citizen.status == "active")
+            .options(selectinload(Citizen.places))
+        )
+    if citizen is None:
+        raise NotFound("no citizen with this id")
+    verified = read_contacts(registry, citizen)
+    waiting = {
+        row.channel: registry.vault.open(
+            verification.CHANNEL_FIELD[row.channel], row.contact_sealed
+        )
+        for row in session.scalars(select(ContactCode).where(ContactCode.citizen_id == citizen.id))
+    }
+    current = next((p for p in citizen.places if p.kind == "current"), None)
+    audit.record(
+        session,
+        actor=actor,
+        role=role,
+        client=client,
+        action="reveal citizen",
+        subject=citizen.public_id,
+        reason=reason,
+        now=now,
+    )
+    return Revealed(
+        id=citizen.public_id,
+        status=public_status(citizen),
+        name=registry.vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
+        phone=_contact(verified.phone, waiting.get("sms")),
+        email=_contact(verified.email, waiting.get("email")),
+        language=citizen.language,
+        channels=channels_of(citizen),  # type: ignore[arg-type]
+        location=PlaceRead.model_validate(current, from_attributes=True) if current else None,
+        updated_at=citizen.updated_at,
+    )
+
+
+def _contact(verified: str | None, waiting: str | None) -> RevealedContact | None:
+    # A channel holds one contact: verified, or waiting for its code (a new one replaces it).
+    if verified is not None:
+        return RevealedContact(address=verified, verified=True)
+    if waiting is not None:
+        return RevealedContact(address=waiting, verified=False)
+    return None

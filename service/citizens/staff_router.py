@@ -1,19 +1,24 @@
-"""Staff views of the registry (aggregate counts; masked listings for consuls)."""
+"""Staff views of the registry (aggregate counts; masked listings for consuls), and the reveal
+of one citizen's contacts, recorded with its reason. `router` holds both path prefixes, so
+the app includes one router."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.auth import Consul, SessionDep, Viewer
+from service.auth import Consul, SessionDep, Viewer, client_of
 from service.citizens import overview
 from service.citizens.deps import RegistryDep
-from service.citizens.schemas import country_codes
-from service.db import MAX_BIGINT
+from service.citizens.schemas import StrictModel, country_codes
+from service.db import MAX_BIGINT, utcnow
 from service.errors import InvalidInput
 from service.geo import countries
+from service.schema_rules import TEXT_PATTERN
 
-router = APIRouter(prefix="/v1/registry", tags=["registry"])
+on_registry = APIRouter(prefix="/v1/registry", tags=["registry"])
+# Staff operations on one citizen live under the citizen's own path (DESIGN's contract).
+on_citizen = APIRouter(prefix="/v1/citizens", tags=["registry"])
 
 
 class MaskedPage(BaseModel):
@@ -23,12 +28,37 @@ class MaskedPage(BaseModel):
     items: list[overview.MaskedCitizen]
 
 
-@router.get("/counts")
+def _no_nul(text: str) -> str:
+    # PostgreSQL stores no NUL in text: refused here, not failed on in the database.
+    if "\x00" in text:
+        raise ValueError("NUL (0x00) characters are not allowed")
+    return text
+
+
+class RevealIn(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"reason": "No answer to the level 3 alert for Tokyo; calling to check."}]
+        }
+    )
+
+    reason: str = Field(
+        min_length=10,
+        max_length=500,
+        description="Why you need this citizen's contacts (10-500 characters, trimmed); kept "
+        "in the audit log.",
+        json_schema_extra={"pattern": TEXT_PATTERN},
+    )
+
+    _reason = field_validator("reason")(_no_nul)
+
+
+@on_registry.get("/counts")
 def counts(session: SessionDep, _staff: Viewer) -> dict[str, int]:
     return overview.count_by_country(session)
 
 
-@router.get("/citizens", response_model=MaskedPage)
+@on_registry.get("/citizens", response_model=MaskedPage)
 def citizens(
     session: SessionDep,
     registry: RegistryDep,
@@ -44,3 +74,36 @@ def citizens(
         session, registry=registry, country=code, limit=limit, offset=offset
     )
     return MaskedPage(total=total, limit=limit, offset=offset, items=items)
+
+
+@on_citizen.post("/{citizen_id}/reveal", response_model=overview.Revealed)
+def reveal(
+    citizen_id: str,
+    body: RevealIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    registry: RegistryDep,
+    staff: Consul,
+) -> overview.Revealed:
+    """The citizen's full name, contacts (verified, or marked as waiting for their code),
+    language and current place, to reach someone who has not answered. The reason is kept in
+    the audit log with who asked (GET /v1/audit)."""
+    revealed = overview.reveal_citizen(
+        session,
+        registry=registry,
+        public_id=citizen_id,
+        reason=body.reason,
+        actor=staff.name,
+        role=staff.role,
+        client=client_of(request),
+        now=utcnow(),
+    )
+    # Personal data: no cache anywhere may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    return revealed
+
+
+router = APIRouter()
+router.include_router(on_registry)
+router.include_router(on_citizen)

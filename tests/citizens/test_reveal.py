@@ -1,0 +1,189 @@
+"""POST /v1/citizens/{id}/reveal: a consul (or admin) who states a reason gets the citizen's full
+name, contacts, language and current place, uncached; the audit log keeps the reason with who
+asked and about whom, and admins read it at GET /v1/audit. Real app, both backends."""
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from service.audit.models import AuditEntry
+from tests.builders import citizen_body, register
+from tests.conftest import bound_client, make_settings
+from tests.dispatch.conftest import notifier_settings
+
+REASON = "No answer to the level 3 alert for Tokyo; calling to check."
+TOKYO = {"lat": 35.6895, "lon": 139.6917}
+
+
+def e164(korean: str) -> str:
+    return "+82" + korean.replace("-", "")[1:]
+
+
+def reveal(client, citizen_id: str, headers: dict[str, str], reason: object = REASON):
+    return client.post(
+        f"/v1/citizens/{citizen_id}/reveal", json={"reason": reason}, headers=headers
+    )
+
+
+def reveal_entries(db, citizen_id: str) -> list[AuditEntry]:
+    db.expire_all()
+    query = select(AuditEntry).where(AuditEntry.action == "reveal citizen")
+    return list(db.scalars(query.where(AuditEntry.subject == citizen_id).order_by(AuditEntry.id)))
+
+
+def test_a_consul_sees_name_contacts_language_and_place_and_the_reason_is_kept(
+    client, db, staff_headers
+):
+    citizen_id, _, body = register(client, name="이서연", language="en", location=TOKYO)
+    consul = staff_headers("consul")
+    response = reveal(client, citizen_id, consul, reason=f"  {REASON}  ")
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    revealed = response.json()
+    assert revealed["id"] == citizen_id
+    assert revealed["status"] == "active"
+    assert revealed["name"] == "이서연"
+    assert revealed["phone"] == {"address": e164(body["phone"]), "verified": True}
+    assert revealed["email"] == {"address": body["email"], "verified": True}
+    assert revealed["language"] == "en"
+    assert revealed["channels"] == ["sms", "email"]
+    assert revealed["location"]["country"] == "JP"
+    assert (revealed["location"]["lat"], revealed["location"]["lon"]) == (35.6895, 139.6917)
+
+    [entry] = reveal_entries(db, citizen_id)
+    assert entry.reason == REASON  # trimmed
+    assert entry.role == "consul" and entry.actor.startswith("consul-")
+    assert entry.client == "testclient"
+    # The request itself is recorded too, as every staff request is.
+    generic = db.scalars(
+        select(AuditEntry).where(AuditEntry.action == "POST /v1/citizens/{citizen_id}/reveal")
+    ).all()
+    assert [e.subject for e in generic] == [f"citizen_id={citizen_id}"]
+
+
+def test_admins_read_the_reveal_and_its_reason_in_the_audit_log(client, staff_headers):
+    citizen_id, _, _ = register(client)
+    assert reveal(client, citizen_id, staff_headers("admin")).status_code == 200
+    page = client.get("/v1/audit", params={"subject": citizen_id}, headers=staff_headers("admin"))
+    assert page.status_code == 200
+    [item] = page.json()["items"]
+    assert (item["action"], item["subject"], item["reason"]) == (
+        "reveal citizen",
+        citizen_id,
+        REASON,
+    )
+    assert item["role"] == "admin"
+
+
+def test_a_viewer_or_no_key_is_refused_and_nothing_is_revealed(client, db, staff_headers):
+    citizen_id, manage, _ = register(client)
+    refused = reveal(client, citizen_id, staff_headers("viewer"))
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "name" not in refused.json()
+    assert reveal(client, citizen_id, {}).status_code == 401
+    # A citizen's own manage token is no staff key.
+    assert reveal(client, citizen_id, manage).status_code == 401
+    assert reveal_entries(db, citizen_id) == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "ok"),
+    [
+        (None, False),
+        ("", False),
+        ("too short", False),  # 9 characters
+        ("   short    ", False),  # 5 once trimmed
+        ("x" * 10, True),
+        ("x" * 500, True),
+        ("x" * 501, False),
+        (f"  {'x' * 500}  ", True),  # trimmed to 500
+        ("Calling\x00about the quake", False),
+        (["a reason in a list"], False),
+        ("전화로 안부 확인이 필요합니다", True),
+        ("Calling about the quake\nsecond line", True),
+    ],
+)
+def test_the_reason_is_required_and_ten_to_five_hundred_characters(
+    client, db, staff_headers, reason, ok
+):
+    citizen_id, _, _ = register(client)
+    response = reveal(client, citizen_id, staff_headers("consul"), reason=reason)
+    if ok:
+        assert response.status_code == 200, response.text
+        assert [e.reason for e in reveal_entries(db, citizen_id)] == [reason.strip()]
+    else:
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["errors"]] == ["reason"]
+        assert reveal_entries(db, citizen_id) == []
+
+
+def test_a_missing_body_names_the_reason(client, staff_headers):
+    citizen_id, _, _ = register(client)
+    response = client.post(
+        f"/v1/citizens/{citizen_id}/reveal", json={}, headers=staff_headers("consul")
+    )
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["reason"]
+
+
+def test_an_erased_or_unknown_citizen_is_not_found(client, db, staff_headers):
+    consul = staff_headers("consul")
+    citizen_id, manage, _ = register(client)
+    assert client.delete(f"/v1/citizens/{citizen_id}", headers=manage).status_code == 204
+    erased = reveal(client, citizen_id, consul)
+    assert erased.status_code == 404
+    assert erased.headers["content-type"] == "application/problem+json"
+    assert reveal(client, "00000000-0000-0000-0000-000000000000", consul).status_code == 404
+    assert reveal(client, "nul%00id", consul).status_code == 404
+    assert reveal_entries(db, citizen_id) == []
+
+
+def test_contacts_waiting_for_their_code_are_marked(database_url, db, staff_headers, twilio, smtp):
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), verification="required"
+    )
+    with bound_client(settings, db) as app:
+        body = citizen_body()
+        registered = app.post("/v1/citizens", json=body)
+        assert registered.status_code == 201, registered.text
+        citizen_id = registered.json()["id"]
+        consul = staff_headers("consul")
+
+        waiting = reveal(app, citizen_id, consul).json()
+        assert waiting["status"] == "pending"
+        assert waiting["phone"] == {"address": e164(body["phone"]), "verified": False}
+        assert waiting["email"] == {"address": body["email"], "verified": False}
+
+        [sms] = twilio.messages
+        code = re.search(r"\b(\d{6})\b", sms["body"]).group(1)
+        manage = {"Authorization": f"Bearer {registered.json()['manage_token']}"}
+        verified = app.post(
+            f"/v1/citizens/{citizen_id}/verify",
+            json={"channel": "sms", "code": code},
+            headers=manage,
+        )
+        assert verified.status_code == 200, verified.text
+
+        mixed = reveal(app, citizen_id, consul).json()
+        assert mixed["status"] == "active"
+        assert mixed["phone"] == {"address": e164(body["phone"]), "verified": True}
+        assert mixed["email"] == {"address": body["email"], "verified": False}
+        assert len(reveal_entries(db, citizen_id)) == 2
+
+
+def test_the_operation_is_described_for_consuls(client):
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/citizens/{citizen_id}/reveal"]["post"]
+    assert operation["security"] == [{"staffKey": []}]
+    assert {"401", "403", "404", "422"} <= set(operation["responses"])
+    body = spec["components"]["schemas"]["RevealIn"]
+    assert body["required"] == ["reason"]
+    assert (
+        body["properties"]["reason"]["minLength"],
+        body["properties"]["reason"]["maxLength"],
+    ) == (
+        10,
+        500,
+    )
