@@ -64,7 +64,16 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             engine.dispose()
 
     # /docs and /redoc come from install_api_docs, with assets served here, not from a CDN.
-    app = FastAPI(title="Anjeon", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # In production the description is for staff only (install_api_docs serves it with a key).
+    production = settings.environment == "production"
+    app = FastAPI(
+        title="Anjeon",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if production else "/openapi.json",
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory

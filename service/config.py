@@ -205,8 +205,9 @@ class Settings(BaseSettings):
             f"environment={self.environment}",
             f"verification={self.verification}",
             f"rate_limit_storage={self.rate_limit_storage.split('://', 1)[0]}",
-            "api-docs=" + ("staff key" if production else "open"),
-            "metrics=" + ("bearer token" if self.metrics_token else "open"),
+            "api-docs=" + ("off, /openapi.json with a staff key" if production else "open"),
+            "metrics="
+            + ("bearer token" if self.metrics_token else "off" if production else "open"),
         ]
 
     @model_validator(mode="after")

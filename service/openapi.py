@@ -14,11 +14,11 @@ import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from service.auth import bearer_token, get_session
+from service.auth import Viewer, bearer_token, get_session
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.rate_limits import RateLimits
 from service.staff.models import Role
@@ -194,8 +194,17 @@ _CHALLENGE = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 
 
 def install_api_docs(app: FastAPI) -> None:
-    """Describe the API at /openapi.json; serve /docs and /redoc without any CDN."""
+    """Describe the API at /openapi.json; serve /docs and /redoc without any CDN. In
+    production /docs and /redoc are off and /openapi.json needs a staff key: the description
+    maps every endpoint for whoever reads it."""
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    if app.openapi_url is None:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def staff_description(_staff: Viewer) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        return
     app.mount(_ASSETS, StaticFiles(directory=STATIC_DIR), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)

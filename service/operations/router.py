@@ -1,17 +1,20 @@
 """Liveness, readiness and metrics for the operator."""
 
+import hmac
 import threading
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException
 
 from service.db import READ_ONLY
-from service.errors import ServiceUnavailable
+from service.errors import NotFound, ServiceUnavailable
 from service.migrate import current_revision
 from service.operations.figures import DatabaseFigures
 
 router = APIRouter(tags=["operations"])
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 @router.get("/healthz")
@@ -37,6 +40,16 @@ def readyz(request: Request) -> dict[str, str]:
 
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
+    """Prometheus text. With ANJEON_METRICS_TOKEN set it needs that bearer token; in
+    production without one it is off (queue depths and counts are not for everyone)."""
+    settings = request.app.state.settings
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+            raise HTTPException(401, "/metrics needs its bearer token", headers=_CHALLENGE)
+    elif settings.environment == "production":
+        raise NotFound("/metrics is off in production until ANJEON_METRICS_TOKEN is set")
     return Response(generate_latest(_registry(request.app)), media_type=CONTENT_TYPE_LATEST)
 
 
