@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     dispatch_max_attempts: int = Field(8, ge=1)
     dispatch_backoff_base_s: float = Field(5.0, ge=0)
     dispatch_backoff_cap_s: float = Field(900.0, ge=0)
+    max_routine_alerts_per_hour: int = Field(5, ge=0)
     sms_max_segments: int = Field(3, ge=1, le=10)
     alert_sender_ko: str = "외교부 해외안전여행"
     alert_sender_en: str = "MOFA Korea Overseas Safety"

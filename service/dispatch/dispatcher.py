@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.advisories.levels import is_urgent
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch import metrics
@@ -70,6 +71,9 @@ class Policy:
     max_attempts: int = 8
     backoff_base_s: float = 5.0
     backoff_cap_s: float = 900.0
+    # Level 1-2 alerts a citizen gets in an hour, at most (0: no cap). Levels 3, 4, special and
+    # all-clears are never held: the cap keeps routine notices from becoming a flood.
+    routine_per_hour: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
@@ -80,6 +84,7 @@ class Policy:
             max_attempts=settings.dispatch_max_attempts,
             backoff_base_s=settings.dispatch_backoff_base_s,
             backoff_cap_s=settings.dispatch_backoff_cap_s,
+            routine_per_hour=settings.max_routine_alerts_per_hour,
         )
 
     def backoff_s(self, attempts: int) -> float:
@@ -260,6 +265,7 @@ class Dispatcher:
             people = recipients(
                 session, {r.citizen_id for r in rows}, channel=channel, vault=self.vault
             )
+            routine = self._routine_sent(session, rows, contents, at)
         decided: list[tuple[Claimed, Decision]] = []
         jobs: list[_Job] = []
         for row in rows:
@@ -268,7 +274,9 @@ class Dispatcher:
             person = people.get(row.citizen_id)
             if person is not None and OTHER_CHANNEL[row.channel] in person.reachable:
                 self._can_fall_back.add(row.id)
-            verdict = _triage(row, state, content, person, now=at)
+            verdict = _triage(row, state, content, person, now=at) or self._cap(
+                row, content, routine, now=at
+            )
             if verdict is not None:
                 decided.append((row, verdict))
                 continue
@@ -366,6 +374,34 @@ class Dispatcher:
             pacer.hold(outcome.retry_after_s)
         return outcome, False
 
+    def _routine_sent(
+        self, session: Session, rows: list[Claimed], contents: dict, at: datetime
+    ) -> dict[int, int]:
+        """Routine (level 1-2) alerts each citizen of the batch was sent in the last hour."""
+        if not self.policy.routine_per_hour:
+            return {}
+        citizens = {
+            r.citizen_id for r in rows if _routine(contents.get((r.advisory_id, r.revision)))
+        }
+        return outbox.sent_since(session, citizen_ids=citizens, since=at - timedelta(hours=1))
+
+    def _cap(
+        self, row: Claimed, content: AlertContent | None, routine: dict[int, int], *, now: datetime
+    ) -> Decision | None:
+        """Hold a routine alert for a citizen who had their hour's share; count it otherwise."""
+        if not self.policy.routine_per_hour or not _routine(content):
+            return None
+        if routine.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
+            return Decision(
+                row.id,
+                RETRY_WAIT,
+                code="citizen-cap",
+                reason=f"held: {self.policy.routine_per_hour} routine alerts in the last hour",
+                due_at=now + _CAP_WAIT,
+            )
+        routine[row.citizen_id] = routine.get(row.citizen_id, 0) + 1
+        return None
+
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
         row = job.row
         if isinstance(outcome, Sent):
@@ -426,6 +462,13 @@ class Dispatcher:
             pool.shutdown(wait=True)
         for notifier in {id(n): n for n in self.notifiers.values()}.values():
             notifier.close()
+
+
+_CAP_WAIT = timedelta(minutes=15)
+
+
+def _routine(content: AlertContent | None) -> bool:
+    return content is not None and content.kind != "cancel" and not is_urgent(content.level)
 
 
 def _part_of(content: AlertContent, person: Recipient) -> str:

@@ -221,3 +221,15 @@ def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
+
+
+def sent_since(session: Session, *, citizen_ids: set[int], since: datetime) -> dict[int, int]:
+    """How many alerts each of these citizens was sent since `since` (any channel)."""
+    if not citizen_ids:
+        return {}
+    rows = session.execute(
+        select(Alert.citizen_id, func.count())
+        .where(Alert.citizen_id.in_(citizen_ids), Alert.sent_at >= since)
+        .group_by(Alert.citizen_id)
+    )
+    return {citizen_id: count for citizen_id, count in rows}

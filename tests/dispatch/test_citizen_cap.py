@@ -1,0 +1,38 @@
+"""At most max_routine_alerts_per_hour level 1-2 alerts reach one citizen in an hour; the rest
+wait their turn (nothing is dropped). Levels 3, 4 and special are never held."""
+
+from sqlalchemy import select
+
+from service.ledger.models import Alert
+from tests.advisories.builders import advisory_body, in_days
+from tests.builders import register
+from tests.conftest import bound_client, make_settings
+from tests.dispatch.conftest import dispatcher_in, notifier_settings
+
+
+def test_routine_alerts_are_capped_per_citizen_and_urgent_ones_are_not(
+    database_url, db, staff_headers, twilio, smtp
+):
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), max_routine_alerts_per_hour=3
+    )
+    consul = staff_headers("consul")
+    with bound_client(settings, db) as api:
+        register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-7321-0001", channels=["sms"])
+        for n in range(5):
+            body = advisory_body(level=1 + n % 2, title={"ko": f"도쿄 주의 {n}", "en": f"T {n}"})
+            assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
+        urgent = advisory_body(level=3, expires=in_days(5), title={"ko": "도쿄 출국권고"})
+        assert api.post("/v1/advisories", json=urgent, headers=consul).status_code == 201
+        dispatcher = dispatcher_in(db, settings)
+        dispatcher.drain()
+        dispatcher.close()
+    db.expire_all()
+    rows = list(db.scalars(select(Alert).order_by(Alert.id)))
+    sent = [r for r in rows if r.status == "sent"]
+    held = [r for r in rows if r.status == "retry_wait"]
+    assert len(rows) == 6
+    assert len(sent) == 4 and len(held) == 2  # 3 routine and the level-3 one; 2 routine wait
+    assert all(r.error_code == "citizen-cap" and r.due_at is not None for r in held)
+    bodies = twilio.bodies_to("+821073210001")
+    assert len(bodies) == 4 and any("출국권고" in b for b in bodies)
