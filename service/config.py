@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     rate_limit_global: str = "1000/hour"
     rate_limit_cooldown: str = "1/10minute"
     sms_daily_budget: int = Field(5000, ge=0)
+    # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
+    code_countries: list[str] = Field(default=[])
+    duty_email: list[str] = Field(default=[])
 
     @field_validator(
         "rate_limit_client",
@@ -139,6 +142,15 @@ class Settings(BaseSettings):
                 "redis://127.0.0.1:6379/0 (shared by every process)"
             )
         return value
+
+    @field_validator("code_countries")
+    @classmethod
+    def _country_codes(cls, value: list[str]) -> list[str]:
+        codes = [code.strip().upper() for code in value]
+        bad = [code for code in codes if len(code) != 2 or not code.isalpha()]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an ISO 3166-1 alpha-2 country code")
+        return codes
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from service.citizens.verification import CODE_LIFE, CodeToSend, Notice
+from service.config import Settings
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent
 from service.errors import ServiceUnavailable, TooManyRequests
-from service.rate_limits import RateLimits
+from service.rate_limits import RateLimits, number_keys
 
 log = logging.getLogger("anjeon.citizens.messages")
 
@@ -33,16 +34,23 @@ def deliver(
     notifiers: Mapping[str, Notifier],
     limits: RateLimits,
     *,
-    sender: Mapping[str, str],
+    settings: Settings,
     codes: Sequence[CodeToSend] = (),
     notices: Sequence[Notice] = (),
     counted: bool = False,
 ) -> int:
     """Send each message that the limits allow; returns how many went out. `counted`: the
     caller already took the per-destination limits (a resend, which answers 429 itself)."""
+    sender = {"ko": settings.alert_sender_ko, "en": settings.alert_sender_en}
     sent = 0
     for item in [*codes, *notices]:
-        if not _allowed(limits, item, counted=counted):
+        if not _to_allowed_country(item, settings.code_countries):
+            log.warning("code not sent: destination country not allowed", extra={"channel": "sms"})
+            continue
+        allowed, budget_spent = _allowed(limits, item, counted=counted)
+        if budget_spent:
+            _tell_duty(notifiers, settings, sender=sender["en"])
+        if not allowed:
             continue
         message = _message(item, sender=sender[item.language])
         outcome = notifiers[item.channel].send(message)
@@ -60,7 +68,39 @@ def deliver(
     return sent
 
 
-def _allowed(limits: RateLimits, item: CodeToSend | Notice, *, counted: bool) -> bool:
+def _to_allowed_country(item: CodeToSend | Notice, countries: list[str]) -> bool:
+    """With an allow-list of destination countries, codes go to those countries' numbers only."""
+    if item.channel != "sms" or not countries:
+        return True
+    try:
+        return number_keys(item.address)[1] in countries
+    except ValueError:
+        return False
+
+
+def _tell_duty(notifiers: Mapping[str, Notifier], settings: Settings, *, sender: str) -> None:
+    """The day's SMS budget for codes is spent: duty staff learn it at once (alerts go on)."""
+    text = (
+        f"[{sender}] The daily SMS budget for verification codes and notices "
+        f"({settings.sms_daily_budget}) is spent: no more codes go out today (UTC). Advisory "
+        "alerts are not affected. Raise ANJEON_SMS_DAILY_BUDGET if this is real demand; "
+        "look at /metrics and the audit log if it is not."
+    )
+    for address in settings.duty_email:
+        notifiers["email"].send(
+            OutgoingMessage(
+                alert_id=0,
+                channel="email",
+                to=address,
+                text=text,
+                subject=f"[{sender}] SMS budget for codes spent",
+                reference=f"msg-{uuid.uuid4().hex}",
+            )
+        )
+
+
+def _allowed(limits: RateLimits, item: CodeToSend | Notice, *, counted: bool) -> tuple[bool, bool]:
+    """(send it, the budget was spent by this very charge)."""
     channel, address = item.channel, item.address
     try:
         if isinstance(item, Notice):
@@ -72,16 +112,16 @@ def _allowed(limits: RateLimits, item: CodeToSend | Notice, *, counted: bool) ->
             charge = limits.charge_sms_budget()
             if charge.just_spent:
                 log.error("the daily SMS budget for codes and notices is spent: they stop today")
-            return charge.allowed
+            return charge.allowed, charge.just_spent
     except TooManyRequests as exc:
         # Registration answers the same whatever happens here: nothing tells a caller that
         # this contact is being asked for codes elsewhere.
         log.warning("message held by a rate limit", extra={"channel": channel, "rule": exc.rule})
-        return False
+        return False, False
     except ServiceUnavailable:
         log.error("rate-limit storage unreachable: message not sent", extra={"channel": channel})
-        return False
-    return True
+        return False, False
+    return True, False
 
 
 def _message(item: CodeToSend | Notice, *, sender: str) -> OutgoingMessage:

@@ -41,12 +41,11 @@ def _send_later(
     """Codes and notices leave after the commit, outside any transaction."""
     if not (outgoing.codes or outgoing.notices):
         return
-    settings = request.app.state.settings
     tasks.add_task(
         messages.deliver,
         request.app.state.dispatcher.notifiers,
         request.app.state.rate_limits,
-        sender={"ko": settings.alert_sender_ko, "en": settings.alert_sender_en},
+        settings=request.app.state.settings,
         codes=outgoing.codes,
         notices=outgoing.notices,
         counted=counted,

@@ -246,3 +246,37 @@ def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
     make_settings(database_url, **safe)  # the safe setup starts
     with pytest.raises(ValueError, match=re.escape(complaint)):
         make_settings(database_url, **{**safe, **values})
+
+
+def test_when_the_sms_budget_is_spent_codes_stop_and_duty_staff_are_told(
+    database_url, db, twilio, smtp
+):
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        sms_daily_budget=2,
+        duty_email=["duty@mofa.example"],
+    )
+    with bound_client(settings, db) as app:
+        for _ in range(4):
+            body = citizen_body(channels=["sms"], email=None)
+            assert app.post("/v1/citizens", json=body).status_code == 201
+    assert len(twilio.messages) == 2  # the budget: then codes stop (the answer is the same)
+    [told] = smtp.to("duty@mofa.example")
+    assert "budget" in told["Subject"]
+
+
+def test_codes_go_only_to_allowed_countries(database_url, db, twilio, smtp):
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        code_countries=["KR"],
+    )
+    with bound_client(settings, db) as app:
+        korean = citizen_body(channels=["sms"], email=None)
+        abroad = citizen_body(phone="+81 90-1234-5678", channels=["sms"], email=None)
+        assert app.post("/v1/citizens", json=korean).status_code == 201
+        assert app.post("/v1/citizens", json=abroad).status_code == 201
+    assert [m["to"] for m in twilio.messages] == [e164(korean["phone"])]
