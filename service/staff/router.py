@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from service.auth import Admin, SessionDep, Viewer
 from service.db import MAX_BIGINT
@@ -21,8 +21,11 @@ def list_keys(session: SessionDep, _admin: Admin) -> list[StaffKeyRead]:
 
 
 @router.post("/keys", status_code=201, response_model=StaffKeyIssued)
-def create_key(body: StaffKeyCreate, session: SessionDep, _admin: Admin) -> StaffKeyIssued:
+def create_key(
+    body: StaffKeyCreate, session: SessionDep, _admin: Admin, response: Response
+) -> StaffKeyIssued:
     issued = service.create_key(session, name=body.name, role=body.role)
+    response.headers["Cache-Control"] = "no-store"  # the key is shown once, and kept nowhere
     return StaffKeyIssued(**StaffKeyRead.model_validate(issued.record).model_dump(), key=issued.key)
 
 

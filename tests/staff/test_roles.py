@@ -63,6 +63,7 @@ def test_admin_creates_and_revokes_keys_over_the_api(client, staff_headers):
         "/v1/staff/keys", json={"name": "duty-officer", "role": "consul"}, headers=admin
     )
     assert created.status_code == 201
+    assert created.headers["cache-control"] == "no-store"
     new_key = {"Authorization": f"Bearer {created.json()['key']}"}
     assert client.get("/v1/staff/me", headers=new_key).json()["role"] == "consul"
     listed = client.get("/v1/staff/keys", headers=admin).json()
