@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             timeout_s=settings.geocoder_timeout_s,
         ),
         phone_region=settings.phone_default_region,
+        max_stays=settings.max_stays,
     )
     # An unknown or broken notifier stops start-up here.
     dispatcher = Dispatcher.from_settings(settings, factory, vault=app.state.registry.vault)

@@ -77,6 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         vault=PersonalDataVault(settings.secret_key_bytes()),
         geocoder=NoGeocoder(),
         phone_region=settings.phone_default_region,
+        max_stays=settings.max_stays,
     )
     with _session_factory(settings).begin() as session:
         created = load_demo_citizens(session, registry=registry)

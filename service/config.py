@@ -18,6 +18,9 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "default.toml"
 # Storages of `limits` that keep a moving window (Memcached cannot).
+# The most stays ANJEON_MAX_STAYS may allow: each stay is a place matched against every
+# advisory, and one with an address costs a geocoder request inside the registration.
+MAX_STAYS_CEILING = 100
 RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
 
 
@@ -44,6 +47,7 @@ class Settings(BaseSettings):
     geocoder_user_agent: str = ""
     geocoder_timeout_s: float = Field(5.0, gt=0)
     stay_retention_days: int = Field(30, ge=0)
+    max_stays: int = Field(20, ge=1, le=MAX_STAYS_CEILING)
     feeds_file: str = str(PROJECT_ROOT / "config" / "feeds.toml")
     feed_timeout_s: float = Field(20.0, gt=0)
     feed_max_bytes: int = Field(5 * 1024 * 1024, ge=1024)

@@ -15,10 +15,9 @@ from pydantic import (
     model_validator,
 )
 
+from service.config import MAX_STAYS_CEILING
 from service.geo import countries
 from service.schema_rules import NAME_PATTERN, check_name, not_null, nulls_refused
-
-MAX_STAYS = 20
 
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=True)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=True)]
@@ -117,7 +116,15 @@ def _years_after(day: date, years: int) -> date:
 Name = Annotated[
     str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
 ]
-Stays = Annotated[list[StayIn], Field(max_length=MAX_STAYS)]
+# The registry refuses more than ANJEON_MAX_STAYS (service.locate); the schema states the most
+# that setting may allow.
+Stays = Annotated[
+    list[StayIn],
+    Field(
+        max_length=MAX_STAYS_CEILING,
+        description="At most ANJEON_MAX_STAYS stays (20 unless configured; 100 at most).",
+    ),
+]
 Channels = Annotated[
     list[Channel], Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True})
 ]

@@ -32,11 +32,13 @@ TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
 
 @dataclass(frozen=True)
 class Registry:
-    """What the registry needs from outside: the vault, a geocoder and the phone default region."""
+    """What the registry needs from outside: the vault, a geocoder, the phone default region
+    and the most stays a citizen may have."""
 
     vault: PersonalDataVault
     geocoder: Geocoder
     phone_region: str
+    max_stays: int  # ANJEON_MAX_STAYS
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,9 @@ def _current_place(registry: Registry, location: LocationIn, *, field: str) -> C
 
 
 def _stay_places(registry: Registry, stays: list[StayIn]) -> list[CitizenPlace]:
+    # Checked before any address is geocoded.
+    if len(stays) > registry.max_stays:
+        raise InvalidInput("stays", f"at most {registry.max_stays} stays")
     today = utcnow().date()
     places = []
     for i, stay in enumerate(stays):
