@@ -6,11 +6,13 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
 
 from service.advisories import deliveries as service
 from service.advisories.service import get_advisory
 from service.auth import Consul, SessionDep
 from service.citizens.deps import RegistryDep
+from service.citizens.service import Registry
 from service.db import MAX_BIGINT, utcnow
 from service.dispatch import delivery
 from service.dispatch.reference import Links
@@ -103,15 +105,7 @@ def open_details(
 ) -> HTMLResponse:
     """The link in every alert: shows the advisory. It records nothing: link scanners and
     message previews fetch it too; the citizen's own "I have read this" (POST) does."""
-    page = delivery.details_for(
-        session,
-        links=Links(request.app.state.settings.public_base_url, registry.vault),
-        reference=reference,
-        renderer=request.app.state.renderer,
-        now=utcnow(),
-        seen=False,
-    )
-    return HTMLResponse(page, headers=_PAGE_HEADERS)
+    return _details(request, session, registry, reference, seen=False)
 
 
 @router.post("/a/{reference}", response_class=HTMLResponse, include_in_schema=False)
@@ -119,12 +113,18 @@ def confirm_read(
     reference: str, session: SessionDep, registry: RegistryDep, request: Request
 ) -> HTMLResponse:
     """The citizen pressed "I have read this": the alert is marked opened."""
+    return _details(request, session, registry, reference, seen=True)
+
+
+def _details(
+    request: Request, session: Session, registry: Registry, reference: str, *, seen: bool
+) -> HTMLResponse:
     page = delivery.details_for(
         session,
         links=Links(request.app.state.settings.public_base_url, registry.vault),
         reference=reference,
         renderer=request.app.state.renderer,
         now=utcnow(),
-        seen=True,
+        seen=seen,
     )
     return HTMLResponse(page, headers=_PAGE_HEADERS)
