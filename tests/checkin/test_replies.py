@@ -2,6 +2,7 @@
 and properties over random text (never raises; safe and help together are never read as either)."""
 
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -289,3 +290,10 @@ def test_the_unmatched_answer_is_neutral_and_bilingual():
     assert any("가" <= c <= "힣" for c in text) and "reply" in text.lower()
     # Whether the number is on the register is not said, in either language.
     assert "regist" not in text.lower() and "등록" not in text
+
+
+def test_the_documented_answers_are_the_ones_sent():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "checkin.md").read_text()
+    for kind in KINDS:
+        for language in ("ko", "en"):
+            assert answer_text(kind, language) in page
