@@ -38,6 +38,7 @@ EXPECTED_PAGES = {
     "privacy",
     "benchmarks",
     "decisions",
+    "checkin",
 }
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)

@@ -1,6 +1,7 @@
 """The layer contract: imports point down the stack, never up, and there are no cycles.
 
     entry      the web layer and the process edges: app, cli, scheduler, routers, auth, problems
+    checkin    "are you safe?": replies, signed links, roll calls
     advisories issue, revise, cancel, import; deliveries as staff see them
     citizens   the registry; staff keys
     geomatch   who is where an advisory applies
@@ -48,6 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.advisories.levels",
         ),
     ),
+    ("checkin", ("service.checkin", "service.checkin.*")),
     ("advisories", ("service.advisories", "service.advisories.*")),
     ("citizens", ("service.citizens", "service.citizens.*", "service.staff", "service.staff.*")),
     ("geomatch", ("service.geomatch", "service.geomatch.*")),
@@ -58,6 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 ORDER = [
     "entry",
+    "checkin",
     "advisories",
     "citizens",
     "geomatch",
