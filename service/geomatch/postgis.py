@@ -22,6 +22,7 @@ from service.geo import matching, subdivisions, waters
 from service.geo.areas import Area
 from service.ledger import states
 from service.ledger.enqueue import COLUMNS, ON_CONFLICT
+from service.ledger.priority import DEFAULT as DEFAULT_PRIORITY
 
 POINT = "ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)"
 GEOGRAPHY = f"({POINT})::geography"
@@ -298,15 +299,23 @@ def matched_ids(connection: Connection, *, target: matching.Target, today: int) 
 
 
 def enqueue(
-    connection: Connection, *, target: matching.Target, revision: int, today: int, now: datetime
+    connection: Connection,
+    *,
+    target: matching.Target,
+    revision: int,
+    today: int,
+    now: datetime,
+    priority: int = DEFAULT_PRIORITY,
 ) -> int:
-    """Match and enqueue in one statement; returns the new alert rows."""
+    """Match and enqueue in one statement; returns the new alert rows. `priority` is their
+    urgency class (service/ledger/priority.py), from the advisory's level."""
     hits, params = reach_sql(target.area)
     for statement in _PLAN:
         connection.execute(text(statement))
     insert = (
         f"INSERT INTO alert ({COLUMNS})"  # noqa: S608
-        f" SELECT DISTINCT :advisory_id, :revision, c.id, ch.channel, '{states.PENDING}', :now"
+        " SELECT DISTINCT :advisory_id, :revision, c.id, ch.channel, :priority,"
+        f" '{states.PENDING}', :now"
         f" FROM ({hits}) p JOIN citizen c ON c.id = p.citizen_id"
         " CROSS JOIN LATERAL (VALUES ('sms', c.notify_sms), ('email', c.notify_email))"
         "   AS ch(channel, wanted)"
@@ -317,6 +326,7 @@ def enqueue(
         **_window_params(target, today),
         "advisory_id": target.key,
         "revision": revision,
+        "priority": priority,
         "now": now,
     }
     # A revision is usually new to the ledger: a plain INSERT skips the speculative insertion

@@ -18,7 +18,7 @@ from service.geo.areas import Area
 from service.geomatch import postgis, targets
 from service.geomatch.places import Reachable, load_places, load_reachable, merge, with_alerting
 from service.geomatch.targets import Live
-from service.ledger import outbox
+from service.ledger import outbox, priority
 from service.ledger.enqueue import alert_rows, insert_alerts
 from service.ledger.models import Alert
 from service.ledger.wake import mark_enqueued
@@ -90,6 +90,7 @@ def _enqueue_in_postgis(
             session.connection(),
             target=targets.target(live, area, now=now),
             revision=live.revision,
+            priority=priority.of_level(live.level),
             today=today,
             now=now,
         )
@@ -187,7 +188,7 @@ def _enqueue(
     aligned with `lives`, only citizens of `reachable.citizen_ids`)."""
     result = MatchResult(advisories=len(lives))
     today = matching.day_number(now.date())
-    rows: list[tuple[int, int, int, str]] = []
+    rows: list[tuple[int, int, int, str, int]] = []
     fresh: dict[tuple[int, int], np.ndarray] = {}
     for i, (live, area) in enumerate(zip(lives, areas, strict=True)):
         started = time.perf_counter()
@@ -206,7 +207,15 @@ def _enqueue(
         if ids.size == 0:
             continue
         sms_ids, email_ids = reachable.channels_of(ids)
-        rows.extend(alert_rows(live.id, live.revision, sms_ids=sms_ids, email_ids=email_ids))
+        rows.extend(
+            alert_rows(
+                live.id,
+                live.revision,
+                priority=priority.of_level(live.level),
+                sms_ids=sms_ids,
+                email_ids=email_ids,
+            )
+        )
         fresh[key] = ids
         if len(rows) >= _WRITE_BATCH:  # millions of row tuples at once would cost a GiB
             result.enqueued += _write(session, rows, now=now, result=result)

@@ -29,6 +29,7 @@ class Live:
     # Part of the cache key: an id can come back after a rolled-back insert (SQLite reuses the
     # highest rowid), a timestamp cannot.
     updated_at: datetime
+    level: str  # what its alerts' urgency class follows (a new level is a new revision)
 
     @property
     def key(self) -> tuple[int, int, datetime]:
@@ -67,6 +68,7 @@ def live_advisories(session: Session, *, now: datetime) -> list[Live]:
                 Advisory.effective,
                 Advisory.expires,
                 Advisory.updated_at,
+                Advisory.level,
             )
             .where(*_ALERTING)
             .order_by(Advisory.id)  # the target index refers to positions in this order
@@ -77,7 +79,12 @@ def live_advisories(session: Session, *, now: datetime) -> list[Live]:
 
 def live_of(advisory: Advisory) -> Live:
     return Live(
-        advisory.id, advisory.revision, advisory.effective, advisory.expires, advisory.updated_at
+        advisory.id,
+        advisory.revision,
+        advisory.effective,
+        advisory.expires,
+        advisory.updated_at,
+        advisory.level,
     )
 
 

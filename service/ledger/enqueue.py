@@ -1,5 +1,6 @@
 """Writing new alert rows fast: the raw driver (sqlite3 executemany, PostgreSQL COPY into a
-staging table), rows in key order, duplicates dropped by the ledger's unique key."""
+staging table), rows in key order, duplicates dropped by the ledger's unique key. Every row
+names its urgency class (service/ledger/priority.py): the caller knows the advisory's level."""
 
 from datetime import datetime
 
@@ -7,39 +8,50 @@ import numpy as np
 from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection
 
+from service.ledger import priority as urgency
 from service.ledger import states
 
 # The columns every writer of new rows names (the others have server defaults), and what every
 # path that may meet an existing (advisory, revision, citizen, channel) appends: one spelling,
 # understood by SQLite and PostgreSQL alike.
-COLUMNS = "advisory_id, revision, citizen_id, channel, status, created_at"
+COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at"
 ON_CONFLICT = " ON CONFLICT (advisory_id, revision, citizen_id, channel) DO NOTHING"
 _INSERT_SQLITE = (
-    f"INSERT INTO alert ({COLUMNS}) VALUES (?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"  # noqa: S608
+    f"INSERT INTO alert ({COLUMNS}) VALUES (?, ?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"  # noqa: S608
 )
 _INSERT_POSTGRESQL = (
     f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT advisory_id, revision, citizen_id, channel, '{states.PENDING}', %s FROM alert_stage"
+    f"SELECT advisory_id, revision, citizen_id, channel, priority, '{states.PENDING}', %s "
+    "FROM alert_stage"
     f"{ON_CONFLICT}"
 )
 
 
 def alert_rows(
-    advisory_id: int, revision: int, *, sms_ids: np.ndarray, email_ids: np.ndarray
-) -> list[tuple[int, int, int, str]]:
+    advisory_id: int,
+    revision: int,
+    *,
+    priority: int,
+    sms_ids: np.ndarray,
+    email_ids: np.ndarray,
+) -> list[tuple[int, int, int, str, int]]:
     return [
-        (advisory_id, revision, cid, channel)
+        (advisory_id, revision, cid, channel, priority)
         for channel, ids in (("email", email_ids), ("sms", sms_ids))
         for cid in ids.tolist()
     ]
 
 
-def insert_alerts(connection: Connection, *, rows: list[tuple], now: datetime) -> int:
-    """Insert pending alerts (advisory_id, revision, citizen_id, channel), in key order, in one
-    statement; returns how many were new."""
-    rows.sort()
+def insert_alerts(
+    connection: Connection, *, rows: list[tuple], now: datetime, priority: int = urgency.DEFAULT
+) -> int:
+    """Insert pending alerts (advisory_id, revision, citizen_id, channel, priority), in key
+    order, in one statement; returns how many were new. Rows of four take `priority`."""
     if not rows:
         return 0
+    if len(rows[0]) == 4:
+        rows = [(*row, priority) for row in rows]
+    rows.sort()
     if connection.dialect.name == "postgresql":
         if len(rows) <= _FEW:
             return _unnest_postgresql(connection, rows, now)
@@ -62,8 +74,8 @@ def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime
 _FEW = 1000
 _INSERT_UNNEST = (
     f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT a, r, c, ch, '{states.PENDING}', %s FROM unnest(%s::bigint[], %s::int[], "
-    "%s::bigint[], %s::varchar[]) AS u(a, r, c, ch)"
+    f"SELECT a, r, c, ch, p, '{states.PENDING}', %s FROM unnest(%s::bigint[], %s::int[], "
+    "%s::bigint[], %s::varchar[], %s::smallint[]) AS u(a, r, c, ch, p)"
     f"{ON_CONFLICT}"
 )
 
@@ -95,12 +107,13 @@ def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -
     try:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS alert_stage "
-            "(advisory_id bigint, revision int, citizen_id bigint, channel varchar(8)) "
+            "(advisory_id bigint, revision int, citizen_id bigint, channel varchar(8), "
+            "priority smallint) "
             "ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE alert_stage")
         with cursor.copy(
-            "COPY alert_stage (advisory_id, revision, citizen_id, channel) FROM STDIN"
+            "COPY alert_stage (advisory_id, revision, citizen_id, channel, priority) FROM STDIN"
         ) as copy:
             for row in rows:
                 copy.write_row(row)

@@ -1,10 +1,11 @@
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, String, Text, UniqueConstraint, false, text
+from sqlalchemy import Boolean, Index, SmallInteger, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigIntPK, UTCDateTime, utcnow
 from service.ledger import states
+from service.ledger.priority import DEFAULT as DEFAULT_PRIORITY
 
 _OPEN = states.sql_in(states.OPEN)
 
@@ -25,6 +26,10 @@ class Alert(Base):
     channel: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16), default=states.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Its urgency class (service/ledger/priority.py), lowest first: what the claim orders by.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=DEFAULT_PRIORITY, server_default=text(str(DEFAULT_PRIORITY))
+    )
     # Server defaults: the bulk writers (COPY, executemany) name only the columns above.
     attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # `attempts` when staff last re-queued the row: the retry budget counts from here, while
@@ -51,11 +56,12 @@ class Alert(Base):
         UniqueConstraint("advisory_id", "revision", "citizen_id", "channel"),
         # Erasure cancels a citizen's pending alerts. (Each extra index slows the bulk write.)
         Index("ix_alert_citizen_id_status", "citizen_id", "status"),
-        # The dispatcher's claim: only open rows are indexed, so the index stays small once
-        # a burst has been sent.
+        # The dispatcher's claim, most urgent class first, then oldest: only open rows are
+        # indexed, so the index stays small once a burst has been sent.
         Index(
-            "ix_alert_open",
+            "ix_alert_open_priority",
             "channel",
+            "priority",
             "id",
             postgresql_where=text(_OPEN),
             sqlite_where=text(_OPEN),

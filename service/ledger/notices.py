@@ -2,11 +2,12 @@
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
+from service.advisories.models import Advisory
 from service.db import UTCDateTime
-from service.ledger import states
+from service.ledger import priority, states
 from service.ledger.enqueue import COLUMNS, ON_CONFLICT
 from service.ledger.models import Alert
 from service.ledger.wake import mark_enqueued
@@ -14,7 +15,8 @@ from service.ledger.wake import mark_enqueued
 # Rows claimed, sent or delivered may have reached the citizen; an all-clear goes to each.
 _ENQUEUE = text(
     f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT DISTINCT advisory_id, :revision, citizen_id, channel, '{states.PENDING}', :now "
+    "SELECT DISTINCT advisory_id, :revision, citizen_id, channel, :priority, "
+    f"'{states.PENDING}', :now "
     "FROM alert WHERE advisory_id = :advisory_id AND revision < :revision "
     f"AND {states.sql_in(states.MAY_HAVE_REACHED)}{ON_CONFLICT}"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
@@ -25,6 +27,7 @@ def enqueue_cancellation(
 ) -> int:
     """Queue the cancellation (revision `revision`) to everyone told of an earlier revision, and
     stop what was not sent yet. Returns how many notices were queued."""
+    level = session.scalar(select(Advisory.level).where(Advisory.id == advisory_id))
     session.execute(
         update(Alert)
         .where(
@@ -40,7 +43,13 @@ def enqueue_cancellation(
         .execution_options(synchronize_session=False)
     )
     result = session.execute(
-        _ENQUEUE, {"advisory_id": advisory_id, "revision": revision, "now": now}
+        _ENQUEUE,
+        {
+            "advisory_id": advisory_id,
+            "revision": revision,
+            "now": now,
+            "priority": priority.of_cancellation(level) if level else priority.DEFAULT,
+        },
     )
     queued = result.rowcount or 0
     if queued:

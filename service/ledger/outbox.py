@@ -5,18 +5,30 @@ transaction is ever held open across a send."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, func, or_, select, text, update
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from service.db import UTCDateTime
-from service.ledger import states
+from service.ledger import priority, states
 from service.ledger.models import Alert
 from service.privacy import scrub_contacts
 
-# Literal SQL, the same text as the partial index ix_alert_open: with bound parameters SQLite
-# does not see that the index applies and scans the whole ledger (0.95 s a claim at 5M rows
-# with 20k open, against 0.5 ms).
+# Literal SQL, the same text as the partial index ix_alert_open_priority: with bound parameters
+# SQLite does not see that the index applies and scans the whole ledger (0.95 s a claim at 5M
+# rows with 20k open, against 0.5 ms).
 _OPEN = text(states.sql_in(states.OPEN))
 
 
@@ -31,37 +43,62 @@ class Claimed:
     outcome_unknown: bool
     created_at: datetime
     attempt: int  # this send's own number, never reused: delivery reports name it
+    priority: int  # its urgency class: a fallback on the other channel keeps it
 
 
-def claim(
-    session: Session, *, channel: str, now: datetime, limit: int, lease_s: float, worker: str
-) -> list[Claimed]:
-    """Take up to `limit` due rows of a channel, oldest first, until now + lease_s. A claimed
-    row whose lease lapsed (its dispatcher died) is due again, and its outcome is unknown."""
-    due = (
-        select(Alert.id)
-        .where(
-            Alert.channel == channel,
-            _OPEN,
-            or_(Alert.due_at.is_(None), Alert.due_at <= now),
+# The claim's statements, built once (a claim runs every batch); every value is bound.
+_NOW = bindparam("now", type_=UTCDateTime())
+_DUE = (
+    Alert.channel == bindparam("of_channel"),
+    _OPEN,
+    or_(Alert.due_at.is_(None), Alert.due_at <= _NOW),
+)
+# The oldest few due rows of each class, through the claim's index; then the oldest of those.
+_HEADS = union_all(
+    *(
+        select(
+            select(Alert.id)
+            .where(*_DUE, Alert.priority == cls)
+            .order_by(Alert.id)
+            .limit(bindparam("share"))
+            .subquery()
+            .c.id
         )
-        .order_by(Alert.id)
-        .limit(limit)
-        # Several dispatchers on PostgreSQL share the queue; SQLite has one writer anyway.
-        .with_for_update(skip_locked=True)
+        for cls in priority.CLASSES
     )
-    rows = session.execute(
+).subquery()
+_OLDEST = select(_HEADS.c.id).order_by(_HEADS.c.id).limit(bindparam("share"))
+# Several dispatchers on PostgreSQL share the queue: rows another one is claiming are skipped.
+# SQLite has one writer anyway.
+_BY_CLASS = (
+    select(Alert.id)
+    .where(*_DUE)
+    .order_by(Alert.priority, Alert.id)
+    .limit(bindparam("rest"))
+    .with_for_update(skip_locked=True)
+)
+_BY_CLASS_BUT_OLDEST = _BY_CLASS.where(Alert.id.not_in(bindparam("oldest", expanding=True)))
+# The oldest rows read first are checked again here, under the lock.
+_OLDEST_STILL_DUE = (
+    select(Alert.id)
+    .where(Alert.id.in_(bindparam("oldest", expanding=True)), *_DUE)
+    .with_for_update(skip_locked=True)
+)
+
+
+def _claim(picked: Select | CompoundSelect) -> ReturningUpdate:
+    return (
         update(Alert)
-        .where(Alert.id.in_(due.scalar_subquery()))
+        .where(Alert.id.in_(picked))
         .values(
             status=states.CLAIMED,
             attempts=Alert.attempts + 1,
-            due_at=now + timedelta(seconds=lease_s),
-            claimed_by=worker,
+            due_at=bindparam("lease_end", type_=UTCDateTime()),
+            claimed_by=bindparam("worker"),
             outcome_unknown=case(
                 (Alert.status == states.CLAIMED, True), else_=Alert.outcome_unknown
             ),
-            updated_at=now,
+            updated_at=_NOW,
         )
         .returning(
             Alert.id,
@@ -73,10 +110,45 @@ def claim(
             Alert.outcome_unknown,
             Alert.created_at,
             Alert.attempts,
+            Alert.priority,
         )
         .execution_options(synchronize_session=False)
-    ).all()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+    )
+
+
+_CLAIM_BY_CLASS = _claim(select(_BY_CLASS.subquery().c.id))
+_CLAIM_OLDEST_AND_BY_CLASS = _claim(
+    union_all(
+        select(_OLDEST_STILL_DUE.subquery().c.id),
+        select(_BY_CLASS_BUT_OLDEST.subquery().c.id),
+    )
+)
+
+
+def claim(
+    session: Session, *, channel: str, now: datetime, limit: int, lease_s: float, worker: str
+) -> list[Claimed]:
+    """Take up to `limit` due rows of a channel until now + lease_s: the most urgent class
+    first, then the oldest, except a share of the batch (priority.oldest_share) that goes to
+    the oldest due rows whatever their class, so that no class waits forever. Returned most
+    urgent first. A claimed row whose lease lapsed (its dispatcher died) is due again, and its
+    outcome is unknown."""
+    values = {
+        "of_channel": channel,
+        "now": now,
+        "lease_end": now + timedelta(seconds=lease_s),
+        "worker": worker,
+    }
+    share = priority.oldest_share(limit)
+    oldest = list(session.scalars(_OLDEST, {**values, "share": share})) if share else []
+    if oldest:
+        statement = _CLAIM_OLDEST_AND_BY_CLASS
+        values |= {"oldest": oldest, "rest": limit - len(oldest)}
+    else:
+        statement = _CLAIM_BY_CLASS
+        values["rest"] = limit
+    rows = session.execute(statement, values).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: (c.priority, c.id))
 
 
 @dataclass(frozen=True)
@@ -171,6 +243,7 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
         "channel": channel,
         "status": states.PENDING,
         "created_at": now,
+        "priority": failed.priority,
         "fallback_of": failed.id,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
