@@ -61,6 +61,7 @@ OTHER_CHANNEL = {"sms": "email", "email": "sms"}
 _RECORD_EVERY = 250  # outcomes: the most a crash can leave unrecorded
 _CHUNK = 16  # sends per pool task
 _RECORD_AFTER_S = 0.5
+_CLAIM_AHEAD_S = 10.0  # a paced channel claims at most this long a stretch of sends
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,11 @@ class Dispatcher:
                 continue
             limit = self.policy.batch
             if notifier.max_per_second:
-                # No more than can be sent well inside the lease.
-                limit = min(limit, max(1, int(notifier.max_per_second * self.policy.lease_s / 2)))
+                # No more than can be sent well inside the lease, and no more than
+                # _CLAIM_AHEAD_S of sends: an urgent alert committed meanwhile waits for the
+                # batch in hand (at 1 SMS/s, 10 s instead of the lease's 60).
+                ahead_s = min(self.policy.lease_s / 2, _CLAIM_AHEAD_S)
+                limit = min(limit, max(1, int(notifier.max_per_second * ahead_s)))
             with self.factory.begin() as session:
                 rows = outbox.claim(
                     session,
