@@ -2,30 +2,39 @@
 (b) the twilio notifier against the loopback fake Twilio with no rate limit, (c) smtp against
 aiosmtpd, on SQLite and PostgreSQL; and (d) twilio with ANJEON_TWILIO_MPS=50, to show the
 measured rate. In the same run, the baseline each figure is compared with: the same sends made
-straight from a thread pool with nothing else (no ledger, no templates). Figures go to stdout
-and to var/bench/dispatch.json.
+straight from a thread pool with nothing else (no ledger, no templates).
 
-    python bench/dispatch.py [--n 100000] [--backend sqlite|postgresql]
+Urgent first (#12): (e) "urgent_behind_backlog", with the no-op and the twilio notifier: N
+level-1 alerts pending and being sent, then a level-4 advisory for 100 citizens; the seconds
+from its commit until its last SMS is accepted, beside the same 100 into an empty queue. (f)
+"claim": the claim of 500 rows on a ledger of ANJEON_BENCH_CLAIM_ROWS rows (default 1,000,000)
+of which a tenth is open, beside the bare UPDATE of the same rows by id.
+
+Figures go to stdout and to var/bench/dispatch.json.
+
+    python bench/dispatch.py [--n 100000] [--backend sqlite|postgresql] [--leg LEG]
 
 Environment: ANJEON_BENCH_DISPATCH_N (default 100,000), ANJEON_BENCH_DATABASE_URL (PostgreSQL
-leg; skipped, and said so, when unset). Each leg runs in its own process (its own peak RSS);
-the fake Twilio and the SMTP server run in processes of their own.
+leg; skipped, and said so, when unset), ANJEON_BENCH_CLAIM_ROWS. Each leg runs in its own
+process (its own peak RSS); the fake Twilio and the SMTP server run in processes of their own.
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +42,13 @@ sys.path.insert(0, str(ROOT))
 
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen
-from service.db import make_engine, make_session_factory, utcnow
+from service.db import UTCDateTime, make_engine, make_session_factory, utcnow
 from service.dispatch.dispatcher import Dispatcher, Policy
 from service.dispatch.notifiers.base import Notifier, Outcome, OutgoingMessage, Sent
 from service.dispatch.notifiers.smtp_email import SmtpNotifier
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.render import Renderer
+from service.ledger import outbox, priority
 from service.ledger.enqueue import insert_alerts
 from service.migrate import drop_schema, upgrade
 from service.privacy import PersonalDataVault
@@ -48,6 +58,8 @@ THREADS = int(os.environ.get("ANJEON_BENCH_THREADS", 8))
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "fake-twilio-auth-token"  # noqa: S105 - the loopback fake's
 MPS_N = 500  # alerts in the rate-limited leg: 10 s at 50/s
+URGENT_N = 100  # citizens the level-4 advisory reaches
+CLAIM_ROWS = int(os.environ.get("ANJEON_BENCH_CLAIM_ROWS", 1_000_000))
 
 
 def peak_rss_mb() -> float:
@@ -167,7 +179,8 @@ def start_server(kind: str) -> tuple[subprocess.Popen, int]:
 
 
 def seed(url: str, n: int) -> None:
-    """n citizens with both channels, and one advisory, committed."""
+    """n citizens with both channels, and three advisories, committed: level 3 (the one the
+    throughput legs send), then level 1 and level 4 (the urgent-first legs)."""
     if make_url(url).get_backend_name() == "postgresql":
         drop_schema(url)
     upgrade(url)
@@ -175,33 +188,9 @@ def seed(url: str, n: int) -> None:
     engine = make_engine(url)
     now = utcnow()
     with make_session_factory(engine).begin() as session:
-        content = {
-            "level": "3",
-            "category": "security",
-            "title": {"ko": "방콕 시위 격화", "en": "Bangkok: protests escalate"},
-            "message": {"ko": "시위 현장 접근을 삼가십시오.", "en": "Avoid the protests."},
-            "area": {"countries": ["TH"]},
-            "effective": now.isoformat(),
-            "expires": (now + timedelta(days=2)).isoformat(),
-        }
-        advisory = Advisory(
-            public_id=str(uuid.uuid4()),
-            source="manual",
-            issued_by="bench",
-            level="3",
-            category="security",
-            title_ko=content["title"]["ko"],
-            title_en=content["title"]["en"],
-            message_ko=content["message"]["ko"],
-            message_en=content["message"]["en"],
-            area=content["area"],
-            effective=now,
-            expires=now + timedelta(days=2),
-        )
-        advisory.revisions.append(
-            AdvisoryRevision(revision=1, content=content, changed_by="bench", change="issued")
-        )
-        session.add(advisory)
+        for level in ("3", "1", "4"):
+            session.add(_advisory(level, now))
+            session.flush()
         for start in range(0, n, 10_000):
             session.add_all(
                 Citizen(
@@ -221,18 +210,54 @@ def seed(url: str, n: int) -> None:
     engine.dispose()
 
 
-def enqueue(url: str, *, channel: str, n: int) -> None:
+def _advisory(level: str, now: datetime) -> Advisory:
+    content = {
+        "level": level,
+        "category": "security",
+        "title": {"ko": "방콕 시위 격화", "en": "Bangkok: protests escalate"},
+        "message": {"ko": "시위 현장 접근을 삼가십시오.", "en": "Avoid the protests."},
+        "area": {"countries": ["TH"]},
+        "effective": now.isoformat(),
+        "expires": (now + timedelta(days=2)).isoformat(),
+    }
+    advisory = Advisory(
+        public_id=str(uuid.uuid4()),
+        source="manual",
+        issued_by="bench",
+        level=level,
+        category="security",
+        title_ko=content["title"]["ko"],
+        title_en=content["title"]["en"],
+        message_ko=content["message"]["ko"],
+        message_en=content["message"]["en"],
+        area=content["area"],
+        effective=now,
+        expires=now + timedelta(days=2),
+    )
+    advisory.revisions.append(
+        AdvisoryRevision(revision=1, content=content, changed_by="bench", change="issued")
+    )
+    return advisory
+
+
+def enqueue(url: str, *, channel: str, n: int, level: str = "3") -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM alert"))
-        advisory_id = conn.execute(text("SELECT min(id) FROM advisory")).scalar()
+        advisory_id = advisory_of(conn, level)
         ids = [r[0] for r in conn.execute(text(f"SELECT id FROM citizen ORDER BY id LIMIT {n}"))]
-        rows = [(advisory_id, 1, cid, channel) for cid in ids]
+        rows = [(advisory_id, 1, cid, channel, priority.of_level(level)) for cid in ids]
         insert_alerts(conn, rows=rows, now=utcnow())
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE alert"))
     engine.dispose()
+
+
+def advisory_of(conn, level: str) -> int:
+    return conn.execute(
+        text("SELECT min(id) FROM advisory WHERE level = :level"), {"level": level}
+    ).scalar_one()
 
 
 def open_rows(url: str) -> dict[str, int]:
@@ -331,10 +356,189 @@ def run_leg(url: str, backend: str, leg: str, n: int) -> dict:
     return row
 
 
+class Accepted(Notifier):
+    """Wraps a notifier and notes when each alert's send came back accepted."""
+
+    def __init__(self, inner: Notifier) -> None:
+        self.inner, self.name, self.channels = inner, inner.name, inner.channels
+        self.max_per_second = inner.max_per_second
+        self.at: dict[int, float] = {}
+
+    def send(self, message: OutgoingMessage) -> Outcome:
+        outcome = self.inner.send(message)
+        if isinstance(outcome, Sent):
+            self.at[message.alert_id] = time.perf_counter()
+        return outcome
+
+
+def urgent_latency(url: str, notifier: Notifier, *, backlog: int) -> dict:
+    """Seconds from the commit of a level-4 advisory's URGENT_N alerts until the last is
+    accepted, while `backlog` level-1 alerts are pending and being sent (0: an empty queue).
+    The dispatcher runs as the service runs it: batch after batch, woken after a commit."""
+    enqueue(url, channel="sms", n=backlog, level="1")
+    engine = make_engine(url)
+    accepted = Accepted(notifier)
+    dispatcher = Dispatcher(
+        make_session_factory(engine),
+        notifiers={"sms": accepted},
+        renderer=Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3),
+        vault=PersonalDataVault(SECRET),
+        public_base_url="https://anjeon.example",
+        policy=Policy(batch=500, threads=THREADS, lease_s=120),
+    )
+    with engine.connect() as conn:
+        advisory_id = advisory_of(conn, "4")
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM citizen ORDER BY id"))]
+    step = max(1, len(ids) // URGENT_N)
+    rows = [(advisory_id, 1, cid, "sms", priority.of_level("4")) for cid in ids[::step]]
+    stop, woken = threading.Event(), threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            if not dispatcher.step(channels=["sms"]).claimed:
+                woken.wait(0.05)
+                woken.clear()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        # Mid-burst, near the worst moment: just after the second batch of the backlog was
+        # claimed, so the urgent alerts find almost a whole batch ahead of them.
+        while len(accepted.at) < min(510, backlog // 4):
+            time.sleep(0.005)
+        with engine.begin() as conn:
+            insert_alerts(conn, rows=rows[:URGENT_N], now=utcnow())
+        committed = time.perf_counter()
+        woken.set()
+        sent_before = len(accepted.at)
+        with engine.connect() as conn:
+            ahead = conn.execute(
+                text(
+                    "SELECT count(*) FROM alert WHERE advisory_id <> :a "
+                    "AND status IN ('pending', 'claimed')"
+                ),
+                {"a": advisory_id},
+            ).scalar_one()
+            urgent = [
+                r[0]
+                for r in conn.execute(
+                    text("SELECT id FROM alert WHERE advisory_id = :a"), {"a": advisory_id}
+                )
+            ]
+        deadline = committed + 600
+        while not all(i in accepted.at for i in urgent) and time.perf_counter() < deadline:
+            time.sleep(0.002)
+    finally:
+        stop.set()
+        worker.join()
+        dispatcher.close()
+        engine.dispose()
+    assert len(urgent) == URGENT_N and all(i in accepted.at for i in urgent), "urgent unsent"
+    last = max(accepted.at[i] for i in urgent)
+    urgent_set = set(urgent)
+    meanwhile = sum(
+        1 for i, t in accepted.at.items() if committed < t <= last and i not in urgent_set
+    )
+    return {
+        "seconds": round(last - committed, 3),
+        "backlog_ahead": ahead,
+        "backlog_sent_before": sent_before,
+        "backlog_sent_meanwhile": meanwhile,
+    }
+
+
+def run_urgent(url: str, backend: str, leg: str, n: int) -> dict:
+    kind = leg.removeprefix("urgent_")
+    server, port = start_server("twilio") if kind == "twilio" else (None, 0)
+    try:
+        base = urgent_latency(url, make_notifier(kind, port), backlog=0)
+        row = urgent_latency(url, make_notifier(kind, port), backlog=n)
+    finally:
+        if server:
+            server.terminate()
+            server.wait()
+    return {
+        "name": "urgent_behind_backlog",
+        "backend": backend,
+        "notifier": kind,
+        "n": n,
+        "urgent": URGENT_N,
+        **row,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "baseline_s": base["seconds"],  # the same 100 into an empty queue
+        "goal_s": 2.0,
+    }
+
+
+def run_claim(url: str, backend: str, rows_n: int) -> dict:
+    """A claim of 500 on a ledger of rows_n rows, a tenth open (classes mixed, level 1 the
+    most), timed 20 times; each batch is then marked sent, as the dispatcher would."""
+    engine = make_engine(url)
+    settled = rows_n - rows_n // 10
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alert"))
+        rows = []
+        for i in range(rows_n):
+            j = i - settled
+            cls = 4 if j < 0 or j % 25 > 2 else (1, 2, 3)[j % 25]
+            rows.append((1 + i // 100_000, 1, i, "sms", cls))
+        insert_alerts(conn, rows=rows, now=utcnow())
+        conn.execute(text("UPDATE alert SET status = 'sent' WHERE citizen_id < :s"), {"s": settled})
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE alert"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    factory = make_session_factory(engine)
+    claims, bare = [], []
+    bare_update = text(
+        "UPDATE alert SET status = 'claimed', attempts = attempts + 1, due_at = :t, "
+        "claimed_by = 'bench', updated_at = :t WHERE id IN :ids RETURNING id"
+    ).bindparams(bindparam("ids", expanding=True), bindparam("t", type_=UTCDateTime()))
+    for _ in range(20):
+        with factory.begin() as session:
+            started = time.perf_counter()
+            got = outbox.claim(
+                session, channel="sms", now=utcnow(), limit=500, lease_s=120, worker="bench"
+            )
+            claims.append(time.perf_counter() - started)
+        ids = [c.id for c in got]
+        with factory.begin() as session:  # the floor: the same rows, chosen already
+            session.execute(
+                text("UPDATE alert SET status = 'pending' WHERE id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                ),
+                {"ids": ids},
+            )
+        with factory.begin() as session:
+            started = time.perf_counter()
+            session.execute(bare_update, {"ids": ids, "t": utcnow()}).all()
+            bare.append(time.perf_counter() - started)
+            session.execute(
+                text("UPDATE alert SET status = 'sent' WHERE id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                ),
+                {"ids": ids},
+            )
+    engine.dispose()
+    return {
+        "name": "claim",
+        "backend": backend,
+        "n": rows_n,
+        "open": rows_n - settled,
+        "batch": 500,
+        "median_ms": round(statistics.median(claims) * 1000, 2),
+        "max_ms": round(max(claims) * 1000, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "baseline_median_ms": round(statistics.median(bare) * 1000, 2),
+    }
+
+
 # ---------------------------------------------------------------- driver
 
 
-LEGS = ("noop", "twilio", "smtp", "twilio_mps_50")
+LEGS = ("noop", "twilio", "smtp", "twilio_mps_50", "urgent_noop", "urgent_twilio", "claim")
 
 
 def main() -> int:
@@ -355,6 +559,12 @@ def main() -> int:
         urls["postgresql"] = os.environ["ANJEON_BENCH_DATABASE_URL"]
     if args.seed:
         seed(urls[args.backend], args.n)
+        return 0
+    if args.leg == "claim":
+        print(json.dumps(run_claim(urls[args.backend], args.backend, CLAIM_ROWS)))
+        return 0
+    if args.leg and args.leg.startswith("urgent_"):
+        print(json.dumps(run_urgent(urls[args.backend], args.backend, args.leg, args.n)))
         return 0
     if args.leg:
         print(json.dumps(run_leg(urls[args.backend], args.backend, args.leg, args.n)))
@@ -384,6 +594,24 @@ def main() -> int:
 
 
 def print_row(row: dict) -> None:
+    if row["name"] == "urgent_behind_backlog":
+        print(
+            f"{row['backend']:<10} {row['name']} ({row['notifier']}) backlog={row['n']}: "
+            f"last of {row['urgent']} level-4 SMS accepted {row['seconds']:.3f} s after commit "
+            f"({row['backlog_ahead']} level-1 ahead, {row['backlog_sent_meanwhile']} of them "
+            f"sent meanwhile)  baseline (empty queue) {row['baseline_s']:.3f} s  "
+            f"goal <= {row['goal_s']} s",
+            flush=True,
+        )
+        return
+    if row["name"] == "claim":
+        print(
+            f"{row['backend']:<10} claim of {row['batch']} on {row['n']} rows "
+            f"({row['open']} open): median {row['median_ms']} ms, max {row['max_ms']} ms  "
+            f"baseline (bare UPDATE of the same rows) {row['baseline_median_ms']} ms",
+            flush=True,
+        )
+        return
     line = (
         f"{row['backend']:<10} {row['name']:<14} n={row['n']:<7} {row['seconds']:>8.2f} s "
         f"{row['per_s']:>9.1f}/s  peak RSS {row['peak_rss_mb']:.0f} MB"
