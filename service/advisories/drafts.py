@@ -36,12 +36,18 @@ class AdvisoryDraft:
     # The feed republishes the item under the same identifier when it changes (RSS, GeoJSON,
     # MOFA); CAP messages never change once sent.
     revisable: bool = False
+    # reach_area() of (level, area): the country look-up is remembered while neither changes
+    # (a create or a PATCH asks for it several times).
+    _reach: tuple[str, Area, Area] | None = field(default=None, repr=False, compare=False)
 
     def reach_area(self) -> Area:
         """The area matching uses: at levels 3, 4 and special it also reaches the citizens
         known only by the country of which it covers a part (a Tokyo circle tells those
         registered as "JP"); lower levels do not."""
-        return self.area.reaching_country_only(is_urgent(self.level))
+        if self._reach is None or self._reach[0] != self.level or self._reach[1] is not self.area:
+            reach = self.area.reaching_country_only(is_urgent(self.level))
+            self._reach = (self.level, self.area, reach)
+        return self._reach[2]
 
     def content(self) -> dict:
         """The revision snapshot, with the area as matched (country_only included)."""

@@ -366,26 +366,11 @@ def _new_contacts(
         _drop_contact(session, citizen, channel)
         if new is None:
             continue
+        given = {"vault": registry.vault, "citizen": citizen, "channel": channel, "address": new}
         if verified:
-            notices += verification.mark_verified(
-                session,
-                vault=registry.vault,
-                citizen=citizen,
-                channel=channel,
-                address=new,
-                now=now,
-            )
+            notices += verification.mark_verified(session, now=now, **given)
         else:
-            codes.append(
-                verification.issue_code(
-                    session,
-                    vault=registry.vault,
-                    citizen=citizen,
-                    channel=channel,
-                    address=new,
-                    now=now,
-                )
-            )
+            codes.append(verification.issue_code(session, now=now, **given))
     citizen.notify_sms = citizen.wants_sms and citizen.phone_sealed is not None
     citizen.notify_email = citizen.wants_email and citizen.email_sealed is not None
     return Outgoing(codes=codes, notices=notices)

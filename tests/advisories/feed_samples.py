@@ -3,6 +3,7 @@ never edited: a test that needs a variant derives it."""
 
 import gzip
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 FEEDS = Path(__file__).resolve().parents[1] / "data" / "feeds"
@@ -12,6 +13,14 @@ def sample(relative: str) -> bytes:
     path = FEEDS / relative
     data = path.read_bytes()
     return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def current_cap() -> bytes:
+    """The OASIS thunderstorm CAP sample, moved to tomorrow so that it is current."""
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    return sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml").replace(
+        b"2003-06-17", tomorrow.encode()
+    )
 
 
 _MOFA_NAMES = {

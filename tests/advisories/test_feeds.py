@@ -4,7 +4,6 @@ guard against non-public addresses; feeds.toml validation; the scheduler's feed 
 import http.server
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -15,14 +14,7 @@ from service.advisories.feeds.fetch import FetchError, check_destination
 from service.advisories.models import Advisory, FeedState
 from service.config import PROJECT_ROOT
 from service.scheduler import build_scheduler
-from tests.advisories.feed_samples import FEEDS, sample
-
-
-def _current_cap() -> bytes:
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
-    return sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml").replace(
-        b"2003-06-17", tomorrow.encode()
-    )
+from tests.advisories.feed_samples import FEEDS, current_cap
 
 
 class FeedServer(http.server.BaseHTTPRequestHandler):
@@ -35,7 +27,7 @@ class FeedServer(http.server.BaseHTTPRequestHandler):
                 self.send_response(304)
                 self.end_headers()
                 return
-            body = _current_cap()
+            body = current_cap()
             self.send_response(200)
             self.send_header("ETag", '"v1"')
             self.send_header("Last-Modified", "Fri, 27 Nov 2026 10:00:00 GMT")

@@ -3,7 +3,6 @@ a file database): the fetch runs outside any transaction, so other requests writ
 
 import http.server
 import threading
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,7 +12,7 @@ from service.advisories.feeds.config import Feed
 from service.advisories.models import Advisory
 from service.app import create_app
 from service.staff import service as staff_service
-from tests.advisories.feed_samples import sample
+from tests.advisories.feed_samples import current_cap
 from tests.builders import register
 from tests.conftest import make_settings
 from tests.dispatch.seed import scratch_database
@@ -30,10 +29,7 @@ class HeldFeed(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         type(self).asked.set()
         type(self).release.wait(WAIT_S)
-        tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
-        body = sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml").replace(
-            b"2003-06-17", tomorrow.encode()
-        )
+        body = current_cap()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
