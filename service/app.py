@@ -12,6 +12,7 @@ from service.advisories.feeds.router import router as feeds_router
 from service.advisories.router import router as advisories_router
 from service.audit.router import router as audit_router
 from service.body_limit import BodyLimitMiddleware
+from service.checkin.router import router as checkin_router
 from service.citizens.router import router as citizens_router
 from service.citizens.service import Registry
 from service.citizens.staff_router import router as registry_router
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         registry_router,
         staff_router,
         audit_router,
+        checkin_router,
         advisories_router,
         feeds_router,
         alerts_router,

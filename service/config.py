@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
     code_countries: list[str] = Field(default=[])
     duty_email: list[str] = Field(default=[])
+    duty_webhook_url: str = ""
+    # "Are you safe?": asked again after this many minutes without an answer, this many times.
+    checkin_escalate_after_m: int = Field(60, ge=1, le=10080)
+    checkin_rounds: int = Field(2, ge=0, le=10)
 
     @field_validator(
         "rate_limit_client",

@@ -63,6 +63,15 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
         "(Twilio: a missing or wrong `X-Twilio-Signature`).",
         404: "The report names no alert.",
     },
+    ("post", "/v1/webhooks/twilio/inbound"): {
+        403: "The SMS notifier is not twilio, or the message is not genuine (a missing or wrong "
+        "`X-Twilio-Signature`)."
+    },
+    ("get", "/v1/advisories/{advisory_id}/rollcall"): {404: "No advisory with this id."},
+    ("post", "/v1/advisories/{advisory_id}/rollcall"): {
+        404: "No advisory with this id.",
+        409: "The advisory is cancelled.",
+    },
     ("get", "/readyz"): {503: "The database is unreachable or its schema is not at head."},
 }
 

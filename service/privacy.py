@@ -24,6 +24,8 @@ class PersonalDataVault:
     def __init__(self, secret: bytes) -> None:
         self._aead = AESGCM(_derive(secret, b"anjeon/pii-encryption/v1"))
         self._lookup_key = _derive(secret, b"anjeon/pii-lookup/v1")
+        # The signing key of check-in links (service/dispatch/checkin_tokens.py).
+        self.link_key = _derive(secret, b"anjeon/checkin-link-key/v1")
 
     def seal(self, field: str, value: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

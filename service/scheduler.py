@@ -18,6 +18,8 @@ from service import lease
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
+from service.checkin import duty
+from service.checkin.escalation import escalate
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
 from service.config import Settings
@@ -50,9 +52,19 @@ def _purge_unverified(session: Session, settings: Settings) -> int:
     return purge_unverified(session, now=utcnow(), ttl_h=settings.unverified_ttl_h)
 
 
+def _escalate_checkins(session: Session, settings: Settings) -> int:
+    return escalate(
+        session,
+        after=timedelta(minutes=settings.checkin_escalate_after_m),
+        rounds=settings.checkin_rounds,
+        now=utcnow(),
+    )
+
+
 def jobs(settings: Settings) -> list[Job]:
     return [
         Job("expire-advisories", 60, _expire_advisories),
+        Job("checkin-escalate", 60, _escalate_checkins),
         Job("purge-ended-stays", 6 * 3600, _purge_stays),
         Job("purge-unverified", 3600, _purge_unverified),
     ]
@@ -126,6 +138,34 @@ def run_sweep(sweeper: Sweeper, factory: sessionmaker[Session], settings: Settin
     )
 
 
+def run_duty_notices(
+    dispatcher: Dispatcher, factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """Help answers whose duty notice did not go when recorded (a crash, a relay down)."""
+    now = utcnow()
+    try:
+        with factory.begin() as session:
+            if not lease.acquire(session, name="duty-notices", now=now, ttl=timedelta(minutes=3)):
+                JOB_RUNS.labels("duty-notices", "not-leader").inc()
+                return
+            waiting = duty.waiting(session, answered_before=now - timedelta(minutes=1))
+        told = duty.tell_duty(
+            factory,
+            vault=dispatcher.vault,
+            notifiers=dispatcher.notifiers,
+            settings=settings,
+            checkin_ids=waiting,
+            now=now,
+        )
+    except Exception:
+        JOB_RUNS.labels("duty-notices", "error").inc()
+        log.exception("duty notices failed")
+        return
+    JOB_RUNS.labels("duty-notices", "ok").inc()
+    if waiting:
+        log.warning("duty notices sent late", extra={"waiting": len(waiting), "told": told})
+
+
 def run_dispatch(dispatcher: Dispatcher) -> None:
     """Drain the alert ledger; runs in every process (claims are exclusive)."""
     try:
@@ -170,6 +210,18 @@ def build_scheduler(
             coalesce=True,
             misfire_grace_time=60,
             next_run_time=utcnow(),
+        )
+        scheduler.add_job(
+            run_duty_notices,
+            "interval",
+            seconds=60,
+            args=(dispatcher, factory, settings),
+            id="duty-notices",
+            name="duty-notices",
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=60,
         )
     scheduler.add_job(
         run_sweep,

@@ -3,6 +3,7 @@
 from service import lease
 from service.advisories import models as advisories_models
 from service.audit import models as audit_models
+from service.checkin import models as checkin_models
 from service.citizens import models as citizens_models
 from service.db import Base
 from service.ledger import models as ledger_models
@@ -12,6 +13,7 @@ __all__ = [
     "Base",
     "advisories_models",
     "audit_models",
+    "checkin_models",
     "citizens_models",
     "lease",
     "ledger_models",

@@ -19,3 +19,15 @@ URGENT: Final = frozenset({"3", "4", "special"})
 
 def is_urgent(level: str) -> bool:
     return level in URGENT
+
+
+def asks_checkin(level: str, *, severity: str = "") -> bool:
+    """Whether its alerts ask "are you safe?": levels 3, 4 and special, and a CAP alert of
+    severity Extreme whatever level a feed's table gave it."""
+    return is_urgent(level) or severity == "Extreme"
+
+
+def goes_at_once(level: str, *, severity: str = "", urgency: str = "") -> bool:
+    """Whether its alerts ignore the citizen's quiet hours: what asks for a check-in, and a CAP
+    alert of urgency Immediate (act now). Levels 1-2 wait for the morning."""
+    return asks_checkin(level, severity=severity) or urgency == "Immediate"

@@ -45,6 +45,15 @@ class Citizen(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Level 1-2 alerts wait out this window of the local time where the citizen is ("HH:MM";
+    # both NULL: none). The default is 22:00-07:00.
+    quiet_from: Mapped[str | None] = mapped_column(
+        String(5), default="22:00", server_default="22:00"
+    )
+    quiet_to: Mapped[str | None] = mapped_column(String(5), default="07:00", server_default="07:00")
+    # The citizen answered STOP (or the like) by SMS: carriers block our texts to the number
+    # until START, so nothing is sent there; their e-mail still gets everything.
+    sms_opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     places: Mapped[list["CitizenPlace"]] = relationship(
         back_populates="citizen",

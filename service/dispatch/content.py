@@ -7,7 +7,7 @@ from functools import cache
 
 import pycountry
 
-from service.advisories.levels import LEVEL_NAMES
+from service.advisories.levels import LEVEL_NAMES, asks_checkin, goes_at_once
 
 LANGUAGES = ("ko", "en")
 _LEVEL_FORMAT = {"ko": "여행경보 {}단계({})", "en": "Level {} ({})"}
@@ -24,6 +24,21 @@ class AlertContent:
     area: dict
     source: str  # the feed an advisory came from; "" for staff-issued ones
     expires: datetime | None
+    # CAP's <severity> and <urgency> of a feed alert ("" otherwise): Extreme asks for a
+    # check-in and Immediate ignores quiet hours, whatever level the feed's table gave it.
+    severity: str = ""
+    urgency: str = ""
+
+    @property
+    def asks_checkin(self) -> bool:
+        """Whether this alert asks "are you safe?" (never an all-clear)."""
+        return self.kind != "cancel" and asks_checkin(self.level, severity=self.severity)
+
+    @property
+    def goes_at_once(self) -> bool:
+        """Whether this alert ignores the citizen's quiet hours (an all-clear of an urgent
+        advisory too: people act on it)."""
+        return goes_at_once(self.level, severity=self.severity, urgency=self.urgency)
 
     def language_for(self, wanted: str) -> str:
         """The citizen's language when the advisory has it, else the other one it has."""

@@ -8,6 +8,10 @@ from service.dispatch import sms_text
 from service.dispatch.content import AlertContent, area_text, country_name
 
 _LINK_MARK = "\x00link\x00"
+_CHECKIN_MARK = "\x00checkin\x00"
+# How to answer "are you safe?" by SMS, at the end of the text and never cut. Digits, because a
+# bare HELP is answered by the carrier itself in the US and Canada.
+ASK = {"ko": "답장 1 안전 / 2 도움", "en": "Reply 1 = safe / 2 = need help"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,9 @@ class Renderer:
             keep_trailing_newline=False,
         )
 
-    def _values(self, content: AlertContent, lang: str, link: str, part_of: str = "") -> dict:
+    def _values(
+        self, content: AlertContent, lang: str, link: str, part_of: str = "", checkin: str = ""
+    ) -> dict:
         return {
             # Set for a citizen known only by a country the area covers part of.
             "part_of": country_name(part_of, lang) if part_of else "",
@@ -47,6 +53,7 @@ class Renderer:
             "source": content.source,
             "expires": content.expires.strftime("%Y-%m-%d %H:%M UTC") if content.expires else "",
             "link": link,
+            "checkin_link": checkin,
         }
 
     # A burst sends one revision to many people: the words are rendered once per revision,
@@ -54,42 +61,77 @@ class Renderer:
     # one length fit the same way).
 
     def sms(
-        self, content: AlertContent, *, language: str, link: str, part_of: str = ""
+        self,
+        content: AlertContent,
+        *,
+        language: str,
+        link: str,
+        part_of: str = "",
+        ask: bool = False,
+        template: str = "sms",
     ) -> Rendered:
+        """The SMS: its words cut to the segment budget, then (when it asks for a check-in)
+        how to answer, then the link; neither of those is ever cut."""
         lang = content.language_for(language)
-        key = ("sms", content.advisory_public_id, content.revision, lang, len(link), part_of)
+        key = (template, content.advisory_public_id, content.revision, lang, len(link), part_of)
+        key += (ask,)
         cached = self._cache.get(key)
         if cached is None:
             values = self._values(content, lang, _LINK_MARK, part_of)
-            text = " ".join(self._env.get_template(f"sms.{lang}.j2").render(values).split())
+            text = " ".join(self._env.get_template(f"{template}.{lang}.j2").render(values).split())
             sample = "x" * len(link)
-            body = sms_text.fit(text, sample, max_segments=self.max_segments)
+            tail = f"{ASK[lang]} {sample}" if ask else sample
+            body = sms_text.fit(text, tail, max_segments=self.max_segments)
             cached = self._remember(
                 key, Rendered(text=body[: -len(sample)], segments=sms_text.segments(body))
             )
         return Rendered(text=cached.text + link, segments=cached.segments)
 
+    def checkin_sms(self, content: AlertContent, *, language: str, link: str) -> Rendered:
+        """A check-in request on its own (a roll call, or asking again): short, with how to
+        answer and the check-in link."""
+        return self.sms(content, language=language, link=link, ask=True, template="checkin_sms")
+
     def email(
-        self, content: AlertContent, *, language: str, link: str, part_of: str = ""
+        self,
+        content: AlertContent,
+        *,
+        language: str,
+        link: str,
+        part_of: str = "",
+        checkin: str = "",
+        template: str = "email",
     ) -> Rendered:
+        """The e-mail; with `checkin` (a check-in link) it asks "are you safe?" too."""
         lang = content.language_for(language)
-        key = ("email", content.advisory_public_id, content.revision, lang, 0, part_of)
+        key = (template, content.advisory_public_id, content.revision, lang, bool(checkin))
+        key += (part_of,)
         cached = self._cache.get(key)
         if cached is None:
-            values = self._values(content, lang, _LINK_MARK, part_of)
-            subject = self._env.get_template(f"subject.{lang}.j2").render(values)
+            mark = _CHECKIN_MARK if checkin else ""
+            values = self._values(content, lang, _LINK_MARK, part_of, mark)
+            subject_template = "checkin_subject" if template == "checkin_email" else "subject"
+            subject = self._env.get_template(f"{subject_template}.{lang}.j2").render(values)
             cached = self._remember(
                 key,
                 Rendered(
                     subject=" ".join(subject.split()),
-                    text=self._env.get_template(f"email.{lang}.txt.j2").render(values),
-                    html=self._env.get_template(f"email.{lang}.html.j2").render(values),
+                    text=self._env.get_template(f"{template}.{lang}.txt.j2").render(values),
+                    html=self._env.get_template(f"{template}.{lang}.html.j2").render(values),
                 ),
             )
         return Rendered(
             subject=cached.subject,
-            text=cached.text.replace(_LINK_MARK, link),
-            html=cached.html.replace(_LINK_MARK, link),
+            text=cached.text.replace(_LINK_MARK, link).replace(_CHECKIN_MARK, checkin),
+            html=cached.html.replace(_LINK_MARK, link).replace(_CHECKIN_MARK, checkin),
+        )
+
+    def checkin_email(
+        self, content: AlertContent, *, language: str, link: str, checkin: str
+    ) -> Rendered:
+        """A check-in request on its own, by e-mail."""
+        return self.email(
+            content, language=language, link=link, checkin=checkin, template="checkin_email"
         )
 
     def _remember(self, key: tuple, rendered: Rendered) -> Rendered:
@@ -102,3 +144,12 @@ class Renderer:
         lang = content.language_for(language)
         values = {**self._values(content, lang, ""), "lang": lang, "seen": seen}
         return self._env.get_template("details.html.j2").render(values)
+
+    def checkin_page(
+        self, content: AlertContent, *, language: str, answer: str | None, recorded: bool
+    ) -> str:
+        """The check-in link's page: the advisory and two buttons (safe, need help)."""
+        lang = content.language_for(language)
+        values = {**self._values(content, lang, ""), "lang": lang}
+        values |= {"answer": answer, "recorded": recorded}
+        return self._env.get_template("checkin_page.html.j2").render(values)

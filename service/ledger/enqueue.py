@@ -11,11 +11,11 @@ from sqlalchemy import Connection
 from service.ledger import priority as urgency
 from service.ledger import states
 
-# The columns every writer of new rows names (the others have server defaults), and what every
-# path that may meet an existing (advisory, revision, citizen, channel) appends: one spelling,
+# The columns every writer of new rows names (the others have server defaults: checkin_round 0),
+# and what every path that may meet an existing row of the ledger's key appends: one spelling,
 # understood by SQLite and PostgreSQL alike.
 COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at"
-ON_CONFLICT = " ON CONFLICT (advisory_id, revision, citizen_id, channel) DO NOTHING"
+ON_CONFLICT = " ON CONFLICT (advisory_id, revision, citizen_id, channel, checkin_round) DO NOTHING"
 _INSERT_SQLITE = (
     f"INSERT INTO alert ({COLUMNS}) VALUES (?, ?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"  # noqa: S608
 )

@@ -51,9 +51,12 @@ class Alert(Base):
     # When the citizen first opened the alert's details link: who has seen it.
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # 0: the advisory itself. n >= 1: the n-th "are you safe?" request sent on its own (a roll
+    # call staff started, or an escalation after no answer), so each round is its own row.
+    checkin_round: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
 
     __table_args__ = (
-        UniqueConstraint("advisory_id", "revision", "citizen_id", "channel"),
+        UniqueConstraint("advisory_id", "revision", "citizen_id", "channel", "checkin_round"),
         # Erasure cancels a citizen's pending alerts. (Each extra index slows the bulk write.)
         Index("ix_alert_citizen_id_status", "citizen_id", "status"),
         # The dispatcher's claim, most urgent class first, then oldest: only open rows are

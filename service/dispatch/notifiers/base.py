@@ -64,6 +64,15 @@ class DeliveryReport:
 REPORT_STATUSES = ("sent", "delivered", "undelivered")
 
 
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message a citizen sent us (an SMS reply), as the provider reported it."""
+
+    sender: str  # E.164
+    body: str
+    provider_ref: str
+
+
 class ReportRejected(Exception):
     """A webhook request that is not a genuine report from this provider (answered 403)."""
 
@@ -113,6 +122,13 @@ class Notifier(ABC):
         public URL it was sent to); None when it says nothing we record. Raise ReportRejected
         for anything not provably from the provider. By default a notifier takes no reports."""
         raise ReportRejected(f"the {self.name} notifier takes no delivery reports")
+
+    def read_inbound(
+        self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> InboundMessage:
+        """Check and read a citizen's message POSTed to /v1/webhooks/{name}/inbound; raise
+        ReportRejected for anything not provably from the provider. By default none is taken."""
+        raise ReportRejected(f"the {self.name} notifier takes no inbound messages")
 
     def describe(self) -> str:
         """One line for logs; never a secret."""

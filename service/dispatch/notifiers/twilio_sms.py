@@ -16,6 +16,7 @@ from service.config import Settings
 from service.dispatch.notifiers.base import (
     DeliveryReport,
     Failed,
+    InboundMessage,
     Lookup,
     Notifier,
     NotifierConfigError,
@@ -179,6 +180,19 @@ class TwilioNotifier(Notifier):
         code = form.get("ErrorCode") or None
         detail = f"Twilio reports {form['MessageStatus']}" + (f" (error {code})" if code else "")
         return DeliveryReport(provider_ref=sid, status=status, error_code=code, detail=detail)
+
+    def read_inbound(
+        self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> InboundMessage:
+        """Twilio's incoming-message webhook, signed like the status callback."""
+        signature = headers.get("x-twilio-signature", "")
+        if not RequestValidator(self._auth_token).validate(url, dict(form), signature):
+            raise ReportRejected("missing or invalid X-Twilio-Signature")
+        return InboundMessage(
+            sender=form.get("From", ""),
+            body=form.get("Body", ""),
+            provider_ref=form.get("MessageSid", ""),
+        )
 
     def _validity(self, valid_until: datetime | None) -> int:
         if valid_until is None:

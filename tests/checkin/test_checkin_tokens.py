@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.checkin.tokens import CheckinTokens
+from service.dispatch.checkin_tokens import CheckinTokens
 
 SECRET = b"k" * 32
 TOKENS = CheckinTokens(SECRET)

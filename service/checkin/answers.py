@@ -1,0 +1,190 @@
+"""Recording a citizen's answer to "are you safe?": from an SMS reply (found by the number's
+blind index and their most recent open check-in) or from the check-in link's page. Every answer
+is kept; the latest is the one in force."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from service.advisories.levels import asks_checkin
+from service.advisories.models import Advisory, AdvisoryRevision
+from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.replies import Answer, Reply, ReplyKind, classify
+from service.citizens.models import Citizen
+from service.citizens.verification import contact_hash
+from service.dispatch.reference import CHECKIN_LINK_DAYS
+from service.ledger import states
+from service.ledger.models import Alert
+from service.privacy import PersonalDataVault
+
+# A reply counts for a check-in asked at most this long ago, as long as its link answers.
+OPEN_FOR = timedelta(days=CHECKIN_LINK_DAYS)
+NOTE_MAX = 500
+
+
+@dataclass(frozen=True)
+class Recorded:
+    checkin_id: int
+    answer: Answer
+    # A "help" that was not "help" before: the duty staff must be told now.
+    tell_duty: bool
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What an SMS reply did: the reading, the citizen's language (None: no citizen or no open
+    check-in matched, and nothing was stored) and what was recorded."""
+
+    reply: Reply
+    language: str | None
+    recorded: Recorded | None = None
+
+    @property
+    def kind(self) -> ReplyKind:
+        return self.reply.kind
+
+
+def asking_revisions(session: Session, advisory_id: int) -> list[int]:
+    """The advisory's revisions whose own alerts asked for a check-in (levels 3, 4, special, CAP
+    Extreme; never an all-clear)."""
+    rows = session.execute(
+        select(AdvisoryRevision.revision, AdvisoryRevision.content, AdvisoryRevision.change).where(
+            AdvisoryRevision.advisory_id == advisory_id
+        )
+    ).all()
+    return [
+        revision
+        for revision, content, change in rows
+        if change != "cancelled"
+        and asks_checkin(str(content.get("level")), severity=content.get("severity") or "")
+    ]
+
+
+def asks(session: Session, advisory_id: int):  # noqa: ANN201 - a SQL expression
+    """The ledger rows of this advisory that asked "are you safe?"."""
+    return or_(Alert.checkin_round > 0, Alert.revision.in_(asking_revisions(session, advisory_id)))
+
+
+def hear_sms(
+    session: Session, *, vault: PersonalDataVault, sender: str, body: str, now: datetime
+) -> Heard:
+    """An SMS from `sender` (E.164, as the provider gives it). STOP and START change whether we
+    text the number at all; an answer is recorded against the sender's most recent open
+    check-in. An unknown number, or one with no open check-in, stores nothing."""
+    reply = classify(body)
+    citizen = session.scalar(
+        select(Citizen).where(
+            Citizen.phone_hash == contact_hash(vault, "sms", sender), Citizen.status == "active"
+        )
+    )
+    if citizen is None:
+        return Heard(reply, None)
+    if reply.kind in ("stop", "start"):
+        citizen.sms_opted_out_at = now if reply.kind == "stop" else None
+        return Heard(reply, citizen.language)
+    advisory_id = open_checkin(session, citizen_id=citizen.id, now=now)
+    if advisory_id is None:
+        return Heard(reply, None)
+    if reply.kind not in ("safe", "help"):
+        return Heard(reply, citizen.language)
+    recorded = record_answer(
+        session,
+        vault=vault,
+        advisory_id=advisory_id,
+        citizen_id=citizen.id,
+        answer=reply.kind,  # type: ignore[arg-type]
+        channel="sms",
+        note=body,
+        now=now,
+    )
+    return Heard(reply, citizen.language, recorded)
+
+
+def open_checkin(session: Session, *, citizen_id: int, now: datetime) -> int | None:
+    """The advisory of the citizen's most recent check-in that may have reached them, asked
+    within OPEN_FOR, of an advisory not cancelled."""
+    candidates = session.execute(
+        select(Alert.advisory_id, Alert.revision, Alert.checkin_round)
+        .join(Advisory, Advisory.id == Alert.advisory_id)
+        .where(
+            Alert.citizen_id == citizen_id,
+            Alert.status.in_(states.MAY_HAVE_REACHED),
+            Alert.created_at >= now - OPEN_FOR,
+            Advisory.status != "cancelled",
+        )
+        .order_by(Alert.id.desc())
+        .limit(50)
+    ).all()
+    asking: dict[int, list[int]] = {}
+    for advisory_id, revision, checkin_round in candidates:
+        if checkin_round > 0:
+            return advisory_id
+        if advisory_id not in asking:
+            asking[advisory_id] = asking_revisions(session, advisory_id)
+        if revision in asking[advisory_id]:
+            return advisory_id
+    return None
+
+
+def record_answer(
+    session: Session,
+    *,
+    vault: PersonalDataVault,
+    advisory_id: int,
+    citizen_id: int,
+    answer: Answer,
+    channel: str,
+    note: str | None,
+    now: datetime,
+) -> Recorded:
+    """Keep the answer and make it the one in force (the latest wins)."""
+    note = (note or "").strip()[:NOTE_MAX] or None
+    given = CheckinAnswer(
+        advisory_id=advisory_id,
+        citizen_id=citizen_id,
+        answer=answer,
+        channel=channel,
+        note_sealed=vault.seal("checkin-note", note) if note else None,
+        answered_at=now,
+    )
+    session.add(given)
+    session.flush()
+    current = session.scalar(
+        select(Checkin)
+        .where(Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id)
+        .with_for_update()
+    )
+    tell_duty = answer == "help" and (current is None or current.answer != "help")
+    if current is None:
+        current = Checkin(advisory_id=advisory_id, citizen_id=citizen_id)
+        session.add(current)
+    current.answer = answer
+    current.channel = channel
+    current.answer_id = given.id
+    current.answered_at = now
+    if tell_duty:
+        current.duty_notified_at = None
+    session.flush()
+    return Recorded(checkin_id=current.id, answer=answer, tell_duty=tell_duty)
+
+
+def history(session: Session, *, advisory_id: int, citizen_id: int) -> list[CheckinAnswer]:
+    """Every answer, oldest first."""
+    return list(
+        session.scalars(
+            select(CheckinAnswer)
+            .where(CheckinAnswer.advisory_id == advisory_id, CheckinAnswer.citizen_id == citizen_id)
+            .order_by(CheckinAnswer.id)
+        )
+    )
+
+
+def mark_duty_told(session: Session, *, checkin_id: int, now: datetime) -> None:
+    session.execute(
+        update(Checkin)
+        .where(Checkin.id == checkin_id)
+        .values(duty_notified_at=now)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,225 @@
+"""Telling the duty staff of a citizen who answered "I need help": at once, with whatever lets
+them reach the person (name, contacts, where they are, what they wrote). The notice is sent
+after the answer's transaction commits; the answer row remembers whether it went, and the
+minute job sends any that did not (a crash or a mail relay down loses none)."""
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.advisories.models import Advisory
+from service.audit import service as audit
+from service.checkin.answers import mark_duty_told
+from service.checkin.models import Checkin, CheckinAnswer
+from service.citizens.models import Citizen, CitizenPlace
+from service.config import Settings
+from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
+from service.dispatch.notifiers.webhook import SIGNATURE_HEADER, signature
+from service.privacy import PersonalDataVault
+
+log = logging.getLogger("anjeon.checkin.duty")
+ACTOR = "system:duty-notice"
+
+
+@dataclass(frozen=True)
+class DutyNotice:
+    checkin_id: int
+    citizen_id: str
+    advisory_id: str
+    advisory_title: str
+    level: str
+    name: str
+    phone: str | None
+    email: str | None
+    language: str
+    place: str
+    channel: str
+    note: str
+    answered_at: datetime
+
+    def text(self) -> str:
+        return "\n".join(
+            [
+                "A citizen answered the safety check-in: NEED HELP.",
+                "",
+                f"Name: {self.name or '(not given)'}",
+                f"Phone: {self.phone or '-'}",
+                f"E-mail: {self.email or '-'}",
+                f"Language: {self.language}",
+                f"Where: {self.place}",
+                f"Their words: {self.note or '-'}",
+                f"Answered: {self.answered_at.isoformat()} by {self.channel}",
+                "",
+                f"Advisory: {self.advisory_title} (level {self.level}, {self.advisory_id})",
+                f"Citizen record: {self.citizen_id}",
+                "This notice is recorded in the audit log.",
+            ]
+        )
+
+    def payload(self) -> dict[str, object]:
+        return {
+            "event": "checkin.help",
+            "checkin_id": self.checkin_id,
+            "citizen_id": self.citizen_id,
+            "advisory_id": self.advisory_id,
+            "advisory_title": self.advisory_title,
+            "level": self.level,
+            "name": self.name,
+            "phone": self.phone,
+            "email": self.email,
+            "language": self.language,
+            "place": self.place,
+            "channel": self.channel,
+            "note": self.note,
+            "answered_at": self.answered_at.isoformat(),
+        }
+
+
+def waiting(session: Session, *, answered_before: datetime, limit: int = 100) -> list[int]:
+    """Help answers given before `answered_before` whose notice has not gone yet (the request
+    that recorded a newer one is sending it itself)."""
+    return list(
+        session.scalars(
+            select(Checkin.id)
+            .where(
+                Checkin.answer == "help",
+                Checkin.duty_notified_at.is_(None),
+                Checkin.answered_at < answered_before,
+            )
+            .order_by(Checkin.id)
+            .limit(limit)
+        )
+    )
+
+
+def read_notice(
+    session: Session, *, vault: PersonalDataVault, checkin_id: int, now: datetime
+) -> DutyNotice | None:
+    """The notice for a help answer still untold (None otherwise), recorded in the audit log
+    as a read of the citizen's personal data, in the caller's transaction."""
+    found = session.execute(
+        select(Checkin, Citizen, Advisory, CheckinAnswer)
+        .join(Citizen, Citizen.id == Checkin.citizen_id)
+        .join(Advisory, Advisory.id == Checkin.advisory_id)
+        .join(CheckinAnswer, CheckinAnswer.id == Checkin.answer_id)
+        .where(
+            Checkin.id == checkin_id,
+            Checkin.answer == "help",
+            Checkin.duty_notified_at.is_(None),
+        )
+    ).first()
+    if found is None:
+        return None
+    checkin, citizen, advisory, given = found
+    place = _place(session, citizen.id)
+    audit.record(
+        session,
+        actor=ACTOR,
+        role="system",
+        client="-",
+        action="duty notice: citizen needs help",
+        subject=citizen.public_id,
+        reason=f"check-in answer 'help' to advisory {advisory.public_id}",
+        now=now,
+    )
+    return DutyNotice(
+        checkin_id=checkin.id,
+        citizen_id=citizen.public_id,
+        advisory_id=advisory.public_id,
+        advisory_title=advisory.title_en or advisory.title_ko or "",
+        level=advisory.level,
+        name=vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
+        phone=vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
+        email=vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
+        language=citizen.language,
+        place=place,
+        channel=checkin.channel,
+        note=vault.open("checkin-note", given.note_sealed) if given.note_sealed else "",
+        answered_at=checkin.answered_at,
+    )
+
+
+def _place(session: Session, citizen_id: int) -> str:
+    places = session.scalars(
+        select(CitizenPlace)
+        .where(CitizenPlace.citizen_id == citizen_id)
+        .order_by(CitizenPlace.kind, CitizenPlace.id)
+    ).all()
+    parts = []
+    for p in places:
+        where = f"{p.lat:.4f}, {p.lon:.4f} ({p.country or '?'})" if p.lat is not None else p.country
+        dates = f" {p.starts_on}..{p.ends_on}" if p.kind == "stay" else ""
+        parts.append(f"{p.kind}: {where}{dates}")
+    return "; ".join(parts) or "unknown"
+
+
+def send_notice(
+    notice: DutyNotice, *, notifiers: Mapping[str, Notifier], settings: Settings
+) -> bool:
+    """E-mail every duty address and POST the duty webhook; True when at least one took it
+    (then the notice counts as told). Outside any transaction: sending may be slow."""
+    told = False
+    subject = f"[{settings.alert_sender_en}] NEED HELP: {notice.name or notice.citizen_id}"
+    for address in settings.duty_email:
+        outcome = notifiers["email"].send(
+            OutgoingMessage(
+                alert_id=0,
+                channel="email",
+                to=address,
+                text=notice.text(),
+                subject=subject,
+                reference=f"duty-{uuid.uuid4().hex}",
+            )
+        )
+        told |= isinstance(outcome, Sent)
+        if not isinstance(outcome, Sent):
+            log.error("duty e-mail not sent", extra={"outcome": repr(outcome)})
+    if settings.duty_webhook_url:
+        body = json.dumps(notice.payload(), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        secret = revealed(settings.webhook_secret)
+        if secret:
+            headers[SIGNATURE_HEADER] = signature(secret.encode(), body)
+        try:
+            response = httpx.post(
+                settings.duty_webhook_url, content=body, headers=headers, timeout=10
+            )
+            told |= response.is_success
+            if not response.is_success:
+                log.error("duty webhook refused", extra={"status": response.status_code})
+        except httpx.HTTPError as exc:
+            log.error("duty webhook unreachable", extra={"error": repr(exc)})
+    if not settings.duty_email and not settings.duty_webhook_url:
+        log.error("a citizen needs help and no duty contact is configured (ANJEON_DUTY_EMAIL)")
+    return told
+
+
+def tell_duty(
+    factory: sessionmaker[Session],
+    *,
+    vault: PersonalDataVault,
+    notifiers: Mapping[str, Notifier],
+    settings: Settings,
+    checkin_ids: list[int],
+    now: datetime,
+) -> int:
+    """Send the notice of each help answer not yet told; returns how many went. Each is read
+    (and audited) in its own short transaction, sent, then marked told."""
+    told = 0
+    for checkin_id in checkin_ids:
+        with factory.begin() as session:
+            notice = read_notice(session, vault=vault, checkin_id=checkin_id, now=now)
+        if notice is None:
+            continue
+        if send_notice(notice, notifiers=notifiers, settings=settings):
+            with factory.begin() as session:
+                mark_duty_told(session, checkin_id=checkin_id, now=now)
+            told += 1
+    return told

@@ -1,0 +1,56 @@
+"""Check-in answers: every answer a citizen gave about an advisory (history), and the one in
+force (the latest) that roll calls and escalation read."""
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, BigIntPK, UTCDateTime, utcnow
+
+ANSWERS = ("safe", "help")
+# How an answer came: an SMS reply, or the check-in link's page.
+CHANNELS = ("sms", "web")
+
+
+class CheckinAnswer(Base):
+    """One answer, as given: kept when a later one replaces it."""
+
+    __tablename__ = "checkin_answer"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(BigIntPK)
+    citizen_id: Mapped[int] = mapped_column(BigIntPK)
+    answer: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(String(8))
+    # The citizen's own words (the SMS, or the page's note): sealed like any personal field.
+    note_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("answer IN ('safe', 'help')", name="answer"),
+        CheckConstraint("channel IN ('sms', 'web')", name="channel"),
+        Index("ix_checkin_answer_advisory_citizen", "advisory_id", "citizen_id"),
+    )
+
+
+class Checkin(Base):
+    """The answer in force for one citizen and advisory: the latest one wins."""
+
+    __tablename__ = "checkin"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(BigIntPK)
+    citizen_id: Mapped[int] = mapped_column(BigIntPK)
+    answer: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(String(8))
+    answer_id: Mapped[int] = mapped_column(BigIntPK)  # its CheckinAnswer
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A "help" answer: when the duty staff were told (NULL: not yet; the minute job retries).
+    duty_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("advisory_id", "citizen_id"),
+        CheckConstraint("answer IN ('safe', 'help')", name="answer"),
+        Index("ix_checkin_citizen_id", "citizen_id"),
+    )

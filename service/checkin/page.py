@@ -1,0 +1,86 @@
+"""The check-in link's page (`/c/{token}`): reading it records nothing (link scanners and
+message previews open links too); the citizen's own button press (POST) records the answer."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.advisories.models import Advisory
+from service.checkin.answers import NOTE_MAX, Recorded, record_answer
+from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.replies import Answer
+from service.citizens.models import Citizen
+from service.dispatch.recipients import ContentCache
+from service.dispatch.reference import Links
+from service.dispatch.render import Renderer
+from service.errors import InvalidInput, NotFound, TooManyRequests
+
+# Answers one link may record: enough to change one's mind many times, not to fill a table.
+MAX_ANSWERS = 20
+
+
+@dataclass(frozen=True)
+class CheckinPage:
+    html: str
+    recorded: Recorded | None = None
+
+
+def checkin_page(
+    session: Session,
+    *,
+    links: Links,
+    renderer: Renderer,
+    token: str,
+    now: datetime,
+    answer: str | None = None,
+    note: str | None = None,
+) -> CheckinPage:
+    """The page for a genuine token; with `answer` ("safe" or "help"), that answer recorded
+    first. A forged, altered or expired token, or one naming an erased citizen, is a 404."""
+    target = links.read_checkin(token, now)
+    citizen = session.get(Citizen, target.citizen_id) if target else None
+    advisory = session.get(Advisory, target.advisory_id) if target else None
+    if target is None or citizen is None or citizen.status != "active" or advisory is None:
+        raise NotFound("no such check-in")
+    recorded = None
+    if answer is not None:
+        if answer not in ("safe", "help"):
+            raise InvalidInput("answer", "must be safe or help")
+        if note is not None and len(note) > NOTE_MAX:
+            raise InvalidInput("note", f"at most {NOTE_MAX} characters")
+        given = session.scalar(
+            select(func.count())
+            .select_from(CheckinAnswer)
+            .where(
+                CheckinAnswer.advisory_id == advisory.id,
+                CheckinAnswer.citizen_id == citizen.id,
+            )
+        )
+        if (given or 0) >= MAX_ANSWERS:
+            raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
+        chosen: Answer = "safe" if answer == "safe" else "help"
+        recorded = record_answer(
+            session,
+            vault=links.vault,
+            advisory_id=advisory.id,
+            citizen_id=citizen.id,
+            answer=chosen,
+            channel="web",
+            note=note,
+            now=now,
+        )
+    key = (advisory.id, advisory.revision)
+    content = ContentCache().load(session, {key}).get(key)
+    if content is None:
+        raise NotFound("no such check-in")
+    current = session.scalar(
+        select(Checkin.answer).where(
+            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen.id
+        )
+    )
+    html = renderer.checkin_page(
+        content, language=citizen.language, answer=current, recorded=recorded is not None
+    )
+    return CheckinPage(html=html, recorded=recorded)

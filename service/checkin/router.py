@@ -1,0 +1,207 @@
+"""Safety check-in: SMS replies (Twilio's inbound webhook), the check-in link's page, and the
+roll call staff read and start."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from service.advisories.service import get_advisory
+from service.auth import Consul, SessionDep
+from service.checkin import answers, duty, rollcall
+from service.checkin.page import checkin_page
+from service.checkin.replies import answer_text, unmatched_text
+from service.citizens.deps import RegistryDep
+from service.db import MAX_BIGINT, utcnow
+from service.dispatch.notifiers.base import ReportRejected
+from service.dispatch.reference import Links
+from service.errors import Forbidden, InvalidInput
+
+router = APIRouter(tags=["check-in"])
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return dict(parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True))
+
+
+def _tell_duty(request: Request, tasks: BackgroundTasks, recorded: answers.Recorded | None) -> None:
+    """A new "need help": the duty staff are told after the commit, outside any transaction
+    (the minute job sends it if this does not)."""
+    if recorded is None or not recorded.tell_duty:
+        return
+    state = request.app.state
+    tasks.add_task(
+        duty.tell_duty,
+        state.session_factory,
+        vault=state.registry.vault,
+        notifiers=state.dispatcher.notifiers,
+        settings=state.settings,
+        checkin_ids=[recorded.checkin_id],
+        now=utcnow(),
+    )
+
+
+def _twiml(text: str | None) -> Response:
+    body = f"<Message>{escape(text)}</Message>" if text else ""
+    return Response(
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+        media_type="application/xml",
+    )
+
+
+@router.post("/v1/webhooks/twilio/inbound", response_class=Response)
+def inbound_sms(
+    request: Request,
+    session: SessionDep,
+    registry: RegistryDep,
+    tasks: BackgroundTasks,
+    form: Annotated[dict[str, str], Depends(_form)],
+) -> Response:
+    """A citizen's SMS reply, as Twilio forwards it (signed with X-Twilio-Signature over our
+    public URL; anything else is a 403 and touches nothing). Answered in TwiML."""
+    notifier = request.app.state.dispatcher.notifiers.get("sms")
+    if notifier is None or notifier.name != "twilio":
+        raise Forbidden("SMS replies are taken only when the SMS notifier is twilio")
+    url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    try:
+        message = notifier.read_inbound(url=url, form=form, headers=request.headers)
+    except ReportRejected as exc:
+        raise Forbidden(str(exc)) from exc
+    heard = answers.hear_sms(
+        session, vault=registry.vault, sender=message.sender, body=message.body, now=utcnow()
+    )
+    _tell_duty(request, tasks, heard.recorded)
+    if heard.kind in ("stop", "start"):
+        # The provider confirms opt-out and opt-in itself; a text of ours after STOP is refused.
+        return _twiml(None)
+    if heard.language is None:
+        return _twiml(unmatched_text())
+    return _twiml(answer_text(heard.kind, "ko" if heard.language == "ko" else "en"))
+
+
+# The page is ours alone: no script, no frames, no guessing of its type.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex",
+}
+
+
+@router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
+def open_checkin(
+    token: str, session: SessionDep, registry: RegistryDep, request: Request
+) -> HTMLResponse:
+    """The check-in link: the advisory and two buttons. Records nothing."""
+    page = checkin_page(
+        session,
+        links=Links(request.app.state.settings.public_base_url, registry.vault),
+        renderer=request.app.state.renderer,
+        token=token,
+        now=utcnow(),
+    )
+    return HTMLResponse(page.html, headers=_PAGE_HEADERS)
+
+
+@router.post("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
+def answer_checkin(
+    token: str,
+    session: SessionDep,
+    registry: RegistryDep,
+    request: Request,
+    tasks: BackgroundTasks,
+    form: Annotated[dict[str, str], Depends(_form)],
+) -> HTMLResponse:
+    """The citizen pressed "I am safe" or "I need help" (form `answer=safe|help`, optional
+    `note`)."""
+    answer = form.get("answer")
+    if answer is None:
+        raise InvalidInput("answer", "missing: safe or help")
+    page = checkin_page(
+        session,
+        links=Links(request.app.state.settings.public_base_url, registry.vault),
+        renderer=request.app.state.renderer,
+        token=token,
+        now=utcnow(),
+        answer=answer,
+        note=form.get("note"),
+    )
+    _tell_duty(request, tasks, page.recorded)
+    return HTMLResponse(page.html, headers=_PAGE_HEADERS)
+
+
+Standing = Literal["safe", "help", "no_answer", "unreachable"]
+
+
+class RollCallItem(BaseModel):
+    citizen_id: str
+    contact: str | None = Field(description="Masked phone, else masked e-mail.")
+    answer: Standing
+    channel: str | None = Field(description="How they answered: sms or web.")
+    answered_at: datetime | None
+    country: str | None = Field(description="The country of the place that matched.")
+
+
+class RollCallRead(BaseModel):
+    counts: dict[Standing, int]
+    by_country: dict[str, dict[Standing, int]]
+    total: int = Field(description="Rows matching the filters.")
+    limit: int
+    offset: int
+    items: list[RollCallItem]
+
+
+class RoundStarted(BaseModel):
+    round: int
+    asked: int = Field(description="Citizens asked.")
+    queued: int = Field(description="Messages queued.")
+
+
+@router.get("/v1/advisories/{advisory_id}/rollcall", response_model=RollCallRead)
+def read_roll_call(
+    advisory_id: str,
+    session: SessionDep,
+    registry: RegistryDep,
+    _staff: Consul,
+    answer: Standing | None = None,
+    country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+) -> RollCallRead:
+    """Who was asked "are you safe?" about this advisory and where each stands: counts by
+    answer and by country of the matched place; rows (contacts masked) filtered and paged."""
+    found = rollcall.roll_call(
+        session,
+        advisory=get_advisory(session, public_id=advisory_id),
+        registry=registry,
+        answer=answer,
+        country=country,
+        limit=limit,
+        offset=offset,
+        now=utcnow(),
+    )
+    return RollCallRead(
+        counts=found.counts,  # type: ignore[arg-type]
+        by_country=found.by_country,  # type: ignore[arg-type]
+        total=found.total,
+        limit=limit,
+        offset=offset,
+        items=[RollCallItem.model_validate(i, from_attributes=True) for i in found.items],
+    )
+
+
+@router.post("/v1/advisories/{advisory_id}/rollcall", status_code=202, response_model=RoundStarted)
+def start_roll_call(advisory_id: str, session: SessionDep, _staff: Consul) -> RoundStarted:
+    """Ask "are you safe?" of everyone the advisory alerted, whatever its level."""
+    started = rollcall.start_round(
+        session, advisory=get_advisory(session, public_id=advisory_id), now=utcnow()
+    )
+    return RoundStarted(round=started.round, asked=started.asked, queued=started.queued)

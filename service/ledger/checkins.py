@@ -1,0 +1,81 @@
+"""Check-in requests in the ledger: rows with checkin_round >= 1 ("are you safe?" on its own,
+for a roll call or asked again), in the urgency class above every advisory."""
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.db import UTCDateTime
+from service.ledger import priority, states
+from service.ledger.enqueue import COLUMNS, ON_CONFLICT
+from service.ledger.models import Alert
+from service.ledger.wake import mark_enqueued
+
+# Everyone the advisory alerted (not erased since), on each channel it alerted them on.
+_ROUND = text(
+    f"INSERT INTO alert ({COLUMNS}, checkin_round) "  # noqa: S608 - constant text, values bound
+    "SELECT DISTINCT a.advisory_id, :revision, a.citizen_id, a.channel, :priority, "
+    f"'{states.PENDING}', :now, :round "
+    "FROM alert a JOIN citizen c ON c.id = a.citizen_id "
+    f"WHERE a.advisory_id = :advisory_id AND a.checkin_round = 0 "
+    f"AND a.status <> '{states.CANCELLED}' AND c.status = 'active'{ON_CONFLICT}"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def enqueue_round(
+    session: Session, *, advisory_id: int, revision: int, checkin_round: int, now: datetime
+) -> int:
+    """Queue round `checkin_round` of the check-in to everyone the advisory alerted; returns
+    how many messages were queued."""
+    result = session.execute(
+        _ROUND,
+        {
+            "advisory_id": advisory_id,
+            "revision": revision,
+            "priority": priority.CHECK_IN,
+            "now": now,
+            "round": checkin_round,
+        },
+    )
+    queued = result.rowcount or 0
+    if queued:
+        mark_enqueued(session)
+    return queued
+
+
+def enqueue_asks(
+    session: Session,
+    *,
+    advisory_id: int,
+    revision: int,
+    asks: list[tuple[int, str, int]],
+    now: datetime,
+) -> int:
+    """Queue these (citizen id, channel, round) check-in requests; returns how many were new."""
+    if not asks:
+        return 0
+    values = [
+        {
+            "advisory_id": advisory_id,
+            "revision": revision,
+            "citizen_id": citizen_id,
+            "channel": channel,
+            "checkin_round": checkin_round,
+            "priority": priority.CHECK_IN,
+            "status": states.PENDING,
+            "created_at": now,
+        }
+        for citizen_id, channel, checkin_round in asks
+    ]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    queued = 0
+    for start in range(0, len(values), 1000):
+        result = session.execute(
+            dialect.insert(Alert).values(values[start : start + 1000]).on_conflict_do_nothing()
+        )
+        queued += result.rowcount or 0
+    if queued:
+        mark_enqueued(session)
+    return queued

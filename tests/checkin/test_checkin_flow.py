@@ -1,0 +1,225 @@
+"""Check-in end to end through the app, the real twilio SDK against the fake Twilio, and a real
+SMTP server: an urgent alert asks, replies are heard (signed as Twilio signs them), the link's
+page records only on a button press, a help answer reaches the duty e-mail, STOP stops texts."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from service.checkin.models import Checkin, CheckinAnswer
+from service.citizens.models import Citizen
+from service.db import utcnow
+from service.dispatch import sms_text
+from service.dispatch.reference import Links
+from service.ledger.models import Alert
+from service.privacy import PersonalDataVault
+from tests.advisories.builders import advisory_body
+from tests.builders import register
+from tests.checkin.conftest import inbound_form, signed
+from tests.conftest import TEST_SECRET
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+CHECKIN_LINK = re.compile(r"https://anjeon\.test/c/([A-Za-z0-9_-]+)")
+
+
+def e164(korean_mobile: str) -> str:
+    return "+82" + korean_mobile.replace("-", "")[1:]
+
+
+def issue(api, consul, **overrides) -> str:
+    response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=consul)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def citizen(api, *, language: str = "ko", channels=("sms", "email"), **overrides):
+    cid, _, body = register(
+        api,
+        location=overrides.pop("location", TOKYO),
+        language=language,
+        channels=list(channels),
+        **overrides,
+    )
+    return cid, e164(body["phone"]), body["email"]
+
+
+def answers_of(db, public_id: str) -> list[CheckinAnswer]:
+    db.expire_all()
+    row = db.scalar(select(Citizen).where(Citizen.public_id == public_id))
+    return list(db.scalars(select(CheckinAnswer).where(CheckinAnswer.citizen_id == row.id)))
+
+
+@pytest.mark.parametrize(
+    ("language", "ask"), [("ko", "답장 1 안전 / 2 도움"), ("en", "Reply 1 = safe / 2 = need help")]
+)
+def test_an_urgent_alert_asks_by_sms_and_email_within_the_segment_budget(
+    api, consul, db, dispatcher, twilio, smtp, language, ask
+):
+    _, phone, email = citizen(api, language=language)
+    issue(api, consul, level=4, message={"ko": "즉시 " * 200, "en": "Leave now. " * 60})
+    dispatcher.drain()
+    [sms] = twilio.bodies_to(phone)
+    match = CHECKIN_LINK.search(sms)
+    assert match and sms.endswith(f"{ask} {match.group(0)}"), sms
+    assert sms_text.segments(sms) <= 3  # the long message was cut, the ask and link were not
+    [mail] = [m for m in smtp.received if m["To"] == email]
+    text = mail.get_body(("plain",)).get_content()
+    assert CHECKIN_LINK.search(text) and "/a/" in text
+
+
+def test_a_level_2_alert_does_not_ask(api, consul, db, dispatcher, twilio):
+    _, phone, _ = citizen(api, quiet_hours=None)
+    issue(api, consul, level=2)
+    dispatcher.drain()
+    [sms] = twilio.bodies_to(phone)
+    assert "/c/" not in sms and "/a/" in sms and "1" not in sms.split("/a/")[0][-20:]
+
+
+def test_a_reply_is_recorded_and_answered_in_twiml_in_the_citizens_language(
+    api, consul, db, dispatcher, reply
+):
+    cid, phone, _ = citizen(api, language="ko")
+    issue(api, consul, level=3)
+    dispatcher.drain()
+    response = reply(phone, " １ 안전합니다! ")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/xml")
+    assert re.fullmatch(
+        r"<\?xml[^>]*\?><Response><Message>[^<]*안전[^<]*</Message></Response>", response.text
+    )
+    [given] = answers_of(db, cid)
+    assert (given.answer, given.channel) == ("safe", "sms")
+    # The latest answer wins; both are kept.
+    assert "도움" in reply(phone, "2 - need help").text
+    history = answers_of(db, cid)
+    assert [a.answer for a in history] == ["safe", "help"]
+    db.expire_all()
+    current = db.scalar(select(Checkin).where(Checkin.citizen_id == history[0].citizen_id))
+    assert current.answer == "help" and current.answer_id == history[1].id
+
+
+def test_an_unparsed_reply_gets_how_to_answer_and_stores_nothing(
+    api, consul, db, dispatcher, reply
+):
+    cid, phone, _ = citizen(api, language="en")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    for body in ("12", "maybe"):
+        text = reply(phone, body).text
+        assert "1" in text and "2" in text and "safe" in text.lower()
+    assert answers_of(db, cid) == []
+
+
+def test_unsigned_or_forged_inbound_is_403_and_touches_nothing(api, consul, db, dispatcher, reply):
+    cid, phone, _ = citizen(api)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    assert reply(phone, "1", sign=False).status_code == 403
+    form = inbound_form(phone, "1")
+    headers = signed({**form, "Body": "2"})  # signed over another body
+    assert api.post("/v1/webhooks/twilio/inbound", data=form, headers=headers).status_code == 403
+    assert answers_of(db, cid) == []
+
+
+def test_an_unknown_number_gets_a_neutral_answer_and_nothing_is_stored(
+    api, consul, db, dispatcher, reply
+):
+    citizen(api)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    response = reply("+821099998888", "2 help")
+    assert response.status_code == 200 and "Please reply to a safety check-in" in response.text
+    assert db.scalar(select(CheckinAnswer)) is None
+    # A registered number with no open check-in is answered the same way.
+    _, idle, _ = citizen(api, location={"lat": 48.85, "lon": 2.35})
+    assert reply(idle, "1").text == response.text
+
+
+def test_stop_opts_out_of_sms_and_start_opts_back_in(
+    api, consul, db, dispatcher, reply, twilio, smtp
+):
+    cid, phone, email = citizen(api)
+    assert reply(phone, "STOP").text.endswith("<Response></Response>")
+    db.expire_all()
+    row = db.scalar(select(Citizen).where(Citizen.public_id == cid))
+    assert row.sms_opted_out_at is not None
+    staff_view = api.get(f"/v1/citizens/{cid}", headers=consul)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    assert twilio.bodies_to(phone) == []
+    db.expire_all()
+    sms_row = db.scalar(select(Alert).where(Alert.citizen_id == row.id, Alert.channel == "sms"))
+    assert (sms_row.status, sms_row.error_code) == ("failed", "opted-out")
+    assert [m["To"] for m in smtp.received] == [email]
+    reply(phone, "start")
+    db.expire_all()
+    assert db.get(Citizen, row.id).sms_opted_out_at is None
+    assert staff_view.status_code in (200, 404)
+
+
+def _token_for(db, public_id: str, advisory_public_id: str, *, expires_in: timedelta) -> str:
+    from service.advisories.models import Advisory
+
+    links = Links("https://anjeon.test", PersonalDataVault(TEST_SECRET.encode()))
+    row = db.scalar(select(Citizen).where(Citizen.public_id == public_id))
+    advisory = db.scalar(select(Advisory).where(Advisory.public_id == advisory_public_id))
+    asked = utcnow() + expires_in - timedelta(days=7)
+    return links.checkin_token(citizen_id=row.id, advisory_id=advisory.id, asked_at=asked)
+
+
+def test_the_link_page_records_only_on_a_button_press(api, consul, db, dispatcher, twilio):
+    cid, phone, _ = citizen(api, language="en")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    token = CHECKIN_LINK.search(twilio.bodies_to(phone)[0]).group(1)
+    page = api.get(f"/c/{token}")
+    assert page.status_code == 200 and "I am safe" in page.text and "I need help" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert answers_of(db, cid) == []  # a link scanner's GET records nothing
+    done = api.post(f"/c/{token}", data={"answer": "safe", "note": "at the hotel"})
+    assert done.status_code == 200 and "Recorded: you are safe" in done.text
+    [given] = answers_of(db, cid)
+    assert (given.answer, given.channel) == ("safe", "web")
+    bad = api.post(f"/c/{token}", data={"answer": "fine"})
+    assert bad.status_code == 422 and "answer" in bad.text
+    assert len(answers_of(db, cid)) == 1
+
+
+def test_tampered_and_expired_tokens_are_404(api, consul, db, dispatcher, twilio):
+    cid, phone, _ = citizen(api)
+    advisory = issue(api, consul, level=4)
+    dispatcher.drain()
+    token = CHECKIN_LINK.search(twilio.bodies_to(phone)[0]).group(1)
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for wrong in (flipped, token[:-3], "x" + token, "AAAA"):
+        assert api.get(f"/c/{wrong}").status_code == 404
+        assert api.post(f"/c/{wrong}", data={"answer": "safe"}).status_code == 404
+    expired = _token_for(db, cid, advisory, expires_in=timedelta(seconds=-1))
+    assert api.get(f"/c/{expired}").status_code == 404
+    fresh = _token_for(db, cid, advisory, expires_in=timedelta(hours=1))
+    assert api.get(f"/c/{fresh}").status_code == 200
+    assert answers_of(db, cid) == []
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_help_answer_reaches_the_duty_email_at_once(
+    api, consul, db, dispatcher, twilio, smtp, reply
+):
+    api.app.state.settings.duty_email = ["duty@mofa.test", "night@mofa.test"]
+    cid, phone, _ = citizen(api, name="홍길동")
+    issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake near Tokyo"})
+    dispatcher.drain()
+    before = len(smtp.received)
+    reply(phone, "2 trapped in the hotel lobby")
+    duty = [m for m in smtp.received[before:] if m["To"] in ("duty@mofa.test", "night@mofa.test")]
+    assert sorted(m["To"] for m in duty) == ["duty@mofa.test", "night@mofa.test"]
+    text = duty[0].get_body(("plain",)).get_content()
+    for expected in ("홍길동", phone, "trapped in the hotel lobby", "Earthquake near Tokyo", cid):
+        assert expected in text
+    db.expire_all()
+    assert db.scalar(select(Checkin)).duty_notified_at is not None
+    # Help again changes nothing for the duty staff: they were told.
+    reply(phone, "help")
+    assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
