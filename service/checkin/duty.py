@@ -214,12 +214,15 @@ def tell_duty(
     (and audited) in its own short transaction, sent, then marked told."""
     told = 0
     for checkin_id in checkin_ids:
-        with factory.begin() as session:
-            notice = read_notice(session, vault=vault, checkin_id=checkin_id, now=now)
-        if notice is None:
-            continue
-        if send_notice(notice, notifiers=notifiers, settings=settings):
+        try:
             with factory.begin() as session:
-                mark_duty_told(session, checkin_id=checkin_id, now=now)
-            told += 1
+                notice = read_notice(session, vault=vault, checkin_id=checkin_id, now=now)
+            if notice is None:
+                continue
+            if send_notice(notice, notifiers=notifiers, settings=settings):
+                with factory.begin() as session:
+                    mark_duty_told(session, checkin_id=checkin_id, now=now)
+                told += 1
+        except Exception:  # the minute job sends what this could not
+            log.exception("duty notice failed", extra={"checkin_id": checkin_id})
     return told

@@ -72,10 +72,10 @@ def enqueue_asks(
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     queued = 0
     for start in range(0, len(values), 1000):
-        result = session.execute(
-            dialect.insert(Alert).values(values[start : start + 1000]).on_conflict_do_nothing()
-        )
-        queued += result.rowcount or 0
+        statement = dialect.insert(Alert).values(values[start : start + 1000])
+        # RETURNING counts what was new (a multi-row insert's rowcount is -1 on psycopg).
+        new = session.scalars(statement.on_conflict_do_nothing().returning(Alert.id)).all()
+        queued += len(new)
     if queued:
         mark_enqueued(session)
     return queued

@@ -1,0 +1,192 @@
+"""The roll call: who was asked, who is safe, who needs help, who has not answered and who could
+not be reached, by country of the matched place; staff starting a round for any advisory; and
+asking again when nobody answers (a frozen clock walks the escalation timeline)."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from service.checkin.escalation import escalate, next_channels
+from service.citizens.models import Citizen
+from service.db import utcnow
+from service.ledger import priority
+from service.ledger.models import Alert
+from tests.advisories.builders import SQUARE, advisory_body
+from tests.builders import register
+from tests.checkin.conftest import INBOUND, inbound_form, signed
+from tests.checkin.test_checkin_flow import CHECKIN_LINK, e164
+from tests.dispatch.fake_twilio import Answer
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+BANGKOK = {"lat": 13.75, "lon": 100.5}
+AREA = {"geometry": SQUARE, "circles": [{"lat": 13.75, "lon": 100.5, "radius_km": 30}]}
+
+
+def person(api, where, channels=("sms",), **extra):
+    """A citizen with contacts only for `channels` (a fallback needs a contact to go to)."""
+    if "email" not in channels:
+        extra.setdefault("email", None)
+    cid, _, body = register(api, location=where, channels=list(channels), **extra)
+    return cid, e164(body["phone"])
+
+
+def issue(api, consul, **overrides) -> str:
+    response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=consul)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_counts_by_answer_and_country_and_one_call_finds_who_has_not_answered_in_bangkok(
+    api, consul, db, dispatcher, twilio, reply
+):
+    safe_id, safe_phone = person(api, TOKYO)
+    help_id, help_phone = person(api, TOKYO, channels=("sms", "email"))
+    lost_id, lost_phone = person(api, TOKYO)
+    quiet = [person(api, BANGKOK)[0], person(api, BANGKOK, channels=("email",))[0]]
+    twilio.script(lost_phone, Answer(400, code=21211))  # not a valid number: fails for good
+    advisory = issue(api, consul, level=4, area=AREA)
+    dispatcher.drain()
+    assert reply(safe_phone, "1").status_code == 200
+    token = CHECKIN_LINK.search(twilio.bodies_to(help_phone)[0]).group(1)
+    assert api.post(f"/c/{token}", data={"answer": "help", "note": "broken leg"}).status_code == 200
+
+    whole = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul)
+    assert whole.status_code == 200, whole.text
+    data = whole.json()
+    assert data["counts"] == {"safe": 1, "help": 1, "no_answer": 2, "unreachable": 1}
+    assert data["by_country"]["JP"] == {"safe": 1, "help": 1, "no_answer": 0, "unreachable": 1}
+    assert data["by_country"]["TH"] == {"safe": 0, "help": 0, "no_answer": 2, "unreachable": 0}
+    by_id = {item["citizen_id"]: item for item in data["items"]}
+    assert by_id[safe_id]["answer"] == "safe" and by_id[safe_id]["channel"] == "sms"
+    assert by_id[help_id]["answer"] == "help" and by_id[help_id]["channel"] == "web"
+    assert by_id[lost_id]["answer"] == "unreachable"
+    for item in data["items"]:
+        assert "*" in item["contact"] and not re.search(r"\d{6}", item["contact"])
+
+    bangkok = api.get(
+        f"/v1/advisories/{advisory}/rollcall?answer=no_answer&country=TH", headers=consul
+    ).json()
+    assert bangkok["total"] == 2 and sorted(i["citizen_id"] for i in bangkok["items"]) == sorted(
+        quiet
+    )
+    assert bangkok["counts"] == data["counts"]  # counts always cover everyone asked
+    paged = api.get(
+        f"/v1/advisories/{advisory}/rollcall?country=TH&limit=1&offset=1", headers=consul
+    ).json()
+    assert paged["total"] == 2 and len(paged["items"]) == 1
+    assert paged["items"][0]["citizen_id"] == bangkok["items"][1]["citizen_id"]
+
+
+def test_staff_start_a_round_for_a_level_1_advisory_and_the_answer_counts_for_it(
+    api, consul, db, dispatcher, twilio, reply
+):
+    _, phone = person(api, TOKYO, quiet_hours=None)
+    advisory = issue(api, consul, level=1)
+    dispatcher.drain()
+    assert "/c/" not in twilio.bodies_to(phone)[0]  # level 1 does not ask by itself
+    empty = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert empty["counts"] == {"safe": 0, "help": 0, "no_answer": 0, "unreachable": 0}
+    assert reply(phone, "1").text == reply("+821000000000", "1").text  # nothing open yet
+
+    started = api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul)
+    assert started.status_code == 202 and started.json() == {"round": 1, "asked": 1, "queued": 1}
+    db.expire_all()
+    row = db.scalar(select(Alert).where(Alert.checkin_round == 1))
+    assert row.priority == priority.CHECK_IN
+    dispatcher.drain()
+    ask = twilio.bodies_to(phone)[1]
+    assert "안전 확인" in ask and ask.endswith(CHECKIN_LINK.search(ask).group(0))
+    assert "답장 1 안전 / 2 도움" in ask
+    assert "기록" in reply(phone, "괜찮아요").text
+    counts = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["counts"]
+    assert counts == {"safe": 1, "help": 0, "no_answer": 0, "unreachable": 0}
+    # A second round is round 2, asked again of everyone.
+    again = api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert again["round"] == 2 and again["queued"] == 1
+
+
+def test_a_cancelled_advisory_has_no_round_and_an_unknown_one_is_404(api, consul):
+    advisory = issue(api, consul, level=1)
+    assert api.post(f"/v1/advisories/{advisory}/cancel", headers=consul).status_code == 200
+    assert api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul).status_code == 409
+    assert api.post("/v1/advisories/nope/rollcall", headers=consul).status_code == 404
+    assert api.get("/v1/advisories/nope/rollcall", headers=consul).status_code == 404
+
+
+def _asks(db, citizen_public_id: str) -> list[tuple[int, str, str]]:
+    db.expire_all()
+    cid = db.scalar(select(Citizen.id).where(Citizen.public_id == citizen_public_id))
+    rows = db.execute(
+        select(Alert.checkin_round, Alert.channel, Alert.status)
+        .where(Alert.citizen_id == cid)
+        .order_by(Alert.id)
+    ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_escalation_timeline_asks_again_on_the_other_channel_then_stops(
+    api, consul, db, dispatcher, twilio, smtp
+):
+    """No answer: asked at t0 on both channels; again at t0+60 min by SMS; at t0+120 by e-mail;
+    then no more (2 rounds). A citizen who answered is never asked again."""
+    silent, silent_phone = person(api, TOKYO, channels=("sms", "email"))
+    answered, answered_phone = person(api, TOKYO, channels=("sms", "email"))
+    t0 = utcnow()
+    issue(api, consul, level=4)
+    dispatcher.step(now=t0)
+    dispatcher.step(now=t0)
+    assert _asks(db, silent) == [(0, "email", "sent"), (0, "sms", "sent")]
+    form = inbound_form(answered_phone, "1")
+    assert api.post(INBOUND, data=form, headers=signed(form)).status_code == 200
+    timeline = []
+    for minutes in (30, 59, 60, 61, 119, 120, 121, 180, 240):
+        now = t0 + timedelta(minutes=minutes)
+        queued = escalate(db, after=timedelta(minutes=60), rounds=2, now=now)
+        dispatcher.step(now=now)
+        dispatcher.step(now=now)
+        timeline.append((minutes, queued))
+    assert timeline == [
+        (30, 0),
+        (59, 0),
+        (60, 1),
+        (61, 0),
+        (119, 0),
+        (120, 1),
+        (121, 0),
+        (180, 0),
+        (240, 0),
+    ]
+    assert _asks(db, silent) == [
+        (0, "email", "sent"),
+        (0, "sms", "sent"),
+        (1, "sms", "sent"),
+        (2, "email", "sent"),
+    ]
+    assert [r for r in _asks(db, answered) if r[0] > 0] == []
+    assert len(twilio.bodies_to(silent_phone)) == 2
+    assert "안전 확인" in twilio.bodies_to(silent_phone)[1]
+
+
+def test_an_ask_that_failed_everywhere_is_asked_again_at_once(api, consul, db, dispatcher, twilio):
+    _, phone = person(api, TOKYO, channels=("sms", "email"))
+    twilio.script(phone, Answer(400, code=21211))
+    t0 = utcnow()
+    issue(api, consul, level=4)
+    dispatcher.step(now=t0)
+    dispatcher.step(now=t0)
+    db.expire_all()
+    # The SMS failed and fell back; the e-mail went: the clock runs from the e-mail.
+    assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=1)) == 0
+    assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=60)) == 1
+
+
+def test_next_channel_prefers_one_the_last_ask_did_not_reach():
+    assert next_channels({"sms", "email"}, {"sms", "email"}) == ["sms"]
+    assert next_channels({"sms", "email"}, {"sms"}) == ["email"]
+    assert next_channels({"sms", "email"}, {"email"}) == ["sms"]
+    assert next_channels({"sms", "email"}, set()) == ["sms"]
+    assert next_channels({"email"}, {"email"}) == ["email"]
+    assert next_channels({"sms"}, set()) == ["sms"]
