@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     rate_limit_country: str = "200/hour"
     rate_limit_global: str = "1000/hour"
     rate_limit_cooldown: str = "1/10minute"
+    rate_limit_reply: str = "10/hour;30/day"
     sms_daily_budget: int = Field(5000, ge=0)
     # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
     code_countries: list[str] = Field(default=[])
@@ -131,6 +132,7 @@ class Settings(BaseSettings):
         "rate_limit_country",
         "rate_limit_global",
         "rate_limit_cooldown",
+        "rate_limit_reply",
     )
     @classmethod
     def _limit_notation(cls, value: str) -> str:

@@ -43,6 +43,7 @@ class Rule(StrEnum):
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GLOBAL = "global"  # messages per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
+    REPLY = "reply"  # our SMS answers to one number's check-in replies
 
 
 # What a refused client is told: the kind of limit, never whose or which contact.
@@ -54,6 +55,7 @@ _REFUSED = {
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.GLOBAL: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
+    Rule.REPLY: "too many answers to this number",
 }
 
 
@@ -131,6 +133,16 @@ class RateLimits:
         else:
             hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
         self.take_all([*hits, (Rule.GLOBAL, channel)])
+
+    def take_reply(self, sender: str) -> bool:
+        """One SMS answer to a reply from `sender`: within the per-number limit and the day's
+        SMS budget. False (and nothing more to do) when either refuses or the storage is
+        down: the reply is still recorded, only our answer is not sent."""
+        try:
+            self.take(Rule.REPLY, f"sms:{sender}")
+            return self.charge_sms_budget().allowed
+        except (TooManyRequests, ServiceUnavailable):
+            return False
 
     def take_new_contact(self, channel: Literal["sms", "email"], destination: str) -> None:
         """A code for a contact given in a registration or a change: take_message, and at most

@@ -91,9 +91,11 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "log_format": "json",
         # Most tests are about what happens after registration: their contacts count as
         # verified and one test client may register many. tests/citizens/test_verification.py
-        # and test_limits.py run with verification required and the shipped limits.
+        # and test_limits.py run with verification required and the shipped limits; the
+        # answers to check-in replies are limited in tests/checkin/test_checkin_flow.py.
         "verification": "off",
         "rate_limit_client": "100000/hour",
+        "rate_limit_reply": "100000/hour",
     }
     values.update(overrides)
     return Settings(**values)

@@ -80,6 +80,9 @@ def inbound_sms(
     if heard.kind in ("stop", "start"):
         # The provider confirms opt-out and opt-in itself; a text of ours after STOP is refused.
         return _twiml(None)
+    if not request.app.state.rate_limits.take_reply(message.sender):
+        # Each answer is an SMS we pay for: a number that keeps texting gets silence.
+        return _twiml(None)
     if heard.language is None:
         return _twiml(unmatched_text())
     return _twiml(answer_text(heard.kind, "ko" if heard.language == "ko" else "en"))

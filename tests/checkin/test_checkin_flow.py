@@ -10,15 +10,17 @@ from sqlalchemy import select
 
 from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens.models import Citizen
+from service.config import Settings
 from service.db import utcnow
 from service.dispatch import sms_text
 from service.dispatch.reference import Links
 from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
+from service.rate_limits import RateLimits
 from tests.advisories.builders import advisory_body
 from tests.builders import register
-from tests.checkin.conftest import inbound_form, signed
-from tests.conftest import TEST_SECRET
+from tests.checkin.conftest import INBOUND, inbound_form, signed
+from tests.conftest import TEST_SECRET, make_settings
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 CHECKIN_LINK = re.compile(r"https://anjeon\.test/c/([A-Za-z0-9_-]+)")
@@ -223,3 +225,21 @@ def test_a_help_answer_reaches_the_duty_email_at_once(
     # Help again changes nothing for the duty staff: they were told.
     reply(phone, "help")
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
+
+
+def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_limit(
+    api, consul, db, dispatcher
+):
+    """Each answer is an SMS we pay for: past the shipped per-number limit, silence."""
+    shipped = Settings.model_fields["rate_limit_reply"].default
+    assert shipped == "10/hour;30/day"
+    api.app.state.rate_limits = RateLimits(make_settings("sqlite://", rate_limit_reply=shipped))
+    cid, phone, _ = citizen(api)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    form = inbound_form(phone, "1")
+    answered = [
+        "<Message>" in api.post(INBOUND, data=form, headers=signed(form)).text for _ in range(12)
+    ]
+    assert answered == [True] * 10 + [False] * 2
+    assert len(answers_of(db, cid)) == 12
