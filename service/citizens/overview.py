@@ -30,6 +30,8 @@ class MaskedCitizen:
     phone: str | None
     email: str | None
     country: str | None
+    # Replied STOP: carriers block our texts to the number; they get e-mail only until START.
+    sms_opted_out: bool = False
 
 
 def count_by_country(session: Session) -> dict[str, int]:
@@ -68,6 +70,7 @@ def citizens_in_country(
                 phone=masked.phone,
                 email=masked.email,
                 country=country,
+                sms_opted_out=citizen.sms_opted_out_at is not None,
             )
         )
     return total, items
@@ -91,6 +94,11 @@ class Revealed(BaseModel):
     channels: list[Channel] = Field(description="The channels the citizen chose.")
     location: PlaceRead | None = Field(description="The citizen's current place.")
     updated_at: datetime = Field(description="When the citizen last changed their record.")
+    sms_opted_out_at: datetime | None = Field(
+        None,
+        description="When the citizen replied STOP: nothing is texted to them (e-mail only) "
+        "until they reply START.",
+    )
 
 
 def reveal_citizen(
@@ -145,6 +153,7 @@ def reveal_citizen(
         channels=channels_of(citizen),  # type: ignore[arg-type]
         location=PlaceRead.model_validate(current, from_attributes=True) if current else None,
         updated_at=citizen.updated_at,
+        sms_opted_out_at=citizen.sms_opted_out_at,
     )
 
 
