@@ -8,7 +8,9 @@ Urgent first (#12): (e) "urgent_behind_backlog", with the no-op and the twilio n
 level-1 alerts pending and being sent, then a level-4 advisory for 100 citizens; the seconds
 from its commit until its last SMS is accepted, beside the same 100 into an empty queue. (f)
 "claim": the claim of 500 rows on a ledger of ANJEON_BENCH_CLAIM_ROWS rows (default 1,000,000)
-of which a tenth is open, beside the bare UPDATE of the same rows by id.
+of which a tenth is open, beside the bare UPDATE of the same rows by id. (g) "checkin": a
+level-4 advisory sent to N citizens, a third answered: the roll call and one escalation run,
+beside the bare read of the advisory's ledger rows.
 
 Figures go to stdout and to var/bench/dispatch.json.
 
@@ -41,7 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.advisories.models import Advisory, AdvisoryRevision
+from service.checkin import rollcall
+from service.checkin.escalation import escalate
+from service.checkin.models import Checkin
 from service.citizens.models import Citizen
+from service.citizens.service import Registry
 from service.db import UTCDateTime, make_engine, make_session_factory, utcnow
 from service.dispatch.dispatcher import Dispatcher, Policy
 from service.dispatch.notifiers.base import Notifier, Outcome, OutgoingMessage, Sent
@@ -538,7 +544,100 @@ def run_claim(url: str, backend: str, rows_n: int) -> dict:
 # ---------------------------------------------------------------- driver
 
 
-LEGS = ("noop", "twilio", "smtp", "twilio_mps_50", "urgent_noop", "urgent_twilio", "claim")
+LEGS = (
+    "noop",
+    "twilio",
+    "smtp",
+    "twilio_mps_50",
+    "urgent_noop",
+    "urgent_twilio",
+    "claim",
+    "checkin",
+)
+
+
+def run_checkin(url: str, backend: str, n: int) -> dict:
+    """The check-in's reads at scale: a level-4 advisory sent by SMS to n citizens 2 hours ago,
+    a third of them answered. Times the roll call (counts and a first page) and one run of the
+    escalation job (which queues the second ask of the rest), beside the bare read of the
+    advisory's ledger rows they both start from."""
+    engine = make_engine(url)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alert"))
+        conn.execute(text("DELETE FROM checkin"))
+        advisory_id = advisory_of(conn, "4")
+        ids = [r[0] for r in conn.execute(text(f"SELECT id FROM citizen ORDER BY id LIMIT {n}"))]
+        rows = [(advisory_id, 1, cid, "sms", priority.of_level("4")) for cid in ids]
+        insert_alerts(conn, rows=rows, now=now - timedelta(hours=2))
+        conn.execute(
+            text("UPDATE alert SET status = 'sent', sent_at = :at").bindparams(
+                bindparam("at", type_=UTCDateTime())
+            ),
+            {"at": now - timedelta(hours=2)},
+        )
+        conn.execute(
+            Checkin.__table__.insert(),
+            [
+                {
+                    "advisory_id": advisory_id,
+                    "citizen_id": cid,
+                    "answer": "safe" if i % 6 else "help",
+                    "channel": "sms",
+                    "answer_id": i + 1,
+                    "answered_at": now - timedelta(hours=1),
+                    "duty_notified_at": now,
+                }
+                for i, cid in enumerate(ids[::3])
+            ],
+        )
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE alert"))
+            conn.execute(text("VACUUM ANALYZE checkin"))
+    factory = make_session_factory(engine)
+    registry = Registry(
+        vault=PersonalDataVault(SECRET), geocoder=None, phone_region="KR", max_stays=20
+    )  # type: ignore[arg-type]
+    with factory() as session:
+        started = time.perf_counter()
+        list(
+            session.execute(
+                text(f"SELECT citizen_id, status FROM alert WHERE advisory_id = {advisory_id}")
+            )
+        )
+        baseline = time.perf_counter() - started
+        advisory = session.get(Advisory, advisory_id)
+        started = time.perf_counter()
+        found = rollcall.roll_call(
+            session,
+            advisory=advisory,
+            registry=registry,
+            answer=None,
+            country=None,
+            limit=100,
+            offset=0,
+            now=now,
+        )
+        roll_s = time.perf_counter() - started
+        started = time.perf_counter()
+        queued = escalate(session, after=timedelta(minutes=60), rounds=2, now=now)
+        escalate_s = time.perf_counter() - started
+        session.rollback()
+    engine.dispose()
+    assert found.counts["safe"] + found.counts["help"] == len(ids[::3]), found.counts
+    assert queued == len(ids) - len(ids[::3]), queued
+    return {
+        "name": "checkin",
+        "backend": backend,
+        "n": len(ids),
+        "answered": len(ids[::3]),
+        "rollcall_s": round(roll_s, 3),
+        "escalate_s": round(escalate_s, 3),
+        "escalated": queued,
+        "baseline_read_s": round(baseline, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def main() -> int:
@@ -559,6 +658,9 @@ def main() -> int:
         urls["postgresql"] = os.environ["ANJEON_BENCH_DATABASE_URL"]
     if args.seed:
         seed(urls[args.backend], args.n)
+        return 0
+    if args.leg == "checkin":
+        print(json.dumps(run_checkin(urls[args.backend], args.backend, args.n)))
         return 0
     if args.leg == "claim":
         print(json.dumps(run_claim(urls[args.backend], args.backend, CLAIM_ROWS)))
@@ -601,6 +703,15 @@ def print_row(row: dict) -> None:
             f"({row['backlog_ahead']} level-1 ahead, {row['backlog_sent_meanwhile']} of them "
             f"sent meanwhile)  baseline (empty queue) {row['baseline_s']:.3f} s  "
             f"goal <= {row['goal_s']} s",
+            flush=True,
+        )
+        return
+    if row["name"] == "checkin":
+        print(
+            f"{row['backend']:<10} check-in, {row['n']} asked, {row['answered']} answered: "
+            f"roll call {row['rollcall_s']:.3f} s, escalation run {row['escalate_s']:.3f} s "
+            f"({row['escalated']} asked again)  baseline (read the advisory's rows) "
+            f"{row['baseline_read_s']:.3f} s",
             flush=True,
         )
         return

@@ -4,13 +4,11 @@ for a roll call or asked again), in the urgency class above every advisory."""
 from datetime import datetime
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.db import UTCDateTime
 from service.ledger import priority, states
-from service.ledger.enqueue import COLUMNS, ON_CONFLICT
-from service.ledger.models import Alert
+from service.ledger.enqueue import COLUMNS, ON_CONFLICT, insert_round_alerts
 from service.ledger.wake import mark_enqueued
 
 # Everyone the advisory alerted (not erased since), on each channel it alerted them on.
@@ -54,28 +52,11 @@ def enqueue_asks(
     now: datetime,
 ) -> int:
     """Queue these (citizen id, channel, round) check-in requests; returns how many were new."""
-    if not asks:
-        return 0
-    values = [
-        {
-            "advisory_id": advisory_id,
-            "revision": revision,
-            "citizen_id": citizen_id,
-            "channel": channel,
-            "checkin_round": checkin_round,
-            "priority": priority.CHECK_IN,
-            "status": states.PENDING,
-            "created_at": now,
-        }
+    rows = [
+        (advisory_id, revision, citizen_id, channel, priority.CHECK_IN, checkin_round)
         for citizen_id, channel, checkin_round in asks
     ]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    queued = 0
-    for start in range(0, len(values), 1000):
-        statement = dialect.insert(Alert).values(values[start : start + 1000])
-        # RETURNING counts what was new (a multi-row insert's rowcount is -1 on psycopg).
-        new = session.scalars(statement.on_conflict_do_nothing().returning(Alert.id)).all()
-        queued += len(new)
+    queued = insert_round_alerts(session.connection(), rows=rows, now=now)
     if queued:
         mark_enqueued(session)
     return queued

@@ -121,3 +121,37 @@ def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -
         return cursor.rowcount
     finally:
         cursor.close()
+
+
+_ROUND_COLUMNS = f"{COLUMNS}, checkin_round"
+_INSERT_ROUND_SQLITE = (
+    f"INSERT INTO alert ({_ROUND_COLUMNS}) "  # noqa: S608 - constant text, values are bound
+    f"VALUES (?, ?, ?, ?, ?, '{states.PENDING}', ?, ?){ON_CONFLICT}"
+)
+_INSERT_ROUND_POSTGRESQL = (
+    f"INSERT INTO alert ({_ROUND_COLUMNS}) "  # noqa: S608 - constant text, values are bound
+    f"SELECT a, r, c, ch, p, '{states.PENDING}', %s, k FROM unnest(%s::bigint[], %s::int[], "
+    "%s::bigint[], %s::varchar[], %s::smallint[], %s::smallint[]) AS u(a, r, c, ch, p, k)"
+    f"{ON_CONFLICT}"
+)
+
+
+def insert_round_alerts(connection: Connection, *, rows: list[tuple], now: datetime) -> int:
+    """Insert pending check-in requests (advisory_id, revision, citizen_id, channel, priority,
+    checkin_round) in one statement; returns how many were new."""
+    if not rows:
+        return 0
+    rows = sorted(rows)
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        if connection.dialect.name == "postgresql":
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(_INSERT_ROUND_POSTGRESQL, (now, *columns[:5], columns[5]))
+            return cursor.rowcount
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        driver = connection.connection.driver_connection
+        before = driver.total_changes
+        cursor.executemany(_INSERT_ROUND_SQLITE, [(*row[:5], stamp, row[5]) for row in rows])
+        return driver.total_changes - before
+    finally:
+        cursor.close()
