@@ -19,6 +19,7 @@ from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
 from service.checkin import duty
+from service.checkin.answers import forget_old_inbound
 from service.checkin.escalation import escalate
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
@@ -61,10 +62,15 @@ def _escalate_checkins(session: Session, settings: Settings) -> int:
     )
 
 
+def _forget_inbound(session: Session, settings: Settings) -> int:
+    return forget_old_inbound(session, now=utcnow())
+
+
 def jobs(settings: Settings) -> list[Job]:
     return [
         Job("expire-advisories", 60, _expire_advisories),
         Job("checkin-escalate", 60, _escalate_checkins),
+        Job("forget-inbound-sms", 6 * 3600, _forget_inbound),
         Job("purge-ended-stays", 6 * 3600, _purge_stays),
         Job("purge-unverified", 3600, _purge_unverified),
     ]

@@ -64,6 +64,14 @@ def upgrade() -> None:
         ['advisory_id', 'citizen_id'],
         unique=False,
     )
+    op.create_table(
+        'inbound_sms',
+        sa.Column('id', bigint, nullable=False),
+        sa.Column('provider_ref', sa.String(length=64), nullable=False),
+        sa.Column('received_at', moment, nullable=False),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_inbound_sms')),
+        sa.UniqueConstraint('provider_ref', name=op.f('uq_inbound_sms_provider_ref')),
+    )
     with op.batch_alter_table('alert', schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -98,6 +106,7 @@ def downgrade() -> None:
             OLD_KEY, ['advisory_id', 'revision', 'citizen_id', 'channel']
         )
         batch_op.drop_column('checkin_round')
+    op.drop_table('inbound_sms')
     op.drop_index('ix_checkin_answer_advisory_citizen', table_name='checkin_answer')
     op.drop_table('checkin_answer')
     op.drop_index('ix_checkin_citizen_id', table_name='checkin')

@@ -5,12 +5,13 @@ is kept; the latest is the one in force."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.advisories.levels import asks_checkin
 from service.advisories.models import Advisory, AdvisoryRevision
-from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.models import Checkin, CheckinAnswer, InboundSms
 from service.checkin.replies import Answer, Reply, ReplyKind, classify
 from service.citizens.models import Citizen
 from service.citizens.verification import contact_hash
@@ -40,6 +41,7 @@ class Heard:
     reply: Reply
     language: str | None
     recorded: Recorded | None = None
+    duplicate: bool = False
 
     @property
     def kind(self) -> ReplyKind:
@@ -68,12 +70,22 @@ def asks(session: Session, advisory_id: int):  # noqa: ANN201 - a SQL expression
 
 
 def hear_sms(
-    session: Session, *, vault: PersonalDataVault, sender: str, body: str, now: datetime
+    session: Session,
+    *,
+    vault: PersonalDataVault,
+    sender: str,
+    body: str,
+    provider_ref: str,
+    now: datetime,
 ) -> Heard:
     """An SMS from `sender` (E.164, as the provider gives it). STOP and START change whether we
     text the number at all; an answer is recorded against the sender's most recent open
-    check-in. An unknown number, or one with no open check-in, stores nothing."""
+    check-in. An unknown number, or one with no open check-in, stores nothing. A message whose
+    provider id was heard before (a retried or replayed webhook) changes nothing: it is read
+    as `duplicate`."""
     reply = classify(body)
+    if not _first_time(session, provider_ref, now=now):
+        return Heard(reply, None, duplicate=True)
     citizen = session.scalar(
         select(Citizen).where(
             Citizen.phone_hash == contact_hash(vault, "sms", sender), Citizen.status == "active"
@@ -100,6 +112,34 @@ def hear_sms(
         now=now,
     )
     return Heard(reply, citizen.language, recorded)
+
+
+def _first_time(session: Session, provider_ref: str, *, now: datetime) -> bool:
+    """Remember the message id; False when it was heard before. Without an id (a provider that
+    gives none) every message counts."""
+    if not provider_ref:
+        return True
+    try:
+        with session.begin_nested():
+            session.add(InboundSms(provider_ref=provider_ref[:64], received_at=now))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+# Providers retry a webhook for minutes, not days: message ids older than this are forgotten.
+INBOUND_KEPT = timedelta(days=7)
+
+
+def forget_old_inbound(session: Session, *, now: datetime) -> int:
+    """Drop the ids of inbound messages older than INBOUND_KEPT; returns how many."""
+    result = session.execute(
+        delete(InboundSms)
+        .where(InboundSms.received_at < now - INBOUND_KEPT)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 def open_checkin(session: Session, *, citizen_id: int, now: datetime) -> int | None:

@@ -54,3 +54,14 @@ class Checkin(Base):
         CheckConstraint("answer IN ('safe', 'help')", name="answer"),
         Index("ix_checkin_citizen_id", "citizen_id"),
     )
+
+
+class InboundSms(Base):
+    """Each SMS a provider forwarded, by its id (Twilio's MessageSid), and nothing else: a
+    webhook retried or replayed is acted on once."""
+
+    __tablename__ = "inbound_sms"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    provider_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

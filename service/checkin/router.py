@@ -74,11 +74,17 @@ def inbound_sms(
     except ReportRejected as exc:
         raise Forbidden(str(exc)) from exc
     heard = answers.hear_sms(
-        session, vault=registry.vault, sender=message.sender, body=message.body, now=utcnow()
+        session,
+        vault=registry.vault,
+        sender=message.sender,
+        body=message.body,
+        provider_ref=message.provider_ref,
+        now=utcnow(),
     )
     _tell_duty(request, tasks, heard.recorded)
-    if heard.kind in ("stop", "start"):
-        # The provider confirms opt-out and opt-in itself; a text of ours after STOP is refused.
+    if heard.duplicate or heard.kind in ("stop", "start"):
+        # A retried webhook was answered the first time. The provider confirms opt-out and
+        # opt-in itself, and a text of ours after STOP is refused.
         return _twiml(None)
     if not request.app.state.rate_limits.take_reply(message.sender):
         # Each answer is an SMS we pay for: a number that keeps texting gets silence.

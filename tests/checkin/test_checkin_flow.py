@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from service.checkin.answers import forget_old_inbound
 from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens.models import Citizen
 from service.config import Settings
@@ -241,9 +242,25 @@ def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_li
     cid, phone, _ = citizen(api)
     issue(api, consul, level=4)
     dispatcher.drain()
-    form = inbound_form(phone, "1")
-    answered = [
-        "<Message>" in api.post(INBOUND, data=form, headers=signed(form)).text for _ in range(12)
-    ]
+    forms = [inbound_form(phone, "1") for _ in range(12)]
+    answered = ["<Message>" in api.post(INBOUND, data=f, headers=signed(f)).text for f in forms]
     assert answered == [True] * 10 + [False] * 2
     assert len(answers_of(db, cid)) == 12
+
+
+def test_a_retried_webhook_is_acted_on_once_and_ids_are_forgotten_after_a_week(
+    api, consul, db, dispatcher
+):
+    """Twilio retries a webhook that timed out: the same MessageSid must not record twice, nor
+    undo a later START by replaying a STOP."""
+    _, phone, _ = citizen(api)
+    stop = inbound_form(phone, "STOP", sid="SM" + "5" * 32)
+    start = inbound_form(phone, "START", sid="SM" + "6" * 32)
+    for form in (stop, start, stop):
+        assert api.post(INBOUND, data=form, headers=signed(form)).status_code == 200
+    db.expire_all()
+    assert (
+        db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
+    )
+    assert forget_old_inbound(db, now=utcnow()) == 0
+    assert forget_old_inbound(db, now=utcnow() + timedelta(days=8)) == 2
