@@ -1,0 +1,521 @@
+"""An anonymous caller against the check-in endpoints: what can they make us send, store, reveal
+or spend? Twilio's inbound webhook (unsigned, forged, re-pointed, oversized, crafted bodies),
+the /c/{token} page (malformed, foreign and erased tokens, oversized notes, answer floods,
+what the HTML shows) and the roll call (keys, roles, parameters, masking)."""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import xml.etree.ElementTree as ET
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+
+from service.advisories.models import Advisory
+from service.checkin.answers import NOTE_MAX
+from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.page import MAX_ANSWERS
+from service.checkin.replies import answer_text, classify, unmatched_text
+from service.citizens.models import Citizen
+from service.db import utcnow
+from service.dispatch.checkin_tokens import CheckinTokens
+from service.ledger.models import Alert
+from tests.checkin.conftest import INBOUND, PUBLIC, inbound_form, signed
+from tests.dispatch.fake_twilio import AUTH_TOKEN
+
+# A help answer's duty notice (work done after the response) runs in the test's transaction.
+pytestmark = pytest.mark.usefixtures("app_sessions_in_test")
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+KNOWN_ANSWERS = {answer_text(k, lang) for k in ("safe", "help", "unknown") for lang in ("ko", "en")}
+KNOWN_ANSWERS.add(unmatched_text())
+
+
+def stored(db) -> int:
+    return db.scalar(select(func.count()).select_from(CheckinAnswer)) or 0
+
+
+def citizen_row(db, public_id: str) -> Citizen:
+    row = db.scalar(select(Citizen).where(Citizen.public_id == public_id))
+    db.refresh(row)
+    return row
+
+
+def signature(url: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    return RequestValidator(token).compute_signature(url, form)
+
+
+def twiml_messages(response) -> list[str]:
+    """The texts of a well-formed TwiML answer (parsing fails on malformed XML)."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    root = ET.fromstring(response.content)
+    assert root.tag == "Response"
+    assert [child.tag for child in root] in ([], ["Message"]), response.text
+    return [child.text or "" for child in root]
+
+
+def not_twiml(response) -> None:
+    """A refusal is a problem document, never TwiML that Twilio would act on (send)."""
+    assert not response.headers["content-type"].startswith(("application/xml", "text/xml"))
+    assert "<Message" not in response.text and "<Response" not in response.text
+
+
+def token_bytes(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def leb128(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def signed_token(
+    api, *, citizen_id: int, advisory_id: int, version: bytes = b"\x01", days: int = 1
+) -> str:
+    """A token signed with the service's real check-in key (what only we can make)."""
+    key = CheckinTokens(api.app.state.registry.vault.link_key)._key
+    expiry = int((utcnow() + timedelta(days=days)).timestamp())
+    body = version + leb128(citizen_id) + leb128(advisory_id) + expiry.to_bytes(4, "big")
+    return b64(body + hmac.new(key, body, hashlib.sha256).digest()[:12])
+
+
+def ids_of(db, who) -> tuple[int, int]:
+    citizen = db.scalar(select(Citizen.id).where(Citizen.public_id == who.public_id))
+    advisory = db.scalar(select(Advisory.id).where(Advisory.public_id == who.advisory))
+    return citizen, advisory
+
+
+# ---- the inbound SMS webhook -----------------------------------------------------------------
+
+
+def test_unsigned_or_forged_inbound_is_403_and_changes_nothing(api, db, asked, twilio):
+    who = asked()
+    sent_before = len(twilio.bodies_to(who.phone))
+    for body in ("2 help", "1", "STOP"):
+        form = inbound_form(who.phone, body)
+        forged = {
+            "no signature": FORM,
+            "empty signature": {**FORM, "X-Twilio-Signature": ""},
+            "random signature": {**FORM, "X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJlIGF0IGFsbA="},
+            "another account's token": {
+                **FORM,
+                "X-Twilio-Signature": signature(PUBLIC + INBOUND, form, "f" * 32),
+            },
+            "signature of the empty form": {
+                **FORM,
+                "X-Twilio-Signature": signature(PUBLIC + INBOUND, {}),
+            },
+        }
+        for what, headers in forged.items():
+            response = api.post(INBOUND, data=form, headers=headers)
+            assert response.status_code == 403, f"{body!r}, {what}: {response.text}"
+            not_twiml(response)
+    assert stored(db) == 0
+    assert citizen_row(db, who.public_id).sms_opted_out_at is None
+    assert len(twilio.bodies_to(who.phone)) == sent_before
+
+
+def test_a_genuine_signature_does_not_cover_other_fields(api, db, asked):
+    who = asked()
+    other = asked()
+    form = inbound_form(who.phone, "1")
+    headers = signed(form)
+    for changed in (
+        {**form, "Body": "2"},
+        {**form, "From": other.phone},
+        {**form, "Extra": "1"},
+        {k: v for k, v in form.items() if k != "AccountSid"},
+    ):
+        response = api.post(INBOUND, data=changed, headers=headers)
+        assert response.status_code == 403, changed
+    # Sent twice, the last value is the one read: appending a field re-signs nothing.
+    raw = "&".join(f"{k}={v}" for k, v in {**form, "Body": "1"}.items()).replace("+", "%2B")
+    response = api.post(INBOUND, content=raw + "&Body=2", headers=headers)
+    assert response.status_code == 403
+    assert stored(db) == 0
+
+
+def test_a_signature_over_another_url_is_403(api, db, asked):
+    who = asked()
+    form = inbound_form(who.phone, "2 help")
+    elsewhere = {
+        "the status callback's path": (PUBLIC + "/v1/webhooks/twilio/status", INBOUND),
+        "another host": ("https://evil.test" + INBOUND, INBOUND),
+        "plain http": ("http://anjeon.test" + INBOUND, INBOUND),
+        "a query it was not posted with": (PUBLIC + INBOUND + "?x=1", INBOUND),
+        "no query, posted with one": (PUBLIC + INBOUND, INBOUND + "?x=1"),
+        "another query": (PUBLIC + INBOUND + "?x=1", INBOUND + "?x=2"),
+    }
+    for what, (signed_url, posted_to) in elsewhere.items():
+        headers = {**FORM, "X-Twilio-Signature": signature(signed_url, form)}
+        response = api.post(posted_to, data=form, headers=headers)
+        assert response.status_code == 403, f"{what}: {response.status_code} {response.text}"
+        not_twiml(response)
+    assert stored(db) == 0
+    # The check is of the exact URL, query included: the same query signed and posted is heard.
+    headers = {**FORM, "X-Twilio-Signature": signature(PUBLIC + INBOUND + "?x=1", form)}
+    response = api.post(INBOUND + "?x=1", data=form, headers=headers)
+    assert twiml_messages(response) == [answer_text("help", "ko")]
+    assert stored(db) == 1
+
+
+def test_an_inbound_message_replayed_to_the_status_callback_is_refused(api, db, asked):
+    who = asked()
+    form = inbound_form(who.phone, "1")
+    alerts_before = [(a.id, a.status) for a in db.scalars(select(Alert).order_by(Alert.id))]
+    response = api.post("/v1/webhooks/twilio/status", data=form, headers=signed(form))
+    assert response.status_code == 403
+    db.expire_all()
+    assert [(a.id, a.status) for a in db.scalars(select(Alert).order_by(Alert.id))] == (
+        alerts_before
+    )
+    assert stored(db) == 0
+
+
+def test_a_body_over_the_limit_is_413_even_when_signed(api, db, asked):
+    who = asked()
+    limit = api.app.state.settings.max_body_bytes
+    form = inbound_form(who.phone, "1 " + "a" * limit)
+    response = api.post(INBOUND, data=form, headers=signed(form))
+    assert response.status_code == 413, response.status_code
+    assert response.json()["status"] == 413
+
+    # Chunked, with no length declared: counted as it arrives.
+    def chunks():
+        yield b"From=" + who.phone.replace("+", "%2B").encode() + b"&Body=1+"
+        for _ in range(limit // 65536 + 2):
+            yield b"a" * 65536
+
+    response = api.post(INBOUND, content=chunks(), headers=FORM)
+    assert response.status_code == 413
+    assert stored(db) == 0
+
+
+CRAFTED = [
+    "1 <Message>free SMS</Message>",
+    "2 ]]><Redirect>https://evil.test/twiml</Redirect>",
+    "1 & 2 &amp; &lt; &#0; &#x1F;",
+    '<?xml version="1.0"?><Response><Dial>+19005551234</Dial></Response>',
+    "<![CDATA[1]]>",
+    "</Message></Response><Response><Message>injected",
+    "1 \x00\x01\x1b",
+    "safe \"quoted\" 'single' ]]> < > &",
+]
+
+
+def test_crafted_xml_in_a_reply_keeps_the_twiml_well_formed(api, db, asked, reply):
+    who = asked(language="en")
+    for body in CRAFTED:
+        for sender in (who.phone, "+15005550001"):
+            response = reply(sender, body)
+            messages = twiml_messages(response)
+            assert len(messages) == 1, f"{body!r}: {response.text}"
+            # Only our own texts, never the citizen's words, go back out.
+            assert messages[0] in KNOWN_ANSWERS, f"{body!r}: {messages[0]}"
+    kinds = [a.answer for a in db.scalars(select(CheckinAnswer).order_by(CheckinAnswer.id))]
+    # The citizen's crafted bodies that read as answers were recorded, the stranger's were not.
+    readings = [classify(body).kind for body in CRAFTED]
+    assert kinds == [kind for kind in readings if kind in ("safe", "help")]
+    assert kinds  # some did
+
+
+def test_a_signed_message_missing_from_or_body_stores_nothing(api, db, asked):
+    who = asked()
+    for drop in ("From", "Body"):
+        form = {k: v for k, v in inbound_form(who.phone, "1").items() if k != drop}
+        messages = twiml_messages(api.post(INBOUND, data=form, headers=signed(form)))
+        if drop == "From":
+            assert messages == [unmatched_text()]
+        else:
+            assert messages == [answer_text("unknown", "ko")]
+    assert stored(db) == 0
+
+
+def test_a_replayed_inbound_message_records_nothing_new(api, db, asked):
+    who = asked()
+    need_help = inbound_form(who.phone, "2 help", sid="SM" + "1" * 32)
+    safe_again = inbound_form(who.phone, "1", sid="SM" + "2" * 32)
+    for form in (safe_again, need_help):
+        assert api.post(INBOUND, data=form, headers=signed(form)).status_code == 200
+    # The earlier "1", captured and sent again byte for byte (or retried by the provider):
+    # acted on once, answered once.
+    replay = api.post(INBOUND, data=safe_again, headers=signed(safe_again))
+    assert twiml_messages(replay) == []
+    assert stored(db) == 2
+    assert db.scalar(select(Checkin.answer)) == "help"
+    # A replayed STOP opts nobody out again after a START.
+    stop, start = inbound_form(who.phone, "STOP"), inbound_form(who.phone, "START")
+    for form in (stop, start, stop):
+        assert twiml_messages(api.post(INBOUND, data=form, headers=signed(form))) == []
+    assert citizen_row(db, who.public_id).sms_opted_out_at is None
+
+
+def test_an_erased_citizen_cannot_answer_by_link_or_sms(api, db, asked, reply):
+    who = asked()
+    assert api.get(f"/c/{who.token}").status_code == 200
+    erased = api.delete(f"/v1/citizens/{who.public_id}", headers=who.manage)
+    assert erased.status_code == 204, erased.text
+    assert api.get(f"/c/{who.token}").status_code == 404
+    assert api.post(f"/c/{who.token}", data={"answer": "help"}).status_code == 404
+    assert twiml_messages(reply(who.phone, "2 help")) == [unmatched_text()]
+    assert reply(who.phone, "STOP").status_code == 200
+    assert stored(db) == 0
+    assert db.scalar(select(func.count()).select_from(Checkin)) == 0
+
+
+# ---- the /c/{token} page --------------------------------------------------------------------
+
+
+def test_malformed_tokens_are_404_and_store_nothing(api, db, asked):
+    who = asked()
+    citizen_id, advisory_id = ids_of(db, who)
+    genuine = token_bytes(who.token)
+    resigned_other_key = CheckinTokens(b"another secret" * 3).issue(
+        citizen_id, advisory_id, utcnow() + timedelta(days=1)
+    )
+    wrong = {
+        "10,000 characters": "A" * 10_000,
+        "the token twice": who.token * 2,
+        "padded": who.token + "=" * (-len(who.token) % 4 or 2),
+        "standard alphabet": who.token.replace("-", "+").replace("_", "/") + "+/",
+        "not base64": "!!!!not-base64!!!!",
+        "Hangul": "안전합니다",
+        "a NUL": "%00" + who.token,
+        "dots": "a.b.c",
+        "version 0": b64(b"\x00" + genuine[1:]),
+        "version 2, signed with our key": signed_token(
+            api, citizen_id=citizen_id, advisory_id=advisory_id, version=b"\x02"
+        ),
+        "signed with another key": resigned_other_key,
+        "another advisory, tag kept": b64(
+            genuine[:1] + leb128(citizen_id) + leb128(advisory_id + 1) + genuine[-16:]
+        ),
+        "another citizen, tag kept": b64(
+            genuine[:1] + leb128(citizen_id + 1) + leb128(advisory_id) + genuine[-16:]
+        ),
+    }
+    for what, token in wrong.items():
+        assert token != who.token, what
+        read = api.get(f"/c/{token}")
+        assert read.status_code == 404, f"{what}: {read.status_code}"
+        answered = api.post(f"/c/{token}", data={"answer": "help", "note": "x"})
+        assert answered.status_code == 404, f"{what}: {answered.status_code}"
+    assert stored(db) == 0
+
+
+def test_a_genuine_token_for_no_such_advisory_or_citizen_is_404(api, db, asked):
+    who = asked()
+    citizen_id, advisory_id = ids_of(db, who)
+    for what, target in {
+        "no such advisory": (citizen_id, advisory_id + 1000),
+        "no such citizen": (citizen_id + 1000, advisory_id),
+        "the largest ids": (2**63 - 1, 2**63 - 1),
+    }.items():
+        token = signed_token(api, citizen_id=target[0], advisory_id=target[1])
+        assert api.get(f"/c/{token}").status_code == 404, what
+        assert api.post(f"/c/{token}", data={"answer": "safe"}).status_code == 404, what
+    # The same construction for the real pair is accepted: the 404s above are for the ids.
+    genuine = signed_token(api, citizen_id=citizen_id, advisory_id=advisory_id)
+    assert api.get(f"/c/{genuine}").status_code == 200
+    assert stored(db) == 0
+
+
+def test_an_expired_link_is_404(api, db, asked):
+    who = asked()
+    citizen_id, advisory_id = ids_of(db, who)
+    past = signed_token(api, citizen_id=citizen_id, advisory_id=advisory_id, days=-1)
+    assert api.get(f"/c/{past}").status_code == 404
+    assert api.post(f"/c/{past}", data={"answer": "help"}).status_code == 404
+    assert stored(db) == 0
+
+
+def test_a_note_over_the_limit_is_422_naming_note_and_stores_nothing(api, db, asked):
+    who = asked()
+    for note in ("x" * 10_000, "안" * (NOTE_MAX + 1)):
+        response = api.post(f"/c/{who.token}", data={"answer": "help", "note": note})
+        assert response.status_code == 422, response.status_code
+        assert [e["field"] for e in response.json()["errors"]] == ["note"]
+    assert stored(db) == 0
+    assert db.scalar(select(func.count()).select_from(Checkin)) == 0
+    # At the limit it is taken, and kept as written (sealed).
+    note = "줄" * NOTE_MAX
+    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": note}).status_code == 200
+    [given] = db.scalars(select(CheckinAnswer))
+    assert api.app.state.registry.vault.open("checkin-note", given.note_sealed) == note
+
+
+def test_a_note_over_the_body_limit_is_413(api, db, asked):
+    who = asked()
+    big = "x" * (api.app.state.settings.max_body_bytes + 1)
+    response = api.post(f"/c/{who.token}", data={"answer": "help", "note": big})
+    assert response.status_code == 413
+    assert stored(db) == 0
+
+
+def test_a_missing_or_unknown_answer_is_422_and_stores_nothing(api, db, asked):
+    who = asked()
+    for form in (
+        {},
+        {"note": "only a note"},
+        {"answer": ""},
+        {"answer": "SAFE"},
+        {"answer": "safe "},
+        {"answer": "1"},
+        {"answer": "no_answer"},
+        {"answer": "help\x00"},
+    ):
+        response = api.post(f"/c/{who.token}", data=form)
+        assert response.status_code == 422, f"{form}: {response.status_code}"
+        assert [e["field"] for e in response.json()["errors"]] == ["answer"], form
+    # A JSON body is not the form: nothing in it is read as an answer.
+    response = api.post(f"/c/{who.token}", json={"answer": "help"})
+    assert response.status_code == 422
+    assert stored(db) == 0
+
+
+def test_answers_per_link_are_capped(api, db, asked):
+    who = asked()
+    for n in range(MAX_ANSWERS):
+        answer = ("safe", "help")[n % 2]
+        response = api.post(f"/c/{who.token}", data={"answer": answer})
+        assert response.status_code == 200, f"answer {n + 1}: {response.status_code}"
+    for _ in range(3):
+        response = api.post(f"/c/{who.token}", data={"answer": "safe"})
+        assert response.status_code == 429, response.status_code
+        assert int(response.headers["retry-after"]) > 0
+    assert stored(db) == MAX_ANSWERS == 20
+    # The one in force is the last recorded, not the refused ones.
+    assert db.scalar(select(Checkin.answer)) == "help"
+    assert api.get(f"/c/{who.token}").status_code == 200  # reading stays open
+
+
+def test_the_page_shows_no_contact_or_name(api, db, asked):
+    who = asked(language="en", name="Jisoo Secretname")
+    local = "0" + who.phone[3:]
+    secrets_ = [
+        who.phone,
+        who.phone[1:],
+        local,
+        f"{local[:3]}-{local[3:7]}-{local[7:]}",
+        who.phone[-8:],
+        who.email,
+        who.email.split("@")[0],
+        "Secretname",
+        who.manage["Authorization"].split()[-1],
+    ]
+    pages = {
+        "read": api.get(f"/c/{who.token}"),
+        "answered": api.post(f"/c/{who.token}", data={"answer": "help", "note": "ankle"}),
+    }
+    for what, page in pages.items():
+        assert page.status_code == 200, what
+        for secret in secrets_:
+            assert secret not in page.text, f"{what} page shows {secret!r}"
+        assert "ankle" not in page.text, what  # the note is not echoed back either
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_forged_links_make_us_send_nothing_to_the_duty_staff(api, db, asked, smtp):
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    who = asked()
+    before = len(smtp.received)
+    forged = who.token[:-2] + ("AA" if not who.token.endswith("AA") else "BA")
+    assert api.post(f"/c/{forged}", data={"answer": "help"}).status_code == 404
+    assert api.post(INBOUND, data=inbound_form(who.phone, "2"), headers=FORM).status_code == 403
+    assert [m["To"] for m in smtp.received[before:]] == []
+    assert stored(db) == 0
+
+
+# ---- the roll call ------------------------------------------------------------------------
+
+
+ROLLCALL = "/v1/advisories/{}/rollcall"
+
+
+def test_the_roll_call_needs_a_consul_key(api, db, asked, staff_headers):
+    who = asked()
+    url = ROLLCALL.format(who.advisory)
+    queued = db.scalar(select(func.count()).select_from(Alert))
+    viewer = staff_headers("viewer")
+    for method in ("get", "post"):
+        call = getattr(api, method)
+        assert call(url).status_code == 401, method
+        assert call(url, headers={"Authorization": "Bearer nope"}).status_code == 401, method
+        assert call(url, headers=viewer).status_code == 403, method
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(Alert)) == queued  # no round was started
+
+
+def test_the_roll_call_of_no_such_advisory_is_404(api, consul):
+    for advisory in ("no-such-advisory", "ADV-999999", "%00", "x" * 5000):
+        url = ROLLCALL.format(advisory)
+        assert api.get(url, headers=consul).status_code == 404, advisory
+        assert api.post(url, headers=consul).status_code == 404, advisory
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("country=xx", "country"),
+        ("country=JPN", "country"),
+        ("country=J1", "country"),
+        ("answer=bogus", "answer"),
+        ("answer=SAFE", "answer"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=-1", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=99999999999999999999", "offset"),
+    ],
+)
+def test_bad_roll_call_parameters_are_422(api, consul, asked, query, field):
+    who = asked()
+    response = api.get(f"{ROLLCALL.format(who.advisory)}?{query}", headers=consul)
+    assert response.status_code == 422, response.text
+    assert any(field in e["field"] for e in response.json()["errors"]), response.text
+
+
+def test_the_roll_call_masks_contacts(api, db, asked, reply, consul):
+    who = asked(name="Minjun Secretname")
+    other = asked(name="Seoyeon Hiddenname")  # its advisory asked both of them
+    reply(who.phone, "2 trapped in room 1204, call +821055554444")
+    response = api.get(f"{ROLLCALL.format(other.advisory)}?limit=500", headers=consul)
+    assert response.status_code == 200, response.text
+    text = response.text
+    for secret in (
+        who.phone,
+        who.phone[3:],
+        who.phone[-8:],
+        who.email,
+        who.email.split("@")[0],
+        "Secretname",
+        "room 1204",
+        "+821055554444",
+        other.phone,
+        other.email,
+        "Hiddenname",
+    ):
+        assert secret not in text, f"roll call shows {secret!r}"
+    [item] = [i for i in response.json()["items"] if i["citizen_id"] == who.public_id]
+    assert item["answer"] == "help" and item["channel"] == "sms"
+    assert re.fullmatch(r"\+82\*+\d{4}", item["contact"]), item["contact"]
+    assert item["contact"].endswith(who.phone[-4:])
+    for row in response.json()["items"]:
+        contact = row["contact"] or ""
+        assert "*" in contact and not re.search(r"\d{5}", contact), row
+    assert json.dumps(response.json()["counts"])  # counts stay plain numbers
