@@ -29,6 +29,8 @@ def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Se
     scheduler = build_scheduler(settings, make_session_factory(engine))
     assert {job.id for job in scheduler.get_jobs()} == {
         "expire-advisories",
+        "checkin-escalate",
+        "forget-inbound-sms",
         "purge-ended-stays",
         "purge-unverified",
         "geomatch-sweep",
