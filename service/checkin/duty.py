@@ -196,8 +196,6 @@ def send_notice(
                 log.error("duty webhook refused", extra={"status": response.status_code})
         except httpx.HTTPError as exc:
             log.error("duty webhook unreachable", extra={"error": repr(exc)})
-    if not settings.duty_email and not settings.duty_webhook_url:
-        log.error("a citizen needs help and no duty contact is configured (ANJEON_DUTY_EMAIL)")
     return told
 
 
@@ -212,6 +210,12 @@ def tell_duty(
 ) -> int:
     """Send the notice of each help answer not yet told; returns how many went. Each is read
     (and audited) in its own short transaction, sent, then marked told."""
+    if not checkin_ids:
+        return 0
+    if not settings.duty_email and not settings.duty_webhook_url:
+        # Nobody to tell: nothing is read; the minute job tries again once someone is set.
+        log.error("a citizen needs help and no duty contact is set (ANJEON_DUTY_EMAIL)")
+        return 0
     told = 0
     for checkin_id in checkin_ids:
         try:

@@ -6,8 +6,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from service.audit.models import AuditEntry
 from service.checkin.answers import forget_old_inbound
 from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens.models import Citizen
@@ -18,6 +19,7 @@ from service.dispatch.reference import Links
 from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
 from service.rate_limits import RateLimits
+from service.scheduler import run_duty_notices
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.checkin.conftest import INBOUND, inbound_form, signed
@@ -264,3 +266,31 @@ def test_a_retried_webhook_is_acted_on_once_and_ids_are_forgotten_after_a_week(
     )
     assert forget_old_inbound(db, now=utcnow()) == 0
     assert forget_old_inbound(db, now=utcnow() + timedelta(days=8)) == 2
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_duty_notice_that_could_not_go_is_sent_by_the_minute_job(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """No duty contact (or a relay down) when the help came: the answer remembers it was not
+    told, and the duty-notices job sends it once one is there."""
+    settings = api.app.state.settings
+    settings.duty_email = []
+    _, phone, _ = citizen(api, name="이순신")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(phone, "2")
+    db.expire_all()
+    checkin = db.scalar(select(Checkin))
+    assert checkin.answer == "help" and checkin.duty_notified_at is None
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    settings.duty_email = ["duty@mofa.test"]
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert "이순신" in notice.get_body(("plain",)).get_content()
+    db.expire_all()
+    assert db.scalar(select(Checkin)).duty_notified_at is not None
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
+    entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
+    assert [e.action for e in entries] == ["duty notice: citizen needs help"]
