@@ -2,10 +2,17 @@
 SMTP server: an urgent alert asks, replies are heard (signed as Twilio signs them), the link's
 page records only on a button press, a help answer reaches the duty e-mail, STOP stops texts."""
 
+import hashlib
+import hmac
+import json
 import re
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from service.audit.models import AuditEntry
@@ -294,3 +301,40 @@ def test_a_duty_notice_that_could_not_go_is_sent_by_the_minute_job(
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
     entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
     assert [e.action for e in entries] == ["duty notice: citizen needs help"]
+
+
+class _DutyHook(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[dict, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((json.loads(body), self.headers.get("X-Anjeon-Signature", "")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_help_answer_is_posted_to_the_duty_webhook_signed(api, consul, db, dispatcher):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DutyHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _DutyHook.received.clear()
+    try:
+        settings = api.app.state.settings
+        settings.duty_email = []
+        settings.duty_webhook_url = f"http://127.0.0.1:{server.server_address[1]}/duty"
+        settings.webhook_secret = SecretStr("duty-hook-secret")
+        cid, phone, _ = citizen(api)
+        issue(api, consul, level=4)
+        dispatcher.drain()
+        form = inbound_form(phone, "도와주세요 여권 분실")
+        assert api.post(INBOUND, data=form, headers=signed(form)).status_code == 200
+    finally:
+        server.shutdown()
+    [(payload, signature)] = _DutyHook.received
+    assert payload["event"] == "checkin.help" and payload["citizen_id"] == cid
+    assert payload["phone"] == phone and payload["note"] == "도와주세요 여권 분실"
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    assert signature == "sha256=" + hmac.new(b"duty-hook-secret", body, hashlib.sha256).hexdigest()
