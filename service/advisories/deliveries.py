@@ -25,7 +25,18 @@ def counts_for(session: Session, *, advisory_id: int) -> dict[str, dict[str, int
     counts: dict[str, dict[str, int]] = {}
     for status, channel, n in rows:
         counts.setdefault(status, {})[channel] = n
+    deferred = session.execute(
+        select(Alert.channel, func.count())
+        .where(Alert.advisory_id == advisory_id, *_DEFERRED)
+        .group_by(Alert.channel)
+    ).all()
+    if deferred:
+        counts["deferred"] = {channel: n for channel, n in deferred}
     return counts
+
+
+# Held for the citizen's quiet hours: waiting, not failing.
+_DEFERRED = (Alert.status == states.RETRY_WAIT, Alert.error_code == outbox.QUIET_HOURS)
 
 
 def list_alerts(
@@ -82,6 +93,9 @@ def _read(registry: Registry, alert: Alert, advisory_public_id: str, citizen: Ci
         delivered_at=alert.delivered_at,
         opened_at=alert.opened_at,
         updated_at=alert.updated_at,
+        deferred_until=alert.due_at
+        if alert.status == states.RETRY_WAIT and alert.error_code == outbox.QUIET_HOURS
+        else None,
     )
 
 

@@ -11,6 +11,16 @@ CATEGORIES = ("security", "disaster", "health", "other")
 LANGUAGES = ("ko", "en")
 
 
+# CAP 1.2's values of <severity> and <urgency>; anything else a feed writes is not kept.
+CAP_SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
+CAP_URGENCIES = ("Immediate", "Expected", "Future", "Past", "Unknown")
+
+
+def cap_term(value: str, terms: tuple[str, ...]) -> str:
+    """The CAP term `value` names (in CAP's spelling, whatever the case), or ""."""
+    return next((t for t in terms if t.lower() == value.strip().lower()), "")
+
+
 @dataclass(frozen=True)
 class ExternalKey:
     sender: str
@@ -36,6 +46,10 @@ class AdvisoryDraft:
     # The feed republishes the item under the same identifier when it changes (RSS, GeoJSON,
     # MOFA); CAP messages never change once sent.
     revisable: bool = False
+    # CAP's <severity> and <urgency> (CAP feeds only): Extreme asks for a check-in, Immediate
+    # ignores quiet hours, whatever level the feed's table gave the alert.
+    severity: str = ""
+    urgency: str = ""
     # reach_area() of (level, area): the country look-up is remembered while neither changes
     # (a create or a PATCH asks for it several times).
     _reach: tuple[str, Area, Area] | None = field(default=None, repr=False, compare=False)
@@ -50,7 +64,9 @@ class AdvisoryDraft:
         return self._reach[2]
 
     def content(self) -> dict:
-        """The revision snapshot, with the area as matched (country_only included)."""
+        """The revision snapshot, with the area as matched (country_only included). CAP terms
+        only when given, so other advisories' snapshots stay as they were."""
+        cap = {k: v for k, v in (("severity", self.severity), ("urgency", self.urgency)) if v}
         return {
             "level": self.level,
             "category": self.category,
@@ -60,6 +76,7 @@ class AdvisoryDraft:
             "effective": self.effective.isoformat(),
             "expires": self.expires.isoformat() if self.expires else None,
             "alerts_citizens": self.alerts_citizens,
+            **cap,
         }
 
 

@@ -113,6 +113,45 @@ def _years_after(day: date, years: int) -> date:
         return day.replace(year=day.year + years, day=28)
 
 
+HHMM = Annotated[
+    str,
+    Field(
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time HH:MM, 00:00 to 23:59.",
+        examples=["22:00"],
+    ),
+]
+
+
+class QuietHours(StrictModel):
+    """Level 1-2 alerts wait from `from` until `to` (which may be the next morning), in the
+    local time of the citizen's current place. Levels 3, 4, special, CAP Immediate or Extreme
+    alerts and check-ins go at once."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        serialize_by_alias=True,
+        json_schema_extra={"examples": [{"from": "22:00", "to": "07:00"}]},
+    )
+
+    starts: HHMM = Field(alias="from")
+    ends: HHMM = Field(alias="to")
+
+    @field_validator("ends")
+    @classmethod
+    def _not_empty(cls, ends: str, info: ValidationInfo) -> str:
+        if info.data.get("starts") == ends:
+            raise ValueError("'to' equals 'from': an empty window; give null for no quiet hours")
+        return ends
+
+
+DEFAULT_QUIET_HOURS = QuietHours.model_validate({"from": "22:00", "to": "07:00"})
+_QUIET_HOURS = (
+    'Quiet hours in the local time of the citizen\'s current place: {"from": "22:00", '
+    '"to": "07:00"} unless given; null: none.'
+)
+
+
 Name = Annotated[
     str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
 ]
@@ -162,6 +201,7 @@ class CitizenCreate(StrictModel):
     consent: StrictBool
     location: LocationIn
     stays: Stays = []
+    quiet_hours: QuietHours | None = Field(default=DEFAULT_QUIET_HOURS, description=_QUIET_HOURS)
 
     _name = field_validator("name")(check_name)
     _channels = field_validator("channels")(_unique_channels)
@@ -193,6 +233,9 @@ class CitizenUpdate(StrictModel):
     language: Language | None = None
     channels: Channels | None = None
     stays: Stays | None = None
+    quiet_hours: QuietHours | None = Field(
+        default=None, description="Left out: unchanged; null: no quiet hours."
+    )
 
     _name = field_validator("name")(check_name)
     _channels = field_validator("channels")(_unique_channels)
@@ -297,6 +340,7 @@ class CitizenRead(BaseModel):
     channels: list[str]
     location: PlaceRead | None
     stays: list[StayRead]
+    quiet_hours: QuietHours | None = Field(description=_QUIET_HOURS)
     created_at: datetime
     updated_at: datetime
 

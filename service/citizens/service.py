@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, null, select
 from sqlalchemy.orm import Session
 
 from service.citizens import contact, verification
@@ -18,6 +18,7 @@ from service.citizens.schemas import (
     CitizenUpdate,
     LocationIn,
     PlaceRead,
+    QuietHours,
     StayIn,
     StayRead,
 )
@@ -103,6 +104,7 @@ def register_citizen(
     citizen.token_hash = token_hash(token)
     citizen.name_sealed = registry.vault.seal("name", data.name)
     citizen.wants_sms, citizen.wants_email = "sms" in data.channels, "email" in data.channels
+    _set_quiet_hours(citizen, data.quiet_hours)
     citizen.places = [places.current, *places.stays]
     session.add(citizen)
     session.flush()
@@ -197,6 +199,8 @@ def update_citizen(
     if data.language is not None:
         citizen.language = data.language
     citizen.wants_sms, citizen.wants_email = "sms" in channels, "email" in channels
+    if "quiet_hours" in given:
+        _set_quiet_hours(citizen, data.quiet_hours)
     if data.stays is not None:
         assert places.stays is not None
         citizen.places = [p for p in citizen.places if p.kind == "current"] + places.stays
@@ -301,9 +305,22 @@ def to_read(registry: Registry, citizen: Citizen, session: Session) -> CitizenRe
             for p in citizen.places
             if p.kind == "stay"
         ],
+        quiet_hours=_quiet_hours(citizen),
         created_at=citizen.created_at,
         updated_at=citizen.updated_at,
     )
+
+
+def _set_quiet_hours(citizen: Citizen, quiet: QuietHours | None) -> None:
+    # null(), not None: on a new row the ORM would take None as "unset" and store the default.
+    citizen.quiet_from = quiet.starts if quiet else null()  # type: ignore[assignment]
+    citizen.quiet_to = quiet.ends if quiet else null()  # type: ignore[assignment]
+
+
+def _quiet_hours(citizen: Citizen) -> QuietHours | None:
+    if not citizen.quiet_from or not citizen.quiet_to:
+        return None
+    return QuietHours(starts=citizen.quiet_from, ends=citizen.quiet_to)
 
 
 def _check_contacts(

@@ -31,6 +31,7 @@ from service.dispatch.notifiers.base import (
 )
 from service.dispatch.notifiers.registry import build_notifiers
 from service.dispatch.pacing import Pacer
+from service.dispatch.quiet_hours import quiet_until, zone_of
 from service.dispatch.recipients import (
     AdvisoryState,
     ContentCache,
@@ -39,7 +40,7 @@ from service.dispatch.recipients import (
     recipients,
 )
 from service.dispatch.reference import Links
-from service.dispatch.render import Renderer
+from service.dispatch.render import Rendered, Renderer
 from service.ledger import outbox
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
@@ -267,7 +268,11 @@ class Dispatcher:
             states = advisory_states(session, {r.advisory_id for r in rows})
             contents = self._contents.load(session, {(r.advisory_id, r.revision) for r in rows})
             people = recipients(
-                session, {r.citizen_id for r in rows}, channel=channel, vault=self.vault
+                session,
+                {r.citizen_id for r in rows},
+                channel=channel,
+                vault=self.vault,
+                today=at.date(),
             )
             routine = self._routine_sent(session, rows, contents, at)
         decided: list[tuple[Claimed, Decision]] = []
@@ -278,8 +283,10 @@ class Dispatcher:
             person = people.get(row.citizen_id)
             if person is not None and OTHER_CHANNEL[row.channel] in person.reachable:
                 self._can_fall_back.add(row.id)
-            verdict = _triage(row, state, content, person, now=at) or self._cap(
-                row, content, routine, now=at
+            verdict = (
+                _triage(row, state, content, person, now=at)
+                or _quiet(row, state, content, person, now=at)
+                or self._cap(row, content, routine, now=at)
             )
             if verdict is not None:
                 decided.append((row, verdict))
@@ -289,15 +296,11 @@ class Dispatcher:
             assert address is not None
             reference = self.links.reference(row.id)
             link = self.links.details(reference)
-            part_of = _part_of(content, person)
-            if row.channel == "sms":
-                rendered = self.renderer.sms(
-                    content, language=person.language, link=link, part_of=part_of
-                )
-            else:
-                rendered = self.renderer.email(
-                    content, language=person.language, link=link, part_of=part_of
-                )
+            rendered, checkin_token = self._render(row, content, person, link=link, now=at)
+            if checkin_token and row.channel == "sms":
+                # The SMS carries the check-in link instead of the details one: the token is
+                # what a look-up of an unknown outcome finds it by.
+                reference = checkin_token
             message = OutgoingMessage(
                 alert_id=row.id,
                 channel=row.channel,
@@ -317,6 +320,52 @@ class Dispatcher:
             self._record(decided, now=at, tally=tally)
         if jobs:
             self._send_all(jobs, self._pools[channel], notifier, now=now, tally=tally)
+
+    def _render(
+        self,
+        row: Claimed,
+        content: AlertContent,
+        person: Recipient,
+        *,
+        link: str,
+        now: datetime,
+    ) -> tuple[Rendered, str]:
+        """The message for this row, and its check-in token when it asks "are you safe?"."""
+        asks = row.checkin_round > 0 or content.asks_checkin
+        token = (
+            self.links.checkin_token(
+                citizen_id=row.citizen_id, advisory_id=row.advisory_id, asked_at=row.created_at
+            )
+            if asks
+            else ""
+        )
+        checkin = self.links.checkin(token) if token else ""
+        language = person.language
+        if row.checkin_round > 0:
+            if row.channel == "sms":
+                return self.renderer.checkin_sms(content, language=language, link=checkin), token
+            return (
+                self.renderer.checkin_email(content, language=language, link=link, checkin=checkin),
+                token,
+            )
+        part_of = _part_of(content, person)
+        if row.channel == "sms":
+            return (
+                self.renderer.sms(
+                    content,
+                    language=language,
+                    link=checkin or link,
+                    part_of=part_of,
+                    ask=asks,
+                ),
+                token,
+            )
+        return (
+            self.renderer.email(
+                content, language=language, link=link, part_of=part_of, checkin=checkin
+            ),
+            token,
+        )
 
     def _send_all(
         self,
@@ -393,7 +442,7 @@ class Dispatcher:
         self, row: Claimed, content: AlertContent | None, routine: dict[int, int], *, now: datetime
     ) -> Decision | None:
         """Hold a routine alert for a citizen who had their hour's share; count it otherwise."""
-        if not self.policy.routine_per_hour or not _routine(content):
+        if not self.policy.routine_per_hour or row.checkin_round or not _routine(content):
             return None
         if routine.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
             return Decision(
@@ -481,6 +530,41 @@ def _part_of(content: AlertContent, person: Recipient) -> str:
     return min(partly) if partly else ""
 
 
+def _quiet(
+    row: Claimed,
+    state: AdvisoryState | None,
+    content: AlertContent | None,
+    person: Recipient | None,
+    *,
+    now: datetime,
+) -> Decision | None:
+    """Hold a level 1-2 alert (or its all-clear) while it is night where the citizen is."""
+    if content is None or content.goes_at_once or row.checkin_round:
+        return None
+    if person is None or person.quiet is None or person.place is None:
+        return None
+    zone = zone_of(person.place)
+    if zone is None:
+        return None  # no clock to read: better a message at night than none
+    quiet = quiet_until(now, start=person.quiet[0], end=person.quiet[1], zone=zone)
+    if quiet is None:
+        return None
+    reason = f"quiet hours until {quiet.local_end} {quiet.zone}"
+    expires = state.expires if state is not None and content.kind != "cancel" else None
+    if expires is not None and expires <= quiet.until:
+        return Decision(row.id, EXPIRED, reason=f"advisory ends during the {reason}")
+    # Not a try: the claim's attempt is given back, and an unknown outcome stays unknown.
+    return Decision(
+        row.id,
+        RETRY_WAIT,
+        code=outbox.QUIET_HOURS,
+        reason=reason,
+        due_at=quiet.until,
+        outcome_unknown=row.outcome_unknown,
+        refund=True,
+    )
+
+
 def _triage(
     row: Claimed,
     state: AdvisoryState | None,
@@ -496,6 +580,11 @@ def _triage(
         return Decision(row.id, FAILED, code="no-advisory", reason="advisory not found")
     if person.address is None:
         return Decision(row.id, FAILED, code="no-contact", reason=f"no {row.channel} contact")
+    if row.channel == "sms" and person.sms_opted_out:
+        # Carriers block our texts to the number after STOP; the e-mail (fallback) still goes.
+        return Decision(row.id, FAILED, code="opted-out", reason="the citizen replied STOP")
+    if content.kind == "cancel" and row.checkin_round > 0:
+        return Decision(row.id, EXPIRED, reason=REASON_CANCELLED_BEFORE_SENDING)
     if content.kind == "cancel":
         return None  # the all-clear goes out whatever the advisory's state
     if state.status == "cancelled":

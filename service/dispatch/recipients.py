@@ -4,14 +4,15 @@ advisory's state now, and each citizen's language and contacts (opened from the 
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen, CitizenPlace
 from service.dispatch.content import AlertContent
+from service.dispatch.quiet_hours import Place
 from service.privacy import PersonalDataVault
 
 
@@ -32,6 +33,9 @@ class Recipient:
     # Countries the citizen is registered in only by country (no point): an area covering part
     # of one reaches them at urgent levels, and their alert says so.
     known_only_by: frozenset[str] = frozenset()
+    sms_opted_out: bool = False  # replied STOP: carriers block our texts to the number
+    quiet: tuple[str, str] | None = None  # quiet hours ("22:00", "07:00"); None: none
+    place: Place | None = None  # where the citizen is now, whose clock the quiet hours follow
 
 
 class ContentCache:
@@ -86,6 +90,8 @@ def _content(
         area=data.get("area") or {},
         source=issued_by.removeprefix("feed:") if source != "manual" else "",
         expires=datetime.fromisoformat(expires) if expires else None,
+        severity=data.get("severity") or "",
+        urgency=data.get("urgency") or "",
     )
 
 
@@ -103,9 +109,15 @@ def advisory_states(session: Session, ids: set[int]) -> dict[int, AdvisoryState]
 
 
 def recipients(
-    session: Session, ids: set[int], *, channel: str, vault: PersonalDataVault
+    session: Session,
+    ids: set[int],
+    *,
+    channel: str,
+    vault: PersonalDataVault,
+    today: date | None = None,
 ) -> dict[int, Recipient]:
-    """Each citizen's language and address on `channel` (only that one is decrypted)."""
+    """Each citizen's language and address on `channel` (only that one is decrypted), quiet
+    hours, and where they are now (their current place, else a stay that includes `today`)."""
     rows = session.execute(
         select(
             Citizen.id,
@@ -113,8 +125,12 @@ def recipients(
             Citizen.language,
             Citizen.phone_sealed,
             Citizen.email_sealed,
+            Citizen.sms_opted_out_at,
+            Citizen.quiet_from,
+            Citizen.quiet_to,
         ).where(Citizen.id.in_(ids))
     ).all()
+    here = _places_now(session, ids, today) if today is not None else {}
     only: dict[int, set[str]] = {}
     for cid, country in session.execute(
         select(CitizenPlace.citizen_id, CitizenPlace.country).where(
@@ -123,7 +139,7 @@ def recipients(
     ):
         only.setdefault(cid, set()).add(country)
     found = {}
-    for cid, status, language, phone, email in rows:
+    for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
         field, blob = sealed[channel]
         found[cid] = Recipient(
@@ -132,5 +148,29 @@ def recipients(
             address=vault.open(field, blob) if blob else None,
             reachable=frozenset(c for c, (_, b) in sealed.items() if b is not None),
             known_only_by=frozenset(only.get(cid, ())),
+            sms_opted_out=opted_out_at is not None,
+            quiet=(quiet_from, quiet_to) if quiet_from and quiet_to else None,
+            place=here.get(cid),
         )
+    return found
+
+
+def _places_now(session: Session, ids: set[int], today: date) -> dict[int, Place]:
+    """Each citizen's current place; without one, the stay under way today (the latest to
+    have begun, when stays overlap)."""
+    rows = session.execute(
+        select(CitizenPlace.citizen_id, CitizenPlace.lat, CitizenPlace.lon, CitizenPlace.country)
+        .where(
+            CitizenPlace.citizen_id.in_(ids),
+            or_(
+                CitizenPlace.kind == "current",
+                and_(CitizenPlace.starts_on <= today, CitizenPlace.ends_on >= today),
+            ),
+        )
+        # current before stays, then the latest stay first: the first row per citizen wins
+        .order_by(CitizenPlace.kind, CitizenPlace.starts_on.desc(), CitizenPlace.id.desc())
+    ).all()
+    found: dict[int, Place] = {}
+    for cid, lat, lon, country in rows:
+        found.setdefault(cid, Place(lat=lat, lon=lon, country=country))
     return found

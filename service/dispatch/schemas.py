@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.ledger import states
 
@@ -29,6 +29,11 @@ class AlertRead(BaseModel):
     delivered_at: datetime | None
     opened_at: datetime | None
     updated_at: datetime | None
+    deferred_until: datetime | None = Field(
+        default=None,
+        description="Held for the citizen's quiet hours (status retry_wait, error_code "
+        "quiet-hours): when it goes.",
+    )
 
 
 class AlertPage(BaseModel):
@@ -39,6 +44,7 @@ class AlertPage(BaseModel):
 
 
 class AlertsRead(AlertPage):
-    """Counts by status and channel ({"sent": {"sms": 3}}), and one page of the alert rows."""
+    """Counts by status and channel ({"sent": {"sms": 3}}), and one page of the alert rows.
+    "deferred" counts the retry_wait rows held for quiet hours (they are in retry_wait too)."""
 
     counts: dict[str, dict[str, int]]

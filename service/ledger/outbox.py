@@ -44,6 +44,7 @@ class Claimed:
     created_at: datetime
     attempt: int  # this send's own number, never reused: delivery reports name it
     priority: int  # its urgency class: a fallback on the other channel keeps it
+    checkin_round: int = 0  # n >= 1: an "are you safe?" request rather than the advisory
 
 
 # The claim's statements, built once (a claim runs every batch); every value is bound.
@@ -111,6 +112,7 @@ def _claim(picked: Select | CompoundSelect) -> ReturningUpdate:
             Alert.created_at,
             Alert.attempts,
             Alert.priority,
+            Alert.checkin_round,
         )
         .execution_options(synchronize_session=False)
     )
@@ -163,6 +165,13 @@ class Decision:
     reason: str | None = None
     due_at: datetime | None = None
     outcome_unknown: bool = False
+    # The row was held, not tried (quiet hours): the claim's attempt does not count against
+    # the retry budget.
+    refund: bool = False
+
+
+# error_code of a row held for the citizen's quiet hours (retry_wait until they end).
+QUIET_HOURS = "quiet-hours"
 
 
 _RECORD_SENT = text(
@@ -185,6 +194,7 @@ _RECORD_SENT_POSTGRESQL = text(
 _RECORD_OTHER = text(
     "UPDATE alert SET status = :status, due_at = :due_at, error_code = :code, "  # noqa: S608
     "last_error = :reason, outcome_unknown = :outcome_unknown, segments = :segments, "
+    "retry_base = retry_base + :refund, "
     "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker "
     f"AND status = '{states.CLAIMED}'"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()))
@@ -207,6 +217,7 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
             "reason": scrub_contacts(d.reason),
             "outcome_unknown": d.outcome_unknown,
             "segments": d.segments,
+            "refund": int(d.refund),
         }
         for d in decisions
         if d.status != states.SENT
@@ -245,6 +256,7 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
         "created_at": now,
         "priority": failed.priority,
         "fallback_of": failed.id,
+        "checkin_round": failed.checkin_round,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     result = session.execute(dialect.insert(Alert).values(values).on_conflict_do_nothing())

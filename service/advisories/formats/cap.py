@@ -9,7 +9,14 @@ import re
 from collections.abc import Mapping
 from xml.etree.ElementTree import Element
 
-from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
+from service.advisories.drafts import (
+    CAP_SEVERITIES,
+    CAP_URGENCIES,
+    AdvisoryDraft,
+    ExternalKey,
+    ParsedFeed,
+    cap_term,
+)
 from service.advisories.formats import cap_terms
 from service.advisories.formats.common import (
     ZONES_ONLY_NOTE,
@@ -110,6 +117,8 @@ def _draft(
         effective=effective,
         expires=parse_time(expires_text, field="expires") if expires_text else None,
         msg_type=msg_type,
+        severity=cap_term(text_of(primary, "severity"), CAP_SEVERITIES),
+        urgency=cap_term(text_of(primary, "urgency"), CAP_URGENCIES),
         **identity,
     )
 

@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
+from service.advisories.drafts import (
+    CAP_SEVERITIES,
+    CAP_URGENCIES,
+    AdvisoryDraft,
+    ExternalKey,
+    ParsedFeed,
+    cap_term,
+)
 from service.advisories.formats import cap_terms, levels
 from service.advisories.formats.common import (
     ZONES_ONLY_NOTE,
@@ -186,6 +193,8 @@ def _nws(
         effective=parse_time(props.get("effective") or props["sent"], field="effective"),
         expires=parse_time(expires, field="expires") if expires else None,
         msg_type=msg_type,
+        severity=cap_term(json_text(props, "severity"), CAP_SEVERITIES),
+        urgency=cap_term(json_text(props, "urgency"), CAP_URGENCIES),
         **identity,
     )
 

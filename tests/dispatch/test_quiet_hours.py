@@ -1,0 +1,259 @@
+"""Quiet hours end to end, under a frozen clock (the dispatcher's `now`), on every backend: a
+level 1-2 alert waits until the morning where the citizen is; urgent ones, CAP Immediate,
+check-in requests and citizens without quiet hours are not held. The expected instants are
+computed here from local wall times with zoneinfo."""
+
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import delete, select
+
+from service.citizens.models import Citizen, CitizenPlace
+from service.ledger import states
+from service.ledger.models import Alert
+from tests.advisories.builders import advisory_body, in_days
+from tests.builders import register, stay
+from tests.conftest import bound_client, make_settings
+from tests.dispatch.conftest import dispatcher_in, notifier_settings
+from tests.dispatch.fake_twilio import Answer
+
+BANGKOK = {"lat": 13.7563, "lon": 100.5018}
+TOKYO = {"lat": 35.6895, "lon": 139.6917}
+NIGHT = {"from": "22:00", "to": "07:00"}
+CAP_SAMPLE = Path(__file__).parents[2] / "examples" / "tokyo-earthquake.cap.xml"
+
+
+def next_reading(zone: str, hour: int, minute: int) -> datetime:
+    """The next instant (after the real now) at which the clock of `zone` reads hour:minute."""
+    tz = ZoneInfo(zone)
+    today = datetime.now(tz)
+    at = datetime.combine(today.date(), time(hour, minute), tzinfo=tz)
+    if at <= today:
+        at = datetime.combine(today.date() + timedelta(days=1), time(hour, minute), tzinfo=tz)
+    return at.astimezone(UTC)
+
+
+def seven_next_morning(zone: str, night: datetime) -> datetime:
+    tz = ZoneInfo(zone)
+    day = night.astimezone(tz).date() + timedelta(days=1)
+    return datetime.combine(day, time(7, 0), tzinfo=tz).astimezone(UTC)
+
+
+def rows(db) -> list[Alert]:
+    db.expire_all()
+    return list(db.scalars(select(Alert).order_by(Alert.id)))
+
+
+def citizen_id(db, public_id: str) -> int:
+    return db.scalar(select(Citizen.id).where(Citizen.public_id == public_id))
+
+
+def issue(api, consul, **overrides) -> dict:
+    response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=consul)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def world(database_url, db, twilio, smtp, staff_headers):
+    """An API and a dispatcher on the test's transaction (SMS only matters here)."""
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), dispatch_max_attempts=2
+    )
+    with bound_client(settings, db) as api:
+        dispatcher = dispatcher_in(db, settings)
+        yield api, dispatcher, staff_headers("consul")
+        dispatcher.close()
+
+
+def test_a_level_1_alert_at_2330_in_bangkok_waits_until_0700_and_then_goes(db, world, twilio):
+    api, dispatcher, consul = world
+    register(api, location=BANGKOK, phone="010-7400-0001", channels=["sms"], quiet_hours=NIGHT)
+    advisory = issue(api, consul, level=1, area={"countries": ["TH"]})
+    night = next_reading("Asia/Bangkok", 23, 30)
+    morning = seven_next_morning("Asia/Bangkok", night)
+    assert morning - night == timedelta(hours=7, minutes=30)
+
+    tally = dispatcher.step(now=night)
+    [row] = rows(db)
+    assert tally.claimed == 1 and tally.by_status == {states.RETRY_WAIT: 1}
+    assert (row.status, row.error_code, row.due_at) == (states.RETRY_WAIT, "quiet-hours", morning)
+    assert row.last_error == "quiet hours until 07:00 Asia/Bangkok"
+    assert twilio.bodies_to("+821074000001") == []
+
+    # The alerts view shows it as deferred, and counts it.
+    view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
+    assert view["counts"] == {"retry_wait": {"sms": 1}, "deferred": {"sms": 1}}
+    [item] = view["items"]
+    assert datetime.fromisoformat(item["deferred_until"]) == morning
+    listed = api.get("/v1/alerts?status=retry_wait", headers=consul).json()["items"]
+    assert [datetime.fromisoformat(i["deferred_until"]) for i in listed] == [morning]
+
+    assert dispatcher.step(now=morning - timedelta(minutes=1)).claimed == 0  # not due yet
+    tally = dispatcher.step(now=morning)
+    [row] = rows(db)
+    assert tally.by_status == {states.SENT: 1} and row.status == states.SENT
+    assert len(twilio.bodies_to("+821074000001")) == 1
+    # The night's claim was not a try: one attempt counted against the budget.
+    assert row.attempts - row.retry_base == 1
+    [item] = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()["items"]
+    assert item["deferred_until"] is None
+
+
+def test_a_deferral_does_not_use_up_the_retry_budget(db, world, twilio):
+    # At most 2 attempts: the night's hold and a 500 at 07:00 would be 2 without the refund,
+    # and the row would fail. It is retried, and sent.
+    api, dispatcher, consul = world
+    register(api, location=BANGKOK, phone="010-7400-0002", channels=["sms"], quiet_hours=NIGHT)
+    twilio.script("+821074000002", Answer(500))
+    issue(api, consul, level=2, area={"countries": ["TH"]})
+    night = next_reading("Asia/Bangkok", 23, 30)
+    morning = seven_next_morning("Asia/Bangkok", night)
+    dispatcher.step(now=night)
+    dispatcher.step(now=morning)
+    [row] = rows(db)
+    assert row.status == states.RETRY_WAIT and row.error_code == "500"
+    dispatcher.step(now=morning + timedelta(minutes=5))
+    [row] = rows(db)
+    assert row.status == states.SENT and row.attempts == 3 and row.retry_base == 1
+
+
+def test_urgent_alerts_check_ins_and_citizens_without_quiet_hours_go_at_once(db, world, twilio):
+    api, dispatcher, consul = world
+    _, _, quiet = register(
+        api, location=BANGKOK, phone="010-7400-0003", channels=["sms"], quiet_hours=NIGHT
+    )
+    register(api, location=BANGKOK, phone="010-7400-0004", channels=["sms"], quiet_hours=None)
+    routine = issue(api, consul, level=1, area={"countries": ["TH"]}, title={"ko": "방콕 유의"})
+    issue(api, consul, level=4, area={"countries": ["TH"]}, title={"ko": "방콕 금지"})
+    # A check-in request ("are you safe?") about the level-1 advisory, as a round adds it.
+    sleeper = db.scalar(select(Citizen.id).where(Citizen.quiet_from.is_not(None)))
+    first = rows(db)[0]
+    db.add(
+        Alert(
+            advisory_id=first.advisory_id,
+            revision=1,
+            citizen_id=sleeper,
+            channel="sms",
+            priority=0,
+            status=states.PENDING,
+            created_at=first.created_at,
+            checkin_round=1,
+        )
+    )
+    db.flush()
+    night = next_reading("Asia/Bangkok", 23, 30)
+    dispatcher.step(now=night)
+    by_status = {(r.citizen_id, r.advisory_id, r.checkin_round): r.status for r in rows(db)}
+    held = [key for key, status in by_status.items() if status == states.RETRY_WAIT]
+    routine_id = first.advisory_id
+    assert held == [(sleeper, routine_id, 0)]  # only the level-1 alert to the sleeper waits
+    assert sum(status == states.SENT for status in by_status.values()) == 4
+    assert len(twilio.bodies_to("+821074000003")) == 2  # the level-4 alert and the check-in
+    assert len(twilio.bodies_to("+821074000004")) == 2  # both advisories, no quiet hours
+    assert quiet["quiet_hours"] == NIGHT and routine["level"] == 1
+
+
+@pytest.mark.parametrize(
+    ("where", "country", "zone", "night", "morning"),
+    [
+        # New York: clocks go forward at 02:00 on 2027-03-14; 07:00 EDT is 11:00 UTC, not 12:00.
+        (
+            {"lat": 40.7128, "lon": -74.0060},
+            "US",
+            "America/New_York",
+            datetime(2027, 3, 14, 1, 30, tzinfo=ZoneInfo("America/New_York")),
+            datetime(2027, 3, 14, 7, 0, tzinfo=ZoneInfo("America/New_York")),
+        ),
+        # Sydney: summer time ends at 03:00 on 2027-04-04; 07:00 AEST is 21:00 UTC the day before.
+        (
+            {"lat": -33.8688, "lon": 151.2093},
+            "AU",
+            "Australia/Sydney",
+            datetime(2027, 4, 3, 23, 30, tzinfo=ZoneInfo("Australia/Sydney")),
+            datetime(2027, 4, 4, 7, 0, tzinfo=ZoneInfo("Australia/Sydney")),
+        ),
+    ],
+)
+def test_the_morning_follows_a_dst_change(db, world, twilio, where, country, zone, night, morning):
+    api, dispatcher, consul = world
+    register(api, location=where, phone="010-7400-0005", channels=["sms"], quiet_hours=NIGHT)
+    issue(api, consul, level=2, area={"countries": [country]}, expires=in_days(800))
+    night, morning = night.astimezone(UTC), morning.astimezone(UTC)
+    dispatcher.step(now=night)
+    [row] = rows(db)
+    assert (row.status, row.due_at) == (states.RETRY_WAIT, morning)
+    assert row.last_error == f"quiet hours until 07:00 {zone}"
+    assert dispatcher.step(now=morning - timedelta(seconds=1)).claimed == 0
+    dispatcher.step(now=morning)
+    assert [r.status for r in rows(db)] == [states.SENT]
+
+
+def test_a_country_only_citizen_and_a_stay_follow_the_local_clock(db, world, twilio):
+    api, dispatcher, consul = world
+    register(
+        api, location={"country": "TH"}, phone="010-7400-0006", channels=["sms"], quiet_hours=NIGHT
+    )
+    # Registered in Tokyo with a stay in Bangkok under way: without a current place (the row
+    # removed here), the stay is where they are.
+    visitor, _, _ = register(
+        api,
+        location=TOKYO,
+        phone="010-7400-0007",
+        channels=["sms"],
+        quiet_hours=NIGHT,
+        stays=[stay(0, 10, **BANGKOK)],
+    )
+    db.execute(
+        delete(CitizenPlace).where(
+            CitizenPlace.citizen_id == citizen_id(db, visitor), CitizenPlace.kind == "current"
+        )
+    )
+    issue(api, consul, level=1, area={"countries": ["TH"]})
+    night = next_reading("Asia/Bangkok", 23, 30)
+    assert night.date() - date.today() <= timedelta(days=2)  # inside the stay
+    dispatcher.step(now=night)
+    held = rows(db)
+    assert len(held) == 2
+    assert {(r.status, r.last_error) for r in held} == {
+        (states.RETRY_WAIT, "quiet hours until 07:00 Asia/Bangkok")
+    }
+
+
+@pytest.mark.parametrize(("urgency", "held"), [("Immediate", False), ("Expected", True)])
+def test_a_cap_level_2_alert_of_urgency_immediate_ignores_quiet_hours(
+    db, world, twilio, urgency, held
+):
+    api, dispatcher, consul = world
+    register(api, location=TOKYO, phone="010-7400-0008", channels=["sms"], quiet_hours=NIGHT)
+    cap = CAP_SAMPLE.read_text("utf-8").replace("<urgency>Immediate<", f"<urgency>{urgency}<")
+    imported = api.post(
+        "/v1/advisories/import",
+        content=cap.encode(),
+        headers={**consul, "Content-Type": "application/cap+xml"},
+    )
+    assert imported.status_code == 201, imported.text
+    dispatcher.step(now=next_reading("Asia/Tokyo", 23, 30))
+    [row] = rows(db)
+    assert row.status == (states.RETRY_WAIT if held else states.SENT)
+    assert len(twilio.bodies_to("+821074000008")) == (0 if held else 1)
+
+
+def test_an_advisory_that_ends_before_the_morning_expires_instead_of_waiting(db, world, twilio):
+    api, dispatcher, consul = world
+    register(api, location=BANGKOK, phone="010-7400-0009", channels=["sms"], quiet_hours=NIGHT)
+    night = next_reading("Asia/Bangkok", 23, 30)
+    issue(
+        api,
+        consul,
+        level=1,
+        area={"countries": ["TH"]},
+        expires=(night + timedelta(hours=2)).isoformat(),
+    )
+    dispatcher.step(now=night)
+    [row] = rows(db)
+    assert row.status == states.EXPIRED
+    assert row.last_error == "advisory ends during the quiet hours until 07:00 Asia/Bangkok"
+    assert twilio.bodies_to("+821074000009") == []
