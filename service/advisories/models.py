@@ -10,6 +10,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -28,8 +29,10 @@ class Advisory(Base):
     source: Mapped[str] = mapped_column(String(16))
     # Feed name for ingested advisories, the staff key's name for manual ones.
     issued_by: Mapped[str] = mapped_column(String(100))
-    # False for CAP Test/Exercise/Draft: stored and shown, never sent to citizens.
+    # False for CAP Test/Draft/System: stored and shown, never sent to citizens.
     alerts_citizens: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A drill: sent only to citizens who opted in to exercises, every message marked as one.
+    exercise: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     level: Mapped[str] = mapped_column(String(8))
     category: Mapped[str] = mapped_column(String(16))
     title_ko: Mapped[str | None] = mapped_column(Text)
@@ -48,7 +51,11 @@ class Advisory(Base):
     )
 
     __table_args__ = (
-        CheckConstraint("status IN ('active', 'expired', 'cancelled')", name="status"),
+        CheckConstraint(
+            "status IN ('draft', 'pending_approval', 'rejected', 'active', 'expired', "
+            "'cancelled')",
+            name="status",
+        ),
         CheckConstraint("level IN ('1', '2', '3', '4', 'special')", name="level"),
         CheckConstraint("category IN ('security', 'disaster', 'health', 'other')", name="category"),
         CheckConstraint("expires IS NULL OR expires > effective", name="window"),
@@ -72,6 +79,30 @@ class AdvisoryRevision(Base):
     advisory: Mapped[Advisory] = relationship(back_populates="revisions")
 
     __table_args__ = (UniqueConstraint("advisory_id", "revision"),)
+
+
+class AdvisoryProposal(Base):
+    """A new advisory or a revision waiting for a second person (four eyes): what it would say,
+    who proposed it, and what became of it. An advisory has at most one pending."""
+
+    __tablename__ = "advisory_proposal"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(ForeignKey("advisory.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))  # "issue" | "revise"
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    proposed_by: Mapped[str] = mapped_column(String(100))
+    proposed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('issue', 'revise')", name="kind"),
+        CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status"),
+        Index("ix_advisory_proposal_advisory_id_status", "advisory_id", "status"),
+    )
 
 
 class ExternalMessage(Base):

@@ -54,6 +54,8 @@ class Citizen(Base):
     # The citizen answered STOP (or the like) by SMS: carriers block our texts to the number
     # until START, so nothing is sent there; their e-mail still gets everything.
     sms_opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Opted in to drills: exercise advisories reach only these citizens.
+    exercises: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     places: Mapped[list["CitizenPlace"]] = relationship(
         back_populates="citizen",
