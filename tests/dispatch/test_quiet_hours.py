@@ -10,10 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, select
 
+from service.advisories import formats
+from service.advisories.schemas import AdvisoryCreate
+from service.advisories.service import draft_from_request
 from service.citizens.models import Citizen, CitizenPlace
 from service.ledger import states
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body, in_days
+from tests.advisories.feed_samples import sample
 from tests.builders import register, stay
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
@@ -257,3 +261,20 @@ def test_an_advisory_that_ends_before_the_morning_expires_instead_of_waiting(db,
     assert row.status == states.EXPIRED
     assert row.last_error == "advisory ends during the quiet hours until 07:00 Asia/Bangkok"
     assert twilio.bodies_to("+821074000009") == []
+
+
+def test_cap_terms_are_kept_in_feed_revisions_only():
+    [nws] = formats.parse(
+        "geojson", sample("nws/nws-api-alerts-active-zone-ORZ004-2019-12-20.json")
+    ).drafts
+    assert (nws.content()["severity"], nws.content()["urgency"]) == ("Severe", "Future")
+    [cap] = formats.parse("cap", CAP_SAMPLE.read_bytes()).drafts
+    assert (cap.content()["severity"], cap.content()["urgency"]) == ("Severe", "Immediate")
+    odd = CAP_SAMPLE.read_text("utf-8").replace("Immediate", "immediate").replace("Severe", "Dire")
+    [lenient] = formats.parse("cap", odd.encode()).drafts
+    assert lenient.urgency == "Immediate" and "severity" not in lenient.content()
+    # A staff advisory's snapshot has no CAP keys at all: older revisions compare equal.
+    staff = draft_from_request(
+        AdvisoryCreate.model_validate(advisory_body()), max_vertices=100, now=datetime.now(UTC)
+    )
+    assert not {"severity", "urgency"} & staff.content().keys()
