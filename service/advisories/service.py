@@ -260,6 +260,9 @@ def matches(
 
 def draft_of(advisory: Advisory) -> AdvisoryDraft:
     """The advisory's current content as a draft (the base a PATCH changes)."""
+    # CAP's severity and urgency live only in the revision's content: kept, so that an
+    # unchanged CAP Update is no change and a PATCH does not drop them.
+    current = next((r.content for r in advisory.revisions if r.revision == advisory.revision), {})
     return AdvisoryDraft(
         level=advisory.level,
         category=advisory.category,
@@ -270,6 +273,8 @@ def draft_of(advisory: Advisory) -> AdvisoryDraft:
         expires=advisory.expires,
         source=advisory.source,
         alerts_citizens=advisory.alerts_citizens,
+        severity=current.get("severity") or "",
+        urgency=current.get("urgency") or "",
     )
 
 

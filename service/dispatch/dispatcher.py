@@ -451,6 +451,10 @@ class Dispatcher:
                 code="citizen-cap",
                 reason=f"held: {self.policy.routine_per_hour} routine alerts in the last hour",
                 due_at=now + _CAP_WAIT,
+                # A hold is not a try: it neither spends the retry budget nor forgets that an
+                # earlier try may have gone out (that one is still looked up before a send).
+                outcome_unknown=row.outcome_unknown,
+                refund=True,
             )
         routine[row.citizen_id] = routine.get(row.citizen_id, 0) + 1
         return None

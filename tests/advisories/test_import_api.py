@@ -181,3 +181,32 @@ def test_external_entity_to_a_loopback_server_is_never_fetched(client, consul, d
     assert _Canary.hits == 0
     urllib.request.urlopen(url, timeout=5).read()  # the canary does count a real fetch
     assert _Canary.hits == 1
+
+
+def test_an_identical_cap_update_is_no_change_and_keeps_severity_and_urgency(client, consul, db):
+    """An Update that repeats the advisory (severity and urgency included) makes no revision and
+    alerts nobody again; one that changes the urgency is a revision."""
+    first = _post(client, consul, _future_thunderstorm())
+    assert first.status_code == 201, first.text
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    reference = (
+        f"<references>KSTO@NWS.NOAA.GOV,KSTO1055887203,{tomorrow}T14:57:00-07:00</references>"
+    )
+
+    def update(identifier: str, urgency: bytes = b"Immediate") -> bytes:
+        return (
+            _future_thunderstorm()
+            .replace(b"KSTO1055887203</identifier>", identifier.encode() + b"</identifier>")
+            .replace(b"<msgType>Alert</msgType>", b"<msgType>Update</msgType>")
+            .replace(b"<scope>Public</scope>", b"<scope>Public</scope>" + reference.encode())
+            .replace(b"<urgency>Immediate</urgency>", b"<urgency>" + urgency + b"</urgency>")
+        )
+
+    same = _post(client, consul, update("KSTO1055887204"))
+    assert same.status_code in (200, 201), same.text
+    assert same.json()["updated"] == [] and same.json()["advisories"][0]["revision"] == 1
+    changed = _post(client, consul, update("KSTO1055887205", b"Expected"))
+    assert changed.json()["advisories"][0]["revision"] == 2, changed.text
+    advisory = db.scalar(select(Advisory))
+    db.refresh(advisory)
+    assert [r.content.get("urgency") for r in advisory.revisions] == ["Immediate", "Expected"]
