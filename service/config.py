@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     rate_limit_global: str = "1000/hour"
     rate_limit_cooldown: str = "1/10minute"
     rate_limit_reply: str = "10/hour;30/day"
+    rate_limit_test_send: str = "10/hour;30/day"
     sms_daily_budget: int = Field(5000, ge=0)
     # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
     code_countries: list[str] = Field(default=[])
@@ -123,6 +124,11 @@ class Settings(BaseSettings):
     # "Are you safe?": asked again after this many minutes without an answer, this many times.
     checkin_escalate_after_m: int = Field(60, ge=1, le=10080)
     checkin_rounds: int = Field(2, ge=0, le=10)
+    # Four eyes: an advisory of level 3, 4, special, or reaching more than this many citizens,
+    # waits for a second staff key.
+    approval_min_reach: int = Field(1000, ge=0)
+    # Where staff hear what became of what they proposed, when their key has no e-mail.
+    staff_webhook_url: str = ""
 
     @field_validator(
         "rate_limit_client",
@@ -133,6 +139,7 @@ class Settings(BaseSettings):
         "rate_limit_global",
         "rate_limit_cooldown",
         "rate_limit_reply",
+        "rate_limit_test_send",
     )
     @classmethod
     def _limit_notation(cls, value: str) -> str:

@@ -50,6 +50,9 @@ class AdvisoryDraft:
     # ignores quiet hours, whatever level the feed's table gave the alert.
     severity: str = ""
     urgency: str = ""
+    # A drill (staff's "exercise": true, CAP status Exercise): only citizens who opted in to
+    # exercises get it, every message marked as one.
+    exercise: bool = False
     # reach_area() of (level, area): the country look-up is remembered while neither changes
     # (a create or a PATCH asks for it several times).
     _reach: tuple[str, Area, Area] | None = field(default=None, repr=False, compare=False)
@@ -66,7 +69,11 @@ class AdvisoryDraft:
     def content(self) -> dict:
         """The revision snapshot, with the area as matched (country_only included). CAP terms
         only when given, so other advisories' snapshots stay as they were."""
-        cap = {k: v for k, v in (("severity", self.severity), ("urgency", self.urgency)) if v}
+        cap: dict[str, object] = {
+            k: v for k, v in (("severity", self.severity), ("urgency", self.urgency)) if v
+        }
+        if self.exercise:
+            cap["exercise"] = True
         return {
             "level": self.level,
             "category": self.category,

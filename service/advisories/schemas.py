@@ -118,6 +118,16 @@ class AdvisoryCreate(StrictModel):
     area: AreaIn
     effective: AwareDatetime | None = None
     expires: AwareDatetime | None = None
+    draft: bool = Field(
+        False,
+        description="true: stored as a draft (editable, previewable, never sent) until "
+        "POST /v1/advisories/{id}/submit.",
+    )
+    exercise: bool = Field(
+        False,
+        description="true: a drill, sent only to citizens who opted in to exercises, every "
+        "message marked [훈련] / [EXERCISE].",
+    )
 
 
 class AdvisoryUpdate(StrictModel):
@@ -146,13 +156,29 @@ class AdvisoryUpdate(StrictModel):
         return value
 
 
+class ProposalRead(BaseModel):
+    """A new advisory or a revision waiting for a second person."""
+
+    kind: Literal["issue", "revise"]
+    proposed_by: str
+    proposed_at: datetime
+    content: dict[str, Any] = Field(description="What the advisory would say once approved.")
+
+
 class AdvisoryRead(BaseModel):
     id: str
     revision: int
-    status: str
+    status: Literal["draft", "pending_approval", "rejected", "active", "expired", "cancelled"]
     source: str
     issued_by: str
     alerts_citizens: bool
+    exercise: bool = False
+    pending: ProposalRead | None = Field(
+        None,
+        description="Waiting for approval: the advisory's first issue (status "
+        "pending_approval) or a revision (the revision in force stays until it is approved).",
+    )
+    rejected_reason: str | None = None
     level: Level
     category: str
     title: dict[str, str]

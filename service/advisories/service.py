@@ -62,6 +62,7 @@ def draft_from_request(body: AdvisoryCreate, *, max_vertices: int, now: datetime
         area=area_from_request(body.area, max_vertices=max_vertices),
         effective=body.effective or now,
         expires=body.expires,
+        exercise=body.exercise,
     )
 
 
@@ -275,6 +276,7 @@ def draft_of(advisory: Advisory) -> AdvisoryDraft:
         alerts_citizens=advisory.alerts_citizens,
         severity=current.get("severity") or "",
         urgency=current.get("urgency") or "",
+        exercise=advisory.exercise,
     )
 
 
@@ -288,6 +290,7 @@ def to_read(advisory: Advisory, *, now: datetime | None = None) -> AdvisoryRead:
         source=advisory.source,
         issued_by=advisory.issued_by,
         alerts_citizens=advisory.alerts_citizens,
+        exercise=advisory.exercise,
         level=level,
         category=advisory.category,
         title=_texts(advisory.title_ko, advisory.title_en),
@@ -327,6 +330,7 @@ def _apply(advisory: Advisory, draft: AdvisoryDraft, *, now: datetime) -> None:
     advisory.effective = draft.effective
     advisory.expires = draft.expires
     advisory.alerts_citizens = draft.alerts_citizens
+    advisory.exercise = draft.exercise
     advisory.updated_at = now
 
 
