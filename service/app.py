@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.router import router as feeds_router
 from service.advisories.router import router as advisories_router
+from service.advisories.sending_router import router as sending_router
 from service.audit.router import router as audit_router
 from service.body_limit import BodyLimitMiddleware
 from service.checkin.router import router as checkin_router
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         staff_router,
         audit_router,
         checkin_router,
+        sending_router,
         advisories_router,
         feeds_router,
         alerts_router,

@@ -14,7 +14,6 @@ from service.advisories.schemas import (
     ImportResult,
     MatchRead,
     Page,
-    Preview,
     RevisionRead,
 )
 from service.auth import Consul, SessionDep, Viewer
@@ -40,11 +39,6 @@ def issue(
     draft = _draft(request, body)
     advisory = service.create_advisory(session, draft=draft, issued_by=staff.name, now=utcnow())
     return service.to_read(advisory)
-
-
-@router.post("/preview", response_model=Preview)
-def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff: Consul) -> Preview:
-    return service.preview(session, draft=_draft(request, body), now=utcnow())
 
 
 @router.post("/import", response_model=ImportResult, status_code=201)
