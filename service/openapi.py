@@ -72,6 +72,14 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
         404: "No advisory with this id.",
         409: "The advisory is cancelled.",
     },
+    ("post", "/v1/advisories/{advisory_id}/preview"): {404: "No advisory with this id."},
+    ("post", "/v1/advisories/{advisory_id}/test-send"): {
+        404: "No advisory with this id.",
+        409: "The advisory is cancelled.",
+        422: "Not exactly one of `phone` and `email`, or one that is not valid (a number that "
+        "cannot take SMS): `errors` names it.",
+        429: "This staff key sent too many test sends; `Retry-After` says when to retry.",
+    },
     ("get", "/readyz"): {503: "The database is unreachable or its schema is not at head."},
 }
 

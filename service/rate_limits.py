@@ -44,6 +44,7 @@ class Rule(StrEnum):
     GLOBAL = "global"  # messages per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
     REPLY = "reply"  # our SMS answers to one number's check-in replies
+    TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
 
 
 # What a refused client is told: the kind of limit, never whose or which contact.
@@ -56,6 +57,7 @@ _REFUSED = {
     Rule.GLOBAL: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
     Rule.REPLY: "too many answers to this number",
+    Rule.TEST_SEND: "too many test sends from this staff key",
 }
 
 

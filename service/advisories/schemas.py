@@ -199,9 +199,56 @@ class RevisionRead(BaseModel):
     content: dict[str, Any]
 
 
+class SmsCost(BaseModel):
+    segments: dict[str, int] = Field(
+        description="SMS segments of the text a citizen of each language gets (the cost of one)."
+    )
+    messages: int = Field(
+        description="SMS the send would cost: each SMS recipient's segments in their language "
+        "(numbers that answered STOP are not sent to and not counted)."
+    )
+
+
 class Preview(BaseModel):
+    """Whom an advisory would reach and what its SMS would cost; nothing is stored."""
+
     citizens: int
     by_channel: dict[str, int]
+    by_language: dict[str, int] = Field(description="Reached citizens by their language.")
+    by_country: dict[str, int] = Field(
+        description="Reached citizens by the country of the place that matched (most first)."
+    )
+    sms: SmsCost
+
+
+class TestSendRequest(StrictModel):
+    """Exactly one staff contact to send the test to."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["phone"]}, {"required": ["email"]}],
+            "examples": [{"phone": "010-1234-5678", "language": "ko"}],
+        }
+    )
+
+    phone: str | None = Field(None, max_length=32, description="A mobile number that takes SMS.")
+    email: str | None = Field(None, max_length=254)
+    language: Literal["ko", "en"] = "ko"
+
+
+class TestSendRead(BaseModel):
+    """What was sent, marked [TEST]; no alert row was made and no citizen was told."""
+
+    channel: Literal["sms", "email"]
+    to: str = Field(description="The destination, masked.")
+    language: str = Field(
+        description="The language rendered: the advisory's other one when it has no text in the "
+        "language asked for."
+    )
+    subject: str | None
+    text: str
+    segments: int | None = Field(description="SMS segments; null for an e-mail.")
+    outcome: str = Field(description='"sent", or why the provider did not take it.')
 
 
 T = TypeVar("T")

@@ -1,18 +1,96 @@
 """Before a send: the preview that helps staff decide, and a test send to their own phone or
 e-mail."""
 
-from fastapi import APIRouter, Request
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Request
+
+from service.advisories import preview as previews
 from service.advisories import service
-from service.advisories.schemas import AdvisoryCreate, Preview
-from service.auth import Consul, SessionDep
+from service.advisories import test_send as tests
+from service.advisories.schemas import AdvisoryCreate, Preview, TestSendRead, TestSendRequest
+from service.auth import Consul, SessionDep, require_role_without_session
 from service.db import utcnow
+from service.rate_limits import RateLimits, Rule
+from service.staff.models import Role, StaffKey
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
+
+# The test send talks to Twilio or SMTP: it takes no request session (whose transaction the
+# staff check's audit entry opens) and reads in a short one of its own.
+ConsulWithoutSession = Annotated[StaffKey, Depends(require_role_without_session(Role.consul))]
+
+
+def _limits(request: Request) -> RateLimits:
+    return request.app.state.rate_limits
+
+
+LimitsDep = Annotated[RateLimits, Depends(_limits)]
 
 
 @router.post("/preview", response_model=Preview)
 def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff: Consul) -> Preview:
+    """Whom a new advisory would reach (by channel, language and country of the matched place)
+    and how many SMS it would cost; nothing is stored."""
     settings = request.app.state.settings
-    draft = service.draft_from_request(body, max_vertices=settings.max_area_vertices, now=utcnow())
-    return service.preview(session, draft=draft, now=utcnow())
+    now = utcnow()
+    draft = service.draft_from_request(body, max_vertices=settings.max_area_vertices, now=now)
+    return previews.preview(
+        session,
+        draft=draft,
+        renderer=request.app.state.renderer,
+        base_url=settings.public_base_url,
+        now=now,
+    )
+
+
+@router.post("/{advisory_id}/preview", response_model=Preview)
+def preview_stored(
+    request: Request, advisory_id: str, session: SessionDep, _staff: Consul
+) -> Preview:
+    """The same preview of a stored advisory, whatever its status (a draft, one pending
+    approval, one in force), from its current content."""
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    return previews.preview_advisory(
+        session,
+        advisory=advisory,
+        renderer=request.app.state.renderer,
+        base_url=request.app.state.settings.public_base_url,
+        now=utcnow(),
+    )
+
+
+@router.post("/{advisory_id}/test-send", status_code=202, response_model=TestSendRead)
+def test_send(
+    request: Request,
+    advisory_id: str,
+    body: TestSendRequest,
+    staff: ConsulWithoutSession,
+    limits: LimitsDep,
+) -> TestSendRead:
+    """Send the advisory as a citizen of `language` would get it, marked [TEST], to one staff
+    phone or e-mail. No alert is recorded and no citizen is told; a few an hour per staff key."""
+    settings = request.app.state.settings
+    with request.app.state.session_factory() as session:
+        prepared = tests.prepare_test_send(
+            session,
+            advisory_id=advisory_id,
+            phone=body.phone,
+            email=body.email,
+            language=body.language,
+            renderer=request.app.state.renderer,
+            base_url=settings.public_base_url,
+            default_region=settings.phone_default_region,
+        )
+    limits.take(Rule.TEST_SEND, staff.name)
+    outcome = tests.send_test(request.app.state.dispatcher.notifiers, prepared)
+    message = prepared.message
+    return TestSendRead(
+        channel="sms" if message.channel == "sms" else "email",
+        to=prepared.to,
+        language=prepared.language,
+        subject=message.subject or None,
+        text=message.text,
+        segments=message.segments,
+        outcome=outcome,
+    )

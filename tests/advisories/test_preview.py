@@ -1,0 +1,127 @@
+"""The preview staff decide on: reach by channel, language and country of the matched place, and
+the SMS the send would cost, held to what the dispatcher then really sends (fake Twilio)."""
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.advisories.models import Advisory
+from service.config import Settings
+from service.dispatch import sms_text
+from service.ledger.models import Alert
+from tests.advisories.builders import advisory_body
+from tests.builders import register, stay
+from tests.conftest import bound_client
+from tests.dispatch import conftest as dispatch_fixtures
+
+# The dispatch fixtures: fake Twilio and SMTP settings, a consul key, an in-test dispatcher.
+consul = dispatch_fixtures.consul
+dispatch_settings = dispatch_fixtures.dispatch_settings
+dispatcher = dispatch_fixtures.dispatcher
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+LONG = {"ko": "즉시 대피하십시오. " * 40, "en": "Stay indoors."}
+SHELTER = "Shelter in a sturdy building, away from windows, until told."
+TOKYO_CIRCLE = {"circles": [{"lat": 35.68, "lon": 139.69, "radius_km": 50}]}
+
+
+@pytest.fixture
+def api(dispatch_settings: Settings, db: Session) -> Iterator[TestClient]:
+    with bound_client(dispatch_settings, db) as client:
+        yield client
+
+
+def populate(api) -> None:
+    register(api, location=TOKYO, language="ko", channels=["sms"])
+    register(api, location=TOKYO, language="ko", channels=["sms", "email"])
+    register(api, location=TOKYO, language="en", channels=["sms"])
+    register(api, location={"country": "KR"}, stays=[stay(2, 5, **TOKYO)], channels=["email"])
+    register(api, location={"lat": 13.75, "lon": 100.5})  # Bangkok: outside
+
+
+def test_preview_shows_reach_by_language_and_country_and_the_sms_cost(
+    api, consul, db, dispatcher, twilio
+):
+    populate(api)
+    body = advisory_body(message=LONG)
+    response = api.post("/v1/advisories/preview", json=body, headers=consul)
+    assert response.status_code == 200, response.text
+    preview = response.json()
+    # The long Korean text is cut to the 3-segment budget; the English one takes two.
+    assert preview == {
+        "citizens": 4,
+        "by_channel": {"sms": 3, "email": 2},
+        "by_language": {"ko": 3, "en": 1},
+        "by_country": {"JP": 4},
+        "sms": {"segments": {"ko": 3, "en": 2}, "messages": 8},
+    }
+    assert db.scalar(select(func.count()).select_from(Alert)) == 0
+    # What the dispatcher sends for the same advisory costs what the preview said.
+    assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
+    dispatcher.drain()
+    sent = [sms_text.segments(m["body"]) for m in twilio.messages]
+    assert sorted(sent) == [2, 3, 3] and sum(sent) == preview["sms"]["messages"]
+
+
+def test_a_citizen_known_only_by_country_counts_there_and_costs_the_longer_text(
+    api, consul, dispatcher, twilio
+):
+    register(api, location={"country": "JP"}, language="en", channels=["sms"])
+    register(api, location=TOKYO, language="en", channels=["sms"])
+    body = advisory_body(level=4, area=TOKYO_CIRCLE, message={"ko": "대피", "en": SHELTER})
+    preview = api.post("/v1/advisories/preview", json=body, headers=consul).json()
+    assert preview["by_country"] == {"JP": 2} and preview["by_language"] == {"en": 2}
+    assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
+    dispatcher.drain()
+    sent = sorted(sms_text.segments(m["body"]) for m in twilio.messages)
+    # The country-only citizen's text says the area covers part of Japan: a third segment.
+    assert sent == [2, 3] and preview["sms"]["messages"] == 5
+    assert preview["sms"]["segments"]["en"] == 2
+
+
+def test_a_stored_draft_previews_as_its_body_would(api, consul, db):
+    populate(api)
+    body = advisory_body(message=LONG)
+    expected = api.post("/v1/advisories/preview", json=body, headers=consul).json()
+    draft = api.post("/v1/advisories", json={**body, "draft": True}, headers=consul)
+    assert draft.status_code == 201 and draft.json()["status"] == "draft", draft.text
+    advisories = db.scalar(select(func.count()).select_from(Advisory))
+    response = api.post(f"/v1/advisories/{draft.json()['id']}/preview", headers=consul)
+    assert response.status_code == 200, response.text
+    assert response.json() == expected
+    assert db.scalar(select(func.count()).select_from(Advisory)) == advisories
+    assert db.scalar(select(func.count()).select_from(Alert)) == 0
+
+
+def test_a_stored_advisory_in_force_previews_its_current_revision(api, consul):
+    register(api, location=TOKYO, language="en", channels=["sms"])
+    created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    patched = api.patch(
+        f"/v1/advisories/{created['id']}",
+        json={"area": {"countries": ["TH"]}},
+        headers=consul,
+    )
+    assert patched.status_code == 200, patched.text
+    preview = api.post(f"/v1/advisories/{created['id']}/preview", headers=consul).json()
+    assert preview["citizens"] == 0 and preview["sms"]["messages"] == 0
+    assert preview["by_language"] == {} and preview["by_country"] == {}
+    assert preview["sms"]["segments"]["en"] >= 1
+
+
+def test_a_drill_counts_only_who_takes_exercises(api, consul):
+    register(api, location=TOKYO, channels=["sms"])
+    register(api, location=TOKYO, channels=["sms"], exercises=True)
+    body = advisory_body(exercise=True)
+    preview = api.post("/v1/advisories/preview", json=body, headers=consul).json()
+    assert preview["citizens"] == 1 and preview["by_channel"] == {"sms": 1, "email": 0}
+    assert preview["sms"]["messages"] == preview["sms"]["segments"]["ko"] == 2
+
+
+def test_an_unknown_id_is_404_and_viewers_cannot_preview(api, consul, staff_headers):
+    assert api.post("/v1/advisories/nope/preview", headers=consul).status_code == 404
+    created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    viewer = staff_headers("viewer")
+    assert api.post(f"/v1/advisories/{created['id']}/preview", headers=viewer).status_code == 403
