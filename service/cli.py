@@ -54,7 +54,9 @@ def cmd_staff(args: argparse.Namespace) -> int:
     try:
         with factory.begin() as session:
             if args.staff_command == "create-key":
-                issued = staff_service.create_key(session, name=args.name, role=args.role)
+                issued = staff_service.create_key(
+                    session, name=args.name, role=args.role, email=args.email
+                )
                 print(f"created {issued.record.role} key {issued.record.name!r}; shown only once:")
                 print(issued.key)
             elif args.staff_command == "list":
@@ -113,6 +115,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 issued_by=f"cli:{args.source}"[:100],
                 now=args.as_of or utcnow(),
                 max_vertices=settings.max_area_vertices,
+                policy=settings.approval_policy(),  # type: ignore[arg-type]
+                min_reach=settings.approval_min_reach,
             )
             lines = summary.lines()
     except DomainError as exc:
@@ -189,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = staff_commands.add_parser("create-key", help="create a key (printed once)")
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "consul", "admin"])
+    create.add_argument("--email", help="where the holder hears decisions on their proposals")
     staff_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = staff_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("--name", required=True)

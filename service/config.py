@@ -59,6 +59,8 @@ class Settings(BaseSettings):
 
     # Contacts are alerted only once their owner typed the code sent to them.
     verification: Literal["required", "off"] = "required"
+    # Four eyes on mass sends (see approval_min_reach); "off" only for development and demos.
+    approval: Literal["required", "off"] = "required"
     unverified_ttl_h: int = Field(24, ge=1)
     # Production: what start-up refuses, and who may read /metrics and the API description.
     allow_console_notifier: bool = False
@@ -212,6 +214,8 @@ class Settings(BaseSettings):
             problems.append("an explicit ANJEON_SECRET_KEY (or ANJEON_SECRET_KEY_FILE)")
         if self.verification == "off":
             problems.append("ANJEON_VERIFICATION=required (it is off)")
+        if self.approval == "off":
+            problems.append("ANJEON_APPROVAL=required (it is off)")
         consoles = [
             f"ANJEON_{channel}_NOTIFIER"
             for channel, name in (("SMS", self.sms_notifier), ("EMAIL", self.email_notifier))
@@ -234,11 +238,17 @@ class Settings(BaseSettings):
         return [
             f"environment={self.environment}",
             f"verification={self.verification}",
+            f"approval={self.approval}",
             f"rate_limit_storage={self.rate_limit_storage.split('://', 1)[0]}",
             "api-docs=" + ("off, /openapi.json with a staff key" if production else "open"),
             "metrics="
             + ("bearer token" if self.metrics_token else "off" if production else "open"),
         ]
+
+    def approval_policy(self, feed_policy: str = "staff") -> str:
+        """Who decides whether something waits for a second person: staff's rule (level and
+        reach), a feed's own policy, or nobody when approval is off."""
+        return "auto" if self.approval == "off" else feed_policy
 
     @model_validator(mode="after")
     def _derive_public_base_url(self) -> "Settings":

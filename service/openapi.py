@@ -44,9 +44,29 @@ _SECURITY_SCHEMES = {
 
 # Statuses a service raises that no dependency or parameter reveals.
 _RAISED: dict[tuple[str, str], dict[int, str]] = {
-    ("post", "/v1/staff/keys"): {409: "A staff key with this name exists."},
+    ("post", "/v1/staff/keys"): {
+        409: "A staff key with this name exists.",
+        422: "The e-mail address is not one a mail server takes.",
+    },
+    ("post", "/v1/advisories/{advisory_id}/approve"): {
+        403: "The key that proposed it cannot approve it.",
+        404: "No advisory with this id.",
+        409: "Nothing of this advisory waits for approval.",
+        422: "The advisory's content no longer holds (it ended while it waited).",
+    },
+    ("post", "/v1/advisories/{advisory_id}/reject"): {
+        403: "The key that proposed it cannot decide on it (cancel it instead).",
+        404: "No advisory with this id.",
+        409: "Nothing of this advisory waits for approval.",
+    },
+    ("post", "/v1/advisories/{advisory_id}/submit"): {
+        404: "No advisory with this id.",
+        409: "The advisory is not a draft.",
+        422: "The draft breaks a rule of every advisory (`errors` names each).",
+    },
     ("patch", "/v1/advisories/{advisory_id}"): {
-        409: "The advisory is cancelled or expired: issue a new one."
+        409: "The advisory is cancelled or expired (issue a new one), or it waits for approval "
+        "of something another key proposed."
     },
     ("post", "/v1/alerts/{alert_id}/retry"): {
         409: "The alert is not failed, or its citizen has erased their record."

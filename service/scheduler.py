@@ -110,6 +110,7 @@ def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings
             timeout_s=settings.feed_timeout_s,
             max_bytes=settings.feed_max_bytes,
             max_vertices=settings.max_area_vertices,
+            approval=settings.approval_policy(feed.approval),  # type: ignore[arg-type]
         )
     except Exception:
         JOB_RUNS.labels(f"feed:{feed.name}", "error").inc()

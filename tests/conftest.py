@@ -91,9 +91,11 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "log_format": "json",
         # Most tests are about what happens after registration: their contacts count as
         # verified and one test client may register many. tests/citizens/test_verification.py
-        # and test_limits.py run with verification required and the shipped limits; the
+        # and test_limits.py run with verification required and the shipped limits (and
+        # tests/advisories/test_approval.py with approval required); the
         # answers to check-in replies are limited in tests/checkin/test_checkin_flow.py.
         "verification": "off",
+        "approval": "off",
         "rate_limit_client": "100000/hour",
         "rate_limit_reply": "100000/hour",
     }

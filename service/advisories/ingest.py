@@ -10,7 +10,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.advisories import formats, service
+from service.advisories import approval, formats, service
+from service.advisories.approval import Policy
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.models import Advisory, ExternalMessage
 from service.db import utcnow
@@ -49,16 +50,28 @@ def import_document(
     now: datetime,
     max_vertices: int,
     level_overrides: Mapping[str, str | None] | None = None,
+    policy: Policy = "staff",
+    min_reach: int = 1000,
 ) -> IngestSummary:
     """Parse a document in the named format (None: told from its content) and apply what it
-    holds."""
+    holds; what `policy` says must wait for a second person waits."""
     parsed = formats.parse(
         format_name, data, level_overrides=level_overrides, max_vertices=max_vertices
     )
-    return ingest(session, parsed=parsed, issued_by=issued_by, now=now)
+    return ingest(
+        session, parsed=parsed, issued_by=issued_by, now=now, policy=policy, min_reach=min_reach
+    )
 
 
-def ingest(session: Session, *, parsed: ParsedFeed, issued_by: str, now: datetime) -> IngestSummary:
+def ingest(
+    session: Session,
+    *,
+    parsed: ParsedFeed,
+    issued_by: str,
+    now: datetime,
+    policy: Policy = "staff",
+    min_reach: int = 1000,
+) -> IngestSummary:
     summary = IngestSummary(
         rejected=[(r.label, r.reason) for r in parsed.rejected],
         skipped=[(s.label, s.reason) for s in parsed.skipped],
@@ -66,7 +79,14 @@ def ingest(session: Session, *, parsed: ParsedFeed, issued_by: str, now: datetim
     for draft in parsed.drafts:
         try:
             with session.begin_nested():
-                _apply(session, draft, issued_by=issued_by, now=now, summary=summary)
+                _apply(
+                    session,
+                    draft,
+                    issued_by=issued_by,
+                    now=now,
+                    summary=summary,
+                    rule=(policy, min_reach),
+                )
         except DomainError as exc:
             summary.rejected.append((draft.label, exc.detail))
     # One matching pass for the whole document, in the same transaction, on the real clock:
@@ -79,7 +99,13 @@ def ingest(session: Session, *, parsed: ParsedFeed, issued_by: str, now: datetim
 
 
 def _apply(
-    session: Session, draft: AdvisoryDraft, *, issued_by: str, now: datetime, summary: IngestSummary
+    session: Session,
+    draft: AdvisoryDraft,
+    *,
+    issued_by: str,
+    now: datetime,
+    summary: IngestSummary,
+    rule: tuple[Policy, int],
 ) -> None:
     known = _known(session, draft.external) if draft.external else None
     if known is not None and not draft.revisable:
@@ -103,8 +129,14 @@ def _apply(
     )
     if target is None:
         # An Update of an alert we never saw still carries the whole current picture.
-        advisory = service.create_advisory(
-            session, draft=draft, issued_by=issued_by, now=now, match=False
+        advisory = approval.issue(
+            session,
+            draft=draft,
+            issued_by=issued_by,
+            policy=rule[0],
+            min_reach=rule[1],
+            now=now,
+            match=False,
         )
         _remember(session, draft, advisory)
         summary.created.append(advisory)
@@ -113,8 +145,15 @@ def _apply(
         summary.unchanged.append(target)
         summary.skipped.append((draft.label, "no change"))
         return
-    service.revise_advisory(
-        session, advisory=target, draft=draft, changed_by=issued_by, now=now, match=False
+    approval.revise(
+        session,
+        advisory=target,
+        draft=draft,
+        changed_by=issued_by,
+        policy=rule[0],
+        min_reach=rule[1],
+        now=now,
+        match=False,
     )
     if known is None:
         _remember(session, draft, target)

@@ -49,11 +49,14 @@ class Advisory(Base):
     revisions: Mapped[list["AdvisoryRevision"]] = relationship(
         back_populates="advisory", order_by="AdvisoryRevision.revision", cascade="all"
     )
+    # Read only: proposals are written by service/advisories/approval.py.
+    proposals: Mapped[list["AdvisoryProposal"]] = relationship(
+        order_by="AdvisoryProposal.id", viewonly=True
+    )
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('draft', 'pending_approval', 'rejected', 'active', 'expired', "
-            "'cancelled')",
+            "status IN ('draft', 'pending_approval', 'rejected', 'active', 'expired', 'cancelled')",
             name="status",
         ),
         CheckConstraint("level IN ('1', '2', '3', '4', 'special')", name="level"),

@@ -1,11 +1,11 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from service.advisories import approval, decisions, formats, ingest, service
 from service.advisories import deliveries as alert_views
-from service.advisories import formats, ingest, service
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.schemas import (
     AdvisoryCreate,
@@ -14,6 +14,7 @@ from service.advisories.schemas import (
     ImportResult,
     MatchRead,
     Page,
+    Rejection,
     RevisionRead,
 )
 from service.auth import Consul, SessionDep, Viewer
@@ -36,8 +37,18 @@ def _draft(request: Request, body: AdvisoryCreate) -> AdvisoryDraft:
 def issue(
     request: Request, body: AdvisoryCreate, session: SessionDep, staff: Consul
 ) -> AdvisoryRead:
-    draft = _draft(request, body)
-    advisory = service.create_advisory(session, draft=draft, issued_by=staff.name, now=utcnow())
+    """A new advisory: active at once (matching and sending start), or `pending_approval` when
+    it is level 3, 4 or special or reaches more than ANJEON_APPROVAL_MIN_REACH citizens (a
+    second consul or admin approves it), or a `draft` ("draft": true) that never sends."""
+    advisory = approval.issue(
+        session,
+        draft=_draft(request, body),
+        issued_by=staff.name,
+        policy=request.app.state.settings.approval_policy(),
+        min_reach=request.app.state.settings.approval_min_reach,
+        now=utcnow(),
+        as_draft=body.draft,
+    )
     return service.to_read(advisory)
 
 
@@ -69,6 +80,8 @@ async def import_document(
         issued_by=staff.name,
         now=utcnow(),
         max_vertices=settings.max_area_vertices,
+        policy=settings.approval_policy(),
+        min_reach=settings.approval_min_reach,
     )
     if not (summary.created or summary.updated or summary.unchanged) and summary.rejected:
         raise InvalidInput.of([FieldError(label, why) for label, why in summary.rejected])
@@ -89,7 +102,8 @@ async def import_document(
 def list_advisories(
     session: SessionDep,
     _staff: Viewer,
-    status: Literal["active", "expired", "cancelled"] | None = None,
+    status: Literal["draft", "pending_approval", "rejected", "active", "expired", "cancelled"]
+    | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AdvisoryRead]:
@@ -116,17 +130,85 @@ def revisions(advisory_id: str, session: SessionDep, _staff: Viewer) -> list[Rev
 def revise(
     request: Request, advisory_id: str, body: AdvisoryUpdate, session: SessionDep, staff: Consul
 ) -> AdvisoryRead:
-    """Change the fields given; 200 with the advisory as it stands, revised or not (a PATCH
-    that changes nothing makes no revision and alerts nobody)."""
-    advisory = service.revise_from_patch(
+    """Change the fields given; 200 with the advisory as it stands. A PATCH that changes
+    nothing makes no revision and alerts nobody; a draft changes in place; a revision that
+    needs approval waits (`pending`), and the revision in force stays until it is approved."""
+    settings = request.app.state.settings
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    now = utcnow()
+    draft = service.patched_draft(
+        advisory, changes=body, now=now, max_vertices=settings.max_area_vertices
+    )
+    if draft is not None:
+        approval.revise(
+            session,
+            advisory=advisory,
+            draft=draft,
+            changed_by=staff.name,
+            policy=settings.approval_policy(),
+            min_reach=settings.approval_min_reach,
+            now=now,
+        )
+    return service.to_read(advisory)
+
+
+@router.post("/{advisory_id}/submit", response_model=AdvisoryRead)
+def submit(request: Request, advisory_id: str, session: SessionDep, staff: Consul) -> AdvisoryRead:
+    """A draft moves on: to approval, or active (and sent) at once."""
+    advisory = approval.submit(
         session,
         advisory=service.get_advisory(session, public_id=advisory_id),
-        changes=body,
-        changed_by=staff.name,
+        by=staff.name,
+        min_reach=request.app.state.settings.approval_min_reach,
         now=utcnow(),
-        max_vertices=request.app.state.settings.max_area_vertices,
     )
     return service.to_read(advisory)
+
+
+@router.post("/{advisory_id}/approve", response_model=AdvisoryRead)
+def approve(
+    request: Request,
+    advisory_id: str,
+    session: SessionDep,
+    staff: Consul,
+    tasks: BackgroundTasks,
+) -> AdvisoryRead:
+    """A second consul or admin approves what waits (403 for the key that proposed it)."""
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    decided = approval.approve(session, advisory=advisory, by=staff.name, now=utcnow())
+    _tell_proposer(request, tasks, decided)
+    return service.to_read(advisory)
+
+
+@router.post("/{advisory_id}/reject", response_model=AdvisoryRead)
+def reject(
+    request: Request,
+    advisory_id: str,
+    body: Rejection,
+    session: SessionDep,
+    staff: Consul,
+    tasks: BackgroundTasks,
+) -> AdvisoryRead:
+    """A second consul or admin turns down what waits, saying why."""
+    advisory = service.get_advisory(session, public_id=advisory_id)
+    decided = approval.reject(
+        session, advisory=advisory, by=staff.name, reason=body.reason, now=utcnow()
+    )
+    _tell_proposer(request, tasks, decided)
+    return service.to_read(advisory)
+
+
+def _tell_proposer(request: Request, tasks: BackgroundTasks, decided: approval.Decided) -> None:
+    """After the commit, the proposer hears the decision (their key's e-mail, else the staff
+    webhook)."""
+    state = request.app.state
+    tasks.add_task(
+        decisions.tell_proposer,
+        state.session_factory,
+        decided=decided,
+        notifiers=state.dispatcher.notifiers,
+        settings=state.settings,
+    )
 
 
 @router.post("/{advisory_id}/cancel", response_model=AdvisoryRead)

@@ -156,6 +156,10 @@ class AdvisoryUpdate(StrictModel):
         return value
 
 
+class Rejection(StrictModel):
+    reason: str = Field(min_length=3, max_length=500, description="Why: told to the proposer.")
+
+
 class ProposalRead(BaseModel):
     """A new advisory or a revision waiting for a second person."""
 

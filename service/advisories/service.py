@@ -10,13 +10,14 @@ from sqlalchemy.orm import Session
 from service.advisories import reach
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.lifecycle import check_draft
-from service.advisories.models import Advisory, AdvisoryRevision
+from service.advisories.models import Advisory, AdvisoryProposal, AdvisoryRevision
 from service.advisories.schemas import (
     AdvisoryCreate,
     AdvisoryRead,
     AdvisoryUpdate,
     AreaIn,
     Preview,
+    ProposalRead,
 )
 from service.citizens.service import Registry
 from service.db import utcnow
@@ -75,15 +76,22 @@ def preview(session: Session, *, draft: AdvisoryDraft, now: datetime) -> Preview
 
 
 def create_advisory(
-    session: Session, *, draft: AdvisoryDraft, issued_by: str, now: datetime, match: bool = True
+    session: Session,
+    *,
+    draft: AdvisoryDraft,
+    issued_by: str,
+    now: datetime,
+    match: bool = True,
+    status: str = "active",
 ) -> Advisory:
-    """Validate and store a new advisory at revision 1, and enqueue whom it reaches (unless the
-    caller matches a batch itself)."""
+    """Validate and store a new advisory at revision 1, and (when active) enqueue whom it
+    reaches (unless the caller matches a batch itself). A draft or one waiting for approval
+    alerts nobody."""
     check_draft(draft, now=now)
     advisory = Advisory(
         public_id=str(uuid.uuid4()),
         revision=1,
-        status="active",
+        status=status,
         source=draft.source,
         issued_by=issued_by,
         created_at=now,
@@ -94,9 +102,25 @@ def create_advisory(
     )
     session.add(advisory)
     session.flush()
-    if match:
+    if match and status == "active":
         geomatch.match_advisories(session, advisories=[advisory], now=now)
     return advisory
+
+
+def rewrite_draft(
+    session: Session, *, advisory: Advisory, draft: AdvisoryDraft, now: datetime
+) -> Advisory:
+    """A draft changes in place: it has only ever had one revision, and nobody was told."""
+    _apply(advisory, draft, now=now)
+    first = next(r for r in advisory.revisions if r.revision == advisory.revision)
+    first.content = draft.content()
+    session.flush()
+    return advisory
+
+
+def snapshot(draft: AdvisoryDraft) -> dict[str, Any]:
+    """What a revision (or a proposal) stores of a draft."""
+    return draft.content()
 
 
 def revise_advisory(
@@ -109,7 +133,7 @@ def revise_advisory(
     match: bool = True,
 ) -> Advisory:
     """A new revision (the previous one stays readable); everyone it reaches is told again."""
-    _check_revisable(advisory, now=now)
+    check_revisable(advisory, now=now)
     check_draft(draft, now=now)
     advisory.revision += 1
     _apply(advisory, draft, now=now)
@@ -127,18 +151,14 @@ def revise_advisory(
     return advisory
 
 
-def revise_from_patch(
-    session: Session,
-    *,
-    advisory: Advisory,
-    changes: AdvisoryUpdate,
-    changed_by: str,
-    now: datetime,
-    max_vertices: int,
-) -> Advisory:
-    """Staff's PATCH: the fields it gives replace the current ones (expires: null removes the
-    end). One that changes nothing makes no revision and tells nobody again."""
-    _check_revisable(advisory, now=now)
+def patched_draft(
+    advisory: Advisory, *, changes: AdvisoryUpdate, now: datetime, max_vertices: int
+) -> AdvisoryDraft | None:
+    """Staff's PATCH as the advisory's new content (the fields it gives replace the current
+    ones; expires: null removes the end); None when it changes nothing (no revision, nobody is
+    told again). Only an active advisory or a draft is changed."""
+    if advisory.status != "draft":
+        check_revisable(advisory, now=now)
     current = draft_of(advisory)
     draft = draft_of(advisory)
     # The schema refuses null for every field but expires; None here means "not given".
@@ -157,8 +177,8 @@ def revise_from_patch(
     if "expires" in changes.model_fields_set:
         draft.expires = changes.expires
     if _comparable(draft) == _comparable(current):
-        return advisory
-    return revise_advisory(session, advisory=advisory, draft=draft, changed_by=changed_by, now=now)
+        return None
+    return draft
 
 
 def cancel_advisory(
@@ -168,6 +188,14 @@ def cancel_advisory(
     is harmless."""
     if advisory.status == "cancelled":
         return advisory
+    # Cancelling never waits for approval, and voids whatever did.
+    session.execute(
+        update(AdvisoryProposal)
+        .where(AdvisoryProposal.advisory_id == advisory.id, AdvisoryProposal.status == "pending")
+        .values(status="rejected", decided_by=cancelled_by, decided_at=now, reason="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(advisory, ["proposals"])
     advisory.revision += 1
     advisory.status = "cancelled"
     advisory.cancelled_at = advisory.updated_at = now
@@ -215,7 +243,18 @@ def status_at(advisory: Advisory, now: datetime) -> str:
 
 
 def _status_is(status: str, now: datetime) -> ColumnElement[bool]:
-    """status_at(advisory, now) == status, as SQL."""
+    """status_at(advisory, now) == status, as SQL. `pending_approval` is the approver's queue:
+    new advisories waiting, and active ones with a revision waiting."""
+    if status == "pending_approval":
+        waiting = (
+            select(AdvisoryProposal.id)
+            .where(
+                AdvisoryProposal.advisory_id == Advisory.id,
+                AdvisoryProposal.status == "pending",
+            )
+            .exists()
+        )
+        return or_(Advisory.status == "pending_approval", waiting)
     ended = and_(Advisory.expires.is_not(None), Advisory.expires <= now)
     if status == "active":
         return and_(
@@ -301,10 +340,24 @@ def to_read(advisory: Advisory, *, now: datetime | None = None) -> AdvisoryRead:
         created_at=advisory.created_at,
         updated_at=advisory.updated_at,
         cancelled_at=advisory.cancelled_at,
+        pending=next(
+            (
+                ProposalRead.model_validate(p, from_attributes=True)
+                for p in advisory.proposals
+                if p.status == "pending"
+            ),
+            None,
+        ),
+        rejected_reason=next(
+            (p.reason for p in reversed(advisory.proposals) if p.status == "rejected"), None
+        )
+        if advisory.status == "rejected"
+        else None,
     )
 
 
-def _check_revisable(advisory: Advisory, *, now: datetime) -> None:
+def check_revisable(advisory: Advisory, *, now: datetime) -> None:
+    """Only an active advisory gets a new revision."""
     status = status_at(advisory, now)
     if status != "active":
         raise Conflict(f"the advisory is {status}; issue a new one instead")

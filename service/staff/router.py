@@ -24,7 +24,7 @@ def list_keys(session: SessionDep, _admin: Admin) -> list[StaffKeyRead]:
 def create_key(
     body: StaffKeyCreate, session: SessionDep, _admin: Admin, response: Response
 ) -> StaffKeyIssued:
-    issued = service.create_key(session, name=body.name, role=body.role)
+    issued = service.create_key(session, name=body.name, role=body.role, email=body.email)
     response.headers["Cache-Control"] = "no-store"  # the key is shown once, and kept nowhere
     return StaffKeyIssued(**StaffKeyRead.model_validate(issued.record).model_dump(), key=issued.key)
 

@@ -15,6 +15,12 @@ class StaffKeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
     role: Role
+    email: str | None = Field(
+        None,
+        max_length=254,
+        description="Where the key's holder hears what became of what they proposed "
+        "(approved, rejected).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -34,6 +40,7 @@ class StaffKeyRead(BaseModel):
     key_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    contact_email: str | None = None
 
 
 class StaffKeyIssued(StaffKeyRead):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.citizens.contact import ContactError, normalise_email
 from service.db import utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.privacy import token_hash
@@ -20,9 +21,15 @@ class IssuedKey:
     key: str  # the only time the secret exists outside the caller's hands
 
 
-def create_key(session: Session, *, name: str, role: str) -> IssuedKey:
-    """Create a staff key; the returned secret is never stored."""
+def create_key(session: Session, *, name: str, role: str, email: str | None = None) -> IssuedKey:
+    """Create a staff key (with the holder's e-mail, for decisions on what they propose); the
+    returned secret is never stored."""
     name = name.strip()
+    if email is not None:
+        try:
+            email = normalise_email(email)
+        except ContactError as exc:
+            raise InvalidInput("email", str(exc)) from exc
     if not name or len(name) > 100:
         raise InvalidInput("name", "must be 1 to 100 characters")
     if role not in Role.__members__:
@@ -30,7 +37,9 @@ def create_key(session: Session, *, name: str, role: str) -> IssuedKey:
     if session.scalar(select(StaffKey.id).where(StaffKey.name == name)) is not None:
         raise Conflict(f"a staff key named {name!r} already exists")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = StaffKey(name=name, role=role, key_hash=token_hash(key), key_prefix=key[:10])
+    record = StaffKey(
+        name=name, role=role, key_hash=token_hash(key), key_prefix=key[:10], contact_email=email
+    )
     session.add(record)
     session.flush()
     return IssuedKey(record=record, key=key)

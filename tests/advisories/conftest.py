@@ -16,10 +16,16 @@ def factory(db):
 
 @pytest.fixture
 def poll(factory):
-    """poll(feed, **limits) -> the outcome of one poll_feed, now, in the test's transaction."""
+    """poll(feed, **limits) -> the outcome of one poll_feed, now, in the test's transaction.
+    Nothing waits for approval unless a test says so (approval=None: the feed's own policy)."""
 
     def run(feed, **limits):
-        options = {"timeout_s": 0.5, "max_bytes": 5 * 1024 * 1024, "max_vertices": 50_000}
+        options = {
+            "timeout_s": 0.5,
+            "max_bytes": 5 * 1024 * 1024,
+            "max_vertices": 50_000,
+            "approval": "auto",
+        }
         return poll_feed(factory, feed, now=datetime.now(UTC), **{**options, **limits})
 
     return run

@@ -41,6 +41,8 @@ SEMANTIC_RULES = {
     "advisory lasts at most 90 days, a polygon must be valid, subdivision codes must exist",
     "POST /v1/advisories/preview": "the same rules as POST /v1/advisories",
     "PATCH /v1/advisories/{advisory_id}": "the same rules as POST /v1/advisories",
+    "POST /v1/staff/keys": "an e-mail address must be one a mail server takes (RFC 5321), which "
+    "a JSON schema's string cannot say",
     "POST /v1/advisories/import": "the body is a feed document: its bytes must parse as the "
     "format named, which no JSON schema of a byte string can say",
 }

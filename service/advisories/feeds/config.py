@@ -26,6 +26,8 @@ class Feed(BaseModel):
     # Only for feeds an operator runs on their own network (and the tests' loopback server).
     allow_private: bool = False
     levels: dict[str, str | None] = {}
+    # Whether its advisories wait for a person: never, always, or at levels 3, 4 and special.
+    approval: Literal["auto", "required", "level3+"] = "level3+"
 
     @model_validator(mode="after")
     def _one_source(self) -> "Feed":

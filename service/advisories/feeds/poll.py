@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.advisories.approval import Policy
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.ingest import IngestSummary, import_document
@@ -23,8 +24,10 @@ def poll_feed(
     timeout_s: float,
     max_bytes: int,
     max_vertices: int,
+    approval: Policy | None = None,
 ) -> str:
-    """Poll once; returns the outcome ('updated', 'not-modified' or 'error')."""
+    """Poll once; returns the outcome ('updated', 'not-modified' or 'error'). What the feed's
+    approval policy (or `approval`, e.g. "auto" when approval is off) holds waits for a person."""
     with factory.begin() as session:
         state = session.get(FeedState, feed.name)
         etag = state.etag if state else None
@@ -62,6 +65,7 @@ def poll_feed(
                 now=now,
                 max_vertices=max_vertices,
                 level_overrides=feed.levels,
+                policy=approval or feed.approval,
             )
             brief = _brief(summary)
             _save_state(

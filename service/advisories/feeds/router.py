@@ -63,6 +63,7 @@ async def poll_now(request: Request, name: str, _admin: AdminWithoutSession) -> 
         timeout_s=state.settings.feed_timeout_s,
         max_bytes=state.settings.feed_max_bytes,
         max_vertices=state.settings.max_area_vertices,
+        approval=state.settings.approval_policy(feed.approval),
     )
     with state.session_factory() as session, read_first(session):
         return _read(feed, session.get(FeedState, feed.name))

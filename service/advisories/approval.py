@@ -1,0 +1,274 @@
+"""Four eyes: what waits for a second person before anyone is alerted, and the decisions on it.
+
+A new advisory that waits is stored with status `pending_approval` and its proposal; a revision
+that waits is only a proposal, and the revision in force stays in force until it is approved.
+The person who proposed cannot approve it. Cancelling never waits (and voids what was pending)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.advisories import reach, service
+from service.advisories.drafts import AdvisoryDraft
+from service.advisories.levels import is_urgent
+from service.advisories.lifecycle import check_draft
+from service.advisories.models import Advisory, AdvisoryProposal
+from service.errors import Conflict, Forbidden, InvalidInput
+from service.geo import areas
+from service.geomatch import service as geomatch
+
+# Who decides whether something waits: staff (and their imports) by level and reach; a feed by
+# its configured policy.
+Policy = Literal["staff", "auto", "required", "level3+"]
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What became of a proposal, for telling the person who proposed it."""
+
+    advisory_public_id: str
+    title: str
+    kind: str
+    decision: Literal["approved", "rejected"]
+    proposed_by: str
+    decided_by: str
+    reason: str | None
+
+
+def needs_approval(
+    session: Session, draft: AdvisoryDraft, *, policy: Policy, min_reach: int, now: datetime
+) -> bool:
+    """Whether this content must wait for a second person before it alerts anyone."""
+    if not draft.alerts_citizens or policy == "auto":
+        return False
+    if policy == "required" or is_urgent(draft.level):
+        return True
+    if policy == "level3+":
+        return False
+    found = reach.compute_reach(
+        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
+    )
+    return len(found.citizen_ids) > min_reach
+
+
+def pending(session: Session, advisory: Advisory) -> AdvisoryProposal | None:
+    return session.scalar(
+        select(AdvisoryProposal).where(
+            AdvisoryProposal.advisory_id == advisory.id, AdvisoryProposal.status == "pending"
+        )
+    )
+
+
+def issue(
+    session: Session,
+    *,
+    draft: AdvisoryDraft,
+    issued_by: str,
+    policy: Policy,
+    min_reach: int,
+    now: datetime,
+    as_draft: bool = False,
+    match: bool = True,
+) -> Advisory:
+    """A new advisory: a draft (never sent), one waiting for approval, or active at once."""
+    if as_draft:
+        return service.create_advisory(
+            session, draft=draft, issued_by=issued_by, now=now, status="draft"
+        )
+    if needs_approval(session, draft, policy=policy, min_reach=min_reach, now=now):
+        advisory = service.create_advisory(
+            session, draft=draft, issued_by=issued_by, now=now, status="pending_approval"
+        )
+        _propose(session, advisory, kind="issue", draft=draft, by=issued_by, now=now)
+        return advisory
+    return service.create_advisory(session, draft=draft, issued_by=issued_by, now=now, match=match)
+
+
+def revise(
+    session: Session,
+    *,
+    advisory: Advisory,
+    draft: AdvisoryDraft,
+    changed_by: str,
+    policy: Policy,
+    min_reach: int,
+    now: datetime,
+    match: bool = True,
+) -> Advisory:
+    """New content for an advisory: a draft changes in place; an active advisory gets a new
+    revision now, or a proposal that waits (one at a time; a feed's newer one replaces its
+    own)."""
+    if advisory.status == "draft":
+        check_draft(draft, now=now)
+        return service.rewrite_draft(session, advisory=advisory, draft=draft, now=now)
+    if advisory.status == "pending_approval":
+        # Who proposed it may still change it (a feed's newer message, staff's correction).
+        waiting = pending(session, advisory)
+        if waiting is None or waiting.proposed_by != changed_by:
+            raise Conflict("the advisory waits for approval: approve or reject it first")
+        check_draft(draft, now=now)
+        service.rewrite_draft(session, advisory=advisory, draft=draft, now=now)
+        waiting.content = service.snapshot(draft)
+        waiting.proposed_at = now
+        return advisory
+    if not needs_approval(session, draft, policy=policy, min_reach=min_reach, now=now):
+        return service.revise_advisory(
+            session, advisory=advisory, draft=draft, changed_by=changed_by, now=now, match=match
+        )
+    service.check_revisable(advisory, now=now)
+    check_draft(draft, now=now)
+    waiting = pending(session, advisory)
+    if waiting is not None:
+        if waiting.proposed_by != changed_by:
+            raise Conflict(
+                f"a revision proposed by {waiting.proposed_by} waits for approval: it is "
+                "approved or rejected first"
+            )
+        waiting.content = service.snapshot(draft)
+        waiting.proposed_at = now
+        return advisory
+    _propose(session, advisory, kind="revise", draft=draft, by=changed_by, now=now)
+    return advisory
+
+
+def submit(
+    session: Session, *, advisory: Advisory, by: str, min_reach: int, now: datetime
+) -> Advisory:
+    """A draft moves on: to approval, or active (and sent) at once."""
+    if advisory.status != "draft":
+        raise Conflict(f"only a draft is submitted; this advisory is {advisory.status}")
+    draft = service.draft_of(advisory)
+    check_draft(draft, now=now)
+    if needs_approval(session, draft, policy="staff", min_reach=min_reach, now=now):
+        advisory.status = "pending_approval"
+        _propose(session, advisory, kind="issue", draft=draft, by=by, now=now)
+        return advisory
+    advisory.status = "active"
+    advisory.updated_at = now
+    session.flush()
+    geomatch.match_advisories(session, advisories=[advisory], now=now)
+    return advisory
+
+
+def approve(session: Session, *, advisory: Advisory, by: str, now: datetime) -> Decided:
+    """A second person approves what waits: the advisory becomes active, or the revision comes
+    into force; matching and sending start."""
+    proposal = _waiting(session, advisory)
+    if proposal.proposed_by == by:
+        raise Forbidden("the key that proposed this cannot approve it: a second person must")
+    draft = draft_from_snapshot(proposal.content, source=advisory.source)
+    if proposal.kind == "issue":
+        check_draft(draft, now=now)
+        advisory.status = "active"
+        advisory.updated_at = now
+        session.flush()
+        geomatch.match_advisories(session, advisories=[advisory], now=now)
+    else:
+        service.revise_advisory(
+            session, advisory=advisory, draft=draft, changed_by=proposal.proposed_by, now=now
+        )
+    return _decide(proposal, advisory, decision="approved", by=by, reason=None, now=now)
+
+
+def reject(session: Session, *, advisory: Advisory, by: str, reason: str, now: datetime) -> Decided:
+    """A second person turns down what waits, saying why: a new advisory is `rejected`; a
+    revision is dropped and the one in force stays."""
+    reason = reason.strip()
+    if not 3 <= len(reason) <= 500:
+        raise InvalidInput("reason", "say why, in 3 to 500 characters")
+    proposal = _waiting(session, advisory)
+    if proposal.proposed_by == by:
+        raise Forbidden(
+            "the key that proposed this cannot decide on it: cancel the advisory instead"
+        )
+    if proposal.kind == "issue":
+        advisory.status = "rejected"
+        advisory.updated_at = now
+    return _decide(proposal, advisory, decision="rejected", by=by, reason=reason, now=now)
+
+
+def void_pending(session: Session, *, advisory: Advisory, now: datetime) -> None:
+    """The advisory was cancelled: nothing of it waits any more."""
+    proposal = pending(session, advisory)
+    if proposal is not None:
+        proposal.status = "rejected"
+        proposal.decided_at = now
+        proposal.decided_by = "cancelled"
+        proposal.reason = "the advisory was cancelled"
+
+
+def draft_from_snapshot(content: dict, *, source: str) -> AdvisoryDraft:
+    """The draft a revision snapshot or proposal describes."""
+    area = dict(content["area"])
+    area.pop("country_only", None)  # follows from the level and the shapes
+    expires = content.get("expires")
+    return AdvisoryDraft(
+        level=str(content["level"]),
+        category=content["category"],
+        title=dict(content.get("title") or {}),
+        message=dict(content.get("message") or {}),
+        area=areas.area_from_json(area),
+        effective=datetime.fromisoformat(content["effective"]),
+        expires=datetime.fromisoformat(expires) if expires else None,
+        source=source,
+        alerts_citizens=bool(content.get("alerts_citizens", True)),
+        severity=content.get("severity") or "",
+        urgency=content.get("urgency") or "",
+        exercise=bool(content.get("exercise")),
+    )
+
+
+def _propose(
+    session: Session,
+    advisory: Advisory,
+    *,
+    kind: Literal["issue", "revise"],
+    draft: AdvisoryDraft,
+    by: str,
+    now: datetime,
+) -> AdvisoryProposal:
+    proposal = AdvisoryProposal(
+        advisory_id=advisory.id,
+        kind=kind,
+        content=service.snapshot(draft),
+        proposed_by=by,
+        proposed_at=now,
+        status="pending",
+    )
+    session.add(proposal)
+    session.flush()
+    return proposal
+
+
+def _waiting(session: Session, advisory: Advisory) -> AdvisoryProposal:
+    proposal = pending(session, advisory)
+    if proposal is None:
+        raise Conflict("nothing of this advisory waits for approval")
+    return proposal
+
+
+def _decide(
+    proposal: AdvisoryProposal,
+    advisory: Advisory,
+    *,
+    decision: Literal["approved", "rejected"],
+    by: str,
+    reason: str | None,
+    now: datetime,
+) -> Decided:
+    proposal.status = decision
+    proposal.decided_by = by
+    proposal.decided_at = now
+    proposal.reason = reason
+    return Decided(
+        advisory_public_id=advisory.public_id,
+        title=advisory.title_en or advisory.title_ko or "",
+        kind=proposal.kind,
+        decision=decision,
+        proposed_by=proposal.proposed_by,
+        decided_by=by,
+        reason=reason,
+    )

@@ -1,0 +1,256 @@
+"""Four eyes on every mass send, through the real app with approval required, the fake Twilio
+and the SMTP sink: nothing reaches them before a second key approves (and the same send does
+after); self-approval 403; rejection; a pending revision leaves the one in force; drafts; cancel
+never waits; feed policies; the proposer hears the decision."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.advisories.feeds.config import Feed
+from service.advisories.models import Advisory
+from service.audit.models import AuditEntry
+from service.ledger.models import Alert
+from service.staff.models import StaffKey
+from tests.advisories.builders import advisory_body
+from tests.advisories.feed_samples import sample
+from tests.builders import register
+from tests.conftest import bound_client, make_settings
+from tests.dispatch.conftest import dispatcher_in, notifier_settings
+
+TOKYO = {"lat": 35.5, "lon": 139.5}
+
+
+@pytest.fixture
+def app_settings(database_url, twilio, smtp):
+    return make_settings(
+        database_url, **notifier_settings(twilio, smtp), approval="required", approval_min_reach=5
+    )
+
+
+@pytest.fixture
+def api(app_settings, db: Session) -> Iterator[TestClient]:
+    with bound_client(app_settings, db) as client:
+        # Work after the response (telling the proposer) sees the test's transaction.
+        client.app.state.session_factory = sessionmaker(
+            bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        yield client
+
+
+@pytest.fixture
+def dispatcher(db, app_settings):
+    made = dispatcher_in(db, app_settings)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def alice(staff_headers):
+    return staff_headers("consul")
+
+
+@pytest.fixture
+def bob(staff_headers):
+    return staff_headers("consul")
+
+
+def alerts(db) -> int:
+    return db.scalar(select(func.count()).select_from(Alert)) or 0
+
+
+def citizens(api, n: int = 2) -> None:
+    for _ in range(n):
+        register(api, location=TOKYO, quiet_hours=None)
+
+
+def issue(api, headers, **overrides):
+    response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_level_4_waits_for_a_second_key_then_the_same_send_arrives(
+    api, db, dispatcher, twilio, smtp, alice, bob
+):
+    citizens(api)
+    created = issue(api, alice, level=4)
+    assert created["status"] == "pending_approval"
+    assert created["pending"]["kind"] == "issue" and created["pending"]["proposed_by"]
+    dispatcher.drain()
+    assert alerts(db) == 0 and twilio.messages == [] and smtp.received == []
+    queue = api.get("/v1/advisories?status=pending_approval", headers=bob).json()
+    assert [a["id"] for a in queue["items"]] == [created["id"]]
+
+    own = api.post(f"/v1/advisories/{created['id']}/approve", headers=alice)
+    assert own.status_code == 403 and alerts(db) == 0
+    approved = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "active" and approved.json()["pending"] is None
+    dispatcher.drain()
+    assert len(twilio.messages) == 2 and len(smtp.received) == 2
+    assert api.get("/v1/advisories?status=pending_approval", headers=bob).json()["total"] == 0
+    again = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob)
+    assert again.status_code == 409
+
+
+def test_rejection_says_why_and_sends_nothing(api, db, dispatcher, twilio, alice, bob):
+    citizens(api)
+    created = issue(api, alice, level=3)
+    path = f"/v1/advisories/{created['id']}/reject"
+    assert api.post(path, json={"reason": "no"}, headers=bob).status_code == 422
+    assert api.post(path, json={"reason": "wrong country"}, headers=alice).status_code == 403
+    rejected = api.post(path, json={"reason": "wrong country"}, headers=bob)
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["status"] == "rejected"
+    assert rejected.json()["rejected_reason"] == "wrong country"
+    dispatcher.drain()
+    assert alerts(db) == 0 and twilio.messages == []
+    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 409
+
+
+def test_a_small_level_2_goes_at_once_and_a_big_level_1_waits(
+    api, db, dispatcher, twilio, alice, bob
+):
+    citizens(api, 2)
+    small = issue(api, alice, level=2)
+    assert small["status"] == "active"
+    dispatcher.drain()
+    assert len(twilio.messages) == 2
+    citizens(api, 4)  # 6 citizens now reached: more than approval_min_reach (5)
+    big = issue(api, alice, level=1, title={"ko": "다른 경보", "en": "Another"})
+    assert big["status"] == "pending_approval"
+
+
+def test_a_pending_revision_leaves_the_revision_in_force(api, db, dispatcher, twilio, alice, bob):
+    citizens(api)
+    created = issue(api, alice, level=2)
+    dispatcher.drain()
+    sent = len(twilio.messages)
+    patched = api.patch(f"/v1/advisories/{created['id']}", json={"level": 4}, headers=alice)
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert body["level"] == 2 and body["revision"] == 1 and body["status"] == "active"
+    assert body["pending"]["kind"] == "revise" and body["pending"]["content"]["level"] == "4"
+    dispatcher.drain()
+    assert len(twilio.messages) == sent
+    # Another key's revision cannot jump the queue; the proposer may correct theirs.
+    other = api.patch(f"/v1/advisories/{created['id']}", json={"level": 3}, headers=bob)
+    assert other.status_code == 409
+    queue = api.get("/v1/advisories?status=pending_approval", headers=bob).json()
+    assert [a["id"] for a in queue["items"]] == [created["id"]]
+    approved = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).json()
+    assert approved["level"] == 4 and approved["revision"] == 2 and approved["pending"] is None
+    dispatcher.drain()
+    assert len(twilio.messages) == sent + 2
+    assert "4단계" in twilio.messages[-1]["body"] or "Level 4" in twilio.messages[-1]["body"]
+
+
+def test_a_draft_is_edited_in_place_then_submitted(api, db, dispatcher, twilio, alice, bob):
+    citizens(api)
+    draft = issue(api, alice, level=2, draft=True)
+    assert draft["status"] == "draft"
+    edited = api.patch(
+        f"/v1/advisories/{draft['id']}", json={"title": {"ko": "고친 제목"}}, headers=alice
+    ).json()
+    assert edited["revision"] == 1 and edited["title"] == {"ko": "고친 제목"}
+    dispatcher.drain()
+    assert alerts(db) == 0
+    submitted = api.post(f"/v1/advisories/{draft['id']}/submit", headers=alice)
+    assert submitted.status_code == 200 and submitted.json()["status"] == "active"
+    dispatcher.drain()
+    assert len(twilio.messages) == 2 and "고친 제목" in twilio.messages[0]["body"]
+    assert api.post(f"/v1/advisories/{draft['id']}/submit", headers=alice).status_code == 409
+    # An urgent draft goes to approval when submitted.
+    urgent = issue(api, alice, level=4, draft=True)
+    waiting = api.post(f"/v1/advisories/{urgent['id']}/submit", headers=alice).json()
+    assert waiting["status"] == "pending_approval"
+
+
+def test_cancel_never_waits_and_voids_what_was_pending(api, db, alice, bob):
+    created = issue(api, alice, level=4)
+    cancelled = api.post(f"/v1/advisories/{created['id']}/cancel", headers=alice)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["pending"] is None
+    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 409
+    assert alerts(db) == 0
+
+
+def test_the_proposer_hears_the_decision_by_email(api, db, smtp, alice, bob):
+    proposer = db.scalar(select(StaffKey).order_by(StaffKey.id))
+    proposer.contact_email = "alice@mofa.test"
+    db.flush()
+    first = issue(api, alice, level=4, title={"ko": "첫째", "en": "First"})
+    api.post(f"/v1/advisories/{first['id']}/approve", headers=bob)
+    second = issue(api, alice, level=3, title={"ko": "둘째", "en": "Second"})
+    api.post(f"/v1/advisories/{second['id']}/reject", json={"reason": "duplicate"}, headers=bob)
+    told = [m for m in smtp.received if m["To"] == "alice@mofa.test"]
+    assert [m["Subject"].split(":")[0][-8:] for m in told] == ["APPROVED", "REJECTED"]
+    assert "duplicate" in told[1].get_body(("plain",)).get_content()
+    actions = set(db.scalars(select(AuditEntry.action)))
+    assert {
+        "POST /v1/advisories/{advisory_id}/approve",
+        "POST /v1/advisories/{advisory_id}/reject",
+    } <= actions
+
+
+def _cap_file(tmp_path, severity: str, identifier: str):
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    body = (
+        sample("cap/oasis-cap12-appendixA2-thunderstorm-polygon.xml")
+        .replace(b"2003-06-17", tomorrow.encode())
+        .replace(b"<severity>Severe</severity>", f"<severity>{severity}</severity>".encode())
+        .replace(b"KSTO1055887203", identifier.encode())
+    )
+    path = tmp_path / f"{identifier}.xml"
+    path.write_bytes(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("policy", "extreme", "minor"),
+    [
+        ("auto", "active", "active"),
+        ("required", "pending_approval", "pending_approval"),
+        ("level3+", "pending_approval", "active"),
+    ],
+)
+def test_feed_policies(db, poll, tmp_path, policy, extreme, minor):
+    statuses = []
+    for severity, identifier in (("Extreme", f"X-{policy}"), ("Minor", f"M-{policy}")):
+        feed = Feed.model_validate(
+            {
+                "name": f"cap-{severity.lower()}",
+                "path": str(_cap_file(tmp_path, severity, identifier)),
+                "format": "cap",
+                "approval": policy,
+            }
+        )
+        assert poll(feed, approval=None) == "updated"
+        statuses.append(db.scalar(select(Advisory.status).order_by(Advisory.id.desc()).limit(1)))
+    assert statuses == [extreme, minor]
+
+
+def test_a_feed_without_a_policy_waits_at_level_3(db, poll, tmp_path):
+    feed = Feed.model_validate(
+        {"name": "plain", "path": str(_cap_file(tmp_path, "Extreme", "P-1")), "format": "cap"}
+    )
+    assert feed.approval == "level3+"
+    poll(feed, approval=None)
+    assert db.scalar(select(Advisory.status)) == "pending_approval"
+
+
+def test_a_staff_import_follows_the_staff_rule(api, db, alice, bob, tmp_path):
+    body = _cap_file(tmp_path, "Extreme", "S-1").read_bytes()
+    imported = api.post(
+        "/v1/advisories/import",
+        content=body,
+        headers={**alice, "content-type": "application/cap+xml"},
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["advisories"][0]["status"] == "pending_approval"
+    assert alerts(db) == 0
