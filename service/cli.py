@@ -1,6 +1,7 @@
 """The `anjeon` command."""
 
 import argparse
+import getpass
 import secrets
 import sys
 import time
@@ -14,6 +15,7 @@ from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.formats import PARSERS
 from service.advisories.ingest import import_document
 from service.app import create_app
+from service.audit import service as audit
 from service.citizens.service import Registry
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, utcnow
@@ -57,6 +59,7 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 issued = staff_service.create_key(
                     session, name=args.name, role=args.role, email=args.email
                 )
+                _audit_cli(session, "create staff key", issued.record.name)
                 print(f"created {issued.record.role} key {issued.record.name!r}; shown only once:")
                 print(issued.key)
             elif args.staff_command == "list":
@@ -65,6 +68,7 @@ def cmd_staff(args: argparse.Namespace) -> int:
                     print(f"{key.id}\t{key.name}\t{key.role}\t{key.key_prefix}…\t{state}")
             else:
                 key = staff_service.revoke_key(session, name=args.name)
+                _audit_cli(session, "revoke staff key", key.name)
                 print(f"revoked {key.name!r}")
     except DomainError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
@@ -124,6 +128,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return 2
     print("\n".join(lines))
     return 0
+
+
+def _audit_cli(session: Session, action: str, subject: str) -> None:
+    """Key changes made at the server's shell are staff actions too."""
+    audit.record(
+        session,
+        actor=f"cli:{getpass.getuser()}"[:100],
+        role="operator",
+        client="local",
+        action=action,
+        subject=subject,
+        now=utcnow(),
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -9,13 +9,14 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from service.advisories import reach, service
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.levels import is_urgent
 from service.advisories.lifecycle import check_draft
 from service.advisories.models import Advisory, AdvisoryProposal
+from service.audit import service as audit
 from service.errors import Conflict, Forbidden, InvalidInput
 from service.geo import areas
 from service.geomatch import service as geomatch
@@ -129,6 +130,8 @@ def revise(
             )
         waiting.content = service.snapshot(draft)
         waiting.proposed_at = now
+        session.flush()
+        session.expire(advisory, ["proposals"])
         return advisory
     _propose(session, advisory, kind="revise", draft=draft, by=changed_by, now=now)
     return advisory
@@ -173,9 +176,18 @@ def approve(session: Session, *, advisory: Advisory, by: str, now: datetime) -> 
     return _decide(proposal, advisory, decision="approved", by=by, reason=None, now=now)
 
 
-def reject(session: Session, *, advisory: Advisory, by: str, reason: str, now: datetime) -> Decided:
-    """A second person turns down what waits, saying why: a new advisory is `rejected`; a
-    revision is dropped and the one in force stays."""
+def reject(
+    session: Session,
+    *,
+    advisory: Advisory,
+    by: str,
+    role: str,
+    client: str,
+    reason: str,
+    now: datetime,
+) -> Decided:
+    """A second person turns down what waits, saying why (the reason goes to the audit log): a
+    new advisory is `rejected`; a revision is dropped and the one in force stays."""
     reason = reason.strip()
     if not 3 <= len(reason) <= 500:
         raise InvalidInput("reason", "say why, in 3 to 500 characters")
@@ -184,20 +196,20 @@ def reject(session: Session, *, advisory: Advisory, by: str, reason: str, now: d
         raise Forbidden(
             "the key that proposed this cannot decide on it: cancel the advisory instead"
         )
+    audit.record(
+        session,
+        actor=by,
+        role=role,
+        client=client,
+        action="reject advisory",
+        subject=advisory.public_id,
+        reason=reason,
+        now=now,
+    )
     if proposal.kind == "issue":
         advisory.status = "rejected"
         advisory.updated_at = now
     return _decide(proposal, advisory, decision="rejected", by=by, reason=reason, now=now)
-
-
-def void_pending(session: Session, *, advisory: Advisory, now: datetime) -> None:
-    """The advisory was cancelled: nothing of it waits any more."""
-    proposal = pending(session, advisory)
-    if proposal is not None:
-        proposal.status = "rejected"
-        proposal.decided_at = now
-        proposal.decided_by = "cancelled"
-        proposal.reason = "the advisory was cancelled"
 
 
 def draft_from_snapshot(content: dict, *, source: str) -> AdvisoryDraft:
@@ -240,6 +252,7 @@ def _propose(
     )
     session.add(proposal)
     session.flush()
+    session.expire(advisory, ["proposals"])
     return proposal
 
 
@@ -263,6 +276,8 @@ def _decide(
     proposal.decided_by = by
     proposal.decided_at = now
     proposal.reason = reason
+    object_session(advisory).flush()  # type: ignore[union-attr]
+    object_session(advisory).expire(advisory, ["proposals"])  # type: ignore[union-attr]
     return Decided(
         advisory_public_id=advisory.public_id,
         title=advisory.title_en or advisory.title_ko or "",

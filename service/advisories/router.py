@@ -17,7 +17,7 @@ from service.advisories.schemas import (
     Rejection,
     RevisionRead,
 )
-from service.auth import Consul, SessionDep, Viewer
+from service.auth import Consul, SessionDep, Viewer, client_of
 from service.citizens.deps import RegistryDep
 from service.db import MAX_BIGINT, utcnow
 from service.dispatch.schemas import AlertsRead
@@ -192,7 +192,13 @@ def reject(
     """A second consul or admin turns down what waits, saying why."""
     advisory = service.get_advisory(session, public_id=advisory_id)
     decided = approval.reject(
-        session, advisory=advisory, by=staff.name, reason=body.reason, now=utcnow()
+        session,
+        advisory=advisory,
+        by=staff.name,
+        role=staff.role,
+        client=client_of(request),
+        reason=body.reason,
+        now=utcnow(),
     )
     _tell_proposer(request, tasks, decided)
     return service.to_read(advisory)

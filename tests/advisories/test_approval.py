@@ -193,9 +193,12 @@ def test_the_proposer_hears_the_decision_by_email(api, db, smtp, alice, bob):
     assert "duplicate" in told[1].get_body(("plain",)).get_content()
     actions = set(db.scalars(select(AuditEntry.action)))
     assert {
+        "POST /v1/advisories",
         "POST /v1/advisories/{advisory_id}/approve",
         "POST /v1/advisories/{advisory_id}/reject",
     } <= actions
+    [why] = db.scalars(select(AuditEntry).where(AuditEntry.action == "reject advisory"))
+    assert (why.subject, why.reason, why.role) == (second["id"], "duplicate", "consul")
 
 
 def _cap_file(tmp_path, severity: str, identifier: str):

@@ -2,11 +2,15 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from service import cli
 from service.app import create_app
+from service.audit.models import AuditEntry
 from service.config import get_settings
+from service.db import make_engine
 from service.migrate import upgrade
+from service.staff.models import StaffKey
 from tests.advisories.feed_samples import FEEDS
 from tests.conftest import TEST_SECRET, make_settings
 
@@ -116,3 +120,37 @@ def test_replaying_an_archive_alerts_nobody(cli_database, capsys):
     args = ["ingest", str(path), "--format", "geojson", "--as-of", "2023-10-11T20:16:31Z"]
     assert cli.main(args) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("alerts enqueued 0")
+
+
+def test_key_changes_at_the_shell_are_audited_and_take_an_email(cli_database, capsys):
+    assert (
+        cli.main(
+            [
+                "staff",
+                "create-key",
+                "--name",
+                "Desk",
+                "--role",
+                "consul",
+                "--email",
+                "d@example.org",
+            ]
+        )
+        == 0
+    )
+    assert cli.main(["staff", "revoke", "--name", "Desk"]) == 0
+    assert (
+        cli.main(["staff", "create-key", "--name", "x", "--role", "consul", "--email", "no"]) == 2
+    )
+    engine = make_engine(cli_database)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(AuditEntry.action, AuditEntry.subject, AuditEntry.role).order_by(AuditEntry.id)
+        ).all()
+        email = conn.scalar(select(StaffKey.contact_email).where(StaffKey.name == "Desk"))
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("create staff key", "Desk", "operator"),
+        ("revoke staff key", "Desk", "operator"),
+    ]
+    assert email == "d@example.org"
