@@ -49,6 +49,8 @@ def load_demo_citizens(session: Session, *, registry: Registry) -> list[tuple[st
                 "channels": channels,
                 "consent": True,
                 "location": location,
+                # No quiet hours: a newcomer trying it at night still sees level 1-2 alerts.
+                "quiet_hours": None,
                 "stays": [
                     {
                         "country": "JP",
