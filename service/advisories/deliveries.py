@@ -62,7 +62,7 @@ def list_alerts(
         where.append(Alert.channel == channel)
     total = session.scalar(select(func.count()).select_from(Alert).where(*where)) or 0
     rows = session.execute(
-        select(Alert, Advisory.public_id, Citizen)
+        select(Alert, Advisory.public_id, Advisory.exercise, Citizen)
         .join(Advisory, Advisory.id == Alert.advisory_id)
         .join(Citizen, Citizen.id == Alert.citizen_id)
         .where(*where)
@@ -70,15 +70,18 @@ def list_alerts(
         .limit(limit)
         .offset(offset)
     ).all()
-    return total, [_read(registry, alert, public_id, citizen) for alert, public_id, citizen in rows]
+    return total, [_read(registry, *row) for row in rows]
 
 
-def _read(registry: Registry, alert: Alert, advisory_public_id: str, citizen: Citizen) -> AlertRead:
+def _read(
+    registry: Registry, alert: Alert, advisory_public_id: str, exercise: bool, citizen: Citizen
+) -> AlertRead:
     contacts = masked_contacts(registry, citizen)
     return AlertRead(
         id=alert.id,
         advisory_id=advisory_public_id,
         revision=alert.revision,
+        exercise=exercise,
         citizen_id=citizen.public_id,
         channel=alert.channel,
         contact=contacts.phone if alert.channel == "sms" else contacts.email,

@@ -27,8 +27,15 @@ class Reach:
 
 
 def compute_reach(
-    session: Session, *, area: Area, effective: datetime, expires: datetime | None, now: datetime
+    session: Session,
+    *,
+    area: Area,
+    effective: datetime,
+    expires: datetime | None,
+    now: datetime,
+    exercise: bool = False,
 ) -> Reach:
+    """Whom the area reaches in its window now; a drill (`exercise`) only those opted in."""
     reachable = load_reachable(session.connection(), today=now.date())
     target = matching.Target.for_window(0, area, effective=effective, expires=expires, now=now)
     today = matching.day_number(now.date())
@@ -36,6 +43,8 @@ def compute_reach(
     ids = matching.sorted_unique(reachable.places.citizen_ids[hits])
     # Only active citizens, on the channels they are alerted on, count.
     ids = ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)]
+    if exercise:
+        ids = reachable.opted_in(ids)
     sms, email = reachable.channels_of(ids)
     places = reachable.places
     place_of: dict[int, int] = {}

@@ -49,6 +49,7 @@ class RollCallRow:
 
 @dataclass(frozen=True)
 class RollCall:
+    exercise: bool  # a drill's roll call, to be kept apart from real ones
     counts: dict[str, int]
     by_country: dict[str, dict[str, int]]
     total: int  # rows matching the filters
@@ -101,7 +102,13 @@ def roll_call(
                 country=entry.country,
             )
         )
-    return RollCall(counts=counts, by_country=by_country, total=len(chosen), items=items)
+    return RollCall(
+        exercise=advisory.exercise,
+        counts=counts,
+        by_country=by_country,
+        total=len(chosen),
+        items=items,
+    )
 
 
 def _entries(session: Session, *, advisory: Advisory, now: datetime) -> list[Entry]:
@@ -160,7 +167,12 @@ def _countries(
         return {}
     draft = draft_of(advisory)
     found = reach.compute_reach(
-        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
+        session,
+        area=draft.reach_area(),
+        effective=draft.effective,
+        expires=draft.expires,
+        now=now,
+        exercise=draft.exercise,
     )
     countries: dict[int, str | None] = {}
     places = found.places

@@ -160,6 +160,7 @@ class RollCallItem(BaseModel):
 
 
 class RollCallRead(BaseModel):
+    exercise: bool = Field(description="true: the roll call of a drill, not of a real advisory.")
     counts: dict[Standing, int]
     by_country: dict[str, dict[Standing, int]]
     total: int = Field(description="Rows matching the filters.")
@@ -198,6 +199,7 @@ def read_roll_call(
         now=utcnow(),
     )
     return RollCallRead(
+        exercise=found.exercise,
         counts=found.counts,  # type: ignore[arg-type]
         by_country=found.by_country,  # type: ignore[arg-type]
         total=found.total,

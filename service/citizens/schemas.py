@@ -169,6 +169,12 @@ Channels = Annotated[
 ]
 
 
+_EXERCISES = (
+    "true: also receive drills (exercise advisories), each message marked [훈련] / [EXERCISE]. "
+    "Real advisories reach everyone either way."
+)
+
+
 def _unique_channels(value: list[str]) -> list[str]:
     if len(set(value)) != len(value):
         raise ValueError("each channel at most once")
@@ -202,6 +208,7 @@ class CitizenCreate(StrictModel):
     location: LocationIn
     stays: Stays = []
     quiet_hours: QuietHours | None = Field(default=DEFAULT_QUIET_HOURS, description=_QUIET_HOURS)
+    exercises: StrictBool = Field(default=False, description=_EXERCISES)
 
     _name = field_validator("name")(check_name)
     _channels = field_validator("channels")(_unique_channels)
@@ -223,6 +230,7 @@ class CitizenUpdate(StrictModel):
             "language",
             "channels",
             "stays",
+            "exercises",
             examples=[{"language": "en", "email": None, "channels": ["sms"]}],
         )
     )
@@ -236,11 +244,12 @@ class CitizenUpdate(StrictModel):
     quiet_hours: QuietHours | None = Field(
         default=None, description="Left out: unchanged; null: no quiet hours."
     )
+    exercises: StrictBool | None = Field(default=None, description=_EXERCISES)
 
     _name = field_validator("name")(check_name)
     _channels = field_validator("channels")(_unique_channels)
 
-    @field_validator("name", "language", "channels", "stays", mode="before")
+    @field_validator("name", "language", "channels", "stays", "exercises", mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
@@ -341,6 +350,7 @@ class CitizenRead(BaseModel):
     location: PlaceRead | None
     stays: list[StayRead]
     quiet_hours: QuietHours | None = Field(description=_QUIET_HOURS)
+    exercises: bool = Field(description=_EXERCISES)
     created_at: datetime
     updated_at: datetime
 

@@ -105,6 +105,7 @@ def register_citizen(
     citizen.name_sealed = registry.vault.seal("name", data.name)
     citizen.wants_sms, citizen.wants_email = "sms" in data.channels, "email" in data.channels
     _set_quiet_hours(citizen, data.quiet_hours)
+    citizen.exercises = data.exercises
     citizen.places = [places.current, *places.stays]
     session.add(citizen)
     session.flush()
@@ -201,6 +202,8 @@ def update_citizen(
     citizen.wants_sms, citizen.wants_email = "sms" in channels, "email" in channels
     if "quiet_hours" in given:
         _set_quiet_hours(citizen, data.quiet_hours)
+    if data.exercises is not None:
+        citizen.exercises = data.exercises
     if data.stays is not None:
         assert places.stays is not None
         citizen.places = [p for p in citizen.places if p.kind == "current"] + places.stays
@@ -306,6 +309,7 @@ def to_read(registry: Registry, citizen: Citizen, session: Session) -> CitizenRe
             if p.kind == "stay"
         ],
         quiet_hours=_quiet_hours(citizen),
+        exercises=citizen.exercises,
         created_at=citizen.created_at,
         updated_at=citizen.updated_at,
     )

@@ -11,6 +11,7 @@ from service.advisories.levels import LEVEL_NAMES, asks_checkin, goes_at_once
 
 LANGUAGES = ("ko", "en")
 _LEVEL_FORMAT = {"ko": "여행경보 {}단계({})", "en": "Level {} ({})"}
+EXERCISE_MARK = {"ko": "[훈련]", "en": "[EXERCISE]"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class AlertContent:
     # check-in and Immediate ignores quiet hours, whatever level the feed's table gave it.
     severity: str = ""
     urgency: str = ""
+    # A drill: every message of it starts with EXERCISE_MARK, so nobody takes it for real.
+    exercise: bool = False
 
     @property
     def asks_checkin(self) -> bool:

@@ -92,6 +92,7 @@ def _content(
         expires=datetime.fromisoformat(expires) if expires else None,
         severity=data.get("severity") or "",
         urgency=data.get("urgency") or "",
+        exercise=bool(data.get("exercise")),
     )
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from service.dispatch import sms_text
-from service.dispatch.content import AlertContent, area_text, country_name
+from service.dispatch.content import EXERCISE_MARK, AlertContent, area_text, country_name
 
 _LINK_MARK = "\x00link\x00"
 _CHECKIN_MARK = "\x00checkin\x00"
@@ -54,6 +54,8 @@ class Renderer:
             "expires": content.expires.strftime("%Y-%m-%d %H:%M UTC") if content.expires else "",
             "link": link,
             "checkin_link": checkin,
+            # "[훈련]" / "[EXERCISE]" for a drill, else "": the first words of every message.
+            "exercise": EXERCISE_MARK[lang] if content.exercise else "",
         }
 
     # A burst sends one revision to many people: the words are rendered once per revision,

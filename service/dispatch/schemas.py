@@ -15,6 +15,7 @@ class AlertRead(BaseModel):
     id: int
     advisory_id: str
     revision: int
+    exercise: bool = Field(description="true: an alert of a drill, not of a real advisory.")
     citizen_id: str
     channel: str
     contact: str | None  # masked

@@ -20,11 +20,19 @@ class Reachable:
     citizen_ids: np.ndarray  # sorted unique
     sms: np.ndarray  # bool, aligned with citizen_ids
     email: np.ndarray
+    # Opted in to drills (citizen.exercises), aligned with citizen_ids; None when not read.
+    exercises: np.ndarray | None = None
 
     def channels_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Of these citizen ids, those reachable by SMS and those by e-mail."""
         pos = np.searchsorted(self.citizen_ids, ids)
         return ids[self.sms[pos]], ids[self.email[pos]]
+
+    def opted_in(self, ids: np.ndarray) -> np.ndarray:
+        """Of these citizen ids (all in citizen_ids), those who take exercises."""
+        if self.exercises is None:
+            raise ValueError("the exercises flags were not read")
+        return ids[self.exercises[np.searchsorted(self.citizen_ids, ids)]]
 
 
 # Day numbers (days since 1970-01-01) computed by the database: -1 (CURRENT) for a current place.
@@ -43,9 +51,10 @@ WHERE (p.kind = 'current' OR p.ends_on >= {mark}) {extra}
 """
 _JOIN = "JOIN citizen c ON c.id = p.citizen_id AND c.status = 'active'"
 _ALERTING = {
-    "sqlite": "SELECT id, notify_sms, notify_email FROM citizen INDEXED BY ix_citizen_alerting "
+    "sqlite": "SELECT id, notify_sms, notify_email{flags} FROM citizen "
+    "INDEXED BY ix_citizen_alerting "
     "WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
-    "postgresql": "SELECT id, notify_sms, notify_email FROM citizen "
+    "postgresql": "SELECT id, notify_sms, notify_email{flags} FROM citizen "
     "WHERE status = 'active' AND id = ANY(%s) ORDER BY id",
 }
 
@@ -101,17 +110,27 @@ def load_places(
     return PlaceSet.build(*(list(column) for column in zip(*rows, strict=True)))
 
 
-def with_alerting(connection: Connection, places: PlaceSet, ids: np.ndarray) -> Reachable:
-    """The places, with the channels of those of `ids` (matched citizens) who are active."""
+def with_alerting(
+    connection: Connection, places: PlaceSet, ids: np.ndarray, *, exercises: bool = False
+) -> Reachable:
+    """The places, with the channels of those of `ids` (matched citizens) who are active, and
+    with `exercises` whether each takes drills (read only then: the flag is not in the covering
+    index, so reading it costs a table look-up per citizen)."""
     dialect = connection.dialect.name
     wanted = json.dumps(ids.tolist()) if dialect == "sqlite" else ids.tolist()
-    rows = _cursor_rows(connection, _ALERTING[dialect], [wanted])
+    query = _ALERTING[dialect].format(flags=", exercises" if exercises else "")
+    rows = _cursor_rows(connection, query, [wanted])
     active = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     return Reachable(
         places=places,
         citizen_ids=active,
         sms=np.fromiter((row[1] for row in rows), dtype=bool, count=len(rows)),
         email=np.fromiter((row[2] for row in rows), dtype=bool, count=len(rows)),
+        exercises=(
+            np.fromiter((row[3] for row in rows), dtype=bool, count=len(rows))
+            if exercises
+            else None
+        ),
     )
 
 
@@ -123,7 +142,7 @@ def _fetch(
     query = _QUERY.format(
         starts=days.format(col="p.starts_on"),
         ends=days.format(col="p.ends_on"),
-        flags=", c.notify_sms, c.notify_email" if alerting else "",
+        flags=", c.notify_sms, c.notify_email, c.exercises" if alerting else "",
         join=_JOIN if alerting else "",
         mark=_MARK[dialect],
         extra=extra,
@@ -156,11 +175,13 @@ def merge(old: Reachable, changed_ids: np.ndarray, fresh: Reachable) -> Reachabl
     kept = ~np.isin(old.citizen_ids, changed_ids)
     ids = np.concatenate([old.citizen_ids[kept], fresh.citizen_ids])
     order = np.argsort(ids)
+    assert old.exercises is not None and fresh.exercises is not None  # load_reachable reads them
     return Reachable(
         places=places,
         citizen_ids=ids[order],
         sms=np.concatenate([old.sms[kept], fresh.sms])[order],
         email=np.concatenate([old.email[kept], fresh.email])[order],
+        exercises=np.concatenate([old.exercises[kept], fresh.exercises])[order],
     )
 
 
@@ -168,8 +189,9 @@ def reachable_from_rows(rows: list) -> Reachable:
     if not rows:
         empty = np.empty(0, dtype=np.int64)
         none = PlaceSet.build([], [], [], [], [], [])
-        return Reachable(none, empty, empty.astype(bool), empty.astype(bool))
-    ids, lons, lats, codes, starts, ends, sms, email = zip(*rows, strict=True)
+        no = empty.astype(bool)
+        return Reachable(none, empty, no, no, no)
+    ids, lons, lats, codes, starts, ends, sms, email, drills = zip(*rows, strict=True)
     id_array = np.fromiter(ids, dtype=np.int64, count=len(rows))
     places = PlaceSet.build(
         id_array,
@@ -185,4 +207,5 @@ def reachable_from_rows(rows: list) -> Reachable:
         citizen_ids=unique_ids,
         sms=np.fromiter(sms, dtype=bool, count=len(rows))[first],
         email=np.fromiter(email, dtype=bool, count=len(rows))[first],
+        exercises=np.fromiter(drills, dtype=bool, count=len(rows))[first],
     )

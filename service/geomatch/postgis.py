@@ -273,16 +273,19 @@ def _to_wkb(geometries: list) -> list[bytes]:
     return shapely.to_wkb(np.array(geometries, dtype=object)).tolist() if geometries else []
 
 
+# A drill (:exercise) reaches only citizens who opted in to exercises.
 _WINDOW = """
-    c.status = 'active' AND (
+    c.status = 'active' AND (NOT :exercise OR c.exercises) AND (
       (p.kind = 'current' AND :active_now)
       OR (p.kind = 'stay' AND p.ends_on >= GREATEST(:start, :today) AND p.starts_on <= :end)
     )
 """
 
 
-def matched_ids(connection: Connection, *, target: matching.Target, today: int) -> list[int]:
-    """Citizen ids the target reaches, computed by PostGIS."""
+def matched_ids(
+    connection: Connection, *, target: matching.Target, today: int, exercise: bool = False
+) -> list[int]:
+    """Citizen ids the target reaches (a drill: only those who opted in), computed by PostGIS."""
     hits, params = reach_sql(target.area)
     for statement in _PLAN:
         connection.execute(text(statement))
@@ -293,7 +296,7 @@ def matched_ids(connection: Connection, *, target: matching.Target, today: int) 
             " JOIN citizen c ON c.id = p.citizen_id"
             f" WHERE {_WINDOW} ORDER BY 1"
         ),
-        {**params, **_window_params(target, today)},
+        {**params, **_window_params(target, today, exercise=exercise)},
     )
     return [row[0] for row in rows]
 
@@ -306,9 +309,11 @@ def enqueue(
     today: int,
     now: datetime,
     priority: int = DEFAULT_PRIORITY,
+    exercise: bool = False,
 ) -> int:
     """Match and enqueue in one statement; returns the new alert rows. `priority` is their
-    urgency class (service/ledger/priority.py), from the advisory's level."""
+    urgency class (service/ledger/priority.py), from the advisory's level; an `exercise`
+    reaches only citizens who opted in."""
     hits, params = reach_sql(target.area)
     for statement in _PLAN:
         connection.execute(text(statement))
@@ -323,7 +328,7 @@ def enqueue(
     )
     values = {
         **params,
-        **_window_params(target, today),
+        **_window_params(target, today, exercise=exercise),
         "advisory_id": target.key,
         "revision": revision,
         "priority": priority,
@@ -344,8 +349,9 @@ def enqueue(
 _EPOCH = date(1970, 1, 1)
 
 
-def _window_params(target: matching.Target, today: int) -> dict[str, object]:
+def _window_params(target: matching.Target, today: int, *, exercise: bool) -> dict[str, object]:
     return {
+        "exercise": exercise,
         "active_now": target.active_now,
         "start": _EPOCH + timedelta(days=target.start_day),
         "end": _EPOCH + timedelta(days=min(target.end_day, 2_000_000)),  # FOREVER: year 7445

@@ -70,7 +70,12 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
         matching.match(targets.target(live, area, now=now), places, today=today)
         for live, area in zip(lives, areas, strict=True)
     ]
-    reachable = with_alerting(connection, places, matching.sorted_unique(np.concatenate(matched)))
+    reachable = with_alerting(
+        connection,
+        places,
+        matching.sorted_unique(np.concatenate(matched)),
+        exercises=any(live.exercise for live in lives),
+    )
     matched = [ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)] for ids in matched]
     result = _enqueue(session, lives, areas, reachable, now=now, matched=matched)
     result.load_s = time.perf_counter() - started - result.write_s
@@ -93,6 +98,7 @@ def _enqueue_in_postgis(
             priority=priority.of_level(live.level),
             today=today,
             now=now,
+            exercise=live.exercise,
         )
     result.match_s = time.perf_counter() - started
     if result.enqueued:
@@ -185,7 +191,8 @@ def _enqueue(
     matched: list[np.ndarray] | None = None,
 ) -> MatchResult:
     """Enqueue what each target reaches among the places: matched here, or already (`matched`,
-    aligned with `lives`, only citizens of `reachable.citizen_ids`)."""
+    aligned with `lives`, only citizens of `reachable.citizen_ids`). A drill reaches only those
+    who opted in to exercises."""
     result = MatchResult(advisories=len(lives))
     today = matching.day_number(now.date())
     rows: list[tuple[int, int, int, str, int]] = []
@@ -197,6 +204,8 @@ def _enqueue(
         else:
             target = targets.target(live, area, now=now)
             ids = matching.match(target, reachable.places, today=today)
+        if live.exercise:
+            ids = reachable.opted_in(ids)
         result.match_s += time.perf_counter() - started
         result.matched += len(ids)
         key = (live.id, live.revision)

@@ -30,6 +30,7 @@ class Live:
     # highest rowid), a timestamp cannot.
     updated_at: datetime
     level: str  # what its alerts' urgency class follows (a new level is a new revision)
+    exercise: bool = False  # a drill: only citizens who opted in (citizen.exercises)
 
     @property
     def key(self) -> tuple[int, int, datetime]:
@@ -69,6 +70,7 @@ def live_advisories(session: Session, *, now: datetime) -> list[Live]:
                 Advisory.expires,
                 Advisory.updated_at,
                 Advisory.level,
+                Advisory.exercise,
             )
             .where(*_ALERTING)
             .order_by(Advisory.id)  # the target index refers to positions in this order
@@ -85,6 +87,7 @@ def live_of(advisory: Advisory) -> Live:
         advisory.expires,
         advisory.updated_at,
         advisory.level,
+        advisory.exercise,
     )
 
 

@@ -98,9 +98,11 @@ def test_both_parsers_map_each_severity_alike(severity):
 
 
 @pytest.mark.parametrize("status", ["Actual", "Exercise", "System", "Test", "Draft"])
-def test_only_actual_alerts_citizens_from_both(status):
+def test_only_actual_and_exercise_alert_citizens_from_both(status):
     from_xml, from_json = _both(status=status)
-    assert from_xml.alerts_citizens == from_json.alerts_citizens == (status == "Actual")
+    alerts = status in ("Actual", "Exercise")
+    assert from_xml.alerts_citizens == from_json.alerts_citizens == alerts
+    assert from_xml.exercise == from_json.exercise == (status == "Exercise")
 
 
 def test_texts_and_references_alike():

@@ -3,7 +3,8 @@
 One <alert> is one message. Its <info> blocks are languages (ko and en are kept); the area is
 the union of the primary block's <area>s: <polygon> and <circle> (written "lat,lon": swapped in
 _position, the one place), ISO 3166 <geocode>s as countries, other geocodes kept as zone codes.
-Status Test/Exercise/Draft/System is stored but never alerts citizens."""
+Status Exercise is a drill (only citizens who opted in, every message marked); Test, Draft and
+System are stored but never alert citizens."""
 
 import re
 from collections.abc import Mapping
@@ -82,6 +83,7 @@ def _draft(
     identity = {
         "source": "cap",
         "alerts_citizens": cap_terms.alerts_citizens(text_of(root, "status")),
+        "exercise": cap_terms.exercise(text_of(root, "status")),
         "external": ExternalKey(sender, identifier),
         "references": references_of(text_of(root, "references")),
         "label": f"{sender},{identifier}",

@@ -54,8 +54,14 @@ def message_type(value: str | None, *, event: str = "", headline: str = "") -> s
 
 
 def alerts_citizens(status: str | None) -> bool:
-    """Test, Exercise, System and Draft messages are stored but never alert anyone."""
-    return status == "Actual"
+    """Actual and Exercise messages alert (an exercise only those who opted in); Test, System
+    and Draft messages are stored but never alert anyone."""
+    return status in ("Actual", "Exercise")
+
+
+def exercise(status: str | None) -> bool:
+    """An Exercise message is a drill: marked as one, for citizens who opted in only."""
+    return status == "Exercise"
 
 
 def texts(
@@ -73,6 +79,7 @@ def cancellation(
     sent: datetime | None,
     source: str,
     alerts_citizens: bool,
+    exercise: bool,
     external: ExternalKey,
     references: list[ExternalKey],
     label: str,
@@ -91,6 +98,7 @@ def cancellation(
         msg_type="Cancel",
         source=source,
         alerts_citizens=alerts_citizens,
+        exercise=exercise,
         external=external,
         references=references,
         label=label,

@@ -140,6 +140,7 @@ def _nws(
     identity = {
         "source": "geojson",
         "alerts_citizens": cap_terms.alerts_citizens(json_text(props, "status")),
+        "exercise": cap_terms.exercise(json_text(props, "status")),
         "external": ExternalKey(sender, identifier),
         "references": [
             ExternalKey(str(r.get("sender") or sender), str(r["identifier"]))
