@@ -50,7 +50,12 @@ def needs_approval(
     if policy == "level3+":
         return False
     found = reach.compute_reach(
-        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
+        session,
+        area=draft.reach_area(),
+        effective=draft.effective,
+        expires=draft.expires,
+        now=now,
+        exercise=draft.exercise,
     )
     return len(found.citizen_ids) > min_reach
 

@@ -104,12 +104,15 @@ def list_advisories(
     _staff: Viewer,
     status: Literal["draft", "pending_approval", "rejected", "active", "expired", "cancelled"]
     | None = None,
+    exercise: bool | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AdvisoryRead]:
+    """Newest first; `status` as it is now (`pending_approval` is the approver's queue),
+    `exercise` true for drills only, false for real advisories only."""
     now = utcnow()
     total, items = service.list_advisories(
-        session, status=status, limit=limit, offset=offset, now=now
+        session, status=status, exercise=exercise, limit=limit, offset=offset, now=now
     )
     items_read = [service.to_read(a, now=now) for a in items]
     return Page(total=total, limit=limit, offset=offset, items=items_read)
@@ -259,6 +262,7 @@ def alerts(
         session, registry=registry, advisory_id=advisory.id, limit=limit, offset=offset
     )
     return AlertsRead(
+        exercise=advisory.exercise,
         counts=alert_views.counts_for(session, advisory_id=advisory.id),
         total=total,
         limit=limit,

@@ -70,7 +70,12 @@ def draft_from_request(body: AdvisoryCreate, *, max_vertices: int, now: datetime
 def preview(session: Session, *, draft: AdvisoryDraft, now: datetime) -> Preview:
     """How many citizens the draft would reach, by channel, without storing anything."""
     found = reach.compute_reach(
-        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
+        session,
+        area=draft.reach_area(),
+        effective=draft.effective,
+        expires=draft.expires,
+        now=now,
+        exercise=draft.exercise,
     )
     return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
 
@@ -266,12 +271,21 @@ def _status_is(status: str, now: datetime) -> ColumnElement[bool]:
 
 
 def list_advisories(
-    session: Session, *, status: str | None, limit: int, offset: int, now: datetime
+    session: Session,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int,
+    now: datetime,
+    exercise: bool | None = None,
 ) -> tuple[int, list[Advisory]]:
-    """A page of advisories, newest first; `status` as it is at `now`."""
+    """A page of advisories, newest first; `status` as it is at `now`; drills or real ones
+    only when `exercise` says."""
     query = select(Advisory)
     if status:
         query = query.where(_status_is(status, now))
+    if exercise is not None:
+        query = query.where(Advisory.exercise.is_(exercise))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.scalars(query.order_by(Advisory.id.desc()).limit(limit).offset(offset))
     return total, list(page)
@@ -292,7 +306,12 @@ def matches(
         return 0, []
     draft = draft_of(advisory)
     found = reach.compute_reach(
-        session, area=draft.reach_area(), effective=draft.effective, expires=draft.expires, now=now
+        session,
+        area=draft.reach_area(),
+        effective=draft.effective,
+        expires=draft.expires,
+        now=now,
+        exercise=draft.exercise,
     )
     page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
     return len(found.citizen_ids), page

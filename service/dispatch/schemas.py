@@ -49,3 +49,4 @@ class AlertsRead(AlertPage):
     "deferred" counts the retry_wait rows held for quiet hours (they are in retry_wait too)."""
 
     counts: dict[str, dict[str, int]]
+    exercise: bool = False  # a drill: its alerts went only to citizens who opted in

@@ -257,3 +257,17 @@ def test_a_staff_import_follows_the_staff_rule(api, db, alice, bob, tmp_path):
     assert imported.status_code == 201, imported.text
     assert imported.json()["advisories"][0]["status"] == "pending_approval"
     assert alerts(db) == 0
+
+
+def test_a_drill_counts_only_opted_in_citizens_and_is_listed_apart(api, alice):
+    citizens(api, 6)
+    register(api, location=TOKYO, quiet_hours=None, exercises=True)
+    drill = issue(api, alice, level=1, exercise=True)
+    assert drill["status"] == "active" and drill["exercise"] is True  # reaches 1, not 7
+    real = issue(api, alice, level=1, title={"ko": "실제", "en": "Real"})
+    assert real["status"] == "pending_approval"  # reaches 7 > 5
+    drills = api.get("/v1/advisories?exercise=true", headers=alice).json()["items"]
+    reals = api.get("/v1/advisories?exercise=false", headers=alice).json()["items"]
+    assert [a["id"] for a in drills] == [drill["id"]] and [a["id"] for a in reals] == [real["id"]]
+    view = api.get(f"/v1/advisories/{drill['id']}/alerts", headers=alice).json()
+    assert view["exercise"] is True

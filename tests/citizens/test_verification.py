@@ -231,6 +231,7 @@ def test_records_that_verify_nothing_are_purged_after_their_time(app, db, twilio
     [
         ({"secret_key": None, "secret_key_file": ""}, "explicit ANJEON_SECRET_KEY"),
         ({"verification": "off"}, "ANJEON_VERIFICATION=required"),
+        ({"approval": "off"}, "ANJEON_APPROVAL=required"),
         ({"sms_notifier": "console"}, "ANJEON_SMS_NOTIFIER"),
         ({"public_base_url": "http://alerts.example.go.kr"}, "https://"),
     ],
@@ -242,6 +243,7 @@ def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
         "email_notifier": "webhook",
         "public_base_url": "https://alerts.example.go.kr",
         "verification": "required",
+        "approval": "required",
     }
     make_settings(database_url, **safe)  # the safe setup starts
     with pytest.raises(ValueError, match=re.escape(complaint)):
