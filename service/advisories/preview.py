@@ -122,14 +122,15 @@ def _people(session: Session, ids: np.ndarray) -> list[tuple[int, str, bool]]:
     found = []
     for start in range(0, len(ids), _CHUNK):
         chunk = [int(i) for i in ids[start : start + _CHUNK]]
-        found += session.execute(
+        rows = session.execute(
             select(
                 Citizen.id,
                 Citizen.language,
                 Citizen.notify_sms & Citizen.sms_opted_out_at.is_(None),
             ).where(Citizen.id.in_(chunk))
-        ).tuples()
-    return [(cid, language, bool(sms)) for cid, language, sms in found]
+        )
+        found += [(cid, language, bool(sms)) for cid, language, sms in rows]
+    return found
 
 
 def _matched_country(found: reach.Reach, citizen_id: int) -> tuple[str, bool]:

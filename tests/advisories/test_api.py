@@ -81,7 +81,11 @@ def test_preview_counts_by_channel_and_creates_nothing(client, consul, db):
     before = db.scalar(select(func.count()).select_from(Advisory))
     response = client.post("/v1/advisories/preview", json=advisory_body(), headers=consul)
     assert response.status_code == 200, response.text
-    assert response.json() == {"citizens": 3, "by_channel": {"sms": 2, "email": 2}}
+    preview = response.json()
+    assert {k: preview[k] for k in ("citizens", "by_channel")} == {
+        "citizens": 3,
+        "by_channel": {"sms": 2, "email": 2},
+    }
     assert db.scalar(select(func.count()).select_from(Advisory)) == before
 
 

@@ -8,6 +8,7 @@ from tests.conftest import bound_client, make_settings
 PRODUCTION = {
     "environment": "production",
     "verification": "required",
+    "approval": "required",
     "allow_console_notifier": True,
     "public_base_url": "https://alerts.example.go.kr",
 }
@@ -53,4 +54,5 @@ def test_the_start_up_line_lists_what_is_enforced(database_url):
     settings = make_settings(database_url, **PRODUCTION)
     enforced = ", ".join(settings.enforced())
     assert "environment=production" in enforced and "verification=required" in enforced
+    assert "approval=required" in enforced
     assert "metrics=off" in enforced and "api-docs=off" in enforced
