@@ -117,6 +117,29 @@ def _audit(session: Session, request: Request, key: StaffKey) -> None:
     )
 
 
+def record_action(
+    session: Session,
+    request: Request,
+    key: StaffKey,
+    *,
+    action: str,
+    subject: str | None,
+    reason: str | None = None,
+) -> None:
+    """What a staff request did, beside the request's own entry, in its transaction: the
+    subject a request cannot name before it runs (the advisory it created), or its reason."""
+    audit.record(
+        session,
+        actor=key.name,
+        role=key.role,
+        client=client_of(request),
+        action=action,
+        subject=subject[:200] if subject else None,
+        reason=reason,
+        now=utcnow(),
+    )
+
+
 def require_role(minimum: Role) -> Callable[..., StaffKey]:
     """A dependency admitting staff keys of `minimum` role or above (checked in a read-only
     transaction that ends before the endpoint runs), and recording the request in the audit

@@ -17,7 +17,7 @@ from service.advisories.schemas import (
     Rejection,
     RevisionRead,
 )
-from service.auth import Consul, SessionDep, Viewer, client_of
+from service.auth import Consul, SessionDep, Viewer, client_of, record_action
 from service.citizens.deps import RegistryDep
 from service.db import MAX_BIGINT, utcnow
 from service.dispatch.schemas import AlertsRead
@@ -48,6 +48,14 @@ def issue(
         min_reach=request.app.state.settings.approval_min_reach,
         now=utcnow(),
         as_draft=body.draft,
+    )
+    record_action(
+        session,
+        request,
+        staff,
+        action="issue advisory",
+        subject=advisory.public_id,
+        reason=f"level {advisory.level}, {advisory.status}",
     )
     return service.to_read(advisory)
 
@@ -85,6 +93,17 @@ async def import_document(
     )
     if not (summary.created or summary.updated or summary.unchanged) and summary.rejected:
         raise InvalidInput.of([FieldError(label, why) for label, why in summary.rejected])
+    changed = [a.public_id for a in [*summary.created, *summary.updated]]
+    if changed:
+        await run_in_threadpool(
+            record_action,
+            session,
+            request,
+            staff,
+            action="import advisories",
+            subject=" ".join(changed),
+            reason=f"created {len(summary.created)}, updated {len(summary.updated)}",
+        )
     result = ImportResult(
         created=[a.public_id for a in summary.created],
         updated=[a.public_id for a in summary.updated],
@@ -152,6 +171,15 @@ def revise(
             min_reach=settings.approval_min_reach,
             now=now,
         )
+        waits = any(p.status == "pending" for p in advisory.proposals)
+        record_action(
+            session,
+            request,
+            staff,
+            action="revise advisory",
+            subject=advisory.public_id,
+            reason="waits for approval" if waits else f"revision {advisory.revision}",
+        )
     return service.to_read(advisory)
 
 
@@ -179,6 +207,7 @@ def approve(
     """A second consul or admin approves what waits (403 for the key that proposed it)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
     decided = approval.approve(session, advisory=advisory, by=staff.name, now=utcnow())
+    record_action(session, request, staff, action="approve advisory", subject=advisory.public_id)
     _tell_proposer(request, tasks, decided)
     return service.to_read(advisory)
 

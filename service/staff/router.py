@@ -1,8 +1,8 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
-from service.auth import Admin, SessionDep, Viewer
+from service.auth import Admin, SessionDep, Viewer, record_action
 from service.db import MAX_BIGINT
 from service.staff import service
 from service.staff.schemas import StaffKeyCreate, StaffKeyIssued, StaffKeyRead
@@ -22,9 +22,16 @@ def list_keys(session: SessionDep, _admin: Admin) -> list[StaffKeyRead]:
 
 @router.post("/keys", status_code=201, response_model=StaffKeyIssued)
 def create_key(
-    body: StaffKeyCreate, session: SessionDep, _admin: Admin, response: Response
+    request: Request,
+    body: StaffKeyCreate,
+    session: SessionDep,
+    admin: Admin,
+    response: Response,
 ) -> StaffKeyIssued:
     issued = service.create_key(session, name=body.name, role=body.role, email=body.email)
+    record_action(
+        session, request, admin, action="create staff key", subject=body.name, reason=body.role
+    )
     response.headers["Cache-Control"] = "no-store"  # the key is shown once, and kept nowhere
     return StaffKeyIssued(**StaffKeyRead.model_validate(issued.record).model_dump(), key=issued.key)
 
