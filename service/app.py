@@ -33,6 +33,8 @@ from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, wake_dispatch
 from service.staff.router import router as staff_router
+from service.web.router import mount_assets
+from service.web.router import router as web_router
 
 log = logging.getLogger("anjeon.app")
 
@@ -110,8 +112,10 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         advisories_router,
         feeds_router,
         alerts_router,
+        web_router,
     ):
         app.include_router(router)
+    mount_assets(app)
     install_api_docs(app)
     app.add_middleware(
         BodyLimitMiddleware,

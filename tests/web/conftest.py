@@ -1,0 +1,150 @@
+"""Browser tests: the real service on a loopback port (its own migrated database, scheduler and
+dispatcher running, notifiers pointed at the fake Twilio and the SMTP sink), driven by Debian's
+headless Chromium through Playwright. Any JavaScript error in the browser fails the test."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy.orm import Session
+
+from service.app import create_app
+from service.config import Settings
+from service.db import make_engine, make_session_factory
+from service.staff import service as staff_service
+from tests.conftest import make_settings
+from tests.dispatch.conftest import notifier_settings
+from tests.dispatch.fake_twilio import FakeTwilio
+from tests.dispatch.seed import scratch_database
+from tests.dispatch.smtp_sink import SmtpSink
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's chromium (.ci/run installs it). In CI its absence fails the run; on a developer
+    machine without it the browser tests say why they are skipped."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Page:
+    """A browser tab and what went wrong in it."""
+
+    tab: object
+    errors: list[str] = field(default_factory=list)
+
+    def shot(self, name: str) -> Path:
+        """A screenshot under var/screenshots/ (referenced from the docs)."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.tab.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+        return path
+
+
+@pytest.fixture
+def new_page(browser: object) -> Iterator[Callable[..., Page]]:
+    """new_page(width=1280) -> a fresh tab (its own storage); fails the test on any JS error."""
+    opened: list[tuple[object, Page]] = []
+
+    def make(width: int = 1280, height: int = 900) -> Page:
+        context = browser.new_context(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+        tab = context.new_page()
+        page = Page(tab)
+        tab.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda e: page.errors.append(str(e)))
+        opened.append((context, page))
+        return page
+
+    yield make
+    errors = [e for _, page in opened for e in page.errors]
+    for context, _ in opened:
+        context.close()  # type: ignore[attr-defined]
+    assert errors == [], f"JavaScript errors in the browser: {errors}"
+
+
+@dataclass
+class LiveService:
+    base: str
+    settings: Settings
+    database_url: str
+    twilio: FakeTwilio
+    smtp: SmtpSink
+
+    def staff_key(self, role: str, name: str) -> str:
+        engine = make_engine(self.database_url)
+        try:
+            with make_session_factory(engine).begin() as session:
+                return staff_service.create_key(session, name=name, role=role).key
+        finally:
+            engine.dispose()
+
+    def session(self) -> Session:
+        return make_session_factory(make_engine(self.database_url))()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def live(
+    database_url: str, tmp_path: Path, twilio: FakeTwilio, smtp: SmtpSink
+) -> Iterator[LiveService]:
+    """The whole service on 127.0.0.1: API, pages, scheduler and dispatcher, verification and
+    approval required, as a real deployment runs."""
+    port = _free_port()
+    with scratch_database(database_url, tmp_path, "web") as url:
+        settings = make_settings(
+            url,
+            **{
+                **notifier_settings(twilio, smtp),
+                "public_base_url": f"http://127.0.0.1:{port}",
+            },
+            scheduler_enabled=True,
+            verification="required",
+            approval="required",
+            dispatch_interval_s=0.2,
+            sweep_interval_s=3600,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.05)
+        try:
+            yield LiveService(f"http://127.0.0.1:{port}", settings, url, twilio, smtp)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
