@@ -33,6 +33,7 @@ from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, wake_dispatch
 from service.staff.router import router as staff_router
+from service.web.geo_router import router as geo_router
 from service.web.router import mount_assets
 from service.web.router import router as web_router
 
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         advisories_router,
         feeds_router,
         alerts_router,
+        geo_router,
         web_router,
     ):
         app.include_router(router)

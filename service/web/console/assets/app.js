@@ -1,0 +1,599 @@
+// The consular console: one page, views by the URL's hash, every action through the public API.
+"use strict";
+
+const ROLES = { viewer: 0, consul: 1, admin: 2 };
+const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0 };
+const $ = (id) => document.getElementById(id);
+
+// ---- the API ------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || String(status));
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem("anjeon-key");
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, { detail: t("network") });
+  }
+  const text = await response.text();
+  let data = {};
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    data = { detail: text };
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+// A failure as a sentence: what the role allows, or the API's own reason.
+function sentence(error) {
+  if (!(error instanceof ApiError)) return String(error.message || error);
+  if (error.status === 403) return `${t("forbidden")} ${error.problem.detail || ""}`.trim();
+  if (error.status === 401) return t("unauthorized");
+  return error.problem.detail || error.problem.title || String(error.status);
+}
+
+function flash(text, kind = "error") {
+  const box = $("flash");
+  box.textContent = text;
+  box.className = `flash ${kind}`;
+  box.hidden = !text;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "on") for (const [event, fn] of Object.entries(value)) node.addEventListener(event, fn);
+    else if (name === "text") node.textContent = value;
+    else if (value !== undefined && value !== null && value !== false) node.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function can(role) {
+  return state.me && ROLES[state.me.role] >= ROLES[role];
+}
+
+function localised(texts) {
+  return (texts && (texts[language()] || texts.ko || texts.en)) || "";
+}
+
+function levelName(level) {
+  return t(`level_${level}`);
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString(language() === "ko" ? "ko-KR" : "en-GB") : "–";
+}
+
+// ---- log in, log out, language ------------------------------------------------------------
+
+async function logIn(key) {
+  sessionStorage.setItem("anjeon-key", key);
+  try {
+    state.me = await api("/v1/staff/me");
+  } catch (error) {
+    sessionStorage.removeItem("anjeon-key");
+    state.me = null;
+    throw error;
+  }
+}
+
+function logOut() {
+  sessionStorage.removeItem("anjeon-key");
+  state.me = null;
+  flash("");
+  location.hash = "#/login";
+  route();
+}
+
+function showChrome() {
+  const signedIn = Boolean(state.me);
+  $("nav").hidden = !signedIn;
+  $("logout").hidden = !signedIn;
+  $("who").hidden = !signedIn;
+  if (signedIn) {
+    $("who").textContent = `${t("signed_in_as")} ${state.me.name} (${t(`role_${state.me.role}`)})`;
+    $("who").dataset.role = state.me.role;
+  }
+  for (const link of document.querySelectorAll("[data-min-role]")) link.hidden = !can(link.dataset.minRole);
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.classList.toggle("current", location.hash.startsWith(link.getAttribute("href")));
+  }
+}
+
+// ---- views --------------------------------------------------------------------------------
+
+function show(view) {
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+}
+
+async function route() {
+  clearInterval(state.pollTimer);
+  state.pollTimer = null;
+  const [, view = "map", id] = (location.hash || "#/map").split("/");
+  if (!state.me || view === "login") {
+    showChrome();
+    show("login");
+    if (!state.me) $("key").focus();
+    return;
+  }
+  showChrome();
+  show(view);
+  try {
+    if (view === "map") await showOverview();
+    else if (view === "issue") await showIssue();
+    else if (view === "queue") await showQueue();
+    else if (view === "advisory") await showAdvisory(id);
+    else if (view === "feeds") await showFeeds();
+    else if (view === "audit") await showAudit();
+  } catch (error) {
+    flash(sentence(error));
+  }
+}
+
+// ---- the map of active advisories ---------------------------------------------------------
+
+let overview = null;
+
+async function showOverview() {
+  if (!overview) {
+    overview = { map: newMap("overview-map"), extra: [] };
+    overview.base = baseLayer(overview.map, await countryOutlines(api));
+  }
+  overview.map.invalidateSize();
+  const page = await api("/v1/advisories?status=active&limit=500");
+  for (const layer of overview.extra) layer.remove();
+  overview.extra = [];
+  resetCountries(overview.base);
+  const list = $("active-list");
+  list.replaceChildren();
+  // Lower levels first, so the most severe is drawn on top.
+  const advisories = [...page.items].sort((a, b) => String(a.level).localeCompare(String(b.level)));
+  for (const advisory of advisories) {
+    const colour = LEVEL_COLOURS[advisory.level];
+    shadeCountries(overview.base, new Set(advisory.area.countries || []), colour);
+    for (const layer of areaLayers(advisory.area, colour)) {
+      layer.bindTooltip(localised(advisory.title));
+      layer.on("click", () => (location.hash = `#/advisory/${advisory.id}`));
+      layer.addTo(overview.map);
+      overview.extra.push(layer);
+    }
+    const reach = el("span", { class: "reach" });
+    list.append(
+      el("li", { class: `card level-${advisory.level}` },
+        el("span", { class: "badge", style: `background:${colour}` }, levelName(advisory.level)),
+        " ", el("a", { href: `#/advisory/${advisory.id}` }, localised(advisory.title)), " ", reach)
+    );
+    if (can("consul")) {
+      api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
+        .then((p) => (reach.textContent = `${t("reach")}: ${p.citizens}`))
+        .catch(() => {});
+    }
+  }
+  if (!advisories.length) list.append(el("li", {}, t("none")));
+  const counts = await api("/v1/registry/counts");
+  const rows = Object.entries(counts.by_country || counts.countries || counts || {})
+    .filter(([, n]) => typeof n === "number")
+    .sort((a, b) => b[1] - a[1]);
+  $("registry-counts").replaceChildren(...rows.map(([code, n]) => el("tr", {}, el("th", {}, code), el("td", {}, n))));
+}
+
+// ---- issuing ------------------------------------------------------------------------------
+
+let issue = null;
+
+async function showIssue() {
+  if (!can("consul")) {
+    $("issue-form").hidden = true;
+    flash(t("forbidden"));
+    return;
+  }
+  $("issue-form").hidden = false;
+  if (!issue) {
+    issue = { map: newMap("issue-map"), shapes: L.featureGroup() };
+    issue.shapes.addTo(issue.map);
+    window.anjeonConsole = { issueMap: issue.map }; // for the browser tests to aim their clicks
+    issue.base = baseLayer(issue.map, await countryOutlines(api), toggleCountry);
+    issue.map.pm.setGlobalOptions({ snappable: false, continueDrawing: false });
+    issue.map.on("pm:create", (event) => {
+      issue.shapes.addLayer(event.layer);
+      event.layer.on("pm:edit", shapesChanged);
+      shapesChanged();
+    });
+    issue.map.on("pm:remove", shapesChanged);
+  }
+  issue.map.invalidateSize();
+}
+
+function toggleCountry(code) {
+  if (issue.map.pm.globalDrawModeEnabled()) return;
+  const codes = new Set(countryCodes());
+  if (codes.has(code)) codes.delete(code);
+  else codes.add(code);
+  $("f-countries").value = [...codes].join(", ");
+  areaChanged();
+}
+
+function countryCodes() {
+  return $("f-countries").value.split(/[\s,]+/).map((c) => c.trim().toUpperCase()).filter(Boolean);
+}
+
+function drawnCircles() {
+  return issue.shapes.getLayers().filter((layer) => layer instanceof L.Circle).map((circle) => ({
+    lat: Number(circle.getLatLng().lat.toFixed(5)),
+    lon: Number(circle.getLatLng().lng.toFixed(5)),
+    radius_km: Math.min(2000, Math.max(0.1, Number((circle.getRadius() / 1000).toFixed(2)))),
+  }));
+}
+
+// Drawn polygons become the GeoJSON field (which may also be pasted or typed).
+function shapesChanged() {
+  const polygons = issue.shapes.getLayers().filter((layer) => layer instanceof L.Polygon);
+  const rings = polygons.map((polygon) => polygon.toGeoJSON().geometry.coordinates);
+  let geometry = "";
+  if (rings.length === 1) geometry = JSON.stringify({ type: "Polygon", coordinates: rings[0] });
+  else if (rings.length > 1) geometry = JSON.stringify({ type: "MultiPolygon", coordinates: rings });
+  $("f-geometry").value = geometry;
+  $("f-circles").textContent = String(drawnCircles().length);
+  areaChanged();
+}
+
+function readForm() {
+  const pair = (ko, en) => {
+    const out = {};
+    if ($(ko).value.trim()) out.ko = $(ko).value.trim();
+    if ($(en).value.trim()) out.en = $(en).value.trim();
+    return out;
+  };
+  const area = {};
+  const codes = countryCodes();
+  if (codes.length) area.countries = codes;
+  const text = $("f-geometry").value.trim();
+  if (text) {
+    try {
+      area.geometry = JSON.parse(text);
+    } catch {
+      area.geometry = text; // the API says why it is not GeoJSON
+    }
+  }
+  const circles = issue ? drawnCircles() : [];
+  if (circles.length) area.circles = circles;
+  const level = $("f-level").value;
+  const body = {
+    title: pair("f-title-ko", "f-title-en"),
+    message: pair("f-message-ko", "f-message-en"),
+    level: level === "special" ? "special" : Number(level),
+    category: $("f-category").value,
+    area,
+  };
+  if ($("f-expires").value) body.expires = new Date($("f-expires").value).toISOString();
+  return body;
+}
+
+function hasArea(area) {
+  return Boolean(area.countries || area.geometry || area.circles);
+}
+
+function areaChanged() {
+  clearTimeout(state.previewTimer);
+  state.previewTimer = setTimeout(runPreview, 300);
+}
+
+function counts(label, values) {
+  const entries = Object.entries(values || {});
+  return el("div", {}, el("strong", {}, `${label}: `),
+    entries.length ? entries.map(([k, v]) => `${k} ${v}`).join(", ") : "0");
+}
+
+function renderPreview(target, preview) {
+  target.replaceChildren(
+    el("p", { class: "big" }, `${t("citizens")}: `, el("strong", { "data-testid": "preview-citizens" }, preview.citizens)),
+    counts(t("by_channel"), preview.by_channel),
+    counts(t("by_language"), preview.by_language),
+    counts(t("by_country"), preview.by_country),
+    el("div", {}, el("strong", {}, `${t("sms_cost")}: `),
+      `${t("sms_messages")} ${preview.sms.messages} · ${t("sms_segments")} `,
+      Object.entries(preview.sms.segments).map(([k, v]) => `${k} ${v}`).join(", "))
+  );
+}
+
+async function runPreview() {
+  const body = readForm();
+  const target = $("preview");
+  if (!hasArea(body.area)) {
+    target.replaceChildren(el("p", {}, t("preview_empty")));
+    return;
+  }
+  // The preview needs a title and message to price the SMS: stand-ins until they are typed.
+  if (!Object.keys(body.title).length) body.title = { ko: "…" };
+  if (!Object.keys(body.message).length) body.message = { ko: "…" };
+  const seq = ++state.previewSeq;
+  try {
+    const preview = await api("/v1/advisories/preview", { method: "POST", body });
+    if (seq === state.previewSeq) renderPreview(target, preview);
+  } catch (error) {
+    if (seq === state.previewSeq) target.replaceChildren(el("p", { class: "error", role: "alert" }, sentence(error)));
+  }
+}
+
+async function sendAdvisory(draft) {
+  const result = $("issue-result");
+  result.className = "";
+  result.textContent = t("loading");
+  try {
+    const body = readForm();
+    if (draft) body.draft = true;
+    const advisory = await api("/v1/advisories", { method: "POST", body });
+    result.replaceChildren(
+      `${t("issued")} `, el("strong", { "data-status": advisory.status }, t(`status_${advisory.status}`)), " ",
+      el("a", { href: `#/advisory/${advisory.id}` }, t("open"))
+    );
+  } catch (error) {
+    result.className = "error";
+    result.textContent = sentence(error);
+  }
+}
+
+// ---- the approval queue -------------------------------------------------------------------
+
+async function showQueue() {
+  const page = await api("/v1/advisories?status=pending_approval&limit=500");
+  const list = $("queue-list");
+  list.replaceChildren();
+  if (!page.items.length) list.append(el("li", {}, t("none")));
+  for (const advisory of page.items) {
+    const pending = advisory.pending || {};
+    const content = pending.content || advisory;
+    const preview = el("div", { class: "preview" }, t("loading"));
+    const reason = el("input", { id: `reason-${advisory.id}`, minlength: "3" });
+    const message = el("p", { role: "status" });
+    const decide = async (action) => {
+      try {
+        const body = action === "reject" ? { reason: reason.value } : undefined;
+        await api(`/v1/advisories/${advisory.id}/${action}`, { method: "POST", body });
+        message.className = "";
+        message.textContent = t(action === "approve" ? "approved" : "rejected");
+        setTimeout(showQueue, 800);
+      } catch (error) {
+        message.className = "error";
+        message.textContent = sentence(error);
+      }
+    };
+    const actions = can("consul")
+      ? el("div", { class: "row" },
+          el("button", { type: "button", class: "primary", on: { click: () => decide("approve") } }, t("approve")),
+          el("label", { for: `reason-${advisory.id}` }, t("reason")), reason,
+          el("button", { type: "button", on: { click: () => decide("reject") } }, t("reject")))
+      : null;
+    list.append(el("li", { class: `card level-${content.level}`, "data-advisory": advisory.id },
+      el("h3", {}, el("a", { href: `#/advisory/${advisory.id}` }, localised(content.title))),
+      el("p", {}, levelName(content.level), " · ", `${t("proposed_by")}: ${pending.proposed_by || advisory.issued_by}`,
+        " · ", `${t("proposed_at")}: ${when(pending.proposed_at)}`),
+      el("p", {}, localised(content.message)), preview, actions, message));
+    if (can("consul")) {
+      api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
+        .then((p) => renderPreview(preview, p))
+        .catch((error) => (preview.textContent = sentence(error)));
+    } else preview.remove();
+  }
+}
+
+// ---- one advisory -------------------------------------------------------------------------
+
+async function showAdvisory(id) {
+  const advisory = await api(`/v1/advisories/${id}`);
+  $("advisory-head").replaceChildren(
+    el("h2", {}, localised(advisory.title)),
+    el("p", {}, el("span", { class: "badge", style: `background:${LEVEL_COLOURS[advisory.level]}` }, levelName(advisory.level)),
+      " ", `${t("status")}: `, el("strong", { id: "advisory-status" }, t(`status_${advisory.status}`)),
+      " · ", `${t("issued_by")}: ${advisory.issued_by}`, advisory.rejected_reason ? ` · ${t("reason")}: ${advisory.rejected_reason}` : ""),
+    el("p", {}, localised(advisory.message))
+  );
+  const actions = $("advisory-actions");
+  actions.replaceChildren();
+  const live = !["cancelled", "expired", "rejected"].includes(advisory.status);
+  if (can("consul") && advisory.status === "draft") {
+    actions.append(el("button", { type: "button", class: "primary", on: { click: () => act(id, "submit") } }, t("submit_draft")));
+  }
+  if (can("consul") && live) {
+    actions.append(el("button", { type: "button", class: "danger", on: { click: () => {
+      if (confirm(t("confirm_cancel"))) act(id, "cancel", "cancelled");
+    } } }, t("cancel_advisory")));
+  }
+  const revisions = await api(`/v1/advisories/${id}/revisions`).catch(() => []);
+  $("revisions").replaceChildren(...(revisions.items || revisions).map((r) =>
+    el("li", {}, `#${r.revision} ${r.change} · ${r.changed_by} · ${when(r.created_at)}`)));
+  $("start-rollcall").onclick = () => startRollcall(id);
+  $("rollcall-country").onchange = () => refreshAdvisory(id);
+  $("test-send-form").onsubmit = (event) => {
+    event.preventDefault();
+    testSend(id);
+  };
+  await refreshAdvisory(id);
+  state.pollTimer = setInterval(() => refreshAdvisory(id).catch(() => {}), 3000);
+}
+
+async function act(id, action, done) {
+  try {
+    await api(`/v1/advisories/${id}/${action}`, { method: "POST" });
+    if (done) flash(t(done), "ok");
+    await showAdvisory(id);
+  } catch (error) {
+    flash(sentence(error));
+  }
+}
+
+const FUNNEL = ["queued", "claimed", "retry_wait", "deferred", "sent", "delivered", "failed", "undelivered", "expired"];
+
+async function refreshAdvisory(id) {
+  if (!can("consul")) {
+    $("delivery").textContent = t("forbidden");
+    return;
+  }
+  const alerts = await api(`/v1/advisories/${id}/alerts?limit=500`);
+  const statuses = [...new Set([...FUNNEL.filter((s) => s in alerts.counts), ...Object.keys(alerts.counts)])];
+  const channels = [...new Set(Object.values(alerts.counts).flatMap((c) => Object.keys(c)))].sort();
+  $("delivery").replaceChildren(statuses.length
+    ? el("table", { class: "grid" },
+        el("thead", {}, el("tr", {}, el("th", {}, t("status")), channels.map((c) => el("th", {}, c)))),
+        el("tbody", {}, statuses.map((s) => el("tr", { "data-status": s }, el("th", {}, s),
+          channels.map((c) => el("td", {}, alerts.counts[s][c] || 0))))))
+    : el("p", {}, t("none")));
+  const failed = alerts.items.filter((a) => ["failed", "undelivered", "expired"].includes(a.status));
+  $("failed").replaceChildren(failed.length
+    ? el("ul", {}, failed.map((a) => el("li", {}, `${a.channel} ${a.contact || ""} ${a.status} ${a.error_code || ""} `,
+        el("button", { type: "button", on: { click: () => retry(a.id) } }, t("retry")))))
+    : el("p", {}, t("none")));
+  const country = $("rollcall-country").value;
+  const rollcall = await api(`/v1/advisories/${id}/rollcall?limit=500${country ? `&country=${country}` : ""}`);
+  renderRollcall(rollcall, country);
+}
+
+function renderRollcall(rollcall, country) {
+  const select = $("rollcall-country");
+  const codes = Object.keys(rollcall.by_country || {}).sort();
+  if (select.options.length !== codes.length + 1) {
+    select.replaceChildren(el("option", { value: "" }, t("all_countries")), codes.map((c) => el("option", { value: c }, c)));
+    select.value = country;
+  }
+  const c = rollcall.counts;
+  $("rollcall").replaceChildren(
+    el("p", { class: "tally" }, ["safe", "help", "no_answer", "unreachable"].map((k) =>
+      el("span", { class: `tally-${k}`, "data-answer": k }, `${t(k)} `, el("strong", {}, c[k] || 0)))),
+    rollcall.items.length
+      ? el("table", { class: "grid" },
+          el("thead", {}, el("tr", {}, [t("country"), t("contact"), t("answer"), t("channel"), t("answered_at"), ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, rollcall.items.map((row) => el("tr", {},
+            el("td", {}, row.country || "–"), el("td", {}, row.contact || "–"), el("td", {}, t(row.answer)),
+            el("td", {}, row.channel || "–"), el("td", {}, when(row.answered_at)),
+            el("td", {}, el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
+      : el("p", {}, t("none"))
+  );
+}
+
+async function startRollcall(id) {
+  try {
+    const round = await api(`/v1/advisories/${id}/rollcall`, { method: "POST" });
+    flash(`${t("rollcall_started")} ${round.asked}`, "ok");
+  } catch (error) {
+    flash(sentence(error));
+  }
+}
+
+async function retry(alertId) {
+  try {
+    await api(`/v1/alerts/${alertId}/retry`, { method: "POST" });
+    flash(t("retried"), "ok");
+  } catch (error) {
+    flash(sentence(error));
+  }
+}
+
+async function reveal(citizenId) {
+  const reason = prompt(t("reveal_reason"));
+  if (!reason) return;
+  try {
+    const found = await api(`/v1/citizens/${citizenId}/reveal`, { method: "POST", body: { reason } });
+    flash(JSON.stringify(found), "ok");
+  } catch (error) {
+    flash(sentence(error));
+  }
+}
+
+async function testSend(id) {
+  const body = { language: language() };
+  if ($("test-phone").value.trim()) body.phone = $("test-phone").value.trim();
+  else body.email = $("test-email").value.trim();
+  try {
+    const sent = await api(`/v1/advisories/${id}/test-send`, { method: "POST", body });
+    $("test-send-result").textContent = `${sent.to}: ${sent.outcome}`;
+  } catch (error) {
+    $("test-send-result").textContent = sentence(error);
+  }
+}
+
+// ---- feeds and the audit log --------------------------------------------------------------
+
+async function showFeeds() {
+  const feeds = await api("/v1/feeds");
+  const items = feeds.items || feeds;
+  $("feeds").replaceChildren(
+    el("tr", {}, [t("feed"), t("last_polled"), t("outcome")].map((h) => el("th", {}, h))),
+    items.map((f) => el("tr", {}, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
+      el("td", {}, `${f.last_outcome || "–"} ${f.last_detail || ""}`))));
+}
+
+async function showAudit() {
+  const page = await api("/v1/audit?limit=100");
+  $("audit").replaceChildren(
+    el("tr", {}, [t("when"), t("who"), t("what"), t("subject")].map((h) => el("th", {}, h))),
+    (page.items || []).map((e) => el("tr", {}, el("td", {}, when(e.at || e.created_at)),
+      el("td", {}, `${e.actor || ""} (${e.role || ""})`), el("td", {}, e.action || ""),
+      el("td", {}, `${e.subject || ""} ${e.reason || ""}`))));
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", async () => {
+  setLanguage(language());
+  $("lang").addEventListener("click", () => {
+    setLanguage(language() === "ko" ? "en" : "ko");
+    route();
+  });
+  $("logout").addEventListener("click", logOut);
+  $("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await logIn($("key").value.trim());
+      $("key").value = "";
+      flash("");
+      location.hash = "#/map";
+      route();
+    } catch (error) {
+      flash(sentence(error));
+    }
+  });
+  $("issue-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendAdvisory(false);
+  });
+  $("save-draft").addEventListener("click", () => sendAdvisory(true));
+  for (const id of ["f-countries", "f-geometry", "f-level", "f-title-ko", "f-title-en", "f-message-ko", "f-message-en"]) {
+    $(id).addEventListener("input", areaChanged);
+  }
+  $("draw-polygon").addEventListener("click", () => issue.map.pm.enableDraw("Polygon"));
+  $("draw-circle").addEventListener("click", () => issue.map.pm.enableDraw("Circle"));
+  $("clear-shapes").addEventListener("click", () => {
+    issue.shapes.clearLayers();
+    shapesChanged();
+  });
+  window.addEventListener("hashchange", () => {
+    flash("");
+    route();
+  });
+  if (sessionStorage.getItem("anjeon-key")) {
+    try {
+      state.me = await api("/v1/staff/me");
+    } catch (error) {
+      sessionStorage.removeItem("anjeon-key");
+      flash(sentence(error));
+    }
+  }
+  route();
+});
