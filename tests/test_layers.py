@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.advisories.models",
             "service.citizens.models",
             "service.staff.models",
+            "service.checkin.models",
             "service.advisories.levels",
         ),
     ),

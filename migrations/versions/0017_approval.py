@@ -58,6 +58,14 @@ def upgrade() -> None:
         ['advisory_id', 'status'],
         unique=False,
     )
+    op.create_index(
+        'uq_advisory_proposal_pending',
+        'advisory_proposal',
+        ['advisory_id'],
+        unique=True,
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    )
     with op.batch_alter_table('advisory', schema=None) as batch_op:
         batch_op.add_column(
             sa.Column('exercise', sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -85,5 +93,6 @@ def downgrade() -> None:
         batch_op.drop_constraint(op.f('ck_advisory_status'), type_='check')
         batch_op.create_check_constraint(op.f('ck_advisory_status'), OLD_STATUS)
         batch_op.drop_column('exercise')
+    op.drop_index('uq_advisory_proposal_pending', table_name='advisory_proposal')
     op.drop_index('ix_advisory_proposal_advisory_id_status', table_name='advisory_proposal')
     op.drop_table('advisory_proposal')

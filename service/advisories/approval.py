@@ -103,40 +103,55 @@ def revise(
     min_reach: int,
     now: datetime,
     match: bool = True,
+    replace_own: bool = False,
 ) -> Advisory:
-    """New content for an advisory: a draft changes in place; an active advisory gets a new
-    revision now, or a proposal that waits (one at a time; a feed's newer one replaces its
-    own)."""
+    """New content for an advisory: a draft changes in place (only its author changes it); an
+    active advisory gets a new revision now (and whatever revision waited is superseded), or a
+    proposal that waits, one at a time. What waits is never changed under the approver's eyes,
+    except by a feed (`replace_own`) whose newer message replaces its own proposal."""
+    _lock(session, advisory)
     if advisory.status == "draft":
+        if advisory.issued_by != changed_by:
+            raise Forbidden(
+                f"only {advisory.issued_by}, who wrote this draft, changes it: the second "
+                "person must be someone who did not write it"
+            )
         check_draft(draft, now=now)
         return service.rewrite_draft(session, advisory=advisory, draft=draft, now=now)
+    waiting = pending(session, advisory)
     if advisory.status == "pending_approval":
-        # Who proposed it may still change it (a feed's newer message, staff's correction).
-        waiting = pending(session, advisory)
-        if waiting is None or waiting.proposed_by != changed_by:
-            raise Conflict("the advisory waits for approval: approve or reject it first")
+        if waiting is None or not replace_own or waiting.proposed_by != changed_by:
+            raise Conflict(
+                "the advisory waits for approval: it is approved or rejected first (a change "
+                "now would be approved unread)"
+            )
         check_draft(draft, now=now)
         service.rewrite_draft(session, advisory=advisory, draft=draft, now=now)
-        waiting.content = service.snapshot(draft)
-        waiting.proposed_at = now
+        _replace(session, advisory, waiting, draft=draft, now=now)
         return advisory
     if not needs_approval(session, draft, policy=policy, min_reach=min_reach, now=now):
-        return service.revise_advisory(
+        revised = service.revise_advisory(
             session, advisory=advisory, draft=draft, changed_by=changed_by, now=now, match=match
         )
+        if waiting is not None:  # approving it later would undo this revision
+            _decide(
+                waiting,
+                advisory,
+                decision="rejected",
+                by=changed_by,
+                reason=f"superseded by revision {advisory.revision}",
+                now=now,
+            )
+        return revised
     service.check_revisable(advisory, now=now)
     check_draft(draft, now=now)
-    waiting = pending(session, advisory)
     if waiting is not None:
-        if waiting.proposed_by != changed_by:
+        if not replace_own or waiting.proposed_by != changed_by:
             raise Conflict(
                 f"a revision proposed by {waiting.proposed_by} waits for approval: it is "
                 "approved or rejected first"
             )
-        waiting.content = service.snapshot(draft)
-        waiting.proposed_at = now
-        session.flush()
-        session.expire(advisory, ["proposals"])
+        _replace(session, advisory, waiting, draft=draft, now=now)
         return advisory
     _propose(session, advisory, kind="revise", draft=draft, by=changed_by, now=now)
     return advisory
@@ -145,14 +160,16 @@ def revise(
 def submit(
     session: Session, *, advisory: Advisory, by: str, min_reach: int, now: datetime
 ) -> Advisory:
-    """A draft moves on: to approval, or active (and sent) at once."""
+    """A draft moves on: to approval, or active (and sent) at once. Its author is the one who
+    proposed it, whoever presses submit: the author never approves their own words."""
+    _lock(session, advisory)
     if advisory.status != "draft":
         raise Conflict(f"only a draft is submitted; this advisory is {advisory.status}")
     draft = service.draft_of(advisory)
     check_draft(draft, now=now)
     if needs_approval(session, draft, policy="staff", min_reach=min_reach, now=now):
         advisory.status = "pending_approval"
-        _propose(session, advisory, kind="issue", draft=draft, by=by, now=now)
+        _propose(session, advisory, kind="issue", draft=draft, by=advisory.issued_by, now=now)
         return advisory
     advisory.status = "active"
     advisory.updated_at = now
@@ -161,10 +178,20 @@ def submit(
     return advisory
 
 
-def approve(session: Session, *, advisory: Advisory, by: str, now: datetime) -> Decided:
+def approve(
+    session: Session,
+    *,
+    advisory: Advisory,
+    by: str,
+    now: datetime,
+    proposal_id: int | None = None,
+) -> Decided:
     """A second person approves what waits: the advisory becomes active, or the revision comes
-    into force; matching and sending start."""
+    into force; matching and sending start. With `proposal_id` (the `pending.id` the approver
+    read), a proposal replaced since is a 409, not approved unread."""
     proposal = _waiting(session, advisory)
+    if proposal_id is not None and proposal.id != proposal_id:
+        raise Conflict("what waits has changed since it was read: read it again")
     if proposal.proposed_by == by:
         raise Forbidden("the key that proposed this cannot approve it: a second person must")
     draft = draft_from_snapshot(proposal.content, source=advisory.source)
@@ -261,7 +288,33 @@ def _propose(
     return proposal
 
 
+def _lock(session: Session, advisory: Advisory) -> None:
+    """Hold the advisory row until the transaction ends: two decisions (approve and reject,
+    a revision and a cancel) on one advisory happen one after the other, each seeing the
+    other's outcome. (SQLite has one writer: nothing to do.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.refresh(advisory, with_for_update=True)
+        session.expire(advisory, ["proposals"])
+
+
+def _replace(
+    session: Session,
+    advisory: Advisory,
+    waiting: AdvisoryProposal,
+    *,
+    draft: AdvisoryDraft,
+    now: datetime,
+) -> None:
+    """A feed's newer message replaces its own proposal: the old one is closed and a new one
+    (a new id) waits, so an approval names what it approves."""
+    _decide(
+        waiting, advisory, decision="rejected", by=waiting.proposed_by, reason="replaced", now=now
+    )
+    _propose(session, advisory, kind=waiting.kind, draft=draft, by=waiting.proposed_by, now=now)  # type: ignore[arg-type]
+
+
 def _waiting(session: Session, advisory: Advisory) -> AdvisoryProposal:
+    _lock(session, advisory)
     proposal = pending(session, advisory)
     if proposal is None:
         raise Conflict("nothing of this advisory waits for approval")

@@ -154,6 +154,7 @@ def _apply(
         min_reach=rule[1],
         now=now,
         match=False,
+        replace_own=True,
     )
     if known is None:
         _remember(session, draft, target)

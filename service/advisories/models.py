@@ -11,6 +11,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -105,6 +106,14 @@ class AdvisoryProposal(Base):
         CheckConstraint("kind IN ('issue', 'revise')", name="kind"),
         CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status"),
         Index("ix_advisory_proposal_advisory_id_status", "advisory_id", "status"),
+        # One proposal waits per advisory at most, whatever two requests race to do.
+        Index(
+            "uq_advisory_proposal_pending",
+            "advisory_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
 

@@ -160,9 +160,16 @@ class Rejection(StrictModel):
     reason: str = Field(min_length=3, max_length=500, description="Why: told to the proposer.")
 
 
+class Approval(StrictModel):
+    proposal_id: int | None = Field(
+        None, description="The `pending.id` read: a proposal replaced since is a 409."
+    )
+
+
 class ProposalRead(BaseModel):
     """A new advisory or a revision waiting for a second person."""
 
+    id: int = Field(description="Name it when approving: what was read is what is approved.")
     kind: Literal["issue", "revise"]
     proposed_by: str
     proposed_at: datetime

@@ -144,9 +144,10 @@ def forget_old_inbound(session: Session, *, now: datetime) -> int:
 
 def open_checkin(session: Session, *, citizen_id: int, now: datetime) -> int | None:
     """The advisory of the citizen's most recent check-in that may have reached them, asked
-    within OPEN_FOR, of an advisory not cancelled."""
+    within OPEN_FOR, of an advisory not cancelled. A real one comes before any drill: a cry
+    for help must never be filed under an exercise."""
     candidates = session.execute(
-        select(Alert.advisory_id, Alert.revision, Alert.checkin_round)
+        select(Alert.advisory_id, Alert.revision, Alert.checkin_round, Advisory.exercise)
         .join(Advisory, Advisory.id == Alert.advisory_id)
         .where(
             Alert.citizen_id == citizen_id,
@@ -158,14 +159,17 @@ def open_checkin(session: Session, *, citizen_id: int, now: datetime) -> int | N
         .limit(50)
     ).all()
     asking: dict[int, list[int]] = {}
-    for advisory_id, revision, checkin_round in candidates:
-        if checkin_round > 0:
+    drill: int | None = None
+    for advisory_id, revision, checkin_round, exercise in candidates:
+        if checkin_round == 0:
+            if advisory_id not in asking:
+                asking[advisory_id] = asking_revisions(session, advisory_id)
+            if revision not in asking[advisory_id]:
+                continue
+        if not exercise:
             return advisory_id
-        if advisory_id not in asking:
-            asking[advisory_id] = asking_revisions(session, advisory_id)
-        if revision in asking[advisory_id]:
-            return advisory_id
-    return None
+        drill = drill or advisory_id
+    return drill
 
 
 def record_answer(
@@ -191,15 +195,27 @@ def record_answer(
     )
     session.add(given)
     session.flush()
-    current = session.scalar(
-        select(Checkin)
-        .where(Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id)
-        .with_for_update()
-    )
+    current = _current(session, advisory_id=advisory_id, citizen_id=citizen_id)
     tell_duty = answer == "help" and (current is None or current.answer != "help")
     if current is None:
-        current = Checkin(advisory_id=advisory_id, citizen_id=citizen_id)
-        session.add(current)
+        current = Checkin(
+            advisory_id=advisory_id,
+            citizen_id=citizen_id,
+            answer=answer,
+            channel=channel,
+            answer_id=given.id,
+            answered_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(current)
+                session.flush()
+        except IntegrityError:
+            # Another answer of the same citizen (SMS and page at once) made the row first:
+            # this one is the later, so it wins.
+            current = _current(session, advisory_id=advisory_id, citizen_id=citizen_id)
+            assert current is not None
+            tell_duty = answer == "help" and current.answer != "help"
     current.answer = answer
     current.channel = channel
     current.answer_id = given.id
@@ -208,6 +224,14 @@ def record_answer(
         current.duty_notified_at = None
     session.flush()
     return Recorded(checkin_id=current.id, answer=answer, tell_duty=tell_duty)
+
+
+def _current(session: Session, *, advisory_id: int, citizen_id: int) -> Checkin | None:
+    return session.scalar(
+        select(Checkin)
+        .where(Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id)
+        .with_for_update()
+    )
 
 
 def history(session: Session, *, advisory_id: int, citizen_id: int) -> list[CheckinAnswer]:

@@ -43,10 +43,12 @@ class DutyNotice:
     channel: str
     note: str
     answered_at: datetime
+    exercise: bool = False  # a drill: said first, so nobody takes it for real (or the reverse)
 
     def text(self) -> str:
         return "\n".join(
             [
+                *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
                 "A citizen answered the safety check-in: NEED HELP.",
                 "",
                 f"Name: {self.name or '(not given)'}",
@@ -79,6 +81,7 @@ class DutyNotice:
             "channel": self.channel,
             "note": self.note,
             "answered_at": self.answered_at.isoformat(),
+            "exercise": self.exercise,
         }
 
 
@@ -143,6 +146,7 @@ def read_notice(
         channel=checkin.channel,
         note=vault.open("checkin-note", given.note_sealed) if given.note_sealed else "",
         answered_at=checkin.answered_at,
+        exercise=advisory.exercise,
     )
 
 
@@ -166,7 +170,8 @@ def send_notice(
     """E-mail every duty address and POST the duty webhook; True when at least one took it
     (then the notice counts as told). Outside any transaction: sending may be slow."""
     told = False
-    subject = f"[{settings.alert_sender_en}] NEED HELP: {notice.name or notice.citizen_id}"
+    drill = "[EXERCISE] " if notice.exercise else ""
+    subject = f"{drill}[{settings.alert_sender_en}] NEED HELP: {notice.name or notice.citizen_id}"
     for address in settings.duty_email:
         outcome = notifiers["email"].send(
             OutgoingMessage(

@@ -6,9 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, null, select
+from sqlalchemy import delete, null, select, update
 from sqlalchemy.orm import Session
 
+from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens import contact, verification
 from service.citizens.models import Citizen, CitizenPlace, ContactCode
 from service.citizens.places import resolve_place
@@ -238,6 +239,20 @@ def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     citizen.wants_sms = citizen.wants_email = False
     citizen.places = []
     session.execute(delete(ContactCode).where(ContactCode.citizen_id == citizen.id))
+    # Their own words to a check-in go too; the answers stay (the roll call counted them), and
+    # a help notice not yet sent has nothing left to tell.
+    session.execute(
+        update(CheckinAnswer)
+        .where(CheckinAnswer.citizen_id == citizen.id)
+        .values(note_sealed=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Checkin)
+        .where(Checkin.citizen_id == citizen.id, Checkin.duty_notified_at.is_(None))
+        .values(duty_notified_at=citizen.erased_at)
+        .execution_options(synchronize_session=False)
+    )
     session.flush()
     geomatch.cancel_pending_for(session, citizen_id=citizen.id)
 

@@ -599,6 +599,10 @@ def _triage(
         )
     if state.status == "expired" or (state.expires is not None and state.expires <= now):
         return Decision(row.id, EXPIRED, reason=REASON_ENDED_BEFORE_SENDING)
+    if state.status != "active":
+        # Rejected, a draft, or waiting for approval (a decision raced the queue): only an
+        # approved, active advisory is ever sent.
+        return Decision(row.id, CANCELLED, reason=f"advisory is {state.status}")
     if not state.alerts_citizens:
         return Decision(row.id, CANCELLED, reason=REASON_ALERTS_NOBODY)
     return None

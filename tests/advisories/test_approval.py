@@ -271,3 +271,65 @@ def test_a_drill_counts_only_opted_in_citizens_and_is_listed_apart(api, alice):
     assert [a["id"] for a in drills] == [drill["id"]] and [a["id"] for a in reals] == [real["id"]]
     view = api.get(f"/v1/advisories/{drill['id']}/alerts", headers=alice).json()
     assert view["exercise"] is True
+
+
+def test_what_waits_cannot_be_changed_under_the_approvers_eyes(api, db, alice, bob):
+    """Found in review: the proposer re-PATCHed after the approver read it, and the approver's
+    press sent the new words. Now a staff proposal cannot be changed while it waits."""
+    created = issue(api, alice, level=2)
+    first = api.patch(f"/v1/advisories/{created['id']}", json={"level": 4}, headers=alice).json()
+    read_id = first["pending"]["id"]
+    swap = api.patch(
+        f"/v1/advisories/{created['id']}",
+        json={"level": 4, "title": {"ko": "바꿔치기"}},
+        headers=alice,
+    )
+    assert swap.status_code == 409
+    stale = api.post(
+        f"/v1/advisories/{created['id']}/approve", json={"proposal_id": read_id + 1}, headers=bob
+    )
+    assert stale.status_code == 409
+    approved = api.post(
+        f"/v1/advisories/{created['id']}/approve", json={"proposal_id": read_id}, headers=bob
+    ).json()
+    assert approved["level"] == 4 and approved["title"] == created["title"]
+
+
+def test_a_direct_revision_supersedes_what_waited(api, db, alice, bob):
+    """Found in review: approving an old proposal undid a newer revision."""
+    created = issue(api, alice, level=2)
+    api.patch(f"/v1/advisories/{created['id']}", json={"level": 4}, headers=alice)
+    fixed = api.patch(
+        f"/v1/advisories/{created['id']}", json={"message": {"ko": "고친 안내"}}, headers=bob
+    ).json()
+    assert fixed["revision"] == 2 and fixed["pending"] is None
+    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 409
+    revisions = api.get(f"/v1/advisories/{created['id']}/revisions", headers=bob).json()
+    assert [r["content"]["message"] for r in revisions][-1] == {"ko": "고친 안내"}
+
+
+def test_only_the_author_edits_a_draft_and_never_approves_it(api, db, alice, bob, staff_headers):
+    """Found in review: Bob edited Alice's draft, Alice submitted it, Bob approved his own
+    words. Now only the author edits a draft, and the author is its proposer."""
+    draft = issue(api, alice, level=4, draft=True)
+    bobs = api.patch(f"/v1/advisories/{draft['id']}", json={"level": 3}, headers=bob)
+    assert bobs.status_code == 403
+    submitted = api.post(f"/v1/advisories/{draft['id']}/submit", headers=bob).json()
+    assert submitted["pending"]["proposed_by"] == draft["issued_by"]
+    assert api.post(f"/v1/advisories/{draft['id']}/approve", headers=alice).status_code == 403
+    carol = staff_headers("consul")
+    assert api.post(f"/v1/advisories/{draft['id']}/approve", headers=carol).status_code == 200
+
+
+def test_a_row_of_an_advisory_that_is_not_active_is_never_sent(api, db, dispatcher, twilio, alice):
+    """A decision that races the queue: rows of a rejected (or pending) advisory end cancelled."""
+    citizens(api, 1)
+    created = issue(api, alice, level=2)
+    db.execute(
+        Advisory.__table__.update()
+        .where(Advisory.public_id == created["id"])
+        .values(status="rejected")
+    )
+    dispatcher.drain()
+    assert twilio.messages == []
+    assert set(db.scalars(select(Alert.status))) == {"cancelled"}

@@ -15,10 +15,12 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
+from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
 from service.checkin.answers import forget_old_inbound
 from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens.models import Citizen
+from service.citizens.service import erase_citizen
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch import sms_text
@@ -338,3 +340,35 @@ def test_a_help_answer_is_posted_to_the_duty_webhook_signed(api, consul, db, dis
     assert payload["phone"] == phone and payload["note"] == "도와주세요 여권 분실"
     body = json.dumps(payload, ensure_ascii=False).encode()
     assert signature == "sha256=" + hmac.new(b"duty-hook-secret", body, hashlib.sha256).hexdigest()
+
+
+def test_erasure_takes_the_citizens_own_words_and_a_waiting_help_notice(
+    api, consul, db, dispatcher
+):
+    api.app.state.settings.duty_email = []  # the notice cannot go: it waits
+    cid, phone, _ = citizen(api)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    form = inbound_form(phone, "2 broken leg at the Hotel Sakura")
+    api.post(INBOUND, data=form, headers=signed(form))
+    [given] = answers_of(db, cid)
+    assert given.note_sealed is not None
+    db.expire_all()
+    erase_citizen(db, citizen=db.scalar(select(Citizen).where(Citizen.public_id == cid)))
+    [kept] = answers_of(db, cid)
+    assert kept.note_sealed is None and kept.answer == "help"
+    assert db.scalar(select(Checkin.duty_notified_at)) is not None
+
+
+def test_a_real_check_in_comes_before_a_drill_when_a_reply_comes(
+    api, consul, db, dispatcher, reply
+):
+    """A cry for help is never filed under an exercise sent after the real alert."""
+    cid, phone, _ = citizen(api, exercises=True)
+    real = issue(api, consul, level=4)
+    dispatcher.drain()
+    issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    reply(phone, "2")
+    [given] = answers_of(db, cid)
+    assert db.get(Advisory, given.advisory_id).public_id == real
