@@ -68,6 +68,13 @@ def pending(session: Session, advisory: Advisory) -> AdvisoryProposal | None:
     )
 
 
+def under_review(session: Session, advisory: Advisory) -> AdvisoryDraft | None:
+    """What waits for approval, as a draft (None when nothing waits): the preview and the test
+    send show this, since it is what the approver decides on."""
+    waiting = pending(session, advisory)
+    return draft_from_snapshot(waiting.content, source=advisory.source) if waiting else None
+
+
 def issue(
     session: Session,
     *,

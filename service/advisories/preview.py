@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
+from service.advisories.approval import under_review
 from service.advisories.drafts import AdvisoryDraft
 from service.advisories.models import Advisory
 from service.advisories.schemas import Preview, SmsCost
@@ -106,9 +107,9 @@ def preview(
 def preview_advisory(
     session: Session, *, advisory: Advisory, renderer: Renderer, base_url: str, now: datetime
 ) -> Preview:
-    """The preview of a stored advisory (a draft, one pending approval, or one in force) from
-    its current content."""
-    draft = draft_of(advisory)
+    """The preview of a stored advisory (a draft, one pending approval, or one in force): of
+    what waits for approval when something does, else of its current content."""
+    draft = under_review(session, advisory) or draft_of(advisory)
     content = content_of_draft(draft, public_id=advisory.public_id, revision=advisory.revision)
     if advisory.source != "manual":
         content = replace(content, source=advisory.issued_by.removeprefix("feed:"))

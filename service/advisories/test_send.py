@@ -8,6 +8,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from service.advisories.approval import under_review
 from service.advisories.models import Advisory
 from service.advisories.preview import content_of_draft
 from service.advisories.service import draft_of, get_advisory
@@ -120,7 +121,12 @@ def _contact(
 
 
 def _content(session: Session, advisory: Advisory) -> AlertContent:
-    """The words of the advisory's current revision, read as the dispatcher reads them."""
+    """The words of what waits for approval when something does (what the approver decides
+    on), else of the current revision, read as the dispatcher reads them."""
+    waiting = under_review(session, advisory)
+    if waiting is not None:
+        found = content_of_draft(waiting, public_id=advisory.public_id, revision=advisory.revision)
+        return replace(found, advisory_public_id=f"test-{uuid.uuid4()}")
     key = (advisory.id, advisory.revision)
     found = ContentCache().load(session, {key}).get(key)
     if found is None:  # no revision stored yet: its current content

@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
-from service.checkin.answers import OPEN_FOR, asks
+from service.checkin.answers import OPEN_FOR, asking_revisions
 from service.checkin.models import Checkin
 from service.ledger import checkins, states
 from service.ledger.models import Alert
@@ -51,24 +51,29 @@ def escalate(session: Session, *, after: timedelta, rounds: int, now: datetime) 
 def _due(
     session: Session, *, advisory_id: int, after: timedelta, rounds: int, now: datetime
 ) -> list[tuple[int, str, int]]:
+    asking = asking_revisions(session, advisory_id)
+    rounds_exist = session.scalar(
+        select(Alert.id).where(Alert.advisory_id == advisory_id, Alert.checkin_round > 0).limit(1)
+    )
+    if not asking and rounds_exist is None:
+        return []  # an advisory that never asked (levels 1-2 without a roll call)
+    answered = (
+        select(Checkin.id)
+        .where(Checkin.advisory_id == Alert.advisory_id, Checkin.citizen_id == Alert.citizen_id)
+        .exists()
+    )
     rows = session.execute(
         select(Alert.citizen_id, Alert.channel, Alert.checkin_round, Alert.status, Alert.sent_at)
         .where(
             Alert.advisory_id == advisory_id,
             Alert.created_at >= now - OPEN_FOR,
-            asks(session, advisory_id),
+            or_(Alert.checkin_round > 0, Alert.revision.in_(asking)),
+            ~answered,
         )
         .order_by(Alert.citizen_id)
     ).all()
-    if not rows:
-        return []
-    answered = set(
-        session.scalars(select(Checkin.citizen_id).where(Checkin.advisory_id == advisory_id))
-    )
     asked: dict[int, _Asked] = defaultdict(_Asked)
     for citizen_id, channel, number, status, sent_at in rows:
-        if citizen_id in answered:
-            continue
         entry = asked[citizen_id]
         entry.channels.add(channel)
         entry.asks[number].append((channel, status, sent_at))

@@ -333,3 +333,18 @@ def test_a_row_of_an_advisory_that_is_not_active_is_never_sent(api, db, dispatch
     dispatcher.drain()
     assert twilio.messages == []
     assert set(db.scalars(select(Alert.status))) == {"cancelled"}
+
+
+def test_the_approver_previews_what_waits_not_what_is_in_force(api, db, alice, bob):
+    """Found in review: the preview of an advisory with a revision waiting showed the reach of
+    the revision in force."""
+    citizens(api, 2)  # Tokyo
+    register(api, location={"lat": 48.85, "lon": 2.35}, quiet_hours=None)  # Paris
+    created = issue(api, alice, level=2)
+    api.patch(
+        f"/v1/advisories/{created['id']}",
+        json={"level": 4, "area": {"countries": ["FR"]}},
+        headers=alice,
+    )
+    preview = api.post(f"/v1/advisories/{created['id']}/preview", headers=bob).json()
+    assert preview["citizens"] == 1 and preview["by_country"] == {"FR": 1}
