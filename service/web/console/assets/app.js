@@ -365,7 +365,13 @@ async function showQueue() {
     const message = el("p", { role: "status" });
     const decide = async (action) => {
       try {
-        const body = action === "reject" ? { reason: reason.value } : undefined;
+        // Approve names the proposal read here: if it was replaced since, the API says 409.
+        const body =
+          action === "reject"
+            ? { reason: reason.value }
+            : pending.id !== undefined
+              ? { proposal_id: pending.id }
+              : undefined;
         await api(`/v1/advisories/${advisory.id}/${action}`, { method: "POST", body });
         message.className = "";
         message.textContent = t(action === "approve" ? "approved" : "rejected");
