@@ -179,16 +179,19 @@ def _countries(
     if places is not None:
         for cid, index in found.place_of.items():
             countries[cid] = str(places.countries[index]) or None
-    missing = [cid for cid in ids if cid not in countries]
-    for start in range(0, len(missing), 10_000):
-        chunk = missing[start : start + 10_000]
+    missing = {cid for cid in ids if cid not in countries}
+    if missing:
+        # One statement over the advisory's own ledger rows (a list of ids as parameters costs
+        # more to send than the query takes).
+        asked = select(Alert.citizen_id).where(Alert.advisory_id == advisory.id).distinct()
         rows = session.execute(
             select(CitizenPlace.citizen_id, CitizenPlace.country)
-            .where(CitizenPlace.citizen_id.in_(chunk))
+            .where(CitizenPlace.citizen_id.in_(asked.scalar_subquery()))
             .order_by(CitizenPlace.citizen_id, CitizenPlace.kind, CitizenPlace.id)
         )
         for cid, where in rows:
-            countries.setdefault(cid, where)
+            if cid in missing:
+                countries.setdefault(cid, where)
     return countries
 
 
