@@ -224,3 +224,74 @@ def test_the_page_works_375_px_wide_and_in_korean(live, new_page):
     expect(tab.get_by_label("주소 입력")).to_be_hidden()
     expect_refusals(page, 422, 1)
     assert tab.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def click_map_centre(tab, map_id: str) -> tuple[float, float]:
+    """Clicks the middle of a map once its outlines are drawn; the lat/lon it put in the inputs."""
+    box = tab.locator(f"#{map_id}")
+    expect(box.locator("path").first).to_be_attached()  # the outlines, from countries.geojson
+    size = box.bounding_box()
+    box.click(position={"x": size["width"] / 2, "y": size["height"] / 2})
+    expect(box.locator(".leaflet-marker-icon")).to_be_visible()
+    form = box.locator("xpath=ancestor::form")
+    lat = float(form.get_by_role("textbox", name="Latitude").input_value())
+    lon = float(form.get_by_role("textbox", name="Longitude").input_value())
+    # The maps open on 20° N, 100° E; a pixel is about a third of a degree at that zoom.
+    assert abs(lat - 20) < 1 and abs(lon - 100) < 1, (lat, lon)
+    return lat, lon
+
+
+def test_clicking_the_map_sets_the_current_place(live, new_page):
+    page = open_form(live, new_page)
+    tab = page.tab
+    fill_form(tab, phone="010-5678-9012")
+    tab.get_by_label("By latitude and longitude").check()
+    lat, lon = click_map_centre(tab, "location-map")
+    # Typing moves the marker too, and the keyboard user's inputs are the same fields.
+    tab.locator("#register-form").get_by_role("textbox", name="Latitude").fill(str(lat))
+    tab.get_by_role("button", name="Register", exact=True).click()
+    expect(tab.get_by_role("heading", name="Enter your codes")).to_be_visible()
+    citizen_id, token = (
+        tab.locator("#shown-id").inner_text(),
+        tab.locator("#shown-token").inner_text(),
+    )
+    place = citizen(live, citizen_id, token).json()["location"]
+    assert abs(place["lat"] - lat) < 0.05 and abs(place["lon"] - lon) < 0.05, place
+
+
+def test_the_manage_page_moves_the_current_place(live, new_page):
+    page = open_form(live, new_page)
+    tab = page.tab
+    fill_form(tab, phone="010-6789-0123")
+    tab.get_by_role("button", name="Register", exact=True).click()
+    expect(tab.get_by_role("heading", name="Enter your codes")).to_be_visible()
+    citizen_id, token = (
+        tab.locator("#shown-id").inner_text(),
+        tab.locator("#shown-token").inner_text(),
+    )
+    assert citizen(live, citizen_id, token).json()["location"]["country"] == "JP"
+    tab.get_by_role("button", name="Manage my record").click()
+    expect(tab.get_by_role("heading", name="Your record", exact=True)).to_be_visible()
+
+    move = tab.locator("#move-form")
+    move.get_by_label("A latitude and longitude").check()
+    move.get_by_role("textbox", name="Latitude").fill("95")
+    move.get_by_role("textbox", name="Longitude").fill("100")
+    move.get_by_role("button", name="Save the place").click()
+    expect(tab.locator("#err-move-lat")).to_contain_text("90")
+    expect(move.get_by_role("textbox", name="Latitude")).to_have_attribute("aria-invalid", "true")
+    expect_refusals(page, 422, 1)
+
+    lat, lon = click_map_centre(tab, "move-map")
+    move.get_by_role("button", name="Save the place").click()
+    expect(tab.locator("#manage-message")).to_have_text("Your current place is changed.")
+    expect(tab.locator("#err-move-lat")).to_be_empty()
+    place = citizen(live, citizen_id, token).json()["location"]
+    assert abs(place["lat"] - lat) < 0.05 and abs(place["lon"] - lon) < 0.05, place
+    page.shot("register-move")
+
+    move.get_by_label("A country").check()
+    move.get_by_role("combobox", name="Country").select_option("FR")
+    move.get_by_role("button", name="Save the place").click()
+    expect(tab.locator("#record")).to_contain_text("France (FR)")
+    assert citizen(live, citizen_id, token).json()["location"]["country"] == "FR"

@@ -142,7 +142,52 @@
     });
   }
 
+  /* "Move my current place" → PUT …/location with a country or a latitude and longitude. */
+  var moveMap = null;
+
+  function moveKind() {
+    return document.querySelector('input[name="move-kind"]:checked').value;
+  }
+
+  function showMoveKind() {
+    var kind = moveKind();
+    document.querySelectorAll("[data-move]").forEach(function (box) {
+      box.hidden = box.getAttribute("data-move") !== kind;
+    });
+    if (kind === "point") {
+      moveMap = moveMap || A.placeMap("move-map", $("move-lat"), $("move-lon"));
+      moveMap.show();
+    }
+  }
+
+  function number(text) {
+    var trimmed = text.trim();
+    // Anything else goes as typed, so the API names what is wrong with it.
+    return /^[-+]?\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : trimmed;
+  }
+
+  function move(event) {
+    event.preventDefault();
+    var form = $("move-form");
+    var where = moveKind() === "point"
+      ? { lat: number($("move-lat").value), lon: number($("move-lon").value) }
+      : { country: $("move-country").value };
+    var rename = function (field) { return field === "body" ? "move" : "move." + field; };
+    A.api("PUT", path() + "/location", where, token()).then(function (result) {
+      if (!result.ok) return A.showErrors(form, $("manage-summary"), result, rename);
+      A.clearErrors(form, $("manage-summary"));
+      record = result.body;
+      renderRecord();
+      fillEdit();
+      say(t("moved"));
+    });
+  }
+
   A.initManage = function () {
+    $("move-form").addEventListener("submit", move);
+    document.querySelectorAll('input[name="move-kind"]').forEach(function (radio) {
+      radio.addEventListener("change", showMoveKind);
+    });
     $("open-form").addEventListener("submit", function (event) {
       event.preventDefault();
       A.session.save($("open-id").value.trim(), $("open-token").value.trim());

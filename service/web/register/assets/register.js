@@ -102,11 +102,17 @@
     return document.querySelector('input[name="place-kind"]:checked').value;
   }
 
+  var placeMap = null; // made when the point choice is first shown
+
   function showPlaceKind() {
     var kind = placeKind();
     document.querySelectorAll("[data-place]").forEach(function (box) {
       box.hidden = box.getAttribute("data-place") !== kind;
     });
+    if (kind === "point") {
+      placeMap = placeMap || A.placeMap("location-map", $("location-lat"), $("location-lon"));
+      placeMap.show();
+    }
   }
 
   function number(text) {
