@@ -1,5 +1,5 @@
 /* A map to pick a place on: the vendored Leaflet (vendor/leaflet/, BSD-2-Clause) over the
-   offline country outlines in countries.geojson (made by ../make_outlines.py from the outlines
+   offline country outlines in countries.geojson (made by scripts/register_outlines.py from the outlines
    the service ships): no tile server, no network beyond this page's own files. A click fills
    the latitude and longitude inputs and puts a marker there; keyboard users type them. */
 (function () {

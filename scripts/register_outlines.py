@@ -2,14 +2,14 @@
 outlines `GET /v1/geo/countries` gives the console, as a static file, because that endpoint
 takes a staff key and /register is public. Run again when the shipped boundaries change:
 
-    .venv/bin/python -m service.web.register.make_outlines
+    .venv/bin/python scripts/register_outlines.py
 """
 
 from pathlib import Path
 
 from service.web.geo_router import _countries_geojson
 
-TARGET = Path(__file__).parent / "assets" / "countries.geojson"
+TARGET = Path(__file__).resolve().parent.parent / "service/web/register/assets/countries.geojson"
 
 
 def main() -> None:
