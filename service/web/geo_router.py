@@ -1,14 +1,19 @@
 """The console's base map: the Natural Earth country outlines the service already ships, as
-GeoJSON, so the map needs no tile server and no network beyond this service."""
+GeoJSON, so the map needs no tile server and no network beyond this service; and the ISO 3166-2
+provinces the service knows (geo/subdivisions.py), for the console's province picker."""
 
 import json
 from functools import cache
+from typing import Annotated
 
 import shapely
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 
 from service.auth import Viewer
-from service.geo import countries
+from service.citizens.schemas import country_codes
+from service.errors import InvalidInput
+from service.geo import countries, subdivisions
 
 router = APIRouter(prefix="/v1/geo", tags=["geo"])
 
@@ -69,3 +74,33 @@ def country_outlines(_viewer: Viewer) -> Response:
         media_type="application/json",
         headers={"Cache-Control": "private, max-age=3600"},
     )
+
+
+class SubdivisionOut(BaseModel):
+    code: str
+    name: str
+    name_ko: str
+
+
+@cache
+def _subdivisions_of(country: str) -> tuple[SubdivisionOut, ...]:
+    found = [s for s in subdivisions.all_subdivisions().values() if s.country == country]
+    return tuple(
+        SubdivisionOut(code=s.code, name=s.name, name_ko=s.name_ko)
+        for s in sorted(found, key=lambda s: s.code)
+    )
+
+
+@router.get("/subdivisions", response_model=list[SubdivisionOut])
+def subdivision_list(
+    _viewer: Viewer,
+    response: Response,
+    country: Annotated[str, Query(json_schema_extra=country_codes)],
+) -> list[SubdivisionOut]:
+    """A country's ISO 3166-2 first-level subdivisions (code, English and Korean name), the codes
+    `area.subdivisions` takes; empty for a country with none known."""
+    code = countries.normalise_code(country)
+    if code is None:
+        raise InvalidInput("country", "not an ISO 3166-1 alpha-2 country code")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return list(_subdivisions_of(code))

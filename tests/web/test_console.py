@@ -194,3 +194,57 @@ def test_the_console_fits_a_375_pixel_screen(live, new_page):
     tab.goto(f"{live.base}/console/#/issue")
     expect(tab.locator("#issue-map .leaflet-interactive").first).to_be_attached()
     page.shot("console-mobile")
+
+
+def test_a_consul_picks_a_province_and_the_advisory_covers_it(live, new_page):
+    """Bangkok is TH-10 (service/geo/subdivisions.py): the citizen registered there is counted."""
+    _citizen_in_bangkok(live)
+    key = live.staff_key("consul", "jung")
+    staff = {"Authorization": f"Bearer {key}"}
+    listed = httpx.get(f"{live.base}/v1/geo/subdivisions", params={"country": "th"}, headers=staff)
+    assert listed.status_code == 200, listed.text
+    assert {"code": "TH-10", "name": "Bangkok"}.items() <= next(
+        p for p in listed.json() if p["code"] == "TH-10"
+    ).items()
+    body = {
+        "title": {"ko": "…"},
+        "message": {"ko": "…"},
+        "level": 1,
+        "category": "other",
+        "area": {"subdivisions": ["TH-10"]},
+    }
+    preview = httpx.post(f"{live.base}/v1/advisories/preview", json=body, headers=staff)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["citizens"] == 1
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, key)
+    tab.click("#lang")  # English
+    tab.click("nav a[href='#/issue']")
+    tab.fill("#f-title-ko", "방콕 홍수")
+    tab.fill("#f-message-ko", "저지대를 피하십시오.")
+    tab.fill("#f-province", "TH")
+    expect(tab.locator("#province-codes option[value='TH-10']")).to_have_text("TH-10 Bangkok")
+    for code in ("TH-50", "TH-10"):
+        tab.fill("#f-province", code)
+        tab.press("#f-province", "Enter")
+        expect(tab.locator(f"#f-provinces [data-code='{code}']")).to_be_visible()
+    expect(tab.locator("#f-province")).to_have_value("")
+    tab.fill("#f-province", "TH-XX")
+    tab.click("#add-province")
+    expect(tab.locator("#province-error")).to_contain_text("TH-XX")
+    tab.get_by_role("button", name="Remove TH-50").click()
+    expect(tab.locator("#f-provinces .chip")).to_have_count(1)
+    expect(tab.locator("#provinces-hint")).to_contain_text("Province outlines are not shipped")
+    expect(tab.get_by_test_id("preview-citizens")).to_have_text("1")
+    expect(tab.locator("#preview")).to_contain_text("TH 1")
+    tab.click("#submit-advisory")
+    expect(tab.locator("#issue-result [data-status]")).to_be_attached()
+    advisory_id = tab.locator("#issue-result a").get_attribute("href").rsplit("/", 1)[-1]
+    issued = httpx.get(f"{live.base}/v1/advisories/{advisory_id}", headers=staff)
+    assert issued.status_code == 200, issued.text
+    assert issued.json()["area"]["subdivisions"] == ["TH-10"]
+    if issued.json()["status"] == "active":  # the map lists it: no province outlines shipped
+        tab.click("nav a[href='#/map']")
+        expect(tab.locator("#active-list [data-provinces='TH-10']")).to_contain_text("TH-10")

@@ -2,7 +2,7 @@
 "use strict";
 
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
-const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0 };
+const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
 
 // ---- the API ------------------------------------------------------------------------------
@@ -168,6 +168,8 @@ async function showOverview() {
   for (const advisory of advisories) {
     const colour = LEVEL_COLOURS[advisory.level];
     shadeCountries(overview.base, new Set(advisory.area.countries || []), colour);
+    const provinces = advisory.area.subdivisions || [];
+    outlineCountries(overview.base, new Set(provinces.map((code) => code.split("-")[0])), colour);
     for (const layer of areaLayers(advisory.area, colour)) {
       layer.bindTooltip(localised(advisory.title));
       layer.on("click", () => (location.hash = `#/advisory/${advisory.id}`));
@@ -178,7 +180,11 @@ async function showOverview() {
     list.append(
       el("li", { class: `card level-${advisory.level}` },
         el("span", { class: "badge", style: `background:${colour}` }, levelName(advisory.level)),
-        " ", el("a", { href: `#/advisory/${advisory.id}` }, localised(advisory.title)), " ", reach)
+        " ", el("a", { href: `#/advisory/${advisory.id}` }, localised(advisory.title)), " ", reach,
+        provinces.length
+          ? el("p", { class: "hint", "data-provinces": provinces.join(" ") },
+              `${t("provinces_of")}: ${provinces.join(", ")} (${t("provinces_hint")})`)
+          : null)
     );
     if (can("consul")) {
       api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
@@ -205,6 +211,8 @@ async function showIssue() {
     return;
   }
   $("issue-form").hidden = false;
+  $("province-codes").dataset.countries = ""; // names in the language now chosen
+  renderProvinces();
   if (!issue) {
     issue = { map: newMap("issue-map"), shapes: L.featureGroup() };
     issue.shapes.addTo(issue.map);
@@ -232,6 +240,81 @@ function toggleCountry(code) {
 
 function countryCodes() {
   return $("f-countries").value.split(/[\s,]+/).map((c) => c.trim().toUpperCase()).filter(Boolean);
+}
+
+// ---- provinces: ISO 3166-2 codes from GET /v1/geo/subdivisions, one country at a time ----
+
+async function provincesOf(country) {
+  if (!/^[A-Z]{2}$/.test(country)) return [];
+  if (!state.provinceLists[country]) {
+    state.provinceLists[country] = api(`/v1/geo/subdivisions?country=${country}`).catch((error) => {
+      delete state.provinceLists[country];
+      throw error;
+    });
+  }
+  return state.provinceLists[country];
+}
+
+function provinceName(item) {
+  return language() === "ko" && item.name_ko ? item.name_ko : item.name;
+}
+
+// The datalist offers the provinces of the country typed (the first two letters), else of the
+// countries picked.
+async function offerProvinces() {
+  const typed = $("f-province").value.trim().toUpperCase().slice(0, 2);
+  const wanted = /^[A-Z]{2}$/.test(typed) ? [typed] : countryCodes();
+  const key = wanted.join(",");
+  if ($("province-codes").dataset.countries === key) return;
+  try {
+    const lists = await Promise.all(wanted.map((c) => provincesOf(c).catch(() => [])));
+    $("province-codes").dataset.countries = key;
+    $("province-codes").replaceChildren(...lists.flat().map((item) =>
+      el("option", { value: item.code }, `${item.code} ${provinceName(item)}`)));
+  } catch {
+    // the add button says what is wrong
+  }
+}
+
+async function addProvince() {
+  const input = $("f-province");
+  const error = $("province-error");
+  const code = input.value.trim().toUpperCase();
+  if (!code) return;
+  let item;
+  try {
+    item = (await provincesOf(code.slice(0, 2))).find((p) => p.code === code);
+  } catch (failure) {
+    error.textContent = sentence(failure);
+    error.hidden = false;
+    return;
+  }
+  if (!item) {
+    error.textContent = `${t("province_unknown")} ${code}`;
+    error.hidden = false;
+    return;
+  }
+  error.hidden = true;
+  input.value = "";
+  if (!state.provinces.some((p) => p.code === code)) state.provinces.push(item);
+  renderProvinces();
+  areaChanged();
+}
+
+function removeProvince(code) {
+  state.provinces = state.provinces.filter((p) => p.code !== code);
+  renderProvinces();
+  areaChanged();
+}
+
+function renderProvinces() {
+  if (issue && issue.base) {
+    resetCountries(issue.base);
+    outlineCountries(issue.base, new Set(state.provinces.map((p) => p.code.split("-")[0])), "#1d4ed8");
+  }
+  $("f-provinces").replaceChildren(...state.provinces.map((item) =>
+    el("li", { class: "chip", "data-code": item.code }, `${item.code} ${provinceName(item)}`,
+      el("button", { type: "button", "aria-label": `${t("remove_province")} ${item.code}`, on: { click: () => removeProvince(item.code) } }, "×"))));
 }
 
 function drawnCircles() {
@@ -264,6 +347,7 @@ function readForm() {
   const area = {};
   const codes = countryCodes();
   if (codes.length) area.countries = codes;
+  if (state.provinces.length) area.subdivisions = state.provinces.map((p) => p.code);
   const text = $("f-geometry").value.trim();
   if (text) {
     try {
@@ -287,7 +371,7 @@ function readForm() {
 }
 
 function hasArea(area) {
-  return Boolean(area.countries || area.geometry || area.circles);
+  return Boolean(area.countries || area.subdivisions || area.geometry || area.circles);
 }
 
 function areaChanged() {
@@ -583,6 +667,24 @@ document.addEventListener("DOMContentLoaded", async () => {
   for (const id of ["f-countries", "f-geometry", "f-level", "f-title-ko", "f-title-en", "f-message-ko", "f-message-en"]) {
     $(id).addEventListener("input", areaChanged);
   }
+  $("f-province").addEventListener("input", (event) => {
+    offerProvinces();
+    // A pick from the list adds it at once; typing needs Enter or "Add".
+    if (event.inputType === "insertReplacementText") {
+      const code = $("f-province").value.trim().toUpperCase();
+      if (/^[A-Z]{2}-[A-Z0-9]{1,3}$/.test(code)) {
+        provincesOf(code.slice(0, 2)).then((list) => list.some((p) => p.code === code) && addProvince()).catch(() => {});
+      }
+    }
+  });
+  $("f-province").addEventListener("focus", offerProvinces);
+  $("f-province").addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      addProvince();
+    }
+  });
+  $("add-province").addEventListener("click", addProvince);
   $("draw-polygon").addEventListener("click", () => issue.map.pm.enableDraw("Polygon"));
   $("draw-circle").addEventListener("click", () => issue.map.pm.enableDraw("Circle"));
   $("clear-shapes").addEventListener("click", () => {

@@ -43,6 +43,15 @@ function shadeCountries(layer, codes, colour) {
   });
 }
 
+// No province outlines are shipped: a province's country gets a thick dashed border instead.
+function outlineCountries(layer, codes, colour) {
+  layer.eachLayer((country) => {
+    if (codes.has(country.feature.properties.code)) {
+      country.setStyle({ color: colour, weight: 2.5, dashArray: "6 4" });
+    }
+  });
+}
+
 function resetCountries(layer) {
   layer.eachLayer((country) => country.setStyle({ ...BASE_STYLE }));
 }
