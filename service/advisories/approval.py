@@ -49,14 +49,7 @@ def needs_approval(
         return True
     if policy == "level3+":
         return False
-    found = reach.compute_reach(
-        session,
-        area=draft.reach_area(),
-        effective=draft.effective,
-        expires=draft.expires,
-        now=now,
-        exercise=draft.exercise,
-    )
+    found = reach.reach_of_draft(session, draft, now=now)
     return len(found.citizen_ids) > min_reach
 
 

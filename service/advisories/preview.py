@@ -60,14 +60,7 @@ def preview(
 ) -> Preview:
     """Whom the draft would reach, and the SMS it would cost (`content`: its words, when they
     are stored already)."""
-    found = reach.compute_reach(
-        session,
-        area=draft.reach_area(),
-        effective=draft.effective,
-        expires=draft.expires,
-        now=now,
-        exercise=draft.exercise,
-    )
+    found = reach.reach_of_draft(session, draft, now=now)
     # A key of its own: the renderer caches by advisory and revision, and a draft's words change
     # under the same ones.
     words = replace(

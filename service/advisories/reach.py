@@ -8,6 +8,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.advisories.drafts import AdvisoryDraft
 from service.citizens.models import Citizen
 from service.citizens.service import Registry, channels_of, masked_contacts
 from service.geo import matching
@@ -59,6 +60,19 @@ def compute_reach(
         ),
         place_of=place_of,
         places=places,
+    )
+
+
+def reach_of_draft(session: Session, draft: AdvisoryDraft, *, now: datetime) -> Reach:
+    """Whom this content reaches now: its reach area, its window, drills only to those who opted
+    in. One spelling for the preview, the approval rule, the matches listing and roll calls."""
+    return compute_reach(
+        session,
+        area=draft.reach_area(),
+        effective=draft.effective,
+        expires=draft.expires,
+        now=now,
+        exercise=draft.exercise,
     )
 
 

@@ -69,14 +69,7 @@ def draft_from_request(body: AdvisoryCreate, *, max_vertices: int, now: datetime
 
 def preview(session: Session, *, draft: AdvisoryDraft, now: datetime) -> Preview:
     """How many citizens the draft would reach, by channel, without storing anything."""
-    found = reach.compute_reach(
-        session,
-        area=draft.reach_area(),
-        effective=draft.effective,
-        expires=draft.expires,
-        now=now,
-        exercise=draft.exercise,
-    )
+    found = reach.reach_of_draft(session, draft, now=now)
     return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
 
 
@@ -305,14 +298,7 @@ def matches(
     if status_at(advisory, now) != "active":
         return 0, []
     draft = draft_of(advisory)
-    found = reach.compute_reach(
-        session,
-        area=draft.reach_area(),
-        effective=draft.effective,
-        expires=draft.expires,
-        now=now,
-        exercise=draft.exercise,
-    )
+    found = reach.reach_of_draft(session, draft, now=now)
     page = reach.matched_page(session, registry=registry, reach=found, limit=limit, offset=offset)
     return len(found.citizen_ids), page
 

@@ -166,14 +166,7 @@ def _countries(
     if not ids:
         return {}
     draft = draft_of(advisory)
-    found = reach.compute_reach(
-        session,
-        area=draft.reach_area(),
-        effective=draft.effective,
-        expires=draft.expires,
-        now=now,
-        exercise=draft.exercise,
-    )
+    found = reach.reach_of_draft(session, draft, now=now)
     countries: dict[int, str | None] = {}
     places = found.places
     if places is not None:
