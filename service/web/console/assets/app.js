@@ -625,7 +625,7 @@ async function showFeeds() {
   const items = feeds.items || feeds;
   $("feeds").replaceChildren(
     el("tr", {}, [t("feed"), t("last_polled"), t("outcome")].map((h) => el("th", {}, h))),
-    items.map((f) => el("tr", {}, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
+    ...items.map((f) => el("tr", {}, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
       el("td", {}, `${f.last_outcome || "–"} ${f.last_detail || ""}`))));
 }
 
@@ -633,7 +633,7 @@ async function showAudit() {
   const page = await api("/v1/audit?limit=100");
   $("audit").replaceChildren(
     el("tr", {}, [t("when"), t("who"), t("what"), t("subject")].map((h) => el("th", {}, h))),
-    (page.items || []).map((e) => el("tr", {}, el("td", {}, when(e.at || e.created_at)),
+    ...(page.items || []).map((e) => el("tr", {}, el("td", {}, when(e.at || e.created_at)),
       el("td", {}, `${e.actor || ""} (${e.role || ""})`), el("td", {}, e.action || ""),
       el("td", {}, `${e.subject || ""} ${e.reason || ""}`))));
 }
