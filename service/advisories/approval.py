@@ -158,7 +158,13 @@ def revise(
 
 
 def submit(
-    session: Session, *, advisory: Advisory, by: str, min_reach: int, now: datetime
+    session: Session,
+    *,
+    advisory: Advisory,
+    by: str,
+    min_reach: int,
+    now: datetime,
+    policy: Policy = "staff",
 ) -> Advisory:
     """A draft moves on: to approval, or active (and sent) at once. Its author is the one who
     proposed it, whoever presses submit: the author never approves their own words."""
@@ -167,7 +173,7 @@ def submit(
         raise Conflict(f"only a draft is submitted; this advisory is {advisory.status}")
     draft = service.draft_of(advisory)
     check_draft(draft, now=now)
-    if needs_approval(session, draft, policy="staff", min_reach=min_reach, now=now):
+    if needs_approval(session, draft, policy=policy, min_reach=min_reach, now=now):
         advisory.status = "pending_approval"
         _propose(session, advisory, kind="issue", draft=draft, by=advisory.issued_by, now=now)
         return advisory

@@ -193,6 +193,7 @@ def submit(request: Request, advisory_id: str, session: SessionDep, staff: Consu
         by=staff.name,
         min_reach=request.app.state.settings.approval_min_reach,
         now=utcnow(),
+        policy=request.app.state.settings.approval_policy(),  # type: ignore[arg-type]
     )
     return service.to_read(advisory)
 
