@@ -3,8 +3,12 @@ and the SMTP sink: nothing reaches them before a second key approves (and the sa
 after); self-approval 403; rejection; a pending revision leaves the one in force; drafts; cancel
 never waits; feed policies; the proposer hears the decision."""
 
+import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -348,3 +352,30 @@ def test_the_approver_previews_what_waits_not_what_is_in_force(api, db, alice, b
     )
     preview = api.post(f"/v1/advisories/{created['id']}/preview", headers=bob).json()
     assert preview["citizens"] == 1 and preview["by_country"] == {"FR": 1}
+
+
+class _StaffHook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_proposer_without_an_email_hears_it_on_the_staff_webhook(api, db, alice, bob):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StaffHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _StaffHook.received.clear()
+    try:
+        api.app.state.settings.staff_webhook_url = f"http://127.0.0.1:{server.server_address[1]}/"
+        created = issue(api, alice, level=4)
+        api.post(f"/v1/advisories/{created['id']}/reject", json={"reason": "too wide"}, headers=bob)
+    finally:
+        server.shutdown()
+    [told] = _StaffHook.received
+    assert told["event"] == "advisory.rejected" and told["advisory_id"] == created["id"]
+    assert told["reason"] == "too wide" and told["proposed_by"] == created["issued_by"]
