@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.auth",
             "service.problems",
             "service.body_limit",
+            "service.forms",
             "service.openapi",
             "service.*router",
             "service.*.deps",

@@ -1,19 +1,17 @@
 """Telling staff what became of what they proposed: approved or rejected, by whom, and why.
 Sent after the decision commits (a lost notice loses no decision: the advisory shows it)."""
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.approval import Decided
 from service.config import Settings
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
-from service.dispatch.notifiers.webhook import SIGNATURE_HEADER, signature
+from service.dispatch.notifiers.webhook import post_signed_json
 from service.staff.models import StaffKey
 
 log = logging.getLogger("anjeon.advisories.decisions")
@@ -52,26 +50,19 @@ def tell_proposer(
             )
             return isinstance(outcome, Sent)
         if settings.staff_webhook_url:
-            body = json.dumps(
-                {
-                    "event": f"advisory.{decided.decision}",
-                    "advisory_id": decided.advisory_public_id,
-                    "title": decided.title,
-                    "kind": decided.kind,
-                    "proposed_by": decided.proposed_by,
-                    "decided_by": decided.decided_by,
-                    "reason": decided.reason,
-                },
-                ensure_ascii=False,
-            ).encode()
-            headers = {"Content-Type": "application/json"}
-            secret = revealed(settings.webhook_secret)
-            if secret:
-                headers[SIGNATURE_HEADER] = signature(secret.encode(), body)
-            response = httpx.post(
-                settings.staff_webhook_url, content=body, headers=headers, timeout=10
+            payload = {
+                "event": f"advisory.{decided.decision}",
+                "advisory_id": decided.advisory_public_id,
+                "title": decided.title,
+                "kind": decided.kind,
+                "proposed_by": decided.proposed_by,
+                "decided_by": decided.decided_by,
+                "reason": decided.reason,
+            }
+            status = post_signed_json(
+                settings.staff_webhook_url, payload, secret=revealed(settings.webhook_secret)
             )
-            return response.is_success
+            return 200 <= status < 300
     except Exception:  # the decision stands; only the notice is lost
         log.exception("decision notice not sent", extra={"advisory": decided.advisory_public_id})
         return False

@@ -3,7 +3,6 @@ them reach the person (name, contacts, where they are, what they wrote). The not
 after the answer's transaction commits; the answer row remembers whether it went, and the
 minute job sends any that did not (a crash or a mail relay down loses none)."""
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens.models import Citizen, CitizenPlace
 from service.config import Settings
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
-from service.dispatch.notifiers.webhook import SIGNATURE_HEADER, signature
+from service.dispatch.notifiers.webhook import post_signed_json
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.checkin.duty")
@@ -187,18 +186,15 @@ def send_notice(
         if not isinstance(outcome, Sent):
             log.error("duty e-mail not sent", extra={"outcome": repr(outcome)})
     if settings.duty_webhook_url:
-        body = json.dumps(notice.payload(), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json"}
-        secret = revealed(settings.webhook_secret)
-        if secret:
-            headers[SIGNATURE_HEADER] = signature(secret.encode(), body)
         try:
-            response = httpx.post(
-                settings.duty_webhook_url, content=body, headers=headers, timeout=10
+            status = post_signed_json(
+                settings.duty_webhook_url,
+                notice.payload(),
+                secret=revealed(settings.webhook_secret),
             )
-            told |= response.is_success
-            if not response.is_success:
-                log.error("duty webhook refused", extra={"status": response.status_code})
+            told |= 200 <= status < 300
+            if not 200 <= status < 300:
+                log.error("duty webhook refused", extra={"status": status})
         except httpx.HTTPError as exc:
             log.error("duty webhook unreachable", extra={"error": repr(exc)})
     return told

@@ -3,7 +3,6 @@ roll call staff read and start."""
 
 from datetime import datetime
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
@@ -20,12 +19,9 @@ from service.db import MAX_BIGINT, utcnow
 from service.dispatch.notifiers.base import ReportRejected
 from service.dispatch.reference import Links
 from service.errors import Forbidden, InvalidInput
+from service.forms import PAGE_HEADERS, form_fields
 
 router = APIRouter(tags=["check-in"])
-
-
-async def _form(request: Request) -> dict[str, str]:
-    return dict(parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True))
 
 
 def _tell_duty(request: Request, tasks: BackgroundTasks, recorded: answers.Recorded | None) -> None:
@@ -59,7 +55,7 @@ def inbound_sms(
     session: SessionDep,
     registry: RegistryDep,
     tasks: BackgroundTasks,
-    form: Annotated[dict[str, str], Depends(_form)],
+    form: Annotated[dict[str, str], Depends(form_fields)],
 ) -> Response:
     """A citizen's SMS reply, as Twilio forwards it (signed with X-Twilio-Signature over our
     public URL; anything else is a 403 and touches nothing). Answered in TwiML."""
@@ -94,17 +90,6 @@ def inbound_sms(
     return _twiml(answer_text(heard.kind, "ko" if heard.language == "ko" else "en"))
 
 
-# The page is ours alone: no script, no frames, no guessing of its type.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Robots-Tag": "noindex",
-}
-
-
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
 def open_checkin(
     token: str, session: SessionDep, registry: RegistryDep, request: Request
@@ -117,7 +102,7 @@ def open_checkin(
         token=token,
         now=utcnow(),
     )
-    return HTMLResponse(page.html, headers=_PAGE_HEADERS)
+    return HTMLResponse(page.html, headers=PAGE_HEADERS)
 
 
 @router.post("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -127,7 +112,7 @@ def answer_checkin(
     registry: RegistryDep,
     request: Request,
     tasks: BackgroundTasks,
-    form: Annotated[dict[str, str], Depends(_form)],
+    form: Annotated[dict[str, str], Depends(form_fields)],
 ) -> HTMLResponse:
     """The citizen pressed "I am safe" or "I need help" (form `answer=safe|help`, optional
     `note`)."""
@@ -144,7 +129,7 @@ def answer_checkin(
         note=form.get("note"),
     )
     _tell_duty(request, tasks, page.recorded)
-    return HTMLResponse(page.html, headers=_PAGE_HEADERS)
+    return HTMLResponse(page.html, headers=PAGE_HEADERS)
 
 
 Standing = Literal["safe", "help", "no_answer", "unreachable"]

@@ -2,7 +2,6 @@
 /v1/webhooks/{notifier}/status: providers' delivery reports."""
 
 from typing import Annotated
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -17,6 +16,7 @@ from service.db import MAX_BIGINT, utcnow
 from service.dispatch import delivery
 from service.dispatch.reference import Links
 from service.dispatch.schemas import AlertPage, AlertRead, AlertStatus
+from service.forms import PAGE_HEADERS, form_fields
 
 router = APIRouter(tags=["alerts"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -59,16 +59,12 @@ def retry(
     return items[0]
 
 
-async def _form(request: Request) -> dict[str, str]:
-    return dict(parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True))
-
-
 @router.post("/v1/webhooks/{notifier}/status", status_code=204)
 def delivery_report(
     request: Request,
     notifier: str,
     session: SessionDep,
-    form: Annotated[dict[str, str], Depends(_form)],
+    form: Annotated[dict[str, str], Depends(form_fields)],
 ) -> Response:
     """A provider's delivery report (Twilio's status callback is /v1/webhooks/twilio/status).
     The notifier of that name checks it is genuine (Twilio: X-Twilio-Signature over our public
@@ -87,16 +83,6 @@ def delivery_report(
         now=utcnow(),
     )
     return Response(status_code=204)
-
-
-# The details page is ours alone: no script, no frames, no guessing of its type.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 
 
 @router.get("/a/{reference}", response_class=HTMLResponse, include_in_schema=False)
@@ -127,4 +113,4 @@ def _details(
         now=utcnow(),
         seen=seen,
     )
-    return HTMLResponse(page, headers=_PAGE_HEADERS)
+    return HTMLResponse(page, headers=PAGE_HEADERS)

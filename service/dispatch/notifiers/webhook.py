@@ -27,6 +27,16 @@ def signature(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+def post_signed_json(url: str, payload: dict, *, secret: str | None, timeout_s: float = 10) -> int:
+    """POST `payload` as JSON to `url`, signed like the notifier when a secret is given; the
+    HTTP status (raises httpx.HTTPError when unreachable). For notices to staff endpoints."""
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret:
+        headers[SIGNATURE_HEADER] = signature(secret.encode(), body)
+    return httpx.post(url, content=body, headers=headers, timeout=timeout_s).status_code
+
+
 class WebhookNotifier(Notifier):
     """POSTs each alert as JSON, signed with HMAC-SHA256 in X-Anjeon-Signature. 2xx is sent;
     429, 5xx and network errors are retried (with Retry-After); other 4xx are final."""
