@@ -72,10 +72,13 @@ class Settings(BaseSettings):
     dispatch_interval_s: float = Field(5.0, gt=0)
     dispatch_batch: int = Field(500, ge=1)
     dispatch_threads: int = Field(8, ge=1, le=256)
-    dispatch_lease_s: float = Field(120.0, gt=0)
+    dispatch_lease_s: float = Field(10.0, gt=0)
     dispatch_max_attempts: int = Field(8, ge=1)
     dispatch_backoff_base_s: float = Field(5.0, ge=0)
     dispatch_backoff_cap_s: float = Field(900.0, ge=0)
+    circuit_failures: int = Field(10, ge=1)
+    circuit_open_s: float = Field(30.0, gt=0)
+    circuit_max_open_s: float = Field(300.0, gt=0)
     max_routine_alerts_per_hour: int = Field(5, ge=0)
     sms_max_segments: int = Field(3, ge=1, le=10)
     alert_sender_ko: str = "외교부 해외안전여행"
@@ -131,6 +134,12 @@ class Settings(BaseSettings):
     approval_min_reach: int = Field(1000, ge=0)
     # Where staff hear what became of what they proposed, when their key has no e-mail.
     staff_webhook_url: str = ""
+
+    # Faults: how long anything waits for the database (docs/faults.md#database-outage).
+    request_timeout_s: float = Field(15.0, gt=0)
+    database_connect_timeout_s: int = Field(5, ge=2)  # libpq takes 2 s at least
+    database_pool_timeout_s: float = Field(5.0, gt=0)
+    ready_timeout_s: float = Field(3.0, gt=0)
 
     @field_validator(
         "rate_limit_client",
@@ -192,6 +201,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
+
+    @model_validator(mode="after")
+    def _waits_fit_in_a_request(self) -> "Settings":
+        # A request waiting for a pooled connection, or for a new one, must fail (503) before
+        # its deadline does, or the deadline's 503 would hide which wait was too long.
+        for name in ("database_pool_timeout_s", "database_connect_timeout_s", "ready_timeout_s"):
+            if getattr(self, name) >= self.request_timeout_s:
+                raise ValueError(
+                    f"ANJEON_{name.upper()} must be shorter than ANJEON_REQUEST_TIMEOUT_S "
+                    f"({self.request_timeout_s})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_broken_setup(self) -> "Settings":

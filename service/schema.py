@@ -6,6 +6,7 @@ from service.audit import models as audit_models
 from service.checkin import models as checkin_models
 from service.citizens import models as citizens_models
 from service.db import Base
+from service.dispatch import models as dispatch_models
 from service.ledger import models as ledger_models
 from service.staff import models as staff_models
 
@@ -15,6 +16,7 @@ __all__ = [
     "audit_models",
     "checkin_models",
     "citizens_models",
+    "dispatch_models",
     "lease",
     "ledger_models",
     "staff_models",

@@ -14,12 +14,15 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.levels import is_urgent
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch import metrics
+from service.dispatch.circuit import HELD, Circuit, CircuitPolicy, Gate
 from service.dispatch.content import AlertContent
 from service.dispatch.notifiers.base import (
     Failed,
@@ -41,6 +44,7 @@ from service.dispatch.recipients import (
 )
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
+from service.dispatch.workers import Heartbeat, Holdings, SendRate
 from service.ledger import outbox
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
@@ -63,19 +67,25 @@ _RECORD_EVERY = 250  # outcomes: the most a crash can leave unrecorded
 _CHUNK = 16  # sends per pool task
 _RECORD_AFTER_S = 0.5
 _CLAIM_AHEAD_S = 10.0  # a paced channel claims at most this long a stretch of sends
+# A record the database refused for want of a connection is tried again for this long (the
+# sends happened; while it waits, the lane claims nothing more).
+_RECORD_PATIENCE_S = 900.0
+_DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 
 
 @dataclass(frozen=True)
 class Policy:
     batch: int = 500
     threads: int = 8
-    lease_s: float = 120.0
+    # A claim's lease; the heartbeat renews it every quarter of it while the sends go on.
+    lease_s: float = 10.0
     max_attempts: int = 8
     backoff_base_s: float = 5.0
     backoff_cap_s: float = 900.0
     # Level 1-2 alerts a citizen gets in an hour, at most (0: no cap). Levels 3, 4, special and
     # all-clears are never held: the cap keeps routine notices from becoming a flood.
     routine_per_hour: int = 0
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
@@ -87,6 +97,11 @@ class Policy:
             backoff_base_s=settings.dispatch_backoff_base_s,
             backoff_cap_s=settings.dispatch_backoff_cap_s,
             routine_per_hour=settings.max_routine_alerts_per_hour,
+            circuit=CircuitPolicy(
+                failures=settings.circuit_failures,
+                open_s=settings.circuit_open_s,
+                max_open_s=settings.circuit_max_open_s,
+            ),
         )
 
     def backoff_s(self, attempts: int) -> float:
@@ -156,6 +171,20 @@ class Dispatcher:
         }
         self._woken = {channel: threading.Event() for channel in notifiers}
         self._can_fall_back: set[int] = set()  # claimed rows whose citizen has the other contact
+        self.holdings = Holdings()
+        self.rates = SendRate()
+        self.circuits = {
+            channel: Circuit(
+                notifier=notifier.name,
+                channel=channel,
+                policy=self.policy.circuit,
+                worker=self.worker,
+            )
+            for channel, notifier in notifiers.items()
+        }
+        self._heartbeat: Heartbeat | None = None
+        self._start_lock = threading.Lock()
+        self._stopping = threading.Event()
 
     @classmethod
     def from_settings(
@@ -182,6 +211,27 @@ class Dispatcher:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Register this process and start its heartbeat (which renews the short leases of
+        what it holds); done by the first drain. Needs a factory of its own connections."""
+        with self._start_lock:
+            if self._heartbeat is not None:
+                return
+            try:
+                with self.factory.begin() as session:
+                    for circuit in self.circuits.values():
+                        circuit.ensure_row(session, now=utcnow())
+            except _DATABASE_DOWN:
+                log.warning("dispatcher start: database unavailable", exc_info=True)
+            self._heartbeat = Heartbeat(
+                self.factory,
+                worker=self.worker,
+                lease_s=self.policy.lease_s,
+                holdings=self.holdings,
+                rates=self.rates,
+            )
+            self._heartbeat.start()
+
     def run_until_idle(self, *, poll_s: float) -> Tally:
         """Drain, wait for retries and lapsed claims to come due, until no alert is open."""
         total = Tally()
@@ -199,6 +249,8 @@ class Dispatcher:
 
     def drain(self, *, max_s: float | None = None) -> Tally:
         """Send everything due now, batch after batch, until nothing is due (or max_s)."""
+        if self.lanes:
+            self.start()
         channels = list(self.notifiers)
         if self.lanes and len(channels) > 1:
             total = Tally()
@@ -233,24 +285,68 @@ class Dispatcher:
                 continue
             limit = self.policy.batch
             if notifier.max_per_second:
-                # No more than can be sent well inside the lease, and no more than
-                # _CLAIM_AHEAD_S of sends: an urgent alert committed meanwhile waits for the
-                # batch in hand (at 1 SMS/s, 10 s instead of the lease's 60).
+                # No more than half a lease of sends (sent well inside the lease even when no
+                # heartbeat renews it), and no more than _CLAIM_AHEAD_S: an urgent alert
+                # committed meanwhile waits for the batch in hand.
                 ahead_s = min(self.policy.lease_s / 2, _CLAIM_AHEAD_S)
                 limit = min(limit, max(1, int(notifier.max_per_second * ahead_s)))
             with self.factory.begin() as session:
+                gate = self.circuits[channel].gate(session, now=at)
                 rows = outbox.claim(
                     session,
                     channel=channel,
                     now=at,
-                    limit=limit,
+                    limit=1 if gate.probe else limit,
                     lease_s=self.policy.lease_s,
                     worker=self.worker,
+                    urgent_only=not gate.send,
                 )
-            if rows:
-                tally.claimed += len(rows)
+            self.holdings.add(rows, until=time.monotonic() + self.policy.lease_s)
+            if not rows:
+                continue
+            tally.claimed += len(rows)
+            if gate.send:
                 self._handle(rows, channel, notifier, now=now, tally=tally)
+            else:
+                self._divert(rows, channel, gate, now=at, tally=tally)
         return tally
+
+    def _divert(
+        self, rows: list[Claimed], channel: str, gate: Gate, *, now: datetime, tally: Tally
+    ) -> None:
+        """The channel's circuit is open: its urgent alerts (the only rows claimed) wait for it,
+        and go now on the citizen's other channel where they have one."""
+        other = OTHER_CHANNEL[channel]
+        with self.factory() as session:
+            people = recipients(
+                session, {r.citizen_id for r in rows}, channel=channel, vault=self.vault
+            )
+        until = gate.until or now
+        divert = {
+            row.id
+            for row in rows
+            if other in self.notifiers
+            and (person := people.get(row.citizen_id)) is not None
+            and not person.erased
+            and other in person.reachable
+        }
+        reason = f"{self.notifiers[channel].name} circuit open until {until:%H:%M:%S}Z"
+        decided = [
+            (
+                row,
+                Decision(
+                    row.id,
+                    RETRY_WAIT,
+                    code=HELD,
+                    reason=reason + (f"; sent by {other} meanwhile" if row.id in divert else ""),
+                    due_at=until,
+                    outcome_unknown=row.outcome_unknown,
+                    refund=True,
+                ),
+            )
+            for row in rows
+        ]
+        self._record(decided, now=now, tally=tally, divert=divert)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -380,7 +476,7 @@ class Dispatcher:
         # A few sends per task: one future per message costs more than a no-op send.
         size = max(1, min(_CHUNK, len(jobs) // (self.policy.threads * 4)))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        futures: dict[Future[list[tuple[Outcome, bool]]], list[_Job]] = {
+        futures: dict[Future[list[tuple[Outcome | None, bool]]], list[_Job]] = {
             pool.submit(self._deliver_all, notifier, pacer, chunk): chunk for chunk in chunks
         }
         pending: list[tuple[Claimed, Decision]] = []
@@ -389,6 +485,11 @@ class Dispatcher:
             chunk = futures[future]
             at = now or utcnow()
             for job, (outcome, reconciled) in zip(chunk, future.result(), strict=True):
+                if outcome is None:
+                    # Not sent and not recorded: the row lapses, and is looked up before
+                    # any send by whoever claims it next.
+                    self.holdings.drop([job.row.id])
+                    continue
                 tally.reconciled += reconciled
                 pending.append((job.row, self._decide(job, outcome, now=at)))
             if len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S:
@@ -399,7 +500,7 @@ class Dispatcher:
 
     def _deliver_all(
         self, notifier: Notifier, pacer: Pacer, chunk: list[_Job]
-    ) -> list[tuple[Outcome, bool]]:
+    ) -> list[tuple[Outcome | None, bool]]:
         results = []
         for job in chunk:
             try:
@@ -411,18 +512,30 @@ class Dispatcher:
                 )
         return results
 
-    def _deliver(self, notifier: Notifier, pacer: Pacer, job: _Job) -> tuple[Outcome, bool]:
-        """Runs on a pool thread: reconcile first if an earlier try may have gone out."""
+    def _deliver(self, notifier: Notifier, pacer: Pacer, job: _Job) -> tuple[Outcome | None, bool]:
+        """Runs on a pool thread: reconcile first if an earlier try may have gone out. None:
+        not sent, because the claim is no longer surely ours (nothing may be recorded)."""
+        circuit = self.circuits[job.row.channel]
+        if circuit.tripped():
+            return Retry(reason="held: the provider is failing", code=HELD), False
         if job.row.outcome_unknown:
             found = notifier.lookup(job.message, since=job.row.created_at)
             if found.found is not None:
+                circuit.observe(found.found)
                 return found.found, True
             if found.error:
-                return Retry(reason=found.error, outcome_unknown=True), False
+                outcome: Outcome = Retry(reason=found.error, outcome_unknown=True)
+                circuit.observe(outcome)
+                return outcome, False
         pacer.wait()
+        # Checked last before the send: a process paused past its lease, or cut off from the
+        # database for as long, must not send what another dispatcher may now hold.
+        if not self.holdings.may_send(job.row, margin_s=self.policy.lease_s / 4):
+            return None, False
         started = time.perf_counter()
         outcome = notifier.send(job.message)
         metrics.SEND_SECONDS.labels(notifier.name).observe(time.perf_counter() - started)
+        circuit.observe(outcome)
         if isinstance(outcome, Retry) and outcome.retry_after_s:
             pacer.hold(outcome.retry_after_s)
         return outcome, False
@@ -461,6 +574,17 @@ class Dispatcher:
 
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
         row = job.row
+        if isinstance(outcome, Retry) and outcome.code == HELD:
+            # Not a try: the channel's circuit opened while this batch was in hand.
+            return Decision(
+                row.id,
+                RETRY_WAIT,
+                code=HELD,
+                reason=outcome.reason,
+                due_at=self.circuits[row.channel].held_until(now),
+                outcome_unknown=row.outcome_unknown,
+                refund=True,
+            )
         if isinstance(outcome, Sent):
             return Decision(
                 row.id, SENT, provider_ref=outcome.provider_ref, segments=job.message.segments
@@ -493,16 +617,34 @@ class Dispatcher:
         )
 
     def _record(
-        self, decided: list[tuple[Claimed, Decision]], *, now: datetime, tally: Tally
+        self,
+        decided: list[tuple[Claimed, Decision]],
+        *,
+        now: datetime,
+        tally: Tally,
+        divert: set[int] | frozenset[int] = frozenset(),
     ) -> None:
-        fallbacks = 0
-        with self.factory.begin() as session:
-            outbox.record(session, decisions=[d for _, d in decided], worker=self.worker, now=now)
-            for row, decision in decided:
-                if decision.status == FAILED and self._falls_back(row):
-                    fallbacks += outbox.enqueue_fallback(
-                        session, failed=row, channel=OTHER_CHANNEL[row.channel], now=now
-                    )
+        """Write a stretch of outcomes (and the fallbacks they call for) in one transaction,
+        and what they showed of the provider (its circuit). With the database away, try again
+        until it is back: the sends happened, and only this process knows."""
+        channel = decided[0][0].channel
+        delay = 0.2
+        deadline = time.monotonic() + _RECORD_PATIENCE_S
+        while True:
+            try:
+                fallbacks = self._write(decided, channel=channel, now=now, divert=divert)
+                break
+            except _DATABASE_DOWN as exc:
+                if self._stopping.is_set() or time.monotonic() > deadline:
+                    raise
+                log.warning(
+                    "record failed: database unavailable; retrying",
+                    extra={"alerts": len(decided), "error": type(exc).__name__},
+                )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+        self.holdings.drop(row.id for row, _ in decided)
+        self.rates.add(channel, sum(1 for _, d in decided if d.status == SENT))
         for row, decision in decided:
             self._can_fall_back.discard(row.id)
             tally.add(decision)
@@ -510,13 +652,40 @@ class Dispatcher:
             tally.fallbacks += fallbacks
             self.wake()
 
+    def _write(
+        self,
+        decided: list[tuple[Claimed, Decision]],
+        *,
+        channel: str,
+        now: datetime,
+        divert: set[int] | frozenset[int],
+    ) -> int:
+        fallbacks = 0
+        with self.factory.begin() as session:
+            outbox.record(session, decided=decided, worker=self.worker, now=now)
+            for row, decision in decided:
+                if (decision.status == FAILED and self._falls_back(row)) or row.id in divert:
+                    fallbacks += outbox.enqueue_fallback(
+                        session, failed=row, channel=OTHER_CHANNEL[row.channel], now=now
+                    )
+            state = self.circuits[channel].settle(session, now=now)
+        if state is not None:
+            log.warning(
+                "circuit " + state,
+                extra={"notifier": self.notifiers[channel].name, "channel": channel},
+            )
+        return fallbacks
+
     def _falls_back(self, row: Claimed) -> bool:
         """The citizen has a contact on the other channel, and it has a notifier."""
         return row.id in self._can_fall_back and OTHER_CHANNEL[row.channel] in self.notifiers
 
     def close(self) -> None:
+        self._stopping.set()
         for pool in self._pools.values():
             pool.shutdown(wait=True)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         for notifier in {id(n): n for n in self.notifiers.values()}.values():
             notifier.close()
 

@@ -119,6 +119,7 @@ def _claim(picked: Select | CompoundSelect) -> ReturningUpdate:
 
 
 _CLAIM_BY_CLASS = _claim(select(_BY_CLASS.subquery().c.id))
+_CLAIM_URGENT = _claim(select(_BY_CLASS.where(Alert.priority.in_(priority.URGENT)).subquery().c.id))
 _CLAIM_OLDEST_AND_BY_CLASS = _claim(
     union_all(
         select(_OLDEST_STILL_DUE.subquery().c.id),
@@ -128,26 +129,33 @@ _CLAIM_OLDEST_AND_BY_CLASS = _claim(
 
 
 def claim(
-    session: Session, *, channel: str, now: datetime, limit: int, lease_s: float, worker: str
+    session: Session,
+    *,
+    channel: str,
+    now: datetime,
+    limit: int,
+    lease_s: float,
+    worker: str,
+    urgent_only: bool = False,
 ) -> list[Claimed]:
     """Take up to `limit` due rows of a channel until now + lease_s: the most urgent class
     first, then the oldest, except a share of the batch (priority.oldest_share) that goes to
     the oldest due rows whatever their class, so that no class waits forever. Returned most
     urgent first. A claimed row whose lease lapsed (its dispatcher died) is due again, and its
-    outcome is unknown."""
+    outcome is unknown. `urgent_only`: the urgent classes alone (priority.URGENT)."""
     values = {
         "of_channel": channel,
         "now": now,
         "lease_end": now + timedelta(seconds=lease_s),
         "worker": worker,
     }
-    share = priority.oldest_share(limit)
+    share = 0 if urgent_only else priority.oldest_share(limit)
     oldest = list(session.scalars(_OLDEST, {**values, "share": share})) if share else []
     if oldest:
         statement = _CLAIM_OLDEST_AND_BY_CLASS
         values |= {"oldest": oldest, "rest": limit - len(oldest)}
     else:
-        statement = _CLAIM_BY_CLASS
+        statement = _CLAIM_URGENT if urgent_only else _CLAIM_BY_CLASS
         values["rest"] = limit
     rows = session.execute(statement, values).all()
     return sorted((Claimed(*row) for row in rows), key=lambda c: (c.priority, c.id))
@@ -179,7 +187,7 @@ _RECORD_SENT = text(
     "ELSE status END, "
     "provider_ref = COALESCE(provider_ref, :provider_ref), segments = :segments, "
     "sent_at = :now, due_at = NULL, outcome_unknown = false, error_code = NULL, "
-    "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker"
+    "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker AND attempts = :attempt"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 # PostgreSQL: one statement for the whole stretch instead of a statement per row.
 _RECORD_SENT_POSTGRESQL = text(
@@ -188,29 +196,44 @@ _RECORD_SENT_POSTGRESQL = text(
     "ELSE alert.status END, provider_ref = COALESCE(alert.provider_ref, v.ref), "
     "segments = v.seg, sent_at = :now, due_at = NULL, outcome_unknown = false, "
     "error_code = NULL, updated_at = :now "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:refs AS text[]), CAST(:segs AS int[])) "
-    "AS v(id, ref, seg) WHERE alert.id = v.id AND alert.claimed_by = :worker"
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:refs AS text[]), CAST(:segs AS int[]), "
+    "CAST(:attempts AS int[])) AS v(id, ref, seg, attempt) "
+    "WHERE alert.id = v.id AND alert.claimed_by = :worker AND alert.attempts = v.attempt"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _RECORD_OTHER = text(
     "UPDATE alert SET status = :status, due_at = :due_at, error_code = :code, "  # noqa: S608
     "last_error = :reason, outcome_unknown = :outcome_unknown, segments = :segments, "
     "retry_base = retry_base + :refund, "
     "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker "
-    f"AND status = '{states.CLAIMED}'"
+    f"AND attempts = :attempt AND status = '{states.CLAIMED}'"
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()))
 
 
-def record(session: Session, *, decisions: list[Decision], worker: str, now: datetime) -> None:
-    """Write the outcomes of one stretch of sends. Only rows this worker still holds change: a
-    status callback that came first is kept (a state never moves back)."""
+def record(
+    session: Session,
+    *,
+    decided: list[tuple[Claimed, Decision]],
+    worker: str,
+    now: datetime,
+) -> None:
+    """Write the outcomes of one stretch of sends. Only rows this worker still holds under the
+    same claim change: the claim's attempt number is its fencing token, so a dispatcher that was
+    paused past its lease cannot record over the claim that replaced its own, even its own
+    later one. A status callback that came first is kept (a state never moves back)."""
     sent = [
-        {"alert_id": d.alert_id, "provider_ref": d.provider_ref, "segments": d.segments}
-        for d in decisions
+        {
+            "alert_id": d.alert_id,
+            "provider_ref": d.provider_ref,
+            "segments": d.segments,
+            "attempt": row.attempt,
+        }
+        for row, d in decided
         if d.status == states.SENT
     ]
     other = [
         {
             "alert_id": d.alert_id,
+            "attempt": row.attempt,
             "status": d.status,
             "due_at": d.due_at,
             "code": d.code,
@@ -219,7 +242,7 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
             "segments": d.segments,
             "refund": int(d.refund),
         }
-        for d in decisions
+        for row, d in decided
         if d.status != states.SENT
     ]
     common = {"worker": worker, "now": now}
@@ -236,6 +259,7 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
                 "ids": [row["alert_id"] for row in sent],
                 "refs": [row["provider_ref"] for row in sent],
                 "segs": [row["segments"] for row in sent],
+                "attempts": [row["attempt"] for row in sent],
                 **common,
             },
         )
@@ -243,6 +267,34 @@ def record(session: Session, *, decisions: list[Decision], worker: str, now: dat
         session.execute(_RECORD_SENT, [{**row, **common} for row in sent])
     if other:
         session.execute(_RECORD_OTHER, [{**row, **common} for row in other])
+
+
+_RENEW = text(
+    "UPDATE alert SET due_at = :lease_end WHERE id IN :ids AND claimed_by = :worker "  # noqa: S608
+    f"AND status = '{states.CLAIMED}' RETURNING id, attempts"
+).bindparams(bindparam("ids", expanding=True), bindparam("lease_end", type_=UTCDateTime()))
+
+
+def renew(session: Session, *, held: dict[int, int], worker: str, lease_end: datetime) -> set[int]:
+    """Extend the leases of the rows this worker still holds (id -> the claim's attempt) to
+    `lease_end`; returns the ids still held under the same claim. The rows are named, so the
+    primary key finds them: no index on claimed_by is needed."""
+    if not held:
+        return set()
+    rows = session.execute(_RENEW, {"ids": list(held), "worker": worker, "lease_end": lease_end})
+    return {alert_id for alert_id, attempts in rows if held.get(alert_id) == attempts}
+
+
+def release(session: Session, *, worker: str, now: datetime) -> int:
+    """Put the rows a dead (or stopping) worker still holds back in the queue now, instead of
+    when their lease lapses. Their outcome is unknown: the next claim looks them up first."""
+    result = session.execute(
+        update(Alert)
+        .where(_OPEN, Alert.status == states.CLAIMED, Alert.claimed_by == worker)
+        .values(due_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: datetime) -> bool:

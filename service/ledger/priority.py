@@ -15,6 +15,9 @@ _BY_LEVEL: Final = {"4": 1, "special": 1, "3": 2, "2": 3, "1": 4}
 # The all-clear of a level 1-2 advisory: nothing anybody does depends on it soon.
 ROUTINE_ALL_CLEAR: Final = 5
 CLASSES: Final = (CHECK_IN, 1, 2, 3, 4, ROUTINE_ALL_CLEAR)
+# Check-ins and levels 3, 4 and special (and their all-clears): while a channel's provider is
+# down, these go out on the citizen's other channel rather than wait for it.
+URGENT: Final = (CHECK_IN, _BY_LEVEL["4"], _BY_LEVEL["3"])
 # What a writer that names no class gets (the column's server default): level 1's.
 DEFAULT: Final = _BY_LEVEL["1"]
 # One row in this many of each claimed batch (at least one, when a batch holds two or more)

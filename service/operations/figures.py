@@ -14,18 +14,20 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import get_args
+from datetime import UTC, datetime
+from typing import Any, get_args
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, Engine, and_, case, func, select, text
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
 from service.citizens.schemas import Channel
 from service.db import READ_ONLY, utcnow
+from service.dispatch import circuit
+from service.dispatch.models import DispatcherWorker, NotifierCircuit
 from service.ledger import states
 from service.ledger.models import Alert
 
@@ -47,6 +49,10 @@ class Queue:
     depth: dict[str, int]
     oldest_s: dict[str, float]
     advisories: dict[str, int]
+    overdue_s: dict[str, float] = field(default_factory=dict)
+    circuits: list[tuple[str, str, str]] = field(default_factory=list)  # notifier, channel, state
+    dispatchers: int = 0
+    send_rate: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,7 +99,45 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     advisories = dict(
         connection.execute(select(status_now, func.count()).group_by(status_now)).all()
     )
-    return Queue(depth=depth, oldest_s=oldest, advisories=advisories)
+    # Rows due now and not taken (or whose claim lapsed): the oldest wait is backpressure. Rows
+    # held on purpose (quiet hours, a retry's backoff, an open circuit) are not due yet.
+    due = connection.execute(
+        select(Alert.channel, func.min(func.coalesce(Alert.due_at, Alert.created_at)))
+        .where(is_open, or_(Alert.due_at.is_(None), Alert.due_at <= now))
+        .group_by(Alert.channel)
+    ).all()
+    overdue = {
+        channel: max(0.0, (now - _aware(since)).total_seconds()) for channel, since in due if since
+    }
+    circuits = [
+        (notifier, channel, state)
+        for notifier, channel, state in connection.execute(
+            select(NotifierCircuit.notifier, NotifierCircuit.channel, NotifierCircuit.state)
+        ).all()
+    ]
+    workers = connection.execute(
+        select(DispatcherWorker.send_rate).where(DispatcherWorker.expires_at > now)
+    ).all()
+    rate: dict[str, float] = {}
+    for (per_channel,) in workers:
+        for channel, value in (per_channel or {}).items():
+            rate[channel] = rate.get(channel, 0.0) + float(value)
+    return Queue(
+        depth=depth,
+        oldest_s=oldest,
+        advisories=advisories,
+        overdue_s=overdue,
+        circuits=circuits,
+        dispatchers=len(workers),
+        send_rate=rate,
+    )
+
+
+def _aware(moment: datetime | str) -> datetime:
+    """COALESCE hides the column type from SQLite's driver: it may hand back text."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def read_totals(connection: Connection) -> Totals:
@@ -164,21 +208,45 @@ class DatabaseFigures(Collector):
         )
         if queue is None:
             return
-        depth = GaugeMetricFamily(
+        yield _by_channel(
             "anjeon_alert_queue_depth",
             "Alert rows not settled yet (pending, retry_wait, claimed), from the database",
-            labels=["channel"],
+            queue.depth,
         )
-        oldest = GaugeMetricFamily(
+        yield _by_channel(
             "anjeon_alert_oldest_open_seconds",
             "Age of the oldest alert row not settled yet (0 when none), from the database",
-            labels=["channel"],
+            queue.oldest_s,
         )
-        for channel in CHANNELS:
-            depth.add_metric([channel], queue.depth.get(channel, 0))
-            oldest.add_metric([channel], queue.oldest_s.get(channel, 0.0))
-        yield depth
-        yield oldest
+        yield _by_channel(
+            "anjeon_alert_overdue_seconds",
+            "How long the most overdue alert that is due to be sent has waited: now minus its due "
+            "time (or its creation). Alerts held on purpose (quiet hours, backoff, an open "
+            "circuit) are not due. 0 when none; from the database",
+            queue.overdue_s,
+        )
+        yield _by_channel(
+            "anjeon_send_rate",
+            "Messages per second the providers accepted over the last minute, summed over the "
+            "live dispatchers (as their heartbeats wrote it to the database)",
+            queue.send_rate,
+        )
+        states_ = GaugeMetricFamily(
+            "anjeon_notifier_circuit_state",
+            "Each notifier's circuit breaker, shared by every dispatcher: 0 closed, 1 open "
+            "(nothing sent to that provider), 2 half-open (one probe)",
+            labels=["notifier", "channel"],
+        )
+        for notifier, channel, state in sorted(queue.circuits):
+            states_.add_metric(
+                [notifier[:32], _known(channel, CHANNELS)], circuit.GAUGE.get(state, 1)
+            )
+        yield states_
+        yield GaugeMetricFamily(
+            "anjeon_dispatchers_alive",
+            "Dispatcher processes whose heartbeat is current (from the database)",
+            value=queue.dispatchers,
+        )
         yield _by_status(
             "anjeon_advisories",
             "Advisories by status as of the scrape (past its end counts as expired)",
@@ -215,6 +283,13 @@ class DatabaseFigures(Collector):
             "what reading them took, and at least once a minute",
             time.monotonic() - totals.read_at,
         )
+
+
+def _by_channel(name: str, documentation: str, values: dict[str, Any]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["channel"])
+    for channel in CHANNELS:
+        family.add_metric([channel], values.get(channel, 0))
+    return family
 
 
 def _by_status(
