@@ -62,6 +62,19 @@ def wait_for(condition, *, limit_s: float = 120) -> None:
         time.sleep(0.005)
 
 
+def watch_until_exit(process, twilio) -> tuple[float, str]:
+    """Wait for the process to end; return when the fake Twilio last took a message (on the
+    monotonic clock) and the process's stderr."""
+    count, last = len(twilio.messages), time.monotonic()
+    while process.poll() is None:
+        if len(twilio.messages) != count:
+            count, last = len(twilio.messages), time.monotonic()
+        time.sleep(0.005)
+    if len(twilio.messages) != count:
+        last = time.monotonic()
+    return last, process.stderr.read()
+
+
 def ledger(url: str) -> Counter:
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
@@ -83,9 +96,15 @@ def test_kill_9_mid_run_loses_nothing_and_sends_no_sms_twice(database_url, tmp_p
             process.send_signal(signal.SIGKILL)
             process.wait()
             kills += 1
+        restarted_at = time.monotonic()
         last = start(env)
-        out, err = last.communicate(timeout=180)
+        last_send, err = watch_until_exit(last, twilio)
+        out = last.stdout.read()
         assert last.returncode == 0, err
+        print(
+            f"CRASH after the third kill -9: last SMS {last_send - restarted_at:.2f} s "
+            "after restart"
+        )
 
         sms = Counter(m["to"] for m in twilio.messages)
         assert sms == Counter({phone_of(n): 1 for n in range(CITIZENS)})

@@ -1,0 +1,217 @@
+"""Recovery in seconds (issue #16): real dispatcher processes killed or paused mid-burst.
+
+- kill -9, then a restart on the same host: the new process sees the old PID gone and puts
+  the alerts it held back in the queue at once, instead of when their lease lapses. The lease
+  is set to 60 s here, so only the take-back can make the last send come well before it.
+- SIGSTOP past the lease: another dispatcher takes the paused one's alerts (looking each up
+  first); when the paused one wakes, its late records are refused (the claim's attempt is the
+  fencing token) and it sends nothing more of what it held. Every SMS exactly once.
+- The heartbeat renews what a live dispatcher holds, and only that."""
+
+import signal
+import time
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.models import DispatcherWorker
+from service.dispatch.workers import Heartbeat, Holdings, SendRate, host_id
+from service.ledger import outbox
+from service.ledger.models import Alert
+from service.ledger.outbox import Decision
+from tests.conftest import TEST_SECRET
+from tests.dispatch.fake_twilio import Answer
+from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
+from tests.dispatch.test_crash import dispatcher_env, ledger, start, wait_for, watch_until_exit
+
+CITIZENS = 400  # 800 alerts
+
+
+def test_a_restarted_dispatcher_sends_what_a_killed_one_held_within_seconds(
+    database_url, tmp_path, twilio, smtp
+):
+    with scratch_database(database_url, tmp_path, "recover") as url:
+        seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())
+        env = {**dispatcher_env(url, twilio, smtp), "ANJEON_DISPATCH_LEASE_S": "60"}
+        # Each SMS answered 20 ms late: a batch is in flight when the kill comes.
+        twilio.script(None, *[Answer(stall_s=0.02) for _ in range(CITIZENS)])
+        victim = start(env)
+        wait_for(lambda: len(twilio.messages) >= CITIZENS // 4)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        held = _claimed(url)
+        assert held > 0, "the kill came between batches: nothing was held"
+        restarted_at = time.monotonic()
+        survivor = start(env)
+        last_sms, err = watch_until_exit(survivor, twilio)
+        assert survivor.returncode == 0, err
+        seconds = last_sms - restarted_at
+        print(f"RECOVERY kill -9 with {held} alerts held: last send {seconds:.2f} s after restart")
+        # With the lease alone they would wait 60 s from their claim.
+        assert seconds < 45
+        assert "took back the alerts of a dispatcher that ended" in err
+        assert Counter(m["to"] for m in twilio.messages) == Counter(
+            {phone_of(n): 1 for n in range(CITIZENS)}
+        )
+        assert {m["To"] for m in smtp.received} == {email_of(n) for n in range(CITIZENS)}
+        assert ledger(url) == Counter({"sent": 2 * CITIZENS})
+
+
+def test_a_dispatcher_paused_past_its_lease_is_replaced_without_a_duplicate(
+    database_url, tmp_path, twilio, smtp
+):
+    with scratch_database(database_url, tmp_path, "pause") as url:
+        seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())
+        env = dispatcher_env(url, twilio, smtp)  # lease 2 s
+        twilio.script(None, *[Answer(stall_s=0.05) for _ in range(CITIZENS)])
+        paused = start(env)
+        wait_for(lambda: len(twilio.messages) >= CITIZENS // 4)
+        paused.send_signal(signal.SIGSTOP)
+        try:
+            held = _claimed(url)
+            time.sleep(3)  # past its 2 s lease
+            stand_in = start(env)
+            _out, err = stand_in.communicate(timeout=120)
+            assert stand_in.returncode == 0, err
+            sent_by_stand_in = len(twilio.messages)
+        finally:
+            paused.send_signal(signal.SIGCONT)
+        _out, err = paused.communicate(timeout=60)
+        assert paused.returncode == 0, err
+        print(
+            f"FENCING paused with {held} alerts held; SMS after it woke: "
+            f"{len(twilio.messages) - sent_by_stand_in}"
+        )
+        assert held > 0
+        assert len(twilio.messages) == sent_by_stand_in  # it sent nothing after waking
+        assert Counter(m["to"] for m in twilio.messages) == Counter(
+            {phone_of(n): 1 for n in range(CITIZENS)}
+        )
+        mail = Counter(m["To"] for m in smtp.received)
+        assert set(mail) == {email_of(n) for n in range(CITIZENS)}
+        assert max(mail.values()) <= 2  # e-mail has no look-up: at most one resend
+        assert ledger(url) == Counter({"sent": 2 * CITIZENS})
+
+
+def _claimed(url: str) -> int:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        count = session.scalar(
+            select(func.count()).select_from(Alert).where(Alert.status == "claimed")
+        )
+    engine.dispose()
+    return count or 0
+
+
+def _factory(db: Session) -> sessionmaker[Session]:
+    return sessionmaker(
+        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+def _pending_rows(db: Session, n: int) -> None:
+    db.add_all(
+        Alert(advisory_id=1, revision=1, citizen_id=i, channel="sms", status="pending")
+        for i in range(1, n + 1)
+    )
+    db.flush()
+
+
+def test_a_record_under_a_claim_that_was_taken_over_changes_nothing(db):
+    _pending_rows(db, 2)
+    now = utcnow()
+    first = outbox.claim(db, channel="sms", now=now, limit=2, lease_s=1, worker="a")
+    later = now + timedelta(seconds=5)  # a's lease lapsed: b takes the rows
+    second = outbox.claim(db, channel="sms", now=later, limit=2, lease_s=10, worker="b")
+    assert {r.id for r in second} == {r.id for r in first}
+    assert all(r.outcome_unknown for r in second)
+    # a wakes and records its sends: refused, the rows are b's.
+    outbox.record(
+        db,
+        decided=[(r, Decision(r.id, "sent", provider_ref="SMa")) for r in first],
+        worker="a",
+        now=later,
+    )
+    assert _statuses(db) == {"claimed"}
+    # b's own earlier claim of a row it claims again is fenced too (same worker, new attempt).
+    again = outbox.claim(
+        db, channel="sms", now=later + timedelta(seconds=20), limit=2, lease_s=10, worker="b"
+    )
+    outbox.record(
+        db,
+        decided=[(r, Decision(r.id, "sent", provider_ref="SMold")) for r in second],
+        worker="b",
+        now=later,
+    )
+    assert _statuses(db) == {"claimed"}
+    outbox.record(
+        db,
+        decided=[(r, Decision(r.id, "sent", provider_ref="SMnew")) for r in again],
+        worker="b",
+        now=later,
+    )
+    assert _statuses(db) == {"sent"}
+    assert set(db.scalars(select(Alert.provider_ref))) == {"SMnew"}
+
+
+def test_the_heartbeat_renews_only_the_claims_still_held(db):
+    _pending_rows(db, 3)
+    now = utcnow()
+    rows = outbox.claim(db, channel="sms", now=now, limit=3, lease_s=2, worker="me")
+    holdings = Holdings()
+    holdings.add(rows, until=time.monotonic() + 2)
+    # One row lapses and another dispatcher takes it.
+    db.execute(update(Alert).where(Alert.id == rows[0].id).values(due_at=now))
+    outbox.claim(
+        db, channel="sms", now=now + timedelta(seconds=1), limit=1, lease_s=2, worker="other"
+    )
+    beat = Heartbeat(_factory(db), worker="me", lease_s=8, holdings=holdings, rates=SendRate())
+    beat.beat()
+    lease_ends = dict(db.execute(select(Alert.id, Alert.due_at)).all())
+    assert all(lease_ends[r.id] > now + timedelta(seconds=7) for r in rows[1:])
+    assert lease_ends[rows[0].id] < now + timedelta(seconds=4)  # the other's, untouched
+    assert not holdings.may_send(rows[0], margin_s=2)
+    assert all(holdings.may_send(r, margin_s=2) for r in rows[1:])
+    worker = db.get(DispatcherWorker, "me")
+    assert worker is not None and worker.expires_at > now
+
+
+def test_a_dispatcher_that_ended_on_this_host_has_its_alerts_taken_back(db):
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    _pending_rows(db, 2)
+    now = utcnow()
+    outbox.claim(db, channel="sms", now=now, limit=2, lease_s=600, worker="gone")
+    db.add(
+        DispatcherWorker(
+            name="gone",
+            host=host_id(),
+            pid=ended.pid,
+            pid_start=12345,
+            started_at=now,
+            heartbeat_at=now,
+            expires_at=now + timedelta(seconds=600),
+            send_rate={},
+        )
+    )
+    db.flush()
+    beat = Heartbeat(_factory(db), worker="new", lease_s=8, holdings=Holdings(), rates=SendRate())
+    beat.beat()
+    assert db.get(DispatcherWorker, "gone", populate_existing=True) is None
+    due = set(db.scalars(select(Alert.due_at)))
+    assert all(d <= utcnow() for d in due)
+    assert {
+        r.outcome_unknown
+        for r in outbox.claim(db, channel="sms", now=utcnow(), limit=2, lease_s=10, worker="new")
+    } == {True}
+
+
+def _statuses(db: Session) -> set[str]:
+    db.expire_all()
+    return set(db.scalars(select(Alert.status)))
