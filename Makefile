@@ -23,9 +23,15 @@ run: $(STAMP) $(SECRET_FILE)
 	ANJEON_SECRET_KEY_FILE=$${ANJEON_SECRET_KEY_FILE:-$(SECRET_FILE)} $(BIN)/anjeon migrate
 	ANJEON_SECRET_KEY_FILE=$${ANJEON_SECRET_KEY_FILE:-$(SECRET_FILE)} $(BIN)/anjeon serve
 
+# With ANJEON_TEST_DATABASE_URL set, the SQLite and PostgreSQL legs run side by side
+# (scripts/test_legs.py); without it, the SQLite leg alone.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -n "$$ANJEON_TEST_DATABASE_URL" ]; then \
+	  $(BIN)/python scripts/test_legs.py $(PYTEST_ARGS); \
+	else \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,7 +7,7 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, update
+from sqlalchemy import String, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -48,3 +48,22 @@ def acquire(
     except IntegrityError:
         return False  # someone else holds it and it has not lapsed
     return True
+
+
+def fence(session: Session, *, ttl: timedelta) -> None:
+    """Bound how long this job's transaction may sit idle on PostgreSQL: a holder paused past
+    its lease (SIGSTOP, a stalled VM) has its transaction ended by the server, and the row
+    locks it held go to its successor instead of blocking it."""
+    if session.get_bind().dialect.name == "postgresql":
+        milliseconds = max(1000, int(ttl.total_seconds() * 1000))
+        session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
+
+
+def still_held(session: Session, *, name: str, holder: str = PROCESS_ID) -> bool:
+    """At the end of a job's transaction, before it commits: the lease is still this
+    holder's. The row stays locked until the commit, so a successor cannot take it in between;
+    a holder that lost it rolls back instead of committing over its successor's run."""
+    current = session.scalar(
+        select(SchedulerLease.holder).where(SchedulerLease.name == name).with_for_update()
+    )
+    return current == holder

@@ -76,18 +76,33 @@ def jobs(settings: Settings) -> list[Job]:
     ]
 
 
+class LeaseLost(Exception):
+    """The job's lease went to another process while the job ran: its work is rolled back."""
+
+
 def run_job(
     job: Job, factory: sessionmaker[Session], settings: Settings, *, holder: str = lease.PROCESS_ID
 ) -> None:
     """One run in one transaction, in the one process holding the job's lease; a failure is
-    logged and counted, and the next run tries again."""
+    logged and counted, and the next run tries again. The lease is taken in a transaction of
+    its own (a run never holds the lease row locked, so a paused holder cannot block the next
+    one), and checked again before the run commits: a run whose lease was taken over meanwhile
+    is rolled back, so two holders never both commit a run."""
+    ttl = timedelta(seconds=job.every_s * 3)
     try:
         with factory.begin() as session:
-            ttl = timedelta(seconds=job.every_s * 3)
             if not lease.acquire(session, name=job.id, now=utcnow(), ttl=ttl, holder=holder):
                 JOB_RUNS.labels(job.id, "not-leader").inc()
                 return
+        with factory.begin() as session:
+            lease.fence(session, ttl=ttl)
             result = job.body(session, settings)
+            if not lease.still_held(session, name=job.id, holder=holder):
+                raise LeaseLost(job.id)
+    except LeaseLost:
+        JOB_RUNS.labels(job.id, "fenced").inc()
+        log.warning("job rolled back: its lease went to another process", extra={"job": job.id})
+        return
     except Exception:
         JOB_RUNS.labels(job.id, "error").inc()
         log.exception("job failed", extra={"job": job.id})
