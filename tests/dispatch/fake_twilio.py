@@ -1,7 +1,11 @@
 """A fake Twilio REST API on 127.0.0.1 for the real twilio SDK: it accepts, refuses or stalls
-message creation as scripted, lists what it accepted, and records every request."""
+message creation as scripted, lists what it accepted, and records every request. Besides
+per-number scripts it has provider faults for a window of time or a number of requests
+(`fault("5xx" | "timeout" | "429", ...)`), and a log of every request with its time, so a
+test can count how hard a client hammered it during an outage."""
 
 import base64
+import contextlib
 import itertools
 import json
 import threading
@@ -12,6 +16,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from tests.dispatch.fault_window import Window, take, within
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "fake-twilio-auth-token"
@@ -27,11 +33,58 @@ class Answer:
     stall_s: float = 0.0  # accept the message, then answer this late (a client timeout)
 
 
+FAULT_KINDS = ("5xx", "timeout", "429")
+
+
+@dataclass(kw_only=True)
+class Fault(Window):
+    """A provider fault: every request (create, and list when `lists`) in its window, or its
+    first `count` requests, is answered badly.
+
+    - "5xx": `status` (default 500, code 20500) at once;
+    - "timeout": nothing for `stall_s`, longer than the client's timeout (the reply, when it
+      comes, is a 504 or the created message, to a client that has gone);
+    - "429": 429 (code 20429) with `Retry-After: retry_after`.
+
+    `created` says whether Twilio created the message before answering 5xx or stalling (the
+    outcome the client cannot know): "never", "always" or "alternate" (every other one)."""
+
+    kind: str
+    to: str | None = None  # only requests to this number
+    status: int = 500
+    code: int | None = None
+    retry_after: str | None = None
+    stall_s: float = 1.0
+    created: str = "never"
+    lists: bool = True
+
+    def covers(self, at: float, to: str | None) -> bool:
+        return (self.to is None or to == self.to) and self.active(at)
+
+    def creates(self) -> bool:
+        """Whether this bad answer follows a message Twilio did create (counted per hit)."""
+        if self.created == "alternate":
+            return self.hits % 2 == 1
+        return self.created == "always"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request the fake received, and what it answered ("201", "500", "429", "stalled"...)."""
+
+    at: float  # time.monotonic()
+    method: str  # "create" | "list"
+    to: str
+    answer: str
+
+
 @dataclass
 class FakeTwilio:
     messages: list[dict] = field(default_factory=list)  # accepted, in order
     posts: list[dict] = field(default_factory=list)  # every create request
     lists: list[dict] = field(default_factory=list)  # every list request
+    requests: list[Request] = field(default_factory=list)  # every request, in order, timed
+    faults: list[Fault] = field(default_factory=list)
     scripts: dict[str, deque] = field(default_factory=dict)  # by To number
     default: deque = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -47,6 +100,83 @@ class FakeTwilio:
         """Answers for the next create requests to `to` (or to anyone), then 201s."""
         with self.lock:
             (self.scripts.setdefault(to, deque()) if to else self.default).extend(answers)
+
+    def fault(
+        self,
+        kind: str,
+        *,
+        for_s: float | None = None,
+        count: int | None = None,
+        after: Window | None = None,
+        on_first_request: bool = False,
+        to: str | None = None,
+        status: int = 500,
+        code: int | None = None,
+        retry_after: str | None = None,
+        stall_s: float = 1.0,
+        created: str = "never",
+        lists: bool = True,
+    ) -> Fault:
+        """A provider fault for `for_s` seconds or `count` requests, from now, from the first
+        request, or from the end of the fault `after` (see Fault)."""
+        assert kind in FAULT_KINDS, kind
+        assert created in ("never", "always", "alternate"), created
+        fault = Fault(
+            kind=kind,
+            for_s=for_s,
+            count=count,
+            after=after,
+            on_first_request=on_first_request,
+            to=to,
+            status=429 if kind == "429" else status,
+            code=code or (20429 if kind == "429" else 20500 if status == 500 else None),
+            retry_after=retry_after,
+            stall_s=stall_s,
+            created=created,
+            lists=lists,
+        )
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def during(self, fault: Fault, method: str | None = None) -> list[Request]:
+        """The requests received within the fault's window (of `method`, if given)."""
+        with self.lock:
+            return within(fault, self.requests, lambda r: method in (None, r.method))
+
+    def _fault_for(self, method: str, to: str) -> tuple[Fault | None, bool]:
+        """The fault that answers this request (taking one hit of it), and whether a create
+        it answers is created all the same."""
+        with self.lock:
+            fault = take(
+                self.faults, lambda f, now: (method == "create" or f.lists) and f.covers(now, to)
+            )
+            return fault, fault is not None and fault.creates()
+
+    def _log(self, method: str, to: str, answer: str) -> None:
+        with self.lock:
+            self.requests.append(Request(time.monotonic(), method, to, answer))
+
+    def _create(self, form: dict[str, str]) -> dict:
+        """Twilio creates the message (it is listed from now on) and returns it."""
+        now = datetime.now(UTC)
+        message = {
+            "sid": f"SM{next(self._sids):032x}",
+            "account_sid": ACCOUNT_SID,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "body": form.get("Body", ""),
+            "status": "queued",
+            "status_callback": form.get("StatusCallback"),
+            "validity_period": form.get("ValidityPeriod"),
+            "date_created": format_datetime(now),
+            "date_sent": format_datetime(now),
+            "num_segments": "1",
+        }
+        with self.lock:
+            self.messages.append(message)
+        return message
 
     def bodies_to(self, to: str) -> list[str]:
         with self.lock:
@@ -83,6 +213,41 @@ class FakeTwilio:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _error(
+                self, status: int, code: int | None, text: str, retry_after: str | None = None
+            ) -> None:
+                headers = {"Retry-After": retry_after} if retry_after else {}
+                self._reply(
+                    status,
+                    {
+                        "code": code or status,
+                        "message": text,
+                        "more_info": "https://www.twilio.com/docs/errors",
+                        "status": status,
+                    },
+                    headers,
+                )
+
+            def _faulty(self, fault: Fault, method: str, to: str, created: dict | None) -> None:
+                """Answer as the fault says; the request is logged with what it got."""
+                if fault.kind == "timeout":
+                    fake._log(method, to, "stalled")
+                    time.sleep(fault.stall_s)
+                    # The client has gone by now: what it would have read is of no account.
+                    with contextlib.suppress(OSError):
+                        if created is not None:
+                            self._reply(201, created)
+                        else:
+                            self._error(504, 20504, "gateway timeout")
+                    return
+                fake._log(method, to, str(fault.status))
+                self._error(
+                    fault.status,
+                    fault.code,
+                    f"{fault.kind} fault for 'To' {to}",
+                    fault.retry_after,
+                )
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
@@ -93,46 +258,27 @@ class FakeTwilio:
                 ):
                     self._reply(401, {"code": 20003, "message": "Authenticate", "status": 401})
                     return
+                to = form.get("To", "")
                 with fake.lock:
                     fake.posts.append(form)
-                if not form.get("To") or not form.get("Body"):
+                if not to or not form.get("Body"):
                     # As Twilio answers a request cut short (a client killed mid-send).
-                    self._reply(
-                        400, {"code": 21604, "message": "'To' and 'Body' required", "status": 400}
-                    )
+                    fake._log("create", to, "400")
+                    self._error(400, 21604, "'To' and 'Body' required")
                     return
-                answer = fake._next_answer(form.get("To", ""))
+                answer = fake._next_answer(to)
                 if answer.status >= 300:
-                    headers = {"Retry-After": answer.retry_after} if answer.retry_after else {}
-                    self._reply(
-                        answer.status,
-                        {
-                            "code": answer.code or answer.status,
-                            # Twilio's own texts quote the number, as this one does.
-                            "message": f"scripted {answer.status} for 'To' {form.get('To')}",
-                            "more_info": "https://www.twilio.com/docs/errors",
-                            "status": answer.status,
-                        },
-                        headers,
-                    )
+                    fake._log("create", to, str(answer.status))
+                    # Twilio's own texts quote the number, as this one does.
+                    text = f"scripted {answer.status} for 'To' {to}"
+                    self._error(answer.status, answer.code, text, answer.retry_after)
                     return
-                now = datetime.now(UTC)
-                message = {
-                    "sid": f"SM{next(fake._sids):032x}",
-                    "account_sid": ACCOUNT_SID,
-                    "to": form.get("To"),
-                    "from": form.get("From"),
-                    "messaging_service_sid": form.get("MessagingServiceSid"),
-                    "body": form.get("Body", ""),
-                    "status": "queued",
-                    "status_callback": form.get("StatusCallback"),
-                    "validity_period": form.get("ValidityPeriod"),
-                    "date_created": format_datetime(now),
-                    "date_sent": format_datetime(now),
-                    "num_segments": "1",
-                }
-                with fake.lock:
-                    fake.messages.append(message)
+                fault, creates = (None, False) if answer.stall_s else fake._fault_for("create", to)
+                if fault is not None:
+                    self._faulty(fault, "create", to, fake._create(form) if creates else None)
+                    return
+                message = fake._create(form)
+                fake._log("create", to, "stalled" if answer.stall_s else "201")
                 if answer.stall_s:
                     time.sleep(answer.stall_s)
                 self._reply(201, message)
@@ -146,9 +292,16 @@ class FakeTwilio:
                     self._reply(401, {"code": 20003, "message": "Authenticate", "status": 401})
                     return
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+                to = query.get("To", "")
                 with fake.lock:
                     fake.lists.append(query)
-                    found = [m for m in fake.messages if m["to"] == query.get("To")]
+                fault, _ = fake._fault_for("list", to)
+                if fault is not None:
+                    self._faulty(fault, "list", to, None)
+                    return
+                fake._log("list", to, "200")
+                with fake.lock:
+                    found = [m for m in fake.messages if m["to"] == to]
                 self._reply(
                     200,
                     {

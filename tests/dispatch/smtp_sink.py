@@ -1,14 +1,24 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 that records what it receives and answers
-scripted replies per recipient."""
+scripted replies per recipient. It also plays provider faults for a window of time or a
+number of connections or messages (`fault("421" | "stall" | "drop", ...)`), and logs every
+connection and message with its time, so a test can count how hard a client hammered it."""
 
+import asyncio
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+from tests.dispatch.fault_window import Window, take, within
+
+# Where each fault strikes: a new connection's greeting, or a message's final reply.
+FAULT_STAGES = {"421": ("connect",), "stall": ("connect", "data"), "drop": ("data",)}
 
 
 def free_port() -> int:
@@ -17,11 +27,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(kw_only=True)
+class SmtpFault(Window):
+    """A relay fault, in its window or for its first `count` connections (or messages):
+
+    - "421": a new connection is greeted with 421 and closed (a relay shedding load);
+    - "stall" at "connect": the connection is accepted and nothing is said for `stall_s`
+      (longer than the client's timeout); at "data": the message is received and kept, and
+      its final reply never comes in time (RFC 1047's duplicate: the relay has it);
+    - "drop": the message is received and kept, then the connection is cut before the final
+      reply (the outcome is unknown to the client)."""
+
+    kind: str
+    stage: str
+    to: str | None = None  # "data" faults: only messages to this address
+    stall_s: float = 2.0
+
+    def covers(self, at: float, stage: str, recipients: tuple[str, ...]) -> bool:
+        if stage != self.stage or (self.to is not None and self.to not in recipients):
+            return False
+        return self.active(at)
+
+
+@dataclass(frozen=True)
+class SmtpEvent:
+    """A connection ("connect": "220", "421", "stalled") or a message ("data": "250",
+    "dropped", "stalled") the sink saw, with its recipients."""
+
+    at: float  # time.monotonic()
+    stage: str
+    to: tuple[str, ...]
+    answer: str
+
+
 @dataclass
 class SmtpSink:
     received: list[EmailMessage] = field(default_factory=list)
     attempts: list[str] = field(default_factory=list)  # every RCPT TO
     replies: dict[str, deque] = field(default_factory=dict)  # by address: "451 ..." etc
+    events: list[SmtpEvent] = field(default_factory=list)
+    faults: list[SmtpFault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
 
@@ -38,6 +83,51 @@ class SmtpSink:
         with self.lock:
             return [m for m in self.received if m["To"] == address]
 
+    def fault(
+        self,
+        kind: str,
+        *,
+        for_s: float | None = None,
+        count: int | None = None,
+        after: Window | None = None,
+        on_first_request: bool = False,
+        at: str | None = None,
+        to: str | None = None,
+        stall_s: float = 2.0,
+    ) -> SmtpFault:
+        """A relay fault for `for_s` seconds or `count` hits, from now, from the first
+        connection, or from the end of the fault `after` (see SmtpFault); `at` picks the stage
+        of a stall ("connect", the default, or "data")."""
+        assert kind in FAULT_STAGES, kind
+        stage = at or FAULT_STAGES[kind][0]
+        assert stage in FAULT_STAGES[kind], (kind, stage)
+        fault = SmtpFault(
+            kind=kind,
+            stage=stage,
+            for_s=for_s,
+            count=count,
+            after=after,
+            on_first_request=on_first_request,
+            to=to,
+            stall_s=stall_s,
+        )
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def during(self, fault: SmtpFault, stage: str | None = None) -> list[SmtpEvent]:
+        """What the sink saw within the fault's window (at `stage`, if given)."""
+        with self.lock:
+            return within(fault, self.events, lambda e: stage in (None, e.stage))
+
+    def _fault_for(self, stage: str, recipients: tuple[str, ...] = ()) -> SmtpFault | None:
+        with self.lock:
+            return take(self.faults, lambda f, now: f.covers(now, stage, recipients))
+
+    def _log(self, stage: str, to: tuple[str, ...], answer: str) -> None:
+        with self.lock:
+            self.events.append(SmtpEvent(time.monotonic(), stage, to, answer))
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
             self.attempts.append(address)
@@ -50,15 +140,53 @@ class SmtpSink:
 
     async def handle_DATA(self, server, session, envelope):
         message = message_from_bytes(envelope.content, policy=policy.default)
+        recipients = tuple(envelope.rcpt_tos)
+        fault = self._fault_for("data", recipients)
         with self.lock:
-            self.received.append(message)
+            self.received.append(message)  # in every case: the relay has it
+        if fault is None:
+            self._log("data", recipients, "250")
+            return "250 Message accepted for delivery"
+        if fault.kind == "drop":
+            self._log("data", recipients, "dropped")
+            server.transport.abort()
+            await asyncio.sleep(3600)  # cancelled by the lost connection
+        self._log("data", recipients, "stalled")
+        await asyncio.sleep(fault.stall_s)  # the client gives up meanwhile
         return "250 Message accepted for delivery"
 
     def start(self) -> "SmtpSink":
-        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        self.controller = _FaultyController(self, hostname="127.0.0.1", port=free_port())
         self.controller.start()
         return self
 
     def stop(self) -> None:
         if self.controller:
             self.controller.stop()
+
+
+class _FaultySMTP(SMTP):
+    """aiosmtpd's server with the connection faults in front of its greeting (the greeting
+    is sent by the private _handle_client: there is no public hook before it)."""
+
+    async def _handle_client(self) -> None:
+        sink = self.event_handler
+        fault = sink._fault_for("connect")
+        if fault is None:
+            sink._log("connect", (), "220")
+            await super()._handle_client()
+            return
+        assert self.transport is not None
+        if fault.kind == "421":
+            sink._log("connect", (), "421")
+            await self.push("421 4.3.2 Service not available, closing transmission channel")
+        else:
+            sink._log("connect", (), "stalled")
+            await asyncio.sleep(fault.stall_s)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _FaultyController(Controller):
+    def factory(self) -> SMTP:
+        return _FaultySMTP(self.handler, **self.SMTP_kwargs)
