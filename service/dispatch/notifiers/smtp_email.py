@@ -27,9 +27,30 @@ from service.dispatch.notifiers.base import (
 _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
 
 
+class _Watched:
+    """Knows whether the DATA command of the current transaction was sent: from then on the
+    relay may have the message, so a lost connection leaves the outcome unknown."""
+
+    data_sent = False
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        self.data_sent = True
+        return super().data(msg)  # type: ignore[misc]
+
+
+class _SMTP(_Watched, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_Watched, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpNotifier(Notifier):
     """E-mail by SMTP. One connection per sending thread, reused across messages; 4xx replies
-    and lost connections are retried, 5xx replies are final."""
+    and lost connections are retried, 5xx replies are final. A connection lost after DATA is
+    retried as an unknown outcome: the relay may have the message, so it is not sent again at
+    once, and a later resend carries the same Message-ID."""
 
     name: ClassVar[str] = "smtp"
     channels: ClassVar[tuple[str, ...]] = ("email",)
@@ -64,7 +85,7 @@ class SmtpNotifier(Notifier):
         self.max_per_second = max_per_second or None
         self._domain = sender.rpartition("@")[2] or "anjeon.invalid"
         self._local = threading.local()
-        self._all: list[smtplib.SMTP] = []
+        self._all: list[_SMTP | _SMTP_SSL] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -87,16 +108,17 @@ class SmtpNotifier(Notifier):
         user = f", user {self._username}" if self._username else ""
         return f"smtp ({self.host}:{self.port}, {tls}{user}, from {self.sender})"
 
-    def _connection(self) -> smtplib.SMTP:
-        connection = getattr(self._local, "smtp", None)
-        if connection is not None:
-            return connection
+    def _connection(self) -> _SMTP | _SMTP_SSL:
+        existing: _SMTP | _SMTP_SSL | None = getattr(self._local, "smtp", None)
+        if existing is not None:
+            return existing
+        connection: _SMTP | _SMTP_SSL
         if self.implicit_tls:
-            connection = smtplib.SMTP_SSL(
+            connection = _SMTP_SSL(
                 self.host, self.port, timeout=self.timeout_s, context=ssl.create_default_context()
             )
         else:
-            connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+            connection = _SMTP(self.host, self.port, timeout=self.timeout_s)
             if self.starttls:
                 connection.starttls(context=ssl.create_default_context())
         if self._username:
@@ -134,36 +156,67 @@ class SmtpNotifier(Notifier):
 
     def send(self, message: OutgoingMessage) -> Outcome:
         message_id, data = self._compose(message)
-        for fresh_connection in (False, True):
-            try:
-                refused = self._connection().sendmail(self.sender, [message.to], data)
-            except smtplib.SMTPServerDisconnected as exc:
-                # A reused connection the server closed while idle: reconnect once.
-                self._drop_connection()
-                if fresh_connection:
-                    return Retry(reason=f"disconnected: {exc}")
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                self._reset()
-                code, reply = next(iter(exc.recipients.values()))
-                return _by_code(code, reply)
-            except smtplib.SMTPResponseException as exc:
-                self._reset()
-                return _by_code(exc.smtp_code, exc.smtp_error)
-            except (smtplib.SMTPException, OSError) as exc:
-                # Connection failures, and timeouts after DATA (the relay may have the mail:
-                # at most one duplicate, which e-mail cannot rule out).
-                self._drop_connection()
-                return Retry(reason=f"{type(exc).__name__}: {exc}")
-            if refused:
-                code, reply = next(iter(refused.values()))
-                return _by_code(code, reply)
-            return Sent(provider_ref=message_id)
-        return Retry(reason="no connection")  # unreachable: the loop returns
+        outcome = self._transaction(message.to, message_id, data)
+        if outcome is None:
+            # A reused connection the relay had closed while idle, found closed before DATA:
+            # nothing was sent on it. Once more, on a new connection (never reused: so this
+            # second call returns an outcome).
+            outcome = self._transaction(message.to, message_id, data)
+        assert outcome is not None
+        return outcome
+
+    def _transaction(self, to: str, message_id: str, data: bytes) -> Outcome | None:
+        """One SMTP transaction; None when a reused connection turned out closed before DATA."""
+        reused = getattr(self._local, "smtp", None) is not None
+        try:
+            connection = self._connection()
+        except smtplib.SMTPConnectError as exc:
+            # The relay's greeting turned us away (421 and the like): nothing was sent, and a
+            # second connection at once would be turned away too.
+            return Retry(
+                reason=f"greeting: {exc.smtp_code} {_text(exc.smtp_error)}", code=str(exc.smtp_code)
+            )
+        except smtplib.SMTPResponseException as exc:  # a refused login, as before
+            self._drop_connection()
+            return _by_code(exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPException, OSError) as exc:
+            # Refused, unreachable, no greeting in time, TLS or login failed: nothing was sent.
+            self._drop_connection()
+            return Retry(reason=f"connecting: {type(exc).__name__}: {exc}")
+        connection.data_sent = False
+        try:
+            refused = connection.sendmail(self.sender, [to], data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self._reset()
+            code, reply = next(iter(exc.recipients.values()))
+            return _by_code(code, reply)
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            return _by_code(exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop_connection()
+            if connection.data_sent:
+                # Cut off, or no final reply in time, after DATA: the relay may have the
+                # message (RFC 1047). Not again on this try; a later try resends it with the
+                # same Message-ID (a relay cannot be asked whether it has it).
+                return Retry(
+                    reason=f"outcome unknown, lost after DATA: {type(exc).__name__}: {exc}",
+                    outcome_unknown=True,
+                )
+            if reused and isinstance(exc, smtplib.SMTPServerDisconnected):
+                return None
+            return Retry(reason=f"{type(exc).__name__}: {exc}")
+        if refused:
+            code, reply = next(iter(refused.values()))
+            return _by_code(code, reply)
+        return Sent(provider_ref=message_id)
 
     def _reset(self) -> None:
+        connection = getattr(self._local, "smtp", None)
+        if connection is None:
+            return
         try:
-            self._connection().rset()
+            connection.rset()
         except (smtplib.SMTPException, OSError):
             self._drop_connection()
 
@@ -175,9 +228,12 @@ class SmtpNotifier(Notifier):
                 connection.quit()
 
 
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+
+
 def _by_code(code: int, reply: bytes | str) -> Outcome:
-    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-    reason = f"{code} {text}"
+    reason = f"{code} {_text(reply)}"
     if 400 <= code < 500:
         return Retry(reason=reason, code=str(code))
     return Failed(reason=reason, code=str(code))

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
@@ -159,7 +159,9 @@ class TwilioNotifier(Notifier):
             found = self._client().messages.list(
                 to=message.to, date_sent_after=since - timedelta(days=1), limit=200
             )
-        except (TwilioRestException, requests.exceptions.RequestException) as exc:
+        except (TwilioException, requests.exceptions.RequestException) as exc:
+            # TwilioException: a list page answered 5xx is raised as "Unable to fetch page",
+            # not as a TwilioRestException.
             return Lookup(error=f"lookup failed: {exc}")
         for earlier in found:
             if message.reference in (earlier.body or ""):

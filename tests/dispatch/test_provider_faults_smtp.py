@@ -1,0 +1,150 @@
+"""Provider faults, SMTP (issue #16, item 3), on both backends: the real app enrols the
+citizens and issues the advisory, the real dispatcher sends through the real SmtpNotifier to
+a real SMTP server (aiosmtpd) that plays the fault. For each fault: nothing is lost, and an
+e-mail whose outcome was unknown to us arrives at most once more, with the same Message-ID.
+
+An outage "of a minute" is tests.dispatch.faults.WINDOW_S here, with timeouts and backoff
+scaled down to match (see that module). Each test prints a `FAULT ...: lost=... duplicate=...`
+line (pytest -rP shows it) for the issue's closing note."""
+
+import pytest
+
+from service.db import make_engine, make_session_factory
+from service.dispatch.dispatcher import Dispatcher
+from service.privacy import PersonalDataVault
+from tests.conftest import TEST_SECRET
+from tests.dispatch.faults import (
+    STALL_S,
+    WINDOW_S,
+    email_counts,
+    enrol_email,
+    fault_settings,
+    issue,
+    rows_of,
+    run_until_settled,
+    statuses,
+)
+from tests.dispatch.faults import (
+    faulty as faulty,
+)
+from tests.dispatch.seed import email_of, scratch_database, seed_pending
+
+CITIZENS = 12
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer", "fault_name"),
+    [("421", "421", "smtp 421 at connect"), ("stall", "stalled", "smtp accept then stall")],
+    ids=["421-at-connect", "accept-then-stall"],
+)
+def test_a_window_of_refused_or_silent_connections(
+    api, consul, db, faulty, smtp, kind, answer, fault_name
+):
+    """For WINDOW_S the relay greets every new connection with 421 (shedding load), or
+    accepts it and says nothing for longer than the client's timeout. Each try fails before
+    anything is sent, is retried, and goes once the relay is back: one connection per try
+    (no second one at once), nothing twice, nothing lost."""
+    addresses = enrol_email(api, CITIZENS, block=1)
+    fault = smtp.fault(kind, for_s=WINDOW_S, stall_s=STALL_S)
+    issue(api, consul)
+    run_until_settled(faulty, db)
+    got = email_counts(smtp, addresses)
+    bad = [e for e in smtp.during(fault, "connect") if e.answer == answer]
+    print(got.line(fault_name, connections_during=len(bad)))
+    assert (got.lost, got.duplicate) == (0, 0)
+    assert bad, "the fault was never met"
+    assert statuses(db) == {"sent": CITIZENS}
+    assert smtp.during(fault, "data") == []  # nothing reached the relay meanwhile
+    tries = sum(r.attempts - r.retry_base - 1 for r in rows_of(db, "email"))
+    assert len(bad) == tries
+
+
+@pytest.mark.parametrize(
+    ("kind", "at"), [("drop", "data"), ("stall", "data")], ids=["dropped", "reply-stalled"]
+)
+def test_outcome_unknown_after_data_is_resent_once_with_the_same_message_id(
+    api, consul, db, faulty, smtp, kind, at
+):
+    """Each message's first try reaches the relay, which keeps it, and then the connection is
+    cut (or the final reply never comes in time, RFC 1047's case): we cannot know it arrived.
+    It is resent once, later, with the same Message-ID, so a mail client can show it once;
+    the ledger notes the outcome was unknown."""
+    addresses = enrol_email(api, CITIZENS, block=3 if kind == "drop" else 4)
+    for address in addresses:
+        smtp.fault(kind, at=at, count=1, to=address, stall_s=STALL_S)
+    issue(api, consul)
+    run_until_settled(faulty, db)
+    got = email_counts(smtp, addresses)  # asserts one Message-ID per address
+    print(got.line(f"smtp {'dropped after DATA' if kind == 'drop' else 'stalled after DATA'}"))
+    assert got.lost == 0
+    assert got.most <= 2  # at most one resend
+    assert got.duplicate == CITIZENS  # the relay kept each first copy
+    rows = rows_of(db, "email")
+    assert {r.status for r in rows} == {"sent"}
+    # The resend was a later try of the dispatcher (with its backoff), not a second
+    # transaction inside the first try; and the ledger says why it went twice.
+    assert {r.attempts - r.retry_base for r in rows} == {2}
+    assert all("outcome unknown" in (r.last_error or "") for r in rows), [
+        r.last_error for r in rows
+    ]
+
+
+def test_a_window_of_drops_after_data(api, consul, db, faulty, smtp):
+    """For WINDOW_S every message is received, kept and its connection cut. Nothing is lost
+    and every copy has the same Message-ID. Issue #16 asks for at most one resend: while the
+    SMTP notifier cannot look a message up, the dispatcher resends on every try, so a message
+    arrives once per try made during the window (counted here)."""
+    addresses = enrol_email(api, CITIZENS, block=5)
+    fault = smtp.fault("drop", for_s=WINDOW_S)
+    issue(api, consul)
+    run_until_settled(faulty, db)
+    got = email_counts(smtp, addresses)
+    dropped = [e for e in smtp.during(fault, "data") if e.answer == "dropped"]
+    print(got.line("smtp window of drops after DATA", dropped=len(dropped), most=got.most))
+    assert got.lost == 0
+    assert dropped
+    assert statuses(db) == {"sent": CITIZENS}
+    assert got.duplicate == len(dropped)  # each drop is one copy more, no other duplicate
+    if got.most > 2:
+        pytest.xfail(
+            f"at most one resend is not kept over a window of drops: up to {got.most} copies "
+            "(the dispatcher resends an e-mail after every unknown outcome)"
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Dispatcher.drain() runs the lanes side by side but returns only when every lane "
+    "has: an SMS lane with nothing due ends its drain and is not started again until the "
+    "e-mail lane's stalled batch is over",
+)
+def test_an_sms_retry_does_not_wait_for_a_stalled_relay(database_url, tmp_path, twilio, smtp):
+    """The SMS and e-mail lanes of one dispatcher (its own connections, as in production).
+    The relay accepts the first six connections and says nothing (each e-mail try waits out
+    the 3.5 s timeout); every SMS's first try gets a 429 with Retry-After: 1. The SMS are
+    tried again a second later, while the e-mail lane is still waiting on the relay."""
+    with scratch_database(database_url, tmp_path, "stalled_lane") as url:
+        seed_pending(url, citizens=6, secret=TEST_SECRET.encode())
+        settings = fault_settings(url, twilio, smtp, smtp_timeout_s=2.0, circuit_failures=1_000_000)
+        engine = make_engine(url)
+        dispatcher = Dispatcher.from_settings(
+            settings, make_session_factory(engine), vault=PersonalDataVault(TEST_SECRET.encode())
+        )
+        relay = smtp.fault("stall", count=6, stall_s=4.0)
+        throttled = twilio.fault("429", count=6, retry_after="1")
+        try:
+            dispatcher.run_until_idle(poll_s=0.05)
+        finally:
+            dispatcher.close()
+            engine.dispose()
+        got = email_counts(smtp, [email_of(n) for n in range(6)])
+        assert (got.lost, got.duplicate) == (0, 0) and relay.hits == throttled.hits == 6
+        accepted = [r.at for r in twilio.requests if r.method == "create" and r.answer == "201"]
+        assert len(accepted) == 6
+        first_429 = min(r.at for r in twilio.requests if r.answer == "429")
+        emailed = min(e.at for e in smtp.events if e.stage == "data")
+        # The relay held the e-mail lane well past the SMS's Retry-After ...
+        assert emailed > first_429 + 1.5
+        # ... and the SMS went when their Retry-After was over, not when the e-mail lane
+        # was done (then they go with the e-mails' second try, within a few milliseconds).
+        assert max(accepted) < emailed - 0.4
