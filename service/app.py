@@ -26,6 +26,7 @@ from service.geo.geocoding import Geocoder, make_geocoder
 from service.ledger.wake import wake_after_commit
 from service.migrate import head_revision
 from service.openapi import install_api_docs
+from service.operations.request_deadline import RequestDeadlineMiddleware
 from service.operations.request_log import RequestLogMiddleware
 from service.operations.router import router as operations_router
 from service.privacy import PersonalDataVault
@@ -42,7 +43,11 @@ log = logging.getLogger("anjeon.app")
 
 def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        pool_timeout_s=settings.database_pool_timeout_s,
+    )
     factory = make_session_factory(engine)
 
     @asynccontextmanager
@@ -124,5 +129,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         max_bytes=settings.max_body_bytes,
         larger={"/v1/advisories": settings.max_advisory_body_bytes},
     )
+    # Inside the access log, so that a late request's 503 is logged and counted as such.
+    app.add_middleware(RequestDeadlineMiddleware, timeout_s=settings.request_timeout_s)
     app.add_middleware(RequestLogMiddleware)
     return app

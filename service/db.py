@@ -1,13 +1,28 @@
-"""Engine, session factory and the declarative base shared by every domain's models."""
+"""Engine, session factory and the declarative base shared by every domain's models, and the
+bounds on how long anything waits for the database (docs/faults.md#database-outage)."""
 
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from service.errors import ServiceUnavailable
+
+log = logging.getLogger("anjeon.db")
 
 # Named constraints: Alembic's batch mode on SQLite can only alter what has a name.
 NAMING_CONVENTION = {
@@ -84,17 +99,189 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """An engine for either backend, with SQLite set up for concurrent use."""
+class Deadline:
+    """When a request's database work must be over (a time.monotonic() value), or None once its
+    response has been sent: what runs after it (background tasks) is not bounded by it."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+# Set for each request by service.operations.request_deadline; read in the worker threads the
+# request's sync code runs in (they run in a copy of its context).
+REQUEST_DEADLINE: ContextVar[Deadline | None] = ContextVar("anjeon_request_deadline", default=None)
+
+RETRY_AFTER_S = 5  # what a 503 for an unavailable database tells clients
+
+
+class DeadlinePassed(ServiceUnavailable):
+    """A request's time is up: its transaction is not committed (the client has had a 503)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the request ran out of time; nothing was changed, retry later",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound the database work inside to `seconds` from now (or to the request's deadline, when
+    that is sooner)."""
+    current = REQUEST_DEADLINE.get()
+    at = time.monotonic() + seconds
+    if current is not None and current.at is not None:
+        at = min(at, current.at)
+    token = REQUEST_DEADLINE.set(Deadline(at))
+    try:
+        yield
+    finally:
+        REQUEST_DEADLINE.reset(token)
+
+
+class _Watchdog:
+    """Shuts the socket of a PostgreSQL connection whose holder is past its deadline.
+
+    psycopg has no read timeout, and a peer that stops answering while its kernel still
+    acknowledges (a hung server, a stuck proxy or pooler) defeats TCP keepalives and
+    tcp_user_timeout: the call would wait for ever. Shut down, the socket wakes the blocked call,
+    which fails with OperationalError (a 503), and the pool discards the connection."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._watched: dict[int, tuple[float, int]] = {}  # key -> (deadline, socket fd)
+        self._thread: threading.Thread | None = None
+
+    def watch(self, key: int, fd: int, at: float) -> None:
+        with self._changed:
+            self._watched[key] = (at, fd)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def forget(self, key: int) -> None:
+        with self._changed:
+            self._watched.pop(key, None)
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for key, (at, fd) in list(self._watched.items()):
+                    if at <= now:
+                        del self._watched[key]
+                        _shut(fd)
+                soonest = min((at for at, _ in self._watched.values()), default=math.inf)
+                self._changed.wait(None if soonest == math.inf else soonest - now)
+
+
+def _shut(fd: int) -> None:
+    # Under the watchdog's lock, so the connection cannot be closed (and its fd reused) meanwhile.
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return  # already closed
+    log.warning("database connection cut: no answer within its bound")
+
+
+_WATCHDOG = _Watchdog()
+_FRESH = "anjeon_fresh"
+
+# libpq's own bounds (PostgreSQL's libpq-connect docs), unless the URL sets them: connecting
+# gives up after connect_timeout; data unacknowledged for 15 s ends the connection
+# (tcp_user_timeout), and so does an idle one whose peer stopped answering keepalives (10 s,
+# then 3 probes 5 s apart). They catch a vanished host or network, not a peer that stalls
+# while acknowledging: the watchdog and the ping on checkout are for that.
+_LIBPQ_BOUNDS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+
+
+def _configure_postgresql(engine: Engine, *, ping_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_FRESH] = True
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # pool_pre_ping's ping has no bound, so the ping is done here, under the watchdog: a
+        # connection that does not answer in time is replaced (DisconnectionError), and the new
+        # one is bounded by connect_timeout.
+        request = REQUEST_DEADLINE.get()
+        until = request.at if request is not None and request.at is not None else math.inf
+        if not record.info.pop(_FRESH, False):
+            ping_until = min(until, time.monotonic() + ping_timeout_s)
+            try:
+                _WATCHDOG.watch(id(record), dbapi_connection.fileno(), ping_until)
+                engine.dialect.do_ping(dbapi_connection)
+            except engine.dialect.loaded_dbapi.Error as exc:
+                raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
+            finally:
+                _WATCHDOG.forget(id(record))
+        if until != math.inf:
+            # A request holds the connection until its deadline at most.
+            _WATCHDOG.watch(id(record), dbapi_connection.fileno(), until)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        _WATCHDOG.forget(id(record))
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
+        _WATCHDOG.forget(id(record))  # before the connection (and its fd) is closed
+
+
+def make_engine(
+    database_url: str,
+    *,
+    connect_timeout_s: int | None = None,
+    pool_timeout_s: float | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """An engine for either backend, with SQLite set up for concurrent use, and PostgreSQL with
+    bounded waits: connecting (connect_timeout_s), a dead peer (libpq's keepalives), a pooled
+    connection that stopped answering (a ping under the watchdog) and a request's deadline."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            if pool_timeout_s is not None:
+                kwargs.setdefault("pool_timeout", pool_timeout_s)
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    bounds: dict[str, Any] = dict(_LIBPQ_BOUNDS)
+    if connect_timeout_s is not None:
+        bounds["connect_timeout"] = connect_timeout_s
+    connect_args = {k: v for k, v in bounds.items() if k not in url.query}
+    connect_args.update(kwargs.pop("connect_args", {}))
+    if pool_timeout_s is not None:
+        kwargs.setdefault("pool_timeout", pool_timeout_s)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    _configure_postgresql(engine, ping_timeout_s=float(connect_timeout_s or 10))
+    return engine
+
+
+def _refuse_late_commit(_session: Session) -> None:
+    request = REQUEST_DEADLINE.get()
+    if request is not None and request.passed():
+        raise DeadlinePassed()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    # A request answered 503 at its deadline while its thread went on (on SQLite, waiting for
+    # the write lock) must not store what the client was told was not stored.
+    event.listen(factory, "before_commit", _refuse_late_commit)
+    return factory

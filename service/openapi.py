@@ -331,6 +331,8 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
         problems[429] = "A rate limit refused the request; `Retry-After` says when to retry."
     if get_session in calls or role is not None:
         problems[503] = "The database is unavailable; nothing was changed. Retry later."
+    else:  # any request answers 503 at its deadline (ANJEON_REQUEST_TIMEOUT_S)
+        problems[503] = "No answer within the request deadline; retry later."
 
     hand_read = _READ_BY_HAND.get(key, {})
     operation["parameters"] = parameters + hand_read.get("parameters", [])

@@ -8,8 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from service.db import RETRY_AFTER_S
 from service.errors import DomainError, ServiceUnavailable, TooManyRequests
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -92,16 +94,27 @@ async def _on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _on_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    # OperationalError covers refused connections, timeouts and SQLite's "database is locked".
-    if not isinstance(exc, OperationalError | InterfaceError):
+    # OperationalError covers refused connections, timeouts and SQLite's "database is locked";
+    # a connection lost mid-statement is invalidated whatever psycopg called its error.
+    if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
         return await _on_crash(request, exc)
     log.warning("database unavailable", extra={"error": type(exc.orig).__name__})
+    return _unavailable()
+
+
+async def _on_pool_timeout(_request: Request, exc: PoolTimeout) -> JSONResponse:
+    # Every pooled connection is busy (requests stuck on a database that stopped answering).
+    log.warning("database unavailable", extra={"error": "pool timeout"})
+    return _unavailable()
+
+
+def _unavailable() -> JSONResponse:
     return problem_response(
         503,
         "Service unavailable",
         "the database is unavailable; nothing was changed, retry later",
         slug="unavailable",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
@@ -119,4 +132,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(PoolTimeout, _on_pool_timeout)
     app.add_exception_handler(Exception, _on_crash)

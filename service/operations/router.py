@@ -3,12 +3,13 @@
 import hmac
 import threading
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from starlette.exceptions import HTTPException
 
-from service.db import READ_ONLY
+from service.db import READ_ONLY, RETRY_AFTER_S, deadline
 from service.errors import NotFound, ServiceUnavailable
 from service.migrate import current_revision
 from service.operations.figures import DatabaseFigures
@@ -23,19 +24,35 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(request: Request) -> dict[str, str]:
+async def readyz(request: Request) -> dict[str, str]:
+    """Ready when the database answers within ready_timeout_s and its schema is at head. The
+    check runs in a worker thread, abandoned when late (its connection is cut at the bound)."""
     state = request.app.state
+    bound = state.settings.ready_timeout_s
     try:
-        with state.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
-            connection.execute(text("SELECT 1"))
-            revision = current_revision(connection)
+        with anyio.fail_after(bound):
+            revision = await anyio.to_thread.run_sync(
+                _schema_revision, state.engine, bound, abandon_on_cancel=True
+            )
+    except TimeoutError as exc:
+        raise ServiceUnavailable(
+            f"database unreachable: no answer within {bound:g} s", retry_after_s=RETRY_AFTER_S
+        ) from exc
     except Exception as exc:
-        raise ServiceUnavailable(f"database unreachable: {type(exc).__name__}") from exc
+        raise ServiceUnavailable(
+            f"database unreachable: {type(exc).__name__}", retry_after_s=RETRY_AFTER_S
+        ) from exc
     if revision != state.schema_head:
         raise ServiceUnavailable(
             f"database schema at {revision}, expected {state.schema_head}: run `anjeon migrate`"
         )
     return {"status": "ready", "schema": revision}
+
+
+def _schema_revision(engine: Engine, bound_s: float) -> str | None:
+    with deadline(bound_s), engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        conn.execute(text("SELECT 1"))
+        return current_revision(conn)
 
 
 @router.get("/metrics")
