@@ -2,6 +2,7 @@
 
 import argparse
 import getpass
+import logging
 import secrets
 import sys
 import time
@@ -9,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.feeds.fetch import FetchError, fetch, read_file
@@ -25,14 +27,22 @@ from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
 from service.geomatch.service import Sweeper
 from service.logs import configure_logging
+from service.metrics import JOB_RUNS
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
 from service.staff import service as staff_service
 
+log = logging.getLogger("anjeon.dispatch.worker")
+
 
 def _session_factory(settings: Settings) -> sessionmaker[Session]:
 
-    return make_session_factory(make_engine(settings.database_url))
+    engine = make_engine(
+        settings.database_url,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        pool_timeout_s=settings.database_pool_timeout_s,
+    )
+    return make_session_factory(engine)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -166,14 +176,39 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         elif args.once:
             tally = dispatcher.drain()
         else:
-            while True:  # a dispatch worker beside the API processes, until stopped
-                dispatcher.drain()
-                time.sleep(settings.dispatch_interval_s)
+            _work(dispatcher, interval_s=settings.dispatch_interval_s)
     finally:
         dispatcher.close()
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(tally.by_status.items()))
     print(f"claimed {tally.claimed} alerts: {statuses or 'nothing to send'}")
     return 0
+
+
+_WORKER_PAUSE_CAP_S = 10.0
+
+
+def _work(dispatcher: Dispatcher, *, interval_s: float) -> None:
+    """A dispatch worker beside the API processes, until stopped. A failed drain (the database
+    away) is logged and tried again after a pause that doubles up to 10 s: the worker never exits
+    on it, and what it had claimed is sent again once the claims lapse."""
+    failures = 0
+    while True:
+        try:
+            dispatcher.drain()
+        except SQLAlchemyError as exc:
+            failures += 1
+            JOB_RUNS.labels("dispatch", "error").inc()
+            log.warning(
+                "dispatch failed: database unavailable",
+                extra={"error": type(exc).__name__, "failures": failures},
+            )
+        except Exception:  # a bug: logged in full, and the other alerts still go
+            failures += 1
+            JOB_RUNS.labels("dispatch", "error").inc()
+            log.exception("dispatch failed", extra={"failures": failures})
+        else:
+            failures = 0
+        time.sleep(min(interval_s * 2 ** min(failures, 16), max(interval_s, _WORKER_PAUSE_CAP_S)))
 
 
 def cmd_secret_key(args: argparse.Namespace) -> int:
