@@ -27,6 +27,7 @@ from service.privacy import PersonalDataVault
 from tests.builders import register
 from tests.conftest import TEST_SECRET
 from tests.dispatch.faults import (
+    email_counts,
     enrol_sms,
     fault_settings,
     issue,
@@ -42,7 +43,7 @@ GAUGE = "anjeon_notifier_circuit_state"
 
 @dataclass(frozen=True)
 class Seen:
-    """The twilio circuit's row as a watcher read it."""
+    """A circuit's row as a watcher read it."""
 
     state: str
     opened: int
@@ -77,9 +78,11 @@ def service(database_url, tmp_path, twilio, smtp, name: str) -> Iterator[Service
 
 
 @contextmanager
-def dispatching(svc: Service) -> Iterator[tuple[threading.Thread, list[Seen]]]:
+def dispatching(
+    svc: Service, notifier: str = "twilio"
+) -> Iterator[tuple[threading.Thread, list[Seen]]]:
     """The dispatcher until no alert is open, on a thread; and what a watcher saw of the
-    twilio circuit's row meanwhile (every change)."""
+    notifier's circuit row meanwhile (every change)."""
     engine = make_engine(svc.url)
     factory = make_session_factory(engine)
     dispatcher = Dispatcher.from_settings(
@@ -91,7 +94,7 @@ def dispatching(svc: Service) -> Iterator[tuple[threading.Thread, list[Seen]]]:
     def watch() -> None:
         while not done.is_set():
             with factory() as session:
-                row = session.get(NotifierCircuit, "twilio")
+                row = session.get(NotifierCircuit, notifier)
                 if row is not None:
                     now = Seen(row.state, row.opened, row.open_until, row.changed_at)
                     if not seen or seen[-1] != now:
@@ -118,12 +121,31 @@ def dispatching(svc: Service) -> Iterator[tuple[threading.Thread, list[Seen]]]:
     assert not runner.is_alive(), "the dispatcher did not finish"
 
 
-def gauge(client: TestClient) -> float | None:
-    """The twilio circuit's gauge in /metrics, if shown."""
+def gauge(client: TestClient, notifier: str = "twilio", channel: str = "sms") -> float | None:
+    """A notifier's circuit gauge in /metrics, if shown."""
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith(GAUGE + "{") and 'notifier="twilio"' in line and 'channel="sms"' in line:
+        if (
+            line.startswith(GAUGE + "{")
+            and f'notifier="{notifier}"' in line
+            and f'channel="{channel}"' in line
+        ):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def assert_on_schedule(seen: list[Seen]) -> None:
+    """Closed first and last; each probe (half-open) no earlier than its opening's end; each
+    re-opening twice as long as the last, up to the maximum."""
+    states = [s.state for s in seen]
+    assert states[0] == "closed" and states[-1] == "closed", states
+    assert "open" in states and "half_open" in states, states
+    for before, after in itertools.pairwise(seen):
+        if before.state == "open" and after.state == "half_open":
+            assert before.open_until is not None and after.changed_at >= before.open_until
+        if after.state == "open":
+            assert after.open_until is not None
+            expected = min(2.0, 1.0 * 2 ** (after.opened - 1))
+            assert after.open_until - after.changed_at == timedelta(seconds=expected)
 
 
 def alerts(url: str) -> list[Alert]:
@@ -164,16 +186,7 @@ def test_an_outage_opens_the_circuit_which_half_opens_on_schedule_and_closes(
         # Hammering stops: the first sends until 3 failures (and those already on their way
         # on the 8 threads), then one probe per opening (1 + 2 s: two or three in a 3 s outage).
         assert len(during) <= 3 + 8 + 3, len(during)
-        states = [s.state for s in seen]
-        assert states[0] == "closed" and states[-1] == "closed", states
-        assert "open" in states and "half_open" in states
-        # Each probe came when its opening was over, and each re-opening lasted twice as long.
-        for before, after in itertools.pairwise(seen):
-            if before.state == "open" and after.state == "half_open":
-                assert before.open_until is not None and after.changed_at >= before.open_until
-            if after.state == "open":
-                expected = min(2.0, 1.0 * 2 ** (after.opened - 1))
-                assert after.open_until - after.changed_at == timedelta(seconds=expected)
+        assert_on_schedule(seen)
         assert max(s.opened for s in seen) >= 2  # the outage outlasted the first opening
         # /metrics showed it open (1) during the outage, and shows it closed (0) now.
         assert 1.0 in gauges, gauges
@@ -248,3 +261,50 @@ def test_readyz_names_each_notifiers_circuit_state(database_url, tmp_path, twili
         assert "open" in states, states
         final = svc.client.get("/readyz").json()
         assert final["notifiers"] == {"twilio": "closed", "smtp": "closed"}
+
+
+def test_a_relay_outage_opens_the_smtp_circuit_and_urgent_alerts_go_by_sms(
+    database_url, tmp_path, twilio, smtp
+):
+    """The relay greets every connection with 421 for OUTAGE_S while a level 3 advisory's
+    e-mails are due to citizens who chose e-mail and gave a phone number. The smtp circuit
+    opens after 3 refused tries, half-opens on schedule and closes when the relay is back;
+    meanwhile each urgent alert goes by SMS (a fallback row). Every e-mail arrives once."""
+    with service(database_url, tmp_path, twilio, smtp, "smtp_circuit") as svc:
+        people = 12
+        addresses = [f"relay{i}@example.com" for i in range(people)]
+        for i, address in enumerate(addresses):
+            register(
+                svc.client,
+                location={"lat": 35.5, "lon": 139.5},
+                phone=f"010-7034-{i:04d}",
+                email=address,
+                channels=["email"],
+            )
+        outage = smtp.fault("421", for_s=OUTAGE_S, on_first_request=True)
+        issue(svc.client, svc.consul, level=3)
+        gauges: list[float | None] = []
+        with dispatching(svc, "smtp") as (runner, seen):
+            while runner.is_alive():
+                gauges.append(gauge(svc.client, "smtp", "email"))
+                time.sleep(0.05)
+        got = email_counts(smtp, addresses)
+        refused = [e for e in smtp.during(outage, "connect") if e.answer == "421"]
+        print(
+            got.line(
+                "smtp 421 with the circuit breaker",
+                connections_during=len(refused),
+                sms_meanwhile=len(twilio.messages),
+            )
+        )
+        assert (got.lost, got.duplicate) == (0, 0)
+        assert len(refused) <= 3 + 8 + 3, len(refused)
+        assert_on_schedule(seen)
+        assert 1.0 in gauges and gauge(svc.client, "smtp", "email") == 0.0
+        rows = alerts(svc.url)
+        assert {r.status for r in rows} == {"sent"}
+        sms = [r for r in rows if r.channel == "sms"]
+        assert len(sms) == people and all(r.fallback_of is not None for r in sms)
+        _, end = outage.window
+        assert len(twilio.messages) == people
+        assert max(r.at for r in twilio.requests if r.answer == "201") < end
