@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,8 +50,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+        return 0
+    # Each worker process builds its own app from the same environment (worker_app); the
+    # scheduler's singleton jobs are elected by lease (service/lease.py). A new worker imports
+    # the whole service before it answers the parent's health check: 5 s was too short.
+    uvicorn.run(
+        "service.cli:worker_app",
+        factory=True,
+        workers=args.workers,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_worker_healthcheck=30,
+    )
     return 0
+
+
+def worker_app() -> FastAPI:
+    """The app of one `anjeon serve --workers N` process."""
+    settings = get_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return create_app(settings)
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -233,9 +262,11 @@ def _aware_time(text: str) -> datetime:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anjeon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve the API with the scheduler").set_defaults(
-        run=cmd_serve
+    serve = commands.add_parser("serve", help="serve the API with the scheduler")
+    serve.add_argument(
+        "--workers", type=_workers, default=1, help="API worker processes on the port (default 1)"
     )
+    serve.set_defaults(run=cmd_serve)
     commands.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
         run=cmd_migrate
     )

@@ -1,0 +1,138 @@
+"""`anjeon serve --workers 2`: two worker processes start on one port and both answer. Which
+process answered a connection is read from /proc: the server side of each loopback connection
+is a socket whose inode one worker holds among its file descriptors. SIGTERM to the parent
+stops the workers too. SQLite, a scratch database; Linux only (/proc)."""
+
+import http.client
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from service.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+START_S = 60  # two processes import the service and load the country boundaries at once
+
+pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _workers(parent: int) -> list[int]:
+    """The parent's children that serve (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _server_socket_inode(port: int, client_port: int) -> int | None:
+    """The inode of the server's end of the connection from client_port to port."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], int(fields[9])
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == client_port:
+            return inode
+    return None
+
+
+def _holder(inode: int, pids: list[int]) -> int | None:
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    if os.readlink(fd) == target:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def _who_answers(port: int, workers: list[int]) -> int | None:
+    """GET /healthz on a new connection; the worker process holding its server end."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            return None
+        client_port = connection.sock.getsockname()[1]
+        inode = _server_socket_inode(port, client_port)
+        return _holder(inode, workers) if inode else None
+    except OSError:
+        return None  # not accepted yet: both workers are still starting
+    finally:
+        connection.close()
+
+
+def test_serve_with_two_workers_answers_from_both(tmp_path):
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    upgrade(url)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ANJEON_DATABASE_URL": url,
+        "ANJEON_SECRET_KEY": secrets.token_urlsafe(40),
+        "ANJEON_HOST": "127.0.0.1",
+        "ANJEON_PORT": str(port),
+        "ANJEON_LOG_LEVEL": "WARNING",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--workers", "2"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    workers: list[int] = []
+    answered: set[int] = set()
+    try:
+        deadline = time.monotonic() + START_S
+        with ThreadPoolExecutor(8) as pool:
+            while answered != set(workers) or len(workers) < 2:
+                assert serve.poll() is None, f"serve exited:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, (
+                    f"workers {workers}, answered from {answered}:\n{log.read_text()[-3000:]}"
+                )
+                workers = _workers(serve.pid)
+                assert len(workers) <= 2, f"more than two workers: {workers}"
+                found = pool.map(_who_answers, [port] * 8, [workers] * 8)
+                answered |= {pid for pid in found if pid is not None}
+                time.sleep(0.1)
+        assert len(answered) == 2
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait(timeout=10)
+    assert serve.returncode == 0, log.read_text()[-3000:]
+    time.sleep(0.5)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived serve"
