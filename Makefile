@@ -42,7 +42,15 @@ clean:
 
 # Benchmarks: geomatching with ANJEON_BENCH_N citizens (default 1,000,000), dispatch with
 # ANJEON_BENCH_DISPATCH_N alerts (default 100,000); PostgreSQL legs when
-# ANJEON_BENCH_DATABASE_URL is set. Figures on stdout and in var/bench/.
-bench: $(STAMP)
+# ANJEON_BENCH_DATABASE_URL is set; then load with locust (PostgreSQL only, ANJEON_LOAD_S seconds
+# a phase). Figures on stdout and in var/bench/.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/geomatch.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/load.py
