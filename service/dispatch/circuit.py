@@ -35,6 +35,10 @@ STATES: Final = (CLOSED, OPEN, HALF_OPEN)
 GAUGE: Final = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 # error_code of an alert held (not tried) because its channel's circuit is open.
 HELD: Final = "circuit-open"
+# error_code of an alert held (not tried) because the provider asked us to wait (a 429's
+# Retry-After) while its batch was in hand.
+THROTTLED: Final = "throttled"
+_NOT_TRIED: Final = (HELD, THROTTLED)
 # How long a half-open circuit waits for its prober before another process probes instead
 # (the prober may have died with the probe in hand).
 PROBE_TIMEOUT: Final = timedelta(seconds=60)
@@ -149,6 +153,7 @@ class Circuit:
                 self._tripped = self._probing = self._probe_went = False
                 self._failures = 0
         if tripped:
+            self.ensure_row(session, now=now)  # a dispatcher that never ran start()
             row = session.get(
                 NotifierCircuit, self.notifier, with_for_update=True, populate_existing=True
             )
@@ -186,7 +191,7 @@ class Circuit:
         """Count one send's outcome."""
         with self._lock:
             if isinstance(outcome, Retry):
-                if outcome.code == HELD:
+                if outcome.code in _NOT_TRIED:
                     return
                 self._failures += 1
                 self._last_error = outcome.reason

@@ -22,7 +22,7 @@ from service.advisories.levels import is_urgent
 from service.config import Settings
 from service.db import utcnow
 from service.dispatch import metrics
-from service.dispatch.circuit import HELD, Circuit, CircuitPolicy, Gate
+from service.dispatch.circuit import HELD, THROTTLED, Circuit, CircuitPolicy, Gate
 from service.dispatch.content import AlertContent
 from service.dispatch.notifiers.base import (
     Failed,
@@ -160,6 +160,9 @@ class Dispatcher:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self._pacers = {id(n): Pacer(n.max_per_second) for n in notifiers.values()}
         self._paused_until: dict[str, datetime] = {}
+        # A provider's Retry-After, on the monotonic clock: the sends of the batch in hand that
+        # have not started yet wait for the next batch instead of meeting the same 429.
+        self._throttled_until: dict[str, float] = {}
         self._contents = ContentCache()
         # One pool per channel: SMS threads waiting on a 1-per-second sender must not hold up
         # e-mail. With `lanes`, channels are also claimed and recorded in parallel (each lane
@@ -283,6 +286,8 @@ class Dispatcher:
             at = now or utcnow()
             if self._paused_until.get(channel, at) > at:
                 continue
+            # A Retry-After holds the rest of its own batch; later batches follow _paused_until.
+            self._throttled_until.pop(channel, None)
             limit = self.policy.batch
             if notifier.max_per_second:
                 # No more than half a lease of sends (sent well inside the lease even when no
@@ -518,8 +523,10 @@ class Dispatcher:
         circuit = self.circuits[job.row.channel]
         if circuit.tripped():
             return Retry(reason="held: the provider is failing", code=HELD), False
+        unconfirmable = False
         if job.row.outcome_unknown:
             found = notifier.lookup(job.message, since=job.row.created_at)
+            unconfirmable = not found.supported
             if found.found is not None:
                 circuit.observe(found.found)
                 return found.found, True
@@ -528,6 +535,10 @@ class Dispatcher:
                 circuit.observe(outcome)
                 return outcome, False
         pacer.wait()
+        wait_s = self._throttled_until.get(job.row.channel, 0.0) - time.monotonic()
+        if wait_s > 0:
+            reason = "held: the provider asked us to wait"
+            return Retry(reason=reason, code=THROTTLED, retry_after_s=wait_s), False
         # Checked last before the send: a process paused past its lease, or cut off from the
         # database for as long, must not send what another dispatcher may now hold.
         if not self.holdings.may_send(job.row, margin_s=self.policy.lease_s / 4):
@@ -538,6 +549,15 @@ class Dispatcher:
         circuit.observe(outcome)
         if isinstance(outcome, Retry) and outcome.retry_after_s:
             pacer.hold(outcome.retry_after_s)
+            self._throttled_until[job.row.channel] = time.monotonic() + outcome.retry_after_s
+        if unconfirmable and isinstance(outcome, Retry) and outcome.outcome_unknown:
+            # The one resend of a message whose first outcome nobody can learn (SMTP) went the
+            # same way: the relay may hold both copies. No third: it counts as sent.
+            log.warning(
+                "outcome unknown twice: counted as sent",
+                extra={"notifier": notifier.name, "alert_id": job.row.id},
+            )
+            return Sent(), False
         return outcome, False
 
     def _routine_sent(
@@ -574,14 +594,20 @@ class Dispatcher:
 
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
         row = job.row
-        if isinstance(outcome, Retry) and outcome.code == HELD:
-            # Not a try: the channel's circuit opened while this batch was in hand.
+        if isinstance(outcome, Retry) and outcome.code in (HELD, THROTTLED):
+            # Not a try: the channel's circuit opened, or the provider asked us to wait, while
+            # this batch was in hand.
+            due = (
+                self.circuits[row.channel].held_until(now)
+                if outcome.code == HELD
+                else now + timedelta(seconds=outcome.retry_after_s or 1.0)
+            )
             return Decision(
                 row.id,
                 RETRY_WAIT,
-                code=HELD,
+                code=outcome.code,
                 reason=outcome.reason,
-                due_at=self.circuits[row.channel].held_until(now),
+                due_at=due,
                 outcome_unknown=row.outcome_unknown,
                 refund=True,
             )

@@ -7,9 +7,12 @@ import anyio
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from service.db import READ_ONLY, RETRY_AFTER_S, deadline
+from service.dispatch import circuit
 from service.errors import NotFound, ServiceUnavailable
 from service.migrate import current_revision
 from service.operations.figures import DatabaseFigures
@@ -24,14 +27,14 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> dict[str, str]:
+async def readyz(request: Request) -> dict[str, object]:
     """Ready when the database answers within ready_timeout_s and its schema is at head. The
     check runs in a worker thread, abandoned when late (its connection is cut at the bound)."""
     state = request.app.state
     bound = state.settings.ready_timeout_s
     try:
         with anyio.fail_after(bound):
-            revision = await anyio.to_thread.run_sync(
+            revision, circuits = await anyio.to_thread.run_sync(
                 _schema_revision, state.engine, bound, abandon_on_cancel=True
             )
     except TimeoutError as exc:
@@ -46,13 +49,24 @@ async def readyz(request: Request) -> dict[str, str]:
         raise ServiceUnavailable(
             f"database schema at {revision}, expected {state.schema_head}: run `anjeon migrate`"
         )
-    return {"status": "ready", "schema": revision}
+    # Each configured notifier's circuit breaker (closed until it first opens): a provider
+    # that is down does not make the process unready, but the operator sees it here.
+    names = sorted({n.name for n in state.dispatcher.notifiers.values()})
+    notifiers = {name: circuits.get(name, circuit.CLOSED) for name in names}
+    return {"status": "ready", "schema": revision, "notifiers": notifiers}
 
 
-def _schema_revision(engine: Engine, bound_s: float) -> str | None:
+def _schema_revision(engine: Engine, bound_s: float) -> tuple[str | None, dict[str, str]]:
     with deadline(bound_s), engine.connect().execution_options(**{READ_ONLY: True}) as conn:
         conn.execute(text("SELECT 1"))
-        return current_revision(conn)
+        revision = current_revision(conn)
+        circuits: dict[str, str] = {}
+        try:
+            with Session(bind=conn) as session:
+                circuits = circuit.states(session)
+        except SQLAlchemyError:
+            pass  # a schema behind the code's head: the revision says so
+        return revision, circuits
 
 
 @router.get("/metrics")

@@ -112,5 +112,3 @@ def test_invalid_json_is_a_problem(client):
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-
-

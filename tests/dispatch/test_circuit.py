@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -138,7 +137,13 @@ def assert_on_schedule(seen: list[Seen]) -> None:
     re-opening twice as long as the last, up to the maximum."""
     states = [s.state for s in seen]
     assert states[0] == "closed" and states[-1] == "closed", states
-    assert "open" in states and "half_open" in states, states
+    assert "open" in states, states
+    # A probe is over in milliseconds, and the watcher looks every 10 ms: a half-open state it
+    # missed shows as a re-opening (opened + 1) or as the close after an opening, each later
+    # than the opening's end.
+    for before, after in itertools.pairwise(seen):
+        if before.state == "open" and after.state != "half_open" and after.changed_at:
+            assert before.open_until is not None and after.changed_at >= before.open_until
     for before, after in itertools.pairwise(seen):
         if before.state == "open" and after.state == "half_open":
             assert before.open_until is not None and after.changed_at >= before.open_until
@@ -245,7 +250,6 @@ def register_both(client: TestClient, i: int, numbers: list[str], addresses: lis
     addresses.append(f"both{i}@example.com")
 
 
-@pytest.mark.xfail(strict=True, reason="/readyz has no notifiers detail yet (issue #16 contract)")
 def test_readyz_names_each_notifiers_circuit_state(database_url, tmp_path, twilio, smtp):
     """/readyz says each notifier's circuit state: open while Twilio is down, closed after."""
     with service(database_url, tmp_path, twilio, smtp, "readyz") as svc:

@@ -135,11 +135,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 5), status=st.sampled_from(["sent", "delivered", "undelivered"]))
     def status_callback(self, index: int, status: str) -> None:
         """The provider reports on a message it accepted (in any order, any number of times)."""
-        accepted = [
-            row
-            for row in self.rows()
-            if self.reference(row) in self.provider.accepted
-        ]
+        accepted = [row for row in self.rows() if self.reference(row) in self.provider.accepted]
         if not accepted:
             return
         row = accepted[index % len(accepted)]

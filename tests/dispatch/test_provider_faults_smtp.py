@@ -91,9 +91,9 @@ def test_outcome_unknown_after_data_is_resent_once_with_the_same_message_id(
 
 def test_a_window_of_drops_after_data(api, consul, db, faulty, smtp):
     """For WINDOW_S every message is received, kept and its connection cut. Nothing is lost
-    and every copy has the same Message-ID. Issue #16 asks for at most one resend: while the
-    SMTP notifier cannot look a message up, the dispatcher resends on every try, so a message
-    arrives once per try made during the window (counted here)."""
+    and every copy has the same Message-ID. At most one resend (issue #16): the SMTP notifier
+    cannot look a message up, so after a first unknown outcome the dispatcher resends once, and
+    a resend whose outcome is unknown too counts as sent (the relay may hold both copies)."""
     addresses = enrol_email(api, CITIZENS, block=5)
     fault = smtp.fault("drop", for_s=WINDOW_S)
     issue(api, consul)
@@ -104,12 +104,8 @@ def test_a_window_of_drops_after_data(api, consul, db, faulty, smtp):
     assert got.lost == 0
     assert dropped
     assert statuses(db) == {"sent": CITIZENS}
-    assert got.duplicate == len(dropped)  # each drop is one copy more, no other duplicate
-    if got.most > 2:
-        pytest.xfail(
-            f"at most one resend is not kept over a window of drops: up to {got.most} copies "
-            "(the dispatcher resends an e-mail after every unknown outcome)"
-        )
+    assert got.most <= 2  # one resend at most, however long the window
+    assert got.duplicate <= len(dropped)  # a copy more only where a connection was cut
 
 
 @pytest.mark.xfail(

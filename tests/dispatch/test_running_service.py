@@ -78,6 +78,7 @@ def test_enqueued_alerts_are_sent_at_once_by_the_scheduler(database_url, tmp_pat
                     == {"sent": {"sms": 1, "email": 1}}
                 )
             ), view.json()
+
             # The ledger's figures are read from the database (a scratch one here) when scraped.
             def sent(channel: str) -> float:
                 body = client.get("/metrics").text
