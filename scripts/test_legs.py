@@ -30,6 +30,7 @@ def _redis_for(leg_number: int) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
+    (ROOT / "var" / "pytest").mkdir(parents=True, exist_ok=True)  # pytest makes only the leaf
     started = time.monotonic()
     running = {}
     for number, (leg, selection) in enumerate(LEGS.items()):

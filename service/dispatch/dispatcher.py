@@ -71,6 +71,7 @@ _CLAIM_AHEAD_S = 10.0  # a paced channel claims at most this long a stretch of s
 # sends happened; while it waits, the lane claims nothing more).
 _RECORD_PATIENCE_S = 900.0
 _DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+_LANE_POLL_S = 0.1  # how often a lane with nothing due looks again while another is busy
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,29 @@ class Dispatcher:
         channels = list(self.notifiers)
         if self.lanes and len(channels) > 1:
             total = Tally()
+            idle: set[str] = set()
+            lock = threading.Lock()
+            started = time.monotonic()
+
+            def lane(channel: str) -> Tally:
+                # A lane with nothing due keeps looking while another lane is busy: an SMS
+                # retry that comes due must not wait for a stalled relay's batch to end.
+                mine = Tally()
+                while True:
+                    tally = self._drain([channel], max_s=max_s)
+                    mine.merge(tally)
+                    with lock:
+                        if tally.claimed:
+                            idle.discard(channel)
+                        else:
+                            idle.add(channel)
+                        over = max_s is not None and time.monotonic() - started > max_s
+                        if over or idle >= set(channels):
+                            return mine
+                    self._woken[channel].wait(_LANE_POLL_S)
+
             with ThreadPoolExecutor(len(channels), thread_name_prefix="lane") as lanes:
-                for tally in lanes.map(lambda c: self._drain([c], max_s=max_s), channels):
+                for tally in lanes.map(lane, channels):
                     total.merge(tally)
         else:
             total = self._drain(channels, max_s=max_s)

