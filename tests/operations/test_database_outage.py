@@ -208,7 +208,13 @@ def _stall_open_connections(base, direct, proxy, logged: list[str]) -> None:
     assert {a.status for a in after if a.label == "readyz"} == {200}, after
     assert {a.status for a in after if a.label == "register"} == {201}, after
     assert "unhandled error" not in logged
-    assert citizen_count(direct) == len([a for a in probe.of("register") if a.status == 201])
+    # Every 201 is stored. A request whose deadline passed while its COMMIT was on the wire may
+    # be stored too although it answered 503: no timeout can tell (docs/faults.md).
+    answered = len([a for a in probe.of("register") if a.status == 201])
+    at_deadline = len(
+        [a for a in probe.of("register") if a.status == 503 and a.elapsed >= 4.0 - MARGIN_S]
+    )
+    assert answered <= citizen_count(direct) <= answered + at_deadline
 
 
 def test_a_statement_on_a_silent_connection_fails_at_its_deadline():
