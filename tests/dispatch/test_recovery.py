@@ -129,30 +129,15 @@ def test_a_record_under_a_claim_that_was_taken_over_changes_nothing(db):
     assert {r.id for r in second} == {r.id for r in first}
     assert all(r.outcome_unknown for r in second)
     # a wakes and records its sends: refused, the rows are b's.
-    outbox.record(
-        db,
-        decided=[(r, Decision(r.id, "sent", provider_ref="SMa")) for r in first],
-        worker="a",
-        now=later,
-    )
+    _record_sent(db, first, worker="a", ref="SMa", now=later)
     assert _statuses(db) == {"claimed"}
     # b's own earlier claim of a row it claims again is fenced too (same worker, new attempt).
     again = outbox.claim(
         db, channel="sms", now=later + timedelta(seconds=20), limit=2, lease_s=10, worker="b"
     )
-    outbox.record(
-        db,
-        decided=[(r, Decision(r.id, "sent", provider_ref="SMold")) for r in second],
-        worker="b",
-        now=later,
-    )
+    _record_sent(db, second, worker="b", ref="SMold", now=later)
     assert _statuses(db) == {"claimed"}
-    outbox.record(
-        db,
-        decided=[(r, Decision(r.id, "sent", provider_ref="SMnew")) for r in again],
-        worker="b",
-        now=later,
-    )
+    _record_sent(db, again, worker="b", ref="SMnew", now=later)
     assert _statuses(db) == {"sent"}
     assert set(db.scalars(select(Alert.provider_ref))) == {"SMnew"}
 
@@ -210,6 +195,15 @@ def test_a_dispatcher_that_ended_on_this_host_has_its_alerts_taken_back(db):
         r.outcome_unknown
         for r in outbox.claim(db, channel="sms", now=utcnow(), limit=2, lease_s=10, worker="new")
     } == {True}
+
+
+def _record_sent(db: Session, rows, *, worker: str, ref: str, now) -> None:
+    outbox.record(
+        db,
+        decided=[(r, Decision(r.id, "sent", provider_ref=ref)) for r in rows],
+        worker=worker,
+        now=now,
+    )
 
 
 def _statuses(db: Session) -> set[str]:
