@@ -67,13 +67,16 @@ def load_reachable(
     today: date,
     citizen_id: int | None = None,
     citizen_ids: Sequence[int] | None = None,
+    id_range: tuple[int, int] | None = None,
 ) -> Reachable:
-    """Places that can match from today on, of active citizens: all of them, one citizen's, or
-    some citizens'."""
+    """Places that can match from today on, of active citizens: all of them, one citizen's,
+    some citizens', or those of the citizens whose ids lie in a range (a shard, inclusive)."""
     extra, params = "", []
     mark = _MARK[connection.dialect.name]
     if citizen_id is not None:
         extra, params = f"AND p.citizen_id = {mark}", [citizen_id]
+    elif id_range is not None:
+        extra, params = f"AND p.citizen_id BETWEEN {mark} AND {mark}", list(id_range)
     elif citizen_ids is not None:
         extra = f"AND p.citizen_id IN ({', '.join([mark] * len(citizen_ids)) or 'NULL'})"
         params = list(citizen_ids)
@@ -158,31 +161,6 @@ def _cursor_rows(connection: Connection, query: str, params: list) -> list[tuple
         return cursor.fetchall()
     finally:
         cursor.close()
-
-
-def merge(old: Reachable, changed_ids: np.ndarray, fresh: Reachable) -> Reachable:
-    """`old` with the places of changed citizens replaced by their `fresh` ones."""
-    keep = ~np.isin(old.places.citizen_ids, changed_ids)
-    p, q = old.places, fresh.places
-    places = PlaceSet.build(
-        np.concatenate([p.citizen_ids[keep], q.citizen_ids]),  # sorts again: ~0.2 s at 1M
-        np.concatenate([p.lons[keep], q.lons]),
-        np.concatenate([p.lats[keep], q.lats]),
-        np.concatenate([p.countries[keep], q.countries]),
-        np.concatenate([p.starts[keep], q.starts]),
-        np.concatenate([p.ends[keep], q.ends]),
-    )
-    kept = ~np.isin(old.citizen_ids, changed_ids)
-    ids = np.concatenate([old.citizen_ids[kept], fresh.citizen_ids])
-    order = np.argsort(ids)
-    assert old.exercises is not None and fresh.exercises is not None  # load_reachable reads them
-    return Reachable(
-        places=places,
-        citizen_ids=ids[order],
-        sms=np.concatenate([old.sms[kept], fresh.sms])[order],
-        email=np.concatenate([old.email[kept], fresh.email])[order],
-        exercises=np.concatenate([old.exercises[kept], fresh.exercises])[order],
-    )
 
 
 def reachable_from_rows(rows: list) -> Reachable:

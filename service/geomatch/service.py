@@ -4,10 +4,10 @@ transaction; the ledger's unique key makes any path running twice harmless."""
 
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
@@ -16,7 +16,7 @@ from service.db import utcnow
 from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch import postgis, targets
-from service.geomatch.places import Reachable, load_places, load_reachable, merge, with_alerting
+from service.geomatch.places import Reachable, load_places, load_reachable, with_alerting
 from service.geomatch.targets import Live
 from service.ledger import outbox, priority
 from service.ledger.enqueue import alert_rows, insert_alerts
@@ -125,54 +125,111 @@ def match_citizen(session: Session, *, citizen_id: int, now: datetime) -> MatchR
 
 # A transaction may commit a few minutes after it stamped updated_at: look back this far.
 _CHANGE_OVERLAP = timedelta(minutes=10)
-_MAX_INCREMENTAL = 20_000  # more changed citizens than this: read everything again
+_CHANGED_BATCH = 10_000  # changed citizens read and matched at a time
 _WRITE_BATCH = 250_000
+# Citizens (by id range) whose places one step of a full pass holds: memory is bounded by this,
+# not by the registry (a million citizens' places read at once cost the process ~800 MB).
+SHARD_CITIZENS = 200_000
+# On PostgreSQL a few advisories to check against everyone go to PostGIS: no place leaves the
+# database. Many at once (a first sweep) go through the engine, shard by shard.
+POSTGIS_AT_MOST = 4
 
 
 @dataclass
 class Sweeper:
-    """The scheduled sweep, kept by the process that holds the sweep lease. Between sweeps it
-    keeps the places it read (re-reading only citizens changed since, by citizen.updated_at) and
-    which pairs it enqueued (after commit), so a steady-state sweep reads and writes little.
-    Both memories only save work: the database and the ledger's key decide."""
+    """The scheduled sweep, kept by the process that holds the sweep lease. It remembers which
+    advisories it has checked against everyone, and in which state (current locations in reach
+    or not yet), and when it last read the registry. A sweep then checks against everyone only
+    the advisories that are new to it or became effective (by shards of citizens, so memory does
+    not grow with the registry), and every advisory only against citizens changed since
+    (citizen.updated_at). Time alone adds no other pair: a stay or an advisory ending only
+    removes. The memory only saves work: the database and the ledger's key decide."""
 
-    known: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
-    snapshot: Reachable | None = None
-    snapshot_day: date | None = None
+    swept: dict[tuple[int, int, datetime], bool] = field(default_factory=dict)
     read_since: datetime | None = None
+    shard_citizens: int = SHARD_CITIZENS
 
     def run(self, factory: sessionmaker[Session], *, now: datetime) -> MatchResult:
         """One sweep in one transaction."""
-        pending = dict(self.known)
         with factory.begin() as session:
             started = time.perf_counter()
-            reachable = self._places(session, now=now)
             lives = targets.live_advisories(session, now=now)
             areas = targets.areas_of(session, lives)
-            load_s = time.perf_counter() - started
-            result = _enqueue(session, lives, areas, reachable, now=now, known=pending)
-            result.load_s = load_s
-        live_keys = {(live.id, live.revision) for live in lives}
-        self.known = {key: ids for key, ids in pending.items() if key in live_keys}
-        self.snapshot, self.snapshot_day, self.read_since = reachable, now.date(), now
+            result = MatchResult(advisories=len(lives), load_s=time.perf_counter() - started)
+            fresh = [self.swept.get(live.key) != _active_now(live, now) for live in lives]
+            whole = [i for i, new in enumerate(fresh) if new]
+            if whole:
+                picked = ([lives[i] for i in whole], [areas[i] for i in whole])
+                _add(result, self._everyone(session, *picked, now=now))
+            kept = [i for i, new in enumerate(fresh) if not new]
+            if kept and self.read_since is not None:
+                picked = ([lives[i] for i in kept], [areas[i] for i in kept])
+                since = self.read_since - _CHANGE_OVERLAP
+                _add(result, _changed(session, *picked, since=since, now=now))
+        self.swept = {live.key: _active_now(live, now) for live in lives}
+        self.read_since = now
         return result
 
-    def _places(self, session: Session, *, now: datetime) -> Reachable:
-        connection = session.connection()
-        if self.snapshot is None or self.snapshot_day != now.date() or self.read_since is None:
-            return load_reachable(connection, today=now.date())
-        changed = np.fromiter(
-            session.scalars(
-                select(Citizen.id).where(Citizen.updated_at >= self.read_since - _CHANGE_OVERLAP)
-            ),
-            dtype=np.int64,
+    def _everyone(
+        self, session: Session, lives: list[Live], areas: list[Area], *, now: datetime
+    ) -> MatchResult:
+        """These advisories against every citizen: in PostGIS when few (PostgreSQL), else by
+        the engine over one shard of citizens (an id range) at a time."""
+        if len(lives) <= POSTGIS_AT_MOST and session.connection().dialect.name == "postgresql":
+            return _enqueue_in_postgis(session, lives, areas, now=now)
+        result = MatchResult()
+        low, high = session.execute(select(func.min(Citizen.id), func.max(Citizen.id))).one()
+        if low is None:
+            return result
+        for first in range(low, high + 1, self.shard_citizens):
+            started = time.perf_counter()
+            shard = (first, first + self.shard_citizens - 1)
+            reachable = load_reachable(session.connection(), today=now.date(), id_range=shard)
+            load_s = time.perf_counter() - started
+            part = _enqueue(session, lives, areas, reachable, now=now, skip_enqueued=True)
+            part.load_s = load_s
+            _add(result, part)
+        return result
+
+
+def _changed(
+    session: Session, lives: list[Live], areas: list[Area], *, since: datetime, now: datetime
+) -> MatchResult:
+    """These advisories against the citizens changed since then, a batch at a time."""
+    result = MatchResult()
+    changed = session.scalars(
+        select(Citizen.id).where(Citizen.updated_at >= since).order_by(Citizen.id)
+    ).all()
+    for first in range(0, len(changed), _CHANGED_BATCH):
+        started = time.perf_counter()
+        batch = changed[first : first + _CHANGED_BATCH]
+        reachable = load_reachable(session.connection(), today=now.date(), citizen_ids=batch)
+        nearby = targets.index_for(lives, areas).candidates(reachable.places)
+        load_s = time.perf_counter() - started
+        part = _enqueue(
+            session,
+            [lives[i] for i in nearby],
+            [areas[i] for i in nearby],
+            reachable,
+            now=now,
+            skip_enqueued=True,
         )
-        if changed.size == 0:
-            return self.snapshot
-        if changed.size > _MAX_INCREMENTAL:
-            return load_reachable(connection, today=now.date())
-        fresh = load_reachable(connection, today=now.date(), citizen_ids=changed.tolist())
-        return merge(self.snapshot, changed, fresh)
+        part.load_s = load_s
+        _add(result, part)
+    return result
+
+
+def _active_now(live: Live, now: datetime) -> bool:
+    """Whether current locations are in reach (a live advisory has not expired)."""
+    return live.effective <= now
+
+
+def _add(total: MatchResult, part: MatchResult) -> None:
+    total.matched += part.matched
+    total.enqueued += part.enqueued
+    total.load_s += part.load_s
+    total.match_s += part.match_s
+    total.write_s += part.write_s
 
 
 def cancel_pending_for(session: Session, *, citizen_id: int) -> int:
@@ -187,16 +244,16 @@ def _enqueue(
     reachable: Reachable,
     *,
     now: datetime,
-    known: dict[tuple[int, int], np.ndarray] | None = None,
     matched: list[np.ndarray] | None = None,
+    skip_enqueued: bool = False,
 ) -> MatchResult:
     """Enqueue what each target reaches among the places: matched here, or already (`matched`,
     aligned with `lives`, only citizens of `reachable.citizen_ids`). A drill reaches only those
-    who opted in to exercises."""
+    who opted in to exercises. The sweep (`skip_enqueued`) leaves out citizens the ledger
+    already holds for that revision, on any channel."""
     result = MatchResult(advisories=len(lives))
     today = matching.day_number(now.date())
     rows: list[tuple[int, int, int, str, int]] = []
-    fresh: dict[tuple[int, int], np.ndarray] = {}
     for i, (live, area) in enumerate(zip(lives, areas, strict=True)):
         started = time.perf_counter()
         if matched is not None:
@@ -208,11 +265,8 @@ def _enqueue(
             ids = reachable.opted_in(ids)
         result.match_s += time.perf_counter() - started
         result.matched += len(ids)
-        key = (live.id, live.revision)
-        if known is not None:
-            if key not in known:
-                known[key] = _enqueued_ids(session, live)
-            ids = ids[~np.isin(ids, known[key], assume_unique=True)]
+        if skip_enqueued and ids.size:
+            ids = ids[~np.isin(ids, _enqueued_among(session, live, ids), assume_unique=True)]
         if ids.size == 0:
             continue
         sms_ids, email_ids = reachable.channels_of(ids)
@@ -225,14 +279,10 @@ def _enqueue(
                 email_ids=email_ids,
             )
         )
-        fresh[key] = ids
         if len(rows) >= _WRITE_BATCH:  # millions of row tuples at once would cost a GiB
             result.enqueued += _write(session, rows, now=now, result=result)
             rows = []
     result.enqueued += _write(session, rows, now=now, result=result)
-    if known is not None:
-        for key, ids in fresh.items():
-            known[key] = np.union1d(known[key], ids)
     return result
 
 
@@ -245,10 +295,18 @@ def _write(session: Session, rows: list[tuple], *, now: datetime, result: MatchR
     return written
 
 
-def _enqueued_ids(session: Session, live: Live) -> np.ndarray:
-    rows = session.execute(
-        select(Alert.citizen_id)
-        .where(Alert.advisory_id == live.id, Alert.revision == live.revision)
-        .distinct()
-    ).scalars()
+_FEW_IDS = 1000
+
+
+def _enqueued_among(session: Session, live: Live, ids: np.ndarray) -> np.ndarray:
+    """Sorted ids the ledger already holds for the revision, among these (sorted) or beside
+    them: a few are looked up by key, many by a range of the ledger's key."""
+    query = select(Alert.citizen_id).where(
+        Alert.advisory_id == live.id, Alert.revision == live.revision
+    )
+    if ids.size <= _FEW_IDS:
+        query = query.where(Alert.citizen_id.in_(ids.tolist()))
+    else:
+        query = query.where(Alert.citizen_id.between(int(ids[0]), int(ids[-1])))
+    rows = session.execute(query.distinct()).scalars()
     return matching.sorted_unique(np.fromiter(rows, dtype=np.int64))

@@ -7,13 +7,14 @@ from sqlalchemy.orm import sessionmaker
 
 from service import lease
 from service.advisories.models import Advisory
-from service.geomatch.service import Sweeper, match_advisories, match_citizen
+from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.geomatch.builders import NOW, advisory, alerted, citizen
 
 TOKYO = {"lat": 35.68, "lon": 139.69}
+_MANY = POSTGIS_AT_MOST + 1
 
 
 def _alerts(db, **where):
@@ -97,7 +98,7 @@ def test_sweep_catches_what_time_changed_and_is_idempotent(db):
     first = sweeper.run(factory, now=NOW + timedelta(hours=3))
     assert first.enqueued >= 2 and resident.id in alerted(db, later)
     again = sweeper.run(factory, now=NOW + timedelta(hours=3))
-    assert again.enqueued == 0 and again.matched == first.matched
+    assert again.enqueued == 0 and again.matched == 0  # nothing changed: nothing to check
     cold = Sweeper().run(factory, now=NOW + timedelta(hours=3))  # a restarted process
     assert cold.enqueued == 0
     count = db.scalar(select(func.count()).select_from(Alert).where(Alert.advisory_id == later.id))
@@ -139,9 +140,12 @@ def test_sweeper_rereads_only_changed_citizens_and_misses_none(db):
     factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
     area = {"circles": [{"lat": -33.9, "lon": 18.4, "radius_km": 30}]}
     record = advisory(db, area=area)
+    bystander = citizen(db, lon=18.41, lat=-33.91)
+    bystander.updated_at = NOW - timedelta(hours=1)  # registered well before the first sweep
+    db.flush()
     sweeper = Sweeper()
-    sweeper.run(factory, now=NOW)
-    assert sweeper.snapshot is not None
+    assert sweeper.run(factory, now=NOW).enqueued == 1
+    assert bystander.id in alerted(db, record)
     newcomer = citizen(db, lon=18.45, lat=-33.92)  # arrives after the first sweep
     mover = citizen(db, lon=0.0, lat=0.0)
     sweeper.run(factory, now=NOW + timedelta(minutes=1))
@@ -151,8 +155,25 @@ def test_sweeper_rereads_only_changed_citizens_and_misses_none(db):
     db.flush()
     second = sweeper.run(factory, now=NOW + timedelta(minutes=2))
     assert second.enqueued == 1 and mover.id in alerted(db, record)
-    in_snapshot = set(sweeper.snapshot.citizen_ids.tolist())
-    assert {newcomer.id, mover.id} <= in_snapshot
+    # Only the changed citizens were matched again (the newcomer and the mover, within the
+    # look-back), not the bystander, whom the first sweep read.
+    assert second.matched == 2
+
+
+def test_a_sweep_in_shards_of_citizens_enqueues_what_one_shard_does(db):
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    area = {"circles": [{"lat": 48.85, "lon": 2.35, "radius_km": 40}]}
+    people = [
+        citizen(db, lon=2.35 + i / 100, lat=48.85, channels=("sms", "email")) for i in range(7)
+    ]
+    far = citizen(db, lon=10.0, lat=10.0)
+    records = [advisory(db, area=area) for _ in range(_MANY)]  # past PostGIS's few
+    first = Sweeper(shard_citizens=2).run(factory, now=NOW)
+    assert first.enqueued == 2 * len(people) * len(records)
+    assert all(alerted(db, r) == {p.id for p in people} for r in records)
+    assert far.id not in alerted(db, records[0])
+    # A restarted sweeper, in shards of another size: the ledger already holds everything.
+    assert Sweeper(shard_citizens=3).run(factory, now=NOW).enqueued == 0
 
 
 def test_the_live_advisory_list_follows_every_change_between_registrations(db):
