@@ -23,7 +23,7 @@ Figures go to stdout and to var/bench/load.json: rows {name, workers, requests, 
 p95_ms, p99_ms, errors}, with the machine's load average and each process group's CPU seconds.
 
 Environment: ANJEON_BENCH_DATABASE_URL (required: a PostgreSQL URL whose user may create
-databases; the run uses a scratch database anjeon_bench_load beside it, dropped afterwards),
+databases; the run uses a scratch database <its name>_bench_load beside it, dropped afterwards),
 ANJEON_LOAD_S (measured seconds per phase, default 30), ANJEON_LOAD_USERS (concurrent users of
 the flat-out phases, default 32), ANJEON_LOAD_WORKERS (API worker processes, default 2).
 """
@@ -55,7 +55,6 @@ WARMUP_S = 3.0  # each phase: users start, then this long before the measured wi
 SPAWN_RATE = 8  # users started a second: a burst of connections is all taken by one worker
 CALLBACK_RPS = 100
 CALLBACK_USERS = 10
-DATABASE = "anjeon_bench_load"
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "fake-twilio-auth-token"  # noqa: S105 - the loopback fake's
 TWILIO_FROM = "+15005550006"
@@ -262,18 +261,27 @@ class CpuMeter:
 # ---------------------------------------------------------------- database
 
 
+def scratch_name(url: str) -> str:
+    """The scratch database: named after the one in the URL, so two people who share a server
+    and each bring their own database never drop each other's run."""
+    from sqlalchemy.engine import make_url
+
+    return f"{make_url(url).database or 'anjeon'}_bench_load"
+
+
 def scratch_database(url: str) -> str:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     from service.db import make_engine
 
+    name = scratch_name(url)
     admin = make_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return make_url(url).set(database=DATABASE).render_as_string(hide_password=False)
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(url: str) -> None:
@@ -283,7 +291,7 @@ def drop_database(url: str) -> None:
 
     admin = make_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{scratch_name(url)}" WITH (FORCE)'))
     admin.dispose()
 
 

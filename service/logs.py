@@ -72,3 +72,7 @@ def configure_logging(*, fmt: str, level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Two lines per job run (dispatch runs every few seconds); our jobs log their own results.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+    # The Twilio SDK logs 11 INFO lines per message (request line, each header, status, response
+    # headers), 11 of the 12 log lines of a registration; the request line names the account.
+    # Our notifiers log what matters of each outcome themselves.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)

@@ -19,8 +19,15 @@ from typing import Literal
 import phonenumbers
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import (
+    MemoryStorage,
+    RedisClusterStorage,
+    RedisStorage,
+    Storage,
+    storage_from_string,
+)
 from limits.strategies import MovingWindowRateLimiter
+from redis.commands.core import Script
 
 from service.config import Settings
 from service.errors import ServiceUnavailable, TooManyRequests
@@ -31,6 +38,34 @@ log = logging.getLogger(__name__)
 # A hung Redis must not hang every registration: fail within seconds, as a 503.
 _STORAGE_TIMEOUT_S = 2.0
 _BUDGET_KEY_LIFE_S = 2 * 86_400
+
+# Every hit of a take_all in one Redis round trip, all or none, on the `limits` library's own
+# moving-window lists (the newest timestamp first, trimmed to the limit), so its reads
+# (get_window_stats, for Retry-After) see them. A list whose limit-th newest entry is still in
+# its window is full. KEYS: the keys; ARGV: the time, then each key's limit and window length.
+# Returns the 1-based positions of the full ones (none: all were counted). A test then a hit
+# of each item cost two round trips apiece: 13 for a registration and its code.
+_TAKE_ALL_LUA = """
+local now = tonumber(ARGV[1])
+local taken, full = {}, {}
+for i, key in ipairs(KEYS) do
+    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    taken[key] = (taken[key] or 0) + 1
+    local entry = redis.call('lindex', key, limit - taken[key])
+    if taken[key] > limit or (entry and tonumber(entry) >= now - expiry) then
+        full[#full + 1] = i
+    end
+end
+if #full == 0 then
+    for i, key in ipairs(KEYS) do
+        local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+        redis.call('lpush', key, ARGV[1])
+        redis.call('ltrim', key, 0, limit - 1)
+        redis.call('expire', key, expiry)
+    end
+end
+return full
+"""
 
 
 class Rule(StrEnum):
@@ -61,6 +96,9 @@ _REFUSED = {
 }
 
 
+_Hit = tuple[Rule, RateLimitItem, str]  # a rule, one of its limits, the hashed key
+
+
 @dataclass(frozen=True)
 class BudgetCharge:
     """One SMS counted against the day's budget."""
@@ -89,6 +127,13 @@ class RateLimits:
         self._errors: tuple[type[Exception], ...] = (StorageError,)
         if not isinstance(self._storage, MemoryStorage):
             self._errors += _as_tuple(self._storage.base_exceptions)
+        # One server (or a sentinel's master) runs a script over any keys; a cluster only over
+        # keys of one slot, so it keeps the library's own calls.
+        self._take_script: Script | None = None
+        if isinstance(self._storage, RedisStorage) and not isinstance(
+            self._storage, RedisClusterStorage
+        ):
+            self._take_script = self._storage.get_connection().register_script(_TAKE_ALL_LUA)
 
     # ---- rules ----------------------------------------------------------------------------
 
@@ -104,14 +149,7 @@ class RateLimits:
             for item in self._rules[Rule(rule)]
         ]
         with self._storage_guard():
-            refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
-            if not refused:
-                for rule, item, key in keyed:
-                    # Each hit is atomic in the storage; one lost to another process after the
-                    # test leaves the hits before it counted, which errs on the safe side.
-                    if not self._limiter.hit(item, rule, key):
-                        refused = [(rule, item, key)]
-                        break
+            refused = self._take_in_script(keyed) if self._take_script else self._take(keyed)
             if refused:
                 raise self._refusal(refused)
 
@@ -127,14 +165,7 @@ class RateLimits:
         """One message that is not an advisory alert (a code, a confirmation) to destination, an
         E.164 number or an e-mail address: per contact, for SMS per number block and country
         (not the home region), and per channel."""
-        if channel == "sms":
-            block, country = number_keys(destination)
-            hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, block)]
-            if country != self._home_region:
-                hits.append((Rule.COUNTRY, country))
-        else:
-            hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
-        self.take_all([*hits, (Rule.GLOBAL, channel)])
+        self.take_all(self._message_hits(channel, destination))
 
     def take_reply(self, sender: str) -> bool:
         """One SMS answer to a reply from `sender`: within the per-number limit and the day's
@@ -148,10 +179,20 @@ class RateLimits:
 
     def take_new_contact(self, channel: Literal["sms", "email"], destination: str) -> None:
         """A code for a contact given in a registration or a change: take_message, and at most
-        one such code per contact in the cooldown (an erase/re-register loop sends nothing)."""
+        one such code per contact in the cooldown (an erase/re-register loop sends nothing).
+        One take: a code the message limits hold does not start the cooldown."""
         key = f"{channel}:{destination if channel == 'sms' else email_key(destination)}"
-        self.take(Rule.COOLDOWN, key)
-        self.take_message(channel, destination)
+        self.take_all([(Rule.COOLDOWN, key), *self._message_hits(channel, destination)])
+
+    def _message_hits(self, channel: str, destination: str) -> list[tuple[Rule, str]]:
+        if channel == "sms":
+            block, country = number_keys(destination)
+            hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, block)]
+            if country != self._home_region:
+                hits.append((Rule.COUNTRY, country))
+        else:
+            hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
+        return [*hits, (Rule.GLOBAL, channel)]
 
     # ---- the daily SMS budget ------------------------------------------------------------
 
@@ -179,13 +220,32 @@ class RateLimits:
 
     # ---- inside ---------------------------------------------------------------------------
 
+    def _take(self, keyed: list[_Hit]) -> list[_Hit]:
+        refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
+        if not refused:
+            for rule, item, key in keyed:
+                # Each hit is atomic in the storage; one lost to another process after the
+                # test leaves the hits before it counted, which errs on the safe side.
+                if not self._limiter.hit(item, rule, key):
+                    return [(rule, item, key)]
+        return refused
+
+    def _take_in_script(self, keyed: list[_Hit]) -> list[_Hit]:
+        assert isinstance(self._storage, RedisStorage) and self._take_script is not None
+        keys, args = [], [time.time()]
+        for rule, item, key in keyed:
+            keys.append(self._storage.prefixed_key(item.key_for(rule, key)))
+            args += [item.amount, item.get_expiry()]
+        full = self._take_script(keys, args)
+        return [keyed[int(i) - 1] for i in full]
+
     def _hashed(self, rule: Rule, key: str) -> str:
         return hmac.new(self._key_secret, f"{rule}:{key}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def _budget_key(self) -> str:
         return f"{self._namespace}/sms-budget/{budget_day()}"
 
-    def _refusal(self, refused: list[tuple[Rule, RateLimitItem, str]]) -> TooManyRequests:
+    def _refusal(self, refused: list[_Hit]) -> TooManyRequests:
         waits = []
         for rule, item, key in refused:
             reset = self._limiter.get_window_stats(item, rule, key).reset_time

@@ -108,10 +108,19 @@ def register_citizen(
     _set_quiet_hours(citizen, data.quiet_hours)
     citizen.exercises = data.exercises
     citizen.places = [places.current, *places.stays]
+    # Set before the INSERT, which then carries the row as it stays: no UPDATE follows it.
+    citizen.notify_sms = citizen.notify_email = False
     session.add(citizen)
     session.flush()
     outgoing = _new_contacts(
-        session, registry, citizen, contacts, Contacts(None, None), verified=verified, now=now
+        session,
+        registry,
+        citizen,
+        contacts,
+        Contacts(None, None),
+        verified=verified,
+        now=now,
+        fresh=True,
     )
     geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
     return Registration(citizen=citizen, token=token, outgoing=outgoing)
@@ -388,9 +397,12 @@ def _new_contacts(
     *,
     verified: bool,
     now: datetime,
+    fresh: bool = False,
 ) -> Outgoing:
     """Contacts that are new or changed wait for their code (or, `verified`, count at once);
-    a removed one goes at once; the alerted channels follow what is verified."""
+    a removed one goes at once; the alerted channels follow what is verified. `fresh`: a record
+    just inserted, with no contact to drop and no code to replace (no DELETE that finds
+    nothing, no UPDATE that changes nothing)."""
     codes: list[verification.CodeToSend] = []
     notices: list[verification.Notice] = []
     for channel, new, old in (
@@ -399,14 +411,15 @@ def _new_contacts(
     ):
         if new == old and new is not None:
             continue  # unchanged (verified, or still waiting for its code)
-        _drop_contact(session, citizen, channel)
+        if not fresh:
+            _drop_contact(session, citizen, channel)
         if new is None:
             continue
         given = {"vault": registry.vault, "citizen": citizen, "channel": channel, "address": new}
         if verified:
             notices += verification.mark_verified(session, now=now, **given)
         else:
-            codes.append(verification.issue_code(session, now=now, **given))
+            codes.append(verification.issue_code(session, now=now, replaces=not fresh, **given))
     citizen.notify_sms = citizen.wants_sms and citizen.phone_sealed is not None
     citizen.notify_email = citizen.wants_email and citizen.email_sealed is not None
     return Outgoing(codes=codes, notices=notices)

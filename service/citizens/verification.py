@@ -60,14 +60,17 @@ def issue_code(
     channel: str,
     address: str,
     now: datetime,
+    replaces: bool = True,
 ) -> CodeToSend:
-    """A new code for `address` on `channel` (replacing any earlier one for the channel)."""
+    """A new code for `address` on `channel`, replacing any earlier one for the channel (with
+    `replaces` False, the caller knows there is none: a record inserted in this transaction)."""
     code = f"{secrets.randbelow(1_000_000):06d}"
-    session.execute(
-        delete(ContactCode).where(
-            ContactCode.citizen_id == citizen.id, ContactCode.channel == channel
+    if replaces:
+        session.execute(
+            delete(ContactCode).where(
+                ContactCode.citizen_id == citizen.id, ContactCode.channel == channel
+            )
         )
-    )
     session.add(
         ContactCode(
             citizen_id=citizen.id,
