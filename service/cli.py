@@ -4,7 +4,9 @@ import argparse
 import getpass
 import logging
 import secrets
+import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.formats import PARSERS
 from service.advisories.ingest import import_document
@@ -31,6 +34,7 @@ from service.logs import configure_logging
 from service.metrics import JOB_RUNS
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
+from service.scheduler import build_scheduler
 from service.staff import service as staff_service
 
 log = logging.getLogger("anjeon.dispatch.worker")
@@ -240,6 +244,38 @@ def _work(dispatcher: Dispatcher, *, interval_s: float) -> None:
         time.sleep(min(interval_s * 2 ** min(failures, 16), max(interval_s, _WORKER_PAUSE_CAP_S)))
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """The scheduled jobs alone, until SIGTERM or SIGINT: no HTTP, and no dispatch (left to
+    `anjeon dispatch` workers). Each singleton job runs where its lease is, so any number of
+    these (and of `anjeon serve` processes with their scheduler) may run at once."""
+    settings = get_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    factory = _session_factory(settings)
+    # Its notifiers tell duty staff of help answers whose notice did not go; it drains nothing.
+    dispatcher = Dispatcher.from_settings(
+        settings, factory, vault=PersonalDataVault(settings.secret_key_bytes())
+    )
+    scheduler = build_scheduler(
+        settings,
+        factory,
+        load_feeds(settings.feeds_path()),
+        dispatcher=dispatcher,
+        dispatch=False,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    scheduler.start()
+    logging.getLogger("anjeon.scheduler").info(
+        "scheduler started", extra={"jobs": sorted(job.id for job in scheduler.get_jobs())}
+    )
+    while not stop.wait(1.0):
+        pass
+    scheduler.shutdown(wait=True)
+    dispatcher.close()
+    return 0
+
+
 def cmd_secret_key(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists():
@@ -289,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-idle", action="store_true", help="keep going until no alert is left open"
     )
     dispatch.set_defaults(run=cmd_dispatch)
+    commands.add_parser(
+        "schedule", help="run the scheduled jobs without the API or dispatch (until stopped)"
+    ).set_defaults(run=cmd_schedule)
     ingest = commands.add_parser(
         "ingest", help="import a feed document (CAP, GeoJSON, RSS, MOFA) from a file or URL"
     )

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     secret_key_file: str = ""
     scheduler_enabled: bool = True
     sweep_interval_s: int = Field(60, ge=1)
+    # 0: each periodic job at its own interval (60 s to 6 h); else all of them at this one
+    # (tests and drills: a job's lease lasts three intervals).
+    job_interval_s: int = Field(0, ge=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_area_vertices: int = Field(50_000, ge=4)
     max_advisory_body_bytes: int = Field(8_388_608, ge=1024)

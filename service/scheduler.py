@@ -2,17 +2,21 @@
 
 APScheduler 3 does not coordinate processes (every worker runs every job): each periodic job
 runs only in the process holding its lease row, and would be harmless twice anyway. The
-dispatch job runs in every process: its claims are exclusive, so workers share the queue."""
+dispatch job runs in every process that has it (`anjeon serve`; `anjeon schedule` leaves it to
+`anjeon dispatch` workers): its claims are exclusive, so workers share the queue. Each run
+that commits logs its holder and when it held the job (`started` once the lease was taken,
+`ended` once the run committed), so runs of one job can be shown never to overlap."""
 
 import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, event, text
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from service import lease
 from service.advisories.feeds.config import Feed
@@ -67,17 +71,32 @@ def _forget_inbound(session: Session, settings: Settings) -> int:
 
 
 def jobs(settings: Settings) -> list[Job]:
+    every = settings.job_interval_s
     return [
-        Job("expire-advisories", 60, _expire_advisories),
-        Job("checkin-escalate", 60, _escalate_checkins),
-        Job("forget-inbound-sms", 6 * 3600, _forget_inbound),
-        Job("purge-ended-stays", 6 * 3600, _purge_stays),
-        Job("purge-unverified", 3600, _purge_unverified),
+        Job("expire-advisories", every or 60, _expire_advisories),
+        Job("checkin-escalate", every or 60, _escalate_checkins),
+        Job("forget-inbound-sms", every or 6 * 3600, _forget_inbound),
+        Job("purge-ended-stays", every or 6 * 3600, _purge_stays),
+        Job("purge-unverified", every or 3600, _purge_unverified),
     ]
 
 
 class LeaseLost(Exception):
     """The job's lease went to another process while the job ran: its work is rolled back."""
+
+
+def _held(job: str, *, holder: str, started: datetime, **fields: object) -> None:
+    """A committed run: who held the job, from when (its lease taken) until now (committed)."""
+    log.info(
+        "job done",
+        extra={
+            "job": job,
+            "holder": holder,
+            "started": started.isoformat(),
+            "ended": utcnow().isoformat(),
+            **fields,
+        },
+    )
 
 
 def run_job(
@@ -94,6 +113,7 @@ def run_job(
             if not lease.acquire(session, name=job.id, now=utcnow(), ttl=ttl, holder=holder):
                 JOB_RUNS.labels(job.id, "not-leader").inc()
                 return
+        started = utcnow()
         with factory.begin() as session:
             lease.fence(session, ttl=ttl)
             result = job.body(session, settings)
@@ -108,7 +128,7 @@ def run_job(
         log.exception("job failed", extra={"job": job.id})
         return
     JOB_RUNS.labels(job.id, "ok").inc()
-    log.info("job done", extra={"job": job.id, "result": result})
+    _held(job.id, holder=holder, started=started, result=result)
 
 
 def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings) -> None:
@@ -134,8 +154,39 @@ def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings
     JOB_RUNS.labels(f"feed:{feed.name}", outcome).inc()
 
 
-def run_sweep(sweeper: Sweeper, factory: sessionmaker[Session], settings: Settings) -> None:
-    """The geomatch sweep, in the one process that holds the lease."""
+def fenced_by_lease(
+    factory: sessionmaker[Session], *, name: str, ttl: timedelta
+) -> sessionmaker[Session]:
+    """Sessions of `factory` (its listeners included) fenced by the lease `name`, for a job
+    body that opens its own transaction (the sweep): each transaction is bounded as
+    lease.fence bounds run_job's, and refuses to commit once the lease is another's."""
+    made: sessionmaker[Session] = sessionmaker(class_=factory.class_, **factory.kw)
+
+    def bound(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+        # lease.fence, on the connection: the session cannot execute while it begins.
+        if connection.dialect.name == "postgresql":
+            milliseconds = max(1000, int(ttl.total_seconds() * 1000))
+            connection.execute(
+                text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}")
+            )
+
+    def check(session: Session) -> None:
+        if not lease.still_held(session, name=name):
+            raise LeaseLost(name)
+
+    event.listen(made, "after_begin", bound)
+    event.listen(made, "before_commit", check)
+    return made
+
+
+def run_sweep(
+    sweeper: Sweeper,
+    factory: sessionmaker[Session],
+    fenced: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    """The geomatch sweep, in the one process that holds the lease; it runs on `fenced`
+    (fenced_by_lease), so a sweep that outlived its lease is rolled back."""
     now = utcnow()
     ttl = timedelta(seconds=settings.sweep_interval_s * 3)
     try:
@@ -144,19 +195,24 @@ def run_sweep(sweeper: Sweeper, factory: sessionmaker[Session], settings: Settin
         if not leader:
             JOB_RUNS.labels("geomatch-sweep", "not-leader").inc()
             return
-        result = sweeper.run(factory, now=now)
+        started = utcnow()
+        result = sweeper.run(fenced, now=now)
+    except LeaseLost:
+        JOB_RUNS.labels("geomatch-sweep", "fenced").inc()
+        log.warning("sweep rolled back: its lease went to another process")
+        return
     except Exception:
         JOB_RUNS.labels("geomatch-sweep", "error").inc()
         log.exception("sweep failed")
         return
     JOB_RUNS.labels("geomatch-sweep", "ok").inc()
-    log.info(
-        "sweep done",
-        extra={
-            "matched": result.matched,
-            "enqueued": result.enqueued,
-            "advisories": result.advisories,
-        },
+    _held(
+        "geomatch-sweep",
+        holder=lease.PROCESS_ID,
+        started=started,
+        matched=result.matched,
+        enqueued=result.enqueued,
+        advisories=result.advisories,
     )
 
 
@@ -167,7 +223,8 @@ def run_duty_notices(
     now = utcnow()
     try:
         with factory.begin() as session:
-            if not lease.acquire(session, name="duty-notices", now=now, ttl=timedelta(minutes=3)):
+            ttl = timedelta(seconds=3 * (settings.job_interval_s or 60))
+            if not lease.acquire(session, name="duty-notices", now=now, ttl=ttl):
                 JOB_RUNS.labels("duty-notices", "not-leader").inc()
                 return
             waiting = duty.waiting(session, answered_before=now - timedelta(minutes=1))
@@ -217,9 +274,12 @@ def build_scheduler(
     feeds: list[Feed] | None = None,
     *,
     dispatcher: Dispatcher | None = None,
+    dispatch: bool = True,
 ) -> BackgroundScheduler:
+    """The jobs; with a dispatcher, the duty notices (through its notifiers) and, unless
+    `dispatch` is False (a scheduler-only process), the dispatch job draining the ledger."""
     scheduler = BackgroundScheduler(timezone="UTC")
-    if dispatcher is not None:
+    if dispatcher is not None and dispatch:
         scheduler.add_job(
             run_dispatch,
             "interval",
@@ -233,10 +293,11 @@ def build_scheduler(
             misfire_grace_time=60,
             next_run_time=utcnow(),
         )
+    if dispatcher is not None:
         scheduler.add_job(
             run_duty_notices,
             "interval",
-            seconds=60,
+            seconds=settings.job_interval_s or 60,
             args=(dispatcher, factory, settings),
             id="duty-notices",
             name="duty-notices",
@@ -249,7 +310,16 @@ def build_scheduler(
         run_sweep,
         "interval",
         seconds=settings.sweep_interval_s,
-        args=(Sweeper(), factory, settings),
+        args=(
+            Sweeper(),
+            factory,
+            fenced_by_lease(
+                factory,
+                name="geomatch-sweep",
+                ttl=timedelta(seconds=settings.sweep_interval_s * 3),
+            ),
+            settings,
+        ),
         id="geomatch-sweep",
         name="geomatch-sweep",
         replace_existing=True,

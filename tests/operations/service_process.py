@@ -94,8 +94,10 @@ def processes(
                 process.wait(timeout=15)
 
 
-def wait_ready(base: str, process: subprocess.Popen, logs: Path) -> None:
-    deadline = time.monotonic() + START_S
+def wait_ready(
+    base: str, process: subprocess.Popen, logs: Path, *, limit_s: float = START_S
+) -> None:
+    deadline = time.monotonic() + limit_s
     while True:
         try:
             if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
@@ -120,12 +122,12 @@ def log_lines(logs: Path, text: str) -> list[str]:
     ]
 
 
-def consul_key(url: str) -> dict[str, str]:
+def consul_key(url: str, name: str = "duty") -> dict[str, str]:
     """A consul's key in the service's database (made here, not by a slow CLI process)."""
     engine = make_engine(url)
     try:
         with make_session_factory(engine).begin() as session:
-            key = staff_service.create_key(session, name="duty", role="consul").key
+            key = staff_service.create_key(session, name=name, role="consul").key
     finally:
         engine.dispose()
     return {"Authorization": f"Bearer {key}"}

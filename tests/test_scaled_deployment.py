@@ -1,0 +1,453 @@
+"""Deployment shapes (issue #15 item 1), as real processes on one scratch PostgreSQL database and
+one Redis: two `anjeon serve` API processes (their scheduler off), two `anjeon dispatch` workers
+and two `anjeon schedule` processes, against the fake Twilio and the SMTP sink. One scenario:
+citizens register and verify both contacts (codes read at the fakes), a level-3 advisory is
+issued and approved by a second consul (four eyes) and asks "are you safe?", every citizen
+replies by a signed inbound SMS, and a level-2 advisory becomes effective a few seconds after it
+is issued, so the sweep is what sends it. Two holders are stopped with SIGSTOP past their lease:
+a dispatcher while it holds SMS claims (stalled at the fake Twilio), and the scheduler holding
+the sweep's lease; each is replaced, then woken with SIGCONT.
+
+Proved: every alert exactly once at the fakes (no duplicate, none missing, each Twilio SID and
+e-mail Message-ID one sent row of the ledger), the same sends as the same scenario in one
+`anjeon serve` process, and every scheduled job run by one holder at a time (each committed
+run logs its holder, when it took the lease and when it committed; no two runs of a job
+overlap). Redis keys are this run's own (a new secret key) and lapse with their windows."""
+
+import itertools
+import json
+import re
+import secrets
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import lease
+from service.advisories.models import Advisory
+from service.checkin.models import Checkin
+from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.models import DispatcherWorker
+from service.ledger.models import Alert
+from service.scheduler import LeaseLost, fenced_by_lease
+from tests.advisories.builders import advisory_body
+from tests.builders import citizen_body
+from tests.checkin.conftest import INBOUND, inbound_form, signed
+from tests.conftest import PG_URL
+from tests.dispatch.fake_twilio import Answer, FakeTwilio
+from tests.dispatch.seed import scratch_database
+from tests.dispatch.smtp_sink import SmtpSink
+from tests.operations.service_process import (
+    consul_key,
+    e164,
+    free_port,
+    log_tail,
+    processes,
+    service_env,
+    wait_ready,
+    wait_until,
+)
+from tests.test_two_processes import _redis_url
+
+# In CI a missing ANJEON_TEST_DATABASE_URL fails the session (tests/conftest.py), never skips.
+pytestmark = pytest.mark.skipif(not PG_URL, reason="ANJEON_TEST_DATABASE_URL not set")
+
+CITIZENS = 8
+TOKYO = {"lat": 35.5, "lon": 139.5}  # inside advisory_body()'s square
+# Generous, on a busy 2-core machine: seven processes import the service and load the country
+# boundaries at once (~7 s of CPU each).
+START_S = 240
+WAIT_S = 90  # for anything else the processes do
+CODE = re.compile(r"\b(\d{6})\b")
+
+
+def _env(url: str, twilio: FakeTwilio, smtp: SmtpSink, **settings: object) -> dict[str, str]:
+    return service_env(
+        url,
+        twilio,
+        smtp,
+        secret_key=secrets.token_urlsafe(40),  # this run's keys in Redis are its own
+        verification="required",
+        approval="required",
+        rate_limit_storage=_redis_url(),
+        rate_limit_prefix="10000/hour",
+        dispatch_interval_s=0.5,
+        dispatch_lease_s=2,
+        dispatch_batch=4,
+        dispatch_threads=2,
+        sweep_interval_s=1,  # leases of 3 s
+        job_interval_s=2,
+        **settings,
+    )
+
+
+@dataclass
+class Run:
+    """One scenario's processes, fakes and what it registered."""
+
+    factory: sessionmaker[Session]
+    bases: list[str]
+    twilio: FakeTwilio
+    smtp: SmtpSink
+    logs: Path
+    dispatchers: list[subprocess.Popen] = field(default_factory=list)
+    schedulers: list[subprocess.Popen] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)  # E.164, by citizen number
+    emails: list[str] = field(default_factory=list)
+    codes_sent: tuple[int, int] = (0, 0)  # SMS and e-mails before the first alert
+
+    def session(self) -> Session:
+        return self.factory()
+
+    def base(self, n: int) -> str:
+        return self.bases[n % len(self.bases)]
+
+
+def _register_and_verify(run: Run) -> None:
+    with httpx.Client(timeout=60) as client:
+        for n in range(CITIZENS):
+            body = citizen_body(location=TOKYO)
+            made = client.post(f"{run.base(n)}/v1/citizens", json=body)
+            assert made.status_code == 201, made.text
+            phone, email = e164(body["phone"]), body["email"]
+            # The codes go after the answer (a background task).
+            sms = _found(lambda p=phone: run.twilio.bodies_to(p) or None, "no code", run.logs)
+            sms_code = CODE.search(sms[-1]).group(1)
+            mails = _found(lambda e=email: run.smtp.to(e) or None, "no code", run.logs)
+            mail = mails[-1].get_body(("plain",)).get_content()
+            auth = {"Authorization": f"Bearer {made.json()['manage_token']}"}
+            for i, (channel, code) in enumerate(
+                [("sms", sms_code), ("email", CODE.search(mail).group(1))]
+            ):
+                verified = client.post(
+                    f"{run.base(n + i)}/v1/citizens/{made.json()['id']}/verify",
+                    json={"channel": channel, "code": code},
+                    headers=auth,
+                )
+                assert verified.status_code == 200, verified.text
+            run.phones.append(phone)
+            run.emails.append(email)
+    run.codes_sent = (len(run.twilio.messages), len(run.smtp.received))
+
+
+def _sent(run: Run, advisory: str) -> bool:
+    with run.session() as session:
+        statuses = session.execute(
+            select(Alert.status, func.count())
+            .where(Alert.advisory_id == _advisory_id(session, advisory))
+            .group_by(Alert.status)
+        ).all()
+    return dict(statuses) == {"sent": 2 * CITIZENS}
+
+
+def _advisory_id(session: Session, public_id: str) -> int:
+    return session.scalar(select(Advisory.id).where(Advisory.public_id == public_id))
+
+
+@contextmanager
+def _stopped(process: subprocess.Popen):
+    """SIGSTOP, as a stalled VM or a debugger would; SIGCONT at the end whatever happens."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+def _found(probe, what: str, logs: Path):
+    """The first non-None answer of probe() within WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while (found := probe()) is None:
+        assert time.monotonic() < deadline, f"{what}:\n{log_tail(logs)}"
+        time.sleep(0.02)
+    return found
+
+
+def _dispatcher_holding_sms(run: Run, advisory: str) -> subprocess.Popen | None:
+    """The dispatcher holding SMS claims once the advisory's e-mails are all recorded (so that
+    none is in flight when it stops: an e-mail cannot be looked up, and would go again)."""
+    with run.session() as session:
+        advisory_id = _advisory_id(session, advisory)
+        mail_open = session.scalar(
+            select(func.count()).where(
+                Alert.advisory_id == advisory_id, Alert.channel == "email", Alert.status != "sent"
+            )
+        )
+        holders = session.scalars(
+            select(DispatcherWorker.pid).where(
+                DispatcherWorker.name.in_(
+                    select(Alert.claimed_by).where(
+                        Alert.advisory_id == advisory_id,
+                        Alert.channel == "sms",
+                        Alert.status == "claimed",
+                    )
+                )
+            )
+        ).all()
+    by_pid = {p.pid: p for p in run.dispatchers}
+    return next((by_pid[pid] for pid in holders if pid in by_pid), None) if not mail_open else None
+
+
+def _claimed_by(run: Run, pid: int) -> int:
+    with run.session() as session:
+        names = select(DispatcherWorker.name).where(DispatcherWorker.pid == pid)
+        return session.scalar(
+            select(func.count()).where(Alert.status == "claimed", Alert.claimed_by.in_(names))
+        )
+
+
+def _sweep_holder(run: Run) -> str | None:
+    with run.session() as session:
+        return session.scalar(
+            select(lease.SchedulerLease.holder).where(
+                lease.SchedulerLease.name == "geomatch-sweep",
+                lease.SchedulerLease.expires_at > utcnow(),
+            )
+        )
+
+
+def _pid_of(holder: str) -> int:
+    return int(holder.rsplit(":", 2)[1])  # lease.PROCESS_ID: host:pid:random
+
+
+def _issue(run: Run, n: int, key: dict[str, str], **fields: object) -> dict:
+    made = httpx.post(
+        f"{run.base(n)}/v1/advisories", json=advisory_body(**fields), headers=key, timeout=60
+    )
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[str, str]:
+    """Register, an approved level-3 advisory ALPHA, replies, a level-2 advisory BRAVO sent by
+    the sweep; with `faults`, a dispatcher and the sweep's holder stopped past their leases."""
+    _register_and_verify(run)
+    run.twilio.script(None, *[Answer(stall_s=1.0) for _ in range(CITIZENS)])  # claims held 1 s
+    alpha = _issue(run, 0, consuls[0], level=3, title={"ko": "도쿄 ALPHA", "en": "Tokyo ALPHA"})
+    assert alpha["status"] == "pending_approval"
+    approved = httpx.post(
+        f"{run.base(1)}/v1/advisories/{alpha['id']}/approve", json={}, headers=consuls[1]
+    )
+    assert approved.status_code == 200, approved.text
+    if faults:
+        holder = _found(lambda: _dispatcher_holding_sms(run, alpha["id"]), "no SMS held", run.logs)
+        with _stopped(holder):
+            held = _claimed_by(run, holder.pid)
+            assert wait_until(lambda: _sent(run, alpha["id"]), WAIT_S), log_tail(run.logs)
+        print(f"SCALED a dispatcher stopped holding {held} SMS claims; the other sent them")
+        assert held > 0, "it finished its claims before it stopped"
+    assert wait_until(lambda: _sent(run, alpha["id"]), WAIT_S), log_tail(run.logs)
+
+    for n, phone in enumerate(run.phones):
+        form = inbound_form(phone, "1")
+        replied = httpx.post(f"{run.base(n)}{INBOUND}", data=form, headers=signed(form))
+        assert replied.status_code == 200, replied.text
+    with run.session() as session:
+        answers = session.scalars(
+            select(Checkin.answer).where(Checkin.advisory_id == _advisory_id(session, alpha["id"]))
+        ).all()
+    assert Counter(answers) == {"safe": CITIZENS}
+
+    # Effective in a few seconds: not sent when issued, but by a sweep once it is in force.
+    effective = (datetime.now(UTC) + timedelta(seconds=4)).isoformat()
+    stop = _pid_of(_found(lambda: _sweep_holder(run), "no sweep holder", run.logs))
+    paused = next((p for p in run.schedulers if p.pid == stop), None) if faults else None
+    if paused:
+        paused.send_signal(signal.SIGSTOP)
+    try:
+        bravo = _issue(
+            run, 1, consuls[0], title={"ko": "도쿄 BRAVO", "en": "Tokyo BRAVO"}, effective=effective
+        )
+        assert bravo["status"] == "active"
+        assert wait_until(lambda: _sent(run, bravo["id"]), WAIT_S), log_tail(run.logs)
+        if paused:
+            assert _pid_of(_sweep_holder(run) or "?:0:?") != paused.pid
+    finally:
+        if paused:
+            paused.send_signal(signal.SIGCONT)
+    if faults:
+        assert paused, f"the sweep's holder {stop} is not one of the schedulers"
+        time.sleep(3)  # the woken ones try again: anything sent twice would arrive now
+    return {"ALPHA": alpha["id"], "BRAVO": bravo["id"]}
+
+
+def _sends(run: Run) -> Counter:
+    """(citizen number, advisory, channel) of every alert at the fakes, codes left out."""
+    sends: Counter = Counter()
+    for sms in run.twilio.messages[run.codes_sent[0] :]:
+        label = "ALPHA" if "ALPHA" in sms["body"] else "BRAVO" if "BRAVO" in sms["body"] else "?"
+        sends[(run.phones.index(sms["to"]), label, "sms")] += 1
+    for mail in run.smtp.received[run.codes_sent[1] :]:
+        text = str(mail["Subject"]) + mail.get_body(("plain",)).get_content()
+        label = "ALPHA" if "ALPHA" in text else "BRAVO" if "BRAVO" in text else "?"
+        sends[(run.emails.index(mail["To"]), label, "email")] += 1
+    return sends
+
+
+def _check_ledger(run: Run, advisories: dict[str, str]) -> None:
+    """Each message at the fakes is one sent row of the ledger, and each sent row one message."""
+    with run.session() as session:
+        ids = [_advisory_id(session, public_id) for public_id in advisories.values()]
+        rows = session.execute(
+            select(Alert.channel, Alert.status, Alert.provider_ref).where(
+                Alert.advisory_id.in_(ids)
+            )
+        ).all()
+    assert Counter((channel, status) for channel, status, _ in rows) == {
+        ("sms", "sent"): 2 * CITIZENS,
+        ("email", "sent"): 2 * CITIZENS,
+    }
+    sids = [m["sid"] for m in run.twilio.messages[run.codes_sent[0] :]]
+    message_ids = [m["Message-ID"] for m in run.smtp.received[run.codes_sent[1] :]]
+    assert Counter(message_ids).most_common(1)[0][1] == 1, "an e-mail went twice"
+    assert sorted(sids) == sorted(ref for channel, _, ref in rows if channel == "sms")
+    assert sorted(message_ids) == sorted(ref for channel, _, ref in rows if channel == "email")
+
+
+@dataclass(frozen=True)
+class JobRun:
+    job: str
+    holder: str
+    started: datetime
+    ended: datetime
+
+
+def _job_runs(logs: Path, pattern: str) -> list[JobRun]:
+    runs = []
+    for path in sorted(logs.glob(pattern)):
+        for line in path.read_text().splitlines():
+            if line.startswith("{") and '"msg": "job done"' in line:
+                entry = json.loads(line)
+                runs.append(
+                    JobRun(
+                        entry["job"],
+                        entry["holder"],
+                        datetime.fromisoformat(entry["started"]),
+                        datetime.fromisoformat(entry["ended"]),
+                    )
+                )
+    return runs
+
+
+def _check_one_holder_at_a_time(runs: list[JobRun]) -> None:
+    for job in {run.job for run in runs}:
+        of_job = sorted((run for run in runs if run.job == job), key=lambda run: run.started)
+        for before, after in itertools.pairwise(of_job):
+            assert after.started >= before.ended, f"{job}: {before} overlaps {after}"
+
+
+@contextmanager
+def _running(url: str, logs: Path, *, scaled: bool) -> Iterator[Run]:
+    """Fresh fakes and the processes of one shape, every API answering /readyz."""
+    twilio, smtp = FakeTwilio().start(), SmtpSink().start()
+    engine = make_engine(url)
+    env = _env(url, twilio, smtp)
+    api = [{**env, "ANJEON_PORT": str(free_port())}]
+    commands = [("serve", api[0])]
+    if scaled:
+        api[0]["ANJEON_SCHEDULER_ENABLED"] = "false"
+        api.append({**api[0], "ANJEON_PORT": str(free_port())})
+        commands = [("serve", api[0]), ("serve", api[1])]
+        commands += [("dispatch", env)] * 2 + [("schedule", env)] * 2
+    bases = [f"http://127.0.0.1:{each['ANJEON_PORT']}" for each in api]
+    run = Run(make_session_factory(engine), bases, twilio, smtp, logs)
+    try:
+        with processes(*commands, logs=logs) as started:
+            run.dispatchers, run.schedulers = started[2:4], started[4:6]
+            for base, process in zip(bases, started, strict=False):
+                wait_ready(base, process, logs, limit_s=START_S)
+            yield run
+            assert all(p.poll() is None for p in started), log_tail(logs)
+    finally:
+        engine.dispose()
+        twilio.stop()
+        smtp.stop()
+
+
+def _dispatchers_started(run: Run) -> bool | None:
+    with run.session() as session:
+        return session.scalar(select(func.count(DispatcherWorker.name))) == 2 or None
+
+
+def _play(url: str, logs: Path, *, scaled: bool) -> Counter:
+    """The scenario in one shape; the sends it made, checked against the ledger."""
+    logs.mkdir()
+    with _running(url, logs, scaled=scaled) as run:
+        if scaled:
+            _found(lambda: _dispatchers_started(run), "the dispatchers did not start", logs)
+        consuls = [consul_key(url, "first"), consul_key(url, "second")]
+        _check_ledger(run, _scenario(run, consuls, faults=scaled))
+    return _sends(run)
+
+
+def test_two_of_each_process_send_what_one_process_sends_once_each(tmp_path):
+    assert PG_URL
+    expected = Counter(
+        {
+            (n, label, channel): 1
+            for n in range(CITIZENS)
+            for label in ("ALPHA", "BRAVO")
+            for channel in ("sms", "email")
+        }
+    )
+    with scratch_database(PG_URL, tmp_path, "scaled") as url:
+        scaled = _play(url, tmp_path / "scaled", scaled=True)
+    assert scaled == expected
+    with scratch_database(PG_URL, tmp_path, "single") as url:
+        single = _play(url, tmp_path / "single", scaled=False)
+    assert single == scaled
+
+    runs = _job_runs(tmp_path / "scaled", "schedule-*.log")
+    _check_one_holder_at_a_time(runs)
+    assert {run.job for run in runs} >= {
+        "geomatch-sweep",
+        "expire-advisories",
+        "checkin-escalate",
+        "forget-inbound-sms",
+        "purge-ended-stays",
+        "purge-unverified",
+    }
+    sweepers = Counter(run.holder for run in runs if run.job == "geomatch-sweep")
+    print(f"SCALED job runs: {len(runs)}; sweeps by holder: {dict(sweepers)}")
+    assert len(sweepers) == 2, "the sweep was not taken over"
+    assert not _job_runs(tmp_path / "scaled", "serve-*.log")  # the API ran no job
+
+
+def test_a_sweep_whose_lease_went_to_another_holder_commits_nothing(tmp_path):
+    assert PG_URL
+    with scratch_database(PG_URL, tmp_path, "sweepfence") as url:
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        ttl = timedelta(seconds=3)
+        with factory.begin() as session:
+            assert lease.acquire(session, name="geomatch-sweep", now=utcnow(), ttl=ttl)
+        fenced: sessionmaker[Session] = fenced_by_lease(factory, name="geomatch-sweep", ttl=ttl)
+        with fenced.begin() as session:  # still ours: commits
+            session.add(lease.SchedulerLease(name="run-1", holder="x", expires_at=utcnow()))
+            timeout = session.scalar(
+                select(func.current_setting("idle_in_transaction_session_timeout"))
+            )
+        assert timeout == "3s"
+        with pytest.raises(LeaseLost), fenced.begin() as session:
+            session.add(lease.SchedulerLease(name="run-2", holder="x", expires_at=utcnow()))
+            session.flush()
+            with factory.begin() as other:  # a successor took the lapsed lease meanwhile
+                other.execute(
+                    update(lease.SchedulerLease)
+                    .where(lease.SchedulerLease.name == "geomatch-sweep")
+                    .values(holder="successor")
+                )
+        with factory() as session:
+            names = set(session.scalars(select(lease.SchedulerLease.name)))
+        engine.dispose()
+        assert names == {"geomatch-sweep", "run-1"}
