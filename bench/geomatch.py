@@ -205,7 +205,9 @@ def load_database(url: str, lon, lat, codes) -> None:
     engine.dispose()
 
 
-def store_advisories(session: Session, areas: list[Area]) -> None:
+def store_advisories(
+    session: Session, areas: list[Area], *, effective: datetime = NOW - timedelta(hours=1)
+) -> None:
     for i, area in enumerate(areas):
         session.add(
             Advisory(
@@ -220,7 +222,7 @@ def store_advisories(session: Session, areas: list[Area]) -> None:
                 title_en=f"bench {i}",
                 message_en="bench",
                 area=area.to_json(),
-                effective=NOW - timedelta(hours=1),
+                effective=effective,
                 expires=NOW + timedelta(days=30),
             )
         )
@@ -298,64 +300,65 @@ def run_one(backend: str, n: int, url: str) -> list[dict]:
         [sys.executable, __file__, "--setup", "--backend", backend, "--n", str(n), "--url", url],
         check=True,
     )
+    # The raw limit holds every place at once: another process, so as not to count it here.
+    raw = json.loads(
+        subprocess.run(
+            [sys.executable, __file__, "--raw", "--n", str(n), "--url", url],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    raw_s, raw_big = raw["raw_s"], raw["raw_big_s"]
+    row("raw_limit", raw_s, raw=raw_s, pairs=raw["pairs"])
     factory = make_session_factory(make_engine(url))
     print(f"[{backend} n={n:,}] measuring…", file=sys.stderr, flush=True)
-    with factory.begin() as session:
-        lives = live_advisories(session, now=NOW)
-        areas = areas_of(session, lives)
-        places = load_reachable(session.connection(), today=NOW.date()).places
-    raw_s, raw_pairs = raw_limit(places, areas)
-    del places
-    row("raw_limit", raw_s, raw=raw_s, pairs=raw_pairs)
+
+    def sweep(name: str, sweeper: Sweeper, now: datetime, **extra: object) -> None:
+        started = time.perf_counter()
+        result = sweeper.run(factory, now=now)
+        seconds = time.perf_counter() - started
+        row(
+            name,
+            seconds,
+            rows_written=result.enqueued,
+            raw=raw_s,
+            pairs=result.matched,
+            enqueued=result.enqueued,
+            load_s=round(result.load_s, 3),
+            match_s=round(result.match_s, 3),
+            write_s=round(result.write_s, 3),
+            write_rows_per_s=round(result.enqueued / result.write_s) if result.write_s else None,
+            **extra,
+        )
 
     sweeper = Sweeper()
-    started = time.perf_counter()
-    first = sweeper.run(factory, now=NOW)
-    first_s = time.perf_counter() - started
-    row(
-        "sweep_first",
-        first_s,
-        rows_written=first.enqueued,
-        raw=raw_s,
-        pairs=first.matched,
-        enqueued=first.enqueued,
-        load_s=round(first.load_s, 3),
-        match_s=round(first.match_s, 3),
-        write_s=round(first.write_s, 3),
-        write_rows_per_s=round(first.enqueued / first.write_s) if first.write_s else None,
-    )
-
-    started = time.perf_counter()
-    steady = sweeper.run(factory, now=NOW)
-    steady_s = time.perf_counter() - started
-    row(
-        "sweep_steady",
-        steady_s,
-        raw=raw_s,
-        pairs=steady.matched,
-        enqueued=steady.enqueued,
-        load_s=round(steady.load_s, 3),
-        match_s=round(steady.match_s, 3),
-        match_ratio_to_raw=round(steady.match_s / raw_s, 2),
-    )
-
-    del sweeper  # a restarted process no longer holds the first sweeper's snapshot
+    sweep("sweep_first", sweeper, NOW, note="every advisory against everyone, in shards")
+    sweep("sweep_steady", sweeper, NOW, note="nothing changed since the last sweep")
+    with factory.begin() as session:  # a thousand citizens edit something
+        session.execute(
+            text("UPDATE citizen SET updated_at = :now WHERE id % :step = 0"),
+            {"now": NOW, "step": max(n // 1000, 1)},
+        )
+    sweep("sweep_changed", sweeper, NOW, note="1,000 citizens changed since the last sweep")
+    del sweeper  # a restarted process remembers nothing
     gc.collect()
-    started = time.perf_counter()
-    cold = Sweeper().run(factory, now=NOW)
-    row(
-        "sweep_steady_cold",
-        time.perf_counter() - started,
-        raw=raw_s,
-        enqueued=cold.enqueued,
-        note="a restarted sweeper: reads what the ledger holds first",
+    sweeper = Sweeper()
+    sweep("sweep_steady_cold", sweeper, NOW, note="a restarted sweeper: checks everyone again")
+    later = synthetic_areas()[0]  # an advisory that becomes effective between two sweeps
+    with factory.begin() as session:
+        store_advisories(session, [later], effective=NOW + timedelta(hours=1))
+    sweeper.run(factory, now=NOW + timedelta(minutes=30))  # the new one, before it is effective
+    sweep(
+        "sweep_effective",
+        sweeper,
+        NOW + timedelta(hours=2),
+        note="one advisory became effective: it alone, against everyone",
     )
 
     big = Area(geometry=big_polygon())
-    with factory.begin() as session:
-        everyone = load_reachable(session.connection(), today=NOW.date()).places
-    raw_big = raw_limit(everyone, [big])[0]
-    del everyone
     with factory.begin() as session:
         started = time.perf_counter()
         draft = AdvisoryDraft(
@@ -382,7 +385,10 @@ def run_one(backend: str, n: int, url: str) -> list[dict]:
 
     countries.boundaries()  # loaded at start-up by the service, not per registration
     registry = Registry(
-        vault=PersonalDataVault(b"b" * 40), geocoder=NoGeocoder(), phone_region="KR"
+        vault=PersonalDataVault(b"b" * 40),
+        geocoder=NoGeocoder(),
+        phone_region="KR",
+        max_stays=10,
     )
     data = CitizenCreate.model_validate(
         {
@@ -411,6 +417,18 @@ def run_one(backend: str, n: int, url: str) -> list[dict]:
     return rows
 
 
+def raw_figures(url: str) -> dict:
+    """The raw limit for every advisory and for the 5,000-vertex polygon alone."""
+    factory = make_session_factory(make_engine(url))
+    with factory.begin() as session:
+        lives = live_advisories(session, now=NOW)
+        areas = areas_of(session, lives)
+        places = load_reachable(session.connection(), today=NOW.date()).places
+    raw_s, pairs = raw_limit(places, areas)
+    raw_big_s = raw_limit(places, [Area(geometry=big_polygon())])[0]
+    return {"raw_s": raw_s, "pairs": pairs, "raw_big_s": raw_big_s}
+
+
 def setup(backend: str, n: int, url: str) -> None:
     lon, lat, codes = synthetic_places(n)
     areas = synthetic_areas()
@@ -432,11 +450,15 @@ def main() -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"])
     parser.add_argument("--one", action="store_true", help="(internal) run one leg, print JSON")
     parser.add_argument("--setup", action="store_true", help="(internal) make and load the data")
-    parser.add_argument("--url", help="(internal) the database of --setup")
+    parser.add_argument("--raw", action="store_true", help="(internal) the raw limit, as JSON")
+    parser.add_argument("--url", help="(internal) the database of --setup and --raw")
     args = parser.parse_args()
     pg_url = os.environ.get("ANJEON_BENCH_DATABASE_URL")
     if args.setup:
         setup(args.backend, args.n, args.url)
+        return 0
+    if args.raw:
+        print(json.dumps(raw_figures(args.url)))
         return 0
     if args.one:
         if args.backend == "sqlite":
@@ -494,7 +516,15 @@ def print_table(results: list[dict]) -> None:
         small, large = sizes
         print(f"\ngrowth from {small:,} to {large:,} ({large / small:.0f}x citizens):")
         for backend in sorted({r["backend"] for r in results}):
-            for name in ("sweep_first", "sweep_steady", "new_advisory", "new_citizen"):
+            for name in (
+                "sweep_first",
+                "sweep_steady",
+                "sweep_changed",
+                "sweep_steady_cold",
+                "sweep_effective",
+                "new_advisory",
+                "new_citizen",
+            ):
                 a = next(
                     (
                         r

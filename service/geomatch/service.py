@@ -3,8 +3,10 @@ New (advisory revision, citizen, channel) pairs go into the alert ledger in the 
 transaction; the ledger's unique key makes any path running twice harmless."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain, pairwise
 
 import numpy as np
 from sqlalchemy import func, select
@@ -185,8 +187,16 @@ class Sweeper:
             started = time.perf_counter()
             shard = (first, first + self.shard_citizens - 1)
             reachable = load_reachable(session.connection(), today=now.date(), id_range=shard)
+            ledger = _enqueued_in(session, lives, shard)
             load_s = time.perf_counter() - started
-            part = _enqueue(session, lives, areas, reachable, now=now, skip_enqueued=True)
+            part = _enqueue(
+                session,
+                lives,
+                areas,
+                reachable,
+                now=now,
+                enqueued=lambda live, ledger=ledger: ledger.get((live.id, live.revision), _NONE),
+            )
             part.load_s = load_s
             _add(result, part)
         return result
@@ -205,6 +215,7 @@ def _changed(
         batch = changed[first : first + _CHANGED_BATCH]
         reachable = load_reachable(session.connection(), today=now.date(), citizen_ids=batch)
         nearby = targets.index_for(lives, areas).candidates(reachable.places)
+        ledger = _enqueued_for(session, batch)
         load_s = time.perf_counter() - started
         part = _enqueue(
             session,
@@ -212,7 +223,7 @@ def _changed(
             [areas[i] for i in nearby],
             reachable,
             now=now,
-            skip_enqueued=True,
+            enqueued=lambda live, ledger=ledger: ledger.get((live.id, live.revision), _NONE),
         )
         part.load_s = load_s
         _add(result, part)
@@ -245,12 +256,12 @@ def _enqueue(
     *,
     now: datetime,
     matched: list[np.ndarray] | None = None,
-    skip_enqueued: bool = False,
+    enqueued: Callable[[Live], np.ndarray] | None = None,
 ) -> MatchResult:
     """Enqueue what each target reaches among the places: matched here, or already (`matched`,
     aligned with `lives`, only citizens of `reachable.citizen_ids`). A drill reaches only those
-    who opted in to exercises. The sweep (`skip_enqueued`) leaves out citizens the ledger
-    already holds for that revision, on any channel."""
+    who opted in to exercises. The sweep leaves out the citizens `enqueued` says the ledger
+    already holds for a revision (sorted ids), on any channel."""
     result = MatchResult(advisories=len(lives))
     today = matching.day_number(now.date())
     rows: list[tuple[int, int, int, str, int]] = []
@@ -265,8 +276,8 @@ def _enqueue(
             ids = reachable.opted_in(ids)
         result.match_s += time.perf_counter() - started
         result.matched += len(ids)
-        if skip_enqueued and ids.size:
-            ids = ids[~np.isin(ids, _enqueued_among(session, live, ids), assume_unique=True)]
+        if enqueued is not None and ids.size:
+            ids = ids[~np.isin(ids, enqueued(live), assume_unique=True)]
         if ids.size == 0:
             continue
         sms_ids, email_ids = reachable.channels_of(ids)
@@ -295,18 +306,46 @@ def _write(session: Session, rows: list[tuple], *, now: datetime, result: MatchR
     return written
 
 
-_FEW_IDS = 1000
+_NONE = np.empty(0, dtype=np.int64)
 
 
-def _enqueued_among(session: Session, live: Live, ids: np.ndarray) -> np.ndarray:
-    """Sorted ids the ledger already holds for the revision, among these (sorted) or beside
-    them: a few are looked up by key, many by a range of the ledger's key."""
-    query = select(Alert.citizen_id).where(
-        Alert.advisory_id == live.id, Alert.revision == live.revision
+def _enqueued_in(
+    session: Session, lives: list[Live], shard: tuple[int, int]
+) -> dict[tuple[int, int], np.ndarray]:
+    """Which of a shard's citizens the ledger holds, by (advisory, revision): one query, each
+    advisory's part of it a range of the ledger's key."""
+    rows = session.execute(
+        select(Alert.advisory_id, Alert.revision, Alert.citizen_id)
+        .where(
+            Alert.advisory_id.in_(sorted({live.id for live in lives})),
+            Alert.revision.in_(sorted({live.revision for live in lives})),
+            Alert.citizen_id.between(*shard),
+        )
+        .order_by(Alert.advisory_id, Alert.revision, Alert.citizen_id)
     )
-    if ids.size <= _FEW_IDS:
-        query = query.where(Alert.citizen_id.in_(ids.tolist()))
-    else:
-        query = query.where(Alert.citizen_id.between(int(ids[0]), int(ids[-1])))
-    rows = session.execute(query.distinct()).scalars()
-    return matching.sorted_unique(np.fromiter(rows, dtype=np.int64))
+    columns = [
+        np.fromiter(chain.from_iterable(part), dtype=np.int64, count=3 * len(part)).reshape(-1, 3)
+        for part in rows.partitions(100_000)
+    ]
+    table = np.concatenate(columns) if columns else np.empty((0, 3), dtype=np.int64)
+    # Rows come in key order: each (advisory, revision) is one run of them.
+    starts = np.flatnonzero(np.any(table[1:, :2] != table[:-1, :2], axis=1)) + 1
+    bounds = [0, *starts.tolist(), len(table)]
+    return {
+        (int(table[lo, 0]), int(table[lo, 1])): matching.sorted_unique(table[lo:hi, 2])
+        for lo, hi in pairwise(bounds)
+        if hi > lo
+    }
+
+
+def _enqueued_for(session: Session, citizen_ids: list[int]) -> dict[tuple[int, int], np.ndarray]:
+    """Which of these citizens the ledger holds, by (advisory, revision): one query."""
+    rows = session.execute(
+        select(Alert.advisory_id, Alert.revision, Alert.citizen_id).where(
+            Alert.citizen_id.in_(citizen_ids)
+        )
+    ).all()
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for advisory_id, revision, citizen_id in rows:
+        by_key.setdefault((advisory_id, revision), []).append(citizen_id)
+    return {key: matching.sorted_unique(np.array(ids)) for key, ids in by_key.items()}
