@@ -165,7 +165,12 @@ class Sweeper:
                 _add(result, self._everyone(session, *picked, now=now))
             kept = [i for i, new in enumerate(fresh) if not new]
             if kept and self.read_since is not None:
-                picked = ([lives[i] for i in kept], [areas[i] for i in kept])
+                # All of them (the steady case): the very list, whose target index is kept.
+                picked = (
+                    (lives, areas)
+                    if not whole
+                    else ([lives[i] for i in kept], [areas[i] for i in kept])
+                )
                 since = self.read_since - _CHANGE_OVERLAP
                 _add(result, _changed(session, *picked, since=since, now=now))
         self.swept = {live.key: _active_now(live, now) for live in lives}

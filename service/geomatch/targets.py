@@ -76,7 +76,21 @@ def live_advisories(session: Session, *, now: datetime) -> list[Live]:
             .order_by(Advisory.id)  # the target index refers to positions in this order
         )
         _live = (summary, [Live(*row) for row in rows])
-    return [live for live in _live[1] if live.expires is None or live.expires > now]
+    return _unexpired(_live[1], now)
+
+
+_now_live: tuple[list[Live], list[Live]] | None = None  # (all alerting, those not expired)
+
+
+def _unexpired(alerting: list[Live], now: datetime) -> list[Live]:
+    """Those not expired, as the same list object while none more has expired (time only ever
+    takes advisories out), so that what is worked out from it (areas, the index) is reused."""
+    global _now_live
+    live = [live for live in alerting if live.expires is None or live.expires > now]
+    if _now_live is not None and _now_live[0] is alerting and len(_now_live[1]) == len(live):
+        return _now_live[1]
+    _now_live = (alerting, live)
+    return live
 
 
 def live_of(advisory: Advisory) -> Live:
@@ -96,8 +110,15 @@ def remember(advisory: Advisory) -> None:
     _put(live_of(advisory).key, area_from_json(advisory.area))
 
 
+_last_areas: tuple[list[Live], list[Area]] | None = None
+
+
 def areas_of(session: Session, lives: list[Live]) -> list[Area]:
-    """Areas for these advisories, from the cache or (one query for the misses) the database."""
+    """Areas for these advisories, from the cache or (one query for the misses) the database;
+    the same answer at once for the list live_advisories gave last."""
+    global _last_areas
+    if _last_areas is not None and _last_areas[0] is lives:
+        return _last_areas[1]
     missing = [live.id for live in lives if live.key not in _areas]
     for chunk in range(0, len(missing), 500):
         rows = session.execute(
@@ -111,6 +132,7 @@ def areas_of(session: Session, lives: list[Live]) -> list[Area]:
     for live in lives:
         _areas.move_to_end(live.key)
         result.append(_areas[live.key])
+    _last_areas = (lives, result)
     return result
 
 
@@ -183,13 +205,17 @@ class TargetIndex:
         return sorted(found)
 
 
-_index: tuple[frozenset, TargetIndex] | None = None
+_index: tuple[list[Live], frozenset, TargetIndex] | None = None
 
 
 def index_for(lives: list[Live], areas: list[Area]) -> TargetIndex:
     """The index of the current live set, rebuilt only when that set changes."""
     global _index
+    if _index is not None and _index[0] is lives:
+        return _index[2]
     key = frozenset(live.key for live in lives)
-    if _index is None or _index[0] != key:
-        _index = (key, TargetIndex(areas))
-    return _index[1]
+    if _index is None or _index[1] != key:
+        _index = (lives, key, TargetIndex(areas))
+    else:
+        _index = (lives, key, _index[2])
+    return _index[2]
