@@ -375,6 +375,8 @@ def _running(url: str, logs: Path, *, scaled: bool) -> Iterator[Run]:
                 wait_ready(base, process, logs, limit_s=START_S)
             yield run
             assert all(p.poll() is None for p in started), log_tail(logs)
+        # SIGTERM: `anjeon schedule` lets a running job finish, then exits cleanly.
+        assert [p.returncode for p in run.schedulers] == [0] * len(run.schedulers)
     finally:
         engine.dispose()
         twilio.stop()
@@ -405,7 +407,7 @@ def _play(url: str, logs: Path, *, scaled: bool) -> Counter:
 
 
 @postgresql_only
-def test_two_of_each_process_send_what_one_process_sends_once_each(tmp_path):
+def test_on_postgresql_two_of_each_process_send_what_one_process_sends_once_each(tmp_path):
     assert PG_URL
     expected = Counter(
         {
@@ -441,7 +443,7 @@ def test_two_of_each_process_send_what_one_process_sends_once_each(tmp_path):
 
 
 @postgresql_only
-def test_a_sweep_whose_lease_went_to_another_holder_commits_nothing(tmp_path):
+def test_on_postgresql_a_sweep_whose_lease_went_to_another_holder_commits_nothing(tmp_path):
     assert PG_URL
     with scratch_database(PG_URL, tmp_path, "sweepfence") as url:
         engine = make_engine(url)
