@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     circuit_failures: int = Field(10, ge=1)
     circuit_open_s: float = Field(30.0, gt=0)
     circuit_max_open_s: float = Field(300.0, gt=0)
+    # A sender whose provider queue is full (Twilio 21611/30001): no sends for this long, then
+    # back to its rate over the ramp (every process, through rate_limit_storage).
+    sender_hold_s: float = Field(30.0, gt=0, le=3600)
+    sender_ramp_s: float = Field(60.0, ge=0, le=3600)
     max_routine_alerts_per_hour: int = Field(5, ge=0)
     sms_max_segments: int = Field(3, ge=1, le=10)
     alert_sender_ko: str = "외교부 해외안전여행"
@@ -92,6 +96,8 @@ class Settings(BaseSettings):
     twilio_from: str = ""
     twilio_messaging_service_sid: str = ""
     twilio_api_base: str = "https://api.twilio.com"
+    # Segments per second the sender may send, all processes together (Twilio meters segments:
+    # a 3-segment SMS spends 3): long code 1, toll-free 3, short code 100; 0: no limit.
     twilio_mps: float = Field(1.0, ge=0)
     twilio_timeout_s: float = Field(10.0, gt=0)
     twilio_validity_period_s: int = Field(14_400, ge=1, le=36_000)

@@ -191,8 +191,8 @@ class Circuit:
         """Count one send's outcome."""
         with self._lock:
             if isinstance(outcome, Retry):
-                if outcome.code in _NOT_TRIED:
-                    return
+                if outcome.code in _NOT_TRIED or outcome.queue_full:
+                    return  # not tried, or a sender's full queue: the provider is up
                 self._failures += 1
                 self._last_error = outcome.reason
                 if self._probing or self._failures >= self.policy.failures:

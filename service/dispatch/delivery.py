@@ -2,7 +2,7 @@
 repeat and arrive out of order; an alert's state only ever moves forward, and a report counts
 only for the send (attempt) it names."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy import update
@@ -14,7 +14,7 @@ from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportReje
 from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.errors import Forbidden, NotFound
-from service.ledger import states
+from service.ledger import outbox, states
 from service.ledger.models import Alert
 from service.privacy import scrub_contacts
 
@@ -29,9 +29,12 @@ def receive_report(
     form: Mapping[str, str],
     headers: Mapping[str, str],
     now: datetime,
+    hold_sender: Callable[[str], datetime] | None = None,
 ) -> str | None:
     """A report POSTed to /v1/webhooks/{name}/status: the notifier of that name proves it is
-    genuine and reads it; our own query (alert, attempt) says which send it is about."""
+    genuine and reads it; our own query (alert, attempt) says which send it is about. A queue
+    overflow holds the channel's sender (`hold_sender`, before any write: it may be a call to
+    Redis) and sends the alert again once the hold ends."""
     found = [(channel, n) for channel, n in notifiers.items() if n.name == name]
     if not found:
         raise Forbidden(f"no notifier named {name!r} takes delivery reports here")
@@ -45,8 +48,15 @@ def receive_report(
         raise NotFound("the report names no alert")
     if report is None:
         return None
+    resend_at = hold_sender(channel) if report.queue_overflow and hold_sender else now
     return apply_report(
-        session, alert_id=alert_id, attempt=attempt, channel=channel, report=report, now=now
+        session,
+        alert_id=alert_id,
+        attempt=attempt,
+        channel=channel,
+        report=report,
+        now=now,
+        resend_at=resend_at,
     )
 
 
@@ -65,8 +75,11 @@ def apply_report(
     channel: str,
     report: DeliveryReport,
     now: datetime,
+    resend_at: datetime | None = None,
 ) -> str | None:
-    """Apply one report; returns the alert's status afterwards, or None if unknown to us."""
+    """Apply one report; returns the alert's status afterwards, or None if unknown to us. A
+    queue overflow (the message never left the provider) puts the alert back in the queue,
+    due at `resend_at`, with a fresh retry budget: the provider never tried it."""
     alert = session.get(Alert, alert_id, with_for_update=True)
     if alert is None or alert.channel != channel:
         return None
@@ -95,6 +108,18 @@ def apply_report(
         .execution_options(synchronize_session=False)
     )
     metrics.DELIVERY.labels(target).inc()
+    if target == states.UNDELIVERED and report.queue_overflow:
+        # Once per send: a repeated report names the same attempt and finds the row pending,
+        # and the resend is claimed under a new attempt number that this report does not name.
+        outbox.requeue(session, alert_id=alert_id, now=now)
+        session.execute(
+            update(Alert)
+            .where(Alert.id == alert_id, Alert.status == states.PENDING)
+            .values(due_at=resend_at or now, last_error="queue overflow at the provider: resent")
+            .execution_options(synchronize_session=False)
+        )
+        metrics.DELIVERY.labels("requeued").inc()
+        return states.PENDING
     return target
 
 

@@ -12,8 +12,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from limits.storage import Storage
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,7 +34,7 @@ from service.dispatch.notifiers.base import (
     Sent,
 )
 from service.dispatch.notifiers.registry import build_notifiers
-from service.dispatch.pacing import Pacer
+from service.dispatch.pacing import SenderRate, open_storage
 from service.dispatch.quiet_hours import quiet_until, zone_of
 from service.dispatch.recipients import (
     AdvisoryState,
@@ -87,6 +88,10 @@ class Policy:
     # all-clears are never held: the cap keeps routine notices from becoming a flood.
     routine_per_hour: int = 0
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
+    # A sender whose provider queue is full: no sends for hold_s, then back to its rate over
+    # ramp_s (service/dispatch/pacing.py).
+    hold_s: float = 30.0
+    ramp_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
@@ -103,6 +108,8 @@ class Policy:
                 open_s=settings.circuit_open_s,
                 max_open_s=settings.circuit_max_open_s,
             ),
+            hold_s=settings.sender_hold_s,
+            ramp_s=settings.sender_ramp_s,
         )
 
     def backoff_s(self, attempts: int) -> float:
@@ -151,6 +158,8 @@ class Dispatcher:
         policy: Policy | None = None,
         worker: str | None = None,
         lanes: bool = True,
+        rate_storage: Storage | None = None,
+        shared_rate: bool = False,
     ) -> None:
         self.factory = factory
         self.notifiers = notifiers
@@ -159,7 +168,23 @@ class Dispatcher:
         self.links = Links(public_base_url, vault)
         self.policy = policy or Policy()
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
-        self._pacers = {id(n): Pacer(n.max_per_second) for n in notifiers.values()}
+        # One shared rate per sender (a notifier serving two channels has one sender), in the
+        # rate-limit storage when other processes share it; None: no rate of its own.
+        self._senders: dict[int, SenderRate | None] = {
+            id(n): SenderRate(
+                key=n.sender_key(),
+                per_second=n.max_per_second,
+                storage=rate_storage,
+                shared=shared_rate,
+                live=self._live,
+                hold_s=self.policy.hold_s,
+                ramp_s=self.policy.ramp_s,
+            )
+            if n.max_per_second
+            else None
+            for n in notifiers.values()
+        }
+        self._segments: dict[str, float] = {}  # segments per message, of recent batches
         self._paused_until: dict[str, datetime] = {}
         # A provider's Retry-After, on the monotonic clock: the sends of the batch in hand that
         # have not started yet wait for the next batch instead of meeting the same 429.
@@ -200,6 +225,7 @@ class Dispatcher:
         lanes: bool = True,
     ) -> "Dispatcher":
         """The configured notifiers (an unknown or broken one stops start-up) and templates."""
+        storage, shared = open_storage(settings.rate_limit_storage)
         return cls(
             factory,
             notifiers=build_notifiers(settings),
@@ -211,6 +237,8 @@ class Dispatcher:
             public_base_url=settings.public_base_url,
             policy=Policy.from_settings(settings),
             lanes=lanes,
+            rate_storage=storage,
+            shared_rate=shared,
         )
 
     # -- the loop ---------------------------------------------------------------------------
@@ -308,15 +336,20 @@ class Dispatcher:
             at = now or utcnow()
             if self._paused_until.get(channel, at) > at:
                 continue
+            sender = self._senders[id(notifier)]
+            if sender is not None and (sender.held_until() or 0.0) > time.time():
+                continue  # the provider's queue for this sender is full: see pacing.py
             # A Retry-After holds the rest of its own batch; later batches follow _paused_until.
             self._throttled_until.pop(channel, None)
             limit = self.policy.batch
             if notifier.max_per_second:
                 # No more than half a lease of sends (sent well inside the lease even when no
                 # heartbeat renews it), and no more than _CLAIM_AHEAD_S: an urgent alert
-                # committed meanwhile waits for the batch in hand.
+                # committed meanwhile waits for the batch in hand. The rate is in segments,
+                # shared by the dispatchers alive.
                 ahead_s = min(self.policy.lease_s / 2, _CLAIM_AHEAD_S)
-                limit = min(limit, max(1, int(notifier.max_per_second * ahead_s)))
+                per_s = notifier.max_per_second / self._live() / self._segments.get(channel, 1.0)
+                limit = min(limit, max(1, int(per_s * ahead_s)))
             with self.factory.begin() as session:
                 gate = self.circuits[channel].gate(session, now=at)
                 rows = outbox.claim(
@@ -442,6 +475,8 @@ class Dispatcher:
         if decided:
             self._record(decided, now=at, tally=tally)
         if jobs:
+            mean = sum(job.message.segments or 1 for job in jobs) / len(jobs)
+            self._segments[channel] = (self._segments.get(channel, mean) + mean) / 2
             self._send_all(jobs, self._pools[channel], notifier, now=now, tally=tally)
 
     def _render(
@@ -499,12 +534,12 @@ class Dispatcher:
         now: datetime | None,
         tally: Tally,
     ) -> None:
-        pacer = self._pacers[id(notifier)]
+        sender = self._senders[id(notifier)]
         # A few sends per task: one future per message costs more than a no-op send.
         size = max(1, min(_CHUNK, len(jobs) // (self.policy.threads * 4)))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         futures: dict[Future[list[tuple[Outcome | None, bool]]], list[_Job]] = {
-            pool.submit(self._deliver_all, notifier, pacer, chunk): chunk for chunk in chunks
+            pool.submit(self._deliver_all, notifier, sender, chunk): chunk for chunk in chunks
         }
         pending: list[tuple[Claimed, Decision]] = []
         last_record = time.monotonic()
@@ -526,12 +561,12 @@ class Dispatcher:
             self._record(pending, now=now or utcnow(), tally=tally)
 
     def _deliver_all(
-        self, notifier: Notifier, pacer: Pacer, chunk: list[_Job]
+        self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]
     ) -> list[tuple[Outcome | None, bool]]:
         results = []
         for job in chunk:
             try:
-                results.append(self._deliver(notifier, pacer, job))
+                results.append(self._deliver(notifier, sender, job))
             except Exception as exc:  # a notifier bug: keep the row, look before resending
                 log.exception("notifier raised", extra={"notifier": notifier.name})
                 results.append(
@@ -539,7 +574,9 @@ class Dispatcher:
                 )
         return results
 
-    def _deliver(self, notifier: Notifier, pacer: Pacer, job: _Job) -> tuple[Outcome | None, bool]:
+    def _deliver(
+        self, notifier: Notifier, sender: SenderRate | None, job: _Job
+    ) -> tuple[Outcome | None, bool]:
         """Runs on a pool thread: reconcile first if an earlier try may have gone out. None:
         not sent, because the claim is no longer surely ours (nothing may be recorded)."""
         circuit = self.circuits[job.row.channel]
@@ -556,7 +593,9 @@ class Dispatcher:
                 outcome: Outcome = Retry(reason=found.error, outcome_unknown=True)
                 circuit.observe(outcome)
                 return outcome, False
-        pacer.wait()
+        if sender is not None and not sender.wait(job.message.segments or 1):
+            reason = "held: no send slot of the sender's rate came free"
+            return Retry(reason=reason, code=THROTTLED, retry_after_s=1.0), False
         wait_s = self._throttled_until.get(job.row.channel, 0.0) - time.monotonic()
         if wait_s > 0:
             reason = "held: the provider asked us to wait"
@@ -569,8 +608,11 @@ class Dispatcher:
         outcome = notifier.send(job.message)
         metrics.SEND_SECONDS.labels(notifier.name).observe(time.perf_counter() - started)
         circuit.observe(outcome)
-        if isinstance(outcome, Retry) and outcome.retry_after_s:
-            pacer.hold(outcome.retry_after_s)
+        if isinstance(outcome, Retry) and outcome.queue_full:
+            outcome = self._backpressure(job.row.channel, notifier, outcome)
+        elif isinstance(outcome, Retry) and outcome.retry_after_s:
+            if sender is not None:
+                sender.pause(outcome.retry_after_s)
             self._throttled_until[job.row.channel] = time.monotonic() + outcome.retry_after_s
         if unconfirmable and isinstance(outcome, Retry) and outcome.outcome_unknown:
             # The one resend of a message whose first outcome nobody can learn (SMTP) went the
@@ -581,6 +623,31 @@ class Dispatcher:
             )
             return Sent(), False
         return outcome, False
+
+    def _backpressure(self, channel: str, notifier: Notifier, outcome: Retry) -> Retry:
+        """The provider's queue for this sender is full (nothing was sent): every process holds
+        the sender, and the rest of this batch waits for a later one."""
+        until = self.hold_sender(channel)
+        wait_s = max(1.0, until.timestamp() - time.time())
+        self._throttled_until[channel] = time.monotonic() + wait_s
+        return Retry(
+            reason=outcome.reason, code=outcome.code, retry_after_s=wait_s, queue_full=True
+        )
+
+    def hold_sender(self, channel: str) -> datetime:
+        """Hold the sender of `channel` (its provider's queue is full); returns when it ends."""
+        sender = self._senders[id(self.notifiers[channel])]
+        if sender is None:
+            until = utcnow() + timedelta(seconds=self.policy.hold_s)
+        else:
+            until = datetime.fromtimestamp(sender.hold(), tz=UTC)
+        # This process holds the channel even when the storage is its own (memory://).
+        self._paused_until[channel] = max(until, self._paused_until.get(channel, until))
+        return until
+
+    def _live(self) -> int:
+        """Dispatchers alive, as this one's heartbeat last counted them."""
+        return self._heartbeat.live if self._heartbeat is not None else 1
 
     def _routine_sent(
         self, session: Session, rows: list[Claimed], contents: dict, at: datetime
@@ -616,9 +683,9 @@ class Dispatcher:
 
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
         row = job.row
-        if isinstance(outcome, Retry) and outcome.code in (HELD, THROTTLED):
-            # Not a try: the channel's circuit opened, or the provider asked us to wait, while
-            # this batch was in hand.
+        if isinstance(outcome, Retry) and (outcome.code in (HELD, THROTTLED) or outcome.queue_full):
+            # Not a try: the channel's circuit opened, the provider asked us to wait, or its
+            # queue for the sender was full, while this batch was in hand.
             due = (
                 self.circuits[row.channel].held_until(now)
                 if outcome.code == HELD

@@ -81,6 +81,7 @@ def delivery_report(
         form=form,
         headers=request.headers,
         now=utcnow(),
+        hold_sender=request.app.state.dispatcher.hold_sender,
     )
     return Response(status_code=204)
 

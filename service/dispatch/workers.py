@@ -156,6 +156,9 @@ class Heartbeat:
         self.pid = os.getpid()
         self.pid_start = process_start(self.pid)
         self.started_at = utcnow()
+        # Dispatchers alive at the last beat, this one included: a sender's rate is divided by
+        # it when the rate-limit storage is not shared (service/dispatch/pacing.py).
+        self.live = 1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -190,6 +193,7 @@ class Heartbeat:
                 lease_end=now + timedelta(seconds=self.lease_s),
             )
             self._take_back(session, now=now)
+            self.live = max(1, alive(session, now=now))
         self.holdings.renewed(asked, still, until=started + self.lease_s)
         lost = len(asked) - len(still)
         if lost:

@@ -2,7 +2,12 @@
 message creation as scripted, lists what it accepted, and records every request. Besides
 per-number scripts it has provider faults for a window of time or a number of requests
 (`fault("5xx" | "timeout" | "429", ...)`), and a log of every request with its time, so a
-test can count how hard a client hammered it during an outage."""
+test can count how hard a client hammered it during an outage.
+
+With `queue` set it models Twilio's queue for the sender: it holds `size` segments and drains
+at `mps` segments a second; a create that would overflow it is refused with 400/21611 when sent
+from a number, and accepted but failed with 30001 when sent through a messaging service (the
+status callbacks it owes are kept in `overflowed`, for the test to deliver)."""
 
 import base64
 import contextlib
@@ -17,6 +22,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from service.dispatch.sms_text import segments
 from tests.dispatch.fault_window import Window, take, within
 
 ACCOUNT_SID = "AC" + "0" * 32
@@ -68,6 +74,32 @@ class Fault(Window):
         return self.created == "always"
 
 
+@dataclass
+class SenderQueue:
+    """Twilio's queue for one sender: `size` segments at most, drained at `mps` a second."""
+
+    size: int
+    mps: float
+    depth: float = 0.0
+    peak: float = 0.0
+    accepted: int = 0  # segments taken in
+    overflows: int = 0  # creates refused (21611) or failed (30001) for want of room
+    at: float = field(default_factory=time.monotonic)
+
+    def offer(self, count: int) -> bool:
+        """Take a message of `count` segments, or refuse it when the queue has no room."""
+        now = time.monotonic()
+        self.depth = max(0.0, self.depth - (now - self.at) * self.mps)
+        self.at = now
+        if self.depth + count > self.size:
+            self.overflows += 1
+            return False
+        self.depth += count
+        self.accepted += count
+        self.peak = max(self.peak, self.depth)
+        return True
+
+
 @dataclass(frozen=True)
 class Request:
     """One request the fake received, and what it answered ("201", "500", "429", "stalled"...)."""
@@ -89,6 +121,8 @@ class FakeTwilio:
     default: deque = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    queue: SenderQueue | None = None
+    overflowed: list[dict] = field(default_factory=list)  # accepted, then failed with 30001
     _sids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -157,7 +191,7 @@ class FakeTwilio:
         with self.lock:
             self.requests.append(Request(time.monotonic(), method, to, answer))
 
-    def _create(self, form: dict[str, str]) -> dict:
+    def _create(self, form: dict[str, str], *, status: str = "queued") -> dict:
         """Twilio creates the message (it is listed from now on) and returns it."""
         now = datetime.now(UTC)
         message = {
@@ -167,16 +201,22 @@ class FakeTwilio:
             "from": form.get("From"),
             "messaging_service_sid": form.get("MessagingServiceSid"),
             "body": form.get("Body", ""),
-            "status": "queued",
+            "status": status,
             "status_callback": form.get("StatusCallback"),
             "validity_period": form.get("ValidityPeriod"),
             "date_created": format_datetime(now),
             "date_sent": format_datetime(now),
-            "num_segments": "1",
+            "num_segments": str(segments(form.get("Body", ""))),
         }
         with self.lock:
             self.messages.append(message)
         return message
+
+    def _overflows(self, form: dict[str, str]) -> bool:
+        if self.queue is None:
+            return False
+        with self.lock:
+            return not self.queue.offer(segments(form.get("Body", "")))
 
     def bodies_to(self, to: str) -> list[str]:
         with self.lock:
@@ -276,6 +316,21 @@ class FakeTwilio:
                 fault, creates = (None, False) if answer.stall_s else fake._fault_for("create", to)
                 if fault is not None:
                     self._faulty(fault, "create", to, fake._create(form) if creates else None)
+                    return
+                if fake._overflows(form):
+                    if not form.get("MessagingServiceSid"):
+                        fake._log("create", to, "400")
+                        text = (
+                            "This 'From' number has exceeded the maximum number of queued messages"
+                        )
+                        self._error(400, 21611, text)
+                        return
+                    # A messaging service takes it, and fails it later: the callback says 30001.
+                    failed = fake._create(form, status="failed")
+                    with fake.lock:
+                        fake.overflowed.append(failed)
+                    fake._log("create", to, "201")
+                    self._reply(201, {**failed, "status": "accepted"})
                     return
                 message = fake._create(form)
                 fake._log("create", to, "stalled" if answer.stall_s else "201")

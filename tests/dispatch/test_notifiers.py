@@ -64,7 +64,7 @@ def twilio_notifier(base: str, timeout_s: float = 2.0) -> TwilioNotifier:
         ("region off", Answer(400, code=21408), Failed(reason="", code="21408")),
         ("unsubscribed", Answer(400, code=21610), Failed(reason="", code="21610")),
         ("rate limited", Answer(429, code=20429, retry_after="2"), Retry("", "20429", 2.0)),
-        ("queue full", Answer(429, code=21611), Retry("", "21611", None)),
+        ("queue full", Answer(400, code=21611), Retry("", "21611", None, queue_full=True)),
         ("server error", Answer(500), Retry("", "500", None, outcome_unknown=True)),
         ("stalled", Answer(stall_s=1.0), Retry("", "", None, outcome_unknown=True)),
     ],
@@ -80,6 +80,7 @@ def test_twilio_contract(twilio, scenario, answer, expected):
     if isinstance(expected, Retry):
         assert outcome.retry_after_s == expected.retry_after_s
         assert outcome.outcome_unknown == expected.outcome_unknown
+        assert outcome.queue_full == expected.queue_full
 
 
 def test_twilio_unreachable_is_a_safe_retry():

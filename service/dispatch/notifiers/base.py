@@ -39,6 +39,9 @@ class Retry:
     # True when the request may have reached the provider (a timeout after sending, a 5xx):
     # the dispatcher must look the message up before sending again.
     outcome_unknown: bool = False
+    # The provider's queue for this sender is full (Twilio 21611): nothing was sent, and the
+    # dispatcher holds the sender for every process; the alert keeps its tries.
+    queue_full: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class DeliveryReport:
     status: str
     error_code: str | None = None
     detail: str = ""
+    # The provider dropped the message unsent because its queue overflowed (Twilio 30001):
+    # the alert is sent again, with its tries kept, and the sender is held.
+    queue_overflow: bool = False
 
 
 REPORT_STATUSES = ("sent", "delivered", "undelivered")
@@ -104,7 +110,8 @@ class Notifier(ABC):
     # A plugin's own settings (a pydantic-settings model with its own env_prefix); when set,
     # from_settings(settings, own_settings) receives it read and validated.
     settings_model: ClassVar[type | None] = None
-    # Messages per second this notifier may send; None means no limit of its own.
+    # What this notifier's sender may send per second, all processes together, counted in
+    # segments for SMS (a 3-segment SMS spends 3) and in messages otherwise; None: no limit.
     max_per_second: float | None = None
 
     @abstractmethod
@@ -132,6 +139,11 @@ class Notifier(ABC):
 
     def describe(self) -> str:
         """One line for logs; never a secret."""
+        return self.name
+
+    def sender_key(self) -> str:
+        """What max_per_second is the rate of (a From number, a relay): processes sending as
+        the same sender share it."""
         return self.name
 
     def close(self) -> None:  # noqa: B027 - optional: most notifiers hold nothing open

@@ -103,6 +103,9 @@ class SmtpNotifier(Notifier):
             max_per_second=settings.smtp_mps,
         )
 
+    def sender_key(self) -> str:
+        return f"smtp:{self.host}:{self.port}"
+
     def describe(self) -> str:
         tls = "tls" if self.implicit_tls else "starttls" if self.starttls else "plain"
         user = f", user {self._username}" if self._username else ""

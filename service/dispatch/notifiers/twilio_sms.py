@@ -31,8 +31,14 @@ from service.dispatch.notifiers.base import (
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
 # recipient replied STOP, body invalid/too long, not a mobile number, unreachable.
 PERMANENT_CODES = frozenset({21211, 21408, 21610, 21614, 21617, 21602, 21612, 30006})
-# 20429: too many concurrent requests; 21611: this sender's queue is full. Both: slow down.
-THROTTLE_CODES = frozenset({20429, 21611})
+# 20429: too many concurrent requests: slow down.
+THROTTLE_CODES = frozenset({20429})
+# The sender's queue at Twilio holds up to 10 hours of its rate: 21611 refuses a create for a
+# From number whose queue is full; a messaging service accepts it, and it fails later with
+# 30001 ("queue overflow", in the status callback). Neither message left Twilio.
+QUEUE_FULL = 21611
+QUEUE_OVERFLOW = "30001"
+
 # Twilio's MessageStatus values, as a delivery report's status.
 REPORTED_STATUS = {
     "accepted": "sent",
@@ -109,6 +115,9 @@ class TwilioNotifier(Notifier):
         sender = self.sender or f"service {self.messaging_service_sid}"
         return f"twilio ({self.api_base}, account {self.account_sid[:6]}…, from {sender})"
 
+    def sender_key(self) -> str:
+        return f"twilio:{self.messaging_service_sid or self.sender}"
+
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
         if client is None:
@@ -181,7 +190,13 @@ class TwilioNotifier(Notifier):
             return None
         code = form.get("ErrorCode") or None
         detail = f"Twilio reports {form['MessageStatus']}" + (f" (error {code})" if code else "")
-        return DeliveryReport(provider_ref=sid, status=status, error_code=code, detail=detail)
+        return DeliveryReport(
+            provider_ref=sid,
+            status=status,
+            error_code=code,
+            detail=detail,
+            queue_overflow=status == "undelivered" and code == QUEUE_OVERFLOW,
+        )
 
     def read_inbound(
         self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
@@ -207,6 +222,8 @@ class TwilioNotifier(Notifier):
         reason = f"{exc.status} {exc.msg}"
         if exc.code in PERMANENT_CODES:
             return Failed(reason=reason, code=code)
+        if exc.code == QUEUE_FULL:
+            return Retry(reason=reason, code=code, queue_full=True)
         retry_after = _seconds(self._local.retry_after)
         if exc.status == 429 or exc.code in THROTTLE_CODES:
             return Retry(reason=reason, code=code, retry_after_s=retry_after)
