@@ -44,7 +44,7 @@ _BUDGET_KEY_LIFE_S = 2 * 86_400
 # (get_window_stats, for Retry-After) see them. A list whose limit-th newest entry is still in
 # its window is full. KEYS: the keys; ARGV: the time, then each key's limit and window length.
 # Returns the 1-based positions of the full ones (none: all were counted). A test then a hit
-# of each item cost two round trips apiece: 13 for a registration and its code.
+# of each item cost two round trips apiece: 12 for a registration and its code.
 _TAKE_ALL_LUA = """
 local now = tonumber(ARGV[1])
 local taken, full = {}, {}
