@@ -110,6 +110,9 @@ def run_job(
     ttl = timedelta(seconds=job.every_s * 3)
     try:
         with factory.begin() as session:
+            # Bounded too: a holder paused inside it keeps the lease row locked, and the next
+            # holder's take would wait for as long (seen with SIGSTOP).
+            lease.fence(session, ttl=ttl)
             if not lease.acquire(session, name=job.id, now=utcnow(), ttl=ttl, holder=holder):
                 JOB_RUNS.labels(job.id, "not-leader").inc()
                 return
@@ -135,6 +138,7 @@ def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings
     try:
         with factory.begin() as session:
             ttl = timedelta(seconds=feed.interval_s * 3)
+            lease.fence(session, ttl=ttl)
             if not lease.acquire(session, name=f"feed:{feed.name}", now=utcnow(), ttl=ttl):
                 JOB_RUNS.labels(f"feed:{feed.name}", "not-leader").inc()
                 return
@@ -191,6 +195,7 @@ def run_sweep(
     ttl = timedelta(seconds=settings.sweep_interval_s * 3)
     try:
         with factory.begin() as session:
+            lease.fence(session, ttl=ttl)
             leader = lease.acquire(session, name="geomatch-sweep", now=now, ttl=ttl)
         if not leader:
             JOB_RUNS.labels("geomatch-sweep", "not-leader").inc()
@@ -224,6 +229,7 @@ def run_duty_notices(
     try:
         with factory.begin() as session:
             ttl = timedelta(seconds=3 * (settings.job_interval_s or 60))
+            lease.fence(session, ttl=ttl)
             if not lease.acquire(session, name="duty-notices", now=now, ttl=ttl):
                 JOB_RUNS.labels("duty-notices", "not-leader").inc()
                 return

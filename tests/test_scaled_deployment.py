@@ -111,6 +111,7 @@ class Run:
     phones: list[str] = field(default_factory=list)  # E.164, by citizen number
     emails: list[str] = field(default_factory=list)
     codes_sent: tuple[int, int] = (0, 0)  # SMS and e-mails before the first alert
+    signals: list[tuple[str, int, float]] = field(default_factory=list)  # (what, pid, monotonic)
 
     def session(self) -> Session:
         return self.factory()
@@ -161,13 +162,15 @@ def _advisory_id(session: Session, public_id: str) -> int:
 
 
 @contextmanager
-def _stopped(process: subprocess.Popen):
+def _stopped(run: Run, process: subprocess.Popen):
     """SIGSTOP, as a stalled VM or a debugger would; SIGCONT at the end whatever happens."""
     process.send_signal(signal.SIGSTOP)
+    run.signals.append(("SIGSTOP", process.pid, time.monotonic()))
     try:
         yield
     finally:
         process.send_signal(signal.SIGCONT)
+        run.signals.append(("SIGCONT", process.pid, time.monotonic()))
 
 
 def _found(probe, what: str, logs: Path):
@@ -247,7 +250,7 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
     assert approved.status_code == 200, approved.text
     if faults:
         holder = _found(lambda: _dispatcher_holding_sms(run, alpha["id"]), "no SMS held", run.logs)
-        with _stopped(holder):
+        with _stopped(run, holder):
             held = _claimed_by(run, holder.pid)
             assert wait_until(lambda: _sent(run, alpha["id"]), WAIT_S), log_tail(run.logs)
         print(f"SCALED a dispatcher stopped holding {held} SMS claims; the other sent them")
@@ -316,8 +319,28 @@ def _check_ledger(run: Run, advisories: dict[str, str]) -> None:
     sids = [m["sid"] for m in run.twilio.messages[run.codes_sent[0] :]]
     message_ids = [m["Message-ID"] for m in run.smtp.received[run.codes_sent[1] :]]
     assert Counter(message_ids).most_common(1)[0][1] == 1, "an e-mail went twice"
-    assert sorted(sids) == sorted(ref for channel, _, ref in rows if channel == "sms")
+    recorded = [ref for channel, _, ref in rows if channel == "sms"]
+    assert sorted(sids) == sorted(recorded), _sms_story(run, set(sids) - set(recorded))
     assert sorted(message_ids) == sorted(ref for channel, _, ref in rows if channel == "email")
+
+
+def _sms_story(run: Run, extra: set[str]) -> str:
+    """What the fake Twilio saw of the numbers that got an SMS the ledger does not hold, on a
+    clock that starts at the first signal sent: to tell who sent it, and when."""
+    zero = run.signals[0][2] if run.signals else 0.0
+    numbers = {m["to"] for m in run.twilio.messages if m["sid"] in extra}
+    lines = [f"{what} pid {pid} at {at - zero:+.3f} s" for what, pid, at in run.signals]
+    lines += [
+        f"{r.at - zero:+.3f} s {r.method} to {r.to}: {r.answer}"
+        for r in run.twilio.requests
+        if r.to in numbers
+    ]
+    lines += [
+        f"not in the ledger: {m['sid']} to {m['to']}"
+        for m in run.twilio.messages
+        if m["sid"] in extra
+    ]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
