@@ -39,6 +39,16 @@ class Live:
 
 _ALERTING = (Advisory.status == "active", Advisory.alerts_citizens.is_(True))
 _live: tuple[tuple, list[Live]] | None = None
+_SUMMARY = select(
+    func.count(),
+    func.sum(Advisory.id),
+    func.sum(Advisory.revision),
+    func.max(Advisory.updated_at),
+    func.min(Advisory.effective),
+    func.max(Advisory.effective),
+    func.min(Advisory.expires),
+    func.max(Advisory.expires),
+).where(*_ALERTING)
 
 
 def live_advisories(session: Session, *, now: datetime) -> list[Live]:
@@ -47,20 +57,8 @@ def live_advisories(session: Session, *, now: datetime) -> list[Live]:
     alerting set changes (a new, revised, cancelled or expired advisory changes the count, the
     sums, or the bounds of the times), and expiry is applied here."""
     global _live
-    summary = tuple(
-        session.execute(
-            select(
-                func.count(),
-                func.sum(Advisory.id),
-                func.sum(Advisory.revision),
-                func.max(Advisory.updated_at),
-                func.min(Advisory.effective),
-                func.max(Advisory.effective),
-                func.min(Advisory.expires),
-                func.max(Advisory.expires),
-            ).where(*_ALERTING)
-        ).one()
-    )
+    # Core, not the ORM, and a statement built once: this runs on every registration.
+    summary = tuple(session.connection().execute(_SUMMARY).one())
     if _live is None or _live[0] != summary:
         rows = session.execute(
             select(
