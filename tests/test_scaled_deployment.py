@@ -6,7 +6,12 @@ issued and approved by a second consul (four eyes) and asks "are you safe?", eve
 replies by a signed inbound SMS, and a level-2 advisory becomes effective a few seconds after it
 is issued, so the sweep is what sends it. Two holders are stopped with SIGSTOP past their lease:
 a dispatcher while it holds SMS claims (stalled at the fake Twilio), and the scheduler holding
-the sweep's lease; each is replaced, then woken with SIGCONT.
+the sweep's lease; each is replaced, then woken with SIGCONT. The dispatcher is stopped while
+each of its sending threads waits on a request the fake holds. A stop between a thread's last
+check of its claim and its request leaving the process (the Twilio SDK's milliseconds) cannot
+be fenced: the stand-in looks the message up, finds nothing and sends, and the woken request
+goes too. Stopped at once after its claim, 2 SMS went twice in 4 of 8 runs; one cause of those
+is fixable, and is the xfail at the end.
 
 Proved: every alert exactly once at the fakes (no duplicate, none missing, each Twilio SID and
 e-mail Message-ID one sent row of the ledger), the same sends as the same scenario in one
@@ -69,6 +74,7 @@ from tests.test_two_processes import _redis_url
 postgresql_only = pytest.mark.skipif(not PG_URL, reason="ANJEON_TEST_DATABASE_URL not set")
 
 CITIZENS = 8
+STALL_S = 3.0  # how late the fake Twilio answers each of the first advisory's SMS
 TOKYO = {"lat": 35.5, "lon": 139.5}  # inside advisory_body()'s square
 # Generous, on a busy 2-core machine: seven processes import the service and load the country
 # boundaries at once (~7 s of CPU each).
@@ -94,6 +100,7 @@ def _env(url: str, twilio: FakeTwilio, smtp: SmtpSink, **settings: object) -> di
         dispatch_lease_s=6,
         dispatch_batch=4,
         dispatch_threads=2,
+        twilio_timeout_s=STALL_S + 3,
         sweep_interval_s=1,  # leases of 3 s
         job_interval_s=2,
         **settings,
@@ -115,6 +122,7 @@ class Run:
     emails: list[str] = field(default_factory=list)
     codes_sent: tuple[int, int] = (0, 0)  # SMS and e-mails before the first alert
     signals: list[tuple[str, int, float]] = field(default_factory=list)  # (what, pid, monotonic)
+    env: dict[str, str] = field(default_factory=dict)
 
     def session(self) -> Session:
         return self.factory()
@@ -187,7 +195,13 @@ def _found(probe, what: str, logs: Path):
 
 def _dispatcher_holding_sms(run: Run, advisory: str) -> subprocess.Popen | None:
     """The dispatcher holding SMS claims once the advisory's e-mails are all recorded (so that
-    none is in flight when it stops: an e-mail cannot be looked up, and would go again)."""
+    none is in flight when it stops: an e-mail cannot be looked up, and would go again), while
+    every sending thread of both dispatchers waits on a request the fake Twilio holds (so that
+    none is between its last check of the claim and its request: see the docstring above)."""
+    threads = 2 * int(run.env["ANJEON_DISPATCH_THREADS"])
+    recent = time.monotonic() - (STALL_S - 1.0)  # at least 1 s of their stall still to come
+    if sum(r.answer == "stalled" and r.at > recent for r in run.twilio.requests) < threads:
+        return None
     with run.session() as session:
         advisory_id = _advisory_id(session, advisory)
         mail_open = session.scalar(
@@ -244,7 +258,8 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
     """Register, an approved level-3 advisory ALPHA, replies, a level-2 advisory BRAVO sent by
     the sweep; with `faults`, a dispatcher and the sweep's holder stopped past their leases."""
     _register_and_verify(run)
-    run.twilio.script(None, *[Answer(stall_s=1.0) for _ in range(CITIZENS)])  # claims held 1 s
+    # Each SMS answered 3 s late: the claims are held, and the requests in flight for a while.
+    run.twilio.script(None, *[Answer(stall_s=STALL_S) for _ in range(CITIZENS)])
     alpha = _issue(run, 0, consuls[0], level=3, title={"ko": "도쿄 ALPHA", "en": "Tokyo ALPHA"})
     assert alpha["status"] == "pending_approval"
     approved = httpx.post(
@@ -394,7 +409,7 @@ def _running(url: str, logs: Path, *, scaled: bool) -> Iterator[Run]:
         commands = [("serve", api[0]), ("serve", api[1])]
         commands += [("dispatch", env)] * 2 + [("schedule", env)] * 2
     bases = [f"http://127.0.0.1:{each['ANJEON_PORT']}" for each in api]
-    run = Run(make_session_factory(engine), bases, twilio, smtp, logs)
+    run = Run(make_session_factory(engine), bases, twilio, smtp, logs, env=env)
     try:
         with processes(*commands, logs=logs) as started:
             run.dispatchers, run.schedulers = started[2:4], started[4:6]
