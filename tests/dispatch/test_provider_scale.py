@@ -3,7 +3,6 @@ Twilio's queue for the sender respected (21611 refused, 30001 failed later: the 
 and nothing is lost or sent twice); ValidityPeriod from the advisory's end. The fake Twilio
 models the sender's queue: `size` segments drained at `mps` a second."""
 
-import os
 import threading
 import time
 from datetime import timedelta
@@ -25,17 +24,9 @@ from tests.builders import register
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SenderQueue
 from tests.dispatch.seed import scratch_database, seed_pending
 from tests.dispatch.test_status_webhook import callback, status_of
+from tests.test_rate_limits import _redis_url  # the same Redis, or a failure under CI
 
 SECRET = b"provider-scale-secret-provider-scale-0123"
-REDIS_URL = os.environ.get("ANJEON_TEST_REDIS_URL")
-
-
-def _redis_url() -> str:
-    if REDIS_URL:
-        return REDIS_URL
-    if os.environ.get("CI"):
-        pytest.fail("CI must set ANJEON_TEST_REDIS_URL: the shared-rate test may not skip")
-    pytest.skip("ANJEON_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/15)")
 
 
 def _counted(storage: Storage, key: str, windows: range) -> int:
