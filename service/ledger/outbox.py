@@ -55,12 +55,15 @@ _DUE = (
     or_(Alert.due_at.is_(None), Alert.due_at <= _NOW),
 )
 # The oldest few due rows of each class, through the claim's index; then the oldest of those.
+# A range on the class, not `priority = cls`: ordered by (priority, id), which only the claim's
+# index gives. With an equality PostgreSQL may walk the primary key instead, filtering, while
+# its statistics still see every row open (a burst being drained: 71 ms a claim at 50k sent).
 _HEADS = union_all(
     *(
         select(
             select(Alert.id)
-            .where(*_DUE, Alert.priority == cls)
-            .order_by(Alert.id)
+            .where(*_DUE, Alert.priority.between(cls, cls))
+            .order_by(Alert.priority, Alert.id)
             .limit(bindparam("share"))
             .subquery()
             .c.id

@@ -96,9 +96,21 @@ def allowed(current: str, target: str) -> bool:
     return target in TRANSITIONS[current]
 
 
-def sql_in(states: tuple[str, ...]) -> str:
-    """`status IN (...)` for raw SQL and partial indexes, from the tuples above."""
+def status_in(states: tuple[str, ...]) -> str:
+    """`status IN (...)` for raw SQL, from the tuples above."""
     return "status IN (" + ", ".join(f"'{s}'" for s in states) + ")"
+
+
+# The open rows are one stored column the database derives from status (alert.is_open). The
+# claim's partial index covers them through it, so no index names `status` and a claim
+# (pending -> claimed, both open) can be a HOT update on PostgreSQL.
+OPEN_COLUMN: Final = "is_open"
+
+
+def sql_in(states: tuple[str, ...]) -> str:
+    """The condition for rows in these states, spelled as the partial indexes spell it (the
+    open states: the stored column above), for raw SQL."""
+    return OPEN_COLUMN if states == OPEN else status_in(states)
 
 
 # Reasons recorded with a row that ends without a send (last_error).
