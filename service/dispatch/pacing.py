@@ -135,24 +135,27 @@ class SenderRate:
     def _reserve(self, want: int, now: float) -> None:
         """Reserve `want` units in the windows ahead (never beyond the horizon)."""
         storage, capacity = self._store()
+        try:
+            self._reserve_in(storage, capacity, want, now)
+        except StorageError as exc:
+            self._shared_down(exc)  # and this reservation comes from the local share
+            self._reserve_in(self._local, self._share(), want, now)
+
+    def _reserve_in(self, storage: Storage, capacity: int, want: int, now: float) -> None:
         t = max(now, self._next)
         window = math.floor(t)
-        try:
-            while want > 0 and window <= now + _HORIZON_S:
-                t = max(t, window)
-                # No more than can be sent, at the full rate, before the window ends.
-                ask = min(want, int((window + 1 - t) * capacity))
-                if ask > 0:
-                    count = storage.incr(self._window_key(window), int(window - now) + 3, ask)
-                    got = max(0, min(ask, capacity - (count - ask)))
-                    if got:
-                        self._grants.append(_Grant(window, t, got))
-                        t += got / capacity
-                        want -= got
-                window += 1
-        except StorageError as exc:
-            self._shared_down(exc)
-            return
+        while want > 0 and window <= now + _HORIZON_S:
+            t = max(t, window)
+            # No more than can be sent, at the full rate, before the window ends.
+            ask = min(want, int((window + 1 - t) * capacity))
+            if ask > 0:
+                count = storage.incr(self._window_key(window), int(window - now) + 3, ask)
+                got = max(0, min(ask, capacity - (count - ask)))
+                if got:
+                    self._grants.append(_Grant(window, t, got))
+                    t += got / capacity
+                    want -= got
+            window += 1
         self._next = t
 
     def _store(self) -> tuple[Storage, int]:

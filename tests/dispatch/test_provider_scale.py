@@ -71,6 +71,16 @@ def test_a_held_sender_sends_nothing_anywhere_then_ramps_up():
     assert not b.wait(1)  # the other process stops too, at once
 
 
+def test_with_redis_away_a_process_sends_its_share_alone():
+    """Nothing answers at the storage's address: no send fails for it; this process takes the
+    rate divided by the dispatchers alive (2 here), 5 segments a second."""
+    storage, shared = open_storage("redis://127.0.0.1:1/0")
+    sender = SenderRate(key="away", per_second=10, storage=storage, shared=shared, live=lambda: 2)
+    started = time.time()
+    assert all(sender.wait(1) for _ in range(15))
+    assert time.time() - started > 2.0  # a lower bound: 15 at 5 a second, not at 10
+
+
 def _dispatcher(url: str, twilio: FakeTwilio, *, mps: float, storage: Storage, shared: bool):
     notifier = TwilioNotifier(
         account_sid=ACCOUNT_SID,
