@@ -145,15 +145,20 @@ class Waters:
         coast pieces: a few more than exactly, never fewer)."""
         if shape.is_empty:
             return set()
-        # Buffer in a frame where a degree of longitude is as long as one of latitude.
-        squeeze = max(math.cos(math.radians(min(abs(shape.centroid.y), 84.0))), 0.1)
-        local = shapely.affinity.scale(shape, xfact=squeeze, yfact=1.0, origin=(0, 0))
-        grown = shapely.affinity.scale(
-            local.buffer(TERRITORIAL_SEA_KM / 111.32), xfact=1 / squeeze, yfact=1.0, origin=(0, 0)
-        )
-        pieces = self.tree.query(grown, predicate="intersects")
+        # In a frame where a degree of longitude is as long as one of latitude (at the shape's
+        # centroid), the pieces whose box lies within the sea's width. The tree first narrows
+        # them by a distance wide enough at the shape's most poleward latitude. (Buffering a
+        # 5,000-vertex ring instead took over a second; this takes milliseconds.)
+        width = TERRITORIAL_SEA_KM / 111.32
+        _, south, _, north = shape.bounds
+        widest = max(math.cos(math.radians(min(max(abs(south), abs(north)), 84.0))), 0.1)
+        pieces = self.tree.query(shape, predicate="dwithin", distance=width / widest)
         if pieces.size == 0:
             return set()
+        squeeze = max(math.cos(math.radians(min(abs(shape.centroid.y), 84.0))), 0.1)
+        local = shapely.affinity.scale(shape, xfact=squeeze, yfact=1.0, origin=(0, 0))
+        boxes = shapely.transform(self.tree.geometries.take(pieces), lambda xy: xy * (squeeze, 1))
+        pieces = pieces[shapely.distance(local, boxes) <= width]
         return set(np.unique(self.owners[self.piece_start[pieces]]).tolist())
 
     def nearest(
