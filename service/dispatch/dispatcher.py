@@ -334,6 +334,9 @@ class Dispatcher:
         for channel in channels or list(self.notifiers):
             notifier = self.notifiers[channel]
             at = now or utcnow()
+            # The claim's lease runs from `at`: so does this process's count of it, read before
+            # the claim (a pause after the claim's commit must not look like a fresh lease).
+            leased_from = time.monotonic()
             if self._paused_until.get(channel, at) > at:
                 continue
             sender = self._senders[id(notifier)]
@@ -361,7 +364,7 @@ class Dispatcher:
                     worker=self.worker,
                     urgent_only=not gate.send,
                 )
-            self.holdings.add(rows, until=time.monotonic() + self.policy.lease_s)
+            self.holdings.add(rows, until=leased_from + self.policy.lease_s)
             if not rows:
                 continue
             tally.claimed += len(rows)
