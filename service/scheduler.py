@@ -177,6 +177,9 @@ def fenced_by_lease(
     def check(session: Session) -> None:
         if not lease.still_held(session, name=name):
             raise LeaseLost(name)
+        # Held (its row locked till this commit): renewed, so a job that commits as it goes
+        # (the sweep, a shard at a time) keeps its lease for as long as it works.
+        lease.acquire(session, name=name, now=utcnow(), ttl=ttl)
 
     event.listen(made, "after_begin", bound)
     event.listen(made, "before_commit", check)
@@ -190,7 +193,8 @@ def run_sweep(
     settings: Settings,
 ) -> None:
     """The geomatch sweep, in the one process that holds the lease; it runs on `fenced`
-    (fenced_by_lease), so a sweep that outlived its lease is rolled back."""
+    (fenced_by_lease): each of its commits renews the lease, and a transaction that outlived
+    it is rolled back."""
     now = utcnow()
     ttl = timedelta(seconds=settings.sweep_interval_s * 3)
     try:

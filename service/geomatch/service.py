@@ -152,56 +152,71 @@ class Sweeper:
     shard_citizens: int = SHARD_CITIZENS
 
     def run(self, factory: sessionmaker[Session], *, now: datetime) -> MatchResult:
-        """One sweep in one transaction."""
+        """One sweep. Checking advisories against everyone takes a transaction per shard of
+        citizens, so a first sweep of a large registry commits as it goes instead of outliving
+        its lease (a lease-fenced factory renews the lease at each commit); what it committed
+        before a failure is kept, and the ledger's key makes the next sweep skip it."""
         with factory.begin() as session:
             started = time.perf_counter()
             lives = targets.live_advisories(session, now=now)
             areas = targets.areas_of(session, lives)
-            result = MatchResult(advisories=len(lives), load_s=time.perf_counter() - started)
-            fresh = [self.swept.get(live.key) != _active_now(live, now) for live in lives]
-            whole = [i for i, new in enumerate(fresh) if new]
-            if whole:
-                picked = ([lives[i] for i in whole], [areas[i] for i in whole])
-                _add(result, self._everyone(session, *picked, now=now))
-            kept = [i for i, new in enumerate(fresh) if not new]
-            if kept and self.read_since is not None:
-                # All of them (the steady case): the very list, whose target index is kept.
-                picked = (
-                    (lives, areas)
-                    if not whole
-                    else ([lives[i] for i in kept], [areas[i] for i in kept])
-                )
-                since = self.read_since - _CHANGE_OVERLAP
+            span = session.execute(select(func.min(Citizen.id), func.max(Citizen.id))).one()
+        result = MatchResult(advisories=len(lives), load_s=time.perf_counter() - started)
+        fresh = [self.swept.get(live.key) != _active_now(live, now) for live in lives]
+        whole = [i for i, new in enumerate(fresh) if new]
+        if whole:
+            picked = ([lives[i] for i in whole], [areas[i] for i in whole])
+            _add(result, self._everyone(factory, *picked, span=span, now=now))
+        kept = [i for i, new in enumerate(fresh) if not new]
+        if kept and self.read_since is not None:
+            # All of them (the steady case): the very list, whose target index is kept.
+            picked = (
+                (lives, areas)
+                if not whole
+                else ([lives[i] for i in kept], [areas[i] for i in kept])
+            )
+            since = self.read_since - _CHANGE_OVERLAP
+            with factory.begin() as session:
                 _add(result, _changed(session, *picked, since=since, now=now))
         self.swept = {live.key: _active_now(live, now) for live in lives}
         self.read_since = now
         return result
 
     def _everyone(
-        self, session: Session, lives: list[Live], areas: list[Area], *, now: datetime
+        self,
+        factory: sessionmaker[Session],
+        lives: list[Live],
+        areas: list[Area],
+        *,
+        span: tuple[int | None, int | None],
+        now: datetime,
     ) -> MatchResult:
         """These advisories against every citizen: in PostGIS when few (PostgreSQL), else by
-        the engine over one shard of citizens (an id range) at a time."""
-        if len(lives) <= POSTGIS_AT_MOST and session.connection().dialect.name == "postgresql":
-            return _enqueue_in_postgis(session, lives, areas, now=now)
+        the engine over one shard of citizens (an id range) at a time, a transaction each."""
         result = MatchResult()
-        low, high = session.execute(select(func.min(Citizen.id), func.max(Citizen.id))).one()
-        if low is None:
+        with factory.begin() as session:
+            if len(lives) <= POSTGIS_AT_MOST and session.connection().dialect.name == "postgresql":
+                return _enqueue_in_postgis(session, lives, areas, now=now)
+        low, high = span
+        if low is None or high is None:
             return result
         for first in range(low, high + 1, self.shard_citizens):
-            started = time.perf_counter()
-            shard = (first, first + self.shard_citizens - 1)
-            reachable = load_reachable(session.connection(), today=now.date(), id_range=shard)
-            ledger = _enqueued_in(session, lives, shard)
-            load_s = time.perf_counter() - started
-            part = _enqueue(
-                session,
-                lives,
-                areas,
-                reachable,
-                now=now,
-                enqueued=lambda live, ledger=ledger: ledger.get((live.id, live.revision), _NONE),
-            )
+            with factory.begin() as session:
+                started = time.perf_counter()
+                shard = (first, first + self.shard_citizens - 1)
+                reachable = load_reachable(session.connection(), today=now.date(), id_range=shard)
+                ledger = _enqueued_in(session, lives, shard)
+                load_s = time.perf_counter() - started
+                part = _enqueue(
+                    session,
+                    lives,
+                    areas,
+                    reachable,
+                    now=now,
+                    enqueued=lambda live, ledger=ledger: ledger.get(
+                        (live.id, live.revision), _NONE
+                    ),
+                )
             part.load_s = load_s
             _add(result, part)
         return result

@@ -1,5 +1,6 @@
 """When matching runs: at once on registration, moves and advisories; in the sweep; once."""
 
+import time
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -7,8 +8,11 @@ from sqlalchemy.orm import sessionmaker
 
 from service import lease
 from service.advisories.models import Advisory
+from service.db import utcnow
+from service.geomatch import service as geomatch_service
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Alert
+from service.scheduler import fenced_by_lease
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.geomatch.builders import NOW, advisory, alerted, citizen
@@ -174,6 +178,34 @@ def test_a_sweep_in_shards_of_citizens_enqueues_what_one_shard_does(db):
     assert far.id not in alerted(db, records[0])
     # A restarted sweeper, in shards of another size: the ledger already holds everything.
     assert Sweeper(shard_citizens=3).run(factory, now=NOW).enqueued == 0
+
+
+def test_a_sweep_longer_than_its_lease_keeps_it_by_committing_shard_by_shard(db, monkeypatch):
+    """Each shard is a transaction of the lease-fenced factory, and each commit renews the
+    lease: a first sweep of a registry too large for one lease runs to its end, and no other
+    process can take the lease meanwhile (one transaction would have lost it, and its work)."""
+    ttl = timedelta(seconds=1)
+    assert lease.acquire(db, name="geomatch-sweep", now=utcnow(), ttl=ttl)
+    plain = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    fenced = fenced_by_lease(plain, name="geomatch-sweep", ttl=ttl)
+    area = {"circles": [{"lat": 48.85, "lon": 2.35, "radius_km": 40}]}
+    people = [citizen(db, lon=2.35 + i / 100, lat=48.85) for i in range(7)]
+    records = [advisory(db, area=area) for _ in range(_MANY)]
+    taken_by_other = []
+    read_shard = geomatch_service.load_reachable
+
+    def slow_shard(*args, **kwargs):
+        time.sleep(0.4)  # four shards: 1.6 s in all, past the 1 s lease
+        taken_by_other.append(
+            lease.acquire(db, name="geomatch-sweep", now=utcnow(), ttl=ttl, holder="other")
+        )
+        return read_shard(*args, **kwargs)
+
+    monkeypatch.setattr(geomatch_service, "load_reachable", slow_shard)
+    result = Sweeper(shard_citizens=2).run(fenced, now=NOW)
+    assert result.enqueued == len(people) * len(records)
+    assert taken_by_other == [False] * 4
+    assert lease.still_held(db, name="geomatch-sweep")
 
 
 def test_the_live_advisory_list_follows_every_change_between_registrations(db):
