@@ -7,7 +7,6 @@ import secrets
 import signal
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from service.citizens.service import Registry
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, utcnow
 from service.demo import load_demo_citizens
-from service.dispatch.dispatcher import Dispatcher
+from service.dispatch.dispatcher import Dispatcher, Tally
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
 from service.geomatch.service import Sweeper
@@ -203,13 +202,24 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         _session_factory(settings),
         vault=PersonalDataVault(settings.secret_key_bytes()),
     )
+    stop = threading.Event()
+
+    def quit_on(signum: int, _frame: object) -> None:
+        # Graceful: what is in hand is sent and recorded, the rest given back (close()), so a
+        # container's stop does not leave alerts waiting for their lease to lapse.
+        log.info("stopping: no more claims", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+        dispatcher.quit()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, quit_on)
     try:
         if args.until_idle:
             tally = dispatcher.run_until_idle(poll_s=min(settings.dispatch_interval_s, 1.0))
         elif args.once:
             tally = dispatcher.drain()
         else:
-            _work(dispatcher, interval_s=settings.dispatch_interval_s)
+            tally = _work(dispatcher, interval_s=settings.dispatch_interval_s, stop=stop)
     finally:
         dispatcher.close()
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(tally.by_status.items()))
@@ -220,14 +230,15 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
 _WORKER_PAUSE_CAP_S = 10.0
 
 
-def _work(dispatcher: Dispatcher, *, interval_s: float) -> None:
+def _work(dispatcher: Dispatcher, *, interval_s: float, stop: threading.Event) -> Tally:
     """A dispatch worker beside the API processes, until stopped. A failed drain (the database
     away) is logged and tried again after a pause that doubles up to 10 s: the worker never exits
-    on it, and what it had claimed is sent again once the claims lapse."""
+    on it, and what it had claimed is sent again once the claims lapse. Until `stop`."""
     failures = 0
-    while True:
+    total = Tally()
+    while not stop.is_set():
         try:
-            dispatcher.drain()
+            total.merge(dispatcher.drain())
         except SQLAlchemyError as exc:
             failures += 1
             JOB_RUNS.labels("dispatch", "error").inc()
@@ -241,7 +252,8 @@ def _work(dispatcher: Dispatcher, *, interval_s: float) -> None:
             log.exception("dispatch failed", extra={"failures": failures})
         else:
             failures = 0
-        time.sleep(min(interval_s * 2 ** min(failures, 16), max(interval_s, _WORKER_PAUSE_CAP_S)))
+        stop.wait(min(interval_s * 2 ** min(failures, 16), max(interval_s, _WORKER_PAUSE_CAP_S)))
+    return total
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:

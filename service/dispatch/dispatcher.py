@@ -214,6 +214,7 @@ class Dispatcher:
         self._heartbeat: Heartbeat | None = None
         self._start_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._quitting = threading.Event()
 
     @classmethod
     def from_settings(
@@ -267,12 +268,19 @@ class Dispatcher:
     def run_until_idle(self, *, poll_s: float) -> Tally:
         """Drain, wait for retries and lapsed claims to come due, until no alert is open."""
         total = Tally()
-        while True:
+        while not self._quitting.is_set():
             total.merge(self.drain())
             with self.factory() as session:
                 if not outbox.open_count(session):
                     return total
-            time.sleep(poll_s)
+            self._quitting.wait(poll_s)
+        return total
+
+    def quit(self) -> None:
+        """Claim nothing more: the batches in hand are sent and recorded, then the drain
+        returns (a worker stopping on SIGTERM; close() gives back whatever is still held)."""
+        self._quitting.set()
+        self.wake()
 
     def wake(self) -> None:
         """New alerts were committed: the running drain goes round once more."""
@@ -297,6 +305,8 @@ class Dispatcher:
                 while True:
                     tally = self._drain([channel], max_s=max_s)
                     mine.merge(tally)
+                    if self._quitting.is_set():
+                        return mine
                     with lock:
                         if tally.claimed:
                             idle.discard(channel)
@@ -322,6 +332,8 @@ class Dispatcher:
                 self._woken[channel].clear()
             tally = self.step(channels=channels)
             total.merge(tally)
+            if self._quitting.is_set():
+                break
             if max_s is not None and time.monotonic() - started > max_s:
                 break
             if tally.claimed == 0 and not any(self._woken[c].is_set() for c in channels):
@@ -332,6 +344,8 @@ class Dispatcher:
         """One batch per channel: claim, send, record."""
         tally = Tally()
         for channel in channels or list(self.notifiers):
+            if self._quitting.is_set():
+                break
             notifier = self.notifiers[channel]
             at = now or utcnow()
             # The claim's lease runs from `at`: so does this process's count of it, read before

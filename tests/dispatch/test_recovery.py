@@ -96,6 +96,33 @@ def test_a_dispatcher_paused_past_its_lease_is_replaced_without_a_duplicate(
         assert ledger(url) == Counter({"sent": 2 * CITIZENS})
 
 
+def test_a_dispatcher_stopped_with_sigterm_sends_what_it_has_in_hand_and_gives_back_the_rest(
+    database_url, tmp_path, twilio, smtp
+):
+    """A container's stop: no more claims, the batch in hand sent and recorded, what is still
+    held given back at once (the lease is 60 s here), exit 0. Another then sends the rest."""
+    with scratch_database(database_url, tmp_path, "sigterm") as url:
+        seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())
+        env = {**dispatcher_env(url, twilio, smtp), "ANJEON_DISPATCH_LEASE_S": "60"}
+        twilio.script(None, *[Answer(stall_s=0.02) for _ in range(CITIZENS)])
+        stopped = start(env)
+        wait_for(lambda: len(twilio.messages) >= CITIZENS // 4)
+        stopped.send_signal(signal.SIGTERM)
+        _, err = watch_until_exit(stopped, twilio)
+        assert stopped.returncode == 0, err
+        assert _claimed(url) == 0  # nothing left waiting for a lease to lapse
+        sent_before = len(twilio.messages)
+        assert sent_before < CITIZENS, "it sent everything before the signal came"
+        successor = start(env)
+        _, err = watch_until_exit(successor, twilio)
+        assert successor.returncode == 0, err
+        assert "took back" not in err  # nothing to take back: it was given
+        assert Counter(m["to"] for m in twilio.messages) == Counter(
+            {phone_of(n): 1 for n in range(CITIZENS)}
+        )
+        assert ledger(url) == Counter({"sent": 2 * CITIZENS})
+
+
 def _claimed(url: str) -> int:
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
