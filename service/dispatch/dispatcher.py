@@ -382,10 +382,17 @@ class Dispatcher:
             if not rows:
                 continue
             tally.claimed += len(rows)
-            if gate.send:
-                self._handle(rows, channel, notifier, now=now, tally=tally)
-            else:
-                self._divert(rows, channel, gate, now=at, tally=tally)
+            try:
+                if gate.send:
+                    self._handle(rows, channel, notifier, now=now, tally=tally)
+                else:
+                    self._divert(rows, channel, gate, now=at, tally=tally)
+            except BaseException:
+                # Claimed, then the batch failed (the database away before its sends, a bug):
+                # what is not recorded must not stay held, renewed by the heartbeat for as long
+                # as this process lives. Its lease lapses and a later claim sends it.
+                self.holdings.drop(row.id for row in rows)
+                raise
         return tally
 
     def _divert(

@@ -13,10 +13,13 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch import dispatcher as dispatcher_module
 from service.dispatch.models import DispatcherWorker
 from service.dispatch.workers import Heartbeat, Holdings, SendRate, host_id
 from service.ledger import outbox
@@ -167,6 +170,32 @@ def test_a_record_under_a_claim_that_was_taken_over_changes_nothing(db):
     _record_sent(db, again, worker="b", ref="SMnew", now=later)
     assert _statuses(db) == {"sent"}
     assert set(db.scalars(select(Alert.provider_ref))) == {"SMnew"}
+
+
+def test_a_batch_that_fails_after_its_claim_is_not_held_on(db, dispatcher, monkeypatch):
+    """The database goes away between a claim and its sends (SQLite's lock, say): the rows
+    are dropped from what this process holds, so its heartbeat lets their lease lapse instead
+    of renewing it for as long as the process lives (they were lost until a restart)."""
+    _pending_rows(db, 3)
+
+    def database_away(*_args, **_kwargs):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(dispatcher_module, "advisory_states", database_away)
+    with pytest.raises(OperationalError):
+        dispatcher.step(channels=["sms"])
+    assert _statuses(db) == {"claimed"}
+    assert dispatcher.holdings.snapshot() == {}
+    lease_ends = dict(db.execute(select(Alert.id, Alert.due_at)).all())
+    beat = Heartbeat(
+        _factory(db),
+        worker=dispatcher.worker,
+        lease_s=60,
+        holdings=dispatcher.holdings,
+        rates=SendRate(),
+    )
+    beat.beat()
+    assert dict(db.execute(select(Alert.id, Alert.due_at)).all()) == lease_ends
 
 
 def test_the_heartbeat_renews_only_the_claims_still_held(db):
