@@ -2,9 +2,8 @@
 processes side by side. Most of the suite waits on other processes, sockets, a browser and
 the database rather than on the CPU, so two legs on two cores take little more than the longer
 one. Each test runs in exactly one leg: tests whose id names postgresql in the PostgreSQL leg,
-every other one in the first (but for the scaled-deployment tests, below). Each leg has its
-own temporary directory and its own Redis database; its output goes to
-var/test-logs/<leg>.log, and the end of each is printed."""
+every other one in the first. Each leg has its own temporary directory and its own Redis
+database; its output goes to var/test-logs/<leg>.log, and the end of each is printed."""
 
 import os
 import subprocess
@@ -15,14 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test-logs"
-# The scaled-deployment tests need PostgreSQL but run in the first process: six service
-# processes for about 70 s, which balances the two legs' time (the PostgreSQL leg was the
-# longer by about two minutes). Every test still runs in exactly one leg.
-_MOVED = "test_scaled_deployment"
-LEGS = {
-    "sqlite": f"not postgresql or {_MOVED}",
-    "postgresql": f"postgresql and not {_MOVED}",
-}
+LEGS = {"sqlite": "not postgresql", "postgresql": "postgresql"}
 
 
 def _redis_for(leg_number: int) -> dict[str, str]:
