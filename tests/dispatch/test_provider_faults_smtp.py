@@ -45,7 +45,7 @@ def test_a_window_of_refused_or_silent_connections(
     anything is sent, is retried, and goes once the relay is back: one connection per try
     (no second one at once), nothing twice, nothing lost."""
     addresses = enrol_email(api, CITIZENS, block=1)
-    fault = smtp.fault(kind, for_s=WINDOW_S, stall_s=STALL_S)
+    fault = smtp.fault(kind, for_s=WINDOW_S, stall_s=STALL_S, on_first_request=True)
     issue(api, consul)
     run_until_settled(faulty, db)
     got = email_counts(smtp, addresses)
@@ -95,7 +95,7 @@ def test_a_window_of_drops_after_data(api, consul, db, faulty, smtp):
     cannot look a message up, so after a first unknown outcome the dispatcher resends once, and
     a resend whose outcome is unknown too counts as sent (the relay may hold both copies)."""
     addresses = enrol_email(api, CITIZENS, block=5)
-    fault = smtp.fault("drop", for_s=WINDOW_S)
+    fault = smtp.fault("drop", for_s=WINDOW_S, on_first_request=True)
     issue(api, consul)
     run_until_settled(faulty, db)
     got = email_counts(smtp, addresses)
