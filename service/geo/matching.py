@@ -21,7 +21,7 @@ import shapely
 from geopy.distance import geodesic
 from shapely.geometry import Polygon
 
-from service.geo import subdivisions
+from service.geo import shared_geometry, subdivisions
 from service.geo.areas import Area, Circle
 
 EARTH_RADIUS_KM = 6371.0088
@@ -191,7 +191,9 @@ def _in_waters_of(code: str, places: PlaceSet) -> np.ndarray:
     idx = _union(found)
     if idx.size:
         idx = idx[
-            ~shapely.intersects_xy(subdivisions.land_near(code), places.lons[idx], places.lats[idx])
+            ~shared_geometry.intersects_xy(
+                subdivisions.land_near(code), places.lons[idx], places.lats[idx]
+            )
         ]
     if idx.size == 0:
         return idx

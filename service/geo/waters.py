@@ -17,6 +17,8 @@ import shapely
 import shapely.affinity
 from geographiclib.geodesic import Geodesic
 
+from service.geo import shared_geometry
+
 TERRITORIAL_SEA_KM = 22.224  # 12 international nautical miles of 1,852 m
 NOBODY = -1  # owner of land that belongs to no code (Bir Tawil), and of points at sea
 UNCOVERED = np.iinfo(np.int64).max  # covering(): on no polygon
@@ -356,7 +358,9 @@ class Territories:
         starts = np.flatnonzero(np.r_[True, geom[1:] != geom[:-1]])
         for lo, hi in zip(starts, np.r_[starts[1:], geom.size], strict=True):
             p = point[lo:hi]
-            inside[lo:hi] = shapely.intersects_xy(self.geometries[geom[lo]], lons[p], lats[p])
+            inside[lo:hi] = shared_geometry.intersects_xy(
+                self.geometries[geom[lo]], lons[p], lats[p]
+            )
         owner = self.owners[geom[inside]].astype(np.int64)
         # NOBODY (-1) must lose to any owner: rank it after all of them.
         np.minimum.at(result, point[inside], np.where(owner == NOBODY, _NOBODYS_LAND, owner))
