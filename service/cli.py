@@ -1,6 +1,7 @@
 """The `anjeon` command."""
 
 import argparse
+import faulthandler
 import getpass
 import logging
 import secrets
@@ -366,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill -USR1 <pid>`: every thread's stack on stderr, for a process that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return args.run(args)
     except (ValueError, RuntimeError) as exc:  # settings refused to load

@@ -14,7 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -97,6 +107,18 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def bound_idle(bind: Session | Connection, *, seconds: float) -> None:
+    """On PostgreSQL, end this session if the transaction under way sits idle (waiting for its
+    client) for longer than `seconds`. A process paused mid-transaction (SIGSTOP, a stalled VM)
+    otherwise keeps its row locks, and SKIP LOCKED hides those rows from the others, for as
+    long as the pause lasts. Woken, it finds its connection closed (DBAPIError with
+    connection_invalidated). SQLite: nothing (one writer at a time, bounded by busy_timeout)."""
+    dialect = bind.dialect if isinstance(bind, Connection) else bind.get_bind().dialect
+    if dialect.name == "postgresql":
+        milliseconds = max(1000, int(seconds * 1000))
+        bind.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
 
 
 class Deadline:

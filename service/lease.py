@@ -7,11 +7,11 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, select, text, update
+from sqlalchemy import String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from service.db import Base, UTCDateTime
+from service.db import Base, UTCDateTime, bound_idle
 
 
 class SchedulerLease(Base):
@@ -54,9 +54,7 @@ def fence(session: Session, *, ttl: timedelta) -> None:
     """Bound how long this job's transaction may sit idle on PostgreSQL: a holder paused past
     its lease (SIGSTOP, a stalled VM) has its transaction ended by the server, and the row
     locks it held go to its successor instead of blocking it."""
-    if session.get_bind().dialect.name == "postgresql":
-        milliseconds = max(1000, int(ttl.total_seconds() * 1000))
-        session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"))
+    bound_idle(session, seconds=ttl.total_seconds())
 
 
 def still_held(session: Session, *, name: str, holder: str = PROCESS_ID) -> bool:

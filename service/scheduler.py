@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from service import lease
@@ -28,7 +28,7 @@ from service.checkin.escalation import escalate
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
 from service.config import Settings
-from service.db import utcnow
+from service.db import bound_idle, utcnow
 from service.dispatch.dispatcher import Dispatcher
 from service.geomatch.service import Sweeper
 from service.metrics import JOB_RUNS
@@ -168,11 +168,7 @@ def fenced_by_lease(
 
     def bound(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
         # lease.fence, on the connection: the session cannot execute while it begins.
-        if connection.dialect.name == "postgresql":
-            milliseconds = max(1000, int(ttl.total_seconds() * 1000))
-            connection.execute(
-                text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}")
-            )
+        bound_idle(connection, seconds=ttl.total_seconds())
 
     def check(session: Session) -> None:
         if not lease.still_held(session, name=name):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from limits.storage import Storage
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,6 +72,16 @@ _CLAIM_AHEAD_S = 10.0  # a paced channel claims at most this long a stretch of s
 # sends happened; while it waits, the lane claims nothing more).
 _RECORD_PATIENCE_S = 900.0
 _DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def _database_down(exc: SQLAlchemyError) -> bool:
+    """The database is away, or ended this connection (PostgreSQL's idle-in-transaction bound
+    on a process that was paused mid-transaction is an InternalError): try again on a new one."""
+    return isinstance(exc, _DATABASE_DOWN) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
 _LANE_POLL_S = 0.1  # how often a lane with nothing due looks again while another is busy
 
 
@@ -254,7 +264,9 @@ class Dispatcher:
                 with self.factory.begin() as session:
                     for circuit in self.circuits.values():
                         circuit.ensure_row(session, now=utcnow())
-            except _DATABASE_DOWN:
+            except SQLAlchemyError as exc:
+                if not _database_down(exc):
+                    raise
                 log.warning("dispatcher start: database unavailable", exc_info=True)
             self._heartbeat = Heartbeat(
                 self.factory,
@@ -268,12 +280,24 @@ class Dispatcher:
     def run_until_idle(self, *, poll_s: float) -> Tally:
         """Drain, wait for retries and lapsed claims to come due, until no alert is open."""
         total = Tally()
+        failures = 0
         while not self._quitting.is_set():
-            total.merge(self.drain())
-            with self.factory() as session:
-                if not outbox.open_count(session):
-                    return total
-            self._quitting.wait(poll_s)
+            try:
+                total.merge(self.drain())
+                with self.factory() as session:
+                    if not outbox.open_count(session):
+                        return total
+                failures = 0
+            except SQLAlchemyError as exc:
+                if not _database_down(exc):
+                    raise
+                # As a worker does (cli._work): what it held lapses and goes again, later.
+                failures += 1
+                log.warning(
+                    "dispatch failed: database unavailable; trying again",
+                    extra={"error": type(exc).__name__, "failures": failures},
+                )
+            self._quitting.wait(min(poll_s * 2 ** min(failures, 6), max(poll_s, 10.0)))
         return total
 
     def quit(self) -> None:
@@ -368,6 +392,7 @@ class Dispatcher:
                 per_s = notifier.max_per_second / self._live() / self._segments.get(channel, 1.0)
                 limit = min(limit, max(1, int(per_s * ahead_s)))
             with self.factory.begin() as session:
+                outbox.bound_idle(session, lease_s=self.policy.lease_s)
                 gate = self.circuits[channel].gate(session, now=at)
                 rows = outbox.claim(
                     session,
@@ -773,7 +798,9 @@ class Dispatcher:
             try:
                 fallbacks = self._write(decided, channel=channel, now=now, divert=divert)
                 break
-            except _DATABASE_DOWN as exc:
+            except SQLAlchemyError as exc:
+                if not _database_down(exc):
+                    raise
                 if self._stopping.is_set() or time.monotonic() > deadline:
                     raise
                 log.warning(
@@ -801,6 +828,7 @@ class Dispatcher:
     ) -> int:
         fallbacks = 0
         with self.factory.begin() as session:
+            outbox.bound_idle(session, lease_s=self.policy.lease_s)
             outbox.record(session, decided=decided, worker=self.worker, now=now)
             for row, decision in decided:
                 if (decision.status == FAILED and self._falls_back(row)) or row.id in divert:

@@ -185,6 +185,7 @@ class Heartbeat:
         started = time.monotonic()
         now = utcnow()
         with self.factory.begin() as session:
+            outbox.bound_idle(session, lease_s=self.lease_s)
             self._register(session, now=now)
             still = outbox.renew(
                 session,
@@ -253,6 +254,7 @@ class Heartbeat:
             self._thread.join(timeout=self.every_s + 5)
         try:
             with self.factory.begin() as session:
+                outbox.bound_idle(session, lease_s=self.lease_s)
                 outbox.release(session, worker=self.worker, now=utcnow())
                 session.execute(
                     delete(DispatcherWorker).where(DispatcherWorker.name == self.worker)

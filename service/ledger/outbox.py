@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
+from service import db
 from service.db import UTCDateTime
 from service.ledger import priority, states
 from service.ledger.models import Alert
@@ -129,6 +130,18 @@ _CLAIM_OLDEST_AND_BY_CLASS = _claim(
         select(_BY_CLASS_BUT_OLDEST.subquery().c.id),
     )
 )
+
+
+# A transaction of the dispatcher's is a few statements with no wait between them.
+_IDLE_FLOOR_S = 5.0
+
+
+def bound_idle(session: Session, *, lease_s: float) -> None:
+    """A dispatcher's transaction ends on the server once idle for longer than a lease (and
+    _IDLE_FLOOR_S): one paused or frozen inside a claim or a record must not keep its rows
+    locked, hidden from every other dispatcher, for as long as the pause lasts (db.bound_idle).
+    Woken, it finds its write refused, as in a database outage, and its claims gone (fencing)."""
+    db.bound_idle(session, seconds=max(lease_s, _IDLE_FLOOR_S))
 
 
 def claim(

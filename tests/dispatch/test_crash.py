@@ -62,6 +62,19 @@ def wait_for(condition, *, limit_s: float = 120) -> None:
         time.sleep(0.005)
 
 
+def finish(process: subprocess.Popen, *, timeout_s: float) -> tuple[str, str]:
+    """communicate(), or on timeout the stuck process's threads (SIGUSR1, service/cli.py) and
+    the end of its stderr in the failure."""
+    try:
+        return process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"no exit within {timeout_s} s; stderr:\n{err[-6000:]}") from None
+
+
 def watch_until_exit(process, twilio) -> tuple[float, str]:
     """Wait for the process to end; return when the fake Twilio last took a message (on the
     monotonic clock) and the process's stderr."""

@@ -15,7 +15,8 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory, utcnow
@@ -28,7 +29,14 @@ from service.ledger.outbox import Decision
 from tests.conftest import TEST_SECRET
 from tests.dispatch.fake_twilio import Answer
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
-from tests.dispatch.test_crash import dispatcher_env, ledger, start, wait_for, watch_until_exit
+from tests.dispatch.test_crash import (
+    dispatcher_env,
+    finish,
+    ledger,
+    start,
+    wait_for,
+    watch_until_exit,
+)
 
 CITIZENS = 400  # 800 alerts
 
@@ -77,12 +85,12 @@ def test_a_dispatcher_paused_past_its_lease_is_replaced_without_a_duplicate(
             held = _claimed(url)
             time.sleep(3)  # past its 2 s lease
             stand_in = start(env)
-            _out, err = stand_in.communicate(timeout=120)
+            _out, err = finish(stand_in, timeout_s=120)
             assert stand_in.returncode == 0, err
             sent_by_stand_in = len(twilio.messages)
         finally:
             paused.send_signal(signal.SIGCONT)
-        _out, err = paused.communicate(timeout=60)
+        _out, err = finish(paused, timeout_s=60)
         assert paused.returncode == 0, err
         print(
             f"FENCING paused with {held} alerts held; SMS after it woke: "
@@ -97,6 +105,47 @@ def test_a_dispatcher_paused_past_its_lease_is_replaced_without_a_duplicate(
         assert set(mail) == {email_of(n) for n in range(CITIZENS)}
         assert max(mail.values()) <= 2  # e-mail has no look-up: at most one resend
         assert ledger(url) == Counter({"sent": 2 * CITIZENS})
+
+
+def test_a_claim_left_open_by_a_frozen_dispatcher_is_ended_by_postgresql(database_url, tmp_path):
+    """A dispatcher frozen inside its claim transaction (a VM paused, SIGSTOP) holds its rows'
+    locks, and SKIP LOCKED hides those rows from every other dispatcher for as long as the
+    freeze lasts. PostgreSQL ends the frozen session once its transaction has sat idle past the
+    bound (outbox.bound_idle); the rows are claimed by another, and the frozen one, woken,
+    meets an error the dispatcher takes for "database away": it tries again, it does not die."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        pytest.skip("PostgreSQL's bound: SQLite has one writer at a time (busy_timeout)")
+    with scratch_database(database_url, tmp_path, "frozen") as url:
+        seed_pending(url, citizens=5, secret=TEST_SECRET.encode())
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        frozen = factory()
+        frozen.begin()
+        outbox.bound_idle(frozen, lease_s=0.1)  # the bound's floor applies: 5 s
+        held = outbox.claim(
+            frozen, channel="sms", now=utcnow(), limit=10, lease_s=0.1, worker="frozen"
+        )
+        assert len(held) == 5
+
+        def claim_all() -> list:
+            with factory.begin() as session:
+                later = utcnow() + timedelta(seconds=1)  # past the frozen claim's lease too
+                return outbox.claim(
+                    session, channel="sms", now=later, limit=10, lease_s=10, worker="other"
+                )
+
+        assert claim_all() == []  # locked by the frozen transaction, so skipped
+        taken: list = []
+        deadline = time.monotonic() + 30
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.5)
+            taken = claim_all()
+        assert {row.id for row in taken} == {row.id for row in held}
+        with pytest.raises(DBAPIError) as woken:
+            frozen.execute(select(1))
+        assert dispatcher_module._database_down(woken.value)
+        frozen.close()
+        engine.dispose()
 
 
 def test_a_dispatcher_stopped_with_sigterm_sends_what_it_has_in_hand_and_gives_back_the_rest(
