@@ -1,6 +1,7 @@
 """The `anjeon` command."""
 
 import argparse
+import contextlib
 import faulthandler
 import getpass
 import logging
@@ -367,8 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # `kill -USR1 <pid>`: every thread's stack on stderr, for a process that seems stuck.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # `kill -USR1 <pid>`: every thread's stack on stderr, for a process that seems stuck (not
+    # when stderr is no file: main() called in a test that captures it).
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
     try:
         return args.run(args)
     except (ValueError, RuntimeError) as exc:  # settings refused to load

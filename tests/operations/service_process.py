@@ -4,6 +4,7 @@ Twilio and the SMTP sink; a probe that times every answer the API gives, and the
 fault test: registrations, an advisory's burst, staff reads and health checks."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -83,6 +84,16 @@ def processes(
                     )
                 )
         yield started
+    except BaseException:
+        # A failing test: every thread's stack of each process still running (service/cli.py
+        # dumps them on SIGUSR1) at the end of its log, printed with the failure.
+        running = [p for p in started if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGUSR1)
+        if running:
+            time.sleep(1.0)
+            print(log_tail(logs, chars=12000))
+        raise
     finally:
         for process in started:
             process.terminate()
