@@ -321,15 +321,25 @@ class Dispatcher:
             idle: set[str] = set()
             lock = threading.Lock()
             started = time.monotonic()
+            # A lane that failed (the database away) ends the others' turn too: they would
+            # otherwise wait for it to go idle, for ever, and the drain would never return.
+            failed = threading.Event()
 
             def lane(channel: str) -> Tally:
+                try:
+                    return lane_until_idle(channel)
+                except BaseException:
+                    failed.set()
+                    raise
+
+            def lane_until_idle(channel: str) -> Tally:
                 # A lane with nothing due keeps looking while another lane is busy: an SMS
                 # retry that comes due must not wait for a stalled relay's batch to end.
                 mine = Tally()
                 while True:
-                    tally = self._drain([channel], max_s=max_s)
+                    tally = self._drain([channel], max_s=max_s, failed=failed)
                     mine.merge(tally)
-                    if self._quitting.is_set():
+                    if self._quitting.is_set() or failed.is_set():
                         return mine
                     with lock:
                         if tally.claimed:
@@ -348,7 +358,13 @@ class Dispatcher:
             total = self._drain(channels, max_s=max_s)
         return total
 
-    def _drain(self, channels: list[str], *, max_s: float | None) -> Tally:
+    def _drain(
+        self,
+        channels: list[str],
+        *,
+        max_s: float | None,
+        failed: threading.Event | None = None,
+    ) -> Tally:
         started = time.monotonic()
         total = Tally()
         while True:
@@ -356,7 +372,7 @@ class Dispatcher:
                 self._woken[channel].clear()
             tally = self.step(channels=channels)
             total.merge(tally)
-            if self._quitting.is_set():
+            if self._quitting.is_set() or (failed is not None and failed.is_set()):
                 break
             if max_s is not None and time.monotonic() - started > max_s:
                 break

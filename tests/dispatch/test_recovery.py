@@ -9,6 +9,7 @@
 - The heartbeat renews what a live dispatcher holds, and only that."""
 
 import signal
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -21,12 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch import dispatcher as dispatcher_module
+from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.models import DispatcherWorker
 from service.dispatch.workers import Heartbeat, Holdings, SendRate, host_id
 from service.ledger import outbox
 from service.ledger.models import Alert
 from service.ledger.outbox import Decision
-from tests.conftest import TEST_SECRET
+from service.privacy import PersonalDataVault
+from tests.conftest import TEST_SECRET, make_settings
+from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import Answer
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
 from tests.dispatch.test_crash import (
@@ -245,6 +249,53 @@ def test_a_batch_that_fails_after_its_claim_is_not_held_on(db, dispatcher, monke
     )
     beat.beat()
     assert dict(db.execute(select(Alert.id, Alert.due_at)).all()) == lease_ends
+
+
+def test_a_lane_that_fails_ends_the_drain_instead_of_leaving_the_other_lane_waiting(
+    database_url, tmp_path, twilio, smtp, monkeypatch
+):
+    """The e-mail lane's claim meets the database away (SQLite's lock held past its busy
+    timeout): the drain ends with that error, for the job to log and run again. Before, the SMS
+    lane waited for the e-mail lane to go idle, for ever: the dispatch job never returned, and
+    every e-mail stayed pending (seen in the SQLite lock test under CI load)."""
+    with scratch_database(database_url, tmp_path, "lanes") as url:
+        seed_pending(url, citizens=3, secret=TEST_SECRET.encode())
+        settings = make_settings(url, **notifier_settings(twilio, smtp))
+        engine = make_engine(url)
+        dispatcher = Dispatcher.from_settings(
+            settings,
+            make_session_factory(engine),
+            vault=PersonalDataVault(TEST_SECRET.encode()),
+            lanes=True,
+        )
+        claim = outbox.claim
+        away = {"email": 1}
+
+        def claim_unless_away(session, *, channel, **kwargs):
+            if away.get(channel):
+                away[channel] -= 1
+                raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+            return claim(session, channel=channel, **kwargs)
+
+        monkeypatch.setattr(outbox, "claim", claim_unless_away)
+        ended: list[BaseException | None] = []
+
+        def drain() -> None:
+            try:
+                dispatcher.drain()
+                ended.append(None)
+            except BaseException as exc:
+                ended.append(exc)
+
+        first = threading.Thread(target=drain, daemon=True)
+        first.start()
+        first.join(timeout=60)
+        assert not first.is_alive(), "the drain never returned"
+        assert isinstance(ended[0], OperationalError)
+        dispatcher.drain()  # the job's next run
+        dispatcher.close()
+        engine.dispose()
+        assert ledger(url) == Counter({"sent": 6})
 
 
 def test_the_heartbeat_renews_only_the_claims_still_held(db):
