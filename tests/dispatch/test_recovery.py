@@ -9,6 +9,7 @@
 - The heartbeat renews what a live dispatcher holds, and only that."""
 
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -45,16 +46,22 @@ from tests.dispatch.test_crash import (
 CITIZENS = 400  # 800 alerts
 
 
+def _a_quarter_through(url: str, twilio, smtp) -> tuple[dict[str, str], subprocess.Popen]:
+    """A dispatcher process (lease 60 s) a quarter of the way through the SMS of CITIZENS
+    people, each answered 20 ms late, so that a batch is in flight; and its environment."""
+    seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())
+    env = {**dispatcher_env(url, twilio, smtp), "ANJEON_DISPATCH_LEASE_S": "60"}
+    twilio.script(None, *[Answer(stall_s=0.02) for _ in range(CITIZENS)])
+    process = start(env)
+    wait_for(lambda: len(twilio.messages) >= CITIZENS // 4)
+    return env, process
+
+
 def test_a_restarted_dispatcher_sends_what_a_killed_one_held_within_seconds(
     database_url, tmp_path, twilio, smtp
 ):
     with scratch_database(database_url, tmp_path, "recover") as url:
-        seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())
-        env = {**dispatcher_env(url, twilio, smtp), "ANJEON_DISPATCH_LEASE_S": "60"}
-        # Each SMS answered 20 ms late: a batch is in flight when the kill comes.
-        twilio.script(None, *[Answer(stall_s=0.02) for _ in range(CITIZENS)])
-        victim = start(env)
-        wait_for(lambda: len(twilio.messages) >= CITIZENS // 4)
+        env, victim = _a_quarter_through(url, twilio, smtp)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         held = _claimed(url)
@@ -158,11 +165,7 @@ def test_a_dispatcher_stopped_with_sigterm_sends_what_it_has_in_hand_and_gives_b
     """A container's stop: no more claims, the batch in hand sent and recorded, what is still
     held given back at once (the lease is 60 s here), exit 0. Another then sends the rest."""
     with scratch_database(database_url, tmp_path, "sigterm") as url:
-        seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())
-        env = {**dispatcher_env(url, twilio, smtp), "ANJEON_DISPATCH_LEASE_S": "60"}
-        twilio.script(None, *[Answer(stall_s=0.02) for _ in range(CITIZENS)])
-        stopped = start(env)
-        wait_for(lambda: len(twilio.messages) >= CITIZENS // 4)
+        env, stopped = _a_quarter_through(url, twilio, smtp)
         stopped.send_signal(signal.SIGTERM)
         _, err = watch_until_exit(stopped, twilio)
         assert stopped.returncode == 0, err
