@@ -72,6 +72,7 @@ _CLAIM_AHEAD_S = 10.0  # a paced channel claims at most this long a stretch of s
 # sends happened; while it waits, the lane claims nothing more).
 _RECORD_PATIENCE_S = 900.0
 _DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+_LANE_POLL_S = 0.1  # how often a lane with nothing due looks again while another is busy
 
 
 def _database_down(exc: SQLAlchemyError) -> bool:
@@ -80,9 +81,6 @@ def _database_down(exc: SQLAlchemyError) -> bool:
     return isinstance(exc, _DATABASE_DOWN) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )
-
-
-_LANE_POLL_S = 0.1  # how often a lane with nothing due looks again while another is busy
 
 
 @dataclass(frozen=True)
