@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
         log.close()
         took = time.monotonic() - leg_started
         text = (LOGS / f"{leg}.log").read_text(errors="replace")
-        # A passing leg: its summary; a failing one: its failures too.
-        tail = text[-2000:] if code == 0 else text[-60000:]
+        # A passing leg: its summary (and slowest tests); a failing one: its failures too.
+        tail = text[-5000:] if code == 0 else text[-60000:]
         print(f"==== {leg} leg: exit {code} in {took:.0f} s (log: var/test-logs/{leg}.log)")
         print(tail)
         if code != 0:

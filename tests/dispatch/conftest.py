@@ -11,6 +11,7 @@ from service.config import Settings
 from service.dispatch.dispatcher import Dispatcher
 from service.privacy import PersonalDataVault
 from tests.conftest import bound_client, make_settings
+from tests.dispatch import processes
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.dispatch.smtp_sink import SmtpSink
 
@@ -32,6 +33,12 @@ def notifier_settings(twilio: FakeTwilio, smtp: SmtpSink) -> dict[str, object]:
         "dispatch_backoff_base_s": 0.01,
         "dispatch_backoff_cap_s": 0.05,
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_dispatcher_process_outlives_its_test() -> Iterator[None]:
+    yield
+    processes.reap()
 
 
 @pytest.fixture

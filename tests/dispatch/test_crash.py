@@ -6,7 +6,6 @@ dispatchers on PostgreSQL send the same set as one."""
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -17,6 +16,7 @@ from service.db import make_engine, make_session_factory
 from service.ledger.models import Alert
 from tests.conftest import PG_URL, TEST_SECRET
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
+from tests.dispatch.processes import start
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
 
 CITIZENS = 1000  # 2,000 alerts
@@ -43,16 +43,6 @@ def dispatcher_env(url: str, twilio, smtp) -> dict[str, str]:
         "ANJEON_DISPATCH_INTERVAL_S": "0.2",
         "ANJEON_LOG_LEVEL": "WARNING",
     }
-
-
-def start(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "dispatch", "--until-idle"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for(condition, *, limit_s: float = 120) -> None:
