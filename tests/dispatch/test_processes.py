@@ -7,7 +7,7 @@ from tests.conftest import TEST_SECRET
 from tests.dispatch import processes
 
 
-def test_a_stopped_dispatcher_left_behind_is_killed_by_the_reaper(tmp_path):
+def test_a_stopped_dispatcher_left_behind_is_killed_by_the_reaper():
     env = {
         **os.environ,
         # Nothing answers there: the process retries for ever, as a leaked one would.
