@@ -1,9 +1,12 @@
-"""`make test` with PostgreSQL: the SQLite leg and the PostgreSQL leg of the suite as two pytest
-processes side by side. Most of the suite waits on other processes, sockets, a browser and
-the database rather than on the CPU, so two legs on two cores take little more than the longer
-one. Each test runs in exactly one leg: tests whose id names postgresql in the PostgreSQL leg,
-every other one in the first. Each leg has its own temporary directory and its own Redis
-database; its output goes to var/test-logs/<leg>.log, and the end of each is printed."""
+"""`make test` with PostgreSQL: the suite as several pytest processes side by side, by default
+two legs per backend (ANJEON_TEST_SHARDS). Most of the suite waits on other processes,
+sockets, sleeps, a browser and the database rather than on the CPU: one leg alone kept this
+2-core machine about half busy. Each test runs in exactly one leg: tests whose id names
+postgresql in a PostgreSQL leg, every other one in a SQLite leg, and within a backend every
+n-th test in leg n (tests/conftest.py, ANJEON_TEST_SHARD). Each leg has its own temporary
+directory, its own Redis database and, on PostgreSQL, its own database (the second leg's is
+made beside ANJEON_TEST_DATABASE_URL's, with PostGIS); its output goes to
+var/test-logs/<leg>.log, and the end of each is printed."""
 
 import os
 import subprocess
@@ -12,9 +15,42 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+from sqlalchemy.engine import make_url
+
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test-logs"
-LEGS = {"sqlite": "not postgresql", "postgresql": "postgresql"}
+BACKENDS = {"sqlite": "not postgresql", "postgresql": "postgresql"}
+SHARDS = int(os.environ.get("ANJEON_TEST_SHARDS", "2"))
+
+
+def _legs() -> list[tuple[str, str, int]]:
+    """(name, backend, share) of each leg."""
+    return [
+        (backend if SHARDS == 1 else f"{backend}-{share + 1}", backend, share)
+        for backend in BACKENDS
+        for share in range(SHARDS)
+    ]
+
+
+def _database_for(backend: str, share: int) -> dict[str, str]:
+    """The first PostgreSQL leg takes ANJEON_TEST_DATABASE_URL; each other one a new database
+    beside it (what a run before left is dropped), with PostGIS."""
+    url = os.environ.get("ANJEON_TEST_DATABASE_URL")
+    if not url or backend != "postgresql" or share == 0:
+        return {}
+    given = make_url(url)
+    name = f"{given.database}_{share + 1}"
+    server = given.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    own = given.set(database=name)
+    with psycopg.connect(
+        own.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+    ) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    return {"ANJEON_TEST_DATABASE_URL": own.render_as_string(hide_password=False)}
 
 
 def _redis_for(leg_number: int) -> dict[str, str]:
@@ -33,18 +69,23 @@ def main(argv: list[str]) -> int:
     (ROOT / "var" / "pytest").mkdir(parents=True, exist_ok=True)  # pytest makes only the leaf
     started = time.monotonic()
     running = {}
-    for number, (leg, selection) in enumerate(LEGS.items()):
+    for number, (leg, backend, share) in enumerate(_legs()):
         log = (LOGS / f"{leg}.log").open("w")
         command = [
             sys.executable,
             "-m",
             "pytest",
             "-k",
-            selection,
+            BACKENDS[backend],
             f"--basetemp={ROOT / 'var' / 'pytest' / leg}",
             *argv,
         ]
-        env = {**os.environ, **_redis_for(number)}
+        env = {
+            **os.environ,
+            **_redis_for(number),
+            **_database_for(backend, share),
+            "ANJEON_TEST_SHARD": f"{share}/{SHARDS}",
+        }
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603
         running[leg] = (process, log, time.monotonic())
     failed = []
@@ -59,7 +100,7 @@ def main(argv: list[str]) -> int:
         print(tail)
         if code != 0:
             failed.append(leg)
-    print(f"==== both legs in {time.monotonic() - started:.0f} s; failed: {failed or 'none'}")
+    print(f"==== all legs in {time.monotonic() - started:.0f} s; failed: {failed or 'none'}")
     return 1 if failed else 0
 
 

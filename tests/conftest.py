@@ -2,6 +2,7 @@
 ANJEON_TEST_DATABASE_URL is set, and it must be in CI), each test inside a rolled-back
 transaction, and the real ASGI app bound to that transaction."""
 
+import gc
 import os
 import secrets
 from collections.abc import Iterator
@@ -30,6 +31,32 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(
             "CI must set ANJEON_TEST_DATABASE_URL: the PostgreSQL leg may not skip"
         )
+
+
+# One of n shares of the selected tests ("k/n", k from 0): scripts/test_legs.py runs several
+# legs side by side, since much of the suite waits on processes, sockets and sleeps.
+SHARD = os.environ.get("ANJEON_TEST_SHARD")
+
+
+@pytest.hookimpl(trylast=True)  # after -k has chosen the leg's tests
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SHARD:
+        return
+    share, shares = map(int, SHARD.split("/"))
+    # Every n-th test: the slow ones, often parameters of one test side by side, are spread.
+    kept = [item for i, item in enumerate(items) if i % shares == share]
+    dropped = [item for i, item in enumerate(items) if i % shares != share]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After the summary, pytest's unraisable-exception plugin runs two full garbage collections
+    # over everything a leg made (hundreds of apps that FastAPI's callable caches keep alive):
+    # 19-27 s a leg here, for the last test's garbage alone. Frozen objects are not scanned.
+    gc.freeze()
 
 
 def pytest_report_header() -> str:

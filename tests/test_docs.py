@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import tomllib
 import unicodedata
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +20,7 @@ from packaging.utils import canonicalize_name
 from service.cli import build_parser
 from service.config import PROJECT_ROOT, Settings
 from service.demo import load_demo_citizens
+from tests.loopback_server import serve_in_thread
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 import config_table
@@ -221,7 +221,7 @@ def test_image_healthcheck_command_follows_readyz(status: int, healthy: bool):
     assert command[0] == "python"
     handler = type("Handler", (_Ready,), {"status": status})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     try:
         run = subprocess.run(
             [sys.executable, *command[1:]],

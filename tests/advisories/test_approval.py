@@ -4,7 +4,6 @@ after); self-approval 403; rejection; a pending revision leaves the one in force
 never waits; feed policies; the proposer hears the decision."""
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,7 @@ from tests.advisories.feed_samples import sample
 from tests.builders import register
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
+from tests.loopback_server import serve_in_thread
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 
@@ -368,7 +368,7 @@ class _StaffHook(BaseHTTPRequestHandler):
 
 def test_a_proposer_without_an_email_hears_it_on_the_staff_webhook(api, db, alice, bob):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StaffHook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     _StaffHook.received.clear()
     try:
         api.app.state.settings.staff_webhook_url = f"http://127.0.0.1:{server.server_address[1]}/"

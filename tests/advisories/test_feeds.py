@@ -2,7 +2,6 @@
 guard against non-public addresses; feeds.toml validation; the scheduler's feed jobs."""
 
 import http.server
-import threading
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from service.advisories.models import Advisory, FeedState
 from service.config import PROJECT_ROOT
 from service.scheduler import build_scheduler
 from tests.advisories.feed_samples import FEEDS, current_cap
+from tests.loopback_server import serve_in_thread
 
 
 class FeedServer(http.server.BaseHTTPRequestHandler):
@@ -67,7 +67,7 @@ def feed_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FeedServer)
     server.daemon_threads = True
     server.handle_error = lambda *args: None  # a client that timed out is expected here
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 

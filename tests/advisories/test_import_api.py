@@ -1,7 +1,6 @@
 """POST /v1/advisories/import: formats by content type, idempotency, and hostile documents."""
 
 import http.server
-import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +9,7 @@ from sqlalchemy import func, select
 
 from service.advisories.models import Advisory, ExternalMessage
 from tests.advisories.feed_samples import sample
+from tests.loopback_server import serve_in_thread
 
 CAP = "application/cap+xml"
 
@@ -146,8 +146,7 @@ class _Canary(http.server.BaseHTTPRequestHandler):
 def canary():
     _Canary.hits = 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canary)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_thread(server)
     yield server
     server.shutdown()
 

@@ -16,6 +16,7 @@ from tests.advisories.feed_samples import current_cap
 from tests.builders import register
 from tests.conftest import make_settings
 from tests.dispatch.seed import scratch_database
+from tests.loopback_server import serve_in_thread
 
 WAIT_S = 30  # generous: only a broken service waits this long
 
@@ -44,7 +45,7 @@ def held_feed():
     HeldFeed.asked, HeldFeed.release = threading.Event(), threading.Event()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HeldFeed)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}/cap"
     HeldFeed.release.set()
     server.shutdown()

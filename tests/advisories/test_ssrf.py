@@ -7,11 +7,11 @@ import http.server
 import ipaddress
 import socket
 import ssl
-import threading
 
 import pytest
 
 from service.advisories.feeds.fetch import FetchError, check_destination, fetch, refusal
+from tests.loopback_server import serve_in_thread
 from tests.tls_certs import make_certificates
 
 PUBLIC = "93.184.215.14"  # stands for a server on the internet; FakeNet leads it to loopback
@@ -164,7 +164,7 @@ def serve():
         server.handle_error = lambda *args: None  # a refused TLS handshake is expected
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serve_in_thread(server)
         servers.append(server)
         return server.server_address[1], requests
 

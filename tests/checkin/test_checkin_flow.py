@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -33,6 +32,7 @@ from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.checkin.conftest import INBOUND, inbound_form, signed
 from tests.conftest import TEST_SECRET, make_settings
+from tests.loopback_server import serve_in_thread
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 CHECKIN_LINK = re.compile(r"https://anjeon\.test/c/([A-Za-z0-9_-]+)")
@@ -321,7 +321,7 @@ class _DutyHook(BaseHTTPRequestHandler):
 @pytest.mark.usefixtures("app_sessions_in_test")
 def test_a_help_answer_is_posted_to_the_duty_webhook_signed(api, consul, db, dispatcher):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _DutyHook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     _DutyHook.received.clear()
     try:
         settings = api.app.state.settings

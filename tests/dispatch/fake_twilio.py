@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlparse
 
 from service.dispatch.sms_text import segments
 from tests.dispatch.fault_window import Window, take, within
+from tests.loopback_server import serve_in_thread
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "fake-twilio-auth-token"
@@ -374,7 +375,7 @@ class FakeTwilio:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
         return self
 
     def stop(self) -> None:

@@ -7,7 +7,6 @@ import importlib
 import json
 import sys
 import textwrap
-import threading
 from collections import deque
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +31,7 @@ from tests.conftest import TEST_SECRET
 from tests.dispatch.conftest import dispatcher_in
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Answer
 from tests.dispatch.smtp_sink import free_port
+from tests.loopback_server import serve_in_thread
 
 
 def message(to: str, channel: str = "sms", alert_id: int = 1) -> OutgoingMessage:
@@ -173,7 +173,7 @@ class WebhookSink:
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
