@@ -54,6 +54,9 @@ REFUSE_S = STALL_S = 30.0
 REQUEST_TIMEOUT_S = 15.0  # the default
 MARGIN_S = 2.0
 STALL_OPEN_S = 7.0
+# The stall test's connect timeout, which also bounds the ping on checkout: a stalled connection
+# still in the pool after the stall costs its first request that long, once, then is replaced.
+STALL_CONNECT_S = 3
 
 
 def _through(proxy: TcpProxy, url: str) -> str:
@@ -143,7 +146,7 @@ def test_a_stall_of_open_connections_ends_each_request_at_its_deadline(tmp_path)
             _through(proxy, direct),
             port=free_port(),
             request_timeout_s=4.0,
-            database_connect_timeout_s=3,
+            database_connect_timeout_s=STALL_CONNECT_S,
             database_pool_timeout_s=2.0,
             ready_timeout_s=1.0,
         )
@@ -187,7 +190,10 @@ def _stall_open_connections(base, direct, proxy, logged: list[str]) -> None:
     time.sleep(STALL_OPEN_S)
     proxy.forward(reset_stalled=False)
     restored = probe.now()
-    time.sleep(3.0)
+    # Until every stalled connection left in the pool has been tried once (its ping bound) and
+    # replaced, then 3 s more, whose answers must all be good.
+    settled = restored + STALL_CONNECT_S + 1.5
+    time.sleep(STALL_CONNECT_S + 1.5 + 3.0)
     load.stop()
     during = [a for a in probe.of() if a.at >= stalled]
     cut = [m for m in logged if m.startswith("database connection cut")]
@@ -204,9 +210,12 @@ def _stall_open_connections(base, direct, proxy, logged: list[str]) -> None:
     slowest = max(during, key=lambda a: a.elapsed)
     assert slowest.elapsed < 4.0 + MARGIN_S, slowest
     assert cut
-    after = [a for a in during if a.at > restored + 1.5]
+    after = [a for a in during if a.at > settled]
     assert {a.status for a in after if a.label == "readyz"} == {200}, after
-    assert {a.status for a in after if a.label == "register"} == {201}, after
+    assert [a.label for a in after].count("register") >= 8, after
+    assert [a for a in after if a.label == "register" and a.status != 201] == [], (
+        f"restored at {restored:.1f}"
+    )
     assert "unhandled error" not in logged
     # Every 201 is stored. A request whose deadline passed while its COMMIT was on the wire may
     # be stored too although it answered 503: no timeout can tell (docs/faults.md).
