@@ -146,6 +146,30 @@ def test_a_viewer_cannot_issue_or_approve(live, new_page):
     assert tab.evaluate("sessionStorage.getItem('anjeon-key')") is None
 
 
+def test_a_render_that_overlaps_the_first_waits_for_the_same_country_outlines(live, new_page):
+    """The outlines are held back while the map first renders; switching the language renders it
+    again meanwhile. The second render must wait for the same outlines, not draw on a map that
+    has none (it once showed "Cannot read properties of undefined (reading 'eachLayer')")."""
+    page = new_page()
+    tab = page.tab
+    held = []
+    tab.route("**/v1/geo/countries", lambda route: held.append(route))
+    _log_in(page, live, live.staff_key("consul", "han"))
+    for _ in range(200):
+        if held:
+            break
+        tab.wait_for_timeout(25)  # lets Playwright hand over the request
+    assert len(held) == 1
+    tab.click("#lang")
+    expect(tab.locator("#who")).to_contain_text("consul")
+    tab.wait_for_timeout(300)  # the second render is waiting now, or has failed
+    expect(tab.locator("#flash")).to_be_hidden()
+    held[0].continue_()
+    expect(tab.locator("#overview-map .leaflet-interactive").first).to_be_attached()
+    expect(tab.locator("#flash")).to_be_hidden()
+    assert len(held) == 1  # asked once, for both renders
+
+
 def test_a_bad_polygon_shows_the_apis_reason(live, new_page):
     key = live.staff_key("consul", "choi")
     body = {

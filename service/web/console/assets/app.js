@@ -2,7 +2,7 @@
 "use strict";
 
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
-const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0, provinces: [], provinceLists: {} };
+const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
 
 // ---- the API ------------------------------------------------------------------------------
@@ -124,6 +124,7 @@ function show(view) {
 }
 
 async function route() {
+  const turn = ++state.routeSeq;
   clearInterval(state.pollTimer);
   state.pollTimer = null;
   const [, view = "map", id] = (location.hash || "#/map").split("/");
@@ -143,7 +144,8 @@ async function route() {
     else if (view === "feeds") await showFeeds();
     else if (view === "audit") await showAudit();
   } catch (error) {
-    flash(sentence(error));
+    // A render the staff member has already left must not cover the page now shown.
+    if (turn === state.routeSeq) flash(sentence(error));
   }
 }
 
@@ -152,10 +154,8 @@ async function route() {
 let overview = null;
 
 async function showOverview() {
-  if (!overview) {
-    overview = { map: newMap("overview-map"), extra: [] };
-    overview.base = baseLayer(overview.map, await countryOutlines(api));
-  }
+  if (!overview) overview = { map: newMap("overview-map"), extra: [] };
+  await loadCountries(overview, api);
   overview.map.invalidateSize();
   const page = await api("/v1/advisories?status=active&limit=500");
   for (const layer of overview.extra) layer.remove();
@@ -217,7 +217,6 @@ async function showIssue() {
     issue = { map: newMap("issue-map"), shapes: L.featureGroup() };
     issue.shapes.addTo(issue.map);
     window.anjeonConsole = { issueMap: issue.map }; // for the browser tests to aim their clicks
-    issue.base = baseLayer(issue.map, await countryOutlines(api), toggleCountry);
     issue.map.pm.setGlobalOptions({ snappable: false, continueDrawing: false });
     issue.map.on("pm:create", (event) => {
       issue.shapes.addLayer(event.layer);
@@ -226,6 +225,8 @@ async function showIssue() {
     });
     issue.map.on("pm:remove", shapesChanged);
   }
+  await loadCountries(issue, api, toggleCountry);
+  renderProvinces(); // their countries outlined, now that the outlines are there
   issue.map.invalidateSize();
 }
 

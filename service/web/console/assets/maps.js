@@ -35,6 +35,22 @@ function baseLayer(map, outlines, onClick) {
   return layer;
 }
 
+// A map's country layer, loaded once and shared by renders that overlap (switching the language
+// while the first render waits for the outlines): none may find the map without its countries.
+// A failed load is tried again by the next render.
+function loadCountries(view, fetchJson, onClick) {
+  if (!view.base && !view.loading) {
+    view.loading = countryOutlines(fetchJson)
+      .then((outlines) => {
+        view.base = baseLayer(view.map, outlines, onClick);
+      })
+      .finally(() => {
+        view.loading = null;
+      });
+  }
+  return view.loading || Promise.resolve();
+}
+
 function shadeCountries(layer, codes, colour) {
   layer.eachLayer((country) => {
     if (codes.has(country.feature.properties.code)) {
