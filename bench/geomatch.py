@@ -15,6 +15,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ from service.privacy import PersonalDataVault
 
 NOW = datetime.now(UTC)
 RNG = np.random.default_rng(20261127)
+NEW_ADVISORY_RUNS = 3
 CITIES = json.loads((ROOT / "bench" / "cities.json").read_text())["cities"]
 
 
@@ -361,32 +363,44 @@ def run_one(backend: str, n: int, url: str) -> list[dict]:
         note="one advisory became effective: it alone, against everyone",
     )
 
+    # The service loads the country boundaries at start-up (service/app.py), not during the
+    # first advisory or registration: neither figure includes them (about 2 s, once).
+    countries.boundaries()
     big = Area(geometry=big_polygon())
-    with factory.begin() as session:
-        started = time.perf_counter()
-        draft = AdvisoryDraft(
-            level="3",
-            category="security",
-            title={"en": "new"},
-            message={"en": "m"},
-            area=big,
-            effective=NOW - timedelta(minutes=1),
-            expires=NOW + timedelta(days=3),
-        )
-        created = create_advisory(session, draft=draft, issued_by="bench", now=NOW)
-        new_s = time.perf_counter() - started
-        new_rows = session.scalar(
-            text("SELECT count(*) FROM alert WHERE advisory_id = :id"), {"id": created.id}
-        )
+    times, new_rows = [], 0
+    for attempt in range(NEW_ADVISORY_RUNS):  # each but the last rolled back: the same work
+        session = factory()
+        try:
+            started = time.perf_counter()
+            draft = AdvisoryDraft(
+                level="3",
+                category="security",
+                title={"en": "new"},
+                message={"en": "m"},
+                area=big,
+                effective=NOW - timedelta(minutes=1),
+                expires=NOW + timedelta(days=3),
+            )
+            created = create_advisory(session, draft=draft, issued_by="bench", now=NOW)
+            session.flush()
+            times.append(time.perf_counter() - started)
+            new_rows = session.scalar(
+                text("SELECT count(*) FROM alert WHERE advisory_id = :id"), {"id": created.id}
+            )
+            if attempt == NEW_ADVISORY_RUNS - 1:
+                session.commit()
+        finally:
+            session.rollback()
+            session.close()
     row(
         "new_advisory",
-        new_s,
+        statistics.median(times),
         raw=raw_big,
         enqueued=new_rows,
-        note="5,000-vertex polygon: store, match, enqueue",
+        runs_s=[round(t, 3) for t in times],
+        note=f"5,000-vertex polygon: store, match, enqueue; median of {NEW_ADVISORY_RUNS}",
     )
 
-    countries.boundaries()  # loaded at start-up by the service, not per registration
     registry = Registry(
         vault=PersonalDataVault(b"b" * 40),
         geocoder=NoGeocoder(),
