@@ -38,14 +38,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 SHARD = os.environ.get("ANJEON_TEST_SHARD")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "long(seconds): a test of a minute or so; legs share these by their seconds first",
+    )
+
+
 @pytest.hookimpl(trylast=True)  # after -k has chosen the leg's tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not SHARD:
         return
     share, shares = map(int, SHARD.split("/"))
-    # Every n-th test: the slow ones, often parameters of one test side by side, are spread.
-    kept = [item for i, item in enumerate(items) if i % shares == share]
-    dropped = [item for i, item in enumerate(items) if i % shares != share]
+    # The long tests first, each to the leg with the fewest seconds of them so far; then every
+    # n-th of the rest (the slower ones, often parameters of one test side by side, are spread).
+    share_of, seconds = {}, [0.0] * shares
+    long_ones = [item for item in items if item.get_closest_marker("long")]
+    for item in sorted(long_ones, key=lambda i: -i.get_closest_marker("long").kwargs["seconds"]):
+        share_of[item.nodeid] = seconds.index(min(seconds))
+        seconds[share_of[item.nodeid]] += item.get_closest_marker("long").kwargs["seconds"]
+    rest = [item for item in items if item.nodeid not in share_of]
+    share_of |= {item.nodeid: i % shares for i, item in enumerate(rest)}
+    kept = [item for item in items if share_of[item.nodeid] == share]
+    dropped = [item for item in items if share_of[item.nodeid] != share]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -72,6 +72,7 @@ def _config() -> schemathesis.Config:
     )
 
 
+@pytest.mark.long(seconds=130)  # in a CI run of four legs
 def test_fuzz_whole_api(database_url: str, db: Session, tmp_path: Path) -> None:
     # No feeds: a poll commits in transactions of its own (it fetches outside any), which the
     # test's rollback could not undo, so every poll here is a 404. tests/advisories covers polls.
