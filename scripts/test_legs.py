@@ -2,8 +2,9 @@
 two legs per backend (ANJEON_TEST_SHARDS). Most of the suite waits on other processes,
 sockets, sleeps, a browser and the database rather than on the CPU: one leg alone kept this
 2-core machine about half busy. Each test runs in exactly one leg: tests whose id names
-postgresql in a PostgreSQL leg, every other one in a SQLite leg, and within a backend every
-n-th test in leg n (tests/conftest.py, ANJEON_TEST_SHARD). Each leg has its own temporary
+postgresql in a PostgreSQL leg, every other one in a SQLite leg; within a backend, the tests
+marked long go to the legs by their seconds, then every n-th other test to leg n
+(tests/conftest.py, ANJEON_TEST_SHARD). Each leg has its own temporary
 directory, its own Redis database and, on PostgreSQL, its own database (the second leg's is
 made beside ANJEON_TEST_DATABASE_URL's, with PostGIS); its output goes to
 var/test-logs/<leg>.log, and the end of each is printed."""
