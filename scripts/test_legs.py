@@ -5,8 +5,9 @@ sockets, sleeps, a browser and the database rather than on the CPU: one leg alon
 postgresql in a PostgreSQL leg, every other one in a SQLite leg; within a backend, the tests
 marked long go to the legs by their seconds, then every n-th other test to leg n
 (tests/conftest.py, ANJEON_TEST_SHARD). Each leg has its own temporary
-directory, its own Redis database and, on PostgreSQL, its own database (the second leg's is
-made beside ANJEON_TEST_DATABASE_URL's, with PostGIS); its output goes to
+directory and its own Redis database; the SQLite and PostgreSQL legs of one share use one
+PostgreSQL database (share 0 ANJEON_TEST_DATABASE_URL's, the others one made beside it, with
+PostGIS), as the one SQLite leg and the one PostgreSQL leg did before; its output goes to
 var/test-logs/<leg>.log, and the end of each is printed."""
 
 import os
@@ -17,12 +18,15 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from sqlalchemy.engine import make_url
+from psycopg import sql
+from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test-logs"
 BACKENDS = {"sqlite": "not postgresql", "postgresql": "postgresql"}
 SHARDS = int(os.environ.get("ANJEON_TEST_SHARDS", "2"))
+if SHARDS < 1:
+    raise SystemExit("ANJEON_TEST_SHARDS must be 1 or more")
 
 
 def _legs() -> list[tuple[str, str, int]]:
@@ -34,24 +38,27 @@ def _legs() -> list[tuple[str, str, int]]:
     ]
 
 
-def _database_for(backend: str, share: int) -> dict[str, str]:
-    """The first PostgreSQL leg takes ANJEON_TEST_DATABASE_URL; each other one a new database
-    beside it (what a run before left is dropped), with PostGIS."""
+def _database_for(share: int) -> dict[str, str]:
+    """The legs of share 0 take ANJEON_TEST_DATABASE_URL; those of share k a new database beside
+    it, `<name>_<k+1>`, with PostGIS (what a run before left is dropped). So no two SQLite legs
+    (several of whose tests make scratch databases named after it) and no two PostgreSQL legs
+    share one, as in the run of one leg a backend."""
     url = os.environ.get("ANJEON_TEST_DATABASE_URL")
-    if not url or backend != "postgresql" or share == 0:
+    if not url or share == 0:
         return {}
     given = make_url(url)
-    name = f"{given.database}_{share + 1}"
-    server = given.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(server.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    own = given.set(database=name)
-    with psycopg.connect(
-        own.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
-    ) as conn:
+    own = given.set(database=f"{given.database}_{share + 1}")
+    name = sql.Identifier(own.database)
+    with psycopg.connect(_libpq(given), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    with psycopg.connect(_libpq(own), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
     return {"ANJEON_TEST_DATABASE_URL": own.render_as_string(hide_password=False)}
+
+
+def _libpq(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _redis_for(leg_number: int) -> dict[str, str]:
@@ -69,6 +76,8 @@ def main(argv: list[str]) -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     (ROOT / "var" / "pytest").mkdir(parents=True, exist_ok=True)  # pytest makes only the leaf
     started = time.monotonic()
+    # Every leg's database before any leg starts: a failure here leaves no process behind.
+    databases = {share: _database_for(share) for share in range(SHARDS)}
     running = {}
     for number, (leg, backend, share) in enumerate(_legs()):
         log = (LOGS / f"{leg}.log").open("w")
@@ -84,7 +93,7 @@ def main(argv: list[str]) -> int:
         env = {
             **os.environ,
             **_redis_for(number),
-            **_database_for(backend, share),
+            **databases[share],
             "ANJEON_TEST_SHARD": f"{share}/{SHARDS}",
         }
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603

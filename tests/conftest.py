@@ -41,12 +41,16 @@ SHARD = os.environ.get("ANJEON_TEST_SHARD")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "long(seconds): a test of a minute or so; legs share these by their seconds first",
+        "long(seconds=...): a test of a minute or so; legs share these by their seconds first",
     )
 
 
 @pytest.hookimpl(trylast=True)  # after -k has chosen the leg's tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # checked in every run, not only in the legs that use it
+        marker = item.get_closest_marker("long")
+        if marker and not isinstance(marker.kwargs.get("seconds"), int | float):
+            raise pytest.UsageError(f"{item.nodeid}: mark it long(seconds=<a number>)")
     if not SHARD:
         return
     share, shares = map(int, SHARD.split("/"))
@@ -70,7 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_unconfigure(config: pytest.Config) -> None:
     # After the summary, pytest's unraisable-exception plugin runs two full garbage collections
     # over everything a leg made (hundreds of apps that FastAPI's callable caches keep alive):
-    # 19-27 s a leg here, for the last test's garbage alone. Frozen objects are not scanned.
+    # 19-27 s a leg here, for the last test's garbage alone. Frozen objects are not scanned
+    # (an unraisable exception in that last garbage goes unreported: every test's own is not).
     gc.freeze()
 
 

@@ -42,9 +42,9 @@ _PLAN = (
 # 60 µs a point), and PostGIS's own ST_Subdivide took 0.55 s on such a ring. Long parts are cut
 # here instead: split in halves along the longer side (GEOS clip_by_rect, 10× faster than an
 # overlay) until no piece has more than this many vertices; inner pieces become plain boxes.
-# 128 rather than 64: half the index scans for the 5,000-vertex ring; its whole advisory at 1M
-# citizens took 8-11 % less on a settled database, no less right after a first sweep
-# (docs/benchmarks.md). 32, 192 and 256 were slower.
+# 128 rather than 64: 347 pieces (index scans) instead of 1,383 for the 5,000-vertex ring; its
+# whole advisory at 1M citizens took 8-11 % less in two loops on a settled database, and no
+# less right after a first sweep (docs/benchmarks.md). 96 was as fast; 32, 192, 256 slower.
 _PIECE_VERTICES = 128
 
 

@@ -488,6 +488,7 @@ async function showQueue() {
 // ---- one advisory -------------------------------------------------------------------------
 
 async function showAdvisory(id) {
+  const turn = state.routeSeq;
   const advisory = await api(`/v1/advisories/${id}`);
   $("advisory-head").replaceChildren(
     el("h2", {}, localised(advisory.title)),
@@ -517,6 +518,8 @@ async function showAdvisory(id) {
     testSend(id);
   };
   await refreshAdvisory(id);
+  if (turn !== state.routeSeq) return; // left for another page meanwhile: no poll for this one
+  clearInterval(state.pollTimer); // after an action the page is shown again: one poll, not two
   state.pollTimer = setInterval(() => refreshAdvisory(id).catch(() => {}), 3000);
 }
 
