@@ -47,20 +47,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k has chosen the leg's tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:  # checked in every run, not only in the legs that use it
-        marker = item.get_closest_marker("long")
-        if marker and not isinstance(marker.kwargs.get("seconds"), int | float):
-            raise pytest.UsageError(f"{item.nodeid}: mark it long(seconds=<a number>)")
+    long_seconds = {}  # checked in every run, not only in the legs that use it
+    for item in items:
+        if marker := item.get_closest_marker("long"):
+            if not isinstance(marker.kwargs.get("seconds"), int | float):
+                raise pytest.UsageError(f"{item.nodeid}: mark it long(seconds=<a number>)")
+            long_seconds[item.nodeid] = marker.kwargs["seconds"]
     if not SHARD:
         return
     share, shares = map(int, SHARD.split("/"))
     # The long tests first, each to the leg with the fewest seconds of them so far; then every
     # n-th of the rest (the slower ones, often parameters of one test side by side, are spread).
     share_of, seconds = {}, [0.0] * shares
-    long_ones = [item for item in items if item.get_closest_marker("long")]
-    for item in sorted(long_ones, key=lambda i: -i.get_closest_marker("long").kwargs["seconds"]):
-        share_of[item.nodeid] = seconds.index(min(seconds))
-        seconds[share_of[item.nodeid]] += item.get_closest_marker("long").kwargs["seconds"]
+    for nodeid, took in sorted(long_seconds.items(), key=lambda pair: -pair[1]):
+        share_of[nodeid] = seconds.index(min(seconds))
+        seconds[share_of[nodeid]] += took
     rest = [item for item in items if item.nodeid not in share_of]
     share_of |= {item.nodeid: i % shares for i, item in enumerate(rest)}
     kept = [item for item in items if share_of[item.nodeid] == share]
