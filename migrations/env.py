@@ -17,7 +17,7 @@ url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 def _include_object(obj, name, type_, reflected, compare_to):
     if not (reflected and compare_to is None):
         return True
-    # PostGIS owns these tables, and the PostGIS expression indexes (migration 0007) exist only
+    # PostGIS owns these tables, and the point expression indexes (migrations 0007, 0020) exist only
     # on PostgreSQL, outside the models: neither is for autogenerate to drop.
     if type_ == "table":
         return name not in _POSTGIS_TABLES
@@ -27,7 +27,7 @@ def _include_object(obj, name, type_, reflected, compare_to):
 
 
 _POSTGIS_TABLES = {"spatial_ref_sys", "geometry_columns", "geography_columns"}
-_POSTGIS_INDEXES = {"ix_citizen_place_geom", "ix_citizen_place_geog"}
+_POSTGIS_INDEXES = {"ix_citizen_place_geom", "ix_citizen_place_geog", "ix_citizen_place_point"}
 
 
 def run_migrations_offline() -> None:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from service import startup
 from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.router import router as feeds_router
 from service.advisories.router import router as advisories_router
@@ -21,7 +22,6 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.router import router as alerts_router
-from service.geo import countries
 from service.geo.geocoding import Geocoder, make_geocoder
 from service.ledger.wake import wake_after_commit
 from service.migrate import head_revision
@@ -52,8 +52,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Load the country boundaries now, not during the first registration.
-        await anyio.to_thread.run_sync(countries.boundaries)
+        await anyio.to_thread.run_sync(startup.load_for_life)
         scheduler = (
             build_scheduler(settings, factory, app.state.feeds, dispatcher=dispatcher)
             if settings.scheduler_enabled

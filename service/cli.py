@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import startup
 from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.formats import PARSERS
@@ -188,6 +189,7 @@ def _audit_cli(session: Session, action: str, subject: str) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    startup.load_for_life()
     result = Sweeper().run(_session_factory(get_settings()), now=utcnow())
     print(
         f"swept {result.advisories} active advisories: {result.matched} citizen pairs in reach, "
@@ -199,6 +201,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    startup.load_for_life()
     dispatcher = Dispatcher.from_settings(
         settings,
         _session_factory(settings),
@@ -264,6 +267,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     these (and of `anjeon serve` processes with their scheduler) may run at once."""
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    startup.load_for_life()
     factory = _session_factory(settings)
     # Its notifiers tell duty staff of help answers whose notice did not go; it drains nothing.
     dispatcher = Dispatcher.from_settings(

@@ -1,6 +1,7 @@
 """The layer contract: imports point down the stack, never up, and there are no cycles.
 
-    entry      the web layer and the process edges: app, cli, scheduler, routers, auth, problems
+    entry      the web layer and the process edges: app, cli, scheduler, startup, routers, auth,
+               problems
     checkin    "are you safe?": replies, signed links, roll calls
     advisories issue, revise, cancel, import; deliveries as staff see them
     citizens   the registry; staff keys
@@ -39,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.operations.*",
             "service.schema",
             "service.migrate",
+            "service.startup",
         ),
     ),
     (

@@ -1,11 +1,12 @@
 """The same matching inside PostGIS, for PostgreSQL: one INSERT … SELECT per advisory matches
-and enqueues without moving places out of the database. Points are the expression
-ST_SetSRID(ST_MakePoint(lon, lat), 4326), served by GiST expression indexes (migration 0007);
-polygons by ST_Covers (boundary included; long rings cut in pieces first), circles by
-ST_DWithin on geography (WGS 84 spheroid), countries by code (the stored code already holds the
-12-nautical-mile rule), provinces by ST_Covers and, for a place on no province, by ST_DWithin
-on geography to the nearest province's coast within 12 nautical miles. The tests hold it to
-the engine's answers."""
+and enqueues without moving places out of the database. Polygons and boxes find their places
+through PostgreSQL's point GiST index on point(lon, lat), which includes what is read of a
+place (migration 0020: an index-only scan); circles through the GiST index on the geography
+expression (migration 0007). Polygons are decided by ST_Covers (boundary included; long rings
+cut in pieces first), circles by ST_DWithin on geography (WGS 84 spheroid), countries by code
+(the stored code already holds the 12-nautical-mile rule), provinces by ST_Covers and, for a
+place on no province, by ST_DWithin on geography to the nearest province's coast within 12
+nautical miles. The tests hold it to the engine's answers."""
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -26,6 +27,19 @@ from service.ledger.priority import DEFAULT as DEFAULT_PRIORITY
 
 POINT = "ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)"
 GEOGRAPHY = f"({POINT})::geography"
+# The key of ix_citizen_place_point. PostGIS's geometry index holds lossy float boxes, so each
+# candidate cost a visit to its scattered table row; this one is exact and returns the place's
+# columns itself (index-only, once vacuum has marked the pages visible).
+POINT_KEY = "point(p.lon, p.lat)"
+
+
+def _covered_by(polygon: str) -> str:
+    """A join condition: the place lies in the polygon (a geometry column of a lateral
+    function scan, so that its WKB is parsed once, not per candidate: 35 % less time). The
+    index finds the places in its box (PostGIS rounds a polygon's box outward: it may admit a
+    point a hair outside, never miss one inside); ST_Covers, boundary included, decides."""
+    return f"{POINT_KEY} <@ box({polygon}) AND ST_Covers({polygon}, {POINT})"
+
 
 # The planner's parallel plan probes every point against the polygons (PERFORMANCE.md: 12 s
 # instead of 0.4 s); pin the plan for these statements.
@@ -87,7 +101,8 @@ def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
     if cut:
         selects.append(
             f"SELECT {_PLACE} FROM unnest(CAST(:pieces AS bytea[])) AS s(wkb)"  # noqa: S608
-            f" JOIN citizen_place p ON ST_Covers(ST_GeomFromWKB(s.wkb, 4326), {POINT})"
+            f" CROSS JOIN LATERAL {_wkb('s.wkb')} AS piece(g)"
+            f" JOIN citizen_place p ON {_covered_by('piece.g')}"
         )
         params["pieces"] = shapely.to_wkb(np.array(cut, dtype=object)).tolist()
     for i, circle in enumerate(area.circles):
@@ -171,11 +186,12 @@ def _waters_sql(i: int) -> str:
         CAST(:west{i} AS float8[]), CAST(:south{i} AS float8[]),
         CAST(:east{i} AS float8[]), CAST(:north{i} AS float8[])
       ) AS b(w, s, e, n)
-      JOIN citizen_place p ON {POINT} && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)
+      JOIN citizen_place p ON {POINT_KEY} <@ box(point(b.w, b.s), point(b.e, b.n))
       WHERE p.country = :country{i}
       EXCEPT
       SELECT p.id FROM unnest(CAST(:land{i} AS bytea[])) AS l(w)
-      JOIN citizen_place p ON ST_Covers({_wkb("l.w")}, {POINT})
+      CROSS JOIN LATERAL {_wkb("l.w")} AS land(g)
+      JOIN citizen_place p ON {_covered_by("land.g")}
     ), pts AS MATERIALIZED (
       SELECT p.id, p.lon, p.lat, {GEOGRAPHY} AS g FROM sea JOIN citizen_place p ON p.id = sea.id
     ), near AS MATERIALIZED (

@@ -6,6 +6,7 @@ import pytest
 import shapely
 from geopy.distance import geodesic
 from shapely.geometry import mapping
+from sqlalchemy import text
 
 from service.geo import matching
 from service.geo.areas import area_from_json, check_geometry
@@ -162,3 +163,20 @@ def test_postgis_on_a_long_ring_agrees_with_the_engine_at_vertices_and_around(pg
     record = advisory(pg, area={"geometry": _g(geojson)})
     ids = _same_answers(pg, record)
     assert len(ids) > 300  # the vertices at least
+
+
+def test_a_polygons_places_are_read_from_the_point_index_alone(pg):
+    # The index includes every column the polygon look-up reads (migration 0020), so PostGIS
+    # never visits the scattered table rows for it. With table reads and plain index scans
+    # priced out, only an index-only scan of ix_citizen_place_point is left to choose.
+    citizen(pg, lon=30.0, lat=10.0)
+    area = area_from_json({"geometry": _g(_spiky_star(600))})
+    hits, params = postgis.reach_sql(area)
+    assert "pieces" in params  # the cut path
+    for statement in postgis._PLAN:
+        pg.execute(text(statement))
+    for setting in ("enable_seqscan", "enable_bitmapscan"):
+        pg.execute(text(f"SET LOCAL {setting} = off"))
+    plan = "\n".join(pg.execute(text(f"EXPLAIN SELECT * FROM ({hits}) p"), params).scalars())
+    assert "Index Only Scan using ix_citizen_place_point on citizen_place" in plan, plan
+    assert "Seq Scan on citizen_place" not in plan, plan

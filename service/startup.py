@@ -1,0 +1,19 @@
+"""What a long-running process does once before it serves: load what it keeps for life, then
+keep that out of the garbage collector's full passes."""
+
+import gc
+from functools import cache
+
+from service.geo import countries
+
+
+@cache  # once per process, however many apps it makes (the tests make hundreds)
+def load_for_life() -> None:
+    """Load the country boundaries (about 2 s, not during the first registration) and freeze
+    what start-up made. Every full collection walks every tracked object, and these (the
+    boundaries, the app, the imported modules: about 165,000) live as long as the process.
+    A new advisory on SQLite fetches some 60,000 rows, whose allocations set off full
+    collections: frozen, start-up's objects are skipped (docs/benchmarks.md has the figures)."""
+    countries.boundaries()
+    gc.collect()  # what start-up left as garbage is freed now, not frozen with the rest
+    gc.freeze()
