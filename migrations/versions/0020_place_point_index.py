@@ -4,7 +4,7 @@ A new advisory finds its places piece by piece (service/geomatch/postgis.py). Po
 geometry GiST index holds lossy float boxes, so every candidate it returned cost a visit to
 the table row, scattered over the table: at 1M citizens 18,559 page reads of 43,170 buffers
 for a 5,000-vertex polygon. PostgreSQL's own point GiST index is exact and can return the
-columns it includes, so the look-up becomes an index-only scan (2,641 buffers, half the time).
+columns it includes, so the look-up becomes an index-only scan (3,321 buffers, half the time).
 It replaces ix_citizen_place_geom, whose other users (a province's sea and land) now use it.
 Index-only scans need the visibility map that (auto)vacuum keeps.
 
