@@ -354,15 +354,27 @@ def enqueue(
         "now": now,
     }
     # A revision is usually new to the ledger: a plain INSERT skips the speculative insertion
-    # ON CONFLICT pays per row (a third of the insert). If another path got there first, the
-    # key refuses it and the statement runs again keeping only what is new.
-    try:
-        with connection.begin_nested():
-            return connection.execute(text(insert), values).rowcount or 0
-    except IntegrityError as error:
-        if not isinstance(error.orig, UniqueViolation):
-            raise
+    # ON CONFLICT pays per row (a third of the insert). One that has rows already (swept while
+    # not yet effective, then against everyone once it is) goes straight to ON CONFLICT: a plain
+    # INSERT would run up to its first duplicate and then again (at 10M citizens 3.2 s for
+    # 51,571 alerts, three times a new advisory's cost per alert). If another path gets there
+    # between the look and the insert, the key refuses it and the statement runs again.
+    if not connection.execute(
+        _HAS_ROWS, {"advisory_id": target.key, "revision": revision}
+    ).scalar():
+        try:
+            with connection.begin_nested():
+                return connection.execute(text(insert), values).rowcount or 0
+        except IntegrityError as error:
+            if not isinstance(error.orig, UniqueViolation):
+                raise
     return connection.execute(text(insert + ON_CONFLICT), values).rowcount or 0
+
+
+# One probe of the ledger's key (its first two columns).
+_HAS_ROWS = text(
+    "SELECT EXISTS (SELECT 1 FROM alert WHERE advisory_id = :advisory_id AND revision = :revision)"
+)
 
 
 _EPOCH = date(1970, 1, 1)

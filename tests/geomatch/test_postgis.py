@@ -6,7 +6,7 @@ import pytest
 import shapely
 from geopy.distance import geodesic
 from shapely.geometry import mapping
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from service.geo import matching
 from service.geo.areas import area_from_json, check_geometry
@@ -130,6 +130,53 @@ def test_postgis_enqueue_writes_the_same_rows(pg):
         pg.connection(), target=target, revision=1, today=matching.day_number(TODAY), now=NOW
     )
     assert again == 0
+
+
+def _alert_inserts(pg, call) -> tuple[int, list[str]]:
+    """What `call` wrote, and the INSERT INTO alert statements it sent to the server."""
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO alert"):
+            sent.append(statement)
+
+    engine = pg.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        return call(), sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_revision_with_rows_already_goes_straight_to_on_conflict(pg, monkeypatch):
+    # An advisory swept while not yet effective has some rows when it is swept against
+    # everyone; a plain INSERT would run up to its first duplicate, fail and run again.
+    _people(pg)
+    record = advisory(pg, area=SCENARIOS["2000 km at 70N"])
+    target = targets.target(targets.live_of(record), area_from_json(record.area), now=NOW)
+    today = matching.day_number(TODAY)
+
+    def enqueue():
+        return postgis.enqueue(pg.connection(), target=target, revision=1, today=today, now=NOW)
+
+    written, sent = _alert_inserts(pg, enqueue)
+    assert written > 2
+    assert len(sent) == 1 and "ON CONFLICT" not in sent[0]  # new to the ledger: the plain one
+    pg.execute(
+        text(
+            "DELETE FROM alert WHERE id IN (SELECT id FROM alert ORDER BY citizen_id DESC LIMIT 2)"
+        )
+    )
+    again, sent = _alert_inserts(pg, enqueue)
+    assert again == 2
+    assert len(sent) == 1 and "ON CONFLICT" in sent[0]
+    # Another path got there between the probe and the insert: the key still keeps it once.
+    monkeypatch.setattr(postgis, "_HAS_ROWS", text("SELECT false"))
+    pg.execute(text("DELETE FROM alert WHERE id IN (SELECT min(id) FROM alert)"))
+    raced, sent = _alert_inserts(pg, enqueue)
+    assert raced == 1
+    assert len(sent) == 2 and "ON CONFLICT" in sent[1]
+    assert pg.execute(text("SELECT count(*) FROM alert")).scalar() == written
 
 
 def _spiky_star(vertices: int) -> dict:
