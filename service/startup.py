@@ -9,8 +9,9 @@ from service.geo import countries
 
 @cache  # once per process, however many apps it makes (the tests make hundreds)
 def load_for_life() -> None:
-    """Load the country boundaries (about 2 s and 60 MB; registration, the sweep and the
-    dispatcher's quiet hours all read them, so every process pays once, at start) and freeze
+    """Load the country boundaries (about 2 s and 60 MB; registration, feed imports, urgent
+    advisories' country reach, the map endpoints and the dispatcher's quiet hours for a place
+    known only by its country read them: each process pays once, at start) and freeze
     what start-up made. Every full collection walks every tracked object, and these (the
     boundaries, the app, the imported modules: about 165,000) live as long as the process.
     A new advisory on SQLite fetches some 60,000 rows, whose allocations set off full
