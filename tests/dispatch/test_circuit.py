@@ -90,14 +90,17 @@ def dispatching(
     seen: list[Seen] = []
     done = threading.Event()
 
+    def look() -> None:
+        with factory() as session:
+            row = session.get(NotifierCircuit, notifier)
+            if row is not None:
+                now = Seen(row.state, row.opened, row.open_until, row.changed_at)
+                if not seen or seen[-1] != now:
+                    seen.append(now)
+
     def watch() -> None:
         while not done.is_set():
-            with factory() as session:
-                row = session.get(NotifierCircuit, notifier)
-                if row is not None:
-                    now = Seen(row.state, row.opened, row.open_until, row.changed_at)
-                    if not seen or seen[-1] != now:
-                        seen.append(now)
+            look()
             time.sleep(0.01)
 
     def run() -> None:
@@ -106,6 +109,11 @@ def dispatching(
         finally:
             dispatcher.close()
 
+    # The circuit rows are written (closed) before the first send and read once here: 3 failed
+    # sends can open the circuit between two of the watcher's looks, and "closed first" must
+    # not depend on which thread the scheduler ran first.
+    dispatcher.start()
+    look()
     watcher = threading.Thread(target=watch)
     runner = threading.Thread(target=run)
     watcher.start()
