@@ -131,6 +131,19 @@ def big_polygon() -> shapely.MultiPolygon:
 # ---------------------------------------------------------------- loading the database
 
 
+def big_draft(big: Area) -> AdvisoryDraft:
+    """A level-3 advisory over the 5,000-vertex polygon, effective now for three days."""
+    return AdvisoryDraft(
+        level="3",
+        category="security",
+        title={"en": "new"},
+        message={"en": "m"},
+        area=big,
+        effective=NOW - timedelta(minutes=1),
+        expires=NOW + timedelta(days=3),
+    )
+
+
 def load_database(url: str, lon, lat, codes) -> None:
     engine = make_engine(url)
     n = len(lon)
@@ -384,16 +397,7 @@ def run_one(backend: str, n: int, url: str) -> list[dict]:
         session = factory()
         try:
             started = time.perf_counter()
-            draft = AdvisoryDraft(
-                level="3",
-                category="security",
-                title={"en": "new"},
-                message={"en": "m"},
-                area=big,
-                effective=NOW - timedelta(minutes=1),
-                expires=NOW + timedelta(days=3),
-            )
-            created = create_advisory(session, draft=draft, issued_by="bench", now=NOW)
+            created = create_advisory(session, draft=big_draft(big), issued_by="bench", now=NOW)
             session.flush()
             seconds = time.perf_counter() - started
             alerts = session.scalar(

@@ -26,8 +26,7 @@ from sqlalchemy import Connection, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.geomatch import NOW, big_polygon
-from service.advisories.drafts import AdvisoryDraft
+from bench.geomatch import NOW, big_draft, big_polygon
 from service.advisories.service import create_advisory
 from service.db import make_engine, make_session_factory
 from service.geo.areas import Area
@@ -54,15 +53,7 @@ def advisory_insert(url: str) -> tuple[str, dict]:
             captured.append((statement, params))
 
     session = make_session_factory(engine)()
-    draft = AdvisoryDraft(
-        level="3",
-        category="security",
-        title={"en": "probe"},
-        message={"en": "m"},
-        area=Area(geometry=big_polygon()),
-        effective=NOW - timedelta(minutes=1),
-        expires=NOW + timedelta(days=3),
-    )
+    draft = big_draft(Area(geometry=big_polygon()))
     create_advisory(session, draft=draft, issued_by="probe", now=NOW)
     session.flush()
     session.rollback()
