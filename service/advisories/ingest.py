@@ -141,7 +141,7 @@ def _apply(
         _remember(session, draft, advisory)
         summary.created.append(advisory)
         return
-    if service.draft_of(target).content() == draft.content():
+    if _same_content(service.draft_of(target).content(), draft.content()):
         summary.unchanged.append(target)
         summary.skipped.append((draft.label, "no change"))
         return
@@ -159,6 +159,15 @@ def _apply(
     if known is None:
         _remember(session, draft, target)
     summary.updated.append(target)
+
+
+def _same_content(stored: dict, new: dict) -> bool:
+    """Whether an import changes nothing (a change is a revision, and alerts again). An area
+    stored before the Korean words of a bilingual CAP alert were kept has none: their arrival
+    alone is no change, or each such alert's next unchanged Update would alert everyone again."""
+    if "description_ko" in new["area"] and "description_ko" not in stored["area"]:
+        new = {**new, "area": {k: v for k, v in new["area"].items() if k != "description_ko"}}
+    return stored == new
 
 
 def _known(session: Session, key: ExternalKey) -> Advisory | None:

@@ -60,9 +60,24 @@ class AlertContent:
 
 
 def area_text(area: dict, lang: str) -> str:
-    """A short description of an advisory's area, for people rather than GIS."""
-    if area.get("description"):
-        return str(area["description"])
+    """A short description of an advisory's area, for people rather than GIS: the feed's words
+    in the reader's language when it gave them. An English reader never gets Korean (or other
+    non-Latin) words for it, but names made from the shapes: a MOFA row names its area only in
+    Korean, and one Hangul letter also makes an English SMS cost 70 characters a segment."""
+    words = str(
+        (area.get("description_ko") if lang == "ko" else "") or area.get("description") or ""
+    )
+    if words and (lang == "ko" or not _in_other_script(words)):
+        return words
+    return _shape_names(area, lang) or words
+
+
+def _in_other_script(words: str) -> bool:
+    """Whether the text has letters beyond the Latin alphabets (U+024F)."""
+    return any(ch.isalpha() and ord(ch) > 0x24F for ch in words)
+
+
+def _shape_names(area: dict, lang: str) -> str:
     parts = [country_name(code, lang) for code in area.get("countries") or ()]
     parts += list(area.get("subdivisions") or ())
     for circle in area.get("circles") or ():

@@ -48,6 +48,8 @@ class Area:
     circles: tuple[Circle, ...] = ()
     zones: tuple[str, ...] = ()
     description: str = ""
+    # The feed's own Korean words for the area, when it gave them beside its English ones.
+    description_ko: str = ""
     notes: tuple[str, ...] = field(default=())
     # Countries the shapes cover part of, whose citizens known only by country are reached too
     # (set for urgent levels: over-telling beats missing someone; see reaching_country_only).
@@ -59,6 +61,9 @@ class Area:
         )
 
     def to_json(self) -> dict:
+        # description_ko only when given: the snapshots of every other advisory stay as they
+        # were, so re-importing one is still "no change" (a changed snapshot alerts again).
+        korean = {"description_ko": self.description_ko} if self.description_ko else {}
         return {
             "countries": list(self.countries),
             "subdivisions": list(self.subdivisions),
@@ -68,6 +73,7 @@ class Area:
             ],
             "zones": list(self.zones),
             "description": self.description,
+            **korean,
             "notes": list(self.notes),
             "country_only": list(self.country_only),
         }
@@ -91,6 +97,7 @@ def area_from_json(data: dict) -> Area:
         circles=tuple(Circle(**c) for c in data.get("circles") or ()),
         zones=tuple(data.get("zones") or ()),
         description=data.get("description") or "",
+        description_ko=data.get("description_ko") or "",
         notes=tuple(data.get("notes") or ()),
         country_only=tuple(data.get("country_only") or ()),
     )

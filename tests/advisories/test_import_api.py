@@ -3,6 +3,7 @@
 import http.server
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -209,3 +210,46 @@ def test_an_identical_cap_update_is_no_change_and_keeps_severity_and_urgency(cli
     advisory = db.scalar(select(Advisory))
     db.refresh(advisory)
     assert [r.content.get("urgency") for r in advisory.revisions] == ["Immediate", "Expected"]
+
+
+EXAMPLE_CAP = Path(__file__).parents[2] / "examples" / "tokyo-earthquake.cap.xml"
+
+
+def _example_update(identifier: str, korean_area: str = "도쿄 도심 반경 50 km") -> bytes:
+    """An Update of the walkthrough's bilingual alert, repeating it unless told otherwise."""
+    text = EXAMPLE_CAP.read_text(encoding="utf-8")
+    reference = (
+        "examples@anjeon.invalid,anjeon-example-tokyo-earthquake-1,2026-12-01T09:00:00+09:00"
+    )
+    return (
+        text.replace("tokyo-earthquake-1</identifier>", f"{identifier}</identifier>")
+        .replace("<msgType>Alert</msgType>", "<msgType>Update</msgType>")
+        .replace(
+            "<scope>Public</scope>", f"<scope>Public</scope><references>{reference}</references>"
+        )
+        .replace("도쿄 도심 반경 50 km", korean_area)
+        .encode()
+    )
+
+
+@pytest.mark.parametrize("stored_before_korean_areas", [False, True])
+def test_an_unchanged_bilingual_update_is_no_change(client, consul, db, stored_before_korean_areas):
+    """The Korean <areaDesc> is kept beside the English one. An advisory stored before that has
+    none; an unchanged Update of it must still be no change (a revision alerts everyone again)."""
+    first = _post(client, consul, EXAMPLE_CAP.read_bytes())
+    assert first.status_code == 201, first.text
+    advisory = db.scalar(select(Advisory))
+    if stored_before_korean_areas:
+        advisory.area = {k: v for k, v in advisory.area.items() if k != "description_ko"}
+        [revision] = advisory.revisions
+        content = dict(revision.content)
+        content["area"] = {k: v for k, v in content["area"].items() if k != "description_ko"}
+        revision.content = content
+        db.flush()
+
+    same = _post(client, consul, _example_update("tokyo-earthquake-2"))
+    assert same.status_code in (200, 201), same.text
+    assert same.json()["updated"] == [] and same.json()["advisories"][0]["revision"] == 1
+
+    changed = _post(client, consul, _example_update("tokyo-earthquake-3", "도쿄 도심 반경 60 km"))
+    assert changed.json()["advisories"][0]["revision"] == (1 if stored_before_korean_areas else 2)

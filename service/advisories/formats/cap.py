@@ -2,12 +2,14 @@
 
 One <alert> is one message. Its <info> blocks are languages (ko and en are kept); the area is
 the union of the primary block's <area>s: <polygon> and <circle> (written "lat,lon": swapped in
-_position, the one place), ISO 3166 <geocode>s as countries, other geocodes kept as zone codes.
+_position, the one place), ISO 3166 <geocode>s as countries, other geocodes kept as zone codes;
+its words for Korean readers are the Korean block's <areaDesc>s.
 Status Exercise is a drill (only citizens who opted in, every message marked); Test, Draft and
 System are stored but never alert citizens."""
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from xml.etree.ElementTree import Element
 
 from service.advisories.drafts import (
@@ -110,12 +112,18 @@ def _draft(
     if effective is None:
         raise ItemRejected("no <effective> and no <sent> time")
     expires_text = text_of(primary, "expires")
+    area = _area(primary, max_vertices=max_vertices, notes=notes)
+    if ko is not None and ko is not primary:
+        # The shapes come from the primary block; a Korean reader gets the Korean block's words.
+        korean = _area_descriptions(ko)
+        if korean != area.description:
+            area = replace(area, description_ko=korean)
     return AdvisoryDraft(
         level=level,
         category=cap_terms.category(text_of(primary, "category")),
         title=title,
         message=message,
-        area=_area(primary, max_vertices=max_vertices, notes=notes),
+        area=area,
         effective=effective,
         expires=parse_time(expires_text, field="expires") if expires_text else None,
         msg_type=msg_type,
@@ -144,10 +152,14 @@ def _position(pair: str) -> list[float]:
     return [lon, lat]
 
 
+def _area_descriptions(info: Element) -> str:
+    """The block's <areaDesc>s, joined."""
+    return "; ".join(d for d in (text_of(a, "areaDesc") for a in info.findall("area")) if d)[:1000]
+
+
 def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
-    rings, circles, codes, provinces, zones, descriptions = [], [], [], [], [], []
+    rings, circles, codes, provinces, zones = [], [], [], [], []
     for area in info.findall("area"):
-        descriptions.append(text_of(area, "areaDesc"))
         for polygon in area.findall("polygon"):
             if not (polygon.text or "").strip():
                 continue  # NWS sends <polygon></polygon> when a warning has no shape
@@ -166,7 +178,7 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
             elif value:
                 zones.append(f"{name}:{value}")
     geometry = union_of_rings(rings, max_vertices=max_vertices, label="polygon")
-    description = "; ".join(d for d in descriptions if d)
+    description = _area_descriptions(info)
     if geometry is not None or circles:
         # A shape is precise; an ISO geocode beside it names the country or state it lies in
         # (CAP-AU sends AU-NSW with a 25 km fire circle). Alerting all of it would be wrong.
@@ -187,7 +199,7 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
         geometry=geometry,
         circles=tuple(circles),
         zones=tuple(dict.fromkeys(zones)),
-        description=description[:1000],
+        description=description,
         notes=tuple(notes),
     )
 
