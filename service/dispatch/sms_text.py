@@ -11,6 +11,25 @@ _GSM_BASIC = set(
 _GSM_EXTENSION = set("^{}\\[~]|€\f")
 ELLIPSIS = "…"
 
+# Punctuation and spaces that look like GSM-7 characters (the Smart Encoding tables of Twilio,
+# Telnyx and Sinch): a curly apostrophe or a cut text's "…" in a feed's English text would
+# otherwise make the whole SMS UCS-2, 70 characters a segment instead of 160.
+_LOOK_ALIKES = str.maketrans(
+    {
+        **dict.fromkeys("«»“”„‟″‶＂ʺˮ❝❞〝〞", '"'),
+        **dict.fromkeys("‘’‚‛′‵ʹʼʻˈʽ´ˊˋ❛❜＇`", "'"),
+        **dict.fromkeys("‐‑‒–—―−⁃", "-"),
+        **dict.fromkeys(
+            "\t\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+            "\u2009\u200a\u202f\u205f\u3000",
+            " ",
+        ),
+        **dict.fromkeys("\u200b\u2060\ufeff", ""),
+        "…": "...",
+        "•": "-",
+    }
+)
+
 
 def is_gsm7(text: str) -> bool:
     return all(c in _GSM_BASIC or c in _GSM_EXTENSION for c in text)
@@ -35,9 +54,19 @@ def capacity(max_segments: int, *, gsm: bool) -> int:
     return single if max_segments == 1 else part * max_segments
 
 
+def gsm_look_alikes(text: str) -> str:
+    """The text with look-alike punctuation made GSM-7, when that makes all of it GSM-7; else
+    unchanged (a Korean text is UCS-2 anyway, and keeps its typography)."""
+    swapped = text.translate(_LOOK_ALIKES)
+    return swapped if is_gsm7(swapped) else text
+
+
 def fit(text: str, link: str, *, max_segments: int) -> str:
     """`text link`, with text cut at a word boundary (and an ellipsis) so that the whole fits in
-    max_segments; the link is never cut."""
+    max_segments; the link is never cut. Look-alike punctuation is made GSM-7 first when that
+    makes the whole SMS GSM-7."""
+    if is_gsm7(link):
+        text = gsm_look_alikes(text)
     whole = f"{text} {link}" if link else text
     if segments(whole) <= max_segments:
         return whole

@@ -2,9 +2,11 @@
 
 import pytest
 
+from service.advisories.formats import parse
 from service.dispatch import sms_text
 from service.dispatch.content import AlertContent
 from service.dispatch.render import Renderer
+from tests.advisories.feed_samples import sample
 
 LINK = "https://anjeon.test/a/12345.abcdef0123"
 
@@ -76,3 +78,55 @@ def test_english_citizen_gets_korean_when_that_is_all_there_is():
     rendered = renderer.sms(content("짧은 안내"), language="en", link=LINK)
     assert "방콕 시위 격화" in rendered.text and "[외교부]" in rendered.text
     assert "태국" in rendered.text  # the area in Korean, too
+
+
+def test_look_alike_punctuation_makes_an_english_text_gsm7():
+    text = "The embassy’s “advice” – stay indoors… until 18:00\u00a0local time."
+    assert not sms_text.is_gsm7(text)
+    swapped = sms_text.gsm_look_alikes(text)
+    assert swapped == 'The embassy\'s "advice" - stay indoors... until 18:00 local time.'
+    long_text = " ".join([text] * 5)
+    assert sms_text.segments(long_text) == 5  # as UCS-2: 330 characters at 67 a part
+    body = sms_text.fit(long_text, LINK, max_segments=3)
+    assert sms_text.is_gsm7(body) and sms_text.segments(body) == 3
+    assert body == f"{sms_text.gsm_look_alikes(long_text)} {LINK}"  # all of it fits
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "대사관의 “권고” – 외출 자제",  # Korean is UCS-2 anyway: its typography is kept
+        "Nukuʻalofa – Tonga: ā has no GSM-7 twin",  # one character without a twin keeps it all
+    ],
+)
+def test_look_alikes_stay_when_the_text_stays_ucs2(text):
+    assert sms_text.gsm_look_alikes(text) == text
+    assert sms_text.fit(text, LINK, max_segments=3) == f"{text} {LINK}"
+
+
+def test_real_english_feed_text_goes_as_gsm7():
+    """The US State Department's advisories carry curly apostrophes and cut texts end in "…":
+    each of those alone made the English SMS UCS-2 (at most 201 characters in 3 segments, not
+    459). Every item whose only non-GSM characters are look-alikes now goes as GSM-7."""
+    data = sample("us-state-dept/travel-state-gov-TAsTWs-2025-10-07.xml.gz")
+    renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3)
+    with_look_alikes = 0
+    for i, draft in enumerate(parse("rss", data).drafts):
+        words = draft.title["en"] + draft.message["en"]
+        if sms_text.is_gsm7(words) or not sms_text.is_gsm7(sms_text.gsm_look_alikes(words)):
+            continue
+        with_look_alikes += 1
+        content = AlertContent(
+            advisory_public_id=str(i),
+            revision=1,
+            kind="new",
+            level=draft.level,
+            title=draft.title,
+            message=draft.message,
+            area=draft.area.to_json(),
+            source="rss",
+            expires=None,
+        )
+        rendered = renderer.sms(content, language="en", link=LINK)
+        assert sms_text.is_gsm7(rendered.text), rendered.text
+    assert with_look_alikes >= 10
