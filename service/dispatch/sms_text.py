@@ -63,15 +63,29 @@ def gsm_look_alikes(text: str) -> str:
 
 def fit(text: str, link: str, *, max_segments: int) -> str:
     """`text link`, with text cut at a word boundary (and an ellipsis) so that the whole fits in
-    max_segments; the link is never cut. Look-alike punctuation is made GSM-7 first when that
-    makes the whole SMS GSM-7."""
+    max_segments; the link is never cut. Look-alike punctuation is made GSM-7 when that makes
+    the SMS GSM-7: the whole of it, or the part that fits."""
     if is_gsm7(link):
         text = gsm_look_alikes(text)
     whole = f"{text} {link}" if link else text
     if segments(whole) <= max_segments:
         return whole
+    cut = _cut(text, link, max_segments=max_segments, gsm=is_gsm7(whole))
+    if is_gsm7(link) and not is_gsm7(text):
+        # A long English text whose first UCS-2 letter comes late (a Spanish place name far
+        # down): what comes before it, as GSM-7, may show more than twice as much.
+        swapped = text.translate(_LOOK_ALIKES)
+        head = swapped[: next(i for i, c in enumerate(swapped) if not is_gsm7(c))]
+        if " " in head:
+            head = head[: head.rindex(" ")]  # the letter's word goes too
+        gsm_cut = _cut(head, link, max_segments=max_segments, gsm=True)
+        if len(gsm_cut) > len(cut):
+            return gsm_cut
+    return cut
+
+
+def _cut(text: str, link: str, *, max_segments: int, gsm: bool) -> str:
     # The ellipsis is UCS-2, so a cut message is measured as UCS-2 unless GSM-7 "..." is used.
-    gsm = is_gsm7(whole)
     mark = "..." if gsm else ELLIPSIS
     room = capacity(max_segments, gsm=gsm) - units(f"{mark} {link}" if link else mark, gsm=gsm)
     cut = _cut_at_word(text, room, gsm=gsm)
