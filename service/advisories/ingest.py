@@ -163,8 +163,10 @@ def _apply(
 
 def _same_content(stored: dict, new: dict) -> bool:
     """Whether an import changes nothing (a change is a revision, and alerts again). An area
-    stored before the Korean words of a bilingual CAP alert were kept has none: their arrival
-    alone is no change, or each such alert's next unchanged Update would alert everyone again."""
+    stored before the Korean words of a bilingual CAP alert were kept has no `description_ko`
+    key (a bilingual alert stored since always has it): their arrival alone is no change, or
+    each such alert's next unchanged Update would alert everyone again. Its Korean readers get
+    the English words until a real change comes."""
     if "description_ko" in new["area"] and "description_ko" not in stored["area"]:
         new = {**new, "area": {k: v for k, v in new["area"].items() if k != "description_ko"}}
     return stored == new

@@ -1,6 +1,7 @@
 """What an alert says: one advisory revision, in words, per language."""
 
 import gettext
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -73,8 +74,12 @@ def area_text(area: dict, lang: str) -> str:
 
 
 def _in_other_script(words: str) -> bool:
-    """Whether the text has letters beyond the Latin alphabets (U+024F)."""
-    return any(ch.isalpha() and ord(ch) > 0x24F for ch in words)
+    """Whether the text has letters of a script other than Latin ("Hà Nội" and "Oʻahu" are
+    Latin: the ʻokina is a modifier letter)."""
+    return any(
+        ch.isalpha() and not unicodedata.name(ch, "").startswith(("LATIN", "MODIFIER LETTER"))
+        for ch in words
+    )
 
 
 def _shape_names(area: dict, lang: str) -> str:

@@ -70,25 +70,29 @@ def fit(text: str, link: str, *, max_segments: int) -> str:
     whole = f"{text} {link}" if link else text
     if segments(whole) <= max_segments:
         return whole
-    cut = _cut(text, link, max_segments=max_segments, gsm=is_gsm7(whole))
-    if is_gsm7(link) and not is_gsm7(text):
+    gsm = is_gsm7(whole)
+    shown = _cut_to(text, link, max_segments=max_segments, gsm=gsm)
+    if is_gsm7(link) and not gsm:
         # A long English text whose first UCS-2 letter comes late (a Spanish place name far
         # down): what comes before it, as GSM-7, may show more than twice as much.
         swapped = text.translate(_LOOK_ALIKES)
         head = swapped[: next(i for i, c in enumerate(swapped) if not is_gsm7(c))]
-        if " " in head:
-            head = head[: head.rindex(" ")]  # the letter's word goes too
-        gsm_cut = _cut(head, link, max_segments=max_segments, gsm=True)
-        if len(gsm_cut) > len(cut):
-            return gsm_cut
-    return cut
+        head = head[: head.rfind(" ") + 1].rstrip()  # the letter's word goes too
+        shown_gsm = _cut_to(head, link, max_segments=max_segments, gsm=True)
+        if len(shown_gsm) > len(shown):
+            return _with_mark(shown_gsm, link, gsm=True)
+    return _with_mark(shown, link, gsm=gsm)
 
 
-def _cut(text: str, link: str, *, max_segments: int, gsm: bool) -> str:
+def _cut_to(text: str, link: str, *, max_segments: int, gsm: bool) -> str:
+    """The text cut to leave room for the mark and the link."""
+    room = capacity(max_segments, gsm=gsm) - units(_with_mark("", link, gsm=gsm), gsm=gsm)
+    return _cut_at_word(text, room, gsm=gsm)
+
+
+def _with_mark(cut: str, link: str, *, gsm: bool) -> str:
     # The ellipsis is UCS-2, so a cut message is measured as UCS-2 unless GSM-7 "..." is used.
     mark = "..." if gsm else ELLIPSIS
-    room = capacity(max_segments, gsm=gsm) - units(f"{mark} {link}" if link else mark, gsm=gsm)
-    cut = _cut_at_word(text, room, gsm=gsm)
     return f"{cut}{mark} {link}" if link else f"{cut}{mark}"
 
 

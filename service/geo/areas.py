@@ -48,8 +48,10 @@ class Area:
     circles: tuple[Circle, ...] = ()
     zones: tuple[str, ...] = ()
     description: str = ""
-    # The feed's own Korean words for the area, when it gave them beside its English ones.
-    description_ko: str = ""
+    # The Korean words of a feed that names the area in Korean beside its English words (None:
+    # it gave none). Kept even when empty or the same as `description`: an area stored without
+    # the key was stored before Korean words were kept (see ingest._same_content).
+    description_ko: str | None = None
     notes: tuple[str, ...] = field(default=())
     # Countries the shapes cover part of, whose citizens known only by country are reached too
     # (set for urgent levels: over-telling beats missing someone; see reaching_country_only).
@@ -63,7 +65,7 @@ class Area:
     def to_json(self) -> dict:
         # description_ko only when given: the snapshots of every other advisory stay as they
         # were, so re-importing one is still "no change" (a changed snapshot alerts again).
-        korean = {"description_ko": self.description_ko} if self.description_ko else {}
+        korean = {"description_ko": self.description_ko} if self.description_ko is not None else {}
         return {
             "countries": list(self.countries),
             "subdivisions": list(self.subdivisions),
@@ -97,7 +99,7 @@ def area_from_json(data: dict) -> Area:
         circles=tuple(Circle(**c) for c in data.get("circles") or ()),
         zones=tuple(data.get("zones") or ()),
         description=data.get("description") or "",
-        description_ko=data.get("description_ko") or "",
+        description_ko=data.get("description_ko"),
         notes=tuple(data.get("notes") or ()),
         country_only=tuple(data.get("country_only") or ()),
     )

@@ -232,14 +232,20 @@ def _example_update(identifier: str, korean_area: str = "도쿄 도심 반경 50
     )
 
 
-@pytest.mark.parametrize("stored_before_korean_areas", [False, True])
-def test_an_unchanged_bilingual_update_is_no_change(client, consul, db, stored_before_korean_areas):
+@pytest.mark.parametrize("stored", ["now", "before_korean_areas", "korean_same_as_english"])
+def test_an_unchanged_bilingual_update_is_no_change(client, consul, db, stored):
     """The Korean <areaDesc> is kept beside the English one. An advisory stored before that has
-    none; an unchanged Update of it must still be no change (a revision alerts everyone again)."""
-    first = _post(client, consul, EXAMPLE_CAP.read_bytes())
+    none; an unchanged Update of it must still be no change (a revision alerts everyone again).
+    Since then, a change of the Korean words alone is a change, even from words the same as the
+    English ones."""
+    original = EXAMPLE_CAP.read_bytes()
+    if stored == "korean_same_as_english":
+        original = original.replace("도쿄 도심 반경 50 km".encode(), b"50 km around central Tokyo")
+    first = _post(client, consul, original)
     assert first.status_code == 201, first.text
     advisory = db.scalar(select(Advisory))
-    if stored_before_korean_areas:
+    assert "description_ko" in advisory.area
+    if stored == "before_korean_areas":
         advisory.area = {k: v for k, v in advisory.area.items() if k != "description_ko"}
         [revision] = advisory.revisions
         content = dict(revision.content)
@@ -247,9 +253,12 @@ def test_an_unchanged_bilingual_update_is_no_change(client, consul, db, stored_b
         revision.content = content
         db.flush()
 
-    same = _post(client, consul, _example_update("tokyo-earthquake-2"))
-    assert same.status_code in (200, 201), same.text
-    assert same.json()["updated"] == [] and same.json()["advisories"][0]["revision"] == 1
+    if stored != "korean_same_as_english":
+        same = _post(client, consul, _example_update("tokyo-earthquake-2"))
+        assert same.status_code in (200, 201), same.text
+        assert same.json()["updated"] == [] and same.json()["advisories"][0]["revision"] == 1
 
     changed = _post(client, consul, _example_update("tokyo-earthquake-3", "도쿄 도심 반경 60 km"))
-    assert changed.json()["advisories"][0]["revision"] == (1 if stored_before_korean_areas else 2)
+    assert changed.json()["advisories"][0]["revision"] == (
+        1 if stored == "before_korean_areas" else 2
+    )

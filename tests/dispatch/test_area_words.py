@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.advisories.formats import parse
 from service.dispatch import sms_text
 from service.dispatch.content import area_text
 from tests.builders import register
@@ -78,6 +79,11 @@ def test_mofa_english_sms_names_the_country_in_english_and_stays_gsm7(
         ({"description": "Coastal waters", "description_ko": "연안"}, "ko", "연안"),
         ({"description": "Coastal waters", "description_ko": "연안"}, "en", "Coastal waters"),
         ({"description": "Île-de-France"}, "en", "Île-de-France"),  # Latin letters are read
+        ({"description": "Hà Nội", "countries": ["VN"]}, "en", "Hà Nội"),
+        ({"description": "Oʻahu", "countries": ["US"]}, "en", "Oʻahu"),  # ʻ: a modifier letter
+        ({"description": "Москва", "countries": ["RU"]}, "en", "Russian Federation"),
+        # The Korean block gave no words: the English ones.
+        ({"description": "Coastal waters", "description_ko": ""}, "ko", "Coastal waters"),
         ({"description": "東京都", "countries": ["JP"]}, "en", "Japan"),
         ({"description": "東京都", "countries": ["JP"]}, "ko", "東京都"),
         # Nothing to name it by: the words as given beat an empty pair of brackets.
@@ -87,3 +93,14 @@ def test_mofa_english_sms_names_the_country_in_english_and_stays_gsm7(
 )
 def test_area_text_picks_words_the_reader_can_read(area, lang, expected):
     assert area_text(area, lang) == expected
+
+
+def test_a_long_area_description_still_names_its_country():
+    """The country is read from all the <areaDesc> words; only the stored text is cut."""
+    document = (
+        EXAMPLE_CAP.read_text(encoding="utf-8")
+        .replace("<circle>35.68,139.69 50</circle>", "")
+        .replace("50 km around central Tokyo", "Kanto plain, " * 90 + "Japan")
+    )
+    (draft,) = parse("cap", document.encode()).drafts
+    assert draft.area.countries == ("JP",) and len(draft.area.description) == 1000

@@ -141,3 +141,13 @@ def test_real_english_feed_text_goes_as_gsm7():
             assert any(not sms_text.is_gsm7(sms_text.gsm_look_alikes(c)) for c in shown), shown
     not_gsm7 = [d for d in drafts if not sms_text.is_gsm7(d.title["en"] + d.message["en"])]
     assert len(not_gsm7) > 100 and sent_as_ucs2 < len(drafts) / 10
+
+
+def test_a_gsm7_cut_never_ends_inside_a_word():
+    """The GSM-7 part stops before the word of the first UCS-2 letter: with none before it, the
+    text goes as UCS-2, not as "Krak..."."""
+    tail = f"Reply 1 = safe / 2 = need help {LINK}"
+    body = sms_text.fit("Kraków" + " stay safe" * 60, tail, max_segments=1)
+    assert body == f"… {tail}"  # no room for a word as UCS-2, and none before the ó
+    body = sms_text.fit("Stay in Kraków" + " stay safe" * 60, LINK, max_segments=3)
+    assert body.startswith("Stay in Kraków")  # UCS-2 shows more than "Stay in..." would

@@ -34,6 +34,7 @@ from service.geo.areas import Area, Circle, check_circle
 
 # A CAP circle of radius 0 marks a point (an epicentre); we reach people this close to it.
 POINT_RADIUS_KM = 25.0
+MAX_AREA_WORDS = 1000  # characters of <areaDesc> kept, per language
 _ISO_GEOCODE = re.compile(r"iso.?3166|iso\.org", re.IGNORECASE)
 
 
@@ -115,9 +116,7 @@ def _draft(
     area = _area(primary, max_vertices=max_vertices, notes=notes)
     if ko is not None and ko is not primary:
         # The shapes come from the primary block; a Korean reader gets the Korean block's words.
-        korean = _area_descriptions(ko)
-        if korean != area.description:
-            area = replace(area, description_ko=korean)
+        area = replace(area, description_ko=_area_descriptions(ko)[:MAX_AREA_WORDS])
     return AdvisoryDraft(
         level=level,
         category=cap_terms.category(text_of(primary, "category")),
@@ -154,7 +153,7 @@ def _position(pair: str) -> list[float]:
 
 def _area_descriptions(info: Element) -> str:
     """The block's <areaDesc>s, joined."""
-    return "; ".join(d for d in (text_of(a, "areaDesc") for a in info.findall("area")) if d)[:1000]
+    return "; ".join(d for d in (text_of(a, "areaDesc") for a in info.findall("area")) if d)
 
 
 def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
@@ -199,7 +198,7 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
         geometry=geometry,
         circles=tuple(circles),
         zones=tuple(dict.fromkeys(zones)),
-        description=description,
+        description=description[:MAX_AREA_WORDS],
         notes=tuple(notes),
     )
 
