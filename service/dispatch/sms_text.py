@@ -3,6 +3,8 @@ UCS-2 (70, 67 a part; Korean always does). Extension characters like € take tw
 characters outside the Basic Multilingual Plane take two UCS-2 units."""
 
 import re
+import unicodedata
+from functools import cache
 
 _GSM_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -54,11 +56,31 @@ def capacity(max_segments: int, *, gsm: bool) -> int:
     return single if max_segments == 1 else part * max_segments
 
 
-def gsm_look_alikes(text: str) -> str:
-    """The text with look-alike punctuation made GSM-7, when that makes all of it GSM-7; else
-    unchanged (a Korean text is UCS-2 anyway, and keeps its typography)."""
-    swapped = text.translate(_LOOK_ALIKES)
+def as_gsm7(text: str) -> str:
+    """The text made GSM-7 when look-alike punctuation and Latin letters without their accent
+    ("Bogotá" as "Bogota", as English writes it) make all of it GSM-7; else unchanged (a
+    Korean text is UCS-2 anyway, and keeps its typography)."""
+    swapped = _gsm_form(text)
     return swapped if is_gsm7(swapped) else text
+
+
+def _gsm_form(text: str) -> str:
+    swapped = text.translate(_LOOK_ALIKES)
+    if is_gsm7(swapped):
+        return swapped
+    return "".join(c if c in _GSM_BASIC or c in _GSM_EXTENSION else _unaccented(c) for c in swapped)
+
+
+@cache
+def _unaccented(letter: str) -> str:
+    """A Latin letter that GSM-7 lacks, without its accent when GSM-7 has that ("á" → "a");
+    else the letter itself ("ł" has no plain form)."""
+    if not unicodedata.name(letter, "").startswith("LATIN"):
+        return letter
+    plain = "".join(
+        c for c in unicodedata.normalize("NFKD", letter) if not unicodedata.combining(c)
+    )
+    return plain if plain and is_gsm7(plain) else letter
 
 
 def fit(text: str, link: str, *, max_segments: int) -> str:
@@ -66,16 +88,16 @@ def fit(text: str, link: str, *, max_segments: int) -> str:
     max_segments; the link is never cut. Look-alike punctuation is made GSM-7 when that makes
     the SMS GSM-7: the whole of it, or the part that fits."""
     if is_gsm7(link):
-        text = gsm_look_alikes(text)
+        text = as_gsm7(text)
     whole = f"{text} {link}" if link else text
     if segments(whole) <= max_segments:
         return whole
     gsm = is_gsm7(whole)
     shown = _cut_to(text, link, max_segments=max_segments, gsm=gsm)
     if is_gsm7(link) and not gsm:
-        # A long English text whose first UCS-2 letter comes late (a Spanish place name far
-        # down): what comes before it, as GSM-7, may show more than twice as much.
-        swapped = text.translate(_LOOK_ALIKES)
+        # A long English text whose first UCS-2 letter comes late ("Łódź" far down): what
+        # comes before it, as GSM-7, may show more than twice as much.
+        swapped = _gsm_form(text)
         head = swapped[: next(i for i, c in enumerate(swapped) if not is_gsm7(c))]
         head = head[: head.rfind(" ") + 1].rstrip()  # the letter's word goes too
         shown_gsm = _cut_to(head, link, max_segments=max_segments, gsm=True)

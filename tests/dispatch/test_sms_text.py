@@ -83,34 +83,34 @@ def test_english_citizen_gets_korean_when_that_is_all_there_is():
 def test_look_alike_punctuation_makes_an_english_text_gsm7():
     text = "The embassy’s “advice” – stay indoors… until 18:00\u00a0local time."
     assert not sms_text.is_gsm7(text)
-    swapped = sms_text.gsm_look_alikes(text)
+    swapped = sms_text.as_gsm7(text)
     assert swapped == 'The embassy\'s "advice" - stay indoors... until 18:00 local time.'
     long_text = " ".join([text] * 5)
     assert sms_text.segments(long_text) == 5  # as UCS-2: 330 characters at 67 a part
     body = sms_text.fit(long_text, LINK, max_segments=3)
     assert sms_text.is_gsm7(body) and sms_text.segments(body) == 3
-    assert body == f"{sms_text.gsm_look_alikes(long_text)} {LINK}"  # all of it fits
+    assert body == f"{sms_text.as_gsm7(long_text)} {LINK}"  # all of it fits
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "대사관의 “권고” – 외출 자제",  # Korean is UCS-2 anyway: its typography is kept
-        "Nukuʻalofa – Tonga: ā has no GSM-7 twin",  # one character without a twin keeps it all
+        "대사관의 “권고” – 보고타(Bogotá) 외출 자제",  # Korean is UCS-2 anyway: kept as written
+        "Łódź – Poland: Ł has no GSM-7 twin",  # one letter without a twin keeps it all
     ],
 )
 def test_look_alikes_stay_when_the_text_stays_ucs2(text):
-    assert sms_text.gsm_look_alikes(text) == text
+    assert sms_text.as_gsm7(text) == text
     assert sms_text.fit(text, LINK, max_segments=3) == f"{text} {LINK}"
 
 
 def test_a_ucs2_letter_beyond_the_cut_leaves_the_sms_gsm7():
-    text = "Avoid the border area – stay in your hotel. " * 20 + "Updates from Bogotá follow."
+    text = "Avoid the border area – stay in your hotel. " * 20 + "Updates from Łódź follow."
     body = sms_text.fit(text, LINK, max_segments=3)
     assert sms_text.is_gsm7(body) and sms_text.segments(body) == 3
     assert body.startswith("Avoid the border area - stay") and body.endswith(f"... {LINK}")
     assert len(body) > 2 * sms_text.capacity(3, gsm=False)  # as UCS-2 it would hold 201
-    near = "Bogotá: " + text
+    near = "Łódź: " + text
     assert not sms_text.is_gsm7(sms_text.fit(near, LINK, max_segments=3))  # within: UCS-2
 
 
@@ -138,16 +138,24 @@ def test_real_english_feed_text_goes_as_gsm7():
         shown = renderer.sms(content, language="en", link=LINK).text
         if not sms_text.is_gsm7(shown):
             sent_as_ucs2 += 1
-            assert any(not sms_text.is_gsm7(sms_text.gsm_look_alikes(c)) for c in shown), shown
+            assert any(not sms_text.is_gsm7(sms_text.as_gsm7(c)) for c in shown), shown
     not_gsm7 = [d for d in drafts if not sms_text.is_gsm7(d.title["en"] + d.message["en"])]
     assert len(not_gsm7) > 100 and sent_as_ucs2 < len(drafts) / 10
 
 
 def test_a_gsm7_cut_never_ends_inside_a_word():
     """The GSM-7 part stops before the word of the first UCS-2 letter: with none before it, the
-    text goes as UCS-2, not as "Krak..."."""
+    text goes as UCS-2 rather than end inside that word."""
     tail = f"Reply 1 = safe / 2 = need help {LINK}"
-    body = sms_text.fit("Kraków" + " stay safe" * 60, tail, max_segments=1)
-    assert body == f"… {tail}"  # no room for a word as UCS-2, and none before the ó
-    body = sms_text.fit("Stay in Kraków" + " stay safe" * 60, LINK, max_segments=3)
-    assert body.startswith("Stay in Kraków")  # UCS-2 shows more than "Stay in..." would
+    body = sms_text.fit("Łódź" + " stay safe" * 60, tail, max_segments=1)
+    assert body == f"… {tail}"  # no room for a word as UCS-2, and none before the Ł
+    body = sms_text.fit("Stay in Łódź" + " stay safe" * 60, LINK, max_segments=3)
+    assert body.startswith("Stay in Łódź")  # UCS-2 shows more than "Stay in..." would
+
+
+def test_latin_letters_lose_the_accent_gsm7_lacks():
+    text = "Protests in Bogotá and Hà Nội; avoid Medellín’s centre."
+    assert (
+        sms_text.as_gsm7(text) == "Protests in Bogota and Hà Noi; avoid Medellin's centre."
+    )  # à is GSM-7
+    assert sms_text.as_gsm7("Zürich, Málaga") == "Zürich, Malaga"  # ü is GSM-7: kept
