@@ -68,7 +68,7 @@ def _gsm_form(text: str) -> str:
     swapped = text.translate(_LOOK_ALIKES)
     if is_gsm7(swapped):
         return swapped
-    return "".join(c if c in _GSM_BASIC or c in _GSM_EXTENSION else _unaccented(c) for c in swapped)
+    return "".join(c if is_gsm7(c) else _unaccented(c) for c in swapped)
 
 
 @cache
@@ -85,8 +85,8 @@ def _unaccented(letter: str) -> str:
 
 def fit(text: str, link: str, *, max_segments: int) -> str:
     """`text link`, with text cut at a word boundary (and an ellipsis) so that the whole fits in
-    max_segments; the link is never cut. Look-alike punctuation is made GSM-7 when that makes
-    the SMS GSM-7: the whole of it, or the part that fits."""
+    max_segments; the link is never cut. The text is made GSM-7 (as_gsm7) when that makes the
+    SMS GSM-7: the whole of it, or the part that fits."""
     if is_gsm7(link):
         text = as_gsm7(text)
     whole = f"{text} {link}" if link else text
