@@ -55,6 +55,20 @@ class LocalizedText(StrictModel):
         return {k: v for k, v in (("ko", self.ko), ("en", self.en)) if v is not None}
 
 
+AreaWords = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": TEXT_PATTERN}),
+    AfterValidator(_no_nul),
+]
+
+
+class AreaName(LocalizedText):
+    """What people call the area, per language (at most 200 characters each)."""
+
+    ko: AreaWords | None = None
+    en: AreaWords | None = None
+
+
 class CircleIn(StrictModel):
     lat: float
     lon: float
@@ -87,6 +101,12 @@ class AreaIn(StrictModel):
     subdivisions: Annotated[list[str], Field(max_length=500)] = []
     geometry: dict[str, Any] | None = None
     circles: Annotated[list[CircleIn], Field(max_length=100)] = []
+    name: AreaName | None = Field(
+        None,
+        description='The words every alert shows for the area, e.g. {"ko": "방콕 도심", "en": '
+        '"central Bangkok"}. Left out: the names of its countries, or "the marked area". An '
+        "English alert never shows Korean words: with only ko, it names the countries instead.",
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> "AreaIn":

@@ -45,11 +45,14 @@ def _area_from_request(area: AreaIn, *, max_vertices: int, field: str) -> areas.
         if area.geometry is not None
         else None
     )
+    name = area.name.as_dict() if area.name is not None else {}
     return areas.Area(
         countries=areas.check_countries(area.countries, field=f"{field}.countries"),
         subdivisions=areas.check_subdivisions(area.subdivisions, field=f"{field}.subdivisions"),
         geometry=geometry,
         circles=circles,
+        description=name.get("en") or name.get("ko") or "",
+        description_ko=name.get("ko"),
     )
 
 

@@ -76,6 +76,18 @@ CASES = [
     ("unknown country XX", {"area": {"countries": ["KR", "XX"]}}, "area.countries[1]"),
     ("unknown subdivision", {"area": {"subdivisions": ["KR-99"]}}, "area.subdivisions[0]"),
     ("empty area", {"area": {}}, "area"),
+    ("area name only", {"area": {"name": {"en": "central Tokyo"}}}, "area"),
+    ("area name of no language", {"area": {"countries": ["JP"], "name": {}}}, "area.name"),
+    (
+        "area name of 201 characters",
+        {"area": {"countries": ["JP"], "name": {"ko": "가" * 201}}},
+        "area.name.ko",
+    ),
+    (
+        "area name in French",
+        {"area": {"countries": ["JP"], "name": {"fr": "Tokyo"}}},
+        "area.name.fr",
+    ),
     ("expires before effective", {"effective": in_days(5), "expires": in_days(2)}, "expires"),
     ("expires in the past", {"effective": in_days(-5), "expires": in_days(-1)}, "expires"),
     ("special for 120 days", {"level": "special", "expires": in_days(120)}, "expires"),

@@ -11,6 +11,7 @@ import pytest
 from service.advisories.formats import parse
 from service.dispatch import sms_text
 from service.dispatch.content import area_text
+from tests.advisories.builders import advisory_body
 from tests.builders import register
 
 EXAMPLE_CAP = Path(__file__).parents[2] / "examples" / "tokyo-earthquake.cap.xml"
@@ -104,3 +105,33 @@ def test_a_long_area_description_still_names_its_country():
     )
     (draft,) = parse("cap", document.encode()).drafts
     assert draft.area.countries == ("JP",) and len(draft.area.description) == 1000
+
+
+def test_staff_name_the_area_in_each_language(api, consul, dispatcher, twilio):
+    """A staff advisory's area named by staff: each citizen reads its name in their language
+    (before, every staff-drawn shape was "(지정 구역)" / "(the marked area)")."""
+    register(api, location=TOKYO, phone="010-5555-0105", channels=["sms"])
+    register(api, location=TOKYO, phone="010-5555-0106", channels=["sms"], language="en")
+    area = {
+        "circles": [{"lat": 35.68, "lon": 139.69, "radius_km": 20}],
+        "name": {"ko": "도쿄 도심", "en": "central Tokyo"},
+    }
+    created = api.post("/v1/advisories", json=advisory_body(area=area), headers=consul)
+    assert created.status_code == 201, created.text
+    assert created.json()["area"]["description_ko"] == "도쿄 도심"
+    assert dispatcher.drain().by_status == {"sent": 2}
+    [korean] = twilio.bodies_to("+821055550105")
+    assert "(도쿄 도심)" in korean
+    [english] = twilio.bodies_to("+821055550106")
+    assert "(central Tokyo)" in english and sms_text.is_gsm7(english)
+
+    # Renamed in Korean only: a revision, and the English reader gets no Korean words.
+    area["name"] = {"ko": "도쿄 도심부"}
+    patched = api.patch(
+        f"/v1/advisories/{created.json()['id']}", json={"area": area}, headers=consul
+    )
+    assert patched.status_code == 200 and patched.json()["revision"] == 2
+    assert dispatcher.drain().by_status == {"sent": 2}
+    assert "(도쿄 도심부)" in twilio.bodies_to("+821055550105")[-1]
+    english = twilio.bodies_to("+821055550106")[-1]
+    assert "35.68, 139.69" in english and sms_text.is_gsm7(english)

@@ -94,6 +94,8 @@ def test_a_consul_issues_another_approves_and_the_citizen_answers_safe(live, new
     tab.fill("#f-message-ko", "시위 지역을 피하고 출국을 권고합니다.")
     tab.fill("#f-message-en", "Avoid the protest areas; leave if you can.")
     _draw_polygon_around(tab, *BANGKOK)
+    tab.fill("#f-area-ko", "방콕 도심")
+    tab.fill("#f-area-en", "central Bangkok")
     expect(tab.get_by_test_id("preview-citizens")).to_have_text("1")
     expect(tab.locator("#preview")).to_contain_text("sms 1")
     expect(tab.locator("#preview")).to_contain_text("TH 1")
@@ -116,7 +118,8 @@ def test_a_consul_issues_another_approves_and_the_citizen_answers_safe(live, new
 
     tab.goto(live.base + "/console/" + advisory_link)
     expect(tab.locator("#delivery tr[data-status='sent']")).to_be_visible(timeout=15_000)
-    assert any("방콕" in body for body in live.twilio.bodies_to(phone))
+    # The area's name in the citizen's language (Korean), not "(지정 구역)".
+    assert any("(방콕 도심)" in body for body in live.twilio.bodies_to(phone))
 
     form = inbound_form(phone, "1")
     signature = RequestValidator(AUTH_TOKEN).compute_signature(live.base + INBOUND, form)

@@ -359,6 +359,8 @@ function readForm() {
   }
   const circles = issue ? drawnCircles() : [];
   if (circles.length) area.circles = circles;
+  const name = pair("f-area-ko", "f-area-en");
+  if (Object.keys(name).length) area.name = name;
   const level = $("f-level").value;
   const body = {
     title: pair("f-title-ko", "f-title-en"),
@@ -668,7 +670,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     sendAdvisory(false);
   });
   $("save-draft").addEventListener("click", () => sendAdvisory(true));
-  for (const id of ["f-countries", "f-geometry", "f-level", "f-title-ko", "f-title-en", "f-message-ko", "f-message-en"]) {
+  for (const id of ["f-countries", "f-geometry", "f-level", "f-title-ko", "f-title-en", "f-message-ko", "f-message-en", "f-area-ko", "f-area-en"]) {
     $(id).addEventListener("input", areaChanged);
   }
   $("f-province").addEventListener("input", (event) => {
