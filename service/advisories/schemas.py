@@ -1,5 +1,6 @@
 """Request and response bodies of /v1/advisories."""
 
+import unicodedata
 from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -55,10 +56,18 @@ class LocalizedText(StrictModel):
         return {k: v for k, v in (("ko", self.ko), ("en", self.en)) if v is not None}
 
 
+def _one_line(text: str) -> str:
+    # A name is shown inside a sentence: no line breaks, tabs or direction overrides.
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise ValueError("control and format characters (line breaks, tabs) are not allowed")
+    return text
+
+
 AreaWords = Annotated[
     str,
     Field(min_length=1, max_length=200, json_schema_extra={"pattern": TEXT_PATTERN}),
     AfterValidator(_no_nul),
+    AfterValidator(_one_line),
 ]
 
 
@@ -104,8 +113,11 @@ class AreaIn(StrictModel):
     name: AreaName | None = Field(
         None,
         description='The words every alert shows for the area, e.g. {"ko": "방콕 도심", "en": '
-        '"central Bangkok"}. Left out: the names of its countries, or "the marked area". An '
-        "English alert never shows Korean words: with only ko, it names the countries instead.",
+        '"central Bangkok"}; with one language, every reader gets it, except that an English '
+        "alert never shows Korean words. Without a name an alert describes the area's parts: "
+        'its countries, its circles ("20 km around 35.68, 139.69"), provinces by code, "the '
+        'marked area" for a drawn shape. A PATCH of the area that leaves name out keeps it; '
+        "null removes it.",
     )
 
     @model_validator(mode="after")

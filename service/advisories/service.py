@@ -1,6 +1,7 @@
 """Advisories: issue, revise, cancel, expire; and whom an advisory reaches."""
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,13 +47,15 @@ def _area_from_request(area: AreaIn, *, max_vertices: int, field: str) -> areas.
         else None
     )
     name = area.name.as_dict() if area.name is not None else {}
+    english = name.get("en") or name.get("ko") or ""
     return areas.Area(
         countries=areas.check_countries(area.countries, field=f"{field}.countries"),
         subdivisions=areas.check_subdivisions(area.subdivisions, field=f"{field}.subdivisions"),
         geometry=geometry,
         circles=circles,
-        description=name.get("en") or name.get("ko") or "",
-        description_ko=name.get("ko"),
+        description=english,
+        # The same words twice are one name: re-sending it in either form is no change.
+        description_ko=name["ko"] if name.get("ko", english) != english else None,
     )
 
 
@@ -165,6 +168,13 @@ def patched_draft(
     # The schema refuses null for every field but expires; None here means "not given".
     if changes.area is not None:
         draft.area = area_from_request(changes.area, max_vertices=max_vertices)
+        if "name" not in changes.area.model_fields_set:
+            # New shapes, same name: the name is left out, as every field a PATCH leaves out.
+            # (The area read back carries no `name` to send again.) "name": null removes it.
+            old = current.area
+            draft.area = replace(
+                draft.area, description=old.description, description_ko=old.description_ko
+            )
     if changes.title is not None:
         draft.title = changes.title.as_dict()
     if changes.message is not None:

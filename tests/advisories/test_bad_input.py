@@ -88,6 +88,11 @@ CASES = [
         {"area": {"countries": ["JP"], "name": {"fr": "Tokyo"}}},
         "area.name.fr",
     ),
+    (
+        "area name of two lines",
+        {"area": {"countries": ["JP"], "name": {"en": "Tokyo\nand Osaka"}}},
+        "area.name.en",
+    ),
     ("expires before effective", {"effective": in_days(5), "expires": in_days(2)}, "expires"),
     ("expires in the past", {"effective": in_days(-5), "expires": in_days(-1)}, "expires"),
     ("special for 120 days", {"level": "special", "expires": in_days(120)}, "expires"),

@@ -135,3 +135,25 @@ def test_staff_name_the_area_in_each_language(api, consul, dispatcher, twilio):
     assert "(도쿄 도심부)" in twilio.bodies_to("+821055550105")[-1]
     english = twilio.bodies_to("+821055550106")[-1]
     assert "35.68, 139.69" in english and sms_text.is_gsm7(english)
+
+
+def test_a_patch_of_the_shapes_keeps_the_name_and_null_removes_it(api, consul):
+    area = {"countries": ["JP"], "name": {"ko": "도쿄", "en": "Tokyo"}}
+    created = api.post("/v1/advisories", json=advisory_body(area=area), headers=consul)
+    assert created.status_code == 201, created.text
+    path = f"/v1/advisories/{created.json()['id']}"
+
+    wider = api.patch(path, json={"area": {"countries": ["JP", "KR"]}}, headers=consul)
+    assert wider.json()["revision"] == 2
+    assert wider.json()["area"]["description"] == "Tokyo"
+    assert wider.json()["area"]["description_ko"] == "도쿄"
+
+    # The same words in one language or two are one name: no revision, nobody told again.
+    same = {"countries": ["JP", "KR"], "name": {"ko": "Japan", "en": "Japan"}}
+    assert api.patch(path, json={"area": same}, headers=consul).json()["revision"] == 3
+    same["name"] = {"en": "Japan"}
+    assert api.patch(path, json={"area": same}, headers=consul).json()["revision"] == 3
+
+    unnamed = {"countries": ["JP", "KR"], "name": None}
+    removed = api.patch(path, json={"area": unnamed}, headers=consul)
+    assert removed.json()["revision"] == 4 and removed.json()["area"]["description"] == ""

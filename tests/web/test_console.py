@@ -112,6 +112,7 @@ def test_a_consul_issues_another_approves_and_the_citizen_answers_safe(live, new
     card = second.tab.locator(".card", has_text="방콕 시위 격화")
     expect(card).to_contain_text("kim")
     expect(card.get_by_test_id("preview-citizens")).to_have_text("1")
+    expect(card.get_by_test_id("area-name")).to_have_text("지역: 방콕 도심")  # what is approved
     second.shot("console-queue")
     card.get_by_role("button", name="승인").click()
     expect(card).to_contain_text("승인했습니다")

@@ -73,6 +73,12 @@ function localised(texts) {
   return (texts && (texts[language()] || texts.ko || texts.en)) || "";
 }
 
+// The area's name as the advisory stores it (staff's `area.name`, or a feed's <areaDesc>).
+function areaName(area) {
+  const english = (area && area.description) || "";
+  return language() === "ko" ? (area && area.description_ko) || english : english;
+}
+
 function levelName(level) {
   return t(`level_${level}`);
 }
@@ -478,7 +484,9 @@ async function showQueue() {
       el("h3", {}, el("a", { href: `#/advisory/${advisory.id}` }, localised(content.title))),
       el("p", {}, levelName(content.level), " · ", `${t("proposed_by")}: ${pending.proposed_by || advisory.issued_by}`,
         " · ", `${t("proposed_at")}: ${when(pending.proposed_at)}`),
-      el("p", {}, localised(content.message)), preview, actions, message));
+      el("p", {}, localised(content.message)),
+      areaName(content.area) ? el("p", { "data-testid": "area-name" }, `${t("area")}: ${areaName(content.area)}`) : null,
+      preview, actions, message));
     if (can("consul")) {
       api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
         .then((p) => renderPreview(preview, p))
