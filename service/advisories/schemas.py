@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.dispatch.content import has_non_latin_letters
 from service.schema_rules import TEXT_PATTERN, given, nulls_refused
 
 Level = Literal[1, 2, 3, 4, "special"]
@@ -77,6 +78,14 @@ class AreaName(LocalizedText):
     ko: AreaWords | None = None
     en: AreaWords | None = None
 
+    @field_validator("en")
+    @classmethod
+    def _readable_in_english(cls, words: str | None) -> str | None:
+        # An English alert never shows such words (it would describe the shapes instead).
+        if words is not None and has_non_latin_letters(words):
+            raise ValueError("letters of a non-Latin script: the Korean name goes in ko")
+        return words
+
 
 class CircleIn(StrictModel):
     lat: float
@@ -117,7 +126,7 @@ class AreaIn(StrictModel):
         "alert never shows Korean words. Without a name an alert describes the area's parts: "
         'its countries, its circles ("20 km around 35.68, 139.69"), provinces by code, "the '
         'marked area" for a drawn shape. A PATCH of the area that leaves name out keeps it; '
-        "null removes it.",
+        "null removes it. An en name in a non-Latin script is refused.",
     )
 
     @model_validator(mode="after")

@@ -68,12 +68,12 @@ def area_text(area: dict, lang: str) -> str:
     words = str(
         (area.get("description_ko") if lang == "ko" else "") or area.get("description") or ""
     )
-    if words and (lang == "ko" or not _in_other_script(words)):
+    if words and (lang == "ko" or not has_non_latin_letters(words)):
         return words
     return _shape_names(area, lang) or words
 
 
-def _in_other_script(words: str) -> bool:
+def has_non_latin_letters(words: str) -> bool:
     """Whether the text has letters of a script other than Latin ("Hà Nội" and "Oʻahu" are
     Latin: the ʻokina is a modifier letter)."""
     return any(

@@ -89,6 +89,11 @@ CASES = [
         "area.name.fr",
     ),
     (
+        "English area name in Hangul",
+        {"area": {"countries": ["JP"], "name": {"en": "도쿄"}}},
+        "area.name.en",
+    ),
+    (
         "area name of two lines",
         {"area": {"countries": ["JP"], "name": {"en": "Tokyo\nand Osaka"}}},
         "area.name.en",
