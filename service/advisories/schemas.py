@@ -1,6 +1,5 @@
 """Request and response bodies of /v1/advisories."""
 
-import unicodedata
 from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -15,7 +14,7 @@ from pydantic import (
 )
 
 from service.dispatch.content import has_non_latin_letters
-from service.schema_rules import TEXT_PATTERN, given, nulls_refused
+from service.schema_rules import NAME_PATTERN, TEXT_PATTERN, check_name, given, nulls_refused
 
 Level = Literal[1, 2, 3, 4, "special"]
 Category = Literal["security", "disaster", "health", "other"]
@@ -57,18 +56,11 @@ class LocalizedText(StrictModel):
         return {k: v for k, v in (("ko", self.ko), ("en", self.en)) if v is not None}
 
 
-def _one_line(text: str) -> str:
-    # A name is shown inside a sentence: no line breaks, tabs or direction overrides.
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
-        raise ValueError("control and format characters (line breaks, tabs) are not allowed")
-    return text
-
-
+# Names the area inside a sentence: one line, by the rules a person's name follows.
 AreaWords = Annotated[
     str,
-    Field(min_length=1, max_length=200, json_schema_extra={"pattern": TEXT_PATTERN}),
-    AfterValidator(_no_nul),
-    AfterValidator(_one_line),
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": NAME_PATTERN}),
+    AfterValidator(check_name),
 ]
 
 
