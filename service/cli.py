@@ -56,12 +56,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    if args.workers > 1 and settings.rate_limit_storage.startswith("memory://"):
+        # Each worker would count alone: every limit (SMS to one number, registrations from
+        # one address) would be N times what it says.
+        if settings.environment == "production":
+            raise ValueError(
+                f"--workers {args.workers} needs ANJEON_RATE_LIMIT_STORAGE pointed at a Redis "
+                "that every worker shares (memory:// counts in each worker alone)"
+            )
+        logging.getLogger("anjeon.serve").warning(
+            "%d workers counting rate limits in memory://: each counts alone, so every limit "
+            "is %d times what it says (set ANJEON_RATE_LIMIT_STORAGE to a Redis)",
+            args.workers,
+            args.workers,
+        )
     if args.workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            proxy_headers=False,
+        )
         return 0
     # Each worker process builds its own app from the same environment (worker_app); the
     # scheduler's singleton jobs are elected by lease (service/lease.py). A new worker imports
     # the whole service before it answers the parent's health check: 5 s was too short.
+    # proxy_headers=False in both: uvicorn would otherwise believe X-Forwarded-For from
+    # 127.0.0.1 and rewrite the peer; only settings.trusted_proxies decides (client_of).
     uvicorn.run(
         "service.cli:worker_app",
         factory=True,
@@ -69,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,
+        proxy_headers=False,
         timeout_worker_healthcheck=30,
     )
     return 0

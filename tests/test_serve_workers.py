@@ -1,9 +1,13 @@
 """`anjeon serve --workers 2`: two worker processes start on one port and both answer. Which
 process answered a connection is read from /proc: the server side of each loopback connection
 is a socket whose inode one worker holds among its file descriptors. SIGTERM to the parent
-stops the workers too. SQLite, a scratch database; Linux only (/proc)."""
+stops the workers too. `anjeon serve` counts a client by its socket's peer: X-Forwarded-For
+from a loopback client that is not a trusted proxy changes nothing. Several workers counting
+in memory:// (each its own count) is refused in production. SQLite, a scratch database;
+Linux only (/proc)."""
 
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -16,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from service.cli import main
+from service.config import get_settings
 from service.migrate import upgrade
+from tests.builders import citizen_body
 
 ROOT = Path(__file__).resolve().parent.parent
 START_S = 60  # two processes import the service and load the country boundaries at once
@@ -89,27 +96,108 @@ def _who_answers(port: int, workers: list[int]) -> int | None:
         connection.close()
 
 
-def test_serve_with_two_workers_answers_from_both(tmp_path):
+def _serve(tmp_path: Path, port: int, workers: int, **env: str) -> tuple[subprocess.Popen, Path]:
     url = f"sqlite:///{tmp_path / 'workers.db'}"
     upgrade(url)
-    port = _free_port()
-    env = {
+    environment = {
         **os.environ,
         "ANJEON_DATABASE_URL": url,
         "ANJEON_SECRET_KEY": secrets.token_urlsafe(40),
         "ANJEON_HOST": "127.0.0.1",
         "ANJEON_PORT": str(port),
         "ANJEON_LOG_LEVEL": "WARNING",
+        **env,
     }
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--workers", "2"],
-            env=env,
+            [sys.executable, "-m", "service.cli", "serve", "--workers", str(workers)],
+            env=environment,
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    return serve, log
+
+
+def _stop(serve: subprocess.Popen) -> None:
+    serve.send_signal(signal.SIGTERM)
+    try:
+        serve.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        serve.wait(timeout=10)
+
+
+def _healthy(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def _register(port: int, forwarded_for: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request(
+            "POST",
+            "/v1/citizens",
+            body=json.dumps(citizen_body()),
+            headers={"Content-Type": "application/json", "X-Forwarded-For": forwarded_for},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_forwarded_for_header_from_an_untrusted_peer_is_not_the_client(tmp_path):
+    """uvicorn by itself believes X-Forwarded-For from 127.0.0.1: each registration naming
+    another address would then be a new client, and the per-client limit would never hold."""
+    port = _free_port()
+    serve, log = _serve(tmp_path, port, 1, ANJEON_RATE_LIMIT_CLIENT="2/hour")
+    try:
+        deadline = time.monotonic() + START_S
+        while not _healthy(port) and serve.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        answers = [_register(port, f"203.0.113.{n}") for n in range(3)]
+    finally:
+        _stop(serve)
+    assert answers == [201, 201, 429], log.read_text()[-3000:]
+
+
+def _must_not_serve(*_: object, **__: object) -> None:
+    raise AssertionError("served although refused")
+
+
+def test_several_workers_counting_in_memory_are_refused_in_production(monkeypatch, capsys):
+    for name, value in {
+        "ANJEON_ENVIRONMENT": "production",
+        "ANJEON_SECRET_KEY": secrets.token_urlsafe(40),
+        "ANJEON_ALLOW_CONSOLE_NOTIFIER": "true",
+        "ANJEON_PUBLIC_BASE_URL": "https://anjeon.example",
+        "ANJEON_DUTY_EMAIL": '["duty@example.org"]',
+        "ANJEON_RATE_LIMIT_STORAGE": "memory://",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    monkeypatch.setattr("service.cli.uvicorn.run", _must_not_serve)
+    try:
+        assert main(["serve", "--workers", "2"]) == 2
+    finally:
+        get_settings.cache_clear()  # not these settings for the tests after this one
+    assert "ANJEON_RATE_LIMIT_STORAGE" in capsys.readouterr().err
+
+
+def test_serve_with_two_workers_answers_from_both(tmp_path):
+    port = _free_port()
+    serve, log = _serve(tmp_path, port, 2)
     workers: list[int] = []
     answered: set[int] = set()
     try:
@@ -127,12 +215,7 @@ def test_serve_with_two_workers_answers_from_both(tmp_path):
                 time.sleep(0.1)
         assert len(answered) == 2
     finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait(timeout=10)
+        _stop(serve)
     assert serve.returncode == 0, log.read_text()[-3000:]
     time.sleep(0.5)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived serve"
