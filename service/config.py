@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     rate_limit_country: str = "200/hour"
     rate_limit_global: str = "1000/hour"
     rate_limit_cooldown: str = "1/10minute"
+    rate_limit_code_try: str = "10/hour;20/day"
     rate_limit_reply: str = "10/hour;30/day"
     rate_limit_test_send: str = "10/hour;30/day"
     sms_daily_budget: int = Field(5000, ge=0)
@@ -158,6 +159,7 @@ class Settings(BaseSettings):
         "rate_limit_country",
         "rate_limit_global",
         "rate_limit_cooldown",
+        "rate_limit_code_try",
         "rate_limit_reply",
         "rate_limit_test_send",
     )

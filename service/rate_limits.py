@@ -78,6 +78,7 @@ class Rule(StrEnum):
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GLOBAL = "global"  # messages per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
+    CODE_TRY = "code_try"  # typed codes per contact being verified, whichever record asks
     REPLY = "reply"  # our SMS answers to one number's check-in replies
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
 
@@ -91,6 +92,7 @@ _REFUSED = {
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.GLOBAL: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
+    Rule.CODE_TRY: "too many codes were tried for this contact: try again later",
     Rule.REPLY: "too many answers to this number",
     Rule.TEST_SEND: "too many test sends from this staff key",
 }
@@ -160,6 +162,18 @@ class RateLimits:
     def take_resend(self, citizen_id: int | str, *, client: str) -> None:
         """One code resend asked for a citizen, from a client address."""
         self.take_all([(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))])
+
+    def take_contact_change(self, citizen_id: int | str, *, client: str) -> None:
+        """A change of a citizen's phone or e-mail (each sends a code): as a resend. Without it
+        one manage token could send codes to any number of numbers, as fast as it asks."""
+        self.take_resend(citizen_id, client=client)
+
+    def take_code_try(self, contact_hash: str) -> None:
+        """One typed code for the contact with this lookup hash. Counted per contact, not per
+        code: a new code (a change back and forth, a resend) starts its own 5 tries, so 5 a
+        code alone would let one guess a stranger's code, and with it their number, by
+        asking for code after code."""
+        self.take(Rule.CODE_TRY, contact_hash)
 
     def take_message(self, channel: Literal["sms", "email"], destination: str) -> None:
         """One message that is not an advisory alert (a code, a confirmation) to destination, an

@@ -92,14 +92,21 @@ def verify(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
+    limits: LimitsDep,
     tasks: BackgroundTasks,
     request: Request,
 ) -> CitizenRead | JSONResponse:
     """The code sent to a contact: right, the channel is alerted from now on; wrong, 422 naming
-    `code` (5 wrong tries void it)."""
+    `code` (5 wrong tries void it). Tries at one contact are limited whichever record makes
+    them (429)."""
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     checked = service.verify_contact(
-        session, registry=registry, citizen=citizen, channel=body.channel, code=body.code
+        session,
+        registry=registry,
+        limits=limits,
+        citizen=citizen,
+        channel=body.channel,
+        code=body.code,
     )
     if not checked.verified:
         # Returned, not raised: the request still commits, so the wrong try counts.
@@ -154,13 +161,17 @@ def update(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
+    limits: LimitsDep,
     tasks: BackgroundTasks,
     request: Request,
     response: Response,
 ) -> CitizenRead:
-    """Change what the body gives; a new phone or e-mail is alerted once verified."""
+    """Change what the body gives; a new phone or e-mail is alerted once verified. A change of
+    contact sends a code, and is rate-limited as a resend is (429)."""
     places = service.locate(registry, stays=body.stays)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
+    if body.phone is not None or body.email is not None:
+        limits.take_contact_change(citizen.id, client=client_of(request))
     outgoing = service.update_citizen(
         session,
         registry=registry,

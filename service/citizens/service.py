@@ -28,6 +28,7 @@ from service.errors import FieldError, InvalidInput, NotFound
 from service.geo.geocoding import Geocoder
 from service.geomatch import service as geomatch
 from service.privacy import PersonalDataVault, token_hash
+from service.rate_limits import RateLimits
 
 TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
 
@@ -127,13 +128,26 @@ def register_citizen(
 
 
 def verify_contact(
-    session: Session, *, registry: Registry, citizen: Citizen, channel: str, code: str
+    session: Session,
+    *,
+    registry: Registry,
+    limits: RateLimits,
+    citizen: Citizen,
+    channel: str,
+    code: str,
 ) -> verification.Checked:
     """Check a typed code; verified, the channel is alerted from now on (and matched at once).
-    A wrong try is counted in the session: the caller commits even when it answers 422."""
+    A wrong try is counted in the session: the caller commits even when it answers 422. Tries
+    at one contact are limited across records and codes (TooManyRequests)."""
     now = utcnow()
     checked = verification.check_code(
-        session, vault=registry.vault, citizen=citizen, channel=channel, code=code, now=now
+        session,
+        vault=registry.vault,
+        citizen=citizen,
+        channel=channel,
+        code=code,
+        now=now,
+        count_try=limits.take_code_try,
     )
     if checked.verified:
         geomatch.match_citizen(session, citizen_id=citizen.id, now=now)

@@ -5,6 +5,7 @@ that held it: a contact belongs to the record that verified it last."""
 
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -108,14 +109,18 @@ def check_code(
     channel: str,
     code: str,
     now: datetime,
+    count_try: Callable[[str], None],
 ) -> Checked:
     """Compare a typed code. Right: the contact moves onto the citizen (and off any other
-    record). Wrong: the try is counted (the caller commits it even though it answers 422)."""
+    record). Wrong: the try is counted (the caller commits it even though it answers 422).
+    `count_try` takes the contact's lookup hash before the comparison and raises when that
+    contact had too many tries, whatever the record or the code (a limit across processes)."""
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return Checked(False, "no code is waiting for this channel: ask for a new one")
     if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
         return Checked(False, "this code is no longer valid: ask for a new one")
+    count_try(waiting.contact_hash)
     typed = code.strip()
     expected = _code_hash(vault, citizen.id, channel, typed)
     if not hmac.compare_digest(expected, waiting.code_hash):

@@ -123,6 +123,85 @@ def test_wrong_codes_count_and_void_the_code_then_a_resend_works(app, db, twilio
     assert app.post(url, json={"channel": "sms", "code": fresh}, headers=manage).status_code == 200
 
 
+def test_a_strangers_code_cannot_be_guessed_by_asking_for_code_after_code(strict, db, twilio):
+    """Each new code starts its own 5 tries; a record that switches its phone to a stranger's
+    number and back gets code after code. Tries are counted per contact, across codes and
+    records: after 10 in an hour even the right code is refused, and the stranger keeps the
+    number. (The limits on codes sent are lifted here: this one holds on its own.)"""
+    lifted = strict.model_copy(
+        update={
+            "rate_limit_resend": "1000/minute",
+            "rate_limit_cooldown": "1000/minute",
+            "rate_limit_contact": "1000/hour",
+        }
+    )
+    with bound_client(lifted, db) as app:
+        victim, victim_auth, victim_body = register(app, channels=["sms"], email=None)
+
+        def last_code() -> str:
+            to_victim = [m for m in twilio.messages if m["to"] == e164(victim_body["phone"])]
+            return code_in(to_victim[-1]["body"])
+
+        code = last_code()
+        verify = f"/v1/citizens/{victim['id']}/verify"
+        answer = app.post(verify, json={"channel": "sms", "code": code}, headers=victim_auth)
+        assert answer.status_code == 200
+        attacker, attacker_auth, _ = register(app, channels=["sms"], email=None)
+        record, guess = f"/v1/citizens/{attacker['id']}", f"/v1/citizens/{attacker['id']}/verify"
+        answers = []
+        for _ in range(3):  # code after code: 15 guesses asked for
+            changed = app.patch(record, json={"phone": victim_body["phone"]}, headers=attacker_auth)
+            assert changed.status_code == 200
+            right = last_code()
+            wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+            for _ in range(5):
+                tried = app.post(
+                    guess, json={"channel": "sms", "code": wrong}, headers=attacker_auth
+                )
+                answers.append(tried.status_code)
+            elsewhere = app.patch(record, json={"phone": "010-4444-0000"}, headers=attacker_auth)
+            assert elsewhere.status_code == 200
+        # 10 tries an hour at one number: the owner's own was the first.
+        assert answers[:9] == [422] * 9
+        assert set(answers[9:]) == {429}
+        # Even the right code (the test can read it) is refused now, from this record or another.
+        app.patch(record, json={"phone": victim_body["phone"]}, headers=attacker_auth)
+        right = last_code()
+        refused = app.post(guess, json={"channel": "sms", "code": right}, headers=attacker_auth)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        other, other_auth, _ = register(app, channels=["sms"], email=None)
+        app.patch(
+            f"/v1/citizens/{other['id']}", json={"phone": victim_body["phone"]}, headers=other_auth
+        )
+        right = last_code()
+        again = app.post(
+            f"/v1/citizens/{other['id']}/verify",
+            json={"channel": "sms", "code": right},
+            headers=other_auth,
+        )
+        assert again.status_code == 429
+        kept = app.get(f"/v1/citizens/{victim['id']}", headers=victim_auth).json()
+        assert kept["phone"] == e164(victim_body["phone"]) and kept["verified"] == ["sms"]
+
+
+def test_a_change_of_contact_is_limited_as_a_resend(app, twilio):
+    """Each new phone or e-mail is sent a code: one manage token may not make us text number
+    after number as fast as it asks (the probe sent 30 codes to 30 numbers in seconds)."""
+    data, manage, _ = register(app, channels=["sms"], email=None)
+    record = f"/v1/citizens/{data['id']}"
+    assert app.patch(record, json={"phone": "010-4444-0001"}, headers=manage).status_code == 200
+    sent = len(twilio.messages)
+    refused = app.patch(record, json={"phone": "010-4444-0002"}, headers=manage)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert len(twilio.messages) == sent
+    # Refused changes nothing (the first change waits for its code); a change that sends no
+    # code is not held.
+    assert app.get(record, headers=manage).json()["phone"] == "+821044440001"
+    renamed = app.patch(record, json={"name": "김지우"}, headers=manage)
+    assert renamed.status_code == 200
+
+
 def test_resend_is_rate_limited_and_tokens_are_never_cached(app, twilio):
     created = app.post("/v1/citizens", json=citizen_body(channels=["sms"], email=None))
     assert created.headers["cache-control"] == "no-store"
