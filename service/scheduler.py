@@ -224,7 +224,8 @@ def run_sweep(
 def run_duty_notices(
     dispatcher: Dispatcher, factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    """Help answers whose duty notice did not go when recorded (a crash, a relay down)."""
+    """Help answers (and help messages no check-in asked for) whose duty notice did not go
+    when recorded (a crash, a relay down)."""
     now = utcnow()
     try:
         with factory.begin() as session:
@@ -234,12 +235,16 @@ def run_duty_notices(
                 JOB_RUNS.labels("duty-notices", "not-leader").inc()
                 return
             waiting = duty.waiting(session, answered_before=now - timedelta(minutes=1))
+            messages = duty.waiting_help_messages(
+                session, received_before=now - timedelta(minutes=1)
+            )
         told = duty.tell_duty(
             factory,
             vault=dispatcher.vault,
             notifiers=dispatcher.notifiers,
             settings=settings,
             checkin_ids=waiting,
+            help_message_ids=messages,
             now=now,
         )
     except Exception:
@@ -247,8 +252,11 @@ def run_duty_notices(
         log.exception("duty notices failed")
         return
     JOB_RUNS.labels("duty-notices", "ok").inc()
-    if waiting:
-        log.warning("duty notices sent late", extra={"waiting": len(waiting), "told": told})
+    if waiting or messages:
+        log.warning(
+            "duty notices sent late",
+            extra={"waiting": len(waiting) + len(messages), "told": told},
+        )
 
 
 def run_dispatch(dispatcher: Dispatcher) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from service.advisories.levels import asks_checkin
 from service.advisories.models import Advisory, AdvisoryRevision
-from service.checkin.models import Checkin, CheckinAnswer, InboundSms
+from service.checkin.models import Checkin, CheckinAnswer, HelpMessage, InboundSms
 from service.checkin.replies import Answer, Reply, ReplyKind, classify
 from service.citizens.models import Citizen
 from service.citizens.verification import contact_hash
@@ -42,6 +42,9 @@ class Heard:
     language: str | None
     recorded: Recorded | None = None
     duplicate: bool = False
+    # A "need help" with no check-in open to file it under: kept as a HelpMessage (its id),
+    # and the duty staff must be told now all the same.
+    help_message_id: int | None = None
 
     @property
     def kind(self) -> ReplyKind:
@@ -80,9 +83,10 @@ def hear_sms(
 ) -> Heard:
     """An SMS from `sender` (E.164, as the provider gives it). STOP and START change whether we
     text the number at all; an answer is recorded against the sender's most recent open
-    check-in. An unknown number, or one with no open check-in, stores nothing. A message whose
-    provider id was heard before (a retried or replayed webhook) changes nothing: it is read
-    as `duplicate`."""
+    check-in. A "need help" from a citizen with no open check-in is kept as a HelpMessage.
+    Anything else from an unknown number, or one with no open check-in, stores nothing. A
+    message whose provider id was heard before (a retried or replayed webhook) changes
+    nothing: it is read as `duplicate`."""
     reply = classify(body)
     if not _first_time(session, provider_ref, now=now):
         return Heard(reply, None, duplicate=True)
@@ -97,6 +101,18 @@ def hear_sms(
         citizen.sms_opted_out_at = now if reply.kind == "stop" else None
         return Heard(reply, citizen.language)
     advisory_id = open_checkin(session, citizen_id=citizen.id, now=now)
+    if advisory_id is None and reply.kind == "help":
+        # Nothing asked them, yet a registered person says they need help: never dropped.
+        note = body.strip()[:NOTE_MAX] or None
+        message = HelpMessage(
+            citizen_id=citizen.id,
+            channel="sms",
+            note_sealed=vault.seal("checkin-note", note) if note else None,
+            received_at=now,
+        )
+        session.add(message)
+        session.flush()
+        return Heard(reply, citizen.language, help_message_id=message.id)
     if advisory_id is None:
         return Heard(reply, None)
     if reply.kind not in ("safe", "help"):
@@ -242,6 +258,15 @@ def history(session: Session, *, advisory_id: int, citizen_id: int) -> list[Chec
             .where(CheckinAnswer.advisory_id == advisory_id, CheckinAnswer.citizen_id == citizen_id)
             .order_by(CheckinAnswer.id)
         )
+    )
+
+
+def mark_help_message_told(session: Session, *, help_message_id: int, now: datetime) -> None:
+    session.execute(
+        update(HelpMessage)
+        .where(HelpMessage.id == help_message_id)
+        .values(duty_notified_at=now)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
 from service.audit import service as audit
-from service.checkin.answers import mark_duty_told
-from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.answers import mark_duty_told, mark_help_message_told
+from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, CitizenPlace
 from service.config import Settings
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
@@ -29,9 +29,9 @@ ACTOR = "system:duty-notice"
 
 @dataclass(frozen=True)
 class DutyNotice:
-    checkin_id: int
+    checkin_id: int | None  # None: a HelpMessage, asked by no check-in
     citizen_id: str
-    advisory_id: str
+    advisory_id: str | None
     advisory_title: str
     level: str
     name: str
@@ -43,12 +43,20 @@ class DutyNotice:
     note: str
     answered_at: datetime
     exercise: bool = False  # a drill: said first, so nobody takes it for real (or the reverse)
+    help_message_id: int | None = None
 
     def text(self) -> str:
+        asked = (
+            f"Advisory: {self.advisory_title} (level {self.level}, {self.advisory_id})"
+            if self.advisory_id
+            else "Advisory: none. No check-in was open for them: they wrote on their own."
+        )
         return "\n".join(
             [
                 *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
-                "A citizen answered the safety check-in: NEED HELP.",
+                "A citizen answered the safety check-in: NEED HELP."
+                if self.advisory_id
+                else "A registered citizen texted: NEED HELP.",
                 "",
                 f"Name: {self.name or '(not given)'}",
                 f"Phone: {self.phone or '-'}",
@@ -58,7 +66,7 @@ class DutyNotice:
                 f"Their words: {self.note or '-'}",
                 f"Answered: {self.answered_at.isoformat()} by {self.channel}",
                 "",
-                f"Advisory: {self.advisory_title} (level {self.level}, {self.advisory_id})",
+                asked,
                 f"Citizen record: {self.citizen_id}",
                 "This notice is recorded in the audit log.",
             ]
@@ -66,8 +74,9 @@ class DutyNotice:
 
     def payload(self) -> dict[str, object]:
         return {
-            "event": "checkin.help",
+            "event": "checkin.help" if self.advisory_id else "citizen.help",
             "checkin_id": self.checkin_id,
+            "help_message_id": self.help_message_id,
             "citizen_id": self.citizen_id,
             "advisory_id": self.advisory_id,
             "advisory_title": self.advisory_title,
@@ -149,6 +158,64 @@ def read_notice(
     )
 
 
+def waiting_help_messages(
+    session: Session, *, received_before: datetime, limit: int = 100
+) -> list[int]:
+    """Help messages (no check-in open) received before `received_before` whose notice has
+    not gone yet."""
+    return list(
+        session.scalars(
+            select(HelpMessage.id)
+            .where(
+                HelpMessage.duty_notified_at.is_(None),
+                HelpMessage.received_at < received_before,
+            )
+            .order_by(HelpMessage.id)
+            .limit(limit)
+        )
+    )
+
+
+def read_help_message_notice(
+    session: Session, *, vault: PersonalDataVault, help_message_id: int, now: datetime
+) -> DutyNotice | None:
+    """As read_notice, for a help message that no check-in asked for."""
+    found = session.execute(
+        select(HelpMessage, Citizen)
+        .join(Citizen, Citizen.id == HelpMessage.citizen_id)
+        .where(HelpMessage.id == help_message_id, HelpMessage.duty_notified_at.is_(None))
+    ).first()
+    if found is None:
+        return None
+    message, citizen = found
+    audit.record(
+        session,
+        actor=ACTOR,
+        role="system",
+        client="-",
+        action="duty notice: citizen needs help",
+        subject=citizen.public_id,
+        reason="a 'need help' SMS with no check-in open",
+        now=now,
+    )
+    return DutyNotice(
+        checkin_id=None,
+        help_message_id=message.id,
+        citizen_id=citizen.public_id,
+        advisory_id=None,
+        advisory_title="",
+        level="",
+        name=vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
+        phone=vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
+        email=vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
+        language=citizen.language,
+        place=_place(session, citizen.id),
+        channel=message.channel,
+        note=vault.open("checkin-note", message.note_sealed) if message.note_sealed else "",
+        answered_at=message.received_at,
+    )
+
+
 def _place(session: Session, citizen_id: int) -> str:
     places = session.scalars(
         select(CitizenPlace)
@@ -208,10 +275,12 @@ def tell_duty(
     settings: Settings,
     checkin_ids: list[int],
     now: datetime,
+    help_message_ids: list[int] | None = None,
 ) -> int:
-    """Send the notice of each help answer not yet told; returns how many went. Each is read
-    (and audited) in its own short transaction, sent, then marked told."""
-    if not checkin_ids:
+    """Send the notice of each help answer (and help message) not yet told; returns how many
+    went. Each is read (and audited) in its own short transaction, sent, then marked told."""
+    help_message_ids = help_message_ids or []
+    if not checkin_ids and not help_message_ids:
         return 0
     if not settings.duty_email and not settings.duty_webhook_url:
         # Nobody to tell: nothing is read; the minute job tries again once someone is set.
@@ -230,4 +299,18 @@ def tell_duty(
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"checkin_id": checkin_id})
+    for help_message_id in help_message_ids:
+        try:
+            with factory.begin() as session:
+                notice = read_help_message_notice(
+                    session, vault=vault, help_message_id=help_message_id, now=now
+                )
+            if notice is None:
+                continue
+            if send_notice(notice, notifiers=notifiers, settings=settings):
+                with factory.begin() as session:
+                    mark_help_message_told(session, help_message_id=help_message_id, now=now)
+                told += 1
+        except Exception:  # the minute job sends what this could not
+            log.exception("duty notice failed", extra={"help_message_id": help_message_id})
     return told

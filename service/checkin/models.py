@@ -65,3 +65,19 @@ class InboundSms(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     provider_ref: Mapped[str] = mapped_column(String(64), unique=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class HelpMessage(Base):
+    """A "need help" SMS from a registered number when no check-in was open to file it under
+    (before any advisory reached them, or after one ended): kept, and the duty staff told as
+    for a check-in's help answer."""
+
+    __tablename__ = "help_message"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    citizen_id: Mapped[int] = mapped_column(BigIntPK, index=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    note_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the duty staff were told (NULL: not yet; the minute job retries).
+    duty_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

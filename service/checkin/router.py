@@ -24,10 +24,16 @@ from service.forms import PAGE_HEADERS, form_fields
 router = APIRouter(tags=["check-in"])
 
 
-def _tell_duty(request: Request, tasks: BackgroundTasks, recorded: answers.Recorded | None) -> None:
+def _tell_duty(
+    request: Request,
+    tasks: BackgroundTasks,
+    recorded: answers.Recorded | None,
+    help_message_id: int | None = None,
+) -> None:
     """A new "need help": the duty staff are told after the commit, outside any transaction
     (the minute job sends it if this does not)."""
-    if recorded is None or not recorded.tell_duty:
+    checkin_ids = [recorded.checkin_id] if recorded is not None and recorded.tell_duty else []
+    if not checkin_ids and help_message_id is None:
         return
     state = request.app.state
     tasks.add_task(
@@ -36,7 +42,8 @@ def _tell_duty(request: Request, tasks: BackgroundTasks, recorded: answers.Recor
         vault=state.registry.vault,
         notifiers=state.dispatcher.notifiers,
         settings=state.settings,
-        checkin_ids=[recorded.checkin_id],
+        checkin_ids=checkin_ids,
+        help_message_ids=[help_message_id] if help_message_id is not None else [],
         now=utcnow(),
     )
 
@@ -77,7 +84,7 @@ def inbound_sms(
         provider_ref=message.provider_ref,
         now=utcnow(),
     )
-    _tell_duty(request, tasks, heard.recorded)
+    _tell_duty(request, tasks, heard.recorded, heard.help_message_id)
     if heard.duplicate or heard.kind in ("stop", "start"):
         # A retried webhook was answered the first time. The provider confirms opt-out and
         # opt-in itself, and a text of ours after STOP is refused.

@@ -6,10 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, null, select, update
+from sqlalchemy import delete, func, null, select, update
 from sqlalchemy.orm import Session
 
-from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens import contact, verification
 from service.citizens.models import Citizen, CitizenPlace, ContactCode
 from service.citizens.places import resolve_place
@@ -274,6 +274,15 @@ def erase_citizen(session: Session, *, citizen: Citizen) -> None:
         update(Checkin)
         .where(Checkin.citizen_id == citizen.id, Checkin.duty_notified_at.is_(None))
         .values(duty_notified_at=citizen.erased_at)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(HelpMessage)
+        .where(HelpMessage.citizen_id == citizen.id)
+        .values(
+            note_sealed=None,
+            duty_notified_at=func.coalesce(HelpMessage.duty_notified_at, citizen.erased_at),
+        )
         .execution_options(synchronize_session=False)
     )
     session.flush()

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
 from service.checkin.answers import forget_old_inbound
-from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen
 from service.citizens.service import erase_citizen
 from service.config import Settings
@@ -241,6 +241,48 @@ def test_a_help_answer_reaches_the_duty_email_at_once(
     # Help again changes nothing for the duty staff: they were told.
     reply(phone, "help")
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """A registered citizen texts "2 …" with no check-in open (no advisory reached them, or
+    it ended): before, they were told to reply to a check-in message and nothing was kept. Now
+    the message is kept and the duty staff told (by the minute job if not at once); an
+    unknown number still learns nothing."""
+    settings = api.app.state.settings
+    settings.duty_email = []  # first nobody to tell: it waits for the minute job
+    cid, phone, _ = citizen(api, name="김민수", location={"lat": 48.85, "lon": 2.35})
+    answered = reply(phone, "2 도와주세요 다쳤어요")
+    assert "영사 당직자에게 알렸습니다" in answered.text
+    db.expire_all()
+    [kept] = db.scalars(select(HelpMessage)).all()
+    assert kept.note_sealed is not None and kept.duty_notified_at is None
+    assert b"\xeb\x8b\xa4\xec\xb3\xa4" not in kept.note_sealed  # sealed, not plain UTF-8
+    assert db.scalar(select(CheckinAnswer)) is None  # no advisory to file it under
+    db.execute(update(HelpMessage).values(received_at=utcnow() - timedelta(minutes=2)))
+    settings.duty_email = ["duty@mofa.test"]
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    text = notice.get_body(("plain",)).get_content()
+    for expected in ("김민수", phone, "도와주세요 다쳤어요", "No check-in was open", cid):
+        assert expected in text
+    db.expire_all()
+    assert db.scalar(select(HelpMessage.duty_notified_at)) is not None
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
+    # At once when a duty contact is set; "1" or an unknown number keep nothing.
+    assert "당직자" not in reply(phone, "1").text
+    reply("+821099998888", "2 help")
+    reply(phone, "help, my passport was stolen")
+    told = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert len(told) == 2 and "passport was stolen" in told[-1].get_body(("plain",)).get_content()
+    assert len(db.scalars(select(HelpMessage)).all()) == 2
+    # Erasure takes their words.
+    db.expire_all()
+    erase_citizen(db, citizen=db.scalar(select(Citizen).where(Citizen.public_id == cid)))
+    assert {m.note_sealed for m in db.scalars(select(HelpMessage))} == {None}
 
 
 def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_limit(
