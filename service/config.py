@@ -260,6 +260,12 @@ class Settings(BaseSettings):
             )
         if not self.public_base_url.strip().lower().startswith("https://"):
             problems.append("an https:// ANJEON_PUBLIC_BASE_URL (links and callbacks)")
+        if not self.duty_email and not self.duty_webhook_url:
+            # A citizen who answers "need help" is told the duty staff were told.
+            problems.append(
+                "ANJEON_DUTY_EMAIL or ANJEON_DUTY_WEBHOOK_URL (who is told at once when a "
+                "citizen needs help)"
+            )
         if problems:
             raise ValueError("production needs " + "; ".join(problems))
         return self

@@ -313,6 +313,7 @@ def test_records_that_verify_nothing_are_purged_after_their_time(app, db, twilio
         ({"approval": "off"}, "ANJEON_APPROVAL=required"),
         ({"sms_notifier": "console"}, "ANJEON_SMS_NOTIFIER"),
         ({"public_base_url": "http://alerts.example.go.kr"}, "https://"),
+        ({"duty_email": [], "duty_webhook_url": ""}, "ANJEON_DUTY_EMAIL"),
     ],
 )
 def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
@@ -323,8 +324,10 @@ def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
         "public_base_url": "https://alerts.example.go.kr",
         "verification": "required",
         "approval": "required",
+        "duty_email": ["duty@mofa.example"],
     }
     make_settings(database_url, **safe)  # the safe setup starts
+    make_settings(database_url, **{**safe, "duty_email": [], "duty_webhook_url": "https://d.x/"})
     with pytest.raises(ValueError, match=re.escape(complaint)):
         make_settings(database_url, **{**safe, **values})
 

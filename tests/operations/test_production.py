@@ -11,6 +11,7 @@ PRODUCTION = {
     "approval": "required",
     "allow_console_notifier": True,
     "public_base_url": "https://alerts.example.go.kr",
+    "duty_email": ["duty@alerts.example.go.kr"],
 }
 
 
