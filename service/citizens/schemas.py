@@ -351,6 +351,10 @@ class CitizenRead(BaseModel):
     stays: list[StayRead]
     quiet_hours: QuietHours | None = Field(description=_QUIET_HOURS)
     exercises: bool = Field(description=_EXERCISES)
+    sms_opted_out: bool = Field(
+        description="The phone replied STOP: no SMS go to it until it replies START. A new "
+        "phone number starts opted in."
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -357,6 +357,7 @@ def to_read(registry: Registry, citizen: Citizen, session: Session) -> CitizenRe
         ],
         quiet_hours=_quiet_hours(citizen),
         exercises=citizen.exercises,
+        sms_opted_out=citizen.sms_opted_out_at is not None,
         created_at=citizen.created_at,
         updated_at=citizen.updated_at,
     )

@@ -131,10 +131,11 @@ def check_code(
             return Checked(False, "wrong code; no tries are left: ask for a new one")
         return Checked(False, f"wrong code; {left} {'try' if left == 1 else 'tries'} left")
     address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
+    stopped = _stopped_elsewhere(session, citizen, channel, waiting.contact_hash)
     notices = _take_from_others(
         session, vault=vault, citizen=citizen, channel=channel, hashed=waiting.contact_hash, now=now
     )
-    _apply(vault, citizen, channel, address, hashed=waiting.contact_hash)
+    _apply(vault, citizen, channel, address, hashed=waiting.contact_hash, stopped=stopped)
     citizen.updated_at = now
     session.delete(waiting)
     session.flush()
@@ -152,10 +153,11 @@ def mark_verified(
 ) -> list[Notice]:
     """Verification off (development, demos): the contact is taken as verified at once."""
     hashed = contact_hash(vault, channel, address)
+    stopped = _stopped_elsewhere(session, citizen, channel, hashed)
     notices = _take_from_others(
         session, vault=vault, citizen=citizen, channel=channel, hashed=hashed, now=now
     )
-    _apply(vault, citizen, channel, address, hashed=hashed)
+    _apply(vault, citizen, channel, address, hashed=hashed, stopped=stopped)
     return notices
 
 
@@ -177,10 +179,35 @@ def _code_hash(vault: PersonalDataVault, citizen_id: int, channel: str, code: st
     return vault.lookup_hash("verification-code", f"{citizen_id}:{channel}:{code}")
 
 
+def _stopped_elsewhere(
+    session: Session, citizen: Citizen, channel: str, hashed: str
+) -> datetime | None:
+    """When the number replied STOP on the record that held it before (None: it did not)."""
+    if channel != "sms":
+        return None
+    return session.scalar(
+        select(Citizen.sms_opted_out_at).where(
+            Citizen.phone_hash == hashed,
+            Citizen.id != citizen.id,
+            Citizen.sms_opted_out_at.is_not(None),
+        )
+    )
+
+
 def _apply(
-    vault: PersonalDataVault, citizen: Citizen, channel: str, address: str, *, hashed: str
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    channel: str,
+    address: str,
+    *,
+    hashed: str,
+    stopped: datetime | None,
 ) -> None:
     if channel == "sms":
+        if hashed != citizen.phone_hash:
+            # STOP belongs to the number, not the record: a new number starts as its own
+            # STOP left it (on the record that held it before), else opted in.
+            citizen.sms_opted_out_at = stopped
         citizen.phone_sealed, citizen.phone_hash = vault.seal("phone", address), hashed
         citizen.notify_sms = citizen.wants_sms
     else:

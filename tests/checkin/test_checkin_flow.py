@@ -177,6 +177,31 @@ def test_stop_opts_out_of_sms_staff_see_it_and_start_opts_back_in(
     assert db.get(Citizen, row.id).sms_opted_out_at is None
 
 
+def test_stop_belongs_to_the_number_a_new_phone_is_texted_and_the_citizen_sees_it(
+    api, consul, db, dispatcher, reply, twilio
+):
+    """Before, STOP stuck to the record: a citizen who changed phone after a STOP got no SMS
+    at all on the new number (a review's level-3 alert failed 'opted-out'). A number that
+    said STOP keeps it when another record takes it."""
+    first, first_manage, body = register(api, location=TOKYO, channels=["sms"], email=None)
+    number = e164(body["phone"])
+    reply(number, "STOP")
+    assert api.get(f"/v1/citizens/{first}", headers=first_manage).json()["sms_opted_out"] is True
+    # The number moves to a new record (a new registration that verifies it): STOP goes along.
+    cid, manage, _ = register(
+        api, location=TOKYO, channels=["sms"], email=None, phone=body["phone"]
+    )
+    record = f"/v1/citizens/{cid}"
+    assert api.get(record, headers=manage).json()["sms_opted_out"] is True
+    # A new number of its own is opted in, and is texted.
+    changed = api.patch(record, json={"phone": "010-5151-0001"}, headers=manage)
+    assert changed.status_code == 200 and changed.json()["sms_opted_out"] is False
+    issue(api, consul, level=3)
+    dispatcher.drain()
+    assert twilio.bodies_to("+821051510001") != []
+    assert twilio.bodies_to(number) == []
+
+
 def _token_for(db, public_id: str, advisory_public_id: str, *, expires_in: timedelta) -> str:
     from service.advisories.models import Advisory
 
