@@ -1,5 +1,5 @@
 """Recording a citizen's answer to "are you safe?": from an SMS reply (found by the number's
-blind index and their most recent open check-in) or from the check-in link's page. Every answer
+blind index, for each of their open check-ins) or from the check-in link's page. Every answer
 is kept; the latest is the one in force."""
 
 from dataclasses import dataclass
@@ -40,7 +40,9 @@ class Heard:
 
     reply: Reply
     language: str | None
-    recorded: Recorded | None = None
+    # One per open check-in the answer counts for (an SMS names no advisory: it answers every
+    # one that asked them, the most recent first).
+    recorded: tuple[Recorded, ...] = ()
     duplicate: bool = False
     # A "need help" with no check-in open to file it under: kept as a HelpMessage (its id),
     # and the duty staff must be told now all the same.
@@ -100,8 +102,8 @@ def hear_sms(
     if reply.kind in ("stop", "start"):
         citizen.sms_opted_out_at = now if reply.kind == "stop" else None
         return Heard(reply, citizen.language)
-    advisory_id = open_checkin(session, citizen_id=citizen.id, now=now)
-    if advisory_id is None and reply.kind == "help":
+    advisory_ids = open_checkins(session, citizen_id=citizen.id, now=now)
+    if not advisory_ids and reply.kind == "help":
         # Nothing asked them, yet a registered person says they need help: never dropped.
         note = body.strip()[:NOTE_MAX] or None
         message = HelpMessage(
@@ -113,19 +115,22 @@ def hear_sms(
         session.add(message)
         session.flush()
         return Heard(reply, citizen.language, help_message_id=message.id)
-    if advisory_id is None:
+    if not advisory_ids:
         return Heard(reply, None)
     if reply.kind not in ("safe", "help"):
         return Heard(reply, citizen.language)
-    recorded = record_answer(
-        session,
-        vault=vault,
-        advisory_id=advisory_id,
-        citizen_id=citizen.id,
-        answer=reply.kind,  # type: ignore[arg-type]
-        channel="sms",
-        note=body,
-        now=now,
+    recorded = tuple(
+        record_answer(
+            session,
+            vault=vault,
+            advisory_id=advisory_id,
+            citizen_id=citizen.id,
+            answer=reply.kind,  # type: ignore[arg-type]
+            channel="sms",
+            note=body,
+            now=now,
+        )
+        for advisory_id in advisory_ids
     )
     return Heard(reply, citizen.language, recorded)
 
@@ -158,10 +163,12 @@ def forget_old_inbound(session: Session, *, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def open_checkin(session: Session, *, citizen_id: int, now: datetime) -> int | None:
-    """The advisory of the citizen's most recent check-in that may have reached them, asked
-    within OPEN_FOR, of an advisory not cancelled. A real one comes before any drill: a cry
-    for help must never be filed under an exercise."""
+def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[int]:
+    """The advisories of the citizen's open check-ins, the most recent first: each that asked
+    them within OPEN_FOR, may have reached them, and is not cancelled. Two advisories over one
+    place both ask, and an SMS reply names neither, so it answers both. Real ones only when
+    there are any: a cry for help must never be filed under an exercise (nor a drill's
+    answer under a real advisory)."""
     candidates = session.execute(
         select(Alert.advisory_id, Alert.revision, Alert.checkin_round, Advisory.exercise)
         .join(Advisory, Advisory.id == Alert.advisory_id)
@@ -175,17 +182,18 @@ def open_checkin(session: Session, *, citizen_id: int, now: datetime) -> int | N
         .limit(50)
     ).all()
     asking: dict[int, list[int]] = {}
-    drill: int | None = None
+    real: list[int] = []
+    drills: list[int] = []
     for advisory_id, revision, checkin_round, exercise in candidates:
         if checkin_round == 0:
             if advisory_id not in asking:
                 asking[advisory_id] = asking_revisions(session, advisory_id)
             if revision not in asking[advisory_id]:
                 continue
-        if not exercise:
-            return advisory_id
-        drill = drill or advisory_id
-    return drill
+        found = drills if exercise else real
+        if advisory_id not in found:
+            found.append(advisory_id)
+    return real or drills
 
 
 def record_answer(

@@ -27,12 +27,12 @@ router = APIRouter(tags=["check-in"])
 def _tell_duty(
     request: Request,
     tasks: BackgroundTasks,
-    recorded: answers.Recorded | None,
+    recorded: tuple[answers.Recorded, ...],
     help_message_id: int | None = None,
 ) -> None:
     """A new "need help": the duty staff are told after the commit, outside any transaction
     (the minute job sends it if this does not)."""
-    checkin_ids = [recorded.checkin_id] if recorded is not None and recorded.tell_duty else []
+    checkin_ids = [each.checkin_id for each in recorded if each.tell_duty]
     if not checkin_ids and help_message_id is None:
         return
     state = request.app.state
@@ -135,7 +135,7 @@ def answer_checkin(
         answer=answer,
         note=form.get("note"),
     )
-    _tell_duty(request, tasks, page.recorded)
+    _tell_duty(request, tasks, (page.recorded,) if page.recorded else ())
     return HTMLResponse(page.html, headers=PAGE_HEADERS)
 
 

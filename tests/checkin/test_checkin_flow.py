@@ -439,3 +439,29 @@ def test_a_real_check_in_comes_before_a_drill_when_a_reply_comes(
     reply(phone, "2")
     [given] = answers_of(db, cid)
     assert db.get(Advisory, given.advisory_id).public_id == real
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_one_sms_answer_counts_for_every_advisory_that_asked(
+    api, consul, db, dispatcher, reply, smtp
+):
+    """Two advisories over one city both ask "are you safe?" in the same second; the SMS
+    reply names neither. Before, it counted for the newest only: the other roll call kept the
+    citizen as no_answer and its reminders went on asking."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api)
+    first = issue(api, consul, level=3, title={"ko": "시위", "en": "Protests"})
+    second = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    reply(phone, "1 안전합니다")
+    for advisory in (first, second):
+        roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+        assert [(i["citizen_id"], i["answer"]) for i in roll["items"]] == [(cid, "safe")]
+    reply(phone, "2")
+    notices = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert sorted(("Protests" in m.get_body(("plain",)).get_content()) for m in notices) == [
+        False,
+        True,
+    ]
+    assert {a.answer for a in answers_of(db, cid)} == {"safe", "help"}
+    assert len(answers_of(db, cid)) == 4
