@@ -276,3 +276,47 @@ def test_a_consul_picks_a_province_and_the_advisory_covers_it(live, new_page):
     if issued.json()["status"] == "active":  # the map lists it: no province outlines shipped
         tab.click("nav a[href='#/map']")
         expect(tab.locator("#active-list [data-provinces='TH-10']")).to_contain_text("TH-10")
+
+
+def test_an_advisory_title_is_shown_as_text_on_the_map_never_as_html(live, new_page):
+    """Titles come from feeds too. Leaflet puts a string tooltip into the page as HTML: a
+    title of markup became a real element in the console (the security policy stopped its
+    script, not a fake link or styled text)."""
+    key = live.staff_key("consul", "yoon")
+    title = '<b id="pwn">HTMLINJ</b><img src=x id="pwn-img">'
+    body = {
+        "title": {"ko": title, "en": title},
+        "message": {"ko": "시험", "en": "Test"},
+        "level": 1,
+        "category": "other",
+        "area": {
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[100, 13], [101, 13], [101, 14], [100, 14], [100, 13]]],
+            }
+        },
+    }
+    created = httpx.post(
+        live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "active"
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, key)
+    expect(tab.locator("#active-list")).to_contain_text("HTMLINJ")
+    opened = tab.evaluate(
+        """() => {
+            let opened = 0;
+            window.anjeonConsole.overviewMap.eachLayer((layer) => {
+                if (layer.getTooltip && layer.getTooltip() && !layer.feature) {
+                    layer.openTooltip(); opened += 1;
+                }
+            });
+            return opened;
+        }"""
+    )
+    assert opened >= 1
+    expect(tab.locator(".leaflet-tooltip").first).to_contain_text('<b id="pwn">HTMLINJ</b>')
+    expect(tab.locator("#pwn")).to_have_count(0)
+    expect(tab.locator("#pwn-img")).to_have_count(0)

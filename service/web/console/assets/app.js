@@ -160,7 +160,10 @@ async function route() {
 let overview = null;
 
 async function showOverview() {
-  if (!overview) overview = { map: newMap("overview-map"), extra: [] };
+  if (!overview) {
+    overview = { map: newMap("overview-map"), extra: [] };
+    window.anjeonConsole = { ...window.anjeonConsole, overviewMap: overview.map }; // for the tests
+  }
   await loadCountries(overview, api);
   overview.map.invalidateSize();
   const page = await api("/v1/advisories?status=active&limit=500");
@@ -177,7 +180,9 @@ async function showOverview() {
     const provinces = advisory.area.subdivisions || [];
     outlineCountries(overview.base, new Set(provinces.map((code) => code.split("-")[0])), colour);
     for (const layer of areaLayers(advisory.area, colour)) {
-      layer.bindTooltip(localised(advisory.title));
+      // An element, not a string: Leaflet puts a string into the page as HTML, and titles come
+      // from feeds too.
+      layer.bindTooltip(el("span", { text: localised(advisory.title) }));
       layer.on("click", () => (location.hash = `#/advisory/${advisory.id}`));
       layer.addTo(overview.map);
       overview.extra.push(layer);
@@ -222,7 +227,7 @@ async function showIssue() {
   if (!issue) {
     issue = { map: newMap("issue-map"), shapes: L.featureGroup() };
     issue.shapes.addTo(issue.map);
-    window.anjeonConsole = { issueMap: issue.map }; // for the browser tests to aim their clicks
+    window.anjeonConsole = { ...window.anjeonConsole, issueMap: issue.map }; // for the tests
     issue.map.pm.setGlobalOptions({ snappable: false, continueDrawing: false });
     issue.map.on("pm:create", (event) => {
       issue.shapes.addLayer(event.layer);

@@ -28,7 +28,9 @@ function baseLayer(map, outlines, onClick) {
   const layer = L.geoJSON(outlines, { style: () => ({ ...BASE_STYLE }) });
   layer.eachLayer((country) => {
     const p = country.feature.properties;
-    country.bindTooltip(`${p.code} ${language() === "ko" && p.name_ko ? p.name_ko : p.name}`, { sticky: true });
+    const name = document.createElement("span"); // text, never HTML
+    name.textContent = `${p.code} ${language() === "ko" && p.name_ko ? p.name_ko : p.name}`;
+    country.bindTooltip(name, { sticky: true });
     if (onClick) country.on("click", () => onClick(p.code));
   });
   layer.addTo(map);
