@@ -3,9 +3,11 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from service import startup
 from service.advisories.feeds.config import load_feeds
@@ -19,7 +21,7 @@ from service.citizens.router import router as citizens_router
 from service.citizens.service import Registry
 from service.citizens.staff_router import router as registry_router
 from service.config import Settings, get_settings
-from service.db import make_engine, make_session_factory
+from service.db import READ_ONLY, make_engine, make_session_factory
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.router import router as alerts_router
 from service.geo.geocoding import Geocoder, make_geocoder
@@ -33,12 +35,31 @@ from service.privacy import PersonalDataVault
 from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, wake_dispatch
+from service.staff import service as staff_service
 from service.staff.router import router as staff_router
 from service.web.geo_router import router as geo_router
 from service.web.router import mount_assets
 from service.web.router import router as web_router
 
 log = logging.getLogger("anjeon.app")
+
+
+# Twilio's status callbacks and inbound SMS are forms of a few kilobytes (an SMS body is at
+# most 1,600 characters): more is not Twilio, and is refused before it is parsed.
+WEBHOOK_BODY_BYTES = 65_536
+
+
+def _is_staff_key(app: FastAPI, token: str) -> bool:
+    """A live staff key: only staff may send the larger advisory bodies. A read-only
+    transaction of its own (on SQLite no write lock); a database that does not answer is
+    no staff key (the request would fail at its own look-up anyway)."""
+    try:
+        with app.state.session_factory() as session:
+            session.connection(execution_options={READ_ONLY: True})
+            return staff_service.authenticate(session, key=token) is not None
+    except SQLAlchemyError:
+        log.warning("staff key check for a large body failed", exc_info=True)
+        return False
 
 
 def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = None) -> FastAPI:
@@ -126,7 +147,9 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        larger={"/v1/advisories": settings.max_advisory_body_bytes},
+        staff_larger={"/v1/advisories": settings.max_advisory_body_bytes},
+        smaller={"/v1/webhooks/": WEBHOOK_BODY_BYTES},
+        is_staff=partial(_is_staff_key, app),
     )
     # Inside the access log, so that a late request's 503 is logged and counted as such.
     app.add_middleware(RequestDeadlineMiddleware, timeout_s=settings.request_timeout_s)
