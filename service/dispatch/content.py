@@ -45,10 +45,13 @@ class AlertContent:
         return goes_at_once(self.level, severity=self.severity, urgency=self.urgency)
 
     def language_for(self, wanted: str) -> str:
-        """The citizen's language when the advisory has it, else the other one it has."""
-        if self.title.get(wanted) or self.message.get(wanted):
+        """The language of the message's frame (sender, level, area, how to answer, links):
+        the citizen's, whatever the advisory was written in. An advisory written in one
+        language only gives its title and text in that one (`text` falls back), but an English
+        reader must still read how to answer "are you safe?"."""
+        if wanted in LANGUAGES:
             return wanted
-        return next((lang for lang in LANGUAGES if self.title.get(lang)), wanted)
+        return next((lang for lang in LANGUAGES if self.title.get(lang)), LANGUAGES[0])
 
     def level_name(self, lang: str) -> str:
         name = LEVEL_NAMES[self.level][0 if lang == "ko" else 1]

@@ -121,11 +121,18 @@ def test_an_email_test_is_marked_in_subject_text_and_html(api, consul, db, smtp)
     assert [m["To"] for m in smtp.received] == [STAFF_EMAIL]
 
 
-def test_an_advisory_without_the_language_asked_is_rendered_in_its_own(api, consul, twilio):
-    advisory = issue(api, consul, title={"ko": "도쿄 주의"}, message={"ko": "조심하십시오."})
+def test_an_advisory_without_the_language_asked_keeps_the_readers_frame(api, consul, twilio):
+    """Its title and text come in the language it has; the rest (sender, level, how to
+    answer) in the reader's: before, an English reader got all of it in Korean, "답장 1 안전 /
+    2 도움" included, and could not answer."""
+    advisory = issue(
+        api, consul, level=4, title={"ko": "도쿄 주의"}, message={"ko": "조심하십시오."}
+    )
     response = send_test(api, consul, advisory, phone=STAFF_PHONE, language="en")
-    assert response.status_code == 202 and response.json()["language"] == "ko"
-    assert "도쿄 주의" in twilio.bodies_to(STAFF_E164)[0]
+    assert response.status_code == 202 and response.json()["language"] == "en"
+    [text] = twilio.bodies_to(STAFF_E164)
+    assert "도쿄 주의" in text and "Level 4" in text and "Reply 1 = safe / 2 = need help" in text
+    assert "답장" not in text
 
 
 def test_a_provider_refusal_is_reported_not_retried(api, consul, db, twilio):

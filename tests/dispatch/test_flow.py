@@ -79,6 +79,9 @@ def test_revision_sends_update_and_cancel_sends_all_clear(api, consul, db, dispa
     first, update, cancel = twilio.bodies_to("+821055550021")
     assert "[변경]" not in first and "[변경]" in update and "3단계" in update
     assert "[해제]" in cancel and "해제되었습니다" in cancel
+    # The all-clear does not repeat what the advisory told people to do.
+    message = advisory["message"]["ko"]
+    assert message in first and message not in cancel
     assert [r.revision for r in alerts(db)] == [1, 2, 3]
 
 

@@ -73,11 +73,12 @@ def test_korean_alert_is_cut_to_the_configured_segments():
     assert rendered.text.endswith(LINK)
 
 
-def test_english_citizen_gets_korean_when_that_is_all_there_is():
+def test_english_citizen_gets_the_korean_words_in_an_english_message():
+    """The title and text exist in Korean only: they come in Korean, the rest in English."""
     renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3)
     rendered = renderer.sms(content("짧은 안내"), language="en", link=LINK)
-    assert "방콕 시위 격화" in rendered.text and "[외교부]" in rendered.text
-    assert "태국" in rendered.text  # the area in Korean, too
+    assert rendered.text.startswith("[MOFA] Level 3 (departure recommended): 방콕 시위 격화")
+    assert "짧은 안내 (Thailand)" in rendered.text and "태국" not in rendered.text
 
 
 def test_look_alike_punctuation_makes_an_english_text_gsm7():
