@@ -22,6 +22,8 @@ from service.privacy import PersonalDataVault
 
 # A reply counts for a check-in asked at most this long ago, as long as its link answers.
 OPEN_FOR = timedelta(days=CHECKIN_LINK_DAYS)
+# At most one duty notice this often for a citizen's help messages that no check-in asked for.
+HELP_MESSAGE_QUIET = timedelta(minutes=30)
 NOTE_MAX = 500
 
 
@@ -47,6 +49,9 @@ class Heard:
     # A "need help" with no check-in open to file it under: kept as a HelpMessage (its id),
     # and the duty staff must be told now all the same.
     help_message_id: int | None = None
+    # A "need help" that no check-in asked for (answered without "reply 1 if you are safe":
+    # a "1" would find nothing to answer).
+    unasked: bool = False
 
     @property
     def kind(self) -> ReplyKind:
@@ -84,8 +89,8 @@ def hear_sms(
     now: datetime,
 ) -> Heard:
     """An SMS from `sender` (E.164, as the provider gives it). STOP and START change whether we
-    text the number at all; an answer is recorded against the sender's most recent open
-    check-in. A "need help" from a citizen with no open check-in is kept as a HelpMessage.
+    text the number at all; an answer is recorded against each of the sender's open
+    check-ins. A "need help" from a citizen with no open check-in is kept as a HelpMessage.
     Anything else from an unknown number, or one with no open check-in, stores nothing. A
     message whose provider id was heard before (a retried or replayed webhook) changes
     nothing: it is read as `duplicate`."""
@@ -105,16 +110,33 @@ def hear_sms(
     advisory_ids = open_checkins(session, citizen_id=citizen.id, now=now)
     if not advisory_ids and reply.kind == "help":
         # Nothing asked them, yet a registered person says they need help: never dropped.
+        # One notice per HELP_MESSAGE_QUIET: an auto-responder that answers our answers
+        # with "emergency" must not page the duty staff again and again (later ones are kept,
+        # counted as told with the first).
+        told_lately = session.scalar(
+            select(HelpMessage.id)
+            .where(
+                HelpMessage.citizen_id == citizen.id,
+                HelpMessage.received_at >= now - HELP_MESSAGE_QUIET,
+            )
+            .limit(1)
+        )
         note = body.strip()[:NOTE_MAX] or None
         message = HelpMessage(
             citizen_id=citizen.id,
             channel="sms",
             note_sealed=vault.seal("checkin-note", note) if note else None,
             received_at=now,
+            duty_notified_at=now if told_lately else None,
         )
         session.add(message)
         session.flush()
-        return Heard(reply, citizen.language, help_message_id=message.id)
+        return Heard(
+            reply,
+            citizen.language,
+            help_message_id=None if told_lately else message.id,
+            unasked=True,
+        )
     if not advisory_ids:
         return Heard(reply, None)
     if reply.kind not in ("safe", "help"):

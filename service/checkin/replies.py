@@ -209,8 +209,18 @@ _TEXTS: dict[tuple[ReplyKind, Language], str] = {
 _UNMATCHED = "안전 확인 문자에 답장해 주세요. Please reply to a safety check-in message from us."
 
 
-def answer_text(kind: ReplyKind, language: Language) -> str:
-    """The SMS answer to a reading, one segment long; "unknown" gets how to answer."""
+_UNASKED_HELP = {
+    "en": "We told the consular duty staff that you need help. "
+    "In immediate danger, call the local emergency number.",
+    "ko": "도움 요청을 영사 당직자에게 알렸습니다. 위급하면 현지 긴급번호로 전화하세요.",
+}
+
+
+def answer_text(kind: ReplyKind, language: Language, *, unasked: bool = False) -> str:
+    """The SMS answer to a reading, one segment long; "unknown" gets how to answer. A help
+    that no check-in asked for (`unasked`) is not told to reply 1: nothing would take it."""
+    if unasked and kind == "help":
+        return _UNASKED_HELP[language]
     return _TEXTS[(kind, language)]
 
 

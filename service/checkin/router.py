@@ -94,7 +94,8 @@ def inbound_sms(
         return _twiml(None)
     if heard.language is None:
         return _twiml(unmatched_text())
-    return _twiml(answer_text(heard.kind, "ko" if heard.language == "ko" else "en"))
+    language = "ko" if heard.language == "ko" else "en"
+    return _twiml(answer_text(heard.kind, language, unasked=heard.unasked))
 
 
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)

@@ -281,6 +281,7 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     cid, phone, _ = citizen(api, name="김민수", location={"lat": 48.85, "lon": 2.35})
     answered = reply(phone, "2 도와주세요 다쳤어요")
     assert "영사 당직자에게 알렸습니다" in answered.text
+    assert "1을" not in answered.text  # no "reply 1 if safe": nothing would take a "1"
     db.expire_all()
     [kept] = db.scalars(select(HelpMessage)).all()
     assert kept.note_sealed is not None and kept.duty_notified_at is None
@@ -297,13 +298,19 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     assert db.scalar(select(HelpMessage.duty_notified_at)) is not None
     run_duty_notices(dispatcher, api.app.state.session_factory, settings)
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
-    # At once when a duty contact is set; "1" or an unknown number keep nothing.
+    # At once when a duty contact is set, once in HELP_MESSAGE_QUIET (an auto-responder must
+    # not page them again and again: later ones are kept); "1" or an unknown number keep
+    # nothing.
     assert "당직자" not in reply(phone, "1").text
     reply("+821099998888", "2 help")
+    db.execute(update(HelpMessage).values(received_at=utcnow() - timedelta(minutes=31)))
     reply(phone, "help, my passport was stolen")
+    reply(phone, "emergency: call me")
     told = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
     assert len(told) == 2 and "passport was stolen" in told[-1].get_body(("plain",)).get_content()
-    assert len(db.scalars(select(HelpMessage)).all()) == 2
+    db.expire_all()
+    kept = db.scalars(select(HelpMessage).order_by(HelpMessage.id)).all()
+    assert len(kept) == 3 and all(m.duty_notified_at is not None for m in kept)
     # Erasure takes their words.
     db.expire_all()
     erase_citizen(db, citizen=db.scalar(select(Citizen).where(Citizen.public_id == cid)))
