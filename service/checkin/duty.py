@@ -129,32 +129,22 @@ def read_notice(
     if found is None:
         return None
     checkin, citizen, advisory, given = found
-    place = _place(session, citizen.id)
-    audit.record(
-        session,
-        actor=ACTOR,
-        role="system",
-        client="-",
-        action="duty notice: citizen needs help",
-        subject=citizen.public_id,
-        reason=f"check-in answer 'help' to advisory {advisory.public_id}",
-        now=now,
-    )
     return DutyNotice(
         checkin_id=checkin.id,
-        citizen_id=citizen.public_id,
         advisory_id=advisory.public_id,
         advisory_title=advisory.title_en or advisory.title_ko or "",
         level=advisory.level,
-        name=vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
-        phone=vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
-        email=vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
-        language=citizen.language,
-        place=place,
         channel=checkin.channel,
         note=vault.open("checkin-note", given.note_sealed) if given.note_sealed else "",
         answered_at=checkin.answered_at,
         exercise=advisory.exercise,
+        **_who_needs_help(
+            session,
+            vault,
+            citizen,
+            reason=f"check-in answer 'help' to advisory {advisory.public_id}",
+            now=now,
+        ),
     )
 
 
@@ -188,6 +178,26 @@ def read_help_message_notice(
     if found is None:
         return None
     message, citizen = found
+    return DutyNotice(
+        checkin_id=None,
+        help_message_id=message.id,
+        advisory_id=None,
+        advisory_title="",
+        level="",
+        channel=message.channel,
+        note=vault.open("checkin-note", message.note_sealed) if message.note_sealed else "",
+        answered_at=message.received_at,
+        **_who_needs_help(
+            session, vault, citizen, reason="a 'need help' SMS with no check-in open", now=now
+        ),
+    )
+
+
+def _who_needs_help(
+    session: Session, vault: PersonalDataVault, citizen: Citizen, *, reason: str, now: datetime
+) -> dict:
+    """The notice's fields that let the duty staff reach the person, read and audited as a
+    read of their personal data."""
     audit.record(
         session,
         actor=ACTOR,
@@ -195,25 +205,17 @@ def read_help_message_notice(
         client="-",
         action="duty notice: citizen needs help",
         subject=citizen.public_id,
-        reason="a 'need help' SMS with no check-in open",
+        reason=reason,
         now=now,
     )
-    return DutyNotice(
-        checkin_id=None,
-        help_message_id=message.id,
-        citizen_id=citizen.public_id,
-        advisory_id=None,
-        advisory_title="",
-        level="",
-        name=vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
-        phone=vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
-        email=vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
-        language=citizen.language,
-        place=_place(session, citizen.id),
-        channel=message.channel,
-        note=vault.open("checkin-note", message.note_sealed) if message.note_sealed else "",
-        answered_at=message.received_at,
-    )
+    return {
+        "citizen_id": citizen.public_id,
+        "name": vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
+        "phone": vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
+        "email": vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
+        "language": citizen.language,
+        "place": _place(session, citizen.id),
+    }
 
 
 def _place(session: Session, citizen_id: int) -> str:
