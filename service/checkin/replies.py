@@ -17,7 +17,10 @@ The rules, in order (docs/checkin.md has the table and the reasons):
 - A negated safe word is help (`not safe`, `안전하지 않아요`, `안 괜찮아요`): whoever says so
   needs a person to look. A negated help word says nothing (`no help needed`): we never conclude
   "safe" from a negation.
-- Safe and help together (`safe? help?`, `1 need help`) is `unknown`: the citizen is asked again.
+- Help wins: safe and help together (`I'm OK but my wife is hurt`, `1 need help`) is `help`.
+  A person must read those words (they reach the duty staff and the roll call), and the answer
+  tells the citizen to reply 1 if they are safe, so a slip costs one more text, while reading it
+  as `unknown` lost the words of whoever could not text twice. Nothing heard is `unknown`.
 """
 
 import re
@@ -33,7 +36,7 @@ Language = Literal["ko", "en"]
 @dataclass(frozen=True)
 class Reply:
     """What a reply says. `heard` keeps every answer found, also when they contradict each other
-    (then kind is "unknown"), so a log line can say why a reply was not read."""
+    (then kind is "help"), so a log line can say why a reply was read so."""
 
     kind: ReplyKind
     heard: frozenset[Answer] = frozenset()
@@ -102,10 +105,11 @@ def classify(body: str) -> Reply:
     if compact in _START:
         return Reply("start")
     heard = _numbers(everything) | {a for tokens in clauses for a in _words(tokens)}
-    if len(heard) == 1:
-        (kind,) = heard
-        return Reply(kind, frozenset(heard))
-    return Reply("unknown", frozenset(heard))
+    if "help" in heard:
+        return Reply("help", frozenset(heard))
+    if heard:
+        return Reply("safe", frozenset(heard))
+    return Reply("unknown")
 
 
 def read_reply(body: str) -> Answer | None:

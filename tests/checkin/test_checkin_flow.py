@@ -269,6 +269,27 @@ def test_a_help_answer_reaches_the_duty_email_at_once(
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_safe_that_also_asks_for_help_is_help_and_its_words_reach_the_duty_staff(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """ "I'm OK but my wife is hurt" says safe and help: it is help, the duty staff read the
+    words, and the citizen is told how to say they are all safe (one more text)."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api, language="en")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    text = reply(phone, "I'm OK but my wife is hurt, we are at the Grand Hotel").text
+    assert "told the consular duty staff" in text and "Reply 1 if you are safe" in text
+    [given] = answers_of(db, cid)
+    assert given.answer == "help"
+    [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert "my wife is hurt, we are at the Grand Hotel" in notice.get_body(("plain",)).get_content()
+    # The slip (or the all-clear) is one text away, and it is the answer in force.
+    reply(phone, "1")
+    assert [a.answer for a in answers_of(db, cid)] == ["help", "safe"]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
 def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     api, consul, db, dispatcher, smtp, reply
 ):

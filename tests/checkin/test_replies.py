@@ -114,14 +114,24 @@ HELP = [
     "안전한 게 아니에요",
     "안 괜찮아요",
     "괜찮지 않아요",
+    # Help wins over safe: a person reads the words, the citizen can still reply 1.
+    "I'm OK but my wife is hurt",
+    "we are fine but our friend is injured",
+    "저는 괜찮은데 아내가 다쳤어요",
+    "1 2",
+    "1,2",
+    "1/2",
+    "safe? help?",
+    "I'm safe but need help",
+    "1 need help",
+    "2 I'm safe",
+    "안전? 도움?",
+    "1 도와주세요",
 ]
 UNKNOWN = [
     "12",
     "21",
     "11",
-    "1 2",
-    "1,2",
-    "1/2",
     "1 3",
     "3",
     "0",
@@ -130,12 +140,6 @@ UNKNOWN = [
     "   ",
     "?",
     "...",
-    "safe? help?",
-    "I'm safe but need help",
-    "1 need help",
-    "2 I'm safe",
-    "안전? 도움?",
-    "1 도와주세요",
     "INFO",  # a carrier keyword that asks nothing of us
     "info",
     "hello",
@@ -209,7 +213,10 @@ def test_any_text_is_read_without_raising(body: str):
     reply = classify(body)
     assert reply.kind in {"safe", "help", "stop", "start", "unknown"}
     assert read_reply(body) == (reply.kind if reply.kind in ("safe", "help") else None)
-    assert reply.kind != "unknown" or len(reply.heard) != 1
+    if reply.kind in ("safe", "help"):
+        assert reply.heard and (reply.kind == "help") == ("help" in reply.heard)
+    else:
+        assert not reply.heard
 
 
 CLEAR_SAFE = ["safe", "I'm safe", "ok", "I am fine", "안전합니다", "괜찮아요", "무사해요", "👍"]
@@ -235,10 +242,10 @@ filler = st.text(st.characters(categories=["P", "S", "Zs"]).filter(_inert), max_
     filler,
     filler,
 )
-def test_a_clear_safe_with_a_clear_help_is_unknown(safe, help_, separator, help_first, f1, f2):
+def test_a_clear_safe_with_a_clear_help_is_help(safe, help_, separator, help_first, f1, f2):
     first, second = (help_, safe) if help_first else (safe, help_)
     reply = classify(f"{f1}{first}{separator}{second}{f2}")
-    assert reply.kind == "unknown"
+    assert reply.kind == "help"
     assert reply.heard == {"safe", "help"}
 
 
