@@ -45,6 +45,7 @@ class RollCallRow:
     channel: str | None
     answered_at: datetime | None
     country: str | None
+    sms_opted_out: bool  # their number sent STOP: no SMS reaches them
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ def roll_call(
     now: datetime,
 ) -> RollCall:
     """Who was asked about this advisory and where each stands; counts cover everyone asked,
-    `items` the page of those matching the filters (by answer, by country), in citizen order."""
+    `items` the page of those matching the filters (by answer, by country), in citizen order,
+    each saying whether their number sent STOP. Their words are not here: free text may hold
+    any contact or address, so it comes with the audited reveal, like their contacts."""
     entries = _entries(session, advisory=advisory, now=now)
     counts = dict.fromkeys(STANDINGS, 0)
     by_country: dict[str, dict[str, int]] = {}
@@ -100,6 +103,7 @@ def roll_call(
                 channel=entry.channel,
                 answered_at=entry.answered_at,
                 country=entry.country,
+                sms_opted_out=citizen.sms_opted_out_at is not None,
             )
         )
     return RollCall(

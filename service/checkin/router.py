@@ -150,6 +150,10 @@ class RollCallItem(BaseModel):
     channel: str | None = Field(description="How they answered: sms or web.")
     answered_at: datetime | None
     country: str | None = Field(description="The country of the place that matched.")
+    sms_opted_out: bool = Field(
+        description="Their number sent STOP: the provider refuses our SMS to it, so only "
+        "e-mail (or a call) reaches them."
+    )
 
 
 class RollCallRead(BaseModel):

@@ -1,5 +1,6 @@
 """What consular staff may see of the registry: counts for everyone, masked contacts for
-consuls, and one citizen's full name and contacts for a consul who states why (recorded)."""
+consuls, and one citizen's full name, contacts and own words for a consul who states why
+(recorded)."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,7 +9,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from service.advisories.models import Advisory
 from service.audit import service as audit
+from service.checkin.models import CheckinAnswer, HelpMessage
 from service.citizens import verification
 from service.citizens.models import Citizen, CitizenPlace, ContactCode
 from service.citizens.schemas import Channel, PlaceRead
@@ -84,6 +87,21 @@ class RevealedContact(BaseModel):
     )
 
 
+class SaidWords(BaseModel):
+    at: datetime
+    channel: str = Field(description="sms, or web (the check-in page's note).")
+    answer: str = Field(description="How it was read: safe or help.")
+    advisory_id: str | None = Field(
+        description="The advisory whose check-in it answered; null: a cry for help that no "
+        "check-in asked for."
+    )
+    words: str
+
+
+# Enough for the latest of a crisis; older words stay in the database for the erasure to take.
+SAID_SHOWN = 20
+
+
 class Revealed(BaseModel):
     id: str
     status: str = Field(description='"pending" until one contact is verified, then "active".')
@@ -98,6 +116,12 @@ class Revealed(BaseModel):
         None,
         description="When the citizen replied STOP: nothing is texted to them (e-mail only) "
         "until they reply START.",
+    )
+    said: list[SaidWords] = Field(
+        default_factory=list,
+        description=f"The citizen's own words (SMS replies, the check-in page's notes, help "
+        f"messages), newest first, at most {SAID_SHOWN}: free text may hold anyone's contacts, "
+        f"so it is read here, with a reason, never in the roll call.",
     )
 
 
@@ -154,7 +178,50 @@ def reveal_citizen(
         location=PlaceRead.model_validate(current, from_attributes=True) if current else None,
         updated_at=citizen.updated_at,
         sms_opted_out_at=citizen.sms_opted_out_at,
+        said=_said(session, registry, citizen.id),
     )
+
+
+def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWords]:
+    answers = session.execute(
+        select(
+            CheckinAnswer.answered_at,
+            CheckinAnswer.channel,
+            CheckinAnswer.answer,
+            Advisory.public_id,
+            CheckinAnswer.note_sealed,
+        )
+        .join(Advisory, Advisory.id == CheckinAnswer.advisory_id)
+        .where(CheckinAnswer.citizen_id == citizen_id, CheckinAnswer.note_sealed.is_not(None))
+        .order_by(CheckinAnswer.id.desc())
+        .limit(SAID_SHOWN)
+    ).all()
+    unasked = session.execute(
+        select(HelpMessage.received_at, HelpMessage.channel, HelpMessage.note_sealed)
+        .where(HelpMessage.citizen_id == citizen_id, HelpMessage.note_sealed.is_not(None))
+        .order_by(HelpMessage.id.desc())
+        .limit(SAID_SHOWN)
+    ).all()
+    said = [
+        SaidWords(
+            at=at,
+            channel=channel,
+            answer=answer,
+            advisory_id=advisory_id,
+            words=registry.vault.open("checkin-note", sealed),
+        )
+        for at, channel, answer, advisory_id, sealed in answers
+    ] + [
+        SaidWords(
+            at=at,
+            channel=channel,
+            answer="help",
+            advisory_id=None,
+            words=registry.vault.open("checkin-note", sealed),
+        )
+        for at, channel, sealed in unasked
+    ]
+    return sorted(said, key=lambda each: each.at, reverse=True)[:SAID_SHOWN]
 
 
 def _contact(verified: str | None, waiting: str | None) -> RevealedContact | None:

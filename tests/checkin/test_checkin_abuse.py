@@ -519,3 +519,23 @@ def test_the_roll_call_masks_contacts(api, db, asked, reply, consul):
         contact = row["contact"] or ""
         assert "*" in contact and not re.search(r"\d{5}", contact), row
     assert json.dumps(response.json()["counts"])  # counts stay plain numbers
+
+    # Their words come with the reveal, which takes a reason and is audited; newest first,
+    # each answer on record (this SMS answered both advisories that asked).
+    revealed = api.post(
+        f"/v1/citizens/{who.public_id}/reveal",
+        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
+        headers=consul,
+    )
+    assert revealed.status_code == 200, revealed.text
+    said = revealed.json()["said"]
+    assert {each["advisory_id"] for each in said} == {who.advisory, other.advisory}
+    for each in said:
+        assert each["words"] == "2 trapped in room 1204, call +821055554444"
+        assert (each["answer"], each["channel"]) == ("help", "sms")
+    quiet = api.post(
+        f"/v1/citizens/{other.public_id}/reveal",
+        json={"reason": "No answer in the Tokyo roll call; calling them."},
+        headers=consul,
+    )
+    assert quiet.json()["said"] == []

@@ -332,6 +332,17 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     db.expire_all()
     kept = db.scalars(select(HelpMessage).order_by(HelpMessage.id)).all()
     assert len(kept) == 3 and all(m.duty_notified_at is not None for m in kept)
+    # A consul who reveals them (with a reason) reads all three, newest first, under no advisory.
+    revealed = api.post(
+        f"/v1/citizens/{cid}/reveal",
+        json={"reason": "A help message with no check-in open; calling."},
+        headers=consul,
+    ).json()
+    assert [(s["words"], s["advisory_id"], s["answer"]) for s in revealed["said"]] == [
+        ("emergency: call me", None, "help"),
+        ("help, my passport was stolen", None, "help"),
+        ("2 도와주세요 다쳤어요", None, "help"),
+    ]
     # Erasure takes their words.
     db.expire_all()
     erase_citizen(db, citizen=db.scalar(select(Citizen).where(Citizen.public_id == cid)))

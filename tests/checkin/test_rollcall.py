@@ -63,6 +63,12 @@ def test_counts_by_answer_and_country_and_one_call_finds_who_has_not_answered_in
     assert by_id[safe_id]["answer"] == "safe" and by_id[safe_id]["channel"] == "sms"
     assert by_id[help_id]["answer"] == "help" and by_id[help_id]["channel"] == "web"
     assert by_id[lost_id]["answer"] == "unreachable"
+    # Whether SMS can still reach them (their words come with the audited reveal).
+    assert not any("note" in item for item in data["items"])
+    assert not any(item["sms_opted_out"] for item in data["items"])
+    assert reply(safe_phone, "STOP").status_code == 200
+    again = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert [i["citizen_id"] for i in again["items"] if i["sms_opted_out"]] == [safe_id]
     for item in data["items"]:
         assert "*" in item["contact"] and not re.search(r"\d{6}", item["contact"])
 

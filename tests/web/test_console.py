@@ -320,3 +320,79 @@ def test_an_advisory_title_is_shown_as_text_on_the_map_never_as_html(live, new_p
     expect(tab.locator(".leaflet-tooltip").first).to_contain_text('<b id="pwn">HTMLINJ</b>')
     expect(tab.locator("#pwn")).to_have_count(0)
     expect(tab.locator("#pwn-img")).to_have_count(0)
+
+
+def _reply(live, phone: str, body: str) -> None:
+    form = inbound_form(phone, body)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(live.base + INBOUND, form)
+    answered = httpx.post(live.base + INBOUND, data=form, headers={"X-Twilio-Signature": signature})
+    assert answered.status_code == 200, answered.text
+
+
+def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(live, new_page):
+    """What a consul needs from the roll call in a crisis: who needs help first (a filter),
+    whose number sent STOP (SMS will not reach them), every row however many there are (pages,
+    not the first 500), and, revealed with a reason, what they wrote (as text: anyone can
+    text us markup)."""
+    hurt, stopped, quiet = (_citizen_in_bangkok(live) for _ in range(3))
+    proposer, approver = live.staff_key("consul", "han"), live.staff_key("consul", "jung")
+    body = {
+        "title": {"ko": "방콕 홍수", "en": "Flood in Bangkok"},
+        "message": {"ko": "고지대로 이동하세요.", "en": "Move to higher ground."},
+        "level": 3,
+        "category": "disaster",
+        "area": {"circles": [{"lat": BANGKOK[0], "lon": BANGKOK[1], "radius_km": 30}]},
+    }
+    created = httpx.post(
+        live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {proposer}"}
+    )
+    assert created.status_code == 201, created.text
+    advisory = created.json()["id"]
+    approved = httpx.post(
+        f"{live.base}/v1/advisories/{advisory}/approve",
+        headers={"Authorization": f"Bearer {approver}"},
+    )
+    assert approved.status_code == 200, approved.text
+    for phone in (hurt, stopped, quiet):
+        _eventually(lambda phone=phone: len(live.twilio.bodies_to(phone)) >= 2)
+    words = "I'm OK but my wife is hurt <b id='pwn'>Grand Hotel</b>"
+    _reply(live, hurt, words)
+    _reply(live, stopped, "STOP")
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.evaluate("window.anjeonConsole = {...window.anjeonConsole, rollcallPage: 2}")
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
+    expect(tab.locator("[data-answer='help'] strong")).to_have_text("1", timeout=15_000)
+    rows = tab.locator("#rollcall tbody tr")
+    expect(rows).to_have_count(2)
+    expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–2 / 3")
+    expect(tab.locator("#rollcall-previous")).to_be_disabled()
+    tab.click("#rollcall-next")
+    expect(rows).to_have_count(1)
+    expect(tab.locator("#rollcall-shown")).to_have_text("Showing 3–3 / 3")
+    expect(tab.locator("#rollcall-next")).to_be_disabled()
+
+    tab.select_option("#rollcall-answer", "help")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-row-answer", "help")
+    expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–1 / 1")
+    assert words not in tab.content()  # free text only with the audited reveal
+    tab.on("dialog", lambda dialog: dialog.accept("Needs help in the flood; calling them now."))
+    rows.first.get_by_role("button", name="Reveal contact").click()
+    expect(tab.get_by_test_id("revealed-phone")).to_have_text(hurt)
+    expect(tab.get_by_test_id("said")).to_have_count(1)
+    expect(tab.get_by_test_id("said").locator("q")).to_have_text(words)
+    expect(tab.locator("#pwn")).to_have_count(0)
+    page.shot("console-revealed")
+    tab.locator("#revealed").get_by_role("button", name="Close").click()
+    expect(tab.locator("#revealed")).to_be_hidden()
+    assert words not in tab.content()
+
+    tab.select_option("#rollcall-answer", "no_answer")
+    expect(rows).to_have_count(2)
+    expect(tab.get_by_test_id("sms-stopped")).to_have_count(1)
+    expect(tab.get_by_test_id("sms-stopped")).to_have_text("SMS off (STOP)")
+    page.shot("console-rollcall")

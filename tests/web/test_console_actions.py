@@ -108,7 +108,7 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     tab.on("dialog", lambda dialog: dialog.accept(REVEAL_REASON))
     expect(tab.locator("#rollcall tbody tr")).to_have_count(1)
     tab.get_by_role("button", name="Reveal contact").click()
-    expect(tab.locator("#flash")).to_contain_text(phone)
+    expect(tab.get_by_test_id("revealed-phone")).to_contain_text(phone)
 
     # Test-send to myself: only the staff phone gets it, marked [TEST].
     staff_phone = "+821099990001"

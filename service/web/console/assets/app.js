@@ -4,6 +4,8 @@
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
 const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
+// Rows of the roll call a page shows (a test sets window.anjeonConsole.rollcallPage lower).
+const rollcallPage = () => (window.anjeonConsole && window.anjeonConsole.rollcallPage) || 100;
 
 // ---- the API ------------------------------------------------------------------------------
 
@@ -504,6 +506,7 @@ async function showQueue() {
 
 async function showAdvisory(id) {
   const turn = state.routeSeq;
+  hideRevealed();
   const advisory = await api(`/v1/advisories/${id}`);
   $("advisory-head").replaceChildren(
     el("h2", {}, localised(advisory.title)),
@@ -527,7 +530,21 @@ async function showAdvisory(id) {
   $("revisions").replaceChildren(...(revisions.items || revisions).map((r) =>
     el("li", {}, `#${r.revision} ${r.change} · ${r.changed_by} · ${when(r.created_at)}`)));
   $("start-rollcall").onclick = () => startRollcall(id);
-  $("rollcall-country").onchange = () => refreshAdvisory(id);
+  state.rollcallOffset = 0;
+  for (const filter of ["rollcall-country", "rollcall-answer"]) {
+    $(filter).onchange = () => {
+      state.rollcallOffset = 0;
+      refreshAdvisory(id);
+    };
+  }
+  $("rollcall-previous").onclick = () => {
+    state.rollcallOffset = Math.max(0, state.rollcallOffset - rollcallPage());
+    refreshAdvisory(id);
+  };
+  $("rollcall-next").onclick = () => {
+    state.rollcallOffset += rollcallPage();
+    refreshAdvisory(id);
+  };
   $("test-send-form").onsubmit = (event) => {
     event.preventDefault();
     testSend(id);
@@ -570,7 +587,10 @@ async function refreshAdvisory(id) {
         el("button", { type: "button", on: { click: () => retry(a.id) } }, t("retry")))))
     : el("p", {}, t("none")));
   const country = $("rollcall-country").value;
-  const rollcall = await api(`/v1/advisories/${id}/rollcall?limit=500${country ? `&country=${country}` : ""}`);
+  const query = new URLSearchParams({ limit: rollcallPage(), offset: state.rollcallOffset });
+  if (country) query.set("country", country);
+  if ($("rollcall-answer").value) query.set("answer", $("rollcall-answer").value);
+  const rollcall = await api(`/v1/advisories/${id}/rollcall?${query}`);
   renderRollcall(rollcall, country);
 }
 
@@ -588,12 +608,19 @@ function renderRollcall(rollcall, country) {
     rollcall.items.length
       ? el("table", { class: "grid" },
           el("thead", {}, el("tr", {}, [t("country"), t("contact"), t("answer"), t("channel"), t("answered_at"), ""].map((h) => el("th", {}, h)))),
-          el("tbody", {}, rollcall.items.map((row) => el("tr", {},
-            el("td", {}, row.country || "–"), el("td", {}, row.contact || "–"), el("td", {}, t(row.answer)),
+          el("tbody", {}, rollcall.items.map((row) => el("tr", { "data-citizen": row.citizen_id, "data-row-answer": row.answer },
+            el("td", {}, row.country || "–"),
+            el("td", {}, row.contact || "–", row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
+            el("td", {}, t(row.answer)),
             el("td", {}, row.channel || "–"), el("td", {}, when(row.answered_at)),
             el("td", {}, el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
   );
+  const first = rollcall.total ? rollcall.offset + 1 : 0;
+  const last = rollcall.offset + rollcall.items.length;
+  $("rollcall-shown").textContent = `${t("shown_of")} ${first}–${last} / ${rollcall.total}`;
+  $("rollcall-previous").disabled = rollcall.offset === 0;
+  $("rollcall-next").disabled = last >= rollcall.total;
 }
 
 async function startRollcall(id) {
@@ -619,10 +646,38 @@ async function reveal(citizenId) {
   if (!reason) return;
   try {
     const found = await api(`/v1/citizens/${citizenId}/reveal`, { method: "POST", body: { reason } });
-    flash(JSON.stringify(found), "ok");
+    showRevealed(found);
   } catch (error) {
     flash(sentence(error));
   }
+}
+
+function hideRevealed() {
+  // Personal data leaves the page as soon as it is not needed.
+  $("revealed").hidden = true;
+  $("revealed").replaceChildren();
+}
+
+function showRevealed(found) {
+  const contact = (c) => (c ? `${c.address}${c.verified ? "" : ` (${t("unverified")})`}` : "–");
+  const box = $("revealed");
+  box.replaceChildren(
+    el("h4", {}, `${t("revealed_heading")}: ${found.name || "–"}`),
+    el("dl", {},
+      el("dt", {}, t("test_phone")),
+      el("dd", { "data-testid": "revealed-phone" }, contact(found.phone), found.sms_opted_out_at ? ` · ${t("sms_stopped")}` : ""),
+      el("dt", {}, t("test_email")), el("dd", { "data-testid": "revealed-email" }, contact(found.email)),
+      el("dt", {}, t("country")), el("dd", {}, (found.location && found.location.country) || "–")),
+    el("h4", {}, t("note")),
+    // Their words, as text: they are whatever anyone texted us.
+    found.said.length
+      ? el("ul", {}, found.said.map((said) => el("li", { "data-testid": "said" },
+          `${when(said.at)} · ${said.channel} · ${t(said.answer)}: `, el("q", {}, said.words))))
+      : el("p", {}, t("none")),
+    el("button", { type: "button", on: { click: hideRevealed } }, t("close"))
+  );
+  box.hidden = false;
+  box.scrollIntoView({ block: "nearest" });
 }
 
 async function testSend(id) {
