@@ -28,12 +28,20 @@ ACTOR = "system:duty-notice"
 
 
 @dataclass(frozen=True)
-class DutyNotice:
-    checkin_id: int | None  # None: a HelpMessage, asked by no check-in
-    citizen_id: str
-    advisory_id: str | None
-    advisory_title: str
+class AskedBy:
+    """An advisory whose check-in the help answer answered."""
+
+    advisory_id: str
+    title: str
     level: str
+
+
+@dataclass(frozen=True)
+class DutyNotice:
+    """One notice per citizen in need: an SMS answers every open check-in, so one "2" under
+    two advisories is one person to call, not two notices."""
+
+    citizen_id: str
     name: str
     phone: str | None
     email: str | None
@@ -42,20 +50,27 @@ class DutyNotice:
     channel: str
     note: str
     answered_at: datetime
+    # Empty: a HelpMessage, asked by no check-in.
+    advisories: tuple[AskedBy, ...] = ()
+    checkin_ids: tuple[int, ...] = ()
     exercise: bool = False  # a drill: said first, so nobody takes it for real (or the reverse)
     help_message_id: int | None = None
 
     def text(self) -> str:
-        asked = (
-            f"Advisory: {self.advisory_title} (level {self.level}, {self.advisory_id})"
-            if self.advisory_id
-            else "Advisory: none. No check-in was open for them: they wrote on their own."
-        )
+        if not self.advisories:
+            asked = ["Advisory: none. No check-in was open for them: they wrote on their own."]
+        elif len(self.advisories) == 1:
+            asked = [f"Advisory: {_advisory_line(self.advisories[0])}"]
+        else:
+            asked = [
+                f"Advisories ({len(self.advisories)}; their one answer counts for each):",
+                *(f"- {_advisory_line(each)}" for each in self.advisories),
+            ]
         return "\n".join(
             [
                 *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
                 "A citizen answered the safety check-in: NEED HELP."
-                if self.advisory_id
+                if self.advisories
                 else "A registered citizen texted: NEED HELP.",
                 "",
                 f"Name: {self.name or '(not given)'}",
@@ -66,21 +81,29 @@ class DutyNotice:
                 f"Their words: {self.note or '-'}",
                 f"Answered: {self.answered_at.isoformat()} by {self.channel}",
                 "",
-                asked,
+                *asked,
                 f"Citizen record: {self.citizen_id}",
                 "This notice is recorded in the audit log.",
             ]
         )
 
     def payload(self) -> dict[str, object]:
+        first = self.advisories[0] if self.advisories else None
         return {
-            "event": "checkin.help" if self.advisory_id else "citizen.help",
-            "checkin_id": self.checkin_id,
+            "event": "checkin.help" if self.advisories else "citizen.help",
+            # The first (most recent) advisory and its check-in, as before several were told
+            # in one notice; `advisories` and `checkin_ids` list them all.
+            "checkin_id": self.checkin_ids[0] if self.checkin_ids else None,
+            "checkin_ids": list(self.checkin_ids),
             "help_message_id": self.help_message_id,
             "citizen_id": self.citizen_id,
-            "advisory_id": self.advisory_id,
-            "advisory_title": self.advisory_title,
-            "level": self.level,
+            "advisory_id": first.advisory_id if first else None,
+            "advisory_title": first.title if first else "",
+            "level": first.level if first else "",
+            "advisories": [
+                {"id": each.advisory_id, "title": each.title, "level": each.level}
+                for each in self.advisories
+            ],
             "name": self.name,
             "phone": self.phone,
             "email": self.email,
@@ -91,6 +114,10 @@ class DutyNotice:
             "answered_at": self.answered_at.isoformat(),
             "exercise": self.exercise,
         }
+
+
+def _advisory_line(advisory: AskedBy) -> str:
+    return f"{advisory.title} (level {advisory.level}, {advisory.advisory_id})"
 
 
 def waiting(session: Session, *, answered_before: datetime, limit: int = 100) -> list[int]:
@@ -110,42 +137,59 @@ def waiting(session: Session, *, answered_before: datetime, limit: int = 100) ->
     )
 
 
-def read_notice(
-    session: Session, *, vault: PersonalDataVault, checkin_id: int, now: datetime
-) -> DutyNotice | None:
-    """The notice for a help answer still untold (None otherwise), recorded in the audit log
-    as a read of the citizen's personal data, in the caller's transaction."""
-    found = session.execute(
+def read_notices(
+    session: Session, *, vault: PersonalDataVault, checkin_ids: list[int], now: datetime
+) -> list[DutyNotice]:
+    """The notices for these help answers still untold: one per citizen (and per drill or
+    real), naming each advisory, the most recent first. Each is recorded in the audit log as a
+    read of the citizen's personal data, in the caller's transaction."""
+    if not checkin_ids:
+        return []
+    rows = session.execute(
         select(Checkin, Citizen, Advisory, CheckinAnswer)
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .join(CheckinAnswer, CheckinAnswer.id == Checkin.answer_id)
         .where(
-            Checkin.id == checkin_id,
+            Checkin.id.in_(checkin_ids),
             Checkin.answer == "help",
             Checkin.duty_notified_at.is_(None),
         )
-    ).first()
-    if found is None:
-        return None
-    checkin, citizen, advisory, given = found
-    return DutyNotice(
-        checkin_id=checkin.id,
-        advisory_id=advisory.public_id,
-        advisory_title=advisory.title_en or advisory.title_ko or "",
-        level=advisory.level,
-        channel=checkin.channel,
-        note=vault.open("checkin-note", given.note_sealed) if given.note_sealed else "",
-        answered_at=checkin.answered_at,
-        exercise=advisory.exercise,
-        **_who_needs_help(
-            session,
-            vault,
-            citizen,
-            reason=f"check-in answer 'help' to advisory {advisory.public_id}",
-            now=now,
-        ),
-    )
+        .order_by(Citizen.id, Checkin.answered_at.desc(), Checkin.id.desc())
+    ).all()
+    groups: dict[tuple[int, bool], list[tuple[Checkin, Citizen, Advisory, CheckinAnswer]]] = {}
+    for checkin, citizen, advisory, given in rows:
+        groups.setdefault((citizen.id, advisory.exercise), []).append(
+            (checkin, citizen, advisory, given)
+        )
+    notices = []
+    for (_, exercise), group in groups.items():
+        latest, citizen, _, given = group[0]
+        advisories = tuple(
+            AskedBy(
+                advisory.public_id, advisory.title_en or advisory.title_ko or "", advisory.level
+            )
+            for _, _, advisory, _ in group
+        )
+        named = ", ".join(each.advisory_id for each in advisories)
+        notices.append(
+            DutyNotice(
+                advisories=advisories,
+                checkin_ids=tuple(checkin.id for checkin, _, _, _ in group),
+                channel=latest.channel,
+                note=vault.open("checkin-note", given.note_sealed) if given.note_sealed else "",
+                answered_at=latest.answered_at,
+                exercise=exercise,
+                **_who_needs_help(
+                    session,
+                    vault,
+                    citizen,
+                    reason=f"check-in answer 'help' to advisory {named}",
+                    now=now,
+                ),
+            )
+        )
+    return notices
 
 
 def waiting_help_messages(
@@ -169,7 +213,7 @@ def waiting_help_messages(
 def read_help_message_notice(
     session: Session, *, vault: PersonalDataVault, help_message_id: int, now: datetime
 ) -> DutyNotice | None:
-    """As read_notice, for a help message that no check-in asked for."""
+    """As read_notices, for a help message that no check-in asked for."""
     found = session.execute(
         select(HelpMessage, Citizen)
         .join(Citizen, Citizen.id == HelpMessage.citizen_id)
@@ -179,11 +223,7 @@ def read_help_message_notice(
         return None
     message, citizen = found
     return DutyNotice(
-        checkin_id=None,
         help_message_id=message.id,
-        advisory_id=None,
-        advisory_title="",
-        level="",
         channel=message.channel,
         note=vault.open("checkin-note", message.note_sealed) if message.note_sealed else "",
         answered_at=message.received_at,
@@ -279,8 +319,9 @@ def tell_duty(
     now: datetime,
     help_message_ids: list[int] | None = None,
 ) -> int:
-    """Send the notice of each help answer (and help message) not yet told; returns how many
-    went. Each is read (and audited) in its own short transaction, sent, then marked told."""
+    """Send the notices of these help answers (one per citizen) and help messages not yet
+    told; returns how many went. They are read (and audited) in a short transaction, each
+    sent, then marked told in its own."""
     help_message_ids = help_message_ids or []
     if not checkin_ids and not help_message_ids:
         return 0
@@ -289,18 +330,21 @@ def tell_duty(
         log.error("a citizen needs help and no duty contact is set (ANJEON_DUTY_EMAIL)")
         return 0
     told = 0
-    for checkin_id in checkin_ids:
+    try:
+        with factory.begin() as session:
+            notices = read_notices(session, vault=vault, checkin_ids=checkin_ids, now=now)
+    except Exception:  # the minute job sends what this could not
+        log.exception("duty notices could not be read", extra={"checkin_ids": checkin_ids})
+        notices = []
+    for notice in notices:
         try:
-            with factory.begin() as session:
-                notice = read_notice(session, vault=vault, checkin_id=checkin_id, now=now)
-            if notice is None:
-                continue
             if send_notice(notice, notifiers=notifiers, settings=settings):
                 with factory.begin() as session:
-                    mark_duty_told(session, checkin_id=checkin_id, now=now)
+                    for checkin_id in notice.checkin_ids:
+                        mark_duty_told(session, checkin_id=checkin_id, now=now)
                 told += 1
         except Exception:  # the minute job sends what this could not
-            log.exception("duty notice failed", extra={"checkin_id": checkin_id})
+            log.exception("duty notice failed", extra={"checkin_ids": notice.checkin_ids})
     for help_message_id in help_message_ids:
         try:
             with factory.begin() as session:

@@ -435,7 +435,7 @@ def test_a_help_answer_is_posted_to_the_duty_webhook_signed(api, consul, db, dis
         settings.duty_webhook_url = f"http://127.0.0.1:{server.server_address[1]}/duty"
         settings.webhook_secret = SecretStr("duty-hook-secret")
         cid, phone, _ = citizen(api)
-        issue(api, consul, level=4)
+        advisory = issue(api, consul, level=4)
         dispatcher.drain()
         form = inbound_form(phone, "도와주세요 여권 분실")
         assert api.post(INBOUND, data=form, headers=signed(form)).status_code == 200
@@ -444,6 +444,8 @@ def test_a_help_answer_is_posted_to_the_duty_webhook_signed(api, consul, db, dis
     [(payload, signature)] = _DutyHook.received
     assert payload["event"] == "checkin.help" and payload["citizen_id"] == cid
     assert payload["phone"] == phone and payload["note"] == "도와주세요 여권 분실"
+    assert payload["advisory_id"] == advisory and len(payload["checkin_ids"]) == 1
+    assert [a["id"] for a in payload["advisories"]] == [advisory]
     body = json.dumps(payload, ensure_ascii=False).encode()
     assert signature == "sha256=" + hmac.new(b"duty-hook-secret", body, hashlib.sha256).hexdigest()
 
@@ -496,11 +498,18 @@ def test_one_sms_answer_counts_for_every_advisory_that_asked(
     for advisory in (first, second):
         roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
         assert [(i["citizen_id"], i["answer"]) for i in roll["items"]] == [(cid, "safe")]
-    reply(phone, "2")
-    notices = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
-    assert sorted(("Protests" in m.get_body(("plain",)).get_content()) for m in notices) == [
-        False,
-        True,
-    ]
+    reply(phone, "2 our hotel is flooded")
+    # One person to call: one notice, naming both advisories (before: two notices).
+    [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    text = notice.get_body(("plain",)).get_content()
+    assert "Advisories (2; their one answer counts for each):" in text
+    assert f"- Earthquake (level 4, {second})" in text and f"- Protests (level 3, {first})" in text
+    assert text.count("our hotel is flooded") == 1
     assert {a.answer for a in answers_of(db, cid)} == {"safe", "help"}
     assert len(answers_of(db, cid)) == 4
+    db.expire_all()
+    told = db.scalars(select(Checkin.duty_notified_at).where(Checkin.answer == "help")).all()
+    assert len(told) == 2 and None not in told
+    entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
+    [entry] = entries.all()
+    assert first in entry.reason and second in entry.reason
