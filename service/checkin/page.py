@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
-from service.checkin.answers import NOTE_MAX, Recorded, record_answer
+from service.checkin.answers import NOTE_MAX, Recorded, open_checkins, record_answer
 from service.checkin.models import Checkin, CheckinAnswer
 from service.checkin.replies import Answer
 from service.citizens.models import Citizen
@@ -24,7 +24,8 @@ MAX_ANSWERS = 20
 @dataclass(frozen=True)
 class CheckinPage:
     html: str
-    recorded: Recorded | None = None
+    # The page's own advisory first, then each other open real check-in the answer counts for.
+    recorded: tuple[Recorded, ...] = ()
 
 
 def checkin_page(
@@ -44,7 +45,7 @@ def checkin_page(
     advisory = session.get(Advisory, target.advisory_id) if target else None
     if target is None or citizen is None or citizen.status != "active" or advisory is None:
         raise NotFound("no such check-in")
-    recorded = None
+    recorded: tuple[Recorded, ...] = ()
     if answer is not None:
         if answer not in ("safe", "help"):
             raise InvalidInput("answer", "must be safe or help")
@@ -61,15 +62,18 @@ def checkin_page(
         if (given or 0) >= MAX_ANSWERS:
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
-        recorded = record_answer(
-            session,
-            vault=links.vault,
-            advisory_id=advisory.id,
-            citizen_id=citizen.id,
-            answer=chosen,
-            channel="web",
-            note=note,
-            now=now,
+        recorded = tuple(
+            record_answer(
+                session,
+                vault=links.vault,
+                advisory_id=advisory_id,
+                citizen_id=citizen.id,
+                answer=chosen,
+                channel="web",
+                note=note,
+                now=now,
+            )
+            for advisory_id in _answered_by_the_page(session, advisory, citizen.id, now=now)
         )
     key = (advisory.id, advisory.revision)
     content = ContentCache().load(session, {key}).get(key)
@@ -81,6 +85,21 @@ def checkin_page(
         )
     )
     html = renderer.checkin_page(
-        content, language=citizen.language, answer=current, recorded=recorded is not None
+        content, language=citizen.language, answer=current, recorded=bool(recorded)
     )
     return CheckinPage(html=html, recorded=recorded)
+
+
+def _answered_by_the_page(
+    session: Session, advisory: Advisory, citizen_id: int, *, now: datetime
+) -> list[int]:
+    """The page's advisory, and with a real one every other real check-in open for the
+    citizen, as an SMS answer counts: "I need help" pressed under one advisory leaves no other
+    roll call saying "no answer" (nor its reminders asking). A drill's page answers the drill
+    only, and no real answer is ever filed under a drill."""
+    if advisory.exercise:
+        return [advisory.id]
+    opened = open_checkins(session, citizen_id=citizen_id, now=now)
+    if advisory.id not in opened:
+        return [advisory.id]  # then `opened` may be drills
+    return [advisory.id, *(each for each in opened if each != advisory.id)]

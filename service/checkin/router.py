@@ -136,7 +136,7 @@ def answer_checkin(
         answer=answer,
         note=form.get("note"),
     )
-    _tell_duty(request, tasks, (page.recorded,) if page.recorded else ())
+    _tell_duty(request, tasks, page.recorded)
     return HTMLResponse(page.html, headers=PAGE_HEADERS)
 
 

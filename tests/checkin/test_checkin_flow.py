@@ -483,6 +483,40 @@ def test_a_real_check_in_comes_before_a_drill_when_a_reply_comes(
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_page_answer_counts_for_every_real_advisory_that_asked_and_a_drills_for_itself(
+    api, consul, db, dispatcher, twilio, smtp
+):
+    """As an SMS answer: "I need help" pressed on one advisory's page counts for the other
+    open one too (before, its roll call said no_answer and its reminders kept asking). A
+    drill's page answers the drill only, and a real page never answers a drill."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api, exercises=True)
+    first = issue(api, consul, level=3, title={"ko": "시위", "en": "Protests"})
+    second = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    drill = issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+
+    def token_of(title: str) -> str:
+        [sms] = [b for b in twilio.bodies_to(phone) if title in b]
+        return CHECKIN_LINK.search(sms).group(1)
+
+    def standing(advisory: str) -> list[tuple[str, str, str | None]]:
+        roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+        return [(i["citizen_id"], i["answer"], i["channel"]) for i in roll["items"]]
+
+    page = api.post(f"/c/{token_of('시위')}", data={"answer": "help", "note": "flooded in"})
+    assert page.status_code == 200
+    assert standing(first) == standing(second) == [(cid, "help", "web")]
+    assert standing(drill) == [(cid, "no_answer", None)]
+    [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert "Advisories (2;" in notice.get_body(("plain",)).get_content()
+
+    assert api.post(f"/c/{token_of('훈련')}", data={"answer": "safe"}).status_code == 200
+    assert standing(drill) == [(cid, "safe", "web")]
+    assert standing(first) == standing(second) == [(cid, "help", "web")]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
 def test_one_sms_answer_counts_for_every_advisory_that_asked(
     api, consul, db, dispatcher, reply, smtp
 ):
