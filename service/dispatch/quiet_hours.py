@@ -69,7 +69,7 @@ def zone_at(lat: float, lon: float) -> str | None:
 def zone_of_country(code: str) -> str | None:
     """The zone of a country known only by its code: its one zone when the tz database lists
     one, else the zone at a representative point of its largest polygon (the US: Chicago)."""
-    zones = _country_zones().get(code, ())
+    zones = country_zones().get(code, ())
     if len(zones) == 1:
         return zones[0] if _known(zones[0]) else None
     geometries = [
@@ -137,7 +137,7 @@ def _finder() -> TimezoneFinder:
 
 
 @cache
-def _country_zones() -> dict[str, tuple[str, ...]]:
+def country_zones() -> dict[str, tuple[str, ...]]:
     """zone.tab of the tz database shipped in `tzdata`: each country's zones."""
     text = resources.files("tzdata").joinpath("zoneinfo", "zone.tab").read_text("utf-8")
     zones: dict[str, list[str]] = {}

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from service.dispatch import sms_text
+from service.dispatch.area_time import local_end
 from service.dispatch.content import EXERCISE_MARK, AlertContent, area_text, country_name
 
 _LINK_MARK = "\x00link\x00"
@@ -51,7 +52,7 @@ class Renderer:
             "message": content.text(content.message, lang),
             "area": area_text(content.area, lang),
             "source": content.source,
-            "expires": content.expires.strftime("%Y-%m-%d %H:%M UTC") if content.expires else "",
+            "expires": local_end(content.expires, content.area, lang) if content.expires else "",
             "link": link,
             "checkin_link": checkin,
             # "[훈련]" / "[EXERCISE]" for a drill, else "": the first words of every message.

@@ -1,0 +1,87 @@
+"""When an advisory ends, on the clock of the place it covers: a citizen in Bangkok reads
+"21:00 (Asia/Bangkok, UTC+07:00)", not "14:00 UTC". An area over several clocks (a whole
+country with several zones, a polygon across a border of zones) keeps UTC: one local time
+would be wrong for some of the people it warns."""
+
+import math
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import shapely
+from shapely.geometry import shape
+
+from service.dispatch.quiet_hours import country_zones, zone_at, zone_of_country
+
+# Points read along a polygon's outline and a circle's edge: enough to see a second zone in
+# an area that crosses into one, few enough that a 5,000-vertex area costs milliseconds.
+_OUTLINE_SAMPLES = 32
+_CIRCLE_SAMPLES = 8
+_KM_PER_DEGREE = 111.32
+
+
+def area_zone(area: dict, at: datetime) -> str | None:
+    """The one zone whose clock holds over the whole area at `at` (None: several clocks
+    differ there, or none is known)."""
+    zones = [zone_at(round(lat, 3), round(lon, 3)) for lat, lon in _points(area)]
+    for code in [*(area.get("countries") or ()), *_subdivision_countries(area)]:
+        # A country of several zones is covered whole: its clocks may differ (a zone the
+        # tz database lacks counts as unknown).
+        listed = country_zones().get(code, ())
+        if len({_offset(zone, at) for zone in listed}) > 1:
+            return None
+        # One clock under several names (Argentina's): the tz database's first, its main one.
+        zones.append(listed[0] if len(listed) > 1 else zone_of_country(code))
+    if not zones or None in zones:
+        return None
+    offsets = {_offset(zone, at) for zone in zones if zone}
+    return zones[0] if len(offsets) == 1 and None not in offsets else None
+
+
+def _offset(zone: str, at: datetime) -> object:
+    try:
+        return ZoneInfo(zone).utcoffset(at)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return None
+
+
+def local_end(expires: datetime, area: dict, lang: str) -> str:
+    """How an alert shows when the advisory ends: local time with its zone and offset when
+    the area has one clock, else UTC."""
+    zone = area_zone(area, expires)
+    if zone is None:
+        return expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    local = expires.astimezone(ZoneInfo(zone))
+    offset = local.strftime("%z")
+    offset = f"UTC{offset[:3]}:{offset[3:]}"
+    where = f"현지 시각, {zone}" if lang == "ko" else f"local time, {zone}"
+    return f"{local.strftime('%Y-%m-%d %H:%M')} ({where}, {offset})"
+
+
+def _points(area: dict) -> list[tuple[float, float]]:
+    points: list[tuple[float, float]] = []
+    for circle in area.get("circles") or ():
+        lat, lon, radius = float(circle["lat"]), float(circle["lon"]), circle.get("radius_km", 0)
+        points.append((lat, lon))
+        dlat = float(radius) / _KM_PER_DEGREE
+        dlon = dlat / max(math.cos(math.radians(lat)), 0.01)
+        for k in range(_CIRCLE_SAMPLES):
+            angle = 2 * math.pi * k / _CIRCLE_SAMPLES
+            points.append(
+                (
+                    max(-90.0, min(90.0, lat + dlat * math.sin(angle))),
+                    (lon + dlon * math.cos(angle) + 180) % 360 - 180,
+                )
+            )
+    geometry = area.get("geometry")
+    if geometry:
+        found = shape(geometry)
+        inside = shapely.point_on_surface(found)
+        points.append((inside.y, inside.x))
+        outline = shapely.get_coordinates(shapely.boundary(found))
+        step = max(1, len(outline) // _OUTLINE_SAMPLES)
+        points += [(float(y), float(x)) for x, y in outline[::step]]
+    return points
+
+
+def _subdivision_countries(area: dict) -> list[str]:
+    return [code.split("-")[0] for code in area.get("subdivisions") or ()]
