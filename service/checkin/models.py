@@ -48,6 +48,10 @@ class Checkin(Base):
     answered_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # A "help" answer: when the duty staff were told (NULL: not yet; the minute job retries).
     duty_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The consul handling a citizen who needs help (their staff key's name), so that two do
+    # not call the same person while nobody calls the next.
+    taken_by: Mapped[str | None] = mapped_column(String(100))
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "citizen_id"),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
@@ -16,7 +16,7 @@ from service.checkin.answers import asks
 from service.checkin.models import Checkin
 from service.citizens.models import Citizen, CitizenPlace
 from service.citizens.service import Registry, masked_contacts
-from service.errors import Conflict
+from service.errors import Conflict, NotFound
 from service.ledger import checkins, states
 from service.ledger.models import Alert
 
@@ -35,6 +35,8 @@ class Entry:
     country: str | None
     channel: str | None  # how they answered
     answered_at: datetime | None
+    taken_by: str | None = None
+    taken_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class RollCallRow:
     answered_at: datetime | None
     country: str | None
     sms_opted_out: bool  # their number sent STOP: no SMS reaches them
+    taken_by: str | None  # the consul handling them
+    taken_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,13 @@ def roll_call(
     answer: Standing | None,
     country: str | None,
     limit: int,
+    taken: bool | None = None,
     offset: int,
     now: datetime,
 ) -> RollCall:
     """Who was asked about this advisory and where each stands; counts cover everyone asked,
-    `items` the page of those matching the filters (by answer, by country), in citizen order,
+    `items` the page of those matching the filters (by answer, by country, taken by a consul
+    or not), in citizen order,
     each saying whether their number sent STOP. Their words are not here: free text may hold
     any contact or address, so it comes with the audited reveal, like their contacts."""
     entries = _entries(session, advisory=advisory, now=now)
@@ -82,7 +88,9 @@ def roll_call(
     chosen = [
         e
         for e in entries
-        if (answer is None or e.standing == answer) and (country is None or e.country == country)
+        if (answer is None or e.standing == answer)
+        and (country is None or e.country == country)
+        and (taken is None or (e.taken_by is not None) == taken)
     ]
     page = chosen[offset : offset + limit]
     citizens = {
@@ -104,6 +112,8 @@ def roll_call(
                 answered_at=entry.answered_at,
                 country=entry.country,
                 sms_opted_out=citizen.sms_opted_out_at is not None,
+                taken_by=entry.taken_by,
+                taken_at=entry.taken_at,
             )
         )
     return RollCall(
@@ -127,11 +137,16 @@ def _entries(session: Session, *, advisory: Advisory, now: datetime) -> list[Ent
         .order_by(Alert.citizen_id)
     ).all()
     answers = {
-        cid: (answer, channel, at)
-        for cid, answer, channel, at in session.execute(
-            select(Checkin.citizen_id, Checkin.answer, Checkin.channel, Checkin.answered_at).where(
-                Checkin.advisory_id == advisory.id
-            )
+        row.citizen_id: row
+        for row in session.execute(
+            select(
+                Checkin.citizen_id,
+                Checkin.answer,
+                Checkin.channel,
+                Checkin.answered_at,
+                Checkin.taken_by,
+                Checkin.taken_at,
+            ).where(Checkin.advisory_id == advisory.id)
         )
     }
     # Someone who answered without being asked in the ledger (a roll call's row since gone)
@@ -145,7 +160,7 @@ def _entries(session: Session, *, advisory: Advisory, now: datetime) -> list[Ent
         may, failed = reached.get(cid, (1, 0))
         standing: Standing
         if given is not None:
-            standing = given[0]  # type: ignore[assignment]
+            standing = given.answer
         elif not may and failed:
             standing = "unreachable"
         else:
@@ -155,8 +170,10 @@ def _entries(session: Session, *, advisory: Advisory, now: datetime) -> list[Ent
                 citizen_id=cid,
                 standing=standing,
                 country=countries.get(cid),
-                channel=given[1] if given else None,
-                answered_at=given[2] if given else None,
+                channel=given.channel if given else None,
+                answered_at=given.answered_at if given else None,
+                taken_by=given.taken_by if given else None,
+                taken_at=given.taken_at if given else None,
             )
         )
     return entries
@@ -217,3 +234,100 @@ def start_round(session: Session, *, advisory: Advisory, now: datetime) -> Round
         )
     )
     return Round(round=number, asked=asked or 0, queued=queued)
+
+
+@dataclass(frozen=True)
+class Taken:
+    citizen_id: str
+    taken_by: str | None
+    taken_at: datetime | None
+    advisories: list[str]  # every advisory whose help answer of theirs this took or released
+
+
+def take_help(
+    session: Session, *, advisory: Advisory, citizen_public_id: str, staff: str, now: datetime
+) -> Taken:
+    """A consul takes a citizen who needs help: every help answer of theirs (one SMS answers
+    every advisory that asked) shows the consul's name, so nobody else calls them meanwhile.
+    Taking again is harmless; one taken by someone else is a 409 naming them (two consuls
+    at once: one wins, the other learns who)."""
+    citizen_id = _help_answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
+    session.execute(
+        update(Checkin)
+        .where(
+            Checkin.citizen_id == citizen_id,
+            Checkin.answer == "help",
+            Checkin.taken_by.is_(None),
+        )
+        .values(taken_by=staff, taken_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    holder, since = session.execute(
+        select(Checkin.taken_by, Checkin.taken_at).where(
+            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen_id
+        )
+    ).one()
+    if holder != staff:
+        raise Conflict(f"already taken by {holder} at {since:%Y-%m-%d %H:%M} UTC")
+    return Taken(citizen_public_id, staff, since, _taken_advisories(session, citizen_id, staff))
+
+
+def release_help(
+    session: Session,
+    *,
+    advisory: Advisory,
+    citizen_public_id: str,
+    staff: str,
+    any_holder: bool,
+) -> Taken:
+    """Give a citizen back to the list of help answers nobody has taken: by whoever took them,
+    or (`any_holder`) an admin when that consul is gone."""
+    citizen_id = _help_answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
+    holder = session.scalar(
+        select(Checkin.taken_by).where(
+            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen_id
+        )
+    )
+    if holder is None:
+        return Taken(citizen_public_id, None, None, [])
+    if holder != staff and not any_holder:
+        raise Conflict(f"taken by {holder}: only they or an admin can give it back")
+    released = _taken_advisories(session, citizen_id, holder)
+    session.execute(
+        update(Checkin)
+        .where(Checkin.citizen_id == citizen_id, Checkin.taken_by == holder)
+        .values(taken_by=None, taken_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return Taken(citizen_public_id, None, None, released)
+
+
+def _help_answer_of(session: Session, *, advisory: Advisory, citizen_public_id: str) -> int:
+    if "\x00" in citizen_public_id:  # no id has one, and PostgreSQL refuses it in text
+        raise NotFound("no answer from this citizen to this advisory's check-in")
+    found = session.execute(
+        select(Citizen.id, Checkin.answer)
+        .join(Checkin, Checkin.citizen_id == Citizen.id)
+        .where(
+            Citizen.public_id == citizen_public_id,
+            Citizen.status == "active",
+            Checkin.advisory_id == advisory.id,
+        )
+    ).first()
+    if found is None:
+        raise NotFound("no answer from this citizen to this advisory's check-in")
+    citizen_id, answer = found
+    if answer != "help":
+        raise Conflict(f"their answer is {answer!r}: only a help answer is taken")
+    return citizen_id
+
+
+def _taken_advisories(session: Session, citizen_id: int, staff: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Advisory.public_id)
+            .join(Checkin, Checkin.advisory_id == Advisory.id)
+            .where(Checkin.citizen_id == citizen_id, Checkin.taken_by == staff)
+            .order_by(Advisory.id)
+        )
+    )

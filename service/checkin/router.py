@@ -154,6 +154,10 @@ class RollCallItem(BaseModel):
         description="Their number sent STOP: the provider refuses our SMS to it, so only "
         "e-mail (or a call) reaches them."
     )
+    taken_by: str | None = Field(
+        description="The consul (staff key name) handling this citizen who needs help."
+    )
+    taken_at: datetime | None
 
 
 class RollCallRead(BaseModel):
@@ -182,6 +186,9 @@ def read_roll_call(
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+    taken: Annotated[
+        bool | None, Query(description="true: taken by a consul; false: nobody has them yet.")
+    ] = None,
 ) -> RollCallRead:
     """Who was asked "are you safe?" about this advisory and where each stands: counts by
     answer and by country of the matched place; rows (contacts masked) filtered and paged."""
@@ -193,6 +200,7 @@ def read_roll_call(
         country=country,
         limit=limit,
         offset=offset,
+        taken=taken,
         now=utcnow(),
     )
     return RollCallRead(
@@ -213,3 +221,43 @@ def start_roll_call(advisory_id: str, session: SessionDep, _staff: Consul) -> Ro
         session, advisory=get_advisory(session, public_id=advisory_id), now=utcnow()
     )
     return RoundStarted(round=started.round, asked=started.asked, queued=started.queued)
+
+
+class TakenRead(BaseModel):
+    citizen_id: str
+    taken_by: str | None = Field(description="null: given back, nobody has them.")
+    taken_at: datetime | None
+    advisories: list[str] = Field(
+        description="Every advisory whose help answer of theirs this took (or gave back): one "
+        "SMS answers them all."
+    )
+
+
+@router.post("/v1/advisories/{advisory_id}/rollcall/{citizen_id}/take", response_model=TakenRead)
+def take_help(advisory_id: str, citizen_id: str, session: SessionDep, staff: Consul) -> TakenRead:
+    """I am handling this citizen who needs help: the roll call shows my name beside every
+    help answer of theirs, and `?taken=false` lists those nobody has yet. 409 (naming the
+    holder) when another consul has them; taking again is harmless."""
+    taken = rollcall.take_help(
+        session,
+        advisory=get_advisory(session, public_id=advisory_id),
+        citizen_public_id=citizen_id,
+        staff=staff.name,
+        now=utcnow(),
+    )
+    return TakenRead.model_validate(taken, from_attributes=True)
+
+
+@router.delete("/v1/advisories/{advisory_id}/rollcall/{citizen_id}/take", response_model=TakenRead)
+def release_help(
+    advisory_id: str, citizen_id: str, session: SessionDep, staff: Consul
+) -> TakenRead:
+    """Give a citizen back: by the consul who took them, or an admin (409 otherwise)."""
+    released = rollcall.release_help(
+        session,
+        advisory=get_advisory(session, public_id=advisory_id),
+        citizen_public_id=citizen_id,
+        staff=staff.name,
+        any_holder=staff.role == "admin",
+    )
+    return TakenRead.model_validate(released, from_attributes=True)

@@ -196,3 +196,58 @@ def test_next_channel_prefers_one_the_last_ask_did_not_reach():
     assert next_channels({"sms", "email"}, set()) == ["sms"]
     assert next_channels({"email"}, {"email"}) == ["email"]
     assert next_channels({"sms"}, set()) == ["sms"]
+
+
+def test_a_consul_takes_a_citizen_who_needs_help_and_nobody_else_calls_them(
+    api, consul, staff_headers, db, dispatcher, reply
+):
+    """Several consuls work one crisis: whoever takes a help answer is named beside it in
+    every roll call it shows in (one SMS answers both advisories), another consul is told
+    who has it, and `taken=false` lists the help answers nobody has yet."""
+    hurt_id, hurt_phone = person(api, TOKYO)
+    fine_id, fine_phone = person(api, TOKYO)
+    first = issue(api, consul, level=3)
+    second = issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(hurt_phone, "2 trapped in the hotel lobby")
+    reply(fine_phone, "1")
+    take = "/v1/advisories/{}/rollcall/{}/take"
+    other = staff_headers("consul")
+
+    def untaken(advisory: str) -> list[str]:
+        roll = api.get(
+            f"/v1/advisories/{advisory}/rollcall?answer=help&taken=false", headers=consul
+        ).json()
+        return [i["citizen_id"] for i in roll["items"]]
+
+    assert untaken(first) == untaken(second) == [hurt_id]
+    taken = api.post(take.format(first, hurt_id), headers=consul)
+    assert taken.status_code == 200, taken.text
+    body = taken.json()
+    assert body["citizen_id"] == hurt_id and body["advisories"] == [first, second]
+    holder = body["taken_by"]
+    assert holder.startswith("consul-")
+    assert untaken(first) == untaken(second) == []
+    roll = api.get(f"/v1/advisories/{second}/rollcall?taken=true", headers=consul).json()
+    assert [(i["citizen_id"], i["taken_by"]) for i in roll["items"]] == [(hurt_id, holder)]
+
+    # Another consul learns who has them, and cannot give them back; taking again is harmless.
+    clash = api.post(take.format(second, hurt_id), headers=other)
+    assert clash.status_code == 409 and holder in clash.json()["detail"]
+    assert api.delete(take.format(second, hurt_id), headers=other).status_code == 409
+    again = api.post(take.format(second, hurt_id), headers=consul)
+    assert again.status_code == 200 and again.json()["taken_at"] == body["taken_at"]
+
+    # Only a help answer is taken; a stranger or someone never asked is a 404; viewers cannot.
+    assert api.post(take.format(first, fine_id), headers=consul).status_code == 409
+    assert api.post(take.format(first, "no-such-citizen"), headers=consul).status_code == 404
+    assert api.post(take.format(first, "x%00y"), headers=consul).status_code == 404
+    viewer = staff_headers("viewer")
+    assert api.post(take.format(first, hurt_id), headers=viewer).status_code == 403
+
+    # An admin gives them back when their consul is gone: the list has them again.
+    released = api.delete(take.format(first, hurt_id), headers=staff_headers("admin"))
+    assert released.status_code == 200, released.text
+    assert released.json()["taken_by"] is None and released.json()["advisories"] == [first, second]
+    assert untaken(first) == untaken(second) == [hurt_id]
+    assert api.post(take.format(second, hurt_id), headers=other).status_code == 200

@@ -391,6 +391,25 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     expect(tab.locator("#revealed")).to_be_hidden()
     assert words not in tab.content()
 
+    # han takes the case: jung sees who has it and cannot take it; han gives it back.
+    rows.first.get_by_role("button", name="Take").click()
+    expect(rows.first.get_by_test_id("taken")).to_contain_text("han ·")
+    hurt_id = rows.first.get_attribute("data-citizen")
+    clash = httpx.post(
+        f"{live.base}/v1/advisories/{advisory}/rollcall/{hurt_id}/take",
+        headers={"Authorization": f"Bearer {approver}"},
+    )
+    assert clash.status_code == 409 and "han" in clash.json()["detail"]
+    tab.select_option("#rollcall-taken", "false")
+    expect(rows).to_have_count(0)
+    tab.select_option("#rollcall-taken", "true")
+    expect(rows).to_have_count(1)
+    page.shot("console-taken")
+    rows.first.get_by_role("button", name="Give back").click()
+    expect(rows).to_have_count(0)
+    tab.select_option("#rollcall-taken", "")
+    expect(rows.first.get_by_role("button", name="Take")).to_be_visible()
+
     tab.select_option("#rollcall-answer", "no_answer")
     expect(rows).to_have_count(2)
     expect(tab.get_by_test_id("sms-stopped")).to_have_count(1)

@@ -531,7 +531,7 @@ async function showAdvisory(id) {
     el("li", {}, `#${r.revision} ${r.change} · ${r.changed_by} · ${when(r.created_at)}`)));
   $("start-rollcall").onclick = () => startRollcall(id);
   state.rollcallOffset = 0;
-  for (const filter of ["rollcall-country", "rollcall-answer"]) {
+  for (const filter of ["rollcall-country", "rollcall-answer", "rollcall-taken"]) {
     $(filter).onchange = () => {
       state.rollcallOffset = 0;
       refreshAdvisory(id);
@@ -590,11 +590,36 @@ async function refreshAdvisory(id) {
   const query = new URLSearchParams({ limit: rollcallPage(), offset: state.rollcallOffset });
   if (country) query.set("country", country);
   if ($("rollcall-answer").value) query.set("answer", $("rollcall-answer").value);
+  if ($("rollcall-taken").value) query.set("taken", $("rollcall-taken").value);
   const rollcall = await api(`/v1/advisories/${id}/rollcall?${query}`);
-  renderRollcall(rollcall, country);
+  renderRollcall(rollcall, country, id);
 }
 
-function renderRollcall(rollcall, country) {
+// Who is handling a citizen who needs help: "Take" it, or the consul's name (and "Give
+// back" for one's own), so that two consuls do not call one person while nobody calls the next.
+function takenCell(id, row) {
+  if (row.answer !== "help") return "–";
+  const path = `/v1/advisories/${id}/rollcall/${row.citizen_id}/take`;
+  const change = (method) => async () => {
+    try {
+      await api(path, { method });
+      await refreshAdvisory(id);
+    } catch (error) {
+      flash(sentence(error));
+      await refreshAdvisory(id);
+    }
+  };
+  if (!row.taken_by) {
+    return el("button", { type: "button", class: "primary", on: { click: change("POST") } }, t("take"));
+  }
+  const mine = state.me && row.taken_by === state.me.name;
+  return [
+    el("span", { class: "taken" }, `${row.taken_by} · ${when(row.taken_at)}`),
+    mine || can("admin") ? el("button", { type: "button", on: { click: change("DELETE") } }, t("give_back")) : null,
+  ];
+}
+
+function renderRollcall(rollcall, country, id) {
   const select = $("rollcall-country");
   const codes = Object.keys(rollcall.by_country || {}).sort();
   if (select.options.length !== codes.length + 1) {
@@ -607,12 +632,13 @@ function renderRollcall(rollcall, country) {
       el("span", { class: `tally-${k}`, "data-answer": k }, `${t(k)} `, el("strong", {}, c[k] || 0)))),
     rollcall.items.length
       ? el("table", { class: "grid" },
-          el("thead", {}, el("tr", {}, [t("country"), t("contact"), t("answer"), t("channel"), t("answered_at"), ""].map((h) => el("th", {}, h)))),
+          el("thead", {}, el("tr", {}, [t("country"), t("contact"), t("answer"), t("channel"), t("answered_at"), t("taken_by"), ""].map((h) => el("th", {}, h)))),
           el("tbody", {}, rollcall.items.map((row) => el("tr", { "data-citizen": row.citizen_id, "data-row-answer": row.answer },
             el("td", {}, row.country || "–"),
             el("td", {}, row.contact || "–", row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
             el("td", {}, t(row.answer)),
             el("td", {}, row.channel || "–"), el("td", {}, when(row.answered_at)),
+            el("td", { "data-testid": "taken" }, takenCell(id, row)),
             el("td", {}, el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
   );
