@@ -152,7 +152,9 @@ def hear_sms(
             note=body,
             now=now,
         )
-        for advisory_id in advisory_ids
+        # One order for every writer (the page too): two answers at once lock the same rows
+        # in the same order, never waiting on each other.
+        for advisory_id in sorted(advisory_ids)
     )
     return Heard(reply, citizen.language, recorded)
 

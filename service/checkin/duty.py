@@ -137,14 +137,34 @@ def waiting(session: Session, *, answered_before: datetime, limit: int = 100) ->
     )
 
 
-def read_notices(
-    session: Session, *, vault: PersonalDataVault, checkin_ids: list[int], now: datetime
-) -> list[DutyNotice]:
-    """The notices for these help answers still untold: one per citizen (and per drill or
-    real), naming each advisory, the most recent first. Each is recorded in the audit log as a
-    read of the citizen's personal data, in the caller's transaction."""
+def by_citizen(session: Session, *, checkin_ids: list[int]) -> list[list[int]]:
+    """These help answers still untold, grouped into one notice each: per citizen, drills
+    apart from real ones. Reads ids only: no personal data."""
     if not checkin_ids:
         return []
+    rows = session.execute(
+        select(Checkin.id, Checkin.citizen_id, Advisory.exercise)
+        .join(Advisory, Advisory.id == Checkin.advisory_id)
+        .where(
+            Checkin.id.in_(checkin_ids),
+            Checkin.answer == "help",
+            Checkin.duty_notified_at.is_(None),
+        )
+        .order_by(Checkin.citizen_id, Checkin.id)
+    )
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for checkin_id, citizen_id, exercise in rows:
+        groups.setdefault((citizen_id, exercise), []).append(checkin_id)
+    return list(groups.values())
+
+
+def read_notice(
+    session: Session, *, vault: PersonalDataVault, checkin_ids: list[int], now: datetime
+) -> DutyNotice | None:
+    """The notice for one citizen's help answers still untold (one group of `by_citizen`),
+    naming each advisory, the most recent first; None when all were told meanwhile. It is
+    recorded in the audit log as a read of the citizen's personal data, in the caller's
+    transaction."""
     rows = session.execute(
         select(Checkin, Citizen, Advisory, CheckinAnswer)
         .join(Citizen, Citizen.id == Checkin.citizen_id)
@@ -155,41 +175,35 @@ def read_notices(
             Checkin.answer == "help",
             Checkin.duty_notified_at.is_(None),
         )
-        .order_by(Citizen.id, Checkin.answered_at.desc(), Checkin.id.desc())
+        .order_by(Advisory.id.desc())
     ).all()
-    groups: dict[tuple[int, bool], list[tuple[Checkin, Citizen, Advisory, CheckinAnswer]]] = {}
-    for checkin, citizen, advisory, given in rows:
-        groups.setdefault((citizen.id, advisory.exercise), []).append(
-            (checkin, citizen, advisory, given)
-        )
-    notices = []
-    for (_, exercise), group in groups.items():
-        latest, citizen, _, given = group[0]
-        advisories = tuple(
-            AskedBy(
-                advisory.public_id, advisory.title_en or advisory.title_ko or "", advisory.level
-            )
-            for _, _, advisory, _ in group
-        )
-        named = ", ".join(each.advisory_id for each in advisories)
-        notices.append(
-            DutyNotice(
-                advisories=advisories,
-                checkin_ids=tuple(checkin.id for checkin, _, _, _ in group),
-                channel=latest.channel,
-                note=vault.open("checkin-note", given.note_sealed) if given.note_sealed else "",
-                answered_at=latest.answered_at,
-                exercise=exercise,
-                **_who_needs_help(
-                    session,
-                    vault,
-                    citizen,
-                    reason=f"check-in answer 'help' to advisory {named}",
-                    now=now,
-                ),
-            )
-        )
-    return notices
+    if not rows:
+        return None
+    citizen = rows[0][1]
+    latest = max((checkin for checkin, _, _, _ in rows), key=lambda c: (c.answered_at, c.id))
+    # Usually one SMS, the same words under each advisory; different ones when the answers
+    # came apart (a page under one, an SMS later): each is shown, the latest first.
+    words: list[str] = []
+    for _, _, _, given in sorted(rows, key=lambda r: (r[3].answered_at, r[3].id), reverse=True):
+        said = vault.open("checkin-note", given.note_sealed) if given.note_sealed else ""
+        if said and said not in words:
+            words.append(said)
+    advisories = tuple(
+        AskedBy(advisory.public_id, advisory.title_en or advisory.title_ko or "", advisory.level)
+        for _, _, advisory, _ in rows
+    )
+    named = ", ".join(each.advisory_id for each in advisories)
+    return DutyNotice(
+        advisories=advisories,
+        checkin_ids=tuple(checkin.id for checkin, _, _, _ in rows),
+        channel=latest.channel,
+        note=" / ".join(words),
+        answered_at=latest.answered_at,
+        exercise=rows[0][2].exercise,
+        **_who_needs_help(
+            session, vault, citizen, reason=f"check-in answer 'help' to advisory {named}", now=now
+        ),
+    )
 
 
 def waiting_help_messages(
@@ -213,7 +227,7 @@ def waiting_help_messages(
 def read_help_message_notice(
     session: Session, *, vault: PersonalDataVault, help_message_id: int, now: datetime
 ) -> DutyNotice | None:
-    """As read_notices, for a help message that no check-in asked for."""
+    """As read_notice, for a help message that no check-in asked for."""
     found = session.execute(
         select(HelpMessage, Citizen)
         .join(Citizen, Citizen.id == HelpMessage.citizen_id)
@@ -332,19 +346,24 @@ def tell_duty(
     told = 0
     try:
         with factory.begin() as session:
-            notices = read_notices(session, vault=vault, checkin_ids=checkin_ids, now=now)
+            groups = by_citizen(session, checkin_ids=checkin_ids)
     except Exception:  # the minute job sends what this could not
         log.exception("duty notices could not be read", extra={"checkin_ids": checkin_ids})
-        notices = []
-    for notice in notices:
+        groups = []
+    # Each citizen's notice on its own: one that cannot be read or sent holds up no other.
+    for group in groups:
         try:
+            with factory.begin() as session:
+                notice = read_notice(session, vault=vault, checkin_ids=group, now=now)
+            if notice is None:
+                continue
             if send_notice(notice, notifiers=notifiers, settings=settings):
                 with factory.begin() as session:
                     for checkin_id in notice.checkin_ids:
                         mark_duty_told(session, checkin_id=checkin_id, now=now)
                 told += 1
         except Exception:  # the minute job sends what this could not
-            log.exception("duty notice failed", extra={"checkin_ids": notice.checkin_ids})
+            log.exception("duty notice failed", extra={"checkin_ids": group})
     for help_message_id in help_message_ids:
         try:
             with factory.begin() as session:

@@ -31,6 +31,8 @@ class CheckinAnswer(Base):
         CheckConstraint("answer IN ('safe', 'help')", name="answer"),
         CheckConstraint("channel IN ('sms', 'web')", name="channel"),
         Index("ix_checkin_answer_advisory_citizen", "advisory_id", "citizen_id"),
+        # A citizen's words, newest first (the reveal).
+        Index("ix_checkin_answer_citizen_id", "citizen_id", "id"),
     )
 
 

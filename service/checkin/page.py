@@ -51,15 +51,7 @@ def checkin_page(
             raise InvalidInput("answer", "must be safe or help")
         if note is not None and len(note) > NOTE_MAX:
             raise InvalidInput("note", f"at most {NOTE_MAX} characters")
-        given = session.scalar(
-            select(func.count())
-            .select_from(CheckinAnswer)
-            .where(
-                CheckinAnswer.advisory_id == advisory.id,
-                CheckinAnswer.citizen_id == citizen.id,
-            )
-        )
-        if (given or 0) >= MAX_ANSWERS:
+        if _answers_given(session, advisory.id, citizen.id) >= MAX_ANSWERS:
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
         recorded = tuple(
@@ -73,7 +65,10 @@ def checkin_page(
                 note=note,
                 now=now,
             )
-            for advisory_id in _answered_by_the_page(session, advisory, citizen.id, now=now)
+            # In the order the SMS webhook locks them in.
+            for advisory_id in sorted(
+                _answered_by_the_page(session, advisory, citizen.id, chosen, now=now)
+            )
         )
     key = (advisory.id, advisory.revision)
     content = ContentCache().load(session, {key}).get(key)
@@ -91,7 +86,7 @@ def checkin_page(
 
 
 def _answered_by_the_page(
-    session: Session, advisory: Advisory, citizen_id: int, *, now: datetime
+    session: Session, advisory: Advisory, citizen_id: int, answer: Answer, *, now: datetime
 ) -> list[int]:
     """The page's advisory, and with a real one every other real check-in open for the
     citizen, as an SMS answer counts: "I need help" pressed under one advisory leaves no other
@@ -102,4 +97,32 @@ def _answered_by_the_page(
     opened = open_checkins(session, citizen_id=citizen_id, now=now)
     if advisory.id not in opened:
         return [advisory.id]  # then `opened` may be drills
-    return [advisory.id, *(each for each in opened if each != advisory.id)]
+    # Another check-in is written only when this changes its answer in force, and never past
+    # its own cap: a link pressed 20 times must not use up the other link's answers.
+    standing = {
+        advisory_id: given
+        for advisory_id, given in session.execute(
+            select(Checkin.advisory_id, Checkin.answer).where(
+                Checkin.citizen_id == citizen_id, Checkin.advisory_id.in_(opened)
+            )
+        )
+    }
+    others = [
+        each
+        for each in opened
+        if each != advisory.id
+        and standing.get(each) != answer
+        and _answers_given(session, each, citizen_id) < MAX_ANSWERS
+    ]
+    return [advisory.id, *others]
+
+
+def _answers_given(session: Session, advisory_id: int, citizen_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(CheckinAnswer)
+            .where(CheckinAnswer.advisory_id == advisory_id, CheckinAnswer.citizen_id == citizen_id)
+        )
+        or 0
+    )

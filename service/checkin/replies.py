@@ -15,12 +15,14 @@ The rules, in order (docs/checkin.md has the table and the reasons):
   도와, 살려 …. A bare `help` is help: the carrier's HELP auto-reply in the US and Canada does
   not stop the message from reaching us, and missing a cry for help costs more than a call.
 - A negated safe word is help (`not safe`, `안전하지 않아요`, `안 괜찮아요`): whoever says so
-  needs a person to look. A negated help word says nothing (`no help needed`): we never conclude
-  "safe" from a negation.
+  needs a person to look. A negated help word says nothing (`no help needed`, `nobody is
+  hurt`, `I don't need any help`), nor does one thanked for or over (`thanks for your help`,
+  `the danger is over`, `도움 감사합니다`): we never conclude "safe" from those alone.
 - Help wins: safe and help together (`I'm OK but my wife is hurt`, `1 need help`) is `help`.
-  A person must read those words (they reach the duty staff and the roll call), and the answer
-  tells the citizen to reply 1 if they are safe, so a slip costs one more text, while reading it
-  as `unknown` lost the words of whoever could not text twice. Nothing heard is `unknown`.
+  A person must read those words (the duty notice and the audited reveal carry them), and the
+  answer tells the citizen to reply 1 if they are safe, so a slip costs one more text, while
+  reading it as `unknown` lost the words of whoever could not text twice. Nothing heard is
+  `unknown`.
 """
 
 import re
@@ -72,9 +74,20 @@ _FILLERS = {"i", "im", "we", "were", "us", "me", "it", "its", "am", "is", "are",
 _FILLERS |= {"being", "been", "feel", "feeling", "feels", "very", "so", "too", "really", "quite"}
 _FILLERS |= {"that", "at", "all", "completely", "totally", "entirely", "yet", "still", "here"}
 _FILLERS |= {"now", "currently", "in", "a"}
+# "don't need any help", "nobody is hurt", "no one was injured".
+_FILLERS |= {"need", "needs", "any", "some", "has", "have", "got", "get", "getting", "our"}
+_FILLERS |= {"of", "them", "anyone", "anybody"}
 _NEGATORS = {"not", "never", "dont", "doesnt", "didnt", "isnt", "arent", "aint", "wasnt", "cant"}
-_NEGATORS |= {"cannot", "wont", "without", "nolonger", "noneed", "outof"}
+_NEGATORS |= {"cannot", "wont", "without", "nolonger", "noneed", "outof", "nobody", "noone"}
+_NEGATORS |= {"none", "nothing"}
 _JOINED = {("no", "longer"): "nolonger", ("no", "need"): "noneed", ("out", "of"): "outof"}
+_JOINED |= {("no", "one"): "noone", ("thank", "you"): "thanks", ("thank", "u"): "thanks"}
+# "thanks for your help": gratitude, not a request.
+_THANKS = {"thanks", "thank", "thx", "appreciate", "grateful"}
+_THANKED_OVER = {"for", "your", "the", "all", "of", "and", "kind", "very", "much", "so"}
+_THANKED_OVER |= {"you", "u", "everyone"}
+# "the danger is over", "the emergency has passed".
+_ENDED = {"over", "passed", "gone", "ended", "past", "finished"}
 _NEEDED = {"needed", "necessary", "required"}
 _UNNEEDED = {"unnecessary", "unneeded"}
 
@@ -87,7 +100,9 @@ _KO_SAFE, _KO_HELP = tuple(map(_norm, _KO_SAFE)), tuple(map(_norm, _KO_HELP))
 _KO_NOT_BEFORE = ("안", "못")  # 안 괜찮아요, 못 ...
 _KO_NOT_AFTER_SAFE = ("않", "못", "아니")  # 안전하지 않아요, 무사하지 못해, 안전한 게 아니에요
 # 도움 필요 없어요, 위험에서 벗어났어요
-_KO_NOT_AFTER_HELP = (*_KO_NOT_AFTER_SAFE, "없", "안필요", "벗어")
+# 도움 감사합니다 (thanks for the help), 위험이 지나갔어요 (the danger has passed).
+_KO_NOT_AFTER_HELP = (*_KO_NOT_AFTER_SAFE, "없", "안필요", "벗어", "감사", "고마", "고맙")
+_KO_NOT_AFTER_HELP += ("끝났", "지나갔", "지났")
 _KO_TAIL = 6  # characters after a stem where its negation stands
 
 
@@ -153,7 +168,9 @@ def _words(tokens: list[str]) -> set[Answer]:
             answer = _EN_PAIRS.get((tokens[i - 1], token))
         if answer == "safe":
             heard.add("help" if _negated(tokens, i) else "safe")
-        elif answer == "help" and not _negated(tokens, i) and not _not_needed(tokens, i):
+        elif answer == "help" and not (
+            _negated(tokens, i) or _not_needed(tokens, i) or _thanked(tokens, i)
+        ):
             heard.add("help")
     return heard | _korean("".join(tokens))
 
@@ -169,9 +186,21 @@ def _negated(tokens: list[str], i: int) -> bool:
 
 
 def _not_needed(tokens: list[str], i: int) -> bool:
-    """ "help not needed", "help is unnecessary"."""
+    """ "help not needed", "help is unnecessary", "the danger is over"."""
     after = set(tokens[i + 1 : i + 4])
-    return bool(after & _UNNEEDED) or ("not" in after and bool(after & _NEEDED))
+    if after & (_UNNEEDED | _ENDED):
+        return True
+    return "not" in after and bool(after & _NEEDED)
+
+
+def _thanked(tokens: list[str], i: int) -> bool:
+    """ "thank you for your help", "thanks for all the help"."""
+    for j in range(i - 1, -1, -1):
+        if tokens[j] in _THANKS:
+            return True
+        if tokens[j] not in _THANKED_OVER:
+            return False
+    return False
 
 
 def _korean(compact: str) -> set[Answer]:

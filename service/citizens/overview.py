@@ -91,9 +91,9 @@ class SaidWords(BaseModel):
     at: datetime
     channel: str = Field(description="sms, or web (the check-in page's note).")
     answer: str = Field(description="How it was read: safe or help.")
-    advisory_id: str | None = Field(
-        description="The advisory whose check-in it answered; null: a cry for help that no "
-        "check-in asked for."
+    advisories: list[str] = Field(
+        description="The advisories whose check-ins it answered (one SMS answers each that "
+        "was open); empty: a cry for help that no check-in asked for."
     )
     words: str
 
@@ -194,7 +194,7 @@ def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWor
         .join(Advisory, Advisory.id == CheckinAnswer.advisory_id)
         .where(CheckinAnswer.citizen_id == citizen_id, CheckinAnswer.note_sealed.is_not(None))
         .order_by(CheckinAnswer.id.desc())
-        .limit(SAID_SHOWN)
+        .limit(SAID_SHOWN * 5)  # the same words under several advisories count once
     ).all()
     unasked = session.execute(
         select(HelpMessage.received_at, HelpMessage.channel, HelpMessage.note_sealed)
@@ -202,26 +202,21 @@ def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWor
         .order_by(HelpMessage.id.desc())
         .limit(SAID_SHOWN)
     ).all()
-    said = [
-        SaidWords(
-            at=at,
-            channel=channel,
-            answer=answer,
-            advisory_id=advisory_id,
-            words=registry.vault.open("checkin-note", sealed),
+    # One SMS under two advisories is two answers with the same words: shown once.
+    said: dict[tuple, SaidWords] = {}
+    for at, channel, answer, advisory_id, sealed in answers:
+        words = registry.vault.open("checkin-note", sealed)
+        found = said.setdefault(
+            (at, channel, answer, words),
+            SaidWords(at=at, channel=channel, answer=answer, advisories=[], words=words),
         )
-        for at, channel, answer, advisory_id, sealed in answers
-    ] + [
-        SaidWords(
-            at=at,
-            channel=channel,
-            answer="help",
-            advisory_id=None,
-            words=registry.vault.open("checkin-note", sealed),
+        found.advisories.append(advisory_id)
+    for at, channel, sealed in unasked:
+        words = registry.vault.open("checkin-note", sealed)
+        said[(at, channel, "help", words)] = SaidWords(
+            at=at, channel=channel, answer="help", advisories=[], words=words
         )
-        for at, channel, sealed in unasked
-    ]
-    return sorted(said, key=lambda each: each.at, reverse=True)[:SAID_SHOWN]
+    return sorted(said.values(), key=lambda each: each.at, reverse=True)[:SAID_SHOWN]
 
 
 def _contact(verified: str | None, waiting: str | None) -> RevealedContact | None:

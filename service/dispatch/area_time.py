@@ -21,7 +21,8 @@ _KM_PER_DEGREE = 111.32
 
 def area_zone(area: dict, at: datetime) -> str | None:
     """The one zone whose clock holds over the whole area at `at` (None: several clocks
-    differ there, or none is known)."""
+    differ there, or none is known). Where zones of several names keep that one clock (Seoul
+    and Tokyo), the first found stands for it: `local_end` then names none."""
     zones = [zone_at(round(lat, 3), round(lon, 3)) for lat, lon in _points(area)]
     for code in [*(area.get("countries") or ()), *_subdivision_countries(area)]:
         # A country of several zones is covered whole: its clocks may differ (a zone the
@@ -35,6 +36,19 @@ def area_zone(area: dict, at: datetime) -> str | None:
         return None
     offsets = {_offset(zone, at) for zone in zones if zone}
     return zones[0] if len(offsets) == 1 and None not in offsets else None
+
+
+def _one_name(area: dict, at: datetime) -> str | None:
+    """The zone's name when the whole area lies in that one zone (not Seoul for Tokyo, nor a
+    nautical Etc/GMT-9, whose sign reads backwards)."""
+    zone = area_zone(area, at)
+    if zone is None or zone.startswith("Etc/"):
+        return None
+    names = {zone_at(round(lat, 3), round(lon, 3)) for lat, lon in _points(area)}
+    for code in [*(area.get("countries") or ()), *_subdivision_countries(area)]:
+        listed = country_zones().get(code, ())
+        names |= set(listed) if listed else {zone_of_country(code)}
+    return zone if names == {zone} else None
 
 
 def _offset(zone: str, at: datetime) -> object:
@@ -52,9 +66,10 @@ def local_end(expires: datetime, area: dict, lang: str) -> str:
         return expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     local = expires.astimezone(ZoneInfo(zone))
     offset = local.strftime("%z")
-    offset = f"UTC{offset[:3]}:{offset[3:]}"
-    where = f"현지 시각, {zone}" if lang == "ko" else f"local time, {zone}"
-    return f"{local.strftime('%Y-%m-%d %H:%M')} ({where}, {offset})"
+    where = ["현지 시각" if lang == "ko" else "local time"]
+    where += [name] if (name := _one_name(area, expires)) else []
+    where += [f"UTC{offset[:3]}:{offset[3:]}"]
+    return f"{local.strftime('%Y-%m-%d %H:%M')} ({', '.join(where)})"
 
 
 def _points(area: dict) -> list[tuple[float, float]]:
@@ -74,12 +89,14 @@ def _points(area: dict) -> list[tuple[float, float]]:
             )
     geometry = area.get("geometry")
     if geometry:
-        found = shape(geometry)
-        inside = shapely.point_on_surface(found)
-        points.append((inside.y, inside.x))
-        outline = shapely.get_coordinates(shapely.boundary(found))
-        step = max(1, len(outline) // _OUTLINE_SAMPLES)
-        points += [(float(y), float(x)) for x, y in outline[::step]]
+        # Each part on its own: a small island of another clock beside a large polygon must
+        # not fall between the samples of one stride over both.
+        for part in shapely.get_parts(shape(geometry)):
+            inside = shapely.point_on_surface(part)
+            points.append((inside.y, inside.x))
+            outline = shapely.get_coordinates(shapely.boundary(part))
+            step = max(1, len(outline) // _OUTLINE_SAMPLES)
+            points += [(float(y), float(x)) for x, y in outline[::step]]
     return points
 
 

@@ -30,6 +30,7 @@ class Renderer:
         self.sender = sender
         self.max_segments = max_segments
         self._cache: dict[tuple, Rendered] = {}
+        self._ends: dict[tuple, str] = {}
         self._env = Environment(
             loader=PackageLoader("service.dispatch", "templates"),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -52,7 +53,7 @@ class Renderer:
             "message": content.text(content.message, lang),
             "area": area_text(content.area, lang),
             "source": content.source,
-            "expires": local_end(content.expires, content.area, lang) if content.expires else "",
+            "expires": self._ends_at(content, lang),
             "link": link,
             "checkin_link": checkin,
             # "[훈련]" / "[EXERCISE]" for a drill, else "": the first words of every message.
@@ -136,6 +137,18 @@ class Renderer:
         return self.email(
             content, language=language, link=link, checkin=checkin, template="checkin_email"
         )
+
+    def _ends_at(self, content: AlertContent, lang: str) -> str:
+        # Finding the area's clock reads its outline: once per revision, not on every view of
+        # the details and check-in pages.
+        if content.expires is None:
+            return ""
+        key = ("ends", content.advisory_public_id, content.revision, lang, content.expires)
+        if key not in self._ends:
+            if len(self._ends) >= 1024:
+                self._ends.clear()
+            self._ends[key] = local_end(content.expires, content.area, lang)
+        return self._ends[key]
 
     def _remember(self, key: tuple, rendered: Rendered) -> Rendered:
         if len(self._cache) >= 1024:

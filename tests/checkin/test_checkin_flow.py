@@ -338,10 +338,10 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
         json={"reason": "A help message with no check-in open; calling."},
         headers=consul,
     ).json()
-    assert [(s["words"], s["advisory_id"], s["answer"]) for s in revealed["said"]] == [
-        ("emergency: call me", None, "help"),
-        ("help, my passport was stolen", None, "help"),
-        ("2 도와주세요 다쳤어요", None, "help"),
+    assert [(s["words"], s["advisories"], s["answer"]) for s in revealed["said"]] == [
+        ("emergency: call me", [], "help"),
+        ("help, my passport was stolen", [], "help"),
+        ("2 도와주세요 다쳤어요", [], "help"),
     ]
     # Erasure takes their words.
     db.expire_all()
@@ -409,6 +409,40 @@ def test_a_duty_notice_that_could_not_go_is_sent_by_the_minute_job(
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
     entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
     assert [e.action for e in entries] == ["duty notice: citizen needs help"]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_notice_that_cannot_be_read_holds_up_no_other(api, consul, db, dispatcher, smtp, reply):
+    """The minute job sends each citizen's notice on its own: one whose words cannot be
+    opened (a damaged row, a key gone) stays waiting, and the next person is still told."""
+    settings = api.app.state.settings
+    settings.duty_email = []
+    _, broken_phone, _ = citizen(api, name="박손상")
+    _, phone, _ = citizen(api, name="최구조")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(broken_phone, "2 first")
+    reply(phone, "2 second")
+    db.expire_all()
+    [broken_answer] = db.scalars(
+        select(CheckinAnswer)
+        .where(CheckinAnswer.note_sealed.is_not(None))
+        .order_by(CheckinAnswer.id)
+        .limit(1)
+    ).all()
+    db.execute(
+        update(CheckinAnswer)
+        .where(CheckinAnswer.id == broken_answer.id)
+        .values(note_sealed=b"damaged")
+    )
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    settings.duty_email = ["duty@mofa.test"]
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert "최구조" in notice.get_body(("plain",)).get_content()
+    db.expire_all()
+    waiting = db.scalars(select(Checkin).where(Checkin.duty_notified_at.is_(None))).all()
+    assert [c.answer_id for c in waiting] == [broken_answer.id]
 
 
 class _DutyHook(BaseHTTPRequestHandler):
@@ -515,6 +549,14 @@ def test_a_page_answer_counts_for_every_real_advisory_that_asked_and_a_drills_fo
     assert standing(drill) == [(cid, "safe", "web")]
     assert standing(first) == standing(second) == [(cid, "help", "web")]
 
+    # Pressing one link again and again writes the other check-in only when its answer
+    # changes, so it never uses up the other link's 20 answers.
+    link = f"/c/{token_of('시위')}"
+    pressed = [api.post(link, data={"answer": "help"}).status_code for _ in range(20)]
+    assert pressed.count(200) == 19 and pressed[-1] == 429
+    assert api.post(f"/c/{token_of('지진')}", data={"answer": "safe"}).status_code == 200
+    assert standing(second) == [(cid, "safe", "web")]
+
 
 @pytest.mark.usefixtures("app_sessions_in_test")
 def test_one_sms_answer_counts_for_every_advisory_that_asked(
@@ -538,6 +580,7 @@ def test_one_sms_answer_counts_for_every_advisory_that_asked(
     text = notice.get_body(("plain",)).get_content()
     assert "Advisories (2; their one answer counts for each):" in text
     assert f"- Earthquake (level 4, {second})" in text and f"- Protests (level 3, {first})" in text
+    assert text.index(second) < text.index(first)  # the most recent first
     assert text.count("our hotel is flooded") == 1
     assert {a.answer for a in answers_of(db, cid)} == {"safe", "help"}
     assert len(answers_of(db, cid)) == 4

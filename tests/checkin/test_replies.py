@@ -67,6 +67,20 @@ SAFE = [
     "ㅇㅋ",
     "1 괜찮아요",
     "도움 필요 없고 안전합니다",
+    # Negated, thanked or ended help words with a safe word: safe, never a page.
+    "I'm safe, I don't need help",
+    "We are all safe, nobody is hurt",
+    "1 safe, nobody was injured",
+    "ok thank you for your help",
+    "im ok, the danger is over",
+    "no one is hurt, we are fine",
+    "none of us is hurt, all ok",
+    "safe, do not need help",
+    "the danger has passed, we are ok",
+    "we are safe, thanks for the help",
+    "안전합니다 도움 감사합니다",
+    "도와주셔서 감사합니다 안전해요",
+    "위험이 지나갔어요 괜찮아요",
 ]
 HELP = [
     "2",
@@ -127,6 +141,11 @@ HELP = [
     "2 I'm safe",
     "안전? 도움?",
     "1 도와주세요",
+    "help! thank you",  # thanks in another sentence: still a cry for help
+    "thanks. need help",
+    "thank you but I need help",
+    "ok but we need help",
+    "everybody needs help",
 ]
 UNKNOWN = [
     "12",
@@ -156,6 +175,10 @@ UNKNOWN = [
     "❤️",
     "stop sending me messages",  # not the bare keyword: the provider does not act on it either
     "STOP 2",
+    "I don't need any help",
+    "nobody is hurt",
+    "thank you for your help",
+    "the danger is over",
 ]
 STOP = [
     "STOP",

@@ -2,6 +2,7 @@
 local time with its zone and offset where the whole area keeps one clock (daylight saving
 followed), UTC where its clocks differ."""
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -22,6 +23,21 @@ ACROSS_A_BORDER = {
 }
 
 
+_RING = [
+    [100.5 + 0.5 * math.cos(2 * math.pi * k / 5000), 13.75 + 0.5 * math.sin(2 * math.pi * k / 5000)]
+    for k in range(5000)
+]
+BANGKOK_AND_YANGON = {
+    "geometry": {
+        "type": "MultiPolygon",
+        "coordinates": [
+            [[*_RING, _RING[0]]],
+            [[[96.1, 16.8], [96.2, 16.8], [96.2, 16.9], [96.1, 16.9], [96.1, 16.8]]],
+        ],
+    }
+}
+
+
 @pytest.mark.parametrize(
     ("area", "at", "zone"),
     [
@@ -33,6 +49,8 @@ ACROSS_A_BORDER = {
         ({"countries": ["AR"]}, WINTER, "America/Argentina/Buenos_Aires"),
         # Two countries on one clock.
         ({"countries": ["KR", "JP"]}, WINTER, "Asia/Seoul"),
+        # A large polygon over Bangkok, and a small one over Yangon (UTC+6:30) beside it.
+        (BANGKOK_AND_YANGON, WINTER, None),
         # Several clocks: no one local time is right for everyone warned.
         ({"countries": ["US"]}, WINTER, None),
         ({"subdivisions": ["US-CA"]}, WINTER, None),
@@ -56,6 +74,12 @@ def test_local_time_names_its_zone_and_offset_and_follows_daylight_saving():
     assert local_end(SUMMER, london, "en").startswith("2026-07-05 15:00 (local time, Europe/London")
     assert local_end(WINTER, london, "en").endswith("UTC+00:00)")
     assert local_end(WINTER, ACROSS_A_BORDER, "en") == "2026-12-05 14:00 UTC"
+    # One clock under several names (Seoul, Tokyo), or a nautical zone at sea: the offset only.
+    assert local_end(WINTER, {"countries": ["KR", "JP"]}, "en") == (
+        "2026-12-05 23:00 (local time, UTC+09:00)"
+    )
+    at_sea = {"circles": [{"lat": 30.0, "lon": 140.0, "radius_km": 10}]}
+    assert local_end(WINTER, at_sea, "en") == "2026-12-05 23:00 (local time, UTC+09:00)"
 
 
 def test_the_email_says_until_when_on_the_areas_clock():

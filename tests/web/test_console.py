@@ -379,7 +379,7 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     expect(rows).to_have_count(1)
     expect(rows.first).to_have_attribute("data-row-answer", "help")
     expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–1 / 1")
-    assert words not in tab.content()  # free text only with the audited reveal
+    assert "my wife is hurt" not in tab.inner_text("body")  # only with the audited reveal
     tab.on("dialog", lambda dialog: dialog.accept("Needs help in the flood; calling them now."))
     rows.first.get_by_role("button", name="Reveal contact").click()
     expect(tab.get_by_test_id("revealed-phone")).to_have_text(hurt)
@@ -389,7 +389,15 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     page.shot("console-revealed")
     tab.locator("#revealed").get_by_role("button", name="Close").click()
     expect(tab.locator("#revealed")).to_be_hidden()
-    assert words not in tab.content()
+    assert "my wife is hurt" not in tab.content()
+    # Revealed again, then the page is left: the personal data leaves with it.
+    rows.first.get_by_role("button", name="Reveal contact").click()
+    expect(tab.get_by_test_id("said")).to_have_count(1)
+    tab.evaluate("location.hash = '#/map'")
+    expect(tab.locator("#revealed")).to_be_hidden()
+    assert "my wife is hurt" not in tab.content() and hurt not in tab.content()
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
+    expect(rows).to_have_count(1)  # the same advisory: its filters are kept
 
     # han takes the case: jung sees who has it and cannot take it; han gives it back.
     rows.first.get_by_role("button", name="Take").click()
@@ -415,3 +423,14 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     expect(tab.get_by_test_id("sms-stopped")).to_have_count(1)
     expect(tab.get_by_test_id("sms-stopped")).to_have_text("SMS off (STOP)")
     page.shot("console-rollcall")
+
+    # On the last page when its one row leaves the filter (the quiet one answers): the page
+    # goes back to the new last page instead of showing "2–1 / 1" and nothing.
+    tab.evaluate("window.anjeonConsole = {...window.anjeonConsole, rollcallPage: 1}")
+    expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–1 / 2", timeout=15_000)
+    tab.click("#rollcall-next")
+    expect(tab.locator("#rollcall-shown")).to_have_text("Showing 2–2 / 2")
+    expect(tab.get_by_test_id("sms-stopped")).to_have_count(0)  # the quiet one, registered last
+    _reply(live, quiet, "1")
+    expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–1 / 1", timeout=15_000)
+    expect(tab.get_by_test_id("sms-stopped")).to_have_count(1)

@@ -133,6 +133,7 @@ function show(view) {
 
 async function route() {
   const turn = ++state.routeSeq;
+  hideRevealed(); // leaving the page (or logging out) takes revealed personal data with it
   clearInterval(state.pollTimer);
   state.pollTimer = null;
   const [, view = "map", id] = (location.hash || "#/map").split("/");
@@ -530,7 +531,12 @@ async function showAdvisory(id) {
   $("revisions").replaceChildren(...(revisions.items || revisions).map((r) =>
     el("li", {}, `#${r.revision} ${r.change} · ${r.changed_by} · ${when(r.created_at)}`)));
   $("start-rollcall").onclick = () => startRollcall(id);
-  state.rollcallOffset = 0;
+  if (state.rollcallAdvisory !== id) {
+    // Another advisory: its roll call starts unfiltered, on its first page.
+    state.rollcallAdvisory = id;
+    state.rollcallOffset = 0;
+    for (const filter of ["rollcall-country", "rollcall-answer", "rollcall-taken"]) $(filter).value = "";
+  }
   for (const filter of ["rollcall-country", "rollcall-answer", "rollcall-taken"]) {
     $(filter).onchange = () => {
       state.rollcallOffset = 0;
@@ -592,6 +598,11 @@ async function refreshAdvisory(id) {
   if ($("rollcall-answer").value) query.set("answer", $("rollcall-answer").value);
   if ($("rollcall-taken").value) query.set("taken", $("rollcall-taken").value);
   const rollcall = await api(`/v1/advisories/${id}/rollcall?${query}`);
+  if (!rollcall.items.length && rollcall.offset > 0 && rollcall.total > 0) {
+    // Rows left the filter while this last page was shown: go back to the new last page.
+    state.rollcallOffset = Math.floor((rollcall.total - 1) / rollcallPage()) * rollcallPage();
+    return refreshAdvisory(id);
+  }
   renderRollcall(rollcall, country, id);
 }
 
