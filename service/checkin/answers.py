@@ -14,6 +14,7 @@ from service.advisories.models import Advisory, AdvisoryRevision
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage, InboundSms
 from service.checkin.replies import Answer, Reply, ReplyKind, classify
 from service.citizens.models import Citizen
+from service.citizens.sms_opt_out import hear_opt_out
 from service.citizens.verification import contact_hash
 from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.ledger import states
@@ -89,24 +90,23 @@ def hear_sms(
     now: datetime,
 ) -> Heard:
     """An SMS from `sender` (E.164, as the provider gives it). STOP and START change whether we
-    text the number at all; an answer is recorded against each of the sender's open
-    check-ins. A "need help" from a citizen with no open check-in is kept as a HelpMessage.
-    Anything else from an unknown number, or one with no open check-in, stores nothing. A
-    message whose provider id was heard before (a retried or replayed webhook) changes
-    nothing: it is read as `duplicate`."""
+    text the number at all, registered or not; an answer is recorded against each of the
+    sender's open check-ins. A "need help" from a citizen with no open check-in is kept as a
+    HelpMessage. Anything else from an unknown number, or one with no open check-in, stores
+    nothing (but its message id). A message whose provider id was heard before (a retried or
+    replayed webhook) changes nothing: it is read as `duplicate`."""
     reply = classify(body)
     if not _first_time(session, provider_ref, now=now):
         return Heard(reply, None, duplicate=True)
-    citizen = session.scalar(
-        select(Citizen).where(
-            Citizen.phone_hash == contact_hash(vault, "sms", sender), Citizen.status == "active"
-        )
-    )
-    if citizen is None:
-        return Heard(reply, None)
+    phone_hash = contact_hash(vault, "sms", sender)
     if reply.kind in ("stop", "start"):
-        citizen.sms_opted_out_at = now if reply.kind == "stop" else None
-        return Heard(reply, citizen.language)
+        # The number's, whoever holds it (or nobody yet: a later registration inherits it).
+        hear_opt_out(session, phone_hash=phone_hash, stop=reply.kind == "stop", now=now)
+    citizen = session.scalar(
+        select(Citizen).where(Citizen.phone_hash == phone_hash, Citizen.status == "active")
+    )
+    if citizen is None or reply.kind in ("stop", "start"):
+        return Heard(reply, citizen.language if citizen else None)
     advisory_ids = open_checkins(session, citizen_id=citizen.id, now=now)
     if not advisory_ids and reply.kind == "help":
         # Nothing asked them, yet a registered person says they need help: never dropped.

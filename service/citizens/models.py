@@ -139,3 +139,15 @@ class ContactCode(Base):
         CheckConstraint("channel IN ('sms', 'email')", name="channel"),
         Index("ix_contact_code_contact_hash", "contact_hash"),
     )
+
+
+class SmsOptOut(Base):
+    """A number that replied STOP (by its keyed hash, as `citizen.phone_hash`): the provider
+    refuses our texts to it until it says START, whichever record holds it, or none. Kept
+    apart from the citizen so that it outlives a record that changes number or is erased
+    (a hash, with nothing that names the person)."""
+
+    __tablename__ = "sms_opt_out"
+
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    opted_out_at: Mapped[datetime] = mapped_column(UTCDateTime())

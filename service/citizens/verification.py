@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
+from service.citizens.sms_opt_out import stopped_at
 from service.privacy import PersonalDataVault
 
 CODE_LIFE = timedelta(minutes=10)
@@ -182,16 +183,10 @@ def _code_hash(vault: PersonalDataVault, citizen_id: int, channel: str, code: st
 def _stopped_elsewhere(
     session: Session, citizen: Citizen, channel: str, hashed: str
 ) -> datetime | None:
-    """When the number replied STOP on the record that held it before (None: it did not)."""
+    """When the number replied STOP, on any record or none (None: it did not)."""
     if channel != "sms":
         return None
-    return session.scalar(
-        select(Citizen.sms_opted_out_at).where(
-            Citizen.phone_hash == hashed,
-            Citizen.id != citizen.id,
-            Citizen.sms_opted_out_at.is_not(None),
-        )
-    )
+    return stopped_at(session, hashed)
 
 
 def _apply(
@@ -206,7 +201,7 @@ def _apply(
     if channel == "sms":
         if hashed != citizen.phone_hash:
             # STOP belongs to the number, not the record: a new number starts as its own
-            # STOP left it (on the record that held it before), else opted in.
+            # STOP left it (sms_opt_out), else opted in.
             citizen.sms_opted_out_at = stopped
         citizen.phone_sealed, citizen.phone_hash = vault.seal("phone", address), hashed
         citizen.notify_sms = citizen.wants_sms

@@ -18,7 +18,7 @@ from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
 from service.checkin.answers import forget_old_inbound
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
-from service.citizens.models import Citizen
+from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
 from service.config import Settings
 from service.db import utcnow
@@ -199,6 +199,38 @@ def test_stop_belongs_to_the_number_a_new_phone_is_texted_and_the_citizen_sees_i
     issue(api, consul, level=3)
     dispatcher.drain()
     assert twilio.bodies_to("+821051510001") != []
+    assert twilio.bodies_to(number) == []
+
+
+def test_a_stop_outlives_the_record_that_sent_it_and_is_kept_for_a_number_nobody_holds(
+    api, consul, db, dispatcher, reply, twilio
+):
+    """Before, STOP lived on the citizen row only: once that record changed number (or was
+    erased), the number's STOP was forgotten and whoever registered it next was texted (the
+    provider refuses: 21610); a STOP from a number no record held was not kept at all."""
+    first, manage, body = register(api, location=TOKYO, channels=["sms"], email=None)
+    number = e164(body["phone"])
+    reply(number, "STOP")
+    moved = api.patch(f"/v1/citizens/{first}", json={"phone": "010-5151-0002"}, headers=manage)
+    assert moved.status_code == 200 and moved.json()["sms_opted_out"] is False
+    later, later_manage, _ = register(
+        api, location=TOKYO, channels=["sms"], email=None, phone=body["phone"]
+    )
+    assert api.get(f"/v1/citizens/{later}", headers=later_manage).json()["sms_opted_out"] is True
+
+    stranger = "+821052520003"
+    assert reply(stranger, "STOP").text.endswith("<Response></Response>")
+    assert len(db.scalars(select(SmsOptOut)).all()) == 2  # the first number's, and this one
+    cid, cid_manage, _ = register(
+        api, location=TOKYO, channels=["sms"], email=None, phone="010-5252-0003"
+    )
+    record = f"/v1/citizens/{cid}"
+    assert api.get(record, headers=cid_manage).json()["sms_opted_out"] is True
+    reply(stranger, "START")
+    assert api.get(record, headers=cid_manage).json()["sms_opted_out"] is False
+    issue(api, consul, level=3)
+    dispatcher.drain()
+    assert twilio.bodies_to(stranger) != [] and twilio.bodies_to("+821051510002") != []
     assert twilio.bodies_to(number) == []
 
 
