@@ -59,8 +59,11 @@ _START = {"start", "yes", "unstop", "수신동의", "수신재개"}
 _NUMBER_SUFFIX = re.compile(r"^(번|번이요|번요|번입니다|번이에요|이요|요|입니다|이에요|예요)$")
 
 _EN_SAFE = {"safe", "safely", "ok", "okay", "okey", "fine", "alright", "unharmed", "uninjured"}
-_EN_HELP = {"help", "sos", "emergency", "danger", "injured", "hurt", "trapped", "rescue"}
-_EN_HELP |= {"mayday", "assistance", "unsafe"}
+# Asking for help, and saying what is wrong. Only a state is negated by "nobody" ("nobody is
+# hurt"); a request is not ("nobody here, we need help").
+_EN_HELP_ASKED = {"help", "helping", "sos", "emergency", "rescue", "mayday", "assistance"}
+_EN_HELP_STATE = {"danger", "injured", "hurt", "trapped", "unsafe"}
+_EN_HELP = _EN_HELP_ASKED | _EN_HELP_STATE
 _EN_WORDS: dict[str, Answer] = dict.fromkeys(_EN_SAFE, "safe") | dict.fromkeys(_EN_HELP, "help")
 # Two-word answers, keyed by their second word.
 _EN_PAIRS: dict[tuple[str, str], Answer] = {
@@ -73,36 +76,51 @@ _EN_PAIRS: dict[tuple[str, str], Answer] = {
 _FILLERS = {"i", "im", "we", "were", "us", "me", "it", "its", "am", "is", "are", "was", "be"}
 _FILLERS |= {"being", "been", "feel", "feeling", "feels", "very", "so", "too", "really", "quite"}
 _FILLERS |= {"that", "at", "all", "completely", "totally", "entirely", "yet", "still", "here"}
-_FILLERS |= {"now", "currently", "in", "a"}
-# "don't need any help", "nobody is hurt", "no one was injured".
-_FILLERS |= {"need", "needs", "any", "some", "has", "have", "got", "get", "getting", "our"}
-_FILLERS |= {"of", "them", "anyone", "anybody"}
+_FILLERS |= {"now", "currently", "in", "a", "everyone", "everybody", "of"}
+# Only after a negator of a help word: "don't need any help" (but "can't get help" and "never
+# got help" are cries: get, got and have are no fillers).
+_FILLERS_HELP = _FILLERS | {"need", "needs", "any"}
+# Only before a state: "nobody has been hurt", "none of them got injured".
+_FILLERS_STATE = _FILLERS_HELP | {"has", "have", "got", "them", "anyone"}
 _NEGATORS = {"not", "never", "dont", "doesnt", "didnt", "isnt", "arent", "aint", "wasnt", "cant"}
-_NEGATORS |= {"cannot", "wont", "without", "nolonger", "noneed", "outof", "nobody", "noone"}
-_NEGATORS |= {"none", "nothing"}
+_NEGATORS |= {"cannot", "wont", "nolonger", "noneed", "outof"}
+_NOBODY = {"nobody", "noone", "none", "nobodys", "noones"}
+# "without a safe place" is unsafe, but "without help we will die" is a cry for help.
+_NEGATE_SAFE = _NEGATORS | _NOBODY | {"without"}
 _JOINED = {("no", "longer"): "nolonger", ("no", "need"): "noneed", ("out", "of"): "outof"}
 _JOINED |= {("no", "one"): "noone", ("thank", "you"): "thanks", ("thank", "u"): "thanks"}
-# "thanks for your help": gratitude, not a request.
-_THANKS = {"thanks", "thank", "thx", "appreciate", "grateful"}
-_THANKED_OVER = {"for", "your", "the", "all", "of", "and", "kind", "very", "much", "so"}
-_THANKED_OVER |= {"you", "u", "everyone"}
-# "the danger is over", "the emergency has passed".
+# "thank you for your help": gratitude, not a request ("thank you help us" is one).
+_THANKS = {"thanks", "thank", "thx", "grateful"}
+_THANKED_OVER = {"your", "the", "all", "of", "and", "kind", "very", "much", "so", "you", "u"}
+# "the danger is over", "the emergency has passed": only these can be over.
+_CAN_END = {"danger", "emergency"}
 _ENDED = {"over", "passed", "gone", "ended", "past", "finished"}
 _NEEDED = {"needed", "necessary", "required"}
 _UNNEEDED = {"unnecessary", "unneeded"}
 
 # Korean stems, found in the clause with its spaces removed (SMS Korean spaces loosely).
 _KO_SAFE = ("안전", "괜찮", "무사", "이상없", "문제없", "별일없", "멀쩡", "괜춘", "ㅇㅋ", "오케이")
-_KO_HELP = ("도움", "도와", "살려", "구해", "구조", "위험", "긴급", "응급", "다쳤", "부상", "갇혔")
-_KO_HELP += ("불안전",)
+# As in English: asking (도와주세요), and what is wrong (다쳤어요). "안 도와줘요" (nobody helps)
+# and "도움 못 받았어요" (no help came) are cries; "안 다쳤어요" (not hurt) is not.
+_KO_HELP_ASKED = ("도움", "도와", "살려", "구해", "구조", "긴급", "응급")
+_KO_HELP_STATE = ("위험", "다쳤", "부상", "갇혔", "불안전")
 # The same normalisation as the text ("ㅇㅋ" is compatibility jamo, which NFKC changes).
-_KO_SAFE, _KO_HELP = tuple(map(_norm, _KO_SAFE)), tuple(map(_norm, _KO_HELP))
-_KO_NOT_BEFORE = ("안", "못")  # 안 괜찮아요, 못 ...
+_KO_SAFE = tuple(map(_norm, _KO_SAFE))
+_KO_HELP_ASKED, _KO_HELP_STATE = (
+    tuple(map(_norm, _KO_HELP_ASKED)),
+    tuple(map(_norm, _KO_HELP_STATE)),
+)
+_KO_NOT_BEFORE = ("안", "못")  # 안 괜찮아요, 안 다쳤어요
 _KO_NOT_AFTER_SAFE = ("않", "못", "아니")  # 안전하지 않아요, 무사하지 못해, 안전한 게 아니에요
-# 도움 필요 없어요, 위험에서 벗어났어요
-# 도움 감사합니다 (thanks for the help), 위험이 지나갔어요 (the danger has passed).
-_KO_NOT_AFTER_HELP = (*_KO_NOT_AFTER_SAFE, "없", "안필요", "벗어", "감사", "고마", "고맙")
-_KO_NOT_AFTER_HELP += ("끝났", "지나갔", "지났")
+# 도움 필요 없어요; 긴급 상황 끝났어요.
+_KO_NOT_AFTER_ASKED = ("필요없", "필요하지않", "안필요", "필요는없", "끝났", "지나갔")
+# 위험하지 않아요, 부상자 없음, 위험에서 벗어났어요, 위험이 지나갔어요.
+_KO_NOT_AFTER_STATE = (*_KO_NOT_AFTER_SAFE, "없", "벗어", "끝났", "지나갔", "지났")
+# 도움 감사합니다, 도와주셔서 고맙습니다: thanks for help given (but "도와주세요 감사합니다",
+# a polite cry, is help).
+_KO_THANKED = re.compile(
+    r"^(에|을|를)?(주셔서|줘서|주신|준)?(것|거)?(정말|너무|진짜|대단히)?(감사|고마|고맙)"
+)
 _KO_TAIL = 6  # characters after a stem where its negation stands
 
 
@@ -167,60 +185,102 @@ def _words(tokens: list[str]) -> set[Answer]:
         if answer is None and i:
             answer = _EN_PAIRS.get((tokens[i - 1], token))
         if answer == "safe":
-            heard.add("help" if _negated(tokens, i) else "safe")
+            heard.add("help" if _negated_safe(tokens, i) else "safe")
         elif answer == "help" and not (
-            _negated(tokens, i) or _not_needed(tokens, i) or _thanked(tokens, i)
+            _negated_help(tokens, i)
+            or _not_needed(tokens, i)
+            or _thanked(tokens, i)
+            or _ended(tokens, i)
         ):
             heard.add("help")
     return heard | _korean("".join(tokens))
 
 
-def _negated(tokens: list[str], i: int) -> bool:
-    """A negator before the word, with only fillers between; "no" only right before it."""
+def _negator_before(tokens: list[str], i: int, fillers: set[str]) -> str | None:
+    """The first word before tokens[i] that is not a filler (None: only fillers)."""
+    for j in range(i - 1, -1, -1):
+        if tokens[j] not in fillers:
+            return tokens[j]
+    return None
+
+
+def _negated_safe(tokens: list[str], i: int) -> bool:
+    """ "not safe", "don't feel safe", "nobody is safe", "no ok"."""
     if i and tokens[i - 1] == "no":
         return True
-    for j in range(i - 1, -1, -1):
-        if tokens[j] not in _FILLERS:
-            return tokens[j] in _NEGATORS
-    return False
+    return _negator_before(tokens, i, _FILLERS) in _NEGATE_SAFE
+
+
+def _negated_help(tokens: list[str], i: int) -> bool:
+    """ "don't need any help", "not hurt", "nobody is hurt" (a state only), "no injured"
+    (a state only: "no help yet" is a cry)."""
+    state = tokens[i] in _EN_HELP_STATE
+    if state and i and tokens[i - 1] == "no":
+        return True
+    word = _negator_before(tokens, i, _FILLERS_STATE if state else _FILLERS_HELP)
+    return word in _NEGATORS or (state and word in _NOBODY)
 
 
 def _not_needed(tokens: list[str], i: int) -> bool:
-    """ "help not needed", "help is unnecessary", "the danger is over"."""
+    """ "help not needed", "no help needed", "help is unnecessary"."""
     after = set(tokens[i + 1 : i + 4])
-    if after & (_UNNEEDED | _ENDED):
+    if after & _UNNEEDED:
         return True
-    return "not" in after and bool(after & _NEEDED)
+    if not after & _NEEDED:
+        return False
+    return "not" in after or (i > 0 and tokens[i - 1] == "no")
 
 
 def _thanked(tokens: list[str], i: int) -> bool:
-    """ "thank you for your help", "thanks for all the help"."""
+    """ "thank you for your help", "thanks for all the help": a "for" between the thanks and
+    the help, which ends the clause."""
+    if i != len(tokens) - 1:
+        return False
+    seen_for = False
     for j in range(i - 1, -1, -1):
         if tokens[j] in _THANKS:
-            return True
-        if tokens[j] not in _THANKED_OVER:
+            return seen_for
+        if tokens[j] == "for":
+            seen_for = True
+        elif tokens[j] not in _THANKED_OVER:
             return False
     return False
 
 
+def _ended(tokens: list[str], i: int) -> bool:
+    """ "the danger is over", "the emergency has passed": the clause ends on it ("trapped for
+    over 3 hours" and "help over here" do not)."""
+    if tokens[i] not in _CAN_END or len(tokens) - i > 4:
+        return False
+    rest = tokens[i + 1 :]
+    return bool(rest) and rest[-1] in _ENDED and all(t in _FILLERS_STATE for t in rest[:-1])
+
+
 def _korean(compact: str) -> set[Answer]:
     heard: set[Answer] = set()
-    for stems, answer, after in (
-        (_KO_SAFE, "safe", _KO_NOT_AFTER_SAFE),
-        (_KO_HELP, "help", _KO_NOT_AFTER_HELP),
-    ):
-        for stem in stems:
-            for found in re.finditer(re.escape(stem), compact):
-                if answer == "safe" and compact[: found.start()].endswith("불"):
-                    continue  # 불안전: unsafe, a help stem of its own
-                tail = compact[found.end() : found.end() + _KO_TAIL]
-                negated = compact[: found.start()].endswith(_KO_NOT_BEFORE) or any(
-                    word in tail for word in after
-                )
-                if not negated:
-                    heard.add(answer)
-                elif answer == "safe":
-                    heard.add("help")
+    for stem in _KO_SAFE:
+        for found in re.finditer(re.escape(stem), compact):
+            before = compact[: found.start()]
+            if before.endswith("불"):
+                continue  # 불안전: unsafe, a help stem of its own
+            tail = compact[found.end() : found.end() + _KO_TAIL]
+            negated = before.endswith(_KO_NOT_BEFORE) or any(w in tail for w in _KO_NOT_AFTER_SAFE)
+            heard.add("help" if negated else "safe")
+    for stem in _KO_HELP_ASKED:
+        for found in re.finditer(re.escape(stem), compact):
+            tail = compact[found.end() : found.end() + _KO_TAIL]
+            if _KO_THANKED.match(compact[found.end() :]) and stem in ("도움", "도와"):
+                continue
+            if not any(w in tail for w in _KO_NOT_AFTER_ASKED):
+                heard.add("help")
+    for stem in _KO_HELP_STATE:
+        for found in re.finditer(re.escape(stem), compact):
+            tail = compact[found.end() : found.end() + _KO_TAIL]
+            negated = compact[: found.start()].endswith(_KO_NOT_BEFORE) or any(
+                w in tail for w in _KO_NOT_AFTER_STATE
+            )
+            if not negated:
+                heard.add("help")
     return heard
 
 
