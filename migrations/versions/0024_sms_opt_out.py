@@ -25,7 +25,7 @@ def upgrade() -> None:
     op.create_table(
         "sms_opt_out",
         sa.Column("phone_hash", sa.String(length=64), nullable=False),
-        sa.Column("opted_out_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("opted_out_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("phone_hash", name=op.f("pk_sms_opt_out")),
     )
     op.execute(

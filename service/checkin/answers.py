@@ -270,6 +270,9 @@ def record_answer(
     current.answered_at = now
     if tell_duty:
         current.duty_notified_at = None
+    if answer != "help":
+        # Safe now: nobody is handling a case any more (a later help is a new one to take).
+        current.taken_by = current.taken_at = None
     session.flush()
     return Recorded(checkin_id=current.id, answer=answer, tell_duty=tell_duty)
 

@@ -97,8 +97,9 @@ def _answered_by_the_page(
     opened = open_checkins(session, citizen_id=citizen_id, now=now)
     if advisory.id not in opened:
         return [advisory.id]  # then `opened` may be drills
-    # Another check-in is written only when this changes its answer in force, and never past
-    # its own cap: a link pressed 20 times must not use up the other link's answers.
+    # Another check-in is written only when this changes its answer in force, and past its
+    # own cap only for a help (a link pressed 20 times must not use up the other link's
+    # answers, nor leave its roll call saying safe of someone who now needs help).
     standing = {
         advisory_id: given
         for advisory_id, given in session.execute(
@@ -112,7 +113,7 @@ def _answered_by_the_page(
         for each in opened
         if each != advisory.id
         and standing.get(each) != answer
-        and _answers_given(session, each, citizen_id) < MAX_ANSWERS
+        and (answer == "help" or _answers_given(session, each, citizen_id) < MAX_ANSWERS)
     ]
     return [advisory.id, *others]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
@@ -248,28 +248,25 @@ def take_help(
     session: Session, *, advisory: Advisory, citizen_public_id: str, staff: str, now: datetime
 ) -> Taken:
     """A consul takes a citizen who needs help: every help answer of theirs (one SMS answers
-    every advisory that asked) shows the consul's name, so nobody else calls them meanwhile.
-    Taking again is harmless; one taken by someone else is a 409 naming them (two consuls
-    at once: one wins, the other learns who)."""
+    every advisory that asked; drills apart from real ones) shows the consul's name, so nobody
+    else calls them meanwhile. Taking again is harmless; a citizen another consul has (under
+    any advisory) is a 409 naming them: of two consuls at once, one wins."""
     citizen_id = _help_answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
-    session.execute(
-        update(Checkin)
-        .where(
-            Checkin.citizen_id == citizen_id,
-            Checkin.answer == "help",
-            Checkin.taken_by.is_(None),
-        )
-        .values(taken_by=staff, taken_at=now)
-        .execution_options(synchronize_session=False)
+    rows = _lock_rows(session, citizen_id, exercise=advisory.exercise)
+    mine = next((row for row in rows if row.advisory_id == advisory.id), None)
+    if mine is None or mine.answer != "help":
+        raise Conflict("their answer is no longer help: only a help answer is taken")
+    holder = next((row for row in rows if row.taken_by not in (None, staff)), None)
+    if holder is not None:
+        since = f" at {holder.taken_at:%Y-%m-%d %H:%M} UTC" if holder.taken_at else ""
+        raise Conflict(f"already taken by {holder.taken_by}{since}")
+    for row in rows:
+        if row.answer == "help" and row.taken_by is None:
+            row.taken_by, row.taken_at = staff, now
+    session.flush()
+    return Taken(
+        citizen_public_id, staff, mine.taken_at, _taken_advisories(session, citizen_id, staff)
     )
-    holder, since = session.execute(
-        select(Checkin.taken_by, Checkin.taken_at).where(
-            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen_id
-        )
-    ).one()
-    if holder != staff:
-        raise Conflict(f"already taken by {holder} at {since:%Y-%m-%d %H:%M} UTC")
-    return Taken(citizen_public_id, staff, since, _taken_advisories(session, citizen_id, staff))
 
 
 def release_help(
@@ -280,29 +277,39 @@ def release_help(
     staff: str,
     any_holder: bool,
 ) -> Taken:
-    """Give a citizen back to the list of help answers nobody has taken: by whoever took them,
-    or (`any_holder`) an admin when that consul is gone."""
-    citizen_id = _help_answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
-    holder = session.scalar(
-        select(Checkin.taken_by).where(
-            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen_id
-        )
-    )
+    """Give a citizen back to the list of help answers nobody has taken (whatever their answer
+    is now): by whoever took them, or (`any_holder`) an admin when that consul is gone."""
+    citizen_id = _answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)[0]
+    rows = _lock_rows(session, citizen_id, exercise=advisory.exercise)
+    holder = next((row.taken_by for row in rows if row.advisory_id == advisory.id), None)
     if holder is None:
         return Taken(citizen_public_id, None, None, [])
     if holder != staff and not any_holder:
         raise Conflict(f"taken by {holder}: only they or an admin can give it back")
     released = _taken_advisories(session, citizen_id, holder)
-    session.execute(
-        update(Checkin)
-        .where(Checkin.citizen_id == citizen_id, Checkin.taken_by == holder)
-        .values(taken_by=None, taken_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    for row in rows:
+        if row.taken_by == holder:
+            row.taken_by = row.taken_at = None
+    session.flush()
     return Taken(citizen_public_id, None, None, released)
 
 
-def _help_answer_of(session: Session, *, advisory: Advisory, citizen_public_id: str) -> int:
+def _lock_rows(session: Session, citizen_id: int, *, exercise: bool) -> list[Checkin]:
+    """The citizen's answers in force (real ones, or drills), locked in advisory order: the
+    order the SMS webhook and the check-in page lock them in, so none waits on another."""
+    return list(
+        session.scalars(
+            select(Checkin)
+            .join(Advisory, Advisory.id == Checkin.advisory_id)
+            .where(Checkin.citizen_id == citizen_id, Advisory.exercise == exercise)
+            .order_by(Checkin.advisory_id)
+            .with_for_update(of=Checkin)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _answer_of(session: Session, *, advisory: Advisory, citizen_public_id: str) -> tuple[int, str]:
     if "\x00" in citizen_public_id:  # no id has one, and PostgreSQL refuses it in text
         raise NotFound("no answer from this citizen to this advisory's check-in")
     found = session.execute(
@@ -316,7 +323,11 @@ def _help_answer_of(session: Session, *, advisory: Advisory, citizen_public_id: 
     ).first()
     if found is None:
         raise NotFound("no answer from this citizen to this advisory's check-in")
-    citizen_id, answer = found
+    return found[0], found[1]
+
+
+def _help_answer_of(session: Session, *, advisory: Advisory, citizen_public_id: str) -> int:
+    citizen_id, answer = _answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
     if answer != "help":
         raise Conflict(f"their answer is {answer!r}: only a help answer is taken")
     return citizen_id

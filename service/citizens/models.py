@@ -150,4 +150,5 @@ class SmsOptOut(Base):
     __tablename__ = "sms_opt_out"
 
     phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    opted_out_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # NULL: it said START after (the row stays: the one lock STOP and START take in turn).
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

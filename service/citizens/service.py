@@ -452,6 +452,7 @@ def _new_contacts(
 def _drop_contact(session: Session, citizen: Citizen, channel: str) -> None:
     if channel == "sms":
         citizen.phone_sealed = citizen.phone_hash = None
+        citizen.sms_opted_out_at = None  # the STOP stays with the number (sms_opt_out)
     else:
         citizen.email_sealed = citizen.email_hash = None
     session.execute(

@@ -5,7 +5,7 @@ who cannot get SMS. The citizen row carries a copy (`sms_opted_out_at`) for the 
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,24 +18,37 @@ def stopped_at(session: Session, phone_hash: str) -> datetime | None:
 
 
 def hear_opt_out(session: Session, *, phone_hash: str, stop: bool, now: datetime) -> None:
-    """The number said STOP (`stop`) or START: kept for the number, and copied onto every
-    record that holds it (pending ones too), also when none does yet."""
-    if stop:
+    """The number said STOP (`stop`) or START: kept on the number's one row, and copied onto
+    the record that holds it (if any; one waiting for its code reads the row when verified).
+    The row is locked first, so a STOP and a START at once end with the row and the copy
+    agreeing on the later one."""
+    row = _locked(session, phone_hash)
+    if row is None:
         try:
             with session.begin_nested():
-                session.add(SmsOptOut(phone_hash=phone_hash, opted_out_at=now))
+                session.add(SmsOptOut(phone_hash=phone_hash, opted_out_at=None))
                 session.flush()
         except IntegrityError:
-            pass  # said STOP before: the first one stands
-    else:
-        session.execute(
-            delete(SmsOptOut)
-            .where(SmsOptOut.phone_hash == phone_hash)
-            .execution_options(synchronize_session=False)
-        )
+            pass  # made at the same moment by another message from the number
+        row = _locked(session, phone_hash)
+        assert row is not None
+    if not stop:
+        row.opted_out_at = None
+    elif row.opted_out_at is None:
+        row.opted_out_at = now  # said STOP before: the first one stands
+    session.flush()
     session.execute(
         update(Citizen)
         .where(Citizen.phone_hash == phone_hash)
-        .values(sms_opted_out_at=stopped_at(session, phone_hash))
+        .values(sms_opted_out_at=row.opted_out_at)
         .execution_options(synchronize_session="fetch")
+    )
+
+
+def _locked(session: Session, phone_hash: str) -> SmsOptOut | None:
+    return session.scalar(
+        select(SmsOptOut)
+        .where(SmsOptOut.phone_hash == phone_hash)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )

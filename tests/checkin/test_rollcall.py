@@ -251,3 +251,21 @@ def test_a_consul_takes_a_citizen_who_needs_help_and_nobody_else_calls_them(
     assert released.json()["taken_by"] is None and released.json()["advisories"] == [first, second]
     assert untaken(first) == untaken(second) == [hurt_id]
     assert api.post(take.format(second, hurt_id), headers=other).status_code == 200
+
+    # A third advisory asks and they answer help again: its new help answer is theirs too, so
+    # the first consul cannot take them through it (one person, one consul).
+    third = issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(hurt_phone, "2 still trapped")
+    assert untaken(third) == [hurt_id]
+    held = api.post(take.format(third, hurt_id), headers=consul)
+    assert held.status_code == 409 and "already taken by consul-" in held.json()["detail"]
+
+    # Safe now: nobody handles a case any more, and none stays listed as taken.
+    reply(hurt_phone, "1 rescued, we are safe")
+    for advisory in (first, second, third):
+        roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+        assert [
+            (i["answer"], i["taken_by"]) for i in roll["items"] if i["citizen_id"] == hurt_id
+        ] == [("safe", None)]
+    assert api.delete(take.format(first, hurt_id), headers=other).json()["taken_by"] is None
