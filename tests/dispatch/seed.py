@@ -4,7 +4,7 @@ separate process: citizens with sealed contacts, one advisory, and its ledger ro
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -48,40 +48,46 @@ def scratch_database(database_url: str, tmp_path, name: str) -> Iterator[str]:
         admin.dispose()
 
 
+def seeded_advisory(now: datetime) -> Advisory:
+    """A level 3 advisory over Japan with its first revision, not yet added to a session."""
+    advisory = Advisory(
+        public_id=str(uuid.uuid4()),
+        source="manual",
+        issued_by="crash-test",
+        level="3",
+        category="security",
+        title_ko="시험 경보",
+        message_ko="시험 메시지입니다.",
+        area={"countries": ["JP"]},
+        effective=now,
+        expires=now + timedelta(days=1),
+    )
+    advisory.revisions.append(
+        AdvisoryRevision(
+            revision=1,
+            content={
+                "level": "3",
+                "category": "security",
+                "title": {"ko": "시험 경보"},
+                "message": {"ko": "시험 메시지입니다."},
+                "area": {"countries": ["JP"]},
+                "effective": now.isoformat(),
+                "expires": (now + timedelta(days=1)).isoformat(),
+            },
+            changed_by="crash-test",
+            change="issued",
+        )
+    )
+    return advisory
+
+
 def seed_pending(url: str, *, citizens: int, secret: bytes) -> None:
     """`citizens` people with both channels, each owed one SMS and one e-mail."""
     vault = PersonalDataVault(secret)
     engine = make_engine(url)
     now = utcnow()
     with make_session_factory(engine).begin() as session:
-        advisory = Advisory(
-            public_id=str(uuid.uuid4()),
-            source="manual",
-            issued_by="crash-test",
-            level="3",
-            category="security",
-            title_ko="시험 경보",
-            message_ko="시험 메시지입니다.",
-            area={"countries": ["JP"]},
-            effective=now,
-            expires=now + timedelta(days=1),
-        )
-        advisory.revisions.append(
-            AdvisoryRevision(
-                revision=1,
-                content={
-                    "level": "3",
-                    "category": "security",
-                    "title": {"ko": "시험 경보"},
-                    "message": {"ko": "시험 메시지입니다."},
-                    "area": {"countries": ["JP"]},
-                    "effective": now.isoformat(),
-                    "expires": (now + timedelta(days=1)).isoformat(),
-                },
-                changed_by="crash-test",
-                change="issued",
-            )
-        )
+        advisory = seeded_advisory(now)
         session.add(advisory)
         people = [
             Citizen(

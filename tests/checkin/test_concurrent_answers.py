@@ -1,0 +1,192 @@
+"""Writers of one citizen's answers at the same moment, each in its own transaction on its own
+connection, on both backends: a consul taking the case while their SMS answer comes in (no
+deadlock, whatever order the rows lie in on disk), two consuls taking it at once (one wins),
+and a STOP with a START (the number's row and the citizen's copy agree)."""
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.advisories.models import Advisory
+from service.checkin.answers import record_answer
+from service.checkin.models import Checkin
+from service.checkin.rollcall import take_help
+from service.citizens.models import Citizen, SmsOptOut
+from service.citizens.sms_opt_out import hear_opt_out
+from service.db import make_engine, make_session_factory, utcnow
+from service.errors import Conflict
+from service.privacy import PersonalDataVault
+from tests.conftest import TEST_SECRET
+from tests.dispatch.seed import scratch_database, seeded_advisory
+
+VAULT = PersonalDataVault(TEST_SECRET.encode())
+PEOPLE = 12
+
+
+@pytest.fixture
+def factory(database_url: str, tmp_path) -> Iterator[sessionmaker[Session]]:
+    with scratch_database(database_url, tmp_path, "concurrent_answers") as url:
+        engine = make_engine(url)
+        yield make_session_factory(engine)
+        engine.dispose()
+
+
+def _advisory(session: Session) -> Advisory:
+    advisory = seeded_advisory(utcnow())
+    session.add(advisory)
+    session.flush()
+    return advisory
+
+
+def _seed(factory: sessionmaker[Session]) -> tuple[list[Advisory], list[Citizen]]:
+    """Two advisories; each citizen's help answer to the newer one stored first, so their rows
+    lie on disk against advisory order (what an earlier bare UPDATE locked them in)."""
+    with factory.begin() as session:
+        advisories = [_advisory(session), _advisory(session)]
+        people = []
+        for n in range(PEOPLE):
+            person = Citizen(
+                public_id=str(uuid.uuid4()),
+                language="en",
+                phone_hash=f"race-{uuid.uuid4().hex}",
+                consent_at=utcnow(),
+            )
+            session.add(person)
+            session.flush()
+            people.append(person)
+            for advisory in reversed(advisories):
+                record_answer(
+                    session,
+                    vault=VAULT,
+                    advisory_id=advisory.id,
+                    citizen_id=person.id,
+                    answer="help",
+                    channel="sms",
+                    note=f"trapped {n}",
+                    now=utcnow(),
+                )
+        session.expunge_all()
+    return advisories, people
+
+
+def _at_once(*work: Callable[[], object]) -> list[BaseException | object]:
+    """Runs each in its own thread, released together; what each returned or raised."""
+    start = threading.Barrier(len(work))
+    results: list[BaseException | object] = [None] * len(work)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work[i]()
+        except BaseException as exc:  # reported to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_a_take_and_an_sms_answer_at_once_never_deadlock(factory):
+    advisories, people = _seed(factory)
+    first, second = advisories
+
+    for person in people:
+
+        def take(person=person):
+            with factory.begin() as session:
+                advisory = session.get(Advisory, first.id)
+                return take_help(
+                    session,
+                    advisory=advisory,
+                    citizen_public_id=person.public_id,
+                    staff="kim",
+                    now=utcnow(),
+                ).advisories
+
+        def answer(person=person):
+            # As the SMS webhook records one answer for every open check-in.
+            with factory.begin() as session:
+                for advisory_id in sorted((first.id, second.id)):
+                    record_answer(
+                        session,
+                        vault=VAULT,
+                        advisory_id=advisory_id,
+                        citizen_id=person.id,
+                        answer="help",
+                        channel="sms",
+                        note="still trapped",
+                        now=utcnow(),
+                    )
+                return "answered"
+
+        taken, answered = _at_once(take, answer)
+        assert taken == [first.public_id, second.public_id], taken
+        assert answered == "answered", answered
+    with factory() as session:
+        holders = session.scalars(select(Checkin.taken_by)).all()
+    assert holders == ["kim"] * (2 * PEOPLE)
+
+
+def test_two_consuls_taking_at_once_one_wins(factory):
+    advisories, people = _seed(factory)
+    for person in people:
+
+        def take(staff: str, advisory_id: int, person=person):
+            with factory.begin() as session:
+                return take_help(
+                    session,
+                    advisory=session.get(Advisory, advisory_id),
+                    citizen_public_id=person.public_id,
+                    staff=staff,
+                    now=utcnow(),
+                ).taken_by
+
+        results = _at_once(
+            lambda person=person: take("kim", advisories[0].id, person),
+            lambda person=person: take("lee", advisories[1].id, person),
+        )
+        won = [r for r in results if isinstance(r, str)]
+        lost = [r for r in results if isinstance(r, Conflict)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert won[0] in str(lost[0]) or "already taken by" in str(lost[0])
+        with factory() as session:
+            holders = set(
+                session.scalars(select(Checkin.taken_by).where(Checkin.citizen_id == person.id))
+            )
+        assert holders == {won[0]}
+
+
+def test_a_stop_and_a_start_at_once_leave_the_number_and_its_record_agreeing(factory):
+    hashes = []
+    with factory.begin() as session:
+        for _ in range(PEOPLE):
+            phone_hash = f"race-{uuid.uuid4().hex}"
+            hashes.append(phone_hash)
+            session.add(
+                Citizen(
+                    public_id=str(uuid.uuid4()),
+                    language="en",
+                    phone_hash=phone_hash,
+                    consent_at=utcnow(),
+                )
+            )
+    for phone_hash in hashes:
+
+        def said(stop: bool, phone_hash=phone_hash):
+            with factory.begin() as session:
+                hear_opt_out(session, phone_hash=phone_hash, stop=stop, now=utcnow())
+
+        assert _at_once(lambda: said(True), lambda: said(False)) == [None, None]
+        with factory() as session:
+            row = session.get(SmsOptOut, phone_hash)
+            copy = session.scalar(
+                select(Citizen.sms_opted_out_at).where(Citizen.phone_hash == phone_hash)
+            )
+        assert row is not None and (row.opted_out_at is None) == (copy is None)
