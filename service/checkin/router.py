@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from service.advisories.service import get_advisory
 from service.auth import Consul, SessionDep
-from service.checkin import answers, duty, rollcall
+from service.checkin import answers, duty, help_messages, rollcall
 from service.checkin.page import checkin_page
 from service.checkin.replies import answer_text, unmatched_text
 from service.citizens.deps import RegistryDep
@@ -261,3 +261,42 @@ def release_help(
         any_holder=staff.role == "admin",
     )
     return TakenRead.model_validate(released, from_attributes=True)
+
+
+class HelpMessageItem(BaseModel):
+    id: int
+    citizen_id: str
+    contact: str | None = Field(description="Masked phone, else masked e-mail.")
+    country: str | None = Field(description="The country of their current place.")
+    channel: str
+    received_at: datetime
+    duty_notified_at: datetime | None = Field(
+        description="When the duty staff were told (null: not yet; the minute job retries)."
+    )
+    sms_opted_out: bool
+
+
+class HelpMessagesRead(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[HelpMessageItem]
+
+
+@router.get("/v1/help-messages", response_model=HelpMessagesRead)
+def read_help_messages(
+    session: SessionDep,
+    registry: RegistryDep,
+    _staff: Consul,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+) -> HelpMessagesRead:
+    """Cries for help that no check-in asked for, newest first (contacts masked; their words
+    come with the audited reveal)."""
+    total, rows = help_messages.recent(session, registry=registry, limit=limit, offset=offset)
+    return HelpMessagesRead(
+        total=total,
+        limit=limit,
+        offset=offset,
+        items=[HelpMessageItem.model_validate(row, from_attributes=True) for row in rows],
+    )

@@ -323,7 +323,7 @@ def test_a_safe_that_also_asks_for_help_is_help_and_its_words_reach_the_duty_sta
 
 @pytest.mark.usefixtures("app_sessions_in_test")
 def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
-    api, consul, db, dispatcher, smtp, reply
+    api, consul, staff_headers, db, dispatcher, smtp, reply
 ):
     """A registered citizen texts "2 …" with no check-in open (no advisory reached them, or
     it ended): before, they were told to reply to a check-in message and nothing was kept. Now
@@ -364,6 +364,15 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     db.expire_all()
     kept = db.scalars(select(HelpMessage).order_by(HelpMessage.id)).all()
     assert len(kept) == 3 and all(m.duty_notified_at is not None for m in kept)
+    # Consuls find them in the console's list, newest first, masked, without their words.
+    listed = api.get("/v1/help-messages", headers=consul)
+    assert listed.status_code == 200, listed.text
+    page = listed.json()
+    assert page["total"] == 3 and [i["citizen_id"] for i in page["items"]] == [cid] * 3
+    assert [i["country"] for i in page["items"]] == ["FR"] * 3
+    assert all(i["duty_notified_at"] and "*" in i["contact"] for i in page["items"])
+    assert phone not in listed.text and "passport" not in listed.text
+    assert api.get("/v1/help-messages", headers=staff_headers("viewer")).status_code == 403
     # A consul who reveals them (with a reason) reads all three, newest first, under no advisory.
     revealed = api.post(
         f"/v1/citizens/{cid}/reveal",
@@ -379,6 +388,7 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     db.expire_all()
     erase_citizen(db, citizen=db.scalar(select(Citizen).where(Citizen.public_id == cid)))
     assert {m.note_sealed for m in db.scalars(select(HelpMessage))} == {None}
+    assert api.get("/v1/help-messages", headers=consul).json()["total"] == 0
 
 
 def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_limit(

@@ -434,3 +434,26 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     _reply(live, quiet, "1")
     expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–1 / 1", timeout=15_000)
     expect(tab.get_by_test_id("sms-stopped")).to_have_count(1)
+
+
+def test_a_cry_for_help_no_check_in_asked_for_is_listed_and_revealed_with_its_words(live, new_page):
+    """A registered citizen texts "2 …" with no advisory open: the duty staff are told by
+    e-mail, and every consul sees it on the console's first page; who it is and what they
+    wrote come with the audited reveal."""
+    phone = _citizen_in_bangkok(live)
+    words = "2 도와주세요 여권을 잃어버렸어요"
+    _reply(live, phone, words)
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, live.staff_key("consul", "oh"))
+    tab.click("#lang")  # English
+    rows = tab.locator("#help-messages tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("TH")
+    assert "여권" not in tab.content() and phone not in tab.content()
+    tab.on("dialog", lambda dialog: dialog.accept("A cry for help with no check-in; calling."))
+    rows.first.get_by_role("button", name="Reveal contact").click()
+    box = tab.locator("#revealed-help")
+    expect(box.get_by_test_id("revealed-phone")).to_have_text(phone)
+    expect(box.get_by_test_id("said").locator("q")).to_have_text(words)
+    page.shot("console-help-messages")

@@ -207,11 +207,27 @@ async function showOverview() {
     }
   }
   if (!advisories.length) list.append(el("li", {}, t("none")));
+  if (can("consul")) await showHelpMessages();
   const counts = await api("/v1/registry/counts");
   const rows = Object.entries(counts.by_country || counts.countries || counts || {})
     .filter(([, n]) => typeof n === "number")
     .sort((a, b) => b[1] - a[1]);
   $("registry-counts").replaceChildren(...rows.map(([code, n]) => el("tr", {}, el("th", {}, code), el("td", {}, n))));
+}
+
+// Someone registered texted "2 …" with no check-in open: the duty staff were told; here the
+// other consuls see it too, and reveal (with a reason) who it is and what they wrote.
+async function showHelpMessages() {
+  const page = await api("/v1/help-messages?limit=50");
+  $("help-messages").replaceChildren(page.items.length
+    ? el("table", { class: "grid" },
+        el("thead", {}, el("tr", {}, [t("received_at"), t("country"), t("contact"), t("duty_told"), ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, page.items.map((item) => el("tr", { "data-help-message": item.id },
+          el("td", {}, when(item.received_at)), el("td", {}, item.country || "–"),
+          el("td", {}, item.contact || "–", item.sms_opted_out ? el("span", { class: "stopped" }, ` ${t("sms_stopped")}`) : null),
+          el("td", {}, when(item.duty_notified_at)),
+          el("td", {}, el("button", { type: "button", on: { click: () => reveal(item.citizen_id, "revealed-help") } }, t("reveal")))))))
+    : el("p", {}, t("none")));
 }
 
 // ---- issuing ------------------------------------------------------------------------------
@@ -678,12 +694,12 @@ async function retry(alertId) {
   }
 }
 
-async function reveal(citizenId) {
+async function reveal(citizenId, where = "revealed") {
   const reason = prompt(t("reveal_reason"));
   if (!reason) return;
   try {
     const found = await api(`/v1/citizens/${citizenId}/reveal`, { method: "POST", body: { reason } });
-    showRevealed(found);
+    showRevealed(found, where);
   } catch (error) {
     flash(sentence(error));
   }
@@ -691,13 +707,15 @@ async function reveal(citizenId) {
 
 function hideRevealed() {
   // Personal data leaves the page as soon as it is not needed.
-  $("revealed").hidden = true;
-  $("revealed").replaceChildren();
+  for (const id of ["revealed", "revealed-help"]) {
+    $(id).hidden = true;
+    $(id).replaceChildren();
+  }
 }
 
-function showRevealed(found) {
+function showRevealed(found, where = "revealed") {
   const contact = (c) => (c ? `${c.address}${c.verified ? "" : ` (${t("unverified")})`}` : "–");
-  const box = $("revealed");
+  const box = $(where);
   box.replaceChildren(
     el("h4", {}, `${t("revealed_heading")}: ${found.name || "–"}`),
     el("dl", {},
