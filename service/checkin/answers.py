@@ -270,8 +270,10 @@ def record_answer(
     current.answered_at = now
     if tell_duty:
         current.duty_notified_at = None
-    if answer != "help":
-        # Safe now: nobody is handling a case any more (a later help is a new one to take).
+    if answer != "help" and channel == "sms":
+        # Safe now, from their own phone: nobody is handling a case any more (a later help is
+        # a new one to take). A safe from a page keeps the consul's name: a link can be
+        # forwarded or leaked, so the consul calls to make sure, then gives the case back.
         current.taken_by = current.taken_at = None
     session.flush()
     return Recorded(checkin_id=current.id, answer=answer, tell_duty=tell_duty)

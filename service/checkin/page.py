@@ -2,7 +2,7 @@
 message previews open links too); the citizen's own button press (POST) records the answer."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +17,8 @@ from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.errors import InvalidInput, NotFound, TooManyRequests
 
-# Answers one link may record: enough to change one's mind many times, not to fill a table.
+# Safe answers one link may record in an hour: enough to change one's mind many times, not to
+# fill a table.
 MAX_ANSWERS = 20
 
 
@@ -51,7 +52,9 @@ def checkin_page(
             raise InvalidInput("answer", "must be safe or help")
         if note is not None and len(note) > NOTE_MAX:
             raise InvalidInput("note", f"at most {NOTE_MAX} characters")
-        if _answers_given(session, advisory.id, citizen.id) >= MAX_ANSWERS:
+        # A help is never refused; a safe at most MAX_ANSWERS an hour from pages (whoever holds
+        # a leaked link cannot lock the citizen out of crying for help, nor out of tomorrow).
+        if answer == "safe" and _web_answers(session, advisory.id, citizen.id, now) >= MAX_ANSWERS:
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
         recorded = tuple(
@@ -88,42 +91,41 @@ def checkin_page(
 def _answered_by_the_page(
     session: Session, advisory: Advisory, citizen_id: int, answer: Answer, *, now: datetime
 ) -> list[int]:
-    """The page's advisory, and with a real one every other real check-in open for the
-    citizen, as an SMS answer counts: "I need help" pressed under one advisory leaves no other
-    roll call saying "no answer" (nor its reminders asking). A drill's page answers the drill
-    only, and no real answer is ever filed under a drill."""
-    if advisory.exercise:
+    """The page's advisory; and for a help on a real one, every other real check-in open for
+    the citizen whose answer in force is not help yet, as an SMS answer counts ("I need help"
+    pressed under one advisory leaves no other roll call saying "no answer" or "safe"). A safe
+    answers its own advisory only: a link can be forwarded or leaked, and must not clear a cry
+    for help given elsewhere. A drill's page answers the drill only, and no real answer is
+    ever filed under a drill."""
+    if advisory.exercise or answer != "help":
         return [advisory.id]
     opened = open_checkins(session, citizen_id=citizen_id, now=now)
     if advisory.id not in opened:
         return [advisory.id]  # then `opened` may be drills
-    # Another check-in is written only when this changes its answer in force, and past its
-    # own cap only for a help (a link pressed 20 times must not use up the other link's
-    # answers, nor leave its roll call saying safe of someone who now needs help).
-    standing = {
-        advisory_id: given
-        for advisory_id, given in session.execute(
-            select(Checkin.advisory_id, Checkin.answer).where(
-                Checkin.citizen_id == citizen_id, Checkin.advisory_id.in_(opened)
+    already = set(
+        session.scalars(
+            select(Checkin.advisory_id).where(
+                Checkin.citizen_id == citizen_id,
+                Checkin.advisory_id.in_(opened),
+                Checkin.answer == "help",
             )
         )
-    }
-    others = [
-        each
-        for each in opened
-        if each != advisory.id
-        and standing.get(each) != answer
-        and (answer == "help" or _answers_given(session, each, citizen_id) < MAX_ANSWERS)
-    ]
-    return [advisory.id, *others]
+    )
+    return [advisory.id, *(each for each in opened if each != advisory.id and each not in already)]
 
 
-def _answers_given(session: Session, advisory_id: int, citizen_id: int) -> int:
+def _web_answers(session: Session, advisory_id: int, citizen_id: int, now: datetime) -> int:
+    """Answers given on pages for this check-in in the last hour."""
     return (
         session.scalar(
             select(func.count())
             .select_from(CheckinAnswer)
-            .where(CheckinAnswer.advisory_id == advisory_id, CheckinAnswer.citizen_id == citizen_id)
+            .where(
+                CheckinAnswer.advisory_id == advisory_id,
+                CheckinAnswer.citizen_id == citizen_id,
+                CheckinAnswer.channel == "web",
+                CheckinAnswer.answered_at >= now - timedelta(hours=1),
+            )
         )
         or 0
     )

@@ -625,7 +625,8 @@ async function refreshAdvisory(id) {
 // Who is handling a citizen who needs help: "Take" it, or the consul's name (and "Give
 // back" for one's own), so that two consuls do not call one person while nobody calls the next.
 function takenCell(id, row) {
-  if (row.answer !== "help") return "–";
+  // A safe from a page keeps its consul (a link can be leaked): they call, then give it back.
+  if (row.answer !== "help" && !row.taken_by) return "–";
   const path = `/v1/advisories/${id}/rollcall/${row.citizen_id}/take`;
   const change = (method) => async () => {
     try {
