@@ -61,7 +61,7 @@ _NUMBER_SUFFIX = re.compile(r"^(번|번이요|번요|번입니다|번이에요|�
 _EN_SAFE = {"safe", "safely", "ok", "okay", "okey", "fine", "alright", "unharmed", "uninjured"}
 # Asking for help, and saying what is wrong. Only a state is negated by "nobody" ("nobody is
 # hurt"); a request is not ("nobody here, we need help").
-_EN_HELP_ASKED = {"help", "helping", "sos", "emergency", "rescue", "mayday", "assistance"}
+_EN_HELP_ASKED = {"help", "sos", "emergency", "rescue", "mayday", "assistance"}
 _EN_HELP_STATE = {"danger", "injured", "hurt", "trapped", "unsafe"}
 _EN_HELP = _EN_HELP_ASKED | _EN_HELP_STATE
 _EN_WORDS: dict[str, Answer] = dict.fromkeys(_EN_SAFE, "safe") | dict.fromkeys(_EN_HELP, "help")
@@ -79,7 +79,7 @@ _FILLERS |= {"that", "at", "all", "completely", "totally", "entirely", "yet", "s
 _FILLERS |= {"now", "currently", "in", "a", "everyone", "everybody", "of"}
 # Only after a negator of a help word: "don't need any help" (but "can't get help" and "never
 # got help" are cries: get, got and have are no fillers).
-_FILLERS_HELP = _FILLERS | {"need", "needs", "any"}
+_FILLERS_HELP = _FILLERS | {"need", "needs", "any", "send", "for", "more", "further"}
 # Only before a state: "nobody has been hurt", "none of them got injured".
 _FILLERS_STATE = _FILLERS_HELP | {"has", "have", "got", "them", "anyone"}
 _NEGATORS = {"not", "never", "dont", "doesnt", "didnt", "isnt", "arent", "aint", "wasnt", "cant"}
@@ -92,6 +92,8 @@ _JOINED |= {("no", "one"): "noone", ("thank", "you"): "thanks", ("thank", "u"): 
 # "thank you for your help": gratitude, not a request ("thank you help us" is one).
 _THANKS = {"thanks", "thank", "thx", "grateful"}
 _THANKED_OVER = {"your", "the", "all", "of", "and", "kind", "very", "much", "so", "you", "u"}
+# "the rescue team came": rescued, not asking.
+_RESCUE_CAME = {"came", "arrived", "come", "found"}
 # "the danger is over", "the emergency has passed": only these can be over.
 _CAN_END = {"danger", "emergency"}
 _ENDED = {"over", "passed", "gone", "ended", "past", "finished"}
@@ -114,6 +116,9 @@ _KO_NOT_BEFORE = ("안", "못")  # 안 괜찮아요, 안 다쳤어요
 _KO_NOT_AFTER_SAFE = ("않", "못", "아니")  # 안전하지 않아요, 무사하지 못해, 안전한 게 아니에요
 # 도움 필요 없어요; 긴급 상황 끝났어요.
 _KO_NOT_AFTER_ASKED = ("필요없", "필요하지않", "안필요", "필요는없", "끝났", "지나갔")
+# 구조됐어요, 구조대가 왔어요, 도움 받았어요: help came (but 구조대가 안 왔어요 did not).
+_KO_NOT_AFTER_ASKED += ("됐", "되었", "받았", "대가왔", "대왔", "대가도착", "대도착")
+_KO_DID_NOT_COME = ("못받", "안받", "못했", "안됐", "안되었")  # 도움 못 받았어요: a cry
 # 위험하지 않아요, 부상자 없음, 위험에서 벗어났어요, 위험이 지나갔어요.
 _KO_NOT_AFTER_STATE = (*_KO_NOT_AFTER_SAFE, "없", "벗어", "끝났", "지나갔", "지났")
 # 도움 감사합니다, 도와주셔서 고맙습니다: thanks for help given (but "도와주세요 감사합니다",
@@ -132,7 +137,9 @@ def classify(body: str) -> Reply:
     clauses = [_tokens(part) for part in _CLAUSE_BREAK.split(text)]
     clauses = [tokens for tokens in clauses if tokens]
     everything = [token for tokens in clauses for token in tokens]
-    compact = "".join(everything)
+    # One keyword, or two words that make one ("stop all", "opt out", "수신 거부"), as the
+    # provider reads it: "s t o p" is no opt-out there, so none here.
+    compact = "".join(everything) if len(everything) <= 2 else ""
     if compact in _STOP:
         return Reply("stop")
     if compact in _START:
@@ -180,10 +187,12 @@ def _numbers(tokens: list[str]) -> set[Answer]:
 
 def _words(tokens: list[str]) -> set[Answer]:
     heard: set[Answer] = set()
-    for i, token in enumerate(tokens):
-        answer = _EN_WORDS.get(token)
+    for i, word in enumerate(tokens):
+        answer = _EN_WORDS.get(word)
+        if word == "helping" and tokens[i + 1 : i + 2] in (["us"], ["me"]):
+            answer = "help"  # "nobody is helping us" (but "helping others" is no cry)
         if answer is None and i:
-            answer = _EN_PAIRS.get((tokens[i - 1], token))
+            answer = _EN_PAIRS.get((tokens[i - 1], word))
         if answer == "safe":
             heard.add("help" if _negated_safe(tokens, i) else "safe")
         elif answer == "help" and not (
@@ -191,6 +200,7 @@ def _words(tokens: list[str]) -> set[Answer]:
             or _not_needed(tokens, i)
             or _thanked(tokens, i)
             or _ended(tokens, i)
+            or _rescued(tokens, i)
         ):
             heard.add("help")
     return heard | _korean("".join(tokens))
@@ -234,7 +244,7 @@ def _not_needed(tokens: list[str], i: int) -> bool:
 def _thanked(tokens: list[str], i: int) -> bool:
     """ "thank you for your help", "thanks for all the help": a "for" between the thanks and
     the help, which ends the clause."""
-    if i != len(tokens) - 1:
+    if i != len(tokens) - (2 if tokens[i] == "helping" else 1):  # "… for helping us"
         return False
     seen_for = False
     for j in range(i - 1, -1, -1):
@@ -256,6 +266,14 @@ def _ended(tokens: list[str], i: int) -> bool:
     return bool(rest) and rest[-1] in _ENDED and all(t in _FILLERS_STATE for t in rest[:-1])
 
 
+def _rescued(tokens: list[str], i: int) -> bool:
+    """ "the rescue team came", "rescue arrived"."""
+    if tokens[i] != "rescue":
+        return False
+    after = tokens[i + 1 : i + 4]
+    return any(word in _RESCUE_CAME for word in after) and "not" not in after
+
+
 def _korean(compact: str) -> set[Answer]:
     heard: set[Answer] = set()
     for stem in _KO_SAFE:
@@ -271,7 +289,9 @@ def _korean(compact: str) -> set[Answer]:
             tail = compact[found.end() : found.end() + _KO_TAIL]
             if _KO_THANKED.match(compact[found.end() :]) and stem in ("도움", "도와"):
                 continue
-            if not any(w in tail for w in _KO_NOT_AFTER_ASKED):
+            if not any(w in tail for w in _KO_NOT_AFTER_ASKED) or any(
+                w in tail for w in _KO_DID_NOT_COME
+            ):
                 heard.add("help")
     for stem in _KO_HELP_STATE:
         for found in re.finditer(re.escape(stem), compact):

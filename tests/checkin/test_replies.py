@@ -84,6 +84,14 @@ SAFE = [
     "safe, no help needed",
     "괜찮아요 도움 필요 없어요",
     "안 다쳤어요 괜찮아요",
+    # An attacker's probe found these read as help (each a duty page in a crisis).
+    "Safe. Dont send help",
+    "safe, no need for help",
+    "All safe, the rescue team came",
+    "we are fine, helping others",
+    "thank you for helping me, we are safe",
+    "괜찮아요 구조됐어요",
+    "안전해요. 구조대가 왔어요",
 ]
 HELP = [
     "2",
@@ -172,6 +180,11 @@ HELP = [
     "위험해요 고마워요",
     "도움 못 받았어요",
     "아무도 안 도와줘요",
+    "please send help",
+    "waiting for help",
+    "need more help",
+    "we need rescue",
+    "구조대가 안 왔어요",
 ]
 UNKNOWN = [
     "12",
@@ -205,6 +218,8 @@ UNKNOWN = [
     "nobody is hurt",
     "thank you for your help",
     "the danger is over",
+    "s t o p",  # no keyword for the provider either
+    "thanks for helping us",
 ]
 STOP = [
     "STOP",
