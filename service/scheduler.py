@@ -236,7 +236,7 @@ def run_duty_notices(
                 return
             waiting = duty.waiting(session, answered_before=now - timedelta(minutes=1))
             messages = duty.waiting_help_messages(
-                session, received_before=now - timedelta(minutes=1)
+                session, received_before=now - timedelta(minutes=1), now=now
             )
         told = duty.tell_duty(
             factory,

@@ -5,7 +5,7 @@ is kept; the latest is the one in force."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,8 +23,11 @@ from service.privacy import PersonalDataVault
 
 # A reply counts for a check-in asked at most this long ago, as long as its link answers.
 OPEN_FOR = timedelta(days=CHECKIN_LINK_DAYS)
-# At most one duty notice this often for a citizen's help messages that no check-in asked for.
+# At most one duty notice this often for a citizen's help messages that no check-in asked for
+# (the ones in between go together in the next).
 HELP_MESSAGE_QUIET = timedelta(minutes=30)
+# Help messages kept per citizen an hour: more is an auto-responder, or someone burying others.
+HELP_MESSAGES_KEPT = 20
 NOTE_MAX = 500
 
 
@@ -109,32 +112,36 @@ def hear_sms(
         return Heard(reply, citizen.language if citizen else None)
     advisory_ids = open_checkins(session, citizen_id=citizen.id, now=now)
     if not advisory_ids and reply.kind == "help":
-        # Nothing asked them, yet a registered person says they need help: never dropped.
-        # One notice per HELP_MESSAGE_QUIET: an auto-responder that answers our answers
-        # with "emergency" must not page the duty staff again and again (later ones are kept,
-        # counted as told with the first).
-        told_lately = session.scalar(
-            select(HelpMessage.id)
+        # Nothing asked them, yet a registered person says they need help: kept (up to
+        # HELP_MESSAGES_KEPT an hour: an auto-responder must not bury everyone else's), and the
+        # duty staff paged now unless they were paged about this citizen within
+        # HELP_MESSAGE_QUIET; then the minute job pages once that has passed, with every
+        # message since in one notice (new words are never dropped, nor paged one by one).
+        kept_lately = session.scalar(
+            select(func.count())
+            .select_from(HelpMessage)
             .where(
                 HelpMessage.citizen_id == citizen.id,
-                HelpMessage.received_at >= now - HELP_MESSAGE_QUIET,
+                HelpMessage.received_at >= now - timedelta(hours=1),
             )
-            .limit(1)
         )
+        if (kept_lately or 0) >= HELP_MESSAGES_KEPT:
+            return Heard(reply, citizen.language, unasked=True)
         note = body.strip()[:NOTE_MAX] or None
         message = HelpMessage(
             citizen_id=citizen.id,
             channel="sms",
             note_sealed=vault.seal("checkin-note", note) if note else None,
             received_at=now,
-            duty_notified_at=now if told_lately else None,
         )
         session.add(message)
         session.flush()
+        paged = last_paged(session, citizen_id=citizen.id)
+        page_now = paged is None or paged < now - HELP_MESSAGE_QUIET
         return Heard(
             reply,
             citizen.language,
-            help_message_id=None if told_lately else message.id,
+            help_message_id=message.id if page_now else None,
             unasked=True,
         )
     if not advisory_ids:
@@ -298,10 +305,19 @@ def history(session: Session, *, advisory_id: int, citizen_id: int) -> list[Chec
     )
 
 
-def mark_help_message_told(session: Session, *, help_message_id: int, now: datetime) -> None:
+def last_paged(session: Session, *, citizen_id: int) -> datetime | None:
+    """When the duty staff were last told of this citizen's help messages."""
+    return session.scalar(
+        select(func.max(HelpMessage.duty_notified_at)).where(HelpMessage.citizen_id == citizen_id)
+    )
+
+
+def mark_help_message_told(
+    session: Session, *, help_message_ids: tuple[int, ...], now: datetime
+) -> None:
     session.execute(
         update(HelpMessage)
-        .where(HelpMessage.id == help_message_id)
+        .where(HelpMessage.id.in_(help_message_ids))
         .values(duty_notified_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
 from service.audit import service as audit
-from service.checkin.answers import mark_duty_told, mark_help_message_told
+from service.checkin.answers import (
+    HELP_MESSAGE_QUIET,
+    last_paged,
+    mark_duty_told,
+    mark_help_message_told,
+)
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, CitizenPlace
 from service.config import Settings
@@ -54,7 +59,7 @@ class DutyNotice:
     advisories: tuple[AskedBy, ...] = ()
     checkin_ids: tuple[int, ...] = ()
     exercise: bool = False  # a drill: said first, so nobody takes it for real (or the reverse)
-    help_message_id: int | None = None
+    help_message_ids: tuple[int, ...] = ()
 
     def text(self) -> str:
         if not self.advisories:
@@ -95,7 +100,8 @@ class DutyNotice:
             # in one notice; `advisories` and `checkin_ids` list them all.
             "checkin_id": self.checkin_ids[0] if self.checkin_ids else None,
             "checkin_ids": list(self.checkin_ids),
-            "help_message_id": self.help_message_id,
+            "help_message_id": self.help_message_ids[0] if self.help_message_ids else None,
+            "help_message_ids": list(self.help_message_ids),
             "citizen_id": self.citizen_id,
             "advisory_id": first.advisory_id if first else None,
             "advisory_title": first.title if first else "",
@@ -207,40 +213,63 @@ def read_notice(
 
 
 def waiting_help_messages(
-    session: Session, *, received_before: datetime, limit: int = 100
+    session: Session, *, received_before: datetime, now: datetime, limit: int = 100
 ) -> list[int]:
-    """Help messages (no check-in open) received before `received_before` whose notice has
-    not gone yet."""
-    return list(
-        session.scalars(
-            select(HelpMessage.id)
-            .where(
-                HelpMessage.duty_notified_at.is_(None),
-                HelpMessage.received_at < received_before,
-            )
-            .order_by(HelpMessage.id)
-            .limit(limit)
+    """One help message (no check-in open) per citizen with any untold received before
+    `received_before`, whose duty staff were not paged about them within HELP_MESSAGE_QUIET:
+    its notice carries every untold one of theirs."""
+    rows = session.execute(
+        select(HelpMessage.citizen_id, func.max(HelpMessage.id))
+        .where(
+            HelpMessage.duty_notified_at.is_(None),
+            HelpMessage.received_at < received_before,
         )
-    )
+        .group_by(HelpMessage.citizen_id)
+        .order_by(func.max(HelpMessage.id))
+        .limit(limit)
+    ).all()
+    due = []
+    for citizen_id, message_id in rows:
+        paged = last_paged(session, citizen_id=citizen_id)
+        if paged is None or paged < now - HELP_MESSAGE_QUIET:
+            due.append(message_id)
+    return due
+
+
+# Messages one notice quotes at most (the rest are counted: all are in the reveal).
+QUOTED = 10
 
 
 def read_help_message_notice(
     session: Session, *, vault: PersonalDataVault, help_message_id: int, now: datetime
 ) -> DutyNotice | None:
-    """As read_notice, for a help message that no check-in asked for."""
-    found = session.execute(
-        select(HelpMessage, Citizen)
-        .join(Citizen, Citizen.id == HelpMessage.citizen_id)
-        .where(HelpMessage.id == help_message_id, HelpMessage.duty_notified_at.is_(None))
-    ).first()
-    if found is None:
+    """As read_notice, for help messages that no check-in asked for: every untold one of the
+    citizen who sent this one, newest first, in one notice."""
+    citizen = session.scalar(
+        select(Citizen)
+        .join(HelpMessage, HelpMessage.citizen_id == Citizen.id)
+        .where(HelpMessage.id == help_message_id)
+    )
+    if citizen is None:
         return None
-    message, citizen = found
+    messages = session.scalars(
+        select(HelpMessage)
+        .where(HelpMessage.citizen_id == citizen.id, HelpMessage.duty_notified_at.is_(None))
+        .order_by(HelpMessage.received_at.desc(), HelpMessage.id.desc())
+    ).all()
+    if not messages:
+        return None
+    words: list[str] = []
+    for message in messages[:QUOTED]:
+        said = vault.open("checkin-note", message.note_sealed) if message.note_sealed else ""
+        if said and said not in words:
+            words.append(said)
+    more = f" (and {len(messages) - QUOTED} more)" if len(messages) > QUOTED else ""
     return DutyNotice(
-        help_message_id=message.id,
-        channel=message.channel,
-        note=vault.open("checkin-note", message.note_sealed) if message.note_sealed else "",
-        answered_at=message.received_at,
+        help_message_ids=tuple(message.id for message in messages),
+        channel=messages[0].channel,
+        note=" / ".join(words) + more,
+        answered_at=messages[0].received_at,
         **_who_needs_help(
             session, vault, citizen, reason="a 'need help' SMS with no check-in open", now=now
         ),
@@ -374,7 +403,9 @@ def tell_duty(
                 continue
             if send_notice(notice, notifiers=notifiers, settings=settings):
                 with factory.begin() as session:
-                    mark_help_message_told(session, help_message_id=help_message_id, now=now)
+                    mark_help_message_told(
+                        session, help_message_ids=notice.help_message_ids, now=now
+                    )
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"help_message_id": help_message_id})

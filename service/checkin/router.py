@@ -264,14 +264,14 @@ def release_help(
 
 
 class HelpMessageItem(BaseModel):
-    id: int
     citizen_id: str
     contact: str | None = Field(description="Masked phone, else masked e-mail.")
     country: str | None = Field(description="The country of their current place.")
-    channel: str
-    received_at: datetime
-    duty_notified_at: datetime | None = Field(
-        description="When the duty staff were told (null: not yet; the minute job retries)."
+    received_at: datetime = Field(description="Their latest help message.")
+    messages: int = Field(description="How many they sent (one row per citizen).")
+    waiting: int = Field(
+        description="How many are in no duty notice yet (the duty staff are paged about a "
+        "citizen at most every 30 minutes; the next notice carries these)."
     )
     sms_opted_out: bool
 
@@ -291,8 +291,8 @@ def read_help_messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> HelpMessagesRead:
-    """Cries for help that no check-in asked for, newest first (contacts masked; their words
-    come with the audited reveal)."""
+    """Citizens who cried for help with no check-in open, the latest first, one row each
+    (contacts masked; their words come with the audited reveal)."""
     total, rows = help_messages.recent(session, registry=registry, limit=limit, offset=offset)
     return HelpMessagesRead(
         total=total,

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
-from service.checkin.answers import forget_old_inbound
+from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
@@ -351,28 +351,51 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     assert db.scalar(select(HelpMessage.duty_notified_at)) is not None
     run_duty_notices(dispatcher, api.app.state.session_factory, settings)
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
-    # At once when a duty contact is set, once in HELP_MESSAGE_QUIET (an auto-responder must
-    # not page them again and again: later ones are kept); "1" or an unknown number keep
-    # nothing.
+    # At once when a duty contact is set, then at most once in HELP_MESSAGE_QUIET (an
+    # auto-responder must not page them again and again); what comes in between waits and goes
+    # in the next notice, never dropped. "1" or an unknown number keep nothing.
     assert "당직자" not in reply(phone, "1").text
     reply("+821099998888", "2 help")
-    db.execute(update(HelpMessage).values(received_at=utcnow() - timedelta(minutes=31)))
+    long_ago = utcnow() - timedelta(minutes=31)
+    db.execute(update(HelpMessage).values(received_at=long_ago, duty_notified_at=long_ago))
     reply(phone, "help, my passport was stolen")
-    reply(phone, "emergency: call me")
-    told = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
-    assert len(told) == 2 and "passport was stolen" in told[-1].get_body(("plain",)).get_content()
+    reply(phone, "emergency: call me at the Hotel Lumiere")
+
+    def told() -> list[str]:
+        duty = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+        return [m.get_body(("plain",)).get_content() for m in duty]
+
+    assert len(told()) == 2 and "passport was stolen" in told()[-1]
+    assert "Lumiere" not in told()[-1]
     db.expire_all()
     kept = db.scalars(select(HelpMessage).order_by(HelpMessage.id)).all()
-    assert len(kept) == 3 and all(m.duty_notified_at is not None for m in kept)
-    # Consuls find them in the console's list, newest first, masked, without their words.
+    assert [m.duty_notified_at is not None for m in kept] == [True, True, False]
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(told()) == 2  # paged about them minutes ago: it waits
+    # Consuls find them in the console's list: one row for the citizen, masked, no words.
     listed = api.get("/v1/help-messages", headers=consul)
     assert listed.status_code == 200, listed.text
     page = listed.json()
-    assert page["total"] == 3 and [i["citizen_id"] for i in page["items"]] == [cid] * 3
-    assert [i["country"] for i in page["items"]] == ["FR"] * 3
-    assert all(i["duty_notified_at"] and "*" in i["contact"] for i in page["items"])
+    [row] = page["items"]
+    assert page["total"] == 1 and row["citizen_id"] == cid and row["country"] == "FR"
+    assert (row["messages"], row["waiting"]) == (3, 1) and "*" in row["contact"]
     assert phone not in listed.text and "passport" not in listed.text
     assert api.get("/v1/help-messages", headers=staff_headers("viewer")).status_code == 403
+    # Once the quiet half hour has passed, the minute job pages with what waited.
+    db.execute(
+        update(HelpMessage)
+        .where(HelpMessage.duty_notified_at.is_not(None))
+        .values(duty_notified_at=utcnow() - timedelta(minutes=31))
+    )
+    db.execute(
+        update(HelpMessage)
+        .where(HelpMessage.duty_notified_at.is_(None))
+        .values(received_at=utcnow() - timedelta(minutes=2))
+    )
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(told()) == 3 and "call me at the Hotel Lumiere" in told()[-1]
+    db.expire_all()
+    assert None not in db.scalars(select(HelpMessage.duty_notified_at)).all()
     # A consul who reveals them (with a reason) reads all three, newest first, under no advisory.
     revealed = api.post(
         f"/v1/citizens/{cid}/reveal",
@@ -380,8 +403,8 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
         headers=consul,
     ).json()
     assert [(s["words"], s["advisories"], s["answer"]) for s in revealed["said"]] == [
-        ("emergency: call me", [], "help"),
         ("help, my passport was stolen", [], "help"),
+        ("emergency: call me at the Hotel Lumiere", [], "help"),  # moved 2 minutes back
         ("2 도와주세요 다쳤어요", [], "help"),
     ]
     # Erasure takes their words.
@@ -389,6 +412,33 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     erase_citizen(db, citizen=db.scalar(select(Citizen).where(Citizen.public_id == cid)))
     assert {m.note_sealed for m in db.scalars(select(HelpMessage))} == {None}
     assert api.get("/v1/help-messages", headers=consul).json()["total"] == 0
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_number_that_floods_help_messages_buries_nobody_and_pages_once(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """An auto-responder (or someone malicious) texts "help" 30 times in a minute: 20 are kept
+    (HELP_MESSAGES_KEPT an hour), the duty staff are paged once, and the console's list still
+    shows the other citizen who asked for help, one row per citizen."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    noisy, noisy_phone, _ = citizen(api, location={"lat": 48.85, "lon": 2.35})
+    quiet, quiet_phone, _ = citizen(api, location={"lat": 48.86, "lon": 2.34})
+    reply(quiet_phone, "help, I was robbed near the station")
+    for n in range(30):
+        reply(noisy_phone, f"help {n} " + "x" * 400)
+    db.expire_all()
+    noisy_id = db.scalar(select(Citizen.id).where(Citizen.public_id == noisy))
+    kept = db.scalars(select(HelpMessage).where(HelpMessage.citizen_id == noisy_id)).all()
+    assert len(kept) == HELP_MESSAGES_KEPT
+    paged = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+    assert len(paged) == 2  # the quiet one's, and the noisy one's first
+    listed = api.get("/v1/help-messages", headers=consul).json()
+    assert listed["total"] == 2
+    assert {(i["citizen_id"], i["messages"]) for i in listed["items"]} == {
+        (noisy, HELP_MESSAGES_KEPT),
+        (quiet, 1),
+    }
 
 
 def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_limit(

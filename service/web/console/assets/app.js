@@ -221,11 +221,11 @@ async function showHelpMessages() {
   const page = await api("/v1/help-messages?limit=50");
   $("help-messages").replaceChildren(page.items.length
     ? el("table", { class: "grid" },
-        el("thead", {}, el("tr", {}, [t("received_at"), t("country"), t("contact"), t("duty_told"), ""].map((h) => el("th", {}, h)))),
-        el("tbody", {}, page.items.map((item) => el("tr", { "data-help-message": item.id },
+        el("thead", {}, el("tr", {}, [t("received_at"), t("country"), t("contact"), t("messages"), t("duty_waiting"), ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, page.items.map((item) => el("tr", { "data-citizen": item.citizen_id },
           el("td", {}, when(item.received_at)), el("td", {}, item.country || "–"),
           el("td", {}, item.contact || "–", item.sms_opted_out ? el("span", { class: "stopped" }, ` ${t("sms_stopped")}`) : null),
-          el("td", {}, when(item.duty_notified_at)),
+          el("td", {}, item.messages), el("td", {}, item.waiting),
           el("td", {}, el("button", { type: "button", on: { click: () => reveal(item.citizen_id, "revealed-help") } }, t("reveal")))))))
     : el("p", {}, t("none")));
 }
