@@ -91,6 +91,15 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/advisories/{advisory_id}/rollcall"): {
         404: "No advisory with this id.",
         409: "The advisory is cancelled.",
+        429: "A round was started less than 10 minutes ago (Retry-After says when).",
+    },
+    ("post", "/v1/advisories/{advisory_id}/rollcall/{citizen_id}/take"): {
+        404: "No advisory with this id, or no answer from this citizen to it.",
+        409: "Another consul has this citizen (named), or their answer is not help.",
+    },
+    ("delete", "/v1/advisories/{advisory_id}/rollcall/{citizen_id}/take"): {
+        404: "No advisory with this id, or no answer from this citizen to it.",
+        409: "Another consul has this citizen: only they or an admin can give it back.",
     },
     ("post", "/v1/advisories/{advisory_id}/preview"): {404: "No advisory with this id."},
     ("post", "/v1/advisories/{advisory_id}/test-send"): {

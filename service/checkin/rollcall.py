@@ -3,7 +3,7 @@ counted by answer and by the country of the place that matched; and staff starti
 round for an advisory of any level."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import case, func, select
@@ -16,7 +16,7 @@ from service.checkin.answers import asks
 from service.checkin.models import Checkin
 from service.citizens.models import Citizen, CitizenPlace
 from service.citizens.service import Registry, masked_contacts
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, TooManyRequests
 from service.ledger import checkins, states
 from service.ledger.models import Alert
 
@@ -24,6 +24,8 @@ Standing = Literal["safe", "help", "no_answer", "unreachable"]
 STANDINGS: tuple[Standing, ...] = ("safe", "help", "no_answer", "unreachable")
 # Every send of the check-in ended without reaching the citizen.
 _NOT_REACHED = (states.FAILED, states.UNDELIVERED)
+# The least time between two roll-call rounds of one advisory.
+ROUND_GAP = timedelta(minutes=10)
 # A send that may still reach them, or did.
 _MAY_REACH = (*states.OPEN, states.SENT, states.DELIVERED)
 
@@ -224,6 +226,22 @@ def start_round(session: Session, *, advisory: Advisory, now: datetime) -> Round
     last = session.scalar(
         select(func.max(Alert.checkin_round)).where(Alert.advisory_id == advisory.id)
     )
+    if last:
+        # Each round texts everyone at the top priority: not again while one has just gone
+        # out (a double click, or a key used to spend our SMS), and asking again on its own
+        # is the escalation job's.
+        started = session.scalar(
+            select(func.min(Alert.created_at)).where(
+                Alert.advisory_id == advisory.id, Alert.checkin_round == last
+            )
+        )
+        if started is not None and now - started < ROUND_GAP:
+            wait = int((started + ROUND_GAP - now).total_seconds()) + 1
+            raise TooManyRequests(
+                f"round {last} was started at {started:%H:%M} UTC: the next may start "
+                f"{int(ROUND_GAP.total_seconds() // 60)} minutes after it",
+                retry_after_s=wait,
+            )
     number = (last or 0) + 1
     queued = checkins.enqueue_round(
         session, advisory_id=advisory.id, revision=advisory.revision, checkin_round=number, now=now

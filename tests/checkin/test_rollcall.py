@@ -6,9 +6,10 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.checkin.escalation import escalate, next_channels
+from service.checkin.rollcall import ROUND_GAP
 from service.citizens.models import Citizen
 from service.db import utcnow
 from service.ledger import priority
@@ -109,7 +110,20 @@ def test_staff_start_a_round_for_a_level_1_advisory_and_the_answer_counts_for_it
     assert "기록" in reply(phone, "괜찮아요").text
     counts = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["counts"]
     assert counts == {"safe": 1, "help": 0, "no_answer": 0, "unreachable": 0}
-    # A second round is round 2, asked again of everyone.
+    # Not again while the round has just gone out: each round texts everyone at the top
+    # priority (a double click, or a key used to spend our SMS).
+    texts = len(twilio.bodies_to(phone))
+    soon = api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul)
+    assert soon.status_code == 429 and 0 < int(soon.headers["retry-after"]) <= 600
+    assert "round 1 was started" in soon.json()["detail"]
+    dispatcher.drain()
+    assert len(twilio.bodies_to(phone)) == texts
+    # Ten minutes on, a second round is round 2, asked again of everyone.
+    db.execute(
+        update(Alert)
+        .where(Alert.checkin_round == 1)
+        .values(created_at=utcnow() - ROUND_GAP - timedelta(seconds=1))
+    )
     again = api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
     assert again["round"] == 2 and again["queued"] == 1
 
