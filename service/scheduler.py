@@ -234,7 +234,7 @@ def run_duty_notices(
             if not lease.acquire(session, name="duty-notices", now=now, ttl=ttl):
                 JOB_RUNS.labels("duty-notices", "not-leader").inc()
                 return
-            waiting = duty.waiting(session, answered_before=now - timedelta(minutes=1))
+            waiting = duty.waiting(session, answered_before=now - timedelta(minutes=1), now=now)
             messages = duty.waiting_help_messages(
                 session, received_before=now - timedelta(minutes=1), now=now
             )

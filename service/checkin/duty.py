@@ -7,10 +7,10 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
@@ -29,6 +29,9 @@ from service.dispatch.notifiers.webhook import post_signed_json
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.checkin.duty")
+# A check-in help within this of the last page about the citizen waits for the minute job
+# (answering 1, 2, 1, 2 … must not page the duty staff at every 2; nothing is dropped).
+REPAGE_AFTER = timedelta(minutes=5)
 ACTOR = "system:duty-notice"
 
 
@@ -126,16 +129,21 @@ def _advisory_line(advisory: AskedBy) -> str:
     return f"{advisory.title} (level {advisory.level}, {advisory.advisory_id})"
 
 
-def waiting(session: Session, *, answered_before: datetime, limit: int = 100) -> list[int]:
+def waiting(
+    session: Session, *, answered_before: datetime, now: datetime, limit: int = 100
+) -> list[int]:
     """Help answers given before `answered_before` whose notice has not gone yet (the request
-    that recorded a newer one is sending it itself)."""
+    that recorded a newer one is sending it itself), but for citizens paged about within
+    REPAGE_AFTER (their turn comes when that has passed)."""
     return list(
         session.scalars(
             select(Checkin.id)
+            .join(Citizen, Citizen.id == Checkin.citizen_id)
             .where(
                 Checkin.answer == "help",
                 Checkin.duty_notified_at.is_(None),
                 Checkin.answered_at < answered_before,
+                or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < now - REPAGE_AFTER),
             )
             .order_by(Checkin.id)
             .limit(limit)
@@ -143,18 +151,21 @@ def waiting(session: Session, *, answered_before: datetime, limit: int = 100) ->
     )
 
 
-def by_citizen(session: Session, *, checkin_ids: list[int]) -> list[list[int]]:
+def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> list[list[int]]:
     """These help answers still untold, grouped into one notice each: per citizen, drills
-    apart from real ones. Reads ids only: no personal data."""
+    apart from real ones; not those of a citizen the duty staff were paged about within
+    REPAGE_AFTER (they wait for the minute job). Reads ids only: no personal data."""
     if not checkin_ids:
         return []
     rows = session.execute(
         select(Checkin.id, Checkin.citizen_id, Advisory.exercise)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
+        .join(Citizen, Citizen.id == Checkin.citizen_id)
         .where(
             Checkin.id.in_(checkin_ids),
             Checkin.answer == "help",
             Checkin.duty_notified_at.is_(None),
+            or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < now - REPAGE_AFTER),
         )
         .order_by(Checkin.citizen_id, Checkin.id)
     )
@@ -375,7 +386,7 @@ def tell_duty(
     told = 0
     try:
         with factory.begin() as session:
-            groups = by_citizen(session, checkin_ids=checkin_ids)
+            groups = by_citizen(session, checkin_ids=checkin_ids, now=now)
     except Exception:  # the minute job sends what this could not
         log.exception("duty notices could not be read", extra={"checkin_ids": checkin_ids})
         groups = []
@@ -390,6 +401,12 @@ def tell_duty(
                 with factory.begin() as session:
                     for checkin_id in notice.checkin_ids:
                         mark_duty_told(session, checkin_id=checkin_id, now=now)
+                    session.execute(
+                        update(Citizen)
+                        .where(Citizen.public_id == notice.citizen_id)
+                        .values(duty_paged_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"checkin_ids": group})

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
 from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound
+from service.checkin.duty import REPAGE_AFTER
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
@@ -319,6 +320,40 @@ def test_a_safe_that_also_asks_for_help_is_help_and_its_words_reach_the_duty_sta
     # The slip (or the all-clear) is one text away, and it is the answer in force.
     reply(phone, "1")
     assert [a.answer for a in answers_of(db, cid)] == ["help", "safe"]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_nothing(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """An attacker's probe sent 20 duty pages with 20 SMS toggling 1 and 2. A help within
+    REPAGE_AFTER of the last page about the citizen now waits for the minute job."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    for _ in range(5):
+        reply(phone, "2")
+        reply(phone, "1")
+    reply(phone, "2 trapped on the 3rd floor")
+
+    def pages() -> list[str]:
+        duty = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+        return [m.get_body(("plain",)).get_content() for m in duty]
+
+    assert len(pages()) == 1
+    db.expire_all()
+    assert db.scalar(select(Checkin.duty_notified_at)) is None  # waiting, not dropped
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(pages()) == 1  # paged about them a moment ago
+    later = utcnow() - REPAGE_AFTER - timedelta(seconds=1)
+    db.execute(update(Citizen).where(Citizen.public_id == cid).values(duty_paged_at=later))
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(pages()) == 2 and "trapped on the 3rd floor" in pages()[-1]
+    db.expire_all()
+    assert db.scalar(select(Checkin.duty_notified_at)) is not None
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
