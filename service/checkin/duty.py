@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
@@ -129,6 +129,14 @@ def _advisory_line(advisory: AskedBy) -> str:
     return f"{advisory.title} (level {advisory.level}, {advisory.advisory_id})"
 
 
+# A help answer whose duty notice has not gone yet.
+_UNTOLD_HELP = and_(Checkin.answer == "help", Checkin.duty_notified_at.is_(None))
+
+
+def _not_paged_lately(now: datetime) -> ColumnElement[bool]:
+    return or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < now - REPAGE_AFTER)
+
+
 def waiting(
     session: Session, *, answered_before: datetime, now: datetime, limit: int = 100
 ) -> list[int]:
@@ -139,12 +147,7 @@ def waiting(
         session.scalars(
             select(Checkin.id)
             .join(Citizen, Citizen.id == Checkin.citizen_id)
-            .where(
-                Checkin.answer == "help",
-                Checkin.duty_notified_at.is_(None),
-                Checkin.answered_at < answered_before,
-                or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < now - REPAGE_AFTER),
-            )
+            .where(_UNTOLD_HELP, Checkin.answered_at < answered_before, _not_paged_lately(now))
             .order_by(Checkin.id)
             .limit(limit)
         )
@@ -161,12 +164,7 @@ def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> li
         select(Checkin.id, Checkin.citizen_id, Advisory.exercise)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .join(Citizen, Citizen.id == Checkin.citizen_id)
-        .where(
-            Checkin.id.in_(checkin_ids),
-            Checkin.answer == "help",
-            Checkin.duty_notified_at.is_(None),
-            or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < now - REPAGE_AFTER),
-        )
+        .where(Checkin.id.in_(checkin_ids), _UNTOLD_HELP, _not_paged_lately(now))
         .order_by(Checkin.citizen_id, Checkin.id)
     )
     groups: dict[tuple[int, bool], list[int]] = {}
@@ -187,11 +185,7 @@ def read_notice(
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .join(CheckinAnswer, CheckinAnswer.id == Checkin.answer_id)
-        .where(
-            Checkin.id.in_(checkin_ids),
-            Checkin.answer == "help",
-            Checkin.duty_notified_at.is_(None),
-        )
+        .where(Checkin.id.in_(checkin_ids), _UNTOLD_HELP)
         .order_by(Advisory.id.desc())
     ).all()
     if not rows:
