@@ -51,7 +51,10 @@ def test_a_window_of_refused_or_silent_connections(
     got = email_counts(smtp, addresses)
     bad = [e for e in smtp.during(fault, "connect") if e.answer == answer]
     print(got.line(fault_name, connections_during=len(bad)))
-    assert (got.lost, got.duplicate) == (0, 0)
+    # On failure: what the relay saw of each message, and the ledger's last word on each.
+    seen = [(e.at, e.to, e.answer) for e in smtp.events if e.stage == "data"]
+    ledger = [(r.attempts, r.last_error) for r in rows_of(db, "email")]
+    assert (got.lost, got.duplicate) == (0, 0), (seen, ledger)
     assert bad, "the fault was never met"
     assert statuses(db) == {"sent": CITIZENS}
     assert smtp.during(fault, "data") == []  # nothing reached the relay meanwhile
