@@ -2,11 +2,17 @@
 counted by answer and by the country of the place that matched; and staff starting a check-in
 round for an advisory of any level."""
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Literal
 
-from sqlalchemy import case, func, select
+import numpy as np
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
@@ -28,17 +34,6 @@ _NOT_REACHED = (states.FAILED, states.UNDELIVERED)
 ROUND_GAP = timedelta(minutes=10)
 # A send that may still reach them, or did.
 _MAY_REACH = (*states.OPEN, states.SENT, states.DELIVERED)
-
-
-@dataclass(frozen=True)
-class Entry:
-    citizen_id: int
-    standing: Standing
-    country: str | None
-    channel: str | None  # how they answered
-    answered_at: datetime | None
-    taken_by: str | None = None
-    taken_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -79,136 +74,222 @@ def roll_call(
     `items` the page of those matching the filters (by answer, by country, taken by a consul
     or not), in citizen order,
     each saying whether their number sent STOP. Their words are not here: free text may hold
-    any contact or address, so it comes with the audited reveal, like their contacts."""
-    entries = _entries(session, advisory=advisory, now=now)
-    counts = dict.fromkeys(STANDINGS, 0)
+    any contact or address, so it comes with the audited reveal, like their contacts.
+
+    Every open console asks for this every 3 s, and an advisory may have asked hundreds of
+    thousands: the standings are worked out by the database and counted as arrays, and only
+    the page's rows are read in full."""
+    found = _standings(session, advisory=advisory, now=now)
+    counts = _by_standing(np.bincount(found.codes, minlength=4))
     by_country: dict[str, dict[str, int]] = {}
-    for entry in entries:
-        counts[entry.standing] += 1
-        per = by_country.setdefault(entry.country or "??", dict.fromkeys(STANDINGS, 0))
-        per[entry.standing] += 1
-    chosen = [
-        e
-        for e in entries
-        if (answer is None or e.standing == answer)
-        and (country is None or e.country == country)
-        and (taken is None or (e.taken_by is not None) == taken)
-    ]
-    page = chosen[offset : offset + limit]
-    citizens = {
-        c.id: c
-        for c in session.scalars(
-            select(Citizen).where(Citizen.id.in_([e.citizen_id for e in page]))
+    if len(found.ids):
+        keys = np.where(found.countries == "", "??", found.countries)
+        names, where = np.unique(keys, return_inverse=True)
+        grid = np.bincount(where * 4 + found.codes, minlength=len(names) * 4).reshape(-1, 4)
+        by_country = {str(name): _by_standing(row) for name, row in zip(names, grid, strict=True)}
+    chosen = np.ones(len(found.ids), dtype=bool)
+    if answer is not None:
+        chosen &= found.codes == STANDINGS.index(answer)
+    if country is not None:
+        chosen &= found.countries == country
+    if taken is not None:
+        chosen &= found.taken == taken
+    at = np.flatnonzero(chosen)[offset : offset + limit]
+    page = [int(cid) for cid in found.ids[at]]
+    citizens = {c.id: c for c in session.scalars(select(Citizen).where(Citizen.id.in_(page)))}
+    answers = {
+        row.citizen_id: row
+        for row in session.execute(
+            select(
+                Checkin.citizen_id,
+                Checkin.channel,
+                Checkin.answered_at,
+                Checkin.taken_by,
+                Checkin.taken_at,
+            ).where(Checkin.advisory_id == advisory.id, Checkin.citizen_id.in_(page))
         )
     }
     items = []
-    for entry in page:
-        citizen = citizens[entry.citizen_id]
+    for index, cid in zip(at, page, strict=True):
+        citizen, given = citizens[cid], answers.get(cid)
         masked = masked_contacts(registry, citizen)
         items.append(
             RollCallRow(
                 citizen_id=citizen.public_id,
                 contact=masked.phone or masked.email,
-                answer=entry.standing,
-                channel=entry.channel,
-                answered_at=entry.answered_at,
-                country=entry.country,
+                answer=STANDINGS[found.codes[index]],
+                channel=given.channel if given else None,
+                answered_at=given.answered_at if given else None,
+                country=str(found.countries[index]) or None,
                 sms_opted_out=citizen.sms_opted_out_at is not None,
-                taken_by=entry.taken_by,
-                taken_at=entry.taken_at,
+                taken_by=given.taken_by if given else None,
+                taken_at=given.taken_at if given else None,
             )
         )
     return RollCall(
         exercise=advisory.exercise,
         counts=counts,
         by_country=by_country,
-        total=len(chosen),
+        total=int(chosen.sum()),
         items=items,
     )
 
 
-def _entries(session: Session, *, advisory: Advisory, now: datetime) -> list[Entry]:
-    asked = session.execute(
-        select(
-            Alert.citizen_id,
-            func.max(case((Alert.status.in_(_MAY_REACH), 1), else_=0)),
-            func.max(case((Alert.status.in_(_NOT_REACHED), 1), else_=0)),
-        )
-        .where(Alert.advisory_id == advisory.id, asks(session, advisory.id))
-        .group_by(Alert.citizen_id)
-        .order_by(Alert.citizen_id)
-    ).all()
-    answers = {
-        row.citizen_id: row
-        for row in session.execute(
+def _by_standing(counted: np.ndarray) -> dict[str, int]:
+    return {standing: int(n) for standing, n in zip(STANDINGS, counted, strict=True)}
+
+
+@dataclass(frozen=True)
+class _Standings:
+    """Everyone asked (or who answered), as arrays in citizen order."""
+
+    ids: np.ndarray  # citizen ids, ascending
+    codes: np.ndarray  # each one's standing, as an index into STANDINGS
+    taken: np.ndarray  # a consul handles them
+    countries: np.ndarray  # the matched place's country code, "" when unknown
+
+
+def _standings(session: Session, *, advisory: Advisory, now: datetime) -> _Standings:
+    # Those asked: not reached (every send failed) or not answered, until an answer says more.
+    unreached = and_(
+        func.max(case((Alert.status.in_(_MAY_REACH), 1), else_=0)) == 0,
+        func.max(case((Alert.status.in_(_NOT_REACHED), 1), else_=0)) == 1,
+    )
+    asked = _table(
+        session.execute(
+            select(Alert.citizen_id, case((unreached, _UNREACHABLE), else_=_NO_ANSWER))
+            .where(Alert.advisory_id == advisory.id, asks(session, advisory.id))
+            .group_by(Alert.citizen_id)
+        ).all(),
+        columns=2,
+    )
+    # The answers, of everyone who gave one: also of someone no longer asked in the ledger (a
+    # roll call's row since gone), who still counts.
+    answered = _table(
+        session.execute(
             select(
                 Checkin.citizen_id,
-                Checkin.answer,
-                Checkin.channel,
-                Checkin.answered_at,
-                Checkin.taken_by,
-                Checkin.taken_at,
+                case((Checkin.answer == "safe", _SAFE), else_=_HELP),
+                case((Checkin.taken_by.is_(None), 0), else_=1),
             ).where(Checkin.advisory_id == advisory.id)
+        ).all(),
+        columns=3,
+    )
+    ids = np.union1d(asked[:, 0], answered[:, 0])
+    codes = np.full(len(ids), _NO_ANSWER, dtype=np.int64)
+    codes[np.searchsorted(ids, asked[:, 0])] = asked[:, 1]
+    at = np.searchsorted(ids, answered[:, 0])
+    codes[at] = answered[:, 1]
+    taken = np.zeros(len(ids), dtype=bool)
+    taken[at] = answered[:, 2] == 1
+    return _Standings(
+        ids=ids,
+        codes=codes,
+        taken=taken,
+        countries=_countries(session, advisory=advisory, ids=ids, now=now),
+    )
+
+
+def _table(rows: Sequence[Sequence[int]], *, columns: int) -> np.ndarray:
+    """Rows of integers as a 2-D array (numpy's own conversion of result rows is slow)."""
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=columns * len(rows))
+    return flat.reshape(-1, columns)
+
+
+_SAFE, _HELP, _NO_ANSWER, _UNREACHABLE = (STANDINGS.index(s) for s in STANDINGS)
+
+
+class _MatchedCountries:
+    """The country of the place that matched each citizen, per advisory revision, kept for
+    COUNTRIES_KEPT_S: matching an advisory again took a second at 200,000 citizens, and every
+    open console asks for the roll call every 3 s. A citizen who moved meanwhile is counted
+    where they matched until then."""
+
+    def __init__(self, *, kept_s: float, most: int) -> None:
+        self._kept_s, self._most = kept_s, most
+        self._lock = threading.Lock()
+        self._maps: OrderedDict[tuple[str, int], tuple[float, np.ndarray, np.ndarray]] = (
+            OrderedDict()
         )
-    }
-    # Someone who answered without being asked in the ledger (a roll call's row since gone)
-    # still counts.
-    ids = sorted({cid for cid, _, _ in asked} | answers.keys())
-    reached = {cid: (may, failed) for cid, may, failed in asked}
-    countries = _countries(session, advisory=advisory, ids=ids, now=now)
-    entries = []
-    for cid in ids:
-        given = answers.get(cid)
-        may, failed = reached.get(cid, (1, 0))
-        standing: Standing
-        if given is not None:
-            standing = given.answer
-        elif not may and failed:
-            standing = "unreachable"
-        else:
-            standing = "no_answer"
-        entries.append(
-            Entry(
-                citizen_id=cid,
-                standing=standing,
-                country=countries.get(cid),
-                channel=given.channel if given else None,
-                answered_at=given.answered_at if given else None,
-                taken_by=given.taken_by if given else None,
-                taken_at=given.taken_at if given else None,
-            )
-        )
-    return entries
+
+    def get(self, key: tuple[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            kept = self._maps.get(key)
+            if kept is None or time.monotonic() - kept[0] > self._kept_s:
+                return None
+            return kept[1], kept[2]
+
+    def put(self, key: tuple[str, int], ids: np.ndarray, countries: np.ndarray) -> None:
+        with self._lock:
+            self._maps[key] = (time.monotonic(), ids, countries)
+            self._maps.move_to_end(key)
+            while len(self._maps) > self._most:
+                self._maps.popitem(last=False)
+
+
+COUNTRIES_KEPT_S = 30.0
+_matched_countries = _MatchedCountries(kept_s=COUNTRIES_KEPT_S, most=8)
 
 
 def _countries(
-    session: Session, *, advisory: Advisory, ids: list[int], now: datetime
-) -> dict[int, str | None]:
+    session: Session, *, advisory: Advisory, ids: np.ndarray, now: datetime
+) -> np.ndarray:
     """The country of the place that matched each citizen (as the matches listing computes it);
-    for one the advisory no longer reaches, where they are now."""
-    if not ids:
-        return {}
-    draft = draft_of(advisory)
-    found = reach.reach_of_draft(session, draft, now=now)
-    countries: dict[int, str | None] = {}
-    places = found.places
-    if places is not None:
-        for cid, index in found.place_of.items():
-            countries[cid] = str(places.countries[index]) or None
-    missing = {cid for cid in ids if cid not in countries}
-    if missing:
-        # One statement over the advisory's own ledger rows (a list of ids as parameters costs
-        # more to send than the query takes).
-        asked = select(Alert.citizen_id).where(Alert.advisory_id == advisory.id).distinct()
-        rows = session.execute(
-            select(CitizenPlace.citizen_id, CitizenPlace.country)
-            .where(CitizenPlace.citizen_id.in_(asked.scalar_subquery()))
-            .order_by(CitizenPlace.citizen_id, CitizenPlace.kind, CitizenPlace.id)
+    for one the advisory no longer reaches, or newer than the kept match, where they are now."""
+    countries = np.full(len(ids), "", dtype="<U2")
+    if not len(ids):
+        return countries
+    # The public id: a database's ids may be used again (a test's rolled-back transaction).
+    key = (advisory.public_id, advisory.revision)
+    matched = _matched_countries.get(key)
+    if matched is None:
+        found = reach.reach_of_draft(session, draft_of(advisory), now=now)
+        places = found.places
+        pairs = sorted(found.place_of.items()) if places is not None else []
+        matched_ids = np.array([cid for cid, _ in pairs], dtype=np.int64)
+        matched = (
+            matched_ids,
+            np.array([str(places.countries[i]) if places else "" for _, i in pairs], dtype="<U2"),
         )
-        for cid, where in rows:
-            if cid in missing:
-                countries.setdefault(cid, where)
+        _matched_countries.put(key, *matched)
+    matched_ids, matched_countries = matched
+    at = np.searchsorted(matched_ids, ids)
+    hit = at < len(matched_ids)
+    hit[hit] = matched_ids[at[hit]] == ids[hit]
+    countries[hit] = matched_countries[at[hit]]
+    missing = ids[~hit]
+    if len(missing):
+        where_now = _where_now(session, advisory=advisory, citizen_ids=missing)
+        countries[~hit] = [where_now.get(int(cid), "") for cid in missing]
     return countries
+
+
+def _where_now(session: Session, *, advisory: Advisory, citizen_ids: np.ndarray) -> dict[int, str]:
+    """The country of each citizen's first place (the current one first)."""
+    chosen: ColumnElement[bool]
+    if len(citizen_ids) <= _FEW_IDS:
+        chosen = CitizenPlace.citizen_id.in_([int(cid) for cid in citizen_ids])
+    else:
+        # One statement over the advisory's own ledger rows and answers (a list of many ids
+        # as parameters costs more to send than the query takes).
+        asked = select(Alert.citizen_id).where(Alert.advisory_id == advisory.id)
+        answered = select(Checkin.citizen_id).where(Checkin.advisory_id == advisory.id)
+        chosen = or_(
+            CitizenPlace.citizen_id.in_(asked.scalar_subquery()),
+            CitizenPlace.citizen_id.in_(answered.scalar_subquery()),
+        )
+    rows = session.execute(
+        select(CitizenPlace.citizen_id, CitizenPlace.country)
+        .where(chosen, CitizenPlace.country.is_not(None))
+        .order_by(CitizenPlace.citizen_id, CitizenPlace.kind, CitizenPlace.id)
+    )
+    where_now: dict[int, str] = {}
+    for cid, country in rows:
+        where_now.setdefault(cid, country)
+    return where_now
+
+
+_FEW_IDS = 2_000
 
 
 @dataclass(frozen=True)

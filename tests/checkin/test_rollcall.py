@@ -6,8 +6,10 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
+from service.advisories import reach
+from service.checkin import rollcall
 from service.checkin.escalation import escalate, next_channels
 from service.checkin.rollcall import ROUND_GAP
 from service.citizens.models import Citizen
@@ -85,6 +87,58 @@ def test_counts_by_answer_and_country_and_one_call_finds_who_has_not_answered_in
     ).json()
     assert paged["total"] == 2 and len(paged["items"]) == 1
     assert paged["items"][0]["citizen_id"] == bangkok["items"][1]["citizen_id"]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_the_roll_call_matches_once_and_counts_newcomers_and_the_unasked_where_they_are(
+    api, consul, db, dispatcher, reply, monkeypatch
+):
+    """Every open console asks for the roll call every 3 s: the advisory is matched once, and
+    kept; a citizen asked since (registered after the match) and one who answered but whose
+    ask is gone from the ledger are counted where they are now, not lost."""
+    matched = []
+    real_reach = reach.reach_of_draft
+
+    def counted(*args, **kwargs):
+        matched.append(1)
+        return real_reach(*args, **kwargs)
+
+    monkeypatch.setattr(reach, "reach_of_draft", counted)
+    first_id, first_auth, body = register(api, location=BANGKOK, channels=["sms"], email=None)
+    first_phone = e164(body["phone"])
+    advisory = issue(api, consul, level=4, area=AREA)
+    dispatcher.drain()
+    assert reply(first_phone, "1").status_code == 200
+    url = f"/v1/advisories/{advisory}/rollcall"
+    before = api.get(url, headers=consul).json()
+    assert before["by_country"] == {"TH": {"safe": 1, "help": 0, "no_answer": 0, "unreachable": 0}}
+    assert api.get(url, headers=consul).json() == before
+    assert len(matched) == 1
+
+    newcomer, _ = person(api, BANGKOK)  # matched at registration: asked by the level 4
+    # The first citizen's ask leaves the ledger; their answer stays and still counts.
+    first = db.scalar(select(Citizen.id).where(Citizen.public_id == first_id))
+    db.execute(delete(Alert).where(Alert.citizen_id == first))
+    after = api.get(url, headers=consul).json()
+    assert len(matched) == 1
+    assert after["by_country"] == {"TH": {"safe": 1, "help": 0, "no_answer": 1, "unreachable": 0}}
+    rows = {item["citizen_id"]: item for item in after["items"]}
+    assert rows[newcomer]["answer"] == "no_answer" and rows[newcomer]["country"] == "TH"
+    assert rows[first_id]["answer"] == "safe" and rows[first_id]["country"] == "TH"
+    # They went home to Seoul: out of the area, counted where they are now. Many such citizens
+    # are looked up by the advisory's ledger rows and answers instead of by id.
+    seoul = {"lat": 37.56, "lon": 126.97}
+    moved = api.put(f"/v1/citizens/{first_id}/location", json=seoul, headers=first_auth)
+    assert moved.status_code == 200, moved.text
+    monkeypatch.setattr(rollcall, "_FEW_IDS", 0)
+    monkeypatch.setattr(
+        rollcall, "_matched_countries", rollcall._MatchedCountries(kept_s=30, most=1)
+    )
+    assert api.get(url, headers=consul).json()["by_country"] == {
+        "KR": {"safe": 1, "help": 0, "no_answer": 0, "unreachable": 0},
+        "TH": {"safe": 0, "help": 0, "no_answer": 1, "unreachable": 0},
+    }
+    assert len(matched) == 2
 
 
 def test_staff_start_a_round_for_a_level_1_advisory_and_the_answer_counts_for_it(
