@@ -457,3 +457,64 @@ def test_a_cry_for_help_no_check_in_asked_for_is_listed_and_revealed_with_its_wo
     expect(box.get_by_test_id("revealed-phone")).to_have_text(phone)
     expect(box.get_by_test_id("said").locator("q")).to_have_text(words)
     page.shot("console-help-messages")
+
+
+def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_when_hidden(
+    live, new_page
+):
+    """The page asks for the roll call every `pollMs` (3 s; 0.3 s here), or ten times as long as
+    the last answer took, and not at all while the tab is hidden: a room of open consoles on a
+    large advisory must not fill the server's CPU in a crisis."""
+    proposer = live.staff_key("consul", "han")
+    body = {
+        "title": {"ko": "방콕 홍수", "en": "Flood in Bangkok"},
+        "message": {"ko": "고지대로 이동하세요.", "en": "Move to higher ground."},
+        "level": 3,
+        "category": "disaster",
+        "area": {"circles": [{"lat": BANGKOK[0], "lon": BANGKOK[1], "radius_km": 30}]},
+    }
+    created = httpx.post(
+        live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {proposer}"}
+    )
+    assert created.status_code == 201, created.text
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    # Counted (and made late, when asked to) in the page: the test's own waits must not hold
+    # the browser's requests.
+    tab.evaluate(
+        """() => {
+          window.anjeonConsole = {...window.anjeonConsole, pollMs: 300};
+          window.asked = 0;
+          window.lateMs = 0;
+          const fetched = window.fetch;
+          window.fetch = async (url, options) => {
+            if (String(url).includes("/rollcall?")) {
+              window.asked += 1;
+              await new Promise((done) => setTimeout(done, window.lateMs));
+            }
+            return fetched(url, options);
+          };
+        }"""
+    )
+    tab.evaluate(f"location.hash = '#/advisory/{created.json()['id']}'")
+
+    def asked() -> int:
+        return tab.evaluate("window.asked")
+
+    _eventually(lambda: asked() >= 4)  # visible and quick: every 0.3 s
+
+    hidden = "to => Object.defineProperty(document, 'hidden', {configurable: true, get: () => to})"
+    tab.evaluate(hidden, True)
+    tab.wait_for_timeout(1000)  # a request already under way ends
+    before = asked()
+    tab.wait_for_timeout(1500)
+    assert asked() == before, "asked while hidden"
+
+    # Visible again, and each roll call answers 0.4 s late: the next waits 10 × as long.
+    tab.evaluate("window.lateMs = 400")
+    tab.evaluate(hidden, False)
+    _eventually(lambda: asked() > before)
+    tab.wait_for_timeout(3000)
+    # Every 0.3 s would have asked about seven times more by now; ten times 0.4 s is 4 s.
+    assert asked() == before + 1

@@ -2,7 +2,7 @@
 "use strict";
 
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
-const state = { me: null, pollTimer: null, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
+const state = { me: null, pollTimer: null, pollSeq: 0, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
 // Rows of the roll call a page shows (a test sets window.anjeonConsole.rollcallPage lower).
 const rollcallPage = () => (window.anjeonConsole && window.anjeonConsole.rollcallPage) || 100;
@@ -134,8 +134,7 @@ function show(view) {
 async function route() {
   const turn = ++state.routeSeq;
   hideRevealed(); // leaving the page (or logging out) takes revealed personal data with it
-  clearInterval(state.pollTimer);
-  state.pollTimer = null;
+  stopPolling();
   const [, view = "map", id] = (location.hash || "#/map").split("/");
   if (!state.me || view === "login") {
     showChrome();
@@ -573,8 +572,35 @@ async function showAdvisory(id) {
   };
   await refreshAdvisory(id);
   if (turn !== state.routeSeq) return; // left for another page meanwhile: no poll for this one
-  clearInterval(state.pollTimer); // after an action the page is shown again: one poll, not two
-  state.pollTimer = setInterval(() => refreshAdvisory(id).catch(() => {}), 3000);
+  pollAdvisory(id, turn);
+}
+
+// An open advisory asks for its delivery and roll call again every 3 s, or ten times as long
+// as the last answer took: a roll call of 200,000 citizens takes most of a second of the
+// server's time, and a room of open consoles must not fill its CPU in a crisis. Never while
+// the tab is hidden, and one request at a time.
+const pollMs = () => (window.anjeonConsole && window.anjeonConsole.pollMs) || 3000;
+
+function stopPolling() {
+  clearTimeout(state.pollTimer);
+  state.pollTimer = null;
+  state.pollSeq += 1; // a refresh in flight does not start another round
+}
+
+function pollAdvisory(id, turn) {
+  stopPolling(); // after an action the page is shown again: one poll, not two
+  const round = state.pollSeq;
+  const live = () => round === state.pollSeq && turn === state.routeSeq;
+  const next = async () => {
+    let wait = pollMs();
+    if (!document.hidden) {
+      const started = performance.now();
+      await refreshAdvisory(id).catch(() => {});
+      wait = Math.max(wait, 10 * (performance.now() - started));
+    }
+    if (live()) state.pollTimer = setTimeout(next, wait);
+  };
+  state.pollTimer = setTimeout(next, pollMs());
 }
 
 async function act(id, action, done) {
