@@ -329,13 +329,8 @@ def _reply(live, phone: str, body: str) -> None:
     assert answered.status_code == 200, answered.text
 
 
-def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(live, new_page):
-    """What a consul needs from the roll call in a crisis: who needs help first (a filter),
-    whose number sent STOP (SMS will not reach them), every row however many there are (pages,
-    not the first 500), and, revealed with a reason, what they wrote (as text: anyone can
-    text us markup)."""
-    hurt, stopped, quiet = (_citizen_in_bangkok(live) for _ in range(3))
-    proposer, approver = live.staff_key("consul", "han"), live.staff_key("consul", "jung")
+def _propose_a_flood_in_bangkok(live, proposer: str) -> str:
+    """A level 3 advisory over Bangkok, proposed (a second consul approves it); its id."""
     body = {
         "title": {"ko": "방콕 홍수", "en": "Flood in Bangkok"},
         "message": {"ko": "고지대로 이동하세요.", "en": "Move to higher ground."},
@@ -347,7 +342,17 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
         live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {proposer}"}
     )
     assert created.status_code == 201, created.text
-    advisory = created.json()["id"]
+    return created.json()["id"]
+
+
+def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(live, new_page):
+    """What a consul needs from the roll call in a crisis: who needs help first (a filter),
+    whose number sent STOP (SMS will not reach them), every row however many there are (pages,
+    not the first 500), and, revealed with a reason, what they wrote (as text: anyone can
+    text us markup)."""
+    hurt, stopped, quiet = (_citizen_in_bangkok(live) for _ in range(3))
+    proposer, approver = live.staff_key("consul", "han"), live.staff_key("consul", "jung")
+    advisory = _propose_a_flood_in_bangkok(live, proposer)
     approved = httpx.post(
         f"{live.base}/v1/advisories/{advisory}/approve",
         headers={"Authorization": f"Bearer {approver}"},
@@ -466,17 +471,7 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
     the last answer took, and not at all while the tab is hidden: a room of open consoles on a
     large advisory must not fill the server's CPU in a crisis."""
     proposer = live.staff_key("consul", "han")
-    body = {
-        "title": {"ko": "방콕 홍수", "en": "Flood in Bangkok"},
-        "message": {"ko": "고지대로 이동하세요.", "en": "Move to higher ground."},
-        "level": 3,
-        "category": "disaster",
-        "area": {"circles": [{"lat": BANGKOK[0], "lon": BANGKOK[1], "radius_km": 30}]},
-    }
-    created = httpx.post(
-        live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {proposer}"}
-    )
-    assert created.status_code == 201, created.text
+    advisory = _propose_a_flood_in_bangkok(live, proposer)
     page = new_page()
     tab = page.tab
     _log_in(page, live, proposer)
@@ -497,7 +492,7 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
           };
         }"""
     )
-    tab.evaluate(f"location.hash = '#/advisory/{created.json()['id']}'")
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
 
     def asked() -> int:
         return tab.evaluate("window.asked")
