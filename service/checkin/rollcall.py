@@ -155,8 +155,10 @@ def _standings(session: Session, *, advisory: Advisory, now: datetime) -> _Stand
         func.max(case((Alert.status.in_(_MAY_REACH), 1), else_=0)) == 0,
         func.max(case((Alert.status.in_(_NOT_REACHED), 1), else_=0)) == 1,
     )
+    # Core, not ORM, execution: the ORM's row loading doubled the cost at 200,000 rows.
+    connection = session.connection()
     asked = _table(
-        session.execute(
+        connection.execute(
             select(Alert.citizen_id, case((unreached, _UNREACHABLE), else_=_NO_ANSWER))
             .where(Alert.advisory_id == advisory.id, asks(session, advisory.id))
             .group_by(Alert.citizen_id)
@@ -166,7 +168,7 @@ def _standings(session: Session, *, advisory: Advisory, now: datetime) -> _Stand
     # The answers, of everyone who gave one: also of someone no longer asked in the ledger (a
     # roll call's row since gone), who still counts.
     answered = _table(
-        session.execute(
+        connection.execute(
             select(
                 Checkin.citizen_id,
                 case((Checkin.answer == "safe", _SAFE), else_=_HELP),
