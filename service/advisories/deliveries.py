@@ -1,6 +1,7 @@
 """Deliveries as staff see them: the ledger read by advisory or status with contacts masked,
 and a failed alert put back in the queue."""
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -45,19 +46,20 @@ def list_alerts(
     registry: Registry,
     advisory_id: int | None = None,
     alert_id: int | None = None,
-    status: str | None = None,
+    statuses: Collection[str] = (),
     channel: str | None = None,
     limit: int,
     offset: int,
 ) -> tuple[int, list[AlertRead]]:
-    """One page of alerts, newest first, with contacts masked; and how many match in all."""
+    """One page of alerts, newest first, with contacts masked; and how many match in all (in
+    any of `statuses`, when given)."""
     where = []
     if advisory_id is not None:
         where.append(Alert.advisory_id == advisory_id)
     if alert_id is not None:
         where.append(Alert.id == alert_id)
-    if status is not None:
-        where.append(Alert.status == status)
+    if statuses:
+        where.append(Alert.status.in_(statuses))
     if channel is not None:
         where.append(Alert.channel == channel)
     total = session.scalar(select(func.count()).select_from(Alert).where(*where)) or 0

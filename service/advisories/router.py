@@ -21,8 +21,9 @@ from service.advisories.schemas import (
 from service.auth import Consul, SessionDep, Viewer, client_of, record_action
 from service.citizens.deps import RegistryDep
 from service.db import MAX_BIGINT, utcnow
-from service.dispatch.schemas import AlertsRead
+from service.dispatch.schemas import AlertsRead, AlertStatus
 from service.errors import FieldError, InvalidInput
+from service.ledger import states
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -295,10 +296,19 @@ def alerts(
     _staff: Consul,
     limit: Limit = 100,
     offset: Offset = 0,
+    status: Annotated[list[AlertStatus] | None, Query(max_length=len(states.ALL))] = None,
 ) -> AlertsRead:
+    """The advisory's delivery counts by status and channel, and a page of its alerts, newest
+    first: of those in any `status` given (repeat it: the console asks for failed, undelivered
+    and expired, whatever their age)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
     total, items = alert_views.list_alerts(
-        session, registry=registry, advisory_id=advisory.id, limit=limit, offset=offset
+        session,
+        registry=registry,
+        advisory_id=advisory.id,
+        statuses=status or (),
+        limit=limit,
+        offset=offset,
     )
     return AlertsRead(
         exercise=advisory.exercise,

@@ -39,7 +39,7 @@ def list_alerts(
         session,
         registry=registry,
         advisory_id=advisory.id if advisory else None,
-        status=status,
+        statuses=[status] if status else (),
         channel=channel,
         limit=limit,
         offset=offset,

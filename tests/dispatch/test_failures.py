@@ -203,3 +203,28 @@ def test_staff_retry_requeues_a_failed_alert(api, consul, staff_headers, db, dis
     again = api.post(f"/v1/alerts/{alert_id}/retry", headers=consul)
     assert again.status_code == 409 and "sent" in again.json()["detail"]
     assert api.post("/v1/alerts/999999999/retry", headers=consul).status_code == 404
+
+
+def test_an_advisorys_page_lists_what_failed_however_old_by_status(
+    api, consul, db, dispatcher, twilio
+):
+    """The console lists the alerts that reached nobody by asking for them by status: the
+    oldest failure of a large send, behind any number of newer alerts, is on the first page."""
+    register(api, location=TOKYO, phone="010-6666-0010", email=None, channels=["sms"])
+    for n in range(11, 14):
+        register(api, location=TOKYO, phone=f"010-6666-00{n}", email=None, channels=["sms"])
+    twilio.script("+821066660010", Answer(400, code=21610))
+    advisory = issue(api, consul)
+    dispatcher.drain()
+    # The failed one, registered first, is the oldest alert: a page of the newest misses it.
+    url = f"/v1/advisories/{advisory['id']}/alerts"
+    newest = api.get(f"{url}?limit=1", headers=consul).json()
+    assert newest["total"] == 4 and newest["items"][0]["status"] == "sent"
+    wanted = "status=failed&status=undelivered&status=expired"
+    listed = api.get(f"{url}?limit=1&{wanted}", headers=consul).json()
+    assert listed["total"] == 1 and listed["items"][0]["error_code"] == "21610"
+    assert listed["counts"] == {"failed": {"sms": 1}, "sent": {"sms": 3}}  # counts cover all
+    bad = api.get(f"{url}?status=failed&status=lost", headers=consul)
+    assert bad.status_code == 422 and "status" in bad.text
+    many = api.get(f"{url}?{'&'.join(['status=failed'] * 50)}", headers=consul)
+    assert many.status_code == 422 and "status" in many.text

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from tests.builders import citizen_body
 from tests.checkin.conftest import INBOUND, inbound_form
-from tests.dispatch.fake_twilio import AUTH_TOKEN
+from tests.dispatch.fake_twilio import AUTH_TOKEN, Answer
 
 BANGKOK = (13.75, 100.5)
 # A bow tie: its two edges cross, so the shape is not valid.
@@ -345,12 +345,8 @@ def _propose_a_flood_in_bangkok(live, proposer: str) -> str:
     return created.json()["id"]
 
 
-def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(live, new_page):
-    """What a consul needs from the roll call in a crisis: who needs help first (a filter),
-    whose number sent STOP (SMS will not reach them), every row however many there are (pages,
-    not the first 500), and, revealed with a reason, what they wrote (as text: anyone can
-    text us markup)."""
-    hurt, stopped, quiet = (_citizen_in_bangkok(live) for _ in range(3))
+def _a_flood_in_bangkok(live) -> tuple[str, str, str]:
+    """The flood over Bangkok proposed by han and approved by jung: (its id, han's key, jung's)."""
     proposer, approver = live.staff_key("consul", "han"), live.staff_key("consul", "jung")
     advisory = _propose_a_flood_in_bangkok(live, proposer)
     approved = httpx.post(
@@ -358,6 +354,16 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
         headers={"Authorization": f"Bearer {approver}"},
     )
     assert approved.status_code == 200, approved.text
+    return advisory, proposer, approver
+
+
+def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(live, new_page):
+    """What a consul needs from the roll call in a crisis: who needs help first (a filter),
+    whose number sent STOP (SMS will not reach them), every row however many there are (pages,
+    not the first 500), and, revealed with a reason, what they wrote (as text: anyone can
+    text us markup)."""
+    hurt, stopped, quiet = (_citizen_in_bangkok(live) for _ in range(3))
+    advisory, proposer, approver = _a_flood_in_bangkok(live)
     for phone in (hurt, stopped, quiet):
         _eventually(lambda phone=phone: len(live.twilio.bodies_to(phone)) >= 2)
     words = "I'm OK but my wife is hurt <b id='pwn'>Grand Hotel</b>"
@@ -513,3 +519,32 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
     tab.wait_for_timeout(3000)
     # Every 0.3 s would have asked about seven times more by now; ten times 0.4 s is 4 s.
     assert asked() == before + 1
+
+
+def test_a_failed_alert_is_listed_with_its_reason_and_sent_again_on_retry(live, new_page):
+    """The advisory's page lists the alerts that reached nobody (asked for by status, however
+    many newer alerts there are) with the provider's code; "retry" queues one again and the
+    list follows."""
+    phone = _citizen_in_bangkok(live)
+    live.twilio.script(phone, Answer(400, code=21610))  # the number blocked us, this once
+    advisory, proposer, _ = _a_flood_in_bangkok(live)
+    failed = f"{live.base}/v1/advisories/{advisory}/alerts?status=failed"
+    staff = {"Authorization": f"Bearer {proposer}"}
+    _eventually(lambda: httpx.get(failed, headers=staff).json()["total"] == 1)
+
+    page = new_page()
+    tab = page.tab
+    asked: list[str] = []
+    tab.on("request", lambda request: "/alerts?" in request.url and asked.append(request.url))
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
+    listed = tab.locator("#failed li")
+    expect(listed).to_have_count(1)
+    # Asked for by status, not picked out of the newest few hundred alerts of a large send.
+    assert all(f"status={s}" in asked[0] for s in ("failed", "undelivered", "expired")), asked
+    expect(listed.first).to_contain_text("failed 21610")
+    listed.first.get_by_role("button", name="Retry").click()
+    expect(tab.get_by_text("Queued again.")).to_be_visible()
+    expect(listed).to_have_count(0)
+    _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 2)  # the code, then the alert

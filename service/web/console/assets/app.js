@@ -613,6 +613,8 @@ async function act(id, action, done) {
   }
 }
 
+// Alerts that reached nobody: listed on the advisory's page, each with "retry".
+const ATTENTION = ["failed", "undelivered", "expired"];
 const FUNNEL = ["queued", "claimed", "retry_wait", "deferred", "sent", "delivered", "failed", "undelivered", "expired"];
 
 async function refreshAdvisory(id) {
@@ -620,7 +622,9 @@ async function refreshAdvisory(id) {
     $("delivery").textContent = t("forbidden");
     return;
   }
-  const alerts = await api(`/v1/advisories/${id}/alerts?limit=500`);
+  // The counts, and the alerts that need a consul's eye (failed, undelivered, expired): asked
+  // for by status, however old, not picked out of the newest few hundred of a large send.
+  const alerts = await api(`/v1/advisories/${id}/alerts?limit=100&${ATTENTION.map((s) => `status=${s}`).join("&")}`);
   const statuses = [...new Set([...FUNNEL.filter((s) => s in alerts.counts), ...Object.keys(alerts.counts)])];
   const channels = [...new Set(Object.values(alerts.counts).flatMap((c) => Object.keys(c)))].sort();
   $("delivery").replaceChildren(statuses.length
@@ -629,11 +633,14 @@ async function refreshAdvisory(id) {
         el("tbody", {}, statuses.map((s) => el("tr", { "data-status": s }, el("th", {}, s),
           channels.map((c) => el("td", {}, alerts.counts[s][c] || 0))))))
     : el("p", {}, t("none")));
-  const failed = alerts.items.filter((a) => ["failed", "undelivered", "expired"].includes(a.status));
-  $("failed").replaceChildren(failed.length
-    ? el("ul", {}, failed.map((a) => el("li", {}, `${a.channel} ${a.contact || ""} ${a.status} ${a.error_code || ""} `,
-        el("button", { type: "button", on: { click: () => retry(a.id) } }, t("retry")))))
+  $("failed").replaceChildren(alerts.items.length
+    ? el("ul", {}, alerts.items.map((a) => el("li", { "data-alert-status": a.status },
+        `${a.channel} ${a.contact || ""} ${a.status} ${a.error_code || ""} `,
+        el("button", { type: "button", on: { click: () => retry(a.id, id) } }, t("retry")))))
     : el("p", {}, t("none")));
+  if (alerts.total > alerts.items.length) {
+    $("failed").append(el("p", { "data-testid": "failed-more" }, `${t("shown_of")} 1–${alerts.items.length} / ${alerts.total}`));
+  }
   const country = $("rollcall-country").value;
   const query = new URLSearchParams({ limit: rollcallPage(), offset: state.rollcallOffset });
   if (country) query.set("country", country);
@@ -712,10 +719,11 @@ async function startRollcall(id) {
   }
 }
 
-async function retry(alertId) {
+async function retry(alertId, advisoryId) {
   try {
     await api(`/v1/alerts/${alertId}/retry`, { method: "POST" });
     flash(t("retried"), "ok");
+    await refreshAdvisory(advisoryId);
   } catch (error) {
     flash(sentence(error));
   }
