@@ -28,6 +28,8 @@ _INVISIBLE = (
 # text may have line breaks, never a NUL.
 NAME_PATTERN = rf"^[^{_NAME_REFUSED}]*[^\s{_NAME_REFUSED}{_INVISIBLE}][^{_NAME_REFUSED}]*$"
 TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Free text of three characters or more once trimmed (two that are not spaces, one between).
+TEXT3_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]+[^\s\x00][^\x00]*$"
 
 _NAME = re.compile(NAME_PATTERN)
 _NAME_REFUSED_CHAR = re.compile(f"[{_NAME_REFUSED}]")

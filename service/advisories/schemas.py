@@ -14,7 +14,14 @@ from pydantic import (
 )
 
 from service.dispatch.content import has_non_latin_letters
-from service.schema_rules import NAME_PATTERN, TEXT_PATTERN, check_name, given, nulls_refused
+from service.schema_rules import (
+    NAME_PATTERN,
+    TEXT3_PATTERN,
+    TEXT_PATTERN,
+    check_name,
+    given,
+    nulls_refused,
+)
 
 Level = Literal[1, 2, 3, 4, "special"]
 Category = Literal["security", "disaster", "health", "other"]
@@ -190,7 +197,12 @@ class AdvisoryUpdate(StrictModel):
 
 
 class Rejection(StrictModel):
-    reason: str = Field(min_length=3, max_length=500, description="Why: told to the proposer.")
+    reason: str = Field(
+        min_length=3,
+        max_length=500,
+        description="Why: told to the proposer (3-500 characters, trimmed).",
+        json_schema_extra={"pattern": TEXT3_PATTERN},
+    )
 
 
 class Approval(StrictModel):

@@ -6,6 +6,7 @@ with ANJEON_FUZZ_EXAMPLES examples per operation and a fixed seed unless ANJEON_
 about 40 s a backend."""
 
 import os
+import re
 import secrets
 from collections import Counter
 from pathlib import Path
@@ -198,3 +199,35 @@ def test_nul_characters_are_refused_not_stored(client, staff_headers):
     for url in ("/v1/advisories/a%00b", "/v1/alerts?advisory_id=a%00b", "/v1/citizens/a%00b"):
         response = client.get(url, headers=admin)
         assert response.status_code == 404, (url, response.text)
+
+
+@pytest.mark.parametrize(
+    ("reason", "valid"), [(" vÎ", False), ("  ab  ", False), ("a b", True), ("Wrong area.", True)]
+)
+def test_a_rejection_reason_the_schema_allows_is_one_the_service_takes(
+    database_url, db, staff_headers, reason, valid
+):
+    """The fuzzer sent " vÎ": three characters by the schema's minLength, two once trimmed, and
+    refused. The schema now says what the service checks, both ways."""
+    settings = make_settings(database_url, approval="required", approval_min_reach=0)
+    with bound_client(settings, db) as client:
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["Rejection"]
+        pattern = schema["properties"]["reason"]["pattern"]
+        assert bool(re.search(pattern, reason)) is valid
+        advisory = {
+            "title": {"en": "Flood"},
+            "message": {"en": "Move to higher ground."},
+            "level": 3,
+            "category": "disaster",
+            "area": {"countries": ["JP"]},
+        }
+        proposed = client.post("/v1/advisories", json=advisory, headers=staff_headers("consul"))
+        assert proposed.status_code == 201 and proposed.json()["status"] == "pending_approval"
+        rejected = client.post(
+            f"/v1/advisories/{proposed.json()['id']}/reject",
+            json={"reason": reason},
+            headers=staff_headers("admin"),
+        )
+    assert (rejected.status_code == 200) is valid, rejected.text
+    if not valid:
+        assert rejected.status_code == 422 and rejected.json()["errors"][0]["field"] == "reason"
