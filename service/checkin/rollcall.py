@@ -47,6 +47,7 @@ class RollCallRow:
     sms_opted_out: bool  # their number sent STOP: no SMS reaches them
     taken_by: str | None  # the consul handling them
     taken_at: datetime | None
+    erased: bool  # they erased their record since: nothing is left to call or reveal
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def roll_call(
                 sms_opted_out=citizen.sms_opted_out_at is not None,
                 taken_by=given.taken_by if given else None,
                 taken_at=given.taken_at if given else None,
+                erased=citizen.status == "erased",
             )
         )
     return RollCall(
@@ -353,7 +355,13 @@ def take_help(
     every advisory that asked; drills apart from real ones) shows the consul's name, so nobody
     else calls them meanwhile. Taking again is harmless; a citizen another consul has (under
     any advisory) is a 409 naming them: of two consuls at once, one wins."""
-    citizen_id = _help_answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
+    citizen_id, answer, status = _answer_of(
+        session, advisory=advisory, citizen_public_id=citizen_public_id
+    )
+    if status == "erased":
+        raise Conflict("they erased their record: there is no contact left to call")
+    if answer != "help":
+        raise Conflict(f"their answer is {answer!r}: only a help answer is taken")
     rows = _lock_rows(session, citizen_id, exercise=advisory.exercise)
     mine = next((row for row in rows if row.advisory_id == advisory.id), None)
     if mine is None or mine.answer != "help":
@@ -380,7 +388,8 @@ def release_help(
     any_holder: bool,
 ) -> Taken:
     """Give a citizen back to the list of help answers nobody has taken (whatever their answer
-    is now): by whoever took them, or (`any_holder`) an admin when that consul is gone."""
+    is now, and whether or not they erased their record since): by whoever took them, or
+    (`any_holder`) an admin when that consul is gone."""
     citizen_id = _answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)[0]
     rows = _lock_rows(session, citizen_id, exercise=advisory.exercise)
     holder = next((row.taken_by for row in rows if row.advisory_id == advisory.id), None)
@@ -411,28 +420,20 @@ def _lock_rows(session: Session, citizen_id: int, *, exercise: bool) -> list[Che
     )
 
 
-def _answer_of(session: Session, *, advisory: Advisory, citizen_public_id: str) -> tuple[int, str]:
+def _answer_of(
+    session: Session, *, advisory: Advisory, citizen_public_id: str
+) -> tuple[int, str, str]:
+    """(The citizen's id, their answer in force, their record's status)."""
     if "\x00" in citizen_public_id:  # no id has one, and PostgreSQL refuses it in text
         raise NotFound("no answer from this citizen to this advisory's check-in")
     found = session.execute(
-        select(Citizen.id, Checkin.answer)
+        select(Citizen.id, Checkin.answer, Citizen.status)
         .join(Checkin, Checkin.citizen_id == Citizen.id)
-        .where(
-            Citizen.public_id == citizen_public_id,
-            Citizen.status == "active",
-            Checkin.advisory_id == advisory.id,
-        )
+        .where(Citizen.public_id == citizen_public_id, Checkin.advisory_id == advisory.id)
     ).first()
     if found is None:
         raise NotFound("no answer from this citizen to this advisory's check-in")
-    return found[0], found[1]
-
-
-def _help_answer_of(session: Session, *, advisory: Advisory, citizen_public_id: str) -> int:
-    citizen_id, answer = _answer_of(session, advisory=advisory, citizen_public_id=citizen_public_id)
-    if answer != "help":
-        raise Conflict(f"their answer is {answer!r}: only a help answer is taken")
-    return citizen_id
+    return found[0], found[1], found[2]
 
 
 def _taken_advisories(session: Session, citizen_id: int, staff: str) -> list[str]:

@@ -158,6 +158,10 @@ class RollCallItem(BaseModel):
         description="The consul (staff key name) handling this citizen who needs help."
     )
     taken_at: datetime | None
+    erased: bool = Field(
+        description="They erased their record since answering: their answer still counts, "
+        "and nothing is left to call, reveal or take (whoever took them can give them back)."
+    )
 
 
 class RollCallRead(BaseModel):
@@ -237,7 +241,8 @@ class TakenRead(BaseModel):
 def take_help(advisory_id: str, citizen_id: str, session: SessionDep, staff: Consul) -> TakenRead:
     """I am handling this citizen who needs help: the roll call shows my name beside every
     help answer of theirs, and `?taken=false` lists those nobody has yet. 409 (naming the
-    holder) when another consul has them; taking again is harmless."""
+    holder) when another consul has them, and when they erased their record; taking again is
+    harmless."""
     taken = rollcall.take_help(
         session,
         advisory=get_advisory(session, public_id=advisory_id),
@@ -252,7 +257,8 @@ def take_help(advisory_id: str, citizen_id: str, session: SessionDep, staff: Con
 def release_help(
     advisory_id: str, citizen_id: str, session: SessionDep, staff: Consul
 ) -> TakenRead:
-    """Give a citizen back: by the consul who took them, or an admin (409 otherwise)."""
+    """Give a citizen back: by the consul who took them, or an admin (409 otherwise); also
+    one who erased their record since."""
     released = rollcall.release_help(
         session,
         advisory=get_advisory(session, public_id=advisory_id),

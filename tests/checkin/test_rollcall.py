@@ -337,3 +337,31 @@ def test_a_consul_takes_a_citizen_who_needs_help_and_nobody_else_calls_them(
             (i["answer"], i["taken_by"]) for i in roll["items"] if i["citizen_id"] == hurt_id
         ] == [("safe", None)]
     assert api.delete(take.format(first, hurt_id), headers=other).json()["taken_by"] is None
+
+
+def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
+    api, consul, staff_headers, dispatcher, reply
+):
+    """They asked for help, a consul took them, then they erased their record: their answer
+    still counts, the row says so (no contact, nothing to reveal or take), and the consul can
+    give them back instead of holding them forever."""
+    hurt_id, auth, body = register(api, location=TOKYO, channels=["sms"], email=None)
+    advisory = issue(api, consul, level=4)
+    dispatcher.drain()
+    assert reply(e164(body["phone"]), "2 trapped").status_code == 200
+    take = f"/v1/advisories/{advisory}/rollcall/{hurt_id}/take"
+    assert api.post(take, headers=consul).status_code == 200
+    assert api.delete(f"/v1/citizens/{hurt_id}", headers=auth).status_code == 204
+
+    roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert roll["counts"]["help"] == 1
+    [row] = roll["items"]
+    assert row["erased"] is True and row["contact"] is None and row["taken_by"] is not None
+    other = api.post(take, headers=staff_headers("consul"))
+    assert other.status_code == 409 and "erased" in other.json()["detail"]
+    given_back = api.delete(take, headers=consul)
+    assert given_back.status_code == 200 and given_back.json()["taken_by"] is None
+    [row] = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["items"]
+    assert row["taken_by"] is None and row["answer"] == "help"
+    again = api.post(take, headers=consul)
+    assert again.status_code == 409 and "erased" in again.json()["detail"]

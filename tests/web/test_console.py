@@ -33,6 +33,11 @@ def _eventually(check: Callable[[], Any], seconds: float = 15) -> Any:
 
 def _citizen_in_bangkok(live) -> str:
     """Registers and verifies a citizen in Bangkok who takes SMS; returns the E.164 number."""
+    return _enrolled_in_bangkok(live)[0]
+
+
+def _enrolled_in_bangkok(live) -> tuple[str, str, dict[str, str]]:
+    """As _citizen_in_bangkok: (their number, their id, their manage token's header)."""
     body = citizen_body(channels=["sms"], location={"lat": BANGKOK[0], "lon": BANGKOK[1]})
     body.pop("email")
     created = httpx.post(f"{live.base}/v1/citizens", json=body)
@@ -47,7 +52,7 @@ def _citizen_in_bangkok(live) -> str:
         headers=manage,
     )
     assert verified.status_code == 200, verified.text
-    return phone
+    return phone, created.json()["id"], manage
 
 
 def _log_in(page, live, key: str, *, shot: str | None = None) -> None:
@@ -548,3 +553,25 @@ def test_a_failed_alert_is_listed_with_its_reason_and_sent_again_on_retry(live, 
     expect(tab.get_by_text("Queued again.")).to_be_visible()
     expect(listed).to_have_count(0)
     _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 2)  # the code, then the alert
+
+
+def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(live, new_page):
+    """They texted for help, then erased their record: the row still counts their answer,
+    says the record is erased, and offers neither their contact nor "Take"."""
+    phone, citizen, manage = _enrolled_in_bangkok(live)
+    advisory, proposer, _ = _a_flood_in_bangkok(live)
+    _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 2)
+    _reply(live, phone, "2 trapped on the roof")
+    erased = httpx.delete(f"{live.base}/v1/citizens/{citizen}", headers=manage)
+    assert erased.status_code == 204, erased.text
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
+    row = tab.locator("#rollcall tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-row-answer", "help")
+    expect(row.get_by_test_id("erased")).to_have_text("Record erased")
+    expect(row.get_by_role("button")).to_have_count(0)  # no Take, no Reveal contact

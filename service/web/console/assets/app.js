@@ -671,6 +671,7 @@ function takenCell(id, row) {
     }
   };
   if (!row.taken_by) {
+    if (row.erased) return "–"; // nothing left to call
     return el("button", { type: "button", class: "primary", on: { click: change("POST") } }, t("take"));
   }
   const mine = state.me && row.taken_by === state.me.name;
@@ -696,11 +697,12 @@ function renderRollcall(rollcall, country, id) {
           el("thead", {}, el("tr", {}, [t("country"), t("contact"), t("answer"), t("channel"), t("answered_at"), t("taken_by"), ""].map((h) => el("th", {}, h)))),
           el("tbody", {}, rollcall.items.map((row) => el("tr", { "data-citizen": row.citizen_id, "data-row-answer": row.answer },
             el("td", {}, row.country || "–"),
-            el("td", {}, row.contact || "–", row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
+            el("td", {}, row.erased ? el("span", { class: "stopped", "data-testid": "erased" }, t("record_erased")) : row.contact || "–",
+              row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
             el("td", {}, t(row.answer)),
             el("td", {}, row.channel || "–"), el("td", {}, when(row.answered_at)),
             el("td", { "data-testid": "taken" }, takenCell(id, row)),
-            el("td", {}, el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
+            el("td", {}, row.erased ? null : el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
   );
   const first = rollcall.total ? rollcall.offset + 1 : 0;
