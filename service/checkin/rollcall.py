@@ -12,7 +12,7 @@ from itertools import chain
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, select, union
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
@@ -204,10 +204,10 @@ _SAFE, _HELP, _NO_ANSWER, _UNREACHABLE = (STANDINGS.index(s) for s in STANDINGS)
 
 
 class _MatchedCountries:
-    """The country of the place that matched each citizen, per advisory revision, kept for
-    COUNTRIES_KEPT_S: matching an advisory again took a second at 200,000 citizens, and every
-    open console asks for the roll call every 3 s. A citizen who moved meanwhile is counted
-    where they matched until then."""
+    """The country each citizen is counted in (see _countries), per advisory revision, kept
+    for COUNTRIES_KEPT_S: matching an advisory again took a second at 200,000 citizens, and
+    every open console asks for the roll call every few seconds. A citizen who moved meanwhile
+    is counted where they were until then."""
 
     def __init__(self, *, kept_s: float, most: int) -> None:
         self._kept_s, self._most = kept_s, most
@@ -221,6 +221,7 @@ class _MatchedCountries:
             kept = self._maps.get(key)
             if kept is None or time.monotonic() - kept[0] > self._kept_s:
                 return None
+            self._maps.move_to_end(key)  # the least recently used goes first
             return kept[1], kept[2]
 
     def put(self, key: tuple[str, int], ids: np.ndarray, countries: np.ndarray) -> None:
@@ -240,55 +241,79 @@ def _countries(
     session: Session, *, advisory: Advisory, ids: np.ndarray, now: datetime
 ) -> np.ndarray:
     """The country of the place that matched each citizen (as the matches listing computes it);
-    for one the advisory no longer reaches, or newer than the kept match, where they are now."""
-    countries = np.full(len(ids), "", dtype="<U2")
+    for one the advisory no longer reaches (it has ended, or they left), where they are now.
+    Kept per revision: those asked since are looked up where they are now."""
     if not len(ids):
-        return countries
+        return np.full(0, "", dtype="<U2")
     # The public id: a database's ids may be used again (a test's rolled-back transaction).
     key = (advisory.public_id, advisory.revision)
-    matched = _matched_countries.get(key)
-    if matched is None:
+    kept = _matched_countries.get(key)
+    if kept is None:
         found = reach.reach_of_draft(session, draft_of(advisory), now=now)
         places = found.places
         pairs = sorted(found.place_of.items()) if places is not None else []
-        matched_ids = np.array([cid for cid, _ in pairs], dtype=np.int64)
         matched = (
-            matched_ids,
+            np.array([cid for cid, _ in pairs], dtype=np.int64),
             np.array([str(places.countries[i]) if places else "" for _, i in pairs], dtype="<U2"),
         )
-        _matched_countries.put(key, *matched)
-    matched_ids, matched_countries = matched
-    at = np.searchsorted(matched_ids, ids)
-    hit = at < len(matched_ids)
-    hit[hit] = matched_ids[at[hit]] == ids[hit]
-    countries[hit] = matched_countries[at[hit]]
-    missing = ids[~hit]
-    if len(missing):
-        where_now = _where_now(session, advisory=advisory, citizen_ids=missing)
-        countries[~hit] = [where_now.get(int(cid), "") for cid in missing]
+        countries, hit = _looked_up(matched, ids)
+        _fill_where_now(session, advisory=advisory, ids=ids, countries=countries, hit=hit)
+        # Everyone asked, matched or not: an ended advisory matches nobody, and its roll call
+        # must not read every citizen's places at each poll.
+        known = np.union1d(matched[0], ids)
+        known_countries = np.full(len(known), "", dtype="<U2")
+        known_countries[np.searchsorted(known, ids)] = countries
+        only_matched = ~np.isin(matched[0], ids)
+        known_countries[np.searchsorted(known, matched[0][only_matched])] = matched[1][only_matched]
+        _matched_countries.put(key, known, known_countries)
+        return countries
+    countries, hit = _looked_up(kept, ids)
+    _fill_where_now(session, advisory=advisory, ids=ids, countries=countries, hit=hit)
     return countries
 
 
-def _where_now(session: Session, *, advisory: Advisory, citizen_ids: np.ndarray) -> dict[int, str]:
+def _looked_up(
+    kept: tuple[np.ndarray, np.ndarray], ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept country of each of `ids` ("" where none), and which of them were kept."""
+    kept_ids, kept_countries = kept
+    countries = np.full(len(ids), "", dtype="<U2")
+    at = np.searchsorted(kept_ids, ids)
+    hit = at < len(kept_ids)
+    hit[hit] = kept_ids[at[hit]] == ids[hit]
+    countries[hit] = kept_countries[at[hit]]
+    return countries, hit
+
+
+def _fill_where_now(
+    session: Session, *, advisory: Advisory, ids: np.ndarray, countries: np.ndarray, hit: np.ndarray
+) -> None:
+    missing = ids[~hit]
+    if len(missing):
+        where_now = _where_now(session, advisory=advisory, citizen_ids=missing)
+        countries[~hit] = [where_now.get(int(cid)) or "" for cid in missing]
+
+
+def _where_now(
+    session: Session, *, advisory: Advisory, citizen_ids: np.ndarray
+) -> dict[int, str | None]:
     """The country of each citizen's first place (the current one first)."""
     chosen: ColumnElement[bool]
     if len(citizen_ids) <= _FEW_IDS:
         chosen = CitizenPlace.citizen_id.in_([int(cid) for cid in citizen_ids])
     else:
         # One statement over the advisory's own ledger rows and answers (a list of many ids
-        # as parameters costs more to send than the query takes).
+        # as parameters costs more to send than the query takes). One IN over a UNION:
+        # PostgreSQL cannot join an IN within an OR, and scanned the ledger per place.
         asked = select(Alert.citizen_id).where(Alert.advisory_id == advisory.id)
         answered = select(Checkin.citizen_id).where(Checkin.advisory_id == advisory.id)
-        chosen = or_(
-            CitizenPlace.citizen_id.in_(asked.scalar_subquery()),
-            CitizenPlace.citizen_id.in_(answered.scalar_subquery()),
-        )
+        chosen = CitizenPlace.citizen_id.in_(union(asked, answered))
     rows = session.execute(
         select(CitizenPlace.citizen_id, CitizenPlace.country)
-        .where(chosen, CitizenPlace.country.is_not(None))
+        .where(chosen)
         .order_by(CitizenPlace.citizen_id, CitizenPlace.kind, CitizenPlace.id)
     )
-    where_now: dict[int, str] = {}
+    where_now: dict[int, str | None] = {}
     for cid, country in rows:
         where_now.setdefault(cid, country)
     return where_now

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from service.advisories import reach
+from service.advisories.models import Advisory
 from service.checkin import rollcall
 from service.checkin.escalation import escalate, next_channels
 from service.checkin.rollcall import ROUND_GAP
@@ -139,6 +140,41 @@ def test_the_roll_call_matches_once_and_counts_newcomers_and_the_unasked_where_t
         "TH": {"safe": 0, "help": 0, "no_answer": 1, "unreachable": 0},
     }
     assert len(matched) == 2
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_an_ended_advisorys_roll_call_counts_where_they_are_and_reads_their_places_once(
+    api, consul, db, dispatcher, monkeypatch
+):
+    """Consuls work a roll call after its advisory ends. It then matches nobody: each citizen
+    is counted where they are now, read once per kept match, not at every poll."""
+    for where in (BANGKOK, BANGKOK, TOKYO):
+        person(api, where)
+    advisory = issue(api, consul, level=4, area=AREA)
+    dispatcher.drain()
+    db.execute(
+        update(Advisory)
+        .where(Advisory.public_id == advisory)
+        .values(effective=utcnow() - timedelta(hours=2), expires=utcnow() - timedelta(minutes=1))
+    )
+    looked_up = []
+    real_where_now = rollcall._where_now
+
+    def counted(*args, **kwargs):
+        looked_up.append(len(kwargs["citizen_ids"]))
+        return real_where_now(*args, **kwargs)
+
+    monkeypatch.setattr(rollcall, "_where_now", counted)
+    monkeypatch.setattr(rollcall, "_FEW_IDS", 0)  # the statement for many
+    url = f"/v1/advisories/{advisory}/rollcall"
+    first = api.get(url, headers=consul).json()
+    assert {country: n["no_answer"] for country, n in first["by_country"].items()} == {
+        "JP": 1,
+        "TH": 2,
+    }
+    assert looked_up == [3]
+    assert api.get(url, headers=consul).json() == first
+    assert looked_up == [3]
 
 
 def test_staff_start_a_round_for_a_level_1_advisory_and_the_answer_counts_for_it(
