@@ -479,24 +479,34 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
     live, new_page
 ):
     """The page asks for the roll call every `pollMs` (3 s; 0.3 s here), or ten times as long as
-    the last answer took, and not at all while the tab is hidden: a room of open consoles on a
-    large advisory must not fill the server's CPU in a crisis."""
+    the last answer took (at most `pollMaxMs`), and not at all while the tab is hidden: a room
+    of open consoles on a large advisory must not fill the server's CPU in a crisis. A request
+    that never answers is given up after `pollTimeoutMs`, the page says since when it has not
+    heard, and it goes on asking."""
     proposer = live.staff_key("consul", "han")
     advisory = _propose_a_flood_in_bangkok(live, proposer)
     page = new_page()
     tab = page.tab
     _log_in(page, live, proposer)
+    tab.click("#lang")  # English
     # Counted (and made late, when asked to) in the page: the test's own waits must not hold
     # the browser's requests.
     tab.evaluate(
         """() => {
-          window.anjeonConsole = {...window.anjeonConsole, pollMs: 300};
+          const quick = {pollMs: 300, pollTimeoutMs: 1000, pollMaxMs: 5000};
+          window.anjeonConsole = {...window.anjeonConsole, ...quick};
           window.asked = 0;
           window.lateMs = 0;
+          window.stallNext = false;
           const fetched = window.fetch;
           window.fetch = async (url, options) => {
             if (String(url).includes("/rollcall?")) {
               window.asked += 1;
+              if (window.stallNext) {  // a connection lost without a word: only the timeout ends it
+                window.stallNext = false;
+                return new Promise((_, fail) => options.signal.addEventListener(
+                  "abort", () => fail(new DOMException("timed out", "TimeoutError"))));
+              }
               await new Promise((done) => setTimeout(done, window.lateMs));
             }
             return fetched(url, options);
@@ -509,6 +519,15 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
         return tab.evaluate("window.asked")
 
     _eventually(lambda: asked() >= 4)  # visible and quick: every 0.3 s
+    expect(tab.locator("#advisory-updated")).to_have_text(re.compile("^Updated "))
+
+    # One request never answers: given up after 1 s, said on the page, and asked again
+    # (after ten times as long, at most pollMaxMs).
+    stalled = asked()
+    tab.evaluate("window.stallNext = true")
+    expect(tab.locator("#advisory-updated")).to_have_text(re.compile("^Not updated since "))
+    _eventually(lambda: asked() >= stalled + 3)
+    expect(tab.locator("#advisory-updated")).to_have_text(re.compile("^Updated "))
 
     hidden = "to => Object.defineProperty(document, 'hidden', {configurable: true, get: () => to})"
     tab.evaluate(hidden, True)
@@ -524,6 +543,11 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
     tab.wait_for_timeout(3000)
     # Every 0.3 s would have asked about seven times more by now; ten times 0.4 s is 4 s.
     assert asked() == before + 1
+
+    # However slow the answers, the page asks again within pollMaxMs (30 s; 1 s here).
+    tab.evaluate("window.anjeonConsole = {...window.anjeonConsole, pollMaxMs: 1000}")
+    capped = asked()
+    _eventually(lambda: asked() >= capped + 3, seconds=10)
 
 
 def test_a_failed_alert_is_listed_with_its_reason_and_sent_again_on_retry(live, new_page):

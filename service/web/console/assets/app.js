@@ -17,14 +17,15 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = "GET", body } = {}) {
+async function api(path, { method = "GET", body, timeoutMs } = {}) {
   const headers = { Accept: "application/json" };
   const key = sessionStorage.getItem("anjeon-key");
   if (key) headers.Authorization = `Bearer ${key}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+    response = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch {
     throw new ApiError(0, { detail: t("network") });
   }
@@ -523,6 +524,8 @@ async function showQueue() {
 async function showAdvisory(id) {
   const turn = state.routeSeq;
   hideRevealed();
+  state.heardAt = null;
+  $("advisory-updated").textContent = "";
   const advisory = await api(`/v1/advisories/${id}`);
   $("advisory-head").replaceChildren(
     el("h2", {}, localised(advisory.title)),
@@ -576,10 +579,12 @@ async function showAdvisory(id) {
 }
 
 // An open advisory asks for its delivery and roll call again every 3 s, or ten times as long
-// as the last answer took: a roll call of 200,000 citizens takes most of a second of the
-// server's time, and a room of open consoles must not fill its CPU in a crisis. Never while
-// the tab is hidden, and one request at a time.
-const pollMs = () => (window.anjeonConsole && window.anjeonConsole.pollMs) || 3000;
+// as the last answer took, at most 30 s apart: a roll call of 200,000 citizens takes most of a
+// second of the server's time, and a room of open consoles must not fill its CPU in a crisis.
+// Never while the tab is hidden, one request at a time, and none waited for longer than 20 s
+// (a lost connection must not stop the page for good); the page says when it last heard.
+const setting = (name, otherwise) => (window.anjeonConsole && window.anjeonConsole[name]) || otherwise;
+const pollMs = () => setting("pollMs", 3000);
 
 function stopPolling() {
   clearTimeout(state.pollTimer);
@@ -595,8 +600,10 @@ function pollAdvisory(id, turn) {
     let wait = pollMs();
     if (!document.hidden) {
       const started = performance.now();
-      await refreshAdvisory(id).catch(() => {});
-      wait = Math.max(wait, 10 * (performance.now() - started));
+      await refreshAdvisory(id, { timeoutMs: setting("pollTimeoutMs", 20000) }).catch((error) => {
+        if (live()) stale(error);
+      });
+      wait = Math.min(Math.max(wait, 10 * (performance.now() - started)), setting("pollMaxMs", 30000));
     }
     if (live()) state.pollTimer = setTimeout(next, wait);
   };
@@ -617,14 +624,29 @@ async function act(id, action, done) {
 const ATTENTION = ["failed", "undelivered", "expired"];
 const FUNNEL = ["queued", "claimed", "retry_wait", "deferred", "sent", "delivered", "failed", "undelivered", "expired"];
 
-async function refreshAdvisory(id) {
+// When the advisory's figures were last fetched; a failed refresh says how old they are.
+function heard() {
+  state.heardAt = new Date();
+  const note = $("advisory-updated");
+  note.className = "muted";
+  note.textContent = `${t("updated_at")} ${state.heardAt.toLocaleTimeString()}`;
+}
+
+function stale(error) {
+  const note = $("advisory-updated");
+  note.className = "stale";
+  const since = state.heardAt ? ` ${state.heardAt.toLocaleTimeString()}` : "";
+  note.textContent = `${t("not_updated_since")}${since}: ${sentence(error)}`;
+}
+
+async function refreshAdvisory(id, { timeoutMs } = {}) {
   if (!can("consul")) {
     $("delivery").textContent = t("forbidden");
     return;
   }
   // The counts, and the alerts that need a consul's eye (failed, undelivered, expired): asked
   // for by status, however old, not picked out of the newest few hundred of a large send.
-  const alerts = await api(`/v1/advisories/${id}/alerts?limit=100&${ATTENTION.map((s) => `status=${s}`).join("&")}`);
+  const alerts = await api(`/v1/advisories/${id}/alerts?limit=100&${ATTENTION.map((s) => `status=${s}`).join("&")}`, { timeoutMs });
   const statuses = [...new Set([...FUNNEL.filter((s) => s in alerts.counts), ...Object.keys(alerts.counts)])];
   const channels = [...new Set(Object.values(alerts.counts).flatMap((c) => Object.keys(c)))].sort();
   $("delivery").replaceChildren(statuses.length
@@ -646,13 +668,14 @@ async function refreshAdvisory(id) {
   if (country) query.set("country", country);
   if ($("rollcall-answer").value) query.set("answer", $("rollcall-answer").value);
   if ($("rollcall-taken").value) query.set("taken", $("rollcall-taken").value);
-  const rollcall = await api(`/v1/advisories/${id}/rollcall?${query}`);
+  const rollcall = await api(`/v1/advisories/${id}/rollcall?${query}`, { timeoutMs });
   if (!rollcall.items.length && rollcall.offset > 0 && rollcall.total > 0) {
     // Rows left the filter while this last page was shown: go back to the new last page.
     state.rollcallOffset = Math.floor((rollcall.total - 1) / rollcallPage()) * rollcallPage();
-    return refreshAdvisory(id);
+    return refreshAdvisory(id, { timeoutMs });
   }
   renderRollcall(rollcall, country, id);
+  heard();
 }
 
 // Who is handling a citizen who needs help: "Take" it, or the consul's name (and "Give
