@@ -103,6 +103,7 @@ def roll_call(
         for row in session.execute(
             select(
                 Checkin.citizen_id,
+                Checkin.answer,
                 Checkin.channel,
                 Checkin.answered_at,
                 Checkin.taken_by,
@@ -118,7 +119,9 @@ def roll_call(
             RollCallRow(
                 citizen_id=citizen.public_id,
                 contact=masked.phone or masked.email,
-                answer=STANDINGS[found.codes[index]],
+                # The row's own answer where it has one: an answer may have come between the
+                # two statements, and a row must not say "no answer" beside its answer's time.
+                answer=given.answer if given else STANDINGS[found.codes[index]],
                 channel=given.channel if given else None,
                 answered_at=given.answered_at if given else None,
                 country=str(found.countries[index]) or None,
