@@ -550,16 +550,17 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
     _eventually(lambda: asked() >= capped + 3, seconds=10)
 
 
-def test_a_failed_alert_is_listed_with_its_reason_and_sent_again_on_retry(live, new_page):
+def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retry(live, new_page):
     """The advisory's page lists the alerts that reached nobody (asked for by status, however
-    many newer alerts there are) with the provider's code; "retry" queues one again and the
-    list follows."""
-    phone = _citizen_in_bangkok(live)
-    live.twilio.script(phone, Answer(400, code=21610))  # the number blocked us, this once
+    many newer alerts there are) with the provider's code, page by page; "retry" queues one
+    again and the list follows."""
+    phones = [_citizen_in_bangkok(live) for _ in range(2)]
+    for phone in phones:
+        live.twilio.script(phone, Answer(400, code=21610))  # the number blocked us, this once
     advisory, proposer, _ = _a_flood_in_bangkok(live)
     failed = f"{live.base}/v1/advisories/{advisory}/alerts?status=failed"
     staff = {"Authorization": f"Bearer {proposer}"}
-    _eventually(lambda: httpx.get(failed, headers=staff).json()["total"] == 1)
+    _eventually(lambda: httpx.get(failed, headers=staff).json()["total"] == 2)
 
     page = new_page()
     tab = page.tab
@@ -567,16 +568,24 @@ def test_a_failed_alert_is_listed_with_its_reason_and_sent_again_on_retry(live, 
     tab.on("request", lambda request: "/alerts?" in request.url and asked.append(request.url))
     _log_in(page, live, proposer)
     tab.click("#lang")  # English
+    tab.evaluate("window.anjeonConsole = {...window.anjeonConsole, failedPage: 1}")
     tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
     listed = tab.locator("#failed li")
+    expect(tab.locator("#failed-shown")).to_have_text("Showing 1–1 / 2")
     expect(listed).to_have_count(1)
     # Asked for by status, not picked out of the newest few hundred alerts of a large send.
     assert all(f"status={s}" in asked[0] for s in ("failed", "undelivered", "expired")), asked
     expect(listed.first).to_contain_text("failed 21610")
+    expect(tab.locator("#failed-previous")).to_be_disabled()
+    tab.click("#failed-next")
+    expect(tab.locator("#failed-shown")).to_have_text("Showing 2–2 / 2")
+    expect(tab.locator("#failed-next")).to_be_disabled()
     listed.first.get_by_role("button", name="Retry").click()
     expect(tab.get_by_text("Queued again.")).to_be_visible()
-    expect(listed).to_have_count(0)
-    _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 2)  # the code, then the alert
+    # The last page emptied: back to the new last page, with the one still failed.
+    expect(tab.locator("#failed-shown")).to_have_text("Showing 1–1 / 1")
+    expect(listed).to_have_count(1)
+    _eventually(lambda: sum(len(live.twilio.bodies_to(p)) >= 2 for p in phones) == 1)
 
 
 def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(live, new_page):

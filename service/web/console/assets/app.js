@@ -2,10 +2,11 @@
 "use strict";
 
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
-const state = { me: null, pollTimer: null, pollSeq: 0, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
+const state = { me: null, pollTimer: null, pollSeq: 0, failedOffset: 0, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
-// Rows of the roll call a page shows (a test sets window.anjeonConsole.rollcallPage lower).
+// Rows of the roll call, and of the failed alerts, a page shows (a test sets them lower).
 const rollcallPage = () => (window.anjeonConsole && window.anjeonConsole.rollcallPage) || 100;
+const failedPage = () => (window.anjeonConsole && window.anjeonConsole.failedPage) || 100;
 
 // ---- the API ------------------------------------------------------------------------------
 
@@ -553,6 +554,7 @@ async function showAdvisory(id) {
     // Another advisory: its roll call starts unfiltered, on its first page.
     state.rollcallAdvisory = id;
     state.rollcallOffset = 0;
+    state.failedOffset = 0;
     for (const filter of ["rollcall-country", "rollcall-answer", "rollcall-taken"]) $(filter).value = "";
   }
   for (const filter of ["rollcall-country", "rollcall-answer", "rollcall-taken"]) {
@@ -561,14 +563,16 @@ async function showAdvisory(id) {
       refreshAdvisory(id);
     };
   }
-  $("rollcall-previous").onclick = () => {
-    state.rollcallOffset = Math.max(0, state.rollcallOffset - rollcallPage());
-    refreshAdvisory(id);
-  };
-  $("rollcall-next").onclick = () => {
-    state.rollcallOffset += rollcallPage();
-    refreshAdvisory(id);
-  };
+  for (const [list, offset, size] of [["rollcall", "rollcallOffset", rollcallPage], ["failed", "failedOffset", failedPage]]) {
+    $(`${list}-previous`).onclick = () => {
+      state[offset] = Math.max(0, state[offset] - size());
+      refreshAdvisory(id);
+    };
+    $(`${list}-next`).onclick = () => {
+      state[offset] += size();
+      refreshAdvisory(id);
+    };
+  }
   $("test-send-form").onsubmit = (event) => {
     event.preventDefault();
     testSend(id);
@@ -646,7 +650,14 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
   }
   // The counts, and the alerts that need a consul's eye (failed, undelivered, expired): asked
   // for by status, however old, not picked out of the newest few hundred of a large send.
-  const alerts = await api(`/v1/advisories/${id}/alerts?limit=100&${ATTENTION.map((s) => `status=${s}`).join("&")}`, { timeoutMs });
+  const wanted = new URLSearchParams({ limit: failedPage(), offset: state.failedOffset });
+  for (const status of ATTENTION) wanted.append("status", status);
+  const alerts = await api(`/v1/advisories/${id}/alerts?${wanted}`, { timeoutMs });
+  if (!alerts.items.length && alerts.offset > 0 && alerts.total > 0) {
+    // Retried ones left this last page: go back to the new last page.
+    state.failedOffset = Math.floor((alerts.total - 1) / failedPage()) * failedPage();
+    return refreshAdvisory(id, { timeoutMs });
+  }
   const statuses = [...new Set([...FUNNEL.filter((s) => s in alerts.counts), ...Object.keys(alerts.counts)])];
   const channels = [...new Set(Object.values(alerts.counts).flatMap((c) => Object.keys(c)))].sort();
   $("delivery").replaceChildren(statuses.length
@@ -660,9 +671,7 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
         `${a.channel} ${a.contact || ""} ${a.status} ${a.error_code || ""} `,
         el("button", { type: "button", on: { click: () => retry(a.id, id) } }, t("retry")))))
     : el("p", {}, t("none")));
-  if (alerts.total > alerts.items.length) {
-    $("failed").append(el("p", { "data-testid": "failed-more" }, `${t("shown_of")} 1–${alerts.items.length} / ${alerts.total}`));
-  }
+  showPages("failed", alerts);
   const country = $("rollcall-country").value;
   const query = new URLSearchParams({ limit: rollcallPage(), offset: state.rollcallOffset });
   if (country) query.set("country", country);
@@ -728,11 +737,16 @@ function renderRollcall(rollcall, country, id) {
             el("td", {}, row.erased ? null : el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
   );
-  const first = rollcall.total ? rollcall.offset + 1 : 0;
-  const last = rollcall.offset + rollcall.items.length;
-  $("rollcall-shown").textContent = `${t("shown_of")} ${first}–${last} / ${rollcall.total}`;
-  $("rollcall-previous").disabled = rollcall.offset === 0;
-  $("rollcall-next").disabled = last >= rollcall.total;
+  showPages("rollcall", rollcall);
+}
+
+// "Showing 101–200 / 5000" and the previous and next buttons of a paged list.
+function showPages(list, page) {
+  const first = page.total ? page.offset + 1 : 0;
+  const last = page.offset + page.items.length;
+  $(`${list}-shown`).textContent = `${t("shown_of")} ${first}–${last} / ${page.total}`;
+  $(`${list}-previous`).disabled = page.offset === 0;
+  $(`${list}-next`).disabled = last >= page.total;
 }
 
 async function startRollcall(id) {
