@@ -5,7 +5,7 @@ round for an advisory of any level."""
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain
@@ -206,6 +206,10 @@ def _table(rows: Sequence[Sequence[int]], *, columns: int) -> np.ndarray:
 _SAFE, _HELP, _NO_ANSWER, _UNREACHABLE = (STANDINGS.index(s) for s in STANDINGS)
 
 
+# Citizen ids in ascending order, and the country each is counted in ("" when unknown).
+Countries = tuple[np.ndarray, np.ndarray]
+
+
 class _MatchedCountries:
     """The country each citizen is counted in (see _countries), per advisory revision, kept
     for COUNTRIES_KEPT_S: matching an advisory again took a second at 200,000 citizens, and
@@ -215,24 +219,38 @@ class _MatchedCountries:
     def __init__(self, *, kept_s: float, most: int) -> None:
         self._kept_s, self._most = kept_s, most
         self._lock = threading.Lock()
-        self._maps: OrderedDict[tuple[str, int], tuple[float, np.ndarray, np.ndarray]] = (
-            OrderedDict()
-        )
+        self._maps: OrderedDict[tuple[str, int], tuple[float, Countries]] = OrderedDict()
+        self._building: dict[tuple[str, int], threading.Lock] = {}
 
-    def get(self, key: tuple[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    def kept(self, key: tuple[str, int], build: Callable[[], Countries]) -> Countries:
+        """What is kept for `key`, built by `build` when missing or too old: by one caller at
+        a time (the others of this process wait for it and take what it built, so that the
+        consoles asking when it lapses do not match the advisory once each)."""
         with self._lock:
-            kept = self._maps.get(key)
-            if kept is None or time.monotonic() - kept[0] > self._kept_s:
-                return None
-            self._maps.move_to_end(key)  # the least recently used goes first
-            return kept[1], kept[2]
+            found = self._fresh(key)
+            if found is not None:
+                return found
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._lock:
+                found = self._fresh(key)
+            if found is None:
+                found = build()
+                with self._lock:
+                    self._maps[key] = (time.monotonic(), found)
+                    self._maps.move_to_end(key)
+                    while len(self._maps) > self._most:
+                        self._maps.popitem(last=False)
+        with self._lock:
+            self._building.pop(key, None)
+        return found
 
-    def put(self, key: tuple[str, int], ids: np.ndarray, countries: np.ndarray) -> None:
-        with self._lock:
-            self._maps[key] = (time.monotonic(), ids, countries)
-            self._maps.move_to_end(key)
-            while len(self._maps) > self._most:
-                self._maps.popitem(last=False)
+    def _fresh(self, key: tuple[str, int]) -> Countries | None:
+        kept = self._maps.get(key)
+        if kept is None or time.monotonic() - kept[0] > self._kept_s:
+            return None
+        self._maps.move_to_end(key)  # the least recently used goes first
+        return kept[1]
 
 
 COUNTRIES_KEPT_S = 30.0
@@ -250,8 +268,8 @@ def _countries(
         return np.full(0, "", dtype="<U2")
     # The public id: a database's ids may be used again (a test's rolled-back transaction).
     key = (advisory.public_id, advisory.revision)
-    kept = _matched_countries.get(key)
-    if kept is None:
+
+    def build() -> Countries:
         found = reach.reach_of_draft(session, draft_of(advisory), now=now)
         places = found.places
         pairs = sorted(found.place_of.items()) if places is not None else []
@@ -268,9 +286,10 @@ def _countries(
         known_countries[np.searchsorted(known, ids)] = countries
         only_matched = ~np.isin(matched[0], ids)
         known_countries[np.searchsorted(known, matched[0][only_matched])] = matched[1][only_matched]
-        _matched_countries.put(key, known, known_countries)
-        return countries
-    countries, hit = _looked_up(kept, ids)
+        return known, known_countries
+
+    countries, hit = _looked_up(_matched_countries.kept(key, build), ids)
+    # Asked since it was built (by this call, or by another while this one waited).
     _fill_where_now(session, advisory=advisory, ids=ids, countries=countries, hit=hit)
     return countries
 

@@ -3,8 +3,11 @@ not be reached, by country of the matched place; staff starting a round for any 
 asking again when nobody answers (a frozen clock walks the escalation timeline)."""
 
 import re
+import threading
+import time
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, select, update
 
@@ -401,3 +404,42 @@ def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     assert row["taken_by"] is None and row["answer"] == "help"
     again = api.post(take, headers=consul)
     assert again.status_code == 409 and "erased" in again.json()["detail"]
+
+
+def test_the_kept_countries_are_built_by_one_caller_while_the_others_wait():
+    """When the kept countries lapse, the consoles asking at once wait for one rebuild (a
+    second of matching at 200,000) instead of matching the advisory once each; the least
+    recently used advisory is the one let go."""
+    kept = rollcall._MatchedCountries(kept_s=30, most=2)
+    built: list[str] = []
+    building, release = threading.Event(), threading.Event()
+
+    def build(name: str):
+        def made():
+            built.append(name)
+            building.set()
+            release.wait(5)
+            return np.array([1], dtype=np.int64), np.array([name[:2]], dtype="<U2")
+
+        return made
+
+    got: list[object] = []
+    callers = [
+        threading.Thread(target=lambda: got.append(kept.kept(("a", 1), build("JP"))))
+        for _ in range(5)
+    ]
+    for caller in callers:
+        caller.start()
+    assert building.wait(5)
+    time.sleep(0.1)  # the other four reach the lock meanwhile
+    release.set()
+    for caller in callers:
+        caller.join(5)
+    assert built == ["JP"] and len(got) == 5 and all(g is got[0] for g in got)
+
+    kept.kept(("b", 1), build("TH"))
+    kept.kept(("a", 1), build("no"))  # used: "b" is now the least recently used
+    kept.kept(("c", 1), build("KR"))
+    assert built == ["JP", "TH", "KR"]
+    kept.kept(("b", 1), build("TH"))  # let go: built again
+    assert built == ["JP", "TH", "KR", "TH"]
