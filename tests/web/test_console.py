@@ -554,6 +554,72 @@ def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_
     _eventually(lambda: asked() >= capped + 3, seconds=10)
 
 
+def test_an_action_answered_after_the_consul_moved_on_leaves_the_page_now_shown_alone(
+    live, new_page
+):
+    """A cancel whose answer comes back after the consul has gone on to another advisory is
+    done, and said, but neither draws the cancelled advisory over the page now shown nor goes
+    on polling the advisory left behind."""
+    proposer = live.staff_key("consul", "han")
+    left, shown = (_propose_a_flood_in_bangkok(live, proposer) for _ in range(2))
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.on("dialog", lambda dialog: dialog.accept())  # "Cancel this advisory?"
+    # The cancel is held in the page until released; each advisory's refreshes are counted.
+    tab.evaluate(
+        r"""(left) => {
+          window.anjeonConsole = {...window.anjeonConsole, pollMs: 300};
+          window.asked = {};
+          window.release = null;
+          window.cancelled = false;
+          const fetched = window.fetch;
+          window.fetch = async (url, options) => {
+            const path = String(url);
+            if (path.endsWith(`/v1/advisories/${left}/cancel`)) {
+              await new Promise((done) => { window.release = done; });
+              const answer = await fetched(url, options);
+              window.cancelled = true;
+              return answer;
+            }
+            const polled = path.match(/\/v1\/advisories\/([^/]+)\/rollcall\?/);
+            if (polled) window.asked[polled[1]] = (window.asked[polled[1]] || 0) + 1;
+            return fetched(url, options);
+          };
+        }""",
+        left,
+    )
+
+    def asked(advisory: str) -> int:
+        return tab.evaluate("(id) => window.asked[id] || 0", advisory)
+
+    tab.evaluate(f"location.hash = '#/advisory/{left}'")
+    _eventually(lambda: asked(left) >= 2)
+    tab.click("#advisory-actions button.danger")
+    _eventually(lambda: tab.evaluate("window.release !== null"))
+
+    tab.evaluate(f"location.hash = '#/advisory/{shown}'")
+    _eventually(lambda: asked(shown) >= 2)
+    expect(tab.locator("#advisory-status")).to_have_text("pending approval")
+    left_before = asked(left)
+    tab.evaluate("window.release()")
+    _eventually(lambda: tab.evaluate("window.cancelled"))
+    expect(tab.locator("#flash")).to_have_text("Cancelled.")
+
+    shown_after = asked(shown)
+    _eventually(lambda: asked(shown) >= shown_after + 3)  # the shown page goes on asking
+    assert asked(left) == left_before, "went on polling the advisory left behind"
+    expect(tab.locator("#advisory-status")).to_have_text("pending approval")
+    staff = {"Authorization": f"Bearer {proposer}"}
+    assert httpx.get(f"{live.base}/v1/advisories/{left}", headers=staff).json()["status"] == (
+        "cancelled"
+    )
+    assert httpx.get(f"{live.base}/v1/advisories/{shown}", headers=staff).json()["status"] == (
+        "pending_approval"
+    )
+
+
 def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retry(live, new_page):
     """The advisory's page lists the alerts that reached nobody (asked for by status, however
     many newer alerts there are) with the provider's code, page by page; "retry" queues one

@@ -522,12 +522,21 @@ async function showQueue() {
 
 // ---- one advisory -------------------------------------------------------------------------
 
+// Whether the page shows advisory `id` now. An answer that comes back after the staff member
+// has moved on (to the map, or to another advisory) must not be drawn over that page, nor
+// start polling the advisory left behind.
+function showing(id) {
+  const [, view, shown] = (location.hash || "").split("/");
+  return view === "advisory" && shown === String(id);
+}
+
 async function showAdvisory(id) {
   const turn = state.routeSeq;
   hideRevealed();
   state.heardAt = null;
   $("advisory-updated").textContent = "";
   const advisory = await api(`/v1/advisories/${id}`);
+  if (!showing(id)) return;
   $("advisory-head").replaceChildren(
     el("h2", {}, localised(advisory.title)),
     el("p", {}, el("span", { class: "badge", style: `background:${LEVEL_COLOURS[advisory.level]}` }, levelName(advisory.level)),
@@ -547,6 +556,7 @@ async function showAdvisory(id) {
     } } }, t("cancel_advisory")));
   }
   const revisions = await api(`/v1/advisories/${id}/revisions`).catch(() => []);
+  if (!showing(id)) return;
   $("revisions").replaceChildren(...(revisions.items || revisions).map((r) =>
     el("li", {}, `#${r.revision} ${r.change} · ${r.changed_by} · ${when(r.created_at)}`)));
   $("start-rollcall").onclick = () => startRollcall(id);
@@ -578,7 +588,7 @@ async function showAdvisory(id) {
     testSend(id);
   };
   await refreshAdvisory(id);
-  if (turn !== state.routeSeq) return; // left for another page meanwhile: no poll for this one
+  if (turn !== state.routeSeq || !showing(id)) return; // left meanwhile: no poll for this one
   pollAdvisory(id, turn);
 }
 
@@ -618,7 +628,7 @@ async function act(id, action, done) {
   try {
     await api(`/v1/advisories/${id}/${action}`, { method: "POST" });
     if (done) flash(t(done), "ok");
-    await showAdvisory(id);
+    if (showing(id)) await showAdvisory(id);
   } catch (error) {
     flash(sentence(error));
   }
@@ -653,6 +663,7 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
   const wanted = new URLSearchParams({ limit: failedPage(), offset: state.failedOffset });
   for (const status of ATTENTION) wanted.append("status", status);
   const alerts = await api(`/v1/advisories/${id}/alerts?${wanted}`, { timeoutMs });
+  if (!showing(id)) return;
   if (!alerts.items.length && alerts.offset > 0 && alerts.total > 0) {
     // Retried ones left this last page: go back to the new last page.
     state.failedOffset = Math.floor((alerts.total - 1) / failedPage()) * failedPage();
@@ -678,6 +689,7 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
   if ($("rollcall-answer").value) query.set("answer", $("rollcall-answer").value);
   if ($("rollcall-taken").value) query.set("taken", $("rollcall-taken").value);
   const rollcall = await api(`/v1/advisories/${id}/rollcall?${query}`, { timeoutMs });
+  if (!showing(id)) return;
   if (!rollcall.items.length && rollcall.offset > 0 && rollcall.total > 0) {
     // Rows left the filter while this last page was shown: go back to the new last page.
     state.rollcallOffset = Math.floor((rollcall.total - 1) / rollcallPage()) * rollcallPage();
