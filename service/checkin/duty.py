@@ -134,7 +134,13 @@ _UNTOLD_HELP = and_(Checkin.answer == "help", Checkin.duty_notified_at.is_(None)
 
 
 def _not_paged_lately(now: datetime) -> ColumnElement[bool]:
-    return or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < now - REPAGE_AFTER)
+    """The help answer's citizen was not paged about within REPAGE_AFTER: about real help
+    for a real advisory's answer, about drill help for a drill's (a drill answered with "2"
+    a minute before a real emergency must not hold up the real page). Needs Advisory joined."""
+    since = now - REPAGE_AFTER
+    real = or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < since)
+    drill = or_(Citizen.duty_drill_paged_at.is_(None), Citizen.duty_drill_paged_at < since)
+    return or_(and_(Advisory.exercise.is_(False), real), and_(Advisory.exercise.is_(True), drill))
 
 
 def waiting(
@@ -147,6 +153,7 @@ def waiting(
         session.scalars(
             select(Checkin.id)
             .join(Citizen, Citizen.id == Checkin.citizen_id)
+            .join(Advisory, Advisory.id == Checkin.advisory_id)
             .where(_UNTOLD_HELP, Checkin.answered_at < answered_before, _not_paged_lately(now))
             .order_by(Checkin.id)
             .limit(limit)
@@ -395,10 +402,13 @@ def tell_duty(
                 with factory.begin() as session:
                     for checkin_id in notice.checkin_ids:
                         mark_duty_told(session, checkin_id=checkin_id, now=now)
+                    paged = (
+                        Citizen.duty_drill_paged_at if notice.exercise else Citizen.duty_paged_at
+                    )
                     session.execute(
                         update(Citizen)
                         .where(Citizen.public_id == notice.citizen_id)
-                        .values(duty_paged_at=now)
+                        .values({paged: now})
                         .execution_options(synchronize_session=False)
                     )
                 told += 1

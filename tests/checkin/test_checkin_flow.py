@@ -357,6 +357,40 @@ def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_n
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_drills_page_never_holds_up_a_real_cry_for_help(api, consul, db, dispatcher, smtp, reply):
+    """A citizen answers "2" in a drill and is paged about ([EXERCISE]); a real earthquake a
+    minute later, and their real "2": before, it waited up to REPAGE_AFTER (5 minutes) behind
+    the drill's page. Now it goes at once, and real pages still hold up real ones."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api, exercises=True)
+    issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    reply(phone, "2 drill: twisted ankle")
+
+    def pages() -> list[str]:
+        duty = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+        return [m.get_body(("plain",)).get_content() for m in duty]
+
+    [drill_page] = pages()
+    assert drill_page.startswith("[EXERCISE]")
+    real = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    reply(phone, "2 the wall fell, we are trapped")
+    assert len(pages()) == 2, "the real cry for help waited behind the drill's page"
+    assert not pages()[1].startswith("[EXERCISE]") and real in pages()[1]
+    assert "we are trapped" in pages()[1]
+    # The same citizen toggling 1 and 2 under the real advisory: paged once, as before.
+    reply(phone, "1")
+    reply(phone, "2 still trapped")
+    assert len(pages()) == 2
+    db.expire_all()
+    paged = db.execute(
+        select(Citizen.duty_paged_at, Citizen.duty_drill_paged_at).where(Citizen.public_id == cid)
+    ).one()
+    assert paged.duty_paged_at is not None and paged.duty_drill_paged_at is not None
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
 def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     api, consul, staff_headers, db, dispatcher, smtp, reply
 ):
