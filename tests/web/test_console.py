@@ -477,6 +477,32 @@ def test_a_cry_for_help_no_check_in_asked_for_is_listed_and_revealed_with_its_wo
     expect(box.get_by_test_id("revealed-phone")).to_have_text(phone)
     expect(box.get_by_test_id("said").locator("q")).to_have_text(words)
     page.shot("console-help-messages")
+    # Revealed again, but the page is left before the answer comes: it is not put on the
+    # page (nor kept hidden in it).
+    box.get_by_role("button", name="Close").click()
+    tab.evaluate(
+        """() => {
+          window.release = null;
+          window.revealed = false;
+          const fetched = window.fetch;
+          window.fetch = async (url, options) => {
+            if (!String(url).endsWith("/reveal")) return fetched(url, options);
+            await new Promise((done) => { window.release = done; });
+            const answer = await fetched(url, options);
+            window.revealed = true;
+            return answer;
+          };
+        }"""
+    )
+    rows.first.get_by_role("button", name="Reveal contact").click()
+    _eventually(lambda: tab.evaluate("window.release !== null"))
+    tab.evaluate("location.hash = '#/queue'")
+    expect(tab.locator("#view-queue")).to_be_visible()
+    tab.evaluate("window.release()")
+    _eventually(lambda: tab.evaluate("window.revealed"))
+    tab.wait_for_timeout(200)  # the answer's own handling
+    assert phone not in tab.content() and "여권" not in tab.content()
+    expect(box).to_be_hidden()
 
 
 def test_an_open_advisory_asks_again_less_often_when_answers_are_slow_and_never_when_hidden(

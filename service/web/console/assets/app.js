@@ -783,9 +783,11 @@ async function retry(alertId, advisoryId) {
 async function reveal(citizenId, where = "revealed") {
   const reason = prompt(t("reveal_reason"));
   if (!reason) return;
+  const turn = state.routeSeq;
   try {
     const found = await api(`/v1/citizens/${citizenId}/reveal`, { method: "POST", body: { reason } });
-    showRevealed(found, where);
+    // Left meanwhile: personal data is not put on a page the staff member has moved away from.
+    if (turn === state.routeSeq) showRevealed(found, where);
   } catch (error) {
     flash(sentence(error));
   }
