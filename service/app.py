@@ -14,6 +14,7 @@ from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.router import router as feeds_router
 from service.advisories.router import router as advisories_router
 from service.advisories.sending_router import router as sending_router
+from service.api_headers import ApiNoStoreMiddleware
 from service.audit.router import router as audit_router
 from service.body_limit import BodyLimitMiddleware
 from service.checkin.router import router as checkin_router
@@ -24,6 +25,7 @@ from service.config import Settings, get_settings
 from service.db import READ_ONLY, make_engine, make_session_factory
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.router import router as alerts_router
+from service.forms import PAGE_FORM_BYTES
 from service.geo.geocoding import Geocoder, make_geocoder
 from service.ledger.wake import wake_after_commit
 from service.migrate import head_revision
@@ -148,9 +150,10 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         staff_larger={"/v1/advisories": settings.max_advisory_body_bytes},
-        smaller={"/v1/webhooks/": WEBHOOK_BODY_BYTES},
+        smaller={"/v1/webhooks/": WEBHOOK_BODY_BYTES, "/c/": PAGE_FORM_BYTES},
         is_staff=partial(_is_staff_key, app),
     )
+    app.add_middleware(ApiNoStoreMiddleware)  # outside the body limit: its 413 gets it too
     # Inside the access log, so that a late request's 503 is logged and counted as such.
     app.add_middleware(RequestDeadlineMiddleware, timeout_s=settings.request_timeout_s)
     app.add_middleware(RequestLogMiddleware)

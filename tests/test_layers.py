@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.auth",
             "service.problems",
             "service.body_limit",
+            "service.api_headers",
             "service.forms",
             "service.openapi",
             "service.*router",

@@ -17,8 +17,10 @@ from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.errors import InvalidInput, NotFound, TooManyRequests
 
-# Safe answers one link may record in an hour: enough to change one's mind many times, not to
-# fill a table.
+# Answers one link may record in an hour: enough to change one's mind many times, not to fill
+# a table. Past it a safe is refused (429); a help is never refused, but while help is already
+# the answer in force it is not stored again: whoever holds a leaked link cannot fill the table,
+# nor push the citizen's own words out of what a consul is shown.
 MAX_ANSWERS = 20
 
 
@@ -54,9 +56,13 @@ def checkin_page(
             raise InvalidInput("note", f"at most {NOTE_MAX} characters")
         # A help is never refused; a safe at most MAX_ANSWERS an hour from pages (whoever holds
         # a leaked link cannot lock the citizen out of crying for help, nor out of tomorrow).
-        if answer == "safe" and _web_answers(session, advisory.id, citizen.id, now) >= MAX_ANSWERS:
+        full = _web_answers(session, advisory.id, citizen.id, now) >= MAX_ANSWERS
+        if answer == "safe" and full:
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
+        if full and _answer_in_force(session, advisory.id, citizen.id) == "help":
+            # Already on record as help (and the duty staff told): nothing more is stored.
+            return _page(session, renderer, advisory, citizen, confirmed=True)
         recorded = tuple(
             record_answer(
                 session,
@@ -73,17 +79,34 @@ def checkin_page(
                 _answered_by_the_page(session, advisory, citizen.id, chosen, now=now)
             )
         )
+    return _page(session, renderer, advisory, citizen, confirmed=bool(recorded), recorded=recorded)
+
+
+def _answer_in_force(session: Session, advisory_id: int, citizen_id: int) -> str | None:
+    return session.scalar(
+        select(Checkin.answer).where(
+            Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id
+        )
+    )
+
+
+def _page(
+    session: Session,
+    renderer: Renderer,
+    advisory: Advisory,
+    citizen: Citizen,
+    *,
+    confirmed: bool,
+    recorded: tuple[Recorded, ...] = (),
+) -> CheckinPage:
+    """The page with the answer in force; `confirmed` says the press was taken."""
     key = (advisory.id, advisory.revision)
     content = ContentCache().load(session, {key}).get(key)
     if content is None:
         raise NotFound("no such check-in")
-    current = session.scalar(
-        select(Checkin.answer).where(
-            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen.id
-        )
-    )
+    current = _answer_in_force(session, advisory.id, citizen.id)
     html = renderer.checkin_page(
-        content, language=citizen.language, answer=current, recorded=bool(recorded)
+        content, language=citizen.language, answer=current, recorded=confirmed
     )
     return CheckinPage(html=html, recorded=recorded)
 

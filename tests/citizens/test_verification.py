@@ -220,9 +220,10 @@ def test_a_known_contact_gets_the_same_answer_and_cannot_be_squatted(app, db, tw
     owner, owner_auth, owner_body = register(app)
     code = code_in(twilio.messages[0]["body"])
     url = f"/v1/citizens/{owner['id']}/verify"
-    assert (
-        app.post(url, json={"channel": "sms", "code": code}, headers=owner_auth).status_code == 200
-    )
+    verified = app.post(url, json={"channel": "sms", "code": code}, headers=owner_auth)
+    assert verified.status_code == 200
+    # The answer is the whole record (name, phone, e-mail): never cached.
+    assert verified.json()["phone"] and verified.headers["cache-control"] == "no-store"
     fresh = app.post("/v1/citizens", json=citizen_body())
     known = app.post("/v1/citizens", json=citizen_body(phone=owner_body["phone"]))
     assert (known.status_code, fresh.status_code) == (201, 201)

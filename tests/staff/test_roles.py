@@ -24,6 +24,8 @@ def test_role_matrix(client, staff_headers, method, path, needed):
     for role in ROLES:
         response = client.request(method, path, json=body, headers=staff_headers(role))
         allowed = ROLES.index(role) >= ROLES.index(needed)
+        # Staff answers (a list of citizens, of keys) are never kept in a cache, nor refusals.
+        assert response.headers["cache-control"] == "no-store", (role, path)
         if allowed:
             assert response.status_code in (200, 201), (role, response.text)
             body = {"name": f"new-key-{role}", "role": "viewer"} if method == "POST" else None
