@@ -19,6 +19,7 @@ from service.advisories.schemas import Preview, SmsCost
 from service.advisories.service import draft_of
 from service.citizens.models import Citizen
 from service.dispatch.content import LANGUAGES, AlertContent
+from service.dispatch.recipients import shown_source
 from service.dispatch.render import Renderer
 
 # Links of the lengths a real send carries (only their length counts): an alert's details link
@@ -104,8 +105,7 @@ def preview_advisory(
     what waits for approval when something does, else of its current content."""
     draft = under_review(session, advisory) or draft_of(advisory)
     content = content_of_draft(draft, public_id=advisory.public_id, revision=advisory.revision)
-    if advisory.source != "manual":
-        content = replace(content, source=advisory.issued_by.removeprefix("feed:"))
+    content = replace(content, source=shown_source(advisory.issued_by))
     return preview(
         session, draft=draft, renderer=renderer, base_url=base_url, now=now, content=content
     )

@@ -54,7 +54,7 @@ class ContentCache:
         missing = keys - self._items.keys()
         if missing:
             rows = session.execute(
-                select(AdvisoryRevision, Advisory.public_id, Advisory.source, Advisory.issued_by)
+                select(AdvisoryRevision, Advisory.public_id, Advisory.issued_by)
                 .join(Advisory, Advisory.id == AdvisoryRevision.advisory_id)
                 .where(
                     tuple_(AdvisoryRevision.advisory_id, AdvisoryRevision.revision).in_(
@@ -62,18 +62,23 @@ class ContentCache:
                     )
                 )
             ).all()
-            for revision, public_id, source, issued_by in rows:
+            for revision, public_id, issued_by in rows:
                 self._items[(revision.advisory_id, revision.revision)] = _content(
-                    revision, public_id, source=source, issued_by=issued_by
+                    revision, public_id, issued_by=issued_by
                 )
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return {key: self._items[key] for key in keys if key in self._items}
 
 
-def _content(
-    revision: AdvisoryRevision, public_id: str, *, source: str, issued_by: str
-) -> AlertContent:
+def shown_source(issued_by: str) -> str:
+    """Whom an alert names as its source beside the ministry: a feed's name ("USGS"); never a
+    staff key's name, which is for the audit log, not for the public (a CAP document imported
+    by a consul once showed their key's name on its public page)."""
+    return issued_by.removeprefix("feed:") if issued_by.startswith("feed:") else ""
+
+
+def _content(revision: AdvisoryRevision, public_id: str, *, issued_by: str) -> AlertContent:
     data = revision.content
     expires = data.get("expires")
     return AlertContent(
@@ -88,7 +93,7 @@ def _content(
         title=data.get("title") or {},
         message=data.get("message") or {},
         area=data.get("area") or {},
-        source=issued_by.removeprefix("feed:") if source != "manual" else "",
+        source=shown_source(issued_by),
         expires=datetime.fromisoformat(expires) if expires else None,
         severity=data.get("severity") or "",
         urgency=data.get("urgency") or "",

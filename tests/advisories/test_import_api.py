@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.advisories.models import Advisory, ExternalMessage
+from service.dispatch.recipients import ContentCache
 from tests.advisories.feed_samples import sample
 from tests.loopback_server import serve_in_thread
 
@@ -262,3 +263,17 @@ def test_an_unchanged_bilingual_update_is_no_change(client, consul, db, stored):
     assert changed.json()["advisories"][0]["revision"] == (
         1 if stored == "before_korean_areas" else 2
     )
+
+
+def test_an_imported_alert_names_no_staff_key_and_a_feeds_names_the_feed(client, consul, db):
+    """A CAP document imported by a consul showed their key's name ("(you)") on its public
+    page: the key's name is for the audit log. A feed's alerts still name the feed."""
+    created = _post(client, consul, _future_thunderstorm())
+    assert created.status_code == 201, created.text
+    advisory = db.scalar(select(Advisory).where(Advisory.public_id == created.json()["created"][0]))
+    assert advisory.issued_by.startswith("consul-")  # the key's name, kept for the audit
+    key = (advisory.id, advisory.revision)
+    assert ContentCache().load(db, {key})[key].source == ""
+    advisory.issued_by = "feed:USGS"
+    db.commit()
+    assert ContentCache().load(db, {key})[key].source == "USGS"
