@@ -260,8 +260,8 @@ class Settings(BaseSettings):
             )
         if not self.public_base_url.strip().lower().startswith("https://"):
             problems.append("an https:// ANJEON_PUBLIC_BASE_URL (links and callbacks)")
-        if not self.duty_email and not self.duty_webhook_url:
-            # A citizen who answers "need help" is told the duty staff were told.
+        if not self.pages_duty_staff:
+            # Nobody would be paged when a citizen answers "need help".
             problems.append(
                 "ANJEON_DUTY_EMAIL or ANJEON_DUTY_WEBHOOK_URL (who is told at once when a "
                 "citizen needs help)"
@@ -269,6 +269,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("production needs " + "; ".join(problems))
         return self
+
+    @property
+    def pages_duty_staff(self) -> bool:
+        """Whether a citizen's "need help" is sent to someone at once (e-mail or webhook)."""
+        return bool(self.duty_email or self.duty_webhook_url)
 
     def enforced(self) -> list[str]:
         """What this configuration enforces, for the start-up log line."""

@@ -380,7 +380,7 @@ def tell_duty(
     help_message_ids = help_message_ids or []
     if not checkin_ids and not help_message_ids:
         return 0
-    if not settings.duty_email and not settings.duty_webhook_url:
+    if not settings.pages_duty_staff:
         # Nobody to tell: nothing is read; the minute job tries again once someone is set.
         log.error("a citizen needs help and no duty contact is set (ANJEON_DUTY_EMAIL)")
         return 0

@@ -40,9 +40,11 @@ def checkin_page(
     now: datetime,
     answer: str | None = None,
     note: str | None = None,
+    duty_paged: bool = True,
 ) -> CheckinPage:
     """The page for a genuine token; with `answer` ("safe" or "help"), that answer recorded
-    first. A forged, altered or expired token, or one naming an erased citizen, is a 404."""
+    first. A forged, altered or expired token, or one naming an erased citizen, is a 404.
+    `duty_paged`: whether a help is sent to duty staff at once (the page says so, or not)."""
     target = links.read_checkin(token, now)
     citizen = session.get(Citizen, target.citizen_id) if target else None
     advisory = session.get(Advisory, target.advisory_id) if target else None
@@ -62,7 +64,9 @@ def checkin_page(
         chosen: Answer = "safe" if answer == "safe" else "help"
         if full and _answer_in_force(session, advisory.id, citizen.id) == "help":
             # Already on record as help (and the duty staff told): nothing more is stored.
-            return _page(session, renderer, advisory, citizen, confirmed=True)
+            return _page(
+                session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
+            )
         recorded = tuple(
             record_answer(
                 session,
@@ -79,7 +83,15 @@ def checkin_page(
                 _answered_by_the_page(session, advisory, citizen.id, chosen, now=now)
             )
         )
-    return _page(session, renderer, advisory, citizen, confirmed=bool(recorded), recorded=recorded)
+    return _page(
+        session,
+        renderer,
+        advisory,
+        citizen,
+        confirmed=bool(recorded),
+        recorded=recorded,
+        duty_paged=duty_paged,
+    )
 
 
 def _answer_in_force(session: Session, advisory_id: int, citizen_id: int) -> str | None:
@@ -98,6 +110,7 @@ def _page(
     *,
     confirmed: bool,
     recorded: tuple[Recorded, ...] = (),
+    duty_paged: bool = True,
 ) -> CheckinPage:
     """The page with the answer in force; `confirmed` says the press was taken."""
     key = (advisory.id, advisory.revision)
@@ -106,7 +119,11 @@ def _page(
         raise NotFound("no such check-in")
     current = _answer_in_force(session, advisory.id, citizen.id)
     html = renderer.checkin_page(
-        content, language=citizen.language, answer=current, recorded=confirmed
+        content,
+        language=citizen.language,
+        answer=current,
+        recorded=confirmed,
+        duty_paged=duty_paged,
     )
     return CheckinPage(html=html, recorded=recorded)
 

@@ -329,9 +329,25 @@ _UNASKED_HELP = {
 }
 
 
-def answer_text(kind: ReplyKind, language: Language, *, unasked: bool = False) -> str:
+# With no duty contact set (ANJEON_DUTY_EMAIL, ANJEON_DUTY_WEBHOOK_URL: a demo or a test set-up;
+# production refuses to start so) nobody is paged: the citizen is not told anyone was.
+_HELP_SEEN = {
+    "en": "We recorded that you need help; consular staff will see it. "
+    "In immediate danger, call the local emergency number.",
+    "ko": "도움 요청을 기록했습니다. 영사 직원이 확인합니다. 위급하면 현지 긴급번호로 전화하세요.",
+}
+_REPLY_1 = {"en": " Reply 1 if you are safe.", "ko": " 안전하면 1을 보내 주세요."}
+
+
+def answer_text(
+    kind: ReplyKind, language: Language, *, unasked: bool = False, duty_paged: bool = True
+) -> str:
     """The SMS answer to a reading, one segment long; "unknown" gets how to answer. A help
-    that no check-in asked for (`unasked`) is not told to reply 1: nothing would take it."""
+    that no check-in asked for (`unasked`) is not told to reply 1: nothing would take it. A
+    help when no duty contact is set (`duty_paged` false) does not say the duty staff were
+    told."""
+    if kind == "help" and not duty_paged:
+        return _HELP_SEEN[language] + ("" if unasked else _REPLY_1[language])
     if unasked and kind == "help":
         return _UNASKED_HELP[language]
     return _TEXTS[(kind, language)]

@@ -95,7 +95,8 @@ def inbound_sms(
     if heard.language is None:
         return _twiml(unmatched_text())
     language = "ko" if heard.language == "ko" else "en"
-    return _twiml(answer_text(heard.kind, language, unasked=heard.unasked))
+    paged = request.app.state.settings.pages_duty_staff
+    return _twiml(answer_text(heard.kind, language, unasked=heard.unasked, duty_paged=paged))
 
 
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -135,6 +136,7 @@ def answer_checkin(
         now=utcnow(),
         answer=answer,
         note=form.get("note"),
+        duty_paged=request.app.state.settings.pages_duty_staff,
     )
     _tell_duty(request, tasks, page.recorded)
     return HTMLResponse(page.html, headers=PAGE_HEADERS)

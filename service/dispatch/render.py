@@ -162,10 +162,17 @@ class Renderer:
         return self._env.get_template("details.html.j2").render(values)
 
     def checkin_page(
-        self, content: AlertContent, *, language: str, answer: str | None, recorded: bool
+        self,
+        content: AlertContent,
+        *,
+        language: str,
+        answer: str | None,
+        recorded: bool,
+        duty_paged: bool = True,
     ) -> str:
-        """The check-in link's page: the advisory and two buttons (safe, need help)."""
+        """The check-in link's page: the advisory and two buttons (safe, need help); a help
+        just recorded says the duty staff were told only when someone is paged (`duty_paged`)."""
         lang = content.language_for(language)
         values = {**self._values(content, lang, ""), "lang": lang}
-        values |= {"answer": answer, "recorded": recorded}
+        values |= {"answer": answer, "recorded": recorded, "duty_paged": duty_paged}
         return self._env.get_template("checkin_page.html.j2").render(values)

@@ -32,7 +32,12 @@ from tests.dispatch.fake_twilio import AUTH_TOKEN
 pytestmark = pytest.mark.usefixtures("app_sessions_in_test")
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-KNOWN_ANSWERS = {answer_text(k, lang) for k in ("safe", "help", "unknown") for lang in ("ko", "en")}
+# Test set-ups page no duty staff (no ANJEON_DUTY_EMAIL): a help's answer says so.
+KNOWN_ANSWERS = {
+    answer_text(k, lang, duty_paged=False)
+    for k in ("safe", "help", "unknown")
+    for lang in ("ko", "en")
+}
 KNOWN_ANSWERS.add(unmatched_text())
 
 
@@ -169,7 +174,7 @@ def test_a_signature_over_another_url_is_403(api, db, asked):
     # The check is of the exact URL, query included: the same query signed and posted is heard.
     headers = {**FORM, "X-Twilio-Signature": signature(PUBLIC + INBOUND + "?x=1", form)}
     response = api.post(INBOUND + "?x=1", data=form, headers=headers)
-    assert twiml_messages(response) == [answer_text("help", "ko")]
+    assert twiml_messages(response) == [answer_text("help", "ko", duty_paged=False)]
     assert stored(db) == 1
 
 
@@ -413,6 +418,8 @@ def test_a_help_is_never_refused_but_a_flood_of_them_stores_nothing_more(api, db
     for n in range(MAX_ANSWERS):
         response = api.post(f"/c/{who.token}", data={"answer": "help", "note": f"filler {n}"})
         assert response.status_code == 200
+        # No duty address in this set-up: the page does not claim anyone was paged.
+        assert "영사 직원이 확인합니다" in response.text and "알렸습니다" not in response.text
     for _ in range(30):
         response = api.post(f"/c/{who.token}", data={"answer": "help", "note": "A" * NOTE_MAX})
         assert response.status_code == 200 and 'role="status"' in response.text

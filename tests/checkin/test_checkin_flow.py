@@ -402,7 +402,8 @@ def test_a_cry_for_help_that_no_check_in_asked_for_reaches_the_duty_staff(
     settings.duty_email = []  # first nobody to tell: it waits for the minute job
     cid, phone, _ = citizen(api, name="김민수", location={"lat": 48.85, "lon": 2.35})
     answered = reply(phone, "2 도와주세요 다쳤어요")
-    assert "영사 당직자에게 알렸습니다" in answered.text
+    # Nobody is paged yet: the citizen is not told the duty staff were.
+    assert "영사 직원이 확인합니다" in answered.text and "알렸습니다" not in answered.text
     assert "1을" not in answered.text  # no "reply 1 if safe": nothing would take a "1"
     db.expire_all()
     [kept] = db.scalars(select(HelpMessage)).all()
@@ -701,6 +702,7 @@ def test_a_page_help_counts_for_every_real_advisory_that_asked_and_a_drills_for_
 
     page = api.post(f"/c/{token_of('시위')}", data={"answer": "help", "note": "flooded in"})
     assert page.status_code == 200
+    assert "영사 당직자에게 알렸습니다" in page.text  # a duty address is set: they were paged
     assert standing(first) == standing(second) == [(cid, "help", "web")]
     assert standing(drill) == [(cid, "no_answer", None)]
     [notice] = [m for m in smtp.received if m["To"] == "duty@mofa.test"]

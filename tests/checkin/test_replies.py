@@ -338,11 +338,19 @@ KINDS = ["safe", "help", "stop", "start", "unknown"]
 
 @pytest.mark.parametrize("language", ["ko", "en"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_answer_is_one_sms_segment(kind, language):
-    text = answer_text(kind, language)
+@pytest.mark.parametrize("duty_paged", [True, False])
+@pytest.mark.parametrize("unasked", [False, True])
+def test_each_answer_is_one_sms_segment(kind, language, duty_paged, unasked):
+    text = answer_text(kind, language, unasked=unasked, duty_paged=duty_paged)
     assert segments(text) == 1
     # English stays in GSM-7 (160 characters); Korean is UCS-2 (70).
     assert is_gsm7(text) == (language == "en")
+    if kind == "help":
+        # Paged or not, the citizen is told exactly that, and to call locally if in danger.
+        told = "told the consular duty staff" in text or "영사 당직자에게 알렸습니다" in text
+        assert told == duty_paged
+        assert "emergency" in text or "긴급번호" in text
+        assert ("1" in text) != unasked
 
 
 @pytest.mark.parametrize("language", ["ko", "en"])
@@ -368,3 +376,4 @@ def test_the_documented_answers_are_the_ones_sent():
     for kind in KINDS:
         for language in ("ko", "en"):
             assert answer_text(kind, language) in page
+            assert answer_text(kind, language, duty_paged=False) in page

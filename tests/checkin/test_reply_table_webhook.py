@@ -92,7 +92,9 @@ def test_every_reply_variant_through_the_signed_webhook(api, db, asked, reply, l
             assert len(messages) == 1, f"{variant}: {response.text}"
             [message] = messages
             assert not message.attrib and list(message) == [], f"{variant}: {response.text}"
-            assert message.text == answer_text(kind, language), f"{variant}: {message.text}"
+            paged = api.app.state.settings.pages_duty_staff
+            expected = answer_text(kind, language, duty_paged=paged)
+            assert message.text == expected, f"{variant}: {message.text}"
             assert row.sms_opted_out_at is None, f"{variant}: changed the SMS opt-out"
             if kind == "unknown":
                 assert new == [], f"{variant}: stored {[a.answer for a in new]}"
