@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -168,12 +168,28 @@ class RateLimits:
         one manage token could send codes to any number of numbers, as fast as it asks."""
         self.take_resend(citizen_id, client=client)
 
-    def take_code_try(self, contact_hash: str) -> None:
-        """One typed code for the contact with this lookup hash. Counted per contact, not per
-        code: a new code (a change back and forth, a resend) starts its own 5 tries, so 5 a
-        code alone would let one guess a stranger's code, and with it their number, by
-        asking for code after code."""
-        self.take(Rule.CODE_TRY, contact_hash)
+    def check_code_try(self, contact_hash: str) -> None:
+        """Raises TooManyRequests when the contact with this lookup hash had too many wrong
+        codes typed, whichever record typed them; counts nothing (count_wrong_code does). Per
+        contact, not per code: a new code (a change back and forth, a resend) starts its own
+        5 tries, so 5 a code alone would let one guess a stranger's code, and with it their
+        number, by asking for code after code."""
+        keyed = [
+            (Rule.CODE_TRY, item, self._hashed(Rule.CODE_TRY, contact_hash))
+            for item in self._rules[Rule.CODE_TRY]
+        ]
+        with self._storage_guard():
+            refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
+            if refused:
+                raise self._refusal(refused)
+
+    def count_wrong_code(self, contact_hash: str) -> None:
+        """One wrong code typed for the contact. Only wrong ones count: the owner's right code
+        left a count that a stranger's record could see (refused one try early, with a
+        Retry-After that dated the owner's verification). Two processes may each pass the
+        check before either counts: a guess or two more in an hour, of a million codes."""
+        with suppress(TooManyRequests):  # already full: the next check refuses
+            self.take(Rule.CODE_TRY, contact_hash)
 
     def take_message(self, channel: Literal["sms", "email"], destination: str) -> None:
         """One message that is not an advisory alert (a code, a confirmation) to destination, an
@@ -262,6 +278,10 @@ class RateLimits:
     def _refusal(self, refused: list[_Hit]) -> TooManyRequests:
         waits = []
         for rule, item, key in refused:
+            if rule is Rule.CODE_TRY:
+                # The whole window: when the oldest try ends would date someone else's tries.
+                waits.append((item.get_expiry(), rule))
+                continue
             reset = self._limiter.get_window_stats(item, rule, key).reset_time
             waits.append((max(1, math.ceil(reset - time.time())), rule))
         wait, rule = max(waits)

@@ -147,7 +147,8 @@ def verify_contact(
         channel=channel,
         code=code,
         now=now,
-        count_try=limits.take_code_try,
+        may_try=limits.check_code_try,
+        count_wrong=limits.count_wrong_code,
     )
     if checked.verified:
         geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
