@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Literal
@@ -191,6 +191,23 @@ class RateLimits:
         with suppress(TooManyRequests):  # already full: the next check refuses
             self.take(Rule.CODE_TRY, contact_hash)
 
+    def take_test_send(
+        self, staff_name: str, channel: Literal["sms", "email"], destination: str
+    ) -> None:
+        """One test send of an advisory by a staff key: per key, and like any message that is
+        not an alert, per number block, country and channel, and for SMS out of the day's
+        budget (not per contact: a consul tests on their own phone more often than a citizen
+        gets codes). A test send carries one consul's words, approved by nobody: no key may
+        text them to numbers beyond these (a probe sent a lure to three countries)."""
+        hits = [hit for hit in self._message_hits(channel, destination) if hit[0] != Rule.CONTACT]
+        self.take_all([(Rule.TEST_SEND, staff_name), *hits])
+        if channel == "sms" and not self.charge_sms_budget().allowed:
+            raise TooManyRequests(
+                "today's budget of SMS that are not alerts is spent",
+                retry_after_s=seconds_to_next_budget_day(),
+                rule="sms_budget",
+            )
+
     def take_message(self, channel: Literal["sms", "email"], destination: str) -> None:
         """One message that is not an advisory alert (a code, a confirmation) to destination, an
         E.164 number or an e-mail address: per contact, for SMS per number block and country
@@ -305,6 +322,13 @@ class RateLimits:
 def budget_day() -> str:
     """The day the SMS budget counts, in UTC."""
     return datetime.now(UTC).date().isoformat()
+
+
+def seconds_to_next_budget_day() -> int:
+    """Until the SMS budget's next day begins (UTC midnight)."""
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+    return max(1, math.ceil((midnight - now).total_seconds()))
 
 
 def _open_storage(uri: str) -> Storage:

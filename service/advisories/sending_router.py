@@ -11,7 +11,7 @@ from service.advisories import test_send as tests
 from service.advisories.schemas import AdvisoryCreate, Preview, TestSendRead, TestSendRequest
 from service.auth import Consul, SessionDep, require_role_without_session
 from service.db import utcnow
-from service.rate_limits import RateLimits, Rule
+from service.rate_limits import RateLimits
 from service.staff.models import Role, StaffKey
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
@@ -82,9 +82,9 @@ def test_send(
             base_url=settings.public_base_url,
             default_region=settings.phone_default_region,
         )
-    limits.take(Rule.TEST_SEND, staff.name)
-    outcome = tests.send_test(request.app.state.dispatcher.notifiers, prepared)
     message = prepared.message
+    limits.take_test_send(staff.name, "sms" if message.channel == "sms" else "email", message.to)
+    outcome = tests.send_test(request.app.state.dispatcher.notifiers, prepared)
     return TestSendRead(
         channel="sms" if message.channel == "sms" else "email",
         to=prepared.to,

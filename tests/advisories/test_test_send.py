@@ -201,3 +201,35 @@ def test_test_sends_are_limited_per_staff_key(database_url, db, twilio, smtp, st
         assert send_test(api, second, advisory, phone="12").status_code == 422
         for _ in range(2):
             assert send_test(api, second, advisory, phone=STAFF_PHONE).status_code == 202
+
+
+def test_a_key_cannot_text_its_unapproved_words_past_the_shared_message_limits(
+    database_url, db, twilio, smtp, staff_headers
+):
+    """A probe test-sent a draft's lure to numbers in three countries with one consul key:
+    test sends were limited per key alone. They now also count in the limits every message
+    that is not an alert shares (per number block, foreign country, channel) and in the day's
+    SMS budget; a refused one is not sent."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        rate_limit_test_send="1000/hour",
+        rate_limit_country="1/hour",
+        sms_daily_budget=3,
+    )
+    with client_for(settings, db) as api:
+        consul_key = staff_headers("consul")
+        draft = issue(api, consul_key)
+        assert send_test(api, consul_key, draft, phone="+79161234567").status_code == 202
+        other = send_test(api, consul_key, draft, phone="+79161234568")
+        assert other.status_code == 429 and "country" in other.json()["detail"]
+        for _ in range(2):
+            assert send_test(api, consul_key, draft, phone=STAFF_PHONE).status_code == 202
+        spent = send_test(api, consul_key, draft, phone=STAFF_PHONE)
+        assert spent.status_code == 429 and "budget" in spent.json()["detail"]
+        assert 0 < int(spent.headers["Retry-After"]) <= 86_400
+        assert len(twilio.bodies_to("+79161234567")) == 1
+        assert twilio.bodies_to("+79161234568") == []
+        assert len(twilio.bodies_to(STAFF_E164)) == 2
+        # E-mail is not SMS: the budget does not hold it.
+        assert send_test(api, consul_key, draft, email=STAFF_EMAIL).status_code == 202
