@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     rate_limit_code_try: str = "10/hour;20/day"
     rate_limit_reply: str = "10/hour;30/day"
     rate_limit_test_send: str = "10/hour;30/day"
+    rate_limit_reveal: str = "60/hour;300/day"
     sms_daily_budget: int = Field(5000, ge=0)
     # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
     code_countries: list[str] = Field(default=[])
@@ -162,6 +163,7 @@ class Settings(BaseSettings):
         "rate_limit_code_try",
         "rate_limit_reply",
         "rate_limit_test_send",
+        "rate_limit_reveal",
     )
     @classmethod
     def _limit_notation(cls, value: str) -> str:

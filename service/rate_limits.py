@@ -81,6 +81,7 @@ class Rule(StrEnum):
     CODE_TRY = "code_try"  # typed codes per contact being verified, whichever record asks
     REPLY = "reply"  # our SMS answers to one number's check-in replies
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
+    REVEAL = "reveal"  # citizens' personal data revealed, per staff key
 
 
 # What a refused client is told: the kind of limit, never whose or which contact.
@@ -95,6 +96,7 @@ _REFUSED = {
     Rule.CODE_TRY: "too many codes were tried for this contact: try again later",
     Rule.REPLY: "too many answers to this number",
     Rule.TEST_SEND: "too many test sends from this staff key",
+    Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
 }
 
 

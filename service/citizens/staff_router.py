@@ -14,6 +14,7 @@ from service.citizens.schemas import StrictModel, country_codes
 from service.db import MAX_BIGINT, utcnow
 from service.errors import InvalidInput
 from service.geo import countries
+from service.rate_limits import Rule
 from service.schema_rules import TEXT_PATTERN
 
 on_registry = APIRouter(prefix="/v1/registry", tags=["registry"])
@@ -88,7 +89,8 @@ def reveal(
 ) -> overview.Revealed:
     """The citizen's full name, contacts (verified, or marked as waiting for their code),
     language and current place, to reach someone who has not answered. The reason is kept in
-    the audit log with who asked (GET /v1/audit)."""
+    the audit log with who asked (GET /v1/audit). A few dozen an hour per staff key."""
+    request.app.state.rate_limits.take(Rule.REVEAL, staff.name)
     revealed = overview.reveal_citizen(
         session,
         registry=registry,

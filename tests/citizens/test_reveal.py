@@ -187,3 +187,20 @@ def test_the_operation_is_described_for_consuls(client):
         10,
         500,
     )
+
+
+def test_one_key_cannot_dump_the_registry_one_reveal_at_a_time(database_url, db, staff_headers):
+    """A probe revealed 48 citizens in a row with one consul key and a reason of ten 'a's.
+    Reveals are now limited per staff key (ANJEON_RATE_LIMIT_REVEAL): past it a 429 that
+    reveals nothing and records no reveal; another key has its own count."""
+    settings = make_settings(database_url, rate_limit_reveal="3/hour")
+    with bound_client(settings, db) as app:
+        citizens = [register(app, location=TOKYO)[0] for _ in range(5)]
+        greedy, other = staff_headers("consul"), staff_headers("consul")
+        for citizen_id in citizens[:3]:
+            assert reveal(app, citizen_id, greedy).status_code == 200
+        refused = reveal(app, citizens[3], greedy)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "revealed" in refused.json()["detail"] and "name" not in refused.json()
+        assert reveal_entries(db, citizens[3]) == []
+        assert reveal(app, citizens[4], other).status_code == 200
