@@ -1,18 +1,20 @@
 """RFC 9457 problem details for every 4xx/5xx the API answers."""
 
+import html
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from service.db import RETRY_AFTER_S
 from service.errors import DomainError, ServiceUnavailable, TooManyRequests
+from service.forms import PAGE_HEADERS
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_BASE = "urn:anjeon:problem:"
@@ -76,17 +78,70 @@ async def _on_validation_error(_request: Request, exc: RequestValidationError) -
     return problem_response(422, "Invalid input", detail, slug="validation-error", errors=errors)
 
 
-async def _on_domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+# What a citizen's browser shows for a link page's refusal (`/a/…`, `/c/…`), in both languages:
+# a person who opened a cut or old link from a text message must not be shown JSON.
+_CITIZEN_PAGE_PREFIXES = ("/a/", "/c/")
+_CITIZEN_SAYS = {
+    404: (
+        "이 링크는 올바르지 않거나 기간이 지났습니다.",
+        "This link is not valid, or it has expired.",
+    ),
+    429: ("잠시 후 다시 시도해 주세요.", "Please try again in a little while."),
+    422: (
+        "요청을 처리하지 못했습니다. 페이지로 돌아가 다시 눌러 주세요.",
+        "We could not take that. Go back and press a button again.",
+    ),
+}
+_CITIZEN_OTHERWISE = (
+    "지금은 처리할 수 없습니다. 잠시 후 다시 시도해 주세요.",
+    "We cannot take this now. Please try again later.",
+)
+_CITIZEN_EMERGENCY = (
+    "긴급하면 현지 긴급전화나 영사콜센터(+82-2-3210-0404)로 연락하세요.",
+    "In an emergency call the local emergency number "
+    "or the consular call centre (+82-2-3210-0404).",
+)
+
+
+def _wants_citizen_page(request: Request) -> bool:
+    return request.url.path.startswith(
+        _CITIZEN_PAGE_PREFIXES
+    ) and "text/html" in request.headers.get("accept", "")
+
+
+def _citizen_page(
+    request: Request, status: int, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    ko, en = _CITIZEN_SAYS.get(status, _CITIZEN_OTHERWISE)
+    settings = request.app.state.settings
+    sender = html.escape(f"{settings.alert_sender_ko} · {settings.alert_sender_en}")
+    body = (
+        '<!doctype html>\n<html lang="ko"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{sender}</title>"
+        "<style>body{font-family:sans-serif;max-width:36em;margin:1em auto;padding:0 1em}</style>"
+        f'</head><body><h1>{ko}</h1><p lang="en"><strong>{en}</strong></p>'
+        f'<p>{_CITIZEN_EMERGENCY[0]}</p><p lang="en">{_CITIZEN_EMERGENCY[1]}</p>'
+        f"<p><small>{sender}</small></p></body></html>"
+    )
+    return HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+
+
+async def _on_domain_error(request: Request, exc: DomainError) -> Response:
     errors = [{"field": e.field, "message": e.message} for e in exc.errors] or None
     headers = None
     if isinstance(exc, ServiceUnavailable | TooManyRequests):
         headers = {"Retry-After": str(exc.retry_after_s)}
+    if _wants_citizen_page(request):
+        return _citizen_page(request, exc.status, headers)
     return problem_response(
         exc.status, exc.title, exc.detail, slug=exc.slug, errors=errors, headers=headers
     )
 
 
-async def _on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _on_http_error(request: Request, exc: HTTPException) -> Response:
+    if _wants_citizen_page(request):
+        return _citizen_page(request, exc.status_code, getattr(exc, "headers", None))
     title = HTTPStatus(exc.status_code).phrase
     return problem_response(
         exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)

@@ -597,3 +597,27 @@ def test_a_page_form_is_small_and_of_few_fields_whatever_the_token(api, db, aske
     response = api.post(f"/c/{who.token}", data={"answer": "help", "note": "안" * NOTE_MAX})
     assert response.status_code == 200
     assert stored(db) == 1
+
+
+def test_a_browser_opening_a_bad_link_gets_a_page_in_both_languages_not_json(api, db, asked):
+    """A citizen who opened a cut or old link from a text saw raw JSON. A browser (asking for
+    HTML) now gets a short page in Korean and English with the emergency numbers, the same
+    status and the pages' headers; API clients still get problem JSON."""
+    who = asked()
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    cut = who.token[:-3]
+    for response in (
+        api.get(f"/c/{cut}", headers=browser),
+        api.post(f"/c/{cut}", data={"answer": "help"}, headers=browser),
+        api.get("/a/1.badbad", headers=browser),
+    ):
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("text/html")
+        assert "이 링크는 올바르지 않거나" in response.text and "not valid" in response.text
+        assert "+82-2-3210-0404" in response.text
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["cache-control"] == "no-store"
+    missing = api.post(f"/c/{who.token}", data={"note": "x"}, headers=browser)
+    assert missing.status_code == 422 and "Go back and press a button" in missing.text
+    assert api.get(f"/c/{cut}").json()["detail"] == "no such check-in"  # an API client
+    assert stored(db) == 0
