@@ -19,6 +19,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from service import lease
+from service.advisories.approval import lapse_ended_proposals
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
@@ -50,7 +51,8 @@ def _purge_stays(session: Session, settings: Settings) -> int:
 
 
 def _expire_advisories(session: Session, settings: Settings) -> int:
-    return expire_due(session, now=utcnow())
+    now = utcnow()
+    return expire_due(session, now=now) + lapse_ended_proposals(session, now=now)
 
 
 def _purge_unverified(session: Session, settings: Settings) -> int:

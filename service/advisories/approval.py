@@ -250,6 +250,50 @@ def reject(
     return _decide(proposal, advisory, decision="rejected", by=by, reason=reason, now=now)
 
 
+LAPSED_BY = "system:expiry"
+
+
+def lapse_ended_proposals(session: Session, *, now: datetime) -> int:
+    """Turn down what waits for approval but ends before anyone approved it (an approval then
+    answers 422 "expires: is in the past", so it sat in the queue for ever): a new advisory
+    becomes `expired`, a revision is dropped and the one in force stays; each is audited.
+    Returns how many."""
+    lapsed = 0
+    waiting = session.execute(
+        select(AdvisoryProposal.advisory_id, AdvisoryProposal.content).where(
+            AdvisoryProposal.status == "pending"
+        )
+    ).all()
+    for advisory_id, content in waiting:
+        expires = content.get("expires")
+        if not expires or datetime.fromisoformat(expires) > now:
+            continue
+        advisory = session.get(Advisory, advisory_id)
+        if advisory is None:
+            continue
+        _lock(session, advisory)  # as a decision does: an approval now waits, or came first
+        proposal = pending(session, advisory)
+        if proposal is None or proposal.content.get("expires") != expires:
+            continue
+        reason = "it ended before anyone approved it"
+        audit.record(
+            session,
+            actor=LAPSED_BY,
+            role="system",
+            client="-",
+            action="lapse advisory proposal",
+            subject=advisory.public_id,
+            reason=reason,
+            now=now,
+        )
+        if proposal.kind == "issue":
+            advisory.status = "expired"
+            advisory.updated_at = now
+        _decide(proposal, advisory, decision="rejected", by=LAPSED_BY, reason=reason, now=now)
+        lapsed += 1
+    return lapsed
+
+
 def draft_from_snapshot(content: dict, *, source: str) -> AdvisoryDraft:
     """The draft a revision snapshot or proposal describes."""
     area = dict(content["area"])

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.advisories.approval import lapse_ended_proposals
 from service.advisories.feeds.config import Feed
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
@@ -379,3 +380,42 @@ def test_a_proposer_without_an_email_hears_it_on_the_staff_webhook(api, db, alic
     [told] = _StaffHook.received
     assert told["event"] == "advisory.rejected" and told["advisory_id"] == created["id"]
     assert told["reason"] == "too wide" and told["proposed_by"] == created["issued_by"]
+
+
+def test_what_ends_before_anyone_approves_it_leaves_the_queue_and_sends_nothing(
+    api, db, dispatcher, twilio, alice, bob
+):
+    """A proposal past its end could never be approved (422 "expires: is in the past") and sat
+    in the approvers' queue for ever (feeds' old messages did). The minute job now turns it
+    down, audited: a new advisory becomes expired; a revision is dropped and the advisory in
+    force stays."""
+    citizens(api)
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    new = issue(api, alice, level=3, expires=soon)
+    kept = issue(api, alice, level=2, expires=None, title={"ko": "계속", "en": "Stays"})
+    assert kept["status"] == "active"
+    revised = api.patch(
+        f"/v1/advisories/{kept['id']}", json={"level": 4, "expires": soon}, headers=alice
+    )
+    assert revised.json()["pending"]["kind"] == "revise", revised.text
+    queue = api.get("/v1/advisories?status=pending_approval", headers=bob).json()
+    assert queue["total"] == 2
+    dispatcher.drain()
+    sent = len(twilio.messages)
+
+    assert lapse_ended_proposals(db, now=datetime.now(UTC)) == 0  # not ended yet
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert lapse_ended_proposals(db, now=later) == 2
+    db.commit()
+    assert api.get("/v1/advisories?status=pending_approval", headers=bob).json()["total"] == 0
+    assert api.get(f"/v1/advisories/{new['id']}", headers=bob).json()["status"] == "expired"
+    stays = api.get(f"/v1/advisories/{kept['id']}", headers=bob).json()
+    assert stays["status"] == "active" and stays["level"] == 2 and stays["pending"] is None
+    assert api.post(f"/v1/advisories/{new['id']}/approve", headers=bob).status_code == 409
+    lapsed = db.scalars(
+        select(AuditEntry.subject).where(AuditEntry.action == "lapse advisory proposal")
+    ).all()
+    assert sorted(lapsed) == sorted([new["id"], kept["id"]])
+    assert lapse_ended_proposals(db, now=later) == 0  # once
+    dispatcher.drain()
+    assert len(twilio.messages) == sent
