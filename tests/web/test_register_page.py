@@ -212,6 +212,16 @@ def test_the_page_works_375_px_wide_and_in_korean(live, new_page):
     assert tab.evaluate("document.documentElement.lang") == "ko"
     assert tab.evaluate("document.documentElement.scrollWidth") <= 375
 
+    # Sent empty: the API's refusals are said in Korean beside their fields, not in its
+    # English ("String should have at least 1 character").
+    tab.get_by_label("국가 고르기").check()
+    tab.get_by_role("button", name="등록하기").click()
+    expect(tab.locator("#err-name")).to_have_text(re.compile("^이름을 확인해 주세요"))
+    expect(tab.locator("#err-consent")).to_contain_text("동의해야 등록할 수 있습니다")
+    expect(tab.get_by_role("alert")).to_contain_text("입력한 내용을 확인해 주세요")
+    assert "should" not in tab.locator("#register-form").inner_text()
+    assert "should" not in tab.get_by_role("alert").inner_text()
+
     # The address is offered until the server says it looks up no addresses.
     tab.get_by_label("주소 입력").check()
     tab.get_by_label("주소", exact=True).fill("1-1 Chiyoda, Tokyo")
@@ -220,9 +230,9 @@ def test_the_page_works_375_px_wide_and_in_korean(live, new_page):
     form.get_by_label("휴대전화 번호").fill("010-4567-8901")
     form.get_by_label("위 내용을 읽었으며").check()
     tab.get_by_role("button", name="등록하기").click()
-    expect(tab.locator("#err-location")).to_contain_text("ANJEON_GEOCODER=none")
+    expect(tab.locator("#err-location")).to_contain_text("주소로 위치를 찾지 않습니다")
     expect(tab.get_by_label("주소 입력")).to_be_hidden()
-    expect_refusals(page, 422, 1)
+    expect_refusals(page, 422, 2)
     assert tab.evaluate("document.documentElement.scrollWidth") <= 375
 
 

@@ -70,23 +70,46 @@
     return [{ field: "body", message: body.detail || body.title || "HTTP " + result.status }];
   }
 
-  /* Each error beside its field (marked aria-invalid), and all of them in the summary. */
+  /* What the page says of an API error: the API's words (English), or on the Korean page the
+     field's Korean advice ('stays[0].to' → stays, 'location.lat' → location.lat), the code's
+     tries left, or, for anything else, the API's words. */
+  function said(field, message) {
+    if (window.I18N.language() !== "ko") return message;
+    if (/GEOCODER/.test(message)) return t("noGeocoder");
+    var path = field.replace(/\[\d+\]/g, "");
+    var advice = t("fieldErrors");
+    while (path) {
+      if (advice[path]) return advice[path];
+      path = path.lastIndexOf(".") > 0 ? path.slice(0, path.lastIndexOf(".")) : "";
+    }
+    var left = /(\d+) tr(?:y|ies) left/.exec(message);
+    if (left) return t("codeWrong", { n: left[1] });
+    if (/no tries are left|no longer valid/.test(message)) return t("codeVoid");
+    return message;
+  }
+
+  /* Each error beside its field (marked aria-invalid), and all of them in the summary. Each
+     keeps the API's own message; `shown` is what the page says. */
   function show(container, summary, result, rename) {
     clear(container, summary);
     var errors = messagesOf(result).map(function (error) {
       var field = normalise(error.field);
-      return { field: rename ? rename(field) : field, message: error.message };
+      var named = rename ? rename(field) : field;
+      return { field: named, message: error.message, shown: said(field, error.message) };
     });
     var list = document.createElement("ul");
     errors.forEach(function (error) {
       var slot = slotFor(container, error.field);
       if (slot) {
-        slot.textContent = slot.textContent ? slot.textContent + " " + error.message : error.message;
+        // Korean advice is per field: two errors of one field say it once.
+        if (slot.textContent.indexOf(error.shown) < 0) {
+          slot.textContent = slot.textContent ? slot.textContent + " " + error.shown : error.shown;
+        }
         var input = slot.id && container.querySelector('[aria-describedby~="' + slot.id + '"]');
         if (input) input.setAttribute("aria-invalid", "true");
       }
       var item = document.createElement("li");
-      item.textContent = error.field === "body" ? error.message : error.field + ": " + error.message;
+      item.textContent = error.field === "body" ? error.shown : error.field + ": " + error.shown;
       list.appendChild(item);
     });
     if (summary) {

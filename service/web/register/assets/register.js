@@ -171,7 +171,7 @@
           // This server looks up no addresses: say so, and stop offering it.
           sessionStorage.setItem(NO_GEOCODER, "1");
           hideAddress();
-          $("err-location").textContent = geocoder.message;
+          $("err-location").textContent = geocoder.shown;
         }
         $("form-summary").focus();
         return;
