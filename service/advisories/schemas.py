@@ -211,6 +211,16 @@ class Approval(StrictModel):
     )
 
 
+def level_out(level: object) -> object:
+    """A level as the API shows it: 1-4 as numbers, "special" (stored as text)."""
+    return int(level) if isinstance(level, str) and level.isdigit() else level
+
+
+def _content_out(content: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot with its level as an advisory's own `level` shows it (3, not "3")."""
+    return {**content, "level": level_out(content["level"])} if "level" in content else content
+
+
 class ProposalRead(BaseModel):
     """A new advisory or a revision waiting for a second person."""
 
@@ -219,6 +229,11 @@ class ProposalRead(BaseModel):
     proposed_by: str
     proposed_at: datetime
     content: dict[str, Any] = Field(description="What the advisory would say once approved.")
+
+    @field_validator("content")
+    @classmethod
+    def _level_as_shown(cls, content: dict[str, Any]) -> dict[str, Any]:
+        return _content_out(content)
 
 
 class AdvisoryRead(BaseModel):
@@ -253,6 +268,11 @@ class RevisionRead(BaseModel):
     changed_by: str
     created_at: datetime
     content: dict[str, Any]
+
+    @field_validator("content")
+    @classmethod
+    def _level_as_shown(cls, content: dict[str, Any]) -> dict[str, Any]:
+        return _content_out(content)
 
 
 class SmsCost(BaseModel):

@@ -19,6 +19,7 @@ from service.advisories.schemas import (
     AreaIn,
     Preview,
     ProposalRead,
+    level_out,
 )
 from service.citizens.service import Registry
 from service.db import utcnow
@@ -339,7 +340,6 @@ def draft_of(advisory: Advisory) -> AdvisoryDraft:
 
 def to_read(advisory: Advisory, *, now: datetime | None = None) -> AdvisoryRead:
     """The advisory as the API shows it, its status as of `now` (default: this moment)."""
-    level = advisory.level if advisory.level == "special" else int(advisory.level)
     return AdvisoryRead(
         id=advisory.public_id,
         revision=advisory.revision,
@@ -348,7 +348,7 @@ def to_read(advisory: Advisory, *, now: datetime | None = None) -> AdvisoryRead:
         issued_by=advisory.issued_by,
         alerts_citizens=advisory.alerts_citizens,
         exercise=advisory.exercise,
-        level=level,
+        level=level_out(advisory.level),
         category=advisory.category,
         title=_texts(advisory.title_ko, advisory.title_en),
         message=_texts(advisory.message_ko, advisory.message_en),

@@ -44,7 +44,8 @@ def test_patch_makes_a_revision_and_keeps_the_old_one(client, consul):
     assert revised.json()["revision"] == 2 and revised.json()["level"] == 3
     assert revised.json()["area"]["countries"] == ["JP"]
     history = client.get(f"/v1/advisories/{created['id']}/revisions", headers=consul).json()
-    assert [(h["revision"], h["content"]["level"]) for h in history] == [(1, "2"), (2, "3")]
+    # Levels as the advisory itself shows them: numbers (before, the snapshots said "2").
+    assert [(h["revision"], h["content"]["level"]) for h in history] == [(1, 2), (2, 3)]
     assert history[0]["content"]["area"]["geometry"] is not None
 
 

@@ -140,7 +140,7 @@ def test_a_pending_revision_leaves_the_revision_in_force(api, db, dispatcher, tw
     assert patched.status_code == 200, patched.text
     body = patched.json()
     assert body["level"] == 2 and body["revision"] == 1 and body["status"] == "active"
-    assert body["pending"]["kind"] == "revise" and body["pending"]["content"]["level"] == "4"
+    assert body["pending"]["kind"] == "revise" and body["pending"]["content"]["level"] == 4
     dispatcher.drain()
     assert len(twilio.messages) == sent
     # Another key's revision cannot jump the queue; the proposer may correct theirs.
