@@ -128,6 +128,17 @@ def test_a_consul_issues_another_approves_and_the_citizen_answers_safe(live, new
 
     tab.goto(live.base + "/console/" + advisory_link)
     expect(tab.locator("#delivery tr[data-status='sent']")).to_be_visible(timeout=15_000)
+    # The API's names (statuses, channels, changes) in the page's language: English here,
+    # Korean on the approver's page.
+    expect(tab.locator("#delivery tr[data-status='sent'] th")).to_have_text("sent")
+    expect(tab.locator("#delivery thead th").nth(1)).to_have_text("SMS")
+    expect(tab.locator("#revisions li").first).to_contain_text("#1 issued")
+    expect(tab).to_have_title("Anjeon consular console")
+    second.tab.goto(live.base + "/console/" + advisory_link)
+    expect(second.tab.locator("#delivery tr[data-status='sent'] th")).to_have_text("보냄")
+    expect(second.tab.locator("#delivery thead th").nth(1)).to_have_text("문자")
+    expect(second.tab.locator("#revisions li").first).to_contain_text("#1 발령")
+    expect(second.tab).to_have_title("안전 영사 콘솔")
     # The area's name in the citizen's language (Korean), not "(지정 구역)".
     assert any("(방콕 도심)" in body for body in live.twilio.bodies_to(phone))
 

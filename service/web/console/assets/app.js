@@ -87,6 +87,18 @@ function levelName(level) {
   return t(`level_${level}`);
 }
 
+// A value the API names (an alert's status, a channel, a revision's change) in the page's
+// language; a value the page has no words for is shown as the API names it.
+function named(prefix, value) {
+  const key = `${prefix}${value}`;
+  const text = t(key);
+  return text === key ? value : text;
+}
+
+function clock(date) {
+  return date.toLocaleTimeString(language() === "ko" ? "ko-KR" : "en-GB");
+}
+
 function when(iso) {
   return iso ? new Date(iso).toLocaleString(language() === "ko" ? "ko-KR" : "en-GB") : "–";
 }
@@ -558,7 +570,7 @@ async function showAdvisory(id) {
   const revisions = await api(`/v1/advisories/${id}/revisions`).catch(() => []);
   if (!showing(id)) return;
   $("revisions").replaceChildren(...(revisions.items || revisions).map((r) =>
-    el("li", {}, `#${r.revision} ${r.change} · ${r.changed_by} · ${when(r.created_at)}`)));
+    el("li", {}, `#${r.revision} ${named("change_", r.change)} · ${r.changed_by} · ${when(r.created_at)}`)));
   $("start-rollcall").onclick = () => startRollcall(id);
   if (state.rollcallAdvisory !== id) {
     // Another advisory: its roll call starts unfiltered, on its first page.
@@ -643,13 +655,13 @@ function heard() {
   state.heardAt = new Date();
   const note = $("advisory-updated");
   note.className = "muted";
-  note.textContent = `${t("updated_at")} ${state.heardAt.toLocaleTimeString()}`;
+  note.textContent = `${t("updated_at")} ${clock(state.heardAt)}`;
 }
 
 function stale(error) {
   const note = $("advisory-updated");
   note.className = "stale";
-  const since = state.heardAt ? ` ${state.heardAt.toLocaleTimeString()}` : "";
+  const since = state.heardAt ? ` ${clock(state.heardAt)}` : "";
   note.textContent = `${t("not_updated_since")}${since}: ${sentence(error)}`;
 }
 
@@ -673,13 +685,13 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
   const channels = [...new Set(Object.values(alerts.counts).flatMap((c) => Object.keys(c)))].sort();
   $("delivery").replaceChildren(statuses.length
     ? el("table", { class: "grid" },
-        el("thead", {}, el("tr", {}, el("th", {}, t("status")), channels.map((c) => el("th", {}, c)))),
-        el("tbody", {}, statuses.map((s) => el("tr", { "data-status": s }, el("th", {}, s),
+        el("thead", {}, el("tr", {}, el("th", {}, t("status")), channels.map((c) => el("th", {}, named("channel_", c))))),
+        el("tbody", {}, statuses.map((s) => el("tr", { "data-status": s }, el("th", {}, named("alert_", s)),
           channels.map((c) => el("td", {}, alerts.counts[s][c] || 0))))))
     : el("p", {}, t("none")));
   $("failed").replaceChildren(alerts.items.length
     ? el("ul", {}, alerts.items.map((a) => el("li", { "data-alert-status": a.status },
-        `${a.channel} ${a.contact || ""} ${a.status} ${a.error_code || ""} `,
+        `${named("channel_", a.channel)} ${a.contact || ""} ${named("alert_", a.status)} ${a.error_code || ""} `,
         el("button", { type: "button", on: { click: () => retry(a.id, id) } }, t("retry")))))
     : el("p", {}, t("none")));
   showPages("failed", alerts);
