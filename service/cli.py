@@ -131,6 +131,7 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 print(f"created {issued.record.role} key {issued.record.name!r}; shown only once:")
                 print(issued.key)
             elif args.staff_command == "list":
+                print("id\tname\trole\tkey starts\tstate")
                 for key in staff_service.list_keys(session):
                     state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                     print(f"{key.id}\t{key.name}\t{key.role}\t{key.key_prefix}…\t{state}")

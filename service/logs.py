@@ -72,6 +72,8 @@ def configure_logging(*, fmt: str, level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Two lines per job run (dispatch runs every few seconds); our jobs log their own results.
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+    # "Adding job tentatively" once per job at every start; a skipped run is still a WARNING.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
     # The Twilio SDK logs 11 INFO lines per message (request line, each header, status, response
     # headers), 11 of the 12 log lines of a registration; the request line names the account.
     # Our notifiers log what matters of each outcome themselves.

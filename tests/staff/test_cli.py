@@ -37,6 +37,7 @@ def test_create_key_prints_the_key_last_and_it_works(cli_database, capsys):
     assert cli.main(["staff", "list"]) == 0
     listing = capsys.readouterr().out
     assert "Seoul desk" in listing and key not in listing and "active" in listing
+    assert listing.splitlines()[0].split("\t") == ["id", "name", "role", "key starts", "state"]
 
     assert cli.main(["staff", "revoke", "--name", "Seoul desk"]) == 0
     assert cli.main(["staff", "list"]) == 0

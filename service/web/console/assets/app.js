@@ -854,8 +854,9 @@ async function showFeeds() {
   const items = feeds.items || feeds;
   $("feeds").replaceChildren(
     el("tr", {}, [t("feed"), t("last_polled"), t("outcome")].map((h) => el("th", {}, h))),
-    ...items.map((f) => el("tr", {}, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
-      el("td", {}, `${f.last_outcome || "–"} ${f.last_detail || ""}`))));
+    ...items.map((f) => el("tr", { "data-feed": f.name }, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
+      // A feed shipped off (config/feeds.toml) says so, rather than "–" as if it had failed.
+      el("td", {}, f.enabled ? `${f.last_outcome || "–"} ${f.last_detail || ""}` : t("feed_disabled")))));
 }
 
 async function showAudit() {
