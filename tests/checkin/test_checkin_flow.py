@@ -758,3 +758,45 @@ def test_one_sms_answer_counts_for_every_advisory_that_asked(
     entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
     [entry] = entries.all()
     assert first in entry.reason and second in entry.reason
+
+
+def test_a_trip_still_to_come_is_told_but_not_asked_are_you_safe(
+    api, consul, db, dispatcher, twilio, reply
+):
+    """A level 3 over Tokyo reached a citizen in Paris by their trip to Japan in three days, asked
+    them "are you safe?" and counted them in the roll call as no answer. Now someone reached
+    only by a trip still to come gets the advisory without the ask, is not in the roll call,
+    and their "1" answers nothing; whoever is in Japan now (at home, or on a stay under way)
+    is asked as before."""
+    today = utcnow().date()
+
+    def trip(starts: int, days: int) -> list[dict[str, str]]:
+        begin = today + timedelta(days=starts)
+        return [{"country": "JP", "from": str(begin), "to": str(begin + timedelta(days=days))}]
+
+    here, here_phone, _ = citizen(api)  # in Tokyo
+    later, later_phone, _ = citizen(api, location={"lat": 48.85, "lon": 2.35}, stays=trip(3, 7))
+    now, now_phone, _ = citizen(api, location={"lat": 48.85, "lon": 2.35}, stays=trip(-1, 5))
+    advisory = issue(api, consul, level=3)
+    dispatcher.drain()
+
+    [told] = twilio.bodies_to(later_phone)
+    assert "답장 1" not in told and "/c/" not in told and "/a/" in told
+    for phone in (here_phone, now_phone):
+        [asked] = twilio.bodies_to(phone)
+        assert "답장 1 안전 / 2 도움" in asked and "/c/" in asked
+    roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert sorted(i["citizen_id"] for i in roll["items"]) == sorted([here, now])
+    assert roll["counts"]["no_answer"] == 2 and roll["total"] == 2
+    db.expire_all()
+    flags = {
+        public_id: asked
+        for public_id, asked in db.execute(
+            select(Citizen.public_id, Alert.asked).join(Alert, Alert.citizen_id == Citizen.id)
+        )
+    }
+    assert flags[later] is False and flags[here] is True and flags[now] is True
+    # Their "1" answers nothing (no check-in asked them); the others' do.
+    reply(later_phone, "1")
+    reply(here_phone, "1")
+    assert answers_of(db, later) == [] and [a.answer for a in answers_of(db, here)] == ["safe"]
