@@ -5,7 +5,7 @@ is kept; the latest is the one in force."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,16 +78,9 @@ def asking_revisions(session: Session, advisory_id: int) -> list[int]:
     ]
 
 
-def asked_in(asking: list[int]):  # noqa: ANN201 - a SQL expression
-    """The ledger rows that asked "are you safe?", given their advisory's asking revisions:
-    every check-in round, and the advisory's own alerts of those revisions but those that did
-    not ask (the citizen was reached only by a trip still to come: `alert.asked` false)."""
-    return or_(Alert.checkin_round > 0, and_(Alert.revision.in_(asking), Alert.asked.is_not(False)))
-
-
 def asks(session: Session, advisory_id: int):  # noqa: ANN201 - a SQL expression
     """The ledger rows of this advisory that asked "are you safe?"."""
-    return asked_in(asking_revisions(session, advisory_id))
+    return or_(Alert.checkin_round > 0, Alert.revision.in_(asking_revisions(session, advisory_id)))
 
 
 def hear_sms(
@@ -215,7 +208,6 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
             Alert.status.in_(states.MAY_HAVE_REACHED),
             Alert.created_at >= now - OPEN_FOR,
             Advisory.status != "cancelled",
-            or_(Alert.checkin_round > 0, Alert.asked.is_not(False)),
         )
         .order_by(Alert.id.desc())
         .limit(50)

@@ -149,7 +149,6 @@ class _Job:
     row: Claimed
     message: OutgoingMessage
     expires: datetime | None
-    asked: bool = True  # the message asks "are you safe?" (or asks nothing of anyone)
 
 
 class Dispatcher:
@@ -516,7 +515,7 @@ class Dispatcher:
             assert address is not None
             reference = self.links.reference(row.id)
             link = self.links.details(reference)
-            rendered, checkin_token, asked = self._render(row, content, person, link=link)
+            rendered, checkin_token = self._render(row, content, person, link=link, now=at)
             if checkin_token and row.channel == "sms":
                 # The SMS carries the check-in link instead of the details one: the token is
                 # what a look-up of an unknown outcome finds it by.
@@ -535,8 +534,7 @@ class Dispatcher:
                     notifier.name, alert_id=row.id, attempt=row.attempt
                 ),
             )
-            ends = state.expires if content.kind != "cancel" else None
-            jobs.append(_Job(row, message, ends, asked=asked))
+            jobs.append(_Job(row, message, state.expires if content.kind != "cancel" else None))
         if decided:
             self._record(decided, now=at, tally=tally)
         if jobs:
@@ -545,34 +543,31 @@ class Dispatcher:
             self._send_all(jobs, self._pools[channel], notifier, now=now, tally=tally)
 
     def _render(
-        self, row: Claimed, content: AlertContent, person: Recipient, *, link: str
-    ) -> tuple[Rendered, str, bool]:
-        """The message for this row; its check-in token when its advisory asks "are you
-        safe?" (the SMS's reference, whatever this citizen is asked: a look-up of a lost
-        outcome finds every attempt by it); and whether the message asks. It does not ask
-        someone reached only by a trip still to come."""
-        asking = row.checkin_round > 0 or content.asks_checkin
-        asks = row.checkin_round > 0 or (asking and _may_be_there(content, person))
+        self,
+        row: Claimed,
+        content: AlertContent,
+        person: Recipient,
+        *,
+        link: str,
+        now: datetime,
+    ) -> tuple[Rendered, str]:
+        """The message for this row, and its check-in token when it asks "are you safe?"."""
+        asks = row.checkin_round > 0 or content.asks_checkin
         token = (
             self.links.checkin_token(
                 citizen_id=row.citizen_id, advisory_id=row.advisory_id, asked_at=row.created_at
             )
-            if asking
+            if asks
             else ""
         )
-        checkin = self.links.checkin(token) if asks else ""
+        checkin = self.links.checkin(token) if token else ""
         language = person.language
         if row.checkin_round > 0:
             if row.channel == "sms":
-                return (
-                    self.renderer.checkin_sms(content, language=language, link=checkin),
-                    token,
-                    True,
-                )
+                return self.renderer.checkin_sms(content, language=language, link=checkin), token
             return (
                 self.renderer.checkin_email(content, language=language, link=link, checkin=checkin),
                 token,
-                True,
             )
         part_of = _part_of(content, person)
         if row.channel == "sms":
@@ -585,14 +580,12 @@ class Dispatcher:
                     ask=asks,
                 ),
                 token,
-                asks,
             )
         return (
             self.renderer.email(
                 content, language=language, link=link, part_of=part_of, checkin=checkin
             ),
             token,
-            asks,
         )
 
     def _send_all(
@@ -772,11 +765,7 @@ class Dispatcher:
             )
         if isinstance(outcome, Sent):
             return Decision(
-                row.id,
-                SENT,
-                provider_ref=outcome.provider_ref,
-                segments=job.message.segments,
-                asked=job.asked,
+                row.id, SENT, provider_ref=outcome.provider_ref, segments=job.message.segments
             )
         if isinstance(outcome, Failed):
             return Decision(row.id, FAILED, code=outcome.code, reason=outcome.reason)
@@ -887,22 +876,6 @@ _CAP_WAIT = timedelta(minutes=15)
 
 def _routine(content: AlertContent | None) -> bool:
     return content is not None and content.kind != "cancel" and not is_urgent(content.level)
-
-
-def _may_be_there(content: AlertContent, person: Recipient) -> bool:
-    """Whether the citizen may be in the area now: a country where they are now (their
-    current place, a stay under way today) is one the area touches. Someone reached only by a
-    trip still to come is told of the advisory but not asked "are you safe?" there. When
-    either side's countries are not known, they are asked (over-asking beats missing)."""
-    area = content.area
-    touched = {
-        *(area.get("countries") or ()),
-        *(area.get("country_only") or ()),
-        *(code.split("-")[0] for code in area.get("subdivisions") or ()),
-    }
-    if not touched or not person.countries_now:
-        return True
-    return not touched.isdisjoint(person.countries_now)
 
 
 def _part_of(content: AlertContent, person: Recipient) -> str:

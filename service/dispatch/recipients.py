@@ -36,9 +36,6 @@ class Recipient:
     sms_opted_out: bool = False  # replied STOP: carriers block our texts to the number
     quiet: tuple[str, str] | None = None  # quiet hours ("22:00", "07:00"); None: none
     place: Place | None = None  # where the citizen is now, whose clock the quiet hours follow
-    # The countries of their current place and of every stay under way today: where they may
-    # be now. Empty when not known (a point at sea has no country).
-    countries_now: frozenset[str] = frozenset()
 
 
 class ContentCache:
@@ -139,7 +136,7 @@ def recipients(
             Citizen.quiet_to,
         ).where(Citizen.id.in_(ids))
     ).all()
-    here, countries_now = _places_now(session, ids, today) if today is not None else ({}, {})
+    here = _places_now(session, ids, today) if today is not None else {}
     only: dict[int, set[str]] = {}
     for cid, country in session.execute(
         select(CitizenPlace.citizen_id, CitizenPlace.country).where(
@@ -160,16 +157,13 @@ def recipients(
             sms_opted_out=opted_out_at is not None,
             quiet=(quiet_from, quiet_to) if quiet_from and quiet_to else None,
             place=here.get(cid),
-            countries_now=frozenset(countries_now.get(cid, ())),
         )
     return found
 
 
-def _places_now(
-    session: Session, ids: set[int], today: date
-) -> tuple[dict[int, Place], dict[int, set[str]]]:
+def _places_now(session: Session, ids: set[int], today: date) -> dict[int, Place]:
     """Each citizen's current place; without one, the stay under way today (the latest to
-    have begun, when stays overlap). And the countries of all of those, per citizen."""
+    have begun, when stays overlap)."""
     rows = session.execute(
         select(CitizenPlace.citizen_id, CitizenPlace.lat, CitizenPlace.lon, CitizenPlace.country)
         .where(
@@ -183,9 +177,6 @@ def _places_now(
         .order_by(CitizenPlace.kind, CitizenPlace.starts_on.desc(), CitizenPlace.id.desc())
     ).all()
     found: dict[int, Place] = {}
-    countries: dict[int, set[str]] = {}
     for cid, lat, lon, country in rows:
         found.setdefault(cid, Place(lat=lat, lon=lon, country=country))
-        if country:
-            countries.setdefault(cid, set()).add(country)
-    return found, countries
+    return found

@@ -71,10 +71,6 @@ class Alert(Base):
     # 0: the advisory itself. n >= 1: the n-th "are you safe?" request sent on its own (a roll
     # call staff started, or an escalation after no answer), so each round is its own row.
     checkin_round: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
-    # Whether the sent message asked "are you safe?" when its advisory asks: false for a citizen
-    # reached only by a trip still to come (told, not asked, not in the roll call). NULL (not
-    # sent yet, or sent before this was kept) counts as asked.
-    asked: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "revision", "citizen_id", "channel", "checkin_round"),

@@ -192,8 +192,6 @@ class Decision:
     # The row was held, not tried (quiet hours): the claim's attempt does not count against
     # the retry budget.
     refund: bool = False
-    # Sent: whether the message asked "are you safe?" (kept in alert.asked).
-    asked: bool = True
 
 
 # error_code of a row held for the citizen's quiet hours (retry_wait until they end).
@@ -205,7 +203,6 @@ _RECORD_SENT = text(
     "ELSE status END, "
     "provider_ref = COALESCE(provider_ref, :provider_ref), segments = :segments, "
     "sent_at = :now, due_at = NULL, outcome_unknown = false, error_code = NULL, "
-    "asked = :asked, "
     "updated_at = :now WHERE id = :alert_id AND claimed_by = :worker AND attempts = :attempt"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 # PostgreSQL: one statement for the whole stretch instead of a statement per row.
@@ -214,9 +211,9 @@ _RECORD_SENT_POSTGRESQL = text(
     f"THEN '{states.SENT}' "
     "ELSE alert.status END, provider_ref = COALESCE(alert.provider_ref, v.ref), "
     "segments = v.seg, sent_at = :now, due_at = NULL, outcome_unknown = false, "
-    "error_code = NULL, asked = v.asked, updated_at = :now "
+    "error_code = NULL, updated_at = :now "
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:refs AS text[]), CAST(:segs AS int[]), "
-    "CAST(:attempts AS int[]), CAST(:asked AS boolean[])) AS v(id, ref, seg, attempt, asked) "
+    "CAST(:attempts AS int[])) AS v(id, ref, seg, attempt) "
     "WHERE alert.id = v.id AND alert.claimed_by = :worker AND alert.attempts = v.attempt"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 _RECORD_OTHER = text(
@@ -245,7 +242,6 @@ def record(
             "provider_ref": d.provider_ref,
             "segments": d.segments,
             "attempt": row.attempt,
-            "asked": d.asked,
         }
         for row, d in decided
         if d.status == states.SENT
@@ -280,7 +276,6 @@ def record(
                 "refs": [row["provider_ref"] for row in sent],
                 "segs": [row["segments"] for row in sent],
                 "attempts": [row["attempt"] for row in sent],
-                "asked": [row["asked"] for row in sent],
                 **common,
             },
         )
