@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -170,28 +170,22 @@ class RateLimits:
         one manage token could send codes to any number of numbers, as fast as it asks."""
         self.take_resend(citizen_id, client=client)
 
-    def check_code_try(self, contact_hash: str) -> None:
-        """Raises TooManyRequests when the contact with this lookup hash had too many wrong
-        codes typed, whichever record typed them; counts nothing (count_wrong_code does). Per
-        contact, not per code: a new code (a change back and forth, a resend) starts its own
-        5 tries, so 5 a code alone would let one guess a stranger's code, and with it their
-        number, by asking for code after code."""
-        keyed = [
-            (Rule.CODE_TRY, item, self._hashed(Rule.CODE_TRY, contact_hash))
-            for item in self._rules[Rule.CODE_TRY]
-        ]
-        with self._storage_guard():
-            refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
-            if refused:
-                raise self._refusal(refused)
+    def take_code_try(self, contact_hash: str) -> None:
+        """One typed code for the contact with this lookup hash, counted before the comparison
+        (atomic across processes: a burst of parallel guesses is held at the limit). Counted
+        per contact, not per code: a new code (a change back and forth, a resend) starts its
+        own 5 tries, so 5 a code alone would let one guess a stranger's code, and with it
+        their number, by asking for code after code."""
+        self.take(Rule.CODE_TRY, contact_hash)
 
-    def count_wrong_code(self, contact_hash: str) -> None:
-        """One wrong code typed for the contact. Only wrong ones count: the owner's right code
-        left a count that a stranger's record could see (refused one try early, with a
-        Retry-After that dated the owner's verification). Two processes may each pass the
-        check before either counts: a guess or two more in an hour, of a million codes."""
-        with suppress(TooManyRequests):  # already full: the next check refuses
-            self.take(Rule.CODE_TRY, contact_hash)
+    def forget_code_tries(self, contact_hash: str) -> None:
+        """The contact was verified: its tries are forgotten, so that a stranger's record that
+        tries the number next is counted as for a number nobody tried (kept, the owner's right
+        code would refuse the stranger one try early). Its code is spent: guessing starts over
+        only with a new code, which the per-contact message limits hold."""
+        with self._storage_guard():
+            for item in self._rules[Rule.CODE_TRY]:
+                self._limiter.clear(item, Rule.CODE_TRY, self._hashed(Rule.CODE_TRY, contact_hash))
 
     def take_test_send(
         self, staff_name: str, channel: Literal["sms", "email"], destination: str

@@ -428,3 +428,20 @@ def test_memory_storage_counts_per_process(namespace):
     # Why several processes need Redis: with memory:// each counts alone.
     results = _run_two("memory://", namespace)
     assert [r["accepted"] for r in results] == [10, 10]
+
+
+def test_code_tries_refuse_with_the_whole_window_and_are_forgotten_once_verified(make):
+    """Tries at one contact are counted before each comparison (a burst of parallel guesses
+    stops at the limit); a refusal's Retry-After is the whole window (when the oldest try ends
+    would date someone else's tries); a verified contact's tries are forgotten, so a stranger
+    cannot tell a number its owner just verified from one nobody tried."""
+    limits = make(rate_limit_code_try="3/hour;5/day")
+    for _ in range(3):
+        limits.take_code_try("contact-a")
+    refusal = _refused(lambda: limits.take_code_try("contact-a"))
+    assert refusal.rule == "code_try" and refusal.retry_after_s == HOUR
+    limits.take_code_try("contact-b")  # another contact has its own count
+    limits.forget_code_tries("contact-a")
+    for _ in range(3):
+        limits.take_code_try("contact-a")
+    _refused(lambda: limits.take_code_try("contact-a"))

@@ -147,8 +147,8 @@ def verify_contact(
         channel=channel,
         code=code,
         now=now,
-        may_try=limits.check_code_try,
-        count_wrong=limits.count_wrong_code,
+        count_try=limits.take_code_try,
+        forget_tries=limits.forget_code_tries,
     )
     if checked.verified:
         geomatch.match_citizen(session, citizen_id=citizen.id, now=now)

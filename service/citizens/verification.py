@@ -110,26 +110,25 @@ def check_code(
     channel: str,
     code: str,
     now: datetime,
-    may_try: Callable[[str], None],
-    count_wrong: Callable[[str], None],
+    count_try: Callable[[str], None],
+    forget_tries: Callable[[str], None],
 ) -> Checked:
     """Compare a typed code. Right: the contact moves onto the citizen (and off any other
-    record). Wrong: the try is counted (the caller commits it even though it answers 422).
-    `may_try` takes the contact's lookup hash before the comparison and raises when that
-    contact had too many wrong tries, whatever the record or the code (a limit across
-    processes); `count_wrong` counts a wrong one there."""
+    record), and its tries are forgotten (`forget_tries`). Wrong: the try is counted (the
+    caller commits it even though it answers 422). `count_try` takes the contact's lookup hash
+    before the comparison and raises when that contact had too many tries, whatever the record
+    or the code (a limit across processes)."""
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return Checked(False, "no code is waiting for this channel: ask for a new one")
     if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
         return Checked(False, "this code is no longer valid: ask for a new one")
-    may_try(waiting.contact_hash)
+    count_try(waiting.contact_hash)
     typed = code.strip()
     expected = _code_hash(vault, citizen.id, channel, typed)
     if not hmac.compare_digest(expected, waiting.code_hash):
         waiting.tries += 1
         session.flush()
-        count_wrong(waiting.contact_hash)
         left = MAX_TRIES - waiting.tries
         if left == 0:
             return Checked(False, "wrong code; no tries are left: ask for a new one")
@@ -143,6 +142,7 @@ def check_code(
     citizen.updated_at = now
     session.delete(waiting)
     session.flush()
+    forget_tries(waiting.contact_hash)
     return Checked(True, notices=tuple(notices))
 
 
