@@ -63,7 +63,10 @@ def checkin_page(
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
         if full and _answer_in_force(session, advisory.id, citizen.id) == "help":
-            # Already on record as help (and the duty staff told): nothing more is stored.
+            # Already on record as help (and the duty staff told): no more rows. New words
+            # replace those of the link's last answer, so the newest note is still read.
+            if note:
+                _renote_last(session, links, advisory.id, citizen.id, note)
             return _page(
                 session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
             )
@@ -92,6 +95,24 @@ def checkin_page(
         recorded=recorded,
         duty_paged=duty_paged,
     )
+
+
+def _renote_last(
+    session: Session, links: Links, advisory_id: int, citizen_id: int, note: str
+) -> None:
+    last = session.scalar(
+        select(CheckinAnswer)
+        .where(
+            CheckinAnswer.advisory_id == advisory_id,
+            CheckinAnswer.citizen_id == citizen_id,
+            CheckinAnswer.channel == "web",
+        )
+        .order_by(CheckinAnswer.id.desc())
+        .limit(1)
+    )
+    if last is not None:
+        last.note_sealed = links.vault.seal("checkin-note", note)
+        session.flush()
 
 
 def _answer_in_force(session: Session, advisory_id: int, citizen_id: int) -> str | None:

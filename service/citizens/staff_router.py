@@ -90,7 +90,6 @@ def reveal(
     """The citizen's full name, contacts (verified, or marked as waiting for their code),
     language and current place, to reach someone who has not answered. The reason is kept in
     the audit log with who asked (GET /v1/audit). A few dozen an hour per staff key."""
-    request.app.state.rate_limits.take(Rule.REVEAL, staff.name)
     revealed = overview.reveal_citizen(
         session,
         registry=registry,
@@ -101,6 +100,9 @@ def reveal(
         client=client_of(request),
         now=utcnow(),
     )
+    # Counted once found (an unknown id or a bad reason costs nothing); refused, the request
+    # fails and its transaction, audit entry included, is rolled back: nothing is revealed.
+    request.app.state.rate_limits.take(Rule.REVEAL, staff.name)
     # Personal data: no cache anywhere may keep it.
     response.headers["Cache-Control"] = "no-store"
     return revealed

@@ -424,6 +424,15 @@ def test_a_help_is_never_refused_but_a_flood_of_them_stores_nothing_more(api, db
         response = api.post(f"/c/{who.token}", data={"answer": "help", "note": "A" * NOTE_MAX})
         assert response.status_code == 200 and 'role="status"' in response.text
     assert stored(db) == 1 + MAX_ANSWERS
+    # The citizen's own newest words still reach the reveal: they replace the last stored
+    # note (one row, however many presses).
+    moved = "now on the roof of the Grand Hotel"
+    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": moved}).status_code == 200
+    assert stored(db) == 1 + MAX_ANSWERS
+    db.expire_all()
+    vault = api.app.state.registry.vault
+    kept = {vault.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))}
+    assert moved in kept
     assert api.post(f"/c/{who.token}", data={"answer": "safe"}).status_code == 429
     # Help in force was never cleared. Safe by SMS, then help on the page: stored.
     db.expire_all()
@@ -438,7 +447,7 @@ def test_a_help_is_never_refused_but_a_flood_of_them_stores_nothing_more(api, db
     said = api.app.state.registry.vault
     notes = {said.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))}
     assert "2 trapped in room 1204, water rising" in notes
-    assert "A" * NOTE_MAX not in notes
+    assert "A" * NOTE_MAX not in notes and moved in notes
 
 
 def test_the_page_shows_no_contact_or_name(api, db, asked):

@@ -197,6 +197,9 @@ def test_one_key_cannot_dump_the_registry_one_reveal_at_a_time(database_url, db,
     with bound_client(settings, db) as app:
         citizens = [register(app, location=TOKYO)[0] for _ in range(5)]
         greedy, other = staff_headers("consul"), staff_headers("consul")
+        # An unknown citizen or a bad reason reveals nothing and counts nothing.
+        assert reveal(app, "00000000-0000-0000-0000-000000000000", greedy).status_code == 404
+        assert reveal(app, citizens[0], greedy, reason="short").status_code == 422
         for citizen_id in citizens[:3]:
             assert reveal(app, citizen_id, greedy).status_code == 200
         refused = reveal(app, citizens[3], greedy)

@@ -138,7 +138,7 @@ def test_a_consul_issues_another_approves_and_the_citizen_answers_safe(live, new
     expect(second.tab.locator("#delivery tr[data-status='sent'] th")).to_have_text("보냄")
     expect(second.tab.locator("#delivery thead th").nth(1)).to_have_text("문자")
     expect(second.tab.locator("#revisions li").first).to_contain_text("#1 발령")
-    expect(second.tab).to_have_title("안전 영사 콘솔")
+    expect(second.tab).to_have_title("Anjeon 안전 영사 콘솔")
     # The area's name in the citizen's language (Korean), not "(지정 구역)".
     assert any("(방콕 도심)" in body for body in live.twilio.bodies_to(phone))
 
@@ -511,7 +511,7 @@ def test_a_cry_for_help_no_check_in_asked_for_is_listed_and_revealed_with_its_wo
     expect(tab.locator("#view-queue")).to_be_visible()
     tab.evaluate("window.release()")
     _eventually(lambda: tab.evaluate("window.revealed"))
-    tab.wait_for_timeout(200)  # the answer's own handling
+    tab.wait_for_timeout(500)  # the answer's own handling
     assert phone not in tab.content() and "여권" not in tab.content()
     expect(box).to_be_hidden()
 

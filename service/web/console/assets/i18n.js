@@ -66,7 +66,7 @@ const STRINGS = {
     save_draft: "초안 저장",
     submit: "발령 (승인 요청)",
     issued: "경보를 만들었습니다. 상태:",
-    page_title: "안전 영사 콘솔",
+    page_title: "Anjeon 안전 영사 콘솔",
     feed_disabled: "꺼져 있음 (config/feeds.toml의 enabled)",
     channel_sms: "문자",
     channel_email: "이메일",
