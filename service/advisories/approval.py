@@ -4,6 +4,7 @@ A new advisory that waits is stored with status `pending_approval` and its propo
 that waits is only a proposal, and the revision in force stays in force until it is approved.
 The person who proposed cannot approve it. Cancelling never waits (and voids what was pending)."""
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -250,6 +251,7 @@ def reject(
     return _decide(proposal, advisory, decision="rejected", by=by, reason=reason, now=now)
 
 
+log = logging.getLogger("anjeon.advisories.approval")
 LAPSED_BY = "system:expiry"
 
 
@@ -266,7 +268,12 @@ def lapse_ended_proposals(session: Session, *, now: datetime) -> int:
     ).all()
     for advisory_id, content in waiting:
         expires = content.get("expires")
-        if not expires or datetime.fromisoformat(expires) > now:
+        try:
+            ends = datetime.fromisoformat(expires) if expires else None
+        except (TypeError, ValueError):  # never stored so; it must not stop the expiry job
+            log.error("a proposal's end cannot be read", extra={"advisory_id": advisory_id})
+            continue
+        if ends is None or ends > now:
             continue
         advisory = session.get(Advisory, advisory_id)
         if advisory is None:
