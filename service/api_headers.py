@@ -4,9 +4,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class ApiNoStoreMiddleware:
-    """`Cache-Control: no-store` on /v1/ answers: most carry personal data (a verified record,
-    a reveal, a roll call) or staff-only figures, and none may be kept by a browser's or a
-    proxy's cache. An endpoint that sets its own Cache-Control keeps it."""
+    """`Cache-Control: no-store` on /v1/ answers: most carry personal data (a record, a reveal,
+    a roll call), a secret shown once (a manage token, a new staff key) or staff-only figures,
+    and none may be kept by a browser's or a proxy's cache. The one home of that header for the
+    API; an endpoint that sets its own Cache-Control keeps it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

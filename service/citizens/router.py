@@ -24,8 +24,6 @@ from service.problems import problem_response
 from service.rate_limits import RateLimits
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
-# Never cached anywhere: the answer may hold the manage token or personal data.
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _limits(request: Request) -> RateLimits:
@@ -64,7 +62,6 @@ def register(
     registry: RegistryDep,
     limits: LimitsDep,
     tasks: BackgroundTasks,
-    response: Response,
 ) -> Registered:
     """Register, then verify each contact with the 6-digit code sent to it. The answer is the
     same whether or not a contact is registered elsewhere."""
@@ -76,7 +73,6 @@ def register(
     )
     CITIZENS_REGISTERED.inc()
     _send_later(request, tasks, done.outgoing)
-    response.headers.update(_NO_STORE)
     return Registered(
         id=done.citizen.public_id,
         manage_token=done.token,
@@ -147,10 +143,8 @@ def read(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
-    response: Response,
 ) -> CitizenRead:
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    response.headers.update(_NO_STORE)
     return service.to_read(registry, citizen, session)
 
 
@@ -164,7 +158,6 @@ def update(
     limits: LimitsDep,
     tasks: BackgroundTasks,
     request: Request,
-    response: Response,
 ) -> CitizenRead:
     """Change what the body gives; a new phone or e-mail is alerted once verified. A change of
     contact sends a code, and is rate-limited as a resend is (429)."""
@@ -181,7 +174,6 @@ def update(
         verified=_verified_at_once(request),
     )
     _send_later(request, tasks, outgoing)
-    response.headers.update(_NO_STORE)
     return service.to_read(registry, citizen, session)
 
 
@@ -192,12 +184,10 @@ def move(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
-    response: Response,
 ) -> CitizenRead:
     places = service.locate(registry, location=body)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)
-    response.headers.update(_NO_STORE)
     return service.to_read(registry, citizen, session)
 
 

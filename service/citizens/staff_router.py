@@ -4,7 +4,7 @@ the app includes one router."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.auth import Consul, SessionDep, Viewer, client_of
@@ -82,7 +82,6 @@ def reveal(
     citizen_id: str,
     body: RevealIn,
     request: Request,
-    response: Response,
     session: SessionDep,
     registry: RegistryDep,
     staff: Consul,
@@ -103,8 +102,6 @@ def reveal(
     # Counted once found (an unknown id or a bad reason costs nothing); refused, the request
     # fails and its transaction, audit entry included, is rolled back: nothing is revealed.
     request.app.state.rate_limits.take(Rule.REVEAL, staff.name)
-    # Personal data: no cache anywhere may keep it.
-    response.headers["Cache-Control"] = "no-store"
     return revealed
 
 

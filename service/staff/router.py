@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Request
 
 from service.auth import Admin, SessionDep, Viewer, record_action
 from service.db import MAX_BIGINT
@@ -26,13 +26,11 @@ def create_key(
     body: StaffKeyCreate,
     session: SessionDep,
     admin: Admin,
-    response: Response,
 ) -> StaffKeyIssued:
     issued = service.create_key(session, name=body.name, role=body.role, email=body.email)
     record_action(
         session, request, admin, action="create staff key", subject=body.name, reason=body.role
     )
-    response.headers["Cache-Control"] = "no-store"  # the key is shown once, and kept nowhere
     return StaffKeyIssued(**StaffKeyRead.model_validate(issued.record).model_dump(), key=issued.key)
 
 
