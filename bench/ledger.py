@@ -36,9 +36,10 @@ from service.migrate import drop_schema, upgrade
 WORKER = "bench-worker-1"
 RAW = (
     "CREATE TABLE raw_alert (id {key}, advisory_id bigint, revision int, citizen_id bigint, "
-    "channel varchar(8), priority smallint, status varchar(16), created_at timestamp)"
+    "channel varchar(8), priority smallint, status varchar(16), created_at timestamp, "
+    "ahead boolean)"
 )
-RAW_COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at"
+RAW_COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at, ahead"
 
 
 def cpu_s(conn: Connection, *, every_backend: bool = False) -> float:
@@ -92,8 +93,9 @@ def sweep_rows(citizens: int) -> list[list[tuple]]:
     stretches, rows = [], []
     for advisory, k in enumerate(sizes, start=1):
         ids = np.sort(rng.choice(np.arange(1, citizens + 1), size=min(k, citizens), replace=False))
-        rows += [(advisory, 1, c, "email", 2) for c in ids[email[ids]].tolist()]
-        rows += [(advisory, 1, c, "sms", 2) for c in ids[sms[ids]].tolist()]
+        # As the sweep's rows (enqueue.alert_rows): none told ahead of a stay.
+        rows += [(advisory, 1, c, "email", 2, False) for c in ids[email[ids]].tolist()]
+        rows += [(advisory, 1, c, "sms", 2, False) for c in ids[sms[ids]].tolist()]
         if len(rows) >= 250_000:
             stretches.append(rows)
             rows = []
@@ -104,13 +106,16 @@ def raw_write(conn: Connection, rows: list[tuple], now: datetime) -> None:
     cursor = conn.connection.driver_connection.cursor()
     if conn.dialect.name == "postgresql":
         # Formatted as enqueue.py formats its COPY, so only the indexes differ.
-        tail = f"\tpending\t{now.isoformat()}\n"
-        data = "".join([f"{a}\t{r}\t{c}\t{ch}\t{p}{tail}" for a, r, c, ch, p in rows])
+        middle = f"\tpending\t{now.isoformat()}\t"
+        data = "".join(
+            [f"{a}\t{r}\t{c}\t{ch}\t{p}{middle}{'t' if t else 'f'}\n" for a, r, c, ch, p, t in rows]
+        )
         with cursor.copy(f"COPY raw_alert ({RAW_COLUMNS}) FROM STDIN") as copy:
             copy.write(data.encode())
     else:
         cursor.executemany(
-            f"INSERT INTO raw_alert ({RAW_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            "INSERT INTO raw_alert (advisory_id, revision, citizen_id, channel, priority, ahead, "
+            "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
             [(*row, now.isoformat()) for row in rows],
         )
 

@@ -5,7 +5,7 @@ is kept; the latest is the one in force."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -79,8 +79,12 @@ def asking_revisions(session: Session, advisory_id: int) -> list[int]:
 
 
 def asks(session: Session, advisory_id: int):  # noqa: ANN201 - a SQL expression
-    """The ledger rows of this advisory that asked "are you safe?"."""
-    return or_(Alert.checkin_round > 0, Alert.revision.in_(asking_revisions(session, advisory_id)))
+    """The ledger rows of this advisory that asked "are you safe?": every round, and the
+    advisory's own rows of an asking revision but those told ahead of a stay."""
+    return or_(
+        Alert.checkin_round > 0,
+        and_(Alert.revision.in_(asking_revisions(session, advisory_id)), Alert.ahead.is_(false())),
+    )
 
 
 def hear_sms(
@@ -201,7 +205,9 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
     there are any: a cry for help must never be filed under an exercise (nor a drill's
     answer under a real advisory)."""
     candidates = session.execute(
-        select(Alert.advisory_id, Alert.revision, Alert.checkin_round, Advisory.exercise)
+        select(
+            Alert.advisory_id, Alert.revision, Alert.checkin_round, Alert.ahead, Advisory.exercise
+        )
         .join(Advisory, Advisory.id == Alert.advisory_id)
         .where(
             Alert.citizen_id == citizen_id,
@@ -215,8 +221,10 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
     asking: dict[int, list[int]] = {}
     real: list[int] = []
     drills: list[int] = []
-    for advisory_id, revision, checkin_round, exercise in candidates:
+    for advisory_id, revision, checkin_round, ahead, exercise in candidates:
         if checkin_round == 0:
+            if ahead:
+                continue  # told ahead of a stay: it did not ask
             if advisory_id not in asking:
                 asking[advisory_id] = asking_revisions(session, advisory_id)
             if revision not in asking[advisory_id]:

@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
-from service.checkin.answers import OPEN_FOR, asking_revisions
+from service.checkin.answers import OPEN_FOR, asking_revisions, asks
 from service.checkin.models import Checkin
 from service.ledger import checkins, states
 from service.ledger.models import Alert
@@ -67,7 +67,7 @@ def _due(
         .where(
             Alert.advisory_id == advisory_id,
             Alert.created_at >= now - OPEN_FOR,
-            or_(Alert.checkin_round > 0, Alert.revision.in_(asking)),
+            asks(session, advisory_id),
             ~answered,
         )
         .order_by(Alert.citizen_id)

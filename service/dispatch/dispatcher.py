@@ -552,7 +552,7 @@ class Dispatcher:
         now: datetime,
     ) -> tuple[Rendered, str]:
         """The message for this row, and its check-in token when it asks "are you safe?"."""
-        asks = row.checkin_round > 0 or content.asks_checkin
+        asks = row.checkin_round > 0 or (content.asks_checkin and not row.ahead)
         token = (
             self.links.checkin_token(
                 citizen_id=row.citizen_id, advisory_id=row.advisory_id, asked_at=row.created_at

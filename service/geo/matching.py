@@ -121,6 +121,18 @@ def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
     return sorted_unique(places.citizen_ids[matched_places(target, places, today=today)])
 
 
+def match_with_ahead(
+    target: Target, places: PlaceSet, *, today: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique citizen ids the target reaches, and those of them it reaches only ahead of
+    time: by stays not begun, or before it is in effect (told, not yet there)."""
+    idx = matched_places(target, places, today=today)
+    ids = sorted_unique(places.citizen_ids[idx])
+    there = idx[places.starts[idx] <= today] if target.active_now else idx[:0]
+    # CURRENT (-1) is below every day: a current location is there whenever the target is on.
+    return ids, np.setdiff1d(ids, places.citizen_ids[there], assume_unique=False)
+
+
 def matched_places(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
     """Indices of the places the target reaches: inside its area and, for a stay, in time."""
     idx = place_hits(target.area, places)

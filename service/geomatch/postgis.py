@@ -301,6 +301,11 @@ _WINDOW = """
 """
 
 
+# A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
+# is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
+_AHEAD = "NOT (:active_now AND (p.kind = 'current' OR p.starts_on <= :today))"
+
+
 def matched_ids(
     connection: Connection, *, target: matching.Target, today: int, exercise: bool = False
 ) -> list[int]:
@@ -337,13 +342,14 @@ def enqueue(
     for statement in _PLAN:
         connection.execute(text(statement))
     insert = (
-        f"INSERT INTO alert ({COLUMNS})"  # noqa: S608
-        " SELECT DISTINCT :advisory_id, :revision, c.id, ch.channel, :priority,"
-        f" '{states.PENDING}', :now"
+        f"INSERT INTO alert ({COLUMNS}, ahead)"  # noqa: S608
+        " SELECT :advisory_id, :revision, c.id, ch.channel, :priority,"
+        f" '{states.PENDING}', :now, bool_and({_AHEAD})"
         f" FROM ({hits}) p JOIN citizen c ON c.id = p.citizen_id"
         " CROSS JOIN LATERAL (VALUES ('sms', c.notify_sms), ('email', c.notify_email))"
         "   AS ch(channel, wanted)"
         f" WHERE ch.wanted AND {_WINDOW}"
+        " GROUP BY c.id, ch.channel"
     )
     values = {
         **params,

@@ -68,17 +68,20 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
         country_only=sorted({code for area in areas for code in area.country_only}),
     )
     today = matching.day_number(now.date())
-    matched = [
-        matching.match(targets.target(live, area, now=now), places, today=today)
+    found = [
+        matching.match_with_ahead(targets.target(live, area, now=now), places, today=today)
         for live, area in zip(lives, areas, strict=True)
     ]
     reachable = with_alerting(
         connection,
         places,
-        matching.sorted_unique(np.concatenate(matched)),
+        matching.sorted_unique(np.concatenate([ids for ids, _ in found])),
         exercises=any(live.exercise for live in lives),
     )
-    matched = [ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)] for ids in matched]
+    matched = [
+        (ids[np.isin(ids, reachable.citizen_ids, assume_unique=True)], ahead)
+        for ids, ahead in found
+    ]
     result = _enqueue(session, lives, areas, reachable, now=now, matched=matched)
     result.load_s = time.perf_counter() - started - result.write_s
     return result
@@ -275,23 +278,24 @@ def _enqueue(
     reachable: Reachable,
     *,
     now: datetime,
-    matched: list[np.ndarray] | None = None,
+    matched: list[tuple[np.ndarray, np.ndarray]] | None = None,
     enqueued: Callable[[Live], np.ndarray] | None = None,
 ) -> MatchResult:
     """Enqueue what each target reaches among the places: matched here, or already (`matched`,
-    aligned with `lives`, only citizens of `reachable.citizen_ids`). A drill reaches only those
-    who opted in to exercises. The sweep leaves out the citizens `enqueued` says the ledger
-    already holds for a revision (sorted ids), on any channel."""
+    aligned with `lives`: the ids, only citizens of `reachable.citizen_ids`, and those reached
+    only ahead of time). A drill reaches only those who opted in to exercises. The sweep leaves
+    out the citizens `enqueued` says the ledger already holds for a revision (sorted ids), on
+    any channel. Rows of citizens reached only ahead of time are marked so (told, not asked)."""
     result = MatchResult(advisories=len(lives))
     today = matching.day_number(now.date())
-    rows: list[tuple[int, int, int, str, int]] = []
+    rows: list[tuple[int, int, int, str, int, bool]] = []
     for i, (live, area) in enumerate(zip(lives, areas, strict=True)):
         started = time.perf_counter()
         if matched is not None:
-            ids = matched[i]
+            ids, ahead = matched[i]
         else:
             target = targets.target(live, area, now=now)
-            ids = matching.match(target, reachable.places, today=today)
+            ids, ahead = matching.match_with_ahead(target, reachable.places, today=today)
         if live.exercise:
             ids = reachable.opted_in(ids)
         result.match_s += time.perf_counter() - started
@@ -308,6 +312,7 @@ def _enqueue(
                 priority=priority.of_level(live.level),
                 sms_ids=sms_ids,
                 email_ids=email_ids,
+                ahead_ids=ahead,
             )
         )
         if len(rows) >= _WRITE_BATCH:  # millions of row tuples at once would cost a GiB

@@ -16,12 +16,17 @@ from service.ledger import states
 # understood by SQLite and PostgreSQL alike.
 COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at"
 ON_CONFLICT = " ON CONFLICT (advisory_id, revision, citizen_id, channel, checkin_round) DO NOTHING"
+# What the bulk writers of matched rows name: the columns above and whether the row is told
+# ahead of a stay (alert.ahead).
+_MATCHED = f"{COLUMNS}, ahead"
+# The row's own order (ahead last), then the stamp: each row's parameters are (*row, stamp).
 _INSERT_SQLITE = (
-    f"INSERT INTO alert ({COLUMNS}) VALUES (?, ?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"  # noqa: S608
+    "INSERT INTO alert (advisory_id, revision, citizen_id, channel, priority, ahead, status, "  # noqa: S608
+    f"created_at) VALUES (?, ?, ?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"
 )
 _INSERT_POSTGRESQL = (
-    f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT advisory_id, revision, citizen_id, channel, priority, '{states.PENDING}', %s "
+    f"INSERT INTO alert ({_MATCHED}) "  # noqa: S608 - constant text, values are bound
+    f"SELECT advisory_id, revision, citizen_id, channel, priority, '{states.PENDING}', %s, ahead "
     "FROM alert_stage"
     f"{ON_CONFLICT}"
 )
@@ -34,29 +39,44 @@ def alert_rows(
     priority: int,
     sms_ids: np.ndarray,
     email_ids: np.ndarray,
-) -> list[tuple[int, int, int, str, int]]:
-    return [
-        (advisory_id, revision, cid, channel, priority)
-        for channel, ids in (("email", email_ids), ("sms", sms_ids))
-        for cid in ids.tolist()
-    ]
+    ahead_ids: np.ndarray | None = None,
+) -> list[tuple[int, int, int, str, int, bool]]:
+    """Ledger rows for these citizens on each channel; those of `ahead_ids` told ahead."""
+    rows = []
+    for channel, ids in (("email", email_ids), ("sms", sms_ids)):
+        if ahead_ids is None or ahead_ids.size == 0:  # the usual case, kept as fast as it was
+            rows += [(advisory_id, revision, cid, channel, priority, False) for cid in ids.tolist()]
+            continue
+        told = np.isin(ids, ahead_ids).tolist()
+        rows += [
+            (advisory_id, revision, cid, channel, priority, ahead)
+            for cid, ahead in zip(ids.tolist(), told, strict=True)
+        ]
+    return rows
 
 
 def insert_alerts(
     connection: Connection, *, rows: list[tuple], now: datetime, priority: int = urgency.DEFAULT
 ) -> int:
-    """Insert pending alerts (advisory_id, revision, citizen_id, channel, priority), in key
-    order, in one statement; returns how many were new. Rows of four take `priority`."""
+    """Insert pending alerts (advisory_id, revision, citizen_id, channel, priority, ahead), in
+    key order, in one statement; returns how many were new. Rows of four take `priority`, rows
+    without `ahead` are not told ahead."""
     if not rows:
         return 0
-    if len(rows[0]) == 4:
-        rows = [(*row, priority) for row in rows]
+    if any(len(row) != 6 for row in rows):
+        rows = [_in_full(row, priority) for row in rows]
     rows.sort()
     if connection.dialect.name == "postgresql":
         if len(rows) <= _FEW:
             return _unnest_postgresql(connection, rows, now)
         return _copy_postgresql(connection, rows, now)
     return _executemany_sqlite(connection, rows, now)
+
+
+def _in_full(row: tuple, priority: int) -> tuple:
+    if len(row) == 4:
+        return (*row, priority, False)
+    return row if len(row) == 6 else (*row, False)
 
 
 def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime) -> int:
@@ -73,9 +93,9 @@ def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime
 # A new citizen's few rows: one statement, where COPY would cost a savepoint and two round trips.
 _FEW = 1000
 _INSERT_UNNEST = (
-    f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT a, r, c, ch, p, '{states.PENDING}', %s FROM unnest(%s::bigint[], %s::int[], "
-    "%s::bigint[], %s::varchar[], %s::smallint[]) AS u(a, r, c, ch, p)"
+    f"INSERT INTO alert ({_MATCHED}) "  # noqa: S608 - constant text, values are bound
+    f"SELECT a, r, c, ch, p, '{states.PENDING}', %s, t FROM unnest(%s::bigint[], %s::int[], "
+    "%s::bigint[], %s::varchar[], %s::smallint[], %s::boolean[]) AS u(a, r, c, ch, p, t)"
     f"{ON_CONFLICT}"
 )
 
@@ -97,7 +117,7 @@ def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -
     try:
         with connection.begin_nested():
             cursor = connection.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY alert ({COLUMNS}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY alert ({_MATCHED}) FROM STDIN") as copy:
                 copy.write(_copy_text(rows, now))
             return len(rows)
     except UniqueViolation:
@@ -107,12 +127,13 @@ def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS alert_stage "
             "(advisory_id bigint, revision int, citizen_id bigint, channel varchar(8), "
-            "priority smallint) "
+            "priority smallint, ahead boolean) "
             "ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE alert_stage")
         with cursor.copy(
-            "COPY alert_stage (advisory_id, revision, citizen_id, channel, priority) FROM STDIN"
+            "COPY alert_stage (advisory_id, revision, citizen_id, channel, priority, ahead) "
+            "FROM STDIN"
         ) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -126,13 +147,14 @@ def _copy_text(rows: list[tuple], now: datetime) -> bytes:
     # COPY's text format made in one join: psycopg's write_row cost 5 us a row here, this 0.9
     # (26 s of a 5.3M-row first sweep). Numbers and our own channel names need no escaping;
     # any other channel is a bug (KeyError).
-    tail = f"\t{states.PENDING}\t{now.isoformat()}\n"
+    middle = f"\t{states.PENDING}\t{now.isoformat()}\t"
     return "".join(
-        [f"{a}\t{r}\t{c}\t{_CHANNELS[ch]}\t{p}{tail}" for a, r, c, ch, p in rows]
+        [f"{a}\t{r}\t{c}\t{_CHANNELS[ch]}\t{p}{middle}{_TOLD[t]}\n" for a, r, c, ch, p, t in rows]
     ).encode()
 
 
 _CHANNELS = {"sms": "sms", "email": "email"}
+_TOLD = {False: "f", True: "t"}
 
 
 _ROUND_COLUMNS = f"{COLUMNS}, checkin_round"

@@ -71,6 +71,10 @@ class Alert(Base):
     # 0: the advisory itself. n >= 1: the n-th "are you safe?" request sent on its own (a roll
     # call staff started, or an escalation after no answer), so each round is its own row.
     checkin_round: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
+    # Told ahead: when matched, the citizen was in reach only by a stay not yet begun (or the
+    # advisory was not yet in effect). The alert warns them before they go and does not ask "are
+    # you safe?": they are not there, and their silence must not count as no answer.
+    ahead: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "revision", "citizen_id", "channel", "checkin_round"),

@@ -46,6 +46,7 @@ class Claimed:
     attempt: int  # this send's own number, never reused: delivery reports name it
     priority: int  # its urgency class: a fallback on the other channel keeps it
     checkin_round: int = 0  # n >= 1: an "are you safe?" request rather than the advisory
+    ahead: bool = False  # told ahead of a stay: warns without asking (alert.ahead)
 
 
 # The claim's statements, built once (a claim runs every batch); every value is bound.
@@ -117,6 +118,7 @@ def _claim(picked: Select | CompoundSelect) -> ReturningUpdate:
             Alert.attempts,
             Alert.priority,
             Alert.checkin_round,
+            Alert.ahead,
         )
         .execution_options(synchronize_session=False)
     )
@@ -325,6 +327,7 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
         "priority": failed.priority,
         "fallback_of": failed.id,
         "checkin_round": failed.checkin_round,
+        "ahead": failed.ahead,
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     result = session.execute(dialect.insert(Alert).values(values).on_conflict_do_nothing())

@@ -9,25 +9,27 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from service.advisories import reach
 from service.advisories.models import Advisory
 from service.checkin import rollcall
 from service.checkin.escalation import escalate, next_channels
+from service.checkin.models import CheckinAnswer
 from service.checkin.rollcall import ROUND_GAP
 from service.citizens.models import Citizen
 from service.db import utcnow
 from service.ledger import priority
 from service.ledger.models import Alert
 from tests.advisories.builders import SQUARE, advisory_body
-from tests.builders import register
+from tests.builders import register, stay
 from tests.checkin.conftest import INBOUND, inbound_form, signed
 from tests.checkin.test_checkin_flow import CHECKIN_LINK, e164
 from tests.dispatch.fake_twilio import Answer
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 BANGKOK = {"lat": 13.75, "lon": 100.5}
+SEOUL = {"lat": 37.5665, "lon": 126.978}
 AREA = {"geometry": SQUARE, "circles": [{"lat": 13.75, "lon": 100.5, "radius_km": 30}]}
 
 
@@ -281,6 +283,36 @@ def test_escalation_timeline_asks_again_on_the_other_channel_then_stops(
     assert [r for r in _asks(db, answered) if r[0] > 0] == []
     assert len(twilio.bodies_to(silent_phone)) == 2
     assert "안전 확인" in twilio.bodies_to(silent_phone)[1]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_traveller_told_ahead_of_their_trip_is_warned_not_asked_nor_counted(
+    api, consul, db, dispatcher, twilio, reply
+):
+    """Someone in reach only by next week's stay in Tokyo is warned before they go, without
+    "are you safe?": not in the roll call, not asked again, and a "1" answers nothing."""
+    here, here_phone = person(api, TOKYO)
+    trip = stay(7, 5, **TOKYO)
+    coming, coming_phone = person(api, SEOUL, stays=[trip])
+    arrived, _ = person(api, SEOUL, stays=[stay(-1, 5, **TOKYO)])
+    advisory = issue(api, consul, level=4)
+    t0 = utcnow()
+    dispatcher.step(now=t0)
+    [told] = twilio.bodies_to(coming_phone)
+    assert "/a/" in told and "/c/" not in told and "2" not in told.split("/a/")[0][-25:], told
+    [asked] = twilio.bodies_to(here_phone)
+    assert CHECKIN_LINK.search(asked), asked
+
+    data = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert sorted(item["citizen_id"] for item in data["items"]) == sorted([here, arrived])
+    assert data["counts"]["no_answer"] == 2
+    assert reply(coming_phone, "1").status_code == 200
+    db.expire_all()
+    assert db.scalar(select(func.count()).select_from(CheckinAnswer)) == 0
+
+    again = escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=60))
+    assert again == 2  # here and arrived, by e-mail or SMS again; never the traveller
+    assert [r for r in _asks(db, coming) if r[0] > 0] == []
 
 
 def test_an_ask_that_failed_everywhere_is_asked_again_at_once(api, consul, db, dispatcher, twilio):

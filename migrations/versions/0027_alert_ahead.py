@@ -1,0 +1,37 @@
+"""alert.ahead: an alert told ahead of a stay does not ask "are you safe?"
+
+A citizen in reach of an urgent advisory only by a stay that has not begun (a trip next week)
+was asked "are you safe?" like someone there, counted as no answer in the roll call and asked
+again by the escalation. The matching paths now mark such a row when they write it; the
+dispatcher, the roll call, the escalation and the reading of SMS replies leave it out of the
+check-in. Existing rows keep asking as they did (false).
+
+Revision ID: 0027_alert_ahead
+Revises: 0026_citizen_duty_drill_paged
+Create Date: 2026-12-05 04:30:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0027_alert_ahead"
+down_revision: str | None = "0026_citizen_duty_drill_paged"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # A constant default: PostgreSQL and SQLite both add it in place, without a table rewrite.
+    op.add_column(
+        "alert", sa.Column("ahead", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_column("alert", "ahead")
+        return
+    # SQLite drops a column in place (3.35+), which keeps the stored is_open column as it is.
+    op.execute("ALTER TABLE alert DROP COLUMN ahead")

@@ -1,0 +1,89 @@
+"""Told ahead: a citizen in reach only by a stay that has not begun (or of an advisory not yet in
+effect) gets a ledger row marked `ahead`, on every matching path and both backends alike: the
+new advisory (engine on SQLite, PostGIS on PostgreSQL), the new citizen, and the sweep (PostGIS
+for a few advisories, the engine by shards for many)."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
+from service.ledger.models import Alert
+from tests.geomatch.builders import NOW, TODAY, advisory, citizen
+
+TOKYO = (139.69, 35.68)
+SEOUL = (126.98, 37.57)
+AREA = {"circles": [{"lat": TOKYO[1], "lon": TOKYO[0], "radius_km": 50}]}
+
+
+def _stay(days_from_today: int, length: int) -> tuple:
+    start = TODAY + timedelta(days=days_from_today)
+    return (*TOKYO, "JP", start, start + timedelta(days=length))
+
+
+def _people(db) -> dict[str, int]:
+    """Five citizens, each reached by the Tokyo circle in another way."""
+    made = {
+        "here": citizen(db, lon=TOKYO[0], lat=TOKYO[1]),
+        "coming": citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[_stay(5, 7)]),
+        "arrived": citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[_stay(-1, 6)]),
+        "arrives_today": citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[_stay(0, 3)]),
+        "here_and_coming_back": citizen(db, lon=TOKYO[0], lat=TOKYO[1], stays=[_stay(5, 7)]),
+    }
+    return {name: person.id for name, person in made.items()}
+
+
+def _ahead(db, record) -> dict[int, bool]:
+    db.expire_all()
+    rows = db.execute(
+        select(Alert.citizen_id, Alert.ahead).where(
+            Alert.advisory_id == record.id, Alert.checkin_round == 0
+        )
+    ).all()
+    return dict(rows)
+
+
+def _only_coming_is_ahead(people: dict[str, int]) -> dict[int, bool]:
+    return {cid: name == "coming" for name, cid in people.items()}
+
+
+def test_a_new_advisory_marks_those_reached_only_by_a_stay_not_begun(db):
+    people = _people(db)
+    record = advisory(db, area=AREA, level="4")
+    match_advisories(db, advisories=[record], now=NOW)
+    assert _ahead(db, record) == _only_coming_is_ahead(people)
+
+
+def test_before_an_advisory_is_in_effect_everyone_it_reaches_is_told_ahead(db):
+    people = _people(db)
+    record = advisory(
+        db, area=AREA, level="4", effective=NOW + timedelta(days=2), expires=NOW + timedelta(days=9)
+    )
+    match_advisories(db, advisories=[record], now=NOW)
+    # Current locations wait for it to be in effect; every stay it overlaps is told ahead.
+    assert _ahead(db, record) == {
+        people[name]: True
+        for name in ("coming", "arrived", "arrives_today", "here_and_coming_back")
+    }
+
+
+def test_a_new_citizen_with_a_trip_ahead_is_marked_and_one_already_there_is_not(db):
+    record = advisory(db, area=AREA, level="4")
+    coming = citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[_stay(5, 7)])
+    arrived = citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[_stay(-1, 6)])
+    for person in (coming, arrived):
+        match_citizen(db, citizen_id=person.id, now=NOW)
+    assert _ahead(db, record) == {coming.id: True, arrived.id: False}
+
+
+@pytest.mark.parametrize("advisories", [1, POSTGIS_AT_MOST + 1], ids=["few", "many"])
+def test_the_sweep_marks_them_alike_by_postgis_and_by_shards(db, advisories):
+    people = _people(db)
+    records = [advisory(db, area=AREA, level="4") for _ in range(advisories)]
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    swept = Sweeper(shard_citizens=2).run(factory, now=NOW)
+    assert swept.enqueued == len(people) * advisories
+    for record in records:
+        assert _ahead(db, record) == _only_coming_is_ahead(people)
