@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
@@ -124,12 +124,16 @@ def check_code(
     if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
         return Checked(False, "this code is no longer valid: ask for a new one")
     count_try(waiting.contact_hash)
+    # The try is taken before the comparison, in one statement that the database serialises:
+    # requests racing on one code (in any process) each read `tries` before any wrote it, so
+    # a count read, compared and written back would let them all compare.
+    tries = _take_try(session, waiting.id)
+    if tries is None:
+        return Checked(False, "this code is no longer valid: ask for a new one")
     typed = code.strip()
     expected = _code_hash(vault, citizen.id, channel, typed)
     if not hmac.compare_digest(expected, waiting.code_hash):
-        waiting.tries += 1
-        session.flush()
-        left = MAX_TRIES - waiting.tries
+        left = MAX_TRIES - tries
         if left == 0:
             return Checked(False, "wrong code; no tries are left: ask for a new one")
         return Checked(False, f"wrong code; {left} {'try' if left == 1 else 'tries'} left")
@@ -144,6 +148,17 @@ def check_code(
     session.flush()
     forget_tries(waiting.contact_hash)
     return Checked(True, notices=tuple(notices))
+
+
+def _take_try(session: Session, code_id: int) -> int | None:
+    """Count one try at the code; its tries so far, or None when none was left (or it went)."""
+    return session.execute(
+        update(ContactCode)
+        .where(ContactCode.id == code_id, ContactCode.tries < MAX_TRIES)
+        .values(tries=ContactCode.tries + 1)
+        .returning(ContactCode.tries)
+        .execution_options(synchronize_session="fetch")
+    ).scalar()
 
 
 def mark_verified(

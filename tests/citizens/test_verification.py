@@ -3,18 +3,22 @@ both backends, with verification required and the shipped limits: what one reque
 us send, enumeration, squatting and recovery, the erase/re-register loop, and bursts."""
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
-from service.citizens.models import Citizen
+from service.citizens.models import Citizen, ContactCode
 from service.citizens.service import purge_unverified
+from service.citizens.verification import Checked, check_code, issue_code
 from service.config import Settings
 from service.db import utcnow
 from service.ledger.models import Alert
+from service.privacy import PersonalDataVault
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, stay
 from tests.conftest import bound_client, make_settings
@@ -368,3 +372,69 @@ def test_codes_go_only_to_allowed_countries(database_url, db, twilio, smtp):
         assert app.post("/v1/citizens", json=korean).status_code == 201
         assert app.post("/v1/citizens", json=abroad).status_code == 201
     assert [m["to"] for m in twilio.messages] == [e164(korean["phone"])]
+
+
+def test_a_try_racing_another_at_one_code_never_gets_a_sixth_comparison(engine, backend):
+    """Two requests at one code, each having read it with one try left: the one that counts
+    its try second finds none left, even with the right code. (Counted by reading the tries
+    and writing them back, both would compare, and the second would verify.)"""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's race: SQLite has one writer at a time (BEGIN IMMEDIATE)")
+    vault = PersonalDataVault(b"v" * 40)
+    now = utcnow()
+    with Session(engine) as setup:
+        person = Citizen(public_id=str(uuid.uuid4()), language="ko")
+        setup.add(person)
+        setup.flush()
+        sent = issue_code(
+            setup, vault=vault, citizen=person, channel="sms", address="+821055501234", now=now
+        )
+        setup.execute(
+            update(ContactCode).where(ContactCode.citizen_id == person.id).values(tries=4)
+        )
+        setup.commit()
+        person_id = setup.scalar(select(Citizen.id).where(Citizen.public_id == person.public_id))
+    wrong = f"{(int(sent.code) + 1) % 1_000_000:06d}"
+    seen: list[Checked] = []
+    try:
+        with Session(engine) as first, Session(engine) as second:
+
+            def the_other_tries_meanwhile(_contact: str) -> None:
+                # Runs after `first` read the code (one try left) and before it compares.
+                seen.append(_check(second, vault, second.get(Citizen, person_id), wrong, now))
+                second.commit()
+
+            right = _check(
+                first,
+                vault,
+                first.get(Citizen, person_id),
+                sent.code,
+                now,
+                count_try=the_other_tries_meanwhile,
+            )
+            first.commit()
+        assert seen == [Checked(False, "wrong code; no tries are left: ask for a new one")]
+        assert right == Checked(False, "this code is no longer valid: ask for a new one")
+        with Session(engine) as after:
+            assert after.get(Citizen, person_id).phone_hash is None  # never verified
+            assert (
+                after.scalar(select(ContactCode.tries).where(ContactCode.citizen_id == person_id))
+                == 5
+            )
+    finally:
+        with Session(engine) as cleanup:
+            cleanup.execute(delete(Citizen).where(Citizen.id == person_id))
+            cleanup.commit()
+
+
+def _check(session, vault, citizen, code, now, count_try=lambda _contact: None) -> Checked:
+    return check_code(
+        session,
+        vault=vault,
+        citizen=citizen,
+        channel="sms",
+        code=code,
+        now=now,
+        count_try=count_try,
+        forget_tries=lambda _contact: None,
+    )
