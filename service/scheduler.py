@@ -220,6 +220,7 @@ def run_sweep(
         matched=result.matched,
         enqueued=result.enqueued,
         advisories=result.advisories,
+        asked_on_arrival=result.asked_on_arrival,
     )
 
 

@@ -4,7 +4,8 @@ A citizen in reach of an urgent advisory only by a stay that has not begun (a tr
 was asked "are you safe?" like someone there, counted as no answer in the roll call and asked
 again by the escalation. The matching paths now mark such a row when they write it; the
 dispatcher, the roll call, the escalation and the reading of SMS replies leave it out of the
-check-in. Existing rows keep asking as they did (false).
+check-in; each sweep asks those of them who are now there (ix_alert_ahead finds the rows).
+Existing rows keep asking as they did (false).
 
 Revision ID: 0027_alert_ahead
 Revises: 0026_citizen_duty_drill_paged
@@ -27,9 +28,18 @@ def upgrade() -> None:
     op.add_column(
         "alert", sa.Column("ahead", sa.Boolean(), server_default=sa.false(), nullable=False)
     )
+    # The rows told ahead, which each sweep looks at to ask those who arrived: few, so small.
+    op.create_index(
+        "ix_alert_ahead",
+        "alert",
+        ["advisory_id", "citizen_id"],
+        postgresql_where=sa.text("ahead"),
+        sqlite_where=sa.text("ahead"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_alert_ahead", table_name="alert")
     if op.get_bind().dialect.name == "postgresql":
         op.drop_column("alert", "ahead")
         return

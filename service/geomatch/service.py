@@ -18,6 +18,7 @@ from service.db import utcnow
 from service.geo import matching
 from service.geo.areas import Area
 from service.geomatch import postgis, targets
+from service.geomatch.arrivals import ask_arrivals
 from service.geomatch.places import Reachable, load_places, load_reachable, with_alerting
 from service.geomatch.targets import Live
 from service.ledger import outbox, priority
@@ -31,6 +32,7 @@ class MatchResult:
     matched: int = 0  # (advisory, citizen) pairs in reach now
     enqueued: int = 0  # new alert rows
     advisories: int = 0
+    asked_on_arrival: int = 0  # citizens told ahead, now there, asked (the sweep's, arrivals.py)
     # Where the time went (seconds), for the benchmark and the sweep's log line.
     load_s: float = 0.0
     match_s: float = 0.0
@@ -181,6 +183,8 @@ class Sweeper:
             since = self.read_since - _CHANGE_OVERLAP
             with factory.begin() as session:
                 _add(result, _changed(session, *picked, since=since, now=now))
+        with factory.begin() as session:
+            result.asked_on_arrival = ask_arrivals(session, lives, areas, now=now)
         self.swept = {live.key: _active_now(live, now) for live in lives}
         self.read_since = now
         return result

@@ -92,5 +92,13 @@ class Alert(Base):
             postgresql_where=text(_OPEN),
             sqlite_where=text(_OPEN),
         ),
+        # The few rows told ahead of a stay, which each sweep looks at (geomatch/arrivals.py).
+        Index(
+            "ix_alert_ahead",
+            "advisory_id",
+            "citizen_id",
+            postgresql_where=text("ahead"),
+            sqlite_where=text("ahead"),
+        ),
         {"postgresql_with": {"fillfactor": FILLFACTOR}},
     )

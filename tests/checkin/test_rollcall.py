@@ -10,6 +10,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import sessionmaker
 
 from service.advisories import reach
 from service.advisories.models import Advisory
@@ -19,6 +20,7 @@ from service.checkin.models import CheckinAnswer
 from service.checkin.rollcall import ROUND_GAP
 from service.citizens.models import Citizen
 from service.db import utcnow
+from service.geomatch.service import Sweeper
 from service.ledger import priority
 from service.ledger.models import Alert
 from tests.advisories.builders import SQUARE, advisory_body
@@ -313,6 +315,28 @@ def test_a_traveller_told_ahead_of_their_trip_is_warned_not_asked_nor_counted(
     again = escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=60))
     assert again == 2  # here and arrived, by e-mail or SMS again; never the traveller
     assert [r for r in _asks(db, coming) if r[0] > 0] == []
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_traveller_is_asked_once_their_trip_begins_and_their_answer_counts(
+    api, consul, db, dispatcher, twilio, reply
+):
+    coming, phone = person(api, SEOUL, stays=[stay(1, 5, **TOKYO)])
+    advisory = issue(api, consul, level=4)
+    t0 = utcnow()
+    dispatcher.step(now=t0)
+    assert "/c/" not in twilio.bodies_to(phone)[0]
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    sweeper = Sweeper()
+    assert sweeper.run(factory, now=t0).asked_on_arrival == 0
+    arrived = t0 + timedelta(days=1)
+    assert sweeper.run(factory, now=arrived).asked_on_arrival == 1
+    dispatcher.step(now=arrived)
+    _warned, asked = twilio.bodies_to(phone)
+    assert "안전 확인" in asked and CHECKIN_LINK.search(asked), asked
+    assert reply(phone, "1").status_code == 200
+    data = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert [(i["citizen_id"], i["answer"]) for i in data["items"]] == [(coming, "safe")]
 
 
 def test_an_ask_that_failed_everywhere_is_asked_again_at_once(api, consul, db, dispatcher, twilio):

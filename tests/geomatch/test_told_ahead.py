@@ -6,16 +6,34 @@ for a few advisories, the engine by shards for many)."""
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
+from service.advisories.models import AdvisoryRevision
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Alert
-from tests.geomatch.builders import NOW, TODAY, advisory, citizen
+from tests.geomatch import builders
+from tests.geomatch.builders import NOW, TODAY, citizen
 
 TOKYO = (139.69, 35.68)
 SEOUL = (126.98, 37.57)
 AREA = {"circles": [{"lat": TOKYO[1], "lon": TOKYO[0], "radius_km": 50}]}
+
+
+def advisory(db, **fields):
+    """The builders' advisory with its revision's content, which says whether it asks."""
+    record = builders.advisory(db, **fields)
+    db.add(
+        AdvisoryRevision(
+            advisory_id=record.id,
+            revision=record.revision,
+            content={"level": record.level},
+            changed_by="test",
+            change="created",
+        )
+    )
+    db.flush()
+    return record
 
 
 def _stay(days_from_today: int, length: int) -> tuple:
@@ -87,3 +105,85 @@ def test_the_sweep_marks_them_alike_by_postgis_and_by_shards(db, advisories):
     assert swept.enqueued == len(people) * advisories
     for record in records:
         assert _ahead(db, record) == _only_coming_is_ahead(people)
+
+
+def _rows(db, record) -> dict[int, list[tuple[int, bool, str]]]:
+    """Each citizen's rows of the advisory: (round, ahead, status), in round order."""
+    db.expire_all()
+    found: dict[int, list[tuple[int, bool, str]]] = {}
+    for cid, number, ahead, status in db.execute(
+        select(Alert.citizen_id, Alert.checkin_round, Alert.ahead, Alert.status)
+        .where(Alert.advisory_id == record.id)
+        .order_by(Alert.citizen_id, Alert.checkin_round)
+    ):
+        found.setdefault(cid, []).append((number, ahead, status))
+    return found
+
+
+def _sent(db, *citizen_ids: int) -> None:
+    db.execute(
+        update(Alert).where(Alert.citizen_id.in_(citizen_ids)).values(status="sent", sent_at=NOW)
+    )
+
+
+def _sweep(db, now):
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    return Sweeper(shard_citizens=2).run(factory, now=now)
+
+
+def test_when_the_advisory_takes_effect_those_there_are_asked_and_the_traveller_is_not(db):
+    people = _people(db)
+    record = advisory(
+        db,
+        area=AREA,
+        level="4",
+        effective=NOW + timedelta(hours=2),
+        expires=NOW + timedelta(days=9),
+    )
+    match_advisories(db, advisories=[record], now=NOW)
+    _sent(db, people["arrived"], people["here_and_coming_back"], people["coming"])
+    swept = _sweep(db, NOW + timedelta(hours=3))
+    rows = _rows(db, record)
+    # Sent without the ask: a check-in request follows. Not sent yet: the row itself asks.
+    assert rows[people["arrived"]] == [(0, True, "sent"), (1, False, "pending")]
+    assert rows[people["here_and_coming_back"]] == [(0, True, "sent"), (1, False, "pending")]
+    assert rows[people["arrives_today"]] == [(0, False, "pending")]
+    assert rows[people["here"]] == [(0, False, "pending")]  # reached once it took effect
+    assert rows[people["coming"]] == [(0, True, "sent")]  # not there yet: nothing more
+    assert swept.asked_on_arrival == 3
+    assert _sweep(db, NOW + timedelta(hours=4)).asked_on_arrival == 0  # asked once
+    assert _rows(db, record) == rows
+
+
+def test_a_traveller_is_asked_by_the_first_sweep_after_their_trip_begins(db):
+    people = _people(db)
+    record = advisory(db, area=AREA, level="4")
+    match_advisories(db, advisories=[record], now=NOW)
+    _sent(db, people["coming"])
+    assert _sweep(db, NOW + timedelta(days=1)).asked_on_arrival == 0
+    assert _rows(db, record)[people["coming"]] == [(0, True, "sent")]
+    swept = _sweep(db, NOW + timedelta(days=5))  # the stay begins
+    assert swept.asked_on_arrival == 1
+    assert _rows(db, record)[people["coming"]] == [(0, True, "sent"), (1, False, "pending")]
+
+
+def test_a_row_whose_send_may_have_reached_the_provider_keeps_its_words(db):
+    """Its outcome is looked up by the reference of what it sent: an ask would change it."""
+    people = _people(db)
+    record = advisory(db, area=AREA, level="4")
+    match_advisories(db, advisories=[record], now=NOW)
+    db.execute(
+        update(Alert)
+        .where(Alert.citizen_id == people["coming"])
+        .values(status="retry_wait", outcome_unknown=True)
+    )
+    assert _sweep(db, NOW + timedelta(days=5)).asked_on_arrival == 1
+    assert _rows(db, record)[people["coming"]] == [(0, True, "retry_wait"), (1, False, "pending")]
+
+
+def test_an_advisory_that_does_not_ask_asks_nobody_on_arrival(db):
+    people = _people(db)
+    record = advisory(db, area=AREA, level="2")
+    match_advisories(db, advisories=[record], now=NOW)
+    assert _sweep(db, NOW + timedelta(days=5)).asked_on_arrival == 0
+    assert _rows(db, record)[people["coming"]] == [(0, True, "pending")]
