@@ -38,6 +38,7 @@ from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, wake_dispatch
 from service.staff import service as staff_service
+from service.staff.models import Role
 from service.staff.router import router as staff_router
 from service.web.geo_router import router as geo_router
 from service.web.router import mount_assets
@@ -51,14 +52,16 @@ log = logging.getLogger("anjeon.app")
 WEBHOOK_BODY_BYTES = 65_536
 
 
-def _is_staff_key(app: FastAPI, token: str) -> bool:
-    """A live staff key: only staff may send the larger advisory bodies. A read-only
-    transaction of its own (on SQLite no write lock); a database that does not answer is
-    no staff key (the request would fail at its own look-up anyway)."""
+def _may_issue(app: FastAPI, token: str) -> bool:
+    """A live key of a consul or an admin: only those may send the larger advisory bodies (a
+    viewer's would be parsed only to be refused). A read-only transaction of its own (on
+    SQLite no write lock); a database that does not answer admits none (the request would
+    fail at its own look-up anyway)."""
     try:
         with app.state.session_factory() as session:
             session.connection(execution_options={READ_ONLY: True})
-            return staff_service.authenticate(session, key=token) is not None
+            key = staff_service.authenticate(session, key=token)
+            return key is not None and Role(key.role).rank >= Role.consul.rank
     except SQLAlchemyError:
         log.warning("staff key check for a large body failed", exc_info=True)
         return False
@@ -151,7 +154,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         max_bytes=settings.max_body_bytes,
         staff_larger={"/v1/advisories": settings.max_advisory_body_bytes},
         smaller={"/v1/webhooks/": WEBHOOK_BODY_BYTES, "/c/": PAGE_FORM_BYTES},
-        is_staff=partial(_is_staff_key, app),
+        may_send_larger=partial(_may_issue, app),
     )
     app.add_middleware(ApiNoStoreMiddleware)  # outside the body limit: its 413 gets it too
     # Inside the access log, so that a late request's 503 is logged and counted as such.

@@ -23,16 +23,16 @@ class BodyLimitMiddleware:
         max_bytes: int,
         staff_larger: dict[str, int] | None = None,
         smaller: dict[str, int] | None = None,
-        is_staff: Callable[[str], bool] | None = None,
+        may_send_larger: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.default_max = max_bytes
-        # Path prefixes allowed more to staff alone (advisory polygons and feed documents are
-        # big): anyone else would have us parse megabytes before the 401.
+        # Path prefixes allowed more to keys that may issue advisories alone (polygons and feed
+        # documents are big): anyone else would have us parse megabytes before the 401 or 403.
         self.staff_larger = sorted((staff_larger or {}).items(), key=lambda item: -len(item[0]))
         # Path prefixes allowed less (providers' webhooks are small forms).
         self.smaller = sorted((smaller or {}).items(), key=lambda item: -len(item[0]))
-        self.is_staff = is_staff or (lambda _token: False)
+        self.may_send_larger = may_send_larger or (lambda _token: False)
 
     def _limits(self, path: str) -> tuple[int, int]:
         """(what anyone may send, what a staff key may send) to path."""
@@ -47,7 +47,7 @@ class BodyLimitMiddleware:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return False
-        return await anyio.to_thread.run_sync(self.is_staff, token.strip())
+        return await anyio.to_thread.run_sync(self.may_send_larger, token.strip())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

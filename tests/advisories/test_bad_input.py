@@ -160,13 +160,14 @@ def test_special_for_90_days_is_fine(client, staff_headers):
 
 @pytest.mark.usefixtures("keys_seen_by_the_body_limit")
 def test_only_staff_may_send_the_larger_advisory_body(client, staff_headers):
-    """Advisory bodies may be 8 MB (polygons, feed documents), but only with a live staff key:
-    anyone else was let send 8 MB and have it parsed before the 401 (six at once took the
-    server from 324 to 982 MB). They get the ordinary limit's 413, declared or chunked."""
+    """Advisory bodies may be 8 MB (polygons, feed documents), but only with a live key that
+    may issue them (consul, admin): anyone else was let send 8 MB and have it parsed before
+    the 401 (six at once took the server from 324 to 982 MB), and a viewer's before its 403.
+    They get the ordinary limit's 413, declared or chunked."""
     ordinary = client.app.state.settings.max_body_bytes
     big = json.dumps({"title": {"ko": "x" * (2 * ordinary)}}).encode()
     json_type = {"content-type": "application/json"}
-    for headers in ({}, {"Authorization": "Bearer not-a-key"}):
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}, staff_headers("viewer")):
         refused = client.post("/v1/advisories", content=big, headers={**json_type, **headers})
         assert refused.status_code == 413, refused.text
         assert refused.json()["detail"] == f"request body is larger than {ordinary} bytes"
