@@ -5,7 +5,9 @@ was asked "are you safe?" like someone there, counted as no answer in the roll c
 again by the escalation. The matching paths now mark such a row when they write it; the
 dispatcher, the roll call, the escalation and the reading of SMS replies leave it out of the
 check-in; each sweep asks those of them who are now there (ix_alert_ahead finds the rows).
-Existing rows keep asking as they did (false).
+Existing rows keep asking as they did (false). advisory.round_started_at: the gap between
+staff's check-in rounds is counted from staff's own last round, no longer from the ledger's
+latest round, which may be one citizen's ask.
 
 Revision ID: 0027_alert_ahead
 Revises: 0026_citizen_duty_drill_paged
@@ -38,7 +40,16 @@ def upgrade() -> None:
     )
 
 
+    # Staff's own last round, which the gap between rounds is counted from: the ledger's
+    # latest round may be one citizen's ask (the escalation's, or an arrival's).
+    op.add_column("advisory", sa.Column("round_started_at", sa.DateTime(timezone=True)))
+
+
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_column("advisory", "round_started_at")
+    else:
+        op.execute("ALTER TABLE advisory DROP COLUMN round_started_at")
     op.drop_index("ix_alert_ahead", table_name="alert")
     if op.get_bind().dialect.name == "postgresql":
         op.drop_column("alert", "ahead")

@@ -46,6 +46,10 @@ class Advisory(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When staff last started a check-in round (service/checkin/rollcall.py): the next waits
+    # ROUND_GAP. Kept here, not read off the ledger, whose later rounds are also the
+    # escalation's and the sweep's asks of one citizen at a time.
+    round_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     revisions: Mapped[list["AdvisoryRevision"]] = relationship(
         back_populates="advisory", order_by="AdvisoryRevision.revision", cascade="all"

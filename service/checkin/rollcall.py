@@ -12,7 +12,7 @@ from itertools import chain
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, select, union
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
@@ -356,25 +356,33 @@ def start_round(session: Session, *, advisory: Advisory, now: datetime) -> Round
     on, as the next round, ahead of any advisory in the queue. Not for a cancelled advisory."""
     if advisory.status == "cancelled":
         raise Conflict("the advisory is cancelled: there is nothing to ask about")
-    last = session.scalar(
-        select(func.max(Alert.checkin_round)).where(Alert.advisory_id == advisory.id)
+    # One conditional write: two consuls starting a round at once start one.
+    opened = session.execute(
+        update(Advisory)
+        .where(
+            Advisory.id == advisory.id,
+            or_(Advisory.round_started_at.is_(None), Advisory.round_started_at <= now - ROUND_GAP),
+        )
+        .values(round_started_at=now)
+        .execution_options(synchronize_session=False)
     )
-    if last:
+    if not opened.rowcount:
         # Each round texts everyone at the top priority: not again while one has just gone
         # out (a double click, or a key used to spend our SMS), and asking again on its own
         # is the escalation job's.
         started = session.scalar(
-            select(func.min(Alert.created_at)).where(
-                Alert.advisory_id == advisory.id, Alert.checkin_round == last
-            )
+            select(Advisory.round_started_at).where(Advisory.id == advisory.id)
         )
-        if started is not None and now - started < ROUND_GAP:
-            wait = int((started + ROUND_GAP - now).total_seconds()) + 1
-            raise TooManyRequests(
-                f"round {last} was started at {started:%H:%M} UTC: the next may start "
-                f"{int(ROUND_GAP.total_seconds() // 60)} minutes after it",
-                retry_after_s=wait,
-            )
+        assert started is not None
+        wait = int((started + ROUND_GAP - now).total_seconds()) + 1
+        raise TooManyRequests(
+            f"the last round was started at {started:%H:%M} UTC: the next may start "
+            f"{int(ROUND_GAP.total_seconds() // 60)} minutes after it",
+            retry_after_s=wait,
+        )
+    last = session.scalar(
+        select(func.max(Alert.checkin_round)).where(Alert.advisory_id == advisory.id)
+    )
     number = (last or 0) + 1
     queued = checkins.enqueue_round(
         session, advisory_id=advisory.id, revision=advisory.revision, checkin_round=number, now=now

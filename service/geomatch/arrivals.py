@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Select, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.advisories.levels import asks_checkin
@@ -23,12 +23,16 @@ from service.ledger.models import Alert
 
 # Citizens whose places are read at a time (one IN list each).
 _BATCH = 10_000
+# Spelled as the partial index's own condition: SQLite uses ix_alert_ahead only for a WHERE
+# that says `ahead` (not `ahead = 1`, which is what the ORM's Alert.ahead compiles to).
+_TOLD_AHEAD = text("alert.ahead")
 
 
 def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now: datetime) -> int:
     """Ask "are you safe?" of the citizens told ahead by these advisories (the current revision
-    of each that is in effect and asks) who are now in its reach, unless a check-in round
-    already asked them. Returns how many citizens were asked."""
+    of each that is in effect and asks) who are now in its reach. Returns how many citizens
+    were asked. A row stays told ahead only until its citizen is asked (here, or by a staff
+    round): the rows read each sweep are those of travellers not there yet."""
     in_effect = {
         live.id: (live, area)
         for live, area in zip(lives, areas, strict=True)
@@ -36,18 +40,13 @@ def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now:
     }
     if not in_effect:
         return 0
-    told = session.execute(
-        select(Alert.id, Alert.advisory_id, Alert.revision, Alert.citizen_id, Alert.channel)
-        .where(Alert.ahead, Alert.advisory_id.in_(sorted(in_effect)))
-        .order_by(Alert.advisory_id, Alert.citizen_id)
-    ).all()
-    told = [row for row in told if row.revision == in_effect[row.advisory_id][0].revision]
-    if not told:
+    asking = _asking(session, {(live.id, live.revision) for live, _ in in_effect.values()})
+    if not asking:
         return 0
-    asking = _asking(session, {(row.advisory_id, row.revision) for row in told})
+    told = session.execute(told_ahead(sorted(advisory_id for advisory_id, _ in asking))).all()
     by_advisory: dict[int, list] = defaultdict(list)
     for row in told:
-        if (row.advisory_id, row.revision) in asking:
+        if (row.advisory_id, row.revision) in asking:  # the current revision's rows alone
             by_advisory[row.advisory_id].append(row)
     asked = 0
     for advisory_id, rows in by_advisory.items():
@@ -56,31 +55,45 @@ def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now:
     return asked
 
 
+def told_ahead(advisory_ids: list[int]) -> Select:
+    """The rows of these advisories that told their citizen ahead and have not asked since:
+    through the partial index ix_alert_ahead, which holds those rows alone."""
+    return (
+        select(Alert.id, Alert.advisory_id, Alert.revision, Alert.citizen_id, Alert.channel)
+        .where(
+            _TOLD_AHEAD,
+            Alert.advisory_id.in_(advisory_ids),
+            Alert.status.not_in((states.CANCELLED, states.SUPERSEDED)),
+        )
+        .order_by(Alert.advisory_id, Alert.citizen_id)
+    )
+
+
 def _ask_those_there(session: Session, live: Live, area: Area, rows: list, *, now: datetime) -> int:
-    ids = sorted({row.citizen_id for row in rows})
-    there: set[int] = set()
+    """Ask those of these rows' citizens now in reach, a batch of citizens at a time."""
+    by_citizen: dict[int, list] = defaultdict(list)
+    for row in rows:
+        by_citizen[row.citizen_id].append(row)
+    ids = sorted(by_citizen)
     target = targets.target(live, area, now=now)
     today = matching.day_number(now.date())
+    asked = 0
     for first in range(0, len(ids), _BATCH):
-        batch = ids[first : first + _BATCH]
-        rounds = set(
-            session.scalars(
-                select(Alert.citizen_id).where(
-                    Alert.advisory_id == live.id,
-                    Alert.checkin_round > 0,
-                    Alert.citizen_id.in_(batch),
-                )
-            )
+        reachable = load_reachable(
+            session.connection(), today=now.date(), citizen_ids=ids[first : first + _BATCH]
         )
-        unasked = [cid for cid in batch if cid not in rounds]
-        if not unasked:
-            continue
-        reachable = load_reachable(session.connection(), today=now.date(), citizen_ids=unasked)
         reached, ahead = matching.match_with_ahead(target, reachable.places, today=today)
-        there.update(np.setdiff1d(reached, ahead, assume_unique=True).tolist())
-    if not there:
-        return 0
-    theirs = [row for row in rows if row.citizen_id in there]
+        there = np.setdiff1d(reached, ahead, assume_unique=True)
+        if live.exercise:  # a drill: only those still opted in
+            there = reachable.opted_in(there)
+        theirs = [row for cid in there.tolist() for row in by_citizen[cid]]
+        if theirs:
+            _ask(session, live, theirs, now=now)
+            asked += len(there)
+    return asked
+
+
+def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
     # Not sent yet: the row itself asks. Only rows still queued change (one claimed before
     # this is being sent: a request follows it, below); never one whose last send may have
     # reached the provider: the look-up of its outcome goes by the reference of the words it
@@ -89,8 +102,8 @@ def _ask_those_there(session: Session, live: Live, area: Area, rows: list, *, no
         session.scalars(
             update(Alert)
             .where(
-                Alert.id.in_([row.id for row in theirs]),
-                Alert.ahead,
+                Alert.id.in_([row.id for row in rows]),
+                _TOLD_AHEAD,
                 Alert.status.in_(states.QUEUED),
                 Alert.outcome_unknown.is_(False),
             )
@@ -99,23 +112,33 @@ def _ask_those_there(session: Session, live: Live, area: Area, rows: list, *, no
             .execution_options(synchronize_session=False)
         )
     )
-    asks = [(row.citizen_id, row.channel, 1) for row in theirs if row.citizen_id not in carried]
-    if asks:
+    later = [(row.citizen_id, row.channel, 1) for row in rows if row.citizen_id not in carried]
+    if later:
         checkins.enqueue_asks(
-            session, advisory_id=live.id, revision=live.revision, asks=asks, now=now
+            session, advisory_id=live.id, revision=live.revision, asks=later, now=now
         )
-    return len(there)
+    # Asked now, by one of their rows or by a request: none of their rows waits any longer.
+    session.execute(
+        update(Alert)
+        .where(Alert.id.in_([row.id for row in rows]), _TOLD_AHEAD)
+        .values(ahead=False)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _asking(session: Session, keys: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Of these (advisory, revision), those whose alerts ask "are you safe?"."""
+    """Of these (advisory, revision), those whose alerts ask "are you safe?" (two fields of each
+    revision's content: the rest may be a polygon of thousands of vertices)."""
     rows = session.execute(
         select(
-            AdvisoryRevision.advisory_id, AdvisoryRevision.revision, AdvisoryRevision.content
+            AdvisoryRevision.advisory_id,
+            AdvisoryRevision.revision,
+            AdvisoryRevision.content["level"].as_string(),
+            AdvisoryRevision.content["severity"].as_string(),
         ).where(tuple_(AdvisoryRevision.advisory_id, AdvisoryRevision.revision).in_(sorted(keys)))
     ).all()
     return {
         (advisory_id, revision)
-        for advisory_id, revision, content in rows
-        if asks_checkin(str(content.get("level")), severity=content.get("severity") or "")
+        for advisory_id, revision, level, severity in rows
+        if asks_checkin(str(level), severity=severity or "")
     }

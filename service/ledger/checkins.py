@@ -38,9 +38,16 @@ def enqueue_round(
         },
     )
     queued = result.rowcount or 0
+    # Everyone the advisory alerted is asked now, travellers told ahead of their stay too: none
+    # of their rows waits for them to get there any longer (geomatch/arrivals.py).
+    session.execute(_ASKED_AHEAD, {"advisory_id": advisory_id})
     if queued:
         mark_enqueued(session)
     return queued
+
+
+# `ahead` as the partial index ix_alert_ahead says it (SQLite uses it only when spelled so).
+_ASKED_AHEAD = text("UPDATE alert SET ahead = false WHERE advisory_id = :advisory_id AND ahead")
 
 
 def enqueue_asks(

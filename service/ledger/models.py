@@ -73,7 +73,8 @@ class Alert(Base):
     checkin_round: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
     # Told ahead: when matched, the citizen was in reach only by a stay not yet begun (or the
     # advisory was not yet in effect). The alert warns them before they go and does not ask "are
-    # you safe?": they are not there, and their silence must not count as no answer.
+    # you safe?": they are not there, and their silence must not count as no answer. Cleared
+    # once they are asked (a staff round, or the sweep once they are there: arrivals.py).
     ahead: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (

@@ -212,14 +212,14 @@ def test_staff_start_a_round_for_a_level_1_advisory_and_the_answer_counts_for_it
     texts = len(twilio.bodies_to(phone))
     soon = api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul)
     assert soon.status_code == 429 and 0 < int(soon.headers["retry-after"]) <= 600
-    assert "round 1 was started" in soon.json()["detail"]
+    assert "the last round was started" in soon.json()["detail"]
     dispatcher.drain()
     assert len(twilio.bodies_to(phone)) == texts
     # Ten minutes on, a second round is round 2, asked again of everyone.
     db.execute(
-        update(Alert)
-        .where(Alert.checkin_round == 1)
-        .values(created_at=utcnow() - ROUND_GAP - timedelta(seconds=1))
+        update(Advisory)
+        .where(Advisory.public_id == advisory)
+        .values(round_started_at=utcnow() - ROUND_GAP - timedelta(seconds=1))
     )
     again = api.post(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
     assert again["round"] == 2 and again["queued"] == 1

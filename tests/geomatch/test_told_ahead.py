@@ -6,10 +6,13 @@ for a few advisories, the engine by shards for many)."""
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import AdvisoryRevision
+from service.checkin.rollcall import start_round
+from service.errors import TooManyRequests
+from service.geomatch.arrivals import told_ahead
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Alert
 from tests.geomatch import builders
@@ -145,8 +148,8 @@ def test_when_the_advisory_takes_effect_those_there_are_asked_and_the_traveller_
     swept = _sweep(db, NOW + timedelta(hours=3))
     rows = _rows(db, record)
     # Sent without the ask: a check-in request follows. Not sent yet: the row itself asks.
-    assert rows[people["arrived"]] == [(0, True, "sent"), (1, False, "pending")]
-    assert rows[people["here_and_coming_back"]] == [(0, True, "sent"), (1, False, "pending")]
+    assert rows[people["arrived"]] == [(0, False, "sent"), (1, False, "pending")]
+    assert rows[people["here_and_coming_back"]] == [(0, False, "sent"), (1, False, "pending")]
     assert rows[people["arrives_today"]] == [(0, False, "pending")]
     assert rows[people["here"]] == [(0, False, "pending")]  # reached once it took effect
     assert rows[people["coming"]] == [(0, True, "sent")]  # not there yet: nothing more
@@ -164,7 +167,7 @@ def test_a_traveller_is_asked_by_the_first_sweep_after_their_trip_begins(db):
     assert _rows(db, record)[people["coming"]] == [(0, True, "sent")]
     swept = _sweep(db, NOW + timedelta(days=5))  # the stay begins
     assert swept.asked_on_arrival == 1
-    assert _rows(db, record)[people["coming"]] == [(0, True, "sent"), (1, False, "pending")]
+    assert _rows(db, record)[people["coming"]] == [(0, False, "sent"), (1, False, "pending")]
 
 
 def test_a_row_whose_send_may_have_reached_the_provider_keeps_its_words(db):
@@ -178,7 +181,7 @@ def test_a_row_whose_send_may_have_reached_the_provider_keeps_its_words(db):
         .values(status="retry_wait", outcome_unknown=True)
     )
     assert _sweep(db, NOW + timedelta(days=5)).asked_on_arrival == 1
-    assert _rows(db, record)[people["coming"]] == [(0, True, "retry_wait"), (1, False, "pending")]
+    assert _rows(db, record)[people["coming"]] == [(0, False, "retry_wait"), (1, False, "pending")]
 
 
 def test_an_advisory_that_does_not_ask_asks_nobody_on_arrival(db):
@@ -187,3 +190,39 @@ def test_an_advisory_that_does_not_ask_asks_nobody_on_arrival(db):
     match_advisories(db, advisories=[record], now=NOW)
     assert _sweep(db, NOW + timedelta(days=5)).asked_on_arrival == 0
     assert _rows(db, record)[people["coming"]] == [(0, True, "pending")]
+
+
+def test_a_staff_round_asks_the_traveller_and_their_arrival_then_asks_nothing_more(db):
+    people = _people(db)
+    record = advisory(db, area=AREA, level="4")
+    match_advisories(db, advisories=[record], now=NOW)
+    _sent(db, *people.values())
+    assert start_round(db, advisory=record, now=NOW).round == 1
+    assert _rows(db, record)[people["coming"]] == [(0, False, "sent"), (1, False, "pending")]
+    assert _sweep(db, NOW + timedelta(days=5)).asked_on_arrival == 0
+
+
+def test_an_arrivals_ask_does_not_hold_up_a_staff_round(db):
+    people = _people(db)
+    record = advisory(db, area=AREA, level="4")
+    match_advisories(db, advisories=[record], now=NOW)
+    _sent(db, people["coming"])
+    arrived = NOW + timedelta(days=5)
+    assert _sweep(db, arrived).asked_on_arrival == 1
+    started = start_round(db, advisory=record, now=arrived + timedelta(seconds=1))
+    assert started.asked == len(people)
+    with pytest.raises(TooManyRequests):  # staff's own rounds keep their gap
+        start_round(db, advisory=record, now=arrived + timedelta(minutes=5))
+
+
+def test_the_sweep_reads_the_rows_told_ahead_through_their_partial_index(db, backend):
+    statement = told_ahead([1, 2])
+    if backend == "sqlite":
+        compiled = statement.compile(db.get_bind(), compile_kwargs={"literal_binds": True})
+        plan = " ".join(str(row[-1]) for row in db.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
+        assert "ix_alert_ahead" in plan, plan
+        return
+    db.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table: ask what it can use
+    compiled = statement.compile(db.get_bind(), compile_kwargs={"literal_binds": True})
+    plan = " ".join(row[0] for row in db.execute(text(f"EXPLAIN {compiled}")))
+    assert "ix_alert_ahead" in plan, plan
