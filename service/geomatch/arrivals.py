@@ -48,11 +48,7 @@ def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now:
     for row in told:
         if (row.advisory_id, row.revision) in asking:  # the current revision's rows alone
             by_advisory[row.advisory_id].append(row)
-    asked = 0
-    for advisory_id, rows in by_advisory.items():
-        live, area = in_effect[advisory_id]
-        asked += _ask_those_there(session, live, area, rows, now=now)
-    return asked
+    return _ask_those_there(session, in_effect, by_advisory, now=now)
 
 
 def told_ahead(advisory_ids: list[int]) -> Select:
@@ -69,27 +65,39 @@ def told_ahead(advisory_ids: list[int]) -> Select:
     )
 
 
-def _ask_those_there(session: Session, live: Live, area: Area, rows: list, *, now: datetime) -> int:
-    """Ask those of these rows' citizens now in reach, a batch of citizens at a time."""
-    by_citizen: dict[int, list] = defaultdict(list)
-    for row in rows:
-        by_citizen[row.citizen_id].append(row)
-    ids = sorted(by_citizen)
-    target = targets.target(live, area, now=now)
+def _ask_those_there(
+    session: Session,
+    in_effect: dict[int, tuple[Live, Area]],
+    by_advisory: dict[int, list],
+    *,
+    now: datetime,
+) -> int:
+    """Ask those of these rows' citizens now in reach: a batch of citizens' places is read
+    once and matched against each advisory that told some of them."""
+    rows_of: dict[tuple[int, int], list] = defaultdict(list)
+    for advisory_id, rows in by_advisory.items():
+        for row in rows:
+            rows_of[(advisory_id, row.citizen_id)].append(row)
+    ids = sorted({citizen_id for _, citizen_id in rows_of})
     today = matching.day_number(now.date())
     asked = 0
     for first in range(0, len(ids), _BATCH):
-        reachable = load_reachable(
-            session.connection(), today=now.date(), citizen_ids=ids[first : first + _BATCH]
-        )
-        reached, ahead = matching.match_with_ahead(target, reachable.places, today=today)
-        there = np.setdiff1d(reached, ahead, assume_unique=True)
-        if live.exercise:  # a drill: only those still opted in
-            there = reachable.opted_in(there)
-        theirs = [row for cid in there.tolist() for row in by_citizen[cid]]
-        if theirs:
-            _ask(session, live, theirs, now=now)
-            asked += len(there)
+        batch = ids[first : first + _BATCH]
+        reachable = load_reachable(session.connection(), today=now.date(), citizen_ids=batch)
+        for advisory_id in by_advisory:
+            live, area = in_effect[advisory_id]
+            told = np.array([cid for cid in batch if (advisory_id, cid) in rows_of], np.int64)
+            if told.size == 0:
+                continue
+            target = targets.target(live, area, now=now)
+            reached, ahead = matching.match_with_ahead(target, reachable.places, today=today)
+            there = np.intersect1d(np.setdiff1d(reached, ahead, assume_unique=True), told)
+            if live.exercise:  # a drill: only those still opted in
+                there = reachable.opted_in(there)
+            theirs = [row for cid in there.tolist() for row in rows_of[(advisory_id, cid)]]
+            if theirs:
+                _ask(session, live, theirs, now=now)
+                asked += len(there)
     return asked
 
 
