@@ -9,8 +9,8 @@ that commits logs its holder and when it held the job (`started` once the lease 
 
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
@@ -19,7 +19,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from service import lease
-from service.advisories.approval import lapse_ended_proposals
+from service.advisories.approval import Decided, lapse_ended_proposals
+from service.advisories.decisions import tell_proposer
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
@@ -31,6 +32,7 @@ from service.citizens.service import purge_unverified
 from service.config import Settings
 from service.db import bound_idle, utcnow
 from service.dispatch.dispatcher import Dispatcher
+from service.dispatch.notifiers.base import Notifier
 from service.geomatch.service import Sweeper
 from service.metrics import JOB_RUNS
 
@@ -42,6 +44,9 @@ class Job:
     id: str
     every_s: int
     body: Callable[[Session, Settings], object]
+    # What follows the run's commit, given what the body returned (a notice of what the run
+    # decided must not go before the decision is kept).
+    then: Callable[[object], None] | None = None
 
 
 def _purge_stays(session: Session, settings: Settings) -> int:
@@ -50,9 +55,34 @@ def _purge_stays(session: Session, settings: Settings) -> int:
     )
 
 
-def _expire_advisories(session: Session, settings: Settings) -> int:
+@dataclass(frozen=True)
+class Expired:
+    """What the expiry job did: advisories expired, and proposals that lapsed (turned down,
+    their proposers to be told)."""
+
+    advisories: int
+    lapsed: int
+    decided: list[Decided] = field(default_factory=list, repr=False)
+
+
+def _expire_advisories(session: Session, settings: Settings) -> Expired:
     now = utcnow()
-    return expire_due(session, now=now) + lapse_ended_proposals(session, now=now)
+    decided = lapse_ended_proposals(session, now=now)
+    return Expired(expire_due(session, now=now), len(decided), decided)
+
+
+def tell_lapsed(
+    factory: sessionmaker[Session], settings: Settings, notifiers: Mapping[str, Notifier]
+) -> Callable[[object], None]:
+    """After an expiry run commits: each lapsed proposal's proposer hears it, as for a consul's
+    decision (their key's e-mail, else the staff webhook)."""
+
+    def tell(result: object) -> None:
+        assert isinstance(result, Expired)
+        for decided in result.decided:
+            tell_proposer(factory, decided=decided, notifiers=notifiers, settings=settings)
+
+    return tell
 
 
 def _purge_unverified(session: Session, settings: Settings) -> int:
@@ -72,10 +102,11 @@ def _forget_inbound(session: Session, settings: Settings) -> int:
     return forget_old_inbound(session, now=utcnow())
 
 
-def jobs(settings: Settings) -> list[Job]:
+def jobs(settings: Settings, *, after_expiry: Callable[[object], None] | None = None) -> list[Job]:
+    """The jobs run under a lease; `after_expiry` follows each committed expiry run."""
     every = settings.job_interval_s
     return [
-        Job("expire-advisories", every or 60, _expire_advisories),
+        Job("expire-advisories", every or 60, _expire_advisories, then=after_expiry),
         Job("checkin-escalate", every or 60, _escalate_checkins),
         Job("forget-inbound-sms", every or 6 * 3600, _forget_inbound),
         Job("purge-ended-stays", every or 6 * 3600, _purge_stays),
@@ -134,6 +165,11 @@ def run_job(
         return
     JOB_RUNS.labels(job.id, "ok").inc()
     _held(job.id, holder=holder, started=started, result=result)
+    if job.then is not None:
+        try:
+            job.then(result)
+        except Exception:  # the run stands; only what follows it is lost
+            log.exception("what follows the job failed", extra={"job": job.id})
 
 
 def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings) -> None:
@@ -360,7 +396,9 @@ def build_scheduler(
                 misfire_grace_time=feed.interval_s,
                 next_run_time=utcnow(),
             )
-    for job in jobs(settings):
+    notifiers = dispatcher.notifiers if dispatcher is not None else None
+    after_expiry = tell_lapsed(factory, settings, notifiers) if notifiers else None
+    for job in jobs(settings, after_expiry=after_expiry):
         scheduler.add_job(
             run_job,
             "interval",

@@ -255,12 +255,12 @@ log = logging.getLogger("anjeon.advisories.approval")
 LAPSED_BY = "system:expiry"
 
 
-def lapse_ended_proposals(session: Session, *, now: datetime) -> int:
+def lapse_ended_proposals(session: Session, *, now: datetime) -> list[Decided]:
     """Turn down what waits for approval but ends before anyone approved it (an approval then
     answers 422 "expires: is in the past", so it sat in the queue for ever): a new advisory
     becomes `expired`, a revision is dropped and the one in force stays; each is audited.
-    Returns how many."""
-    lapsed = 0
+    Returns each decision, for telling its proposer once committed."""
+    lapsed: list[Decided] = []
     waiting = session.execute(
         select(AdvisoryProposal.advisory_id, AdvisoryProposal.content).where(
             AdvisoryProposal.status == "pending"
@@ -296,8 +296,9 @@ def lapse_ended_proposals(session: Session, *, now: datetime) -> int:
         if proposal.kind == "issue":
             advisory.status = "expired"
             advisory.updated_at = now
-        _decide(proposal, advisory, decision="rejected", by=LAPSED_BY, reason=reason, now=now)
-        lapsed += 1
+        lapsed.append(
+            _decide(proposal, advisory, decision="rejected", by=LAPSED_BY, reason=reason, now=now)
+        )
     return lapsed
 
 

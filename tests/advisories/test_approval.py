@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.approval import lapse_ended_proposals
 from service.advisories.feeds.config import Feed
-from service.advisories.models import Advisory
+from service.advisories.models import Advisory, AdvisoryProposal
 from service.audit.models import AuditEntry
 from service.ledger.models import Alert
+from service.scheduler import jobs, run_job, tell_lapsed
 from service.staff.models import StaffKey
 from tests.advisories.builders import advisory_body
 from tests.advisories.feed_samples import sample
@@ -403,9 +404,9 @@ def test_what_ends_before_anyone_approves_it_leaves_the_queue_and_sends_nothing(
     dispatcher.drain()
     sent = len(twilio.messages)
 
-    assert lapse_ended_proposals(db, now=datetime.now(UTC)) == 0  # not ended yet
+    assert lapse_ended_proposals(db, now=datetime.now(UTC)) == []  # not ended yet
     later = datetime.now(UTC) + timedelta(hours=2)
-    assert lapse_ended_proposals(db, now=later) == 2
+    assert len(lapse_ended_proposals(db, now=later)) == 2
     db.commit()
     assert api.get("/v1/advisories?status=pending_approval", headers=bob).json()["total"] == 0
     assert api.get(f"/v1/advisories/{new['id']}", headers=bob).json()["status"] == "expired"
@@ -416,6 +417,29 @@ def test_what_ends_before_anyone_approves_it_leaves_the_queue_and_sends_nothing(
         select(AuditEntry.subject).where(AuditEntry.action == "lapse advisory proposal")
     ).all()
     assert sorted(lapsed) == sorted([new["id"], kept["id"]])
-    assert lapse_ended_proposals(db, now=later) == 0  # once
+    assert lapse_ended_proposals(db, now=later) == []  # once
     dispatcher.drain()
     assert len(twilio.messages) == sent
+
+
+def test_the_proposer_hears_that_their_proposal_lapsed(api, db, smtp, alice, app_settings):
+    """The expiry job turns down a proposal that ended unapproved; once that has committed,
+    its proposer is told, as for a consul's decision."""
+    proposer = db.scalar(select(StaffKey).order_by(StaffKey.id))
+    proposer.contact_email = "alice@mofa.test"
+    db.flush()
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    issue(api, alice, level=3, expires=soon, title={"ko": "지진", "en": "Quake"})
+    proposal = db.scalar(select(AdvisoryProposal).where(AdvisoryProposal.status == "pending"))
+    ended = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    proposal.content = {**proposal.content, "expires": ended}  # its end has passed meanwhile
+    db.flush()
+    factory, notifiers = api.app.state.session_factory, api.app.state.dispatcher.notifiers
+    after = tell_lapsed(factory, app_settings, notifiers)
+    [expiry] = [j for j in jobs(app_settings, after_expiry=after) if j.id == "expire-advisories"]
+    run_job(expiry, factory, app_settings)
+    [told] = [m for m in smtp.received if m["To"] == "alice@mofa.test"]
+    assert "REJECTED: Quake" in told["Subject"]
+    assert "ended before anyone approved it" in told.get_body(("plain",)).get_content()
+    run_job(expiry, factory, app_settings)  # turned down once, told once
+    assert len([m for m in smtp.received if m["To"] == "alice@mofa.test"]) == 1
