@@ -37,9 +37,9 @@ WORKER = "bench-worker-1"
 RAW = (
     "CREATE TABLE raw_alert (id {key}, advisory_id bigint, revision int, citizen_id bigint, "
     "channel varchar(8), priority smallint, status varchar(16), created_at timestamp, "
-    "ahead boolean)"
+    "told_ahead smallint)"
 )
-RAW_COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at, ahead"
+RAW_COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at, told_ahead"
 
 
 def cpu_s(conn: Connection, *, every_backend: bool = False) -> float:
@@ -108,14 +108,14 @@ def raw_write(conn: Connection, rows: list[tuple], now: datetime) -> None:
         # Formatted as enqueue.py formats its COPY, so only the indexes differ.
         middle = f"\tpending\t{now.isoformat()}\t"
         data = "".join(
-            [f"{a}\t{r}\t{c}\t{ch}\t{p}{middle}{'t' if t else 'f'}\n" for a, r, c, ch, p, t in rows]
+            [f"{a}\t{r}\t{c}\t{ch}\t{p}{middle}{1 if t else 0}\n" for a, r, c, ch, p, t in rows]
         )
         with cursor.copy(f"COPY raw_alert ({RAW_COLUMNS}) FROM STDIN") as copy:
             copy.write(data.encode())
     else:
         cursor.executemany(
-            "INSERT INTO raw_alert (advisory_id, revision, citizen_id, channel, priority, ahead, "
-            "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+            "INSERT INTO raw_alert (advisory_id, revision, citizen_id, channel, priority, "
+            "told_ahead, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
             [(*row, now.isoformat()) for row in rows],
         )
 

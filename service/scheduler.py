@@ -80,7 +80,12 @@ def tell_lapsed(
     def tell(result: object) -> None:
         assert isinstance(result, Expired)
         for decided in result.decided:
-            tell_proposer(factory, decided=decided, notifiers=notifiers, settings=settings)
+            try:
+                tell_proposer(factory, decided=decided, notifiers=notifiers, settings=settings)
+            except Exception:  # one that fails holds up none of the others
+                log.exception(
+                    "lapse notice not sent", extra={"advisory": decided.advisory_public_id}
+                )
 
     return tell
 

@@ -5,7 +5,7 @@ is kept; the latest is the one in force."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, false, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from service.citizens.sms_opt_out import hear_opt_out
 from service.citizens.verification import contact_hash
 from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.ledger import states
-from service.ledger.models import Alert
+from service.ledger.models import Ahead, Alert
 from service.privacy import PersonalDataVault
 
 # A reply counts for a check-in asked at most this long ago, as long as its link answers.
@@ -83,7 +83,10 @@ def asks(session: Session, advisory_id: int):  # noqa: ANN201 - a SQL expression
     advisory's own rows of an asking revision but those told ahead of a stay."""
     return or_(
         Alert.checkin_round > 0,
-        and_(Alert.revision.in_(asking_revisions(session, advisory_id)), Alert.ahead.is_(false())),
+        and_(
+            Alert.revision.in_(asking_revisions(session, advisory_id)),
+            Alert.told_ahead == Ahead.NO,
+        ),
     )
 
 
@@ -206,7 +209,11 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
     answer under a real advisory)."""
     candidates = session.execute(
         select(
-            Alert.advisory_id, Alert.revision, Alert.checkin_round, Alert.ahead, Advisory.exercise
+            Alert.advisory_id,
+            Alert.revision,
+            Alert.checkin_round,
+            Alert.told_ahead,
+            Advisory.exercise,
         )
         .join(Advisory, Advisory.id == Alert.advisory_id)
         .where(
@@ -221,9 +228,9 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
     asking: dict[int, list[int]] = {}
     real: list[int] = []
     drills: list[int] = []
-    for advisory_id, revision, checkin_round, ahead, exercise in candidates:
+    for advisory_id, revision, checkin_round, told_ahead, exercise in candidates:
         if checkin_round == 0:
-            if ahead:
+            if told_ahead != Ahead.NO:
                 continue  # told ahead of a stay: it did not ask
             if advisory_id not in asking:
                 asking[advisory_id] = asking_revisions(session, advisory_id)

@@ -47,6 +47,7 @@ from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
 from service.ledger import outbox
+from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
     CANCELLED,
@@ -552,7 +553,7 @@ class Dispatcher:
         now: datetime,
     ) -> tuple[Rendered, str]:
         """The message for this row, and its check-in token when it asks "are you safe?"."""
-        asks = row.checkin_round > 0 or (content.asks_checkin and not row.ahead)
+        asks = row.checkin_round > 0 or (content.asks_checkin and row.told_ahead == Ahead.NO)
         token = (
             self.links.checkin_token(
                 citizen_id=row.citizen_id, advisory_id=row.advisory_id, asked_at=row.created_at

@@ -1,8 +1,9 @@
 """Asking those told ahead once they are there. A citizen whom an urgent advisory reached only
 by a stay that had not begun, or before it was in effect, was warned without "are you safe?"
-(alert.ahead). Each sweep looks at those rows of the advisories in effect: a citizen now in
-reach (the trip began, they moved there, the advisory took effect) is asked, by the row itself
-while it waits to be sent, or else by a check-in request on each channel it went on."""
+(alert.told_ahead). Each sweep looks at those rows of the advisories in effect: a citizen now
+in reach (the trip began, they moved there, the advisory took effect) is asked, by the row
+itself while it has never been tried, or else by a check-in request on each channel it went
+on. A row once tried keeps its words (its reference finds a send whose outcome was lost)."""
 
 from collections import defaultdict
 from datetime import datetime
@@ -19,20 +20,18 @@ from service.geomatch import targets
 from service.geomatch.places import load_reachable
 from service.geomatch.targets import Live
 from service.ledger import checkins, states
-from service.ledger.models import Alert
+from service.ledger.models import WAITING_SQL, Ahead, Alert
 
 # Citizens whose places are read at a time (one IN list each).
 _BATCH = 10_000
-# Spelled as the partial index's own condition: SQLite uses ix_alert_ahead only for a WHERE
-# that says `ahead` (not `ahead = 1`, which is what the ORM's Alert.ahead compiles to).
-_TOLD_AHEAD = text("alert.ahead")
+_WAITING = text(f"alert.{WAITING_SQL}")
 
 
 def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now: datetime) -> int:
     """Ask "are you safe?" of the citizens told ahead by these advisories (the current revision
     of each that is in effect and asks) who are now in its reach. Returns how many citizens
-    were asked. A row stays told ahead only until its citizen is asked (here, or by a staff
-    round): the rows read each sweep are those of travellers not there yet."""
+    were asked. A row waits only until its citizen is asked (here, or by a staff round): the
+    rows read each sweep are those of travellers not there yet."""
     in_effect = {
         live.id: (live, area)
         for live, area in zip(lives, areas, strict=True)
@@ -43,22 +42,20 @@ def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now:
     asking = _asking(session, {(live.id, live.revision) for live, _ in in_effect.values()})
     if not asking:
         return 0
-    told = session.execute(told_ahead(sorted(advisory_id for advisory_id, _ in asking))).all()
     by_advisory: dict[int, list] = defaultdict(list)
-    for row in told:
-        if (row.advisory_id, row.revision) in asking:  # the current revision's rows alone
-            by_advisory[row.advisory_id].append(row)
+    for row in session.execute(told_ahead(sorted(asking))):
+        by_advisory[row.advisory_id].append(row)
     return _ask_those_there(session, in_effect, by_advisory, now=now)
 
 
-def told_ahead(advisory_ids: list[int]) -> Select:
-    """The rows of these advisories that told their citizen ahead and have not asked since:
-    through the partial index ix_alert_ahead, which holds those rows alone."""
+def told_ahead(revisions: list[tuple[int, int]]) -> Select:
+    """The rows of these (advisory, revision) that told their citizen ahead and have not asked
+    since: through the partial index ix_alert_told_ahead, which holds those rows alone."""
     return (
         select(Alert.id, Alert.advisory_id, Alert.revision, Alert.citizen_id, Alert.channel)
         .where(
-            _TOLD_AHEAD,
-            Alert.advisory_id.in_(advisory_ids),
+            _WAITING,
+            tuple_(Alert.advisory_id, Alert.revision).in_(revisions),
             Alert.status.not_in((states.CANCELLED, states.SUPERSEDED)),
         )
         .order_by(Alert.advisory_id, Alert.citizen_id)
@@ -102,20 +99,20 @@ def _ask_those_there(
 
 
 def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
-    # Not sent yet: the row itself asks. Only rows still queued change (one claimed before
-    # this is being sent: a request follows it, below); never one whose last send may have
-    # reached the provider: the look-up of its outcome goes by the reference of the words it
-    # sent, which an ask would change (a duplicate SMS).
+    # Never tried yet: the row itself asks. Only a row still pending with no attempt changes
+    # its words: one claimed is being sent, and one tried before may have reached the
+    # provider, whose look-up goes by the reference of the words it sent (an ask would
+    # change it: a duplicate SMS). Those get a request instead, below.
     carried = set(
         session.scalars(
             update(Alert)
             .where(
                 Alert.id.in_([row.id for row in rows]),
-                _TOLD_AHEAD,
-                Alert.status.in_(states.QUEUED),
-                Alert.outcome_unknown.is_(False),
+                _WAITING,
+                Alert.status == states.PENDING,
+                Alert.attempts == 0,
             )
-            .values(ahead=False)
+            .values(told_ahead=Ahead.NO)
             .returning(Alert.citizen_id)
             .execution_options(synchronize_session=False)
         )
@@ -125,11 +122,12 @@ def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
         checkins.enqueue_asks(
             session, advisory_id=live.id, revision=live.revision, asks=later, now=now
         )
-    # Asked now, by one of their rows or by a request: none of their rows waits any longer.
+    # Asked now, by one of their rows or by a request: none of their rows waits any longer,
+    # and those that did not ask keep saying so (their words do not change).
     session.execute(
         update(Alert)
-        .where(Alert.id.in_([row.id for row in rows]), _TOLD_AHEAD)
-        .values(ahead=False)
+        .where(Alert.id.in_([row.id for row in rows]), _WAITING)
+        .values(told_ahead=Ahead.ASKED)
         .execution_options(synchronize_session=False)
     )
 

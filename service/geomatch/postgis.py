@@ -342,9 +342,9 @@ def enqueue(
     for statement in _PLAN:
         connection.execute(text(statement))
     insert = (
-        f"INSERT INTO alert ({COLUMNS}, ahead)"  # noqa: S608
+        f"INSERT INTO alert ({COLUMNS}, told_ahead)"  # noqa: S608
         " SELECT :advisory_id, :revision, c.id, ch.channel, :priority,"
-        f" '{states.PENDING}', :now, bool_and({_AHEAD})"
+        f" '{states.PENDING}', :now, CASE WHEN bool_and({_AHEAD}) THEN 1 ELSE 0 END"
         f" FROM ({hits}) p JOIN citizen c ON c.id = p.citizen_id"
         " CROSS JOIN LATERAL (VALUES ('sms', c.notify_sms), ('email', c.notify_email))"
         "   AS ch(channel, wanted)"

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from service.db import UTCDateTime
 from service.ledger import priority, states
 from service.ledger.enqueue import COLUMNS, ON_CONFLICT, insert_round_alerts
+from service.ledger.models import WAITING_SQL, Ahead
 from service.ledger.wake import mark_enqueued
 
 # Everyone the advisory alerted (not erased since), on each channel it alerted them on.
@@ -46,8 +47,11 @@ def enqueue_round(
     return queued
 
 
-# `ahead` as the partial index ix_alert_ahead says it (SQLite uses it only when spelled so).
-_ASKED_AHEAD = text("UPDATE alert SET ahead = false WHERE advisory_id = :advisory_id AND ahead")
+# Through the partial index ix_alert_told_ahead (spelled as it is).
+_ASKED_AHEAD = text(
+    f"UPDATE alert SET told_ahead = {int(Ahead.ASKED)} "  # noqa: S608 - constants only
+    f"WHERE advisory_id = :advisory_id AND {WAITING_SQL}"
+)
 
 
 def enqueue_asks(

@@ -17,16 +17,17 @@ from service.ledger import states
 COLUMNS = "advisory_id, revision, citizen_id, channel, priority, status, created_at"
 ON_CONFLICT = " ON CONFLICT (advisory_id, revision, citizen_id, channel, checkin_round) DO NOTHING"
 # What the bulk writers of matched rows name: the columns above and whether the row is told
-# ahead of a stay (alert.ahead).
-_MATCHED = f"{COLUMNS}, ahead"
+# ahead of a stay (alert.told_ahead: 0 or 1, models.Ahead).
+_MATCHED = f"{COLUMNS}, told_ahead"
 # The row's own order (ahead last), then the stamp: each row's parameters are (*row, stamp).
 _INSERT_SQLITE = (
-    "INSERT INTO alert (advisory_id, revision, citizen_id, channel, priority, ahead, status, "  # noqa: S608
+    "INSERT INTO alert (advisory_id, revision, citizen_id, channel, priority, told_ahead, status, "  # noqa: S608
     f"created_at) VALUES (?, ?, ?, ?, ?, ?, '{states.PENDING}', ?){ON_CONFLICT}"
 )
 _INSERT_POSTGRESQL = (
     f"INSERT INTO alert ({_MATCHED}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT advisory_id, revision, citizen_id, channel, priority, '{states.PENDING}', %s, ahead "
+    f"SELECT advisory_id, revision, citizen_id, channel, priority, '{states.PENDING}', %s, "
+    "told_ahead "
     "FROM alert_stage"
     f"{ON_CONFLICT}"
 )
@@ -94,8 +95,9 @@ def _executemany_sqlite(connection: Connection, rows: list[tuple], now: datetime
 _FEW = 1000
 _INSERT_UNNEST = (
     f"INSERT INTO alert ({_MATCHED}) "  # noqa: S608 - constant text, values are bound
-    f"SELECT a, r, c, ch, p, '{states.PENDING}', %s, t FROM unnest(%s::bigint[], %s::int[], "
-    "%s::bigint[], %s::varchar[], %s::smallint[], %s::boolean[]) AS u(a, r, c, ch, p, t)"
+    f"SELECT a, r, c, ch, p, '{states.PENDING}', %s, t::int FROM unnest(%s::bigint[], "
+    "%s::int[], %s::bigint[], %s::varchar[], %s::smallint[], %s::boolean[]) "
+    "AS u(a, r, c, ch, p, t)"
     f"{ON_CONFLICT}"
 )
 
@@ -127,16 +129,16 @@ def _copy_postgresql(connection: Connection, rows: list[tuple], now: datetime) -
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS alert_stage "
             "(advisory_id bigint, revision int, citizen_id bigint, channel varchar(8), "
-            "priority smallint, ahead boolean) "
+            "priority smallint, told_ahead smallint) "
             "ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE alert_stage")
         with cursor.copy(
-            "COPY alert_stage (advisory_id, revision, citizen_id, channel, priority, ahead) "
+            "COPY alert_stage (advisory_id, revision, citizen_id, channel, priority, told_ahead) "
             "FROM STDIN"
         ) as copy:
-            for row in rows:
-                copy.write_row(row)
+            for *key, told in rows:
+                copy.write_row((*key, int(told)))
         cursor.execute(_INSERT_POSTGRESQL, (now,))
         return cursor.rowcount
     finally:
@@ -154,7 +156,7 @@ def _copy_text(rows: list[tuple], now: datetime) -> bytes:
 
 
 _CHANNELS = {"sms": "sms", "email": "email"}
-_TOLD = {False: "f", True: "t"}
+_TOLD = {False: "0", True: "1"}
 
 
 _ROUND_COLUMNS = f"{COLUMNS}, checkin_round"

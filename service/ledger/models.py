@@ -1,4 +1,5 @@
 from datetime import datetime
+from enum import IntEnum
 
 from sqlalchemy import (
     Boolean,
@@ -21,6 +22,20 @@ _OPEN = states.sql_in(states.OPEN)
 # PostgreSQL leaves this share of each page free when rows are written, so that a claim's new
 # row version fits beside the old one (a HOT update: no index entries at all).
 FILLFACTOR = 70
+
+
+class Ahead(IntEnum):
+    """alert.told_ahead. A row's words are fixed when it is written (every attempt of it sends
+    the same, under the same reference); only a row not yet tried may change them."""
+
+    NO = 0  # its words ask, when its advisory asks
+    WAITING = 1  # told ahead of a stay and not asked since: the sweep asks once they are there
+    ASKED = 2  # told ahead, then asked by a check-in request (a staff round, or once there)
+
+
+# Spelled as the partial index says it: SQLite uses an index on a condition only when the
+# query's WHERE repeats it with the same constant (a bound parameter does not do).
+WAITING_SQL = f"told_ahead = {int(Ahead.WAITING)}"
 
 
 class Alert(Base):
@@ -71,11 +86,13 @@ class Alert(Base):
     # 0: the advisory itself. n >= 1: the n-th "are you safe?" request sent on its own (a roll
     # call staff started, or an escalation after no answer), so each round is its own row.
     checkin_round: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
-    # Told ahead: when matched, the citizen was in reach only by a stay not yet begun (or the
-    # advisory was not yet in effect). The alert warns them before they go and does not ask "are
-    # you safe?": they are not there, and their silence must not count as no answer. Cleared
-    # once they are asked (a staff round, or the sweep once they are there: arrivals.py).
-    ahead: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Whether the row's own words ask "are you safe?" (Ahead): not when, as matched, the
+    # citizen was in reach only by a stay not yet begun (or the advisory was not yet in
+    # effect). Such an alert warns them before they go: they are not there, and their silence
+    # must not count as no answer. The sweep asks them once they are there (arrivals.py).
+    told_ahead: Mapped[int] = mapped_column(
+        SmallInteger, default=0, server_default=text(str(Ahead.NO))
+    )
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "revision", "citizen_id", "channel", "checkin_round"),
@@ -93,13 +110,15 @@ class Alert(Base):
             postgresql_where=text(_OPEN),
             sqlite_where=text(_OPEN),
         ),
-        # The few rows told ahead of a stay, which each sweep looks at (geomatch/arrivals.py).
+        # The rows told ahead of a stay and not asked since, which each sweep looks at
+        # (geomatch/arrivals.py): few, and fewer as travellers arrive.
         Index(
-            "ix_alert_ahead",
+            "ix_alert_told_ahead",
             "advisory_id",
+            "revision",
             "citizen_id",
-            postgresql_where=text("ahead"),
-            sqlite_where=text("ahead"),
+            postgresql_where=text(WAITING_SQL),
+            sqlite_where=text(WAITING_SQL),
         ),
         {"postgresql_with": {"fillfactor": FILLFACTOR}},
     )

@@ -46,7 +46,7 @@ class Claimed:
     attempt: int  # this send's own number, never reused: delivery reports name it
     priority: int  # its urgency class: a fallback on the other channel keeps it
     checkin_round: int = 0  # n >= 1: an "are you safe?" request rather than the advisory
-    ahead: bool = False  # told ahead of a stay: warns without asking (alert.ahead)
+    told_ahead: int = 0  # models.Ahead: not NO, its words do not ask (told ahead of a stay)
 
 
 # The claim's statements, built once (a claim runs every batch); every value is bound.
@@ -118,7 +118,7 @@ def _claim(picked: Select | CompoundSelect) -> ReturningUpdate:
             Alert.attempts,
             Alert.priority,
             Alert.checkin_round,
-            Alert.ahead,
+            Alert.told_ahead,
         )
         .execution_options(synchronize_session=False)
     )
@@ -327,7 +327,8 @@ def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: da
         "priority": failed.priority,
         "fallback_of": failed.id,
         "checkin_round": failed.checkin_round,
-        "ahead": failed.ahead,
+        # As the row stands now, not as claimed: its citizen may have been asked since.
+        "told_ahead": select(Alert.told_ahead).where(Alert.id == failed.id).scalar_subquery(),
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     result = session.execute(dialect.insert(Alert).values(values).on_conflict_do_nothing())
