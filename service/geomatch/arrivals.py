@@ -43,19 +43,21 @@ def ask_arrivals(session: Session, lives: list[Live], areas: list[Area], *, now:
     if not asking:
         return 0
     by_advisory: dict[int, list] = defaultdict(list)
-    for row in session.execute(told_ahead(sorted(asking))):
-        by_advisory[row.advisory_id].append(row)
+    for row in session.execute(told_ahead(sorted({advisory_id for advisory_id, _ in asking}))):
+        if (row.advisory_id, row.revision) in asking:  # the current revision's rows alone
+            by_advisory[row.advisory_id].append(row)
     return _ask_those_there(session, in_effect, by_advisory, now=now)
 
 
-def told_ahead(revisions: list[tuple[int, int]]) -> Select:
-    """The rows of these (advisory, revision) that told their citizen ahead and have not asked
-    since: through the partial index ix_alert_told_ahead, which holds those rows alone."""
+def told_ahead(advisory_ids: list[int]) -> Select:
+    """The rows of these advisories that told their citizen ahead and have not asked since:
+    searched by advisory in the partial index ix_alert_told_ahead, which holds those rows
+    alone. (A row-value IN on advisory and revision made SQLite scan the whole index.)"""
     return (
         select(Alert.id, Alert.advisory_id, Alert.revision, Alert.citizen_id, Alert.channel)
         .where(
             _WAITING,
-            tuple_(Alert.advisory_id, Alert.revision).in_(revisions),
+            Alert.advisory_id.in_(advisory_ids),
             Alert.status.not_in((states.CANCELLED, states.SUPERSEDED)),
         )
         .order_by(Alert.advisory_id, Alert.citizen_id)
@@ -93,12 +95,24 @@ def _ask_those_there(
                 there = reachable.opted_in(there)
             theirs = [row for cid in there.tolist() for row in rows_of[(advisory_id, cid)]]
             if theirs:
-                _ask(session, live, theirs, now=now)
-                asked += len(there)
+                asked += _ask(session, live, theirs, now=now)
     return asked
 
 
-def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
+def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> int:
+    """Ask the citizens of these rows; returns how many were not asked before."""
+    # Asked already by a request (a fallback written while a sweep marked the row it fell back
+    # from can still wait): those rows are only marked.
+    asked = set(
+        session.scalars(
+            select(Alert.citizen_id).where(
+                Alert.citizen_id.in_({row.citizen_id for row in rows}),
+                Alert.advisory_id == live.id,
+                Alert.checkin_round > 0,
+            )
+        )
+    )
+    fresh = [row for row in rows if row.citizen_id not in asked]
     # Never tried yet: the row itself asks. Only a row still pending with no attempt changes
     # its words: one claimed is being sent, and one tried before may have reached the
     # provider, whose look-up goes by the reference of the words it sent (an ask would
@@ -107,7 +121,7 @@ def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
         session.scalars(
             update(Alert)
             .where(
-                Alert.id.in_([row.id for row in rows]),
+                Alert.id.in_([row.id for row in fresh]),
                 _WAITING,
                 Alert.status == states.PENDING,
                 Alert.attempts == 0,
@@ -117,7 +131,7 @@ def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
             .execution_options(synchronize_session=False)
         )
     )
-    later = [(row.citizen_id, row.channel, 1) for row in rows if row.citizen_id not in carried]
+    later = [(row.citizen_id, row.channel, 1) for row in fresh if row.citizen_id not in carried]
     if later:
         checkins.enqueue_asks(
             session, advisory_id=live.id, revision=live.revision, asks=later, now=now
@@ -130,6 +144,7 @@ def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> None:
         .values(told_ahead=Ahead.ASKED)
         .execution_options(synchronize_session=False)
     )
+    return len({row.citizen_id for row in fresh})
 
 
 def _asking(session: Session, keys: set[tuple[int, int]]) -> set[tuple[int, int]]:

@@ -42,7 +42,8 @@ def alert_rows(
     email_ids: np.ndarray,
     ahead_ids: np.ndarray | None = None,
 ) -> list[tuple[int, int, int, str, int, bool]]:
-    """Ledger rows for these citizens on each channel; those of `ahead_ids` told ahead."""
+    """Ledger rows for these citizens on each channel; those of `ahead_ids` told ahead (the
+    row's last field: alert.told_ahead 1, else 0)."""
     rows = []
     for channel, ids in (("email", email_ids), ("sms", sms_ids)):
         if ahead_ids is None or ahead_ids.size == 0:  # the usual case, kept as fast as it was
@@ -59,9 +60,9 @@ def alert_rows(
 def insert_alerts(
     connection: Connection, *, rows: list[tuple], now: datetime, priority: int = urgency.DEFAULT
 ) -> int:
-    """Insert pending alerts (advisory_id, revision, citizen_id, channel, priority, ahead), in
-    key order, in one statement; returns how many were new. Rows of four take `priority`, rows
-    without `ahead` are not told ahead."""
+    """Insert pending alerts (advisory_id, revision, citizen_id, channel, priority, told
+    ahead), in key order, in one statement; returns how many were new. Rows of four take
+    `priority`; rows without the last field are not told ahead."""
     if not rows:
         return 0
     if any(len(row) != 6 for row in rows):
