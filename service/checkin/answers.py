@@ -78,13 +78,18 @@ def asking_revisions(session: Session, advisory_id: int) -> list[int]:
     ]
 
 
-def asks(session: Session, advisory_id: int):  # noqa: ANN201 - a SQL expression
+def asks(  # noqa: ANN201 - a SQL expression
+    session: Session, advisory_id: int, *, revisions: list[int] | None = None
+):
     """The ledger rows of this advisory that asked "are you safe?": every round, and the
-    advisory's own rows of an asking revision but those told ahead of a stay."""
+    advisory's own rows of an asking revision but those told ahead of a stay. `revisions`:
+    its asking revisions, when the caller has read them already."""
+    if revisions is None:
+        revisions = asking_revisions(session, advisory_id)
     return or_(
         Alert.checkin_round > 0,
         and_(
-            Alert.revision.in_(asking_revisions(session, advisory_id)),
+            Alert.revision.in_(revisions),
             Alert.told_ahead == Ahead.NO,
         ),
     )

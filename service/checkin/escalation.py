@@ -67,7 +67,7 @@ def _due(
         .where(
             Alert.advisory_id == advisory_id,
             Alert.created_at >= now - OPEN_FOR,
-            asks(session, advisory_id),
+            asks(session, advisory_id, revisions=asking),
             ~answered,
         )
         .order_by(Alert.citizen_id)
