@@ -19,7 +19,7 @@ from service.geo.areas import Area
 from service.geomatch import targets
 from service.geomatch.places import load_reachable
 from service.geomatch.targets import Live
-from service.ledger import checkins, states
+from service.ledger import checkins, priority, states
 from service.ledger.models import WAITING_SQL, Ahead, Alert
 
 # Citizens whose places are read at a time (one IN list each).
@@ -126,7 +126,8 @@ def _ask(session: Session, live: Live, rows: list, *, now: datetime) -> int:
                 Alert.status == states.PENDING,
                 Alert.attempts == 0,
             )
-            .values(told_ahead=Ahead.NO)
+            # ... and goes in the class of those there now (told ahead, it was a class later)
+            .values(told_ahead=Ahead.NO, priority=priority.of_level(live.level))
             .returning(Alert.citizen_id)
             .execution_options(synchronize_session=False)
         )

@@ -24,6 +24,7 @@ from service.geo.areas import Area
 from service.ledger import states
 from service.ledger.enqueue import COLUMNS, ON_CONFLICT
 from service.ledger.priority import DEFAULT as DEFAULT_PRIORITY
+from service.ledger.priority import told_ahead
 
 POINT = "ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)"
 GEOGRAPHY = f"({POINT})::geography"
@@ -304,6 +305,8 @@ _WINDOW = """
 # A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
 # is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
 _AHEAD = "NOT (:active_now AND (p.kind = 'current' OR p.starts_on <= :today))"
+# (PostgreSQL computes the two identical aggregates of the insert below once.)
+_ALL_AHEAD = f"bool_and({_AHEAD})"
 
 
 def matched_ids(
@@ -336,15 +339,16 @@ def enqueue(
     exercise: bool = False,
 ) -> int:
     """Match and enqueue in one statement; returns the new alert rows. `priority` is their
-    urgency class (service/ledger/priority.py), from the advisory's level; an `exercise`
-    reaches only citizens who opted in."""
+    urgency class (service/ledger/priority.py), from the advisory's level, one class later for
+    rows told ahead; an `exercise` reaches only citizens who opted in."""
     hits, params = reach_sql(target.area)
     for statement in _PLAN:
         connection.execute(text(statement))
     insert = (
         f"INSERT INTO alert ({COLUMNS}, told_ahead)"  # noqa: S608
-        " SELECT :advisory_id, :revision, c.id, ch.channel, :priority,"
-        f" '{states.PENDING}', :now, CASE WHEN bool_and({_AHEAD}) THEN 1 ELSE 0 END"
+        f" SELECT :advisory_id, :revision, c.id, ch.channel, CASE WHEN {_ALL_AHEAD}"
+        " THEN :ahead_priority ELSE :priority END,"
+        f" '{states.PENDING}', :now, CASE WHEN {_ALL_AHEAD} THEN 1 ELSE 0 END"
         f" FROM ({hits}) p JOIN citizen c ON c.id = p.citizen_id"
         " CROSS JOIN LATERAL (VALUES ('sms', c.notify_sms), ('email', c.notify_email))"
         "   AS ch(channel, wanted)"
@@ -357,6 +361,7 @@ def enqueue(
         "advisory_id": target.key,
         "revision": revision,
         "priority": priority,
+        "ahead_priority": told_ahead(priority),
         "now": now,
     }
     # A revision is usually new to the ledger: a plain INSERT skips the speculative insertion

@@ -42,16 +42,18 @@ def alert_rows(
     email_ids: np.ndarray,
     ahead_ids: np.ndarray | None = None,
 ) -> list[tuple[int, int, int, str, int, bool]]:
-    """Ledger rows for these citizens on each channel; those of `ahead_ids` told ahead (the
-    row's last field: alert.told_ahead 1, else 0)."""
+    """Ledger rows for these citizens on each channel, of urgency class `priority`; those of
+    `ahead_ids` told ahead (the row's last field: alert.told_ahead 1, else 0), one class later
+    (priority.told_ahead)."""
     rows = []
+    later = urgency.told_ahead(priority)
     for channel, ids in (("email", email_ids), ("sms", sms_ids)):
         if ahead_ids is None or ahead_ids.size == 0:  # the usual case, kept as fast as it was
             rows += [(advisory_id, revision, cid, channel, priority, False) for cid in ids.tolist()]
             continue
         told = np.isin(ids, ahead_ids).tolist()
         rows += [
-            (advisory_id, revision, cid, channel, priority, ahead)
+            (advisory_id, revision, cid, channel, later if ahead else priority, ahead)
             for cid, ahead in zip(ids.tolist(), told, strict=True)
         ]
     return rows

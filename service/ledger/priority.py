@@ -30,6 +30,14 @@ def of_level(level: str) -> int:
     return _BY_LEVEL[level]
 
 
+def told_ahead(cls: int) -> int:
+    """The class of an alert told ahead (alert.told_ahead: its citizen is reached only through
+    a stay not begun, or the advisory is not in effect yet): one class after those there now,
+    so that in a burst the people in danger now are told first. A level 4 told ahead goes with
+    a level 3 there now, and still goes on the other channel while a provider is down."""
+    return min(cls + 1, ROUTINE_ALL_CLEAR)
+
+
 def of_cancellation(level: str) -> int:
     """The class of the all-clear of an advisory whose last level was `level`. Calling off a
     level 3, 4 or special advisory goes as urgently as the advisory did: people leave a country

@@ -14,6 +14,7 @@ from service.checkin.rollcall import start_round
 from service.errors import TooManyRequests
 from service.geomatch.arrivals import told_ahead
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
+from service.ledger import outbox, priority
 from service.ledger.enqueue import insert_alerts
 from service.ledger.models import Ahead, Alert
 from tests.geomatch import builders
@@ -58,18 +59,33 @@ def _people(db) -> dict[str, int]:
     return {name: person.id for name, person in made.items()}
 
 
-def _ahead(db, record) -> dict[int, bool]:
+def _first_rows(db, record, column) -> dict[int, int]:
+    """Each citizen's `column` of the advisory's first rows (not check-in requests)."""
     db.expire_all()
     rows = db.execute(
-        select(Alert.citizen_id, Alert.told_ahead).where(
+        select(Alert.citizen_id, column).where(
             Alert.advisory_id == record.id, Alert.checkin_round == 0
         )
     ).all()
-    return {cid: told == Ahead.WAITING for cid, told in rows}
+    return dict(rows)
+
+
+def _ahead(db, record) -> dict[int, bool]:
+    return {cid: told == WAITING for cid, told in _first_rows(db, record, Alert.told_ahead).items()}
 
 
 def _only_coming_is_ahead(people: dict[str, int]) -> dict[int, bool]:
     return {cid: name == "coming" for name, cid in people.items()}
+
+
+def _classes(db, record) -> dict[int, int]:
+    """Each citizen's urgency class (alert.priority)."""
+    return _first_rows(db, record, Alert.priority)
+
+
+def _a_class_later_when_ahead(ahead: dict[int, bool], level: str) -> dict[int, int]:
+    there = priority.of_level(level)
+    return {cid: priority.told_ahead(there) if told else there for cid, told in ahead.items()}
 
 
 def test_a_new_advisory_marks_those_reached_only_by_a_stay_not_begun(db):
@@ -77,6 +93,9 @@ def test_a_new_advisory_marks_those_reached_only_by_a_stay_not_begun(db):
     record = advisory(db, area=AREA, level="4")
     match_advisories(db, advisories=[record], now=NOW)
     assert _ahead(db, record) == _only_coming_is_ahead(people)
+    # In a burst those there now go first: the traveller's warning is a class later.
+    assert _classes(db, record) == _a_class_later_when_ahead(_only_coming_is_ahead(people), "4")
+    assert priority.told_ahead(priority.of_level("4")) == priority.of_level("3")
 
 
 def test_before_an_advisory_is_in_effect_everyone_it_reaches_is_told_ahead(db):
@@ -99,6 +118,7 @@ def test_a_new_citizen_with_a_trip_ahead_is_marked_and_one_already_there_is_not(
     for person in (coming, arrived):
         match_citizen(db, citizen_id=person.id, now=NOW)
     assert _ahead(db, record) == {coming.id: True, arrived.id: False}
+    assert _classes(db, record) == {coming.id: priority.of_level("3"), arrived.id: 1}
 
 
 @pytest.mark.parametrize("advisories", [1, POSTGIS_AT_MOST + 1], ids=["few", "many"])
@@ -110,6 +130,7 @@ def test_the_sweep_marks_them_alike_by_postgis_and_by_shards(db, advisories):
     assert swept.enqueued == len(people) * advisories
     for record in records:
         assert _ahead(db, record) == _only_coming_is_ahead(people)
+        assert _classes(db, record) == _a_class_later_when_ahead(_ahead(db, record), "4")
 
 
 def _rows(db, record) -> dict[int, list[tuple[int, Ahead, str]]]:
@@ -157,6 +178,10 @@ def test_when_the_advisory_takes_effect_those_there_are_asked_and_the_traveller_
     assert rows[people["here"]] == [(0, NO, "pending")]  # reached once it took effect
     assert rows[people["coming"]] == [(0, WAITING, "sent")]  # not there yet: nothing more
     assert swept.asked_on_arrival == 3
+    # The row that now asks goes in the class of those there now; the rest keep theirs.
+    classes = _classes(db, record)
+    assert classes[people["arrives_today"]] == priority.of_level("4")
+    assert classes[people["arrived"]] == priority.told_ahead(priority.of_level("4"))
     assert _sweep(db, NOW + timedelta(hours=4)).asked_on_arrival == 0  # asked once
     assert _rows(db, record) == rows
 
@@ -264,3 +289,16 @@ def test_a_fallback_left_waiting_after_its_citizen_was_asked_is_only_marked(db):
         (0, ASKED, "sent"),
         (1, NO, "pending"),  # the one request, on SMS
     ]
+
+
+def test_in_a_burst_those_there_now_are_claimed_before_those_told_ahead(db):
+    """Same advisory, same level: the traveller's row (written first) waits for the resident's."""
+    coming = citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[_stay(5, 7)])
+    here = citizen(db, lon=TOKYO[0], lat=TOKYO[1])
+    assert coming.id < here.id
+    record = advisory(db, area=AREA, level="4")
+    match_advisories(db, advisories=[record], now=NOW)
+    claimed = outbox.claim(db, channel="sms", now=NOW, limit=1, lease_s=60, worker="test")
+    assert [row.citizen_id for row in claimed] == [here.id]
+    claimed = outbox.claim(db, channel="sms", now=NOW, limit=1, lease_s=60, worker="test")
+    assert [row.citizen_id for row in claimed] == [coming.id]
