@@ -4,11 +4,12 @@ import gettext
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 
 import pycountry
 
 from service.advisories.levels import LEVEL_NAMES, asks_checkin, goes_at_once
+from service.geo.areas import Area, area_from_json
 
 LANGUAGES = ("ko", "en")
 _LEVEL_FORMAT = {"ko": "여행경보 {}단계({})", "en": "Level {} ({})"}
@@ -43,6 +44,11 @@ class AlertContent:
         """Whether this alert ignores the citizen's quiet hours (an all-clear of an urgent
         advisory too: people act on it)."""
         return goes_at_once(self.level, severity=self.severity, urgency=self.urgency)
+
+    @cached_property
+    def shapes(self) -> Area:
+        """The area as matched, rebuilt once per revision (ContentCache keeps the content)."""
+        return area_from_json(self.area)
 
     def language_for(self, wanted: str) -> str:
         """The language of the message's frame (sender, level, area, how to answer, links):

@@ -46,6 +46,7 @@ from service.dispatch.recipients import (
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
+from service.geo.matching import covers_a_point
 from service.ledger import outbox
 from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
@@ -880,9 +881,13 @@ def _routine(content: AlertContent | None) -> bool:
 
 
 def _part_of(content: AlertContent, person: Recipient) -> str:
-    """The country whose part the area covers, for a citizen reached only by that country."""
+    """The country whose part the area covers, for a citizen reached only by that country: not
+    for one the area reached by their own place too (in Tokyo, and also registered for a trip
+    to "Japan")."""
     partly = set(content.area.get("country_only") or ()) & person.known_only_by
-    return min(partly) if partly else ""
+    if not partly or (person.points and covers_a_point(content.shapes, person.points)):
+        return ""
+    return min(partly)
 
 
 def _quiet(

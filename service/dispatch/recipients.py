@@ -33,6 +33,9 @@ class Recipient:
     # Countries the citizen is registered in only by country (no point): an area covering part
     # of one reaches them at urgent levels, and their alert says so.
     known_only_by: frozenset[str] = frozenset()
+    # Their own points (lon, lat, country) where they know any, current or in a stay not ended:
+    # an area that covers one reached them by it, not only by country (no note then).
+    points: tuple[tuple[float, float, str], ...] = ()
     sms_opted_out: bool = False  # replied STOP: carriers block our texts to the number
     quiet: tuple[str, str] | None = None  # quiet hours ("22:00", "07:00"); None: none
     place: Place | None = None  # where the citizen is now, whose clock the quiet hours follow
@@ -144,6 +147,7 @@ def recipients(
         )
     ):
         only.setdefault(cid, set()).add(country)
+    points = _points_of(session, set(only), today) if only and today is not None else {}
     found = {}
     for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
@@ -154,10 +158,30 @@ def recipients(
             address=vault.open(field, blob) if blob else None,
             reachable=frozenset(c for c, (_, b) in sealed.items() if b is not None),
             known_only_by=frozenset(only.get(cid, ())),
+            points=tuple(points.get(cid, ())),
             sms_opted_out=opted_out_at is not None,
             quiet=(quiet_from, quiet_to) if quiet_from and quiet_to else None,
             place=here.get(cid),
         )
+    return found
+
+
+def _points_of(
+    session: Session, ids: set[int], today: date
+) -> dict[int, list[tuple[float, float, str]]]:
+    """The points of these citizens (each also known only by some country): current locations
+    and stays not ended."""
+    found: dict[int, list[tuple[float, float, str]]] = {}
+    for cid, lon, lat, country in session.execute(
+        select(CitizenPlace.citizen_id, CitizenPlace.lon, CitizenPlace.lat, CitizenPlace.country)
+        .where(
+            CitizenPlace.citizen_id.in_(ids),
+            CitizenPlace.lon.is_not(None),
+            or_(CitizenPlace.kind == "current", CitizenPlace.ends_on >= today),
+        )
+        .order_by(CitizenPlace.id)
+    ):
+        found.setdefault(cid, []).append((lon, lat, country or ""))
     return found
 
 

@@ -167,6 +167,14 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
     return _union(found)
 
 
+def covers_a_point(area: Area, points: Sequence[tuple[float, float, str]]) -> bool:
+    """Whether the area's shapes or countries hold one of these points (lon, lat, country)."""
+    lons, lats, countries = zip(*points, strict=True)
+    n = len(points)
+    places = PlaceSet.build(np.zeros(n), lons, lats, countries, np.zeros(n), np.zeros(n))
+    return place_hits(area, places).size > 0
+
+
 def _union(found: list[np.ndarray]) -> np.ndarray:
     """Sorted unique union of arrays of indices, each already sorted and unique."""
     return found[0] if len(found) == 1 else sorted_unique(np.concatenate(found))

@@ -94,14 +94,34 @@ def test_their_alert_says_the_area_is_part_of_their_country(
         register(
             api, location={"lat": 35.68, "lon": 139.7}, phone="010-7123-0002", channels=["sms"]
         )
+        # In Tokyo, and registered for a trip to "Japan" too: the area reached them by Tokyo.
+        register(
+            api,
+            location={"lat": 35.68, "lon": 139.7},
+            stays=[stay(days_from_now=0, length=5, country="JP")],
+            phone="010-7123-0003",
+            channels=["sms"],
+        )
+        # In Osaka (outside the circle), with the same trip: reached only by "Japan".
+        register(
+            api,
+            location={"lat": 34.69, "lon": 135.5},
+            stays=[stay(days_from_now=0, length=5, country="JP")],
+            phone="010-7123-0004",
+            channels=["sms"],
+        )
         issue(api, staff_headers("consul"), 3)
         dispatcher = dispatcher_in(db, settings)
         dispatcher.drain()
         dispatcher.close()
     [country_only] = twilio.bodies_to("+821071230001")
     [in_tokyo] = twilio.bodies_to("+821071230002")
+    [in_tokyo_with_a_trip] = twilio.bodies_to("+821071230003")
+    [in_osaka_with_a_trip] = twilio.bodies_to("+821071230004")
     assert "일본 일부 지역 경보" in country_only
     assert "일부 지역" not in in_tokyo
+    assert "일부 지역" not in in_tokyo_with_a_trip
+    assert "일본 일부 지역 경보" in in_osaka_with_a_trip
 
 
 def test_matches_show_the_place_that_matched(client, consul):
