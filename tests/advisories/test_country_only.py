@@ -95,21 +95,15 @@ def test_their_alert_says_the_area_is_part_of_their_country(
             api, location={"lat": 35.68, "lon": 139.7}, phone="010-7123-0002", channels=["sms"]
         )
         # In Tokyo, and registered for a trip to "Japan" too: the area reached them by Tokyo.
-        register(
-            api,
-            location={"lat": 35.68, "lon": 139.7},
-            stays=[stay(days_from_now=0, length=5, country="JP")],
-            phone="010-7123-0003",
-            channels=["sms"],
-        )
         # In Osaka (outside the circle), with the same trip: reached only by "Japan".
-        register(
-            api,
-            location={"lat": 34.69, "lon": 135.5},
-            stays=[stay(days_from_now=0, length=5, country="JP")],
-            phone="010-7123-0004",
-            channels=["sms"],
-        )
+        for phone, (lat, lon) in (("0003", (35.68, 139.7)), ("0004", (34.69, 135.5))):
+            register(
+                api,
+                location={"lat": lat, "lon": lon},
+                stays=[stay(days_from_now=0, length=5, country="JP")],
+                phone=f"010-7123-{phone}",
+                channels=["sms"],
+            )
         issue(api, staff_headers("consul"), 3)
         dispatcher = dispatcher_in(db, settings)
         dispatcher.drain()
