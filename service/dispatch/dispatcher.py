@@ -35,7 +35,7 @@ from service.dispatch.notifiers.base import (
 )
 from service.dispatch.notifiers.registry import build_notifiers
 from service.dispatch.pacing import SenderRate, open_storage
-from service.dispatch.quiet_hours import quiet_until, zone_of
+from service.dispatch.quiet_hours import Place, quiet_until, zone_of
 from service.dispatch.recipients import (
     AdvisoryState,
     ContentCache,
@@ -46,7 +46,7 @@ from service.dispatch.recipients import (
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
-from service.geo.matching import covers_a_point
+from service.geo.matching import Target, covers_a_point, day_number, reaches_a_place
 from service.ledger import outbox
 from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
@@ -517,7 +517,7 @@ class Dispatcher:
             assert address is not None
             reference = self.links.reference(row.id)
             link = self.links.details(reference)
-            rendered, checkin_token = self._render(row, content, person, link=link, now=at)
+            rendered, checkin_token = self._render(row, content, person, state, link=link, now=at)
             if checkin_token and row.channel == "sms":
                 # The SMS carries the check-in link instead of the details one: the token is
                 # what a look-up of an unknown outcome finds it by.
@@ -549,6 +549,7 @@ class Dispatcher:
         row: Claimed,
         content: AlertContent,
         person: Recipient,
+        state: AdvisoryState,
         *,
         link: str,
         now: datetime,
@@ -571,7 +572,7 @@ class Dispatcher:
                 self.renderer.checkin_email(content, language=language, link=link, checkin=checkin),
                 token,
             )
-        part_of = _part_of(content, person)
+        part_of = _part_of(content, person, state, now)
         if row.channel == "sms":
             return (
                 self.renderer.sms(
@@ -880,14 +881,28 @@ def _routine(content: AlertContent | None) -> bool:
     return content is not None and content.kind != "cancel" and not is_urgent(content.level)
 
 
-def _part_of(content: AlertContent, person: Recipient) -> str:
+def _part_of(content: AlertContent, person: Recipient, state: AdvisoryState, now: datetime) -> str:
     """The country whose part the area covers, for a citizen reached only by that country: not
-    for one the area reached by their own place too (in Tokyo, and also registered for a trip
-    to "Japan")."""
+    for one the advisory reaches by their own place too (in Tokyo, and also registered for a
+    trip to "Japan"), in its area and its window as matching decides."""
     partly = set(content.area.get("country_only") or ()) & person.known_only_by
-    if not partly or (person.points and covers_a_point(content.shapes, person.points)):
+    if not partly:
         return ""
+    if person.points:
+        target = Target.for_window(
+            0, content.shapes, effective=state.effective, expires=state.expires, now=now
+        )
+        if reaches_a_place(target, person.points, today=day_number(now.date())):
+            return ""
     return min(partly)
+
+
+def _told_while_away(row: Claimed, content: AlertContent, place: Place) -> bool:
+    """A row told ahead whose citizen is now outside the area. One in it (the advisory is not
+    in effect yet, or their stay began since the row was written) is not away: it goes."""
+    if row.told_ahead == Ahead.NO:
+        return False
+    return not covers_a_point(content.shapes, [(place.lon, place.lat, place.country or "")])
 
 
 def _quiet(
@@ -898,10 +913,14 @@ def _quiet(
     *,
     now: datetime,
 ) -> Decision | None:
-    """Hold a level 1-2 alert (or its all-clear) while it is night where the citizen is."""
-    if content is None or content.goes_at_once or row.checkin_round:
+    """Hold a level 1-2 alert (or its all-clear) while it is night where the citizen is; an
+    urgent one too when it tells them ahead of a trip and where they are now is outside its
+    area (asleep at home, nothing there is in danger yet)."""
+    if content is None or row.checkin_round:
         return None
     if person is None or person.quiet is None or person.place is None:
+        return None
+    if content.goes_at_once and not _told_while_away(row, content, person.place):
         return None
     zone = zone_of(person.place)
     if zone is None:

@@ -13,6 +13,7 @@ from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen, CitizenPlace
 from service.dispatch.content import AlertContent
 from service.dispatch.quiet_hours import Place
+from service.geo.matching import CURRENT, day_number
 from service.privacy import PersonalDataVault
 
 
@@ -22,6 +23,7 @@ class AdvisoryState:
     revision: int
     expires: datetime | None
     alerts_citizens: bool
+    effective: datetime
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,10 @@ class Recipient:
     # Countries the citizen is registered in only by country (no point): an area covering part
     # of one reaches them at urgent levels, and their alert says so.
     known_only_by: frozenset[str] = frozenset()
-    # Their own points (lon, lat, country) where they know any, current or in a stay not ended:
-    # an area that covers one reached them by it, not only by country (no note then).
-    points: tuple[tuple[float, float, str], ...] = ()
+    # Their own points (lon, lat, country, first and last day; matching.CURRENT for a current
+    # location), current or in a stay not ended: an advisory that reaches one reached them by
+    # it, not only by country (no note then).
+    points: tuple[tuple[float, float, str, int, int], ...] = ()
     sms_opted_out: bool = False  # replied STOP: carriers block our texts to the number
     quiet: tuple[str, str] | None = None  # quiet hours ("22:00", "07:00"); None: none
     place: Place | None = None  # where the citizen is now, whose clock the quiet hours follow
@@ -112,6 +115,7 @@ def advisory_states(session: Session, ids: set[int]) -> dict[int, AdvisoryState]
             Advisory.revision,
             Advisory.expires,
             Advisory.alerts_citizens,
+            Advisory.effective,
         ).where(Advisory.id.in_(ids))
     ).all()
     return {row[0]: AdvisoryState(*row[1:]) for row in rows}
@@ -168,12 +172,20 @@ def recipients(
 
 def _points_of(
     session: Session, ids: set[int], today: date
-) -> dict[int, list[tuple[float, float, str]]]:
+) -> dict[int, list[tuple[float, float, str, int, int]]]:
     """The points of these citizens (each also known only by some country): current locations
-    and stays not ended."""
-    found: dict[int, list[tuple[float, float, str]]] = {}
-    for cid, lon, lat, country in session.execute(
-        select(CitizenPlace.citizen_id, CitizenPlace.lon, CitizenPlace.lat, CitizenPlace.country)
+    and stays not ended, with their days as matching reads them."""
+    found: dict[int, list[tuple[float, float, str, int, int]]] = {}
+    for cid, kind, lon, lat, country, starts, ends in session.execute(
+        select(
+            CitizenPlace.citizen_id,
+            CitizenPlace.kind,
+            CitizenPlace.lon,
+            CitizenPlace.lat,
+            CitizenPlace.country,
+            CitizenPlace.starts_on,
+            CitizenPlace.ends_on,
+        )
         .where(
             CitizenPlace.citizen_id.in_(ids),
             CitizenPlace.lon.is_not(None),
@@ -181,7 +193,8 @@ def _points_of(
         )
         .order_by(CitizenPlace.id)
     ):
-        found.setdefault(cid, []).append((lon, lat, country or ""))
+        days = (CURRENT, CURRENT) if kind == "current" else (day_number(starts), day_number(ends))
+        found.setdefault(cid, []).append((lon, lat, country or "", *days))
     return found
 
 

@@ -167,12 +167,23 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
     return _union(found)
 
 
-def covers_a_point(area: Area, points: Sequence[tuple[float, float, str]]) -> bool:
-    """Whether the area's shapes or countries hold one of these points (lon, lat, country)."""
-    lons, lats, countries = zip(*points, strict=True)
-    n = len(points)
-    places = PlaceSet.build(np.zeros(n), lons, lats, countries, np.zeros(n), np.zeros(n))
-    return place_hits(area, places).size > 0
+def covers_a_point(area: Area, points: Sequence[tuple[float | None, float | None, str]]) -> bool:
+    """Whether the area holds one of these places (lon, lat, country), whenever: by its shapes or
+    countries, or (a country alone, no point) by its reach of country-only citizens."""
+    return place_hits(area, _few([(*point, CURRENT, CURRENT) for point in points])).size > 0
+
+
+def reaches_a_place(
+    target: Target, places: Sequence[tuple[float, float, str, int, int]], *, today: int
+) -> bool:
+    """Whether the target reaches one of these places (lon, lat, country, first day, last day;
+    CURRENT for a current location) as matching does: in its area, and in its window."""
+    return matched_places(target, _few(places), today=today).size > 0
+
+
+def _few(places: Sequence[tuple]) -> PlaceSet:
+    lons, lats, countries, starts, ends = zip(*places, strict=True)
+    return PlaceSet.build(np.zeros(len(places)), lons, lats, countries, starts, ends)
 
 
 def _union(found: list[np.ndarray]) -> np.ndarray:

@@ -104,6 +104,15 @@ def test_their_alert_says_the_area_is_part_of_their_country(
                 phone=f"010-7123-{phone}",
                 channels=["sms"],
             )
+        # Known only as "JP" now, with a Tokyo trip after the advisory ends (in 10 days): that
+        # stay is not what reached them.
+        register(
+            api,
+            location={"country": "JP"},
+            stays=[stay(days_from_now=21, length=5, lat=35.68, lon=139.69)],
+            phone="010-7123-0005",
+            channels=["sms"],
+        )
         issue(api, staff_headers("consul"), 3)
         dispatcher = dispatcher_in(db, settings)
         dispatcher.drain()
@@ -116,6 +125,8 @@ def test_their_alert_says_the_area_is_part_of_their_country(
     assert "일부 지역" not in in_tokyo
     assert "일부 지역" not in in_tokyo_with_a_trip
     assert "일본 일부 지역 경보" in in_osaka_with_a_trip
+    [with_a_later_trip] = twilio.bodies_to("+821071230005")
+    assert "일본 일부 지역 경보" in with_a_later_trip
 
 
 def test_matches_show_the_place_that_matched(client, consul):

@@ -226,6 +226,47 @@ def test_a_country_only_citizen_and_a_stay_follow_the_local_clock(db, world, twi
     }
 
 
+def test_a_warning_ahead_of_a_trip_waits_out_the_night_where_the_citizen_is(db, world, twilio):
+    """A level-4 alert that tells a citizen ahead (at home in Bangkok, Tokyo next week) is no
+    emergency where they sleep: it waits until 07:00 there, and does not ask. One told ahead
+    to a citizen inside the area (the advisory is not in effect yet) goes at once."""
+    api, dispatcher, consul = world
+    # At home in Bangkok, Tokyo in five days; and in Tokyo for ten days (an advisory not in
+    # effect yet reaches them by that stay).
+    for phone, home, trip in (
+        ("0011", BANGKOK, stay(5, 7, **TOKYO)),
+        ("0012", TOKYO, stay(0, 10, **TOKYO)),
+    ):
+        register(
+            api,
+            location=home,
+            phone=f"010-7400-{phone}",
+            channels=["sms"],
+            quiet_hours=NIGHT,
+            stays=[trip],
+        )
+    issue(
+        api,
+        consul,
+        level=4,
+        area={"circles": [{**TOKYO, "radius_km": 50}]},
+        effective=in_days(1 / 24),
+    )
+    assert {r.told_ahead for r in rows(db)} == {1}  # both: it is not in effect yet
+    night = next_reading("Asia/Bangkok", 23, 30)  # 01:30 in Tokyo
+    morning = seven_next_morning("Asia/Bangkok", night)
+    dispatcher.step(now=night)
+    assert len(twilio.bodies_to("+821074000012")) == 1
+    assert twilio.bodies_to("+821074000011") == []
+    held = [r for r in rows(db) if r.status == states.RETRY_WAIT]
+    assert [(r.due_at, r.last_error) for r in held] == [
+        (morning, "quiet hours until 07:00 Asia/Bangkok")
+    ]
+    dispatcher.step(now=morning)
+    [warning] = twilio.bodies_to("+821074000011")
+    assert "Reply 1" not in warning and "답장 1" not in warning
+
+
 @pytest.mark.parametrize(("urgency", "held"), [("Immediate", False), ("Expected", True)])
 def test_a_cap_level_2_alert_of_urgency_immediate_ignores_quiet_hours(
     db, world, twilio, urgency, held

@@ -3,7 +3,7 @@
 import pytest
 
 from service.geo import matching
-from service.geo.areas import Area, InvalidArea, check_geometry, crosses_antimeridian
+from service.geo.areas import Area, Circle, InvalidArea, check_geometry, crosses_antimeridian
 
 STRAIGHT_ACROSS = {
     "type": "Polygon",
@@ -79,3 +79,16 @@ def test_overlapping_multipolygon_is_refused():
     with pytest.raises(InvalidArea) as error:
         check_geometry(overlapping, field="area.geometry", max_vertices=100)
     assert error.value.field == "area.geometry.coordinates"
+
+
+def test_covers_a_point_by_shape_by_country_and_by_country_only_reach():
+    """What the dispatcher asks of a citizen's own places (matching.covers_a_point)."""
+    tokyo = Area(circles=(Circle(35.68, 139.69, 50),), country_only=("JP",))
+    assert matching.covers_a_point(tokyo, [(139.7, 35.7, "JP")])
+    assert not matching.covers_a_point(tokyo, [(135.5, 34.69, "JP")])  # Osaka
+    assert matching.covers_a_point(tokyo, [(135.5, 34.69, "JP"), (139.7, 35.7, "JP")])
+    assert matching.covers_a_point(tokyo, [(None, None, "JP")])  # a country alone
+    assert not matching.covers_a_point(tokyo, [(None, None, "KR")])
+    thailand = Area(countries=("TH",))
+    assert matching.covers_a_point(thailand, [(100.5, 13.75, "TH"), (None, None, "")])
+    assert not matching.covers_a_point(thailand, [(126.98, 37.57, "KR")])
