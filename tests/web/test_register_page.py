@@ -93,7 +93,7 @@ def test_a_citizen_enrols_verifies_and_is_active(live, new_page):
         tab.locator("#shown-token").inner_text(),
     )
     assert token.startswith("ajc_")
-    expect(tab.locator("#verify-status")).to_contain_text("pending")
+    expect(tab.locator("#verify-status")).to_contain_text("Not active yet")
     tab.get_by_label("SMS code").fill(sms_code(live, PHONE_E164))
     page.shot("register-verify")
     tab.get_by_label("SMS code").press("Enter")
