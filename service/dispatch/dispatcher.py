@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from limits.storage import Storage
@@ -35,7 +35,7 @@ from service.dispatch.notifiers.base import (
 )
 from service.dispatch.notifiers.registry import build_notifiers
 from service.dispatch.pacing import SenderRate, open_storage
-from service.dispatch.quiet_hours import Place, quiet_until, zone_of
+from service.dispatch.quiet_hours import quiet_until, zone_of
 from service.dispatch.recipients import (
     AdvisoryState,
     ContentCache,
@@ -46,7 +46,7 @@ from service.dispatch.recipients import (
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
-from service.geo.matching import Target, covers_a_point, day_number, reaches_a_place
+from service.geo.matching import Target, day_number, reaches_a_place
 from service.ledger import outbox
 from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
@@ -892,17 +892,12 @@ def _part_of(content: AlertContent, person: Recipient, state: AdvisoryState, now
         target = Target.for_window(
             0, content.shapes, effective=state.effective, expires=state.expires, now=now
         )
+        # A current location counts by the area alone: before the advisory is in effect,
+        # someone there was still not reached "only by the country".
+        target = replace(target, active_now=True)
         if reaches_a_place(target, person.points, today=day_number(now.date())):
             return ""
     return min(partly)
-
-
-def _told_while_away(row: Claimed, content: AlertContent, place: Place) -> bool:
-    """A row told ahead whose citizen is now outside the area. One in it (the advisory is not
-    in effect yet, or their stay began since the row was written) is not away: it goes."""
-    if row.told_ahead == Ahead.NO:
-        return False
-    return not covers_a_point(content.shapes, [(place.lon, place.lat, place.country or "")])
 
 
 def _quiet(
@@ -913,14 +908,10 @@ def _quiet(
     *,
     now: datetime,
 ) -> Decision | None:
-    """Hold a level 1-2 alert (or its all-clear) while it is night where the citizen is; an
-    urgent one too when it tells them ahead of a trip and where they are now is outside its
-    area (asleep at home, nothing there is in danger yet)."""
-    if content is None or row.checkin_round:
+    """Hold a level 1-2 alert (or its all-clear) while it is night where the citizen is."""
+    if content is None or content.goes_at_once or row.checkin_round:
         return None
     if person is None or person.quiet is None or person.place is None:
-        return None
-    if content.goes_at_once and not _told_while_away(row, content, person.place):
         return None
     zone = zone_of(person.place)
     if zone is None:

@@ -167,12 +167,6 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
     return _union(found)
 
 
-def covers_a_point(area: Area, points: Sequence[tuple[float | None, float | None, str]]) -> bool:
-    """Whether the area holds one of these places (lon, lat, country), whenever: by its shapes or
-    countries, or (a country alone, no point) by its reach of country-only citizens."""
-    return place_hits(area, _few([(*point, CURRENT, CURRENT) for point in points])).size > 0
-
-
 def reaches_a_place(
     target: Target, places: Sequence[tuple[float, float, str, int, int]], *, today: int
 ) -> bool:

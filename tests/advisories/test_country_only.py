@@ -129,6 +129,28 @@ def test_their_alert_says_the_area_is_part_of_their_country(
     assert "일본 일부 지역 경보" in with_a_later_trip
 
 
+def test_no_note_for_a_citizen_in_the_area_before_it_takes_effect(
+    database_url, db, staff_headers, twilio, smtp
+):
+    """In Tokyo now, with a stay registered as "JP" only: an advisory for Tokyo that takes
+    effect in an hour reaches them by the stay, but they are in the area (review of ffb59ed)."""
+    settings = make_settings(database_url, **notifier_settings(twilio, smtp))
+    with bound_client(settings, db) as api:
+        register(
+            api,
+            location={"lat": 35.68, "lon": 139.7},
+            stays=[stay(days_from_now=0, length=5, country="JP")],
+            phone="010-7123-0006",
+            channels=["sms"],
+        )
+        issue(api, staff_headers("consul"), 3, effective=in_days(1 / 24))
+        dispatcher = dispatcher_in(db, settings)
+        dispatcher.drain()
+        dispatcher.close()
+    [sms] = twilio.bodies_to("+821071230006")
+    assert "일부 지역" not in sms
+
+
 def test_matches_show_the_place_that_matched(client, consul):
     in_thailand_going_to_japan, _, _ = register(
         client,

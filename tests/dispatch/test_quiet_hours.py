@@ -25,6 +25,7 @@ from tests.dispatch.fake_twilio import Answer
 
 BANGKOK = {"lat": 13.7563, "lon": 100.5018}
 TOKYO = {"lat": 35.6895, "lon": 139.6917}
+NEW_YORK = {"lat": 40.7128, "lon": -74.0060}
 NIGHT = {"from": "22:00", "to": "07:00"}
 CAP_SAMPLE = Path(__file__).parents[2] / "examples" / "tokyo-earthquake.cap.xml"
 
@@ -226,45 +227,37 @@ def test_a_country_only_citizen_and_a_stay_follow_the_local_clock(db, world, twi
     }
 
 
-def test_a_warning_ahead_of_a_trip_waits_out_the_night_where_the_citizen_is(db, world, twilio):
-    """A level-4 alert that tells a citizen ahead (at home in Bangkok, Tokyo next week) is no
-    emergency where they sleep: it waits until 07:00 there, and does not ask. One told ahead
-    to a citizen inside the area (the advisory is not in effect yet) goes at once."""
+def test_an_urgent_warning_told_ahead_goes_at_once_whatever_the_hour_at_home(db, world, twilio):
+    """Told ahead (the advisory is not in effect yet) to a citizen registered in New York whose
+    Tokyo stay is under way: the level-4 warning goes at 23:00 New York time (13:00 in Tokyo).
+    Where a citizen sleeps is read from their registered place, usually home: holding urgent
+    alerts told ahead would hold them for people who are there (review of ffb59ed). An
+    advisory that ends before the morning there does not expire it either."""
     api, dispatcher, consul = world
-    # At home in Bangkok, Tokyo in five days; and in Tokyo for ten days (an advisory not in
-    # effect yet reaches them by that stay).
-    for phone, home, trip in (
-        ("0011", BANGKOK, stay(5, 7, **TOKYO)),
-        ("0012", TOKYO, stay(0, 10, **TOKYO)),
-    ):
-        register(
-            api,
-            location=home,
-            phone=f"010-7400-{phone}",
-            channels=["sms"],
-            quiet_hours=NIGHT,
-            stays=[trip],
-        )
+    night = next_reading("America/New_York", 23, 0)
+    first, last = night.date() - timedelta(days=2), night.date() + timedelta(days=8)
+    register(
+        api,
+        location=NEW_YORK,
+        phone="010-7401-0001",
+        channels=["sms"],
+        quiet_hours=NIGHT,
+        stays=[{**TOKYO, "from": first.isoformat(), "to": last.isoformat()}],
+    )
     issue(
         api,
         consul,
         level=4,
         area={"circles": [{**TOKYO, "radius_km": 50}]},
-        effective=in_days(1 / 24),
+        effective=(night + timedelta(minutes=5)).isoformat(),
+        expires=(night + timedelta(hours=4)).isoformat(),
     )
-    assert {r.told_ahead for r in rows(db)} == {1}  # both: it is not in effect yet
-    night = next_reading("Asia/Bangkok", 23, 30)  # 01:30 in Tokyo
-    morning = seven_next_morning("Asia/Bangkok", night)
+    [row] = rows(db)
+    assert row.told_ahead == 1  # not in effect yet
     dispatcher.step(now=night)
-    assert len(twilio.bodies_to("+821074000012")) == 1
-    assert twilio.bodies_to("+821074000011") == []
-    held = [r for r in rows(db) if r.status == states.RETRY_WAIT]
-    assert [(r.due_at, r.last_error) for r in held] == [
-        (morning, "quiet hours until 07:00 Asia/Bangkok")
-    ]
-    dispatcher.step(now=morning)
-    [warning] = twilio.bodies_to("+821074000011")
-    assert "Reply 1" not in warning and "답장 1" not in warning
+    [row] = rows(db)
+    assert (row.status, row.last_error) == (states.SENT, None)
+    assert len(twilio.bodies_to("+821074010001")) == 1
 
 
 @pytest.mark.parametrize(("urgency", "held"), [("Immediate", False), ("Expected", True)])

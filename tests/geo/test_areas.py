@@ -81,14 +81,20 @@ def test_overlapping_multipolygon_is_refused():
     assert error.value.field == "area.geometry.coordinates"
 
 
-def test_covers_a_point_by_shape_by_country_and_by_country_only_reach():
-    """What the dispatcher asks of a citizen's own places (matching.covers_a_point)."""
+def test_reaches_a_place_in_the_area_and_in_the_window():
+    """What the dispatcher asks of a citizen's own places (matching.reaches_a_place)."""
     tokyo = Area(circles=(Circle(35.68, 139.69, 50),), country_only=("JP",))
-    assert matching.covers_a_point(tokyo, [(139.7, 35.7, "JP")])
-    assert not matching.covers_a_point(tokyo, [(135.5, 34.69, "JP")])  # Osaka
-    assert matching.covers_a_point(tokyo, [(135.5, 34.69, "JP"), (139.7, 35.7, "JP")])
-    assert matching.covers_a_point(tokyo, [(None, None, "JP")])  # a country alone
-    assert not matching.covers_a_point(tokyo, [(None, None, "KR")])
-    thailand = Area(countries=("TH",))
-    assert matching.covers_a_point(thailand, [(100.5, 13.75, "TH"), (None, None, "")])
-    assert not matching.covers_a_point(thailand, [(126.98, 37.57, "KR")])
+    today = 20_000
+    target = matching.Target(0, tokyo, start_day=today, end_day=today + 10, active_now=True)
+    here, osaka = (139.7, 35.7, "JP"), (135.5, 34.69, "JP")
+    now = (matching.CURRENT, matching.CURRENT)
+    assert matching.reaches_a_place(target, [(*here, *now)], today=today)
+    assert not matching.reaches_a_place(target, [(*osaka, *now)], today=today)
+    assert matching.reaches_a_place(target, [(*osaka, *now), (*here, *now)], today=today)
+    assert matching.reaches_a_place(target, [(*here, today + 5, today + 8)], today=today)
+    # A trip after the advisory ends, or one over: not what reached them.
+    assert not matching.reaches_a_place(target, [(*here, today + 21, today + 25)], today=today)
+    assert not matching.reaches_a_place(target, [(*here, today - 9, today - 1)], today=today)
+    # Not in effect yet: a current location waits, as in matching.
+    later = matching.Target(0, tokyo, start_day=today + 1, end_day=today + 10, active_now=False)
+    assert not matching.reaches_a_place(later, [(*here, *now)], today=today)
