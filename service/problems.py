@@ -5,6 +5,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -12,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from service.auth import refusal_before_body
 from service.db import RETRY_AFTER_S
 from service.errors import DomainError, ServiceUnavailable, TooManyRequests
 from service.forms import PAGE_HEADERS
@@ -63,17 +65,24 @@ def _validation_message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-async def _on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    if any(error.get("type") == "json_invalid" for error in exc.errors()):
+        refusal = await anyio.to_thread.run_sync(refusal_before_body, request)
+        if refusal is not None:
+            return await _on_http_error(request, refusal)
     errors = []
     for error in exc.errors():
         loc = tuple(error.get("loc", ()))
+        field = json_path(loc)
         if error.get("type") == "extra_forbidden":
             message = "unknown field: not accepted here"
         elif error.get("type") == "json_invalid":
-            message = "body is not valid JSON"
+            # Its loc is ("body", character position): the field is the body itself.
+            where = f" (at character {loc[1]})" if len(loc) > 1 else ""
+            field, message = "body", f"body is not valid JSON{where}"
         else:
             message = _validation_message(error)
-        errors.append({"field": json_path(loc), "message": message})
+        errors.append({"field": field, "message": message})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem_response(422, "Invalid input", detail, slug="validation-error", errors=errors)
 

@@ -194,3 +194,27 @@ def test_a_webhook_body_is_refused_past_what_a_provider_sends(client):
             path, content=form, headers={"content-type": "application/x-www-form-urlencoded"}
         )
         assert refused.status_code == 413, (path, refused.status_code)
+
+
+@pytest.mark.usefixtures("keys_seen_by_the_body_limit")
+def test_a_body_that_is_not_json_is_answered_for_the_key_first(client, staff_headers):
+    """FastAPI decodes a JSON body before any dependency runs: without this, a caller with no
+    key learned that the route parses JSON (422) before being told it needs a key."""
+    broken = {"Content-Type": "application/json"}
+    for headers, status in [
+        ({}, 401),
+        ({"Authorization": "Bearer ajs_wrong"}, 401),
+        (staff_headers("viewer"), 403),
+        (staff_headers("consul"), 422),
+    ]:
+        response = client.post(
+            "/v1/advisories", content=b'{"title": ', headers={**broken, **headers}
+        )
+        assert response.status_code == status, (headers, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [
+        {"field": "body", "message": "body is not valid JSON (at character 10)"}
+    ]
+    # A route anyone may call still says what is wrong with the body.
+    citizen = client.post("/v1/citizens", content=b"{", headers=broken)
+    assert citizen.status_code == 422
