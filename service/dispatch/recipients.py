@@ -130,7 +130,7 @@ def recipients(
     today: date | None = None,
 ) -> dict[int, Recipient]:
     """Each citizen's language and address on `channel` (only that one is decrypted), quiet
-    hours, and where they are now (their current place, else a stay that includes `today`)."""
+    hours, and where they are now (a stay that includes `today`, else their current place)."""
     rows = session.execute(
         select(
             Citizen.id,
@@ -199,8 +199,9 @@ def _points_of(
 
 
 def _places_now(session: Session, ids: set[int], today: date) -> dict[int, Place]:
-    """Each citizen's current place; without one, the stay under way today (the latest to
-    have begun, when stays overlap)."""
+    """Where each citizen is today: the stay under way (the latest to have begun, when stays
+    overlap), else their current place. A dated trip says more about today than the place they
+    registered, which is usually home and kept while they travel."""
     rows = session.execute(
         select(CitizenPlace.citizen_id, CitizenPlace.lat, CitizenPlace.lon, CitizenPlace.country)
         .where(
@@ -210,8 +211,8 @@ def _places_now(session: Session, ids: set[int], today: date) -> dict[int, Place
                 and_(CitizenPlace.starts_on <= today, CitizenPlace.ends_on >= today),
             ),
         )
-        # current before stays, then the latest stay first: the first row per citizen wins
-        .order_by(CitizenPlace.kind, CitizenPlace.starts_on.desc(), CitizenPlace.id.desc())
+        # stays before current ("stay" > "current"), the latest first: the first row wins
+        .order_by(CitizenPlace.kind.desc(), CitizenPlace.starts_on.desc(), CitizenPlace.id.desc())
     ).all()
     found: dict[int, Place] = {}
     for cid, lat, lon, country in rows:

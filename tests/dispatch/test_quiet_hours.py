@@ -8,12 +8,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from service.advisories import formats
 from service.advisories.schemas import AdvisoryCreate
 from service.advisories.service import draft_from_request
-from service.citizens.models import Citizen, CitizenPlace
+from service.citizens.models import Citizen
 from service.ledger import states
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body, in_days
@@ -49,10 +49,6 @@ def seven_next_morning(zone: str, night: datetime) -> datetime:
 def rows(db) -> list[Alert]:
     db.expire_all()
     return list(db.scalars(select(Alert).order_by(Alert.id)))
-
-
-def citizen_id(db, public_id: str) -> int:
-    return db.scalar(select(Citizen.id).where(Citizen.public_id == public_id))
 
 
 def issue(api, consul, **overrides) -> dict:
@@ -201,20 +197,15 @@ def test_a_country_only_citizen_and_a_stay_follow_the_local_clock(db, world, twi
     register(
         api, location={"country": "TH"}, phone="010-7400-0006", channels=["sms"], quiet_hours=NIGHT
     )
-    # Registered in Tokyo with a stay in Bangkok under way: without a current place (the row
-    # removed here), the stay is where they are.
-    visitor, _, _ = register(
+    # Registered in Tokyo (01:30 there) with a stay in Bangkok under way: the trip is where
+    # they are today, and its clock is read.
+    register(
         api,
         location=TOKYO,
         phone="010-7400-0007",
         channels=["sms"],
         quiet_hours=NIGHT,
         stays=[stay(0, 10, **BANGKOK)],
-    )
-    db.execute(
-        delete(CitizenPlace).where(
-            CitizenPlace.citizen_id == citizen_id(db, visitor), CitizenPlace.kind == "current"
-        )
     )
     issue(api, consul, level=1, area={"countries": ["TH"]})
     night = next_reading("Asia/Bangkok", 23, 30)
