@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from service.auth import refusal_before_body
+from service.auth import refusal_before_body, staff_role_of
 from service.db import RETRY_AFTER_S
 from service.errors import DomainError, ServiceUnavailable, TooManyRequests
 from service.forms import PAGE_HEADERS
@@ -66,8 +66,16 @@ def _validation_message(error: dict[str, Any]) -> str:
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-    if any(error.get("type") == "json_invalid" for error in exc.errors()):
-        refusal = await anyio.to_thread.run_sync(refusal_before_body, request)
+    broken = any(error.get("type") == "json_invalid" for error in exc.errors())
+    if broken and (minimum := staff_role_of(request)) is not None:
+        # The key is looked up as the route would have: a database that does not answer is
+        # the same 503 (or 500) that route would give, not the 422.
+        try:
+            refusal = await anyio.to_thread.run_sync(refusal_before_body, request, minimum)
+        except DBAPIError as error:
+            return await _on_database_error(request, error)
+        except PoolTimeout as error:
+            return await _on_pool_timeout(request, error)
         if refusal is not None:
             return await _on_http_error(request, refusal)
     errors = []

@@ -125,8 +125,9 @@ HHMM = Annotated[
 
 class QuietHours(StrictModel):
     """Level 1-2 alerts wait from `from` until `to` (which may be the next morning), in the
-    local time of the citizen's current place. Levels 3, 4, special, CAP Immediate or Extreme
-    alerts and check-ins go at once."""
+    local time of where the citizen is (of the current place and a trip under way, the one
+    written last). Levels 3, 4, special, CAP Immediate or Extreme alerts and check-ins go at
+    once."""
 
     model_config = ConfigDict(
         populate_by_name=True,
@@ -147,8 +148,9 @@ class QuietHours(StrictModel):
 
 DEFAULT_QUIET_HOURS = QuietHours.model_validate({"from": "22:00", "to": "07:00"})
 _QUIET_HOURS = (
-    'Quiet hours in the local time of the citizen\'s current place: {"from": "22:00", '
-    '"to": "07:00"} unless given; null: none.'
+    "Quiet hours in the local time of where the citizen is (of the current place and a trip "
+    'under way, the one written last): {"from": "22:00", "to": "07:00"} unless given; null: '
+    "none."
 )
 
 

@@ -493,7 +493,7 @@ class Dispatcher:
                 {r.citizen_id for r in rows},
                 channel=channel,
                 vault=self.vault,
-                today=at.date(),
+                now=at,
             )
             routine = self._routine_sent(session, rows, contents, at)
         decided: list[tuple[Claimed, Decision]] = []

@@ -4,7 +4,8 @@ advisory's state now, and each citizen's language and contacts (opened from the 
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen, CitizenPlace
 from service.dispatch.content import AlertContent
-from service.dispatch.quiet_hours import Place
+from service.dispatch.quiet_hours import Place, zone_of
 from service.geo.matching import CURRENT, day_number
 from service.privacy import PersonalDataVault
 
@@ -127,10 +128,10 @@ def recipients(
     *,
     channel: str,
     vault: PersonalDataVault,
-    today: date | None = None,
+    now: datetime | None = None,
 ) -> dict[int, Recipient]:
     """Each citizen's language and address on `channel` (only that one is decrypted), quiet
-    hours, and where they are now (a stay that includes `today`, else their current place)."""
+    hours, and where they are `now` (_places_now)."""
     rows = session.execute(
         select(
             Citizen.id,
@@ -143,7 +144,7 @@ def recipients(
             Citizen.quiet_to,
         ).where(Citizen.id.in_(ids))
     ).all()
-    here = _places_now(session, ids, today) if today is not None else {}
+    here = _places_now(session, ids, now) if now is not None else {}
     only: dict[int, set[str]] = {}
     for cid, country in session.execute(
         select(CitizenPlace.citizen_id, CitizenPlace.country).where(
@@ -151,7 +152,7 @@ def recipients(
         )
     ):
         only.setdefault(cid, set()).add(country)
-    points = _points_of(session, set(only), today) if only and today is not None else {}
+    points = _points_of(session, set(only), now.date()) if only and now is not None else {}
     found = {}
     for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
@@ -198,23 +199,45 @@ def _points_of(
     return found
 
 
-def _places_now(session: Session, ids: set[int], today: date) -> dict[int, Place]:
-    """Where each citizen is today: the stay under way (the latest to have begun, when stays
-    overlap), else their current place. A dated trip says more about today than the place they
-    registered, which is usually home and kept while they travel."""
+def _places_now(session: Session, ids: set[int], now: datetime) -> dict[int, Place]:
+    """Where each citizen is now: of their current place and the stays under way (by each
+    stay's own local date: its dates are the traveller's), the one written last. Registration
+    writes the current place before the stays, so a trip under way wins over the place
+    registered (usually home, kept while they travel); a current place moved during the trip
+    wins over the trip."""
+    today = now.date()
     rows = session.execute(
-        select(CitizenPlace.citizen_id, CitizenPlace.lat, CitizenPlace.lon, CitizenPlace.country)
+        select(
+            CitizenPlace.citizen_id,
+            CitizenPlace.kind,
+            CitizenPlace.lat,
+            CitizenPlace.lon,
+            CitizenPlace.country,
+            CitizenPlace.starts_on,
+            CitizenPlace.ends_on,
+        )
         .where(
             CitizenPlace.citizen_id.in_(ids),
             or_(
                 CitizenPlace.kind == "current",
-                and_(CitizenPlace.starts_on <= today, CitizenPlace.ends_on >= today),
+                # A day either side of the UTC date: the local one is decided below.
+                and_(
+                    CitizenPlace.starts_on <= today + timedelta(days=1),
+                    CitizenPlace.ends_on >= today - timedelta(days=1),
+                ),
             ),
         )
-        # stays before current ("stay" > "current"), the latest first: the first row wins
-        .order_by(CitizenPlace.kind.desc(), CitizenPlace.starts_on.desc(), CitizenPlace.id.desc())
+        .order_by(CitizenPlace.id)  # the last written wins
     ).all()
     found: dict[int, Place] = {}
-    for cid, lat, lon, country in rows:
-        found.setdefault(cid, Place(lat=lat, lon=lon, country=country))
+    for cid, kind, lat, lon, country, starts, ends in rows:
+        place = Place(lat=lat, lon=lon, country=country)
+        if kind != "current" and not starts <= _local_date(place, now) <= ends:
+            continue
+        found[cid] = place
     return found
+
+
+def _local_date(place: Place, now: datetime) -> date:
+    zone = zone_of(place)
+    return now.astimezone(ZoneInfo(zone)).date() if zone is not None else now.date()

@@ -3,10 +3,11 @@
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import Advisory
+from service.auth import get_session
 from tests.advisories.builders import advisory_body, in_days
 
 
@@ -218,3 +219,22 @@ def test_a_body_that_is_not_json_is_answered_for_the_key_first(client, staff_hea
     # A route anyone may call still says what is wrong with the body.
     citizen = client.post("/v1/citizens", content=b"{", headers=broken)
     assert citizen.status_code == 422
+
+
+def test_a_body_that_is_not_json_meets_a_database_that_does_not_answer_as_any_body_does(
+    client, tmp_path
+):
+    """The key cannot be looked up: the same 503 (Retry-After) as for a body that parses."""
+    dead = sessionmaker(bind=create_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db"))
+    client.app.state.session_factory = dead
+
+    def dead_session():
+        with dead() as session:
+            yield session
+
+    client.app.dependency_overrides[get_session] = dead_session
+    key = {"Authorization": "Bearer ajs_unknown", "Content-Type": "application/json"}
+    parsed = client.post("/v1/advisories", content=b'{"title": {}}', headers=key)
+    broken = client.post("/v1/advisories", content=b"{", headers=key)
+    assert parsed.status_code == broken.status_code == 503
+    assert broken.headers["retry-after"] == parsed.headers["retry-after"]

@@ -221,8 +221,8 @@ def test_a_country_only_citizen_and_a_stay_follow_the_local_clock(db, world, twi
 def test_an_urgent_warning_told_ahead_goes_at_once_whatever_the_hour_at_home(db, world, twilio):
     """Told ahead (the advisory is not in effect yet) to a citizen registered in New York whose
     Tokyo stay is under way: the level-4 warning goes at 23:00 New York time (13:00 in Tokyo).
-    Where a citizen sleeps is read from their registered place, usually home: holding urgent
-    alerts told ahead would hold them for people who are there (review of ffb59ed). An
+    Holding urgent alerts told ahead by the clock of where the citizen sleeps would hold them
+    for people who are there (review of ffb59ed). An
     advisory that ends before the morning there does not expire it either."""
     api, dispatcher, consul = world
     night = next_reading("America/New_York", 23, 0)
@@ -303,3 +303,52 @@ def test_cap_terms_are_kept_in_feed_revisions_only():
         AdvisoryCreate.model_validate(advisory_body()), max_vertices=100, now=datetime.now(UTC)
     )
     assert not {"severity", "urgency"} & staff.content().keys()
+
+
+def test_a_trip_over_by_its_own_calendar_is_not_where_the_citizen_is(db, world, twilio):
+    """Home in New York; a Tokyo trip's last day was D. At 02:00 on D+1 in Tokyo (midday in New
+    York) the UTC date is still D, but the trip is over by its own dates: a level-1 alert about
+    the US that ends in 3 hours goes, rather than wait for Tokyo's morning and expire."""
+    api, dispatcher, consul = world
+    last = date.today() + timedelta(days=5)
+    first = last - timedelta(days=4)
+    register(
+        api,
+        location=NEW_YORK,
+        phone="010-7402-0001",
+        channels=["sms"],
+        quiet_hours=NIGHT,
+        stays=[{**TOKYO, "from": first.isoformat(), "to": last.isoformat()}],
+    )
+    now = datetime.combine(last + timedelta(days=1), time(2, 0), tzinfo=ZoneInfo("Asia/Tokyo"))
+    now = now.astimezone(UTC)
+    assert now.date() == last  # the UTC date still reads the trip's last day
+    ends = (now + timedelta(hours=3)).isoformat()
+    issue(api, consul, level=1, area={"countries": ["US"]}, expires=ends)
+    dispatcher.step(now=now)
+    [row] = rows(db)
+    assert (row.status, row.last_error) == (states.SENT, None)
+
+
+def test_a_current_place_moved_during_a_trip_is_where_the_citizen_is(db, world, twilio):
+    """Registered with a Bangkok trip under way, the citizen then moves their current place to
+    New York (PUT /location), after the stay was written: at 13:00 in New York (midnight in
+    Bangkok) a level-1 alert about the US goes, by New York's clock."""
+    api, dispatcher, consul = world
+    today = date.today()
+    public_id, manage, _ = register(
+        api,
+        location=TOKYO,
+        phone="010-7402-0002",
+        channels=["sms"],
+        quiet_hours=NIGHT,
+        stays=[{**BANGKOK, "from": today.isoformat(), "to": (today + timedelta(10)).isoformat()}],
+    )
+    moved = api.put(f"/v1/citizens/{public_id}/location", json=NEW_YORK, headers=manage)
+    assert moved.status_code == 200, moved.text
+    now = next_reading("America/New_York", 13, 0)
+    ends = (now + timedelta(hours=3)).isoformat()
+    issue(api, consul, level=1, area={"countries": ["US"]}, expires=ends)
+    dispatcher.step(now=now)
+    [row] = rows(db)
+    assert (row.status, row.last_error) == (states.SENT, None)
