@@ -189,12 +189,12 @@ def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None
 
 
 def _minimum_role(dependant: object) -> Role | None:
+    """The highest role any staff check of the route asks for (one each, today)."""
     if dependant is None:
         return None
-    found = getattr(getattr(dependant, "call", None), "minimum_role", None)
-    for sub in getattr(dependant, "dependencies", ()):
-        found = found or _minimum_role(sub)
-    return found
+    found = [getattr(getattr(dependant, "call", None), "minimum_role", None)]
+    found += [_minimum_role(sub) for sub in getattr(dependant, "dependencies", ())]
+    return max((role for role in found if role is not None), key=lambda r: r.rank, default=None)
 
 
 Viewer = Annotated[StaffKey, Depends(require_role(Role.viewer))]

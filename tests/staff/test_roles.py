@@ -1,10 +1,14 @@
 """Staff keys: 401 without or with a bad key, 403 with too small a role."""
 
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import select
+from starlette.requests import Request
 
+from service.auth import Admin, Viewer, staff_role_of
 from service.staff import service as staff_service
-from service.staff.models import StaffKey
+from service.staff.models import Role, StaffKey
 from tests.builders import register
 
 # (method, path, smallest role that may call it)
@@ -98,3 +102,18 @@ def test_consul_sees_masked_contacts_by_country(client, staff_headers):
     assert counts["JP"] >= 1
     bad = client.get("/v1/registry/citizens?country=XX", headers=staff_headers("consul"))
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "country"
+
+
+def test_a_route_with_two_staff_checks_is_as_strict_as_the_stricter():
+    """What a body that is not JSON is checked against (auth.staff_role_of)."""
+    app = FastAPI()
+
+    @app.post("/both")
+    def both(_viewer: Viewer, _admin: Admin) -> None: ...
+
+    @app.post("/open")
+    def open_to_anyone() -> None: ...
+
+    routes = {r.path: r for r in app.routes if isinstance(r, APIRoute)}
+    assert staff_role_of(Request({"type": "http", "route": routes["/both"]})) == Role.admin
+    assert staff_role_of(Request({"type": "http", "route": routes["/open"]})) is None
