@@ -97,7 +97,7 @@ def test_a_citizen_enrols_verifies_and_is_active(live, new_page):
     tab.get_by_label("SMS code").fill(sms_code(live, PHONE_E164))
     page.shot("register-verify")
     tab.get_by_label("SMS code").press("Enter")
-    expect(tab.locator("#verify-status")).to_contain_text("active")
+    expect(tab.locator("#verify-status")).to_contain_text("Status: active")
     tab.get_by_label("E-mail code").fill(email_code(live, EMAIL))
     tab.get_by_label("E-mail code").press("Enter")
     expect(tab.get_by_role("status").filter(has_text="Verified.")).to_have_count(2)
@@ -152,7 +152,7 @@ def test_the_manage_page_edits_adds_a_trip_and_erases(live, new_page):
     )
     tab.get_by_label("SMS code").fill(sms_code(live, "+821034567890"))
     tab.get_by_role("button", name="Verify").first.click()
-    expect(tab.locator("#verify-status")).to_contain_text("active")
+    expect(tab.locator("#verify-status")).to_contain_text("Status: active")
 
     tab.get_by_role("button", name="Manage my record").click()
     expect(tab.get_by_role("heading", name="Your record", exact=True)).to_be_visible()
