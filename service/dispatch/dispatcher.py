@@ -620,7 +620,9 @@ class Dispatcher:
                     continue
                 tally.reconciled += reconciled
                 pending.append((job.row, self._decide(job, outcome, now=at)))
-            if len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S:
+            # Every outcome of a stretch may be None (claims lost while paused): nothing to write.
+            due = len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S
+            if pending and due:
                 self._record(pending, now=at, tally=tally)
                 pending, last_record = [], time.monotonic()
         if pending:

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -278,6 +278,21 @@ def test_a_batch_that_fails_after_its_claim_is_not_held_on(db, dispatcher, monke
     assert dict(db.execute(select(Alert.id, Alert.due_at)).all()) == lease_ends
 
 
+def _three_people_pending(url: str, twilio, smtp, *, lanes: bool) -> tuple[Engine, Dispatcher]:
+    """Three people's SMS and e-mail pending in the database at `url`, and a dispatcher of it
+    (with its engine, for the test to dispose of)."""
+    seed_pending(url, citizens=3, secret=TEST_SECRET.encode())
+    settings = make_settings(url, **notifier_settings(twilio, smtp))
+    engine = make_engine(url)
+    dispatcher = Dispatcher.from_settings(
+        settings,
+        make_session_factory(engine),
+        vault=PersonalDataVault(TEST_SECRET.encode()),
+        lanes=lanes,
+    )
+    return engine, dispatcher
+
+
 def test_a_lane_that_fails_ends_the_drain_instead_of_leaving_the_other_lane_waiting(
     database_url, tmp_path, twilio, smtp, monkeypatch
 ):
@@ -286,15 +301,7 @@ def test_a_lane_that_fails_ends_the_drain_instead_of_leaving_the_other_lane_wait
     lane waited for the e-mail lane to go idle, for ever: the dispatch job never returned, and
     every e-mail stayed pending (seen in the SQLite lock test under CI load)."""
     with scratch_database(database_url, tmp_path, "lanes") as url:
-        seed_pending(url, citizens=3, secret=TEST_SECRET.encode())
-        settings = make_settings(url, **notifier_settings(twilio, smtp))
-        engine = make_engine(url)
-        dispatcher = Dispatcher.from_settings(
-            settings,
-            make_session_factory(engine),
-            vault=PersonalDataVault(TEST_SECRET.encode()),
-            lanes=True,
-        )
+        engine, dispatcher = _three_people_pending(url, twilio, smtp, lanes=True)
         claim = outbox.claim
         away = {"email": 1}
 
@@ -323,6 +330,28 @@ def test_a_lane_that_fails_ends_the_drain_instead_of_leaving_the_other_lane_wait
         dispatcher.close()
         engine.dispose()
         assert ledger(url) == Counter({"sent": 6})
+
+
+def test_a_stretch_of_sends_all_withheld_records_nothing_and_does_not_crash(
+    database_url, tmp_path, twilio, smtp, monkeypatch
+):
+    """A dispatcher paused past its lease wakes with a batch in hand: every send is withheld
+    (the claims may be another's now). Before, a stretch of only withheld sends was handed to
+    the recorder once the record interval had passed, which failed on the empty list: the
+    process crashed with an IndexError (seen once in CI, in the SIGSTOP test above)."""
+    with scratch_database(database_url, tmp_path, "withheld") as url:
+        engine, dispatcher = _three_people_pending(url, twilio, smtp, lanes=False)
+        monkeypatch.setattr(dispatcher_module, "_RECORD_AFTER_S", -1.0)  # record at every chunk
+        monkeypatch.setattr(dispatcher.holdings, "may_send", lambda *_a, **_k: False)
+        try:
+            dispatcher.step(channels=["sms"])
+            held = dispatcher.holdings.snapshot()
+        finally:
+            dispatcher.close()
+            engine.dispose()
+        assert twilio.messages == []
+        assert held == {}
+        assert ledger(url) == Counter({"claimed": 3, "pending": 3})
 
 
 def test_the_heartbeat_renews_only_the_claims_still_held(db):
