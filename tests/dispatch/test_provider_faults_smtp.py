@@ -66,7 +66,7 @@ def test_a_window_of_refused_or_silent_connections(
     ("kind", "at"), [("drop", "data"), ("stall", "data")], ids=["dropped", "reply-stalled"]
 )
 def test_outcome_unknown_after_data_is_resent_once_with_the_same_message_id(
-    api, consul, db, faulty, smtp, kind, at
+    api, consul, db, faulty, smtp, kind, at, caplog
 ):
     """Each message's first try reaches the relay, which keeps it, and then the connection is
     cut (or the final reply never comes in time, RFC 1047's case): we cannot know it arrived.
@@ -81,7 +81,13 @@ def test_outcome_unknown_after_data_is_resent_once_with_the_same_message_id(
     print(got.line(f"smtp {'dropped after DATA' if kind == 'drop' else 'stalled after DATA'}"))
     assert got.lost == 0
     assert got.most <= 2  # at most one resend
-    assert got.duplicate == CITIZENS  # the relay kept each first copy
+    # The relay kept each first copy, which was resent once. Under a loaded CI a first try can
+    # time out before its DATA (nothing kept): the try that then meets the fault is already the
+    # resend, whose outcome is unknown too, and it counts as sent with one copy (seen once).
+    twice = [
+        r for r in caplog.records if r.getMessage() == "outcome unknown twice: counted as sent"
+    ]
+    assert CITIZENS - len(twice) <= got.duplicate <= CITIZENS
     rows = rows_of(db, "email")
     assert {r.status for r in rows} == {"sent"}
     # The resend was a later try of the dispatcher (with its backoff), not a second
