@@ -503,7 +503,7 @@ def raw_figures(url: str) -> dict:
     with factory.begin() as session:
         lives = live_advisories(session, now=NOW)
         areas = areas_of(session, lives)
-        places = load_reachable(session.connection(), today=NOW.date()).places
+        places = load_reachable(session.connection(), today=matching.Today.at(NOW)).places
     raw_s, pairs = raw_limit(places, areas)
     raw_big_s = raw_limit(places, [Area(geometry=big_polygon())])[0]
     return {"raw_s": raw_s, "pairs": pairs, "raw_big_s": raw_big_s}

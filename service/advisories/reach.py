@@ -37,9 +37,9 @@ def compute_reach(
     exercise: bool = False,
 ) -> Reach:
     """Whom the area reaches in its window now; a drill (`exercise`) only those opted in."""
-    reachable = load_reachable(session.connection(), today=now.date())
+    today = matching.Today.at(now)
+    reachable = load_reachable(session.connection(), today=today)
     target = matching.Target.for_window(0, area, effective=effective, expires=expires, now=now)
-    today = matching.day_number(now.date())
     hits = matching.matched_places(target, reachable.places, today=today)
     ids = matching.sorted_unique(reachable.places.citizen_ids[hits])
     # Only active citizens, on the channels they are alerted on, count.

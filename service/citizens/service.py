@@ -26,6 +26,7 @@ from service.citizens.schemas import (
 from service.db import utcnow
 from service.errors import FieldError, InvalidInput, NotFound
 from service.geo.geocoding import Geocoder
+from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
 from service.privacy import PersonalDataVault, token_hash
 from service.rate_limits import RateLimits
@@ -474,10 +475,12 @@ def _stay_places(registry: Registry, stays: list[StayIn]) -> list[CitizenPlace]:
     # Checked before any address is geocoded.
     if len(stays) > registry.max_stays:
         raise InvalidInput("stays", f"at most {registry.max_stays} stays")
-    today = utcnow().date()
+    # A stay's dates are its traveller's calendar: one ending today in Los Angeles is still
+    # on after midnight UTC.
+    earliest = earliest_date(utcnow())
     places = []
     for i, stay in enumerate(stays):
-        if stay.ends_on < today:
+        if stay.ends_on < earliest:
             raise InvalidInput(f"stays[{i}].to", "this stay has already ended")
         place = resolve_place(stay, field=f"stays[{i}]", geocoder=registry.geocoder)
         places.append(

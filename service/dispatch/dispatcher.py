@@ -46,7 +46,7 @@ from service.dispatch.recipients import (
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
-from service.geo.matching import Target, day_number, reaches_a_place
+from service.geo.matching import Target, Today, reaches_a_place
 from service.ledger import outbox
 from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
@@ -897,7 +897,7 @@ def _part_of(content: AlertContent, person: Recipient, state: AdvisoryState, now
         # A current location counts by the area alone: before the advisory is in effect,
         # someone there was still not reached "only by the country".
         target = replace(target, active_now=True)
-        if reaches_a_place(target, person.points, today=day_number(now.date())):
+        if reaches_a_place(target, person.points, today=Today.at(now)):
             return ""
     return min(partly)
 

@@ -14,7 +14,7 @@ from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen, CitizenPlace
 from service.dispatch.content import AlertContent
 from service.dispatch.quiet_hours import Place, zone_of
-from service.geo.matching import CURRENT, day_number
+from service.geo.matching import CURRENT, Today, day_number
 from service.privacy import PersonalDataVault
 
 
@@ -152,7 +152,7 @@ def recipients(
         )
     ):
         only.setdefault(cid, set()).add(country)
-    points = _points_of(session, set(only), now.date()) if only and now is not None else {}
+    points = _points_of(session, set(only), Today.at(now)) if only and now is not None else {}
     found = {}
     for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
@@ -172,7 +172,7 @@ def recipients(
 
 
 def _points_of(
-    session: Session, ids: set[int], today: date
+    session: Session, ids: set[int], today: Today
 ) -> dict[int, list[tuple[float, float, str, int, int]]]:
     """The points of these citizens (each also known only by some country): current locations
     and stays not ended, with their days as matching reads them."""
@@ -190,7 +190,7 @@ def _points_of(
         .where(
             CitizenPlace.citizen_id.in_(ids),
             CitizenPlace.lon.is_not(None),
-            or_(CitizenPlace.kind == "current", CitizenPlace.ends_on >= today),
+            or_(CitizenPlace.kind == "current", CitizenPlace.ends_on >= today.first_date_on),
         )
         .order_by(CitizenPlace.id)
     ):

@@ -6,7 +6,9 @@ includes the 12-nautical-mile sea, geo/waters.py); provinces by their polygon, a
 no province also by the nearest province of its country within 12 nautical miles; circles by
 geodesic distance on WGS 84 (haversine narrows down, the exact geodesic decides near the
 edge); a current location matches while the advisory is active; a stay matches when its dates
-overlap the advisory's active window and it has not ended.
+overlap the advisory's active window and it has not ended. A stay's dates are its traveller's
+own calendar, which runs from UTC-12 to UTC+14: read so that nobody who may still be there is
+missed (`Today`).
 
 Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
 points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
@@ -34,8 +36,44 @@ FOREVER = 2**31 - 1
 _EPOCH = date(1970, 1, 1)
 
 
+# Where the calendar is earliest (Baker Island) and latest (the Line Islands).
+_EARLIEST_OFFSET = timedelta(hours=-12)
+_LATEST_OFFSET = timedelta(hours=14)
+
+
 def day_number(day: date) -> int:
     return (day - _EPOCH).days
+
+
+def earliest_date(moment: datetime) -> date:
+    """The calendar date at `moment` where it is earliest on Earth (UTC-12)."""
+    return (moment + _EARLIEST_OFFSET).date()
+
+
+def latest_date(moment: datetime) -> date:
+    """The calendar date at `moment` where it is latest on Earth (UTC+14)."""
+    return (moment + _LATEST_OFFSET).date()
+
+
+@dataclass(frozen=True)
+class Today:
+    """Which stays are under way now, as day numbers. A stay counts until its last day has
+    ended everywhere: someone in Los Angeles on the last evening of their stay, after midnight
+    UTC, is still reached (before, they were missed for up to twelve hours; one more alert to
+    someone who left this morning is the lesser harm). It counts as begun, so that its
+    traveller is asked whether they are safe, from its first day in UTC."""
+
+    on_from: int  # stays ending on or after this day may be under way somewhere
+    begun_by: int  # stays starting on or before this day have begun
+
+    @classmethod
+    def at(cls, now: datetime) -> "Today":
+        return cls(on_from=day_number(earliest_date(now)), begun_by=day_number(now.date()))
+
+    @property
+    def first_date_on(self) -> date:
+        """The earliest last day of a stay that may be under way: what loaders fetch from."""
+        return day_of(self.on_from)
 
 
 def day_of(number: int) -> date:
@@ -95,7 +133,8 @@ class PlaceSet:
 
 @dataclass(frozen=True)
 class Target:
-    """An advisory to match: its area and active window (inclusive day numbers)."""
+    """An advisory to match: its area and active window (inclusive day numbers: every
+    calendar date somewhere on Earth while it is in effect)."""
 
     key: int
     area: Area
@@ -110,37 +149,37 @@ class Target:
         return cls(
             key=key,
             area=area,
-            start_day=day_number(effective.date()),
-            end_day=day_number(expires.date()) if expires else FOREVER,
+            start_day=day_number(earliest_date(effective)),
+            end_day=day_number(latest_date(expires)) if expires else FOREVER,
             active_now=effective <= now and (expires is None or expires > now),
         )
 
 
-def match(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
+def match(target: Target, places: PlaceSet, *, today: Today) -> np.ndarray:
     """Sorted unique citizen ids whose places the target reaches."""
     return sorted_unique(places.citizen_ids[matched_places(target, places, today=today)])
 
 
 def match_with_ahead(
-    target: Target, places: PlaceSet, *, today: int
+    target: Target, places: PlaceSet, *, today: Today
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique citizen ids the target reaches, and those of them it reaches only ahead of
     time: by stays not begun, or before it is in effect (told, not yet there)."""
     idx = matched_places(target, places, today=today)
     ids = sorted_unique(places.citizen_ids[idx])
-    there = idx[places.starts[idx] <= today] if target.active_now else idx[:0]
+    there = idx[places.starts[idx] <= today.begun_by] if target.active_now else idx[:0]
     # CURRENT (-1) is below every day: a current location is there whenever the target is on.
     return ids, np.setdiff1d(ids, places.citizen_ids[there], assume_unique=False)
 
 
-def matched_places(target: Target, places: PlaceSet, *, today: int) -> np.ndarray:
+def matched_places(target: Target, places: PlaceSet, *, today: Today) -> np.ndarray:
     """Indices of the places the target reaches: inside its area and, for a stay, in time."""
     idx = place_hits(target.area, places)
     if idx.size == 0:
         return idx.astype(np.int64)
     starts, ends = places.starts[idx], places.ends[idx]
     current = starts == CURRENT
-    stay_ok = ~current & (ends >= max(target.start_day, today)) & (starts <= target.end_day)
+    stay_ok = ~current & (ends >= max(target.start_day, today.on_from)) & (starts <= target.end_day)
     ok = stay_ok | (current & target.active_now)
     return idx[ok]
 
@@ -168,7 +207,7 @@ def place_hits(area: Area, places: PlaceSet) -> np.ndarray:
 
 
 def reaches_a_place(
-    target: Target, places: Sequence[tuple[float, float, str, int, int]], *, today: int
+    target: Target, places: Sequence[tuple[float, float, str, int, int]], *, today: Today
 ) -> bool:
     """Whether the target reaches one of these places (lon, lat, country, first day, last day;
     CURRENT for a current location) as matching does: in its area, and in its window."""

@@ -78,11 +78,11 @@ def _ask_those_there(
         for row in rows:
             rows_of[(advisory_id, row.citizen_id)].append(row)
     ids = sorted({citizen_id for _, citizen_id in rows_of})
-    today = matching.day_number(now.date())
+    today = matching.Today.at(now)
     asked = 0
     for first in range(0, len(ids), _BATCH):
         batch = ids[first : first + _BATCH]
-        reachable = load_reachable(session.connection(), today=now.date(), citizen_ids=batch)
+        reachable = load_reachable(session.connection(), today=today, citizen_ids=batch)
         for advisory_id in by_advisory:
             live, area = in_effect[advisory_id]
             told = np.array([cid for cid in batch if (advisory_id, cid) in rows_of], np.int64)

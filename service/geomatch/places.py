@@ -4,12 +4,11 @@ ORM objects, or even SQLAlchemy rows, would cost more than the whole match)."""
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 
 import numpy as np
 from sqlalchemy import Connection
 
-from service.geo.matching import PlaceSet
+from service.geo.matching import PlaceSet, Today
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ Box = tuple[float, float, float, float]  # west, south, east, north
 def load_reachable(
     connection: Connection,
     *,
-    today: date,
+    today: Today,
     citizen_id: int | None = None,
     citizen_ids: Sequence[int] | None = None,
     id_range: tuple[int, int] | None = None,
@@ -86,7 +85,7 @@ def load_reachable(
 def load_places(
     connection: Connection,
     *,
-    today: date,
+    today: Today,
     boxes: Sequence[Box],
     countries: Sequence[str] = (),
     country_only: Sequence[str] = (),
@@ -138,7 +137,7 @@ def with_alerting(
 
 
 def _fetch(
-    connection: Connection, today: date, extra: str, params: list, *, alerting: bool
+    connection: Connection, today: Today, extra: str, params: list, *, alerting: bool
 ) -> list[tuple]:
     dialect = connection.dialect.name
     days = _DAYS[dialect]
@@ -150,7 +149,7 @@ def _fetch(
         mark=_MARK[dialect],
         extra=extra,
     )
-    first = today.isoformat() if dialect == "sqlite" else today
+    first = today.first_date_on.isoformat() if dialect == "sqlite" else today.first_date_on
     return _cursor_rows(connection, query, [first, *params])
 
 

@@ -297,20 +297,24 @@ def _to_wkb(geometries: list) -> list[bytes]:
 _WINDOW = """
     c.status = 'active' AND (NOT :exercise OR c.exercises) AND (
       (p.kind = 'current' AND :active_now)
-      OR (p.kind = 'stay' AND p.ends_on >= GREATEST(:start, :today) AND p.starts_on <= :end)
+      OR (p.kind = 'stay' AND p.ends_on >= GREATEST(:start, :on_from) AND p.starts_on <= :end)
     )
 """
 
 
 # A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
 # is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
-_AHEAD = "NOT (:active_now AND (p.kind = 'current' OR p.starts_on <= :today))"
+_AHEAD = "NOT (:active_now AND (p.kind = 'current' OR p.starts_on <= :begun_by))"
 # (PostgreSQL computes the two identical aggregates of the insert below once.)
 _ALL_AHEAD = f"bool_and({_AHEAD})"
 
 
 def matched_ids(
-    connection: Connection, *, target: matching.Target, today: int, exercise: bool = False
+    connection: Connection,
+    *,
+    target: matching.Target,
+    today: matching.Today,
+    exercise: bool = False,
 ) -> list[int]:
     """Citizen ids the target reaches (a drill: only those who opted in), computed by PostGIS."""
     hits, params = reach_sql(target.area)
@@ -333,7 +337,7 @@ def enqueue(
     *,
     target: matching.Target,
     revision: int,
-    today: int,
+    today: matching.Today,
     now: datetime,
     priority: int = DEFAULT_PRIORITY,
     exercise: bool = False,
@@ -391,11 +395,14 @@ _HAS_ROWS = text(
 _EPOCH = date(1970, 1, 1)
 
 
-def _window_params(target: matching.Target, today: int, *, exercise: bool) -> dict[str, object]:
+def _window_params(
+    target: matching.Target, today: matching.Today, *, exercise: bool
+) -> dict[str, object]:
     return {
         "exercise": exercise,
         "active_now": target.active_now,
         "start": _EPOCH + timedelta(days=target.start_day),
         "end": _EPOCH + timedelta(days=min(target.end_day, 2_000_000)),  # FOREVER: year 7445
-        "today": _EPOCH + timedelta(days=today),
+        "on_from": _EPOCH + timedelta(days=today.on_from),
+        "begun_by": _EPOCH + timedelta(days=today.begun_by),
     }

@@ -62,14 +62,14 @@ def match_advisories(session: Session, *, advisories: list[Advisory], now: datet
         return _enqueue_in_postgis(session, lives, areas, now=now)
     started = time.perf_counter()
     connection = session.connection()
+    today = matching.Today.at(now)
     places = load_places(
         connection,
-        today=now.date(),
+        today=today,
         boxes=[box for area in areas for box in targets.boxes_of(area)],
         countries=sorted({code for area in areas for code in area.countries}),
         country_only=sorted({code for area in areas for code in area.country_only}),
     )
-    today = matching.day_number(now.date())
     found = [
         matching.match_with_ahead(targets.target(live, area, now=now), places, today=today)
         for live, area in zip(lives, areas, strict=True)
@@ -95,7 +95,7 @@ def _enqueue_in_postgis(
     """On PostgreSQL a new advisory is matched and enqueued inside PostGIS: no place leaves the
     database. (Pairs are not counted on this path, only the rows it enqueued.)"""
     result = MatchResult(advisories=len(lives))
-    today = matching.day_number(now.date())
+    today = matching.Today.at(now)
     started = time.perf_counter()
     for live, area in zip(lives, areas, strict=True):
         result.enqueued += postgis.enqueue(
@@ -117,7 +117,9 @@ def match_citizen(session: Session, *, citizen_id: int, now: datetime) -> MatchR
     """Enqueue what the active advisories say to one citizen who registered or moved: only the
     advisories whose shapes' boxes (or countries) hold one of the citizen's places are tried."""
     session.flush()
-    reachable = load_reachable(session.connection(), today=now.date(), citizen_id=citizen_id)
+    reachable = load_reachable(
+        session.connection(), today=matching.Today.at(now), citizen_id=citizen_id
+    )
     if len(reachable.places) == 0:
         return MatchResult()
     lives = targets.live_advisories(session, now=now)
@@ -211,7 +213,9 @@ class Sweeper:
             with factory.begin() as session:
                 started = time.perf_counter()
                 shard = (first, first + self.shard_citizens - 1)
-                reachable = load_reachable(session.connection(), today=now.date(), id_range=shard)
+                reachable = load_reachable(
+                    session.connection(), today=matching.Today.at(now), id_range=shard
+                )
                 ledger = _enqueued_in(session, lives, shard)
                 load_s = time.perf_counter() - started
                 part = _enqueue(
@@ -240,7 +244,9 @@ def _changed(
     for first in range(0, len(changed), _CHANGED_BATCH):
         started = time.perf_counter()
         batch = changed[first : first + _CHANGED_BATCH]
-        reachable = load_reachable(session.connection(), today=now.date(), citizen_ids=batch)
+        reachable = load_reachable(
+            session.connection(), today=matching.Today.at(now), citizen_ids=batch
+        )
         nearby = targets.index_for(lives, areas).candidates(reachable.places)
         ledger = _enqueued_for(session, batch)
         load_s = time.perf_counter() - started
@@ -291,7 +297,7 @@ def _enqueue(
     out the citizens `enqueued` says the ledger already holds for a revision (sorted ids), on
     any channel. Rows of citizens reached only ahead of time are marked so (told, not asked)."""
     result = MatchResult(advisories=len(lives))
-    today = matching.day_number(now.date())
+    today = matching.Today.at(now)
     rows: list[tuple[int, int, int, str, int, bool]] = []
     for i, (live, area) in enumerate(zip(lives, areas, strict=True)):
         started = time.perf_counter()

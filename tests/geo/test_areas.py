@@ -84,17 +84,18 @@ def test_overlapping_multipolygon_is_refused():
 def test_reaches_a_place_in_the_area_and_in_the_window():
     """What the dispatcher asks of a citizen's own places (matching.reaches_a_place)."""
     tokyo = Area(circles=(Circle(35.68, 139.69, 50),), country_only=("JP",))
-    today = 20_000
-    target = matching.Target(0, tokyo, start_day=today, end_day=today + 10, active_now=True)
+    day = 20_000
+    today = matching.Today(on_from=day, begun_by=day)
+    target = matching.Target(0, tokyo, start_day=day, end_day=day + 10, active_now=True)
     here, osaka = (139.7, 35.7, "JP"), (135.5, 34.69, "JP")
     now = (matching.CURRENT, matching.CURRENT)
     assert matching.reaches_a_place(target, [(*here, *now)], today=today)
     assert not matching.reaches_a_place(target, [(*osaka, *now)], today=today)
     assert matching.reaches_a_place(target, [(*osaka, *now), (*here, *now)], today=today)
-    assert matching.reaches_a_place(target, [(*here, today + 5, today + 8)], today=today)
+    assert matching.reaches_a_place(target, [(*here, day + 5, day + 8)], today=today)
     # A trip after the advisory ends, or one over: not what reached them.
-    assert not matching.reaches_a_place(target, [(*here, today + 21, today + 25)], today=today)
-    assert not matching.reaches_a_place(target, [(*here, today - 9, today - 1)], today=today)
+    assert not matching.reaches_a_place(target, [(*here, day + 21, day + 25)], today=today)
+    assert not matching.reaches_a_place(target, [(*here, day - 9, day - 1)], today=today)
     # Not in effect yet: a current location waits, as in matching.
-    later = matching.Target(0, tokyo, start_day=today + 1, end_day=today + 10, active_now=False)
+    later = matching.Target(0, tokyo, start_day=day + 1, end_day=day + 10, active_now=False)
     assert not matching.reaches_a_place(later, [(*here, *now)], today=today)

@@ -12,6 +12,8 @@ from shapely.geometry import Point, Polygon
 from service.geo import matching
 from service.geo.areas import Area, check_circle, check_geometry
 
+DAY_ONE = matching.Today(on_from=1, begun_by=1)
+
 
 def _wrap(lon: float) -> float:
     return (lon + 180.0) % 360.0 - 180.0
@@ -125,7 +127,7 @@ def test_engine_handles_no_places_and_country_only_places():
     empty = _places([])
     assert matching.place_hits(area, empty).size == 0
     assert np.array_equal(
-        matching.match(matching.Target(1, area, 0, 10**6, True), empty, today=1), []
+        matching.match(matching.Target(1, area, 0, 10**6, True), empty, today=DAY_ONE), []
     )
 
 

@@ -12,7 +12,7 @@ from service.geomatch import postgis, targets
 from service.geomatch.places import load_reachable
 from tests.advisories.builders import advisory_body
 from tests.builders import register, stay
-from tests.geomatch.builders import NOW, TODAY, advisory, citizen
+from tests.geomatch.builders import NOW, advisory, citizen
 
 # (place, lat, lon, country, province or "" where not asserted); "at sea" = on no polygon of
 # the shipped boundaries, the case the rule is for.
@@ -161,8 +161,8 @@ def test_each_place_is_registered_with_its_country_and_matched_by_province_on_bo
     if backend == "postgresql":
         connection = db.connection()
         assert [_postgis_country(connection, p[2], p[1]) for p in PLACES] == [p[3] for p in PLACES]
-    today = matching.day_number(TODAY)
-    reachable = load_reachable(db.connection(), today=TODAY)
+    today = matching.Today.at(NOW)
+    reachable = load_reachable(db.connection(), today=today)
     for code in sorted({p[4] for p in PLACES if p[4]}):
         record = advisory(db, area={"subdivisions": [code]})
         target = targets.target(targets.live_of(record), area_from_json(record.area), now=NOW)
@@ -242,8 +242,8 @@ def test_around_coasts_where_provinces_meet_postgis_and_the_engine_agree(db, bac
         for dx, dy in zip(rng.uniform(-0.35, 0.35, 150), rng.uniform(-0.3, 0.3, 150), strict=True):
             citizen(db, lon=float(lon + dx), lat=float(lat + dy))
     corner = citizen(db, lon=_CORNER[0], lat=_CORNER[1])
-    today = matching.day_number(TODAY)
-    reachable = load_reachable(db.connection(), today=TODAY)
+    today = matching.Today.at(NOW)
+    reachable = load_reachable(db.connection(), today=today)
     reached = {}
     for _, codes in _COASTS.values():
         for code in codes:

@@ -15,7 +15,7 @@ from service.geo.areas import area_from_json
 from service.geomatch import postgis, targets
 from service.geomatch.places import load_reachable
 from service.geomatch.service import Sweeper, match_advisories, match_citizen
-from tests.geomatch.builders import NOW, TODAY, advisory, alerted, citizen
+from tests.geomatch.builders import NOW, advisory, alerted, citizen
 
 AREA = {"circles": [{"lat": 13.75, "lon": 100.5, "radius_km": 40}]}  # Bangkok
 
@@ -99,8 +99,8 @@ def test_postgis_and_the_engine_agree_on_a_drill(db, backend):
     opted, others = _people(db)
     record = _drill(db)
     target = targets.target(targets.live_of(record), area_from_json(record.area), now=NOW)
-    today = matching.day_number(TODAY)
-    reachable = load_reachable(db.connection(), today=TODAY)
+    today = matching.Today.at(NOW)
+    reachable = load_reachable(db.connection(), today=today)
     everyone = matching.match(target, reachable.places, today=today)
     engine = reachable.opted_in(everyone[np.isin(everyone, reachable.citizen_ids)]).tolist()
     assert engine == sorted(opted)

@@ -166,7 +166,7 @@ def test_windows(db):
     ended = citizen(
         db,
         country="KR",
-        stays=[(10.0, 10.0, None, TODAY - timedelta(days=5), TODAY - timedelta(days=1))],
+        stays=[(10.0, 10.0, None, TODAY - timedelta(days=5), TODAY - timedelta(days=2))],
     )
     record = advisory(db, area=square, expires=NOW + timedelta(days=10))
     match_advisories(db, advisories=[record], now=NOW)

@@ -12,7 +12,7 @@ from service.geo import matching
 from service.geo.areas import area_from_json, check_geometry
 from service.geomatch import postgis, targets
 from service.geomatch.places import load_reachable
-from tests.geomatch.builders import NOW, TODAY, advisory, citizen
+from tests.geomatch.builders import NOW, advisory, citizen
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ def pg(db, backend):
 def _same_answers(db, record):
     live = targets.live_of(record)
     target = targets.target(live, area_from_json(record.area), now=NOW)
-    today = matching.day_number(TODAY)
-    reachable = load_reachable(db.connection(), today=TODAY)
+    today = matching.Today.at(NOW)
+    reachable = load_reachable(db.connection(), today=today)
     engine_ids = matching.match(target, reachable.places, today=today).tolist()
     postgis_ids = postgis.matched_ids(db.connection(), target=target, today=today)
     assert engine_ids == postgis_ids
@@ -123,11 +123,11 @@ def test_postgis_enqueue_writes_the_same_rows(pg):
     ids = _same_answers(pg, record)
     target = targets.target(targets.live_of(record), area_from_json(record.area), now=NOW)
     written = postgis.enqueue(
-        pg.connection(), target=target, revision=1, today=matching.day_number(TODAY), now=NOW
+        pg.connection(), target=target, revision=1, today=matching.Today.at(NOW), now=NOW
     )
     assert written == len(ids)  # every one of them has sms only
     again = postgis.enqueue(
-        pg.connection(), target=target, revision=1, today=matching.day_number(TODAY), now=NOW
+        pg.connection(), target=target, revision=1, today=matching.Today.at(NOW), now=NOW
     )
     assert again == 0
 
@@ -154,7 +154,7 @@ def test_a_revision_with_rows_already_goes_straight_to_on_conflict(pg, monkeypat
     _people(pg)
     record = advisory(pg, area=SCENARIOS["2000 km at 70N"])
     target = targets.target(targets.live_of(record), area_from_json(record.area), now=NOW)
-    today = matching.day_number(TODAY)
+    today = matching.Today.at(NOW)
 
     def enqueue():
         return postgis.enqueue(pg.connection(), target=target, revision=1, today=today, now=NOW)
