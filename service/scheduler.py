@@ -50,9 +50,7 @@ class Job:
 
 
 def _purge_stays(session: Session, settings: Settings) -> int:
-    return purge_ended_stays(
-        session, today=utcnow().date(), retention_days=settings.stay_retention_days
-    )
+    return purge_ended_stays(session, now=utcnow(), retention_days=settings.stay_retention_days)
 
 
 @dataclass(frozen=True)

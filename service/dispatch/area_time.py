@@ -62,9 +62,12 @@ def local_end(expires: datetime, area: dict, lang: str) -> str:
     """How an alert shows when the advisory ends: local time with its zone and offset when
     the area has one clock, else UTC."""
     zone = area_zone(area, expires)
-    if zone is None:
+    try:
+        local = expires.astimezone(ZoneInfo(zone)) if zone is not None else None
+    except OverflowError:  # past 9999-12-31 there (a feed's "until further notice")
+        local = None
+    if zone is None or local is None:
         return expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    local = expires.astimezone(ZoneInfo(zone))
     offset = local.strftime("%z")
     where = ["현지 시각" if lang == "ko" else "local time"]
     where += [name] if (name := _one_name(area, expires)) else []

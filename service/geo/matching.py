@@ -15,7 +15,7 @@ points inside its longitude range (PERFORMANCE.md: the fastest of the measured m
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +39,7 @@ _EPOCH = date(1970, 1, 1)
 # Where the calendar is earliest (Baker Island) and latest (the Line Islands).
 _EARLIEST_OFFSET = timedelta(hours=-12)
 _LATEST_OFFSET = timedelta(hours=14)
+_INSTANT = timedelta(microseconds=1)
 
 
 def day_number(day: date) -> int:
@@ -47,12 +48,21 @@ def day_number(day: date) -> int:
 
 def earliest_date(moment: datetime) -> date:
     """The calendar date at `moment` where it is earliest on Earth (UTC-12)."""
-    return (moment + _EARLIEST_OFFSET).date()
+    return _date_at(moment, _EARLIEST_OFFSET)
 
 
 def latest_date(moment: datetime) -> date:
     """The calendar date at `moment` where it is latest on Earth (UTC+14)."""
-    return (moment + _LATEST_OFFSET).date()
+    return _date_at(moment, _LATEST_OFFSET)
+
+
+def _date_at(moment: datetime, offset: timedelta) -> date:
+    # In UTC first: staff may write a time with its own offset (13:30+09:00).
+    utc = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    try:
+        return (utc + offset).date()
+    except OverflowError:  # within half a day of year 1 or 9999
+        return date.min if offset < timedelta(0) else date.max
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,8 @@ class Today:
 
     @classmethod
     def at(cls, now: datetime) -> "Today":
-        return cls(on_from=day_number(earliest_date(now)), begun_by=day_number(now.date()))
+        begun_by = day_number(_date_at(now, timedelta(0)))
+        return cls(on_from=day_number(earliest_date(now)), begun_by=begun_by)
 
     @property
     def first_date_on(self) -> date:
@@ -150,7 +161,8 @@ class Target:
             key=key,
             area=area,
             start_day=day_number(earliest_date(effective)),
-            end_day=day_number(latest_date(expires)) if expires else FOREVER,
+            # The end is exclusive: at 10:00 UTC sharp the next day has begun nowhere yet.
+            end_day=day_number(latest_date(expires - _INSTANT)) if expires else FOREVER,
             active_now=effective <= now and (expires is None or expires > now),
         )
 

@@ -159,6 +159,25 @@ def test_special_for_90_days_is_fine(client, staff_headers):
     )
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"effective": "0001-01-01T05:00:00Z"},
+        {"expires": "9999-12-31T23:00:00Z"},
+        {"effective": "0001-01-01T00:00:00Z", "expires": "9999-12-31T23:59:59Z"},
+    ],
+    ids=["from year 1", "to year 9999", "both"],
+)
+def test_times_at_the_ends_of_the_calendar_are_previewed_and_stored(client, staff_headers, window):
+    """Matching reads a stay's dates from UTC-12 to UTC+14: half a day from year 1 or 9999
+    that calendar ends (OverflowError, a 500, before the dates were clamped)."""
+    body = advisory_body(**window)
+    preview = client.post("/v1/advisories/preview", json=body, headers=staff_headers("consul"))
+    assert preview.status_code == 200, preview.text
+    created = client.post("/v1/advisories", json=body, headers=staff_headers("consul"))
+    assert created.status_code == 201, created.text
+
+
 @pytest.mark.usefixtures("keys_seen_by_the_body_limit")
 def test_only_staff_may_send_the_larger_advisory_body(client, staff_headers):
     """Advisory bodies may be 8 MB (polygons, feed documents), but only with a live key that

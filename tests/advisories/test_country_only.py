@@ -3,6 +3,8 @@ an advisory of level 3, 4 or special for part of a country reaches those registe
 that country, and their alert says so; lower levels do not. Both backends, both matching paths
 (a new advisory, and the sweep), and the alert text."""
 
+from datetime import UTC, date, datetime, time, timedelta
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
@@ -16,6 +18,8 @@ from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
 
 TOKYO_CIRCLE = {"circles": [{"lat": 35.68, "lon": 139.69, "radius_km": 30}]}
+LOS_ANGELES = {"lat": 34.05, "lon": -118.24}
+LOS_ANGELES_CIRCLE = {"circles": [{**LOS_ANGELES, "radius_km": 30}]}
 
 
 @pytest.fixture
@@ -148,6 +152,35 @@ def test_no_note_for_a_citizen_in_the_area_before_it_takes_effect(
         dispatcher.drain()
         dispatcher.close()
     [sms] = twilio.bodies_to("+821071230006")
+    assert "일부 지역" not in sms
+
+
+def test_no_note_on_the_last_evening_of_a_stay_in_the_area(
+    database_url, db, staff_headers, twilio, smtp
+):
+    """Known only as "US", with a Los Angeles stay whose last day is yesterday in UTC: at 03:00
+    UTC it is still that evening there, so the Los Angeles advisory reaches them by the stay
+    and the message says nothing of "part of the United States" (a stay's dates are its
+    traveller's calendar, tests/geomatch/test_local_dates.py)."""
+    at = datetime.combine(date.today() + timedelta(days=3), time(3), tzinfo=UTC)
+    last_day = at.date() - timedelta(days=1)
+    settings = make_settings(database_url, **notifier_settings(twilio, smtp))
+    with bound_client(settings, db) as api:
+        register(
+            api,
+            location={"country": "US"},
+            stays=[{**LOS_ANGELES, "from": date.today().isoformat(), "to": last_day.isoformat()}],
+            phone="010-7123-0007",
+            channels=["sms"],
+        )
+        body = advisory_body(
+            level=3, area=LOS_ANGELES_CIRCLE, expires=(at + timedelta(days=2)).isoformat()
+        )
+        assert api.post("/v1/advisories", json=body, headers=staff_headers("consul")).is_success
+        dispatcher = dispatcher_in(db, settings)
+        dispatcher.step(now=at, channels=["sms"])
+        dispatcher.close()
+    [sms] = twilio.bodies_to("+821071230007")
     assert "일부 지역" not in sms
 
 

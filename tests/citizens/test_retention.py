@@ -1,4 +1,4 @@
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
@@ -9,20 +9,37 @@ from service.config import Settings
 from service.db import make_session_factory
 from service.scheduler import Job, build_scheduler, jobs, run_job
 from tests.builders import register, stay
+from tests.geomatch.builders import citizen
 
 
 def test_ended_stays_are_purged_after_retention(client, db):
     citizen_id, auth, _ = register(client, stays=[stay(1, 2), stay(40, 2)])
     today = date.today()
     # Ninety days later the first stay ended 87 days ago, the second 48 days ago.
-    purged = purge_ended_stays(db, today=today + timedelta(days=90), retention_days=60)
+    later = datetime.combine(today + timedelta(days=90), time(12), tzinfo=UTC)
+    purged = purge_ended_stays(db, now=later, retention_days=60)
     assert purged == 1
     db.expire_all()  # the request session's view of the places, as a new request would see it
     remaining = client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["stays"]
     assert [s["from"] for s in remaining] == [(today + timedelta(days=40)).isoformat()]
-    assert purge_ended_stays(db, today=today + timedelta(days=90), retention_days=60) == 0
+    assert purge_ended_stays(db, now=later, retention_days=60) == 0
     current = db.scalars(select(CitizenPlace).where(CitizenPlace.kind == "current")).all()
     assert current  # current locations are never purged
+
+
+def test_a_stay_still_on_somewhere_is_not_purged(db):
+    """With no retention at all, at 03:00 UTC a stay whose last day was yesterday in UTC is
+    kept: it is still that day in Los Angeles, and matching still reaches it."""
+    yesterday = date.today() - timedelta(days=1)
+    ended = [
+        (None, None, "US", yesterday - timedelta(days=3), yesterday - timedelta(days=d))
+        for d in (0, 1)
+    ]
+    citizen(db, country="KR", stays=ended)
+    at_three = datetime.combine(date.today(), time(3), tzinfo=UTC)
+    assert purge_ended_stays(db, now=at_three, retention_days=0) == 1
+    left = db.scalars(select(CitizenPlace.ends_on).where(CitizenPlace.kind == "stay")).all()
+    assert left == [yesterday]
 
 
 def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Settings, engine):

@@ -82,6 +82,14 @@ def test_local_time_names_its_zone_and_offset_and_follows_daylight_saving():
     assert local_end(WINTER, at_sea, "en") == "2026-12-05 23:00 (local time, UTC+09:00)"
 
 
+def test_an_end_past_the_last_day_of_the_calendar_there_is_shown_in_utc():
+    """A feed's "until further notice" may be 9999-12-31T23:00Z: in Bangkok that is past year
+    9999, which Python cannot hold (it raised OverflowError: a 500 on the preview, and an
+    alert that could not be written)."""
+    last = datetime(9999, 12, 31, 23, tzinfo=UTC)
+    assert local_end(last, BANGKOK, "en") == "9999-12-31 23:00 UTC"
+
+
 def test_the_email_says_until_when_on_the_areas_clock():
     content = AlertContent(
         advisory_public_id="x",

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.advisories.models import Advisory
+from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen, CitizenPlace
 from service.geo import countries
 from service.ledger.models import Alert
@@ -96,6 +96,22 @@ def advisory(
         expires=expires if expires is not None else NOW + timedelta(days=10),
     )
     db.add(record)
+    db.flush()
+    return record
+
+
+def with_revision(db: Session, **fields) -> Advisory:
+    """advisory(), with its revision's content, which says whether it asks "are you safe?"."""
+    record = advisory(db, **fields)
+    db.add(
+        AdvisoryRevision(
+            advisory_id=record.id,
+            revision=record.revision,
+            content={"level": record.level},
+            changed_by="test",
+            change="created",
+        )
+    )
     db.flush()
     return record
 

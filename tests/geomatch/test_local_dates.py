@@ -4,17 +4,19 @@ must still be reached, on every matching path and both backends (before, the sta
 over at midnight UTC, and they were missed for up to twelve hours). A stay counts as begun
 (there, asked whether safe) from its first day in UTC, as before."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
 
-from service.citizens.models import CitizenPlace
+from service.advisories.reach import compute_reach
+from service.citizens.models import Citizen, CitizenPlace
+from service.geo.areas import area_from_json
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Ahead, Alert
 from tests.builders import citizen_body
-from tests.geomatch.builders import TODAY, advisory, citizen
+from tests.geomatch.builders import TODAY, advisory, citizen, with_revision
 
 # 03:00 UTC: 19:00 the day before in Los Angeles, noon in Tokyo.
 AT = datetime.combine(TODAY + timedelta(days=3), time(3), tzinfo=UTC)
@@ -22,6 +24,7 @@ LOCAL_YESTERDAY = AT.date() - timedelta(days=1)  # still today in Los Angeles
 LOS_ANGELES = (-118.24, 34.05)
 TOKYO = (139.69, 35.68)
 SEOUL = (126.98, 37.57)
+SEOUL_TIME = timezone(timedelta(hours=9))
 
 
 def _circle(lon_lat: tuple[float, float]) -> dict:
@@ -62,24 +65,34 @@ def test_a_new_advisory_reaches_the_last_evening_of_a_stay_after_midnight_utc(db
     assert _told(db, record) == {people["last_day_there"]: Ahead.NO}
 
 
-def test_an_advisory_that_begins_after_midnight_utc_reaches_that_evening(db):
-    """Its first day, as a stay's dates read it, is the earliest date anywhere when it begins."""
+@pytest.mark.parametrize("written_in", [UTC, SEOUL_TIME], ids=["UTC", "+09:00"])
+def test_an_advisory_that_begins_after_midnight_utc_reaches_that_evening(db, written_in):
+    """Its first day, as a stay's dates read it, is the earliest date anywhere when it begins,
+    however the time is written (staff may send 13:30+09:00: the same instant as 04:30Z)."""
     people = _in_los_angeles(db)
-    record = advisory(db, area=_circle(LOS_ANGELES), effective=AT + timedelta(minutes=30))
+    effective = (AT + timedelta(minutes=30)).astimezone(written_in)
+    record = advisory(db, area=_circle(LOS_ANGELES), effective=effective)
     match_advisories(db, advisories=[record], now=AT)
     assert set(_told(db, record)) == {people["last_day_there"]}
 
 
-def test_an_advisory_reaches_a_stay_that_begins_where_its_last_day_has_already_come(db):
-    """It ends at 20:00 UTC: 05:00 the next morning in Tokyo, so a stay there beginning on that
-    next day overlaps it by five hours; one beginning the day after does not."""
-    expires = datetime.combine(AT.date() + timedelta(days=1), time(20), tzinfo=UTC)
+@pytest.mark.parametrize(
+    ("ends_at", "reached"), [(time(20), True), (time(10), False)], ids=["20:00Z", "10:00Z"]
+)
+def test_an_advisory_reaches_a_stay_that_begins_where_its_last_day_has_already_come(
+    db, ends_at, reached
+):
+    """Ending at 20:00 UTC, it is 05:00 the next morning in Tokyo, so a stay there beginning on
+    that next day overlaps it by five hours; one beginning the day after does not. Ending at
+    10:00 UTC sharp, the next day has begun nowhere while it is in effect (its end is
+    exclusive): that stay is not reached."""
+    expires = datetime.combine(AT.date() + timedelta(days=1), ends_at, tzinfo=UTC)
     next_morning = expires.date() + timedelta(days=1)
     arrives_then = _traveller(db, TOKYO, next_morning, next_morning + timedelta(days=4))
     _traveller(db, TOKYO, next_morning + timedelta(days=1), next_morning + timedelta(days=4))
     record = advisory(db, area=_circle(TOKYO), effective=AT - timedelta(hours=1), expires=expires)
     match_advisories(db, advisories=[record], now=AT)
-    assert _told(db, record) == {arrives_then: Ahead.WAITING}
+    assert _told(db, record) == ({arrives_then: Ahead.WAITING} if reached else {})
 
 
 def test_a_stay_begins_on_its_first_day_in_utc(db):
@@ -110,6 +123,43 @@ def test_the_sweep_reaches_the_last_evening_by_postgis_and_by_shards(db, advisor
     Sweeper(shard_citizens=2).run(factory, now=AT)
     for record in records:
         assert set(_told(db, record)) == {people["last_day_there"]}
+
+
+def test_the_sweep_of_citizens_changed_since_reaches_the_last_evening(db):
+    """The steady sweep reads only citizens changed since its last run."""
+    record = advisory(db, area=_circle(LOS_ANGELES), effective=AT - timedelta(hours=2))
+    sweeper = Sweeper(shard_citizens=2)
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    sweeper.run(factory, now=AT - timedelta(hours=1))  # everyone (nobody yet)
+    people = _in_los_angeles(db)
+    db.execute(update(Citizen).where(Citizen.id.in_(people.values())).values(updated_at=AT))
+    sweeper.run(factory, now=AT)
+    assert set(_told(db, record)) == {people["last_day_there"]}
+
+
+def test_a_traveller_told_ahead_is_asked_on_the_last_evening_of_a_one_day_stay(db):
+    """Told two days ahead of a one-day stay in Los Angeles; at 03:00 UTC the next day (UTC) it
+    is still that day there: the sweep asks them whether they are safe."""
+    arrived = _traveller(db, LOS_ANGELES, LOCAL_YESTERDAY, LOCAL_YESTERDAY)
+    record = with_revision(
+        db, area=_circle(LOS_ANGELES), effective=AT - timedelta(days=3), level="4"
+    )
+    match_advisories(db, advisories=[record], now=AT - timedelta(days=2))
+    assert _told(db, record) == {arrived: Ahead.WAITING}
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    assert Sweeper(shard_citizens=2).run(factory, now=AT).asked_on_arrival == 1
+
+
+def test_the_preview_counts_the_last_evening(db):
+    people = _in_los_angeles(db)
+    found = compute_reach(
+        db,
+        area=area_from_json(_circle(LOS_ANGELES)),
+        effective=AT - timedelta(hours=1),
+        expires=AT + timedelta(days=2),
+        now=AT,
+    )
+    assert found.citizen_ids.tolist() == [people["last_day_there"]]
 
 
 @pytest.mark.parametrize(

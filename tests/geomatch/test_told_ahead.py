@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import sessionmaker
 
-from service.advisories.models import AdvisoryRevision
 from service.checkin.rollcall import start_round
 from service.errors import TooManyRequests
 from service.geomatch.arrivals import told_ahead
@@ -26,20 +25,7 @@ SEOUL = (126.98, 37.57)
 AREA = {"circles": [{"lat": TOKYO[1], "lon": TOKYO[0], "radius_km": 50}]}
 
 
-def advisory(db, **fields):
-    """The builders' advisory with its revision's content, which says whether it asks."""
-    record = builders.advisory(db, **fields)
-    db.add(
-        AdvisoryRevision(
-            advisory_id=record.id,
-            revision=record.revision,
-            content={"level": record.level},
-            changed_by="test",
-            change="created",
-        )
-    )
-    db.flush()
-    return record
+advisory = builders.with_revision
 
 
 def _stay(days_from_today: int, length: int) -> tuple:
