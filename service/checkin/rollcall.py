@@ -113,7 +113,9 @@ def roll_call(
     }
     items = []
     for index, cid in zip(at, page, strict=True):
-        citizen, given = citizens[cid], answers.get(cid)
+        citizen, given = citizens.get(cid), answers.get(cid)
+        if citizen is None:  # the record was deleted (by the purge before 0028): counted only
+            continue
         masked = masked_contacts(registry, citizen)
         items.append(
             RollCallRow(

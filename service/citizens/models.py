@@ -45,6 +45,9 @@ class Citizen(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When a contact was first verified: a record that never was is purged after a day, one
+    # that was is kept while it has none (a new phone waiting for its code).
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Level 1-2 alerts wait out this window of the local time where the citizen is ("HH:MM";
     # both NULL: none). The default is 22:00-07:00.
     quiet_from: Mapped[str | None] = mapped_column(

@@ -169,11 +169,15 @@ def resend_code(
 
 
 def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
-    """Delete records that verified no contact within ttl_h hours of registering."""
+    """Delete records that verified no contact within ttl_h hours of registering. Not one that
+    verified once and has none now (a new phone waiting for its code, or its number verified
+    by another record): deleting it lost a traveller, and left their alerts and check-ins
+    without a citizen."""
     cutoff = now - timedelta(hours=ttl_h)
     result = session.execute(
         delete(Citizen).where(
             Citizen.status == "active",
+            Citizen.verified_at.is_(None),
             Citizen.phone_hash.is_(None),
             Citizen.email_hash.is_(None),
             Citizen.created_at < cutoff,

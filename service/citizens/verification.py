@@ -142,7 +142,7 @@ def check_code(
     notices = _take_from_others(
         session, vault=vault, citizen=citizen, channel=channel, hashed=waiting.contact_hash, now=now
     )
-    _apply(vault, citizen, channel, address, hashed=waiting.contact_hash, stopped=stopped)
+    _apply(vault, citizen, channel, address, hashed=waiting.contact_hash, stopped=stopped, now=now)
     citizen.updated_at = now
     session.delete(waiting)
     session.flush()
@@ -176,7 +176,7 @@ def mark_verified(
     notices = _take_from_others(
         session, vault=vault, citizen=citizen, channel=channel, hashed=hashed, now=now
     )
-    _apply(vault, citizen, channel, address, hashed=hashed, stopped=stopped)
+    _apply(vault, citizen, channel, address, hashed=hashed, stopped=stopped, now=now)
     return notices
 
 
@@ -215,7 +215,9 @@ def _apply(
     *,
     hashed: str,
     stopped: datetime | None,
+    now: datetime,
 ) -> None:
+    citizen.verified_at = citizen.verified_at or now
     if channel == "sms":
         if hashed != citizen.phone_hash:
             # STOP belongs to the number, not the record: a new number starts as its own

@@ -462,6 +462,24 @@ def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     assert again.status_code == 409 and "erased" in again.json()["detail"]
 
 
+def test_a_record_deleted_under_its_answer_is_counted_and_not_listed(
+    api, consul, db, dispatcher, reply
+):
+    """Before 0028 the purge of unverified records could delete a traveller who had answered
+    (their only phone changed): the roll call of that advisory then failed with a 500."""
+    safe_id, _, body = register(api, location=TOKYO, channels=["sms"], email=None)
+    kept_id, _, kept_body = register(api, location=TOKYO, channels=["sms"], email=None)
+    advisory = issue(api, consul, level=4)
+    dispatcher.drain()
+    assert reply(e164(body["phone"]), "1").status_code == 200
+    assert reply(e164(kept_body["phone"]), "1").status_code == 200
+    db.execute(delete(Citizen).where(Citizen.public_id == safe_id))
+    roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul)
+    assert roll.status_code == 200, roll.text
+    assert roll.json()["counts"]["safe"] == 2
+    assert [row["citizen_id"] for row in roll.json()["items"]] == [kept_id]
+
+
 def test_the_kept_countries_are_built_by_one_caller_while_the_others_wait():
     """When the kept countries lapse, the consoles asking at once wait for one rebuild (a
     second of matching at 200,000) instead of matching the advisory once each; the least

@@ -313,6 +313,38 @@ def test_records_that_verify_nothing_are_purged_after_their_time(app, db, twilio
     assert db.scalar(select(func.count()).select_from(Citizen)) >= 1
 
 
+def test_a_record_that_verified_once_is_kept_while_its_new_contact_waits(app, db, twilio):
+    """A traveller changes their only phone: the old one leaves at once, the new one waits for
+    its code (the same holds when another record verifies their number, the way back to a lost
+    manage token). A day later the record is not purged; one that never verified is. Before,
+    both were deleted, the traveller's places and token with them, and their check-ins and
+    alerts were left without a citizen (a 500 on the roll call)."""
+    never, _, _ = register(app, channels=["sms"], email=None)
+    moving, manage = register(app, channels=["sms"], email=None)[:2]
+    verify(app, moving["id"], manage, twilio)
+    moved = app.patch(
+        f"/v1/citizens/{moving['id']}", json={"phone": "010-4444-0101"}, headers=manage
+    )
+    assert moved.status_code == 200, moved.text
+    db.expire_all()
+    holding_nothing = select(Citizen.public_id).where(
+        Citizen.phone_hash.is_(None), Citizen.email_hash.is_(None)
+    )
+    assert set(db.scalars(holding_nothing)) == {never["id"], moving["id"]}
+    assert purge_unverified(db, now=utcnow() + timedelta(hours=25), ttl_h=24) == 1
+    kept = set(db.scalars(select(Citizen.public_id)))
+    assert moving["id"] in kept and never["id"] not in kept
+
+
+def verify(app, public_id: str, manage: dict, twilio) -> None:
+    """Verify the SMS code last sent."""
+    code = code_in(twilio.messages[-1]["body"])
+    answer = app.post(
+        f"/v1/citizens/{public_id}/verify", json={"channel": "sms", "code": code}, headers=manage
+    )
+    assert answer.status_code == 200, answer.text
+
+
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
