@@ -161,7 +161,8 @@ def update(
 ) -> CitizenRead:
     """Change what the body gives; a new phone or e-mail is alerted once verified. A change of
     contact sends a code, and is rate-limited as a resend is (429)."""
-    places = service.locate(registry, stays=body.stays)  # before the write transaction
+    # Before the write transaction; an ended stay is checked against the stored ones later.
+    places = service.locate(registry, stays=body.stays, ended_ok=True)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     if body.phone is not None or body.email is not None:
         limits.take_contact_change(citizen.id, client=client_of(request))

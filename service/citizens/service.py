@@ -61,12 +61,18 @@ class Places:
 
 
 def locate(
-    registry: Registry, *, location: LocationIn | None = None, stays: list[StayIn] | None = None
+    registry: Registry,
+    *,
+    location: LocationIn | None = None,
+    stays: list[StayIn] | None = None,
+    ended_ok: bool = False,
 ) -> Places:
-    """Resolve a location and stays (geocoding addresses) without touching the database."""
+    """Resolve a location and stays (geocoding addresses) without touching the database.
+    `ended_ok`: a stay that has ended is let through, for update_citizen to take only as it
+    is stored."""
     return Places(
         current=None if location is None else _current_place(registry, location, field="location"),
-        stays=None if stays is None else _stay_places(registry, stays),
+        stays=None if stays is None else _stay_places(registry, stays, ended_ok=ended_ok),
     )
 
 
@@ -211,6 +217,8 @@ def update_citizen(
 ) -> Outgoing:
     """Change what the body gives; new stays come resolved in `places` (from locate()). A new
     contact is alerted only once verified: its code is returned for the caller to send."""
+    if places.stays is not None:
+        _only_stored_stays_ended(citizen, places.stays)
     given = data.model_fields_set
     current = read_contacts(registry, citizen, pending=session)
     channels = data.channels if data.channels is not None else channels_of(citizen)
@@ -475,7 +483,29 @@ def _current_place(registry: Registry, location: LocationIn, *, field: str) -> C
     )
 
 
-def _stay_places(registry: Registry, stays: list[StayIn]) -> list[CitizenPlace]:
+def _only_stored_stays_ended(citizen: Citizen, stays: list[CitizenPlace]) -> None:
+    """A stay that has ended may come back only as it is stored: a page sends back every stay
+    it read (ended ones are kept ANJEON_STAY_RETENTION_DAYS), and refusing them kept a citizen
+    from adding a trip for a month. A new one is refused, as at registration."""
+    earliest = earliest_date(utcnow())
+    stored = {_stay_key(p) for p in citizen.places if p.kind == "stay"}
+    for i, place in enumerate(stays):
+        if (
+            place.ends_on is not None
+            and place.ends_on < earliest
+            and _stay_key(place) not in stored
+        ):
+            raise InvalidInput(f"stays[{i}].to", "this stay has already ended")
+
+
+def _stay_key(place: CitizenPlace) -> tuple:
+    where = (place.country,) if place.lat is None else (round(place.lat, 6), round(place.lon, 6))
+    return (place.starts_on, place.ends_on, *where)
+
+
+def _stay_places(
+    registry: Registry, stays: list[StayIn], *, ended_ok: bool = False
+) -> list[CitizenPlace]:
     # Checked before any address is geocoded.
     if len(stays) > registry.max_stays:
         raise InvalidInput("stays", f"at most {registry.max_stays} stays")
@@ -484,7 +514,7 @@ def _stay_places(registry: Registry, stays: list[StayIn]) -> list[CitizenPlace]:
     earliest = earliest_date(utcnow())
     places = []
     for i, stay in enumerate(stays):
-        if stay.ends_on < earliest:
+        if stay.ends_on < earliest and not ended_ok:
             raise InvalidInput(f"stays[{i}].to", "this stay has already ended")
         place = resolve_place(stay, field=f"stays[{i}]", geocoder=registry.geocoder)
         places.append(

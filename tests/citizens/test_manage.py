@@ -1,6 +1,8 @@
 """A citizen reads, corrects, moves and erases their own record, and nobody else's."""
 
-from sqlalchemy import func, select
+from datetime import date, timedelta
+
+from sqlalchemy import func, select, update
 
 from service.citizens.models import Citizen, CitizenPlace
 from tests.builders import register, stay
@@ -118,3 +120,36 @@ def test_erased_phone_can_register_again(client):
     client.delete(f"/v1/citizens/{citizen_id}", headers=auth)
     again, _, _ = register(client, phone=body["phone"], email=body["email"])
     assert again != citizen_id
+
+
+def test_a_trip_is_added_beside_one_that_has_ended(client, db):
+    """The manage page sends back every stay it read with the new one, and an ended stay is
+    kept a while: it is taken as stored. Before, the whole change was refused ("this stay has
+    already ended") for up to a month after any trip ended. A new stay that has ended, or an
+    ended one changed, is still refused, and changes nothing."""
+    citizen_id, auth, _ = register(client, stays=[stay(1, 3, lat=13.75, lon=100.5)])
+    ended = date.today() - timedelta(days=3)
+    db.execute(  # ten days pass
+        update(CitizenPlace)
+        .where(CitizenPlace.kind == "stay")
+        .values(starts_on=ended - timedelta(days=3), ends_on=ended)
+    )
+    db.expire_all()
+    read = client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["stays"]
+    as_read = [{"lat": s["lat"], "lon": s["lon"], "from": s["from"], "to": s["to"]} for s in read]
+    for stays, field in (
+        ([{**as_read[0], "to": (ended - timedelta(days=1)).isoformat()}, stay(30, 5)], "stays[0]"),
+        ([as_read[0], stay(30, 5), stay(-20, 5)], "stays[2]"),
+    ):
+        refused = client.patch(f"/v1/citizens/{citizen_id}", json={"stays": stays}, headers=auth)
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == [f"{field}.to"]
+        assert len(client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["stays"]) == 1
+    added = client.patch(
+        f"/v1/citizens/{citizen_id}", json={"stays": [*as_read, stay(30, 5)]}, headers=auth
+    )
+    assert added.status_code == 200, added.text
+    assert [s["to"] for s in added.json()["stays"]] == [
+        ended.isoformat(),
+        (date.today() + timedelta(days=35)).isoformat(),
+    ]
