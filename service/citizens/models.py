@@ -3,6 +3,7 @@ from datetime import date, datetime
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    ColumnElement,
     Date,
     Float,
     ForeignKey,
@@ -11,7 +12,9 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    and_,
     false,
+    or_,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -79,6 +82,19 @@ class Citizen(Base):
         CheckConstraint("status IN ('active', 'erased')", name="status"),
         CheckConstraint("language IN ('ko', 'en')", name="language"),
     )
+
+
+def alerted_sql(alias: str) -> str:
+    """SQL: the citizen (table alias `alias`) is alerted: active, with a verified contact on a
+    channel they chose. Only they count where reach is counted (preview, four eyes, matches,
+    registry counts): sign-ups that never verified a contact are nobody we can tell, and were
+    an anonymous way to push every advisory of a country into waiting for a second approver."""
+    return f"{alias}.status = 'active' AND ({alias}.notify_sms OR {alias}.notify_email)"
+
+
+def is_alerted() -> ColumnElement[bool]:
+    """alerted_sql(), as an expression over Citizen."""
+    return and_(Citizen.status == "active", or_(Citizen.notify_sms, Citizen.notify_email))
 
 
 class CitizenPlace(Base):

@@ -13,7 +13,7 @@ from service.advisories.models import Advisory
 from service.audit import service as audit
 from service.checkin.models import CheckinAnswer, HelpMessage
 from service.citizens import verification
-from service.citizens.models import Citizen, CitizenPlace, ContactCode
+from service.citizens.models import Citizen, CitizenPlace, ContactCode, is_alerted
 from service.citizens.schemas import Channel, PlaceRead
 from service.citizens.service import (
     Registry,
@@ -38,11 +38,12 @@ class MaskedCitizen:
 
 
 def count_by_country(session: Session) -> dict[str, int]:
-    """Active citizens per country of their current location (unknown at sea under '')."""
+    """Citizens alerted (models.is_alerted) per country of their current location (unknown
+    at sea under '')."""
     query = (
         select(func.coalesce(CitizenPlace.country, ""), func.count())
         .join(Citizen, Citizen.id == CitizenPlace.citizen_id)
-        .where(Citizen.status == "active", CitizenPlace.kind == "current")
+        .where(is_alerted(), CitizenPlace.kind == "current")
         .group_by(CitizenPlace.country)
     )
     return {code: count for code, count in session.execute(query)}
@@ -51,9 +52,9 @@ def count_by_country(session: Session) -> dict[str, int]:
 def citizens_in_country(
     session: Session, *, registry: Registry, country: str, limit: int, offset: int
 ) -> tuple[int, list[MaskedCitizen]]:
-    """Citizens whose current location is in a country, contacts masked."""
+    """Citizens alerted whose current location is in a country, contacts masked."""
     where = (
-        Citizen.status == "active",
+        is_alerted(),
         CitizenPlace.kind == "current",
         CitizenPlace.country == country,
     )

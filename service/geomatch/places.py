@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Connection
 
+from service.citizens.models import alerted_sql
 from service.geo.matching import PlaceSet, Today
 
 
@@ -48,13 +49,14 @@ SELECT p.citizen_id, p.lon, p.lat, p.country,
 FROM citizen_place p {join}
 WHERE (p.kind = 'current' OR p.ends_on >= {mark}) {extra}
 """
-_JOIN = "JOIN citizen c ON c.id = p.citizen_id AND c.status = 'active'"
+_JOIN = f"JOIN citizen c ON c.id = p.citizen_id AND {alerted_sql('c')}"
+# Only our own SQL fragments are formatted in; every value is a bound parameter.
 _ALERTING = {
-    "sqlite": "SELECT id, notify_sms, notify_email{flags} FROM citizen "
+    "sqlite": "SELECT id, notify_sms, notify_email{flags} FROM citizen c "  # noqa: S608
     "INDEXED BY ix_citizen_alerting "
-    "WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
-    "postgresql": "SELECT id, notify_sms, notify_email{flags} FROM citizen "
-    "WHERE status = 'active' AND id = ANY(%s) ORDER BY id",
+    f"WHERE {alerted_sql('c')} AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    "postgresql": "SELECT id, notify_sms, notify_email{flags} FROM citizen c "  # noqa: S608
+    f"WHERE {alerted_sql('c')} AND id = ANY(%s) ORDER BY id",
 }
 
 Box = tuple[float, float, float, float]  # west, south, east, north

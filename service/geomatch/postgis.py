@@ -19,6 +19,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
+from service.citizens.models import alerted_sql
 from service.geo import matching, subdivisions, waters
 from service.geo.areas import Area
 from service.ledger import states
@@ -294,8 +295,8 @@ def _to_wkb(geometries: list) -> list[bytes]:
 
 
 # A drill (:exercise) reaches only citizens who opted in to exercises.
-_WINDOW = """
-    c.status = 'active' AND (NOT :exercise OR c.exercises) AND (
+_WINDOW = f"""
+    {alerted_sql("c")} AND (NOT :exercise OR c.exercises) AND (
       (p.kind = 'current' AND :active_now)
       OR (p.kind = 'stay' AND p.ends_on >= GREATEST(:start, :on_from) AND p.starts_on <= :end)
     )

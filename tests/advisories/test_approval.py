@@ -132,6 +132,36 @@ def test_a_small_level_2_goes_at_once_and_a_big_level_1_waits(
     assert big["status"] == "pending_approval"
 
 
+def test_sign_ups_that_never_verified_reach_nobody_and_count_nowhere(
+    database_url, db, twilio, smtp, alice
+):
+    """Anyone can sign up with any e-mail address and never verify it. Such records are nobody
+    we can tell: they do not count in the preview, in the reach that makes an advisory wait for
+    a second key, in the matches, or in the registry's counts. Before, a few hundred anonymous
+    sign-ups per address (per /64) made every advisory of a country wait for four eyes."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        approval="required",
+        approval_min_reach=5,
+        verification="required",
+    )
+    laos = {"country": "LA"}
+    with bound_client(settings, db) as app:
+        for _ in range(6):
+            register(app, location=laos, channels=["email"], phone=None)
+        body = advisory_body(level=1, area={"countries": ["LA"]})
+        preview = app.post("/v1/advisories/preview", json=body, headers=alice).json()
+        assert preview["citizens"] == 0
+        assert "LA" not in app.get("/v1/registry/counts", headers=alice).json()
+        listed = app.get("/v1/registry/citizens?country=LA", headers=alice).json()
+        assert listed["total"] == 0
+        created = app.post("/v1/advisories", json=body, headers=alice).json()
+        assert created["status"] == "active"
+        matches = app.get(f"/v1/advisories/{created['id']}/matches", headers=alice).json()
+        assert matches["items"] == []
+
+
 def test_a_pending_revision_leaves_the_revision_in_force(api, db, dispatcher, twilio, alice, bob):
     citizens(api)
     created = issue(api, alice, level=2)
