@@ -40,7 +40,8 @@ def deliver(
     counted: bool = False,
 ) -> int:
     """Send each message that the limits allow; returns how many went out. `counted`: the
-    caller already took the per-destination limits (a resend, which answers 429 itself)."""
+    caller already took the codes' per-destination limits (a resend, which answers 429
+    itself, or service.hold_codes_in_cooldown)."""
     sender = {"ko": settings.alert_sender_ko, "en": settings.alert_sender_en}
     sent = 0
     for item in [*codes, *notices]:

@@ -157,6 +157,11 @@ class ContactCode(Base):
     tries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Never sent: the contact's cooldown held it (a code went to that contact a moment ago, for
+    # this record or another). Nobody can know it, so it verifies nothing, and a try at it does
+    # not count against the contact: two sign-ups with a stranger's number and ten wrong tries
+    # locked the stranger out of their own code for an hour, without one SMS sent.
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("citizen_id", "channel"),

@@ -72,7 +72,8 @@ def register(
         session, registry=registry, data=body, places=places, verified=_verified_at_once(request)
     )
     CITIZENS_REGISTERED.inc()
-    _send_later(request, tasks, done.outgoing)
+    outgoing = service.hold_codes_in_cooldown(session, limits, done.outgoing)
+    _send_later(request, tasks, outgoing, counted=True)
     return Registered(
         id=done.citizen.public_id,
         manage_token=done.token,
@@ -174,7 +175,8 @@ def update(
         places=places,
         verified=_verified_at_once(request),
     )
-    _send_later(request, tasks, outgoing)
+    outgoing = service.hold_codes_in_cooldown(session, limits, outgoing)
+    _send_later(request, tasks, outgoing, counted=True)
     return service.to_read(registry, citizen, session)
 
 

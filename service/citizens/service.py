@@ -1,6 +1,7 @@
 """Citizen registry: register, read, correct, move and erase, all with the citizen's own token."""
 
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from service.citizens.schemas import (
     StayRead,
 )
 from service.db import utcnow
-from service.errors import FieldError, InvalidInput, NotFound
+from service.errors import FieldError, InvalidInput, NotFound, TooManyRequests
 from service.geo.geocoding import Geocoder
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
@@ -32,6 +33,8 @@ from service.privacy import PersonalDataVault, token_hash
 from service.rate_limits import RateLimits
 
 TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
+
+log = logging.getLogger("anjeon.citizens")
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,25 @@ def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
         )
     )
     return result.rowcount or 0
+
+
+def hold_codes_in_cooldown(session: Session, limits: RateLimits, outgoing: Outgoing) -> Outgoing:
+    """Take each new contact's limits (its cooldown, and the destination's) in the request's
+    transaction: a code they hold is marked so (verification.hold: it can verify nothing, and
+    a try at it does not count against the contact) and is not sent. The rest go with their
+    limits taken. Registration answers the same either way."""
+    codes = []
+    for code in outgoing.codes:
+        try:
+            limits.take_new_contact(code.channel, code.address)  # type: ignore[arg-type]
+        except TooManyRequests as exc:
+            log.warning(
+                "code held by a rate limit", extra={"channel": code.channel, "rule": exc.rule}
+            )
+            verification.hold(session, code)
+            continue
+        codes.append(code)
+    return Outgoing(codes=codes, notices=outgoing.notices)
 
 
 def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:

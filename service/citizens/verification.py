@@ -29,6 +29,7 @@ class CodeToSend:
     address: str
     code: str
     language: str
+    code_id: int = 0  # its ContactCode row
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,26 @@ def issue_code(
                 ContactCode.citizen_id == citizen.id, ContactCode.channel == channel
             )
         )
-    session.add(
-        ContactCode(
-            citizen_id=citizen.id,
-            channel=channel,
-            contact_sealed=vault.seal(CHANNEL_FIELD[channel], address),
-            contact_hash=contact_hash(vault, channel, address),
-            code_hash=_code_hash(vault, citizen.id, channel, code),
-            tries=0,
-            expires_at=now + CODE_LIFE,
-            sent_at=now,
-        )
+    row = ContactCode(
+        citizen_id=citizen.id,
+        channel=channel,
+        contact_sealed=vault.seal(CHANNEL_FIELD[channel], address),
+        contact_hash=contact_hash(vault, channel, address),
+        code_hash=_code_hash(vault, citizen.id, channel, code),
+        tries=0,
+        expires_at=now + CODE_LIFE,
+        sent_at=now,
     )
+    session.add(row)
     session.flush()
-    return CodeToSend(channel=channel, address=address, code=code, language=citizen.language)
+    return CodeToSend(
+        channel=channel, address=address, code=code, language=citizen.language, code_id=row.id
+    )
+
+
+def hold(session: Session, code: CodeToSend) -> None:
+    """The code will not be sent (the contact's cooldown): it can verify nothing."""
+    session.execute(update(ContactCode).where(ContactCode.id == code.code_id).values(held=True))
 
 
 def renew_code(
@@ -123,6 +130,11 @@ def check_code(
         return Checked(False, "no code is waiting for this channel: ask for a new one")
     if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
         return Checked(False, "this code is no longer valid: ask for a new one")
+    if waiting.held:
+        # Answered as a wrong code (nothing tells a caller the contact was asked elsewhere),
+        # counted on this code alone.
+        tries = _take_try(session, waiting.id) or MAX_TRIES
+        return _wrong(tries)
     count_try(waiting.contact_hash)
     # The try is taken before the comparison, in one statement that the database serialises:
     # requests racing on one code (in any process) each read `tries` before any wrote it, so
@@ -133,10 +145,7 @@ def check_code(
     typed = code.strip()
     expected = _code_hash(vault, citizen.id, channel, typed)
     if not hmac.compare_digest(expected, waiting.code_hash):
-        left = MAX_TRIES - tries
-        if left == 0:
-            return Checked(False, "wrong code; no tries are left: ask for a new one")
-        return Checked(False, f"wrong code; {left} {'try' if left == 1 else 'tries'} left")
+        return _wrong(tries)
     address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
     stopped = _stopped_elsewhere(session, citizen, channel, waiting.contact_hash)
     notices = _take_from_others(
@@ -148,6 +157,13 @@ def check_code(
     session.flush()
     forget_tries(waiting.contact_hash)
     return Checked(True, notices=tuple(notices))
+
+
+def _wrong(tries: int) -> Checked:
+    left = MAX_TRIES - tries
+    if left == 0:
+        return Checked(False, "wrong code; no tries are left: ask for a new one")
+    return Checked(False, f"wrong code; {left} {'try' if left == 1 else 'tries'} left")
 
 
 def _take_try(session: Session, code_id: int) -> int | None:

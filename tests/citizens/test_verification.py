@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
 from service.citizens.service import purge_unverified
-from service.citizens.verification import Checked, check_code, issue_code
+from service.citizens.verification import Checked, check_code, hold, issue_code
 from service.config import Settings
 from service.db import utcnow
 from service.ledger.models import Alert
@@ -189,6 +189,59 @@ def test_a_strangers_code_cannot_be_guessed_by_asking_for_code_after_code(strict
         assert again.status_code == 429
         kept = app.get(f"/v1/citizens/{victim['id']}", headers=victim_auth).json()
         assert kept["phone"] == e164(victim_body["phone"]) and kept["verified"] == ["sms"]
+
+
+def test_codes_never_sent_cannot_lock_the_owner_out_of_their_own(app, db, twilio):
+    """Two sign-ups with a stranger's number while its code is in its cooldown: their codes are
+    held, never sent. Ten wrong tries at them used to spend the number's tries for the hour,
+    and its owner's own code was then refused (429), without one SMS sent. Now a try at a code
+    never sent counts on that code alone, and the owner's code works."""
+    owner, owner_auth, owner_body = register(app, channels=["sms"], email=None)
+    number = e164(owner_body["phone"])
+    owners_code = code_in(twilio.messages[-1]["body"])
+    for _ in range(2):
+        stranger, stranger_auth, _ = register(
+            app, channels=["sms"], email=None, phone=owner_body["phone"]
+        )
+        for _ in range(5):
+            tried = app.post(
+                f"/v1/citizens/{stranger['id']}/verify",
+                json={"channel": "sms", "code": "000001"},
+                headers=stranger_auth,
+            )
+            assert tried.status_code == 422, tried.text
+        assert "ask for a new one" in tried.json()["detail"]
+    assert [m["to"] for m in twilio.messages].count(number) == 1  # the owner's code only
+    verified = app.post(
+        f"/v1/citizens/{owner['id']}/verify",
+        json={"channel": "sms", "code": owners_code},
+        headers=owner_auth,
+    )
+    assert verified.status_code == 200, verified.text
+
+
+def test_a_code_held_by_a_limit_verifies_nothing_even_when_right(db, strict):
+    record = Citizen(public_id=str(uuid.uuid4()), language="ko")
+    db.add(record)
+    db.flush()
+    vault = PersonalDataVault(strict.secret_key_bytes())
+    code = issue_code(
+        db, vault=vault, citizen=record, channel="sms", address="+821044440202", now=utcnow()
+    )
+    hold(db, code)
+    db.expire_all()
+    checked = check_code(
+        db,
+        vault=vault,
+        citizen=record,
+        channel="sms",
+        code=code.code,
+        now=utcnow(),
+        count_try=lambda _hash: pytest.fail("a held code counts against the contact"),
+        forget_tries=lambda _hash: None,
+    )
+    assert not checked.verified and checked.problem == "wrong code; 4 tries left"
+    assert db.scalar(select(Citizen.phone_hash).where(Citizen.id == record.id)) is None
 
 
 def test_a_change_of_contact_is_limited_as_a_resend(app, twilio):
