@@ -35,6 +35,9 @@ from service.rate_limits import RateLimits
 TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
 
 log = logging.getLogger("anjeon.citizens")
+# The geocoder answers one address a second (Nominatim's rule): more in one request would pass
+# its deadline (15 s) and never be stored, and would hold the geocoder from everyone else.
+MAX_ADDRESSES = 5
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,13 @@ def locate(
     """Resolve a location and stays (geocoding addresses) without touching the database.
     `ended_ok`: a stay that has ended is let through, for update_citizen to take only as it
     is stored."""
+    given = [location, *(stays or [])]
+    if sum(1 for place in given if place is not None and place.address is not None) > MAX_ADDRESSES:
+        raise InvalidInput(
+            "stays",
+            f"at most {MAX_ADDRESSES} places by address in one request "
+            "(give the others as a country or a point)",
+        )
     return Places(
         current=None if location is None else _current_place(registry, location, field="location"),
         stays=None if stays is None else _stay_places(registry, stays, ended_ok=ended_ok),

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from service.citizens.models import Citizen, CitizenPlace
 from service.config import MAX_STAYS_CEILING, Settings
+from service.geo.geocoding import GeocodedPoint
 from tests.builders import citizen_body, register, stay
 from tests.conftest import bound_client, make_settings
 
@@ -74,6 +75,34 @@ def test_an_address_is_not_geocoded_when_there_are_too_many_stays(database_url, 
         body = citizen_body(stays=[stay(1, 1, address="Sukhumvit Soi 11, Bangkok")] * 3)
         refused_for_stays(client.post("/v1/citizens", json=body), 2)
     assert asked == []
+
+
+def test_at_most_five_places_by_address_in_one_request(database_url, db):
+    """The geocoder answers one address a second: twenty in one request passed its deadline
+    and were never stored, and held the geocoder from everyone else (probe finding). A sixth
+    address is refused before any is looked up; five are stored."""
+    asked: list[str] = []
+
+    class Bangkok:
+        def geocode(self, address: str) -> GeocodedPoint:
+            asked.append(address)
+            return GeocodedPoint(lat=13.74, lon=100.55)
+
+    by_address = [stay(1 + i, 1, address=f"Sukhumvit Soi {i}, Bangkok") for i in range(6)]
+    with bound_client(make_settings(database_url), db, geocoder=Bangkok()) as client:
+        citizen_id, manage, _ = register(client)
+        record = f"/v1/citizens/{citizen_id}"
+        for body in (citizen_body(stays=by_address), {"stays": by_address}):
+            before = places(db)
+            send = client.post if "name" in body else client.patch
+            sent = send("/v1/citizens" if "name" in body else record, json=body, headers=manage)
+            assert sent.status_code == 422, sent.text
+            assert [e["field"] for e in sent.json()["errors"]] == ["stays"]
+            assert "at most 5 places by address" in sent.json()["detail"]
+            assert places(db) == before and asked == []
+        five = client.patch(record, json={"stays": by_address[:5]}, headers=manage)
+        assert five.status_code == 200, five.text
+        assert len(five.json()["stays"]) == 5 and len(asked) == 5
 
 
 def test_the_setting_is_bounded_and_read_from_the_environment(monkeypatch):
