@@ -7,7 +7,8 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import NumberParseException, PhoneNumberType
 
 # Letters would be read as a keypad vanity number (1-800-FLOWERS); nobody registers one for alerts.
-_PHONE_CHARACTERS = re.compile(r"^\+?[0-9 ().\-]{1,32}$")
+# A "+" only before the country code, bracketed or not ("(+82) 10 …" is common).
+_PHONE_CHARACTERS = re.compile(r"^\(?\+?[0-9 ().\-]{1,32}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SMS_CAPABLE = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
@@ -19,7 +20,9 @@ class ContactError(ValueError):
 def normalise_phone(raw: str, *, default_region: str) -> str:
     """E.164 form of a number written in any common way; national numbers read in default_region."""
     if not _PHONE_CHARACTERS.match(raw.strip()):
-        raise ContactError("only digits, spaces, '+', '-', '.', and brackets are allowed")
+        raise ContactError(
+            "only digits, spaces, '-', '.', brackets, and one '+' before the country code"
+        )
     try:
         number = phonenumbers.parse(raw, default_region)
     except NumberParseException as exc:

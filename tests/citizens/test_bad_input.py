@@ -112,3 +112,24 @@ def test_invalid_json_is_a_problem(client):
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("(+82) 10 4321 0001", None),
+        ("+82 (0)10-4321-0002", None),
+        ("010-4321+0003", "one '+' before the country code"),
+        ("+82 10 ++4321 0004", "one '+' before the country code"),
+    ],
+)
+def test_a_plus_is_taken_before_the_country_code_bracketed_or_not(client, written, reason):
+    """ "(+82) 10 …" was refused as holding something other than digits, spaces, '+', '-', '.'
+    and brackets, which is all it holds (probe finding)."""
+    response = client.post("/v1/citizens", json=citizen_body(phone=written))
+    if reason is None:
+        assert response.status_code == 201, response.text
+    else:
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert error["field"] == "phone" and reason in error["message"]
