@@ -178,6 +178,18 @@ class RateLimits:
         their number, by asking for code after code."""
         self.take(Rule.CODE_TRY, contact_hash)
 
+    def check_code_tries(self, contact_hash: str) -> None:
+        """Raise as take_code_try would when the contact's tries are spent, counting none (a
+        try at a code never sent: answered as any other, without spending the owner's)."""
+        keyed = [
+            (Rule.CODE_TRY, item, self._hashed(Rule.CODE_TRY, contact_hash))
+            for item in self._rules[Rule.CODE_TRY]
+        ]
+        with self._storage_guard():
+            refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
+            if refused:
+                raise self._refusal(refused)
+
     def forget_code_tries(self, contact_hash: str) -> None:
         """The contact was verified: its tries are forgotten, so that a stranger's record that
         tries the number next is counted as for a number nobody tried (kept, the owner's right

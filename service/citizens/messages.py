@@ -45,7 +45,7 @@ def deliver(
     sender = {"ko": settings.alert_sender_ko, "en": settings.alert_sender_en}
     sent = 0
     for item in [*codes, *notices]:
-        if not _to_allowed_country(item, settings.code_countries):
+        if not to_allowed_country(item, settings.code_countries):
             log.warning("code not sent: destination country not allowed", extra={"channel": "sms"})
             continue
         allowed, budget_spent = _allowed(limits, item, counted=counted)
@@ -69,7 +69,7 @@ def deliver(
     return sent
 
 
-def _to_allowed_country(item: CodeToSend | Notice, countries: list[str]) -> bool:
+def to_allowed_country(item: CodeToSend | Notice, countries: list[str]) -> bool:
     """With an allow-list of destination countries, codes go to those countries' numbers only."""
     if item.channel != "sms" or not countries:
         return True

@@ -72,7 +72,9 @@ def register(
         session, registry=registry, data=body, places=places, verified=_verified_at_once(request)
     )
     CITIZENS_REGISTERED.inc()
-    outgoing = service.hold_codes_in_cooldown(session, limits, done.outgoing)
+    outgoing = service.hold_codes_in_cooldown(
+        session, limits, done.outgoing, countries=request.app.state.settings.code_countries
+    )
     _send_later(request, tasks, outgoing, counted=True)
     return Registered(
         id=done.citizen.public_id,
@@ -165,6 +167,8 @@ def update(
     # Before the write transaction; an ended stay is checked against the stored ones later.
     places = service.locate(registry, stays=body.stays, ended_ok=True)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
+    if places.stays is not None:  # refused before the change limit is taken
+        service.refuse_ended_stays_not_stored(citizen, places.stays)
     if body.phone is not None or body.email is not None:
         limits.take_contact_change(citizen.id, client=client_of(request))
     outgoing = service.update_citizen(
@@ -175,7 +179,9 @@ def update(
         places=places,
         verified=_verified_at_once(request),
     )
-    outgoing = service.hold_codes_in_cooldown(session, limits, outgoing)
+    outgoing = service.hold_codes_in_cooldown(
+        session, limits, outgoing, countries=request.app.state.settings.code_countries
+    )
     _send_later(request, tasks, outgoing, counted=True)
     return service.to_read(registry, citizen, session)
 

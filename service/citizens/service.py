@@ -4,6 +4,7 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,7 +12,7 @@ from sqlalchemy import delete, func, null, select, update
 from sqlalchemy.orm import Session
 
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
-from service.citizens import contact, verification
+from service.citizens import contact, messages, verification
 from service.citizens.models import Citizen, CitizenPlace, ContactCode
 from service.citizens.places import resolve_place
 from service.citizens.schemas import (
@@ -168,6 +169,7 @@ def verify_contact(
         code=code,
         now=now,
         count_try=limits.take_code_try,
+        check_tries=limits.check_code_tries,
         forget_tries=limits.forget_code_tries,
     )
     if checked.verified:
@@ -189,9 +191,9 @@ def resend_code(
 
 def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
     """Delete records that verified no contact within ttl_h hours of registering. Not one that
-    verified once and has none now (a new phone waiting for its code, or its number verified
-    by another record): deleting it lost a traveller, and left their alerts and check-ins
-    without a citizen."""
+    verified once and has none now (a new phone waiting for its code): deleting it lost a
+    traveller, and left their alerts and check-ins without a citizen. Such a record left with
+    no contact and no code asked for ORPHAN_KEPT is erased instead. Returns both counts."""
     cutoff = now - timedelta(hours=ttl_h)
     result = session.execute(
         delete(Citizen).where(
@@ -202,16 +204,51 @@ def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
             Citizen.created_at < cutoff,
         )
     )
-    return result.rowcount or 0
+    return (result.rowcount or 0) + _erase_orphans(session, now=now)
 
 
-def hold_codes_in_cooldown(session: Session, limits: RateLimits, outgoing: Outgoing) -> Outgoing:
+# A record that verified once, then lost its every contact (another record verified its
+# number: the way back to a lost token) and asked for no code since, is nobody's: erased after
+# this long (the bare row stays for its alerts and answers), not kept for ever.
+ORPHAN_KEPT = timedelta(days=30)
+_ORPHANS_A_RUN = 1_000
+
+
+def _erase_orphans(session: Session, *, now: datetime) -> int:
+    cutoff = now - ORPHAN_KEPT
+    asked = select(ContactCode.id).where(
+        ContactCode.citizen_id == Citizen.id, ContactCode.sent_at >= cutoff
+    )
+    orphans = session.scalars(
+        select(Citizen)
+        .where(
+            Citizen.status == "active",
+            Citizen.verified_at.is_not(None),
+            Citizen.phone_hash.is_(None),
+            Citizen.email_hash.is_(None),
+            Citizen.updated_at < cutoff,
+            ~asked.exists(),
+        )
+        .limit(_ORPHANS_A_RUN)
+    ).all()
+    for citizen in orphans:
+        erase_citizen(session, citizen=citizen)
+    return len(orphans)
+
+
+def hold_codes_in_cooldown(
+    session: Session, limits: RateLimits, outgoing: Outgoing, *, countries: Sequence[str]
+) -> Outgoing:
     """Take each new contact's limits (its cooldown, and the destination's) in the request's
     transaction: a code they hold is marked so (verification.hold: it can verify nothing, and
-    a try at it does not count against the contact) and is not sent. The rest go with their
-    limits taken. Registration answers the same either way."""
+    a try at it does not count against the contact) and is not sent; so is one to a number
+    outside the allowed `countries` (ANJEON_CODE_COUNTRIES), before any limit is taken. The
+    rest go with their limits taken. Registration answers the same either way."""
     codes = []
     for code in outgoing.codes:
+        if not messages.to_allowed_country(code, countries):
+            verification.hold(session, code)
+            continue
         try:
             limits.take_new_contact(code.channel, code.address)  # type: ignore[arg-type]
         except TooManyRequests as exc:
@@ -250,7 +287,7 @@ def update_citizen(
     """Change what the body gives; new stays come resolved in `places` (from locate()). A new
     contact is alerted only once verified: its code is returned for the caller to send."""
     if places.stays is not None:
-        _only_stored_stays_ended(citizen, places.stays)
+        refuse_ended_stays_not_stored(citizen, places.stays)
     given = data.model_fields_set
     current = read_contacts(registry, citizen, pending=session)
     channels = data.channels if data.channels is not None else channels_of(citizen)
@@ -515,7 +552,7 @@ def _current_place(registry: Registry, location: LocationIn, *, field: str) -> C
     )
 
 
-def _only_stored_stays_ended(citizen: Citizen, stays: list[CitizenPlace]) -> None:
+def refuse_ended_stays_not_stored(citizen: Citizen, stays: list[CitizenPlace]) -> None:
     """A stay that has ended may come back only as it is stored: a page sends back every stay
     it read (ended ones are kept ANJEON_STAY_RETENTION_DAYS), and refusing them kept a citizen
     from adding a trip for a month. A new one is refused, as at registration."""
@@ -546,7 +583,8 @@ def _stay_places(
     earliest = earliest_date(utcnow())
     places = []
     for i, stay in enumerate(stays):
-        if stay.ends_on < earliest and not ended_ok:
+        # An ended stay may come back only as stored, and stored ones are read back as points.
+        if stay.ends_on < earliest and (not ended_ok or stay.address is not None):
             raise InvalidInput(f"stays[{i}].to", "this stay has already ended")
         place = resolve_place(stay, field=f"stays[{i}]", geocoder=registry.geocoder)
         places.append(

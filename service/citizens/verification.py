@@ -119,20 +119,25 @@ def check_code(
     now: datetime,
     count_try: Callable[[str], None],
     forget_tries: Callable[[str], None],
+    check_tries: Callable[[str], None] = lambda _hash: None,
 ) -> Checked:
     """Compare a typed code. Right: the contact moves onto the citizen (and off any other
     record), and its tries are forgotten (`forget_tries`). Wrong: the try is counted (the
     caller commits it even though it answers 422). `count_try` takes the contact's lookup hash
     before the comparison and raises when that contact had too many tries, whatever the record
-    or the code (a limit across processes)."""
+    or the code (a limit across processes). A code never sent (held) verifies nothing; a try at
+    it is checked against that limit (`check_tries`, which raises as `count_try` would) without
+    spending it."""
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return Checked(False, "no code is waiting for this channel: ask for a new one")
     if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
         return Checked(False, "this code is no longer valid: ask for a new one")
     if waiting.held:
-        # Answered as a wrong code (nothing tells a caller the contact was asked elsewhere),
+        # Answered as a wrong code, and refused as any code once the contact's tries are
+        # spent (`check_tries`), so nothing tells a caller the contact was asked elsewhere;
         # counted on this code alone.
+        check_tries(waiting.contact_hash)
         tries = _take_try(session, waiting.id) or MAX_TRIES
         return _wrong(tries)
     count_try(waiting.contact_hash)

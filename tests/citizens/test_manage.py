@@ -153,3 +153,20 @@ def test_a_trip_is_added_beside_one_that_has_ended(client, db):
         ended.isoformat(),
         (date.today() + timedelta(days=35)).isoformat(),
     ]
+
+
+def test_a_change_refused_for_an_ended_stay_spends_no_change_limit(client):
+    """A change of phone with a new stay that has ended is refused (422); corrected, it goes
+    through. Before, the refusal came after the change limit was taken, and the corrected
+    change got a 429 (review of f8387ae)."""
+    citizen_id, auth, _ = register(client)
+    record = f"/v1/citizens/{citizen_id}"
+    refused = client.patch(
+        record, json={"phone": "010-4444-0303", "stays": [stay(-10, 3)]}, headers=auth
+    )
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["stays[0].to"]
+    corrected = client.patch(
+        record, json={"phone": "010-4444-0303", "stays": [stay(10, 3)]}, headers=auth
+    )
+    assert corrected.status_code == 200, corrected.text

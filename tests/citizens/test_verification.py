@@ -14,11 +14,20 @@ from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
 from service.citizens.service import purge_unverified
-from service.citizens.verification import Checked, check_code, hold, issue_code
+from service.citizens.verification import (
+    Checked,
+    CodeToSend,
+    check_code,
+    contact_hash,
+    hold,
+    issue_code,
+)
 from service.config import Settings
 from service.db import utcnow
+from service.errors import TooManyRequests
 from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
+from service.rate_limits import RateLimits
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, stay
 from tests.conftest import bound_client, make_settings
@@ -220,7 +229,7 @@ def test_codes_never_sent_cannot_lock_the_owner_out_of_their_own(app, db, twilio
     assert verified.status_code == 200, verified.text
 
 
-def test_a_code_held_by_a_limit_verifies_nothing_even_when_right(db, strict):
+def _held_code(db, strict) -> tuple[Citizen, PersonalDataVault, CodeToSend]:
     record = Citizen(public_id=str(uuid.uuid4()), language="ko")
     db.add(record)
     db.flush()
@@ -230,6 +239,11 @@ def test_a_code_held_by_a_limit_verifies_nothing_even_when_right(db, strict):
     )
     hold(db, code)
     db.expire_all()
+    return record, vault, code
+
+
+def test_a_code_held_by_a_limit_verifies_nothing_even_when_right(db, strict):
+    record, vault, code = _held_code(db, strict)
     checked = check_code(
         db,
         vault=vault,
@@ -242,6 +256,45 @@ def test_a_code_held_by_a_limit_verifies_nothing_even_when_right(db, strict):
     )
     assert not checked.verified and checked.problem == "wrong code; 4 tries left"
     assert db.scalar(select(Citizen.phone_hash).where(Citizen.id == record.id)) is None
+
+
+def test_a_held_code_is_refused_as_any_once_the_contacts_tries_are_spent(db, strict):
+    """Answered 422 while a sent code answers 429, a held code told a caller that someone else
+    had asked for a code to the number a moment ago (review of cc13292)."""
+    record, vault, code = _held_code(db, strict)
+    limits = RateLimits(strict)
+    for _ in range(10):
+        limits.take_code_try(contact_hash(vault, "sms", code.address))
+    with pytest.raises(TooManyRequests):
+        check_code(
+            db,
+            vault=vault,
+            citizen=record,
+            channel="sms",
+            code="000001",
+            now=utcnow(),
+            count_try=limits.take_code_try,
+            check_tries=limits.check_code_tries,
+            forget_tries=limits.forget_code_tries,
+        )
+    assert db.scalar(select(ContactCode.tries).where(ContactCode.id == code.code_id)) == 0
+
+
+def test_a_code_to_a_country_not_allowed_takes_no_limit(database_url, db, twilio, smtp):
+    """Codes go only to numbers of ANJEON_CODE_COUNTRIES. One to another country is dropped
+    before any limit is taken: sign-ups with such numbers used up the global hourly limit of
+    codes, without one SMS sent and without a word to duty staff (review of cc13292)."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        code_countries=["KR"],
+    )
+    japanese = "+81 90-1234-5678"
+    with bound_client(settings, db) as app:
+        register(app, channels=["sms"], email=None, phone=japanese)
+        assert twilio.messages == []
+        app.app.state.rate_limits.take_new_contact("sms", "+819012345678")  # untouched
 
 
 def test_a_change_of_contact_is_limited_as_a_resend(app, twilio):
@@ -387,6 +440,33 @@ def test_a_record_that_verified_once_is_kept_while_its_new_contact_waits(app, db
     assert purge_unverified(db, now=utcnow() + timedelta(hours=25), ttl_h=24) == 1
     kept = set(db.scalars(select(Citizen.public_id)))
     assert moving["id"] in kept and never["id"] not in kept
+
+
+def test_a_record_left_with_no_contact_and_no_code_asked_is_erased_after_30_days(app, db, twilio):
+    """Another record verified its only number (the way back to a lost manage token): nobody
+    can reach or manage the old one. It is erased once 30 days pass with no code asked (the
+    bare row stays for its alerts and answers); one whose owner asked for a code is kept."""
+    lost, lost_manage = register(app, channels=["sms"], email=None)[:2]
+    verify(app, lost["id"], lost_manage, twilio)
+    waiting, waiting_manage = register(app, channels=["sms"], email=None)[:2]
+    verify(app, waiting["id"], waiting_manage, twilio)
+    db.execute(  # the first number moved to another record; the second asks for a new one
+        update(Citizen)
+        .where(Citizen.public_id == lost["id"])
+        .values(phone_hash=None, phone_sealed=None, notify_sms=False)
+    )
+    moved = app.patch(
+        f"/v1/citizens/{waiting['id']}", json={"phone": "010-4444-0404"}, headers=waiting_manage
+    )
+    assert moved.status_code == 200
+    later = utcnow() + timedelta(days=31)
+    db.execute(update(ContactCode).values(sent_at=later - timedelta(days=1)))
+    assert purge_unverified(db, now=utcnow() + timedelta(days=29), ttl_h=24) == 0
+    assert purge_unverified(db, now=later, ttl_h=24) == 1
+    db.expire_all()
+    status = dict(db.execute(select(Citizen.public_id, Citizen.status)).all())
+    assert status[lost["id"]] == "erased" and status[waiting["id"]] == "active"
+    assert app.get(f"/v1/citizens/{lost['id']}", headers=lost_manage).status_code == 404
 
 
 def verify(app, public_id: str, manage: dict, twilio) -> None:
