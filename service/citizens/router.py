@@ -167,10 +167,6 @@ def update(
     # Before the write transaction; an ended stay is checked against the stored ones later.
     places = service.locate(registry, stays=body.stays, ended_ok=True)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    if places.stays is not None:  # refused before the change limit is taken
-        service.refuse_ended_stays_not_stored(citizen, places.stays)
-    if body.phone is not None or body.email is not None:
-        limits.take_contact_change(citizen.id, client=client_of(request))
     outgoing = service.update_citizen(
         session,
         registry=registry,
@@ -179,6 +175,10 @@ def update(
         places=places,
         verified=_verified_at_once(request),
     )
+    # Taken once the change is found good: a change refused (422) spends nothing; a refusal
+    # here (429) rolls the change back with the request's transaction.
+    if body.phone is not None or body.email is not None:
+        limits.take_contact_change(citizen.id, client=client_of(request))
     outgoing = service.hold_codes_in_cooldown(
         session, limits, outgoing, countries=request.app.state.settings.code_countries
     )

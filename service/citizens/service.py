@@ -287,7 +287,7 @@ def update_citizen(
     """Change what the body gives; new stays come resolved in `places` (from locate()). A new
     contact is alerted only once verified: its code is returned for the caller to send."""
     if places.stays is not None:
-        refuse_ended_stays_not_stored(citizen, places.stays)
+        _refuse_ended_stays_not_stored(citizen, places.stays)
     given = data.model_fields_set
     current = read_contacts(registry, citizen, pending=session)
     channels = data.channels if data.channels is not None else channels_of(citizen)
@@ -552,7 +552,7 @@ def _current_place(registry: Registry, location: LocationIn, *, field: str) -> C
     )
 
 
-def refuse_ended_stays_not_stored(citizen: Citizen, stays: list[CitizenPlace]) -> None:
+def _refuse_ended_stays_not_stored(citizen: Citizen, stays: list[CitizenPlace]) -> None:
     """A stay that has ended may come back only as it is stored: a page sends back every stay
     it read (ended ones are kept ANJEON_STAY_RETENTION_DAYS), and refusing them kept a citizen
     from adding a trip for a month. A new one is refused, as at registration."""

@@ -315,6 +315,20 @@ def test_a_change_of_contact_is_limited_as_a_resend(app, twilio):
     assert renamed.status_code == 200
 
 
+def test_a_change_refused_as_bad_input_spends_no_change_limit(app, twilio):
+    """A landline given for SMS is refused (422); the number corrected, the change goes
+    through. Before, the refused change had spent the limit, and the corrected one got a 429
+    saying a code was sent a moment ago, when none was (probe finding)."""
+    data, manage, _ = register(app, channels=["sms"], email=None)
+    record = f"/v1/citizens/{data['id']}"
+    landline = app.patch(record, json={"phone": "02-312-3456"}, headers=manage)
+    assert landline.status_code == 422
+    assert [e["field"] for e in landline.json()["errors"]] == ["phone"]
+    corrected = app.patch(record, json={"phone": "010-4444-0505"}, headers=manage)
+    assert corrected.status_code == 200, corrected.text
+    assert twilio.messages[-1]["to"] == "+821044440505"
+
+
 def test_resend_is_rate_limited_and_tokens_are_never_cached(app, twilio):
     created = app.post("/v1/citizens", json=citizen_body(channels=["sms"], email=None))
     assert created.headers["cache-control"] == "no-store"
