@@ -41,7 +41,7 @@ def deliver(
 ) -> int:
     """Send each message that the limits allow; returns how many went out. `counted`: the
     caller already took the codes' per-destination limits (a resend, which answers 429
-    itself, or service.hold_codes_in_cooldown)."""
+    itself, or service.codes_to_send)."""
     sender = {"ko": settings.alert_sender_ko, "en": settings.alert_sender_en}
     sent = 0
     for item in [*codes, *notices]:

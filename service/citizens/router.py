@@ -72,7 +72,7 @@ def register(
         session, registry=registry, data=body, places=places, verified=_verified_at_once(request)
     )
     CITIZENS_REGISTERED.inc()
-    outgoing = service.hold_codes_in_cooldown(
+    outgoing = service.codes_to_send(
         session, limits, done.outgoing, countries=request.app.state.settings.code_countries
     )
     _send_later(request, tasks, outgoing, counted=True)
@@ -179,7 +179,7 @@ def update(
     # here (429) rolls the change back with the request's transaction.
     if body.phone is not None or body.email is not None:
         limits.take_contact_change(citizen.id, client=client_of(request))
-    outgoing = service.hold_codes_in_cooldown(
+    outgoing = service.codes_to_send(
         session, limits, outgoing, countries=request.app.state.settings.code_countries
     )
     _send_later(request, tasks, outgoing, counted=True)

@@ -236,14 +236,15 @@ def _erase_orphans(session: Session, *, now: datetime) -> int:
     return len(orphans)
 
 
-def hold_codes_in_cooldown(
+def codes_to_send(
     session: Session, limits: RateLimits, outgoing: Outgoing, *, countries: Sequence[str]
 ) -> Outgoing:
-    """Take each new contact's limits (its cooldown, and the destination's) in the request's
-    transaction: a code they hold is marked so (verification.hold: it can verify nothing, and
-    a try at it does not count against the contact) and is not sent; so is one to a number
-    outside the allowed `countries` (ANJEON_CODE_COUNTRIES), before any limit is taken. The
-    rest go with their limits taken. Registration answers the same either way."""
+    """What of `outgoing` may be sent. Each new contact's limits (its cooldown, and the
+    destination's) are taken in the request's transaction: a code they hold is marked so
+    (verification.hold: it can verify nothing, and a try at it does not count against the
+    contact) and is not sent; so is one to a number outside the allowed `countries`
+    (ANJEON_CODE_COUNTRIES), before any limit is taken. The rest go with their limits taken.
+    Registration answers the same either way."""
     codes = []
     for code in outgoing.codes:
         if not messages.to_allowed_country(code, countries):
