@@ -37,18 +37,17 @@ def deliver(
     settings: Settings,
     codes: Sequence[CodeToSend] = (),
     notices: Sequence[Notice] = (),
-    counted: bool = False,
 ) -> int:
-    """Send each message that the limits allow; returns how many went out. `counted`: the
-    caller already took the codes' per-destination limits (a resend, which answers 429
-    itself, or service.codes_to_send)."""
+    """Send each message that the limits allow; returns how many went out. A code comes with
+    its per-destination limits taken (service.codes_to_send, or a resend, which answers 429
+    itself); a notice takes its own here."""
     sender = {"ko": settings.alert_sender_ko, "en": settings.alert_sender_en}
     sent = 0
     for item in [*codes, *notices]:
         if not to_allowed_country(item, settings.code_countries):
             log.warning("code not sent: destination country not allowed", extra={"channel": "sms"})
             continue
-        allowed, budget_spent = _allowed(limits, item, counted=counted)
+        allowed, budget_spent = _allowed(limits, item)
         if budget_spent:
             _tell_duty(notifiers, settings, sender=sender["en"])
         if not allowed:
@@ -100,15 +99,12 @@ def _tell_duty(notifiers: Mapping[str, Notifier], settings: Settings, *, sender:
         )
 
 
-def _allowed(limits: RateLimits, item: CodeToSend | Notice, *, counted: bool) -> tuple[bool, bool]:
+def _allowed(limits: RateLimits, item: CodeToSend | Notice) -> tuple[bool, bool]:
     """(send it, the budget was spent by this very charge)."""
     channel, address = item.channel, item.address
     try:
         if isinstance(item, Notice):
             limits.take_message(channel, address)  # type: ignore[arg-type]
-        elif not counted:
-            # A code for a contact just given: at most one per cooldown for each contact.
-            limits.take_new_contact(channel, address)  # type: ignore[arg-type]
         if channel == "sms":
             charge = limits.charge_sms_budget()
             if charge.just_spent:

@@ -33,9 +33,7 @@ def _limits(request: Request) -> RateLimits:
 LimitsDep = Annotated[RateLimits, Depends(_limits)]
 
 
-def _send_later(
-    request: Request, tasks: BackgroundTasks, outgoing: service.Outgoing, *, counted: bool = False
-) -> None:
+def _send_later(request: Request, tasks: BackgroundTasks, outgoing: service.Outgoing) -> None:
     """Codes and notices leave after the commit, outside any transaction."""
     if not (outgoing.codes or outgoing.notices):
         return
@@ -46,7 +44,6 @@ def _send_later(
         settings=request.app.state.settings,
         codes=outgoing.codes,
         notices=outgoing.notices,
-        counted=counted,
     )
 
 
@@ -75,7 +72,7 @@ def register(
     outgoing = service.codes_to_send(
         session, limits, done.outgoing, countries=request.app.state.settings.code_countries
     )
-    _send_later(request, tasks, outgoing, counted=True)
+    _send_later(request, tasks, outgoing)
     return Registered(
         id=done.citizen.public_id,
         manage_token=done.token,
@@ -136,7 +133,7 @@ def resend(
     limits.take_resend(citizen.id, client=client_of(request))
     renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
     limits.take_message(renewed.channel, renewed.address)  # type: ignore[arg-type]
-    _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]), counted=True)
+    _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))
     return {"status": "sent"}
 
 
@@ -182,7 +179,7 @@ def update(
     outgoing = service.codes_to_send(
         session, limits, outgoing, countries=request.app.state.settings.code_countries
     )
-    _send_later(request, tasks, outgoing, counted=True)
+    _send_later(request, tasks, outgoing)
     return service.to_read(registry, citizen, session)
 
 

@@ -118,8 +118,8 @@ def check_code(
     code: str,
     now: datetime,
     count_try: Callable[[str], None],
+    check_tries: Callable[[str], None],
     forget_tries: Callable[[str], None],
-    check_tries: Callable[[str], None] = lambda _hash: None,
 ) -> Checked:
     """Compare a typed code. Right: the contact moves onto the citizen (and off any other
     record), and its tries are forgotten (`forget_tries`). Wrong: the try is counted (the

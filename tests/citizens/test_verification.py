@@ -252,6 +252,7 @@ def test_a_code_held_by_a_limit_verifies_nothing_even_when_right(db, strict):
         code=code.code,
         now=utcnow(),
         count_try=lambda _hash: pytest.fail("a held code counts against the contact"),
+        check_tries=lambda _hash: None,
         forget_tries=lambda _hash: None,
     )
     assert not checked.verified and checked.problem == "wrong code; 4 tries left"
@@ -615,5 +616,6 @@ def _check(session, vault, citizen, code, now, count_try=lambda _contact: None) 
         code=code,
         now=now,
         count_try=count_try,
+        check_tries=lambda _contact: None,
         forget_tries=lambda _contact: None,
     )
