@@ -27,6 +27,7 @@ from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.router import router as alerts_router
 from service.forms import PAGE_FORM_BYTES
 from service.geo.geocoding import Geocoder, make_geocoder
+from service.head_requests import HeadAsGetMiddleware
 from service.ledger.wake import wake_after_commit
 from service.migrate import head_revision
 from service.openapi import install_api_docs
@@ -37,6 +38,7 @@ from service.privacy import PersonalDataVault
 from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, wake_dispatch
+from service.slash_redirect import install_slash_redirect
 from service.staff import service as staff_service
 from service.staff.models import Role
 from service.staff.router import router as staff_router
@@ -149,6 +151,8 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         app.include_router(router)
     mount_assets(app)
     install_api_docs(app)
+    install_slash_redirect(app)
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: the access log still says HEAD
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -65,8 +65,12 @@ def _validation_message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+# A body that is not JSON at all: a staff route refuses a missing or weak key first.
+_UNREADABLE_BODY = ("json_invalid", "utf8_invalid")
+
+
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-    broken = any(error.get("type") == "json_invalid" for error in exc.errors())
+    broken = any(error.get("type") in _UNREADABLE_BODY for error in exc.errors())
     if broken and (minimum := staff_role_of(request)) is not None:
         # The key is looked up as the route would have: a database that does not answer is
         # the same 503 (or 500) that route would give, not the 422.
@@ -88,6 +92,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
             # Its loc is ("body", character position): the field is the body itself.
             where = f" (at character {loc[1]})" if len(loc) > 1 else ""
             field, message = "body", f"body is not valid JSON{where}"
+        elif error.get("type") == "utf8_invalid":
+            field, message = "body", f"body is not valid UTF-8 (at byte {loc[1]})"
         else:
             message = _validation_message(error)
         errors.append({"field": field, "message": message})
@@ -157,6 +163,13 @@ async def _on_domain_error(request: Request, exc: DomainError) -> Response:
 
 
 async def _on_http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's "error parsing the body" names no field: bytes that are not UTF-8 are bad
+        # input like any other JSON that does not parse.
+        where = ("body", exc.__cause__.start)
+        return await _on_validation_error(
+            request, RequestValidationError([{"type": "utf8_invalid", "loc": where}])
+        )
     if _wants_citizen_page(request):
         return _citizen_page(request, exc.status_code, getattr(exc, "headers", None))
     title = HTTPStatus(exc.status_code).phrase

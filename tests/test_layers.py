@@ -34,6 +34,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "service.problems",
             "service.body_limit",
             "service.api_headers",
+            "service.head_requests",
+            "service.slash_redirect",
             "service.forms",
             "service.openapi",
             "service.*router",

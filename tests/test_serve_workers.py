@@ -219,3 +219,28 @@ def test_serve_with_two_workers_answers_from_both(tmp_path):
     assert serve.returncode == 0, log.read_text()[-3000:]
     time.sleep(0.5)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived serve"
+
+
+def test_the_served_app_answers_head_and_redirects_on_its_own_host(tmp_path):
+    """Through uvicorn: HEAD has GET's headers and no body, and a trailing-slash redirect does
+    not carry the Host header a client sent."""
+    port = _free_port()
+    serve, log = _serve(tmp_path, port, 1)
+    try:
+        deadline = time.monotonic() + START_S
+        while not _healthy(port) and serve.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        connection.request("HEAD", "/register")
+        head = connection.getresponse()
+        head_body = head.read()
+        connection.request("GET", "/register/", headers={"Host": "evil.example"})
+        redirect = connection.getresponse()
+        redirect.read()
+        connection.close()
+    finally:
+        _stop(serve)
+    assert head.status == 200 and head_body == b""
+    assert int(head.getheader("content-length")) > 1000  # the page's own length
+    assert (redirect.status, redirect.getheader("location")) == (307, "/register")

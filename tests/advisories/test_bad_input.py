@@ -8,6 +8,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import Advisory
 from service.auth import get_session
+from service.citizens.models import Citizen
 from tests.advisories.builders import advisory_body, in_days
 
 
@@ -238,6 +239,29 @@ def test_a_body_that_is_not_json_is_answered_for_the_key_first(client, staff_hea
     # A route anyone may call still says what is wrong with the body.
     citizen = client.post("/v1/citizens", content=b"{", headers=broken)
     assert citizen.status_code == 422
+
+
+@pytest.mark.usefixtures("keys_seen_by_the_body_limit")
+def test_a_body_that_is_not_utf8_names_the_body_and_is_answered_for_the_key_first(
+    client, staff_headers, db
+):
+    """JSON is UTF-8: other bytes were a 400 that named nothing ("error parsing the body")."""
+    latin1 = {"Content-Type": "application/json"}
+    body = '{"title": {"en": "Caf\u00e9"}}'.encode("latin-1")
+    for headers, status in [({}, 401), (staff_headers("viewer"), 403)]:
+        refused = client.post("/v1/advisories", content=body, headers={**latin1, **headers})
+        assert refused.status_code == status, refused.text
+    consul = client.post(
+        "/v1/advisories", content=body, headers={**latin1, **staff_headers("consul")}
+    )
+    citizen = client.post("/v1/citizens", content=b'{"name": "\xff"}', headers=latin1)
+    for response, byte in [(consul, body.index(b"\xe9")), (citizen, 10)]:
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"] == [
+            {"field": "body", "message": f"body is not valid UTF-8 (at byte {byte})"}
+        ]
+    assert db.scalar(select(func.count()).select_from(Citizen)) == 0
 
 
 def test_a_body_that_is_not_json_meets_a_database_that_does_not_answer_as_any_body_does(

@@ -65,6 +65,35 @@ def test_unknown_route_and_method_are_problems(client):
     assert wrong_method.json()["title"] == "Method Not Allowed"
 
 
+def test_head_is_get_without_the_body(client):
+    """A load balancer's or an uptime monitor's HEAD was a 405 on every route."""
+    for path in ("/healthz", "/readyz", "/register", "/console/", "/register/assets/register.js"):
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"" and got.content, path
+        assert head.headers["content-length"] == got.headers["content-length"], path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert client.head("/v1/citizens").status_code == 405  # POST only: no GET to stand for
+
+
+def test_a_trailing_slash_redirect_never_names_the_requests_host(client):
+    """Starlette's redirect wrote the Host header into Location: anyone could make our answer
+    point at their host, and a cache that keys on the path would hand it to everyone."""
+    headers = {"Host": "evil.example"}
+    for path, location in [
+        ("/v1/citizens/?lang=ko", "/v1/citizens?lang=ko"),
+        ("/register/", "/register"),
+        ("/healthz/", "/healthz"),
+    ]:
+        answer = client.get(path, headers=headers, follow_redirects=False)
+        assert (answer.status_code, answer.headers["location"]) == (307, location), path
+    for path in ("//evil.example/", "/no-such-page/"):
+        answer = client.get(path, headers=headers, follow_redirects=False)
+        assert answer.status_code == 404 and "location" not in answer.headers, path
+    followed = client.post("/v1/citizens/", json={}, follow_redirects=True)
+    assert followed.status_code == 422  # 307 keeps the method and the body
+
+
 def test_a_crash_is_a_500_problem_without_internals(client, caplog):
     def broken():
         raise RuntimeError("secret internals")
