@@ -81,7 +81,12 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-BearerToken = Annotated[str, Depends(bearer_token)]
+async def _bearer_token(request: Request) -> str:
+    # async: a header read needs no thread of anyio's pool (a sync dependency takes one)
+    return bearer_token(request)
+
+
+BearerToken = Annotated[str, Depends(_bearer_token)]
 
 
 def _admit(session: Session, token: str, minimum: Role) -> StaffKey:

@@ -21,7 +21,8 @@ router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
 ConsulWithoutSession = Annotated[StaffKey, Depends(require_role_without_session(Role.consul))]
 
 
-def _limits(request: Request) -> RateLimits:
+async def _limits(request: Request) -> RateLimits:
+    # async: a sync dependency would take a thread of anyio\'s pool to read one attribute
     return request.app.state.rate_limits
 
 

@@ -5,7 +5,8 @@ from fastapi import Depends, Request
 from service.citizens.service import Registry
 
 
-def _registry(request: Request) -> Registry:
+async def _registry(request: Request) -> Registry:
+    # async: a sync dependency would take a thread of anyio\'s pool to read one attribute
     return request.app.state.registry
 
 

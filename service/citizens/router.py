@@ -26,7 +26,8 @@ from service.rate_limits import RateLimits
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 
 
-def _limits(request: Request) -> RateLimits:
+async def _limits(request: Request) -> RateLimits:
+    # async: a sync dependency would take a thread of anyio\'s pool to read one attribute
     return request.app.state.rate_limits
 
 
