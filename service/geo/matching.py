@@ -8,7 +8,7 @@ geodesic distance on WGS 84 (haversine narrows down, the exact geodesic decides 
 edge); a current location matches while the advisory is active; a stay matches when its dates
 overlap the advisory's active window and it has not ended. A stay's dates are its traveller's
 own calendar, which runs from UTC-12 to UTC+14: read so that nobody who may still be there is
-missed (`Today`).
+missed, and begun from midnight at the stay's own longitude (`Today`).
 
 Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
 points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
@@ -65,21 +65,37 @@ def _date_at(moment: datetime, offset: timedelta) -> date:
         return date.min if offset < timedelta(0) else date.max
 
 
+# The sun's clock: 4 minutes a degree of longitude east of Greenwich.
+_SOLAR_S_PER_DEGREE = 240.0
+_DAY_S = 86_400.0
+
+
 @dataclass(frozen=True)
 class Today:
-    """Which stays are under way now, as day numbers. A stay counts until its last day has
-    ended everywhere: someone in Los Angeles on the last evening of their stay, after midnight
-    UTC, is still reached (before, they were missed for up to twelve hours; one more alert to
-    someone who left this morning is the lesser harm). It counts as begun, so that its
-    traveller is asked whether they are safe, from its first day in UTC."""
+    """Which stays are under way now. A stay counts until its last day has ended everywhere:
+    someone in Los Angeles on the last evening of their stay, after midnight UTC, is still
+    reached (before, they were missed for up to twelve hours; one more alert to someone who
+    left this morning is the lesser harm). It has begun, so that its traveller is asked
+    whether they are safe, from midnight of its first day on the sun's clock at its place
+    (`begun`)."""
 
     on_from: int  # stays ending on or after this day may be under way somewhere
-    begun_by: int  # stays starting on or before this day have begun
+    now_s: float  # seconds since 1970-01-01 UTC
 
     @classmethod
     def at(cls, now: datetime) -> "Today":
-        begun_by = day_number(_date_at(now, timedelta(0)))
-        return cls(on_from=day_number(earliest_date(now)), begun_by=begun_by)
+        seconds = (now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+        return cls(on_from=day_number(earliest_date(now)), now_s=seconds)
+
+    def begun(self, starts: np.ndarray, lons: np.ndarray) -> np.ndarray:
+        """Which of these places the traveller is at by now: a current location always; a stay
+        from midnight of its first day at its longitude's solar time (Tokyo's is 9 h 19 min
+        ahead of UTC, Los Angeles' 7 h 53 min behind). That is within about an hour of the
+        legal clock in most of the world (three in western China) where UTC was up to 14
+        hours off, and it needs no zone database, so PostGIS decides the same way
+        (geomatch.postgis._AHEAD). A stay known only by its country keeps UTC."""
+        offset_s = np.nan_to_num(np.asarray(lons, dtype=np.float64)) * _SOLAR_S_PER_DEGREE
+        return np.asarray(starts, dtype=np.float64) * _DAY_S - offset_s <= self.now_s
 
     @property
     def first_date_on(self) -> date:
@@ -179,7 +195,7 @@ def match_with_ahead(
     time: by stays not begun, or before it is in effect (told, not yet there)."""
     idx = matched_places(target, places, today=today)
     ids = sorted_unique(places.citizen_ids[idx])
-    there = idx[places.starts[idx] <= today.begun_by] if target.active_now else idx[:0]
+    there = idx[today.begun(places.starts[idx], places.lons[idx])] if target.active_now else idx[:0]
     # CURRENT (-1) is below every day: a current location is there whenever the target is on.
     return ids, np.setdiff1d(ids, places.citizen_ids[there], assume_unique=False)
 

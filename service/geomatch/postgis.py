@@ -93,7 +93,7 @@ def pieces(part: Polygon) -> list[Polygon | MultiPolygon]:
 
 
 # What a hit carries: enough of the place for the time window, so it is not looked up again.
-_PLACE = "p.id, p.citizen_id, p.kind, p.starts_on, p.ends_on"
+_PLACE = "p.id, p.citizen_id, p.kind, p.starts_on, p.ends_on, p.lon"
 
 
 def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
@@ -305,7 +305,12 @@ _WINDOW = f"""
 
 # A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
 # is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
-_AHEAD = "NOT (:active_now AND (p.kind = 'current' OR p.starts_on <= :begun_by))"
+# A stay has begun from midnight of its first day on the sun's clock at its longitude, 4
+# minutes a degree (as geo.matching.Today.begun; :now_utc is naive UTC).
+_AHEAD = (
+    "NOT (:active_now AND (p.kind = 'current'"
+    " OR p.starts_on - COALESCE(p.lon, 0) * interval '4 minutes' <= :now_utc))"
+)
 # (PostgreSQL computes the two identical aggregates of the insert below once.)
 _ALL_AHEAD = f"bool_and({_AHEAD})"
 
@@ -405,5 +410,5 @@ def _window_params(
         "start": _EPOCH + timedelta(days=target.start_day),
         "end": _EPOCH + timedelta(days=min(target.end_day, 2_000_000)),  # FOREVER: year 7445
         "on_from": _EPOCH + timedelta(days=today.on_from),
-        "begun_by": _EPOCH + timedelta(days=today.begun_by),
+        "now_utc": datetime(1970, 1, 1) + timedelta(seconds=today.now_s),
     }

@@ -85,7 +85,7 @@ def test_reaches_a_place_in_the_area_and_in_the_window():
     """What the dispatcher asks of a citizen's own places (matching.reaches_a_place)."""
     tokyo = Area(circles=(Circle(35.68, 139.69, 50),), country_only=("JP",))
     day = 20_000
-    today = matching.Today(on_from=day, begun_by=day)
+    today = matching.Today(on_from=day, now_s=(day + 0.5) * 86_400)  # noon UTC
     target = matching.Target(0, tokyo, start_day=day, end_day=day + 10, active_now=True)
     here, osaka = (139.7, 35.7, "JP"), (135.5, 34.69, "JP")
     now = (matching.CURRENT, matching.CURRENT)

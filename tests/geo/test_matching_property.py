@@ -12,7 +12,7 @@ from shapely.geometry import Point, Polygon
 from service.geo import matching
 from service.geo.areas import Area, check_circle, check_geometry
 
-DAY_ONE = matching.Today(on_from=1, begun_by=1)
+DAY_ONE = matching.Today(on_from=1, now_s=1.5 * 86_400)  # noon UTC of day 1
 
 
 def _wrap(lon: float) -> float:

@@ -1,8 +1,9 @@
 """A stay's dates are its traveller's own calendar, which runs from UTC-12 to UTC+14. At 03:00
 UTC it is still yesterday evening in Los Angeles: someone there on the last day of their stay
 must still be reached, on every matching path and both backends (before, the stay counted as
-over at midnight UTC, and they were missed for up to twelve hours). A stay counts as begun
-(there, asked whether safe) from its first day in UTC, as before."""
+over at midnight UTC, and they were missed for up to twelve hours). A stay has begun (there,
+asked whether safe) from midnight of its first day at its longitude (before, in UTC: up to
+fourteen hours early or late)."""
 
 from datetime import UTC, datetime, time, timedelta, timezone
 
@@ -95,13 +96,57 @@ def test_an_advisory_reaches_a_stay_that_begins_where_its_last_day_has_already_c
     assert _told(db, record) == ({arrives_then: Ahead.WAITING} if reached else {})
 
 
-def test_a_stay_begins_on_its_first_day_in_utc(db):
-    """At noon in Tokyo on a stay's first day the traveller is there (and asked)."""
-    arrived = _traveller(db, TOKYO, AT.date(), AT.date() + timedelta(days=4))
-    coming = _traveller(db, TOKYO, AT.date() + timedelta(days=1), AT.date() + timedelta(days=4))
-    record = advisory(db, area=_circle(TOKYO), effective=AT - timedelta(hours=1))
+def _match_by(path: str, db, record, people: list[int], now: datetime) -> None:
+    if path == "new advisory":
+        match_advisories(db, advisories=[record], now=now)
+    elif path == "new citizen":
+        for person in people:
+            match_citizen(db, citizen_id=person, now=now)
+    else:
+        factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+        if path == "sweep by shards":  # more advisories than PostGIS takes at once
+            for _ in range(POSTGIS_AT_MOST):
+                advisory(db, area=_circle(SEOUL), effective=now - timedelta(hours=1))
+        Sweeper(shard_citizens=2).run(factory, now=now)
+
+
+# (now, where, first day of the stay, there). 20:00 UTC is 05:19 the next morning on Tokyo's
+# solar clock (9 h 19 min ahead); 03:00 UTC is 19:07 the evening before on Los Angeles' (7 h
+# 53 min behind). By the UTC date the first was not there yet and the second was.
+_BEGUN = [
+    (time(20), TOKYO, 1, Ahead.NO),
+    (time(20), TOKYO, 2, Ahead.WAITING),
+    (time(3), LOS_ANGELES, 0, Ahead.WAITING),
+    (time(3), LOS_ANGELES, -1, Ahead.NO),
+]
+
+
+@pytest.mark.parametrize("path", ["new advisory", "new citizen", "sweep", "sweep by shards"])
+def test_a_stay_begins_at_midnight_of_its_first_day_where_it_is(db, path):
+    """There (asked whether safe) or told ahead, by the local day at the stay's longitude."""
+    for at, where, first, there in _BEGUN:
+        now = datetime.combine(AT.date(), at, tzinfo=UTC)
+        start = now.date() + timedelta(days=first)
+        person = _traveller(db, where, start, start + timedelta(days=4))
+        record = advisory(db, area=_circle(where), effective=now - timedelta(hours=1))
+        _match_by(path, db, record, [person], now)
+        assert _told(db, record).get(person) == there, (at, where, first)
+
+
+def test_a_traveller_told_ahead_is_asked_from_midnight_where_the_stay_is(db):
+    """Told at 03:00 UTC, the evening before in Los Angeles; asked by the sweep once it is the
+    stay's first day there (07:53 UTC by the sun at its longitude), not before."""
+    first = AT.date()
+    person = _traveller(db, LOS_ANGELES, first, first + timedelta(days=3))
+    record = with_revision(
+        db, area=_circle(LOS_ANGELES), effective=AT - timedelta(hours=1), level="4"
+    )
     match_advisories(db, advisories=[record], now=AT)
-    assert _told(db, record) == {arrived: Ahead.NO, coming: Ahead.WAITING}
+    assert _told(db, record) == {person: Ahead.WAITING}
+    factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    sweeper = Sweeper(shard_citizens=2)
+    assert sweeper.run(factory, now=AT.replace(hour=7, minute=45)).asked_on_arrival == 0
+    assert sweeper.run(factory, now=AT.replace(hour=8)).asked_on_arrival == 1
 
 
 def test_a_citizen_who_registers_on_the_last_evening_is_reached(db):
