@@ -8,7 +8,7 @@ geodesic distance on WGS 84 (haversine narrows down, the exact geodesic decides 
 edge); a current location matches while the advisory is active; a stay matches when its dates
 overlap the advisory's active window and it has not ended. A stay's dates are its traveller's
 own calendar, which runs from UTC-12 to UTC+14: read so that nobody who may still be there is
-missed, and begun from midnight at the stay's own longitude (`Today`).
+missed, and begun from the first midnight, by UTC or by the sun east of Greenwich (`Today`).
 
 Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
 points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
@@ -76,8 +76,8 @@ class Today:
     someone in Los Angeles on the last evening of their stay, after midnight UTC, is still
     reached (before, they were missed for up to twelve hours; one more alert to someone who
     left this morning is the lesser harm). It has begun, so that its traveller is asked
-    whether they are safe, from midnight of its first day on the sun's clock at its place
-    (`begun`)."""
+    whether they are safe, from midnight of its first day: by the sun's clock east of
+    Greenwich, else by UTC (`begun`)."""
 
     on_from: int  # stays ending on or after this day may be under way somewhere
     now_s: float  # seconds since 1970-01-01 UTC
@@ -89,12 +89,16 @@ class Today:
 
     def begun(self, starts: np.ndarray, lons: np.ndarray) -> np.ndarray:
         """Which of these places the traveller is at by now: a current location always; a stay
-        from midnight of its first day at its longitude's solar time (Tokyo's is 9 h 19 min
-        ahead of UTC, Los Angeles' 7 h 53 min behind). That is within about an hour of the
-        legal clock in most of the world (three in western China) where UTC was up to 14
-        hours off, and it needs no zone database, so PostGIS decides the same way
-        (geomatch.postgis._AHEAD). A stay known only by its country keeps UTC."""
-        offset_s = np.nan_to_num(np.asarray(lons, dtype=np.float64)) * _SOLAR_S_PER_DEGREE
+        from midnight of its first day on the sun's clock at its longitude where that comes
+        before midnight UTC, else from midnight UTC. East of Greenwich the sun's clock is within
+        about an hour of the legal one from Europe to Japan (Tokyo's is 9 h 19 min ahead of
+        UTC), where UTC had travellers who had landed unasked for up to half a day. West of
+        it, UTC stays: asking a day's first hours early harms less than not asking, and on the
+        Pacific's date line (Samoa, Tonga, Kiribati: west by longitude, UTC+13 and +14 by law)
+        the sun's clock would be a whole day late. It needs no zone database, so PostGIS
+        decides the same way (geomatch.postgis._AHEAD). A stay known only by country: UTC."""
+        east = np.clip(np.nan_to_num(np.asarray(lons, dtype=np.float64)), 0.0, None)
+        offset_s = east * _SOLAR_S_PER_DEGREE
         return np.asarray(starts, dtype=np.float64) * _DAY_S - offset_s <= self.now_s
 
     @property

@@ -306,10 +306,11 @@ _WINDOW = f"""
 # A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
 # is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
 # A stay has begun from midnight of its first day on the sun's clock at its longitude, 4
-# minutes a degree (as geo.matching.Today.begun; :now_utc is naive UTC).
+# minutes a degree, east of Greenwich, and from midnight UTC elsewhere (as
+# geo.matching.Today.begun; :now_utc is naive UTC, as `date - interval` is).
 _AHEAD = (
     "NOT (:active_now AND (p.kind = 'current'"
-    " OR p.starts_on - COALESCE(p.lon, 0) * interval '4 minutes' <= :now_utc))"
+    " OR p.starts_on - GREATEST(COALESCE(p.lon, 0), 0) * interval '4 minutes' <= :now_utc))"
 )
 # (PostgreSQL computes the two identical aggregates of the insert below once.)
 _ALL_AHEAD = f"bool_and({_AHEAD})"

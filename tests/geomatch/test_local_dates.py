@@ -2,8 +2,8 @@
 UTC it is still yesterday evening in Los Angeles: someone there on the last day of their stay
 must still be reached, on every matching path and both backends (before, the stay counted as
 over at midnight UTC, and they were missed for up to twelve hours). A stay has begun (there,
-asked whether safe) from midnight of its first day at its longitude (before, in UTC: up to
-fourteen hours early or late)."""
+asked whether safe) from midnight of its first day by the sun's clock east of Greenwich, and by
+UTC elsewhere (before, by UTC everywhere: in Asia up to half a day late)."""
 
 from datetime import UTC, datetime, time, timedelta, timezone
 
@@ -25,6 +25,8 @@ LOCAL_YESTERDAY = AT.date() - timedelta(days=1)  # still today in Los Angeles
 LOS_ANGELES = (-118.24, 34.05)
 TOKYO = (139.69, 35.68)
 SEOUL = (126.98, 37.57)
+PARIS = (2.35, 48.86)
+APIA = (-171.76, -13.83)
 SEOUL_TIME = timezone(timedelta(hours=9))
 
 
@@ -111,13 +113,18 @@ def _match_by(path: str, db, record, people: list[int], now: datetime) -> None:
 
 
 # (now, where, first day of the stay, there). 20:00 UTC is 05:19 the next morning on Tokyo's
-# solar clock (9 h 19 min ahead); 03:00 UTC is 19:07 the evening before on Los Angeles' (7 h
-# 53 min behind). By the UTC date the first was not there yet and the second was.
+# solar clock (9 h 19 min ahead of UTC), and 19:00 on Paris' (9 min ahead): by the UTC date
+# the traveller who had landed in Tokyo was not there yet. West of Greenwich UTC stays: at
+# 03:00 UTC, 19:07 the evening before on Los Angeles' solar clock, a stay beginning that day
+# has begun (asked a few hours early, as before); at 06:00 UTC, 19:00 on its first day in Apia
+# (UTC+13 by law, but 11 h 27 min behind UTC by the sun), a stay there has begun too.
 _BEGUN = [
     (time(20), TOKYO, 1, Ahead.NO),
     (time(20), TOKYO, 2, Ahead.WAITING),
-    (time(3), LOS_ANGELES, 0, Ahead.WAITING),
-    (time(3), LOS_ANGELES, -1, Ahead.NO),
+    (time(20), PARIS, 1, Ahead.WAITING),
+    (time(3), LOS_ANGELES, 0, Ahead.NO),
+    (time(3), LOS_ANGELES, 1, Ahead.WAITING),
+    (time(6), APIA, 0, Ahead.NO),
 ]
 
 
@@ -134,19 +141,20 @@ def test_a_stay_begins_at_midnight_of_its_first_day_where_it_is(db, path):
 
 
 def test_a_traveller_told_ahead_is_asked_from_midnight_where_the_stay_is(db):
-    """Told at 03:00 UTC, the evening before in Los Angeles; asked by the sweep once it is the
-    stay's first day there (07:53 UTC by the sun at its longitude), not before."""
-    first = AT.date()
-    person = _traveller(db, LOS_ANGELES, first, first + timedelta(days=3))
+    """Told at 10:00 UTC, 19:19 the evening before in Tokyo by the sun; asked by the sweep once
+    its first day has begun there (14:41 UTC), not before and not at midnight UTC."""
+    told_at = AT.replace(hour=10)
+    first = told_at.date() + timedelta(days=1)
+    person = _traveller(db, TOKYO, first, first + timedelta(days=3))
     record = with_revision(
-        db, area=_circle(LOS_ANGELES), effective=AT - timedelta(hours=1), level="4"
+        db, area=_circle(TOKYO), effective=told_at - timedelta(hours=1), level="4"
     )
-    match_advisories(db, advisories=[record], now=AT)
+    match_advisories(db, advisories=[record], now=told_at)
     assert _told(db, record) == {person: Ahead.WAITING}
     factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
     sweeper = Sweeper(shard_citizens=2)
-    assert sweeper.run(factory, now=AT.replace(hour=7, minute=45)).asked_on_arrival == 0
-    assert sweeper.run(factory, now=AT.replace(hour=8)).asked_on_arrival == 1
+    assert sweeper.run(factory, now=told_at.replace(hour=14, minute=30)).asked_on_arrival == 0
+    assert sweeper.run(factory, now=told_at.replace(hour=14, minute=50)).asked_on_arrival == 1
 
 
 def test_a_citizen_who_registers_on_the_last_evening_is_reached(db):
