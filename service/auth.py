@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
 from service.db import READ_ONLY, utcnow
+from service.head_requests import method_asked
 from service.rate_limits import client_address
 from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
@@ -73,7 +74,7 @@ def written_apart(session: Session) -> Iterator[Session]:
     session.connection(execution_options={READ_ONLY: True})
 
 
-def bearer_token(request: Request) -> str:
+def _token_of(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -81,12 +82,12 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def _bearer_token(request: Request) -> str:
+async def bearer_token(request: Request) -> str:
     # async: a header read needs no thread of anyio's pool (a sync dependency takes one)
-    return bearer_token(request)
+    return _token_of(request)
 
 
-BearerToken = Annotated[str, Depends(_bearer_token)]
+BearerToken = Annotated[str, Depends(bearer_token)]
 
 
 def _admit(session: Session, token: str, minimum: Role) -> StaffKey:
@@ -116,7 +117,7 @@ def _audit(session: Session, request: Request, key: StaffKey) -> None:
         actor=key.name,
         role=key.role,
         client=client_of(request),
-        action=f"{request.method} {getattr(route, 'path', request.url.path)}",
+        action=f"{method_asked(request.scope)} {getattr(route, 'path', request.url.path)}",
         subject=" ".join(f"{k}={v}" for k, v in params.items()) or None,
         now=utcnow(),
     )
@@ -185,7 +186,7 @@ def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None
     not JSON at all is refused before any dependency runs; a caller without a valid key is told
     that first, as for every other body, and learns nothing of what the route parses."""
     try:
-        token = bearer_token(request)
+        token = _token_of(request)
         with request.app.state.session_factory() as session:
             _admit(session, token, minimum)
     except HTTPException as refusal:

@@ -3,6 +3,8 @@ methods they name, so a load balancer's or an uptime monitor's HEAD /healthz was
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+_ASKED_FOR_HEAD = "anjeon.head"
+
 
 class HeadAsGetMiddleware:
     def __init__(self, app: ASGIApp) -> None:
@@ -19,4 +21,15 @@ class HeadAsGetMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        # In place, not a copy: the route the router finds lands in the scope the access log
+        # and the metrics read (a copy left every HEAD "unmatched").
+        scope["method"], scope[_ASKED_FOR_HEAD] = "GET", True
+        try:
+            await self.app(scope, receive, send_headers_only)
+        finally:
+            scope["method"] = "HEAD"
+
+
+def method_asked(scope: Scope) -> str:
+    """The method the client sent: HEAD where this middleware answers it as GET."""
+    return "HEAD" if scope.get(_ASKED_FOR_HEAD) else scope["method"]

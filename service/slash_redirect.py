@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI
 from starlette.responses import RedirectResponse
-from starlette.routing import Match
+from starlette.routing import Match, get_route_path
 from starlette.types import Receive, Scope, Send
 
 
@@ -18,18 +18,21 @@ def install_slash_redirect(app: FastAPI) -> None:
     not_found = router.default
 
     async def redirect_or_not_found(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] != "/":
+        if scope["type"] == "http" and get_route_path(scope) != "/":
+            # scope["path"] holds the root_path too (Starlette 1): routes match without it.
             path = scope["path"]
             other = path.rstrip("/") if path.endswith("/") else path + "/"
-            # "//host" would be read as another host by the browser: never a Location here.
-            if other and not other.startswith("//"):
-                probe = {**scope, "path": other}
-                if any(route.matches(probe)[0] is not Match.NONE for route in router.routes):
-                    location = quote(scope.get("root_path", "") + other)
-                    if query := scope.get("query_string", b"").decode("latin-1"):
-                        location += "?" + query
-                    await RedirectResponse(location, status_code=307)(scope, receive, send)
-                    return
+            probe = {**scope, "path": other}
+            location = quote(other, safe="/:@!$&'()*+,;=-._~")
+            # "//host" is read as another host by browsers: never a Location ("\" is quoted).
+            local = location.startswith("/") and not location.startswith("//")
+            if local and any(route.matches(probe)[0] is not Match.NONE for route in router.routes):
+                # The query as the client sent it (already percent-encoded, or raw bytes, which
+                # quote() encodes as they are).
+                if query := scope.get("query_string", b""):
+                    location += "?" + quote(query, safe="/?:@!$&'()*+,;=-._~%")
+                await RedirectResponse(location, status_code=307)(scope, receive, send)
+                return
         await not_found(scope, receive, send)
 
     router.default = redirect_or_not_found

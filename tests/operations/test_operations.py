@@ -3,9 +3,12 @@
 import json
 import logging
 
+import anyio
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from service.app import create_app
+from service.audit.models import AuditEntry
 from service.logs import JsonFormatter
 from tests.builders import citizen_body
 from tests.conftest import make_settings
@@ -74,6 +77,19 @@ def test_head_is_get_without_the_body(client):
         assert head.headers["content-length"] == got.headers["content-length"], path
         assert head.headers["content-type"] == got.headers["content-type"], path
     assert client.head("/v1/citizens").status_code == 405  # POST only: no GET to stand for
+    # Counted under its route and as HEAD (a copy of the scope left every HEAD "unmatched").
+    metrics = client.get("/metrics").text
+    assert 'anjeon_http_requests_total{method="HEAD",route="/healthz",status="200"}' in metrics
+
+
+def test_a_staff_head_request_is_audited_as_head(client, db, staff_headers):
+    headers = staff_headers("viewer")
+    assert client.head("/v1/advisories", headers=headers).status_code == 200
+    assert client.head("/v1/advisories", headers={}).status_code == 401
+    actions = db.scalars(
+        select(AuditEntry.action).where(AuditEntry.action.like("% /v1/advisories"))
+    )
+    assert actions.all() == ["HEAD /v1/advisories"]
 
 
 def test_a_trailing_slash_redirect_never_names_the_requests_host(client):
@@ -92,6 +108,41 @@ def test_a_trailing_slash_redirect_never_names_the_requests_host(client):
         assert answer.status_code == 404 and "location" not in answer.headers, path
     followed = client.post("/v1/citizens/", json={}, follow_redirects=True)
     assert followed.status_code == 422  # 307 keeps the method and the body
+
+
+def test_a_trailing_slash_redirect_keeps_the_root_path_once_and_the_query_as_sent(client):
+    """Behind a proxy that mounts the service under a prefix, scope["path"] holds it already;
+    raw bytes in a query (a client that does not encode them) are encoded as they came."""
+
+    async def redirect(path: str, root_path: str, query: bytes) -> str | None:
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": root_path,
+            "query_string": query,
+            "headers": [(b"host", b"evil.example")],
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 50000),
+        }
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await client.app(scope, receive, send)
+        assert sent[0]["status"] == 307, sent[0]
+        return dict(sent[0]["headers"]).get(b"location", b"").decode()
+
+    assert anyio.run(redirect, "/anjeon/healthz/", "/anjeon", b"") == "/anjeon/healthz"
+    assert anyio.run(redirect, "/healthz/", "", "q=한".encode()) == "/healthz?q=%ED%95%9C"
+    assert anyio.run(redirect, "/healthz/", "", b"a=%2F") == "/healthz?a=%2F"
 
 
 def test_a_crash_is_a_500_problem_without_internals(client, caplog):
