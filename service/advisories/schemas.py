@@ -1,6 +1,6 @@
 """Request and response bodies of /v1/advisories."""
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -39,6 +39,18 @@ Text = Annotated[
     Field(min_length=1, max_length=5000, json_schema_extra={"pattern": TEXT_PATTERN}),
     AfterValidator(_no_nul),
 ]
+
+
+def _within_utc(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # "9999-12-31T23:59:59-12:00" is in year 10000 in UTC
+        raise ValueError("out of range once read in UTC (years 1 to 9999)") from None
+    return value
+
+
+# Stored and compared in UTC: a time that leaves the calendar there is bad input (was a 500).
+AdvisoryTime = Annotated[AwareDatetime, AfterValidator(_within_utc)]
 
 
 class StrictModel(BaseModel):
@@ -156,8 +168,8 @@ class AdvisoryCreate(StrictModel):
     level: Level
     category: Category
     area: AreaIn
-    effective: AwareDatetime | None = None
-    expires: AwareDatetime | None = None
+    effective: AdvisoryTime | None = None
+    expires: AdvisoryTime | None = None
     draft: bool = Field(
         False,
         description="true: stored as a draft (editable, previewable, never sent) until "
@@ -183,8 +195,8 @@ class AdvisoryUpdate(StrictModel):
     level: Level | None = None
     category: Category | None = None
     area: AreaIn | None = None
-    effective: AwareDatetime | None = None
-    expires: AwareDatetime | None = Field(
+    effective: AdvisoryTime | None = None
+    expires: AdvisoryTime | None = Field(
         None, description="null: the advisory has no end (a special advisory must have one)"
     )
 

@@ -58,7 +58,10 @@ def latest_date(moment: datetime) -> date:
 
 def _date_at(moment: datetime, offset: timedelta) -> date:
     # In UTC first: staff may write a time with its own offset (13:30+09:00).
-    utc = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    try:
+        utc = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    except OverflowError:  # year 1 at UTC+14 or 9999 at UTC-12 leaves the calendar in UTC
+        return date.min if moment.year == 1 else date.max
     try:
         return (utc + offset).date()
     except OverflowError:  # within half a day of year 1 or 9999

@@ -179,6 +179,25 @@ def test_times_at_the_ends_of_the_calendar_are_previewed_and_stored(client, staf
     assert created.status_code == 201, created.text
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("expires", "9999-12-31T23:59:59-12:00"), ("effective", "0001-01-01T00:00:00+14:00")],
+)
+def test_a_time_that_leaves_the_calendar_in_utc_is_refused_naming_it(
+    client, staff_headers, db, field, value
+):
+    """Written with its offset it is a real date; in UTC, where it is stored and compared, it
+    is in year 10000 or year 0 (OverflowError, a 500, before)."""
+    consul = staff_headers("consul")
+    before = db.scalar(select(func.count()).select_from(Advisory))
+    for path in ("/v1/advisories/preview", "/v1/advisories"):
+        answer = client.post(path, json=advisory_body(**{field: value}), headers=consul)
+        assert answer.status_code == 422, answer.text
+        assert [e["field"] for e in answer.json()["errors"]] == [field]
+        assert "UTC" in answer.json()["errors"][0]["message"]
+    assert db.scalar(select(func.count()).select_from(Advisory)) == before
+
+
 @pytest.mark.usefixtures("keys_seen_by_the_body_limit")
 def test_only_staff_may_send_the_larger_advisory_body(client, staff_headers):
     """Advisory bodies may be 8 MB (polygons, feed documents), but only with a live key that

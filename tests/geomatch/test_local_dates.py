@@ -5,7 +5,7 @@ over at midnight UTC, and they were missed for up to twelve hours). A stay has b
 asked whether safe) from midnight of its first day by the sun's clock east of Greenwich, and by
 UTC elsewhere (before, by UTC everywhere: in Asia up to half a day late)."""
 
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select, update
@@ -13,6 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.reach import compute_reach
 from service.citizens.models import Citizen, CitizenPlace
+from service.geo import matching
 from service.geo.areas import area_from_json
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Ahead, Alert
@@ -238,3 +239,12 @@ def test_registration_takes_a_stay_that_ends_today_somewhere(
         assert [e["field"] for e in response.json()["errors"]] == ["stays[0].to"]
     stored = select(func.count()).where(CitizenPlace.kind == "stay", CitizenPlace.ends_on == ends)
     assert db.scalar(stored) == int(accepted)
+
+
+def test_dates_of_times_that_leave_the_calendar_in_utc_are_clamped():
+    """The API refuses such a time (tests/advisories/test_bad_input.py); a feed's or a stored
+    one still gets a date, not an OverflowError."""
+    before_year_1 = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    after_9999 = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-12)))
+    assert matching.earliest_date(before_year_1) == matching.latest_date(before_year_1) == date.min
+    assert matching.earliest_date(after_9999) == matching.latest_date(after_9999) == date.max
