@@ -65,6 +65,10 @@ def _validation_message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+# The errors a 422 names, the first found: a 1 MB body of unknown keys had 104,000 of them
+# named, an 11 MB answer built in 0.37 s on the event loop, for anyone, before any limit.
+MAX_ERRORS = 20
+
 # A body that is not JSON at all: a staff route refuses a missing or weak key first.
 _UNREADABLE_BODY = ("json_invalid", "utf8_invalid")
 
@@ -83,7 +87,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
         if refusal is not None:
             return await _on_http_error(request, refusal)
     errors = []
-    for error in exc.errors():
+    found = exc.errors()
+    for error in found[:MAX_ERRORS]:
         loc = tuple(error.get("loc", ()))
         field = json_path(loc)
         if error.get("type") == "extra_forbidden":
@@ -98,6 +103,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
             message = _validation_message(error)
         errors.append({"field": field, "message": message})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    if len(found) > MAX_ERRORS:
+        detail += f"; and {len(found) - MAX_ERRORS} more"
     return problem_response(422, "Invalid input", detail, slug="validation-error", errors=errors)
 
 

@@ -18,6 +18,7 @@ from service.schema_rules import (
     NAME_PATTERN,
     TEXT3_PATTERN,
     TEXT_PATTERN,
+    StrictModel,
     check_name,
     given,
     nulls_refused,
@@ -51,10 +52,6 @@ def _within_utc(value: datetime) -> datetime:
 
 # Stored and compared in UTC: a time that leaves the calendar there is bad input (was a 500).
 AdvisoryTime = Annotated[AwareDatetime, AfterValidator(_within_utc)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class LocalizedText(StrictModel):

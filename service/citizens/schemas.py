@@ -17,16 +17,18 @@ from pydantic import (
 
 from service.config import MAX_STAYS_CEILING
 from service.geo import countries
-from service.schema_rules import NAME_PATTERN, check_name, not_null, nulls_refused
+from service.schema_rules import (
+    NAME_PATTERN,
+    StrictModel,
+    check_name,
+    not_null,
+    nulls_refused,
+)
 
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, strict=True)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, strict=True)]
 Channel = Literal["sms", "email"]
 Language = Literal["ko", "en"]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 _FORMS = (("Point", ("lat", "lon")), ("Address", ("address",)), ("Country", ("country",)))

@@ -84,6 +84,34 @@ def test_several_bad_fields_are_reported_together(client):
     assert {e["field"] for e in response.json()["errors"]} == {"phone", "email"}
 
 
+@pytest.mark.parametrize("where", ["body", "stays[0]"])
+def test_a_body_of_many_unknown_fields_is_one_error(client, db, where):
+    """Naming each unknown key was 104,000 errors for a 1 MB body: an 11 MB answer, 0.4 s on
+    the event loop, for anyone, before any limit. An object with more fields than any of ours
+    is one error."""
+    before = _count(db, Citizen)
+    junk = {f"k{n}": 0 for n in range(5_000)}
+    body = {**citizen_body(), **junk} if where == "body" else citizen_body(stays=[junk])
+    fields = len(body) if where == "body" else len(junk)
+    response = client.post("/v1/citizens", json=body)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": where, "message": f"{fields} fields: an object here has at most 50"}
+    ]
+    assert _count(db, Citizen) == before
+
+
+def test_a_422_names_at_most_twenty_errors(client):
+    """Each of 60 stays wrong on its own: the answer names the first 20 and counts the rest."""
+    bad_stays = [{"lat": 91, "lon": 0, "from": "2030-01-01", "to": "2030-01-02"}] * 60
+    response = client.post("/v1/citizens", json=citizen_body(stays=bad_stays))
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert len(errors) == 20
+    assert errors[0]["field"] == "stays[0].lat"
+    assert response.json()["detail"].endswith("; and 40 more")
+
+
 def test_two_megabyte_body_is_413(client, db):
     before = _count(db, Citizen)
     body = citizen_body(name="x" * (2 * 1024 * 1024))
