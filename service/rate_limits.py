@@ -84,6 +84,10 @@ class Rule(StrEnum):
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
 
 
+# Limits any record may spend on one contact (or range of numbers): a refusal's Retry-After is
+# the whole window, never when the oldest hit ends.
+_COUNTED_FOR_ANYONE = frozenset({Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rule.PREFIX})
+
 # What a refused client is told: the kind of limit, never whose or which contact.
 _REFUSED = {
     Rule.CLIENT: "too many requests from this address",
@@ -303,8 +307,10 @@ class RateLimits:
     def _refusal(self, refused: list[_Hit]) -> TooManyRequests:
         waits = []
         for rule, item, key in refused:
-            if rule is Rule.CODE_TRY:
-                # The whole window: when the oldest try ends would date someone else's tries.
+            if rule in _COUNTED_FOR_ANYONE:
+                # The whole window: when the oldest hit ends would date someone else's codes
+                # or tries at this contact (a stranger's resend learnt to the second when a
+                # code was asked for a number: its owner was registering).
                 waits.append((item.get_expiry(), rule))
                 continue
             reset = self._limiter.get_window_stats(item, rule, key).reset_time

@@ -430,6 +430,28 @@ def test_memory_storage_counts_per_process(namespace):
     assert [r["accepted"] for r in results] == [10, 10]
 
 
+def test_limits_anyone_spends_on_a_contact_refuse_with_the_whole_window(make):
+    """Any record may spend a number's limits: a Retry-After counted from the oldest hit dated
+    a stranger's code to the second (probe: a resend 20 s after the owner registered got 3580,
+    so the owner was registering, and when). Its whole window dates nothing."""
+    limits = make(rate_limit_contact="1/hour", rate_limit_cooldown="1/10minute")
+    limits.take_message("sms", "+821055570001")  # contact
+    limits.take_new_contact("email", "owner@example.com")  # cooldown (and contact)
+    for n in range(20):  # the block +82105558..: 20 an hour
+        limits.take_message("sms", f"+8210555800{n:02d}")
+    time.sleep(1.1)  # so that a wait counted from the oldest hit would be shorter
+    refusals = [
+        _refused(lambda: limits.take_message("sms", "+821055570001")),
+        _refused(lambda: limits.take_new_contact("email", "owner@example.com")),
+        _refused(lambda: limits.take_message("sms", "+821055589999")),
+    ]
+    assert [(r.rule, r.retry_after_s) for r in refusals] == [
+        ("contact", HOUR),
+        ("contact", HOUR),  # the longer of the two refusing: contact's hour, cooldown's 600 s
+        ("prefix", HOUR),
+    ]
+
+
 def test_code_tries_refuse_with_the_whole_window_and_are_forgotten_once_verified(make):
     """Tries at one contact are counted before each comparison (a burst of parallel guesses
     stops at the limit); a refusal's Retry-After is the whole window (when the oldest try ends
