@@ -347,6 +347,10 @@ def test_number_keys_refuse_what_is_not_a_number():
 def test_email_key():
     assert email_key(" Kim+Trip@Example.COM ") == "kim@example.com"
     assert email_key("kim@example.com") == "kim@example.com"
+    # One Gmail inbox however it is dotted, under either domain; dots count elsewhere.
+    for spelling in ("v.ictim@gmail.com", "V.I.C.T.I.M+x@GoogleMail.com", "victim@gmail.com"):
+        assert email_key(spelling) == "victim@gmail.com"
+    assert email_key("kim.lee@example.com") == "kim.lee@example.com"
 
 
 def test_every_rule_has_a_setting_and_a_message():
