@@ -331,8 +331,6 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
             if "security" in operation and role is None
             else "Nothing with this id."
         )
-    if route.body_field is not None:
-        problems[400] = "The body cannot be parsed at all (JSON nested too deep for the parser)."
     # Only what FastAPI validates can fail validation; hand-read parts say so in _RAISED.
     if "requestBody" in operation or any(_can_be_invalid(p) for p in parameters):
         problems[422] = "Invalid input: `errors` names each field and what is wrong with it."

@@ -70,7 +70,21 @@ def _validation_message(error: dict[str, Any]) -> str:
 MAX_ERRORS = 20
 
 # A body that is not JSON at all: a staff route refuses a missing or weak key first.
-_UNREADABLE_BODY = ("json_invalid", "utf8_invalid")
+_UNREADABLE_BODY = ("json_invalid", "utf8_invalid", "body_unreadable")
+_UNPARSED = "There was an error parsing the body"  # FastAPI's, for what json.loads raised
+
+
+def _unread(cause: BaseException) -> dict[str, Any]:
+    """The validation error for a body json.loads could not read."""
+    if isinstance(cause, UnicodeDecodeError):
+        return {"type": "utf8_invalid", "loc": ("body", cause.start)}
+    if isinstance(cause, RecursionError):
+        why = "nested too deep"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        why = "a number has too many digits"  # Python reads at most 4,300 into an int
+    else:
+        why = type(cause).__name__
+    return {"type": "body_unreadable", "loc": ("body",), "msg": why}
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -99,6 +113,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
             field, message = "body", f"body is not valid JSON{where}"
         elif error.get("type") == "utf8_invalid":
             field, message = "body", f"body is not valid UTF-8 (at byte {loc[1]})"
+        elif error.get("type") == "body_unreadable":
+            field, message = "body", f"body cannot be read as JSON: {error['msg']}"
         else:
             message = _validation_message(error)
         errors.append({"field": field, "message": message})
@@ -170,13 +186,10 @@ async def _on_domain_error(request: Request, exc: DomainError) -> Response:
 
 
 async def _on_http_error(request: Request, exc: HTTPException) -> Response:
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI's "error parsing the body" names no field: bytes that are not UTF-8 are bad
-        # input like any other JSON that does not parse.
-        where = ("body", exc.__cause__.start)
-        return await _on_validation_error(
-            request, RequestValidationError([{"type": "utf8_invalid", "loc": where}])
-        )
+    if exc.status_code == 400 and exc.__cause__ is not None and exc.detail == _UNPARSED:
+        # FastAPI's 400 names no field, and came before the staff key was looked at: a body
+        # that cannot be read is bad input like any other JSON that does not parse.
+        return await _on_validation_error(request, RequestValidationError([_unread(exc.__cause__)]))
     if _wants_citizen_page(request):
         return _citizen_page(request, exc.status_code, getattr(exc, "headers", None))
     title = HTTPStatus(exc.status_code).phrase

@@ -283,6 +283,35 @@ def test_a_body_that_is_not_utf8_names_the_body_and_is_answered_for_the_key_firs
     assert db.scalar(select(func.count()).select_from(Citizen)) == 0
 
 
+@pytest.mark.usefixtures("keys_seen_by_the_body_limit")
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+        (b'{"level": 1' + b"0" * 5_000 + b"}", "a number has too many digits"),
+    ],
+    ids=["deep", "long number"],
+)
+def test_a_body_json_cannot_read_names_the_body_and_is_answered_for_the_key_first(
+    client, staff_headers, body, why
+):
+    """The parser gives up on these (RecursionError, ValueError): FastAPI's 400 named nothing
+    and came before the key was looked at."""
+    json_type = {"Content-Type": "application/json"}
+    for headers, status in [({}, 401), (staff_headers("viewer"), 403)]:
+        refused = client.post("/v1/advisories", content=body, headers={**json_type, **headers})
+        assert refused.status_code == status, refused.text
+    consul = client.post(
+        "/v1/advisories", content=body, headers={**json_type, **staff_headers("consul")}
+    )
+    citizen = client.post("/v1/citizens", content=body, headers=json_type)
+    for response in (consul, citizen):
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"] == [
+            {"field": "body", "message": f"body cannot be read as JSON: {why}"}
+        ]
+
+
 def test_a_body_that_is_not_json_meets_a_database_that_does_not_answer_as_any_body_does(
     client, tmp_path
 ):
