@@ -2,6 +2,7 @@
 blind index, for each of their open check-ins) or from the check-in link's page. Every answer
 is kept; the latest is the one in force."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,16 @@ HELP_MESSAGE_QUIET = timedelta(minutes=30)
 # Help messages kept per citizen an hour: more is an auto-responder, or someone burying others.
 HELP_MESSAGES_KEPT = 20
 NOTE_MAX = 500
+# Left out of a note, which staff read in the console: NUL and the other controls but line
+# breaks and tabs, and the bidi controls with which text displays as other text ("\u202eevil"
+# reads "live"), as names refuse them.
+_UNSHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def note_kept(text: str | None) -> str | None:
+    """A citizen's own words as kept for staff: what cannot be shown left out, then trimmed and
+    cut at NOTE_MAX; None when nothing is left."""
+    return _UNSHOWN.sub("", text or "").strip()[:NOTE_MAX] or None
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,7 @@ def hear_sms(
         )
         if (kept_lately or 0) >= HELP_MESSAGES_KEPT:
             return Heard(reply, citizen.language, unasked=True)
-        note = body.strip()[:NOTE_MAX] or None
+        note = note_kept(body)
         message = HelpMessage(
             citizen_id=citizen.id,
             channel="sms",
@@ -259,7 +270,7 @@ def record_answer(
     now: datetime,
 ) -> Recorded:
     """Keep the answer and make it the one in force (the latest wins)."""
-    note = (note or "").strip()[:NOTE_MAX] or None
+    note = note_kept(note)
     given = CheckinAnswer(
         advisory_id=advisory_id,
         citizen_id=citizen_id,

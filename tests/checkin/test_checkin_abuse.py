@@ -363,6 +363,18 @@ def test_a_note_over_the_limit_is_422_naming_note_and_stores_nothing(api, db, as
     assert api.app.state.registry.vault.open("checkin-note", given.note_sealed) == note
 
 
+def test_a_note_keeps_nothing_that_would_show_staff_other_text(api, db, asked, reply):
+    """NUL, controls and bidi overrides ("\u202eevil" displays "live") are left out of a note,
+    by the page and by SMS, as names refuse them; line breaks stay."""
+    who = asked()
+    written = "\x00room\u202e 1204\u2066\r\nwater\trising\x7f"
+    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": written}).status_code == 200
+    reply(who.phone, "2 \u202eevil\x00")
+    vault = api.app.state.registry.vault
+    kept = [vault.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))]
+    assert sorted(kept) == ["2 evil", "room 1204\nwater\trising"]
+
+
 def test_a_note_over_the_body_limit_is_413(api, db, asked):
     who = asked()
     big = "x" * (api.app.state.settings.max_body_bytes + 1)
