@@ -11,6 +11,8 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Match, get_route_path
 from starlette.types import Receive, Scope, Send
 
+_LONGEST_PATH = 2_048
+
 
 def install_slash_redirect(app: FastAPI) -> None:
     router = app.router
@@ -18,7 +20,10 @@ def install_slash_redirect(app: FastAPI) -> None:
     not_found = router.default
 
     async def redirect_or_not_found(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and get_route_path(scope) != "/":
+        # A path longer than any of ours gets no redirect: a 60,000-character Location would
+        # be a 502 at a proxy with ordinary header buffers (probe).
+        path_ok = get_route_path(scope) != "/" and len(scope["path"]) <= _LONGEST_PATH
+        if scope["type"] == "http" and path_ok:
             # scope["path"] holds the root_path too (Starlette 1): routes match without it.
             path = scope["path"]
             other = path.rstrip("/") if path.endswith("/") else path + "/"
