@@ -6,13 +6,13 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
-from importlib import resources
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import shapely
 from timezonefinder import TimezoneFinder
 
 from service.geo import countries
+from service.geo.clocks import country_zones
 
 # 3 decimals is about 110 m: closer than that, two places share a zone (and a cache entry).
 _DECIMALS = 3
@@ -134,18 +134,6 @@ def _finder() -> TimezoneFinder:
     # Polygon files read on demand, not held in memory: 31 MB less per process (measured),
     # and the cache above makes a repeated place free.
     return TimezoneFinder(in_memory=False)
-
-
-@cache
-def country_zones() -> dict[str, tuple[str, ...]]:
-    """zone.tab of the tz database shipped in `tzdata`: each country's zones."""
-    text = resources.files("tzdata").joinpath("zoneinfo", "zone.tab").read_text("utf-8")
-    zones: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            code, _, name = line.split("\t")[:3]
-            zones.setdefault(code, []).append(name)
-    return {code: tuple(names) for code, names in zones.items()}
 
 
 @cache

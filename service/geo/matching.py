@@ -8,13 +8,13 @@ geodesic distance on WGS 84 (haversine narrows down, the exact geodesic decides 
 edge); a current location matches while the advisory is active; a stay matches when its dates
 overlap the advisory's active window and it has not ended. A stay's dates are its traveller's
 own calendar, which runs from UTC-12 to UTC+14: read so that nobody who may still be there is
-missed, and begun from the first midnight, by UTC or by the sun east of Greenwich (`Today`).
+missed, and begun from midnight on its country's clock (`Today`).
 
 Places are held sorted by longitude, so each polygon part or circle looks only at the slice of
 points inside its longitude range (PERFORMANCE.md: the fastest of the measured methods)."""
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
@@ -23,7 +23,7 @@ import shapely
 from geopy.distance import geodesic
 from shapely.geometry import Polygon
 
-from service.geo import shared_geometry, subdivisions
+from service.geo import clocks, shared_geometry, subdivisions
 from service.geo.areas import Area, Circle
 
 EARTH_RADIUS_KM = 6371.0088
@@ -71,6 +71,8 @@ def _date_at(moment: datetime, offset: timedelta) -> date:
 # The sun's clock: 4 minutes a degree of longitude east of Greenwich.
 _SOLAR_S_PER_DEGREE = 240.0
 _DAY_S = 86_400.0
+_MOST_AHEAD_S = 14 * 3600.0  # UTC+14, the Line Islands
+_MOST_BEHIND_S = 12 * 3600.0  # UTC-12
 
 
 @dataclass(frozen=True)
@@ -79,30 +81,46 @@ class Today:
     someone in Los Angeles on the last evening of their stay, after midnight UTC, is still
     reached (before, they were missed for up to twelve hours; one more alert to someone who
     left this morning is the lesser harm). It has begun, so that its traveller is asked
-    whether they are safe, from midnight of its first day: by the sun's clock east of
-    Greenwich, else by UTC (`begun`)."""
+    whether they are safe, from midnight of its first day on its country's clock (`begun`)."""
 
     on_from: int  # stays ending on or after this day may be under way somewhere
     now_s: float  # seconds since 1970-01-01 UTC
+    # Seconds east of UTC of the countries that keep one clock (geo.clocks), now.
+    clocks: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def at(cls, now: datetime) -> "Today":
         seconds = (now - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
-        return cls(on_from=day_number(earliest_date(now)), now_s=seconds)
+        return cls(
+            on_from=day_number(earliest_date(now)),
+            now_s=seconds,
+            clocks=clocks.one_clock_offsets(now),
+        )
 
-    def begun(self, starts: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    def begun(self, starts: np.ndarray, lons: np.ndarray, countries: np.ndarray) -> np.ndarray:
         """Which of these places the traveller is at by now: a current location always; a stay
-        from midnight of its first day on the sun's clock at its longitude where that comes
-        before midnight UTC, else from midnight UTC. East of Greenwich the sun's clock is within
-        about an hour of the legal one from Europe to Japan (Tokyo's is 9 h 19 min ahead of
-        UTC), where UTC had travellers who had landed unasked for up to half a day. West of
-        it, UTC stays: asking a day's first hours early harms less than not asking, and on the
-        Pacific's date line (Samoa, Tonga, Kiribati: west by longitude, UTC+13 and +14 by law)
-        the sun's clock would be a whole day late. It needs no zone database, so PostGIS
-        decides the same way (geomatch.postgis._AHEAD). A stay known only by country: UTC."""
+        from midnight of its first day on its country's clock (Japan's, France's, Samoa's),
+        where the country keeps one. In one that keeps several (the United States, Russia,
+        Australia) or none known: by the sun's clock at its longitude east of Greenwich (4
+        minutes a degree: within about an hour of the legal one there), from midnight UTC
+        west of it (asking a day's first hours early harms less than not asking). Before, the
+        UTC date had travellers who had landed in Asia unasked for up to half a day. Countries,
+        not points, so that PostGIS decides the same way (geomatch.postgis._AHEAD)."""
+        starts_s = np.asarray(starts, dtype=np.float64) * _DAY_S
         east = np.clip(np.nan_to_num(np.asarray(lons, dtype=np.float64)), 0.0, None)
         offset_s = east * _SOLAR_S_PER_DEGREE
-        return np.asarray(starts, dtype=np.float64) * _DAY_S - offset_s <= self.now_s
+        # Only a stay whose first midnight lies between UTC+14's and UTC-12's can go either
+        # way: its country's clock is read for those alone.
+        unsure = np.flatnonzero(
+            (starts_s - _MOST_AHEAD_S <= self.now_s) & (starts_s + _MOST_BEHIND_S > self.now_s)
+        )
+        if unsure.size and self.clocks:
+            codes = np.asarray(countries, dtype=object)[unsure]
+            kept = np.fromiter(
+                (self.clocks.get(code, np.nan) for code in codes), np.float64, count=len(codes)
+            )
+            offset_s[unsure] = np.where(np.isnan(kept), offset_s[unsure], kept)
+        return starts_s - offset_s <= self.now_s
 
     @property
     def first_date_on(self) -> date:
@@ -202,7 +220,10 @@ def match_with_ahead(
     time: by stays not begun, or before it is in effect (told, not yet there)."""
     idx = matched_places(target, places, today=today)
     ids = sorted_unique(places.citizen_ids[idx])
-    there = idx[today.begun(places.starts[idx], places.lons[idx])] if target.active_now else idx[:0]
+    if target.active_now:
+        there = idx[today.begun(places.starts[idx], places.lons[idx], places.countries[idx])]
+    else:
+        there = idx[:0]
     # CURRENT (-1) is below every day: a current location is there whenever the target is on.
     return ids, np.setdiff1d(ids, places.citizen_ids[there], assume_unique=False)
 

@@ -93,7 +93,7 @@ def pieces(part: Polygon) -> list[Polygon | MultiPolygon]:
 
 
 # What a hit carries: enough of the place for the time window, so it is not looked up again.
-_PLACE = "p.id, p.citizen_id, p.kind, p.starts_on, p.ends_on, p.lon"
+_PLACE = "p.id, p.citizen_id, p.kind, p.starts_on, p.ends_on, p.lon, p.country"
 
 
 def reach_sql(area: Area) -> tuple[str, dict[str, object]]:
@@ -305,13 +305,19 @@ _WINDOW = f"""
 
 # A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
 # is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
-# A stay has begun from midnight of its first day on the sun's clock at its longitude, 4
-# minutes a degree, east of Greenwich, and from midnight UTC elsewhere (as
-# geo.matching.Today.begun; :now_utc is naive UTC, as `date - interval` is).
-_AHEAD = (
-    "NOT (:active_now AND (p.kind = 'current'"
-    " OR p.starts_on - GREATEST(COALESCE(p.lon, 0), 0) * interval '4 minutes' <= :now_utc))"
-)
+# A stay has begun from midnight of its first day on its country's clock where it keeps one
+# (:clock_countries, :clock_offsets in seconds), else on the sun's clock at its longitude east
+# of Greenwich, 4 minutes a degree, and from midnight UTC west of it: as
+# geo.matching.Today.begun, which reads the clock only of a stay whose first midnight lies
+# between UTC+14's and UTC-12's (:now_utc is naive UTC, as `date + interval` is).
+_BEGUN = """CASE WHEN p.kind = 'current' THEN TRUE
+    WHEN p.starts_on + interval '12 hours' <= :now_utc THEN TRUE
+    WHEN p.starts_on - interval '14 hours' > :now_utc THEN FALSE
+    ELSE p.starts_on - make_interval(secs => COALESCE(
+      (CAST(:clock_offsets AS float8[]))
+        [array_position(CAST(:clock_countries AS text[]), p.country)],
+      GREATEST(COALESCE(p.lon, 0), 0) * 240)) <= :now_utc END"""
+_AHEAD = f"NOT (:active_now AND {_BEGUN})"
 # (PostgreSQL computes the two identical aggregates of the insert below once.)
 _ALL_AHEAD = f"bool_and({_AHEAD})"
 
@@ -412,4 +418,6 @@ def _window_params(
         "end": _EPOCH + timedelta(days=min(target.end_day, 2_000_000)),  # FOREVER: year 7445
         "on_from": _EPOCH + timedelta(days=today.on_from),
         "now_utc": datetime(1970, 1, 1) + timedelta(seconds=today.now_s),
+        "clock_countries": list(today.clocks),
+        "clock_offsets": [float(offset) for offset in today.clocks.values()],
     }

@@ -2,8 +2,8 @@
 UTC it is still yesterday evening in Los Angeles: someone there on the last day of their stay
 must still be reached, on every matching path and both backends (before, the stay counted as
 over at midnight UTC, and they were missed for up to twelve hours). A stay has begun (there,
-asked whether safe) from midnight of its first day by the sun's clock east of Greenwich, and by
-UTC elsewhere (before, by UTC everywhere: in Asia up to half a day late)."""
+asked whether safe) from midnight of its first day on its country's clock (before, by UTC
+everywhere: in Asia up to half a day late)."""
 
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.reach import compute_reach
 from service.citizens.models import Citizen, CitizenPlace
-from service.geo import matching
+from service.geo import countries, matching
 from service.geo.areas import area_from_json
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Ahead, Alert
@@ -36,8 +36,10 @@ def _circle(lon_lat: tuple[float, float]) -> dict:
 
 
 def _traveller(db, where: tuple[float, float], first, last) -> int:
-    """A citizen at home in Seoul with one stay at `where`."""
-    return citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[(*where, None, first, last)]).id
+    """A citizen at home in Seoul with one stay at `where` (and its country, as registration
+    finds it)."""
+    country = countries.boundaries().code_at(*where)
+    return citizen(db, lon=SEOUL[0], lat=SEOUL[1], stays=[(*where, country, first, last)]).id
 
 
 def _in_los_angeles(db) -> dict[str, int]:
@@ -113,19 +115,23 @@ def _match_by(path: str, db, record, people: list[int], now: datetime) -> None:
         Sweeper(shard_citizens=2).run(factory, now=now)
 
 
-# (now, where, first day of the stay, there). 20:00 UTC is 05:19 the next morning on Tokyo's
-# solar clock (9 h 19 min ahead of UTC), and 19:00 on Paris' (9 min ahead): by the UTC date
-# the traveller who had landed in Tokyo was not there yet. West of Greenwich UTC stays: at
-# 03:00 UTC, 19:07 the evening before on Los Angeles' solar clock, a stay beginning that day
-# has begun (asked a few hours early, as before); at 06:00 UTC, 19:00 on its first day in Apia
-# (UTC+13 by law, but 11 h 27 min behind UTC by the sun), a stay there has begun too.
+# (now, where, first day of the stay, there), on the country's clock where it keeps one:
+# - 20:00 UTC is 05:00 the next morning in Tokyo: by the UTC date the traveller who had landed
+#   there was not there yet; 21:00 in Paris is not.
+# - 23:30 UTC is 00:30 the next morning in Paris (UTC+1 in December), though 23:39 by the sun.
+# - 12:00 UTC is 01:00 the next morning in Apia (UTC+13), though 00:33 that same day by the sun
+#   and noon by UTC: a whole day either way.
+# - The United States keep several clocks: west of Greenwich that is midnight UTC (at 03:00
+#   UTC, 19:00 the evening before in Los Angeles, a stay beginning that day has begun).
 _BEGUN = [
     (time(20), TOKYO, 1, Ahead.NO),
     (time(20), TOKYO, 2, Ahead.WAITING),
     (time(20), PARIS, 1, Ahead.WAITING),
+    (time(23, 30), PARIS, 1, Ahead.NO),
+    (time(12), APIA, 1, Ahead.NO),
+    (time(10), APIA, 1, Ahead.WAITING),
     (time(3), LOS_ANGELES, 0, Ahead.NO),
     (time(3), LOS_ANGELES, 1, Ahead.WAITING),
-    (time(6), APIA, 0, Ahead.NO),
 ]
 
 
@@ -142,8 +148,8 @@ def test_a_stay_begins_at_midnight_of_its_first_day_where_it_is(db, path):
 
 
 def test_a_traveller_told_ahead_is_asked_from_midnight_where_the_stay_is(db):
-    """Told at 10:00 UTC, 19:19 the evening before in Tokyo by the sun; asked by the sweep once
-    its first day has begun there (14:41 UTC), not before and not at midnight UTC."""
+    """Told at 10:00 UTC, 19:00 the evening before in Tokyo; asked by the sweep once its first
+    day has begun there (15:00 UTC), not before and not at midnight UTC."""
     told_at = AT.replace(hour=10)
     first = told_at.date() + timedelta(days=1)
     person = _traveller(db, TOKYO, first, first + timedelta(days=3))
@@ -154,8 +160,8 @@ def test_a_traveller_told_ahead_is_asked_from_midnight_where_the_stay_is(db):
     assert _told(db, record) == {person: Ahead.WAITING}
     factory = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
     sweeper = Sweeper(shard_citizens=2)
-    assert sweeper.run(factory, now=told_at.replace(hour=14, minute=30)).asked_on_arrival == 0
-    assert sweeper.run(factory, now=told_at.replace(hour=14, minute=50)).asked_on_arrival == 1
+    assert sweeper.run(factory, now=told_at.replace(hour=14, minute=55)).asked_on_arrival == 0
+    assert sweeper.run(factory, now=told_at.replace(hour=15, minute=5)).asked_on_arrival == 1
 
 
 def test_a_citizen_who_registers_on_the_last_evening_is_reached(db):
