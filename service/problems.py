@@ -72,6 +72,8 @@ MAX_ERRORS = 20
 # A body that is not JSON at all: a staff route refuses a missing or weak key first.
 _UNREADABLE_BODY = ("json_invalid", "utf8_invalid", "body_unreadable")
 _UNPARSED = "There was an error parsing the body"  # FastAPI's, for what json.loads raised
+# What json.loads raises on bytes it gives up on (a client gone, MemoryError: as before).
+_JSON_GAVE_UP = (UnicodeDecodeError, RecursionError, ValueError)
 
 
 def _unread(cause: BaseException) -> dict[str, Any]:
@@ -186,10 +188,11 @@ async def _on_domain_error(request: Request, exc: DomainError) -> Response:
 
 
 async def _on_http_error(request: Request, exc: HTTPException) -> Response:
-    if exc.status_code == 400 and exc.__cause__ is not None and exc.detail == _UNPARSED:
+    cause = exc.__cause__
+    if exc.status_code == 400 and exc.detail == _UNPARSED and isinstance(cause, _JSON_GAVE_UP):
         # FastAPI's 400 names no field, and came before the staff key was looked at: a body
         # that cannot be read is bad input like any other JSON that does not parse.
-        return await _on_validation_error(request, RequestValidationError([_unread(exc.__cause__)]))
+        return await _on_validation_error(request, RequestValidationError([_unread(cause)]))
     if _wants_citizen_page(request):
         return _citizen_page(request, exc.status_code, getattr(exc, "headers", None))
     title = HTTPStatus(exc.status_code).phrase

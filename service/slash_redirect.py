@@ -11,7 +11,9 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Match, get_route_path
 from starlette.types import Receive, Scope, Send
 
-_LONGEST_PATH = 2_048
+# A longer Location, path and query encoded, is no redirect but a 404: 60,000 characters
+# would be a 502 at a proxy with ordinary header buffers (probe).
+_LONGEST_LOCATION = 2_048
 
 
 def install_slash_redirect(app: FastAPI) -> None:
@@ -20,10 +22,7 @@ def install_slash_redirect(app: FastAPI) -> None:
     not_found = router.default
 
     async def redirect_or_not_found(scope: Scope, receive: Receive, send: Send) -> None:
-        # A path longer than any of ours gets no redirect: a 60,000-character Location would
-        # be a 502 at a proxy with ordinary header buffers (probe).
-        path_ok = get_route_path(scope) != "/" and len(scope["path"]) <= _LONGEST_PATH
-        if scope["type"] == "http" and path_ok:
+        if scope["type"] == "http" and get_route_path(scope) != "/":
             # scope["path"] holds the root_path too (Starlette 1): routes match without it.
             path = scope["path"]
             other = path.rstrip("/") if path.endswith("/") else path + "/"
@@ -36,8 +35,9 @@ def install_slash_redirect(app: FastAPI) -> None:
                 # quote() encodes as they are).
                 if query := scope.get("query_string", b""):
                     location += "?" + quote(query, safe="/?:@!$&'()*+,;=-._~%")
-                await RedirectResponse(location, status_code=307)(scope, receive, send)
-                return
+                if len(location) <= _LONGEST_LOCATION:
+                    await RedirectResponse(location, status_code=307)(scope, receive, send)
+                    return
         await not_found(scope, receive, send)
 
     router.default = redirect_or_not_found

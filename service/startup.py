@@ -4,7 +4,8 @@ keep that out of the garbage collector's full passes."""
 import gc
 from functools import cache
 
-from service.geo import countries
+from service.db import utcnow
+from service.geo import clocks, countries
 
 
 @cache  # once per process, however many apps it makes (the tests make hundreds)
@@ -17,5 +18,6 @@ def load_for_life() -> None:
     A new advisory on SQLite fetches some 60,000 rows, whose allocations set off full
     collections: frozen, start-up's objects are skipped (docs/benchmarks.md has the figures)."""
     countries.boundaries()
+    clocks.one_clock_offsets(utcnow())  # the zone at each part of each outline, read once
     gc.collect()  # what start-up left as garbage is freed now, not frozen with the rest
     gc.freeze()

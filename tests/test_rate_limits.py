@@ -454,6 +454,12 @@ def test_limits_anyone_spends_on_a_contact_refuse_with_the_whole_window(make):
         ("contact", HOUR),  # the longer of the two refusing: contact's hour, cooldown's 600 s
         ("prefix", HOUR),
     ]
+    # The cooldown alone: its own whole window.
+    roomy = make(rate_limit_contact="10/hour", rate_limit_cooldown="1/10minute")
+    roomy.take_new_contact("email", "someone@example.com")
+    time.sleep(1.1)
+    alone = _refused(lambda: roomy.take_new_contact("email", "someone@example.com"))
+    assert (alone.rule, alone.retry_after_s) == ("cooldown", 600)
 
 
 def test_code_tries_refuse_with_the_whole_window_and_are_forgotten_once_verified(make):

@@ -33,7 +33,7 @@ NOTE_MAX = 500
 # Left out of a note, which staff read in the console: NUL and the other controls but line
 # breaks and tabs, and the bidi controls with which text displays as other text ("\u202eevil"
 # reads "live"), as names refuse them.
-_UNSHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def note_kept(text: str | None) -> str | None:

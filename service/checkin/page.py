@@ -8,7 +8,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
-from service.checkin.answers import NOTE_MAX, Recorded, open_checkins, record_answer
+from service.checkin.answers import (
+    NOTE_MAX,
+    Recorded,
+    note_kept,
+    open_checkins,
+    record_answer,
+)
 from service.checkin.models import Checkin, CheckinAnswer
 from service.checkin.replies import Answer
 from service.citizens.models import Citizen
@@ -65,8 +71,8 @@ def checkin_page(
         if full and _answer_in_force(session, advisory.id, citizen.id) == "help":
             # Already on record as help (and the duty staff told): no more rows. New words
             # replace those of the link's last answer, so the newest note is still read.
-            if note:
-                _renote_last(session, links, advisory.id, citizen.id, note)
+            if kept := note_kept(note):
+                _renote_last(session, links, advisory.id, citizen.id, kept)
             return _page(
                 session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
             )

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import shapely
 from shapely.geometry import shape
 
-from service.dispatch.quiet_hours import zone_at, zone_of_country
-from service.geo.clocks import country_zones
+from service.dispatch.quiet_hours import zone_of_country
+from service.geo.clocks import country_zones, zone_at
 
 # Points read along a polygon's outline and a circle's edge: enough to see a second zone in
 # an area that crosses into one, few enough that a 5,000-vertex area costs milliseconds.

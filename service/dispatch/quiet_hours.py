@@ -2,21 +2,15 @@
 found offline (timezonefinder's shipped boundaries, the IANA names zoneinfo knows); the window
 is read on the local wall clock, so it follows daylight saving time."""
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache, lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import ZoneInfo
 
 import shapely
-from timezonefinder import TimezoneFinder
 
 from service.geo import countries
-from service.geo.clocks import country_zones
-
-# 3 decimals is about 110 m: closer than that, two places share a zone (and a cache entry).
-_DECIMALS = 3
-_lock = threading.Lock()  # the SMS and e-mail lanes look zones up in parallel
+from service.geo.clocks import DECIMALS, country_zones, known_zone, zone_at
 
 
 @dataclass(frozen=True)
@@ -50,19 +44,10 @@ def parse_hhmm(text: str) -> time:
 def zone_of(place: Place) -> str | None:
     """The IANA zone of a place; None when neither its point nor its country gives one."""
     if place.lat is not None and place.lon is not None:
-        found = zone_at(round(place.lat, _DECIMALS), round(place.lon, _DECIMALS))
+        found = zone_at(round(place.lat, DECIMALS), round(place.lon, DECIMALS))
         if found is not None:
             return found
     return zone_of_country(place.country) if place.country else None
-
-
-@lru_cache(maxsize=4096)
-def zone_at(lat: float, lon: float) -> str | None:
-    """The zone at a point (at sea, the nautical zone Etc/GMT±n). Cached by the caller's
-    rounding: a look-up reads polygon files."""
-    with _lock:
-        name = _finder().timezone_at(lng=lon, lat=lat)
-    return name if name and _known(name) else None
 
 
 @cache
@@ -71,7 +56,7 @@ def zone_of_country(code: str) -> str | None:
     one, else the zone at a representative point of its largest polygon (the US: Chicago)."""
     zones = country_zones().get(code, ())
     if len(zones) == 1:
-        return zones[0] if _known(zones[0]) else None
+        return zones[0] if known_zone(zones[0]) else None
     geometries = [
         g
         for c, g in zip(
@@ -82,7 +67,7 @@ def zone_of_country(code: str) -> str | None:
     if not geometries:
         return None
     point = shapely.point_on_surface(max(geometries, key=lambda g: g.area))
-    return zone_at(round(point.y, _DECIMALS), round(point.x, _DECIMALS))
+    return zone_at(round(point.y, DECIMALS), round(point.x, DECIMALS))
 
 
 def quiet_until(now: datetime, *, start: str | None, end: str | None, zone: str) -> Quiet | None:
@@ -127,21 +112,3 @@ def _first_reading(day: date, at: time, tz: ZoneInfo, *, after: datetime) -> dat
         else:
             hi = mid
     return hi.replace(microsecond=0)
-
-
-@cache
-def _finder() -> TimezoneFinder:
-    # Polygon files read on demand, not held in memory: 31 MB less per process (measured),
-    # and the cache above makes a repeated place free.
-    return TimezoneFinder(in_memory=False)
-
-
-@cache
-def _known(name: str) -> bool:
-    # timezonefinder's data may name a zone this tz database does not have yet: then no
-    # quiet hours rather than an error in the dispatcher.
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True

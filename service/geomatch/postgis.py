@@ -8,6 +8,7 @@ cut in pieces first), circles by ST_DWithin on geography (WGS 84 spheroid), coun
 place on no province, by ST_DWithin on geography to the nearest province's coast within 12
 nautical miles. The tests hold it to the engine's answers."""
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
@@ -306,7 +307,8 @@ _WINDOW = f"""
 # A matched place the citizen is not at yet: a stay not begun, or any place before the advisory
 # is in effect (as geo.matching.match_with_ahead). Told ahead when every matched place is so.
 # A stay has begun from midnight of its first day on its country's clock where it keeps one
-# (:clock_countries, :clock_offsets in seconds), else on the sun's clock at its longitude east
+# (:clocks, {code: seconds east of UTC}: a jsonb look-up, 5 times cheaper than array_position
+# over some 200 codes), else on the sun's clock at its longitude east
 # of Greenwich, 4 minutes a degree, and from midnight UTC west of it: as
 # geo.matching.Today.begun, which reads the clock only of a stay whose first midnight lies
 # between UTC+14's and UTC-12's (:now_utc is naive UTC, as `date + interval` is).
@@ -314,8 +316,7 @@ _BEGUN = """CASE WHEN p.kind = 'current' THEN TRUE
     WHEN p.starts_on + interval '12 hours' <= :now_utc THEN TRUE
     WHEN p.starts_on - interval '14 hours' > :now_utc THEN FALSE
     ELSE p.starts_on - make_interval(secs => COALESCE(
-      (CAST(:clock_offsets AS float8[]))
-        [array_position(CAST(:clock_countries AS text[]), p.country)],
+      (CAST(:clocks AS jsonb) ->> p.country)::float8,
       GREATEST(COALESCE(p.lon, 0), 0) * 240)) <= :now_utc END"""
 _AHEAD = f"NOT (:active_now AND {_BEGUN})"
 # (PostgreSQL computes the two identical aggregates of the insert below once.)
@@ -418,6 +419,5 @@ def _window_params(
         "end": _EPOCH + timedelta(days=min(target.end_day, 2_000_000)),  # FOREVER: year 7445
         "on_from": _EPOCH + timedelta(days=today.on_from),
         "now_utc": datetime(1970, 1, 1) + timedelta(seconds=today.now_s),
-        "clock_countries": list(today.clocks),
-        "clock_offsets": [float(offset) for offset in today.clocks.values()],
+        "clocks": json.dumps(today.clocks),
     }

@@ -373,6 +373,14 @@ def test_a_note_keeps_nothing_that_would_show_staff_other_text(api, db, asked, r
     vault = api.app.state.registry.vault
     kept = [vault.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))]
     assert sorted(kept) == ["2 evil", "room 1204\nwater\trising"]
+    # Past MAX_ANSWERS new words replace the last page answer's: kept the same way.
+    for _ in range(MAX_ANSWERS):
+        api.post(f"/c/{who.token}", data={"answer": "help", "note": "filler"})
+    renoted = "  \u202eflood\u2028ing\x00  "
+    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": renoted}).status_code == 200
+    last = db.scalars(select(CheckinAnswer).order_by(CheckinAnswer.id.desc())).first()
+    db.refresh(last)
+    assert vault.open("checkin-note", last.note_sealed) == "flooding"
 
 
 def test_a_note_over_the_body_limit_is_413(api, db, asked):

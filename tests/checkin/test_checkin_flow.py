@@ -63,7 +63,8 @@ def citizen(api, *, language: str = "ko", channels=("sms", "email"), **overrides
 def answers_of(db, public_id: str) -> list[CheckinAnswer]:
     db.expire_all()
     row = db.scalar(select(Citizen).where(Citizen.public_id == public_id))
-    return list(db.scalars(select(CheckinAnswer).where(CheckinAnswer.citizen_id == row.id)))
+    query = select(CheckinAnswer).where(CheckinAnswer.citizen_id == row.id)
+    return list(db.scalars(query.order_by(CheckinAnswer.id)))  # unordered, PostgreSQL may swap
 
 
 @pytest.mark.parametrize(

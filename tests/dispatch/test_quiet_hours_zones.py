@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.dispatch import quiet_hours
 from service.dispatch.quiet_hours import Place, parse_hhmm, quiet_until, zone_of
+from service.geo import clocks
 
 NEW_YORK, SYDNEY = "America/New_York", "Australia/Sydney"
 
@@ -48,10 +48,10 @@ def test_a_country_only_place_gets_a_zone_of_that_country(country, zones):
 
 
 def test_a_point_without_a_zone_falls_back_to_its_country_and_nearby_points_share_the_cache():
-    quiet_hours.zone_at.cache_clear()
+    clocks.zone_at.cache_clear()
     assert zone_of(Place(lat=13.75631, lon=100.50181, country="TH")) == "Asia/Bangkok"
     assert zone_of(Place(lat=13.75628, lon=100.50176, country="TH")) == "Asia/Bangkok"
-    info = quiet_hours.zone_at.cache_info()
+    info = clocks.zone_at.cache_info()
     assert (info.misses, info.hits) == (1, 1)  # rounded to about 100 m: one look-up
     assert zone_of(Place(lat=None, lon=None, country=None)) is None
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.reach import compute_reach
 from service.citizens.models import Citizen, CitizenPlace
-from service.geo import countries, matching
+from service.geo import clocks, countries, matching
 from service.geo.areas import area_from_json
 from service.geomatch.service import POSTGIS_AT_MOST, Sweeper, match_advisories, match_citizen
 from service.ledger.models import Ahead, Alert
@@ -28,6 +28,8 @@ TOKYO = (139.69, 35.68)
 SEOUL = (126.98, 37.57)
 PARIS = (2.35, 48.86)
 APIA = (-171.76, -13.83)
+REUNION = (55.45, -20.88)
+BRUSSELS = (4.35, 50.85)
 SEOUL_TIME = timezone(timedelta(hours=9))
 
 
@@ -118,18 +120,22 @@ def _match_by(path: str, db, record, people: list[int], now: datetime) -> None:
 # (now, where, first day of the stay, there), on the country's clock where it keeps one:
 # - 20:00 UTC is 05:00 the next morning in Tokyo: by the UTC date the traveller who had landed
 #   there was not there yet; 21:00 in Paris is not.
-# - 23:30 UTC is 00:30 the next morning in Paris (UTC+1 in December), though 23:39 by the sun.
+# - 23:30 UTC is 00:30 the next morning in Brussels (UTC+1 in winter, +2 in summer), though
+#   23:47 by the sun.
 # - 12:00 UTC is 01:00 the next morning in Apia (UTC+13), though 00:33 that same day by the sun
 #   and noon by UTC: a whole day either way.
+# - Réunion is France's by its outline but keeps UTC+4, not Paris' UTC+1: France is not one
+#   clock, and 20:30 UTC, 00:18 the next morning there by the sun (00:30 by law), has begun it.
 # - The United States keep several clocks: west of Greenwich that is midnight UTC (at 03:00
 #   UTC, 19:00 the evening before in Los Angeles, a stay beginning that day has begun).
 _BEGUN = [
     (time(20), TOKYO, 1, Ahead.NO),
     (time(20), TOKYO, 2, Ahead.WAITING),
     (time(20), PARIS, 1, Ahead.WAITING),
-    (time(23, 30), PARIS, 1, Ahead.NO),
+    (time(23, 30), BRUSSELS, 1, Ahead.NO),
     (time(12), APIA, 1, Ahead.NO),
     (time(10), APIA, 1, Ahead.WAITING),
+    (time(20, 30), REUNION, 1, Ahead.NO),
     (time(3), LOS_ANGELES, 0, Ahead.NO),
     (time(3), LOS_ANGELES, 1, Ahead.WAITING),
 ]
@@ -254,3 +260,13 @@ def test_dates_of_times_that_leave_the_calendar_in_utc_are_clamped():
     after_9999 = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-12)))
     assert matching.earliest_date(before_year_1) == matching.latest_date(before_year_1) == date.min
     assert matching.earliest_date(after_9999) == matching.latest_date(after_9999) == date.max
+
+
+def test_countries_of_one_clock_are_those_whose_every_part_keeps_it():
+    """Read from the tz database and from the zone at each sizeable part of the outline."""
+    offsets = clocks.one_clock_offsets(datetime(2026, 12, 5, 12, tzinfo=UTC))
+    assert (offsets["JP"], offsets["KR"], offsets["WS"]) == (9 * 3600, 9 * 3600, 13 * 3600)
+    assert offsets["BE"] == 3600
+    # Several clocks: by the tz database (US, RU, AU; CN with Xinjiang's), or by parts of
+    # the outline (France's Réunion and Antilles, the Netherlands' Bonaire).
+    assert not {"US", "RU", "AU", "CN", "FR", "NL"} & set(offsets)

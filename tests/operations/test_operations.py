@@ -103,7 +103,13 @@ def test_a_trailing_slash_redirect_never_names_the_requests_host(client):
     ]:
         answer = client.get(path, headers=headers, follow_redirects=False)
         assert (answer.status_code, answer.headers["location"]) == (307, location), path
-    for path in ("//evil.example/", "/no-such-page/", f"/c/{'A' * 60_000}/"):
+    for path in (
+        "//evil.example/",
+        "/no-such-page/",
+        f"/c/{'A' * 60_000}/",
+        f"/c/{'😀' * 200}/",  # 2,400 characters once encoded
+        f"/v1/citizens/?x={'A' * 60_000}",
+    ):
         answer = client.get(path, headers=headers, follow_redirects=False)
         assert answer.status_code == 404 and "location" not in answer.headers, path
     followed = client.post("/v1/citizens/", json={}, follow_redirects=True)
