@@ -1,6 +1,8 @@
 """PostGIS and the engine give identical pairs on the same data (PostgreSQL leg only: SQLite
 has no PostGIS, and its matching is the engine itself)."""
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 import shapely
@@ -236,3 +238,61 @@ def test_a_polygons_places_are_read_from_the_point_index_alone(pg):
     plan = "\n".join(pg.execute(text(f"EXPLAIN SELECT * FROM ({hits}) p"), params).scalars())
     assert "Index Only Scan using ix_citizen_place_point on citizen_place" in plan, plan
     assert "Seq Scan on citizen_place" not in plan, plan
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 12, 1, 12, tzinfo=UTC),
+        datetime(2026, 12, 1, 10, tzinfo=UTC),  # UTC+14's midnight: the band's edge
+        datetime(2026, 12, 1, 13, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 29, 0, 59, 59, 999_999, tzinfo=UTC),  # Europe's clocks go forward
+    ],
+)
+def test_postgis_decides_begun_as_the_engine_does(pg, now):
+    """Whether a stay has begun (a current place, one day or another, a point east or west, a
+    country of one clock, of several, none, unknown): the same answer from both."""
+    rng = np.random.default_rng(7)
+    codes = ["JP", "KR", "WS", "BE", "FR", "US", "RU", "", None, "XK"]
+    lons = [None, 0.0, 180.0, -180.0, 139.69, -171.76, 55.45, 4.35, -118.24]
+    rows = [
+        (
+            i,
+            "current" if i % 20 == 0 else "stay",
+            now.date() + timedelta(days=int(rng.integers(-2, 3))),
+            lons[int(rng.integers(len(lons)))] if i % 3 else float(rng.uniform(-180, 180)),
+            codes[int(rng.integers(len(codes)))],
+        )
+        for i in range(2_000)
+    ]
+    today = matching.Today.at(now)
+    pg.execute(
+        text("CREATE TEMP TABLE p (id int, kind text, starts_on date, lon float8, country text)")
+    )
+    pg.execute(
+        text("INSERT INTO p VALUES (:id, :kind, :starts_on, :lon, :country)"),
+        [
+            dict(zip(("id", "kind", "starts_on", "lon", "country"), row, strict=True))
+            for row in rows
+        ],
+    )
+    target = matching.Target(1, area_from_json({"countries": ["JP"]}), 0, 10**6, True)
+    params = postgis._window_params(target, today, exercise=False)
+    by_postgis = dict(
+        pg.execute(text(f"SELECT p.id, {postgis._BEGUN} FROM p"), params).all()
+    )
+    starts = np.array(
+        [
+            matching.CURRENT if kind == "current" else matching.day_number(day)
+            for _, kind, day, *_ in rows
+        ],
+        np.int32,
+    )
+    by_engine = today.begun(
+        starts,
+        np.array([np.nan if lon is None else lon for *_, lon, _ in rows]),
+        np.array([code or "" for *_, code in rows], dtype=object),
+    )
+    differ = [row for row, mine in zip(rows, by_engine, strict=True) if by_postgis[row[0]] != mine]
+    assert differ == []
+    assert 0 < int(by_engine.sum()) < len(rows)  # both answers occur
