@@ -33,7 +33,9 @@ class StrictModel(BaseModel):
 # Refused anywhere in a name: C0 and C1 controls and DEL, the line and paragraph separators, and
 # the bidi controls (embeddings, overrides, isolates, marks: U+202A-U+202E, U+2066-U+2069,
 # U+200E, U+200F, U+061C), with which a name displays as another ("Kim" + RLO + "evil").
-_NAME_REFUSED = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+# DISPLAYS_AS_OTHER (all but the C0 controls) is also left out of a check-in note.
+DISPLAYS_AS_OTHER = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_NAME_REFUSED = r"\x00-\x1f" + DISPLAYS_AS_OTHER
 _BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Allowed in a name, never all of it: what draws nothing (soft hyphen, grapheme joiner, Hangul
 # and Khmer fillers, Mongolian selectors, zero-width space, ZWNJ and ZWJ (Persian and Indic

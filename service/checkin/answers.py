@@ -21,6 +21,7 @@ from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.ledger import states
 from service.ledger.models import Ahead, Alert
 from service.privacy import PersonalDataVault
+from service.schema_rules import DISPLAYS_AS_OTHER
 
 # A reply counts for a check-in asked at most this long ago, as long as its link answers.
 OPEN_FOR = timedelta(days=CHECKIN_LINK_DAYS)
@@ -31,9 +32,9 @@ HELP_MESSAGE_QUIET = timedelta(minutes=30)
 HELP_MESSAGES_KEPT = 20
 NOTE_MAX = 500
 # Left out of a note, which staff read in the console: NUL and the other controls but line
-# breaks and tabs, and the bidi controls with which text displays as other text ("\u202eevil"
-# reads "live"), as names refuse them.
-_UNSHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# breaks and tabs, and what names refuse as displaying as other text ("\u202eevil" reads
+# "live").
+_UNSHOWN = re.compile(rf"[\x00-\x08\x0b-\x1f{DISPLAYS_AS_OTHER}]")
 
 
 def note_kept(text: str | None) -> str | None:
