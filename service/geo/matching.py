@@ -99,13 +99,14 @@ class Today:
 
     def begun(self, starts: np.ndarray, lons: np.ndarray, countries: np.ndarray) -> np.ndarray:
         """Which of these places the traveller is at by now: a current location always; a stay
-        from midnight of its first day on its country's clock (Japan's, France's, Samoa's),
-        where the country keeps one. In one that keeps several (the United States, Russia,
-        Australia) or none known: by the sun's clock at its longitude east of Greenwich (4
-        minutes a degree: within about an hour of the legal one there), from midnight UTC
-        west of it (asking a day's first hours early harms less than not asking). Before, the
-        UTC date had travellers who had landed in Asia unasked for up to half a day. Countries,
-        not points, so that PostGIS decides the same way (geomatch.postgis._AHEAD)."""
+        from midnight of its first day on its country's clock (Japan's, Belgium's, Samoa's),
+        where the country keeps one (geo.clocks). In one that keeps several (the United
+        States, Russia, Australia; France, with Réunion) or none known: by the sun's clock at
+        its longitude east of Greenwich (4 minutes a degree: within about an hour of the legal
+        one there), from midnight UTC west of it (asking a day's first hours early harms less
+        than not asking). Before, the UTC date had travellers who had landed in Asia unasked
+        for up to half a day. Countries, not points, so that PostGIS decides the same way
+        (geomatch.postgis._AHEAD)."""
         starts_s = np.asarray(starts, dtype=np.float64) * _DAY_S
         east = np.clip(np.nan_to_num(np.asarray(lons, dtype=np.float64)), 0.0, None)
         offset_s = east * _SOLAR_S_PER_DEGREE
