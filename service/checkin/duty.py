@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.advisories.models import Advisory
 from service.audit import service as audit
@@ -24,14 +24,20 @@ from service.checkin.answers import (
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, CitizenPlace
 from service.config import Settings
+from service.db import UTCDateTime
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
 from service.dispatch.notifiers.webhook import post_signed_json
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.checkin.duty")
 # A check-in help within this of the last page about the citizen waits for the minute job
-# (answering 1, 2, 1, 2 … must not page the duty staff at every 2; nothing is dropped).
+# (answering 1, 2, 1, 2 … must not page the duty staff at every 2; nothing is dropped). The
+# gap doubles with each help the citizen gave in the last day, up to REPAGE_MOST: a leaked
+# check-in link toggled for its 7 days pages about 24 times a day, not 288. The console shows
+# every answer at once; a page only calls the staff to it.
 REPAGE_AFTER = timedelta(minutes=5)
+REPAGE_MOST = timedelta(hours=1)
+_HELPS_COUNTED_FOR = timedelta(days=1)
 ACTOR = "system:duty-notice"
 
 
@@ -133,11 +139,39 @@ def _advisory_line(advisory: AskedBy) -> str:
 _UNTOLD_HELP = and_(Checkin.answer == "help", Checkin.duty_notified_at.is_(None))
 
 
+def repage_after(helps: int) -> timedelta:
+    """The least time between two pages about a citizen who gave `helps` help answers (this
+    one among them) in the last day: 5, 10, 20, 40 minutes, then an hour."""
+    return min(REPAGE_AFTER * 2 ** max(helps - 1, 0), REPAGE_MOST)
+
+
+# Help counts whose gap is under REPAGE_MOST: 1 to 4.
+_STEPS = [helps for helps in range(1, 32) if repage_after(helps) < REPAGE_MOST]
+
+
 def _not_paged_lately(now: datetime) -> ColumnElement[bool]:
-    """The help answer's citizen was not paged about within REPAGE_AFTER: about real help
-    for a real advisory's answer, about drill help for a drill's (a drill answered with "2"
-    a minute before a real emergency must not hold up the real page). Needs Advisory joined."""
-    since = now - REPAGE_AFTER
+    """The help answer's citizen was not paged about within repage_after(their helps of the
+    last day): about real help for a real advisory's answer, counting real helps, and about
+    drill help for a drill's, counting drill helps (a drill answered with "2" a minute before
+    a real emergency must not hold up the real page). Needs Advisory joined."""
+    asked_by = aliased(Advisory)
+    helps = (
+        select(func.count())
+        .select_from(CheckinAnswer)
+        .join(asked_by, asked_by.id == CheckinAnswer.advisory_id)
+        .where(
+            CheckinAnswer.citizen_id == Citizen.id,
+            CheckinAnswer.answer == "help",
+            CheckinAnswer.answered_at >= now - _HELPS_COUNTED_FOR,
+            asked_by.exercise == Advisory.exercise,
+        )
+        .correlate(Citizen, Advisory)
+        .scalar_subquery()
+    )
+    since = case(
+        *((helps <= step, literal(now - repage_after(step), UTCDateTime())) for step in _STEPS),
+        else_=literal(now - REPAGE_MOST, UTCDateTime()),
+    )
     real = or_(Citizen.duty_paged_at.is_(None), Citizen.duty_paged_at < since)
     drill = or_(Citizen.duty_drill_paged_at.is_(None), Citizen.duty_drill_paged_at < since)
     return or_(and_(Advisory.exercise.is_(False), real), and_(Advisory.exercise.is_(True), drill))

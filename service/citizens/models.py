@@ -61,7 +61,7 @@ class Citizen(Base):
     # until START, so nothing is sent there; their e-mail still gets everything.
     sms_opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When the duty staff were last paged about this citizen's check-in help (a help within
-    # REPAGE_AFTER of it waits for the minute job: answering 1, 2, 1, 2 … pages once), and
+    # checkin.duty.repage_after of it waits for the minute job: 1, 2, 1, 2 … pages once), and
     # about their help in a drill, apart: a drill's page must never hold up a real one.
     duty_paged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     duty_drill_paged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

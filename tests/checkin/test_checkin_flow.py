@@ -13,11 +13,12 @@ from typing import ClassVar
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
 from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound
-from service.checkin.duty import REPAGE_AFTER
+from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
@@ -348,13 +349,65 @@ def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_n
     assert db.scalar(select(Checkin.duty_notified_at)) is None  # waiting, not dropped
     run_duty_notices(dispatcher, api.app.state.session_factory, settings)
     assert len(pages()) == 1  # paged about them a moment ago
-    later = utcnow() - REPAGE_AFTER - timedelta(seconds=1)
-    db.execute(update(Citizen).where(Citizen.public_id == cid).values(duty_paged_at=later))
     db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    # Six helps in a day: the next page waits REPAGE_MOST, not REPAGE_AFTER (a leaked link
+    # toggled for a week would page every 5 minutes).
+    paged_before(db, cid, REPAGE_AFTER * 2)
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(pages()) == 1
+    paged_before(db, cid, REPAGE_MOST)
     run_duty_notices(dispatcher, api.app.state.session_factory, settings)
     assert len(pages()) == 2 and "trapped on the 3rd floor" in pages()[-1]
     db.expire_all()
     assert db.scalar(select(Checkin.duty_notified_at)) is not None
+
+
+def paged_before(db: Session, cid: str, gap: timedelta) -> None:
+    """The duty staff were last paged about the citizen `gap` and a second ago."""
+    later = utcnow() - gap - timedelta(seconds=1)
+    db.execute(update(Citizen).where(Citizen.public_id == cid).values(duty_paged_at=later))
+
+
+def test_the_gap_between_pages_doubles_with_each_help_of_the_day_up_to_an_hour() -> None:
+    gaps = [repage_after(helps) for helps in range(1, 8)]
+    assert gaps[:5] == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60)]
+    assert set(gaps[4:]) == {REPAGE_MOST}
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_second_help_of_the_day_is_paged_after_ten_minutes_and_a_drills_helps_count_apart(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """Help, safe, help: the second help is two of the day, so its page waits 10 minutes after
+    the first. Helps in a drill do not lengthen the wait of a real one."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api, exercises=True)
+    issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    for _ in range(3):
+        reply(phone, "2 drill")
+        reply(phone, "1")
+    issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    reply(phone, "2 the wall fell")
+    reply(phone, "1")
+    reply(phone, "2 still trapped")
+
+    def pages() -> list[str]:
+        duty = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+        return [
+            m.get_body(("plain",)).get_content() for m in duty if "[EXERCISE]" not in m["Subject"]
+        ]
+
+    assert len(pages()) == 1 and "the wall fell" in pages()[0]
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    paged_before(db, cid, REPAGE_AFTER)
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(pages()) == 1  # two real helps today: 10 minutes
+    paged_before(db, cid, repage_after(2))
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert len(pages()) == 2 and "still trapped" in pages()[-1]
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
