@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     trusted_proxies: list[str] = Field(default=[])
     rate_limit_client: str = "20/hour"
+    rate_limit_client_proven: str = "600/hour"
+    # Past rate_limit_client, a registration solving a proof of work of this size is admitted
+    # (citizens/proof.py); 0: none is, and the limit is a wall.
+    registration_proof_max_number: int = Field(300_000, ge=0, le=100_000_000)
     rate_limit_resend: str = "1/minute"
     rate_limit_contact: str = "3/hour;5/day"
     rate_limit_prefix: str = "20/hour"
@@ -154,6 +158,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "rate_limit_client",
+        "rate_limit_client_proven",
         "rate_limit_resend",
         "rate_limit_contact",
         "rate_limit_prefix",

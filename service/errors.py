@@ -74,7 +74,11 @@ class TooManyRequests(DomainError):
     title = "Too many requests"
     slug = "rate-limited"
 
-    def __init__(self, detail: str, *, retry_after_s: int, rule: str = "") -> None:
+    def __init__(
+        self, detail: str, *, retry_after_s: int, rule: str = "", proof: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
         self.rule = rule
+        # Where a challenge is to be had whose solution admits the request all the same.
+        self.proof = proof

@@ -110,6 +110,14 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
         429: "This staff key sent too many test sends; `Retry-After` says when to retry.",
     },
     ("get", "/readyz"): {503: "The database is unreachable or its schema is not at head."},
+    ("get", "/v1/citizens/proof"): {
+        404: "No proof of work is taken here (`ANJEON_REGISTRATION_PROOF_MAX_NUMBER` is 0)."
+    },
+    ("post", "/v1/citizens"): {
+        429: "A rate limit refused the registration; `Retry-After` says when to retry. Past "
+        "the address's limit, `proof` names a challenge whose solution, sent in "
+        "`X-Anjeon-Proof`, admits it all the same."
+    },
 }
 
 _BINARY = {"type": "string", "format": "binary"}

@@ -26,6 +26,8 @@ class PersonalDataVault:
         self._lookup_key = _derive(secret, b"anjeon/pii-lookup/v1")
         # The signing key of check-in links (service/dispatch/checkin_tokens.py).
         self.link_key = _derive(secret, b"anjeon/checkin-link-key/v1")
+        # The signing key of registration proofs of work (service/citizens/proof.py).
+        self.proof_key = _derive(secret, b"anjeon/registration-proof/v1")
 
     def seal(self, field: str, value: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

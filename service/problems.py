@@ -31,6 +31,7 @@ def problem_response(
     slug: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": _TYPE_BASE + slug if slug else "about:blank",
@@ -40,6 +41,7 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
@@ -182,8 +184,15 @@ async def _on_domain_error(request: Request, exc: DomainError) -> Response:
         headers = {"Retry-After": str(exc.retry_after_s)}
     if _wants_citizen_page(request):
         return _citizen_page(request, exc.status, headers)
+    extra = {"proof": exc.proof} if isinstance(exc, TooManyRequests) and exc.proof else None
     return problem_response(
-        exc.status, exc.title, exc.detail, slug=exc.slug, errors=errors, headers=headers
+        exc.status,
+        exc.title,
+        exc.detail,
+        slug=exc.slug,
+        errors=errors,
+        headers=headers,
+        extra=extra,
     )
 
 

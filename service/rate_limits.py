@@ -72,6 +72,8 @@ class Rule(StrEnum):
     """The named rules; each reads its limits from the setting rate_limit_<name>."""
 
     CLIENT = "client"  # registrations and resends per client address
+    CLIENT_PROVEN = "client_proven"  # registrations past CLIENT with a proof of work, per address
+    PROOF = "proof"  # each solved proof of work admits one registration (fixed: _FIXED)
     RESEND = "resend"  # code resends per citizen
     CONTACT = "contact"  # messages per destination phone number or e-mail address
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
@@ -91,6 +93,8 @@ _COUNTED_FOR_ANYONE = frozenset({Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rul
 # What a refused client is told: the kind of limit, never whose or which contact.
 _REFUSED = {
     Rule.CLIENT: "too many requests from this address",
+    Rule.CLIENT_PROVEN: "too many registrations from this address, even with proofs of work",
+    Rule.PROOF: "this proof of work was used already: solve a new challenge",
     Rule.RESEND: "a code was sent a moment ago",
     Rule.CONTACT: "too many messages to this contact",
     Rule.PREFIX: "too many messages to numbers of this range",
@@ -164,6 +168,11 @@ class RateLimits:
     def take_registration(self, client: str) -> None:
         """One registration from a client address (see client_address)."""
         self.take(Rule.CLIENT, address_key(client))
+
+    def take_proven_registration(self, client: str, *, proof: str) -> None:
+        """One registration past the address's limit, admitted by a solved proof of work (its
+        signature): each proof once, and at most rate_limit_client_proven from the address."""
+        self.take_all([(Rule.CLIENT_PROVEN, address_key(client)), (Rule.PROOF, proof)])
 
     def take_resend(self, citizen_id: int | str, *, client: str) -> None:
         """One code resend asked for a citizen, from a client address."""
@@ -358,8 +367,12 @@ def _open_storage(uri: str) -> Storage:
     return storage
 
 
+# Rules that are not settings: a proof of work's challenge lives 10 minutes (citizens.proof).
+_FIXED = {Rule.PROOF: "1/15minute"}
+
+
 def _items(settings: Settings, rule: Rule, namespace: str) -> list[RateLimitItem]:
-    items = parse_many(getattr(settings, f"rate_limit_{rule.value}"))
+    items = parse_many(_FIXED.get(rule) or getattr(settings, f"rate_limit_{rule.value}"))
     for item in items:
         item.namespace = namespace
     return items

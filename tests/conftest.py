@@ -43,6 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "long(seconds=...): a test of a minute or so; legs share these by their seconds first",
     )
+    config.addinivalue_line(
+        "markers", "live_settings(**settings): settings the `live` service of tests/web runs with"
+    )
 
 
 @pytest.hookimpl(trylast=True)  # after -k has chosen the leg's tests

@@ -7,7 +7,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.auth import BearerToken, SessionDep, client_of
-from service.citizens import messages, service
+from service.citizens import messages, proof, service
 from service.citizens.deps import RegistryDep
 from service.citizens.schemas import (
     CitizenCreate,
@@ -19,6 +19,8 @@ from service.citizens.schemas import (
     VerifyIn,
     place_warnings,
 )
+from service.db import utcnow
+from service.errors import NotFound
 from service.metrics import CITIZENS_REGISTERED
 from service.problems import problem_response
 from service.rate_limits import RateLimits
@@ -62,8 +64,15 @@ def register(
     tasks: BackgroundTasks,
 ) -> Registered:
     """Register, then verify each contact with the 6-digit code sent to it. The answer is the
-    same whether or not a contact is registered elsewhere."""
-    limits.take_registration(client_of(request))
+    same whether or not a contact is registered elsewhere. Past the address's limit, a solved
+    proof of work (GET /v1/citizens/proof) in X-Anjeon-Proof admits it all the same."""
+    proof.admit_registration(
+        limits,
+        client=client_of(request),
+        payload=request.headers.get(proof.PROOF_HEADER),
+        key=registry.vault.proof_key,
+        max_number=request.app.state.settings.registration_proof_max_number,
+    )
     # Geocoding first: the session's write transaction begins at its first statement, after.
     places = service.locate(registry, location=body.location, stays=body.stays)
     done = service.register_citizen(
@@ -80,6 +89,17 @@ def register(
         status=service.public_status(done.citizen),
         warnings=place_warnings(places.current, places.stays or []),
     )
+
+
+@router.get("/proof")
+async def proof_challenge(request: Request, registry: RegistryDep) -> JSONResponse:
+    """A proof-of-work challenge (ALTCHA, SHA-256): its solution, in X-Anjeon-Proof, admits one
+    registration past the address's limit. It expires in 10 minutes."""
+    max_number = request.app.state.settings.registration_proof_max_number
+    if not max_number:
+        raise NotFound("no proof of work is taken here (ANJEON_REGISTRATION_PROOF_MAX_NUMBER=0)")
+    challenge = proof.new_challenge(registry.vault.proof_key, max_number=max_number, now=utcnow())
+    return JSONResponse(challenge, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/{citizen_id}/verify", response_model=CitizenRead)

@@ -278,9 +278,7 @@ def test_postgis_decides_begun_as_the_engine_does(pg, now):
     )
     target = matching.Target(1, area_from_json({"countries": ["JP"]}), 0, 10**6, True)
     params = postgis._window_params(target, today, exercise=False)
-    by_postgis = dict(
-        pg.execute(text(f"SELECT p.id, {postgis._BEGUN} FROM p"), params).all()
-    )
+    by_postgis = dict(pg.execute(text(f"SELECT p.id, {postgis._BEGUN} FROM p"), params).all())
     starts = np.array(
         [
             matching.CURRENT if kind == "current" else matching.day_number(day)

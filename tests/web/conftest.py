@@ -116,10 +116,16 @@ def _free_port() -> int:
 
 @pytest.fixture
 def live(
-    database_url: str, tmp_path: Path, twilio: FakeTwilio, smtp: SmtpSink
+    request: pytest.FixtureRequest,
+    database_url: str,
+    tmp_path: Path,
+    twilio: FakeTwilio,
+    smtp: SmtpSink,
 ) -> Iterator[LiveService]:
     """The whole service on 127.0.0.1: API, pages, scheduler and dispatcher, verification and
-    approval required, as a real deployment runs."""
+    approval required, as a real deployment runs; `@pytest.mark.live_settings(...)` changes
+    settings."""
+    changed = request.node.get_closest_marker("live_settings")
     port = _free_port()
     with scratch_database(database_url, tmp_path, "web") as url:
         settings = make_settings(
@@ -133,6 +139,7 @@ def live(
             approval="required",
             dispatch_interval_s=0.2,
             sweep_interval_s=3600,
+            **(changed.kwargs if changed else {}),
         )
         server = uvicorn.Server(
             uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)

@@ -7,10 +7,12 @@ import time
 from datetime import date, timedelta
 
 import httpx
+import pytest
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from service.citizens.models import Citizen
+from tests.builders import citizen_body
 
 PHONE, PHONE_E164 = "010-2345-6789", "+821023456789"
 EMAIL = "jisu.web@example.com"
@@ -305,3 +307,27 @@ def test_the_manage_page_moves_the_current_place(live, new_page):
     move.get_by_role("button", name="Save the place").click()
     expect(tab.locator("#record")).to_contain_text("France (FR)")
     assert citizen(live, citizen_id, token).json()["location"]["country"] == "FR"
+
+
+@pytest.mark.live_settings(rate_limit_client="1/hour", registration_proof_max_number=50_000)
+def test_past_the_address_limit_the_page_proves_its_work_and_registers(live, new_page):
+    """A hotel's Wi-Fi or a roaming carrier's NAT: the address has used its registrations. The
+    page is told 429 with a challenge, solves it in the browser (WebCrypto), and registers."""
+    first = httpx.post(f"{live.base}/v1/citizens", json=citizen_body(consent=True))
+    assert first.status_code == 201, first.text
+    with live.session() as session:
+        before = session.scalar(_COUNT)
+    page = open_form(live, new_page)
+    tab = page.tab
+    fill_form(tab)
+    tab.get_by_role("button", name="Register", exact=True).click()
+
+    expect(tab.get_by_role("heading", name="Enter your codes")).to_be_visible(timeout=30_000)
+    expect_refusals(page, 429, 1)  # the first try, before the proof
+    citizen_id, token = (
+        tab.locator("#shown-id").inner_text(),
+        tab.locator("#shown-token").inner_text(),
+    )
+    assert citizen(live, citizen_id, token).json()["phone"] == PHONE_E164
+    with live.session() as session:
+        assert session.scalar(_COUNT) == before + 1

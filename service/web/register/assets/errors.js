@@ -4,8 +4,8 @@
   var t = function (key, vars) { return window.I18N.t(key, vars); };
 
   /* fetch JSON; resolves {ok, status, body, retryAfter}; a network failure is status 0. */
-  function api(method, path, body, token) {
-    var headers = { Accept: "application/json" };
+  function api(method, path, body, token, more) {
+    var headers = Object.assign({ Accept: "application/json" }, more || {});
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (token) headers.Authorization = "Bearer " + token;
     return fetch(path, {

@@ -161,6 +161,15 @@
     button.disabled = true;
     var data = body();
     A.api("POST", "/v1/citizens", data).then(function (result) {
+      if (result.status !== 429 || !result.body || !result.body.proof) return result;
+      // Many registrations from this network: the device proves its work instead.
+      $("form-summary").textContent = t("provingWork");
+      $("form-summary").hidden = false;
+      return A.solveProof(result.body.proof).then(function (solved) {
+        if (!solved) return result;
+        return A.api("POST", "/v1/citizens", data, null, { "X-Anjeon-Proof": solved });
+      });
+    }).then(function (result) {
       button.disabled = false;
       if (!result.ok) {
         var errors = A.showErrors($("register-form"), $("form-summary"), result);

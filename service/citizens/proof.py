@@ -1,0 +1,91 @@
+"""A proof of work that admits a registration past its address's limit.
+
+Roaming phones reach the internet through their home carrier's NAT, and a hotel's or an
+airport's Wi-Fi puts a tour group behind one address: in a crisis, thousands of travellers
+register from a handful of addresses at once, and rate_limit_client (20 an hour) would turn
+most of them away. Past it, a client may still register by solving an ALTCHA challenge
+(https://altcha.org; the `altcha` package's first protocol, altcha.v1): find the number below
+max_number whose SHA-256 with the challenge's salt is the challenge. The register page does
+it in seconds; a script pays the same CPU for every registration, against the ~10 ms a
+registration costs us, and at most rate_limit_client_proven an address. A GPU pays far less:
+the ceiling, not the work, is what bounds one address. Each solution is taken once
+(RateLimits.take_proven_registration), and a challenge lives CHALLENGE_LIFE."""
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from altcha.v1 import ChallengeOptions, create_challenge, verify_solution
+
+from service.errors import TooManyRequests
+from service.rate_limits import RateLimits
+
+# Sent with the registration: the solved challenge, as ALTCHA's base64 payload.
+PROOF_HEADER = "X-Anjeon-Proof"
+CHALLENGE_PATH = "/v1/citizens/proof"
+CHALLENGE_LIFE = timedelta(minutes=10)
+# A payload is a few hundred characters: more is not one.
+_PAYLOAD_MOST = 2048
+_ALGORITHM = "SHA-256"
+
+
+def new_challenge(key: bytes, *, max_number: int, now: datetime) -> dict[str, object]:
+    """A challenge to solve, signed with key, that expires CHALLENGE_LIFE from now."""
+    challenge = create_challenge(
+        ChallengeOptions(
+            algorithm=_ALGORITHM,
+            hmac_key=key,
+            max_number=max_number,
+            expires=now + CHALLENGE_LIFE,
+        )
+    )
+    return challenge.to_dict()
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A solution that holds: its signature is the key it is taken once under."""
+
+    signature: str
+
+
+def checked(payload: str | None, key: bytes) -> Proof | None:
+    """The proof in `payload` when it solves a challenge we signed that has not expired; None
+    otherwise (absent, malformed, wrong, tampered with or stale: all the same to the caller)."""
+    if not payload or len(payload) > _PAYLOAD_MOST:
+        return None
+    try:
+        solved = json.loads(base64.b64decode(payload, validate=True))
+        if not isinstance(solved, dict) or solved.get("algorithm") != _ALGORITHM:
+            return None
+        holds, _ = verify_solution(solved, key, check_expires=True)
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        return None
+    signature = solved.get("signature")
+    return Proof(signature) if holds and isinstance(signature, str) else None
+
+
+def admit_registration(
+    limits: RateLimits, *, client: str, payload: str | None, key: bytes, max_number: int
+) -> None:
+    """Take the address's registration limit; past it, a proof in `payload` admits the
+    registration instead (once, within rate_limit_client_proven). Refused: TooManyRequests,
+    naming where a challenge is to be had when a proof would do."""
+    try:
+        limits.take_registration(client)
+        return
+    except TooManyRequests as refused:
+        if not max_number:
+            raise
+        proof = checked(payload, key)
+        if proof is None:
+            raise TooManyRequests(
+                f"{refused.detail}; or solve the challenge of GET {CHALLENGE_PATH} and send"
+                f" the solution in {PROOF_HEADER}",
+                retry_after_s=refused.retry_after_s,
+                rule=refused.rule,
+                proof=CHALLENGE_PATH,
+            ) from refused
+    limits.take_proven_registration(client, proof=proof.signature)

@@ -1,0 +1,168 @@
+"""Past its address's registration limit (a roaming carrier's NAT, a hotel's Wi-Fi: thousands of
+travellers behind one address in a crisis), a registration is admitted by a solved proof of
+work: once per solution, within rate_limit_client_proven; a stale, forged or reused one admits
+nothing and stores nothing."""
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from altcha.v1 import solve_challenge
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.citizens import proof
+from service.citizens.models import Citizen
+from service.db import utcnow
+from tests.builders import citizen_body
+from tests.conftest import bound_client, make_settings
+
+KEY = b"k" * 32
+SMALL = 5_000  # a challenge the suite solves in milliseconds
+_COUNT = select(func.count()).select_from(Citizen)
+
+
+def solved(challenge: dict, *, number: int | None = None, **changed: object) -> str:
+    """The X-Anjeon-Proof value of a challenge: its solution, or `number`, and `changed`."""
+    if number is None:
+        found = solve_challenge(
+            challenge["challenge"], challenge["salt"], "SHA-256", challenge["maxNumber"]
+        )
+        number = found.number
+    payload = {**{k: challenge[k] for k in ("algorithm", "challenge", "salt", "signature")}}
+    payload.update(number=number, **changed)
+    return base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+# ---- the proof itself ---------------------------------------------------------------------
+
+
+def test_a_solution_holds_and_forgeries_do_not():
+    challenge = proof.new_challenge(KEY, max_number=SMALL, now=utcnow())
+    right = solved(challenge)
+    found = proof.checked(right, KEY)
+    assert found is not None and found.signature == challenge["signature"]
+    number = json.loads(base64.b64decode(right))["number"]
+    assert proof.checked(right, b"x" * 32) is None  # another key signed it
+    refused = {
+        "a wrong number": solved(challenge, number=number + 1),
+        "a cheaper hash": solved(challenge, algorithm="SHA-1"),
+        "a salt without its expiry": solved(challenge, salt=challenge["salt"].split("?")[0]),
+        "not base64": "not base64!",
+        "base64 of a list": base64.b64encode(b"[1, 2]").decode(),
+        "base64 of text": base64.b64encode(b"hello").decode(),
+        "a salt that is a number": solved(challenge, salt=5),
+        "too long": right + "A" * 4096,
+        "empty": "",
+        "absent": None,
+    }
+    for why, payload in refused.items():
+        assert proof.checked(payload, KEY) is None, why
+
+
+def test_a_challenge_expires_after_its_life():
+    stale = proof.new_challenge(
+        KEY, max_number=SMALL, now=utcnow() - proof.CHALLENGE_LIFE - timedelta(seconds=5)
+    )
+    assert proof.checked(solved(stale), KEY) is None
+    fresh = proof.new_challenge(KEY, max_number=SMALL, now=utcnow())
+    assert proof.checked(solved(fresh), KEY) is not None
+
+
+# ---- through the API ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def crowded(database_url: str, db: Session) -> Iterator[TestClient]:
+    """An address allowed one plain registration an hour and three proven ones."""
+    settings = make_settings(
+        database_url,
+        rate_limit_client="1/hour",
+        rate_limit_client_proven="3/hour",
+        registration_proof_max_number=SMALL,
+    )
+    with bound_client(settings, db) as client:
+        yield client
+
+
+def challenge_of(client: TestClient) -> dict:
+    answer = client.get("/v1/citizens/proof")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    return answer.json()
+
+
+def test_past_the_limit_a_solved_proof_admits_one_registration(crowded, db):
+    assert crowded.post("/v1/citizens", json=citizen_body()).status_code == 201
+    refused = crowded.post("/v1/citizens", json=citizen_body())
+    assert refused.status_code == 429
+    assert refused.json()["proof"] == "/v1/citizens/proof"
+    assert "X-Anjeon-Proof" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) > 0
+    before = db.scalar(_COUNT)
+
+    proven = solved(challenge_of(crowded))
+    admitted = crowded.post("/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": proven})
+    assert admitted.status_code == 201, admitted.text
+    assert db.scalar(_COUNT) == before + 1
+
+    # The same solution again: refused, and nothing stored.
+    again = crowded.post("/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": proven})
+    assert again.status_code == 429
+    assert "used already" in again.json()["detail"]
+    assert db.scalar(_COUNT) == before + 1
+
+
+def test_a_forged_or_stale_proof_is_the_plain_refusal_and_stores_nothing(crowded, db):
+    assert crowded.post("/v1/citizens", json=citizen_body()).status_code == 201
+    before = db.scalar(_COUNT)
+    challenge = challenge_of(crowded)
+    right = json.loads(base64.b64decode(solved(challenge)))["number"]
+    for forged in (solved(challenge, number=right + 1), "garbage", "A" * 5000):
+        answer = crowded.post(
+            "/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": forged}
+        )
+        assert answer.status_code == 429
+        assert answer.json()["proof"] == "/v1/citizens/proof"
+    assert db.scalar(_COUNT) == before
+
+
+def test_proofs_from_one_address_stop_at_rate_limit_client_proven(crowded, db):
+    assert crowded.post("/v1/citizens", json=citizen_body()).status_code == 201
+    for _ in range(3):
+        proven = solved(challenge_of(crowded))
+        admitted = crowded.post(
+            "/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": proven}
+        )
+        assert admitted.status_code == 201
+    before = db.scalar(_COUNT)
+    proven = solved(challenge_of(crowded))
+    refused = crowded.post("/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": proven})
+    assert refused.status_code == 429
+    # No proof helps now: the answer offers none.
+    assert "proof" not in refused.json() and "even with proofs" in refused.json()["detail"]
+    assert db.scalar(_COUNT) == before
+
+
+def test_with_proofs_turned_off_the_limit_is_a_wall(database_url, db):
+    settings = make_settings(
+        database_url, rate_limit_client="1/hour", registration_proof_max_number=0
+    )
+    with bound_client(settings, db) as client:
+        assert client.get("/v1/citizens/proof").status_code == 404
+        assert client.post("/v1/citizens", json=citizen_body()).status_code == 201
+        refused = client.post("/v1/citizens", json=citizen_body())
+    assert refused.status_code == 429 and "proof" not in refused.json()
+
+
+def test_a_challenge_is_signed_with_the_service_secret(crowded):
+    """Another service's (or an old secret's) challenge admits nothing here."""
+    assert crowded.post("/v1/citizens", json=citizen_body()).status_code == 201
+    elsewhere = proof.new_challenge(b"o" * 32, max_number=SMALL, now=utcnow())
+    answer = crowded.post(
+        "/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": solved(elsewhere)}
+    )
+    assert answer.status_code == 429
