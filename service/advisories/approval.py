@@ -41,10 +41,22 @@ class Decided:
 
 
 def needs_approval(
-    session: Session, draft: AdvisoryDraft, *, policy: Policy, min_reach: int, now: datetime
+    session: Session,
+    draft: AdvisoryDraft,
+    *,
+    policy: Policy,
+    min_reach: int,
+    now: datetime,
+    in_force: Advisory | None = None,
 ) -> bool:
-    """Whether this content must wait for a second person before it alerts anyone."""
-    if not draft.alerts_citizens or policy == "auto":
+    """Whether this content must wait for a second person before it alerts anyone; a revision
+    of an urgent advisory (`in_force`) waits as the urgent words did, whatever its own level:
+    one consul alone must not turn an approved level 4 into "no need to leave"."""
+    if policy == "auto":
+        return False
+    if in_force is not None and in_force.alerts_citizens and is_urgent(in_force.level):
+        return True
+    if not draft.alerts_citizens:
         return False
     if policy == "required" or is_urgent(draft.level):
         return True
@@ -130,7 +142,9 @@ def revise(
         service.rewrite_draft(session, advisory=advisory, draft=draft, now=now)
         _replace(session, advisory, waiting, draft=draft, now=now)
         return advisory
-    if not needs_approval(session, draft, policy=policy, min_reach=min_reach, now=now):
+    if not needs_approval(
+        session, draft, policy=policy, min_reach=min_reach, now=now, in_force=advisory
+    ):
         revised = service.revise_advisory(
             session, advisory=advisory, draft=draft, changed_by=changed_by, now=now, match=match
         )

@@ -473,3 +473,31 @@ def test_the_proposer_hears_that_their_proposal_lapsed(api, db, smtp, alice, app
     assert "ended before anyone approved it" in told.get_body(("plain",)).get_content()
     run_job(expiry, factory, app_settings)  # turned down once, told once
     assert len([m for m in smtp.received if m["To"] == "alice@mofa.test"]) == 1
+
+
+def test_what_replaces_an_urgent_advisory_waits_as_the_urgent_one_did(
+    api, db, dispatcher, twilio, alice, bob
+):
+    """Found by a probe: after Bob approved Alice's level 3, Alice alone revised it to level 1,
+    "No need to leave. Stay where you are", and it went to citizens at once. A revision of an
+    urgent advisory now waits for a second person, whatever its own level."""
+    citizens(api)
+    created = issue(api, alice, level=3)
+    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 200
+    dispatcher.drain()
+    sent = len(twilio.messages)
+    calm = {"level": 1, "message": {"ko": "대피할 필요 없습니다", "en": "No need to leave."}}
+    patched = api.patch(f"/v1/advisories/{created['id']}", json=calm, headers=alice)
+    assert patched.status_code == 200, patched.text
+    body = patched.json()
+    assert body["level"] == 3 and body["revision"] == 1
+    assert body["pending"]["kind"] == "revise" and body["pending"]["content"]["level"] == 1
+    dispatcher.drain()
+    assert len(twilio.messages) == sent
+    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=alice).status_code == 403
+    approved = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).json()
+    assert approved["level"] == 1 and approved["revision"] == 2
+    # A routine advisory's routine revision still goes at once.
+    routine = issue(api, alice, level=2)
+    lowered = api.patch(f"/v1/advisories/{routine['id']}", json={"level": 1}, headers=alice)
+    assert lowered.json()["level"] == 1 and lowered.json()["pending"] is None
