@@ -204,8 +204,11 @@ def _first_time(session: Session, provider_ref: str, *, now: datetime) -> bool:
     return True
 
 
-# Providers retry a webhook for minutes, not days: message ids older than this are forgotten.
-INBOUND_KEPT = timedelta(days=7)
+# Providers retry a webhook for minutes, but Twilio's signature holds no time: a signed request
+# copied from a log and replayed once its id was forgotten was heard again (a probe turned a
+# citizen's later "2, trapped" into "safe" with their week-old "1"). Ids (no number, no words;
+# about 100 bytes a reply) are kept for 400 days; a replay older than that is not stopped.
+INBOUND_KEPT = timedelta(days=400)
 
 
 def forget_old_inbound(session: Session, *, now: datetime) -> int:

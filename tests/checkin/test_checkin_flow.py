@@ -581,11 +581,13 @@ def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_li
     assert len(answers_of(db, cid)) == 12
 
 
-def test_a_retried_webhook_is_acted_on_once_and_ids_are_forgotten_after_a_week(
+def test_a_retried_or_replayed_webhook_is_acted_on_once_and_ids_are_kept_400_days(
     api, consul, db, dispatcher
 ):
     """Twilio retries a webhook that timed out: the same MessageSid must not record twice, nor
-    undo a later START by replaying a STOP."""
+    undo a later START by replaying a STOP. Its signature holds no time, so a copy replayed
+    weeks later must be refused too: ids were forgotten after 7 days, and a probe's replayed
+    STOP (or "1") then acted again."""
     _, phone, _ = citizen(api)
     stop = inbound_form(phone, "STOP", sid="SM" + "5" * 32)
     start = inbound_form(phone, "START", sid="SM" + "6" * 32)
@@ -596,7 +598,13 @@ def test_a_retried_webhook_is_acted_on_once_and_ids_are_forgotten_after_a_week(
         db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
     )
     assert forget_old_inbound(db, now=utcnow()) == 0
-    assert forget_old_inbound(db, now=utcnow() + timedelta(days=8)) == 2
+    assert forget_old_inbound(db, now=utcnow() + timedelta(days=8)) == 0
+    assert api.post(INBOUND, data=stop, headers=signed(stop)).status_code == 200
+    db.expire_all()
+    assert (
+        db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
+    )
+    assert forget_old_inbound(db, now=utcnow() + timedelta(days=401)) == 2
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
