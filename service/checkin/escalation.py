@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from service.advisories.models import Advisory
 from service.checkin.answers import OPEN_FOR, asking_revisions, asks
 from service.checkin.models import Checkin
-from service.ledger import checkins, states
+from service.ledger import checkins, priority, states
 from service.ledger.models import Alert
 
 _SENT = (states.SENT, states.DELIVERED)
@@ -33,25 +33,38 @@ def escalate(session: Session, *, after: timedelta, rounds: int, now: datetime) 
     if rounds <= 0:
         return 0
     advisories = session.execute(
-        select(Advisory.id, Advisory.revision).where(
+        select(Advisory.id, Advisory.revision, Advisory.level).where(
             Advisory.status == "active",
             or_(Advisory.expires.is_(None), Advisory.expires > now),
             Advisory.alerts_citizens.is_(True),
         )
     ).all()
     queued = 0
-    for advisory_id, revision in advisories:
-        due = _due(session, advisory_id=advisory_id, after=after, rounds=rounds, now=now)
+    for advisory_id, revision, level in advisories:
+        asking = asking_revisions(session, advisory_id)
+        due = _due(
+            session, advisory_id=advisory_id, asking=asking, after=after, rounds=rounds, now=now
+        )
         queued += checkins.enqueue_asks(
-            session, advisory_id=advisory_id, revision=revision, asks=due, now=now
+            session,
+            advisory_id=advisory_id,
+            revision=revision,
+            asks=due,
+            now=now,
+            urgency=priority.of_roll_call(level, asks=bool(asking)),
         )
     return queued
 
 
 def _due(
-    session: Session, *, advisory_id: int, after: timedelta, rounds: int, now: datetime
+    session: Session,
+    *,
+    advisory_id: int,
+    asking: list[int],
+    after: timedelta,
+    rounds: int,
+    now: datetime,
 ) -> list[tuple[int, str, int]]:
-    asking = asking_revisions(session, advisory_id)
     rounds_exist = session.scalar(
         select(Alert.id).where(Alert.advisory_id == advisory_id, Alert.checkin_round > 0).limit(1)
     )

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select, union, upda
 from sqlalchemy.orm import Session
 
 from service.advisories import reach
+from service.advisories.levels import asks_checkin
 from service.advisories.models import Advisory
 from service.advisories.service import draft_of
 from service.checkin.answers import asks
@@ -23,7 +24,7 @@ from service.checkin.models import Checkin
 from service.citizens.models import Citizen, CitizenPlace
 from service.citizens.service import Registry, masked_contacts
 from service.errors import Conflict, NotFound, TooManyRequests
-from service.ledger import checkins, states
+from service.ledger import checkins, priority, states
 from service.ledger.models import Alert
 
 Standing = Literal["safe", "help", "no_answer", "unreachable"]
@@ -355,7 +356,8 @@ class Round:
 
 def start_round(session: Session, *, advisory: Advisory, now: datetime) -> Round:
     """Ask "are you safe?" of everyone this advisory alerted, on every channel it alerted them
-    on, as the next round, ahead of any advisory in the queue. Not for a cancelled advisory."""
+    on, as the next round: ahead of any advisory in the queue when the advisory asks by itself
+    (level 3 and up), else in its own class. Not for a cancelled advisory."""
     if advisory.status == "cancelled":
         raise Conflict("the advisory is cancelled: there is nothing to ask about")
     # One conditional write: two consuls starting a round at once start one.
@@ -386,8 +388,16 @@ def start_round(session: Session, *, advisory: Advisory, now: datetime) -> Round
         select(func.max(Alert.checkin_round)).where(Alert.advisory_id == advisory.id)
     )
     number = (last or 0) + 1
+    content = draft_of(advisory)
     queued = checkins.enqueue_round(
-        session, advisory_id=advisory.id, revision=advisory.revision, checkin_round=number, now=now
+        session,
+        advisory_id=advisory.id,
+        revision=advisory.revision,
+        checkin_round=number,
+        urgency=priority.of_roll_call(
+            advisory.level, asks=asks_checkin(advisory.level, severity=content.severity)
+        ),
+        now=now,
     )
     asked = session.scalar(
         select(func.count(func.distinct(Alert.citizen_id))).where(

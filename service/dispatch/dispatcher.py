@@ -720,19 +720,30 @@ class Dispatcher:
     def _routine_sent(
         self, session: Session, rows: list[Claimed], contents: dict, at: datetime
     ) -> dict[int, int]:
-        """Routine (level 1-2) alerts each citizen of the batch was sent in the last hour."""
+        """Routine alerts each citizen of the batch was sent in the last hour: those of level 1-2
+        advisories, their roll calls' asks included; not level 3-4 alerts, their asks or
+        all-clears, which the cap never holds (a level 3 and its roll call once held a
+        citizen's next level 2 as their hour's fifth)."""
         if not self.policy.routine_per_hour:
             return {}
         citizens = {
             r.citizen_id for r in rows if _routine(contents.get((r.advisory_id, r.revision)))
         }
-        return outbox.sent_since(session, citizen_ids=citizens, since=at - timedelta(hours=1))
+        sent = outbox.sent_since(session, citizen_ids=citizens, since=at - timedelta(hours=1))
+        kinds = self._contents.load(session, {(a, r) for _, a, r in sent})
+        counted: dict[int, int] = {}
+        for (citizen_id, advisory_id, revision), count in sent.items():
+            if _routine(kinds.get((advisory_id, revision))):
+                counted[citizen_id] = counted.get(citizen_id, 0) + count
+        return counted
 
     def _cap(
         self, row: Claimed, content: AlertContent | None, routine: dict[int, int], *, now: datetime
     ) -> Decision | None:
-        """Hold a routine alert for a citizen who had their hour's share; count it otherwise."""
-        if not self.policy.routine_per_hour or row.checkin_round or not _routine(content):
+        """Hold a routine alert (a roll call's ask of a level 1-2 advisory too: a probe's consul
+        texted one citizen six in 8 s with six level-1 advisories and their roll calls) for a
+        citizen who had their hour's share; count it otherwise."""
+        if not self.policy.routine_per_hour or not _routine(content):
             return None
         if routine.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
             return Decision(

@@ -1,5 +1,6 @@
 """Check-in requests in the ledger: rows with checkin_round >= 1 ("are you safe?" on its own,
-for a roll call or asked again), in the urgency class above every advisory."""
+for a roll call or asked again), in the urgency class above every advisory when the advisory
+asks by itself (priority.of_roll_call)."""
 
 from datetime import datetime
 
@@ -24,16 +25,22 @@ _ROUND = text(
 
 
 def enqueue_round(
-    session: Session, *, advisory_id: int, revision: int, checkin_round: int, now: datetime
+    session: Session,
+    *,
+    advisory_id: int,
+    revision: int,
+    checkin_round: int,
+    urgency: int,
+    now: datetime,
 ) -> int:
-    """Queue round `checkin_round` of the check-in to everyone the advisory alerted; returns
-    how many messages were queued."""
+    """Queue round `checkin_round` of the check-in to everyone the advisory alerted, in class
+    `urgency` (priority.of_roll_call); returns how many messages were queued."""
     result = session.execute(
         _ROUND,
         {
             "advisory_id": advisory_id,
             "revision": revision,
-            "priority": priority.CHECK_IN,
+            "priority": urgency,
             "now": now,
             "round": checkin_round,
         },
@@ -61,10 +68,12 @@ def enqueue_asks(
     revision: int,
     asks: list[tuple[int, str, int]],
     now: datetime,
+    urgency: int = priority.CHECK_IN,
 ) -> int:
-    """Queue these (citizen id, channel, round) check-in requests; returns how many were new."""
+    """Queue these (citizen id, channel, round) check-in requests, in class `urgency`; returns
+    how many were new."""
     rows = [
-        (advisory_id, revision, citizen_id, channel, priority.CHECK_IN, checkin_round)
+        (advisory_id, revision, citizen_id, channel, urgency, checkin_round)
         for citizen_id, channel, checkin_round in asks
     ]
     queued = insert_round_alerts(session.connection(), rows=rows, now=now)

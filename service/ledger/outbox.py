@@ -380,13 +380,16 @@ def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def sent_since(session: Session, *, citizen_ids: set[int], since: datetime) -> dict[int, int]:
-    """How many alerts each of these citizens was sent since `since` (any channel)."""
+def sent_since(
+    session: Session, *, citizen_ids: set[int], since: datetime
+) -> dict[tuple[int, int, int], int]:
+    """How many alerts each of these citizens was sent since `since` (any channel), by
+    (citizen id, advisory id, revision): the caller knows which revisions are routine."""
     if not citizen_ids:
         return {}
     rows = session.execute(
-        select(Alert.citizen_id, func.count())
+        select(Alert.citizen_id, Alert.advisory_id, Alert.revision, func.count())
         .where(Alert.citizen_id.in_(citizen_ids), Alert.sent_at >= since)
-        .group_by(Alert.citizen_id)
+        .group_by(Alert.citizen_id, Alert.advisory_id, Alert.revision)
     )
-    return {citizen_id: count for citizen_id, count in rows}
+    return {(citizen, advisory, revision): count for citizen, advisory, revision, count in rows}

@@ -30,6 +30,14 @@ def of_level(level: str) -> int:
     return _BY_LEVEL[level]
 
 
+def of_roll_call(level: str, *, asks: bool) -> int:
+    """The class of "are you safe?" asked in a round staff start, or asked again: above any
+    advisory when the advisory asks by itself (`asks`: levels 3, 4, special, CAP Extreme), as
+    people may be in danger now; else the advisory's own class, so a roll call on a level 1-2
+    advisory never holds up a level 4 (a probe queued such rounds ahead of every alert)."""
+    return CHECK_IN if asks else of_level(level)
+
+
 def told_ahead(cls: int) -> int:
     """The class of an alert told ahead (alert.told_ahead: its citizen is reached only through
     a stay not begun, or the advisory is not in effect yet): one class after those there now,

@@ -36,3 +36,34 @@ def test_routine_alerts_are_capped_per_citizen_and_urgent_ones_are_not(
     assert all(r.error_code == "citizen-cap" and r.due_at is not None for r in held)
     bodies = twilio.bodies_to("+821073210001")
     assert len(bodies) == 4 and any("출국권고" in b for b in bodies)
+
+
+def test_the_cap_counts_only_routine_alerts_not_urgent_ones_or_check_in_asks(
+    database_url, db, staff_headers, twilio, smtp
+):
+    """Found by a newcomer: a level 3 and a roll call's "are you safe?" counted towards the
+    hour's routine alerts, so the citizen's next level 1-2 alerts were held early."""
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), max_routine_alerts_per_hour=2
+    )
+    consul = staff_headers("consul")
+    with bound_client(settings, db) as api:
+        register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-7321-0002", channels=["sms"])
+        urgent = advisory_body(level=3, expires=in_days(5), title={"ko": "도쿄 출국권고"})
+        created = api.post("/v1/advisories", json=urgent, headers=consul)
+        assert created.status_code == 201
+        dispatcher = dispatcher_in(db, settings)
+        dispatcher.drain()
+        rollcall = api.post(f"/v1/advisories/{created.json()['id']}/rollcall", headers=consul)
+        assert rollcall.status_code in (200, 201, 202), rollcall.text
+        dispatcher.drain()
+        assert len(twilio.bodies_to("+821073210002")) == 2  # the level 3 and the round's ask
+        for n in range(3):
+            body = advisory_body(level=1, title={"ko": f"도쿄 주의 {n}", "en": f"T {n}"})
+            assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
+        dispatcher.drain()
+        dispatcher.close()
+    db.expire_all()
+    routine = list(db.scalars(select(Alert).where(Alert.priority >= 3).order_by(Alert.id)))
+    assert [r.status for r in routine] == ["sent", "sent", "retry_wait"]
+    assert routine[-1].error_code == "citizen-cap"
