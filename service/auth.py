@@ -91,13 +91,39 @@ BearerToken = Annotated[str, Depends(bearer_token)]
 
 
 def _admit(session: Session, token: str, minimum: Role) -> StaffKey:
+    key = _known(session, token)
+    if refusal := _outranked(key, minimum):
+        raise refusal
+    return key
+
+
+def _known(session: Session, token: str) -> StaffKey:
     with read_first(session):
         key = staff_service.authenticate(session, key=token)
     if key is None:
         raise HTTPException(401, "unknown or revoked staff key", headers=_CHALLENGE)
-    if Role(key.role).rank < minimum.rank:
-        raise HTTPException(403, f"this needs the {minimum} role; the key has {key.role}")
     return key
+
+
+def _outranked(key: StaffKey, minimum: Role) -> HTTPException | None:
+    if Role(key.role).rank < minimum.rank:
+        return HTTPException(403, f"this needs the {minimum} role; the key has {key.role}")
+    return None
+
+
+@contextmanager
+def _committed_apart(session: Session) -> Iterator[Session]:
+    """A write that must stay although the request fails (its refusal in the audit log): in a
+    transaction of its own when the request has written nothing yet; inside a test's savepoint
+    when there is one (it goes with it)."""
+    if session.info.get(_READ_REQUEST):
+        with written_apart(session):
+            yield session
+    elif not session.in_transaction():
+        with session.begin():
+            yield session
+    else:
+        yield session
 
 
 def client_of(request: Request) -> str:
@@ -107,18 +133,22 @@ def client_of(request: Request) -> str:
     return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
 
 
-def _audit(session: Session, request: Request, key: StaffKey) -> None:
+def _audit(
+    session: Session, request: Request, key: StaffKey, *, refused: HTTPException | None = None
+) -> None:
     # Every staff request is recorded in its own transaction's session: what it did commits
-    # with its entry, or neither does.
+    # with its entry, or neither does. A refused one says so, and why.
     route = request.scope.get("route")
     params = request.path_params
+    asked = f"{method_asked(request.scope)} {getattr(route, 'path', request.url.path)}"
     audit.record(
         session,
         actor=key.name,
         role=key.role,
         client=client_of(request),
-        action=f"{method_asked(request.scope)} {getattr(route, 'path', request.url.path)}",
+        action=f"refused {asked}" if refused else asked,
         subject=" ".join(f"{k}={v}" for k, v in params.items()) or None,
+        reason=f"{refused.status_code}: {refused.detail}" if refused else None,
         now=utcnow(),
     )
 
@@ -152,7 +182,12 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
     log."""
 
     def check(request: Request, session: SessionDep, token: BearerToken) -> StaffKey:
-        key = _admit(session, token, minimum)
+        key = _known(session, token)
+        if refusal := _outranked(key, minimum):
+            # A key trying what its role may not (a viewer's escalation) is recorded too.
+            with _committed_apart(session):
+                _audit(session, request, key, refused=refusal)
+            raise refusal
         with written_apart(session):
             _audit(session, request, key)
         return key
@@ -167,9 +202,12 @@ def require_role_without_session(minimum: Role) -> Callable[..., StaffKey]:
 
     def check(request: Request, token: BearerToken) -> StaffKey:
         with request.app.state.session_factory() as session:
-            key = _admit(session, token, minimum)
+            key = _known(session, token)
+            refusal = _outranked(key, minimum)
             with session.begin():
-                _audit(session, request, key)
+                _audit(session, request, key, refused=refusal)
+            if refusal:
+                raise refusal
             return key
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body

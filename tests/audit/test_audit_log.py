@@ -2,11 +2,18 @@
 admins read it, and the database itself refuses to change or delete an entry."""
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
+from service.app import create_app
 from service.audit.models import AuditEntry
+from service.db import make_engine
+from service.staff import service as staff_service
 from tests.advisories.builders import advisory_body
+from tests.conftest import make_settings
+from tests.dispatch.seed import scratch_database
 
 
 def entries(db) -> list[AuditEntry]:
@@ -30,14 +37,50 @@ def test_staff_requests_are_recorded_with_who_what_and_about_what(client, db, st
     assert all(e.actor.startswith("consul-") for e in mine)
 
 
-def test_a_request_refused_for_its_role_records_nothing_and_citizens_are_not_staff(
-    client, db, staff_headers
+def test_a_request_refused_for_its_role_is_recorded_as_refused_and_an_unknown_key_is_not(
+    database_url, tmp_path
 ):
-    before = len(entries(db))
-    viewer = staff_headers("viewer")
-    assert client.post("/v1/advisories", json=advisory_body(), headers=viewer).status_code == 403
-    assert client.get("/v1/advisories", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert len(entries(db)) == before
+    """Found by a probe: a viewer key's ten escalation attempts (403) left nothing in the log.
+    Through the app's own sessions (a refused request's transaction is rolled back), each
+    refusal is now an entry of its own; a request with no valid key (anyone's) is not."""
+    with scratch_database(database_url, tmp_path, "refusals") as url:
+        engine = make_engine(url)
+        with Session(engine) as session, session.begin():
+            viewer = staff_service.create_key(session, name="viewer-probe", role="viewer")
+            consul = staff_service.create_key(session, name="consul-probe", role="consul")
+        headers = {"Authorization": f"Bearer {viewer.key}"}
+        with TestClient(create_app(make_settings(url))) as client:
+            created = client.post("/v1/advisories", json=advisory_body(), headers=headers)
+            listed = client.get("/v1/audit", headers=headers)  # a GET: a read-only transaction
+            keyed = client.post(
+                "/v1/staff/keys", json={"name": "x", "role": "admin"}, headers=headers
+            )
+            nobody = client.get("/v1/advisories", headers={"Authorization": "Bearer nope"})
+            allowed = client.get(
+                "/v1/advisories", headers={"Authorization": f"Bearer {consul.key}"}
+            )
+        assert [r.status_code for r in (created, listed, keyed, nobody, allowed)] == [
+            403,
+            403,
+            403,
+            401,
+            200,
+        ]
+        with Session(engine) as session:
+            log = [
+                (e.actor, e.role, e.action, e.reason)
+                for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))
+            ]
+        engine.dispose()
+    assert log == [
+        ("viewer-probe", "viewer", "refused POST /v1/advisories", REFUSED.format("consul")),
+        ("viewer-probe", "viewer", "refused GET /v1/audit", REFUSED.format("admin")),
+        ("viewer-probe", "viewer", "refused POST /v1/staff/keys", REFUSED.format("admin")),
+        ("consul-probe", "consul", "GET /v1/advisories", None),
+    ]
+
+
+REFUSED = "403: this needs the {} role; the key has viewer"
 
 
 def test_admins_read_the_log_filtered_and_others_may_not(client, db, staff_headers):
