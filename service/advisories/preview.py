@@ -21,6 +21,7 @@ from service.citizens.models import Citizen
 from service.dispatch.content import LANGUAGES, AlertContent
 from service.dispatch.recipients import shown_source
 from service.dispatch.render import Renderer
+from service.geo.areas import Area
 
 # Links of the lengths a real send carries (only their length counts): an alert's details link
 # (an id of up to 8 digits and its 24-character tag), and a check-in link (a token is at most 31
@@ -134,3 +135,18 @@ def _matched_country(found: reach.Reach, citizen_id: int) -> tuple[str, bool]:
     if index is None or places is None:
         return "", False
     return str(places.countries[index]), bool(np.isnan(places.lats[index]))
+
+
+def area_summary(area: Area) -> str:
+    """What the audit log says of a previewed area: its countries and provinces, the bounds of
+    its polygon and its circles, to 4 decimals (about 10 m)."""
+    parts = []
+    if area.countries:
+        parts.append("countries " + ",".join(area.countries))
+    if area.subdivisions:
+        parts.append("provinces " + ",".join(area.subdivisions))
+    if area.geometry is not None and not area.geometry.is_empty:
+        west, south, east, north = area.geometry.bounds
+        parts.append(f"polygon lon {west:.4f}..{east:.4f} lat {south:.4f}..{north:.4f}")
+    parts += [f"circle {c.lat:.4f},{c.lon:.4f} r {c.radius_km:g} km" for c in area.circles]
+    return "area " + ("; ".join(parts) or "empty")

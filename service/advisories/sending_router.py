@@ -9,7 +9,7 @@ from service.advisories import preview as previews
 from service.advisories import service
 from service.advisories import test_send as tests
 from service.advisories.schemas import AdvisoryCreate, Preview, TestSendRead, TestSendRequest
-from service.auth import Consul, SessionDep, require_role_without_session
+from service.auth import Consul, SessionDep, record_action, require_role_without_session
 from service.db import utcnow
 from service.rate_limits import RateLimits
 from service.staff.models import Role, StaffKey
@@ -30,19 +30,29 @@ LimitsDep = Annotated[RateLimits, Depends(_limits)]
 
 
 @router.post("/preview", response_model=Preview)
-def preview(request: Request, body: AdvisoryCreate, session: SessionDep, _staff: Consul) -> Preview:
+def preview(request: Request, body: AdvisoryCreate, session: SessionDep, staff: Consul) -> Preview:
     """Whom a new advisory would reach (by channel, language and country of the matched place)
-    and how many SMS it would cost; nothing is stored."""
+    and how many SMS it would cost; nothing is stored but the audit entry, which names the
+    area and the count (shrinking areas one count at a time locate a person)."""
     settings = request.app.state.settings
     now = utcnow()
     draft = service.draft_from_request(body, max_vertices=settings.max_area_vertices, now=now)
-    return previews.preview(
+    found = previews.preview(
         session,
         draft=draft,
         renderer=request.app.state.renderer,
         base_url=settings.public_base_url,
         now=now,
     )
+    record_action(
+        session,
+        request,
+        staff,
+        action="preview reach",
+        subject=None,
+        reason=f"{previews.area_summary(draft.area)}; reached {found.citizens}",
+    )
+    return found
 
 
 @router.post("/{advisory_id}/preview", response_model=Preview)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
+from service.audit.models import AuditEntry
 from service.config import Settings
 from service.dispatch import sms_text
 from service.ledger.models import Alert
@@ -125,3 +126,28 @@ def test_an_unknown_id_is_404_and_viewers_cannot_preview(api, consul, staff_head
     created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
     viewer = staff_headers("viewer")
     assert api.post(f"/v1/advisories/{created['id']}/preview", headers=viewer).status_code == 403
+
+
+def test_each_preview_is_audited_with_its_area_and_count(api, consul, db):
+    """Found by a probe: 37 previews of a shrinking box located one citizen to 0.7 m, and the
+    audit log said only "POST /v1/advisories/preview". Each entry now names the area and the
+    count, so a hunt for one person reads as one."""
+    populate(api)
+    boxes = [
+        {"countries": ["TH"]},
+        {**TOKYO_CIRCLE, "countries": []},
+    ]
+    for area in boxes:
+        body = advisory_body(area=area)
+        assert api.post("/v1/advisories/preview", json=body, headers=consul).status_code == 200
+    db.expire_all()
+    said = [
+        e.reason
+        for e in db.scalars(
+            select(AuditEntry).where(AuditEntry.action == "preview reach").order_by(AuditEntry.id)
+        )
+    ]
+    assert said == [
+        "area countries TH; reached 1",
+        "area circle 35.6800,139.6900 r 50 km; reached 4",
+    ]
