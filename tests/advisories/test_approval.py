@@ -4,6 +4,7 @@ after); self-approval 403; rejection; a pending revision leaves the one in force
 never waits; feed policies; the proposer hears the decision."""
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -501,3 +502,46 @@ def test_what_replaces_an_urgent_advisory_waits_as_the_urgent_one_did(
     routine = issue(api, alice, level=2)
     lowered = api.patch(f"/v1/advisories/{routine['id']}", json={"level": 1}, headers=alice)
     assert lowered.json()["level"] == 1 and lowered.json()["pending"] is None
+
+
+def test_an_approval_without_the_id_read_is_refused_once_the_proposal_was_replaced(
+    api, db, alice, bob, tmp_path
+):
+    """Found by a probe: after Bob read Alice's imported proposal, she imported a CAP Update
+    that replaced it ("EVACUATE NOW"); Bob's approval without `proposal_id` approved words he
+    never read. Without the id, a replaced proposal is now a 409; with the id read, a 409 as
+    before; with the new id, approved."""
+    first = _cap_file(tmp_path, "Extreme", "S-1").read_bytes()
+    imported = api.post(
+        "/v1/advisories/import", content=first, headers={**alice, "content-type": CAP}
+    )
+    advisory = imported.json()["advisories"][0]
+    read_id = advisory["pending"]["id"]
+    sent = re.search(rb"<sent>([^<]+)</sent>", first).group(1)
+    update = (
+        first.replace(b"<identifier>S-1<", b"<identifier>S-2<")
+        .replace(b"<msgType>Alert</msgType>", b"<msgType>Update</msgType>")
+        .replace(
+            b"<scope>Public</scope>",
+            b"<scope>Public</scope><references>KSTO@NWS.NOAA.GOV,S-1," + sent + b"</references>",
+        )
+        .replace(b"<sent>" + sent, b"<sent>" + sent.replace(b"14:57:00", b"14:58:00"))
+        .replace(b"SEVERE THUNDERSTORM", b"EVACUATE NOW")
+    )
+    replaced = api.post(
+        "/v1/advisories/import", content=update, headers={**alice, "content-type": CAP}
+    )
+    assert replaced.status_code in (200, 201), replaced.text
+    path = f"/v1/advisories/{advisory['id']}"
+    now_waiting = api.get(path, headers=bob).json()["pending"]
+    assert now_waiting["id"] != read_id
+    unread = api.post(f"{path}/approve", headers=bob)
+    assert unread.status_code == 409 and "proposal_id" in unread.json()["detail"]
+    stale = api.post(f"{path}/approve", json={"proposal_id": read_id}, headers=bob)
+    assert stale.status_code == 409
+    assert api.get(path, headers=bob).json()["status"] == "pending_approval"
+    approved = api.post(f"{path}/approve", json={"proposal_id": now_waiting["id"]}, headers=bob)
+    assert approved.status_code == 200 and approved.json()["status"] == "active"
+
+
+CAP = "application/cap+xml"
