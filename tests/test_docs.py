@@ -343,5 +343,7 @@ def test_walkthrough_examples_alert_the_demo_citizens(client, db, staff_headers)
     body = json.loads((ROOT / "examples" / "bangkok-advisory.json").read_text())
     answer = client.post("/v1/advisories", json=body, headers=consul)
     assert answer.status_code == 201, answer.text
+    # Named, so its SMS and page say "central Bangkok", not "the marked area" (a newcomer's).
+    assert "방콕 도심" in json.dumps(answer.json(), ensure_ascii=False)
     alerts = client.get(f"/v1/advisories/{answer.json()['id']}/alerts", headers=consul).json()
     assert sorted(a["channel"] for a in alerts["items"]) == ["email", "sms"]  # 이서연

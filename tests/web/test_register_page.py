@@ -223,6 +223,9 @@ def test_the_page_works_375_px_wide_and_in_korean(live, new_page):
     expect(tab.get_by_role("alert")).to_contain_text("입력한 내용을 확인해 주세요")
     assert "should" not in tab.locator("#register-form").inner_text()
     assert "should" not in tab.get_by_role("alert").inner_text()
+    # Nor the API's JSON paths before the advice (a newcomer saw "location.country: …").
+    summary = tab.get_by_role("alert").inner_text()
+    assert "name:" not in summary and "consent:" not in summary, summary
 
     # The address is offered until the server says it looks up no addresses.
     tab.get_by_label("주소 입력").check()

@@ -109,7 +109,10 @@
         if (input) input.setAttribute("aria-invalid", "true");
       }
       var item = document.createElement("li");
-      item.textContent = error.field === "body" ? error.shown : error.field + ": " + error.shown;
+      // The API's words name their field by its JSON path; the Korean advice names it itself,
+      // and a citizen should not read "location.country:" before it.
+      var own = error.field === "body" || error.shown !== error.message;
+      item.textContent = own ? error.shown : error.field + ": " + error.shown;
       list.appendChild(item);
     });
     if (summary) {
