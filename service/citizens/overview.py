@@ -2,6 +2,7 @@
 consuls, and one citizen's full name, contacts and own words for a consul who states why
 (recorded)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -136,10 +137,13 @@ def reveal_citizen(
     role: str,
     client: str,
     now: datetime,
+    before_reading: Callable[[], None] = lambda: None,
 ) -> Revealed:
     """A citizen's full name, contacts, language and current place, for staff who must reach
     them; recorded in the audit log with the reason, in the caller's transaction. An erased or
-    unknown citizen is a 404 (and nothing is recorded beyond the request itself)."""
+    unknown citizen is a 404 (and nothing is recorded beyond the request itself).
+    `before_reading` runs once the citizen is found, before anything is opened (the key's
+    reveal limit: raising there reveals and records nothing)."""
     # No id has a NUL, and PostgreSQL refuses one in a text parameter.
     citizen = None
     if "\x00" not in public_id:
@@ -150,6 +154,7 @@ def reveal_citizen(
         )
     if citizen is None:
         raise NotFound("no citizen with this id")
+    before_reading()
     verified = read_contacts(registry, citizen)
     waiting = {
         row.channel: registry.vault.open(

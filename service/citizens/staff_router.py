@@ -5,15 +5,17 @@ the app includes one router."""
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.auth import Consul, SessionDep, Viewer, client_of
+from service.auth import Consul, SessionDep, Viewer, client_of, record_action
 from service.citizens import overview
 from service.citizens.deps import RegistryDep
 from service.citizens.schemas import StrictModel, country_codes
 from service.db import MAX_BIGINT, utcnow
-from service.errors import InvalidInput
+from service.errors import InvalidInput, TooManyRequests
 from service.geo import countries
+from service.problems import problem_response
 from service.rate_limits import Rule
 from service.schema_rules import TEXT_PATTERN
 
@@ -85,24 +87,41 @@ def reveal(
     session: SessionDep,
     registry: RegistryDep,
     staff: Consul,
-) -> overview.Revealed:
+) -> overview.Revealed | JSONResponse:
     """The citizen's full name, contacts (verified, or marked as waiting for their code),
     language and current place, to reach someone who has not answered. The reason is kept in
     the audit log with who asked (GET /v1/audit). A few dozen an hour per staff key."""
-    revealed = overview.reveal_citizen(
-        session,
-        registry=registry,
-        public_id=citizen_id,
-        reason=body.reason,
-        actor=staff.name,
-        role=staff.role,
-        client=client_of(request),
-        now=utcnow(),
-    )
-    # Counted once found (an unknown id or a bad reason costs nothing); refused, the request
-    # fails and its transaction, audit entry included, is rolled back: nothing is revealed.
-    request.app.state.rate_limits.take(Rule.REVEAL, staff.name)
-    return revealed
+    try:
+        return overview.reveal_citizen(
+            session,
+            registry=registry,
+            public_id=citizen_id,
+            reason=body.reason,
+            actor=staff.name,
+            role=staff.role,
+            client=client_of(request),
+            now=utcnow(),
+            # Counted once found (an unknown id or a bad reason costs nothing).
+            before_reading=lambda: request.app.state.rate_limits.take(Rule.REVEAL, staff.name),
+        )
+    except TooManyRequests as refused:
+        # Returned, not raised: nothing was revealed, and the request commits so that the
+        # log keeps the refused attempt and its reason (a probe's went unrecorded).
+        record_action(
+            session,
+            request,
+            staff,
+            action="refused reveal citizen",
+            subject=citizen_id,
+            reason=f"429: {refused.detail}; their reason: {body.reason}",
+        )
+        return problem_response(
+            429,
+            refused.title,
+            refused.detail,
+            slug=refused.slug,
+            headers={"Retry-After": str(refused.retry_after_s)},
+        )
 
 
 router = APIRouter()

@@ -206,4 +206,11 @@ def test_one_key_cannot_dump_the_registry_one_reveal_at_a_time(database_url, db,
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
         assert "revealed" in refused.json()["detail"] and "name" not in refused.json()
         assert reveal_entries(db, citizens[3]) == []
+        # The refused attempt is in the log, with its reason (a probe's left no trace).
+        [attempt] = db.scalars(
+            select(AuditEntry).where(
+                AuditEntry.action == "refused reveal citizen", AuditEntry.subject == citizens[3]
+            )
+        ).all()
+        assert attempt.reason.startswith("429: ") and REASON in attempt.reason
         assert reveal(app, citizens[4], other).status_code == 200
