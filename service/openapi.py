@@ -143,6 +143,19 @@ _DOCUMENT_PROBLEMS = {("post", "/v1/advisories/import")}
 
 # Bodies and headers the routes read themselves, so FastAPI cannot see them.
 _READ_BY_HAND: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/citizens"): {
+        "parameters": [
+            {
+                "name": "X-Anjeon-Proof",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": 2048},
+                "description": "Past the address's registration limit: the solution of a "
+                "challenge from GET /v1/citizens/proof, as base64 of JSON `{algorithm, "
+                "challenge, number, salt, signature}` (ALTCHA). Each admits one registration.",
+            }
+        ]
+    },
     ("post", "/v1/advisories/import"): {
         "requestBody": {
             "required": True,

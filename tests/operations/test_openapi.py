@@ -59,6 +59,9 @@ def test_every_error_is_a_problem_with_the_statuses_auth_and_ids_bring(spec):
             assert "422" in responses, (method, path)
     register = spec["paths"]["/v1/citizens"]["post"]["responses"]
     assert "Retry-After" in register["429"]["headers"]  # it takes the registration limit
+    assert "X-Anjeon-Proof" in register["429"]["description"]
+    proof = spec["paths"]["/v1/citizens"]["post"]["parameters"]
+    assert [(p["name"], p["in"]) for p in proof] == [("X-Anjeon-Proof", "header")]
     assert "429" not in spec["paths"]["/v1/advisories"]["get"]["responses"]
     staff_me = spec["paths"]["/v1/staff/me"]["get"]["responses"]
     assert "403" not in staff_me  # every key is at least a viewer
