@@ -47,7 +47,7 @@ from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
 from service.geo.matching import Target, Today, reaches_a_place
-from service.ledger import outbox
+from service.ledger import outbox, priority
 from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
@@ -745,6 +745,8 @@ class Dispatcher:
         citizen who had their hour's share; count it otherwise."""
         if not self.policy.routine_per_hour or not _routine(content):
             return None
+        if row.checkin_round and row.priority == priority.CHECK_IN:
+            return None  # an ask that goes first (CAP Extreme at level 2, a level 3 lowered)
         if routine.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
             return Decision(
                 row.id,
@@ -891,7 +893,14 @@ _CAP_WAIT = timedelta(minutes=15)
 
 
 def _routine(content: AlertContent | None) -> bool:
-    return content is not None and content.kind != "cancel" and not is_urgent(content.level)
+    """Held by the hourly cap: level 1-2, not an all-clear, not asking "are you safe?" by itself
+    (a CAP Extreme at level 2 asks, and goes at once)."""
+    return (
+        content is not None
+        and content.kind != "cancel"
+        and not is_urgent(content.level)
+        and not content.asks_checkin
+    )
 
 
 def _part_of(content: AlertContent, person: Recipient, state: AdvisoryState, now: datetime) -> str:

@@ -389,7 +389,12 @@ def sent_since(
         return {}
     rows = session.execute(
         select(Alert.citizen_id, Alert.advisory_id, Alert.revision, func.count())
-        .where(Alert.citizen_id.in_(citizen_ids), Alert.sent_at >= since)
+        .where(
+            Alert.citizen_id.in_(citizen_ids),
+            Alert.sent_at >= since,
+            # Asks that went first are never held, nor counted (priority.of_roll_call).
+            or_(Alert.checkin_round == 0, Alert.priority != priority.CHECK_IN),
+        )
         .group_by(Alert.citizen_id, Alert.advisory_id, Alert.revision)
     )
     return {(citizen, advisory, revision): count for citizen, advisory, revision, count in rows}

@@ -557,3 +557,29 @@ def test_the_kept_countries_are_built_by_one_caller_while_the_others_wait():
     assert built == ["JP", "TH", "KR"]
     kept.kept(("b", 1), build("TH"))  # let go: built again
     assert built == ["JP", "TH", "KR", "TH"]
+
+
+def test_an_ask_that_goes_first_is_never_held_by_the_hourly_cap(
+    api, consul, db, dispatcher, twilio
+):
+    """Found in review: a level 3 lowered to level 2 is asked again at the top class (it asked
+    by itself), but the cap took the ask for a routine alert and held it behind the citizen's
+    hour of level 1-2 alerts."""
+    person(api, TOKYO, quiet_hours=None)
+    t0 = utcnow()
+    urgent = issue(api, consul, level=3, title={"ko": "출국 권고"})
+    dispatcher.step(now=t0)
+    for n in range(5):
+        issue(api, consul, level=1, title={"ko": f"주의 {n}"})
+    lowered = api.patch(f"/v1/advisories/{urgent}", json={"level": 2}, headers=consul)
+    assert lowered.status_code == 200 and lowered.json()["level"] == 2
+    dispatcher.drain()
+    later = t0 + timedelta(minutes=2)  # within the hour of the five level-1 alerts
+    assert escalate(db, after=timedelta(minutes=1), rounds=2, now=later) == 1
+    db.expire_all()
+    ask = db.scalar(select(Alert).where(Alert.checkin_round == 1))
+    assert ask.priority == priority.CHECK_IN
+    dispatcher.step(now=later)
+    db.expire_all()
+    ask = db.scalar(select(Alert).where(Alert.checkin_round == 1))
+    assert (ask.status, ask.error_code) == ("sent", None)
