@@ -130,7 +130,11 @@ def client_of(request: Request) -> str:
     """The client's address: the socket's peer, or X-Forwarded-For behind trusted proxies."""
     peer = request.client.host if request.client else "unknown"
     trusted = request.app.state.settings.trusted_proxies
-    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+    # Every X-Forwarded-For line, in order: a proxy that adds a line of its own after the
+    # client's must not leave the client's forged first line to be read alone (a probe chose
+    # its own address so).
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+    return client_address(peer, forwarded, trusted)
 
 
 def _audit(

@@ -13,15 +13,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from service import rate_limits
+from service.auth import client_of
 from service.config import Settings
 from service.errors import ServiceUnavailable, TooManyRequests
 from service.problems import install_problem_handlers
@@ -477,3 +479,20 @@ def test_code_tries_refuse_with_the_whole_window_and_are_forgotten_once_verified
     for _ in range(3):
         limits.take_code_try("contact-a")
     _refused(lambda: limits.take_code_try("contact-a"))
+
+
+def test_every_forwarded_for_line_is_read_in_order():
+    """Found by a probe: behind a proxy that adds its own X-Forwarded-For line after the
+    client's, only the first (the client's forged one) was read, and the client chose its
+    address. The lines are one list, in order."""
+    app = SimpleNamespace(state=SimpleNamespace(settings=Settings(trusted_proxies=PROXIES)))
+    scope = {
+        "type": "http",
+        "app": app,
+        "client": ("10.0.0.5", 5555),
+        "headers": [
+            (b"x-forwarded-for", b"1.1.1.1"),  # the client's own, forged
+            (b"x-forwarded-for", b"198.51.100.7"),  # our proxy's: what it saw
+        ],
+    }
+    assert client_of(Request(scope)) == "198.51.100.7"
