@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     rate_limit_prefix: str = "20/hour"
     rate_limit_country: str = "200/hour"
     rate_limit_global: str = "1000/hour"
+    rate_limit_global_proven: str = "200/hour;1000/day"
     rate_limit_cooldown: str = "1/10minute"
     rate_limit_code_try: str = "10/hour;20/day"
     rate_limit_reply: str = "10/hour;30/day"
@@ -164,6 +165,7 @@ class Settings(BaseSettings):
         "rate_limit_prefix",
         "rate_limit_country",
         "rate_limit_global",
+        "rate_limit_global_proven",
         "rate_limit_cooldown",
         "rate_limit_code_try",
         "rate_limit_reply",

@@ -79,6 +79,7 @@ class Rule(StrEnum):
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GLOBAL = "global"  # messages per channel
+    GLOBAL_PROVEN = "global_proven"  # codes of registrations a proof of work admitted, per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
     CODE_TRY = "code_try"  # typed codes per contact being verified, whichever record asks
     REPLY = "reply"  # our SMS answers to one number's check-in replies
@@ -100,6 +101,7 @@ _REFUSED = {
     Rule.PREFIX: "too many messages to numbers of this range",
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.GLOBAL: "too many messages are being sent",
+    Rule.GLOBAL_PROVEN: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
     Rule.CODE_TRY: "too many codes were tried for this contact: try again later",
     Rule.REPLY: "too many answers to this number",
@@ -168,6 +170,16 @@ class RateLimits:
     def take_registration(self, client: str) -> None:
         """One registration from a client address (see client_address)."""
         self.take(Rule.CLIENT, address_key(client))
+
+    def proven_left(self, client: str) -> bool:
+        """Whether a proven registration from this address would still be admitted (nothing
+        counted): past the ceiling, no challenge is worth offering."""
+        key = self._hashed(Rule.CLIENT_PROVEN, address_key(client))
+        with self._storage_guard():
+            return all(
+                self._limiter.test(item, Rule.CLIENT_PROVEN, key)
+                for item in self._rules[Rule.CLIENT_PROVEN]
+            )
 
     def take_proven_registration(self, client: str, *, proof: str) -> None:
         """One registration past the address's limit, admitted by a solved proof of work (its
@@ -245,12 +257,19 @@ class RateLimits:
         except (TooManyRequests, ServiceUnavailable):
             return False
 
-    def take_new_contact(self, channel: Literal["sms", "email"], destination: str) -> None:
+    def take_new_contact(
+        self, channel: Literal["sms", "email"], destination: str, *, proven: bool = False
+    ) -> None:
         """A code for a contact given in a registration or a change: take_message, and at most
         one such code per contact in the cooldown (an erase/re-register loop sends nothing).
-        One take: a code the message limits hold does not start the cooldown."""
+        One take: a code the message limits hold does not start the cooldown. A registration a
+        proof of work admitted (`proven`) draws on a pool of its own, not the channel's: two
+        addresses solving proofs used up the codes every other traveller needed (probe)."""
         key = f"{channel}:{destination if channel == 'sms' else email_key(destination)}"
-        self.take_all([(Rule.COOLDOWN, key), *self._message_hits(channel, destination)])
+        hits = self._message_hits(channel, destination)
+        if proven:
+            hits = [(Rule.GLOBAL_PROVEN, c) if r == Rule.GLOBAL else (r, c) for r, c in hits]
+        self.take_all([(Rule.COOLDOWN, key), *hits])
 
     def _message_hits(self, channel: str, destination: str) -> list[tuple[Rule, str]]:
         if channel == "sms":

@@ -61,7 +61,7 @@ def checked(payload: str | None, key: bytes) -> Proof | None:
         if not isinstance(solved, dict) or solved.get("algorithm") != _ALGORITHM:
             return None
         holds, _ = verify_solution(solved, key, check_expires=True)
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error):
         return None
     signature = solved.get("signature")
     return Proof(signature) if holds and isinstance(signature, str) else None
@@ -69,18 +69,20 @@ def checked(payload: str | None, key: bytes) -> Proof | None:
 
 def admit_registration(
     limits: RateLimits, *, client: str, payload: str | None, key: bytes, max_number: int
-) -> None:
+) -> bool:
     """Take the address's registration limit; past it, a proof in `payload` admits the
-    registration instead (once, within rate_limit_client_proven). Refused: TooManyRequests,
-    naming where a challenge is to be had when a proof would do."""
+    registration instead (once, within rate_limit_client_proven): True when a proof did.
+    Refused: TooManyRequests, naming where a challenge is to be had when a proof would do."""
     try:
         limits.take_registration(client)
-        return
+        return False
     except TooManyRequests as refused:
         if not max_number:
             raise
         proof = checked(payload, key)
         if proof is None:
+            if not limits.proven_left(client):
+                raise  # past the ceiling too: a challenge would be solved for nothing
             raise TooManyRequests(
                 f"{refused.detail}; or solve the challenge of GET {CHALLENGE_PATH} and send"
                 f" the solution in {PROOF_HEADER}",
@@ -89,3 +91,4 @@ def admit_registration(
                 proof=CHALLENGE_PATH,
             ) from refused
     limits.take_proven_registration(client, proof=proof.signature)
+    return True

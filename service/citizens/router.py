@@ -66,7 +66,7 @@ def register(
     """Register, then verify each contact with the 6-digit code sent to it. The answer is the
     same whether or not a contact is registered elsewhere. Past the address's limit, a solved
     proof of work (GET /v1/citizens/proof) in X-Anjeon-Proof admits it all the same."""
-    proof.admit_registration(
+    proven = proof.admit_registration(
         limits,
         client=client_of(request),
         payload=request.headers.get(proof.PROOF_HEADER),
@@ -80,7 +80,11 @@ def register(
     )
     CITIZENS_REGISTERED.inc()
     outgoing = service.codes_to_send(
-        session, limits, done.outgoing, countries=request.app.state.settings.code_countries
+        session,
+        limits,
+        done.outgoing,
+        countries=request.app.state.settings.code_countries,
+        proven=proven,
     )
     _send_later(request, tasks, outgoing)
     return Registered(

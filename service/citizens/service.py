@@ -237,21 +237,27 @@ def _erase_orphans(session: Session, *, now: datetime) -> int:
 
 
 def codes_to_send(
-    session: Session, limits: RateLimits, outgoing: Outgoing, *, countries: Sequence[str]
+    session: Session,
+    limits: RateLimits,
+    outgoing: Outgoing,
+    *,
+    countries: Sequence[str],
+    proven: bool = False,
 ) -> Outgoing:
     """What of `outgoing` may be sent. Each new contact's limits (its cooldown, and the
     destination's) are taken in the request's transaction: a code they hold is marked so
     (verification.hold: it can verify nothing, and a try at it does not count against the
     contact) and is not sent; so is one to a number outside the allowed `countries`
     (ANJEON_CODE_COUNTRIES), before any limit is taken. The rest go with their limits taken.
-    Registration answers the same either way."""
+    Registration answers the same either way. `proven`: a proof of work admitted the
+    registration, and its codes draw on their own pool (RateLimits.take_new_contact)."""
     codes = []
     for code in outgoing.codes:
         if not messages.to_allowed_country(code, countries):
             verification.hold(session, code)
             continue
         try:
-            limits.take_new_contact(code.channel, code.address)  # type: ignore[arg-type]
+            limits.take_new_contact(code.channel, code.address, proven=proven)  # type: ignore[arg-type]
         except TooManyRequests as exc:
             log.warning(
                 "code held by a rate limit", extra={"channel": code.channel, "rule": exc.rule}

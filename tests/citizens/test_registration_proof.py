@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.citizens import proof
-from service.citizens.models import Citizen
+from service.citizens.models import Citizen, ContactCode
 from service.db import utcnow
 from tests.builders import citizen_body
 from tests.conftest import bound_client, make_settings
@@ -166,3 +166,53 @@ def test_a_challenge_is_signed_with_the_service_secret(crowded):
         "/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": solved(elsewhere)}
     )
     assert answer.status_code == 429
+
+
+def test_a_payload_nested_too_deep_is_refused_not_a_crash(crowded):
+    """Found by a probe and a review: 1,400 nested brackets raised RecursionError, a 500."""
+    deep = base64.b64encode(b"[" * 5000 + b"]" * 5000).decode()
+    assert proof.checked(deep, KEY) is None
+    assert crowded.post("/v1/citizens", json=citizen_body()).status_code == 201
+    answer = crowded.post("/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": deep})
+    assert answer.status_code == 429
+
+
+def test_past_the_ceiling_no_challenge_is_offered(crowded):
+    """Found by a probe: past rate_limit_client_proven the 429 still named a challenge, which
+    the page solved for nothing."""
+    assert crowded.post("/v1/citizens", json=citizen_body()).status_code == 201
+    for _ in range(3):
+        proven = solved(challenge_of(crowded))
+        headers = {"X-Anjeon-Proof": proven}
+        assert crowded.post("/v1/citizens", json=citizen_body(), headers=headers).status_code == 201
+    plain = crowded.post("/v1/citizens", json=citizen_body())
+    assert plain.status_code == 429 and "proof" not in plain.json()
+
+
+def test_codes_of_proven_registrations_draw_on_a_pool_of_their_own(database_url, db):
+    """Found by a probe: two addresses solving proofs used up the hour's codes, and a
+    traveller elsewhere registered but got none. Proven registrations' codes now have their
+    own pool; its end holds their codes, not everyone else's."""
+    settings = make_settings(
+        database_url,
+        rate_limit_client="1/hour",
+        rate_limit_global="3/hour",
+        rate_limit_global_proven="1/hour",
+        verification="required",
+        registration_proof_max_number=SMALL,
+    )
+    email_only = {"channels": ["email"], "phone": None}
+    with bound_client(settings, db) as crowded:
+        elsewhere = TestClient(crowded.app, client=("203.0.113.9", 50000))
+        assert crowded.post("/v1/citizens", json=citizen_body(**email_only)).status_code == 201
+        for _ in range(3):  # the first proven code goes; the next two are held
+            headers = {"X-Anjeon-Proof": solved(challenge_of(crowded))}
+            admitted = crowded.post(
+                "/v1/citizens", json=citizen_body(**email_only), headers=headers
+            )
+            assert admitted.status_code == 201
+        traveller = elsewhere.post("/v1/citizens", json=citizen_body(**email_only))
+        assert traveller.status_code == 201
+    db.expire_all()
+    held = [h for (h,) in db.execute(select(ContactCode.held).order_by(ContactCode.id))]
+    assert held == [False, False, True, True, False]
