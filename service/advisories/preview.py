@@ -2,12 +2,14 @@
 of the matched place) and what its SMS would cost, rendered as citizens would get it. Nothing
 is stored."""
 
+import hashlib
 import uuid
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
+import shapely
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -99,12 +101,17 @@ def preview(
     )
 
 
+def previewed(session: Session, advisory: Advisory) -> AdvisoryDraft:
+    """What a stored advisory's preview shows: what waits for approval, else its content."""
+    return under_review(session, advisory) or draft_of(advisory)
+
+
 def preview_advisory(
     session: Session, *, advisory: Advisory, renderer: Renderer, base_url: str, now: datetime
 ) -> Preview:
     """The preview of a stored advisory (a draft, one pending approval, or one in force): of
     what waits for approval when something does, else of its current content."""
-    draft = under_review(session, advisory) or draft_of(advisory)
+    draft = previewed(session, advisory)
     content = content_of_draft(draft, public_id=advisory.public_id, revision=advisory.revision)
     content = replace(content, source=shown_source(advisory.issued_by))
     return preview(
@@ -139,7 +146,8 @@ def _matched_country(found: reach.Reach, citizen_id: int) -> tuple[str, bool]:
 
 def area_summary(area: Area) -> str:
     """What the audit log says of a previewed area: its countries and provinces, the bounds of
-    its polygon and its circles, to 4 decimals (about 10 m)."""
+    its polygon (with its vertices and a digest of its shape, so that two shapes in one box
+    read apart) and its circles, to 4 decimals (about 10 m)."""
     parts = []
     if area.countries:
         parts.append("countries " + ",".join(area.countries))
@@ -147,6 +155,11 @@ def area_summary(area: Area) -> str:
         parts.append("provinces " + ",".join(area.subdivisions))
     if area.geometry is not None and not area.geometry.is_empty:
         west, south, east, north = area.geometry.bounds
-        parts.append(f"polygon lon {west:.4f}..{east:.4f} lat {south:.4f}..{north:.4f}")
+        shape = hashlib.sha256(area.geometry.wkb).hexdigest()[:8]
+        vertices = shapely.get_num_coordinates(area.geometry)
+        parts.append(
+            f"polygon {shape} of {vertices} points, lon {west:.4f}..{east:.4f}"
+            f" lat {south:.4f}..{north:.4f}"
+        )
     parts += [f"circle {c.lat:.4f},{c.lon:.4f} r {c.radius_km:g} km" for c in area.circles]
     return "area " + ("; ".join(parts) or "empty")

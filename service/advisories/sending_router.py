@@ -57,18 +57,29 @@ def preview(request: Request, body: AdvisoryCreate, session: SessionDep, staff: 
 
 @router.post("/{advisory_id}/preview", response_model=Preview)
 def preview_stored(
-    request: Request, advisory_id: str, session: SessionDep, _staff: Consul
+    request: Request, advisory_id: str, session: SessionDep, staff: Consul
 ) -> Preview:
     """The same preview of a stored advisory, whatever its status (a draft, one pending
-    approval, one in force), from its current content."""
+    approval, one in force), from its current content; audited as the other preview is (a
+    draft edited and previewed again is the same hunt)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
-    return previews.preview_advisory(
+    found = previews.preview_advisory(
         session,
         advisory=advisory,
         renderer=request.app.state.renderer,
         base_url=request.app.state.settings.public_base_url,
         now=utcnow(),
     )
+    record_action(
+        session,
+        request,
+        staff,
+        action="preview reach",
+        subject=advisory.public_id,
+        reason=f"{previews.area_summary(previews.previewed(session, advisory).area)}; "
+        f"reached {found.citizens}",
+    )
+    return found
 
 
 @router.post("/{advisory_id}/test-send", status_code=202, response_model=TestSendRead)

@@ -5,13 +5,16 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
+from service.advisories.preview import area_summary
 from service.audit.models import AuditEntry
 from service.config import Settings
 from service.dispatch import sms_text
+from service.geo.areas import Area
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register, stay
@@ -151,3 +154,25 @@ def test_each_preview_is_audited_with_its_area_and_count(api, consul, db):
         "area countries TH; reached 1",
         "area circle 35.6800,139.6900 r 50 km; reached 4",
     ]
+    # A stored draft's preview says the same of its area (a review found it said nothing).
+    draft = api.post(
+        "/v1/advisories", json=advisory_body(area=TOKYO_CIRCLE, draft=True), headers=consul
+    ).json()
+    assert api.post(f"/v1/advisories/{draft['id']}/preview", headers=consul).status_code == 200
+    db.expire_all()
+    stored = db.scalars(
+        select(AuditEntry).where(
+            AuditEntry.action == "preview reach", AuditEntry.subject == draft["id"]
+        )
+    ).one()
+    assert stored.reason == "area circle 35.6800,139.6900 r 50 km; reached 4"
+
+
+def test_two_polygons_in_one_box_read_apart_in_the_audit_log():
+    """Found in review: the log kept only a polygon's bounding box, so shapes narrowing down on
+    one person inside a fixed box logged alike."""
+    square = Polygon([(100, 13), (101, 13), (101, 14), (100, 14)])
+    notched = Polygon([(100, 13), (101, 13), (101, 14), (100.5, 13.5), (100, 14)])
+    said = [area_summary(Area(geometry=MultiPolygon([shape]))) for shape in (square, notched)]
+    assert said[0] != said[1]
+    assert all("lon 100.0000..101.0000 lat 13.0000..14.0000" in s for s in said)
