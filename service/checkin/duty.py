@@ -30,11 +30,11 @@ from service.dispatch.notifiers.webhook import post_signed_json
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.checkin.duty")
-# A check-in help within this of the last page about the citizen waits for the minute job
-# (answering 1, 2, 1, 2 … must not page the duty staff at every 2; nothing is dropped). The
-# gap doubles with each help the citizen gave in the last day, up to REPAGE_MOST: a leaked
-# check-in link toggled for its 7 days pages about 24 times a day, not 288. The console shows
-# every answer at once; a page only calls the staff to it.
+# A check-in help within repage_after (below) of the last page about the citizen waits for the
+# minute job (answering 1, 2, 1, 2 … must not page the duty staff at every 2; nothing is
+# dropped). The gap is REPAGE_AFTER for the day's first help and doubles with each help since,
+# up to REPAGE_MOST: a leaked check-in link toggled for its 7 days pages about 24 times a day,
+# not 288. The console shows every answer at once; a page only calls the staff to it.
 REPAGE_AFTER = timedelta(minutes=5)
 REPAGE_MOST = timedelta(hours=1)
 _HELPS_COUNTED_FOR = timedelta(days=1)
@@ -155,8 +155,10 @@ def _not_paged_lately(now: datetime) -> ColumnElement[bool]:
     drill help for a drill's, counting drill helps (a drill answered with "2" a minute before
     a real emergency must not hold up the real page). Needs Advisory joined."""
     asked_by = aliased(Advisory)
+    # By moment, not by row: one SMS answers every open check-in, a row each (a review saw
+    # "2, 1, 2" under two advisories count as four helps).
     helps = (
-        select(func.count())
+        select(func.count(func.distinct(CheckinAnswer.answered_at)))
         .select_from(CheckinAnswer)
         .join(asked_by, asked_by.id == CheckinAnswer.advisory_id)
         .where(

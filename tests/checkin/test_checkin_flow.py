@@ -411,6 +411,32 @@ def test_a_second_help_of_the_day_is_paged_after_ten_minutes_and_a_drills_helps_
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
+def test_one_sms_under_two_advisories_is_one_help_of_the_day(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """Found in review: one "2" answers every open check-in, a row each, and the back-off
+    counted each row: "2, 1, 2" under two advisories waited 40 minutes, not 10."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api)
+    issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    issue(api, consul, level=4, title={"ko": "해일", "en": "Tsunami"})
+    dispatcher.drain()
+    reply(phone, "2 the wall fell")
+    reply(phone, "1")
+    reply(phone, "2 still trapped")
+
+    def pages() -> int:
+        return len([m for m in smtp.received if m["To"] == "duty@mofa.test"])
+
+    assert pages() == 1
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    paged_before(db, cid, repage_after(2))
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+    assert pages() == 2
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
 def test_a_drills_page_never_holds_up_a_real_cry_for_help(api, consul, db, dispatcher, smtp, reply):
     """A citizen answers "2" in a drill and is paged about ([EXERCISE]); a real earthquake a
     minute later, and their real "2": before, it waited up to REPAGE_AFTER (5 minutes) behind
