@@ -276,7 +276,7 @@ def install_api_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} API",
             swagger_js_url=f"{_ASSETS}/swagger-ui/swagger-ui-bundle.js",
@@ -286,6 +286,10 @@ def install_api_docs(app: FastAPI) -> None:
             # not persisted (persistAuthorization would keep them in the browser's storage).
             swagger_ui_parameters={"validatorUrl": None},
         )
+        # No other site may frame it (its "Authorize" takes a staff key): a probe framed it.
+        page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        page.headers["X-Frame-Options"] = "DENY"
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
@@ -299,13 +303,15 @@ def install_api_docs(app: FastAPI) -> None:
         # Redoc's bundle shows Redocly's logo from cdn.redoc.ly: the browser may ask nothing
         # of another host (a newcomer's browser tried, on a network with no way out).
         page.headers["Content-Security-Policy"] = _REDOC_POLICY
+        page.headers["X-Frame-Options"] = "DENY"
         return page
 
 
 # Redoc renders with inline styles and parses the description in a blob: worker.
 _REDOC_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; worker-src 'self' blob:; font-src 'self' data:; connect-src 'self'"
+    "script-src 'self'; worker-src 'self' blob:; font-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'"
 )
 
 

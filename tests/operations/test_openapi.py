@@ -175,6 +175,9 @@ def test_docs_pages_load_everything_from_the_service(client, page):
     response = client.get(page)
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+    # No other site frames it (a probe framed both).
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
     assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", response.text)
     assert assets
     assert not re.search(r"https?://", response.text), "the page names another host"
