@@ -460,7 +460,9 @@ def issue_advisory(base: str, keys: tuple[str, str], at_s: float, out: dict) -> 
         advisory = issued.json()
         started = time.monotonic()
         approved = client.post(
-            f"/v1/advisories/{advisory['id']}/approve", json={}, headers=_bearer(keys[1])
+            f"/v1/advisories/{advisory['id']}/approve",
+            json={"proposal_id": advisory["pending"]["id"]},
+            headers=_bearer(keys[1]),
         )
         out["approve_status"], out["approve_s"] = approved.status_code, time.monotonic() - started
         out["advisory"] = advisory["id"]

@@ -263,7 +263,9 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
     alpha = _issue(run, 0, consuls[0], level=3, title={"ko": "도쿄 ALPHA", "en": "Tokyo ALPHA"})
     assert alpha["status"] == "pending_approval"
     approved = httpx.post(
-        f"{run.base(1)}/v1/advisories/{alpha['id']}/approve", json={}, headers=consuls[1]
+        f"{run.base(1)}/v1/advisories/{alpha['id']}/approve",
+        json={"proposal_id": alpha["pending"]["id"]},
+        headers=consuls[1],
     )
     assert approved.status_code == 200, approved.text
     if faults:

@@ -205,21 +205,16 @@ def approve(
     advisory: Advisory,
     by: str,
     now: datetime,
-    proposal_id: int | None = None,
+    proposal_id: int,
 ) -> Decided:
-    """A second person approves what waits: the advisory becomes active, or the revision comes
-    into force; matching and sending start. With `proposal_id` (the `pending.id` the approver
-    read), a proposal replaced since is a 409, not approved unread."""
+    """A second person approves what waits, named by `proposal_id` (the `pending.id` the
+    approver read): the advisory becomes active, or the revision comes into force; matching
+    and sending start. What waits under another id (replaced, or proposed anew after a
+    revision superseded the one read) is a 409, never approved unread: without the id a
+    probe's proposer swapped in "EVACUATE NOW" after the approver had read the first."""
     proposal = _waiting(session, advisory)
-    if proposal_id is not None and proposal.id != proposal_id:
+    if proposal.id != proposal_id:
         raise Conflict("what waits has changed since it was read: read it again")
-    if proposal_id is None and _replaced_one(session, proposal):
-        # Without the id nothing says which words the approver read (a probe's proposer
-        # swapped in "EVACUATE NOW" after the approver had read the first).
-        raise Conflict(
-            "what waits replaced an earlier proposal: read it, then approve it with its "
-            "proposal_id (the pending.id you read)"
-        )
     if proposal.proposed_by == by:
         raise Forbidden("the key that proposed this cannot approve it: a second person must")
     draft = draft_from_snapshot(proposal.content, source=advisory.source)
@@ -390,24 +385,6 @@ def _replace(
         waiting, advisory, decision="rejected", by=waiting.proposed_by, reason="replaced", now=now
     )
     _propose(session, advisory, kind=waiting.kind, draft=draft, by=waiting.proposed_by, now=now)  # type: ignore[arg-type]
-
-
-def _replaced_one(session: Session, proposal: AdvisoryProposal) -> bool:
-    """Whether this proposal took the place of an earlier one (_replace closes that one at the
-    moment this one is made)."""
-    return (
-        session.scalar(
-            select(AdvisoryProposal.id)
-            .where(
-                AdvisoryProposal.advisory_id == proposal.advisory_id,
-                AdvisoryProposal.status == "rejected",
-                AdvisoryProposal.reason == "replaced",
-                AdvisoryProposal.decided_at >= proposal.proposed_at,
-            )
-            .limit(1)
-        )
-        is not None
-    )
 
 
 def _waiting(session: Session, advisory: Advisory) -> AdvisoryProposal:

@@ -206,17 +206,17 @@ def approve(
     session: SessionDep,
     staff: Consul,
     tasks: BackgroundTasks,
-    body: Approval | None = None,
+    body: Approval,
 ) -> AdvisoryRead:
-    """A second consul or admin approves what waits (403 for the key that proposed it). Send
-    the `pending.id` you read: if what waits was replaced since, the answer is 409."""
+    """A second consul or admin approves what waits (403 for the key that proposed it), named
+    by the `pending.id` you read: if what waits was replaced since, the answer is 409."""
     advisory = service.get_advisory(session, public_id=advisory_id)
     decided = approval.approve(
         session,
         advisory=advisory,
         by=staff.name,
         now=utcnow(),
-        proposal_id=body.proposal_id if body else None,
+        proposal_id=body.proposal_id,
     )
     record_action(session, request, staff, action="approve advisory", subject=advisory.public_id)
     _tell_proposer(request, tasks, decided)

@@ -215,8 +215,9 @@ class Rejection(StrictModel):
 
 
 class Approval(StrictModel):
-    proposal_id: int | None = Field(
-        None, description="The `pending.id` read: a proposal replaced since is a 409."
+    proposal_id: int = Field(
+        description="The `pending.id` read (required: nothing else says which words the "
+        "approver read): a proposal replaced or superseded since is a 409."
     )
 
 

@@ -22,7 +22,7 @@ from service.audit.models import AuditEntry
 from service.ledger.models import Alert
 from service.scheduler import jobs, run_job, tell_lapsed
 from service.staff.models import StaffKey
-from tests.advisories.builders import advisory_body
+from tests.advisories.builders import advisory_body, approve
 from tests.advisories.feed_samples import sample
 from tests.builders import register
 from tests.conftest import bound_client, make_settings
@@ -93,15 +93,15 @@ def test_a_level_4_waits_for_a_second_key_then_the_same_send_arrives(
     queue = api.get("/v1/advisories?status=pending_approval", headers=bob).json()
     assert [a["id"] for a in queue["items"]] == [created["id"]]
 
-    own = api.post(f"/v1/advisories/{created['id']}/approve", headers=alice)
+    own = approve(api, created["id"], alice)
     assert own.status_code == 403 and alerts(db) == 0
-    approved = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob)
+    approved = approve(api, created["id"], bob)
     assert approved.status_code == 200, approved.text
     assert approved.json()["status"] == "active" and approved.json()["pending"] is None
     dispatcher.drain()
     assert len(twilio.messages) == 2 and len(smtp.received) == 2
     assert api.get("/v1/advisories?status=pending_approval", headers=bob).json()["total"] == 0
-    again = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob)
+    again = approve(api, created["id"], bob)
     assert again.status_code == 409
 
 
@@ -117,7 +117,7 @@ def test_rejection_says_why_and_sends_nothing(api, db, dispatcher, twilio, alice
     assert rejected.json()["rejected_reason"] == "wrong country"
     dispatcher.drain()
     assert alerts(db) == 0 and twilio.messages == []
-    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 409
+    assert approve(api, created["id"], bob).status_code == 409
 
 
 def test_a_small_level_2_goes_at_once_and_a_big_level_1_waits(
@@ -180,7 +180,7 @@ def test_a_pending_revision_leaves_the_revision_in_force(api, db, dispatcher, tw
     assert other.status_code == 409
     queue = api.get("/v1/advisories?status=pending_approval", headers=bob).json()
     assert [a["id"] for a in queue["items"]] == [created["id"]]
-    approved = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).json()
+    approved = approve(api, created["id"], bob).json()
     assert approved["level"] == 4 and approved["revision"] == 2 and approved["pending"] is None
     dispatcher.drain()
     assert len(twilio.messages) == sent + 2
@@ -213,7 +213,7 @@ def test_cancel_never_waits_and_voids_what_was_pending(api, db, alice, bob):
     cancelled = api.post(f"/v1/advisories/{created['id']}/cancel", headers=alice)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert cancelled.json()["pending"] is None
-    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 409
+    assert approve(api, created["id"], bob).status_code == 409
     assert alerts(db) == 0
 
 
@@ -222,7 +222,7 @@ def test_the_proposer_hears_the_decision_by_email(api, db, smtp, alice, bob):
     proposer.contact_email = "alice@mofa.test"
     db.flush()
     first = issue(api, alice, level=4, title={"ko": "첫째", "en": "First"})
-    api.post(f"/v1/advisories/{first['id']}/approve", headers=bob)
+    approve(api, first["id"], bob)
     second = issue(api, alice, level=3, title={"ko": "둘째", "en": "Second"})
     api.post(f"/v1/advisories/{second['id']}/reject", json={"reason": "duplicate"}, headers=bob)
     told = [m for m in smtp.received if m["To"] == "alice@mofa.test"]
@@ -340,7 +340,7 @@ def test_a_direct_revision_supersedes_what_waited(api, db, alice, bob):
         f"/v1/advisories/{created['id']}", json={"message": {"ko": "고친 안내"}}, headers=bob
     ).json()
     assert fixed["revision"] == 2 and fixed["pending"] is None
-    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 409
+    assert approve(api, created["id"], bob).status_code == 409
     revisions = api.get(f"/v1/advisories/{created['id']}/revisions", headers=bob).json()
     assert [r["content"]["message"] for r in revisions][-1] == {"ko": "고친 안내"}
 
@@ -353,9 +353,9 @@ def test_only_the_author_edits_a_draft_and_never_approves_it(api, db, alice, bob
     assert bobs.status_code == 403
     submitted = api.post(f"/v1/advisories/{draft['id']}/submit", headers=bob).json()
     assert submitted["pending"]["proposed_by"] == draft["issued_by"]
-    assert api.post(f"/v1/advisories/{draft['id']}/approve", headers=alice).status_code == 403
+    assert approve(api, draft["id"], alice).status_code == 403
     carol = staff_headers("consul")
-    assert api.post(f"/v1/advisories/{draft['id']}/approve", headers=carol).status_code == 200
+    assert approve(api, draft["id"], carol).status_code == 200
 
 
 def test_a_row_of_an_advisory_that_is_not_active_is_never_sent(api, db, dispatcher, twilio, alice):
@@ -443,7 +443,7 @@ def test_what_ends_before_anyone_approves_it_leaves_the_queue_and_sends_nothing(
     assert api.get(f"/v1/advisories/{new['id']}", headers=bob).json()["status"] == "expired"
     stays = api.get(f"/v1/advisories/{kept['id']}", headers=bob).json()
     assert stays["status"] == "active" and stays["level"] == 2 and stays["pending"] is None
-    assert api.post(f"/v1/advisories/{new['id']}/approve", headers=bob).status_code == 409
+    assert approve(api, new["id"], bob).status_code == 409
     lapsed = db.scalars(
         select(AuditEntry.subject).where(AuditEntry.action == "lapse advisory proposal")
     ).all()
@@ -484,7 +484,7 @@ def test_what_replaces_an_urgent_advisory_waits_as_the_urgent_one_did(
     urgent advisory now waits for a second person, whatever its own level."""
     citizens(api)
     created = issue(api, alice, level=3)
-    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).status_code == 200
+    assert approve(api, created["id"], bob).status_code == 200
     dispatcher.drain()
     sent = len(twilio.messages)
     calm = {"level": 1, "message": {"ko": "대피할 필요 없습니다", "en": "No need to leave."}}
@@ -495,8 +495,8 @@ def test_what_replaces_an_urgent_advisory_waits_as_the_urgent_one_did(
     assert body["pending"]["kind"] == "revise" and body["pending"]["content"]["level"] == 1
     dispatcher.drain()
     assert len(twilio.messages) == sent
-    assert api.post(f"/v1/advisories/{created['id']}/approve", headers=alice).status_code == 403
-    approved = api.post(f"/v1/advisories/{created['id']}/approve", headers=bob).json()
+    assert approve(api, created["id"], alice).status_code == 403
+    approved = approve(api, created["id"], bob).json()
     assert approved["level"] == 1 and approved["revision"] == 2
     # A routine advisory's routine revision still goes at once.
     routine = issue(api, alice, level=2)
@@ -504,13 +504,13 @@ def test_what_replaces_an_urgent_advisory_waits_as_the_urgent_one_did(
     assert lowered.json()["level"] == 1 and lowered.json()["pending"] is None
 
 
-def test_an_approval_without_the_id_read_is_refused_once_the_proposal_was_replaced(
+def test_an_approval_names_the_proposal_read_and_a_replaced_one_is_refused(
     api, db, alice, bob, tmp_path
 ):
     """Found by a probe: after Bob read Alice's imported proposal, she imported a CAP Update
     that replaced it ("EVACUATE NOW"); Bob's approval without `proposal_id` approved words he
-    never read. Without the id, a replaced proposal is now a 409; with the id read, a 409 as
-    before; with the new id, approved."""
+    never read. The id is now required (422 without it); the id read is a 409; the new id,
+    once read, is approved."""
     first = _cap_file(tmp_path, "Extreme", "S-1").read_bytes()
     imported = api.post(
         "/v1/advisories/import", content=first, headers={**alice, "content-type": CAP}
@@ -535,13 +535,29 @@ def test_an_approval_without_the_id_read_is_refused_once_the_proposal_was_replac
     path = f"/v1/advisories/{advisory['id']}"
     now_waiting = api.get(path, headers=bob).json()["pending"]
     assert now_waiting["id"] != read_id
-    unread = api.post(f"{path}/approve", headers=bob)
-    assert unread.status_code == 409 and "proposal_id" in unread.json()["detail"]
+    unread = api.post(f"{path}/approve", headers=bob)  # no id: nothing says what was read
+    assert unread.status_code == 422
     stale = api.post(f"{path}/approve", json={"proposal_id": read_id}, headers=bob)
     assert stale.status_code == 409
     assert api.get(path, headers=bob).json()["status"] == "pending_approval"
     approved = api.post(f"{path}/approve", json={"proposal_id": now_waiting["id"]}, headers=bob)
     assert approved.status_code == 200 and approved.json()["status"] == "active"
+
+
+def test_a_proposal_made_after_a_direct_revision_is_not_approved_under_the_old_id(api, alice, bob):
+    """Found in review: Alice proposes P1 (level 4), a direct fix at level 2 supersedes it, she
+    proposes "EVACUATE NOW"; an approval of what Bob read (P1) must not approve the new one."""
+    created = issue(api, alice, level=2)
+    path = f"/v1/advisories/{created['id']}"
+    read_id = api.patch(path, json={"level": 4}, headers=alice).json()["pending"]["id"]
+    fixed = api.patch(path, json={"message": {"ko": "고친 안내"}}, headers=alice).json()
+    assert fixed["pending"] is None
+    swapped = api.patch(path, json={"level": 4, "title": {"ko": "즉시 대피"}}, headers=alice)
+    assert swapped.json()["pending"]["id"] != read_id
+    stale = api.post(f"{path}/approve", json={"proposal_id": read_id}, headers=bob)
+    assert stale.status_code == 409
+    assert api.post(f"{path}/approve", headers=bob).status_code == 422  # it sent P2, before
+    assert api.get(path, headers=bob).json()["level"] == 2
 
 
 CAP = "application/cap+xml"

@@ -11,6 +11,7 @@ import httpx
 from playwright.sync_api import expect
 from twilio.request_validator import RequestValidator
 
+from tests.advisories.builders import approve
 from tests.builders import citizen_body
 from tests.checkin.conftest import INBOUND, inbound_form
 from tests.dispatch.fake_twilio import AUTH_TOKEN, Answer
@@ -369,10 +370,7 @@ def _a_flood_in_bangkok(live) -> tuple[str, str, str]:
     """The flood over Bangkok proposed by han and approved by jung: (its id, han's key, jung's)."""
     proposer, approver = live.staff_key("consul", "han"), live.staff_key("consul", "jung")
     advisory = _propose_a_flood_in_bangkok(live, proposer)
-    approved = httpx.post(
-        f"{live.base}/v1/advisories/{advisory}/approve",
-        headers={"Authorization": f"Bearer {approver}"},
-    )
+    approved = approve(httpx, advisory, {"Authorization": f"Bearer {approver}"}, base=live.base)
     assert approved.status_code == 200, approved.text
     return advisory, proposer, approver
 

@@ -5,6 +5,7 @@ the admin's feeds and audit views, and the keyboard."""
 import httpx
 from playwright.sync_api import expect
 
+from tests.advisories.builders import approve
 from tests.dispatch.fake_twilio import Answer
 from tests.web.test_console import _citizen_in_bangkok, _eventually, _log_in
 
@@ -89,10 +90,7 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     tab.evaluate("window.notReloaded = true")
 
     # Approved elsewhere: the dispatcher sends, Twilio refuses, the counts follow on their own.
-    approved = httpx.post(
-        f"{live.base}/v1/advisories/{advisory_id}/approve",
-        headers={"Authorization": f"Bearer {approver}"},
-    )
+    approved = approve(httpx, advisory_id, {"Authorization": f"Bearer {approver}"}, base=live.base)
     assert approved.status_code == 200, approved.text
     expect(tab.locator("#delivery tr[data-status='failed'] td")).to_have_text("1", timeout=15_000)
     expect(tab.locator("#failed li")).to_contain_text("21211")

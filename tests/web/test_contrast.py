@@ -7,6 +7,7 @@ labels Leaflet draws over map shapes (inside its panes) are left out."""
 import httpx
 from playwright.sync_api import expect
 
+from tests.advisories.builders import approve
 from tests.web.test_register_page import expect_refusals, open_form
 
 # Returns the failures on the page as it stands: [{selector, text, color, background, ratio,
@@ -165,9 +166,8 @@ def test_the_console_has_aa_contrast_on_every_screen(live, new_page):
         active = _issue(live, proposer, f"경보 {level}", level)
         if active["status"] != "pending_approval":
             continue
-        approved = httpx.post(
-            f"{live.base}/v1/advisories/{active['id']}/approve",
-            headers={"Authorization": f"Bearer {approver}"},
+        approved = approve(
+            httpx, active["id"], {"Authorization": f"Bearer {approver}"}, base=live.base
         )
         assert approved.status_code == 200, approved.text
     _issue(live, proposer, "승인 대기 경보", 3)
