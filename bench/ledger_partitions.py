@@ -148,7 +148,7 @@ def reads(url: str) -> None:
     pick = random.Random(20261204)  # noqa: S311 - a sample, not a secret
     since = NOW - timedelta(hours=1)
 
-    def routine_cap(table: str, batch: list[int]) -> None:  # outbox.sent_since
+    def routine_cap(table: str, batch: list[int]) -> None:  # outbox.sent_since, as it was then
         cursor.execute(
             f"SELECT citizen_id, count(*) FROM {table} WHERE citizen_id = ANY(%s)"
             " AND sent_at >= %s GROUP BY citizen_id",

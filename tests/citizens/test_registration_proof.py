@@ -11,12 +11,14 @@ from datetime import timedelta
 import pytest
 from altcha.v1 import solve_challenge
 from fastapi.testclient import TestClient
+from limits import parse_many
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.citizens import proof
 from service.citizens.models import Citizen, ContactCode
 from service.db import utcnow
+from service.rate_limits import _FIXED, Rule
 from tests.builders import citizen_body
 from tests.conftest import bound_client, make_settings
 
@@ -216,3 +218,10 @@ def test_codes_of_proven_registrations_draw_on_a_pool_of_their_own(database_url,
     db.expire_all()
     held = [h for (h,) in db.execute(select(ContactCode.held).order_by(ContactCode.id))]
     assert held == [False, False, True, True, False]
+
+
+def test_a_solution_is_remembered_longer_than_its_challenge_lives():
+    """A solution is taken once under Rule.PROOF, whose window must outlast the challenge (and
+    some clock skew between processes), or one solution could be used twice."""
+    window = max(item.get_expiry() for item in parse_many(_FIXED[Rule.PROOF]))
+    assert window >= (proof.CHALLENGE_LIFE + timedelta(minutes=5)).total_seconds()
