@@ -461,7 +461,7 @@ def issue_advisory(base: str, keys: tuple[str, str], at_s: float, out: dict) -> 
         started = time.monotonic()
         approved = client.post(
             f"/v1/advisories/{advisory['id']}/approve",
-            json={"proposal_id": advisory["pending"]["id"]},
+            json={"proposal_id": (advisory.get("pending") or {}).get("id", 0)},
             headers=_bearer(keys[1]),
         )
         out["approve_status"], out["approve_s"] = approved.status_code, time.monotonic() - started

@@ -51,8 +51,10 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/advisories/{advisory_id}/approve"): {
         403: "The key that proposed it cannot approve it.",
         404: "No advisory with this id.",
-        409: "Nothing of this advisory waits for approval.",
-        422: "The advisory's content no longer holds (it ended while it waited).",
+        409: "Nothing of this advisory waits for approval, or what waits is not the proposal "
+        "named (replaced or proposed anew since it was read).",
+        422: "No `proposal_id`, or the advisory's content no longer holds (it ended while it "
+        "waited).",
     },
     ("post", "/v1/advisories/{advisory_id}/reject"): {
         403: "The key that proposed it cannot decide on it (cancel it instead).",

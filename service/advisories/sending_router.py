@@ -60,8 +60,8 @@ def preview_stored(
     request: Request, advisory_id: str, session: SessionDep, staff: Consul
 ) -> Preview:
     """The same preview of a stored advisory, whatever its status (a draft, one pending
-    approval, one in force), from its current content; audited as the other preview is (a
-    draft edited and previewed again is the same hunt)."""
+    approval, one in force), from its current content; a draft's is audited as the other
+    preview is (a draft edited and previewed again is the same hunt)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
     found = previews.preview_advisory(
         session,
@@ -70,15 +70,18 @@ def preview_stored(
         base_url=request.app.state.settings.public_base_url,
         now=utcnow(),
     )
-    record_action(
-        session,
-        request,
-        staff,
-        action="preview reach",
-        subject=advisory.public_id,
-        reason=f"{previews.area_summary(previews.previewed(session, advisory).area)}; "
-        f"reached {found.citizens}",
-    )
+    if advisory.status == "draft":
+        # Only a draft's area changes at will (the hunt a review found); the console previews
+        # every advisory in force on each view, which would bury the log.
+        record_action(
+            session,
+            request,
+            staff,
+            action="preview reach",
+            subject=advisory.public_id,
+            reason=f"{previews.area_summary(previews.previewed(session, advisory).area)}; "
+            f"reached {found.citizens}",
+        )
     return found
 
 

@@ -184,7 +184,7 @@ def waiting(
 ) -> list[int]:
     """Help answers given before `answered_before` whose notice has not gone yet (the request
     that recorded a newer one is sending it itself), but for citizens paged about within
-    REPAGE_AFTER (their turn comes when that has passed)."""
+    repage_after (their turn comes when that has passed)."""
     return list(
         session.scalars(
             select(Checkin.id)
@@ -200,7 +200,7 @@ def waiting(
 def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> list[list[int]]:
     """These help answers still untold, grouped into one notice each: per citizen, drills
     apart from real ones; not those of a citizen the duty staff were paged about within
-    REPAGE_AFTER (they wait for the minute job). Reads ids only: no personal data."""
+    repage_after (they wait for the minute job). Reads ids only: no personal data."""
     if not checkin_ids:
         return []
     rows = session.execute(

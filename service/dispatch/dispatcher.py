@@ -893,13 +893,13 @@ _CAP_WAIT = timedelta(minutes=15)
 
 
 def _routine(content: AlertContent | None) -> bool:
-    """Held by the hourly cap: level 1-2, not an all-clear, not asking "are you safe?" by itself
-    (a CAP Extreme at level 2 asks, and goes at once)."""
+    """Held by the hourly cap: level 1-2, not an all-clear, not what goes at once (a CAP
+    Extreme at level 2 asks "are you safe?"; one of urgency Immediate ignores quiet hours)."""
     return (
         content is not None
         and content.kind != "cancel"
         and not is_urgent(content.level)
-        and not content.asks_checkin
+        and not content.goes_at_once
     )
 
 

@@ -25,9 +25,9 @@ def advisory_body(**overrides: Any) -> dict[str, Any]:
 
 
 def approve(client: Any, advisory_id: str, headers: dict[str, str], *, base: str = "") -> Any:
-    """POST …/approve naming what waits now, as the console does (the API requires the id);
-    `client` is a TestClient, or httpx with `base` the service's URL. Nothing waiting: id 0,
-    and the API's own 409."""
+    """POST …/approve naming what waits at this moment (the API requires the id; the tests of a
+    stale id send their own); `client` is a TestClient, or httpx with `base` the service's
+    URL. Nothing waiting: id 0, and the API's own 409."""
     read = client.get(f"{base}/v1/advisories/{advisory_id}", headers=headers)
     waiting = (read.json().get("pending") or {}).get("id", 0) if read.status_code == 200 else 0
     return client.post(

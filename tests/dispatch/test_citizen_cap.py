@@ -1,8 +1,12 @@
 """At most max_routine_alerts_per_hour level 1-2 alerts reach one citizen in an hour; the rest
 wait their turn (nothing is dropped). Levels 3, 4 and special are never held."""
 
+from dataclasses import replace
+
 from sqlalchemy import select
 
+from service.dispatch.content import AlertContent
+from service.dispatch.dispatcher import _routine
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body, in_days
 from tests.builders import register
@@ -67,3 +71,27 @@ def test_the_cap_counts_only_routine_alerts_not_urgent_ones_or_check_in_asks(
     routine = list(db.scalars(select(Alert).where(Alert.priority >= 3).order_by(Alert.id)))
     assert [r.status for r in routine] == ["sent", "sent", "retry_wait"]
     assert routine[-1].error_code == "citizen-cap"
+
+
+def test_what_goes_at_once_is_never_routine_for_the_cap():
+    """A level 1-2 CAP alert of urgency Immediate ignores quiet hours, and one of severity
+    Extreme asks "are you safe?": neither waits behind the hour's routine alerts (review)."""
+
+    def content(**cap: str) -> AlertContent:
+        return AlertContent(
+            advisory_public_id="a",
+            revision=1,
+            kind="new",
+            level="2",
+            title={"ko": "t"},
+            message={"ko": "m"},
+            area={},
+            source="",
+            expires=None,
+            **cap,
+        )
+
+    assert _routine(content())
+    assert not _routine(content(urgency="Immediate"))
+    assert not _routine(content(severity="Extreme"))
+    assert not _routine(replace(content(), kind="cancel"))

@@ -499,9 +499,7 @@ async function showQueue() {
         const body =
           action === "reject"
             ? { reason: reason.value }
-            : pending.id !== undefined
-              ? { proposal_id: pending.id }
-              : undefined;
+            : { proposal_id: pending.id ?? 0 }; // nothing read: the API's own 409
         await api(`/v1/advisories/${advisory.id}/${action}`, { method: "POST", body });
         message.className = "";
         message.textContent = t(action === "approve" ? "approved" : "rejected");
