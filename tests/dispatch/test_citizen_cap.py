@@ -5,13 +5,13 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
-from service.dispatch.content import AlertContent
 from service.dispatch.dispatcher import _routine
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body, in_days
 from tests.builders import register
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
+from tests.dispatch.test_sms_text import content
 
 
 def test_routine_alerts_are_capped_per_citizen_and_urgent_ones_are_not(
@@ -77,21 +77,9 @@ def test_what_goes_at_once_is_never_routine_for_the_cap():
     """A level 1-2 CAP alert of urgency Immediate ignores quiet hours, and one of severity
     Extreme asks "are you safe?": neither waits behind the hour's routine alerts (review)."""
 
-    def content(**cap: str) -> AlertContent:
-        return AlertContent(
-            advisory_public_id="a",
-            revision=1,
-            kind="new",
-            level="2",
-            title={"ko": "t"},
-            message={"ko": "m"},
-            area={},
-            source="",
-            expires=None,
-            **cap,
-        )
-
-    assert _routine(content())
-    assert not _routine(content(urgency="Immediate"))
-    assert not _routine(content(severity="Extreme"))
-    assert not _routine(replace(content(), kind="cancel"))
+    routine = replace(content("m"), level="2")  # tests/dispatch/test_sms_text.py's
+    assert _routine(routine)
+    assert not _routine(replace(routine, urgency="Immediate"))
+    assert not _routine(replace(routine, severity="Extreme"))
+    assert not _routine(replace(routine, kind="cancel"))
+    assert not _routine(replace(routine, level="3"))
