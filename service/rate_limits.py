@@ -266,12 +266,12 @@ class RateLimits:
         proof of work admitted (`proven`) draws on a pool of its own, not the channel's: two
         addresses solving proofs used up the codes every other traveller needed (probe)."""
         key = f"{channel}:{destination if channel == 'sms' else email_key(destination)}"
-        hits = self._message_hits(channel, destination)
-        if proven:
-            hits = [(Rule.GLOBAL_PROVEN, c) if r == Rule.GLOBAL else (r, c) for r, c in hits]
-        self.take_all([(Rule.COOLDOWN, key), *hits])
+        pool = Rule.GLOBAL_PROVEN if proven else Rule.GLOBAL
+        self.take_all([(Rule.COOLDOWN, key), *self._message_hits(channel, destination, pool)])
 
-    def _message_hits(self, channel: str, destination: str) -> list[tuple[Rule, str]]:
+    def _message_hits(
+        self, channel: str, destination: str, pool: Rule = Rule.GLOBAL
+    ) -> list[tuple[Rule, str]]:
         if channel == "sms":
             block, country = number_keys(destination)
             hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, block)]
@@ -279,7 +279,7 @@ class RateLimits:
                 hits.append((Rule.COUNTRY, country))
         else:
             hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
-        return [*hits, (Rule.GLOBAL, channel)]
+        return [*hits, (pool, channel)]
 
     # ---- the daily SMS budget ------------------------------------------------------------
 

@@ -101,17 +101,12 @@ def preview(
     )
 
 
-def previewed(session: Session, advisory: Advisory) -> AdvisoryDraft:
-    """What a stored advisory's preview shows: what waits for approval, else its content."""
-    return under_review(session, advisory) or draft_of(advisory)
-
-
 def preview_advisory(
     session: Session, *, advisory: Advisory, renderer: Renderer, base_url: str, now: datetime
 ) -> Preview:
     """The preview of a stored advisory (a draft, one pending approval, or one in force): of
     what waits for approval when something does, else of its current content."""
-    draft = previewed(session, advisory)
+    draft = under_review(session, advisory) or draft_of(advisory)
     content = content_of_draft(draft, public_id=advisory.public_id, revision=advisory.revision)
     content = replace(content, source=shown_source(advisory.issued_by))
     return preview(

@@ -72,15 +72,16 @@ def preview_stored(
     )
     if advisory.status == "draft":
         # Only a draft's area changes at will (the hunt a review found); the console previews
-        # every advisory in force on each view, which would bury the log.
+        # every advisory in force on each view, which would bury the log. A draft has nothing
+        # under review: its own content is what was previewed.
+        area = service.draft_of(advisory).area
         record_action(
             session,
             request,
             staff,
             action="preview reach",
             subject=advisory.public_id,
-            reason=f"{previews.area_summary(previews.previewed(session, advisory).area)}; "
-            f"reached {found.citizens}",
+            reason=f"{previews.area_summary(area)}; reached {found.citizens}",
         )
     return found
 
