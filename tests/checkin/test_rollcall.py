@@ -5,7 +5,8 @@ asking again when nobody answers (a frozen clock walks the escalation timeline).
 import re
 import threading
 import time
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -361,7 +362,10 @@ def test_a_traveller_told_ahead_of_their_trip_is_warned_not_asked_nor_counted(
 def test_a_traveller_is_asked_once_their_trip_begins_and_their_answer_counts(
     api, consul, db, dispatcher, twilio, reply
 ):
-    coming, phone = person(api, SEOUL, stays=[stay(1, 5, **TOKYO)])
+    # Tomorrow on Tokyo's clock (a stay begins at its country's midnight): from 15:00 UTC it
+    # is two days after the UTC date, and a stay from the UTC tomorrow has begun already.
+    tomorrow = (datetime.now(ZoneInfo("Asia/Tokyo")).date() - date.today()).days + 1
+    coming, phone = person(api, SEOUL, stays=[stay(tomorrow, 5, **TOKYO)])
     advisory = issue(api, consul, level=4)
     t0 = utcnow()
     dispatcher.step(now=t0)
