@@ -1,5 +1,6 @@
 """Request-scoped dependencies: the database session, staff roles, citizens' manage tokens."""
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -15,7 +16,11 @@ from service.rate_limits import client_address
 from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
 
+log = logging.getLogger("anjeon.auth")
+
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# RFC 6750 §3.1: the key is known but no longer good (the console tells its holder so).
+_EXPIRED = {"WWW-Authenticate": 'Bearer error="invalid_token", error_description="the key expired"'}
 
 
 _READS = {"GET", "HEAD", "OPTIONS"}
@@ -99,9 +104,14 @@ def _admit(session: Session, token: str, minimum: Role) -> StaffKey:
 
 def _known(session: Session, token: str) -> StaffKey:
     with read_first(session):
-        key = staff_service.authenticate(session, key=token)
-    if key is None:
-        raise HTTPException(401, "unknown or revoked staff key", headers=_CHALLENGE)
+        key = staff_service.look_up(session, key=token)
+    if why := staff_service.refusal(key, now=utcnow()):
+        expired = key is not None and key.revoked_at is None
+        if expired:
+            # Someone still holds it: an old script, or whoever copied it.
+            log.warning("an expired staff key was presented", extra={"staff_key": key.name})
+        raise HTTPException(401, why, headers=_EXPIRED if expired else _CHALLENGE)
+    assert key is not None  # refusal() names every other case
     return key
 
 

@@ -38,6 +38,7 @@ from service.migrate import upgrade
 from service.privacy import PersonalDataVault
 from service.scheduler import build_scheduler
 from service.staff import service as staff_service
+from service.staff.models import StaffKey
 
 log = logging.getLogger("anjeon.dispatch.worker")
 
@@ -120,21 +121,44 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_staff(args: argparse.Namespace) -> int:
 
-    factory = _session_factory(get_settings())
+    settings = get_settings()
+    factory = _session_factory(settings)
+    most_days = settings.staff_key_life_days
     try:
         with factory.begin() as session:
             if args.staff_command == "create-key":
                 issued = staff_service.create_key(
-                    session, name=args.name, role=args.role, email=args.email
+                    session,
+                    name=args.name,
+                    role=args.role,
+                    email=args.email,
+                    days=args.days,
+                    most_days=most_days,
                 )
                 _audit_cli(session, "create staff key", issued.record.name)
-                print(f"created {issued.record.role} key {issued.record.name!r}; shown only once:")
+                print(
+                    f"created {issued.record.role} key {issued.record.name!r}, good until "
+                    f"{issued.record.expires_at:%Y-%m-%d %H:%M} UTC; shown only once:"
+                )
+                print(issued.key)
+            elif args.staff_command == "reissue":
+                issued = staff_service.reissue_key(
+                    session, name=args.name, days=args.days, most_days=most_days
+                )
+                _audit_cli(session, "reissue staff key", issued.record.name)
+                print(
+                    f"reissued {issued.record.name!r}, good until "
+                    f"{issued.record.expires_at:%Y-%m-%d %H:%M} UTC (the old secret no longer "
+                    "works); shown only once:"
+                )
                 print(issued.key)
             elif args.staff_command == "list":
                 print("id\tname\trole\tkey starts\tstate")
+                now = utcnow()
                 for key in staff_service.list_keys(session):
-                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
-                    print(f"{key.id}\t{key.name}\t{key.role}\t{key.key_prefix}…\t{state}")
+                    print(
+                        f"{key.id}\t{key.name}\t{key.role}\t{key.key_prefix}…\t{_state(key, now)}"
+                    )
             else:
                 key = staff_service.revoke_key(session, name=args.name)
                 _audit_cli(session, "revoke staff key", key.name)
@@ -143,6 +167,14 @@ def cmd_staff(args: argparse.Namespace) -> int:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
     return 0
+
+
+def _state(key: StaffKey, now: datetime) -> str:
+    if key.revoked_at:
+        return f"revoked {key.revoked_at:%Y-%m-%d}"
+    if key.expires_at <= now:
+        return f"expired {key.expires_at:%Y-%m-%d}"
+    return f"active until {key.expires_at:%Y-%m-%d}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -355,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "consul", "admin"])
     create.add_argument("--email", help="where the holder hears decisions on their proposals")
+    days_help = "days the key works (at most, and by default, staff_key_life_days)"
+    create.add_argument("--days", type=int, help=days_help)
+    reissue = staff_commands.add_parser(
+        "reissue", help="a new secret for a key, for another term (printed once)"
+    )
+    reissue.add_argument("--name", required=True)
+    reissue.add_argument("--days", type=int, help=days_help)
     staff_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = staff_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("--name", required=True)

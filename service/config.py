@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # Production: what start-up refuses, and who may read /metrics and the API description.
     allow_console_notifier: bool = False
     metrics_token: SecretStr | None = None
+    # Staff keys admit nobody after this many days from their issue (an admin may choose fewer).
+    staff_key_life_days: int = Field(90, ge=1, le=400)
 
     # Dispatch: which notifier sends each channel, and how the outbox is drained.
     sms_notifier: str = "console"

@@ -46,7 +46,12 @@ _SECURITY_SCHEMES = {
 _RAISED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/staff/keys"): {
         409: "A staff key with this name exists.",
-        422: "The e-mail address is not one a mail server takes.",
+        422: "The e-mail address is not one a mail server takes, or `expires_in_days` is past "
+        "the service's staff_key_life_days.",
+    },
+    ("post", "/v1/staff/keys/{key_id}/reissue"): {
+        409: "The key is revoked: a revoked key stays revoked; create a new one.",
+        422: "Invalid input, or `expires_in_days` is past the service's staff_key_life_days.",
     },
     ("post", "/v1/advisories/{advisory_id}/approve"): {
         403: "The key that proposed it cannot approve it.",
@@ -355,7 +360,10 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
     problems: dict[int, str] = {}
     if role is not None:
         operation["security"] = [{STAFF_SCHEME: []}]
-        problems[401] = "No staff key, or one that is unknown or revoked."
+        problems[401] = (
+            "No staff key, or one that is unknown or revoked, or one past its `expires_at` "
+            '(`WWW-Authenticate: Bearer error="invalid_token"`).'
+        )
         if role != Role.viewer:
             problems[403] = f"The staff key's role is below {role}."
         note = f"Needs a staff key of role **{role}** or above."

@@ -3,15 +3,16 @@ downgrade/upgrade round-trips, on each backend."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
-from service.db import make_engine
+from service.db import make_engine, make_session_factory
 from service.migrate import alembic_config
+from service.staff.models import StaffKey
 from tests.conftest import PG_URL
 
 
@@ -103,4 +104,25 @@ def test_records_that_once_verified_are_marked_so_by_0028(empty_url):
     with engine.connect() as conn:
         marked = conn.execute(text("SELECT id, verified_at IS NOT NULL FROM citizen ORDER BY id"))
         assert [tuple(row) for row in marked] == [(1, True), (2, True), (3, True), (4, False)]
+    engine.dispose()
+
+
+def test_keys_that_exist_when_0030_runs_are_good_for_90_days_from_then(empty_url):
+    """Nobody is locked out the day expiry arrives; nobody keeps a key for ever either."""
+    config = alembic_config(empty_url)
+    command.upgrade(config, "0029_contact_code_held")
+    engine = make_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO staff_key (id, name, role, key_hash, key_prefix, created_at)"
+                " VALUES (1, 'old', 'admin', 'h', 'ajs_x', :at)"
+            ),
+            {"at": datetime(2020, 1, 1, tzinfo=UTC)},
+        )
+    started = datetime.now(UTC)
+    command.upgrade(config, "head")
+    with make_session_factory(engine)() as session:
+        until = session.scalar(select(StaffKey.expires_at))
+    assert started + timedelta(days=90) <= until <= datetime.now(UTC) + timedelta(days=90)
     engine.dispose()

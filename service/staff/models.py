@@ -28,5 +28,7 @@ class StaffKey(Base):
     key_prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # After this a key admits nobody (a leaked key is not good forever); an admin reissues it.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Where the key's holder hears what became of what they proposed (approved, rejected).
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)

@@ -1,11 +1,11 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Body, Path, Request
 
 from service.auth import Admin, SessionDep, Viewer, record_action
 from service.db import MAX_BIGINT
 from service.staff import service
-from service.staff.schemas import StaffKeyCreate, StaffKeyIssued, StaffKeyRead
+from service.staff.schemas import StaffKeyCreate, StaffKeyIssued, StaffKeyRead, StaffKeyReissue
 
 router = APIRouter(prefix="/v1/staff", tags=["staff"])
 
@@ -27,10 +27,48 @@ def create_key(
     session: SessionDep,
     admin: Admin,
 ) -> StaffKeyIssued:
-    issued = service.create_key(session, name=body.name, role=body.role, email=body.email)
+    issued = service.create_key(
+        session,
+        name=body.name,
+        role=body.role,
+        email=body.email,
+        days=body.expires_in_days,
+        most_days=request.app.state.settings.staff_key_life_days,
+    )
     record_action(
         session, request, admin, action="create staff key", subject=body.name, reason=body.role
     )
+    return _issued(issued)
+
+
+@router.post("/keys/{key_id}/reissue", response_model=StaffKeyIssued)
+def reissue_key(
+    request: Request,
+    key_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)],
+    session: SessionDep,
+    admin: Admin,
+    body: Annotated[StaffKeyReissue | None, Body()] = None,
+) -> StaffKeyIssued:
+    """A new secret for the key (the same name, role and e-mail), good for `expires_in_days`
+    or the service's most; the old secret stops at once. The secret is shown only this once."""
+    issued = service.reissue_key(
+        session,
+        key_id=key_id,
+        days=body.expires_in_days if body else None,
+        most_days=request.app.state.settings.staff_key_life_days,
+    )
+    record_action(
+        session,
+        request,
+        admin,
+        action="reissue staff key",
+        subject=issued.record.name,
+        reason=f"until {issued.record.expires_at:%Y-%m-%d}",
+    )
+    return _issued(issued)
+
+
+def _issued(issued: service.IssuedKey) -> StaffKeyIssued:
     return StaffKeyIssued(**StaffKeyRead.model_validate(issued.record).model_dump(), key=issued.key)
 
 

@@ -21,6 +21,13 @@ class StaffKeyCreate(BaseModel):
         description="Where the key's holder hears what became of what they proposed "
         "(approved, rejected).",
     )
+    expires_in_days: int | None = Field(
+        None,
+        ge=1,
+        le=400,
+        description="Days the key admits its holder; at most, and by default, the service's "
+        "staff_key_life_days (90 unless the operator set it).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -29,6 +36,18 @@ class StaffKeyCreate(BaseModel):
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
             raise ValueError("control characters are not allowed")
         return name
+
+
+class StaffKeyReissue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in_days: int | None = Field(
+        None,
+        ge=1,
+        le=400,
+        description="Days the new secret admits its holder; at most, and by default, the "
+        "service's staff_key_life_days.",
+    )
 
 
 class StaffKeyRead(BaseModel):
@@ -40,6 +59,7 @@ class StaffKeyRead(BaseModel):
     key_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime
     contact_email: str | None = None
 
 

@@ -1,18 +1,23 @@
-"""Staff API keys: created once, stored hashed, revocable."""
+"""Staff API keys: created once, stored hashed, revocable, and good for a set number of days
+(staff_key_life_days at most); an admin reissues a key with a new secret."""
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.citizens.contact import ContactError, normalise_email
+from service.config import Settings
 from service.db import utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.privacy import token_hash
 from service.staff.models import Role, StaffKey
 
 KEY_PREFIX = "ajs_"
+# What a caller that names no life gets (the API and the CLI pass the operator's setting).
+DEFAULT_LIFE_DAYS: int = Settings.model_fields["staff_key_life_days"].default
 
 
 @dataclass(frozen=True)
@@ -21,9 +26,18 @@ class IssuedKey:
     key: str  # the only time the secret exists outside the caller's hands
 
 
-def create_key(session: Session, *, name: str, role: str, email: str | None = None) -> IssuedKey:
-    """Create a staff key (with the holder's e-mail, for decisions on what they propose); the
-    returned secret is never stored."""
+def create_key(
+    session: Session,
+    *,
+    name: str,
+    role: str,
+    email: str | None = None,
+    most_days: int = DEFAULT_LIFE_DAYS,
+    days: int | None = None,
+    now: datetime | None = None,
+) -> IssuedKey:
+    """Create a staff key good for `days` (at most and by default `most_days`), with the
+    holder's e-mail (for decisions on what they propose); the returned secret is never stored."""
     name = name.strip()
     if email is not None:
         try:
@@ -34,23 +48,59 @@ def create_key(session: Session, *, name: str, role: str, email: str | None = No
         raise InvalidInput("name", "must be 1 to 100 characters")
     if role not in Role.__members__:
         raise InvalidInput("role", f"must be one of {', '.join(Role)}")
+    expires_at = _expiry(days, most_days, now or utcnow())
     if session.scalar(select(StaffKey.id).where(StaffKey.name == name)) is not None:
         raise Conflict(f"a staff key named {name!r} already exists")
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = _new_secret()
     record = StaffKey(
-        name=name, role=role, key_hash=token_hash(key), key_prefix=key[:10], contact_email=email
+        name=name,
+        role=role,
+        key_hash=token_hash(key),
+        key_prefix=key[:10],
+        contact_email=email,
+        expires_at=expires_at,
     )
     session.add(record)
     session.flush()
     return IssuedKey(record=record, key=key)
 
 
-def list_keys(session: Session) -> list[StaffKey]:
-    return list(session.scalars(select(StaffKey).order_by(StaffKey.id)))
+def reissue_key(
+    session: Session,
+    *,
+    most_days: int = DEFAULT_LIFE_DAYS,
+    key_id: int | None = None,
+    name: str | None = None,
+    days: int | None = None,
+    now: datetime | None = None,
+) -> IssuedKey:
+    """A new secret for a key (same name, role and e-mail), good for `days` from now: the old
+    secret admits nobody from this commit on. A revoked key stays revoked."""
+    record = _find(session, key_id=key_id, name=name)
+    if record.revoked_at is not None:
+        raise Conflict(f"the staff key {record.name!r} is revoked; create a new one")
+    record.expires_at = _expiry(days, most_days, now or utcnow())
+    key = _new_secret()
+    record.key_hash, record.key_prefix = token_hash(key), key[:10]
+    session.flush()
+    return IssuedKey(record=record, key=key)
 
 
-def revoke_key(session: Session, *, key_id: int | None = None, name: str | None = None) -> StaffKey:
-    """Revoke a key by id or name; revoking twice is harmless."""
+def _new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _expiry(days: int | None, most_days: int, now: datetime) -> datetime:
+    if days is None:
+        days = most_days
+    if not 1 <= days <= most_days:
+        raise InvalidInput(
+            "expires_in_days", f"must be 1 to {most_days} (the service's staff_key_life_days)"
+        )
+    return now + timedelta(days=days)
+
+
+def _find(session: Session, *, key_id: int | None, name: str | None) -> StaffKey:
     query = select(StaffKey)
     query = (
         query.where(StaffKey.id == key_id)
@@ -60,15 +110,38 @@ def revoke_key(session: Session, *, key_id: int | None = None, name: str | None 
     record = session.scalar(query)
     if record is None:
         raise NotFound("no such staff key")
+    return record
+
+
+def list_keys(session: Session) -> list[StaffKey]:
+    return list(session.scalars(select(StaffKey).order_by(StaffKey.id)))
+
+
+def revoke_key(session: Session, *, key_id: int | None = None, name: str | None = None) -> StaffKey:
+    """Revoke a key by id or name; revoking twice is harmless."""
+    record = _find(session, key_id=key_id, name=name)
     if record.revoked_at is None:
         record.revoked_at = utcnow()
         session.flush()
     return record
 
 
-def authenticate(session: Session, *, key: str) -> StaffKey | None:
-    """The live key matching a presented secret, or None."""
-    record = session.scalar(select(StaffKey).where(StaffKey.key_hash == token_hash(key)))
+def look_up(session: Session, *, key: str) -> StaffKey | None:
+    """The key a presented secret belongs to, live or not."""
+    return session.scalar(select(StaffKey).where(StaffKey.key_hash == token_hash(key)))
+
+
+def refusal(record: StaffKey | None, *, now: datetime) -> str | None:
+    """Why a key admits nobody (for its 401), or None for a live one."""
     if record is None or record.revoked_at is not None:
-        return None
-    return record
+        return "unknown or revoked staff key"
+    if record.expires_at <= now:
+        expired = f"{record.expires_at:%Y-%m-%d %H:%M} UTC"
+        return f"this staff key expired on {expired}; an admin can reissue it"
+    return None
+
+
+def authenticate(session: Session, *, key: str, now: datetime | None = None) -> StaffKey | None:
+    """The live key matching a presented secret, or None."""
+    record = look_up(session, key=key)
+    return record if refusal(record, now=now or utcnow()) is None else None

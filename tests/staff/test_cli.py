@@ -1,8 +1,10 @@
 """`anjeon staff create-key | list | revoke` and `anjeon demo` against a real database file."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service import cli
 from service.app import create_app
@@ -42,6 +44,39 @@ def test_create_key_prints_the_key_last_and_it_works(cli_database, capsys):
     assert cli.main(["staff", "revoke", "--name", "Seoul desk"]) == 0
     assert cli.main(["staff", "list"]) == 0
     assert "revoked" in capsys.readouterr().out
+
+
+def test_a_key_is_issued_for_some_days_reissued_and_listed_as_expired(cli_database, capsys):
+    assert (
+        cli.main(["staff", "create-key", "--name", "kim", "--role", "consul", "--days", "5"]) == 0
+    )
+    printed = capsys.readouterr().out
+    old = printed.strip().splitlines()[-1]
+    until = (datetime.now(UTC) + timedelta(days=5)).strftime("%Y-%m-%d")
+    assert f"good until {until}" in printed
+    assert cli.main(["staff", "list"]) == 0
+    assert f"active until {until}" in capsys.readouterr().out
+    assert cli.main(["staff", "reissue", "--name", "kim"]) == 0
+    printed = capsys.readouterr().out
+    new = printed.strip().splitlines()[-1]
+    assert new.startswith("ajs_") and new != old and "old secret no longer works" in printed
+    with TestClient(create_app(make_settings(cli_database))) as client:
+        assert (
+            client.get("/v1/staff/me", headers={"Authorization": f"Bearer {old}"}).status_code
+            == 401
+        )
+        assert (
+            client.get("/v1/staff/me", headers={"Authorization": f"Bearer {new}"}).status_code
+            == 200
+        )
+    engine = make_engine(cli_database)
+    with engine.begin() as conn:
+        conn.execute(update(StaffKey).values(expires_at=datetime.now(UTC) - timedelta(days=1)))
+    engine.dispose()
+    assert cli.main(["staff", "list"]) == 0
+    assert "\texpired " in capsys.readouterr().out
+    assert cli.main(["staff", "reissue", "--name", "kim", "--days", "91"]) == 2
+    assert "expires_in_days: must be 1 to 90" in capsys.readouterr().err
 
 
 def test_create_key_refuses_duplicates_and_bad_roles(cli_database, capsys):

@@ -96,11 +96,11 @@ class LiveService:
     twilio: FakeTwilio
     smtp: SmtpSink
 
-    def staff_key(self, role: str, name: str) -> str:
+    def staff_key(self, role: str, name: str, days: int | None = None) -> str:
         engine = make_engine(self.database_url)
         try:
             with make_session_factory(engine).begin() as session:
-                return staff_service.create_key(session, name=name, role=role).key
+                return staff_service.create_key(session, name=name, role=role, days=days).key
         finally:
             engine.dispose()
 

@@ -5,12 +5,15 @@ citizen answers "1"; the roll call shows them safe."""
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from playwright.sync_api import expect
+from sqlalchemy import update
 from twilio.request_validator import RequestValidator
 
+from service.staff.models import StaffKey
 from tests.advisories.builders import approve
 from tests.builders import citizen_body
 from tests.checkin.conftest import INBOUND, inbound_form
@@ -169,6 +172,35 @@ def test_a_viewer_cannot_issue_or_approve(live, new_page):
     tab.click("#logout")
     expect(tab.locator("#key")).to_be_visible()
     assert tab.evaluate("sessionStorage.getItem('anjeon-key')") is None
+
+
+def test_a_key_near_its_end_is_flagged_and_an_expired_one_is_refused_saying_why(live, new_page):
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, live.staff_key("viewer", "lee"))
+    expect(tab.locator("#key-expiry")).to_be_hidden()  # 90 days left: nothing to say yet
+    tab.click("#logout")
+    _log_in(page, live, live.staff_key("consul", "han", days=3))
+    expect(tab.locator("#key-expiry")).to_contain_text("관리자에게 재발급을 요청하세요")
+    tab.click("#lang")
+    expect(tab.locator("#key-expiry")).to_contain_text("This staff key expires on")
+    with live.session() as session, session.begin():
+        session.execute(
+            update(StaffKey)
+            .where(StaffKey.name == "han")
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    tab.reload()
+    expect(tab.locator("#flash")).to_have_text(
+        "This staff key has expired. Ask an admin to reissue it."
+    )
+    expect(tab.locator("#key")).to_be_visible()
+    expect(tab.locator("#key-expiry")).to_be_hidden()
+    # The browser logs the expected 401 of /v1/staff/me; it is the refusal this test wanted.
+    assert page.errors == [
+        "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+    ]
+    page.errors.clear()
 
 
 def test_a_render_that_overlaps_the_first_waits_for_the_same_country_outlines(live, new_page):

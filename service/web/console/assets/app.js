@@ -4,6 +4,7 @@
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
 const state = { me: null, pollTimer: null, pollSeq: 0, failedOffset: 0, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
+const KEY_WARNING_MS = 14 * 24 * 3600 * 1000; // the console warns this long before a key expires
 // Rows of the roll call, and of the failed alerts, a page shows (a test sets them lower).
 const rollcallPage = () => (window.anjeonConsole && window.anjeonConsole.rollcallPage) || 100;
 const failedPage = () => (window.anjeonConsole && window.anjeonConsole.failedPage) || 100;
@@ -11,10 +12,11 @@ const failedPage = () => (window.anjeonConsole && window.anjeonConsole.failedPag
 // ---- the API ------------------------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(status, problem) {
+  constructor(status, problem, challenge = "") {
     super(problem.detail || problem.title || String(status));
     this.status = status;
     this.problem = problem;
+    this.challenge = challenge; // a 401's WWW-Authenticate: RFC 6750 names an expired key
   }
 }
 
@@ -37,7 +39,7 @@ async function api(path, { method = "GET", body, timeoutMs } = {}) {
   } catch {
     data = { detail: text };
   }
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) throw new ApiError(response.status, data, response.headers.get("WWW-Authenticate") || "");
   return data;
 }
 
@@ -45,7 +47,7 @@ async function api(path, { method = "GET", body, timeoutMs } = {}) {
 function sentence(error) {
   if (!(error instanceof ApiError)) return String(error.message || error);
   if (error.status === 403) return `${t("forbidden")} ${error.problem.detail || ""}`.trim();
-  if (error.status === 401) return t("unauthorized");
+  if (error.status === 401) return t(/error="invalid_token"/.test(error.challenge) ? "key_expired" : "unauthorized");
   return error.problem.detail || error.problem.title || String(error.status);
 }
 
@@ -133,6 +135,10 @@ function showChrome() {
     $("who").textContent = `${t("signed_in_as")} ${state.me.name} (${t(`role_${state.me.role}`)})`;
     $("who").dataset.role = state.me.role;
   }
+  // A key that stops working in the middle of a crisis is worse than one renewed a week early.
+  const expiring = signedIn && Date.parse(state.me.expires_at) - Date.now() < KEY_WARNING_MS;
+  $("key-expiry").hidden = !expiring;
+  if (expiring) $("key-expiry").textContent = `${t("key_expires")} ${when(state.me.expires_at)}. ${t("key_expires_ask")}`;
   for (const link of document.querySelectorAll("[data-min-role]")) link.hidden = !can(link.dataset.minRole);
   for (const link of document.querySelectorAll("#nav a")) {
     link.classList.toggle("current", location.hash.startsWith(link.getAttribute("href")));
