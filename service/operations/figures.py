@@ -30,12 +30,14 @@ from service.dispatch import circuit
 from service.dispatch.models import DispatcherWorker, NotifierCircuit
 from service.ledger import states
 from service.ledger.models import Alert
+from service.staff.models import EXPIRY_WARNING, StaffKey
 
 log = logging.getLogger("anjeon.metrics")
 
 CHANNELS: tuple[str, ...] = get_args(Channel)
 ADVISORY_STATES = ("active", "expired", "cancelled")
 CITIZEN_STATES = ("active", "erased")
+STAFF_KEY_STATES = ("active", "expiring", "expired", "revoked")
 # The totals are re-read once older than 100 times what their last read took (about 1 % of the
 # time: a small database is counted afresh at every scrape), and at least once a minute.
 TOTALS_COST_FACTOR = 100
@@ -53,6 +55,7 @@ class Queue:
     circuits: list[tuple[str, str, str]] = field(default_factory=list)  # notifier, channel, state
     dispatchers: int = 0
     send_rate: dict[str, float] = field(default_factory=dict)
+    staff_keys: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +125,13 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     for (per_channel,) in workers:
         for channel, value in (per_channel or {}).items():
             rate[channel] = rate.get(channel, 0.0) + float(value)
+    key_state = case(
+        (StaffKey.revoked_at.is_not(None), "revoked"),
+        (StaffKey.expires_at <= now, "expired"),
+        (StaffKey.expires_at <= now + EXPIRY_WARNING, "expiring"),
+        else_="active",
+    )
+    staff_keys = dict(connection.execute(select(key_state, func.count()).group_by(key_state)).all())
     return Queue(
         depth=depth,
         oldest_s=oldest,
@@ -130,6 +140,7 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
         circuits=circuits,
         dispatchers=len(workers),
         send_rate=rate,
+        staff_keys=staff_keys,
     )
 
 
@@ -252,6 +263,13 @@ class DatabaseFigures(Collector):
             "Advisories by status as of the scrape (past its end counts as expired)",
             queue.advisories,
             ADVISORY_STATES,
+        )
+        yield _by_status(
+            "anjeon_staff_keys",
+            "Staff keys by status: active, expiring (within 14 days of their end: an admin "
+            "reissues them), expired, revoked; from the database",
+            queue.staff_keys,
+            STAFF_KEY_STATES,
         )
         if totals is None:
             return

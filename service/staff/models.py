@@ -1,10 +1,14 @@
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigIntPK, UTCDateTime, utcnow
+
+# The console and /metrics (anjeon_staff_keys{status="expiring"}) warn this long before a key
+# expires: time for an admin to reissue it before a script or a consul is locked out.
+EXPIRY_WARNING = timedelta(days=14)
 
 
 class Role(StrEnum):
@@ -32,3 +36,8 @@ class StaffKey(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Where the key's holder hears what became of what they proposed (approved, rejected).
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
+
+    @property
+    def expires_soon(self) -> bool:
+        """Within EXPIRY_WARNING of its end, or past it."""
+        return self.expires_at - utcnow() <= EXPIRY_WARNING

@@ -60,6 +60,9 @@ class StaffKeyRead(BaseModel):
     created_at: datetime
     revoked_at: datetime | None
     expires_at: datetime
+    expires_soon: bool = Field(
+        description="Within 14 days of `expires_at`, or past it: time an admin reissues it."
+    )
     contact_email: str | None = None
 
 

@@ -8,11 +8,14 @@ import uuid
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from service.app import create_app
 from service.citizens.models import Citizen
 from service.db import make_engine, make_session_factory, utcnow
 from service.ledger.models import Alert
+from service.staff import service as staff_service
+from service.staff.models import StaffKey
 from tests.conftest import TEST_SECRET, make_settings
 from tests.dispatch.seed import scratch_database, seed_pending
 from tests.dispatch.test_running_service import wait_for
@@ -74,6 +77,12 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                 expires=now - timedelta(hours=1),
             )  # past its end: expired, job or not
             advisory(session, area={"countries": ["FR"]}).status = "cancelled"
+            for name, days in [("fresh", 90), ("drill", 3), ("lapsed", 1), ("gone", 90)]:
+                staff_service.create_key(session, name=name, role="viewer", days=days)
+            session.flush()
+            keys = {k.name: k for k in session.scalars(select(StaffKey))}
+            keys["lapsed"].expires_at = now - timedelta(hours=1)
+            keys["gone"].revoked_at = now
             session.add_all(
                 Citizen(public_id=str(uuid.uuid4()), language="ko", status=status)
                 for status in ("active", "active", "active", "erased")
@@ -117,6 +126,8 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
             assert sample(body, 'anjeon_advisories{status="active"}') == 1
             assert sample(body, 'anjeon_advisories{status="expired"}') == 1
             assert sample(body, 'anjeon_advisories{status="cancelled"}') == 1
+            for state in ("active", "expiring", "expired", "revoked"):
+                assert sample(body, f'anjeon_staff_keys{{status="{state}"}}') == 1, state
 
             # More work committed elsewhere while the service runs: the queue shows it at the
             # next scrape, the totals once they are re-read (a small table: at once).

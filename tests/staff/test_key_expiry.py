@@ -34,6 +34,9 @@ def test_a_key_admits_nobody_after_its_day_and_says_so(client, db):
     left = staff_service.refusal(issued.record, now=utcnow() + timedelta(days=29, hours=23))
     assert left is None
     assert me.json()["expires_at"] == issued.record.expires_at.isoformat().replace("+00:00", "Z")
+    assert me.json()["expires_soon"] is False
+    soon = staff_service.create_key(db, name="drill", role="viewer", days=14)
+    assert client.get("/v1/staff/me", headers=_bearer(soon.key)).json()["expires_soon"] is True
     _expire(db, "old-script")
     for method, path in [("GET", "/v1/staff/me"), ("POST", "/v1/staff/keys")]:
         refused = client.request(

@@ -4,7 +4,6 @@
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
 const state = { me: null, pollTimer: null, pollSeq: 0, failedOffset: 0, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
-const KEY_WARNING_MS = 14 * 24 * 3600 * 1000; // the console warns this long before a key expires
 // Rows of the roll call, and of the failed alerts, a page shows (a test sets them lower).
 const rollcallPage = () => (window.anjeonConsole && window.anjeonConsole.rollcallPage) || 100;
 const failedPage = () => (window.anjeonConsole && window.anjeonConsole.failedPage) || 100;
@@ -136,7 +135,7 @@ function showChrome() {
     $("who").dataset.role = state.me.role;
   }
   // A key that stops working in the middle of a crisis is worse than one renewed a week early.
-  const expiring = signedIn && Date.parse(state.me.expires_at) - Date.now() < KEY_WARNING_MS;
+  const expiring = signedIn && state.me.expires_soon;
   $("key-expiry").hidden = !expiring;
   if (expiring) $("key-expiry").textContent = `${t("key_expires")} ${when(state.me.expires_at)}. ${t("key_expires_ask")}`;
   for (const link of document.querySelectorAll("[data-min-role]")) link.hidden = !can(link.dataset.minRole);
