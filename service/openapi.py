@@ -42,6 +42,21 @@ _SECURITY_SCHEMES = {
     },
 }
 
+_PROVEN_429 = (
+    "A rate limit refused the {what}; `Retry-After` says when to retry. Past the address's "
+    "limit, `proof` names a challenge whose solution, sent in `X-Anjeon-Proof`, admits it all "
+    "the same."
+)
+_PROOF_HEADER = {
+    "name": "X-Anjeon-Proof",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 2048},
+    "description": "Past the address's limit: the solution of a challenge from GET "
+    "/v1/citizens/proof, as base64 of JSON `{algorithm, challenge, number, salt, signature}` "
+    "(ALTCHA). Each admits one request.",
+}
+
 # Statuses a service raises that no dependency or parameter reveals.
 _RAISED: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/staff/keys"): {
@@ -120,10 +135,10 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
     ("get", "/v1/citizens/proof"): {
         404: "No proof of work is taken here (`ANJEON_REGISTRATION_PROOF_MAX_NUMBER` is 0)."
     },
-    ("post", "/v1/citizens"): {
-        429: "A rate limit refused the registration; `Retry-After` says when to retry. Past "
-        "the address's limit, `proof` names a challenge whose solution, sent in "
-        "`X-Anjeon-Proof`, admits it all the same."
+    ("post", "/v1/citizens"): {429: _PROVEN_429.format(what="registration")},
+    ("post", "/v1/citizens/{citizen_id}/verify/resend"): {429: _PROVEN_429.format(what="resend")},
+    ("patch", "/v1/citizens/{citizen_id}"): {
+        429: _PROVEN_429.format(what="change of phone or e-mail")
     },
 }
 
@@ -150,19 +165,9 @@ _DOCUMENT_PROBLEMS = {("post", "/v1/advisories/import")}
 
 # Bodies and headers the routes read themselves, so FastAPI cannot see them.
 _READ_BY_HAND: dict[tuple[str, str], dict[str, Any]] = {
-    ("post", "/v1/citizens"): {
-        "parameters": [
-            {
-                "name": "X-Anjeon-Proof",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "maxLength": 2048},
-                "description": "Past the address's registration limit: the solution of a "
-                "challenge from GET /v1/citizens/proof, as base64 of JSON `{algorithm, "
-                "challenge, number, salt, signature}` (ALTCHA). Each admits one registration.",
-            }
-        ]
-    },
+    ("post", "/v1/citizens"): {"parameters": [_PROOF_HEADER]},
+    ("post", "/v1/citizens/{citizen_id}/verify/resend"): {"parameters": [_PROOF_HEADER]},
+    ("patch", "/v1/citizens/{citizen_id}"): {"parameters": [_PROOF_HEADER]},
     ("post", "/v1/advisories/import"): {
         "requestBody": {
             "required": True,

@@ -190,10 +190,16 @@ class RateLimits:
         """One code resend asked for a citizen, from a client address."""
         self.take_all([(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))])
 
-    def take_contact_change(self, citizen_id: int | str, *, client: str) -> None:
-        """A change of a citizen's phone or e-mail (each sends a code): as a resend. Without it
-        one manage token could send codes to any number of numbers, as fast as it asks."""
-        self.take_resend(citizen_id, client=client)
+    def take_proven_resend(self, citizen_id: int | str, *, client: str, proof: str) -> None:
+        """A resend (or a change of contact) past the address's limit, admitted by a solved
+        proof of work: as take_proven_registration, and within the citizen's own limit."""
+        self.take_all(
+            [
+                (Rule.CLIENT_PROVEN, address_key(client)),
+                (Rule.PROOF, proof),
+                (Rule.RESEND, str(citizen_id)),
+            ]
+        )
 
     def take_code_try(self, contact_hash: str) -> None:
         """One typed code for the contact with this lookup hash, counted before the comparison
@@ -241,11 +247,15 @@ class RateLimits:
                 rule="sms_budget",
             )
 
-    def take_message(self, channel: Literal["sms", "email"], destination: str) -> None:
+    def take_message(
+        self, channel: Literal["sms", "email"], destination: str, *, proven: bool = False
+    ) -> None:
         """One message that is not an advisory alert (a code, a confirmation) to destination, an
         E.164 number or an e-mail address: per contact, for SMS per number block and country
-        (not the home region), and per channel."""
-        self.take_all(self._message_hits(channel, destination))
+        (not the home region), and per channel (a resend a proof of work admitted: out of
+        the proven pool, as take_new_contact)."""
+        pool = Rule.GLOBAL_PROVEN if proven else Rule.GLOBAL
+        self.take_all(self._message_hits(channel, destination, pool))
 
     def take_reply(self, sender: str) -> bool:
         """One SMS answer to a reply from `sender`: within the per-number limit and the day's

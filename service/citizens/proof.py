@@ -1,4 +1,5 @@
-"""A proof of work that admits a registration past its address's limit.
+"""A proof of work that admits a registration (or a code asked for after it) past its
+address's limit.
 
 Roaming phones reach the internet through their home carrier's NAT, and a hotel's or an
 airport's Wi-Fi puts a tour group behind one address: in a crisis, thousands of travellers
@@ -14,13 +15,14 @@ the ceiling, not the work, is what bounds one address. Each solution is taken on
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from altcha.v1 import ChallengeOptions, create_challenge, verify_solution
 
 from service.errors import TooManyRequests
-from service.rate_limits import RateLimits
+from service.rate_limits import RateLimits, Rule
 
 # Sent with the registration: the solved challenge, as ALTCHA's base64 payload.
 PROOF_HEADER = "X-Anjeon-Proof"
@@ -73,11 +75,58 @@ def admit_registration(
     """Take the address's registration limit; past it, a proof in `payload` admits the
     registration instead (once, within rate_limit_client_proven): True when a proof did.
     Refused: TooManyRequests, naming where a challenge is to be had when a proof would do."""
+    return _admitted(
+        limits,
+        client=client,
+        payload=payload,
+        key=key,
+        max_number=max_number,
+        take=lambda: limits.take_registration(client),
+        take_proven=lambda proof: limits.take_proven_registration(client, proof=proof.signature),
+    )
+
+
+def admit_new_code(
+    limits: RateLimits,
+    citizen_id: int,
+    *,
+    client: str,
+    payload: str | None,
+    key: bytes,
+    max_number: int,
+) -> bool:
+    """As admit_registration, for a code a citizen asks for after registering (a resend, a
+    new phone or e-mail): the traveller who registered behind a crowded address resends from
+    it too. The citizen's own limit (rate_limit_resend) holds with or without a proof."""
+    return _admitted(
+        limits,
+        client=client,
+        payload=payload,
+        key=key,
+        max_number=max_number,
+        take=lambda: limits.take_resend(citizen_id, client=client),
+        take_proven=lambda proof: limits.take_proven_resend(
+            citizen_id, client=client, proof=proof.signature
+        ),
+    )
+
+
+def _admitted(
+    limits: RateLimits,
+    *,
+    client: str,
+    payload: str | None,
+    key: bytes,
+    max_number: int,
+    take: Callable[[], None],
+    take_proven: Callable[[Proof], None],
+) -> bool:
     try:
-        limits.take_registration(client)
+        take()
         return False
     except TooManyRequests as refused:
-        if not max_number:
+        # Only the address's limit gives way to a proof; a citizen's own does not.
+        if not max_number or refused.rule != Rule.CLIENT:
             raise
         proof = checked(payload, key)
         if proof is None:
@@ -90,5 +139,5 @@ def admit_registration(
                 rule=refused.rule,
                 proof=CHALLENGE_PATH,
             ) from refused
-    limits.take_proven_registration(client, proof=proof.signature)
+    take_proven(proof)
     return True

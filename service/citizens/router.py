@@ -19,6 +19,7 @@ from service.citizens.schemas import (
     VerifyIn,
     place_warnings,
 )
+from service.citizens.service import Registry
 from service.db import utcnow
 from service.errors import NotFound
 from service.metrics import CITIZENS_REGISTERED
@@ -153,11 +154,13 @@ def resend(
     tasks: BackgroundTasks,
     request: Request,
 ) -> dict[str, str]:
-    """A new code for a contact still waiting (the old code stops working). Rate-limited."""
+    """A new code for a contact still waiting (the old code stops working). Rate-limited; past
+    the address's limit, a solved proof of work in X-Anjeon-Proof admits it (as a
+    registration)."""
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    limits.take_resend(citizen.id, client=client_of(request))
+    proven = _admit_new_code(request, limits, registry, citizen.id)
     renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
-    limits.take_message(renewed.channel, renewed.address)  # type: ignore[arg-type]
+    limits.take_message(renewed.channel, renewed.address, proven=proven)  # type: ignore[arg-type]
     _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))
     return {"status": "sent"}
 
@@ -199,13 +202,33 @@ def update(
     )
     # Taken once the change is found good: a change refused (422) spends nothing; a refusal
     # here (429) rolls the change back with the request's transaction.
+    # A change of contact sends a code: limited as a resend, so that one manage token cannot
+    # send codes to any number of numbers as fast as it asks.
+    proven = False
     if body.phone is not None or body.email is not None:
-        limits.take_contact_change(citizen.id, client=client_of(request))
+        proven = _admit_new_code(request, limits, registry, citizen.id)
     outgoing = service.codes_to_send(
-        session, limits, outgoing, countries=request.app.state.settings.code_countries
+        session,
+        limits,
+        outgoing,
+        countries=request.app.state.settings.code_countries,
+        proven=proven,
     )
     _send_later(request, tasks, outgoing)
     return service.to_read(registry, citizen, session)
+
+
+def _admit_new_code(
+    request: Request, limits: RateLimits, registry: Registry, citizen_id: int
+) -> bool:
+    return proof.admit_new_code(
+        limits,
+        citizen_id,
+        client=client_of(request),
+        payload=request.headers.get(proof.PROOF_HEADER),
+        key=registry.vault.proof_key,
+        max_number=request.app.state.settings.registration_proof_max_number,
+    )
 
 
 @router.put("/{citizen_id}/location", response_model=CitizenRead)

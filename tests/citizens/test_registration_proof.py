@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.citizens import proof
 from service.citizens.models import Citizen, ContactCode
+from service.config import Settings
 from service.db import utcnow
 from service.rate_limits import _FIXED, Rule
 from tests.builders import citizen_body
@@ -225,3 +226,97 @@ def test_a_solution_is_remembered_longer_than_its_challenge_lives():
     some clock skew between processes), or one solution could be used twice."""
     window = max(item.get_expiry() for item in parse_many(_FIXED[Rule.PROOF]))
     assert window >= (proof.CHALLENGE_LIFE + timedelta(minutes=5)).total_seconds()
+
+
+# ---- codes asked for after registering ----------------------------------------------------
+
+
+def _verifying_settings(database_url: str, *, resends: str) -> Settings:
+    """As `crowded`, with codes sent (verification required), `resends` per citizen, and a
+    pool of two proven codes."""
+    return make_settings(
+        database_url,
+        rate_limit_client="1/hour",
+        rate_limit_client_proven="5/hour",
+        rate_limit_resend=resends,
+        rate_limit_contact="10/hour",
+        rate_limit_global_proven="2/hour",
+        verification="required",
+        registration_proof_max_number=SMALL,
+    )
+
+
+@pytest.fixture
+def crowded_and_verifying(database_url: str, db: Session) -> Iterator[TestClient]:
+    with bound_client(_verifying_settings(database_url, resends="3/minute"), db) as client:
+        yield client
+
+
+def _codes(db: Session) -> list[tuple[str, bool]]:
+    db.expire_all()
+    return [(c, h) for c, h in db.execute(select(ContactCode.channel, ContactCode.held))]
+
+
+def test_past_the_address_limit_a_proof_admits_a_resend_and_a_new_contact(
+    crowded_and_verifying, db
+):
+    """Found in the crowd's own path: registered behind a crowded address by a proof, a
+    traveller whose code did not come could not ask for another (the address's limit was a
+    wall for resends and changes of contact)."""
+    client = crowded_and_verifying
+    email_only = {"channels": ["email"], "phone": None}
+    made = client.post("/v1/citizens", json=citizen_body(**email_only))
+    assert made.status_code == 201, made.text
+    record = f"/v1/citizens/{made.json()['id']}"
+    manage = {"Authorization": f"Bearer {made.json()['manage_token']}"}
+    sent = len(_codes(db))
+
+    refused = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=manage)
+    assert refused.status_code == 429 and refused.json()["proof"] == "/v1/citizens/proof"
+    assert len(_codes(db)) == sent
+    proven = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+    resent = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=proven)
+    assert resent.status_code == 202, resent.text
+    again = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=proven)
+    assert again.status_code == 429 and "used already" in again.json()["detail"]
+
+    change = {"email": "new-address@example.org"}
+    refused = client.patch(record, json=change, headers=manage)
+    assert refused.status_code == 429 and refused.json()["proof"] == "/v1/citizens/proof"
+    assert client.get(record, headers=manage).json()["email"] != change["email"]
+    proven = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+    changed = client.patch(record, json=change, headers=proven)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["email"] == change["email"]
+    # The resend's and the change's codes came out of the proven pool (two an hour): a third
+    # proven code is held, not taken from everyone else's.
+    assert _codes(db)[-1] == ("email", False)
+    proven = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+    third = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=proven)
+    assert third.status_code == 429, third.text
+    assert "proof" not in third.json() and "too many messages" in third.json()["detail"]
+
+
+def test_a_proof_does_not_lift_a_citizens_own_resend_limit(database_url, db):
+    with bound_client(_verifying_settings(database_url, resends="2/minute"), db) as client:
+        _resend_until_the_citizens_limit(client)
+
+
+def _resend_until_the_citizens_limit(client: TestClient) -> None:
+    made = client.post("/v1/citizens", json=citizen_body(channels=["email"], phone=None))
+    record = f"/v1/citizens/{made.json()['id']}"
+    manage = {"Authorization": f"Bearer {made.json()['manage_token']}"}
+    for _ in range(2):
+        headers = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+        answer = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=headers)
+        assert answer.status_code == 202, answer.text
+    unspent = solved(challenge_of(client))
+    held = client.post(
+        f"{record}/verify/resend",
+        json={"channel": "email"},
+        headers={**manage, "X-Anjeon-Proof": unspent},
+    )
+    assert held.status_code == 429 and "proof" not in held.json(), held.text
+    # Refused by the citizen's own limit, the solution was not spent: another record takes it.
+    other = client.post("/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": unspent})
+    assert other.status_code == 201, other.text

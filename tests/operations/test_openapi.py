@@ -57,11 +57,17 @@ def test_every_error_is_a_problem_with_the_statuses_auth_and_ids_bring(spec):
             assert "413" in responses, (method, path)
         if "application/json" in op.get("requestBody", {}).get("content", {}):
             assert "422" in responses, (method, path)
-    register = spec["paths"]["/v1/citizens"]["post"]["responses"]
-    assert "Retry-After" in register["429"]["headers"]  # it takes the registration limit
-    assert "X-Anjeon-Proof" in register["429"]["description"]
-    proof = spec["paths"]["/v1/citizens"]["post"]["parameters"]
-    assert [(p["name"], p["in"]) for p in proof] == [("X-Anjeon-Proof", "header")]
+    # Past the address's limit a proof admits a registration, a resend, a change of contact.
+    for method, path in [
+        ("post", "/v1/citizens"),
+        ("post", "/v1/citizens/{citizen_id}/verify/resend"),
+        ("patch", "/v1/citizens/{citizen_id}"),
+    ]:
+        operation = spec["paths"][path][method]
+        assert "Retry-After" in operation["responses"]["429"]["headers"], path
+        assert "X-Anjeon-Proof" in operation["responses"]["429"]["description"], path
+        headers = [(p["name"], p["in"]) for p in operation["parameters"] if p["in"] == "header"]
+        assert headers == [("X-Anjeon-Proof", "header")], path
     assert "429" not in spec["paths"]["/v1/advisories"]["get"]["responses"]
     staff_me = spec["paths"]["/v1/staff/me"]["get"]["responses"]
     assert "403" not in staff_me  # every key is at least a viewer

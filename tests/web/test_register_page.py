@@ -312,10 +312,13 @@ def test_the_manage_page_moves_the_current_place(live, new_page):
     assert citizen(live, citizen_id, token).json()["location"]["country"] == "FR"
 
 
-@pytest.mark.live_settings(rate_limit_client="1/hour", registration_proof_max_number=50_000)
+@pytest.mark.live_settings(
+    rate_limit_client="1/hour", rate_limit_resend="5/minute", registration_proof_max_number=50_000
+)
 def test_past_the_address_limit_the_page_proves_its_work_and_registers(live, new_page):
     """A hotel's Wi-Fi or a roaming carrier's NAT: the address has used its registrations. The
-    page is told 429 with a challenge, solves it in the browser (WebCrypto), and registers."""
+    page is told 429 with a challenge, solves it in the browser (WebCrypto), and registers; so
+    too for a new code and a new phone."""
     first = httpx.post(f"{live.base}/v1/citizens", json=citizen_body(consent=True))
     assert first.status_code == 201, first.text
     with live.session() as session:
@@ -334,3 +337,18 @@ def test_past_the_address_limit_the_page_proves_its_work_and_registers(live, new
     assert citizen(live, citizen_id, token).json()["phone"] == PHONE_E164
     with live.session() as session:
         assert session.scalar(_COUNT) == before + 1
+    # The code did not come: a new one is asked for from the same crowded address, and the
+    # page proves its work for that too.
+    eventually(lambda: live.twilio.bodies_to(PHONE_E164))
+    tab.get_by_role("button", name="Send a new code").first.click()
+    expect(tab.get_by_text("A new code is on its way.")).to_be_visible(timeout=30_000)
+    expect_refusals(page, 429, 1)
+    assert len(eventually(lambda: live.twilio.bodies_to(PHONE_E164)[1:])) == 1
+    # And a new phone, from the manage page.
+    tab.get_by_role("button", name="Manage my record").click()
+    edit = tab.locator("#edit-form")
+    edit.get_by_label("Mobile phone").fill("010-5555-0101")
+    edit.get_by_role("button", name="Save").click()
+    expect(tab.locator("#manage-message")).to_have_text("Saved.", timeout=30_000)
+    expect_refusals(page, 429, 1)
+    eventually(lambda: live.twilio.bodies_to("+821055550101"))

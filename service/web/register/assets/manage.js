@@ -95,7 +95,12 @@
   };
 
   function patch(changes, form, rename, done) {
-    A.api("PATCH", path(), changes, token()).then(function (result) {
+    A.withProof(function (headers) {
+      return A.api("PATCH", path(), changes, token(), headers);
+    }, function () {
+      $("manage-summary").textContent = t("provingWork");
+      $("manage-summary").hidden = false;
+    }).then(function (result) {
       if (!result.ok) {
         A.showErrors(form, $("manage-summary"), result, rename);
         return;

@@ -1,4 +1,4 @@
-/* A registration past the address's limit (a roaming carrier's NAT, a hotel's Wi-Fi): the API
+/* A registration (or a resend, or a change of contact) past the address's limit (a roaming carrier's NAT, a hotel's Wi-Fi): the API
    answers 429 naming a proof-of-work challenge (ALTCHA's first protocol: the number below
    maxNumber whose SHA-256 with the salt is the challenge). Solving it takes about a second;
    its solution, sent in X-Anjeon-Proof, admits the registration. */
@@ -47,5 +47,19 @@
     });
   }
 
+  /* send(headers) → the API's result; past the address's limit (a 429 naming a challenge),
+     solve it and send again with the solution. `proving()` says the device is working. The
+     registration, a resend and a change of contact all take one. */
+  function withProof(send, proving) {
+    return send({}).then(function (result) {
+      if (result.status !== 429 || !result.body || !result.body.proof) return result;
+      if (proving) proving();
+      return solveProof(result.body.proof).then(function (solved) {
+        return solved ? send({ "X-Anjeon-Proof": solved }) : result;
+      });
+    });
+  }
+
   window.Anjeon.solveProof = solveProof;
+  window.Anjeon.withProof = withProof;
 })();

@@ -160,15 +160,12 @@
     var button = $("submit");
     button.disabled = true;
     var data = body();
-    A.api("POST", "/v1/citizens", data).then(function (result) {
-      if (result.status !== 429 || !result.body || !result.body.proof) return result;
+    A.withProof(function (headers) {
+      return A.api("POST", "/v1/citizens", data, null, headers);
+    }, function () {
       // Many registrations from this network: the device proves its work instead.
       $("form-summary").textContent = t("provingWork");
       $("form-summary").hidden = false;
-      return A.solveProof(result.body.proof).then(function (solved) {
-        if (!solved) return result;
-        return A.api("POST", "/v1/citizens", data, null, { "X-Anjeon-Proof": solved });
-      });
     }).then(function (result) {
       button.disabled = false;
       if (!result.ok) {
@@ -245,12 +242,16 @@
     });
     resend.addEventListener("click", function () {
       var session = A.session.load();
-      A.api("POST", "/v1/citizens/" + session.id + "/verify/resend", { channel: channel }, session.token)
-        .then(function (result) {
-          if (!result.ok) return A.showErrors(row, null, result);
-          A.clearErrors(row, null);
-          done.textContent = t("resent");
-        });
+      A.withProof(function (headers) {
+        return A.api("POST", "/v1/citizens/" + session.id + "/verify/resend", { channel: channel }, session.token, headers);
+      }, function () {
+        done.textContent = t("provingWork");
+      }).then(function (result) {
+        done.textContent = "";
+        if (!result.ok) return A.showErrors(row, null, result);
+        A.clearErrors(row, null);
+        done.textContent = t("resent");
+      });
     });
     return row;
   }
