@@ -143,7 +143,7 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 print(issued.key)
             elif args.staff_command == "reissue":
                 issued = staff_service.reissue_key(
-                    session, name=args.name, days=args.days, most_days=most_days
+                    session, name=args.name, replacing=None, days=args.days, most_days=most_days
                 )
                 _audit_cli(session, "reissue staff key", issued.record.name)
                 print(
@@ -387,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["viewer", "consul", "admin"])
     create.add_argument("--email", help="where the holder hears decisions on their proposals")
-    days_help = "days the key works (at most, and by default, staff_key_life_days)"
+    days_help = (
+        "days the key works (at most staff_key_life_days; by default that, or its last term)"
+    )
     create.add_argument("--days", type=int, help=days_help)
     reissue = staff_commands.add_parser(
         "reissue", help="a new secret for a key, for another term (printed once)"

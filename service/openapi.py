@@ -65,7 +65,8 @@ _RAISED: dict[tuple[str, str], dict[int, str]] = {
         "the service's staff_key_life_days.",
     },
     ("post", "/v1/staff/keys/{key_id}/reissue"): {
-        409: "The key is revoked: a revoked key stays revoked; create a new one.",
+        409: "The key is revoked (a revoked key stays revoked: create a new one under another "
+        "name), or its secret is no longer the one `key_prefix` names (reissued meanwhile).",
         422: "Invalid input, or `expires_in_days` is past the service's staff_key_life_days.",
     },
     ("post", "/v1/advisories/{advisory_id}/approve"): {

@@ -123,6 +123,7 @@ def test_keys_that_exist_when_0030_runs_are_good_for_90_days_from_then(empty_url
     started = datetime.now(UTC)
     command.upgrade(config, "head")
     with make_session_factory(engine)() as session:
-        until = session.scalar(select(StaffKey.expires_at))
-    assert started + timedelta(days=90) <= until <= datetime.now(UTC) + timedelta(days=90)
+        key = session.scalar(select(StaffKey))
+        assert started <= key.issued_at <= datetime.now(UTC) and key.term_days == 90
+        assert key.expires_at == key.issued_at + timedelta(days=90)
     engine.dispose()

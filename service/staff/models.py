@@ -32,10 +32,17 @@ class StaffKey(Base):
     key_prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    # After this a key admits nobody (a leaked key is not good forever); an admin reissues it.
+    # When the current secret was issued (created or reissued), and after when it admits
+    # nobody (a leaked key is not good for ever); an admin reissues it.
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Where the key's holder hears what became of what they proposed (approved, rejected).
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
+
+    @property
+    def term_days(self) -> int:
+        """The days its current secret was issued for."""
+        return max(1, round((self.expires_at - self.issued_at) / timedelta(days=1)))
 
     @property
     def expires_soon(self) -> bool:

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Path, Request
 
 from service.auth import Admin, SessionDep, Viewer, record_action
 from service.db import MAX_BIGINT
@@ -36,7 +36,12 @@ def create_key(
         most_days=request.app.state.settings.staff_key_life_days,
     )
     record_action(
-        session, request, admin, action="create staff key", subject=body.name, reason=body.role
+        session,
+        request,
+        admin,
+        action="create staff key",
+        subject=body.name,
+        reason=f"{body.role} until {issued.record.expires_at:%Y-%m-%d}",
     )
     return _issued(issued)
 
@@ -47,14 +52,16 @@ def reissue_key(
     key_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)],
     session: SessionDep,
     admin: Admin,
-    body: Annotated[StaffKeyReissue | None, Body()] = None,
+    body: StaffKeyReissue,
 ) -> StaffKeyIssued:
     """A new secret for the key (the same name, role and e-mail), good for `expires_in_days`
-    or the service's most; the old secret stops at once. The secret is shown only this once."""
+    (by default its last term); the old secret stops at once. The secret is shown only this
+    once. 409 when the key is revoked, or its secret is no longer the one `key_prefix` names."""
     issued = service.reissue_key(
         session,
         key_id=key_id,
-        days=body.expires_in_days if body else None,
+        replacing=body.key_prefix,
+        days=body.expires_in_days,
         most_days=request.app.state.settings.staff_key_life_days,
     )
     record_action(

@@ -39,14 +39,24 @@ class StaffKeyCreate(BaseModel):
 
 
 class StaffKeyReissue(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"key_prefix": "ajs_Ab3dE_", "expires_in_days": 30}]},
+    )
 
+    key_prefix: str = Field(
+        min_length=1,
+        max_length=16,
+        description="The `key_prefix` of the secret this replaces (GET /v1/staff/keys): a "
+        "reissue made meanwhile by someone else is a 409, not a second secret of which only "
+        "the last works.",
+    )
     expires_in_days: int | None = Field(
         None,
         ge=1,
         le=400,
-        description="Days the new secret admits its holder; at most, and by default, the "
-        "service's staff_key_life_days.",
+        description="Days the new secret admits its holder; by default the term the key was "
+        "last issued for; at most the service's staff_key_life_days.",
     )
 
 

@@ -5,7 +5,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.citizens.contact import ContactError, normalise_email
@@ -48,7 +48,8 @@ def create_key(
         raise InvalidInput("name", "must be 1 to 100 characters")
     if role not in Role.__members__:
         raise InvalidInput("role", f"must be one of {', '.join(Role)}")
-    expires_at = _expiry(days, most_days, now or utcnow())
+    now = now or utcnow()
+    expires_at = _expiry(days, most_days, now)
     if session.scalar(select(StaffKey.id).where(StaffKey.name == name)) is not None:
         raise Conflict(f"a staff key named {name!r} already exists")
     key = _new_secret()
@@ -58,6 +59,7 @@ def create_key(
         key_hash=token_hash(key),
         key_prefix=key[:10],
         contact_email=email,
+        issued_at=now,
         expires_at=expires_at,
     )
     session.add(record)
@@ -68,21 +70,47 @@ def create_key(
 def reissue_key(
     session: Session,
     *,
+    replacing: str | None,
     most_days: int = DEFAULT_LIFE_DAYS,
     key_id: int | None = None,
     name: str | None = None,
     days: int | None = None,
     now: datetime | None = None,
 ) -> IssuedKey:
-    """A new secret for a key (same name, role and e-mail), good for `days` from now: the old
-    secret admits nobody from this commit on. A revoked key stays revoked."""
+    """A new secret for a key (same name, role and e-mail), good for `days` from now (by
+    default the term it was last issued for, within `most_days`): the old secret admits nobody
+    from this commit on. `replacing` is the key_prefix of the secret the caller means to
+    replace (None: whichever it is, for the server's own shell): two admins (or a double
+    click) reissuing at once would otherwise each hand out a secret, and all but the last
+    would be dead on arrival. A revoked key stays revoked."""
     record = _find(session, key_id=key_id, name=name)
     if record.revoked_at is not None:
-        raise Conflict(f"the staff key {record.name!r} is revoked; create a new one")
-    record.expires_at = _expiry(days, most_days, now or utcnow())
+        raise Conflict(
+            f"the staff key {record.name!r} is revoked; create a new key under another name"
+        )
+    if replacing is not None and record.key_prefix != replacing:
+        raise Conflict(
+            f"the staff key {record.name!r} was reissued since: its secret now starts "
+            f"{record.key_prefix!r}, not {replacing!r}"
+        )
+    now = now or utcnow()
+    expires_at = _expiry(min(record.term_days, most_days) if days is None else days, most_days, now)
     key = _new_secret()
-    record.key_hash, record.key_prefix = token_hash(key), key[:10]
-    session.flush()
+    # Only if no other reissue (or revocation) committed since it was read; in PostgreSQL the
+    # second of two at once waits for the first and then matches nothing.
+    changed = session.execute(
+        update(StaffKey)
+        .where(
+            StaffKey.id == record.id,
+            StaffKey.key_hash == record.key_hash,
+            StaffKey.revoked_at.is_(None),
+        )
+        .values(key_hash=token_hash(key), key_prefix=key[:10], issued_at=now, expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"the staff key {record.name!r} was reissued or revoked meanwhile")
+    session.refresh(record)
     return IssuedKey(record=record, key=key)
 
 
