@@ -124,10 +124,22 @@ def parse_time(value: object, *, field: str) -> datetime:
         raise ItemRejected(f"{field}: time out of range {value!r}") from exc
 
 
+# A tag or a comment: "<" then a letter or "/" (a bare "<" is text: "levels < 3 and > 1").
+_TAG = re.compile(r"<!--.*?-->|</?[a-zA-Z][^<>]*>", re.DOTALL)
+_LINE_END = re.compile(r"<br\s*/?>|</p>|</li>", re.IGNORECASE)
+
+
+def _untagged(text: str) -> str:
+    return html.unescape(_TAG.sub("", _LINE_END.sub("\n", text)))
+
+
 def plain_text(value: str, limit: int = MAX_TEXT) -> str:
-    """HTML (RSS descriptions, CAP text with <br />) to plain text, cut at a word."""
-    text = re.sub(r"<br\s*/?>|</p>|</li>", "\n", value, flags=re.IGNORECASE)
-    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    """HTML (RSS descriptions, CAP text with <br />) to plain text, cut at a word. Markup a
+    feed escaped once more (&lt;p&gt; inside the XML) comes out as tags the first time: it is
+    taken off too, or a citizen's SMS would read "<p>Leave now</p>"."""
+    text = _untagged(value)
+    if _TAG.search(text):
+        text = _untagged(text)
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     text = re.sub(r"\n\n+", "\n", text).strip()

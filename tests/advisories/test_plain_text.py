@@ -1,0 +1,30 @@
+"""Feed text to the words citizens read: markup off, escaped markup too, a bare "<" kept."""
+
+import pytest
+
+from service.advisories.formats.common import plain_text
+
+
+@pytest.mark.parametrize(
+    ("feed", "read"),
+    [
+        ("<p>Leave the area.</p><p>Call 112.</p>", "Leave the area.\nCall 112."),
+        ("Flooding<br/>Avoid travel", "Flooding\nAvoid travel"),
+        # Escaped once more by the feed: the XML parser hands us "<p>…</p>" as text.
+        ("&lt;p&gt;Leave &lt;b&gt;now&lt;/b&gt;.&lt;/p&gt;", "Leave now."),
+        (
+            "&lt;ul&gt;&lt;li&gt;North&lt;/li&gt;&lt;li&gt;South&lt;/li&gt;&lt;/ul&gt;",
+            "North\nSouth",
+        ),
+        ("Levels &lt; 3 and &gt; 1 are safe", "Levels < 3 and > 1 are safe"),
+        ("Temperatures < 5 °C; winds > 90 km/h", "Temperatures < 5 °C; winds > 90 km/h"),
+        ("AT&amp;T lines <!-- internal note --> are down", "AT&T lines are down"),
+        ("Q&amp;A: 3 &lt;4", "Q&A: 3 <4"),
+    ],
+)
+def test_citizens_read_words_not_markup(feed, read):
+    assert plain_text(feed) == read
+
+
+def test_a_long_text_is_cut_at_a_word():
+    assert plain_text("word " * 20, limit=22) == "word word word word …"
