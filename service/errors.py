@@ -75,10 +75,18 @@ class TooManyRequests(DomainError):
     slug = "rate-limited"
 
     def __init__(
-        self, detail: str, *, retry_after_s: int, rule: str = "", proof: str | None = None
+        self,
+        detail: str,
+        *,
+        retry_after_s: int,
+        rule: str = "",
+        proof: str | None = None,
+        waits: dict[str, int] | None = None,
     ) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
         self.rule = rule
+        # Every limit that refused, and the seconds until each admits (rule is the longest's).
+        self.waits = waits or ({rule: retry_after_s} if rule else {})
         # Where a challenge is to be had whose solution admits the request all the same.
         self.proof = proof

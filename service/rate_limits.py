@@ -87,6 +87,14 @@ class Rule(StrEnum):
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
 
 
+def refusal_of(waits: dict[str, int]) -> TooManyRequests:
+    """The refusal of these limits (rule: seconds until it admits), told by the longest wait."""
+    wait, rule = max((wait, rule) for rule, wait in waits.items())
+    return TooManyRequests(
+        f"{_REFUSED[Rule(rule)]}; retry in {wait} s", retry_after_s=wait, rule=rule, waits=waits
+    )
+
+
 # Limits any record may spend on one contact (or range of numbers): a refusal's Retry-After is
 # the whole window, never when the oldest hit ends.
 _COUNTED_FOR_ANYONE = frozenset({Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rule.PREFIX})
@@ -111,6 +119,8 @@ _REFUSED = {
 
 
 _Hit = tuple[Rule, RateLimitItem, str]  # a rule, one of its limits, the hashed key
+# A message that is not an alert: its channel ("sms" or "email") and its destination.
+Message = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -186,20 +196,28 @@ class RateLimits:
         signature): each proof once, and at most rate_limit_client_proven from the address."""
         self.take_all([(Rule.CLIENT_PROVEN, address_key(client)), (Rule.PROOF, proof)])
 
-    def take_resend(self, citizen_id: int | str, *, client: str) -> None:
-        """One code resend asked for a citizen, from a client address."""
-        self.take_all([(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))])
+    def take_resend(
+        self, citizen_id: int | str, *, client: str, message: Message | None = None
+    ) -> None:
+        """One code asked for a citizen (a resend, a change of contact), from a client
+        address; with the message's own limits when it is known (a resend's, all or none)."""
+        hits = [(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))]
+        self.take_all(hits + (self._message_hits(*message) if message else []))
 
-    def take_proven_resend(self, citizen_id: int | str, *, client: str, proof: str) -> None:
-        """A resend (or a change of contact) past the address's limit, admitted by a solved
-        proof of work: as take_proven_registration, and within the citizen's own limit."""
-        self.take_all(
-            [
-                (Rule.CLIENT_PROVEN, address_key(client)),
-                (Rule.PROOF, proof),
-                (Rule.RESEND, str(citizen_id)),
-            ]
-        )
+    def take_proven_resend(
+        self, citizen_id: int | str, *, client: str, proof: str, message: Message | None = None
+    ) -> None:
+        """As take_resend past the address's limit, admitted by a solved proof of work (as
+        take_proven_registration): its message out of the proven pool. All or none: a proof
+        that a limit refuses is not spent."""
+        hits = [
+            (Rule.CLIENT_PROVEN, address_key(client)),
+            (Rule.PROOF, proof),
+            (Rule.RESEND, str(citizen_id)),
+        ]
+        if message:
+            hits += self._message_hits(*message, pool=Rule.GLOBAL_PROVEN)
+        self.take_all(hits)
 
     def take_code_try(self, contact_hash: str) -> None:
         """One typed code for the contact with this lookup hash, counted before the comparison
@@ -247,15 +265,11 @@ class RateLimits:
                 rule="sms_budget",
             )
 
-    def take_message(
-        self, channel: Literal["sms", "email"], destination: str, *, proven: bool = False
-    ) -> None:
+    def take_message(self, channel: Literal["sms", "email"], destination: str) -> None:
         """One message that is not an advisory alert (a code, a confirmation) to destination, an
         E.164 number or an e-mail address: per contact, for SMS per number block and country
-        (not the home region), and per channel (a resend a proof of work admitted: out of
-        the proven pool, as take_new_contact)."""
-        pool = Rule.GLOBAL_PROVEN if proven else Rule.GLOBAL
-        self.take_all(self._message_hits(channel, destination, pool))
+        (not the home region), and per channel."""
+        self.take_all(self._message_hits(channel, destination))
 
     def take_reply(self, sender: str) -> bool:
         """One SMS answer to a reply from `sender`: within the per-number limit and the day's
@@ -343,21 +357,20 @@ class RateLimits:
         return f"{self._namespace}/sms-budget/{budget_day()}"
 
     def _refusal(self, refused: list[_Hit]) -> TooManyRequests:
-        waits = []
+        waits: dict[str, int] = {}
         for rule, item, key in refused:
             if rule in _COUNTED_FOR_ANYONE:
                 # The whole window: when the oldest hit ends would date someone else's codes
                 # or tries at this contact (a stranger's resend learnt to the second when a
                 # code was asked for a number: its owner was registering).
-                waits.append((item.get_expiry(), rule))
-                continue
-            reset = self._limiter.get_window_stats(item, rule, key).reset_time
-            waits.append((max(1, math.ceil(reset - time.time())), rule))
-        wait, rule = max(waits)
-        RATE_LIMITED.labels(rule=rule.value).inc()
-        return TooManyRequests(
-            f"{_REFUSED[rule]}; retry in {wait} s", retry_after_s=wait, rule=rule.value
-        )
+                wait = item.get_expiry()
+            else:
+                reset = self._limiter.get_window_stats(item, rule, key).reset_time
+                wait = max(1, math.ceil(reset - time.time()))
+            waits[rule.value] = max(wait, waits.get(rule.value, 0))
+        refusal = refusal_of(waits)
+        RATE_LIMITED.labels(rule=refusal.rule).inc()
+        return refusal
 
     @contextmanager
     def _storage_guard(self) -> Iterator[None]:

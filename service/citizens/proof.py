@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from altcha.v1 import ChallengeOptions, create_challenge, verify_solution
 
 from service.errors import TooManyRequests
-from service.rate_limits import RateLimits, Rule
+from service.rate_limits import Message, RateLimits, Rule, refusal_of
 
 # Sent with the registration: the solved challenge, as ALTCHA's base64 payload.
 PROOF_HEADER = "X-Anjeon-Proof"
@@ -94,19 +94,21 @@ def admit_new_code(
     payload: str | None,
     key: bytes,
     max_number: int,
+    message: Message | None = None,
 ) -> bool:
     """As admit_registration, for a code a citizen asks for after registering (a resend, a
     new phone or e-mail): the traveller who registered behind a crowded address resends from
-    it too. The citizen's own limit (rate_limit_resend) holds with or without a proof."""
+    it too. The citizen's own limit (rate_limit_resend), and the `message`'s when it is given,
+    hold with or without a proof, and are taken with it: a refusal spends no solution."""
     return _admitted(
         limits,
         client=client,
         payload=payload,
         key=key,
         max_number=max_number,
-        take=lambda: limits.take_resend(citizen_id, client=client),
+        take=lambda: limits.take_resend(citizen_id, client=client, message=message),
         take_proven=lambda proof: limits.take_proven_resend(
-            citizen_id, client=client, proof=proof.signature
+            citizen_id, client=client, proof=proof.signature, message=message
         ),
     )
 
@@ -125,9 +127,13 @@ def _admitted(
         take()
         return False
     except TooManyRequests as refused:
-        # Only the address's limit gives way to a proof; a citizen's own does not.
-        if not max_number or refused.rule != Rule.CLIENT:
+        if not max_number or Rule.CLIENT not in refused.waits:
             raise
+        # Only the address's limit gives way to a proof: while another refuses too (the
+        # citizen's own, a contact's), a challenge would be solved for nothing; that one's
+        # wait is what the client is told.
+        if others := {r: w for r, w in refused.waits.items() if r != Rule.CLIENT}:
+            raise refusal_of(others) from refused
         proof = checked(payload, key)
         if proof is None:
             if not limits.proven_left(client):

@@ -24,7 +24,7 @@ from service.db import utcnow
 from service.errors import NotFound
 from service.metrics import CITIZENS_REGISTERED
 from service.problems import problem_response
-from service.rate_limits import RateLimits
+from service.rate_limits import Message, RateLimits
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 
@@ -158,9 +158,10 @@ def resend(
     the address's limit, a solved proof of work in X-Anjeon-Proof admits it (as a
     registration)."""
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    proven = _admit_new_code(request, limits, registry, citizen.id)
+    # The code first (422 for a channel not waiting: no limit spent); a limit's 429 after it
+    # rolls it back with the request's transaction.
     renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
-    limits.take_message(renewed.channel, renewed.address, proven=proven)  # type: ignore[arg-type]
+    _admit_new_code(request, limits, registry, citizen.id, (renewed.channel, renewed.address))
     _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))
     return {"status": "sent"}
 
@@ -203,10 +204,9 @@ def update(
     # Taken once the change is found good: a change refused (422) spends nothing; a refusal
     # here (429) rolls the change back with the request's transaction.
     # A change of contact sends a code: limited as a resend, so that one manage token cannot
-    # send codes to any number of numbers as fast as it asks.
-    proven = False
-    if body.phone is not None or body.email is not None:
-        proven = _admit_new_code(request, limits, registry, citizen.id)
+    # send codes to any number of numbers as fast as it asks. A change that sends none (the
+    # number it had) spends nothing.
+    proven = bool(outgoing.codes) and _admit_new_code(request, limits, registry, citizen.id)
     outgoing = service.codes_to_send(
         session,
         limits,
@@ -219,7 +219,11 @@ def update(
 
 
 def _admit_new_code(
-    request: Request, limits: RateLimits, registry: Registry, citizen_id: int
+    request: Request,
+    limits: RateLimits,
+    registry: Registry,
+    citizen_id: int,
+    message: Message | None = None,
 ) -> bool:
     return proof.admit_new_code(
         limits,
@@ -228,6 +232,7 @@ def _admit_new_code(
         payload=request.headers.get(proof.PROOF_HEADER),
         key=registry.vault.proof_key,
         max_number=request.app.state.settings.registration_proof_max_number,
+        message=message,
     )
 
 

@@ -320,3 +320,67 @@ def _resend_until_the_citizens_limit(client: TestClient) -> None:
     # Refused by the citizen's own limit, the solution was not spent: another record takes it.
     other = client.post("/v1/citizens", json=citizen_body(), headers={"X-Anjeon-Proof": unspent})
     assert other.status_code == 201, other.text
+
+
+def _registered(client: TestClient, **body: object) -> tuple[str, dict[str, str]]:
+    made = client.post("/v1/citizens", json=citizen_body(**body))
+    assert made.status_code == 201, made.text
+    return f"/v1/citizens/{made.json()['id']}", {
+        "Authorization": f"Bearer {made.json()['manage_token']}"
+    }
+
+
+def _unspent(client: TestClient, solution: str) -> bool:
+    """Whether a solution still admits a request (spending it on a registration)."""
+    answer = client.post(
+        "/v1/citizens",
+        json=citizen_body(channels=["email"], phone=None),
+        headers={"X-Anjeon-Proof": solution},
+    )
+    return answer.status_code == 201
+
+
+def test_no_challenge_is_offered_while_the_citizens_own_limit_refuses_too(database_url, db):
+    """Found by a probe: the address's limit (an hour) and the citizen's (a minute) both
+    refused; the 429 offered a challenge that the citizen's limit then refused, and said
+    'retry in 3600 s' where a minute would do."""
+    with bound_client(_verifying_settings(database_url, resends="1/minute"), db) as client:
+        record, manage = _registered(client, channels=["email"], phone=None)
+        headers = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+        ask = {"channel": "email"}
+        assert client.post(f"{record}/verify/resend", json=ask, headers=headers).status_code == 202
+        both = client.post(f"{record}/verify/resend", json=ask, headers=manage)
+        assert both.status_code == 429 and "proof" not in both.json(), both.text
+        assert "a code was sent a moment ago" in both.json()["detail"]
+        assert int(both.headers["retry-after"]) <= 60
+
+
+def test_a_request_that_fails_or_sends_nothing_spends_no_solution(database_url, db):
+    """Found by a probe: a resend for a channel not waiting (422), a resend a contact's limit
+    refused, and a PATCH that kept the number each spent the solution (and the resend)."""
+    settings = _verifying_settings(database_url, resends="3/minute")
+    with bound_client(settings, db) as client:
+        record, manage = _registered(client, channels=["email"], phone=None)
+        solution = solved(challenge_of(client))
+        headers = {**manage, "X-Anjeon-Proof": solution}
+        not_waiting = client.post(
+            f"{record}/verify/resend", json={"channel": "sms"}, headers=headers
+        )
+        assert not_waiting.status_code == 422, not_waiting.text
+        same = client.get(record, headers=manage).json()["email"]
+        kept = client.patch(record, json={"email": same}, headers=headers)
+        assert kept.status_code == 200, kept.text
+        assert _unspent(client, solution)
+    # A contact's own limit (one code an hour: the registration's) refuses the resend.
+    settings = settings.model_copy(update={"rate_limit_contact": "1/hour"})
+    with bound_client(settings, db) as client:
+        record, manage = _registered(client, channels=["email"], phone=None)
+        solution = solved(challenge_of(client))
+        refused = client.post(
+            f"{record}/verify/resend",
+            json={"channel": "email"},
+            headers={**manage, "X-Anjeon-Proof": solution},
+        )
+        assert refused.status_code == 429, refused.text
+        assert "too many messages to this contact" in refused.json()["detail"]
+        assert _unspent(client, solution)

@@ -242,11 +242,13 @@
     });
     resend.addEventListener("click", function () {
       var session = A.session.load();
+      resend.disabled = true; // a second click while the device proves its work asks twice
       A.withProof(function (headers) {
         return A.api("POST", "/v1/citizens/" + session.id + "/verify/resend", { channel: channel }, session.token, headers);
       }, function () {
         done.textContent = t("provingWork");
       }).then(function (result) {
+        resend.disabled = input.disabled; // verified meanwhile: nothing more to resend
         done.textContent = "";
         if (!result.ok) return A.showErrors(row, null, result);
         A.clearErrors(row, null);
