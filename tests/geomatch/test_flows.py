@@ -184,24 +184,26 @@ def test_a_sweep_longer_than_its_lease_keeps_it_by_committing_shard_by_shard(db,
     """Each shard is a transaction of the lease-fenced factory, and each commit renews the
     lease: a first sweep of a registry too large for one lease runs to its end, and no other
     process can take the lease meanwhile (one transaction would have lost it, and its work)."""
-    ttl = timedelta(seconds=1)
-    assert lease.acquire(db, name="geomatch-sweep", now=utcnow(), ttl=ttl)
-    plain = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
-    fenced = fenced_by_lease(plain, name="geomatch-sweep", ttl=ttl)
+    # A shard's own work must fit in the lease with room to spare on a loaded CI machine (a
+    # 1 s lease taken before the data was built once ran out before the first commit).
+    ttl = timedelta(seconds=2)
     area = {"circles": [{"lat": 48.85, "lon": 2.35, "radius_km": 40}]}
     people = [citizen(db, lon=2.35 + i / 100, lat=48.85) for i in range(7)]
     records = [advisory(db, area=area) for _ in range(_MANY)]
+    plain = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    fenced = fenced_by_lease(plain, name="geomatch-sweep", ttl=ttl)
     taken_by_other = []
     read_shard = geomatch_service.load_reachable
 
     def slow_shard(*args, **kwargs):
-        time.sleep(0.4)  # four shards: 1.6 s in all, past the 1 s lease
+        time.sleep(0.8)  # four shards: 3.2 s in all, past the 2 s lease
         taken_by_other.append(
             lease.acquire(db, name="geomatch-sweep", now=utcnow(), ttl=ttl, holder="other")
         )
         return read_shard(*args, **kwargs)
 
     monkeypatch.setattr(geomatch_service, "load_reachable", slow_shard)
+    assert lease.acquire(db, name="geomatch-sweep", now=utcnow(), ttl=ttl)
     result = Sweeper(shard_citizens=2).run(fenced, now=NOW)
     assert result.enqueued == len(people) * len(records)
     assert taken_by_other == [False] * 4
