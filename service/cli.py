@@ -164,7 +164,8 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 _audit_cli(session, "revoke staff key", key.name)
                 print(f"revoked {key.name!r}")
     except DomainError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
+        # The API's field is the command's option here.
+        print(f"error: {exc.detail.replace('expires_in_days', '--days')}", file=sys.stderr)
         return 2
     return 0
 

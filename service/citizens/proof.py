@@ -31,6 +31,9 @@ CHALLENGE_LIFE = timedelta(minutes=10)
 # A payload is a few hundred characters: more is not one.
 _PAYLOAD_MOST = 2048
 _ALGORITHM = "SHA-256"
+# What a proof stands in for: the address's limit, and the channel's pool of codes (a proven
+# request draws on rate_limit_global_proven instead).
+_A_PROOF_LIFTS = frozenset({Rule.CLIENT, Rule.GLOBAL})
 
 
 def new_challenge(key: bytes, *, max_number: int, now: datetime) -> dict[str, object]:
@@ -129,10 +132,10 @@ def _admitted(
     except TooManyRequests as refused:
         if not max_number or Rule.CLIENT not in refused.waits:
             raise
-        # Only the address's limit gives way to a proof: while another refuses too (the
-        # citizen's own, a contact's), a challenge would be solved for nothing; that one's
-        # wait is what the client is told.
-        if others := {r: w for r, w in refused.waits.items() if r != Rule.CLIENT}:
+        # Only the address's limit gives way to a proof (and the channel's pool, which the
+        # proven pool stands in for): while another refuses too (the citizen's own, a
+        # contact's), a challenge would be solved for nothing; that one's wait is told.
+        if others := {r: w for r, w in refused.waits.items() if r not in _A_PROOF_LIFTS}:
             raise refusal_of(others) from refused
         proof = checked(payload, key)
         if proof is None:

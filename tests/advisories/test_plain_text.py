@@ -20,6 +20,10 @@ from service.advisories.formats.common import plain_text
         ("Temperatures < 5 °C; winds > 90 km/h", "Temperatures < 5 °C; winds > 90 km/h"),
         ("AT&amp;T lines <!-- internal note --> are down", "AT&T lines are down"),
         ("Q&amp;A: 3 &lt;4", "Q&A: 3 <4"),
+        # Angle brackets that are words, not HTML (a review: the second pass ate them).
+        ("Reply &lt;YES&gt; to confirm", "Reply <YES> to confirm"),
+        ("<p>Write to &lt;seoul@mofa.go.kr&gt; or call</p>", "Write to <seoul@mofa.go.kr> or call"),
+        ("<p>Escaped on purpose: &lt;b&gt;</p>", "Escaped on purpose: <b>"),
     ],
 )
 def test_citizens_read_words_not_markup(feed, read):

@@ -1,6 +1,6 @@
 """Every staff action the issue names (issue, revise, submit, approve, reject, cancel, import,
-retry, poll a feed, create or revoke a key, test send, reveal) leaves an audit entry with the
-key, role, client address, what and about what; a decision's reason is kept."""
+retry, poll a feed, create, reissue or revoke a key, test send, reveal) leaves an audit entry
+with the key, role, client address, what and about what; a decision's reason is kept."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -77,6 +77,13 @@ def test_each_staff_action_is_in_the_audit_log(database_url, db, staff_headers, 
         key = ok(
             api.post("/v1/staff/keys", json={"name": "new", "role": "viewer"}, headers=admin), 201
         )
+        ok(
+            api.post(
+                f"/v1/staff/keys/{key['id']}/reissue",
+                json={"key_prefix": key["key_prefix"]},
+                headers=admin,
+            )
+        )
         ok(api.post(f"/v1/staff/keys/{key['id']}/revoke", headers=admin))
         assert api.post("/v1/feeds/nope/poll", headers=admin).status_code == 404
         dispatcher.close()
@@ -95,6 +102,7 @@ def test_each_staff_action_is_in_the_audit_log(database_url, db, staff_headers, 
         ("POST /v1/alerts/{alert_id}/retry", f"alert_id={failed}"),
         ("reveal citizen", citizen),
         ("create staff key", "new"),
+        ("reissue staff key", "new"),
         ("POST /v1/staff/keys/{key_id}/revoke", f"key_id={key['id']}"),
         ("POST /v1/feeds/{name}/poll", "name=nope"),
     ]:

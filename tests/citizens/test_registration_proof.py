@@ -252,6 +252,11 @@ def crowded_and_verifying(database_url: str, db: Session) -> Iterator[TestClient
         yield client
 
 
+def _code_rows(db: Session) -> list[tuple]:
+    db.expire_all()
+    return db.execute(select(ContactCode.id, ContactCode.code_hash, ContactCode.sent_at)).all()
+
+
 def _codes(db: Session) -> list[tuple[str, bool]]:
     db.expire_all()
     return [(c, h) for c, h in db.execute(select(ContactCode.channel, ContactCode.held))]
@@ -269,11 +274,11 @@ def test_past_the_address_limit_a_proof_admits_a_resend_and_a_new_contact(
     assert made.status_code == 201, made.text
     record = f"/v1/citizens/{made.json()['id']}"
     manage = {"Authorization": f"Bearer {made.json()['manage_token']}"}
-    sent = len(_codes(db))
 
+    before = _code_rows(db)
     refused = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=manage)
     assert refused.status_code == 429 and refused.json()["proof"] == "/v1/citizens/proof"
-    assert len(_codes(db)) == sent
+    assert _code_rows(db) == before  # the new code went back with the request's transaction
     proven = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
     resent = client.post(f"{record}/verify/resend", json={"channel": "email"}, headers=proven)
     assert resent.status_code == 202, resent.text
@@ -384,3 +389,20 @@ def test_a_request_that_fails_or_sends_nothing_spends_no_solution(database_url, 
         assert refused.status_code == 429, refused.text
         assert "too many messages to this contact" in refused.json()["detail"]
         assert _unspent(client, solution)
+
+
+def test_a_proof_admits_a_resend_when_the_channels_own_pool_is_spent(database_url, db):
+    """Found by a review: in a crisis the channel's pool of codes runs out, and a resend from a
+    crowded address was refused without a challenge, though the proven pool its registration
+    drew on had room."""
+    settings = _verifying_settings(database_url, resends="3/minute").model_copy(
+        update={"rate_limit_global": "1/hour"}
+    )
+    with bound_client(settings, db) as client:
+        record, manage = _registered(client, channels=["email"], phone=None)  # the pool's one
+        ask = {"channel": "email"}
+        refused = client.post(f"{record}/verify/resend", json=ask, headers=manage)
+        assert refused.status_code == 429 and refused.json()["proof"] == "/v1/citizens/proof"
+        proven = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+        resent = client.post(f"{record}/verify/resend", json=ask, headers=proven)
+        assert resent.status_code == 202, resent.text

@@ -76,7 +76,7 @@ def test_a_key_is_issued_for_some_days_reissued_and_listed_as_expired(cli_databa
     assert cli.main(["staff", "list"]) == 0
     assert "\texpired " in capsys.readouterr().out
     assert cli.main(["staff", "reissue", "--name", "kim", "--days", "91"]) == 2
-    assert "expires_in_days: must be 1 to 90" in capsys.readouterr().err
+    assert "--days: must be 1 to 90" in capsys.readouterr().err
 
 
 def test_create_key_refuses_duplicates_and_bad_roles(cli_database, capsys):

@@ -126,20 +126,28 @@ def parse_time(value: object, *, field: str) -> datetime:
 
 # A tag or a comment: "<" then a letter or "/" (a bare "<" is text: "levels < 3 and > 1").
 _TAG = re.compile(r"<!--.*?-->|</?[a-zA-Z][^<>]*>", re.DOTALL)
+# HTML's own elements, as feeds write them: escaped once more, only these are markup ("reply
+# <YES>", "write to <desk@mofa.go.kr>" are words).
+_HTML_TAG = re.compile(
+    r"</?(?:a|b|big|blockquote|br|center|code|div|em|font|h[1-6]|hr|i|img|li|ol|p|pre|small"
+    r"|span|strong|sub|sup|table|tbody|td|th|thead|tr|u|ul)\b[^<>]*>",
+    re.IGNORECASE,
+)
 _LINE_END = re.compile(r"<br\s*/?>|</p>|</li>", re.IGNORECASE)
 
 
-def _untagged(text: str) -> str:
-    return html.unescape(_TAG.sub("", _LINE_END.sub("\n", text)))
+def _untagged(text: str, tag: re.Pattern[str] = _TAG) -> str:
+    return html.unescape(tag.sub("", _LINE_END.sub("\n", text)))
 
 
 def plain_text(value: str, limit: int = MAX_TEXT) -> str:
     """HTML (RSS descriptions, CAP text with <br />) to plain text, cut at a word. Markup a
-    feed escaped once more (&lt;p&gt; inside the XML) comes out as tags the first time: it is
-    taken off too, or a citizen's SMS would read "<p>Leave now</p>"."""
+    feed escaped once more (&lt;p&gt; inside the XML, and no real tag) comes out as tags the
+    first time: HTML's own are taken off too, or a citizen's SMS would read "<p>Leave
+    now</p>"."""
     text = _untagged(value)
-    if _TAG.search(text):
-        text = _untagged(text)
+    if not _TAG.search(value) and _HTML_TAG.search(text):
+        text = _untagged(text, _HTML_TAG)
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     text = re.sub(r"\n\n+", "\n", text).strip()
