@@ -72,43 +72,42 @@ def checked(payload: str | None, key: bytes) -> Proof | None:
     return Proof(signature) if holds and isinstance(signature, str) else None
 
 
-def admit_registration(
-    limits: RateLimits, *, client: str, payload: str | None, key: bytes, max_number: int
-) -> bool:
-    """Take the address's registration limit; past it, a proof in `payload` admits the
+@dataclass(frozen=True)
+class Presented:
+    """What a request brings to be admitted past its address's limit: the address, its
+    X-Anjeon-Proof (if any), the key challenges are signed with, and their size (0: no
+    proofs are taken)."""
+
+    client: str
+    payload: str | None
+    key: bytes
+    max_number: int
+
+
+def admit_registration(limits: RateLimits, presented: Presented) -> bool:
+    """Take the address's registration limit; past it, a proof in the request admits the
     registration instead (once, within rate_limit_client_proven): True when a proof did.
     Refused: TooManyRequests, naming where a challenge is to be had when a proof would do."""
+    client = presented.client
     return _admitted(
         limits,
-        client=client,
-        payload=payload,
-        key=key,
-        max_number=max_number,
+        presented,
         take=lambda: limits.take_registration(client),
         take_proven=lambda proof: limits.take_proven_registration(client, proof=proof.signature),
     )
 
 
 def admit_new_code(
-    limits: RateLimits,
-    citizen_id: int,
-    *,
-    client: str,
-    payload: str | None,
-    key: bytes,
-    max_number: int,
-    message: Message | None = None,
+    limits: RateLimits, presented: Presented, citizen_id: int, message: Message | None = None
 ) -> bool:
     """As admit_registration, for a code a citizen asks for after registering (a resend, a
     new phone or e-mail): the traveller who registered behind a crowded address resends from
     it too. The citizen's own limit (rate_limit_resend), and the `message`'s when it is given,
     hold with or without a proof, and are taken with it: a refusal spends no solution."""
+    client = presented.client
     return _admitted(
         limits,
-        client=client,
-        payload=payload,
-        key=key,
-        max_number=max_number,
+        presented,
         take=lambda: limits.take_resend(citizen_id, client=client, message=message),
         take_proven=lambda proof: limits.take_proven_resend(
             citizen_id, client=client, proof=proof.signature, message=message
@@ -118,11 +117,8 @@ def admit_new_code(
 
 def _admitted(
     limits: RateLimits,
+    presented: Presented,
     *,
-    client: str,
-    payload: str | None,
-    key: bytes,
-    max_number: int,
     take: Callable[[], None],
     take_proven: Callable[[Proof], None],
 ) -> bool:
@@ -130,16 +126,16 @@ def _admitted(
         take()
         return False
     except TooManyRequests as refused:
-        if not max_number or Rule.CLIENT not in refused.waits:
+        if not presented.max_number or Rule.CLIENT not in refused.waits:
             raise
         # Only the address's limit gives way to a proof (and the channel's pool, which the
         # proven pool stands in for): while another refuses too (the citizen's own, a
         # contact's), a challenge would be solved for nothing; that one's wait is told.
         if others := {r: w for r, w in refused.waits.items() if r not in _A_PROOF_LIFTS}:
             raise refusal_of(others) from refused
-        proof = checked(payload, key)
+        proof = checked(presented.payload, presented.key)
         if proof is None:
-            if not limits.proven_left(client):
+            if not limits.proven_left(presented.client):
                 raise  # past the ceiling too: a challenge would be solved for nothing
             raise TooManyRequests(
                 f"{refused.detail}; or solve the challenge of GET {CHALLENGE_PATH} and send"

@@ -24,7 +24,7 @@ from service.db import utcnow
 from service.errors import NotFound
 from service.metrics import CITIZENS_REGISTERED
 from service.problems import problem_response
-from service.rate_limits import Message, RateLimits
+from service.rate_limits import RateLimits
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 
@@ -67,13 +67,7 @@ def register(
     """Register, then verify each contact with the 6-digit code sent to it. The answer is the
     same whether or not a contact is registered elsewhere. Past the address's limit, a solved
     proof of work (GET /v1/citizens/proof) in X-Anjeon-Proof admits it all the same."""
-    proven = proof.admit_registration(
-        limits,
-        client=client_of(request),
-        payload=request.headers.get(proof.PROOF_HEADER),
-        key=registry.vault.proof_key,
-        max_number=request.app.state.settings.registration_proof_max_number,
-    )
+    proven = proof.admit_registration(limits, _presented(request, registry))
     # Geocoding first: the session's write transaction begins at its first statement, after.
     places = service.locate(registry, location=body.location, stays=body.stays)
     done = service.register_citizen(
@@ -161,7 +155,8 @@ def resend(
     # The code first (422 for a channel not waiting: no limit spent); a limit's 429 after it
     # rolls it back with the request's transaction.
     renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
-    _admit_new_code(request, limits, registry, citizen.id, (renewed.channel, renewed.address))
+    message = (renewed.channel, renewed.address)
+    proof.admit_new_code(limits, _presented(request, registry), citizen.id, message)
     _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))
     return {"status": "sent"}
 
@@ -206,7 +201,9 @@ def update(
     # A change of contact sends a code: limited as a resend, so that one manage token cannot
     # send codes to any number of numbers as fast as it asks. A change that sends none (the
     # number it had) spends nothing.
-    proven = bool(outgoing.codes) and _admit_new_code(request, limits, registry, citizen.id)
+    proven = bool(outgoing.codes) and proof.admit_new_code(
+        limits, _presented(request, registry), citizen.id
+    )
     outgoing = service.codes_to_send(
         session,
         limits,
@@ -218,21 +215,12 @@ def update(
     return service.to_read(registry, citizen, session)
 
 
-def _admit_new_code(
-    request: Request,
-    limits: RateLimits,
-    registry: Registry,
-    citizen_id: int,
-    message: Message | None = None,
-) -> bool:
-    return proof.admit_new_code(
-        limits,
-        citizen_id,
+def _presented(request: Request, registry: Registry) -> proof.Presented:
+    return proof.Presented(
         client=client_of(request),
         payload=request.headers.get(proof.PROOF_HEADER),
         key=registry.vault.proof_key,
         max_number=request.app.state.settings.registration_proof_max_number,
-        message=message,
     )
 
 
