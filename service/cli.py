@@ -164,10 +164,14 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 _audit_cli(session, "revoke staff key", key.name)
                 print(f"revoked {key.name!r}")
     except DomainError as exc:
-        # The API's field is the command's option here.
-        print(f"error: {exc.detail.replace('expires_in_days', '--days')}", file=sys.stderr)
+        # A field the service names is the command's option here.
+        said = "; ".join(f"{_STAFF_OPTIONS.get(e.field, e.field)}: {e.message}" for e in exc.errors)
+        print(f"error: {said or exc.detail}", file=sys.stderr)
         return 2
     return 0
+
+
+_STAFF_OPTIONS = {"expires_in_days": "--days", "name": "--name", "email": "--email"}
 
 
 def _state(key: StaffKey, now: datetime) -> str:
