@@ -95,13 +95,6 @@ async def bearer_token(request: Request) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def _admit(session: Session, token: str, minimum: Role) -> StaffKey:
-    key = _known(session, token)
-    if refusal := _outranked(key, minimum):
-        raise refusal
-    return key
-
-
 def _known(session: Session, token: str) -> StaffKey:
     with read_first(session):
         key = staff_service.look_up(session, key=token)
@@ -240,7 +233,13 @@ def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None
     try:
         token = _token_of(request)
         with request.app.state.session_factory() as session:
-            _admit(session, token, minimum)
+            key = _known(session, token)
+            if refusal := _outranked(key, minimum):
+                # Recorded as the route's own check records it: a viewer's escalation with a
+                # broken body is an escalation still.
+                with session.begin():
+                    _audit(session, request, key, refused=refusal)
+                return refusal
     except HTTPException as refusal:
         return refusal
     return None

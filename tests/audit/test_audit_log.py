@@ -55,11 +55,18 @@ def test_a_request_refused_for_its_role_is_recorded_as_refused_and_an_unknown_ke
             keyed = client.post(
                 "/v1/staff/keys", json={"name": "x", "role": "admin"}, headers=headers
             )
+            # A body that is not JSON is refused before the route's own check runs.
+            broken = client.post(
+                "/v1/staff/keys",
+                content=b'{"name": "x", "role": "admin"',
+                headers={**headers, "Content-Type": "application/json"},
+            )
             nobody = client.get("/v1/advisories", headers={"Authorization": "Bearer nope"})
             allowed = client.get(
                 "/v1/advisories", headers={"Authorization": f"Bearer {consul.key}"}
             )
-        assert [r.status_code for r in (created, listed, keyed, nobody, allowed)] == [
+        assert [r.status_code for r in (created, listed, keyed, broken, nobody, allowed)] == [
+            403,
             403,
             403,
             403,
@@ -75,6 +82,7 @@ def test_a_request_refused_for_its_role_is_recorded_as_refused_and_an_unknown_ke
     assert log == [
         ("viewer-probe", "viewer", "refused POST /v1/advisories", REFUSED.format("consul")),
         ("viewer-probe", "viewer", "refused GET /v1/audit", REFUSED.format("admin")),
+        ("viewer-probe", "viewer", "refused POST /v1/staff/keys", REFUSED.format("admin")),
         ("viewer-probe", "viewer", "refused POST /v1/staff/keys", REFUSED.format("admin")),
         ("consul-probe", "consul", "GET /v1/advisories", None),
     ]
