@@ -181,8 +181,9 @@ def submit(
     now: datetime,
     policy: Policy = "staff",
 ) -> Advisory:
-    """A draft moves on: to approval, or active (and sent) at once. Its author is the one who
-    proposed it, whoever presses submit: the author never approves their own words."""
+    """A draft moves on: to approval, or active (and sent) at once. The one who presses submit
+    proposes it; neither they nor the draft's author approve it (a probe's second consul
+    submitted another's draft and approved it alone)."""
     _lock(session, advisory)
     if advisory.status != "draft":
         raise Conflict(f"only a draft is submitted; this advisory is {advisory.status}")
@@ -190,7 +191,7 @@ def submit(
     check_draft(draft, now=now)
     if needs_approval(session, draft, policy=policy, min_reach=min_reach, now=now):
         advisory.status = "pending_approval"
-        _propose(session, advisory, kind="issue", draft=draft, by=advisory.issued_by, now=now)
+        _propose(session, advisory, kind="issue", draft=draft, by=by, now=now)
         return advisory
     advisory.status = "active"
     advisory.updated_at = now
@@ -217,6 +218,8 @@ def approve(
         raise Conflict("what waits has changed since it was read: read it again")
     if proposal.proposed_by == by:
         raise Forbidden("the key that proposed this cannot approve it: a second person must")
+    if proposal.kind == "issue" and advisory.issued_by == by:
+        raise Forbidden("the key that wrote this cannot approve it: a second person must")
     draft = draft_from_snapshot(proposal.content, source=advisory.source)
     if proposal.kind == "issue":
         check_draft(draft, now=now)

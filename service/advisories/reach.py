@@ -64,14 +64,16 @@ def compute_reach(
 
 
 def reach_of_draft(session: Session, draft: AdvisoryDraft, *, now: datetime) -> Reach:
-    """Whom this content reaches now: its reach area, its window, drills only to those who opted
-    in. One spelling for the preview, the approval rule, the matches listing and roll calls."""
+    """Whom this content reaches once in effect (now, or when it takes effect): its reach area,
+    its window, drills only to those who opted in. One spelling for the preview, the approval
+    rule, the matches listing and roll calls. Counted "now" alone, an advisory taking effect
+    in two minutes reached no current location: a probe sent a country-wide one on one key."""
     return compute_reach(
         session,
         area=draft.reach_area(),
         effective=draft.effective,
         expires=draft.expires,
-        now=now,
+        now=max(now, draft.effective),
         exercise=draft.exercise,
     )
 

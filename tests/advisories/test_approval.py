@@ -22,7 +22,7 @@ from service.audit.models import AuditEntry
 from service.ledger.models import Alert
 from service.scheduler import jobs, run_job, tell_lapsed
 from service.staff.models import StaffKey
-from tests.advisories.builders import advisory_body, approve
+from tests.advisories.builders import SQUARE, advisory_body, approve, in_days
 from tests.advisories.feed_samples import sample
 from tests.builders import register
 from tests.conftest import bound_client, make_settings
@@ -347,13 +347,21 @@ def test_a_direct_revision_supersedes_what_waited(api, db, alice, bob):
 
 def test_only_the_author_edits_a_draft_and_never_approves_it(api, db, alice, bob, staff_headers):
     """Found in review: Bob edited Alice's draft, Alice submitted it, Bob approved his own
-    words. Now only the author edits a draft, and the author is its proposer."""
+    words. Now only the author edits a draft. Found by a probe since: Bob submitted Alice's
+    unfinished draft (proposed as Alice) and approved it, alone. The one who submits is now
+    its proposer, and neither the author nor the one who submitted approves it."""
     draft = issue(api, alice, level=4, draft=True)
     bobs = api.patch(f"/v1/advisories/{draft['id']}", json={"level": 3}, headers=bob)
     assert bobs.status_code == 403
     submitted = api.post(f"/v1/advisories/{draft['id']}/submit", headers=bob).json()
-    assert submitted["pending"]["proposed_by"] == draft["issued_by"]
-    assert approve(api, draft["id"], alice).status_code == 403
+    assert submitted["status"] == "pending_approval"
+    assert (
+        submitted["pending"]["proposed_by"] == api.get("/v1/staff/me", headers=bob).json()["name"]
+    )
+    for key in (bob, alice):
+        refused = approve(api, draft["id"], key)
+        assert refused.status_code == 403, refused.text
+    assert alerts(db) == 0
     carol = staff_headers("consul")
     assert approve(api, draft["id"], carol).status_code == 200
 
@@ -561,3 +569,28 @@ def test_a_proposal_made_after_a_direct_revision_is_not_approved_under_the_old_i
 
 
 CAP = "application/cap+xml"
+
+
+def test_an_advisory_that_takes_effect_later_counts_whom_it_will_reach(
+    api, db, dispatcher, twilio, alice, bob
+):
+    """Found by a probe: a level 2 over six citizens with `effective` two minutes ahead counted
+    nobody (current locations match only once it is in effect), went out active on one key,
+    and the sweep alerted all six when it took effect. The reach that makes it wait, and the
+    preview, are now whom it reaches once in effect."""
+    citizens(api, 6)
+    later = {"effective": in_days(2 / 24 / 60), "expires": in_days(10)}
+    preview = api.post("/v1/advisories/preview", json=advisory_body(**later), headers=alice)
+    assert preview.json()["citizens"] == 6
+    created = issue(api, alice, **later)
+    assert created["status"] == "pending_approval"
+    # A revision that moves an advisory over them, to take effect later, waits as well.
+    nowhere = {"geometry": {**SQUARE, "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}}
+    small = issue(api, alice, area=nowhere, title={"ko": "작은", "en": "Small"})
+    assert small["status"] == "active"
+    moved = api.patch(
+        f"/v1/advisories/{small['id']}", json={"area": {"geometry": SQUARE}, **later}, headers=alice
+    ).json()
+    assert moved["revision"] == 1 and moved["pending"]["kind"] == "revise"
+    dispatcher.drain()
+    assert alerts(db) == 0 and twilio.messages == []
