@@ -6,11 +6,13 @@ from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
 from service.db import READ_ONLY, utcnow
+from service.errors import DomainError
 from service.head_requests import method_asked
 from service.rate_limits import client_address
 from service.staff import service as staff_service
@@ -25,6 +27,7 @@ _EXPIRED = {"WWW-Authenticate": 'Bearer error="invalid_token", error_description
 
 _READS = {"GET", "HEAD", "OPTIONS"}
 _READ_REQUEST = "anjeon_read_request"  # session.info key: the request only reads
+_AUDITED_IN_REQUEST = "anjeon_audited_key"  # request.state: the key whose entry may roll back
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -37,7 +40,12 @@ def get_session(request: Request) -> Iterator[Session]:
         if request.method in _READS:
             session.info[_READ_REQUEST] = True
             session.connection(execution_options={READ_ONLY: True})
-        yield session
+        try:
+            yield session
+        except Exception as failure:
+            session.rollback()
+            _record_failure(session, request, failure)
+            raise
         session.commit()
 
 
@@ -153,11 +161,40 @@ def _audit(
         actor=key.name,
         role=key.role,
         client=client_of(request),
-        action=f"refused {asked}" if refused else asked,
+        action=f"{'failed' if refused.status_code >= 500 else 'refused'} {asked}"
+        if refused
+        else asked,
         subject=" ".join(f"{k}={v}" for k, v in params.items()) or None,
         reason=f"{refused.status_code}: {refused.detail}" if refused else None,
         now=utcnow(),
     )
+
+
+def _failure_of(error: Exception) -> tuple[int, str]:
+    """The status and reason the problem handlers give this error."""
+    if isinstance(error, DomainError):
+        return error.status, error.detail
+    if isinstance(error, HTTPException):
+        return error.status_code, str(error.detail)
+    if isinstance(error, RequestValidationError):
+        fields = {".".join(str(part) for part in e.get("loc", ())[1:]) for e in error.errors()}
+        return 422, f"invalid input: {', '.join(sorted(fields))[:200]}"
+    return 500, type(error).__name__
+
+
+def _record_failure(session: Session, request: Request, error: Exception) -> None:
+    """A staff request whose route refused or failed: its entry went with the rolled-back
+    transaction, so the attempt is recorded apart ("refused …", or "failed …" for a 5xx), with
+    its status and why. A database that is down loses it, as it loses every other write."""
+    key = getattr(request.state, _AUDITED_IN_REQUEST, None)
+    if key is None:
+        return
+    status, why = _failure_of(error)
+    try:
+        with session.begin():
+            _audit(session, request, key, refused=HTTPException(status, why.replace("\x00", "")))
+    except Exception:  # the request's own error is what the caller must see
+        log.warning("a refused staff request could not be recorded", exc_info=True)
 
 
 def record_action(
@@ -197,6 +234,10 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
             raise refusal
         with written_apart(session):
             _audit(session, request, key)
+        if not session.info.get(_READ_REQUEST):
+            # The entry commits with the request, or is rolled back with it: get_session
+            # records a refusal apart.
+            setattr(request.state, _AUDITED_IN_REQUEST, key)
         return key
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body

@@ -58,6 +58,14 @@ _NAME = re.compile(NAME_PATTERN)
 _NAME_REFUSED_CHAR = re.compile(f"[{_NAME_REFUSED}]")
 
 
+def refuse_nul(text: str) -> str:
+    """PostgreSQL stores no NUL in text or JSON, nor compares with one: refused here as bad
+    input (a pydantic AfterValidator), not failed on in the database (a 500)."""
+    if "\x00" in text:
+        raise ValueError("NUL (0x00) characters are not allowed")
+    return text
+
+
 def check_name(value: str) -> str:
     """A person's or a key's name as NAME_PATTERN states it (a pydantic validator): raises
     ValueError saying what is wrong."""

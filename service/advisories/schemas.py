@@ -22,23 +22,17 @@ from service.schema_rules import (
     check_name,
     given,
     nulls_refused,
+    refuse_nul,
 )
 
 Level = Literal[1, 2, 3, 4, "special"]
 Category = Literal["security", "disaster", "health", "other"]
 
 
-def _no_nul(text: str) -> str:
-    # PostgreSQL stores no NUL in text or JSON: refused here, not failed on in the database.
-    if "\x00" in text:
-        raise ValueError("NUL (0x00) characters are not allowed")
-    return text
-
-
 Text = Annotated[
     str,
     Field(min_length=1, max_length=5000, json_schema_extra={"pattern": TEXT_PATTERN}),
-    AfterValidator(_no_nul),
+    AfterValidator(refuse_nul),
 ]
 
 
@@ -212,6 +206,8 @@ class Rejection(StrictModel):
         description="Why: told to the proposer (3-500 characters, trimmed).",
         json_schema_extra={"pattern": TEXT3_PATTERN},
     )
+
+    _reason = field_validator("reason")(refuse_nul)
 
 
 class Approval(StrictModel):

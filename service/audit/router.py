@@ -4,11 +4,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from service.audit import service
 from service.auth import Admin, SessionDep
 from service.db import MAX_BIGINT
+from service.schema_rules import refuse_nul
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -35,9 +36,9 @@ class AuditPage(BaseModel):
 def read_audit_log(
     session: SessionDep,
     _admin: Admin,
-    actor: Annotated[str | None, Query(max_length=100)] = None,
-    action: Annotated[str | None, Query(max_length=120)] = None,
-    subject: Annotated[str | None, Query(max_length=200)] = None,
+    actor: Annotated[str | None, Query(max_length=100), AfterValidator(refuse_nul)] = None,
+    action: Annotated[str | None, Query(max_length=120), AfterValidator(refuse_nul)] = None,
+    subject: Annotated[str | None, Query(max_length=200), AfterValidator(refuse_nul)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -17,7 +17,7 @@ from service.errors import InvalidInput, TooManyRequests
 from service.geo import countries
 from service.problems import problem_response
 from service.rate_limits import Rule
-from service.schema_rules import TEXT_PATTERN
+from service.schema_rules import TEXT_PATTERN, refuse_nul
 
 on_registry = APIRouter(prefix="/v1/registry", tags=["registry"])
 # Staff operations on one citizen live under the citizen's own path (DESIGN's contract).
@@ -29,13 +29,6 @@ class MaskedPage(BaseModel):
     limit: int
     offset: int
     items: list[overview.MaskedCitizen]
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL stores no NUL in text: refused here, not failed on in the database.
-    if "\x00" in text:
-        raise ValueError("NUL (0x00) characters are not allowed")
-    return text
 
 
 class RevealIn(StrictModel):
@@ -53,7 +46,7 @@ class RevealIn(StrictModel):
         json_schema_extra={"pattern": TEXT_PATTERN},
     )
 
-    _reason = field_validator("reason")(_no_nul)
+    _reason = field_validator("reason")(refuse_nul)
 
 
 @on_registry.get("/counts")

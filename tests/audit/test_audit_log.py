@@ -11,6 +11,7 @@ from service.app import create_app
 from service.audit.models import AuditEntry
 from service.db import make_engine
 from service.staff import service as staff_service
+from service.staff.models import StaffKey
 from tests.advisories.builders import advisory_body
 from tests.conftest import make_settings
 from tests.dispatch.seed import scratch_database
@@ -89,6 +90,78 @@ def test_a_request_refused_for_its_role_is_recorded_as_refused_and_an_unknown_ke
 
 
 REFUSED = "403: this needs the {} role; the key has viewer"
+
+
+def test_a_staff_request_that_fails_inside_its_route_is_recorded_as_refused(database_url, tmp_path):
+    """Found by a probe: a request's entry is written in its own transaction, so a route that
+    refused (a self-approval, a stale proposal id, a key name taken) rolled it back with
+    everything else, and the log showed nothing of the attempt. The refusal is now an entry of
+    its own, with its status and why; what the request would have done is still undone."""
+    with scratch_database(database_url, tmp_path, "inroute") as url:
+        engine = make_engine(url)
+        with Session(engine) as session, session.begin():
+            made = {
+                role: staff_service.create_key(session, name=f"{role}-probe", role=role)
+                for role in ("consul", "admin")
+            }
+            other = staff_service.create_key(session, name="other-consul", role="consul")
+        alice = {"Authorization": f"Bearer {made['consul'].key}"}
+        bob = {"Authorization": f"Bearer {other.key}"}
+        admin = {"Authorization": f"Bearer {made['admin'].key}"}
+        settings = make_settings(url, approval="required")
+        with TestClient(create_app(settings)) as client:
+            created = client.post("/v1/advisories", json=advisory_body(level=4), headers=alice)
+            assert created.status_code == 201, created.text
+            advisory = created.json()
+            path = f"/v1/advisories/{advisory['id']}"
+            waiting = advisory["pending"]["id"]
+            own = client.post(f"{path}/approve", json={"proposal_id": waiting}, headers=alice)
+            stale = client.post(f"{path}/approve", json={"proposal_id": waiting + 1}, headers=bob)
+            taken = client.post(
+                "/v1/staff/keys", json={"name": "other-consul", "role": "admin"}, headers=admin
+            )
+            nul = client.post(f"{path}/reject", json={"reason": "ab\u0000cd"}, headers=bob)
+            status = client.get(path, headers=bob).json()["status"]
+            searched = client.get("/v1/audit", params={"actor": "a\x00"}, headers=admin)
+        assert [own.status_code, stale.status_code, taken.status_code] == [403, 409, 409]
+        # A NUL failed in PostgreSQL (500): it is bad input, named.
+        assert nul.status_code == searched.status_code == 422, (nul.text, searched.text)
+        assert [e["field"] for e in searched.json()["errors"]] == ["actor"]
+        assert status == "pending_approval"
+        with Session(engine) as session:
+            refused = [
+                (e.actor, e.action, e.subject, e.reason)
+                for e in session.scalars(
+                    select(AuditEntry)
+                    .where(AuditEntry.action.startswith("refused"))
+                    .order_by(AuditEntry.id)
+                )
+            ]
+            keys = session.scalar(select(func.count()).select_from(StaffKey))
+        engine.dispose()
+    subject = f"advisory_id={advisory['id']}"
+    assert refused == [
+        (
+            "consul-probe",
+            "refused POST /v1/advisories/{advisory_id}/approve",
+            subject,
+            "403: the key that proposed this cannot approve it: a second person must",
+        ),
+        (
+            "other-consul",
+            "refused POST /v1/advisories/{advisory_id}/approve",
+            subject,
+            "409: what waits has changed since it was read: read it again",
+        ),
+        ("admin-probe", "refused POST /v1/staff/keys", None, "409: " + taken.json()["detail"]),
+        (
+            "other-consul",
+            "refused POST /v1/advisories/{advisory_id}/reject",
+            subject,
+            "422: invalid input: reason",
+        ),
+    ]
+    assert keys == 3
 
 
 def test_admins_read_the_log_filtered_and_others_may_not(client, db, staff_headers):
