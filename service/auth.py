@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
-from service.db import READ_ONLY, utcnow
+from service.db import READ_ONLY, database_unavailable, utcnow
 from service.errors import DomainError
 from service.head_requests import method_asked
 from service.rate_limits import client_address
@@ -27,7 +27,7 @@ _EXPIRED = {"WWW-Authenticate": 'Bearer error="invalid_token", error_description
 
 _READS = {"GET", "HEAD", "OPTIONS"}
 _READ_REQUEST = "anjeon_read_request"  # session.info key: the request only reads
-_AUDITED_IN_REQUEST = "anjeon_audited_key"  # request.state: the key whose entry may roll back
+_ADMITTED_KEY = "anjeon_admitted_key"  # request.state: the staff key the role check admitted
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -42,11 +42,12 @@ def get_session(request: Request) -> Iterator[Session]:
             session.connection(execution_options={READ_ONLY: True})
         try:
             yield session
+            session.commit()
         except Exception as failure:
             session.rollback()
-            _record_failure(session, request, failure)
+            if (key := getattr(request.state, _ADMITTED_KEY, None)) is not None:
+                _record_failure(session, request, key, failure)
             raise
-        session.commit()
 
 
 # scope="function": commit before the response leaves, so a 201 means the data is stored.
@@ -166,6 +167,7 @@ def _audit(
         else asked,
         subject=" ".join(f"{k}={v}" for k, v in params.items()) or None,
         reason=f"{refused.status_code}: {refused.detail}" if refused else None,
+        status=refused.status_code if refused else None,
         now=utcnow(),
     )
 
@@ -182,16 +184,16 @@ def _failure_of(error: Exception) -> tuple[int, str]:
     return 500, type(error).__name__
 
 
-def _record_failure(session: Session, request: Request, error: Exception) -> None:
-    """A staff request whose route refused or failed: its entry went with the rolled-back
-    transaction, so the attempt is recorded apart ("refused …", or "failed …" for a 5xx), with
-    its status and why. A database that is down loses it, as it loses every other write."""
-    key = getattr(request.state, _AUDITED_IN_REQUEST, None)
-    if key is None:
+def _record_failure(session: Session, request: Request, key: StaffKey, error: Exception) -> None:
+    """A staff request its route refused or failed ("refused …", "failed …" for a 5xx), with
+    its status and why, apart from the request's own transaction: a write's entry went with
+    its rollback, and a read's says nothing of how it ended. A database that does not answer
+    is not asked again (that would double the client's wait for its 503)."""
+    if database_unavailable(error):
         return
     status, why = _failure_of(error)
     try:
-        with session.begin():
+        with _committed_apart(session):
             _audit(session, request, key, refused=HTTPException(status, why.replace("\x00", "")))
     except Exception:  # the request's own error is what the caller must see
         log.warning("a refused staff request could not be recorded", exc_info=True)
@@ -234,29 +236,32 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
             raise refusal
         with written_apart(session):
             _audit(session, request, key)
-        if not session.info.get(_READ_REQUEST):
-            # The entry commits with the request, or is rolled back with it: get_session
-            # records a refusal apart.
-            setattr(request.state, _AUDITED_IN_REQUEST, key)
+        setattr(request.state, _ADMITTED_KEY, key)  # get_session records a refusal after this
         return key
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body
     return check
 
 
-def require_role_without_session(minimum: Role) -> Callable[..., StaffKey]:
+def require_role_without_session(minimum: Role) -> Callable[..., Iterator[StaffKey]]:
     """The same check for endpoints that take no request session (they talk to the network
     and open their own short transactions from the app's session factory)."""
 
-    def check(request: Request, token: BearerToken) -> StaffKey:
-        with request.app.state.session_factory() as session:
+    def check(request: Request, token: BearerToken) -> Iterator[StaffKey]:
+        sessions = request.app.state.session_factory
+        with sessions() as session:
             key = _known(session, token)
             refusal = _outranked(key, minimum)
             with session.begin():
                 _audit(session, request, key, refused=refusal)
             if refusal:
                 raise refusal
-            return key
+        try:
+            yield key
+        except Exception as failure:  # the route refused (a 404, a 429): recorded as such
+            with sessions() as session:
+                _record_failure(session, request, key, failure)
+            raise
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body
     return check
@@ -270,20 +275,24 @@ def staff_role_of(request: Request) -> Role | None:
 def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None:
     """The 401 or 403 the route's staff check would give this request, if any. A body that is
     not JSON at all is refused before any dependency runs; a caller without a valid key is told
-    that first, as for every other body, and learns nothing of what the route parses."""
+    that first, as for every other body, and learns nothing of what the route parses. A known
+    key's request is recorded as the route's own check records it: refused for its role (a
+    viewer's escalation with a broken body is an escalation still), or for its body."""
     try:
         token = _token_of(request)
         with request.app.state.session_factory() as session:
             key = _known(session, token)
-            if refusal := _outranked(key, minimum):
-                # Recorded as the route's own check records it: a viewer's escalation with a
-                # broken body is an escalation still.
-                with session.begin():
-                    _audit(session, request, key, refused=refusal)
-                return refusal
+            refusal = _outranked(key, minimum)
+            with session.begin():
+                _audit(
+                    session,
+                    request,
+                    key,
+                    refused=refusal or HTTPException(422, "invalid input: body"),
+                )
+            return refusal
     except HTTPException as refusal:
         return refusal
-    return None
 
 
 def _minimum_role(dependant: object) -> Role | None:
@@ -298,4 +307,7 @@ def _minimum_role(dependant: object) -> Role | None:
 Viewer = Annotated[StaffKey, Depends(require_role(Role.viewer))]
 Consul = Annotated[StaffKey, Depends(require_role(Role.consul))]
 Admin = Annotated[StaffKey, Depends(require_role(Role.admin))]
-AdminWithoutSession = Annotated[StaffKey, Depends(require_role_without_session(Role.admin))]
+# scope="function": a refusal in the route reaches the check, which records it.
+AdminWithoutSession = Annotated[
+    StaffKey, Depends(require_role_without_session(Role.admin), scope="function")
+]

@@ -26,7 +26,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -307,3 +308,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     # the write lock) must not store what the client was told was not stored.
     event.listen(factory, "before_commit", _refuse_late_commit)
     return factory
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether the error says the database did not answer (refused, timed out, locked, the
+    connection lost, every pooled connection busy), not that a statement was wrong: a 503."""
+    if isinstance(error, PoolTimeout):
+        return True
+    # OperationalError covers refused connections, timeouts and SQLite's "database is locked";
+    # a connection lost mid-statement is invalidated whatever psycopg called its error.
+    return isinstance(error, DBAPIError) and (
+        isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated
+    )

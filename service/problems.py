@@ -9,12 +9,12 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from service.auth import refusal_before_body, staff_role_of
-from service.db import RETRY_AFTER_S
+from service.db import RETRY_AFTER_S, database_unavailable
 from service.errors import DomainError, ServiceUnavailable, TooManyRequests
 from service.forms import PAGE_HEADERS
 
@@ -211,9 +211,7 @@ async def _on_http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _on_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    # OperationalError covers refused connections, timeouts and SQLite's "database is locked";
-    # a connection lost mid-statement is invalidated whatever psycopg called its error.
-    if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
+    if not database_unavailable(exc):
         return await _on_crash(request, exc)
     log.warning("database unavailable", extra={"error": type(exc.orig).__name__})
     return _unavailable()

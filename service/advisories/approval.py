@@ -62,7 +62,7 @@ def needs_approval(
         return True
     if policy == "level3+":
         return False
-    found = reach.reach_of_draft(session, draft, now=now)
+    found = reach.reach_once_in_effect(session, draft, now=now)
     return len(found.citizen_ids) > min_reach
 
 

@@ -64,7 +64,7 @@ def preview(
 ) -> Preview:
     """Whom the draft would reach, and the SMS it would cost (`content`: its words, when they
     are stored already)."""
-    found = reach.reach_of_draft(session, draft, now=now)
+    found = reach.reach_once_in_effect(session, draft, now=now)
     # A key of its own: the renderer caches by advisory and revision, and a draft's words change
     # under the same ones.
     words = replace(

@@ -64,18 +64,23 @@ def compute_reach(
 
 
 def reach_of_draft(session: Session, draft: AdvisoryDraft, *, now: datetime) -> Reach:
-    """Whom this content reaches once in effect (now, or when it takes effect): its reach area,
-    its window, drills only to those who opted in. One spelling for the preview, the approval
-    rule, the matches listing and roll calls. Counted "now" alone, an advisory taking effect
-    in two minutes reached no current location: a probe sent a country-wide one on one key."""
+    """Whom this content reaches now: its reach area, its window, drills only to those who opted
+    in. One spelling for the matches listing, roll calls and reach_once_in_effect."""
     return compute_reach(
         session,
         area=draft.reach_area(),
         effective=draft.effective,
         expires=draft.expires,
-        now=max(now, draft.effective),
+        now=now,
         exercise=draft.exercise,
     )
+
+
+def reach_once_in_effect(session: Session, draft: AdvisoryDraft, *, now: datetime) -> Reach:
+    """Whom this content will have reached once in effect: now, or when it takes effect. The
+    preview and the approval rule count this; counted now, an advisory taking effect in two
+    minutes reached no current location, and a probe sent a country-wide one on one key."""
+    return reach_of_draft(session, draft, now=max(now, draft.effective))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
 
 # The test send talks to Twilio or SMTP: it takes no request session (whose transaction the
 # staff check's audit entry opens) and reads in a short one of its own.
-ConsulWithoutSession = Annotated[StaffKey, Depends(require_role_without_session(Role.consul))]
+ConsulWithoutSession = Annotated[
+    StaffKey, Depends(require_role_without_session(Role.consul), scope="function")
+]
 
 
 async def _limits(request: Request) -> RateLimits:

@@ -17,7 +17,6 @@ from service.advisories.schemas import (
     AdvisoryRead,
     AdvisoryUpdate,
     AreaIn,
-    Preview,
     ProposalRead,
     level_out,
 )
@@ -72,12 +71,6 @@ def draft_from_request(body: AdvisoryCreate, *, max_vertices: int, now: datetime
         expires=body.expires,
         exercise=body.exercise,
     )
-
-
-def preview(session: Session, *, draft: AdvisoryDraft, now: datetime) -> Preview:
-    """How many citizens the draft would reach, by channel, without storing anything."""
-    found = reach.reach_of_draft(session, draft, now=now)
-    return Preview(citizens=len(found.citizen_ids), by_channel=found.by_channel)
 
 
 def create_advisory(

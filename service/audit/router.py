@@ -23,6 +23,7 @@ class AuditEntryRead(BaseModel):
     action: str
     subject: str | None
     reason: str | None
+    status: int | None  # the refusal's HTTP status; None for a request that went through
 
 
 class AuditPage(BaseModel):
@@ -44,8 +45,9 @@ def read_audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> AuditPage:
-    """Newest first. Every staff request is here (who, role, address, what, about what), and
-    every reveal of a citizen's contacts with its stated reason."""
+    """Newest first. Every staff request is here (who, role, address, what, about what), those
+    refused with their status and why, and every reveal of a citizen's contacts with its
+    stated reason."""
     total, items = service.read(
         session,
         actor=actor,

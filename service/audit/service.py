@@ -17,6 +17,7 @@ def record(
     action: str,
     subject: str | None = None,
     reason: str | None = None,
+    status: int | None = None,
     now: datetime,
 ) -> AuditEntry:
     """Append one entry in the caller's transaction."""
@@ -29,6 +30,7 @@ def record(
         # A path id may carry a NUL, which PostgreSQL does not store: kept visible, escaped.
         subject=subject.replace("\x00", "\\x00")[:200] if subject else None,
         reason=reason,
+        status=status,
     )
     session.add(entry)
     session.flush()

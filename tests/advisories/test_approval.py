@@ -584,6 +584,10 @@ def test_an_advisory_that_takes_effect_later_counts_whom_it_will_reach(
     assert preview.json()["citizens"] == 6
     created = issue(api, alice, **later)
     assert created["status"] == "pending_approval"
+    # Approved, it alerts nobody before it takes effect, and lists nobody as reached yet.
+    assert approve(api, created["id"], bob).json()["status"] == "active"
+    matches = api.get(f"/v1/advisories/{created['id']}/matches", headers=bob).json()
+    assert matches["total"] == 0
     # A revision that moves an advisory over them, to take effect later, waits as well.
     nowhere = {"geometry": {**SQUARE, "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}}
     small = issue(api, alice, area=nowhere, title={"ko": "작은", "en": "Small"})

@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.app import create_app
+from service.audit import service as audit_service
 from service.audit.models import AuditEntry
 from service.db import make_engine
 from service.staff import service as staff_service
@@ -92,11 +93,15 @@ def test_a_request_refused_for_its_role_is_recorded_as_refused_and_an_unknown_ke
 REFUSED = "403: this needs the {} role; the key has viewer"
 
 
-def test_a_staff_request_that_fails_inside_its_route_is_recorded_as_refused(database_url, tmp_path):
+def test_a_staff_request_refused_inside_its_route_is_recorded_as_refused(
+    database_url, tmp_path, monkeypatch
+):
     """Found by a probe: a request's entry is written in its own transaction, so a route that
     refused (a self-approval, a stale proposal id, a key name taken) rolled it back with
-    everything else, and the log showed nothing of the attempt. The refusal is now an entry of
-    its own, with its status and why; what the request would have done is still undone."""
+    everything else, and the log showed nothing of the attempt. Found in review since: a
+    consul's body that is not JSON left no entry at all, and a read's or a test send's 404 read
+    as a request that went through. Each refusal is now an entry of its own, with its status
+    and why ("failed" for a 5xx); what the request would have done is still undone."""
     with scratch_database(database_url, tmp_path, "inroute") as url:
         engine = make_engine(url)
         with Session(engine) as session, session.begin():
@@ -108,60 +113,93 @@ def test_a_staff_request_that_fails_inside_its_route_is_recorded_as_refused(data
         alice = {"Authorization": f"Bearer {made['consul'].key}"}
         bob = {"Authorization": f"Bearer {other.key}"}
         admin = {"Authorization": f"Bearer {made['admin'].key}"}
+        broken = {**bob, "Content-Type": "application/json"}
         settings = make_settings(url, approval="required")
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             created = client.post("/v1/advisories", json=advisory_body(level=4), headers=alice)
             assert created.status_code == 201, created.text
             advisory = created.json()
             path = f"/v1/advisories/{advisory['id']}"
             waiting = advisory["pending"]["id"]
-            own = client.post(f"{path}/approve", json={"proposal_id": waiting}, headers=alice)
-            stale = client.post(f"{path}/approve", json={"proposal_id": waiting + 1}, headers=bob)
-            taken = client.post(
-                "/v1/staff/keys", json={"name": "other-consul", "role": "admin"}, headers=admin
-            )
-            nul = client.post(f"{path}/reject", json={"reason": "ab\u0000cd"}, headers=bob)
+            answers = [
+                client.post(f"{path}/approve", json={"proposal_id": waiting}, headers=alice),
+                client.post(f"{path}/approve", json={"proposal_id": waiting + 1}, headers=bob),
+                client.post(
+                    "/v1/staff/keys", json={"name": "other-consul", "role": "admin"}, headers=admin
+                ),
+                client.post(f"{path}/reject", json={"reason": "ab\u0000cd"}, headers=bob),
+                client.post(f"{path}/approve", content=b'{"proposal_id": ', headers=broken),
+                client.get("/v1/advisories/nope", headers=bob),
+                client.post(
+                    "/v1/advisories/nope/test-send",
+                    json={"phone": "+82 10-2000-0001", "language": "ko"},
+                    headers=bob,
+                ),
+            ]
             status = client.get(path, headers=bob).json()["status"]
             searched = client.get("/v1/audit", params={"actor": "a\x00"}, headers=admin)
-        assert [own.status_code, stale.status_code, taken.status_code] == [403, 409, 409]
+            monkeypatch.setattr(audit_service, "read", _broken_read)
+            crashed = client.get("/v1/audit", headers=admin)
         # A NUL failed in PostgreSQL (500): it is bad input, named.
-        assert nul.status_code == searched.status_code == 422, (nul.text, searched.text)
         assert [e["field"] for e in searched.json()["errors"]] == ["actor"]
+        assert [a.status_code for a in answers] + [searched.status_code, crashed.status_code] == [
+            403,
+            409,
+            409,
+            422,
+            422,
+            404,
+            404,
+            422,
+            500,
+        ]
         assert status == "pending_approval"
         with Session(engine) as session:
             refused = [
-                (e.actor, e.action, e.subject, e.reason)
+                (e.actor, e.action, e.reason, e.status)
                 for e in session.scalars(
                     select(AuditEntry)
-                    .where(AuditEntry.action.startswith("refused"))
+                    .where(AuditEntry.status.is_not(None))
                     .order_by(AuditEntry.id)
                 )
             ]
             keys = session.scalar(select(func.count()).select_from(StaffKey))
         engine.dispose()
-    subject = f"advisory_id={advisory['id']}"
+    approving, rejecting = f"POST {ROUTE}/approve", f"POST {ROUTE}/reject"
     assert refused == [
         (
             "consul-probe",
-            "refused POST /v1/advisories/{advisory_id}/approve",
-            subject,
+            f"refused {approving}",
             "403: the key that proposed this cannot approve it: a second person must",
+            403,
         ),
         (
             "other-consul",
-            "refused POST /v1/advisories/{advisory_id}/approve",
-            subject,
+            f"refused {approving}",
             "409: what waits has changed since it was read: read it again",
+            409,
         ),
-        ("admin-probe", "refused POST /v1/staff/keys", None, "409: " + taken.json()["detail"]),
+        ("admin-probe", "refused POST /v1/staff/keys", f"409: {answers[2].json()['detail']}", 409),
+        ("other-consul", f"refused {rejecting}", "422: invalid input: reason", 422),
+        ("other-consul", f"refused {approving}", "422: invalid input: body", 422),
+        ("other-consul", f"refused GET {ROUTE}", f"404: {answers[5].json()['detail']}", 404),
         (
             "other-consul",
-            "refused POST /v1/advisories/{advisory_id}/reject",
-            subject,
-            "422: invalid input: reason",
+            f"refused POST {ROUTE}/test-send",
+            f"404: {answers[6].json()['detail']}",
+            404,
         ),
+        ("admin-probe", "refused GET /v1/audit", "422: invalid input: actor", 422),
+        ("admin-probe", "failed GET /v1/audit", "500: RuntimeError", 500),
     ]
     assert keys == 3
+
+
+ROUTE = "/v1/advisories/{advisory_id}"
+
+
+def _broken_read(*_args: object, **_kwargs: object) -> None:
+    raise RuntimeError("a bug")
 
 
 def test_admins_read_the_log_filtered_and_others_may_not(client, db, staff_headers):
