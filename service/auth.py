@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
-from service.db import READ_ONLY, database_unavailable, utcnow
+from service.db import READ_ONLY, DeadlinePassed, database_unavailable, utcnow
 from service.errors import DomainError
 from service.head_requests import method_asked
 from service.rate_limits import client_address
@@ -179,7 +179,10 @@ def _failure_of(error: Exception) -> tuple[int, str]:
     if isinstance(error, HTTPException):
         return error.status_code, str(error.detail)
     if isinstance(error, RequestValidationError):
-        fields = {".".join(str(part) for part in e.get("loc", ())[1:]) for e in error.errors()}
+        # ("body",) alone: the body as a whole (a list where an object belongs)
+        fields = {
+            ".".join(str(part) for part in e.get("loc", ())[1:]) or "body" for e in error.errors()
+        }
         return 422, f"invalid input: {', '.join(sorted(fields))[:200]}"
     return 500, type(error).__name__
 
@@ -189,8 +192,8 @@ def _record_failure(session: Session, request: Request, key: StaffKey, error: Ex
     its status and why, apart from the request's own transaction: a write's entry went with
     its rollback, and a read's says nothing of how it ended. A database that does not answer
     is not asked again (that would double the client's wait for its 503)."""
-    if database_unavailable(error):
-        return
+    if database_unavailable(error) or isinstance(error, DeadlinePassed):
+        return  # the client has its 503; a write now would be refused too, or wait for a lock
     status, why = _failure_of(error)
     try:
         with _committed_apart(session):
@@ -207,9 +210,11 @@ def record_action(
     action: str,
     subject: str | None,
     reason: str | None = None,
+    status: int | None = None,
 ) -> None:
     """What a staff request did, beside the request's own entry, in its transaction: the
-    subject a request cannot name before it runs (the advisory it created), or its reason."""
+    subject a request cannot name before it runs (the advisory it created), or its reason;
+    `status` when it is a refusal the route answers itself."""
     audit.record(
         session,
         actor=key.name,
@@ -218,6 +223,7 @@ def record_action(
         action=action,
         subject=subject[:200] if subject else None,
         reason=reason,
+        status=status,
         now=utcnow(),
     )
 

@@ -3,6 +3,7 @@ ANJEON_TEST_DATABASE_URL is set, and it must be in CI), each test inside a rolle
 transaction, and the real ASGI app bound to that transaction."""
 
 import gc
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -204,3 +205,15 @@ def smtp() -> Iterator[SmtpSink]:
     sink = SmtpSink().start()
     yield sink
     sink.stop()
+
+
+class WarningRecords(logging.Handler):
+    """The messages of WARNING and above, for a logger caplog cannot see: Alembic's logging
+    set-up (a scratch database's migration) replaces the root handlers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

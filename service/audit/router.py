@@ -23,7 +23,9 @@ class AuditEntryRead(BaseModel):
     action: str
     subject: str | None
     reason: str | None
-    status: int | None  # the refusal's HTTP status; None for a request that went through
+    # A refusal's HTTP status. None on the entry a request writes as its key is admitted: a
+    # request refused after that (a read's 404) has a second entry, "refused …", with it.
+    status: int | None
 
 
 class AuditPage(BaseModel):

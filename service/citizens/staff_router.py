@@ -107,6 +107,7 @@ def reveal(
             action="refused reveal citizen",
             subject=citizen_id,
             reason=f"429: {refused.detail}; their reason: {body.reason}",
+            status=429,
         )
         return problem_response(
             429,

@@ -1,12 +1,17 @@
 """The audit log: every staff request is recorded (who, role, address, what, about what),
 admins read it, and the database itself refuses to change or delete an entry."""
 
+import logging
+import threading
+import time
+
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from service.advisories import service as advisories_service
 from service.app import create_app
 from service.audit import service as audit_service
 from service.audit.models import AuditEntry
@@ -14,7 +19,7 @@ from service.db import make_engine
 from service.staff import service as staff_service
 from service.staff.models import StaffKey
 from tests.advisories.builders import advisory_body
-from tests.conftest import make_settings
+from tests.conftest import WarningRecords, make_settings
 from tests.dispatch.seed import scratch_database
 
 
@@ -129,6 +134,7 @@ def test_a_staff_request_refused_inside_its_route_is_recorded_as_refused(
                 ),
                 client.post(f"{path}/reject", json={"reason": "ab\u0000cd"}, headers=bob),
                 client.post(f"{path}/approve", content=b'{"proposal_id": ', headers=broken),
+                client.post("/v1/advisories/preview", json=[], headers=bob),
                 client.get("/v1/advisories/nope", headers=bob),
                 client.post(
                     "/v1/advisories/nope/test-send",
@@ -148,6 +154,7 @@ def test_a_staff_request_refused_inside_its_route_is_recorded_as_refused(
             409,
             422,
             422,
+            422,
             404,
             404,
             422,
@@ -158,9 +165,7 @@ def test_a_staff_request_refused_inside_its_route_is_recorded_as_refused(
             refused = [
                 (e.actor, e.action, e.reason, e.status)
                 for e in session.scalars(
-                    select(AuditEntry)
-                    .where(AuditEntry.status.is_not(None))
-                    .order_by(AuditEntry.id)
+                    select(AuditEntry).where(AuditEntry.status.is_not(None)).order_by(AuditEntry.id)
                 )
             ]
             keys = session.scalar(select(func.count()).select_from(StaffKey))
@@ -182,11 +187,12 @@ def test_a_staff_request_refused_inside_its_route_is_recorded_as_refused(
         ("admin-probe", "refused POST /v1/staff/keys", f"409: {answers[2].json()['detail']}", 409),
         ("other-consul", f"refused {rejecting}", "422: invalid input: reason", 422),
         ("other-consul", f"refused {approving}", "422: invalid input: body", 422),
-        ("other-consul", f"refused GET {ROUTE}", f"404: {answers[5].json()['detail']}", 404),
+        ("other-consul", "refused POST /v1/advisories/preview", "422: invalid input: body", 422),
+        ("other-consul", f"refused GET {ROUTE}", f"404: {answers[6].json()['detail']}", 404),
         (
             "other-consul",
             f"refused POST {ROUTE}/test-send",
-            f"404: {answers[6].json()['detail']}",
+            f"404: {answers[7].json()['detail']}",
             404,
         ),
         ("admin-probe", "refused GET /v1/audit", "422: invalid input: actor", 422),
@@ -239,3 +245,56 @@ def test_truncate_is_refused_on_postgresql(client, db, staff_headers, backend):
     client.get("/v1/advisories", headers=staff_headers("viewer"))
     with pytest.raises(DBAPIError, match="append-only"), db.begin_nested():
         db.execute(text("TRUNCATE audit_entry"))
+
+
+def test_a_request_past_its_deadline_records_no_refusal(database_url, tmp_path, monkeypatch):
+    """Found in review: a request whose deadline passed (the client has had its 503) still
+    tried to record its refusal, a write the deadline refuses too; on SQLite it took the write
+    lock first, in the very overload that made the request late."""
+    done = threading.Event()
+    create = advisories_service.create_advisory
+
+    def slow(*args: object, **kwargs: object) -> object:
+        created = create(*args, **kwargs)
+        time.sleep(3.0)
+        done.set()
+        return created
+
+    monkeypatch.setattr(advisories_service, "create_advisory", slow)
+    with scratch_database(database_url, tmp_path, "late") as url:
+        engine = make_engine(url)
+        with Session(engine) as session, session.begin():
+            consul = staff_service.create_key(session, name="late-consul", role="consul")
+        settings = make_settings(
+            url,
+            request_timeout_s=2.5,
+            database_pool_timeout_s=1.0,
+            database_connect_timeout_s=2,
+            ready_timeout_s=1.0,
+        )
+        statements: list[str] = []
+        warned = WarningRecords()
+        logging.getLogger("anjeon.auth").addHandler(warned)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            bound = client.app.state.session_factory.kw["bind"]
+            event.listen(
+                bound, "before_cursor_execute", lambda *a: statements.append(f"{a[2]} {a[3]}")
+            )
+            late = client.post(
+                "/v1/advisories",
+                json=advisory_body(),
+                headers={"Authorization": f"Bearer {consul.key}"},
+            )
+            assert done.wait(10)
+            time.sleep(0.5)  # the route's commit, refused at its deadline, and what follows
+        logging.getLogger("anjeon.auth").removeHandler(warned)
+        with Session(engine) as session:
+            actions = list(session.scalars(select(AuditEntry.action)))
+        engine.dispose()
+    assert late.status_code == 503
+    assert actions == []  # nothing of the request: its entry went with its transaction
+    # The request's own entries (it, and the advisory it issued) were tried; never a refusal.
+    entries = [s for s in statements if s.startswith("INSERT INTO audit_entry")]
+    assert entries and not [s for s in entries if "refused" in s], entries
+    # Nor was one begun: without the rule, its write failed at the deadline and said so.
+    assert warned.messages == []

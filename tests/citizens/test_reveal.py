@@ -213,4 +213,5 @@ def test_one_key_cannot_dump_the_registry_one_reveal_at_a_time(database_url, db,
             )
         ).all()
         assert attempt.reason.startswith("429: ") and REASON in attempt.reason
+        assert attempt.status == 429
         assert reveal(app, citizens[4], other).status_code == 200

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from service.db import deadline, make_engine
 from tests.builders import citizen_body
-from tests.conftest import PG_URL, make_settings
+from tests.conftest import PG_URL, WarningRecords, make_settings
 from tests.dispatch.seed import scratch_database
 from tests.operations.service_process import (
     Load,
@@ -155,22 +155,13 @@ def test_a_stall_of_open_connections_ends_each_request_at_its_deadline(tmp_path)
         try:
             # Alembic's logging set-up (in the migration above) replaced the root handlers:
             # the records are collected here instead of by caplog.
-            records = _Records()
+            records = WarningRecords()
             logging.getLogger().addHandler(records)
             with serving_in_thread(settings) as base:
                 _stall_open_connections(base, direct, proxy, records.messages)
             logging.getLogger().removeHandler(records)
         finally:
             proxy.stop()
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 def _stall_open_connections(base, direct, proxy, logged: list[str]) -> None:
