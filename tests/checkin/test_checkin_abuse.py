@@ -269,6 +269,35 @@ def test_a_replayed_inbound_message_records_nothing_new(api, db, asked):
     assert citizen_row(db, who.public_id).sms_opted_out_at is None
 
 
+def test_a_replay_whose_fields_are_re_cut_is_refused(api, db, asked):
+    """Found by a probe: the signature covers the fields joined with nothing between them, so
+    "MessageSid=SM…&NumMedia=0" signs as "MessageSid=SM…NumMedia0". A copy of a citizen's
+    earlier "1", re-cut so, carried a new id past the replay guard and answered "safe" over
+    their "2 help" (and an old STOP undid their START). An id not in Twilio's shape is now a
+    403, on the inbound and the status webhook alike."""
+    who = asked()
+    safe = inbound_form(who.phone, "1", sid="SM" + "3" * 32)
+    signature = signed(safe)
+    need_help = inbound_form(who.phone, "2 trapped in room 1204")
+    for form, headers in ((safe, signature), (need_help, signed(need_help))):
+        assert api.post(INBOUND, data=form, headers=headers).status_code == 200
+    re_cut = {k: v for k, v in safe.items() if k != "NumMedia"}
+    re_cut["MessageSid"] += "NumMedia0"
+    assert signed(re_cut) == signature  # the very signature of the genuine "1"
+    refused = api.post(INBOUND, data=re_cut, headers=signature)
+    assert refused.status_code == 403, refused.text
+    assert "MessageSid" in refused.json()["detail"]
+    assert stored(db) == 2
+    assert db.scalar(select(Checkin.answer)) == "help"
+    report = {"MessageSid": "SM" + "4" * 32, "MessageStatus": "delivered", "SmsStatus": "sent"}
+    re_cut_report = {"MessageSid": report["MessageSid"] + "MessageStatusdelivered"}
+    re_cut_report["SmsStatus"] = "sent"
+    status_path = "/v1/webhooks/twilio/status"
+    assert signed(re_cut_report, status_path) == signed(report, status_path)
+    refused = api.post(status_path, data=re_cut_report, headers=signed(report, status_path))
+    assert refused.status_code == 403 and "MessageSid" in refused.json()["detail"], refused.text
+
+
 def test_an_erased_citizen_cannot_answer_by_link_or_sms(api, db, asked, reply):
     who = asked()
     assert api.get(f"/c/{who.token}").status_code == 200

@@ -1,5 +1,6 @@
 """SMS through Twilio's REST API with the official SDK."""
 
+import re
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -38,6 +39,11 @@ THROTTLE_CODES = frozenset({20429})
 # 30001 ("queue overflow", in the status callback). Neither message left Twilio.
 QUEUE_FULL = 21611
 QUEUE_OVERFLOW = "30001"
+# What Twilio names a message: SM (SMS) or MM (MMS) and 32 hex digits. The signature does not
+# fix where one field ends ("MessageSid=SM…&NumMedia=0" signs as "MessageSid=SM…NumMedia0"), so
+# an id kept to refuse replays must be checked: a probe re-cut a citizen's old "1" into a new
+# id and replayed it after their "2 help".
+_MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
 
 # Twilio's MessageStatus values, as a delivery report's status.
 REPORTED_STATUS = {
@@ -181,12 +187,9 @@ class TwilioNotifier(Notifier):
         self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
     ) -> DeliveryReport | None:
         """Twilio signs each callback with the auth token over our public URL and the form."""
-        signature = headers.get("x-twilio-signature", "")
-        if not RequestValidator(self._auth_token).validate(url, dict(form), signature):
-            raise ReportRejected("missing or invalid X-Twilio-Signature")
+        sid = _signed_sid(self._auth_token, url=url, form=form, headers=headers)
         status = REPORTED_STATUS.get(form.get("MessageStatus", ""))
-        sid = form.get("MessageSid", "")
-        if status is None or not sid:
+        if status is None:
             return None
         code = form.get("ErrorCode") or None
         detail = f"Twilio reports {form['MessageStatus']}" + (f" (error {code})" if code else "")
@@ -202,13 +205,9 @@ class TwilioNotifier(Notifier):
         self, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
     ) -> InboundMessage:
         """Twilio's incoming-message webhook, signed like the status callback."""
-        signature = headers.get("x-twilio-signature", "")
-        if not RequestValidator(self._auth_token).validate(url, dict(form), signature):
-            raise ReportRejected("missing or invalid X-Twilio-Signature")
+        sid = _signed_sid(self._auth_token, url=url, form=form, headers=headers)
         return InboundMessage(
-            sender=form.get("From", ""),
-            body=form.get("Body", ""),
-            provider_ref=form.get("MessageSid", ""),
+            sender=form.get("From", ""), body=form.get("Body", ""), provider_ref=sid
         )
 
     def _validity(self, valid_until: datetime | None) -> int:
@@ -240,3 +239,17 @@ def _seconds(header: str | None) -> float | None:
         return max(0.0, float(header))
     except ValueError:
         return None  # an HTTP date: the dispatcher's own backoff applies
+
+
+def _signed_sid(
+    auth_token: str, *, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+) -> str:
+    """The MessageSid of a webhook Twilio signed (X-Twilio-Signature, over our public URL and
+    the form), in Twilio's own shape; anything else is refused."""
+    signature = headers.get("x-twilio-signature", "")
+    if not RequestValidator(auth_token).validate(url, dict(form), signature):
+        raise ReportRejected("missing or invalid X-Twilio-Signature")
+    sid = form.get("MessageSid", "")
+    if not _MESSAGE_SID.fullmatch(sid):
+        raise ReportRejected("MessageSid is not a Twilio message id")
+    return sid
