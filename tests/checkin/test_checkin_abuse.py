@@ -298,6 +298,22 @@ def test_a_replay_whose_fields_are_re_cut_is_refused(api, db, asked):
     assert refused.status_code == 403 and "MessageSid" in refused.json()["detail"], refused.text
 
 
+def test_a_lifted_advisorys_page_says_so_and_still_takes_a_cry_for_help(api, db, asked, consul):
+    """After a cancel the link says the advisory was lifted, and that a help pressed there
+    still reaches the staff: a probe read a lifted advisory's buttons as an oversight, but a
+    cry for help is never refused (an SMS "2" with no check-in open is kept for staff too)."""
+    who = asked()
+    lifted = "이 경보는 해제되었습니다.</strong> 그래도 도움이 필요하면 2를 누르세요."
+    assert lifted not in api.get(f"/c/{who.token}").text
+    cancelled = api.post(f"/v1/advisories/{who.advisory}/cancel", headers=consul)
+    assert cancelled.status_code == 200, cancelled.text
+    page = api.get(f"/c/{who.token}")
+    assert page.status_code == 200 and lifted in page.text
+    helped = api.post(f"/c/{who.token}", data={"answer": "help", "note": "still trapped"})
+    assert helped.status_code == 200 and lifted in helped.text
+    assert db.scalar(select(Checkin.answer)) == "help"
+
+
 def test_an_erased_citizen_cannot_answer_by_link_or_sms(api, db, asked, reply):
     who = asked()
     assert api.get(f"/c/{who.token}").status_code == 200
