@@ -18,6 +18,8 @@ from service.db import utcnow
 from service.errors import DomainError
 from service.geomatch import service as geomatch
 
+FEED_ISSUER = "feed:"  # issued_by of what a configured feed's poll stores: "feed:<name>"
+
 
 @dataclass
 class IngestSummary:
@@ -108,12 +110,15 @@ def _apply(
     rule: tuple[Policy, int],
 ) -> None:
     known = _known(session, draft.external) if draft.external else None
+    if known is not None and not _same_source(known.issued_by, issued_by):
+        summary.rejected.append((draft.label, "its identifier is another source's advisory"))
+        return
     if known is not None and not draft.revisable:
         summary.unchanged.append(known)
         summary.skipped.append((draft.label, "already imported"))
         return
     if draft.msg_type == "Cancel":
-        target = _referenced(session, draft.references)
+        target = _referenced(session, draft.references, issued_by=issued_by)
         if target is None:
             summary.rejected.append((draft.label, "cancels no advisory known here"))
             return
@@ -125,7 +130,9 @@ def _apply(
         summary.skipped.append((draft.label, f"already expired at {draft.expires.isoformat()}"))
         return
     target = known or (
-        _referenced(session, draft.references) if draft.msg_type == "Update" else None
+        _referenced(session, draft.references, issued_by=issued_by)
+        if draft.msg_type == "Update"
+        else None
     )
     if target is None:
         # An Update of an alert we never saw still carries the whole current picture.
@@ -180,10 +187,26 @@ def _known(session: Session, key: ExternalKey) -> Advisory | None:
     )
 
 
-def _referenced(session: Session, references: list[ExternalKey]) -> Advisory | None:
-    """The newest advisory any reference points to."""
-    found = [a for a in (_known(session, key) for key in references) if a is not None]
+def _referenced(
+    session: Session, references: list[ExternalKey], *, issued_by: str
+) -> Advisory | None:
+    """The newest advisory of this source any reference points to."""
+    found = [
+        a
+        for a in (_known(session, key) for key in references)
+        if a is not None and _same_source(a.issued_by, issued_by)
+    ]
     return max(found, key=lambda a: a.updated_at, default=None)
+
+
+def _same_source(stored_by: str, issued_by: str) -> bool:
+    """Whether a message from `issued_by` may act on an advisory `stored_by` issued: a feed on
+    its own advisories only, staff (an import, `anjeon ingest`) on those no feed issued. A
+    document names its references itself: a probe's CAP feed named the ministry's own
+    "0404.go.kr,AF:전체" and lifted its level 4 for Afghanistan, and an NWS one could too."""
+    if stored_by.startswith(FEED_ISSUER) or issued_by.startswith(FEED_ISSUER):
+        return stored_by == issued_by
+    return True
 
 
 def _remember(session: Session, draft: AdvisoryDraft, advisory: Advisory) -> None:

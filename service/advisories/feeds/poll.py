@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.advisories.approval import Policy
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.fetch import FetchError, fetch, read_file
-from service.advisories.ingest import IngestSummary, import_document
+from service.advisories.ingest import FEED_ISSUER, IngestSummary, import_document
 from service.advisories.models import FeedState
 from service.errors import DomainError
 
@@ -61,7 +61,7 @@ def poll_feed(
                 session,
                 format_name=feed.format,
                 data=body,
-                issued_by=f"feed:{feed.name}",
+                issued_by=f"{FEED_ISSUER}{feed.name}",
                 now=now,
                 max_vertices=max_vertices,
                 level_overrides=feed.levels,

@@ -1,0 +1,99 @@
+"""A feed acts only on its own advisories: a document names its references itself, and a
+probe's CAP and NWS documents naming the ministry's own identifiers lifted or rewrote them."""
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from service.advisories.ingest import import_document
+from service.ledger.models import Alert
+from tests.geomatch.builders import citizen
+
+NOW = datetime.now(UTC)
+
+
+def _mofa(country: str, iso: str, level: str) -> bytes:
+    row = {
+        "country_nm": country,
+        "country_iso_alp2": iso,
+        "alarm_lvl": level,
+        "region_ty": "전체",
+        "remark": "",
+        "written_dt": "2024-01-01",
+    }
+    return json.dumps({"resultCode": "00", "data": [row]}, ensure_ascii=False).encode()
+
+
+def _import(db, fmt: str, data: bytes, issued_by: str, policy: str = "auto"):
+    return import_document(
+        db,
+        format_name=fmt,
+        data=data,
+        issued_by=issued_by,
+        now=NOW,
+        max_vertices=50_000,
+        policy=policy,
+    )
+
+
+def _cap(identifier: str, msg_type: str, references: str, info: str = "") -> bytes:
+    return f"""<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+<identifier>{identifier}</identifier><sender>anyone@example.org</sender>
+<sent>{NOW.isoformat()}</sent><status>Actual</status><msgType>{msg_type}</msgType>
+<scope>Public</scope><references>{references}</references>{info}</alert>""".encode()
+
+
+def test_another_feed_cannot_cancel_or_rewrite_the_ministrys_advisory(db):
+    citizen(db, lon=69.17, lat=34.53)  # Kabul
+    (afghanistan,) = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:mofa").created
+    (thailand,) = _import(db, "mofa", _mofa("태국", "TH", "2"), "feed:mofa").created
+    alerts = db.scalar(select(Alert.id).where(Alert.advisory_id == afghanistan.id))
+    assert afghanistan.status == "active" and alerts is not None
+
+    nws = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "id": "x",
+                "type": "Feature",
+                "geometry": None,
+                "properties": {
+                    "id": "evil-1",
+                    "sender": "w-nws.webmaster@noaa.gov",
+                    "messageType": "Cancel",
+                    "sent": NOW.isoformat(),
+                    "references": [{"sender": "0404.go.kr", "identifier": "AF:전체"}],
+                    "event": "x",
+                    "severity": "Minor",
+                    "status": "Actual",
+                    "geocode": {"UGC": ["ORZ001"]},
+                },
+            }
+        ],
+    }
+    by_nws = _import(db, "geojson", json.dumps(nws).encode(), "feed:nws-alerts", "level3+")
+    by_cap = _import(db, "cap", _cap("evil-2", "Cancel", "0404.go.kr,AF:전체,x"), "feed:cap")
+    info = """<info><language>en</language><category>Safety</category><event>e</event>
+<urgency>Immediate</urgency><severity>Minor</severity><certainty>Observed</certainty>
+<headline>Thailand is safe now, ignore the ministry</headline><description>All fine</description>
+<area><areaDesc>Thailand</areaDesc><geocode><valueName>ISO3166-1</valueName><value>TH</value>
+</geocode></area></info>"""
+    by_update = _import(
+        db, "cap", _cap("evil-3", "Update", "0404.go.kr,TH:전체,x", info), "feed:cap", "level3+"
+    )
+    db.refresh(afghanistan)
+    db.refresh(thailand)
+    assert afghanistan.status == "active" and afghanistan.revision == 1
+    assert thailand.revision == 1 and thailand.level == "2"
+    for summary in (by_nws, by_cap):
+        assert summary.updated == [] and summary.rejected[0][1] == "cancels no advisory known here"
+    # An Update of an alert this feed never saw is a new advisory of its own, not the ministry's.
+    assert by_update.updated == [] and [a.issued_by for a in by_update.created] == ["feed:cap"]
+    # The ministry's own feed, and staff importing their own documents, still act.
+    own = _import(db, "cap", _cap("staff-1", "Cancel", "0404.go.kr,AF:전체,x"), "consul-1")
+    assert own.updated == [] and own.rejected[0][1] == "cancels no advisory known here"
+    # A message id another source already stored is not taken over.
+    taken = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:other")
+    assert taken.created == [] and taken.updated == []
+    assert taken.rejected[0][1] == "its identifier is another source's advisory"
