@@ -1,6 +1,7 @@
 """Polling feeds from a loopback HTTP server: conditional GET, 304, timeout, size cap, and the
 guard against non-public addresses; feeds.toml validation; the scheduler's feed jobs."""
 
+import gzip
 import http.server
 import time
 
@@ -15,6 +16,8 @@ from service.config import PROJECT_ROOT
 from service.scheduler import build_scheduler
 from tests.advisories.feed_samples import FEEDS, current_cap
 from tests.loopback_server import serve_in_thread
+
+ZEROS_GZIPPED = gzip.compress(bytes(10 * 1024 * 1024), compresslevel=9)
 
 
 class FeedServer(http.server.BaseHTTPRequestHandler):
@@ -43,6 +46,31 @@ class FeedServer(http.server.BaseHTTPRequestHandler):
             self.end_headers()  # no Content-Length: the cap must count what arrives
             for _ in range(100):
                 self.wfile.write(b" " * 65536)
+            return
+        elif self.path == "/gzip":  # a feed gzipped, as servers answer Accept-Encoding: gzip
+            body = gzip.compress(current_cap())
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+        elif self.path == "/gzip-bomb":  # 10 MiB of nothing in about 10 KB
+            body = ZEROS_GZIPPED
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+        elif self.path == "/gzip-twice":  # httpx honoured it: a probe's 825 bytes made 400 MB
+            body = gzip.compress(gzip.compress(current_cap()))
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip, gzip")
+        elif self.path == "/drip":  # a byte every 0.2 s, each gap inside the 0.5 s timeout
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(40):
+                    self.wfile.write(b"1\r\n \r\n")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the poller hung up, as it should
             return
         elif self.path == "/broken":
             body = b"<alert><unclosed>"
@@ -100,6 +128,9 @@ def test_poll_then_304(poll, db, feed_server):
         ("/slow", "timed out"),
         ("/huge", "cap"),
         ("/huge-chunked", "cap"),
+        ("/gzip-bomb", "cap"),
+        ("/gzip-twice", "not gzip once"),
+        ("/drip", "longer than 0.5 s in all"),
         ("/error", "HTTP 503"),
         ("/broken", "not well-formed"),
     ],
@@ -110,6 +141,19 @@ def test_failed_polls_are_recorded_and_change_nothing(poll, db, feed_server, pat
     state = db.get(FeedState, "loopback")
     assert state.last_outcome == "error" and why in state.last_detail
     assert db.scalar(select(func.count()).select_from(Advisory)) == before
+
+
+def test_a_gzipped_feed_is_read(poll, db, feed_server):
+    assert poll(_feed(f"{feed_server}/gzip")) == "updated"
+    assert db.scalar(select(func.count()).select_from(Advisory)) == 1
+
+
+def test_a_feed_that_trickles_is_cut_at_its_timeout_in_all(poll, db, feed_server):
+    """Found by a probe: the timeout held for each read, and a server sending a byte every
+    0.2 s held a 0.5 s poll for 8 s (as long as it chose)."""
+    started = time.monotonic()
+    assert poll(_feed(f"{feed_server}/drip")) == "error"
+    assert time.monotonic() - started < 5.0  # its server would go on for 8 s
 
 
 def test_loopback_url_without_the_flag_is_never_requested(poll, db, feed_server):
