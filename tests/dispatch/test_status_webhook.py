@@ -1,6 +1,8 @@
 """Delivery reports: Twilio's callbacks signed against the public URL, repeatable, never
 backwards, counted only for the send they name; and a plugin's own reports."""
 
+from urllib.parse import urlencode
+
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
@@ -101,6 +103,34 @@ def test_undelivered_keeps_the_error_code(api, consul, db, dispatcher):
     row = status_of(db, alert)
     assert (row.status, row.error_code) == ("undelivered", "30003")
     assert "30003" in row.last_error
+
+
+def test_a_callback_re_cut_across_the_url_and_a_field_name_is_refused(api, consul, db, dispatcher):
+    """Found by a probe: the signature covers the URL and the fields joined with nothing
+    between them, so "…?alert=12&attempt=1" + "AccountSid…" signs as "…?alert=1" +
+    "2&attempt=1AccountSid…": a captured report re-cut so settled another alert (or this one
+    without its attempt). A field name Twilio would never send is a 403."""
+    alert = sent_sms(api, consul, db, dispatcher, "010-7777-0009")
+    path = f"/v1/webhooks/twilio/status?alert={alert.id}&attempt={alert.attempts}"
+    form = {"AccountSid": "AC" + "0" * 32, "MessageSid": alert.provider_ref}
+    form["MessageStatus"] = "undelivered"
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC + path, form)
+    re_cut_path = f"/v1/webhooks/twilio/status?alert={alert.id}"
+    re_cut = {
+        f"&attempt={alert.attempts}{k}" if k == "AccountSid" else k: v for k, v in form.items()
+    }
+    validator = RequestValidator(AUTH_TOKEN)
+    assert validator.compute_signature(PUBLIC + re_cut_path, re_cut) == signature
+    refused = api.post(
+        re_cut_path,
+        content=urlencode(re_cut),
+        headers={
+            "X-Twilio-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert refused.status_code == 403, refused.text
+    assert status_of(db, alert).status == "sent"
 
 
 def test_callback_for_another_message_changes_nothing(api, consul, db, dispatcher):

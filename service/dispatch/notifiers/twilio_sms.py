@@ -44,6 +44,11 @@ QUEUE_OVERFLOW = "30001"
 # an id kept to refuse replays must be checked: a probe re-cut a citizen's old "1" into a new
 # id and replayed it after their "2 help".
 _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
+# Twilio's field names are letters and digits (MediaUrl0). The URL is signed joined to the
+# first field's name too: a probe moved "&attempt=1" out of our query into a field name
+# ("&attempt=1AccountSid") under the same signature, and settled an alert the report was not
+# about.
+_FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 # Twilio's MessageStatus values, as a delivery report's status.
 REPORTED_STATUS = {
@@ -249,6 +254,8 @@ def _signed_sid(
     signature = headers.get("x-twilio-signature", "")
     if not RequestValidator(auth_token).validate(url, dict(form), signature):
         raise ReportRejected("missing or invalid X-Twilio-Signature")
+    if not all(_FIELD_NAME.fullmatch(name) for name in form):
+        raise ReportRejected("a field name Twilio does not send")
     sid = form.get("MessageSid", "")
     if not _MESSAGE_SID.fullmatch(sid):
         raise ReportRejected("MessageSid is not a Twilio message id")
