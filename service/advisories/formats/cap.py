@@ -184,7 +184,10 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
         zones = [f"ISO3166:{c}" for c in (*codes, *provinces)] + zones
         codes, provinces = [], []
     if geometry is None and not circles and not codes and not provinces:
-        guessed = names.find_in_text(description)
+        # Zone codes are the area: a guess from its words comes only when nothing else does.
+        # A probe's NWS warning for "Lebanon; Lancaster" (Pennsylvania, SAME and UGC codes)
+        # alerted everyone in Lebanon; "Coastal Georgia", "Panama City Beach" do the same.
+        guessed = None if zones else names.find_in_text(description)
         if guessed:
             codes.append(guessed)
             notes.append(f"no geometry: country {guessed} read from the area description")

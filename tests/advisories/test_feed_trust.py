@@ -1,8 +1,10 @@
-"""A feed acts only on its own advisories: a document names its references itself, and a
-probe's CAP and NWS documents naming the ministry's own identifiers lifted or rewrote them."""
+"""What a feed's document may decide, found by a probe: a feed acts only on its own
+advisories (a document names its references itself, and CAP and NWS documents naming the
+ministry's own identifiers lifted or rewrote them), and zone codes are an area of their own
+(the words beside them named a foreign country, which was alerted)."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -97,3 +99,35 @@ def test_another_feed_cannot_cancel_or_rewrite_the_ministrys_advisory(db):
     taken = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:other")
     assert taken.created == [] and taken.updated == []
     assert taken.rejected[0][1] == "its identifier is another source's advisory"
+
+
+def _zoned_cap(area_desc: str, ugc: str, same: str) -> bytes:
+    """An NWS-style CAP warning: zone codes (UGC, SAME) and no polygon."""
+    expires = (NOW + timedelta(days=1)).isoformat()
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+<identifier>urn:oid:2.49.0.1.840.0.{ugc}</identifier><sender>w-nws.webmaster@noaa.gov</sender>
+<sent>{NOW.isoformat()}</sent><status>Actual</status><msgType>Alert</msgType><scope>Public</scope>
+<info><language>en-US</language><category>Met</category><event>Winter Storm Warning</event>
+<urgency>Expected</urgency><severity>Severe</severity><certainty>Likely</certainty>
+<expires>{expires}</expires><headline>Winter Storm Warning</headline>
+<description>Heavy snow expected.</description>
+<area><areaDesc>{area_desc}</areaDesc>
+<geocode><valueName>SAME</valueName><value>{same}</value></geocode>
+<geocode><valueName>UGC</valueName><value>{ugc}</value></geocode></area></info></alert>""".encode()
+
+
+def test_zone_codes_are_the_area_and_no_country_is_guessed_from_its_words(db):
+    """Found by a probe: a Pennsylvania warning for "Lebanon; Lancaster" (zone codes, no
+    polygon) alerted everyone in Lebanon, and "Atlantic; Cape May, New Jersey" everyone in
+    Jersey. With zone codes the area is those zones (matching no one); the words are kept."""
+    citizen(db, lon=35.50, lat=33.89)  # Beirut
+    citizen(db, lon=-2.11, lat=49.19)  # St Helier
+    for words, ugc, same in (
+        ("Lebanon; Lancaster", "PAZ058", "042075"),
+        ("Atlantic; Cape May, New Jersey", "NJZ022", "034001"),
+    ):
+        summary = _import(db, "cap", _zoned_cap(words, ugc, same), "feed:nws-cap", "level3+")
+        (advisory,) = summary.created
+        assert advisory.area["countries"] == [] and summary.enqueued == 0
+        assert f"UGC:{ugc}" in advisory.area["zones"] and advisory.area["description"] == words
