@@ -36,6 +36,9 @@ class StrictModel(BaseModel):
 # DISPLAYS_AS_OTHER (all but the C0 controls) is also left out of a check-in note.
 DISPLAYS_AS_OTHER = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
 _NAME_REFUSED = r"\x00-\x1f" + DISPLAYS_AS_OTHER
+# Taken out of free text we show to others (a check-in note, a feed's words in an SMS): what
+# displays as something else, and the C0 controls but tab and newline.
+UNSHOWN = re.compile(rf"[\x00-\x08\x0b-\x1f{DISPLAYS_AS_OTHER}]")
 _BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Allowed in a name, never all of it: what draws nothing (soft hyphen, grapheme joiner, Hangul
 # and Khmer fillers, Mongolian selectors, zero-width space, ZWNJ and ZWJ (Persian and Indic

@@ -2,7 +2,6 @@
 blind index, for each of their open check-ins) or from the check-in link's page. Every answer
 is kept; the latest is the one in force."""
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +20,7 @@ from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.ledger import states
 from service.ledger.models import Ahead, Alert
 from service.privacy import PersonalDataVault
-from service.schema_rules import DISPLAYS_AS_OTHER
+from service.schema_rules import UNSHOWN
 
 # A reply counts for a check-in asked at most this long ago, as long as its link answers.
 OPEN_FOR = timedelta(days=CHECKIN_LINK_DAYS)
@@ -31,16 +30,13 @@ HELP_MESSAGE_QUIET = timedelta(minutes=30)
 # Help messages kept per citizen an hour: more is an auto-responder, or someone burying others.
 HELP_MESSAGES_KEPT = 20
 NOTE_MAX = 500
-# Left out of a note, which staff read in the console: NUL and the other controls but line
-# breaks and tabs, and what names refuse as displaying as other text ("\u202eevil" reads
-# "live").
-_UNSHOWN = re.compile(rf"[\x00-\x08\x0b-\x1f{DISPLAYS_AS_OTHER}]")
 
 
 def note_kept(text: str | None) -> str | None:
-    """A citizen's own words as kept for staff: what cannot be shown left out, then trimmed and
-    cut at NOTE_MAX; None when nothing is left."""
-    return _UNSHOWN.sub("", text or "").strip()[:NOTE_MAX] or None
+    """A citizen's own words as kept for staff: what cannot be shown left out (UNSHOWN: NUL and
+    the other controls but line breaks and tabs, and what displays as other text, "\u202eevil"
+    reads "live"), then trimmed and cut at NOTE_MAX; None when nothing is left."""
+    return UNSHOWN.sub("", text or "").strip()[:NOTE_MAX] or None
 
 
 @dataclass(frozen=True)

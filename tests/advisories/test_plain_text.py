@@ -24,6 +24,13 @@ from service.advisories.formats.common import plain_text
         ("Reply &lt;YES&gt; to confirm", "Reply <YES> to confirm"),
         ("<p>Write to &lt;seoul@mofa.go.kr&gt; or call</p>", "Write to <seoul@mofa.go.kr> or call"),
         ("<p>Escaped on purpose: &lt;b&gt;</p>", "Escaped on purpose: <b>"),
+        # A probe's headline: an unclosed right-to-left override showed the link after it
+        # reversed, and a bell and a terminal escape reached the SMS as they came.
+        (
+            "Flood warning \u202e.gro.live//:sptth ta ofni\x07\x1b[2J - Stay safe \u2066(Box)",
+            "Flood warning .gro.live//:sptth ta ofni[2J - Stay safe (Box)",
+        ),
+        ("Leave now\u2028Go north\x00", "Leave now\nGo north"),
     ],
 )
 def test_citizens_read_words_not_markup(feed, read):

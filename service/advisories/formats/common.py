@@ -15,6 +15,7 @@ from service.advisories.drafts import AdvisoryDraft, ParsedFeed, Rejected
 from service.advisories.formats.safe_xml import InvalidDocument, UnreadableDocument
 from service.errors import InvalidInput
 from service.geo.areas import InvalidArea, check_geometry
+from service.schema_rules import UNSHOWN
 
 MAX_TEXT = 4000
 # Real feeds nest less than 10 deep; Python's own recursion (json, repr) gives out near 1,000.
@@ -149,6 +150,9 @@ def plain_text(value: str, limit: int = MAX_TEXT) -> str:
     if not _TAG.search(value) and _HTML_TAG.search(text):
         text = _untagged(text, _HTML_TAG)
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    # A feed's controls and bidi overrides went into the SMS as they came: a probe's U+202E
+    # showed our own link reversed beside a readable fake one.
+    text = UNSHOWN.sub("", re.sub("[\u2028\u2029]", "\n", text))
     text = "\n".join(line.strip() for line in text.split("\n"))
     text = re.sub(r"\n\n+", "\n", text).strip()
     if len(text) > limit:
