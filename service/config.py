@@ -277,6 +277,21 @@ class Settings(BaseSettings):
                 "ANJEON_DUTY_EMAIL or ANJEON_DUTY_WEBHOOK_URL (who is told at once when a "
                 "citizen needs help)"
             )
+        hooks = {
+            name: url.strip()
+            for name, url in (
+                ("ANJEON_WEBHOOK_URL", self.webhook_url),
+                ("ANJEON_DUTY_WEBHOOK_URL", self.duty_webhook_url),
+                ("ANJEON_STAFF_WEBHOOK_URL", self.staff_webhook_url),
+            )
+            if url.strip()
+        }
+        if hooks and not (self.webhook_secret and self.webhook_secret.get_secret_value()):
+            # A duty notice carries a citizen's name and place: its receiver must be able to
+            # tell it from a forgery.
+            problems.append(f"ANJEON_WEBHOOK_SECRET to sign what {', '.join(hooks)} receive")
+        if plain := [name for name, url in hooks.items() if not url.lower().startswith("https://")]:
+            problems.append(f"https:// for {', '.join(plain)}")
         if problems:
             raise ValueError("production needs " + "; ".join(problems))
         return self

@@ -57,3 +57,22 @@ def test_the_start_up_line_lists_what_is_enforced(database_url):
     assert "environment=production" in enforced and "verification=required" in enforced
     assert "approval=required" in enforced
     assert "metrics=off" in enforced and "api-docs=off" in enforced
+
+
+def test_webhooks_that_carry_personal_data_are_signed_and_encrypted_in_production():
+    """Found by a probe: a duty webhook (a citizen's name and place) could go out unsigned, to
+    an http:// address, in production."""
+    with pytest.raises(ValueError) as refused:
+        make_settings("sqlite://", **PRODUCTION, duty_webhook_url="http://duty.example/hook")
+    assert "ANJEON_WEBHOOK_SECRET to sign what ANJEON_DUTY_WEBHOOK_URL receive" in str(
+        refused.value
+    )
+    assert "https:// for ANJEON_DUTY_WEBHOOK_URL" in str(refused.value)
+    signed = make_settings(
+        "sqlite://",
+        **PRODUCTION,
+        duty_webhook_url="https://duty.example/hook",
+        staff_webhook_url="https://staff.example/hook",
+        webhook_secret="a shared secret",
+    )
+    assert signed.pages_duty_staff
