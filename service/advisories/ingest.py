@@ -201,10 +201,11 @@ def _referenced(
 
 def _same_source(stored_by: str, issued_by: str) -> bool:
     """Whether a message from `issued_by` may act on an advisory `stored_by` issued: a feed on
-    its own advisories only, staff (an import, `anjeon ingest`) on those no feed issued. A
-    document names its references itself: a probe's CAP feed named the ministry's own
-    "0404.go.kr,AF:전체" and lifted its level 4 for Afghanistan, and an NWS one could too."""
-    if stored_by.startswith(FEED_ISSUER) or issued_by.startswith(FEED_ISSUER):
+    its own, and on those staff imported (`anjeon ingest` of its file while it was down, the
+    alert its Update follows), never on another feed's; staff imports on any. A document
+    names its references itself: a probe's CAP feed named the MOFA feed's "0404.go.kr,AF:전체"
+    and lifted its level 4 for Afghanistan, and an NWS one could too."""
+    if issued_by.startswith(FEED_ISSUER) and stored_by.startswith(FEED_ISSUER):
         return stored_by == issued_by
     return True
 

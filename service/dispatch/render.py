@@ -7,6 +7,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from service.dispatch import sms_text
 from service.dispatch.area_time import local_end
 from service.dispatch.content import EXERCISE_MARK, AlertContent, area_text, country_name
+from service.schema_rules import UNSHOWN
 
 _LINK_MARK = "\x00link\x00"
 _CHECKIN_MARK = "\x00checkin\x00"
@@ -49,9 +50,11 @@ class Renderer:
             "kind": content.kind,
             "revision": content.revision,
             "level_name": content.level_name(lang),
-            "title": content.text(content.title, lang),
-            "message": content.text(content.message, lang),
-            "area": area_text(content.area, lang),
+            # What displays as other text is left out of every word we send, whoever wrote it
+            # (a feed's U+202E showed our link reversed beside a readable fake one).
+            "title": _shown(content.text(content.title, lang)),
+            "message": _shown(content.text(content.message, lang)),
+            "area": _shown(area_text(content.area, lang)),
             "source": content.source,
             "expires": self._ends_at(content, lang),
             "link": link,
@@ -176,3 +179,7 @@ class Renderer:
         values = {**self._values(content, lang, ""), "lang": lang}
         values |= {"answer": answer, "recorded": recorded, "duty_paged": duty_paged}
         return self._env.get_template("checkin_page.html.j2").render(values)
+
+
+def _shown(text: str) -> str:
+    return UNSHOWN.sub("", text)

@@ -92,13 +92,24 @@ def test_another_feed_cannot_cancel_or_rewrite_the_ministrys_advisory(db):
         assert summary.updated == [] and summary.rejected[0][1] == "cancels no advisory known here"
     # An Update of an alert this feed never saw is a new advisory of its own, not the ministry's.
     assert by_update.updated == [] and [a.issued_by for a in by_update.created] == ["feed:cap"]
-    # The ministry's own feed, and staff importing their own documents, still act.
-    own = _import(db, "cap", _cap("staff-1", "Cancel", "0404.go.kr,AF:전체,x"), "consul-1")
-    assert own.updated == [] and own.rejected[0][1] == "cancels no advisory known here"
-    # A message id another source already stored is not taken over.
+    # A message id another feed already stored is not taken over.
     taken = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:other")
     assert taken.created == [] and taken.updated == []
     assert taken.rejected[0][1] == "its identifier is another source's advisory"
+    # Staff may (they can cancel through the API anyway).
+    by_staff = _import(db, "cap", _cap("staff-1", "Cancel", "0404.go.kr,AF:전체,x"), "consul-1")
+    db.refresh(afghanistan)
+    assert by_staff.updated == [afghanistan] and afghanistan.status == "cancelled"
+
+
+def test_a_feed_takes_over_what_staff_imported_from_it(db):
+    """Found in review: with a feed acting only on what it issued, a MOFA file staff imported
+    while the feed was down (`anjeon ingest`) locked the feed out of those countries for good:
+    Afghanistan stayed at level 3 when the feed said 4."""
+    (afghanistan,) = _import(db, "mofa", _mofa("아프가니스탄", "AF", "3"), "cli:mofa.json").created
+    raised = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:mofa")
+    db.refresh(afghanistan)
+    assert raised.updated == [afghanistan] and afghanistan.level == "4"
 
 
 def _zoned_cap(area_desc: str, ugc: str, same: str) -> bytes:

@@ -502,6 +502,8 @@ def verify(app, public_id: str, manage: dict, twilio) -> None:
         ({"sms_notifier": "console"}, "ANJEON_SMS_NOTIFIER"),
         ({"public_base_url": "http://alerts.example.go.kr"}, "https://"),
         ({"duty_email": [], "duty_webhook_url": ""}, "ANJEON_DUTY_EMAIL"),
+        ({"webhook_secret": None}, "ANJEON_WEBHOOK_SECRET to sign"),
+        ({"duty_webhook_url": "http://d.x/"}, "https:// for ANJEON_DUTY_WEBHOOK_URL"),
     ],
 )
 def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
@@ -513,6 +515,8 @@ def test_production_refuses_an_unsafe_setup(database_url, values, complaint):
         "verification": "required",
         "approval": "required",
         "duty_email": ["duty@mofa.example"],
+        "webhook_url": "https://hooks.mofa.example/alerts",
+        "webhook_secret": "a shared secret",
     }
     make_settings(database_url, **safe)  # the safe setup starts
     make_settings(database_url, **{**safe, "duty_email": [], "duty_webhook_url": "https://d.x/"})

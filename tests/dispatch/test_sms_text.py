@@ -73,6 +73,30 @@ def test_korean_alert_is_cut_to_the_configured_segments():
     assert rendered.text.endswith(LINK)
 
 
+def test_what_displays_as_other_text_never_reaches_a_message():
+    """Found in review: the feed's own cleaning missed fields (a USGS place, a CAP areaDesc,
+    staff's own words), and an unclosed U+202E before our link showed it reversed. Every word
+    we send loses such characters as it is rendered, whoever wrote them."""
+    renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3)
+    tricked = AlertContent(
+        advisory_public_id="x",
+        revision=1,
+        kind="new",
+        level="3",
+        title={"en": "Quake near \u202emoc.live//:sptth"},
+        message={"en": "Stay \x07away\u2066 from the coast"},
+        area={"countries": ["TH"], "description": "Bangkok \u202emoc.live//:sptth"},
+        source="",
+        expires=None,
+    )
+    for language in ("en", "ko"):
+        sms = renderer.sms(tricked, language=language, link=LINK).text
+        mail = renderer.email(tricked, language=language, link=LINK)
+        for text in (sms, mail.text, mail.subject, mail.html):
+            assert not set(text) & {"\u202e", "\u2066", "\x07"}, text
+        assert "Quake near moc.live//:sptth" in sms and "Stay away from the coast" in sms
+
+
 def test_english_citizen_gets_the_korean_words_in_an_english_message():
     """The title and text exist in Korean only: they come in Korean, the rest in English."""
     renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3)
