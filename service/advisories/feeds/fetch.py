@@ -215,8 +215,7 @@ def fetch(
     deadline = time.monotonic() + timeout_s
     with _client(timeout_s=timeout_s, allow_private=allow_private) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            if time.monotonic() > deadline:
-                raise FetchError(f"took longer than {timeout_s} s in all")
+            _within(deadline, timeout_s)
             _checked_url(url)  # every hop; its address is vetted when its connection opens
             try:
                 with client.stream("GET", url, headers=headers) as response:
@@ -246,8 +245,7 @@ def _read(
         chunks, size, received = [], 0, False
         for raw in response.iter_raw():
             received = received or bool(raw)
-            if time.monotonic() > deadline:
-                raise FetchError(f"took longer than {timeout_s} s in all")
+            _within(deadline, timeout_s)
             try:
                 # Inflated by us, at most to the cap: httpx inflates a whole chunk at once, and
                 # "gzip, gzip" (which it honours) made 825 bytes 400 MB in a probe's run.
@@ -267,6 +265,11 @@ def _read(
         etag=response.headers.get("etag"),
         last_modified=response.headers.get("last-modified"),
     )
+
+
+def _within(deadline: float, timeout_s: float) -> None:
+    if time.monotonic() > deadline:
+        raise FetchError(f"took longer than {timeout_s} s in all")
 
 
 def _inflater(header: str) -> Any:
@@ -293,7 +296,7 @@ def read_file(path: str | Path, *, max_bytes: int) -> bytes:
         raise FetchError(f"file is over the {max_bytes}-byte cap")
     if not data.startswith(GZIP_MAGIC):
         return data
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    inflater = zlib.decompressobj(wbits=_WBITS["gzip"])
     try:
         document = inflater.decompress(data, max_bytes + 1)
     except zlib.error as exc:
