@@ -142,3 +142,51 @@ def test_zone_codes_are_the_area_and_no_country_is_guessed_from_its_words(db):
         (advisory,) = summary.created
         assert advisory.area["countries"] == [] and summary.enqueued == 0
         assert f"UGC:{ugc}" in advisory.area["zones"] and advisory.area["description"] == words
+
+
+def _meteoalarm_cap(areas: list[tuple[str, str, str]]) -> bytes:
+    blocks = "".join(
+        f"<area><areaDesc>{words}</areaDesc>"
+        f"<geocode><valueName>{system}</valueName><value>{code}</value></geocode></area>"
+        for words, system, code in areas
+    )
+    expires = (NOW + timedelta(hours=6)).isoformat()
+    return f"""<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+<identifier>2.49.0.0.470.0.MT.{abs(hash(blocks))}</identifier><sender>meteoalarm@example.org</sender>
+<sent>{NOW.isoformat()}</sent><status>Actual</status><msgType>Alert</msgType><scope>Public</scope>
+<info><language>en-GB</language><category>Met</category><event>Severe wind warning</event>
+<urgency>Immediate</urgency><severity>Severe</severity><certainty>Likely</certainty>
+<expires>{expires}</expires><headline>Severe wind</headline>
+<description>Gusts of 100 km/h.</description>{blocks}</info></alert>""".encode()
+
+
+def test_a_zone_that_is_a_whole_country_named_as_such_is_that_country(db):
+    """Found by a review: MeteoAlarm gives Malta one region ("Malta", EMMA_ID MT001); with
+    zone codes taken as the area alone, its warnings reached no one in Malta. Words and codes
+    that agree on one country make it the area; a county named like a country does not."""
+    valletta = citizen(db, lon=14.51, lat=35.90)
+    citizen(db, lon=35.50, lat=33.89)  # Beirut
+    summary = _import(
+        db, "cap", _meteoalarm_cap([("Malta", "EMMA_ID", "MT001")]), "feed:meteoalarm", "level3+"
+    )
+    (advisory,) = summary.created
+    assert advisory.area["countries"] == ["MT"] and "EMMA_ID:MT001" in advisory.area["zones"]
+    told = db.scalars(select(Alert.citizen_id).where(Alert.advisory_id == advisory.id)).all()
+    assert set(told) == {valletta.id}
+
+    for areas in (
+        [("Malta", "EMMA_ID", "IT001")],  # the codes lie elsewhere
+        [("Gozo", "EMMA_ID", "MT002")],  # a region, not the country
+        [("Malta", "EMMA_ID", "MT001"), ("Lebanon", "EMMA_ID", "MT002")],
+        [("Lebanon", "UGC", "PAZ058")],  # a system that does not say its country
+    ):
+        (other,) = _import(db, "cap", _meteoalarm_cap(areas), "feed:meteoalarm").created
+        assert other.area["countries"] == [], areas
+
+
+def test_nuts_codes_name_greece_el_and_the_united_kingdom_uk(db):
+    for words, code, country in (("Greece", "EL301", "GR"), ("United Kingdom", "UKI31", "GB")):
+        (advisory,) = _import(
+            db, "cap", _meteoalarm_cap([(words, "NUTS3", code)]), "feed:meteoalarm"
+        ).created
+        assert advisory.area["countries"] == [country]

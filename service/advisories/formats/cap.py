@@ -36,6 +36,10 @@ from service.geo.areas import Area, Circle, check_circle
 POINT_RADIUS_KM = 25.0
 MAX_AREA_WORDS = 1000  # characters of <areaDesc> kept, per language
 _ISO_GEOCODE = re.compile(r"iso.?3166|iso\.org", re.IGNORECASE)
+# Zone systems whose codes begin with their country's ISO 3166 alpha-2: MeteoAlarm's EMMA_ID and
+# Eurostat's NUTS (which writes Greece EL and the United Kingdom UK).
+_COUNTRY_PREFIXED_ZONE = re.compile(r"(?:EMMA_ID|NUTS[0-3]?):([A-Z]{2})", re.IGNORECASE)
+_NUTS_COUNTRIES = {"EL": "GR", "UK": "GB"}
 
 
 def parse_cap(
@@ -184,10 +188,11 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
         zones = [f"ISO3166:{c}" for c in (*codes, *provinces)] + zones
         codes, provinces = [], []
     if geometry is None and not circles and not codes and not provinces:
-        # Zone codes are the area: a guess from its words comes only when nothing else does.
+        # Zone codes are the area (unless they are a whole country, named): a guess from its
+        # words comes only when nothing else does.
         # A probe's NWS warning for "Lebanon; Lancaster" (Pennsylvania, SAME and UGC codes)
         # alerted everyone in Lebanon; "Coastal Georgia", "Panama City Beach" do the same.
-        guessed = None if zones else names.find_in_text(description)
+        guessed = _whole_country(info, zones) if zones else names.find_in_text(description)
         if guessed:
             codes.append(guessed)
             notes.append(f"no geometry: country {guessed} read from the area description")
@@ -204,6 +209,22 @@ def _area(info: Element, *, max_vertices: int, notes: list[str]) -> Area:
         description=description[:MAX_AREA_WORDS],
         notes=tuple(notes),
     )
+
+
+def _whole_country(info: Element, zones: list[str]) -> str | None:
+    """The country a zone-coded area is all of: every <areaDesc> is that country's name and
+    every zone code lies in it (MeteoAlarm gives Malta one region, "Malta", EMMA_ID MT001).
+    Anything less is no country: "Lebanon" beside a Pennsylvania county's codes named a county."""
+    named = {names.code_for_name(text_of(area, "areaDesc")) for area in info.findall("area")}
+    zoned = set()
+    for zone in zones:
+        prefix = _COUNTRY_PREFIXED_ZONE.fullmatch(zone[: zone.find(":") + 3])
+        if prefix is None:
+            return None
+        zoned.add(_NUTS_COUNTRIES.get(prefix[1].upper(), prefix[1].upper()))
+    if len(named) == 1 and named == zoned and None not in named:
+        return named.pop()
+    return None
 
 
 def _circle(text: str) -> Circle:
