@@ -23,6 +23,7 @@ from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.formats import PARSERS
 from service.advisories.ingest import import_document
 from service.app import create_app
+from service.audit import actors
 from service.audit import service as audit
 from service.citizens.service import Registry
 from service.config import Settings, get_settings
@@ -222,7 +223,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 session,
                 format_name=args.format,
                 data=data,
-                issued_by=f"cli:{args.source}"[:100],
+                issued_by=f"{actors.CLI}{args.source}"[:100],
                 now=args.as_of or utcnow(),
                 max_vertices=settings.max_area_vertices,
                 policy=settings.approval_policy(),  # type: ignore[arg-type]
@@ -240,7 +241,7 @@ def _audit_cli(session: Session, action: str, subject: str) -> None:
     """Key changes made at the server's shell are staff actions too."""
     audit.record(
         session,
-        actor=f"cli:{getpass.getuser()}"[:100],
+        actor=f"{actors.CLI}{getpass.getuser()}"[:100],
         role="operator",
         client="local",
         action=action,

@@ -17,6 +17,7 @@ from service.advisories.drafts import AdvisoryDraft
 from service.advisories.levels import is_urgent
 from service.advisories.lifecycle import check_draft
 from service.advisories.models import Advisory, AdvisoryProposal
+from service.audit import actors
 from service.audit import service as audit
 from service.errors import Conflict, Forbidden, InvalidInput
 from service.geo import areas
@@ -271,7 +272,7 @@ def reject(
 
 
 log = logging.getLogger("anjeon.advisories.approval")
-LAPSED_BY = "system:expiry"
+LAPSED_BY = f"{actors.SYSTEM}expiry"
 
 
 def lapse_ended_proposals(session: Session, *, now: datetime) -> list[Decided]:

@@ -14,11 +14,12 @@ from service.advisories import approval, formats, service
 from service.advisories.approval import Policy
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.models import Advisory, ExternalMessage
+from service.audit import actors
 from service.db import utcnow
 from service.errors import DomainError
 from service.geomatch import service as geomatch
 
-FEED_ISSUER = "feed:"  # issued_by of what a configured feed's poll stores: "feed:<name>"
+FEED_ISSUER = actors.FEED  # issued_by of what a configured feed's poll stores: "feed:<name>"
 
 
 @dataclass

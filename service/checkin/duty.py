@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, up
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from service.advisories.models import Advisory
+from service.audit import actors
 from service.audit import service as audit
 from service.checkin.answers import (
     HELP_MESSAGE_QUIET,
@@ -38,7 +39,7 @@ log = logging.getLogger("anjeon.checkin.duty")
 REPAGE_AFTER = timedelta(minutes=5)
 REPAGE_MOST = timedelta(hours=1)
 _HELPS_COUNTED_FOR = timedelta(days=1)
-ACTOR = "system:duty-notice"
+ACTOR = f"{actors.SYSTEM}duty-notice"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory, AdvisoryRevision
+from service.audit import actors
 from service.citizens.models import Citizen, CitizenPlace
 from service.dispatch.content import AlertContent
 from service.dispatch.quiet_hours import Place, zone_of
@@ -82,7 +83,7 @@ def shown_source(issued_by: str) -> str:
     """Whom an alert names as its source beside the ministry: a feed's name ("USGS"); never a
     staff key's name, which is for the audit log, not for the public (a CAP document imported
     by a consul once showed their key's name on its public page)."""
-    return issued_by.removeprefix("feed:") if issued_by.startswith("feed:") else ""
+    return issued_by.removeprefix(actors.FEED) if issued_by.startswith(actors.FEED) else ""
 
 
 def _content(revision: AdvisoryRevision, public_id: str, *, issued_by: str) -> AlertContent:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.audit import actors
 from service.citizens.contact import ContactError, normalise_email
 from service.config import Settings
 from service.db import utcnow
@@ -46,6 +47,9 @@ def create_key(
             raise InvalidInput("email", str(exc)) from exc
     if not name or len(name) > 100:
         raise InvalidInput("name", "must be 1 to 100 characters")
+    if actors.is_reserved(name):
+        reserved = ", ".join(f'"{prefix}"' for prefix in actors.RESERVED)
+        raise InvalidInput("name", f"may not begin with {reserved}: the service names its own so")
     if role not in Role.__members__:
         raise InvalidInput("role", f"must be one of {', '.join(Role)}")
     now = now or utcnow()

@@ -117,3 +117,21 @@ def test_a_route_with_two_staff_checks_is_as_strict_as_the_stricter():
     routes = {r.path: r for r in app.routes if isinstance(r, APIRoute)}
     assert staff_role_of(Request({"type": "http", "route": routes["/both"]})) == Role.admin
     assert staff_role_of(Request({"type": "http", "route": routes["/open"]})) is None
+
+
+@pytest.mark.parametrize("name", ["feed:USGS", "System:expiry", "  cli:root", "FEED:mofa"])
+def test_a_key_may_not_take_a_name_the_service_gives_its_own_actors(
+    client, staff_headers, db, name
+):
+    """Found by a review: a key named "feed:USGS" put USGS's name on a consul's alert as its
+    source, and "system:expiry" passed in the audit log for the service lapsing a proposal."""
+    admin = staff_headers("admin")
+    before = client.get("/v1/staff/keys", headers=admin).json()
+    refused = client.post("/v1/staff/keys", json={"name": name, "role": "consul"}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "name" and '"feed:"' in error["message"]
+    assert client.get("/v1/staff/keys", headers=admin).json() == before
+    with pytest.raises(Exception, match="may not begin with"):
+        staff_service.create_key(db, name=name, role="consul")
+    assert db.scalar(select(StaffKey.id).where(StaffKey.name == name.strip())) is None
