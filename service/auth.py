@@ -14,7 +14,7 @@ from service.audit import service as audit
 from service.db import READ_ONLY, DeadlinePassed, database_unavailable, utcnow
 from service.errors import DomainError
 from service.head_requests import method_asked
-from service.rate_limits import client_address
+from service.rate_limits import Rule, client_address
 from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
 
@@ -115,6 +115,13 @@ def _known(session: Session, token: str) -> StaffKey:
         raise HTTPException(401, why, headers=_EXPIRED if expired else _CHALLENGE)
     assert key is not None  # refusal() names every other case
     return key
+
+
+def _take_request(request: Request, key: StaffKey) -> None:
+    """Counts the request against its key's limit (rate_limit_staff, shared by every process):
+    a leaked key or a runaway script is held to it, and so is the audit log's growth, as a
+    request past it is refused (429) before anything is recorded."""
+    request.app.state.rate_limits.take(Rule.STAFF, key.name)
 
 
 def _outranked(key: StaffKey, minimum: Role) -> HTTPException | None:
@@ -235,6 +242,7 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
 
     def check(request: Request, session: SessionDep, token: BearerToken) -> StaffKey:
         key = _known(session, token)
+        _take_request(request, key)
         if refusal := _outranked(key, minimum):
             # A key trying what its role may not (a viewer's escalation) is recorded too.
             with _committed_apart(session):
@@ -257,6 +265,7 @@ def require_role_without_session(minimum: Role) -> Callable[..., Iterator[StaffK
         sessions = request.app.state.session_factory
         with sessions() as session:
             key = _known(session, token)
+            _take_request(request, key)
             refusal = _outranked(key, minimum)
             with session.begin():
                 _audit(session, request, key, refused=refusal)
@@ -278,7 +287,7 @@ def staff_role_of(request: Request) -> Role | None:
     return _minimum_role(getattr(request.scope.get("route"), "dependant", None))
 
 
-def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None:
+def refusal_before_body(request: Request, minimum: Role) -> HTTPException | DomainError | None:
     """The 401 or 403 the route's staff check would give this request, if any. A body that is
     not JSON at all is refused before any dependency runs; a caller without a valid key is told
     that first, as for every other body, and learns nothing of what the route parses. A known
@@ -288,6 +297,7 @@ def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None
         token = _token_of(request)
         with request.app.state.session_factory() as session:
             key = _known(session, token)
+            _take_request(request, key)
             refusal = _outranked(key, minimum)
             with session.begin():
                 _audit(
@@ -297,7 +307,7 @@ def refusal_before_body(request: Request, minimum: Role) -> HTTPException | None
                     refused=refusal or HTTPException(422, "invalid input: body"),
                 )
             return refusal
-    except HTTPException as refusal:
+    except (HTTPException, DomainError) as refusal:
         return refusal
 
 

@@ -372,6 +372,10 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
         )
         if role != Role.viewer:
             problems[403] = f"The staff key's role is below {role}."
+        problems[429] = (
+            "This staff key made too many requests (`ANJEON_RATE_LIMIT_STAFF`), or a rate "
+            "limit of the route's own refused it; `Retry-After` says when to retry."
+        )
         note = f"Needs a staff key of role **{role}** or above."
         operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
     elif bearer_token in calls:
@@ -388,7 +392,7 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
     # Only what FastAPI validates can fail validation; hand-read parts say so in _RAISED.
     if "requestBody" in operation or any(_can_be_invalid(p) for p in parameters):
         problems[422] = "Invalid input: `errors` names each field and what is wrong with it."
-    if any(_returns(call, RateLimits) for call in calls):
+    if any(_returns(call, RateLimits) for call in calls) and 429 not in problems:
         problems[429] = "A rate limit refused the request; `Retry-After` says when to retry."
     if get_session in calls or role is not None:
         problems[503] = "The database is unavailable; nothing was changed. Retry later."
@@ -403,7 +407,10 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
         operation["requestBody"] = hand_read["requestBody"]
     if "requestBody" in operation:
         problems[413] = "The body is larger than the configured limit."
-    problems.update(_RAISED.get(key, {}))
+    raised = _RAISED.get(key, {})
+    if role is not None and 429 in raised:
+        raised = {**raised, 429: f"{raised[429]} Or the key made too many requests in all."}
+    problems.update(raised)
 
     responses = operation["responses"]
     responses.pop("422", None)  # FastAPI's, in a shape we never send

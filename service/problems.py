@@ -102,6 +102,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
             return await _on_database_error(request, error)
         except PoolTimeout as error:
             return await _on_pool_timeout(request, error)
+        if isinstance(refusal, DomainError):
+            return await _on_domain_error(request, refusal)
         if refusal is not None:
             return await _on_http_error(request, refusal)
     errors = []

@@ -85,6 +85,7 @@ class Rule(StrEnum):
     REPLY = "reply"  # our SMS answers to one number's check-in replies
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
+    STAFF = "staff"  # requests per staff key, whatever they ask
 
 
 def refusal_of(waits: dict[str, int]) -> TooManyRequests:
@@ -115,6 +116,7 @@ _REFUSED = {
     Rule.REPLY: "too many answers to this number",
     Rule.TEST_SEND: "too many test sends from this staff key",
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
+    Rule.STAFF: "too many requests with this staff key",
 }
 
 

@@ -68,7 +68,11 @@ def test_every_error_is_a_problem_with_the_statuses_auth_and_ids_bring(spec):
         assert "X-Anjeon-Proof" in operation["responses"]["429"]["description"], path
         headers = [(p["name"], p["in"]) for p in operation["parameters"] if p["in"] == "header"]
         assert headers == [("X-Anjeon-Proof", "header")], path
-    assert "429" not in spec["paths"]["/v1/advisories"]["get"]["responses"]
+    # Every staff route answers 429 past the key's own limit; a public read never does.
+    assert "ANJEON_RATE_LIMIT_STAFF" in (
+        spec["paths"]["/v1/advisories"]["get"]["responses"]["429"]["description"]
+    )
+    assert "429" not in spec["paths"]["/healthz"]["get"]["responses"]
     staff_me = spec["paths"]["/v1/staff/me"]["get"]["responses"]
     assert "403" not in staff_me  # every key is at least a viewer
     assert "403" in spec["paths"]["/v1/staff/keys"]["post"]["responses"]
