@@ -78,3 +78,6 @@ def configure_logging(*, fmt: str, level: str) -> None:
     # headers), 11 of the 12 log lines of a registration; the request line names the account.
     # Our notifiers log what matters of each outcome themselves.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    # httpx logs each request's whole URL at INFO: a duty or staff webhook's URL is often a
+    # chat bridge's, with its credential in the path or query.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from service.auth import refusal_before_body, staff_role_of
 from service.db import RETRY_AFTER_S, database_unavailable
@@ -212,35 +213,43 @@ async def _on_http_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
-async def _on_database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+async def _on_database_error(request: Request, exc: DBAPIError) -> Response:
     if not database_unavailable(exc):
         return await _on_crash(request, exc)
     log.warning("database unavailable", extra={"error": type(exc.orig).__name__})
-    return _unavailable()
+    return unavailable(request, "the database is unavailable; nothing was changed, retry later")
 
 
-async def _on_pool_timeout(_request: Request, exc: PoolTimeout) -> JSONResponse:
+async def _on_pool_timeout(request: Request, exc: PoolTimeout) -> Response:
     # Every pooled connection is busy (requests stuck on a database that stopped answering).
     log.warning("database unavailable", extra={"error": "pool timeout"})
-    return _unavailable()
+    return unavailable(request, "the database is unavailable; nothing was changed, retry later")
 
 
-def _unavailable() -> JSONResponse:
-    return problem_response(
-        503,
-        "Service unavailable",
-        "the database is unavailable; nothing was changed, retry later",
-        slug="unavailable",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
+def unavailable(request: Request, detail: str) -> Response:
+    """A 503 with Retry-After: the citizen's page (with the emergency numbers) to a browser on a
+    citizen's link, a problem to everyone else. A crisis is when a citizen meets it."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if _wants_citizen_page(request):
+        return _citizen_page(request, 503, headers)
+    return problem_response(503, "Service unavailable", detail, slug="unavailable", headers=headers)
 
 
-async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
+def logged_route(scope: Scope) -> str:
+    """The route template a log line names, never the path: a citizen's link carries its
+    bearer token in the path (/c/<token>), and whoever reads the log must not answer for them."""
+    route = getattr(scope.get("route"), "path", None)
+    return route if isinstance(route, str) else "unmatched"
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
     log.error(
         "unhandled error",
         exc_info=exc,
-        extra={"method": request.method, "path": request.url.path},
+        extra={"method": request.method, "route": logged_route(request.scope)},
     )
+    if _wants_citizen_page(request):
+        return _citizen_page(request, 500)
     return problem_response(500, "Internal Server Error", "an unexpected error occurred")
 
 

@@ -7,10 +7,11 @@ import logging
 import time
 
 import anyio
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import REQUEST_DEADLINE, RETRY_AFTER_S, Deadline
-from service.problems import problem_response
+from service.db import REQUEST_DEADLINE, Deadline
+from service.problems import logged_route, unavailable
 
 log = logging.getLogger("anjeon.http")
 
@@ -46,14 +47,15 @@ class RequestDeadlineMiddleware:
             answered = True
             log.warning(
                 "request deadline passed",
-                extra={"method": scope["method"], "path": scope["path"], "s": self.timeout_s},
+                extra={
+                    "method": scope["method"],
+                    "route": logged_route(scope),
+                    "s": self.timeout_s,
+                },
             )
-            late = problem_response(
-                503,
-                "Service unavailable",
+            late = unavailable(
+                Request(scope),
                 f"no answer within {self.timeout_s:g} s; nothing was changed, retry later",
-                slug="unavailable",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
             )
             await late(scope, receive, send)
 

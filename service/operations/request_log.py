@@ -9,6 +9,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from service.problems import logged_route
 
 log = logging.getLogger("anjeon.http")
 
@@ -18,8 +19,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 def metric_labels(scope: Scope) -> tuple[str, str]:
     """(method, route) for the metrics: other / unmatched for what no route of ours defines."""
     method = scope["method"] if scope["method"] in METHODS else "other"
-    route = getattr(scope.get("route"), "path", None)
-    return method, route if isinstance(route, str) else "unmatched"
+    return method, logged_route(scope)
 
 
 class RequestLogMiddleware:

@@ -7,15 +7,19 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
+import time as clock
 import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from twilio.request_validator import RequestValidator
 
 from service.advisories.models import Advisory
+from service.checkin import router as checkin_router
 from service.checkin.answers import NOTE_MAX
 from service.checkin.models import Checkin, CheckinAnswer
 from service.checkin.page import MAX_ANSWERS
@@ -26,6 +30,7 @@ from service.dispatch.checkin_tokens import CheckinTokens
 from service.forms import FORM_FIELDS_MAX, PAGE_FORM_BYTES
 from service.ledger.models import Alert
 from tests.checkin.conftest import INBOUND, PUBLIC, inbound_form, signed
+from tests.conftest import bound_client, make_settings
 from tests.dispatch.fake_twilio import AUTH_TOKEN
 
 # A help answer's duty notice (work done after the response) runs in the test's transaction.
@@ -695,3 +700,60 @@ def test_a_browser_opening_a_bad_link_gets_a_page_in_both_languages_not_json(api
     assert missing.status_code == 422 and "Go back and press a button" in missing.text
     assert api.get(f"/c/{cut}").json()["detail"] == "no such check-in"  # an API client
     assert stored(db) == 0
+
+
+def test_a_citizen_meets_a_busy_or_broken_service_as_a_page_and_the_log_keeps_no_link(
+    database_url, db, monkeypatch
+):
+    """Found by two probes: in a crisis, when the database was busy, a citizen pressing "I am
+    safe" got raw problem JSON without the emergency numbers (a 503 from the database, the
+    request deadline or a crash), and the log line of each wrote the link's path, whose token
+    lets its reader answer for the citizen for 7 days. A browser now gets the page in both
+    languages, and the log names the route."""
+    token = "AQEBsecretTOKENthatmustnotleak"
+    faults = {
+        "slow": lambda *_, **__: clock.sleep(3.5),
+        "database": lambda *_, **__: (_ for _ in ()).throw(
+            OperationalError("SELECT 1", {}, Exception("database is locked"))
+        ),
+        "crash": lambda *_, **__: (_ for _ in ()).throw(RuntimeError("a bug")),
+    }
+    settings = make_settings(
+        database_url,
+        request_timeout_s=2.5,
+        database_pool_timeout_s=0.5,
+        database_connect_timeout_s=2,
+        ready_timeout_s=0.5,
+    )
+    logged: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record)
+
+    keep = Keep(logging.INFO)
+    logging.getLogger().addHandler(keep)
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    try:
+        with bound_client(settings, db) as app:
+            for fault, expected in (("slow", 503), ("database", 503), ("crash", 500)):
+                monkeypatch.setattr(checkin_router, "checkin_page", faults[fault])
+                page = app.post(f"/c/{token}", data={"answer": "safe"}, headers=browser)
+                assert page.status_code == expected, (fault, page.text)
+                assert page.headers["content-type"].startswith("text/html"), fault
+                assert "+82-2-3210-0404" in page.text and "try again later" in page.text
+                assert page.headers["cache-control"] == "no-store"
+                if expected == 503:
+                    assert int(page.headers["retry-after"]) > 0
+                api_client = app.get(f"/c/{token}")
+                assert api_client.status_code == expected, fault
+                assert api_client.headers["content-type"] == "application/problem+json"
+            clock.sleep(1.5)  # the slow requests' threads end
+    finally:
+        logging.getLogger().removeHandler(keep)
+    lines = [(r.getMessage(), vars(r)) for r in logged if r.name.startswith(("anjeon", "service"))]
+    told = {message for message, _ in lines}
+    assert {"request deadline passed", "database unavailable", "unhandled error"} <= told
+    for message, fields in lines:
+        assert token not in repr(fields), message
+    assert any(fields.get("route") == "/c/{token}" for _, fields in lines)
