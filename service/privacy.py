@@ -49,7 +49,8 @@ class PersonalDataVault:
 # of 7 or more digits (with the usual separators) and any e-mail address is taken out before
 # such a text is stored, shown to staff or kept after erasure.
 _PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
-_EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+# The top-level domain in any letters, or its IDNA form (예시.한국, xn--3e0b707e).
+_EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)")
 
 
 def scrub_contacts(text: str | None) -> str | None:

@@ -28,7 +28,7 @@ from service.config import Settings
 from service.db import UTCDateTime
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
 from service.dispatch.notifiers.webhook import post_signed_json
-from service.privacy import PersonalDataVault
+from service.privacy import PersonalDataVault, scrub_contacts
 
 log = logging.getLogger("anjeon.checkin.duty")
 # A check-in help within repage_after (below) of the last page about the citizen waits for the
@@ -385,7 +385,7 @@ def send_notice(
         )
         told |= isinstance(outcome, Sent)
         if not isinstance(outcome, Sent):
-            log.error("duty e-mail not sent", extra={"outcome": repr(outcome)})
+            log.error("duty e-mail not sent", extra={"outcome": scrub_contacts(repr(outcome))})
     if settings.duty_webhook_url:
         try:
             status = post_signed_json(

@@ -41,7 +41,10 @@ def normalise_email(raw: str) -> str:
     if _CONTROL.search(raw):
         raise ContactError("control characters (such as line breaks) are not allowed")
     try:
-        return validate_email(raw, check_deliverability=False).normalized
+        # ASCII as sent on the wire: a domain in Korean letters as its IDNA form, and none
+        # before the @ (SMTPUTF8; smtplib could not send the code to either, so the person
+        # could never verify it).
+        return validate_email(raw, check_deliverability=False, allow_smtputf8=False).ascii_email
     except EmailNotValidError as exc:
         raise ContactError(str(exc)) from exc
 

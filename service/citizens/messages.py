@@ -11,6 +11,7 @@ from service.citizens.verification import CODE_LIFE, CodeToSend, Notice
 from service.config import Settings
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent
 from service.errors import ServiceUnavailable, TooManyRequests
+from service.privacy import scrub_contacts
 from service.rate_limits import RateLimits, number_keys
 
 log = logging.getLogger("anjeon.citizens.messages")
@@ -62,7 +63,8 @@ def deliver(
                 extra={
                     "channel": item.channel,
                     "kind": type(item).__name__,
-                    "outcome": repr(outcome),
+                    # A provider's refusal quotes the number or address ("… for 'To' +8210…").
+                    "outcome": scrub_contacts(repr(outcome)),
                 },
             )
     return sent

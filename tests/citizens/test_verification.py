@@ -2,6 +2,7 @@
 both backends, with verification required and the shipped limits: what one request can make
 us send, enumeration, squatting and recovery, the erase/re-register loop, and bursts."""
 
+import logging
 import re
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, stay
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
+from tests.dispatch.fake_twilio import Answer
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 
@@ -623,3 +625,41 @@ def _check(session, vault, citizen, code, now, count_try=lambda _contact: None) 
         check_tries=lambda _contact: None,
         forget_tries=lambda _contact: None,
     )
+
+
+def test_a_domain_in_korean_letters_gets_its_code_and_a_korean_name_before_the_at_is_refused(
+    app, smtp
+):
+    """Found by a privacy review: both were accepted, and the code e-mail then failed in
+    smtplib (UnicodeEncodeError at RCPT), so the person could never verify. The domain is
+    stored and sent in its IDNA form; SMTPUTF8 before the @ is refused, naming the field."""
+    data, _, _ = register(app, email="jisu.idn@예시.한국")
+    [mail] = smtp.to("jisu.idn@xn--vv4b11d.xn--3e0b707e")
+    assert code_in(mail.get_body(("plain",)).get_content())
+    refused = app.post("/v1/citizens", json=citizen_body(email="홍길동@example.com"))
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["email"]
+    assert "before the @" in refused.json()["errors"][0]["message"]
+
+
+def test_a_code_the_provider_refuses_is_logged_without_the_number(app, twilio):
+    """Found by a privacy review: Twilio's refusal quotes the number ("… for 'To' +8210…"),
+    and the log line of a code not sent wrote it whole."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(logging.WARNING)
+    logging.getLogger().addHandler(keep)
+    body = citizen_body()
+    phone = e164(body["phone"])
+    twilio.script(phone, Answer(400, code=21211))
+    try:
+        assert app.post("/v1/citizens", json=body).status_code == 201
+    finally:
+        logging.getLogger().removeHandler(keep)
+    [line] = [vars(r) for r in records if r.getMessage() == "message not sent"]
+    assert "21211" in line["outcome"] and "[contact]" in line["outcome"]
+    assert phone[1:] not in repr(line) and phone[3:] not in repr(line)
