@@ -208,12 +208,15 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 class WarningRecords(logging.Handler):
-    """The messages of WARNING and above, for a logger caplog cannot see: Alembic's logging
-    set-up (a scratch database's migration) replaces the root handlers."""
+    """The records of WARNING (or `level`) and above, and their messages, for a logger caplog
+    cannot see: Alembic's logging set-up (a scratch database's migration) replaces the root
+    handlers."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, level: int = logging.WARNING) -> None:
+        super().__init__(level)
         self.messages: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+        self.records.append(record)

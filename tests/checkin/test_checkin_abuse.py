@@ -30,7 +30,7 @@ from service.dispatch.checkin_tokens import CheckinTokens
 from service.forms import FORM_FIELDS_MAX, PAGE_FORM_BYTES
 from service.ledger.models import Alert
 from tests.checkin.conftest import INBOUND, PUBLIC, inbound_form, signed
-from tests.conftest import bound_client, make_settings
+from tests.conftest import WarningRecords, bound_client, make_settings
 from tests.dispatch.fake_twilio import AUTH_TOKEN
 
 # A help answer's duty notice (work done after the response) runs in the test's transaction.
@@ -725,13 +725,7 @@ def test_a_citizen_meets_a_busy_or_broken_service_as_a_page_and_the_log_keeps_no
         database_connect_timeout_s=2,
         ready_timeout_s=0.5,
     )
-    logged: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            logged.append(record)
-
-    keep = Keep(logging.INFO)
+    keep = WarningRecords(logging.INFO)
     logging.getLogger().addHandler(keep)
     browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
     try:
@@ -751,7 +745,8 @@ def test_a_citizen_meets_a_busy_or_broken_service_as_a_page_and_the_log_keeps_no
             clock.sleep(1.5)  # the slow requests' threads end
     finally:
         logging.getLogger().removeHandler(keep)
-    lines = [(r.getMessage(), vars(r)) for r in logged if r.name.startswith(("anjeon", "service"))]
+    ours = [r for r in keep.records if r.name.startswith(("anjeon", "service"))]
+    lines = [(r.getMessage(), vars(r)) for r in ours]
     told = {message for message, _ in lines}
     assert {"request deadline passed", "database unavailable", "unhandled error"} <= told
     for message, fields in lines:

@@ -31,7 +31,7 @@ from service.privacy import PersonalDataVault
 from service.rate_limits import RateLimits
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, stay
-from tests.conftest import bound_client, make_settings
+from tests.conftest import WarningRecords, bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
 from tests.dispatch.fake_twilio import Answer
 
@@ -633,7 +633,7 @@ def test_a_domain_in_korean_letters_gets_its_code_and_a_korean_name_before_the_a
     """Found by a privacy review: both were accepted, and the code e-mail then failed in
     smtplib (UnicodeEncodeError at RCPT), so the person could never verify. The domain is
     stored and sent in its IDNA form; SMTPUTF8 before the @ is refused, naming the field."""
-    data, _, _ = register(app, email="jisu.idn@예시.한국")
+    register(app, email="jisu.idn@예시.한국")
     [mail] = smtp.to("jisu.idn@xn--vv4b11d.xn--3e0b707e")
     assert code_in(mail.get_body(("plain",)).get_content())
     refused = app.post("/v1/citizens", json=citizen_body(email="홍길동@example.com"))
@@ -645,13 +645,7 @@ def test_a_domain_in_korean_letters_gets_its_code_and_a_korean_name_before_the_a
 def test_a_code_the_provider_refuses_is_logged_without_the_number(app, twilio):
     """Found by a privacy review: Twilio's refusal quotes the number ("… for 'To' +8210…"),
     and the log line of a code not sent wrote it whole."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep(logging.WARNING)
+    keep = WarningRecords()
     logging.getLogger().addHandler(keep)
     body = citizen_body()
     phone = e164(body["phone"])
@@ -660,6 +654,6 @@ def test_a_code_the_provider_refuses_is_logged_without_the_number(app, twilio):
         assert app.post("/v1/citizens", json=body).status_code == 201
     finally:
         logging.getLogger().removeHandler(keep)
-    [line] = [vars(r) for r in records if r.getMessage() == "message not sent"]
+    [line] = [vars(r) for r in keep.records if r.getMessage() == "message not sent"]
     assert "21211" in line["outcome"] and "[contact]" in line["outcome"]
     assert phone[1:] not in repr(line) and phone[3:] not in repr(line)
