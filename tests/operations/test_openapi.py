@@ -69,8 +69,9 @@ def test_every_error_is_a_problem_with_the_statuses_auth_and_ids_bring(spec):
         headers = [(p["name"], p["in"]) for p in operation["parameters"] if p["in"] == "header"]
         assert headers == [("X-Anjeon-Proof", "header")], path
     # Every staff route answers 429 past the key's own limit; a public read never does.
-    assert "ANJEON_RATE_LIMIT_STAFF" in (
-        spec["paths"]["/v1/advisories"]["get"]["responses"]["429"]["description"]
+    assert (
+        "ANJEON_RATE_LIMIT_STAFF"
+        in (spec["paths"]["/v1/advisories"]["get"]["responses"]["429"]["description"])
     )
     assert "429" not in spec["paths"]["/healthz"]["get"]["responses"]
     staff_me = spec["paths"]["/v1/staff/me"]["get"]["responses"]
