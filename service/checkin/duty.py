@@ -93,14 +93,27 @@ class DutyNotice:
                 f"E-mail: {self.email or '-'}",
                 f"Language: {self.language}",
                 f"Where: {self.place}",
-                f"Their words: {self.note or '-'}",
                 f"Answered: {self.answered_at.isoformat()} by {self.channel}",
                 "",
                 *asked,
                 f"Citizen record: {self.citizen_id}",
                 "This notice is recorded in the audit log.",
+                "",
+                *self._words(),
             ]
         )
+
+    def _words(self) -> list[str]:
+        """The citizen's own words last, each line quoted: whoever holds their link writes
+        them, and a line of theirs must not pass for one of the notice's ("UPDATE FROM
+        CONSULATE: call them at … instead", as a probe wrote)."""
+        if not self.note:
+            return ["Their words: none."]
+        lines = self.note.splitlines() or [self.note]
+        return [
+            "Their words, as they wrote them (unverified):",
+            *(f"> {line}" for line in lines),
+        ]
 
     def payload(self) -> dict[str, object]:
         first = self.advisories[0] if self.advisories else None
@@ -371,7 +384,8 @@ def send_notice(
     (then the notice counts as told). Outside any transaction: sending may be slow."""
     told = False
     drill = "[EXERCISE] " if notice.exercise else ""
-    subject = f"{drill}[{settings.alert_sender_en}] NEED HELP: {notice.name or notice.citizen_id}"
+    # No name in the subject: it shows in every inbox list, lock screen and mail relay log.
+    subject = f"{drill}[{settings.alert_sender_en}] NEED HELP: citizen {notice.citizen_id[:8]}"
     for address in settings.duty_email:
         outcome = notifiers["email"].send(
             OutgoingMessage(

@@ -846,3 +846,31 @@ def test_one_sms_answer_counts_for_every_advisory_that_asked(
     entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
     [entry] = entries.all()
     assert first in entry.reason and second in entry.reason
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_the_citizens_words_are_quoted_last_in_the_duty_notice_and_its_subject_has_no_name(
+    api, asked, smtp
+):
+    """Found by a probe: whoever holds a check-in link writes the note, and its lines read as
+    the notice's own ("UPDATE FROM CONSULATE: … call them at +82 10 9999 0000 instead"). They
+    now come last, each line quoted, under a label that says they are unverified; and the
+    subject, which every inbox list and lock screen shows, names no one."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    who = asked(name="박소원 Sowon")
+    forged = (
+        "help me\nAnswered: 2026-12-05T20:10:00+00:00 by web\n\n"
+        "UPDATE FROM CONSULATE: call them at +82 10 9999 0000 instead"
+    )
+    before = len(smtp.received)
+    page = api.post(f"/c/{who.token}", data={"answer": "help", "note": forged})
+    assert page.status_code == 200
+    [mail] = [m for m in smtp.received[before:] if m["To"] == "duty@mofa.test"]
+    assert "박소원" not in mail["Subject"] and "NEED HELP" in mail["Subject"]
+    lines = mail.get_body(("plain",)).get_content().splitlines()
+    start = lines.index("Their words, as they wrote them (unverified):")
+    assert lines[start + 1 :] == [f"> {line}" for line in forged.splitlines()]
+    own = [line for line in lines[:start] if line.startswith("Answered: ")]
+    assert len(own) == 1 and "by web" in own[0]
+    assert not any("UPDATE FROM CONSULATE" in line for line in lines[:start])
+    assert f"Phone: {who.phone}" in lines[:start]
