@@ -15,6 +15,7 @@ from service.citizens.schemas import StrictModel, country_codes
 from service.db import MAX_BIGINT, utcnow
 from service.errors import InvalidInput, TooManyRequests
 from service.geo import countries
+from service.privacy import scrub_contacts
 from service.problems import problem_response
 from service.rate_limits import Rule
 from service.schema_rules import TEXT_PATTERN, refuse_nul
@@ -42,11 +43,19 @@ class RevealIn(StrictModel):
         min_length=10,
         max_length=500,
         description="Why you need this citizen's contacts (10-500 characters, trimmed); kept "
-        "in the audit log.",
+        "in the audit log for good, with any phone number or e-mail address in it replaced by "
+        "[contact]: do not name the person.",
         json_schema_extra={"pattern": TEXT_PATTERN},
     )
 
     _reason = field_validator("reason")(refuse_nul)
+
+    @field_validator("reason")
+    @classmethod
+    def _no_contacts(cls, reason: str) -> str:
+        # The audit log is append-only and outlives the citizen's erasure: a reason that
+        # quoted "+82 10 …" kept the number in clear for good (found by a privacy review).
+        return scrub_contacts(reason) or reason
 
 
 @on_registry.get("/counts")

@@ -215,3 +215,26 @@ def test_one_key_cannot_dump_the_registry_one_reveal_at_a_time(database_url, db,
         assert attempt.reason.startswith("429: ") and REASON in attempt.reason
         assert attempt.status == 429
         assert reveal(app, citizens[4], other).status_code == 200
+
+
+def test_a_reasons_phone_numbers_and_addresses_never_reach_the_audit_log(
+    database_url, db, staff_headers
+):
+    """Found by a privacy review: a consul's reason "calling … at +821066664321" kept the
+    number in clear in the append-only audit log, after the citizen erased themselves too.
+    Contacts in a reason are kept as [contact], on the reveal and on its refusal alike."""
+    settings = make_settings(database_url, rate_limit_reveal="1/hour")
+    reason = "calling 이지움 at +82 10-6666-4321 or jiwoo.lee@example.com about the help"
+    with bound_client(settings, db) as app:
+        first, second = (register(app, location=TOKYO)[0] for _ in range(2))
+        consul = staff_headers("consul")
+        assert reveal(app, first, consul, reason=reason).status_code == 200
+        assert reveal(app, second, consul, reason=reason).status_code == 429
+    db.expire_all()
+    kept = db.scalars(
+        select(AuditEntry.reason).where(AuditEntry.subject.in_([first, second]))
+    ).all()
+    assert len([r for r in kept if r]) == 2, kept
+    for text in filter(None, kept):
+        assert "66664321" not in text.replace("-", "").replace(" ", "")
+        assert "example.com" not in text and "[contact]" in text
