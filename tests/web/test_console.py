@@ -749,3 +749,69 @@ def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(
     expect(row).to_have_attribute("data-row-answer", "help")
     expect(row.get_by_test_id("erased")).to_have_text("Record erased")
     expect(row.get_by_role("button")).to_have_count(0)  # no Take, no Reveal contact
+
+
+def test_the_approver_sees_every_language_and_the_areas_own_parts(live, new_page):
+    """Found by a probe: the queue showed the page's language alone and the area's name, so a
+    proposal whose Korean text was harmless and whose English one sent citizens to a phishing
+    page, over five countries named "central Bangkok", looked harmless to the second consul."""
+    proposer = {"Authorization": f"Bearer {live.staff_key('consul', 'choi')}"}
+    body = {
+        "level": 3,
+        "category": "security",
+        "title": {"ko": "방콕 시위 주의", "en": "Evacuation flight: register now"},
+        "message": {
+            "ko": "방콕 도심 시위 지역을 피하세요.",
+            "en": "Register for the evacuation flight at https://mofa-evac.example/login",
+        },
+        "area": {
+            "countries": ["TH", "JP", "FR"],
+            "name": {"ko": "방콕 도심", "en": "central Bangkok"},
+        },
+        "exercise": True,
+    }
+    created = httpx.post(f"{live.base}/v1/advisories", json=body, headers=proposer)
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "pending_approval"
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, live.staff_key("consul", "jung"))
+    tab.click("nav a[href='#/queue']")
+    card = tab.locator(".card", has_text="방콕 시위 주의")
+    words = card.get_by_test_id("proposal-words")
+    expect(words.locator("tr[data-language='en']")).to_contain_text("mofa-evac.example/login")
+    expect(words.locator("tr[data-language='en']")).to_contain_text("central Bangkok")
+    expect(words.locator("tr[data-language='ko']")).to_contain_text("도심 시위 지역을 피하세요")
+    parts = card.get_by_test_id("proposal-parts")
+    expect(parts).to_contain_text("TH, JP, FR")
+    expect(card.get_by_test_id("exercise")).to_be_visible()
+    page.shot("console-queue-every-language")
+    tab.goto(f"{live.base}/console/#/advisory/{created.json()['id']}")
+    pending = tab.get_by_test_id("pending")
+    expect(pending.locator("tr[data-language='en']")).to_contain_text("mofa-evac.example")
+    expect(pending.get_by_test_id("proposal-parts")).to_contain_text("TH, JP, FR")
+
+
+def test_what_one_key_read_is_gone_when_the_next_signs_in_on_that_tab(live, new_page):
+    """Found by a probe on a shared workstation: after an admin read the audit log and signed
+    out, a viewer who signed in on the same tab and typed #/audit saw its 100 rows under the
+    "not allowed" flash (and a consul's roll call likewise). Signing out, and in, now starts a
+    new document."""
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, live.staff_key("admin", "seo"))
+    tab.click("nav a[href='#/audit']")
+    expect(tab.locator("#audit tr").first).to_be_visible()
+    tab.click("#logout")
+    expect(tab.locator("#key")).to_be_visible()
+    expect(tab.locator("#audit tr")).to_have_count(0)
+    _log_in(page, live, live.staff_key("viewer", "nam"))
+    tab.goto(f"{live.base}/console/#/audit")
+    expect(tab.locator("#flash")).to_be_visible()
+    expect(tab.locator("#audit tr")).to_have_count(0)
+    assert "seo" not in tab.locator("#view-audit").inner_text()
+    # The browser logs the viewer's 403 for the audit log: the refusal this test wanted.
+    refused = "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+    assert set(page.errors) == {refused}, page.errors
+    page.errors.clear()

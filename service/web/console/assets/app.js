@@ -117,12 +117,18 @@ async function logIn(key) {
   }
 }
 
+// Signing out, or in, starts a new document: what one key's pages showed (a roll call, the
+// audit log, cries for help) must not stay in the page for the next key to read. A probe's
+// viewer saw a consul's roll call and an admin's audit log so, on a shared workstation.
+function freshPage(hash) {
+  history.replaceState(null, "", `${location.pathname}${hash}`);
+  location.reload();
+}
+
 function logOut() {
   sessionStorage.removeItem("anjeon-key");
   state.me = null;
-  flash("");
-  location.hash = "#/login";
-  route();
+  freshPage("#/login");
 }
 
 function showChrome() {
@@ -487,6 +493,47 @@ async function sendAdvisory(draft) {
 
 // ---- the approval queue -------------------------------------------------------------------
 
+// All of what is approved, not the page's language alone: every language's words side by
+// side, and the area's parts as the API holds them. A probe's Korean text was harmless while
+// its English one linked to a phishing page, and its area's name said "central Bangkok" over
+// five whole countries; the second pair of eyes saw only the Korean and the name.
+function proposalDetails(content) {
+  const area = content.area || {};
+  const languages = Object.keys(content.title || {}).sort((a, b) =>
+    a === "ko" ? -1 : b === "ko" ? 1 : a.localeCompare(b));
+  const areaWords = (lang) => (lang === "ko" ? area.description_ko || area.description : area.description) || "";
+  const words = el("table", { class: "proposal-words", "data-testid": "proposal-words" },
+    el("caption", {}, t("approve_all_of_it")),
+    el("tbody", {}, languages.map((lang) =>
+      el("tr", { "data-language": lang },
+        el("th", { scope: "row", lang }, lang),
+        el("td", { lang },
+          el("strong", {}, content.title[lang] || ""),
+          el("p", {}, (content.message || {})[lang] || ""),
+          areaWords(lang) ? el("p", { class: "hint" }, `${t("area")}: ${areaWords(lang)}`) : null)))));
+  const shapes = area.geometry
+    ? (area.geometry.type === "MultiPolygon" ? area.geometry.coordinates.length : 1)
+    : 0;
+  const parts = [
+    ["parts_countries", (area.countries || []).join(", ")],
+    ["parts_provinces", (area.subdivisions || []).join(", ")],
+    ["parts_shapes", shapes ? String(shapes) : ""],
+    ["parts_circles", (area.circles || []).map((c) => `${c.radius_km} km @ ${c.lat}, ${c.lon}`).join("; ")],
+    ["parts_zones", (area.zones || []).length ? String(area.zones.length) : ""],
+  ].filter(([, value]) => value);
+  const facts = el("dl", { class: "proposal-parts", "data-testid": "proposal-parts" },
+    el("dt", {}, t("area_parts")), el("dd", {}, parts.length ? "" : "–"),
+    parts.flatMap(([key, value]) => [el("dt", { "data-part": key }, t(key)), el("dd", {}, value)]),
+    el("dt", {}, t("takes_effect")), el("dd", {}, when(content.effective)),
+    el("dt", {}, t("ends")), el("dd", {}, content.expires ? when(content.expires) : t("never_ends")));
+  return [
+    content.exercise ? el("p", { class: "flash", "data-testid": "exercise" }, t("exercise_flag")) : null,
+    content.alerts_citizens === false ? el("p", { class: "hint" }, t("alerts_nobody")) : null,
+    words,
+    facts,
+  ];
+}
+
 async function showQueue() {
   const page = await api("/v1/advisories?status=pending_approval&limit=500");
   const list = $("queue-list");
@@ -524,8 +571,8 @@ async function showQueue() {
       el("h3", {}, el("a", { href: `#/advisory/${advisory.id}` }, localised(content.title))),
       el("p", {}, levelName(content.level), " · ", `${t("proposed_by")}: ${pending.proposed_by || advisory.issued_by}`,
         " · ", `${t("proposed_at")}: ${when(pending.proposed_at)}`),
-      el("p", {}, localised(content.message)),
       areaName(content.area) ? el("p", { "data-testid": "area-name" }, `${t("area")}: ${areaName(content.area)}`) : null,
+      proposalDetails(content),
       preview, actions, message));
     if (can("consul")) {
       api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
@@ -557,7 +604,11 @@ async function showAdvisory(id) {
     el("p", {}, el("span", { class: "badge", style: `background:${LEVEL_COLOURS[advisory.level]}` }, levelName(advisory.level)),
       " ", `${t("status")}: `, el("strong", { id: "advisory-status" }, t(`status_${advisory.status}`)),
       " · ", `${t("issued_by")}: ${advisory.issued_by}`, advisory.rejected_reason ? ` · ${t("reason")}: ${advisory.rejected_reason}` : ""),
-    el("p", {}, localised(advisory.message))
+    el("p", {}, localised(advisory.message)),
+    advisory.pending
+      ? el("section", { class: "card", "data-testid": "pending" },
+          el("h3", {}, t("queue_heading")), proposalDetails(advisory.pending.content))
+      : null
   );
   const actions = $("advisory-actions");
   actions.replaceChildren();
@@ -885,9 +936,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     try {
       await logIn($("key").value.trim());
       $("key").value = "";
-      flash("");
-      location.hash = "#/map";
-      route();
+      freshPage("#/map");
     } catch (error) {
       flash(sentence(error));
     }
