@@ -22,6 +22,8 @@ DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "default.toml"
 # advisory, and one with an address costs a geocoder request inside the registration.
 MAX_STAYS_CEILING = 100
 RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+# SMTP relays on this machine: their traffic never leaves it, so TLS is not asked of them.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def config_file() -> Path:
@@ -293,6 +295,17 @@ class Settings(BaseSettings):
             problems.append(f"ANJEON_WEBHOOK_SECRET to sign what {', '.join(hooks)} receive")
         if plain := [name for name, url in hooks.items() if not url.lower().startswith("https://")]:
             problems.append(f"https:// for {', '.join(plain)}")
+        if (
+            self.email_notifier == "smtp"
+            and not (self.smtp_starttls or self.smtp_ssl)
+            and self.smtp_host.strip().lower() not in _LOOPBACK_HOSTS
+        ):
+            # Duty notices (a citizen in need, their contacts and place), codes and check-in
+            # links cross the network in clear otherwise; a relay on this machine is exempt.
+            problems.append(
+                "ANJEON_SMTP_STARTTLS or ANJEON_SMTP_SSL for a relay not on this machine "
+                "(duty notices, codes and check-in links would cross the network in clear)"
+            )
         if problems:
             raise ValueError("production needs " + "; ".join(problems))
         return self

@@ -1,8 +1,12 @@
 """Production mode means something at run time too: the API description is for staff, the
 docs pages are off, and /metrics needs its own token (or is off)."""
 
+import logging
+
 import pytest
 
+from service.dispatch.notifiers.base import OutgoingMessage
+from service.dispatch.notifiers.console import ConsoleNotifier
 from tests.conftest import bound_client, make_settings
 
 PRODUCTION = {
@@ -76,3 +80,39 @@ def test_webhooks_that_carry_personal_data_are_signed_and_encrypted_in_productio
         webhook_secret="a shared secret",
     )
     assert signed.pages_duty_staff
+
+
+def test_mail_to_a_relay_elsewhere_is_encrypted_in_production():
+    """Found by a privacy review: production took an SMTP relay on another host with neither
+    STARTTLS nor SSL, so a duty notice (a citizen in need, their contacts and place), codes and
+    check-in links crossed the network in clear. A relay on this machine is exempt."""
+    smtp = {"email_notifier": "smtp", "smtp_from": "alerts@example.go.kr", "smtp_port": 25}
+    with pytest.raises(ValueError, match="ANJEON_SMTP_STARTTLS or ANJEON_SMTP_SSL"):
+        make_settings("sqlite://", **PRODUCTION, **smtp, smtp_host="mail.example.go.kr")
+    for safe in ({"smtp_starttls": True}, {"smtp_ssl": True}, {"smtp_host": "localhost"}):
+        make_settings(
+            "sqlite://", **PRODUCTION, **{"smtp_host": "mail.example.go.kr", **smtp, **safe}
+        )
+    make_settings("sqlite://", **smtp, smtp_host="mail.example.go.kr")  # development: as before
+
+
+def test_the_console_notifier_keeps_texts_out_of_a_production_log(caplog):
+    """Found by a privacy review: allowed in production, the console notifier wrote a duty
+    notice (name, phone, place, words), codes and check-in links to the log."""
+    message = OutgoingMessage(
+        alert_id=0,
+        channel="email",
+        to="duty@example.go.kr",
+        subject="NEED HELP",
+        text="Name: 김",
+        reference="duty-1",
+    )
+    production = ConsoleNotifier.from_settings(make_settings("sqlite://", **PRODUCTION))
+    development = ConsoleNotifier.from_settings(make_settings("sqlite://"))
+    with caplog.at_level(logging.INFO, logger="anjeon.notifier.console"):
+        production.send(message)
+        development.send(message)
+    kept, shown = (vars(r) for r in caplog.records if r.name == "anjeon.notifier.console")
+    assert "text" not in kept and "subject" not in kept and kept["characters"] == len("Name: 김")
+    assert shown["text"] == "Name: 김"  # make run's walkthrough reads alerts in the log
+    assert "duty@example.go.kr" not in repr(kept) + repr(shown)
