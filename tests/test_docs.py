@@ -249,6 +249,7 @@ OPERATOR_ENV = {
     "ANJEON_TWILIO_FROM": "+15005550006",
     "ANJEON_SMTP_HOST": "smtp.example.go.kr",
     "ANJEON_SMTP_FROM": "alerts@example.go.kr",
+    "ANJEON_SMTP_STARTTLS": "true",
     "ANJEON_DUTY_EMAIL": '["duty@example.go.kr"]',
 }
 
