@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -83,6 +84,26 @@ MAX_BIGINT = 2**63 - 1
 READ_ONLY = "anjeon_read_only"
 
 
+def flush_write_ahead_log(engine: Engine) -> None:
+    """SQLite: copies the write-ahead log into the database and empties it, so the page images
+    it held from before an erasure are gone too. Best effort, after the commit (a reader still
+    in the log keeps it; the next checkpoint ends it). Nothing to do on PostgreSQL, whose dead
+    rows VACUUM reclaims (docs/privacy.md)."""
+    if engine.dialect.name != "sqlite":
+        return
+    # On the driver's own connection: inside a transaction (SQLAlchemy begins one at the first
+    # statement) SQLite refuses a checkpoint.
+    connection = engine.raw_connection()
+    try:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("write-ahead log not emptied after an erasure: a reader held it")
+    except sqlite3.OperationalError:
+        log.warning("write-ahead log not emptied after an erasure", exc_info=True)
+    finally:
+        connection.close()
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -93,6 +114,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted content is overwritten, not left in free pages: an erased citizen's sealed
+        # name and contacts must not be read back from the file (SQLite's default keeps them).
+        cursor.execute("PRAGMA secure_delete=ON")
         # SQLite's default page cache is 2 MiB: a bulk write into the ledger's four indexes then
         # goes back to the file for every other page (first sweep at 1M: 62,000 rows/s; with
         # 64 MiB, 106,000). Pages are taken only as used, so an idle connection stays small.

@@ -21,6 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, BigIntPK, UTCDateTime, utcnow
 
+# Level 1-2 alerts wait out these hours where the citizen is, unless they chose others.
+QUIET_HOURS_DEFAULT = ("22:00", "07:00")
+
 
 class Citizen(Base):
     """A registered person. Personal fields are sealed (see service.privacy); after erasure only
@@ -54,9 +57,11 @@ class Citizen(Base):
     # Level 1-2 alerts wait out this window of the local time where the citizen is ("HH:MM";
     # both NULL: none). The default is 22:00-07:00.
     quiet_from: Mapped[str | None] = mapped_column(
-        String(5), default="22:00", server_default="22:00"
+        String(5), default=QUIET_HOURS_DEFAULT[0], server_default=QUIET_HOURS_DEFAULT[0]
     )
-    quiet_to: Mapped[str | None] = mapped_column(String(5), default="07:00", server_default="07:00")
+    quiet_to: Mapped[str | None] = mapped_column(
+        String(5), default=QUIET_HOURS_DEFAULT[1], server_default=QUIET_HOURS_DEFAULT[1]
+    )
     # The citizen answered STOP (or the like) by SMS: carriers block our texts to the number
     # until START, so nothing is sent there; their e-mail still gets everything.
     sms_opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -20,7 +20,7 @@ from service.citizens.schemas import (
     place_warnings,
 )
 from service.citizens.service import Registry
-from service.db import utcnow
+from service.db import flush_write_ahead_log, utcnow
 from service.errors import NotFound
 from service.metrics import CITIZENS_REGISTERED
 from service.problems import problem_response
@@ -239,7 +239,15 @@ def move(
 
 
 @router.delete("/{citizen_id}", status_code=204)
-def erase(citizen_id: str, session: SessionDep, token: BearerToken) -> Response:
+def erase(
+    citizen_id: str,
+    session: SessionDep,
+    token: BearerToken,
+    request: Request,
+    tasks: BackgroundTasks,
+) -> Response:
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.erase_citizen(session, citizen=citizen)
+    # After the commit: SQLite's log still holds the record's pages from before.
+    tasks.add_task(flush_write_ahead_log, request.app.state.engine)
     return Response(status_code=204)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens import contact, messages, verification
-from service.citizens.models import Citizen, CitizenPlace, ContactCode
+from service.citizens.models import QUIET_HOURS_DEFAULT, Citizen, CitizenPlace, ContactCode
 from service.citizens.places import resolve_place
 from service.citizens.schemas import (
     CitizenCreate,
@@ -350,6 +350,10 @@ def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     citizen.token_hash = None
     citizen.notify_sms = citizen.notify_email = False
     citizen.wants_sms = citizen.wants_email = False
+    # When they asked for help, said STOP, chose quiet hours or drills: theirs, gone too.
+    citizen.duty_paged_at = citizen.duty_drill_paged_at = citizen.sms_opted_out_at = None
+    citizen.quiet_from, citizen.quiet_to = QUIET_HOURS_DEFAULT
+    citizen.exercises = False
     citizen.places = []
     session.execute(delete(ContactCode).where(ContactCode.citizen_id == citizen.id))
     # Their own words to a check-in go too; the answers stay (the roll call counted them), and

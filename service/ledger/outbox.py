@@ -363,7 +363,9 @@ def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
 
 def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
     """Erasure: the citizen's alerts still waiting are dropped, and no provider text about
-    them is kept (it may quote their contact). Returns how many were dropped."""
+    them is kept (it may quote their contact), nor the provider's id of what was sent (it finds
+    the message, their number in it, in the provider's own log). A claimed alert keeps its id
+    until it ends: a send under way writes it. Returns how many were dropped."""
     result = session.execute(
         update(Alert)
         .where(Alert.citizen_id == citizen_id, Alert.status.in_(states.QUEUED))
@@ -375,6 +377,13 @@ def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
         .where(Alert.citizen_id == citizen_id, Alert.last_error.is_not(None))
         .where(Alert.last_error != states.REASON_CITIZEN_ERASED)
         .values(last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Alert)
+        .where(Alert.citizen_id == citizen_id, Alert.provider_ref.is_not(None))
+        .where(Alert.status != states.CLAIMED)
+        .values(provider_ref=None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0

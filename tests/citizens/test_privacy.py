@@ -7,16 +7,19 @@ import subprocess
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.citizens.models import Citizen
-from service.db import make_engine, make_session_factory
+from service.db import make_engine, make_session_factory, utcnow
+from service.ledger.models import Alert
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
-from tests.builders import citizen_body
+from tests.advisories.builders import advisory_body
+from tests.builders import citizen_body, register
 from tests.conftest import PG_URL, make_settings
+from tests.dispatch.conftest import dispatcher_in
 
 PHONE = "010-7777-4242"
 SECRETS = [
@@ -97,3 +100,56 @@ def test_sealed_fields_are_bound_to_their_column():
     assert other.lookup_hash("phone", "+821077774242") != vault.lookup_hash(
         "phone", "+821077774242"
     )
+
+
+def test_an_erased_record_cannot_be_read_back_from_the_sqlite_files(tmp_path):
+    """Found by a privacy review: after DELETE the write-ahead log still held the record's
+    pages from before, and the service's own key opened the name and contacts in them. Freed
+    content is now overwritten (secure_delete) and the log emptied after the erasure."""
+    url = f"sqlite:///{tmp_path / 'erased.db'}"
+    upgrade(url)
+    created = _register_committed(url)
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        stored = session.scalar(select(Citizen).where(Citizen.public_id == created["id"]))
+        sealed = [stored.name_sealed, stored.phone_sealed, stored.email_sealed]
+    engine.dispose()
+    assert all(sealed)
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("erased.db"))
+    assert all(value in raw for value in sealed)  # the test can see them while they are kept
+    manage = {"Authorization": f"Bearer {created['manage_token']}"}
+    with TestClient(create_app(make_settings(url))) as client:
+        client.get("/readyz")  # the server's connections are open, as they stay in service
+        assert client.delete(f"/v1/citizens/{created['id']}", headers=manage).status_code == 204
+        # Read while it runs: the last connection to close empties the log by itself.
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("erased."))
+    for value in sealed:
+        assert value not in raw
+
+
+def test_erasure_forgets_the_providers_message_ids_and_what_the_citizen_chose(
+    client, db, settings, staff_headers
+):
+    """Found by a privacy review: an erased citizen's alerts kept the provider's message id
+    (the provider's log holds their number under it), and their record kept when they last
+    asked for help, their STOP, quiet hours and drills."""
+    citizen_id, auth, _ = register(client, location={"lat": 35.5, "lon": 139.5})
+    # Level 3: sent now, whatever the hour in Tokyo (quiet hours hold levels 1-2).
+    created = client.post(
+        "/v1/advisories", json=advisory_body(level=3), headers=staff_headers("consul")
+    )
+    assert created.status_code == 201, created.text
+    dispatcher = dispatcher_in(db, settings)
+    dispatcher.drain()
+    dispatcher.close()
+    stored = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
+    sent = db.scalars(select(Alert).where(Alert.citizen_id == stored.id)).all()
+    assert sent and all(a.provider_ref for a in sent)
+    stored.duty_paged_at = stored.sms_opted_out_at = utcnow()
+    stored.quiet_from, stored.exercises = "20:00", True
+    db.flush()
+    assert client.delete(f"/v1/citizens/{citizen_id}", headers=auth).status_code == 204
+    db.expire_all()
+    assert [a.provider_ref for a in sent] == [None] * len(sent)
+    assert (stored.duty_paged_at, stored.sms_opted_out_at, stored.exercises) == (None, None, False)
+    assert (stored.quiet_from, stored.quiet_to) == ("22:00", "07:00")
