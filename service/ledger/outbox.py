@@ -374,16 +374,14 @@ def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
     )
     session.execute(
         update(Alert)
-        .where(Alert.citizen_id == citizen_id, Alert.last_error.is_not(None))
-        .where(Alert.last_error != states.REASON_CITIZEN_ERASED)
-        .values(last_error=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Alert)
-        .where(Alert.citizen_id == citizen_id, Alert.provider_ref.is_not(None))
-        .where(Alert.status != states.CLAIMED)
-        .values(provider_ref=None)
+        .where(Alert.citizen_id == citizen_id)
+        .where(or_(Alert.last_error.is_not(None), Alert.provider_ref.is_not(None)))
+        .values(
+            last_error=case(
+                (Alert.last_error == states.REASON_CITIZEN_ERASED, Alert.last_error), else_=None
+            ),
+            provider_ref=case((Alert.status == states.CLAIMED, Alert.provider_ref), else_=None),
+        )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
