@@ -234,7 +234,7 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
         .join(Advisory, Advisory.id == Alert.advisory_id)
         .where(
             Alert.citizen_id == citizen_id,
-            Alert.status.in_(states.MAY_HAVE_REACHED),
+            or_(Alert.status.in_(states.MAY_HAVE_REACHED), Alert.outcome_unknown.is_(True)),
             Alert.created_at >= now - OPEN_FOR,
             Advisory.status != "cancelled",
         )

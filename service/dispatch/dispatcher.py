@@ -65,6 +65,8 @@ from service.ledger.states import (
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.dispatch")
+# error_code of an alert held (not tried) because the look-up of its earlier, unknown try failed.
+LOOKUP_FAILED = "lookup-failed"
 OTHER_CHANNEL = {"sms": "email", "email": "sms"}
 _RECORD_EVERY = 250  # outcomes: the most a crash can leave unrecorded
 _CHUNK = 16  # sends per pool task
@@ -658,7 +660,10 @@ class Dispatcher:
                 circuit.observe(found.found)
                 return found.found, True
             if found.error:
-                outcome: Outcome = Retry(reason=found.error, outcome_unknown=True)
+                # Not a try: nothing was sent. Counted as one, a probe's look-ups failing for
+                # a few minutes spent the budget, and the row ended failed as if never sent.
+                reason = f"held: could not look up an earlier try ({found.error})"
+                outcome: Outcome = Retry(reason=reason, code=LOOKUP_FAILED, outcome_unknown=True)
                 circuit.observe(outcome)
                 return outcome, False
         if sender is not None and not sender.wait(job.message.segments or 1):
@@ -781,6 +786,22 @@ class Dispatcher:
                 outcome_unknown=row.outcome_unknown,
                 refund=True,
             )
+        if isinstance(outcome, Retry) and outcome.code == LOOKUP_FAILED:
+            due = now + timedelta(seconds=self.policy.backoff_s(row.attempts))
+            if job.expires is not None and due >= job.expires:
+                reason = f"advisory ends before the look-up: {outcome.reason}"
+                return Decision(
+                    row.id, EXPIRED, code=outcome.code, reason=reason, outcome_unknown=True
+                )
+            return Decision(
+                row.id,
+                RETRY_WAIT,
+                code=outcome.code,
+                reason=outcome.reason,
+                due_at=due,
+                outcome_unknown=True,
+                refund=True,
+            )
         if isinstance(outcome, Sent):
             return Decision(
                 row.id, SENT, provider_ref=outcome.provider_ref, segments=job.message.segments
@@ -788,9 +809,17 @@ class Dispatcher:
         if isinstance(outcome, Failed):
             return Decision(row.id, FAILED, code=outcome.code, reason=outcome.reason)
         assert isinstance(outcome, Retry)
+        # Ending unsent, a row whose last try may have gone out says so: the all-clear goes to
+        # it, and a retry by staff looks it up before sending again.
         if row.attempts >= self.policy.max_attempts:
             reason = f"gave up after {row.attempts} attempts: {outcome.reason}"
-            return Decision(row.id, FAILED, code=outcome.code or "retries", reason=reason)
+            return Decision(
+                row.id,
+                FAILED,
+                code=outcome.code or "retries",
+                reason=reason,
+                outcome_unknown=outcome.outcome_unknown,
+            )
         delay = self.policy.backoff_s(row.attempts)
         if outcome.retry_after_s is not None:
             delay = max(delay, outcome.retry_after_s)
@@ -802,6 +831,7 @@ class Dispatcher:
                 EXPIRED,
                 code=outcome.code,
                 reason=f"advisory ends before the retry: {outcome.reason}",
+                outcome_unknown=outcome.outcome_unknown,
             )
         return Decision(
             row.id,

@@ -12,13 +12,14 @@ from service.ledger.enqueue import COLUMNS, ON_CONFLICT
 from service.ledger.models import Alert
 from service.ledger.wake import mark_enqueued
 
-# Rows claimed, sent or delivered may have reached the citizen; an all-clear goes to each.
+# Rows that may have reached the citizen (states.MAY_HAVE_REACHED_SQL); an all-clear goes to
+# each. Run after the queued rows expired: one whose outcome is unknown still counts.
 _ENQUEUE = text(
     f"INSERT INTO alert ({COLUMNS}) "  # noqa: S608 - constant text, values are bound
     "SELECT DISTINCT advisory_id, :revision, citizen_id, channel, :priority, "
     f"'{states.PENDING}', :now "
     "FROM alert WHERE advisory_id = :advisory_id AND revision < :revision "
-    f"AND {states.sql_in(states.MAY_HAVE_REACHED)}{ON_CONFLICT}"
+    f"AND {states.MAY_HAVE_REACHED_SQL}{ON_CONFLICT}"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
 

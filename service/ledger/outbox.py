@@ -343,7 +343,9 @@ def open_count(session: Session) -> int:
 def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
     """Staff put an alert that ended unsent back in the queue, with a fresh retry budget. Its
     old provider reference goes: a late report on the old message must not settle the new one
-    (reports carry their attempt's number, which a new send never reuses)."""
+    (reports carry their attempt's number, which a new send never reuses). Whether its last try
+    may have gone out stays: the dispatcher looks that try up before sending again (a probe's
+    retry sent a second SMS of one the provider had)."""
     result = session.execute(
         update(Alert)
         .where(Alert.id == alert_id, Alert.status.in_(states.RETRYABLE))
@@ -352,7 +354,6 @@ def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
             retry_base=Alert.attempts,
             due_at=None,
             claimed_by=None,
-            outcome_unknown=False,
             provider_ref=None,
             updated_at=now,
         )

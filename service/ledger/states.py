@@ -42,7 +42,9 @@ ALL: Final = (
 OPEN: Final = (PENDING, RETRY_WAIT, CLAIMED)
 # Waiting in the queue, not held by any dispatcher.
 QUEUED: Final = (PENDING, RETRY_WAIT)
-# May have reached the citizen: an all-clear goes to each of these.
+# May have reached the citizen: an all-clear goes to each of these, and to any row whose
+# last try's outcome is unknown (outcome_unknown: the provider may hold the message, whatever
+# became of the row since, e.g. expired by the cancellation itself). See MAY_HAVE_REACHED_SQL.
 MAY_HAVE_REACHED: Final = (CLAIMED, SENT, DELIVERED)
 # Ended without reaching the citizen, and a delivery report cannot change that.
 ENDED_UNSENT: Final = (FAILED, EXPIRED, CANCELLED, SUPERSEDED)
@@ -111,6 +113,12 @@ def sql_in(states: tuple[str, ...]) -> str:
     """The condition for rows in these states, spelled as the partial indexes spell it (the
     open states: the stored column above), for raw SQL."""
     return OPEN_COLUMN if states == OPEN else status_in(states)
+
+
+# Rows that may have reached the citizen, for raw SQL (see MAY_HAVE_REACHED). A probe's
+# Twilio took 13 warnings whose answers were lost; staff cancelled while those rows waited to
+# be looked up, and the 13 got no all-clear.
+MAY_HAVE_REACHED_SQL: Final = f"({status_in(MAY_HAVE_REACHED)} OR outcome_unknown)"
 
 
 # Reasons recorded with a row that ends without a send (last_error).

@@ -228,3 +228,67 @@ def test_an_advisorys_page_lists_what_failed_however_old_by_status(
     assert bad.status_code == 422 and "status" in bad.text
     many = api.get(f"{url}?{'&'.join(['status=failed'] * 50)}", headers=consul)
     assert many.status_code == 422 and "status" in many.text
+
+
+def _accepted_but_unanswered(api, consul, db, database_url, twilio, smtp, phone: str):
+    """An SMS Twilio took whose answer was lost: its row waits to be looked up."""
+    settings = make_settings(
+        database_url, **{**notifier_settings(twilio, smtp), "twilio_timeout_s": 0.3}
+    )
+    dispatcher = dispatcher_in(db, settings)
+    register(api, location=TOKYO, phone=phone, channels=["sms"])
+    twilio.script("+82" + phone.replace("-", "")[1:], Answer(stall_s=1.0))
+    advisory = issue(api, consul)
+    dispatcher.step(now=utcnow())
+    [row] = rows(db)
+    assert row.status == "retry_wait" and row.outcome_unknown and len(twilio.messages) == 1
+    return dispatcher, advisory, row
+
+
+def test_a_warning_whose_answer_was_lost_gets_the_all_clear_when_cancelled(
+    api, consul, db, database_url, twilio, smtp
+):
+    """Found by a fault probe: Twilio took 13 level-3 warnings whose answers were lost, staff
+    cancelled while those rows waited to be looked up, and the 13 never got the all-clear."""
+    dispatcher, advisory, _ = _accepted_but_unanswered(
+        api, consul, db, database_url, twilio, smtp, "010-6666-0008"
+    )
+    assert api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul).status_code == 200
+    dispatcher.step(now=utcnow() + timedelta(minutes=5))
+    dispatcher.close()
+    warning, all_clear = twilio.bodies_to("+821066660008")
+    assert "[해제]" not in warning and "[해제]" in all_clear
+    assert [(r.revision, r.status) for r in rows(db)] == [(1, "expired"), (2, "sent")]
+
+
+def test_a_retry_by_staff_looks_up_the_try_that_may_have_gone_out(
+    api, consul, db, database_url, twilio, smtp
+):
+    """Found by a fault probe: a row that ended failed after a try whose outcome was unknown
+    lost that flag, and a consul's retry sent a second SMS of one Twilio had."""
+    dispatcher, _, row = _accepted_but_unanswered(
+        api, consul, db, database_url, twilio, smtp, "010-6666-0009"
+    )
+    db.execute(update(Alert).where(Alert.id == row.id).values(status="failed", due_at=None))
+    retried = api.post(f"/v1/alerts/{row.id}/retry", headers=consul)
+    assert retried.status_code == 200, retried.text
+    dispatcher.step(now=utcnow() + timedelta(minutes=5))
+    dispatcher.close()
+    [row] = rows(db)
+    assert row.status == "sent" and row.provider_ref == twilio.messages[0]["sid"]
+    assert len(twilio.messages) == 1 and len(twilio.lists) == 1
+
+
+def test_look_ups_that_fail_spend_no_tries_and_find_the_message_once_they_work(
+    api, consul, db, dispatcher, twilio
+):
+    """Found by a fault probe: with Twilio's list failing for a few minutes after a create whose
+    answer was a 500, each failed look-up spent a try, and the row ended failed as never sent
+    although Twilio had the SMS (a consul's retry then sent it twice)."""
+    register(api, location=TOKYO, phone="010-6666-0010", channels=["sms"])
+    twilio.fault("5xx", count=12, created="always")  # the create, then 11 look-ups
+    issue(api, consul)
+    drain_until_settled(dispatcher, db, rounds=80)
+    [row] = rows(db)
+    assert row.status == "sent", (row.status, row.last_error)
+    assert len(twilio.messages) == 1 and len(twilio.lists) >= 12
