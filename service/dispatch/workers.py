@@ -193,12 +193,18 @@ class Heartbeat:
                 worker=self.worker,
                 lease_end=now + timedelta(seconds=self.lease_s),
             )
+            stopped = outbox.overtaken(session, ids=still)
             self._take_back(session, now=now)
             self.live = max(1, alive(session, now=now))
-        self.holdings.renewed(asked, still, until=started + self.lease_s)
+        self.holdings.renewed(asked, still - stopped, until=started + self.lease_s)
         lost = len(asked) - len(still)
         if lost:
             log.warning("claims lost to another dispatcher", extra={"lost": lost})
+        if stopped:
+            log.info(
+                "claims stopped: advisory revised or cancelled, or citizen erased",
+                extra={"stopped": len(stopped)},
+            )
 
     def _register(self, session: Session, *, now: datetime) -> None:
         values = {

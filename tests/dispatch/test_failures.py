@@ -1,12 +1,17 @@
 """Failures on both backends: retried with backoff, honoured Retry-After, final at once,
 fallback to the other channel, unknown outcomes reconciled, expiry and erasure."""
 
+import time
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import Advisory
+from service.citizens.models import Citizen
 from service.db import utcnow
+from service.dispatch.workers import Heartbeat, Holdings, SendRate
+from service.ledger import outbox
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -292,3 +297,45 @@ def test_look_ups_that_fail_spend_no_tries_and_find_the_message_once_they_work(
     [row] = rows(db)
     assert row.status == "sent", (row.status, row.last_error)
     assert len(twilio.messages) == 1 and len(twilio.lists) >= 12
+
+
+def test_claims_overtaken_by_a_cancellation_or_an_erasure_are_not_sent(
+    api, consul, db, dispatcher, twilio
+):
+    """Found by a fault probe: a dispatcher read the advisory once per batch, so after staff
+    cancelled a level 3, 84 warnings of the batch in hand still went out (some after the
+    all-clear), and an erased citizen's too. The heartbeat's renewal now stops them; whoever
+    claims them when the lease lapses ends them unsent, and the all-clear still goes."""
+    people = [
+        register(api, location=TOKYO, phone=f"010-6666-00{n}", channels=["sms"])
+        for n in (11, 12, 13)
+    ]
+    advisory = issue(api, consul, level=3)
+    now = utcnow()
+    claimed = outbox.claim(db, channel="sms", now=now, limit=10, lease_s=10, worker="me")
+    assert len(claimed) == 3
+    holdings = Holdings()
+    holdings.add(claimed, until=time.monotonic() + 10)
+    factory = sessionmaker(
+        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    beat = Heartbeat(factory, worker="me", lease_s=10, holdings=holdings, rates=SendRate())
+    erased_id, erased_auth, _ = people[2]
+    assert api.delete(f"/v1/citizens/{erased_id}", headers=erased_auth).status_code == 204
+    beat.beat()
+    erased = db.scalar(select(Citizen.id).where(Citizen.public_id == erased_id))
+    sendable = {r.citizen_id: holdings.may_send(r, margin_s=2.5) for r in claimed}
+    assert sendable == {r.citizen_id: r.citizen_id != erased for r in claimed}
+    assert api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul).status_code == 200
+    beat.beat()
+    assert not any(holdings.may_send(r, margin_s=2.5) for r in claimed)
+    # The lease lapses: the rows end unsent, and the two still registered get the all-clear.
+    dispatcher.step(now=now + timedelta(seconds=30))
+    ended = {(r.citizen_id, r.revision): r.status for r in rows(db)}
+    assert ended[(erased, 1)] == "cancelled"
+    assert sorted(s for (c, rev), s in ended.items() if rev == 1 and c != erased) == [
+        "expired",
+        "expired",
+    ]
+    assert [s for (c, rev), s in ended.items() if rev == 2 and c != erased] == ["sent", "sent"]
+    assert all("[해제]" in m["body"] for m in twilio.messages) and len(twilio.messages) == 2
