@@ -296,3 +296,28 @@ def test_a_paced_channel_claims_at_most_half_a_lease_of_sends(api, consul, db, d
     per_batch = max(1, int(5 / segments.pop()))
     assert dispatcher.step().claimed == per_batch
     assert dispatcher.step().claimed == per_batch
+
+
+def test_a_slow_provider_makes_the_batch_smaller_so_an_urgent_alert_waits_less(
+    db, database_url, twilio, smtp
+):
+    """Found by a fault probe: batches were sized by the sender's rate alone, so with Twilio
+    answering in 0.5 s (and e-mail with no rate at all) a batch of 500 took 37 s, and a level 4
+    committed meanwhile waited behind 508 level-1 SMS. A batch is now half a lease of sends at
+    the pace the provider answers, measured."""
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), dispatch_threads=8, dispatch_lease_s=10
+    )
+    dispatcher = dispatcher_in(db, settings)
+    try:
+        mail = dispatcher.notifiers["email"]
+        assert dispatcher.batch_limit("email", mail) == 500  # nothing measured yet
+        for _ in range(30):
+            dispatcher.observed_send("email", 0.5)
+        # Eight threads, 5 s ahead, 0.5 s a send: 80 rows, sent in about 5 s.
+        assert dispatcher.batch_limit("email", mail) == 80
+        for _ in range(30):
+            dispatcher.observed_send("email", 0.002)
+        assert dispatcher.batch_limit("email", mail) == 500  # a fast provider: the batch again
+    finally:
+        dispatcher.close()
