@@ -45,7 +45,7 @@ from service.dispatch.recipients import (
 )
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
-from service.dispatch.workers import Heartbeat, Holdings, SendRate
+from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate
 from service.geo.matching import Target, Today, reaches_a_place
 from service.ledger import outbox, priority
 from service.ledger.models import Ahead
@@ -214,6 +214,7 @@ class Dispatcher:
         self._woken = {channel: threading.Event() for channel in notifiers}
         self._can_fall_back: set[int] = set()  # claimed rows whose citizen has the other contact
         self.holdings = Holdings()
+        self.clock = DatabaseClock()  # the leases' clock, set by the heartbeat
         self.rates = SendRate()
         self.circuits = {
             channel: Circuit(
@@ -277,6 +278,7 @@ class Dispatcher:
                 lease_s=self.policy.lease_s,
                 holdings=self.holdings,
                 rates=self.rates,
+                clock=self.clock,
             )
             self._heartbeat.start()
 
@@ -390,7 +392,7 @@ class Dispatcher:
             if self._quitting.is_set():
                 break
             notifier = self.notifiers[channel]
-            at = now or utcnow()
+            at = now or self.clock.now()
             # The claim's lease runs from `at`: so does this process's count of it, read before
             # the claim (a pause after the claim's commit must not look like a fresh lease).
             leased_from = time.monotonic()
@@ -502,7 +504,7 @@ class Dispatcher:
         now: datetime | None,
         tally: Tally,
     ) -> None:
-        at = now or utcnow()
+        at = now or self.clock.now()
         with self.factory() as session:
             states = advisory_states(session, {r.advisory_id for r in rows})
             contents = self._contents.load(session, {(r.advisory_id, r.revision) for r in rows})
@@ -629,7 +631,7 @@ class Dispatcher:
         last_record = time.monotonic()
         for future in as_completed(futures):
             chunk = futures[future]
-            at = now or utcnow()
+            at = now or self.clock.now()
             for job, (outcome, reconciled) in zip(chunk, future.result(), strict=True):
                 if outcome is None:
                     # Not sent and not recorded: the row lapses, and is looked up before
@@ -644,7 +646,7 @@ class Dispatcher:
                 self._record(pending, now=at, tally=tally)
                 pending, last_record = [], time.monotonic()
         if pending:
-            self._record(pending, now=now or utcnow(), tally=tally)
+            self._record(pending, now=now or self.clock.now(), tally=tally)
 
     def _deliver_all(
         self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch import dispatcher as dispatcher_module
+from service.dispatch import workers
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.models import DispatcherWorker
-from service.dispatch.workers import Heartbeat, Holdings, SendRate, host_id
+from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate, host_id
 from service.ledger import outbox
 from service.ledger.models import Alert
 from service.ledger.outbox import Decision
@@ -421,3 +422,25 @@ def _record_sent(db: Session, rows, *, worker: str, ref: str, now) -> None:
 def _statuses(db: Session) -> set[str]:
     db.expire_all()
     return set(db.scalars(select(Alert.status)))
+
+
+def test_a_dispatcher_with_a_fast_clock_reads_the_leases_on_the_databases(db, monkeypatch):
+    """Found by a fault probe: two dispatchers, one 15 s fast (or slow), each reading leases
+    on its own clock: the skewed one took the other's live claims for lapsed, and 46 of 400
+    citizens got their SMS twice (70 when slow). Leases are now read on the database's clock,
+    whose offset the heartbeat measures."""
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite: one machine, one clock")
+    _pending_rows(db, 2)
+    held = outbox.claim(db, channel="sms", now=utcnow(), limit=2, lease_s=10, worker="a")
+    assert len(held) == 2
+    fast = utcnow() + timedelta(seconds=15)
+    monkeypatch.setattr(workers, "utcnow", lambda: utcnow() + timedelta(seconds=15))
+    clock = DatabaseClock()
+    assert clock.now() >= fast - timedelta(seconds=1)  # this machine's clock, 15 s fast
+    clock.measure(db)
+    assert abs(clock.offset + timedelta(seconds=15)) < timedelta(seconds=1)
+    taken = outbox.claim(db, channel="sms", now=clock.now(), limit=2, lease_s=10, worker="b")
+    assert taken == []  # a's leases are live on the database's clock
+    # On its own clock it would have taken both.
+    assert len(outbox.claim(db, channel="sms", now=fast, limit=2, lease_s=10, worker="b")) == 2
