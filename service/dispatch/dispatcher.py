@@ -65,7 +65,7 @@ from service.ledger.states import (
 from service.privacy import PersonalDataVault
 
 log = logging.getLogger("anjeon.dispatch")
-# error_code of an alert held (not tried) because the look-up of its earlier, unknown try failed.
+# error_code of an alert whose earlier try, of unknown outcome, could not be looked up.
 LOOKUP_FAILED = "lookup-failed"
 OTHER_CHANNEL = {"sms": "email", "email": "sms"}
 _RECORD_EVERY = 250  # outcomes: the most a crash can leave unrecorded
@@ -678,9 +678,9 @@ class Dispatcher:
                 circuit.observe(found.found)
                 return found.found, True
             if found.error:
-                # Not a try: nothing was sent. Counted as one, a probe's look-ups failing for
-                # a few minutes spent the budget, and the row ended failed as if never sent.
-                reason = f"held: could not look up an earlier try ({found.error})"
+                # A try, so that backing off grows and the row ends (then failed, still
+                # marked unknown: the all-clear goes to it, a staff retry looks it up first).
+                reason = f"could not look up an earlier try ({found.error})"
                 outcome: Outcome = Retry(reason=reason, code=LOOKUP_FAILED, outcome_unknown=True)
                 circuit.observe(outcome)
                 return outcome, False
@@ -804,22 +804,6 @@ class Dispatcher:
                 reason=outcome.reason,
                 due_at=due,
                 outcome_unknown=row.outcome_unknown,
-                refund=True,
-            )
-        if isinstance(outcome, Retry) and outcome.code == LOOKUP_FAILED:
-            due = now + timedelta(seconds=self.policy.backoff_s(row.attempts))
-            if job.expires is not None and due >= job.expires:
-                reason = f"advisory ends before the look-up: {outcome.reason}"
-                return Decision(
-                    row.id, EXPIRED, code=outcome.code, reason=reason, outcome_unknown=True
-                )
-            return Decision(
-                row.id,
-                RETRY_WAIT,
-                code=outcome.code,
-                reason=outcome.reason,
-                due_at=due,
-                outcome_unknown=True,
                 refund=True,
             )
         if isinstance(outcome, Sent):
