@@ -1,6 +1,7 @@
 """Request-scoped dependencies: the database session, staff roles, citizens' manage tokens."""
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -12,8 +13,9 @@ from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
 from service.db import READ_ONLY, DeadlinePassed, database_unavailable, utcnow
-from service.errors import DomainError
+from service.errors import DomainError, ServiceUnavailable
 from service.head_requests import method_asked
+from service.metrics import STAFF_UNCOUNTED
 from service.rate_limits import Rule, client_address
 from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
@@ -117,11 +119,25 @@ def _known(session: Session, token: str) -> StaffKey:
     return key
 
 
+_STAFF_LIMIT_RETRY_S = 10.0  # how long staff requests go uncounted after the storage failed
+
+
 def _take_request(request: Request, key: StaffKey) -> None:
     """Counts the request against its key's limit (rate_limit_staff, shared by every process):
     a leaked key or a runaway script is held to it, and so is the audit log's growth, as a
-    request past it is refused (429) before anything is recorded."""
-    request.app.state.rate_limits.take(Rule.STAFF, key.name)
+    request past it is refused (429) before anything is recorded. With the limits' storage
+    down the request goes through uncounted: staff must be able to work in a crisis whatever
+    became of Redis (a review's console answered 503 to everything)."""
+    state = request.app.state
+    if getattr(state, "staff_limit_down_until", 0.0) > time.monotonic():
+        STAFF_UNCOUNTED.inc()  # asked again shortly: a hung storage must not slow every request
+        return
+    try:
+        state.rate_limits.take(Rule.STAFF, key.name)
+    except ServiceUnavailable:
+        state.staff_limit_down_until = time.monotonic() + _STAFF_LIMIT_RETRY_S
+        STAFF_UNCOUNTED.inc()
+        log.warning("staff requests not counted: the rate-limit storage is unavailable")
 
 
 def _outranked(key: StaffKey, minimum: Role) -> HTTPException | None:

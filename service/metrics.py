@@ -22,6 +22,10 @@ CITIZENS_REGISTERED = Counter(
 JOB_RUNS = Counter(
     "anjeon_job_runs_total", "Scheduled job runs in this process", ["job", "outcome"]
 )
+STAFF_UNCOUNTED = Counter(
+    "anjeon_staff_requests_uncounted_total",
+    "Staff requests let through uncounted because the rate-limit storage was unavailable",
+)
 RATE_LIMITED = Counter(
     "anjeon_rate_limited_total",
     "Requests and code messages this process refused by a rate limit, by rule",
