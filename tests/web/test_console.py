@@ -759,7 +759,8 @@ def test_the_approver_sees_every_language_and_the_areas_own_parts(live, new_page
     body = {
         "level": 3,
         "category": "security",
-        "title": {"ko": "방콕 시위 주의", "en": "Evacuation flight: register now"},
+        # Korean words only in the title: a review's English message hid behind it.
+        "title": {"ko": "방콕 시위 주의"},
         "message": {
             "ko": "방콕 도심 시위 지역을 피하세요.",
             "en": "Register for the evacuation flight at https://mofa-evac.example/login",
@@ -814,4 +815,39 @@ def test_what_one_key_read_is_gone_when_the_next_signs_in_on_that_tab(live, new_
     # The browser logs the viewer's 403 for the audit log: the refusal this test wanted.
     refused = "Failed to load resource: the server responded with a status of 403 (Forbidden)"
     assert set(page.errors) == {refused}, page.errors
+    page.errors.clear()
+
+
+def test_a_refusal_other_than_401_right_after_signing_in_keeps_the_key(live, new_page):
+    """Found by a review: signing in now reloads the page, which asks /v1/staff/me again, and
+    any failure of that second ask (a 429, a 503, a lost connection) forgot the key and signed
+    the person out. Only a 401 does now."""
+    page = new_page()
+    tab = page.tab
+    tab.goto(live.base + "/console/")
+    asked: list[str] = []
+
+    def busy_after_the_first(route):
+        asked.append(route.request.url)
+        if len(asked) == 1:
+            route.continue_()
+        else:
+            route.fulfill(
+                status=503,
+                content_type="application/problem+json",
+                headers={"Retry-After": "5"},
+                body='{"title": "Service unavailable", "status": 503, "detail": "busy"}',
+            )
+
+    tab.route("**/v1/staff/me", busy_after_the_first)
+    tab.fill("#key", live.staff_key("consul", "oh"))
+    tab.press("#key", "Enter")
+    expect(tab.locator("#flash")).to_have_text("busy")
+    assert len(asked) == 2
+    assert tab.evaluate("sessionStorage.getItem('anjeon-key')") is not None
+    tab.unroute("**/v1/staff/me")
+    tab.reload()
+    expect(tab.locator("#who")).to_contain_text("oh")
+    refused = "Failed to load resource: the server responded with a status of 503 "
+    assert page.errors and all(e.startswith(refused) for e in page.errors), page.errors
     page.errors.clear()

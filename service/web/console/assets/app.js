@@ -499,8 +499,11 @@ async function sendAdvisory(draft) {
 // five whole countries; the second pair of eyes saw only the Korean and the name.
 function proposalDetails(content) {
   const area = content.area || {};
-  const languages = Object.keys(content.title || {}).sort((a, b) =>
-    a === "ko" ? -1 : b === "ko" ? 1 : a.localeCompare(b));
+  // Every language any part is written in: a title in Korean alone hid an English message.
+  const given = new Set([...Object.keys(content.title || {}), ...Object.keys(content.message || {})]);
+  if (area.description_ko) given.add("ko");
+  if (area.description) given.add("en");
+  const languages = [...given].sort((a, b) => (a === "ko" ? -1 : b === "ko" ? 1 : a.localeCompare(b)));
   const areaWords = (lang) => (lang === "ko" ? area.description_ko || area.description : area.description) || "";
   const words = el("table", { class: "proposal-words", "data-testid": "proposal-words" },
     el("caption", {}, t("approve_all_of_it")),
@@ -508,7 +511,7 @@ function proposalDetails(content) {
       el("tr", { "data-language": lang },
         el("th", { scope: "row", lang }, lang),
         el("td", { lang },
-          el("strong", {}, content.title[lang] || ""),
+          el("strong", {}, (content.title || {})[lang] || ""),
           el("p", {}, (content.message || {})[lang] || ""),
           areaWords(lang) ? el("p", { class: "hint" }, `${t("area")}: ${areaWords(lang)}`) : null)))));
   const shapes = area.geometry
@@ -981,7 +984,9 @@ document.addEventListener("DOMContentLoaded", async () => {
     try {
       state.me = await api("/v1/staff/me");
     } catch (error) {
-      sessionStorage.removeItem("anjeon-key");
+      // Only a refused key is forgotten: a 429, a 503 or a lost connection right after
+      // signing in must not sign the person out.
+      if (error instanceof ApiError && error.status === 401) sessionStorage.removeItem("anjeon-key");
       flash(sentence(error));
     }
   }
