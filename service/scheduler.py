@@ -30,7 +30,7 @@ from service.checkin.escalation import escalate
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
 from service.config import Settings
-from service.db import bound_idle, utcnow
+from service.db import bound_idle, flush_write_ahead_log, utcnow
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.notifiers.base import Notifier
 from service.geomatch.service import Sweeper
@@ -105,15 +105,21 @@ def _forget_inbound(session: Session, settings: Settings) -> int:
     return forget_old_inbound(session, now=utcnow())
 
 
-def jobs(settings: Settings, *, after_expiry: Callable[[object], None] | None = None) -> list[Job]:
-    """The jobs run under a lease; `after_expiry` follows each committed expiry run."""
+def jobs(
+    settings: Settings,
+    *,
+    after_expiry: Callable[[object], None] | None = None,
+    after_purge: Callable[[object], None] | None = None,
+) -> list[Job]:
+    """The jobs run under a lease; `after_expiry` follows each committed expiry run, and
+    `after_purge` each purge of unverified and orphaned records."""
     every = settings.job_interval_s
     return [
         Job("expire-advisories", every or 60, _expire_advisories, then=after_expiry),
         Job("checkin-escalate", every or 60, _escalate_checkins),
         Job("forget-inbound-sms", every or 6 * 3600, _forget_inbound),
         Job("purge-ended-stays", every or 6 * 3600, _purge_stays),
-        Job("purge-unverified", every or 3600, _purge_unverified),
+        Job("purge-unverified", every or 3600, _purge_unverified, then=after_purge),
     ]
 
 
@@ -401,7 +407,10 @@ def build_scheduler(
             )
     notifiers = dispatcher.notifiers if dispatcher is not None else None
     after_expiry = tell_lapsed(factory, settings, notifiers) if notifiers else None
-    for job in jobs(settings, after_expiry=after_expiry):
+    # An erasure's old pages leave SQLite's write-ahead log once the purge has committed.
+    engine = factory.kw["bind"]
+    after_purge = (lambda _result: flush_write_ahead_log(engine)) if engine is not None else None
+    for job in jobs(settings, after_expiry=after_expiry, after_purge=after_purge):
         scheduler.add_job(
             run_job,
             "interval",

@@ -30,6 +30,7 @@ from service.errors import FieldError, InvalidInput, NotFound, TooManyRequests
 from service.geo.geocoding import Geocoder
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
+from service.ledger import outbox
 from service.privacy import PersonalDataVault, token_hash
 from service.rate_limits import RateLimits
 
@@ -204,7 +205,13 @@ def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
             Citizen.created_at < cutoff,
         )
     )
-    return (result.rowcount or 0) + _erase_orphans(session, now=now)
+    purged = (result.rowcount or 0) + _erase_orphans(session, now=now)
+    outbox.forget_refs_of_erased(session, erased_since=now - _REFS_FORGOTTEN_WITHIN)
+    return purged
+
+
+# An hourly job: the provider ids recorded after an erasure of the last two days are cleared.
+_REFS_FORGOTTEN_WITHIN = timedelta(days=2)
 
 
 # A record that verified once, then lost its every contact (another record verified its

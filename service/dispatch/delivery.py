@@ -5,9 +5,10 @@ only for the send (attempt) it names."""
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.citizens.models import Citizen
 from service.dispatch import metrics
 from service.dispatch.details import details_page
 from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportRejected
@@ -90,7 +91,12 @@ def apply_report(
     target = report.status
     if not states.allowed(alert.status, target):
         return alert.status
-    values: dict = {"status": target, "updated_at": now, "provider_ref": report.provider_ref}
+    values: dict = {"status": target, "updated_at": now}
+    erased = session.scalar(select(Citizen.status).where(Citizen.id == alert.citizen_id))
+    if alert.provider_ref is None and erased != "erased":
+        # Never again once the citizen erased themselves: the id finds their number in the
+        # provider's log (a review saw a "delivered" report write it back).
+        values["provider_ref"] = report.provider_ref
     if target == states.SENT or alert.sent_at is None:
         values["sent_at"] = alert.sent_at or now
     if target == states.DELIVERED:

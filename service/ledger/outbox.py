@@ -411,6 +411,20 @@ def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
     return result.rowcount or 0
 
 
+def forget_refs_of_erased(session: Session, *, erased_since: datetime) -> int:
+    """The provider's message ids written after a citizen's erasure (a send in hand when they
+    erased, recorded afterwards) go too; the purge job runs this every hour."""
+    erased = select(Citizen.id).where(Citizen.status == "erased", Citizen.erased_at >= erased_since)
+    result = session.execute(
+        update(Alert)
+        .where(Alert.provider_ref.is_not(None), Alert.status != states.CLAIMED)
+        .where(Alert.citizen_id.in_(erased))
+        .values(provider_ref=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
 def sent_since(
     session: Session, *, citizen_ids: set[int], since: datetime
 ) -> dict[tuple[int, int, int], int]:

@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,13 +13,14 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.citizens.models import Citizen
-from service.db import make_engine, make_session_factory, utcnow
+from service.db import flush_write_ahead_log, make_engine, make_session_factory, utcnow
 from service.ledger.models import Alert
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
+from service.scheduler import jobs
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, register
-from tests.conftest import PG_URL, make_settings
+from tests.conftest import PG_URL, WarningRecords, make_settings
 from tests.dispatch.conftest import dispatcher_in
 
 PHONE = "010-7777-4242"
@@ -153,3 +155,39 @@ def test_erasure_forgets_the_providers_message_ids_and_what_the_citizen_chose(
     assert [a.provider_ref for a in sent] == [None] * len(sent)
     assert (stored.duty_paged_at, stored.sms_opted_out_at, stored.exercises) == (None, None, False)
     assert (stored.quiet_from, stored.quiet_to) == ("22:00", "07:00")
+
+
+def test_emptying_the_log_never_waits_for_a_reader(tmp_path):
+    """Found by a review: the checkpoint after an erasure waited (up to 10 s) for a reader to
+    let go, and held every writer meanwhile; anyone who registers can erase. It now gives up at
+    once, and the next erasure or the hourly purge empties the log."""
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    reader = engine.raw_connection()
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM citizen").fetchone()  # holds its snapshot
+        with make_session_factory(engine).begin() as session:
+            session.add(Citizen(public_id="busy", language="ko"))
+        done = threading.Event()
+        flushing = threading.Thread(
+            target=lambda: (flush_write_ahead_log(engine), done.set()), daemon=True
+        )
+        told = WarningRecords()
+        logging.getLogger("anjeon.db").addHandler(told)
+        try:
+            flushing.start()
+            finished = done.wait(timeout=5)  # the reader is still open all this while
+        finally:
+            logging.getLogger("anjeon.db").removeHandler(told)
+        assert finished, "the checkpoint waited for the reader"
+        assert any(m.startswith("write-ahead log not emptied") for m in told.messages)
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+    flush_write_ahead_log(engine)
+    assert (tmp_path / "busy.db-wal").stat().st_size == 0  # emptied once nobody reads
+    engine.dispose()
+    jobs_with_then = {j.id for j in jobs(make_settings(url), after_purge=print) if j.then}
+    assert "purge-unverified" in jobs_with_then

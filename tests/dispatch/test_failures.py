@@ -9,6 +9,7 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import Advisory
 from service.citizens.models import Citizen
+from service.citizens.service import purge_unverified
 from service.db import utcnow
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
 from service.ledger import outbox
@@ -346,3 +347,24 @@ def test_claims_overtaken_by_a_cancellation_or_an_erasure_are_not_sent(
     ]
     assert [s for (c, rev), s in ended.items() if rev == 2 and c != erased] == ["sent", "sent"]
     assert all("[해제]" in m["body"] for m in twilio.messages) and len(twilio.messages) == 2
+
+
+def test_no_provider_id_comes_back_after_an_erasure(api, consul, db, dispatcher, twilio):
+    """Found by a review: erasure cleared the provider's message id, and Twilio's "delivered"
+    report wrote it back; so did a send in hand at the erasure, recorded afterwards."""
+    citizen_id, auth, _ = register(api, location=TOKYO, phone="010-6666-0014", channels=["sms"])
+    issue(api, consul, level=3)
+    dispatcher.drain()
+    [row] = rows(db, "sms")
+    sid = row.provider_ref
+    assert sid
+    assert api.delete(f"/v1/citizens/{citizen_id}", headers=auth).status_code == 204
+    [row] = rows(db, "sms")
+    assert row.provider_ref is None
+    assert callback(api, row, "delivered", sid=sid).status_code < 300
+    [row] = rows(db, "sms")
+    assert (row.status, row.provider_ref) == ("delivered", None)
+    db.execute(update(Alert).where(Alert.id == row.id).values(provider_ref=sid))
+    purge_unverified(db, now=utcnow(), ttl_h=24)  # the hourly job
+    [row] = rows(db, "sms")
+    assert row.provider_ref is None
