@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import os
 import re
+import unicodedata
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,16 +49,18 @@ class PersonalDataVault:
 # Provider texts quote the destination ("The 'To' number +821012345678 is not valid"): any run
 # of 7 or more digits (with the usual separators) and any e-mail address is taken out before
 # such a text is stored, shown to staff or kept after erasure.
-_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
-# The top-level domain in any letters, or its IDNA form (예시.한국, xn--3e0b707e).
-_EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)")
+# Separators as people type them too: dashes of every kind, slashes, the minus sign.
+_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-/\u2010-\u2015\u2212]{5,}\d")
+# Anything either side of an @: a domain in any letters (예시.한국), or with no dot at all.
+_EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+")
 
 
 def scrub_contacts(text: str | None) -> str | None:
     """A provider's message with phone numbers and e-mail addresses replaced by [contact]."""
     if not text:
         return text
-    text = _EMAIL_LIKE.sub("[contact]", text)
+    # NFKC first: full-width digits and "＠" read as the plain ones (a review's "kim＠…").
+    text = _EMAIL_LIKE.sub("[contact]", unicodedata.normalize("NFKC", text))
     return _PHONE_LIKE.sub(_phone_or_code, text)
 
 

@@ -40,6 +40,12 @@ def test_a_failed_send_keeps_the_reason_but_not_the_number(api, consul, db, disp
         ("HTTP 503 after 12.5 s", "12.5"),
         ("550 <jisu.idn@예시.한국> unknown", "unknown"),  # a domain in Korean letters
         ("550 <jisu.idn@xn--vv4b11d.xn--3e0b707e> unknown", "unknown"),  # the same, in IDNA
+        # Found by a review, in reveal reasons: other dashes, slashes, a full-width @, no dot.
+        ("call 010\u20131234\u20135678 now", "now"),
+        ("call 010\u20101234\u20105678 now", "now"),
+        ("call 010/1234/5678 now", "now"),
+        ("write to kim\uff20example.com now", "now"),
+        ("write to kim@localhost now", "now"),
     ],
 )
 def test_scrub_takes_contacts_and_keeps_codes(text, kept):

@@ -119,7 +119,19 @@ def test_a_route_with_two_staff_checks_is_as_strict_as_the_stricter():
     assert staff_role_of(Request({"type": "http", "route": routes["/open"]})) is None
 
 
-@pytest.mark.parametrize("name", ["feed:USGS", "System:expiry", "  cli:root", "FEED:mofa"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "feed:USGS",
+        "System:expiry",
+        "  cli:root",
+        "FEED:mofa",
+        # Found by a review: an invisible character, a Cyrillic s, a full-width colon.
+        "\u200bsystem:expiry",
+        "\u0455ystem:expiry",
+        "feed\uff1aUSGS",
+    ],
+)
 def test_a_key_may_not_take_a_name_the_service_gives_its_own_actors(
     client, staff_headers, db, name
 ):
