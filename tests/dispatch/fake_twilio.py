@@ -206,7 +206,9 @@ class FakeTwilio:
             "status_callback": form.get("StatusCallback"),
             "validity_period": form.get("ValidityPeriod"),
             "date_created": format_datetime(now),
-            "date_sent": format_datetime(now),
+            # As at Twilio: set once the message leaves its queue for the carrier, which
+            # nothing here models; a list filtered on DateSent leaves such a message out.
+            "date_sent": None,
             "num_segments": str(segments(form.get("Body", ""))),
         }
         with self.lock:
@@ -357,7 +359,10 @@ class FakeTwilio:
                     return
                 fake._log("list", to, "200")
                 with fake.lock:
-                    found = [m for m in fake.messages if m["to"] == to]
+                    # Newest first, as Twilio lists them.
+                    found = [m for m in reversed(fake.messages) if m["to"] == to]
+                if any(key.startswith("DateSent") for key in query):
+                    found = [m for m in found if m["date_sent"] is not None]
                 self._reply(
                     200,
                     {

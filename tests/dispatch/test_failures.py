@@ -117,6 +117,8 @@ def test_smtp_451_is_retried_and_550_fails(api, consul, db, dispatcher, smtp):
 def test_timeout_after_accept_is_reconciled_never_resent(
     api, consul, db, database_url, twilio, smtp
 ):
+    """The message is still in Twilio's queue (no date_sent yet): the look-up must find it all
+    the same. Filtered on DateSent, as it was until a probe asked, it would have missed it."""
     settings = make_settings(
         database_url, **{**notifier_settings(twilio, smtp), "twilio_timeout_s": 0.3}
     )

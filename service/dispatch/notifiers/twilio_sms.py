@@ -4,7 +4,7 @@ import re
 import threading
 import urllib.request
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 import requests
@@ -173,12 +173,12 @@ class TwilioNotifier(Notifier):
         return Sent(provider_ref=created.sid or "")
 
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
-        """Twilio keeps every message: list those to the number since the first attempt and
-        find ours by the reference its text carries."""
+        """Twilio keeps every message: list the newest to the number and find ours by the
+        reference its text carries. Not filtered on DateSent: a message still in Twilio's queue
+        has none yet and would be left out, then sent twice (twilio-java#442: a list on
+        DateSent missed messages sent minutes before). `since` is not needed by this look-up."""
         try:
-            found = self._client().messages.list(
-                to=message.to, date_sent_after=since - timedelta(days=1), limit=200
-            )
+            found = self._client().messages.list(to=message.to, limit=200)
         except (TwilioException, requests.exceptions.RequestException) as exc:
             # TwilioException: a list page answered 5xx is raised as "Unable to fetch page",
             # not as a TwilioRestException.
