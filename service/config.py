@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     geocoder_user_agent: str = ""
     geocoder_timeout_s: float = Field(5.0, gt=0)
     stay_retention_days: int = Field(30, ge=0)
+    words_retention_days: int = Field(180, ge=1)
     max_stays: int = Field(20, ge=1, le=MAX_STAYS_CEILING)
     feeds_file: str = str(PROJECT_ROOT / "config" / "feeds.toml")
     feed_timeout_s: float = Field(20.0, gt=0)

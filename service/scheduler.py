@@ -25,7 +25,7 @@ from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
 from service.checkin import duty
-from service.checkin.answers import forget_old_inbound
+from service.checkin.answers import forget_old_inbound, forget_old_words
 from service.checkin.escalation import escalate
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
@@ -102,7 +102,10 @@ def _escalate_checkins(session: Session, settings: Settings) -> int:
 
 
 def _forget_inbound(session: Session, settings: Settings) -> int:
-    return forget_old_inbound(session, now=utcnow())
+    # What is kept for a while only: inbound SMS ids, and citizens' own words.
+    now = utcnow()
+    forgotten = forget_old_inbound(session, now=now)
+    return forgotten + forget_old_words(session, now=now, kept_days=settings.words_retention_days)
 
 
 def jobs(

@@ -217,6 +217,27 @@ def forget_old_inbound(session: Session, *, now: datetime) -> int:
     return result.rowcount or 0
 
 
+def forget_old_words(session: Session, *, now: datetime, kept_days: int) -> int:
+    """A citizen's own words (a check-in note, a help message) older than `kept_days` are
+    dropped, whether or not they erase themselves: "my wife is hurt" serves the crisis it was
+    written in, not a record kept for ever. The answers and messages stay, without their words.
+    Returns how many were dropped."""
+    cutoff = now - timedelta(days=kept_days)
+    dropped = 0
+    for table, written in (
+        (CheckinAnswer, CheckinAnswer.answered_at),
+        (HelpMessage, HelpMessage.received_at),
+    ):
+        result = session.execute(
+            update(table)
+            .where(table.note_sealed.is_not(None), written < cutoff)
+            .values(note_sealed=None)
+            .execution_options(synchronize_session=False)
+        )
+        dropped += result.rowcount or 0
+    return dropped
+
+
 def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[int]:
     """The advisories of the citizen's open check-ins, the most recent first: each that asked
     them within OPEN_FOR, may have reached them, and is not cancelled. Two advisories over one

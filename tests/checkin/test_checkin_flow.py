@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
-from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound
+from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound, forget_old_words
 from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens.models import Citizen, SmsOptOut
@@ -874,3 +874,26 @@ def test_the_citizens_words_are_quoted_last_in_the_duty_notice_and_its_subject_h
     assert len(own) == 1 and "by web" in own[0]
     assert not any("UPDATE FROM CONSULATE" in line for line in lines[:start])
     assert f"Phone: {who.phone}" in lines[:start]
+
+
+def test_a_citizens_own_words_are_dropped_after_their_time_and_the_answers_stay(api, asked, db):
+    """Found by a privacy review: a citizen's words ("trapped…", "my wife is hurt") were kept
+    for as long as their record, whatever the crisis. The forget-inbound-sms job now drops
+    them words_retention_days (180) after they were written; the answers stay."""
+    who = asked()
+    page = api.post(f"/c/{who.token}", data={"answer": "help", "note": "trapped in the lobby"})
+    assert page.status_code == 200
+    citizen_id = db.scalar(select(Citizen.id).where(Citizen.public_id == who.public_id))
+    db.add(HelpMessage(citizen_id=citizen_id, channel="sms", note_sealed=b"sealed words"))
+    db.flush()
+    kept_days = Settings.model_fields["words_retention_days"].default
+    assert (
+        forget_old_words(db, now=utcnow() + timedelta(days=kept_days - 1), kept_days=kept_days) == 0
+    )
+    assert (
+        forget_old_words(db, now=utcnow() + timedelta(days=kept_days + 1), kept_days=kept_days) == 2
+    )
+    db.expire_all()
+    [answer] = db.scalars(select(CheckinAnswer).where(CheckinAnswer.citizen_id == citizen_id))
+    [message] = db.scalars(select(HelpMessage).where(HelpMessage.citizen_id == citizen_id))
+    assert (answer.answer, answer.note_sealed, message.note_sealed) == ("help", None, None)
