@@ -84,9 +84,6 @@ MAX_BIGINT = 2**63 - 1
 READ_ONLY = "anjeon_read_only"
 
 
-_BUSY_TIMEOUT_MS = 10_000  # how long a SQLite connection waits for another's lock
-
-
 def flush_write_ahead_log(engine: Engine) -> None:
     """SQLite: copies the write-ahead log into the database and empties it, so the page images
     it held from before an erasure are gone too. Best effort, after the commit (a reader still
@@ -94,20 +91,22 @@ def flush_write_ahead_log(engine: Engine) -> None:
     rows VACUUM reclaims (docs/privacy.md)."""
     if engine.dialect.name != "sqlite":
         return
-    # On the driver's own connection: inside a transaction (SQLAlchemy begins one at the first
-    # statement) SQLite refuses a checkpoint. Without waiting: a TRUNCATE checkpoint waiting
-    # for a reader holds every writer meanwhile (a review's insert waited 3.5 s).
-    connection = engine.raw_connection()
+    path = engine.url.database
+    if not path or path == ":memory:":
+        return
+    # A connection of its own, outside the pool (none comes back changed), in autocommit
+    # (inside a transaction SQLite refuses a checkpoint), and one that never waits: a TRUNCATE
+    # checkpoint waiting for a reader holds every writer meanwhile (a review's waited 3.5 s).
     try:
-        connection.execute("PRAGMA busy_timeout=0")
-        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            connection.close()
         if busy:
             log.warning("write-ahead log not emptied after an erasure: a reader held it")
-    except sqlite3.OperationalError:
+    except sqlite3.Error:
         log.warning("write-ahead log not emptied after an erasure", exc_info=True)
-    finally:
-        connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        connection.close()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -118,7 +117,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Deleted content is overwritten, not left in free pages: an erased citizen's sealed
         # name and contacts must not be read back from the file (SQLite's default keeps them).

@@ -50,7 +50,7 @@ class PersonalDataVault:
 # of 7 or more digits (with the usual separators) and any e-mail address is taken out before
 # such a text is stored, shown to staff or kept after erasure.
 # Separators as people type them too: dashes of every kind, slashes, the minus sign.
-_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-/\u2010-\u2015\u2212]{5,}\d")
+_PHONE_LIKE = re.compile(r"\+?\d[\d\s().\-/\u00b7\u2010-\u2015\u2212]{5,}\d")
 # Anything either side of an @: a domain in any letters (예시.한국), or with no dot at all.
 _EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+")
 
@@ -59,9 +59,14 @@ def scrub_contacts(text: str | None) -> str | None:
     """A provider's message with phone numbers and e-mail addresses replaced by [contact]."""
     if not text:
         return text
-    # NFKC first: full-width digits and "＠" read as the plain ones (a review's "kim＠…").
-    text = _EMAIL_LIKE.sub("[contact]", unicodedata.normalize("NFKC", text))
-    return _PHONE_LIKE.sub(_phone_or_code, text)
+    scrubbed = _PHONE_LIKE.sub(_phone_or_code, _EMAIL_LIKE.sub("[contact]", text))
+    # Full-width digits or "＠" (a review's "kim＠…") are read as the plain ones, NFKC; only a
+    # text holding a contact so is given back normalised ("10⁶" would read "106").
+    plain = unicodedata.normalize("NFKC", scrubbed)
+    if plain == scrubbed:
+        return scrubbed
+    plain_scrubbed = _PHONE_LIKE.sub(_phone_or_code, _EMAIL_LIKE.sub("[contact]", plain))
+    return plain_scrubbed if plain_scrubbed != plain else scrubbed
 
 
 def _phone_or_code(found: re.Match[str]) -> str:

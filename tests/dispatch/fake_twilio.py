@@ -361,6 +361,8 @@ class FakeTwilio:
                 with fake.lock:
                     # Newest first, as Twilio lists them.
                     found = [m for m in reversed(fake.messages) if m["to"] == to]
+                if "From" in query:
+                    found = [m for m in found if m["from"] == query["From"]]
                 if any(key.startswith("DateSent") for key in query):
                     found = [m for m in found if m["date_sent"] is not None]
                 self._reply(

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from service.config import Settings
+from service.dispatch.notifiers import twilio_sms
 from service.dispatch.notifiers.base import (
     Failed,
     NotifierConfigError,
@@ -340,3 +341,22 @@ def test_plugin_declares_typed_settings_read_from_its_own_prefix(tmp_path, monke
     notifier = build_notifiers(settings(sms_notifier="pigeon"))["sms"]
     assert notifier.own.token.get_secret_value() == "s3cret"
     assert notifier.own.loft == "busan"
+
+
+def test_twilio_lookup_reads_past_the_newest_200_and_never_guesses(twilio, monkeypatch):
+    """Found by a review: the look-up read the newest 200 messages to the number, so after
+    200 more (a burst, or another app on the account) it answered "not found", and the
+    dispatcher sent ours again. It now reads back to the first attempt, and past LOOKUP_MOST
+    messages it fails (a try) instead of answering "not found"."""
+    notifier = twilio_notifier(twilio.url)
+    since = datetime.now(UTC)
+    notifier.send(message("+821012340002", alert_id=987654))
+    for n in range(250):
+        notifier.send(message("+821012340002", alert_id=3_000_000 + n))
+    ours = message("+821012340002", alert_id=987654)
+    [sid] = [m["sid"] for m in twilio.messages if ours.reference in m["body"]]
+    found = notifier.lookup(ours, since=since)
+    assert found.found == Sent(provider_ref=sid)
+    monkeypatch.setattr(twilio_sms, "LOOKUP_MOST", 100)
+    too_many = notifier.lookup(message("+821012340002", alert_id=987654), since=since)
+    assert too_many.found is None and "over 100 messages" in too_many.error

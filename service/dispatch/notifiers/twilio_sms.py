@@ -4,7 +4,7 @@ import re
 import threading
 import urllib.request
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import requests
@@ -173,19 +173,26 @@ class TwilioNotifier(Notifier):
         return Sent(provider_ref=created.sid or "")
 
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
-        """Twilio keeps every message: list the newest to the number and find ours by the
-        reference its text carries. Not filtered on DateSent: a message still in Twilio's queue
-        has none yet and would be left out, then sent twice (twilio-java#442: a list on
-        DateSent missed messages sent minutes before). `since` is not needed by this look-up."""
+        """Twilio keeps every message: page back through those to the number (from our sender,
+        newest first) until one older than the first attempt, and find ours by the reference
+        its text carries. Not filtered on DateSent: a message still in Twilio's queue has none
+        yet and would be left out, then sent twice (twilio-java#442). Past LOOKUP_MOST messages
+        without reaching `since`, the look-up fails rather than answer "not found" (a resend)."""
+        oldest = since - timedelta(minutes=10)  # the clocks of two machines
+        sender = {} if self.messaging_service_sid else {"from_": self.sender}
         try:
-            found = self._client().messages.list(to=message.to, limit=200)
+            listed = self._client().messages.stream(to=message.to, page_size=200, **sender)
+            for seen, earlier in enumerate(listed, start=1):
+                if message.reference in (earlier.body or ""):
+                    return Lookup(found=Sent(provider_ref=earlier.sid or ""))
+                if earlier.date_created is not None and earlier.date_created < oldest:
+                    return Lookup()
+                if seen >= LOOKUP_MOST:
+                    return Lookup(error=f"lookup failed: over {LOOKUP_MOST} messages to read")
         except (TwilioException, requests.exceptions.RequestException) as exc:
             # TwilioException: a list page answered 5xx is raised as "Unable to fetch page",
             # not as a TwilioRestException.
             return Lookup(error=f"lookup failed: {exc}")
-        for earlier in found:
-            if message.reference in (earlier.body or ""):
-                return Lookup(found=Sent(provider_ref=earlier.sid or ""))
         return Lookup()
 
     def read_report(
@@ -235,6 +242,10 @@ class TwilioNotifier(Notifier):
             # 20500 and other 5xx: "retrying may send multiple messages" -- look it up first.
             return Retry(reason=reason, code=code, retry_after_s=retry_after, outcome_unknown=True)
         return Failed(reason=reason, code=code)
+
+
+# The most messages a look-up reads back to one number before it gives up (not "not found").
+LOOKUP_MOST = 2_000
 
 
 def _seconds(header: str | None) -> float | None:

@@ -134,7 +134,7 @@ function logOut() {
 function showChrome() {
   const signedIn = Boolean(state.me);
   $("nav").hidden = !signedIn;
-  $("logout").hidden = !signedIn;
+  $("logout").hidden = !signedIn && !state.retrying;
   $("who").hidden = !signedIn;
   if (signedIn) {
     $("who").textContent = `${t("signed_in_as")} ${state.me.name} (${t(`role_${state.me.role}`)})`;
@@ -985,8 +985,10 @@ document.addEventListener("DOMContentLoaded", async () => {
       state.me = await api("/v1/staff/me");
     } catch (error) {
       // Only a refused key is forgotten: a 429, a 503 or a lost connection right after
-      // signing in must not sign the person out.
+      // signing in must not sign the person out. The page asks again by itself, and offers
+      // to sign out meanwhile (a shared workstation must not keep the key unseen).
       if (error instanceof ApiError && error.status === 401) sessionStorage.removeItem("anjeon-key");
+      else state.retrying = setTimeout(() => location.reload(), setting("signInRetryMs", 5000));
       flash(sentence(error));
     }
   }
