@@ -24,6 +24,19 @@ from tests.dispatch.fake_twilio import FakeTwilio
 from tests.dispatch.smtp_sink import SmtpSink
 
 PG_URL = os.environ.get("ANJEON_TEST_DATABASE_URL")
+
+
+def redis_url_for_tests(what: str) -> str:
+    """The Redis the tests of limits shared between processes use (ANJEON_TEST_REDIS_URL): in
+    CI a test of `what` may not skip for want of it."""
+    url = os.environ.get("ANJEON_TEST_REDIS_URL")
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must set ANJEON_TEST_REDIS_URL: {what} may not skip")
+    pytest.skip("ANJEON_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/15)")
+
+
 TEST_SECRET = secrets.token_urlsafe(40)
 
 

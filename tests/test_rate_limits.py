@@ -35,6 +35,7 @@ from service.rate_limits import (
     email_key,
     number_keys,
 )
+from tests.conftest import redis_url_for_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("ANJEON_TEST_REDIS_URL")
@@ -42,16 +43,8 @@ SECRET = secrets.token_urlsafe(40)
 HOUR = 3600
 
 
-def _redis_url() -> str:
-    if REDIS_URL:
-        return REDIS_URL
-    if os.environ.get("CI"):
-        pytest.fail("CI must set ANJEON_TEST_REDIS_URL: the shared-limit tests may not skip")
-    pytest.skip("ANJEON_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/15)")
-
-
 def _forget(namespace: str) -> None:
-    client = redis.Redis.from_url(_redis_url())
+    client = redis.Redis.from_url(redis_url_for_tests("the shared-limit tests"))
     keys = list(client.scan_iter(match=f"anjeon:{namespace}/*"))
     if keys:
         client.delete(*keys)
@@ -68,7 +61,9 @@ def namespace() -> Iterator[str]:
 
 @pytest.fixture(params=["memory", "redis"])
 def storage(request: pytest.FixtureRequest) -> str:
-    return "memory://" if request.param == "memory" else _redis_url()
+    if request.param == "memory":
+        return "memory://"
+    return redis_url_for_tests("the shared-limit tests")
 
 
 @pytest.fixture
@@ -196,7 +191,7 @@ def test_refusals_are_counted_by_rule(make):
 
 
 def test_keys_in_the_storage_hold_no_contact(namespace):
-    url = _redis_url()
+    url = redis_url_for_tests("the shared-limit tests")
     limits = RateLimits(Settings(secret_key=SECRET, rate_limit_storage=url), namespace=namespace)
     limits.take_message("email", "kim@example.com")
     limits.take_registration("203.0.113.7")
@@ -420,7 +415,7 @@ def _run_two(storage: str, namespace: str) -> list[dict]:
 
 
 def test_two_processes_share_one_limit_through_redis(namespace):
-    results = _run_two(_redis_url(), namespace)
+    results = _run_two(redis_url_for_tests("the shared-limit tests"), namespace)
     assert sum(r["accepted"] for r in results) == 10
     waits = [wait for r in results for wait in r["waits"]]
     assert len(waits) == 10

@@ -28,21 +28,13 @@ from service.config import Settings
 from service.db import make_engine
 from service.rate_limits import RateLimits, Rule, address_key
 from tests.builders import citizen_body
+from tests.conftest import redis_url_for_tests
 from tests.dispatch.seed import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 6
 REQUESTS = 14
 START_S = 90  # loading the country boundaries takes a few seconds per process
-
-
-def _redis_url() -> str:
-    url = os.environ.get("ANJEON_TEST_REDIS_URL")
-    if url:
-        return url
-    if os.environ.get("CI"):
-        pytest.fail("CI must set ANJEON_TEST_REDIS_URL: the two-process test may not skip")
-    pytest.skip("ANJEON_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/15)")
 
 
 def _free_port() -> int:
@@ -137,7 +129,7 @@ def _citizens(url: str) -> int:
 
 
 def test_two_serve_processes_share_one_limit_through_redis(database_url, tmp_path):
-    storage = _redis_url()
+    storage = redis_url_for_tests("the two-process test")
     secret = secrets.token_urlsafe(40)  # this run's keys in Redis are its own
     with scratch_database(database_url, tmp_path, "twoprocs") as url:
         try:

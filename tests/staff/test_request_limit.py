@@ -2,10 +2,8 @@
 limits' storage: a leaked key or a runaway script is held to it, and so is the audit log's
 growth, as a request past it is refused 429 before anything is recorded."""
 
-import os
 import secrets
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -15,17 +13,8 @@ from service.audit.models import AuditEntry
 from service.db import make_engine
 from service.metrics import RATE_LIMITED, STAFF_UNCOUNTED
 from service.staff import service as staff_service
-from tests.conftest import make_settings
+from tests.conftest import make_settings, redis_url_for_tests
 from tests.dispatch.seed import scratch_database
-
-
-def _redis_url() -> str:
-    url = os.environ.get("ANJEON_TEST_REDIS_URL")
-    if url:
-        return url
-    if os.environ.get("CI"):
-        pytest.fail("CI must set ANJEON_TEST_REDIS_URL: the shared-limit tests may not skip")
-    pytest.skip("ANJEON_TEST_REDIS_URL not set (e.g. redis://127.0.0.1:6379/15)")
 
 
 def _entries(session: Session, actor: str) -> int:
@@ -68,7 +57,7 @@ def test_a_key_past_its_limit_is_refused_before_anything_is_recorded(database_ur
 
 
 def test_two_processes_hold_a_key_to_one_limit_through_redis(database_url, tmp_path):
-    url_of_redis = _redis_url()
+    url_of_redis = redis_url_for_tests("the shared staff limit's test")
     with scratch_database(database_url, tmp_path, "stafflimit2") as url:
         engine = make_engine(url)
         name = f"shared-{secrets.token_hex(4)}"  # the storage's keys outlive the test
