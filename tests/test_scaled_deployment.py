@@ -52,7 +52,7 @@ from service.scheduler import LeaseLost, fenced_by_lease
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body
 from tests.checkin.conftest import INBOUND, inbound_form, signed
-from tests.conftest import PG_URL, TEST_SECRET, make_settings
+from tests.conftest import PG_URL, TEST_SECRET, make_settings, redis_url_for_tests
 from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import Answer, FakeTwilio
 from tests.dispatch.seed import phone_of, scratch_database, seed_pending
@@ -68,7 +68,6 @@ from tests.operations.service_process import (
     wait_ready,
     wait_until,
 )
-from tests.test_two_processes import _redis_url
 
 # In CI a missing ANJEON_TEST_DATABASE_URL fails the session (tests/conftest.py), never skips.
 postgresql_only = pytest.mark.skipif(not PG_URL, reason="ANJEON_TEST_DATABASE_URL not set")
@@ -91,7 +90,7 @@ def _env(url: str, twilio: FakeTwilio, smtp: SmtpSink, **settings: object) -> di
         secret_key=secrets.token_urlsafe(40),  # this run's keys in Redis are its own
         verification="required",
         approval="required",
-        rate_limit_storage=_redis_url(),
+        rate_limit_storage=redis_url_for_tests("the scaled deployment's test"),
         rate_limit_prefix="10000/hour",
         sms_daily_budget=1_000_000,  # one key a day in Redis, shared by every run
         dispatch_interval_s=0.5,

@@ -21,10 +21,10 @@ from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
 from tests.advisories.builders import advisory_body
 from tests.builders import register
+from tests.conftest import redis_url_for_tests
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SenderQueue
 from tests.dispatch.seed import scratch_database, seed_pending
 from tests.dispatch.test_status_webhook import callback, status_of
-from tests.test_rate_limits import _redis_url  # the same Redis, or a failure under CI
 
 SECRET = b"provider-scale-secret-provider-scale-0123"
 
@@ -147,11 +147,12 @@ def test_two_dispatchers_keep_within_the_senders_queue(database_url, tmp_path, t
     with scratch_database(database_url, tmp_path, f"share_{storage}") as url:
         seed_pending(url, citizens=citizens, secret=SECRET)
         if storage == "redis":
-            client = redis.Redis.from_url(_redis_url())
+            shared_url = redis_url_for_tests("the provider-scale test")
+            client = redis.Redis.from_url(shared_url)
             for key in client.scan_iter(match="anjeon:sender/*"):
                 client.delete(key)
             client.close()
-            stores = [open_storage(_redis_url()), open_storage(_redis_url())]
+            stores = [open_storage(shared_url), open_storage(shared_url)]
             assert all(shared for _, shared in stores)
         elif storage == "memory":
             one = MemoryStorage()
