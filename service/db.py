@@ -208,6 +208,7 @@ class _Watchdog:
         self._changed = threading.Condition()
         self._watched: dict[int, tuple[float, int]] = {}  # key -> (deadline, socket fd)
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the thread next looks, unless woken
 
     def watch(self, key: int, fd: int, at: float) -> None:
         with self._changed:
@@ -215,7 +216,10 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            elif at < self._wakes_at:
+                # Woken only when this deadline comes before its next look: a wake-up on every
+                # checkout cost a busy worker a sixth of its time in GIL hand-offs.
+                self._changed.notify()
 
     def forget(self, key: int) -> None:
         with self._changed:
@@ -230,6 +234,7 @@ class _Watchdog:
                         del self._watched[key]
                         _shut(fd)
                 soonest = min((at for at, _ in self._watched.values()), default=math.inf)
+                self._wakes_at = soonest
                 self._changed.wait(None if soonest == math.inf else soonest - now)
 
 
@@ -272,16 +277,20 @@ def _configure_postgresql(engine: Engine, *, ping_timeout_s: float) -> None:
         # one is bounded by connect_timeout.
         request = REQUEST_DEADLINE.get()
         until = request.at if request is not None and request.at is not None else math.inf
+        watched = math.inf
         if not record.info.pop(_FRESH, False):
-            ping_until = min(until, time.monotonic() + ping_timeout_s)
+            watched = min(until, time.monotonic() + ping_timeout_s)
             try:
-                _WATCHDOG.watch(id(record), dbapi_connection.fileno(), ping_until)
+                _WATCHDOG.watch(id(record), dbapi_connection.fileno(), watched)
                 engine.dialect.do_ping(dbapi_connection)
-            except engine.dialect.loaded_dbapi.Error as exc:
-                raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
-            finally:
+            except BaseException as exc:
                 _WATCHDOG.forget(id(record))
-        if until != math.inf:
+                if isinstance(exc, engine.dialect.loaded_dbapi.Error):
+                    raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
+                raise
+        if until == math.inf:
+            _WATCHDOG.forget(id(record))
+        elif until != watched:
             # A request holds the connection until its deadline at most.
             _WATCHDOG.watch(id(record), dbapi_connection.fileno(), until)
 

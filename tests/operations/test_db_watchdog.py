@@ -1,0 +1,41 @@
+"""The watchdog of service/db.py on its own (no database): it is woken only when a deadline
+comes before its next look, so its schedule must stay right whichever order deadlines come in."""
+
+import socket
+import time
+
+from service.db import _Watchdog
+
+
+def _cut_within(peer: socket.socket, seconds: float) -> bool:
+    """Whether the watched end was shut (the peer reads end-of-file) within `seconds`."""
+    peer.settimeout(seconds)
+    try:
+        return peer.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_each_connection_is_cut_at_its_own_deadline_whatever_the_order() -> None:
+    watchdog = _Watchdog()
+    late, late_peer = socket.socketpair()
+    soon, soon_peer = socket.socketpair()
+    kept, kept_peer = socket.socketpair()
+    try:
+        now = time.monotonic()
+        watchdog.watch(1, late.fileno(), now + 1.2)  # the thread starts and waits for this one
+        watchdog.watch(2, soon.fileno(), now + 0.3)  # sooner: it must be woken for it
+        watchdog.watch(3, kept.fileno(), now + 0.6)
+        watchdog.forget(3)  # handed back in time: never cut
+        assert _cut_within(soon_peer, 0.9)
+        assert not _cut_within(late_peer, 0.3)  # not before its own deadline
+        assert _cut_within(late_peer, 1.5)
+        assert not _cut_within(kept_peer, 0.2)
+        # Later deadlines added while it waits for a sooner one are still kept.
+        again, again_peer = socket.socketpair()
+        with again, again_peer:
+            watchdog.watch(4, again.fileno(), time.monotonic() + 0.2)
+            assert _cut_within(again_peer, 1.5)
+    finally:
+        for s in (late, late_peer, soon, soon_peer, kept, kept_peer):
+            s.close()
