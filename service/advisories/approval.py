@@ -275,6 +275,17 @@ log = logging.getLogger("anjeon.advisories.approval")
 LAPSED_BY = f"{actors.SYSTEM}expiry"
 
 
+def withdraw(session: Session, *, advisory: Advisory, by: str, now: datetime) -> Decided:
+    """Its proposer takes back what waits (a feed whose newer message is the content in force
+    again): closed as rejected, so nobody can approve it later."""
+    proposal = _waiting(session, advisory)
+    if proposal.proposed_by != by:
+        raise Conflict(f"what waits was proposed by {proposal.proposed_by}, not {by}")
+    return _decide(
+        proposal, advisory, decision="rejected", by=by, reason="withdrawn by its source", now=now
+    )
+
+
 def lapse_ended_proposals(session: Session, *, now: datetime) -> list[Decided]:
     """Turn down what waits for approval but ends before anyone approved it (an approval then
     answers 422 "expires: is in the past", so it sat in the queue for ever): a new advisory

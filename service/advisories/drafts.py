@@ -2,7 +2,7 @@
 produce drafts; the advisory service validates and applies them."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from service.advisories.levels import is_urgent
 from service.geo.areas import Area
@@ -85,6 +85,18 @@ class AdvisoryDraft:
             "alerts_citizens": self.alerts_citizens,
             **cap,
         }
+
+    def comparable(self) -> dict:
+        """content() with its times in UTC and without what follows from the rest: two drafts
+        with equal comparable() change nothing. A feed writes +09:00 where the database gives
+        back UTC: compared as written, a MOFA list polled again, unchanged, was a new revision
+        and alerted every citizen in every listed country at each poll."""
+        content = self.content()
+        content["area"].pop("country_only", None)  # follows from the level and the shapes
+        for name in ("effective", "expires"):
+            value: datetime | None = getattr(self, name)
+            content[name] = value.astimezone(UTC).isoformat() if value is not None else None
+        return content
 
 
 @dataclass

@@ -111,7 +111,7 @@ def _apply(
     rule: tuple[Policy, int],
 ) -> None:
     known = _known(session, draft.external) if draft.external else None
-    if known is not None and not _same_source(known.issued_by, issued_by):
+    if known is not None and not _may_act_on(session, known, draft, issued_by=issued_by):
         summary.rejected.append((draft.label, "its identifier is another source's advisory"))
         return
     if known is not None and not draft.revisable:
@@ -119,7 +119,7 @@ def _apply(
         summary.skipped.append((draft.label, "already imported"))
         return
     if draft.msg_type == "Cancel":
-        target = _referenced(session, draft.references, issued_by=issued_by)
+        target = _referenced(session, draft, issued_by=issued_by)
         if target is None:
             summary.rejected.append((draft.label, "cancels no advisory known here"))
             return
@@ -131,9 +131,7 @@ def _apply(
         summary.skipped.append((draft.label, f"already expired at {draft.expires.isoformat()}"))
         return
     target = known or (
-        _referenced(session, draft.references, issued_by=issued_by)
-        if draft.msg_type == "Update"
-        else None
+        _referenced(session, draft, issued_by=issued_by) if draft.msg_type == "Update" else None
     )
     if target is None:
         # An Update of an alert we never saw still carries the whole current picture.
@@ -149,7 +147,21 @@ def _apply(
         _remember(session, draft, advisory)
         summary.created.append(advisory)
         return
-    if _same_content(service.draft_of(target).content(), draft.content()):
+    waiting = approval.pending(session, target)
+    if waiting is not None and waiting.proposed_by == issued_by:
+        proposed = approval.draft_from_snapshot(waiting.content, source=target.source)
+        if _same_content(proposed, draft):  # polled again while it waits: no new proposal
+            summary.unchanged.append(target)
+            summary.skipped.append((draft.label, "no change: waits for approval"))
+            return
+        if target.status == "active" and _same_content(service.draft_of(target), draft):
+            # The feed is back to what is in force: what it proposed meanwhile is not its
+            # word any more, and an approver must not put it in force later.
+            approval.withdraw(session, advisory=target, by=issued_by, now=now)
+            summary.unchanged.append(target)
+            summary.skipped.append((draft.label, "no change: its proposal withdrawn"))
+            return
+    if _same_content(service.draft_of(target), draft):
         summary.unchanged.append(target)
         summary.skipped.append((draft.label, "no change"))
         return
@@ -169,15 +181,16 @@ def _apply(
     summary.updated.append(target)
 
 
-def _same_content(stored: dict, new: dict) -> bool:
-    """Whether an import changes nothing (a change is a revision, and alerts again). An area
-    stored before the Korean words of a bilingual CAP alert were kept has no `description_ko`
-    key (a bilingual alert stored since always has it): their arrival alone is no change, or
-    each such alert's next unchanged Update would alert everyone again. Its Korean readers get
-    the English words until a real change comes."""
-    if "description_ko" in new["area"] and "description_ko" not in stored["area"]:
-        new = {**new, "area": {k: v for k, v in new["area"].items() if k != "description_ko"}}
-    return stored == new
+def _same_content(stored: AdvisoryDraft, new: AdvisoryDraft) -> bool:
+    """Whether an import changes nothing (a change is a revision, and alerts again), times
+    compared in UTC. An area stored before the Korean words of a bilingual CAP alert were kept
+    has no `description_ko` key (a bilingual alert stored since always has it): their arrival
+    alone is no change, or each such alert's next unchanged Update would alert everyone again.
+    Its Korean readers get the English words until a real change comes."""
+    before, after = stored.comparable(), new.comparable()
+    if "description_ko" in after["area"] and "description_ko" not in before["area"]:
+        after["area"] = {k: v for k, v in after["area"].items() if k != "description_ko"}
+    return before == after
 
 
 def _known(session: Session, key: ExternalKey) -> Advisory | None:
@@ -188,27 +201,44 @@ def _known(session: Session, key: ExternalKey) -> Advisory | None:
     )
 
 
-def _referenced(
-    session: Session, references: list[ExternalKey], *, issued_by: str
-) -> Advisory | None:
-    """The newest advisory of this source any reference points to."""
+def _referenced(session: Session, draft: AdvisoryDraft, *, issued_by: str) -> Advisory | None:
+    """The newest advisory this message may act on that any of its references points to."""
     found = [
         a
-        for a in (_known(session, key) for key in references)
-        if a is not None and _same_source(a.issued_by, issued_by)
+        for a in (_known(session, key) for key in draft.references)
+        if a is not None and _may_act_on(session, a, draft, issued_by=issued_by)
     ]
     return max(found, key=lambda a: a.updated_at, default=None)
 
 
-def _same_source(stored_by: str, issued_by: str) -> bool:
-    """Whether a message from `issued_by` may act on an advisory `stored_by` issued: a feed on
-    its own, and on those staff imported (`anjeon ingest` of its file while it was down, the
-    alert its Update follows), never on another feed's; staff imports on any. A document
-    names its references itself: a probe's CAP feed named the MOFA feed's "0404.go.kr,AF:전체"
-    and lifted its level 4 for Afghanistan, and an NWS one could too."""
-    if issued_by.startswith(FEED_ISSUER) and stored_by.startswith(FEED_ISSUER):
+def _may_act_on(
+    session: Session, advisory: Advisory, draft: AdvisoryDraft, *, issued_by: str
+) -> bool:
+    """Whether a message from `issued_by` may act on `advisory`. A document names its
+    references itself: a probe's CAP feed named the MOFA feed's "0404.go.kr,AF:전체" and lifted
+    its level 4 for Afghanistan. So a feed acts on its own advisories, never on another feed's;
+    on one staff imported (`anjeon ingest` of its file while it was down) only when the feed
+    has delivered that sender's messages before, or, a feed yet to deliver anything, when it
+    reads the same format (a weather CAP feed lifted a MOFA level 4 staff had imported). Staff
+    imports act on any. And a test or exercise message never changes a real advisory (a
+    probe's CAP <status>Test</status> Cancel lifted a real level 3)."""
+    real = advisory.alerts_citizens and not advisory.exercise
+    if real and (not draft.alerts_citizens or draft.exercise):
+        return False
+    stored_by = advisory.issued_by
+    if not issued_by.startswith(FEED_ISSUER):
+        return True
+    if stored_by.startswith(FEED_ISSUER):
         return stored_by == issued_by
-    return True
+    delivered = (
+        select(ExternalMessage.sender)
+        .join(Advisory, Advisory.id == ExternalMessage.advisory_id)
+        .where(Advisory.issued_by == issued_by)
+    )
+    senders = select(ExternalMessage.sender).where(ExternalMessage.advisory_id == advisory.id)
+    if session.scalar(delivered.where(ExternalMessage.sender.in_(senders)).limit(1)):
+        return True
+    return advisory.source == draft.source and session.scalar(delivered.limit(1)) is None
 
 
 def _remember(session: Session, draft: AdvisoryDraft, advisory: Advisory) -> None:

@@ -2,7 +2,7 @@
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
@@ -181,7 +181,7 @@ def patched_draft(
         draft.effective = changes.effective
     if "expires" in changes.model_fields_set:
         draft.expires = changes.expires
-    if _comparable(draft) == _comparable(current):
+    if draft.comparable() == current.comparable():
         return None
     return draft
 
@@ -372,17 +372,6 @@ def check_revisable(advisory: Advisory, *, now: datetime) -> None:
     status = status_at(advisory, now)
     if status != "active":
         raise Conflict(f"the advisory is {status}; issue a new one instead")
-
-
-def _comparable(draft: AdvisoryDraft) -> dict[str, Any]:
-    """The draft's content with its times in UTC: the same instant in another offset is no
-    change."""
-    content = draft.content()
-    content["area"].pop("country_only", None)  # follows from the level and the shapes
-    for name in ("effective", "expires"):
-        value = getattr(draft, name)
-        content[name] = value.astimezone(UTC).isoformat() if value is not None else None
-    return content
 
 
 def _apply(advisory: Advisory, draft: AdvisoryDraft, *, now: datetime) -> None:

@@ -192,12 +192,19 @@ def test_cap_update_of_unknown_alerts_creates_one_with_both_polygons(db):
     assert len(advisory.area["geometry"]["coordinates"]) == 2
 
 
-def test_cap_eccc_update_with_two_areas(db):
+def test_cap_eccc_all_clear_update_ends_the_watch_it_references(db):
+    """ECCC ends a watch with an Update whose responseType is AllClear (urgency Past): a
+    Cancel of what it references, whatever its headline says ("severe thunderstorm watch")."""
     data = sample("cap-update-cancel/ca-eccc-update-references-polygons.cap")
-    summary = _run(db, "cap", data, at=_at("2012-05-02T23:21:04+00:00"))
-    (advisory,) = summary.created
-    assert advisory.title_en and advisory.title_ko is None
-    assert len(advisory.area["zones"]) >= 10
+    at = _at("2012-05-02T23:21:04+00:00")
+    alone = _run(db, "cap", data, at=at)
+    assert alone.created == [] and alone.rejected[0][1] == "cancels no advisory known here"
+    original = _derived_original(data, "cap@ec.gc.ca", "2.49.0.1.124.60f31a3a.2012")
+    (watch,) = _run(db, "cap", original, at=at).created
+    assert watch.title_en and watch.title_ko is None
+    assert len(watch.area["zones"]) >= 10
+    ended = _run(db, "cap", data.replace(b"<identifier>", b"<identifier>again-"), at=at)
+    assert ended.updated == [watch] and watch.status == "cancelled"
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,10 @@ def _draft(
         text_of(root, "msgType"),
         event=text_of(first, "event"),
         headline=text_of(first, "headline"),
+        responses=tuple(
+            (r.text or "").strip()
+            for r in (first.findall("responseType") if first is not None else [])
+        ),
     )
     sent = parse_time(text_of(root, "sent"), field="sent") if text_of(root, "sent") else None
     identity = {

@@ -26,7 +26,11 @@ CATEGORIES: dict[str, str] = {
     "Other": "other",
 }
 MESSAGE_TYPES = ("Alert", "Update", "Cancel")  # Ack and Error carry no advisory
-_ALL_CLEAR = re.compile(r"\bcancel|all[ -]clear", re.IGNORECASE)
+# An Update that is the all clear: its event is a cancellation or an all clear (NTWC's
+# "Tsunami Cancellation"), or its headline begins so. Such words elsewhere are not: a
+# probe's "Typhoon warning remains in force; all ferries cancelled" lifted a level 3.
+_ALL_CLEAR_EVENT = re.compile(r"\bcancell?ation\b|\ball[ -]clear\b", re.IGNORECASE)
+_ALL_CLEAR_HEADLINE = re.compile(r"^\W*all[ -]clear\b", re.IGNORECASE)
 
 
 def category(value: str | None) -> str:
@@ -42,13 +46,19 @@ def level(severity: str | None, overrides: Mapping[str, str | None] | None) -> s
     return found
 
 
-def message_type(value: str | None, *, event: str = "", headline: str = "") -> str:
+def message_type(
+    value: str | None, *, event: str = "", headline: str = "", responses: tuple[str, ...] = ()
+) -> str:
     """Alert, Update or Cancel. An "all clear" sent as an Update means a Cancel (NTWC sends its
-    tsunami cancellations so)."""
+    tsunami cancellations so): responseType AllClear, or an event or headline that says so."""
     msg_type = value or "Alert"
     if msg_type not in MESSAGE_TYPES:
         raise ItemRejected(f"msgType {msg_type} carries no advisory")
-    if msg_type == "Update" and _ALL_CLEAR.search(f"{event} {headline}"):
+    if msg_type == "Update" and (
+        "AllClear" in responses
+        or _ALL_CLEAR_EVENT.search(event)
+        or _ALL_CLEAR_HEADLINE.search(headline)
+    ):
         return "Cancel"
     return msg_type
 

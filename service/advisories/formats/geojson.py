@@ -136,6 +136,7 @@ def _nws(
         json_text(props, "messageType"),
         event=json_text(props, "event"),
         headline=json_text(props, "headline"),
+        responses=(json_text(props, "response"),),
     )
     identity = {
         "source": "geojson",

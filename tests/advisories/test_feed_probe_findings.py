@@ -1,0 +1,177 @@
+"""What a feed's documents may do, found by a probe of the feeds: an unchanged list polled
+again alerted everyone again; a feed's repeated proposal kept replacing itself; one feed lifted
+what staff had imported from another; an Update whose headline said "ferries cancelled" was a
+Cancel; a CAP Test message cancelled or silenced real advisories."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from service.advisories import approval
+from service.advisories.feeds.config import Feed
+from service.advisories.ingest import import_document
+from service.advisories.models import Advisory, AdvisoryProposal
+from service.ledger import states
+from service.ledger.models import Alert
+from tests.geomatch.builders import citizen
+
+NOW = datetime.now(UTC)
+
+
+def _mofa(iso: str, name: str, level: str) -> bytes:
+    row = {
+        "country_nm": name,
+        "country_iso_alp2": iso,
+        "alarm_lvl": level,
+        "region_ty": "전체",
+        "remark": "",
+        "written_dt": "2024-01-01",
+    }
+    return json.dumps({"resultCode": "00", "data": [row]}, ensure_ascii=False).encode()
+
+
+def _cap(
+    identifier: str,
+    msg_type: str = "Alert",
+    references: str = "",
+    *,
+    severity: str = "Severe",
+    headline: str = "Storm",
+    status: str = "Actual",
+    event: str = "Typhoon",
+) -> bytes:
+    expires = (NOW + timedelta(days=2)).isoformat()
+    info = f"""<info><language>en</language><category>Met</category><event>{event}</event>
+<urgency>Immediate</urgency><severity>{severity}</severity><certainty>Observed</certainty>
+<expires>{expires}</expires><headline>{headline}</headline><description>d</description>
+<area><areaDesc>Tokyo</areaDesc><circle>35.68,139.76 50</circle></area></info>"""
+    return f"""<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+<identifier>{identifier}</identifier><sender>jma@example.org</sender>
+<sent>{NOW.isoformat()}</sent><status>{status}</status><msgType>{msg_type}</msgType>
+<scope>Public</scope><references>{references}</references>{info}</alert>""".encode()
+
+
+def _import(db, fmt: str, data: bytes, by: str, policy: str = "level3+"):
+    return import_document(
+        db, format_name=fmt, data=data, issued_by=by, now=NOW, max_vertices=50_000, policy=policy
+    )
+
+
+def _alerts(db, advisory: Advisory) -> int:
+    return db.scalar(
+        select(func.count()).select_from(Alert).where(Alert.advisory_id == advisory.id)
+    )
+
+
+def _approve(db, advisory: Advisory) -> None:
+    waiting = approval.pending(db, advisory)
+    approval.approve(db, advisory=advisory, by="consul-2", now=NOW, proposal_id=waiting.id)
+
+
+def _polled(db, poll, path, data: bytes, feed: Feed) -> str:
+    """One scheduled poll of `data` (its own session, as the scheduler's), then everything
+    sent and forgotten, so the next poll reads the advisory from the database."""
+    path.write_bytes(data)
+    outcome = poll(feed, approval=None)
+    db.execute(update(Alert).values(status=states.SENT))
+    db.expire_all()
+    return outcome
+
+
+def test_an_unchanged_list_polled_again_alerts_nobody_again(db, poll, tmp_path):
+    """The list's +09:00 times came back from the database in UTC: compared as written, each
+    poll was a new revision and alerted every citizen in every listed country again."""
+    citizen(db, lon=100.5, lat=13.75)  # Bangkok
+    path = tmp_path / "mofa.json"
+    feed = Feed(name="mofa", path=str(path), format="mofa", interval_s=600)
+    for _ in range(3):
+        _polled(db, poll, path, _mofa("TH", "태국", "2"), feed)
+    thailand = db.scalar(select(Advisory).where(Advisory.issued_by == "feed:mofa"))
+    assert thailand.revision == 1 and _alerts(db, thailand) == 1
+
+
+def test_a_proposal_polled_again_waits_as_it_was_and_is_withdrawn_when_the_feed_goes_back(
+    db, poll, tmp_path
+):
+    """A level 4 waiting for approval, polled again unchanged, kept its proposal (each poll
+    had replaced it: an approver read one id and got a 409); a lowering to 3 that waits is
+    withdrawn when the list says 4 again, so nobody can put it in force later."""
+    citizen(db, lon=69.17, lat=34.53)  # Kabul
+    path = tmp_path / "mofa.json"
+    feed = Feed(name="mofa", path=str(path), format="mofa", interval_s=600)
+    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "4"), feed)
+    afghanistan = db.scalar(select(Advisory).where(Advisory.issued_by == "feed:mofa"))
+    first = approval.pending(db, afghanistan).id
+    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "4"), feed)
+    assert approval.pending(db, afghanistan).id == first
+    _approve(db, afghanistan)
+    assert afghanistan.status == "active" and afghanistan.level == "4"
+
+    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "3"), feed)  # waits: lowers a level 4
+    lowering = approval.pending(db, afghanistan).id
+    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "3"), feed)
+    assert approval.pending(db, afghanistan).id == lowering
+    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "4"), feed)
+    assert approval.pending(db, afghanistan) is None
+    withdrawn = db.get(AdvisoryProposal, lowering)
+    assert (withdrawn.status, withdrawn.reason) == ("rejected", "withdrawn by its source")
+    db.refresh(afghanistan)
+    assert afghanistan.level == "4" and afghanistan.revision == 1
+
+
+def test_a_feed_cannot_lift_what_staff_imported_from_another(db):
+    citizen(db, lon=69.17, lat=34.53)  # Kabul
+    (afghanistan,) = _import(
+        db, "mofa", _mofa("AF", "아프가니스탄", "4"), "cli:mofa.json", policy="required"
+    ).created
+    _approve(db, afghanistan)
+    _import(db, "cap", _cap("w-1"), "feed:weather")  # the weather feed's own history
+    for by in ("feed:weather", "feed:new-cap"):  # one with a history, one without
+        lifted = _import(db, "cap", _cap(f"{by}-x", "Cancel", "0404.go.kr,AF:전체,x"), by)
+        assert lifted.rejected == [(f"jma@example.org,{by}-x", "cancels no advisory known here")]
+    db.refresh(afghanistan)
+    assert afghanistan.status == "active" and afghanistan.level == "4"
+    # The MOFA feed itself, back after the outage, takes it over (its first delivery).
+    lowered = _import(db, "mofa", _mofa("AF", "아프가니스탄", "3"), "feed:mofa")
+    assert lowered.updated == [afghanistan]
+
+
+def _approved_level3(db) -> Advisory:
+    citizen(db, lon=139.76, lat=35.68)  # Tokyo
+    (typhoon,) = _import(db, "cap", _cap("T1", severity="Extreme"), "feed:jma").created
+    assert typhoon.status == "pending_approval" and typhoon.level == "3"
+    _approve(db, typhoon)
+    assert typhoon.status == "active"
+    return typhoon
+
+
+def test_words_of_cancellation_in_an_update_do_not_lift_the_warning(db):
+    typhoon = _approved_level3(db)
+    headline = "Typhoon warning remains in force; all ferries cancelled"
+    update = _cap("T2", "Update", "jma@example.org,T1,x", severity="Extreme", headline=headline)
+    _import(db, "cap", update, "feed:jma")
+    db.refresh(typhoon)
+    assert typhoon.status == "active"
+    # An Update that is the all clear still ends it: CAP's responseType AllClear.
+    clear = _cap("T3", "Update", "jma@example.org,T1,x", headline="Typhoon warning").replace(
+        b"<urgency>", b"<responseType>AllClear</responseType><urgency>"
+    )
+    ended = _import(db, "cap", clear, "feed:jma")
+    db.refresh(typhoon)
+    assert ended.updated == [typhoon] and typhoon.status == "cancelled"
+
+
+def test_a_test_message_neither_cancels_nor_rewrites_a_real_advisory(db):
+    typhoon = _approved_level3(db)
+    (storm,) = _import(db, "cap", _cap("L2"), "feed:jma").created
+    assert storm.alerts_citizens and storm.level == "2"
+    test_cancel = _cap("X1", "Cancel", "jma@example.org,T1,x", status="Test")
+    test_update = _cap("X2", "Update", "jma@example.org,L2,x", status="Test", headline="test")
+    drill_cancel = _cap("X3", "Cancel", "jma@example.org,T1,x", status="Exercise")
+    for document in (test_cancel, test_update, drill_cancel):
+        _import(db, "cap", document, "feed:jma")
+    db.refresh(typhoon)
+    db.refresh(storm)
+    assert typhoon.status == "active" and typhoon.revision == 1
+    assert storm.alerts_citizens and storm.revision == 1 and storm.title_en == "Storm"
