@@ -3,7 +3,6 @@ again alerted everyone again; a feed's repeated proposal kept replacing itself; 
 what staff had imported from another; an Update whose headline said "ferries cancelled" was a
 Cancel; a CAP Test message cancelled or silenced real advisories."""
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -14,21 +13,10 @@ from service.advisories.ingest import import_document
 from service.advisories.models import Advisory, AdvisoryProposal
 from service.ledger import states
 from service.ledger.models import Alert
+from tests.advisories.test_feed_trust import _mofa
 from tests.geomatch.builders import citizen
 
 NOW = datetime.now(UTC)
-
-
-def _mofa(iso: str, name: str, level: str) -> bytes:
-    row = {
-        "country_nm": name,
-        "country_iso_alp2": iso,
-        "alarm_lvl": level,
-        "region_ty": "전체",
-        "remark": "",
-        "written_dt": "2024-01-01",
-    }
-    return json.dumps({"resultCode": "00", "data": [row]}, ensure_ascii=False).encode()
 
 
 def _cap(
@@ -86,7 +74,7 @@ def test_an_unchanged_list_polled_again_alerts_nobody_again(db, poll, tmp_path):
     path = tmp_path / "mofa.json"
     feed = Feed(name="mofa", path=str(path), format="mofa", interval_s=600)
     for _ in range(3):
-        _polled(db, poll, path, _mofa("TH", "태국", "2"), feed)
+        _polled(db, poll, path, _mofa("태국", "TH", "2"), feed)
     thailand = db.scalar(select(Advisory).where(Advisory.issued_by == "feed:mofa"))
     assert thailand.revision == 1 and _alerts(db, thailand) == 1
 
@@ -100,19 +88,19 @@ def test_a_proposal_polled_again_waits_as_it_was_and_is_withdrawn_when_the_feed_
     citizen(db, lon=69.17, lat=34.53)  # Kabul
     path = tmp_path / "mofa.json"
     feed = Feed(name="mofa", path=str(path), format="mofa", interval_s=600)
-    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "4"), feed)
+    _polled(db, poll, path, _mofa("아프가니스탄", "AF", "4"), feed)
     afghanistan = db.scalar(select(Advisory).where(Advisory.issued_by == "feed:mofa"))
     first = approval.pending(db, afghanistan).id
-    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "4"), feed)
+    _polled(db, poll, path, _mofa("아프가니스탄", "AF", "4"), feed)
     assert approval.pending(db, afghanistan).id == first
     _approve(db, afghanistan)
     assert afghanistan.status == "active" and afghanistan.level == "4"
 
-    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "3"), feed)  # waits: lowers a level 4
+    _polled(db, poll, path, _mofa("아프가니스탄", "AF", "3"), feed)  # waits: lowers a level 4
     lowering = approval.pending(db, afghanistan).id
-    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "3"), feed)
+    _polled(db, poll, path, _mofa("아프가니스탄", "AF", "3"), feed)
     assert approval.pending(db, afghanistan).id == lowering
-    _polled(db, poll, path, _mofa("AF", "아프가니스탄", "4"), feed)
+    _polled(db, poll, path, _mofa("아프가니스탄", "AF", "4"), feed)
     assert approval.pending(db, afghanistan) is None
     withdrawn = db.get(AdvisoryProposal, lowering)
     assert (withdrawn.status, withdrawn.reason) == ("rejected", "withdrawn by its source")
@@ -123,7 +111,7 @@ def test_a_proposal_polled_again_waits_as_it_was_and_is_withdrawn_when_the_feed_
 def test_a_feed_cannot_lift_what_staff_imported_from_another(db):
     citizen(db, lon=69.17, lat=34.53)  # Kabul
     (afghanistan,) = _import(
-        db, "mofa", _mofa("AF", "아프가니스탄", "4"), "cli:mofa.json", policy="required"
+        db, "mofa", _mofa("아프가니스탄", "AF", "4"), "cli:mofa.json", policy="required"
     ).created
     _approve(db, afghanistan)
     _import(db, "cap", _cap("w-1"), "feed:weather")  # the weather feed's own history
@@ -133,7 +121,7 @@ def test_a_feed_cannot_lift_what_staff_imported_from_another(db):
     db.refresh(afghanistan)
     assert afghanistan.status == "active" and afghanistan.level == "4"
     # The MOFA feed itself, back after the outage, takes it over (its first delivery).
-    lowered = _import(db, "mofa", _mofa("AF", "아프가니스탄", "3"), "feed:mofa")
+    lowered = _import(db, "mofa", _mofa("아프가니스탄", "AF", "3"), "feed:mofa")
     assert lowered.updated == [afghanistan]
 
 
