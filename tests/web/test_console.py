@@ -429,6 +429,11 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     expect(tab.locator("[data-answer='help'] strong")).to_have_text("1", timeout=15_000)
     rows = tab.locator("#rollcall tbody tr")
     expect(rows).to_have_count(2)
+    # Found by a newcomer: the country filter listed no country (its options were written
+    # as text), and the page of an advisory with nothing waiting read "null".
+    expect(tab.locator("#rollcall-country option")).to_have_count(2)
+    expect(tab.locator("#rollcall-country option").nth(1)).to_have_attribute("value", "TH")
+    assert "null" not in tab.inner_text("#advisory-head")
     expect(tab.locator("#rollcall-shown")).to_have_text("Showing 1–2 / 3")
     expect(tab.locator("#rollcall-previous")).to_be_disabled()
     tab.click("#rollcall-next")

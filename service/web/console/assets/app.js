@@ -608,10 +608,11 @@ async function showAdvisory(id) {
       " ", `${t("status")}: `, el("strong", { id: "advisory-status" }, t(`status_${advisory.status}`)),
       " · ", `${t("issued_by")}: ${advisory.issued_by}`, advisory.rejected_reason ? ` · ${t("reason")}: ${advisory.rejected_reason}` : ""),
     el("p", {}, localised(advisory.message)),
-    advisory.pending
-      ? el("section", { class: "card", "data-testid": "pending" },
-          el("h3", {}, t("queue_heading")), proposalDetails(advisory.pending.content))
-      : null
+    // replaceChildren writes a null as the text "null": only what there is goes in.
+    ...(advisory.pending
+      ? [el("section", { class: "card", "data-testid": "pending" },
+          el("h3", {}, t("queue_heading")), proposalDetails(advisory.pending.content))]
+      : [])
   );
   const actions = $("advisory-actions");
   actions.replaceChildren();
@@ -798,7 +799,7 @@ function renderRollcall(rollcall, country, id) {
   const select = $("rollcall-country");
   const codes = Object.keys(rollcall.by_country || {}).sort();
   if (select.options.length !== codes.length + 1) {
-    select.replaceChildren(el("option", { value: "" }, t("all_countries")), codes.map((c) => el("option", { value: c }, c)));
+    select.replaceChildren(el("option", { value: "" }, t("all_countries")), ...codes.map((c) => el("option", { value: c }, c)));
     select.value = country;
   }
   const c = rollcall.counts;
