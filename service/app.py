@@ -37,7 +37,7 @@ from service.operations.router import router as operations_router
 from service.privacy import PersonalDataVault
 from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
-from service.scheduler import build_scheduler, wake_dispatch
+from service.scheduler import build_scheduler, stop_scheduler, wake_dispatch
 from service.slash_redirect import install_slash_redirect
 from service.staff import service as staff_service
 from service.staff.models import Role
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             yield
         finally:
             if scheduler:
-                scheduler.shutdown(wait=True)
+                stop_scheduler(scheduler, factory)
             dispatcher.close()
             engine.dispose()
 

@@ -37,7 +37,7 @@ from service.logs import configure_logging
 from service.metrics import JOB_RUNS
 from service.migrate import upgrade
 from service.privacy import PersonalDataVault
-from service.scheduler import build_scheduler
+from service.scheduler import build_scheduler, stop_scheduler
 from service.staff import service as staff_service
 from service.staff.models import StaffKey
 
@@ -351,7 +351,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     )
     while not stop.wait(1.0):
         pass
-    scheduler.shutdown(wait=True)
+    stop_scheduler(scheduler, factory)
     dispatcher.close()
     return 0
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from service import lease
@@ -331,6 +332,19 @@ def wake_dispatch(scheduler: BackgroundScheduler, dispatcher: Dispatcher) -> Non
     dispatcher.wake()
     with contextlib.suppress(JobLookupError):  # shutting down
         scheduler.modify_job("dispatch", next_run_time=utcnow())
+
+
+def stop_scheduler(scheduler: BackgroundScheduler, factory: sessionmaker[Session]) -> None:
+    """Stop when its running jobs have finished, then hand their leases back."""
+    scheduler.shutdown(wait=True)
+    try:
+        with factory.begin() as session:
+            released = lease.release_held(session)
+    except SQLAlchemyError as exc:  # they lapse by themselves
+        log.warning("leases not released", extra={"error": type(exc).__name__})
+        return
+    if released:
+        log.info("leases released", extra={"jobs": sorted(released)})
 
 
 def build_scheduler(
