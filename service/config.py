@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     # Four eyes: an advisory of level 3, 4, special, or reaching more than this many citizens,
     # waits for a second staff key.
     approval_min_reach: int = Field(1000, ge=0)
+    # A feed's advisory under "level3+" reaching more than this many citizens waits too.
+    feed_approval_min_reach: int = Field(10000, ge=0)
     # Where staff hear what became of what they proposed, when their key has no e-mail.
     staff_webhook_url: str = ""
 

@@ -201,6 +201,7 @@ def run_feed_poll(feed: Feed, factory: sessionmaker[Session], settings: Settings
             max_bytes=settings.feed_max_bytes,
             max_vertices=settings.max_area_vertices,
             approval=settings.approval_policy(feed.approval),  # type: ignore[arg-type]
+            min_reach=settings.feed_approval_min_reach,
         )
     except Exception:
         JOB_RUNS.labels(f"feed:{feed.name}", "error").inc()

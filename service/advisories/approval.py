@@ -61,8 +61,8 @@ def needs_approval(
         return False
     if policy == "required" or is_urgent(draft.level):
         return True
-    if policy == "level3+":
-        return False
+    # "staff" and a feed's "level3+" alike: reaching many waits too (a probe's feed sent a
+    # level 2 over the whole earth to everyone at once); the caller gives each its threshold.
     found = reach.reach_once_in_effect(session, draft, now=now)
     return len(found.citizen_ids) > min_reach
 

@@ -163,3 +163,26 @@ def test_a_test_message_neither_cancels_nor_rewrites_a_real_advisory(db):
     db.refresh(storm)
     assert typhoon.status == "active" and typhoon.revision == 1
     assert storm.alerts_citizens and storm.revision == 1 and storm.title_en == "Storm"
+
+
+def test_a_feeds_level_2_reaching_many_waits_for_a_second_person(db, poll, tmp_path):
+    """Under its "level3+" policy a feed's level 2 over the whole earth went to everyone at
+    once: past the feed's reach threshold it waits too; below it, it goes."""
+    for lon, lat in ((139.76, 35.68), (2.35, 48.85), (-74.0, 40.7)):
+        citizen(db, lon=lon, lat=lat)
+    world = "-89,-179 -89,0 -89,179 89,179 89,0 89,-179 -89,-179"
+    everywhere = _cap("W1").replace(
+        b"<circle>35.68,139.76 50</circle>", f"<polygon>{world}</polygon>".encode()
+    )
+    path = tmp_path / "cap.xml"
+    feed = Feed(name="weather", path=str(path), format="cap", interval_s=600)
+    path.write_bytes(everywhere)
+    poll(feed, approval=None, min_reach=2)
+    (wide,) = db.scalars(select(Advisory).where(Advisory.issued_by == "feed:weather"))
+    assert wide.level == "2" and wide.status == "pending_approval" and _alerts(db, wide) == 0
+    path.write_bytes(_cap("W2"))  # Tokyo only: one citizen
+    poll(feed, approval=None, min_reach=2)
+    tokyo = db.scalar(
+        select(Advisory).where(Advisory.issued_by == "feed:weather", Advisory.id != wide.id)
+    )
+    assert tokyo.status == "active" and _alerts(db, tokyo) == 1

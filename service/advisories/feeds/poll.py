@@ -25,6 +25,7 @@ def poll_feed(
     max_bytes: int,
     max_vertices: int,
     approval: Policy | None = None,
+    min_reach: int = 10_000,
 ) -> str:
     """Poll once; returns the outcome ('updated', 'not-modified' or 'error'). What the feed's
     approval policy (or `approval`, e.g. "auto" when approval is off) holds waits for a person."""
@@ -66,6 +67,7 @@ def poll_feed(
                 max_vertices=max_vertices,
                 level_overrides=feed.levels,
                 policy=approval or feed.approval,
+                min_reach=min_reach,
             )
             brief = _brief(summary)
             _save_state(
