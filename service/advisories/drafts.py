@@ -43,6 +43,9 @@ class AdvisoryDraft:
     msg_type: str = "Alert"
     references: list[ExternalKey] = field(default_factory=list)
     label: str = ""  # how summaries and rejections name the item
+    # When a CAP or NWS message was sent: an Update older than one already applied to its
+    # advisory is not applied (a late one brought back words that a newer one had replaced).
+    sent: datetime | None = None
     # The feed republishes the item under the same identifier when it changes (RSS, GeoJSON,
     # MOFA); CAP messages never change once sent.
     revisable: bool = False

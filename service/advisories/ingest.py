@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.advisories import approval, formats, service
@@ -147,6 +147,12 @@ def _apply(
         _remember(session, draft, advisory)
         summary.created.append(advisory)
         return
+    newest = _newest_sent(session, target) if known is None else None
+    if draft.sent is not None and newest is not None and draft.sent < newest:
+        _remember(session, draft, target)
+        summary.unchanged.append(target)
+        summary.skipped.append((draft.label, "older than a message already applied"))
+        return
     waiting = approval.pending(session, target)
     if waiting is not None and waiting.proposed_by == issued_by:
         proposed = approval.draft_from_snapshot(waiting.content, source=target.source)
@@ -191,6 +197,12 @@ def _same_content(stored: AdvisoryDraft, new: AdvisoryDraft) -> bool:
     if "description_ko" in after["area"] and "description_ko" not in before["area"]:
         after["area"] = {k: v for k, v in after["area"].items() if k != "description_ko"}
     return before == after
+
+
+def _newest_sent(session: Session, advisory: Advisory) -> datetime | None:
+    return session.scalar(
+        select(func.max(ExternalMessage.sent)).where(ExternalMessage.advisory_id == advisory.id)
+    )
 
 
 def _known(session: Session, key: ExternalKey) -> Advisory | None:
@@ -250,6 +262,7 @@ def _remember(session: Session, draft: AdvisoryDraft, advisory: Advisory) -> Non
             identifier=draft.external.identifier,
             advisory_id=advisory.id,
             msg_type=draft.msg_type,
+            sent=draft.sent,
         )
     )
     session.flush()

@@ -131,6 +131,8 @@ class ExternalMessage(Base):
     identifier: Mapped[str] = mapped_column(String(255))
     advisory_id: Mapped[int] = mapped_column(ForeignKey("advisory.id", ondelete="CASCADE"))
     msg_type: Mapped[str] = mapped_column(String(16))
+    # Its <sent> (CAP, NWS): an Update older than the newest applied is not applied.
+    sent: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (

@@ -28,6 +28,7 @@ def _cap(
     headline: str = "Storm",
     status: str = "Actual",
     event: str = "Typhoon",
+    sent: datetime = NOW,
 ) -> bytes:
     expires = (NOW + timedelta(days=2)).isoformat()
     info = f"""<info><language>en</language><category>Met</category><event>{event}</event>
@@ -36,7 +37,7 @@ def _cap(
 <area><areaDesc>Tokyo</areaDesc><circle>35.68,139.76 50</circle></area></info>"""
     return f"""<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
 <identifier>{identifier}</identifier><sender>jma@example.org</sender>
-<sent>{NOW.isoformat()}</sent><status>{status}</status><msgType>{msg_type}</msgType>
+<sent>{sent.isoformat()}</sent><status>{status}</status><msgType>{msg_type}</msgType>
 <scope>Public</scope><references>{references}</references>{info}</alert>""".encode()
 
 
@@ -186,3 +187,22 @@ def test_a_feeds_level_2_reaching_many_waits_for_a_second_person(db, poll, tmp_p
         select(Advisory).where(Advisory.issued_by == "feed:weather", Advisory.id != wide.id)
     )
     assert tokyo.status == "active" and _alerts(db, tokyo) == 1
+
+
+def test_an_update_held_up_behind_a_newer_one_is_not_applied(db):
+    """The newer Update came first; the older one, late, brought its replaced words back and
+    alerted everyone again."""
+    citizen(db, lon=139.76, lat=35.68)  # Tokyo
+    (storm,) = _import(db, "cap", _cap("S0", sent=NOW - timedelta(hours=1)), "feed:jma").created
+    newer = _cap(
+        "S2", "Update", "jma@example.org,S0,x", headline="v2", sent=NOW - timedelta(minutes=20)
+    )
+    older = _cap(
+        "S1", "Update", "jma@example.org,S0,x", headline="v1", sent=NOW - timedelta(minutes=30)
+    )
+    assert _import(db, "cap", newer, "feed:jma").updated == [storm]
+    late = _import(db, "cap", older, "feed:jma")
+    assert late.skipped == [("jma@example.org,S1", "older than a message already applied")]
+    db.refresh(storm)
+    assert storm.revision == 2 and storm.title_en == "v2" and _alerts(db, storm) == 2
+    assert _import(db, "cap", older, "feed:jma").skipped[0][1] == "already imported"

@@ -134,6 +134,7 @@ def _draft(
         effective=effective,
         expires=parse_time(expires_text, field="expires") if expires_text else None,
         msg_type=msg_type,
+        sent=sent,
         severity=cap_term(text_of(primary, "severity"), CAP_SEVERITIES),
         urgency=cap_term(text_of(primary, "urgency"), CAP_URGENCIES),
         **identity,

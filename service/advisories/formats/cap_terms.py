@@ -106,6 +106,7 @@ def cancellation(
         effective=sent,
         expires=None,
         msg_type="Cancel",
+        sent=sent,
         source=source,
         alerts_citizens=alerts_citizens,
         exercise=exercise,

@@ -195,6 +195,9 @@ def _nws(
         effective=parse_time(props.get("effective") or props["sent"], field="effective"),
         expires=parse_time(expires, field="expires") if expires else None,
         msg_type=msg_type,
+        sent=parse_time(json_text(props, "sent"), field="sent")
+        if json_text(props, "sent")
+        else None,
         severity=cap_term(json_text(props, "severity"), CAP_SEVERITIES),
         urgency=cap_term(json_text(props, "urgency"), CAP_URGENCIES),
         **identity,
