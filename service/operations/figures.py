@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, and_, case, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.advisories.models import Advisory
+from service.advisories.models import Advisory, FeedState
 from service.citizens.models import Citizen
 from service.citizens.schemas import Channel
 from service.db import READ_ONLY, utcnow
@@ -44,6 +44,7 @@ TOTALS_COST_FACTOR = 100
 TOTALS_MAX_AGE_S = 60.0
 # A scrape that finds the database slow gives up rather than pile up behind it.
 STATEMENT_TIMEOUT_MS = 10_000
+FEED_SEEN_WITHIN = timedelta(days=1)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Queue:
     dispatchers: int = 0
     send_rate: dict[str, float] = field(default_factory=dict)
     staff_keys: dict[str, int] = field(default_factory=dict)
+    feeds: list[tuple[str, bool]] = field(default_factory=list)  # name, last poll failed
 
 
 @dataclass
@@ -132,6 +134,15 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
         else_="active",
     )
     staff_keys = dict(connection.execute(select(key_state, func.count()).group_by(key_state)).all())
+    # Feeds polled in the last day (one dropped from feeds.toml stops counting after a day).
+    feeds = [
+        (name, outcome == "error")
+        for name, outcome in connection.execute(
+            select(FeedState.name, FeedState.last_outcome)
+            .where(FeedState.last_polled_at > now - FEED_SEEN_WITHIN)
+            .order_by(FeedState.name)
+        ).all()
+    ]
     return Queue(
         depth=depth,
         oldest_s=oldest,
@@ -141,6 +152,7 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
         dispatchers=len(workers),
         send_rate=rate,
         staff_keys=staff_keys,
+        feeds=feeds,
     )
 
 
@@ -271,6 +283,15 @@ class DatabaseFigures(Collector):
             queue.staff_keys,
             STAFF_KEY_STATES,
         )
+        failing = GaugeMetricFamily(
+            "anjeon_feed_failing",
+            "1 when a feed's last poll failed (fetch, size, parse), 0 when it succeeded; feeds "
+            "polled in the last day, from the database",
+            labels=["feed"],
+        )
+        for name, failed in queue.feeds:
+            failing.add_metric([name[:64]], 1 if failed else 0)
+        yield failing
         if totals is None:
             return
         alerts = GaugeMetricFamily(

@@ -24,6 +24,7 @@ ALERTS = {
     "AnjeonNoDispatcherAlive",
     "AnjeonDatabaseUnreachable",
     "AnjeonStaffKeysExpiring",
+    "AnjeonFeedFailing",
 }
 # The operator's pages in docs/faults.md, and what each alert sends the operator to.
 RUNBOOK = {
@@ -32,6 +33,7 @@ RUNBOOK = {
     "AnjeonNoDispatcherAlive": {"#dispatcher-heartbeat"},
     "AnjeonDatabaseUnreachable": {"#database-outage"},
     "AnjeonStaffKeysExpiring": set(),  # not a fault: docs/alerting.md says what to do
+    "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
 }
 _METRIC = re.compile(r"\banjeon_[a-z0-9_]+\b")
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from service.advisories.models import FeedState
 from service.app import create_app
 from service.citizens.models import Citizen
 from service.db import make_engine, make_session_factory, utcnow
@@ -87,6 +88,15 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                 Citizen(public_id=str(uuid.uuid4()), language="ko", status=status)
                 for status in ("active", "active", "active", "erased")
             )
+            # Feeds as the poller left them: one failing, one fine, one not polled for days.
+            session.add_all(
+                FeedState(name=name, last_polled_at=now - age, last_outcome=outcome)
+                for name, age, outcome in (
+                    ("mofa", timedelta(minutes=2), "error"),
+                    ("usgs", timedelta(minutes=1), "not-modified"),
+                    ("dropped", timedelta(days=3), "error"),
+                )
+            )
             statuses = {
                 ("sms", "pending"): 3,
                 ("sms", "sent"): 5,
@@ -128,6 +138,9 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
             assert sample(body, 'anjeon_advisories{status="cancelled"}') == 1
             for state in ("active", "expiring", "expired", "revoked"):
                 assert sample(body, f'anjeon_staff_keys{{status="{state}"}}') == 1, state
+            assert sample(body, 'anjeon_feed_failing{feed="mofa"}') == 1
+            assert sample(body, 'anjeon_feed_failing{feed="usgs"}') == 0
+            assert sample(body, 'anjeon_feed_failing{feed="dropped"}') is None
 
             # More work committed elsewhere while the service runs: the queue shows it at the
             # next scrape, the totals once they are re-read (a small table: at once).
