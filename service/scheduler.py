@@ -306,8 +306,10 @@ def run_duty_notices(
         return
     JOB_RUNS.labels("duty-notices", "ok").inc()
     if waiting or messages:
+        # "sent late" only when one went: with no duty contact set, or every notifier
+        # refusing, none did (tell_duty logs why), and the line said "sent" all the same.
         log.warning(
-            "duty notices sent late",
+            "duty notices sent late" if told else "duty notices waiting, none sent",
             extra={"waiting": len(waiting) + len(messages), "told": told},
         )
 

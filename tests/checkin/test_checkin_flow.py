@@ -5,6 +5,7 @@ page records only on a button press, a help answer reaches the duty e-mail, STOP
 import hashlib
 import hmac
 import json
+import logging
 import re
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +34,7 @@ from service.scheduler import run_duty_notices
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.checkin.conftest import INBOUND, inbound_form, signed
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_SECRET, WarningRecords, make_settings
 from tests.loopback_server import serve_in_thread
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
@@ -360,6 +361,31 @@ def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_n
     assert len(pages()) == 2 and "trapped on the 3rd floor" in pages()[-1]
     db.expire_all()
     assert db.scalar(select(Checkin.duty_notified_at)) is not None
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_the_duty_job_says_sent_late_only_when_a_notice_went(api, consul, db, dispatcher, reply):
+    """Found by a newcomer: with no duty contact set, the minute job logged "duty notices sent
+    late" with "told": 0 every minute."""
+    settings = api.app.state.settings
+    settings.duty_email = []
+    _, phone, _ = citizen(api)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(phone, "2 trapped")
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    told = WarningRecords()
+    logging.getLogger("anjeon.scheduler").addHandler(told)
+    try:
+        run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+        assert "duty notices waiting, none sent" in told.messages
+        assert "duty notices sent late" not in told.messages
+        settings.duty_email = ["duty@mofa.test"]
+        run_duty_notices(dispatcher, api.app.state.session_factory, settings)
+        late = [r for r in told.records if r.getMessage() == "duty notices sent late"]
+        assert len(late) == 1 and late[0].told >= 1  # type: ignore[attr-defined]
+    finally:
+        logging.getLogger("anjeon.scheduler").removeHandler(told)
 
 
 def paged_before(db: Session, cid: str, gap: timedelta) -> None:

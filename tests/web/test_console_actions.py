@@ -140,7 +140,7 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
         expect(admin.tab.locator("#feeds")).to_contain_text(feed["name"])
         row = admin.tab.locator(f"#feeds tr[data-feed='{feed['name']}']")
         if not feed["enabled"]:  # shipped off: said, not shown as "–" as if it had failed
-            expect(row).to_contain_text("off (enabled in config/feeds.toml)")
+            expect(row).to_contain_text("off (turn on with enabled = true in config/feeds.toml)")
     assert any(not feed["enabled"] for feed in feeds.json())  # the shipped ones are off
     admin.tab.click("nav a[href='#/audit']")
     audit = admin.tab.locator("#audit")
