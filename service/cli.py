@@ -217,6 +217,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except (FetchError, OSError) as exc:
         print(f"error: cannot read {args.source}: {exc}", file=sys.stderr)
         return 2
+    if args.feed is not None and args.feed not in {
+        f.name for f in load_feeds(settings.feeds_path())
+    }:
+        print(f"error: --feed: no feed named {args.feed!r} in the feeds file", file=sys.stderr)
+        return 2
     try:
         with _session_factory(settings).begin() as session:
             summary = import_document(
@@ -228,6 +233,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 max_vertices=settings.max_area_vertices,
                 policy=settings.approval_policy(),  # type: ignore[arg-type]
                 min_reach=settings.approval_min_reach,
+                for_feed=args.feed,
             )
             lines = summary.lines()
     except DomainError as exc:
@@ -428,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--allow-private", action="store_true", help="allow a URL on a loopback/private address"
+    )
+    ingest.add_argument(
+        "--feed",
+        help="the configured feed whose document this is (imported while it is down): that "
+        "feed, back, takes over what this creates",
     )
     ingest.add_argument(
         "--as-of",

@@ -55,14 +55,22 @@ def import_document(
     level_overrides: Mapping[str, str | None] | None = None,
     policy: Policy = "staff",
     min_reach: int = 1000,
+    for_feed: str | None = None,
 ) -> IngestSummary:
     """Parse a document in the named format (None: told from its content) and apply what it
-    holds; what `policy` says must wait for a second person waits."""
+    holds; what `policy` says must wait for a second person waits. Staff importing a feed's
+    document while it is down name it (`for_feed`): that feed, back, takes the advisories over."""
     parsed = formats.parse(
         format_name, data, level_overrides=level_overrides, max_vertices=max_vertices
     )
     return ingest(
-        session, parsed=parsed, issued_by=issued_by, now=now, policy=policy, min_reach=min_reach
+        session,
+        parsed=parsed,
+        issued_by=issued_by,
+        now=now,
+        policy=policy,
+        min_reach=min_reach,
+        for_feed=for_feed,
     )
 
 
@@ -74,7 +82,9 @@ def ingest(
     now: datetime,
     policy: Policy = "staff",
     min_reach: int = 1000,
+    for_feed: str | None = None,
 ) -> IngestSummary:
+    feed = issued_by.removeprefix(FEED_ISSUER) if issued_by.startswith(FEED_ISSUER) else for_feed
     summary = IngestSummary(
         rejected=[(r.label, r.reason) for r in parsed.rejected],
         skipped=[(s.label, s.reason) for s in parsed.skipped],
@@ -89,6 +99,7 @@ def ingest(
                     now=now,
                     summary=summary,
                     rule=(policy, min_reach),
+                    feed=feed,
                 )
         except DomainError as exc:
             summary.rejected.append((draft.label, exc.detail))
@@ -109,6 +120,7 @@ def _apply(
     now: datetime,
     summary: IngestSummary,
     rule: tuple[Policy, int],
+    feed: str | None,
 ) -> None:
     known = _known(session, draft.external) if draft.external else None
     if known is not None and not _may_act_on(session, known, draft, issued_by=issued_by):
@@ -123,8 +135,10 @@ def _apply(
         if target is None:
             summary.rejected.append((draft.label, "cancels no advisory known here"))
             return
+        if _late(session, draft, target, feed=feed, summary=summary):
+            return
         service.cancel_advisory(session, advisory=target, cancelled_by=issued_by, now=now)
-        _remember(session, draft, target)
+        _remember(session, draft, target, feed=feed)
         summary.updated.append(target)
         return
     if draft.expires is not None and draft.expires <= now:
@@ -144,14 +158,10 @@ def _apply(
             now=now,
             match=False,
         )
-        _remember(session, draft, advisory)
+        _remember(session, draft, advisory, feed=feed)
         summary.created.append(advisory)
         return
-    newest = _newest_sent(session, target) if known is None else None
-    if draft.sent is not None and newest is not None and draft.sent < newest:
-        _remember(session, draft, target)
-        summary.unchanged.append(target)
-        summary.skipped.append((draft.label, "older than a message already applied"))
+    if known is None and _late(session, draft, target, feed=feed, summary=summary):
         return
     waiting = approval.pending(session, target)
     if waiting is not None and waiting.proposed_by == issued_by:
@@ -183,7 +193,7 @@ def _apply(
         replace_own=True,
     )
     if known is None:
-        _remember(session, draft, target)
+        _remember(session, draft, target, feed=feed)
     summary.updated.append(target)
 
 
@@ -199,10 +209,27 @@ def _same_content(stored: AdvisoryDraft, new: AdvisoryDraft) -> bool:
     return before == after
 
 
-def _newest_sent(session: Session, advisory: Advisory) -> datetime | None:
-    return session.scalar(
-        select(func.max(ExternalMessage.sent)).where(ExternalMessage.advisory_id == advisory.id)
+def _late(
+    session: Session,
+    draft: AdvisoryDraft,
+    target: Advisory,
+    *,
+    feed: str | None,
+    summary: IngestSummary,
+) -> bool:
+    """Whether an Update or Cancel was sent before a message already applied to `target` (held
+    up on the way): then it is remembered, skipped and not applied. A late Update brought back
+    the words a newer one had replaced and alerted everyone again; a late Cancel lifted a
+    warning its sender had issued again since."""
+    newest = session.scalar(
+        select(func.max(ExternalMessage.sent)).where(ExternalMessage.advisory_id == target.id)
     )
+    if draft.sent is None or newest is None or draft.sent >= newest:
+        return False
+    _remember(session, draft, target, feed=feed)
+    summary.unchanged.append(target)
+    summary.skipped.append((draft.label, "older than a message already applied"))
+    return True
 
 
 def _known(session: Session, key: ExternalKey) -> Advisory | None:
@@ -227,13 +254,13 @@ def _may_act_on(
     session: Session, advisory: Advisory, draft: AdvisoryDraft, *, issued_by: str
 ) -> bool:
     """Whether a message from `issued_by` may act on `advisory`. A document names its
-    references itself: a probe's CAP feed named the MOFA feed's "0404.go.kr,AF:전체" and lifted
-    its level 4 for Afghanistan. So a feed acts on its own advisories, never on another feed's;
-    on one staff imported (`anjeon ingest` of its file while it was down) only when the feed
-    has delivered that sender's messages before, or, a feed yet to deliver anything, when it
-    reads the same format (a weather CAP feed lifted a MOFA level 4 staff had imported). Staff
-    imports act on any. And a test or exercise message never changes a real advisory (a
-    probe's CAP <status>Test</status> Cancel lifted a real level 3)."""
+    references and its sender itself: a probe's CAP feed named the MOFA feed's
+    "0404.go.kr,AF:전체" and lifted its level 4 for Afghanistan, and a review's feed first sent a
+    harmless alert as the ministry's sender. So a feed acts on its own advisories, never on
+    another feed's, and on one staff imported only when staff named this feed at the import
+    (`anjeon ingest --feed`, `?feed=`: its document, imported by hand while it was down).
+    Staff imports act on any. And a test or exercise message never changes a real advisory
+    (a probe's CAP <status>Test</status> Cancel lifted a real level 3)."""
     real = advisory.alerts_citizens and not advisory.exercise
     if real and (not draft.alerts_citizens or draft.exercise):
         return False
@@ -242,18 +269,16 @@ def _may_act_on(
         return True
     if stored_by.startswith(FEED_ISSUER):
         return stored_by == issued_by
-    delivered = (
-        select(ExternalMessage.sender)
-        .join(Advisory, Advisory.id == ExternalMessage.advisory_id)
-        .where(Advisory.issued_by == issued_by)
+    stood_in_for = select(ExternalMessage.id).where(
+        ExternalMessage.advisory_id == advisory.id,
+        ExternalMessage.feed == issued_by.removeprefix(FEED_ISSUER),
     )
-    senders = select(ExternalMessage.sender).where(ExternalMessage.advisory_id == advisory.id)
-    if session.scalar(delivered.where(ExternalMessage.sender.in_(senders)).limit(1)):
-        return True
-    return advisory.source == draft.source and session.scalar(delivered.limit(1)) is None
+    return session.scalar(stood_in_for.limit(1)) is not None
 
 
-def _remember(session: Session, draft: AdvisoryDraft, advisory: Advisory) -> None:
+def _remember(
+    session: Session, draft: AdvisoryDraft, advisory: Advisory, *, feed: str | None
+) -> None:
     if draft.external is None:
         return
     session.add(
@@ -263,6 +288,7 @@ def _remember(session: Session, draft: AdvisoryDraft, advisory: Advisory) -> Non
             advisory_id=advisory.id,
             msg_type=draft.msg_type,
             sent=draft.sent,
+            feed=feed,
         )
     )
     session.flush()

@@ -133,6 +133,10 @@ class ExternalMessage(Base):
     msg_type: Mapped[str] = mapped_column(String(16))
     # Its <sent> (CAP, NWS): an Update older than the newest applied is not applied.
     sent: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The configured feed whose message this is: the feed that polled it, or the one staff
+    # named when importing its document by hand while it was down (then that feed, back, takes
+    # the advisory over). Null for a staff import that named none: no feed acts on it.
+    feed: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (

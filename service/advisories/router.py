@@ -68,9 +68,14 @@ async def import_document(
     session: SessionDep,
     staff: Consul,
     format: Literal["cap", "geojson", "rss", "mofa"] | None = None,
+    feed: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
     """A feed document posted by staff: 201 when it created an advisory, 200 when everything in
-    it was known already (nothing is sent again), 422 when nothing in it could be used."""
+    it was known already (nothing is sent again), 422 when nothing in it could be used. With
+    `feed`, the document is that configured feed's (imported while it is down): the feed, back,
+    takes over what this creates; no other feed ever acts on it."""
+    if feed is not None and feed not in {f.name for f in request.app.state.feeds}:
+        raise InvalidInput("feed", f"no feed named {feed!r} in the feeds file")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     format_name = format or formats.CONTENT_TYPES.get(content_type)
     if format_name is None and content_type not in formats.SNIFFED_CONTENT_TYPES:
@@ -92,6 +97,7 @@ async def import_document(
         max_vertices=settings.max_area_vertices,
         policy=settings.approval_policy(),
         min_reach=settings.approval_min_reach,
+        for_feed=feed,
     )
     if not (summary.created or summary.updated or summary.unchanged) and summary.rejected:
         raise InvalidInput.of([FieldError(label, why) for label, why in summary.rejected])

@@ -25,6 +25,7 @@ def poll(factory):
             "max_bytes": 5 * 1024 * 1024,
             "max_vertices": 50_000,
             "approval": "auto",
+            "min_reach": 10_000,
         }
         return poll_feed(factory, feed, now=datetime.now(UTC), **{**options, **limits})
 

@@ -5,15 +5,20 @@ Cancel; a CAP Test message cancelled or silenced real advisories."""
 
 from datetime import UTC, datetime, timedelta
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from service.advisories import approval
 from service.advisories.feeds.config import Feed
 from service.advisories.ingest import import_document
 from service.advisories.models import Advisory, AdvisoryProposal
+from service.app import create_app
 from service.ledger import states
 from service.ledger.models import Alert
+from service.staff import service as staff_service
 from tests.advisories.test_feed_trust import _mofa
+from tests.conftest import make_settings
+from tests.dispatch.seed import scratch_database
 from tests.geomatch.builders import citizen
 
 NOW = datetime.now(UTC)
@@ -110,20 +115,49 @@ def test_a_proposal_polled_again_waits_as_it_was_and_is_withdrawn_when_the_feed_
 
 
 def test_a_feed_cannot_lift_what_staff_imported_from_another(db):
+    """A feed acts on a staff import only when staff named that feed at the import: a probe's
+    weather feed lifted the ministry's level 4, and a review's feed did so after a harmless
+    alert in the ministry's own sender's name (a document names its sender itself)."""
     citizen(db, lon=69.17, lat=34.53)  # Kabul
-    (afghanistan,) = _import(
-        db, "mofa", _mofa("아프가니스탄", "AF", "4"), "cli:mofa.json", policy="required"
+    (afghanistan,) = import_document(
+        db,
+        format_name="mofa",
+        data=_mofa("아프가니스탄", "AF", "4"),
+        issued_by="cli:mofa.json",
+        now=NOW,
+        max_vertices=50_000,
+        policy="required",
+        for_feed="mofa",
     ).created
     _approve(db, afghanistan)
-    _import(db, "cap", _cap("w-1"), "feed:weather")  # the weather feed's own history
-    for by in ("feed:weather", "feed:new-cap"):  # one with a history, one without
+    posing = _cap("w-1").replace(b"jma@example.org", b"0404.go.kr")
+    posing = posing.replace(b"35.68,139.76 50", b"0,-150 10")  # mid-ocean: reaches nobody
+    assert _import(db, "cap", posing, "feed:weather").created
+    for by in ("feed:weather", "feed:new-cap"):  # one that posed as the ministry, one new
         lifted = _import(db, "cap", _cap(f"{by}-x", "Cancel", "0404.go.kr,AF:전체,x"), by)
         assert lifted.rejected == [(f"jma@example.org,{by}-x", "cancels no advisory known here")]
     db.refresh(afghanistan)
     assert afghanistan.status == "active" and afghanistan.level == "4"
-    # The MOFA feed itself, back after the outage, takes it over (its first delivery).
+    # The MOFA feed itself, back after the outage, takes it over.
     lowered = _import(db, "mofa", _mofa("아프가니스탄", "AF", "3"), "feed:mofa")
     assert lowered.updated == [afghanistan]
+
+
+def test_a_staff_import_naming_no_feed_is_no_feeds_and_a_feed_named_must_exist(
+    db, client, staff_headers
+):
+    (thailand,) = _import(db, "mofa", _mofa("태국", "TH", "2"), "cli:mofa.json").created
+    taken = _import(db, "mofa", _mofa("태국", "TH", "3"), "feed:mofa")
+    assert taken.rejected[0][1] == "its identifier is another source's advisory"
+    db.refresh(thailand)
+    assert thailand.level == "2"
+    unknown = client.post(
+        "/v1/advisories/import?feed=nosuch",
+        content=_mofa("태국", "TH", "3"),
+        headers={**staff_headers("consul"), "Content-Type": "application/json"},
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "feed"
 
 
 def _approved_level3(db) -> Advisory:
@@ -206,3 +240,40 @@ def test_an_update_held_up_behind_a_newer_one_is_not_applied(db):
     db.refresh(storm)
     assert storm.revision == 2 and storm.title_en == "v2" and _alerts(db, storm) == 2
     assert _import(db, "cap", older, "feed:jma").skipped[0][1] == "already imported"
+
+
+def test_a_cancel_held_up_behind_a_newer_update_does_not_lift_it(db):
+    """Found in review: the sender cancelled, then issued an Update that kept the warning in
+    force; the Cancel, arriving late, lifted it."""
+    citizen(db, lon=139.76, lat=35.68)  # Tokyo
+    (storm,) = _import(db, "cap", _cap("C0", sent=NOW - timedelta(hours=1)), "feed:jma").created
+    newer = _cap("C2", "Update", "jma@example.org,C0,x", sent=NOW - timedelta(minutes=10))
+    assert _import(db, "cap", newer, "feed:jma").updated == [storm]
+    late = _cap("C1", "Cancel", "jma@example.org,C0,x", sent=NOW - timedelta(minutes=30))
+    assert _import(db, "cap", late, "feed:jma").skipped[0][1] == (
+        "older than a message already applied"
+    )
+    db.refresh(storm)
+    assert storm.status == "active"
+
+
+def test_the_admins_poll_now_holds_what_reaches_past_the_feeds_threshold(database_url, tmp_path):
+    """Found in review: the admin's "poll now" left the threshold at its default."""
+    with scratch_database(database_url, tmp_path, "poll_now") as url:
+        app = create_app(make_settings(url, approval="required", feed_approval_min_reach=1))
+        path = tmp_path / "cap.xml"
+        path.write_bytes(_cap("P1"))  # a level 2 over Tokyo
+        app.state.feeds = [Feed(name="weather", path=str(path), format="cap", interval_s=600)]
+        with app.state.session_factory.begin() as session:
+            admin = staff_service.create_key(session, name="feed-admin", role="admin").key
+            for _ in range(2):
+                citizen(session, lon=139.76, lat=35.68)
+        with TestClient(app) as client:
+            answer = client.post(
+                "/v1/feeds/weather/poll", headers={"Authorization": f"Bearer {admin}"}
+            )
+            assert answer.status_code == 200, answer.text
+        with app.state.session_factory() as session:
+            held = session.scalar(select(Advisory).where(Advisory.issued_by == "feed:weather"))
+            assert (held.level, held.status) == ("2", "pending_approval")
+        app.state.session_factory.kw["bind"].dispose()

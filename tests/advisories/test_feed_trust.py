@@ -106,7 +106,16 @@ def test_a_feed_takes_over_what_staff_imported_from_it(db):
     """Found in review: with a feed acting only on what it issued, a MOFA file staff imported
     while the feed was down (`anjeon ingest`) locked the feed out of those countries for good:
     Afghanistan stayed at level 3 when the feed said 4."""
-    (afghanistan,) = _import(db, "mofa", _mofa("아프가니스탄", "AF", "3"), "cli:mofa.json").created
+    (afghanistan,) = import_document(
+        db,
+        format_name="mofa",
+        data=_mofa("아프가니스탄", "AF", "3"),
+        issued_by="cli:mofa.json",
+        now=NOW,
+        max_vertices=50_000,
+        policy="auto",
+        for_feed="mofa",  # staff said whose document it is (anjeon ingest --feed mofa)
+    ).created
     raised = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:mofa")
     db.refresh(afghanistan)
     assert raised.updated == [afghanistan] and afghanistan.level == "4"

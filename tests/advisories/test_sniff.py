@@ -192,3 +192,11 @@ def test_mofa_envelope_posted_as_json_is_imported(client, staff_headers):
     )
     assert response.status_code == 201, response.text
     assert len(response.json()["created"]) == 139
+
+
+def test_cli_feed_names_a_configured_feed_whose_document_it_is(ingest):
+    path = str(FEEDS / "gdacs" / "gdacs-rss-2019-12-30-4items.xml")
+    code, out, err = ingest(path, "--feed", "nosuch")
+    assert code == 2 and out == [] and "--feed: no feed named 'nosuch'" in err
+    code, named, _ = ingest(path, "--feed", "gdacs")  # in config/feeds.toml
+    assert code == 0 and named[0].startswith("created ")

@@ -24,8 +24,8 @@ def poll_feed(
     timeout_s: float,
     max_bytes: int,
     max_vertices: int,
-    approval: Policy | None = None,
-    min_reach: int = 10_000,
+    approval: Policy | None,
+    min_reach: int,
 ) -> str:
     """Poll once; returns the outcome ('updated', 'not-modified' or 'error'). What the feed's
     approval policy (or `approval`, e.g. "auto" when approval is off) holds waits for a person."""

@@ -64,6 +64,7 @@ async def poll_now(request: Request, name: str, _admin: AdminWithoutSession) -> 
         max_bytes=state.settings.feed_max_bytes,
         max_vertices=state.settings.max_area_vertices,
         approval=state.settings.approval_policy(feed.approval),
+        min_reach=state.settings.feed_approval_min_reach,
     )
     with state.session_factory() as session, read_first(session):
         return _read(feed, session.get(FeedState, feed.name))

@@ -797,7 +797,8 @@ function takenCell(id, row) {
 
 function renderRollcall(rollcall, country, id) {
   const select = $("rollcall-country");
-  const codes = Object.keys(rollcall.by_country || {}).sort();
+  // "??" counts those with no country: a count, not a filter the API takes.
+  const codes = Object.keys(rollcall.by_country || {}).filter((c) => /^[A-Z]{2}$/.test(c)).sort();
   if (select.options.length !== codes.length + 1) {
     select.replaceChildren(el("option", { value: "" }, t("all_countries")), ...codes.map((c) => el("option", { value: c }, c)));
     select.value = country;
