@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         settings.database_url,
         connect_timeout_s=settings.database_connect_timeout_s,
         pool_timeout_s=settings.database_pool_timeout_s,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     factory = make_session_factory(engine)
 

@@ -50,6 +50,8 @@ def _session_factory(settings: Settings) -> sessionmaker[Session]:
         settings.database_url,
         connect_timeout_s=settings.database_connect_timeout_s,
         pool_timeout_s=settings.database_pool_timeout_s,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     return make_session_factory(engine)
 

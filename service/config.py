@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(15.0, gt=0)
     database_connect_timeout_s: int = Field(5, ge=2)  # libpq takes 2 s at least
     database_pool_timeout_s: float = Field(5.0, gt=0)
+    database_pool_size: int = Field(20, ge=1, le=1000)
+    database_max_overflow: int = Field(10, ge=0, le=1000)
     ready_timeout_s: float = Field(3.0, gt=0)
 
     @field_validator(

@@ -319,6 +319,9 @@ def make_engine(
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             if pool_timeout_s is not None:
                 kwargs.setdefault("pool_timeout", pool_timeout_s)
+        else:  # one connection per thread: no pool to size
+            kwargs.pop("pool_size", None)
+            kwargs.pop("max_overflow", None)
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine

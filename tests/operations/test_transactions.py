@@ -99,3 +99,17 @@ def test_a_staff_read_is_audited_while_another_connection_writes(database_url, t
         assert wrote_meanwhile == [True]
         assert listed.status_code == 200, listed.text
         assert counts(app, (AuditEntry,)) == (1,)
+
+
+def test_each_process_keeps_the_pool_its_settings_give(database_url, tmp_path):
+    """A pool of 5 made PostgreSQL open a connection every 5 registrations under 16 at a time
+    (its CPU per registration doubled): the pool's size and overflow are settings."""
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(database_url, database_pool_size=7, database_max_overflow=2))
+    pool = app.state.session_factory.kw["bind"].pool
+    try:
+        assert pool.size() == 7 and pool._max_overflow == 2  # no public reader
+    finally:
+        app.state.session_factory.kw["bind"].dispose()
