@@ -5,7 +5,7 @@ the document still lands. A message already applied changes nothing (idempotent 
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -112,6 +112,9 @@ def ingest(
     return summary
 
 
+FLAP_WINDOW = timedelta(hours=1)
+
+
 def _apply(
     session: Session,
     draft: AdvisoryDraft,
@@ -181,6 +184,11 @@ def _apply(
         summary.unchanged.append(target)
         summary.skipped.append((draft.label, "no change"))
         return
+    flapped_to = _flaps_back(target, draft, issued_by=issued_by)
+    if flapped_to is not None:
+        summary.unchanged.append(target)
+        summary.skipped.append((draft.label, f"no change: back to revision {flapped_to}"))
+        return
     approval.revise(
         session,
         advisory=target,
@@ -207,6 +215,23 @@ def _same_content(stored: AdvisoryDraft, new: AdvisoryDraft) -> bool:
     if "description_ko" in after["area"] and "description_ko" not in before["area"]:
         after["area"] = {k: v for k, v in after["area"].items() if k != "description_ko"}
     return before == after
+
+
+def _flaps_back(target: Advisory, draft: AdvisoryDraft, *, issued_by: str) -> int | None:
+    """The revision of the last hour that a feed's republished item says again, word for word,
+    if any: two caches of one upstream serving the item's old and new versions in turn (a
+    probe's USGS quake, depth 10 km, then 11, then 10) made a revision and an SMS at each poll.
+    The revision in force stays; a real change goes on being applied."""
+    if not (draft.revisable and issued_by.startswith(FEED_ISSUER)):
+        return None
+    since = utcnow() - FLAP_WINDOW
+    for earlier in target.revisions:
+        if earlier.revision >= target.revision or (earlier.created_at or since) < since:
+            continue
+        said = approval.draft_from_snapshot(earlier.content, source=target.source)
+        if _same_content(said, draft):
+            return earlier.revision
+    return None
 
 
 def _late(

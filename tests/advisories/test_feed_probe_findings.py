@@ -3,6 +3,7 @@ again alerted everyone again; a feed's repeated proposal kept replacing itself; 
 what staff had imported from another; an Update whose headline said "ferries cancelled" was a
 Cancel; a CAP Test message cancelled or silenced real advisories."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
@@ -277,3 +278,43 @@ def test_the_admins_poll_now_holds_what_reaches_past_the_feeds_threshold(databas
             held = session.scalar(select(Advisory).where(Advisory.issued_by == "feed:weather"))
             assert (held.level, held.status) == ("2", "pending_approval")
         app.state.session_factory.kw["bind"].dispose()
+
+
+def _quake(depth_km: float) -> bytes:
+    """One USGS quake near Tokyo, as the significant-quakes GeoJSON republishes it."""
+    feature = {
+        "type": "Feature",
+        "id": "us7000flap",
+        "properties": {
+            "mag": 6.1,
+            "place": "10 km N of Hachioji, Japan",
+            "time": int((NOW - timedelta(hours=1)).timestamp() * 1000),
+            "url": "https://earthquake.usgs.gov/x",
+            "alert": "yellow",
+            "tsunami": 0,
+        },
+        "geometry": {"type": "Point", "coordinates": [139.76, 35.68, depth_km]},
+    }
+    return json.dumps({"type": "FeatureCollection", "features": [feature]}).encode()
+
+
+def test_an_item_flapping_between_two_versions_alerts_once_for_the_change(db):
+    """Two caches serving a quake's depth as 10 and 11 km in turn made a revision and an SMS
+    at every poll; a new depth afterwards is still a change."""
+    citizen(db, lon=139.76, lat=35.68)  # Tokyo
+    outcomes = []
+    for depth in (10.0, 11.0, 10.0, 11.0, 10.0, 11.0, 12.0):
+        summary = _import(db, "geojson", _quake(depth), "feed:usgs-significant")
+        outcomes.append(summary.skipped[0][1] if summary.skipped else "applied")
+        db.execute(update(Alert).values(status=states.SENT))  # sent meanwhile
+    quake = db.scalar(select(Advisory).where(Advisory.issued_by == "feed:usgs-significant"))
+    assert outcomes == [
+        "applied",
+        "applied",
+        "no change: back to revision 1",
+        "no change",
+        "no change: back to revision 1",
+        "no change",
+        "applied",
+    ]
+    assert quake.revision == 3 and _alerts(db, quake) == 3
