@@ -20,6 +20,9 @@ class ApiError extends Error {
 }
 
 async function api(path, { method = "GET", body, timeoutMs } = {}) {
+  // The page is being replaced (signing in or out): a timer's read would go out without the
+  // key just dropped and come back 401. Nothing asked now is ever shown.
+  if (state.leaving) return new Promise(() => {});
   const headers = { Accept: "application/json" };
   const key = sessionStorage.getItem("anjeon-key");
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -121,11 +124,13 @@ async function logIn(key) {
 // audit log, cries for help) must not stay in the page for the next key to read. A probe's
 // viewer saw a consul's roll call and an admin's audit log so, on a shared workstation.
 function freshPage(hash) {
+  state.leaving = true;
   history.replaceState(null, "", `${location.pathname}${hash}`);
   location.reload();
 }
 
 function logOut() {
+  state.leaving = true;
   sessionStorage.removeItem("anjeon-key");
   state.me = null;
   freshPage("#/login");
