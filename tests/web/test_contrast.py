@@ -138,7 +138,10 @@ def _issue(live, key: str, title: str, level: int) -> str:
         "area": {"countries": ["TH"]},
     }
     issued = httpx.post(
-        f"{live.base}/v1/advisories", json=body, headers={"Authorization": f"Bearer {key}"}
+        f"{live.base}/v1/advisories",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,  # a whole country, matched in the request: over 5 s on a busy CI machine
     )
     assert issued.status_code == 201, issued.text
     return issued.json()
