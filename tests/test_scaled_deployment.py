@@ -265,6 +265,7 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
         f"{run.base(1)}/v1/advisories/{alpha['id']}/approve",
         json={"proposal_id": alpha["pending"]["id"]},
         headers=consuls[1],
+        timeout=60,
     )
     assert approved.status_code == 200, approved.text
     if faults:
@@ -278,7 +279,7 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
 
     for n, phone in enumerate(run.phones):
         form = inbound_form(phone, "1")
-        replied = httpx.post(f"{run.base(n)}{INBOUND}", data=form, headers=signed(form))
+        replied = httpx.post(f"{run.base(n)}{INBOUND}", data=form, headers=signed(form), timeout=60)
         assert replied.status_code == 200, replied.text
     with run.session() as session:
         answers = session.scalars(

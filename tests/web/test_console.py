@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from playwright.sync_api import expect
 from sqlalchemy import update
 from twilio.request_validator import RequestValidator
@@ -44,13 +43,13 @@ def _enrolled_in_bangkok(live) -> tuple[str, str, dict[str, str]]:
     """As _citizen_in_bangkok: (their number, their id, their manage token's header)."""
     body = citizen_body(channels=["sms"], location={"lat": BANGKOK[0], "lon": BANGKOK[1]})
     body.pop("email")
-    created = httpx.post(f"{live.base}/v1/citizens", json=body)
+    created = live.http.post(f"{live.base}/v1/citizens", json=body)
     assert created.status_code == 201, created.text
     phone = "+82" + body["phone"].replace("-", "")[1:]
     text = _eventually(lambda: live.twilio.bodies_to(phone))[0]
     code = re.search(r"\b(\d{6})\b", text).group(1)
     manage = {"Authorization": f"Bearer {created.json()['manage_token']}"}
-    verified = httpx.post(
+    verified = live.http.post(
         f"{live.base}/v1/citizens/{created.json()['id']}/verify",
         json={"channel": "sms", "code": code},
         headers=manage,
@@ -148,7 +147,9 @@ def test_a_consul_issues_another_approves_and_the_citizen_answers_safe(live, new
 
     form = inbound_form(phone, "1")
     signature = RequestValidator(AUTH_TOKEN).compute_signature(live.base + INBOUND, form)
-    answered = httpx.post(live.base + INBOUND, data=form, headers={"X-Twilio-Signature": signature})
+    answered = live.http.post(
+        live.base + INBOUND, data=form, headers={"X-Twilio-Signature": signature}
+    )
     assert answered.status_code == 200, answered.text
     expect(tab.locator("[data-answer='safe'] strong")).to_have_text("1", timeout=15_000)
     expect(tab.locator("#rollcall tbody tr")).to_have_count(1)
@@ -241,7 +242,7 @@ def test_a_bad_polygon_shows_the_apis_reason(live, new_page):
             }
         },
     }
-    refused = httpx.post(
+    refused = live.http.post(
         live.base + "/v1/advisories/preview",
         json=body,
         headers={"Authorization": f"Bearer {key}"},
@@ -282,7 +283,9 @@ def test_a_consul_picks_a_province_and_the_advisory_covers_it(live, new_page):
     _citizen_in_bangkok(live)
     key = live.staff_key("consul", "jung")
     staff = {"Authorization": f"Bearer {key}"}
-    listed = httpx.get(f"{live.base}/v1/geo/subdivisions", params={"country": "th"}, headers=staff)
+    listed = live.http.get(
+        f"{live.base}/v1/geo/subdivisions", params={"country": "th"}, headers=staff
+    )
     assert listed.status_code == 200, listed.text
     assert {"code": "TH-10", "name": "Bangkok"}.items() <= next(
         p for p in listed.json() if p["code"] == "TH-10"
@@ -294,7 +297,7 @@ def test_a_consul_picks_a_province_and_the_advisory_covers_it(live, new_page):
         "category": "other",
         "area": {"subdivisions": ["TH-10"]},
     }
-    preview = httpx.post(f"{live.base}/v1/advisories/preview", json=body, headers=staff)
+    preview = live.http.post(f"{live.base}/v1/advisories/preview", json=body, headers=staff)
     assert preview.status_code == 200, preview.text
     assert preview.json()["citizens"] == 1
 
@@ -323,7 +326,7 @@ def test_a_consul_picks_a_province_and_the_advisory_covers_it(live, new_page):
     tab.click("#submit-advisory")
     expect(tab.locator("#issue-result [data-status]")).to_be_attached()
     advisory_id = tab.locator("#issue-result a").get_attribute("href").rsplit("/", 1)[-1]
-    issued = httpx.get(f"{live.base}/v1/advisories/{advisory_id}", headers=staff)
+    issued = live.http.get(f"{live.base}/v1/advisories/{advisory_id}", headers=staff)
     assert issued.status_code == 200, issued.text
     assert issued.json()["area"]["subdivisions"] == ["TH-10"]
     if issued.json()["status"] == "active":  # the map lists it: no province outlines shipped
@@ -349,7 +352,7 @@ def test_an_advisory_title_is_shown_as_text_on_the_map_never_as_html(live, new_p
             }
         },
     }
-    created = httpx.post(
+    created = live.http.post(
         live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {key}"}
     )
     assert created.status_code == 201, created.text
@@ -378,7 +381,9 @@ def test_an_advisory_title_is_shown_as_text_on_the_map_never_as_html(live, new_p
 def _reply(live, phone: str, body: str) -> None:
     form = inbound_form(phone, body)
     signature = RequestValidator(AUTH_TOKEN).compute_signature(live.base + INBOUND, form)
-    answered = httpx.post(live.base + INBOUND, data=form, headers={"X-Twilio-Signature": signature})
+    answered = live.http.post(
+        live.base + INBOUND, data=form, headers={"X-Twilio-Signature": signature}
+    )
     assert answered.status_code == 200, answered.text
 
 
@@ -391,7 +396,7 @@ def _propose_a_flood_in_bangkok(live, proposer: str) -> str:
         "category": "disaster",
         "area": {"circles": [{"lat": BANGKOK[0], "lon": BANGKOK[1], "radius_km": 30}]},
     }
-    created = httpx.post(
+    created = live.http.post(
         live.base + "/v1/advisories", json=body, headers={"Authorization": f"Bearer {proposer}"}
     )
     assert created.status_code == 201, created.text
@@ -402,7 +407,7 @@ def _a_flood_in_bangkok(live) -> tuple[str, str, str]:
     """The flood over Bangkok proposed by han and approved by jung: (its id, han's key, jung's)."""
     proposer, approver = live.staff_key("consul", "han"), live.staff_key("consul", "jung")
     advisory = _propose_a_flood_in_bangkok(live, proposer)
-    approved = approve(httpx, advisory, {"Authorization": f"Bearer {approver}"}, base=live.base)
+    approved = approve(live.http, advisory, {"Authorization": f"Bearer {approver}"}, base=live.base)
     assert approved.status_code == 200, approved.text
     return advisory, proposer, approver
 
@@ -469,7 +474,7 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     rows.first.get_by_role("button", name="Take").click()
     expect(rows.first.get_by_test_id("taken")).to_contain_text("han ·")
     hurt_id = rows.first.get_attribute("data-citizen")
-    clash = httpx.post(
+    clash = live.http.post(
         f"{live.base}/v1/advisories/{advisory}/rollcall/{hurt_id}/take",
         headers={"Authorization": f"Bearer {approver}"},
     )
@@ -689,10 +694,10 @@ def test_an_action_answered_after_the_consul_moved_on_leaves_the_page_now_shown_
     assert asked(left) == left_before, "went on polling the advisory left behind"
     expect(tab.locator("#advisory-status")).to_have_text("pending approval")
     staff = {"Authorization": f"Bearer {proposer}"}
-    assert httpx.get(f"{live.base}/v1/advisories/{left}", headers=staff).json()["status"] == (
+    assert live.http.get(f"{live.base}/v1/advisories/{left}", headers=staff).json()["status"] == (
         "cancelled"
     )
-    assert httpx.get(f"{live.base}/v1/advisories/{shown}", headers=staff).json()["status"] == (
+    assert live.http.get(f"{live.base}/v1/advisories/{shown}", headers=staff).json()["status"] == (
         "pending_approval"
     )
 
@@ -707,7 +712,7 @@ def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retr
     advisory, proposer, _ = _a_flood_in_bangkok(live)
     failed = f"{live.base}/v1/advisories/{advisory}/alerts?status=failed"
     staff = {"Authorization": f"Bearer {proposer}"}
-    _eventually(lambda: httpx.get(failed, headers=staff).json()["total"] == 2)
+    _eventually(lambda: live.http.get(failed, headers=staff).json()["total"] == 2)
 
     page = new_page()
     tab = page.tab
@@ -742,7 +747,7 @@ def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(
     advisory, proposer, _ = _a_flood_in_bangkok(live)
     _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 2)
     _reply(live, phone, "2 trapped on the roof")
-    erased = httpx.delete(f"{live.base}/v1/citizens/{citizen}", headers=manage)
+    erased = live.http.delete(f"{live.base}/v1/citizens/{citizen}", headers=manage)
     assert erased.status_code == 204, erased.text
 
     page = new_page()
@@ -777,7 +782,7 @@ def test_the_approver_sees_every_language_and_the_areas_own_parts(live, new_page
         },
         "exercise": True,
     }
-    created = httpx.post(f"{live.base}/v1/advisories", json=body, headers=proposer)
+    created = live.http.post(f"{live.base}/v1/advisories", json=body, headers=proposer)
     assert created.status_code == 201, created.text
     assert created.json()["status"] == "pending_approval"
 

@@ -2,7 +2,6 @@
 the advisory page (retry, reveal, cancel with an all-clear, test-send, live delivery counts),
 the admin's feeds and audit views, and the keyboard."""
 
-import httpx
 from playwright.sync_api import expect
 
 from tests.advisories.builders import approve
@@ -29,7 +28,7 @@ def _issue(live, key: str, title: str) -> str:
         "category": "security",
         "area": {"countries": ["TH"]},
     }
-    issued = httpx.post(
+    issued = live.http.post(
         f"{live.base}/v1/advisories", json=body, headers={"Authorization": f"Bearer {key}"}
     )
     assert issued.status_code == 201, issued.text
@@ -90,7 +89,9 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     tab.evaluate("window.notReloaded = true")
 
     # Approved elsewhere: the dispatcher sends, Twilio refuses, the counts follow on their own.
-    approved = approve(httpx, advisory_id, {"Authorization": f"Bearer {approver}"}, base=live.base)
+    approved = approve(
+        live.http, advisory_id, {"Authorization": f"Bearer {approver}"}, base=live.base
+    )
     assert approved.status_code == 200, approved.text
     expect(tab.locator("#delivery tr[data-status='failed'] td")).to_have_text("1", timeout=15_000)
     expect(tab.locator("#failed li")).to_contain_text("21211")
@@ -127,7 +128,7 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     # The admin sees the feeds and the audit log, with what was just done.
     admin = new_page()
     admin_key = live.staff_key("admin", "han")
-    feeds = httpx.get(f"{live.base}/v1/feeds", headers={"Authorization": f"Bearer {admin_key}"})
+    feeds = live.http.get(f"{live.base}/v1/feeds", headers={"Authorization": f"Bearer {admin_key}"})
     assert feeds.status_code == 200, feeds.text
     _log_in(admin, live, admin_key)
     admin.tab.click("#lang")

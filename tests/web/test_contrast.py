@@ -4,7 +4,6 @@ the background actually behind it (ancestors' backgrounds composited, white unde
 4.5:1 for normal text and 3:1 for large text (24px, or 18.66px bold). Disabled controls and the
 labels Leaflet draws over map shapes (inside its panes) are left out."""
 
-import httpx
 from playwright.sync_api import expect
 
 from tests.advisories.builders import approve
@@ -137,11 +136,10 @@ def _issue(live, key: str, title: str, level: int) -> str:
         "category": "security",
         "area": {"countries": ["TH"]},
     }
-    issued = httpx.post(
+    issued = live.http.post(
         f"{live.base}/v1/advisories",
         json=body,
         headers={"Authorization": f"Bearer {key}"},
-        timeout=60,  # a whole country, matched in the request: over 5 s on a busy CI machine
     )
     assert issued.status_code == 201, issued.text
     return issued.json()
@@ -170,7 +168,7 @@ def test_the_console_has_aa_contrast_on_every_screen(live, new_page):
         if active["status"] != "pending_approval":
             continue
         approved = approve(
-            httpx, active["id"], {"Authorization": f"Bearer {approver}"}, base=live.base
+            live.http, active["id"], {"Authorization": f"Bearer {approver}"}, base=live.base
         )
         assert approved.status_code == 200, approved.text
     _issue(live, proposer, "승인 대기 경보", 3)

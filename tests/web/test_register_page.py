@@ -76,7 +76,7 @@ def expect_refusals(page, status: int, count: int) -> None:
 
 
 def citizen(live, citizen_id: str, token: str) -> httpx.Response:
-    return httpx.get(
+    return live.http.get(
         f"{live.base}/v1/citizens/{citizen_id}", headers={"Authorization": f"Bearer {token}"}
     )
 
@@ -319,7 +319,7 @@ def test_past_the_address_limit_the_page_proves_its_work_and_registers(live, new
     """A hotel's Wi-Fi or a roaming carrier's NAT: the address has used its registrations. The
     page is told 429 with a challenge, solves it in the browser (WebCrypto), and registers; so
     too for a new code and a new phone."""
-    first = httpx.post(f"{live.base}/v1/citizens", json=citizen_body(consent=True))
+    first = live.http.post(f"{live.base}/v1/citizens", json=citizen_body(consent=True))
     assert first.status_code == 201, first.text
     with live.session() as session:
         before = session.scalar(_COUNT)
