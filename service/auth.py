@@ -91,10 +91,15 @@ def written_apart(session: Session) -> Iterator[Session]:
 
 
 def _token_of(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+    header = request.headers.get("authorization", "").strip()
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if not header:
         raise HTTPException(401, "missing bearer token", headers=_CHALLENGE)
+    if scheme.lower() != "bearer" or not token.strip():
+        # Never echoed: what was sent may be a key.
+        raise HTTPException(
+            401, 'the Authorization header must read "Bearer " and then the key', headers=_CHALLENGE
+        )
     return token.strip()
 
 

@@ -48,6 +48,21 @@ def test_missing_and_bad_keys_are_401(client, method, path, _needed):
         assert response.json()["status"] == 401
 
 
+def test_a_key_sent_without_bearer_is_told_so_and_not_echoed(client, staff_headers):
+    """A newcomer pastes the key alone into Authorization: the answer says what is missing,
+    and never repeats what was sent (it is a key)."""
+    key = staff_headers("viewer")["Authorization"].removeprefix("Bearer ")
+    for header in [key, f"Token {key}", "Bearer "]:
+        refused = client.get("/v1/staff/me", headers={"Authorization": header})
+        assert refused.status_code == 401, header
+        assert '"Bearer "' in refused.json()["detail"], refused.text
+        assert key not in refused.text
+    missing = client.get("/v1/staff/me")
+    assert missing.json()["detail"] == "missing bearer token"
+    lowercase = client.get("/v1/staff/me", headers={"Authorization": f"bearer  {key}"})
+    assert lowercase.status_code == 200
+
+
 def test_revoked_key_is_401(client, db):
     issued = staff_service.create_key(db, name="leaving", role="admin")
     headers = {"Authorization": f"Bearer {issued.key}"}
