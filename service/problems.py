@@ -122,6 +122,16 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
             field, message = "body", f"body is not valid UTF-8 (at byte {loc[1]})"
         elif error.get("type") == "body_unreadable":
             field, message = "body", f"body cannot be read as JSON: {error['msg']}"
+        elif loc == ("body",) and not _sent_as_json(request):
+            # FastAPI reads a body of another type as no JSON at all ("Input should be a valid
+            # dictionary…"): say what to send instead.
+            sent = request.headers.get("content-type", "")[:60] or "none"
+            message = (
+                "send the body as JSON, with Content-Type: application/json "
+                f"(this request's Content-Type: {sent})"
+            )
+        elif loc == ("body",) and error.get("type") in ("model_attributes_type", "dict_type"):
+            message = "must be a JSON object"
         else:
             message = _validation_message(error)
         errors.append({"field": field, "message": message})
@@ -129,6 +139,13 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     if len(found) > MAX_ERRORS:
         detail += f"; and {len(found) - MAX_ERRORS} more"
     return problem_response(422, "Invalid input", detail, slug="validation-error", errors=errors)
+
+
+def _sent_as_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 # What a citizen's browser shows for a link page's refusal (`/a/…`, `/c/…`), in both languages:

@@ -329,3 +329,27 @@ def test_a_body_that_is_not_json_meets_a_database_that_does_not_answer_as_any_bo
     broken = client.post("/v1/advisories", content=b"{", headers=key)
     assert parsed.status_code == broken.status_code == 503
     assert broken.headers["retry-after"] == parsed.headers["retry-after"]
+
+
+def test_a_body_sent_as_a_form_or_text_is_told_to_be_json(client, staff_headers):
+    """A newcomer's curl -d sends a form: the answer says to send JSON with its Content-Type,
+    not pydantic's "Input should be a valid dictionary…". Nothing is stored."""
+    body = b'{"title": {"en": "x"}}'
+    for content_type in ["application/x-www-form-urlencoded", "text/plain", None]:
+        headers = {
+            **staff_headers("consul"),
+            **({"Content-Type": content_type} if content_type else {}),
+        }
+        refused = client.post("/v1/advisories", content=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["errors"]
+        assert error["field"] == "body"
+        assert "Content-Type: application/json" in error["message"]
+        assert f"Content-Type: {content_type or 'none'})" in error["message"]
+    listed = client.post(
+        "/v1/advisories",
+        content=b"[1]",
+        headers={**staff_headers("consul"), "Content-Type": "application/json"},
+    )
+    assert listed.json()["errors"] == [{"field": "body", "message": "must be a JSON object"}]
+    assert client.get("/v1/advisories", headers=staff_headers("viewer")).json()["items"] == []
