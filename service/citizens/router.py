@@ -69,9 +69,9 @@ def register(
     proof of work (GET /v1/citizens/proof) in X-Anjeon-Proof admits it all the same."""
     proven = proof.admit_registration(limits, _presented(request, registry))
     # Geocoding first: the session's write transaction begins at its first statement, after.
-    places = service.locate(registry, location=body.location, stays=body.stays)
+    checked = service.check_registration(registry, body)
     done = service.register_citizen(
-        session, registry=registry, data=body, places=places, verified=_verified_at_once(request)
+        session, registry=registry, data=body, checked=checked, verified=_verified_at_once(request)
     )
     CITIZENS_REGISTERED.inc()
     outgoing = service.codes_to_send(
@@ -86,7 +86,7 @@ def register(
         id=done.citizen.public_id,
         manage_token=done.token,
         status=service.public_status(done.citizen),
-        warnings=place_warnings(places.current, places.stays or []),
+        warnings=place_warnings(checked.places.current, checked.places.stays or []),
     )
 
 

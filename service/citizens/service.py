@@ -85,10 +85,47 @@ def locate(
             f"at most {MAX_ADDRESSES} places by address in one request "
             "(give the others as a country or a point)",
         )
-    return Places(
-        current=None if location is None else _current_place(registry, location, field="location"),
-        stays=None if stays is None else _stay_places(registry, stays, ended_ok=ended_ok),
-    )
+    errors: list[FieldError] = []
+    current = places = None
+    try:
+        current = None if location is None else _current_place(registry, location, field="location")
+    except InvalidInput as refused:
+        errors += refused.errors
+    try:
+        places = None if stays is None else _stay_places(registry, stays, ended_ok=ended_ok)
+    except InvalidInput as refused:
+        errors += refused.errors
+    if errors:
+        raise InvalidInput.of(errors)
+    return Places(current=current, stays=places)
+
+
+@dataclass(frozen=True)
+class CheckedRegistration:
+    """A registration's places and contacts, found good before its write transaction."""
+
+    places: Places
+    contacts: Contacts
+
+
+def check_registration(registry: Registry, data: CitizenCreate) -> CheckedRegistration:
+    """Every problem with a registration's contacts and places in one answer (a citizen fixing
+    their phone number was then told their trip's country was wrong). Geocodes addresses: call
+    it before the write transaction."""
+    errors: list[FieldError] = []
+    contacts = places = None
+    try:
+        contacts = _check_contacts(registry, data.phone, data.email, data.channels)
+    except InvalidInput as refused:
+        errors += refused.errors
+    try:
+        places = locate(registry, location=data.location, stays=data.stays)
+    except InvalidInput as refused:
+        errors += refused.errors
+    if errors:
+        raise InvalidInput.of(errors)
+    assert contacts is not None and places is not None
+    return CheckedRegistration(places=places, contacts=contacts)
 
 
 @dataclass(frozen=True)
@@ -111,17 +148,17 @@ def register_citizen(
     *,
     registry: Registry,
     data: CitizenCreate,
-    places: Places | None = None,
+    checked: CheckedRegistration | None = None,
     verified: bool = False,
 ) -> Registration:
     """Store a new citizen with a manage token (shown once) and a code for each contact to
     send; with `verified` (verification off, the demo) the contacts count as verified at once.
-    The answer is the same whether or not a contact is known elsewhere. `places` come from
-    locate(): without them the places are resolved here, inside the caller's transaction,
-    which only callers without addresses (the demo) may do."""
-    places = places or locate(registry, location=data.location, stays=data.stays)
+    The answer is the same whether or not a contact is known elsewhere. `checked` comes from
+    check_registration(): without it the body is checked here, inside the caller's
+    transaction, which only callers without addresses (the demo) may do."""
+    checked = checked or check_registration(registry, data)
+    places, contacts = checked.places, checked.contacts
     assert places.current is not None and places.stays is not None
-    contacts = _check_contacts(registry, data.phone, data.email, data.channels)
     now = utcnow()
     citizen = Citizen(public_id=str(uuid.uuid4()), language=data.language, consent_at=now)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -600,11 +637,17 @@ def _stay_places(
     # on after midnight UTC.
     earliest = earliest_date(utcnow())
     places = []
+    errors: list[FieldError] = []
     for i, stay in enumerate(stays):
         # An ended stay may come back only as stored, and stored ones are read back as points.
         if stay.ends_on < earliest and (not ended_ok or stay.address is not None):
-            raise InvalidInput(f"stays[{i}].to", "this stay has already ended")
-        place = resolve_place(stay, field=f"stays[{i}]", geocoder=registry.geocoder)
+            errors.append(FieldError(f"stays[{i}].to", "this stay has already ended"))
+            continue
+        try:
+            place = resolve_place(stay, field=f"stays[{i}]", geocoder=registry.geocoder)
+        except InvalidInput as refused:
+            errors += refused.errors
+            continue
         places.append(
             CitizenPlace(
                 kind="stay",
@@ -616,4 +659,6 @@ def _stay_places(
                 ends_on=stay.ends_on,
             )
         )
+    if errors:
+        raise InvalidInput.of(errors)
     return places

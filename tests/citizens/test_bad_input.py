@@ -84,6 +84,28 @@ def test_several_bad_fields_are_reported_together(client):
     assert {e["field"] for e in response.json()["errors"]} == {"phone", "email"}
 
 
+def test_contacts_and_places_are_refused_in_one_answer(client, db):
+    """A citizen told only that their phone number was wrong, then (fixed) that a trip's country
+    was, then that another trip had ended, sent the form three times: one answer names all."""
+    before = (_count(db, Citizen), _count(db, CitizenPlace))
+    body = citizen_body(
+        phone="12345",
+        email="x@",
+        location={"country": "XX"},
+        stays=[stay(1, 3), stay(1, 3, country="QQ"), stay(-10, 3)],
+    )
+    response = client.post("/v1/citizens", json=body)
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == [
+        "phone",
+        "email",
+        "location.country",
+        "stays[1].country",
+        "stays[2].to",
+    ]
+    assert (_count(db, Citizen), _count(db, CitizenPlace)) == before
+
+
 @pytest.mark.parametrize("where", ["body", "stays[0]"])
 def test_a_body_of_many_unknown_fields_is_one_error(client, db, where):
     """Naming each unknown key was 104,000 errors for a 1 MB body: an 11 MB answer, 0.4 s on
