@@ -118,6 +118,9 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.state.session_factory = factory
     app.state.schema_head = head_revision(settings.database_url)
     app.state.feeds = load_feeds(settings.feeds_path())  # a broken feeds.toml stops start-up
+    # Shared by every process when the storage is Redis (registrations, codes, resends, the
+    # geocoder's one request a second).
+    app.state.rate_limits = RateLimits(settings)
     app.state.registry = Registry(
         vault=PersonalDataVault(settings.secret_key_bytes()),
         geocoder=geocoder
@@ -125,6 +128,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             settings.geocoder,
             user_agent=settings.geocoder_user_agent,
             timeout_s=settings.geocoder_timeout_s,
+            turn=app.state.rate_limits.geocoder_turn,
         ),
         phone_region=settings.phone_default_region,
         max_stays=settings.max_stays,
@@ -132,8 +136,6 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     # An unknown or broken notifier stops start-up here.
     dispatcher = Dispatcher.from_settings(settings, factory, vault=app.state.registry.vault)
     app.state.dispatcher = dispatcher
-    # Shared by every process when the storage is Redis (registrations, codes, resends).
-    app.state.rate_limits = RateLimits(settings)
     app.state.renderer = dispatcher.renderer
     install_problem_handlers(app)
     for router in (

@@ -78,6 +78,7 @@ class Rule(StrEnum):
     CONTACT = "contact"  # messages per destination phone number or e-mail address
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     COUNTRY = "country"  # SMS per destination country (not the home region)
+    GEOCODER = "geocoder"  # requests to Nominatim, from the whole service (fixed: _FIXED)
     GLOBAL = "global"  # messages per channel
     GLOBAL_PROVEN = "global_proven"  # codes of registrations a proof of work admitted, per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
@@ -117,6 +118,7 @@ _REFUSED = {
     Rule.TEST_SEND: "too many test sends from this staff key",
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
     Rule.STAFF: "too many requests with this staff key",
+    Rule.GEOCODER: "the address look-up is busy",  # never a 429: the geocoder waits its turn
 }
 
 
@@ -333,6 +335,16 @@ class RateLimits:
 
     # ---- inside ---------------------------------------------------------------------------
 
+    def geocoder_turn(self) -> float:
+        """0 when this process may ask the geocoder now (the turn is counted, for every process
+        sharing the storage); otherwise the seconds until the next turn."""
+        [item] = self._rules[Rule.GEOCODER]
+        with self._storage_guard():
+            if self._limiter.hit(item, Rule.GEOCODER, "nominatim"):
+                return 0.0
+            reset = self._limiter.get_window_stats(item, Rule.GEOCODER, "nominatim").reset_time
+        return max(0.01, reset - time.time())
+
     def _take(self, keyed: list[_Hit]) -> list[_Hit]:
         refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
         if not refused:
@@ -412,7 +424,8 @@ def _open_storage(uri: str) -> Storage:
 
 
 # Rules that are not settings: a proof of work's challenge lives 10 minutes (citizens.proof).
-_FIXED = {Rule.PROOF: "1/15minute"}
+# Nominatim takes one request a second from an application, however many processes it runs.
+_FIXED = {Rule.PROOF: "1/15minute", Rule.GEOCODER: "1/second"}
 
 
 def _items(settings: Settings, rule: Rule, namespace: str) -> list[RateLimitItem]:

@@ -350,6 +350,16 @@ def test_email_key():
     assert email_key("kim.lee@example.com") == "kim.lee@example.com"
 
 
+def test_the_geocoders_one_turn_a_second_is_the_whole_services(make, storage):
+    """Two processes' limiters on one Redis (two objects here: the storage is what they share)
+    give one turn a second between them; the one refused is told how long to wait."""
+    first = make()
+    second = first if storage == "memory://" else make()
+    assert first.geocoder_turn() == 0.0
+    wait = second.geocoder_turn()
+    assert 0 < wait <= 1
+
+
 def test_every_rule_has_a_setting_and_a_message():
     for rule in Rule:
         assert rule in rate_limits._FIXED or f"rate_limit_{rule.value}" in Settings.model_fields

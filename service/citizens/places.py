@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from service.citizens.schemas import LocationIn
 from service.errors import InvalidInput, ServiceUnavailable
 from service.geo import countries
-from service.geo.geocoding import Geocoder, GeocoderFailed, GeocodingDisabled
+from service.geo.geocoding import Geocoder, GeocoderBusy, GeocoderFailed, GeocodingDisabled
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ def resolve_place(location: LocationIn, *, field: str, geocoder: Geocoder) -> Re
                 f"{field}.address",
                 "address look-up is switched off on this server (ANJEON_GEOCODER=none): "
                 "send lat and lon, or a country code",
+            ) from exc
+        except GeocoderBusy as exc:
+            raise ServiceUnavailable(
+                f"address look-up is busy ({exc}); or give a country code, or lat and lon",
+                retry_after_s=exc.retry_after_s,
             ) from exc
         except GeocoderFailed as exc:
             raise ServiceUnavailable(f"the geocoding service failed ({exc}); try again") from exc

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.auth import BearerToken, SessionDep, client_of
+from service.auth import BearerToken, SessionDep, client_of, read_first
 from service.citizens import messages, proof, service
 from service.citizens.deps import RegistryDep
 from service.citizens.schemas import (
@@ -185,6 +185,8 @@ def update(
 ) -> CitizenRead:
     """Change what the body gives; a new phone or e-mail is alerted once verified. A change of
     contact sends a code, and is rate-limited as a resend is (429)."""
+    with read_first(session):  # a stranger's addresses are not geocoded
+        service.check_manage_token(session, public_id=citizen_id, token=token)
     # Before the write transaction; an ended stay is checked against the stored ones later.
     places = service.locate(registry, stays=body.stays, ended_ok=True)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
@@ -232,6 +234,8 @@ def move(
     registry: RegistryDep,
     token: BearerToken,
 ) -> CitizenRead:
+    with read_first(session):  # a stranger's address is not geocoded
+        service.check_manage_token(session, public_id=citizen_id, token=token)
     places = service.locate(registry, location=body)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)

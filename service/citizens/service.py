@@ -317,13 +317,21 @@ def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:
     # No id has a NUL, and PostgreSQL refuses one in a text parameter.
     query = select(Citizen).where(Citizen.public_id == public_id)
     citizen = None if "\x00" in public_id else session.scalar(query)
-    if (
-        citizen is None
-        or citizen.token_hash is None
-        or not hmac.compare_digest(citizen.token_hash, token_hash(token))
-    ):
-        raise NotFound("no citizen with this id for this token")
+    _check_token(citizen.token_hash if citizen else None, token)
+    assert citizen is not None
     return citizen
+
+
+def check_manage_token(session: Session, *, public_id: str, token: str) -> None:
+    """find_citizen's refusal alone, loading no citizen: a request checks it before it geocodes
+    an address (a stranger's request is refused without spending the geocoder's turns)."""
+    query = select(Citizen.token_hash).where(Citizen.public_id == public_id)
+    _check_token(None if "\x00" in public_id else session.scalar(query), token)
+
+
+def _check_token(stored: str | None, token: str) -> None:
+    if stored is None or not hmac.compare_digest(stored, token_hash(token)):
+        raise NotFound("no citizen with this id for this token")
 
 
 def update_citizen(

@@ -1,12 +1,23 @@
 """Turning an address into a point, behind a small interface so tests and operators can swap it."""
 
+import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from geopy.adapters import BaseSyncAdapter
 from geopy.exc import GeopyError
-from geopy.extra.rate_limiter import RateLimiter
 from geopy.geocoders import Nominatim
+
+# Nominatim's usage policy: at most one request a second, from the whole service.
+NOMINATIM_INTERVAL_S = 1.0
+# How long an address may wait for its turn, and how many may wait in one process. geopy's
+# RateLimiter queued every caller, each asleep on a worker thread: forty requests with an
+# address (anyone may send them, to any citizen id) held every thread of the API's pool.
+MAX_WAIT_S = 5.0
+MAX_WAITING = 4
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,33 @@ class GeocoderFailed(Exception):
     """The geocoding service could not be reached or answered an error."""
 
 
+class GeocoderBusy(Exception):
+    """Too many addresses are waiting for the geocoder's one request a second."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"the geocoder is busy; retry in {math.ceil(retry_after_s)} s")
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+
+class OneTurnAtATime:
+    """This process's own pacing: 0 when a request may go now (the turn is taken), otherwise
+    the seconds until the next turn. The service passes a turn shared by its processes
+    (rate_limits.RateLimits.geocoder_turn)."""
+
+    def __init__(self, interval_s: float = NOMINATIM_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def __call__(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + self._interval_s
+                return 0.0
+            return self._next - now
+
+
 class Geocoder(Protocol):
     def geocode(self, address: str) -> GeocodedPoint | None:
         """The best point for an address, None if the address is unknown."""
@@ -35,7 +73,9 @@ class NoGeocoder:
 
 
 class NominatimGeocoder:
-    """OpenStreetMap Nominatim through geopy, at most one request a second (its usage policy)."""
+    """OpenStreetMap Nominatim through geopy, one request a second (its usage policy) taken
+    from `turn`; an address that would wait past MAX_WAIT_S, or find MAX_WAITING others
+    already waiting for a turn, is refused at once (GeocoderBusy) rather than hold a thread."""
 
     def __init__(
         self,
@@ -43,28 +83,43 @@ class NominatimGeocoder:
         user_agent: str,
         timeout_s: float,
         adapter_factory: type[BaseSyncAdapter] | None = None,
-        min_delay_s: float = 1.0,
+        turn: Callable[[], float] | None = None,
+        max_wait_s: float = MAX_WAIT_S,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         options = {"adapter_factory": adapter_factory} if adapter_factory else {}
         self._nominatim = Nominatim(user_agent=user_agent, timeout=timeout_s, **options)
-        self._lookup = RateLimiter(
-            self._nominatim.geocode,
-            min_delay_seconds=min_delay_s,
-            max_retries=0,
-            swallow_exceptions=False,
-        )
+        self._turn = turn or OneTurnAtATime()
+        self._max_wait_s = max_wait_s
+        self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def geocode(self, address: str) -> GeocodedPoint | None:
+        self._wait_for_turn()
         try:
-            location = self._lookup(address, exactly_one=True)
+            location = self._nominatim.geocode(address, exactly_one=True)
         except GeopyError as exc:
             raise GeocoderFailed(type(exc).__name__) from exc
         if location is None:
             return None
         return GeocodedPoint(lat=location.latitude, lon=location.longitude)
 
+    def _wait_for_turn(self) -> None:
+        if not self._waiting.acquire(blocking=False):
+            raise GeocoderBusy(self._max_wait_s)
+        try:
+            deadline = time.monotonic() + self._max_wait_s
+            while (wait := self._turn()) > 0:
+                if time.monotonic() + wait > deadline:
+                    raise GeocoderBusy(wait)
+                time.sleep(wait)
+        finally:
+            self._waiting.release()
 
-def make_geocoder(kind: str, *, user_agent: str, timeout_s: float) -> Geocoder:
+
+def make_geocoder(
+    kind: str, *, user_agent: str, timeout_s: float, turn: Callable[[], float] | None = None
+) -> Geocoder:
+    """`turn`: the service's shared one request a second (see OneTurnAtATime)."""
     if kind == "nominatim":
-        return NominatimGeocoder(user_agent=user_agent, timeout_s=timeout_s)
+        return NominatimGeocoder(user_agent=user_agent, timeout_s=timeout_s, turn=turn)
     return NoGeocoder()

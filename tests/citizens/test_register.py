@@ -82,7 +82,7 @@ class CannedNominatim(BaseSyncAdapter):
 @pytest.fixture
 def geocoding_client(settings, db):
     geocoder = NominatimGeocoder(
-        user_agent="anjeon-tests", timeout_s=1, adapter_factory=CannedNominatim, min_delay_s=0
+        user_agent="anjeon-tests", timeout_s=1, adapter_factory=CannedNominatim, turn=lambda: 0.0
     )
     with bound_client(settings, db, geocoder=geocoder) as test_client:
         yield test_client

@@ -1,0 +1,103 @@
+"""Nominatim takes one request a second from the whole service. An address that cannot have a
+turn soon is refused at once with a 503 (geopy's RateLimiter queued every caller asleep on a
+worker thread: forty requests with an address, which anyone may send, held the API's whole
+thread pool), and a request with a wrong manage token geocodes nothing."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from service.citizens.models import Citizen, CitizenPlace
+from service.geo.geocoding import GeocodedPoint, GeocoderBusy, NominatimGeocoder, OneTurnAtATime
+from tests.builders import citizen_body, register, stay
+from tests.citizens.test_register import CannedNominatim
+from tests.conftest import bound_client
+
+ADDRESS = {"address": "Sukhumvit Soi 11, Bangkok"}
+WAIT_S = 30  # generous: only a broken geocoder waits this long
+
+
+def _geocoder(turn, **options) -> NominatimGeocoder:
+    return NominatimGeocoder(
+        user_agent="anjeon-tests",
+        timeout_s=1,
+        adapter_factory=CannedNominatim,
+        turn=turn,
+        **options,
+    )
+
+
+def test_an_address_that_would_wait_past_the_limit_is_refused_at_once_without_a_request():
+    asked = len(CannedNominatim.requested)
+    geocoder = _geocoder(lambda: 30.0)  # the next turn is 30 s away: past MAX_WAIT_S
+    with pytest.raises(GeocoderBusy) as busy:
+        geocoder.geocode(ADDRESS["address"])
+    assert busy.value.retry_after_s == 30
+    assert len(CannedNominatim.requested) == asked
+
+
+def test_past_max_waiting_an_address_is_refused_while_the_others_wait_their_turn():
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def turn() -> float:
+        entered.release()
+        release.wait(WAIT_S)  # as if asleep until its turn
+        return 0.0
+
+    geocoder = _geocoder(turn, max_waiting=2)
+    found: list[GeocodedPoint | None] = []
+    waiting = [
+        threading.Thread(target=lambda: found.append(geocoder.geocode(ADDRESS["address"])))
+        for _ in range(2)
+    ]
+    for thread in waiting:
+        thread.start()
+    try:
+        assert entered.acquire(timeout=WAIT_S) and entered.acquire(timeout=WAIT_S)
+        with pytest.raises(GeocoderBusy):
+            geocoder.geocode(ADDRESS["address"])  # the third: refused, not queued
+    finally:
+        release.set()
+        for thread in waiting:
+            thread.join(WAIT_S)
+    assert found == [GeocodedPoint(13.7445, 100.556)] * 2
+    # The waiters done, an address may wait again.
+    assert geocoder.geocode(ADDRESS["address"]) == GeocodedPoint(13.7445, 100.556)
+
+
+def test_one_process_gives_one_turn_a_second():
+    turn = OneTurnAtATime(interval_s=60)
+    assert turn() == 0.0
+    assert 59 < turn() <= 60
+
+
+def test_a_busy_geocoder_is_a_503_with_retry_after_and_stores_nothing(settings, db):
+    before = db.scalar(select(func.count()).select_from(Citizen))
+    with bound_client(settings, db, geocoder=_geocoder(lambda: 30.0)) as client:
+        refused = client.post("/v1/citizens", json=citizen_body(location=ADDRESS))
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "30"
+    assert "give a country code, or lat and lon" in refused.json()["detail"]
+    assert db.scalar(select(func.count()).select_from(Citizen)) == before
+
+
+def test_a_wrong_manage_token_geocodes_nothing(settings, db):
+    with bound_client(settings, db, geocoder=_geocoder(lambda: 0.0)) as client:
+        citizen_id, headers, _ = register(client)
+        wrong = {"Authorization": "Bearer ajc_not-the-token"}
+        asked = len(CannedNominatim.requested)
+        moved = client.put(f"/v1/citizens/{citizen_id}/location", json=ADDRESS, headers=wrong)
+        changed = client.patch(
+            f"/v1/citizens/{citizen_id}", json={"stays": [stay(**ADDRESS)]}, headers=wrong
+        )
+        assert (moved.status_code, changed.status_code) == (404, 404)
+        assert len(CannedNominatim.requested) == asked
+        places = db.scalar(select(func.count()).select_from(CitizenPlace))
+        # The owner's own request is geocoded and stored.
+        owned = client.patch(
+            f"/v1/citizens/{citizen_id}", json={"stays": [stay(**ADDRESS)]}, headers=headers
+        )
+        assert owned.status_code == 200, owned.text
+        assert len(CannedNominatim.requested) == asked + 1
+        assert db.scalar(select(func.count()).select_from(CitizenPlace)) == places + 1
