@@ -10,6 +10,7 @@ a big ledger, at every scrape on a small one), by one scrape at a time, and thei
 reported beside them."""
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -57,7 +58,8 @@ class Queue:
     dispatchers: int = 0
     send_rate: dict[str, float] = field(default_factory=dict)
     staff_keys: dict[str, int] = field(default_factory=dict)
-    feeds: list[tuple[str, bool]] = field(default_factory=list)  # name, last poll failed
+    # name, last poll failed, seconds since its last successful poll (inf: none ever was)
+    feeds: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -136,9 +138,13 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     staff_keys = dict(connection.execute(select(key_state, func.count()).group_by(key_state)).all())
     # Feeds polled in the last day (one dropped from feeds.toml stops counting after a day).
     feeds = [
-        (name, outcome == "error")
-        for name, outcome in connection.execute(
-            select(FeedState.name, FeedState.last_outcome)
+        (
+            name,
+            outcome == "error",
+            math.inf if success is None else (now - _aware(success)).total_seconds(),
+        )
+        for name, outcome, success in connection.execute(
+            select(FeedState.name, FeedState.last_outcome, FeedState.last_success_at)
             .where(FeedState.last_polled_at > now - FEED_SEEN_WITHIN)
             .order_by(FeedState.name)
         ).all()
@@ -182,8 +188,15 @@ class DatabaseFigures(Collector):
     """A prometheus_client collector: reads the figures above when /metrics is scraped. With
     the database down it reports anjeon_database_up 0 and nothing else of its own."""
 
-    def __init__(self, engine: Engine, *, totals_max_age_s: float = TOTALS_MAX_AGE_S) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        totals_max_age_s: float = TOTALS_MAX_AGE_S,
+        feed_intervals: dict[str, int] | None = None,
+    ) -> None:
         self.engine = engine
+        self.feed_intervals = feed_intervals or {}  # the enabled feeds' poll intervals
         self.totals_max_age_s = totals_max_age_s
         self._totals: Totals | None = None
         # One scrape re-reads the totals; a concurrent one reports the last ones meanwhile.
@@ -289,9 +302,26 @@ class DatabaseFigures(Collector):
             "polled in the last day, from the database",
             labels=["feed"],
         )
-        for name, failed in queue.feeds:
+        unfed = GaugeMetricFamily(
+            "anjeon_feed_unfed_seconds",
+            "Seconds since a feed's last successful poll (+Inf when none has succeeded); feeds "
+            "polled in the last day, from the database",
+            labels=["feed"],
+        )
+        for name, failed, since_success in queue.feeds:
             failing.add_metric([name[:64]], 1 if failed else 0)
+            unfed.add_metric([name[:64]], since_success)
         yield failing
+        yield unfed
+        intervals = GaugeMetricFamily(
+            "anjeon_feed_interval_seconds",
+            "Each enabled feed's poll interval, from the feeds file (AnjeonFeedFailing waits "
+            "for two missed polls of a slow feed)",
+            labels=["feed"],
+        )
+        for name, interval_s in sorted(self.feed_intervals.items()):
+            intervals.add_metric([name[:64]], interval_s)
+        yield intervals
         if totals is None:
             return
         alerts = GaugeMetricFamily(

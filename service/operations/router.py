@@ -95,6 +95,7 @@ def _registry(app: FastAPI) -> CollectorRegistry:
         if registry is None:
             registry = CollectorRegistry()
             registry.register(REGISTRY)
-            registry.register(DatabaseFigures(app.state.engine))
+            intervals = {feed.name: feed.interval_s for feed in app.state.feeds if feed.enabled}
+            registry.register(DatabaseFigures(app.state.engine, feed_intervals=intervals))
             app.state.metrics_registry = registry
         return registry

@@ -1,6 +1,7 @@
 """/metrics: labels an anonymous client cannot multiply, and figures read from the database, so
 work done by another process (the CLI, a dispatch worker) shows as soon as it is committed."""
 
+import math
 import os
 import subprocess
 import sys
@@ -88,13 +89,16 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                 Citizen(public_id=str(uuid.uuid4()), language="ko", status=status)
                 for status in ("active", "active", "active", "erased")
             )
-            # Feeds as the poller left them: one failing, one fine, one not polled for days.
+            # Feeds as the poller left them: one failing (never a success), one fine, one not
+            # polled for days.
             session.add_all(
-                FeedState(name=name, last_polled_at=now - age, last_outcome=outcome)
-                for name, age, outcome in (
-                    ("mofa", timedelta(minutes=2), "error"),
-                    ("usgs", timedelta(minutes=1), "not-modified"),
-                    ("dropped", timedelta(days=3), "error"),
+                FeedState(
+                    name=name, last_polled_at=now - age, last_outcome=outcome, last_success_at=ok
+                )
+                for name, age, outcome, ok in (
+                    ("mofa", timedelta(minutes=2), "error", None),
+                    ("usgs", timedelta(minutes=1), "not-modified", now - timedelta(minutes=1)),
+                    ("dropped", timedelta(days=3), "error", None),
                 )
             )
             statuses = {
@@ -119,7 +123,15 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                     for _ in range(count)
                 )
 
-        with TestClient(create_app(make_settings(url))) as client:
+        feeds = tmp_path / "feeds.toml"
+        feeds.write_text(
+            "".join(
+                f'[[feed]]\nname = "{name}"\nurl = "https://example.org/{name}"\n'
+                f'format = "cap"\ninterval_s = {interval}\nenabled = {enabled}\n'
+                for name, interval, enabled in (("mofa", 600, "true"), ("usgs", 120, "false"))
+            )
+        )
+        with TestClient(create_app(make_settings(url, feeds_file=str(feeds)))) as client:
             body = client.get("/metrics").text
             assert sample(body, "anjeon_database_up") == 1
             for (channel, status), count in statuses.items():
@@ -141,6 +153,13 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
             assert sample(body, 'anjeon_feed_failing{feed="mofa"}') == 1
             assert sample(body, 'anjeon_feed_failing{feed="usgs"}') == 0
             assert sample(body, 'anjeon_feed_failing{feed="dropped"}') is None
+            # AnjeonFeedFailing's inputs: how long since a success, and each enabled feed's
+            # interval (deploy/prometheus/alerts.yml).
+            assert sample(body, 'anjeon_feed_unfed_seconds{feed="mofa"}') == math.inf
+            assert 60 <= sample(body, 'anjeon_feed_unfed_seconds{feed="usgs"}') < 160
+            assert sample(body, 'anjeon_feed_unfed_seconds{feed="dropped"}') is None
+            assert sample(body, 'anjeon_feed_interval_seconds{feed="mofa"}') == 600
+            assert sample(body, 'anjeon_feed_interval_seconds{feed="usgs"}') is None
 
             # More work committed elsewhere while the service runs: the queue shows it at the
             # next scrape, the totals once they are re-read (a small table: at once).
