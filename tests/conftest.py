@@ -73,12 +73,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not SHARD:
         return
     share, shares = map(int, SHARD.split("/"))
-    # The long tests first, each to the leg with the fewest seconds of them so far; then every
-    # n-th of the rest (the slower ones, often parameters of one test side by side, are spread).
-    share_of, seconds = {}, [0.0] * shares
+    # The long tests first, each to the leg with the fewest seconds of them so far, counted per
+    # backend (the legs' -k: "postgresql" in the id or not); then every n-th of the rest (the
+    # slower ones, often parameters of one test side by side, are spread).
+    share_of: dict[str, int] = {}
+    seconds = {backend: [0.0] * shares for backend in (True, False)}
     for nodeid, took in sorted(long_seconds.items(), key=lambda pair: -pair[1]):
-        share_of[nodeid] = seconds.index(min(seconds))
-        seconds[share_of[nodeid]] += took
+        legs = seconds["postgresql" in nodeid.lower()]
+        share_of[nodeid] = legs.index(min(legs))
+        legs[share_of[nodeid]] += took
     rest = [item for item in items if item.nodeid not in share_of]
     share_of |= {item.nodeid: i % shares for i, item in enumerate(rest)}
     kept = [item for item in items if share_of[item.nodeid] == share]

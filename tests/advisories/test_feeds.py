@@ -36,7 +36,7 @@ class FeedServer(http.server.BaseHTTPRequestHandler):
             self.send_header("ETag", '"v1"')
             self.send_header("Last-Modified", "Fri, 27 Nov 2026 10:00:00 GMT")
         elif self.path == "/slow":
-            time.sleep(2)
+            time.sleep(10)  # far past the 0.5 s timeout, however busy the machine
             body = b"late"
             self.send_response(200)
         elif self.path == "/huge":
