@@ -188,7 +188,7 @@ def update(
     with read_first(session):  # a stranger's addresses are not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
     # Before the write transaction; an ended stay is checked against the stored ones later.
-    places = service.locate(registry, stays=body.stays, ended_ok=True)
+    places = service.check_change(registry, body)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     outgoing = service.update_citizen(
         session,

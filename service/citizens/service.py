@@ -108,6 +108,22 @@ class CheckedRegistration:
     contacts: Contacts
 
 
+def check_change(registry: Registry, data: CitizenUpdate) -> Places:
+    """A change's new contacts (as written) and stays in one answer, its stays resolved
+    (geocoded) for update_citizen: call it before the write transaction. What depends on the
+    stored record (a channel left without its contact, an ended stay) update_citizen checks."""
+    _, _, errors = _normalised(registry, data.phone, data.email)
+    places = None
+    try:
+        places = locate(registry, stays=data.stays, ended_ok=True)
+    except InvalidInput as refused:
+        errors += refused.errors
+    if errors:
+        raise InvalidInput.of(errors)
+    assert places is not None
+    return places
+
+
 def check_registration(registry: Registry, data: CitizenCreate) -> CheckedRegistration:
     """Every problem with a registration's contacts and places in one answer (a citizen fixing
     their phone number was then told their trip's country was wrong). Geocodes addresses: call
@@ -530,18 +546,7 @@ def _check_contacts(
     known: Contacts | None = None,
 ) -> Contacts:
     """Normalise new contacts and check each chosen channel has one; all problems at once."""
-    errors: list[FieldError] = []
-    new_phone = new_email = None
-    if phone is not None:
-        try:
-            new_phone = contact.normalise_phone(phone, default_region=registry.phone_region)
-        except contact.ContactError as exc:
-            errors.append(FieldError("phone", str(exc)))
-    if email is not None:
-        try:
-            new_email = contact.normalise_email(email)
-        except contact.ContactError as exc:
-            errors.append(FieldError("email", str(exc)))
+    new_phone, new_email, errors = _normalised(registry, phone, email)
     final = Contacts(
         phone=new_phone or (known.phone if known else None),
         email=new_email or (known.email if known else None),
@@ -556,6 +561,24 @@ def _check_contacts(
     if errors:
         raise InvalidInput.of(errors)
     return final
+
+
+def _normalised(
+    registry: Registry, phone: str | None, email: str | None
+) -> tuple[str | None, str | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    new_phone = new_email = None
+    if phone is not None:
+        try:
+            new_phone = contact.normalise_phone(phone, default_region=registry.phone_region)
+        except contact.ContactError as exc:
+            errors.append(FieldError("phone", str(exc)))
+    if email is not None:
+        try:
+            new_email = contact.normalise_email(email)
+        except contact.ContactError as exc:
+            errors.append(FieldError("email", str(exc)))
+    return new_phone, new_email, errors
 
 
 def _new_contacts(

@@ -56,6 +56,30 @@ def test_patch_removing_the_only_contact_of_a_channel_is_refused(client):
     assert client.get(f"/v1/citizens/{citizen_id}", headers=auth).json()["phone"]
 
 
+def test_a_change_names_its_bad_contacts_and_stays_in_one_answer(client, db):
+    """(A stay that has ended is told after: whether it may stay depends on what is stored.)"""
+    citizen_id, headers, _ = register(client)
+    places = db.scalar(select(func.count()).select_from(CitizenPlace))
+    refused = client.patch(
+        f"/v1/citizens/{citizen_id}",
+        json={
+            "phone": "12345",
+            "email": "x@",
+            "stays": [stay(1, 3, country="QQ"), stay(2, 3, country="ZZ")],
+        },
+        headers=headers,
+    )
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == [
+        "phone",
+        "email",
+        "stays[0].country",
+        "stays[1].country",
+    ]
+    assert db.scalar(select(func.count()).select_from(CitizenPlace)) == places
+    assert client.get(f"/v1/citizens/{citizen_id}", headers=headers).json()["email"] != "x@"
+
+
 def test_patch_refuses_unknown_and_null_fields(client):
     citizen_id, auth, _ = register(client)
     for body, field in [
