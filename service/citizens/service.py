@@ -5,7 +5,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, null, select, update
@@ -27,7 +27,7 @@ from service.citizens.schemas import (
 )
 from service.db import utcnow
 from service.errors import FieldError, InvalidInput, NotFound, TooManyRequests
-from service.geo.geocoding import Geocoder
+from service.geo.geocoding import GeocodedPoint, Geocoder
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
 from service.ledger import outbox
@@ -74,18 +74,45 @@ def locate(
     location: LocationIn | None = None,
     stays: list[StayIn] | None = None,
     ended_ok: bool = False,
+    earlier: Sequence[FieldError] = (),
 ) -> Places:
     """Resolve a location and stays (geocoding addresses) without touching the database.
     `ended_ok`: a stay that has ended is let through, for update_citizen to take only as it
-    is stored."""
+    is stored. `earlier`: the request's other problems, told with these. An address is
+    geocoded only when nothing else is wrong: a request refused anyway sends no address to
+    the geocoder and spends none of its turns."""
     given = [location, *(stays or [])]
-    if sum(1 for place in given if place is not None and place.address is not None) > MAX_ADDRESSES:
+    addresses = sum(1 for place in given if place is not None and place.address is not None)
+    if addresses > MAX_ADDRESSES:
         raise InvalidInput(
             "stays",
             f"at most {MAX_ADDRESSES} places by address in one request "
             "(give the others as a country or a point)",
         )
-    errors: list[FieldError] = []
+    if addresses or earlier:
+        # Every check that needs no geocoder first, with each address taken as found.
+        _resolved(
+            replace(registry, geocoder=_EVERY_ADDRESS_FOUND), location, stays, ended_ok, earlier
+        )
+    return _resolved(registry, location, stays, ended_ok, earlier)
+
+
+class _EveryAddressFound:
+    def geocode(self, address: str) -> GeocodedPoint | None:
+        return GeocodedPoint(lat=0.0, lon=0.0)
+
+
+_EVERY_ADDRESS_FOUND = _EveryAddressFound()
+
+
+def _resolved(
+    registry: Registry,
+    location: LocationIn | None,
+    stays: list[StayIn] | None,
+    ended_ok: bool,
+    earlier: Sequence[FieldError],
+) -> Places:
+    errors = list(earlier)
     current = places = None
     try:
         current = None if location is None else _current_place(registry, location, field="location")
@@ -113,15 +140,7 @@ def check_change(registry: Registry, data: CitizenUpdate) -> Places:
     (geocoded) for update_citizen: call it before the write transaction. What depends on the
     stored record (a channel left without its contact, an ended stay) update_citizen checks."""
     _, _, errors = _normalised(registry, data.phone, data.email)
-    places = None
-    try:
-        places = locate(registry, stays=data.stays, ended_ok=True)
-    except InvalidInput as refused:
-        errors += refused.errors
-    if errors:
-        raise InvalidInput.of(errors)
-    assert places is not None
-    return places
+    return locate(registry, stays=data.stays, ended_ok=True, earlier=errors)
 
 
 def check_registration(registry: Registry, data: CitizenCreate) -> CheckedRegistration:
@@ -129,18 +148,13 @@ def check_registration(registry: Registry, data: CitizenCreate) -> CheckedRegist
     their phone number was then told their trip's country was wrong). Geocodes addresses: call
     it before the write transaction."""
     errors: list[FieldError] = []
-    contacts = places = None
+    contacts = None
     try:
         contacts = _check_contacts(registry, data.phone, data.email, data.channels)
     except InvalidInput as refused:
         errors += refused.errors
-    try:
-        places = locate(registry, location=data.location, stays=data.stays)
-    except InvalidInput as refused:
-        errors += refused.errors
-    if errors:
-        raise InvalidInput.of(errors)
-    assert contacts is not None and places is not None
+    places = locate(registry, location=data.location, stays=data.stays, earlier=errors)
+    assert contacts is not None
     return CheckedRegistration(places=places, contacts=contacts)
 
 

@@ -101,3 +101,29 @@ def test_a_wrong_manage_token_geocodes_nothing(settings, db):
         assert owned.status_code == 200, owned.text
         assert len(CannedNominatim.requested) == asked + 1
         assert db.scalar(select(func.count()).select_from(CitizenPlace)) == places + 1
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"location": {"country": "XX"}},
+        {"phone": "12345"},
+        {"stays": [stay(-10, 3)]},
+        {"stays": [stay(1, 3, country="QQ")]},
+    ],
+    ids=["bad country", "bad phone", "ended stay", "bad stay country"],
+)
+def test_a_request_refused_for_anything_else_sends_no_address_to_the_geocoder(settings, db, wrong):
+    """Its addresses would be geocoded again once the citizen fixed the rest: none is sent,
+    and no turn spent, until nothing else is wrong."""
+    addresses = [stay(1, 3, **ADDRESS) for _ in range(4)]
+    body = citizen_body(**{**wrong, "stays": wrong.get("stays", []) + addresses})
+    with bound_client(settings, db, geocoder=_geocoder(lambda: 0.0)) as client:
+        asked = len(CannedNominatim.requested)
+        refused = client.post("/v1/citizens", json=body)
+        assert refused.status_code == 422, refused.text
+        assert len(CannedNominatim.requested) == asked
+        # Put right, the same addresses are geocoded.
+        right = citizen_body(stays=addresses)
+        assert client.post("/v1/citizens", json=right).status_code == 201
+        assert len(CannedNominatim.requested) == asked + 4
