@@ -79,6 +79,7 @@ class Rule(StrEnum):
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GEOCODER = "geocoder"  # requests to Nominatim, from the whole service (fixed: _FIXED)
+    GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
     GLOBAL = "global"  # messages per channel
     GLOBAL_PROVEN = "global_proven"  # codes of registrations a proof of work admitted, per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
@@ -119,6 +120,8 @@ _REFUSED = {
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
     Rule.STAFF: "too many requests with this staff key",
     Rule.GEOCODER: "the address look-up is busy",  # never a 429: the geocoder waits its turn
+    Rule.GEOCODE: "too many changes by address for this record: give a country code, or lat "
+    "and lon",
 }
 
 
@@ -334,6 +337,11 @@ class RateLimits:
             return False
 
     # ---- inside ---------------------------------------------------------------------------
+
+    def take_geocoded_change(self, citizen_id: str) -> None:
+        """One change of a citizen's places that gives an address: Nominatim answers the whole
+        service once a second, and one manage token must not take those turns as it likes."""
+        self.take(Rule.GEOCODE, citizen_id)
 
     def geocoder_turn(self) -> float:
         """0 when this process may ask the geocoder now (the turn is counted, for every process

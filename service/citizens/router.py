@@ -187,6 +187,8 @@ def update(
     contact sends a code, and is rate-limited as a resend is (429)."""
     with read_first(session):  # a stranger's addresses are not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
+    if any(stay.address is not None for stay in body.stays or []):
+        limits.take_geocoded_change(citizen_id)
     # Before the write transaction; an ended stay is checked against the stored ones later.
     places = service.check_change(registry, body)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
@@ -233,9 +235,12 @@ def move(
     session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
+    limits: LimitsDep,
 ) -> CitizenRead:
     with read_first(session):  # a stranger's address is not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
+    if body.address is not None:
+        limits.take_geocoded_change(citizen_id)
     places = service.locate(registry, location=body)  # before the write transaction
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)

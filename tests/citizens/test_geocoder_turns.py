@@ -127,3 +127,26 @@ def test_a_request_refused_for_anything_else_sends_no_address_to_the_geocoder(se
         right = citizen_body(stays=addresses)
         assert client.post("/v1/citizens", json=right).status_code == 201
         assert len(CannedNominatim.requested) == asked + 4
+
+
+def test_one_record_makes_only_so_many_changes_by_address(settings, db):
+    """The turns are the whole service's: one manage token (anyone may register one) cannot
+    take them as it likes. A change without an address is not counted."""
+    limited = settings.model_copy(update={"rate_limit_geocode": "2/hour"})
+    with bound_client(limited, db, geocoder=_geocoder(lambda: 0.0)) as client:
+        citizen_id, headers, _ = register(client)
+        url = f"/v1/citizens/{citizen_id}"
+        by_address = {"stays": [stay(1, 3, **ADDRESS)]}
+        assert client.patch(url, json=by_address, headers=headers).status_code == 200
+        assert client.put(f"{url}/location", json=ADDRESS, headers=headers).status_code == 200
+        asked = len(CannedNominatim.requested)
+        refused = client.put(f"{url}/location", json=ADDRESS, headers=headers)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"]
+        assert "give a country code, or lat and lon" in refused.json()["detail"]
+        assert client.patch(url, json=by_address, headers=headers).status_code == 429
+        assert len(CannedNominatim.requested) == asked
+        by_country = {"stays": [stay(1, 3, country="TH")]}
+        assert client.patch(url, json=by_country, headers=headers).status_code == 200
+        moved = client.put(f"{url}/location", json={"country": "JP"}, headers=headers)
+        assert moved.status_code == 200
