@@ -153,6 +153,7 @@ class FeedState(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     etag: Mapped[str | None] = mapped_column(String(255))
     last_modified: Mapped[str | None] = mapped_column(String(64))
+    first_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_outcome: Mapped[str | None] = mapped_column(String(16))

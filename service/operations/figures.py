@@ -10,7 +10,6 @@ a big ledger, at every scrape on a small one), by one scrape at a time, and thei
 reported beside them."""
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -58,7 +57,7 @@ class Queue:
     dispatchers: int = 0
     send_rate: dict[str, float] = field(default_factory=dict)
     staff_keys: dict[str, int] = field(default_factory=dict)
-    # name, last poll failed, seconds since its last successful poll (inf: none ever was)
+    # name, last poll failed, seconds since its last successful poll (or its first poll)
     feeds: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
@@ -138,13 +137,17 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     staff_keys = dict(connection.execute(select(key_state, func.count()).group_by(key_state)).all())
     # Feeds polled in the last day (one dropped from feeds.toml stops counting after a day).
     feeds = [
-        (
-            name,
-            outcome == "error",
-            math.inf if success is None else (now - _aware(success)).total_seconds(),
-        )
-        for name, outcome, success in connection.execute(
-            select(FeedState.name, FeedState.last_outcome, FeedState.last_success_at)
+        (name, outcome == "error", (now - _aware(since)).total_seconds())
+        for name, outcome, since in connection.execute(
+            select(
+                FeedState.name,
+                FeedState.last_outcome,
+                # Never a success: since its first poll (one failed poll of a new feed is not
+                # yet two missed polls). Polled before that was kept: since its last poll.
+                func.coalesce(
+                    FeedState.last_success_at, FeedState.first_polled_at, FeedState.last_polled_at
+                ),
+            )
             .where(FeedState.last_polled_at > now - FEED_SEEN_WITHIN)
             .order_by(FeedState.name)
         ).all()
@@ -304,8 +307,8 @@ class DatabaseFigures(Collector):
         )
         unfed = GaugeMetricFamily(
             "anjeon_feed_unfed_seconds",
-            "Seconds since a feed's last successful poll (+Inf when none has succeeded); feeds "
-            "polled in the last day, from the database",
+            "Seconds since a feed's last successful poll (since its first poll when none has "
+            "succeeded); feeds polled in the last day, from the database",
             labels=["feed"],
         )
         for name, failed, since_success in queue.feeds:

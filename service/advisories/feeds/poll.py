@@ -139,6 +139,7 @@ def _save_state(
     state = session.get(FeedState, feed.name) or FeedState(name=feed.name)
     state.etag, state.last_modified = etag, last_modified
     state.last_polled_at, state.last_outcome, state.last_detail = now, outcome, detail
+    state.first_polled_at = state.first_polled_at or now
     if success:
         state.last_success_at = now
     session.add(state)
