@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             user_agent=settings.geocoder_user_agent,
             timeout_s=settings.geocoder_timeout_s,
             turn=app.state.rate_limits.geocoder_turn,
+            url=settings.geocoder_url,
         ),
         phone_region=settings.phone_default_region,
         max_stays=settings.max_stays,

@@ -1,6 +1,7 @@
 """Settings: defaults in config/default.toml, ANJEON_* environment variables override them."""
 
 import os
+import re
 from functools import lru_cache
 from ipaddress import ip_network
 from pathlib import Path
@@ -51,6 +52,8 @@ class Settings(BaseSettings):
     geocoder: Literal["none", "nominatim"] = "none"
     geocoder_user_agent: str = ""
     geocoder_timeout_s: float = Field(5.0, gt=0)
+    geocoder_url: str = ""
+    geocoder_per_second: int = Field(1, ge=1, le=1000)
     stay_retention_days: int = Field(30, ge=0)
     words_retention_days: int = Field(180, ge=1)
     max_stays: int = Field(20, ge=1, le=MAX_STAYS_CEILING)
@@ -252,6 +255,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ANJEON_GEOCODER=nominatim needs ANJEON_GEOCODER_USER_AGENT "
                 "(Nominatim's usage policy requires an identifying user agent)"
+            )
+        if self.geocoder_url and not re.fullmatch(r"https?://[^/\s?#]+/?", self.geocoder_url):
+            raise ValueError(
+                "ANJEON_GEOCODER_URL must be a scheme and host, such as https://nominatim.example.org"
+            )
+        if self.geocoder_per_second > 1 and not self.geocoder_url:
+            raise ValueError(
+                "ANJEON_GEOCODER_PER_SECOND above 1 needs ANJEON_GEOCODER_URL: OpenStreetMap's "
+                "public Nominatim takes at most one request a second"
             )
         if self.smtp_ssl and self.smtp_starttls:
             raise ValueError("ANJEON_SMTP_SSL and ANJEON_SMTP_STARTTLS exclude each other")

@@ -78,7 +78,7 @@ class Rule(StrEnum):
     CONTACT = "contact"  # messages per destination phone number or e-mail address
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     COUNTRY = "country"  # SMS per destination country (not the home region)
-    GEOCODER = "geocoder"  # requests to Nominatim, from the whole service (fixed: _FIXED)
+    GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
     GLOBAL = "global"  # messages per channel
     GLOBAL_PROVEN = "global_proven"  # codes of registrations a proof of work admitted, per channel
@@ -432,12 +432,15 @@ def _open_storage(uri: str) -> Storage:
 
 
 # Rules that are not settings: a proof of work's challenge lives 10 minutes (citizens.proof).
-# Nominatim takes one request a second from an application, however many processes it runs.
-_FIXED = {Rule.PROOF: "1/15minute", Rule.GEOCODER: "1/second"}
+_FIXED = {Rule.PROOF: "1/15minute"}
 
 
 def _items(settings: Settings, rule: Rule, namespace: str) -> list[RateLimitItem]:
-    items = parse_many(_FIXED.get(rule) or getattr(settings, f"rate_limit_{rule.value}"))
+    if rule is Rule.GEOCODER:  # the geocoder's rate is the whole service's, however many processes
+        text = f"{settings.geocoder_per_second}/second"
+    else:
+        text = _FIXED.get(rule) or getattr(settings, f"rate_limit_{rule.value}")
+    items = parse_many(text)
     for item in items:
         item.namespace = namespace
     return items

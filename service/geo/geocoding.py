@@ -5,7 +5,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from geopy.adapters import BaseSyncAdapter
 from geopy.exc import GeopyError
@@ -86,8 +87,12 @@ class NominatimGeocoder:
         turn: Callable[[], float] | None = None,
         max_wait_s: float = MAX_WAIT_S,
         max_waiting: int = MAX_WAITING,
+        url: str = "",
     ) -> None:
-        options = {"adapter_factory": adapter_factory} if adapter_factory else {}
+        options: dict[str, Any] = {"adapter_factory": adapter_factory} if adapter_factory else {}
+        if url:
+            where = urlsplit(url)
+            options |= {"domain": where.netloc, "scheme": where.scheme}
         self._nominatim = Nominatim(user_agent=user_agent, timeout=timeout_s, **options)
         self._turn = turn or OneTurnAtATime()
         self._max_wait_s = max_wait_s
@@ -117,9 +122,15 @@ class NominatimGeocoder:
 
 
 def make_geocoder(
-    kind: str, *, user_agent: str, timeout_s: float, turn: Callable[[], float] | None = None
+    kind: str,
+    *,
+    user_agent: str,
+    timeout_s: float,
+    turn: Callable[[], float] | None = None,
+    url: str = "",
 ) -> Geocoder:
-    """`turn`: the service's shared one request a second (see OneTurnAtATime)."""
+    """`turn`: the service's shared turns (see OneTurnAtATime); `url`: a Nominatim of one's
+    own (scheme and host), OpenStreetMap's public one when empty."""
     if kind == "nominatim":
-        return NominatimGeocoder(user_agent=user_agent, timeout_s=timeout_s, turn=turn)
+        return NominatimGeocoder(user_agent=user_agent, timeout_s=timeout_s, turn=turn, url=url)
     return NoGeocoder()

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from service.citizens.models import Citizen, CitizenPlace
+from service.config import Settings
 from service.geo.geocoding import GeocodedPoint, GeocoderBusy, NominatimGeocoder, OneTurnAtATime
+from service.rate_limits import RateLimits
 from tests.builders import citizen_body, register, stay
 from tests.citizens.test_register import CannedNominatim
 from tests.conftest import bound_client
@@ -150,3 +152,30 @@ def test_one_record_makes_only_so_many_changes_by_address(settings, db):
         assert client.patch(url, json=by_country, headers=headers).status_code == 200
         moved = client.put(f"{url}/location", json={"country": "JP"}, headers=headers)
         assert moved.status_code == 200
+
+
+def test_a_nominatim_of_ones_own_is_asked_at_its_own_rate():
+    """OpenStreetMap's public Nominatim takes one request a second; an operator running their
+    own names it and its rate."""
+    with pytest.raises(ValueError, match="ANJEON_GEOCODER_URL"):
+        Settings(secret_key="x" * 40, geocoder_per_second=5)
+    with pytest.raises(ValueError, match="scheme and host"):
+        Settings(secret_key="x" * 40, geocoder_url="nominatim.example.org/search")
+    own = Settings(
+        secret_key="x" * 40,
+        geocoder_url="https://nominatim.example.org",
+        geocoder_per_second=5,
+        rate_limit_storage="memory://",
+    )
+    turns = RateLimits(own, namespace="geocoder-own")
+    assert [turns.geocoder_turn() for _ in range(6)][:5] == [0.0] * 5
+    assert turns.geocoder_turn() > 0  # the sixth in that second waits
+    geocoder = NominatimGeocoder(
+        user_agent="anjeon-tests",
+        timeout_s=1,
+        adapter_factory=CannedNominatim,
+        turn=lambda: 0.0,
+        url=own.geocoder_url,
+    )
+    assert geocoder.geocode(ADDRESS["address"]) == GeocodedPoint(13.7445, 100.556)
+    assert CannedNominatim.requested[-1].startswith("https://nominatim.example.org/search")
