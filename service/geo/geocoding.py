@@ -12,6 +12,8 @@ from geopy.adapters import BaseSyncAdapter
 from geopy.exc import GeopyError
 from geopy.geocoders import Nominatim
 
+from service.db import REQUEST_DEADLINE
+
 # Nominatim's usage policy: at most one request a second, from the whole service.
 NOMINATIM_INTERVAL_S = 1.0
 # How long an address may wait for its turn, and how many may wait in one process. geopy's
@@ -76,7 +78,9 @@ class NoGeocoder:
 class NominatimGeocoder:
     """OpenStreetMap Nominatim through geopy, one request a second (its usage policy) taken
     from `turn`; an address that would wait past MAX_WAIT_S, or find MAX_WAITING others
-    already waiting for a turn, is refused at once (GeocoderBusy) rather than hold a thread."""
+    already waiting for a turn, is refused at once (GeocoderBusy) rather than hold a thread.
+    Within a request, a turn that leaves the look-up less than its timeout before the
+    request's deadline is refused too: the addresses of one request share its time."""
 
     def __init__(
         self,
@@ -94,12 +98,13 @@ class NominatimGeocoder:
             where = urlsplit(url)
             options |= {"domain": where.netloc, "scheme": where.scheme}
         self._nominatim = Nominatim(user_agent=user_agent, timeout=timeout_s, **options)
+        self._timeout_s = timeout_s
         self._turn = turn or OneTurnAtATime()
         self._max_wait_s = max_wait_s
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def geocode(self, address: str) -> GeocodedPoint | None:
-        self._wait_for_turn()
+        self._wait_for_turn(self._answer_by())
         try:
             location = self._nominatim.geocode(address, exactly_one=True)
         except GeopyError as exc:
@@ -108,13 +113,26 @@ class NominatimGeocoder:
             return None
         return GeocodedPoint(lat=location.latitude, lon=location.longitude)
 
-    def _wait_for_turn(self) -> None:
+    def _answer_by(self) -> float:
+        """When the answer must have come: the request's deadline (math.inf outside one)."""
+        request = REQUEST_DEADLINE.get()
+        return math.inf if request is None or request.at is None else request.at
+
+    def _wait_for_turn(self, answer_by: float) -> None:
         if not self._waiting.acquire(blocking=False):
             raise GeocoderBusy(self._max_wait_s)
         try:
-            deadline = time.monotonic() + self._max_wait_s
-            while (wait := self._turn()) > 0:
-                if time.monotonic() + wait > deadline:
+            # The turn must leave the look-up its whole timeout before the request's deadline:
+            # five addresses of one request waited up to 5 s each, past the deadline, with the
+            # request's thread held all along and its answer (a 503) long sent.
+            turn_by = min(time.monotonic() + self._max_wait_s, answer_by - self._timeout_s)
+            while True:
+                if time.monotonic() > turn_by:
+                    raise GeocoderBusy(self._max_wait_s)
+                wait = self._turn()
+                if wait <= 0:
+                    return
+                if time.monotonic() + wait > turn_by:
                     raise GeocoderBusy(wait)
                 time.sleep(wait)
         finally:

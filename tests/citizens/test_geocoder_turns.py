@@ -4,12 +4,14 @@ worker thread: forty requests with an address, which anyone may send, held the A
 thread pool), and a request with a wrong manage token geocodes nothing."""
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
 
 from service.citizens.models import Citizen, CitizenPlace
 from service.config import Settings
+from service.db import REQUEST_DEADLINE, Deadline
 from service.geo.geocoding import GeocodedPoint, GeocoderBusy, NominatimGeocoder, OneTurnAtATime
 from service.rate_limits import RateLimits
 from tests.builders import citizen_body, register, stay
@@ -66,6 +68,50 @@ def test_past_max_waiting_an_address_is_refused_while_the_others_wait_their_turn
     assert found == [GeocodedPoint(13.7445, 100.556)] * 2
     # The waiters done, an address may wait again.
     assert geocoder.geocode(ADDRESS["address"]) == GeocodedPoint(13.7445, 100.556)
+
+
+def _turns(*waits: float) -> tuple[list[float], object]:
+    """A turn answering `waits` in order (then 0), and the list of what it answered."""
+    answered: list[float] = []
+    left = list(waits)
+
+    def turn() -> float:
+        answered.append(left.pop(0) if left else 0.0)
+        return answered[-1]
+
+    return answered, turn
+
+
+def _within_request(seconds_left: float, geocoder: NominatimGeocoder) -> GeocodedPoint | None:
+    token = REQUEST_DEADLINE.set(Deadline(time.monotonic() + seconds_left))
+    try:
+        return geocoder.geocode(ADDRESS["address"])
+    finally:
+        REQUEST_DEADLINE.reset(token)
+
+
+def test_a_turn_too_late_for_the_request_s_deadline_is_refused_at_once():
+    # The same turn, 1 s away: outside a request the address waits for it; in a request with
+    # 1.5 s left and a look-up timeout of 1 s, the answer could not come in time.
+    asked = len(CannedNominatim.requested)
+    answered, turn = _turns(1.0)
+    assert _geocoder(turn).geocode(ADDRESS["address"]) == GeocodedPoint(13.7445, 100.556)
+    assert answered == [1.0, 0.0] and len(CannedNominatim.requested) == asked + 1
+
+    answered, turn = _turns(1.0)
+    with pytest.raises(GeocoderBusy):
+        _within_request(1.5, _geocoder(turn))
+    assert answered == [1.0]
+    assert len(CannedNominatim.requested) == asked + 1
+
+
+def test_a_request_with_too_little_time_left_takes_no_turn():
+    answered, turn = _turns()
+    with pytest.raises(GeocoderBusy):
+        _within_request(0.5, _geocoder(turn))  # less than the look-up's timeout (1 s) left
+    assert answered == []  # no turn taken from the others
+    assert _within_request(30, _geocoder(turn)) == GeocodedPoint(13.7445, 100.556)
+    assert answered == [0.0]
 
 
 def test_one_process_gives_one_turn_a_second():
