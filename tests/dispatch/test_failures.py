@@ -22,6 +22,10 @@ from tests.dispatch.fake_twilio import Answer
 from tests.dispatch.test_status_webhook import callback
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
+# A create whose answer is lost: Twilio stalls well past the client's timeout, and the timeout
+# leaves the look-up that follows time to answer on a busy machine.
+LOST_ANSWER_TIMEOUT_S = 1.5
+LOST_ANSWER_STALL_S = 6.0
 
 
 def rows(db, channel: str | None = None) -> list[Alert]:
@@ -119,12 +123,11 @@ def test_timeout_after_accept_is_reconciled_never_resent(
 ):
     """The message is still in Twilio's queue (no date_sent yet): the look-up must find it all
     the same. Filtered on DateSent, as it was until a probe asked, it would have missed it."""
-    settings = make_settings(
-        database_url, **{**notifier_settings(twilio, smtp), "twilio_timeout_s": 0.3}
-    )
+    notifiers = {**notifier_settings(twilio, smtp), "twilio_timeout_s": LOST_ANSWER_TIMEOUT_S}
+    settings = make_settings(database_url, **notifiers)
     dispatcher = dispatcher_in(db, settings)
     register(api, location=TOKYO, phone="010-6666-0004", channels=["sms"])
-    twilio.script("+821066660004", Answer(stall_s=1.0))
+    twilio.script("+821066660004", Answer(stall_s=LOST_ANSWER_STALL_S))
     issue(api, consul)
     start = utcnow()
     dispatcher.step(now=start)
@@ -240,12 +243,11 @@ def test_an_advisorys_page_lists_what_failed_however_old_by_status(
 
 def _accepted_but_unanswered(api, consul, db, database_url, twilio, smtp, phone: str):
     """An SMS Twilio took whose answer was lost: its row waits to be looked up."""
-    settings = make_settings(
-        database_url, **{**notifier_settings(twilio, smtp), "twilio_timeout_s": 0.3}
-    )
+    notifiers = {**notifier_settings(twilio, smtp), "twilio_timeout_s": LOST_ANSWER_TIMEOUT_S}
+    settings = make_settings(database_url, **notifiers)
     dispatcher = dispatcher_in(db, settings)
     register(api, location=TOKYO, phone=phone, channels=["sms"])
-    twilio.script("+82" + phone.replace("-", "")[1:], Answer(stall_s=1.0))
+    twilio.script("+82" + phone.replace("-", "")[1:], Answer(stall_s=LOST_ANSWER_STALL_S))
     advisory = issue(api, consul)
     dispatcher.step(now=utcnow())
     [row] = rows(db)
