@@ -1,7 +1,10 @@
 """The tests' own HTTP servers on loopback (fake Twilio, feeds, webhooks), served from a thread."""
 
+import http.server
 import socketserver
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 # How often serve_forever looks for shutdown(): its default, 0.5 s, made every test with a
 # server wait 0.25 s on average at teardown (a minute or so of each leg of the suite).
@@ -13,3 +16,33 @@ def serve_in_thread(server: socketserver.BaseServer) -> None:
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": POLL_S}, daemon=True
     ).start()
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that logs nothing, with one call to answer."""
+
+    def reply(
+        self, status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threading server for `handler` on 127.0.0.1: its base URL, until the block ends."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    serve_in_thread(server)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

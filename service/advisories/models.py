@@ -158,3 +158,7 @@ class FeedState(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_outcome: Mapped[str | None] = mapped_column(String(16))
     last_detail: Mapped[str | None] = mapped_column(Text)
+    # The last document's SHA-256, and when a poll first brought one different from the one
+    # before (a 304 is no change): a feed whose upstream froze still polls without error.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

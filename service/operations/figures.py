@@ -57,8 +57,9 @@ class Queue:
     dispatchers: int = 0
     send_rate: dict[str, float] = field(default_factory=dict)
     staff_keys: dict[str, int] = field(default_factory=dict)
-    # name, last poll failed, seconds since its last successful poll (or its first poll)
-    feeds: list[tuple[str, bool, float]] = field(default_factory=list)
+    # name, last poll failed, seconds since its last successful poll (or its first poll),
+    # seconds since its document last changed (None before any was read)
+    feeds: list[tuple[str, bool, float, float | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -137,8 +138,13 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     staff_keys = dict(connection.execute(select(key_state, func.count()).group_by(key_state)).all())
     # Feeds polled in the last day (one dropped from feeds.toml stops counting after a day).
     feeds = [
-        (name, outcome == "error", (now - _aware(since)).total_seconds())
-        for name, outcome, since in connection.execute(
+        (
+            name,
+            outcome == "error",
+            (now - _aware(since)).total_seconds(),
+            None if changed is None else (now - _aware(changed)).total_seconds(),
+        )
+        for name, outcome, since, changed in connection.execute(
             select(
                 FeedState.name,
                 FeedState.last_outcome,
@@ -147,6 +153,7 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
                 func.coalesce(
                     FeedState.last_success_at, FeedState.first_polled_at, FeedState.last_polled_at
                 ),
+                FeedState.changed_at,
             )
             .where(FeedState.last_polled_at > now - FEED_SEEN_WITHIN)
             .order_by(FeedState.name)
@@ -197,9 +204,11 @@ class DatabaseFigures(Collector):
         *,
         totals_max_age_s: float = TOTALS_MAX_AGE_S,
         feed_intervals: dict[str, int] | None = None,
+        feed_stale_after: dict[str, int] | None = None,
     ) -> None:
         self.engine = engine
         self.feed_intervals = feed_intervals or {}  # the enabled feeds' poll intervals
+        self.feed_stale_after = feed_stale_after or {}  # and their stale_after_s, when set
         self.totals_max_age_s = totals_max_age_s
         self._totals: Totals | None = None
         # One scrape re-reads the totals; a concurrent one reports the last ones meanwhile.
@@ -311,11 +320,20 @@ class DatabaseFigures(Collector):
             "succeeded); feeds polled in the last day, from the database",
             labels=["feed"],
         )
-        for name, failed, since_success in queue.feeds:
+        unchanged = GaugeMetricFamily(
+            "anjeon_feed_unchanged_seconds",
+            "Seconds since a poll last brought a feed's document different from the one before "
+            "(a 304 is no change); feeds polled in the last day, from the database",
+            labels=["feed"],
+        )
+        for name, failed, since_success, since_change in queue.feeds:
             failing.add_metric([name[:64]], 1 if failed else 0)
             unfed.add_metric([name[:64]], since_success)
+            if since_change is not None:
+                unchanged.add_metric([name[:64]], since_change)
         yield failing
         yield unfed
+        yield unchanged
         intervals = GaugeMetricFamily(
             "anjeon_feed_interval_seconds",
             "Each enabled feed's poll interval, from the feeds file (AnjeonFeedFailing waits "
@@ -325,6 +343,15 @@ class DatabaseFigures(Collector):
         for name, interval_s in sorted(self.feed_intervals.items()):
             intervals.add_metric([name[:64]], interval_s)
         yield intervals
+        stale_after = GaugeMetricFamily(
+            "anjeon_feed_stale_after_seconds",
+            "Each enabled feed's stale_after_s, from the feeds file, for the feeds that set it "
+            "(AnjeonFeedStale: its document unchanged for longer)",
+            labels=["feed"],
+        )
+        for name, seconds in sorted(self.feed_stale_after.items()):
+            stale_after.add_metric([name[:64]], seconds)
+        yield stale_after
         if totals is None:
             return
         alerts = GaugeMetricFamily(

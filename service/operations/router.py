@@ -95,7 +95,15 @@ def _registry(app: FastAPI) -> CollectorRegistry:
         if registry is None:
             registry = CollectorRegistry()
             registry.register(REGISTRY)
-            intervals = {feed.name: feed.interval_s for feed in app.state.feeds if feed.enabled}
-            registry.register(DatabaseFigures(app.state.engine, feed_intervals=intervals))
+            enabled = [feed for feed in app.state.feeds if feed.enabled]
+            registry.register(
+                DatabaseFigures(
+                    app.state.engine,
+                    feed_intervals={feed.name: feed.interval_s for feed in enabled},
+                    feed_stale_after={
+                        feed.name: feed.stale_after_s for feed in enabled if feed.stale_after_s
+                    },
+                )
+            )
             app.state.metrics_registry = registry
         return registry

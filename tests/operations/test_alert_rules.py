@@ -25,6 +25,7 @@ ALERTS = {
     "AnjeonDatabaseUnreachable",
     "AnjeonStaffKeysExpiring",
     "AnjeonFeedFailing",
+    "AnjeonFeedStale",
 }
 # The operator's pages in docs/faults.md, and what each alert sends the operator to.
 RUNBOOK = {
@@ -34,6 +35,7 @@ RUNBOOK = {
     "AnjeonDatabaseUnreachable": {"#database-outage"},
     "AnjeonStaffKeysExpiring": set(),  # not a fault: docs/alerting.md says what to do
     "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
+    "AnjeonFeedStale": set(),  # the upstream's too
 }
 _METRIC = re.compile(r"\banjeon_[a-z0-9_]+\b")
 

@@ -97,6 +97,7 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                     last_polled_at=now - age,
                     last_outcome=outcome,
                     last_success_at=ok,
+                    changed_at=ok and now - timedelta(hours=3),
                 )
                 for name, age, outcome, ok in (
                     ("mofa", timedelta(minutes=2), "error", None),
@@ -130,8 +131,11 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
         feeds.write_text(
             "".join(
                 f'[[feed]]\nname = "{name}"\nurl = "https://example.org/{name}"\n'
-                f'format = "cap"\ninterval_s = {interval}\nenabled = {enabled}\n'
-                for name, interval, enabled in (("mofa", 600, "true"), ("usgs", 120, "false"))
+                f'format = "cap"\ninterval_s = {interval}\nenabled = {enabled}\n{stale}'
+                for name, interval, enabled, stale in (
+                    ("mofa", 600, "true", "stale_after_s = 7200\n"),
+                    ("usgs", 120, "false", "stale_after_s = 600\n"),
+                )
             )
         )
         with TestClient(create_app(make_settings(url, feeds_file=str(feeds)))) as client:
@@ -163,6 +167,12 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
             assert sample(body, 'anjeon_feed_unfed_seconds{feed="dropped"}') is None
             assert sample(body, 'anjeon_feed_interval_seconds{feed="mofa"}') == 600
             assert sample(body, 'anjeon_feed_interval_seconds{feed="usgs"}') is None
+            # AnjeonFeedStale's: how long the document has not changed (none read yet: no
+            # figure), and the enabled feeds' stale_after_s.
+            assert sample(body, 'anjeon_feed_unchanged_seconds{feed="mofa"}') is None
+            assert 10_800 <= sample(body, 'anjeon_feed_unchanged_seconds{feed="usgs"}') < 10_900
+            assert sample(body, 'anjeon_feed_stale_after_seconds{feed="mofa"}') == 7200
+            assert sample(body, 'anjeon_feed_stale_after_seconds{feed="usgs"}') is None
 
             # More work committed elsewhere while the service runs: the queue shows it at the
             # next scrape, the totals once they are re-read (a small table: at once).

@@ -28,6 +28,10 @@ class Feed(BaseModel):
     levels: dict[str, str | None] = {}
     # Whether its advisories wait for a person: never, always, or at levels 3, 4 and special.
     approval: Literal["auto", "required", "level3+"] = "level3+"
+    # A document unchanged this long (the same bytes, or 304 Not Modified) marks the feed
+    # stale: for an upstream known to change at least that often (one that stamps each
+    # document with the time it was made), whose freezing would otherwise look healthy.
+    stale_after_s: int | None = Field(None, ge=60)
 
     @model_validator(mode="after")
     def _one_source(self) -> "Feed":
@@ -37,6 +41,8 @@ class Feed(BaseModel):
             raise ValueError("url must be http(s)")
         if self.format not in PARSERS:
             raise ValueError(f"unknown format {self.format}")
+        if self.stale_after_s is not None and self.stale_after_s <= self.interval_s:
+            raise ValueError("stale_after_s must be longer than interval_s (one poll apart)")
         return self
 
 

@@ -1,6 +1,7 @@
 """One poll of one feed: read its state, fetch outside any transaction, then ingest and
 record the outcome in one short transaction."""
 
+import hashlib
 import logging
 from datetime import datetime
 
@@ -79,6 +80,7 @@ def poll_feed(
                 etag=etag,
                 last_modified=last_modified,
                 success=True,
+                content_hash=hashlib.sha256(body).hexdigest(),
             )
     except DomainError as exc:  # the whole document was unreadable or hostile
         _record(factory, feed, now=now, outcome="error", detail=exc.detail)
@@ -91,6 +93,14 @@ def poll_feed(
         return "error"
     log.info("feed polled", extra={"feed": feed.name, "summary": brief})
     return "updated"
+
+
+def is_stale(feed: Feed, state: FeedState | None, *, now: datetime) -> bool:
+    """Its document has not changed for the feed's stale_after_s (a feed without one never
+    is; nor one whose document was never read)."""
+    if feed.stale_after_s is None or state is None or state.changed_at is None:
+        return False
+    return (now - state.changed_at).total_seconds() > feed.stale_after_s
 
 
 def _brief(summary: IngestSummary) -> str:
@@ -135,12 +145,18 @@ def _save_state(
     etag: str | None,
     last_modified: str | None,
     success: bool,
+    content_hash: str | None = None,
 ) -> None:
+    """`content_hash`: the document a successful poll read (None for a 304: the same one)."""
     state = session.get(FeedState, feed.name) or FeedState(name=feed.name)
     state.etag, state.last_modified = etag, last_modified
     state.last_polled_at, state.last_outcome, state.last_detail = now, outcome, detail
     state.first_polled_at = state.first_polled_at or now
     if success:
         state.last_success_at = now
+        if content_hash is not None and content_hash != state.content_hash:
+            state.content_hash, state.changed_at = content_hash, now
+        # Polled before the change was recorded (migration 0034): from now.
+        state.changed_at = state.changed_at or now
     session.add(state)
     session.flush()

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.advisories.feeds.config import Feed
-from service.advisories.feeds.poll import poll_feed
+from service.advisories.feeds.poll import is_stale, poll_feed
 from service.advisories.models import FeedState
 from service.auth import AdminWithoutSession, SessionDep, Viewer, read_first
 from service.db import utcnow
@@ -26,6 +26,11 @@ class FeedRead(BaseModel):
     last_success_at: datetime | None
     last_outcome: str | None
     last_detail: str | None
+    # When a poll last brought a document different from the one before; stale: unchanged
+    # for longer than the feed's stale_after_s (its upstream may have frozen).
+    changed_at: datetime | None
+    stale_after_s: int | None
+    stale: bool
 
 
 def _read(feed: Feed, state: FeedState | None) -> FeedRead:
@@ -39,6 +44,9 @@ def _read(feed: Feed, state: FeedState | None) -> FeedRead:
         last_success_at=state.last_success_at if state else None,
         last_outcome=state.last_outcome if state else None,
         last_detail=state.last_detail if state else None,
+        changed_at=state.changed_at if state else None,
+        stale_after_s=feed.stale_after_s,
+        stale=feed.enabled and is_stale(feed, state, now=utcnow()),
     )
 
 

@@ -919,8 +919,9 @@ async function showFeeds() {
   $("feeds").replaceChildren(
     el("tr", {}, [t("feed"), t("last_polled"), t("outcome")].map((h) => el("th", {}, h))),
     ...items.map((f) => el("tr", { "data-feed": f.name }, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
-      // A feed shipped off (config/feeds.toml) says so, rather than "–" as if it had failed.
-      el("td", {}, f.enabled ? `${f.last_outcome || "–"} ${f.last_detail || ""}` : t("feed_disabled")))));
+      // A feed shipped off (config/feeds.toml) says so, rather than "–" as if it had failed;
+      // one whose document has not changed past its stale_after_s says that first.
+      el("td", {}, f.enabled ? `${f.stale ? `${t("feed_stale")} ${when(f.changed_at)}. ` : ""}${f.last_outcome || "–"} ${f.last_detail || ""}` : t("feed_disabled")))));
 }
 
 async function showAudit() {

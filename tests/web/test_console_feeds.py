@@ -1,0 +1,58 @@
+"""The console's feeds page in a real Chromium: a feed whose document has not changed past its
+stale_after_s says so, ahead of its last outcome."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import update
+
+from service.advisories.models import FeedState
+from service.db import utcnow
+from tests.web.test_console import _eventually, _log_in
+
+FEEDS_FILE = Path(__file__).parent / "feeds-stale.toml"
+
+
+def _polled(live) -> bool:
+    with live.session() as session:  # a new one each time: SQLite reads keep their snapshot
+        return session.get(FeedState, "frozen-upstream") is not None
+
+
+@pytest.mark.live_settings(feeds_file=str(FEEDS_FILE))
+def test_a_stale_feed_says_so_on_the_feeds_page(live, new_page):
+    # The scheduler polls the feed at start (it fails: nobody answers); then its document is
+    # made three hours old, as if every poll since had brought the same one.
+    _eventually(lambda: _polled(live))
+    with live.session() as session:
+        changed = utcnow() - timedelta(hours=3)
+        session.execute(
+            update(FeedState)
+            .where(FeedState.name == "frozen-upstream")
+            .values(changed_at=changed, content_hash="0" * 64)
+        )
+        session.commit()
+    key = live.staff_key("admin", "han")
+    listed = live.http.get(f"{live.base}/v1/feeds", headers={"Authorization": f"Bearer {key}"})
+    [feed] = listed.json()
+    assert feed["stale"] is True and feed["last_outcome"] == "error", feed
+
+    page = new_page()
+    _log_in(page, live, key)
+    page.tab.click("#lang")  # English
+    page.tab.click("nav a[href='#/feeds']")
+    row = page.tab.locator("#feeds tr[data-feed='frozen-upstream']")
+    expect(row).to_contain_text("Stale: its document has not changed since")
+    expect(row).to_contain_text("error")
+
+    # Its document changes again: the page no longer says stale.
+    with live.session() as session:
+        session.execute(
+            update(FeedState).where(FeedState.name == "frozen-upstream").values(changed_at=utcnow())
+        )
+        session.commit()
+    page.tab.click("nav a[href='#/audit']")
+    page.tab.click("nav a[href='#/feeds']")
+    expect(row).to_contain_text("error")
+    expect(row).not_to_contain_text("Stale")
