@@ -247,6 +247,12 @@ class Settings(BaseSettings):
                     f"ANJEON_{name.upper()} must be shorter than ANJEON_REQUEST_TIMEOUT_S "
                     f"({self.request_timeout_s})"
                 )
+        # An address's look-up must fit before the request's deadline too: no turn would.
+        if self.geocoder == "nominatim" and self.geocoder_timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                "ANJEON_GEOCODER_TIMEOUT_S must be shorter than ANJEON_REQUEST_TIMEOUT_S "
+                f"({self.request_timeout_s}): no address could be looked up in time"
+            )
         return self
 
     @model_validator(mode="after")

@@ -114,6 +114,22 @@ def test_a_request_with_too_little_time_left_takes_no_turn():
     assert answered == [0.0]
 
 
+def test_a_look_up_as_long_as_a_request_is_refused_at_start():
+    """No turn could leave such a look-up its timeout before the request's deadline."""
+    with pytest.raises(ValueError, match="ANJEON_GEOCODER_TIMEOUT_S must be shorter"):
+        Settings(
+            secret_key="x" * 40,
+            geocoder="nominatim",
+            geocoder_user_agent="anjeon-tests",
+            geocoder_timeout_s=15,
+            request_timeout_s=15,
+        )
+    with pytest.raises(ValueError, match="ANJEON_DATABASE_POOL_TIMEOUT_S must be shorter"):
+        Settings(secret_key="x" * 40, database_pool_timeout_s=20, request_timeout_s=15)
+    # Without a geocoder its timeout does not matter.
+    assert Settings(secret_key="x" * 40, geocoder_timeout_s=15, request_timeout_s=15)
+
+
 def test_one_process_gives_one_turn_a_second():
     turn = OneTurnAtATime(interval_s=60)
     assert turn() == 0.0
