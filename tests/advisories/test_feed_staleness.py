@@ -16,11 +16,14 @@ from tests.loopback_server import QuietHandler, loopback_http
 
 class Upstream(QuietHandler):
     """Serves /cap: the same document until `version` moves (its ETag with it); a request
-    with the current ETag gets a 304."""
+    with the current ETag gets a 304. Any other path: 404."""
 
     version = 1
 
     def do_GET(self):
+        if self.path != "/cap":
+            self.reply(404)
+            return
         etag = f'"v{type(self).version}"'
         if self.headers.get("If-None-Match") == etag:
             self.reply(304)
@@ -93,7 +96,8 @@ def test_a_feed_unchanged_past_its_stale_after_is_stale_to_staff(
         assert _poll(factory, feed, long_ago) == "updated"
         assert _poll(factory, feed, datetime.now(UTC)) == "not-modified"  # fine, but the same
 
-    listed = {f["name"]: f for f in client.get("/v1/feeds", headers=staff_headers("viewer")).json()}
+    page = client.get("/v1/feeds", headers=staff_headers("viewer")).json()
+    listed = {f["name"]: f for f in page["items"]}
     assert listed["frozen"]["stale"] is True and listed["frozen"]["stale_after_s"] == 3600
     assert listed["frozen"]["last_outcome"] == "not-modified"
     assert datetime.fromisoformat(listed["frozen"]["changed_at"]) == long_ago
@@ -105,8 +109,49 @@ def test_a_feed_unchanged_past_its_stale_after_is_stale_to_staff(
     assert polled.json()["stale"] is False and polled.json()["last_outcome"] == "updated"
 
 
-@pytest.mark.parametrize("stale_after_s", [30, 300])
-def test_stale_after_must_be_longer_than_the_interval(tmp_path, stale_after_s):
+def test_a_failed_poll_leaves_the_change_alone_and_a_failing_feed_is_not_stale(
+    client, staff_headers, factory, db, upstream
+):
+    watched = _feed(upstream, interval_s=60, stale_after_s=3600)
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    assert _poll(factory, watched, long_ago) == "updated"
+    broken = _feed(upstream.replace("/cap", "/missing"), interval_s=60, stale_after_s=3600)
+    Upstream.version = 2  # a new document upstream, that the failing poll never reads
+    assert _poll(factory, broken, datetime.now(UTC)) == "error"  # a 404, same feed name
+    db.expire_all()
+    assert db.get(FeedState, "frozen").changed_at == long_ago
+
+    # Failing, it is AnjeonFeedFailing's: the list says error, not stale.
+    client.app.state.feeds = [watched]
+    client.app.state.session_factory = factory
+    [listed] = client.get("/v1/feeds", headers=staff_headers("viewer")).json()["items"]
+    assert listed["last_outcome"] == "error" and listed["stale"] is False
+
+
+def test_a_feed_polled_before_changes_were_kept_counts_from_its_next_poll(factory, db, upstream):
+    # As migration 0034 leaves a feed: its ETag known, no document hash, no change time.
+    assert _poll(factory, _feed(upstream), datetime.now(UTC) - timedelta(days=1)) == "updated"
+    state = db.get(FeedState, "frozen")
+    state.content_hash = state.changed_at = None
+    db.flush()
+    now = datetime.now(UTC)
+    assert _poll(factory, _feed(upstream), now) == "not-modified"
+    db.expire_all()
+    assert db.get(FeedState, "frozen").changed_at == now
+
+
+def test_a_disabled_feed_is_never_stale(client, staff_headers, factory, upstream):
+    off = _feed(upstream, interval_s=60, stale_after_s=3600, enabled=False)
+    assert _poll(factory, off, datetime.now(UTC) - timedelta(hours=5)) == "updated"
+    client.app.state.feeds = [off]
+    client.app.state.session_factory = factory
+    [listed] = client.get("/v1/feeds", headers=staff_headers("viewer")).json()["items"]
+    assert listed["enabled"] is False and listed["stale"] is False
+    assert listed["changed_at"] is not None
+
+
+@pytest.mark.parametrize("stale_after_s", [30, 300, 899])
+def test_stale_after_must_cover_two_polls_and_five_minutes(tmp_path, stale_after_s):
     path = tmp_path / "feeds.toml"
     path.write_text(
         '[[feed]]\nname = "a"\nurl = "https://example.org/a"\nformat = "cap"\n'
@@ -114,3 +159,7 @@ def test_stale_after_must_be_longer_than_the_interval(tmp_path, stale_after_s):
     )
     with pytest.raises(FeedConfigError, match="stale_after_s"):
         load_feeds(path)
+    path.write_text(
+        path.read_text().replace(f"stale_after_s = {stale_after_s}", "stale_after_s = 900")
+    )
+    assert load_feeds(path)[0].stale_after_s == 900  # 2 × 300 + 300

@@ -248,7 +248,8 @@ def test_feeds_api_lists_state_and_admin_can_poll(client, staff_headers, factory
         factory  # polls outside the request, in the test's transaction
     )
     listed = client.get("/v1/feeds", headers=staff_headers("viewer")).json()
-    assert listed[0]["name"] == "upstream" and listed[0]["last_outcome"] is None
+    assert listed["total"] == 1 and listed["limit"] == 100 and listed["offset"] == 0
+    assert listed["items"][0]["name"] == "upstream" and listed["items"][0]["last_outcome"] is None
     assert (
         client.post("/v1/feeds/upstream/poll", headers=staff_headers("consul")).status_code == 403
     )

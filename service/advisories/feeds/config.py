@@ -41,8 +41,10 @@ class Feed(BaseModel):
             raise ValueError("url must be http(s)")
         if self.format not in PARSERS:
             raise ValueError(f"unknown format {self.format}")
-        if self.stale_after_s is not None and self.stale_after_s <= self.interval_s:
-            raise ValueError("stale_after_s must be longer than interval_s (one poll apart)")
+        if self.stale_after_s is not None and self.stale_after_s < 2 * self.interval_s + 300:
+            # Two polls and five minutes, as AnjeonFeedFailing waits: a change is stamped with
+            # its poll's start, and a late or handed-over poll must not make a feed stale.
+            raise ValueError("stale_after_s must be at least 2 × interval_s + 300")
         return self
 
 

@@ -96,9 +96,12 @@ def poll_feed(
 
 
 def is_stale(feed: Feed, state: FeedState | None, *, now: datetime) -> bool:
-    """Its document has not changed for the feed's stale_after_s (a feed without one never
-    is; nor one whose document was never read)."""
+    """Its polls succeed, but its document has not changed for the feed's stale_after_s (a
+    feed without one never is; nor one whose document was never read; nor one whose last poll
+    failed: that one is failing, and says so)."""
     if feed.stale_after_s is None or state is None or state.changed_at is None:
+        return False
+    if state.last_outcome == "error":
         return False
     return (now - state.changed_at).total_seconds() > feed.stale_after_s
 

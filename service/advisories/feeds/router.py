@@ -1,14 +1,16 @@
 """Feeds for staff: what is configured and how each poll went; admins can poll one now."""
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import is_stale, poll_feed
 from service.advisories.models import FeedState
+from service.advisories.schemas import Page
 from service.auth import AdminWithoutSession, SessionDep, Viewer, read_first
 from service.db import utcnow
 from service.errors import NotFound
@@ -50,9 +52,18 @@ def _read(feed: Feed, state: FeedState | None) -> FeedRead:
     )
 
 
-@router.get("", response_model=list[FeedRead])
-def list_feeds(request: Request, session: SessionDep, _staff: Viewer) -> list[FeedRead]:
-    return [_read(f, session.get(FeedState, f.name)) for f in request.app.state.feeds]
+@router.get("", response_model=Page[FeedRead])
+def list_feeds(
+    request: Request,
+    session: SessionDep,
+    _staff: Viewer,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[FeedRead]:
+    """The feeds file's feeds, in its order, each with its state: a list like every other."""
+    feeds = request.app.state.feeds
+    items = [_read(f, session.get(FeedState, f.name)) for f in feeds[offset : offset + limit]]
+    return Page(total=len(feeds), limit=limit, offset=offset, items=items)
 
 
 @router.post("/{name}/poll", response_model=FeedRead)

@@ -914,8 +914,7 @@ async function testSend(id) {
 // ---- feeds and the audit log --------------------------------------------------------------
 
 async function showFeeds() {
-  const feeds = await api("/v1/feeds");
-  const items = feeds.items || feeds;
+  const items = (await api("/v1/feeds?limit=500")).items;
   $("feeds").replaceChildren(
     el("tr", {}, [t("feed"), t("last_polled"), t("outcome")].map((h) => el("th", {}, h))),
     ...items.map((f) => el("tr", { "data-feed": f.name }, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
