@@ -172,6 +172,14 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     )
 
 
+def _per_feed(name: str, documentation: str, values: dict[str, int]) -> GaugeMetricFamily:
+    """A gauge of one figure from the feeds file for each feed that has it."""
+    family = GaugeMetricFamily(name, documentation, labels=["feed"])
+    for feed, value in sorted(values.items()):
+        family.add_metric([feed[:64]], value)
+    return family
+
+
 def _aware(moment: datetime | str) -> datetime:
     """COALESCE hides the column type from SQLite's driver: it may hand back text."""
     if isinstance(moment, str):
@@ -334,24 +342,18 @@ class DatabaseFigures(Collector):
         yield failing
         yield unfed
         yield unchanged
-        intervals = GaugeMetricFamily(
+        yield _per_feed(
             "anjeon_feed_interval_seconds",
             "Each enabled feed's poll interval, from the feeds file (AnjeonFeedFailing waits "
             "for two missed polls of a slow feed)",
-            labels=["feed"],
+            self.feed_intervals,
         )
-        for name, interval_s in sorted(self.feed_intervals.items()):
-            intervals.add_metric([name[:64]], interval_s)
-        yield intervals
-        stale_after = GaugeMetricFamily(
+        yield _per_feed(
             "anjeon_feed_stale_after_seconds",
             "Each enabled feed's stale_after_s, from the feeds file, for the feeds that set it "
             "(AnjeonFeedStale: its document unchanged for longer)",
-            labels=["feed"],
+            self.feed_stale_after,
         )
-        for name, seconds in sorted(self.feed_stale_after.items()):
-            stale_after.add_metric([name[:64]], seconds)
-        yield stale_after
         if totals is None:
             return
         alerts = GaugeMetricFamily(
