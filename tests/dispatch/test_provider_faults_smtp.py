@@ -127,12 +127,14 @@ def test_an_sms_retry_does_not_wait_for_a_stalled_relay(database_url, tmp_path, 
     tried again a second later, while the e-mail lane is still waiting on the relay."""
     with scratch_database(database_url, tmp_path, "stalled_lane") as url:
         seed_pending(url, citizens=6, secret=TEST_SECRET.encode())
-        settings = fault_settings(url, twilio, smtp, smtp_timeout_s=2.0, circuit_failures=1_000_000)
+        # A 3.5 s timeout, not 2: the SMS lane may start a second late on a loaded machine
+        # (a CI run saw its first 429 only 0.09 s before the first e-mail went).
+        settings = fault_settings(url, twilio, smtp, smtp_timeout_s=3.5, circuit_failures=1_000_000)
         engine = make_engine(url)
         dispatcher = Dispatcher.from_settings(
             settings, make_session_factory(engine), vault=PersonalDataVault(TEST_SECRET.encode())
         )
-        relay = smtp.fault("stall", count=6, stall_s=4.0)
+        relay = smtp.fault("stall", count=6, stall_s=5.0)
         # 429s for half a second: what meets one holds the rest of its batch for Retry-After.
         throttled = twilio.fault("429", for_s=0.5, retry_after="1", on_first_request=True)
         try:

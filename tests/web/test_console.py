@@ -25,11 +25,13 @@ BOW_TIE = (
 )
 
 
-def _eventually(check: Callable[[], Any], seconds: float = 45) -> Any:
+def _eventually(
+    check: Callable[[], Any], seconds: float = 45, explain: Callable[[], str] | None = None
+) -> Any:
     """What the service does outside the browser (a code sent by SMS) arrives soon."""
     deadline = time.monotonic() + seconds
     while not (found := check()):
-        assert time.monotonic() < deadline, "waited in vain"
+        assert time.monotonic() < deadline, f"waited in vain; {explain() if explain else ''}"
         time.sleep(0.05)
     return found
 
@@ -737,9 +739,20 @@ def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retr
     # The last page emptied: back to the new last page, with the one still failed.
     expect(tab.locator("#failed-shown")).to_have_text("Showing 1–1 / 1")
     expect(listed).to_have_count(1)
+
+    def what_the_ledger_and_twilio_saw() -> str:
+        alerts = live.http.get(f"{live.base}/v1/advisories/{advisory}/alerts", headers=staff)
+        requests = [(r.method, r.to, r.answer) for r in live.twilio.requests]
+        return f"alerts: {alerts.text}; Twilio saw: {requests}"
+
     # Two minutes, not 45 s: a fresh-clone CI run on a slow machine (four legs and Chromium on
-    # two cores) once waited longer for the dispatcher to send it.
-    _eventually(lambda: sum(len(live.twilio.bodies_to(p)) >= 2 for p in phones) == 1, seconds=120)
+    # two cores) once waited longer for the dispatcher to send it. It failed twice in CI with
+    # nothing to say why: now it says what the ledger and the fake Twilio saw.
+    _eventually(
+        lambda: sum(len(live.twilio.bodies_to(p)) >= 2 for p in phones) == 1,
+        seconds=120,
+        explain=what_the_ledger_and_twilio_saw,
+    )
 
 
 def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(live, new_page):
