@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, InvalidatePoolError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -273,7 +273,7 @@ def _configure_postgresql(engine: Engine, *, ping_timeout_s: float) -> None:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         # pool_pre_ping's ping has no bound, so the ping is done here, under the watchdog: a
-        # connection that does not answer in time is replaced (DisconnectionError), and the new
+        # connection that does not answer in time is replaced (InvalidatePoolError), and the new
         # one is bounded by connect_timeout.
         request = REQUEST_DEADLINE.get()
         until = request.at if request is not None and request.at is not None else math.inf
@@ -286,7 +286,10 @@ def _configure_postgresql(engine: Engine, *, ping_timeout_s: float) -> None:
             except BaseException as exc:
                 _WATCHDOG.forget(id(record))
                 if isinstance(exc, engine.dialect.loaded_dbapi.Error):
-                    raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
+                    # Every connection pooled before this one went silent or died with it (a
+                    # stall, a restart): all are replaced at their next checkout, unpinged,
+                    # rather than each costing a request the ping's bound.
+                    raise InvalidatePoolError(f"ping failed: {type(exc).__name__}") from exc
                 raise
         if until == math.inf:
             _WATCHDOG.forget(id(record))

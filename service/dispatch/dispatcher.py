@@ -34,6 +34,7 @@ from service.dispatch.notifiers.base import (
     Sent,
 )
 from service.dispatch.notifiers.registry import build_notifiers
+from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
 from service.dispatch.pacing import SenderRate, open_storage
 from service.dispatch.quiet_hours import quiet_until, zone_of
 from service.dispatch.recipients import (
@@ -692,11 +693,21 @@ class Dispatcher:
             reason = "held: the provider asked us to wait"
             return Retry(reason=reason, code=THROTTLED, retry_after_s=wait_s), False
         # Checked last before the send: a process paused past its lease, or cut off from the
-        # database for as long, must not send what another dispatcher may now hold.
-        if not self.holdings.may_send(job.row, margin_s=self.policy.lease_s / 4):
+        # database for as long, must not send what another dispatcher may now hold. A notifier
+        # that can checks again as its first byte leaves (send_window.py).
+        closes_at = self.holdings.send_window_end(job.row, margin_s=self.policy.lease_s / 4)
+        if closes_at <= time.monotonic():
             return None, False
         started = time.perf_counter()
-        outcome = notifier.send(job.message)
+        try:
+            with send_window(closes_at):
+                outcome = notifier.send(job.message)
+        except SendWindowClosed as closed:
+            log.warning(
+                "send not started: the claim's lease ran out first",
+                extra={"notifier": notifier.name, "alert_id": job.row.id, "why": str(closed)},
+            )
+            return None, False
         took = time.perf_counter() - started
         metrics.SEND_SECONDS.labels(notifier.name).observe(took)
         self.observed_send(job.row.channel, took)

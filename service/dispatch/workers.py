@@ -95,13 +95,16 @@ class Holdings:
 
     def may_send(self, row: Claimed, *, margin_s: float) -> bool:
         """The claim is still ours with `margin_s` of its lease left."""
+        return self.send_window_end(row, margin_s=margin_s) > time.monotonic()
+
+    def send_window_end(self, row: Claimed, *, margin_s: float) -> float:
+        """Until when (time.monotonic()) a send of the row may start: its lease as last known,
+        less `margin_s`; 0 when the claim is not ours."""
         with self._lock:
             current = self._rows.get(row.id)
-        return (
-            current is not None
-            and current[0] == row.attempt
-            and current[1] - margin_s > time.monotonic()
-        )
+        if current is None or current[0] != row.attempt:
+            return 0.0
+        return current[1] - margin_s
 
     def __len__(self) -> int:
         with self._lock:

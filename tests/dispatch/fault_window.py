@@ -71,12 +71,17 @@ Fault = TypeVar("Fault", bound=Window)
 Event = TypeVar("Event", bound=Timed)
 
 
-def take(faults: Sequence[Fault], covers: Callable[[Fault, float], bool]) -> Fault | None:
-    """A request came: faults waiting for the first one start, and the first fault that
-    covers this request takes a hit (the caller holds its lock)."""
+def take(
+    faults: Sequence[Fault],
+    covers: Callable[[Fault, float], bool],
+    arms: Callable[[Fault], bool] = lambda _fault: True,
+) -> Fault | None:
+    """A request came: faults waiting for the first one (of those it `arms`) start, and the
+    first fault that covers this request takes a hit (the caller holds its lock)."""
     now = time.monotonic()
     for fault in faults:
-        fault.arm(now)
+        if arms(fault):
+            fault.arm(now)
     for fault in faults:
         if covers(fault, now):
             fault.hit(now)

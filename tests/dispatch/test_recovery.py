@@ -9,6 +9,7 @@
 - The heartbeat renews what a live dispatcher holds, and only that."""
 
 import signal
+import smtplib
 import sqlite3
 import subprocess
 import threading
@@ -21,12 +22,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from twilio.http.http_client import TwilioHttpClient
 
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch import dispatcher as dispatcher_module
 from service.dispatch import workers
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.models import DispatcherWorker
+from service.dispatch.notifiers.base import OutgoingMessage, Sent
+from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
+from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate, host_id
 from service.ledger import outbox
 from service.ledger.models import Alert
@@ -34,7 +39,7 @@ from service.ledger.outbox import Decision
 from service.privacy import PersonalDataVault
 from tests.conftest import TEST_SECRET, make_settings
 from tests.dispatch.conftest import notifier_settings
-from tests.dispatch.fake_twilio import Answer
+from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Answer
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
 from tests.dispatch.test_crash import (
     dispatcher_env,
@@ -336,6 +341,39 @@ def test_a_lane_that_fails_ends_the_drain_instead_of_leaving_the_other_lane_wait
         assert ledger(url) == Counter({"sent": 6})
 
 
+def _one_step_whose_window(
+    url: str,
+    twilio,
+    smtp,
+    monkeypatch,
+    *,
+    channel: str,
+    window_end,
+    still: tuple[type, str] | None = None,
+) -> dict[int, int]:
+    """Three people's alerts pending; one step of `channel` whose sends' windows end at
+    `window_end()` (time.monotonic()), with `still` = (class, method) standing still 0.6 s
+    before it goes on (a process stopped there). Returns what the dispatcher still holds."""
+    engine, dispatcher = _three_people_pending(url, twilio, smtp, lanes=False)
+    monkeypatch.setattr(dispatcher_module, "_RECORD_AFTER_S", -1.0)  # record at every chunk
+    monkeypatch.setattr(dispatcher.holdings, "send_window_end", lambda *_a, **_k: window_end())
+    if still is not None:
+        owner, name = still
+        going_on = getattr(owner, name)
+
+        def standing_still(self, *args, **kwargs):
+            time.sleep(0.6)
+            return going_on(self, *args, **kwargs)
+
+        monkeypatch.setattr(owner, name, standing_still)
+    try:
+        dispatcher.step(channels=[channel])
+        return dispatcher.holdings.snapshot()
+    finally:
+        dispatcher.close()
+        engine.dispose()
+
+
 def test_a_stretch_of_sends_all_withheld_records_nothing_and_does_not_crash(
     database_url, tmp_path, twilio, smtp, monkeypatch
 ):
@@ -344,18 +382,69 @@ def test_a_stretch_of_sends_all_withheld_records_nothing_and_does_not_crash(
     the recorder once the record interval had passed, which failed on the empty list: the
     process crashed with an IndexError (seen once in CI, in the SIGSTOP test above)."""
     with scratch_database(database_url, tmp_path, "withheld") as url:
-        engine, dispatcher = _three_people_pending(url, twilio, smtp, lanes=False)
-        monkeypatch.setattr(dispatcher_module, "_RECORD_AFTER_S", -1.0)  # record at every chunk
-        monkeypatch.setattr(dispatcher.holdings, "may_send", lambda *_a, **_k: False)
-        try:
-            dispatcher.step(channels=["sms"])
-            held = dispatcher.holdings.snapshot()
-        finally:
-            dispatcher.close()
-            engine.dispose()
+        held = _one_step_whose_window(
+            url, twilio, smtp, monkeypatch, channel="sms", window_end=lambda: 0.0
+        )
         assert twilio.messages == []
         assert held == {}
         assert ledger(url) == Counter({"claimed": 3, "pending": 3})
+
+
+@pytest.mark.parametrize(
+    ("channel", "still"),
+    [("sms", (TwilioHttpClient, "request")), ("email", (smtplib.SMTP, "rcpt"))],
+    ids=["sms", "email"],
+)
+def test_a_send_whose_lease_ran_out_after_the_check_stops_before_its_first_byte(
+    database_url, tmp_path, twilio, smtp, monkeypatch, channel, still
+):
+    """The gap the SIGSTOP test once fell into (401 SMS for 400): the dispatcher checked its
+    lease, then stood still (here: the twilio SDK takes 0.6 s to build the request, or the
+    relay's RCPT; there, the process was stopped) past the lease's margin, while a stand-in
+    took the alert over, found nothing at Twilio and sent it. Woken, it sent its own copy. Now
+    the lease is checked again as the request's first byte leaves (SMTP: before DATA, until
+    which the relay has nothing to deliver): nothing reaches the provider, nothing is
+    recorded, and the claims are dropped as when the check before the send fails."""
+    with scratch_database(database_url, tmp_path, "late_window") as url:
+        held = _one_step_whose_window(
+            url,
+            twilio,
+            smtp,
+            monkeypatch,
+            channel=channel,
+            window_end=lambda: time.monotonic() + 0.3,  # open at the check, shut 0.3 s later
+            still=still,
+        )
+        assert twilio.requests == []  # not a byte: no message, no half-written request
+        assert smtp.received == []
+        assert not [e for e in smtp.events if e.stage == "data"]
+        assert held == {}
+        assert ledger(url) == Counter({"claimed": 3, "pending": 3})
+
+
+def test_a_send_inside_its_window_goes_on_a_kept_alive_connection(twilio):
+    """The late check passes a send whose window is open, on a fresh connection and on the one
+    kept alive after it, and stops one whose window closed on the kept-alive one too."""
+    notifier = TwilioNotifier(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        sender="+15005550006",
+        api_base=twilio.url,
+        timeout_s=5,
+    )
+
+    def message(n: int) -> OutgoingMessage:
+        return OutgoingMessage(
+            alert_id=n, channel="sms", to=phone_of(n), text=f"test {n}", reference=f"r{n}"
+        )
+
+    with send_window(time.monotonic() + 30):
+        assert isinstance(notifier.send(message(1)), Sent)
+        assert isinstance(notifier.send(message(2)), Sent)
+    with send_window(time.monotonic() - 0.001), pytest.raises(SendWindowClosed):
+        notifier.send(message(3))
+    assert isinstance(notifier.send(message(4)), Sent)  # no window: the look-up's case
+    assert [m["to"] for m in twilio.messages] == [phone_of(n) for n in (1, 2, 4)]
 
 
 def test_the_heartbeat_renews_only_the_claims_still_held(db):

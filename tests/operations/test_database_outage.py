@@ -259,3 +259,32 @@ def test_a_statement_on_a_silent_connection_fails_at_its_deadline():
     assert outcomes["mid-query"][0] == "OperationalError" and outcomes["mid-query"][1] < 2.5
     # ping cut after connect_timeout (2 s), then a new connection times out (2 s)
     assert outcomes["checkout"][0] == "OperationalError" and outcomes["checkout"][1] < 5.5
+
+
+def test_one_silent_ping_replaces_every_connection_pooled_before_it():
+    """After a stall the pool holds several silent connections. The first checkout's ping waits
+    out its bound and replaces its connection, and with it every connection pooled before: the
+    requests after it connect afresh at once instead of each waiting out a ping of its own (a
+    fresh-clone CI run saw seven registrations 503 that way 6 s after the network came back)."""
+    assert PG_URL
+    proxy = TcpProxy(make_url(PG_URL).host or "127.0.0.1", make_url(PG_URL).port or 5432).start()
+    engine = make_engine(_through(proxy, PG_URL), connect_timeout_s=2, pool_timeout_s=5.0)
+    try:
+        held = [engine.connect() for _ in range(3)]
+        for conn in held:
+            conn.execute(select(1))
+        for conn in held:
+            conn.close()  # back to the pool
+        proxy.stall()
+        proxy.forward(reset_stalled=False)  # new connections go through; the pooled stay silent
+        took = []
+        for _ in range(3):
+            started = time.monotonic()
+            with engine.connect() as conn:
+                conn.execute(select(1))
+            took.append(time.monotonic() - started)
+    finally:
+        proxy.stop()
+        engine.dispose()
+    assert took[0] >= 1.5  # the one ping that waited out its 2 s bound
+    assert max(took[1:]) < 1.0, took  # no ping of their own: replaced with the first

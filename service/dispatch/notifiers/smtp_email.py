@@ -23,6 +23,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
+from service.dispatch.notifiers.send_window import SendWindowClosed, check_send_window
 
 _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
 
@@ -34,6 +35,7 @@ class _Watched:
     data_sent = False
 
     def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        check_send_window()  # the claim's lease, checked again at the last command before DATA
         self.data_sent = True
         return super().data(msg)  # type: ignore[misc]
 
@@ -189,6 +191,9 @@ class SmtpNotifier(Notifier):
         connection.data_sent = False
         try:
             refused = connection.sendmail(self.sender, [to], data)
+        except SendWindowClosed:
+            self._drop_connection()  # left inside a transaction (MAIL and RCPT sent)
+            raise
         except smtplib.SMTPRecipientsRefused as exc:
             self._reset()
             code, reply = next(iter(exc.recipients.values()))

@@ -28,6 +28,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
+from service.dispatch.notifiers.send_window import WindowedAdapter
 
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
 # recipient replied STOP, body invalid/too long, not a mobile number, unreachable.
@@ -145,6 +146,9 @@ class TwilioNotifier(Notifier):
             # Proxies come from the environment once, above: requests would otherwise scan
             # os.environ on every request (~0.8 ms a message here).
             http.session.trust_env = False
+            # Fencing: a send whose claim lapsed meanwhile stops before its first byte.
+            for scheme in ("https://", "http://"):
+                http.session.mount(scheme, WindowedAdapter())
             client = Client(self.account_sid, self._auth_token, http_client=http)
             client.api.base_url = self.api_base
             self._local.client = client
