@@ -27,7 +27,13 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    InvalidatePoolError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -273,7 +279,7 @@ def _configure_postgresql(engine: Engine, *, ping_timeout_s: float) -> None:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         # pool_pre_ping's ping has no bound, so the ping is done here, under the watchdog: a
-        # connection that does not answer in time is replaced (InvalidatePoolError), and the new
+        # connection that does not answer in time is replaced (DisconnectionError), and the new
         # one is bounded by connect_timeout.
         request = REQUEST_DEADLINE.get()
         until = request.at if request is not None and request.at is not None else math.inf
@@ -285,12 +291,16 @@ def _configure_postgresql(engine: Engine, *, ping_timeout_s: float) -> None:
                 engine.dialect.do_ping(dbapi_connection)
             except BaseException as exc:
                 _WATCHDOG.forget(id(record))
-                if isinstance(exc, engine.dialect.loaded_dbapi.Error):
-                    # Every connection pooled before this one went silent or died with it (a
-                    # stall, a restart): all are replaced at their next checkout, unpinged,
-                    # rather than each costing a request the ping's bound.
-                    raise InvalidatePoolError(f"ping failed: {type(exc).__name__}") from exc
-                raise
+                if not isinstance(exc, engine.dialect.loaded_dbapi.Error):
+                    raise
+                why = f"ping failed: {type(exc).__name__}"
+                if watched < until and time.monotonic() >= watched:
+                    # Silent for the ping's whole bound (not cut at the request's deadline,
+                    # nor closed by the server): the connections opened before it most likely
+                    # went silent with it (a stall). All are replaced at their next checkout,
+                    # unpinged, rather than each costing a request the bound.
+                    raise InvalidatePoolError(why) from exc
+                raise DisconnectionError(why) from exc
         if until == math.inf:
             _WATCHDOG.forget(id(record))
         elif until != watched:

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from limits.storage import Storage
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -695,12 +696,12 @@ class Dispatcher:
         # Checked last before the send: a process paused past its lease, or cut off from the
         # database for as long, must not send what another dispatcher may now hold. A notifier
         # that can checks again as its first byte leaves (send_window.py).
-        closes_at = self.holdings.send_window_end(job.row, margin_s=self.policy.lease_s / 4)
-        if closes_at <= time.monotonic():
+        margin_s = self.policy.lease_s / 4
+        if not self.holdings.may_send(job.row, margin_s=margin_s):
             return None, False
         started = time.perf_counter()
         try:
-            with send_window(closes_at):
+            with send_window(partial(self.holdings.send_window_end, job.row, margin_s=margin_s)):
                 outcome = notifier.send(job.message)
         except SendWindowClosed as closed:
             log.warning(

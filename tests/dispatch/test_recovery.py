@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -390,13 +391,26 @@ def test_a_stretch_of_sends_all_withheld_records_nothing_and_does_not_crash(
         assert ledger(url) == Counter({"claimed": 3, "pending": 3})
 
 
+def _closing(*, after_s: float) -> Callable[[], float]:
+    """A lease end `after_s` after it is first read, not renewed."""
+    ends: list[float] = []
+
+    def end() -> float:
+        if not ends:
+            ends.append(time.monotonic() + after_s)
+        return ends[0]
+
+    return end
+
+
 @pytest.mark.parametrize(
     ("channel", "still"),
     [("sms", (TwilioHttpClient, "request")), ("email", (smtplib.SMTP, "rcpt"))],
     ids=["sms", "email"],
 )
+@pytest.mark.parametrize("renewed", [False, True], ids=["lapsed", "renewed"])
 def test_a_send_whose_lease_ran_out_after_the_check_stops_before_its_first_byte(
-    database_url, tmp_path, twilio, smtp, monkeypatch, channel, still
+    database_url, tmp_path, twilio, smtp, monkeypatch, channel, still, renewed
 ):
     """The gap the SIGSTOP test once fell into (401 SMS for 400): the dispatcher checked its
     lease, then stood still (here: the twilio SDK takes 0.6 s to build the request, or the
@@ -404,7 +418,10 @@ def test_a_send_whose_lease_ran_out_after_the_check_stops_before_its_first_byte(
     took the alert over, found nothing at Twilio and sent it. Woken, it sent its own copy. Now
     the lease is checked again as the request's first byte leaves (SMTP: before DATA, until
     which the relay has nothing to deliver): nothing reaches the provider, nothing is
-    recorded, and the claims are dropped as when the check before the send fails."""
+    recorded, and the claims are dropped as when the check before the send fails.
+    `renewed`: the heartbeat renewed the lease meanwhile. The late check reads it as it stands
+    then, so the send goes: a window fixed at the first check would never let a relay slower
+    to greet than it deliver."""
     with scratch_database(database_url, tmp_path, "late_window") as url:
         held = _one_step_whose_window(
             url,
@@ -412,13 +429,18 @@ def test_a_send_whose_lease_ran_out_after_the_check_stops_before_its_first_byte(
             smtp,
             monkeypatch,
             channel=channel,
-            window_end=lambda: time.monotonic() + 0.3,  # open at the check, shut 0.3 s later
+            # Open at the check; shut 0.3 s later, or always 0.3 s ahead.
+            window_end=(lambda: time.monotonic() + 0.3) if renewed else _closing(after_s=0.3),
             still=still,
         )
+        assert held == {}
+        if renewed:
+            assert len(twilio.messages if channel == "sms" else smtp.received) == 3
+            assert ledger(url) == Counter({"sent": 3, "pending": 3})
+            return
         assert twilio.requests == []  # not a byte: no message, no half-written request
         assert smtp.received == []
         assert not [e for e in smtp.events if e.stage == "data"]
-        assert held == {}
         assert ledger(url) == Counter({"claimed": 3, "pending": 3})
 
 
@@ -438,12 +460,20 @@ def test_a_send_inside_its_window_goes_on_a_kept_alive_connection(twilio):
             alert_id=n, channel="sms", to=phone_of(n), text=f"test {n}", reference=f"r{n}"
         )
 
-    with send_window(time.monotonic() + 30):
+    def connections_made() -> int:
+        adapter = notifier._client().http_client.session.get_adapter(twilio.url)
+        pools = adapter.poolmanager.pools
+        keys = pools.keys()  # the container cannot be iterated itself
+        return sum(pools[key].num_connections for key in keys)
+
+    with send_window(lambda: time.monotonic() + 30):
         assert isinstance(notifier.send(message(1)), Sent)
         assert isinstance(notifier.send(message(2)), Sent)
-    with send_window(time.monotonic() - 0.001), pytest.raises(SendWindowClosed):
+    assert connections_made() == 1  # the second went on the first's connection
+    with send_window(lambda: time.monotonic() - 0.001), pytest.raises(SendWindowClosed):
         notifier.send(message(3))
     assert isinstance(notifier.send(message(4)), Sent)  # no window: the look-up's case
+    assert connections_made() == 2  # the stopped request's connection was closed, not reused
     assert [m["to"] for m in twilio.messages] == [phone_of(n) for n in (1, 2, 4)]
 
 

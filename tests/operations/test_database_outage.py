@@ -14,16 +14,17 @@ A second, shorter test stalls connections that are open in the pool (the case TC
 not catch): requests still end in 503 at their deadline, and the service recovers. A third, in
 one process, shows the watchdog that bounds such a connection (service/db.py)."""
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from service.db import deadline, make_engine
 from tests.builders import citizen_body
@@ -261,30 +262,53 @@ def test_a_statement_on_a_silent_connection_fails_at_its_deadline():
     assert outcomes["checkout"][0] == "OperationalError" and outcomes["checkout"][1] < 5.5
 
 
-def test_one_silent_ping_replaces_every_connection_pooled_before_it():
-    """After a stall the pool holds several silent connections. The first checkout's ping waits
-    out its bound and replaces its connection, and with it every connection pooled before: the
-    requests after it connect afresh at once instead of each waiting out a ping of its own (a
-    fresh-clone CI run saw seven registrations 503 that way 6 s after the network came back)."""
+@contextlib.contextmanager
+def _a_pool_gone_silent(connections: int) -> Iterator[Engine]:
+    """An engine (ping bound 2 s) whose pool holds `connections` that have gone silent, while
+    new connections go through."""
     assert PG_URL
     proxy = TcpProxy(make_url(PG_URL).host or "127.0.0.1", make_url(PG_URL).port or 5432).start()
     engine = make_engine(_through(proxy, PG_URL), connect_timeout_s=2, pool_timeout_s=5.0)
     try:
-        held = [engine.connect() for _ in range(3)]
+        held = [engine.connect() for _ in range(connections)]
         for conn in held:
             conn.execute(select(1))
         for conn in held:
             conn.close()  # back to the pool
         proxy.stall()
         proxy.forward(reset_stalled=False)  # new connections go through; the pooled stay silent
-        took = []
-        for _ in range(3):
-            started = time.monotonic()
-            with engine.connect() as conn:
-                conn.execute(select(1))
-            took.append(time.monotonic() - started)
+        yield engine
     finally:
         proxy.stop()
         engine.dispose()
+
+
+def _checkout_seconds(engine: Engine) -> float:
+    started = time.monotonic()
+    with engine.connect() as conn:
+        conn.execute(select(1))
+    return time.monotonic() - started
+
+
+def test_one_silent_ping_replaces_every_connection_pooled_before_it():
+    """After a stall the pool holds several silent connections. The first checkout's ping waits
+    out its bound and replaces its connection, and with it every connection pooled before: the
+    requests after it connect afresh at once instead of each waiting out a ping of its own (a
+    fresh-clone CI run saw seven registrations 503 that way 6 s after the network came back)."""
+    with _a_pool_gone_silent(3) as engine:
+        took = [_checkout_seconds(engine) for _ in range(3)]
     assert took[0] >= 1.5  # the one ping that waited out its 2 s bound
     assert max(took[1:]) < 1.0, took  # no ping of their own: replaced with the first
+
+
+def test_a_ping_cut_at_its_request_s_deadline_replaces_that_connection_alone():
+    """A ping cut by its request's deadline (sooner than the ping's own bound) says nothing of
+    the other pooled connections, which may be healthy and in use: only its own is replaced.
+    So the next checkout, with no deadline, still meets a silent one and waits out its bound."""
+    with _a_pool_gone_silent(2) as engine:
+        cut_at = time.monotonic()
+        with deadline(0.5), engine.connect():
+            cut_at = time.monotonic() - cut_at  # its ping was cut, and a new one made
+        took = _checkout_seconds(engine)
+    assert 0.4 < cut_at < 1.5, cut_at
+    assert took >= 1.5  # the second pooled connection was not replaced with the first

@@ -6,7 +6,7 @@ first byte leaves (for HTTP notifiers: in the connection's send, below the SDK a
 which leaves microseconds rather than the SDK's whole request-building in between."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -15,7 +15,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 
-_closes_at: ContextVar[float | None] = ContextVar("send_window_closes_at", default=None)
+_closes_at: ContextVar[Callable[[], float] | None] = ContextVar("send_window", default=None)
 
 
 class SendWindowClosed(Exception):
@@ -23,8 +23,9 @@ class SendWindowClosed(Exception):
 
 
 @contextmanager
-def send_window(closes_at: float) -> Iterator[None]:
-    """Sends started in this block must start before `closes_at` (time.monotonic())."""
+def send_window(closes_at: Callable[[], float]) -> Iterator[None]:
+    """Sends started in this block must start before `closes_at()` (time.monotonic()), read at
+    each check: the heartbeat may renew the lease while a slow relay is being connected to."""
     token = _closes_at.set(closes_at)
     try:
         yield
@@ -35,8 +36,10 @@ def send_window(closes_at: float) -> Iterator[None]:
 def check_send_window() -> None:
     """Raises SendWindowClosed once the current window has closed (no window: always open)."""
     closes_at = _closes_at.get()
-    if closes_at is not None and time.monotonic() >= closes_at:
-        late = time.monotonic() - closes_at
+    if closes_at is None:
+        return
+    late = time.monotonic() - closes_at()
+    if late >= 0:
         raise SendWindowClosed(f"the claim's send window closed {late:.3f} s ago")
 
 

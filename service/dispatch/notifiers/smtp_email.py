@@ -35,9 +35,16 @@ class _Watched:
     data_sent = False
 
     def data(self, msg: bytes | str) -> tuple[int, bytes]:
-        check_send_window()  # the claim's lease, checked again at the last command before DATA
+        check_send_window()  # the claim's lease, checked again before DATA
         self.data_sent = True
         return super().data(msg)  # type: ignore[misc]
+
+    def send(self, s: bytes | str) -> None:
+        # And before the message itself, sent after the relay's 354 (which may be slow): a
+        # transaction cut before its final "." delivers nothing.
+        if self.data_sent:
+            check_send_window()
+        super().send(s)  # type: ignore[misc]
 
 
 class _SMTP(_Watched, smtplib.SMTP):
