@@ -115,7 +115,8 @@ def test_a_dispatcher_paused_past_its_lease_is_replaced_without_a_duplicate(
         assert paused.returncode == 0, err
         print(
             f"FENCING paused with {held} alerts held; SMS after it woke: "
-            f"{len(twilio.messages) - sent_by_stand_in}"
+            f"{len(twilio.messages) - sent_by_stand_in}; stopped by the late check: "
+            f"{err.count('send not started')}"
         )
         assert held > 0
         assert len(twilio.messages) == sent_by_stand_in  # it sent nothing after waking
