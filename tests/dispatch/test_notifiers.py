@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 import textwrap
+import time
 from collections import deque
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ from service.dispatch.notifiers.base import (
     Sent,
 )
 from service.dispatch.notifiers.registry import build_notifiers
+from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
 from service.dispatch.notifiers.smtp_email import SmtpNotifier
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.notifiers.webhook import SIGNATURE_HEADER, WebhookNotifier
@@ -205,6 +207,24 @@ def test_webhook_contract_and_signature(hook, answer, expected):
     expected_signature = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
     assert headers[SIGNATURE_HEADER] == expected_signature
     assert json.loads(body)["text"].startswith("테스트 경보")
+    notifier.close()
+
+
+def test_a_webhook_whose_send_window_closed_posts_nothing(hook):
+    """The webhook checks the claim's lease again once its request is built (fencing, as
+    Twilio and SMTP do below the client): past it, nothing is posted; with it open, or with
+    no window (a duty notice), the post goes."""
+    notifier = WebhookNotifier(url=hook.url, secret="hook-secret")
+    with send_window(lambda: time.monotonic() - 0.001), pytest.raises(SendWindowClosed):
+        notifier.send(message("+821012340003"))
+    assert hook.requests == []
+    with send_window(lambda: time.monotonic() + 30):
+        assert isinstance(notifier.send(message("+821012340004")), Sent)
+    assert isinstance(notifier.send(message("+821012340005")), Sent)
+    assert [json.loads(body)["to"] for _, body in hook.requests] == [
+        "+821012340004",
+        "+821012340005",
+    ]
     notifier.close()
 
 

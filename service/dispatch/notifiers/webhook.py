@@ -18,6 +18,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
+from service.dispatch.notifiers.send_window import check_send_window
 
 SIGNATURE_HEADER = "X-Anjeon-Signature"
 
@@ -51,7 +52,13 @@ class WebhookNotifier(Notifier):
             raise NotifierConfigError("ANJEON_WEBHOOK_URL must be an http(s) URL")
         self.url = url
         self._secret = secret.encode()
-        self._http = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        # Fencing: a claim that lapsed once the request was built sends nothing (httpx runs
+        # request hooks just before the transport; send_window.py).
+        self._http = httpx.Client(
+            timeout=timeout_s,
+            follow_redirects=False,
+            event_hooks={"request": [lambda _request: check_send_window()]},
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "WebhookNotifier":
