@@ -3,10 +3,7 @@ bounds on how long anything waits for the database (docs/faults.md#database-outa
 
 import logging
 import math
-import os
-import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from service.errors import ServiceUnavailable
+from service.socket_watchdog import SocketWatchdog
 
 log = logging.getLogger("anjeon.db")
 
@@ -202,59 +200,11 @@ def deadline(seconds: float) -> Iterator[None]:
         REQUEST_DEADLINE.reset(token)
 
 
-class _Watchdog:
-    """Shuts the socket of a PostgreSQL connection whose holder is past its deadline.
-
-    psycopg has no read timeout, and a peer that stops answering while its kernel still
-    acknowledges (a hung server, a stuck proxy or pooler) defeats TCP keepalives and
-    tcp_user_timeout: the call would wait for ever. Shut down, the socket wakes the blocked call,
-    which fails with OperationalError (a 503), and the pool discards the connection."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._watched: dict[int, tuple[float, int]] = {}  # key -> (deadline, socket fd)
-        self._thread: threading.Thread | None = None
-        self._wakes_at = math.inf  # when the thread next looks, unless woken
-
-    def watch(self, key: int, fd: int, at: float) -> None:
-        with self._changed:
-            self._watched[key] = (at, fd)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
-                self._thread.start()
-            elif at < self._wakes_at:
-                # Woken only when this deadline comes before its next look: a wake-up on every
-                # checkout cost a busy worker a sixth of its time in GIL hand-offs.
-                self._changed.notify()
-
-    def forget(self, key: int) -> None:
-        with self._changed:
-            self._watched.pop(key, None)
-
-    def _run(self) -> None:
-        with self._changed:
-            while True:
-                now = time.monotonic()
-                for key, (at, fd) in list(self._watched.items()):
-                    if at <= now:
-                        del self._watched[key]
-                        _shut(fd)
-                soonest = min((at for at, _ in self._watched.values()), default=math.inf)
-                self._wakes_at = soonest
-                self._changed.wait(None if soonest == math.inf else soonest - now)
-
-
-def _shut(fd: int) -> None:
-    # Under the watchdog's lock, so the connection cannot be closed (and its fd reused) meanwhile.
-    try:
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        return  # already closed
-    log.warning("database connection cut: no answer within its bound")
-
-
-_WATCHDOG = _Watchdog()
+# psycopg has no read timeout, and a peer that stops answering while its kernel still
+# acknowledges (a hung server, a stuck proxy or pooler) defeats TCP keepalives and
+# tcp_user_timeout: a call would wait for ever. Shut down, the socket wakes the blocked call,
+# which fails with OperationalError (a 503), and the pool discards the connection.
+_WATCHDOG = SocketWatchdog("database connection cut: no answer within its bound")
 _FRESH = "anjeon_fresh"
 
 # libpq's own bounds (PostgreSQL's libpq-connect docs), unless the URL sets them: connecting

@@ -38,6 +38,9 @@ class Answer:
     code: int | None = None
     retry_after: str | None = None
     stall_s: float = 0.0  # accept the message, then answer this late (a client timeout)
+    # Accept the message, then send the answer's body a byte at a time, this far apart: each
+    # read is quick, the whole answer is not (no per-read timeout fires).
+    trickle_s: float = 0.0
 
 
 FAULT_KINDS = ("5xx", "timeout", "429")
@@ -256,6 +259,20 @@ class FakeTwilio:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _trickle(self, status: int, payload: dict, every_s: float) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.flush()
+                with contextlib.suppress(OSError):  # the client cut it: what it wanted
+                    for byte in data:
+                        time.sleep(every_s)
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                self.close_connection = True
+
             def _error(
                 self, status: int, code: int | None, text: str, retry_after: str | None = None
             ) -> None:
@@ -339,6 +356,9 @@ class FakeTwilio:
                 fake._log("create", to, "stalled" if answer.stall_s else "201")
                 if answer.stall_s:
                     time.sleep(answer.stall_s)
+                if answer.trickle_s:
+                    self._trickle(201, message, answer.trickle_s)
+                    return
                 self._reply(201, message)
 
             def do_GET(self) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -30,7 +30,7 @@ from service.dispatch import dispatcher as dispatcher_module
 from service.dispatch import workers
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.models import DispatcherWorker
-from service.dispatch.notifiers.base import OutgoingMessage, Sent
+from service.dispatch.notifiers.base import OutgoingMessage, Retry, Sent
 from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate, host_id
@@ -445,21 +445,46 @@ def test_a_send_whose_lease_ran_out_after_the_check_stops_before_its_first_byte(
         assert ledger(url) == Counter({"claimed": 3, "pending": 3})
 
 
-def test_a_send_inside_its_window_goes_on_a_kept_alive_connection(twilio):
-    """The late check passes a send whose window is open, on a fresh connection and on the one
-    kept alive after it, and stops one whose window closed on the kept-alive one too."""
-    notifier = TwilioNotifier(
+def _twilio_notifier(twilio, *, timeout_s: float) -> TwilioNotifier:
+    return TwilioNotifier(
         account_sid=ACCOUNT_SID,
         auth_token=AUTH_TOKEN,
         sender="+15005550006",
         api_base=twilio.url,
-        timeout_s=5,
+        timeout_s=timeout_s,
     )
 
-    def message(n: int) -> OutgoingMessage:
-        return OutgoingMessage(
-            alert_id=n, channel="sms", to=phone_of(n), text=f"test {n}", reference=f"r{n}"
-        )
+
+def _sms(n: int) -> OutgoingMessage:
+    return OutgoingMessage(
+        alert_id=n, channel="sms", to=phone_of(n), text=f"test [r{n}]", reference=f"[r{n}]"
+    )
+
+
+def test_an_answer_that_trickles_in_is_cut_at_twice_the_timeout(twilio):
+    """Twilio takes the message, then sends its answer a byte every 0.2 s (a minute or more in
+    all). No read waits longer than the 1 s timeout, so before, the request, and the batch
+    behind it, waited the whole minute. Now the whole request ends at twice the timeout: an
+    unknown outcome, which the look-up then finds; the next send goes on a new connection."""
+    twilio.script(phone_of(1), Answer(trickle_s=0.2))
+    notifier = _twilio_notifier(twilio, timeout_s=1.0)
+    started = time.monotonic()
+    outcome = notifier.send(_sms(1))
+    took = time.monotonic() - started
+    assert isinstance(outcome, Retry) and outcome.outcome_unknown, outcome
+    assert took < 10, took  # the bound is 2 s; the answer alone would take over a minute
+    found = notifier.lookup(_sms(1), since=datetime.now(UTC) - timedelta(minutes=1))
+    assert isinstance(found.found, Sent)
+    assert isinstance(notifier.send(_sms(2)), Sent)
+    assert [m["to"] for m in twilio.messages] == [phone_of(1), phone_of(2)]
+    notifier.close()
+
+
+def test_a_send_inside_its_window_goes_on_a_kept_alive_connection(twilio):
+    """The late check passes a send whose window is open, on a fresh connection and on the one
+    kept alive after it, and stops one whose window closed on the kept-alive one too."""
+    notifier = _twilio_notifier(twilio, timeout_s=5)
+    message = _sms
 
     def connections_made() -> int:
         adapter = notifier._client().http_client.session.get_adapter(twilio.url)

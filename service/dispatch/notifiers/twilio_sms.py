@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
@@ -28,7 +29,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
-from service.dispatch.notifiers.send_window import WindowedAdapter
+from service.dispatch.notifiers.bounded_http import BoundedAdapter, bounded
 
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
 # recipient replied STOP, body invalid/too long, not a mobile number, unreachable.
@@ -64,6 +65,19 @@ REPORTED_STATUS = {
     "failed": "undelivered",
     "canceled": "undelivered",
 }
+
+
+class _BoundedTwilioHttpClient(TwilioHttpClient):
+    """Each request, its answer read, within `total_s` (bounded_http.py): `timeout` bounds
+    each connect and each read alone."""
+
+    def __init__(self, *, total_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.total_s = total_s
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        with bounded(self.total_s):
+            return super().request(*args, **kwargs)
 
 
 class TwilioNotifier(Notifier):
@@ -138,7 +152,8 @@ class TwilioNotifier(Notifier):
             def remember_retry_after(response: requests.Response, **_: Any) -> None:
                 self._local.retry_after = response.headers.get("Retry-After")
 
-            http = TwilioHttpClient(
+            http = _BoundedTwilioHttpClient(
+                total_s=2 * self.timeout_s,
                 timeout=self.timeout_s,
                 request_hooks={"response": remember_retry_after},
                 proxy=self._proxies or None,
@@ -146,9 +161,10 @@ class TwilioNotifier(Notifier):
             # Proxies come from the environment once, above: requests would otherwise scan
             # os.environ on every request (~0.8 ms a message here).
             http.session.trust_env = False
-            # Fencing: a send whose claim lapsed meanwhile stops before its first byte.
+            # Fencing (a send whose claim lapsed meanwhile stops before its first byte) and a
+            # bound on each whole request, however slowly the answer trickles in.
             for scheme in ("https://", "http://"):
-                http.session.mount(scheme, WindowedAdapter())
+                http.session.mount(scheme, BoundedAdapter())
             client = Client(self.account_sid, self._auth_token, http_client=http)
             client.api.base_url = self.api_base
             self._local.client = client

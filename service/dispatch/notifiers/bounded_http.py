@@ -1,0 +1,98 @@
+"""A requests adapter for the providers' HTTP APIs with two checks at the connection itself,
+below the SDK and requests:
+
+- fencing: the claim's send window (send_window.py) is checked before each write;
+- a bound on the whole request: requests' timeouts bound each connect and each read, so a
+  provider that trickles its answer (a byte every few seconds) holds the request, and the
+  batch behind it, for as long as it likes. Within `bounded(total_s)`, each socket the
+  request writes on is shut at the bound (socket_watchdog.py): the read fails, and the
+  caller sees a dropped connection (an unknown outcome, looked up before a resend)."""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager, ProxyManager
+
+from service.dispatch.notifiers.send_window import check_send_window
+from service.socket_watchdog import SocketWatchdog
+
+_WATCHDOG = SocketWatchdog("provider connection cut: its answer took longer than the bound")
+
+
+class _Bound:
+    def __init__(self, ends_at: float) -> None:
+        self.ends_at = ends_at
+        self.watched: set[int] = set()
+
+
+_bound: ContextVar[_Bound | None] = ContextVar("bounded_http", default=None)
+
+
+@contextmanager
+def bounded(total_s: float) -> Iterator[None]:
+    """The requests made in this block (and their answers) end within `total_s` seconds."""
+    bound = _Bound(time.monotonic() + total_s)
+    token = _bound.set(bound)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+        for key in bound.watched:
+            _WATCHDOG.forget(key)
+
+
+def _before_write(connection: HTTPConnection) -> None:
+    check_send_window()
+    bound = _bound.get()
+    if bound is None:
+        return
+    if connection.sock is None:
+        connection.connect()  # as http.client would in send(): the socket is watched from here
+    key = id(connection)
+    if key not in bound.watched:
+        bound.watched.add(key)
+        _WATCHDOG.watch(key, connection.sock.fileno(), bound.ends_at)
+
+
+class _BoundedHTTPConnection(HTTPConnection):
+    def send(self, data: bytes) -> None:  # type: ignore[override]
+        _before_write(self)
+        super().send(data)
+
+
+class _BoundedHTTPSConnection(HTTPSConnection):
+    def send(self, data: bytes) -> None:  # type: ignore[override]
+        _before_write(self)
+        super().send(data)
+
+
+class _BoundedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _BoundedHTTPConnection
+
+
+class _BoundedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _BoundedHTTPSConnection
+
+
+_POOLS = {"http": _BoundedHTTPPool, "https": _BoundedHTTPSPool}
+
+
+class BoundedAdapter(HTTPAdapter):
+    """Mount on a requests session for both schemes. urllib3 closes a connection an exception
+    leaves mid-request, so a half-written request is never completed."""
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: object) -> PoolManager:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not isinstance(manager, ProxyManager):
+            return manager  # SOCKS: its own connection classes carry the proxy (no late check)
+        manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
