@@ -204,7 +204,11 @@ def deadline(seconds: float) -> Iterator[None]:
 # acknowledges (a hung server, a stuck proxy or pooler) defeats TCP keepalives and
 # tcp_user_timeout: a call would wait for ever. Shut down, the socket wakes the blocked call,
 # which fails with OperationalError (a 503), and the pool discards the connection.
-_WATCHDOG = SocketWatchdog("database connection cut: no answer within its bound")
+_WATCHDOG = SocketWatchdog(
+    cut_message="database connection cut: no answer within its bound",
+    logger="anjeon.db",
+    thread_name="db-watchdog",
+)
 _FRESH = "anjeon_fresh"
 
 # libpq's own bounds (PostgreSQL's libpq-connect docs), unless the URL sets them: connecting

@@ -8,6 +8,7 @@ below the SDK and requests:
   request writes on is shut at the bound (socket_watchdog.py): the read fails, and the
   caller sees a dropped connection (an unknown outcome, looked up before a resend)."""
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,13 +22,20 @@ from urllib3.poolmanager import PoolManager, ProxyManager
 from service.dispatch.notifiers.send_window import check_send_window
 from service.socket_watchdog import SocketWatchdog
 
-_WATCHDOG = SocketWatchdog("provider connection cut: its answer took longer than the bound")
+_WATCHDOG = SocketWatchdog(
+    cut_message="provider connection cut: its answer took longer than the bound",
+    logger="anjeon.dispatch",
+    thread_name="provider-watchdog",
+)
+_keys = itertools.count(1)
 
 
 class _Bound:
     def __init__(self, ends_at: float) -> None:
         self.ends_at = ends_at
-        self.watched: set[int] = set()
+        # Each connection written on, and its watch's key (unique: never an id() that a freed
+        # connection could hand to another thread's).
+        self.watched: dict[HTTPConnection, int] = {}
 
 
 _bound: ContextVar[_Bound | None] = ContextVar("bounded_http", default=None)
@@ -42,20 +50,18 @@ def bounded(total_s: float) -> Iterator[None]:
         yield
     finally:
         _bound.reset(token)
-        for key in bound.watched:
+        for key in bound.watched.values():
             _WATCHDOG.forget(key)
 
 
 def _before_write(connection: HTTPConnection) -> None:
-    check_send_window()
-    bound = _bound.get()
-    if bound is None:
-        return
     if connection.sock is None:
-        connection.connect()  # as http.client would in send(): the socket is watched from here
-    key = id(connection)
-    if key not in bound.watched:
-        bound.watched.add(key)
+        connection.connect()  # as http.client would in send(), but before the checks below
+    bound = _bound.get()
+    check_send_window()  # after connecting: nothing but this write comes after it
+    if bound is not None and connection not in bound.watched:
+        key = next(_keys)
+        bound.watched[connection] = key
         _WATCHDOG.watch(key, connection.sock.fileno(), bound.ends_at)
 
 
