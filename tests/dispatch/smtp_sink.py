@@ -18,7 +18,12 @@ from aiosmtpd.smtp import SMTP
 from tests.dispatch.fault_window import Window, take, within
 
 # Where each fault strikes: a new connection's greeting, or a message's final reply.
-FAULT_STAGES = {"421": ("connect",), "stall": ("connect", "data"), "drop": ("data",)}
+FAULT_STAGES = {
+    "421": ("connect",),
+    "stall": ("connect", "data"),
+    "drop": ("data",),
+    "trickle": ("data",),
+}
 
 
 def free_port() -> int:
@@ -36,7 +41,9 @@ class SmtpFault(Window):
       (longer than the client's timeout); at "data": the message is received and kept, and
       its final reply never comes in time (RFC 1047's duplicate: the relay has it);
     - "drop": the message is received and kept, then the connection is cut before the final
-      reply (the outcome is unknown to the client)."""
+      reply (the outcome is unknown to the client);
+    - "trickle": the message is received and kept, then the final reply is sent a byte at a
+      time, `stall_s` apart (no single read waits long: only a bound on the whole ends it)."""
 
     kind: str
     stage: str
@@ -158,6 +165,17 @@ class SmtpSink:
             self._log("data", recipients, "dropped")
             server.transport.abort()
             await asyncio.sleep(3600)  # cancelled by the lost connection
+        if fault.kind == "trickle":
+            self._log("data", recipients, "trickled")
+            reply = "250 Message accepted for delivery"
+            try:
+                for byte in reply[:-1].encode():  # aiosmtpd sends the last one, and the CRLF
+                    await asyncio.sleep(fault.stall_s)
+                    server._writer.write(bytes([byte]))
+                    await server._writer.drain()
+            except OSError:  # the client cut it
+                await asyncio.sleep(3600)  # cancelled by the lost connection
+            return reply[-1]
         self._log("data", recipients, "stalled")
         await asyncio.sleep(fault.stall_s)  # the client gives up meanwhile
         return "250 Message accepted for delivery"

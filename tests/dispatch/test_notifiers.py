@@ -160,6 +160,38 @@ def test_smtp_sends_again_after_its_connection_is_closed(smtp):
     assert [m["To"] for m in smtp.received] == [f"r{n}@example.com" for n in range(4)]
 
 
+@pytest.mark.parametrize(
+    ("every_s", "timeout_s", "cut_at"),
+    [(0.5, 2.0, "250 Mes"), (2.5, 3.0, "25")],
+    ids=["code-in", "cut-mid-code"],
+)
+def test_a_relay_whose_reply_trickles_in_is_cut_at_twice_the_timeout(
+    smtp, every_s, timeout_s, cut_at
+):
+    """The relay keeps the message, then sends its "250 ..." a byte every `every_s` (17 s or
+    more in all). No read waits as long as the timeout, so before, the e-mail lane waited all
+    of it; now the transaction is cut at twice the timeout. If the reply's code had arrived by
+    then, the relay took it: sent. If the cut fell inside the code ("25"), the relay may have
+    it: an unknown outcome, not a refusal of code 25. The next send goes on a new
+    connection."""
+    fault = smtp.fault("trickle", count=1, stall_s=every_s)
+    notifier = SmtpNotifier(
+        host="127.0.0.1", port=smtp.port, sender="alerts@anjeon.test", timeout_s=timeout_s
+    )
+    started = time.monotonic()
+    outcome = notifier.send(message("r1@example.com", "email", 1))
+    took = time.monotonic() - started
+    if cut_at.startswith("250"):
+        assert isinstance(outcome, Sent), outcome
+    else:
+        assert isinstance(outcome, Retry) and outcome.outcome_unknown, outcome
+    assert took < 2 * timeout_s + 4, took  # the reply alone takes 17 s or more
+    assert fault.hits == 1
+    assert isinstance(notifier.send(message("r2@example.com", "email", 2)), Sent)
+    assert [m["To"] for m in smtp.received] == ["r1@example.com", "r2@example.com"]
+    notifier.close()
+
+
 class WebhookSink:
     def __init__(self) -> None:
         self.requests: list[tuple[dict, bytes]] = []

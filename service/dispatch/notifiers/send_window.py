@@ -2,7 +2,7 @@
 dispatcher checks it before calling a notifier, but a process paused in between (a VM frozen,
 SIGSTOP) would, on waking, send what another dispatcher took over and already resent: the
 provider takes no fencing token. So a notifier checks it again as late as it can, as the
-first byte leaves (Twilio: in the connection's send, bounded_http.py; SMTP: before DATA),
+first byte leaves (Twilio: in the connection's send, provider_wire.py; SMTP: before DATA),
 which leaves microseconds rather than the SDK's whole request-building in between."""
 
 import time

@@ -23,6 +23,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
+from service.dispatch.notifiers.provider_wire import bounded
 from service.dispatch.notifiers.send_window import SendWindowClosed, check_send_window
 
 _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
@@ -197,7 +198,11 @@ class SmtpNotifier(Notifier):
             return Retry(reason=f"connecting: {type(exc).__name__}: {exc}")
         connection.data_sent = False
         try:
-            refused = connection.sendmail(self.sender, [to], data)
+            # The transaction, however slowly the relay's replies trickle in, ends within twice
+            # the timeout (which bounds each read alone): cut, it counts as lost.
+            # (A connection closed meanwhile has no socket: sendmail finds it closed.)
+            with bounded(2 * self.timeout_s, sockets=[connection.sock] if connection.sock else []):
+                refused = connection.sendmail(self.sender, [to], data)
         except SendWindowClosed:
             self._drop_connection()  # left inside a transaction (MAIL and RCPT sent)
             raise
@@ -206,6 +211,14 @@ class SmtpNotifier(Notifier):
             code, reply = next(iter(exc.recipients.values()))
             return _by_code(code, reply)
         except smtplib.SMTPResponseException as exc:
+            if connection.data_sent and not 200 <= exc.smtp_code < 600:
+                # A reply cut short after DATA (the bound shut a trickle inside its code):
+                # smtplib reads "25" as code 25. Lost, not refused: the relay may have it.
+                self._drop_connection()
+                return Retry(
+                    reason=f"outcome unknown, reply cut after DATA: {exc.smtp_code}",
+                    outcome_unknown=True,
+                )
             self._reset()
             return _by_code(exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPException, OSError) as exc:

@@ -29,7 +29,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
-from service.dispatch.notifiers.bounded_http import BoundedAdapter, bounded
+from service.dispatch.notifiers.provider_wire import BoundedAdapter, bounded
 
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
 # recipient replied STOP, body invalid/too long, not a mobile number, unreachable.
@@ -68,7 +68,7 @@ REPORTED_STATUS = {
 
 
 class _BoundedTwilioHttpClient(TwilioHttpClient):
-    """Each request, its answer read, within `total_s` (bounded_http.py): `timeout` bounds
+    """Each request, its answer read, within `total_s` (provider_wire.py): `timeout` bounds
     each connect and each read alone."""
 
     def __init__(self, *, total_s: float, **kwargs: Any) -> None:

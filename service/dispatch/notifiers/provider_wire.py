@@ -1,16 +1,18 @@
-"""A requests adapter for the providers' HTTP APIs with two checks at the connection itself,
-below the SDK and requests:
+"""What the notifiers check at the wire, below their clients (the twilio SDK and requests,
+smtplib):
 
-- fencing: the claim's send window (send_window.py) is checked before each write;
-- a bound on the whole request: requests' timeouts bound each connect and each read, so a
-  provider that trickles its answer (a byte every few seconds) holds the request, and the
-  batch behind it, for as long as it likes. Within `bounded(total_s)`, each socket the
-  request writes on is shut at the bound (socket_watchdog.py): the read fails, and the
-  caller sees a dropped connection (an unknown outcome, looked up before a resend)."""
+- fencing: the claim's send window (send_window.py) is checked before each write of an HTTP
+  request (smtp_email.py checks it before DATA and before the message);
+- a bound on a whole exchange with the provider: the clients' timeouts bound each connect
+  and each read, so a provider that trickles its answer (a byte every few seconds) holds the
+  request, and the batch behind it, for as long as it likes. Within `bounded(total_s)`, each
+  socket written on (or given) is shut at the bound (socket_watchdog.py): the read fails,
+  and the caller sees a dropped connection (an unknown outcome, looked up before a resend)."""
 
 import itertools
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -23,7 +25,7 @@ from service.dispatch.notifiers.send_window import check_send_window
 from service.socket_watchdog import SocketWatchdog
 
 _WATCHDOG = SocketWatchdog(
-    cut_message="provider connection cut: its answer took longer than the bound",
+    cut_message="provider connection cut: its exchange took longer than the bound",
     logger="anjeon.dispatch",
     thread_name="provider-watchdog",
 )
@@ -33,18 +35,21 @@ _keys = itertools.count(1)
 class _Bound:
     def __init__(self, ends_at: float) -> None:
         self.ends_at = ends_at
-        # Each connection written on, and its watch's key (unique: never an id() that a freed
-        # connection could hand to another thread's).
-        self.watched: dict[HTTPConnection, int] = {}
+        # Each connection (or socket) watched, and its watch's key (unique: never an id() that
+        # a freed connection could hand to another thread's).
+        self.watched: dict[object, int] = {}
 
 
-_bound: ContextVar[_Bound | None] = ContextVar("bounded_http", default=None)
+_bound: ContextVar[_Bound | None] = ContextVar("provider_wire", default=None)
 
 
 @contextmanager
-def bounded(total_s: float) -> Iterator[None]:
-    """The requests made in this block (and their answers) end within `total_s` seconds."""
+def bounded(total_s: float, *, sockets: Iterable[socket.socket] = ()) -> Iterator[None]:
+    """The requests made in this block (and their answers) end within `total_s` seconds, and
+    so does whatever is done on `sockets` (an SMTP transaction's connection)."""
     bound = _Bound(time.monotonic() + total_s)
+    for sock in sockets:
+        _watch(bound, sock, sock.fileno())
     token = _bound.set(bound)
     try:
         yield
@@ -54,15 +59,20 @@ def bounded(total_s: float) -> Iterator[None]:
             _WATCHDOG.forget(key)
 
 
+def _watch(bound: _Bound, holder: object, fd: int) -> None:
+    if holder not in bound.watched:
+        key = next(_keys)
+        bound.watched[holder] = key
+        _WATCHDOG.watch(key, fd, bound.ends_at)
+
+
 def _before_write(connection: HTTPConnection) -> None:
     if connection.sock is None:
         connection.connect()  # as http.client would in send(), but before the checks below
     bound = _bound.get()
     check_send_window()  # after connecting: nothing but this write comes after it
-    if bound is not None and connection not in bound.watched:
-        key = next(_keys)
-        bound.watched[connection] = key
-        _WATCHDOG.watch(key, connection.sock.fileno(), bound.ends_at)
+    if bound is not None:
+        _watch(bound, connection, connection.sock.fileno())
 
 
 class _BoundedHTTPConnection(HTTPConnection):
