@@ -22,7 +22,7 @@ FAULT_STAGES = {
     "421": ("connect",),
     "stall": ("connect", "data"),
     "drop": ("data",),
-    "trickle": ("data",),
+    "trickle": ("data", "rcpt", "connect"),
 }
 
 
@@ -42,8 +42,10 @@ class SmtpFault(Window):
       its final reply never comes in time (RFC 1047's duplicate: the relay has it);
     - "drop": the message is received and kept, then the connection is cut before the final
       reply (the outcome is unknown to the client);
-    - "trickle": the message is received and kept, then the final reply is sent a byte at a
-      time, `stall_s` apart (no single read waits long: only a bound on the whole ends it)."""
+    - "trickle" at "data": the message is received and kept, then the final reply is sent a
+      byte at a time, `stall_s` apart (no single read waits long: only a bound on the whole
+      ends it); at "rcpt": the reply to RCPT is, and the recipient is not taken; at
+      "connect": the greeting is, and the connection then closed."""
 
     kind: str
     stage: str
@@ -149,6 +151,10 @@ class SmtpSink:
             reply = queue.popleft() if queue else None
         if reply:
             return reply
+        fault = self._fault_for("rcpt", (address,))
+        if fault is not None:  # a trickle: the only fault at this stage
+            self._log("rcpt", (address,), "trickled")
+            return await _trickle(server, "250 OK", fault.stall_s)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -167,15 +173,7 @@ class SmtpSink:
             await asyncio.sleep(3600)  # cancelled by the lost connection
         if fault.kind == "trickle":
             self._log("data", recipients, "trickled")
-            reply = "250 Message accepted for delivery"
-            try:
-                for byte in reply[:-1].encode():  # aiosmtpd sends the last one, and the CRLF
-                    await asyncio.sleep(fault.stall_s)
-                    server._writer.write(bytes([byte]))
-                    await server._writer.drain()
-            except OSError:  # the client cut it
-                await asyncio.sleep(3600)  # cancelled by the lost connection
-            return reply[-1]
+            return await _trickle(server, "250 Message accepted for delivery", fault.stall_s)
         self._log("data", recipients, "stalled")
         await asyncio.sleep(fault.stall_s)  # the client gives up meanwhile
         return "250 Message accepted for delivery"
@@ -188,6 +186,19 @@ class SmtpSink:
     def stop(self) -> None:
         if self.controller:
             self.controller.stop()
+
+
+async def _trickle(server: SMTP, reply: str, every_s: float) -> str:
+    """Sends `reply` but its last character a byte every `every_s`; returns that character
+    (aiosmtpd sends it, and the CRLF)."""
+    try:
+        for byte in reply[:-1].encode():
+            await asyncio.sleep(every_s)
+            server._writer.write(bytes([byte]))
+            await server._writer.drain()
+    except OSError:  # the client cut it
+        await asyncio.sleep(3600)  # cancelled by the lost connection
+    return reply[-1]
 
 
 class _FaultySMTP(SMTP):
@@ -205,6 +216,9 @@ class _FaultySMTP(SMTP):
         if fault.kind == "421":
             sink._log("connect", (), "421")
             await self.push("421 4.3.2 Service not available, closing transmission channel")
+        elif fault.kind == "trickle":
+            sink._log("connect", (), "trickled")
+            await self.push(await _trickle(self, "220 sink ready", fault.stall_s))
         else:
             sink._log("connect", (), "stalled")
             await asyncio.sleep(fault.stall_s)

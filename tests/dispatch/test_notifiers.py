@@ -161,20 +161,25 @@ def test_smtp_sends_again_after_its_connection_is_closed(smtp):
 
 
 @pytest.mark.parametrize(
-    ("every_s", "timeout_s", "cut_at"),
-    [(0.5, 2.0, "250 Mes"), (2.5, 3.0, "25")],
-    ids=["code-in", "cut-mid-code"],
+    ("at", "every_s", "timeout_s", "cut_at"),
+    [
+        ("data", 0.5, 2.0, "250 Mes"),
+        ("data", 2.5, 3.0, "25"),
+        ("rcpt", 2.5, 3.0, "25"),
+        ("connect", 2.5, 3.0, "22"),
+    ],
+    ids=["code-in", "cut-mid-code", "cut-before-data", "cut-greeting"],
 )
 def test_a_relay_whose_reply_trickles_in_is_cut_at_twice_the_timeout(
-    smtp, every_s, timeout_s, cut_at
+    smtp, at, every_s, timeout_s, cut_at
 ):
     """The relay keeps the message, then sends its "250 ..." a byte every `every_s` (17 s or
     more in all). No read waits as long as the timeout, so before, the e-mail lane waited all
-    of it; now the transaction is cut at twice the timeout. If the reply's code had arrived by
-    then, the relay took it: sent. If the cut fell inside the code ("25"), the relay may have
-    it: an unknown outcome, not a refusal of code 25. The next send goes on a new
-    connection."""
-    fault = smtp.fault("trickle", count=1, stall_s=every_s)
+    of it; now the try is cut at twice the timeout. If the reply's code had arrived by then,
+    the relay took it: sent. If the cut fell inside the code ("25"), the relay may have it: an
+    unknown outcome, not a refusal of code 25. Cut inside RCPT's reply or the greeting, nothing
+    was sent: a plain retry, not a refusal either. The next send goes on a new connection."""
+    fault = smtp.fault("trickle", at=at, count=1, stall_s=every_s)
     notifier = SmtpNotifier(
         host="127.0.0.1", port=smtp.port, sender="alerts@anjeon.test", timeout_s=timeout_s
     )
@@ -184,11 +189,14 @@ def test_a_relay_whose_reply_trickles_in_is_cut_at_twice_the_timeout(
     if cut_at.startswith("250"):
         assert isinstance(outcome, Sent), outcome
     else:
-        assert isinstance(outcome, Retry) and outcome.outcome_unknown, outcome
+        assert isinstance(outcome, Retry), outcome
+        assert outcome.outcome_unknown == (at == "data"), outcome
+        assert not outcome.code, outcome  # not read as a relay's code
     assert took < 2 * timeout_s + 4, took  # the reply alone takes 17 s or more
     assert fault.hits == 1
     assert isinstance(notifier.send(message("r2@example.com", "email", 2)), Sent)
-    assert [m["To"] for m in smtp.received] == ["r1@example.com", "r2@example.com"]
+    kept = ["r1@example.com"] if at == "data" else []
+    assert [m["To"] for m in smtp.received] == [*kept, "r2@example.com"]
     notifier.close()
 
 

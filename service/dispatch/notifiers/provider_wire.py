@@ -12,7 +12,7 @@ smtplib):
 import itertools
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -44,12 +44,10 @@ _bound: ContextVar[_Bound | None] = ContextVar("provider_wire", default=None)
 
 
 @contextmanager
-def bounded(total_s: float, *, sockets: Iterable[socket.socket] = ()) -> Iterator[None]:
+def bounded(total_s: float) -> Iterator[None]:
     """The requests made in this block (and their answers) end within `total_s` seconds, and
-    so does whatever is done on `sockets` (an SMTP transaction's connection)."""
+    so does whatever is done on the sockets given to watch_socket() in it."""
     bound = _Bound(time.monotonic() + total_s)
-    for sock in sockets:
-        _watch(bound, sock, sock.fileno())
     token = _bound.set(bound)
     try:
         yield
@@ -57,6 +55,14 @@ def bounded(total_s: float, *, sockets: Iterable[socket.socket] = ()) -> Iterato
         _bound.reset(token)
         for key in bound.watched.values():
             _WATCHDOG.forget(key)
+
+
+def watch_socket(sock: socket.socket) -> None:
+    """Watch `sock` under the current bound, if there is one (a client's socket made inside
+    it, such as an SMTP connection's)."""
+    bound = _bound.get()
+    if bound is not None:
+        _watch(bound, sock, sock.fileno())
 
 
 def _watch(bound: _Bound, holder: object, fd: int) -> None:

@@ -3,6 +3,7 @@ allowed otherwise), text and HTML parts."""
 
 import contextlib
 import smtplib
+import socket
 import ssl
 import threading
 from email.header import Header
@@ -23,7 +24,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
-from service.dispatch.notifiers.provider_wire import bounded
+from service.dispatch.notifiers.provider_wire import bounded, watch_socket
 from service.dispatch.notifiers.send_window import SendWindowClosed, check_send_window
 
 _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
@@ -31,19 +32,30 @@ _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves byt
 
 class _Watched:
     """Knows whether the DATA command of the current transaction was sent: from then on the
-    relay may have the message, so a lost connection leaves the outcome unknown."""
+    relay may have the message, so a lost connection leaves the outcome unknown. Its socket is
+    watched by the bound of the try that opened it (provider_wire.bounded)."""
 
     data_sent = False
+    _in_data = False
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        watch_socket(sock)  # from the greeting on: a relay that trickles it is cut too
+        return sock
 
     def data(self, msg: bytes | str) -> tuple[int, bytes]:
         check_send_window()  # the claim's lease, checked again before DATA
         self.data_sent = True
-        return super().data(msg)  # type: ignore[misc]
+        self._in_data = True
+        try:
+            return super().data(msg)  # type: ignore[misc]
+        finally:
+            self._in_data = False
 
     def send(self, s: bytes | str) -> None:
         # And before the message itself, sent after the relay's 354 (which may be slow): a
-        # transaction cut before its final "." delivers nothing.
-        if self.data_sent:
+        # transaction cut before its final "." delivers nothing. Not for RSET or QUIT.
+        if self._in_data:
             check_send_window()
         super().send(s)  # type: ignore[misc]
 
@@ -179,11 +191,24 @@ class SmtpNotifier(Notifier):
         return outcome
 
     def _transaction(self, to: str, message_id: str, data: bytes) -> Outcome | None:
-        """One SMTP transaction; None when a reused connection turned out closed before DATA."""
+        """One SMTP try; None when a reused connection turned out closed before DATA. The try,
+        from connecting to the final reply and however slowly the relay's replies trickle in,
+        ends within twice the timeout (which bounds each read alone): cut, it counts as lost."""
         reused = getattr(self._local, "smtp", None) is not None
+        with bounded(2 * self.timeout_s):
+            if reused:
+                connection = self._local.smtp
+                if connection.sock is not None:  # closed meanwhile: sendmail finds it closed
+                    watch_socket(connection.sock)
+            return self._try(to, message_id, data, reused=reused)
+
+    def _try(self, to: str, message_id: str, data: bytes, *, reused: bool) -> Outcome | None:
         try:
             connection = self._connection()
         except smtplib.SMTPConnectError as exc:
+            if _cut(exc.smtp_code):
+                self._drop_connection()
+                return Retry(reason=f"connecting: greeting cut short ({exc.smtp_code})")
             # The relay's greeting turned us away (421 and the like): nothing was sent, and a
             # second connection at once would be turned away too.
             return Retry(
@@ -191,6 +216,8 @@ class SmtpNotifier(Notifier):
             )
         except smtplib.SMTPResponseException as exc:  # a refused login, as before
             self._drop_connection()
+            if _cut(exc.smtp_code):
+                return Retry(reason=f"connecting: reply cut short ({exc.smtp_code})")
             return _by_code(exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPException, OSError) as exc:
             # Refused, unreachable, no greeting in time, TLS or login failed: nothing was sent.
@@ -198,29 +225,15 @@ class SmtpNotifier(Notifier):
             return Retry(reason=f"connecting: {type(exc).__name__}: {exc}")
         connection.data_sent = False
         try:
-            # The transaction, however slowly the relay's replies trickle in, ends within twice
-            # the timeout (which bounds each read alone): cut, it counts as lost.
-            # (A connection closed meanwhile has no socket: sendmail finds it closed.)
-            with bounded(2 * self.timeout_s, sockets=[connection.sock] if connection.sock else []):
-                refused = connection.sendmail(self.sender, [to], data)
+            refused = connection.sendmail(self.sender, [to], data)
         except SendWindowClosed:
             self._drop_connection()  # left inside a transaction (MAIL and RCPT sent)
             raise
         except smtplib.SMTPRecipientsRefused as exc:
-            self._reset()
             code, reply = next(iter(exc.recipients.values()))
-            return _by_code(code, reply)
+            return self._refused(connection, code, reply)
         except smtplib.SMTPResponseException as exc:
-            if connection.data_sent and not 200 <= exc.smtp_code < 600:
-                # A reply cut short after DATA (the bound shut a trickle inside its code):
-                # smtplib reads "25" as code 25. Lost, not refused: the relay may have it.
-                self._drop_connection()
-                return Retry(
-                    reason=f"outcome unknown, reply cut after DATA: {exc.smtp_code}",
-                    outcome_unknown=True,
-                )
-            self._reset()
-            return _by_code(exc.smtp_code, exc.smtp_error)
+            return self._refused(connection, exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPException, OSError) as exc:
             self._drop_connection()
             if connection.data_sent:
@@ -236,8 +249,21 @@ class SmtpNotifier(Notifier):
             return Retry(reason=f"{type(exc).__name__}: {exc}")
         if refused:
             code, reply = next(iter(refused.values()))
-            return _by_code(code, reply)
+            return self._refused(connection, code, reply)
         return Sent(provider_ref=message_id)
+
+    def _refused(self, connection: "_SMTP | _SMTP_SSL", code: int, reply: bytes | str) -> Outcome:
+        """A reply that is not a success. One cut inside its code (the bound shut a trickle:
+        smtplib reads "25" as code 25) is a lost connection, not a refusal."""
+        if not _cut(code):
+            self._reset()
+            return _by_code(code, reply)
+        self._drop_connection()
+        if connection.data_sent:
+            return Retry(
+                reason=f"outcome unknown, reply cut after DATA ({code})", outcome_unknown=True
+            )
+        return Retry(reason=f"reply cut short before DATA ({code}): nothing was sent")
 
     def _reset(self) -> None:
         connection = getattr(self._local, "smtp", None)
@@ -258,6 +284,11 @@ class SmtpNotifier(Notifier):
 
 def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _cut(code: int) -> bool:
+    """A reply code no relay sends: what smtplib makes of a reply cut inside its code."""
+    return not 200 <= code < 600
 
 
 def _by_code(code: int, reply: bytes | str) -> Outcome:
