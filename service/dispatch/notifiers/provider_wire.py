@@ -72,25 +72,23 @@ def _watch(bound: _Bound, holder: object, fd: int) -> None:
         _WATCHDOG.watch(key, fd, bound.ends_at)
 
 
-def _before_write(connection: HTTPConnection) -> None:
-    if connection.sock is None:
-        connection.connect()  # as http.client would in send(), but before the checks below
-    bound = _bound.get()
-    check_send_window()  # after connecting: nothing but this write comes after it
-    if bound is not None:
-        _watch(bound, connection, connection.sock.fileno())
+class _Checked:
+    """Before each write: connected, the send window still open, the socket watched."""
+
+    def send(self, data: bytes) -> None:
+        if self.sock is None:  # type: ignore[attr-defined]
+            self.connect()  # type: ignore[attr-defined]  # as http.client would, but first
+        check_send_window()  # after connecting: nothing but this write comes after it
+        watch_socket(self.sock)  # type: ignore[attr-defined]
+        super().send(data)  # type: ignore[misc]
 
 
-class _BoundedHTTPConnection(HTTPConnection):
-    def send(self, data: bytes) -> None:  # type: ignore[override]
-        _before_write(self)
-        super().send(data)
+class _BoundedHTTPConnection(_Checked, HTTPConnection):
+    pass
 
 
-class _BoundedHTTPSConnection(HTTPSConnection):
-    def send(self, data: bytes) -> None:  # type: ignore[override]
-        _before_write(self)
-        super().send(data)
+class _BoundedHTTPSConnection(_Checked, HTTPSConnection):
+    pass
 
 
 class _BoundedHTTPPool(HTTPConnectionPool):
