@@ -212,7 +212,10 @@ def register_citizen(
         now=now,
         fresh=True,
     )
-    geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
+    if citizen.notify_sms or citizen.notify_email:
+        # Only an alerted citizen can match (alerted_sql): one still waiting for its codes is
+        # matched when a contact is verified (verify_contact), so no query is spent here.
+        geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
     return Registration(citizen=citizen, token=token, outgoing=outgoing)
 
 

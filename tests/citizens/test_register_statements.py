@@ -14,6 +14,7 @@ from sqlalchemy import event, func, select
 from service.citizens.models import Citizen, ContactCode
 from service.config import Settings
 from service.errors import TooManyRequests
+from service.geomatch import service as geomatch
 from service.rate_limits import RateLimits, Rule
 from tests.builders import citizen_body, stay
 from tests.conftest import bound_client, make_settings
@@ -55,6 +56,31 @@ def test_a_registration_inserts_its_rows_once(database_url, db, backend, twilio,
     assert (citizen.notify_sms, citizen.notify_email, citizen.phone_hash) == (False, False, None)
     codes = db.scalar(select(func.count()).where(ContactCode.citizen_id == citizen.id))
     assert codes == 2  # a code for the phone and one for the e-mail address
+
+
+@pytest.mark.parametrize("verification", ["required", "off"])
+def test_only_a_registration_alerted_at_once_reads_places_to_match(
+    database_url, db, twilio, smtp, monkeypatch, verification
+):
+    """A sign-up still waiting for its codes cannot match (only alerted citizens do): its
+    places are matched when a contact is verified, and registering reads none back."""
+    reads: list[int] = []
+    real = geomatch.load_reachable
+
+    def counted(connection, **kwargs):
+        reads.append(kwargs["citizen_id"])
+        return real(connection, **kwargs)
+
+    monkeypatch.setattr(geomatch, "load_reachable", counted)
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), verification=verification
+    )
+    with bound_client(settings, db) as client:
+        answer = client.post("/v1/citizens", json=citizen_body(stays=[stay()]))
+    assert answer.status_code == 201, answer.text
+    citizen = db.scalar(select(Citizen).where(Citizen.public_id == answer.json()["id"]))
+    assert citizen.notify_sms == (verification == "off")
+    assert reads == ([] if verification == "required" else [citizen.id])
 
 
 # ---- the rate limits in Redis ---------------------------------------------------------------
