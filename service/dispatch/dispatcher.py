@@ -35,7 +35,6 @@ from service.dispatch.notifiers.base import (
     Sent,
 )
 from service.dispatch.notifiers.registry import build_notifiers
-from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
 from service.dispatch.pacing import SenderRate, open_storage
 from service.dispatch.quiet_hours import quiet_until, zone_of
 from service.dispatch.recipients import (
@@ -65,6 +64,7 @@ from service.ledger.states import (
     SUPERSEDED,
 )
 from service.privacy import PersonalDataVault
+from service.send_window import SendWindowClosed, send_window
 
 log = logging.getLogger("anjeon.dispatch")
 # error_code of an alert whose earlier try, of unknown outcome, could not be looked up.

@@ -1,6 +1,7 @@
 """Turning an address into a point, behind a small interface so tests and operators can swap it."""
 
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -8,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from geopy.adapters import BaseSyncAdapter
+from geopy.adapters import BaseSyncAdapter, RequestsAdapter, RequestsHTTPWithSSLContextAdapter
 from geopy.exc import GeopyError
 from geopy.geocoders import Nominatim
 
 from service.db import REQUEST_DEADLINE
+from service.provider_wire import BoundedAdapter, bounded
 
 # Nominatim's usage policy: at most one request a second, from the whole service.
 NOMINATIM_INTERVAL_S = 1.0
@@ -75,12 +77,33 @@ class NoGeocoder:
         raise GeocodingDisabled
 
 
+class _BoundedHTTPSAdapter(BoundedAdapter, RequestsHTTPWithSSLContextAdapter):
+    """geopy's HTTPS adapter (its SSL context kept) on provider_wire's watched connections."""
+
+
+class BoundedRequestsAdapter(RequestsAdapter):
+    """geopy's requests adapter, its connections those of provider_wire: a look-up inside
+    `bounded()` ends at the bound, however slowly the answer trickles in. geopy's timeout
+    bounds each connect and each read alone: a Nominatim (or a proxy) sending a byte a
+    second held a registration's thread for as long as it went on, and with forty such, the
+    API's whole pool."""
+
+    def __init__(self, *, proxies: Any, ssl_context: ssl.SSLContext | None) -> None:
+        ssl_context = ssl_context or ssl.create_default_context()  # as RequestsAdapter does
+        super().__init__(proxies=proxies, ssl_context=ssl_context)
+        pool = {"pool_connections": 10, "pool_maxsize": 10, "max_retries": 2}  # geopy's own
+        self.session.mount("http://", BoundedAdapter(**pool))  # type: ignore[arg-type]
+        self.session.mount("https://", _BoundedHTTPSAdapter(ssl_context=ssl_context, **pool))
+
+
 class NominatimGeocoder:
     """OpenStreetMap Nominatim through geopy, one request a second (its usage policy) taken
     from `turn`; an address that would wait past MAX_WAIT_S, or find MAX_WAITING others
     already waiting for a turn, is refused at once (GeocoderBusy) rather than hold a thread.
     Within a request, a turn that leaves the look-up less than its timeout before the
-    request's deadline is refused too: the addresses of one request share its time."""
+    request's deadline is refused too: the addresses of one request share its time. A
+    look-up, its answer read, ends within twice its timeout (and by the request's deadline)
+    however slowly the answer comes (BoundedRequestsAdapter)."""
 
     def __init__(
         self,
@@ -93,7 +116,7 @@ class NominatimGeocoder:
         max_waiting: int = MAX_WAITING,
         url: str = "",
     ) -> None:
-        options: dict[str, Any] = {"adapter_factory": adapter_factory} if adapter_factory else {}
+        options: dict[str, Any] = {"adapter_factory": adapter_factory or BoundedRequestsAdapter}
         if url:
             where = urlsplit(url)
             options |= {"domain": where.netloc, "scheme": where.scheme}
@@ -104,9 +127,13 @@ class NominatimGeocoder:
         self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def geocode(self, address: str) -> GeocodedPoint | None:
-        self._wait_for_turn(self._answer_by())
+        answer_by = self._answer_by()
+        self._wait_for_turn(answer_by)
+        # The turn left at least the timeout before the deadline (_wait_for_turn).
+        total_s = min(2 * self._timeout_s, answer_by - time.monotonic())
         try:
-            location = self._nominatim.geocode(address, exactly_one=True)
+            with bounded(total_s):
+                location = self._nominatim.geocode(address, exactly_one=True)
         except GeopyError as exc:
             raise GeocoderFailed(type(exc).__name__) from exc
         if location is None:

@@ -24,10 +24,10 @@ from service.dispatch.notifiers.base import (
     Sent,
 )
 from service.dispatch.notifiers.registry import build_notifiers
-from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
 from service.dispatch.notifiers.smtp_email import SmtpNotifier
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.notifiers.webhook import SIGNATURE_HEADER, WebhookNotifier
+from service.send_window import SendWindowClosed, send_window
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.conftest import TEST_SECRET

@@ -31,13 +31,13 @@ from service.dispatch import workers
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.models import DispatcherWorker
 from service.dispatch.notifiers.base import OutgoingMessage, Retry, Sent
-from service.dispatch.notifiers.send_window import SendWindowClosed, send_window
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate, host_id
 from service.ledger import outbox
 from service.ledger.models import Alert
 from service.ledger.outbox import Decision
 from service.privacy import PersonalDataVault
+from service.send_window import SendWindowClosed, send_window
 from tests.conftest import TEST_SECRET, make_settings
 from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Answer

@@ -24,8 +24,8 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
-from service.dispatch.notifiers.provider_wire import bounded, watch_socket
-from service.dispatch.notifiers.send_window import SendWindowClosed, check_send_window
+from service.provider_wire import bounded, watch_socket
+from service.send_window import SendWindowClosed, check_send_window
 
 _WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; sendmail() leaves bytes alone
 

@@ -29,7 +29,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
-from service.dispatch.notifiers.provider_wire import BoundedAdapter, bounded
+from service.provider_wire import BoundedAdapter, bounded
 
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
 # recipient replied STOP, body invalid/too long, not a mobile number, unreachable.

@@ -18,7 +18,7 @@ from service.dispatch.notifiers.base import (
     Sent,
     revealed,
 )
-from service.dispatch.notifiers.send_window import check_send_window
+from service.send_window import check_send_window
 
 SIGNATURE_HEADER = "X-Anjeon-Signature"
 

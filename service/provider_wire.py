@@ -1,13 +1,17 @@
-"""What the notifiers check at the wire, below their clients (the twilio SDK and requests,
-smtplib):
+"""What is checked at the wire with a remote provider, below its client (the twilio SDK,
+geopy and requests, smtplib):
 
-- fencing: the claim's send window (send_window.py) is checked before each write of an HTTP
-  request (smtp_email.py checks it before DATA and before the message);
+- fencing: a dispatcher's send window (send_window.py) is checked before each write of an
+  HTTP request (smtp_email.py checks it before DATA and before the message); outside a send
+  window (the geocoder) the check passes;
 - a bound on a whole exchange with the provider: the clients' timeouts bound each connect
   and each read, so a provider that trickles its answer (a byte every few seconds) holds the
-  request, and the batch behind it, for as long as it likes. Within `bounded(total_s)`, each
-  socket written on (or given) is shut at the bound (socket_watchdog.py): the read fails,
-  and the caller sees a dropped connection (an unknown outcome, looked up before a resend)."""
+  request, and the batch or the thread behind it, for as long as it likes. Within
+  `bounded(total_s)`, each socket written on (or given) is shut at the bound
+  (socket_watchdog.py): the read fails, and the caller sees a dropped connection (for a
+  send, an unknown outcome, looked up before a resend).
+
+It sits in the ground layer: the dispatcher's notifiers and the geocoder both use it."""
 
 import itertools
 import socket
@@ -21,12 +25,12 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 
-from service.dispatch.notifiers.send_window import check_send_window
+from service.send_window import check_send_window
 from service.socket_watchdog import SocketWatchdog
 
 _WATCHDOG = SocketWatchdog(
     cut_message="provider connection cut: its exchange took longer than the bound",
-    logger="anjeon.dispatch",
+    logger="anjeon.providers",  # the notifiers' and the geocoder's
     thread_name="provider-watchdog",
 )
 _keys = itertools.count(1)
