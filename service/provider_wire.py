@@ -76,14 +76,26 @@ def _watch(bound: _Bound, holder: object, fd: int) -> None:
         _WATCHDOG.watch(key, fd, bound.ends_at)
 
 
+class BoundPassed(ConnectionError):
+    """The exchange's bound passed before a request was written: nothing was sent."""
+
+
 class _Checked:
-    """Before each write: connected, the send window still open, the socket watched."""
+    """Before each write: connected, the bound not passed, the send window still open, the
+    socket watched."""
 
     def send(self, data: bytes) -> None:
         if self.sock is None:  # type: ignore[attr-defined]
             self.connect()  # type: ignore[attr-defined]  # as http.client would, but first
+        bound = _bound.get()
+        if bound is not None and time.monotonic() >= bound.ends_at:
+            # A retry (or a slow connect) past the bound: the provider is not asked again.
+            raise BoundPassed("the exchange's bound passed before the request was sent")
         check_send_window()  # after connecting: nothing but this write comes after it
-        watch_socket(self.sock)  # type: ignore[attr-defined]
+        if bound is not None:
+            # Held by (connection, socket): forgotten when the pool takes the connection back,
+            # whether or not it is still open (_ForgetsReturned).
+            _watch(bound, (self, self.sock), self.sock.fileno())  # type: ignore[attr-defined]
         super().send(data)  # type: ignore[misc]
 
 
@@ -95,11 +107,24 @@ class _BoundedHTTPSConnection(_Checked, HTTPSConnection):
     pass
 
 
-class _BoundedHTTPPool(HTTPConnectionPool):
+class _ForgetsReturned:
+    """A connection handed back to its pool has finished its exchange: its watch ends then,
+    not when the bound does, or another thread taking it from the pool meanwhile could be
+    cut at this bound."""
+
+    def _put_conn(self, conn: HTTPConnection | None) -> None:
+        bound = _bound.get()
+        if bound is not None and conn is not None:
+            for holder in [h for h in bound.watched if isinstance(h, tuple) and h[0] is conn]:
+                _WATCHDOG.forget(bound.watched.pop(holder))
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _BoundedHTTPPool(_ForgetsReturned, HTTPConnectionPool):
     ConnectionCls = _BoundedHTTPConnection
 
 
-class _BoundedHTTPSPool(HTTPSConnectionPool):
+class _BoundedHTTPSPool(_ForgetsReturned, HTTPSConnectionPool):
     ConnectionCls = _BoundedHTTPSConnection
 
 

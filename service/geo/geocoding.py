@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from geopy.adapters import BaseSyncAdapter, RequestsAdapter, RequestsHTTPWithSSLContextAdapter
 from geopy.exc import GeopyError
 from geopy.geocoders import Nominatim
+from urllib3.util.retry import Retry
 
 from service.db import REQUEST_DEADLINE
 from service.provider_wire import BoundedAdapter, bounded
@@ -86,12 +87,15 @@ class BoundedRequestsAdapter(RequestsAdapter):
     `bounded()` ends at the bound, however slowly the answer trickles in. geopy's timeout
     bounds each connect and each read alone: a Nominatim (or a proxy) sending a byte a
     second held a registration's thread for as long as it went on, and with forty such, the
-    API's whole pool."""
+    API's whole pool. A connection that fails is tried again (geopy's two retries), but not
+    a request that was sent: a cut answer is not asked for again outside the turns, and
+    nothing is sent once the bound has passed (provider_wire.BoundPassed)."""
 
     def __init__(self, *, proxies: Any, ssl_context: ssl.SSLContext | None) -> None:
         ssl_context = ssl_context or ssl.create_default_context()  # as RequestsAdapter does
         super().__init__(proxies=proxies, ssl_context=ssl_context)
-        pool = {"pool_connections": 10, "pool_maxsize": 10, "max_retries": 2}  # geopy's own
+        retries = Retry(total=2, read=False)  # requests turns geopy's 2 into read retries too
+        pool = {"pool_connections": 10, "pool_maxsize": 10, "max_retries": retries}
         self.session.mount("http://", BoundedAdapter(**pool))  # type: ignore[arg-type]
         self.session.mount("https://", _BoundedHTTPSAdapter(ssl_context=ssl_context, **pool))
 
@@ -129,8 +133,11 @@ class NominatimGeocoder:
     def geocode(self, address: str) -> GeocodedPoint | None:
         answer_by = self._answer_by()
         self._wait_for_turn(answer_by)
-        # The turn left at least the timeout before the deadline (_wait_for_turn).
-        total_s = min(2 * self._timeout_s, answer_by - time.monotonic())
+        left_s = answer_by - time.monotonic()
+        if left_s < self._timeout_s:
+            # Taking the turn (a Redis round trip) ran into the time the look-up needs.
+            raise GeocoderBusy(1)
+        total_s = min(2 * self._timeout_s, left_s)
         try:
             with bounded(total_s):
                 location = self._nominatim.geocode(address, exactly_one=True)
