@@ -133,11 +133,8 @@ class NominatimGeocoder:
     def geocode(self, address: str) -> GeocodedPoint | None:
         answer_by = self._answer_by()
         self._wait_for_turn(answer_by)
-        left_s = answer_by - time.monotonic()
-        if left_s < self._timeout_s:
-            # Taking the turn (a Redis round trip) ran into the time the look-up needs.
-            raise GeocoderBusy(1)
-        total_s = min(2 * self._timeout_s, left_s)
+        # The turn left the look-up at least its timeout before the deadline (_wait_for_turn).
+        total_s = min(2 * self._timeout_s, answer_by - time.monotonic())
         try:
             with bounded(total_s):
                 location = self._nominatim.geocode(address, exactly_one=True)
@@ -165,6 +162,9 @@ class NominatimGeocoder:
                     raise GeocoderBusy(self._max_wait_s)
                 wait = self._turn()
                 if wait <= 0:
+                    if time.monotonic() > turn_by:
+                        # Taking the turn (a Redis round trip) ran into the look-up's time.
+                        raise GeocoderBusy(1)
                     return
                 if time.monotonic() + wait > turn_by:
                     raise GeocoderBusy(wait)
