@@ -98,15 +98,21 @@ def main(argv: list[str]) -> int:
         }
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603
         running[leg] = (process, log, time.monotonic())
+    # Each leg timed when it ends, not when the legs listed before it are done.
+    took: dict[str, float] = {}
+    while len(took) < len(running):
+        for leg, (process, _, leg_started) in running.items():
+            if leg not in took and process.poll() is not None:
+                took[leg] = time.monotonic() - leg_started
+        time.sleep(0.5)
     failed = []
-    for leg, (process, log, leg_started) in running.items():
+    for leg, (process, log, _) in running.items():
         code = process.wait()
         log.close()
-        took = time.monotonic() - leg_started
         text = (LOGS / f"{leg}.log").read_text(errors="replace")
         # A passing leg: its summary (and slowest tests); a failing one: its failures too.
         tail = text[-5000:] if code == 0 else text[-60000:]
-        print(f"==== {leg} leg: exit {code} in {took:.0f} s (log: var/test-logs/{leg}.log)")
+        print(f"==== {leg} leg: exit {code} in {took[leg]:.0f} s (log: var/test-logs/{leg}.log)")
         print(tail)
         if code != 0:
             failed.append(leg)
