@@ -77,8 +77,8 @@ def _config() -> schemathesis.Config:
 # The API in two parts, every operation in one of them, so that two legs share the fuzzing.
 ADVISORIES = r"^/v1/advisories"
 PARTS = [
-    pytest.param("advisories", marks=pytest.mark.long(seconds=140), id="advisories"),
-    pytest.param("the rest", marks=pytest.mark.long(seconds=140), id="rest"),
+    pytest.param("advisories", marks=pytest.mark.long(seconds=62), id="advisories"),
+    pytest.param("the rest", marks=pytest.mark.long(seconds=71), id="rest"),
 ]
 
 

@@ -44,7 +44,7 @@ print("released", flush=True)
 """
 
 
-@pytest.mark.long(seconds=47)  # in a CI run of four legs
+@pytest.mark.long(seconds=49)  # in a CI run of four legs
 def test_another_process_holding_the_sqlite_write_lock_for_30_s(tmp_path, twilio, smtp):
     path = tmp_path / "anjeon.db"
     url = f"sqlite:///{path}"
