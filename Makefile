@@ -23,7 +23,7 @@ run: $(STAMP) $(SECRET_FILE)
 	ANJEON_SECRET_KEY_FILE=$${ANJEON_SECRET_KEY_FILE:-$(SECRET_FILE)} $(BIN)/anjeon migrate
 	ANJEON_SECRET_KEY_FILE=$${ANJEON_SECRET_KEY_FILE:-$(SECRET_FILE)} $(BIN)/anjeon serve
 
-# With ANJEON_TEST_DATABASE_URL set, SQLite and PostgreSQL legs (two of each) run side by side
+# With ANJEON_TEST_DATABASE_URL set, four legs of both backends' tests run side by side
 # (scripts/test_legs.py); without it, the SQLite tests in one process.
 test: $(STAMP)
 	$(BIN)/ruff check .

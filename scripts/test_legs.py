@@ -1,14 +1,13 @@
 """`make test` with PostgreSQL: the suite as several pytest processes side by side, by default
-two legs per backend (ANJEON_TEST_SHARDS). Most of the suite waits on other processes,
-sockets, sleeps, a browser and the database rather than on the CPU: one leg alone kept this
-2-core machine about half busy. Each test runs in exactly one leg: tests whose id names
-postgresql in a PostgreSQL leg, every other one in a SQLite leg; within a backend, the tests
-marked long go to the legs by their seconds, then every n-th other test to leg n
-(tests/conftest.py, ANJEON_TEST_SHARD). Each leg has its own temporary
-directory and its own Redis database; the SQLite and PostgreSQL legs of one share use one
-PostgreSQL database (share 0 ANJEON_TEST_DATABASE_URL's, the others one made beside it, with
-PostGIS), as the one SQLite leg and the one PostgreSQL leg did before; its output goes to
-var/test-logs/<leg>.log, and the end of each is printed."""
+four legs (ANJEON_TEST_SHARDS). Most of the suite waits on other processes, sockets, sleeps,
+a browser and the database rather than on the CPU: one leg alone kept this 2-core machine
+about half busy. Each test runs in exactly one leg, and every leg runs tests of both backends:
+the tests marked long go to the legs by their seconds (per backend), then every n-th other
+test to leg n (tests/conftest.py, ANJEON_TEST_SHARD). Legs split by backend (two SQLite, two
+PostgreSQL) left two legs idle for the last minute or so while the other backend's finished.
+Each leg has its own temporary directory, its own Redis database and its own PostgreSQL
+database (leg 1 ANJEON_TEST_DATABASE_URL's, the others one made beside it, with PostGIS);
+its output goes to var/test-logs/<leg>.log, and the end of each is printed."""
 
 import os
 import subprocess
@@ -23,26 +22,15 @@ from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test-logs"
-BACKENDS = {"sqlite": "not postgresql", "postgresql": "postgresql"}
-SHARDS = int(os.environ.get("ANJEON_TEST_SHARDS", "2"))
+SHARDS = int(os.environ.get("ANJEON_TEST_SHARDS", "4"))
 if SHARDS < 1:
     raise SystemExit("ANJEON_TEST_SHARDS must be 1 or more")
 
 
-def _legs() -> list[tuple[str, str, int]]:
-    """(name, backend, share) of each leg."""
-    return [
-        (backend if SHARDS == 1 else f"{backend}-{share + 1}", backend, share)
-        for backend in BACKENDS
-        for share in range(SHARDS)
-    ]
-
-
 def _database_for(share: int) -> dict[str, str]:
-    """The legs of share 0 take ANJEON_TEST_DATABASE_URL; those of share k a new database beside
-    it, `<name>_<k+1>`, with PostGIS (what a run before left is dropped). So no two SQLite legs
-    (several of whose tests make scratch databases named after it) and no two PostgreSQL legs
-    share one, as in the run of one leg a backend."""
+    """Leg 1 (share 0) takes ANJEON_TEST_DATABASE_URL; the leg of share k a new database beside
+    it, `<name>_<k+1>`, with PostGIS (what a run before left is dropped). So no two legs share
+    one, nor the scratch databases their tests name after it."""
     url = os.environ.get("ANJEON_TEST_DATABASE_URL")
     if not url or share == 0:
         return {}
@@ -79,20 +67,19 @@ def main(argv: list[str]) -> int:
     # Every leg's database before any leg starts: a failure here leaves no process behind.
     databases = {share: _database_for(share) for share in range(SHARDS)}
     running = {}
-    for number, (leg, backend, share) in enumerate(_legs()):
+    for share in range(SHARDS):
+        leg = f"leg-{share + 1}"
         log = (LOGS / f"{leg}.log").open("w")
         command = [
             sys.executable,
             "-m",
             "pytest",
-            "-k",
-            BACKENDS[backend],
             f"--basetemp={ROOT / 'var' / 'pytest' / leg}",
             *argv,
         ]
         env = {
             **os.environ,
-            **_redis_for(number),
+            **_redis_for(share),
             **databases[share],
             "ANJEON_TEST_SHARD": f"{share}/{SHARDS}",
         }
@@ -112,7 +99,7 @@ def main(argv: list[str]) -> int:
         text = (LOGS / f"{leg}.log").read_text(errors="replace")
         # A passing leg: its summary (and slowest tests); a failing one: its failures too.
         tail = text[-5000:] if code == 0 else text[-60000:]
-        print(f"==== {leg} leg: exit {code} in {took[leg]:.0f} s (log: var/test-logs/{leg}.log)")
+        print(f"==== {leg}: exit {code} in {took[leg]:.0f} s (log: var/test-logs/{leg}.log)")
         print(tail)
         if code != 0:
             failed.append(leg)

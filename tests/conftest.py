@@ -43,7 +43,7 @@ TEST_SECRET = secrets.token_urlsafe(40)
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("CI") and not PG_URL:
         raise pytest.UsageError(
-            "CI must set ANJEON_TEST_DATABASE_URL: the PostgreSQL leg may not skip"
+            "CI must set ANJEON_TEST_DATABASE_URL: the PostgreSQL tests may not skip"
         )
 
 
@@ -73,13 +73,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not SHARD:
         return
     share, shares = map(int, SHARD.split("/"))
-    # The long tests first, each to the leg with the fewest seconds of them so far, counted per
-    # backend (the legs' -k: "postgresql" in the id or not); then every n-th of the rest (the
-    # slower ones, often parameters of one test side by side, are spread).
+    # The long tests first, each to the leg with the fewest seconds of them so far; then every
+    # n-th of the rest (the slower ones, often parameters of one test side by side, such as its
+    # SQLite and PostgreSQL runs, are spread).
     share_of: dict[str, int] = {}
-    seconds = {backend: [0.0] * shares for backend in (True, False)}
+    legs = [0.0] * shares
     for nodeid, took in sorted(long_seconds.items(), key=lambda pair: -pair[1]):
-        legs = seconds["postgresql" in nodeid.lower()]
         share_of[nodeid] = legs.index(min(legs))
         legs[share_of[nodeid]] += took
     rest = [item for item in items if item.nodeid not in share_of]

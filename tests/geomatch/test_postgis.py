@@ -1,4 +1,4 @@
-"""PostGIS and the engine give identical pairs on the same data (PostgreSQL leg only: SQLite
+"""PostGIS and the engine give identical pairs on the same data (on PostgreSQL only: SQLite
 has no PostGIS, and its matching is the engine itself)."""
 
 from datetime import UTC, datetime, timedelta
@@ -20,7 +20,7 @@ from tests.geomatch.builders import NOW, advisory, citizen
 @pytest.fixture
 def pg(db, backend):
     if backend != "postgresql":
-        pytest.skip("PostGIS runs on the PostgreSQL leg")
+        pytest.skip("PostGIS runs in the PostgreSQL tests")
     return db
 
 
