@@ -201,8 +201,10 @@ def test_an_outage_opens_the_circuit_which_half_opens_on_schedule_and_closes(
         assert len(during) <= 3 + 8 + 3, len(during)
         assert_on_schedule(seen)
         assert max(s.opened for s in seen) >= 2  # the outage outlasted the first opening
-        # /metrics showed it open (1) during the outage, and shows it closed (0) now.
-        assert 1.0 in gauges, gauges
+        # /metrics showed it open (1) or half-open (2, which only an opening leads to) during
+        # the outage, and shows it closed (0) now. Not open alone: a scrape can take longer
+        # than an opening on a loaded machine (one CI run saw [0, 2, 0, 0, 0]).
+        assert {1.0, 2.0} & set(gauges), gauges
         assert gauge(svc.client) == 0.0
 
 
@@ -312,7 +314,8 @@ def test_a_relay_outage_opens_the_smtp_circuit_and_urgent_alerts_go_by_sms(
         assert (got.lost, got.duplicate) == (0, 0)
         assert len(refused) <= 3 + 8 + 3, len(refused)
         assert_on_schedule(seen)
-        assert 1.0 in gauges and gauge(svc.client, "smtp", "email") == 0.0
+        assert {1.0, 2.0} & set(gauges), gauges  # open or half-open, as above
+        assert gauge(svc.client, "smtp", "email") == 0.0
         rows = alerts(svc.url)
         assert {r.status for r in rows} == {"sent"}
         sms = [r for r in rows if r.channel == "sms"]
