@@ -2,12 +2,12 @@
 four legs (ANJEON_TEST_SHARDS). Most of the suite waits on other processes, sockets, sleeps,
 a browser and the database rather than on the CPU: one leg alone kept this 2-core machine
 about half busy. Each test runs in exactly one leg, and every leg runs tests of both backends:
-the tests marked long go to the legs by their seconds (per backend), then every n-th other
-test to leg n (tests/conftest.py, ANJEON_TEST_SHARD). Legs split by backend (two SQLite, two
-PostgreSQL) left two legs idle for the last minute or so while the other backend's finished.
-Each leg has its own temporary directory, its own Redis database and its own PostgreSQL
-database (leg 1 ANJEON_TEST_DATABASE_URL's, the others one made beside it, with PostGIS);
-its output goes to var/test-logs/<leg>.log, and the end of each is printed."""
+the tests marked long go to the legs by their seconds, then every n-th other test to leg n
+(tests/conftest.py, ANJEON_TEST_SHARD). Legs split by backend (two SQLite, two PostgreSQL)
+ended up to a minute apart, the machine half used meanwhile. Each leg has its own temporary
+directory, its own Redis database and its own PostgreSQL database (leg 1
+ANJEON_TEST_DATABASE_URL's, the others one made beside it, with PostGIS); its output goes to
+var/test-logs/<leg>.log, and the end of each is printed."""
 
 import os
 import subprocess
