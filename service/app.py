@@ -16,6 +16,7 @@ from service.advisories.router import router as advisories_router
 from service.advisories.sending_router import router as sending_router
 from service.api_headers import ApiNoStoreMiddleware
 from service.audit.router import router as audit_router
+from service.auth import request_transaction
 from service.body_limit import BodyLimitMiddleware
 from service.checkin.router import router as checkin_router
 from service.citizens.router import router as citizens_router
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory
+    app.state.request_transaction = request_transaction
     app.state.schema_head = head_revision(settings.database_url)
     app.state.feeds = load_feeds(settings.feeds_path())  # a broken feeds.toml stops start-up
     # Shared by every process when the storage is Redis (registrations, codes, resends, the

@@ -4,8 +4,9 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from service.staff import service as staff_service
 from service.staff.models import Role, StaffKey
 
 log = logging.getLogger("anjeon.auth")
+T = TypeVar("T")
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # RFC 6750 §3.1: the key is known but no longer good (the console tells its holder so).
@@ -32,8 +34,10 @@ _READ_REQUEST = "anjeon_read_request"  # session.info key: the request only read
 _ADMITTED_KEY = "anjeon_admitted_key"  # request.state: the staff key the role check admitted
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed before the response is sent.
+@contextmanager
+def request_transaction(request: Request) -> Iterator[Session]:
+    """One transaction per request, committed when the block ends without an exception.
+    create_app puts it in `app.state.request_transaction`; tests put a savepoint there.
 
     A writing request's transaction begins at its first statement, not here: what runs before
     (the staff check, a geocoder's network call) holds no write lock (SQLite's lasts the
@@ -50,6 +54,26 @@ def get_session(request: Request) -> Iterator[Session]:
             if (key := getattr(request.state, _ADMITTED_KEY, None)) is not None:
                 _record_failure(session, request, key, failure)
             raise
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """The request's transaction (request_transaction), committed before the response is sent."""
+    with request.app.state.request_transaction(request) as session:
+        yield session
+
+
+async def in_transaction(request: Request, work: Callable[[Session], T]) -> T:
+    """`work` and the request's transaction (committed before the answer) in one thread of
+    anyio's pool. A sync endpoint with SessionDep hands off to the pool three or four times
+    (the session, the endpoint, the commit, the response model's check); under load each
+    hand-off stalls the event loop, so the burst's endpoints (registration, codes, replies,
+    delivery reports) take one (docs/benchmarks.md, "One thread hand-off")."""
+
+    def run() -> T:
+        with request.app.state.request_transaction(request) as session:
+            return work(session)
+
+    return await anyio.to_thread.run_sync(run)
 
 
 # scope="function": commit before the response leaves, so a 201 means the data is stored.

@@ -7,14 +7,15 @@ import logging
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from service.app import create_app
-from service.auth import get_session
 from service.config import Settings
 from service.db import make_engine
 from service.geo.geocoding import Geocoder
@@ -184,12 +185,13 @@ def bound_client(
 ) -> TestClient:
     app = create_app(app_settings, geocoder=geocoder)
 
-    def session_in_test_transaction() -> Iterator[Session]:
+    @contextmanager
+    def session_in_test_transaction(_request: Request) -> Iterator[Session]:
         # A savepoint per request: a failed request undoes its own writes, as in production.
         with db.begin_nested():
             yield db
 
-    app.dependency_overrides[get_session] = session_in_test_transaction
+    app.state.request_transaction = session_in_test_transaction
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -8,9 +8,10 @@ from xml.sax.saxutils import escape
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from service.advisories.service import get_advisory
-from service.auth import Consul, SessionDep
+from service.auth import Consul, SessionDep, in_transaction
 from service.checkin import answers, duty, help_messages, rollcall
 from service.checkin.page import checkin_page
 from service.checkin.replies import answer_text, unmatched_text
@@ -57,46 +58,50 @@ def _twiml(text: str | None) -> Response:
 
 
 @router.post("/v1/webhooks/twilio/inbound", response_class=Response)
-def inbound_sms(
+async def inbound_sms(
     request: Request,
-    session: SessionDep,
     registry: RegistryDep,
     tasks: BackgroundTasks,
     form: Annotated[dict[str, str], Depends(form_fields)],
 ) -> Response:
     """A citizen's SMS reply, as Twilio forwards it (signed with X-Twilio-Signature over our
     public URL; anything else is a 403 and touches nothing). Answered in TwiML."""
-    notifier = request.app.state.dispatcher.notifiers.get("sms")
-    if notifier is None or notifier.name != "twilio":
-        raise Forbidden("SMS replies are taken only when the SMS notifier is twilio")
-    url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    try:
-        message = notifier.read_inbound(url=url, form=form, headers=request.headers)
-    except ReportRejected as exc:
-        raise Forbidden(str(exc)) from exc
-    heard = answers.hear_sms(
-        session,
-        vault=registry.vault,
-        sender=message.sender,
-        body=message.body,
-        provider_ref=message.provider_ref,
-        now=utcnow(),
-    )
-    _tell_duty(request, tasks, heard.recorded, heard.help_message_id)
-    if heard.duplicate or heard.kind in ("stop", "start"):
-        # A retried webhook was answered the first time. The provider confirms opt-out and
-        # opt-in itself, and a text of ours after STOP is refused.
-        return _twiml(None)
-    if not request.app.state.rate_limits.take_reply(message.sender):
-        # Each answer is an SMS we pay for: a number that keeps texting gets silence.
-        return _twiml(None)
-    if heard.language is None:
-        return _twiml(unmatched_text())
-    language = "ko" if heard.language == "ko" else "en"
-    paged = request.app.state.settings.pages_duty_staff
-    return _twiml(answer_text(heard.kind, language, unasked=heard.unasked, duty_paged=paged))
+
+    def in_thread(session: Session) -> Response:
+        notifier = request.app.state.dispatcher.notifiers.get("sms")
+        if notifier is None or notifier.name != "twilio":
+            raise Forbidden("SMS replies are taken only when the SMS notifier is twilio")
+        url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        try:
+            message = notifier.read_inbound(url=url, form=form, headers=request.headers)
+        except ReportRejected as exc:
+            raise Forbidden(str(exc)) from exc
+        heard = answers.hear_sms(
+            session,
+            vault=registry.vault,
+            sender=message.sender,
+            body=message.body,
+            provider_ref=message.provider_ref,
+            now=utcnow(),
+        )
+        _tell_duty(request, tasks, heard.recorded, heard.help_message_id)
+        if heard.duplicate or heard.kind in ("stop", "start"):
+            # A retried webhook was answered the first time. The provider confirms opt-out and
+            # opt-in itself, and a text of ours after STOP is refused.
+            return _twiml(None)
+        if not request.app.state.rate_limits.take_reply(message.sender):
+            # Each answer is an SMS we pay for: a number that keeps texting gets silence.
+            return _twiml(None)
+        if heard.language is None:
+            return _twiml(unmatched_text())
+        language = "ko" if heard.language == "ko" else "en"
+        paged = request.app.state.settings.pages_duty_staff
+        return _twiml(answer_text(heard.kind, language, unasked=heard.unasked, duty_paged=paged))
+
+    # A crisis's replies come in bursts: one thread hand-off, not three (in_transaction).
+    return await in_transaction(request, in_thread)
 
 
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -115,9 +120,8 @@ def open_checkin(
 
 
 @router.post("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
-def answer_checkin(
+async def answer_checkin(
     token: str,
-    session: SessionDep,
     registry: RegistryDep,
     request: Request,
     tasks: BackgroundTasks,
@@ -128,18 +132,22 @@ def answer_checkin(
     answer = form.get("answer")
     if answer is None:
         raise InvalidInput("answer", "missing: safe or help")
-    page = checkin_page(
-        session,
-        links=Links(request.app.state.settings.public_base_url, registry.vault),
-        renderer=request.app.state.renderer,
-        token=token,
-        now=utcnow(),
-        answer=answer,
-        note=form.get("note"),
-        duty_paged=request.app.state.settings.pages_duty_staff,
-    )
-    _tell_duty(request, tasks, page.recorded)
-    return HTMLResponse(page.html, headers=PAGE_HEADERS)
+
+    def in_thread(session: Session) -> HTMLResponse:
+        page = checkin_page(
+            session,
+            links=Links(request.app.state.settings.public_base_url, registry.vault),
+            renderer=request.app.state.renderer,
+            token=token,
+            now=utcnow(),
+            answer=answer,
+            note=form.get("note"),
+            duty_paged=request.app.state.settings.pages_duty_staff,
+        )
+        _tell_duty(request, tasks, page.recorded)
+        return HTMLResponse(page.html, headers=PAGE_HEADERS)
+
+    return await in_transaction(request, in_thread)  # one thread hand-off, not three
 
 
 Standing = Literal["safe", "help", "no_answer", "unreachable"]

@@ -5,8 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
-from service.auth import BearerToken, SessionDep, client_of, read_first
+from service.auth import BearerToken, SessionDep, client_of, in_transaction, read_first
 from service.citizens import messages, proof, service
 from service.citizens.deps import RegistryDep
 from service.citizens.schemas import (
@@ -56,10 +57,9 @@ def _verified_at_once(request: Request) -> bool:
 
 
 @router.post("", status_code=201, response_model=Registered)
-def register(
+async def register(
     request: Request,
     body: CitizenCreate,
-    session: SessionDep,
     registry: RegistryDep,
     limits: LimitsDep,
     tasks: BackgroundTasks,
@@ -67,27 +67,35 @@ def register(
     """Register, then verify each contact with the 6-digit code sent to it. The answer is the
     same whether or not a contact is registered elsewhere. Past the address's limit, a solved
     proof of work (GET /v1/citizens/proof) in X-Anjeon-Proof admits it all the same."""
-    proven = proof.admit_registration(limits, _presented(request, registry))
-    # Geocoding first: the session's write transaction begins at its first statement, after.
-    checked = service.check_registration(registry, body)
-    done = service.register_citizen(
-        session, registry=registry, data=body, checked=checked, verified=_verified_at_once(request)
-    )
-    CITIZENS_REGISTERED.inc()
-    outgoing = service.codes_to_send(
-        session,
-        limits,
-        done.outgoing,
-        countries=request.app.state.settings.code_countries,
-        proven=proven,
-    )
-    _send_later(request, tasks, outgoing)
-    return Registered(
-        id=done.citizen.public_id,
-        manage_token=done.token,
-        status=service.public_status(done.citizen),
-        warnings=place_warnings(checked.places.current, checked.places.stays or []),
-    )
+
+    def in_thread(session: Session) -> Registered:
+        proven = proof.admit_registration(limits, _presented(request, registry))
+        # Geocoding first: the session's write transaction begins at its first statement, after.
+        checked = service.check_registration(registry, body)
+        done = service.register_citizen(
+            session,
+            registry=registry,
+            data=body,
+            checked=checked,
+            verified=_verified_at_once(request),
+        )
+        CITIZENS_REGISTERED.inc()
+        outgoing = service.codes_to_send(
+            session,
+            limits,
+            done.outgoing,
+            countries=request.app.state.settings.code_countries,
+            proven=proven,
+        )
+        _send_later(request, tasks, outgoing)
+        return Registered(
+            id=done.citizen.public_id,
+            manage_token=done.token,
+            status=service.public_status(done.citizen),
+            warnings=place_warnings(checked.places.current, checked.places.stays or []),
+        )
+
+    return await in_transaction(request, in_thread)  # one thread hand-off, not four
 
 
 @router.get("/proof")
@@ -102,10 +110,9 @@ async def proof_challenge(request: Request, registry: RegistryDep) -> JSONRespon
 
 
 @router.post("/{citizen_id}/verify", response_model=CitizenRead)
-def verify(
+async def verify(
     citizen_id: str,
     body: VerifyIn,
-    session: SessionDep,
     registry: RegistryDep,
     token: BearerToken,
     limits: LimitsDep,
@@ -115,26 +122,30 @@ def verify(
     """The code sent to a contact: right, the channel is alerted from now on; wrong, 422 naming
     `code` (5 wrong tries void it). Tries at one contact are limited whichever record makes
     them (429)."""
-    citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    checked = service.verify_contact(
-        session,
-        registry=registry,
-        limits=limits,
-        citizen=citizen,
-        channel=body.channel,
-        code=body.code,
-    )
-    if not checked.verified:
-        # Returned, not raised: the request still commits, so the wrong try counts.
-        return problem_response(
-            422,
-            "Invalid input",
-            f"code: {checked.problem}",
-            slug="validation-error",
-            errors=[{"field": "code", "message": checked.problem}],
+
+    def in_thread(session: Session) -> CitizenRead | JSONResponse:
+        citizen = service.find_citizen(session, public_id=citizen_id, token=token)
+        checked = service.verify_contact(
+            session,
+            registry=registry,
+            limits=limits,
+            citizen=citizen,
+            channel=body.channel,
+            code=body.code,
         )
-    _send_later(request, tasks, service.Outgoing(codes=[], notices=list(checked.notices)))
-    return service.to_read(registry, citizen, session)
+        if not checked.verified:
+            # Returned, not raised: the request still commits, so the wrong try counts.
+            return problem_response(
+                422,
+                "Invalid input",
+                f"code: {checked.problem}",
+                slug="validation-error",
+                errors=[{"field": "code", "message": checked.problem}],
+            )
+        _send_later(request, tasks, service.Outgoing(codes=[], notices=list(checked.notices)))
+        return service.to_read(registry, citizen, session)
+
+    return await in_transaction(request, in_thread)  # one thread hand-off, not four
 
 
 @router.post("/{citizen_id}/verify/resend", status_code=202)

@@ -1,13 +1,13 @@
 """Bad advisories: a clear 422 naming the field, and nothing stored."""
 
 import json
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import Advisory
-from service.auth import get_session
 from service.citizens.models import Citizen
 from tests.advisories.builders import advisory_body, in_days
 
@@ -319,11 +319,12 @@ def test_a_body_that_is_not_json_meets_a_database_that_does_not_answer_as_any_bo
     dead = sessionmaker(bind=create_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db"))
     client.app.state.session_factory = dead
 
-    def dead_session():
+    @contextmanager
+    def dead_session(_request):
         with dead() as session:
             yield session
 
-    client.app.dependency_overrides[get_session] = dead_session
+    client.app.state.request_transaction = dead_session
     key = {"Authorization": "Bearer ajs_unknown", "Content-Type": "application/json"}
     parsed = client.post("/v1/advisories", content=b'{"title": {}}', headers=key)
     broken = client.post("/v1/advisories", content=b"{", headers=key)

@@ -2,6 +2,7 @@
 0.121.1 and later): when the commit fails the client gets a 5xx problem, never a 201, and nothing
 of the request is stored. Through the real request path, on both backends."""
 
+import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
@@ -113,3 +114,30 @@ def test_each_process_keeps_the_pool_its_settings_give(database_url, tmp_path):
         assert pool.size() == 7 and pool._max_overflow == 2  # no public reader
     finally:
         app.state.session_factory.kw["bind"].dispose()
+
+
+def test_the_bursts_endpoints_hand_off_to_the_thread_pool_once(client, monkeypatch):
+    """Registration and a code's check run with their transaction in one thread of anyio's
+    pool (in_transaction): under load each hand-off stalls the event loop. A sync endpoint
+    with SessionDep takes one for the session, one for itself and one for the commit."""
+    handed: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func, *args, **kwargs):
+        handed.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    citizen_id, headers, _ = register(client)
+    assert handed == ["in_transaction.<locals>.run"]
+    handed.clear()
+    wrong = client.post(
+        f"/v1/citizens/{citizen_id}/verify",
+        json={"channel": "sms", "code": "000000"},
+        headers=headers,
+    )
+    assert wrong.status_code == 422, wrong.text
+    assert handed == ["in_transaction.<locals>.run"]
+    handed.clear()
+    assert client.get(f"/v1/citizens/{citizen_id}", headers=headers).status_code == 200
+    assert len(handed) >= 3, handed  # the counter sees a sync endpoint's hand-offs
