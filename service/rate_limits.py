@@ -188,6 +188,11 @@ class RateLimits:
         """One registration from a client address (see client_address)."""
         self.take(Rule.CLIENT, address_key(client))
 
+    def give_back_registration(self, client: str) -> None:
+        """Un-counts one registration from a client address whose request did nothing: a
+        citizen retrying behind a busy geocoder is not refused for their own retries."""
+        self._give_back(Rule.CLIENT, address_key(client))
+
     def proven_left(self, client: str) -> bool:
         """Whether a proven registration from this address would still be admitted (nothing
         counted): past the ceiling, no challenge is worth offering."""
@@ -352,6 +357,21 @@ class RateLimits:
                 return 0.0
             reset = self._limiter.get_window_stats(item, Rule.GEOCODER, "nominatim").reset_time
         return max(0.01, reset - time.time())
+
+    def _give_back(self, rule: Rule, key: str) -> None:
+        # The library has no un-hit: its moving windows are lists, newest first, in memory
+        # and in Redis, so the newest entry of each window goes (another process's, when it
+        # hit since: the count is what matters). Any other storage keeps the hit.
+        hashed = self._hashed(rule, key)
+        with self._storage_guard():
+            for item in self._rules[rule]:
+                window = item.key_for(rule, hashed)
+                if isinstance(self._storage, MemoryStorage):
+                    with self._storage.locks[window]:
+                        if entries := self._storage.events.get(window):
+                            entries.pop(0)
+                elif isinstance(self._storage, RedisStorage):
+                    self._storage.get_connection().lpop(self._storage.prefixed_key(window))
 
     def _take(self, keyed: list[_Hit]) -> list[_Hit]:
         refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]

@@ -505,3 +505,16 @@ def test_every_forwarded_for_line_is_read_in_order():
         ],
     }
     assert client_of(Request(scope)) == "198.51.100.7"
+
+
+@pytest.mark.parametrize("windows", ["2/hour;5/day", "5/hour;2/day"])
+def test_a_registration_given_back_frees_its_place_in_every_window(make, windows):
+    limits = make(rate_limit_client=windows)
+    limits.give_back_registration("203.0.113.7")  # none taken: nothing to give back, no error
+    limits.take_registration("203.0.113.7")
+    limits.take_registration("203.0.113.7")
+    assert _refused(lambda: limits.take_registration("203.0.113.7")).rule == "client"
+    limits.give_back_registration("203.0.113.7")
+    limits.take_registration("203.0.113.7")
+    assert _refused(lambda: limits.take_registration("203.0.113.7")).rule == "client"
+    limits.take_registration("203.0.113.8")  # another address's count was not touched

@@ -16,6 +16,13 @@ class ResolvedPlace:
     country: str | None
 
 
+class AddressLookupBusy(ServiceUnavailable):
+    """An address not looked up: the geocoder's turns are taken. locate() says whether the
+    request had anything looked up before it (a registration's limit is given back if not)."""
+
+    nothing_looked_up = False
+
+
 def resolve_place(location: LocationIn, *, field: str, geocoder: Geocoder) -> ResolvedPlace:
     """`field` is the JSON path of the location, for error messages."""
     if location.country is not None:
@@ -33,7 +40,7 @@ def resolve_place(location: LocationIn, *, field: str, geocoder: Geocoder) -> Re
                 "send lat and lon, or a country code",
             ) from exc
         except GeocoderBusy as exc:
-            raise ServiceUnavailable(
+            raise AddressLookupBusy(
                 f"address look-up is busy ({exc}); or give a country code, or lat and lon",
                 retry_after_s=exc.retry_after_s,
             ) from exc

@@ -15,12 +15,14 @@ the ceiling, not the work, is what bounds one address. Each solution is taken on
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from altcha.v1 import ChallengeOptions, create_challenge, verify_solution
 
+from service.citizens.places import AddressLookupBusy
 from service.errors import TooManyRequests
 from service.rate_limits import Message, RateLimits, Rule, refusal_of
 
@@ -95,6 +97,20 @@ def admit_registration(limits: RateLimits, presented: Presented) -> bool:
         take=lambda: limits.take_registration(client),
         take_proven=lambda proof: limits.take_proven_registration(client, proof=proof.signature),
     )
+
+
+@contextmanager
+def registration_admitted(limits: RateLimits, presented: Presented) -> Iterator[bool]:
+    """admit_registration around the checks that may ask the geocoder. When its turns were
+    all taken before the request had anything looked up (a 503: nothing looked up, nothing
+    stored), the address's registration is given back. A proof, once spent, stays spent."""
+    proven = admit_registration(limits, presented)
+    try:
+        yield proven
+    except AddressLookupBusy as busy:
+        if busy.nothing_looked_up and not proven:
+            limits.give_back_registration(presented.client)
+        raise
 
 
 def admit_new_code(

@@ -69,9 +69,9 @@ async def register(
     proof of work (GET /v1/citizens/proof) in X-Anjeon-Proof admits it all the same."""
 
     def in_thread(session: Session) -> Registered:
-        proven = proof.admit_registration(limits, _presented(request, registry))
-        # Geocoding first: the session's write transaction begins at its first statement, after.
-        checked = service.check_registration(registry, body)
+        with proof.registration_admitted(limits, _presented(request, registry)) as proven:
+            # Geocoding first: the session's write transaction begins at its first statement.
+            checked = service.check_registration(registry, body)
         done = service.register_citizen(
             session,
             registry=registry,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.citizens import contact, messages, verification
 from service.citizens.models import QUIET_HOURS_DEFAULT, Citizen, CitizenPlace, ContactCode
-from service.citizens.places import resolve_place
+from service.citizens.places import AddressLookupBusy, resolve_place
 from service.citizens.schemas import (
     CitizenCreate,
     CitizenRead,
@@ -27,7 +27,7 @@ from service.citizens.schemas import (
 )
 from service.db import utcnow
 from service.errors import FieldError, InvalidInput, NotFound, TooManyRequests
-from service.geo.geocoding import GeocodedPoint, Geocoder
+from service.geo.geocoding import GeocodedPoint, Geocoder, GeocoderBusy
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
 from service.ledger import outbox
@@ -94,12 +94,35 @@ def locate(
         _resolved(
             replace(registry, geocoder=_EVERY_ADDRESS_FOUND), location, stays, ended_ok, earlier
         )
-    return _resolved(registry, location, stays, ended_ok, earlier)
+    counted = _LookupsCounted(registry.geocoder)
+    try:
+        return _resolved(replace(registry, geocoder=counted), location, stays, ended_ok, earlier)
+    except AddressLookupBusy as busy:
+        busy.nothing_looked_up = counted.sent == 0
+        raise
 
 
 class _EveryAddressFound:
     def geocode(self, address: str) -> GeocodedPoint | None:
         return GeocodedPoint(lat=0.0, lon=0.0)
+
+
+class _LookupsCounted:
+    """A request's geocoder, counting the look-ups it sent (a busy one sends none)."""
+
+    def __init__(self, geocoder: Geocoder) -> None:
+        self._geocoder = geocoder
+        self.sent = 0
+
+    def geocode(self, address: str) -> GeocodedPoint | None:
+        busy = False
+        try:
+            return self._geocoder.geocode(address)
+        except GeocoderBusy:
+            busy = True
+            raise
+        finally:
+            self.sent += not busy
 
 
 _EVERY_ADDRESS_FOUND = _EveryAddressFound()

@@ -241,3 +241,39 @@ def test_a_nominatim_of_ones_own_is_asked_at_its_own_rate():
     )
     assert geocoder.geocode(ADDRESS["address"]) == GeocodedPoint(13.7445, 100.556)
     assert CannedNominatim.requested[-1].startswith("https://nominatim.example.org/search")
+
+
+def test_a_busy_geocoder_gives_the_address_its_registration_back(settings, db):
+    """A citizen behind a busy geocoder retries; their 503s cost no registration of their
+    address's limit (a carrier's NAT puts many behind one), which then holds as set."""
+    limited = settings.model_copy(update={"rate_limit_client": "2/hour"})
+    wait = [30.0]
+    with bound_client(limited, db, geocoder=_geocoder(lambda: wait[0])) as client:
+        asked = len(CannedNominatim.requested)
+        for _ in range(3):
+            busy = client.post("/v1/citizens", json=citizen_body(location=ADDRESS))
+            assert busy.status_code == 503, busy.text
+        assert len(CannedNominatim.requested) == asked
+        wait[0] = 0.0
+        for _ in range(2):
+            assert (
+                client.post("/v1/citizens", json=citizen_body(location=ADDRESS)).status_code == 201
+            )
+        refused = client.post("/v1/citizens", json=citizen_body(location=ADDRESS))
+        assert refused.status_code == 429, refused.text
+        assert len(CannedNominatim.requested) == asked + 2
+
+
+def test_a_busy_geocoder_after_a_look_up_keeps_the_registration_counted(settings, db):
+    """Its first address was looked up (a turn of the whole service's spent), its second
+    found no turn: given back, the same request could take turns for free again and again."""
+    limited = settings.model_copy(update={"rate_limit_client": "1/hour"})
+    _, turn = _turns(0.0, 30.0)
+    with bound_client(limited, db, geocoder=_geocoder(turn)) as client:
+        asked = len(CannedNominatim.requested)
+        body = citizen_body(location=ADDRESS, stays=[stay(1, 3, **ADDRESS)])
+        busy = client.post("/v1/citizens", json=body)
+        assert busy.status_code == 503, busy.text
+        assert len(CannedNominatim.requested) == asked + 1
+        refused = client.post("/v1/citizens", json=citizen_body())
+        assert refused.status_code == 429, refused.text
