@@ -67,7 +67,8 @@ async def in_transaction(request: Request, work: Callable[[Session], T]) -> T:
     anyio's pool. A sync endpoint with SessionDep hands off to the pool three or four times
     (the session, the endpoint, the commit, the response model's check); under load each
     hand-off stalls the event loop, so the burst's endpoints (registration, codes, replies,
-    delivery reports) take one (docs/benchmarks.md, "One thread hand-off")."""
+    delivery reports, the check-in page's answer) take one (docs/benchmarks.md, "One thread
+    hand-off"). `work` builds the answer's model itself, so it is checked before the commit."""
 
     def run() -> T:
         with request.app.state.request_transaction(request) as session:
@@ -295,7 +296,7 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
             raise refusal
         with written_apart(session):
             _audit(session, request, key)
-        setattr(request.state, _ADMITTED_KEY, key)  # get_session records a refusal after this
+        setattr(request.state, _ADMITTED_KEY, key)  # request_transaction records a refusal later
         return key
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body

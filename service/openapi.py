@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from service.auth import Viewer, bearer_token, get_session
+from service.auth import Viewer, bearer_token, get_session, in_transaction
 from service.problems import PROBLEM_MEDIA_TYPE
 from service.rate_limits import RateLimits
 from service.staff.models import Role
@@ -394,7 +394,7 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
         problems[422] = "Invalid input: `errors` names each field and what is wrong with it."
     if any(_returns(call, RateLimits) for call in calls) and 429 not in problems:
         problems[429] = "A rate limit refused the request; `Retry-After` says when to retry."
-    if get_session in calls or role is not None:
+    if get_session in calls or role is not None or _in_transaction(route):
         problems[503] = "The database is unavailable; nothing was changed. Retry later."
     else:  # any request answers 503 at its deadline (ANJEON_REQUEST_TIMEOUT_S)
         problems[503] = "No answer within the request deadline; retry later."
@@ -449,6 +449,12 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         if sub.call is not None:
             yield sub.call
         yield from _calls(sub)
+
+
+def _in_transaction(route: APIRoute) -> bool:
+    # The burst's async endpoints take their session through in_transaction, not a dependency.
+    code = getattr(route.endpoint, "__code__", None)
+    return code is not None and in_transaction.__name__ in code.co_names
 
 
 def _returns(call: Callable[..., Any], kind: type) -> bool:

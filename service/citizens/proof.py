@@ -16,14 +16,14 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from altcha.v1 import ChallengeOptions, create_challenge, verify_solution
 
 from service.citizens.places import AddressLookupBusy
-from service.errors import TooManyRequests
+from service.errors import ServiceUnavailable, TooManyRequests
 from service.rate_limits import Message, RateLimits, Rule, refusal_of
 
 # Sent with the registration: the solved challenge, as ALTCHA's base64 payload.
@@ -109,7 +109,8 @@ def registration_admitted(limits: RateLimits, presented: Presented) -> Iterator[
         yield proven
     except AddressLookupBusy as busy:
         if busy.nothing_looked_up and not proven:
-            limits.give_back_registration(presented.client)
+            with suppress(ServiceUnavailable):  # the storage failed: the hit stays counted
+                limits.give_back_registration(presented.client)
         raise
 
 

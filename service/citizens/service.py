@@ -108,21 +108,22 @@ class _EveryAddressFound:
 
 
 class _LookupsCounted:
-    """A request's geocoder, counting the look-ups it sent (a busy one sends none)."""
+    """A request's geocoder, counting the turns it spent: each look-up sent, and a turn taken
+    too late to be used (a busy refusal otherwise spends none)."""
 
     def __init__(self, geocoder: Geocoder) -> None:
         self._geocoder = geocoder
         self.sent = 0
 
     def geocode(self, address: str) -> GeocodedPoint | None:
-        busy = False
+        spent = True
         try:
             return self._geocoder.geocode(address)
-        except GeocoderBusy:
-            busy = True
+        except GeocoderBusy as busy:
+            spent = busy.turn_taken
             raise
         finally:
-            self.sent += not busy
+            self.sent += spent
 
 
 _EVERY_ADDRESS_FOUND = _EveryAddressFound()

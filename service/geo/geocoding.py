@@ -43,9 +43,10 @@ class GeocoderFailed(Exception):
 class GeocoderBusy(Exception):
     """Too many addresses are waiting for the geocoder's one request a second."""
 
-    def __init__(self, retry_after_s: float) -> None:
+    def __init__(self, retry_after_s: float, *, turn_taken: bool = False) -> None:
         super().__init__(f"the geocoder is busy; retry in {math.ceil(retry_after_s)} s")
         self.retry_after_s = max(1, math.ceil(retry_after_s))
+        self.turn_taken = turn_taken  # a turn of the whole service's was spent all the same
 
 
 class OneTurnAtATime:
@@ -164,7 +165,7 @@ class NominatimGeocoder:
                 if wait <= 0:
                     if time.monotonic() > turn_by:
                         # Taking the turn (a Redis round trip) ran into the look-up's time.
-                        raise GeocoderBusy(1)
+                        raise GeocoderBusy(1, turn_taken=True)
                     return
                 if time.monotonic() + wait > turn_by:
                     raise GeocoderBusy(wait)

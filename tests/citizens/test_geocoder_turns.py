@@ -277,3 +277,21 @@ def test_a_busy_geocoder_after_a_look_up_keeps_the_registration_counted(settings
         assert len(CannedNominatim.requested) == asked + 1
         refused = client.post("/v1/citizens", json=citizen_body())
         assert refused.status_code == 429, refused.text
+
+
+def test_a_turn_taken_too_late_to_use_is_refused_as_spent():
+    """Taking the turn (a Redis round trip) ran into the look-up's time: refused, and said to
+    have spent a turn, so a registration refused for it keeps its count (review finding)."""
+
+    def slow_turn() -> float:
+        time.sleep(0.7)  # past the turn's latest moment: 1.5 s left less the 1 s look-up
+        return 0.0
+
+    asked = len(CannedNominatim.requested)
+    with pytest.raises(GeocoderBusy) as busy:
+        _within_request(1.5, _geocoder(slow_turn))
+    assert busy.value.turn_taken
+    assert len(CannedNominatim.requested) == asked
+    with pytest.raises(GeocoderBusy) as busy:
+        _within_request(1.5, _geocoder(lambda: 30.0))
+    assert not busy.value.turn_taken

@@ -198,3 +198,19 @@ def test_docs_pages_load_everything_from_the_service(client, page):
         assert loaded.status_code == 200, asset
         assert len(loaded.content) > 500, asset
     assert "/openapi.json" in response.text
+
+
+def test_the_bursts_endpoints_say_their_503_is_the_database(spec):
+    """They take their session through in_transaction, not SessionDep: the schema still says
+    what a 503 of theirs means (review finding)."""
+    for method, path in [
+        ("post", "/v1/citizens"),
+        ("post", "/v1/citizens/{citizen_id}/verify"),
+        ("post", "/v1/webhooks/twilio/inbound"),
+        ("post", "/v1/webhooks/{notifier}/status"),
+    ]:
+        described = spec["paths"][path][method]["responses"]["503"]["description"]
+        assert described.startswith("The database is unavailable"), (path, described)
+    assert spec["paths"]["/v1/citizens/proof"]["get"]["responses"]["503"]["description"] == (
+        "No answer within the request deadline; retry later."
+    )
