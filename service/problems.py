@@ -224,6 +224,10 @@ async def _on_http_error(request: Request, exc: HTTPException) -> Response:
         return await _on_validation_error(request, RequestValidationError([_unread(cause)]))
     if _wants_citizen_page(request):
         return _citizen_page(request, exc.status_code, getattr(exc, "headers", None))
+    if exc.status_code == 413:
+        # A chunked body counted past the limit while the app read it: the same problem as a
+        # Content-Length over it, which BodyLimitMiddleware answers before the app.
+        return problem_response(413, "Content Too Large", str(exc.detail), slug="body-too-large")
     title = HTTPStatus(exc.status_code).phrase
     return problem_response(
         exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)

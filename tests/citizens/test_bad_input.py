@@ -154,6 +154,10 @@ def test_chunked_body_over_the_limit_is_413(client):
     )
     assert response.status_code == 413
     assert response.json()["status"] == 413
+    # The same problem as a body whose Content-Length is over the limit (probe finding).
+    declared = client.post("/v1/citizens", content=b" " * (40 * 65536))
+    assert response.json() == declared.json()
+    assert response.json()["type"] == "urn:anjeon:problem:body-too-large"
 
 
 def test_invalid_json_is_a_problem(client):
