@@ -18,9 +18,9 @@ class ResolvedPlace:
 
 class AddressLookupBusy(ServiceUnavailable):
     """An address not looked up: the geocoder's turns are taken. locate() says whether the
-    request had anything looked up before it (a registration's limit is given back if not)."""
+    request spent none of them (then a registration's limit is given back)."""
 
-    nothing_looked_up = False
+    no_turn_spent = False
 
 
 def resolve_place(location: LocationIn, *, field: str, geocoder: Geocoder) -> ResolvedPlace:

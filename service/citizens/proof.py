@@ -102,13 +102,13 @@ def admit_registration(limits: RateLimits, presented: Presented) -> bool:
 @contextmanager
 def registration_admitted(limits: RateLimits, presented: Presented) -> Iterator[bool]:
     """admit_registration around the checks that may ask the geocoder. When its turns were
-    all taken before the request had anything looked up (a 503: nothing looked up, nothing
-    stored), the address's registration is given back. A proof, once spent, stays spent."""
+    all taken before the request spent one (a 503: nothing looked up, nothing stored), the
+    address's registration is given back. A proof, once spent, stays spent."""
     proven = admit_registration(limits, presented)
     try:
         yield proven
     except AddressLookupBusy as busy:
-        if busy.nothing_looked_up and not proven:
+        if busy.no_turn_spent and not proven:
             with suppress(ServiceUnavailable):  # the storage failed: the hit stays counted
                 limits.give_back_registration(presented.client)
         raise

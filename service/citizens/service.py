@@ -98,7 +98,7 @@ def locate(
     try:
         return _resolved(replace(registry, geocoder=counted), location, stays, ended_ok, earlier)
     except AddressLookupBusy as busy:
-        busy.nothing_looked_up = counted.sent == 0
+        busy.no_turn_spent = counted.spent == 0
         raise
 
 
@@ -107,13 +107,16 @@ class _EveryAddressFound:
         return GeocodedPoint(lat=0.0, lon=0.0)
 
 
+_EVERY_ADDRESS_FOUND = _EveryAddressFound()
+
+
 class _LookupsCounted:
-    """A request's geocoder, counting the turns it spent: each look-up sent, and a turn taken
-    too late to be used (a busy refusal otherwise spends none)."""
+    """A request's geocoder, counting the turns it spent: one for each look-up sent, and one
+    for a turn taken too late to be used (a busy refusal otherwise spends none)."""
 
     def __init__(self, geocoder: Geocoder) -> None:
         self._geocoder = geocoder
-        self.sent = 0
+        self.spent = 0
 
     def geocode(self, address: str) -> GeocodedPoint | None:
         spent = True
@@ -123,10 +126,7 @@ class _LookupsCounted:
             spent = busy.turn_taken
             raise
         finally:
-            self.sent += spent
-
-
-_EVERY_ADDRESS_FOUND = _EveryAddressFound()
+            self.spent += spent
 
 
 def _resolved(
