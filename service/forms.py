@@ -24,6 +24,13 @@ async def form_fields(request: Request) -> dict[str, str]:
     return dict(fields)
 
 
+def signed_url(request: Request) -> str:
+    """The URL a provider signed its webhook over: ours as the public sees it (behind a proxy
+    the request's own host differs), with the request's path and query."""
+    url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
+    return url + "?" + request.url.query if request.url.query else url
+
+
 # The citizens' link pages are ours alone: no script, no frames, no guessing of their type, not
 # kept in caches, not indexed.
 PAGE_HEADERS = {

@@ -20,7 +20,7 @@ from service.db import MAX_BIGINT, utcnow
 from service.dispatch.notifiers.base import ReportRejected
 from service.dispatch.reference import Links
 from service.errors import Forbidden, InvalidInput
-from service.forms import PAGE_HEADERS, form_fields
+from service.forms import PAGE_HEADERS, form_fields, signed_url
 
 router = APIRouter(tags=["check-in"])
 
@@ -71,11 +71,10 @@ async def inbound_sms(
         notifier = request.app.state.dispatcher.notifiers.get("sms")
         if notifier is None or notifier.name != "twilio":
             raise Forbidden("SMS replies are taken only when the SMS notifier is twilio")
-        url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
         try:
-            message = notifier.read_inbound(url=url, form=form, headers=request.headers)
+            message = notifier.read_inbound(
+                url=signed_url(request), form=form, headers=request.headers
+            )
         except ReportRejected as exc:
             raise Forbidden(str(exc)) from exc
         heard = answers.hear_sms(

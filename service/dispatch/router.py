@@ -16,7 +16,7 @@ from service.db import MAX_BIGINT, utcnow
 from service.dispatch import delivery
 from service.dispatch.reference import Links
 from service.dispatch.schemas import AlertPage, AlertRead, AlertStatus
-from service.forms import PAGE_HEADERS, form_fields
+from service.forms import PAGE_HEADERS, form_fields, signed_url
 
 router = APIRouter(tags=["alerts"])
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -68,9 +68,7 @@ async def delivery_report(
     """A provider's delivery report (Twilio's status callback is /v1/webhooks/twilio/status).
     The notifier of that name checks it is genuine (Twilio: X-Twilio-Signature over our public
     URL); anything else is refused with 403 before it touches the ledger."""
-    url = request.app.state.settings.public_base_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
+    url = signed_url(request)
 
     def in_thread(session: Session) -> None:
         delivery.receive_report(
