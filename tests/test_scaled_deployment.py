@@ -5,9 +5,10 @@ citizens register and verify both contacts (codes read at the fakes), a level-3 
 issued and approved by a second consul (four eyes) and asks "are you safe?", every citizen
 replies by a signed inbound SMS, and a level-2 advisory becomes effective a few seconds after it
 is issued, so the sweep is what sends it. Two holders are stopped with SIGSTOP past their lease:
-a dispatcher while it holds SMS claims (stalled at the fake Twilio), and the scheduler holding
+a dispatcher while it holds SMS claims (held at the fake Twilio), and the scheduler holding
 the sweep's lease; each is replaced, then woken with SIGCONT. The dispatcher is stopped while
-each of its sending threads waits on a request the fake holds. A stop between a thread's last
+each sending thread of both dispatchers waits on a request the fake holds, and the fake lets
+them go once it is stopped. A stop between a thread's last
 check of its claim and its request leaving the process (the Twilio SDK's milliseconds) cannot
 be fenced: the stand-in looks the message up, finds nothing and sends, and the woken request
 goes too. Stopped at once after its claim, 2 SMS went twice in 4 of 8 runs, until the
@@ -25,6 +26,7 @@ import re
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -99,7 +101,9 @@ def _env(url: str, twilio: FakeTwilio, smtp: SmtpSink, **settings: object) -> di
         dispatch_lease_s=6,
         dispatch_batch=4,
         dispatch_threads=2,
-        twilio_timeout_s=STALL_S + 3,
+        # Past any wait for the fault run's held SMS: a request the client gave up on would
+        # free its thread while the fake still counts it held.
+        twilio_timeout_s=WAIT_S,
         sweep_interval_s=1,  # leases of 3 s
         job_interval_s=2,
         **settings,
@@ -197,9 +201,7 @@ def _dispatcher_holding_sms(run: Run, advisory: str) -> subprocess.Popen | None:
     none is in flight when it stops: an e-mail cannot be looked up, and would go again), while
     every sending thread of both dispatchers waits on a request the fake Twilio holds (so that
     none is between its last check of the claim and its request: see the docstring above)."""
-    threads = 2 * int(run.env["ANJEON_DISPATCH_THREADS"])
-    recent = time.monotonic() - (STALL_S - 1.0)  # at least 1 s of their stall still to come
-    if sum(r.answer == "stalled" and r.at > recent for r in run.twilio.requests) < threads:
+    if run.twilio.holding < 2 * int(run.env["ANJEON_DISPATCH_THREADS"]):
         return None
     with run.session() as session:
         advisory_id = _advisory_id(session, advisory)
@@ -258,7 +260,20 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
     the sweep; with `faults`, a dispatcher and the sweep's holder stopped past their leases."""
     _register_and_verify(run)
     # Each SMS answered 3 s late: the claims are held, and the requests in flight for a while.
-    run.twilio.script(None, *[Answer(stall_s=STALL_S) for _ in range(CITIZENS)])
+    # With faults, held until a dispatcher is stopped: waiting for the moment when every
+    # sending thread waits on a 3 s stall, a CI run starved of CPU missed it for 90 s.
+    gate = threading.Event()
+    late = Answer(hold=gate) if faults else Answer(stall_s=STALL_S)
+    run.twilio.script(None, *[late] * CITIZENS)
+    try:
+        return _alpha_then_bravo(run, consuls, faults=faults, gate=gate)
+    finally:
+        gate.set()
+
+
+def _alpha_then_bravo(
+    run: Run, consuls: list[dict[str, str]], *, faults: bool, gate: threading.Event
+) -> dict[str, str]:
     alpha = _issue(run, 0, consuls[0], level=3, title={"ko": "도쿄 ALPHA", "en": "Tokyo ALPHA"})
     assert alpha["status"] == "pending_approval"
     approved = httpx.post(
@@ -272,6 +287,7 @@ def _scenario(run: Run, consuls: list[dict[str, str]], *, faults: bool) -> dict[
         holder = _found(lambda: _dispatcher_holding_sms(run, alpha["id"]), "no SMS held", run.logs)
         with _stopped(run, holder):
             held = _claimed_by(run, holder.pid)
+            gate.set()  # the other dispatcher's requests are answered; the stopped one's wait
             assert wait_until(lambda: _sent(run, alpha["id"]), WAIT_S), log_tail(run.logs)
         print(f"SCALED a dispatcher stopped holding {held} SMS claims; the other sent them")
         assert held > 0, "it finished its claims before it stopped"

@@ -41,7 +41,16 @@ class Answer:
     # Accept the message, then send the answer's body a byte at a time, this far apart: each
     # read is quick, the whole answer is not (no per-read timeout fires).
     trickle_s: float = 0.0
+    # Accept the message, then answer once this is set: held for as long as the test needs
+    # (until it has stopped a process, say), where a stall's length is a guess at a timing.
+    hold: threading.Event | None = None
 
+    @property
+    def late(self) -> bool:
+        return bool(self.stall_s or self.hold)
+
+
+HOLD_LIMIT_S = 300.0
 
 FAULT_KINDS = ("5xx", "timeout", "429")
 
@@ -127,6 +136,7 @@ class FakeTwilio:
     server: ThreadingHTTPServer | None = None
     queue: SenderQueue | None = None
     overflowed: list[dict] = field(default_factory=list)  # accepted, then failed with 30001
+    holding: int = 0  # create requests held now (Answer.hold), unanswered
     _sids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -227,6 +237,17 @@ class FakeTwilio:
     def bodies_to(self, to: str) -> list[str]:
         with self.lock:
             return [m["body"] for m in self.messages if m["to"] == to]
+
+    def _held(self, gate: threading.Event) -> None:
+        with self.lock:
+            self.holding += 1
+        try:
+            # Bounded: a test that fails before it lets go must not leave the server's
+            # threads waiting for ever.
+            gate.wait(HOLD_LIMIT_S)
+        finally:
+            with self.lock:
+                self.holding -= 1
 
     def _next_answer(self, to: str) -> Answer:
         with self.lock:
@@ -333,7 +354,7 @@ class FakeTwilio:
                     text = f"scripted {answer.status} for 'To' {to}"
                     self._error(answer.status, answer.code, text, answer.retry_after)
                     return
-                fault, creates = (None, False) if answer.stall_s else fake._fault_for("create", to)
+                fault, creates = (None, False) if answer.late else fake._fault_for("create", to)
                 if fault is not None:
                     self._faulty(fault, "create", to, fake._create(form) if creates else None)
                     return
@@ -353,9 +374,11 @@ class FakeTwilio:
                     self._reply(201, {**failed, "status": "accepted"})
                     return
                 message = fake._create(form)
-                fake._log("create", to, "stalled" if answer.stall_s else "201")
+                fake._log("create", to, "stalled" if answer.late else "201")
                 if answer.stall_s:
                     time.sleep(answer.stall_s)
+                if answer.hold:
+                    fake._held(answer.hold)
                 if answer.trickle_s:
                     self._trickle(201, message, answer.trickle_s)
                     return

@@ -8,6 +8,7 @@
   fencing token) and it sends nothing more of what it held. Every SMS exactly once.
 - The heartbeat renews what a live dispatcher holds, and only that."""
 
+import logging
 import signal
 import smtplib
 import sqlite3
@@ -35,7 +36,7 @@ from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate, host_id
 from service.ledger import outbox
 from service.ledger.models import Alert
-from service.ledger.outbox import Decision
+from service.ledger.outbox import Claimed, Decision
 from service.privacy import PersonalDataVault
 from service.send_window import SendWindowClosed, send_window
 from tests.conftest import TEST_SECRET, make_settings
@@ -503,17 +504,22 @@ def test_a_send_inside_its_window_goes_on_a_kept_alive_connection(twilio):
     assert [m["to"] for m in twilio.messages] == [phone_of(n) for n in (1, 2, 4)]
 
 
-def test_the_heartbeat_renews_only_the_claims_still_held(db):
+def _three_held_and_the_first_taken(db: Session) -> tuple[datetime, list[Claimed], Holdings]:
+    """Three rows claimed by "me"; the first lapses and "other" takes it."""
     _pending_rows(db, 3)
     now = utcnow()
     rows = outbox.claim(db, channel="sms", now=now, limit=3, lease_s=2, worker="me")
     holdings = Holdings()
     holdings.add(rows, until=time.monotonic() + 2)
-    # One row lapses and another dispatcher takes it.
     db.execute(update(Alert).where(Alert.id == rows[0].id).values(due_at=now))
     outbox.claim(
         db, channel="sms", now=now + timedelta(seconds=1), limit=1, lease_s=2, worker="other"
     )
+    return now, rows, holdings
+
+
+def test_the_heartbeat_renews_only_the_claims_still_held(db):
+    now, rows, holdings = _three_held_and_the_first_taken(db)
     beat = Heartbeat(_factory(db), worker="me", lease_s=8, holdings=holdings, rates=SendRate())
     beat.beat()
     lease_ends = dict(db.execute(select(Alert.id, Alert.due_at)).all())
@@ -523,6 +529,30 @@ def test_the_heartbeat_renews_only_the_claims_still_held(db):
     assert all(holdings.may_send(r, margin_s=2) for r in rows[1:])
     worker = db.get(DispatcherWorker, "me")
     assert worker is not None and worker.expires_at > now
+
+
+def test_a_claim_recorded_during_the_renewal_is_not_reported_lost(db, monkeypatch, caplog):
+    """Found in a CI log: both dispatchers warned "claims lost to another dispatcher" while
+    the first advisory's e-mails were being recorded. The heartbeat counted as lost every row
+    it asked to renew and found no longer claimed, and a row sent meanwhile is not claimed
+    either; only one another dispatcher took is."""
+    _, rows, holdings = _three_held_and_the_first_taken(db)
+    snapshot = holdings.snapshot
+
+    def recorded_after_the_snapshot() -> dict[int, int]:
+        asked = snapshot()
+        # As Dispatcher._record: the outcome committed, then the row let go.
+        db.execute(update(Alert).where(Alert.id == rows[1].id).values(status="sent"))
+        holdings.drop([rows[1].id])
+        return asked
+
+    monkeypatch.setattr(holdings, "snapshot", recorded_after_the_snapshot)
+    beat = Heartbeat(_factory(db), worker="me", lease_s=8, holdings=holdings, rates=SendRate())
+    with caplog.at_level(logging.WARNING, logger="anjeon.dispatch"):
+        beat.beat()
+    warned = [r for r in caplog.records if r.getMessage() == "claims lost to another dispatcher"]
+    assert [r.lost for r in warned] == [1]
+    assert [holdings.may_send(r, margin_s=2) for r in rows] == [False, False, True]
 
 
 def test_a_dispatcher_that_ended_on_this_host_has_its_alerts_taken_back(db):
