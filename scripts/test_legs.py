@@ -2,13 +2,16 @@
 four legs (ANJEON_TEST_SHARDS). Most of the suite waits on other processes, sockets, sleeps,
 a browser and the database rather than on the CPU: one leg alone kept this 2-core machine
 about half busy. Each test runs in exactly one leg, and every leg runs tests of both backends:
-the tests marked long go to the legs by their seconds, then every n-th other test to leg n
-(tests/conftest.py, ANJEON_TEST_SHARD). Legs split by backend (two SQLite, two PostgreSQL)
-ended up to a minute apart, the machine half used meanwhile. Each leg has its own temporary
+longest first, each test goes to the leg with the fewest seconds so far, by the seconds in
+tests/leg_seconds.json (tests/legs.py, ANJEON_TEST_SHARD). Legs split by backend (two SQLite,
+two PostgreSQL) ended up to a minute apart, the machine half used meanwhile. With
+`--record-seconds` first, the run writes tests/leg_seconds.json anew from what each test took
+in it (those of a second or more). Each leg has its own temporary
 directory, its own Redis database and its own PostgreSQL database (leg 1
 ANJEON_TEST_DATABASE_URL's, the others one made beside it, with PostGIS); its output goes to
 var/test-logs/<leg>.log, and the end of each is printed."""
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +25,8 @@ from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test-logs"
+SECONDS_FILE = ROOT / "tests" / "leg_seconds.json"  # read by tests/legs.py
+RECORDED_FROM_S = 1.0  # the rest count as tests/legs.py's UNTIMED_S
 SHARDS = int(os.environ.get("ANJEON_TEST_SHARDS", "4"))
 if SHARDS < 1:
     raise SystemExit("ANJEON_TEST_SHARDS must be 1 or more")
@@ -60,7 +65,19 @@ def _redis_for(leg_number: int) -> dict[str, str]:
     return {"ANJEON_TEST_REDIS_URL": urlunsplit(parts._replace(path=path))}
 
 
+def _record_seconds(legs: list[str]) -> None:
+    """tests/leg_seconds.json from the seconds each leg wrote: the tests of a second or more."""
+    took: dict[str, float] = {}
+    for leg in legs:
+        took |= json.loads((LOGS / f"{leg}.seconds.json").read_text())
+    kept = {nodeid: round(s, 1) for nodeid, s in sorted(took.items()) if s >= RECORDED_FROM_S}
+    SECONDS_FILE.write_text(json.dumps(kept, indent=0, ensure_ascii=False) + "\n")
+    print(f"==== {SECONDS_FILE.name}: {len(kept)} of {len(took)} tests took {RECORDED_FROM_S} s+")
+
+
 def main(argv: list[str]) -> int:
+    record = argv[:1] == ["--record-seconds"]
+    argv = argv[1:] if record else argv
     LOGS.mkdir(parents=True, exist_ok=True)
     (ROOT / "var" / "pytest").mkdir(parents=True, exist_ok=True)  # pytest makes only the leaf
     started = time.monotonic()
@@ -83,6 +100,8 @@ def main(argv: list[str]) -> int:
             **databases[share],
             "ANJEON_TEST_SHARD": f"{share}/{SHARDS}",
         }
+        if record:
+            env["ANJEON_TEST_SECONDS_OUT"] = str(LOGS / f"{leg}.seconds.json")
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603
         running[leg] = (process, log, time.monotonic())
     # Each leg timed when it ends, not when the legs listed before it are done.
@@ -104,6 +123,8 @@ def main(argv: list[str]) -> int:
         if code != 0:
             failed.append(leg)
     print(f"==== all legs in {time.monotonic() - started:.0f} s; failed: {failed or 'none'}")
+    if record and not failed:
+        _record_seconds(list(running))
     return 1 if failed else 0
 
 

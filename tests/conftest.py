@@ -26,6 +26,9 @@ from tests.dispatch.smtp_sink import SmtpSink
 
 PG_URL = os.environ.get("ANJEON_TEST_DATABASE_URL")
 
+# Which leg runs which test, and the seconds each took: scripts/test_legs.py.
+pytest_plugins = ["tests.legs"]
+
 
 def redis_url_for_tests(what: str) -> str:
     """The Redis the tests of limits shared between processes use (ANJEON_TEST_REDIS_URL): in
@@ -48,47 +51,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
-# One of n shares of the selected tests ("k/n", k from 0): scripts/test_legs.py runs several
-# legs side by side, since much of the suite waits on processes, sockets and sleeps.
-SHARD = os.environ.get("ANJEON_TEST_SHARD")
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "long(seconds=...): a test of a minute or so; legs share these by their seconds first",
-    )
     config.addinivalue_line(
         "markers", "live_settings(**settings): settings the `live` service of tests/web runs with"
     )
-
-
-@pytest.hookimpl(trylast=True)  # after -k has chosen the leg's tests
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    long_seconds = {}  # checked in every run, not only in the legs that use it
-    for item in items:
-        if marker := item.get_closest_marker("long"):
-            if not isinstance(marker.kwargs.get("seconds"), int | float):
-                raise pytest.UsageError(f"{item.nodeid}: mark it long(seconds=<a number>)")
-            long_seconds[item.nodeid] = marker.kwargs["seconds"]
-    if not SHARD:
-        return
-    share, shares = map(int, SHARD.split("/"))
-    # The long tests first, each to the leg with the fewest seconds of them so far; then every
-    # n-th of the rest (the slower ones, often parameters of one test side by side, such as its
-    # SQLite and PostgreSQL runs, are spread).
-    share_of: dict[str, int] = {}
-    legs = [0.0] * shares
-    for nodeid, took in sorted(long_seconds.items(), key=lambda pair: -pair[1]):
-        share_of[nodeid] = legs.index(min(legs))
-        legs[share_of[nodeid]] += took
-    rest = [item for item in items if item.nodeid not in share_of]
-    share_of |= {item.nodeid: i % shares for i, item in enumerate(rest)}
-    kept = [item for item in items if share_of[item.nodeid] == share]
-    dropped = [item for item in items if share_of[item.nodeid] != share]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
 
 
 @pytest.hookimpl(tryfirst=True)

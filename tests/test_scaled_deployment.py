@@ -466,7 +466,6 @@ def _play(url: str, logs: Path, *, scaled: bool) -> Counter:
     return _sends(run)
 
 
-@pytest.mark.long(seconds=56)  # in a CI run of four legs
 @postgresql_only
 def test_on_postgresql_two_of_each_process_send_what_one_process_sends_once_each(tmp_path):
     assert PG_URL

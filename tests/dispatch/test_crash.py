@@ -86,7 +86,6 @@ def ledger(url: str) -> Counter:
     return Counter(dict(rows))
 
 
-@pytest.mark.long(seconds=32)  # in a CI run of four legs
 def test_kill_9_mid_run_loses_nothing_and_sends_no_sms_twice(database_url, tmp_path, twilio, smtp):
     with scratch_database(database_url, tmp_path, "crash") as url:
         seed_pending(url, citizens=CITIZENS, secret=TEST_SECRET.encode())

@@ -66,7 +66,6 @@ def _a_quarter_through(url: str, twilio, smtp) -> tuple[dict[str, str], subproce
     return env, process
 
 
-@pytest.mark.long(seconds=17)  # in a CI run of four legs
 def test_a_restarted_dispatcher_sends_what_a_killed_one_held_within_seconds(
     database_url, tmp_path, twilio, smtp
 ):
@@ -92,7 +91,6 @@ def test_a_restarted_dispatcher_sends_what_a_killed_one_held_within_seconds(
         assert ledger(url) == Counter({"sent": 2 * CITIZENS})
 
 
-@pytest.mark.long(seconds=25)  # in a CI run of four legs
 def test_a_dispatcher_paused_past_its_lease_is_replaced_without_a_duplicate(
     database_url, tmp_path, twilio, smtp
 ):
@@ -171,7 +169,6 @@ def test_a_claim_left_open_by_a_frozen_dispatcher_is_ended_by_postgresql(databas
         engine.dispose()
 
 
-@pytest.mark.long(seconds=17)  # in a CI run of four legs
 def test_a_dispatcher_stopped_with_sigterm_sends_what_it_has_in_hand_and_gives_back_the_rest(
     database_url, tmp_path, twilio, smtp
 ):

@@ -65,7 +65,6 @@ def _through(proxy: TcpProxy, url: str) -> str:
     return make_url(url).set(port=proxy.port).render_as_string(hide_password=False)
 
 
-@pytest.mark.long(seconds=82)  # in a CI run of four legs
 def test_a_60_s_postgresql_outage_answers_503_and_loses_nothing(tmp_path, twilio, smtp):
     assert PG_URL
     proxy = TcpProxy(make_url(PG_URL).host or "127.0.0.1", make_url(PG_URL).port or 5432).start()

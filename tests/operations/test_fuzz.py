@@ -76,13 +76,10 @@ def _config() -> schemathesis.Config:
 
 # The API in two parts, every operation in one of them, so that two legs share the fuzzing.
 ADVISORIES = r"^/v1/advisories"
-PARTS = [
-    pytest.param("advisories", marks=pytest.mark.long(seconds=62), id="advisories"),
-    pytest.param("the rest", marks=pytest.mark.long(seconds=71), id="rest"),
-]
+PARTS = [pytest.param("advisories", id="advisories"), pytest.param("the rest", id="rest")]
 
 
-@pytest.mark.parametrize("part", PARTS)  # seconds in a CI run of four legs
+@pytest.mark.parametrize("part", PARTS)
 def test_fuzz_whole_api(database_url: str, db: Session, tmp_path: Path, part: str) -> None:
     # No feeds: a poll commits in transactions of its own (it fetches outside any), which the
     # test's rollback could not undo, so every poll here is a 404. tests/advisories covers polls.

@@ -12,8 +12,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from service.migrate import upgrade
 from tests.operations.service_process import (
     Traffic,
@@ -44,7 +42,6 @@ print("released", flush=True)
 """
 
 
-@pytest.mark.long(seconds=49)  # in a CI run of four legs
 def test_another_process_holding_the_sqlite_write_lock_for_30_s(tmp_path, twilio, smtp):
     path = tmp_path / "anjeon.db"
     url = f"sqlite:///{path}"
