@@ -188,10 +188,12 @@ class RateLimits:
         """One registration from a client address (see client_address)."""
         self.take(Rule.CLIENT, address_key(client))
 
-    def give_back_registration(self, client: str) -> None:
+    def give_back_registration(self, client: str, *, taken_s_ago: float) -> None:
         """Un-counts one registration from a client address whose request did nothing: a
-        citizen retrying behind a busy geocoder is not refused for their own retries."""
-        self._give_back(Rule.CLIENT, address_key(client))
+        citizen retrying behind a busy geocoder is not refused for their own retries. Only in
+        the windows that still hold it (`taken_s_ago`): from a shorter one, the entry given
+        back would be another request's (a review's finding: 1/second was exceeded)."""
+        self._give_back(Rule.CLIENT, address_key(client), taken_s_ago=taken_s_ago)
 
     def proven_left(self, client: str) -> bool:
         """Whether a proven registration from this address would still be admitted (nothing
@@ -358,13 +360,15 @@ class RateLimits:
             reset = self._limiter.get_window_stats(item, Rule.GEOCODER, "nominatim").reset_time
         return max(0.01, reset - time.time())
 
-    def _give_back(self, rule: Rule, key: str) -> None:
+    def _give_back(self, rule: Rule, key: str, *, taken_s_ago: float) -> None:
         # The library has no un-hit: its moving windows are lists, newest first, in memory
         # and in Redis, so the newest entry of each window goes (another process's, when it
         # hit since: the count is what matters). Any other storage keeps the hit.
         hashed = self._hashed(rule, key)
         with self._storage_guard():
             for item in self._rules[rule]:
+                if taken_s_ago >= item.get_expiry():
+                    continue  # the hit has left this window already
                 window = item.key_for(rule, hashed)
                 if isinstance(self._storage, MemoryStorage):
                     with self._storage.locks[window]:

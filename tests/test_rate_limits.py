@@ -510,11 +510,22 @@ def test_every_forwarded_for_line_is_read_in_order():
 @pytest.mark.parametrize("windows", ["2/hour;5/day", "5/hour;2/day"])
 def test_a_registration_given_back_frees_its_place_in_every_window(make, windows):
     limits = make(rate_limit_client=windows)
-    limits.give_back_registration("203.0.113.7")  # none taken: nothing to give back, no error
+    # None taken: nothing to give back, and no error.
+    limits.give_back_registration("203.0.113.7", taken_s_ago=0.0)
     limits.take_registration("203.0.113.7")
     limits.take_registration("203.0.113.7")
     assert _refused(lambda: limits.take_registration("203.0.113.7")).rule == "client"
-    limits.give_back_registration("203.0.113.7")
+    limits.give_back_registration("203.0.113.7", taken_s_ago=0.0)
     limits.take_registration("203.0.113.7")
     assert _refused(lambda: limits.take_registration("203.0.113.7")).rule == "client"
     limits.take_registration("203.0.113.8")  # another address's count was not touched
+
+
+def test_a_registration_is_given_back_only_where_its_window_still_holds_it(make):
+    """Found by a review: a give-back took the newest entry of every window, and in one
+    shorter than the request had lasted (a 5 s wait for a geocoder turn, say) that entry was a
+    later request's: a third registration got in within the same second as the second."""
+    limits = make(rate_limit_client="1/second;3/hour")
+    limits.take_registration("203.0.113.7")  # "B": the request given back was "A", 1.5 s ago
+    limits.give_back_registration("203.0.113.7", taken_s_ago=1.5)
+    assert _refused(lambda: limits.take_registration("203.0.113.7")).rule == "client"

@@ -15,6 +15,7 @@ the ceiling, not the work, is what bounds one address. Each solution is taken on
 import base64
 import binascii
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -105,12 +106,14 @@ def registration_admitted(limits: RateLimits, presented: Presented) -> Iterator[
     all taken before the request spent one (a 503: nothing looked up, nothing stored), the
     address's registration is given back. A proof, once spent, stays spent."""
     proven = admit_registration(limits, presented)
+    taken_at = time.monotonic()
     try:
         yield proven
     except AddressLookupBusy as busy:
         if busy.no_turn_spent and not proven:
             with suppress(ServiceUnavailable):  # the storage failed: the hit stays counted
-                limits.give_back_registration(presented.client)
+                taken_s_ago = time.monotonic() - taken_at
+                limits.give_back_registration(presented.client, taken_s_ago=taken_s_ago)
         raise
 
 
