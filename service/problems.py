@@ -222,16 +222,21 @@ async def _on_http_error(request: Request, exc: HTTPException) -> Response:
         # FastAPI's 400 names no field, and came before the staff key was looked at: a body
         # that cannot be read is bad input like any other JSON that does not parse.
         return await _on_validation_error(request, RequestValidationError([_unread(cause)]))
-    if _wants_citizen_page(request):
-        return _citizen_page(request, exc.status_code, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
     if exc.status_code == 413:
-        # A chunked body counted past the limit while the app read it: the same problem as a
-        # Content-Length over it, which BodyLimitMiddleware answers before the app.
-        return problem_response(413, "Content Too Large", str(exc.detail), slug="body-too-large")
+        # A chunked body counted past the limit while the app read it: closed as a
+        # Content-Length over it is (BodyLimitMiddleware, before the app), or uvicorn reads
+        # on, discarding whatever the client streams.
+        headers = {**(headers or {}), "Connection": "close"}
+    if _wants_citizen_page(request):
+        return _citizen_page(request, exc.status_code, headers)
+    if exc.status_code == 413:
+        # The same problem as that one's.
+        return problem_response(
+            413, "Content Too Large", str(exc.detail), slug="body-too-large", headers=headers
+        )
     title = HTTPStatus(exc.status_code).phrase
-    return problem_response(
-        exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
-    )
+    return problem_response(exc.status_code, title, str(exc.detail), headers=headers)
 
 
 async def _on_database_error(request: Request, exc: DBAPIError) -> Response:
