@@ -1,10 +1,16 @@
-"""The tests' own HTTP servers on loopback (fake Twilio, feeds, webhooks), served from a thread."""
+"""The tests' own HTTP servers on loopback (fake Twilio, feeds, webhooks), and the app under
+uvicorn, each served from a thread."""
 
 import http.server
+import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+import uvicorn
+from fastapi import FastAPI
 
 # How often serve_forever looks for shutdown(): its default, 0.5 s, made every test with a
 # server wait 0.25 s on average at teardown (a minute or so of each leg of the suite).
@@ -46,3 +52,26 @@ def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator
     finally:
         server.shutdown()
         server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def uvicorn_in_thread(app: FastAPI, port: int) -> Iterator[None]:
+    """The app under uvicorn on 127.0.0.1:`port`, started, until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -2,34 +2,22 @@
 that a client cannot go on streaming into it. TestClient has no connection to look at."""
 
 import socket
-import threading
-import time
+from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from service.app import create_app
 from tests.conftest import make_settings
+from tests.loopback_server import free_port, uvicorn_in_thread
 
 CHUNK = b"x" * 16384
 
 
 @pytest.fixture
-def served(database_url: str) -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(make_settings(database_url, max_body_bytes=65536))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=30)
+def served(database_url: str) -> Iterator[int]:
+    port = free_port()
+    with uvicorn_in_thread(create_app(make_settings(database_url, max_body_bytes=65536)), port):
+        yield port
 
 
 def _stream_until_closed(port: int, path: str, most_bytes: int) -> tuple[bytes, int | None]:

@@ -4,16 +4,12 @@ headless Chromium through Playwright. Any JavaScript error in the browser fails 
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 
 from service.app import create_app
@@ -25,6 +21,7 @@ from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import FakeTwilio
 from tests.dispatch.seed import scratch_database
 from tests.dispatch.smtp_sink import SmtpSink
+from tests.loopback_server import free_port, uvicorn_in_thread
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
@@ -116,12 +113,6 @@ class LiveService:
         return make_session_factory(make_engine(self.database_url))()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def live(
     request: pytest.FixtureRequest,
@@ -134,7 +125,7 @@ def live(
     approval required, as a real deployment runs; `@pytest.mark.live_settings(...)` changes
     settings."""
     changed = request.node.get_closest_marker("live_settings")
-    port = _free_port()
+    port = free_port()
     with scratch_database(database_url, tmp_path, "web") as url:
         settings = make_settings(
             url,
@@ -149,19 +140,9 @@ def live(
             sweep_interval_s=3600,
             **(changed.kwargs if changed else {}),
         )
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.05)
-        service = LiveService(f"http://127.0.0.1:{port}", settings, url, twilio, smtp)
-        try:
-            yield service
-        finally:
-            service.http.close()
-            server.should_exit = True
-            thread.join(timeout=30)
+        with uvicorn_in_thread(create_app(settings), port):
+            service = LiveService(f"http://127.0.0.1:{port}", settings, url, twilio, smtp)
+            try:
+                yield service
+            finally:
+                service.http.close()
