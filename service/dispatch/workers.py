@@ -69,16 +69,24 @@ class Holdings:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[int, tuple[int, float]] = {}
+        self._recording: set[int] = set()  # sent, their outcomes being written
 
     def add(self, rows: Iterable[Claimed], *, until: float) -> None:
         with self._lock:
             for row in rows:
                 self._rows[row.id] = (row.attempt, until)
 
+    def recording(self, ids: Iterable[int]) -> None:
+        """These rows' outcomes are being written: a renewal that no longer finds them
+        claimed may have come after the write's commit and before drop()."""
+        with self._lock:
+            self._recording.update(ids)
+
     def drop(self, ids: Iterable[int]) -> None:
         with self._lock:
             for alert_id in ids:
                 self._rows.pop(alert_id, None)
+                self._recording.discard(alert_id)
 
     def snapshot(self) -> dict[int, int]:
         with self._lock:
@@ -87,7 +95,7 @@ class Holdings:
     def renewed(self, asked: dict[int, int], still: set[int], *, until: float) -> set[int]:
         """A renewal of `asked` found `still` held: extend those, and void the rest. Returns
         the voided ones: a row recorded meanwhile was not held by the renewal either, and is
-        not among them."""
+        not among them (nor is one being recorded)."""
         voided = set()
         with self._lock:
             for alert_id, attempt in asked.items():
@@ -95,7 +103,7 @@ class Holdings:
                 if current is None or current[0] != attempt:
                     continue  # recorded (or claimed again) meanwhile
                 self._rows[alert_id] = (attempt, until if alert_id in still else 0.0)
-                if alert_id not in still:
+                if alert_id not in still and alert_id not in self._recording:
                     voided.add(alert_id)
         return voided
 

@@ -538,8 +538,12 @@ def test_a_claim_recorded_during_the_renewal_is_not_reported_lost(db, monkeypatc
 
     def recorded_after_the_snapshot() -> dict[int, int]:
         asked = snapshot()
-        # As Dispatcher._record: the outcome committed, then the row let go.
-        db.execute(update(Alert).where(Alert.id == rows[1].id).values(status="sent"))
+        # As Dispatcher._record: the outcomes committed, then the rows let go; the third's
+        # not yet (a review found that microseconds' gap).
+        holdings.recording([rows[1].id, rows[2].id])
+        db.execute(
+            update(Alert).where(Alert.id.in_([rows[1].id, rows[2].id])).values(status="sent")
+        )
         holdings.drop([rows[1].id])
         return asked
 
@@ -549,7 +553,7 @@ def test_a_claim_recorded_during_the_renewal_is_not_reported_lost(db, monkeypatc
         beat.beat()
     warned = [r for r in caplog.records if r.getMessage() == "claims lost to another dispatcher"]
     assert [r.lost for r in warned] == [1]
-    assert [holdings.may_send(r, margin_s=2) for r in rows] == [False, False, True]
+    assert not any(holdings.may_send(r, margin_s=2) for r in rows)
 
 
 def test_a_dispatcher_that_ended_on_this_host_has_its_alerts_taken_back(db):
