@@ -34,8 +34,10 @@ def receive_report(
 ) -> str | None:
     """A report POSTed to /v1/webhooks/{name}/status: the notifier of that name proves it is
     genuine and reads it; our own query (alert, attempt) says which send it is about. A queue
-    overflow holds the channel's sender (`hold_sender`, before any write: it may be a call to
-    Redis) and sends the alert again once the hold ends."""
+    overflow about the alert's current send, heard for the first time, holds the channel's
+    sender (`hold_sender`, before any write: it may be a call to Redis) and sends the alert
+    again once the hold ends. A repeated one holds nothing: a probe replayed one signed report
+    every 30 s and held every SMS, level 4 included, for as long as it went on."""
     found = [(channel, n) for channel, n in notifiers.items() if n.name == name]
     if not found:
         raise Forbidden(f"no notifier named {name!r} takes delivery reports here")
@@ -49,7 +51,11 @@ def receive_report(
         raise NotFound("the report names no alert")
     if report is None:
         return None
-    resend_at = hold_sender(channel) if report.queue_overflow and hold_sender else now
+    resend_at = now
+    if report.queue_overflow and hold_sender:
+        alert = session.get(Alert, alert_id, with_for_update=True)
+        if alert is not None and _changes(alert, channel=channel, attempt=attempt, report=report):
+            resend_at = hold_sender(channel)
     return apply_report(
         session,
         alert_id=alert_id,
@@ -84,13 +90,9 @@ def apply_report(
     alert = session.get(Alert, alert_id, with_for_update=True)
     if alert is None or alert.channel != channel:
         return None
-    if attempt is not None and attempt != alert.attempts:
-        return alert.status  # a report on an earlier send of this alert (before a staff retry)
-    if alert.provider_ref and alert.provider_ref != report.provider_ref:
-        return alert.status  # a report on some other message: not this alert's
-    target = report.status
-    if not states.allowed(alert.status, target):
+    if not _changes(alert, channel=channel, attempt=attempt, report=report):
         return alert.status
+    target = report.status
     values: dict = {"status": target, "updated_at": now}
     erased = session.scalar(select(Citizen.status).where(Citizen.id == alert.citizen_id))
     if alert.provider_ref is None and erased != "erased":
@@ -127,6 +129,17 @@ def apply_report(
         metrics.DELIVERY.labels("requeued").inc()
         return states.PENDING
     return target
+
+
+def _changes(alert: Alert, *, channel: str, attempt: int | None, report: DeliveryReport) -> bool:
+    """Whether the report is news about the alert's current send."""
+    if alert.channel != channel:
+        return False
+    if attempt is not None and attempt != alert.attempts:
+        return False  # a report on an earlier send of this alert (a resend, a staff retry)
+    if alert.provider_ref and alert.provider_ref != report.provider_ref:
+        return False  # a report on some other message: not this alert's
+    return states.allowed(alert.status, report.status)
 
 
 def details_for(

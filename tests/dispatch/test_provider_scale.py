@@ -204,10 +204,17 @@ def test_a_full_queue_holds_the_sender_and_keeps_every_alert(database_url, tmp_p
         assert budget == 1
 
 
-def test_a_queue_overflow_callback_sends_the_alert_again_once(api, consul, db, dispatcher, twilio):
+def test_a_queue_overflow_callback_sends_the_alert_again_once(
+    api, consul, db, dispatcher, twilio, monkeypatch
+):
     """Through a messaging service Twilio accepts the message, then fails it with 30001: the
     callback puts the alert back in the queue (its tries kept) and it is sent once more; the
-    same callback repeated changes nothing."""
+    same callback repeated changes nothing, and holds the sender only the first time (a probe
+    replayed one signed report every 30 s and held every SMS for as long as it went on)."""
+    held = []
+    app_dispatcher = api.app.state.dispatcher
+    hold = app_dispatcher.hold_sender
+    monkeypatch.setattr(app_dispatcher, "hold_sender", lambda ch: held.append(ch) or hold(ch))
     twilio.queue = SenderQueue(size=0, mps=1)  # every create overflows
     dispatcher.notifiers["sms"].messaging_service_sid = "MG" + "0" * 32
     register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-7777-3001", channels=["sms"])
@@ -221,8 +228,10 @@ def test_a_queue_overflow_callback_sends_the_alert_again_once(api, consul, db, d
     row = status_of(db, alert)
     assert row.status == "pending" and row.error_code == "30001"
     assert row.attempts - row.retry_base == 0  # the overflow cost no try
+    assert held == ["sms"]
     again = callback(api, alert, "failed", sid=first_sid, ErrorCode="30001")
     assert again.status_code == 204 and status_of(db, alert).status == "pending"
+    assert held == ["sms"]
     twilio.queue = None  # the queue has room again
     db.execute(
         Alert.__table__.update().where(Alert.id == alert.id).values(due_at=utcnow())
@@ -235,6 +244,7 @@ def test_a_queue_overflow_callback_sends_the_alert_again_once(api, consul, db, d
     # A late repeat of the first callback names the first send: the resend is untouched.
     late = callback(api, alert, "failed", attempt=first_attempt, sid=first_sid, ErrorCode="30001")
     assert late.status_code == 204 and status_of(db, alert).status == "sent"
+    assert held == ["sms"]
     dispatcher.drain()
     assert len(twilio.bodies_to("+821077773001")) == 2
 
