@@ -413,6 +413,19 @@ def test_a_note_over_the_limit_is_422_naming_note_and_stores_nothing(api, db, as
     assert api.app.state.registry.vault.open("checkin-note", given.note_sealed) == note
 
 
+def test_a_note_s_line_breaks_count_as_the_page_counts_them(api, db, asked):
+    """Found by a probe: the textarea's maxlength counts a line break as one character, and the
+    browser sends it as CRLF; 499 characters in 25 lines came as 523 and the help was refused."""
+    who = asked()
+    lines = [f"{n:02d} water rising now" for n in range(25)]  # 19 characters each
+    typed = "\n".join(lines)
+    assert len(typed) < NOTE_MAX < len("\r\n".join(lines))
+    sent = api.post(f"/c/{who.token}", data={"answer": "help", "note": "\r\n".join(lines)})
+    assert sent.status_code == 200
+    [given] = db.scalars(select(CheckinAnswer))
+    assert api.app.state.registry.vault.open("checkin-note", given.note_sealed) == typed
+
+
 def test_a_note_keeps_nothing_that_would_show_staff_other_text(api, db, asked, reply):
     """NUL, controls and bidi overrides ("\u202eevil" displays "live") are left out of a note,
     by the page and by SMS, as names refuse them; line breaks stay."""
