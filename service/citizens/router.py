@@ -198,10 +198,11 @@ def update(
     contact sends a code, and is rate-limited as a resend is (429)."""
     with read_first(session):  # a stranger's addresses are not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
-    if any(stay.address is not None for stay in body.stays or []):
-        limits.take_geocoded_change(citizen_id)
     # Before the write transaction; an ended stay is checked against the stored ones later.
-    places = service.check_change(registry, body)
+    # A change by address is counted once found good: one refused (422) spends nothing.
+    places = service.check_change(
+        registry, body, before_lookups=lambda: limits.take_geocoded_change(citizen_id)
+    )
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     outgoing = service.update_citizen(
         session,
@@ -250,9 +251,9 @@ def move(
 ) -> CitizenRead:
     with read_first(session):  # a stranger's address is not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
-    if body.address is not None:
-        limits.take_geocoded_change(citizen_id)
-    places = service.locate(registry, location=body)  # before the write transaction
+    places = service.locate(  # before the write transaction
+        registry, location=body, before_lookups=lambda: limits.take_geocoded_change(citizen_id)
+    )
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)
     return service.to_read(registry, citizen, session)

@@ -4,7 +4,7 @@ import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -75,12 +75,14 @@ def locate(
     stays: list[StayIn] | None = None,
     ended_ok: bool = False,
     earlier: Sequence[FieldError] = (),
+    before_lookups: Callable[[], None] | None = None,
 ) -> Places:
     """Resolve a location and stays (geocoding addresses) without touching the database.
     `ended_ok`: a stay that has ended is let through, for update_citizen to take only as it
     is stored. `earlier`: the request's other problems, told with these. An address is
     geocoded only when nothing else is wrong: a request refused anyway sends no address to
-    the geocoder and spends none of its turns."""
+    the geocoder and spends none of its turns, nor what `before_lookups` takes (a limit),
+    called once the request is found good and before its first look-up."""
     given = [location, *(stays or [])]
     addresses = sum(1 for place in given if place is not None and place.address is not None)
     if addresses > MAX_ADDRESSES:
@@ -94,6 +96,8 @@ def locate(
         _resolved(
             replace(registry, geocoder=_EVERY_ADDRESS_FOUND), location, stays, ended_ok, earlier
         )
+    if addresses and before_lookups is not None:
+        before_lookups()
     counted = _LookupsCounted(registry.geocoder)
     try:
         return _resolved(replace(registry, geocoder=counted), location, stays, ended_ok, earlier)
@@ -159,12 +163,17 @@ class CheckedRegistration:
     contacts: Contacts
 
 
-def check_change(registry: Registry, data: CitizenUpdate) -> Places:
+def check_change(
+    registry: Registry, data: CitizenUpdate, *, before_lookups: Callable[[], None] | None = None
+) -> Places:
     """A change's new contacts (as written) and stays in one answer, its stays resolved
     (geocoded) for update_citizen: call it before the write transaction. What depends on the
-    stored record (a channel left without its contact, an ended stay) update_citizen checks."""
+    stored record (a channel left without its contact, an ended stay) update_citizen checks.
+    `before_lookups`: as locate's."""
     _, _, errors = _normalised(registry, data.phone, data.email)
-    return locate(registry, stays=data.stays, ended_ok=True, earlier=errors)
+    return locate(
+        registry, stays=data.stays, ended_ok=True, earlier=errors, before_lookups=before_lookups
+    )
 
 
 def check_registration(registry: Registry, data: CitizenCreate) -> CheckedRegistration:

@@ -195,12 +195,18 @@ def test_a_request_refused_for_anything_else_sends_no_address_to_the_geocoder(se
 
 def test_one_record_makes_only_so_many_changes_by_address(settings, db):
     """The turns are the whole service's: one manage token (anyone may register one) cannot
-    take them as it likes. A change without an address is not counted."""
+    take them as it likes. A change without an address is not counted, nor is one refused
+    as bad input (a probe's ten 422s for a bad phone number spent the hour's changes)."""
     limited = settings.model_copy(update={"rate_limit_geocode": "2/hour"})
     with bound_client(limited, db, geocoder=_geocoder(lambda: 0.0)) as client:
         citizen_id, headers, _ = register(client)
         url = f"/v1/citizens/{citizen_id}"
         by_address = {"stays": [stay(1, 3, **ADDRESS)]}
+        for _ in range(3):
+            bad = client.patch(url, json={**by_address, "phone": "12"}, headers=headers)
+            assert bad.status_code == 422, bad.text
+            bad = client.put(f"{url}/location", json={**ADDRESS, "lat": 1.0}, headers=headers)
+            assert bad.status_code == 422, bad.text
         assert client.patch(url, json=by_address, headers=headers).status_code == 200
         assert client.put(f"{url}/location", json=ADDRESS, headers=headers).status_code == 200
         asked = len(CannedNominatim.requested)
