@@ -80,6 +80,7 @@ class Rule(StrEnum):
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
+    GEOCODE_CLIENT = "geocode_client"  # requests that give an address, per client address
     GLOBAL = "global"  # messages per channel
     GLOBAL_PROVEN = "global_proven"  # codes of registrations a proof of work admitted, per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
@@ -122,6 +123,8 @@ _REFUSED = {
     Rule.GEOCODER: "the address look-up is busy",  # never a 429: the geocoder waits its turn
     Rule.GEOCODE: "too many changes by address for this record: give a country code, or lat "
     "and lon",
+    Rule.GEOCODE_CLIENT: "too many places by address from this network: give a country code, "
+    "or lat and lon",
 }
 
 
@@ -345,10 +348,17 @@ class RateLimits:
 
     # ---- inside ---------------------------------------------------------------------------
 
-    def take_geocoded_change(self, citizen_id: str) -> None:
+    def take_geocoded_change(self, citizen_id: str, *, client: str) -> None:
         """One change of a citizen's places that gives an address: Nominatim answers the whole
-        service once a second, and one manage token must not take those turns as it likes."""
-        self.take(Rule.GEOCODE, citizen_id)
+        service once a second, and one manage token must not take those turns as it likes,
+        nor one client address (see take_address_lookups)."""
+        self.take_all([(Rule.GEOCODE, citizen_id), (Rule.GEOCODE_CLIENT, address_key(client))])
+
+    def take_address_lookups(self, client: str) -> None:
+        """One request giving places by address from a client address: its share of the
+        geocoder's turns. A probe holding 20 cheap records took every turn of the service
+        with PATCHes, and everyone else's addresses were refused as busy."""
+        self.take(Rule.GEOCODE_CLIENT, address_key(client))
 
     def geocoder_turn(self) -> float:
         """0 when this process may ask the geocoder now (the turn is counted, for every process

@@ -133,6 +133,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "rate_limit_client": "100000/hour",
         "rate_limit_reply": "100000/hour",
         "rate_limit_geocode": "100000/hour",
+        "rate_limit_geocode_client": "100000/hour",
         # One staff key makes thousands of requests in some tests (the fuzzer's 5,000 in 30 s);
         # tests/staff/test_request_limit.py holds keys to small limits.
         "rate_limit_staff": "1000000/minute",

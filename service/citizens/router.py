@@ -71,7 +71,11 @@ async def register(
     def in_thread(session: Session) -> Registered:
         with proof.registration_admitted(limits, _presented(request, registry)) as proven:
             # Geocoding first: the session's write transaction begins at its first statement.
-            checked = service.check_registration(registry, body)
+            checked = service.check_registration(
+                registry,
+                body,
+                before_lookups=lambda: limits.take_address_lookups(client_of(request)),
+            )
         done = service.register_citizen(
             session,
             registry=registry,
@@ -200,8 +204,11 @@ def update(
         service.check_manage_token(session, public_id=citizen_id, token=token)
     # Before the write transaction; an ended stay is checked against the stored ones later.
     # A change by address is counted once found good: one refused (422) spends nothing.
+    client = client_of(request)
     places = service.check_change(
-        registry, body, before_lookups=lambda: limits.take_geocoded_change(citizen_id)
+        registry,
+        body,
+        before_lookups=lambda: limits.take_geocoded_change(citizen_id, client=client),
     )
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     outgoing = service.update_citizen(
@@ -248,11 +255,15 @@ def move(
     registry: RegistryDep,
     token: BearerToken,
     limits: LimitsDep,
+    request: Request,
 ) -> CitizenRead:
     with read_first(session):  # a stranger's address is not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
+    client = client_of(request)
     places = service.locate(  # before the write transaction
-        registry, location=body, before_lookups=lambda: limits.take_geocoded_change(citizen_id)
+        registry,
+        location=body,
+        before_lookups=lambda: limits.take_geocoded_change(citizen_id, client=client),
     )
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)

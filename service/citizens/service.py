@@ -176,17 +176,25 @@ def check_change(
     )
 
 
-def check_registration(registry: Registry, data: CitizenCreate) -> CheckedRegistration:
+def check_registration(
+    registry: Registry, data: CitizenCreate, *, before_lookups: Callable[[], None] | None = None
+) -> CheckedRegistration:
     """Every problem with a registration's contacts and places in one answer (a citizen fixing
     their phone number was then told their trip's country was wrong). Geocodes addresses: call
-    it before the write transaction."""
+    it before the write transaction. `before_lookups`: as locate's."""
     errors: list[FieldError] = []
     contacts = None
     try:
         contacts = _check_contacts(registry, data.phone, data.email, data.channels)
     except InvalidInput as refused:
         errors += refused.errors
-    places = locate(registry, location=data.location, stays=data.stays, earlier=errors)
+    places = locate(
+        registry,
+        location=data.location,
+        stays=data.stays,
+        earlier=errors,
+        before_lookups=before_lookups,
+    )
     assert contacts is not None
     return CheckedRegistration(places=places, contacts=contacts)
 

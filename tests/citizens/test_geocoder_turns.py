@@ -222,6 +222,34 @@ def test_one_record_makes_only_so_many_changes_by_address(settings, db):
         assert moved.status_code == 200
 
 
+def test_one_client_address_takes_only_its_share_of_the_turns(settings, db):
+    """Found by a probe: 20 records from one address, each changing its stays by address in a
+    loop, took every turn of the service, and everyone else's addresses got 503s. A client
+    address has its share (registrations and changes together); by country or point is not
+    counted, nor is a request refused as bad input."""
+    limited = settings.model_copy(update={"rate_limit_geocode_client": "3/hour"})
+    with bound_client(limited, db, geocoder=_geocoder(lambda: 0.0)) as client:
+        (first, first_auth, _), (second, second_auth, _) = register(client), register(client)
+        by_address = {"stays": [stay(1, 3, **ADDRESS)]}
+        assert client.post("/v1/citizens", json=citizen_body(location=ADDRESS)).status_code == 201
+        bad = client.patch(
+            f"/v1/citizens/{first}", json={**by_address, "phone": "12"}, headers=first_auth
+        )
+        assert bad.status_code == 422
+        for citizen_id, auth in ((first, first_auth), (second, second_auth)):
+            changed = client.patch(f"/v1/citizens/{citizen_id}", json=by_address, headers=auth)
+            assert changed.status_code == 200, changed.text
+        asked = len(CannedNominatim.requested)
+        refused = client.put(f"/v1/citizens/{second}/location", json=ADDRESS, headers=second_auth)
+        assert refused.status_code == 429, refused.text
+        assert "from this network: give a country code, or lat and lon" in refused.json()["detail"]
+        registering = client.post("/v1/citizens", json=citizen_body(location=ADDRESS))
+        assert registering.status_code == 429
+        assert len(CannedNominatim.requested) == asked
+        by_country = client.post("/v1/citizens", json=citizen_body(location={"country": "JP"}))
+        assert by_country.status_code == 201
+
+
 def test_a_nominatim_of_ones_own_is_asked_at_its_own_rate():
     """OpenStreetMap's public Nominatim takes one request a second; an operator running their
     own names it and its rate."""
