@@ -40,6 +40,8 @@ def test_a_leg_writes_what_each_of_its_tests_took(tmp_path):
     suite.write_text(
         "import time\n\ndef test_slow():\n    time.sleep(0.3)\n\ndef test_quick():\n    pass\n"
     )
+    # Its own rootdir: in CI the temporary directory lies inside the checkout.
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
     out = tmp_path / "seconds.json"
     env = {**os.environ, "ANJEON_TEST_SECONDS_OUT": str(out), "PYTHONPATH": str(ROOT)}
     env.pop("ANJEON_TEST_SHARD", None)
