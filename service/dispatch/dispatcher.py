@@ -872,7 +872,6 @@ class Dispatcher:
         channel = decided[0][0].channel
         delay = 0.2
         deadline = time.monotonic() + _RECORD_PATIENCE_S
-        self.holdings.recording(row.id for row, _ in decided)
         while True:
             try:
                 fallbacks = self._write(decided, channel=channel, now=now, divert=divert)

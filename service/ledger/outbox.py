@@ -306,6 +306,16 @@ def renew(session: Session, *, held: dict[int, int], worker: str, lease_end: dat
     return {alert_id for alert_id, attempts in rows if held.get(alert_id) == attempts}
 
 
+def claimed_again(session: Session, *, held: dict[int, int]) -> set[int]:
+    """Of these rows (id -> the attempt of a claim they were held under), those claimed again
+    since: its lease lapsed and another claim, another dispatcher's most often, took them. A
+    row recorded under that claim keeps its attempt number."""
+    if not held:
+        return set()
+    rows = session.execute(select(Alert.id, Alert.attempts).where(Alert.id.in_(list(held))))
+    return {alert_id for alert_id, attempts in rows if attempts != held[alert_id]}
+
+
 def overtaken(session: Session, *, ids: Iterable[int]) -> set[int]:
     """Of these held rows, those that must not be sent any more: their advisory moved past
     their revision (revised, or cancelled: the all-clear is the newer revision) or their

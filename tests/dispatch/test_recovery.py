@@ -532,7 +532,7 @@ def test_a_claim_recorded_during_the_renewal_is_not_reported_lost(db, monkeypatc
     """Found in a CI log: both dispatchers warned "claims lost to another dispatcher" while
     the first advisory's e-mails were being recorded. The heartbeat counted as lost every row
     it asked to renew and found no longer claimed, and a row sent meanwhile is not claimed
-    either; only one another dispatcher took is."""
+    either; only one claimed again (under another attempt number) is."""
     _, rows, holdings = _three_held_and_the_first_taken(db)
     snapshot = holdings.snapshot
 
@@ -540,10 +540,8 @@ def test_a_claim_recorded_during_the_renewal_is_not_reported_lost(db, monkeypatc
         asked = snapshot()
         # As Dispatcher._record: the outcomes committed, then the rows let go; the third's
         # not yet (a review found that microseconds' gap).
-        holdings.recording([rows[1].id, rows[2].id])
-        db.execute(
-            update(Alert).where(Alert.id.in_([rows[1].id, rows[2].id])).values(status="sent")
-        )
+        recorded = [rows[1].id, rows[2].id]
+        db.execute(update(Alert).where(Alert.id.in_(recorded)).values(status="sent"))
         holdings.drop([rows[1].id])
         return asked
 
