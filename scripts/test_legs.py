@@ -1,7 +1,7 @@
 """`make test` with PostgreSQL: the suite as several pytest processes side by side, by default
 four legs (ANJEON_TEST_SHARDS). Most of the suite waits on other processes, sockets, sleeps,
 a browser and the database rather than on the CPU: one leg alone kept this 2-core machine
-about half busy. Each test runs in exactly one leg, and every leg runs tests of both backends:
+about half busy. Each test runs in exactly one leg:
 longest first, each test goes to the leg with the fewest seconds so far, by the seconds in
 tests/leg_seconds.json (tests/legs.py, ANJEON_TEST_SHARD). Legs split by backend (two SQLite,
 two PostgreSQL) ended up to a minute apart, the machine half used meanwhile. With
@@ -66,11 +66,14 @@ def _redis_for(leg_number: int) -> dict[str, str]:
 
 
 def _record_seconds(legs: list[str]) -> None:
-    """tests/leg_seconds.json from the seconds each leg wrote: the tests of a second or more."""
+    """tests/leg_seconds.json from the seconds each leg wrote: the tests of a second or more.
+    A test this run did not select keeps what the file had for it."""
     took: dict[str, float] = {}
     for leg in legs:
         took |= json.loads((LOGS / f"{leg}.seconds.json").read_text())
-    kept = {nodeid: round(s, 1) for nodeid, s in sorted(took.items()) if s >= RECORDED_FROM_S}
+    before = json.loads(SECONDS_FILE.read_text()) if SECONDS_FILE.exists() else {}
+    merged = {nodeid: s for nodeid, s in before.items() if nodeid not in took} | took
+    kept = {nodeid: round(s, 1) for nodeid, s in sorted(merged.items()) if s >= RECORDED_FROM_S}
     SECONDS_FILE.write_text(json.dumps(kept, indent=0, ensure_ascii=False) + "\n")
     print(f"==== {SECONDS_FILE.name}: {len(kept)} of {len(took)} tests took {RECORDED_FROM_S} s+")
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
-from service.db import READ_ONLY, DeadlinePassed, database_unavailable, utcnow
+from service.db import READ_ONLY, DeadlinePassed, database_unavailable, read_first, utcnow
 from service.errors import DomainError, ServiceUnavailable
 from service.head_requests import method_asked
 from service.metrics import STAFF_UNCOUNTED
@@ -79,24 +79,6 @@ async def in_transaction(request: Request, work: Callable[[Session], T]) -> T:
 
 # scope="function": commit before the response leaves, so a 201 means the data is stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-@contextmanager
-def read_first(session: Session) -> Iterator[Session]:
-    """Reads before a request's writes: in a short read-only transaction of their own when the
-    session has none yet, so no write transaction is open afterwards (for a network call, say);
-    inside the session's transaction when it has one (a GET, a test's savepoint)."""
-    if session.in_transaction():
-        yield session
-        return
-    session.connection(execution_options={READ_ONLY: True})
-    try:
-        yield session
-    except BaseException:
-        session.rollback()
-        raise
-    # Nothing was written; commit (unlike rollback) keeps what was read loaded.
-    session.commit()
 
 
 @contextmanager

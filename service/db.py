@@ -328,3 +328,21 @@ def database_unavailable(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and (
         isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated
     )
+
+
+@contextmanager
+def read_first(session: Session) -> Iterator[Session]:
+    """Reads before a request's writes: in a short read-only transaction of their own when the
+    session has none yet, so no write transaction is open afterwards (for a network call, say);
+    inside the session's transaction when it has one (a GET, a test's savepoint)."""
+    if session.in_transaction():
+        yield session
+        return
+    session.connection(execution_options={READ_ONLY: True})
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    # Nothing was written; commit (unlike rollback) keeps what was read loaded.
+    session.commit()

@@ -8,6 +8,7 @@ import hmac
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,48 @@ _REFUSED = {
 }
 
 
+class AddressLookups:
+    """The limits a request's look-ups by address spend. Nominatim answers the whole service
+    once a second: a client address takes at most its share of those turns (GEOCODE_CLIENT,
+    one hit per look-up; a probe holding 20 cheap records took every turn with PATCHes, and
+    everyone else's addresses were refused as busy), and a change takes one of its record's
+    changes by address (GEOCODE). Taken once the request is found good; what a busy geocoder
+    left unused is given back."""
+
+    def __init__(self, limits: "RateLimits", *, client: str, citizen_id: str | None) -> None:
+        self._limits = limits
+        self._client = address_key(client)
+        self._citizen_id = citizen_id
+        self._taken = 0
+        self._taken_at = 0.0
+
+    def take(self, lookups: int) -> None:
+        hits: list[tuple[Rule | str, str]] = [(Rule.GEOCODE_CLIENT, self._client)] * lookups
+        if self._citizen_id is not None:
+            hits.append((Rule.GEOCODE, self._citizen_id))
+        self._limits.take_all(hits)
+        self._taken, self._taken_at = lookups, time.monotonic()
+
+    def give_back(self, *, made: int) -> None:
+        """The geocoder was busy after `made` look-ups: the rest are given back, and the
+        change too when none was made."""
+        ago = time.monotonic() - self._taken_at
+        for _ in range(self._taken - made):
+            self._limits.give_back(Rule.GEOCODE_CLIENT, self._client, taken_s_ago=ago)
+        if made == 0 and self._citizen_id is not None:
+            self._limits.give_back(Rule.GEOCODE, self._citizen_id, taken_s_ago=ago)
+        self._taken = made
+
+
 _Hit = tuple[Rule, RateLimitItem, str]  # a rule, one of its limits, the hashed key
+
+
+def _args(hit: _Hit) -> tuple[RateLimitItem, str, str]:
+    """The limiter's arguments for a hit: its limit, then the identifiers (rule, key)."""
+    rule, item, key = hit
+    return item, rule, key
+
+
 # A message that is not an alert: its channel ("sms" or "email") and its destination.
 Message = tuple[str, str]
 
@@ -196,7 +238,7 @@ class RateLimits:
         citizen retrying behind a busy geocoder is not refused for their own retries. Only in
         the windows that still hold it (`taken_s_ago`): from a shorter one, the entry given
         back would be another request's (a review's finding: 1/second was exceeded)."""
-        self._give_back(Rule.CLIENT, address_key(client), taken_s_ago=taken_s_ago)
+        self.give_back(Rule.CLIENT, address_key(client), taken_s_ago=taken_s_ago)
 
     def proven_left(self, client: str) -> bool:
         """Whether a proven registration from this address would still be admitted (nothing
@@ -348,17 +390,10 @@ class RateLimits:
 
     # ---- inside ---------------------------------------------------------------------------
 
-    def take_geocoded_change(self, citizen_id: str, *, client: str) -> None:
-        """One change of a citizen's places that gives an address: Nominatim answers the whole
-        service once a second, and one manage token must not take those turns as it likes,
-        nor one client address (see take_address_lookups)."""
-        self.take_all([(Rule.GEOCODE, citizen_id), (Rule.GEOCODE_CLIENT, address_key(client))])
-
-    def take_address_lookups(self, client: str) -> None:
-        """One request giving places by address from a client address: its share of the
-        geocoder's turns. A probe holding 20 cheap records took every turn of the service
-        with PATCHes, and everyone else's addresses were refused as busy."""
-        self.take(Rule.GEOCODE_CLIENT, address_key(client))
+    def address_lookups(self, client: str, *, citizen_id: str | None = None) -> "AddressLookups":
+        """What a request's places by address spend, from a client address (and, for a
+        change, a citizen's record): see AddressLookups."""
+        return AddressLookups(self, client=client, citizen_id=citizen_id)
 
     def geocoder_turn(self) -> float:
         """0 when this process may ask the geocoder now (the turn is counted, for every process
@@ -370,10 +405,11 @@ class RateLimits:
             reset = self._limiter.get_window_stats(item, Rule.GEOCODER, "nominatim").reset_time
         return max(0.01, reset - time.time())
 
-    def _give_back(self, rule: Rule, key: str, *, taken_s_ago: float) -> None:
-        # The library has no un-hit: its moving windows are lists, newest first, in memory
-        # and in Redis, so the newest entry of each window goes (another process's, when it
-        # hit since: the count is what matters). Any other storage keeps the hit.
+    def give_back(self, rule: Rule, key: str, *, taken_s_ago: float) -> None:
+        """Un-counts one hit of `rule` for `key`, taken `taken_s_ago`, in the windows that
+        still hold it. The library has no un-hit: its moving windows are lists, newest first,
+        in memory and in Redis, so the newest entry of each window goes (another process's,
+        when it hit since: the count is what matters). Any other storage keeps the hit."""
         hashed = self._hashed(rule, key)
         with self._storage_guard():
             for item in self._rules[rule]:
@@ -388,13 +424,16 @@ class RateLimits:
                     self._storage.get_connection().lpop(self._storage.prefixed_key(window))
 
     def _take(self, keyed: list[_Hit]) -> list[_Hit]:
-        refused = [hit for hit in keyed if not self._limiter.test(hit[1], hit[0], hit[2])]
+        # A hit named n times (a request's n look-ups) is one hit of cost n: tested one at a
+        # time, each passed, and a refusal left the first ones counted.
+        costs = Counter(keyed)
+        refused = [hit for hit, n in costs.items() if not self._limiter.test(*_args(hit), cost=n)]
         if not refused:
-            for rule, item, key in keyed:
+            for hit, n in costs.items():
                 # Each hit is atomic in the storage; one lost to another process after the
                 # test leaves the hits before it counted, which errs on the safe side.
-                if not self._limiter.hit(item, rule, key):
-                    return [(rule, item, key)]
+                if not self._limiter.hit(*_args(hit), cost=n):
+                    return [hit]
         return refused
 
     def _take_in_script(self, keyed: list[_Hit]) -> list[_Hit]:

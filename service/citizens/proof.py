@@ -103,14 +103,22 @@ def admit_registration(limits: RateLimits, presented: Presented) -> bool:
 @contextmanager
 def registration_admitted(limits: RateLimits, presented: Presented) -> Iterator[bool]:
     """admit_registration around the checks that may ask the geocoder. When its turns were
-    all taken before the request spent one (a 503: nothing looked up, nothing stored), the
-    address's registration is given back. A proof, once spent, stays spent."""
+    all taken before the request spent one (a 503: nothing looked up, nothing stored), or the
+    client address's share of them is used up (a 429), the address's registration is given
+    back. A proof, once spent, stays spent."""
     proven = admit_registration(limits, presented)
     taken_at = time.monotonic()
     try:
         yield proven
-    except AddressLookupBusy as busy:
-        if busy.no_turn_spent and not proven:
+    except (AddressLookupBusy, TooManyRequests) as refused:
+        # A busy geocoder before any turn, or the address's share of the turns used up
+        # (the registration by country or point still goes through): nothing was done.
+        nothing_done = (
+            refused.no_turn_spent
+            if isinstance(refused, AddressLookupBusy)
+            else refused.rule == Rule.GEOCODE_CLIENT
+        )
+        if nothing_done and not proven:
             with suppress(ServiceUnavailable):  # the storage failed: the hit stays counted
                 taken_s_ago = time.monotonic() - taken_at
                 limits.give_back_registration(presented.client, taken_s_ago=taken_s_ago)

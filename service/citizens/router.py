@@ -7,7 +7,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service.auth import BearerToken, SessionDep, client_of, in_transaction, read_first
+from service.auth import BearerToken, SessionDep, client_of, in_transaction
 from service.citizens import messages, proof, service
 from service.citizens.deps import RegistryDep
 from service.citizens.schemas import (
@@ -21,7 +21,7 @@ from service.citizens.schemas import (
     place_warnings,
 )
 from service.citizens.service import Registry
-from service.db import flush_write_ahead_log, utcnow
+from service.db import flush_write_ahead_log, read_first, utcnow
 from service.errors import NotFound
 from service.metrics import CITIZENS_REGISTERED
 from service.problems import problem_response
@@ -71,11 +71,8 @@ async def register(
     def in_thread(session: Session) -> Registered:
         with proof.registration_admitted(limits, _presented(request, registry)) as proven:
             # Geocoding first: the session's write transaction begins at its first statement.
-            checked = service.check_registration(
-                registry,
-                body,
-                before_lookups=lambda: limits.take_address_lookups(client_of(request)),
-            )
+            lookups = limits.address_lookups(client_of(request))
+            checked = service.check_registration(registry, body, lookups=lookups)
         done = service.register_citizen(
             session,
             registry=registry,
@@ -204,12 +201,8 @@ def update(
         service.check_manage_token(session, public_id=citizen_id, token=token)
     # Before the write transaction; an ended stay is checked against the stored ones later.
     # A change by address is counted once found good: one refused (422) spends nothing.
-    client = client_of(request)
-    places = service.check_change(
-        registry,
-        body,
-        before_lookups=lambda: limits.take_geocoded_change(citizen_id, client=client),
-    )
+    lookups = limits.address_lookups(client_of(request), citizen_id=citizen_id)
+    places = service.check_change(registry, body, lookups=lookups)
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     outgoing = service.update_citizen(
         session,
@@ -259,12 +252,8 @@ def move(
 ) -> CitizenRead:
     with read_first(session):  # a stranger's address is not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
-    client = client_of(request)
-    places = service.locate(  # before the write transaction
-        registry,
-        location=body,
-        before_lookups=lambda: limits.take_geocoded_change(citizen_id, client=client),
-    )
+    lookups = limits.address_lookups(client_of(request), citizen_id=citizen_id)
+    places = service.locate(registry, location=body, lookups=lookups)  # before the write
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)
     return service.to_read(registry, citizen, session)

@@ -4,7 +4,8 @@ import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -26,13 +27,13 @@ from service.citizens.schemas import (
     StayRead,
 )
 from service.db import utcnow
-from service.errors import FieldError, InvalidInput, NotFound, TooManyRequests
+from service.errors import FieldError, InvalidInput, NotFound, ServiceUnavailable, TooManyRequests
 from service.geo.geocoding import GeocodedPoint, Geocoder, GeocoderBusy
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
 from service.ledger import outbox
 from service.privacy import PersonalDataVault, token_hash
-from service.rate_limits import RateLimits
+from service.rate_limits import AddressLookups, RateLimits
 
 TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
 
@@ -75,14 +76,14 @@ def locate(
     stays: list[StayIn] | None = None,
     ended_ok: bool = False,
     earlier: Sequence[FieldError] = (),
-    before_lookups: Callable[[], None] | None = None,
+    lookups: AddressLookups | None = None,
 ) -> Places:
     """Resolve a location and stays (geocoding addresses) without touching the database.
     `ended_ok`: a stay that has ended is let through, for update_citizen to take only as it
     is stored. `earlier`: the request's other problems, told with these. An address is
     geocoded only when nothing else is wrong: a request refused anyway sends no address to
-    the geocoder and spends none of its turns, nor what `before_lookups` takes (a limit),
-    called once the request is found good and before its first look-up."""
+    the geocoder and spends none of its turns, nor any of the `lookups` limits: those are
+    taken once the request is found good, before its first look-up."""
     given = [location, *(stays or [])]
     addresses = sum(1 for place in given if place is not None and place.address is not None)
     if addresses > MAX_ADDRESSES:
@@ -96,13 +97,16 @@ def locate(
         _resolved(
             replace(registry, geocoder=_EVERY_ADDRESS_FOUND), location, stays, ended_ok, earlier
         )
-    if addresses and before_lookups is not None:
-        before_lookups()
+    if addresses and lookups is not None:
+        lookups.take(addresses)
     counted = _LookupsCounted(registry.geocoder)
     try:
         return _resolved(replace(registry, geocoder=counted), location, stays, ended_ok, earlier)
     except AddressLookupBusy as busy:
         busy.no_turn_spent = counted.spent == 0
+        if addresses and lookups is not None:
+            with suppress(ServiceUnavailable):  # the storage failed: the hits stay counted
+                lookups.give_back(made=counted.spent)
         raise
 
 
@@ -164,24 +168,22 @@ class CheckedRegistration:
 
 
 def check_change(
-    registry: Registry, data: CitizenUpdate, *, before_lookups: Callable[[], None] | None = None
+    registry: Registry, data: CitizenUpdate, *, lookups: AddressLookups | None = None
 ) -> Places:
     """A change's new contacts (as written) and stays in one answer, its stays resolved
     (geocoded) for update_citizen: call it before the write transaction. What depends on the
     stored record (a channel left without its contact, an ended stay) update_citizen checks.
-    `before_lookups`: as locate's."""
+    `lookups`: as locate's."""
     _, _, errors = _normalised(registry, data.phone, data.email)
-    return locate(
-        registry, stays=data.stays, ended_ok=True, earlier=errors, before_lookups=before_lookups
-    )
+    return locate(registry, stays=data.stays, ended_ok=True, earlier=errors, lookups=lookups)
 
 
 def check_registration(
-    registry: Registry, data: CitizenCreate, *, before_lookups: Callable[[], None] | None = None
+    registry: Registry, data: CitizenCreate, *, lookups: AddressLookups | None = None
 ) -> CheckedRegistration:
     """Every problem with a registration's contacts and places in one answer (a citizen fixing
     their phone number was then told their trip's country was wrong). Geocodes addresses: call
-    it before the write transaction. `before_lookups`: as locate's."""
+    it before the write transaction. `lookups`: as locate's."""
     errors: list[FieldError] = []
     contacts = None
     try:
@@ -193,7 +195,7 @@ def check_registration(
         location=data.location,
         stays=data.stays,
         earlier=errors,
-        before_lookups=before_lookups,
+        lookups=lookups,
     )
     assert contacts is not None
     return CheckedRegistration(places=places, contacts=contacts)

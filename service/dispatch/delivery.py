@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen
+from service.db import read_first
 from service.dispatch import metrics
 from service.dispatch.details import details_page
 from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportRejected
@@ -53,8 +54,14 @@ def receive_report(
         return None
     resend_at = now
     if report.queue_overflow and hold_sender:
-        alert = session.get(Alert, alert_id, with_for_update=True)
-        if alert is not None and _changes(alert, channel=channel, attempt=attempt, report=report):
+        # Read apart: the hold may wait on Redis, and on SQLite a write transaction holds the
+        # database's one write lock. apply_report checks again under the row's lock.
+        with read_first(session):
+            alert = session.get(Alert, alert_id)
+            news = alert is not None and _changes(
+                alert, channel=channel, attempt=attempt, report=report
+            )
+        if news:
             resend_at = hold_sender(channel)
     return apply_report(
         session,
@@ -87,7 +94,8 @@ def apply_report(
     """Apply one report; returns the alert's status afterwards, or None if unknown to us. A
     queue overflow (the message never left the provider) puts the alert back in the queue,
     due at `resend_at`, with a fresh retry budget: the provider never tried it."""
-    alert = session.get(Alert, alert_id, with_for_update=True)
+    # populate_existing: read afresh under the lock, whatever an earlier read loaded.
+    alert = session.get(Alert, alert_id, with_for_update=True, populate_existing=True)
     if alert is None or alert.channel != channel:
         return None
     if not _changes(alert, channel=channel, attempt=attempt, report=report):

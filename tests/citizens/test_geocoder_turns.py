@@ -225,29 +225,49 @@ def test_one_record_makes_only_so_many_changes_by_address(settings, db):
 def test_one_client_address_takes_only_its_share_of_the_turns(settings, db):
     """Found by a probe: 20 records from one address, each changing its stays by address in a
     loop, took every turn of the service, and everyone else's addresses got 503s. A client
-    address has its share (registrations and changes together); by country or point is not
-    counted, nor is a request refused as bad input."""
-    limited = settings.model_copy(update={"rate_limit_geocode_client": "3/hour"})
+    address has its share, a hit per look-up (registrations and changes together); by country
+    or point is not counted, nor is a request refused as bad input, and a registration the
+    share refuses does not count against the address's registrations."""
+    limited = settings.model_copy(
+        update={"rate_limit_geocode_client": "4/hour", "rate_limit_client": "4/hour"}
+    )
     with bound_client(limited, db, geocoder=_geocoder(lambda: 0.0)) as client:
-        (first, first_auth, _), (second, second_auth, _) = register(client), register(client)
-        by_address = {"stays": [stay(1, 3, **ADDRESS)]}
-        assert client.post("/v1/citizens", json=citizen_body(location=ADDRESS)).status_code == 201
-        bad = client.patch(
-            f"/v1/citizens/{first}", json={**by_address, "phone": "12"}, headers=first_auth
-        )
+        citizen_id, auth, _ = register(client)  # by lat and lon: no share spent
+        two = {"stays": [stay(1, 3, **ADDRESS), stay(5, 7, **ADDRESS)]}
+        bad = client.patch(f"/v1/citizens/{citizen_id}", json={**two, "phone": "12"}, headers=auth)
         assert bad.status_code == 422
-        for citizen_id, auth in ((first, first_auth), (second, second_auth)):
-            changed = client.patch(f"/v1/citizens/{citizen_id}", json=by_address, headers=auth)
-            assert changed.status_code == 200, changed.text
+        changed = client.patch(f"/v1/citizens/{citizen_id}", json=two, headers=auth)
+        assert changed.status_code == 200, changed.text
+        assert client.post("/v1/citizens", json=citizen_body(location=ADDRESS)).status_code == 201
         asked = len(CannedNominatim.requested)
-        refused = client.put(f"/v1/citizens/{second}/location", json=ADDRESS, headers=second_auth)
+        # Three look-ups taken of four: two more do not fit.
+        refused = client.patch(f"/v1/citizens/{citizen_id}", json=two, headers=auth)
         assert refused.status_code == 429, refused.text
         assert "from this network: give a country code, or lat and lon" in refused.json()["detail"]
-        registering = client.post("/v1/citizens", json=citizen_body(location=ADDRESS))
-        assert registering.status_code == 429
+        for _ in range(2):  # refused by the share: not counted as registrations
+            registering = citizen_body(stays=[stay(1, 3, **ADDRESS), stay(5, 7, **ADDRESS)])
+            assert client.post("/v1/citizens", json=registering).status_code == 429
         assert len(CannedNominatim.requested) == asked
+        moved = client.put(f"/v1/citizens/{citizen_id}/location", json=ADDRESS, headers=auth)
+        assert moved.status_code == 200, moved.text  # the fourth look-up
         by_country = client.post("/v1/citizens", json=citizen_body(location={"country": "JP"}))
-        assert by_country.status_code == 201
+        assert by_country.status_code == 201  # the address's third registration of four
+
+
+def test_a_busy_geocoder_gives_back_the_look_ups_it_did_not_make(settings, db):
+    """The share counts look-ups made: those a busy geocoder turned away (a 503) go back, and
+    so does the record's change by address when none was made."""
+    limited = settings.model_copy(
+        update={"rate_limit_geocode_client": "2/hour", "rate_limit_geocode": "1/hour"}
+    )
+    with bound_client(limited, db, geocoder=_geocoder(lambda: 60.0)) as busy:
+        citizen_id, auth, _ = register(busy)
+        for _ in range(3):
+            moved = busy.put(f"/v1/citizens/{citizen_id}/location", json=ADDRESS, headers=auth)
+            assert moved.status_code == 503, moved.text
+    with bound_client(limited, db, geocoder=_geocoder(lambda: 0.0)) as free:
+        moved = free.put(f"/v1/citizens/{citizen_id}/location", json=ADDRESS, headers=auth)
+        assert moved.status_code == 200, moved.text
 
 
 def test_a_nominatim_of_ones_own_is_asked_at_its_own_rate():

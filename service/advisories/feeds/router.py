@@ -11,8 +11,8 @@ from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import is_stale, poll_feed
 from service.advisories.models import FeedState
 from service.advisories.schemas import Page
-from service.auth import AdminWithoutSession, SessionDep, Viewer, read_first
-from service.db import utcnow
+from service.auth import AdminWithoutSession, SessionDep, Viewer
+from service.db import read_first, utcnow
 from service.errors import NotFound
 
 router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
