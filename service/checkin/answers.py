@@ -42,9 +42,11 @@ def note_kept(text: str | None) -> str | None:
 @dataclass(frozen=True)
 class Recorded:
     checkin_id: int
-    answer: Answer
+    answer: Answer  # as given
     # A "help" that was not "help" before: the duty staff must be told now.
     tell_duty: bool
+    # A safe from a page kept beside a help in force, which stays until a consul confirms.
+    help_kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,11 @@ def record_answer(
     note: str | None,
     now: datetime,
 ) -> Recorded:
-    """Keep the answer and make it the one in force (the latest wins)."""
+    """Keep the answer and make it the one in force (the latest wins), but for a safe from a
+    page while help is in force: a link can be forwarded or leaked, and whoever holds it must
+    not end a cry for help unseen. That safe is kept and shown beside the help
+    (`safe_said_at`); the help stays in force until the citizen's own phone says safe or a
+    consul who reached them confirms it (`confirm_safe`)."""
     note = note_kept(note)
     given = CheckinAnswer(
         advisory_id=advisory_id,
@@ -323,7 +329,12 @@ def record_answer(
             current = _current(session, advisory_id=advisory_id, citizen_id=citizen_id)
             assert current is not None
             tell_duty = answer == "help" and current.answer != "help"
+    if answer == "safe" and channel == "web" and current.answer == "help":
+        current.safe_said_at = now
+        session.flush()
+        return Recorded(checkin_id=current.id, answer=answer, tell_duty=False, help_kept=True)
     current.answer = answer
+    current.safe_said_at = None
     current.channel = channel
     current.answer_id = given.id
     current.answered_at = now
@@ -336,6 +347,31 @@ def record_answer(
         current.taken_by = current.taken_at = None
     session.flush()
     return Recorded(checkin_id=current.id, answer=answer, tell_duty=tell_duty)
+
+
+def record_confirmed_safe(
+    session: Session, *, checkins: list[Checkin], staff: str, now: datetime
+) -> None:
+    """A consul reached the citizen and found them safe: a safe with channel "staff", given by
+    the consul, becomes the answer in force of each of these help answers (locked by the
+    caller), and the case closes (nobody holds it any more)."""
+    given = [
+        CheckinAnswer(
+            advisory_id=row.advisory_id,
+            citizen_id=row.citizen_id,
+            answer="safe",
+            channel="staff",
+            given_by=staff,
+            answered_at=now,
+        )
+        for row in checkins
+    ]
+    session.add_all(given)
+    session.flush()
+    for row, answer in zip(checkins, given, strict=True):
+        row.answer, row.channel, row.answer_id, row.answered_at = "safe", "staff", answer.id, now
+        row.taken_by = row.taken_at = row.safe_said_at = None
+    session.flush()
 
 
 def _current(session: Session, *, advisory_id: int, citizen_id: int) -> Checkin | None:

@@ -9,8 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db import Base, BigIntPK, UTCDateTime, utcnow
 
 ANSWERS = ("safe", "help")
-# How an answer came: an SMS reply, or the check-in link's page.
-CHANNELS = ("sms", "web")
+# How an answer came: an SMS reply, the check-in link's page, or a consul who reached them
+# and closed their case ("staff").
+CHANNELS = ("sms", "web", "staff")
 
 
 class CheckinAnswer(Base):
@@ -26,10 +27,12 @@ class CheckinAnswer(Base):
     # The citizen's own words (the SMS, or the page's note): sealed like any personal field.
     note_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     answered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The consul (staff key name) who recorded it: channel "staff" only.
+    given_by: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
         CheckConstraint("answer IN ('safe', 'help')", name="answer"),
-        CheckConstraint("channel IN ('sms', 'web')", name="channel"),
+        CheckConstraint("channel IN ('sms', 'web', 'staff')", name="channel"),
         Index("ix_checkin_answer_advisory_citizen", "advisory_id", "citizen_id"),
         # A citizen's words, newest first (the reveal).
         Index("ix_checkin_answer_citizen_id", "citizen_id", "id"),
@@ -54,6 +57,9 @@ class Checkin(Base):
     # not call the same person while nobody calls the next.
     taken_by: Mapped[str | None] = mapped_column(String(100))
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A safe pressed on a page while help was in force: kept in the history, not in force (a
+    # link can be forwarded or leaked), so a consul reaches them and confirms (channel staff).
+    safe_said_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "citizen_id"),

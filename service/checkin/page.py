@@ -149,13 +149,20 @@ def _page(
     content = ContentCache().load(session, {key}).get(key)
     if content is None:
         raise NotFound("no such check-in")
-    current = _answer_in_force(session, advisory.id, citizen.id)
+    current = session.execute(
+        select(Checkin.answer, Checkin.safe_said_at).where(
+            Checkin.advisory_id == advisory.id, Checkin.citizen_id == citizen.id
+        )
+    ).first()
     html = renderer.checkin_page(
         content,
         language=citizen.language,
-        answer=current,
+        answer=current.answer if current else None,
         recorded=confirmed,
         duty_paged=duty_paged,
+        # Their safe is kept, and their help stays until a consul confirms it.
+        safe_said=bool(current and current.answer == "help" and current.safe_said_at),
+        help_kept=any(each.help_kept for each in recorded),
     )
     return CheckinPage(html=html, recorded=recorded)
 

@@ -19,8 +19,8 @@ from service.advisories import reach
 from service.advisories.levels import asks_checkin
 from service.advisories.models import Advisory
 from service.advisories.service import draft_of
-from service.checkin.answers import asks
-from service.checkin.models import Checkin
+from service.checkin.answers import asks, record_confirmed_safe
+from service.checkin.models import Checkin, CheckinAnswer
 from service.citizens.models import Citizen, CitizenPlace
 from service.citizens.service import Registry, masked_contacts
 from service.errors import Conflict, NotFound, TooManyRequests
@@ -49,6 +49,9 @@ class RollCallRow:
     taken_by: str | None  # the consul handling them
     taken_at: datetime | None
     erased: bool  # they erased their record since: nothing is left to call or reveal
+    # A safe pressed on a page while their help is in force: call them to confirm.
+    safe_said_at: datetime | None
+    confirmed_by: str | None  # the consul who reached them and found them safe
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,11 @@ def roll_call(
                 Checkin.answered_at,
                 Checkin.taken_by,
                 Checkin.taken_at,
-            ).where(Checkin.advisory_id == advisory.id, Checkin.citizen_id.in_(page))
+                Checkin.safe_said_at,
+                CheckinAnswer.given_by,
+            )
+            .outerjoin(CheckinAnswer, CheckinAnswer.id == Checkin.answer_id)
+            .where(Checkin.advisory_id == advisory.id, Checkin.citizen_id.in_(page))
         )
     }
     items = []
@@ -132,6 +139,8 @@ def roll_call(
                 taken_by=given.taken_by if given else None,
                 taken_at=given.taken_at if given else None,
                 erased=citizen.status == "erased",
+                safe_said_at=given.safe_said_at if given else None,
+                confirmed_by=given.given_by if given else None,
             )
         )
     return RollCall(
@@ -427,13 +436,9 @@ def take_help(
     )
     if status == "erased":
         raise Conflict("they erased their record: there is no contact left to call")
-    if answer != "help":
-        raise Conflict(f"their answer is {answer!r}: only a help answer is taken")
-    rows = _lock_rows(session, citizen_id, exercise=advisory.exercise)
-    mine = next((row for row in rows if row.advisory_id == advisory.id), None)
-    if mine is None or mine.answer != "help":
-        raise Conflict("their answer is no longer help: only a help answer is taken")
-    holder = next((row for row in rows if row.taken_by not in (None, staff)), None)
+    rows, mine, holder = _help_rows(
+        session, advisory=advisory, citizen_id=citizen_id, answer=answer, staff=staff, done="taken"
+    )
     if holder is not None:
         since = f" at {holder.taken_at:%Y-%m-%d %H:%M} UTC" if holder.taken_at else ""
         raise Conflict(f"already taken by {holder.taken_by}{since}")
@@ -470,6 +475,67 @@ def release_help(
             row.taken_by = row.taken_at = None
     session.flush()
     return Taken(citizen_public_id, None, None, released)
+
+
+@dataclass(frozen=True)
+class ConfirmedSafe:
+    citizen_id: str
+    confirmed_by: str
+    confirmed_at: datetime
+    advisories: list[str]  # every advisory whose help answer of theirs this closed
+
+
+def confirm_safe(
+    session: Session,
+    *,
+    advisory: Advisory,
+    citizen_public_id: str,
+    staff: str,
+    any_holder: bool,
+    now: datetime,
+) -> ConfirmedSafe:
+    """A consul who reached a citizen who needs help (a call, a visit) records them safe: every
+    help answer of theirs (real ones, or a drill's) becomes a safe given by the consul, and the
+    case closes. Only a help answer is confirmed (409 otherwise); a case another consul holds
+    is theirs to close, or an admin's (409 naming them). A citizen who erased their record
+    since can still be confirmed, or their help would stay open for ever."""
+    citizen_id, answer, _status = _answer_of(
+        session, advisory=advisory, citizen_public_id=citizen_public_id
+    )
+    rows, _mine, holder = _help_rows(
+        session,
+        advisory=advisory,
+        citizen_id=citizen_id,
+        answer=answer,
+        staff=staff,
+        done="confirmed safe",
+    )
+    if holder is not None and not any_holder:
+        raise Conflict(f"taken by {holder.taken_by}: only they or an admin can confirm them safe")
+    helps = [row for row in rows if row.answer == "help"]
+    record_confirmed_safe(session, checkins=helps, staff=staff, now=now)
+    closed = session.scalars(
+        select(Advisory.public_id)
+        .where(Advisory.id.in_([row.advisory_id for row in helps]))
+        .order_by(Advisory.id)
+    )
+    return ConfirmedSafe(citizen_public_id, staff, now, list(closed))
+
+
+def _help_rows(
+    session: Session, *, advisory: Advisory, citizen_id: int, answer: str, staff: str, done: str
+) -> tuple[list[Checkin], Checkin, Checkin | None]:
+    """The citizen's answers in force, locked, when their answer to this advisory is help as
+    read and still once locked (409 otherwise): with this advisory's, and one another consul
+    holds (None when nobody else does)."""
+    if answer != "help":
+        raise Conflict(f"their answer is {answer!r}: only a help answer is {done}")
+    rows = _lock_rows(session, citizen_id, exercise=advisory.exercise)
+    mine = next((row for row in rows if row.advisory_id == advisory.id), None)
+    if mine is None or mine.answer != "help":
+        raise Conflict(f"their answer is no longer help: only a help answer is {done}")
+    holder = next((row for row in rows if row.taken_by not in (None, staff)), None)
+    return rows, mine, holder
 
 
 def _lock_rows(session: Session, citizen_id: int, *, exercise: bool) -> list[Checkin]:

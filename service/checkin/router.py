@@ -156,7 +156,10 @@ class RollCallItem(BaseModel):
     citizen_id: str
     contact: str | None = Field(description="Masked phone, else masked e-mail.")
     answer: Standing
-    channel: str | None = Field(description="How they answered: sms or web.")
+    channel: str | None = Field(
+        description="How the answer in force came: sms, web (the check-in page) or staff (a "
+        "consul who reached them confirmed them safe)."
+    )
     answered_at: datetime | None
     country: str | None = Field(description="The country of the place that matched.")
     sms_opted_out: bool = Field(
@@ -170,6 +173,14 @@ class RollCallItem(BaseModel):
     erased: bool = Field(
         description="They erased their record since answering: their answer still counts, "
         "and nothing is left to call, reveal or take (whoever took them can give them back)."
+    )
+    safe_said_at: datetime | None = Field(
+        description="A safe pressed on their check-in page while their help is in force: the "
+        "help stays (a link can be forwarded or leaked) until their own phone says safe or a "
+        "consul who reached them confirms it."
+    )
+    confirmed_by: str | None = Field(
+        description="Channel staff: the consul who reached them and confirmed them safe."
     )
 
 
@@ -276,6 +287,37 @@ def release_help(
         any_holder=staff.role == "admin",
     )
     return TakenRead.model_validate(released, from_attributes=True)
+
+
+class ConfirmedSafeRead(BaseModel):
+    citizen_id: str
+    confirmed_by: str
+    confirmed_at: datetime
+    advisories: list[str] = Field(
+        description="Every advisory whose help answer of theirs this closed: one SMS answers "
+        "them all."
+    )
+
+
+@router.post(
+    "/v1/advisories/{advisory_id}/rollcall/{citizen_id}/confirm-safe",
+    response_model=ConfirmedSafeRead,
+)
+def confirm_safe(
+    advisory_id: str, citizen_id: str, session: SessionDep, staff: Consul
+) -> ConfirmedSafeRead:
+    """I reached this citizen who needs help and they are safe: a safe given by me (channel
+    `staff`) replaces every help answer of theirs and closes the case. 409 when their answer
+    is not help, and when another consul has them (an admin may close it)."""
+    confirmed = rollcall.confirm_safe(
+        session,
+        advisory=get_advisory(session, public_id=advisory_id),
+        citizen_public_id=citizen_id,
+        staff=staff.name,
+        any_holder=staff.role == "admin",
+        now=utcnow(),
+    )
+    return ConfirmedSafeRead.model_validate(confirmed, from_attributes=True)
 
 
 class HelpMessageItem(BaseModel):

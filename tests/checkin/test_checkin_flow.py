@@ -826,12 +826,19 @@ def test_a_page_help_counts_for_every_real_advisory_that_asked_and_a_drills_for_
     assert standing(drill) == [(cid, "safe", "web")]
     assert standing(first) == standing(second) == [(cid, "help", "web")]
 
-    # A safe on one page answers that advisory only: a forwarded or leaked link must not clear
-    # a cry for help given elsewhere.
+    # A safe on a page answers that advisory only, and does not end a help in force there
+    # either: a forwarded or leaked link must not clear a cry for help. It is kept and shown
+    # beside the help, for a consul to confirm.
     link = f"/c/{token_of('시위')}"
-    assert api.post(link, data={"answer": "safe", "note": "all fine"}).status_code == 200
-    assert standing(first) == [(cid, "safe", "web")]
-    assert standing(second) == [(cid, "help", "web")]
+    page = api.post(link, data={"answer": "safe", "note": "all fine"})
+    assert page.status_code == 200 and "영사 직원이 연락해 확인할 때까지" in page.text
+    assert standing(first) == standing(second) == [(cid, "help", "web")]
+    said = {
+        advisory: api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["items"][0]
+        for advisory in (first, second)
+    }
+    assert said[first]["safe_said_at"] is not None and said[second]["safe_said_at"] is None
+    assert "그 뒤 안전하다고 답하셨습니다" in api.get(link).text
     # Whoever holds the link can press "safe" 20 times an hour at most, and never lock the
     # citizen out of asking for help.
     pressed = [api.post(link, data={"answer": "safe"}).status_code for _ in range(20)]

@@ -478,6 +478,101 @@ def test_a_consul_takes_a_citizen_who_needs_help_and_nobody_else_calls_them(
     assert api.delete(take.format(first, hurt_id), headers=other).json()["taken_by"] is None
 
 
+def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confirms_it(
+    api, consul, staff_headers, db, dispatcher, reply, twilio
+):
+    """A probe found that a safe pressed on the check-in page after an SMS help ended the
+    help unseen: the citizen left `?answer=help&taken=false` and nobody called. Whoever holds
+    a forwarded or leaked link can press it. The help now stays in force, the page's safe shown
+    beside it, until their own phone says safe or a consul who reached them confirms it."""
+    hurt_id, hurt_phone = person(api, TOKYO)
+    fine_id, _ = person(api, TOKYO)
+    first = issue(api, consul, level=3)
+    second = issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(hurt_phone, "2 trapped in the hotel lobby")
+    [token] = {CHECKIN_LINK.search(b).group(1) for b in twilio.bodies_to(hurt_phone)[-1:]}
+    page = api.post(f"/c/{token}", data={"answer": "safe", "note": "he is fine, I think"})
+    assert page.status_code == 200 and "영사 직원이 연락해 확인할 때까지" in page.text
+
+    def rows(advisory: str, query: str = "") -> dict[str, dict]:
+        roll = api.get(f"/v1/advisories/{advisory}/rollcall?{query}", headers=consul).json()
+        return {i["citizen_id"]: i for i in roll["items"]}
+
+    for advisory in (first, second):
+        assert list(rows(advisory, "answer=help&taken=false")) == [hurt_id]
+    said = [rows(advisory)[hurt_id]["safe_said_at"] for advisory in (first, second)]
+    assert said.count(None) == 1  # the page answers its own advisory only
+    kept = db.scalars(
+        select(CheckinAnswer.answer)
+        .where(CheckinAnswer.channel == "web")
+        .order_by(CheckinAnswer.id)
+    ).all()
+    assert kept == ["safe"]  # kept in the history all the same
+
+    confirm = "/v1/advisories/{}/rollcall/{}/confirm-safe"
+    other = staff_headers("consul")
+    # Only a help is confirmed; a stranger is a 404; viewers cannot; another's case is theirs.
+    assert api.post(confirm.format(first, fine_id), headers=consul).status_code == 404
+    assert api.post(confirm.format(first, "no-such-citizen"), headers=consul).status_code == 404
+    viewer = staff_headers("viewer")
+    assert api.post(confirm.format(first, hurt_id), headers=viewer).status_code == 403
+    assert (
+        api.post(f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=consul).status_code
+        == 200
+    )
+    refused = api.post(confirm.format(second, hurt_id), headers=other)
+    assert refused.status_code == 409 and "consul-" in refused.json()["detail"]
+    assert list(rows(first, "answer=help")) == [hurt_id]  # the refusal changed nothing
+
+    done = api.post(confirm.format(second, hurt_id), headers=consul)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["citizen_id"] == hurt_id and body["advisories"] == [first, second]
+    for advisory in (first, second):
+        row = rows(advisory)[hurt_id]
+        assert (row["answer"], row["channel"], row["taken_by"], row["safe_said_at"]) == (
+            "safe",
+            "staff",
+            None,
+            None,
+        )
+        assert row["confirmed_by"] == body["confirmed_by"]
+    assert api.post(confirm.format(first, hurt_id), headers=consul).status_code == 409
+    given = db.execute(
+        select(CheckinAnswer.channel, CheckinAnswer.given_by).where(
+            CheckinAnswer.channel == "staff"
+        )
+    ).all()
+    assert given == [("staff", body["confirmed_by"])] * 2
+
+    # A new cry for help after the case closed is a new case, and the duty staff hear of it.
+    assert "안전" in api.get(f"/c/{token}").text
+    reply(hurt_phone, "2 the water is rising again")
+    assert list(rows(first, "answer=help&taken=false")) == [hurt_id]
+    assert rows(first)[hurt_id]["confirmed_by"] is None
+
+
+@pytest.mark.parametrize("role", ["admin", "consul"])
+def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
+    api, consul, staff_headers, dispatcher, reply, role
+):
+    hurt_id, hurt_phone = person(api, TOKYO)
+    advisory = issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(hurt_phone, "2")
+    assert (
+        api.post(f"/v1/advisories/{advisory}/rollcall/{hurt_id}/take", headers=consul).status_code
+        == 200
+    )
+    closed = api.post(
+        f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe", headers=staff_headers(role)
+    )
+    assert closed.status_code == (200 if role == "admin" else 409), closed.text
+    [row] = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["items"]
+    assert row["answer"] == ("safe" if role == "admin" else "help")
+
+
 def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     api, consul, staff_headers, dispatcher, reply
 ):
@@ -504,6 +599,11 @@ def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     assert row["taken_by"] is None and row["answer"] == "help"
     again = api.post(take, headers=consul)
     assert again.status_code == 409 and "erased" in again.json()["detail"]
+    # A consul who learnt otherwise that they are safe closes the case, or it stays open.
+    closed = api.post(f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe", headers=consul)
+    assert closed.status_code == 200, closed.text
+    counts = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["counts"]
+    assert (counts["help"], counts["safe"]) == (0, 1)
 
 
 def test_a_record_deleted_under_its_answer_is_counted_and_not_listed(

@@ -504,6 +504,13 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     expect(rows).to_have_count(0)
     tab.select_option("#rollcall-taken", "")
     expect(rows.first.get_by_role("button", name="Take")).to_be_visible()
+    # han reaches them, and they are safe: the case closes, under han's name.
+    rows.first.get_by_role("button", name="Confirm safe").click()
+    expect(rows).to_have_count(0)  # the filter is still "help"
+    tab.select_option("#rollcall-answer", "safe")
+    safe_now = tab.locator(f"#rollcall tbody tr[data-citizen='{hurt_id}']")
+    expect(safe_now.get_by_test_id("answered-by")).to_have_text("consul · han")
+    expect(safe_now.get_by_role("button", name="Confirm safe")).to_have_count(0)
 
     tab.select_option("#rollcall-answer", "no_answer")
     expect(rows).to_have_count(2)
@@ -792,7 +799,8 @@ def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(
     expect(row).to_have_count(1)
     expect(row).to_have_attribute("data-row-answer", "help")
     expect(row.get_by_test_id("erased")).to_have_text("Record erased")
-    expect(row.get_by_role("button")).to_have_count(0)  # no Take, no Reveal contact
+    # No Take, no Reveal contact: only closing the case, or their help stays open for ever.
+    expect(row.get_by_role("button")).to_have_text(["Confirm safe"])
 
 
 def test_the_approver_sees_every_language_and_the_areas_own_parts(live, new_page):

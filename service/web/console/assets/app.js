@@ -789,15 +789,42 @@ function takenCell(id, row) {
       await refreshAdvisory(id);
     }
   };
-  if (!row.taken_by) {
-    if (row.erased) return "–"; // nothing left to call
-    return el("button", { type: "button", class: "primary", on: { click: change("POST") } }, t("take"));
-  }
   const mine = state.me && row.taken_by === state.me.name;
+  // Reached them and they are safe: closes the case (a page's safe alone does not; see safeSaid).
+  const confirmSafe = row.answer === "help" && (!row.taken_by || mine || can("admin"))
+    ? el("button", { type: "button", on: { click: async () => {
+        if (!confirm(t("confirm_safe_question"))) return;
+        try {
+          await api(`/v1/advisories/${id}/rollcall/${row.citizen_id}/confirm-safe`, { method: "POST" });
+          flash(t("confirmed_safe"), "ok");
+        } catch (error) {
+          flash(sentence(error));
+        }
+        await refreshAdvisory(id);
+      } } }, t("confirm_safe"))
+    : null;
+  if (!row.taken_by) {
+    if (row.erased) return confirmSafe || "–"; // nothing left to call
+    return [el("button", { type: "button", class: "primary", on: { click: change("POST") } }, t("take")), confirmSafe];
+  }
   return [
     el("span", { class: "taken" }, `${row.taken_by} · ${when(row.taken_at)}`),
     mine || can("admin") ? el("button", { type: "button", on: { click: change("DELETE") } }, t("give_back")) : null,
+    confirmSafe,
   ];
+}
+
+// A help with a safe pressed on its page since: still help (a link can be leaked) until a
+// consul reaches them; the row says so.
+function safeSaid(row) {
+  return row.safe_said_at && row.answer === "help"
+    ? el("span", { class: "stopped", "data-testid": "safe-said" }, ` ${t("safe_said")} ${when(row.safe_said_at)}`)
+    : null;
+}
+
+function answeredBy(row) {
+  if (!row.channel) return "–";
+  return row.confirmed_by ? `${named("channel_", row.channel)} · ${row.confirmed_by}` : named("channel_", row.channel);
 }
 
 function renderRollcall(rollcall, country, id) {
@@ -819,8 +846,8 @@ function renderRollcall(rollcall, country, id) {
             el("td", {}, row.country || "–"),
             el("td", {}, row.erased ? el("span", { class: "stopped", "data-testid": "erased" }, t("record_erased")) : row.contact || "–",
               row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
-            el("td", {}, t(row.answer)),
-            el("td", {}, row.channel || "–"), el("td", {}, when(row.answered_at)),
+            el("td", {}, t(row.answer), safeSaid(row)),
+            el("td", { "data-testid": "answered-by" }, answeredBy(row)), el("td", {}, when(row.answered_at)),
             el("td", { "data-testid": "taken" }, takenCell(id, row)),
             el("td", {}, row.erased ? null : el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
