@@ -5,9 +5,10 @@ is checked by the very pattern the schema states (check_name), so the two cannot
 
 import re
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, model_validator
 
 JsonSchema = dict[str, Any]
 
@@ -106,3 +107,15 @@ def nulls_refused(*names: str, examples: list[Any] | None = None) -> Callable[[J
 def given(names: tuple[str, ...], kind: JsonSchema) -> list[JsonSchema]:
     """anyOf branches for "at least one of `names`, each of `kind` when given"."""
     return [{"required": [n], "properties": {n: kind}} for n in names]
+
+
+def _within_utc(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # "9999-12-31T23:59:59-12:00" is in year 10000 in UTC
+        raise ValueError("out of range once read in UTC (years 1 to 9999)") from None
+    return value
+
+
+# Stored and compared in UTC: a time that leaves the calendar there is bad input (was a 500).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_within_utc)]

@@ -1,11 +1,10 @@
 """Request and response bodies of /v1/advisories."""
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +18,7 @@ from service.schema_rules import (
     TEXT3_PATTERN,
     TEXT_PATTERN,
     StrictModel,
+    UtcTime,
     check_name,
     given,
     nulls_refused,
@@ -34,18 +34,6 @@ Text = Annotated[
     Field(min_length=1, max_length=5000, json_schema_extra={"pattern": TEXT_PATTERN}),
     AfterValidator(refuse_nul),
 ]
-
-
-def _within_utc(value: datetime) -> datetime:
-    try:
-        value.astimezone(UTC)
-    except OverflowError:  # "9999-12-31T23:59:59-12:00" is in year 10000 in UTC
-        raise ValueError("out of range once read in UTC (years 1 to 9999)") from None
-    return value
-
-
-# Stored and compared in UTC: a time that leaves the calendar there is bad input (was a 500).
-AdvisoryTime = Annotated[AwareDatetime, AfterValidator(_within_utc)]
 
 
 class LocalizedText(StrictModel):
@@ -159,8 +147,8 @@ class AdvisoryCreate(StrictModel):
     level: Level
     category: Category
     area: AreaIn
-    effective: AdvisoryTime | None = None
-    expires: AdvisoryTime | None = None
+    effective: UtcTime | None = None
+    expires: UtcTime | None = None
     draft: bool = Field(
         False,
         description="true: stored as a draft (editable, previewable, never sent) until "
@@ -186,8 +174,8 @@ class AdvisoryUpdate(StrictModel):
     level: Level | None = None
     category: Category | None = None
     area: AreaIn | None = None
-    effective: AdvisoryTime | None = None
-    expires: AdvisoryTime | None = Field(
+    effective: UtcTime | None = None
+    expires: UtcTime | None = Field(
         None, description="null: the advisory has no end (a special advisory must have one)"
     )
 

@@ -14,9 +14,9 @@ from service.advisories.models import Advisory, AdvisoryRevision
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage, InboundSms
 from service.checkin.replies import Answer, Reply, ReplyKind, classify
 from service.citizens.models import Citizen
-from service.citizens.sms_opt_out import hear_opt_out
 from service.citizens.verification import contact_hash
 from service.dispatch.reference import CHECKIN_LINK_DAYS
+from service.dispatch.sms_opt_out import hear_opt_out
 from service.ledger import states
 from service.ledger.models import Ahead, Alert
 from service.privacy import PersonalDataVault
@@ -353,8 +353,10 @@ def record_confirmed_safe(
     session: Session, *, checkins: list[Checkin], staff: str, now: datetime
 ) -> None:
     """A consul reached the citizen and found them safe: a safe with channel "staff", given by
-    the consul, becomes the answer in force of each of these help answers (locked by the
-    caller), and the case closes (nobody holds it any more)."""
+    the consul, becomes the answer in force of each help answer among `checkins` (the
+    citizen's, locked by the caller), and the case closes: nobody holds any of them any more
+    (a take the old rules left on a safe would otherwise claim their next cry for help)."""
+    helps = [row for row in checkins if row.answer == "help"]
     given = [
         CheckinAnswer(
             advisory_id=row.advisory_id,
@@ -364,13 +366,15 @@ def record_confirmed_safe(
             given_by=staff,
             answered_at=now,
         )
-        for row in checkins
+        for row in helps
     ]
     session.add_all(given)
     session.flush()
-    for row, answer in zip(checkins, given, strict=True):
+    for row, answer in zip(helps, given, strict=True):
         row.answer, row.channel, row.answer_id, row.answered_at = "safe", "staff", answer.id, now
-        row.taken_by = row.taken_at = row.safe_said_at = None
+        row.safe_said_at = None
+    for row in checkins:
+        row.taken_by = row.taken_at = None
     session.flush()
 
 

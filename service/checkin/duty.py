@@ -70,6 +70,8 @@ class DutyNotice:
     checkin_ids: tuple[int, ...] = ()
     exercise: bool = False  # a drill: said first, so nobody takes it for real (or the reverse)
     help_message_ids: tuple[int, ...] = ()
+    # A safe pressed on their check-in page since (the help stays: a link can be forwarded).
+    safe_said_at: datetime | None = None
 
     def text(self) -> str:
         if not self.advisories:
@@ -94,6 +96,15 @@ class DutyNotice:
                 f"Language: {self.language}",
                 f"Where: {self.place}",
                 f"Answered: {self.answered_at.isoformat()} by {self.channel}",
+                *(
+                    [
+                        f"Since then: 'safe' pressed on their check-in page at "
+                        f"{self.safe_said_at.isoformat()}. A link can be forwarded: reach "
+                        "them to confirm, then close the case in the roll call."
+                    ]
+                    if self.safe_said_at
+                    else []
+                ),
                 "",
                 *asked,
                 f"Citizen record: {self.citizen_id}",
@@ -141,6 +152,7 @@ class DutyNotice:
             "channel": self.channel,
             "note": self.note,
             "answered_at": self.answered_at.isoformat(),
+            "safe_said_at": self.safe_said_at.isoformat() if self.safe_said_at else None,
             "exercise": self.exercise,
         }
 
@@ -268,6 +280,7 @@ def read_notice(
         note=" / ".join(words),
         answered_at=latest.answered_at,
         exercise=rows[0][2].exercise,
+        safe_said_at=max((c.safe_said_at for c, _, _, _ in rows if c.safe_said_at), default=None),
         **_who_needs_help(
             session, vault, citizen, reason=f"check-in answer 'help' to advisory {named}", now=now
         ),

@@ -492,13 +492,19 @@ def confirm_safe(
     citizen_public_id: str,
     staff: str,
     any_holder: bool,
+    seen_answer_at: datetime,
     now: datetime,
 ) -> ConfirmedSafe:
     """A consul who reached a citizen who needs help (a call, a visit) records them safe: every
     help answer of theirs (real ones, or a drill's) becomes a safe given by the consul, and the
     case closes. Only a help answer is confirmed (409 otherwise); a case another consul holds
     is theirs to close, or an admin's (409 naming them). A citizen who erased their record
-    since can still be confirmed, or their help would stay open for ever."""
+    since can still be confirmed, or their help would stay open for ever.
+
+    `seen_answer_at` is the answer's time the consul read (the roll call's `answered_at`): a
+    help that came after it (a second "2", which pages nobody while help is in force, or a
+    help under another advisory) is a 409, so a worse cry sent during the call is read, not
+    closed unseen."""
     citizen_id, answer, _status = _answer_of(
         session, advisory=advisory, citizen_public_id=citizen_public_id
     )
@@ -513,7 +519,13 @@ def confirm_safe(
     if holder is not None and not any_holder:
         raise Conflict(f"taken by {holder.taken_by}: only they or an admin can confirm them safe")
     helps = [row for row in rows if row.answer == "help"]
-    record_confirmed_safe(session, checkins=helps, staff=staff, now=now)
+    newer = max(row.answered_at for row in helps)
+    if newer > seen_answer_at:
+        raise Conflict(
+            f"a newer help answer came at {newer:%Y-%m-%d %H:%M:%S} UTC: read it (the roll "
+            "call, and their words with the reveal) before confirming them safe"
+        )
+    record_confirmed_safe(session, checkins=rows, staff=staff, now=now)
     closed = session.scalars(
         select(Advisory.public_id)
         .where(Advisory.id.in_([row.advisory_id for row in helps]))

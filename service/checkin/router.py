@@ -21,6 +21,7 @@ from service.dispatch.notifiers.base import ReportRejected
 from service.dispatch.reference import Links
 from service.errors import Forbidden, InvalidInput
 from service.forms import PAGE_HEADERS, form_fields, signed_url
+from service.schema_rules import StrictModel, UtcTime
 
 router = APIRouter(tags=["check-in"])
 
@@ -289,6 +290,13 @@ def release_help(
     return TakenRead.model_validate(released, from_attributes=True)
 
 
+class ConfirmSafe(StrictModel):
+    seen_answer_at: UtcTime = Field(
+        description="The `answered_at` of the roll-call row the consul read: a help answer that "
+        "came after it is a 409, to be read before the case is closed."
+    )
+
+
 class ConfirmedSafeRead(BaseModel):
     citizen_id: str
     confirmed_by: str
@@ -304,17 +312,19 @@ class ConfirmedSafeRead(BaseModel):
     response_model=ConfirmedSafeRead,
 )
 def confirm_safe(
-    advisory_id: str, citizen_id: str, session: SessionDep, staff: Consul
+    advisory_id: str, citizen_id: str, body: ConfirmSafe, session: SessionDep, staff: Consul
 ) -> ConfirmedSafeRead:
     """I reached this citizen who needs help and they are safe: a safe given by me (channel
     `staff`) replaces every help answer of theirs and closes the case. 409 when their answer
-    is not help, and when another consul has them (an admin may close it)."""
+    is not help, when another consul has them (an admin may close it), and when a help came
+    after the answer the consul read (`seen_answer_at`)."""
     confirmed = rollcall.confirm_safe(
         session,
         advisory=get_advisory(session, public_id=advisory_id),
         citizen_public_id=citizen_id,
         staff=staff.name,
         any_holder=staff.role == "admin",
+        seen_answer_at=body.seen_answer_at,
         now=utcnow(),
     )
     return ConfirmedSafeRead.model_validate(confirmed, from_attributes=True)

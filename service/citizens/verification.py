@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
-from service.citizens.sms_opt_out import stopped_at
+from service.dispatch.sms_opt_out import stopped_at
 from service.privacy import PersonalDataVault
 
 CODE_LIFE = timedelta(minutes=10)

@@ -46,6 +46,7 @@ from service.dispatch.recipients import (
 )
 from service.dispatch.reference import Links
 from service.dispatch.render import Rendered, Renderer
+from service.dispatch.sms_opt_out import hear_opt_out
 from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate
 from service.geo.matching import Target, Today, reaches_a_place
 from service.ledger import outbox, priority
@@ -155,6 +156,9 @@ class _Job:
     row: Claimed
     message: OutgoingMessage
     expires: datetime | None
+    # The keyed hash of the number texted (SMS), read with it: a STOP the provider reports is
+    # kept for that number, not for one the record changed to meanwhile.
+    phone_hash: str | None = None
 
 
 class Dispatcher:
@@ -558,7 +562,9 @@ class Dispatcher:
                     notifier.name, alert_id=row.id, attempt=row.attempt
                 ),
             )
-            jobs.append(_Job(row, message, state.expires if content.kind != "cancel" else None))
+            expires = state.expires if content.kind != "cancel" else None
+            phone_hash = person.phone_hash if row.channel == "sms" else None
+            jobs.append(_Job(row, message, expires, phone_hash))
         if decided:
             self._record(decided, now=at, tally=tally)
         if jobs:
@@ -823,7 +829,10 @@ class Dispatcher:
                 row.id, SENT, provider_ref=outcome.provider_ref, segments=job.message.segments
             )
         if isinstance(outcome, Failed):
-            return Decision(row.id, FAILED, code=outcome.code, reason=outcome.reason)
+            stopped = job.phone_hash if outcome.opted_out else None
+            return Decision(
+                row.id, FAILED, code=outcome.code, reason=outcome.reason, opted_out_hash=stopped
+            )
         assert isinstance(outcome, Retry)
         # Ending unsent, a row whose last try may have gone out says so: the all-clear goes to
         # it, and a retry by staff looks it up before sending again.
@@ -908,6 +917,10 @@ class Dispatcher:
         with self.factory.begin() as session:
             outbox.bound_idle(session, lease_s=self.policy.lease_s)
             outbox.record(session, decided=decided, worker=self.worker, now=now)
+            # A STOP the provider heard and we did not: kept as if it reached our webhook, so
+            # staff see it, the check-in asks on e-mail, and nothing more is texted until START.
+            for phone_hash in sorted({d.opted_out_hash for _, d in decided if d.opted_out_hash}):
+                hear_opt_out(session, phone_hash=phone_hash, stop=True, now=now)
             for row, decision in decided:
                 if (decision.status == FAILED and self._falls_back(row)) or row.id in divert:
                     fallbacks += outbox.enqueue_fallback(

@@ -42,6 +42,7 @@ class Recipient:
     # it, not only by country (no note then).
     points: tuple[tuple[float, float, str, int, int], ...] = ()
     sms_opted_out: bool = False  # replied STOP: carriers block our texts to the number
+    phone_hash: str | None = None  # their number's keyed hash (the registry's blind index)
     quiet: tuple[str, str] | None = None  # quiet hours ("22:00", "07:00"); None: none
     place: Place | None = None  # where the citizen is now, whose clock the quiet hours follow
 
@@ -143,6 +144,7 @@ def recipients(
             Citizen.sms_opted_out_at,
             Citizen.quiet_from,
             Citizen.quiet_to,
+            Citizen.phone_hash,
         ).where(Citizen.id.in_(ids))
     ).all()
     here = _places_now(session, ids, now) if now is not None else {}
@@ -155,7 +157,7 @@ def recipients(
         only.setdefault(cid, set()).add(country)
     points = _points_of(session, set(only), Today.at(now)) if only and now is not None else {}
     found = {}
-    for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to in rows:
+    for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to, phone_hash in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
         field, blob = sealed[channel]
         found[cid] = Recipient(
@@ -166,6 +168,7 @@ def recipients(
             known_only_by=frozenset(only.get(cid, ())),
             points=tuple(points.get(cid, ())),
             sms_opted_out=opted_out_at is not None,
+            phone_hash=phone_hash,
             quiet=(quiet_from, quiet_to) if quiet_from and quiet_to else None,
             place=here.get(cid),
         )

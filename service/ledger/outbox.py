@@ -197,6 +197,9 @@ class Decision:
     # The row was held, not tried (quiet hours): the claim's attempt does not count against
     # the retry budget.
     refund: bool = False
+    # The provider refused the address as opted out: the keyed hash of the number it refused,
+    # for the caller to keep as that number's STOP (the ledger stores only the row's outcome).
+    opted_out_hash: str | None = None
 
 
 # error_code of a row held for the citizen's quiet hours (retry_wait until they end).

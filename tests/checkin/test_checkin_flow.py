@@ -35,6 +35,7 @@ from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.checkin.conftest import INBOUND, inbound_form, signed
 from tests.conftest import TEST_SECRET, WarningRecords, make_settings
+from tests.dispatch.fake_twilio import Answer
 from tests.loopback_server import serve_in_thread
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
@@ -179,6 +180,39 @@ def test_stop_opts_out_of_sms_staff_see_it_and_start_opts_back_in(
     reply(phone, "start")
     db.expire_all()
     assert db.get(Citizen, row.id).sms_opted_out_at is None
+
+
+def test_a_stop_only_the_provider_heard_is_kept_as_the_numbers_stop(
+    api, consul, db, dispatcher, reply, twilio, smtp
+):
+    """A number that said STOP to the provider and not to us (before it registered, or to a
+    sender whose webhook is not ours) fails with Twilio 21610. Before, that was a failed row
+    and nothing else: staff saw no STOP, and every advisory and every check-in round texted
+    the number again, to be refused again. The refusal is now kept as the number's STOP."""
+    cid, phone, email = citizen(api)
+    twilio.script(phone, Answer(400, code=21610))
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    db.expire_all()
+    row = db.scalar(select(Citizen).where(Citizen.public_id == cid))
+    assert row.sms_opted_out_at is not None
+    assert db.scalar(select(SmsOptOut.opted_out_at).where(SmsOptOut.phone_hash == row.phone_hash))
+    sms_row = db.scalar(select(Alert).where(Alert.citizen_id == row.id, Alert.channel == "sms"))
+    assert (sms_row.status, sms_row.error_code) == ("failed", "21610")
+    assert [m["To"] for m in smtp.received] == [email]  # the e-mail still went
+    listed = api.get("/v1/registry/citizens?country=JP", headers=consul).json()["items"]
+    assert [c["sms_opted_out"] for c in listed if c["id"] == cid] == [True]
+
+    tried = len(twilio.posts)
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    assert len(twilio.posts) == tried  # not texted again to be refused again
+    assert len(smtp.received) == 2
+    # START opts them back in, as a STOP that reached us would.
+    reply(phone, "START")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    assert len(twilio.posts) == tried + 1
 
 
 def test_stop_belongs_to_the_number_a_new_phone_is_texted_and_the_citizen_sees_it(
@@ -327,7 +361,7 @@ def test_a_safe_that_also_asks_for_help_is_help_and_its_words_reach_the_duty_sta
 
 @pytest.mark.usefixtures("app_sessions_in_test")
 def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_nothing(
-    api, consul, db, dispatcher, smtp, reply
+    api, consul, db, dispatcher, smtp, reply, twilio
 ):
     """An attacker's probe sent 20 duty pages with 20 SMS toggling 1 and 2. A help within
     REPAGE_AFTER of the last page about the citizen now waits for the minute job."""
@@ -340,6 +374,9 @@ def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_n
         reply(phone, "2")
         reply(phone, "1")
     reply(phone, "2 trapped on the 3rd floor")
+    # A safe from the page while the page waits: the help stays, and the notice says so.
+    token = CHECKIN_LINK.search(twilio.bodies_to(phone)[0]).group(1)
+    assert api.post(f"/c/{token}", data={"answer": "safe"}).status_code == 200
 
     def pages() -> list[str]:
         duty = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
@@ -359,6 +396,8 @@ def test_answering_1_2_1_2_pages_the_duty_staff_once_in_five_minutes_and_drops_n
     paged_before(db, cid, REPAGE_MOST)
     run_duty_notices(dispatcher, api.app.state.session_factory, settings)
     assert len(pages()) == 2 and "trapped on the 3rd floor" in pages()[-1]
+    assert "Since then: 'safe' pressed on their check-in page" in pages()[-1]
+    assert "Since then" not in pages()[0]
     db.expire_all()
     assert db.scalar(select(Checkin.duty_notified_at)) is not None
 

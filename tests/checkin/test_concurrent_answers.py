@@ -16,8 +16,8 @@ from service.checkin.answers import record_answer
 from service.checkin.models import Checkin
 from service.checkin.rollcall import take_help
 from service.citizens.models import Citizen, SmsOptOut
-from service.citizens.sms_opt_out import hear_opt_out
 from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.sms_opt_out import hear_opt_out
 from service.errors import Conflict
 from service.privacy import PersonalDataVault
 from tests.conftest import TEST_SECRET

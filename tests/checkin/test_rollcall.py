@@ -17,7 +17,7 @@ from service.advisories import reach
 from service.advisories.models import Advisory
 from service.checkin import rollcall
 from service.checkin.escalation import escalate, next_channels
-from service.checkin.models import CheckinAnswer
+from service.checkin.models import Checkin, CheckinAnswer
 from service.checkin.rollcall import ROUND_GAP
 from service.citizens.models import Citizen
 from service.db import utcnow
@@ -511,21 +511,35 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     assert kept == ["safe"]  # kept in the history all the same
 
     confirm = "/v1/advisories/{}/rollcall/{}/confirm-safe"
-    other = staff_headers("consul")
-    # Only a help is confirmed; a stranger is a 404; viewers cannot; another's case is theirs.
-    assert api.post(confirm.format(first, fine_id), headers=consul).status_code == 404
-    assert api.post(confirm.format(first, "no-such-citizen"), headers=consul).status_code == 404
-    viewer = staff_headers("viewer")
-    assert api.post(confirm.format(first, hurt_id), headers=viewer).status_code == 403
-    assert (
-        api.post(f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=consul).status_code
-        == 200
-    )
-    refused = api.post(confirm.format(second, hurt_id), headers=other)
-    assert refused.status_code == 409 and "consul-" in refused.json()["detail"]
-    assert list(rows(first, "answer=help")) == [hurt_id]  # the refusal changed nothing
+    seen = {"seen_answer_at": rows(second)[hurt_id]["answered_at"]}
 
-    done = api.post(confirm.format(second, hurt_id), headers=consul)
+    def confirmed(advisory: str, citizen: str, headers: dict, body: dict = seen):
+        return api.post(confirm.format(advisory, citizen), json=body, headers=headers)
+
+    other = staff_headers("consul")
+    # Only a help is confirmed; a stranger is a 404; viewers cannot; another's case is theirs;
+    # the answer read must be named, as a time.
+    assert confirmed(first, fine_id, consul).status_code == 404
+    assert confirmed(first, "no-such-citizen", consul).status_code == 404
+    assert confirmed(first, hurt_id, staff_headers("viewer")).status_code == 403
+    for bad in ({}, {"seen_answer_at": "yesterday"}, {"seen_answer_at": "2026-12-06T10:00:00"}):
+        refused = confirmed(first, hurt_id, consul, bad)
+        assert refused.status_code == 422 and "seen_answer_at" in refused.text, bad
+    taken = api.post(f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=consul)
+    assert taken.status_code == 200
+    refused = confirmed(second, hurt_id, other)
+    assert refused.status_code == 409 and "consul-" in refused.json()["detail"]
+    assert list(rows(first, "answer=help")) == [hurt_id]  # the refusals changed nothing
+
+    # A worse cry during the call (a second "2" pages nobody while help is in force) is not
+    # closed unseen: the consul reads it first.
+    reply(hurt_phone, "2 the ceiling fell, my son is bleeding")
+    late = confirmed(second, hurt_id, consul)
+    assert late.status_code == 409 and "newer help answer" in late.json()["detail"]
+    assert rows(second)[hurt_id]["answer"] == "help"
+    seen = {"seen_answer_at": rows(second)[hurt_id]["answered_at"]}
+
+    done = confirmed(second, hurt_id, consul, seen)
     assert done.status_code == 200, done.text
     body = done.json()
     assert body["citizen_id"] == hurt_id and body["advisories"] == [first, second]
@@ -538,7 +552,7 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
             None,
         )
         assert row["confirmed_by"] == body["confirmed_by"]
-    assert api.post(confirm.format(first, hurt_id), headers=consul).status_code == 409
+    assert confirmed(first, hurt_id, consul, seen).status_code == 409
     given = db.execute(
         select(CheckinAnswer.channel, CheckinAnswer.given_by).where(
             CheckinAnswer.channel == "staff"
@@ -553,6 +567,48 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     assert rows(first)[hurt_id]["confirmed_by"] is None
 
 
+def test_closing_a_case_clears_a_take_the_old_rules_left_on_a_safe(
+    api, consul, staff_headers, db, dispatcher, reply
+):
+    """Before 0035 a page's safe replaced the help and kept the consul's take: a review found
+    that closing the case through another advisory left that take, and the citizen's next cry
+    for help started out "taken" by the consul who had closed the old one."""
+    hurt_id, hurt_phone = person(api, TOKYO)
+    first = issue(api, consul, level=3)
+    second = issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(hurt_phone, "2")
+    assert (
+        api.post(f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=consul).status_code
+        == 200
+    )
+    citizen_id = db.scalar(select(Citizen.id).where(Citizen.public_id == hurt_id))
+    first_id = db.scalar(select(Advisory.id).where(Advisory.public_id == first))
+    db.execute(  # as the old code left a page's safe under the first advisory
+        update(Checkin)
+        .where(Checkin.citizen_id == citizen_id, Checkin.advisory_id == first_id)
+        .values(answer="safe", channel="web")
+    )
+    db.commit()
+    [row] = api.get(f"/v1/advisories/{second}/rollcall", headers=consul).json()["items"]
+    closed = api.post(
+        f"/v1/advisories/{second}/rollcall/{hurt_id}/confirm-safe",
+        json={"seen_answer_at": row["answered_at"]},
+        headers=consul,
+    )
+    assert closed.status_code == 200, closed.text
+    reply(hurt_phone, "2 again")
+    for advisory in (first, second):
+        roll = api.get(
+            f"/v1/advisories/{advisory}/rollcall?answer=help&taken=false", headers=consul
+        ).json()
+        assert [i["citizen_id"] for i in roll["items"]] == [hurt_id]
+    other = api.post(
+        f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=staff_headers("consul")
+    )
+    assert other.status_code == 200, other.text
+
+
 @pytest.mark.parametrize("role", ["admin", "consul"])
 def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
     api, consul, staff_headers, dispatcher, reply, role
@@ -561,12 +617,13 @@ def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
     advisory = issue(api, consul, level=4)
     dispatcher.drain()
     reply(hurt_phone, "2")
-    assert (
-        api.post(f"/v1/advisories/{advisory}/rollcall/{hurt_id}/take", headers=consul).status_code
-        == 200
-    )
+    take = f"/v1/advisories/{advisory}/rollcall/{hurt_id}/take"
+    assert api.post(take, headers=consul).status_code == 200
+    [row] = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["items"]
     closed = api.post(
-        f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe", headers=staff_headers(role)
+        f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe",
+        json={"seen_answer_at": row["answered_at"]},
+        headers=staff_headers(role),
     )
     assert closed.status_code == (200 if role == "admin" else 409), closed.text
     [row] = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["items"]
@@ -600,7 +657,11 @@ def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     again = api.post(take, headers=consul)
     assert again.status_code == 409 and "erased" in again.json()["detail"]
     # A consul who learnt otherwise that they are safe closes the case, or it stays open.
-    closed = api.post(f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe", headers=consul)
+    closed = api.post(
+        f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe",
+        json={"seen_answer_at": row["answered_at"]},
+        headers=consul,
+    )
     assert closed.status_code == 200, closed.text
     counts = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["counts"]
     assert (counts["help"], counts["safe"]) == (0, 1)

@@ -68,7 +68,7 @@ def twilio_notifier(base: str, timeout_s: float = 2.0) -> TwilioNotifier:
         ("invalid number", Answer(400, code=21211), Failed(reason="", code="21211")),
         ("not a mobile", Answer(400, code=21614), Failed(reason="", code="21614")),
         ("region off", Answer(400, code=21408), Failed(reason="", code="21408")),
-        ("unsubscribed", Answer(400, code=21610), Failed(reason="", code="21610")),
+        ("unsubscribed", Answer(400, code=21610), Failed("", code="21610", opted_out=True)),
         ("rate limited", Answer(429, code=20429, retry_after="2"), Retry("", "20429", 2.0)),
         ("queue full", Answer(400, code=21611), Retry("", "21611", None, queue_full=True)),
         ("server error", Answer(500), Retry("", "500", None, outcome_unknown=True)),
@@ -85,6 +85,8 @@ def test_twilio_contract(twilio, scenario, answer, expected):
         return
     assert type(outcome) is type(expected), outcome
     assert outcome.code == expected.code
+    if isinstance(expected, Failed):
+        assert outcome.opted_out == expected.opted_out  # kept as the number's STOP
     if isinstance(expected, Retry):
         assert outcome.retry_after_s == expected.retry_after_s
         assert outcome.outcome_unknown == expected.outcome_unknown

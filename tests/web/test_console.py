@@ -735,7 +735,7 @@ def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retr
     again and the list follows."""
     phones = [_citizen_in_bangkok(live) for _ in range(2)]
     for phone in phones:
-        live.twilio.script(phone, Answer(400, code=21610))  # the number blocked us, this once
+        live.twilio.script(phone, Answer(400, code=21408))  # region not enabled, this once
     advisory, proposer, _ = _a_flood_in_bangkok(live)
     failed = f"{live.base}/v1/advisories/{advisory}/alerts?status=failed"
     staff = {"Authorization": f"Bearer {proposer}"}
@@ -754,7 +754,7 @@ def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retr
     expect(listed).to_have_count(1)
     # Asked for by status, not picked out of the newest few hundred alerts of a large send.
     assert all(f"status={s}" in asked[0] for s in ("failed", "undelivered", "expired")), asked
-    expect(listed.first).to_contain_text("failed 21610")
+    expect(listed.first).to_contain_text("failed 21408")
     expect(tab.locator("#failed-previous")).to_be_disabled()
     tab.click("#failed-next")
     expect(tab.locator("#failed-shown")).to_have_text("Showing 2–2 / 2")

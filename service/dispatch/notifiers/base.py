@@ -48,6 +48,9 @@ class Retry:
 class Failed:
     reason: str
     code: str = ""
+    # The provider refused the address because it opted out there (an SMS STOP that reached the
+    # provider and not us: Twilio 21610): kept as the number's STOP.
+    opted_out: bool = False
 
 
 Outcome = Sent | Retry | Failed

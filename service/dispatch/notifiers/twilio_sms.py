@@ -34,6 +34,8 @@ from service.provider_wire import BoundedAdapter, bounded
 # Twilio error codes that no retry can fix: invalid 'To' number, region not enabled,
 # recipient replied STOP, body invalid/too long, not a mobile number, unreachable.
 PERMANENT_CODES = frozenset({21211, 21408, 21610, 21614, 21617, 21602, 21612, 30006})
+# "Attempt to send to unsubscribed recipient": the number sent STOP to the provider.
+UNSUBSCRIBED = 21610
 # 20429: too many concurrent requests: slow down.
 THROTTLE_CODES = frozenset({20429})
 # The sender's queue at Twilio holds up to 10 hours of its rate: 21611 refuses a create for a
@@ -252,7 +254,7 @@ class TwilioNotifier(Notifier):
         code = str(exc.code or exc.status)
         reason = f"{exc.status} {exc.msg}"
         if exc.code in PERMANENT_CODES:
-            return Failed(reason=reason, code=code)
+            return Failed(reason=reason, code=code, opted_out=exc.code == UNSUBSCRIBED)
         if exc.code == QUEUE_FULL:
             return Retry(reason=reason, code=code, queue_full=True)
         retry_after = _seconds(self._local.retry_after)

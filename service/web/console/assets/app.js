@@ -795,7 +795,9 @@ function takenCell(id, row) {
     ? el("button", { type: "button", on: { click: async () => {
         if (!confirm(t("confirm_safe_question"))) return;
         try {
-          await api(`/v1/advisories/${id}/rollcall/${row.citizen_id}/confirm-safe`, { method: "POST" });
+          // The answer this row showed: a help that came since is refused, to be read first.
+          const body = { seen_answer_at: row.answered_at };
+          await api(`/v1/advisories/${id}/rollcall/${row.citizen_id}/confirm-safe`, { method: "POST", body });
           flash(t("confirmed_safe"), "ok");
         } catch (error) {
           flash(sentence(error));
