@@ -61,6 +61,8 @@ class RollCall:
     by_country: dict[str, dict[str, int]]
     total: int  # rows matching the filters
     items: list[RollCallRow]
+    # When it was read: closing a case names it, and a help answered after it is refused.
+    as_of: datetime
 
 
 def roll_call(
@@ -149,6 +151,7 @@ def roll_call(
         by_country=by_country,
         total=int(chosen.sum()),
         items=items,
+        as_of=now,
     )
 
 
@@ -492,7 +495,7 @@ def confirm_safe(
     citizen_public_id: str,
     staff: str,
     any_holder: bool,
-    seen_answer_at: datetime,
+    seen_at: datetime,
     now: datetime,
 ) -> ConfirmedSafe:
     """A consul who reached a citizen who needs help (a call, a visit) records them safe: every
@@ -501,10 +504,10 @@ def confirm_safe(
     is theirs to close, or an admin's (409 naming them). A citizen who erased their record
     since can still be confirmed, or their help would stay open for ever.
 
-    `seen_answer_at` is the answer's time the consul read (the roll call's `answered_at`): a
-    help that came after it (a second "2", which pages nobody while help is in force, or a
-    help under another advisory) is a 409, so a worse cry sent during the call is read, not
-    closed unseen."""
+    `seen_at` is the roll call's `as_of` that the consul read (of any advisory that asked
+    them): a help answered after it (a second "2", which pages nobody while help is in force,
+    or a help pressed under another advisory) is a 409, so a worse cry sent during the call
+    is read, not closed unseen."""
     citizen_id, answer, _status = _answer_of(
         session, advisory=advisory, citizen_public_id=citizen_public_id
     )
@@ -520,7 +523,7 @@ def confirm_safe(
         raise Conflict(f"taken by {holder.taken_by}: only they or an admin can confirm them safe")
     helps = [row for row in rows if row.answer == "help"]
     newer = max(row.answered_at for row in helps)
-    if newer > seen_answer_at:
+    if newer > seen_at:
         raise Conflict(
             f"a newer help answer came at {newer:%Y-%m-%d %H:%M:%S} UTC: read it (the roll "
             "call, and their words with the reveal) before confirming them safe"

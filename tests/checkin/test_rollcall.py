@@ -44,6 +44,11 @@ def person(api, where, channels=("sms",), **extra):
     return cid, e164(body["phone"])
 
 
+def roll_call_as_of(api, consul, advisory: str) -> str:
+    """When the roll call a consul reads was read: what closing a case names."""
+    return api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["as_of"]
+
+
 def issue(api, consul, **overrides) -> str:
     response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=consul)
     assert response.status_code == 201, response.text
@@ -121,7 +126,8 @@ def test_the_roll_call_matches_once_and_counts_newcomers_and_the_unasked_where_t
     url = f"/v1/advisories/{advisory}/rollcall"
     before = api.get(url, headers=consul).json()
     assert before["by_country"] == {"TH": {"safe": 1, "help": 0, "no_answer": 0, "unreachable": 0}}
-    assert api.get(url, headers=consul).json() == before
+    again = api.get(url, headers=consul).json()
+    assert again.pop("as_of") > before.pop("as_of") and again == before
     assert len(matched) == 1
 
     newcomer, _ = person(api, BANGKOK)  # matched at registration: asked by the level 4
@@ -181,7 +187,8 @@ def test_an_ended_advisorys_roll_call_counts_where_they_are_and_reads_their_plac
         "TH": 2,
     }
     assert looked_up == [3]
-    assert api.get(url, headers=consul).json() == first
+    again = api.get(url, headers=consul).json()
+    assert again.pop("as_of") > first.pop("as_of") and again == first
     assert looked_up == [3]
 
 
@@ -499,6 +506,9 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
         roll = api.get(f"/v1/advisories/{advisory}/rollcall?{query}", headers=consul).json()
         return {i["citizen_id"]: i for i in roll["items"]}
 
+    def as_of(advisory: str) -> str:
+        return roll_call_as_of(api, consul, advisory)
+
     for advisory in (first, second):
         assert list(rows(advisory, "answer=help&taken=false")) == [hurt_id]
     said = [rows(advisory)[hurt_id]["safe_said_at"] for advisory in (first, second)]
@@ -511,7 +521,7 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     assert kept == ["safe"]  # kept in the history all the same
 
     confirm = "/v1/advisories/{}/rollcall/{}/confirm-safe"
-    seen = {"seen_answer_at": rows(second)[hurt_id]["answered_at"]}
+    seen = {"seen_at": as_of(second)}
 
     def confirmed(advisory: str, citizen: str, headers: dict, body: dict = seen):
         return api.post(confirm.format(advisory, citizen), json=body, headers=headers)
@@ -522,9 +532,9 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     assert confirmed(first, fine_id, consul).status_code == 404
     assert confirmed(first, "no-such-citizen", consul).status_code == 404
     assert confirmed(first, hurt_id, staff_headers("viewer")).status_code == 403
-    for bad in ({}, {"seen_answer_at": "yesterday"}, {"seen_answer_at": "2026-12-06T10:00:00"}):
+    for bad in ({}, {"seen_at": "yesterday"}, {"seen_at": "2026-12-06T10:00:00"}):
         refused = confirmed(first, hurt_id, consul, bad)
-        assert refused.status_code == 422 and "seen_answer_at" in refused.text, bad
+        assert refused.status_code == 422 and "seen_at" in refused.text, bad
     taken = api.post(f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=consul)
     assert taken.status_code == 200
     refused = confirmed(second, hurt_id, other)
@@ -537,7 +547,7 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     late = confirmed(second, hurt_id, consul)
     assert late.status_code == 409 and "newer help answer" in late.json()["detail"]
     assert rows(second)[hurt_id]["answer"] == "help"
-    seen = {"seen_answer_at": rows(second)[hurt_id]["answered_at"]}
+    seen = {"seen_at": as_of(second)}
 
     done = confirmed(second, hurt_id, consul, seen)
     assert done.status_code == 200, done.text
@@ -590,10 +600,9 @@ def test_closing_a_case_clears_a_take_the_old_rules_left_on_a_safe(
         .values(answer="safe", channel="web")
     )
     db.commit()
-    [row] = api.get(f"/v1/advisories/{second}/rollcall", headers=consul).json()["items"]
     closed = api.post(
         f"/v1/advisories/{second}/rollcall/{hurt_id}/confirm-safe",
-        json={"seen_answer_at": row["answered_at"]},
+        json={"seen_at": roll_call_as_of(api, consul, second)},
         headers=consul,
     )
     assert closed.status_code == 200, closed.text
@@ -609,6 +618,29 @@ def test_closing_a_case_clears_a_take_the_old_rules_left_on_a_safe(
     assert other.status_code == 200, other.text
 
 
+def test_a_help_pressed_under_another_advisory_during_the_call_is_read_before_the_close(
+    api, consul, dispatcher, reply, twilio
+):
+    """The roll call of one advisory does not show the answer under another: a help pressed
+    on the other advisory's page after the consul read theirs is refused, then closed once a
+    fresh roll call was read (a row's own `answered_at` would have refused it for ever)."""
+    hurt_id, hurt_phone = person(api, TOKYO)
+    first = issue(api, consul, level=3, title={"ko": "시위", "en": "Protests"})
+    second = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    reply(hurt_phone, "2")
+    seen = roll_call_as_of(api, consul, second)
+    [sms] = [b for b in twilio.bodies_to(hurt_phone) if "시위" in b]
+    link = f"/c/{CHECKIN_LINK.search(sms).group(1)}"
+    assert api.post(link, data={"answer": "help", "note": "my leg is broken"}).status_code == 200
+    close = f"/v1/advisories/{second}/rollcall/{hurt_id}/confirm-safe"
+    late = api.post(close, json={"seen_at": seen}, headers=consul)
+    assert late.status_code == 409 and "newer help answer" in late.json()["detail"]
+    fresh = {"seen_at": roll_call_as_of(api, consul, second)}
+    done = api.post(close, json=fresh, headers=consul)
+    assert done.status_code == 200 and done.json()["advisories"] == [first, second]
+
+
 @pytest.mark.parametrize("role", ["admin", "consul"])
 def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
     api, consul, staff_headers, dispatcher, reply, role
@@ -619,10 +651,9 @@ def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
     reply(hurt_phone, "2")
     take = f"/v1/advisories/{advisory}/rollcall/{hurt_id}/take"
     assert api.post(take, headers=consul).status_code == 200
-    [row] = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["items"]
     closed = api.post(
         f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe",
-        json={"seen_answer_at": row["answered_at"]},
+        json={"seen_at": roll_call_as_of(api, consul, advisory)},
         headers=staff_headers(role),
     )
     assert closed.status_code == (200 if role == "admin" else 409), closed.text
@@ -659,7 +690,7 @@ def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     # A consul who learnt otherwise that they are safe closes the case, or it stays open.
     closed = api.post(
         f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe",
-        json={"seen_answer_at": row["answered_at"]},
+        json={"seen_at": roll_call_as_of(api, consul, advisory)},
         headers=consul,
     )
     assert closed.status_code == 200, closed.text

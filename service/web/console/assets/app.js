@@ -776,7 +776,7 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
 
 // Who is handling a citizen who needs help: "Take" it, or the consul's name (and "Give
 // back" for one's own), so that two consuls do not call one person while nobody calls the next.
-function takenCell(id, row) {
+function takenCell(id, row, asOf) {
   // A safe from a page keeps its consul (a link can be leaked): they call, then give it back.
   if (row.answer !== "help" && !row.taken_by) return "–";
   const path = `/v1/advisories/${id}/rollcall/${row.citizen_id}/take`;
@@ -795,8 +795,8 @@ function takenCell(id, row) {
     ? el("button", { type: "button", on: { click: async () => {
         if (!confirm(t("confirm_safe_question"))) return;
         try {
-          // The answer this row showed: a help that came since is refused, to be read first.
-          const body = { seen_answer_at: row.answered_at };
+          // When the roll call shown was read: a help answered since is refused, to be read first.
+          const body = { seen_at: asOf };
           await api(`/v1/advisories/${id}/rollcall/${row.citizen_id}/confirm-safe`, { method: "POST", body });
           flash(t("confirmed_safe"), "ok");
         } catch (error) {
@@ -850,7 +850,7 @@ function renderRollcall(rollcall, country, id) {
               row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
             el("td", {}, t(row.answer), safeSaid(row)),
             el("td", { "data-testid": "answered-by" }, answeredBy(row)), el("td", {}, when(row.answered_at)),
-            el("td", { "data-testid": "taken" }, takenCell(id, row)),
+            el("td", { "data-testid": "taken" }, takenCell(id, row, rollcall.as_of)),
             el("td", {}, row.erased ? null : el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
   );
