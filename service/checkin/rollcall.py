@@ -52,6 +52,9 @@ class RollCallRow:
     # A safe pressed on a page while their help is in force: call them to confirm.
     safe_said_at: datetime | None
     confirmed_by: str | None  # the consul who reached them and found them safe
+    # Their newest help answer in force under any advisory (drills apart): what closing the
+    # case names, as read. A help pressed under another advisory's page shows only here.
+    latest_help_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,6 @@ class RollCall:
     by_country: dict[str, dict[str, int]]
     total: int  # rows matching the filters
     items: list[RollCallRow]
-    # When it was read: closing a case names it, and a help answered after it is refused.
-    as_of: datetime
 
 
 def roll_call(
@@ -121,6 +122,18 @@ def roll_call(
             .where(Checkin.advisory_id == advisory.id, Checkin.citizen_id.in_(page))
         )
     }
+    latest_help = dict(
+        session.execute(
+            select(Checkin.citizen_id, func.max(Checkin.answered_at))
+            .join(Advisory, Advisory.id == Checkin.advisory_id)
+            .where(
+                Checkin.citizen_id.in_(page),
+                Checkin.answer == "help",
+                Advisory.exercise == advisory.exercise,
+            )
+            .group_by(Checkin.citizen_id)
+        ).all()
+    )
     items = []
     for index, cid in zip(at, page, strict=True):
         citizen, given = citizens.get(cid), answers.get(cid)
@@ -143,6 +156,7 @@ def roll_call(
                 erased=citizen.status == "erased",
                 safe_said_at=given.safe_said_at if given else None,
                 confirmed_by=given.given_by if given else None,
+                latest_help_at=latest_help.get(cid),
             )
         )
     return RollCall(
@@ -151,7 +165,6 @@ def roll_call(
         by_country=by_country,
         total=int(chosen.sum()),
         items=items,
-        as_of=now,
     )
 
 
@@ -495,7 +508,7 @@ def confirm_safe(
     citizen_public_id: str,
     staff: str,
     any_holder: bool,
-    seen_at: datetime,
+    seen_help_at: datetime,
     now: datetime,
 ) -> ConfirmedSafe:
     """A consul who reached a citizen who needs help (a call, a visit) records them safe: every
@@ -504,10 +517,10 @@ def confirm_safe(
     is theirs to close, or an admin's (409 naming them). A citizen who erased their record
     since can still be confirmed, or their help would stay open for ever.
 
-    `seen_at` is the roll call's `as_of` that the consul read (of any advisory that asked
-    them): a help answered after it (a second "2", which pages nobody while help is in force,
-    or a help pressed under another advisory) is a 409, so a worse cry sent during the call
-    is read, not closed unseen."""
+    `seen_help_at` is the roll-call row's `latest_help_at` the consul read: their newest help
+    answer under any advisory. Another (a second "2", which pages nobody while help is in
+    force, or a help pressed under another advisory's page) is a 409, so a worse cry sent
+    during the call is read, not closed unseen; so is any time but that one."""
     citizen_id, answer, _status = _answer_of(
         session, advisory=advisory, citizen_public_id=citizen_public_id
     )
@@ -522,11 +535,11 @@ def confirm_safe(
     if holder is not None and not any_holder:
         raise Conflict(f"taken by {holder.taken_by}: only they or an admin can confirm them safe")
     helps = [row for row in rows if row.answer == "help"]
-    newer = max(row.answered_at for row in helps)
-    if newer > seen_at:
+    newest = max(row.answered_at for row in helps)
+    if newest != seen_help_at:
         raise Conflict(
-            f"a newer help answer came at {newer:%Y-%m-%d %H:%M:%S} UTC: read it (the roll "
-            "call, and their words with the reveal) before confirming them safe"
+            f"their latest help answer is at {newest:%Y-%m-%d %H:%M:%S} UTC, not the one named: "
+            "read it (the roll call, and their words with the reveal) before confirming them safe"
         )
     record_confirmed_safe(session, checkins=rows, staff=staff, now=now)
     closed = session.scalars(

@@ -183,6 +183,10 @@ class RollCallItem(BaseModel):
     confirmed_by: str | None = Field(
         description="Channel staff: the consul who reached them and confirmed them safe."
     )
+    latest_help_at: datetime | None = Field(
+        description="Their newest help answer in force under any advisory (drills apart): a "
+        "help pressed under another advisory's page shows only here. Closing the case names it."
+    )
 
 
 class RollCallRead(BaseModel):
@@ -193,10 +197,6 @@ class RollCallRead(BaseModel):
     limit: int
     offset: int
     items: list[RollCallItem]
-    as_of: datetime = Field(
-        description="When it was read: closing a case names it (`seen_at`), so that a help "
-        "answered since is read first."
-    )
 
 
 class RoundStarted(BaseModel):
@@ -240,7 +240,6 @@ def read_roll_call(
         limit=limit,
         offset=offset,
         items=[RollCallItem.model_validate(i, from_attributes=True) for i in found.items],
-        as_of=found.as_of,
     )
 
 
@@ -296,9 +295,10 @@ def release_help(
 
 
 class ConfirmSafe(StrictModel):
-    seen_at: UtcTime = Field(
-        description="The `as_of` of the roll call the consul read (of any advisory that asked "
-        "them): a help answered after it is a 409, to be read before the case is closed."
+    seen_help_at: UtcTime = Field(
+        description="The `latest_help_at` of the roll-call row the consul read: another (a "
+        "help answered since, under any advisory) is a 409, to be read before the case is "
+        "closed."
     )
 
 
@@ -322,14 +322,14 @@ def confirm_safe(
     """I reached this citizen who needs help and they are safe: a safe given by me (channel
     `staff`) replaces every help answer of theirs and closes the case. 409 when their answer
     is not help, when another consul has them (an admin may close it), and when a help came
-    after the roll call the consul read (`seen_at`, its `as_of`)."""
+    other than the newest one the consul read (`seen_help_at`)."""
     confirmed = rollcall.confirm_safe(
         session,
         advisory=get_advisory(session, public_id=advisory_id),
         citizen_public_id=citizen_id,
         staff=staff.name,
         any_holder=staff.role == "admin",
-        seen_at=body.seen_at,
+        seen_help_at=body.seen_help_at,
         now=utcnow(),
     )
     return ConfirmedSafeRead.model_validate(confirmed, from_attributes=True)

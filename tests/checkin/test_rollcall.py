@@ -44,9 +44,11 @@ def person(api, where, channels=("sms",), **extra):
     return cid, e164(body["phone"])
 
 
-def roll_call_as_of(api, consul, advisory: str) -> str:
-    """When the roll call a consul reads was read: what closing a case names."""
-    return api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()["as_of"]
+def latest_help_at(api, consul, advisory: str, citizen: str) -> str:
+    """A citizen's newest help as their roll-call row shows it: what closing the case names."""
+    roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    [row] = [i for i in roll["items"] if i["citizen_id"] == citizen]
+    return row["latest_help_at"]
 
 
 def issue(api, consul, **overrides) -> str:
@@ -126,8 +128,7 @@ def test_the_roll_call_matches_once_and_counts_newcomers_and_the_unasked_where_t
     url = f"/v1/advisories/{advisory}/rollcall"
     before = api.get(url, headers=consul).json()
     assert before["by_country"] == {"TH": {"safe": 1, "help": 0, "no_answer": 0, "unreachable": 0}}
-    again = api.get(url, headers=consul).json()
-    assert again.pop("as_of") > before.pop("as_of") and again == before
+    assert api.get(url, headers=consul).json() == before
     assert len(matched) == 1
 
     newcomer, _ = person(api, BANGKOK)  # matched at registration: asked by the level 4
@@ -187,8 +188,7 @@ def test_an_ended_advisorys_roll_call_counts_where_they_are_and_reads_their_plac
         "TH": 2,
     }
     assert looked_up == [3]
-    again = api.get(url, headers=consul).json()
-    assert again.pop("as_of") > first.pop("as_of") and again == first
+    assert api.get(url, headers=consul).json() == first
     assert looked_up == [3]
 
 
@@ -506,8 +506,8 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
         roll = api.get(f"/v1/advisories/{advisory}/rollcall?{query}", headers=consul).json()
         return {i["citizen_id"]: i for i in roll["items"]}
 
-    def as_of(advisory: str) -> str:
-        return roll_call_as_of(api, consul, advisory)
+    def seen_help(advisory: str) -> dict:
+        return {"seen_help_at": latest_help_at(api, consul, advisory, hurt_id)}
 
     for advisory in (first, second):
         assert list(rows(advisory, "answer=help&taken=false")) == [hurt_id]
@@ -521,7 +521,7 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     assert kept == ["safe"]  # kept in the history all the same
 
     confirm = "/v1/advisories/{}/rollcall/{}/confirm-safe"
-    seen = {"seen_at": as_of(second)}
+    seen = seen_help(second)
 
     def confirmed(advisory: str, citizen: str, headers: dict, body: dict = seen):
         return api.post(confirm.format(advisory, citizen), json=body, headers=headers)
@@ -532,9 +532,9 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     assert confirmed(first, fine_id, consul).status_code == 404
     assert confirmed(first, "no-such-citizen", consul).status_code == 404
     assert confirmed(first, hurt_id, staff_headers("viewer")).status_code == 403
-    for bad in ({}, {"seen_at": "yesterday"}, {"seen_at": "2026-12-06T10:00:00"}):
+    for bad in ({}, {"seen_help_at": "yesterday"}, {"seen_help_at": "2026-12-06T10:00:00"}):
         refused = confirmed(first, hurt_id, consul, bad)
-        assert refused.status_code == 422 and "seen_at" in refused.text, bad
+        assert refused.status_code == 422 and "seen_help_at" in refused.text, bad
     taken = api.post(f"/v1/advisories/{first}/rollcall/{hurt_id}/take", headers=consul)
     assert taken.status_code == 200
     refused = confirmed(second, hurt_id, other)
@@ -545,9 +545,9 @@ def test_a_page_safe_keeps_a_help_in_force_until_a_consul_who_reached_them_confi
     # closed unseen: the consul reads it first.
     reply(hurt_phone, "2 the ceiling fell, my son is bleeding")
     late = confirmed(second, hurt_id, consul)
-    assert late.status_code == 409 and "newer help answer" in late.json()["detail"]
+    assert late.status_code == 409 and "latest help answer" in late.json()["detail"]
     assert rows(second)[hurt_id]["answer"] == "help"
-    seen = {"seen_at": as_of(second)}
+    seen = seen_help(second)
 
     done = confirmed(second, hurt_id, consul, seen)
     assert done.status_code == 200, done.text
@@ -602,7 +602,7 @@ def test_closing_a_case_clears_a_take_the_old_rules_left_on_a_safe(
     db.commit()
     closed = api.post(
         f"/v1/advisories/{second}/rollcall/{hurt_id}/confirm-safe",
-        json={"seen_at": roll_call_as_of(api, consul, second)},
+        json={"seen_help_at": latest_help_at(api, consul, second, hurt_id)},
         headers=consul,
     )
     assert closed.status_code == 200, closed.text
@@ -629,14 +629,19 @@ def test_a_help_pressed_under_another_advisory_during_the_call_is_read_before_th
     second = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
     dispatcher.drain()
     reply(hurt_phone, "2")
-    seen = roll_call_as_of(api, consul, second)
+    seen = latest_help_at(api, consul, second, hurt_id)
     [sms] = [b for b in twilio.bodies_to(hurt_phone) if "시위" in b]
     link = f"/c/{CHECKIN_LINK.search(sms).group(1)}"
     assert api.post(link, data={"answer": "help", "note": "my leg is broken"}).status_code == 200
     close = f"/v1/advisories/{second}/rollcall/{hurt_id}/confirm-safe"
-    late = api.post(close, json={"seen_at": seen}, headers=consul)
-    assert late.status_code == 409 and "newer help answer" in late.json()["detail"]
-    fresh = {"seen_at": roll_call_as_of(api, consul, second)}
+    late = api.post(close, json={"seen_help_at": seen}, headers=consul)
+    assert late.status_code == 409 and "latest help answer" in late.json()["detail"]
+    # Their newest help shows on this advisory's row; closing names it.
+    [row] = api.get(f"/v1/advisories/{second}/rollcall", headers=consul).json()["items"]
+    assert row["latest_help_at"] > row["answered_at"]
+    ahead = api.post(close, json={"seen_help_at": "9999-12-31T23:59:59Z"}, headers=consul)
+    assert ahead.status_code == 409  # a time past their newest is not a reading of it
+    fresh = {"seen_help_at": row["latest_help_at"]}
     done = api.post(close, json=fresh, headers=consul)
     assert done.status_code == 200 and done.json()["advisories"] == [first, second]
 
@@ -653,7 +658,7 @@ def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
     assert api.post(take, headers=consul).status_code == 200
     closed = api.post(
         f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe",
-        json={"seen_at": roll_call_as_of(api, consul, advisory)},
+        json={"seen_help_at": latest_help_at(api, consul, advisory, hurt_id)},
         headers=staff_headers(role),
     )
     assert closed.status_code == (200 if role == "admin" else 409), closed.text
@@ -690,7 +695,7 @@ def test_a_citizen_who_erased_their_record_still_counts_and_can_be_given_back(
     # A consul who learnt otherwise that they are safe closes the case, or it stays open.
     closed = api.post(
         f"/v1/advisories/{advisory}/rollcall/{hurt_id}/confirm-safe",
-        json={"seen_at": roll_call_as_of(api, consul, advisory)},
+        json={"seen_help_at": latest_help_at(api, consul, advisory, hurt_id)},
         headers=consul,
     )
     assert closed.status_code == 200, closed.text

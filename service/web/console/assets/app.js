@@ -776,7 +776,7 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
 
 // Who is handling a citizen who needs help: "Take" it, or the consul's name (and "Give
 // back" for one's own), so that two consuls do not call one person while nobody calls the next.
-function takenCell(id, row, asOf) {
+function takenCell(id, row) {
   // A safe from a page keeps its consul (a link can be leaked): they call, then give it back.
   if (row.answer !== "help" && !row.taken_by) return "–";
   const path = `/v1/advisories/${id}/rollcall/${row.citizen_id}/take`;
@@ -795,8 +795,8 @@ function takenCell(id, row, asOf) {
     ? el("button", { type: "button", on: { click: async () => {
         if (!confirm(t("confirm_safe_question"))) return;
         try {
-          // When the roll call shown was read: a help answered since is refused, to be read first.
-          const body = { seen_at: asOf };
+          // Their newest help as shown: one answered since is refused, to be read first.
+          const body = { seen_help_at: row.latest_help_at };
           await api(`/v1/advisories/${id}/rollcall/${row.citizen_id}/confirm-safe`, { method: "POST", body });
           flash(t("confirmed_safe"), "ok");
         } catch (error) {
@@ -819,9 +819,15 @@ function takenCell(id, row, asOf) {
 // A help with a safe pressed on its page since: still help (a link can be leaked) until a
 // consul reaches them; the row says so.
 function safeSaid(row) {
-  return row.safe_said_at && row.answer === "help"
+  if (row.answer !== "help") return null;
+  // A help pressed under another advisory's page since shows only as their newest help.
+  const later = row.latest_help_at && Date.parse(row.latest_help_at) > Date.parse(row.answered_at)
+    ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_elsewhere")} ${when(row.latest_help_at)}`)
+    : null;
+  const said = row.safe_said_at
     ? el("span", { class: "stopped", "data-testid": "safe-said" }, ` ${t("safe_said")} ${when(row.safe_said_at)}`)
     : null;
+  return [later, said];
 }
 
 function answeredBy(row) {
@@ -850,7 +856,7 @@ function renderRollcall(rollcall, country, id) {
               row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
             el("td", {}, t(row.answer), safeSaid(row)),
             el("td", { "data-testid": "answered-by" }, answeredBy(row)), el("td", {}, when(row.answered_at)),
-            el("td", { "data-testid": "taken" }, takenCell(id, row, rollcall.as_of)),
+            el("td", { "data-testid": "taken" }, takenCell(id, row)),
             el("td", {}, row.erased ? null : el("button", { type: "button", on: { click: () => reveal(row.citizen_id) } }, t("reveal")))))))
       : el("p", {}, t("none"))
   );
