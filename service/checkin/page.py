@@ -74,10 +74,12 @@ def checkin_page(
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
         if full and _answer_in_force(session, advisory.id, citizen.id) == "help":
-            # Already on record as help (and the duty staff told): no more rows. New words
-            # replace those of the link's last answer, so the newest note is still read.
+            # Already on record as help (and the duty staff told): no more rows. New words go
+            # after those of the link's last answer while it has room; words already kept are
+            # never replaced (a probe's leaked link overwrote the citizen's "trapped, 5th floor"
+            # with "false alarm, no need to call").
             if kept := note_kept(note):
-                _renote_last(session, links, advisory.id, citizen.id, kept)
+                _add_to_last_note(session, links, advisory.id, citizen.id, kept)
             return _page(
                 session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
             )
@@ -108,7 +110,7 @@ def checkin_page(
     )
 
 
-def _renote_last(
+def _add_to_last_note(
     session: Session, links: Links, advisory_id: int, citizen_id: int, note: str
 ) -> None:
     last = session.scalar(
@@ -121,8 +123,13 @@ def _renote_last(
         .order_by(CheckinAnswer.id.desc())
         .limit(1)
     )
-    if last is not None:
-        last.note_sealed = links.vault.seal("checkin-note", note)
+    if last is None:
+        return
+    before = links.vault.open("checkin-note", last.note_sealed) if last.note_sealed else ""
+    room = NOTE_MAX - len(before) - 1 if before else NOTE_MAX
+    if room > 0:
+        joined = f"{before}\n{note[:room]}" if before else note[:room]
+        last.note_sealed = links.vault.seal("checkin-note", joined)
         session.flush()
 
 

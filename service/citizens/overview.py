@@ -101,6 +101,8 @@ class SaidWords(BaseModel):
 
 
 # Enough for the latest of a crisis; older words stay in the database for the erasure to take.
+# So many from their own phone (SMS replies and help messages) and so many from check-in pages,
+# each: whoever holds a leaked link writes page notes, and must not push the phone's out.
 SAID_SHOWN = 20
 
 
@@ -121,9 +123,10 @@ class Revealed(BaseModel):
     )
     said: list[SaidWords] = Field(
         default_factory=list,
-        description=f"The citizen's own words (SMS replies, the check-in page's notes, help "
-        f"messages), newest first, at most {SAID_SHOWN}: free text may hold anyone's contacts, "
-        f"so it is read here, with a reason, never in the roll call.",
+        description=f"The citizen's own words, newest first: at most {SAID_SHOWN} from their "
+        f"phone (SMS replies, help messages; `channel` sms) and {SAID_SHOWN} from check-in "
+        f"pages (`channel` web: whoever holds the link wrote them, unverified). Free text may "
+        f"hold anyone's contacts, so it is read here, with a reason, never in the roll call.",
     )
 
 
@@ -189,40 +192,47 @@ def reveal_citizen(
 
 
 def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWords]:
-    answers = session.execute(
-        select(
-            CheckinAnswer.answered_at,
-            CheckinAnswer.channel,
-            CheckinAnswer.answer,
-            Advisory.public_id,
-            CheckinAnswer.note_sealed,
-        )
-        .join(Advisory, Advisory.id == CheckinAnswer.advisory_id)
-        .where(CheckinAnswer.citizen_id == citizen_id, CheckinAnswer.note_sealed.is_not(None))
-        .order_by(CheckinAnswer.id.desc())
-        .limit(SAID_SHOWN * 5)  # the same words under several advisories count once
-    ).all()
-    unasked = session.execute(
-        select(HelpMessage.received_at, HelpMessage.channel, HelpMessage.note_sealed)
-        .where(HelpMessage.citizen_id == citizen_id, HelpMessage.note_sealed.is_not(None))
-        .order_by(HelpMessage.id.desc())
-        .limit(SAID_SHOWN)
-    ).all()
-    # One SMS under two advisories is two answers with the same words: shown once.
     said: dict[tuple, SaidWords] = {}
-    for at, channel, answer, advisory_id, sealed in answers:
-        words = registry.vault.open("checkin-note", sealed)
-        found = said.setdefault(
-            (at, channel, answer, words),
-            SaidWords(at=at, channel=channel, answer=answer, advisories=[], words=words),
-        )
-        found.advisories.append(advisory_id)
-    for at, channel, sealed in unasked:
-        words = registry.vault.open("checkin-note", sealed)
-        said[(at, channel, "help", words)] = SaidWords(
-            at=at, channel=channel, answer="help", advisories=[], words=words
-        )
-    return sorted(said.values(), key=lambda each: each.at, reverse=True)[:SAID_SHOWN]
+    for from_page in (False, True):
+        # One SMS under two advisories is two answers with the same words: shown once.
+        kept: dict[tuple, SaidWords] = {}
+        for at, channel, answer, advisory_id, sealed in session.execute(
+            select(
+                CheckinAnswer.answered_at,
+                CheckinAnswer.channel,
+                CheckinAnswer.answer,
+                Advisory.public_id,
+                CheckinAnswer.note_sealed,
+            )
+            .join(Advisory, Advisory.id == CheckinAnswer.advisory_id)
+            .where(
+                CheckinAnswer.citizen_id == citizen_id,
+                CheckinAnswer.note_sealed.is_not(None),
+                (CheckinAnswer.channel == "web") == from_page,
+            )
+            .order_by(CheckinAnswer.id.desc())
+            .limit(SAID_SHOWN * 5)  # the same words under several advisories count once
+        ):
+            words = registry.vault.open("checkin-note", sealed)
+            found = kept.setdefault(
+                (at, channel, answer, words),
+                SaidWords(at=at, channel=channel, answer=answer, advisories=[], words=words),
+            )
+            found.advisories.append(advisory_id)
+        if not from_page:
+            for at, channel, sealed in session.execute(
+                select(HelpMessage.received_at, HelpMessage.channel, HelpMessage.note_sealed)
+                .where(HelpMessage.citizen_id == citizen_id, HelpMessage.note_sealed.is_not(None))
+                .order_by(HelpMessage.id.desc())
+                .limit(SAID_SHOWN)
+            ):
+                words = registry.vault.open("checkin-note", sealed)
+                kept[(at, channel, "help", words)] = SaidWords(
+                    at=at, channel=channel, answer="help", advisories=[], words=words
+                )
+        newest = sorted(kept.items(), key=lambda item: item[1].at, reverse=True)[:SAID_SHOWN]
+        said.update(newest)
+    return sorted(said.values(), key=lambda each: each.at, reverse=True)
 
 
 def _contact(verified: str | None, waiting: str | None) -> RevealedContact | None:

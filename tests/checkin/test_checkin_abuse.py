@@ -25,6 +25,7 @@ from service.checkin.models import Checkin, CheckinAnswer
 from service.checkin.page import MAX_ANSWERS
 from service.checkin.replies import answer_text, classify, unmatched_text
 from service.citizens.models import Citizen
+from service.citizens.overview import SAID_SHOWN
 from service.db import utcnow
 from service.dispatch.checkin_tokens import CheckinTokens
 from service.forms import FORM_FIELDS_MAX, PAGE_FORM_BYTES
@@ -436,14 +437,15 @@ def test_a_note_keeps_nothing_that_would_show_staff_other_text(api, db, asked, r
     vault = api.app.state.registry.vault
     kept = [vault.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))]
     assert sorted(kept) == ["2 evil", "room 1204\nwater\trising"]
-    # Past MAX_ANSWERS new words replace the last page answer's: kept the same way.
+    # Past MAX_ANSWERS new words go after the last page answer's: kept the same way.
     for _ in range(MAX_ANSWERS):
         api.post(f"/c/{who.token}", data={"answer": "help", "note": "filler"})
     renoted = "  \u202eflood\u2028ing\x00  "
     assert api.post(f"/c/{who.token}", data={"answer": "help", "note": renoted}).status_code == 200
     last = db.scalars(select(CheckinAnswer).order_by(CheckinAnswer.id.desc())).first()
     db.refresh(last)
-    assert vault.open("checkin-note", last.note_sealed) == "flooding"
+    words = vault.open("checkin-note", last.note_sealed)
+    assert words.startswith("filler\n") and words.endswith("\nflooding")
 
 
 def test_a_note_over_the_body_limit_is_413(api, db, asked):
@@ -503,19 +505,20 @@ def test_a_help_is_never_refused_but_a_flood_of_them_stores_nothing_more(api, db
         assert response.status_code == 200
         # No duty address in this set-up: the page does not claim anyone was paged.
         assert "영사 직원이 확인합니다" in response.text and "알렸습니다" not in response.text
+    # The citizen's newest words go after the last stored note's (one row, however many
+    # presses), and words kept are never replaced: a probe's leaked link overwrote "trapped,
+    # 5th floor" with "false alarm, no need to call".
+    moved = "now on the roof of the Grand Hotel"
+    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": moved}).status_code == 200
     for _ in range(30):
         response = api.post(f"/c/{who.token}", data={"answer": "help", "note": "A" * NOTE_MAX})
         assert response.status_code == 200 and 'role="status"' in response.text
     assert stored(db) == 1 + MAX_ANSWERS
-    # The citizen's own newest words still reach the reveal: they replace the last stored
-    # note (one row, however many presses).
-    moved = "now on the roof of the Grand Hotel"
-    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": moved}).status_code == 200
-    assert stored(db) == 1 + MAX_ANSWERS
     db.expire_all()
     vault = api.app.state.registry.vault
     kept = {vault.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))}
-    assert moved in kept
+    [last] = [words for words in kept if words.startswith(f"filler {MAX_ANSWERS - 1}")]
+    assert last.startswith(f"filler {MAX_ANSWERS - 1}\n{moved}\nAAA") and len(last) == NOTE_MAX
     assert api.post(f"/c/{who.token}", data={"answer": "safe"}).status_code == 429
     # Help in force was never cleared. Safe by SMS, then help on the page: stored.
     db.expire_all()
@@ -530,7 +533,7 @@ def test_a_help_is_never_refused_but_a_flood_of_them_stores_nothing_more(api, db
     said = api.app.state.registry.vault
     notes = {said.open("checkin-note", a.note_sealed) for a in db.scalars(select(CheckinAnswer))}
     assert "2 trapped in room 1204, water rising" in notes
-    assert "A" * NOTE_MAX not in notes and moved in notes
+    assert "A" * NOTE_MAX not in notes
 
 
 def test_the_page_shows_no_contact_or_name(api, db, asked):
@@ -765,3 +768,34 @@ def test_a_citizen_meets_a_busy_or_broken_service_as_a_page_and_the_log_keeps_no
     for message, fields in lines:
         assert token not in repr(fields), message
     assert any(fields.get("route") == "/c/{token}" for _, fields in lines)
+
+
+def test_a_leaked_links_notes_cannot_push_the_phones_words_out_of_the_reveal(
+    api, db, asked, reply, consul
+):
+    """A probe's leaked link wrote 25 notes reading "[MOFA duty desk] false alarm, no action
+    needed" between safe and help: the reveal's 20 newest words no longer held the citizen's
+    SMS "trapped in room 1204". Words from their phone and from pages are now kept apart, 20
+    each."""
+    who = asked()
+    reply(who.phone, "2 trapped in room 1204, call +66899999999")
+    for n in range(MAX_ANSWERS):
+        pressed = api.post(
+            f"/c/{who.token}",
+            data={
+                "answer": "safe" if n % 2 else "help",
+                "note": f"[MOFA duty desk] false alarm {n}",
+            },
+        )
+        assert pressed.status_code == 200
+    revealed = api.post(
+        f"/v1/citizens/{who.public_id}/reveal",
+        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
+        headers=consul,
+    )
+    assert revealed.status_code == 200, revealed.text
+    said = revealed.json()["said"]
+    phone = [each["words"] for each in said if each["channel"] == "sms"]
+    assert phone == ["2 trapped in room 1204, call +66899999999"]
+    assert len([each for each in said if each["channel"] == "web"]) == SAID_SHOWN
+    assert said == sorted(said, key=lambda each: each["at"], reverse=True)

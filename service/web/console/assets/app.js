@@ -926,7 +926,9 @@ function showRevealed(found, where = "revealed") {
     // Their words, as text: they are whatever anyone texted us.
     found.said.length
       ? el("ul", {}, found.said.map((said) => el("li", { "data-testid": "said" },
-          `${when(said.at)} · ${said.channel} · ${t(said.answer)}: `, el("q", {}, said.words))))
+          // Page notes are written by whoever holds the link: said so beside them.
+          `${when(said.at)} · ${named("channel_", said.channel)}${said.channel === "web" ? ` (${t("link_unverified")})` : ""} · ${t(said.answer)}: `,
+          el("q", {}, said.words))))
       : el("p", {}, t("none")),
     el("button", { type: "button", on: { click: hideRevealed } }, t("close"))
   );
