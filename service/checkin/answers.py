@@ -2,7 +2,7 @@
 blind index, for each of their open check-ins) or from the check-in link's page. Every answer
 is kept; the latest is the one in force."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -16,7 +16,7 @@ from service.checkin.replies import Answer, Reply, ReplyKind, classify
 from service.citizens.models import Citizen
 from service.citizens.verification import contact_hash
 from service.dispatch.reference import CHECKIN_LINK_DAYS
-from service.dispatch.sms_opt_out import hear_opt_out
+from service.dispatch.sms_opt_out import hear_opt_out, stopped_at
 from service.ledger import states
 from service.ledger.models import Ahead, Alert
 from service.privacy import PersonalDataVault
@@ -66,6 +66,8 @@ class Heard:
     # A "need help" that no check-in asked for (answered without "reply 1 if you are safe":
     # a "1" would find nothing to answer).
     unasked: bool = False
+    # The number said STOP: no text of ours goes to it, the answer in TwiML neither.
+    stopped: bool = False
 
     @property
     def kind(self) -> ReplyKind:
@@ -130,8 +132,25 @@ def hear_sms(
     citizen = session.scalar(
         select(Citizen).where(Citizen.phone_hash == phone_hash, Citizen.status == "active")
     )
-    if citizen is None or reply.kind in ("stop", "start"):
+    if reply.kind in ("stop", "start"):
         return Heard(reply, citizen.language if citizen else None)
+    if citizen is None:
+        return Heard(reply, None, stopped=stopped_at(session, phone_hash) is not None)
+    return replace(
+        _heard_from(session, vault, citizen, reply, body, now),
+        stopped=citizen.sms_opted_out_at is not None,
+    )
+
+
+def _heard_from(
+    session: Session,
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    reply: Reply,
+    body: str,
+    now: datetime,
+) -> Heard:
+    """What a registered citizen's SMS (not STOP or START) did."""
     advisory_ids = open_checkins(session, citizen_id=citizen.id, now=now)
     if not advisory_ids and reply.kind == "help":
         # Nothing asked them, yet a registered person says they need help: kept (up to

@@ -87,9 +87,10 @@ async def inbound_sms(
             now=utcnow(),
         )
         _tell_duty(request, tasks, heard.recorded, heard.help_message_id)
-        if heard.duplicate or heard.kind in ("stop", "start"):
+        if heard.duplicate or heard.kind in ("stop", "start") or heard.stopped:
             # A retried webhook was answered the first time. The provider confirms opt-out and
-            # opt-in itself, and a text of ours after STOP is refused.
+            # opt-in itself, and a text of ours after STOP (its answer too) is refused or,
+            # outside the US and Canada, unwanted: the answer is recorded, and not answered.
             return _twiml(None)
         if not request.app.state.rate_limits.take_reply(message.sender):
             # Each answer is an SMS we pay for: a number that keeps texting gets silence.

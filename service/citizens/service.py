@@ -303,6 +303,14 @@ def resend_code(
     return renewed
 
 
+def hold_if_stopped(session: Session, code: verification.CodeToSend) -> bool:
+    """Whether the code is held, not sent: it would go by SMS to a number that replied STOP."""
+    if not verification.said_stop(session, code):
+        return False
+    verification.hold(session, code)
+    return True
+
+
 def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
     """Delete records that verified no contact within ttl_h hours of registering. Not one that
     verified once and has none now (a new phone waiting for its code): deleting it lost a
@@ -368,13 +376,16 @@ def codes_to_send(
     destination's) are taken in the request's transaction: a code they hold is marked so
     (verification.hold: it can verify nothing, and a try at it does not count against the
     contact) and is not sent; so is one to a number outside the allowed `countries`
-    (ANJEON_CODE_COUNTRIES), before any limit is taken. The rest go with their limits taken.
+    (ANJEON_CODE_COUNTRIES), or by SMS to a number that replied STOP, before any limit is
+    taken. The rest go with their limits taken.
     Registration answers the same either way. `proven`: a proof of work admitted the
     registration, and its codes draw on their own pool (RateLimits.take_new_contact)."""
     codes = []
     for code in outgoing.codes:
         if not messages.to_allowed_country(code, countries):
             verification.hold(session, code)
+            continue
+        if hold_if_stopped(session, code):
             continue
         try:
             limits.take_new_contact(code.channel, code.address, proven=proven)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ class CodeToSend:
     code: str
     language: str
     code_id: int = 0  # its ContactCode row
+    contact_hash: str = ""  # the address's keyed hash (the registry's blind index)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,12 @@ def issue_code(
     session.add(row)
     session.flush()
     return CodeToSend(
-        channel=channel, address=address, code=code, language=citizen.language, code_id=row.id
+        channel=channel,
+        address=address,
+        code=code,
+        language=citizen.language,
+        code_id=row.id,
+        contact_hash=row.contact_hash,
     )
 
 
@@ -217,6 +223,12 @@ def _waiting(session: Session, citizen_id: int, channel: str) -> ContactCode | N
 
 def _code_hash(vault: PersonalDataVault, citizen_id: int, channel: str, code: str) -> str:
     return vault.lookup_hash("verification-code", f"{citizen_id}:{channel}:{code}")
+
+
+def said_stop(session: Session, code: CodeToSend) -> bool:
+    """The code would go by SMS to a number that replied STOP: it is not sent (carriers refuse
+    it in the US and Canada, and elsewhere it is a text the number asked not to get)."""
+    return code.channel == "sms" and stopped_at(session, code.contact_hash) is not None
 
 
 def _stopped_elsewhere(

@@ -177,9 +177,19 @@ def test_stop_opts_out_of_sms_staff_see_it_and_start_opts_back_in(
     sms_row = db.scalar(select(Alert).where(Alert.citizen_id == row.id, Alert.channel == "sms"))
     assert (sms_row.status, sms_row.error_code) == ("failed", "opted-out")
     assert [m["To"] for m in smtp.received] == [email]
+    # Their SMS answer still counts, and is not answered: a text of ours goes to no number
+    # that said STOP (a probe got a TwiML reply), nor to an unknown one that did.
+    answered = reply(phone, "1")
+    assert answered.text.endswith("<Response></Response>")
+    assert [a.answer for a in answers_of(db, cid)] == ["safe"]
+    stranger = "+821052529999"
+    reply(stranger, "STOP")
+    assert reply(stranger, "hello?").text.endswith("<Response></Response>")
+    assert "<Message>" in reply("+821052529998", "hello?").text  # one that did not
     reply(phone, "start")
     db.expire_all()
     assert db.get(Citizen, row.id).sms_opted_out_at is None
+    assert "<Message>" in reply(phone, "1").text
 
 
 def test_a_stop_only_the_provider_heard_is_kept_as_the_numbers_stop(

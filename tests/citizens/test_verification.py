@@ -25,6 +25,7 @@ from service.citizens.verification import (
 )
 from service.config import Settings
 from service.db import utcnow
+from service.dispatch.sms_opt_out import hear_opt_out
 from service.errors import TooManyRequests
 from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
@@ -657,3 +658,25 @@ def test_a_code_the_provider_refuses_is_logged_without_the_number(app, twilio):
     [line] = [vars(r) for r in keep.records if r.getMessage() == "message not sent"]
     assert "21211" in line["outcome"] and "[contact]" in line["outcome"]
     assert phone[1:] not in repr(line) and phone[3:] not in repr(line)
+
+
+def test_no_code_is_texted_to_a_number_that_replied_stop(app, db, twilio):
+    """A probe: a number that had replied STOP (registered or not) got a registration code
+    from anyone who typed it in. Carriers refuse such texts in the US and Canada; elsewhere it
+    is a text the number asked not to get. The code is held, at registration and at a resend,
+    and the answer is the same: whether a number said STOP is not told to whoever asks."""
+    number = "010-4545-0001"
+    vault = app.app.state.registry.vault
+    hear_opt_out(db, phone_hash=contact_hash(vault, "sms", e164(number)), stop=True, now=utcnow())
+    db.commit()
+    data, manage, _ = register(app, channels=["sms"], email=None, phone=number)
+    resend = app.post(
+        f"/v1/citizens/{data['id']}/verify/resend", json={"channel": "sms"}, headers=manage
+    )
+    assert resend.status_code == 202, resend.text
+    assert twilio.bodies_to(e164(number)) == []
+    db.expire_all()
+    assert db.scalars(select(ContactCode.held)).all() == [True]  # and verifies nothing
+    # Another number, which never said STOP, gets its code as usual.
+    register(app, channels=["sms"], email=None, phone="010-4545-0002")
+    assert len(twilio.bodies_to(e164("010-4545-0002"))) == 1
