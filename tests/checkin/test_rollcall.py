@@ -646,6 +646,32 @@ def test_a_help_pressed_under_another_advisory_during_the_call_is_read_before_th
     assert done.status_code == 200 and done.json()["advisories"] == [first, second]
 
 
+def test_a_safe_under_a_newer_advisory_shows_a_help_still_open_under_another(
+    api, consul, dispatcher, reply, twilio
+):
+    """A probe: a help in force under one advisory, then a newer advisory asks and its page
+    says safe. That roll call counts them safe (the link answers its own advisory), and its
+    row now says a help of theirs is still open elsewhere (`latest_help_at`)."""
+    _, hurt_phone = person(api, TOKYO)
+    first = issue(api, consul, level=4, title={"ko": "시위", "en": "Protests"})
+    dispatcher.drain()
+    reply(hurt_phone, "2 trapped")
+    second = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    [sms] = [b for b in twilio.bodies_to(hurt_phone) if "지진" in b]
+    assert (
+        api.post(f"/c/{CHECKIN_LINK.search(sms).group(1)}", data={"answer": "safe"}).status_code
+        == 200
+    )
+    rows = {}
+    for advisory in (first, second):
+        [rows[advisory]] = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()[
+            "items"
+        ]
+    assert (rows[first]["answer"], rows[second]["answer"]) == ("help", "safe")
+    assert rows[second]["latest_help_at"] == rows[first]["answered_at"]
+
+
 @pytest.mark.parametrize("role", ["admin", "consul"])
 def test_a_case_another_consul_holds_is_closed_only_by_them_or_an_admin(
     api, consul, staff_headers, dispatcher, reply, role

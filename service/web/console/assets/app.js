@@ -819,7 +819,12 @@ function takenCell(id, row) {
 // A help with a safe pressed on its page since: still help (a link can be leaked) until a
 // consul reaches them; the row says so.
 function safeSaid(row) {
-  if (row.answer !== "help") return null;
+  // Safe here, while a help of theirs is open under another advisory: that case is not closed.
+  if (row.answer !== "help") {
+    return row.latest_help_at
+      ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_open_elsewhere")}`)
+      : null;
+  }
   // A help pressed under another advisory's page since shows only as their newest help.
   const later = row.latest_help_at && Date.parse(row.latest_help_at) > Date.parse(row.answered_at)
     ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_elsewhere")} ${when(row.latest_help_at)}`)
