@@ -73,16 +73,18 @@ def checkin_page(
         if answer == "safe" and full:
             raise TooManyRequests("this check-in has recorded enough answers", retry_after_s=3600)
         chosen: Answer = "safe" if answer == "safe" else "help"
-        if full and _answer_in_force(session, advisory.id, citizen.id) == "help":
+        current = _in_force_locked(session, advisory.id, citizen.id) if full else None
+        if current is not None and current.answer == "help":
             # Already on record as help (and the duty staff told): no more rows. New words go
-            # after those of the link's last answer while it has room; words already kept are
+            # after those of the link's last help while it has room; words already kept are
             # never replaced (a probe's leaked link overwrote the citizen's "trapped, 5th floor"
-            # with "false alarm, no need to call").
-            if kept := note_kept(note):
-                _add_to_last_note(session, links, advisory.id, citizen.id, kept)
-            return _page(
-                session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
-            )
+            # with "false alarm, no need to call"). With no help of the link's to add them
+            # to yet, they are recorded below, once.
+            kept = note_kept(note)
+            if not kept or _add_to_last_help(session, links, current, kept, now):
+                return _page(
+                    session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
+                )
         recorded = tuple(
             record_answer(
                 session,
@@ -110,35 +112,44 @@ def checkin_page(
     )
 
 
-def _add_to_last_note(
-    session: Session, links: Links, advisory_id: int, citizen_id: int, note: str
-) -> None:
+def _in_force_locked(session: Session, advisory_id: int, citizen_id: int) -> Checkin | None:
+    """The answer in force, locked as every writer locks it (before any answer of its)."""
+    return session.scalar(
+        select(Checkin)
+        .where(Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def _add_to_last_help(
+    session: Session, links: Links, current: Checkin, note: str, now: datetime
+) -> bool:
+    """New words after those of the link's last help, while it has room (False: the link has
+    none yet). Words added make the help in force newer (`latest_help_at` moves), so a consul
+    who read the row before them cannot close the case on that reading."""
     last = session.scalar(
         select(CheckinAnswer)
         .where(
-            CheckinAnswer.advisory_id == advisory_id,
-            CheckinAnswer.citizen_id == citizen_id,
+            CheckinAnswer.advisory_id == current.advisory_id,
+            CheckinAnswer.citizen_id == current.citizen_id,
             CheckinAnswer.channel == "web",
+            CheckinAnswer.answer == "help",
         )
         .order_by(CheckinAnswer.id.desc())
         .limit(1)
+        .with_for_update()
     )
     if last is None:
-        return
+        return False
     before = links.vault.open("checkin-note", last.note_sealed) if last.note_sealed else ""
     room = NOTE_MAX - len(before) - 1 if before else NOTE_MAX
     if room > 0:
         joined = f"{before}\n{note[:room]}" if before else note[:room]
         last.note_sealed = links.vault.seal("checkin-note", joined)
+        current.answered_at = now
         session.flush()
-
-
-def _answer_in_force(session: Session, advisory_id: int, citizen_id: int) -> str | None:
-    return session.scalar(
-        select(Checkin.answer).where(
-            Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id
-        )
-    )
+    return True
 
 
 def _page(

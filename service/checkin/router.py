@@ -87,10 +87,11 @@ async def inbound_sms(
             now=utcnow(),
         )
         _tell_duty(request, tasks, heard.recorded, heard.help_message_id)
-        if heard.duplicate or heard.kind in ("stop", "start") or heard.stopped:
+        unwanted = heard.stopped and heard.kind != "help"
+        if heard.duplicate or heard.kind in ("stop", "start") or unwanted:
             # A retried webhook was answered the first time. The provider confirms opt-out and
-            # opt-in itself, and a text of ours after STOP (its answer too) is refused or,
-            # outside the US and Canada, unwanted: the answer is recorded, and not answered.
+            # opt-in itself, and a text of ours after STOP is refused (US, Canada) or unwanted:
+            # the answer is recorded, and not answered; but a cry for help is acknowledged.
             return _twiml(None)
         if not request.app.state.rate_limits.take_reply(message.sender):
             # Each answer is an SMS we pay for: a number that keeps texting gets silence.

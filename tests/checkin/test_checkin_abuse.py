@@ -799,3 +799,37 @@ def test_a_leaked_links_notes_cannot_push_the_phones_words_out_of_the_reveal(
     assert phone == ["2 trapped in room 1204, call +66899999999"]
     assert len([each for each in said if each["channel"] == "web"]) == SAID_SHOWN
     assert said == sorted(said, key=lambda each: each["at"], reverse=True)
+
+
+def test_words_past_the_links_cap_are_a_help_and_make_the_help_newer(api, db, asked, reply, consul):
+    """A review: past a link's 20 answers an hour, a help's words went after the link's last
+    answer, a leaked link's "safe": the reveal showed them as a safe, at its time, and a
+    consul who had read the row before them could close the case. They go with the link's
+    last help (recorded once when it has none) and make the help in force newer."""
+    who = asked()
+    reply(who.phone, "2 trapped")
+    for n in range(MAX_ANSWERS):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "safe", "note": f"false alarm {n}"})
+        assert pressed.status_code == 200
+    rollcall = f"/v1/advisories/{who.advisory}/rollcall"
+    [before] = api.get(rollcall, headers=consul).json()["items"]
+    for words in ("bleeding badly, 5th floor", "now on the roof"):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": words})
+        assert pressed.status_code == 200
+    [after] = api.get(rollcall, headers=consul).json()["items"]
+    assert after["answer"] == "help" and after["latest_help_at"] > before["latest_help_at"]
+    revealed = api.post(
+        f"/v1/citizens/{who.public_id}/reveal",
+        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
+        headers=consul,
+    ).json()
+    [latest] = [s for s in revealed["said"] if "bleeding" in s["words"]]
+    assert (latest["answer"], latest["channel"]) == ("help", "web")
+    assert latest["words"] == "bleeding badly, 5th floor\nnow on the roof"
+    stale = api.post(
+        f"/v1/advisories/{who.advisory}/rollcall/{who.public_id}/confirm-safe",
+        json={"seen_help_at": before["latest_help_at"]},
+        headers=consul,
+    )
+    assert stale.status_code == 409
+    assert stored(db) == 2 + MAX_ANSWERS  # the SMS, the 20 safes and one help

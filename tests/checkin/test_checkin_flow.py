@@ -182,6 +182,7 @@ def test_stop_opts_out_of_sms_staff_see_it_and_start_opts_back_in(
     answered = reply(phone, "1")
     assert answered.text.endswith("<Response></Response>")
     assert [a.answer for a in answers_of(db, cid)] == ["safe"]
+    assert "<Message>" in reply(phone, "2 trapped").text  # a cry for help is acknowledged
     stranger = "+821052529999"
     reply(stranger, "STOP")
     assert reply(stranger, "hello?").text.endswith("<Response></Response>")

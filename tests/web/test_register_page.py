@@ -90,6 +90,8 @@ def test_a_citizen_enrols_verifies_and_is_active(live, new_page):
     tab.get_by_role("button", name="Register", exact=True).click()
 
     expect(tab.get_by_role("heading", name="Enter your codes")).to_be_visible()
+    # A number that once replied STOP gets no code, and nobody is told which: everyone reads how.
+    expect(tab.get_by_text("If you ever replied STOP to our texts, text START")).to_be_visible()
     citizen_id, token = (
         tab.locator("#shown-id").inner_text(),
         tab.locator("#shown-token").inner_text(),
