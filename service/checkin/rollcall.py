@@ -55,6 +55,7 @@ class RollCallRow:
     # Their newest help answer in force under any advisory (drills apart): what closing the
     # case names, as read. A help pressed under another advisory's page shows only here.
     latest_help_at: datetime | None
+    latest_help_advisory: str | None  # the advisory it answers (its public id)
 
 
 @dataclass(frozen=True)
@@ -122,18 +123,19 @@ def roll_call(
             .where(Checkin.advisory_id == advisory.id, Checkin.citizen_id.in_(page))
         )
     }
-    latest_help = dict(
-        session.execute(
-            select(Checkin.citizen_id, func.max(Checkin.answered_at))
-            .join(Advisory, Advisory.id == Checkin.advisory_id)
-            .where(
-                Checkin.citizen_id.in_(page),
-                Checkin.answer == "help",
-                Advisory.exercise == advisory.exercise,
-            )
-            .group_by(Checkin.citizen_id)
-        ).all()
-    )
+    # Each page citizen's newest help in force and its advisory (a few rows each at most).
+    latest_help: dict[int, tuple[datetime, str]] = {}
+    for cid, at_, advisory_public_id in session.execute(
+        select(Checkin.citizen_id, Checkin.answered_at, Advisory.public_id)
+        .join(Advisory, Advisory.id == Checkin.advisory_id)
+        .where(
+            Checkin.citizen_id.in_(page),
+            Checkin.answer == "help",
+            Advisory.exercise == advisory.exercise,
+        )
+    ):
+        if cid not in latest_help or at_ > latest_help[cid][0]:
+            latest_help[cid] = (at_, advisory_public_id)
     items = []
     for index, cid in zip(at, page, strict=True):
         citizen, given = citizens.get(cid), answers.get(cid)
@@ -156,7 +158,8 @@ def roll_call(
                 erased=citizen.status == "erased",
                 safe_said_at=given.safe_said_at if given else None,
                 confirmed_by=given.given_by if given else None,
-                latest_help_at=latest_help.get(cid),
+                latest_help_at=latest_help[cid][0] if cid in latest_help else None,
+                latest_help_advisory=latest_help[cid][1] if cid in latest_help else None,
             )
         )
     return RollCall(

@@ -189,6 +189,9 @@ class RollCallItem(BaseModel):
         description="Their newest help answer in force under any advisory (drills apart): a "
         "help pressed under another advisory's page shows only here. Closing the case names it."
     )
+    latest_help_advisory: str | None = Field(
+        description="The advisory that newest help answers: where to read it."
+    )
 
 
 class RollCallRead(BaseModel):

@@ -670,6 +670,7 @@ def test_a_safe_under_a_newer_advisory_shows_a_help_still_open_under_another(
         ]
     assert (rows[first]["answer"], rows[second]["answer"]) == ("help", "safe")
     assert rows[second]["latest_help_at"] == rows[first]["answered_at"]
+    assert rows[second]["latest_help_advisory"] == first  # where to read it
 
 
 @pytest.mark.parametrize("role", ["admin", "consul"])

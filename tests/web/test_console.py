@@ -780,6 +780,35 @@ def test_failed_alerts_are_listed_with_their_reason_paged_and_sent_again_on_retr
     )
 
 
+def test_a_safe_under_a_second_advisory_links_to_the_help_open_under_the_first(live, new_page):
+    """Found by a probe: a help in force under one advisory, then a newer advisory's page says
+    safe. That roll call counted them safe with no word of the open help; its row now says so
+    and links to the advisory holding it."""
+    phone, _, _ = _enrolled_in_bangkok(live)
+    first, proposer, approver = _a_flood_in_bangkok(live)
+    _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 2)
+    _reply(live, phone, "2 trapped on the roof")
+    second = _propose_a_flood_in_bangkok(live, proposer)
+    approved = approve(live.http, second, {"Authorization": f"Bearer {approver}"}, base=live.base)
+    assert approved.status_code == 200, approved.text
+    asked = _eventually(lambda: live.twilio.bodies_to(phone)[2:])
+    token = re.search(r"/c/([A-Za-z0-9_-]+)", asked[0]).group(1)
+    assert live.http.post(f"{live.base}/c/{token}", data={"answer": "safe"}).status_code == 200
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.evaluate(f"location.hash = '#/advisory/{second}'")
+    row = tab.locator("#rollcall tbody tr")
+    expect(row).to_have_attribute("data-row-answer", "safe", timeout=15_000)
+    elsewhere = row.get_by_test_id("help-elsewhere")
+    expect(elsewhere).to_contain_text("a help of theirs is still open under another advisory")
+    elsewhere.get_by_role("link").click()
+    expect(tab).to_have_url(re.compile(f"#/advisory/{first}$"))
+    expect(tab.locator("#rollcall tbody tr")).to_have_attribute("data-row-answer", "help")
+
+
 def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(live, new_page):
     """They texted for help, then erased their record: the row still counts their answer,
     says the record is erased, and offers neither their contact nor "Take"."""

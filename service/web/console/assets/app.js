@@ -820,14 +820,16 @@ function takenCell(id, row) {
 // consul reaches them; the row says so.
 function safeSaid(row) {
   // Safe here, while a help of theirs is open under another advisory: that case is not closed.
+  // Where their newest help is: a link to that advisory's page.
+  const there = () => el("a", { href: `#/advisory/${row.latest_help_advisory}` }, when(row.latest_help_at));
   if (row.answer !== "help") {
     return row.latest_help_at
-      ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_open_elsewhere")}`)
+      ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_open_elsewhere")} `, there())
       : null;
   }
   // A help pressed under another advisory's page since shows only as their newest help.
   const later = row.latest_help_at && Date.parse(row.latest_help_at) > Date.parse(row.answered_at)
-    ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_elsewhere")} ${when(row.latest_help_at)}`)
+    ? el("span", { class: "stopped", "data-testid": "help-elsewhere" }, ` ${t("help_elsewhere")} `, there())
     : null;
   const said = row.safe_said_at
     ? el("span", { class: "stopped", "data-testid": "safe-said" }, ` ${t("safe_said")} ${when(row.safe_said_at)}`)
