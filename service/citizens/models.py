@@ -186,3 +186,6 @@ class SmsOptOut(Base):
     phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     # NULL: it said START after (the row stays: the one lock STOP and START take in turn).
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the number last said STOP or START: a provider's refusal of a send started before
+    # a START is older news than the START.
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

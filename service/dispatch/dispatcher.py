@@ -159,6 +159,7 @@ class _Job:
     # The keyed hash of the number texted (SMS), read with it: a STOP the provider reports is
     # kept for that number, not for one the record changed to meanwhile.
     phone_hash: str | None = None
+    started: datetime | None = None  # no later than the send began
 
 
 class Dispatcher:
@@ -564,7 +565,7 @@ class Dispatcher:
             )
             expires = state.expires if content.kind != "cancel" else None
             phone_hash = person.phone_hash if row.channel == "sms" else None
-            jobs.append(_Job(row, message, expires, phone_hash))
+            jobs.append(_Job(row, message, expires, phone_hash, at))
         if decided:
             self._record(decided, now=at, tally=tally)
         if jobs:
@@ -831,7 +832,12 @@ class Dispatcher:
         if isinstance(outcome, Failed):
             stopped = job.phone_hash if outcome.opted_out else None
             return Decision(
-                row.id, FAILED, code=outcome.code, reason=outcome.reason, opted_out_hash=stopped
+                row.id,
+                FAILED,
+                code=outcome.code,
+                reason=outcome.reason,
+                opted_out_hash=stopped,
+                opted_out_since=job.started if stopped else None,
             )
         assert isinstance(outcome, Retry)
         # Ending unsent, a row whose last try may have gone out says so: the all-clear goes to
@@ -919,8 +925,11 @@ class Dispatcher:
             outbox.record(session, decided=decided, worker=self.worker, now=now)
             # A STOP the provider heard and we did not: kept as if it reached our webhook, so
             # staff see it, the check-in asks on e-mail, and nothing more is texted until START.
-            for phone_hash in sorted({d.opted_out_hash for _, d in decided if d.opted_out_hash}):
-                hear_opt_out(session, phone_hash=phone_hash, stop=True, now=now)
+            stops = {(d.opted_out_hash, d.opted_out_since) for _, d in decided if d.opted_out_hash}
+            for phone_hash, since in sorted(stops):
+                hear_opt_out(
+                    session, phone_hash=phone_hash, stop=True, now=now, refused_since=since
+                )
             for row, decision in decided:
                 if (decision.status == FAILED and self._falls_back(row)) or row.id in divert:
                     fallbacks += outbox.enqueue_fallback(

@@ -17,12 +17,29 @@ def stopped_at(session: Session, phone_hash: str) -> datetime | None:
     return session.scalar(select(SmsOptOut.opted_out_at).where(SmsOptOut.phone_hash == phone_hash))
 
 
-def hear_opt_out(session: Session, *, phone_hash: str, stop: bool, now: datetime) -> None:
+def hear_opt_out(
+    session: Session,
+    *,
+    phone_hash: str,
+    stop: bool,
+    now: datetime,
+    refused_since: datetime | None = None,
+) -> None:
     """The number said STOP (`stop`) or START: kept on the number's one row, and copied onto
     the record that holds it (if any; one waiting for its code reads the row when verified).
     The row is locked first, so a STOP and a START at once end with the row and the copy
-    agreeing on the later one."""
+    agreeing on the later one. `refused_since`: the STOP is a provider's refusal of a send
+    begun then (Twilio 21610), not the number's own word: a START heard since stands (a
+    review: the refusal was written up to half a second later and undid such a START)."""
     row = _locked(session, phone_hash)
+    if (
+        refused_since is not None
+        and row is not None
+        and row.opted_out_at is None
+        and row.changed_at is not None
+        and row.changed_at > refused_since
+    ):
+        return
     if row is None:
         try:
             with session.begin_nested():
@@ -36,6 +53,8 @@ def hear_opt_out(session: Session, *, phone_hash: str, stop: bool, now: datetime
         row.opted_out_at = None
     elif row.opted_out_at is None:
         row.opted_out_at = now  # said STOP before: the first one stands
+    if refused_since is None:
+        row.changed_at = now
     session.flush()
     session.execute(
         update(Citizen)

@@ -200,6 +200,7 @@ class Decision:
     # The provider refused the address as opted out: the keyed hash of the number it refused,
     # for the caller to keep as that number's STOP (the ledger stores only the row's outcome).
     opted_out_hash: str | None = None
+    opted_out_since: datetime | None = None  # when the refused send began
 
 
 # error_code of a row held for the citizen's quiet hours (retry_wait until they end).

@@ -7,6 +7,8 @@ import hmac
 import json
 import logging
 import re
+import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -224,6 +226,34 @@ def test_a_stop_only_the_provider_heard_is_kept_as_the_numbers_stop(
     issue(api, consul, level=4)
     dispatcher.drain()
     assert len(twilio.posts) == tried + 1
+
+
+def test_a_start_heard_while_a_refused_send_was_under_way_stands(
+    api, consul, db, dispatcher, reply, twilio
+):
+    """A review: a 21610 refusal is written up to half a second after it came, and a START
+    heard in between was undone (the number marked STOP again, and nothing texted to it until
+    it said START once more). A refusal of a send begun before the START now changes nothing."""
+    cid, phone, _ = citizen(api)
+    let_go = threading.Event()
+    twilio.script(phone, Answer(400, code=21610, hold=let_go))
+    issue(api, consul, level=4)
+    sending = threading.Thread(target=dispatcher.drain)
+    sending.start()
+    try:
+        deadline = time.monotonic() + 30
+        while twilio.holding < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert twilio.holding == 1
+        reply(phone, "START")  # heard while the send that will be refused is under way
+    finally:
+        let_go.set()
+        sending.join(timeout=60)
+    db.expire_all()
+    row = db.scalar(select(Citizen).where(Citizen.public_id == cid))
+    assert row.sms_opted_out_at is None
+    sms_row = db.scalar(select(Alert).where(Alert.citizen_id == row.id, Alert.channel == "sms"))
+    assert (sms_row.status, sms_row.error_code) == ("failed", "21610")
 
 
 def test_stop_belongs_to_the_number_a_new_phone_is_texted_and_the_citizen_sees_it(

@@ -350,6 +350,8 @@ class FakeTwilio:
                 answer = fake._next_answer(to)
                 if answer.status >= 300:
                     fake._log("create", to, str(answer.status))
+                    if answer.hold:  # a refusal that comes when the test lets it
+                        fake._held(answer.hold)
                     # Twilio's own texts quote the number, as this one does.
                     text = f"scripted {answer.status} for 'To' {to}"
                     self._error(answer.status, answer.code, text, answer.retry_after)
