@@ -353,7 +353,7 @@ def record_answer(
         session.flush()
         return Recorded(checkin_id=current.id, answer=answer, tell_duty=False, help_kept=True)
     current.answer = answer
-    current.safe_said_at = None
+    current.safe_said_at = current.words_at = None
     current.channel = channel
     current.answer_id = given.id
     current.answered_at = now
@@ -391,7 +391,7 @@ def record_confirmed_safe(
     session.flush()
     for row, answer in zip(helps, given, strict=True):
         row.answer, row.channel, row.answer_id, row.answered_at = "safe", "staff", answer.id, now
-        row.safe_said_at = None
+        row.safe_said_at = row.words_at = None
     for row in checkins:
         row.taken_by = row.taken_at = None
     session.flush()

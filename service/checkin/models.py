@@ -60,6 +60,9 @@ class Checkin(Base):
     # A safe pressed on a page while help was in force: kept in the history, not in force (a
     # link can be forwarded or leaked), so a consul reaches them and confirms (channel staff).
     safe_said_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Words added since to the page help in force (past a link's hourly answers): a newer help
+    # to read, though not a new answer (`answered_at` keeps the duty notice's clock).
+    words_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("advisory_id", "citizen_id"),

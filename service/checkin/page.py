@@ -76,12 +76,12 @@ def checkin_page(
         current = _in_force_locked(session, advisory.id, citizen.id) if full else None
         if current is not None and current.answer == "help":
             # Already on record as help (and the duty staff told): no more rows. New words go
-            # after those of the link's last help while it has room; words already kept are
+            # after those of the page help in force while it has room; words already kept are
             # never replaced (a probe's leaked link overwrote the citizen's "trapped, 5th floor"
-            # with "false alarm, no need to call"). With no help of the link's to add them
-            # to yet, they are recorded below, once.
+            # with "false alarm, no need to call"). When the help in force came by SMS, they
+            # are recorded below, once, as the page help in force.
             kept = note_kept(note)
-            if not kept or _add_to_last_help(session, links, current, kept, now):
+            if not kept or _add_to_page_help(session, links, current, kept, now):
                 return _page(
                     session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
                 )
@@ -113,41 +113,36 @@ def checkin_page(
 
 
 def _in_force_locked(session: Session, advisory_id: int, citizen_id: int) -> Checkin | None:
-    """The answer in force, locked as every writer locks it (before any answer of its)."""
-    return session.scalar(
+    """The answer in force, every answer in force of the citizen's locked first in advisory
+    order, as every writer locks them (the page may go on to answer the others: a review
+    found it locking this one first, against the SMS webhook's order)."""
+    rows = session.scalars(
         select(Checkin)
-        .where(Checkin.advisory_id == advisory_id, Checkin.citizen_id == citizen_id)
+        .where(Checkin.citizen_id == citizen_id)
+        .order_by(Checkin.advisory_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+    return next((row for row in rows if row.advisory_id == advisory_id), None)
 
 
-def _add_to_last_help(
+def _add_to_page_help(
     session: Session, links: Links, current: Checkin, note: str, now: datetime
 ) -> bool:
-    """New words after those of the link's last help, while it has room (False: the link has
-    none yet). Words added make the help in force newer (`latest_help_at` moves), so a consul
-    who read the row before them cannot close the case on that reading."""
-    last = session.scalar(
-        select(CheckinAnswer)
-        .where(
-            CheckinAnswer.advisory_id == current.advisory_id,
-            CheckinAnswer.citizen_id == current.citizen_id,
-            CheckinAnswer.channel == "web",
-            CheckinAnswer.answer == "help",
-        )
-        .order_by(CheckinAnswer.id.desc())
-        .limit(1)
-        .with_for_update()
-    )
-    if last is None:
+    """New words after those of the page help in force, while it has room (False: the help in
+    force came by SMS). Words added make the help newer to read (`words_at`, which
+    `latest_help_at` counts), so a consul who read the row before them cannot close the case
+    on that reading; `answered_at` stays, the duty notice's clock (a review: moving it let a
+    leaked link put off the notice for hours)."""
+    given = session.get(CheckinAnswer, current.answer_id, with_for_update=True)
+    if given is None or given.channel != "web" or given.answer != "help":
         return False
-    before = links.vault.open("checkin-note", last.note_sealed) if last.note_sealed else ""
+    before = links.vault.open("checkin-note", given.note_sealed) if given.note_sealed else ""
     room = NOTE_MAX - len(before) - 1 if before else NOTE_MAX
     if room > 0:
         joined = f"{before}\n{note[:room]}" if before else note[:room]
-        last.note_sealed = links.vault.seal("checkin-note", joined)
-        current.answered_at = now
+        given.note_sealed = links.vault.seal("checkin-note", joined)
+        current.words_at = now
         session.flush()
     return True
 

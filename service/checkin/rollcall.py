@@ -125,8 +125,8 @@ def roll_call(
     }
     # Each page citizen's newest help in force and its advisory (a few rows each at most).
     latest_help: dict[int, tuple[datetime, str]] = {}
-    for cid, at_, advisory_public_id in session.execute(
-        select(Checkin.citizen_id, Checkin.answered_at, Advisory.public_id)
+    for cid, answered_at, words_at, advisory_public_id in session.execute(
+        select(Checkin.citizen_id, Checkin.answered_at, Checkin.words_at, Advisory.public_id)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .where(
             Checkin.citizen_id.in_(page),
@@ -134,6 +134,7 @@ def roll_call(
             Advisory.exercise == advisory.exercise,
         )
     ):
+        at_ = max(answered_at, words_at or answered_at)
         if cid not in latest_help or at_ > latest_help[cid][0]:
             latest_help[cid] = (at_, advisory_public_id)
     items = []
@@ -538,7 +539,7 @@ def confirm_safe(
     if holder is not None and not any_holder:
         raise Conflict(f"taken by {holder.taken_by}: only they or an admin can confirm them safe")
     helps = [row for row in rows if row.answer == "help"]
-    newest = max(row.answered_at for row in helps)
+    newest = max(max(row.answered_at, row.words_at or row.answered_at) for row in helps)
     if newest != seen_help_at:
         raise Conflict(
             f"their latest help answer is at {newest:%Y-%m-%d %H:%M:%S} UTC, not the one named: "

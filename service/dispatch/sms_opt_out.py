@@ -5,7 +5,7 @@ who cannot get SMS. The citizen row carries a copy (`sms_opted_out_at`) for the 
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,7 +54,9 @@ def hear_opt_out(
     elif row.opted_out_at is None:
         row.opted_out_at = now  # said STOP before: the first one stands
     if refused_since is None:
-        row.changed_at = now
+        # On the database's clock, as the dispatcher reads the send's start: a process whose
+        # own clock is slow would otherwise date a START before the refusal it follows.
+        row.changed_at = _database_now(session, now)
     session.flush()
     session.execute(
         update(Citizen)
@@ -71,3 +73,9 @@ def _locked(session: Session, phone_hash: str) -> SmsOptOut | None:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+
+
+def _database_now(session: Session, now: datetime) -> datetime:
+    if session.get_bind().dialect.name != "postgresql":
+        return now  # SQLite: this machine's clock, the only one
+    return session.scalar(text("SELECT clock_timestamp()"))  # type: ignore[return-value]

@@ -818,6 +818,10 @@ def test_words_past_the_links_cap_are_a_help_and_make_the_help_newer(api, db, as
         assert pressed.status_code == 200
     [after] = api.get(rollcall, headers=consul).json()["items"]
     assert after["answer"] == "help" and after["latest_help_at"] > before["latest_help_at"]
+    # The second words were added, not answered: the answer's time, which the duty notice
+    # waits on, moved once (the page help recorded), not at each press (a review: a leaked
+    # link pressing every 50 s put the notice off for hours).
+    assert after["answered_at"] < after["latest_help_at"]
     revealed = api.post(
         f"/v1/citizens/{who.public_id}/reveal",
         json={"reason": "Needs help in the Tokyo roll call; calling them now."},
@@ -833,3 +837,30 @@ def test_words_past_the_links_cap_are_a_help_and_make_the_help_newer(api, db, as
     )
     assert stale.status_code == 409
     assert stored(db) == 2 + MAX_ANSWERS  # the SMS, the 20 safes and one help
+
+
+def test_words_past_the_cap_never_go_under_an_older_closed_help(api, db, asked, reply, consul):
+    """A review: past the cap, words went after the link's last page help, even one an SMS
+    "1" had closed since: "bleeding, 5th floor" showed under "fire, room 3", at its old time,
+    below the "1". They go with the page help in force, or are recorded as it."""
+    who = asked()
+    assert (
+        api.post(f"/c/{who.token}", data={"answer": "help", "note": "fire, room 3"}).status_code
+        == 200
+    )
+    reply(who.phone, "1")
+    reply(who.phone, "2 trapped")
+    for n in range(MAX_ANSWERS - 1):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "safe", "note": f"false alarm {n}"})
+        assert pressed.status_code == 200
+    late = api.post(f"/c/{who.token}", data={"answer": "help", "note": "bleeding, 5th floor"})
+    assert late.status_code == 200
+    said = api.post(
+        f"/v1/citizens/{who.public_id}/reveal",
+        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
+        headers=consul,
+    ).json()["said"]
+    words = [each["words"] for each in said]
+    # Its own entry, the newest, as help: not "fire, room 3\nbleeding, …" at the old time.
+    assert words[0] == "bleeding, 5th floor" and said[0]["answer"] == "help"
+    assert words.index("bleeding, 5th floor") < words.index("2 trapped")
