@@ -77,17 +77,24 @@ class Heard:
 def asking_revisions(session: Session, advisory_id: int) -> list[int]:
     """The advisory's revisions whose own alerts asked for a check-in (levels 3, 4, special, CAP
     Extreme; never an all-clear)."""
-    rows = session.execute(
-        select(AdvisoryRevision.revision, AdvisoryRevision.content, AdvisoryRevision.change).where(
-            AdvisoryRevision.advisory_id == advisory_id
-        )
-    ).all()
-    return [
-        revision
-        for revision, content, change in rows
-        if change != "cancelled"
-        and asks_checkin(str(content.get("level")), severity=content.get("severity") or "")
-    ]
+    return _asking_revisions_of(session, [advisory_id]).get(advisory_id, [])
+
+
+def _asking_revisions_of(session: Session, advisory_ids: list[int]) -> dict[int, list[int]]:
+    """asking_revisions of several advisories, in one query."""
+    asking: dict[int, list[int]] = {}
+    for advisory_id, revision, content, change in session.execute(
+        select(
+            AdvisoryRevision.advisory_id,
+            AdvisoryRevision.revision,
+            AdvisoryRevision.content,
+            AdvisoryRevision.change,
+        ).where(AdvisoryRevision.advisory_id.in_(advisory_ids))
+    ):
+        level, severity = str(content.get("level")), content.get("severity") or ""
+        if change != "cancelled" and asks_checkin(level, severity=severity):
+            asking.setdefault(advisory_id, []).append(revision)
+    return asking
 
 
 def asks(  # noqa: ANN201 - a SQL expression
@@ -270,7 +277,6 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
             Alert.advisory_id,
             Alert.revision,
             Alert.checkin_round,
-            Alert.told_ahead,
             Advisory.exercise,
         )
         .join(Advisory, Advisory.id == Alert.advisory_id)
@@ -279,21 +285,21 @@ def open_checkins(session: Session, *, citizen_id: int, now: datetime) -> list[i
             or_(Alert.status.in_(states.MAY_HAVE_REACHED), Alert.outcome_unknown.is_(True)),
             Alert.created_at >= now - OPEN_FOR,
             Advisory.status != "cancelled",
+            # Told ahead of a stay, it did not ask. No cut by count before the asking ones are
+            # picked out: a probe's 50 routine alerts pushed a real check-in out of the newest
+            # 50 rows, and a cry for help was filed under a drill.
+            or_(Alert.checkin_round > 0, Alert.told_ahead == Ahead.NO),
         )
         .order_by(Alert.id.desc())
-        .limit(50)
     ).all()
-    asking: dict[int, list[int]] = {}
+    asking = _asking_revisions_of(
+        session, sorted({row.advisory_id for row in candidates if row.checkin_round == 0})
+    )
     real: list[int] = []
     drills: list[int] = []
-    for advisory_id, revision, checkin_round, told_ahead, exercise in candidates:
-        if checkin_round == 0:
-            if told_ahead != Ahead.NO:
-                continue  # told ahead of a stay: it did not ask
-            if advisory_id not in asking:
-                asking[advisory_id] = asking_revisions(session, advisory_id)
-            if revision not in asking[advisory_id]:
-                continue
+    for advisory_id, revision, checkin_round, exercise in candidates:
+        if checkin_round == 0 and revision not in asking.get(advisory_id, ()):
+            continue
         found = drills if exercise else real
         if advisory_id not in found:
             found.append(advisory_id)

@@ -87,7 +87,9 @@ async def inbound_sms(
             now=utcnow(),
         )
         _tell_duty(request, tasks, heard.recorded, heard.help_message_id)
-        unwanted = heard.stopped and heard.kind != "help"
+        # A cry for help from a citizen's number is acknowledged; nothing else goes to a number
+        # that said STOP (a probe's unregistered one got the "reply to a check-in" text).
+        unwanted = heard.stopped and (heard.kind != "help" or heard.language is None)
         if heard.duplicate or heard.kind in ("stop", "start") or unwanted:
             # A retried webhook was answered the first time. The provider confirms opt-out and
             # opt-in itself, and a text of ours after STOP is refused (US, Canada) or unwanted:

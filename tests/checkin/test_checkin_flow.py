@@ -2,6 +2,7 @@
 SMTP server: an urgent alert asks, replies are heard (signed as Twilio signs them), the link's
 page records only on a button press, a help answer reaches the duty e-mail, STOP stops texts."""
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -188,6 +189,9 @@ def test_stop_opts_out_of_sms_staff_see_it_and_start_opts_back_in(
     stranger = "+821052529999"
     reply(stranger, "STOP")
     assert reply(stranger, "hello?").text.endswith("<Response></Response>")
+    # Nor a "2" from it: no citizen holds it, so nothing is recorded to acknowledge (a probe
+    # got the "reply to a check-in" text).
+    assert reply(stranger, "2 help").text.endswith("<Response></Response>")
     assert "<Message>" in reply("+821052529998", "hello?").text  # one that did not
     reply(phone, "start")
     db.expire_all()
@@ -868,6 +872,27 @@ def test_a_real_check_in_comes_before_a_drill_when_a_reply_comes(
     issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
     dispatcher.drain()
     reply(phone, "2")
+    [given] = answers_of(db, cid)
+    assert db.get(Advisory, given.advisory_id).public_id == real
+
+
+def test_a_real_check_in_behind_fifty_routine_alerts_still_takes_the_cry_for_help(
+    api, consul, db, dispatcher, reply
+):
+    """A probe: the open check-ins were read from the citizen's newest 50 alerts before those
+    that asked were picked out, so 50 level-1 alerts after a real level 3 pushed it out, and
+    the cry for help that followed a drill was filed under the drill (the real roll call kept
+    saying safe, the duty page said exercise)."""
+    dispatcher.policy = dataclasses.replace(dispatcher.policy, routine_per_hour=0)
+    cid, phone, _ = citizen(api, exercises=True, quiet_hours=None)
+    real = issue(api, consul, level=3)
+    dispatcher.drain()
+    for n in range(50):
+        issue(api, consul, level=1, title={"ko": f"주의 {n}", "en": f"Notice {n}"})
+    dispatcher.drain()
+    issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    reply(phone, "2 trapped, building collapsed")
     [given] = answers_of(db, cid)
     assert db.get(Advisory, given.advisory_id).public_id == real
 
