@@ -158,7 +158,7 @@ def check_code(
     if not hmac.compare_digest(expected, waiting.code_hash):
         return _wrong(tries)
     address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
-    stopped = _stopped_elsewhere(session, citizen, channel, waiting.contact_hash)
+    stopped = _stopped_elsewhere(session, channel, waiting.contact_hash)
     notices = _take_from_others(
         session, vault=vault, citizen=citizen, channel=channel, hashed=waiting.contact_hash, now=now
     )
@@ -199,7 +199,7 @@ def mark_verified(
 ) -> list[Notice]:
     """Verification off (development, demos): the contact is taken as verified at once."""
     hashed = contact_hash(vault, channel, address)
-    stopped = _stopped_elsewhere(session, citizen, channel, hashed)
+    stopped = _stopped_elsewhere(session, channel, hashed)
     notices = _take_from_others(
         session, vault=vault, citizen=citizen, channel=channel, hashed=hashed, now=now
     )
@@ -228,12 +228,10 @@ def _code_hash(vault: PersonalDataVault, citizen_id: int, channel: str, code: st
 def said_stop(session: Session, code: CodeToSend) -> bool:
     """The code would go by SMS to a number that replied STOP: it is not sent (carriers refuse
     it in the US and Canada, and elsewhere it is a text the number asked not to get)."""
-    return code.channel == "sms" and stopped_at(session, code.contact_hash) is not None
+    return _stopped_elsewhere(session, code.channel, code.contact_hash) is not None
 
 
-def _stopped_elsewhere(
-    session: Session, citizen: Citizen, channel: str, hashed: str
-) -> datetime | None:
+def _stopped_elsewhere(session: Session, channel: str, hashed: str) -> datetime | None:
     """When the number replied STOP, on any record or none (None: it did not)."""
     if channel != "sms":
         return None
