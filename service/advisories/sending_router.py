@@ -109,10 +109,16 @@ def test_send(
             renderer=request.app.state.renderer,
             base_url=settings.public_base_url,
             default_region=settings.phone_default_region,
+            now=utcnow(),
         )
     message = prepared.message
     limits.take_test_send(staff.name, "sms" if message.channel == "sms" else "email", message.to)
     outcome = tests.send_test(request.app.state.dispatcher.notifiers, prepared)
+    if outcome.opted_out:
+        with request.app.state.session_factory.begin() as session:
+            tests.keep_refused_stop(
+                session, vault=request.app.state.registry.vault, test=prepared, now=utcnow()
+            )
     return TestSendRead(
         channel="sms" if message.channel == "sms" else "email",
         to=prepared.to,
@@ -120,5 +126,5 @@ def test_send(
         subject=message.subject or None,
         text=message.text,
         segments=message.segments,
-        outcome=outcome,
+        outcome=outcome.said,
     )

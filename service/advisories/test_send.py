@@ -4,6 +4,7 @@ is told. Prepared from a session (reads only), sent after it, outside any transa
 
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy.orm import Session
@@ -20,12 +21,15 @@ from service.citizens.contact import (
     normalise_email,
     normalise_phone,
 )
+from service.citizens.verification import contact_hash
 from service.dispatch import sms_text
 from service.dispatch.content import AlertContent
 from service.dispatch.notifiers.base import Failed, Notifier, OutgoingMessage, Retry, Sent
 from service.dispatch.recipients import ContentCache
 from service.dispatch.render import ASK, Renderer
+from service.dispatch.sms_opt_out import database_now, hear_opt_out
 from service.errors import Conflict, FieldError, InvalidInput
+from service.privacy import PersonalDataVault
 
 MARK = "[TEST] "
 # Links that look like a citizen's (of the same length, so the SMS is cut the same way) but
@@ -41,6 +45,14 @@ class TestSend:
     message: OutgoingMessage
     to: str  # masked
     language: str  # the language rendered
+    begun: datetime  # on the database's clock, no later than the send
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    said: str  # "sent", or why the provider did not take it
+    # The provider refused the number as opted out there (Twilio 21610): a STOP we never heard.
+    opted_out: bool = False
 
 
 def prepare_test_send(
@@ -53,9 +65,11 @@ def prepare_test_send(
     renderer: Renderer,
     base_url: str,
     default_region: str,
+    now: datetime,
 ) -> TestSend:
     """The advisory's current revision as a citizen of `language` would get it on the channel
     of the one contact given, marked [TEST]; 404 unknown, 409 cancelled, 422 a bad contact."""
+    begun = database_now(session, now)
     advisory = get_advisory(session, public_id=advisory_id)
     if advisory.status == "cancelled":
         raise Conflict("the advisory is cancelled: there is nothing to test")
@@ -76,7 +90,7 @@ def prepare_test_send(
             reference=reference,
             segments=sms_text.segments(text),
         )
-        return TestSend(message, mask_phone(to), lang)
+        return TestSend(message, mask_phone(to), lang, begun)
     mail = renderer.email(content, language=lang, link=details, checkin=checkin)
     message = OutgoingMessage(
         alert_id=0,
@@ -87,17 +101,33 @@ def prepare_test_send(
         html=mail.html.replace("<body>", f"<body>\n<p><strong>{MARK.strip()}</strong></p>", 1),
         reference=reference,
     )
-    return TestSend(message, mask_email(to), lang)
+    return TestSend(message, mask_email(to), lang, begun)
 
 
-def send_test(notifiers: dict[str, Notifier], test: TestSend) -> str:
+def send_test(notifiers: dict[str, Notifier], test: TestSend) -> TestOutcome:
     """Send it (outside any transaction): "sent", or why the provider did not take it."""
     outcome = notifiers[test.message.channel].send(test.message)
     if isinstance(outcome, Sent):
-        return "sent"
+        return TestOutcome("sent")
     if isinstance(outcome, Retry | Failed):
-        return f"not sent: {outcome.reason}" + (f" ({outcome.code})" if outcome.code else "")
+        said = f"not sent: {outcome.reason}" + (f" ({outcome.code})" if outcome.code else "")
+        return TestOutcome(said, opted_out=isinstance(outcome, Failed) and outcome.opted_out)
     raise TypeError(f"a notifier answered {outcome!r}")
+
+
+def keep_refused_stop(
+    session: Session, *, vault: PersonalDataVault, test: TestSend, now: datetime
+) -> None:
+    """The provider refused the test SMS because the number said STOP to it: kept as the
+    number's STOP, as the dispatcher keeps a citizen's (a staff phone may also be registered;
+    its next alert would only be refused again, and staff would not see why)."""
+    hear_opt_out(
+        session,
+        phone_hash=contact_hash(vault, "sms", test.message.to),
+        stop=True,
+        now=now,
+        refused_since=test.begun,
+    )
 
 
 def _contact(

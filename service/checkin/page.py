@@ -81,9 +81,18 @@ def checkin_page(
             # with "false alarm, no need to call"). When the help in force came by SMS, they
             # are recorded below, once, as the page help in force.
             kept = note_kept(note)
-            if not kept or _add_to_page_help(session, links, current, kept, now):
+            added = _add_to_page_help(session, links, current, kept, now) if kept else 0
+            if added is not None:
                 return _page(
-                    session, renderer, advisory, citizen, confirmed=True, duty_paged=duty_paged
+                    session,
+                    renderer,
+                    advisory,
+                    citizen,
+                    confirmed=True,
+                    duty_paged=duty_paged,
+                    # A probe: a leaked link filled the note, and the citizen's later words
+                    # were dropped under "Recorded". The page says so, and where to say them.
+                    words_cut=added < len(kept or ""),
                 )
         recorded = tuple(
             record_answer(
@@ -128,23 +137,24 @@ def _in_force_locked(session: Session, advisory_id: int, citizen_id: int) -> Che
 
 def _add_to_page_help(
     session: Session, links: Links, current: Checkin, note: str, now: datetime
-) -> bool:
-    """New words after those of the page help in force, while it has room (False: the help in
-    force came by SMS). Words added make the help newer to read (`words_at`, which
-    `latest_help_at` counts), so a consul who read the row before them cannot close the case
-    on that reading; `answered_at` stays, the duty notice's clock (a review: moving it let a
-    leaked link put off the notice for hours)."""
+) -> int | None:
+    """New words after those of the page help in force, while it has room: how many of their
+    characters were kept (None: the help in force came by SMS). Words added make the help
+    newer to read (`words_at`, which `latest_help_at` counts), so a consul who read the row
+    before them cannot close the case on that reading; `answered_at` stays, the duty notice's
+    clock (a review: moving it let a leaked link put off the notice for hours)."""
     given = session.get(CheckinAnswer, current.answer_id, with_for_update=True)
     if given is None or given.channel != "web" or given.answer != "help":
-        return False
+        return None
     before = links.vault.open("checkin-note", given.note_sealed) if given.note_sealed else ""
     room = NOTE_MAX - len(before) - 1 if before else NOTE_MAX
-    if room > 0:
-        joined = f"{before}\n{note[:room]}" if before else note[:room]
-        given.note_sealed = links.vault.seal("checkin-note", joined)
-        current.words_at = now
-        session.flush()
-    return True
+    if room <= 0:
+        return 0
+    joined = f"{before}\n{note[:room]}" if before else note[:room]
+    given.note_sealed = links.vault.seal("checkin-note", joined)
+    current.words_at = now
+    session.flush()
+    return min(room, len(note))
 
 
 def _page(
@@ -156,8 +166,10 @@ def _page(
     confirmed: bool,
     recorded: tuple[Recorded, ...] = (),
     duty_paged: bool = True,
+    words_cut: bool = False,
 ) -> CheckinPage:
-    """The page with the answer in force; `confirmed` says the press was taken."""
+    """The page with the answer in force; `confirmed` says the press was taken, `words_cut`
+    that its words were not all kept."""
     key = (advisory.id, advisory.revision)
     content = ContentCache().load(session, {key}).get(key)
     if content is None:
@@ -176,6 +188,7 @@ def _page(
         # Their safe is kept, and their help stays until a consul confirms it.
         safe_said=bool(current and current.answer == "help" and current.safe_said_at),
         help_kept=any(each.help_kept for each in recorded),
+        words_cut=words_cut,
     )
     return CheckinPage(html=html, recorded=recorded)
 

@@ -174,15 +174,17 @@ class Renderer:
         duty_paged: bool = True,
         safe_said: bool = False,
         help_kept: bool = False,
+        words_cut: bool = False,
     ) -> str:
         """The check-in link's page: the advisory and two buttons (safe, need help); a help
         just recorded says the duty staff were told only when someone is paged (`duty_paged`).
         `safe_said`: a safe was pressed since their help, which stays in force until a consul
-        confirms it; `help_kept`: that safe was the press just recorded."""
+        confirms it; `help_kept`: that safe was the press just recorded; `words_cut`: the
+        help stands but its words were not all kept (the page's note is full)."""
         lang = content.language_for(language)
         values = {**self._values(content, lang, ""), "lang": lang}
         values |= {"answer": answer, "recorded": recorded, "duty_paged": duty_paged}
-        values |= {"safe_said": safe_said, "help_kept": help_kept}
+        values |= {"safe_said": safe_said, "help_kept": help_kept, "words_cut": words_cut}
         return self._env.get_template("checkin_page.html.j2").render(values)
 
 

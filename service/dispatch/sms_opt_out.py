@@ -56,7 +56,7 @@ def hear_opt_out(
     if refused_since is None:
         # On the database's clock, as the dispatcher reads the send's start: a process whose
         # own clock is slow would otherwise date a START before the refusal it follows.
-        row.changed_at = _database_now(session, now)
+        row.changed_at = database_now(session, now)
     session.flush()
     session.execute(
         update(Citizen)
@@ -75,7 +75,9 @@ def _locked(session: Session, phone_hash: str) -> SmsOptOut | None:
     )
 
 
-def _database_now(session: Session, now: datetime) -> datetime:
+def database_now(session: Session, now: datetime) -> datetime:
+    """Now on the clock the START dates its change by (PostgreSQL's), else `now`: what a
+    refusal's `refused_since` must be read on."""
     if session.get_bind().dialect.name != "postgresql":
         return now  # SQLite: this machine's clock, the only one
     return session.scalar(text("SELECT clock_timestamp()"))  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.citizens.models import Citizen, SmsOptOut
 from service.config import Settings
 from service.dispatch import sms_text
 from service.ledger.models import Alert
@@ -135,13 +136,23 @@ def test_an_advisory_without_the_language_asked_keeps_the_readers_frame(api, con
     assert "답장" not in text
 
 
-def test_a_provider_refusal_is_reported_not_retried(api, consul, db, twilio):
+@pytest.mark.parametrize(("code", "stop_kept"), [(21610, True), (21408, False)])
+def test_a_provider_refusal_is_reported_not_retried(api, consul, db, twilio, code, stop_kept):
+    """Refused because the number said STOP to the provider (21610): kept as the number's STOP,
+    as a citizen's send keeps it, for the consul's phone is also a registered citizen's here.
+    Any other refusal keeps nothing."""
+    citizen_id, _, _ = register(api, location=TOKYO, channels=["sms"], phone=STAFF_PHONE)
     advisory = issue(api, consul)
-    twilio.script(STAFF_E164, Answer(status=400, code=21610))
+    twilio.script(STAFF_E164, Answer(status=400, code=code))
     response = send_test(api, consul, advisory, phone=STAFF_PHONE)
     assert response.status_code == 202, response.text
     assert response.json()["outcome"].startswith("not sent: ")
+    assert response.json()["outcome"].endswith(f"({code})")
     assert twilio.bodies_to(STAFF_E164) == [] and len(twilio.posts) == 1
+    db.expire_all()
+    assert (db.scalar(select(func.count()).select_from(SmsOptOut)) == 1) is stop_kept
+    citizen = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
+    assert citizen is not None and (citizen.sms_opted_out_at is not None) is stop_kept
 
 
 @pytest.mark.parametrize(

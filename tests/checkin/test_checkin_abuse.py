@@ -509,10 +509,14 @@ def test_a_help_is_never_refused_but_a_flood_of_them_stores_nothing_more(api, db
     # presses), and words kept are never replaced: a probe's leaked link overwrote "trapped,
     # 5th floor" with "false alarm, no need to call".
     moved = "now on the roof of the Grand Hotel"
-    assert api.post(f"/c/{who.token}", data={"answer": "help", "note": moved}).status_code == 200
+    response = api.post(f"/c/{who.token}", data={"answer": "help", "note": moved})
+    assert response.status_code == 200 and "전부 기록되지 않았습니다" not in response.text
     for _ in range(30):
         response = api.post(f"/c/{who.token}", data={"answer": "help", "note": "A" * NOTE_MAX})
+        # The note is full (the first of these was cut, the rest kept nothing): the page does
+        # not say "recorded" of words it dropped, and says where to send them.
         assert response.status_code == 200 and 'role="status"' in response.text
+        assert "전부 기록되지 않았습니다" in response.text and "2와 함께 답장" in response.text
     assert stored(db) == 1 + MAX_ANSWERS
     db.expire_all()
     vault = api.app.state.registry.vault
