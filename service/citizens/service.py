@@ -482,6 +482,15 @@ def move_citizen(session: Session, *, citizen: Citizen, places: Places) -> Citiz
 
 def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     """Erase every personal field and place now; the bare row stays for the alert records."""
+    # Their check-ins locked first, in advisory order, as every writer of an answer locks them
+    # before the answers: the other way round (the answers' words wiped, then the check-ins),
+    # a page adding words while the record was erased deadlocked with it.
+    session.execute(
+        select(Checkin.id)
+        .where(Checkin.citizen_id == citizen.id)
+        .order_by(Checkin.advisory_id)
+        .with_for_update()
+    ).all()
     citizen.status = "erased"
     citizen.erased_at = citizen.updated_at = utcnow()
     for column in ("name_sealed", "phone_sealed", "phone_hash", "email_sealed", "email_hash"):

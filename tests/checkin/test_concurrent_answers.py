@@ -1,21 +1,26 @@
 """Writers of one citizen's answers at the same moment, each in its own transaction on its own
 connection, on both backends: a consul taking the case while their SMS answer comes in (no
 deadlock, whatever order the rows lie in on disk), two consuls taking it at once (one wins),
-and a STOP with a START (the number's row and the citizen's copy agree)."""
+a STOP with a START (the number's row and the citizen's copy agree), and a record erased while
+its page takes words (no deadlock, and the words go with the record)."""
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
 from service.checkin.answers import record_answer
-from service.checkin.models import Checkin
+from service.checkin.models import Checkin, CheckinAnswer
+from service.checkin.page import _add_to_page_help, _in_force_locked
 from service.checkin.rollcall import take_help
 from service.citizens.models import Citizen, SmsOptOut
+from service.citizens.service import erase_citizen
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch.sms_opt_out import hear_opt_out
 from service.errors import Conflict
@@ -42,6 +47,21 @@ def _advisory(session: Session) -> Advisory:
     return advisory
 
 
+def _help(
+    session: Session, advisory: Advisory, person: Citizen, *, channel: str, note: str
+) -> None:
+    record_answer(
+        session,
+        vault=VAULT,
+        advisory_id=advisory.id,
+        citizen_id=person.id,
+        answer="help",
+        channel=channel,
+        note=note,
+        now=utcnow(),
+    )
+
+
 def _seed(factory: sessionmaker[Session]) -> tuple[list[Advisory], list[Citizen]]:
     """Two advisories; each citizen's help answer to the newer one stored first, so their rows
     lie on disk against advisory order (what an earlier bare UPDATE locked them in)."""
@@ -59,16 +79,7 @@ def _seed(factory: sessionmaker[Session]) -> tuple[list[Advisory], list[Citizen]
             session.flush()
             people.append(person)
             for advisory in reversed(advisories):
-                record_answer(
-                    session,
-                    vault=VAULT,
-                    advisory_id=advisory.id,
-                    citizen_id=person.id,
-                    answer="help",
-                    channel="sms",
-                    note=f"trapped {n}",
-                    now=utcnow(),
-                )
+                _help(session, advisory, person, channel="sms", note=f"trapped {n}")
         session.expunge_all()
     return advisories, people
 
@@ -190,3 +201,61 @@ def test_a_stop_and_a_start_at_once_leave_the_number_and_its_record_agreeing(fac
                 select(Citizen.sms_opted_out_at).where(Citizen.phone_hash == phone_hash)
             )
         assert row is not None and (row.opted_out_at is None) == (copy is None)
+
+
+def _until_one_waits_on_a_lock(factory: sessionmaker[Session], failed: list) -> None:
+    for _ in range(200):
+        # A transaction each time: one reads pg_stat_activity once and keeps that reading.
+        with factory() as session:
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the erasure never waited on the page's locks: {failed}")
+
+
+def test_a_record_erased_while_its_page_adds_words_never_deadlocks(factory, database_url):
+    """The page (past a link's hourly answers) locks the citizen's check-ins, then the page help
+    in force to add words to it; the erasure wiped the answers' words first and then waited
+    for the check-ins: each waited on the other (PostgreSQL aborted one). It now locks the
+    check-ins first, waits, and wipes the words the page added too."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's race: SQLite has one writer at a time (BEGIN IMMEDIATE)")
+    advisories, people = _seed(factory)
+    person = people[0]
+    with factory.begin() as session:
+        for advisory in advisories:
+            _help(session, advisory, person, channel="web", note="on the roof")
+    failed: list[BaseException] = []
+
+    def erase() -> None:
+        try:
+            with factory.begin() as session:
+                citizen = session.get(Citizen, person.id)
+                assert citizen is not None
+                erase_citizen(session, citizen=citizen)
+        except BaseException as exc:  # reported to the test
+            failed.append(exc)
+
+    eraser = threading.Thread(target=erase)
+    with factory.begin() as page:
+        current = _in_force_locked(page, advisories[0].id, person.id)
+        assert current is not None and current.answer == "help"
+        eraser.start()
+        _until_one_waits_on_a_lock(factory, failed)
+        links = SimpleNamespace(vault=VAULT)
+        assert _add_to_page_help(page, links, current, "5th floor", utcnow()) == len("5th floor")
+    eraser.join(timeout=60)
+    assert not eraser.is_alive() and failed == []
+    with factory() as session:
+        citizen = session.get(Citizen, person.id)
+        assert citizen is not None and citizen.status == "erased"
+        notes = session.scalars(
+            select(CheckinAnswer.note_sealed).where(CheckinAnswer.citizen_id == person.id)
+        ).all()
+    assert len(notes) == 4 and set(notes) == {None}
