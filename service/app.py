@@ -35,7 +35,6 @@ from service.openapi import install_api_docs
 from service.operations.request_deadline import RequestDeadlineMiddleware
 from service.operations.request_log import RequestLogMiddleware
 from service.operations.router import router as operations_router
-from service.privacy import PersonalDataVault
 from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.scheduler import build_scheduler, stop_scheduler, wake_dispatch
@@ -124,7 +123,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     # geocoder's one request a second).
     app.state.rate_limits = RateLimits(settings)
     app.state.registry = Registry(
-        vault=PersonalDataVault(settings.secret_key_bytes()),
+        vault=settings.personal_data_vault(),
         geocoder=geocoder
         or make_geocoder(
             settings.geocoder,

@@ -25,6 +25,7 @@ from service.advisories.ingest import import_document
 from service.app import create_app
 from service.audit import actors
 from service.audit import service as audit
+from service.citizens import reseal
 from service.citizens.service import Registry
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, utcnow
@@ -36,7 +37,6 @@ from service.geomatch.service import Sweeper
 from service.logs import configure_logging
 from service.metrics import JOB_RUNS
 from service.migrate import upgrade
-from service.privacy import PersonalDataVault
 from service.scheduler import build_scheduler, stop_scheduler
 from service.staff import service as staff_service
 from service.staff.models import StaffKey
@@ -189,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     registry = Registry(
-        vault=PersonalDataVault(settings.secret_key_bytes()),
+        vault=settings.personal_data_vault(),
         geocoder=NoGeocoder(),
         phone_region=settings.phone_default_region,
         max_stays=settings.max_stays,
@@ -275,7 +275,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     dispatcher = Dispatcher.from_settings(
         settings,
         _session_factory(settings),
-        vault=PersonalDataVault(settings.secret_key_bytes()),
+        vault=settings.personal_data_vault(),
     )
     stop = threading.Event()
 
@@ -340,9 +340,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     startup.load_for_life()
     factory = _session_factory(settings)
     # Its notifiers tell duty staff of help answers whose notice did not go; it drains nothing.
-    dispatcher = Dispatcher.from_settings(
-        settings, factory, vault=PersonalDataVault(settings.secret_key_bytes())
-    )
+    dispatcher = Dispatcher.from_settings(settings, factory, vault=settings.personal_data_vault())
     scheduler = build_scheduler(
         settings,
         factory,
@@ -362,6 +360,45 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     stop_scheduler(scheduler, factory)
     dispatcher.close()
     return 0
+
+
+def cmd_reseal(args: argparse.Namespace) -> int:
+    """Seal every personal value again under the current data secret (the first of
+    ANJEON_DATA_KEYS), batch by batch; with --check, only count what is left. Exit 0 when
+    nothing is left under an earlier secret, 1 otherwise."""
+    settings = get_settings()
+    vault = settings.personal_data_vault()
+    factory = _session_factory(settings)
+    if not args.check:
+        for sealed in reseal.SEALED_COLUMNS:
+            after, done, unreadable = 0, 0, []
+            while True:
+                with factory.begin() as session:
+                    batch = reseal.reseal_batch(
+                        session, vault=vault, sealed=sealed, after_id=after, size=args.batch
+                    )
+                if batch.last_id is None:
+                    break
+                after, done = batch.last_id, done + batch.resealed
+                unreadable += batch.unreadable
+            print(f"{sealed.name}: sealed again {done}")
+            if unreadable:
+                shown = ", ".join(map(str, unreadable[:20]))
+                print(f"  {len(unreadable)} no listed secret opens, left as they are: {shown}")
+        with factory.begin() as session:
+            _audit_cli(session, "reseal personal data", "all sealed columns")
+    with factory() as session:
+        left = reseal.left_to_reseal(session, vault=vault)
+    for name, count in left.items():
+        print(f"left under an earlier secret: {name}: {count}")
+    total = sum(left.values())
+    print(
+        "nothing left: earlier data secrets may be dropped once the check-in links they signed "
+        "have lapsed (7 days)"
+        if total == 0
+        else f"{total} values left under an earlier secret"
+    )
+    return 0 if total == 0 else 1
 
 
 def cmd_secret_key(args: argparse.Namespace) -> int:
@@ -448,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="judge expiry as of this RFC 3339 time (to replay an archived document)",
     )
     ingest.set_defaults(run=cmd_ingest)
+    resealing = commands.add_parser(
+        "reseal", help="seal personal data again under the current data secret (a key rotation)"
+    )
+    resealing.add_argument("--batch", type=int, default=1000, help="rows a transaction (1000)")
+    resealing.add_argument("--check", action="store_true", help="only count what is left")
+    resealing.set_defaults(run=cmd_reseal)
     secret = commands.add_parser("secret-key", help="create a local secret key file if missing")
     secret.add_argument("--file", default="var/secret.key")
     secret.set_defaults(run=cmd_secret_key)

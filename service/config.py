@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from service.privacy import PersonalDataVault
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "default.toml"
 # Storages of `limits` that keep a moving window (Memcached cannot).
@@ -41,6 +43,10 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     secret_key: SecretStr | None = None
     secret_key_file: str = ""
+    # The data secrets (sealing, link and proof signing), newest first, comma-separated or one
+    # a line in the file: empty means the secret key alone (docs/privacy.md, "Rotating keys").
+    data_keys: SecretStr | None = None
+    data_keys_file: str = ""
     scheduler_enabled: bool = True
     sweep_interval_s: int = Field(60, ge=1)
     # 0: each periodic job at its own interval (60 s to 6 h); else all of them at this one
@@ -387,6 +393,28 @@ class Settings(BaseSettings):
         if len(raw) < 32:
             raise RuntimeError("the secret key must be at least 32 characters long")
         return raw.encode()
+
+    def data_key_bytes(self) -> list[bytes]:
+        """The data secrets, newest first, from ANJEON_DATA_KEYS or its file; [] when neither
+        is set (the secret key is then the one data secret)."""
+        if self.data_keys is not None:
+            listed = self.data_keys.get_secret_value().split(",")
+        elif self.data_keys_file:
+            path = Path(self.data_keys_file)
+            if not path.is_file():
+                raise RuntimeError(f"data keys file {path} does not exist")
+            listed = path.read_text().splitlines()
+        else:
+            return []
+        keys = [each.strip() for each in listed if each.strip()]
+        if not keys:
+            raise RuntimeError("ANJEON_DATA_KEYS is set but lists no secret")
+        if any(len(each) < 32 for each in keys):
+            raise RuntimeError("every data key must be at least 32 characters long")
+        return [each.encode() for each in keys]
+
+    def personal_data_vault(self) -> PersonalDataVault:
+        return PersonalDataVault(self.secret_key_bytes(), self.data_key_bytes())
 
 
 def _own_url(host: str, port: int) -> str:

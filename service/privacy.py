@@ -1,16 +1,23 @@
-"""Personal data at rest: AES-GCM encryption and keyed look-up hashes, from one secret."""
+"""Personal data at rest: AES-GCM encryption and keyed look-up hashes, derived from the service
+secret, and the data secrets a rotation moves them to (docs/privacy.md, "Rotating keys")."""
 
 import hashlib
 import hmac
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-_FORMAT_VERSION = b"\x01"
+# Version 1: nonce | ciphertext, under the one key there was. Version 2 names the key that
+# sealed it (a fingerprint, not the key), so a rotation can tell what is left to seal again.
+_FORMAT_V1 = b"\x01"
+_FORMAT_V2 = b"\x02"
+_KEY_ID_BYTES = 4
 _NONCE_BYTES = 12
 
 
@@ -18,29 +25,69 @@ def _derive(secret: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
 
 
-class PersonalDataVault:
-    """Seals personal fields. Separate keys for encryption and look-ups, derived by HKDF,
-    so a leaked look-up key cannot decrypt anything."""
+class _DataKeys:
+    """What one data secret gives: the key that seals personal data, and those that sign
+    check-in links and registration proofs."""
 
     def __init__(self, secret: bytes) -> None:
-        self._aead = AESGCM(_derive(secret, b"anjeon/pii-encryption/v1"))
+        self.key_id = _derive(secret, b"anjeon/pii-key-id/v1")[:_KEY_ID_BYTES]
+        self.aead = AESGCM(_derive(secret, b"anjeon/pii-encryption/v1"))
+        self.link = _derive(secret, b"anjeon/checkin-link-key/v1")
+        self.proof = _derive(secret, b"anjeon/registration-proof/v1")
+
+
+class PersonalDataVault:
+    """Seals personal fields. Separate keys for encryption and look-ups, derived by HKDF,
+    so a leaked look-up key cannot decrypt anything.
+
+    `secret` gives the look-up hashes (contacts, codes, alert references); `data_secrets`,
+    newest first, the sealing and signing keys (by default `secret` alone). The first seals
+    and signs; the others, kept while a rotation runs, still open what they sealed and still
+    verify what they signed ("Rotating the secret key" in docs/privacy.md)."""
+
+    def __init__(self, secret: bytes, data_secrets: Sequence[bytes] = ()) -> None:
         self._lookup_key = _derive(secret, b"anjeon/pii-lookup/v1")
-        # The signing key of check-in links (service/dispatch/checkin_tokens.py).
-        self.link_key = _derive(secret, b"anjeon/checkin-link-key/v1")
-        # The signing key of registration proofs of work (service/citizens/proof.py).
-        self.proof_key = _derive(secret, b"anjeon/registration-proof/v1")
+        self._keys = [_DataKeys(each) for each in dict.fromkeys(data_secrets or [secret])]
+        self._by_id = {keys.key_id: keys for keys in reversed(self._keys)}
+        self._aead = self._keys[0].aead
+        # The signing keys of check-in links (service/dispatch/checkin_tokens.py) and of
+        # registration proofs of work (service/citizens/proof.py), the current one first.
+        self.link_keys = [keys.link for keys in self._keys]
+        self.proof_keys = [keys.proof for keys in self._keys]
+        self.link_key, self.proof_key = self.link_keys[0], self.proof_keys[0]
 
     def seal(self, field: str, value: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
         # The field name is authenticated data: a phone ciphertext pasted into the email
         # column fails to open instead of being read as an address.
-        return _FORMAT_VERSION + nonce + self._aead.encrypt(nonce, value.encode(), field.encode())
+        sealed = self._aead.encrypt(nonce, value.encode(), field.encode())
+        return _FORMAT_V2 + self._keys[0].key_id + nonce + sealed
 
     def open(self, field: str, blob: bytes) -> str:
-        if blob[:1] != _FORMAT_VERSION:
+        version = blob[:1]
+        if version == _FORMAT_V2:
+            keys = self._by_id.get(blob[1 : 1 + _KEY_ID_BYTES])
+            if keys is None:
+                raise ValueError("sealed under a data secret that is no longer configured")
+            nonce = blob[1 + _KEY_ID_BYTES : 1 + _KEY_ID_BYTES + _NONCE_BYTES]
+            ciphertext = blob[1 + _KEY_ID_BYTES + _NONCE_BYTES :]
+            return keys.aead.decrypt(nonce, ciphertext, field.encode()).decode()
+        if version != _FORMAT_V1:
             raise ValueError("unknown personal-data format version")
+        # Version 1 names no key: its tag tells which one sealed it.
         nonce, ciphertext = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
-        return self._aead.decrypt(nonce, ciphertext, field.encode()).decode()
+        for keys in self._keys:
+            try:
+                return keys.aead.decrypt(nonce, ciphertext, field.encode()).decode()
+            except InvalidTag:
+                continue
+        raise InvalidTag()
+
+    @property
+    def current_prefix(self) -> bytes:
+        """How every value sealed under the current data secret begins (what a rotation
+        counts and selects by)."""
+        return _FORMAT_V2 + self._keys[0].key_id
 
     def lookup_hash(self, field: str, value: str) -> str:
         return hmac.new(self._lookup_key, f"{field}:{value}".encode(), hashlib.sha256).hexdigest()

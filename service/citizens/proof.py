@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,16 +59,19 @@ class Proof:
     signature: str
 
 
-def checked(payload: str | None, key: bytes) -> Proof | None:
+def checked(payload: str | None, key: bytes, previous: Sequence[bytes] = ()) -> Proof | None:
     """The proof in `payload` when it solves a challenge we signed that has not expired; None
-    otherwise (absent, malformed, wrong, tampered with or stale: all the same to the caller)."""
+    otherwise (absent, malformed, wrong, tampered with or stale: all the same to the caller).
+    `previous`: the keys before `key` (a rotation), whose challenges still count."""
     if not payload or len(payload) > _PAYLOAD_MOST:
         return None
     try:
         solved = json.loads(base64.b64decode(payload, validate=True))
         if not isinstance(solved, dict) or solved.get("algorithm") != _ALGORITHM:
             return None
-        holds, _ = verify_solution(solved, key, check_expires=True)
+        holds = any(
+            verify_solution(solved, each, check_expires=True)[0] for each in (key, *previous)
+        )
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error):
         return None
     signature = solved.get("signature")
@@ -85,6 +88,7 @@ class Presented:
     payload: str | None
     key: bytes
     max_number: int
+    previous_keys: tuple[bytes, ...] = ()
 
 
 def admit_registration(limits: RateLimits, presented: Presented) -> bool:
@@ -161,7 +165,7 @@ def _admitted(
         # contact's), a challenge would be solved for nothing; that one's wait is told.
         if others := {r: w for r, w in refused.waits.items() if r not in _A_PROOF_LIFTS}:
             raise refusal_of(others) from refused
-        proof = checked(presented.payload, presented.key)
+        proof = checked(presented.payload, presented.key, presented.previous_keys)
         if proof is None:
             if not limits.proven_left(presented.client):
                 raise  # past the ceiling too: a challenge would be solved for nothing

@@ -239,6 +239,7 @@ def _presented(request: Request, registry: Registry) -> proof.Presented:
         payload=request.headers.get(proof.PROOF_HEADER),
         key=registry.vault.proof_key,
         max_number=request.app.state.settings.registration_proof_max_number,
+        previous_keys=tuple(registry.vault.proof_keys[1:]),
     )
 
 

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -43,12 +44,12 @@ class CheckinTarget(NamedTuple):
 
 
 class CheckinTokens:
-    """Issues and verifies check-in link tokens under a key derived from the service secret."""
+    """Issues and verifies check-in link tokens under a key derived from the service secret;
+    with `previous` secrets (a rotation under way), tokens they signed still verify."""
 
-    def __init__(self, secret: bytes) -> None:
-        self._key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"anjeon/checkin-link/v1"
-        ).derive(secret)
+    def __init__(self, secret: bytes, previous: Sequence[bytes] = ()) -> None:
+        self._keys = [_link_key(each) for each in (secret, *previous)]
+        self._key = self._keys[0]
 
     def issue(self, citizen_id: int, advisory_id: int, expires_at: datetime) -> str:
         """A token valid until expires_at (cut to the second; from then on it is refused)."""
@@ -74,7 +75,7 @@ class CheckinTokens:
         if raw is None or not _MIN_BYTES <= len(raw) <= _MAX_BYTES or raw[:1] != _VERSION:
             return None
         body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
-        if not hmac.compare_digest(tag, self._tag(body)):
+        if not any(hmac.compare_digest(tag, _tag(key, body)) for key in self._keys):
             return None
         fields = _parse(body[1:])
         if fields is None:
@@ -84,8 +85,27 @@ class CheckinTokens:
             return None
         return CheckinTarget(citizen_id, advisory_id)
 
+    def earlier(self, token: str) -> list[str]:
+        """The same token as each previous secret signed it: how a message sent before the
+        rotation carries it (a look-up of a send whose outcome was lost finds it so)."""
+        raw = _unb64(token)
+        if raw is None:
+            return []
+        body = raw[:-_TAG_BYTES]
+        return [_b64(body + _tag(key, body)) for key in self._keys[1:]]
+
     def _tag(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()[:_TAG_BYTES]
+        return _tag(self._key, body)
+
+
+def _link_key(secret: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"anjeon/checkin-link/v1"
+    ).derive(secret)
+
+
+def _tag(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()[:_TAG_BYTES]
 
 
 def _aware(moment: datetime, name: str) -> datetime:

@@ -558,6 +558,11 @@ class Dispatcher:
                 html=rendered.html,
                 segments=rendered.segments,
                 reference=reference,
+                earlier_references=tuple(
+                    self.links.earlier_checkin_tokens(reference)
+                    if reference == checkin_token
+                    else ()
+                ),
                 valid_until=state.expires if content.kind != "cancel" else None,
                 status_callback=self.links.status_callback(
                     notifier.name, alert_id=row.id, attempt=row.attempt

@@ -16,7 +16,7 @@ class Links:
     def __init__(self, public_base_url: str, vault: PersonalDataVault) -> None:
         self.base = public_base_url.rstrip("/")
         self.vault = vault
-        self._checkin = CheckinTokens(vault.link_key)
+        self._checkin = CheckinTokens(vault.link_keys[0], vault.link_keys[1:])
 
     def reference(self, alert_id: int) -> str:
         return f"{alert_id}.{self.tag(alert_id)}"
@@ -47,6 +47,10 @@ class Links:
         finds a send whose outcome was lost)."""
         expires = asked_at + timedelta(days=CHECKIN_LINK_DAYS)
         return self._checkin.issue(citizen_id, advisory_id, expires)
+
+    def earlier_checkin_tokens(self, token: str) -> list[str]:
+        """The token as the data secrets before the current one signed it (a rotation)."""
+        return self._checkin.earlier(token)
 
     def checkin(self, token: str) -> str:
         return f"{self.base}/c/{token}"

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -105,6 +106,19 @@ def test_twilio_lookup_finds_only_our_reference(twilio):
     assert found.found == Sent(provider_ref=twilio.messages[0]["sid"])
     other = notifier.lookup(message("+821012340001", alert_id=8), since=datetime.now(UTC))
     assert other.found is None and other.supported and not other.error
+
+
+def test_twilio_lookup_finds_a_send_signed_before_a_key_rotation(twilio):
+    """A check-in SMS carries its token as the reference; a rotation of the data secret signs
+    the same token anew, so the look-up of a send from before it asks for the old one too."""
+    notifier = twilio_notifier(twilio.url)
+    sent = replace(message("+821012340003", alert_id=9), reference="OLDTOKEN")
+    notifier.send(replace(sent, text=sent.text + " https://anjeon.test/c/OLDTOKEN"))
+    now = datetime.now(UTC)
+    resent = replace(sent, reference="NEWTOKEN")
+    assert notifier.lookup(resent, since=now).found is None
+    found = notifier.lookup(replace(resent, earlier_references=("OLDTOKEN",)), since=now)
+    assert found.found == Sent(provider_ref=twilio.messages[0]["sid"])
 
 
 def test_twilio_messaging_service_and_validity(twilio):

@@ -19,6 +19,9 @@ class OutgoingMessage:
     text: str
     reference: str  # unique per alert; carried in the message so a send can be found again
     subject: str = ""
+    # The same reference as an earlier data secret signed it (a check-in token during a key
+    # rotation): a send from before the rotation carries that one, and a look-up must find it.
+    earlier_references: tuple[str, ...] = ()
     html: str = ""
     segments: int | None = None
     # The advisory's end: a provider may drop the message if it is still queued then.

@@ -204,8 +204,9 @@ class TwilioNotifier(Notifier):
         sender = {} if self.messaging_service_sid else {"from_": self.sender}
         try:
             listed = self._client().messages.stream(to=message.to, page_size=200, **sender)
+            references = (message.reference, *message.earlier_references)
             for seen, earlier in enumerate(listed, start=1):
-                if message.reference in (earlier.body or ""):
+                if any(reference in (earlier.body or "") for reference in references):
                     return Lookup(found=Sent(provider_ref=earlier.sid or ""))
                 if earlier.date_created is not None and earlier.date_created < oldest:
                     return Lookup()

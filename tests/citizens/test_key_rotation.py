@@ -1,0 +1,197 @@
+"""Rotating the data secret (ANJEON_DATA_KEYS): what was sealed and signed under the secret
+before still opens and verifies while it is listed, `anjeon reseal` seals every value again
+under the new one, and once the old secret is dropped nothing is lost; look-ups never change."""
+
+import os
+import secrets
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import cli
+from service.app import create_app
+from service.checkin.models import CheckinAnswer, HelpMessage
+from service.citizens import reseal
+from service.citizens.models import Citizen
+from service.config import get_settings
+from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.reference import Links
+from service.privacy import PersonalDataVault, _derive
+from service.staff import service as staff_service
+from tests.builders import register
+from tests.conftest import TEST_SECRET, make_settings
+from tests.dispatch.seed import scratch_database
+
+NEW = secrets.token_urlsafe(40)
+OTHER = secrets.token_urlsafe(40)
+
+
+def test_a_value_sealed_before_versions_still_opens():
+    """Version 1 (before a value named its key) opens under the secret that sealed it, first
+    or earlier in the list; a new value names its key."""
+    nonce = os.urandom(12)
+    aead = AESGCM(_derive(TEST_SECRET.encode(), b"anjeon/pii-encryption/v1"))
+    old = b"\x01" + nonce + aead.encrypt(nonce, b"+821077774242", b"phone")
+    assert PersonalDataVault(TEST_SECRET.encode()).open("phone", old) == "+821077774242"
+    rotated = PersonalDataVault(TEST_SECRET.encode(), [NEW.encode(), TEST_SECRET.encode()])
+    assert rotated.open("phone", old) == "+821077774242"
+    with pytest.raises(Exception):  # noqa: B017 - cryptography's InvalidTag
+        PersonalDataVault(TEST_SECRET.encode(), [NEW.encode()]).open("phone", old)
+    sealed = rotated.seal("phone", "+821077774242")
+    assert sealed.startswith(rotated.current_prefix) and sealed[:1] == b"\x02"
+    # Only the data secrets listed open it; the look-up hash comes from the service secret.
+    with pytest.raises(ValueError, match="no longer configured"):
+        PersonalDataVault(TEST_SECRET.encode()).open("phone", sealed)
+    assert rotated.lookup_hash("phone", "+82") == PersonalDataVault(
+        TEST_SECRET.encode()
+    ).lookup_hash("phone", "+82")
+
+
+def test_check_in_links_signed_before_a_rotation_verify_while_its_secret_is_listed():
+    now = utcnow()
+    before = Links("https://anjeon.test", PersonalDataVault(TEST_SECRET.encode()))
+    token = before.checkin_token(citizen_id=7, advisory_id=9, asked_at=now)
+    rotated = Links(
+        "https://anjeon.test",
+        PersonalDataVault(TEST_SECRET.encode(), [NEW.encode(), TEST_SECRET.encode()]),
+    )
+    after = Links("https://anjeon.test", PersonalDataVault(TEST_SECRET.encode(), [NEW.encode()]))
+    assert rotated.read_checkin(token, now) == (7, 9)
+    assert after.read_checkin(token, now) is None
+    fresh = rotated.checkin_token(citizen_id=7, advisory_id=9, asked_at=now)
+    assert fresh != token and after.read_checkin(fresh, now) == (7, 9)
+    # A send from before the rotation carries the old token: a look-up asks for it too.
+    assert rotated.earlier_checkin_tokens(fresh) == [token]
+    assert after.earlier_checkin_tokens(fresh) == []
+    # The alert links' tags come from the look-up key: a rotation leaves them as they were.
+    assert rotated.reference(5) == before.reference(5) == after.reference(5)
+
+
+def _seal_words(url: str, vault: PersonalDataVault, citizen_ids: list[int]) -> None:
+    with make_session_factory(make_engine(url)).begin() as session:
+        for citizen_id in citizen_ids:
+            session.add(
+                CheckinAnswer(
+                    advisory_id=1,
+                    citizen_id=citizen_id,
+                    answer="help",
+                    channel="sms",
+                    note_sealed=vault.seal("checkin-note", f"trapped {citizen_id}"),
+                    answered_at=utcnow(),
+                )
+            )
+            session.add(
+                HelpMessage(
+                    citizen_id=citizen_id,
+                    channel="sms",
+                    note_sealed=vault.seal("checkin-note", f"help {citizen_id}"),
+                )
+            )
+
+
+def _everything_opens(session: Session, vault: PersonalDataVault) -> dict[str, list[str]]:
+    opened: dict[str, list[str]] = {}
+    for sealed in reseal.SEALED_COLUMNS:
+        column = sealed.table.c[sealed.column]
+        rows = session.execute(
+            select(sealed.table).where(column.is_not(None)).order_by(sealed.table.c.id)
+        ).mappings()
+        opened[sealed.name] = [vault.open(sealed.field_of(row), row[sealed.column]) for row in rows]
+    return opened
+
+
+def _reseal(monkeypatch, capsys, url: str, data_keys: str, *args: str) -> tuple[int, str]:
+    monkeypatch.setenv("ANJEON_DATABASE_URL", url)
+    monkeypatch.setenv("ANJEON_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("ANJEON_DATA_KEYS", data_keys)
+    get_settings.cache_clear()
+    try:
+        code = cli.main(["reseal", *args])
+    finally:
+        get_settings.cache_clear()
+    return code, capsys.readouterr().out
+
+
+def test_a_rotation_seals_everything_again_and_loses_nothing(
+    database_url, tmp_path, monkeypatch, capsys
+):
+    with scratch_database(database_url, tmp_path, "key_rotation") as url:
+        with make_session_factory(make_engine(url)).begin() as session:
+            consul = staff_service.create_key(session, name="consul-rot", role="consul").key
+        headers = {"Authorization": f"Bearer {consul}"}
+        before = PersonalDataVault(TEST_SECRET.encode())
+        with TestClient(create_app(make_settings(url))) as client:
+            ids = [register(client, name=f"이서연{n}")[0] for n in range(3)]
+        with TestClient(create_app(make_settings(url, verification="required"))) as client:
+            waiting = register(client, channels=["sms"], email=None)[0]  # a contact_code row
+        with make_session_factory(make_engine(url))() as session:
+            people = list(session.scalars(select(Citizen).order_by(Citizen.id)))
+            hashes = [(p.phone_hash, p.email_hash) for p in people]
+        _seal_words(url, before, [p.id for p in people])
+
+        # 1. The new secret first, the old one after it: both open, new values use the new one.
+        rotating = f"{NEW},{TEST_SECRET}"
+        vault = PersonalDataVault(TEST_SECRET.encode(), [NEW.encode(), TEST_SECRET.encode()])
+        with TestClient(create_app(make_settings(url, data_keys=rotating))) as client:
+            shown = client.post(
+                f"/v1/citizens/{ids[0]}/reveal",
+                json={"reason": "checking the rotation"},
+                headers=headers,
+            )
+            assert shown.status_code == 200, shown.text
+            assert shown.json()["name"] == "이서연0"
+            newcomer = register(client, name="박민준")[0]
+        with make_session_factory(make_engine(url))() as session:
+            plain = _everything_opens(session, vault)
+            fresh = session.scalar(select(Citizen).where(Citizen.public_id == newcomer))
+            assert fresh is not None and fresh.name_sealed is not None
+            assert fresh.name_sealed.startswith(vault.current_prefix)
+        assert len(plain["contact_code.contact_sealed"]) == 1
+        assert len(plain["checkin_answer.note_sealed"]) == 4
+        assert "이서연2" in plain["citizen.name_sealed"]
+
+        code, out = _reseal(monkeypatch, capsys, url, rotating, "--check")
+        assert code == 1 and "left under an earlier secret: citizen.name_sealed: 4" in out
+        code, out = _reseal(monkeypatch, capsys, url, rotating, "--batch", "2")
+        assert code == 0, out
+        assert "citizen.name_sealed: sealed again 4" in out  # not the newcomer's
+        assert "help_message.note_sealed: sealed again 4" in out
+        assert "contact_code.contact_sealed: sealed again 1" in out
+        assert "nothing left" in out
+
+        # 2. The old secret dropped: every value opens as it did, look-ups are unchanged.
+        after = PersonalDataVault(TEST_SECRET.encode(), [NEW.encode()])
+        with make_session_factory(make_engine(url))() as session:
+            assert _everything_opens(session, after) == plain
+            people = list(session.scalars(select(Citizen).order_by(Citizen.id)))
+            assert [(p.phone_hash, p.email_hash) for p in people][: len(hashes)] == hashes
+        with TestClient(create_app(make_settings(url, data_keys=NEW))) as client:
+            for n, citizen_id in enumerate(ids):
+                shown = client.post(
+                    f"/v1/citizens/{citizen_id}/reveal",
+                    json={"reason": "after the rotation"},
+                    headers=headers,
+                )
+                assert shown.status_code == 200 and shown.json()["name"] == f"이서연{n}"
+            shown = client.post(
+                f"/v1/citizens/{waiting}/reveal",
+                json={"reason": "a contact still waiting for its code"},
+                headers=headers,
+            )
+            assert shown.status_code == 200 and shown.json()["phone"]
+        assert _reseal(monkeypatch, capsys, url, NEW, "--check")[0] == 0
+
+        # 3. A value no listed secret opens is reported and left, and the run says so.
+        with make_session_factory(make_engine(url)).begin() as session:
+            stray = PersonalDataVault(OTHER.encode())
+            session.add(
+                HelpMessage(
+                    citizen_id=1, channel="sms", note_sealed=stray.seal("checkin-note", "x")
+                )
+            )
+        code, out = _reseal(monkeypatch, capsys, url, NEW)
+        assert code == 1 and "1 no listed secret opens, left as they are" in out
+        assert "help_message.note_sealed: 1" in out
