@@ -5,7 +5,7 @@ is kept; the latest is the one in force."""
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -137,7 +137,9 @@ def hear_sms(
         # The number's, whoever holds it (or nobody yet: a later registration inherits it).
         hear_opt_out(session, phone_hash=phone_hash, stop=reply.kind == "stop", now=now)
     citizen = session.scalar(
-        select(Citizen).where(Citizen.phone_hash == phone_hash, Citizen.status == "active")
+        answering(
+            select(Citizen).where(Citizen.phone_hash == phone_hash, Citizen.status == "active")
+        )
     )
     if reply.kind in ("stop", "start"):
         return Heard(reply, citizen.language if citizen else None)
@@ -146,6 +148,18 @@ def hear_sms(
     return replace(
         _heard_from(session, vault, citizen, reply, body, now),
         stopped=citizen.sms_opted_out_at is not None,
+    )
+
+
+def answering(query: Select[tuple[Citizen]]) -> Select[tuple[Citizen]]:
+    """The citizen an answer is about, held for the answer's transaction (PostgreSQL's FOR KEY
+    SHARE: it waits for an erasure, which locks the row first, and for nothing else). A probe
+    erased records while their answers came in: words written after the erasure's 204 were
+    kept, and duty staff paged with them. An erasure now waits for the answer and takes its
+    words, or the answer finds the record erased. Every writer of answers locks the citizen
+    row before their check-ins, as the erasure does."""
+    return query.with_for_update(read=True, key_share=True).execution_options(
+        populate_existing=True
     )
 
 

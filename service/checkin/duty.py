@@ -464,8 +464,7 @@ def tell_duty(
                 continue
             if send_notice(notice, notifiers=notifiers, settings=settings):
                 with factory.begin() as session:
-                    for checkin_id in notice.checkin_ids:
-                        mark_duty_told(session, checkin_id=checkin_id, now=now)
+                    # The citizen row before their check-ins, the order an erasure locks them in.
                     paged = (
                         Citizen.duty_drill_paged_at if notice.exercise else Citizen.duty_paged_at
                     )
@@ -475,6 +474,8 @@ def tell_duty(
                         .values({paged: now})
                         .execution_options(synchronize_session=False)
                     )
+                    for checkin_id in notice.checkin_ids:
+                        mark_duty_told(session, checkin_id=checkin_id, now=now)
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"checkin_ids": group})

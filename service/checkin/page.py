@@ -11,6 +11,7 @@ from service.advisories.models import Advisory
 from service.checkin.answers import (
     NOTE_MAX,
     Recorded,
+    answering,
     note_kept,
     open_checkins,
     record_answer,
@@ -52,7 +53,11 @@ def checkin_page(
     first. A forged, altered or expired token, or one naming an erased citizen, is a 404.
     `duty_paged`: whether a help is sent to duty staff at once (the page says so, or not)."""
     target = links.read_checkin(token, now)
-    citizen = session.get(Citizen, target.citizen_id) if target else None
+    citizen = None
+    if target is not None:
+        found = select(Citizen).where(Citizen.id == target.citizen_id)
+        # An answer holds the record against an erasure at the same moment (answers.answering).
+        citizen = session.scalar(answering(found) if answer is not None else found)
     advisory = session.get(Advisory, target.advisory_id) if target else None
     if target is None or citizen is None or citizen.status != "active" or advisory is None:
         raise NotFound("no such check-in")

@@ -167,6 +167,9 @@ class ContactCode(Base):
     # not count against the contact: two sign-ups with a stranger's number and ten wrong tries
     # locked the stranger out of their own code for an hour, without one SMS sent.
     held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Held because the number said STOP, its limits taken as a sent code's: a try at it counts
+    # as one at a sent code (a held one's tries did not, and told STOPped numbers apart).
+    held_for_stop: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("citizen_id", "channel"),

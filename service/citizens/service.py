@@ -304,10 +304,11 @@ def resend_code(
 
 
 def hold_if_stopped(session: Session, code: verification.CodeToSend) -> bool:
-    """Whether the code is held, not sent: it would go by SMS to a number that replied STOP."""
+    """Whether the code is held, not sent: it would go by SMS to a number that replied STOP.
+    Asked once the code's limits are taken, as a sent code's are."""
     if not verification.said_stop(session, code):
         return False
-    verification.hold(session, code)
+    verification.hold(session, code, for_stop=True)
     return True
 
 
@@ -376,16 +377,16 @@ def codes_to_send(
     destination's) are taken in the request's transaction: a code they hold is marked so
     (verification.hold: it can verify nothing, and a try at it does not count against the
     contact) and is not sent; so is one to a number outside the allowed `countries`
-    (ANJEON_CODE_COUNTRIES), or by SMS to a number that replied STOP, before any limit is
-    taken. The rest go with their limits taken.
+    (ANJEON_CODE_COUNTRIES), before any limit is taken, and one by SMS to a number that
+    replied STOP, after its limits are taken as for any other number (a probe told STOPped
+    numbers from others by the resend limit they had left). The rest go with their limits
+    taken.
     Registration answers the same either way. `proven`: a proof of work admitted the
     registration, and its codes draw on their own pool (RateLimits.take_new_contact)."""
     codes = []
     for code in outgoing.codes:
         if not messages.to_allowed_country(code, countries):
             verification.hold(session, code)
-            continue
-        if hold_if_stopped(session, code):
             continue
         try:
             limits.take_new_contact(code.channel, code.address, proven=proven)  # type: ignore[arg-type]
@@ -394,6 +395,8 @@ def codes_to_send(
                 "code held by a rate limit", extra={"channel": code.channel, "rule": exc.rule}
             )
             verification.hold(session, code)
+            continue
+        if hold_if_stopped(session, code):
             continue
         codes.append(code)
     return Outgoing(codes=codes, notices=outgoing.notices)
@@ -482,9 +485,11 @@ def move_citizen(session: Session, *, citizen: Citizen, places: Places) -> Citiz
 
 def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     """Erase every personal field and place now; the bare row stays for the alert records."""
-    # Their check-ins locked first, in advisory order, as every writer of an answer locks them
-    # before the answers: the other way round (the answers' words wiped, then the check-ins),
-    # a page adding words while the record was erased deadlocked with it.
+    # The record first, then their check-ins in advisory order, as every writer of an answer
+    # locks them (checkin.answers.answering): an answer given at the same moment lands before
+    # (and its words are taken here) or finds the record erased. The other way round, a page
+    # adding words deadlocked with this, and a probe's answers kept words after the 204.
+    session.execute(select(Citizen.id).where(Citizen.id == citizen.id).with_for_update())
     session.execute(
         select(Checkin.id)
         .where(Checkin.citizen_id == citizen.id)

@@ -97,9 +97,14 @@ def issue_code(
     )
 
 
-def hold(session: Session, code: CodeToSend) -> None:
-    """The code will not be sent (the contact's cooldown): it can verify nothing."""
-    session.execute(update(ContactCode).where(ContactCode.id == code.code_id).values(held=True))
+def hold(session: Session, code: CodeToSend, *, for_stop: bool = False) -> None:
+    """The code will not be sent (the contact's cooldown, or `for_stop`: the number said STOP
+    and its limits were taken as for a sent code): it can verify nothing."""
+    session.execute(
+        update(ContactCode)
+        .where(ContactCode.id == code.code_id)
+        .values(held=True, held_for_stop=for_stop)
+    )
 
 
 def renew_code(
@@ -142,8 +147,13 @@ def check_code(
     if waiting.held:
         # Answered as a wrong code, and refused as any code once the contact's tries are
         # spent (`check_tries`), so nothing tells a caller the contact was asked elsewhere;
-        # counted on this code alone.
-        check_tries(waiting.contact_hash)
+        # counted on this code alone. A code held because the number said STOP counts as a
+        # sent code's tries do: a probe told STOPped numbers apart by tries that never ran out
+        # (and its owner can get no code until START anyway).
+        if waiting.held_for_stop:
+            count_try(waiting.contact_hash)
+        else:
+            check_tries(waiting.contact_hash)
         tries = _take_try(session, waiting.id) or MAX_TRIES
         return _wrong(tries)
     count_try(waiting.contact_hash)

@@ -680,3 +680,47 @@ def test_no_code_is_texted_to_a_number_that_replied_stop(app, db, twilio):
     # Another number, which never said STOP, gets its code as usual.
     register(app, channels=["sms"], email=None, phone="010-4545-0002")
     assert len(twilio.bodies_to(e164("010-4545-0002"))) == 1
+
+
+def test_a_number_that_said_stop_meets_the_same_limits_as_any_other(database_url, db, twilio, smtp):
+    """A probe told STOPped numbers from others without a key: a registration's code to a
+    STOPped number was held before its limits were taken, so four registrations left such a
+    number one more resend than an ordinary one; and wrong codes at a held code never ran out
+    of tries. Both now go as for any number, though nothing is ever texted to it."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_client="1000/hour",
+        rate_limit_resend="100/minute",
+    )
+    with bound_client(settings, db) as app:
+        stopped, other = "010-4646-0001", "010-4646-0002"
+        vault = app.app.state.registry.vault
+        phone_hash = contact_hash(vault, "sms", e164(stopped))
+        hear_opt_out(db, phone_hash=phone_hash, stop=True, now=utcnow())
+        db.commit()
+
+        def attempts(number: str) -> tuple[list[int], list[int]]:
+            records = [register(app, channels=["sms"], email=None, phone=number) for _ in range(4)]
+            resends = [
+                app.post(
+                    f"/v1/citizens/{data['id']}/verify/resend", json={"channel": "sms"}, headers=h
+                ).status_code
+                for data, h, _ in records
+            ]
+            tries = [
+                app.post(
+                    f"/v1/citizens/{data['id']}/verify",
+                    json={"channel": "sms", "code": "000000"},
+                    headers=manage,
+                ).status_code
+                for data, manage, _ in records
+                for _ in range(5)  # the contact's 10 an hour, over its records' codes
+            ]
+            return resends, tries
+
+        seen = attempts(stopped)
+        assert seen == attempts(other)
+        assert 429 in seen[0] and 429 in seen[1]  # both limits were reached, for both numbers
+        assert twilio.bodies_to(e164(stopped)) == []
