@@ -109,6 +109,7 @@ def test_send(
             renderer=request.app.state.renderer,
             base_url=settings.public_base_url,
             default_region=settings.phone_default_region,
+            vault=request.app.state.registry.vault,
             now=utcnow(),
         )
     message = prepared.message

@@ -27,7 +27,7 @@ from service.dispatch.content import AlertContent
 from service.dispatch.notifiers.base import Failed, Notifier, OutgoingMessage, Retry, Sent
 from service.dispatch.recipients import ContentCache
 from service.dispatch.render import ASK, Renderer
-from service.dispatch.sms_opt_out import database_now, hear_opt_out
+from service.dispatch.sms_opt_out import database_now, hear_opt_out, stopped_at
 from service.errors import Conflict, FieldError, InvalidInput
 from service.privacy import PersonalDataVault
 
@@ -65,15 +65,26 @@ def prepare_test_send(
     renderer: Renderer,
     base_url: str,
     default_region: str,
+    vault: PersonalDataVault,
     now: datetime,
 ) -> TestSend:
     """The advisory's current revision as a citizen of `language` would get it on the channel
-    of the one contact given, marked [TEST]; 404 unknown, 409 cancelled, 422 a bad contact."""
+    of the one contact given, marked [TEST]; 404 unknown, 409 cancelled or a number that said
+    STOP, 422 a bad contact."""
     begun = database_now(session, now)
     advisory = get_advisory(session, public_id=advisory_id)
     if advisory.status == "cancelled":
         raise Conflict("the advisory is cancelled: there is nothing to test")
     channel, to = _contact(phone, email, default_region=default_region)
+    if channel == "sms":
+        # Nothing is texted to a number that said STOP, a staff phone included (a probe's
+        # test send texted one, with a check-in ask to answer).
+        stopped = stopped_at(session, contact_hash(vault, "sms", to))
+        if stopped is not None:
+            raise Conflict(
+                f"this number replied STOP at {stopped:%Y-%m-%d %H:%M} UTC: nothing is texted "
+                "to it until it sends START"
+            )
     content = _content(session, advisory)
     lang = content.language_for(language)
     base = base_url.rstrip("/")

@@ -10,8 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.citizens.models import Citizen, SmsOptOut
+from service.citizens.verification import contact_hash
 from service.config import Settings
+from service.db import utcnow
 from service.dispatch import sms_text
+from service.dispatch.sms_opt_out import hear_opt_out
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -153,6 +156,18 @@ def test_a_provider_refusal_is_reported_not_retried(api, consul, db, twilio, cod
     assert (db.scalar(select(func.count()).select_from(SmsOptOut)) == 1) is stop_kept
     citizen = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
     assert citizen is not None and (citizen.sms_opted_out_at is not None) is stop_kept
+
+
+def test_a_number_that_said_stop_is_not_texted(api, consul, db, twilio):
+    """A probe's test send texted a number that had replied STOP, with a check-in ask."""
+    advisory = issue(api, consul)
+    vault = api.app.state.registry.vault
+    hear_opt_out(db, phone_hash=contact_hash(vault, "sms", STAFF_E164), stop=True, now=utcnow())
+    response = send_test(api, consul, advisory, phone=STAFF_PHONE)
+    assert response.status_code == 409 and "replied STOP" in response.text
+    assert twilio.posts == []
+    hear_opt_out(db, phone_hash=contact_hash(vault, "sms", STAFF_E164), stop=False, now=utcnow())
+    assert send_test(api, consul, advisory, phone=STAFF_PHONE).json()["outcome"] == "sent"
 
 
 @pytest.mark.parametrize(
