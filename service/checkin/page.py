@@ -201,27 +201,37 @@ def _page(
 def _answered_by_the_page(
     session: Session, advisory: Advisory, citizen_id: int, answer: Answer, *, now: datetime
 ) -> list[int]:
-    """The page's advisory; and for a help on a real one, every other real check-in open for
-    the citizen whose answer in force is not help yet, as an SMS answer counts ("I need help"
-    pressed under one advisory leaves no other roll call saying "no answer" or "safe"). A safe
-    answers its own advisory only: a link can be forwarded or leaked, and must not clear a cry
-    for help given elsewhere. A drill's page answers the drill only, and no real answer is
-    ever filed under a drill."""
-    if advisory.exercise or answer != "help":
+    """The page's advisory; and for a help, every real check-in open for the citizen whose
+    answer in force is not help yet, as an SMS answer counts ("I need help" pressed under one
+    advisory leaves no other roll call saying "no answer" or "safe"). That holds on a drill's
+    page too: a probe's "REAL: building collapsed" pressed on a drill's link during a real
+    crisis was filed under the drill alone, the real roll calls said "no answer" and the duty
+    notice said exercise. A safe answers its own advisory only: a link can be forwarded or
+    leaked, and must not clear a cry for help given elsewhere. No real page answers a drill."""
+    if answer != "help":
         return [advisory.id]
     opened = open_checkins(session, citizen_id=citizen_id, now=now)
-    if advisory.id not in opened:
+    if advisory.exercise:
+        # `opened` holds drills only when no real check-in is open.
+        others = list(
+            session.scalars(
+                select(Advisory.id).where(Advisory.id.in_(opened), Advisory.exercise.is_(False))
+            )
+        )
+    elif advisory.id in opened:
+        others = [each for each in opened if each != advisory.id]
+    else:
         return [advisory.id]  # then `opened` may be drills
     already = set(
         session.scalars(
             select(Checkin.advisory_id).where(
                 Checkin.citizen_id == citizen_id,
-                Checkin.advisory_id.in_(opened),
+                Checkin.advisory_id.in_(others),
                 Checkin.answer == "help",
             )
         )
     )
-    return [advisory.id, *(each for each in opened if each != advisory.id and each not in already)]
+    return [advisory.id, *(each for each in others if each not in already)]
 
 
 def _web_answers(session: Session, advisory_id: int, citizen_id: int, now: datetime) -> int:

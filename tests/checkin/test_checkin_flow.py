@@ -902,8 +902,8 @@ def test_a_page_help_counts_for_every_real_advisory_that_asked_and_a_drills_for_
     api, consul, db, dispatcher, twilio, smtp
 ):
     """As an SMS answer: "I need help" pressed on one advisory's page counts for the other
-    open one too (before, its roll call said no_answer and its reminders kept asking). A
-    drill's page answers the drill only, and a real page never answers a drill."""
+    open one too (before, its roll call said no_answer and its reminders kept asking). A safe
+    on a drill's page answers the drill only, and a real page never answers a drill."""
     api.app.state.settings.duty_email = ["duty@mofa.test"]
     cid, phone, _ = citizen(api, exercises=True)
     first = issue(api, consul, level=3, title={"ko": "시위", "en": "Protests"})
@@ -950,6 +950,40 @@ def test_a_page_help_counts_for_every_real_advisory_that_asked_and_a_drills_for_
     assert pressed.count(200) == 18 and pressed[-2:] == [429, 429]  # 2 of 20 given above
     assert api.post(link, data={"answer": "help", "note": "please"}).status_code == 200
     assert standing(first) == standing(second) == [(cid, "help", "web")]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_help_pressed_on_a_drills_page_during_a_real_crisis_is_a_real_cry_for_help(
+    api, consul, db, dispatcher, twilio, smtp
+):
+    """A probe pressed "I need help" (REAL: building collapsed) on a drill's link while two
+    real check-ins were open: it was filed under the drill alone, the real roll calls said
+    no_answer and the duty notice said [EXERCISE]. It now answers the real ones too, as an
+    SMS "2" does, and the duty staff get a real notice."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api, exercises=True)
+    quake = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    drill = issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    [sms] = [b for b in twilio.bodies_to(phone) if "훈련" in b]
+    link = f"/c/{CHECKIN_LINK.search(sms).group(1)}"
+
+    def standing(advisory: str) -> list[tuple[str, str, str | None]]:
+        roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+        return [(i["citizen_id"], i["answer"], i["channel"]) for i in roll["items"]]
+
+    # A safe on the drill's page answers the drill alone.
+    assert api.post(link, data={"answer": "safe"}).status_code == 200
+    assert standing(quake) == [(cid, "no_answer", None)]
+    page = api.post(link, data={"answer": "help", "note": "REAL: building collapsed"})
+    assert page.status_code == 200
+    assert standing(quake) == [(cid, "help", "web")]
+    assert standing(drill) == [(cid, "help", "web")]
+    notices = [
+        m.get_body(("plain",)).get_content() for m in smtp.received if m["To"] == "duty@mofa.test"
+    ]
+    [real] = [text for text in notices if not text.startswith("[EXERCISE]")]
+    assert "REAL: building collapsed" in real and "Earthquake" in real
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
