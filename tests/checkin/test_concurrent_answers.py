@@ -11,20 +11,22 @@ from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
 from service.checkin.answers import Heard, answering, hear_sms, record_answer
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
-from service.checkin.page import _add_to_page_help, _in_force_locked
+from service.checkin.page import MAX_ANSWERS, _add_to_page_help, _in_force_locked, checkin_page
 from service.checkin.rollcall import take_help
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
 from service.citizens.verification import contact_hash
 from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.reference import Links
+from service.dispatch.render import Renderer
 from service.dispatch.sms_opt_out import hear_opt_out
-from service.errors import Conflict
+from service.errors import Conflict, TooManyRequests
 from service.privacy import PersonalDataVault
 from tests.conftest import TEST_SECRET
 from tests.dispatch.seed import scratch_database, seeded_advisory
@@ -354,3 +356,42 @@ def test_an_erasure_waits_for_an_answer_under_way_and_takes_its_words(factory, d
         ).all()
     # The seeded words and the answer's own are gone, and nobody will be paged with them.
     assert len(notes) == 4 and set(notes) == {None} and untold == []
+
+
+def test_a_links_hourly_answers_hold_against_presses_at_once(factory, database_url):
+    """A probe pressed "safe" 30 times at once on one link: all 30 were stored, past the cap
+    of MAX_ANSWERS an hour (each counted before any had written). A citizen's page answers
+    now wait for each other, on both backends."""
+    with factory.begin() as session:
+        advisory = _advisory(session)
+        person = Citizen(public_id=str(uuid.uuid4()), language="en", consent_at=utcnow())
+        session.add(person)
+        session.flush()
+        advisory_id, citizen_id = advisory.id, person.id
+    links = Links("https://anjeon.test", VAULT)
+    token = links.checkin_token(citizen_id=citizen_id, advisory_id=advisory_id, asked_at=utcnow())
+    renderer = Renderer(sender={"ko": "외교부", "en": "MOFA"}, max_segments=3)
+
+    def press(n: int) -> str:
+        try:
+            with factory.begin() as session:
+                checkin_page(
+                    session,
+                    links=links,
+                    renderer=renderer,
+                    token=token,
+                    now=utcnow(),
+                    answer="safe",
+                    note=f"pressed {n}",
+                )
+            return "stored"
+        except TooManyRequests:
+            return "refused"
+
+    results = _at_once(*(lambda n=n: press(n) for n in range(MAX_ANSWERS + 10)))
+    assert sorted(map(str, results)) == ["refused"] * 10 + ["stored"] * MAX_ANSWERS, results
+    with factory() as session:
+        stored = session.scalar(
+            select(func.count()).select_from(CheckinAnswer).where(CheckinAnswer.channel == "web")
+        )
+    assert stored == MAX_ANSWERS
