@@ -151,20 +151,16 @@ def hear_sms(
     )
 
 
-def answering(
-    query: Select[tuple[Citizen]], *, one_at_a_time: bool = False
-) -> Select[tuple[Citizen]]:
-    """The citizen an answer is about, held for the answer's transaction (PostgreSQL's FOR KEY
-    SHARE: it waits for an erasure, which locks the row first, and for nothing else). A probe
-    erased records while their answers came in: words written after the erasure's 204 were
-    kept, and duty staff paged with them. An erasure now waits for the answer and takes its
-    words, or the answer finds the record erased. Every writer of answers locks the citizen
-    row before their check-ins, as the erasure does. `one_at_a_time` (FOR NO KEY UPDATE): the
-    citizen's answers from pages also wait for each other, so that a link's hourly cap is
-    counted and written by one at a time (a probe's 30 presses at once stored 30 of 20)."""
-    return query.with_for_update(read=not one_at_a_time, key_share=True).execution_options(
-        populate_existing=True
-    )
+def answering(query: Select[tuple[Citizen]]) -> Select[tuple[Citizen]]:
+    """The citizen an answer is about, held for the answer's transaction (PostgreSQL's FOR NO
+    KEY UPDATE), before their check-ins, as an erasure locks them:
+    - an answer during an erasure lands first, and its words go with the record, or finds the
+      record erased (a probe's words, written after the erasure's 204, were kept and paged to
+      duty staff);
+    - a citizen's answers wait for each other, so a link's hourly cap and the help messages
+      kept an hour are counted and written one at a time (a probe's 30 presses at once on one
+      link stored 30 of 20)."""
+    return query.with_for_update(key_share=True).execution_options(populate_existing=True)
 
 
 def _heard_from(

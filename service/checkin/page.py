@@ -57,8 +57,7 @@ def checkin_page(
     if target is not None:
         found = select(Citizen).where(Citizen.id == target.citizen_id)
         # An answer holds the record against an erasure at the same moment (answers.answering).
-        held = answering(found, one_at_a_time=True)
-        citizen = session.scalar(held if answer is not None else found)
+        citizen = session.scalar(answering(found) if answer is not None else found)
     advisory = session.get(Advisory, target.advisory_id) if target else None
     if target is None or citizen is None or citizen.status != "active" or advisory is None:
         raise NotFound("no such check-in")
