@@ -15,7 +15,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
-from service.checkin.answers import Heard, answering, hear_sms, record_answer
+from service.checkin.answers import (
+    HELP_MESSAGES_KEPT,
+    Heard,
+    answering,
+    hear_sms,
+    record_answer,
+)
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.page import MAX_ANSWERS, _add_to_page_help, _in_force_locked, checkin_page
 from service.checkin.rollcall import take_help
@@ -395,3 +401,35 @@ def test_a_links_hourly_answers_hold_against_presses_at_once(factory, database_u
             select(func.count()).select_from(CheckinAnswer).where(CheckinAnswer.channel == "web")
         )
     assert stored == MAX_ANSWERS
+
+
+def test_help_messages_kept_an_hour_hold_against_texts_at_once(factory):
+    """The probe's suspicion, run: the count of help messages kept an hour was taken before
+    any of its neighbours wrote. A citizen's SMS now wait for each other, on both backends."""
+    number = "+821055550299"
+    with factory.begin() as session:
+        session.add(
+            Citizen(
+                public_id=str(uuid.uuid4()),
+                language="en",
+                phone_hash=contact_hash(VAULT, "sms", number),
+                consent_at=utcnow(),
+            )
+        )
+
+    def text_in(n: int) -> None:
+        with factory.begin() as session:
+            hear_sms(
+                session,
+                vault=VAULT,
+                sender=number,
+                body=f"2 help {n}",
+                provider_ref=f"SM{uuid.uuid4().hex}",
+                now=utcnow(),
+            )
+
+    results = _at_once(*(lambda n=n: text_in(n) for n in range(HELP_MESSAGES_KEPT + 10)))
+    assert results == [None] * (HELP_MESSAGES_KEPT + 10)
+    with factory() as session:
+        kept = session.scalar(select(func.count()).select_from(HelpMessage))
+    assert kept == HELP_MESSAGES_KEPT
