@@ -66,6 +66,16 @@ def test_a_solution_holds_and_forgeries_do_not():
         assert proof.checked(payload, KEY) is None, why
 
 
+def test_a_challenge_signed_before_a_key_rotation_holds_while_its_key_is_listed():
+    before = proof.new_challenge(KEY, max_number=SMALL, now=utcnow())
+    newer = b"n" * 32
+    assert proof.checked(solved(before), newer) is None
+    assert proof.checked(solved(before), newer, previous=[KEY]) is not None
+    after = proof.new_challenge(newer, max_number=SMALL, now=utcnow())
+    assert proof.checked(solved(after), newer, previous=[KEY]) is not None
+    assert proof.checked(solved(after), KEY) is None
+
+
 def test_a_challenge_expires_after_its_life():
     stale = proof.new_challenge(
         KEY, max_number=SMALL, now=utcnow() - proof.CHALLENGE_LIFE - timedelta(seconds=5)
