@@ -46,6 +46,7 @@ class TestSend:
     to: str  # masked
     language: str  # the language rendered
     begun: datetime  # on the database's clock, no later than the send
+    stopped: bool = False  # the number replied STOP: not sent
 
 
 @dataclass(frozen=True)
@@ -69,22 +70,16 @@ def prepare_test_send(
     now: datetime,
 ) -> TestSend:
     """The advisory's current revision as a citizen of `language` would get it on the channel
-    of the one contact given, marked [TEST]; 404 unknown, 409 cancelled or a number that said
-    STOP, 422 a bad contact."""
+    of the one contact given, marked [TEST]; 404 unknown, 409 cancelled, 422 a bad contact."""
     begun = database_now(session, now)
     advisory = get_advisory(session, public_id=advisory_id)
     if advisory.status == "cancelled":
         raise Conflict("the advisory is cancelled: there is nothing to test")
     channel, to = _contact(phone, email, default_region=default_region)
-    if channel == "sms":
-        # Nothing is texted to a number that said STOP, a staff phone included (a probe's
-        # test send texted one, with a check-in ask to answer).
-        stopped = stopped_at(session, contact_hash(vault, "sms", to))
-        if stopped is not None:
-            raise Conflict(
-                f"this number replied STOP at {stopped:%Y-%m-%d %H:%M} UTC: nothing is texted "
-                "to it until it sends START"
-            )
+    # Nothing is texted to a number that said STOP, a staff phone included (a probe's test
+    # send texted one, with a check-in ask to answer); refused by send_test, once the send's
+    # limit is taken (a review: refused for free, it told a key who said STOP, and when).
+    stopped = channel == "sms" and stopped_at(session, contact_hash(vault, "sms", to)) is not None
     content = _content(session, advisory)
     lang = content.language_for(language)
     base = base_url.rstrip("/")
@@ -101,7 +96,7 @@ def prepare_test_send(
             reference=reference,
             segments=sms_text.segments(text),
         )
-        return TestSend(message, mask_phone(to), lang, begun)
+        return TestSend(message, mask_phone(to), lang, begun, stopped)
     mail = renderer.email(content, language=lang, link=details, checkin=checkin)
     message = OutgoingMessage(
         alert_id=0,
@@ -116,7 +111,10 @@ def prepare_test_send(
 
 
 def send_test(notifiers: dict[str, Notifier], test: TestSend) -> TestOutcome:
-    """Send it (outside any transaction): "sent", or why the provider did not take it."""
+    """Send it (outside any transaction): "sent", or why the provider did not take it; 409 for
+    a number that replied STOP."""
+    if test.stopped:
+        raise Conflict("this number replied STOP to our SMS: nothing is texted to it until START")
     outcome = notifiers[test.message.channel].send(test.message)
     if isinstance(outcome, Sent):
         return TestOutcome("sent")

@@ -2,6 +2,7 @@
 blind index, for each of their open check-ins) or from the check-in link's page. Every answer
 is kept; the latest is the one in force."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -454,10 +455,19 @@ def mark_help_message_told(
     )
 
 
-def mark_duty_told(session: Session, *, checkin_id: int, now: datetime) -> None:
+def mark_duty_told(session: Session, *, checkin_ids: Sequence[int], now: datetime) -> None:
+    """The duty staff were told of these check-ins' help. They are locked in advisory order
+    first, as every writer of a citizen's check-ins locks them (a review: marked newest first,
+    they deadlocked with a consul taking the case, and the notice went twice)."""
+    session.execute(
+        select(Checkin.id)
+        .where(Checkin.id.in_(checkin_ids))
+        .order_by(Checkin.advisory_id)
+        .with_for_update()
+    ).all()
     session.execute(
         update(Checkin)
-        .where(Checkin.id == checkin_id)
+        .where(Checkin.id.in_(checkin_ids))
         .values(duty_notified_at=now)
         .execution_options(synchronize_session=False)
     )

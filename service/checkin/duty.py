@@ -474,8 +474,7 @@ def tell_duty(
                         .values({paged: now})
                         .execution_options(synchronize_session=False)
                     )
-                    for checkin_id in notice.checkin_ids:
-                        mark_duty_told(session, checkin_id=checkin_id, now=now)
+                    mark_duty_told(session, checkin_ids=notice.checkin_ids, now=now)
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"checkin_ids": group})

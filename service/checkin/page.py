@@ -88,33 +88,31 @@ def checkin_page(
             kept = note_kept(note)
             added = _add_to_page_help(session, links, current, kept, now) if kept else 0
             if added is not None:
+                # It still answers the real check-ins open without a help (a review: a full
+                # drill link left the real ones saying "no answer" to "building collapsed").
+                others = _answered_by_the_page(session, advisory, citizen.id, "help", now=now)
                 return _page(
                     session,
                     renderer,
                     advisory,
                     citizen,
                     confirmed=True,
+                    recorded=_record(
+                        session,
+                        links,
+                        citizen.id,
+                        [each for each in others if each != advisory.id],
+                        answer="help",
+                        note=note,
+                        now=now,
+                    ),
                     duty_paged=duty_paged,
                     # A probe: a leaked link filled the note, and the citizen's later words
                     # were dropped under "Recorded". The page says so, and where to say them.
                     words_cut=added < len(kept or ""),
                 )
-        recorded = tuple(
-            record_answer(
-                session,
-                vault=links.vault,
-                advisory_id=advisory_id,
-                citizen_id=citizen.id,
-                answer=chosen,
-                channel="web",
-                note=note,
-                now=now,
-            )
-            # In the order the SMS webhook locks them in.
-            for advisory_id in sorted(
-                _answered_by_the_page(session, advisory, citizen.id, chosen, now=now)
-            )
-        )
+        answered = _answered_by_the_page(session, advisory, citizen.id, chosen, now=now)
+        recorded = _record(session, links, citizen.id, answered, answer=chosen, note=note, now=now)
     return _page(
         session,
         renderer,
@@ -123,6 +121,32 @@ def checkin_page(
         confirmed=bool(recorded),
         recorded=recorded,
         duty_paged=duty_paged,
+    )
+
+
+def _record(
+    session: Session,
+    links: Links,
+    citizen_id: int,
+    advisory_ids: list[int],
+    *,
+    answer: Answer,
+    note: str | None,
+    now: datetime,
+) -> tuple[Recorded, ...]:
+    """The page's answer to each of these check-ins, in the order the SMS webhook locks them."""
+    return tuple(
+        record_answer(
+            session,
+            vault=links.vault,
+            advisory_id=advisory_id,
+            citizen_id=citizen_id,
+            answer=answer,
+            channel="web",
+            note=note,
+            now=now,
+        )
+        for advisory_id in sorted(advisory_ids)
     )
 
 

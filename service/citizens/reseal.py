@@ -86,7 +86,7 @@ def reseal_batch(
             .where(table.c.id > after_id, column.is_not(None), _not_current(column, vault))
             .order_by(table.c.id)
             .limit(size)
-            .with_for_update()
+            .with_for_update(key_share=True)  # no key changes: writers' FK checks go on
         )
         .mappings()
         .all()

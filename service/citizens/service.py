@@ -489,7 +489,14 @@ def erase_citizen(session: Session, *, citizen: Citizen) -> None:
     # locks them (checkin.answers.answering): an answer given at the same moment lands before
     # (and its words are taken here) or finds the record erased. The other way round, a page
     # adding words deadlocked with this, and a probe's answers kept words after the 204.
-    session.execute(select(Citizen.id).where(Citizen.id == citizen.id).with_for_update())
+    # Read again once locked: a contact verified while this waited must be seen to be erased
+    # (a review's erasure, loaded before, left a phone just verified on the erased record).
+    session.scalars(
+        select(Citizen)
+        .where(Citizen.id == citizen.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     session.execute(
         select(Checkin.id)
         .where(Checkin.citizen_id == citizen.id)

@@ -139,6 +139,9 @@ def check_code(
     or the code (a limit across processes). A code never sent (held) verifies nothing; a try at
     it is checked against that limit (`check_tries`, which raises as `count_try` would) without
     spending it."""
+    # The record before its code, as an erasure locks them (a review: the code's try locked,
+    # then the record, deadlocked with an erasure at the same moment).
+    session.execute(select(Citizen.id).where(Citizen.id == citizen.id).with_for_update())
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return Checked(False, "no code is waiting for this channel: ask for a new one")

@@ -542,7 +542,7 @@ class Dispatcher:
             assert content is not None and person is not None and state is not None
             address = person.address
             assert address is not None
-            reference = self.links.reference(row.id)
+            reference = alert_reference = self.links.reference(row.id)
             link = self.links.details(reference)
             rendered, checkin_token = self._render(row, content, person, state, link=link, now=at)
             if checkin_token and row.channel == "sms":
@@ -563,6 +563,7 @@ class Dispatcher:
                     if reference == checkin_token
                     else ()
                 ),
+                idempotency_key=alert_reference,
                 valid_until=state.expires if content.kind != "cancel" else None,
                 status_callback=self.links.status_callback(
                     notifier.name, alert_id=row.id, attempt=row.attempt
@@ -1043,6 +1044,13 @@ def _triage(
         return Decision(row.id, CANCELLED, reason=REASON_CITIZEN_ERASED)
     if state is None or content is None:
         return Decision(row.id, FAILED, code="no-advisory", reason="advisory not found")
+    if person.unreadable:
+        return Decision(
+            row.id,
+            FAILED,
+            code="unreadable",
+            reason=f"the {row.channel} contact is sealed under a data secret no longer listed",
+        )
     if person.address is None:
         return Decision(row.id, FAILED, code="no-contact", reason=f"no {row.channel} contact")
     if row.channel == "sms" and person.sms_opted_out:

@@ -1,12 +1,14 @@
 """What the dispatcher reads for a claimed batch: each advisory revision's words, the
 advisory's state now, and each citizen's language and contacts (opened from the vault)."""
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,8 @@ from service.dispatch.content import AlertContent
 from service.dispatch.quiet_hours import Place, zone_of
 from service.geo.matching import CURRENT, Today, day_number
 from service.privacy import PersonalDataVault
+
+log = logging.getLogger("anjeon.dispatch")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Recipient:
     phone_hash: str | None = None  # their number's keyed hash (the registry's blind index)
     quiet: tuple[str, str] | None = None  # quiet hours ("22:00", "07:00"); None: none
     place: Place | None = None  # where the citizen is now, whose clock the quiet hours follow
+    # Their contact on the channel is sealed under a data secret no longer listed (a rotation
+    # that dropped it before `anjeon reseal` was done): their alert fails, the batch goes on.
+    unreadable: bool = False
 
 
 class ContentCache:
@@ -160,10 +167,19 @@ def recipients(
     for cid, status, language, phone, email, opted_out_at, quiet_from, quiet_to, phone_hash in rows:
         sealed = {"sms": ("phone", phone), "email": ("email", email)}
         field, blob = sealed[channel]
+        address, unreadable = None, False
+        if blob:
+            try:
+                address = vault.open(field, blob)
+            except (InvalidTag, ValueError):
+                # A review: one such value failed every batch that held the citizen.
+                log.error("a contact no listed data secret opens", extra={"citizen": cid})
+                unreadable = True
         found[cid] = Recipient(
             erased=status == "erased",
             language=language,
-            address=vault.open(field, blob) if blob else None,
+            address=address,
+            unreadable=unreadable,
             reachable=frozenset(c for c, (_, b) in sealed.items() if b is not None),
             known_only_by=frozenset(only.get(cid, ())),
             points=tuple(points.get(cid, ())),

@@ -158,16 +158,26 @@ def test_a_provider_refusal_is_reported_not_retried(api, consul, db, twilio, cod
     assert citizen is not None and (citizen.sms_opted_out_at is not None) is stop_kept
 
 
-def test_a_number_that_said_stop_is_not_texted(api, consul, db, twilio):
-    """A probe's test send texted a number that had replied STOP, with a check-in ask."""
-    advisory = issue(api, consul)
-    vault = api.app.state.registry.vault
-    hear_opt_out(db, phone_hash=contact_hash(vault, "sms", STAFF_E164), stop=True, now=utcnow())
-    response = send_test(api, consul, advisory, phone=STAFF_PHONE)
-    assert response.status_code == 409 and "replied STOP" in response.text
-    assert twilio.posts == []
-    hear_opt_out(db, phone_hash=contact_hash(vault, "sms", STAFF_E164), stop=False, now=utcnow())
-    assert send_test(api, consul, advisory, phone=STAFF_PHONE).json()["outcome"] == "sent"
+def test_a_number_that_said_stop_is_not_texted(database_url, db, twilio, smtp, staff_headers):
+    """A probe's test send texted a number that had replied STOP, with a check-in ask. It is
+    refused (409, saying why, not when), once the send's limit is taken: a review found the
+    refusal free, which told a key whether any number had said STOP."""
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), rate_limit_test_send="2/hour"
+    )
+    with client_for(settings, db) as api:
+        consul = staff_headers("consul")
+        advisory = issue(api, consul)
+        vault = api.app.state.registry.vault
+        stopped = contact_hash(vault, "sms", STAFF_E164)
+        hear_opt_out(db, phone_hash=stopped, stop=True, now=utcnow())
+        response = send_test(api, consul, advisory, phone=STAFF_PHONE)
+        assert response.status_code == 409 and "replied STOP" in response.text
+        assert str(utcnow().year) not in response.json()["detail"]
+        assert twilio.posts == []
+        hear_opt_out(db, phone_hash=stopped, stop=False, now=utcnow())
+        assert send_test(api, consul, advisory, phone=STAFF_PHONE).json()["outcome"] == "sent"
+        assert send_test(api, consul, advisory, phone=STAFF_PHONE).status_code == 429
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from service.audit.models import AuditEntry
 from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound, forget_old_words
 from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
+from service.checkin.page import MAX_ANSWERS
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
 from service.config import Settings
@@ -984,6 +985,40 @@ def test_a_help_pressed_on_a_drills_page_during_a_real_crisis_is_a_real_cry_for_
     ]
     [real] = [text for text in notices if not text.startswith("[EXERCISE]")]
     assert "REAL: building collapsed" in real and "Earthquake" in real
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_help_on_a_drills_page_past_its_hourly_answers_still_answers_a_real_check_in(
+    api, consul, db, dispatcher, twilio, smtp
+):
+    """A review: past the link's 20 answers an hour, a help only added its words to the
+    drill's answer, so a real check-in opened since still said "no answer"."""
+    api.app.state.settings.duty_email = ["duty@mofa.test"]
+    cid, phone, _ = citizen(api, exercises=True)
+    drill = issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    [sms] = twilio.bodies_to(phone)
+    link = f"/c/{CHECKIN_LINK.search(sms).group(1)}"
+    for n in range(MAX_ANSWERS):
+        assert api.post(link, data={"answer": "help", "note": f"drill {n}"}).status_code == 200
+    quake = issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    roll = api.get(f"/v1/advisories/{quake}/rollcall", headers=consul).json()
+    assert [(i["citizen_id"], i["answer"]) for i in roll["items"]] == [(cid, "no_answer")]
+    page = api.post(link, data={"answer": "help", "note": "REAL: building collapsed"})
+    assert page.status_code == 200
+    roll = api.get(f"/v1/advisories/{quake}/rollcall", headers=consul).json()
+    assert [(i["citizen_id"], i["answer"], i["channel"]) for i in roll["items"]] == [
+        (cid, "help", "web")
+    ]
+    drill_roll = api.get(f"/v1/advisories/{drill}/rollcall", headers=consul).json()
+    assert [i["answer"] for i in drill_roll["items"]] == ["help"]
+    notices = [
+        m.get_body(("plain",)).get_content() for m in smtp.received if m["To"] == "duty@mofa.test"
+    ]
+    assert any(
+        "REAL: building collapsed" in text and not text.startswith("[EXERCISE]") for text in notices
+    )
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
+from service.checkin import duty
 from service.checkin.answers import (
     HELP_MESSAGES_KEPT,
     Heard,
@@ -25,6 +26,7 @@ from service.checkin.answers import (
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.page import MAX_ANSWERS, _add_to_page_help, _in_force_locked, checkin_page
 from service.checkin.rollcall import take_help
+from service.citizens import verification
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
 from service.citizens.verification import contact_hash
@@ -228,6 +230,29 @@ def _until_one_waits_on_a_lock(factory: sessionmaker[Session], failed: list) -> 
     raise AssertionError(f"the erasure never waited on the page's locks: {failed}")
 
 
+def _eraser(
+    factory: sessionmaker[Session],
+    citizen_id: int,
+    failed: list[BaseException],
+    *,
+    after: threading.Event | None = None,
+) -> threading.Thread:
+    """A thread that erases the citizen (once `after` is set), keeping what it raised."""
+
+    def erase() -> None:
+        if after is not None:
+            after.wait(timeout=30)
+        try:
+            with factory.begin() as session:
+                citizen = session.get(Citizen, citizen_id)
+                assert citizen is not None
+                erase_citizen(session, citizen=citizen)
+        except BaseException as exc:  # reported to the test
+            failed.append(exc)
+
+    return threading.Thread(target=erase)
+
+
 def test_a_record_erased_while_its_page_adds_words_never_deadlocks(factory, database_url):
     """The page (past a link's hourly answers) locks the citizen's check-ins, then the page help
     in force to add words to it; the erasure wiped the answers' words first and then waited
@@ -242,16 +267,7 @@ def test_a_record_erased_while_its_page_adds_words_never_deadlocks(factory, data
             _help(session, advisory, person, channel="web", note="on the roof")
     failed: list[BaseException] = []
 
-    def erase() -> None:
-        try:
-            with factory.begin() as session:
-                citizen = session.get(Citizen, person.id)
-                assert citizen is not None
-                erase_citizen(session, citizen=citizen)
-        except BaseException as exc:  # reported to the test
-            failed.append(exc)
-
-    eraser = threading.Thread(target=erase)
+    eraser = _eraser(factory, person.id, failed)
     with factory.begin() as page:
         current = _in_force_locked(page, advisories[0].id, person.id)
         assert current is not None and current.answer == "help"
@@ -332,16 +348,7 @@ def test_an_erasure_waits_for_an_answer_under_way_and_takes_its_words(factory, d
     person = people[0]
     failed: list[BaseException] = []
 
-    def erase() -> None:
-        try:
-            with factory.begin() as session:
-                citizen = session.get(Citizen, person.id)
-                assert citizen is not None
-                erase_citizen(session, citizen=citizen)
-        except BaseException as exc:  # reported to the test
-            failed.append(exc)
-
-    eraser = threading.Thread(target=erase)
+    eraser = _eraser(factory, person.id, failed)
     with factory.begin() as answer:
         held = answer.scalar(answering(select(Citizen).where(Citizen.id == person.id)))
         assert held is not None and held.status == "active"
@@ -433,3 +440,93 @@ def test_help_messages_kept_an_hour_hold_against_texts_at_once(factory):
     with factory() as session:
         kept = session.scalar(select(func.count()).select_from(HelpMessage))
     assert kept == HELP_MESSAGES_KEPT
+
+
+def test_a_duty_notice_marked_told_while_a_consul_takes_the_case_never_deadlocks(
+    factory, monkeypatch
+):
+    """A review: the notice's check-ins were marked told newest first, a consul's take locks
+    them oldest first, and PostgreSQL aborted the marking: the notice, already sent, went
+    again a minute later. Both now lock them in advisory order."""
+    advisories, people = _seed(factory)
+    monkeypatch.setattr(duty, "send_notice", lambda notice, **_: True)
+    settings = SimpleNamespace(pages_duty_staff=True)
+    for person in people:
+        with factory() as session:
+            ids = list(session.scalars(select(Checkin.id).where(Checkin.citizen_id == person.id)))
+
+        def tell(ids=ids):
+            return duty.tell_duty(
+                factory, vault=VAULT, notifiers={}, settings=settings, checkin_ids=ids, now=utcnow()
+            )
+
+        def take(person=person):
+            with factory.begin() as session:
+                return take_help(
+                    session,
+                    advisory=session.get(Advisory, advisories[0].id),
+                    citizen_public_id=person.public_id,
+                    staff="kim",
+                    now=utcnow(),
+                ).taken_by
+
+        assert _at_once(tell, take) == [1, "kim"]
+    with factory() as session:
+        untold = session.scalar(
+            select(func.count()).select_from(Checkin).where(Checkin.duty_notified_at.is_(None))
+        )
+    assert untold == 0
+
+
+def test_a_code_verified_while_its_record_is_erased_never_deadlocks(
+    factory, database_url, monkeypatch
+):
+    """A review: the code's try was locked, then the record; an erasure locks the record,
+    then deletes the code. Each waited on the other. The try now locks the record first."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's race: SQLite has one writer at a time (BEGIN IMMEDIATE)")
+    with factory.begin() as session:
+        person = Citizen(public_id=str(uuid.uuid4()), language="en", consent_at=utcnow())
+        session.add(person)
+        session.flush()
+        code = verification.issue_code(
+            session,
+            vault=VAULT,
+            citizen=person,
+            channel="sms",
+            address="+821055550123",
+            now=utcnow(),
+        ).code
+    failed: list[BaseException] = []
+    tried = threading.Event()
+    stopped_elsewhere = verification._stopped_elsewhere
+
+    def between_the_try_and_the_record(*args, **kwargs):
+        # The try is taken: let the erasure start, and wait until it waits on a lock.
+        tried.set()
+        _until_one_waits_on_a_lock(factory, failed)
+        return stopped_elsewhere(*args, **kwargs)
+
+    monkeypatch.setattr(verification, "_stopped_elsewhere", between_the_try_and_the_record)
+
+    eraser = _eraser(factory, person.id, failed, after=tried)
+    eraser.start()
+    with factory.begin() as session:
+        citizen = session.get(Citizen, person.id)
+        assert citizen is not None
+        checked = verification.check_code(
+            session,
+            vault=VAULT,
+            citizen=citizen,
+            channel="sms",
+            code=code,
+            now=utcnow(),
+            count_try=lambda _: None,
+            check_tries=lambda _: None,
+            forget_tries=lambda _: None,
+        )
+    eraser.join(timeout=60)
+    assert checked.verified and failed == []
+    with factory() as session:
+        erased = session.get(Citizen, person.id)
+        assert erased is not None and erased.status == "erased" and erased.phone_sealed is None

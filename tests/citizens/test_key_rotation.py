@@ -4,6 +4,7 @@ under the new one, and once the old secret is dropped nothing is lost; look-ups 
 
 import os
 import secrets
+import uuid
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -18,6 +19,7 @@ from service.citizens import reseal
 from service.citizens.models import Citizen
 from service.config import get_settings
 from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.recipients import recipients
 from service.dispatch.reference import Links
 from service.privacy import PersonalDataVault, _derive
 from service.staff import service as staff_service
@@ -195,3 +197,25 @@ def test_a_rotation_seals_everything_again_and_loses_nothing(
         code, out = _reseal(monkeypatch, capsys, url, NEW)
         assert code == 1 and "1 no listed secret opens, left as they are" in out
         assert "help_message.note_sealed: 1" in out
+
+
+def test_a_contact_no_listed_secret_opens_fails_its_alert_not_the_batch(db):
+    """A review: one value left under a dropped data secret made every dispatch batch holding
+    its citizen fail. It is that citizen's alert that fails now, saying why."""
+    dropped = PersonalDataVault(TEST_SECRET.encode(), [OTHER.encode()])
+    vault = PersonalDataVault(TEST_SECRET.encode(), [NEW.encode()])
+    people = [
+        Citizen(
+            public_id=str(uuid.uuid4()),
+            language="en",
+            phone_sealed=sealing.seal("phone", "+821055550100"),
+            consent_at=utcnow(),
+        )
+        for sealing in (dropped, vault)
+    ]
+    db.add_all(people)
+    db.flush()
+    found = recipients(db, [p.id for p in people], channel="sms", vault=vault)
+    lost, kept = (found[p.id] for p in people)
+    assert lost.unreadable and lost.address is None and lost.reachable == {"sms"}
+    assert not kept.unreadable and kept.address == "+821055550100"

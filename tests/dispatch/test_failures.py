@@ -14,6 +14,7 @@ from service.db import utcnow
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
 from service.ledger import outbox
 from service.ledger.models import Alert
+from service.privacy import PersonalDataVault
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.conftest import make_settings
@@ -195,6 +196,27 @@ def test_erased_citizen_alerts_are_cancelled(api, consul, db, dispatcher, twilio
     dispatcher.drain()
     assert {r.status for r in rows(db)} == {"cancelled"}
     assert twilio.posts == []
+
+
+def test_a_contact_no_listed_data_secret_opens_fails_its_own_alert_only(
+    api, consul, db, dispatcher, twilio
+):
+    """A review: one contact left under a dropped data secret (a rotation finished too soon)
+    failed every batch that held it, and held up everyone in them. That alert fails, saying
+    why, and the others go."""
+    lost_id, _, _ = register(api, location=TOKYO, phone="010-6666-0031", channels=["sms"])
+    register(api, location=TOKYO, phone="010-6666-0032", channels=["sms"])
+    dropped = PersonalDataVault(b"a data secret no longer listed, 40 chars")
+    db.execute(
+        update(Citizen)
+        .where(Citizen.public_id == lost_id)
+        .values(phone_sealed=dropped.seal("phone", "+821066660031"))
+    )
+    issue(api, consul)
+    dispatcher.drain()
+    by_code = {r.error_code: r.status for r in rows(db)}
+    assert by_code == {"unreadable": "failed", None: "sent"}
+    assert twilio.bodies_to("+821066660031") == [] and len(twilio.bodies_to("+821066660032")) == 1
 
 
 def test_staff_retry_requeues_a_failed_alert(api, consul, staff_headers, db, dispatcher, twilio):

@@ -266,6 +266,20 @@ def test_webhook_contract_and_signature(hook, answer, expected):
     notifier.close()
 
 
+def test_a_webhooks_idempotency_key_is_the_alerts_reference_not_a_check_in_token(hook):
+    """A check-in SMS's reference is its token, which a rotation of the data secret signs
+    anew: as the Idempotency-Key, a send retried after a rotation reached the receiver as new
+    (a review). The key is the alert's reference, which no rotation changes."""
+    notifier = WebhookNotifier(url=hook.url, secret="hook-secret")
+    asked = replace(message("+821012340006", alert_id=5), reference="TOKEN", idempotency_key="5.ab")
+    assert isinstance(notifier.send(asked), Sent)
+    assert isinstance(notifier.send(message("+821012340007", alert_id=6)), Sent)
+    keys = [headers["Idempotency-Key"] for headers, _ in hook.requests]
+    assert keys == ["5.ab", "6.abc"]
+    assert json.loads(hook.requests[0][1])["reference"] == "TOKEN"
+    notifier.close()
+
+
 def test_a_webhook_whose_send_window_closed_posts_nothing(hook):
     """The webhook checks the claim's lease again once its request is built (fencing, as
     Twilio and SMTP do below the client): past it, nothing is posted; with it open, or with

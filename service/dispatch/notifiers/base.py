@@ -22,6 +22,9 @@ class OutgoingMessage:
     # The same reference as an earlier data secret signed it (a check-in token during a key
     # rotation): a send from before the rotation carries that one, and a look-up must find it.
     earlier_references: tuple[str, ...] = ()
+    # What a receiver drops a repeat by (a webhook's Idempotency-Key): the alert's reference,
+    # which no rotation changes; empty: `reference`.
+    idempotency_key: str = ""
     html: str = ""
     segments: int | None = None
     # The advisory's end: a provider may drop the message if it is still queued then.

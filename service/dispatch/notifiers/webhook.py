@@ -86,7 +86,7 @@ class WebhookNotifier(Notifier):
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature(self._secret, body),
-            "Idempotency-Key": message.reference,
+            "Idempotency-Key": message.idempotency_key or message.reference,
         }
         try:
             response = self._http.post(self.url, content=body, headers=headers)
