@@ -42,7 +42,8 @@ clean:
 
 # Benchmarks: geomatching with ANJEON_BENCH_N citizens (default 1,000,000), dispatch with
 # ANJEON_BENCH_DISPATCH_N alerts (default 100,000), the roll call of an advisory that asked
-# ANJEON_BENCH_ROLLCALL_N citizens (default 200,000); PostgreSQL legs when
+# ANJEON_BENCH_ROLLCALL_N citizens (default 200,000), a rotation's `anjeon reseal` over
+# ANJEON_BENCH_RESEAL_N citizens (default 200,000); PostgreSQL legs when
 # ANJEON_BENCH_DATABASE_URL is set; then load with locust (PostgreSQL only, ANJEON_LOAD_S seconds
 # a phase). Figures on stdout and in var/bench/.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -55,4 +56,5 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/geomatch.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/rollcall.py
+	$(BIN)/python bench/reseal.py
 	$(BIN)/python bench/load.py
