@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from service.advisories import approval, formats, service
@@ -127,8 +127,10 @@ def _apply(
 ) -> None:
     known = _known(session, draft.external) if draft.external else None
     if known is not None and not _may_act_on(session, known, draft, issued_by=issued_by):
-        summary.rejected.append((draft.label, "its identifier is another source's advisory"))
-        return
+        if not _released_to_the_feed(session, known, draft, issued_by=issued_by, now=now):
+            summary.rejected.append((draft.label, "its identifier is another source's advisory"))
+            return
+        known = None
     if known is not None and not draft.revisable:
         summary.unchanged.append(known)
         summary.skipped.append((draft.label, "already imported"))
@@ -299,6 +301,34 @@ def _may_act_on(
         ExternalMessage.feed == issued_by.removeprefix(FEED_ISSUER),
     )
     return session.scalar(stood_in_for.limit(1)) is not None
+
+
+def _released_to_the_feed(
+    session: Session, advisory: Advisory, draft: AdvisoryDraft, *, issued_by: str, now: datetime
+) -> bool:
+    """Whether a feed's real message takes back its identifier from what staff imported under
+    it without naming the feed: a staff advisory that no longer stands (cancelled, expired,
+    rejected) or never alerted anyone (a test or an exercise). The identifier is then the
+    feed's, for an advisory of its own. A probe's consul imported a harmless MOFA row for
+    Afghanistan and cancelled it, or a CAP <status>Test</status> naming the ministry's sender
+    and "IQ:전체": the MOFA feed's level 4 for both was then refused for good, with no error.
+    A staff advisory that stands keeps it (its words are in force; the feed's rejection shows
+    on the feeds page and in anjeon_feed_rejected_items)."""
+    if not issued_by.startswith(FEED_ISSUER) or advisory.issued_by.startswith(FEED_ISSUER):
+        return False
+    if not draft.alerts_citizens or draft.exercise or draft.external is None:
+        return False
+    ended = advisory.expires is not None and advisory.expires <= now
+    stands = advisory.status in ("draft", "pending_approval", "active") and not ended
+    if stands and advisory.alerts_citizens and not advisory.exercise:
+        return False
+    session.execute(
+        delete(ExternalMessage).where(
+            ExternalMessage.sender == draft.external.sender,
+            ExternalMessage.identifier == draft.external.identifier,
+        )
+    )
+    return True
 
 
 def _remember(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from service.advisories import service
 from service.advisories.ingest import import_document
 from service.ledger.models import Alert
 from tests.geomatch.builders import citizen
@@ -119,6 +120,46 @@ def test_a_feed_takes_over_what_staff_imported_from_it(db):
     raised = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:mofa")
     db.refresh(afghanistan)
     assert raised.updated == [afghanistan] and afghanistan.level == "4"
+
+
+def test_an_identifier_staff_imported_without_the_feed_is_the_feeds_once_it_no_longer_stands(
+    db,
+):
+    """A probe's consul imported a harmless MOFA row for Afghanistan by hand (naming no feed)
+    and cancelled it, and imported a CAP <status>Test</status> naming the ministry's sender and
+    "IQ:전체" (nobody texted): the MOFA feed's level 4 for both was refused for good, with no
+    error. An identifier is the feed's again once what staff imported under it no longer
+    stands or never alerted anyone; a staff advisory in force keeps it."""
+    (afghanistan,) = _import(db, "mofa", _mofa("아프가니스탄", "AF", "1"), "consul-1").created
+    service.cancel_advisory(db, advisory=afghanistan, cancelled_by="consul-1", now=NOW)
+    info = """<info><language>en</language><category>Safety</category><event>e</event>
+<urgency>Immediate</urgency><severity>Minor</severity><certainty>Observed</certainty>
+<headline>test</headline><description>test</description><area><areaDesc>sea</areaDesc>
+<circle>-60,-170 1</circle></area></info>"""
+    squat = _cap("IQ:전체", "Alert", "", info).replace(b"anyone@example.org", b"0404.go.kr")
+    squat = squat.replace(b"<status>Actual</status>", b"<status>Test</status>")
+    (test,) = _import(db, "cap", squat, "consul-1").created
+    assert not test.alerts_citizens
+    (syria,) = _import(db, "mofa", _mofa("시리아", "SY", "3"), "consul-1").created
+    rows = [
+        json.loads(_mofa(name, iso, "4"))["data"][0]
+        for name, iso in (("아프가니스탄", "AF"), ("이라크", "IQ"), ("시리아", "SY"))
+    ]
+    polled = _import(
+        db, "mofa", json.dumps({"resultCode": "00", "data": rows}).encode(), "feed:mofa"
+    )
+    assert {a.issued_by for a in polled.created} == {"feed:mofa"} and len(polled.created) == 2
+    assert {a.level for a in polled.created} == {"4"}
+    assert {a.id for a in polled.created}.isdisjoint({afghanistan.id, test.id})
+    [(label, why)] = polled.rejected
+    assert "SY" in label and why == "its identifier is another source's advisory"
+    db.refresh(syria)
+    assert syria.level == "3" and syria.status == "active"  # staff's words stay in force
+    # Polled again: the feed's own advisories, unchanged; nothing new.
+    again = _import(
+        db, "mofa", json.dumps({"resultCode": "00", "data": rows}).encode(), "feed:mofa"
+    )
+    assert again.created == [] and len(again.unchanged) == 2
 
 
 def _zoned_cap(area_desc: str, ugc: str, same: str) -> bytes:
