@@ -7,6 +7,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -162,3 +163,6 @@ class FeedState(Base):
     # before (a 304 is no change): a feed whose upstream froze still polls without error.
     content_hash: Mapped[str | None] = mapped_column(String(64))
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Items of the last document read that were refused (malformed, or under an identifier
+    # another source holds): each a warning that reached nobody (anjeon_feed_rejected_items).
+    rejected_items: Mapped[int | None] = mapped_column(Integer)

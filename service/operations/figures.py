@@ -59,7 +59,7 @@ class Queue:
     staff_keys: dict[str, int] = field(default_factory=dict)
     # name, last poll failed, seconds since its last successful poll (or its first poll),
     # seconds since its document last changed (None before any was read)
-    feeds: list[tuple[str, bool, float, float | None]] = field(default_factory=list)
+    feeds: list[tuple[str, bool, float, float | None, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -143,8 +143,9 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
             outcome == "error",
             (now - _aware(since)).total_seconds(),
             None if changed is None else (now - _aware(changed)).total_seconds(),
+            rejected or 0,
         )
-        for name, outcome, since, changed in connection.execute(
+        for name, outcome, since, changed, rejected in connection.execute(
             select(
                 FeedState.name,
                 FeedState.last_outcome,
@@ -154,6 +155,7 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
                     FeedState.last_success_at, FeedState.first_polled_at, FeedState.last_polled_at
                 ),
                 FeedState.changed_at,
+                FeedState.rejected_items,
             )
             .where(FeedState.last_polled_at > now - FEED_SEEN_WITHIN)
             .order_by(FeedState.name)
@@ -334,14 +336,23 @@ class DatabaseFigures(Collector):
             "(a 304 is no change); feeds polled in the last day, from the database",
             labels=["feed"],
         )
-        for name, failed, since_success, since_change in queue.feeds:
+        refused = GaugeMetricFamily(
+            "anjeon_feed_rejected_items",
+            "Items of a feed's last document read that were refused (malformed, or under an "
+            "identifier another source holds): warnings that reached nobody; GET /v1/feeds "
+            "says which and why; feeds polled in the last day, from the database",
+            labels=["feed"],
+        )
+        for name, failed, since_success, since_change, rejected in queue.feeds:
             failing.add_metric([name[:64]], 1 if failed else 0)
+            refused.add_metric([name[:64]], rejected)
             unfed.add_metric([name[:64]], since_success)
             if since_change is not None:
                 unchanged.add_metric([name[:64]], since_change)
         yield failing
         yield unfed
         yield unchanged
+        yield refused
         yield _per_feed(
             "anjeon_feed_interval_seconds",
             "Each enabled feed's poll interval, from the feeds file (AnjeonFeedFailing waits "

@@ -3,8 +3,10 @@ guard against non-public addresses; feeds.toml validation; the scheduler's feed 
 
 import gzip
 import http.server
+import json
 import time
 import zlib
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -12,8 +14,10 @@ from sqlalchemy.orm import sessionmaker
 
 from service.advisories.feeds.config import Feed, FeedConfigError, load_feeds
 from service.advisories.feeds.fetch import FetchError, check_destination
+from service.advisories.ingest import import_document
 from service.advisories.models import Advisory, FeedState
 from service.config import PROJECT_ROOT
+from service.operations.figures import read_queue
 from service.scheduler import build_scheduler
 from tests.advisories.feed_samples import FEEDS, current_cap
 from tests.loopback_server import serve_in_thread
@@ -230,6 +234,36 @@ def test_file_feed(poll, db):
     feed = Feed.model_validate({"name": "gdacs-file", "path": str(path), "format": "rss"})
     assert poll(feed) == "updated"
     assert "skipped 4" in db.get(FeedState, "gdacs-file").last_detail
+
+
+def test_items_a_poll_refuses_are_counted_for_the_operator(poll, db, tmp_path):
+    """A probe: a feed's level 4 refused (its identifier held by a consul's import that named
+    no feed) left the poll saying "updated" and nothing else. The count of refused items is
+    kept, and read by /metrics (anjeon_feed_rejected_items, AnjeonFeedItemsRejected)."""
+    row = {
+        "country_iso_alp2": "AF",
+        "alarm_lvl": "4",
+        "region_ty": "전체",
+        "written_dt": "2024-01-01",
+    }
+    document = json.dumps({"resultCode": "00", "data": [row]}, ensure_ascii=False).encode()
+    import_document(
+        db,
+        format_name="mofa",
+        data=document.replace(b'"4"', b'"3"'),
+        issued_by="consul-1",
+        now=datetime.now(UTC),
+        max_vertices=50_000,
+        policy="auto",
+    )
+    path = tmp_path / "mofa.json"
+    path.write_bytes(document)
+    feed = Feed.model_validate({"name": "mofa-file", "path": str(path), "format": "mofa"})
+    assert poll(feed) == "updated"
+    state = db.get(FeedState, "mofa-file")
+    assert state.rejected_items == 1 and "another source's advisory" in state.last_detail
+    figures = read_queue(db.connection(), now=datetime.now(UTC))
+    assert [(name, rejected) for name, *_, rejected in figures.feeds] == [("mofa-file", 1)]
 
 
 def test_scheduler_has_one_job_per_enabled_feed(settings, engine, feed_server):

@@ -26,6 +26,7 @@ ALERTS = {
     "AnjeonStaffKeysExpiring",
     "AnjeonFeedFailing",
     "AnjeonFeedStale",
+    "AnjeonFeedItemsRejected",
 }
 # The operator's pages in docs/faults.md, and what each alert sends the operator to.
 RUNBOOK = {
@@ -36,6 +37,7 @@ RUNBOOK = {
     "AnjeonStaffKeysExpiring": set(),  # not a fault: docs/alerting.md says what to do
     "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
     "AnjeonFeedStale": set(),  # the upstream's too
+    "AnjeonFeedItemsRejected": set(),  # staff's: docs/alerting.md says what to do
 }
 _METRIC = re.compile(r"\banjeon_[a-z0-9_]+\b")
 

@@ -81,6 +81,7 @@ def poll_feed(
                 last_modified=last_modified,
                 success=True,
                 content_hash=hashlib.sha256(body).hexdigest(),
+                rejected=len(summary.rejected),
             )
     except DomainError as exc:  # the whole document was unreadable or hostile
         _record(factory, feed, now=now, outcome="error", detail=exc.detail)
@@ -149,12 +150,16 @@ def _save_state(
     last_modified: str | None,
     success: bool,
     content_hash: str | None = None,
+    rejected: int | None = None,
 ) -> None:
-    """`content_hash`: the document a successful poll read (None for a 304: the same one)."""
+    """`content_hash`: the document a successful poll read (None for a 304: the same one);
+    `rejected`: how many of its items were refused (None: as before)."""
     state = session.get(FeedState, feed.name) or FeedState(name=feed.name)
     state.etag, state.last_modified = etag, last_modified
     state.last_polled_at, state.last_outcome, state.last_detail = now, outcome, detail
     state.first_polled_at = state.first_polled_at or now
+    if rejected is not None:
+        state.rejected_items = rejected
     if success:
         state.last_success_at = now
         if content_hash is not None and content_hash != state.content_hash:
