@@ -70,6 +70,20 @@ def refuse_nul(text: str) -> str:
     return text
 
 
+def refuse_unshown(text: str) -> str:
+    """Free text kept for others to read (an audit log's reason, a rejection): refused when it
+    holds what displays as something else (UNSHOWN: the C0 controls but tab and newline, C1,
+    line separators, bidi controls). A probe's reason "ok ESC[31m CR approved by admin RLO"
+    was kept for good, and read in a terminal it erased and rewrote its own line."""
+    found = UNSHOWN.search(text)
+    if found:
+        raise ValueError(
+            f"control or bidirectional character U+{ord(found[0]):04X} is not allowed: it makes "
+            "the text display as something else"
+        )
+    return text
+
+
 def check_name(value: str) -> str:
     """A person's or a key's name as NAME_PATTERN states it (a pydantic validator): raises
     ValueError saying what is wrong."""

@@ -23,6 +23,7 @@ from service.schema_rules import (
     given,
     nulls_refused,
     refuse_nul,
+    refuse_unshown,
 )
 
 Level = Literal[1, 2, 3, 4, "special"]
@@ -196,6 +197,7 @@ class Rejection(StrictModel):
     )
 
     _reason = field_validator("reason")(refuse_nul)
+    _shown = field_validator("reason")(refuse_unshown)
 
 
 class Approval(StrictModel):

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.audit.models import AuditEntry
+from service.schema_rules import UNSHOWN
 
 
 def record(
@@ -29,7 +30,8 @@ def record(
         action=action[:120],
         # A path id may carry a NUL, which PostgreSQL does not store: kept visible, escaped.
         subject=subject.replace("\x00", "\\x00")[:200] if subject else None,
-        reason=reason,
+        # What displays as something else is taken out, whoever wrote it (a request refuses it).
+        reason=UNSHOWN.sub("", reason) if reason else reason,
         status=status,
     )
     session.add(entry)

@@ -18,7 +18,7 @@ from service.geo import countries
 from service.privacy import scrub_contacts
 from service.problems import problem_response
 from service.rate_limits import Rule
-from service.schema_rules import TEXT_PATTERN, refuse_nul
+from service.schema_rules import TEXT_PATTERN, refuse_nul, refuse_unshown
 
 on_registry = APIRouter(prefix="/v1/registry", tags=["registry"])
 # Staff operations on one citizen live under the citizen's own path (DESIGN's contract).
@@ -49,6 +49,7 @@ class RevealIn(StrictModel):
     )
 
     _reason = field_validator("reason")(refuse_nul)
+    _shown = field_validator("reason")(refuse_unshown)
 
     @field_validator("reason")
     @classmethod

@@ -110,6 +110,9 @@ def test_rejection_says_why_and_sends_nothing(api, db, dispatcher, twilio, alice
     created = issue(api, alice, level=3)
     path = f"/v1/advisories/{created['id']}/reject"
     assert api.post(path, json={"reason": "no"}, headers=bob).status_code == 422
+    # A probe's reason erased and rewrote its own line in a terminal reading the audit log.
+    forged = api.post(path, json={"reason": "ok\x1b[31m\rapproved by admin"}, headers=bob)
+    assert forged.status_code == 422 and "U+001B" in forged.text
     assert api.post(path, json={"reason": "wrong country"}, headers=alice).status_code == 403
     rejected = api.post(path, json={"reason": "wrong country"}, headers=bob)
     assert rejected.status_code == 200, rejected.text

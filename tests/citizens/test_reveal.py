@@ -103,6 +103,10 @@ def test_a_viewer_or_no_key_is_refused_and_nothing_is_revealed(client, db, staff
         (["a reason in a list"], False),
         ("전화로 안부 확인이 필요합니다", True),
         ("Calling about the quake\nsecond line", True),
+        # A probe's: what displays as something else in the log, read in a terminal.
+        ("ok \x1b[31m\rrevealed by admin", False),
+        ("Calling about gnillac\u202e the quake", False),
+        ("Calling about the quake\u2028second line", False),
     ],
 )
 def test_the_reason_is_required_and_ten_to_five_hundred_characters(
