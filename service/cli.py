@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,6 +57,26 @@ def _session_factory(settings: Settings) -> sessionmaker[Session]:
     return make_session_factory(engine)
 
 
+def _refuse_unlisted_data_secrets(settings: Settings) -> None:
+    """Stop start-up when personal data is sealed under a data secret the settings do not
+    list (a typo in ANJEON_DATA_KEYS, an old secret dropped too soon): served, every read of
+    it would fail. Checked on a sample of each column (reseal.unopened_sample)."""
+    vault = settings.personal_data_vault()
+    with _session_factory(settings)() as session:
+        if not inspect(session.connection()).has_table("help_message"):
+            return  # not migrated yet: start-up says so itself
+        unopened = reseal.unopened_sample(session, vault=vault)
+    if unopened:
+        raise RuntimeError(
+            "personal data is sealed under a data secret that is not listed: "
+            + "; ".join(unopened)
+            + ". Listed (first seals): "
+            + ", ".join(vault.fingerprints)
+            + ". Check ANJEON_DATA_KEYS for a typo, and list the old secret again until "
+            "`anjeon reseal --check` exits 0 (docs/privacy.md, Rotating keys)"
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
@@ -74,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.workers,
             args.workers,
         )
+    _refuse_unlisted_data_secrets(settings)
     if args.workers == 1:
         uvicorn.run(
             create_app(settings),
@@ -271,6 +293,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    _refuse_unlisted_data_secrets(settings)
     startup.load_for_life()
     dispatcher = Dispatcher.from_settings(
         settings,
@@ -337,6 +360,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     these (and of `anjeon serve` processes with their scheduler) may run at once."""
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    _refuse_unlisted_data_secrets(settings)
     startup.load_for_life()
     factory = _session_factory(settings)
     # Its notifiers tell duty staff of help answers whose notice did not go; it drains nothing.
@@ -369,6 +393,12 @@ def cmd_reseal(args: argparse.Namespace) -> int:
     settings = get_settings()
     vault = settings.personal_data_vault()
     factory = _session_factory(settings)
+    first, *others = vault.fingerprints
+    # Which secret seals: run with the service's own list, the new secret first (a review's
+    # operator ran it with the list of the first restart, and sealed everything back).
+    print(f"sealing under the data secret listed first: fingerprint {first}")
+    if others:
+        print(f"also opening under: {', '.join(others)}")
     if not args.check:
         for sealed in reseal.SEALED_COLUMNS:
             after, done, unreadable = 0, 0, []

@@ -84,6 +84,12 @@ class PersonalDataVault:
         raise InvalidTag()
 
     @property
+    def fingerprints(self) -> list[str]:
+        """The listed data secrets' fingerprints (what sealed values name), first the current:
+        what an operator compares, never the secrets."""
+        return [keys.key_id.hex() for keys in self._keys]
+
+    @property
     def current_prefix(self) -> bytes:
         """How every value sealed under the current data secret begins (what a rotation
         counts and selects by)."""

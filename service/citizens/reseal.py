@@ -115,6 +115,34 @@ def reseal_batch(
     return batch
 
 
+SAMPLED = 20
+
+
+def unopened_sample(session: Session, *, vault: PersonalDataVault) -> list[str]:
+    """The oldest and the newest SAMPLED values of each sealed column that no listed data
+    secret opens, as "column (fingerprint …)": what a process checks before it serves. An
+    operator's typo in ANJEON_DATA_KEYS, or an old secret dropped before `anjeon reseal` was
+    done, started without a word, and every reveal and staff list answered 500 (a review)."""
+    found = []
+    for sealed in SEALED_COLUMNS:
+        table, column = sealed.table, sealed.table.c[sealed.column]
+        for order in (table.c.id.asc(), table.c.id.desc()):
+            rows = session.execute(
+                select(table.c.id, column, *(table.c[name] for name in sealed.reads))
+                .where(column.is_not(None))
+                .order_by(order)
+                .limit(SAMPLED)
+            ).mappings()
+            for row in rows:
+                blob = row[sealed.column]
+                try:
+                    vault.open(sealed.field_of(row), blob)
+                except (InvalidTag, ValueError):
+                    named = f"fingerprint {blob[1:5].hex()}" if blob[:1] == b"\x02" else "format 1"
+                    found.append(f"{sealed.name} ({named})")
+    return sorted(set(found))
+
+
 def left_to_reseal(session: Session, *, vault: PersonalDataVault) -> dict[str, int]:
     """For each sealed column, the values not sealed under the current data secret."""
     left = {}

@@ -1049,7 +1049,7 @@ def _triage(
             row.id,
             FAILED,
             code="unreadable",
-            reason=f"the {row.channel} contact is sealed under a data secret no longer listed",
+            reason=f"its {row.channel} contact is sealed under a data secret not listed here",
         )
     if person.address is None:
         return Decision(row.id, FAILED, code="no-contact", reason=f"no {row.channel} contact")

@@ -105,16 +105,22 @@ def _everything_opens(session: Session, vault: PersonalDataVault) -> dict[str, l
     return opened
 
 
-def _reseal(monkeypatch, capsys, url: str, data_keys: str, *args: str) -> tuple[int, str]:
+def _anjeon(monkeypatch, capsys, url: str, data_keys: str, *args: str) -> tuple[int, str]:
+    """`anjeon *args` with these data secrets: its exit code, and what it printed."""
     monkeypatch.setenv("ANJEON_DATABASE_URL", url)
     monkeypatch.setenv("ANJEON_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("ANJEON_DATA_KEYS", data_keys)
     get_settings.cache_clear()
     try:
-        code = cli.main(["reseal", *args])
+        code = cli.main(list(args))
     finally:
         get_settings.cache_clear()
-    return code, capsys.readouterr().out
+    printed = capsys.readouterr()
+    return code, printed.out + printed.err
+
+
+def _reseal(monkeypatch, capsys, url: str, data_keys: str, *args: str) -> tuple[int, str]:
+    return _anjeon(monkeypatch, capsys, url, data_keys, "reseal", *args)
 
 
 def test_a_rotation_seals_everything_again_and_loses_nothing(
@@ -155,7 +161,16 @@ def test_a_rotation_seals_everything_again_and_loses_nothing(
         assert len(plain["checkin_answer.note_sealed"]) == 4
         assert "이서연2" in plain["citizen.name_sealed"]
 
+        # A process that does not list the old secret (a typo, or dropped too soon) refuses to
+        # start, naming what it could not open; with the list, it runs.
+        code, out = _anjeon(monkeypatch, capsys, url, NEW, "dispatch", "--once")
+        assert code == 2 and "sealed under a data secret that is not listed" in out
+        assert "citizen.name_sealed (fingerprint" in out
+        assert _anjeon(monkeypatch, capsys, url, rotating, "dispatch", "--once")[0] == 0
         code, out = _reseal(monkeypatch, capsys, url, rotating, "--check")
+        first, old = vault.fingerprints
+        assert f"sealing under the data secret listed first: fingerprint {first}" in out
+        assert f"also opening under: {old}" in out
         assert code == 1 and "left under an earlier secret: citizen.name_sealed: 4" in out
         code, out = _reseal(monkeypatch, capsys, url, rotating, "--batch", "2")
         assert code == 0, out
