@@ -62,10 +62,21 @@ def _refuse_unlisted_data_secrets(settings: Settings) -> None:
     list (a typo in ANJEON_DATA_KEYS, an old secret dropped too soon): served, every read of
     it would fail. Checked on a sample of each column (reseal.unopened_sample)."""
     vault = settings.personal_data_vault()
-    with _session_factory(settings)() as session:
-        if not inspect(session.connection()).has_table("help_message"):
-            return  # not migrated yet: start-up says so itself
-        unopened = reseal.unopened_sample(session, vault=vault)
+    factory = _session_factory(settings)
+    try:
+        with factory() as session:
+            if not inspect(session.connection()).has_table("help_message"):
+                return  # not migrated yet: start-up says so itself
+            unopened = reseal.unopened_sample(session, vault=vault)
+    except SQLAlchemyError as exc:
+        # A database down at start is waited out by what starts next (a review: this check
+        # made the dispatcher exit where it had ridden out an outage).
+        logging.getLogger("anjeon.startup").warning(
+            "data secrets not checked: the database did not answer", extra={"error": str(exc)}
+        )
+        return
+    finally:
+        factory.kw["bind"].dispose()
     if unopened:
         raise RuntimeError(
             "personal data is sealed under a data secret that is not listed: "

@@ -103,10 +103,10 @@ class PersonalDataVault:
 # of 7 or more digits (with the usual separators) and any e-mail address is taken out before
 # such a text is stored, shown to staff or kept after erasure.
 # Separators as people type them too: dashes of every kind, slashes, the minus sign, and
-# underscores, tildes and what draws nothing between digits (a probe's reason kept
-# "010\u200b2000\u200b0001" and "010_2000_0001" whole).
+# underscores and what draws nothing between digits (a probe's reason kept
+# "010\u200b2000\u200b0001" and "010_2000_0001" whole). Not a tilde: "2023~2024년" is a range.
 _PHONE_LIKE = re.compile(
-    r"\+?\d[\d\s().\-/_~\u00b7\u200b-\u200d\u2060\ufeff\u2010-\u2015\u2212]{5,}\d"
+    r"\+?\d[\d\s().\-/_\u00b7\u200b-\u200d\u2060\ufeff\u2010-\u2015\u2212]{5,}\d"
 )
 # Anything either side of an @: a domain in any letters (예시.한국), or with no dot at all.
 _EMAIL_LIKE = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+")

@@ -57,6 +57,12 @@ NAME_PATTERN = rf"^[^{_NAME_REFUSED}]*[^\s{_NAME_REFUSED}{_INVISIBLE}][^{_NAME_R
 TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 # Free text of three characters or more once trimmed (two that are not spaces, one between).
 TEXT3_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]+[^\s\x00][^\x00]*$"
+_REWRITES = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069"
+# A reason kept for others to read: nothing that rewrites its display (refuse_unshown).
+REASON_PATTERN = rf"^[^{_REWRITES}]*[^\s{_REWRITES}][^{_REWRITES}]*$"
+REASON3_PATTERN = (
+    rf"^[^{_REWRITES}]*[^\s{_REWRITES}][^{_REWRITES}]+[^\s{_REWRITES}][^{_REWRITES}]*$"
+)
 
 _NAME = re.compile(NAME_PATTERN)
 _NAME_REFUSED_CHAR = re.compile(f"[{_NAME_REFUSED}]")
@@ -70,12 +76,19 @@ def refuse_nul(text: str) -> str:
     return text
 
 
+# What rewrites how the text around it displays: the C0 controls but tab and newline, C1,
+# the line separators, and the bidi embeddings, overrides and isolates (not the marks, which
+# pasted Arabic and Hebrew text carries).
+REWRITES_DISPLAY = re.compile(f"[{_REWRITES}]")
+
+
 def refuse_unshown(text: str) -> str:
     """Free text kept for others to read (an audit log's reason, a rejection): refused when it
-    holds what displays as something else (UNSHOWN: the C0 controls but tab and newline, C1,
-    line separators, bidi controls). A probe's reason "ok ESC[31m CR approved by admin RLO"
-    was kept for good, and read in a terminal it erased and rewrote its own line."""
-    found = UNSHOWN.search(text)
+    holds what rewrites its display (REWRITES_DISPLAY; a Windows line break is read as one).
+    A probe's reason "ok ESC[31m CR approved by admin RLO" was kept for good, and read in a
+    terminal it erased and rewrote its own line."""
+    text = text.replace("\r\n", "\n")
+    found = REWRITES_DISPLAY.search(text)
     if found:
         raise ValueError(
             f"control or bidirectional character U+{ord(found[0]):04X} is not allowed: it makes "

@@ -126,11 +126,17 @@ def _apply(
     feed: str | None,
 ) -> None:
     known = _known(session, draft.external) if draft.external else None
+    released = False
     if known is not None and not _may_act_on(session, known, draft, issued_by=issued_by):
-        if not _released_to_the_feed(session, known, draft, issued_by=issued_by, now=now):
-            summary.rejected.append((draft.label, "its identifier is another source's advisory"))
+        held = _held_from_the_feed(known, draft, issued_by=issued_by, now=now)
+        if held in (ENDED_BY_STAFF, SAID_BY_STAFF):
+            summary.unchanged.append(known)
+            summary.skipped.append((draft.label, held))
             return
-        known = None
+        if held is not None:
+            summary.rejected.append((draft.label, held))
+            return
+        known, released = None, True
     if known is not None and not draft.revisable:
         summary.unchanged.append(known)
         summary.skipped.append((draft.label, "already imported"))
@@ -140,10 +146,10 @@ def _apply(
         if target is None:
             summary.rejected.append((draft.label, "cancels no advisory known here"))
             return
-        if _late(session, draft, target, feed=feed, summary=summary):
+        if _late(session, draft, target, feed=feed, summary=summary, replacing=released):
             return
         service.cancel_advisory(session, advisory=target, cancelled_by=issued_by, now=now)
-        _remember(session, draft, target, feed=feed)
+        _remember(session, draft, target, feed=feed, replacing=released)
         summary.updated.append(target)
         return
     if draft.expires is not None and draft.expires <= now:
@@ -163,10 +169,12 @@ def _apply(
             now=now,
             match=False,
         )
-        _remember(session, draft, advisory, feed=feed)
+        _remember(session, draft, advisory, feed=feed, replacing=released)
         summary.created.append(advisory)
         return
-    if known is None and _late(session, draft, target, feed=feed, summary=summary):
+    if known is None and _late(
+        session, draft, target, feed=feed, summary=summary, replacing=released
+    ):
         return
     waiting = approval.pending(session, target)
     if waiting is not None and waiting.proposed_by == issued_by:
@@ -203,7 +211,7 @@ def _apply(
         replace_own=True,
     )
     if known is None:
-        _remember(session, draft, target, feed=feed)
+        _remember(session, draft, target, feed=feed, replacing=released)
     summary.updated.append(target)
 
 
@@ -243,6 +251,7 @@ def _late(
     *,
     feed: str | None,
     summary: IngestSummary,
+    replacing: bool = False,
 ) -> bool:
     """Whether an Update or Cancel was sent before a message already applied to `target` (held
     up on the way): then it is remembered, skipped and not applied. A late Update brought back
@@ -253,7 +262,7 @@ def _late(
     )
     if draft.sent is None or newest is None or draft.sent >= newest:
         return False
-    _remember(session, draft, target, feed=feed)
+    _remember(session, draft, target, feed=feed, replacing=replacing)
     summary.unchanged.append(target)
     summary.skipped.append((draft.label, "older than a message already applied"))
     return True
@@ -303,39 +312,61 @@ def _may_act_on(
     return session.scalar(stood_in_for.limit(1)) is not None
 
 
-def _released_to_the_feed(
-    session: Session, advisory: Advisory, draft: AdvisoryDraft, *, issued_by: str, now: datetime
-) -> bool:
-    """Whether a feed's real message takes back its identifier from what staff imported under
-    it without naming the feed: a staff advisory that no longer stands (cancelled, expired,
-    rejected) or never alerted anyone (a test or an exercise). The identifier is then the
-    feed's, for an advisory of its own. A probe's consul imported a harmless MOFA row for
-    Afghanistan and cancelled it, or a CAP <status>Test</status> naming the ministry's sender
-    and "IQ:전체": the MOFA feed's level 4 for both was then refused for good, with no error.
-    A staff advisory that stands keeps it (its words are in force; the feed's rejection shows
-    on the feeds page and in anjeon_feed_rejected_items)."""
+ENDED_BY_STAFF = "no change: staff ended these same words"
+SAID_BY_STAFF = "no change: staff's advisory in force says the same"
+
+
+def _held_from_the_feed(
+    advisory: Advisory, draft: AdvisoryDraft, *, issued_by: str, now: datetime
+) -> str | None:
+    """Why a feed's message may not take its identifier from `advisory`, which another source
+    holds (None: the feed takes it, for an advisory of its own).
+
+    A probe's consul imported a harmless MOFA row for Afghanistan by hand, naming no feed, and
+    cancelled it, or a CAP <status>Test</status> naming the ministry's sender and "IQ:전체":
+    the MOFA feed's level 4 for both was refused for good, with no error. So a staff import
+    that never alerted anyone (a test), or that no longer stands (cancelled, expired, or a
+    proposal rejected), gives the identifier back when the feed says something else. When it
+    says the same words, staff's ending stands (a review: a cancelled copy came back and
+    alerted everyone again). A staff advisory that stands, or an exercise, keeps it: the
+    item is skipped when staff's words in force are the same, else rejected, and counted in
+    anjeon_feed_rejected_items (staff then cancel theirs, and the feed's next poll takes
+    over, or revise theirs). Another feed's, always."""
+    refused = "its identifier is another source's advisory"
     if not issued_by.startswith(FEED_ISSUER) or advisory.issued_by.startswith(FEED_ISSUER):
-        return False
+        return refused
     if not draft.alerts_citizens or draft.exercise or draft.external is None:
-        return False
+        return refused
+    if not advisory.alerts_citizens:
+        return None
+    if advisory.exercise:
+        return refused
     ended = advisory.expires is not None and advisory.expires <= now
-    stands = advisory.status in ("draft", "pending_approval", "active") and not ended
-    if stands and advisory.alerts_citizens and not advisory.exercise:
-        return False
-    session.execute(
-        delete(ExternalMessage).where(
-            ExternalMessage.sender == draft.external.sender,
-            ExternalMessage.identifier == draft.external.identifier,
-        )
-    )
-    return True
+    same = _same_content(service.draft_of(advisory), draft)
+    if advisory.status in ("draft", "pending_approval", "active") and not ended:
+        return SAID_BY_STAFF if same and advisory.status == "active" else refused
+    return ENDED_BY_STAFF if same else None
 
 
 def _remember(
-    session: Session, draft: AdvisoryDraft, advisory: Advisory, *, feed: str | None
+    session: Session,
+    draft: AdvisoryDraft,
+    advisory: Advisory,
+    *,
+    feed: str | None,
+    replacing: bool = False,
 ) -> None:
+    """The message applied to `advisory`; `replacing`: its identifier was staff's, given back
+    to this feed (_held_from_the_feed), and is the feed's advisory's from now on."""
     if draft.external is None:
         return
+    if replacing:
+        session.execute(
+            delete(ExternalMessage).where(
+                ExternalMessage.sender == draft.external.sender,
+                ExternalMessage.identifier == draft.external.identifier,
+            )
+        )
     session.add(
         ExternalMessage(
             sender=draft.external.sender,

@@ -15,7 +15,7 @@ from pydantic import (
 from service.dispatch.content import has_non_latin_letters
 from service.schema_rules import (
     NAME_PATTERN,
-    TEXT3_PATTERN,
+    REASON3_PATTERN,
     TEXT_PATTERN,
     StrictModel,
     UtcTime,
@@ -193,7 +193,7 @@ class Rejection(StrictModel):
         min_length=3,
         max_length=500,
         description="Why: told to the proposer (3-500 characters, trimmed).",
-        json_schema_extra={"pattern": TEXT3_PATTERN},
+        json_schema_extra={"pattern": REASON3_PATTERN},
     )
 
     _reason = field_validator("reason")(refuse_nul)

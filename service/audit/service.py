@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.audit.models import AuditEntry
-from service.schema_rules import UNSHOWN
+from service.schema_rules import REWRITES_DISPLAY
 
 
 def record(
@@ -31,7 +31,7 @@ def record(
         # A path id may carry a NUL, which PostgreSQL does not store: kept visible, escaped.
         subject=subject.replace("\x00", "\\x00")[:200] if subject else None,
         # What displays as something else is taken out, whoever wrote it (a request refuses it).
-        reason=UNSHOWN.sub("", reason) if reason else reason,
+        reason=REWRITES_DISPLAY.sub("", reason.replace("\r\n", "\n")) if reason else reason,
         status=status,
     )
     session.add(entry)

@@ -115,23 +115,25 @@ def reseal_batch(
     return batch
 
 
-SAMPLED = 20
+SAMPLED = 200
 
 
 def unopened_sample(session: Session, *, vault: PersonalDataVault) -> list[str]:
-    """The oldest and the newest SAMPLED values of each sealed column that no listed data
-    secret opens, as "column (fingerprint …)": what a process checks before it serves. An
-    operator's typo in ANJEON_DATA_KEYS, or an old secret dropped before `anjeon reseal` was
-    done, started without a word, and every reveal and staff list answered 500 (a review)."""
+    """The values that no listed data secret opens, among each sealed table's oldest and
+    newest SAMPLED rows, as "column (fingerprint …)": what a process checks before it serves.
+    An operator's typo in ANJEON_DATA_KEYS, or an old secret dropped before `anjeon reseal`
+    was done, started without a word, and every reveal and staff list answered 500. Rows by
+    their primary key, not values by a scan: a column NULL in most rows (e-mail in an SMS-only
+    registry) took 2 s a query at 10M citizens (a review)."""
     found = []
     for sealed in SEALED_COLUMNS:
         table, column = sealed.table, sealed.table.c[sealed.column]
         for order in (table.c.id.asc(), table.c.id.desc()):
+            ends = select(table.c.id).order_by(order).limit(SAMPLED)
             rows = session.execute(
-                select(table.c.id, column, *(table.c[name] for name in sealed.reads))
-                .where(column.is_not(None))
-                .order_by(order)
-                .limit(SAMPLED)
+                select(table.c.id, column, *(table.c[name] for name in sealed.reads)).where(
+                    table.c.id.in_(ends), column.is_not(None)
+                )
             ).mappings()
             for row in rows:
                 blob = row[sealed.column]

@@ -18,7 +18,7 @@ from service.geo import countries
 from service.privacy import scrub_contacts
 from service.problems import problem_response
 from service.rate_limits import Rule
-from service.schema_rules import TEXT_PATTERN, refuse_nul, refuse_unshown
+from service.schema_rules import REASON_PATTERN, refuse_nul, refuse_unshown
 
 on_registry = APIRouter(prefix="/v1/registry", tags=["registry"])
 # Staff operations on one citizen live under the citizen's own path (DESIGN's contract).
@@ -45,7 +45,7 @@ class RevealIn(StrictModel):
         description="Why you need this citizen's contacts (10-500 characters, trimmed); kept "
         "in the audit log for good, with any phone number or e-mail address in it replaced by "
         "[contact]: do not name the person.",
-        json_schema_extra={"pattern": TEXT_PATTERN},
+        json_schema_extra={"pattern": REASON_PATTERN},
     )
 
     _reason = field_validator("reason")(refuse_nul)

@@ -58,7 +58,8 @@ class Queue:
     send_rate: dict[str, float] = field(default_factory=dict)
     staff_keys: dict[str, int] = field(default_factory=dict)
     # name, last poll failed, seconds since its last successful poll (or its first poll),
-    # seconds since its document last changed (None before any was read)
+    # seconds since its document last changed (None before any was read), items refused in
+    # its last document read
     feeds: list[tuple[str, bool, float, float | None, int]] = field(default_factory=list)
 
 

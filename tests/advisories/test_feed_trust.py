@@ -162,6 +162,42 @@ def test_an_identifier_staff_imported_without_the_feed_is_the_feeds_once_it_no_l
     assert again.created == [] and len(again.unchanged) == 2
 
 
+def test_staff_ending_the_same_words_stands_and_a_drill_keeps_its_identifier(db):
+    """A review: a copy staff cancelled came back at the next poll, as a new advisory that
+    alerted everyone again, when the feed said the very words staff had ended; and a drill
+    still running lost its identifier, so staff's own Cancel of the drill found nothing."""
+    (afghanistan,) = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "consul-1").created
+    # While staff's advisory says the same in force, the feed's item is no missed warning.
+    agreed = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:mofa")
+    assert agreed.rejected == [] and agreed.created == []
+    assert [why for _, why in agreed.skipped] == [
+        "no change: staff's advisory in force says the same"
+    ]
+    service.cancel_advisory(db, advisory=afghanistan, cancelled_by="consul-1", now=NOW)
+    same = _import(db, "mofa", _mofa("아프가니스탄", "AF", "4"), "feed:mofa")
+    assert same.created == [] and same.rejected == []
+    assert same.skipped == [(same.skipped[0][0], "no change: staff ended these same words")]
+    info = """<info><language>en</language><category>Safety</category><event>e</event>
+<urgency>Immediate</urgency><severity>Minor</severity><certainty>Observed</certainty>
+<headline>drill</headline><description>drill</description><area><areaDesc>sea</areaDesc>
+<circle>-60,-170 1</circle></area></info>"""
+    drill = _cap("D-1", "Alert", "", info).replace(
+        b"<status>Actual</status>", b"<status>Exercise</status>"
+    )
+    (exercise,) = _import(db, "cap", drill, "consul-1").created
+    assert exercise.exercise
+    real = _cap("D-1", "Alert", "", info)
+    taken = _import(db, "cap", real, "feed:cap")
+    assert (
+        taken.created == []
+        and taken.rejected[0][1] == "its identifier is another source's advisory"
+    )
+    ended = _cap("D-1-end", "Cancel", "anyone@example.org,D-1,x").replace(
+        b"<status>Actual</status>", b"<status>Exercise</status>"
+    )
+    assert _import(db, "cap", ended, "consul-1").updated == [exercise]
+
+
 def _zoned_cap(area_desc: str, ugc: str, same: str) -> bytes:
     """An NWS-style CAP warning: zone codes (UGC, SAME) and no polygon."""
     expires = (NOW + timedelta(days=1)).isoformat()

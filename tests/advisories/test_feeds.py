@@ -128,11 +128,14 @@ def test_poll_then_304(poll, db, feed_server):
         db.scalar(select(func.count()).select_from(Advisory).where(Advisory.source == "cap")) == 1
     )
     first = db.get(FeedState, "loopback").last_polled_at
+    said = db.get(FeedState, "loopback").last_detail
+    assert said.startswith("created 1")
     assert poll(feed) == "not-modified"
     assert FeedServer.requests[1][1].get("If-None-Match") == '"v1"'
     assert FeedServer.requests[1][1].get("If-Modified-Since") == "Fri, 27 Nov 2026 10:00:00 GMT"
     state = db.get(FeedState, "loopback")
     assert state.last_outcome == "not-modified" and state.etag == '"v1"'
+    assert state.last_detail == said  # the same document: what was said of it stands
     # The first poll is kept (AnjeonFeedFailing counts from it until one succeeds).
     assert state.first_polled_at == first < state.last_polled_at
     assert (

@@ -107,6 +107,7 @@ def test_a_viewer_or_no_key_is_refused_and_nothing_is_revealed(client, db, staff
         ("ok \x1b[31m\rrevealed by admin", False),
         ("Calling about gnillac\u202e the quake", False),
         ("Calling about the quake\u2028second line", False),
+        ("Calling about \u200fالقاهرة\u200f now", True),  # marks, as pasted Arabic has them
     ],
 )
 def test_the_reason_is_required_and_ten_to_five_hundred_characters(

@@ -127,6 +127,10 @@ def _record(
 ) -> None:
     with factory.begin() as session:
         state = session.get(FeedState, feed.name)
+        if detail is None and success and state is not None:
+            # A 304: the same document, and what was said of it stands (a review: the refused
+            # items' reasons were wiped while their count, and its ticket, stayed).
+            detail = state.last_detail
         _save_state(
             session,
             feed,
