@@ -234,3 +234,11 @@ def test_a_contact_no_listed_secret_opens_fails_its_alert_not_the_batch(db):
     lost, kept = (found[p.id] for p in people)
     assert lost.unreadable and lost.address is None and lost.reachable == {"sms"}
     assert not kept.unreadable and kept.address == "+821055550100"
+
+
+def test_the_start_up_check_lets_a_process_start_while_the_database_is_down(caplog):
+    """A review: the check opened a session first thing, and a database down at start made
+    `anjeon dispatch` exit where it had ridden the outage out. It is skipped, and says so."""
+    down = make_settings("postgresql+psycopg://postgres@127.0.0.1:1/anjeon_down")
+    cli._refuse_unlisted_data_secrets(down)
+    assert "data secrets not checked: the database did not answer" in caplog.text
