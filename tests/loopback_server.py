@@ -2,12 +2,14 @@
 uvicorn, each served from a thread."""
 
 import http.server
+import random
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -54,17 +56,47 @@ def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator
         server.server_close()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_PICK = random.SystemRandom()  # not `random`: pytest-randomly seeds it alike in every leg
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free on 127.0.0.1 now, for a server started a moment later. Not bind(0)'s: that
+    port comes from the ephemeral range, where any outgoing connection of the four legs
+    (PostgreSQL, Redis, HTTP) may take it first ("address already in use", once in 4 CI runs).
+    Below that range, at random: legs rarely pick the same one."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PICK.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
+
+
+def listening_socket() -> socket.socket:
+    """A socket bound to 127.0.0.1 and held, for a server in this process: no race at all."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", free_port()))
+    return held
 
 
 @contextmanager
-def uvicorn_in_thread(app: FastAPI, port: int) -> Iterator[None]:
-    """The app under uvicorn on 127.0.0.1:`port`, started, until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
+def uvicorn_in_thread(app: FastAPI, held: socket.socket) -> Iterator[None]:
+    """The app under uvicorn on the `held` socket (listening_socket()), started, until the
+    block ends; the socket is closed with it."""
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [held]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -75,3 +107,4 @@ def uvicorn_in_thread(app: FastAPI, port: int) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        held.close()

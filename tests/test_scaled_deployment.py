@@ -22,6 +22,7 @@ overlap). Redis keys are this run's own (a new secret key) and lapse with their 
 
 import itertools
 import json
+import logging
 import re
 import secrets
 import signal
@@ -59,11 +60,12 @@ from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import Answer, FakeTwilio
 from tests.dispatch.seed import phone_of, scratch_database, seed_pending
 from tests.dispatch.smtp_sink import SmtpSink
+from tests.loopback_server import free_port
 from tests.operations.service_process import (
     ROOT,
     consul_key,
     e164,
-    free_port,
+    log_lines,
     log_tail,
     processes,
     service_env,
@@ -81,6 +83,7 @@ TOKYO = {"lat": 35.5, "lon": 139.5}  # inside advisory_body()'s square
 # boundaries at once (~7 s of CPU each).
 START_S = 240
 WAIT_S = 90  # for anything else the processes do
+SETTLED_S = 3.0  # the fake's count of held SMS unchanged this long: no thread is on its way
 CODE = re.compile(r"\b(\d{6})\b")
 
 
@@ -187,21 +190,45 @@ def _stopped(run: Run, process: subprocess.Popen):
         run.signals.append(("SIGCONT", process.pid, time.monotonic()))
 
 
-def _found(probe, what: str, logs: Path):
-    """The first non-None answer of probe() within WAIT_S."""
+def _found(probe, what: str, logs: Path, state=lambda: ""):
+    """The first non-None answer of probe() within WAIT_S; `state()` is said if none came."""
     deadline = time.monotonic() + WAIT_S
     while (found := probe()) is None:
-        assert time.monotonic() < deadline, f"{what}:\n{log_tail(logs)}"
+        assert time.monotonic() < deadline, f"{what} ({state()}):\n{log_tail(logs)}"
         time.sleep(0.02)
     return found
 
 
-def _dispatcher_holding_sms(run: Run, advisory: str) -> subprocess.Popen | None:
+def _statuses(run: Run, advisory: str) -> list[tuple[str, str, str | None]]:
+    """(channel, status, claimed by) of the advisory's alerts."""
+    with run.session() as session:
+        rows = session.execute(
+            select(Alert.channel, Alert.status, Alert.claimed_by)
+            .where(Alert.advisory_id == _advisory_id(session, advisory))
+            .order_by(Alert.channel, Alert.id)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def _dispatcher_holding_sms(
+    run: Run, advisory: str, seen: dict[str, float]
+) -> subprocess.Popen | None:
     """The dispatcher holding SMS claims once the advisory's e-mails are all recorded (so that
     none is in flight when it stops: an e-mail cannot be looked up, and would go again), while
     every sending thread of both dispatchers waits on a request the fake Twilio holds (so that
-    none is between its last check of the claim and its request: see the docstring above)."""
-    if run.twilio.holding < 2 * int(run.env["ANJEON_DISPATCH_THREADS"]):
+    none is between its last check of the claim and its request: see the docstring above).
+    A dispatcher starved of CPU past a quarter of its lease skips its sends instead (they lapse
+    unsent, and say so in its log) while its other threads wait: then the held count that has
+    not moved for SETTLED_S is every thread that will send (a CI run waited 90 s for 4)."""
+    holding = run.twilio.holding
+    if holding != seen.get("holding"):
+        seen.update(holding=holding, since=time.monotonic())
+    settled = (
+        holding > 0
+        and time.monotonic() - seen["since"] >= SETTLED_S
+        and bool(log_lines(run.logs, "sends not started"))
+    )
+    if holding < 2 * int(run.env["ANJEON_DISPATCH_THREADS"]) and not settled:
         return None
     with run.session() as session:
         advisory_id = _advisory_id(session, advisory)
@@ -284,7 +311,13 @@ def _alpha_then_bravo(
     )
     assert approved.status_code == 200, approved.text
     if faults:
-        holder = _found(lambda: _dispatcher_holding_sms(run, alpha["id"]), "no SMS held", run.logs)
+        seen: dict[str, float] = {}
+        holder = _found(
+            lambda: _dispatcher_holding_sms(run, alpha["id"], seen),
+            "no SMS held",
+            run.logs,
+            state=lambda: f"{run.twilio.holding} held; {_statuses(run, alpha['id'])}",
+        )
         with _stopped(run, holder):
             held = _claimed_by(run, holder.pid)
             gate.set()  # the other dispatcher's requests are answered; the stopped one's wait
@@ -575,7 +608,18 @@ def test_on_postgresql_a_dispatcher_paused_right_after_its_claim_sends_nothing_t
                 stand_in.step(channels=["sms"])
 
         event.listen(paused_one.factory, "after_commit", pause_after_the_claim)
-        paused_one.step(channels=["sms"])
+        # Its own handler: the migration's logging config (alembic.ini) replaced caplog's.
+        said: list[logging.LogRecord] = []
+        heard = logging.Handler(logging.WARNING)
+        heard.emit = said.append  # type: ignore[method-assign]
+        logging.getLogger("anjeon.dispatch").addHandler(heard)
+        try:
+            paused_one.step(channels=["sms"])
+        finally:
+            logging.getLogger("anjeon.dispatch").removeHandler(heard)
         for engine in engines:
             engine.dispose()
     assert Counter(m["to"] for m in twilio.messages) == {phone_of(0): 1, phone_of(1): 1}
+    # The paused one's silent skips are said: a starved dispatcher is what its log shows.
+    skipped = [r for r in said if r.getMessage().startswith("sends not started")]
+    assert [(r.not_started, r.batch) for r in skipped] == [(2, 2)]

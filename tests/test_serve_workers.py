@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,12 @@ from service.cli import main
 from service.config import get_settings
 from service.migrate import upgrade
 from tests.builders import citizen_body
+from tests.loopback_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_S = 60  # two processes import the service and load the country boundaries at once
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _workers(parent: int) -> list[int]:
@@ -159,7 +153,7 @@ def _register(port: int, forwarded_for: str) -> int:
 def test_a_forwarded_for_header_from_an_untrusted_peer_is_not_the_client(tmp_path):
     """uvicorn by itself believes X-Forwarded-For from 127.0.0.1: each registration naming
     another address would then be a new client, and the per-client limit would never hold."""
-    port = _free_port()
+    port = free_port()
     serve, log = _serve(tmp_path, port, 1, ANJEON_RATE_LIMIT_CLIENT="2/hour")
     try:
         deadline = time.monotonic() + START_S
@@ -196,7 +190,7 @@ def test_several_workers_counting_in_memory_are_refused_in_production(monkeypatc
 
 
 def test_serve_with_two_workers_answers_from_both(tmp_path):
-    port = _free_port()
+    port = free_port()
     serve, log = _serve(tmp_path, port, 2)
     workers: list[int] = []
     answered: set[int] = set()
@@ -224,7 +218,7 @@ def test_serve_with_two_workers_answers_from_both(tmp_path):
 def test_the_served_app_answers_head_and_redirects_on_its_own_host(tmp_path):
     """Through uvicorn: HEAD has GET's headers and no body, and a trailing-slash redirect does
     not carry the Host header a client sent."""
-    port = _free_port()
+    port = free_port()
     serve, log = _serve(tmp_path, port, 1)
     try:
         deadline = time.monotonic() + START_S

@@ -9,7 +9,6 @@ test skips locally and fails in CI. Each run has its own secret key, so its keys
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from service.rate_limits import RateLimits, Rule, address_key
 from tests.builders import citizen_body
 from tests.conftest import redis_url_for_tests
 from tests.dispatch.seed import scratch_database
+from tests.loopback_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 6
@@ -37,16 +37,10 @@ REQUESTS = 14
 START_S = 90  # loading the country boundaries takes a few seconds per process
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def serving(url: str, storage: str, secret: str, logs: Path) -> Iterator[list[str]]:
     """Two `anjeon serve` processes; yields their base URLs once both answer /readyz."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     env = {
         **os.environ,
         "ANJEON_DATABASE_URL": url,

@@ -644,6 +644,7 @@ class Dispatcher:
         }
         pending: list[tuple[Claimed, Decision]] = []
         last_record = time.monotonic()
+        not_started = 0
         for future in as_completed(futures):
             chunk = futures[future]
             at = now or self.clock.now()
@@ -652,6 +653,7 @@ class Dispatcher:
                     # Not sent and not recorded: the row lapses, and is looked up before
                     # any send by whoever claims it next.
                     self.holdings.drop([job.row.id])
+                    not_started += 1
                     continue
                 tally.reconciled += reconciled
                 pending.append((job.row, self._decide(job, outcome, now=at)))
@@ -662,6 +664,13 @@ class Dispatcher:
                 pending, last_record = [], time.monotonic()
         if pending:
             self._record(pending, now=now or self.clock.now(), tally=tally)
+        if not_started:
+            # A process starved of CPU or of its database past a quarter of its lease: silent,
+            # its claims lapsed unsent while the batch's other sends held the channel.
+            log.warning(
+                "sends not started: their claims were not surely ours",
+                extra={"notifier": notifier.name, "not_started": not_started, "batch": len(jobs)},
+            )
 
     def _deliver_all(
         self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]

@@ -4,7 +4,6 @@ number of connections or messages (`fault("421" | "stall" | "drop", ...)`), and 
 connection and message with its time, so a test can count how hard a client hammered it."""
 
 import asyncio
-import socket
 import threading
 import time
 from collections import deque
@@ -16,6 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from tests.dispatch.fault_window import Window, take, within
+from tests.loopback_server import free_port
 
 # Where each fault strikes: a new connection's greeting, or a message's final reply.
 FAULT_STAGES = {
@@ -24,12 +24,6 @@ FAULT_STAGES = {
     "drop": ("data",),
     "trickle": ("data", "rcpt", "connect"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(kw_only=True)

@@ -5,7 +5,6 @@ fault test: registrations, an advisory's burst, staff reads and health checks.""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,12 +36,6 @@ from tests.dispatch.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 START_S = 90  # loading the country boundaries takes a few seconds per process
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def service_env(

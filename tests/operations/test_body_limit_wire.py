@@ -8,16 +8,17 @@ import pytest
 
 from service.app import create_app
 from tests.conftest import make_settings
-from tests.loopback_server import free_port, uvicorn_in_thread
+from tests.loopback_server import listening_socket, uvicorn_in_thread
 
 CHUNK = b"x" * 16384
 
 
 @pytest.fixture
 def served(database_url: str) -> Iterator[int]:
-    port = free_port()
-    with uvicorn_in_thread(create_app(make_settings(database_url, max_body_bytes=65536)), port):
-        yield port
+    held = listening_socket()
+    app = create_app(make_settings(database_url, max_body_bytes=65536))
+    with uvicorn_in_thread(app, held):
+        yield held.getsockname()[1]
 
 
 def _stream_until_closed(port: int, path: str, most_bytes: int) -> tuple[bytes, int | None]:

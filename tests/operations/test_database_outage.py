@@ -30,6 +30,7 @@ from service.db import deadline, make_engine
 from tests.builders import citizen_body
 from tests.conftest import PG_URL, WarningRecords, make_settings
 from tests.dispatch.seed import scratch_database
+from tests.loopback_server import free_port
 from tests.operations.service_process import (
     Load,
     Probe,
@@ -37,7 +38,6 @@ from tests.operations.service_process import (
     check_answers,
     citizen_count,
     consul_key,
-    free_port,
     log_lines,
     log_tail,
     processes,

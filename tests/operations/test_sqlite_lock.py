@@ -13,11 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 from service.migrate import upgrade
+from tests.loopback_server import free_port
 from tests.operations.service_process import (
     Traffic,
     check_answers,
     consul_key,
-    free_port,
     log_lines,
     log_tail,
     processes,

@@ -21,7 +21,7 @@ from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import FakeTwilio
 from tests.dispatch.seed import scratch_database
 from tests.dispatch.smtp_sink import SmtpSink
-from tests.loopback_server import free_port, uvicorn_in_thread
+from tests.loopback_server import listening_socket, uvicorn_in_thread
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
@@ -125,7 +125,8 @@ def live(
     approval required, as a real deployment runs; `@pytest.mark.live_settings(...)` changes
     settings."""
     changed = request.node.get_closest_marker("live_settings")
-    port = free_port()
+    held = listening_socket()
+    port = held.getsockname()[1]
     with scratch_database(database_url, tmp_path, "web") as url:
         settings = make_settings(
             url,
@@ -140,7 +141,7 @@ def live(
             sweep_interval_s=3600,
             **(changed.kwargs if changed else {}),
         )
-        with uvicorn_in_thread(create_app(settings), port):
+        with uvicorn_in_thread(create_app(settings), held):
             service = LiveService(f"http://127.0.0.1:{port}", settings, url, twilio, smtp)
             try:
                 yield service
