@@ -3,6 +3,7 @@ secret, and the data secrets a rotation moves them to (docs/privacy.md, "Rotatin
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import unicodedata
@@ -19,6 +20,12 @@ _FORMAT_V1 = b"\x01"
 _FORMAT_V2 = b"\x02"
 _KEY_ID_BYTES = 4
 _NONCE_BYTES = 12
+
+# What a person is shown for a value no listed data secret opens (a secret dropped before
+# `anjeon reseal` was done): the rest of the record, the list or the duty notice still shows.
+UNREADABLE = "[unreadable]"
+
+log = logging.getLogger("anjeon.privacy")
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -82,6 +89,22 @@ class PersonalDataVault:
             except InvalidTag:
                 continue
         raise InvalidTag()
+
+    def read(self, field: str, blob: bytes | None) -> str | None:
+        """`open` for what people read (a reveal, a list, a duty notice, a citizen's own
+        record): None for no value, UNREADABLE for one that no listed secret opens, logged.
+        An error there hid a whole staff list, and a citizen's call for help from the duty
+        staff, behind one value."""
+        if blob is None:
+            return None
+        try:
+            return self.open(field, blob)
+        except (ValueError, InvalidTag):
+            log.error(
+                "a sealed value no listed data secret opens (see anjeon reseal --check)",
+                extra={"field": field, "sealed_by": blob[1 : 1 + _KEY_ID_BYTES].hex()},
+            )
+            return UNREADABLE
 
     @property
     def fingerprints(self) -> list[str]:

@@ -265,7 +265,7 @@ def read_notice(
     # came apart (a page under one, an SMS later): each is shown, the latest first.
     words: list[str] = []
     for _, _, _, given in sorted(rows, key=lambda r: (r[3].answered_at, r[3].id), reverse=True):
-        said = vault.open("checkin-note", given.note_sealed) if given.note_sealed else ""
+        said = vault.read("checkin-note", given.note_sealed) or ""
         if said and said not in words:
             words.append(said)
     advisories = tuple(
@@ -336,7 +336,7 @@ def read_help_message_notice(
         return None
     words: list[str] = []
     for message in messages[:QUOTED]:
-        said = vault.open("checkin-note", message.note_sealed) if message.note_sealed else ""
+        said = vault.read("checkin-note", message.note_sealed) or ""
         if said and said not in words:
             words.append(said)
     more = f" (and {len(messages) - QUOTED} more)" if len(messages) > QUOTED else ""
@@ -368,9 +368,10 @@ def _who_needs_help(
     )
     return {
         "citizen_id": citizen.public_id,
-        "name": vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
-        "phone": vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None,
-        "email": vault.open("email", citizen.email_sealed) if citizen.email_sealed else None,
+        # A value no listed secret opens reads UNREADABLE: the notice still goes, with the id.
+        "name": vault.read("name", citizen.name_sealed) or "",
+        "phone": vault.read("phone", citizen.phone_sealed),
+        "email": vault.read("email", citizen.email_sealed),
         "language": citizen.language,
         "place": _place(session, citizen.id),
     }

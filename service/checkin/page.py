@@ -175,7 +175,8 @@ def _add_to_page_help(
     given = session.get(CheckinAnswer, current.answer_id, with_for_update=True)
     if given is None or given.channel != "web" or given.answer != "help":
         return None
-    before = links.vault.open("checkin-note", given.note_sealed) if given.note_sealed else ""
+    # Words no listed secret opens stay as [unreadable] before the new ones.
+    before = links.vault.read("checkin-note", given.note_sealed) or ""
     room = NOTE_MAX - len(before) - 1 if before else NOTE_MAX
     if room <= 0:
         return 0

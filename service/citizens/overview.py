@@ -160,7 +160,7 @@ def reveal_citizen(
     before_reading()
     verified = read_contacts(registry, citizen)
     waiting = {
-        row.channel: registry.vault.open(
+        row.channel: registry.vault.read(
             verification.CHANNEL_FIELD[row.channel], row.contact_sealed
         )
         for row in session.scalars(select(ContactCode).where(ContactCode.citizen_id == citizen.id))
@@ -179,7 +179,7 @@ def reveal_citizen(
     return Revealed(
         id=citizen.public_id,
         status=public_status(citizen),
-        name=registry.vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
+        name=registry.vault.read("name", citizen.name_sealed) or "",
         phone=_contact(verified.phone, waiting.get("sms")),
         email=_contact(verified.email, waiting.get("email")),
         language=citizen.language,
@@ -213,7 +213,7 @@ def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWor
             .order_by(CheckinAnswer.id.desc())
             .limit(SAID_SHOWN * 5)  # the same words under several advisories count once
         ):
-            words = registry.vault.open("checkin-note", sealed)
+            words = registry.vault.read("checkin-note", sealed) or ""
             found = kept.setdefault(
                 (at, channel, answer, words),
                 SaidWords(at=at, channel=channel, answer=answer, advisories=[], words=words),
@@ -226,7 +226,7 @@ def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWor
                 .order_by(HelpMessage.id.desc())
                 .limit(SAID_SHOWN)
             ):
-                words = registry.vault.open("checkin-note", sealed)
+                words = registry.vault.read("checkin-note", sealed) or ""
                 kept[(at, channel, "help", words)] = SaidWords(
                     at=at, channel=channel, answer="help", advisories=[], words=words
                 )

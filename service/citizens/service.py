@@ -32,7 +32,7 @@ from service.geo.geocoding import GeocodedPoint, Geocoder, GeocoderBusy
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
 from service.ledger import outbox
-from service.privacy import PersonalDataVault, token_hash
+from service.privacy import UNREADABLE, PersonalDataVault, token_hash
 from service.rate_limits import AddressLookups, RateLimits
 
 TOKEN_PREFIX = "ajc_"  # noqa: S105 - a prefix, not a secret
@@ -569,11 +569,11 @@ def read_contacts(
     """The verified contacts; with `pending` (a session), a contact still waiting for its code
     stands in where none is verified."""
     vault = registry.vault
-    phone = vault.open("phone", citizen.phone_sealed) if citizen.phone_sealed else None
-    email = vault.open("email", citizen.email_sealed) if citizen.email_sealed else None
+    phone = vault.read("phone", citizen.phone_sealed)
+    email = vault.read("email", citizen.email_sealed)
     if pending is not None and (phone is None or email is None):
         for row in pending.scalars(select(ContactCode).where(ContactCode.citizen_id == citizen.id)):
-            opened = vault.open(verification.CHANNEL_FIELD[row.channel], row.contact_sealed)
+            opened = vault.read(verification.CHANNEL_FIELD[row.channel], row.contact_sealed)
             if row.channel == "sms" and phone is None:
                 phone = opened
             elif row.channel == "email" and email is None:
@@ -584,9 +584,10 @@ def read_contacts(
 def masked_contacts(registry: Registry, citizen: Citizen) -> Contacts:
     """Contacts as staff see them: +82******5678, j***@example.com."""
     found = read_contacts(registry, citizen)
+    shown = (None, UNREADABLE)  # as they are
     return Contacts(
-        phone=contact.mask_phone(found.phone) if found.phone else None,
-        email=contact.mask_email(found.email) if found.email else None,
+        phone=found.phone if found.phone in shown else contact.mask_phone(found.phone),
+        email=found.email if found.email in shown else contact.mask_email(found.email),
     )
 
 
@@ -598,7 +599,7 @@ def to_read(registry: Registry, citizen: Citizen, session: Session) -> CitizenRe
         status=public_status(citizen),
         verified=verified_channels(citizen),
         pending=verification.pending_channels(session, citizen.id),
-        name=registry.vault.open("name", citizen.name_sealed) if citizen.name_sealed else "",
+        name=registry.vault.read("name", citizen.name_sealed) or "",
         phone=contacts.phone,
         email=contacts.email,
         language=citizen.language,
@@ -643,6 +644,9 @@ def _check_contacts(
         phone=new_phone or (known.phone if known else None),
         email=new_email or (known.email if known else None),
     )
+    for field, value in (("phone", final.phone), ("email", final.email)):
+        if value == UNREADABLE and not errors:
+            errors.append(FieldError(field, "the stored one cannot be read: give it again"))
     if not errors:
         if "sms" in channels and final.phone is None:
             errors.append(FieldError("channels", "sms needs a phone number"))

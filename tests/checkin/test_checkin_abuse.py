@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from twilio.request_validator import RequestValidator
 
@@ -30,6 +30,7 @@ from service.db import utcnow
 from service.dispatch.checkin_tokens import CheckinTokens
 from service.forms import FORM_FIELDS_MAX, PAGE_FORM_BYTES
 from service.ledger.models import Alert
+from service.privacy import UNREADABLE
 from tests.checkin.conftest import INBOUND, PUBLIC, inbound_form, signed
 from tests.conftest import WarningRecords, bound_client, make_settings
 from tests.dispatch.fake_twilio import AUTH_TOKEN
@@ -841,6 +842,32 @@ def test_words_past_the_links_cap_are_a_help_and_make_the_help_newer(api, db, as
     )
     assert stale.status_code == 409
     assert stored(db) == 2 + MAX_ANSWERS  # the SMS, the 20 safes and one help
+
+
+def test_words_added_after_words_no_listed_secret_opens_are_kept(api, db, asked, consul):
+    """Words added to a page help whose earlier words no listed data secret opens (a secret
+    dropped too soon, a damaged row) were a 500 on the citizen's page: now they follow
+    [unreadable]."""
+    who = asked()
+    for n in range(MAX_ANSWERS):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "safe", "note": f"false alarm {n}"})
+        assert pressed.status_code == 200
+    pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": "bleeding badly"})
+    assert pressed.status_code == 200
+    db.execute(
+        update(CheckinAnswer)
+        .where(CheckinAnswer.channel == "web", CheckinAnswer.answer == "help")
+        .values(note_sealed=b"damaged")
+    )
+    pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": "now on the roof"})
+    assert pressed.status_code == 200, pressed.text
+    revealed = api.post(
+        f"/v1/citizens/{who.public_id}/reveal",
+        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
+        headers=consul,
+    ).json()
+    [latest] = [s for s in revealed["said"] if "roof" in s["words"]]
+    assert latest["words"] == f"{UNREADABLE}\nnow on the roof"
 
 
 def test_words_past_the_cap_never_go_under_an_older_closed_help(api, db, asked, reply, consul):

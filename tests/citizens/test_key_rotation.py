@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service import cli
 from service.app import create_app
+from service.checkin import duty
 from service.checkin.models import CheckinAnswer, HelpMessage
 from service.citizens import reseal
 from service.citizens.models import Citizen
@@ -21,7 +22,7 @@ from service.config import get_settings
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch.recipients import recipients
 from service.dispatch.reference import Links
-from service.privacy import PersonalDataVault, _derive
+from service.privacy import UNREADABLE, PersonalDataVault, _derive
 from service.staff import service as staff_service
 from tests.builders import register
 from tests.conftest import TEST_SECRET, make_settings
@@ -242,3 +243,56 @@ def test_the_start_up_check_lets_a_process_start_while_the_database_is_down(capl
     down = make_settings("postgresql+psycopg://postgres@127.0.0.1:1/anjeon_down")
     cli._refuse_unlisted_data_secrets(down)
     assert "data secrets not checked: the database did not answer" in caplog.text
+
+
+def test_a_value_no_listed_secret_opens_reads_unreadable_where_people_read_it(
+    client, db, staff_headers
+):
+    """A review: one value left under a dropped data secret made a staff list of its country,
+    the citizen's reveal, their own record and their call for help to the duty staff a 500
+    (the notice retried every minute, never sent). Each shows [unreadable] in its place now,
+    and the rest as it is; an update that needs the unreadable number says so."""
+    citizen_id, auth, body = register(client, name="이서연", location={"lat": 35.6, "lon": 139.6})
+    dropped = PersonalDataVault(TEST_SECRET.encode(), [OTHER.encode()])
+    citizen = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
+    citizen.name_sealed = dropped.seal("name", "이서연")
+    citizen.phone_sealed = dropped.seal("phone", "+821055550100")
+    help_message = HelpMessage(
+        citizen_id=citizen.id, channel="sms", note_sealed=dropped.seal("checkin-note", "help")
+    )
+    db.add(help_message)
+    db.flush()
+    consul = staff_headers("consul")
+
+    listed = client.get("/v1/registry/citizens", params={"country": "JP"}, headers=consul)
+    assert listed.status_code == 200, listed.text
+    [item] = [i for i in listed.json()["items"] if i["id"] == citizen_id]
+    assert item["phone"] == UNREADABLE and item["email"].endswith(body["email"][-8:])
+    revealed = client.post(
+        f"/v1/citizens/{citizen_id}/reveal",
+        json={"reason": "No answer to the level 3 alert; calling to check."},
+        headers=consul,
+    )
+    assert revealed.status_code == 200, revealed.text
+    assert revealed.json()["name"] == UNREADABLE
+    assert revealed.json()["phone"]["address"] == UNREADABLE
+    assert revealed.json()["email"]["address"] == body["email"]
+    own = client.get(f"/v1/citizens/{citizen_id}", headers=auth)
+    assert own.status_code == 200, own.text
+    assert (own.json()["name"], own.json()["phone"]) == (UNREADABLE, UNREADABLE)
+
+    # Bad input, as a 422 that changes nothing; giving the number again mends it.
+    kept = citizen.phone_sealed
+    refused = client.patch(f"/v1/citizens/{citizen_id}", json={"language": "en"}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert "phone" in refused.text and "cannot be read" in refused.text
+    db.expire_all()
+    assert db.get(Citizen, citizen.id).phone_sealed == kept
+
+    vault = PersonalDataVault(TEST_SECRET.encode())
+    notice = duty.read_help_message_notice(
+        db, vault=vault, help_message_id=help_message.id, now=utcnow()
+    )
+    assert notice is not None and notice.citizen_id == citizen_id
+    assert (notice.name, notice.phone, notice.note) == (UNREADABLE, UNREADABLE, UNREADABLE)
+    assert notice.email == body["email"]

@@ -199,7 +199,9 @@ def _stall_open_connections(base, direct, proxy, logged: list[str]) -> None:
     assert {a.status for a in during} <= {200, 201, 503}, [
         a for a in during if a.status not in (200, 201, 503)
     ][:3]
-    in_stall = [a for a in during if a.at + a.elapsed < restored]
+    # Started in the stall: on a machine loaded past four CI legs, those it cut all ended
+    # after it (seen once).
+    in_stall = [a for a in during if a.at < restored]
     assert 503 in {a.status for a in in_stall if a.label == "register"}
     slowest = max(during, key=lambda a: a.elapsed)
     assert slowest.elapsed < 4.0 + MARGIN_S, slowest
