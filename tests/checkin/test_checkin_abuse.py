@@ -775,6 +775,16 @@ def test_a_citizen_meets_a_busy_or_broken_service_as_a_page_and_the_log_keeps_no
     assert any(fields.get("route") == "/c/{token}" for _, fields in lines)
 
 
+def _reveal(api, public_id: str, consul: dict[str, str]) -> dict:
+    revealed = api.post(
+        f"/v1/citizens/{public_id}/reveal",
+        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
+        headers=consul,
+    )
+    assert revealed.status_code == 200, revealed.text
+    return revealed.json()
+
+
 def test_a_leaked_links_notes_cannot_push_the_phones_words_out_of_the_reveal(
     api, db, asked, reply, consul
 ):
@@ -827,11 +837,7 @@ def test_words_past_the_links_cap_are_a_help_and_make_the_help_newer(api, db, as
     # waits on, moved once (the page help recorded), not at each press (a review: a leaked
     # link pressing every 50 s put the notice off for hours).
     assert after["answered_at"] < after["latest_help_at"]
-    revealed = api.post(
-        f"/v1/citizens/{who.public_id}/reveal",
-        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
-        headers=consul,
-    ).json()
+    revealed = _reveal(api, who.public_id, consul)
     [latest] = [s for s in revealed["said"] if "bleeding" in s["words"]]
     assert (latest["answer"], latest["channel"]) == ("help", "web")
     assert latest["words"] == "bleeding badly, 5th floor\nnow on the roof"
@@ -861,11 +867,7 @@ def test_words_added_after_words_no_listed_secret_opens_are_kept(api, db, asked,
     )
     pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": "now on the roof"})
     assert pressed.status_code == 200, pressed.text
-    revealed = api.post(
-        f"/v1/citizens/{who.public_id}/reveal",
-        json={"reason": "Needs help in the Tokyo roll call; calling them now."},
-        headers=consul,
-    ).json()
+    revealed = _reveal(api, who.public_id, consul)
     [latest] = [s for s in revealed["said"] if "roof" in s["words"]]
     assert latest["words"] == f"{UNREADABLE}\nnow on the roof"
 
