@@ -95,14 +95,16 @@ class PersonalDataVault:
         record): None for no value, UNREADABLE for one that no listed secret opens, logged.
         An error there hid a whole staff list, and a citizen's call for help from the duty
         staff, behind one value."""
-        if blob is None:
+        if not blob:
             return None
         try:
             return self.open(field, blob)
         except (ValueError, InvalidTag):
+            # The fingerprint where the value names one (version 2); none for older or damaged.
+            named = blob[1 : 1 + _KEY_ID_BYTES].hex() if blob[:1] == _FORMAT_V2 else None
             log.error(
                 "a sealed value no listed data secret opens (see anjeon reseal --check)",
-                extra={"field": field, "sealed_by": blob[1 : 1 + _KEY_ID_BYTES].hex()},
+                extra={"field": field, "sealed_by": named},
             )
             return UNREADABLE
 

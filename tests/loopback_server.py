@@ -63,31 +63,40 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
-_PICK = random.SystemRandom()  # not `random`: pytest-randomly seeds it alike in every leg
+_PORT_PICKER = random.SystemRandom()  # not `random`: pytest-randomly seeds it alike in every leg
 
 
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, for a server started a moment later. Not bind(0)'s: that
-    port comes from the ephemeral range, where any outgoing connection of the four legs
-    (PostgreSQL, Redis, HTTP) may take it first ("address already in use", once in 4 CI runs).
-    Below that range, at random: legs rarely pick the same one."""
+def _bound_below_the_ephemeral_range(held: socket.socket) -> int:
+    """Bind `held` to 127.0.0.1 on a free port below the ephemeral range, picked at random
+    (legs rarely pick the same one); bind(0)'s where too few ports lie below it."""
     low = _ephemeral_low()
+    if low - 1024 < 2000:
+        held.bind(("127.0.0.1", 0))
+        return held.getsockname()[1]
     for _ in range(200):
-        port = _PICK.randrange(max(1024, low - 12000), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        port = _PORT_PICKER.randrange(max(1024, low - 12000), low)
+        try:
+            held.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
     raise AssertionError("no free port below the ephemeral range")
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a server started a moment later (another process).
+    Not bind(0)'s: that port comes from the ephemeral range, where any outgoing connection of
+    the four legs (PostgreSQL, Redis, HTTP) may take it first ("address already in use", once
+    in 4 CI runs)."""
+    with socket.socket() as probe:
+        return _bound_below_the_ephemeral_range(probe)
+
+
 def listening_socket() -> socket.socket:
-    """A socket bound to 127.0.0.1 and held, for a server in this process: no race at all."""
+    """A socket bound to a free port of 127.0.0.1 and held, for a server in this process."""
     held = socket.socket()
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    held.bind(("127.0.0.1", free_port()))
+    _bound_below_the_ephemeral_range(held)
     return held
 
 

@@ -219,14 +219,16 @@ def _dispatcher_holding_sms(
     none is between its last check of the claim and its request: see the docstring above).
     A dispatcher starved of CPU past a quarter of its lease skips its sends instead (they lapse
     unsent, and say so in its log) while its other threads wait: then the held count that has
-    not moved for SETTLED_S is every thread that will send (a CI run waited 90 s for 4)."""
+    not moved for SETTLED_S is every thread that will send (a CI run waited 90 s for 4). A
+    thread that skipped and goes on to its next send moves the count, and the wait starts
+    again; one stalled 3 s between its last check and its request is the race above."""
     holding = run.twilio.holding
     if holding != seen.get("holding"):
         seen.update(holding=holding, since=time.monotonic())
     settled = (
         holding > 0
         and time.monotonic() - seen["since"] >= SETTLED_S
-        and bool(log_lines(run.logs, "sends not started"))
+        and bool(log_lines(run.logs, "send not started"))
     )
     if holding < 2 * int(run.env["ANJEON_DISPATCH_THREADS"]) and not settled:
         return None
@@ -617,9 +619,11 @@ def test_on_postgresql_a_dispatcher_paused_right_after_its_claim_sends_nothing_t
             paused_one.step(channels=["sms"])
         finally:
             logging.getLogger("anjeon.dispatch").removeHandler(heard)
+        with paused_one.factory() as session:
+            paused_ids = session.scalars(select(Alert.id).where(Alert.channel == "sms")).all()
         for engine in engines:
             engine.dispose()
     assert Counter(m["to"] for m in twilio.messages) == {phone_of(0): 1, phone_of(1): 1}
     # The paused one's silent skips are said: a starved dispatcher is what its log shows.
-    skipped = [r for r in said if r.getMessage().startswith("sends not started")]
-    assert [(r.not_started, r.batch) for r in skipped] == [(2, 2)]
+    skipped = [r for r in said if r.getMessage().startswith("send not started")]
+    assert sorted(r.alert_id for r in skipped) == sorted(paused_ids)

@@ -28,7 +28,7 @@ from service.config import Settings
 from service.db import UTCDateTime
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
 from service.dispatch.notifiers.webhook import post_signed_json
-from service.privacy import PersonalDataVault, scrub_contacts
+from service.privacy import UNREADABLE, PersonalDataVault, scrub_contacts
 
 log = logging.getLogger("anjeon.checkin.duty")
 # A check-in help within repage_after (below) of the last page about the citizen waits for the
@@ -144,17 +144,33 @@ class DutyNotice:
                 {"id": each.advisory_id, "title": each.title, "level": each.level}
                 for each in self.advisories
             ],
-            "name": self.name,
-            "phone": self.phone,
-            "email": self.email,
+            # A value no listed data secret opens is not passed on as if it were one (a
+            # receiver may dial `phone`): empty, and named in `unreadable`.
+            "name": _readable(self.name) or "",
+            "phone": _readable(self.phone),
+            "email": _readable(self.email),
             "language": self.language,
             "place": self.place,
             "channel": self.channel,
-            "note": self.note,
+            "note": _readable(self.note) or "",
+            "unreadable": [
+                field
+                for field, value in (
+                    ("name", self.name),
+                    ("phone", self.phone),
+                    ("email", self.email),
+                    ("note", self.note),
+                )
+                if value == UNREADABLE
+            ],
             "answered_at": self.answered_at.isoformat(),
             "safe_said_at": self.safe_said_at.isoformat() if self.safe_said_at else None,
             "exercise": self.exercise,
         }
+
+
+def _readable(value: str | None) -> str | None:
+    return None if value == UNREADABLE else value
 
 
 def _advisory_line(advisory: AskedBy) -> str:

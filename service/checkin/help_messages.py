@@ -73,7 +73,7 @@ def recent(
         rows.append(
             HelpMessageRow(
                 citizen_id=citizen.public_id,
-                contact=masked.phone or masked.email,
+                contact=masked.first_readable,
                 country=countries.get(citizen_id),
                 received_at=received_at,
                 messages=messages,

@@ -146,7 +146,7 @@ def roll_call(
         items.append(
             RollCallRow(
                 citizen_id=citizen.public_id,
-                contact=masked.phone or masked.email,
+                contact=masked.first_readable,
                 # The row's own answer where it has one: an answer may have come between the
                 # two statements, and a row must not say "no answer" beside its answer's time.
                 answer=given.answer if given else STANDINGS[found.codes[index]],

@@ -59,6 +59,12 @@ class Contacts:
     phone: str | None
     email: str | None
 
+    @property
+    def first_readable(self) -> str | None:
+        """The phone, else the e-mail; one that no listed secret opens only when both are."""
+        given = [each for each in (self.phone, self.email) if each]
+        return next((each for each in given if each != UNREADABLE), given[0] if given else None)
+
 
 @dataclass(frozen=True)
 class Places:
@@ -644,13 +650,16 @@ def _check_contacts(
         phone=new_phone or (known.phone if known else None),
         email=new_email or (known.email if known else None),
     )
-    for field, value in (("phone", final.phone), ("email", final.email)):
-        if value == UNREADABLE and not errors:
-            errors.append(FieldError(field, "the stored one cannot be read: give it again"))
     if not errors:
         if "sms" in channels and final.phone is None:
             errors.append(FieldError("channels", "sms needs a phone number"))
-        elif "sms" in channels and not contact.can_receive_sms(final.phone or ""):
+        elif (
+            "sms" in channels
+            # A stored number no listed secret opens stays as it is (unchanged to _new_contacts):
+            # refusing it refused every update, a trip added too (a review).
+            and final.phone != UNREADABLE
+            and not contact.can_receive_sms(final.phone or "")
+        ):
             errors.append(FieldError("phone", "this number cannot receive SMS (landline?)"))
         if "email" in channels and final.email is None:
             errors.append(FieldError("channels", "email needs an e-mail address"))

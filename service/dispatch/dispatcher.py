@@ -644,7 +644,6 @@ class Dispatcher:
         }
         pending: list[tuple[Claimed, Decision]] = []
         last_record = time.monotonic()
-        not_started = 0
         for future in as_completed(futures):
             chunk = futures[future]
             at = now or self.clock.now()
@@ -653,7 +652,6 @@ class Dispatcher:
                     # Not sent and not recorded: the row lapses, and is looked up before
                     # any send by whoever claims it next.
                     self.holdings.drop([job.row.id])
-                    not_started += 1
                     continue
                 tally.reconciled += reconciled
                 pending.append((job.row, self._decide(job, outcome, now=at)))
@@ -664,13 +662,6 @@ class Dispatcher:
                 pending, last_record = [], time.monotonic()
         if pending:
             self._record(pending, now=now or self.clock.now(), tally=tally)
-        if not_started:
-            # A process starved of CPU or of its database past a quarter of its lease: silent,
-            # its claims lapsed unsent while the batch's other sends held the channel.
-            log.warning(
-                "sends not started: their claims were not surely ours",
-                extra={"notifier": notifier.name, "not_started": not_started, "batch": len(jobs)},
-            )
 
     def _deliver_all(
         self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]
@@ -720,6 +711,12 @@ class Dispatcher:
         # that can checks again as its first byte leaves (send_window.py).
         margin_s = self.policy.lease_s / 4
         if not self.holdings.may_send(job.row, margin_s=margin_s):
+            # A process starved of CPU or of its database past a quarter of its lease. Said at
+            # once: the claim lapses unsent while the batch's other sends may hold it for long.
+            log.warning(
+                "send not started: the claim was not surely ours",
+                extra={"notifier": notifier.name, "alert_id": job.row.id},
+            )
             return None, False
         started = time.perf_counter()
         try:

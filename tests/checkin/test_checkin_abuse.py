@@ -852,8 +852,9 @@ def test_words_past_the_links_cap_are_a_help_and_make_the_help_newer(api, db, as
 
 def test_words_added_after_words_no_listed_secret_opens_are_kept(api, db, asked, consul):
     """Words added to a page help whose earlier words no listed data secret opens (a secret
-    dropped too soon, a damaged row) were a 500 on the citizen's page: now they follow
-    [unreadable]."""
+    dropped too soon, a damaged row) were a 500 on the citizen's page. They go in a new page
+    help (once: later words add to it), and the earlier ones stay sealed as they were, for the
+    secret listed again to open (a review: sealing "[unreadable]" over them lost them)."""
     who = asked()
     for n in range(MAX_ANSWERS):
         pressed = api.post(f"/c/{who.token}", data={"answer": "safe", "note": f"false alarm {n}"})
@@ -865,11 +866,14 @@ def test_words_added_after_words_no_listed_secret_opens_are_kept(api, db, asked,
         .where(CheckinAnswer.channel == "web", CheckinAnswer.answer == "help")
         .values(note_sealed=b"damaged")
     )
-    pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": "now on the roof"})
-    assert pressed.status_code == 200, pressed.text
-    revealed = _reveal(api, who.public_id, consul)
-    [latest] = [s for s in revealed["said"] if "roof" in s["words"]]
-    assert latest["words"] == f"{UNREADABLE}\nnow on the roof"
+    for words in ("now on the roof", "water rising"):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": words})
+        assert pressed.status_code == 200, pressed.text
+    said = [s["words"] for s in _reveal(api, who.public_id, consul)["said"]]
+    assert said[:2] == ["now on the roof\nwater rising", UNREADABLE]
+    kept = db.scalars(select(CheckinAnswer.note_sealed).where(CheckinAnswer.answer == "help"))
+    assert b"damaged" in kept.all()
+    assert stored(db) == MAX_ANSWERS + 2  # the 20 safes and two helps: no more
 
 
 def test_words_past_the_cap_never_go_under_an_older_closed_help(api, db, asked, reply, consul):

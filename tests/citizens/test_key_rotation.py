@@ -251,7 +251,7 @@ def test_a_value_no_listed_secret_opens_reads_unreadable_where_people_read_it(
     """A review: one value left under a dropped data secret made a staff list of its country,
     the citizen's reveal, their own record and their call for help to the duty staff a 500
     (the notice retried every minute, never sent). Each shows [unreadable] in its place now,
-    and the rest as it is; an update that needs the unreadable number says so."""
+    and the rest as it is."""
     citizen_id, auth, body = register(client, name="이서연", location={"lat": 35.6, "lon": 139.6})
     dropped = PersonalDataVault(TEST_SECRET.encode(), [OTHER.encode()])
     citizen = db.scalar(select(Citizen).where(Citizen.public_id == citizen_id))
@@ -268,6 +268,11 @@ def test_a_value_no_listed_secret_opens_reads_unreadable_where_people_read_it(
     assert listed.status_code == 200, listed.text
     [item] = [i for i in listed.json()["items"] if i["id"] == citizen_id]
     assert item["phone"] == UNREADABLE and item["email"].endswith(body["email"][-8:])
+    # Lists of one contact each show the one that can be read.
+    helps = client.get("/v1/help-messages", headers=consul)
+    assert helps.status_code == 200, helps.text
+    [row] = [r for r in helps.json()["items"] if r["citizen_id"] == citizen_id]
+    assert row["contact"] == item["email"] != UNREADABLE
     revealed = client.post(
         f"/v1/citizens/{citizen_id}/reveal",
         json={"reason": "No answer to the level 3 alert; calling to check."},
@@ -281,18 +286,29 @@ def test_a_value_no_listed_secret_opens_reads_unreadable_where_people_read_it(
     assert own.status_code == 200, own.text
     assert (own.json()["name"], own.json()["phone"]) == (UNREADABLE, UNREADABLE)
 
-    # Bad input, as a 422 that changes nothing; giving the number again mends it.
-    kept = citizen.phone_sealed
-    refused = client.patch(f"/v1/citizens/{citizen_id}", json={"language": "en"}, headers=auth)
-    assert refused.status_code == 422, refused.text
-    assert "phone" in refused.text and "cannot be read" in refused.text
-    db.expire_all()
-    assert db.get(Citizen, citizen.id).phone_sealed == kept
-
     vault = PersonalDataVault(TEST_SECRET.encode())
     notice = duty.read_help_message_notice(
         db, vault=vault, help_message_id=help_message.id, now=utcnow()
     )
     assert notice is not None and notice.citizen_id == citizen_id
     assert (notice.name, notice.phone, notice.note) == (UNREADABLE, UNREADABLE, UNREADABLE)
-    assert notice.email == body["email"]
+    assert notice.email == body["email"] and f"Phone: {UNREADABLE}" in notice.text()
+    # Not passed on as a value a receiver of the webhook might dial.
+    payload = notice.payload()
+    assert (payload["name"], payload["phone"], payload["note"]) == ("", None, "")
+    assert payload["unreadable"] == ["name", "phone", "note"]
+    assert payload["email"] == body["email"]
+
+    # Another change leaves the unreadable number as it is (a reseal may open it again);
+    # giving it again replaces it.
+    kept = citizen.phone_sealed
+    changed = client.patch(f"/v1/citizens/{citizen_id}", json={"language": "en"}, headers=auth)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["phone"] == UNREADABLE and changed.json()["language"] == "en"
+    db.expire_all()
+    assert db.get(Citizen, citizen.id).phone_sealed == kept
+    again = client.patch(
+        f"/v1/citizens/{citizen_id}", json={"phone": "+821055550177"}, headers=auth
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["phone"] == "+821055550177"
