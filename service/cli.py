@@ -35,6 +35,7 @@ from service.dispatch.dispatcher import Dispatcher, Tally
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
 from service.geomatch.service import Sweeper
+from service.ledger import outbox
 from service.logs import configure_logging
 from service.metrics import JOB_RUNS
 from service.migrate import upgrade
@@ -410,6 +411,7 @@ def cmd_reseal(args: argparse.Namespace) -> int:
     print(f"sealing under the data secret listed first: fingerprint {first}")
     if others:
         print(f"also opening under: {', '.join(others)}")
+    unopened = 0
     if not args.check:
         for sealed in reseal.SEALED_COLUMNS:
             after, done, unreadable = 0, 0, []
@@ -426,6 +428,7 @@ def cmd_reseal(args: argparse.Namespace) -> int:
             if unreadable:
                 shown = ", ".join(map(str, unreadable[:20]))
                 print(f"  {len(unreadable)} no listed secret opens, left as they are: {shown}")
+            unopened += len(unreadable)
         with factory.begin() as session:
             _audit_cli(session, "reseal personal data", "all sealed columns")
     with factory() as session:
@@ -439,7 +442,28 @@ def cmd_reseal(args: argparse.Namespace) -> int:
         if total == 0
         else f"{total} values left under an earlier secret"
     )
+    if not args.check and total == 0 and not unopened:
+        # Every value opens now: what failed because a process could not open a contact goes.
+        queued = _requeue_unreadable(factory)
+        print(f"alerts that had failed as unreadable, queued again: {queued}")
     return 0 if total == 0 else 1
+
+
+_REQUEUE_SPAN = 50_000  # alert ids a transaction looks at: an id range of the primary key
+
+
+def _requeue_unreadable(factory: sessionmaker[Session]) -> int:
+    after, queued = 0, 0
+    while True:
+        with factory.begin() as session:
+            last, count = outbox.requeue_unreadable(
+                session, after_id=after, span=_REQUEUE_SPAN, now=utcnow()
+            )
+            if count:
+                _audit_cli(session, "queue again alerts failed as unreadable", f"{count} alerts")
+        if last is None:
+            return queued
+        after, queued = last, queued + count
 
 
 def cmd_secret_key(args: argparse.Namespace) -> int:

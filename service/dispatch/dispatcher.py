@@ -54,6 +54,7 @@ from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
     CANCELLED,
+    CODE_UNREADABLE,
     EXPIRED,
     FAILED,
     REASON_ALERTS_NOBODY,
@@ -1054,7 +1055,7 @@ def _triage(
         return Decision(
             row.id,
             FAILED,
-            code="unreadable",
+            code=CODE_UNREADABLE,
             reason=f"its {row.channel} contact is sealed under a data secret not listed here",
         )
     if person.address is None:

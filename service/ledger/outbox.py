@@ -377,6 +377,18 @@ def open_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Alert).where(_OPEN)) or 0
 
 
+def _queued_again(now: datetime) -> dict:
+    """A row ended unsent, queued again with a fresh retry budget."""
+    return {
+        "status": states.PENDING,
+        "retry_base": Alert.attempts,
+        "due_at": None,
+        "claimed_by": None,
+        "provider_ref": None,
+        "updated_at": now,
+    }
+
+
 def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
     """Staff put an alert that ended unsent back in the queue, with a fresh retry budget. Its
     old provider reference goes: a late report on the old message must not settle the new one
@@ -386,17 +398,35 @@ def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
     result = session.execute(
         update(Alert)
         .where(Alert.id == alert_id, Alert.status.in_(states.RETRYABLE))
-        .values(
-            status=states.PENDING,
-            retry_base=Alert.attempts,
-            due_at=None,
-            claimed_by=None,
-            provider_ref=None,
-            updated_at=now,
-        )
+        .values(_queued_again(now))
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)
+
+
+def requeue_unreadable(
+    session: Session, *, after_id: int, span: int, now: datetime
+) -> tuple[int | None, int]:
+    """Alerts with ids in (after_id, after_id + span] that failed unsent because no listed
+    data secret opened their contact, back in the queue as a staff retry puts them (nothing
+    went: none can go twice). By id ranges, no index: a rare recovery must not cost every
+    bulk write an index. Returns the last id looked at (None past the last alert) and how
+    many went back."""
+    last = session.scalar(select(func.max(Alert.id)))
+    if last is None or after_id >= last:
+        return None, 0
+    result = session.execute(
+        update(Alert)
+        .where(
+            Alert.id > after_id,
+            Alert.id <= after_id + span,
+            Alert.status == states.FAILED,
+            Alert.error_code == states.CODE_UNREADABLE,
+        )
+        .values(_queued_again(now))
+        .execution_options(synchronize_session=False)
+    )
+    return min(after_id + span, last), result.rowcount or 0
 
 
 def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:

@@ -121,6 +121,10 @@ def sql_in(states: tuple[str, ...]) -> str:
 MAY_HAVE_REACHED_SQL: Final = f"({status_in(MAY_HAVE_REACHED)} OR outcome_unknown)"
 
 
+# The error code of a row failed unsent because its contact is sealed under a data secret
+# this process does not list: a reseal that leaves nothing unreadable queues these again.
+CODE_UNREADABLE: Final = "unreadable"
+
 # Reasons recorded with a row that ends without a send (last_error).
 REASON_CANCELLED_BEFORE_SENDING: Final = "advisory cancelled before this was sent"
 REASON_ENDED_BEFORE_SENDING: Final = "advisory ended before this was sent"

@@ -5,11 +5,12 @@ under the new one, and once the old secret is dropped nothing is lost; look-ups 
 import os
 import secrets
 import uuid
+from collections import Counter
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service import cli
@@ -20,13 +21,16 @@ from service.citizens import reseal
 from service.citizens.models import Citizen
 from service.config import get_settings
 from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.recipients import recipients
 from service.dispatch.reference import Links
+from service.ledger.models import Alert
 from service.privacy import UNREADABLE, PersonalDataVault, _derive
 from service.staff import service as staff_service
 from tests.builders import register
 from tests.conftest import TEST_SECRET, make_settings
-from tests.dispatch.seed import scratch_database
+from tests.dispatch.conftest import notifier_settings
+from tests.dispatch.seed import scratch_database, seed_pending
 
 NEW = secrets.token_urlsafe(40)
 OTHER = secrets.token_urlsafe(40)
@@ -312,3 +316,60 @@ def test_a_value_no_listed_secret_opens_reads_unreadable_where_people_read_it(
     )
     assert again.status_code == 200, again.text
     assert again.json()["phone"] == "+821055550177"
+
+
+def test_alerts_failed_as_unreadable_go_once_a_reseal_leaves_nothing_unreadable(
+    database_url, tmp_path, monkeypatch, capsys, twilio, smtp
+):
+    """An operator's walkthrough: alerts that failed because a dispatcher did not list the
+    secret that sealed their contacts waited for a staff retry, one by one. The reseal that
+    leaves nothing unreadable queues them again (nothing went: none can go twice); an alert
+    failed for another reason, `--check` and a run that leaves a value unopened do not."""
+    with scratch_database(database_url, tmp_path, "requeue_unreadable") as url:
+        seed_pending(url, citizens=2, secret=TEST_SECRET.encode())
+        factory = make_session_factory(make_engine(url))
+
+        def dispatch(data_keys: list[str]) -> None:
+            settings = make_settings(url, **notifier_settings(twilio, smtp))
+            vault = PersonalDataVault(TEST_SECRET.encode(), [k.encode() for k in data_keys])
+            dispatcher = Dispatcher.from_settings(settings, factory, vault=vault)
+            try:
+                dispatcher.drain()
+            finally:
+                dispatcher.close()
+
+        def statuses() -> list[tuple[str, str | None]]:
+            with factory() as session:
+                found = session.execute(
+                    select(Alert.status, Alert.error_code).order_by(Alert.id)
+                ).all()
+            return [tuple(row) for row in found]
+
+        dispatch([NEW])  # TEST_SECRET, which sealed every contact, dropped too soon
+        assert statuses() == [("failed", "unreadable")] * 4 and not twilio.messages
+        with factory.begin() as session:
+            first = session.scalar(select(func.min(Alert.id)))
+            session.execute(update(Alert).where(Alert.id == first).values(error_code="rejected"))
+        rotating = f"{NEW},{TEST_SECRET}"
+        code, out = _reseal(monkeypatch, capsys, url, rotating, "--check")
+        assert code == 1 and "queued again" not in out
+        with factory.begin() as session:  # a value that no listed secret opens
+            session.add(
+                HelpMessage(
+                    citizen_id=1,
+                    channel="sms",
+                    note_sealed=PersonalDataVault(OTHER.encode()).seal("checkin-note", "x"),
+                )
+            )
+        code, out = _reseal(monkeypatch, capsys, url, rotating)
+        assert code == 1 and "queued again" not in out
+        assert statuses()[1:] == [("failed", "unreadable")] * 3
+        with factory.begin() as session:
+            session.execute(delete(HelpMessage))
+        code, out = _reseal(monkeypatch, capsys, url, rotating)
+        assert code == 0 and "alerts that had failed as unreadable, queued again: 3" in out
+        assert [status for status, _ in statuses()] == ["failed"] + ["pending"] * 3
+        dispatch([NEW])  # what the service lists once the reseal is done
+        assert [status for status, _ in statuses()] == ["failed"] + ["sent"] * 3
+        sent = Counter(m["to"] for m in twilio.messages) + Counter(m["To"] for m in smtp.received)
+        assert sorted(sent.values()) == [1, 1, 1]
