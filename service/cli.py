@@ -9,7 +9,7 @@ import secrets
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import uvicorn
@@ -32,6 +32,7 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory, utcnow
 from service.demo import load_demo_citizens
 from service.dispatch.dispatcher import Dispatcher, Tally
+from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
 from service.geomatch.service import Sweeper
@@ -456,8 +457,13 @@ def _requeue_unreadable(factory: sessionmaker[Session]) -> int:
     after, queued = 0, 0
     while True:
         with factory.begin() as session:
+            now = utcnow()
             last, count = outbox.requeue_unreadable(
-                session, after_id=after, span=_REQUEUE_SPAN, now=utcnow()
+                session,
+                after_id=after,
+                span=_REQUEUE_SPAN,
+                created_since=now - timedelta(days=CHECKIN_LINK_DAYS),
+                now=now,
             )
             if count:
                 _audit_cli(session, "queue again alerts failed as unreadable", f"{count} alerts")

@@ -90,6 +90,16 @@ class PersonalDataVault:
                 continue
         raise InvalidTag()
 
+    def opens(self, field: str, blob: bytes) -> bool:
+        """Whether a listed secret opens `blob`. Asked instead of comparing what `read` gave
+        with UNREADABLE, which anyone can type (a review: a leaked link's note "[unreadable]"
+        passed for one, and recorded a new answer at every press past the link's cap)."""
+        try:
+            self.open(field, blob)
+        except (ValueError, InvalidTag):
+            return False
+        return True
+
     def read(self, field: str, blob: bytes | None) -> str | None:
         """`open` for what people read (a reveal, a list, a duty notice, a citizen's own
         record): None for no value, UNREADABLE for one that no listed secret opens, logged.

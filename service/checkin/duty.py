@@ -72,6 +72,8 @@ class DutyNotice:
     help_message_ids: tuple[int, ...] = ()
     # A safe pressed on their check-in page since (the help stays: a link can be forwarded).
     safe_said_at: datetime | None = None
+    # Fields holding a value that no listed data secret opens (shown as UNREADABLE).
+    unreadable: tuple[str, ...] = ()
 
     def text(self) -> str:
         if not self.advisories:
@@ -145,32 +147,20 @@ class DutyNotice:
                 for each in self.advisories
             ],
             # A value no listed data secret opens is not passed on as if it were one (a
-            # receiver may dial `phone`): empty, and named in `unreadable`.
-            "name": _readable(self.name) or "",
-            "phone": _readable(self.phone),
-            "email": _readable(self.email),
+            # receiver may dial `phone`): empty, and named in `unreadable`. Words of which
+            # only some open keep the marker in their place.
+            "name": "" if "name" in self.unreadable else self.name,
+            "phone": None if "phone" in self.unreadable else self.phone,
+            "email": None if "email" in self.unreadable else self.email,
             "language": self.language,
             "place": self.place,
             "channel": self.channel,
-            "note": _readable(self.note) or "",
-            "unreadable": [
-                field
-                for field, value in (
-                    ("name", self.name),
-                    ("phone", self.phone),
-                    ("email", self.email),
-                    ("note", self.note),
-                )
-                if value == UNREADABLE
-            ],
+            "note": "" if self.note == UNREADABLE and "note" in self.unreadable else self.note,
+            "unreadable": list(self.unreadable),
             "answered_at": self.answered_at.isoformat(),
             "safe_said_at": self.safe_said_at.isoformat() if self.safe_said_at else None,
             "exercise": self.exercise,
         }
-
-
-def _readable(value: str | None) -> str | None:
-    return None if value == UNREADABLE else value
 
 
 def _advisory_line(advisory: AskedBy) -> str:
@@ -280,6 +270,7 @@ def read_notice(
     # Usually one SMS, the same words under each advisory; different ones when the answers
     # came apart (a page under one, an SMS later): each is shown, the latest first.
     words: list[str] = []
+    notes = [given.note_sealed for _, _, _, given in rows]
     for _, _, _, given in sorted(rows, key=lambda r: (r[3].answered_at, r[3].id), reverse=True):
         said = vault.read("checkin-note", given.note_sealed) or ""
         if said and said not in words:
@@ -298,7 +289,12 @@ def read_notice(
         exercise=rows[0][2].exercise,
         safe_said_at=max((c.safe_said_at for c, _, _, _ in rows if c.safe_said_at), default=None),
         **_who_needs_help(
-            session, vault, citizen, reason=f"check-in answer 'help' to advisory {named}", now=now
+            session,
+            vault,
+            citizen,
+            notes=notes,
+            reason=f"check-in answer 'help' to advisory {named}",
+            now=now,
         ),
     )
 
@@ -351,6 +347,7 @@ def read_help_message_notice(
     if not messages:
         return None
     words: list[str] = []
+    notes = [message.note_sealed for message in messages[:QUOTED]]
     for message in messages[:QUOTED]:
         said = vault.read("checkin-note", message.note_sealed) or ""
         if said and said not in words:
@@ -362,16 +359,37 @@ def read_help_message_notice(
         note=" / ".join(words) + more,
         answered_at=messages[0].received_at,
         **_who_needs_help(
-            session, vault, citizen, reason="a 'need help' SMS with no check-in open", now=now
+            session,
+            vault,
+            citizen,
+            notes=notes,
+            reason="a 'need help' SMS with no check-in open",
+            now=now,
         ),
     )
 
 
 def _who_needs_help(
-    session: Session, vault: PersonalDataVault, citizen: Citizen, *, reason: str, now: datetime
+    session: Session,
+    vault: PersonalDataVault,
+    citizen: Citizen,
+    *,
+    notes: list[bytes | None],
+    reason: str,
+    now: datetime,
 ) -> dict:
     """The notice's fields that let the duty staff reach the person, read and audited as a
-    read of their personal data."""
+    read of their personal data, and which of those and of their words (`notes`, sealed) no
+    listed data secret opens."""
+    sealed = [
+        ("name", "name", citizen.name_sealed),
+        ("phone", "phone", citizen.phone_sealed),
+        ("email", "email", citizen.email_sealed),
+        *(("note", "checkin-note", note) for note in notes),
+    ]
+    unreadable = tuple(
+        dict.fromkeys(name for name, field, blob in sealed if blob and not vault.opens(field, blob))
+    )
     audit.record(
         session,
         actor=ACTOR,
@@ -390,6 +408,7 @@ def _who_needs_help(
         "email": vault.read("email", citizen.email_sealed),
         "language": citizen.language,
         "place": _place(session, citizen.id),
+        "unreadable": unreadable,
     }
 
 

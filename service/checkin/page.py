@@ -23,7 +23,6 @@ from service.dispatch.recipients import ContentCache
 from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.errors import InvalidInput, NotFound, TooManyRequests
-from service.privacy import UNREADABLE
 
 # Answers one link may record in an hour: enough to change one's mind many times, not to fill
 # a table. Past it a safe is refused (429); a help is never refused, but while help is already
@@ -176,10 +175,10 @@ def _add_to_page_help(
     given = session.get(CheckinAnswer, current.answer_id, with_for_update=True)
     if given is None or given.channel != "web" or given.answer != "help":
         return None
-    before = links.vault.read("checkin-note", given.note_sealed) or ""
-    if before == UNREADABLE:
+    if given.note_sealed and not links.vault.opens("checkin-note", given.note_sealed):
         # Left as they are (listed again, the secret opens them): the words go in a new help.
         return None
+    before = links.vault.read("checkin-note", given.note_sealed) or ""
     room = NOTE_MAX - len(before) - 1 if before else NOTE_MAX
     if room <= 0:
         return 0

@@ -4,6 +4,7 @@ transactions). The order of concerns is fixed here, not in notifiers: reconcile 
 outcome before any resend, then retry with backoff or give up, then fall back to the other
 channel."""
 
+import dataclasses
 import logging
 import os
 import random
@@ -715,7 +716,7 @@ class Dispatcher:
             # A process starved of CPU or of its database past a quarter of its lease. Said at
             # once: the claim lapses unsent while the batch's other sends may hold it for long.
             log.warning(
-                "send not started: the claim was not surely ours",
+                "send skipped: the claim was not surely ours",
                 extra={"notifier": notifier.name, "alert_id": job.row.id},
             )
             return None, False
@@ -1046,7 +1047,24 @@ def _triage(
     *,
     now: datetime,
 ) -> Decision | None:
-    """Why a claimed row must not be sent (a Decision), or None to send it."""
+    """Why a claimed row must not be sent (a Decision), or None to send it. A row whose last
+    try may have gone keeps saying so, whatever ends it: the all-clear goes to it, and one
+    queued again is looked up before it is sent (a review: a row failed as unreadable lost
+    the mark, and the reseal's requeue would have sent it twice)."""
+    decision = _unsendable(row, state, content, person, now=now)
+    if decision is None or not row.outcome_unknown:
+        return decision
+    return dataclasses.replace(decision, outcome_unknown=True)
+
+
+def _unsendable(
+    row: Claimed,
+    state: AdvisoryState | None,
+    content: AlertContent | None,
+    person: Recipient | None,
+    *,
+    now: datetime,
+) -> Decision | None:
     if person is None or person.erased:
         return Decision(row.id, CANCELLED, reason=REASON_CITIZEN_ERASED)
     if state is None or content is None:

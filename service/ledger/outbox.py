@@ -19,7 +19,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from service import db
@@ -377,7 +377,7 @@ def open_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Alert).where(_OPEN)) or 0
 
 
-def _queued_again(now: datetime) -> dict:
+def _queued_again(now: datetime) -> dict[str, object]:
     """A row ended unsent, queued again with a fresh retry budget."""
     return {
         "status": states.PENDING,
@@ -405,16 +405,34 @@ def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
 
 
 def requeue_unreadable(
-    session: Session, *, after_id: int, span: int, now: datetime
+    session: Session, *, after_id: int, span: int, created_since: datetime, now: datetime
 ) -> tuple[int | None, int]:
     """Alerts with ids in (after_id, after_id + span] that failed unsent because no listed
-    data secret opened their contact, back in the queue as a staff retry puts them (nothing
-    went: none can go twice). By id ranges, no index: a rare recovery must not cost every
-    bulk write an index. Returns the last id looked at (None past the last alert) and how
+    data secret opened their contact, back in the queue as a staff retry puts them (one whose
+    last try may have gone is looked up first). By id ranges, no index: a rare recovery must
+    not cost every bulk write an index. Left to staff (a review): a check-in round's question
+    (the citizen may have answered since), a row made before `created_since` (its check-in
+    link has lapsed), a fallback, and a row whose fallback on the other channel may have
+    reached the citizen. Returns the last id looked at (None past the last alert) and how
     many went back."""
     last = session.scalar(select(func.max(Alert.id)))
     if last is None or after_id >= last:
         return None, 0
+    fallback = aliased(Alert)
+    reached_otherwise = (
+        select(fallback.id)
+        .where(
+            # The ledger's unique key finds the other channel's row of the same alert.
+            fallback.advisory_id == Alert.advisory_id,
+            fallback.revision == Alert.revision,
+            fallback.citizen_id == Alert.citizen_id,
+            fallback.channel != Alert.channel,
+            fallback.checkin_round == Alert.checkin_round,
+            fallback.fallback_of == Alert.id,
+            or_(fallback.status.in_(states.MAY_HAVE_REACHED), fallback.outcome_unknown),
+        )
+        .exists()
+    )
     result = session.execute(
         update(Alert)
         .where(
@@ -422,6 +440,10 @@ def requeue_unreadable(
             Alert.id <= after_id + span,
             Alert.status == states.FAILED,
             Alert.error_code == states.CODE_UNREADABLE,
+            Alert.checkin_round == 0,
+            Alert.created_at >= created_since,
+            Alert.fallback_of.is_(None),
+            ~reached_otherwise,
         )
         .values(_queued_again(now))
         .execution_options(synchronize_session=False)

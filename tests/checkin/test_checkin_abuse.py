@@ -876,6 +876,21 @@ def test_words_added_after_words_no_listed_secret_opens_are_kept(api, db, asked,
     assert stored(db) == MAX_ANSWERS + 2  # the 20 safes and two helps: no more
 
 
+def test_a_typed_unreadable_marker_is_words_like_any_other(api, db, asked, consul):
+    """A review: the page took a note that reads "[unreadable]" for one no secret opens, and
+    a leaked link that wrote it recorded a new answer at every press past its cap."""
+    who = asked()
+    for n in range(MAX_ANSWERS - 1):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "safe", "note": f"false alarm {n}"})
+        assert pressed.status_code == 200
+    for words in (UNREADABLE, "more", "more"):
+        pressed = api.post(f"/c/{who.token}", data={"answer": "help", "note": words})
+        assert pressed.status_code == 200, pressed.text
+    assert stored(db) == MAX_ANSWERS
+    said = [s["words"] for s in _reveal(api, who.public_id, consul)["said"]]
+    assert said[0] == f"{UNREADABLE}\nmore\nmore"
+
+
 def test_words_past_the_cap_never_go_under_an_older_closed_help(api, db, asked, reply, consul):
     """A review: past the cap, words went after the link's last page help, even one an SMS
     "1" had closed since: "bleeding, 5th floor" showed under "fire, room 3", at its old time,
