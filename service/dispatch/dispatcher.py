@@ -539,6 +539,11 @@ class Dispatcher:
                 or self._cap(row, content, routine, now=at)
             )
             if verdict is not None:
+                if row.outcome_unknown and not verdict.outcome_unknown:
+                    # Whatever ends it, a row whose last try may have gone says so: the
+                    # all-clear goes to it, and one queued again is looked up first (a review:
+                    # one failed as unreadable lost the mark, and a requeue sent it twice).
+                    verdict = dataclasses.replace(verdict, outcome_unknown=True)
                 decided.append((row, verdict))
                 continue
             assert content is not None and person is not None and state is not None
@@ -1047,24 +1052,7 @@ def _triage(
     *,
     now: datetime,
 ) -> Decision | None:
-    """Why a claimed row must not be sent (a Decision), or None to send it. A row whose last
-    try may have gone keeps saying so, whatever ends it: the all-clear goes to it, and one
-    queued again is looked up before it is sent (a review: a row failed as unreadable lost
-    the mark, and the reseal's requeue would have sent it twice)."""
-    decision = _unsendable(row, state, content, person, now=now)
-    if decision is None or not row.outcome_unknown:
-        return decision
-    return dataclasses.replace(decision, outcome_unknown=True)
-
-
-def _unsendable(
-    row: Claimed,
-    state: AdvisoryState | None,
-    content: AlertContent | None,
-    person: Recipient | None,
-    *,
-    now: datetime,
-) -> Decision | None:
+    """Why a claimed row must not be sent (a Decision), or None to send it."""
     if person is None or person.erased:
         return Decision(row.id, CANCELLED, reason=REASON_CITIZEN_ERASED)
     if state is None or content is None:
