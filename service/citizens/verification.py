@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
 from service.dispatch.sms_opt_out import stopped_at
+from service.errors import InvalidInput
 from service.privacy import UNREADABLE, PersonalDataVault
 
 CODE_LIFE = timedelta(minutes=10)
@@ -107,6 +108,11 @@ def hold(session: Session, code: CodeToSend, *, for_stop: bool = False) -> None:
     )
 
 
+# A contact waiting for its code that no listed data secret opens (a secret dropped before
+# `anjeon reseal` was done): a 500 before; the citizen mends it by giving the contact again.
+UNREADABLE_WAITING = "the contact waiting for its code cannot be read: give it again"
+
+
 def renew_code(
     session: Session, *, vault: PersonalDataVault, citizen: Citizen, channel: str, now: datetime
 ) -> CodeToSend | None:
@@ -114,6 +120,8 @@ def renew_code(
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return None
+    if not vault.opens(CHANNEL_FIELD[channel], waiting.contact_sealed):
+        raise InvalidInput(CHANNEL_FIELD[channel], UNREADABLE_WAITING)
     address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
     return issue_code(
         session, vault=vault, citizen=citizen, channel=channel, address=address, now=now
@@ -145,6 +153,8 @@ def check_code(
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return Checked(False, "no code is waiting for this channel: ask for a new one")
+    if not vault.opens(CHANNEL_FIELD[channel], waiting.contact_sealed):
+        return Checked(False, UNREADABLE_WAITING)  # no try spent: no code can verify it
     if waiting.tries >= MAX_TRIES or waiting.expires_at <= now:
         return Checked(False, "this code is no longer valid: ask for a new one")
     if waiting.held:

@@ -369,6 +369,32 @@ def test_a_known_contact_gets_the_same_answer_and_cannot_be_squatted(app, db, tw
     assert record["phone"] == e164(owner_body["phone"]) and "sms" in record["verified"]
 
 
+def test_a_waiting_contact_no_listed_secret_opens_is_said_and_spends_no_try(app, db, twilio):
+    """A review: a code check or a resend for a contact that no listed data secret opens (a
+    secret dropped before the reseal was done) was a 500. Each now says so, and the check
+    spends no try: no code could verify it."""
+    data, auth, body = register(app, email=None, channels=["sms"])
+    sent = code_in(twilio.messages[-1]["body"])
+    dropped = PersonalDataVault(TEST_SECRET.encode(), [secrets.token_bytes(32)])
+    citizen_id = db.scalar(select(Citizen.id).where(Citizen.public_id == data["id"]))
+    db.execute(
+        update(ContactCode)
+        .where(ContactCode.citizen_id == citizen_id)
+        .values(contact_sealed=dropped.seal("phone", e164(body["phone"])))
+    )
+    checked = app.post(
+        f"/v1/citizens/{data['id']}/verify", json={"channel": "sms", "code": sent}, headers=auth
+    )
+    assert checked.status_code == 422 and "cannot be read" in checked.text, checked.text
+    db.expire_all()
+    assert db.scalar(select(ContactCode.tries).where(ContactCode.citizen_id == citizen_id)) == 0
+    resent = app.post(
+        f"/v1/citizens/{data['id']}/verify/resend", json={"channel": "sms"}, headers=auth
+    )
+    assert resent.status_code == 422 and "cannot be read" in resent.text, resent.text
+    assert '"phone"' in resent.text
+
+
 @pytest.mark.parametrize("old_email", ["readable", "unreadable"])
 def test_the_owner_takes_a_contact_back_on_a_new_record_and_the_old_one_is_told(
     app, db, twilio, smtp, old_email
