@@ -1,13 +1,30 @@
 """End to end on both backends: register, issue, dispatch through the real twilio SDK to the
 fake Twilio and through smtplib to aiosmtpd; then what staff see."""
 
+import pytest
 from sqlalchemy import select
 
+from service.config import Settings
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
+from tests.conftest import make_settings
+from tests.dispatch.conftest import notifier_settings
+from tests.dispatch.fake_twilio import FakeTwilio
+from tests.dispatch.smtp_sink import SmtpSink
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
+
+
+@pytest.fixture
+def dispatch_settings(database_url: str, twilio: FakeTwilio, smtp: SmtpSink) -> Settings:
+    """What is sent, not how long a provider may take: on a CI machine starved by four legs
+    both SMS of a test here waited past the 2 s timeout of the other dispatch tests (the
+    fake Twilio read one request after its client had gone), and each counted a retry. The
+    fault tests keep their own timeouts."""
+    return make_settings(
+        database_url, **{**notifier_settings(twilio, smtp), "twilio_timeout_s": 30.0}
+    )
 
 
 def alerts(db) -> list[Alert]:
