@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.backends import database_legs
 from service.citizens import reseal
 from service.citizens.models import Citizen
 from service.db import make_engine, make_session_factory, utcnow
@@ -126,13 +127,7 @@ def leg(url: str, backend: str, n: int) -> dict:
 
 def main() -> None:
     n = int(os.environ.get("ANJEON_BENCH_RESEAL_N", "200000"))
-    OUT.mkdir(parents=True, exist_ok=True)
-    database = OUT / "reseal.db"
-    database.unlink(missing_ok=True)
-    legs = [("sqlite", f"sqlite:///{database}")]
-    if os.environ.get("ANJEON_BENCH_DATABASE_URL"):
-        legs.append(("postgresql", os.environ["ANJEON_BENCH_DATABASE_URL"]))
-    results = [leg(url, backend, n) for backend, url in legs]
+    results = [leg(url, backend, n) for backend, url in database_legs(OUT, "reseal")]
     print(f"anjeon reseal over {n:,} citizens (name, phone, e-mail: {3 * n:,} values)")
     print(f"{'backend':<12}{'reseal s':>10}{'values/s':>10}{'baseline s':>12}{'values/s':>10}")
     for r in results:

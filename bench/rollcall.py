@@ -27,6 +27,7 @@ from sqlalchemy import insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.backends import database_legs
 from bench.dispatch import _advisory
 from service.advisories.models import Advisory
 from service.checkin import rollcall
@@ -155,13 +156,7 @@ def leg(url: str, backend: str, n: int) -> dict:
 
 def main() -> None:
     n = int(os.environ.get("ANJEON_BENCH_ROLLCALL_N", "200000"))
-    OUT.mkdir(parents=True, exist_ok=True)
-    database = OUT / "rollcall.db"
-    database.unlink(missing_ok=True)
-    legs = [("sqlite", f"sqlite:///{database}")]
-    if os.environ.get("ANJEON_BENCH_DATABASE_URL"):
-        legs.append(("postgresql", os.environ["ANJEON_BENCH_DATABASE_URL"]))
-    results = [leg(url, backend, n) for backend, url in legs]
+    results = [leg(url, backend, n) for backend, url in database_legs(OUT, "rollcall")]
     print(f"roll call of one advisory that asked {n:,} citizens (seconds)")
     print(f"{'backend':<12}{'first':>8}{'warm':>8}{'help, not taken':>17}{'baseline':>10}")
     for r in results:
