@@ -941,14 +941,17 @@ class Dispatcher:
         fallbacks = 0
         with self.factory.begin() as session:
             outbox.bound_idle(session, lease_s=self.policy.lease_s)
-            outbox.record(session, decided=decided, worker=self.worker, now=now)
             # A STOP the provider heard and we did not: kept as if it reached our webhook, so
             # staff see it, the check-in asks on e-mail, and nothing more is texted until START.
+            # Before the alert rows: the number's row, then the record, then its alerts, in the
+            # order an inbound STOP and an erasure lock them (a review: the alerts first waited
+            # on an erasure holding the record while it waited on those alerts).
             stops = {(d.opted_out_hash, d.opted_out_since) for _, d in decided if d.opted_out_hash}
             for phone_hash, since in sorted(stops):
                 hear_opt_out(
                     session, phone_hash=phone_hash, stop=True, now=now, refused_since=since
                 )
+            outbox.record(session, decided=decided, worker=self.worker, now=now)
             for row, decision in decided:
                 if (decision.status == FAILED and self._falls_back(row)) or row.id in divert:
                     fallbacks += outbox.enqueue_fallback(

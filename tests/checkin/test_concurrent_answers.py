@@ -5,13 +5,12 @@ a STOP with a START (the number's row and the citizen's copy agree), and a recor
 its page takes words (no deadlock, and the words go with the record)."""
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.models import Advisory
@@ -38,6 +37,7 @@ from service.errors import Conflict, TooManyRequests
 from service.privacy import PersonalDataVault
 from tests.conftest import TEST_SECRET
 from tests.dispatch.seed import scratch_database, seeded_advisory
+from tests.lock_waits import until_one_waits_on_a_lock
 
 VAULT = PersonalDataVault(TEST_SECRET.encode())
 PEOPLE = 12
@@ -214,22 +214,6 @@ def test_a_stop_and_a_start_at_once_leave_the_number_and_its_record_agreeing(fac
         assert row is not None and (row.opted_out_at is None) == (copy is None)
 
 
-def _until_one_waits_on_a_lock(factory: sessionmaker[Session], failed: list) -> None:
-    for _ in range(200):
-        # A transaction each time: one reads pg_stat_activity once and keeps that reading.
-        with factory() as session:
-            waiting = session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        if waiting:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the erasure never waited on the page's locks: {failed}")
-
-
 def _eraser(
     factory: sessionmaker[Session],
     citizen_id: int,
@@ -272,7 +256,7 @@ def test_a_record_erased_while_its_page_adds_words_never_deadlocks(factory, data
         current = _in_force_locked(page, advisories[0].id, person.id)
         assert current is not None and current.answer == "help"
         eraser.start()
-        _until_one_waits_on_a_lock(factory, failed)
+        until_one_waits_on_a_lock(factory, why_not=lambda: failed)
         links = SimpleNamespace(vault=VAULT)
         assert _add_to_page_help(page, links, current, "5th floor", utcnow()) == len("5th floor")
     eraser.join(timeout=60)
@@ -331,7 +315,7 @@ def test_an_sms_answer_during_an_erasure_finds_the_record_erased(factory, databa
 
     texter = threading.Thread(target=text_in)
     texter.start()
-    _until_one_waits_on_a_lock(factory, heard)
+    until_one_waits_on_a_lock(factory, why_not=lambda: heard)
     erasure.commit()
     erasure.close()
     texter.join(timeout=60)
@@ -353,7 +337,7 @@ def test_an_erasure_waits_for_an_answer_under_way_and_takes_its_words(factory, d
         held = answer.scalar(answering(select(Citizen).where(Citizen.id == person.id)))
         assert held is not None and held.status == "active"
         eraser.start()
-        _until_one_waits_on_a_lock(factory, failed)
+        until_one_waits_on_a_lock(factory, why_not=lambda: failed)
         for advisory in advisories:
             _help(answer, advisory, person, channel="web", note="bleeding, 5th floor")
     eraser.join(timeout=60)
@@ -504,7 +488,7 @@ def test_a_code_verified_while_its_record_is_erased_never_deadlocks(
     def between_the_try_and_the_record(*args, **kwargs):
         # The try is taken: let the erasure start, and wait until it waits on a lock.
         tried.set()
-        _until_one_waits_on_a_lock(factory, failed)
+        until_one_waits_on_a_lock(factory, why_not=lambda: failed)
         return stopped_elsewhere(*args, **kwargs)
 
     monkeypatch.setattr(verification, "_stopped_elsewhere", between_the_try_and_the_record)
