@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.advisories import approval, formats, service
@@ -103,6 +104,13 @@ def ingest(
                 )
         except DomainError as exc:
             summary.rejected.append((draft.label, exc.detail))
+        except IntegrityError:
+            # Another source stored the identifier meanwhile: two feeds given back one staff
+            # identifier at once (a review: the second's poll failed as an internal error).
+            # The first stands, as if it had come first; anything else is a fault.
+            if draft.external is None or _known(session, draft.external) is None:
+                raise
+            summary.rejected.append((draft.label, TAKEN))
     # One matching pass for the whole document, in the same transaction, on the real clock:
     # replaying an archive "as of" its own date must never alert anyone about the past.
     changed = [*summary.created, *summary.updated]
@@ -312,6 +320,7 @@ def _may_act_on(
     return session.scalar(stood_in_for.limit(1)) is not None
 
 
+TAKEN = "its identifier is another source's advisory"
 ENDED_BY_STAFF = "no change: staff ended these same words"
 SAID_BY_STAFF = "no change: staff's advisory in force says the same"
 
@@ -332,7 +341,7 @@ def _held_from_the_feed(
     item is skipped when staff's words in force are the same, else rejected, and counted in
     anjeon_feed_rejected_items (staff then cancel theirs, and the feed's next poll takes
     over, or revise theirs). Another feed's, always."""
-    refused = "its identifier is another source's advisory"
+    refused = TAKEN
     if not issued_by.startswith(FEED_ISSUER) or advisory.issued_by.startswith(FEED_ISSUER):
         return refused
     if not draft.alerts_citizens or draft.exercise or draft.external is None:

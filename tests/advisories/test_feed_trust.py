@@ -4,14 +4,20 @@ ministry's own identifiers lifted or rewrote them), and zone codes are an area o
 (the words beside them named a foreign country, which was alerted)."""
 
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from service.advisories import service
-from service.advisories.ingest import import_document
+from service.advisories.ingest import TAKEN, IngestSummary, import_document
+from service.advisories.models import Advisory, ExternalMessage
+from service.db import make_engine, make_session_factory
 from service.ledger.models import Alert
+from tests.dispatch.seed import scratch_database
 from tests.geomatch.builders import citizen
+from tests.lock_waits import until_one_waits_on_a_lock
 
 NOW = datetime.now(UTC)
 
@@ -276,3 +282,62 @@ def test_nuts_codes_name_greece_el_and_the_united_kingdom_uk(db):
             db, "cap", _meteoalarm_cap([(words, "NUTS3", code)]), "feed:meteoalarm"
         ).created
         assert advisory.area["countries"] == [country]
+
+
+def test_two_feeds_given_back_one_identifier_at_once_end_with_one_and_a_clear_rejection(
+    database_url, tmp_path
+):
+    """A review: two feeds whose documents carry the identifier of a staff import that no
+    longer stands both took it at once; the second's flush broke the identifier's uniqueness,
+    and its poll failed as an internal error. The first now stands and the second's item is
+    rejected, as if it had come after."""
+    with scratch_database(database_url, tmp_path, "feed_race") as url:
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with factory.begin() as session:
+            staff_import = _import(session, "mofa", _mofa("아프가니스탄", "AF", "1"), "consul-1")
+            (staff,) = staff_import.created
+            service.cancel_advisory(session, advisory=staff, cancelled_by="consul-1", now=NOW)
+        first_took, second_started = threading.Event(), threading.Event()
+        results: dict[str, object] = {}
+
+        def poll(feed: str, *, hold: bool) -> None:
+            try:
+                with factory.begin() as session:
+                    if not hold:
+                        first_took.wait(timeout=30)
+                        second_started.set()
+                    results[feed] = _import(session, "mofa", _mofa("아프가니스탄", "AF", "4"), feed)
+                    if hold:  # uncommitted until the other poll waits on it
+                        first_took.set()
+                        second_started.wait(timeout=30)
+                        if engine.dialect.name == "postgresql":
+                            until_one_waits_on_a_lock(engine.connect, why_not=lambda: results)
+                        else:  # SQLite's second writer waits in its busy handler, unseen
+                            time.sleep(0.5)
+            except BaseException as exc:  # reported to the test
+                results[feed] = exc
+
+        polls = [
+            threading.Thread(target=poll, args=("feed:mofa",), kwargs={"hold": True}),
+            threading.Thread(target=poll, args=("feed:other",), kwargs={"hold": False}),
+        ]
+        for thread in polls:
+            thread.start()
+        for thread in polls:
+            thread.join(timeout=60)
+        engine.dispose()
+        first, second = results["feed:mofa"], results["feed:other"]
+        assert isinstance(first, IngestSummary) and isinstance(second, IngestSummary), results
+        assert [a.level for a in first.created] == ["4"]
+        assert second.created == [] and second.updated == []
+        assert second.rejected == [(second.rejected[0][0], TAKEN)] and "AF" in second.rejected[0][0]
+        engine = make_engine(url)
+        with make_session_factory(engine)() as session:
+            owners = session.scalars(
+                select(Advisory.issued_by)
+                .join(ExternalMessage, ExternalMessage.advisory_id == Advisory.id)
+                .where(ExternalMessage.identifier.like("AF:%"))
+            ).all()
+        engine.dispose()
+        assert owners == ["feed:mofa"]
