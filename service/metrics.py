@@ -36,3 +36,9 @@ MESSAGE_BUDGET_EXHAUSTED = Counter(
     "SMS that are not alerts (codes, confirmations) this process held back because the day's "
     "budget (ANJEON_SMS_DAILY_BUDGET) was spent; any increase means codes have stopped",
 )
+UNREADABLE_VALUES = Counter(
+    "anjeon_unreadable_values_total",
+    "Sealed personal values this process read that no listed data secret opens (a data secret "
+    "dropped from ANJEON_DATA_KEYS before anjeon reseal was done), by field",
+    ["field"],
+)

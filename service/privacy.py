@@ -6,6 +6,8 @@ import hmac
 import logging
 import os
 import re
+import threading
+import time
 import unicodedata
 from collections.abc import Sequence
 
@@ -13,6 +15,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from service.metrics import UNREADABLE_VALUES
 
 # Version 1: nonce | ciphertext, under the one key there was. Version 2 names the key that
 # sealed it (a fingerprint, not the key), so a rotation can tell what is left to seal again.
@@ -26,6 +30,39 @@ _NONCE_BYTES = 12
 UNREADABLE = "[unreadable]"
 
 log = logging.getLogger("anjeon.privacy")
+
+
+class _UnopenedLines:
+    """One log line per field and fingerprint every REPEAT_S, with how many reads it stands
+    for: a staff list refreshed during a key problem read each value again and wrote a line
+    each time. Every read is counted (anjeon_unreadable_values_total)."""
+
+    REPEAT_S = 300.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: dict[tuple[str, str | None], tuple[float, int]] = {}
+        self.clock = time.monotonic
+
+    def note(self, field: str, named: str | None, **context: object) -> None:
+        UNREADABLE_VALUES.labels(field=field).inc()
+        now = self.clock()
+        with self._lock:
+            logged_at, unlogged = self._since.get((field, named), (-self.REPEAT_S, 0))
+            if now - logged_at < self.REPEAT_S:
+                self._since[(field, named)] = (logged_at, unlogged + 1)
+                return
+            self._since[(field, named)] = (now, 0)
+        log.error(
+            "a sealed value no listed data secret opens (see anjeon reseal --check)",
+            extra={"field": field, "sealed_by": named, "unlogged_before": unlogged, **context},
+        )
+
+
+_UNOPENED = _UnopenedLines()
+# Every sealed field's count from 0, so that the first unreadable value is an increase.
+for _field in ("name", "phone", "email", "checkin-note"):
+    UNREADABLE_VALUES.labels(field=_field)
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -110,13 +147,15 @@ class PersonalDataVault:
         try:
             return self.open(field, blob)
         except (ValueError, InvalidTag):
-            # The fingerprint where the value names one (version 2); none for older or damaged.
-            named = blob[1 : 1 + _KEY_ID_BYTES].hex() if blob[:1] == _FORMAT_V2 else None
-            log.error(
-                "a sealed value no listed data secret opens (see anjeon reseal --check)",
-                extra={"field": field, "sealed_by": named},
-            )
+            self.report_unopened(field, blob)
             return UNREADABLE
+
+    def report_unopened(self, field: str, blob: bytes, **context: object) -> None:
+        """A value no listed secret opens was read: counted, and logged with the field and
+        the fingerprint where the value names one (version 2; none for older or damaged), at
+        most once per field and fingerprint every 5 minutes in a process."""
+        named = blob[1 : 1 + _KEY_ID_BYTES].hex() if blob[:1] == _FORMAT_V2 else None
+        _UNOPENED.note(field, named, **context)
 
     @property
     def fingerprints(self) -> list[str]:

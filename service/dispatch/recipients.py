@@ -1,7 +1,6 @@
 """What the dispatcher reads for a claimed batch: each advisory revision's words, the
 advisory's state now, and each citizen's language and contacts (opened from the vault)."""
 
-import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from service.dispatch.content import AlertContent
 from service.dispatch.quiet_hours import Place, zone_of
 from service.geo.matching import CURRENT, Today, day_number
 from service.privacy import PersonalDataVault
-
-log = logging.getLogger("anjeon.dispatch")
 
 
 @dataclass(frozen=True)
@@ -173,7 +170,7 @@ def recipients(
                 address = vault.open(field, blob)
             except (InvalidTag, ValueError):
                 # A review: one such value failed every batch that held the citizen.
-                log.error("a contact no listed data secret opens", extra={"citizen": cid})
+                vault.report_unopened(field, blob, citizen=cid)
                 unreadable = True
         found[cid] = Recipient(
             erased=status == "erased",

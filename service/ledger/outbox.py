@@ -413,8 +413,8 @@ def requeue_unreadable(
     not cost every bulk write an index. Left to staff (a review): a check-in round's question
     (the citizen may have answered since), a row made before `created_since` (its check-in
     link has lapsed), a fallback, and a row whose fallback on the other channel may have
-    reached the citizen. Returns the last id looked at (None past the last alert) and how
-    many went back."""
+    reached the citizen. Not a row of an erased citizen (the dispatcher would cancel it).
+    Returns the last id looked at (None past the last alert) and how many went back."""
     last = session.scalar(select(func.max(Alert.id)))
     if last is None or after_id >= last:
         return None, 0
@@ -444,6 +444,9 @@ def requeue_unreadable(
             Alert.created_at >= created_since,
             Alert.fallback_of.is_(None),
             ~reached_otherwise,
+            ~select(Citizen.id)
+            .where(Citizen.id == Alert.citizen_id, Citizen.status == "erased")
+            .exists(),
         )
         .values(_queued_again(now))
         .execution_options(synchronize_session=False)

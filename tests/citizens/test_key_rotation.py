@@ -2,6 +2,7 @@
 before still opens and verifies while it is listed, `anjeon reseal` seals every value again
 under the new one, and once the old secret is dropped nothing is lost; look-ups never change."""
 
+import logging
 import os
 import secrets
 import uuid
@@ -11,10 +12,11 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from service import cli
+from service import cli, privacy
 from service.app import create_app
 from service.checkin import duty
 from service.checkin.models import CheckinAnswer, HelpMessage
@@ -250,6 +252,44 @@ def test_the_start_up_check_lets_a_process_start_while_the_database_is_down(capl
     assert "data secrets not checked: the database did not answer" in caplog.text
 
 
+def test_each_unreadable_read_is_counted_and_logged_at_most_every_five_minutes(monkeypatch):
+    """A review: a staff list refreshed during a key problem wrote a log line per value read.
+    Each read counts (anjeon_unreadable_values_total, which pages); the line comes once per
+    field and fingerprint every 5 minutes, saying how many reads it stands for."""
+    dropped = PersonalDataVault(TEST_SECRET.encode(), [OTHER.encode()])
+    listed = PersonalDataVault(TEST_SECRET.encode(), [NEW.encode()])
+    phones = [dropped.seal("phone", f"+8210555501{n:02d}") for n in range(3)]
+    name = dropped.seal("name", "이서연")
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append  # type: ignore[method-assign]
+    clock = [1000.0]
+    monkeypatch.setattr(privacy._UNOPENED, "clock", lambda: clock[0])
+    monkeypatch.setattr(privacy._UNOPENED, "_since", {})
+
+    def counted(field: str) -> float:
+        return REGISTRY.get_sample_value("anjeon_unreadable_values_total", {"field": field})
+
+    before = {field: counted(field) for field in ("phone", "name", "email")}
+    logging.getLogger("anjeon.privacy").addHandler(handler)
+    try:
+        assert [listed.read("phone", blob) for blob in phones] == [UNREADABLE] * 3
+        assert listed.read("name", name) == UNREADABLE
+        clock[0] += 299
+        assert listed.read("phone", phones[0]) == UNREADABLE
+        clock[0] += 2
+        assert listed.read("phone", phones[1]) == UNREADABLE
+        listed.report_unopened("phone", phones[2], citizen=7)  # the dispatcher's
+        assert listed.read("email", None) is None  # no value: nothing to count
+    finally:
+        logging.getLogger("anjeon.privacy").removeHandler(handler)
+    assert counted("phone") - before["phone"] == 6 and counted("name") - before["name"] == 1
+    assert counted("email") == before["email"]
+    said = [(r.field, r.sealed_by, r.unlogged_before) for r in lines]  # type: ignore[attr-defined]
+    fingerprint = PersonalDataVault(OTHER.encode()).fingerprints[0]
+    assert said == [("phone", fingerprint, 0), ("name", fingerprint, 0), ("phone", fingerprint, 3)]
+
+
 def test_a_value_no_listed_secret_opens_reads_unreadable_where_people_read_it(
     client, db, staff_headers
 ):
@@ -326,10 +366,11 @@ def test_alerts_failed_as_unreadable_go_once_a_reseal_leaves_nothing_unreadable(
     secret that sealed their contacts waited for a staff retry, one by one. The reseal that
     leaves nothing unreadable queues them again; `--check` and a run that leaves a value
     unopened do not, nor (left to staff, a review) an alert failed for another reason, a
-    check-in round's question, one older than a check-in link, a fallback, or one whose
-    fallback may have reached the citizen. One whose last try may have gone is looked up."""
+    check-in round's question, one older than a check-in link, a fallback, one whose
+    fallback may have reached the citizen, or (a review) one of an erased citizen. One whose
+    last try may have gone is looked up."""
     with scratch_database(database_url, tmp_path, "requeue_unreadable") as url:
-        seed_pending(url, citizens=4, secret=TEST_SECRET.encode())
+        seed_pending(url, citizens=5, secret=TEST_SECRET.encode())
         factory = make_session_factory(make_engine(url))
 
         def dispatch(data_keys: list[str]) -> None:
@@ -353,7 +394,7 @@ def test_alerts_failed_as_unreadable_go_once_a_reseal_leaves_nothing_unreadable(
                 select(Alert.id, Alert.error_code, Alert.outcome_unknown).order_by(Alert.id)
             ).all()
         assert [tuple(row) for row in failed] == [
-            (n, "unreadable", n == 8) for n in range(1, 9)
+            (n, "unreadable", n == 8) for n in range(1, 11)
         ] and not twilio.messages
         with factory.begin() as session:
             for alert_id, values in {
@@ -363,6 +404,7 @@ def test_alerts_failed_as_unreadable_go_once_a_reseal_leaves_nothing_unreadable(
                 6: {"status": "sent", "fallback_of": 5},
             }.items():
                 session.execute(update(Alert).where(Alert.id == alert_id).values(values))
+            session.execute(update(Citizen).where(Citizen.id == 5).values(status="erased"))
         rotating = f"{NEW},{TEST_SECRET}"
         code, out = _reseal(monkeypatch, capsys, url, rotating, "--check")
         assert code == 1 and "queued again" not in out
@@ -381,10 +423,11 @@ def test_alerts_failed_as_unreadable_go_once_a_reseal_leaves_nothing_unreadable(
             session.execute(delete(HelpMessage))
         code, out = _reseal(monkeypatch, capsys, url, rotating)
         assert code == 0 and "alerts that had failed as unreadable, queued again: 3" in out
-        assert statuses() == ["failed"] * 3 + ["pending", "failed", "sent"] + ["pending"] * 2
+        tail = ["failed"] * 2  # the erased citizen's (ids 9 and 10)
+        assert statuses() == ["failed"] * 3 + ["pending", "failed", "sent"] + ["pending"] * 2 + tail
         twilio.lists.clear()
         dispatch([NEW])  # what the service lists once the reseal is done
-        assert statuses() == ["failed"] * 3 + ["sent", "failed", "sent"] + ["sent"] * 2
+        assert statuses() == ["failed"] * 3 + ["sent", "failed", "sent"] + ["sent"] * 2 + tail
         # Each citizen's e-mail row comes before their SMS row (ids 1-8: citizen 0 to 3).
         assert Counter(m["to"] for m in twilio.messages) == {phone_of(1): 1, phone_of(3): 1}
         assert Counter(m["To"] for m in smtp.received) == {email_of(3): 1}
