@@ -941,22 +941,25 @@ class Dispatcher:
         fallbacks = 0
         with self.factory.begin() as session:
             outbox.bound_idle(session, lease_s=self.policy.lease_s)
+            # Nothing of the batch's own rows is held until the end: an erasure locks the
+            # record, then its other alerts (cancelled), then those whose provider texts it
+            # scrubs, which may be this batch's. A review found two waits on an erasure while
+            # holding those rows, each a deadlock (PostgreSQL aborted this write, which tried
+            # again): a STOP's write to the record, and a fallback's insert meeting the
+            # e-mail row the erasure was cancelling.
             # A STOP the provider heard and we did not: kept as if it reached our webhook, so
             # staff see it, the check-in asks on e-mail, and nothing more is texted until START.
-            # Before the alert rows: the number's row, then the record, then its alerts, in the
-            # order an inbound STOP and an erasure lock them (a review: the alerts first waited
-            # on an erasure holding the record while it waited on those alerts).
             stops = {(d.opted_out_hash, d.opted_out_since) for _, d in decided if d.opted_out_hash}
             for phone_hash, since in sorted(stops):
                 hear_opt_out(
                     session, phone_hash=phone_hash, stop=True, now=now, refused_since=since
                 )
-            outbox.record(session, decided=decided, worker=self.worker, now=now)
             for row, decision in decided:
                 if (decision.status == FAILED and self._falls_back(row)) or row.id in divert:
                     fallbacks += outbox.enqueue_fallback(
                         session, failed=row, channel=OTHER_CHANNEL[row.channel], now=now
                     )
+            outbox.record(session, decided=decided, worker=self.worker, now=now)
             state = self.circuits[channel].settle(session, now=now)
         if state is not None:
             log.warning(

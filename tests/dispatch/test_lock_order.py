@@ -1,16 +1,24 @@
 """The dispatcher's record of a send against an erasure, on PostgreSQL's row locks: each takes
-the rows both need in one order, so neither waits on the other (PostgreSQL would abort one)."""
+the rows both need in one order, so neither waits on the other (PostgreSQL would abort one).
+An erasure locks the record, cancels the citizen's queued alerts, then scrubs the provider
+texts of the rest; the dispatcher holds its batch's rows only at the end of its write."""
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
+from service.config import Settings
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch.dispatcher import Dispatcher
+from service.ledger import outbox
 from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
 from tests.conftest import make_settings
@@ -29,11 +37,75 @@ class _Kept(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _deadlocks(factory) -> int:
-    with factory() as session:
-        return session.scalar(
-            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        )
+@dataclass
+class _Scene:
+    settings: Settings
+    factory: sessionmaker[Session]
+    failed: list[BaseException]
+
+    def dispatcher(self) -> Dispatcher:
+        vault = PersonalDataVault(self.settings.secret_key_bytes())
+        return Dispatcher.from_settings(self.settings, self.factory, vault=vault, lanes=False)
+
+    def thread(self, work: Callable[[], object]) -> threading.Thread:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # reported to the test
+                self.failed.append(exc)
+
+        return threading.Thread(target=run)
+
+
+@contextmanager
+def _scene(
+    database_url: str, tmp_path, twilio, smtp, *, name: str, code: int, email_queued: bool
+) -> Iterator[_Scene]:
+    """One citizen owed an SMS that Twilio refuses with `code`, on a retry (an earlier try's
+    error kept, which the erasure's scrub of provider texts must lock), and an e-mail of the
+    same alert queued or not. Checks afterwards that the dispatcher never had to write again
+    and that nothing more reaches the erased citizen."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's row locks: SQLite has one writer at a time (BEGIN IMMEDIATE)")
+    with scratch_database(database_url, tmp_path, name) as url:
+        settings = make_settings(url, **notifier_settings(twilio, smtp))
+        seed_pending(url, citizens=1, secret=settings.secret_key_bytes())
+        engine = make_engine(url)
+        scene = _Scene(settings, make_session_factory(engine), [])
+        with scene.factory.begin() as session:
+            if not email_queued:
+                session.execute(delete(Alert).where(Alert.channel == "email"))
+            session.execute(
+                update(Alert)
+                .where(Alert.channel == "sms")
+                .values(last_error="timed out", attempts=1)
+            )
+        twilio.script(phone_of(0), Answer(400, code=code))
+        kept = _Kept()
+        logging.getLogger("anjeon.dispatch").addHandler(kept)
+        try:
+            yield scene
+        finally:
+            logging.getLogger("anjeon.dispatch").removeHandler(kept)
+        assert scene.failed == []
+        assert not [line for line in kept.lines if "record failed" in line], kept.lines
+        with scene.factory() as session:
+            [sms] = session.scalars(select(Alert).where(Alert.channel == "sms")).all()
+            assert (sms.status, sms.error_code) == ("failed", str(code))
+            citizen = session.scalars(select(Citizen)).one()
+            assert citizen.status == "erased" and citizen.phone_hash is None
+        dispatcher = scene.dispatcher()
+        try:
+            dispatcher.drain()
+        finally:
+            dispatcher.close()
+        with scene.factory() as session:
+            emails = session.scalars(select(Alert.status).where(Alert.channel == "email")).all()
+            assert set(emails) <= {"cancelled"} and smtp.received == []
+            assert session.scalar(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ) in (0, None)
+        engine.dispose()
 
 
 def test_a_stop_the_provider_reports_while_its_record_is_erased_never_deadlocks(
@@ -43,81 +115,79 @@ def test_a_stop_the_provider_reports_while_its_record_is_erased_never_deadlocks(
     the alert rows first, then the record of the number; an erasure locks the record, then the
     alerts whose provider texts it scrubs. Each waited on the other (PostgreSQL aborted the
     dispatcher's write, which tried again). The dispatcher now writes the STOP first."""
-    code = 21610
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's row locks: SQLite has one writer at a time (BEGIN IMMEDIATE)")
-    with scratch_database(database_url, tmp_path, "stop_erasure") as url:
-        settings = make_settings(url, **notifier_settings(twilio, smtp))
-        seed_pending(url, citizens=1, secret=settings.secret_key_bytes())
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
-        with factory.begin() as session:
-            # A retry (an earlier try's error kept), which the erasure's scrub of provider
-            # texts must lock; and no e-mail yet, so that a fallback is a new row.
-            session.execute(delete(Alert).where(Alert.channel == "email"))
-            session.execute(update(Alert).values(last_error="timed out", attempts=1))
-        dispatcher = Dispatcher.from_settings(
-            settings, factory, vault=PersonalDataVault(settings.secret_key_bytes()), lanes=False
-        )
-        twilio.script(phone_of(0), Answer(400, code=code))
-        kept = _Kept()
-        logging.getLogger("anjeon.dispatch").addHandler(kept)
-        deadlocks_before = _deadlocks(factory)
-        failed: list[BaseException] = []
+    with _scene(
+        database_url, tmp_path, twilio, smtp, name="stop_erasure", code=21610, email_queued=False
+    ) as scene:
         locked, go_on = threading.Event(), threading.Event()
 
         def erase() -> None:
-            try:
-                with factory.begin() as session:
-                    # As erase_citizen begins: the record locked; the rest once the
-                    # dispatcher waits on it.
-                    citizen = session.scalars(select(Citizen).with_for_update()).one()
-                    locked.set()
-                    go_on.wait(timeout=30)
-                    erase_citizen(session, citizen=citizen)
-            except BaseException as exc:  # reported to the test
-                failed.append(exc)
+            with scene.factory.begin() as session:
+                # As erase_citizen begins: the record locked; the rest once the dispatcher
+                # waits on it.
+                citizen = session.scalars(select(Citizen).with_for_update()).one()
+                locked.set()
+                go_on.wait(timeout=30)
+                erase_citizen(session, citizen=citizen)
 
-        def send() -> None:
-            try:
-                dispatcher.step(now=utcnow(), channels=["sms"])
-            except BaseException as exc:  # reported to the test
-                failed.append(exc)
-
-        eraser, sender = threading.Thread(target=erase), threading.Thread(target=send)
+        dispatcher = scene.dispatcher()
+        eraser = scene.thread(erase)
+        sender = scene.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
         try:
             eraser.start()
             assert locked.wait(timeout=30)
             sender.start()
-            until_one_waits_on_a_lock(factory, why_not=lambda: failed)
+            until_one_waits_on_a_lock(scene.factory, why_not=lambda: scene.failed)
+        finally:
             go_on.set()
             eraser.join(timeout=60)
             sender.join(timeout=60)
-        finally:
-            go_on.set()
-            logging.getLogger("anjeon.dispatch").removeHandler(kept)
             dispatcher.close()
         assert not eraser.is_alive() and not sender.is_alive()
-        assert failed == []
-        assert not [line for line in kept.lines if "record failed" in line], kept.lines
-        assert _deadlocks(factory) == deadlocks_before
-        with factory() as session:
-            [sms] = session.scalars(select(Alert).where(Alert.channel == "sms")).all()
-            assert (sms.status, sms.error_code) == ("failed", str(code))
-            citizen = session.scalars(select(Citizen)).one()
-            assert citizen.status == "erased" and citizen.phone_hash is None
+        with scene.factory() as session:
             # The number's STOP outlives the record, as any STOP does.
             stop = session.scalars(select(SmsOptOut)).one()
             assert stop.opted_out_at is not None
-        # Nothing more reaches the erased citizen: the e-mail and its fallback are cancelled.
-        dispatcher = Dispatcher.from_settings(
-            settings, factory, vault=PersonalDataVault(settings.secret_key_bytes()), lanes=False
-        )
+
+
+def test_a_fallback_queued_while_its_record_is_erased_never_deadlocks(
+    database_url, tmp_path, twilio, smtp, monkeypatch
+):
+    """A review: the dispatcher recorded an SMS refused for good (21211, not a valid number)
+    and then queued its e-mail fallback; an erasure cancelling that e-mail row at the same
+    moment held it, and waited for the SMS row the dispatcher held, to scrub its provider
+    text. Each waited on the other. The dispatcher now queues fallbacks before recording."""
+    with _scene(
+        database_url, tmp_path, twilio, smtp, name="fallback_erasure", code=21211, email_queued=True
+    ) as scene:
+        at_fallback, go_on = threading.Event(), threading.Event()
+        enqueue_fallback = outbox.enqueue_fallback
+
+        def paused_before_the_fallback(*args, **kwargs):
+            at_fallback.set()
+            go_on.wait(timeout=30)
+            return enqueue_fallback(*args, **kwargs)
+
+        monkeypatch.setattr(outbox, "enqueue_fallback", paused_before_the_fallback)
+
+        def erase() -> None:
+            with scene.factory.begin() as session:
+                citizen = session.scalars(select(Citizen)).one()
+                erase_citizen(session, citizen=citizen)
+
+        dispatcher = scene.dispatcher()
+        sender = scene.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
+        eraser = scene.thread(erase)
         try:
-            dispatcher.drain()
+            sender.start()
+            assert at_fallback.wait(timeout=30)
+            eraser.start()
+            # Before: the erasure waits on the SMS row the dispatcher holds. Now it holds none.
+            eraser.join(timeout=5)
+            if eraser.is_alive():
+                until_one_waits_on_a_lock(scene.factory, why_not=lambda: scene.failed)
         finally:
+            go_on.set()
+            eraser.join(timeout=60)
+            sender.join(timeout=60)
             dispatcher.close()
-        with factory() as session:
-            emails = session.scalars(select(Alert.status).where(Alert.channel == "email")).all()
-        assert set(emails) <= {"cancelled"} and smtp.received == []
-        engine.dispose()
+        assert not eraser.is_alive() and not sender.is_alive()
