@@ -6,6 +6,7 @@ the document still lands. A message already applied changes nothing (idempotent 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -92,25 +93,17 @@ def ingest(
     )
     for draft in parsed.drafts:
         try:
-            with session.begin_nested():
-                _apply(
-                    session,
-                    draft,
-                    issued_by=issued_by,
-                    now=now,
-                    summary=summary,
-                    rule=(policy, min_reach),
-                    feed=feed,
-                )
+            _apply_in_savepoint(
+                session,
+                draft,
+                issued_by=issued_by,
+                now=now,
+                summary=summary,
+                rule=(policy, min_reach),
+                feed=feed,
+            )
         except DomainError as exc:
             summary.rejected.append((draft.label, exc.detail))
-        except IntegrityError:
-            # Another source stored the identifier meanwhile: two feeds given back one staff
-            # identifier at once (a review: the second's poll failed as an internal error).
-            # The first stands, as if it had come first; anything else is a fault.
-            if draft.external is None or _known(session, draft.external) is None:
-                raise
-            summary.rejected.append((draft.label, TAKEN))
     # One matching pass for the whole document, in the same transaction, on the real clock:
     # replaying an archive "as of" its own date must never alert anyone about the past.
     changed = [*summary.created, *summary.updated]
@@ -121,6 +114,27 @@ def ingest(
 
 
 FLAP_WINDOW = timedelta(hours=1)
+# The uniqueness of a stored message id (sender, identifier): ExternalMessage's constraint, as
+# PostgreSQL names it, and as SQLite words its breach.
+_MESSAGE_ID_KEY = "uq_external_message_sender_identifier"
+_MESSAGE_ID_COLUMNS = "external_message.sender, external_message.identifier"
+
+
+def _apply_in_savepoint(session: Session, draft: AdvisoryDraft, **how: Any) -> None:
+    """`_apply` in a savepoint of its own: a bad item rolls back alone. Once more if another
+    transaction stored the same message id first (two feeds given back one staff identifier
+    at once: a review's second poll failed as an internal error): applied again, it meets what
+    the first stored, as if it had come after it."""
+    try:
+        with session.begin_nested():
+            _apply(session, draft, **how)
+    except IntegrityError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        named = getattr(diag, "constraint_name", None)
+        if named != _MESSAGE_ID_KEY and _MESSAGE_ID_COLUMNS not in str(exc.orig):
+            raise
+        with session.begin_nested():
+            _apply(session, draft, **how)
 
 
 def _apply(
