@@ -27,7 +27,6 @@ ALERTS = {
     "AnjeonFeedFailing",
     "AnjeonFeedStale",
     "AnjeonFeedItemsRejected",
-    "AnjeonUnreadablePersonalData",
 }
 # The operator's pages in docs/faults.md, and what each alert sends the operator to.
 RUNBOOK = {
@@ -39,7 +38,6 @@ RUNBOOK = {
     "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
     "AnjeonFeedStale": set(),  # the upstream's too
     "AnjeonFeedItemsRejected": set(),  # staff's: docs/alerting.md says what to do
-    "AnjeonUnreadablePersonalData": set(),  # the operator's keys: docs/alerting.md and privacy.md
 }
 _METRIC = re.compile(r"\banjeon_[a-z0-9_]+\b")
 
