@@ -18,7 +18,6 @@ from service.citizens.service import erase_citizen
 from service.config import Settings
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch.dispatcher import Dispatcher
-from service.ledger import outbox
 from service.ledger.models import Alert
 from service.privacy import PersonalDataVault
 from tests.conftest import make_settings
@@ -150,41 +149,39 @@ def test_a_stop_the_provider_reports_while_its_record_is_erased_never_deadlocks(
 
 
 def test_a_fallback_queued_while_its_record_is_erased_never_deadlocks(
-    database_url, tmp_path, twilio, smtp, monkeypatch
+    database_url, tmp_path, twilio, smtp
 ):
     """A review: the dispatcher recorded an SMS refused for good (21211, not a valid number)
-    and then queued its e-mail fallback; an erasure cancelling that e-mail row at the same
-    moment held it, and waited for the SMS row the dispatcher held, to scrub its provider
-    text. Each waited on the other. The dispatcher now queues fallbacks before recording."""
+    and then queued its e-mail fallback, which waited on the e-mail row an erasure had just
+    cancelled; the erasure went on to scrub the provider text of the SMS row the dispatcher
+    held. Each waited on the other. The dispatcher now queues fallbacks before it records."""
     with _scene(
         database_url, tmp_path, twilio, smtp, name="fallback_erasure", code=21211, email_queued=True
     ) as scene:
-        at_fallback, go_on = threading.Event(), threading.Event()
-        enqueue_fallback = outbox.enqueue_fallback
-
-        def paused_before_the_fallback(*args, **kwargs):
-            at_fallback.set()
-            go_on.wait(timeout=30)
-            return enqueue_fallback(*args, **kwargs)
-
-        monkeypatch.setattr(outbox, "enqueue_fallback", paused_before_the_fallback)
+        cancelled, go_on = threading.Event(), threading.Event()
 
         def erase() -> None:
             with scene.factory.begin() as session:
-                citizen = session.scalars(select(Citizen)).one()
+                # As erase_citizen begins: the record locked, the citizen's queued e-mail
+                # cancelled; its scrub of provider texts once the dispatcher waits on that row.
+                citizen = session.scalars(select(Citizen).with_for_update()).one()
+                session.execute(
+                    update(Alert)
+                    .where(Alert.citizen_id == citizen.id, Alert.channel == "email")
+                    .values(status="cancelled")
+                )
+                cancelled.set()
+                go_on.wait(timeout=30)
                 erase_citizen(session, citizen=citizen)
 
         dispatcher = scene.dispatcher()
-        sender = scene.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
         eraser = scene.thread(erase)
+        sender = scene.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
         try:
-            sender.start()
-            assert at_fallback.wait(timeout=30)
             eraser.start()
-            # Before: the erasure waits on the SMS row the dispatcher holds. Now it holds none.
-            eraser.join(timeout=5)
-            if eraser.is_alive():
-                until_one_waits_on_a_lock(scene.factory, why_not=lambda: scene.failed)
+            assert cancelled.wait(timeout=30)
+            sender.start()
+            until_one_waits_on_a_lock(scene.factory, why_not=lambda: scene.failed)
         finally:
             go_on.set()
             eraser.join(timeout=60)
