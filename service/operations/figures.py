@@ -67,6 +67,9 @@ class Queue:
 class Totals:
     alerts: dict[tuple[str, str], int]
     citizens: dict[str, int]
+    # Failed alerts whose contact no listed data secret opens, by channel (counted in the
+    # same read of the ledger).
+    unreadable: dict[str, int] = field(default_factory=dict)
     cost_s: float = 0.0
     read_at: float = field(default_factory=time.monotonic)
 
@@ -193,16 +196,30 @@ def _aware(moment: datetime | str) -> datetime:
 def read_totals(connection: Connection) -> Totals:
     """Every ledger row by channel and status, every citizen by status: whole-table reads."""
     started = time.perf_counter()
-    alerts = {
-        (channel, status): count
-        for channel, status, count in connection.execute(
-            select(Alert.channel, Alert.status, func.count()).group_by(Alert.channel, Alert.status)
-        ).all()
-    }
+    unreadable_failure = and_(
+        Alert.status == states.FAILED, Alert.error_code == states.CODE_UNREADABLE
+    )
+    alerts: dict[tuple[str, str], int] = {}
+    unreadable: dict[str, int] = {}
+    for channel, status, count, unopened in connection.execute(
+        select(
+            Alert.channel,
+            Alert.status,
+            func.count(),
+            func.count().filter(unreadable_failure),
+        ).group_by(Alert.channel, Alert.status)
+    ).all():
+        alerts[(channel, status)] = count
+        unreadable[channel] = unreadable.get(channel, 0) + unopened
     citizens = dict(
         connection.execute(select(Citizen.status, func.count()).group_by(Citizen.status)).all()
     )
-    return Totals(alerts=alerts, citizens=citizens, cost_s=time.perf_counter() - started)
+    return Totals(
+        alerts=alerts,
+        citizens=citizens,
+        unreadable=unreadable,
+        cost_s=time.perf_counter() - started,
+    )
 
 
 class DatabaseFigures(Collector):
@@ -384,6 +401,13 @@ class DatabaseFigures(Collector):
         for (channel, status), count in sorted(counted.items()):
             alerts.add_metric([channel, status], count)
         yield alerts
+        yield _by_channel(
+            "anjeon_alerts_unreadable",
+            "Failed alerts whose contact no listed data secret opens (ANJEON_DATA_KEYS), by "
+            "channel, from the database (see anjeon_totals_age_seconds): their citizens were "
+            "not told until anjeon reseal queues them again",
+            totals.unreadable,
+        )
         yield _by_status(
             "anjeon_citizens",
             "Citizens by status, from the database (see anjeon_totals_age_seconds)",
@@ -392,7 +416,8 @@ class DatabaseFigures(Collector):
         )
         yield GaugeMetricFamily(
             "anjeon_totals_age_seconds",
-            "Age of anjeon_alerts and anjeon_citizens: re-read when older than 100 times "
+            "Age of anjeon_alerts, anjeon_alerts_unreadable and anjeon_citizens: re-read when "
+            "older than 100 times "
             "what reading them took, and at least once a minute",
             time.monotonic() - totals.read_at,
         )

@@ -123,8 +123,10 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                         channel=channel,
                         status=status,
                         created_at=now - timedelta(minutes=5 if status == "pending" else 1),
+                        # One of the failed SMS: its contact sealed under a secret not listed.
+                        error_code="unreadable" if (status, n) == ("failed", 0) else None,
                     )
-                    for _ in range(count)
+                    for n in range(count)
                 )
 
         feeds = tmp_path / "feeds.toml"
@@ -146,6 +148,8 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                     count
                 )
             assert sample(body, 'anjeon_alerts{channel="sms",status="delivered"}') == 0
+            assert sample(body, 'anjeon_alerts_unreadable{channel="sms"}') == 1
+            assert sample(body, 'anjeon_alerts_unreadable{channel="email"}') == 0
             assert sample(body, 'anjeon_alert_queue_depth{channel="sms"}') == 3
             assert sample(body, 'anjeon_alert_queue_depth{channel="email"}') == 1
             assert 300 <= sample(body, 'anjeon_alert_oldest_open_seconds{channel="sms"}') < 400
