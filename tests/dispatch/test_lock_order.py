@@ -55,6 +55,35 @@ class _Scene:
 
         return threading.Thread(target=run)
 
+    def erase_while_sending(self, begin: Callable[[Session, Citizen], object]) -> None:
+        """An erasure's transaction locks the record, as erase_citizen begins, and does
+        `begin`; then a dispatcher sends the SMS; once it waits on a lock, the erasure goes on
+        (erase_citizen) and commits. Both must end, neither having waited on the other."""
+        begun, go_on = threading.Event(), threading.Event()
+
+        def erase() -> None:
+            with self.factory.begin() as session:
+                citizen = session.scalars(select(Citizen).with_for_update()).one()
+                begin(session, citizen)
+                begun.set()
+                go_on.wait(timeout=30)
+                erase_citizen(session, citizen=citizen)
+
+        dispatcher = self.dispatcher()
+        eraser = self.thread(erase)
+        sender = self.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
+        try:
+            eraser.start()
+            assert begun.wait(timeout=30)
+            sender.start()
+            until_one_waits_on_a_lock(self.factory, why_not=lambda: self.failed)
+        finally:
+            go_on.set()
+            eraser.join(timeout=60)
+            sender.join(timeout=60)
+            dispatcher.close()
+        assert not eraser.is_alive() and not sender.is_alive()
+
 
 @contextmanager
 def _scene(
@@ -117,31 +146,7 @@ def test_a_stop_the_provider_reports_while_its_record_is_erased_never_deadlocks(
     with _scene(
         database_url, tmp_path, twilio, smtp, name="stop_erasure", code=21610, email_queued=False
     ) as scene:
-        locked, go_on = threading.Event(), threading.Event()
-
-        def erase() -> None:
-            with scene.factory.begin() as session:
-                # As erase_citizen begins: the record locked; the rest once the dispatcher
-                # waits on it.
-                citizen = session.scalars(select(Citizen).with_for_update()).one()
-                locked.set()
-                go_on.wait(timeout=30)
-                erase_citizen(session, citizen=citizen)
-
-        dispatcher = scene.dispatcher()
-        eraser = scene.thread(erase)
-        sender = scene.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
-        try:
-            eraser.start()
-            assert locked.wait(timeout=30)
-            sender.start()
-            until_one_waits_on_a_lock(scene.factory, why_not=lambda: scene.failed)
-        finally:
-            go_on.set()
-            eraser.join(timeout=60)
-            sender.join(timeout=60)
-            dispatcher.close()
-        assert not eraser.is_alive() and not sender.is_alive()
+        scene.erase_while_sending(lambda session, citizen: None)
         with scene.factory() as session:
             # The number's STOP outlives the record, as any STOP does.
             stop = session.scalars(select(SmsOptOut)).one()
@@ -158,33 +163,13 @@ def test_a_fallback_queued_while_its_record_is_erased_never_deadlocks(
     with _scene(
         database_url, tmp_path, twilio, smtp, name="fallback_erasure", code=21211, email_queued=True
     ) as scene:
-        cancelled, go_on = threading.Event(), threading.Event()
 
-        def erase() -> None:
-            with scene.factory.begin() as session:
-                # As erase_citizen begins: the record locked, the citizen's queued e-mail
-                # cancelled; its scrub of provider texts once the dispatcher waits on that row.
-                citizen = session.scalars(select(Citizen).with_for_update()).one()
-                session.execute(
-                    update(Alert)
-                    .where(Alert.citizen_id == citizen.id, Alert.channel == "email")
-                    .values(status="cancelled")
-                )
-                cancelled.set()
-                go_on.wait(timeout=30)
-                erase_citizen(session, citizen=citizen)
+        def cancel_the_email(session: Session, citizen: Citizen) -> None:
+            # forget_citizen's first step; its scrub of provider texts comes after.
+            session.execute(
+                update(Alert)
+                .where(Alert.citizen_id == citizen.id, Alert.channel == "email")
+                .values(status="cancelled")
+            )
 
-        dispatcher = scene.dispatcher()
-        eraser = scene.thread(erase)
-        sender = scene.thread(lambda: dispatcher.step(now=utcnow(), channels=["sms"]))
-        try:
-            eraser.start()
-            assert cancelled.wait(timeout=30)
-            sender.start()
-            until_one_waits_on_a_lock(scene.factory, why_not=lambda: scene.failed)
-        finally:
-            go_on.set()
-            eraser.join(timeout=60)
-            sender.join(timeout=60)
-            dispatcher.close()
-        assert not eraser.is_alive() and not sender.is_alive()
+        scene.erase_while_sending(cancel_the_email)
