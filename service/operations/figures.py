@@ -417,8 +417,7 @@ class DatabaseFigures(Collector):
         yield GaugeMetricFamily(
             "anjeon_totals_age_seconds",
             "Age of anjeon_alerts, anjeon_alerts_unreadable and anjeon_citizens: re-read when "
-            "older than 100 times "
-            "what reading them took, and at least once a minute",
+            "older than 100 times what reading them took, and at least once a minute",
             time.monotonic() - totals.read_at,
         )
 
