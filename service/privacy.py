@@ -60,7 +60,7 @@ class _UnopenedLines:
 
 
 _UNOPENED = _UnopenedLines()
-# Every sealed field's count from 0, so that the first unreadable value is an increase.
+# Every sealed field's count from 0: a rate over it then sees the first unreadable value too.
 for _field in ("name", "phone", "email", "checkin-note"):
     UNREADABLE_VALUES.labels(field=_field)
 

@@ -254,7 +254,7 @@ def test_the_start_up_check_lets_a_process_start_while_the_database_is_down(capl
 
 def test_each_unreadable_read_is_counted_and_logged_at_most_every_five_minutes(monkeypatch):
     """A review: a staff list refreshed during a key problem wrote a log line per value read.
-    Each read counts (anjeon_unreadable_values_total, which pages); the line comes once per
+    Each read counts (the process's anjeon_unreadable_values_total); the line comes once per
     field and fingerprint every 5 minutes, saying how many reads it stands for."""
     dropped = PersonalDataVault(TEST_SECRET.encode(), [OTHER.encode()])
     listed = PersonalDataVault(TEST_SECRET.encode(), [NEW.encode()])
