@@ -355,19 +355,18 @@ def _held_from_the_feed(
     item is skipped when staff's words in force are the same, else rejected, and counted in
     anjeon_feed_rejected_items (staff then cancel theirs, and the feed's next poll takes
     over, or revise theirs). Another feed's, always."""
-    refused = TAKEN
     if not issued_by.startswith(FEED_ISSUER) or advisory.issued_by.startswith(FEED_ISSUER):
-        return refused
+        return TAKEN
     if not draft.alerts_citizens or draft.exercise or draft.external is None:
-        return refused
+        return TAKEN
     if not advisory.alerts_citizens:
         return None
     if advisory.exercise:
-        return refused
+        return TAKEN
     ended = advisory.expires is not None and advisory.expires <= now
     same = _same_content(service.draft_of(advisory), draft)
     if advisory.status in ("draft", "pending_approval", "active") and not ended:
-        return SAID_BY_STAFF if same and advisory.status == "active" else refused
+        return SAID_BY_STAFF if same and advisory.status == "active" else TAKEN
     return ENDED_BY_STAFF if same else None
 
 
