@@ -10,7 +10,7 @@ from service.geo import clocks, countries
 
 @cache  # once per process, however many apps it makes (the tests make hundreds)
 def load_for_life() -> None:
-    """Load the country boundaries (about 2 s and 60 MB; registration, feed imports, urgent
+    """Load the country boundaries (about a second and 60 MB; registration, feed imports, urgent
     advisories' country reach, the map endpoints and the dispatcher's quiet hours for a place
     known only by its country read them: each process pays once, at start) and freeze
     what start-up made. Every full collection walks every tracked object, and these (the
