@@ -115,3 +115,13 @@ class ParsedFeed:
     drafts: list[AdvisoryDraft] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     skipped: list[Rejected] = field(default_factory=list)
+    # False when the document is one page of several (MOFA's totalCount above its rows): what
+    # it does not list may still be on another page.
+    whole: bool = True
+
+    def listed(self) -> list[ExternalKey] | None:
+        """The message ids the document lists at a level that makes an advisory (a State
+        Department level 1 makes none); None for one page of several."""
+        if not self.whole:
+            return None
+        return [draft.external for draft in self.drafts if draft.external is not None]

@@ -32,6 +32,9 @@ class IngestSummary:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     unchanged: list[Advisory] = field(default_factory=list)
     enqueued: int = 0  # alert rows the created and revised advisories put in the ledger
+    # The message ids the document lists at a level that makes an advisory; None for one page
+    # of several (ParsedFeed.listed).
+    listed: list[ExternalKey] | None = None
 
     def lines(self) -> list[str]:
         counts = (
@@ -90,6 +93,7 @@ def ingest(
     summary = IngestSummary(
         rejected=[(r.label, r.reason) for r in parsed.rejected],
         skipped=[(s.label, s.reason) for s in parsed.skipped],
+        listed=parsed.listed(),
     )
     for draft in parsed.drafts:
         try:

@@ -166,3 +166,7 @@ class FeedState(Base):
     # Items of the last document read that were refused (malformed, or under an identifier
     # another source holds): each a warning that reached nobody (anjeon_feed_rejected_items).
     rejected_items: Mapped[int | None] = mapped_column(Integer)
+    # The message ids, [sender, identifier], that the last document read listed at a level
+    # that makes an advisory; None when no whole document was read (one page of several).
+    # A feed's advisory with no end of its own that is not in it is "unlisted" (feeds/listing.py).
+    listed: Mapped[list[list[str]] | None] = mapped_column(JSON)

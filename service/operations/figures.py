@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, and_, case, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.advisories.feeds import listing
 from service.advisories.models import Advisory, FeedState
 from service.citizens.models import Citizen
 from service.citizens.schemas import Channel
@@ -60,7 +61,8 @@ class Queue:
     # name, last poll failed, seconds since its last successful poll (or its first poll),
     # seconds since its document last changed (None before any was read), items refused in
     # its last document read
-    feeds: list[tuple[str, bool, float, float | None, int]] = field(default_factory=list)
+    # (name, failing, seconds unfed, seconds unchanged, rejected items, unlisted advisories)
+    feeds: list[tuple[str, bool, float, float | None, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -148,8 +150,9 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
             (now - _aware(since)).total_seconds(),
             None if changed is None else (now - _aware(changed)).total_seconds(),
             rejected or 0,
+            len(listing.unlisted(connection, feed=name, listed=listed)),
         )
-        for name, outcome, since, changed, rejected in connection.execute(
+        for name, outcome, since, changed, rejected, listed in connection.execute(
             select(
                 FeedState.name,
                 FeedState.last_outcome,
@@ -160,6 +163,7 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
                 ),
                 FeedState.changed_at,
                 FeedState.rejected_items,
+                FeedState.listed,
             )
             .where(FeedState.last_polled_at > now - FEED_SEEN_WITHIN)
             .order_by(FeedState.name)
@@ -361,9 +365,18 @@ class DatabaseFigures(Collector):
             "says which and why; feeds polled in the last day, from the database",
             labels=["feed"],
         )
-        for name, failed, since_success, since_change, rejected in queue.feeds:
+        unlisted = GaugeMetricFamily(
+            "anjeon_feed_unlisted_advisories",
+            "A feed's advisories with no end of their own (standing or waiting for approval) "
+            "that its last document read no longer listed at a level that makes one: its "
+            "source lifted or lowered them; staff end them (GET /v1/feeds names them); feeds "
+            "polled in the last day, from the database",
+            labels=["feed"],
+        )
+        for name, failed, since_success, since_change, rejected, dropped in queue.feeds:
             failing.add_metric([name[:64]], 1 if failed else 0)
             refused.add_metric([name[:64]], rejected)
+            unlisted.add_metric([name[:64]], dropped)
             unfed.add_metric([name[:64]], since_success)
             if since_change is not None:
                 unchanged.add_metric([name[:64]], since_change)
@@ -371,6 +384,7 @@ class DatabaseFigures(Collector):
         yield unfed
         yield unchanged
         yield refused
+        yield unlisted
         yield _per_feed(
             "anjeon_feed_interval_seconds",
             "Each enabled feed's poll interval, from the feeds file (AnjeonFeedFailing waits "

@@ -266,7 +266,9 @@ def test_items_a_poll_refuses_are_counted_for_the_operator(poll, db, tmp_path):
     state = db.get(FeedState, "mofa-file")
     assert state.rejected_items == 1 and "another source's advisory" in state.last_detail
     figures = read_queue(db.connection(), now=datetime.now(UTC))
-    assert [(name, rejected) for name, *_, rejected in figures.feeds] == [("mofa-file", 1)]
+    assert [(name, rejected) for name, *_, rejected, _unlisted in figures.feeds] == [
+        ("mofa-file", 1)
+    ]
 
 
 def test_scheduler_has_one_job_per_enabled_feed(settings, engine, feed_server):

@@ -27,6 +27,7 @@ ALERTS = {
     "AnjeonFeedFailing",
     "AnjeonFeedStale",
     "AnjeonFeedItemsRejected",
+    "AnjeonFeedAdvisoriesUnlisted",
     "AnjeonAlertsUnreadable",
 }
 # The operator's pages in docs/faults.md, and what each alert sends the operator to.
@@ -39,6 +40,7 @@ RUNBOOK = {
     "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
     "AnjeonFeedStale": set(),  # the upstream's too
     "AnjeonFeedItemsRejected": set(),  # staff's: docs/alerting.md says what to do
+    "AnjeonFeedAdvisoriesUnlisted": set(),  # staff's too
     "AnjeonAlertsUnreadable": set(),  # the operator's keys: docs/alerting.md says what to do
 }
 _METRIC = re.compile(r"\banjeon_[a-z0-9_]+\b")

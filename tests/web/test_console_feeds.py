@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from service.advisories.models import FeedState
 from service.db import utcnow
+from tests.advisories.feed_samples import mofa_rows
 from tests.web.test_console import _eventually, _log_in
 
 FEEDS_FILE = Path(__file__).parent / "feeds-stale.toml"
@@ -18,6 +19,14 @@ FEEDS_FILE = Path(__file__).parent / "feeds-stale.toml"
 def _polled(live) -> bool:
     with live.session() as session:  # a new one each time: SQLite reads keep their snapshot
         return session.get(FeedState, "frozen-upstream") is not None
+
+
+def _feeds_page(live, new_page, key: str):
+    page = new_page()
+    _log_in(page, live, key)
+    page.tab.click("#lang")  # English
+    page.tab.click("nav a[href='#/feeds']")
+    return page
 
 
 @pytest.mark.live_settings(feeds_file=str(FEEDS_FILE))
@@ -45,10 +54,7 @@ def test_a_stale_feed_says_so_on_the_feeds_page(live, new_page):
     [feed] = listed.json()["items"]
     assert feed["stale"] is True and feed["last_outcome"] == "not-modified", feed
 
-    page = new_page()
-    _log_in(page, live, key)
-    page.tab.click("#lang")  # English
-    page.tab.click("nav a[href='#/feeds']")
+    page = _feeds_page(live, new_page, key)
     row = page.tab.locator("#feeds tr[data-feed='frozen-upstream']")
     expect(row).to_contain_text("Stale: its document has not changed since")
     expect(row).to_contain_text("not-modified")
@@ -63,3 +69,33 @@ def test_a_stale_feed_says_so_on_the_feeds_page(live, new_page):
     page.tab.click("nav a[href='#/feeds']")
     expect(row).to_contain_text("not-modified")
     expect(row).not_to_contain_text("Stale")
+
+
+@pytest.mark.live_settings(feeds_file=str(FEEDS_FILE))
+def test_an_advisory_the_feed_no_longer_lists_is_linked_on_the_feeds_page(live, new_page):
+    _eventually(lambda: _polled(live))
+    key = live.staff_key("consul", "kim")
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    # A consul imports the feed's document by hand (the feed is down): Afghanistan, level 4.
+    document = mofa_rows({"country_iso_alp2": "AF", "alarm_lvl": "4", "region_ty": "전체"})
+    imported = live.http.post(
+        f"{live.base}/v1/advisories/import?format=mofa&feed=frozen-upstream",
+        content=document,
+        headers=headers,
+    )
+    assert imported.status_code == 201, imported.text
+    [advisory_id] = imported.json()["created"]
+    # The feed's last whole document listed nothing: its source no longer says Afghanistan.
+    with live.session() as session:
+        session.execute(
+            update(FeedState).where(FeedState.name == "frozen-upstream").values(listed=[])
+        )
+        session.commit()
+    listed = live.http.get(f"{live.base}/v1/feeds", headers=headers)
+    assert listed.json()["items"][0]["unlisted"] == [advisory_id]
+
+    page = _feeds_page(live, new_page, key)
+    row_shown = page.tab.locator("#feeds tr[data-feed='frozen-upstream'] [data-unlisted='1']")
+    expect(row_shown).to_contain_text("Advisories its source no longer lists")
+    row_shown.locator("a").click()
+    expect(page.tab.locator("body")).to_contain_text("Afghanistan")

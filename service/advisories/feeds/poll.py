@@ -4,10 +4,12 @@ record the outcome in one short transaction."""
 import hashlib
 import logging
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.approval import Policy
+from service.advisories.drafts import ExternalKey
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.fetch import FetchError, fetch, read_file
 from service.advisories.ingest import FEED_ISSUER, IngestSummary, import_document
@@ -82,6 +84,7 @@ def poll_feed(
                 success=True,
                 content_hash=hashlib.sha256(body).hexdigest(),
                 rejected=len(summary.rejected),
+                listed=summary.listed,
             )
     except DomainError as exc:  # the whole document was unreadable or hostile
         _record(factory, feed, now=now, outcome="error", detail=exc.detail)
@@ -155,15 +158,19 @@ def _save_state(
     success: bool,
     content_hash: str | None = None,
     rejected: int | None = None,
+    listed: list[ExternalKey] | Literal["as before"] | None = "as before",
 ) -> None:
     """`content_hash`: the document a successful poll read (None for a 304: the same one);
-    `rejected`: how many of its items were refused (None: as before)."""
+    `rejected`: how many of its items were refused (None: as before); `listed`: the message
+    ids it lists (None: one page of several, so unknown)."""
     state = session.get(FeedState, feed.name) or FeedState(name=feed.name)
     state.etag, state.last_modified = etag, last_modified
     state.last_polled_at, state.last_outcome, state.last_detail = now, outcome, detail
     state.first_polled_at = state.first_polled_at or now
     if rejected is not None:
         state.rejected_items = rejected
+    if listed != "as before":
+        state.listed = None if listed is None else [[k.sender, k.identifier] for k in listed]
     if success:
         state.last_success_at = now
         if content_hash is not None and content_hash != state.content_hash:

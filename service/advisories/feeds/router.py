@@ -5,8 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from service.advisories.feeds import listing
 from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import is_stale, poll_feed
 from service.advisories.models import FeedState
@@ -33,9 +35,13 @@ class FeedRead(BaseModel):
     changed_at: datetime | None
     stale_after_s: int | None
     stale: bool
+    # The feed's advisories with no end of their own that its last document read did not list
+    # at a level that makes one: its source no longer says them, and staff end them.
+    unlisted: list[str]
 
 
-def _read(feed: Feed, state: FeedState | None) -> FeedRead:
+def _read(session: Session, feed: Feed) -> FeedRead:
+    state = session.get(FeedState, feed.name)
     return FeedRead(
         name=feed.name,
         source=feed.url or feed.path or "",
@@ -49,6 +55,7 @@ def _read(feed: Feed, state: FeedState | None) -> FeedRead:
         changed_at=state.changed_at if state else None,
         stale_after_s=feed.stale_after_s,
         stale=feed.enabled and is_stale(feed, state, now=utcnow()),
+        unlisted=listing.unlisted(session, feed=feed.name, listed=state.listed if state else None),
     )
 
 
@@ -62,7 +69,7 @@ def list_feeds(
 ) -> Page[FeedRead]:
     """The feeds file's feeds, in its order, each with its state: a list like every other."""
     feeds = request.app.state.feeds
-    items = [_read(f, session.get(FeedState, f.name)) for f in feeds[offset : offset + limit]]
+    items = [_read(session, f) for f in feeds[offset : offset + limit]]
     return Page(total=len(feeds), limit=limit, offset=offset, items=items)
 
 
@@ -86,4 +93,4 @@ async def poll_now(request: Request, name: str, _admin: AdminWithoutSession) -> 
         min_reach=state.settings.feed_approval_min_reach,
     )
     with state.session_factory() as session, read_first(session):
-        return _read(feed, session.get(FeedState, feed.name))
+        return _read(session, feed)

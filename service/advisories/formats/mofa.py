@@ -51,12 +51,20 @@ def parse_mofa(
     rows = envelope.get("data")
     if not isinstance(rows, list):
         raise InvalidDocument("expected the getTravelAlarmList2 envelope with a data list")
-    result = ParsedFeed()
+    result = ParsedFeed(whole=_count(envelope, "totalCount") <= len(rows))
     for i, row in enumerate(rows):
         code = row.get("country_iso_alp2") if isinstance(row, dict) else None
         label = f"mofa {code} row {i}" if isinstance(code, str) else f"row {i}"
         read_item(result, label, _draft, row, level_overrides)
     return result
+
+
+def _count(envelope: dict, key: str) -> int:
+    """A count the envelope states (0 when absent or unreadable: nothing more to read)."""
+    try:
+        return int(str(envelope.get(key, 0)))
+    except ValueError:
+        return 0
 
 
 def _draft(raw: object, overrides: Mapping[str, str | None] | None) -> AdvisoryDraft:

@@ -964,7 +964,10 @@ async function showFeeds() {
     ...items.map((f) => el("tr", { "data-feed": f.name }, el("td", {}, f.name), el("td", {}, when(f.last_polled_at)),
       // A feed shipped off (config/feeds.toml) says so, rather than "–" as if it had failed;
       // one whose document has not changed past its stale_after_s says that first.
-      el("td", {}, f.enabled ? `${f.stale ? `${t("feed_stale")} ${when(f.changed_at)}. ` : ""}${f.last_outcome || "–"} ${f.last_detail || ""}` : t("feed_disabled")))));
+      el("td", {}, f.enabled ? `${f.stale ? `${t("feed_stale")} ${when(f.changed_at)}. ` : ""}${f.last_outcome || "–"} ${f.last_detail || ""}` : t("feed_disabled"),
+        // Advisories its source no longer lists still stand until a consul ends them.
+        ...(f.unlisted.length ? [el("p", { "data-unlisted": f.unlisted.length }, `${t("feed_unlisted")} `,
+          ...f.unlisted.flatMap((id, i) => [i ? ", " : "", el("a", { href: `#/advisory/${id}` }, id.slice(0, 8))]))] : [])))));
 }
 
 async function showAudit() {
