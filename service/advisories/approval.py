@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
@@ -22,6 +23,7 @@ from service.audit import service as audit
 from service.errors import Conflict, Forbidden, InvalidInput
 from service.geo import areas
 from service.geomatch import service as geomatch
+from service.ledger.models import Alert
 
 # Who decides whether something waits: staff (and their imports) by level and reach; a feed by
 # its configured policy.
@@ -52,11 +54,20 @@ def needs_approval(
 ) -> bool:
     """Whether this content must wait for a second person before it alerts anyone; a revision
     of an urgent advisory (`in_force`) waits as the urgent words did, whatever its own level:
-    one consul alone must not turn an approved level 4 into "no need to leave"."""
+    one consul alone must not turn an approved level 4 into "no need to leave". A revision's
+    words reach everyone the advisory already told, whatever its new area: its all-clear on a
+    cancel, a roll call, their pages. They count with those it reaches (a review: one consul
+    moved an approved level 2 to an empty sea, reaching nobody, so it went at once, then
+    cancelled it, and its 16 alerted citizens got the all-clear in words nobody approved)."""
     if policy == "auto":
         return False
-    if in_force is not None and in_force.alerts_citizens and is_urgent(in_force.level):
-        return True
+    told = np.empty(0, dtype=np.int64)
+    if in_force is not None and in_force.alerts_citizens:
+        if is_urgent(in_force.level):
+            return True
+        told = _already_told(session, in_force, at_most=min_reach + 1)
+        if len(told) > min_reach:
+            return True
     if not draft.alerts_citizens:
         return False
     if policy == "required" or is_urgent(draft.level):
@@ -64,7 +75,16 @@ def needs_approval(
     # "staff" and a feed's "level3+" alike: reaching many waits too (a probe's feed sent a
     # level 2 over the whole earth to everyone at once); the caller gives each its threshold.
     found = reach.reach_once_in_effect(session, draft, now=now)
-    return len(found.citizen_ids) > min_reach
+    return len(np.union1d(found.citizen_ids, told)) > min_reach
+
+
+def _already_told(session: Session, advisory: Advisory, *, at_most: int) -> np.ndarray:
+    """Citizens the advisory's alerts are for (any revision, sent or queued), at most
+    `at_most` of them: past the threshold, how many more does not matter."""
+    ids = session.scalars(
+        select(Alert.citizen_id).where(Alert.advisory_id == advisory.id).distinct().limit(at_most)
+    ).all()
+    return np.asarray(ids, dtype=np.int64)
 
 
 def pending(session: Session, advisory: Advisory) -> AdvisoryProposal | None:

@@ -601,3 +601,42 @@ def test_an_advisory_that_takes_effect_later_counts_whom_it_will_reach(
     assert moved["revision"] == 1 and moved["pending"]["kind"] == "revise"
     dispatcher.drain()
     assert alerts(db) == 0 and twilio.messages == []
+
+
+def test_new_words_for_those_already_told_wait_whatever_the_new_area_reaches(
+    api, db, dispatcher, twilio, alice, bob
+):
+    """A review: one consul revised an approved level 2 to a speck of empty sea (reaching
+    nobody, so it went at once) with a lure for its words, then asked for a roll call and
+    cancelled; the citizens it had told got the lure in both. Those already told count."""
+    citizens(api, 6)  # more than approval_min_reach (5)
+    created = issue(api, alice, level=2)
+    assert created["status"] == "pending_approval"
+    assert approve(api, created["id"], bob).status_code == 200
+    dispatcher.drain()
+    told = len(twilio.messages)
+    assert told == 6
+
+    speck = {
+        "type": "Polygon",
+        "coordinates": [[[-20, -40], [-19.99, -40], [-20, -39.99], [-20, -40]]],
+    }
+    lure = {
+        "title": {"ko": "즉시 대피 evil.example", "en": "EVACUATE now via evil.example"},
+        "message": {"ko": "evil.example 에서 예약", "en": "Pay the fee at evil.example"},
+        "area": {"geometry": speck, "name": {"ko": "일본 전역", "en": "all of Japan"}},
+    }
+    patched = api.patch(f"/v1/advisories/{created['id']}", json=lure, headers=alice)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["revision"] == 1 and patched.json()["pending"]["kind"] == "revise"
+
+    asked = api.post(f"/v1/advisories/{created['id']}/rollcall", headers=alice)
+    assert asked.status_code == 202, asked.text
+    dispatcher.drain()
+    cancelled = api.post(f"/v1/advisories/{created['id']}/cancel", headers=alice)
+    assert cancelled.status_code == 200, cancelled.text
+    dispatcher.drain()
+    since = [m["body"] for m in twilio.messages[told:]]
+    assert len(since) == 12  # six asked, six told it is lifted
+    assert not [body for body in since if "evil.example" in body]
+    assert all("도쿄 여행자제" in body or "Tokyo" in body for body in since)
