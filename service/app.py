@@ -19,6 +19,7 @@ from service.audit.router import router as audit_router
 from service.auth import request_transaction
 from service.body_limit import BodyLimitMiddleware
 from service.checkin.router import router as checkin_router
+from service.citizens.messages import duty_told_of_spent_budget
 from service.citizens.router import router as citizens_router
 from service.citizens.service import Registry
 from service.citizens.staff_router import router as registry_router
@@ -138,6 +139,9 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     # An unknown or broken notifier stops start-up here.
     dispatcher = Dispatcher.from_settings(settings, factory, vault=app.state.registry.vault)
     app.state.dispatcher = dispatcher
+    app.state.rate_limits.when_budget_spent = duty_told_of_spent_budget(
+        dispatcher.notifiers, settings
+    )
     app.state.renderer = dispatcher.renderer
     install_problem_handlers(app)
     for router in (

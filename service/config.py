@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     rate_limit_cooldown: str = "1/10minute"
     rate_limit_code_try: str = "10/hour;20/day"
     rate_limit_reply: str = "10/hour;30/day"
+    rate_limit_reply_unknown: str = "1/day"
+    rate_limit_reply_unknown_all: str = "60/hour;300/day"
     rate_limit_test_send: str = "10/hour;30/day"
     rate_limit_reveal: str = "60/hour;300/day"
     rate_limit_staff: str = "600/minute;30000/hour"
@@ -192,6 +194,8 @@ class Settings(BaseSettings):
         "rate_limit_cooldown",
         "rate_limit_code_try",
         "rate_limit_reply",
+        "rate_limit_reply_unknown",
+        "rate_limit_reply_unknown_all",
         "rate_limit_test_send",
         "rate_limit_reveal",
     )

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -86,7 +86,9 @@ class Rule(StrEnum):
     GLOBAL_PROVEN = "global_proven"  # codes of registrations a proof of work admitted, per channel
     COOLDOWN = "cooldown"  # codes per contact from registrations and changes (not resends)
     CODE_TRY = "code_try"  # typed codes per contact being verified, whichever record asks
-    REPLY = "reply"  # our SMS answers to one number's check-in replies
+    REPLY = "reply"  # our SMS answers to one citizen's number's replies
+    REPLY_UNKNOWN = "reply_unknown"  # our SMS answers to one number no citizen holds
+    REPLY_UNKNOWN_ALL = "reply_unknown_all"  # our SMS answers to all numbers no citizen holds
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
     STAFF = "staff"  # requests per staff key, whatever they ask
@@ -118,6 +120,8 @@ _REFUSED = {
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
     Rule.CODE_TRY: "too many codes were tried for this contact: try again later",
     Rule.REPLY: "too many answers to this number",
+    Rule.REPLY_UNKNOWN: "too many answers to this number",
+    Rule.REPLY_UNKNOWN_ALL: "too many answers to unknown numbers",
     Rule.TEST_SEND: "too many test sends from this staff key",
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
     Rule.STAFF: "too many requests with this staff key",
@@ -195,6 +199,9 @@ class RateLimits:
         self._namespace = namespace
         self._rules = {rule: _items(settings, rule, namespace) for rule in Rule}
         self._budget = settings.sms_daily_budget
+        # Called once a day, by whichever charge found the day's SMS budget spent (a code, a
+        # notice, an answer to a text, a test send): the app tells the duty staff.
+        self.when_budget_spent: Callable[[], None] = lambda: None
         self._home_region = settings.phone_default_region.upper()
         # Keys hold addresses and contacts: stored keyed-hashed, as the database stores contacts.
         self._key_secret = hmac.digest(
@@ -330,12 +337,19 @@ class RateLimits:
         (not the home region), and per channel."""
         self.take_all(self._message_hits(channel, destination))
 
-    def take_reply(self, sender: str) -> bool:
-        """One SMS answer to a reply from `sender`: within the per-number limit and the day's
-        SMS budget. False (and nothing more to do) when either refuses or the storage is
-        down: the reply is still recorded, only our answer is not sent."""
+    def take_reply(self, sender: str, *, known: bool) -> bool:
+        """One SMS answer to a text from `sender`: within the per-number limit (a number no
+        citizen holds, not `known`, gets one a day, and all such numbers together a few: a
+        probe's 40 unknown numbers were answered 40 times, each answer out of the codes' SMS
+        budget) and the day's SMS budget. False (and nothing more to do) when one refuses or
+        the storage is down: the text is still recorded, only our answer is not sent."""
         try:
-            self.take(Rule.REPLY, f"sms:{sender}")
+            if known:
+                self.take(Rule.REPLY, f"sms:{sender}")
+            else:
+                self.take_all(
+                    [(Rule.REPLY_UNKNOWN, f"sms:{sender}"), (Rule.REPLY_UNKNOWN_ALL, "sms")]
+                )
             return self.charge_sms_budget().allowed
         except (TooManyRequests, ServiceUnavailable):
             return False
@@ -374,7 +388,10 @@ class RateLimits:
         allowed = used <= self._budget
         if not allowed:
             MESSAGE_BUDGET_EXHAUSTED.inc()
-        return BudgetCharge(allowed, used, self._budget, just_spent=used == self._budget + 1)
+        charge = BudgetCharge(allowed, used, self._budget, just_spent=used == self._budget + 1)
+        if charge.just_spent:
+            self.when_budget_spent()
+        return charge
 
     def sms_budget_spent(self) -> bool:
         """Whether today's budget is spent (counts nothing)."""

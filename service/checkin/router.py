@@ -95,10 +95,11 @@ async def inbound_sms(
             # opt-in itself, and a text of ours after STOP is refused (US, Canada) or unwanted:
             # the answer is recorded, and not answered; but a cry for help is acknowledged.
             return _twiml(None)
-        if not request.app.state.rate_limits.take_reply(message.sender):
+        known = heard.language is not None
+        if not request.app.state.rate_limits.take_reply(message.sender, known=known):
             # Each answer is an SMS we pay for: a number that keeps texting gets silence.
             return _twiml(None)
-        if heard.language is None:
+        if not known:
             return _twiml(unmatched_text())
         language = "ko" if heard.language == "ko" else "en"
         paged = request.app.state.settings.pages_duty_staff

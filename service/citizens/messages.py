@@ -4,8 +4,9 @@ configured notifiers, each within the shared rate limits and the daily SMS budge
 alerts never pass through here and are never held by these limits."""
 
 import logging
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from service.citizens.verification import CODE_LIFE, CodeToSend, Notice
 from service.config import Settings
@@ -48,10 +49,7 @@ def deliver(
         if not to_allowed_country(item, settings.code_countries):
             log.warning("code not sent: destination country not allowed", extra={"channel": "sms"})
             continue
-        allowed, budget_spent = _allowed(limits, item)
-        if budget_spent:
-            _tell_duty(notifiers, settings, sender=sender["en"])
-        if not allowed:
+        if not _allowed(limits, item):
             continue
         message = _message(item, sender=sender[item.language])
         outcome = notifiers[item.channel].send(message)
@@ -80,47 +78,65 @@ def to_allowed_country(item: CodeToSend | Notice, countries: list[str]) -> bool:
         return False
 
 
-def _tell_duty(notifiers: Mapping[str, Notifier], settings: Settings, *, sender: str) -> None:
+def duty_told_of_spent_budget(
+    notifiers: Mapping[str, Notifier], settings: Settings
+) -> Callable[[], None]:
+    """What RateLimits.when_budget_spent calls once a day, from whichever charge found the
+    day's SMS budget spent (a code, a notice, an answer to a text, a test send: before, only a
+    code's or a notice's told anyone, and a probe's answers to texts spent it in silence): the
+    log says so and duty staff get an e-mail, sent off the caller's thread, so that a webhook's
+    answer never waits for the mail server."""
+
+    def tell() -> None:
+        log.error("the daily SMS budget for codes, notices and answers is spent: they stop today")
+        threading.Thread(
+            target=_tell_duty, args=(notifiers, settings), name="budget-spent", daemon=True
+        ).start()
+
+    return tell
+
+
+def _tell_duty(notifiers: Mapping[str, Notifier], settings: Settings) -> None:
     """The day's SMS budget for codes is spent: duty staff learn it at once (alerts go on)."""
+    sender = settings.alert_sender_en
     text = (
-        f"[{sender}] The daily SMS budget for verification codes and notices "
+        f"[{sender}] The daily SMS budget for verification codes, notices and answers to texts "
         f"({settings.sms_daily_budget}) is spent: no more codes go out today (UTC). Advisory "
         "alerts are not affected. Raise ANJEON_SMS_DAILY_BUDGET if this is real demand; "
         "look at /metrics and the audit log if it is not."
     )
     for address in settings.duty_email:
-        notifiers["email"].send(
-            OutgoingMessage(
-                alert_id=0,
-                channel="email",
-                to=address,
-                text=text,
-                subject=f"[{sender}] SMS budget for codes spent",
-                reference=f"msg-{uuid.uuid4().hex}",
+        try:
+            notifiers["email"].send(
+                OutgoingMessage(
+                    alert_id=0,
+                    channel="email",
+                    to=address,
+                    text=text,
+                    subject=f"[{sender}] SMS budget for codes spent",
+                    reference=f"msg-{uuid.uuid4().hex}",
+                )
             )
-        )
+        except Exception:  # a thread of its own: its failure is logged, not raised
+            log.exception("duty staff not told that the SMS budget is spent")
 
 
-def _allowed(limits: RateLimits, item: CodeToSend | Notice) -> tuple[bool, bool]:
-    """(send it, the budget was spent by this very charge)."""
+def _allowed(limits: RateLimits, item: CodeToSend | Notice) -> bool:
     channel, address = item.channel, item.address
     try:
         if isinstance(item, Notice):
             limits.take_message(channel, address)  # type: ignore[arg-type]
         if channel == "sms":
-            charge = limits.charge_sms_budget()
-            if charge.just_spent:
-                log.error("the daily SMS budget for codes and notices is spent: they stop today")
-            return charge.allowed, charge.just_spent
+            return limits.charge_sms_budget().allowed
     except TooManyRequests as exc:
         # Registration answers the same whatever happens here: nothing tells a caller that
         # this contact is being asked for codes elsewhere.
         log.warning("message held by a rate limit", extra={"channel": channel, "rule": exc.rule})
-        return False, False
+        return False
     except ServiceUnavailable:
         log.error("rate-limit storage unreachable: message not sent", extra={"channel": channel})
-        return False, False
-    return True, False
+        return False
+    return True
 
 
 def _message(item: CodeToSend | Notice, *, sender: str) -> OutgoingMessage:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
@@ -25,6 +25,7 @@ from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound, forg
 from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.page import MAX_ANSWERS
+from service.citizens.messages import duty_told_of_spent_budget
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
 from service.config import Settings
@@ -716,6 +717,48 @@ def test_a_number_that_keeps_texting_is_recorded_but_answered_only_within_the_li
     answered = ["<Message>" in api.post(INBOUND, data=f, headers=signed(f)).text for f in forms]
     assert answered == [True] * 10 + [False] * 2
     assert len(answers_of(db, cid)) == 12
+
+
+def test_numbers_no_citizen_holds_get_one_answer_a_day_each_and_a_few_all_together(api, db):
+    """A probe texted from 40 numbers no citizen holds and got 40 answers, each an SMS out of
+    the codes' budget: 10 an hour each, with nothing over all of them. Now one a day each
+    (the shipped limit), and all of them together a few (3 an hour here)."""
+    shipped = Settings.model_fields["rate_limit_reply_unknown"].default
+    assert shipped == "1/day"
+    limits = make_settings(
+        "sqlite://", rate_limit_reply_unknown=shipped, rate_limit_reply_unknown_all="3/hour"
+    )
+    api.app.state.rate_limits = RateLimits(limits)
+    strangers = [f"+1500555{n:04d}" for n in range(5)]
+
+    def answered(sender: str) -> bool:
+        form = inbound_form(sender, "hello?")
+        return "<Message>" in api.post(INBOUND, data=form, headers=signed(form)).text
+
+    assert [answered(strangers[0]) for _ in range(3)] == [True, False, False]
+    assert [answered(sender) for sender in strangers[1:]] == [True, True, False, False]
+    assert db.scalar(select(func.count()).select_from(CheckinAnswer)) == 0  # nothing stored
+
+
+def test_an_answer_that_spends_the_sms_budget_tells_the_duty_staff(
+    api, consul, db, dispatcher, smtp
+):
+    """A probe's answers to texts spent the day's SMS budget: codes stopped, and nobody was
+    told (only a code's or a notice's charge told the duty staff)."""
+    settings = make_settings("sqlite://", sms_daily_budget=2, duty_email=["duty@mofa.test"])
+    limits = RateLimits(settings)
+    limits.when_budget_spent = duty_told_of_spent_budget(
+        api.app.state.dispatcher.notifiers, settings
+    )
+    api.app.state.rate_limits = limits
+    _, phone, _ = citizen(api)
+    forms = [inbound_form(phone, "hello?") for _ in range(4)]
+    answered = ["<Message>" in api.post(INBOUND, data=f, headers=signed(f)).text for f in forms]
+    assert answered == [True, True, False, False]
+    [told] = smtp.to_within("duty@mofa.test")  # told from a thread, not the webhook's
+    assert "budget" in told["Subject"] and "answers to texts" in told.get_content()
+    time.sleep(0.3)
+    assert len(smtp.to("duty@mofa.test")) == 1  # once, not at every charge refused after
 
 
 def test_a_retried_or_replayed_webhook_is_acted_on_once_and_ids_are_kept_400_days(

@@ -86,6 +86,14 @@ class SmtpSink:
         with self.lock:
             return [m for m in self.received if m["To"] == address]
 
+    def to_within(self, address: str, timeout_s: float = 10.0) -> list[EmailMessage]:
+        """What `address` received, once it has received something or after `timeout_s`: for
+        mail sent from a thread of the service's own, after the request that set it off."""
+        deadline = time.monotonic() + timeout_s
+        while not self.to(address) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.to(address)
+
     def fault(
         self,
         kind: str,
