@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.advisories import approval, formats, service
+from service.advisories import approval, formats, reach, service
 from service.advisories.approval import Policy
 from service.advisories.drafts import AdvisoryDraft, ExternalKey, ParsedFeed
 from service.advisories.models import Advisory, ExternalMessage
@@ -95,19 +95,20 @@ def ingest(
         skipped=[(s.label, s.reason) for s in parsed.skipped],
         listed=parsed.listed(),
     )
-    for draft in parsed.drafts:
-        try:
-            _apply_in_savepoint(
-                session,
-                draft,
-                issued_by=issued_by,
-                now=now,
-                summary=summary,
-                rule=(policy, min_reach),
-                feed=feed,
-            )
-        except DomainError as exc:
-            summary.rejected.append((draft.label, exc.detail))
+    with reach.one_registry_read(session):
+        for draft in parsed.drafts:
+            try:
+                _apply_in_savepoint(
+                    session,
+                    draft,
+                    issued_by=issued_by,
+                    now=now,
+                    summary=summary,
+                    rule=(policy, min_reach),
+                    feed=feed,
+                )
+            except DomainError as exc:
+                summary.rejected.append((draft.label, exc.detail))
     # One matching pass for the whole document, in the same transaction, on the real clock:
     # replaying an archive "as of" its own date must never alert anyone about the past.
     changed = [*summary.created, *summary.updated]
