@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from service.audit.models import AuditEntry
@@ -57,7 +57,16 @@ def read(
     if action:
         where.append(AuditEntry.action.contains(action, autoescape=True))
     if subject:
-        where.append(AuditEntry.subject == subject)
+        # A subject is one id, ids apart ("import advisories"), or a route's "name=value"
+        # pairs ("advisory_id=…" for a cancel, a roll call): an id finds it in any of them (a
+        # review looked an advisory up by its id and found its issue, not its cancel).
+        padded = literal(" ") + AuditEntry.subject + literal(" ")
+        where.append(
+            or_(
+                padded.contains(f" {subject} ", autoescape=True),
+                padded.contains(f"={subject} ", autoescape=True),
+            )
+        )
     if since:
         where.append(AuditEntry.at >= since)
     if until:

@@ -298,3 +298,22 @@ def test_a_request_past_its_deadline_records_no_refusal(database_url, tmp_path, 
     assert entries and not [s for s in entries if "refused" in s], entries
     # Nor was one begun: without the rule, its write failed at the deadline and said so.
     assert warned.messages == []
+
+
+def test_an_advisory_id_finds_every_entry_about_it(client, db, staff_headers):
+    """A review looked an advisory up by its id and found its issue, not its cancel: the
+    routes' entries say "advisory_id=…", the issue's the id alone."""
+    consul, admin = staff_headers("consul"), staff_headers("admin")
+    created = client.post("/v1/advisories", json=advisory_body(level=1), headers=consul).json()
+    other = client.post("/v1/advisories", json=advisory_body(level=1), headers=consul).json()
+    cancelled = client.post(f"/v1/advisories/{created['id']}/cancel", headers=consul)
+    assert cancelled.status_code == 200, cancelled.text
+    page = client.get("/v1/audit", params={"subject": created["id"]}, headers=admin).json()
+    actions = {item["action"] for item in page["items"]}
+    assert "issue advisory" in actions
+    assert "POST /v1/advisories/{advisory_id}/cancel" in actions
+    assert all(other["id"] not in (item["subject"] or "") for item in page["items"])
+    # Part of an id finds nothing; nor do LIKE's wildcards.
+    for partial in (created["id"][:8], "%", "_"):
+        found = client.get("/v1/audit", params={"subject": partial}, headers=admin).json()
+        assert found["total"] == 0, partial
