@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.audit.models import AuditEntry
 from service.citizens.models import Citizen, SmsOptOut
 from service.citizens.verification import contact_hash
 from service.config import Settings
@@ -85,6 +86,11 @@ def test_an_sms_test_is_the_citizens_text_marked_and_creates_no_alert(
     assert text.removeprefix("[TEST] ").rsplit(" ", 1)[0] == real.rsplit(" ", 1)[0]
     assert twilio.bodies_to(STAFF_E164) == [text]
     assert api.get(f"/a/TEST.{'0' * 24}").status_code == 404
+    # Where it went and what it said stay in the audit log: one consul's words, approved by
+    # nobody (a review's lure left only the request's line behind).
+    [entry] = db.scalars(select(AuditEntry).where(AuditEntry.action == "test send")).all()
+    assert entry.subject == advisory and entry.actor
+    assert entry.reason == f"sms to +82******0001 (sent): {text}"
 
 
 @pytest.mark.parametrize(
