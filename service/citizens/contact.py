@@ -1,5 +1,6 @@
 """Phone numbers and e-mail addresses: parsed, normalised, and checked for what we send them."""
 
+import math
 import re
 
 import phonenumbers
@@ -50,8 +51,13 @@ def normalise_email(raw: str) -> str:
 
 
 def mask_phone(e164: str) -> str:
-    """+821012345678 -> +82******5678, for staff views and logs."""
-    return e164[:3] + "*" * max(len(e164) - 7, 0) + e164[-4:]
+    """+821012345678 -> +82******5678, for staff views and logs: the first two digits, and at
+    most four of the last, with at least half of the digits hidden (a review: Tokelau's
+    +6907290 showed as +69*7290, nearly the whole number)."""
+    digits = len(e164) - 1
+    hidden = max(digits - 6, math.ceil(digits / 2))
+    shown = max(digits - 2 - hidden, 0)
+    return e164[:3] + "*" * (digits - 2 - shown) + (e164[-shown:] if shown else "")
 
 
 def mask_email(address: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
+from service.citizens.contact import mask_phone
 from service.citizens.models import Citizen
 from service.db import flush_write_ahead_log, make_engine, make_session_factory, utcnow
 from service.ledger.models import Alert
@@ -191,3 +192,19 @@ def test_emptying_the_log_never_waits_for_a_reader(tmp_path):
     engine.dispose()
     jobs_with_then = {j.id for j in jobs(make_settings(url), after_purge=print) if j.then}
     assert "purge-unverified" in jobs_with_then
+
+
+@pytest.mark.parametrize(
+    ("e164", "masked"),
+    [
+        ("+821012345678", "+82******5678"),  # Korea: as staff always saw it
+        ("+447911123456", "+44******3456"),
+        ("+14155551234", "+14******234"),  # 11 digits: six hidden, so three shown, not four
+        ("+50051234", "+50****34"),  # the Falklands: a review saw +50**1234
+        ("+6907290", "+69****0"),  # Tokelau: a review saw +69*7290
+    ],
+)
+def test_a_masked_number_hides_at_least_half_of_its_digits(e164, masked):
+    assert mask_phone(e164) == masked
+    digits = len(e164) - 1
+    assert masked.count("*") >= digits / 2 and len(masked) == len(e164)
