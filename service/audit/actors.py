@@ -13,12 +13,17 @@ RESERVED = (FEED, SYSTEM, CLI)
 
 def is_reserved(name: str) -> bool:
     """Whether a staff key's name would pass for one of the service's own actors, as people
-    read the log too: in any case, with full-width letters or colons read as plain ones (NFKC),
-    invisible characters left out, and letters that look Latin read as Latin ("ѕystem:")."""
+    read the log too (as_read)."""
+    return as_read(name).startswith(RESERVED)
+
+
+def as_read(name: str) -> str:
+    """A name as people read it in the log: in any case, with full-width letters or colons
+    read as plain ones (NFKC), invisible characters and spaces left out, and letters that look
+    Latin read as Latin ("ѕystem:", "bоb"). Two keys' names must not read the same."""
     plain = unicodedata.normalize("NFKC", name)
     plain = "".join(ch for ch in plain if unicodedata.category(ch) not in ("Cf", "Zs", "Cc"))
-    plain = plain.translate(_LOOKALIKES).casefold()
-    return plain.startswith(RESERVED)
+    return plain.translate(_LOOKALIKES).casefold()
 
 
 # Cyrillic and Greek letters drawn as Latin ones.

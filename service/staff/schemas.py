@@ -2,7 +2,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.schema_rules import NAME_PATTERN
+from service.schema_rules import NAME_PATTERN, check_name
 from service.staff.models import Role
 
 
@@ -32,10 +32,11 @@ class StaffKeyCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _printable(cls, name: str) -> str:
-        # NUL would fail in PostgreSQL; other control characters have no place in a name.
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-            raise ValueError("control characters are not allowed")
-        return name
+        # A key's name is who proposed and who approved, in the audit log and on the console:
+        # nothing in it may make it display as another's, nor draw nothing at all (a review
+        # made RLO + "bob" and a Hangul filler alone); one read as another key's is refused
+        # where the keys are (staff.service.create_key).
+        return check_name(name)
 
 
 class StaffKeyReissue(BaseModel):

@@ -54,8 +54,14 @@ def create_key(
         raise InvalidInput("role", f"must be one of {', '.join(Role)}")
     now = now or utcnow()
     expires_at = _expiry(days, most_days, now)
-    if session.scalar(select(StaffKey.id).where(StaffKey.name == name)) is not None:
-        raise Conflict(f"a staff key named {name!r} already exists")
+    read = actors.as_read(name)
+    # Read as another key's name, it would pass for that person where they propose and
+    # approve (a review made "bob" + ZERO WIDTH SPACE and "bоb", a Cyrillic o, beside "bob").
+    taken = next(
+        (n for n in session.scalars(select(StaffKey.name)) if actors.as_read(n) == read), None
+    )
+    if taken is not None:
+        raise Conflict(f"a staff key named {taken!r} already exists: {name!r} reads the same")
     key = _new_secret()
     record = StaffKey(
         name=name,

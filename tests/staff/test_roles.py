@@ -162,3 +162,27 @@ def test_a_key_may_not_take_a_name_the_service_gives_its_own_actors(
     with pytest.raises(Exception, match="may not begin with"):
         staff_service.create_key(db, name=name, role="consul")
     assert db.scalar(select(StaffKey.id).where(StaffKey.name == name.strip())) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("bob\u200b", 409),  # a zero width space after it
+        ("b\u043eb", 409),  # a Cyrillic o
+        ("BOB", 409),
+        ("\uff42\uff4f\uff42", 409),  # full-width letters
+        ("\u202ebob", 422),  # right-to-left override
+        ("\u3164", 422),  # a Hangul filler alone draws nothing
+    ],
+    ids=["zero-width", "cyrillic-o", "upper-case", "full-width", "rlo", "hangul-filler"],
+)
+def test_a_key_may_not_take_a_name_that_reads_as_another_keys(client, staff_headers, name, status):
+    """A review: an admin's second key could show as another consul where proposals and
+    approvals name who acted, its name drawn the same ("bob" + ZERO WIDTH SPACE, "bоb")."""
+    admin = staff_headers("admin")
+    made = client.post("/v1/staff/keys", json={"name": "bob", "role": "consul"}, headers=admin)
+    assert made.status_code == 201, made.text
+    before = len(client.get("/v1/staff/keys", headers=admin).json())
+    refused = client.post("/v1/staff/keys", json={"name": name, "role": "consul"}, headers=admin)
+    assert refused.status_code == status, refused.text
+    assert len(client.get("/v1/staff/keys", headers=admin).json()) == before
