@@ -143,7 +143,7 @@ def revise(
     active advisory gets a new revision now (and whatever revision waited is superseded), or a
     proposal that waits, one at a time. What waits is never changed under the approver's eyes,
     except by a feed (`replace_own`) whose newer message replaces its own proposal."""
-    _lock(session, advisory)
+    service.lock_advisory(session, advisory)
     if advisory.status == "draft":
         if advisory.issued_by != changed_by:
             raise Forbidden(
@@ -205,7 +205,7 @@ def submit(
     """A draft moves on: to approval, or active (and sent) at once. The one who presses submit
     proposes it; neither they nor the draft's author approve it (a probe's second consul
     submitted another's draft and approved it alone)."""
-    _lock(session, advisory)
+    service.lock_advisory(session, advisory)
     if advisory.status != "draft":
         raise Conflict(f"only a draft is submitted; this advisory is {advisory.status}")
     draft = service.draft_of(advisory)
@@ -329,7 +329,8 @@ def lapse_ended_proposals(session: Session, *, now: datetime) -> list[Decided]:
         advisory = session.get(Advisory, advisory_id)
         if advisory is None:
             continue
-        _lock(session, advisory)  # as a decision does: an approval now waits, or came first
+        # As a decision does: an approval now waits, or came first.
+        service.lock_advisory(session, advisory)
         proposal = pending(session, advisory)
         if proposal is None or proposal.content.get("expires") != expires:
             continue
@@ -397,15 +398,6 @@ def _propose(
     return proposal
 
 
-def _lock(session: Session, advisory: Advisory) -> None:
-    """Hold the advisory row until the transaction ends: two decisions (approve and reject,
-    a revision and a cancel) on one advisory happen one after the other, each seeing the
-    other's outcome. (SQLite has one writer: nothing to do.)"""
-    if session.get_bind().dialect.name == "postgresql":
-        session.refresh(advisory, with_for_update=True)
-        session.expire(advisory, ["proposals"])
-
-
 def _replace(
     session: Session,
     advisory: Advisory,
@@ -423,7 +415,7 @@ def _replace(
 
 
 def _waiting(session: Session, advisory: Advisory) -> AdvisoryProposal:
-    _lock(session, advisory)
+    service.lock_advisory(session, advisory)
     proposal = pending(session, advisory)
     if proposal is None:
         raise Conflict("nothing of this advisory waits for approval")

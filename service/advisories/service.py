@@ -186,11 +186,22 @@ def patched_draft(
     return draft
 
 
+def lock_advisory(session: Session, advisory: Advisory) -> None:
+    """Hold the advisory row until the transaction ends, read afresh: two decisions (approve
+    and reject, a revision and a cancel) on one advisory happen one after the other, each
+    seeing the other's outcome. (SQLite has one writer: nothing to do.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.refresh(advisory, with_for_update=True)
+        session.expire(advisory, ["proposals"])
+
+
 def cancel_advisory(
     session: Session, *, advisory: Advisory, cancelled_by: str, now: datetime
 ) -> Advisory:
     """Cancel as a new revision (the cancellation notice is its own message); cancelling twice
-    is harmless."""
+    is harmless. After whatever decision or revision is under way on it: a cancel that read the
+    advisory before a revision committed took the same revision number (a review's reading)."""
+    lock_advisory(session, advisory)
     if advisory.status == "cancelled":
         return advisory
     # Cancelling never waits for approval, and voids whatever did.
