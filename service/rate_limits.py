@@ -76,6 +76,7 @@ class Rule(StrEnum):
     CLIENT_PROVEN = "client_proven"  # registrations past CLIENT with a proof of work, per address
     PROOF = "proof"  # each solved proof of work admits one registration (fixed: _FIXED)
     RESEND = "resend"  # code resends per citizen
+    CHANGE = "change"  # changes of a record (PATCH, a new location) per citizen
     CONTACT = "contact"  # messages per destination phone number or e-mail address
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     COUNTRY = "country"  # SMS per destination country (not the home region)
@@ -112,6 +113,7 @@ _REFUSED = {
     Rule.CLIENT_PROVEN: "too many registrations from this address, even with proofs of work",
     Rule.PROOF: "this proof of work was used already: solve a new challenge",
     Rule.RESEND: "a code was sent a moment ago",
+    Rule.CHANGE: "too many changes to this record: try again later",
     Rule.CONTACT: "too many messages to this contact",
     Rule.PREFIX: "too many messages to numbers of this range",
     Rule.COUNTRY: "too many messages to numbers of this country",

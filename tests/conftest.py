@@ -132,6 +132,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "approval": "off",
         "rate_limit_client": "100000/hour",
         "rate_limit_reply": "100000/hour",
+        "rate_limit_change": "100000/hour",
         "rate_limit_reply_unknown": "100000/hour",
         "rate_limit_reply_unknown_all": "100000/hour",
         "rate_limit_geocode": "100000/hour",

@@ -6,6 +6,7 @@ from sqlalchemy import func, select, update
 
 from service.citizens.models import Citizen, CitizenPlace
 from tests.builders import register, stay
+from tests.conftest import bound_client, make_settings
 
 
 def test_token_of_citizen_a_cannot_touch_citizen_b(client):
@@ -194,3 +195,32 @@ def test_a_change_refused_for_an_ended_stay_spends_no_change_limit(client):
         record, json={"phone": "010-4444-0303", "stays": [stay(10, 3)]}, headers=auth
     )
     assert corrected.status_code == 200, corrected.text
+
+
+def test_a_records_changes_are_limited_once_found_good(database_url, db):
+    """A probe's four threads made 269 changes of one record in 4 s with its manage token,
+    each a write and a matching, and others' registrations waited up to 1.4 s. PATCH and a new
+    location now share ANJEON_RATE_LIMIT_CHANGE (60 an hour; 3 here); a wrong token or a
+    refused change spends nothing."""
+    settings = make_settings(database_url, rate_limit_change="3/hour")
+    with bound_client(settings, db) as client:
+        citizen_id, auth, _ = register(client)
+        record = f"/v1/citizens/{citizen_id}"
+        wrong = {"Authorization": "Bearer ajc_not-the-token"}
+        assert client.patch(record, json={"language": "en"}, headers=wrong).status_code == 404
+        bad = client.put(f"{record}/location", json={"lat": 91, "lon": 0}, headers=auth)
+        assert bad.status_code == 422
+        assert client.patch(record, json={"language": "en"}, headers=auth).status_code == 200
+        moved = client.put(f"{record}/location", json={"lat": 1.0, "lon": 1.0}, headers=auth)
+        assert moved.status_code == 200
+        assert client.patch(record, json={"language": "ko"}, headers=auth).status_code == 200
+        refused = client.patch(record, json={"language": "en"}, headers=auth)
+        assert refused.status_code == 429 and "Retry-After" in refused.headers
+        assert client.get(record, headers=auth).json()["language"] == "ko"  # nothing changed
+        again = client.put(f"{record}/location", json={"lat": 2.0, "lon": 2.0}, headers=auth)
+        assert again.status_code == 429
+        other_id, other_auth, _ = register(client)  # another record counts on its own
+        other = client.patch(
+            f"/v1/citizens/{other_id}", json={"language": "en"}, headers=other_auth
+        )
+        assert other.status_code == 200
