@@ -50,6 +50,9 @@ _INVISIBLE = (
     r"\u206a-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0"
 )
 
+# What draws nothing, anywhere in a text: left out where two names are compared as read.
+INVISIBLE = re.compile(f"[{_INVISIBLE}]")
+
 # Patterns for text that is stripped before its length is checked (so it needs a non-space):
 # a name holds nothing refused above and at least one character that draws something; free
 # text may have line breaks, never a NUL.

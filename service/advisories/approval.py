@@ -81,10 +81,25 @@ def needs_approval(
 def _already_told(session: Session, advisory: Advisory, *, at_most: int) -> np.ndarray:
     """Citizens the advisory's alerts are for (any revision, sent or queued), at most
     `at_most` of them: past the threshold, how many more does not matter."""
-    ids = session.scalars(
-        select(Alert.citizen_id).where(Alert.advisory_id == advisory.id).distinct().limit(at_most)
+    of_it = Alert.advisory_id == advisory.id
+    # In the order of the ledger's unique index, so that the scan stops at the LIMIT: DISTINCT
+    # with a LIMIT alone was planned on PostgreSQL as a walk of the whole table's citizen index
+    # (a review: 0.3 s at 1.5 M rows, for an advisory of 900 citizens).
+    window = at_most * 8
+    seen = session.scalars(
+        select(Alert.citizen_id)
+        .where(of_it)
+        .order_by(Alert.advisory_id, Alert.revision, Alert.citizen_id)
+        .limit(window)
     ).all()
-    return np.asarray(ids, dtype=np.int64)
+    ids = np.unique(np.asarray(seen, dtype=np.int64))
+    if len(ids) >= at_most or len(seen) < window:
+        return ids[:at_most]
+    # Many rows a citizen (revisions, channels, roll-call rounds): this advisory's rows, all of
+    # them (OFFSET 0 keeps PostgreSQL reading them by the advisory, not the whole table).
+    rows = select(Alert.citizen_id).where(of_it).offset(0).subquery()
+    found = session.scalars(select(rows.c.citizen_id).distinct().limit(at_most)).all()
+    return np.asarray(found, dtype=np.int64)
 
 
 def pending(session: Session, advisory: Advisory) -> AdvisoryProposal | None:

@@ -29,7 +29,7 @@ class Reach:
     places: matching.PlaceSet | None = None
 
 
-_ONE_READ = "anjeon.reach.one_read"  # session.info: the registry read once, by day
+_ONE_READ = "anjeon.reach.one_read"  # session.info: the registry read once per moment matched
 
 
 @contextmanager

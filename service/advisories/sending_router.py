@@ -114,15 +114,10 @@ def test_send(
         )
     message = prepared.message
     limits.take_test_send(staff.name, "sms" if message.channel == "sms" else "email", message.to)
-    outcome = tests.send_test(request.app.state.dispatcher.notifiers, prepared)
+    # Where it goes and what it says, kept before it leaves: one consul's words, approved by
+    # nobody, under the ministry's sender (a review's lure left only "POST …/test-send"
+    # behind, its draft then edited in place and cancelled).
     with request.app.state.session_factory.begin() as session:
-        if outcome.opted_out:
-            tests.keep_refused_stop(
-                session, vault=request.app.state.registry.vault, test=prepared, now=utcnow()
-            )
-        # Where it went and what it said: one consul's words, approved by nobody, under the
-        # ministry's sender (a review's lure left only "POST …/test-send" behind, its draft
-        # then edited in place and cancelled).
         subject = f"{message.subject} | " if message.subject else ""
         record_action(
             session,
@@ -130,8 +125,14 @@ def test_send(
             staff,
             action="test send",
             subject=advisory_id,
-            reason=f"{message.channel} to {prepared.to} ({outcome.said}): {subject}{message.text}",
+            reason=f"{message.channel} to {prepared.to}: {subject}{message.text}",
         )
+    outcome = tests.send_test(request.app.state.dispatcher.notifiers, prepared)
+    if outcome.opted_out:
+        with request.app.state.session_factory.begin() as session:
+            tests.keep_refused_stop(
+                session, vault=request.app.state.registry.vault, test=prepared, now=utcnow()
+            )
     return TestSendRead(
         channel="sms" if message.channel == "sms" else "email",
         to=prepared.to,

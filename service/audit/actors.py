@@ -5,6 +5,8 @@ pass in the log for the service's own lapsing of a proposal."""
 
 import unicodedata
 
+from service.schema_rules import INVISIBLE
+
 FEED = "feed:"  # a configured feed's poll: "feed:<name>"; alerts show <name> as their source
 SYSTEM = "system:"  # the service's own jobs: "system:expiry", "system:duty-notice"
 CLI = "cli:"  # the command line: "cli:<login>" or "cli:<file imported>"
@@ -22,7 +24,11 @@ def as_read(name: str) -> str:
     read as plain ones (NFKC), invisible characters and spaces left out, and letters that look
     Latin read as Latin ("ѕystem:", "bоb"). Two keys' names must not read the same."""
     plain = unicodedata.normalize("NFKC", name)
-    plain = "".join(ch for ch in plain if unicodedata.category(ch) not in ("Cf", "Zs", "Cc"))
+    plain = "".join(
+        ch
+        for ch in plain
+        if unicodedata.category(ch) not in ("Cf", "Zs", "Cc") and not INVISIBLE.match(ch)
+    )
     return plain.translate(_LOOKALIKES).casefold()
 
 

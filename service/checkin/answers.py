@@ -67,6 +67,9 @@ class Heard:
     # A "need help" that no check-in asked for (answered without "reply 1 if you are safe":
     # a "1" would find nothing to answer).
     unasked: bool = False
+    # A citizen holds the number (their answers are limited per number; a number nobody holds
+    # gets one answer a day, and all of those a few: RateLimits.take_reply).
+    registered: bool = False
     # The number said STOP: no text of ours goes to it, the answer in TwiML neither.
     stopped: bool = False
 
@@ -149,6 +152,7 @@ def hear_sms(
     return replace(
         _heard_from(session, vault, citizen, reply, body, now),
         stopped=citizen.sms_opted_out_at is not None,
+        registered=True,
     )
 
 

@@ -95,11 +95,10 @@ async def inbound_sms(
             # opt-in itself, and a text of ours after STOP is refused (US, Canada) or unwanted:
             # the answer is recorded, and not answered; but a cry for help is acknowledged.
             return _twiml(None)
-        known = heard.language is not None
-        if not request.app.state.rate_limits.take_reply(message.sender, known=known):
+        if not request.app.state.rate_limits.take_reply(message.sender, known=heard.registered):
             # Each answer is an SMS we pay for: a number that keeps texting gets silence.
             return _twiml(None)
-        if not known:
+        if heard.language is None:  # nobody holds the number, or nothing asked them
             return _twiml(unmatched_text())
         language = "ko" if heard.language == "ko" else "en"
         paged = request.app.state.settings.pages_duty_staff

@@ -150,7 +150,7 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
             (now - _aware(since)).total_seconds(),
             None if changed is None else (now - _aware(changed)).total_seconds(),
             rejected or 0,
-            len(listing.unlisted(connection, feed=name, listed=listed)),
+            len(listing.unlisted(connection, feed=name, listed=listed, failing=outcome == "error")),
         )
         for name, outcome, since, changed, rejected, listed in connection.execute(
             select(

@@ -14,6 +14,7 @@ from service.config import Settings
 from service.db import utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.privacy import token_hash
+from service.schema_rules import check_name
 from service.staff.models import Role, StaffKey
 
 KEY_PREFIX = "ajs_"
@@ -47,6 +48,10 @@ def create_key(
             raise InvalidInput("email", str(exc)) from exc
     if not name or len(name) > 100:
         raise InvalidInput("name", "must be 1 to 100 characters")
+    try:
+        check_name(name)  # the API's schema says so too; the command line comes here alone
+    except ValueError as exc:
+        raise InvalidInput("name", str(exc)) from exc
     if actors.is_reserved(name):
         reserved = ", ".join(f'"{prefix}"' for prefix in actors.RESERVED)
         raise InvalidInput("name", f"may not begin with {reserved}: the service names its own so")

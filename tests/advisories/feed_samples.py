@@ -50,7 +50,7 @@ def mofa_envelope() -> bytes:
     return json.dumps(envelope, ensure_ascii=False).encode()
 
 
-def mofa_rows(*rows: dict, total: int | None = None) -> bytes:
+def mofa_rows(*rows: dict, total: int | str | None = None) -> bytes:
     """A getTravelAlarmList2 envelope of the given rows, each written on 2026-01-01; `total`,
     its totalCount, when it is one page of several."""
     data = [{"written_dt": "2026-01-01", **row} for row in rows]

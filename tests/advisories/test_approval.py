@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -16,10 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories import reach
-from service.advisories.approval import lapse_ended_proposals
+from service.advisories.approval import _already_told, lapse_ended_proposals
 from service.advisories.feeds.config import Feed
 from service.advisories.models import Advisory, AdvisoryProposal
 from service.audit.models import AuditEntry
+from service.db import utcnow
+from service.ledger.enqueue import insert_alerts
 from service.ledger.models import Alert
 from service.scheduler import jobs, run_job, tell_lapsed
 from service.staff.models import StaffKey
@@ -666,3 +669,19 @@ def test_an_import_reads_the_registry_once_however_many_items_it_holds(api, db, 
     # Nothing is kept past the import: a preview reads the registry as it is then.
     preview = api.post("/v1/advisories/preview", json=advisory_body(level=1), headers=alice)
     assert preview.status_code == 200 and len(reads) == 2
+
+
+@pytest.mark.parametrize(("citizens", "told"), [(10, 10), (30, 12)])
+def test_those_already_told_are_counted_however_many_rows_each_has(db, citizens, told):
+    """Those an advisory told, up to the threshold (12 here): read in the unique index's order,
+    then, when each has many rows (20 revisions, two channels), from all of its rows."""
+    rows = [
+        (987654, revision, 5000 + n, channel)
+        for revision in range(1, 21)
+        for n in range(citizens)
+        for channel in ("sms", "email")
+    ]
+    insert_alerts(db.connection(), rows=rows, now=utcnow())
+    found = _already_told(db, SimpleNamespace(id=987654), at_most=12)
+    assert len(found) == told and set(found.tolist()) <= {5000 + n for n in range(citizens)}
+    assert len(_already_told(db, SimpleNamespace(id=987655), at_most=12)) == 0

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from service.advisories import formats
 from service.advisories.feeds.config import Feed
 from service.advisories.models import Advisory, ExternalMessage, FeedState
 from service.operations.figures import read_queue
-from tests.advisories.feed_samples import mofa_rows, sample
+from tests.advisories.feed_samples import current_cap, mofa_rows, sample
 
 AFGHANISTAN = {"country_iso_alp2": "AF", "alarm_lvl": "4", "region_ty": "전체"}
 JAPAN_PART = {"country_iso_alp2": "JP", "alarm_lvl": "2", "region_ty": "일부", "remark": "후쿠시마"}
@@ -136,3 +137,36 @@ def test_only_advisories_with_no_end_of_their_own_are_named(
     assert poll(feed) == "updated"
     assert _unlisted(client, staff_headers, "mofa-dated") == []
     assert _figure(db, "mofa-dated") == 0
+
+
+def test_a_cap_alert_is_one_alert_not_a_list_of_what_stands(db):
+    # A review: each new alert of a CAP feed named every earlier one without <expires> for
+    # cancelling, while they still stood.
+    parsed = formats.parse("cap", current_cap(), max_vertices=50_000)
+    assert parsed.drafts and parsed.listed() is None
+    whole = formats.parse("mofa", mofa_rows(THAILAND, total="1.0"), max_vertices=50_000)
+    assert whole.listed() is not None  # the API writes its counts as text, "1.0" too
+    paged = formats.parse("mofa", mofa_rows(THAILAND, total="2.0"), max_vertices=50_000)
+    assert paged.listed() is None
+
+
+def test_a_failing_feeds_stand_ins_are_not_named(
+    client, staff_headers, factory, poll, db, tmp_path
+):
+    """A review: staff imported Afghanistan's alarm by hand in the stead of a feed that was
+    down (?feed=), and the feed's old list named it for cancelling."""
+    path = tmp_path / "mofa.json"
+    feed = _feed(path, "mofa-down", "mofa")
+    client.app.state.feeds, client.app.state.session_factory = [feed], factory
+    path.write_bytes(mofa_rows(THAILAND))
+    assert poll(feed) == "updated"
+    path.unlink()  # the feed is down
+    assert poll(feed) == "error"
+    imported = client.post(
+        "/v1/advisories/import?format=mofa&feed=mofa-down",
+        content=mofa_rows(AFGHANISTAN),
+        headers={**staff_headers("consul"), "content-type": "application/json"},
+    )
+    assert imported.status_code == 201, imported.text
+    assert _unlisted(client, staff_headers, "mofa-down") == []
+    assert _figure(db, "mofa-down") == 0

@@ -90,7 +90,7 @@ def test_an_sms_test_is_the_citizens_text_marked_and_creates_no_alert(
     # nobody (a review's lure left only the request's line behind).
     [entry] = db.scalars(select(AuditEntry).where(AuditEntry.action == "test send")).all()
     assert entry.subject == advisory and entry.actor
-    assert entry.reason == f"sms to +82******0001 (sent): {text}"
+    assert entry.reason == f"sms to +82******0001: {text}"
 
 
 @pytest.mark.parametrize(

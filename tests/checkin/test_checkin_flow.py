@@ -738,6 +738,9 @@ def test_numbers_no_citizen_holds_get_one_answer_a_day_each_and_a_few_all_togeth
     assert [answered(strangers[0]) for _ in range(3)] == [True, False, False]
     assert [answered(sender) for sender in strangers[1:]] == [True, True, False, False]
     assert db.scalar(select(func.count()).select_from(CheckinAnswer)) == 0  # nothing stored
+    # A citizen's number, with nothing open to answer, is a citizen's: limited as one.
+    _, phone, _ = citizen(api)
+    assert [answered(phone) for _ in range(3)] == [True, True, True]
 
 
 def test_an_answer_that_spends_the_sms_budget_tells_the_duty_staff(

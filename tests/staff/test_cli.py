@@ -85,6 +85,9 @@ def test_create_key_refuses_duplicates_and_bad_roles(cli_database, capsys):
     assert "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["staff", "create-key", "--name", "b", "--role", "root"])
+    # The command line meets the API's rules on names too (a review: it skipped them).
+    assert cli.main(["staff", "create-key", "--name", "\u202eb", "--role", "consul"]) == 2
+    assert "bidirectional" in capsys.readouterr().err
 
 
 def test_demo_loads_sample_citizens_once(cli_database, capsys):

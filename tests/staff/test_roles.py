@@ -168,13 +168,26 @@ def test_a_key_may_not_take_a_name_the_service_gives_its_own_actors(
     ("name", "status"),
     [
         ("bob\u200b", 409),  # a zero width space after it
+        ("bob\u3164", 409),  # a Hangul filler after it
+        ("b\u034fob", 409),  # a combining grapheme joiner inside
+        ("bob\u2800", 409),  # a braille blank
         ("b\u043eb", 409),  # a Cyrillic o
         ("BOB", 409),
         ("\uff42\uff4f\uff42", 409),  # full-width letters
         ("\u202ebob", 422),  # right-to-left override
         ("\u3164", 422),  # a Hangul filler alone draws nothing
     ],
-    ids=["zero-width", "cyrillic-o", "upper-case", "full-width", "rlo", "hangul-filler"],
+    ids=[
+        "zero-width",
+        "hangul-filler-after",
+        "grapheme-joiner",
+        "braille-blank",
+        "cyrillic-o",
+        "upper-case",
+        "full-width",
+        "rlo",
+        "hangul-filler",
+    ],
 )
 def test_a_key_may_not_take_a_name_that_reads_as_another_keys(client, staff_headers, name, status):
     """A review: an admin's second key could show as another consul where proposals and

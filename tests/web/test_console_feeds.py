@@ -85,10 +85,13 @@ def test_an_advisory_the_feed_no_longer_lists_is_linked_on_the_feeds_page(live, 
     )
     assert imported.status_code == 201, imported.text
     [advisory_id] = imported.json()["created"]
-    # The feed's last whole document listed nothing: its source no longer says Afghanistan.
+    # The feed is back, and its last whole document listed nothing: its source no longer says
+    # Afghanistan.
     with live.session() as session:
         session.execute(
-            update(FeedState).where(FeedState.name == "frozen-upstream").values(listed=[])
+            update(FeedState)
+            .where(FeedState.name == "frozen-upstream")
+            .values(listed=[], last_outcome="updated")
         )
         session.commit()
     listed = live.http.get(f"{live.base}/v1/feeds", headers=headers)

@@ -16,12 +16,18 @@ STANDING = ("active", "pending_approval")
 
 
 def unlisted(
-    connection: Connection | Session, *, feed: str, listed: list[list[str]] | None
+    connection: Connection | Session,
+    *,
+    feed: str,
+    listed: list[list[str]] | None,
+    failing: bool,
 ) -> list[str]:
     """Public ids of the feed's advisories standing or waiting for approval, with no end of
     their own, none of whose message ids its last document read listed. None listed (no whole
-    document read yet): none."""
-    if listed is None:
+    document read yet), or a feed whose last poll failed: none. Staff import a failing feed's
+    document by hand in its stead, and its list is not that document's (a review's stand-ins
+    were named for cancelling); AnjeonFeedFailing speaks for it meanwhile."""
+    if listed is None or failing:
         return []
     keys = {(sender, identifier) for sender, identifier in listed}
     rows = connection.execute(

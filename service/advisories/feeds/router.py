@@ -55,7 +55,12 @@ def _read(session: Session, feed: Feed) -> FeedRead:
         changed_at=state.changed_at if state else None,
         stale_after_s=feed.stale_after_s,
         stale=feed.enabled and is_stale(feed, state, now=utcnow()),
-        unlisted=listing.unlisted(session, feed=feed.name, listed=state.listed if state else None),
+        unlisted=listing.unlisted(
+            session,
+            feed=feed.name,
+            listed=state.listed if state else None,
+            failing=state is not None and state.last_outcome == "error",
+        ),
     )
 
 

@@ -56,7 +56,8 @@ def parse_cap(
         raise InvalidDocument("the CAP alert has no <identifier>")
     if not sender:
         raise InvalidDocument("the CAP alert has no <sender>")
-    result = ParsedFeed()
+    # One alert, never a list of what stands: nothing else it does not name has ended.
+    result = ParsedFeed(whole=False)
     label = f"{sender},{identifier}"
     read_item(result, label, _draft, root, sender, identifier, level_overrides, max_vertices)
     return result

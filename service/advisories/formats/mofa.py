@@ -60,10 +60,11 @@ def parse_mofa(
 
 
 def _count(envelope: dict, key: str) -> int:
-    """A count the envelope states (0 when absent or unreadable: nothing more to read)."""
+    """A count the envelope states (0 when absent or unreadable: nothing more to read; the
+    API writes numbers as text, "139" or "139.0")."""
     try:
-        return int(str(envelope.get(key, 0)))
-    except ValueError:
+        return int(float(str(envelope.get(key) or 0)))
+    except (ValueError, OverflowError):
         return 0
 
 
