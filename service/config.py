@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     rate_limit_geocode_client: str = "12/minute;300/hour"
     rate_limit_contact: str = "3/hour;5/day"
     rate_limit_prefix: str = "20/hour"
+    rate_limit_prefix_client: str = "5/hour"
     rate_limit_country: str = "200/hour"
     rate_limit_global: str = "1000/hour"
     rate_limit_global_proven: str = "200/hour;1000/day"
@@ -190,6 +191,7 @@ class Settings(BaseSettings):
         "rate_limit_geocode_client",
         "rate_limit_contact",
         "rate_limit_prefix",
+        "rate_limit_prefix_client",
         "rate_limit_country",
         "rate_limit_global",
         "rate_limit_global_proven",

@@ -79,6 +79,7 @@ class Rule(StrEnum):
     CHANGE = "change"  # changes of a record (PATCH, a new location) per citizen
     CONTACT = "contact"  # messages per destination phone number or e-mail address
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
+    PREFIX_CLIENT = "prefix_client"  # SMS codes per block of numbers from one client address
     COUNTRY = "country"  # SMS per destination country (not the home region)
     GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
@@ -116,6 +117,7 @@ _REFUSED = {
     Rule.CHANGE: "too many changes to this record: try again later",
     Rule.CONTACT: "too many messages to this contact",
     Rule.PREFIX: "too many messages to numbers of this range",
+    Rule.PREFIX_CLIENT: "too many messages to numbers of this range from this address",
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.GLOBAL: "too many messages are being sent",
     Rule.GLOBAL_PROVEN: "too many messages are being sent",
@@ -270,7 +272,7 @@ class RateLimits:
         """One code asked for a citizen (a resend, a change of contact), from a client
         address; with the message's own limits when it is known (a resend's, all or none)."""
         hits = [(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))]
-        self.take_all(hits + (self._message_hits(*message) if message else []))
+        self.take_all(hits + (self._message_hits(*message, client=client) if message else []))
 
     def take_proven_resend(
         self, citizen_id: int | str, *, client: str, proof: str, message: Message | None = None
@@ -357,25 +359,45 @@ class RateLimits:
             return False
 
     def take_new_contact(
-        self, channel: Literal["sms", "email"], destination: str, *, proven: bool = False
+        self,
+        channel: Literal["sms", "email"],
+        destination: str,
+        *,
+        proven: bool = False,
+        client: str | None = None,
     ) -> None:
-        """A code for a contact given in a registration or a change: take_message, and at most
-        one such code per contact in the cooldown (an erase/re-register loop sends nothing).
-        One take: a code the message limits hold does not start the cooldown. A registration a
-        proof of work admitted (`proven`) draws on a pool of its own, not the channel's: two
-        addresses solving proofs used up the codes every other traveller needed (probe)."""
+        """A code for a contact given in a registration or a change, from a `client` address:
+        take_message, and at most one such code per contact in the cooldown (an
+        erase/re-register loop sends nothing). One take: a code the message limits hold does
+        not start the cooldown. A registration a proof of work admitted (`proven`) draws on a
+        pool of its own, not the channel's: two addresses solving proofs used up the codes
+        every other traveller needed (probe)."""
         key = f"{channel}:{destination if channel == 'sms' else email_key(destination)}"
         pool = Rule.GLOBAL_PROVEN if proven else Rule.GLOBAL
-        self.take_all([(Rule.COOLDOWN, key), *self._message_hits(channel, destination, pool)])
+        hits = self._message_hits(channel, destination, pool, client=client)
+        self.take_all([(Rule.COOLDOWN, key), *hits])
 
     def _message_hits(
-        self, channel: str, destination: str, pool: Rule = Rule.GLOBAL
+        self,
+        channel: str,
+        destination: str,
+        pool: Rule = Rule.GLOBAL,
+        *,
+        client: str | None = None,
     ) -> list[tuple[Rule, str]]:
         if channel == "sms":
             block, country = number_keys(destination)
-            hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, block)]
+            # A number block's and a country's limits are everyone's, so no one address may
+            # fill them: a probe's 20 registrations from one address held every code to a
+            # block for an hour, and its 180 proven ones every code to Japan. Codes of proven
+            # requests count in a share of their own, as in the channel's pool; a client
+            # address gets a part of a block's plain share.
+            shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
+            hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, shared + block)]
+            if client is not None and not shared:
+                hits.append((Rule.PREFIX_CLIENT, f"{address_key(client)}:{block}"))
             if country != self._home_region:
-                hits.append((Rule.COUNTRY, country))
+                hits.append((Rule.COUNTRY, shared + country))
         else:
             hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
         return [*hits, (pool, channel)]

@@ -152,6 +152,35 @@ def test_sms_per_country_except_home(make):
         limits.take_message("sms", f"+82{block}")  # KR: the home region
 
 
+def test_no_one_address_fills_a_number_blocks_or_a_countrys_codes(make):
+    """Found by a probe: the block's and the country's limits are everyone's, and one address
+    filled them (20 plain registrations held a block's codes for an hour; 180 proven ones,
+    Japan's). An address gets a part of a block's plain share; proven codes have their own."""
+    limits = make(rate_limit_prefix="3/hour", rate_limit_country="2/hour")
+    a, b = "198.51.100.7", "203.0.113.8"
+    # The default share, 5 an hour, with a block of 3: set it lower to see it refuse.
+    shared = make(rate_limit_prefix="3/hour", rate_limit_prefix_client="2/hour")
+    shared.take_new_contact("sms", "+821077770001", client=a)
+    shared.take_new_contact("sms", "+821077770002", client=a)
+    refusal = _refused(lambda: shared.take_new_contact("sms", "+821077770003", client=a))
+    assert refusal.rule == "prefix_client"
+    shared.take_new_contact("sms", "+821077770004", client=b)  # a stranger's code still goes
+    refusal = _refused(lambda: shared.take_new_contact("sms", "+821077770005", client=b))
+    assert refusal.rule == "prefix"  # the block's own limit still holds
+    shared.take_new_contact("sms", "+821077779999", client=a, proven=True)  # the proven share
+
+    # Japan: two proven codes fill the proven share, not the country's plain one.
+    limits.take_new_contact("sms", "+819011110001", client=a, proven=True)
+    limits.take_new_contact("sms", "+819022220001", client=a, proven=True)
+    refusal = _refused(
+        lambda: limits.take_new_contact("sms", "+819033330001", client=a, proven=True)
+    )
+    assert refusal.rule == "country"
+    limits.take_new_contact("sms", "+819044440001", client=b)
+    limits.take_new_contact("sms", "+819055550001", client=b)
+    assert _refused(lambda: limits.take_message("sms", "+819066660001")).rule == "country"
+
+
 def test_messages_per_channel(make):
     limits = make(rate_limit_global="3/hour")
     for number in ("+821012340000", "+819012340000", "+14155552671"):

@@ -86,6 +86,7 @@ async def register(
             limits,
             done.outgoing,
             countries=request.app.state.settings.code_countries,
+            client=client_of(request),
             proven=proven,
         )
         _send_later(request, tasks, outgoing)
@@ -230,6 +231,7 @@ def update(
         limits,
         outgoing,
         countries=request.app.state.settings.code_countries,
+        client=client_of(request),
         proven=proven,
     )
     _send_later(request, tasks, outgoing)

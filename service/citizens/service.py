@@ -377,6 +377,7 @@ def codes_to_send(
     outgoing: Outgoing,
     *,
     countries: Sequence[str],
+    client: str,
     proven: bool = False,
 ) -> Outgoing:
     """What of `outgoing` may be sent. Each new contact's limits (its cooldown, and the
@@ -387,15 +388,21 @@ def codes_to_send(
     replied STOP, after its limits are taken as for any other number (a probe told STOPped
     numbers from others by the resend limit they had left). The rest go with their limits
     taken.
-    Registration answers the same either way. `proven`: a proof of work admitted the
-    registration, and its codes draw on their own pool (RateLimits.take_new_contact)."""
+    Registration answers the same either way. `client`: the address that asked;
+    `proven`: a proof of work admitted the request, and its codes draw on their own pool
+    (RateLimits.take_new_contact)."""
     codes = []
     for code in outgoing.codes:
         if not messages.to_allowed_country(code, countries):
             verification.hold(session, code)
             continue
         try:
-            limits.take_new_contact(code.channel, code.address, proven=proven)  # type: ignore[arg-type]
+            limits.take_new_contact(
+                code.channel,  # type: ignore[arg-type]
+                code.address,
+                proven=proven,
+                client=client,
+            )
         except TooManyRequests as exc:
             log.warning(
                 "code held by a rate limit", extra={"channel": code.channel, "rule": exc.rule}

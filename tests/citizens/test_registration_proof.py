@@ -231,6 +231,39 @@ def test_codes_of_proven_registrations_draw_on_a_pool_of_their_own(database_url,
     assert held == [False, False, True, True, False]
 
 
+def test_one_address_cannot_hold_the_codes_of_a_number_block_or_a_country(database_url, db):
+    """Found by a probe: 20 registrations from one address held every code to a block of
+    numbers for an hour, and 180 proven ones every code to Japan; a traveller elsewhere got
+    a 201 and no code. An address now has a part of a block's share, and proven codes a
+    share of their own."""
+    settings = make_settings(
+        database_url,
+        rate_limit_client="3/hour",
+        rate_limit_prefix="3/hour",
+        rate_limit_prefix_client="2/hour",
+        rate_limit_country="2/hour",
+        verification="required",
+        registration_proof_max_number=SMALL,
+    )
+    sms_only = {"channels": ["sms"], "email": None}
+    with bound_client(settings, db) as crowded:
+        elsewhere = TestClient(crowded.app, client=("203.0.113.9", 50000))
+        for n in range(3):  # the third is past the address's part of the block
+            body = citizen_body(**sms_only, phone=f"+82106666000{n}")
+            assert crowded.post("/v1/citizens", json=body).status_code == 201
+        traveller = citizen_body(**sms_only, phone="+821066669999")
+        assert elsewhere.post("/v1/citizens", json=traveller).status_code == 201
+        for block in ("11", "22", "33"):  # past the address's limit: proven, to Japan
+            headers = {"X-Anjeon-Proof": solved(challenge_of(crowded))}
+            body = citizen_body(**sms_only, phone=f"+8190{block}110001")
+            assert crowded.post("/v1/citizens", json=body, headers=headers).status_code == 201
+        local_sim = citizen_body(**sms_only, phone="+819087654322")
+        assert elsewhere.post("/v1/citizens", json=local_sim).status_code == 201
+    db.expire_all()
+    held = [h for (h,) in db.execute(select(ContactCode.held).order_by(ContactCode.id))]
+    assert held == [False, False, True, False, False, False, True, False]
+
+
 def test_a_solution_is_remembered_longer_than_its_challenge_lives():
     """A solution is taken once under Rule.PROOF, whose window must outlast the challenge (and
     some clock skew between processes), or one solution could be used twice."""

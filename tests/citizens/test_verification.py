@@ -759,7 +759,7 @@ def test_a_number_that_said_stop_meets_the_same_limits_as_any_other(database_url
         rate_limit_resend="100/minute",
     )
     with bound_client(settings, db) as app:
-        stopped, other = "010-4646-0001", "010-4646-0002"
+        stopped, other = "010-4646-0001", "010-4747-0002"  # blocks of their own
         vault = app.app.state.registry.vault
         phone_hash = contact_hash(vault, "sms", e164(stopped))
         hear_opt_out(db, phone_hash=phone_hash, stop=True, now=utcnow())
