@@ -391,11 +391,13 @@ class RateLimits:
             # fill them: a probe's 20 registrations from one address held every code to a
             # block for an hour, and its 180 proven ones every code to Japan. Codes of proven
             # requests count in a share of their own, as in the channel's pool; a client
-            # address gets a part of a block's plain share.
+            # address gets a part of a block's plain share, IPv6 by its /48 (a site's usual
+            # allocation: its /64s would each have had a part).
             shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
             hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, shared + block)]
             if client is not None and not shared:
-                hits.append((Rule.PREFIX_CLIENT, f"{address_key(client)}:{block}"))
+                network = address_key(client, ipv6_prefix=48)
+                hits.append((Rule.PREFIX_CLIENT, f"{network}:{block}"))
             if country != self._home_region:
                 hits.append((Rule.COUNTRY, shared + country))
         else:
@@ -602,11 +604,12 @@ def _ip(text: str) -> IPv4Address | IPv6Address | None:
     return address
 
 
-def address_key(address: str) -> str:
-    """The key a client address counts under: IPv6 by its /64, which one host usually holds."""
+def address_key(address: str, *, ipv6_prefix: int = 64) -> str:
+    """The key a client address counts under: IPv6 by its /64, which one host usually holds
+    (or by `ipv6_prefix`)."""
     parsed = _ip(address)
     if isinstance(parsed, IPv6Address):
-        return str(ip_network(f"{parsed}/64", strict=False))
+        return str(ip_network(f"{parsed}/{ipv6_prefix}", strict=False))
     return str(parsed) if parsed else address
 
 

@@ -168,6 +168,14 @@ def test_no_one_address_fills_a_number_blocks_or_a_countrys_codes(make):
     refusal = _refused(lambda: shared.take_new_contact("sms", "+821077770005", client=b))
     assert refusal.rule == "prefix"  # the block's own limit still holds
     shared.take_new_contact("sms", "+821077779999", client=a, proven=True)  # the proven share
+    # IPv6: the part is a /48's, not each /64's.
+    shared.take_new_contact("sms", "+821088880001", client="2001:db8:7:1::1")
+    shared.take_new_contact("sms", "+821088880002", client="2001:db8:7:2::1")
+    refusal = _refused(
+        lambda: shared.take_new_contact("sms", "+821088880003", client="2001:db8:7:3::1")
+    )
+    assert refusal.rule == "prefix_client"
+    shared.take_new_contact("sms", "+821088880003", client="2001:db8:8:3::1")  # another /48
 
     # Japan: two proven codes fill the proven share, not the country's plain one.
     limits.take_new_contact("sms", "+819011110001", client=a, proven=True)
