@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     trusted_proxies: list[str] = Field(default=[])
     rate_limit_client: str = "20/hour"
+    rate_limit_client_network: str = "200/hour"
     rate_limit_client_proven: str = "600/hour"
     # Past rate_limit_client, a registration solving a proof of work of this size is admitted
     # (citizens/proof.py); 0: none is, and the limit is a wall.
@@ -184,6 +185,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "rate_limit_client",
+        "rate_limit_client_network",
         "rate_limit_client_proven",
         "rate_limit_resend",
         "rate_limit_change",

@@ -73,6 +73,7 @@ class Rule(StrEnum):
     """The named rules; each reads its limits from the setting rate_limit_<name>."""
 
     CLIENT = "client"  # registrations and resends per client address
+    CLIENT_NETWORK = "client_network"  # registrations and resends per IPv6 /48
     CLIENT_PROVEN = "client_proven"  # registrations past CLIENT with a proof of work, per address
     PROOF = "proof"  # each solved proof of work admits one registration (fixed: _FIXED)
     RESEND = "resend"  # code resends per citizen
@@ -111,6 +112,7 @@ _COUNTED_FOR_ANYONE = frozenset({Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rul
 # What a refused client is told: the kind of limit, never whose or which contact.
 _REFUSED = {
     Rule.CLIENT: "too many requests from this address",
+    Rule.CLIENT_NETWORK: "too many requests from this network",
     Rule.CLIENT_PROVEN: "too many registrations from this address, even with proofs of work",
     Rule.PROOF: "this proof of work was used already: solve a new challenge",
     Rule.RESEND: "a code was sent a moment ago",
@@ -242,19 +244,20 @@ class RateLimits:
 
     def take_registration(self, client: str) -> None:
         """One registration from a client address (see client_address)."""
-        self.take(Rule.CLIENT, address_key(client))
+        self.take_all(_client_hits(client))
 
     def give_back_registration(self, client: str, *, taken_s_ago: float) -> None:
         """Un-counts one registration from a client address whose request did nothing: a
         citizen retrying behind a busy geocoder is not refused for their own retries. Only in
         the windows that still hold it (`taken_s_ago`): from a shorter one, the entry given
         back would be another request's (a review's finding: 1/second was exceeded)."""
-        self.give_back(Rule.CLIENT, address_key(client), taken_s_ago=taken_s_ago)
+        for rule, key in _client_hits(client):
+            self.give_back(rule, key, taken_s_ago=taken_s_ago)
 
     def proven_left(self, client: str) -> bool:
         """Whether a proven registration from this address would still be admitted (nothing
         counted): past the ceiling, no challenge is worth offering."""
-        key = self._hashed(Rule.CLIENT_PROVEN, address_key(client))
+        key = self._hashed(Rule.CLIENT_PROVEN, network_key(client))
         with self._storage_guard():
             return all(
                 self._limiter.test(item, Rule.CLIENT_PROVEN, key)
@@ -263,15 +266,16 @@ class RateLimits:
 
     def take_proven_registration(self, client: str, *, proof: str) -> None:
         """One registration past the address's limit, admitted by a solved proof of work (its
-        signature): each proof once, and at most rate_limit_client_proven from the address."""
-        self.take_all([(Rule.CLIENT_PROVEN, address_key(client)), (Rule.PROOF, proof)])
+        signature): each proof once, and at most rate_limit_client_proven from the address
+        (IPv6: its /48)."""
+        self.take_all([(Rule.CLIENT_PROVEN, network_key(client)), (Rule.PROOF, proof)])
 
     def take_resend(
         self, citizen_id: int | str, *, client: str, message: Message | None = None
     ) -> None:
         """One code asked for a citizen (a resend, a change of contact), from a client
         address; with the message's own limits when it is known (a resend's, all or none)."""
-        hits = [(Rule.CLIENT, address_key(client)), (Rule.RESEND, str(citizen_id))]
+        hits = [*_client_hits(client), (Rule.RESEND, str(citizen_id))]
         self.take_all(hits + (self._message_hits(*message, client=client) if message else []))
 
     def take_proven_resend(
@@ -281,7 +285,7 @@ class RateLimits:
         take_proven_registration): its message out of the proven pool. All or none: a proof
         that a limit refuses is not spent."""
         hits = [
-            (Rule.CLIENT_PROVEN, address_key(client)),
+            (Rule.CLIENT_PROVEN, network_key(client)),
             (Rule.PROOF, proof),
             (Rule.RESEND, str(citizen_id)),
         ]
@@ -396,8 +400,7 @@ class RateLimits:
             shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
             hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, shared + block)]
             if client is not None and not shared:
-                network = address_key(client, ipv6_prefix=48)
-                hits.append((Rule.PREFIX_CLIENT, f"{network}:{block}"))
+                hits.append((Rule.PREFIX_CLIENT, f"{network_key(client)}:{block}"))
             if country != self._home_region:
                 hits.append((Rule.COUNTRY, shared + country))
         else:
@@ -611,6 +614,21 @@ def address_key(address: str, *, ipv6_prefix: int = 64) -> str:
     if isinstance(parsed, IPv6Address):
         return str(ip_network(f"{parsed}/{ipv6_prefix}", strict=False))
     return str(parsed) if parsed else address
+
+
+def network_key(address: str) -> str:
+    """The key a client's network counts under: IPv6 by its /48, a site's usual allocation
+    (a /48 holds 65,536 /64s, each otherwise a client of its own); IPv4 by the address, which
+    a carrier's NAT already shares among many."""
+    return address_key(address, ipv6_prefix=48)
+
+
+def _client_hits(client: str) -> list[tuple[Rule, str]]:
+    """A registration's or a resend's hits on its client: the address, and for IPv6 its /48."""
+    hits = [(Rule.CLIENT, address_key(client))]
+    if isinstance(_ip(client), IPv6Address):
+        hits.append((Rule.CLIENT_NETWORK, network_key(client)))
+    return hits
 
 
 def number_keys(e164: str) -> tuple[str, str]:

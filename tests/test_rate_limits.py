@@ -103,6 +103,26 @@ def test_ipv6_clients_count_per_64(make):
     limits.take_registration("2001:db8:1:3::1")
 
 
+def test_ipv6_networks_count_per_48_over_their_64s(make):
+    """A host given a /48 (or a /56) was thousands of clients, each with its own 20 an hour."""
+    limits = make(rate_limit_client="2/hour", rate_limit_client_network="3/hour")
+    limits.take_registration("2001:db8:1:2::1")
+    limits.take_registration("2001:db8:1:3::1")
+    limits.take_resend(7, client="2001:db8:1:4::1")
+    refusal = _refused(lambda: limits.take_registration("2001:db8:1:5::1"))
+    assert refusal.rule == "client_network"
+    assert "this network" in refusal.detail
+    limits.take_registration("2001:db8:2:5::1")  # another /48
+    # IPv4 has no network count: a carrier's NAT already shares one address among many.
+    for n in range(1, 5):
+        limits.take_registration(f"198.51.100.{n}")
+    # A registration given back is given back in both counts.
+    limits.give_back_registration("2001:db8:2:5::1", taken_s_ago=0)
+    for n in (6, 7, 8):
+        limits.take_registration(f"2001:db8:2:{n}::1")
+    assert _refused(lambda: limits.take_registration("2001:db8:2:9::1")).rule == "client_network"
+
+
 def test_resend_per_citizen_and_per_address(make):
     limits = make(rate_limit_client="3/hour")  # resend: 1/minute
     limits.take_resend(41, client="203.0.113.7")

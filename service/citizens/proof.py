@@ -34,9 +34,10 @@ CHALLENGE_LIFE = timedelta(minutes=10)
 # A payload is a few hundred characters: more is not one.
 _PAYLOAD_MOST = 2048
 _ALGORITHM = "SHA-256"
-# What a proof stands in for: the address's limit, and the channel's pool of codes (a proven
-# request draws on rate_limit_global_proven instead).
-_A_PROOF_LIFTS = frozenset({Rule.CLIENT, Rule.GLOBAL})
+# What a proof stands in for: the address's (and IPv6 network's) limit, and the channel's
+# pool of codes (a proven request draws on rate_limit_global_proven instead).
+_CLIENTS = frozenset({Rule.CLIENT, Rule.CLIENT_NETWORK})
+_A_PROOF_LIFTS = _CLIENTS | {Rule.GLOBAL}
 
 
 def new_challenge(key: bytes, *, max_number: int, now: datetime) -> dict[str, object]:
@@ -158,7 +159,7 @@ def _admitted(
         take()
         return False
     except TooManyRequests as refused:
-        if not presented.max_number or Rule.CLIENT not in refused.waits:
+        if not presented.max_number or not refused.waits.keys() & _CLIENTS:
             raise
         # Only the address's limit gives way to a proof (and the channel's pool, which the
         # proven pool stands in for): while another refuses too (the citizen's own, a

@@ -231,6 +231,34 @@ def test_codes_of_proven_registrations_draw_on_a_pool_of_their_own(database_url,
     assert held == [False, False, True, True, False]
 
 
+def test_an_ipv6_network_counts_over_its_64s_and_a_proof_admits_past_it(database_url, db):
+    """A host given a /48 was 65,536 clients of its own, each with rate_limit_client an hour;
+    a /48 now counts as well, and past it a proof admits, as past the address's limit."""
+    settings = make_settings(
+        database_url,
+        rate_limit_client="5/hour",
+        rate_limit_client_network="2/hour",
+        registration_proof_max_number=SMALL,
+    )
+    with bound_client(settings, db) as app:
+        before = db.scalar(_COUNT)
+        hosts = [TestClient(app.app, client=(f"2001:db8:5:{n}::1", 50000)) for n in (1, 2, 3)]
+        assert [h.post("/v1/citizens", json=citizen_body()).status_code for h in hosts] == [
+            201,
+            201,
+            429,
+        ]
+        refused = hosts[2].post("/v1/citizens", json=citizen_body())
+        assert "this network" in refused.json()["detail"]
+        assert refused.json()["proof"] == "/v1/citizens/proof"
+        headers = {"X-Anjeon-Proof": solved(challenge_of(hosts[2]))}
+        admitted = hosts[2].post("/v1/citizens", json=citizen_body(), headers=headers)
+        assert admitted.status_code == 201, admitted.text
+        elsewhere = TestClient(app.app, client=("2001:db8:6:1::1", 50000))
+        assert elsewhere.post("/v1/citizens", json=citizen_body()).status_code == 201
+    assert db.scalar(_COUNT) == before + 4
+
+
 def test_one_address_cannot_hold_the_codes_of_a_number_block_or_a_country(database_url, db):
     """Found by a probe: 20 registrations from one address held every code to a block of
     numbers for an hour, and 180 proven ones every code to Japan; a traveller elsewhere got
