@@ -85,7 +85,13 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(startup.load_for_life)
         scheduler = (
-            build_scheduler(settings, factory, app.state.feeds, dispatcher=dispatcher)
+            build_scheduler(
+                settings,
+                factory,
+                app.state.feeds,
+                dispatcher=dispatcher,
+                limits=app.state.rate_limits,
+            )
             if settings.scheduler_enabled
             else None
         )

@@ -94,6 +94,8 @@ class Rule(StrEnum):
     REPLY_UNKNOWN_ALL = "reply_unknown_all"  # our SMS answers to all numbers no citizen holds
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
+    DUTY_PAGE = "duty_page"  # notices to the duty staff one by one, for the whole service
+    DUTY_SUMMARY = "duty_summary"  # summaries of the notices past those (fixed: _FIXED)
     STAFF = "staff"  # requests per staff key, whatever they ask
 
 
@@ -129,6 +131,8 @@ _REFUSED = {
     Rule.REPLY_UNKNOWN: "too many answers to this number",
     Rule.REPLY_UNKNOWN_ALL: "too many answers to unknown numbers",
     Rule.TEST_SEND: "too many test sends from this staff key",
+    Rule.DUTY_PAGE: "too many duty notices this hour",
+    Rule.DUTY_SUMMARY: "a duty summary went a moment ago",
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
     Rule.STAFF: "too many requests with this staff key",
     Rule.GEOCODER: "the address look-up is busy",  # never a 429: the geocoder waits its turn
@@ -551,7 +555,7 @@ def _open_storage(uri: str) -> Storage:
 
 
 # Rules that are not settings: a proof of work's challenge lives 10 minutes (citizens.proof).
-_FIXED = {Rule.PROOF: "1/15minute"}
+_FIXED = {Rule.PROOF: "1/15minute", Rule.DUTY_SUMMARY: "1/10minute"}
 
 
 def _items(settings: Settings, rule: Rule, namespace: str) -> list[RateLimitItem]:

@@ -36,6 +36,7 @@ from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.notifiers.base import Notifier
 from service.geomatch.service import Sweeper
 from service.metrics import JOB_RUNS
+from service.rate_limits import RateLimits
 
 log = logging.getLogger("anjeon.scheduler")
 
@@ -275,7 +276,10 @@ def run_sweep(
 
 
 def run_duty_notices(
-    dispatcher: Dispatcher, factory: sessionmaker[Session], settings: Settings
+    dispatcher: Dispatcher,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    limits: RateLimits | None = None,
 ) -> None:
     """Help answers (and help messages no check-in asked for) whose duty notice did not go
     when recorded (a crash, a relay down)."""
@@ -299,6 +303,7 @@ def run_duty_notices(
             checkin_ids=waiting,
             help_message_ids=messages,
             now=now,
+            limits=limits,
         )
     except Exception:
         JOB_RUNS.labels("duty-notices", "error").inc()
@@ -357,9 +362,11 @@ def build_scheduler(
     *,
     dispatcher: Dispatcher | None = None,
     dispatch: bool = True,
+    limits: RateLimits | None = None,
 ) -> BackgroundScheduler:
     """The jobs; with a dispatcher, the duty notices (through its notifiers) and, unless
-    `dispatch` is False (a scheduler-only process), the dispatch job draining the ledger."""
+    `dispatch` is False (a scheduler-only process), the dispatch job draining the ledger.
+    `limits`: the process's (the duty notices' hour is counted there); else one of its own."""
     scheduler = BackgroundScheduler(timezone="UTC")
     if dispatcher is not None and dispatch:
         scheduler.add_job(
@@ -380,7 +387,7 @@ def build_scheduler(
             run_duty_notices,
             "interval",
             seconds=settings.job_interval_s or 60,
-            args=(dispatcher, factory, settings),
+            args=(dispatcher, factory, settings, limits or RateLimits(settings)),
             id="duty-notices",
             name="duty-notices",
             replace_existing=True,

@@ -28,7 +28,9 @@ from service.config import Settings
 from service.db import UTCDateTime
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
 from service.dispatch.notifiers.webhook import post_signed_json
+from service.errors import ServiceUnavailable, TooManyRequests
 from service.privacy import UNREADABLE, PersonalDataVault, scrub_contacts
+from service.rate_limits import RateLimits, Rule
 
 log = logging.getLogger("anjeon.checkin.duty")
 # A check-in help within repage_after (below) of the last page about the citizen waits for the
@@ -40,6 +42,12 @@ REPAGE_AFTER = timedelta(minutes=5)
 REPAGE_MOST = timedelta(hours=1)
 _HELPS_COUNTED_FOR = timedelta(days=1)
 ACTOR = f"{actors.SYSTEM}duty-notice"
+# Past the hour's notices one by one (rate_limit_duty_page, for the whole service), the rest
+# go together in a summary, at most one every 10 minutes (Rule.DUTY_SUMMARY): a crisis, or a
+# script's many verified records crying for help, must not bury the duty staff under a mail
+# each. A summary names each citizen and advisory; the console has the rest. It lists this
+# many, and counts the others.
+SUMMARY_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,11 @@ class DutyNotice:
             ]
         )
 
+    def subject(self, sender: str) -> str:
+        drill = "[EXERCISE] " if self.exercise else ""
+        # No name in the subject: it shows in every inbox list, lock screen and mail relay log.
+        return f"{drill}[{sender}] NEED HELP: citizen {self.citizen_id[:8]}"
+
     def _words(self) -> list[str]:
         """The citizen's own words last, each line quoted: whoever holds their link writes
         them, and a line of theirs must not pass for one of the notice's ("UPDATE FROM
@@ -160,6 +173,83 @@ class DutyNotice:
             "answered_at": self.answered_at.isoformat(),
             "safe_said_at": self.safe_said_at.isoformat() if self.safe_said_at else None,
             "exercise": self.exercise,
+        }
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One citizen in a summary: who, under which advisory (None: a help message), when."""
+
+    citizen_id: str
+    advisory_id: str | None
+    level: str
+    exercise: bool
+    answered_at: datetime
+    checkin_ids: tuple[int, ...] = ()
+    help_message_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DutySummary:
+    """Citizens in need past the hour's notices one by one: ids only, no personal data (the
+    console's roll calls and help messages show them, and reveal who they are)."""
+
+    waiting: tuple[Waiting, ...]
+    console: str
+
+    @property
+    def exercise(self) -> bool:
+        return all(each.exercise for each in self.waiting)
+
+    def subject(self, sender: str) -> str:
+        drill = "[EXERCISE] " if self.exercise else ""
+        return f"{drill}[{sender}] NEED HELP: {len(self.waiting)} more citizens (summary)"
+
+    def text(self) -> str:
+        lines = []
+        for each in self.waiting[:SUMMARY_LISTED]:
+            drill = " [EXERCISE]" if each.exercise and not self.exercise else ""
+            asked = (
+                f"advisory {each.advisory_id} (level {each.level}){drill}"
+                if each.advisory_id
+                else "a help message, no check-in open"
+            )
+            lines.append(f"- citizen {each.citizen_id}: {asked}, {each.answered_at.isoformat()}")
+        more = len(self.waiting) - SUMMARY_LISTED
+        return "\n".join(
+            [
+                *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
+                f"{len(self.waiting)} more citizens asked for help. More asked this hour than the"
+                " duty staff are told of one by one (ANJEON_RATE_LIMIT_DUTY_PAGE), so these"
+                " come together, and no notice of their own follows.",
+                "",
+                *lines,
+                *([f"... and {more} more."] if more > 0 else []),
+                "",
+                "Their names, contacts and words are in the console (each advisory's roll call,"
+                " answer 'needs help'; help messages on its first page), with the reveal:",
+                self.console,
+            ]
+        )
+
+    def payload(self) -> dict[str, object]:
+        return {
+            "event": "help.summary",
+            "exercise": self.exercise,
+            "count": len(self.waiting),
+            "citizens": [
+                {
+                    "citizen_id": each.citizen_id,
+                    "advisory_id": each.advisory_id,
+                    "level": each.level,
+                    "exercise": each.exercise,
+                    "answered_at": each.answered_at.isoformat(),
+                    "checkin_ids": list(each.checkin_ids),
+                    "help_message_ids": list(each.help_message_ids),
+                }
+                for each in self.waiting
+            ],
+            "console": self.console,
         }
 
 
@@ -427,14 +517,12 @@ def _place(session: Session, citizen_id: int) -> str:
 
 
 def send_notice(
-    notice: DutyNotice, *, notifiers: Mapping[str, Notifier], settings: Settings
+    notice: DutyNotice | DutySummary, *, notifiers: Mapping[str, Notifier], settings: Settings
 ) -> bool:
     """E-mail every duty address and POST the duty webhook; True when at least one took it
     (then the notice counts as told). Outside any transaction: sending may be slow."""
     told = False
-    drill = "[EXERCISE] " if notice.exercise else ""
-    # No name in the subject: it shows in every inbox list, lock screen and mail relay log.
-    subject = f"{drill}[{settings.alert_sender_en}] NEED HELP: citizen {notice.citizen_id[:8]}"
+    subject = notice.subject(settings.alert_sender_en)
     for address in settings.duty_email:
         outcome = notifiers["email"].send(
             OutgoingMessage(
@@ -473,10 +561,12 @@ def tell_duty(
     checkin_ids: list[int],
     now: datetime,
     help_message_ids: list[int] | None = None,
+    limits: RateLimits | None = None,
 ) -> int:
     """Send the notices of these help answers (one per citizen) and help messages not yet
     told; returns how many went. They are read (and audited) in a short transaction, each
-    sent, then marked told in its own."""
+    sent, then marked told in its own. Past the hour's notices one by one (counted in
+    `limits`), the rest go in one summary, or wait for the next (SUMMARY_LISTED)."""
     help_message_ids = help_message_ids or []
     if not checkin_ids and not help_message_ids:
         return 0
@@ -491,8 +581,12 @@ def tell_duty(
     except Exception:  # the minute job sends what this could not
         log.exception("duty notices could not be read", extra={"checkin_ids": checkin_ids})
         groups = []
+    past_the_hour: list[list[int]] = []
     # Each citizen's notice on its own: one that cannot be read or sent holds up no other.
     for group in groups:
+        if not _one_by_one(limits):
+            past_the_hour.append(group)
+            continue
         try:
             with factory.begin() as session:
                 notice = read_notice(session, vault=vault, checkin_ids=group, now=now)
@@ -514,7 +608,11 @@ def tell_duty(
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"checkin_ids": group})
+    messages_past_the_hour: list[int] = []
     for help_message_id in help_message_ids:
+        if not _one_by_one(limits):
+            messages_past_the_hour.append(help_message_id)
+            continue
         try:
             with factory.begin() as session:
                 notice = read_help_message_notice(
@@ -530,4 +628,127 @@ def tell_duty(
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"help_message_id": help_message_id})
+    if past_the_hour or messages_past_the_hour:
+        try:
+            told += _tell_in_summary(
+                factory,
+                limits,
+                notifiers=notifiers,
+                settings=settings,
+                groups=past_the_hour,
+                help_message_ids=messages_past_the_hour,
+                now=now,
+            )
+        except Exception:  # the minute job sends what this could not
+            log.exception("duty summary failed")
     return told
+
+
+def _one_by_one(limits: RateLimits | None) -> bool:
+    """Whether the hour's notices one by one have room for one more (and count it). A
+    storage that does not answer lets it go: better one mail too many than a cry unheard."""
+    if limits is None:
+        return True
+    try:
+        limits.take(Rule.DUTY_PAGE, "duty")
+    except TooManyRequests:
+        return False
+    except ServiceUnavailable:
+        log.error("rate-limit storage unreachable: duty notice sent uncounted")
+    return True
+
+
+def _tell_in_summary(
+    factory: sessionmaker[Session],
+    limits: RateLimits | None,
+    *,
+    notifiers: Mapping[str, Notifier],
+    settings: Settings,
+    groups: list[list[int]],
+    help_message_ids: list[int],
+    now: datetime,
+) -> int:
+    """One summary of these notices past the hour's, when none went in the last 10 minutes
+    (else they wait for the minute job's next turn); marks them told. Returns how many
+    citizens it told of."""
+    if limits is not None:
+        try:
+            limits.take(Rule.DUTY_SUMMARY, "duty")
+        except TooManyRequests:
+            log.warning("citizens in need wait for the next duty summary")
+            return 0
+    with factory.begin() as session:
+        waiting = read_waiting(session, groups=groups, help_message_ids=help_message_ids)
+    if not waiting:
+        return 0
+    console = f"{settings.public_base_url.rstrip('/')}/console/"
+    if not send_notice(
+        DutySummary(waiting=tuple(waiting), console=console),
+        notifiers=notifiers,
+        settings=settings,
+    ):
+        return 0
+    for each in waiting:  # a transaction each, in the order the notices one by one lock
+        with factory.begin() as session:
+            if each.checkin_ids:
+                paged = Citizen.duty_drill_paged_at if each.exercise else Citizen.duty_paged_at
+                session.execute(
+                    update(Citizen)
+                    .where(Citizen.public_id == each.citizen_id)
+                    .values({paged: now})
+                    .execution_options(synchronize_session=False)
+                )
+                mark_duty_told(session, checkin_ids=each.checkin_ids, now=now)
+            else:
+                mark_help_message_told(session, help_message_ids=each.help_message_ids, now=now)
+    log.warning("duty staff told in a summary", extra={"citizens": len(waiting)})
+    return len(waiting)
+
+
+def read_waiting(
+    session: Session, *, groups: list[list[int]], help_message_ids: list[int]
+) -> list[Waiting]:
+    """A summary's lines: each group of help answers (one citizen's, as by_citizen) and each
+    citizen's help messages still untold, the earliest first. Ids only: no personal data."""
+    found: list[Waiting] = []
+    for group in groups:
+        rows = session.execute(
+            select(Checkin.id, Checkin.answered_at, Citizen.public_id, Advisory)
+            .join(Citizen, Citizen.id == Checkin.citizen_id)
+            .join(Advisory, Advisory.id == Checkin.advisory_id)
+            .where(Checkin.id.in_(group), _UNTOLD_HELP)
+            .order_by(Advisory.id.desc())
+        ).all()
+        if rows:
+            _, _, citizen_id, advisory = rows[0]
+            found.append(
+                Waiting(
+                    citizen_id=citizen_id,
+                    advisory_id=advisory.public_id,
+                    level=advisory.level,
+                    exercise=advisory.exercise,
+                    answered_at=max(answered_at for _, answered_at, _, _ in rows),
+                    checkin_ids=tuple(checkin_id for checkin_id, _, _, _ in rows),
+                )
+            )
+    if help_message_ids:
+        citizens = select(HelpMessage.citizen_id).where(HelpMessage.id.in_(help_message_ids))
+        by_citizen: dict[str, list[tuple[int, datetime]]] = {}
+        for message_id, received_at, citizen_id in session.execute(
+            select(HelpMessage.id, HelpMessage.received_at, Citizen.public_id)
+            .join(Citizen, Citizen.id == HelpMessage.citizen_id)
+            .where(HelpMessage.citizen_id.in_(citizens), HelpMessage.duty_notified_at.is_(None))
+        ):
+            by_citizen.setdefault(citizen_id, []).append((message_id, received_at))
+        for citizen_id, messages in by_citizen.items():
+            found.append(
+                Waiting(
+                    citizen_id=citizen_id,
+                    advisory_id=None,
+                    level="",
+                    exercise=False,
+                    answered_at=max(received for _, received in messages),
+                    help_message_ids=tuple(message_id for message_id, _ in messages),
+                )
+            )
+    return sorted(found, key=lambda each: each.answered_at)

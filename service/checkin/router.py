@@ -47,6 +47,7 @@ def _tell_duty(
         checkin_ids=checkin_ids,
         help_message_ids=[help_message_id] if help_message_id is not None else [],
         now=utcnow(),
+        limits=state.rate_limits,
     )
 
 

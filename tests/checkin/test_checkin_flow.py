@@ -34,7 +34,7 @@ from service.dispatch import sms_text
 from service.dispatch.reference import Links
 from service.ledger.models import Alert
 from service.privacy import UNREADABLE, PersonalDataVault
-from service.rate_limits import RateLimits
+from service.rate_limits import RateLimits, Rule
 from service.scheduler import run_duty_notices
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -894,6 +894,74 @@ def test_a_help_answer_is_posted_to_the_duty_webhook_signed(api, consul, db, dis
     assert [a["id"] for a in payload["advisories"]] == [advisory]
     body = json.dumps(payload, ensure_ascii=False).encode()
     assert signature == "sha256=" + hmac.new(b"duty-hook-secret", body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_past_the_hours_notices_the_duty_staff_get_one_summary_every_ten_minutes(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """A review: a script with many inboxes can register verified records in a crisis area and
+    cry for help on each, and the duty staff were paged once per record; a real crisis pages
+    as many. Past the hour's notices one by one, the rest come together, one summary at most
+    every 10 minutes, naming each citizen (no name, contact or words: the console has them)."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DutyHook)
+    serve_in_thread(server)
+    _DutyHook.received.clear()
+    settings.duty_webhook_url = f"http://127.0.0.1:{server.server_address[1]}/duty"
+    hour = settings.model_copy(update={"rate_limit_duty_page": "2/hour"})
+    limits = api.app.state.rate_limits = RateLimits(hour, namespace=f"t{time.time_ns()}")
+    factory = api.app.state.session_factory
+    people = [citizen(api, name=f"Person {n}") for n in range(4)]
+    _, wrote, _ = citizen(api, location={"lat": 48.85, "lon": 2.35})  # Paris: not asked
+    advisory = issue(api, consul, level=4)
+    dispatcher.drain()
+
+    def mails() -> list[tuple[str, str]]:
+        duty = [m for m in smtp.received if m["To"] == "duty@mofa.test"]
+        return [(m["Subject"], m.get_body(("plain",)).get_content()) for m in duty]
+
+    try:
+        for _, phone, _ in people[:3]:
+            reply(phone, "2 trapped")
+        assert len(mails()) == 3  # two one by one, the third in a summary at once
+        subject, text = mails()[2]
+        assert subject.endswith("NEED HELP: 1 more citizens (summary)")
+        assert people[2][0] in text and advisory in text and "/console/" in text
+        assert "Person 2" not in text and people[2][1] not in text and "trapped" not in text
+        reply(people[3][1], "2 trapped")  # within the summary's 10 minutes: waits
+        reply(wrote, "2 alone at the station")  # a help message, no check-in open
+        db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+        db.execute(update(HelpMessage).values(received_at=utcnow() - timedelta(minutes=2)))
+        run_duty_notices(dispatcher, factory, settings, limits)
+        assert len(mails()) == 3
+        db.expire_all()
+        untold = select(func.count()).where(Checkin.duty_notified_at.is_(None))
+        assert db.scalar(untold.select_from(Checkin)) == 1  # waiting, not dropped
+        limits.give_back(Rule.DUTY_SUMMARY, "duty", taken_s_ago=0)  # 10 minutes pass
+        run_duty_notices(dispatcher, factory, settings, limits)
+        subject, text = mails()[3]
+        assert subject.endswith("NEED HELP: 2 more citizens (summary)")
+        assert people[3][0] in text and "a help message, no check-in open" in text
+        db.expire_all()
+        assert db.scalar(untold.select_from(Checkin)) == 0
+        assert db.scalar(select(func.count(HelpMessage.id)).where(_untold_message)) == 0
+        run_duty_notices(dispatcher, factory, settings, limits)
+        assert len(mails()) == 4  # nothing twice
+    finally:
+        server.shutdown()
+    summaries = [payload for payload, _ in _DutyHook.received if payload["event"] == "help.summary"]
+    assert [s["count"] for s in summaries] == [1, 2]
+    assert {c["citizen_id"] for c in summaries[1]["citizens"]} == {
+        people[3][0],
+        db.scalar(
+            select(Citizen.public_id).join(HelpMessage, HelpMessage.citizen_id == Citizen.id)
+        ),
+    }
+
+
+_untold_message = HelpMessage.duty_notified_at.is_(None)
 
 
 def test_erasure_takes_the_citizens_own_words_and_a_waiting_help_notice(
