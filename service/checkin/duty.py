@@ -594,17 +594,9 @@ def tell_duty(
                 continue
             if send_notice(notice, notifiers=notifiers, settings=settings):
                 with factory.begin() as session:
-                    # The citizen row before their check-ins, the order an erasure locks them in.
-                    paged = (
-                        Citizen.duty_drill_paged_at if notice.exercise else Citizen.duty_paged_at
+                    _mark_paged(
+                        session, notice.citizen_id, notice.checkin_ids, notice.exercise, now
                     )
-                    session.execute(
-                        update(Citizen)
-                        .where(Citizen.public_id == notice.citizen_id)
-                        .values({paged: now})
-                        .execution_options(synchronize_session=False)
-                    )
-                    mark_duty_told(session, checkin_ids=notice.checkin_ids, now=now)
                 told += 1
         except Exception:  # the minute job sends what this could not
             log.exception("duty notice failed", extra={"checkin_ids": group})
@@ -642,6 +634,21 @@ def tell_duty(
         except Exception:  # the minute job sends what this could not
             log.exception("duty summary failed")
     return told
+
+
+def _mark_paged(
+    session: Session, citizen_id: str, checkin_ids: tuple[int, ...], exercise: bool, now: datetime
+) -> None:
+    """The duty staff were told of these help answers of the citizen's (a drill's apart)."""
+    # The citizen row before their check-ins, the order an erasure locks them in.
+    paged = Citizen.duty_drill_paged_at if exercise else Citizen.duty_paged_at
+    session.execute(
+        update(Citizen)
+        .where(Citizen.public_id == citizen_id)
+        .values({paged: now})
+        .execution_options(synchronize_session=False)
+    )
+    mark_duty_told(session, checkin_ids=checkin_ids, now=now)
 
 
 def _one_by_one(limits: RateLimits | None) -> bool:
@@ -691,14 +698,7 @@ def _tell_in_summary(
     for each in waiting:  # a transaction each, in the order the notices one by one lock
         with factory.begin() as session:
             if each.checkin_ids:
-                paged = Citizen.duty_drill_paged_at if each.exercise else Citizen.duty_paged_at
-                session.execute(
-                    update(Citizen)
-                    .where(Citizen.public_id == each.citizen_id)
-                    .values({paged: now})
-                    .execution_options(synchronize_session=False)
-                )
-                mark_duty_told(session, checkin_ids=each.checkin_ids, now=now)
+                _mark_paged(session, each.citizen_id, each.checkin_ids, each.exercise, now)
             else:
                 mark_help_message_told(session, help_message_ids=each.help_message_ids, now=now)
     log.warning("duty staff told in a summary", extra={"citizens": len(waiting)})
