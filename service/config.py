@@ -149,6 +149,7 @@ class Settings(BaseSettings):
     rate_limit_prefix: str = "20/hour"
     rate_limit_prefix_client: str = "5/hour"
     rate_limit_country: str = "200/hour"
+    rate_limit_country_client: str = "50/hour"
     rate_limit_global: str = "1000/hour"
     rate_limit_global_proven: str = "200/hour;1000/day"
     rate_limit_cooldown: str = "1/10minute"
@@ -196,6 +197,7 @@ class Settings(BaseSettings):
         "rate_limit_prefix",
         "rate_limit_prefix_client",
         "rate_limit_country",
+        "rate_limit_country_client",
         "rate_limit_global",
         "rate_limit_global_proven",
         "rate_limit_cooldown",

@@ -82,6 +82,7 @@ class Rule(StrEnum):
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     PREFIX_CLIENT = "prefix_client"  # SMS codes per block of numbers from one client address
     COUNTRY = "country"  # SMS per destination country (not the home region)
+    COUNTRY_CLIENT = "country_client"  # SMS codes per destination country from one client
     GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
     GEOCODE_CLIENT = "geocode_client"  # requests that give an address, per client address
@@ -109,7 +110,9 @@ def refusal_of(waits: dict[str, int]) -> TooManyRequests:
 
 # Limits any record may spend on one contact (or range of numbers): a refusal's Retry-After is
 # the whole window, never when the oldest hit ends.
-_COUNTED_FOR_ANYONE = frozenset({Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rule.PREFIX})
+_COUNTED_FOR_ANYONE = frozenset(
+    {Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rule.PREFIX, Rule.PREFIX_CLIENT}
+)
 
 # What a refused client is told: the kind of limit, never whose or which contact.
 _REFUSED = {
@@ -123,6 +126,7 @@ _REFUSED = {
     Rule.PREFIX: "too many messages to numbers of this range",
     Rule.PREFIX_CLIENT: "too many messages to numbers of this range from this address",
     Rule.COUNTRY: "too many messages to numbers of this country",
+    Rule.COUNTRY_CLIENT: "too many messages to numbers of this country from this address",
     Rule.GLOBAL: "too many messages are being sent",
     Rule.GLOBAL_PROVEN: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
@@ -261,7 +265,7 @@ class RateLimits:
     def proven_left(self, client: str) -> bool:
         """Whether a proven registration from this address would still be admitted (nothing
         counted): past the ceiling, no challenge is worth offering."""
-        key = self._hashed(Rule.CLIENT_PROVEN, network_key(client))
+        key = self._hashed(Rule.CLIENT_PROVEN, address_key(client))
         with self._storage_guard():
             return all(
                 self._limiter.test(item, Rule.CLIENT_PROVEN, key)
@@ -271,8 +275,8 @@ class RateLimits:
     def take_proven_registration(self, client: str, *, proof: str) -> None:
         """One registration past the address's limit, admitted by a solved proof of work (its
         signature): each proof once, and at most rate_limit_client_proven from the address
-        (IPv6: its /48)."""
-        self.take_all([(Rule.CLIENT_PROVEN, network_key(client)), (Rule.PROOF, proof)])
+        (IPv6: its /64; not its /48, which a carrier's roaming crowd may share)."""
+        self.take_all([(Rule.CLIENT_PROVEN, address_key(client)), (Rule.PROOF, proof)])
 
     def take_resend(
         self, citizen_id: int | str, *, client: str, message: Message | None = None
@@ -289,7 +293,7 @@ class RateLimits:
         take_proven_registration): its message out of the proven pool. All or none: a proof
         that a limit refuses is not spent."""
         hits = [
-            (Rule.CLIENT_PROVEN, network_key(client)),
+            (Rule.CLIENT_PROVEN, address_key(client)),
             (Rule.PROOF, proof),
             (Rule.RESEND, str(citizen_id)),
         ]
@@ -399,14 +403,18 @@ class RateLimits:
             # fill them: a probe's 20 registrations from one address held every code to a
             # block for an hour, and its 180 proven ones every code to Japan. Codes of proven
             # requests count in a share of their own, as in the channel's pool; a client
-            # address gets a part of a block's plain share, IPv6 by its /48 (a site's usual
-            # allocation: its /64s would each have had a part).
+            # address gets a part of a block's and a country's plain share, IPv6 by its /48
+            # (a site's usual allocation: its /64s would each have had a part). Past its part,
+            # a proof moves its code to the proven share (citizens/proof.py).
             shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
+            network = network_key(client) if client is not None and not shared else None
             hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, shared + block)]
-            if client is not None and not shared:
-                hits.append((Rule.PREFIX_CLIENT, f"{network_key(client)}:{block}"))
+            if network is not None:
+                hits.append((Rule.PREFIX_CLIENT, f"{network}:{block}"))
             if country != self._home_region:
                 hits.append((Rule.COUNTRY, shared + country))
+                if network is not None:
+                    hits.append((Rule.COUNTRY_CLIENT, f"{network}:{country}"))
         else:
             hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
         return [*hits, (pool, channel)]

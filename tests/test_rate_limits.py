@@ -208,6 +208,14 @@ def test_no_one_address_fills_a_number_blocks_or_a_countrys_codes(make):
     limits.take_new_contact("sms", "+819055550001", client=b)
     assert _refused(lambda: limits.take_message("sms", "+819066660001")).rule == "country"
 
+    # A country's plain hour: an address has a part of it too.
+    part = make(rate_limit_country="3/hour", rate_limit_country_client="2/hour")
+    part.take_new_contact("sms", "+818011110001", client=a)  # Redis: numbers of their own
+    part.take_new_contact("sms", "+818022220001", client=a)
+    refusal = _refused(lambda: part.take_new_contact("sms", "+818033330001", client=a))
+    assert refusal.rule == "country_client"
+    part.take_new_contact("sms", "+818033330001", client=b)
+
 
 def test_messages_per_channel(make):
     limits = make(rate_limit_global="3/hour")

@@ -34,10 +34,22 @@ CHALLENGE_LIFE = timedelta(minutes=10)
 # A payload is a few hundred characters: more is not one.
 _PAYLOAD_MOST = 2048
 _ALGORITHM = "SHA-256"
-# What a proof stands in for: the address's (and IPv6 network's) limit, and the channel's
-# pool of codes (a proven request draws on rate_limit_global_proven instead).
-_CLIENTS = frozenset({Rule.CLIENT, Rule.CLIENT_NETWORK})
-_A_PROOF_LIFTS = _CLIENTS | {Rule.GLOBAL}
+# What a proof stands in for: the client's limits (its address's and IPv6 network's, and its
+# part of a number block's and a country's codes), and the shares of codes everyone draws on
+# (a proven request's codes count in shares of their own: rate_limit_global_proven, and the
+# block's and country's "proven:" keys). A code held by a share strangers filled is then sent
+# on a resend that solves a proof (a review: it was refused outright for an hour).
+_A_PROOF_LIFTS = frozenset(
+    {
+        Rule.CLIENT,
+        Rule.CLIENT_NETWORK,
+        Rule.PREFIX_CLIENT,
+        Rule.COUNTRY_CLIENT,
+        Rule.GLOBAL,
+        Rule.PREFIX,
+        Rule.COUNTRY,
+    }
+)
 
 
 def new_challenge(key: bytes, *, max_number: int, now: datetime) -> dict[str, object]:
@@ -159,11 +171,11 @@ def _admitted(
         take()
         return False
     except TooManyRequests as refused:
-        if not presented.max_number or not refused.waits.keys() & _CLIENTS:
+        if not presented.max_number:
             raise
-        # Only the address's limit gives way to a proof (and the channel's pool, which the
-        # proven pool stands in for): while another refuses too (the citizen's own, a
-        # contact's), a challenge would be solved for nothing; that one's wait is told.
+        # Only the client's limits give way to a proof (and the shares the proven ones stand
+        # in for): while another refuses too (the citizen's own, a contact's), a challenge
+        # would be solved for nothing; that one's wait is told.
         if others := {r: w for r, w in refused.waits.items() if r not in _A_PROOF_LIFTS}:
             raise refusal_of(others) from refused
         proof = checked(presented.payload, presented.key, presented.previous_keys)

@@ -292,6 +292,33 @@ def test_one_address_cannot_hold_the_codes_of_a_number_block_or_a_country(databa
     assert held == [False, False, True, False, False, False, True, False]
 
 
+def test_a_code_held_by_the_clients_part_of_a_block_goes_on_a_resend_with_a_proof(database_url, db):
+    """A review: behind a hotel's or a carrier's address, a traveller whose number's block had
+    had its codes from that address got none, and each resend was a 429 for an hour with no
+    challenge; a proof moves the code to the proven share, which the client's part does not
+    hold."""
+    settings = make_settings(
+        database_url,
+        rate_limit_prefix_client="1/hour",
+        rate_limit_resend="3/minute",
+        verification="required",
+        registration_proof_max_number=SMALL,
+    )
+    sms_only = {"channels": ["sms"], "email": None}
+    with bound_client(settings, db) as client:
+        _registered(client, **sms_only, phone="+821077770001")  # the address's part of the block
+        record, manage = _registered(client, **sms_only, phone="+821077770002")
+        assert _codes(db) == [("sms", False), ("sms", True)]  # held: the part is spent
+        ask = {"channel": "sms"}
+        refused = client.post(f"{record}/verify/resend", json=ask, headers=manage)
+        assert refused.status_code == 429 and refused.json()["proof"] == "/v1/citizens/proof"
+        assert int(refused.headers["retry-after"]) >= 3600 - 5  # whole window: dates no one
+        proven = {**manage, "X-Anjeon-Proof": solved(challenge_of(client))}
+        resent = client.post(f"{record}/verify/resend", json=ask, headers=proven)
+        assert resent.status_code == 202, resent.text
+    assert _codes(db)[-1] == ("sms", False)
+
+
 def test_a_solution_is_remembered_longer_than_its_challenge_lives():
     """A solution is taken once under Rule.PROOF, whose window must outlast the challenge (and
     some clock skew between processes), or one solution could be used twice."""
