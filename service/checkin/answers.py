@@ -459,19 +459,29 @@ def mark_help_message_told(
     )
 
 
-def mark_duty_told(session: Session, *, checkin_ids: Sequence[int], now: datetime) -> None:
-    """The duty staff were told of these check-ins' help. They are locked in advisory order
-    first, as every writer of a citizen's check-ins locks them (a review: marked newest first,
-    they deadlocked with a consul taking the case, and the notice went twice)."""
+def mark_duty_told(
+    session: Session,
+    *,
+    checkin_ids: Sequence[int],
+    now: datetime,
+    answered_by: datetime | None = None,
+) -> None:
+    """The duty staff were told of these check-ins' help (with `answered_by`, only of those
+    answered by then). They are locked in advisory order first, as every writer of a
+    citizen's check-ins locks them (a review: marked newest first, they deadlocked with a
+    consul taking the case, and the notice went twice)."""
     session.execute(
         select(Checkin.id)
         .where(Checkin.id.in_(checkin_ids))
         .order_by(Checkin.advisory_id)
         .with_for_update()
     ).all()
+    told = Checkin.id.in_(checkin_ids)
+    if answered_by is not None:
+        told &= Checkin.answered_at <= answered_by
     session.execute(
         update(Checkin)
-        .where(Checkin.id.in_(checkin_ids))
+        .where(told)
         .values(duty_notified_at=now)
         .execution_options(synchronize_session=False)
     )

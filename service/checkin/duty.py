@@ -4,8 +4,10 @@ after the answer's transaction commits; the answer row remembers whether it went
 minute job sends any that did not (a crash or a mail relay down loses none)."""
 
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -201,9 +203,14 @@ class DutySummary:
     def exercise(self) -> bool:
         return all(each.exercise for each in self.waiting)
 
+    @property
+    def citizens(self) -> int:
+        """How many people: one with help answers and help messages is two lines, one person."""
+        return len({each.citizen_id for each in self.waiting})
+
     def subject(self, sender: str) -> str:
         drill = "[EXERCISE] " if self.exercise else ""
-        return f"{drill}[{sender}] NEED HELP: {len(self.waiting)} more citizens (summary)"
+        return f"{drill}[{sender}] NEED HELP: {self.citizens} more citizens (summary)"
 
     def text(self) -> str:
         lines = []
@@ -219,7 +226,7 @@ class DutySummary:
         return "\n".join(
             [
                 *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
-                f"{len(self.waiting)} more citizens asked for help. More asked this hour than the"
+                f"{self.citizens} more citizens asked for help. More asked this hour than the"
                 " duty staff are told of one by one (ANJEON_RATE_LIMIT_DUTY_PAGE), so these"
                 " come together, and no notice of their own follows.",
                 "",
@@ -236,7 +243,7 @@ class DutySummary:
         return {
             "event": "help.summary",
             "exercise": self.exercise,
-            "count": len(self.waiting),
+            "count": self.citizens,
             "citizens": [
                 {
                     "citizen_id": each.citizen_id,
@@ -319,10 +326,13 @@ def waiting(
     )
 
 
-def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> list[list[int]]:
+def by_citizen(
+    session: Session, *, checkin_ids: list[int], now: datetime
+) -> list[tuple[list[int], bool]]:
     """These help answers still untold, grouped into one notice each: per citizen, drills
     apart from real ones; not those of a citizen the duty staff were paged about within
-    repage_after (they wait for the minute job). Reads ids only: no personal data."""
+    repage_after (they wait for the minute job), each with whether it is a drill's. Reads ids
+    only: no personal data."""
     if not checkin_ids:
         return []
     rows = session.execute(
@@ -335,7 +345,7 @@ def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> li
     groups: dict[tuple[int, bool], list[int]] = {}
     for checkin_id, citizen_id, exercise in rows:
         groups.setdefault((citizen_id, exercise), []).append(checkin_id)
-    return list(groups.values())
+    return [(ids, exercise) for (_, exercise), ids in groups.items()]
 
 
 def read_notice(
@@ -564,9 +574,10 @@ def tell_duty(
     limits: RateLimits | None = None,
 ) -> int:
     """Send the notices of these help answers (one per citizen) and help messages not yet
-    told; returns how many went. They are read (and audited) in a short transaction, each
-    sent, then marked told in its own. Past the hour's notices one by one (counted in
-    `limits`), the rest go in one summary, or wait for the next (SUMMARY_LISTED)."""
+    told; returns how many citizens were told of. They are read (and audited) in a short
+    transaction, each sent, then marked told in its own. Past the hour's notices one by one
+    (counted in `limits`, drills apart), every cry still untold goes in one summary instead,
+    or waits for the next (SUMMARY_LISTED)."""
     help_message_ids = help_message_ids or []
     if not checkin_ids and not help_message_ids:
         return 0
@@ -575,71 +586,107 @@ def tell_duty(
         log.error("a citizen needs help and no duty contact is set (ANJEON_DUTY_EMAIL)")
         return 0
     told = 0
+    hour = _DutyHour(limits)
     try:
         with factory.begin() as session:
             groups = by_citizen(session, checkin_ids=checkin_ids, now=now)
     except Exception:  # the minute job sends what this could not
         log.exception("duty notices could not be read", extra={"checkin_ids": checkin_ids})
         groups = []
-    past_the_hour: list[list[int]] = []
     # Each citizen's notice on its own: one that cannot be read or sent holds up no other.
-    for group in groups:
-        if not _one_by_one(limits):
-            past_the_hour.append(group)
-            continue
-        try:
-            with factory.begin() as session:
-                notice = read_notice(session, vault=vault, checkin_ids=group, now=now)
-            if notice is None:
-                continue
-            if send_notice(notice, notifiers=notifiers, settings=settings):
-                with factory.begin() as session:
-                    _mark_paged(
-                        session, notice.citizen_id, notice.checkin_ids, notice.exercise, now
-                    )
-                told += 1
-        except Exception:  # the minute job sends what this could not
-            log.exception("duty notice failed", extra={"checkin_ids": group})
-    messages_past_the_hour: list[int] = []
-    for help_message_id in help_message_ids:
-        if not _one_by_one(limits):
-            messages_past_the_hour.append(help_message_id)
-            continue
-        try:
-            with factory.begin() as session:
-                notice = read_help_message_notice(
-                    session, vault=vault, help_message_id=help_message_id, now=now
+    for group, exercise in groups:
+        with hour.one_by_one(exercise) as room:
+            if room:
+                room.sent = _tell_of_answers(
+                    factory,
+                    vault=vault,
+                    notifiers=notifiers,
+                    settings=settings,
+                    group=group,
+                    now=now,
                 )
-            if notice is None:
-                continue
-            if send_notice(notice, notifiers=notifiers, settings=settings):
-                with factory.begin() as session:
-                    mark_help_message_told(
-                        session, help_message_ids=notice.help_message_ids, now=now
-                    )
-                told += 1
-        except Exception:  # the minute job sends what this could not
-            log.exception("duty notice failed", extra={"help_message_id": help_message_id})
-    if past_the_hour or messages_past_the_hour:
+                told += room.sent
+    for help_message_id in help_message_ids:
+        with hour.one_by_one(exercise=False) as room:
+            if room:
+                room.sent = _tell_of_help_messages(
+                    factory,
+                    vault=vault,
+                    notifiers=notifiers,
+                    settings=settings,
+                    help_message_id=help_message_id,
+                    now=now,
+                )
+                told += room.sent
+    for exercise in hour.past:
         try:
             told += _tell_in_summary(
-                factory,
-                limits,
-                notifiers=notifiers,
-                settings=settings,
-                groups=past_the_hour,
-                help_message_ids=messages_past_the_hour,
-                now=now,
+                factory, hour, notifiers=notifiers, settings=settings, exercise=exercise, now=now
             )
         except Exception:  # the minute job sends what this could not
             log.exception("duty summary failed")
     return told
 
 
+def _tell_of_answers(
+    factory: sessionmaker[Session],
+    *,
+    vault: PersonalDataVault,
+    notifiers: Mapping[str, Notifier],
+    settings: Settings,
+    group: list[int],
+    now: datetime,
+) -> bool:
+    """One citizen's notice of their help answers (a group of by_citizen); whether it went."""
+    try:
+        with factory.begin() as session:
+            notice = read_notice(session, vault=vault, checkin_ids=group, now=now)
+        if notice is None or not send_notice(notice, notifiers=notifiers, settings=settings):
+            return False
+        with factory.begin() as session:
+            _mark_paged(session, notice.citizen_id, notice.checkin_ids, notice.exercise, now)
+        return True
+    except Exception:  # the minute job sends what this could not
+        log.exception("duty notice failed", extra={"checkin_ids": group})
+        return False
+
+
+def _tell_of_help_messages(
+    factory: sessionmaker[Session],
+    *,
+    vault: PersonalDataVault,
+    notifiers: Mapping[str, Notifier],
+    settings: Settings,
+    help_message_id: int,
+    now: datetime,
+) -> bool:
+    """One citizen's notice of their help messages untold; whether it went."""
+    try:
+        with factory.begin() as session:
+            notice = read_help_message_notice(
+                session, vault=vault, help_message_id=help_message_id, now=now
+            )
+        if notice is None or not send_notice(notice, notifiers=notifiers, settings=settings):
+            return False
+        with factory.begin() as session:
+            mark_help_message_told(session, help_message_ids=notice.help_message_ids, now=now)
+        return True
+    except Exception:  # the minute job sends what this could not
+        log.exception("duty notice failed", extra={"help_message_id": help_message_id})
+        return False
+
+
 def _mark_paged(
-    session: Session, citizen_id: str, checkin_ids: tuple[int, ...], exercise: bool, now: datetime
+    session: Session,
+    citizen_id: str,
+    checkin_ids: tuple[int, ...],
+    exercise: bool,
+    now: datetime,
+    *,
+    answered_by: datetime | None = None,
 ) -> None:
-    """The duty staff were told of these help answers of the citizen's (a drill's apart)."""
+    """The duty staff were told of these help answers of the citizen's (a drill's apart); with
+    `answered_by`, only of those answered by then (a help given since was not in the notice)."""
     # The citizen row before their check-ins, the order an erasure locks them in.
     paged = Citizen.duty_drill_paged_at if exercise else Citizen.duty_paged_at
     session.execute(
@@ -648,107 +695,155 @@ def _mark_paged(
         .values({paged: now})
         .execution_options(synchronize_session=False)
     )
-    mark_duty_told(session, checkin_ids=checkin_ids, now=now)
+    mark_duty_told(session, checkin_ids=checkin_ids, now=now, answered_by=answered_by)
 
 
-def _one_by_one(limits: RateLimits | None) -> bool:
-    """Whether the hour's notices one by one have room for one more (and count it). A
-    storage that does not answer lets it go: better one mail too many than a cry unheard."""
-    if limits is None:
+@dataclass
+class _Room:
+    """One notice the hour had room for; `sent` once it went (else its count is given back)."""
+
+    taken_at: float
+    sent: bool = False
+
+    def __bool__(self) -> bool:
         return True
-    try:
-        limits.take(Rule.DUTY_PAGE, "duty")
-    except TooManyRequests:
-        return False
-    except ServiceUnavailable:
-        log.error("rate-limit storage unreachable: duty notice sent uncounted")
-    return True
+
+
+class _DutyHour:
+    """The hour's notices one by one and the summaries' gate, counted in `limits` (None: no
+    cap), drills apart from real cries (a drill must not hold up a real page, as in
+    _not_paged_lately). A notice that could not be read or sent is given back, so a mail relay
+    down does not spend the hour. A storage that does not answer lets every notice go, and is
+    not asked again in this run: each ask would wait for its timeout, and a minute job's run
+    of a hundred notices would outlast its lease."""
+
+    def __init__(self, limits: RateLimits | None) -> None:
+        self._limits = limits
+        self.past: list[bool] = []  # kinds (exercise or not) with a cry past the hour
+
+    @contextmanager
+    def one_by_one(self, exercise: bool) -> Iterator[_Room | None]:
+        room = self._take(Rule.DUTY_PAGE, exercise)
+        if room is None and exercise not in self.past:
+            self.past.append(exercise)
+        yield room
+        if room is not None and not room.sent:
+            self._give_back(Rule.DUTY_PAGE, exercise, room)
+
+    @contextmanager
+    def summary(self, exercise: bool) -> Iterator[_Room | None]:
+        room = self._take(Rule.DUTY_SUMMARY, exercise)
+        try:
+            yield room
+        finally:
+            if room is not None and not room.sent:
+                self._give_back(Rule.DUTY_SUMMARY, exercise, room)
+
+    def _take(self, rule: Rule, exercise: bool) -> _Room | None:
+        room = _Room(taken_at=time.monotonic())
+        if self._limits is None:
+            return room
+        try:
+            self._limits.take(rule, _duty_key(exercise))
+        except TooManyRequests:
+            return None
+        except ServiceUnavailable:
+            log.error("rate-limit storage unreachable: duty notices sent uncounted")
+            self._limits = None
+        return room
+
+    def _give_back(self, rule: Rule, exercise: bool, room: _Room) -> None:
+        if self._limits is None:
+            return
+        try:
+            taken_s_ago = time.monotonic() - room.taken_at
+            self._limits.give_back(rule, _duty_key(exercise), taken_s_ago=taken_s_ago)
+        except ServiceUnavailable:
+            self._limits = None
+
+
+def _duty_key(exercise: bool) -> str:
+    return "duty:exercise" if exercise else "duty"
 
 
 def _tell_in_summary(
     factory: sessionmaker[Session],
-    limits: RateLimits | None,
+    hour: _DutyHour,
     *,
     notifiers: Mapping[str, Notifier],
     settings: Settings,
-    groups: list[list[int]],
-    help_message_ids: list[int],
+    exercise: bool,
     now: datetime,
 ) -> int:
-    """One summary of these notices past the hour's, when none went in the last 10 minutes
-    (else they wait for the minute job's next turn); marks them told. Returns how many
-    citizens it told of."""
-    if limits is not None:
-        try:
-            limits.take(Rule.DUTY_SUMMARY, "duty")
-        except TooManyRequests:
+    """One summary of every cry of this kind still untold, the earliest first (up to
+    SUMMARY_MOST), when none went in the last 10 minutes (else they wait for the minute job's
+    next turn); marks them told. Returns how many citizens it told of."""
+    with hour.summary(exercise) as room:
+        if room is None:
             log.warning("citizens in need wait for the next duty summary")
             return 0
-    with factory.begin() as session:
-        waiting = read_waiting(session, groups=groups, help_message_ids=help_message_ids)
-    if not waiting:
-        return 0
-    console = f"{settings.public_base_url.rstrip('/')}/console/"
-    if not send_notice(
-        DutySummary(waiting=tuple(waiting), console=console),
-        notifiers=notifiers,
-        settings=settings,
-    ):
-        return 0
+        with factory.begin() as session:
+            waiting = read_waiting(session, exercise=exercise, now=now)
+        if not waiting:
+            return 0
+        console = f"{settings.public_base_url.rstrip('/')}/console/"
+        summary = DutySummary(waiting=tuple(waiting), console=console)
+        room.sent = send_notice(summary, notifiers=notifiers, settings=settings)
+        if not room.sent:
+            return 0
     for each in waiting:  # a transaction each, in the order the notices one by one lock
         with factory.begin() as session:
             if each.checkin_ids:
-                _mark_paged(session, each.citizen_id, each.checkin_ids, each.exercise, now)
+                _mark_paged(
+                    session,
+                    each.citizen_id,
+                    each.checkin_ids,
+                    each.exercise,
+                    now,
+                    answered_by=each.answered_at,
+                )
             else:
                 mark_help_message_told(session, help_message_ids=each.help_message_ids, now=now)
-    log.warning("duty staff told in a summary", extra={"citizens": len(waiting)})
-    return len(waiting)
+    log.warning("duty staff told in a summary", extra={"citizens": summary.citizens})
+    return summary.citizens
 
 
-def read_waiting(
-    session: Session, *, groups: list[list[int]], help_message_ids: list[int]
-) -> list[Waiting]:
-    """A summary's lines: each group of help answers (one citizen's, as by_citizen) and each
-    citizen's help messages still untold, the earliest first. Ids only: no personal data."""
-    found: list[Waiting] = []
-    for group in groups:
-        rows = session.execute(
-            select(Checkin.id, Checkin.answered_at, Citizen.public_id, Advisory)
-            .join(Citizen, Citizen.id == Checkin.citizen_id)
-            .join(Advisory, Advisory.id == Checkin.advisory_id)
-            .where(Checkin.id.in_(group), _UNTOLD_HELP)
-            .order_by(Advisory.id.desc())
-        ).all()
-        if rows:
-            _, _, citizen_id, advisory = rows[0]
-            found.append(
-                Waiting(
-                    citizen_id=citizen_id,
-                    advisory_id=advisory.public_id,
-                    level=advisory.level,
-                    exercise=advisory.exercise,
-                    answered_at=max(answered_at for _, answered_at, _, _ in rows),
-                    checkin_ids=tuple(checkin_id for checkin_id, _, _, _ in rows),
-                )
-            )
-    if help_message_ids:
-        citizens = select(HelpMessage.citizen_id).where(HelpMessage.id.in_(help_message_ids))
-        by_citizen: dict[str, list[tuple[int, datetime]]] = {}
+# Cries one summary reads, the earliest first: more wait for the next (the console has all).
+SUMMARY_MOST = 2000
+
+
+def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Waiting]:
+    """A summary's lines: every citizen's help answers of this kind still untold (not those
+    paged about lately, as `waiting`), and, for real cries, every citizen's help messages
+    still untold; the earliest first, up to SUMMARY_MOST rows of each. Ids only: no personal
+    data."""
+    answers: dict[str, Waiting] = {}
+    for checkin_id, answered_at, citizen_id, advisory_id, level in session.execute(
+        select(
+            Checkin.id, Checkin.answered_at, Citizen.public_id, Advisory.public_id, Advisory.level
+        )
+        .join(Citizen, Citizen.id == Checkin.citizen_id)
+        .join(Advisory, Advisory.id == Checkin.advisory_id)
+        .where(_UNTOLD_HELP, Advisory.exercise.is_(exercise), _not_paged_lately(now))
+        .order_by(Checkin.answered_at, Checkin.id)
+        .limit(SUMMARY_MOST)
+    ):
+        earlier = answers[citizen_id].checkin_ids if citizen_id in answers else ()
+        # The latest answer names the line's advisory and time (the rows come in time order).
+        answers[citizen_id] = Waiting(
+            citizen_id, advisory_id, level, exercise, answered_at, (*earlier, checkin_id)
+        )
+    messages: dict[str, Waiting] = {}
+    if not exercise:
         for message_id, received_at, citizen_id in session.execute(
             select(HelpMessage.id, HelpMessage.received_at, Citizen.public_id)
             .join(Citizen, Citizen.id == HelpMessage.citizen_id)
-            .where(HelpMessage.citizen_id.in_(citizens), HelpMessage.duty_notified_at.is_(None))
+            .where(HelpMessage.duty_notified_at.is_(None))
+            .order_by(HelpMessage.received_at, HelpMessage.id)
+            .limit(SUMMARY_MOST)
         ):
-            by_citizen.setdefault(citizen_id, []).append((message_id, received_at))
-        for citizen_id, messages in by_citizen.items():
-            found.append(
-                Waiting(
-                    citizen_id=citizen_id,
-                    advisory_id=None,
-                    level="",
-                    exercise=False,
-                    answered_at=max(received for _, received in messages),
-                    help_message_ids=tuple(message_id for message_id, _ in messages),
-                )
+            earlier = messages[citizen_id].help_message_ids if citizen_id in messages else ()
+            messages[citizen_id] = Waiting(
+                citizen_id, None, "", False, received_at, help_message_ids=(*earlier, message_id)
             )
-    return sorted(found, key=lambda each: each.answered_at)
+    return sorted([*answers.values(), *messages.values()], key=lambda each: each.answered_at)

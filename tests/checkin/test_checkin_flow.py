@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
+from service.checkin import duty
 from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound, forget_old_words
 from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
@@ -962,6 +963,118 @@ def test_past_the_hours_notices_the_duty_staff_get_one_summary_every_ten_minutes
 
 
 _untold_message = HelpMessage.duty_notified_at.is_(None)
+
+
+def _duty_hour(api, per_hour: str) -> RateLimits:
+    """The app's rate limits with `per_hour` duty notices one by one, in a storage of their
+    own."""
+    hour = api.app.state.settings.model_copy(update={"rate_limit_duty_page": per_hour})
+    limits = api.app.state.rate_limits = RateLimits(hour, namespace=f"t{time.time_ns()}")
+    return limits
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_relay_down_spends_none_of_the_hour_and_a_drill_none_of_the_real_one(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """A review: a notice that could not go still spent the hour's count (a short relay outage
+    spent the hour, and everyone after it came only in a summary), and a drill's notices and
+    summary held up a real cry's."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    limits = _duty_hour(api, "1/hour")
+    factory = api.app.state.session_factory
+    _, drilled, _ = citizen(api, exercises=True)
+    _, other, _ = citizen(api, exercises=True)
+    _, real, _ = citizen(api)
+    issue(api, consul, level=4, exercise=True, title={"ko": "훈련", "en": "Drill"})
+    dispatcher.drain()
+    smtp.script("duty@mofa.test", *["451 try again later"] * 3)  # the relay is down
+    reply(drilled, "2 drill")
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    run_duty_notices(dispatcher, factory, settings, limits)
+    run_duty_notices(dispatcher, factory, settings, limits)
+    assert smtp.to("duty@mofa.test") == []
+    run_duty_notices(dispatcher, factory, settings, limits)  # the relay is back
+    [drill] = smtp.to("duty@mofa.test")
+    assert drill["Subject"].startswith("[EXERCISE]") and "summary" not in drill["Subject"]
+    reply(other, "2 drill")  # past the drills' hour: a drill summary at once
+    assert smtp.to("duty@mofa.test")[-1]["Subject"].endswith("1 more citizens (summary)")
+    issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
+    dispatcher.drain()
+    reply(real, "2 trapped")  # the real hour is untouched by the drill's
+    [*_, page] = smtp.to("duty@mofa.test")
+    assert "summary" not in page["Subject"] and "trapped" in page.get_body(("plain",)).get_content()
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_summary_takes_every_cry_untold_the_earliest_first(
+    api, consul, db, dispatcher, smtp, reply, monkeypatch
+):
+    """A review: a summary took only the minute job's batch (100, by row id), so past the hour
+    at most 100 cries went every 10 minutes, and a citizen whose row was old (a script's
+    record crying again) always went before a newer one's first cry."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    limits = _duty_hour(api, "1/hour")
+    monkeypatch.setattr(duty, "SUMMARY_MOST", 2)
+    people = [citizen(api) for _ in range(4)]
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    limits.take(Rule.DUTY_SUMMARY, "duty")  # a summary went a moment ago
+    for _, phone, _ in people:
+        reply(phone, "2")  # the first one by one; the rest wait for the summary
+    db.expire_all()
+    first_row = db.scalar(select(func.min(Checkin.id)).where(Checkin.duty_notified_at.is_(None)))
+    db.execute(update(Checkin).where(Checkin.id == first_row).values(answered_at=utcnow()))
+    db.execute(
+        update(Checkin)
+        .where(Checkin.id != first_row)
+        .values(answered_at=utcnow() - timedelta(minutes=2))
+    )
+    limits.give_back(Rule.DUTY_SUMMARY, "duty", taken_s_ago=0)
+    # The minute job's batch is one cry; its summary takes the earliest two untold.
+    assert (
+        duty.tell_duty(
+            api.app.state.session_factory,
+            vault=api.app.state.registry.vault,
+            notifiers=dispatcher.notifiers,
+            settings=settings,
+            checkin_ids=[first_row],
+            now=utcnow(),
+            limits=limits,
+        )
+        == 2
+    )
+    db.expire_all()
+    [(untold,)] = db.execute(select(Checkin.id).where(Checkin.duty_notified_at.is_(None))).all()
+    assert untold == first_row  # answered last: the next summary's
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_storage_that_does_not_answer_is_asked_once_a_run_and_every_notice_goes(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """A review: each notice asked the storage and waited for its timeout (a run of a hundred
+    would outlast the minute job's lease). The first failure lets the run's notices go
+    uncounted."""
+    settings = api.app.state.settings
+    settings.duty_email = []
+    people = [citizen(api) for _ in range(3)]
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    for _, phone, _ in people:
+        reply(phone, "2")
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    settings.duty_email = ["duty@mofa.test"]
+    down = settings.model_copy(update={"rate_limit_storage": "redis://127.0.0.1:9/0"})
+    limits = RateLimits(down)
+    asked = []
+    take = limits.take
+    limits.take = lambda *hit: asked.append(hit) or take(*hit)  # type: ignore[method-assign]
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings, limits)
+    assert len(smtp.to("duty@mofa.test")) == 3
+    assert len(asked) == 1
 
 
 def test_erasure_takes_the_citizens_own_words_and_a_waiting_help_notice(
