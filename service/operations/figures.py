@@ -19,7 +19,7 @@ from typing import Any, get_args
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, text
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select, text, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.advisories.feeds import listing
@@ -29,7 +29,7 @@ from service.citizens.schemas import Channel
 from service.db import READ_ONLY, utcnow
 from service.dispatch import circuit
 from service.dispatch.models import DispatcherWorker, NotifierCircuit
-from service.ledger import states
+from service.ledger import priority, states
 from service.ledger.models import Alert
 from service.staff.models import EXPIRY_WARNING, StaffKey
 
@@ -112,22 +112,37 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     advisories = dict(
         connection.execute(select(status_now, func.count()).group_by(status_now)).all()
     )
+    circuit_rows = connection.execute(
+        select(
+            NotifierCircuit.notifier,
+            NotifierCircuit.channel,
+            NotifierCircuit.state,
+            NotifierCircuit.open_until,
+        )
+    ).all()
+    circuits = [(notifier, channel, state) for notifier, channel, state, _ in circuit_rows]
+    # An open circuit holds its channel's alerts but the urgent classes (which dispatchers
+    # claim, then hold with a new due time or send on the other channel): the rest are not due
+    # while it is open (an operator saw the overdue figure grow 1 s a second beside the open
+    # circuit, and a page that pointed at the queue, not at the provider).
+    held = {
+        channel
+        for _, channel, state, until in circuit_rows
+        if state == circuit.OPEN and until is not None and _aware(until) > now
+    }
+    not_held = (
+        or_(Alert.channel.not_in(held), Alert.priority.in_(priority.URGENT)) if held else true()
+    )
     # Rows due now and not taken (or whose claim lapsed): the oldest wait is backpressure. Rows
     # held on purpose (quiet hours, a retry's backoff, an open circuit) are not due yet.
     due = connection.execute(
         select(Alert.channel, func.min(func.coalesce(Alert.due_at, Alert.created_at)))
-        .where(is_open, or_(Alert.due_at.is_(None), Alert.due_at <= now))
+        .where(is_open, or_(Alert.due_at.is_(None), Alert.due_at <= now), not_held)
         .group_by(Alert.channel)
     ).all()
     overdue = {
         channel: max(0.0, (now - _aware(since)).total_seconds()) for channel, since in due if since
     }
-    circuits = [
-        (notifier, channel, state)
-        for notifier, channel, state in connection.execute(
-            select(NotifierCircuit.notifier, NotifierCircuit.channel, NotifierCircuit.state)
-        ).all()
-    ]
     workers = connection.execute(
         select(DispatcherWorker.send_rate).where(DispatcherWorker.expires_at > now)
     ).all()
