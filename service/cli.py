@@ -5,6 +5,7 @@ import contextlib
 import faulthandler
 import getpass
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -28,10 +29,11 @@ from service.audit import actors
 from service.audit import service as audit
 from service.citizens import reseal
 from service.citizens.service import Registry
-from service.config import Settings, get_settings
+from service.config import Settings, get_settings, unknown_environment
 from service.db import make_engine, make_session_factory, utcnow
 from service.demo import load_demo_citizens
 from service.dispatch.dispatcher import Dispatcher, Tally
+from service.dispatch.notifiers.registry import available
 from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
@@ -568,6 +570,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_unknown_environment() -> None:
+    """Stop on an ANJEON_* variable no setting reads: a typo would otherwise run the service
+    as if it were not set."""
+    plugins = (getattr(factory, "settings_model", None) for factory in available().values())
+    prefixes = [model.model_config.get("env_prefix", "") for model in plugins if model]
+    if unknown := unknown_environment(os.environ, plugin_prefixes=prefixes):
+        raise ValueError(
+            "unknown settings in the environment: "
+            + ", ".join(unknown)
+            + " (docs/configuration.md lists them all)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `kill -USR1 <pid>`: every thread's stack on stderr, for a process that seems stuck (not
@@ -575,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, OSError, ValueError):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
     try:
+        _refuse_unknown_environment()
         return args.run(args)
     except (ValueError, RuntimeError) as exc:  # settings refused to load
         print(f"error: {exc}", file=sys.stderr)

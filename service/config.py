@@ -1,7 +1,9 @@
 """Settings: defaults in config/default.toml, ANJEON_* environment variables override them."""
 
+import difflib
 import os
 import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from ipaddress import ip_network
 from pathlib import Path
@@ -443,3 +445,30 @@ def _own_url(host: str, port: int) -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# ANJEON_* names that are no setting's but are read all the same: the config file's path, and
+# the test, benchmark and fuzzing harnesses' own.
+_READ_ELSEWHERE = ("ANJEON_CONFIG",)
+_HARNESS_PREFIXES = ("ANJEON_TEST_", "ANJEON_BENCH_", "ANJEON_LOAD_", "ANJEON_FUZZ_")
+
+
+def unknown_environment(
+    environ: Mapping[str, str], *, plugin_prefixes: Iterable[str] = ()
+) -> list[str]:
+    """The ANJEON_* variables in `environ` that no setting reads (nor a plugin notifier's own
+    settings, under `plugin_prefixes`), each with the setting it is nearest to: the settings
+    refuse an unknown key in the TOML file, and an operator's ANJEON_DISPATCH_INTERVALS=3 was
+    ignored without a word (a review)."""
+    settings = [f"ANJEON_{name.upper()}" for name in Settings.model_fields]
+    allowed = (*_HARNESS_PREFIXES, *plugin_prefixes)
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("ANJEON_") or upper in settings or upper in _READ_ELSEWHERE:
+            continue
+        if upper.startswith(tuple(prefix.upper() for prefix in allowed if prefix)):
+            continue
+        near = difflib.get_close_matches(upper, settings, n=1, cutoff=0.75)
+        found.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    return found
