@@ -224,7 +224,10 @@ def test_feed_config_is_validated(tmp_path):
         bad.write_text(text)
         with pytest.raises(FeedConfigError, match=problem):
             load_feeds(bad)
-    assert load_feeds(tmp_path / "missing.toml") == []
+    with pytest.raises(FeedConfigError, match=r"missing\.toml: no such file"):
+        load_feeds(tmp_path / "missing.toml")  # a mistyped path is not "no feeds"
+    (tmp_path / "none.toml").write_text("# no feeds here\n")
+    assert load_feeds(tmp_path / "none.toml") == []
 
 
 def test_shipped_feeds_file_is_valid_and_disabled():

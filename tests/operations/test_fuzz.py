@@ -83,6 +83,7 @@ PARTS = [pytest.param("advisories", id="advisories"), pytest.param("the rest", i
 def test_fuzz_whole_api(database_url: str, db: Session, tmp_path: Path, part: str) -> None:
     # No feeds: a poll commits in transactions of its own (it fetches outside any), which the
     # test's rollback could not undo, so every poll here is a 404. tests/advisories covers polls.
+    (tmp_path / "no-feeds.toml").write_text("")
     settings = make_settings(database_url, feeds_file=str(tmp_path / "no-feeds.toml"))
     # A staff key's 429 is a documented answer: counted here, so that the limit never stands
     # in for the cases (a review found it answering 2,216 of 5,330).

@@ -49,9 +49,13 @@ class Feed(BaseModel):
 
 
 def load_feeds(path: Path) -> list[Feed]:
-    """The feeds in a TOML file ([[feed]] tables); a missing file means no feeds."""
+    """The feeds in a TOML file ([[feed]] tables; a file without any means no feeds). A file
+    that is not there is an error: an operator's mistyped ANJEON_FEEDS_FILE ran the service
+    with no feeds, no warning, and no feed alert that could fire (a review)."""
     if not path.is_file():
-        return []
+        raise FeedConfigError(
+            f"{path}: no such file (ANJEON_FEEDS_FILE); for no feeds, point it at an empty file"
+        )
     try:
         document = tomllib.loads(path.read_text())
         feeds = [Feed.model_validate(entry) for entry in document.get("feed", [])]
