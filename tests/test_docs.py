@@ -281,6 +281,26 @@ def _image_env() -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in line.split()[1:])
 
 
+def test_compose_passes_on_what_the_operations_docs_tell_an_operator_to_set():
+    """An operator's review: ANJEON_TRUSTED_PROXIES (every production deployment is behind a
+    proxy) and the data secrets of a rotation, exported as the docs say, never reached the
+    containers."""
+    passed = {entry.split("=")[0] for entry in _compose()["x-anjeon"]["environment"]}
+    told = {
+        "ANJEON_TRUSTED_PROXIES",
+        "ANJEON_DATA_KEYS",
+        "ANJEON_DATA_KEYS_FILE",
+        "ANJEON_DATABASE_POOL_SIZE",
+        "ANJEON_DATABASE_MAX_OVERFLOW",
+        "ANJEON_RATE_LIMIT_STORAGE",
+        "ANJEON_SCHEDULER_ENABLED",
+        "ANJEON_CONFIG",
+    }
+    assert told <= passed, sorted(told - passed)
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert all(name in operations for name in told - {"ANJEON_DATA_KEYS_FILE"})
+
+
 def test_compose_runs_postgis_the_api_and_a_dispatch_worker():
     services = _compose()["services"]
     assert {"postgis", "api", "worker"} <= set(services)
