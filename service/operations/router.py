@@ -2,10 +2,13 @@
 
 import hmac
 import threading
+from collections.abc import Iterator
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -16,6 +19,7 @@ from service.dispatch import circuit
 from service.errors import NotFound, ServiceUnavailable
 from service.migrate import current_revision
 from service.operations.figures import DatabaseFigures
+from service.rate_limits import RateLimits
 
 router = APIRouter(tags=["operations"])
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -105,5 +109,30 @@ def _registry(app: FastAPI) -> CollectorRegistry:
                     },
                 )
             )
+            registry.register(RateLimitStorageUp(app.state.rate_limits))
             app.state.metrics_registry = registry
         return registry
+
+
+class RateLimitStorageUp(Collector):
+    """anjeon_rate_limit_storage_up, asked of the storage at each scrape: with it down,
+    registrations and codes are refused (503) while /readyz stays ready on purpose (taking
+    every API process out of the balancer would stop check-in answers and the console too),
+    so nothing else showed it (an operator's review)."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self._limits = limits
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family(0)
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family(int(self._limits.healthy()))
+
+    @staticmethod
+    def _family(up: int) -> Metric:
+        return GaugeMetricFamily(
+            "anjeon_rate_limit_storage_up",
+            "1 when the rate-limit storage (ANJEON_RATE_LIMIT_STORAGE) answered this scrape",
+            value=up,
+        )

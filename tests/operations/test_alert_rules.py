@@ -23,6 +23,7 @@ ALERTS = {
     "AnjeonNotifierCircuitOpen",
     "AnjeonNoDispatcherAlive",
     "AnjeonDatabaseUnreachable",
+    "AnjeonRateLimitStorageDown",
     "AnjeonStaffKeysExpiring",
     "AnjeonFeedFailing",
     "AnjeonFeedStale",
@@ -36,6 +37,7 @@ RUNBOOK = {
     "AnjeonNotifierCircuitOpen": {"#circuit-breaker"},
     "AnjeonNoDispatcherAlive": {"#dispatcher-heartbeat"},
     "AnjeonDatabaseUnreachable": {"#database-outage"},
+    "AnjeonRateLimitStorageDown": {"#rate-limit-storage-down"},
     "AnjeonStaffKeysExpiring": set(),  # not a fault: docs/alerting.md says what to do
     "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
     "AnjeonFeedStale": set(),  # the upstream's too

@@ -17,6 +17,7 @@ from service.db import make_engine, make_session_factory, utcnow
 from service.ledger.models import Alert
 from service.staff import service as staff_service
 from service.staff.models import StaffKey
+from tests.builders import citizen_body
 from tests.conftest import TEST_SECRET, make_settings
 from tests.dispatch.seed import scratch_database, seed_pending
 from tests.dispatch.test_running_service import wait_for
@@ -252,3 +253,16 @@ def test_metrics_answer_while_the_database_is_down(tmp_path):
         assert sample(response.text, "anjeon_database_up") == 0
         assert "anjeon_http_requests_total" in response.text  # the process's own counters stay
         assert "anjeon_alert_queue_depth{" not in response.text  # no figure it could not read
+
+
+def test_a_rate_limit_storage_that_does_not_answer_shows_on_metrics(database_url):
+    """An operator's review: with the Redis away every registration was refused (503) while
+    /readyz said ready, and no figure said why."""
+    down = make_settings(database_url, rate_limit_storage="redis://127.0.0.1:9/0")
+    with TestClient(create_app(down)) as client:
+        assert sample(client.get("/metrics").text, "anjeon_rate_limit_storage_up") == 0
+        assert client.get("/readyz").status_code == 200  # on purpose: docs/faults.md
+        refused = client.post("/v1/citizens", json=citizen_body())
+        assert refused.status_code == 503 and "rate-limit storage" in refused.json()["detail"]
+    with TestClient(create_app(make_settings(database_url))) as client:
+        assert sample(client.get("/metrics").text, "anjeon_rate_limit_storage_up") == 1
