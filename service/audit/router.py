@@ -46,6 +46,7 @@ def read_audit_log(
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+    reads: bool = True,
 ) -> AuditPage:
     """Newest first. Every staff request is here (who, role, address, what, about what), those
     refused with their status and why, and every reveal of a citizen's contacts with its
@@ -59,6 +60,7 @@ def read_audit_log(
         until=until,
         limit=limit,
         offset=offset,
+        reads=reads,
     )
     return AuditPage(
         total=total,

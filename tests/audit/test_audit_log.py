@@ -219,6 +219,15 @@ def test_admins_read_the_log_filtered_and_others_may_not(client, db, staff_heade
     assert all("GET /v1/advisories" in item["action"] for item in body["items"])
     # Reading the log is itself recorded.
     assert entries(db)[-1].action == "GET /v1/audit"
+    # Without the reads (an open console polls them every few seconds), what was done stays.
+    made = client.post("/v1/staff/keys", json={"name": "desk", "role": "viewer"}, headers=admin)
+    assert made.status_code == 201, made.text
+    done = client.get("/v1/audit", params={"reads": "false"}, headers=admin).json()
+    actions = [item["action"] for item in done["items"]]
+    assert actions and not any(a.startswith(("GET ", "HEAD ")) for a in actions)
+    assert "POST /v1/staff/keys" in actions
+    everything = client.get("/v1/audit", headers=admin).json()
+    assert everything["total"] > done["total"]
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,42 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     expect(audit.locator("tr", has_text="issue advisory")).to_contain_text(advisory_id)
 
 
+def test_the_audit_log_leaves_out_reads_until_asked_and_filters_and_pages(live, new_page):
+    """An operator's review: a consul's open advisory page polls every 3 s, and within two
+    minutes its reads filled the audit page's 100 rows, burying who approved and who
+    cancelled. Reads are now left out unless asked for; the log filters and pages."""
+    proposer, approver = live.staff_key("consul", "kim"), live.staff_key("consul", "lee")
+    advisory_id = _issue(live, proposer, "방콕 시위")
+    assert approve(live.http, advisory_id, {"Authorization": f"Bearer {approver}"}, base=live.base)
+    polling = {"Authorization": f"Bearer {proposer}"}
+    for _ in range(110):  # two minutes of an open advisory page
+        assert live.http.get(f"{live.base}/v1/advisories/{advisory_id}", headers=polling)
+
+    admin = new_page()
+    _log_in(admin, live, live.staff_key("admin", "han"))
+    tab = admin.tab
+    tab.click("#lang")
+    tab.click("nav a[href='#/audit']")
+    audit = tab.locator("#audit")
+    expect(audit.locator("tr", has_text="approve advisory")).to_contain_text("lee (consul)")
+    expect(audit.locator("tr", has_text="GET /v1/advisories")).to_have_count(0)
+    expect(tab.locator("#audit-older")).to_be_disabled()
+
+    tab.get_by_label("Show reads (GET) too").check()
+    expect(tab.locator("#audit-shown")).to_contain_text("1–100 /")
+    expect(audit.locator("tr", has_text="approve advisory")).to_have_count(0)  # buried
+    assert audit.locator("tr", has_text="GET /v1/advisories/{advisory_id}").count() >= 80
+    tab.locator("#audit-older").click()
+    expect(tab.locator("#audit-shown")).to_contain_text("101–")
+    expect(audit.locator("tr", has_text="approve advisory")).to_have_count(1)  # older now
+
+    tab.get_by_label("Who (key name)").fill("lee")
+    tab.get_by_role("button", name="Find").click()
+    expect(tab.locator("#audit-shown")).to_contain_text("1–")
+    expect(audit.locator("tr", has_text="kim (consul)")).to_have_count(0)
+    expect(audit.locator("tr", has_text="approve advisory")).to_contain_text("lee (consul)")
+
+
 def test_the_keyboard_logs_in_and_focus_is_visible(live, new_page):
     page = new_page()
     tab = page.tab

@@ -970,13 +970,33 @@ async function showFeeds() {
           ...f.unlisted.flatMap((id, i) => [i ? ", " : "", el("a", { href: `#/advisory/${id}` }, id.slice(0, 8))]))] : [])))));
 }
 
+const AUDIT_PAGE = 100;
+
+// Without "show reads", the plain reads are left out: an open console polls them every few
+// seconds, and they buried an approval and a cancel within two minutes (an operator's review).
 async function showAudit() {
-  const page = await api("/v1/audit?limit=100");
+  const query = new URLSearchParams({ limit: String(AUDIT_PAGE), offset: String(state.auditOffset || 0) });
+  if (!$("audit-reads").checked) query.set("reads", "false");
+  for (const name of ["actor", "action", "subject"]) {
+    const value = $(`audit-${name}`).value.trim();
+    if (value) query.set(name, value);
+  }
+  const page = await api(`/v1/audit?${query}`);
+  const items = page.items || [];
   $("audit").replaceChildren(
     el("tr", {}, [t("when"), t("who"), t("what"), t("subject")].map((h) => el("th", {}, h))),
-    ...(page.items || []).map((e) => el("tr", {}, el("td", {}, when(e.at || e.created_at)),
+    ...items.map((e) => el("tr", {}, el("td", {}, when(e.at || e.created_at)),
       el("td", {}, `${e.actor || ""} (${e.role || ""})`), el("td", {}, e.action || ""),
       el("td", {}, `${e.subject || ""} ${e.reason || ""}`))));
+  const offset = page.offset || 0;
+  $("audit-shown").textContent = items.length ? `${offset + 1}–${offset + items.length} / ${page.total}` : `0 / ${page.total}`;
+  $("audit-newer").disabled = offset === 0;
+  $("audit-older").disabled = offset + items.length >= page.total;
+}
+
+function auditFrom(offset) {
+  state.auditOffset = Math.max(0, offset);
+  showAudit().catch((error) => flash(sentence(error)));
 }
 
 // ---- start --------------------------------------------------------------------------------
@@ -1003,6 +1023,13 @@ document.addEventListener("DOMContentLoaded", async () => {
     sendAdvisory(false);
   });
   $("save-draft").addEventListener("click", () => sendAdvisory(true));
+  $("audit-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    auditFrom(0);
+  });
+  $("audit-reads").addEventListener("change", () => auditFrom(0));
+  $("audit-older").addEventListener("click", () => auditFrom((state.auditOffset || 0) + AUDIT_PAGE));
+  $("audit-newer").addEventListener("click", () => auditFrom((state.auditOffset || 0) - AUDIT_PAGE));
   for (const id of ["f-countries", "f-geometry", "f-level", "f-title-ko", "f-title-en", "f-message-ko", "f-message-en", "f-area-ko", "f-area-en"]) {
     $(id).addEventListener("input", areaChanged);
   }
