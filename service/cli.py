@@ -87,9 +87,15 @@ def _refuse_unlisted_data_secrets(settings: Settings) -> None:
             + "; ".join(unopened)
             + ". Listed (first seals): "
             + ", ".join(vault.fingerprints)
-            + ". Check ANJEON_DATA_KEYS for a typo, and list the old secret again until "
-            "`anjeon reseal --check` exits 0 (docs/privacy.md, Rotating keys)"
+            + ". Check ANJEON_DATA_KEYS for a typo, and list the secret that sealed it: an "
+            "older one, until `anjeon reseal --check` exits 0, or a newer one the other "
+            "processes already seal under (docs/privacy.md, Rotating keys)"
         )
+    # An operator checks a rotation's steps by these (docs/privacy.md: reseal must print the
+    # new secret's); nothing else said which secrets a process runs with (a review).
+    logging.getLogger("anjeon.startup").info(
+        "data secrets listed", extra={"fingerprints": vault.fingerprints}
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

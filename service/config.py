@@ -1,18 +1,20 @@
 """Settings: defaults in config/default.toml, ANJEON_* environment variables override them."""
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -136,7 +138,7 @@ class Settings(BaseSettings):
     # Limits against floods and SMS pumping (service/rate_limits.py), in the `limits` notation
     # ("3/hour;5/day"), kept in rate_limit_storage so that every process shares them.
     rate_limit_storage: str = "memory://"
-    trusted_proxies: list[str] = Field(default=[])
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default=[])
     rate_limit_client: str = "20/hour"
     rate_limit_client_network: str = "200/hour"
     rate_limit_client_proven: str = "600/hour"
@@ -165,8 +167,8 @@ class Settings(BaseSettings):
     rate_limit_staff: str = "600/minute;30000/hour"
     sms_daily_budget: int = Field(5000, ge=0)
     # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
-    code_countries: list[str] = Field(default=[])
-    duty_email: list[str] = Field(default=[])
+    code_countries: Annotated[list[str], NoDecode] = Field(default=[])
+    duty_email: Annotated[list[str], NoDecode] = Field(default=[])
     duty_webhook_url: str = ""
     # "Are you safe?": asked again after this many minutes without an answer, this many times.
     checkin_escalate_after_m: int = Field(60, ge=1, le=10080)
@@ -229,6 +231,20 @@ class Settings(BaseSettings):
                 "redis://127.0.0.1:6379/0 (shared by every process)"
             )
         return value
+
+    @field_validator("trusted_proxies", "code_countries", "duty_email", mode="before")
+    @classmethod
+    def _listed(cls, value: object) -> object:
+        """A list in the environment as JSON (["a", "b"]), or as plain text, comma-separated:
+        ANJEON_DUTY_EMAIL=duty@example.org gave only "error parsing value" (a review)."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc.msg}") from exc
+        return [item.strip() for item in value.split(",") if item.strip()]
 
     @field_validator("code_countries")
     @classmethod
@@ -414,20 +430,30 @@ class Settings(BaseSettings):
         """The data secrets, newest first, from ANJEON_DATA_KEYS or its file; [] when neither
         is set (the secret key is then the one data secret)."""
         if self.data_keys is not None:
+            where, unit = "ANJEON_DATA_KEYS", "entry"
             listed = self.data_keys.get_secret_value().split(",")
         elif self.data_keys_file:
             path = Path(self.data_keys_file)
             if not path.is_file():
                 raise RuntimeError(f"data keys file {path} does not exist")
-            listed = path.read_text().splitlines()
+            where, unit = str(path), "line"
+            # Lines starting with # are comments (a generated secret never starts so).
+            listed = [
+                "" if line.lstrip().startswith("#") else line
+                for line in path.read_text().splitlines()
+            ]
         else:
             return []
-        keys = [each.strip() for each in listed if each.strip()]
+        keys = [(n, each.strip()) for n, each in enumerate(listed, 1) if each.strip()]
         if not keys:
-            raise RuntimeError("ANJEON_DATA_KEYS is set but lists no secret")
-        if any(len(each) < 32 for each in keys):
-            raise RuntimeError("every data key must be at least 32 characters long")
-        return [each.encode() for each in keys]
+            raise RuntimeError(f"{where} is set but lists no secret")
+        for n, each in keys:
+            if len(each) < 32:  # the secret itself is never printed
+                raise RuntimeError(
+                    f"{unit} {n} of {where} is {len(each)} characters long: every data key must "
+                    "be at least 32"
+                )
+        return [each.encode() for _, each in keys]
 
     def personal_data_vault(self) -> PersonalDataVault:
         return PersonalDataVault(self.secret_key_bytes(), self.data_key_bytes())

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.config import unknown_environment
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings, unknown_environment
 
 
 def test_a_typo_is_named_with_the_setting_it_is_nearest_to():
@@ -48,3 +51,35 @@ def test_a_command_with_a_typo_in_its_environment_stops_and_changes_nothing(tmp_
     assert done.returncode == 2
     assert "ANJEON_SCHEDULER_ENABLE (did you mean ANJEON_SCHEDULER_ENABLED?)" in done.stderr
     assert not database.exists()
+
+
+def test_a_list_is_given_comma_separated_or_as_json(monkeypatch):
+    """A review: ANJEON_DUTY_EMAIL=duty@example.org stopped start-up with only "error parsing
+    value for field duty_email"; a list needed JSON."""
+    monkeypatch.setenv("ANJEON_DUTY_EMAIL", "duty@example.org")
+    monkeypatch.setenv("ANJEON_CODE_COUNTRIES", "kr, jp")
+    monkeypatch.setenv("ANJEON_TRUSTED_PROXIES", '["10.0.0.0/8", "192.0.2.1"]')
+    settings = Settings(secret_key="x" * 40)
+    assert settings.duty_email == ["duty@example.org"]
+    assert settings.code_countries == ["KR", "JP"]
+    assert settings.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
+    monkeypatch.setenv("ANJEON_TRUSTED_PROXIES", "10.0.0.0/8, not-a-network")
+    with pytest.raises(ValidationError, match="'not-a-network' is not an IP address"):
+        Settings(secret_key="x" * 40)
+    monkeypatch.setenv("ANJEON_TRUSTED_PROXIES", '["10.0.0.0/8"')
+    with pytest.raises(ValidationError, match="not a JSON list"):
+        Settings(secret_key="x" * 40)
+
+
+def test_a_data_keys_file_takes_comments_and_names_the_line_of_a_short_key(tmp_path: Path):
+    """A review: a comment line in ANJEON_DATA_KEYS_FILE gave only "every data key must be at
+    least 32 characters long", naming neither the file nor the line."""
+    new, old = "n" * 40, "o" * 40
+    keys = tmp_path / "data.keys"
+    keys.write_text(f"# rotated 2026-12-07\n{new}\n\n{old}\n")
+    settings = Settings(secret_key="x" * 40, data_keys_file=str(keys))
+    assert settings.data_key_bytes() == [new.encode(), old.encode()]
+    keys.write_text(f"{new}\nshort-one\n")
+    with pytest.raises(RuntimeError, match=r"line 2 of .*data\.keys is 9 characters long") as told:
+        Settings(secret_key="x" * 40, data_keys_file=str(keys)).data_key_bytes()
+    assert "short-one" not in str(told.value)

@@ -252,6 +252,17 @@ def test_the_start_up_check_lets_a_process_start_while_the_database_is_down(capl
     assert "data secrets not checked: the database did not answer" in caplog.text
 
 
+def test_the_start_up_check_logs_the_fingerprints_a_process_runs_with(database_url, caplog):
+    """An operator's review: rotation step 4 says reseal must print the new secret's
+    fingerprint, and nothing told which fingerprints a process runs with."""
+    caplog.set_level(logging.INFO, logger="anjeon.startup")
+    settings = make_settings(database_url, data_keys=f"{NEW},{TEST_SECRET}")
+    cli._refuse_unlisted_data_secrets(settings)
+    [line] = [r for r in caplog.records if r.getMessage() == "data secrets listed"]
+    assert line.fingerprints == settings.personal_data_vault().fingerprints  # type: ignore[attr-defined]
+    assert len(line.fingerprints) == 2 and NEW not in caplog.text  # type: ignore[attr-defined]
+
+
 def test_each_unreadable_read_is_counted_and_logged_at_most_every_five_minutes(monkeypatch):
     """A review: a staff list refreshed during a key problem wrote a log line per value read.
     Each read counts (the process's anjeon_unreadable_values_total); the line comes once per
