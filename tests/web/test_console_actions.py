@@ -189,6 +189,53 @@ def test_the_audit_log_leaves_out_reads_until_asked_and_filters_and_pages(live, 
     expect(audit.locator("tr", has_text="approve advisory")).to_contain_text("lee (consul)")
 
 
+def test_the_proposer_sees_no_approve_the_approver_is_told_and_a_cancelled_page_asks_nobody(
+    live, new_page
+):
+    """An operator's review: the proposer saw an Approve button that answered 403, the
+    approved card vanished with no word, a cancelled advisory still offered a roll call the
+    API refuses, and a viewer saw the help messages' heading over nothing, as if none."""
+    _citizen_in_bangkok(live)
+    proposer, approver = live.staff_key("consul", "kim"), live.staff_key("consul", "lee")
+    advisory_id = _issue(live, proposer, "방콕 시위")
+
+    mine = new_page()
+    _log_in(mine, live, proposer)
+    mine.tab.click("#lang")
+    mine.tab.click("nav a[href='#/queue']")
+    card = mine.tab.locator(f".card[data-advisory='{advisory_id}']")
+    expect(card.get_by_test_id("own-proposal")).to_have_text(
+        "Your own proposal: someone else approves it."
+    )
+    expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(card.get_by_role("button", name="Reject")).to_be_visible()
+
+    second = new_page()
+    _log_in(second, live, approver)
+    second.tab.click("#lang")
+    second.tab.click("nav a[href='#/queue']")
+    theirs = second.tab.locator(f".card[data-advisory='{advisory_id}']")
+    theirs.get_by_role("button", name="Approve").click()
+    expect(second.tab.locator("#flash")).to_have_text("Approved. 방콕 시위")
+    expect(second.tab.locator(f".card[data-advisory='{advisory_id}']")).to_have_count(0)
+    expect(second.tab.locator("#flash")).to_have_text("Approved. 방콕 시위")  # still said
+
+    cancelled = live.http.post(
+        f"{live.base}/v1/advisories/{advisory_id}/cancel",
+        headers={"Authorization": f"Bearer {approver}"},
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    second.tab.goto(f"{live.base}/console/#/advisory/{advisory_id}")
+    expect(second.tab.locator("#advisory-status")).to_have_text("cancelled")
+    expect(second.tab.locator("#start-rollcall")).to_be_hidden()
+
+    viewer = new_page()
+    _log_in(viewer, live, live.staff_key("viewer", "park"))
+    expect(viewer.tab.locator("#view-map")).to_be_visible()
+    expect(viewer.tab.locator("#active-list")).to_be_attached()
+    expect(viewer.tab.locator("h3[data-t='help_messages_heading']")).to_be_hidden()
+
+
 def test_the_keyboard_logs_in_and_focus_is_visible(live, new_page):
     page = new_page()
     tab = page.tab

@@ -563,15 +563,22 @@ async function showQueue() {
         await api(`/v1/advisories/${advisory.id}/${action}`, { method: "POST", body });
         message.className = "";
         message.textContent = t(action === "approve" ? "approved" : "rejected");
+        // The card leaves the queue: what was done stays said above it (a review saw the
+        // approved card vanish with no word).
+        flash(`${t(action === "approve" ? "approved" : "rejected")} ${localised(content.title)}`, "ok");
         setTimeout(showQueue, 800);
       } catch (error) {
         message.className = "error";
         message.textContent = sentence(error);
       }
     };
+    // The proposer's own proposal waits for someone else: no Approve that answers 403.
+    const own = state.me && (pending.proposed_by || advisory.issued_by) === state.me.name;
     const actions = can("consul")
       ? el("div", { class: "row" },
-          el("button", { type: "button", class: "primary", on: { click: () => decide("approve") } }, t("approve")),
+          own
+            ? el("span", { class: "hint", "data-testid": "own-proposal" }, t("own_proposal"))
+            : el("button", { type: "button", class: "primary", on: { click: () => decide("approve") } }, t("approve")),
           el("label", { for: `reason-${advisory.id}` }, t("reason")), reason,
           el("button", { type: "button", on: { click: () => decide("reject") } }, t("reject")))
       : null;
@@ -635,6 +642,8 @@ async function showAdvisory(id) {
   $("revisions").replaceChildren(...(revisions.items || revisions).map((r) =>
     el("li", {}, `#${r.revision} ${named("change_", r.change)} · ${r.changed_by} · ${when(r.created_at)}`)));
   $("start-rollcall").onclick = () => startRollcall(id);
+  // A cancelled advisory asks nobody (the API answers 409); a draft or a rejected one told nobody.
+  $("start-rollcall").hidden = !can("consul") || ["cancelled", "rejected", "draft"].includes(advisory.status);
   if (state.rollcallAdvisory !== id) {
     // Another advisory: its roll call starts unfiltered, on its first page.
     state.rollcallAdvisory = id;
