@@ -338,6 +338,14 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         elif args.once:
             tally = dispatcher.drain()
         else:
+            # Said at start (a review: a worker logged nothing until it stopped).
+            log.info(
+                "dispatch worker started",
+                extra={
+                    "notifiers": {c: n.name for c, n in dispatcher.notifiers.items()},
+                    "interval_s": settings.dispatch_interval_s,
+                },
+            )
             tally = _work(dispatcher, interval_s=settings.dispatch_interval_s, stop=stop)
     finally:
         dispatcher.close()
