@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from datetime import datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import uvicorn
@@ -33,7 +34,7 @@ from service.config import Settings, get_settings, unknown_environment
 from service.db import make_engine, make_session_factory, utcnow
 from service.demo import load_demo_citizens
 from service.dispatch.dispatcher import Dispatcher, Tally
-from service.dispatch.notifiers.registry import available
+from service.dispatch.notifiers.registry import ENTRY_POINT_GROUP, NotifierConfigError, available
 from service.dispatch.reference import CHECKIN_LINK_DAYS
 from service.errors import DomainError
 from service.geo.geocoding import NoGeocoder
@@ -102,6 +103,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    # Here as well as in each worker's app: a worker that fails it is started again by uvicorn
+    # for ever, where the parent stops with exit 2 (a review's missing feeds file).
+    load_feeds(settings.feeds_path())
     if args.workers > 1 and settings.rate_limit_storage.startswith("memory://"):
         # Each worker would count alone: every limit (SMS to one number, registrations from
         # one address) would be N times what it says.
@@ -587,8 +591,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _refuse_unknown_environment() -> None:
     """Stop on an ANJEON_* variable no setting reads: a typo would otherwise run the service
     as if it were not set."""
-    plugins = (getattr(factory, "settings_model", None) for factory in available().values())
-    prefixes = [model.model_config.get("env_prefix", "") for model in plugins if model]
+    try:
+        plugins = (getattr(factory, "settings_model", None) for factory in available().values())
+        prefixes = [model.model_config.get("env_prefix", "") for model in plugins if model]
+    except NotifierConfigError:
+        # A plugin that does not load stops what sends (serve, dispatch, schedule) by itself;
+        # it must not stop a migration or a staff key's revocation too (a review). Its
+        # settings are taken to follow the convention, ANJEON_<NAME>_.
+        points = entry_points(group=ENTRY_POINT_GROUP)
+        prefixes = [f"ANJEON_{point.name.upper()}_" for point in points]
     if unknown := unknown_environment(os.environ, plugin_prefixes=prefixes):
         raise ValueError(
             "unknown settings in the environment: "

@@ -34,8 +34,13 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def config_file() -> Path:
-    """The TOML file settings are read from: ANJEON_CONFIG, or config/default.toml."""
-    return Path(os.environ.get("ANJEON_CONFIG") or DEFAULT_CONFIG_FILE)
+    """The TOML file settings are read from: ANJEON_CONFIG, or config/default.toml. A file
+    ANJEON_CONFIG names that is not there is an error: a forgotten mount ran the service on
+    defaults, without config/default.toml either (a review)."""
+    named = os.environ.get("ANJEON_CONFIG")
+    if named and not Path(named).is_file():
+        raise ValueError(f"ANJEON_CONFIG: {named}: no such file")
+    return Path(named or DEFAULT_CONFIG_FILE)
 
 
 class Settings(BaseSettings):
@@ -437,9 +442,9 @@ class Settings(BaseSettings):
             if not path.is_file():
                 raise RuntimeError(f"data keys file {path} does not exist")
             where, unit = str(path), "line"
-            # Lines starting with # are comments (a generated secret never starts so).
+            # "# …" lines are comments; a secret that starts with "#" and no space stays one.
             listed = [
-                "" if line.lstrip().startswith("#") else line
+                "" if line.strip() == "#" or line.lstrip().startswith("# ") else line
                 for line in path.read_text().splitlines()
             ]
         else:

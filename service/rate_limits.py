@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -210,6 +211,9 @@ class RateLimits:
     def __init__(self, settings: Settings, *, namespace: str = "limits") -> None:
         self._storage = _open_storage(settings.rate_limit_storage)
         self._limiter = MovingWindowRateLimiter(self._storage)
+        # This process's own count, for what must go on while the storage is away.
+        self._here = MovingWindowRateLimiter(MemoryStorage())
+        self._here_lock = threading.Lock()
         self._namespace = namespace
         self._rules = {rule: _items(settings, rule, namespace) for rule in Rule}
         self._budget = settings.sms_daily_budget
@@ -249,6 +253,24 @@ class RateLimits:
             refused = self._take_in_script(keyed) if self._take_script else self._take(keyed)
             if refused:
                 raise self._refusal(refused)
+
+    def take_here_when_away(self, rule: Rule, key: str) -> None:
+        """take(), or, while the storage does not answer, the same limit counted in this
+        process alone: a consul reaching a person in danger must not wait for the Redis (a
+        review: reveals answered 503 through its outage), and a stolen key still meets the
+        limit, in each process."""
+        try:
+            self.take(rule, key)
+            return
+        except ServiceUnavailable:
+            log.warning("rate-limit storage unavailable: counted here", extra={"rule": rule.value})
+        keyed = [(rule, item, self._hashed(rule, key)) for item in self._rules[rule]]
+        with self._here_lock:
+            refused = [hit for hit in keyed if not self._here.test(*_args(hit))]
+            if refused:
+                raise self._refusal(refused, self._here)
+            for hit in keyed:
+                self._here.hit(*_args(hit))
 
     def take_registration(self, client: str) -> None:
         """One registration from a client address (see client_address)."""
@@ -509,7 +531,10 @@ class RateLimits:
     def _budget_key(self) -> str:
         return f"{self._namespace}/sms-budget/{budget_day()}"
 
-    def _refusal(self, refused: list[_Hit]) -> TooManyRequests:
+    def _refusal(
+        self, refused: list[_Hit], limiter: MovingWindowRateLimiter | None = None
+    ) -> TooManyRequests:
+        limiter = limiter or self._limiter  # this process's own, for what it counted here
         waits: dict[str, int] = {}
         for rule, item, key in refused:
             if rule in _COUNTED_FOR_ANYONE:
@@ -518,7 +543,7 @@ class RateLimits:
                 # code was asked for a number: its owner was registering).
                 wait = item.get_expiry()
             else:
-                reset = self._limiter.get_window_stats(item, rule, key).reset_time
+                reset = limiter.get_window_stats(item, rule, key).reset_time
                 wait = max(1, math.ceil(reset - time.time()))
             waits[rule.value] = max(wait, waits.get(rule.value, 0))
         refusal = refusal_of(waits)

@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
+from service import cli
 from service.config import Settings, unknown_environment
+from service.dispatch.notifiers.registry import NotifierConfigError
 
 
 def test_a_typo_is_named_with_the_setting_it_is_nearest_to():
@@ -83,3 +86,66 @@ def test_a_data_keys_file_takes_comments_and_names_the_line_of_a_short_key(tmp_p
     with pytest.raises(RuntimeError, match=r"line 2 of .*data\.keys is 9 characters long") as told:
         Settings(secret_key="x" * 40, data_keys_file=str(keys)).data_key_bytes()
     assert "short-one" not in str(told.value)
+
+
+def test_a_plugin_that_does_not_load_stops_no_command_of_its_own(monkeypatch):
+    """A review: the check imported every notifier plugin, so one that failed to import
+    stopped `anjeon migrate` and `anjeon staff revoke` too. Its settings are then taken to
+    follow the convention, ANJEON_<NAME>_."""
+
+    def broken() -> dict:
+        raise NotifierConfigError("notifier plugin 'pigeon' failed to load: needs libfoo 2")
+
+    monkeypatch.setattr(cli, "available", broken)
+    monkeypatch.setattr(cli, "entry_points", lambda group: [SimpleNamespace(name="pigeon")])
+    monkeypatch.setenv("ANJEON_PIGEON_TOKEN", "t")
+    cli._refuse_unknown_environment()  # the plugin's own setting passes
+    monkeypatch.setenv("ANJEON_PORTT", "1")
+    with pytest.raises(ValueError, match=r"ANJEON_PORTT \(did you mean ANJEON_PORT\?\)"):
+        cli._refuse_unknown_environment()
+
+
+def _anjeon(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ANJEON_")}
+    environ |= {"ANJEON_DATABASE_URL": f"sqlite:///{tmp_path / 'anjeon.db'}", **settings}
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_with_workers_and_no_feeds_file_stops_instead_of_restarting_them(tmp_path):
+    """A review: with --workers 2 the parent never read the feeds file, and uvicorn started
+    each failing worker again for ever."""
+    done = _anjeon(
+        tmp_path,
+        "serve",
+        "--workers",
+        "2",
+        ANJEON_SECRET_KEY="k" * 40,
+        ANJEON_PORT="8759",
+        ANJEON_FEEDS_FILE=str(tmp_path / "feeds.tmol"),
+    )
+    assert done.returncode == 2
+    assert "feeds.tmol: no such file (ANJEON_FEEDS_FILE)" in done.stderr
+
+
+def test_a_config_file_that_is_not_there_stops_every_command(tmp_path):
+    """A review: ANJEON_CONFIG naming a file not there (a forgotten mount) ran on defaults,
+    and without config/default.toml either."""
+    done = _anjeon(tmp_path, "migrate", ANJEON_CONFIG=str(tmp_path / "anjeon.toml"))
+    assert done.returncode == 2
+    assert "ANJEON_CONFIG:" in done.stderr and "anjeon.toml: no such file" in done.stderr
+    assert not (tmp_path / "anjeon.db").exists()
+
+
+def test_a_secret_that_starts_with_a_hash_is_a_secret_not_a_comment(tmp_path: Path):
+    keys = tmp_path / "data.keys"
+    hashed = "#" + "h" * 40
+    keys.write_text(f"# the new one first\n{hashed}\n#\n{'o' * 40}\n")
+    settings = Settings(secret_key="x" * 40, data_keys_file=str(keys))
+    assert settings.data_key_bytes() == [hashed.encode(), b"o" * 40]

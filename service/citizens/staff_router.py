@@ -105,7 +105,9 @@ def reveal(
             client=client_of(request),
             now=utcnow(),
             # Counted once found (an unknown id or a bad reason costs nothing).
-            before_reading=lambda: request.app.state.rate_limits.take(Rule.REVEAL, staff.name),
+            before_reading=lambda: request.app.state.rate_limits.take_here_when_away(
+                Rule.REVEAL, staff.name
+            ),
         )
     except TooManyRequests as refused:
         # Returned, not raised: nothing was revealed, and the request commits so that the

@@ -12,7 +12,7 @@ reported beside them."""
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
@@ -85,8 +85,15 @@ def _known(value: str, allowed: Iterable[str]) -> str:
     return value if value in allowed else "other"
 
 
-def read_queue(connection: Connection, *, now: datetime) -> Queue:
-    """Open rows per channel and the oldest one's age, from the open-rows index alone."""
+def read_queue(
+    connection: Connection,
+    *,
+    now: datetime,
+    notifier_channels: Mapping[str, Iterable[str]] | None = None,
+) -> Queue:
+    """Open rows per channel and the oldest one's age, from the open-rows index alone.
+    `notifier_channels`: the channels each configured notifier sends (one circuit holds them
+    all; its row names only the channel that wrote it first)."""
     # Spelled as the index's own condition: SQLite uses a partial index only when the query's
     # WHERE visibly implies it, and bound parameters hide that (a 5M-row scan, 1 s).
     is_open = text(states.sql_in(states.OPEN))
@@ -126,9 +133,10 @@ def read_queue(connection: Connection, *, now: datetime) -> Queue:
     # while it is open (an operator saw the overdue figure grow 1 s a second beside the open
     # circuit, and a page that pointed at the queue, not at the provider).
     held = {
-        channel
-        for _, channel, state, until in circuit_rows
+        held_channel
+        for notifier, channel, state, until in circuit_rows
         if state == circuit.OPEN and until is not None and _aware(until) > now
+        for held_channel in (notifier_channels or {}).get(notifier, [channel])
     }
     not_held = (
         or_(Alert.channel.not_in(held), Alert.priority.in_(priority.URGENT)) if held else true()
@@ -252,8 +260,10 @@ class DatabaseFigures(Collector):
         totals_max_age_s: float = TOTALS_MAX_AGE_S,
         feed_intervals: dict[str, int] | None = None,
         feed_stale_after: dict[str, int] | None = None,
+        notifier_channels: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.engine = engine
+        self.notifier_channels = notifier_channels or {}
         self.feed_intervals = feed_intervals or {}  # the enabled feeds' poll intervals
         self.feed_stale_after = feed_stale_after or {}  # and their stale_after_s, when set
         self.totals_max_age_s = totals_max_age_s
@@ -281,7 +291,7 @@ class DatabaseFigures(Collector):
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SET TRANSACTION READ ONLY"))
                 connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-            queue = read_queue(connection, now=utcnow())
+            queue = read_queue(connection, now=utcnow(), notifier_channels=self.notifier_channels)
             stale = self._totals is None or self._totals.stale(self.totals_max_age_s)
             if stale and self._refreshing.acquire(blocking=False):
                 try:

@@ -2,7 +2,7 @@
 
 import hmac
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from service.db import READ_ONLY, RETRY_AFTER_S, deadline
 from service.dispatch import circuit
+from service.dispatch.notifiers.base import Notifier
 from service.errors import NotFound, ServiceUnavailable
 from service.migrate import current_revision
 from service.operations.figures import DatabaseFigures
@@ -107,11 +108,20 @@ def _registry(app: FastAPI) -> CollectorRegistry:
                     feed_stale_after={
                         feed.name: feed.stale_after_s for feed in enabled if feed.stale_after_s
                     },
+                    notifier_channels=_channels_of(app.state.dispatcher.notifiers),
                 )
             )
             registry.register(RateLimitStorageUp(app.state.rate_limits))
             app.state.metrics_registry = registry
         return registry
+
+
+def _channels_of(notifiers: Mapping[str, Notifier]) -> dict[str, list[str]]:
+    """The channels each configured notifier sends (one instance may send both)."""
+    channels: dict[str, list[str]] = {}
+    for channel, notifier in notifiers.items():
+        channels.setdefault(notifier.name, []).append(channel)
+    return channels
 
 
 class RateLimitStorageUp(Collector):

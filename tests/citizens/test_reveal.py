@@ -228,6 +228,22 @@ def test_one_key_cannot_dump_the_registry_one_reveal_at_a_time(database_url, db,
         assert reveal(app, citizens[4], other).status_code == 200
 
 
+def test_a_reveal_goes_while_the_rate_limit_storage_is_away_counted_in_the_process(
+    database_url, db, staff_headers
+):
+    """A review: with the Redis away a consul's reveal answered 503, the one staff action that
+    reaches a person in danger. It is now counted in the process meanwhile."""
+    with bound_client(make_settings(database_url), db) as app:
+        citizens = [register(app, location=TOKYO)[0] for _ in range(3)]
+    away = make_settings(
+        database_url, rate_limit_storage="redis://127.0.0.1:9/0", rate_limit_reveal="2/hour"
+    )
+    with bound_client(away, db) as app:
+        consul = staff_headers("consul")
+        assert [reveal(app, c, consul).status_code for c in citizens] == [200, 200, 429]
+        assert len(reveal_entries(db, citizens[0])) == 1
+
+
 def test_a_reasons_phone_numbers_and_addresses_never_reach_the_audit_log(
     database_url, db, staff_headers
 ):

@@ -50,9 +50,16 @@ def test_alerts_an_open_circuit_holds_are_not_overdue_but_urgent_ones_are(databa
         with engine.connect() as connection:
             assert read_queue(connection, now=now).overdue_s["sms"] >= 299  # urgent: due
 
+        # One notifier sending both channels has one circuit, whose row names the channel
+        # that wrote it first: it holds e-mail too (a review).
+        with make_session_factory(engine).begin() as session:
+            session.execute(update(Alert).values(priority=routine))
+        both = {"twilio": ["sms", "email"]}
+        with engine.connect() as connection:
+            assert read_queue(connection, now=now, notifier_channels=both).overdue_s == {}
+
         with make_session_factory(engine).begin() as session:
             session.execute(update(NotifierCircuit).values(open_until=now - timedelta(seconds=1)))
-            session.execute(update(Alert).values(priority=routine))
         with engine.connect() as connection:
             assert read_queue(connection, now=now).overdue_s["sms"] >= 299  # open_until passed
         engine.dispose()

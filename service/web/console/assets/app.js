@@ -572,16 +572,17 @@ async function showQueue() {
         message.textContent = sentence(error);
       }
     };
-    // The proposer's own proposal waits for someone else: no Approve that answers 403.
+    // The proposer's own proposal waits for someone else: no Approve or Reject that answers
+    // 403 (the proposer cancels it instead, on its page).
     const own = state.me && (pending.proposed_by || advisory.issued_by) === state.me.name;
-    const actions = can("consul")
-      ? el("div", { class: "row" },
-          own
-            ? el("span", { class: "hint", "data-testid": "own-proposal" }, t("own_proposal"))
-            : el("button", { type: "button", class: "primary", on: { click: () => decide("approve") } }, t("approve")),
-          el("label", { for: `reason-${advisory.id}` }, t("reason")), reason,
-          el("button", { type: "button", on: { click: () => decide("reject") } }, t("reject")))
-      : null;
+    const actions = !can("consul")
+      ? null
+      : own
+        ? el("div", { class: "row" }, el("span", { class: "hint", "data-testid": "own-proposal" }, t("own_proposal")))
+        : el("div", { class: "row" },
+            el("button", { type: "button", class: "primary", on: { click: () => decide("approve") } }, t("approve")),
+            el("label", { for: `reason-${advisory.id}` }, t("reason")), reason,
+            el("button", { type: "button", on: { click: () => decide("reject") } }, t("reject")));
     list.append(el("li", { class: `card level-${content.level}`, "data-advisory": advisory.id },
       el("h3", {}, el("a", { href: `#/advisory/${advisory.id}` }, localised(content.title))),
       el("p", {}, levelName(content.level), " · ", `${t("proposed_by")}: ${pending.proposed_by || advisory.issued_by}`,
