@@ -47,6 +47,7 @@ def read_audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
     reads: bool = True,
+    up_to: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
 ) -> AuditPage:
     """Newest first. Every staff request is here (who, role, address, what, about what), those
     refused with their status and why, and every reveal of a citizen's contacts with its
@@ -61,6 +62,7 @@ def read_audit_log(
         limit=limit,
         offset=offset,
         reads=reads,
+        up_to=up_to,
     )
     return AuditPage(
         total=total,

@@ -50,11 +50,15 @@ def read(
     limit: int,
     offset: int,
     reads: bool = True,
+    up_to: int | None = None,
 ) -> tuple[int, list[AuditEntry]]:
     """A page of entries, newest first, and how many match in all; without `reads`, not the
     plain reads (GET and HEAD requests): an open console polls them every few seconds, and
-    they buried an approval and a cancel within two minutes (an operator's review)."""
+    they buried an approval and a cancel within two minutes (an operator's review). `up_to`:
+    entries up to this id, so that pages stay put while new ones are written (a review)."""
     where = []
+    if up_to is not None:
+        where.append(AuditEntry.id <= up_to)
     if not reads:
         where.append(~AuditEntry.action.startswith("GET ") & ~AuditEntry.action.startswith("HEAD "))
     if actor:

@@ -228,6 +228,11 @@ def test_admins_read_the_log_filtered_and_others_may_not(client, db, staff_heade
     assert "POST /v1/staff/keys" in actions
     everything = client.get("/v1/audit", headers=admin).json()
     assert everything["total"] > done["total"]
+    # Pages below a first page's newest entry stay put while entries are written.
+    newest = everything["items"][0]["id"]
+    client.get("/v1/advisories", headers=consul)
+    held = client.get("/v1/audit", params={"up_to": newest}, headers=admin).json()
+    assert held["items"][0]["id"] == newest and held["total"] == everything["total"]
 
 
 @pytest.mark.parametrize(

@@ -987,12 +987,16 @@ const AUDIT_PAGE = 100;
 async function showAudit() {
   const query = new URLSearchParams({ limit: String(AUDIT_PAGE), offset: String(state.auditOffset || 0) });
   if (!$("audit-reads").checked) query.set("reads", "false");
+  // Later pages stay below the first page's newest entry: entries written meanwhile (this
+  // very read's among them) must not shift them (a review saw rows repeat or go missing).
+  if (state.auditOffset && state.auditUpTo) query.set("up_to", String(state.auditUpTo));
   for (const name of ["actor", "action", "subject"]) {
     const value = $(`audit-${name}`).value.trim();
     if (value) query.set(name, value);
   }
   const page = await api(`/v1/audit?${query}`);
   const items = page.items || [];
+  if (!state.auditOffset) state.auditUpTo = items.length ? items[0].id : null;
   $("audit").replaceChildren(
     el("tr", {}, [t("when"), t("who"), t("what"), t("subject")].map((h) => el("th", {}, h))),
     ...items.map((e) => el("tr", {}, el("td", {}, when(e.at || e.created_at)),
