@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import httpx
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
@@ -594,29 +595,23 @@ def tell_duty(
         log.exception("duty notices could not be read", extra={"checkin_ids": checkin_ids})
         groups = []
     # Each citizen's notice on its own: one that cannot be read or sent holds up no other.
-    for group, exercise in groups:
+    tell_of_answers = partial(
+        _tell_of_answers, factory, vault=vault, notifiers=notifiers, settings=settings, now=now
+    )
+    tell_of_messages = partial(
+        _tell_of_help_messages,
+        factory,
+        vault=vault,
+        notifiers=notifiers,
+        settings=settings,
+        now=now,
+    )
+    notices = [(exercise, partial(tell_of_answers, group=group)) for group, exercise in groups]
+    notices += [(False, partial(tell_of_messages, help_message_id=m)) for m in help_message_ids]
+    for exercise, tell in notices:
         with hour.one_by_one(exercise) as room:
-            if room:
-                room.sent = _tell_of_answers(
-                    factory,
-                    vault=vault,
-                    notifiers=notifiers,
-                    settings=settings,
-                    group=group,
-                    now=now,
-                )
-                told += room.sent
-    for help_message_id in help_message_ids:
-        with hour.one_by_one(exercise=False) as room:
-            if room:
-                room.sent = _tell_of_help_messages(
-                    factory,
-                    vault=vault,
-                    notifiers=notifiers,
-                    settings=settings,
-                    help_message_id=help_message_id,
-                    now=now,
-                )
+            if room is not None:
+                room.sent = tell()
                 told += room.sent
     for exercise in hour.past:
         try:
@@ -704,9 +699,6 @@ class _Room:
 
     taken_at: float
     sent: bool = False
-
-    def __bool__(self) -> bool:
-        return True
 
 
 class _DutyHour:
