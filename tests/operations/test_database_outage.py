@@ -54,7 +54,7 @@ BEFORE = 40  # citizens registered before the advisory
 REFUSE_S = STALL_S = 30.0
 REQUEST_TIMEOUT_S = 15.0  # the default
 MARGIN_S = 2.0
-STALL_OPEN_S = 7.0
+STALL_OPEN_S = 10.0
 # The stall test's connect timeout, which also bounds the ping on checkout: a stalled connection
 # still in the pool after the stall costs its first request that long, once, then is replaced.
 STALL_CONNECT_S = 3
@@ -203,8 +203,11 @@ def _stall_open_connections(base, direct, proxy, logged: list[str]) -> None:
     # after it (seen once).
     in_stall = [a for a in during if a.at < restored]
     assert 503 in {a.status for a in in_stall if a.label == "register"}
+    # Within the deadline and twice the margin, still short of the stall's end: a loaded CI
+    # machine took 6.4 s once (CI of f02620b), and a request without its deadline would hang
+    # for the whole stall.
     slowest = max(during, key=lambda a: a.elapsed)
-    assert slowest.elapsed < 4.0 + MARGIN_S, slowest
+    assert slowest.elapsed < 4.0 + 2 * MARGIN_S < STALL_OPEN_S, slowest
     assert cut
     after = [a for a in during if a.at > settled]
     assert {a.status for a in after if a.label == "readyz"} == {200}, after
