@@ -338,6 +338,12 @@ class Dispatcher:
             # A lane that failed (the database away) ends the others' turn too: they would
             # otherwise wait for it to go idle, for ever, and the drain would never return.
             failed = threading.Event()
+            # Set by the lane that saw every lane idle at once: the others end their turn
+            # too, instead of claiming again after their wait. Before, the e-mail lane ended
+            # while the SMS lane waited, the SMS lane then claimed a batch that a provider
+            # held for minutes, and no e-mail went until it was done (a scaled-deployment
+            # CI run: 8 e-mails pending for 90 s beside 4 held SMS).
+            ended = threading.Event()
 
             def lane(channel: str) -> Tally:
                 try:
@@ -349,19 +355,23 @@ class Dispatcher:
             def lane_until_idle(channel: str) -> Tally:
                 # A lane with nothing due keeps looking while another lane is busy: an SMS
                 # retry that comes due must not wait for a stalled relay's batch to end.
+                # A lane is in `idle` only while it waits, never while it claims or sends.
                 mine = Tally()
                 while True:
+                    with lock:
+                        if ended.is_set():
+                            return mine
+                        idle.discard(channel)
                     tally = self._drain([channel], max_s=max_s, failed=failed)
                     mine.merge(tally)
                     if self._quitting.is_set() or failed.is_set():
                         return mine
                     with lock:
-                        if tally.claimed:
-                            idle.discard(channel)
-                        else:
+                        if not tally.claimed:
                             idle.add(channel)
                         over = max_s is not None and time.monotonic() - started > max_s
                         if over or idle >= set(channels):
+                            ended.set()
                             return mine
                     self._woken[channel].wait(_LANE_POLL_S)
 

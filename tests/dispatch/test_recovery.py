@@ -42,6 +42,7 @@ from service.send_window import SendWindowClosed, send_window
 from tests.conftest import TEST_SECRET, make_settings
 from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Answer
+from tests.dispatch.faults import email_counts
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
 from tests.dispatch.test_crash import (
     dispatcher_env,
@@ -51,6 +52,7 @@ from tests.dispatch.test_crash import (
     wait_for,
     watch_until_exit,
 )
+from tests.operations.service_process import wait_until
 
 CITIZENS = 400  # 800 alerts
 
@@ -339,6 +341,87 @@ def test_a_lane_that_fails_ends_the_drain_instead_of_leaving_the_other_lane_wait
         dispatcher.close()
         engine.dispose()
         assert ledger(url) == Counter({"sent": 6})
+
+
+def test_an_sms_batch_the_provider_holds_does_not_hold_up_the_e_mails_behind_it(
+    database_url, tmp_path, twilio, smtp, monkeypatch
+):
+    """The lanes of a drain end together, when all of them are waiting at once. Here the SMS
+    lane finds nothing and waits; the e-mail lane then finds nothing too, sees every lane
+    waiting, and ends; SMS and e-mails come due before the SMS lane has looked again. Before,
+    the SMS lane claimed them after its wait and the provider held that batch, and the drain
+    (ended on the e-mail side) sent no e-mail until the SMS were answered: a scaled-deployment
+    CI run saw 8 e-mails pending for 90 s beside 4 held SMS. Now the SMS lane ends its turn,
+    and the worker's next drain sends the e-mails while the SMS are still held."""
+    held = threading.Event()
+    with scratch_database(database_url, tmp_path, "lanes_end_together") as url:
+        seed_pending(url, citizens=3, secret=TEST_SECRET.encode())
+        twilio.script(None, *[Answer(hold=held)] * 3)
+        # The client waits as long as the fake holds the SMS.
+        settings = make_settings(url, **notifier_settings(twilio, smtp) | {"twilio_timeout_s": 60})
+        engine = make_engine(url)
+        dispatcher = Dispatcher.from_settings(
+            settings,
+            make_session_factory(engine),
+            vault=PersonalDataVault(TEST_SECRET.encode()),
+            lanes=True,
+        )
+        # The SMS lane's wait, long enough for the e-mail lane to end in it.
+        monkeypatch.setattr(dispatcher_module, "_LANE_POLL_S", 1.0)
+        claim = outbox.claim
+        sms_waits = threading.Event()
+        first = {"sms": True, "email": True}
+
+        def claim_in_this_order(session, *, channel, **kwargs):
+            if first[channel]:  # the first look of each lane finds nothing due
+                first[channel] = False
+                if channel == "email":
+                    assert sms_waits.wait(30)
+                    time.sleep(0.3)  # the SMS lane is in its wait by now
+                else:
+                    sms_waits.set()
+                return []
+            return claim(session, channel=channel, **kwargs)
+
+        monkeypatch.setattr(outbox, "claim", claim_in_this_order)
+        stop = threading.Event()
+
+        def work() -> None:  # as cli._work: drain, pause, drain again
+            while not stop.is_set():
+                dispatcher.drain()
+                stop.wait(0.05)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        try:
+            e_mailed = wait_until(lambda: ledger_of(url, "email") == Counter({"sent": 3}), 20)
+            held_then = twilio.holding
+        finally:
+            held.set()
+            assert wait_until(lambda: ledger(url) == Counter({"sent": 6}), 60), ledger(url)
+            stop.set()
+            worker.join(timeout=60)
+            dispatcher.close()
+            engine.dispose()
+        assert e_mailed, "the e-mails waited for the held SMS"
+        assert held_then > 0, "the SMS were not held while the e-mails went"
+        assert not worker.is_alive()
+        created = [r for r in twilio.requests if r.method == "create"]
+        assert len(created) == 3  # each SMS once
+        got = email_counts(smtp, [email_of(n) for n in range(3)])
+        assert (got.lost, got.duplicate) == (0, 0)
+
+
+def ledger_of(url: str, channel: str) -> Counter:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        rows = session.execute(
+            select(Alert.status, func.count())
+            .where(Alert.channel == channel)
+            .group_by(Alert.status)
+        ).all()
+    engine.dispose()
+    return Counter(dict(rows))
 
 
 def _one_step_whose_window(
