@@ -289,11 +289,13 @@ def test_a_batch_that_fails_after_its_claim_is_not_held_on(db, dispatcher, monke
     assert dict(db.execute(select(Alert.id, Alert.due_at)).all()) == lease_ends
 
 
-def _three_people_pending(url: str, twilio, smtp, *, lanes: bool) -> tuple[Engine, Dispatcher]:
+def _three_people_pending(
+    url: str, twilio, smtp, *, lanes: bool, **overrides: object
+) -> tuple[Engine, Dispatcher]:
     """Three people's SMS and e-mail pending in the database at `url`, and a dispatcher of it
     (with its engine, for the test to dispose of)."""
     seed_pending(url, citizens=3, secret=TEST_SECRET.encode())
-    settings = make_settings(url, **notifier_settings(twilio, smtp))
+    settings = make_settings(url, **notifier_settings(twilio, smtp) | overrides)
     engine = make_engine(url)
     dispatcher = Dispatcher.from_settings(
         settings,
@@ -355,16 +357,10 @@ def test_an_sms_batch_the_provider_holds_does_not_hold_up_the_e_mails_behind_it(
     and the worker's next drain sends the e-mails while the SMS are still held."""
     held = threading.Event()
     with scratch_database(database_url, tmp_path, "lanes_end_together") as url:
-        seed_pending(url, citizens=3, secret=TEST_SECRET.encode())
         twilio.script(None, *[Answer(hold=held)] * 3)
         # The client waits as long as the fake holds the SMS.
-        settings = make_settings(url, **notifier_settings(twilio, smtp) | {"twilio_timeout_s": 60})
-        engine = make_engine(url)
-        dispatcher = Dispatcher.from_settings(
-            settings,
-            make_session_factory(engine),
-            vault=PersonalDataVault(TEST_SECRET.encode()),
-            lanes=True,
+        engine, dispatcher = _three_people_pending(
+            url, twilio, smtp, lanes=True, twilio_timeout_s=60
         )
         # The SMS lane's wait, long enough for the e-mail lane to end in it.
         monkeypatch.setattr(dispatcher_module, "_LANE_POLL_S", 1.0)
