@@ -7,33 +7,53 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.advisories.models import Advisory
+from service.advisories.models import Advisory, AdvisoryRevision
 from service.citizens.models import Citizen
 from service.citizens.service import Registry, masked_contacts
-from service.dispatch.schemas import AlertRead
+from service.dispatch.schemas import AlertRead, RevisionCounts
 from service.errors import Conflict, NotFound
 from service.ledger import outbox, states
 from service.ledger.models import Alert
 from service.ledger.wake import mark_enqueued
 
 
-def counts_for(session: Session, *, advisory_id: int) -> dict[str, dict[str, int]]:
+def counts_for(
+    session: Session, *, advisory_id: int
+) -> tuple[dict[str, dict[str, int]], list[RevisionCounts]]:
+    """Counts by status and channel ({"sent": {"sms": 3}}): of every revision's alerts, and of
+    each revision's apart, newest first. A cancelled advisory's all-clears are a revision of
+    their own: summed with the warnings they follow, "sent 4" of 4 citizens read as 8 sends."""
     rows = session.execute(
-        select(Alert.status, Alert.channel, func.count())
+        select(Alert.revision, Alert.status, Alert.channel, func.count())
         .where(Alert.advisory_id == advisory_id)
-        .group_by(Alert.status, Alert.channel)
+        .group_by(Alert.revision, Alert.status, Alert.channel)
     ).all()
-    counts: dict[str, dict[str, int]] = {}
-    for status, channel, n in rows:
-        counts.setdefault(status, {})[channel] = n
     deferred = session.execute(
-        select(Alert.channel, func.count())
+        select(Alert.revision, Alert.channel, func.count())
         .where(Alert.advisory_id == advisory_id, *_DEFERRED)
-        .group_by(Alert.channel)
+        .group_by(Alert.revision, Alert.channel)
     ).all()
-    if deferred:
-        counts["deferred"] = {channel: n for channel, n in deferred}
-    return counts
+    changes = dict(
+        session.execute(
+            select(AdvisoryRevision.revision, AdvisoryRevision.change).where(
+                AdvisoryRevision.advisory_id == advisory_id
+            )
+        ).all()
+    )
+    total: dict[str, dict[str, int]] = {}
+    revisions: dict[int, dict[str, dict[str, int]]] = {}
+    for revision, status, channel, n in rows:
+        for counts in (total, revisions.setdefault(revision, {})):
+            by_channel = counts.setdefault(status, {})
+            by_channel[channel] = by_channel.get(channel, 0) + n
+    for revision, channel, n in deferred:
+        for counts in (total, revisions.setdefault(revision, {})):
+            by_channel = counts.setdefault("deferred", {})
+            by_channel[channel] = by_channel.get(channel, 0) + n
+    return total, [
+        RevisionCounts(revision=revision, change=changes.get(revision, "issued"), counts=counts)
+        for revision, counts in sorted(revisions.items(), reverse=True)
+    ]
 
 
 # Held for the citizen's quiet hours: waiting, not failing.

@@ -316,9 +316,11 @@ def alerts(
         limit=limit,
         offset=offset,
     )
+    counts, by_revision = alert_views.counts_for(session, advisory_id=advisory.id)
     return AlertsRead(
         exercise=advisory.exercise,
-        counts=alert_views.counts_for(session, advisory_id=advisory.id),
+        counts=counts,
+        by_revision=by_revision,
         total=total,
         limit=limit,
         offset=offset,

@@ -44,9 +44,23 @@ class AlertPage(BaseModel):
     items: list[AlertRead]
 
 
+class RevisionCounts(BaseModel):
+    """One revision's alerts by status and channel: the warning ("issued"), an update
+    ("revised") or the all-clear ("cancelled")."""
+
+    revision: int
+    change: Literal["issued", "revised", "cancelled"]
+    counts: dict[str, dict[str, int]]
+
+
 class AlertsRead(AlertPage):
     """Counts by status and channel ({"sent": {"sms": 3}}), and one page of the alert rows.
     "deferred" counts the retry_wait rows held for quiet hours (they are in retry_wait too)."""
 
-    counts: dict[str, dict[str, int]]
+    counts: dict[str, dict[str, int]] = Field(description="Every revision's alerts together.")
+    by_revision: list[RevisionCounts] = Field(
+        default_factory=list,
+        description="The same counts for each revision apart, newest first: a cancelled "
+        "advisory's all-clears apart from the warnings they follow.",
+    )
     exercise: bool = False  # a drill: its alerts went only to citizens who opted in

@@ -100,6 +100,39 @@ def test_revision_sends_update_and_cancel_sends_all_clear(api, consul, db, dispa
     message = advisory["message"]["ko"]
     assert message in first and message not in cancel
     assert [r.revision for r in alerts(db)] == [1, 2, 3]
+    # What staff read: one citizen told three times, each revision apart (summed, "sent 3"
+    # of one citizen read as three people told).
+    view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
+    assert view["counts"] == {"sent": {"sms": 3}}
+    assert view["by_revision"] == [
+        {"revision": 3, "change": "cancelled", "counts": {"sent": {"sms": 1}}},
+        {"revision": 2, "change": "revised", "counts": {"sent": {"sms": 1}}},
+        {"revision": 1, "change": "issued", "counts": {"sent": {"sms": 1}}},
+    ]
+
+
+def test_a_cancellation_counts_its_all_clears_apart_from_the_warnings_never_sent(
+    api, consul, dispatcher, twilio
+):
+    """Two citizens warned, a third's warning still queued when the advisory is cancelled:
+    the warning's revision counts 2 sent and 1 expired, the all-clear's 2 sent (to the two
+    told)."""
+    for n in range(2):
+        register(api, location=TOKYO, phone=f"010-5555-006{n}", channels=["sms"])
+    advisory = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    dispatcher.drain()
+    register(api, location=TOKYO, phone="010-5555-0062", channels=["sms"])
+    swept = api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul)
+    assert swept.status_code == 200, swept.text
+    dispatcher.drain()
+    view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
+    revisions = {r["revision"]: (r["change"], r["counts"]) for r in view["by_revision"]}
+    assert revisions == {
+        2: ("cancelled", {"sent": {"sms": 2}}),
+        1: ("issued", {"sent": {"sms": 2}, "expired": {"sms": 1}}),
+    }
+    assert view["counts"] == {"sent": {"sms": 4}, "expired": {"sms": 1}}
+    assert len(twilio.bodies_to("+821055550062")) == 0
 
 
 def test_pending_alerts_of_a_revised_advisory_are_superseded(api, consul, db, dispatcher, twilio):

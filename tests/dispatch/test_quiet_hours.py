@@ -87,6 +87,7 @@ def test_a_level_1_alert_at_2330_in_bangkok_waits_until_0700_and_then_goes(db, w
     # The alerts view shows it as deferred, and counts it.
     view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
     assert view["counts"] == {"retry_wait": {"sms": 1}, "deferred": {"sms": 1}}
+    assert [r["counts"] for r in view["by_revision"]] == [view["counts"]]
     [item] = view["items"]
     assert datetime.fromisoformat(item["deferred_until"]) == morning
     listed = api.get("/v1/alerts?status=retry_wait", headers=consul).json()["items"]

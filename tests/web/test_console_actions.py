@@ -124,6 +124,14 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     expect(tab.locator("#flash")).to_have_text("Cancelled.")
     expect(tab.get_by_role("button", name="Cancel (send an all-clear)")).to_have_count(0)
     _eventually(lambda: len(live.twilio.bodies_to(phone)) > told)
+    # The all-clear's sends in a table of their own, not added to the warning's.
+    expect(tab.locator("#delivery h4[data-change='cancelled']")).to_have_text(
+        "All-clear (revision 2)", timeout=15_000
+    )
+    expect(tab.locator("#delivery h4[data-change='issued']")).to_have_text("Warning (revision 1)")
+    for revision in (2, 1):
+        sent = tab.locator(f"#delivery table[data-revision='{revision}'] tr[data-status='sent'] td")
+        expect(sent).to_have_text("1", timeout=15_000)
 
     # The admin sees the feeds and the audit log, with what was just done.
     admin = new_page()

@@ -738,6 +738,17 @@ function stale(error) {
   note.textContent = `${t("not_updated_since")}${since}: ${sentence(error)}`;
 }
 
+function deliveryTable(counts, attributes) {
+  const statuses = [...new Set([...FUNNEL.filter((s) => s in counts), ...Object.keys(counts)])];
+  const channels = [...new Set(Object.values(counts).flatMap((c) => Object.keys(c)))].sort();
+  return statuses.length
+    ? el("table", { class: "grid", ...attributes },
+        el("thead", {}, el("tr", {}, el("th", {}, t("status")), channels.map((c) => el("th", {}, named("channel_", c))))),
+        el("tbody", {}, statuses.map((s) => el("tr", { "data-status": s }, el("th", {}, named("alert_", s)),
+          channels.map((c) => el("td", {}, counts[s][c] || 0))))))
+    : el("p", {}, t("none"));
+}
+
 async function refreshAdvisory(id, { timeoutMs } = {}) {
   if (!can("consul")) {
     $("delivery").textContent = t("forbidden");
@@ -754,14 +765,15 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
     state.failedOffset = Math.floor((alerts.total - 1) / failedPage()) * failedPage();
     return refreshAdvisory(id, { timeoutMs });
   }
-  const statuses = [...new Set([...FUNNEL.filter((s) => s in alerts.counts), ...Object.keys(alerts.counts)])];
-  const channels = [...new Set(Object.values(alerts.counts).flatMap((c) => Object.keys(c)))].sort();
-  $("delivery").replaceChildren(statuses.length
-    ? el("table", { class: "grid" },
-        el("thead", {}, el("tr", {}, el("th", {}, t("status")), channels.map((c) => el("th", {}, named("channel_", c))))),
-        el("tbody", {}, statuses.map((s) => el("tr", { "data-status": s }, el("th", {}, named("alert_", s)),
-          channels.map((c) => el("td", {}, alerts.counts[s][c] || 0))))))
-    : el("p", {}, t("none")));
+  // One table a revision when there are several: an all-clear's sends apart from the
+  // warning's, which summed would read as twice the people told.
+  const revisions = alerts.by_revision || [];
+  $("delivery").replaceChildren(...(revisions.length > 1
+    ? revisions.flatMap((r) => [
+        el("h4", { "data-revision": r.revision, "data-change": r.change },
+          `${named("revision_", r.change)} (${t("revision")} ${r.revision})`),
+        deliveryTable(r.counts, { "data-revision": r.revision })])
+    : [deliveryTable(alerts.counts, {})]));
   $("failed").replaceChildren(alerts.items.length
     ? el("ul", {}, alerts.items.map((a) => el("li", { "data-alert-status": a.status },
         `${named("channel_", a.channel)} ${a.contact || ""} ${named("alert_", a.status)} ${a.error_code || ""} `,
