@@ -50,7 +50,7 @@ from service.dispatch.render import Rendered, Renderer
 from service.dispatch.sms_opt_out import hear_opt_out
 from service.dispatch.workers import DatabaseClock, Heartbeat, Holdings, SendRate
 from service.geo.matching import Target, Today, reaches_a_place
-from service.ledger import outbox, priority
+from service.ledger import notices, outbox, priority
 from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
@@ -535,6 +535,43 @@ class Dispatcher:
                 now=at,
             )
             routine = self._routine_sent(session, rows, contents, at)
+            behind = notices.warnings_behind(
+                session, [r for r in rows if _all_clear(contents.get((r.advisory_id, r.revision)))]
+            )
+
+        def verdict_of(row: Claimed, settled: dict[int, tuple[str, bool]]) -> Decision | None:
+            state = states.get(row.advisory_id)
+            content = contents.get((row.advisory_id, row.revision))
+            person = people.get(row.citizen_id)
+            verdict = (
+                _triage(row, state, content, person, now=at)
+                or (
+                    _after_the_warning(
+                        row, behind.of(row, settled), now=at, wait_s=self.policy.lease_s
+                    )
+                    if _all_clear(content)
+                    else None
+                )
+                or _quiet(row, state, content, person, now=at)
+                or self._cap(row, content, routine, now=at)
+            )
+            if verdict is not None and row.outcome_unknown and not verdict.outcome_unknown:
+                # Whatever ends it, a row whose last try may have gone says so: the all-clear
+                # goes to it, and one queued again is looked up first (a review: one failed as
+                # unreadable lost the mark, and a requeue sent it twice).
+                verdict = dataclasses.replace(verdict, outcome_unknown=True)
+            return verdict
+
+        # The warnings first: an all-clear behind one this batch ends unsent learns it here.
+        verdicts: dict[int, Decision | None] = {}
+        for row in rows:
+            if not _all_clear(contents.get((row.advisory_id, row.revision))):
+                verdicts[row.id] = verdict_of(row, {})
+        settled = {
+            row_id: (verdict.status, verdict.outcome_unknown)
+            for row_id, verdict in verdicts.items()
+            if verdict is not None
+        }
         decided: list[tuple[Claimed, Decision]] = []
         jobs: list[_Job] = []
         for row in rows:
@@ -543,17 +580,8 @@ class Dispatcher:
             person = people.get(row.citizen_id)
             if person is not None and OTHER_CHANNEL[row.channel] in person.reachable:
                 self._can_fall_back.add(row.id)
-            verdict = (
-                _triage(row, state, content, person, now=at)
-                or _quiet(row, state, content, person, now=at)
-                or self._cap(row, content, routine, now=at)
-            )
+            verdict = verdicts[row.id] if row.id in verdicts else verdict_of(row, settled)
             if verdict is not None:
-                if row.outcome_unknown and not verdict.outcome_unknown:
-                    # Whatever ends it, a row whose last try may have gone says so: the
-                    # all-clear goes to it, and one queued again is looked up first (a review:
-                    # one failed as unreadable lost the mark, and a requeue sent it twice).
-                    verdict = dataclasses.replace(verdict, outcome_unknown=True)
                 decided.append((row, verdict))
                 continue
             assert content is not None and person is not None and state is not None
@@ -1023,6 +1051,31 @@ def _part_of(content: AlertContent, person: Recipient, state: AdvisoryState, now
         if reaches_a_place(target, person.points, today=Today.at(now)):
             return ""
     return min(partly)
+
+
+def _all_clear(content: AlertContent | None) -> bool:
+    return content is not None and content.kind == "cancel"
+
+
+def _after_the_warning(
+    row: Claimed, found: str, *, now: datetime, wait_s: float
+) -> Decision | None:
+    """An all-clear goes after the warning it follows, and only if one may have gone: it was
+    queued for a warning then held by a dispatcher, which may have given it up (finding the
+    advisory cancelled), and "lifted" would then tell someone of a warning they never had."""
+    if found == notices.NEVER_WARNED:
+        return Decision(row.id, CANCELLED, reason=notices.REASON_NEVER_WARNED)
+    if found == notices.IN_FLIGHT:
+        # Not a try: the claim's attempt is given back; the warning settles within its lease.
+        return Decision(
+            row.id,
+            RETRY_WAIT,
+            reason="waits for the warning still on its way",
+            due_at=now + timedelta(seconds=wait_s),
+            outcome_unknown=row.outcome_unknown,
+            refund=True,
+        )
+    return None
 
 
 def _quiet(

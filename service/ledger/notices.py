@@ -1,8 +1,10 @@
 """Cancellation notices: an advisory's all-clear goes to whoever may have been told of it."""
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
@@ -10,6 +12,7 @@ from service.db import UTCDateTime
 from service.ledger import priority, states
 from service.ledger.enqueue import COLUMNS, ON_CONFLICT
 from service.ledger.models import Alert
+from service.ledger.outbox import Claimed
 from service.ledger.wake import mark_enqueued
 
 # Rows that may have reached the citizen (states.MAY_HAVE_REACHED_SQL); an all-clear goes to
@@ -56,3 +59,59 @@ def enqueue_cancellation(
     if queued:
         mark_enqueued(session)
     return queued
+
+
+# What became of the warnings an all-clear follows, on its channel (warnings_behind).
+WARNED = "warned"  # one may have reached the citizen: the all-clear goes
+IN_FLIGHT = "in-flight"  # one is still queued or held by a dispatcher: the all-clear waits
+NEVER_WARNED = "never-warned"  # every one ended unsent: the all-clear would puzzle them
+REASON_NEVER_WARNED = "no warning reached the citizen before the cancellation"
+
+
+@dataclass(frozen=True)
+class EarlierAlerts:
+    """The earlier revisions' alerts to the citizens of a batch's all-clears (warnings_behind):
+    (id, advisory, citizen, channel, revision, status, outcome unknown)."""
+
+    rows: tuple[tuple[int, int, int, str, int, str, bool], ...] = ()
+
+    def of(self, notice: Claimed, settled: Mapping[int, tuple[str, bool]]) -> str:
+        """What became of the warnings `notice` follows, on its channel: WARNED, IN_FLIGHT or
+        NEVER_WARNED. `settled`: (status, outcome unknown) of rows of the same batch already
+        decided, not yet written (a warning ended unsent there is not in flight)."""
+        whose = (notice.advisory_id, notice.citizen_id, notice.channel)
+        earlier = [
+            settled.get(alert_id, (status, unknown))
+            for alert_id, advisory_id, citizen_id, channel, revision, status, unknown in self.rows
+            if (advisory_id, citizen_id, channel) == whose and revision < notice.revision
+        ]
+        if any(status in (states.SENT, states.DELIVERED) or unknown for status, unknown in earlier):
+            return WARNED
+        if any(status in states.OPEN for status, _ in earlier):
+            return IN_FLIGHT
+        return NEVER_WARNED
+
+
+def warnings_behind(session: Session, notices: list[Claimed]) -> EarlierAlerts:
+    """The earlier revisions' alerts to the citizens of the all-clears in `notices`. An
+    all-clear was queued for each citizen one of whose warnings was held by a dispatcher (it
+    may have been on its way); that send may since have been given up (the dispatcher found the
+    advisory cancelled), and the all-clear would then tell of a warning they never had."""
+    if not notices:
+        return EarlierAlerts()
+    rows = session.execute(
+        select(
+            Alert.id,
+            Alert.advisory_id,
+            Alert.citizen_id,
+            Alert.channel,
+            Alert.revision,
+            Alert.status,
+            Alert.outcome_unknown,
+        ).where(
+            tuple_(Alert.advisory_id, Alert.citizen_id).in_(
+                sorted({(n.advisory_id, n.citizen_id) for n in notices})
+            )
+        )
+    ).all()
+    return EarlierAlerts(tuple(tuple(row) for row in rows))

@@ -11,9 +11,11 @@ from service.advisories.models import Advisory
 from service.citizens.models import Citizen
 from service.citizens.service import purge_unverified
 from service.db import utcnow
+from service.dispatch import dispatcher as dispatcher_module
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
-from service.ledger import outbox
+from service.ledger import notices, outbox
 from service.ledger.models import Alert
+from service.ledger.outbox import Decision
 from service.privacy import PersonalDataVault
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -374,6 +376,59 @@ def test_claims_overtaken_by_a_cancellation_or_an_erasure_are_not_sent(
     ]
     assert [s for (c, rev), s in ended.items() if rev == 2 and c != erased] == ["sent", "sent"]
     assert all("[해제]" in m["body"] for m in twilio.messages) and len(twilio.messages) == 2
+
+
+def test_an_all_clear_goes_to_nobody_whose_warning_was_given_up_at_the_cancellation(
+    api, consul, db, dispatcher, twilio, monkeypatch
+):
+    """A warning claimed, then the advisory cancelled before the dispatcher read its state:
+    the all-clear was queued (the warning was held, it may have been on its way), and the
+    dispatcher gave the warning up. Before, the all-clear still went: "the advisory is lifted"
+    to someone never told of it. Now it ends cancelled, saying why."""
+    register(api, location=TOKYO, phone="010-6666-0015", channels=["sms"])
+    advisory = issue(api, consul, level=3)
+    read_states = dispatcher_module.advisory_states
+
+    def cancelled_in_between(session, ids):
+        if not cancelled:
+            cancelled.append(api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul))
+        return read_states(session, ids)
+
+    cancelled: list = []
+    monkeypatch.setattr(dispatcher_module, "advisory_states", cancelled_in_between)
+    dispatcher.step()
+    assert cancelled[0].status_code == 200, cancelled[0].text
+    dispatcher.step()
+    [warning, all_clear] = rows(db)
+    assert (warning.revision, warning.status, warning.outcome_unknown) == (1, "expired", False)
+    assert (all_clear.revision, all_clear.status) == (2, "cancelled")
+    assert all_clear.last_error == notices.REASON_NEVER_WARNED
+    assert twilio.posts == []
+
+
+def test_an_all_clear_waits_for_the_warning_still_on_its_way(api, consul, db, dispatcher, twilio):
+    """Another dispatcher holds the warning at the cancellation: the all-clear waits (not a
+    try), and goes once that one has recorded its warning as sent, after it."""
+    register(api, location=TOKYO, phone="010-6666-0016", channels=["sms"])
+    advisory = issue(api, consul, level=3)
+    now = utcnow()
+    [held] = outbox.claim(db, channel="sms", now=now, limit=10, lease_s=10, worker="other")
+    assert api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul).status_code == 200
+    dispatcher.step(now=now)
+    [_, all_clear] = rows(db)
+    assert (all_clear.status, all_clear.last_error) == (
+        "retry_wait",
+        "waits for the warning still on its way",
+    )
+    assert all_clear.attempts - all_clear.retry_base == 0  # given back: a wait is not a try
+    assert twilio.posts == []
+    sent = Decision(held.id, "sent", provider_ref="SMother")
+    outbox.record(db, decided=[(held, sent)], worker="other", now=now)
+    dispatcher.step(now=now + timedelta(seconds=11))
+    [warning, all_clear] = rows(db)
+    assert (warning.status, all_clear.status) == ("sent", "sent")
+    [message] = twilio.messages
+    assert "[해제]" in message["body"]
 
 
 def test_no_provider_id_comes_back_after_an_erasure(api, consul, db, dispatcher, twilio):
