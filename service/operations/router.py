@@ -50,15 +50,32 @@ async def readyz(request: Request) -> dict[str, object]:
         raise ServiceUnavailable(
             f"database unreachable: {type(exc).__name__}", retry_after_s=RETRY_AFTER_S
         ) from exc
+    # The schema's revision and the notifiers' states are for whoever may read /metrics: the
+    # exact release, the SMS provider and its outage are not for everyone (a probe read them).
+    shown = _may_read_figures(request)
     if revision != state.schema_head:
         raise ServiceUnavailable(
             f"database schema at {revision}, expected {state.schema_head}: run `anjeon migrate`"
+            if shown
+            else "database schema not at the code's head: run `anjeon migrate`"
         )
+    if not shown:
+        return {"status": "ready"}
     # Each configured notifier's circuit breaker (closed until it first opens): a provider
     # that is down does not make the process unready, but the operator sees it here.
     names = sorted({n.name for n in state.dispatcher.notifiers.values()})
     notifiers = {name: circuits.get(name, circuit.CLOSED) for name in names}
     return {"status": "ready", "schema": revision, "notifiers": notifiers}
+
+
+def _may_read_figures(request: Request) -> bool:
+    """With ANJEON_METRICS_TOKEN set, whoever gives it; without, anyone outside production."""
+    settings = request.app.state.settings
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if not token:
+        return settings.environment != "production"
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
 
 
 def _schema_revision(engine: Engine, bound_s: float) -> tuple[str | None, dict[str, str]]:
@@ -79,12 +96,9 @@ def metrics(request: Request) -> Response:
     """Prometheus text. With ANJEON_METRICS_TOKEN set it needs that bearer token; in
     production without one it is off (queue depths and counts are not for everyone)."""
     settings = request.app.state.settings
-    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
-    if token:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+    if not _may_read_figures(request):
+        if settings.metrics_token and settings.metrics_token.get_secret_value():
             raise HTTPException(401, "/metrics needs its bearer token", headers=_CHALLENGE)
-    elif settings.environment == "production":
         raise NotFound("/metrics is off in production until ANJEON_METRICS_TOKEN is set")
     return Response(generate_latest(_registry(request.app)), media_type=CONTENT_TYPE_LATEST)
 

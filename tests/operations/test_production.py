@@ -53,6 +53,22 @@ def test_development_keeps_docs_and_metrics_open(client):
     assert client.get("/docs").status_code == 200
     assert client.get("/openapi.json").status_code == 200
     assert client.get("/metrics").status_code == 200
+    assert client.get("/readyz").json()["notifiers"]
+
+
+def test_readyz_tells_its_details_only_to_whoever_may_read_metrics(production, database_url, db):
+    """Found by a probe: /readyz told anyone the exact schema revision, which SMS provider is
+    used and whether its circuit is open (a moment to time other abuse). Its load balancer
+    needs only the status."""
+    assert production.get("/readyz").json() == {"status": "ready"}
+    settings = make_settings(database_url, **PRODUCTION, metrics_token="m" * 40)
+    with bound_client(settings, db) as client:
+        assert client.get("/readyz").json() == {"status": "ready"}
+        wrong = client.get("/readyz", headers={"Authorization": "Bearer " + "x" * 40})
+        assert wrong.status_code == 200 and wrong.json() == {"status": "ready"}
+        right = client.get("/readyz", headers={"Authorization": "Bearer " + "m" * 40}).json()
+        assert right["schema"] == client.app.state.schema_head
+        assert right["notifiers"] == {"console": "closed"}
 
 
 def test_the_start_up_line_lists_what_is_enforced(database_url):
