@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     rate_limit_client: str = "20/hour"
     rate_limit_client_network: str = "200/hour"
     rate_limit_client_proven: str = "600/hour"
+    rate_limit_client_proven_network: str = "6000/hour"
     # Past rate_limit_client, a registration solving a proof of work of this size is admitted
     # (citizens/proof.py); 0: none is, and the limit is a wall.
     registration_proof_max_number: int = Field(300_000, ge=0, le=100_000_000)
@@ -198,6 +199,7 @@ class Settings(BaseSettings):
         "rate_limit_client",
         "rate_limit_client_network",
         "rate_limit_client_proven",
+        "rate_limit_client_proven_network",
         "rate_limit_resend",
         "rate_limit_change",
         "rate_limit_geocode",

@@ -76,6 +76,7 @@ class Rule(StrEnum):
     CLIENT = "client"  # registrations and resends per client address
     CLIENT_NETWORK = "client_network"  # registrations and resends per IPv6 /48
     CLIENT_PROVEN = "client_proven"  # registrations past CLIENT with a proof of work, per address
+    CLIENT_PROVEN_NETWORK = "client_proven_network"  # the same, per IPv6 /48 over its /64s
     PROOF = "proof"  # each solved proof of work admits one registration (fixed: _FIXED)
     RESEND = "resend"  # code resends per citizen
     CHANGE = "change"  # changes of a record (PATCH, a new location) per citizen
@@ -120,6 +121,9 @@ _REFUSED = {
     Rule.CLIENT: "too many requests from this address",
     Rule.CLIENT_NETWORK: "too many requests from this network",
     Rule.CLIENT_PROVEN: "too many registrations from this address, even with proofs of work",
+    Rule.CLIENT_PROVEN_NETWORK: (
+        "too many registrations from this network, even with proofs of work"
+    ),
     Rule.PROOF: "this proof of work was used already: solve a new challenge",
     Rule.RESEND: "a code was sent a moment ago",
     Rule.CHANGE: "too many changes to this record: try again later",
@@ -287,18 +291,18 @@ class RateLimits:
     def proven_left(self, client: str) -> bool:
         """Whether a proven registration from this address would still be admitted (nothing
         counted): past the ceiling, no challenge is worth offering."""
-        key = self._hashed(Rule.CLIENT_PROVEN, address_key(client))
         with self._storage_guard():
             return all(
-                self._limiter.test(item, Rule.CLIENT_PROVEN, key)
-                for item in self._rules[Rule.CLIENT_PROVEN]
+                self._limiter.test(item, rule, self._hashed(rule, key))
+                for rule, key in _proven_hits(client)
+                for item in self._rules[rule]
             )
 
     def take_proven_registration(self, client: str, *, proof: str) -> None:
         """One registration past the address's limit, admitted by a solved proof of work (its
-        signature): each proof once, and at most rate_limit_client_proven from the address
-        (IPv6: its /64; not its /48, which a carrier's roaming crowd may share)."""
-        self.take_all([(Rule.CLIENT_PROVEN, address_key(client)), (Rule.PROOF, proof)])
+        signature): each proof once, at most rate_limit_client_proven from the address (IPv6:
+        its /64) and rate_limit_client_proven_network from its IPv6 /48."""
+        self.take_all([*_proven_hits(client), (Rule.PROOF, proof)])
 
     def take_resend(
         self, citizen_id: int | str, *, client: str, message: Message | None = None
@@ -314,11 +318,7 @@ class RateLimits:
         """As take_resend past the address's limit, admitted by a solved proof of work (as
         take_proven_registration): its message out of the proven pool. All or none: a proof
         that a limit refuses is not spent."""
-        hits = [
-            (Rule.CLIENT_PROVEN, address_key(client)),
-            (Rule.PROOF, proof),
-            (Rule.RESEND, str(citizen_id)),
-        ]
+        hits = [*_proven_hits(client), (Rule.PROOF, proof), (Rule.RESEND, str(citizen_id))]
         if message:
             hits += self._message_hits(*message, pool=Rule.GLOBAL_PROVEN)
         self.take_all(hits)
@@ -665,6 +665,16 @@ def _client_hits(client: str) -> list[tuple[Rule, str]]:
     hits = [(Rule.CLIENT, address_key(client))]
     if isinstance(_ip(client), IPv6Address):
         hits.append((Rule.CLIENT_NETWORK, network_key(client)))
+    return hits
+
+
+def _proven_hits(client: str) -> list[tuple[Rule, str]]:
+    """A proven request's hits on its client: the address (IPv6: its /64), and for IPv6 its
+    /48 at a higher ceiling. Per /64 alone, a /48 (a tunnel broker gives one away) was 65,536
+    ceilings: a probe stored registrations from one without end, a proof each."""
+    hits = [(Rule.CLIENT_PROVEN, address_key(client))]
+    if isinstance(_ip(client), IPv6Address):
+        hits.append((Rule.CLIENT_PROVEN_NETWORK, network_key(client)))
     return hits
 
 

@@ -259,6 +259,43 @@ def test_an_ipv6_network_counts_over_its_64s_and_a_proof_admits_past_it(database
     assert db.scalar(_COUNT) == before + 4
 
 
+def test_proven_registrations_of_an_ipv6_network_have_a_ceiling_over_its_64s(database_url, db):
+    """Found by a probe: proven registrations were bounded per /64 alone, and a /48 (a tunnel
+    broker gives one away) holds 65,536 of them: one script stored registrations without end,
+    a proof each. The /48 has a ceiling of its own, and past it no challenge is offered."""
+    settings = make_settings(
+        database_url,
+        rate_limit_client="1/hour",
+        rate_limit_client_network="1/hour",
+        rate_limit_client_proven="2/hour",
+        rate_limit_client_proven_network="3/hour",
+        registration_proof_max_number=SMALL,
+    )
+    with bound_client(settings, db) as app:
+        before = db.scalar(_COUNT)
+        hosts = [TestClient(app.app, client=(f"2001:db8:7:{n}::1", 50000)) for n in range(4)]
+        assert hosts[0].post("/v1/citizens", json=citizen_body()).status_code == 201  # plain
+        admitted = []
+        for host in hosts:  # a fresh /64 whenever its own ceiling is reached
+            for _ in range(2):
+                headers = {"X-Anjeon-Proof": solved(challenge_of(host))}
+                admitted.append(
+                    host.post("/v1/citizens", json=citizen_body(), headers=headers).status_code
+                )
+        assert admitted.count(201) == 3, admitted
+        assert admitted[3:] == [429] * 5
+        refused = hosts[3].post("/v1/citizens", json=citizen_body())
+        assert refused.status_code == 429
+        assert "this network" in refused.json()["detail"]
+        assert "proof" not in refused.json()  # a challenge would be solved for nothing
+        over = {"X-Anjeon-Proof": solved(challenge_of(hosts[3]))}
+        spent = hosts[3].post("/v1/citizens", json=citizen_body(), headers=over)
+        assert "this network, even with proofs of work" in spent.json()["detail"]
+        elsewhere = TestClient(app.app, client=("2001:db8:8:1::1", 50000))
+        assert elsewhere.post("/v1/citizens", json=citizen_body()).status_code == 201
+    assert db.scalar(_COUNT) == before + 5
+
+
 def test_one_address_cannot_hold_the_codes_of_a_number_block_or_a_country(database_url, db):
     """Found by a probe: 20 registrations from one address held every code to a block of
     numbers for an hour, and 180 proven ones every code to Japan; a traveller elsewhere got
