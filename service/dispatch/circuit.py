@@ -103,7 +103,10 @@ class Circuit:
         row = session.get(NotifierCircuit, self.notifier, populate_existing=True)
         if row is None or row.state == CLOSED:
             with self._lock:
+                # A probe of ours another process took over and closed is over: left set, one
+                # failed send here opened the circuit, not `failures` in a row (a review).
                 self._open_until = None
+                self._probing = self._probe_went = False
             return Gate(send=True)
         if row.state == OPEN:
             assert row.open_until is not None

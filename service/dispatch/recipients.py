@@ -79,9 +79,12 @@ class ContentCache:
                 self._items[(revision.advisory_id, revision.revision)] = _content(
                     revision, public_id, issued_by=issued_by
                 )
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return {key: self._items[key] for key in keys if key in self._items}
+        # Taken before the eviction: a batch naming more revisions than the cache holds lost
+        # some it had just loaded, and their alerts failed as "advisory not found" (a review).
+        found = {key: self._items[key] for key in keys if key in self._items}
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return found
 
 
 def shown_source(issued_by: str) -> str:
