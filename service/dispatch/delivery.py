@@ -17,7 +17,7 @@ from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.errors import Forbidden, NotFound
 from service.ledger import outbox, states
-from service.ledger.models import Alert
+from service.ledger.models import ERROR_CODE_LENGTH, Alert, stored_provider_ref
 from service.privacy import scrub_contacts
 
 
@@ -106,13 +106,13 @@ def apply_report(
     if alert.provider_ref is None and erased != "erased":
         # Never again once the citizen erased themselves: the id finds their number in the
         # provider's log (a review saw a "delivered" report write it back).
-        values["provider_ref"] = report.provider_ref
+        values["provider_ref"] = stored_provider_ref(report.provider_ref)
     if target == states.SENT or alert.sent_at is None:
         values["sent_at"] = alert.sent_at or now
     if target == states.DELIVERED:
         values["delivered_at"] = now
     if target == states.UNDELIVERED:
-        values["error_code"] = report.error_code
+        values["error_code"] = (report.error_code or "")[:ERROR_CODE_LENGTH] or None
         values["last_error"] = (
             scrub_contacts(report.detail) or "the provider reports it undelivered"
         )
@@ -145,7 +145,7 @@ def _changes(alert: Alert, *, channel: str, attempt: int | None, report: Deliver
         return False
     if attempt is not None and attempt != alert.attempts:
         return False  # a report on an earlier send of this alert (a resend, a staff retry)
-    if alert.provider_ref and alert.provider_ref != report.provider_ref:
+    if alert.provider_ref and alert.provider_ref != stored_provider_ref(report.provider_ref):
         return False  # a report on some other message: not this alert's
     return states.allowed(alert.status, report.status)
 

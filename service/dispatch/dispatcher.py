@@ -942,12 +942,44 @@ class Dispatcher:
         and what they showed of the provider (its circuit). With the database away, try again
         until it is back: the sends happened, and only this process knows."""
         channel = decided[0][0].channel
+        try:
+            fallbacks = self._write_patiently(decided, channel=channel, now=now, divert=divert)
+        except SQLAlchemyError as exc:
+            if _database_down(exc):
+                raise
+            # Refused for what it says (a value the column cannot hold, a bug): given up, the
+            # rows would lapse and go again, and an e-mail cannot be looked up. A review saw
+            # one sent every lease without end. Each outcome alone, then bare if it still is.
+            log.exception(
+                "record refused; writing each outcome alone", extra={"alerts": len(decided)}
+            )
+            fallbacks = sum(
+                self._write_alone(pair, channel=channel, now=now, divert=divert) for pair in decided
+            )
+        self.holdings.drop(row.id for row, _ in decided)
+        self.rates.add(channel, sum(1 for _, d in decided if d.status == SENT))
+        for row, decision in decided:
+            self._can_fall_back.discard(row.id)
+            tally.add(decision)
+        if fallbacks:
+            tally.fallbacks += fallbacks
+            self.wake()
+
+    def _write_patiently(
+        self,
+        decided: list[tuple[Claimed, Decision]],
+        *,
+        channel: str,
+        now: datetime,
+        divert: set[int] | frozenset[int],
+    ) -> int:
+        """_write, tried again while the database is away: the sends happened, and only this
+        process knows."""
         delay = 0.2
         deadline = time.monotonic() + _RECORD_PATIENCE_S
         while True:
             try:
-                fallbacks = self._write(decided, channel=channel, now=now, divert=divert)
-                break
+                return self._write(decided, channel=channel, now=now, divert=divert)
             except SQLAlchemyError as exc:
                 if not _database_down(exc):
                     raise
@@ -959,14 +991,32 @@ class Dispatcher:
                 )
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
-        self.holdings.drop(row.id for row, _ in decided)
-        self.rates.add(channel, sum(1 for _, d in decided if d.status == SENT))
-        for row, decision in decided:
-            self._can_fall_back.discard(row.id)
-            tally.add(decision)
-        if fallbacks:
-            tally.fallbacks += fallbacks
-            self.wake()
+
+    def _write_alone(
+        self,
+        pair: tuple[Claimed, Decision],
+        *,
+        channel: str,
+        now: datetime,
+        divert: set[int] | frozenset[int],
+    ) -> int:
+        """One outcome of a stretch whose record was refused; if it is refused itself, its
+        status and timing alone, with what the provider said left out of the ledger."""
+        row, decision = pair
+        try:
+            return self._write_patiently([pair], channel=channel, now=now, divert=divert)
+        except SQLAlchemyError as exc:
+            if _database_down(exc):
+                raise
+            log.exception("outcome refused; recorded without its details", extra={"alert": row.id})
+        bare = dataclasses.replace(
+            decision,
+            provider_ref=None,
+            code=None,
+            reason="what the provider said could not be recorded (see the dispatcher's log)",
+            opted_out_hash=None,
+        )
+        return self._write_patiently([(row, bare)], channel=channel, now=now, divert=divert)
 
     def _write(
         self,

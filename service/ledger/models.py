@@ -1,3 +1,4 @@
+import hashlib
 from datetime import datetime
 from enum import IntEnum
 
@@ -22,6 +23,22 @@ _OPEN = states.sql_in(states.OPEN)
 # PostgreSQL leaves this share of each page free when rows are written, so that a claim's new
 # row version fits beside the old one (a HOT update: no index entries at all).
 FILLFACTOR = 70
+
+
+# A provider's reference for a send (a Twilio SID, an e-mail's Message-ID, a plugin's id) and
+# a provider's error code, as stored. A Message-ID carries the sender's domain: at 64 a long
+# domain's was refused by PostgreSQL after the e-mail went, and it was sent again and again.
+PROVIDER_REF_LENGTH = 255
+ERROR_CODE_LENGTH = 16
+
+
+def stored_provider_ref(ref: str | None) -> str | None:
+    """`ref` as the ledger keeps it: one longer than the column (a plugin's) becomes its start
+    and a digest of the whole, so that a delivery report naming it still finds it."""
+    if ref is None or len(ref) <= PROVIDER_REF_LENGTH:
+        return ref
+    digest = hashlib.sha256(ref.encode()).hexdigest()[:32]
+    return f"{ref[: PROVIDER_REF_LENGTH - 33]}#{digest}"
 
 
 class Ahead(IntEnum):
@@ -72,8 +89,8 @@ class Alert(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     # A send may have reached the provider (timeout, crash): look it up before any resend.
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    provider_ref: Mapped[str | None] = mapped_column(String(64))
-    error_code: Mapped[str | None] = mapped_column(String(16))
+    provider_ref: Mapped[str | None] = mapped_column(String(PROVIDER_REF_LENGTH))
+    error_code: Mapped[str | None] = mapped_column(String(ERROR_CODE_LENGTH))
     last_error: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int | None]
     # The alert on the other channel whose permanent failure caused this one.

@@ -27,7 +27,7 @@ from service.advisories.models import Advisory
 from service.citizens.models import Citizen
 from service.db import UTCDateTime
 from service.ledger import priority, states
-from service.ledger.models import Alert
+from service.ledger.models import ERROR_CODE_LENGTH, Alert, stored_provider_ref
 from service.privacy import scrub_contacts
 
 # Literal SQL, the same text as the partial index ix_alert_open_priority: with bound parameters
@@ -248,7 +248,7 @@ def record(
     sent = [
         {
             "alert_id": d.alert_id,
-            "provider_ref": d.provider_ref,
+            "provider_ref": stored_provider_ref(d.provider_ref),
             "segments": d.segments,
             "attempt": row.attempt,
         }
@@ -261,7 +261,7 @@ def record(
             "attempt": row.attempt,
             "status": d.status,
             "due_at": d.due_at,
-            "code": d.code,
+            "code": d.code[:ERROR_CODE_LENGTH] if d.code else d.code,
             "reason": scrub_contacts(d.reason),
             "outcome_unknown": d.outcome_unknown,
             "segments": d.segments,

@@ -1,5 +1,5 @@
-"""Pieces of the dispatcher on both backends, found by a review of its concurrency: the words
-of a batch's revisions, and a circuit's probe that another process took over."""
+"""Pieces of the dispatcher, found by a review of its concurrency: the words of a batch's
+revisions, a circuit's probe that another process took over, a provider's long reference."""
 
 from datetime import timedelta
 
@@ -8,6 +8,7 @@ from service.dispatch.circuit import CLOSED, OPEN, Circuit, CircuitPolicy
 from service.dispatch.models import NotifierCircuit
 from service.dispatch.notifiers.base import Retry, Sent
 from service.dispatch.recipients import ContentCache
+from service.ledger.models import PROVIDER_REF_LENGTH, stored_provider_ref
 from tests.dispatch.seed import seeded_advisory
 
 
@@ -58,3 +59,16 @@ def test_a_probe_another_process_took_over_and_closed_leaves_no_trace_here(db):
     for _ in range(policy.failures - 1):  # the failures in a row still open it
         a.observe(Retry(reason="read timeout"))
     assert a.settle(db, now=later) == OPEN
+
+
+def test_a_reference_longer_than_the_ledger_holds_is_kept_so_a_report_still_finds_it():
+    """A plugin's reference past the column's 255 characters is kept as its start and a
+    digest of the whole: the same reference always gives the same value (a delivery report
+    compares by it), two that share their start do not."""
+    short = "SM" + "0" * 32
+    assert stored_provider_ref(short) == short and stored_provider_ref(None) is None
+    first, second = ("x" * 300 + "1", "x" * 300 + "2")
+    kept = stored_provider_ref(first)
+    assert kept is not None and len(kept) == PROVIDER_REF_LENGTH
+    assert kept == stored_provider_ref(first) != stored_provider_ref(second)
+    assert kept.startswith("x" * 200)

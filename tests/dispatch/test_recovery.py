@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.http.http_client import TwilioHttpClient
 
@@ -406,6 +406,78 @@ def test_an_sms_batch_the_provider_holds_does_not_hold_up_the_e_mails_behind_it(
         assert len(created) == 3  # each SMS once
         got = email_counts(smtp, [email_of(n) for n in range(3)])
         assert (got.lost, got.duplicate) == (0, 0)
+
+
+LONG_DOMAIN = "consular-safety.overseas." + "a" * 40 + ".example.go.kr"
+
+
+def _e_mail_rows(url: str) -> list[tuple[int, str, str | None, str | None]]:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        rows = session.execute(
+            select(Alert.citizen_id, Alert.status, Alert.provider_ref, Alert.last_error)
+            .where(Alert.channel == "email")
+            .order_by(Alert.citizen_id)
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+def test_an_e_mail_whose_message_id_is_long_is_recorded_and_sent_once(
+    database_url, tmp_path, twilio, smtp
+):
+    """A review: the e-mail's reference is its Message-ID, which carries the sender's domain;
+    past 64 characters PostgreSQL refused the record of a send that had gone, and the e-mail
+    went again every lease, without end. The column holds 255 now."""
+    with scratch_database(database_url, tmp_path, "long_message_id") as url:
+        engine, dispatcher = _three_people_pending(
+            url, twilio, smtp, lanes=True, smtp_from=f"alerts@{LONG_DOMAIN}"
+        )
+        dispatcher.drain()
+        dispatcher.step(now=utcnow() + timedelta(minutes=5))  # the leases long over
+        dispatcher.close()
+        engine.dispose()
+        got = email_counts(smtp, [email_of(n) for n in range(3)])
+        assert (got.lost, got.duplicate) == (0, 0)
+        sent_ids = sorted(m["Message-ID"].strip() for m in smtp.received)  # folded: " <…>"
+        rows = _e_mail_rows(url)
+        assert [status for _, status, _, _ in rows] == ["sent"] * 3
+        assert sorted(ref for _, _, ref, _ in rows) == sent_ids
+        assert all(len(ref) > 64 and LONG_DOMAIN in ref for ref in sent_ids)
+
+
+def test_a_record_refused_for_one_outcome_keeps_the_others_and_sends_nothing_again(
+    database_url, tmp_path, twilio, smtp, monkeypatch
+):
+    """Whatever else a database refuses in a stretch's record (a value it cannot hold, a bug):
+    given up, the stretch's rows lapsed and went again, and an e-mail cannot be looked up.
+    Each outcome is now written alone, and the refused one without what the provider said."""
+    with scratch_database(database_url, tmp_path, "refused_record") as url:
+        engine, dispatcher = _three_people_pending(url, twilio, smtp, lanes=True)
+        record = outbox.record
+        poisoned: list[str] = []
+
+        def refusing(session, *, decided, **kwargs):
+            for _, decision in decided:
+                ref = decision.provider_ref or ""
+                if decision.status == "sent" and ref.startswith("<") and not poisoned:
+                    poisoned.append(ref)  # the first e-mail's Message-ID
+                if ref and ref in poisoned:
+                    raise DataError("UPDATE alert", {}, Exception("value too long"))
+            return record(session, decided=decided, **kwargs)
+
+        monkeypatch.setattr(outbox, "record", refusing)
+        dispatcher.drain()
+        dispatcher.step(now=utcnow() + timedelta(minutes=5))  # the leases long over
+        dispatcher.close()
+        engine.dispose()
+        got = email_counts(smtp, [email_of(n) for n in range(3)])
+        assert (got.lost, got.duplicate) == (0, 0)
+        rows = _e_mail_rows(url)
+        assert [status for _, status, _, _ in rows] == ["sent"] * 3
+        # The refused one is sent, without its Message-ID (the log has it).
+        assert sum(ref is None for _, _, ref, _ in rows) == 1
+        assert ledger(url) == Counter({"sent": 6})
 
 
 def ledger_of(url: str, channel: str) -> Counter:
