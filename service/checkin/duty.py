@@ -190,12 +190,14 @@ class Waiting:
     answered_at: datetime
     checkin_ids: tuple[int, ...] = ()
     help_message_ids: tuple[int, ...] = ()
+    established: bool = True  # else a record anyone can make (ESTABLISHED_AFTER)
 
 
 @dataclass(frozen=True)
 class DutySummary:
-    """Citizens in need past the hour's notices one by one: ids only, no personal data (the
-    console's roll calls and help messages show them, and reveal who they are)."""
+    """Citizens in need not told of one by one (past the hour's notices, or of records anyone
+    can make): ids only, no personal data (the console's roll calls and help messages show
+    them, and reveal who they are)."""
 
     waiting: tuple[Waiting, ...]
     console: str
@@ -211,7 +213,8 @@ class DutySummary:
 
     def subject(self, sender: str) -> str:
         drill = "[EXERCISE] " if self.exercise else ""
-        return f"{drill}[{sender}] NEED HELP: {self.citizens} more citizens (summary)"
+        people = "1 citizen" if self.citizens == 1 else f"{self.citizens} citizens"
+        return f"{drill}[{sender}] NEED HELP: {people} (summary)"
 
     def text(self) -> str:
         lines = []
@@ -222,14 +225,18 @@ class DutySummary:
                 if each.advisory_id
                 else "a help message, no check-in open"
             )
-            lines.append(f"- citizen {each.citizen_id}: {asked}, {each.answered_at.isoformat()}")
+            new = "" if each.established else " (a new record with no verified phone)"
+            lines.append(
+                f"- citizen {each.citizen_id}: {asked}, {each.answered_at.isoformat()}{new}"
+            )
         more = len(self.waiting) - SUMMARY_LISTED
         return "\n".join(
             [
                 *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
-                f"{self.citizens} more citizens asked for help. More asked this hour than the"
-                " duty staff are told of one by one (ANJEON_RATE_LIMIT_DUTY_PAGE), so these"
-                " come together, and no notice of their own follows.",
+                f"{self.citizens} citizens asked for help whom the duty staff are not told of"
+                " one by one: more asked this hour than ANJEON_RATE_LIMIT_DUTY_PAGE allows, or"
+                " their record is new and has no verified phone (anyone can make one, so they"
+                " come together). No notice of their own follows.",
                 "",
                 *lines,
                 *([f"... and {more} more."] if more > 0 else []),
@@ -254,6 +261,7 @@ class DutySummary:
                     "answered_at": each.answered_at.isoformat(),
                     "checkin_ids": list(each.checkin_ids),
                     "help_message_ids": list(each.help_message_ids),
+                    "established": each.established,
                 }
                 for each in self.waiting
             ],
@@ -327,26 +335,51 @@ def waiting(
     )
 
 
-def by_citizen(
-    session: Session, *, checkin_ids: list[int], now: datetime
-) -> list[tuple[list[int], bool]]:
+# A record is established, for a notice of its own, once it has a verified phone (a SIM that
+# received our code) or had a verified contact this long. An e-mail-only record made today
+# costs a script a catch-all domain: a probe made 45 in minutes, placed them in a crisis and
+# pressed "help" on each, which spent the hour's notices one by one and put a real cry in
+# the next summary. Such cries go in the summary (10 minutes at most) and the roll call.
+ESTABLISHED_AFTER = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class CitizenCries:
+    """One citizen's help answers still untold (a notice's worth), a drill's apart."""
+
+    checkin_ids: list[int]
+    exercise: bool
+    established: bool  # told one by one; else in the summary (ESTABLISHED_AFTER)
+
+
+def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> list[CitizenCries]:
     """These help answers still untold, grouped into one notice each: per citizen, drills
     apart from real ones; not those of a citizen the duty staff were paged about within
-    repage_after (they wait for the minute job), each with whether it is a drill's. Reads ids
-    only: no personal data."""
+    repage_after (they wait for the minute job). Reads ids only: no personal data."""
     if not checkin_ids:
         return []
     rows = session.execute(
-        select(Checkin.id, Checkin.citizen_id, Advisory.exercise)
+        select(Checkin.id, Checkin.citizen_id, Advisory.exercise, _established(now))
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .where(Checkin.id.in_(checkin_ids), _UNTOLD_HELP, _not_paged_lately(now))
         .order_by(Checkin.citizen_id, Checkin.id)
     )
-    groups: dict[tuple[int, bool], list[int]] = {}
-    for checkin_id, citizen_id, exercise in rows:
-        groups.setdefault((citizen_id, exercise), []).append(checkin_id)
-    return [(ids, exercise) for (_, exercise), ids in groups.items()]
+    groups: dict[tuple[int, bool], CitizenCries] = {}
+    for checkin_id, citizen_id, exercise, established in rows:
+        group = groups.setdefault(
+            (citizen_id, exercise), CitizenCries([], exercise, bool(established))
+        )
+        group.checkin_ids.append(checkin_id)
+    return list(groups.values())
+
+
+def _established(now: datetime) -> ColumnElement[bool]:
+    """SQL: the citizen's record is established (ESTABLISHED_AFTER)."""
+    return or_(
+        Citizen.notify_sms.is_(True),
+        and_(Citizen.verified_at.is_not(None), Citizen.verified_at <= now - ESTABLISHED_AFTER),
+    ).label("established")
 
 
 def read_notice(
@@ -606,7 +639,15 @@ def tell_duty(
         settings=settings,
         now=now,
     )
-    notices = [(exercise, partial(tell_of_answers, group=group)) for group, exercise in groups]
+    for cries in groups:
+        if not cries.established and cries.exercise not in hour.past:
+            hour.past.append(cries.exercise)  # read again, with every cry untold, by the summary
+    notices = [
+        (cries.exercise, partial(tell_of_answers, group=cries.checkin_ids))
+        for cries in groups
+        if cries.established
+    ]
+    # A help message is an SMS from the citizen's own verified number: established.
     notices += [(False, partial(tell_of_messages, help_message_id=m)) for m in help_message_ids]
     for exercise, tell in notices:
         with hour.one_by_one(exercise) as room:
@@ -810,9 +851,14 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
     still untold; the earliest first, up to SUMMARY_MOST rows of each. Ids only: no personal
     data."""
     answers: dict[str, Waiting] = {}
-    for checkin_id, answered_at, citizen_id, advisory_id, level in session.execute(
+    for checkin_id, answered_at, citizen_id, advisory_id, level, established in session.execute(
         select(
-            Checkin.id, Checkin.answered_at, Citizen.public_id, Advisory.public_id, Advisory.level
+            Checkin.id,
+            Checkin.answered_at,
+            Citizen.public_id,
+            Advisory.public_id,
+            Advisory.level,
+            _established(now),
         )
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
@@ -823,7 +869,13 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
         earlier = answers[citizen_id].checkin_ids if citizen_id in answers else ()
         # The latest answer names the line's advisory and time (the rows come in time order).
         answers[citizen_id] = Waiting(
-            citizen_id, advisory_id, level, exercise, answered_at, (*earlier, checkin_id)
+            citizen_id,
+            advisory_id,
+            level,
+            exercise,
+            answered_at,
+            (*earlier, checkin_id),
+            established=bool(established),
         )
     messages: dict[str, Waiting] = {}
     if not exercise:

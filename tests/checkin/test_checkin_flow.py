@@ -39,7 +39,7 @@ from service.rate_limits import RateLimits, Rule
 from service.scheduler import run_duty_notices
 from tests.advisories.builders import advisory_body
 from tests.builders import register
-from tests.checkin.conftest import INBOUND, inbound_form, signed
+from tests.checkin.conftest import _LINK, INBOUND, inbound_form, signed
 from tests.conftest import TEST_SECRET, WarningRecords, make_settings
 from tests.dispatch.fake_twilio import Answer
 from tests.loopback_server import serve_in_thread
@@ -928,7 +928,7 @@ def test_past_the_hours_notices_the_duty_staff_get_one_summary_every_ten_minutes
             reply(phone, "2 trapped")
         assert len(mails()) == 3  # two one by one, the third in a summary at once
         subject, text = mails()[2]
-        assert subject.endswith("NEED HELP: 1 more citizens (summary)")
+        assert subject.endswith("NEED HELP: 1 citizen (summary)")
         assert people[2][0] in text and advisory in text and "/console/" in text
         assert "Person 2" not in text and people[2][1] not in text and "trapped" not in text
         reply(people[3][1], "2 trapped")  # within the summary's 10 minutes: waits
@@ -943,7 +943,7 @@ def test_past_the_hours_notices_the_duty_staff_get_one_summary_every_ten_minutes
         limits.give_back(Rule.DUTY_SUMMARY, "duty", taken_s_ago=0)  # 10 minutes pass
         run_duty_notices(dispatcher, factory, settings, limits)
         subject, text = mails()[3]
-        assert subject.endswith("NEED HELP: 2 more citizens (summary)")
+        assert subject.endswith("NEED HELP: 2 citizens (summary)")
         assert people[3][0] in text and "a help message, no check-in open" in text
         db.expire_all()
         assert db.scalar(untold.select_from(Checkin)) == 0
@@ -974,6 +974,60 @@ def _duty_hour(api, per_hour: str) -> RateLimits:
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
+def test_cries_from_new_records_with_no_verified_phone_come_in_the_summary(
+    api, consul, db, dispatcher, smtp, reply
+):
+    """Found by a probe: e-mail-only records verified in minutes through a catch-all domain,
+    placed in a crisis, each pressed "help" on its link: they spent the hour's notices one by
+    one, put their own words before the duty staff, and a real citizen's "2" waited for the
+    next summary. Cries from a record with no verified phone, verified less than a day ago,
+    now come in the summary (ids only); the others keep their own notices."""
+    settings = api.app.state.settings
+    settings.duty_email = ["duty@mofa.test"]
+    _duty_hour(api, "2/hour")
+    made = [citizen(api, channels=("email",), name=f"Bot {n}") for n in range(3)]
+    older_id, _, older_email = citizen(api, channels=("email",), name="Kept Record")
+    db.execute(
+        update(Citizen)
+        .where(Citizen.public_id == older_id)
+        .values(verified_at=utcnow() - duty.ESTABLISHED_AFTER - timedelta(minutes=1))
+    )
+    _, phone, _ = citizen(api, name="Real Person")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+
+    def press_help(email: str, note: str) -> None:
+        [token] = {
+            link.group(1)
+            for m in smtp.to(email)
+            if (link := _LINK.search(m.get_body(("plain",)).get_content()))
+        }
+        answered = api.post(f"/c/{token}", data={"answer": "help", "note": note})
+        assert answered.status_code == 200, answered.text
+
+    for _, _, email in made:
+        press_help(email, "call +1 900 555 0100 now")
+    press_help(older_email, "lost in the old town")
+    reply(phone, "2 trapped")
+    mails = [
+        (m["Subject"], m.get_body(("plain",)).get_content()) for m in smtp.to("duty@mofa.test")
+    ]
+    summaries = [(subject, text) for subject, text in mails if subject.endswith("(summary)")]
+    notices = [text for subject, text in mails if not subject.endswith("(summary)")]
+    # The first bot's cry in a summary at once; the others within its 10 minutes wait.
+    [(subject, summary)] = summaries
+    assert subject.endswith("NEED HELP: 1 citizen (summary)")
+    assert made[0][0] in summary and "(a new record with no verified phone)" in summary
+    assert "900 555" not in summary and "Bot" not in summary  # no words, no names
+    assert len(notices) == 2  # the hour's two: the kept record's and the real citizen's
+    assert any("Kept Record" in text and "lost in the old town" in text for text in notices)
+    assert any("Real Person" in text and "trapped" in text for text in notices)
+    db.expire_all()
+    untold = select(func.count()).where(Checkin.duty_notified_at.is_(None))
+    assert db.scalar(untold.select_from(Checkin)) == 2  # the later bots wait for the next summary
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
 def test_a_relay_down_spends_none_of_the_hour_and_a_drill_none_of_the_real_one(
     api, consul, db, dispatcher, smtp, reply
 ):
@@ -999,7 +1053,7 @@ def test_a_relay_down_spends_none_of_the_hour_and_a_drill_none_of_the_real_one(
     [drill] = smtp.to("duty@mofa.test")
     assert drill["Subject"].startswith("[EXERCISE]") and "summary" not in drill["Subject"]
     reply(other, "2 drill")  # past the drills' hour: a drill summary at once
-    assert smtp.to("duty@mofa.test")[-1]["Subject"].endswith("1 more citizens (summary)")
+    assert smtp.to("duty@mofa.test")[-1]["Subject"].endswith("1 citizen (summary)")
     issue(api, consul, level=4, title={"ko": "지진", "en": "Earthquake"})
     dispatcher.drain()
     reply(real, "2 trapped")  # the real hour is untouched by the drill's
