@@ -82,6 +82,7 @@ _CLAIM_AHEAD_S = 10.0  # a paced channel claims at most this long a stretch of s
 _RECORD_PATIENCE_S = 900.0
 _DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 _LANE_POLL_S = 0.1  # how often a lane with nothing due looks again while another is busy
+_RETRY_AFTER_MOST_S = 60.0  # the longest a provider's Retry-After pauses a channel
 
 
 def _database_down(exc: SQLAlchemyError) -> bool:
@@ -776,6 +777,14 @@ class Dispatcher:
         took = time.perf_counter() - started
         metrics.SEND_SECONDS.labels(notifier.name).observe(took)
         self.observed_send(job.row.channel, took)
+        if isinstance(outcome, Retry) and (outcome.retry_after_s or 0) > _RETRY_AFTER_MOST_S:
+            # A provider's Retry-After pauses the whole channel, a level 4 too: an hour's (a
+            # provider's fault, a hostile relay's) must not hold a warning for an hour.
+            log.warning(
+                "Retry-After cut",
+                extra={"notifier": notifier.name, "asked_s": outcome.retry_after_s},
+            )
+            outcome = dataclasses.replace(outcome, retry_after_s=_RETRY_AFTER_MOST_S)
         circuit.observe(outcome)
         if isinstance(outcome, Retry) and outcome.queue_full:
             outcome = self._backpressure(job.row.channel, notifier, outcome)

@@ -92,6 +92,25 @@ def test_429_retry_after_is_honoured(api, consul, db, dispatcher, twilio):
     assert row.status == "sent" and len(twilio.posts) == 2 and twilio.lists == []
 
 
+def test_a_retry_after_of_an_hour_pauses_the_channel_a_minute_at_most(
+    api, consul, db, dispatcher, twilio
+):
+    """A review: a provider's Retry-After paused the whole channel for as long as it said, a
+    level 4 too; an hour's (a provider's fault, a hostile relay's) held every warning for an
+    hour. It pauses a minute at most."""
+    register(api, location=TOKYO, phone="010-6666-0017", channels=["sms"])
+    twilio.script("+821066660017", Answer(429, code=20429, retry_after="3600"))
+    issue(api, consul, level=4)
+    start = utcnow()
+    dispatcher.step(now=start)
+    [row] = rows(db)
+    assert row.status == "retry_wait"
+    assert start + timedelta(seconds=59) <= row.due_at <= start + timedelta(seconds=61)
+    dispatcher.step(now=start + timedelta(seconds=61))
+    [row] = rows(db)
+    assert row.status == "sent" and len(twilio.posts) == 2
+
+
 def test_invalid_number_fails_at_once_and_falls_back_to_email(
     api, consul, db, dispatcher, twilio, smtp
 ):
