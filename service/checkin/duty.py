@@ -26,7 +26,7 @@ from service.checkin.answers import (
     mark_help_message_told,
 )
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
-from service.citizens.models import Citizen, CitizenPlace
+from service.citizens.models import Citizen, CitizenPlace, is_established
 from service.config import Settings
 from service.db import UTCDateTime
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
@@ -190,7 +190,7 @@ class Waiting:
     answered_at: datetime
     checkin_ids: tuple[int, ...] = ()
     help_message_ids: tuple[int, ...] = ()
-    established: bool = True  # else a record anyone can make (ESTABLISHED_AFTER)
+    established: bool = True  # else a record anyone can make (models.ESTABLISHED_AFTER)
 
 
 @dataclass(frozen=True)
@@ -335,21 +335,13 @@ def waiting(
     )
 
 
-# A record is established, for a notice of its own, once it has a verified phone (a SIM that
-# received our code) or had a verified contact this long. An e-mail-only record made today
-# costs a script a catch-all domain: a probe made 45 in minutes, placed them in a crisis and
-# pressed "help" on each, which spent the hour's notices one by one and put a real cry in
-# the next summary. Such cries go in the summary (10 minutes at most) and the roll call.
-ESTABLISHED_AFTER = timedelta(hours=24)
-
-
 @dataclass(frozen=True)
 class CitizenCries:
     """One citizen's help answers still untold (a notice's worth), a drill's apart."""
 
     checkin_ids: list[int]
     exercise: bool
-    established: bool  # told one by one; else in the summary (ESTABLISHED_AFTER)
+    established: bool  # told one by one; else in the summary (models.ESTABLISHED_AFTER)
 
 
 def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> list[CitizenCries]:
@@ -359,7 +351,12 @@ def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> li
     if not checkin_ids:
         return []
     rows = session.execute(
-        select(Checkin.id, Checkin.citizen_id, Advisory.exercise, _established(now))
+        select(
+            Checkin.id,
+            Checkin.citizen_id,
+            Advisory.exercise,
+            is_established(now).label("established"),
+        )
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .where(Checkin.id.in_(checkin_ids), _UNTOLD_HELP, _not_paged_lately(now))
@@ -372,14 +369,6 @@ def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> li
         )
         group.checkin_ids.append(checkin_id)
     return list(groups.values())
-
-
-def _established(now: datetime) -> ColumnElement[bool]:
-    """SQL: the citizen's record is established (ESTABLISHED_AFTER)."""
-    return or_(
-        Citizen.notify_sms.is_(True),
-        and_(Citizen.verified_at.is_not(None), Citizen.verified_at <= now - ESTABLISHED_AFTER),
-    ).label("established")
 
 
 def read_notice(
@@ -858,7 +847,7 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
             Citizen.public_id,
             Advisory.public_id,
             Advisory.level,
-            _established(now),
+            is_established(now).label("established"),
         )
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .join(Advisory, Advisory.id == Checkin.advisory_id)

@@ -21,7 +21,7 @@ from service.advisories.models import Advisory
 from service.advisories.service import draft_of
 from service.checkin.answers import asks, record_confirmed_safe
 from service.checkin.models import Checkin, CheckinAnswer
-from service.citizens.models import Citizen, CitizenPlace
+from service.citizens.models import Citizen, CitizenPlace, established
 from service.citizens.service import Registry, masked_contacts
 from service.errors import Conflict, NotFound, TooManyRequests
 from service.ledger import checkins, priority, states
@@ -56,6 +56,9 @@ class RollCallRow:
     # case names, as read. A help pressed under another advisory's page shows only here.
     latest_help_at: datetime | None
     latest_help_advisory: str | None  # the advisory it answers (its public id)
+    # A verified phone, or a day with a verified contact (citizens.models.ESTABLISHED_AFTER):
+    # else a record anyone can make, whose cry staff weigh against the others'.
+    established: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ def roll_call(
                 confirmed_by=given.given_by if given else None,
                 latest_help_at=latest_help[cid][0] if cid in latest_help else None,
                 latest_help_advisory=latest_help[cid][1] if cid in latest_help else None,
+                established=established(citizen, now),
             )
         )
     return RollCall(

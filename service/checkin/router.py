@@ -195,6 +195,11 @@ class RollCallItem(BaseModel):
     latest_help_advisory: str | None = Field(
         description="The advisory that newest help answers: where to read it."
     )
+    established: bool = Field(
+        description="The record has a verified phone, or has had a verified contact for a "
+        "day. false: a new record with no verified phone, which anyone can make (an e-mail "
+        "inbox is enough); its help still counts, and the duty staff hear of it in a summary."
+    )
 
 
 class RollCallRead(BaseModel):

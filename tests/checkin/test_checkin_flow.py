@@ -27,7 +27,7 @@ from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.page import MAX_ANSWERS
 from service.citizens.messages import duty_told_of_spent_budget
-from service.citizens.models import Citizen, SmsOptOut
+from service.citizens.models import ESTABLISHED_AFTER, Citizen, SmsOptOut
 from service.citizens.service import erase_citizen
 from service.config import Settings
 from service.db import utcnow
@@ -990,7 +990,7 @@ def test_cries_from_new_records_with_no_verified_phone_come_in_the_summary(
     db.execute(
         update(Citizen)
         .where(Citizen.public_id == older_id)
-        .values(verified_at=utcnow() - duty.ESTABLISHED_AFTER - timedelta(minutes=1))
+        .values(verified_at=utcnow() - ESTABLISHED_AFTER - timedelta(minutes=1))
     )
     _, phone, _ = citizen(api, name="Real Person")
     issue(api, consul, level=4)

@@ -530,6 +530,46 @@ def test_the_roll_call_shows_their_words_and_their_stop_and_pages_and_filters(li
     expect(tab.get_by_test_id("sms-stopped")).to_have_count(1)
 
 
+def test_the_roll_call_marks_the_cry_of_a_new_record_with_no_verified_phone(live, new_page):
+    """Found by a probe: e-mail-only records made in minutes through a catch-all domain each
+    pressed "help" in a crisis, and staff could not tell them from the citizens who had been
+    registered for years. Such a record's row says so; its help still counts."""
+    _citizen_in_bangkok(live)  # a verified phone: no mark
+    body = citizen_body(channels=["email"], location={"lat": BANGKOK[0], "lon": BANGKOK[1]})
+    body.pop("phone")
+    created = live.http.post(f"{live.base}/v1/citizens", json=body)
+    assert created.status_code == 201, created.text
+    text = _eventually(lambda: live.smtp.to(body["email"]))[0].get_body(("plain",)).get_content()
+    verified = live.http.post(
+        f"{live.base}/v1/citizens/{created.json()['id']}/verify",
+        json={"channel": "email", "code": re.search(r"\b(\d{6})\b", text).group(1)},
+        headers={"Authorization": f"Bearer {created.json()['manage_token']}"},
+    )
+    assert verified.status_code == 200, verified.text
+    advisory, proposer, _ = _a_flood_in_bangkok(live)
+
+    def check_in_link() -> list[str]:
+        bodies = [m.get_body(("plain",)).get_content() for m in live.smtp.to(body["email"])]
+        return [found.group(0) for b in bodies if (found := re.search(r"/c/[A-Za-z0-9_-]+", b))]
+
+    [link] = _eventually(check_in_link)
+    pressed = live.http.post(f"{live.base}{link}", data={"answer": "help", "note": "help"})
+    assert pressed.status_code == 200, pressed.text
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
+    expect(tab.locator("[data-answer='help'] strong")).to_have_text("1", timeout=15_000)
+    rows = tab.locator("#rollcall tbody tr")
+    expect(rows).to_have_count(2)
+    marked = tab.locator(f"#rollcall tr[data-citizen='{created.json()['id']}']")
+    expect(marked).to_have_attribute("data-row-answer", "help")
+    expect(marked.get_by_test_id("new-record")).to_have_text("new record, no verified phone")
+    expect(tab.get_by_test_id("new-record")).to_have_count(1)
+
+
 def test_a_cry_for_help_no_check_in_asked_for_is_listed_and_revealed_with_its_words(live, new_page):
     """A registered citizen texts "2 …" with no advisory open: the duty staff are told by
     e-mail, and every consul sees it on the console's first page; who it is and what they

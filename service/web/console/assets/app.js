@@ -882,7 +882,9 @@ function renderRollcall(rollcall, country, id) {
           el("tbody", {}, rollcall.items.map((row) => el("tr", { "data-citizen": row.citizen_id, "data-row-answer": row.answer },
             el("td", {}, row.country || "–"),
             el("td", {}, row.erased ? el("span", { class: "stopped", "data-testid": "erased" }, t("record_erased")) : row.contact || "–",
-              row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null),
+              row.sms_opted_out ? el("span", { class: "stopped", "data-testid": "sms-stopped" }, ` ${t("sms_stopped")}`) : null,
+              // Anyone can make such a record: its help counts, and is weighed with that in mind.
+              row.established === false ? el("span", { class: "stopped", "data-testid": "new-record", title: t("new_record_why") }, ` ${t("new_record")}`) : null),
             el("td", {}, t(row.answer), safeSaid(row)),
             el("td", { "data-testid": "answered-by" }, answeredBy(row)), el("td", {}, when(row.answered_at)),
             el("td", { "data-testid": "taken" }, takenCell(id, row)),
