@@ -160,6 +160,30 @@ class Settings(BaseSettings):
     rate_limit_prefix_client: str = "5/hour"
     rate_limit_country: str = "200/hour"
     rate_limit_country_client: str = "50/hour"
+    rate_limit_email_domain: str = "200/hour"
+    rate_limit_email_domain_client: str = "10/hour"
+    # Mail providers whose every inbox is a person's own sign-up: no per-domain limit there.
+    email_domains_shared: Annotated[list[str], NoDecode] = Field(
+        default=[
+            "gmail.com",
+            "googlemail.com",
+            "naver.com",
+            "daum.net",
+            "hanmail.net",
+            "kakao.com",
+            "nate.com",
+            "outlook.com",
+            "hotmail.com",
+            "live.com",
+            "msn.com",
+            "yahoo.com",
+            "yahoo.co.kr",
+            "icloud.com",
+            "me.com",
+            "proton.me",
+            "protonmail.com",
+        ]
+    )
     rate_limit_global: str = "1000/hour"
     rate_limit_global_proven: str = "200/hour;1000/day"
     rate_limit_cooldown: str = "1/10minute"
@@ -209,6 +233,8 @@ class Settings(BaseSettings):
         "rate_limit_prefix_client",
         "rate_limit_country",
         "rate_limit_country_client",
+        "rate_limit_email_domain",
+        "rate_limit_email_domain_client",
         "rate_limit_global",
         "rate_limit_global_proven",
         "rate_limit_cooldown",
@@ -239,7 +265,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("trusted_proxies", "code_countries", "duty_email", mode="before")
+    @field_validator(
+        "trusted_proxies", "code_countries", "duty_email", "email_domains_shared", mode="before"
+    )
     @classmethod
     def _listed(cls, value: object) -> object:
         """A list in the environment as JSON (["a", "b"]), or as plain text, comma-separated:
@@ -252,6 +280,15 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not a JSON list: {exc.msg}") from exc
         return [item.strip() for item in value.split(",") if item.strip()]
+
+    @field_validator("email_domains_shared")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        domains = [domain.strip().lower().lstrip("@") for domain in value]
+        bad = [domain for domain in domains if "." not in domain or "@" in domain or " " in domain]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a mail domain (such as gmail.com)")
+        return domains
 
     @field_validator("code_countries")
     @classmethod

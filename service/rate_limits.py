@@ -85,6 +85,8 @@ class Rule(StrEnum):
     PREFIX_CLIENT = "prefix_client"  # SMS codes per block of numbers from one client address
     COUNTRY = "country"  # SMS per destination country (not the home region)
     COUNTRY_CLIENT = "country_client"  # SMS codes per destination country from one client
+    EMAIL_DOMAIN = "email_domain"  # e-mail codes per mail domain (not email_domains_shared)
+    EMAIL_DOMAIN_CLIENT = "email_domain_client"  # e-mail codes per mail domain from one client
     GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
     GEOCODE_CLIENT = "geocode_client"  # requests that give an address, per client address
@@ -113,7 +115,15 @@ def refusal_of(waits: dict[str, int]) -> TooManyRequests:
 # Limits any record may spend on one contact (or range of numbers): a refusal's Retry-After is
 # the whole window, never when the oldest hit ends.
 _COUNTED_FOR_ANYONE = frozenset(
-    {Rule.CONTACT, Rule.COOLDOWN, Rule.CODE_TRY, Rule.PREFIX, Rule.PREFIX_CLIENT}
+    {
+        Rule.CONTACT,
+        Rule.COOLDOWN,
+        Rule.CODE_TRY,
+        Rule.PREFIX,
+        Rule.PREFIX_CLIENT,
+        Rule.EMAIL_DOMAIN,
+        Rule.EMAIL_DOMAIN_CLIENT,
+    }
 )
 
 # What a refused client is told: the kind of limit, never whose or which contact.
@@ -132,6 +142,10 @@ _REFUSED = {
     Rule.PREFIX_CLIENT: "too many messages to numbers of this range from this address",
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.COUNTRY_CLIENT: "too many messages to numbers of this country from this address",
+    Rule.EMAIL_DOMAIN: "too many messages to addresses of this mail domain",
+    Rule.EMAIL_DOMAIN_CLIENT: (
+        "too many messages to addresses of this mail domain from this address"
+    ),
     Rule.GLOBAL: "too many messages are being sent",
     Rule.GLOBAL_PROVEN: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
@@ -225,6 +239,7 @@ class RateLimits:
         # notice, an answer to a text, a test send): the app tells the duty staff.
         self.when_budget_spent: Callable[[], None] = lambda: None
         self._home_region = settings.phone_default_region.upper()
+        self._shared_domains = frozenset(settings.email_domains_shared)
         # Keys hold addresses and contacts: stored keyed-hashed, as the database stores contacts.
         self._key_secret = hmac.digest(
             settings.secret_key_bytes(), b"anjeon/rate-limit-keys/v1", "sha256"
@@ -438,7 +453,16 @@ class RateLimits:
                 if network is not None:
                     hits.append((Rule.COUNTRY_CLIENT, f"{network}:{country}"))
         else:
-            hits = [(Rule.CONTACT, f"email:{email_key(destination)}")]
+            address = email_key(destination)
+            hits = [(Rule.CONTACT, f"email:{address}")]
+            # A domain of one's own with a catch-all inbox is every address a script wants:
+            # its codes are counted as a number block's are, shares and parts alike.
+            domain = address.rpartition("@")[2]
+            if domain and domain not in self._shared_domains:
+                shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
+                hits.append((Rule.EMAIL_DOMAIN, shared + domain))
+                if client is not None and not shared:
+                    hits.append((Rule.EMAIL_DOMAIN_CLIENT, f"{network_key(client)}:{domain}"))
         return [*hits, (pool, channel)]
 
     # ---- the daily SMS budget ------------------------------------------------------------

@@ -217,6 +217,33 @@ def test_no_one_address_fills_a_number_blocks_or_a_countrys_codes(make):
     part.take_new_contact("sms", "+818033330001", client=b)
 
 
+def test_a_mail_domain_of_ones_own_is_counted_as_a_number_block_is(make):
+    """Found by a probe: with a catch-all domain a script verified 45 e-mail-only records in
+    minutes (no limit counted the domain), placed them in a crisis and cried for help on each.
+    A domain's codes are counted now, with a part for each client address and a share for
+    proven ones; the large providers' inboxes are each a person's, and are not."""
+    a, b = "198.51.100.7", "203.0.113.8"
+    limits = make(rate_limit_email_domain="3/hour", rate_limit_email_domain_client="2/hour")
+    limits.take_new_contact("email", "a1@catch-all.example", client=a)
+    limits.take_new_contact("email", "A2+x@Catch-All.example", client=a)  # one domain
+    refusal = _refused(lambda: limits.take_new_contact("email", "a3@catch-all.example", client=a))
+    assert refusal.rule == "email_domain_client"
+    assert "mail domain" in refusal.detail and "catch-all" not in refusal.detail
+    limits.take_new_contact("email", "b1@catch-all.example", client=b)
+    refusal = _refused(lambda: limits.take_new_contact("email", "b2@catch-all.example", client=b))
+    assert refusal.rule == "email_domain"
+    limits.take_new_contact("email", "a4@catch-all.example", client=a, proven=True)
+    limits.take_new_contact("email", "b3@other.example", client=b)  # another domain
+    for n in range(5):  # a shared provider: each inbox its own
+        limits.take_new_contact("email", f"person{n}@naver.com", client=a)
+    narrower = make(email_domains_shared=["catch-all.example"], rate_limit_email_domain="1/hour")
+    for n in range(3):
+        narrower.take_new_contact("email", f"c{n}@catch-all.example", client=a)
+    narrower.take_new_contact("email", "x@gmail.com", client=a)
+    refusal = _refused(lambda: narrower.take_new_contact("email", "y@gmail.com", client=b))
+    assert refusal.rule == "email_domain"  # no longer in the list: counted
+
+
 def test_messages_per_channel(make):
     limits = make(rate_limit_global="3/hour")
     for number in ("+821012340000", "+819012340000", "+14155552671"):
@@ -263,7 +290,7 @@ def test_keys_in_the_storage_hold_no_contact(namespace):
     client = redis.Redis.from_url(url)
     keys = [key.decode() for key in client.scan_iter(match=f"anjeon:{namespace}/*")]
     client.close()
-    assert len(keys) == 4  # contact per hour and per day, global, client
+    assert len(keys) == 5  # contact per hour and per day, the mail domain, global, client
     assert not any("example" in key or "203.0.113" in key for key in keys)
 
 

@@ -48,6 +48,8 @@ _A_PROOF_LIFTS = frozenset(
         Rule.GLOBAL,
         Rule.PREFIX,
         Rule.COUNTRY,
+        Rule.EMAIL_DOMAIN_CLIENT,
+        Rule.EMAIL_DOMAIN,
     }
 )
 

@@ -296,6 +296,39 @@ def test_proven_registrations_of_an_ipv6_network_have_a_ceiling_over_its_64s(dat
     assert db.scalar(_COUNT) == before + 5
 
 
+def test_one_address_cannot_verify_records_without_end_at_a_mail_domain_of_its_own(
+    database_url, db
+):
+    """Found by a probe: through a catch-all domain one script had codes sent to as many
+    e-mail-only records as it liked (45 in minutes), and cried for help on each. A client has
+    a part of a domain's codes, the domain a limit shared by everyone, proven codes a share of
+    their own; a shared provider's inboxes are each someone's and are not counted so."""
+    settings = make_settings(
+        database_url,
+        rate_limit_client="100/hour",
+        rate_limit_email_domain="3/hour",
+        rate_limit_email_domain_client="2/hour",
+        verification="required",
+        registration_proof_max_number=SMALL,
+    )
+    e_mail_only = {"channels": ["email"], "phone": None}
+    with bound_client(settings, db) as script:
+        elsewhere = TestClient(script.app, client=("203.0.113.9", 50000))
+        for n in range(3):  # the third is past the address's part of the domain
+            body = citizen_body(**e_mail_only, email=f"bot{n}@catch-all.example")
+            assert script.post("/v1/citizens", json=body).status_code == 201
+        traveller = citizen_body(**e_mail_only, email="kim@catch-all.example")
+        assert elsewhere.post("/v1/citizens", json=traveller).status_code == 201
+        late = citizen_body(**e_mail_only, email="lee@catch-all.example")  # the domain's hour
+        assert elsewhere.post("/v1/citizens", json=late).status_code == 201
+        for n in range(4):  # a shared provider: each inbox its own
+            body = citizen_body(**e_mail_only, email=f"traveller{n}@naver.com")
+            assert script.post("/v1/citizens", json=body).status_code == 201
+    db.expire_all()
+    held = [h for (h,) in db.execute(select(ContactCode.held).order_by(ContactCode.id))]
+    assert held == [False, False, True, False, True, False, False, False, False]
+
+
 def test_one_address_cannot_hold_the_codes_of_a_number_block_or_a_country(database_url, db):
     """Found by a probe: 20 registrations from one address held every code to a block of
     numbers for an hour, and 180 proven ones every code to Japan; a traveller elsewhere got
