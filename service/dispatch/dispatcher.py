@@ -540,7 +540,7 @@ class Dispatcher:
                 session, [r for r in rows if _all_clear(contents.get((r.advisory_id, r.revision)))]
             )
 
-        def verdict_of(row: Claimed, settled: dict[int, tuple[str, bool]]) -> Decision | None:
+        def verdict_of(row: Claimed, settled: dict[int, notices.Outcome]) -> Decision | None:
             state = states.get(row.advisory_id)
             content = contents.get((row.advisory_id, row.revision))
             person = people.get(row.citizen_id)
@@ -569,7 +569,7 @@ class Dispatcher:
             if not _all_clear(contents.get((row.advisory_id, row.revision))):
                 verdicts[row.id] = verdict_of(row, {})
         settled = {
-            row_id: (verdict.status, verdict.outcome_unknown)
+            row_id: (verdict.status, verdict.outcome_unknown, verdict.due_at)
             for row_id, verdict in verdicts.items()
             if verdict is not None
         }
@@ -1117,20 +1117,23 @@ def _all_clear(content: AlertContent | None) -> bool:
 
 
 def _after_the_warning(
-    row: Claimed, found: str, *, now: datetime, wait_s: float
+    row: Claimed, behind: notices.Behind, *, now: datetime, wait_s: float
 ) -> Decision | None:
     """An all-clear goes after the warning it follows, and only if one may have gone: it was
     queued for a warning then held by a dispatcher, which may have given it up (finding the
     advisory cancelled), and "lifted" would then tell someone of a warning they never had."""
-    if found == notices.NEVER_WARNED:
+    if behind.found == notices.NEVER_WARNED:
         return Decision(row.id, CANCELLED, reason=notices.REASON_NEVER_WARNED)
-    if found == notices.IN_FLIGHT:
-        # Not a try: the claim's attempt is given back; the warning settles within its lease.
+    if behind.found == notices.IN_FLIGHT:
+        # Until the warning comes due (its claim's lease end, its retry's time: a warning
+        # held for quiet hours till morning is not asked about every few seconds), a second
+        # after; not a try: the claim's attempt is given back.
+        due = (behind.until or now + timedelta(seconds=wait_s)) + timedelta(seconds=1)
         return Decision(
             row.id,
             RETRY_WAIT,
             reason="waits for the warning still on its way",
-            due_at=now + timedelta(seconds=wait_s),
+            due_at=max(due, now + timedelta(seconds=1)),
             outcome_unknown=row.outcome_unknown,
             refund=True,
         )

@@ -69,27 +69,47 @@ REASON_NEVER_WARNED = "no warning reached the citizen before the cancellation"
 
 
 @dataclass(frozen=True)
+class Behind:
+    """What became of the warnings an all-clear follows (EarlierAlerts.of)."""
+
+    found: str  # WARNED, IN_FLIGHT or NEVER_WARNED
+    # IN_FLIGHT: when the last of them comes due (a claim's lease end, a retry's time), by
+    # which it will have settled; None: not known.
+    until: datetime | None = None
+
+
+# (status, outcome unknown, due) of one alert, as written or as its batch decided it.
+Outcome = tuple[str, bool, datetime | None]
+
+
+@dataclass(frozen=True)
 class EarlierAlerts:
     """The earlier revisions' alerts to the citizens of a batch's all-clears (warnings_behind):
-    (id, advisory, citizen, channel, revision, status, outcome unknown)."""
+    (id, advisory, citizen, channel, revision, status, outcome unknown, due)."""
 
-    rows: tuple[tuple[int, int, int, str, int, str, bool], ...] = ()
+    rows: tuple[tuple[int, int, int, str, int, str, bool, datetime | None], ...] = ()
 
-    def of(self, notice: Claimed, settled: Mapping[int, tuple[str, bool]]) -> str:
-        """What became of the warnings `notice` follows, on its channel: WARNED, IN_FLIGHT or
-        NEVER_WARNED. `settled`: (status, outcome unknown) of rows of the same batch already
-        decided, not yet written (a warning ended unsent there is not in flight)."""
+    def of(self, notice: Claimed, settled: Mapping[int, Outcome]) -> Behind:
+        """What became of the warnings `notice` follows, on its channel. `settled`: outcomes of
+        rows of the same batch already decided, not yet written (a warning ended unsent there
+        is not in flight)."""
         whose = (notice.advisory_id, notice.citizen_id, notice.channel)
         earlier = [
-            settled.get(alert_id, (status, unknown))
-            for alert_id, advisory_id, citizen_id, channel, revision, status, unknown in self.rows
+            settled.get(alert_id, (status, unknown, due))
+            for alert_id, advisory_id, citizen_id, channel, revision, status, unknown, due in (
+                self.rows
+            )
             if (advisory_id, citizen_id, channel) == whose and revision < notice.revision
         ]
-        if any(status in (states.SENT, states.DELIVERED) or unknown for status, unknown in earlier):
-            return WARNED
-        if any(status in states.OPEN for status, _ in earlier):
-            return IN_FLIGHT
-        return NEVER_WARNED
+        if any(
+            status in (states.SENT, states.DELIVERED) or unknown for status, unknown, _ in earlier
+        ):
+            return Behind(WARNED)
+        open_until = [due for status, _, due in earlier if status in states.OPEN]
+        if open_until:
+            known = [due for due in open_until if due is not None]
+            return Behind(IN_FLIGHT, max(known) if len(known) == len(open_until) else None)
+        return Behind(NEVER_WARNED)
 
 
 def warnings_behind(session: Session, notices: list[Claimed]) -> EarlierAlerts:
@@ -108,6 +128,7 @@ def warnings_behind(session: Session, notices: list[Claimed]) -> EarlierAlerts:
             Alert.revision,
             Alert.status,
             Alert.outcome_unknown,
+            Alert.due_at,
         ).where(
             tuple_(Alert.advisory_id, Alert.citizen_id).in_(
                 sorted({(n.advisory_id, n.citizen_id) for n in notices})
