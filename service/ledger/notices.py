@@ -61,7 +61,7 @@ def enqueue_cancellation(
     return queued
 
 
-# What became of the warnings an all-clear follows, on its channel (warnings_behind).
+# What became of the warnings an all-clear follows, on either channel (warnings_behind).
 WARNED = "warned"  # one may have reached the citizen: the all-clear goes
 IN_FLIGHT = "in-flight"  # one is still queued or held by a dispatcher: the all-clear waits
 NEVER_WARNED = "never-warned"  # every one ended unsent: the all-clear would puzzle them
@@ -90,16 +90,16 @@ class EarlierAlerts:
     rows: tuple[tuple[int, int, int, str, int, str, bool, datetime | None], ...] = ()
 
     def of(self, notice: Claimed, settled: Mapping[int, Outcome]) -> Behind:
-        """What became of the warnings `notice` follows, on its channel. `settled`: outcomes of
-        rows of the same batch already decided, not yet written (a warning ended unsent there
-        is not in flight)."""
-        whose = (notice.advisory_id, notice.citizen_id, notice.channel)
+        """What became of the warnings `notice` follows, on either channel: an all-clear on
+        the other channel (the fallback of one that failed, one diverted while a circuit is
+        open) follows a warning that went by the first (a review: one after a STOP was dropped
+        as "never warned"). `settled`: outcomes of rows of the same batch already decided, not
+        yet written (a warning ended unsent there is not in flight)."""
+        whose = (notice.advisory_id, notice.citizen_id)
         earlier = [
             settled.get(alert_id, (status, unknown, due))
-            for alert_id, advisory_id, citizen_id, channel, revision, status, unknown, due in (
-                self.rows
-            )
-            if (advisory_id, citizen_id, channel) == whose and revision < notice.revision
+            for alert_id, advisory_id, citizen_id, _, revision, status, unknown, due in self.rows
+            if (advisory_id, citizen_id) == whose and revision < notice.revision
         ]
         if any(
             status in (states.SENT, states.DELIVERED) or unknown for status, unknown, _ in earlier

@@ -4,6 +4,7 @@ fallback to the other channel, unknown outcomes reconciled, expiry and erasure."
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
@@ -12,6 +13,7 @@ from service.citizens.models import Citizen
 from service.citizens.service import purge_unverified
 from service.db import utcnow
 from service.dispatch import dispatcher as dispatcher_module
+from service.dispatch.models import NotifierCircuit
 from service.dispatch.workers import Heartbeat, Holdings, SendRate
 from service.ledger import notices, outbox
 from service.ledger.models import Alert
@@ -450,6 +452,69 @@ def test_an_all_clear_waits_for_the_warning_still_on_its_way(api, consul, db, di
     assert (warning.status, all_clear.status) == ("sent", "sent")
     [message] = twilio.messages
     assert "[해제]" in message["body"]
+
+
+def _warned_by_sms_then_cancelled(api, consul, db, dispatcher, phone: str, email: str) -> dict:
+    """A citizen who chose SMS and gave an e-mail, warned by SMS (level 4); the advisory then
+    cancelled. Returns the advisory."""
+    register(api, location=TOKYO, phone=phone, email=email, channels=["sms"])
+    advisory = issue(api, consul, level=4)
+    dispatcher.drain()
+    assert [r.status for r in rows(db, "sms")] == ["sent"]
+    return advisory
+
+
+def _cancel(api, consul, advisory: dict) -> None:
+    assert api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul).status_code == 200
+
+
+@pytest.mark.parametrize("since", ["number gone", "STOP"])
+def test_the_e_mail_fallback_of_an_all_clear_goes_to_whoever_the_sms_warned(
+    api, consul, db, dispatcher, twilio, smtp, since
+):
+    """Found by a review: an all-clear on the other channel (the fallback of one whose SMS
+    failed: a number gone, a STOP since) looked only for a warning on its own channel, found
+    none, and was dropped as "never warned"; the citizen warned by SMS never heard it lifted."""
+    advisory = _warned_by_sms_then_cancelled(
+        api, consul, db, dispatcher, "010-6666-0018", "lifted@example.com"
+    )
+    if since == "STOP":
+        db.execute(update(Citizen).values(sms_opted_out_at=utcnow()))
+    else:
+        twilio.script("+821066660018", Answer(400, code=21211))
+    _cancel(api, consul, advisory)
+    dispatcher.drain()
+    [email] = rows(db, "email")
+    assert (email.revision, email.status) == (2, "sent"), email.last_error
+    [lifted] = smtp.to("lifted@example.com")
+    assert "[해제]" in str(lifted["Subject"]) or "해제" in lifted.get_body(("plain",)).get_content()
+
+
+def test_an_all_clear_diverted_while_the_sms_circuit_is_open_goes_by_e_mail(
+    api, consul, db, dispatcher, smtp
+):
+    """The SMS provider down at the cancellation of a level 4: its all-clear goes by e-mail
+    meanwhile, as the warning would have (the review found it dropped as "never warned")."""
+    advisory = _warned_by_sms_then_cancelled(
+        api, consul, db, dispatcher, "010-6666-0020", "divert@example.com"
+    )
+    _cancel(api, consul, advisory)
+    now = utcnow()
+    circuit = dispatcher.circuits["sms"]
+    circuit.ensure_row(db, now=now)
+    row = db.get(NotifierCircuit, circuit.notifier)
+    row.state, row.opened, row.open_until, row.changed_at = (
+        "open",
+        1,
+        now + timedelta(minutes=5),
+        now,
+    )
+    db.flush()
+    dispatcher.step(now=now)
+    dispatcher.step(now=now)
+    [email] = rows(db, "email")
+    assert (email.revision, email.status) == (2, "sent"), email.last_error
+    assert len(smtp.to("divert@example.com")) == 1
 
 
 def test_no_provider_id_comes_back_after_an_erasure(api, consul, db, dispatcher, twilio):
