@@ -194,6 +194,7 @@ class Settings(BaseSettings):
     rate_limit_test_send: str = "10/hour;30/day"
     rate_limit_reveal: str = "60/hour;300/day"
     rate_limit_duty_page: str = "60/hour"
+    rate_limit_duty_page_new: str = "15/hour"
     rate_limit_staff: str = "600/minute;30000/hour"
     sms_daily_budget: int = Field(5000, ge=0)
     # Destination countries codes may go to (alpha-2; empty: any); duty staff's e-mail.
@@ -245,6 +246,7 @@ class Settings(BaseSettings):
         "rate_limit_test_send",
         "rate_limit_reveal",
         "rate_limit_duty_page",
+        "rate_limit_duty_page_new",
     )
     @classmethod
     def _limit_notation(cls, value: str) -> str:

@@ -100,6 +100,7 @@ class Rule(StrEnum):
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
     DUTY_PAGE = "duty_page"  # notices to the duty staff one by one, for the whole service
+    DUTY_PAGE_NEW = "duty_page_new"  # of those, the cries of records not established
     DUTY_SUMMARY = "duty_summary"  # summaries of the notices past those (fixed: _FIXED)
     STAFF = "staff"  # requests per staff key, whatever they ask
 
@@ -155,6 +156,7 @@ _REFUSED = {
     Rule.REPLY_UNKNOWN_ALL: "too many answers to unknown numbers",
     Rule.TEST_SEND: "too many test sends from this staff key",
     Rule.DUTY_PAGE: "too many duty notices this hour",
+    Rule.DUTY_PAGE_NEW: "too many duty notices of new records this hour",
     Rule.DUTY_SUMMARY: "a duty summary went a moment ago",
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
     Rule.STAFF: "too many requests with this staff key",

@@ -26,7 +26,7 @@ from service.checkin.answers import (
     mark_help_message_told,
 )
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
-from service.citizens.models import Citizen, CitizenPlace, is_established
+from service.citizens.models import Citizen, CitizenPlace, established, is_established
 from service.config import Settings
 from service.db import UTCDateTime
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
@@ -85,6 +85,7 @@ class DutyNotice:
     safe_said_at: datetime | None = None
     # Fields holding a value that no listed data secret opens (shown as UNREADABLE).
     unreadable: tuple[str, ...] = ()
+    established: bool = True  # else a new record with no verified phone (models.ESTABLISHED_AFTER)
 
     def text(self) -> str:
         if not self.advisories:
@@ -103,6 +104,14 @@ class DutyNotice:
                 if self.advisories
                 else "A registered citizen texted: NEED HELP.",
                 "",
+                *(
+                    []
+                    if self.established
+                    else [
+                        "Record: new, with no verified phone. Anyone can make one with an"
+                        " e-mail inbox: weigh this cry with that in mind."
+                    ]
+                ),
                 f"Name: {self.name or '(not given)'}",
                 f"Phone: {self.phone or '-'}",
                 f"E-mail: {self.email or '-'}",
@@ -155,6 +164,7 @@ class DutyNotice:
             "help_message_id": self.help_message_ids[0] if self.help_message_ids else None,
             "help_message_ids": list(self.help_message_ids),
             "citizen_id": self.citizen_id,
+            "established": self.established,
             "advisory_id": first.advisory_id if first else None,
             "advisory_title": first.title if first else "",
             "level": first.level if first else "",
@@ -363,9 +373,9 @@ def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> li
         .order_by(Checkin.citizen_id, Checkin.id)
     )
     groups: dict[tuple[int, bool], CitizenCries] = {}
-    for checkin_id, citizen_id, exercise, established in rows:
+    for checkin_id, citizen_id, exercise, standing in rows:
         group = groups.setdefault(
-            (citizen_id, exercise), CitizenCries([], exercise, bool(established))
+            (citizen_id, exercise), CitizenCries([], exercise, bool(standing))
         )
         group.checkin_ids.append(checkin_id)
     return list(groups.values())
@@ -532,6 +542,7 @@ def _who_needs_help(
         "language": citizen.language,
         "place": _place(session, citizen.id),
         "unreadable": unreadable,
+        "established": established(citizen, now),
     }
 
 
@@ -628,18 +639,16 @@ def tell_duty(
         settings=settings,
         now=now,
     )
-    for cries in groups:
-        if not cries.established and cries.exercise not in hour.past:
-            hour.past.append(cries.exercise)  # read again, with every cry untold, by the summary
     notices = [
-        (cries.exercise, partial(tell_of_answers, group=cries.checkin_ids))
+        (cries.exercise, cries.established, partial(tell_of_answers, group=cries.checkin_ids))
         for cries in groups
-        if cries.established
     ]
     # A help message is an SMS from the citizen's own verified number: established.
-    notices += [(False, partial(tell_of_messages, help_message_id=m)) for m in help_message_ids]
-    for exercise, tell in notices:
-        with hour.one_by_one(exercise) as room:
+    notices += [
+        (False, True, partial(tell_of_messages, help_message_id=m)) for m in help_message_ids
+    ]
+    for exercise, standing, tell in notices:
+        with hour.one_by_one(exercise, established=standing) as room:
             if room is not None:
                 room.sent = tell()
                 told += room.sent
@@ -744,13 +753,25 @@ class _DutyHour:
         self.past: list[bool] = []  # kinds (exercise or not) with a cry past the hour
 
     @contextmanager
-    def one_by_one(self, exercise: bool) -> Iterator[_Room | None]:
-        room = self._take(Rule.DUTY_PAGE, exercise)
-        if room is None and exercise not in self.past:
+    def one_by_one(self, exercise: bool, *, established: bool = True) -> Iterator[_Room | None]:
+        """A notice of its own, if the hour has room; a record not established only within its
+        part of the hour (rate_limit_duty_page_new), so that a script's records cannot spend
+        the notices of everyone else."""
+        rules = [Rule.DUTY_PAGE] if established else [Rule.DUTY_PAGE_NEW, Rule.DUTY_PAGE]
+        taken: list[tuple[Rule, _Room]] = []
+        for rule in rules:
+            room = self._take(rule, exercise)
+            if room is None:
+                break
+            taken.append((rule, room))
+        whole = len(taken) == len(rules)
+        if not whole and exercise not in self.past:
             self.past.append(exercise)
+        room = taken[-1][1] if whole else None
         yield room
-        if room is not None and not room.sent:
-            self._give_back(Rule.DUTY_PAGE, exercise, room)
+        if room is None or not room.sent:
+            for rule, each in taken:
+                self._give_back(rule, exercise, each)
 
     @contextmanager
     def summary(self, exercise: bool) -> Iterator[_Room | None]:
@@ -840,7 +861,7 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
     still untold; the earliest first, up to SUMMARY_MOST rows of each. Ids only: no personal
     data."""
     answers: dict[str, Waiting] = {}
-    for checkin_id, answered_at, citizen_id, advisory_id, level, established in session.execute(
+    for checkin_id, answered_at, citizen_id, advisory_id, level, standing in session.execute(
         select(
             Checkin.id,
             Checkin.answered_at,
@@ -852,7 +873,8 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
         .join(Citizen, Citizen.id == Checkin.citizen_id)
         .join(Advisory, Advisory.id == Checkin.advisory_id)
         .where(_UNTOLD_HELP, Advisory.exercise.is_(exercise), _not_paged_lately(now))
-        .order_by(Checkin.answered_at, Checkin.id)
+        # Established citizens' cries first, then by time (one citizen's stay in time order).
+        .order_by(is_established(now).desc(), Checkin.answered_at, Checkin.id)
         .limit(SUMMARY_MOST)
     ):
         earlier = answers[citizen_id].checkin_ids if citizen_id in answers else ()
@@ -864,7 +886,7 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
             exercise,
             answered_at,
             (*earlier, checkin_id),
-            established=bool(established),
+            established=bool(standing),
         )
     messages: dict[str, Waiting] = {}
     if not exercise:
@@ -879,4 +901,9 @@ def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Wai
             messages[citizen_id] = Waiting(
                 citizen_id, None, "", False, received_at, help_message_ids=(*earlier, message_id)
             )
-    return sorted([*answers.values(), *messages.values()], key=lambda each: each.answered_at)
+    # Established citizens first: a flood of new records' cries must not push theirs down
+    # into "... and N more".
+    return sorted(
+        [*answers.values(), *messages.values()],
+        key=lambda each: (not each.established, each.answered_at),
+    )

@@ -102,17 +102,18 @@ def is_alerted() -> ColumnElement[bool]:
     return and_(Citizen.status == "active", or_(Citizen.notify_sms, Citizen.notify_email))
 
 
-# A record is established once it has a verified phone (a SIM that received our code) or has
-# had a verified contact this long. An e-mail-only record made today costs a script a
-# catch-all domain: a probe verified 45 in minutes, placed them in a crisis and cried for help
-# on each. Their cries come to the duty staff in a summary, and the roll call marks them.
+# A record is established once it has a verified phone (a SIM that received our code; the
+# number is kept only once verified) or has had a verified contact this long. An e-mail-only
+# record made today costs a script a catch-all domain: a probe verified 45 in minutes, placed
+# them in a crisis and cried for help on each. The duty staff hear of such cries one by one
+# only within a part of the hour's notices, and the roll call marks them.
 ESTABLISHED_AFTER = timedelta(hours=24)
 
 
 def is_established(now: datetime) -> ColumnElement[bool]:
     """SQL over Citizen: the record is established (ESTABLISHED_AFTER) at `now`."""
     return or_(
-        Citizen.notify_sms.is_(True),
+        Citizen.phone_hash.is_not(None),
         and_(Citizen.verified_at.is_not(None), Citizen.verified_at <= now - ESTABLISHED_AFTER),
     )
 
@@ -120,7 +121,7 @@ def is_established(now: datetime) -> ColumnElement[bool]:
 def established(citizen: Citizen, now: datetime) -> bool:
     """is_established() of one record in hand."""
     verified = citizen.verified_at
-    return bool(citizen.notify_sms) or (
+    return citizen.phone_hash is not None or (
         verified is not None and verified <= now - ESTABLISHED_AFTER
     )
 

@@ -974,25 +974,35 @@ def _duty_hour(api, per_hour: str) -> RateLimits:
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
-def test_cries_from_new_records_with_no_verified_phone_come_in_the_summary(
+def test_cries_from_new_records_with_no_verified_phone_have_a_part_of_the_hour(
     api, consul, db, dispatcher, smtp, reply
 ):
     """Found by a probe: e-mail-only records verified in minutes through a catch-all domain,
     placed in a crisis, each pressed "help" on its link: they spent the hour's notices one by
     one, put their own words before the duty staff, and a real citizen's "2" waited for the
     next summary. Cries from a record with no verified phone, verified less than a day ago,
-    now come in the summary (ids only); the others keep their own notices."""
+    now have a part of the hour (rate_limit_duty_page_new), their notices say so, and past it
+    they go in the summary, after the established citizens' cries."""
     settings = api.app.state.settings
     settings.duty_email = ["duty@mofa.test"]
-    _duty_hour(api, "2/hour")
-    made = [citizen(api, channels=("email",), name=f"Bot {n}") for n in range(3)]
-    older_id, _, older_email = citizen(api, channels=("email",), name="Kept Record")
+    hour = settings.model_copy(
+        update={"rate_limit_duty_page": "3/hour", "rate_limit_duty_page_new": "1/hour"}
+    )
+    limits = api.app.state.rate_limits = RateLimits(hour, namespace=f"t{time.time_ns()}")
+
+    def e_mail_only(name: str) -> tuple[str, str]:
+        cid, _, body = register(api, location=TOKYO, channels=["email"], phone=None, name=name)
+        return cid, body["email"]
+
+    bots = [e_mail_only(f"Bot {n}") for n in range(3)]
+    kept_id, kept_email = e_mail_only("Kept Record")
     db.execute(
         update(Citizen)
-        .where(Citizen.public_id == older_id)
+        .where(Citizen.public_id == kept_id)
         .values(verified_at=utcnow() - ESTABLISHED_AFTER - timedelta(minutes=1))
     )
     _, phone, _ = citizen(api, name="Real Person")
+    late_id, late_phone, _ = citizen(api, name="Late Person")
     issue(api, consul, level=4)
     dispatcher.drain()
 
@@ -1005,26 +1015,39 @@ def test_cries_from_new_records_with_no_verified_phone_come_in_the_summary(
         answered = api.post(f"/c/{token}", data={"answer": "help", "note": note})
         assert answered.status_code == 200, answered.text
 
-    for _, _, email in made:
+    def mails() -> list[tuple[str, str]]:
+        duty = smtp.to("duty@mofa.test")
+        return [(m["Subject"], m.get_body(("plain",)).get_content()) for m in duty]
+
+    for _, email in bots:
         press_help(email, "call +1 900 555 0100 now")
-    press_help(older_email, "lost in the old town")
+    press_help(kept_email, "lost in the old town")
     reply(phone, "2 trapped")
-    mails = [
-        (m["Subject"], m.get_body(("plain",)).get_content()) for m in smtp.to("duty@mofa.test")
-    ]
-    summaries = [(subject, text) for subject, text in mails if subject.endswith("(summary)")]
-    notices = [text for subject, text in mails if not subject.endswith("(summary)")]
-    # The first bot's cry in a summary at once; the others within its 10 minutes wait.
+    summaries = [(subject, text) for subject, text in mails() if subject.endswith("(summary)")]
+    notices = [text for subject, text in mails() if not subject.endswith("(summary)")]
+    # The first bot within the new records' part, marked; the second in a summary at once;
+    # the third waits for the next. The kept record and the real citizen keep their own.
+    assert len(notices) == 3
+    [bot_notice] = [text for text in notices if "Bot 0" in text]
+    assert "Record: new, with no verified phone" in bot_notice
+    assert any("Kept Record" in t and "Record: new" not in t for t in notices)
+    assert any("Real Person" in t and "trapped" in t and "Record: new" not in t for t in notices)
     [(subject, summary)] = summaries
     assert subject.endswith("NEED HELP: 1 citizen (summary)")
-    assert made[0][0] in summary and "(a new record with no verified phone)" in summary
+    assert bots[1][0] in summary and "(a new record with no verified phone)" in summary
     assert "900 555" not in summary and "Bot" not in summary  # no words, no names
-    assert len(notices) == 2  # the hour's two: the kept record's and the real citizen's
-    assert any("Kept Record" in text and "lost in the old town" in text for text in notices)
-    assert any("Real Person" in text and "trapped" in text for text in notices)
+
+    reply(late_phone, "2 hurt")  # past the hour's three: waits for the next summary
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    limits.give_back(Rule.DUTY_SUMMARY, "duty", taken_s_ago=0)  # 10 minutes pass
+    run_duty_notices(dispatcher, api.app.state.session_factory, settings, limits)
+    subject, summary = mails()[-1]
+    assert subject.endswith("NEED HELP: 2 citizens (summary)")
+    # The established citizen's line before the new record's, whatever their times.
+    assert summary.index(late_id) < summary.index(bots[2][0])
     db.expire_all()
     untold = select(func.count()).where(Checkin.duty_notified_at.is_(None))
-    assert db.scalar(untold.select_from(Checkin)) == 2  # the later bots wait for the next summary
+    assert db.scalar(untold.select_from(Checkin)) == 0
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")

@@ -84,7 +84,6 @@ def _seed(factory: sessionmaker[Session]) -> tuple[list[Advisory], list[Citizen]
                 public_id=str(uuid.uuid4()),
                 language="en",
                 phone_hash=f"race-{uuid.uuid4().hex}",
-                notify_sms=True,  # a verified phone: told of one by one (duty.ESTABLISHED_AFTER)
                 consent_at=utcnow(),
             )
             session.add(person)
