@@ -160,7 +160,6 @@ class Settings(BaseSettings):
     rate_limit_prefix_client: str = "5/hour"
     rate_limit_country: str = "200/hour"
     rate_limit_country_client: str = "50/hour"
-    rate_limit_email_domain: str = "200/hour"
     rate_limit_email_domain_client: str = "10/hour"
     # Mail providers whose every inbox is a person's own sign-up: no per-domain limit there.
     email_domains_shared: Annotated[list[str], NoDecode] = Field(
@@ -182,6 +181,21 @@ class Settings(BaseSettings):
             "me.com",
             "proton.me",
             "protonmail.com",
+            "mac.com",
+            "pm.me",
+            "aol.com",
+            "yahoo.co.jp",
+            "hotmail.co.uk",
+            "hotmail.fr",
+            "gmx.com",
+            "gmx.de",
+            "web.de",
+            "qq.com",
+            "163.com",
+            "korea.com",
+            "empas.com",
+            "yandex.com",
+            "mail.ru",
         ]
     )
     rate_limit_global: str = "1000/hour"
@@ -234,7 +248,6 @@ class Settings(BaseSettings):
         "rate_limit_prefix_client",
         "rate_limit_country",
         "rate_limit_country_client",
-        "rate_limit_email_domain",
         "rate_limit_email_domain_client",
         "rate_limit_global",
         "rate_limit_global_proven",

@@ -29,6 +29,7 @@ from limits.storage import (
     storage_from_string,
 )
 from limits.strategies import MovingWindowRateLimiter
+from publicsuffixlist import PublicSuffixList
 from redis.commands.core import Script
 
 from service.config import Settings
@@ -85,7 +86,6 @@ class Rule(StrEnum):
     PREFIX_CLIENT = "prefix_client"  # SMS codes per block of numbers from one client address
     COUNTRY = "country"  # SMS per destination country (not the home region)
     COUNTRY_CLIENT = "country_client"  # SMS codes per destination country from one client
-    EMAIL_DOMAIN = "email_domain"  # e-mail codes per mail domain (not email_domains_shared)
     EMAIL_DOMAIN_CLIENT = "email_domain_client"  # e-mail codes per mail domain from one client
     GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
@@ -122,7 +122,6 @@ _COUNTED_FOR_ANYONE = frozenset(
         Rule.CODE_TRY,
         Rule.PREFIX,
         Rule.PREFIX_CLIENT,
-        Rule.EMAIL_DOMAIN,
         Rule.EMAIL_DOMAIN_CLIENT,
     }
 )
@@ -143,7 +142,6 @@ _REFUSED = {
     Rule.PREFIX_CLIENT: "too many messages to numbers of this range from this address",
     Rule.COUNTRY: "too many messages to numbers of this country",
     Rule.COUNTRY_CLIENT: "too many messages to numbers of this country from this address",
-    Rule.EMAIL_DOMAIN: "too many messages to addresses of this mail domain",
     Rule.EMAIL_DOMAIN_CLIENT: (
         "too many messages to addresses of this mail domain from this address"
     ),
@@ -457,14 +455,14 @@ class RateLimits:
         else:
             address = email_key(destination)
             hits = [(Rule.CONTACT, f"email:{address}")]
-            # A domain of one's own with a catch-all inbox is every address a script wants:
-            # its codes are counted as a number block's are, shares and parts alike.
-            domain = address.rpartition("@")[2]
-            if domain and domain not in self._shared_domains:
-                shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
-                hits.append((Rule.EMAIL_DOMAIN, shared + domain))
-                if client is not None and not shared:
-                    hits.append((Rule.EMAIL_DOMAIN_CLIENT, f"{network_key(client)}:{domain}"))
+            # A domain of one's own with a catch-all inbox (or a wildcard MX: its registrable
+            # domain counts) is every address a script wants: a client address has a part of
+            # each domain's codes. Only a part, not a limit shared by everyone: codes to
+            # made-up addresses would fill that, and hold a whole company's travellers.
+            domain = mail_domain(address)
+            counted = domain and domain not in self._shared_domains
+            if counted and client is not None and pool is not Rule.GLOBAL_PROVEN:
+                hits.append((Rule.EMAIL_DOMAIN_CLIENT, f"{network_key(client)}:{domain}"))
         return [*hits, (pool, channel)]
 
     # ---- the daily SMS budget ------------------------------------------------------------
@@ -722,6 +720,17 @@ def number_keys(e164: str) -> tuple[str, str]:
 # Gmail delivers every dotting of a name to one inbox, under either domain: six spellings of
 # one address were six codes to it within seconds (probe), past its limit and its cooldown.
 _DOTS_IGNORED = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+_SUFFIXES = PublicSuffixList()  # the list the package ships: nothing is fetched
+
+
+def mail_domain(address: str) -> str:
+    """The registrable domain of an e-mail address (`bot@s1.evil.example` → `evil.example`,
+    `kim@mail.example.co.kr` → `example.co.kr`); the domain itself when it is a public suffix
+    or not a name (an address literal)."""
+    domain = address.rpartition("@")[2].strip().lower().rstrip(".")
+    return _SUFFIXES.privatesuffix(domain) or domain
 
 
 def email_key(address: str) -> str:

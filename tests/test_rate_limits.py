@@ -33,6 +33,7 @@ from service.rate_limits import (
     address_key,
     client_address,
     email_key,
+    mail_domain,
     number_keys,
 )
 from tests.conftest import redis_url_for_tests
@@ -217,31 +218,39 @@ def test_no_one_address_fills_a_number_blocks_or_a_countrys_codes(make):
     part.take_new_contact("sms", "+818033330001", client=b)
 
 
-def test_a_mail_domain_of_ones_own_is_counted_as_a_number_block_is(make):
+def test_a_client_has_a_part_of_each_mail_domains_codes(make):
     """Found by a probe: with a catch-all domain a script verified 45 e-mail-only records in
     minutes (no limit counted the domain), placed them in a crisis and cried for help on each.
-    A domain's codes are counted now, with a part for each client address and a share for
-    proven ones; the large providers' inboxes are each a person's, and are not."""
+    A client address now has a part of each domain's codes, the registrable domain counting
+    (a wildcard MX gives endless subdomains, a review found); not a limit shared by everyone,
+    which strangers' made-up addresses would fill for a company's travellers. The large
+    providers' inboxes are each a person's, and are not counted so."""
     a, b = "198.51.100.7", "203.0.113.8"
-    limits = make(rate_limit_email_domain="3/hour", rate_limit_email_domain_client="2/hour")
+    limits = make(rate_limit_email_domain_client="2/hour")
     limits.take_new_contact("email", "a1@catch-all.example", client=a)
-    limits.take_new_contact("email", "A2+x@Catch-All.example", client=a)  # one domain
-    refusal = _refused(lambda: limits.take_new_contact("email", "a3@catch-all.example", client=a))
+    limits.take_new_contact("email", "A2+x@s1.Catch-All.example", client=a)  # one domain
+    refusal = _refused(
+        lambda: limits.take_new_contact("email", "a3@s2.catch-all.example", client=a)
+    )
     assert refusal.rule == "email_domain_client"
     assert "mail domain" in refusal.detail and "catch-all" not in refusal.detail
-    limits.take_new_contact("email", "b1@catch-all.example", client=b)
-    refusal = _refused(lambda: limits.take_new_contact("email", "b2@catch-all.example", client=b))
-    assert refusal.rule == "email_domain"
+    for n in range(3):  # another client's codes to the domain: its own part, no shared one
+        limits.take_new_contact("email", f"b{n}@catch-all.example", client=b)
+        b = f"203.0.113.{20 + n}"
     limits.take_new_contact("email", "a4@catch-all.example", client=a, proven=True)
-    limits.take_new_contact("email", "b3@other.example", client=b)  # another domain
+    limits.take_new_contact("email", "a5@other.example.co.kr", client=a)
+    limits.take_new_contact("email", "a6@mail.other.example.co.kr", client=a)
+    refusal = _refused(
+        lambda: limits.take_new_contact("email", "a7@x.other.example.co.kr", client=a)
+    )
+    assert refusal.rule == "email_domain_client"  # example.co.kr's registrable domain
     for n in range(5):  # a shared provider: each inbox its own
         limits.take_new_contact("email", f"person{n}@naver.com", client=a)
-    narrower = make(email_domains_shared=["catch-all.example"], rate_limit_email_domain="1/hour")
-    for n in range(3):
-        narrower.take_new_contact("email", f"c{n}@catch-all.example", client=a)
+    narrower = make(email_domains_shared=[], rate_limit_email_domain_client="1/hour")
     narrower.take_new_contact("email", "x@gmail.com", client=a)
-    refusal = _refused(lambda: narrower.take_new_contact("email", "y@gmail.com", client=b))
-    assert refusal.rule == "email_domain"  # no longer in the list: counted
+    refusal = _refused(lambda: narrower.take_new_contact("email", "y@gmail.com", client=a))
+    assert refusal.rule == "email_domain_client"  # no longer in the list: counted
+    assert mail_domain("kim@mail.mofa.go.kr") == "mofa.go.kr"
 
 
 def test_messages_per_channel(make):
@@ -290,7 +299,7 @@ def test_keys_in_the_storage_hold_no_contact(namespace):
     client = redis.Redis.from_url(url)
     keys = [key.decode() for key in client.scan_iter(match=f"anjeon:{namespace}/*")]
     client.close()
-    assert len(keys) == 5  # contact per hour and per day, the mail domain, global, client
+    assert len(keys) == 4  # contact per hour and per day, global, client
     assert not any("example" in key or "203.0.113" in key for key in keys)
 
 

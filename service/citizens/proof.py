@@ -49,7 +49,6 @@ _A_PROOF_LIFTS = frozenset(
         Rule.PREFIX,
         Rule.COUNTRY,
         Rule.EMAIL_DOMAIN_CLIENT,
-        Rule.EMAIL_DOMAIN,
     }
 )
 
