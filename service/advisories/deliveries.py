@@ -20,18 +20,21 @@ from service.ledger.wake import mark_enqueued
 def counts_for(
     session: Session, *, advisory_id: int
 ) -> tuple[dict[str, dict[str, int]], list[RevisionCounts]]:
-    """Counts by status and channel ({"sent": {"sms": 3}}): of every revision's alerts, and of
-    each revision's apart, newest first. A cancelled advisory's all-clears are a revision of
-    their own: summed with the warnings they follow, "sent 4" of 4 citizens read as 8 sends."""
+    """Counts by status and channel ({"sent": {"sms": 3}}): of every row of the advisory, and
+    of each revision's apart, newest first, with its "are you safe?" asks sent on their own
+    (roll-call rounds, escalations) apart from its alerts. A cancelled advisory's all-clears
+    are a revision of their own: summed with the warnings they follow, "sent 4" of 4 citizens
+    read as 8 sends."""
+    asked = (Alert.checkin_round > 0).label("asked")
     rows = session.execute(
-        select(Alert.revision, Alert.status, Alert.channel, func.count())
+        select(Alert.revision, asked, Alert.status, Alert.channel, func.count())
         .where(Alert.advisory_id == advisory_id)
-        .group_by(Alert.revision, Alert.status, Alert.channel)
+        .group_by(Alert.revision, asked, Alert.status, Alert.channel)
     ).all()
     deferred = session.execute(
-        select(Alert.revision, Alert.channel, func.count())
+        select(Alert.revision, asked, Alert.channel, func.count())
         .where(Alert.advisory_id == advisory_id, *_DEFERRED)
-        .group_by(Alert.revision, Alert.channel)
+        .group_by(Alert.revision, asked, Alert.channel)
     ).all()
     changes = dict(
         session.execute(
@@ -40,20 +43,27 @@ def counts_for(
             )
         ).all()
     )
-    total: dict[str, dict[str, int]] = {}
-    revisions: dict[int, dict[str, dict[str, int]]] = {}
-    for revision, status, channel, n in rows:
-        for counts in (total, revisions.setdefault(revision, {})):
+    total: Counts = {}
+    revisions: dict[int, tuple[Counts, Counts]] = {}
+    found = [(r, bool(a), s, c, n) for r, a, s, c, n in rows]
+    found += [(r, bool(a), "deferred", c, n) for r, a, c, n in deferred]
+    for revision, is_ask, status, channel, n in found:
+        alerts, asks = revisions.setdefault(revision, ({}, {}))
+        for counts in (total, asks if is_ask else alerts):
             by_channel = counts.setdefault(status, {})
             by_channel[channel] = by_channel.get(channel, 0) + n
-    for revision, channel, n in deferred:
-        for counts in (total, revisions.setdefault(revision, {})):
-            by_channel = counts.setdefault("deferred", {})
-            by_channel[channel] = by_channel.get(channel, 0) + n
     return total, [
-        RevisionCounts(revision=revision, change=changes.get(revision, "issued"), counts=counts)
-        for revision, counts in sorted(revisions.items(), reverse=True)
+        RevisionCounts(
+            revision=revision,
+            change=changes.get(revision, "issued"),
+            counts=alerts,
+            asks=asks,
+        )
+        for revision, (alerts, asks) in sorted(revisions.items(), reverse=True)
     ]
+
+
+Counts = dict[str, dict[str, int]]  # status → channel → rows
 
 
 # Held for the citizen's quiet hours: waiting, not failing.

@@ -50,7 +50,12 @@ class RevisionCounts(BaseModel):
 
     revision: int
     change: Literal["issued", "revised", "cancelled"]
-    counts: dict[str, dict[str, int]]
+    counts: dict[str, dict[str, int]] = Field(description="The revision's alerts.")
+    asks: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='"Are you safe?" asks sent on their own under this revision (roll-call '
+        "rounds, escalations), apart from its alerts: one citizen asked twice is two rows.",
+    )
 
 
 class AlertsRead(AlertPage):

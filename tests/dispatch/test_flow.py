@@ -105,10 +105,27 @@ def test_revision_sends_update_and_cancel_sends_all_clear(api, consul, db, dispa
     view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
     assert view["counts"] == {"sent": {"sms": 3}}
     assert view["by_revision"] == [
-        {"revision": 3, "change": "cancelled", "counts": {"sent": {"sms": 1}}},
-        {"revision": 2, "change": "revised", "counts": {"sent": {"sms": 1}}},
-        {"revision": 1, "change": "issued", "counts": {"sent": {"sms": 1}}},
+        {"revision": 3, "change": "cancelled", "counts": {"sent": {"sms": 1}}, "asks": {}},
+        {"revision": 2, "change": "revised", "counts": {"sent": {"sms": 1}}, "asks": {}},
+        {"revision": 1, "change": "issued", "counts": {"sent": {"sms": 1}}, "asks": {}},
     ]
+
+
+def test_a_roll_calls_asks_count_apart_from_the_alerts(api, consul, dispatcher, twilio):
+    """A review: the asks of a roll call (one more "are you safe?" to each citizen) were added
+    to the revision's alerts, so one citizen asked again read as two people told."""
+    register(api, location=TOKYO, phone="010-5555-0071", channels=["sms"])
+    advisory = api.post("/v1/advisories", json=advisory_body(level=3), headers=consul).json()
+    dispatcher.drain()
+    started = api.post(f"/v1/advisories/{advisory['id']}/rollcall", headers=consul)
+    assert started.status_code == 202, started.text
+    dispatcher.drain()
+    assert len(twilio.bodies_to("+821055550071")) == 2
+    view = api.get(f"/v1/advisories/{advisory['id']}/alerts", headers=consul).json()
+    [revision] = view["by_revision"]
+    assert revision["counts"] == {"sent": {"sms": 1}}
+    assert revision["asks"] == {"sent": {"sms": 1}}
+    assert view["counts"] == {"sent": {"sms": 2}}  # every row, as before
 
 
 def test_a_cancellation_counts_its_all_clears_apart_from_the_warnings_never_sent(

@@ -117,6 +117,12 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     texts = _eventually(lambda: live.twilio.bodies_to(staff_phone))
     assert texts[0].startswith("[TEST]"), texts
 
+    # A roll call: its "are you safe?" asks are counted apart from the warning's alerts.
+    tab.locator("#start-rollcall").click()
+    asks = tab.locator("#delivery table[data-asks] tr[data-status='sent'] td")
+    expect(asks).to_have_text("1", timeout=15_000)
+    expect(tab.locator("#delivery h5")).to_have_text('"Are you safe?" asks sent on their own')
+
     # Cancel, confirmed by confirm(): the citizen gets an all-clear.
     told = len(live.twilio.bodies_to(phone))
     tab.get_by_role("button", name="Cancel (send an all-clear)").click()
@@ -130,7 +136,8 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
     )
     expect(tab.locator("#delivery h4[data-change='issued']")).to_have_text("Warning (revision 1)")
     for revision in (2, 1):
-        sent = tab.locator(f"#delivery table[data-revision='{revision}'] tr[data-status='sent'] td")
+        table = f"#delivery table[data-revision='{revision}']:not([data-asks])"
+        sent = tab.locator(f"{table} tr[data-status='sent'] td")
         expect(sent).to_have_text("1", timeout=15_000)
 
     # The admin sees the feeds and the audit log, with what was just done.

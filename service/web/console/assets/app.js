@@ -765,14 +765,18 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
     state.failedOffset = Math.floor((alerts.total - 1) / failedPage()) * failedPage();
     return refreshAdvisory(id, { timeoutMs });
   }
-  // One table a revision when there are several: an all-clear's sends apart from the
-  // warning's, which summed would read as twice the people told.
+  // One table a revision when there are several, and a roll call's asks apart: an
+  // all-clear's sends, or a second "are you safe?", summed with the warning's would read as
+  // more people told.
   const revisions = alerts.by_revision || [];
-  $("delivery").replaceChildren(...(revisions.length > 1
+  const asked = (r) => Object.keys(r.asks || {}).length > 0;
+  $("delivery").replaceChildren(...(revisions.length > 1 || revisions.some(asked)
     ? revisions.flatMap((r) => [
         el("h4", { "data-revision": r.revision, "data-change": r.change },
           `${named("revision_", r.change)} (${t("revision")} ${r.revision})`),
-        deliveryTable(r.counts, { "data-revision": r.revision })])
+        deliveryTable(r.counts, { "data-revision": r.revision }),
+        asked(r) ? el("h5", {}, t("asks")) : null,
+        asked(r) ? deliveryTable(r.asks, { "data-revision": r.revision, "data-asks": "" }) : null])
     : [deliveryTable(alerts.counts, {})]));
   $("failed").replaceChildren(alerts.items.length
     ? el("ul", {}, alerts.items.map((a) => el("li", { "data-alert-status": a.status },
