@@ -90,16 +90,25 @@ class EarlierAlerts:
     rows: tuple[tuple[int, int, int, str, int, str, bool, datetime | None], ...] = ()
 
     def of(self, notice: Claimed, settled: Mapping[int, Outcome]) -> Behind:
-        """What became of the warnings `notice` follows, on either channel: an all-clear on
-        the other channel (the fallback of one that failed, one diverted while a circuit is
-        open) follows a warning that went by the first (a review: one after a STOP was dropped
-        as "never warned"). `settled`: outcomes of rows of the same batch already decided, not
-        yet written (a warning ended unsent there is not in flight)."""
+        """What became of the warnings `notice` follows: on its own channel first (it goes
+        after the warning there, never beside it), then, when none went there, on the other:
+        an all-clear on the other channel (the fallback of one that failed, one diverted while
+        a circuit is open) follows a warning that went by the first (a review: one after a
+        STOP was dropped as "never warned"). `settled`: outcomes of rows of the same batch
+        already decided, not yet written (a warning ended unsent there is not in flight)."""
+        own = self._behind(notice, settled, notice.channel)
+        return own if own.found != NEVER_WARNED else self._behind(notice, settled, None)
+
+    def _behind(self, notice: Claimed, settled: Mapping[int, Outcome], on: str | None) -> Behind:
         whose = (notice.advisory_id, notice.citizen_id)
         earlier = [
             settled.get(alert_id, (status, unknown, due))
-            for alert_id, advisory_id, citizen_id, _, revision, status, unknown, due in self.rows
-            if (advisory_id, citizen_id) == whose and revision < notice.revision
+            for alert_id, advisory_id, citizen_id, channel, revision, status, unknown, due in (
+                self.rows
+            )
+            if (advisory_id, citizen_id) == whose
+            and revision < notice.revision
+            and on in (None, channel)
         ]
         if any(
             status in (states.SENT, states.DELIVERED) or unknown for status, unknown, _ in earlier

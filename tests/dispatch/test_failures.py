@@ -517,6 +517,31 @@ def test_an_all_clear_diverted_while_the_sms_circuit_is_open_goes_by_e_mail(
     assert len(smtp.to("divert@example.com")) == 1
 
 
+def test_an_all_clear_waits_for_the_warning_on_its_own_channel_whatever_the_other_did(
+    api, consul, db, dispatcher, smtp
+):
+    """A review: once an all-clear looked on either channel, an SMS warning sent let the
+    e-mail all-clear go at once while another dispatcher still held the e-mail warning: the
+    "lifted" mail could arrive before the warning it lifts. Its own channel decides first."""
+    register(
+        api,
+        location=TOKYO,
+        phone="010-6666-0021",
+        email="both@example.com",
+        channels=["sms", "email"],
+    )
+    advisory = issue(api, consul, level=3)
+    now = utcnow()
+    outbox.claim(db, channel="email", now=now, limit=10, lease_s=60, worker="other")
+    dispatcher.step(now=now)  # the SMS warning goes
+    assert [r.status for r in rows(db, "sms")] == ["sent"]
+    _cancel(api, consul, advisory)
+    dispatcher.step(now=now)
+    warning, all_clear = rows(db, "email")
+    assert (warning.status, all_clear.status) == ("claimed", "retry_wait")
+    assert smtp.to("both@example.com") == []
+
+
 def test_no_provider_id_comes_back_after_an_erasure(api, consul, db, dispatcher, twilio):
     """Found by a review: erasure cleared the provider's message id, and Twilio's "delivered"
     report wrote it back; so did a send in hand at the erasure, recorded afterwards."""
