@@ -139,6 +139,7 @@ def test_the_advisory_page_retries_reveals_test_sends_and_cancels(live, new_page
         table = f"#delivery table[data-revision='{revision}']:not([data-asks])"
         sent = tab.locator(f"{table} tr[data-status='sent'] td")
         expect(sent).to_have_text("1", timeout=15_000)
+    assert "null" not in tab.inner_text("#delivery")  # a review saw "nullnull" under them
 
     # The admin sees the feeds and the audit log, with what was just done.
     admin = new_page()

@@ -775,8 +775,7 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
         el("h4", { "data-revision": r.revision, "data-change": r.change },
           `${named("revision_", r.change)} (${t("revision")} ${r.revision})`),
         deliveryTable(r.counts, { "data-revision": r.revision }),
-        asked(r) ? el("h5", {}, t("asks")) : null,
-        asked(r) ? deliveryTable(r.asks, { "data-revision": r.revision, "data-asks": "" }) : null])
+        ...(asked(r) ? [el("h5", {}, t("asks")), deliveryTable(r.asks, { "data-revision": r.revision, "data-asks": "" })] : [])])
     : [deliveryTable(alerts.counts, {})]));
   $("failed").replaceChildren(alerts.items.length
     ? el("ul", {}, alerts.items.map((a) => el("li", { "data-alert-status": a.status },
