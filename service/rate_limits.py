@@ -722,14 +722,18 @@ def number_keys(e164: str) -> tuple[str, str]:
 _DOTS_IGNORED = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
 
 
-_SUFFIXES = PublicSuffixList()  # the list the package ships: nothing is fetched
+# The list the package ships (nothing is fetched); its ICANN part only: a private suffix such
+# as github.io would make each user's subdomain a domain of its own.
+_SUFFIXES = PublicSuffixList(only_icann=True)
 
 
 def mail_domain(address: str) -> str:
     """The registrable domain of an e-mail address (`bot@s1.evil.example` → `evil.example`,
     `kim@mail.example.co.kr` → `example.co.kr`); the domain itself when it is a public suffix
-    or not a name (an address literal)."""
+    or an address literal (`[192.0.2.1]`, which registration refuses anyway)."""
     domain = address.rpartition("@")[2].strip().lower().rstrip(".")
+    if domain.startswith("[") or _ip(domain) is not None:
+        return domain
     return _SUFFIXES.privatesuffix(domain) or domain
 
 

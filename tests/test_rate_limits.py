@@ -251,6 +251,11 @@ def test_a_client_has_a_part_of_each_mail_domains_codes(make):
     refusal = _refused(lambda: narrower.take_new_contact("email", "y@gmail.com", client=a))
     assert refusal.rule == "email_domain_client"  # no longer in the list: counted
     assert mail_domain("kim@mail.mofa.go.kr") == "mofa.go.kr"
+    assert (
+        mail_domain("a@[192.0.2.1]") == "[192.0.2.1]" and mail_domain("a@192.0.2.1") == "192.0.2.1"
+    )
+    assert mail_domain("a@one.github.io") == mail_domain("b@two.github.io") == "github.io"
+    assert mail_domain("a@Example.COM.") == "example.com"
 
 
 def test_messages_per_channel(make):

@@ -205,9 +205,9 @@ class Waiting:
 
 @dataclass(frozen=True)
 class DutySummary:
-    """Citizens in need not told of one by one (past the hour's notices, or of records anyone
-    can make): ids only, no personal data (the console's roll calls and help messages show
-    them, and reveal who they are)."""
+    """Citizens in need not told of one by one (past the hour's notices, or past the part of
+    them that new records anyone can make may have): ids only, no personal data (the console's
+    roll calls and help messages show them, and reveal who they are)."""
 
     waiting: tuple[Waiting, ...]
     console: str
@@ -244,9 +244,10 @@ class DutySummary:
             [
                 *(["[EXERCISE] This is a drill, not a real emergency."] if self.exercise else []),
                 f"{self.citizens} citizens asked for help whom the duty staff are not told of"
-                " one by one: more asked this hour than ANJEON_RATE_LIMIT_DUTY_PAGE allows, or"
-                " their record is new and has no verified phone (anyone can make one, so they"
-                " come together). No notice of their own follows.",
+                " one by one: more asked this hour than ANJEON_RATE_LIMIT_DUTY_PAGE allows, or,"
+                " for new records with no verified phone (anyone can make one), than"
+                " ANJEON_RATE_LIMIT_DUTY_PAGE_NEW allows. No notice of their own follows."
+                " Established citizens are listed first.",
                 "",
                 *lines,
                 *([f"... and {more} more."] if more > 0 else []),
@@ -351,7 +352,7 @@ class CitizenCries:
 
     checkin_ids: list[int]
     exercise: bool
-    established: bool  # told one by one; else in the summary (models.ESTABLISHED_AFTER)
+    established: bool  # else within rate_limit_duty_page_new only (models.ESTABLISHED_AFTER)
 
 
 def by_citizen(session: Session, *, checkin_ids: list[int], now: datetime) -> list[CitizenCries]:
@@ -647,6 +648,9 @@ def tell_duty(
     notices += [
         (False, True, partial(tell_of_messages, help_message_id=m)) for m in help_message_ids
     ]
+    # Established citizens first: with the hour nearly spent, new records' cries must not take
+    # the last notices ahead of them.
+    notices.sort(key=lambda notice: not notice[1])
     for exercise, standing, tell in notices:
         with hour.one_by_one(exercise, established=standing) as room:
             if room is not None:
@@ -750,6 +754,7 @@ class _DutyHour:
 
     def __init__(self, limits: RateLimits | None) -> None:
         self._limits = limits
+        self._away = False  # the storage did not answer: nothing is counted this run
         self.past: list[bool] = []  # kinds (exercise or not) with a cry past the hour
 
     @contextmanager
@@ -764,7 +769,9 @@ class _DutyHour:
             if room is None:
                 break
             taken.append((rule, room))
-        whole = len(taken) == len(rules)
+        # Uncounted while the storage is away: a new record's cry goes in the summary then, or
+        # a script's records would each have a notice for as long as the outage lasts.
+        whole = len(taken) == len(rules) and (established or not self._away)
         if not whole and exercise not in self.past:
             self.past.append(exercise)
         room = taken[-1][1] if whole else None
@@ -792,7 +799,7 @@ class _DutyHour:
             return None
         except ServiceUnavailable:
             log.error("rate-limit storage unreachable: duty notices sent uncounted")
-            self._limits = None
+            self._limits, self._away = None, True
         return room
 
     def _give_back(self, rule: Rule, exercise: bool, room: _Room) -> None:
@@ -802,7 +809,7 @@ class _DutyHour:
             taken_s_ago = time.monotonic() - room.taken_at
             self._limits.give_back(rule, _duty_key(exercise), taken_s_ago=taken_s_ago)
         except ServiceUnavailable:
-            self._limits = None
+            self._limits, self._away = None, True
 
 
 def _duty_key(exercise: bool) -> str:
@@ -818,7 +825,8 @@ def _tell_in_summary(
     exercise: bool,
     now: datetime,
 ) -> int:
-    """One summary of every cry of this kind still untold, the earliest first (up to
+    """One summary of every cry of this kind still untold, established citizens' first, then
+    the earliest (up to
     SUMMARY_MOST), when none went in the last 10 minutes (else they wait for the minute job's
     next turn); marks them told. Returns how many citizens it told of."""
     with hour.summary(exercise) as room:
@@ -851,14 +859,16 @@ def _tell_in_summary(
     return summary.citizens
 
 
-# Cries one summary reads, the earliest first: more wait for the next (the console has all).
+# Cries one summary reads, established citizens' first, then the earliest: more wait for the
+# next (the console has all).
 SUMMARY_MOST = 2000
 
 
 def read_waiting(session: Session, *, exercise: bool, now: datetime) -> list[Waiting]:
     """A summary's lines: every citizen's help answers of this kind still untold (not those
     paged about lately, as `waiting`), and, for real cries, every citizen's help messages
-    still untold; the earliest first, up to SUMMARY_MOST rows of each. Ids only: no personal
+    still untold; established citizens' first, then the earliest, up to SUMMARY_MOST rows of
+    each. Ids only: no personal
     data."""
     answers: dict[str, Waiting] = {}
     for checkin_id, answered_at, citizen_id, advisory_id, level, standing in session.execute(

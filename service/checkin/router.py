@@ -198,7 +198,9 @@ class RollCallItem(BaseModel):
     established: bool = Field(
         description="The record has a verified phone, or has had a verified contact for a "
         "day. false: a new record with no verified phone, which anyone can make (an e-mail "
-        "inbox is enough); its help still counts, and the duty staff hear of it in a summary."
+        "inbox is enough); its help still counts, and the duty staff are told of it one by one "
+        "only within a part of the hour's notices (ANJEON_RATE_LIMIT_DUTY_PAGE_NEW), past it in "
+        "a summary."
     )
 
 

@@ -27,7 +27,13 @@ from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.page import MAX_ANSWERS
 from service.citizens.messages import duty_told_of_spent_budget
-from service.citizens.models import ESTABLISHED_AFTER, Citizen, SmsOptOut
+from service.citizens.models import (
+    ESTABLISHED_AFTER,
+    Citizen,
+    SmsOptOut,
+    established,
+    is_established,
+)
 from service.citizens.service import erase_citizen
 from service.config import Settings
 from service.db import utcnow
@@ -973,6 +979,22 @@ def _duty_hour(api, per_hour: str) -> RateLimits:
     return limits
 
 
+def test_a_verified_phone_makes_a_record_established_whatever_channels_it_chose(api, db):
+    """A review: "established" read "SMS chosen", so a verified phone whose owner chose
+    e-mail alerts counted as a record anyone can make. The number is kept only once verified:
+    it is what counts, or a day's standing."""
+    now = utcnow()
+    by_phone, _, _ = citizen(api, channels=("email",))
+    no_phone, _, _ = register(api, location=TOKYO, channels=["email"], phone=None)
+    db.expire_all()
+    records = {c.public_id: c for c in db.scalars(select(Citizen))}
+    assert records[by_phone].notify_sms is False and records[by_phone].phone_hash is not None
+    assert established(records[by_phone], now) and not established(records[no_phone], now)
+    assert established(records[no_phone], now + ESTABLISHED_AFTER + timedelta(minutes=1))
+    in_sql = dict(db.execute(select(Citizen.public_id, is_established(now))).all())
+    assert in_sql == {by_phone: True, no_phone: False}
+
+
 @pytest.mark.usefixtures("app_sessions_in_test")
 def test_cries_from_new_records_with_no_verified_phone_have_a_part_of_the_hour(
     api, consul, db, dispatcher, smtp, reply
@@ -1138,10 +1160,17 @@ def test_a_storage_that_does_not_answer_is_asked_once_a_run_and_every_notice_goe
     settings = api.app.state.settings
     settings.duty_email = []
     people = [citizen(api) for _ in range(3)]
+    new_id, _, body = register(api, location=TOKYO, channels=["email"], phone=None)
     issue(api, consul, level=4)
     dispatcher.drain()
     for _, phone, _ in people:
         reply(phone, "2")
+    [token] = {
+        link.group(1)
+        for m in smtp.to(body["email"])
+        if (link := _LINK.search(m.get_body(("plain",)).get_content()))
+    }
+    assert api.post(f"/c/{token}", data={"answer": "help"}).status_code == 200
     db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
     settings.duty_email = ["duty@mofa.test"]
     down = settings.model_copy(update={"rate_limit_storage": "redis://127.0.0.1:9/0"})
@@ -1150,7 +1179,13 @@ def test_a_storage_that_does_not_answer_is_asked_once_a_run_and_every_notice_goe
     take = limits.take
     limits.take = lambda *hit: asked.append(hit) or take(*hit)  # type: ignore[method-assign]
     run_duty_notices(dispatcher, api.app.state.session_factory, settings, limits)
-    assert len(smtp.to("duty@mofa.test")) == 3
+    subjects = [str(m["Subject"]) for m in smtp.to("duty@mofa.test")]
+    # The established citizens' notices go uncounted; a new record's cry, which only a part
+    # of the hour may have, goes in the summary while nothing can be counted (a review: every
+    # new record had a notice of its own for as long as the outage lasted).
+    assert sum("(summary)" not in subject for subject in subjects) == 3
+    [summary] = [m for m in smtp.to("duty@mofa.test") if "(summary)" in str(m["Subject"])]
+    assert new_id in summary.get_body(("plain",)).get_content()
     assert len(asked) == 1
 
 
