@@ -423,6 +423,15 @@ def _e_mail_rows(url: str) -> list[tuple[int, str, str | None, str | None]]:
     return [tuple(row) for row in rows]
 
 
+def _drain_past_the_leases(engine: Engine, dispatcher: Dispatcher) -> None:
+    """A drain, then a step when every lease of it is long over (a row given up would go
+    again then), and the dispatcher closed."""
+    dispatcher.drain()
+    dispatcher.step(now=utcnow() + timedelta(minutes=5))
+    dispatcher.close()
+    engine.dispose()
+
+
 def test_an_e_mail_whose_message_id_is_long_is_recorded_and_sent_once(
     database_url, tmp_path, twilio, smtp
 ):
@@ -433,10 +442,7 @@ def test_an_e_mail_whose_message_id_is_long_is_recorded_and_sent_once(
         engine, dispatcher = _three_people_pending(
             url, twilio, smtp, lanes=True, smtp_from=f"alerts@{LONG_DOMAIN}"
         )
-        dispatcher.drain()
-        dispatcher.step(now=utcnow() + timedelta(minutes=5))  # the leases long over
-        dispatcher.close()
-        engine.dispose()
+        _drain_past_the_leases(engine, dispatcher)
         got = email_counts(smtp, [email_of(n) for n in range(3)])
         assert (got.lost, got.duplicate) == (0, 0)
         sent_ids = sorted(m["Message-ID"].strip() for m in smtp.received)  # folded: " <…>"
@@ -467,10 +473,7 @@ def test_a_record_refused_for_one_outcome_keeps_the_others_and_sends_nothing_aga
             return record(session, decided=decided, **kwargs)
 
         monkeypatch.setattr(outbox, "record", refusing)
-        dispatcher.drain()
-        dispatcher.step(now=utcnow() + timedelta(minutes=5))  # the leases long over
-        dispatcher.close()
-        engine.dispose()
+        _drain_past_the_leases(engine, dispatcher)
         got = email_counts(smtp, [email_of(n) for n in range(3)])
         assert (got.lost, got.duplicate) == (0, 0)
         rows = _e_mail_rows(url)
