@@ -16,10 +16,10 @@ from service.ledger import outbox, states
 from service.ledger.models import Alert
 from service.ledger.wake import mark_enqueued
 
+Counts = dict[str, dict[str, int]]  # status → channel → rows
 
-def counts_for(
-    session: Session, *, advisory_id: int
-) -> tuple[dict[str, dict[str, int]], list[RevisionCounts]]:
+
+def counts_for(session: Session, *, advisory_id: int) -> tuple[Counts, list[RevisionCounts]]:
     """Counts by status and channel ({"sent": {"sms": 3}}): of every row of the advisory, and
     of each revision's apart, newest first, with its "are you safe?" asks sent on their own
     (roll-call rounds, escalations) apart from its alerts. A cancelled advisory's all-clears
@@ -61,9 +61,6 @@ def counts_for(
         )
         for revision, (alerts, asks) in sorted(revisions.items(), reverse=True)
     ]
-
-
-Counts = dict[str, dict[str, int]]  # status → channel → rows
 
 
 # Held for the citizen's quiet hours: waiting, not failing.
