@@ -9,6 +9,7 @@ that commits logs its holder and when it held the job (`started` once the lease 
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -335,6 +336,39 @@ def run_dispatch(dispatcher: Dispatcher) -> None:
         )
 
 
+class DispatchRuns:
+    """The dispatch job's runs in one process: one drains at a time, and a run asked for
+    meanwhile (a wake, the interval) makes the one draining go round once more, instead of
+    being skipped. With APScheduler's max_instances=1 alone, a wake landing as a drain ended
+    was skipped, and its level-4 alert waited a whole interval (a review: 5.05 s after its
+    commit, against 0.15 s when the job was idle)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._lock = threading.Lock()
+        self._running = False
+        self._again = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._running:
+                self._again = True
+                return
+            self._running = True
+        try:
+            while True:
+                run_dispatch(self.dispatcher)
+                with self._lock:
+                    if not self._again:
+                        self._running = False
+                        return
+                    self._again = False
+        except BaseException:
+            with self._lock:
+                self._running = self._again = False
+            raise
+
+
 def wake_dispatch(scheduler: BackgroundScheduler, dispatcher: Dispatcher) -> None:
     """Alerts were committed: run the dispatch job now (or once more, if it is running)."""
     dispatcher.wake()
@@ -370,14 +404,15 @@ def build_scheduler(
     scheduler = BackgroundScheduler(timezone="UTC")
     if dispatcher is not None and dispatch:
         scheduler.add_job(
-            run_dispatch,
+            DispatchRuns(dispatcher),
             "interval",
             seconds=settings.dispatch_interval_s,
-            args=(dispatcher,),
             id="dispatch",
             name="dispatch",
             replace_existing=True,
-            max_instances=1,
+            # Two: a run asked for while one drains returns at once, leaving it to go round
+            # again (DispatchRuns); a second slot lets it in even as the first one ends.
+            max_instances=2,
             coalesce=True,
             misfire_grace_time=60,
             next_run_time=utcnow(),

@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from limits.storage import Storage
@@ -55,6 +55,7 @@ from service.ledger.models import Ahead
 from service.ledger.outbox import Claimed, Decision
 from service.ledger.states import (
     CANCELLED,
+    CODE_UNPREPARED,
     CODE_UNREADABLE,
     EXPIRED,
     FAILED,
@@ -376,9 +377,19 @@ class Dispatcher:
                             return mine
                     self._woken[channel].wait(_LANE_POLL_S)
 
-            with ThreadPoolExecutor(len(channels), thread_name_prefix="lane") as lanes:
-                for tally in lanes.map(lane, channels):
-                    total.merge(tally)
+            while True:
+                with ThreadPoolExecutor(len(channels), thread_name_prefix="lane") as lanes:
+                    for tally in lanes.map(lane, channels):
+                        total.merge(tally)
+                # A wake that came as the drain ended (after a lane's last look): every lane
+                # goes round once more, as wake() promises. A review saw a level-4 SMS left
+                # pending by a drain that had been woken 2 ms after its e-mail lane ended it.
+                if self._quitting.is_set() or not any(e.is_set() for e in self._woken.values()):
+                    break
+                if max_s is not None and time.monotonic() - started > max_s:
+                    break
+                ended.clear()
+                idle.clear()
         else:
             total = self._drain(channels, max_s=max_s)
         return total
@@ -563,28 +574,40 @@ class Dispatcher:
                 verdict = dataclasses.replace(verdict, outcome_unknown=True)
             return verdict
 
+        def unprepared(row: Claimed) -> Decision:
+            # A bug in one row's verdict or message (a template, a zone, a token) fails that
+            # row alone, saying so: raised, it failed the whole batch, which lapsed and was
+            # claimed again, row and all, for ever; a review saw five level-4 SMS held so.
+            log.exception("alert could not be prepared", extra={"alert": row.id})
+            return Decision(
+                row.id,
+                FAILED,
+                code=CODE_UNPREPARED,
+                reason="the message could not be prepared (a fault here, in the log)",
+                outcome_unknown=row.outcome_unknown,
+            )
+
         # The warnings first: an all-clear behind one this batch ends unsent learns it here.
         verdicts: dict[int, Decision | None] = {}
         for row in rows:
             if not _all_clear(contents.get((row.advisory_id, row.revision))):
-                verdicts[row.id] = verdict_of(row, {})
+                try:
+                    verdicts[row.id] = verdict_of(row, {})
+                except Exception:
+                    verdicts[row.id] = unprepared(row)
         settled = {
             row_id: (verdict.status, verdict.outcome_unknown, verdict.due_at)
             for row_id, verdict in verdicts.items()
             if verdict is not None
         }
-        decided: list[tuple[Claimed, Decision]] = []
-        jobs: list[_Job] = []
-        for row in rows:
+
+        def prepared(row: Claimed, person: Recipient | None) -> Decision | _Job:
+            """Why the row is not sent (a Decision), or its message to send."""
             state = states.get(row.advisory_id)
             content = contents.get((row.advisory_id, row.revision))
-            person = people.get(row.citizen_id)
-            if person is not None and OTHER_CHANNEL[row.channel] in person.reachable:
-                self._can_fall_back.add(row.id)
             verdict = verdicts[row.id] if row.id in verdicts else verdict_of(row, settled)
             if verdict is not None:
-                decided.append((row, verdict))
-                continue
+                return verdict
             assert content is not None and person is not None and state is not None
             address = person.address
             assert address is not None
@@ -617,7 +640,23 @@ class Dispatcher:
             )
             expires = state.expires if content.kind != "cancel" else None
             phone_hash = person.phone_hash if row.channel == "sms" else None
-            jobs.append(_Job(row, message, expires, phone_hash, at))
+            return _Job(row, message, expires, phone_hash, at)
+
+        decided: list[tuple[Claimed, Decision]] = []
+        jobs: list[_Job] = []
+        for row in rows:
+            person = people.get(row.citizen_id)
+            if person is not None and OTHER_CHANNEL[row.channel] in person.reachable:
+                self._can_fall_back.add(row.id)
+            try:
+                job = prepared(row, person)
+            except Exception:
+                decided.append((row, unprepared(row)))
+                continue
+            if isinstance(job, Decision):
+                decided.append((row, job))
+            else:
+                jobs.append(job)
         if decided:
             self._record(decided, now=at, tally=tally)
         if jobs:
@@ -685,7 +724,7 @@ class Dispatcher:
         # A few sends per task: one future per message costs more than a no-op send.
         size = max(1, min(_CHUNK, len(jobs) // (self.policy.threads * 4)))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        futures: dict[Future[list[tuple[Outcome | None, bool]]], list[_Job]] = {
+        futures: dict[Future[list[tuple[Outcome, bool]]], list[_Job]] = {
             pool.submit(self._deliver_all, notifier, sender, chunk): chunk for chunk in chunks
         }
         pending: list[tuple[Claimed, Decision]] = []
@@ -694,14 +733,8 @@ class Dispatcher:
             chunk = futures[future]
             at = now or self.clock.now()
             for job, (outcome, reconciled) in zip(chunk, future.result(), strict=True):
-                if outcome is None:
-                    # Not sent and not recorded: the row lapses, and is looked up before
-                    # any send by whoever claims it next.
-                    self.holdings.drop([job.row.id])
-                    continue
                 tally.reconciled += reconciled
                 pending.append((job.row, self._decide(job, outcome, now=at)))
-            # Every outcome of a stretch may be None (claims lost while paused): nothing to write.
             due = len(pending) >= _RECORD_EVERY or time.monotonic() - last_record > _RECORD_AFTER_S
             if pending and due:
                 self._record(pending, now=at, tally=tally)
@@ -711,7 +744,7 @@ class Dispatcher:
 
     def _deliver_all(
         self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]
-    ) -> list[tuple[Outcome | None, bool]]:
+    ) -> list[tuple[Outcome, bool]]:
         results = []
         for job in chunk:
             try:
@@ -725,9 +758,8 @@ class Dispatcher:
 
     def _deliver(
         self, notifier: Notifier, sender: SenderRate | None, job: _Job
-    ) -> tuple[Outcome | None, bool]:
-        """Runs on a pool thread: reconcile first if an earlier try may have gone out. None:
-        not sent, because the claim is no longer surely ours (nothing may be recorded)."""
+    ) -> tuple[Outcome, bool]:
+        """Runs on a pool thread: reconcile first if an earlier try may have gone out."""
         circuit = self.circuits[job.row.channel]
         if circuit.tripped():
             return Retry(reason="held: the provider is failing", code=HELD), False
@@ -757,13 +789,13 @@ class Dispatcher:
         # that can checks again as its first byte leaves (send_window.py).
         margin_s = self.policy.lease_s / 4
         if not self.holdings.may_send(job.row, margin_s=margin_s):
-            # A process starved of CPU or of its database past a quarter of its lease. Said at
-            # once: the claim lapses unsent while the batch's other sends may hold it for long.
+            # A process starved of CPU or of its database past a quarter of its lease, or a
+            # claim the heartbeat found overtaken (the advisory cancelled). Said at once.
             log.warning(
                 "send skipped: the claim was not surely ours",
                 extra={"notifier": notifier.name, "alert_id": job.row.id},
             )
-            return None, False
+            return _not_sent(job.row), False
         started = time.perf_counter()
         try:
             with send_window(partial(self.holdings.send_window_end, job.row, margin_s=margin_s)):
@@ -773,7 +805,7 @@ class Dispatcher:
                 "send not started: the claim's lease ran out first",
                 extra={"notifier": notifier.name, "alert_id": job.row.id, "why": str(closed)},
             )
-            return None, False
+            return _not_sent(job.row), False
         took = time.perf_counter() - started
         metrics.SEND_SECONDS.labels(notifier.name).observe(took)
         self.observed_send(job.row.channel, took)
@@ -806,19 +838,19 @@ class Dispatcher:
         """The provider's queue for this sender is full (nothing was sent): every process holds
         the sender, and the rest of this batch waits for a later one."""
         until = self.hold_sender(channel)
-        wait_s = max(1.0, until.timestamp() - time.time())
+        wait_s = max(1.0, (until - self.clock.now()).total_seconds())
         self._throttled_until[channel] = time.monotonic() + wait_s
         return Retry(
             reason=outcome.reason, code=outcome.code, retry_after_s=wait_s, queue_full=True
         )
 
     def hold_sender(self, channel: str) -> datetime:
-        """Hold the sender of `channel` (its provider's queue is full); returns when it ends."""
+        """Hold the sender of `channel` (its provider's queue is full); returns when it ends,
+        on the database's clock, as claims and _paused_until read it (on this machine's, a
+        machine 20 s ahead of the database held every SMS, level 4 too, 20 s longer)."""
         sender = self._senders[id(self.notifiers[channel])]
-        if sender is None:
-            until = utcnow() + timedelta(seconds=self.policy.hold_s)
-        else:
-            until = datetime.fromtimestamp(sender.hold(), tz=UTC)
+        hold_s = self.policy.hold_s if sender is None else sender.hold() - time.time()
+        until = self.clock.now() + timedelta(seconds=max(0.0, hold_s))
         # This process holds the channel even when the storage is its own (memory://).
         self._paused_until[channel] = max(until, self._paused_until.get(channel, until))
         return until
@@ -874,14 +906,17 @@ class Dispatcher:
 
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
         row = job.row
-        if isinstance(outcome, Retry) and (outcome.code in (HELD, THROTTLED) or outcome.queue_full):
-            # Not a try: the channel's circuit opened, the provider asked us to wait, or its
-            # queue for the sender was full, while this batch was in hand.
-            due = (
-                self.circuits[row.channel].held_until(now)
-                if outcome.code == HELD
-                else now + timedelta(seconds=outcome.retry_after_s or 1.0)
-            )
+        not_tried = (HELD, THROTTLED, SEND_SKIPPED)
+        if isinstance(outcome, Retry) and (outcome.code in not_tried or outcome.queue_full):
+            # Not a try: the channel's circuit opened, the provider asked us to wait, its queue
+            # for the sender was full, or the claim stopped being surely ours, while this batch
+            # was in hand.
+            if outcome.code == HELD:
+                due = self.circuits[row.channel].held_until(now)
+            elif outcome.code == SEND_SKIPPED:
+                due = now
+            else:
+                due = now + timedelta(seconds=outcome.retry_after_s or 1.0)
             return Decision(
                 row.id,
                 RETRY_WAIT,
@@ -1172,6 +1207,23 @@ def _quiet(
         due_at=quiet.until,
         outcome_unknown=row.outcome_unknown,
         refund=True,
+    )
+
+
+# error_code of a row whose send this process skipped, sure that nothing left: the claim was
+# overtaken (the advisory revised or cancelled, the citizen erased) or its lease ran short.
+SEND_SKIPPED = "send-skipped"
+
+
+def _not_sent(row: Claimed) -> Retry:
+    """A send skipped before its first byte: recorded at once as not tried (the record is
+    fenced by the claim's attempt, so a claim that replaced this one stands). Left to lapse,
+    the row came back marked as perhaps sent, and a citizen whose warning never left got the
+    all-clear (a review)."""
+    return Retry(
+        reason="not sent: the claim was overtaken or its lease ran short",
+        code=SEND_SKIPPED,
+        outcome_unknown=row.outcome_unknown,
     )
 
 

@@ -124,6 +124,9 @@ MAY_HAVE_REACHED_SQL: Final = f"({status_in(MAY_HAVE_REACHED)} OR outcome_unknow
 # The error code of a row failed unsent because its contact is sealed under a data secret
 # this process does not list: a reseal that leaves nothing unreadable queues these again.
 CODE_UNREADABLE: Final = "unreadable"
+# The error code of a row failed unsent because preparing its message raised (a fault in the
+# dispatcher, logged): the rest of its batch goes, and staff may retry it once mended.
+CODE_UNPREPARED: Final = "unprepared"
 
 # Reasons recorded with a row that ends without a send (last_error).
 REASON_CANCELLED_BEFORE_SENDING: Final = "advisory cancelled before this was sent"

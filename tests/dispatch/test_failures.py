@@ -242,6 +242,47 @@ def test_a_contact_no_listed_data_secret_opens_fails_its_own_alert_only(
     assert twilio.bodies_to("+821066660031") == [] and len(twilio.bodies_to("+821066660032")) == 1
 
 
+@pytest.mark.parametrize("where", ["message", "verdict"])
+def test_an_alert_whose_preparation_raises_fails_alone_and_its_batch_goes(
+    api, consul, db, dispatcher, twilio, smtp, monkeypatch, where
+):
+    """A review: a fault while one row was prepared (injected here; a template, a zone, a
+    token in life) failed its whole batch, which lapsed and was claimed again, row and all:
+    five level-4 SMS were never sent. That row fails, saying so, its e-mail goes instead, and
+    the rest of the batch is sent."""
+    register(
+        api, location=TOKYO, phone="010-6666-0041", email="poison@example.com", channels=["sms"]
+    )
+    register(api, location=TOKYO, phone="010-6666-0042", channels=["sms"])
+    register(api, location=TOKYO, phone="010-6666-0043", channels=["sms"])
+
+    def faulty(real):
+        def call(*args, **kw):
+            if any(getattr(arg, "address", None) == "+821066660041" for arg in args):
+                raise KeyError("injected: a fault in this citizen's alert")
+            return real(*args, **kw)
+
+        return call
+
+    if where == "message":
+        monkeypatch.setattr(dispatcher, "_render", faulty(dispatcher._render))
+    else:
+        monkeypatch.setattr(dispatcher_module, "_quiet", faulty(dispatcher_module._quiet))
+    issue(api, consul)
+    dispatcher.drain()
+    sms = {r.citizen_id: r for r in rows(db, "sms")}
+    assert sorted((r.status, r.error_code, r.attempts) for r in sms.values()) == [
+        ("failed", "unprepared", 1),
+        ("sent", None, 1),
+        ("sent", None, 1),
+    ]
+    assert twilio.bodies_to("+821066660041") == []
+    assert len(twilio.bodies_to("+821066660042")) == len(twilio.bodies_to("+821066660043")) == 1
+    failed = next(r for r in sms.values() if r.status == "failed")
+    assert [(r.status, r.fallback_of) for r in rows(db, "email")] == [("sent", failed.id)]
+    assert len(smtp.to("poison@example.com")) == 1
+
+
 def test_staff_retry_requeues_a_failed_alert(api, consul, staff_headers, db, dispatcher, twilio):
     register(api, location=TOKYO, phone="010-6666-0009", email=None, channels=["sms"])
     # Region not enabled: the operator enables it, then retries (a 21610 is the number's STOP).

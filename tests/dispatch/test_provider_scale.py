@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch.dispatcher import Dispatcher, Policy
+from service.dispatch.notifiers.base import Retry
 from service.dispatch.notifiers.twilio_sms import TwilioNotifier
 from service.dispatch.pacing import UNIT, SenderRate, open_storage
 from service.dispatch.render import Renderer
@@ -257,3 +258,26 @@ def test_validity_period_is_what_is_left_of_the_advisory(api, consul, db, dispat
     dispatcher.drain()
     [post] = twilio.posts
     assert 570 <= int(post["ValidityPeriod"]) <= 600  # 10 minutes, less the time to send
+
+
+@pytest.mark.parametrize("kept_rate", [True, False])
+def test_a_senders_hold_ends_on_the_databases_clock(database_url, twilio, kept_rate):
+    """A review: the hold was written on this machine's clock and read against the
+    database's, so a machine 20 s ahead of its database held every SMS, level 4 too, 20 s
+    past the hold. Both shapes (a sender's rate kept in storage, or none) now answer on the
+    clock claims are read on."""
+    dispatcher = _dispatcher(database_url, twilio, mps=4, storage=MemoryStorage(), shared=True)
+    if not kept_rate:  # a notifier with no rate of its own: the policy's hold
+        dispatcher._senders[id(dispatcher.notifiers["sms"])] = None
+    try:
+        dispatcher.clock._offset = timedelta(seconds=-20)  # the database 20 s behind
+        until = dispatcher.hold_sender("sms")
+        left = (until - dispatcher.clock.now()).total_seconds()
+        assert 0 < left <= dispatcher.policy.hold_s + 0.5, left
+        assert dispatcher._paused_until["sms"] == until
+        wait = dispatcher._backpressure(
+            "sms", dispatcher.notifiers["sms"], Retry(reason="queue full", code="21611")
+        )
+        assert wait.retry_after_s is not None and wait.retry_after_s <= 1.5
+    finally:
+        dispatcher.close()

@@ -26,6 +26,8 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.http.http_client import TwilioHttpClient
 
+from service.advisories.models import Advisory
+from service.advisories.service import cancel_advisory
 from service.db import make_engine, make_session_factory, utcnow
 from service.dispatch import dispatcher as dispatcher_module
 from service.dispatch import workers
@@ -775,3 +777,57 @@ def test_a_dispatcher_with_a_fast_clock_reads_the_leases_on_the_databases(db, mo
     assert taken == []  # a's leases are live on the database's clock
     # On its own clock it would have taken both.
     assert len(outbox.claim(db, channel="sms", now=fast, limit=2, lease_s=10, worker="b")) == 2
+
+
+def test_a_warning_the_heartbeat_stopped_unsent_gets_no_all_clear(
+    database_url, tmp_path, twilio, smtp
+):
+    """A review: the advisory was cancelled while one warning was at the provider and the
+    next waited its turn in the same batch. The heartbeat stopped the waiting one, which was
+    left to lapse, came back marked as perhaps sent, and its citizen got "lifted" for a
+    warning that never left. Now the skipped send is recorded as not tried at once."""
+    with scratch_database(database_url, tmp_path, "stopped_unsent") as url:
+        seed_pending(url, citizens=2, secret=TEST_SECRET.encode())
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with factory.begin() as session:  # SMS only: the e-mails are not this test's
+            session.execute(update(Alert).where(Alert.channel == "email").values(status="expired"))
+        settings = make_settings(
+            url, **notifier_settings(twilio, smtp), dispatch_threads=1, dispatch_lease_s=2.0
+        )
+        dispatcher = Dispatcher.from_settings(
+            settings, factory, vault=PersonalDataVault(TEST_SECRET.encode())
+        )
+        gate = threading.Event()
+        twilio.script(None, Answer(hold=gate))  # the first SMS waits at the provider
+        runner = threading.Thread(target=dispatcher.drain)
+        runner.start()
+        try:
+            assert wait_until(lambda: twilio.holding == 1, 10)
+            with factory.begin() as session:
+                advisory = session.scalar(select(Advisory))
+                cancel_advisory(session, advisory=advisory, cancelled_by="consul", now=utcnow())
+            time.sleep(1.2)  # two beats: the heartbeat stops the batch's claims
+        finally:
+            gate.set()
+            runner.join(30)
+        try:
+            assert wait_until(lambda: (dispatcher.drain(), not _open_rows(factory))[1], 30)
+        finally:
+            dispatcher.close()
+        [first] = [m["to"] for m in twilio.messages if "[해제]" not in m["body"]]
+        [unsent] = {phone_of(0), phone_of(1)} - {first}
+        with factory() as session:
+            rows = session.execute(select(Alert.revision, Alert.status, Alert.citizen_id)).all()
+        engine.dispose()
+        lifted = [m["to"] for m in twilio.messages if "[해제]" in m["body"]]
+        assert lifted == [first], "only the citizen whose warning left is told it is lifted"
+        assert unsent not in [m["to"] for m in twilio.messages]
+        assert sorted(r.status for r in rows if r.revision == 2) == ["cancelled", "sent"]
+
+
+def _open_rows(factory) -> int:
+    with factory() as session:
+        return session.scalar(
+            select(func.count()).where(Alert.status.in_(("pending", "claimed", "retry_wait")))
+        )

@@ -8,13 +8,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from service.app import create_app
 from service.db import make_engine, make_session_factory
 from service.dispatch.dispatcher import Dispatcher
 from service.ledger.models import Alert
+from service.ledger.wake import mark_enqueued, wake_after_commit
 from service.privacy import PersonalDataVault
+from service.scheduler import build_scheduler, wake_dispatch
 from service.staff import service as staff_service
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -198,3 +200,127 @@ def test_the_service_stops_after_the_batch_in_hand_not_the_backlog(
         assert ledger["sent"] == texted  # each SMS the fake took is recorded
         assert ledger["claimed"] == 0  # the rest is queued again, held by nobody
         assert ledger["sent"] + ledger["pending"] + ledger["retry_wait"] == citizens
+
+
+def _held_back_sms(url: str) -> int:
+    """One of the seeded SMS, put out of reach (due in a day): the id of its row."""
+    engine = make_engine(url)
+    with make_session_factory(engine).begin() as session:
+        alert_id = session.scalar(
+            select(Alert.id).where(Alert.channel == "sms").order_by(Alert.id.desc()).limit(1)
+        )
+        session.execute(
+            update(Alert)
+            .where(Alert.id == alert_id)
+            .values(due_at=datetime.now(UTC) + timedelta(days=1))
+        )
+    engine.dispose()
+    return alert_id
+
+
+def _made_due_with_a_wake(factory, alert_id: int) -> None:
+    """A request's commit that makes the row due: it wakes the dispatcher once committed."""
+    with factory.begin() as session:
+        session.execute(update(Alert).where(Alert.id == alert_id).values(due_at=None))
+        mark_enqueued(session)
+
+
+def test_a_wake_as_the_dispatch_job_ends_runs_it_again(database_url, tmp_path, twilio, smtp):
+    """A review: a commit's wake-up landing after the running drain's last look, while
+    APScheduler still counted the job as running, was skipped (max_instances), and its alert
+    waited for the next interval (an hour here)."""
+    with scratch_database(database_url, tmp_path, "late_wake") as url:
+        seed_pending(url, citizens=2, secret=TEST_SECRET.encode())
+        late = _held_back_sms(url)
+        settings = make_settings(
+            url,
+            **notifier_settings(twilio, smtp),
+            scheduler_enabled=True,
+            dispatch_interval_s=3600,  # only the wake-up can send the late SMS
+            sweep_interval_s=3600,
+            job_interval_s=3600,
+        )
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        dispatcher = Dispatcher.from_settings(
+            settings, factory, vault=PersonalDataVault(TEST_SECRET.encode())
+        )
+        scheduler = build_scheduler(settings, factory, [], dispatcher=dispatcher)
+        wake_after_commit(factory, lambda: wake_dispatch(scheduler, dispatcher))
+        drain = dispatcher.drain
+        woke = threading.Event()
+
+        def drain_then_a_commit(**kw):
+            tally = drain(**kw)
+            if not woke.is_set():
+                woke.set()
+                _made_due_with_a_wake(factory, late)
+                time.sleep(0.2)  # what is left of the job's run, stretched
+            return tally
+
+        dispatcher.drain = drain_then_a_commit
+        scheduler.start()
+        try:
+            assert woke.wait(20)
+            assert wait_for(lambda: len(twilio.messages) == 2), "the late SMS waited an hour"
+        finally:
+            scheduler.shutdown(wait=True)
+            dispatcher.close()
+            engine.dispose()
+        assert len({m["to"] for m in twilio.messages}) == 2
+
+
+def test_a_lane_woken_just_after_the_drain_ended_goes_round_again(
+    database_url, tmp_path, twilio, smtp
+):
+    """A review: the e-mail lane found nothing and ended the drain while the SMS lane waited;
+    2 ms later a commit woke the drain, and drain() returned with that SMS still pending."""
+    with scratch_database(database_url, tmp_path, "lane_wake") as url:
+        seed_pending(url, citizens=1, secret=TEST_SECRET.encode())
+        late = _held_back_sms(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        settings = make_settings(url, **notifier_settings(twilio, smtp))
+        dispatcher = Dispatcher.from_settings(
+            settings, factory, vault=PersonalDataVault(TEST_SECRET.encode())
+        )
+        wake_after_commit(factory, dispatcher.wake)
+        lane_drain = dispatcher._drain
+        email_idle = threading.Event()
+
+        def watched(channels, **kw):
+            tally = lane_drain(channels, **kw)
+            if channels == ["email"] and not tally.claimed:
+                email_idle.set()
+            return tally
+
+        dispatcher._drain = watched
+        sms_woken = dispatcher._woken["sms"]
+
+        class CommitAsTheDrainEnds(threading.Event):
+            """The SMS lane's wait: the commit comes 2 ms after the e-mail lane ended it."""
+
+            def wait(self, timeout=None):
+                if email_idle.wait(5) and not getattr(self, "done", False):
+                    self.done = True
+                    time.sleep(0.002)
+                    _made_due_with_a_wake(factory, late)
+                return sms_woken.wait(timeout)
+
+            def set(self):
+                sms_woken.set()
+
+            def clear(self):
+                sms_woken.clear()
+
+            def is_set(self):
+                return sms_woken.is_set()
+
+        dispatcher._woken["sms"] = CommitAsTheDrainEnds()
+        try:
+            dispatcher.drain()
+        finally:
+            dispatcher.close()
+        with factory() as session:
+            assert session.scalar(select(Alert.status).where(Alert.id == late)) == "sent"
+        engine.dispose()
