@@ -553,6 +553,7 @@ def measure(url: str) -> tuple[list[dict], dict]:
             "ANJEON_RATE_LIMIT_CLIENT": "10000000/hour",
             "ANJEON_RATE_LIMIT_PREFIX": "10000000/hour",
             "ANJEON_RATE_LIMIT_PREFIX_CLIENT": "10000000/hour",
+            "ANJEON_RATE_LIMIT_CLIENT_UNVERIFIED": "10000000/hour",
             "ANJEON_RATE_LIMIT_GLOBAL": "10000000/hour",
             "ANJEON_SMS_DAILY_BUDGET": "100000000",
         }

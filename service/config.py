@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     rate_limit_country: str = "200/hour"
     rate_limit_country_client: str = "50/hour"
     rate_limit_email_domain_client: str = "10/hour"
+    rate_limit_client_unverified: str = "30/hour"
     # Mail providers whose every inbox is a person's own sign-up: no per-domain limit there.
     email_domains_shared: Annotated[list[str], NoDecode] = Field(
         default=[
@@ -249,6 +250,7 @@ class Settings(BaseSettings):
         "rate_limit_country",
         "rate_limit_country_client",
         "rate_limit_email_domain_client",
+        "rate_limit_client_unverified",
         "rate_limit_global",
         "rate_limit_global_proven",
         "rate_limit_cooldown",

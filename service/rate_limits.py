@@ -87,6 +87,7 @@ class Rule(StrEnum):
     COUNTRY = "country"  # SMS per destination country (not the home region)
     COUNTRY_CLIENT = "country_client"  # SMS codes per destination country from one client
     EMAIL_DOMAIN_CLIENT = "email_domain_client"  # e-mail codes per mail domain from one client
+    CLIENT_UNVERIFIED = "client_unverified"  # codes per client network and channel not verified
     GEOCODER = "geocoder"  # requests to the geocoder, from the whole service (geocoder_per_second)
     GEOCODE = "geocode"  # changes of a citizen's places that give an address, per citizen
     GEOCODE_CLIENT = "geocode_client"  # requests that give an address, per client address
@@ -145,6 +146,7 @@ _REFUSED = {
     Rule.EMAIL_DOMAIN_CLIENT: (
         "too many messages to addresses of this mail domain from this address"
     ),
+    Rule.CLIENT_UNVERIFIED: "too many codes sent for this network were not verified",
     Rule.GLOBAL: "too many messages are being sent",
     Rule.GLOBAL_PROVEN: "too many messages are being sent",
     Rule.COOLDOWN: "a code was sent to this contact a moment ago",
@@ -448,6 +450,7 @@ class RateLimits:
             hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, shared + block)]
             if network is not None:
                 hits.append((Rule.PREFIX_CLIENT, f"{network}:{block}"))
+                hits.append((Rule.CLIENT_UNVERIFIED, f"sms:{network}"))
             if country != self._home_region:
                 hits.append((Rule.COUNTRY, shared + country))
                 if network is not None:
@@ -461,8 +464,10 @@ class RateLimits:
             # made-up addresses would fill that, and hold a whole company's travellers.
             domain = mail_domain(address)
             counted = domain and domain not in self._shared_domains
-            if counted and client is not None and pool is not Rule.GLOBAL_PROVEN:
-                hits.append((Rule.EMAIL_DOMAIN_CLIENT, f"{network_key(client)}:{domain}"))
+            if client is not None and pool is not Rule.GLOBAL_PROVEN:
+                if counted:
+                    hits.append((Rule.EMAIL_DOMAIN_CLIENT, f"{network_key(client)}:{domain}"))
+                hits.append((Rule.CLIENT_UNVERIFIED, f"email:{network_key(client)}"))
         return [*hits, (pool, channel)]
 
     # ---- the daily SMS budget ------------------------------------------------------------
@@ -484,6 +489,22 @@ class RateLimits:
         """Whether today's budget is spent (counts nothing)."""
         with self._storage_guard():
             return self._storage.get(self._budget_key()) >= self._budget
+
+    def codes_left(self) -> dict[tuple[str, str], int]:
+        """What each channel's shared pools of codes ("plain": rate_limit_global; "proven":
+        rate_limit_global_proven) may still send in their windows, counting nothing: at 0, no
+        traveller's code goes by that channel until the window moves (a probe filled the plain
+        hour from five /48s, and nothing told anyone). ServiceUnavailable: the storage away."""
+        left = {}
+        with self._storage_guard():
+            for pool, rule in (("plain", Rule.GLOBAL), ("proven", Rule.GLOBAL_PROVEN)):
+                for channel in ("sms", "email"):
+                    hashed = self._hashed(rule, channel)
+                    left[(channel, pool)] = min(
+                        self._limiter.get_window_stats(item, rule, hashed).remaining
+                        for item in self._rules[rule]
+                    )
+        return left
 
     def healthy(self) -> bool:
         """Whether the storage answers (for readiness checks)."""
@@ -509,12 +530,25 @@ class RateLimits:
             reset = self._limiter.get_window_stats(item, Rule.GEOCODER, "nominatim").reset_time
         return max(0.01, reset - time.time())
 
+    def unverified_key(self, channel: str, client: str) -> str:
+        """What a code sent by `channel` for `client` is counted under in
+        rate_limit_client_unverified, as kept with the code (a keyed hash: no address is
+        stored) to give it back once verified."""
+        return self._hashed(Rule.CLIENT_UNVERIFIED, f"{channel}:{network_key(client)}")
+
+    def give_back_unverified(self, kept: str, *, taken_s_ago: float) -> None:
+        """A code sent for the client network `kept` (unverified_key) was verified: its share
+        of rate_limit_client_unverified comes back."""
+        self._give_back_hashed(Rule.CLIENT_UNVERIFIED, kept, taken_s_ago=taken_s_ago)
+
     def give_back(self, rule: Rule, key: str, *, taken_s_ago: float) -> None:
         """Un-counts one hit of `rule` for `key`, taken `taken_s_ago`, in the windows that
         still hold it. The library has no un-hit: its moving windows are lists, newest first,
         in memory and in Redis, so the newest entry of each window goes (another process's,
         when it hit since: the count is what matters). Any other storage keeps the hit."""
-        hashed = self._hashed(rule, key)
+        self._give_back_hashed(rule, self._hashed(rule, key), taken_s_ago=taken_s_ago)
+
+    def _give_back_hashed(self, rule: Rule, hashed: str, *, taken_s_ago: float) -> None:
         with self._storage_guard():
             for item in self._rules[rule]:
                 if taken_s_ago >= item.get_expiry():

@@ -635,3 +635,28 @@ def test_a_registration_is_given_back_only_where_its_window_still_holds_it(make)
     limits.take_registration("203.0.113.7")  # "B": the request given back was "A", 1.5 s ago
     limits.give_back_registration("203.0.113.7", taken_s_ago=1.5)
     assert _refused(lambda: limits.take_registration("203.0.113.7")).rule == "client"
+
+
+def test_a_networks_unverified_codes_are_limited_and_each_verified_one_comes_back(make, storage):
+    """A /48's codes nobody verified, per channel, past which its codes are refused; a
+    verified code's share comes back, and only for its own network and channel. On Redis,
+    counted across processes (two RateLimits on one storage)."""
+    limits = {"rate_limit_client_unverified": "2/hour", "rate_limit_contact": "100/hour"}
+    one = make(**limits)
+    other = make(**limits) if storage.startswith("redis") else one
+    first, second = "2001:db8:9:1::1", "2001:db8:9:2::1"  # one /48
+    one.take_new_contact("sms", "+821099990001", client=first)
+    other.take_new_contact("sms", "+821099990002", client=second)
+    refusal = _refused(lambda: one.take_new_contact("sms", "+821099990003", client=first))
+    assert refusal.rule == "client_unverified"
+    other.take_new_contact("email", "a@example.com", client=first)  # the other channel's own
+    other.take_new_contact("sms", "+821099990003", client="2001:db8:10::1")  # another /48
+    other.take_new_contact("sms", "+821099990004", client=first, proven=True)  # a proof's pool
+    assert one.unverified_key("sms", first) == other.unverified_key("sms", second)
+    assert one.unverified_key("sms", first) != one.unverified_key("email", first)
+    one.give_back_unverified(one.unverified_key("email", first), taken_s_ago=5)
+    _refused(lambda: other.take_new_contact("sms", "+821099990005", client=first))
+    other.give_back_unverified(one.unverified_key("sms", first), taken_s_ago=5)
+    one.take_new_contact("sms", "+821099990005", client=first)
+    last = _refused(lambda: one.take_new_contact("sms", "+821099990006", client=first))
+    assert last.rule == "client_unverified"

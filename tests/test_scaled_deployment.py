@@ -98,6 +98,7 @@ def _env(url: str, twilio: FakeTwilio, smtp: SmtpSink, **settings: object) -> di
         rate_limit_storage=redis_url_for_tests("the scaled deployment's test"),
         rate_limit_prefix="10000/hour",
         rate_limit_prefix_client="10000/hour",
+        rate_limit_client_unverified="10000/hour",
         sms_daily_budget=1_000_000,  # one key a day in Redis, shared by every run
         dispatch_interval_s=0.5,
         # Not shorter: a live dispatcher starved of CPU for a quarter of its lease (the margin

@@ -194,6 +194,9 @@ class ContactCode(Base):
     # Held because the number said STOP, its limits taken as a sent code's: a try at it counts
     # as one at a sent code (a held one's tries did not, and told STOPped numbers apart).
     held_for_stop: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The client network whose share of unverified codes this one took (rate_limit_client_
+    # unverified, by its keyed hash): given back once the code is verified. NULL: none taken.
+    asked_from: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         UniqueConstraint("citizen_id", "channel"),

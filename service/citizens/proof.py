@@ -49,6 +49,7 @@ _A_PROOF_LIFTS = frozenset(
         Rule.PREFIX,
         Rule.COUNTRY,
         Rule.EMAIL_DOMAIN_CLIENT,
+        Rule.CLIENT_UNVERIFIED,
     }
 )
 

@@ -169,7 +169,8 @@ def resend(
     # rolls it back with the request's transaction.
     renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
     message = (renewed.channel, renewed.address)
-    proof.admit_new_code(limits, _presented(request, registry), citizen.id, message)
+    if not proof.admit_new_code(limits, _presented(request, registry), citizen.id, message):
+        service.count_as_unverified(session, limits, renewed, client=client_of(request))
     if service.hold_if_stopped(session, renewed):
         return {"status": "sent"}  # answered the same: whether a number said STOP is not told
     _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))

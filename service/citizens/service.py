@@ -294,6 +294,11 @@ def verify_contact(
     )
     if checked.verified:
         geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
+        if checked.asked_from and checked.sent_at:
+            with suppress(ServiceUnavailable):  # the storage failed: the share stays taken
+                limits.give_back_unverified(
+                    checked.asked_from, taken_s_ago=(now - checked.sent_at).total_seconds()
+                )
     return checked
 
 
@@ -409,10 +414,21 @@ def codes_to_send(
             )
             verification.hold(session, code)
             continue
+        if not proven:
+            count_as_unverified(session, limits, code, client=client)
         if hold_if_stopped(session, code):
             continue
         codes.append(code)
     return Outgoing(codes=codes, notices=outgoing.notices)
+
+
+def count_as_unverified(
+    session: Session, limits: RateLimits, code: verification.CodeToSend, *, client: str
+) -> None:
+    """The code, sent with its limits taken in the plain pool, took `client`'s network's share
+    of unverified codes (rate_limit_client_unverified): kept with it, to give back once it is
+    verified. A proven request's code takes no such share."""
+    verification.remember_asker(session, code, limits.unverified_key(code.channel, client))
 
 
 def find_citizen(session: Session, *, public_id: str, token: str) -> Citizen:

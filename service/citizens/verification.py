@@ -50,6 +50,10 @@ class Checked:
     verified: bool
     problem: str = ""
     notices: tuple[Notice, ...] = ()
+    # Verified: the client network whose share of unverified codes the code took (keyed), and
+    # when it was sent, for the share to be given back.
+    asked_from: str | None = None
+    sent_at: datetime | None = None
 
 
 def contact_hash(vault: PersonalDataVault, channel: str, address: str) -> str:
@@ -95,6 +99,14 @@ def issue_code(
         language=citizen.language,
         code_id=row.id,
         contact_hash=row.contact_hash,
+    )
+
+
+def remember_asker(session: Session, code: CodeToSend, kept: str) -> None:
+    """The code took the share of unverified codes of the client network `kept` (its keyed
+    hash): given back when it is verified."""
+    session.execute(
+        update(ContactCode).where(ContactCode.id == code.code_id).values(asked_from=kept)
     )
 
 
@@ -190,7 +202,9 @@ def check_code(
     session.delete(waiting)
     session.flush()
     forget_tries(waiting.contact_hash)
-    return Checked(True, notices=tuple(notices))
+    return Checked(
+        True, notices=tuple(notices), asked_from=waiting.asked_from, sent_at=waiting.sent_at
+    )
 
 
 def _wrong(tries: int) -> Checked:

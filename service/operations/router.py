@@ -126,6 +126,7 @@ def _registry(app: FastAPI) -> CollectorRegistry:
                 )
             )
             registry.register(RateLimitStorageUp(app.state.rate_limits))
+            registry.register(CodesLeft(app.state.rate_limits))
             app.state.metrics_registry = registry
         return registry
 
@@ -159,4 +160,37 @@ class RateLimitStorageUp(Collector):
             "anjeon_rate_limit_storage_up",
             "1 when the rate-limit storage (ANJEON_RATE_LIMIT_STORAGE) answered this scrape",
             value=up,
+        )
+
+
+class CodesLeft(Collector):
+    """anjeon_codes_left{channel, pool}, read from the rate-limit storage at each scrape (so
+    every process reports the same with Redis): what each channel's shared pools of codes may
+    still send in their windows. At 0 every traveller who registers is held without a code,
+    and a registration still answers 201."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self._limits = limits
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        try:
+            left = self._limits.codes_left()
+        except ServiceUnavailable:  # anjeon_rate_limit_storage_up says so
+            left = {}
+        for (channel, pool), codes in sorted(left.items()):
+            family.add_metric([channel, pool], codes)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "anjeon_codes_left",
+            "Codes (and other messages that are not alerts) each channel's shared pool may still "
+            "send in its window: plain (ANJEON_RATE_LIMIT_GLOBAL) or proven "
+            "(ANJEON_RATE_LIMIT_GLOBAL_PROVEN)",
+            labels=["channel", "pool"],
         )

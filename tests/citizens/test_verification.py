@@ -36,6 +36,7 @@ from service.privacy import PersonalDataVault
 from service.rate_limits import RateLimits
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, stay
+from tests.citizens.test_registration_proof import challenge_of, solved
 from tests.conftest import TEST_SECRET, WarningRecords, bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
 from tests.dispatch.fake_twilio import Answer
@@ -788,3 +789,57 @@ def test_a_number_that_said_stop_meets_the_same_limits_as_any_other(database_url
         assert seen == attempts(other)
         assert 429 in seen[0] and 429 in seen[1]  # both limits were reached, for both numbers
         assert twilio.bodies_to(e164(stopped)) == []
+
+
+def test_a_network_whose_codes_nobody_verifies_gets_no_more_until_some_are(
+    database_url, db, twilio, smtp
+):
+    """Found by a probe: five IPv6 /48s, each within its 200 registrations an hour, had codes
+    sent to 1,000 strangers' numbers and filled the service's hour of codes: no traveller
+    anywhere got one until it ended. A network now has a share of codes nobody verified; a
+    verified code gives its share back, and a code past it is sent on a resend that solves
+    a proof of work."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_client="100/hour",
+        rate_limit_client_network="100/hour",
+        rate_limit_client_unverified="2/hour",
+        registration_proof_max_number=5_000,
+    )
+    sms_only = {"channels": ["sms"], "email": None}
+    with bound_client(settings, db) as base:
+        one = TestClient(base.app, client=("2001:db8:abcd:1::5", 50000))
+        two = TestClient(base.app, client=("2001:db8:abcd:2::7", 50000))  # the same /48
+        elsewhere = TestClient(base.app, client=("203.0.113.9", 50000))
+        first, first_manage, _ = register(one, **sms_only, phone="+821077770001")
+        register(two, **sms_only, phone="+821077770002")
+        held, held_manage, _ = register(one, **sms_only, phone="+821077770003")
+        register(elsewhere, **sms_only, phone="+821077770004")
+        sent = [m["to"] for m in twilio.messages]
+        assert sent == ["+821077770001", "+821077770002", "+821077770004"]
+        code = code_in(next(m["body"] for m in twilio.messages if m["to"] == "+821077770001"))
+        verified = one.post(
+            f"/v1/citizens/{first['id']}/verify",
+            json={"channel": "sms", "code": code},
+            headers=first_manage,
+        )
+        assert verified.status_code == 200, verified.text  # gives the /48 one share back
+        register(two, **sms_only, phone="+821077770005")
+        register(one, **sms_only, phone="+821077770006")
+        sent = [m["to"] for m in twilio.messages]
+        assert sent[-1] == "+821077770005" and "+821077770006" not in sent
+        # The traveller whose code was held asks again: told to solve a proof, then sent.
+        path = f"/v1/citizens/{held['id']}/verify/resend"
+        refused = one.post(path, json={"channel": "sms"}, headers=held_manage)
+        assert refused.status_code == 429, refused.text
+        proof_header = {"X-Anjeon-Proof": solved(challenge_of(one))}
+        again = one.post(path, json={"channel": "sms"}, headers={**held_manage, **proof_header})
+        assert again.status_code == 202, again.text
+        assert twilio.messages[-1]["to"] == "+821077770003"
+    db.expire_all()
+    kept = db.scalars(select(ContactCode.asked_from).order_by(ContactCode.id)).all()
+    # The share each code took is kept as a keyed hash, never the address; a proven one none.
+    assert kept[-1] is None and all(k is None or len(k) == 32 for k in kept)
+    assert not any(k and "2001" in k for k in kept)

@@ -24,6 +24,7 @@ ALERTS = {
     "AnjeonNoDispatcherAlive",
     "AnjeonDatabaseUnreachable",
     "AnjeonRateLimitStorageDown",
+    "AnjeonCodesHeldForEveryone",
     "AnjeonStaffKeysExpiring",
     "AnjeonFeedFailing",
     "AnjeonFeedStale",
@@ -38,6 +39,7 @@ RUNBOOK = {
     "AnjeonNoDispatcherAlive": {"#dispatcher-heartbeat"},
     "AnjeonDatabaseUnreachable": {"#database-outage"},
     "AnjeonRateLimitStorageDown": {"#rate-limit-storage-down"},
+    "AnjeonCodesHeldForEveryone": set(),  # an abuse or a crowd: docs/alerting.md says what to do
     "AnjeonStaffKeysExpiring": set(),  # not a fault: docs/alerting.md says what to do
     "AnjeonFeedFailing": set(),  # the upstream's: docs/alerting.md says what to do
     "AnjeonFeedStale": set(),  # the upstream's too

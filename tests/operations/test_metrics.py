@@ -18,7 +18,8 @@ from service.ledger.models import Alert
 from service.staff import service as staff_service
 from service.staff.models import StaffKey
 from tests.builders import citizen_body
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_SECRET, bound_client, make_settings
+from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.seed import scratch_database, seed_pending
 from tests.dispatch.test_running_service import wait_for
 from tests.geomatch.builders import advisory
@@ -266,3 +267,30 @@ def test_a_rate_limit_storage_that_does_not_answer_shows_on_metrics(database_url
         assert refused.status_code == 503 and "rate-limit storage" in refused.json()["detail"]
     with TestClient(create_app(make_settings(database_url))) as client:
         assert sample(client.get("/metrics").text, "anjeon_rate_limit_storage_up") == 1
+
+
+def test_the_codes_left_in_each_pool_show_on_metrics_and_none_with_the_storage_away(
+    database_url, db, twilio, smtp
+):
+    """A probe filled the service's hour of codes, and every traveller after it got a 201
+    and no code, with nothing to tell the operator. anjeon_codes_left says what each
+    channel's shared pools may still send (AnjeonCodesHeldForEveryone pages at 0)."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_global="2/hour",
+    )
+    with bound_client(settings, db) as client:
+        left = 'anjeon_codes_left{channel="sms",pool="plain"}'
+        assert sample(client.get("/metrics").text, left) == 2
+        for n in range(3):
+            body = citizen_body(channels=["sms"], email=None, phone=f"+82107777100{n}")
+            assert client.post("/v1/citizens", json=body).status_code == 201
+        body = client.get("/metrics").text
+        assert sample(body, left) == 0 and len(twilio.messages) == 2
+        assert sample(body, 'anjeon_codes_left{channel="email",pool="plain"}') == 2
+        assert sample(body, 'anjeon_codes_left{channel="sms",pool="proven"}') == 200
+    down = make_settings(database_url, rate_limit_storage="redis://127.0.0.1:9/0")
+    with TestClient(create_app(down)) as client:
+        assert sample(client.get("/metrics").text, left) is None
