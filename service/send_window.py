@@ -14,7 +14,9 @@ _closes_at: ContextVar[Callable[[], float] | None] = ContextVar("send_window", d
 
 
 class SendWindowClosed(Exception):
-    """Nothing went: the claim may no longer be ours. Not an outcome: nothing may be recorded."""
+    """Nothing went: the claim may no longer be ours. Raise it only before the first byte of
+    the message leaves (a plugin too): the dispatcher records the alert as not tried, fenced by
+    its claim, and sends it again with no look-up first."""
 
 
 @contextmanager

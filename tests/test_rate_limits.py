@@ -660,3 +660,6 @@ def test_a_networks_unverified_codes_are_limited_and_each_verified_one_comes_bac
     one.take_new_contact("sms", "+821099990005", client=first)
     last = _refused(lambda: one.take_new_contact("sms", "+821099990006", client=first))
     assert last.rule == "client_unverified"
+    # Admission asks for a proof up front while a channel's share is full, counting nothing.
+    assert _refused(lambda: one.take_registration(second)).rule == "client_unverified"
+    other.take_registration("2001:db8:10::1")  # another /48's share has room

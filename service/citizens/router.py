@@ -79,6 +79,7 @@ async def register(
             data=body,
             checked=checked,
             verified=_verified_at_once(request),
+            shares=service.unverified_shares(limits, client_of(request), proven=proven),
         )
         CITIZENS_REGISTERED.inc()
         outgoing = service.codes_to_send(

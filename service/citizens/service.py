@@ -4,7 +4,7 @@ import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -229,12 +229,15 @@ def register_citizen(
     data: CitizenCreate,
     checked: CheckedRegistration | None = None,
     verified: bool = False,
+    shares: Mapping[str, str] | None = None,
 ) -> Registration:
     """Store a new citizen with a manage token (shown once) and a code for each contact to
     send; with `verified` (verification off, the demo) the contacts count as verified at once.
     The answer is the same whether or not a contact is known elsewhere. `checked` comes from
     check_registration(): without it the body is checked here, inside the caller's
-    transaction, which only callers without addresses (the demo) may do."""
+    transaction, which only callers without addresses (the demo) may do. `shares`: each
+    channel's share of unverified codes its code takes (unverified_shares), kept in the
+    code's INSERT."""
     checked = checked or check_registration(registry, data)
     places, contacts = checked.places, checked.contacts
     assert places.current is not None and places.stays is not None
@@ -260,6 +263,7 @@ def register_citizen(
         verified=verified,
         now=now,
         fresh=True,
+        shares=shares,
     )
     if citizen.notify_sms or citizen.notify_email:
         # Only an alerted citizen can match (alerted_sql): one still waiting for its codes is
@@ -414,12 +418,18 @@ def codes_to_send(
             )
             verification.hold(session, code)
             continue
-        if not proven:
+        if not proven and code.asked_from is None:  # a registration's is in its INSERT
             count_as_unverified(session, limits, code, client=client)
         if hold_if_stopped(session, code):
             continue
         codes.append(code)
     return Outgoing(codes=codes, notices=outgoing.notices)
+
+
+def unverified_shares(limits: RateLimits, client: str, *, proven: bool) -> dict[str, str]:
+    """The share of unverified codes each channel's code of a request from `client` takes
+    (rate_limit_client_unverified; none when a proof of work admitted it), to keep with it."""
+    return {} if proven else {ch: limits.unverified_key(ch, client) for ch in ("sms", "email")}
 
 
 def count_as_unverified(
@@ -719,6 +729,7 @@ def _new_contacts(
     verified: bool,
     now: datetime,
     fresh: bool = False,
+    shares: Mapping[str, str] | None = None,
 ) -> Outgoing:
     """Contacts that are new or changed wait for their code (or, `verified`, count at once);
     a removed one goes at once; the alerted channels follow what is verified. `fresh`: a record
@@ -740,7 +751,12 @@ def _new_contacts(
         if verified:
             notices += verification.mark_verified(session, now=now, **given)
         else:
-            codes.append(verification.issue_code(session, now=now, replaces=not fresh, **given))
+            asked_from = (shares or {}).get(channel)
+            codes.append(
+                verification.issue_code(
+                    session, now=now, replaces=not fresh, asked_from=asked_from, **given
+                )
+            )
     citizen.notify_sms = citizen.wants_sms and citizen.phone_sealed is not None
     citizen.notify_email = citizen.wants_email and citizen.email_sealed is not None
     return Outgoing(codes=codes, notices=notices)

@@ -32,6 +32,7 @@ class CodeToSend:
     language: str
     code_id: int = 0  # its ContactCode row
     contact_hash: str = ""  # the address's keyed hash (the registry's blind index)
+    asked_from: str | None = None  # as the row holds it (ContactCode.asked_from)
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,12 @@ def issue_code(
     address: str,
     now: datetime,
     replaces: bool = True,
+    asked_from: str | None = None,
 ) -> CodeToSend:
     """A new code for `address` on `channel`, replacing any earlier one for the channel (with
-    `replaces` False, the caller knows there is none: a record inserted in this transaction)."""
+    `replaces` False, the caller knows there is none: a record inserted in this transaction).
+    `asked_from`: the share of unverified codes it takes, when known before its limits are
+    (remember_asker otherwise), kept in the INSERT."""
     code = f"{secrets.randbelow(1_000_000):06d}"
     if replaces:
         session.execute(
@@ -89,6 +93,7 @@ def issue_code(
         tries=0,
         expires_at=now + CODE_LIFE,
         sent_at=now,
+        asked_from=asked_from,
     )
     session.add(row)
     session.flush()
@@ -99,6 +104,7 @@ def issue_code(
         language=citizen.language,
         code_id=row.id,
         contact_hash=row.contact_hash,
+        asked_from=asked_from,
     )
 
 

@@ -72,6 +72,8 @@ class Totals:
     # Failed alerts whose contact no listed data secret opens, by channel (counted in the
     # same read of the ledger).
     unreadable: dict[str, int] = field(default_factory=dict)
+    # Failed alerts whose message could not be prepared (a fault in the service), by channel.
+    unprepared: dict[str, int] = field(default_factory=dict)
     cost_s: float = 0.0
     read_at: float = field(default_factory=time.monotonic)
 
@@ -226,18 +228,24 @@ def read_totals(connection: Connection) -> Totals:
     unreadable_failure = and_(
         Alert.status == states.FAILED, Alert.error_code == states.CODE_UNREADABLE
     )
+    unprepared_failure = and_(
+        Alert.status == states.FAILED, Alert.error_code == states.CODE_UNPREPARED
+    )
     alerts: dict[tuple[str, str], int] = {}
     unreadable: dict[str, int] = {}
-    for channel, status, count, unopened in connection.execute(
+    unprepared: dict[str, int] = {}
+    for channel, status, count, unopened, faulty in connection.execute(
         select(
             Alert.channel,
             Alert.status,
             func.count(),
             func.count().filter(unreadable_failure),
+            func.count().filter(unprepared_failure),
         ).group_by(Alert.channel, Alert.status)
     ).all():
         alerts[(channel, status)] = count
         unreadable[channel] = unreadable.get(channel, 0) + unopened
+        unprepared[channel] = unprepared.get(channel, 0) + faulty
     citizens = dict(
         connection.execute(select(Citizen.status, func.count()).group_by(Citizen.status)).all()
     )
@@ -245,6 +253,7 @@ def read_totals(connection: Connection) -> Totals:
         alerts=alerts,
         citizens=citizens,
         unreadable=unreadable,
+        unprepared=unprepared,
         cost_s=time.perf_counter() - started,
     )
 
@@ -447,6 +456,13 @@ class DatabaseFigures(Collector):
             "not told until anjeon reseal queues them again",
             totals.unreadable,
         )
+        yield _by_channel(
+            "anjeon_alerts_unprepared",
+            "Failed alerts whose message could not be prepared (a fault in the service, error "
+            "code unprepared, its traceback in the log), by channel, from the database (see "
+            "anjeon_totals_age_seconds): their citizens were not told on that channel",
+            totals.unprepared,
+        )
         yield _by_status(
             "anjeon_citizens",
             "Citizens by status, from the database (see anjeon_totals_age_seconds)",
@@ -455,7 +471,8 @@ class DatabaseFigures(Collector):
         )
         yield GaugeMetricFamily(
             "anjeon_totals_age_seconds",
-            "Age of anjeon_alerts, anjeon_alerts_unreadable and anjeon_citizens: re-read when "
+            "Age of anjeon_alerts, anjeon_alerts_unreadable, anjeon_alerts_unprepared and "
+            "anjeon_citizens: re-read when "
             "older than 100 times what reading them took, and at least once a minute",
             time.monotonic() - totals.read_at,
         )

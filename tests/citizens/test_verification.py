@@ -797,8 +797,9 @@ def test_a_network_whose_codes_nobody_verifies_gets_no_more_until_some_are(
     """Found by a probe: five IPv6 /48s, each within its 200 registrations an hour, had codes
     sent to 1,000 strangers' numbers and filled the service's hour of codes: no traveller
     anywhere got one until it ended. A network now has a share of codes nobody verified; a
-    verified code gives its share back, and a code past it is sent on a resend that solves
-    a proof of work."""
+    verified code gives its share back. Past it a request is asked for a proof of work up
+    front (a review: answered 201 with its code held, nobody knew), and its code then comes
+    from the proven pool."""
     settings = make_settings(
         database_url,
         **notifier_settings(twilio, smtp),
@@ -809,16 +810,26 @@ def test_a_network_whose_codes_nobody_verifies_gets_no_more_until_some_are(
         registration_proof_max_number=5_000,
     )
     sms_only = {"channels": ["sms"], "email": None}
+
+    def proven(client: TestClient) -> dict[str, str]:
+        return {"X-Anjeon-Proof": solved(challenge_of(client))}
+
     with bound_client(settings, db) as base:
         one = TestClient(base.app, client=("2001:db8:abcd:1::5", 50000))
         two = TestClient(base.app, client=("2001:db8:abcd:2::7", 50000))  # the same /48
         elsewhere = TestClient(base.app, client=("203.0.113.9", 50000))
         first, first_manage, _ = register(one, **sms_only, phone="+821077770001")
         register(two, **sms_only, phone="+821077770002")
-        held, held_manage, _ = register(one, **sms_only, phone="+821077770003")
+        stored = db.scalar(select(func.count()).select_from(Citizen))
+        third = citizen_body(**sms_only, phone="+821077770003")
+        refused = one.post("/v1/citizens", json=third)
+        assert refused.status_code == 429 and "challenge" in refused.json()["detail"]
+        assert db.scalar(select(func.count()).select_from(Citizen)) == stored
+        admitted = one.post("/v1/citizens", json=third, headers=proven(one))
+        assert admitted.status_code == 201, admitted.text
         register(elsewhere, **sms_only, phone="+821077770004")
         sent = [m["to"] for m in twilio.messages]
-        assert sent == ["+821077770001", "+821077770002", "+821077770004"]
+        assert sent == ["+821077770001", "+821077770002", "+821077770003", "+821077770004"]
         code = code_in(next(m["body"] for m in twilio.messages if m["to"] == "+821077770001"))
         verified = one.post(
             f"/v1/citizens/{first['id']}/verify",
@@ -826,20 +837,26 @@ def test_a_network_whose_codes_nobody_verifies_gets_no_more_until_some_are(
             headers=first_manage,
         )
         assert verified.status_code == 200, verified.text  # gives the /48 one share back
-        register(two, **sms_only, phone="+821077770005")
-        register(one, **sms_only, phone="+821077770006")
-        sent = [m["to"] for m in twilio.messages]
-        assert sent[-1] == "+821077770005" and "+821077770006" not in sent
-        # The traveller whose code was held asks again: told to solve a proof, then sent.
-        path = f"/v1/citizens/{held['id']}/verify/resend"
-        refused = one.post(path, json={"channel": "sms"}, headers=held_manage)
-        assert refused.status_code == 429, refused.text
-        proof_header = {"X-Anjeon-Proof": solved(challenge_of(one))}
-        again = one.post(path, json={"channel": "sms"}, headers={**held_manage, **proof_header})
+        fifth, fifth_manage, _ = register(two, **sms_only, phone="+821077770005")
+        assert twilio.messages[-1]["to"] == "+821077770005"
+        sixth = one.post("/v1/citizens", json=citizen_body(**sms_only, phone="+821077770006"))
+        assert sixth.status_code == 429
+        # A resend past the share: told to solve a proof, then sent.
+        path = f"/v1/citizens/{fifth['id']}/verify/resend"
+        assert two.post(path, json={"channel": "sms"}, headers=fifth_manage).status_code == 429
+        again = two.post(path, json={"channel": "sms"}, headers={**fifth_manage, **proven(two)})
         assert again.status_code == 202, again.text
-        assert twilio.messages[-1]["to"] == "+821077770003"
+        assert [m["to"] for m in twilio.messages][-2:] == ["+821077770005"] * 2
     db.expire_all()
-    kept = db.scalars(select(ContactCode.asked_from).order_by(ContactCode.id)).all()
+    kept = dict(
+        db.execute(
+            select(Citizen.public_id, ContactCode.asked_from).join(
+                ContactCode, ContactCode.citizen_id == Citizen.id
+            )
+        ).all()
+    )
     # The share each code took is kept as a keyed hash, never the address; a proven one none.
-    assert kept[-1] is None and all(k is None or len(k) == 32 for k in kept)
-    assert not any(k and "2001" in k for k in kept)
+    assert kept[admitted.json()["id"]] is None and kept[fifth["id"]] is None
+    assert first["id"] not in kept  # verified: its code is gone
+    assert all(k is None or (len(k) == 32 and "2001" not in k) for k in kept.values())
+    assert len({k for k in kept.values() if k}) == 2  # the /48's and the IPv4 address's

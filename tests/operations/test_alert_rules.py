@@ -31,6 +31,7 @@ ALERTS = {
     "AnjeonFeedItemsRejected",
     "AnjeonFeedAdvisoriesUnlisted",
     "AnjeonAlertsUnreadable",
+    "AnjeonAlertsUnprepared",
 }
 # The operator's pages in docs/faults.md, and what each alert sends the operator to.
 RUNBOOK = {
@@ -46,6 +47,7 @@ RUNBOOK = {
     "AnjeonFeedItemsRejected": set(),  # staff's: docs/alerting.md says what to do
     "AnjeonFeedAdvisoriesUnlisted": set(),  # staff's too
     "AnjeonAlertsUnreadable": set(),  # the operator's keys: docs/alerting.md says what to do
+    "AnjeonAlertsUnprepared": set(),  # a fault in the service: docs/alerting.md says what to do
 }
 _METRIC = re.compile(r"\banjeon_[a-z0-9_]+\b")
 

@@ -125,8 +125,11 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
                         channel=channel,
                         status=status,
                         created_at=now - timedelta(minutes=5 if status == "pending" else 1),
-                        # One of the failed SMS: its contact sealed under a secret not listed.
-                        error_code="unreadable" if (status, n) == ("failed", 0) else None,
+                        # The failed SMS: one's contact sealed under a secret not listed, the
+                        # other's message could not be prepared.
+                        error_code={0: "unreadable", 1: "unprepared"}.get(n)
+                        if status == "failed"
+                        else None,
                     )
                     for n in range(count)
                 )
@@ -152,6 +155,8 @@ def test_ledger_registry_and_advisory_figures_are_what_the_database_holds(databa
             assert sample(body, 'anjeon_alerts{channel="sms",status="delivered"}') == 0
             assert sample(body, 'anjeon_alerts_unreadable{channel="sms"}') == 1
             assert sample(body, 'anjeon_alerts_unreadable{channel="email"}') == 0
+            assert sample(body, 'anjeon_alerts_unprepared{channel="sms"}') == 1
+            assert sample(body, 'anjeon_alerts_unprepared{channel="email"}') == 0
             assert sample(body, 'anjeon_alert_queue_depth{channel="sms"}') == 3
             assert sample(body, 'anjeon_alert_queue_depth{channel="email"}') == 1
             assert 300 <= sample(body, 'anjeon_alert_oldest_open_seconds{channel="sms"}') < 400
