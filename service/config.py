@@ -153,6 +153,7 @@ class Settings(BaseSettings):
     registration_proof_max_number: int = Field(300_000, ge=0, le=100_000_000)
     rate_limit_resend: str = "1/minute"
     rate_limit_change: str = "60/hour"
+    rate_limit_change_refused: str = "30/hour"
     rate_limit_geocode: str = "10/hour"
     rate_limit_geocode_client: str = "12/minute;300/hour"
     rate_limit_contact: str = "3/hour;5/day"
@@ -242,6 +243,7 @@ class Settings(BaseSettings):
         "rate_limit_client_proven_network",
         "rate_limit_resend",
         "rate_limit_change",
+        "rate_limit_change_refused",
         "rate_limit_geocode",
         "rate_limit_geocode_client",
         "rate_limit_contact",

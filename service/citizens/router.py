@@ -22,7 +22,7 @@ from service.citizens.schemas import (
 )
 from service.citizens.service import Registry
 from service.db import flush_write_ahead_log, read_first, utcnow
-from service.errors import NotFound
+from service.errors import InvalidInput, NotFound
 from service.metrics import CITIZENS_REGISTERED
 from service.problems import problem_response
 from service.rate_limits import RateLimits, Rule
@@ -205,21 +205,28 @@ def update(
     with read_first(session):  # a stranger's addresses are not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
     # Before the write transaction; an ended stay is checked against the stored ones later.
-    # A change by address is counted once found good: one refused (422) spends nothing.
-    lookups = limits.address_lookups(client_of(request), citizen_id=citizen_id)
-    places = service.check_change(registry, body, lookups=lookups)
-    # Each change is a write and a matching: one record's token made 269 in 4 s (a probe),
-    # holding SQLite's one write lock. Counted once the token and the change are found good.
-    limits.take(Rule.CHANGE, citizen_id)
-    citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    outgoing = service.update_citizen(
-        session,
-        registry=registry,
-        citizen=citizen,
-        data=body,
-        places=places,
-        verified=_verified_at_once(request),
-    )
+    # A change by address is counted once found good: one refused (422) spends nothing, but
+    # counts against the address's refused changes, past which none is looked at.
+    client = client_of(request)
+    limits.refused_change_room(client)
+    lookups = limits.address_lookups(client, citizen_id=citizen_id)
+    try:
+        places = service.check_change(registry, body, lookups=lookups)
+        # Each change is a write and a matching: one record's token made 269 in 4 s (a probe),
+        # holding SQLite's one write lock. Counted once the token and the change are found good.
+        limits.take(Rule.CHANGE, citizen_id)
+        citizen = service.find_citizen(session, public_id=citizen_id, token=token)
+        outgoing = service.update_citizen(
+            session,
+            registry=registry,
+            citizen=citizen,
+            data=body,
+            places=places,
+            verified=_verified_at_once(request),
+        )
+    except InvalidInput:
+        limits.count_refused_change(client)
+        raise
     # Taken once the change is found good: a change refused (422) spends nothing; a refusal
     # here (429) rolls the change back with the request's transaction.
     # A change of contact sends a code: limited as a resend, so that one manage token cannot
