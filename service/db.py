@@ -5,7 +5,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -308,6 +308,27 @@ def _refuse_late_commit(_session: Session) -> None:
     request = REQUEST_DEADLINE.get()
     if request is not None and request.passed():
         raise DeadlinePassed()
+
+
+_AFTER_COMMIT = "after_commit"
+
+
+def after_commit(session: Session, call: Callable[[], None]) -> None:
+    """`call` runs once this session's transaction has committed, and not at all when it rolls
+    back: what must follow stored work only (a share of a limit given back for a code verified,
+    not for one whose commit failed). Service functions never commit; this is how they say it."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(call)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for call in session.info.pop(_AFTER_COMMIT, ()):
+        call()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -70,6 +70,25 @@ end
 return full
 """
 
+# A give-back takes out the entry nearest to when its hit was taken, not the newest: the newest
+# stays counted for longer than the old one would have (a client verifying its codes late got
+# about half as many again). The lists are a limit long at most, newest first, and stay in order.
+_GIVE_BACK_LUA = """
+local taken_at = tonumber(ARGV[1])
+local nearest, gap = nil, nil
+for i, entry in ipairs(redis.call('lrange', KEYS[1], 0, -1)) do
+    local off = math.abs(tonumber(entry) - taken_at)
+    if gap == nil or off < gap then
+        nearest, gap = i, off
+    end
+end
+if nearest then
+    redis.call('lset', KEYS[1], nearest - 1, 'given-back')
+    redis.call('lrem', KEYS[1], 1, 'given-back')
+end
+return nearest
+"""
+
 
 class Rule(StrEnum):
     """The named rules; each reads its limits from the setting rate_limit_<name>."""
@@ -254,10 +273,12 @@ class RateLimits:
         # One server (or a sentinel's master) runs a script over any keys; a cluster only over
         # keys of one slot, so it keeps the library's own calls.
         self._take_script: Script | None = None
+        self._give_back_script: Script | None = None
         if isinstance(self._storage, RedisStorage) and not isinstance(
             self._storage, RedisClusterStorage
         ):
             self._take_script = self._storage.get_connection().register_script(_TAKE_ALL_LUA)
+            self._give_back_script = self._storage.get_connection().register_script(_GIVE_BACK_LUA)
 
     # ---- rules ----------------------------------------------------------------------------
 
@@ -575,11 +596,13 @@ class RateLimits:
     def give_back(self, rule: Rule, key: str, *, taken_s_ago: float) -> None:
         """Un-counts one hit of `rule` for `key`, taken `taken_s_ago`, in the windows that
         still hold it. The library has no un-hit: its moving windows are lists, newest first,
-        in memory and in Redis, so the newest entry of each window goes (another process's,
-        when it hit since: the count is what matters). Any other storage keeps the hit."""
+        in memory and in Redis, so the entry of each window nearest to when the hit was taken
+        goes (another process's of the same moment, maybe: the count is what matters). Any
+        other storage keeps the hit."""
         self._give_back_hashed(rule, self._hashed(rule, key), taken_s_ago=taken_s_ago)
 
     def _give_back_hashed(self, rule: Rule, hashed: str, *, taken_s_ago: float) -> None:
+        taken_at = time.time() - taken_s_ago
         with self._storage_guard():
             for item in self._rules[rule]:
                 if taken_s_ago >= item.get_expiry():
@@ -588,8 +611,11 @@ class RateLimits:
                 if isinstance(self._storage, MemoryStorage):
                     with self._storage.locks[window]:
                         if entries := self._storage.events.get(window):
-                            entries.pop(0)
-                elif isinstance(self._storage, RedisStorage):
+                            offs = [abs(entry.atime - taken_at) for entry in entries]
+                            del entries[offs.index(min(offs))]
+                elif self._give_back_script is not None:
+                    self._give_back_script([self._storage.prefixed_key(window)], [taken_at])
+                elif isinstance(self._storage, RedisStorage):  # a cluster: the newest goes
                     self._storage.get_connection().lpop(self._storage.prefixed_key(window))
 
     def _take(self, keyed: list[_Hit]) -> list[_Hit]:

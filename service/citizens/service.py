@@ -26,7 +26,7 @@ from service.citizens.schemas import (
     StayIn,
     StayRead,
 )
-from service.db import utcnow
+from service.db import after_commit, utcnow
 from service.errors import FieldError, InvalidInput, NotFound, ServiceUnavailable, TooManyRequests
 from service.geo.geocoding import GeocodedPoint, Geocoder, GeocoderBusy
 from service.geo.matching import earliest_date
@@ -299,10 +299,14 @@ def verify_contact(
     if checked.verified:
         geomatch.match_citizen(session, citizen_id=citizen.id, now=now)
         if checked.asked_from and checked.sent_at:
-            with suppress(ServiceUnavailable):  # the storage failed: the share stays taken
-                limits.give_back_unverified(
-                    checked.asked_from, taken_s_ago=(now - checked.sent_at).total_seconds()
-                )
+            kept, sent_at = checked.asked_from, checked.sent_at
+
+            def give_back() -> None:
+                with suppress(ServiceUnavailable):  # the storage failed: the share stays taken
+                    taken_s_ago = (utcnow() - sent_at).total_seconds()
+                    limits.give_back_unverified(kept, taken_s_ago=taken_s_ago)
+
+            after_commit(session, give_back)  # a verification whose commit fails keeps it
     return checked
 
 

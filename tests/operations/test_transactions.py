@@ -2,6 +2,8 @@
 0.121.1 and later): when the commit fails the client gets a 5xx problem, never a 201, and nothing
 of the request is stored. Through the real request path, on both backends."""
 
+import re
+
 import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +19,7 @@ from service.staff import service as staff_service
 from tests.advisories.builders import advisory_body
 from tests.builders import citizen_body, register
 from tests.conftest import make_settings
+from tests.dispatch.conftest import notifier_settings
 from tests.dispatch.seed import scratch_database
 
 FAILURES = {
@@ -73,6 +76,51 @@ def test_a_failed_commit_answers_5xx_and_stores_nothing(
             event.remove(app.state.session_factory, "before_commit", refuse)
             assert send(client, consul).status_code == 201
             assert all(n > b for n, b in zip(counts(app, stored), before, strict=True))
+
+
+def test_a_verification_whose_commit_fails_keeps_its_networks_share(
+    database_url, tmp_path, twilio, smtp
+):
+    """A verified code gives its network's share of unverified codes back, once its commit
+    is stored: given back before (a review), a verification whose commit failed freed a share
+    for a code nobody had verified."""
+    sms_only = {"channels": ["sms"], "email": None}
+
+    def refuse(_session):
+        raise OperationalError("COMMIT", {}, OSError("disk I/O error"))
+
+    with scratch_database(database_url, tmp_path, "verify_commit") as url:
+        app = create_app(
+            make_settings(
+                url,
+                **notifier_settings(twilio, smtp),
+                verification="required",
+                rate_limit_client_unverified="1/hour",
+            )
+        )
+        with (
+            TestClient(app, client=("2001:db8:77:1::1", 5000)) as one,
+            TestClient(app, client=("2001:db8:77:2::1", 5000)) as two,  # the same /48
+        ):
+            created = one.post("/v1/citizens", json=citizen_body(**sms_only))
+            assert created.status_code == 201, created.text
+            citizen, token = created.json()["id"], created.json()["manage_token"]
+            code = re.search(r"\b(\d{6})\b", twilio.messages[-1]["body"]).group(1)
+            assert two.post("/v1/citizens", json=citizen_body(**sms_only)).status_code == 429
+
+            def verify():
+                return one.post(
+                    f"/v1/citizens/{citizen}/verify",
+                    json={"channel": "sms", "code": code},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+
+            event.listen(app.state.session_factory, "before_commit", refuse)
+            assert verify().status_code == 503
+            event.remove(app.state.session_factory, "before_commit", refuse)
+            assert two.post("/v1/citizens", json=citizen_body(**sms_only)).status_code == 429
+            assert verify().status_code == 200
+            assert two.post("/v1/citizens", json=citizen_body(**sms_only)).status_code == 201
 
 
 def test_a_staff_read_is_audited_while_another_connection_writes(database_url, tmp_path):
