@@ -4,6 +4,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import anyio.to_thread
@@ -13,7 +14,15 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from service.audit import service as audit
-from service.db import READ_ONLY, DeadlinePassed, database_unavailable, read_first, utcnow
+from service.db import (
+    READ_ONLY,
+    REQUEST_DEADLINE,
+    DeadlinePassed,
+    database_unavailable,
+    read_first,
+    utcnow,
+    written_within,
+)
 from service.errors import DomainError, ServiceUnavailable
 from service.head_requests import method_asked
 from service.metrics import STAFF_UNCOUNTED
@@ -31,7 +40,17 @@ _EXPIRED = {"WWW-Authenticate": 'Bearer error="invalid_token", error_description
 
 _READS = {"GET", "HEAD", "OPTIONS"}
 _READ_REQUEST = "anjeon_read_request"  # session.info key: the request only reads
-_ADMITTED_KEY = "anjeon_admitted_key"  # request.state: the staff key the role check admitted
+# request.state: who the role check admitted (an _Actor: the key's row may be expired, and its
+# session unusable, by the time a failure is recorded)
+_ADMITTED_KEY = "anjeon_admitted_key"
+
+
+@dataclass(frozen=True)
+class _Actor:
+    """Who a staff request was, as the audit log names them."""
+
+    name: str
+    role: str
 
 
 @contextmanager
@@ -51,8 +70,8 @@ def request_transaction(request: Request) -> Iterator[Session]:
             session.commit()
         except Exception as failure:
             session.rollback()
-            if (key := getattr(request.state, _ADMITTED_KEY, None)) is not None:
-                _record_failure(session, request, key, failure)
+            if (who := getattr(request.state, _ADMITTED_KEY, None)) is not None:
+                _record_failure(session, request, who, failure)
             raise
 
 
@@ -185,7 +204,11 @@ def client_of(request: Request) -> str:
 
 
 def _audit(
-    session: Session, request: Request, key: StaffKey, *, refused: HTTPException | None = None
+    session: Session,
+    request: Request,
+    key: StaffKey | _Actor,
+    *,
+    refused: HTTPException | None = None,
 ) -> None:
     # Every staff request is recorded in its own transaction's session: what it did commits
     # with its entry, or neither does. A refused one says so, and why.
@@ -222,19 +245,49 @@ def _failure_of(error: Exception) -> tuple[int, str]:
     return 500, type(error).__name__
 
 
-def _record_failure(session: Session, request: Request, key: StaffKey, error: Exception) -> None:
+def _record_failure(session: Session, request: Request, who: _Actor, error: Exception) -> None:
     """A staff request its route refused or failed ("refused …", "failed …" for a 5xx), with
     its status and why, apart from the request's own transaction: a write's entry went with
     its rollback, and a read's says nothing of how it ended. A database that does not answer
-    is not asked again (that would double the client's wait for its 503)."""
-    if database_unavailable(error) or isinstance(error, DeadlinePassed):
-        return  # the client has its 503; a write now would be refused too, or wait for a lock
+    in time is not asked again (that would double the client's wait for its 503), unless the
+    request ran out of time: its client has had the 503 already."""
+    if isinstance(error, DeadlinePassed) or _ran_out_of_time():
+        _record_late(request, who)
+        return
+    if database_unavailable(error):
+        return
     status, why = _failure_of(error)
     try:
         with _committed_apart(session):
-            _audit(session, request, key, refused=HTTPException(status, why.replace("\x00", "")))
+            _audit(session, request, who, refused=HTTPException(status, why.replace("\x00", "")))
     except Exception:  # the request's own error is what the caller must see
         log.warning("a refused staff request could not be recorded", exc_info=True)
+
+
+_LATE_RECORD_S = 2.0  # the bound on recording a request that ran out of time
+
+
+def _ran_out_of_time() -> bool:
+    deadline = REQUEST_DEADLINE.get()
+    return deadline is not None and deadline.passed()
+
+
+def _record_late(request: Request, who: _Actor) -> None:
+    """A staff request that ran out of time, as "failed …" with its 503: a probe's 133 reach
+    previews of 15 s each, past their deadline, left no entry at all. In a short transaction
+    on a connection of its own (the request's may have been cut at the deadline), bounded by
+    _LATE_RECORD_S, not by the request's deadline (passed); when even that fails, the log
+    names the key."""
+    late = HTTPException(503, "the request ran out of time; nothing was changed")
+    try:
+        with written_within(request.app.state.engine, _LATE_RECORD_S) as session:
+            _audit(session, request, who, refused=late)
+    except Exception:
+        log.warning(
+            "a staff request that ran out of time could not be recorded",
+            extra={"actor": who.name, "method": request.method, "route": request.url.path},
+            exc_info=True,
+        )
 
 
 def record_action(
@@ -278,7 +331,8 @@ def require_role(minimum: Role) -> Callable[..., StaffKey]:
             raise refusal
         with written_apart(session):
             _audit(session, request, key)
-        setattr(request.state, _ADMITTED_KEY, key)  # request_transaction records a refusal later
+        # request_transaction records a refusal later
+        setattr(request.state, _ADMITTED_KEY, _Actor(name=key.name, role=key.role))
         return key
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body
@@ -303,7 +357,7 @@ def require_role_without_session(minimum: Role) -> Callable[..., Iterator[StaffK
             yield key
         except Exception as failure:  # the route refused (a 404, a 429): recorded as such
             with sessions() as session:
-                _record_failure(session, request, key, failure)
+                _record_failure(session, request, _Actor(name=key.name, role=key.role), failure)
             raise
 
     check.minimum_role = minimum  # type: ignore[attr-defined] - read by refusal_before_body

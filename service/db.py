@@ -113,6 +113,9 @@ def flush_write_ahead_log(engine: Engine) -> None:
         log.warning("write-ahead log not emptied after an erasure", exc_info=True)
 
 
+_SQLITE_BUSY_MS = 10_000  # how long a connection waits for SQLite's write lock
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -121,7 +124,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Deleted content is overwritten, not left in free pages: an erased citizen's sealed
         # name and contacts must not be read back from the file (SQLite's default keeps them).
@@ -196,6 +199,29 @@ def deadline(seconds: float) -> Iterator[None]:
     token = REQUEST_DEADLINE.set(Deadline(at))
     try:
         yield
+    finally:
+        REQUEST_DEADLINE.reset(token)
+
+
+@contextmanager
+def written_within(engine: Engine, seconds: float) -> Iterator[Session]:
+    """A short write transaction of its own, on a connection of its own, bounded by `seconds`
+    whatever the request's deadline (a request that ran out of time still records that it
+    did): on SQLite its wait for the write lock, on PostgreSQL its connection (the watchdog)."""
+    token = REQUEST_DEADLINE.set(Deadline(time.monotonic() + seconds))
+    try:
+        with engine.connect() as connection:
+            # Before the first statement, whose BEGIN IMMEDIATE waits busy_timeout for the lock.
+            driver = connection.connection.driver_connection
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                driver.execute(f"PRAGMA busy_timeout={max(1, int(seconds * 1000))}")
+            try:
+                with Session(bind=connection) as session, session.begin():
+                    yield session
+            finally:
+                if sqlite:
+                    driver.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
     finally:
         REQUEST_DEADLINE.reset(token)
 
