@@ -691,7 +691,10 @@ def _check_contacts(
         if "sms" in channels and final.phone is None:
             errors.append(FieldError("channels", "sms needs a phone number"))
         elif (
-            "sms" in channels
+            # A number given is sent a code whatever the channels (a contact given but not
+            # chosen is verified all the same): a probe had codes texted to premium-rate
+            # numbers and landlines by leaving sms out of the channels.
+            ("sms" in channels or new_phone is not None)
             # A stored number no listed secret opens stays as it is (unchanged to _new_contacts):
             # refusing it refused every update, a trip added too (a review).
             and final.phone != UNREADABLE

@@ -13,6 +13,9 @@ BAD_INPUTS = [
     ("phone +0", {"phone": "+0"}, "phone"),
     ("phone with letters", {"phone": "010-ABCD-5678"}, "phone"),
     ("landline for sms", {"phone": "02-312-3456"}, "phone"),
+    # Sent a code all the same: a probe texted premium-rate numbers and landlines so.
+    ("landline not for sms", {"phone": "02-312-3456", "channels": ["email"]}, "phone"),
+    ("premium rate not for sms", {"phone": "+449098790000", "channels": ["email"]}, "phone"),
     ("email with CR/LF", {"email": "jisu@example.com\r\nBcc: all@example.com"}, "email"),
     ("email without domain", {"email": "jisu@"}, "email"),
     ("lat 90.0001", {"location": {"lat": 90.0001, "lon": 10}}, "location.lat"),

@@ -339,6 +339,24 @@ def test_a_change_refused_as_bad_input_spends_no_change_limit(app, twilio):
     assert twilio.messages[-1]["to"] == "+821044440505"
 
 
+def test_a_number_that_takes_no_sms_is_refused_on_a_record_alerted_by_email(app, twilio):
+    """Found by a probe: a number given on an e-mail-only record is sent its code all the same,
+    and the check that it takes SMS ran only when sms was chosen: codes went to premium-rate
+    numbers and landlines."""
+    data, manage, _ = register(app, channels=["email"], phone=None)
+    record = f"/v1/citizens/{data['id']}"
+    sent = len(twilio.messages)
+    for number in ("+449098791111", "02-312-3456"):  # UK premium rate, a Seoul landline
+        refused = app.patch(record, json={"phone": number}, headers=manage)
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == ["phone"]
+    assert len(twilio.messages) == sent
+    assert app.get(record, headers=manage).json()["phone"] is None
+    mobile = app.patch(record, json={"phone": "010-4444-0606"}, headers=manage)
+    assert mobile.status_code == 200, mobile.text
+    assert twilio.messages[-1]["to"] == "+821044440606"
+
+
 def test_resend_is_rate_limited_and_tokens_are_never_cached(app, twilio):
     created = app.post("/v1/citizens", json=citizen_body(channels=["sms"], email=None))
     assert created.headers["cache-control"] == "no-store"
