@@ -329,6 +329,8 @@ def _take_from_others(
         remaining = (
             ("email", other.email_sealed) if channel == "sms" else ("sms", other.phone_sealed)
         )
+        if remaining[0] == "sms" and other.sms_opted_out_at is not None:
+            continue  # the number said STOP: nothing more is texted to it (a probe's finding)
         # Not told where no listed secret opens it: that must not hold up this verification.
         told_at = vault.read(CHANNEL_FIELD[remaining[0]], remaining[1])
         if told_at is not None and told_at != UNREADABLE:

@@ -766,6 +766,39 @@ def test_no_code_is_texted_to_a_number_that_replied_stop(app, db, twilio):
     assert len(twilio.bodies_to(e164("010-4545-0002"))) == 1
 
 
+def test_a_record_whose_number_said_stop_is_not_texted_that_its_email_moved(app, db, twilio, smtp):
+    """Found by a probe: the notice that a contact moved to another record went by SMS to the
+    old record's number though it had replied STOP; codes were held for it, notices not."""
+    old, old_auth, body = register(app)
+    phone = e164(body["phone"])
+    for channel, text in (("sms", twilio.bodies_to(phone)[-1]), ("email", None)):
+        text = text or smtp.to(body["email"])[-1].get_body(("plain",)).get_content()
+        verified = app.post(
+            f"/v1/citizens/{old['id']}/verify",
+            json={"channel": channel, "code": code_in(text)},
+            headers=old_auth,
+        )
+        assert verified.status_code == 200, verified.text
+    vault = app.app.state.registry.vault
+    hear_opt_out(db, phone_hash=contact_hash(vault, "sms", phone), stop=True, now=utcnow())
+    db.commit()
+    texted = len(twilio.bodies_to(phone))
+    new, new_auth, _ = register(app, email=body["email"], phone=None, channels=["email"])
+    resent = app.post(
+        f"/v1/citizens/{new['id']}/verify/resend", json={"channel": "email"}, headers=new_auth
+    )
+    assert resent.status_code == 202, resent.text
+    mail = smtp.to(body["email"])[-1].get_body(("plain",)).get_content()
+    taken = app.post(
+        f"/v1/citizens/{new['id']}/verify",
+        json={"channel": "email", "code": code_in(mail)},
+        headers=new_auth,
+    )
+    assert taken.status_code == 200, taken.text
+    assert app.get(f"/v1/citizens/{old['id']}", headers=old_auth).json()["email"] is None
+    assert len(twilio.bodies_to(phone)) == texted  # the move was not texted to it
+
+
 def test_a_number_that_said_stop_meets_the_same_limits_as_any_other(database_url, db, twilio, smtp):
     """A probe told STOPped numbers from others without a key: a registration's code to a
     STOPped number was held before its limits were taken, so four registrations left such a
