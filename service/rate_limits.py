@@ -386,7 +386,9 @@ class RateLimits:
         hits = [*_client_hits(client), (Rule.RESEND, str(citizen_id))]
         if message is None:  # a change of contact: its code's share is taken later
             self.unverified_room(client)
-        self.take_all(hits + (self._message_hits(*message, client=client) if message else []))
+        if message:  # the contact's own limit apart: take_contact
+            hits += self._message_hits(*message, client=client, contact=False)
+        self.take_all(hits)
 
     def take_proven_resend(
         self, citizen_id: int | str, *, client: str, proof: str, message: Message | None = None
@@ -396,8 +398,21 @@ class RateLimits:
         that a limit refuses is not spent."""
         hits = [*_proven_hits(client), (Rule.PROOF, proof), (Rule.RESEND, str(citizen_id))]
         if message:
-            hits += self._message_hits(*message, pool=Rule.GLOBAL_PROVEN)
+            hits += self._message_hits(*message, pool=Rule.GLOBAL_PROVEN, contact=False)
         self.take_all(hits)
+
+    def take_contact(self, channel: str, destination: str) -> bool:
+        """One code resent to a contact, within the contact's limit (rate_limit_contact),
+        which every record that names it spends: False when it is full. Apart from the
+        resend's other limits, so that its refusal is never told: a stranger's resend that
+        came back 429 one resend sooner than another number's learnt that someone had had
+        codes sent to it within the hour (a probe). The code is held instead, as a
+        registration's is."""
+        try:
+            self.take(Rule.CONTACT, _contact_key(channel, destination))
+        except TooManyRequests:
+            return False
+        return True
 
     def take_code_try(self, contact_hash: str) -> None:
         """One typed code for the contact with this lookup hash, counted before the comparison
@@ -429,7 +444,7 @@ class RateLimits:
         budget (not per contact: a consul tests on their own phone more often than a citizen
         gets codes). A test send carries one consul's words, approved by nobody: no key may
         text them to numbers beyond these (a probe sent a lure to three countries)."""
-        hits = [hit for hit in self._message_hits(channel, destination) if hit[0] != Rule.CONTACT]
+        hits = self._message_hits(channel, destination, contact=False)
         self.take_all([(Rule.TEST_SEND, staff_name), *hits])
         if channel == "sms" and not self.charge_sms_budget().allowed:
             raise TooManyRequests(
@@ -487,6 +502,15 @@ class RateLimits:
         pool: Rule = Rule.GLOBAL,
         *,
         client: str | None = None,
+        contact: bool = True,
+    ) -> list[tuple[Rule, str]]:
+        hits = self._destination_hits(channel, destination, pool, client=client)
+        if contact:
+            hits.insert(0, (Rule.CONTACT, _contact_key(channel, destination)))
+        return [*hits, (pool, channel)]
+
+    def _destination_hits(
+        self, channel: str, destination: str, pool: Rule, *, client: str | None
     ) -> list[tuple[Rule, str]]:
         if channel == "sms":
             block, country = number_keys(destination)
@@ -499,7 +523,7 @@ class RateLimits:
             # a proof moves its code to the proven share (citizens/proof.py).
             shared = "proven:" if pool is Rule.GLOBAL_PROVEN else ""
             network = network_key(client) if client is not None and not shared else None
-            hits = [(Rule.CONTACT, f"sms:{destination}"), (Rule.PREFIX, shared + block)]
+            hits = [(Rule.PREFIX, shared + block)]
             if network is not None:
                 hits.append((Rule.PREFIX_CLIENT, f"{network}:{block}"))
                 hits.append((Rule.CLIENT_UNVERIFIED, f"sms:{network}"))
@@ -509,7 +533,7 @@ class RateLimits:
                     hits.append((Rule.COUNTRY_CLIENT, f"{network}:{country}"))
         else:
             address = email_key(destination)
-            hits = [(Rule.CONTACT, f"email:{address}")]
+            hits = []
             # A domain of one's own with a catch-all inbox (or a wildcard MX: its registrable
             # domain counts) is every address a script wants: a client address has a part of
             # each domain's codes. Only a part, not a limit shared by everyone: codes to
@@ -520,7 +544,7 @@ class RateLimits:
                 if counted:
                     hits.append((Rule.EMAIL_DOMAIN_CLIENT, f"{network_key(client)}:{domain}"))
                 hits.append((Rule.CLIENT_UNVERIFIED, f"email:{network_key(client)}"))
-        return [*hits, (pool, channel)]
+        return hits
 
     # ---- the daily SMS budget ------------------------------------------------------------
 
@@ -838,3 +862,9 @@ def email_key(address: str) -> str:
     if domain in _DOTS_IGNORED:
         local, domain = local.replace(".", ""), _DOTS_IGNORED[domain]
     return f"{local}@{domain}"
+
+
+def _contact_key(channel: str, destination: str) -> str:
+    """What rate_limit_contact counts a contact under: the number, or the e-mail address as
+    email_key reads it (one inbox under its spellings)."""
+    return f"sms:{destination}" if channel == "sms" else f"email:{email_key(destination)}"

@@ -172,8 +172,12 @@ def resend(
     message = (renewed.channel, renewed.address)
     if not proof.admit_new_code(limits, _presented(request, registry), citizen.id, message):
         service.count_as_unverified(session, limits, renewed, client=client_of(request))
+    # Answered the same when held: whether a number's codes are spent by others, or it said
+    # STOP, is not told.
+    if service.hold_if_contact_full(session, limits, renewed):
+        return {"status": "sent"}
     if service.hold_if_stopped(session, renewed):
-        return {"status": "sent"}  # answered the same: whether a number said STOP is not told
+        return {"status": "sent"}
     _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))
     return {"status": "sent"}
 

@@ -322,6 +322,18 @@ def resend_code(
     return renewed
 
 
+def hold_if_contact_full(
+    session: Session, limits: RateLimits, code: verification.CodeToSend
+) -> bool:
+    """Whether a resent code is held, not sent: its contact's limit (rate_limit_contact, which
+    every record naming it spends) is full. Held as a registration's code is, never told."""
+    if limits.take_contact(code.channel, code.address):
+        return False
+    log.warning("code held by a rate limit", extra={"channel": code.channel, "rule": "contact"})
+    verification.hold(session, code)
+    return True
+
+
 def hold_if_stopped(session: Session, code: verification.CodeToSend) -> bool:
     """Whether the code is held, not sent: it would go by SMS to a number that replied STOP.
     Asked once the code's limits are taken, as a sent code's are."""

@@ -839,8 +839,45 @@ def test_a_number_that_said_stop_meets_the_same_limits_as_any_other(database_url
 
         seen = attempts(stopped)
         assert seen == attempts(other)
-        assert 429 in seen[0] and 429 in seen[1]  # both limits were reached, for both numbers
+        # The contact's limit held codes of both (never told: all 202), the tries ran out.
+        assert set(seen[0]) == {202} and 429 in seen[1]
+        assert 0 < len(twilio.bodies_to(e164(other))) < 8  # of 4 registrations and 4 resends
         assert twilio.bodies_to(e164(stopped)) == []
+
+
+def test_a_resend_does_not_tell_whether_others_had_codes_sent_to_the_contact(
+    database_url, db, twilio, smtp
+):
+    """Found by a probe: a resend past the contact's limit (which every record naming it
+    spends) was a 429 "too many messages to this contact": a stranger who registered a number
+    and resent got that one resend sooner than for an unused number, and so learnt that
+    someone had had codes sent to it within the hour. The code is held instead, as a
+    registration's is, and the answers are the same."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_client="1000/hour",
+        rate_limit_resend="100/minute",
+        rate_limit_contact="3/hour",
+    )
+    with bound_client(settings, db) as base:
+        owner = TestClient(base.app, client=("198.51.100.20", 5000))
+        stranger = TestClient(base.app, client=("203.0.113.30", 5000))
+        used, unused = "010-4848-0001", "010-4949-0002"  # blocks of their own
+        register(owner, channels=["sms"], email=None, phone=used)  # the owner's code
+
+        def resends(number: str) -> list[int]:
+            data, manage, _ = register(stranger, channels=["sms"], email=None, phone=number)
+            path = f"/v1/citizens/{data['id']}/verify/resend"
+            return [
+                stranger.post(path, json={"channel": "sms"}, headers=manage).status_code
+                for _ in range(4)
+            ]
+
+        assert resends(used) == resends(unused) == [202] * 4
+    # Each number got its contact's 3 codes at most: the owner's counted for the used one.
+    assert len(twilio.bodies_to(e164(used))) == len(twilio.bodies_to(e164(unused))) == 3
 
 
 def test_a_network_whose_codes_nobody_verifies_gets_no_more_until_some_are(
