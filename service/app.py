@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import startup
 from service.advisories.feeds.config import load_feeds
 from service.advisories.feeds.router import router as feeds_router
+from service.advisories.reach_counts import ReachCounts
 from service.advisories.router import router as advisories_router
 from service.advisories.sending_router import router as sending_router
 from service.api_headers import ApiNoStoreMiddleware
@@ -133,6 +134,9 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     # Shared by every process when the storage is Redis (registrations, codes, resends, the
     # geocoder's one request a second).
     app.state.rate_limits = RateLimits(settings)
+    app.state.reach_counts = ReachCounts(
+        at_once=settings.reach_previews_at_once, per_key=settings.reach_previews_per_key
+    )
     app.state.registry = Registry(
         vault=settings.personal_data_vault(),
         geocoder=geocoder

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     job_interval_s: int = Field(0, ge=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_area_vertices: int = Field(50_000, ge=4)
+    # Reach previews counted at once in a process, and by one staff key (ReachCounts): each
+    # counts the registry in the area, seconds at a large one.
+    reach_previews_at_once: int = Field(4, ge=1)
+    reach_previews_per_key: int = Field(2, ge=1)
     max_advisory_body_bytes: int = Field(8_388_608, ge=1024)
     geocoder: Literal["none", "nominatim"] = "none"
     geocoder_user_agent: str = ""

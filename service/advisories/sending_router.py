@@ -39,13 +39,14 @@ def preview(request: Request, body: AdvisoryCreate, session: SessionDep, staff: 
     settings = request.app.state.settings
     now = utcnow()
     draft = service.draft_from_request(body, max_vertices=settings.max_area_vertices, now=now)
-    found = previews.preview(
-        session,
-        draft=draft,
-        renderer=request.app.state.renderer,
-        base_url=settings.public_base_url,
-        now=now,
-    )
+    with request.app.state.reach_counts.turn(staff.name):
+        found = previews.preview(
+            session,
+            draft=draft,
+            renderer=request.app.state.renderer,
+            base_url=settings.public_base_url,
+            now=now,
+        )
     record_action(
         session,
         request,
@@ -65,13 +66,14 @@ def preview_stored(
     approval, one in force), from its current content; a draft's is audited as the other
     preview is (a draft edited and previewed again is the same hunt)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
-    found = previews.preview_advisory(
-        session,
-        advisory=advisory,
-        renderer=request.app.state.renderer,
-        base_url=request.app.state.settings.public_base_url,
-        now=utcnow(),
-    )
+    with request.app.state.reach_counts.turn(staff.name):
+        found = previews.preview_advisory(
+            session,
+            advisory=advisory,
+            renderer=request.app.state.renderer,
+            base_url=request.app.state.settings.public_base_url,
+            now=utcnow(),
+        )
     if advisory.status == "draft":
         # Only a draft's area changes at will (the hunt a review found); the console previews
         # every advisory in force on each view, which would bury the log. A draft has nothing

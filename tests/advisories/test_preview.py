@@ -1,25 +1,33 @@
 """The preview staff decide on: reach by channel, language and country of the matched place, and
 the SMS the send would cost, held to what the dispatcher then really sends (fake Twilio)."""
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from service.advisories import preview as previews
 from service.advisories.models import Advisory
 from service.advisories.preview import area_summary
+from service.app import create_app
 from service.audit.models import AuditEntry
 from service.config import Settings
 from service.dispatch import sms_text
 from service.geo.areas import Area
 from service.ledger.models import Alert
+from service.staff import service as staff_service
 from tests.advisories.builders import advisory_body
 from tests.builders import register, stay
-from tests.conftest import bound_client
+from tests.conftest import bound_client, make_settings
 from tests.dispatch import conftest as dispatch_fixtures
+from tests.dispatch.seed import scratch_database
+from tests.loopback_server import listening_socket, uvicorn_in_thread
 
 # The dispatch fixtures: fake Twilio and SMTP settings, a consul key, an in-test dispatcher.
 consul = dispatch_fixtures.consul
@@ -176,3 +184,59 @@ def test_two_polygons_in_one_box_read_apart_in_the_audit_log():
     said = [area_summary(Area(geometry=MultiPolygon([shape]))) for shape in (square, notched)]
     assert said[0] != said[1]
     assert all("lon 100.0000..101.0000 lat 13.0000..14.0000" in s for s in said)
+
+
+def test_a_keys_reach_previews_are_counted_a_few_at_a_time(database_url, tmp_path, monkeypatch):
+    """Found by a probe: one consul key ran 40 reach previews at once (each counts the
+    registry in the area, seconds at a large one); the public endpoints answered ten times
+    slower and the process grew to 2 GB. A key has at most reach_previews_per_key counts under
+    way in a process (429 past them), the process reach_previews_at_once (503): refused at
+    once, with Retry-After, and no thread waits for a turn."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip(
+            "SQLite runs one write transaction at a time: its previews already wait in turn"
+        )
+    counting, release = threading.Semaphore(0), threading.Event()
+    real = previews.preview
+
+    def held(*args: object, **kwargs: object) -> object:
+        counting.release()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(previews, "preview", held)
+    with scratch_database(database_url, tmp_path, "reach_counts") as url:
+        app = create_app(make_settings(url, reach_previews_at_once=3, reach_previews_per_key=2))
+        with app.state.session_factory.begin() as session:
+            made = {
+                name: staff_service.create_key(session, name=name, role="consul").key
+                for name in ("kim", "lee", "park")
+            }
+        keys = {name: {"Authorization": f"Bearer {key}"} for name, key in made.items()}
+        held_socket = listening_socket()
+        base = f"http://127.0.0.1:{held_socket.getsockname()[1]}"
+
+        def preview(name: str) -> httpx.Response:
+            return httpx.post(
+                f"{base}/v1/advisories/preview",
+                json=advisory_body(level=2),
+                headers=keys[name],
+                timeout=60,
+            )
+
+        with uvicorn_in_thread(app, held_socket), ThreadPoolExecutor(3) as pool:
+            under_way = [pool.submit(preview, name) for name in ("kim", "kim", "lee")]
+            for _ in under_way:
+                assert counting.acquire(timeout=30), [
+                    f.result().text for f in under_way if f.done()
+                ]
+            third_of_kims = preview("kim")
+            parks = preview("park")
+            release.set()
+            assert [f.result().status_code for f in under_way] == [200, 200, 200]
+            after = preview("kim"), preview("park")
+    assert third_of_kims.status_code == 429, third_of_kims.text
+    assert third_of_kims.headers["retry-after"] == "1"
+    assert parks.status_code == 503, parks.text
+    assert parks.headers["retry-after"] == "1"
+    assert [answer.status_code for answer in after] == [200, 200]

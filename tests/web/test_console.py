@@ -2,6 +2,7 @@
 draws an area, sees whom it reaches, issues; a second consul approves; the SMS goes out; the
 citizen answers "1"; the roll call shows them safe."""
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -972,3 +973,52 @@ def test_a_refusal_other_than_401_right_after_signing_in_keeps_the_key(live, new
     refused = "Failed to load resource: the server responded with a status of 503 "
     assert page.errors and all(e.startswith(refused) for e in page.errors), page.errors
     page.errors.clear()
+
+
+def test_reach_previews_go_one_after_another_and_are_asked_again_when_refused(live, new_page):
+    """The API counts at most two reach previews of a key at once, and refuses the rest for a
+    moment (429; 503 while the process counts others': a probe's 40 at once slowed every
+    endpoint). The queue's previews go one after another, and a refused one is asked again."""
+    _citizen_in_bangkok(live)
+    proposer, approver = live.staff_key("consul", "kim"), live.staff_key("consul", "lee")
+    for _ in range(3):
+        _propose_a_flood_in_bangkok(live, proposer)
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, approver)
+    tab.evaluate(
+        """() => {
+          window.previewsAtOnce = 0;
+          window.mostPreviewsAtOnce = 0;
+          const fetched = window.fetch;
+          window.fetch = async (url, options) => {
+            if (!String(url).endsWith("/preview")) return fetched(url, options);
+            window.previewsAtOnce += 1;
+            window.mostPreviewsAtOnce = Math.max(window.mostPreviewsAtOnce, window.previewsAtOnce);
+            try { return await fetched(url, options); } finally { window.previewsAtOnce -= 1; }
+          };
+        }"""
+    )
+    asked: list[str] = []
+
+    def busy_at_first(route) -> None:
+        asked.append(route.request.url)
+        if len(asked) > 2:
+            route.continue_()
+            return
+        status = 429 if len(asked) == 1 else 503
+        route.fulfill(
+            status=status,
+            headers={"Retry-After": "1"},
+            content_type="application/problem+json",
+            body=json.dumps({"title": "busy", "status": status, "detail": "counting others"}),
+        )
+
+    tab.route("**/preview", busy_at_first)
+    tab.click("nav a[href='#/queue']")
+    counted = tab.locator(".card [data-testid='preview-citizens']")
+    expect(counted).to_have_count(3)
+    assert counted.all_inner_texts() == ["1", "1", "1"]
+    assert len(asked) == 5  # three previews, the first refused twice
+    assert tab.evaluate("window.mostPreviewsAtOnce") == 1
+    page.errors[:] = [e for e in page.errors if not re.search(r"status of (429|503)", e)]

@@ -45,6 +45,29 @@ async function api(path, { method = "GET", body, timeoutMs } = {}) {
   return data;
 }
 
+// Reach previews: the API counts at most two of a key's at once (429 past them; 503 while the
+// process counts others'). Those of a list or the queue go one after another; each is asked
+// again after a moment while refused. The draft's own goes at once, beside them.
+let previewsInTurn = Promise.resolve();
+
+async function reachOf(path, body, wanted = () => true) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await api(path, { method: "POST", body });
+    } catch (error) {
+      const busy = error instanceof ApiError && [429, 503].includes(error.status);
+      if (!busy || attempt >= 8 || !wanted()) throw error;
+      await new Promise((done) => setTimeout(done, 500 * attempt));
+    }
+  }
+}
+
+function reachInTurn(path) {
+  const asked = previewsInTurn.then(() => reachOf(path));
+  previewsInTurn = asked.catch(() => {});
+  return asked;
+}
+
 // A failure as a sentence: what the role allows, or the API's own reason.
 function sentence(error) {
   if (!(error instanceof ApiError)) return String(error.message || error);
@@ -230,7 +253,7 @@ async function showOverview() {
           : null)
     );
     if (can("consul")) {
-      api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
+      reachInTurn(`/v1/advisories/${advisory.id}/preview`)
         .then((p) => (reach.textContent = `${t("reach")}: ${p.citizens}`))
         .catch(() => {});
     }
@@ -471,7 +494,7 @@ async function runPreview() {
   if (!Object.keys(body.message).length) body.message = { ko: "…" };
   const seq = ++state.previewSeq;
   try {
-    const preview = await api("/v1/advisories/preview", { method: "POST", body });
+    const preview = await reachOf("/v1/advisories/preview", body, () => seq === state.previewSeq);
     if (seq === state.previewSeq) renderPreview(target, preview);
   } catch (error) {
     if (seq === state.previewSeq) target.replaceChildren(el("p", { class: "error", role: "alert" }, sentence(error)));
@@ -591,7 +614,7 @@ async function showQueue() {
       proposalDetails(content),
       preview, actions, message));
     if (can("consul")) {
-      api(`/v1/advisories/${advisory.id}/preview`, { method: "POST" })
+      reachInTurn(`/v1/advisories/${advisory.id}/preview`)
         .then((p) => renderPreview(preview, p))
         .catch((error) => (preview.textContent = sentence(error)));
     } else preview.remove();
