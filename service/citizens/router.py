@@ -166,16 +166,18 @@ def resend(
     the address's limit, a solved proof of work in X-Anjeon-Proof admits it (as a
     registration)."""
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
-    # The code first (422 for a channel not waiting: no limit spent); a limit's 429 after it
-    # rolls it back with the request's transaction.
-    renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
-    message = (renewed.channel, renewed.address)
-    if not proof.admit_new_code(limits, _presented(request, registry), citizen.id, message):
-        service.count_as_unverified(session, limits, renewed, client=client_of(request))
-    # Answered the same when held: whether a number's codes are spent by others, or it said
-    # STOP, is not told.
-    if service.hold_if_contact_full(session, limits, renewed):
+    # The contact first (422 for a channel not waiting: no limit spent); then the limits (a
+    # 429 changes nothing); then the contact's own, everyone's: past it nothing is renewed.
+    # Answered the same whether a number's codes are spent by others, or it said STOP.
+    message = service.waiting_contact(
+        session, registry=registry, citizen=citizen, channel=body.channel
+    )
+    proven = proof.admit_new_code(limits, _presented(request, registry), citizen.id, message)
+    if not service.contact_takes_a_resend(limits, *message):
         return {"status": "sent"}
+    renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
+    if not proven:
+        service.count_as_unverified(session, limits, renewed, client=client_of(request))
     if service.hold_if_stopped(session, renewed):
         return {"status": "sent"}
     _send_later(request, tasks, service.Outgoing(codes=[renewed], notices=[]))

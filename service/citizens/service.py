@@ -310,6 +310,18 @@ def verify_contact(
     return checked
 
 
+def waiting_contact(
+    session: Session, *, registry: Registry, citizen: Citizen, channel: str
+) -> tuple[str, str]:
+    """(channel, address) of the contact waiting for its code on `channel`; 422 when none is."""
+    address = verification.waiting_address(
+        session, vault=registry.vault, citizen=citizen, channel=channel
+    )
+    if address is None:
+        raise InvalidInput("channel", f"no {channel} contact is waiting to be verified")
+    return channel, address
+
+
 def resend_code(
     session: Session, *, registry: Registry, citizen: Citizen, channel: str
 ) -> verification.CodeToSend:
@@ -322,16 +334,15 @@ def resend_code(
     return renewed
 
 
-def hold_if_contact_full(
-    session: Session, limits: RateLimits, code: verification.CodeToSend
-) -> bool:
-    """Whether a resent code is held, not sent: its contact's limit (rate_limit_contact, which
-    every record naming it spends) is full. Held as a registration's code is, never told."""
-    if limits.take_contact(code.channel, code.address):
-        return False
-    log.warning("code held by a rate limit", extra={"channel": code.channel, "rule": "contact"})
-    verification.hold(session, code)
-    return True
+def contact_takes_a_resend(limits: RateLimits, channel: str, address: str) -> bool:
+    """Whether the contact's own limit (rate_limit_contact, which every record naming it
+    spends) has room for a resent code. When it has not, nothing is renewed: the code the
+    citizen has stays good (a review: holding a new one voided it), and the answer is the
+    same 202, as a registration's held code is never told."""
+    if limits.take_contact(channel, address):
+        return True
+    log.warning("code not resent: the contact's limit", extra={"channel": channel})
+    return False
 
 
 def hold_if_stopped(session: Session, code: verification.CodeToSend) -> bool:

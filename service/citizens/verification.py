@@ -135,15 +135,24 @@ def renew_code(
     session: Session, *, vault: PersonalDataVault, citizen: Citizen, channel: str, now: datetime
 ) -> CodeToSend | None:
     """A fresh code for the contact waiting on `channel`; None when none is waiting."""
+    address = waiting_address(session, vault=vault, citizen=citizen, channel=channel)
+    if address is None:
+        return None
+    return issue_code(
+        session, vault=vault, citizen=citizen, channel=channel, address=address, now=now
+    )
+
+
+def waiting_address(
+    session: Session, *, vault: PersonalDataVault, citizen: Citizen, channel: str
+) -> str | None:
+    """The contact waiting for its code on `channel`; None when none is waiting."""
     waiting = _waiting(session, citizen.id, channel)
     if waiting is None:
         return None
     if not vault.opens(CHANNEL_FIELD[channel], waiting.contact_sealed):
         raise InvalidInput(CHANNEL_FIELD[channel], UNREADABLE_WAITING)
-    address = vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
-    return issue_code(
-        session, vault=vault, citizen=citizen, channel=channel, address=address, now=now
-    )
+    return vault.open(CHANNEL_FIELD[channel], waiting.contact_sealed)
 
 
 def check_code(

@@ -880,6 +880,37 @@ def test_a_resend_does_not_tell_whether_others_had_codes_sent_to_the_contact(
     assert len(twilio.bodies_to(e164(used))) == len(twilio.bodies_to(e164(unused))) == 3
 
 
+def test_a_resend_past_the_contacts_limit_leaves_the_code_the_citizen_has(
+    database_url, db, twilio, smtp
+):
+    """Found by a review: a resend past the contact's limit renewed the code and held the new
+    one: the 202 said sent, nothing came, and the code the citizen had was answered as wrong.
+    Nothing is renewed now: the code they have still verifies."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_resend="100/minute",
+        rate_limit_contact="3/hour",
+    )
+    with bound_client(settings, db) as app:
+        data, manage, body = register(app, channels=["sms"], email=None)
+        path = f"/v1/citizens/{data['id']}/verify"
+        for _ in range(2):
+            assert (
+                app.post(f"{path}/resend", json={"channel": "sms"}, headers=manage).status_code
+                == 202
+            )
+        phone = e164(body["phone"])
+        assert len(twilio.bodies_to(phone)) == 3
+        past = app.post(f"{path}/resend", json={"channel": "sms"}, headers=manage)
+        assert past.status_code == 202, past.text
+        assert len(twilio.bodies_to(phone)) == 3
+        code = code_in(twilio.bodies_to(phone)[-1])
+        verified = app.post(path, json={"channel": "sms", "code": code}, headers=manage)
+        assert verified.status_code == 200, verified.text
+
+
 def test_a_network_whose_codes_nobody_verifies_gets_no_more_until_some_are(
     database_url, db, twilio, smtp
 ):
