@@ -25,7 +25,7 @@ from service.citizens.router import router as citizens_router
 from service.citizens.service import Registry
 from service.citizens.staff_router import router as registry_router
 from service.config import Settings, get_settings
-from service.db import READ_ONLY, make_engine, make_session_factory
+from service.db import READ_ONLY, late_write_engine, make_engine, make_session_factory
 from service.dispatch.dispatcher import Dispatcher
 from service.dispatch.router import router as alerts_router
 from service.forms import PAGE_FORM_BYTES
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
         max_overflow=settings.database_max_overflow,
     )
     factory = make_session_factory(engine)
+    late_engine = late_write_engine(settings.database_url)  # no connection until one is late
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
                 stop_scheduler(scheduler, factory)
             dispatcher.close()
             engine.dispose()
+            late_engine.dispose()
 
     # /docs and /redoc come from install_api_docs, with assets served here, not from a CDN.
     # In production the description is for staff only (install_api_docs serves it with a key).
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.late_engine = late_engine
     app.state.session_factory = factory
     app.state.request_transaction = request_transaction
     app.state.schema_head = head_revision(settings.database_url)

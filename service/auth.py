@@ -252,7 +252,9 @@ def _record_failure(session: Session, request: Request, who: _Actor, error: Exce
     in time is not asked again (that would double the client's wait for its 503), unless the
     request ran out of time: its client has had the 503 already."""
     if isinstance(error, DeadlinePassed) or _ran_out_of_time():
-        _record_late(request, who)
+        # Its own status when the route refused it (a 4xx) after the deadline.
+        timed_out = isinstance(error, DeadlinePassed) or database_unavailable(error)
+        _record_late(request, who, None if timed_out else _failure_of(error))
         return
     if database_unavailable(error):
         return
@@ -264,23 +266,22 @@ def _record_failure(session: Session, request: Request, who: _Actor, error: Exce
         log.warning("a refused staff request could not be recorded", exc_info=True)
 
 
-_LATE_RECORD_S = 2.0  # the bound on recording a request that ran out of time
-
-
 def _ran_out_of_time() -> bool:
     deadline = REQUEST_DEADLINE.get()
     return deadline is not None and deadline.passed()
 
 
-def _record_late(request: Request, who: _Actor) -> None:
-    """A staff request that ran out of time, as "failed …" with its 503: a probe's 133 reach
-    previews of 15 s each, past their deadline, left no entry at all. In a short transaction
-    on a connection of its own (the request's may have been cut at the deadline), bounded by
-    _LATE_RECORD_S, not by the request's deadline (passed); when even that fails, the log
-    names the key."""
-    late = HTTPException(503, "the request ran out of time; nothing was changed")
+def _record_late(request: Request, who: _Actor, failure: tuple[int, str] | None) -> None:
+    """A staff request that ran out of time, as "failed …" with its 503 (or refused with the
+    `failure` its route gave after the deadline): a probe's 133 reach previews of 15 s each,
+    past their deadline, left no entry at all. In a short transaction on a pool of its own
+    (the request's connection may have been cut at the deadline, and the app's pool be all
+    taken), each wait bounded by LATE_WRITE_S, not by the request's deadline (passed); when
+    even that fails, the log names the key."""
+    status, why = failure or (503, "the request ran out of time; nothing was changed")
+    late = HTTPException(status, why.replace("\x00", ""))
     try:
-        with written_within(request.app.state.engine, _LATE_RECORD_S) as session:
+        with written_within(request.app.state.late_engine) as session:
             _audit(session, request, who, refused=late)
     except Exception:
         log.warning(

@@ -203,11 +203,29 @@ def deadline(seconds: float) -> Iterator[None]:
         REQUEST_DEADLINE.reset(token)
 
 
+LATE_WRITE_S = 2.0  # each wait of a write made after a request's deadline (written_within)
+
+
+def late_write_engine(database_url: str) -> Engine:
+    """A pool of its own for writes made after a request ran out of time (written_within): the
+    app's pool may be all taken in the overload that made the request late, and each of its
+    waits (a pooled connection, a new one) is longer than LATE_WRITE_S (a review)."""
+    return make_engine(
+        database_url,
+        pool_size=1,
+        max_overflow=1,
+        pool_timeout_s=LATE_WRITE_S,
+        connect_timeout_s=math.ceil(LATE_WRITE_S),
+    )
+
+
 @contextmanager
-def written_within(engine: Engine, seconds: float) -> Iterator[Session]:
-    """A short write transaction of its own, on a connection of its own, bounded by `seconds`
-    whatever the request's deadline (a request that ran out of time still records that it
-    did): on SQLite its wait for the write lock, on PostgreSQL its connection (the watchdog)."""
+def written_within(engine: Engine) -> Iterator[Session]:
+    """A short write transaction on `engine` (late_write_engine), each wait bounded by
+    LATE_WRITE_S whatever the request's deadline (a request that ran out of time still records
+    that it did): for a connection, a new one, SQLite's write lock, and on PostgreSQL the
+    connection's ping and statements (the watchdog)."""
+    seconds = LATE_WRITE_S
     token = REQUEST_DEADLINE.set(Deadline(time.monotonic() + seconds))
     try:
         with engine.connect() as connection:
@@ -346,15 +364,19 @@ def after_commit(session: Session, call: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(call)
 
 
+# SQLAlchemy fires both for a savepoint too: only the session's own transaction counts (a
+# review: a savepoint released ran the calls before the commit, one rolled back dropped them).
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
-    for call in session.info.pop(_AFTER_COMMIT, ()):
-        call()
+    if not session.in_nested_transaction():
+        for call in session.info.pop(_AFTER_COMMIT, ()):
+            call()
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_after_commit(session: Session) -> None:
-    session.info.pop(_AFTER_COMMIT, None)
+    if not session.in_nested_transaction():
+        session.info.pop(_AFTER_COMMIT, None)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

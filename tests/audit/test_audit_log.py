@@ -16,7 +16,7 @@ from service.advisories.models import Advisory
 from service.app import create_app
 from service.audit import service as audit_service
 from service.audit.models import AuditEntry
-from service.db import make_engine
+from service.db import READ_ONLY, make_engine
 from service.staff import service as staff_service
 from service.staff.models import StaffKey
 from tests.advisories.builders import advisory_body
@@ -341,3 +341,34 @@ def test_an_advisory_id_finds_every_entry_about_it(client, db, staff_headers):
     for partial in (created["id"][:8], "%", "_"):
         found = client.get("/v1/audit", params={"subject": partial}, headers=admin).json()
         assert found["total"] == 0, partial
+
+
+def test_a_late_request_is_recorded_while_the_apps_pool_is_all_taken(database_url, tmp_path):
+    """Found by a review: the record of a request that ran out of time asked the app's pool,
+    which the overload that made it late may hold all of, and waited its whole pool timeout
+    (5 s) in the request's thread. It has a pool of its own."""
+    from starlette.requests import Request
+
+    from service import auth
+
+    with scratch_database(database_url, tmp_path, "late_pool") as url:
+        app = create_app(make_settings(url, database_pool_size=1, database_max_overflow=0))
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/advisories",
+            "headers": [],
+            "query_string": b"",
+            "client": ("127.0.0.1", 5000),
+            "app": app,
+            "path_params": {},
+        }
+        # The app's one connection, reading (on SQLite a write would hold the one write lock).
+        with app.state.engine.connect().execution_options(**{READ_ONLY: True}) as taken:
+            taken.execute(text("SELECT 1"))
+            auth._record_late(Request(scope), auth._Actor(name="late-consul", role="consul"), None)
+        with Session(app.state.engine) as session:
+            entries = list(session.execute(select(AuditEntry.actor, AuditEntry.status)))
+        app.state.engine.dispose()
+        app.state.late_engine.dispose()
+    assert entries == [("late-consul", 503)]

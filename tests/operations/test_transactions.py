@@ -7,13 +7,15 @@ import re
 import anyio.to_thread
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory, AdvisoryRevision
 from service.app import create_app
 from service.audit.models import AuditEntry
 from service.citizens.models import Citizen, CitizenPlace
+from service.db import after_commit
 from service.ledger.models import Alert
 from service.staff import service as staff_service
 from tests.advisories.builders import advisory_body
@@ -189,3 +191,25 @@ def test_the_bursts_endpoints_hand_off_to_the_thread_pool_once(client, monkeypat
     handed.clear()
     assert client.get(f"/v1/citizens/{citizen_id}", headers=headers).status_code == 200
     assert len(handed) >= 3, handed  # the counter sees a sync endpoint's hand-offs
+
+
+def test_after_commit_waits_for_the_sessions_own_transaction(engine):
+    """service.db.after_commit: a call runs once the session's transaction commits, never for
+    a savepoint (a review: SQLAlchemy fires its commit events for a savepoint released too, so
+    a call ran before the commit that could still fail), and not at all after a rollback."""
+    seen: list[str] = []
+    with Session(engine) as session:
+        session.execute(text("SELECT 1"))
+        after_commit(session, lambda: seen.append("rolled back"))
+        with session.begin_nested():
+            session.execute(text("SELECT 2"))
+        session.begin_nested().rollback()
+        assert seen == []
+        session.rollback()
+        session.execute(text("SELECT 1"))
+        after_commit(session, lambda: seen.append("committed"))
+        with session.begin_nested():
+            session.execute(text("SELECT 2"))
+        assert seen == []
+        session.commit()
+    assert seen == ["committed"]
