@@ -15,12 +15,15 @@ def mark_enqueued(session: Session) -> None:
 
 
 def wake_after_commit(factory: sessionmaker[Session], waker: Callable[[], None]) -> None:
+    # Not for a savepoint (SQLAlchemy fires these for one too): a wake at its release came
+    # before the rows were committed, and the commit then woke nobody.
     def after_commit(session: Session) -> None:
-        if session.info.pop(_KEY, False):
+        if not session.in_nested_transaction() and session.info.pop(_KEY, False):
             waker()
 
     def after_rollback(session: Session) -> None:
-        session.info.pop(_KEY, None)
+        if not session.in_nested_transaction():
+            session.info.pop(_KEY, None)
 
     event.listen(factory, "after_commit", after_commit)
     event.listen(factory, "after_rollback", after_rollback)

@@ -8,7 +8,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import sessionmaker
 
 from service.app import create_app
 from service.db import make_engine, make_session_factory
@@ -324,3 +325,22 @@ def test_a_lane_woken_just_after_the_drain_ended_goes_round_again(
         with factory() as session:
             assert session.scalar(select(Alert.status).where(Alert.id == late)) == "sent"
         engine.dispose()
+
+
+def test_the_dispatcher_is_woken_by_the_commit_not_by_a_savepoint(engine):
+    """Found by a review: SQLAlchemy fires its commit event for a savepoint released too (a
+    feed's import makes one per message), so the wake came before the alerts were committed,
+    the dispatcher found nothing, and the commit then woke nobody: they waited a whole
+    ANJEON_DISPATCH_INTERVAL_S."""
+    factory = sessionmaker(bind=engine)
+    woken: list[str] = []
+    wake_after_commit(factory, lambda: woken.append("woken"))
+    with factory() as session:
+        session.execute(text("SELECT 1"))
+        mark_enqueued(session)
+        with session.begin_nested():
+            session.execute(text("SELECT 2"))
+        session.begin_nested().rollback()
+        assert woken == []
+        session.commit()
+    assert woken == ["woken"]
