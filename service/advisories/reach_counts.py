@@ -14,6 +14,16 @@ from service.errors import ServiceUnavailable, TooManyRequests
 RETRY_AFTER_S = 1
 
 
+# A slug of their own: the console asks again after these refusals only, not after a preview
+# that ran out of time (a review: those were asked 8 times, 15 s each).
+class KeysReachPreviewsBusy(TooManyRequests):
+    slug = "reach-previews-busy"
+
+
+class ReachPreviewsBusy(ServiceUnavailable):
+    slug = "reach-previews-busy"
+
+
 class ReachCounts:
     def __init__(self, *, at_once: int, per_key: int) -> None:
         self._at_once = at_once
@@ -27,14 +37,14 @@ class ReachCounts:
         counts under way, 503 while the process has."""
         with self._lock:
             if self._running[key_name] >= self._per_key:
-                raise TooManyRequests(
+                raise KeysReachPreviewsBusy(
                     f"{self._per_key} reach previews of this key are being counted; "
                     "ask again when one ends",
                     retry_after_s=RETRY_AFTER_S,
                     rule="reach_previews",
                 )
             if self._running.total() >= self._at_once:
-                raise ServiceUnavailable(
+                raise ReachPreviewsBusy(
                     "other reach previews are being counted; ask again in a moment",
                     retry_after_s=RETRY_AFTER_S,
                 )

@@ -2,7 +2,7 @@
 "use strict";
 
 const ROLES = { viewer: 0, consul: 1, admin: 2 };
-const state = { me: null, pollTimer: null, pollSeq: 0, failedOffset: 0, previewTimer: null, previewSeq: 0, routeSeq: 0, provinces: [], provinceLists: {} };
+const state = { me: null, pollTimer: null, pollSeq: 0, failedOffset: 0, previewTimer: null, previewSeq: 0, previewRounds: {}, routeSeq: 0, provinces: [], provinceLists: {} };
 const $ = (id) => document.getElementById(id);
 // Rows of the roll call, and of the failed alerts, a page shows (a test sets them lower).
 const rollcallPage = () => (window.anjeonConsole && window.anjeonConsole.rollcallPage) || 100;
@@ -45,25 +45,34 @@ async function api(path, { method = "GET", body, timeoutMs } = {}) {
   return data;
 }
 
-// Reach previews: the API counts at most two of a key's at once (429 past them; 503 while the
-// process counts others'). Those of a list or the queue go one after another; each is asked
-// again after a moment while refused. The draft's own goes at once, beside them.
+// Reach previews: the API counts at most two of a key's at once, refusing the rest for a moment
+// (problem type …reach-previews-busy: 429, or 503 while the process counts others'). Those of a
+// list or the queue go one after another; a refused one is asked again, one that ran out of time
+// is not. `wanted` is asked before each try: a list left or shown anew drops what it queued.
 let previewsInTurn = Promise.resolve();
 
 async function reachOf(path, body, wanted = () => true) {
   for (let attempt = 1; ; attempt++) {
+    if (!wanted()) return null;
     try {
       return await api(path, { method: "POST", body });
     } catch (error) {
-      const busy = error instanceof ApiError && [429, 503].includes(error.status);
-      if (!busy || attempt >= 8 || !wanted()) throw error;
+      const busy = error instanceof ApiError && /reach-previews-busy$/.test(error.problem.type || "");
+      if (!busy || attempt >= 8) throw error;
       await new Promise((done) => setTimeout(done, 500 * attempt));
     }
   }
 }
 
-function reachInTurn(path) {
-  const asked = previewsInTurn.then(() => reachOf(path));
+// A list shown anew, or left: the previews it queued are no longer wanted. A round per list: a
+// list whose render ends after another was shown must not drop that one's.
+function previewRound(list, turn) {
+  const round = (state.previewRounds[list] = (state.previewRounds[list] || 0) + 1);
+  return () => round === state.previewRounds[list] && turn === state.routeSeq;
+}
+
+function reachInTurn(path, wanted) {
+  const asked = previewsInTurn.then(() => reachOf(path, undefined, wanted));
   previewsInTurn = asked.catch(() => {});
   return asked;
 }
@@ -215,6 +224,7 @@ async function route() {
 let overview = null;
 
 async function showOverview() {
+  const turn = state.routeSeq;
   if (!overview) {
     overview = { map: newMap("overview-map"), extra: [] };
     window.anjeonConsole = { ...window.anjeonConsole, overviewMap: overview.map }; // for the tests
@@ -229,6 +239,7 @@ async function showOverview() {
   list.replaceChildren();
   // Lower levels first, so the most severe is drawn on top.
   const advisories = [...page.items].sort((a, b) => String(a.level).localeCompare(String(b.level)));
+  const wanted = previewRound("overview", turn);
   for (const advisory of advisories) {
     const colour = LEVEL_COLOURS[advisory.level];
     shadeCountries(overview.base, new Set(advisory.area.countries || []), colour);
@@ -253,8 +264,8 @@ async function showOverview() {
           : null)
     );
     if (can("consul")) {
-      reachInTurn(`/v1/advisories/${advisory.id}/preview`)
-        .then((p) => (reach.textContent = `${t("reach")}: ${p.citizens}`))
+      reachInTurn(`/v1/advisories/${advisory.id}/preview`, wanted)
+        .then((p) => p && (reach.textContent = `${t("reach")}: ${p.citizens}`))
         .catch(() => {});
     }
   }
@@ -495,7 +506,7 @@ async function runPreview() {
   const seq = ++state.previewSeq;
   try {
     const preview = await reachOf("/v1/advisories/preview", body, () => seq === state.previewSeq);
-    if (seq === state.previewSeq) renderPreview(target, preview);
+    if (preview && seq === state.previewSeq) renderPreview(target, preview);
   } catch (error) {
     if (seq === state.previewSeq) target.replaceChildren(el("p", { class: "error", role: "alert" }, sentence(error)));
   }
@@ -566,7 +577,9 @@ function proposalDetails(content) {
 }
 
 async function showQueue() {
+  const turn = state.routeSeq;
   const page = await api("/v1/advisories?status=pending_approval&limit=500");
+  const wanted = previewRound("queue", turn);
   const list = $("queue-list");
   list.replaceChildren();
   if (!page.items.length) list.append(el("li", {}, t("none")));
@@ -614,8 +627,8 @@ async function showQueue() {
       proposalDetails(content),
       preview, actions, message));
     if (can("consul")) {
-      reachInTurn(`/v1/advisories/${advisory.id}/preview`)
-        .then((p) => renderPreview(preview, p))
+      reachInTurn(`/v1/advisories/${advisory.id}/preview`, wanted)
+        .then((p) => p && renderPreview(preview, p))
         .catch((error) => (preview.textContent = sentence(error)));
     } else preview.remove();
   }
