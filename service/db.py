@@ -364,19 +364,37 @@ def after_commit(session: Session, call: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(call)
 
 
+def _run_after_commit(session: Session) -> None:
+    for call in session.info.pop(_AFTER_COMMIT, ()):
+        call()
+
+
 # SQLAlchemy fires both for a savepoint too: only the session's own transaction counts (a
 # review: a savepoint released ran the calls before the commit, one rolled back dropped them).
 @event.listens_for(Session, "after_commit")
-def _run_after_commit(session: Session) -> None:
+def _after_commit(session: Session) -> None:
     if not session.in_nested_transaction():
-        for call in session.info.pop(_AFTER_COMMIT, ()):
-            call()
+        _run_after_commit(session)
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_after_commit(session: Session) -> None:
     if not session.in_nested_transaction():
         session.info.pop(_AFTER_COMMIT, None)
+
+
+@contextmanager
+def savepoint_as_transaction(session: Session) -> Iterator[Session]:
+    """A savepoint standing in for a request's own transaction (the tests' requests, whose
+    writes the test rolls back): what after_commit put off runs once it is released, and is
+    dropped when it is rolled back, as for a commit and a rollback."""
+    try:
+        with session.begin_nested():
+            yield session
+    except BaseException:
+        session.info.pop(_AFTER_COMMIT, None)
+        raise
+    _run_after_commit(session)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

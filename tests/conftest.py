@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.app import create_app
 from service.config import Settings
-from service.db import make_engine
+from service.db import make_engine, savepoint_as_transaction
 from service.geo.geocoding import Geocoder
 from service.migrate import drop_schema, upgrade
 from service.staff import service as staff_service
@@ -157,8 +157,9 @@ def bound_client(
 
     @contextmanager
     def session_in_test_transaction(_request: Request) -> Iterator[Session]:
-        # A savepoint per request: a failed request undoes its own writes, as in production.
-        with db.begin_nested():
+        # A savepoint per request: a failed request undoes its own writes, as in production,
+        # and what waits for the commit (after_commit) runs when it is released.
+        with savepoint_as_transaction(db):
             yield db
 
     app.state.request_transaction = session_in_test_transaction
