@@ -175,7 +175,7 @@ def resend(
     proven = proof.admit_new_code(limits, _presented(request, registry), citizen.id, message)
     if not service.contact_takes_a_resend(limits, *message):
         return {"status": "sent"}
-    renewed = service.resend_code(session, registry=registry, citizen=citizen, channel=body.channel)
+    renewed = service.resend_code(session, registry=registry, citizen=citizen, contact=message)
     if not proven:
         service.count_as_unverified(session, limits, renewed, client=client_of(request))
     if service.hold_if_stopped(session, renewed):

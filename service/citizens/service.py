@@ -323,15 +323,19 @@ def waiting_contact(
 
 
 def resend_code(
-    session: Session, *, registry: Registry, citizen: Citizen, channel: str
+    session: Session, *, registry: Registry, citizen: Citizen, contact: tuple[str, str]
 ) -> verification.CodeToSend:
-    """A fresh code for the contact waiting on `channel` (the old one stops working)."""
-    renewed = verification.renew_code(
-        session, vault=registry.vault, citizen=citizen, channel=channel, now=utcnow()
+    """A fresh code for the contact waiting for one (waiting_contact's (channel, address));
+    the old one stops working."""
+    channel, address = contact
+    return verification.issue_code(
+        session,
+        vault=registry.vault,
+        citizen=citizen,
+        channel=channel,
+        address=address,
+        now=utcnow(),
     )
-    if renewed is None:
-        raise InvalidInput("channel", f"no {channel} contact is waiting to be verified")
-    return renewed
 
 
 def contact_takes_a_resend(limits: RateLimits, channel: str, address: str) -> bool:

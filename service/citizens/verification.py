@@ -131,18 +131,6 @@ def hold(session: Session, code: CodeToSend, *, for_stop: bool = False) -> None:
 UNREADABLE_WAITING = "the contact waiting for its code cannot be read: give it again"
 
 
-def renew_code(
-    session: Session, *, vault: PersonalDataVault, citizen: Citizen, channel: str, now: datetime
-) -> CodeToSend | None:
-    """A fresh code for the contact waiting on `channel`; None when none is waiting."""
-    address = waiting_address(session, vault=vault, citizen=citizen, channel=channel)
-    if address is None:
-        return None
-    return issue_code(
-        session, vault=vault, citizen=citizen, channel=channel, address=address, now=now
-    )
-
-
 def waiting_address(
     session: Session, *, vault: PersonalDataVault, citizen: Citizen, channel: str
 ) -> str | None:
