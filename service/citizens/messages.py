@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from service.citizens.verification import CODE_LIFE, CodeToSend, Notice
 from service.config import Settings
-from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent
+from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Retry, Sent
 from service.errors import ServiceUnavailable, TooManyRequests
 from service.privacy import scrub_contacts
 from service.rate_limits import RateLimits, number_keys
@@ -53,6 +53,12 @@ def deliver(
             continue
         message = _message(item, sender=sender[item.language])
         outcome = notifiers[item.channel].send(message)
+        if isinstance(outcome, Retry) and outcome.unanswered:
+            # Once more, on a new connection: a code lost leaves an enrolment stalled until
+            # the citizen asks again, while a second copy of the same code, had the first
+            # been taken after all, costs one SMS. Alerts are not sent here: the dispatcher
+            # looks a message up before it sends again.
+            outcome = notifiers[item.channel].send(message)
         if isinstance(outcome, Sent):
             sent += 1
         else:

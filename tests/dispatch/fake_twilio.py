@@ -44,6 +44,9 @@ class Answer:
     # Accept the message, then answer once this is set: held for as long as the test needs
     # (until it has stopped a process, say), where a stall's length is a guess at a timing.
     hold: threading.Event | None = None
+    # Read the request, create nothing, and close the connection without a word: as a server
+    # closing a kept-alive connection as idle just as the request came (RemoteDisconnected).
+    drop: bool = False
 
     @property
     def late(self) -> bool:
@@ -348,6 +351,10 @@ class FakeTwilio:
                     self._error(400, 21604, "'To' and 'Body' required")
                     return
                 answer = fake._next_answer(to)
+                if answer.drop:
+                    fake._log("create", to, "dropped")
+                    self.close_connection = True
+                    return
                 if answer.status >= 300:
                     fake._log("create", to, str(answer.status))
                     if answer.hold:  # a refusal that comes when the test lets it

@@ -48,6 +48,11 @@ class Retry:
     # The provider's queue for this sender is full (Twilio 21611): nothing was sent, and the
     # dispatcher holds the sender for every process; the alert keeps its tries.
     queue_full: bool = False
+    # The connection closed before any answer came. Most often a kept-alive connection that
+    # the provider closed as idle just as the request went out (a race every HTTP client
+    # meets now and then, about once in 2,500 codes in the load benchmark); the request may
+    # still have been taken, so it counts as outcome_unknown too.
+    unanswered: bool = False
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,11 @@ class TwilioNotifier(Notifier):
             return Retry(reason=f"connect timeout: {exc}")
         except requests.exceptions.RequestException as exc:
             # The request may have left: a read timeout, a dropped connection.
-            return Retry(reason=f"{type(exc).__name__}: {exc}", outcome_unknown=True)
+            return Retry(
+                reason=f"{type(exc).__name__}: {exc}",
+                outcome_unknown=True,
+                unanswered=_unanswered(exc),
+            )
         return Sent(provider_ref=created.sid or "")
 
     def lookup(self, message: OutgoingMessage, *, since: datetime) -> Lookup:
@@ -269,6 +273,18 @@ class TwilioNotifier(Notifier):
 
 # The most messages a look-up reads back to one number before it gives up (not "not found").
 LOOKUP_MOST = 2_000
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Whether the connection was closed or reset before any answer: requests wraps
+    http.client's RemoteDisconnected (a ConnectionResetError) in urllib3's ProtocolError."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        cause = seen.pop()
+        if isinstance(cause, ConnectionResetError):
+            return True
+        seen.extend(arg for arg in (*cause.args, cause.__cause__) if isinstance(arg, BaseException))
+    return False
 
 
 def _seconds(header: str | None) -> float | None:
