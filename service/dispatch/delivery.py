@@ -143,9 +143,16 @@ def _changes(alert: Alert, *, channel: str, attempt: int | None, report: Deliver
     """Whether the report is news about the alert's current send."""
     if alert.channel != channel:
         return False
-    if attempt is not None and attempt != alert.attempts:
-        return False  # a report on an earlier send of this alert (a resend, a staff retry)
-    if alert.provider_ref and alert.provider_ref != stored_provider_ref(report.provider_ref):
+    this_message = bool(alert.provider_ref) and alert.provider_ref == stored_provider_ref(
+        report.provider_ref
+    )
+    if attempt is not None and attempt != alert.attempts and not this_message:
+        # A report on an earlier send of this alert (a resend, a staff retry). Unless the
+        # row holds that send's message: a later claim found it by look-up (the try's answer
+        # was lost), and the provider calls back the URL it was created with, which names the
+        # attempt that made it (a probe saw such rows stay "sent", and a 30001 never resent).
+        return False
+    if alert.provider_ref and not this_message:
         return False  # a report on some other message: not this alert's
     return states.allowed(alert.status, report.status)
 

@@ -3,9 +3,10 @@ backwards, counted only for the send they name; and a plugin's own reports."""
 
 from urllib.parse import urlencode
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from twilio.request_validator import RequestValidator
 
+from service.db import utcnow
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -166,6 +167,55 @@ def test_late_report_of_the_first_send_does_not_settle_a_staff_retry(
     assert status_of(db, alert).status == "sent"
     callback(api, resent, "delivered", attempt=2)
     assert status_of(db, alert).status == "delivered"
+
+
+def found_by_look_up(api, consul, db, dispatcher, twilio, phone: str) -> tuple[Alert, int]:
+    """An alert whose first send Twilio took, then the worker died before it wrote that down
+    (claimed, its lease over, no message id): the next claim finds the message by look-up."""
+    first = sent_sms(api, consul, db, dispatcher, phone)
+    made_by = first.attempts
+    db.execute(
+        update(Alert)
+        .where(Alert.id == first.id)
+        .values(status="claimed", claimed_by="gone", provider_ref=None, due_at=utcnow())
+    )
+    db.commit()
+    dispatcher.drain()
+    found = status_of(db, first)
+    assert (found.status, found.attempts) == ("sent", made_by + 1)
+    assert len(twilio.posts) == 1 and len(twilio.lists) == 1  # found, not sent again
+    assert found.provider_ref == twilio.messages[0]["sid"]
+    return found, made_by
+
+
+def test_reports_on_a_message_found_by_look_up_count(api, consul, db, dispatcher, twilio):
+    """Found by a fault probe: Twilio calls back the URL a message was created with, which
+    names the attempt that made it; the row found it under a later attempt and dropped every
+    report, so it stayed "sent" for ever."""
+    found, made_by = found_by_look_up(api, consul, db, dispatcher, twilio, "010-7777-0008")
+    assert callback(api, found, "delivered", attempt=made_by).status_code == 204
+    assert status_of(db, found).status == "delivered"
+
+
+def test_a_queue_overflow_of_a_message_found_by_look_up_is_sent_again(
+    api, consul, db, dispatcher, twilio
+):
+    found, made_by = found_by_look_up(api, consul, db, dispatcher, twilio, "010-7777-0009")
+    dropped = found.provider_ref
+    callback(api, found, "failed", attempt=made_by, ErrorCode="30001")
+    assert status_of(db, found).status == "pending"
+    # As when the sender's hold ends (test_provider_scale tells the hold itself).
+    db.execute(update(Alert).where(Alert.id == found.id).values(due_at=utcnow()))
+    db.commit()
+    dispatcher._paused_until.clear()
+    dispatcher.drain()
+    assert len(twilio.bodies_to("+821077770009")) == 2
+    # The dropped message's reports, late or repeated, do not touch the new send.
+    again = status_of(db, found)
+    assert again.status == "sent" and again.provider_ref != dropped
+    callback(api, again, "failed", attempt=made_by, sid=dropped, ErrorCode="30001")
+    callback(api, again, "delivered", attempt=made_by, sid=dropped)
+    assert status_of(db, found).status == "sent"
 
 
 def test_the_retry_budget_starts_afresh_after_a_staff_retry(api, consul, db, dispatcher):
