@@ -173,7 +173,7 @@ def resend(
         session, registry=registry, citizen=citizen, channel=body.channel
     )
     proven = proof.admit_new_code(limits, _presented(request, registry), citizen.id, message)
-    if not service.contact_takes_a_resend(limits, *message):
+    if not service.contact_takes_a_resend(session, limits, citizen=citizen, contact=message):
         return {"status": "sent"}
     renewed = service.resend_code(session, registry=registry, citizen=citizen, contact=message)
     if not proven:

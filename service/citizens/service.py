@@ -338,14 +338,20 @@ def resend_code(
     )
 
 
-def contact_takes_a_resend(limits: RateLimits, channel: str, address: str) -> bool:
+def contact_takes_a_resend(
+    session: Session, limits: RateLimits, *, citizen: Citizen, contact: tuple[str, str]
+) -> bool:
     """Whether the contact's own limit (rate_limit_contact, which every record naming it
-    spends) has room for a resent code. When it has not, nothing is renewed: the code the
-    citizen has stays good (a review: holding a new one voided it), and the answer is the
-    same 202, as a registration's held code is never told."""
+    spends) has room for a resent code. When it has not, no code is sent and the one the
+    citizen has stays good (a review: holding a new one voided it); the answer is the same
+    202, as a registration's held code is never told. That code then starts afresh as a new
+    one would (its tries, its life): a probe told a number others had asked codes for by the
+    next wrong try's "3 tries left" where a renewed code says 4."""
+    channel, address = contact
     if limits.take_contact(channel, address):
         return True
     log.warning("code not resent: the contact's limit", extra={"channel": channel})
+    verification.restart_code(session, citizen_id=citizen.id, channel=channel, now=utcnow())
     return False
 
 

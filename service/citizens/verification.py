@@ -108,6 +108,18 @@ def issue_code(
     )
 
 
+def restart_code(session: Session, *, citizen_id: int, channel: str, now: datetime) -> None:
+    """The code waiting on `channel` starts afresh, unsent: no tries taken, a full life. What
+    a resend its contact's limit turned away leaves, so that nothing tells it from a renewed
+    code (the contact's own tries still bound the guesses)."""
+    session.execute(
+        update(ContactCode)
+        .where(ContactCode.citizen_id == citizen_id, ContactCode.channel == channel)
+        .values(tries=0, expires_at=now + CODE_LIFE)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def remember_asker(session: Session, code: CodeToSend, kept: str) -> None:
     """The code took the share of unverified codes of the client network `kept` (its keyed
     hash): given back when it is verified."""

@@ -930,6 +930,49 @@ def test_a_resend_does_not_tell_whether_others_had_codes_sent_to_the_contact(
     assert len(twilio.bodies_to(e164(used))) == len(twilio.bodies_to(e164(unused))) == 3
 
 
+def test_a_wrong_try_after_a_resend_does_not_tell_whether_others_asked_for_codes(
+    database_url, db, twilio, smtp
+):
+    """Found by a probe: the resend's answer was the same, but the next wrong try's "N tries
+    left" was not. A renewed code starts again at 4; one the contact's limit kept counted on
+    to 3. The kept code now starts afresh too."""
+    settings = make_settings(
+        database_url,
+        **notifier_settings(twilio, smtp),
+        verification="required",
+        rate_limit_client="1000/hour",
+        rate_limit_resend="100/minute",
+        rate_limit_contact="2/hour",
+    )
+    with bound_client(settings, db) as base:
+        used, unused = "010-4848-0011", "010-4949-0012"  # blocks of their own
+        owner = TestClient(base.app, client=("198.51.100.20", 5000))
+        data, manage, _ = register(owner, channels=["sms"], email=None, phone=used)
+        resent = owner.post(
+            f"/v1/citizens/{data['id']}/verify/resend", json={"channel": "sms"}, headers=manage
+        )
+        assert resent.status_code == 202
+        owners = len(twilio.bodies_to(e164(used)))
+        assert owners == 2  # the used number's hour is full
+        stranger = TestClient(base.app, client=("203.0.113.30", 5000))
+
+        def answers(number: str) -> list[str]:
+            data, manage, _ = register(stranger, channels=["sms"], email=None, phone=number)
+            path = f"/v1/citizens/{data['id']}/verify"
+            wrong = {"channel": "sms", "code": "000000"}
+            said = [stranger.post(path, json=wrong, headers=manage).json()["errors"][0]["message"]]
+            resent = stranger.post(f"{path}/resend", json={"channel": "sms"}, headers=manage)
+            assert resent.status_code == 202, resent.text
+            said.append(
+                stranger.post(path, json=wrong, headers=manage).json()["errors"][0]["message"]
+            )
+            return said
+
+        assert answers(used) == answers(unused) == ["wrong code; 4 tries left"] * 2
+    assert len(twilio.bodies_to(e164(used))) == owners  # the stranger's were kept
+    assert len(twilio.bodies_to(e164(unused))) == 2
+
+
 def test_a_resend_past_the_contacts_limit_leaves_the_code_the_citizen_has(
     database_url, db, twilio, smtp
 ):
