@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     rate_limit_resend: str = "1/minute"
     rate_limit_change: str = "60/hour"
     rate_limit_change_refused: str = "30/hour"
+    rate_limit_change_refused_address: str = "300/hour"
     rate_limit_geocode: str = "10/hour"
     rate_limit_geocode_client: str = "12/minute;300/hour"
     rate_limit_contact: str = "3/hour;5/day"
@@ -248,6 +249,7 @@ class Settings(BaseSettings):
         "rate_limit_resend",
         "rate_limit_change",
         "rate_limit_change_refused",
+        "rate_limit_change_refused_address",
         "rate_limit_geocode",
         "rate_limit_geocode_client",
         "rate_limit_contact",

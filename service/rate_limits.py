@@ -100,7 +100,8 @@ class Rule(StrEnum):
     PROOF = "proof"  # each solved proof of work admits one registration (fixed: _FIXED)
     RESEND = "resend"  # code resends per citizen
     CHANGE = "change"  # changes of a record (PATCH, a new location) per citizen
-    CHANGE_REFUSED = "change_refused"  # changes refused as bad input per client address
+    CHANGE_REFUSED = "change_refused"  # changes of one record refused as bad input per address
+    CHANGE_REFUSED_ADDRESS = "change_refused_address"  # of any record, per client address
     CONTACT = "contact"  # messages per destination phone number or e-mail address
     PREFIX = "prefix"  # SMS per block of 10,000 numbers
     PREFIX_CLIENT = "prefix_client"  # SMS codes per block of numbers from one client address
@@ -158,7 +159,8 @@ _REFUSED = {
     Rule.PROOF: "this proof of work was used already: solve a new challenge",
     Rule.RESEND: "a code was sent a moment ago",
     Rule.CHANGE: "too many changes to this record: try again later",
-    Rule.CHANGE_REFUSED: "too many refused changes from this address: try again later",
+    Rule.CHANGE_REFUSED: "too many refused changes of this record: try again later",
+    Rule.CHANGE_REFUSED_ADDRESS: "too many refused changes from this address: try again later",
     Rule.CONTACT: "too many messages to this contact",
     Rule.PREFIX: "too many messages to numbers of this range",
     Rule.PREFIX_CLIENT: "too many messages to numbers of this range from this address",
@@ -330,25 +332,42 @@ class RateLimits:
         network = network_key(client)
         self._room((Rule.CLIENT_UNVERIFIED, f"{channel}:{network}") for channel in ("sms", "email"))
 
-    def refused_change_room(self, client: str) -> None:
-        """Refuse (TooManyRequests, counting nothing) once the client address has had
-        rate_limit_change_refused changes refused as bad input: each resolved its places for
-        nothing (a probe's one token kept two cores busy with 19 good places and an ended
-        stay, 422 after 20-100 ms each), so past it a change is refused before any work."""
-        self._room([(Rule.CHANGE_REFUSED, address_key(client))])
+    def refused_change_room(self, client: str, citizen_id: str) -> None:
+        """Refuse (TooManyRequests, counting nothing) once the record has had
+        rate_limit_change_refused changes from the client address refused as bad input, or
+        the address rate_limit_change_refused_address of any record's: each resolved its
+        places for nothing (a probe's one token kept two cores busy with 19 good places and an
+        ended stay, 422 after 20-100 ms each), so past it a change is refused before any work.
+        Per record first: counted per address alone, one token's 30 bad changes shut every
+        record's changes from a shared address (a hotel, a carrier's NAT) for an hour (a
+        probe). Counted in this process while the storage is away: a traveller's move must
+        not wait for the Redis."""
+        hits = _refused_change_hits(client, citizen_id)
+        try:
+            self._room(hits)
+        except ServiceUnavailable:
+            self._room(hits, here=True)
 
-    def count_refused_change(self, client: str) -> None:
+    def count_refused_change(self, client: str, citizen_id: str) -> None:
         """A change from the client address was refused as bad input (see refused_change_room)."""
-        with suppress(TooManyRequests):
-            self.take(Rule.CHANGE_REFUSED, address_key(client))
+        for rule, key in _refused_change_hits(client, citizen_id):
+            with suppress(TooManyRequests):
+                self.take_here_when_away(rule, key)
 
-    def _room(self, hits: Iterable[tuple[Rule, str]]) -> None:
-        """Raise as take_all would when any (rule, key) is at its limit, counting nothing."""
+    def _room(self, hits: Iterable[tuple[Rule, str]], *, here: bool = False) -> None:
+        """Raise as take_all would when any (rule, key) is at its limit, counting nothing;
+        `here`: as counted in this process alone (see take_here_when_away)."""
         keyed = [
             (rule, item, self._hashed(rule, key))
             for rule, key in hits
             for item in self._rules[rule]
         ]
+        if here:
+            with self._here_lock:
+                refused = [hit for hit in keyed if not self._here.test(*_args(hit))]
+                if refused:
+                    raise self._refusal(refused, self._here)
+            return
         with self._storage_guard():
             refused = [hit for hit in keyed if not self._limiter.test(*_args(hit))]
             if refused:
@@ -805,6 +824,15 @@ def _client_hits(client: str) -> list[tuple[Rule, str]]:
     if isinstance(_ip(client), IPv6Address):
         hits.append((Rule.CLIENT_NETWORK, network_key(client)))
     return hits
+
+
+def _refused_change_hits(client: str, citizen_id: str) -> list[tuple[Rule, str]]:
+    """A change refused as bad input: the record's count from the address, and the address's."""
+    address = address_key(client)
+    return [
+        (Rule.CHANGE_REFUSED, f"{address}:{citizen_id}"),
+        (Rule.CHANGE_REFUSED_ADDRESS, address),
+    ]
 
 
 def _proven_hits(client: str) -> list[tuple[Rule, str]]:

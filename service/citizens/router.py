@@ -214,13 +214,15 @@ def update(
     # A change by address is counted once found good: one refused (422) spends nothing, but
     # counts against the address's refused changes, past which none is looked at.
     client = client_of(request)
-    limits.refused_change_room(client)
+    limits.refused_change_room(client, citizen_id)
     lookups = limits.address_lookups(client, citizen_id=citizen_id)
     try:
         places = service.check_change(registry, body, lookups=lookups)
         # Each change is a write and a matching: one record's token made 269 in 4 s (a probe),
-        # holding SQLite's one write lock. Counted once the token and the change are found good.
-        limits.take(Rule.CHANGE, citizen_id)
+        # holding SQLite's one write lock. Counted once the token and the change are found good;
+        # in this process while the storage is away, so that a traveller can still say where
+        # they are (a change of contact still waits for it: its code's limits fail closed).
+        limits.take_here_when_away(Rule.CHANGE, citizen_id)
         citizen = service.find_citizen(session, public_id=citizen_id, token=token)
         outgoing = service.update_citizen(
             session,
@@ -231,7 +233,7 @@ def update(
             verified=_verified_at_once(request),
         )
     except InvalidInput:
-        limits.count_refused_change(client)
+        limits.count_refused_change(client, citizen_id)
         raise
     # Taken once the change is found good: a change refused (422) spends nothing; a refusal
     # here (429) rolls the change back with the request's transaction.
@@ -275,9 +277,15 @@ def move(
 ) -> CitizenRead:
     with read_first(session):  # a stranger's address is not geocoded
         service.check_manage_token(session, public_id=citizen_id, token=token)
-    lookups = limits.address_lookups(client_of(request), citizen_id=citizen_id)
-    places = service.locate(registry, location=body, lookups=lookups)  # before the write
-    limits.take(Rule.CHANGE, citizen_id)  # as PATCH: one count for both
+    client = client_of(request)
+    limits.refused_change_room(client, citizen_id)  # as PATCH: refusals counted together
+    lookups = limits.address_lookups(client, citizen_id=citizen_id)
+    try:
+        places = service.locate(registry, location=body, lookups=lookups)  # before the write
+    except InvalidInput:
+        limits.count_refused_change(client, citizen_id)
+        raise
+    limits.take_here_when_away(Rule.CHANGE, citizen_id)  # as PATCH: one count for both
     citizen = service.find_citizen(session, public_id=citizen_id, token=token)
     service.move_citizen(session, citizen=citizen, places=places)
     return service.to_read(registry, citizen, session)
