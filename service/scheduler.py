@@ -27,7 +27,7 @@ from service.advisories.feeds.config import Feed
 from service.advisories.feeds.poll import poll_feed
 from service.advisories.service import expire_due
 from service.checkin import duty
-from service.checkin.answers import forget_old_inbound, forget_old_words
+from service.checkin.answers import forget_old_inbound, forget_old_words, hash_inbound_ids
 from service.checkin.escalation import escalate
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
@@ -108,6 +108,7 @@ def _forget_inbound(session: Session, settings: Settings) -> int:
     # What is kept for a while only: inbound SMS ids, and citizens' own words.
     now = utcnow()
     forgotten = forget_old_inbound(session, now=now)
+    hash_inbound_ids(session, settings.personal_data_vault())
     return forgotten + forget_old_words(session, now=now, kept_days=settings.words_retention_days)
 
 

@@ -134,7 +134,7 @@ def hear_sms(
     nothing (but its message id). A message whose provider id was heard before (a retried or
     replayed webhook) changes nothing: it is read as `duplicate`."""
     reply = classify(body)
-    if not _first_time(session, provider_ref, now=now):
+    if not _first_time(session, vault, provider_ref, now=now):
         return Heard(reply, None, duplicate=True)
     phone_hash = contact_hash(vault, "sms", sender)
     if reply.kind in ("stop", "start"):
@@ -233,18 +233,52 @@ def _heard_from(
     return Heard(reply, citizen.language, recorded)
 
 
-def _first_time(session: Session, provider_ref: str, *, now: datetime) -> bool:
-    """Remember the message id; False when it was heard before. Without an id (a provider that
-    gives none) every message counts."""
+def _first_time(
+    session: Session, vault: PersonalDataVault, provider_ref: str, *, now: datetime
+) -> bool:
+    """Remember the message id (inbound_key's hash of it); False when it was heard before.
+    Without an id (a provider that gives none) every message counts."""
     if not provider_ref:
         return True
+    kept_whole = select(InboundSms.id).where(InboundSms.provider_ref == provider_ref[:64])
+    if session.scalar(kept_whole) is not None:
+        return False  # heard before ids were hashed, and not hashed since (hash_inbound_ids)
     try:
         with session.begin_nested():
-            session.add(InboundSms(provider_ref=provider_ref[:64], received_at=now))
+            session.add(InboundSms(provider_ref=inbound_key(vault, provider_ref), received_at=now))
             session.flush()
     except IntegrityError:
         return False
     return True
+
+
+# A hashed id says so: ids kept whole (before 2026-12-07) are hashed by the hourly job.
+_HASHED = "k:"
+
+
+def inbound_key(vault: PersonalDataVault, provider_ref: str) -> str:
+    """What an inbound message's id is kept as: a keyed hash. The provider's log holds the
+    sender's number and words under the id, and the moment it was heard is the answer's own:
+    kept whole, an erased citizen's ids led back to them (a privacy review)."""
+    return _HASHED + vault.lookup_hash("inbound-sms", provider_ref)[:62]
+
+
+_HASHED_A_RUN = 100_000
+
+
+def hash_inbound_ids(session: Session, vault: PersonalDataVault) -> int:
+    """Hash up to _HASHED_A_RUN ids kept whole by an earlier release; returns how many."""
+    whole = session.execute(
+        select(InboundSms.id, InboundSms.provider_ref)
+        .where(~InboundSms.provider_ref.startswith(_HASHED, autoescape=True))
+        .limit(_HASHED_A_RUN)
+    ).all()
+    if whole:
+        session.execute(
+            update(InboundSms),
+            [{"id": row_id, "provider_ref": inbound_key(vault, ref)} for row_id, ref in whole],
+        )
+    return len(whole)
 
 
 # Providers retry a webhook for minutes, but Twilio's signature holds no time: a signed request

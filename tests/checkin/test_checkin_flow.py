@@ -22,9 +22,14 @@ from sqlalchemy.orm import Session
 from service.advisories.models import Advisory
 from service.audit.models import AuditEntry
 from service.checkin import duty
-from service.checkin.answers import HELP_MESSAGES_KEPT, forget_old_inbound, forget_old_words
+from service.checkin.answers import (
+    HELP_MESSAGES_KEPT,
+    forget_old_inbound,
+    forget_old_words,
+    hash_inbound_ids,
+)
 from service.checkin.duty import REPAGE_AFTER, REPAGE_MOST, repage_after
-from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
+from service.checkin.models import Checkin, CheckinAnswer, HelpMessage, InboundSms
 from service.checkin.page import MAX_ANSWERS
 from service.citizens.messages import duty_told_of_spent_budget
 from service.citizens.models import (
@@ -795,6 +800,43 @@ def test_a_retried_or_replayed_webhook_is_acted_on_once_and_ids_are_kept_400_day
         db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
     )
     assert forget_old_inbound(db, now=utcnow() + timedelta(days=401)) == 2
+
+
+def test_inbound_ids_are_kept_only_as_keyed_hashes_and_old_whole_ones_still_stop_a_replay(
+    api, consul, db, dispatcher
+):
+    """Found by a privacy review: the inbound SMS ids were kept whole for 400 days, each heard
+    at the very moment of the answer it recorded. After an erasure, a join on that moment led
+    from the erased record to ids under which the provider's log holds the number and the
+    words. Kept as keyed hashes now; ids an earlier release kept whole still stop a replay, and
+    the hourly job hashes them."""
+    _, phone, _ = citizen(api)
+    sid = "SM" + "7" * 32
+    safe = inbound_form(phone, "1", sid=sid)
+    assert api.post(INBOUND, data=safe, headers=signed(safe)).status_code == 200
+    db.expire_all()
+    [kept] = db.scalars(select(InboundSms.provider_ref)).all()
+    assert kept.startswith("k:") and "7777" not in kept and len(kept) <= 64
+    # An earlier release's row, kept whole: its STOP replayed is not heard again.
+    stop_sid = "SM" + "8" * 32
+    db.add(InboundSms(provider_ref=stop_sid, received_at=utcnow()))
+    db.commit()
+    stop = inbound_form(phone, "STOP", sid=stop_sid)
+    assert api.post(INBOUND, data=stop, headers=signed(stop)).status_code == 200
+    db.expire_all()
+    assert (
+        db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
+    )
+    vault = api.app.state.registry.vault
+    assert hash_inbound_ids(db, vault) == 1 and hash_inbound_ids(db, vault) == 0
+    db.commit()
+    assert stop_sid not in db.scalars(select(InboundSms.provider_ref)).all()
+    assert api.post(INBOUND, data=stop, headers=signed(stop)).status_code == 200
+    db.expire_all()
+    assert (
+        db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
+    )
+    assert db.scalar(select(func.count()).select_from(InboundSms)) == 2
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
