@@ -9,6 +9,7 @@ import re
 import threading
 import time
 import unicodedata
+import urllib.parse
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -190,14 +191,35 @@ def scrub_contacts(text: str | None) -> str | None:
     """A provider's message with phone numbers and e-mail addresses replaced by [contact]."""
     if not text:
         return text
-    scrubbed = _PHONE_LIKE.sub(_phone_or_code, _EMAIL_LIKE.sub("[contact]", text))
-    # Full-width digits or "＠" (a review's "kim＠…") are read as the plain ones, NFKC; only a
-    # text holding a contact so is given back normalised ("10⁶" would read "106").
-    plain = unicodedata.normalize("NFKC", scrubbed)
-    if plain == scrubbed:
-        return scrubbed
-    plain_scrubbed = _PHONE_LIKE.sub(_phone_or_code, _EMAIL_LIKE.sub("[contact]", plain))
-    return plain_scrubbed if plain_scrubbed != plain else scrubbed
+    scrubbed = _scrubbed(text)
+    # Full-width digits or "＠" (a review's "kim＠…") are read as the plain ones, NFKC, and a
+    # URL's "%2B44%207911…" or "…%40example.com" decoded (a review); only a text holding a
+    # contact so is given back so ("10⁶" would read "106").
+    plain = unicodedata.normalize("NFKC", urllib.parse.unquote(text))
+    if plain != text and _scrubbed(plain) != plain:
+        return _scrubbed(plain)
+    return scrubbed
+
+
+def _scrubbed(text: str) -> str:
+    return _PHONE_LIKE.sub(_phone_or_code, _EMAIL_LIKE.sub("[contact]", text))
+
+
+def scrub_name(text: str, name: str) -> str:
+    """`text` with the person's name, and each part of it of two letters or more, replaced by
+    [name], whatever the case; for a name in Hangul also its given name alone ("서연" of
+    "이서연", "민수" of "남궁민수"). A staff's reason for a reveal is kept for good and outlives
+    the erasure: "calling Jane Doe back" kept her name beside her record's id (a review)."""
+    parts = name.split()
+    found = {" ".join(parts), "".join(parts), *(part for part in parts if len(part) >= 2)}
+    for part in parts:
+        if len(part) >= 3 and all("\uac00" <= letter <= "\ud7a3" for letter in part):
+            found.update({part[1:], part[2:]} if len(part) >= 4 else {part[1:]})
+    found = {each for each in found if len(each) >= 2}
+    if not found:
+        return text
+    words = "|".join(re.escape(each) for each in sorted(found, key=len, reverse=True))
+    return re.sub(words, "[name]", text, flags=re.IGNORECASE)
 
 
 def _phone_or_code(found: re.Match[str]) -> str:

@@ -24,6 +24,7 @@ from service.citizens.service import (
     read_contacts,
 )
 from service.errors import NotFound
+from service.privacy import scrub_name
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ def reveal_citizen(
         for row in session.scalars(select(ContactCode).where(ContactCode.citizen_id == citizen.id))
     }
     current = next((p for p in citizen.places if p.kind == "current"), None)
+    name = registry.vault.read("name", citizen.name_sealed) or ""
     audit.record(
         session,
         actor=actor,
@@ -173,13 +175,13 @@ def reveal_citizen(
         client=client,
         action="reveal citizen",
         subject=citizen.public_id,
-        reason=reason,
+        reason=scrub_name(reason, name),
         now=now,
     )
     return Revealed(
         id=citizen.public_id,
         status=public_status(citizen),
-        name=registry.vault.read("name", citizen.name_sealed) or "",
+        name=name,
         phone=_contact(verified.phone, waiting.get("sms")),
         email=_contact(verified.email, waiting.get("email")),
         language=citizen.language,
@@ -189,6 +191,15 @@ def reveal_citizen(
         sms_opted_out_at=citizen.sms_opted_out_at,
         said=_said(session, registry, citizen.id),
     )
+
+
+def reason_to_keep(session: Session, *, registry: Registry, public_id: str, reason: str) -> str:
+    """A refused reveal's reason as the audit log keeps it: without the citizen's name, as a
+    reveal's (reveal_citizen). Nothing is shown to the caller."""
+    sealed = None
+    if "\x00" not in public_id:
+        sealed = session.scalar(select(Citizen.name_sealed).where(Citizen.public_id == public_id))
+    return scrub_name(reason, registry.vault.read("name", sealed) or "") if sealed else reason
 
 
 def _said(session: Session, registry: Registry, citizen_id: int) -> list[SaidWords]:

@@ -44,7 +44,7 @@ class RevealIn(StrictModel):
         max_length=500,
         description="Why you need this citizen's contacts (10-500 characters, trimmed); kept "
         "in the audit log for good, with any phone number or e-mail address in it replaced by "
-        "[contact]: do not name the person.",
+        "[contact] and the person's name by [name]: still, do not name them.",
         json_schema_extra={"pattern": REASON_PATTERN},
     )
 
@@ -118,7 +118,10 @@ def reveal(
             staff,
             action="refused reveal citizen",
             subject=citizen_id,
-            reason=f"429: {refused.detail}; their reason: {body.reason}",
+            reason=f"429: {refused.detail}; their reason: "
+            + overview.reason_to_keep(
+                session, registry=registry, public_id=citizen_id, reason=body.reason
+            ),
             status=429,
         )
         return problem_response(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import (
     CompoundSelect,
     Select,
+    and_,
     bindparam,
     case,
     func,
@@ -481,14 +482,29 @@ def forget_citizen(session: Session, *, citizen_id: int, now: datetime) -> int:
 
 
 def forget_refs_of_erased(session: Session, *, erased_since: datetime) -> int:
-    """The provider's message ids written after a citizen's erasure (a send in hand when they
-    erased, recorded afterwards) go too; the purge job runs this every hour."""
+    """The provider's message ids and failure reasons written after a citizen's erasure (a
+    send in hand when they erased, recorded afterwards: a review found its refusal kept) go
+    too, as the erasure took those before it; the purge job runs this every hour."""
     erased = select(Citizen.id).where(Citizen.status == "erased", Citizen.erased_at >= erased_since)
     result = session.execute(
         update(Alert)
-        .where(Alert.provider_ref.is_not(None), Alert.status != states.CLAIMED)
+        .where(Alert.status != states.CLAIMED)
+        .where(
+            or_(
+                Alert.provider_ref.is_not(None),
+                and_(
+                    Alert.last_error.is_not(None),
+                    Alert.last_error != states.REASON_CITIZEN_ERASED,
+                ),
+            )
+        )
         .where(Alert.citizen_id.in_(erased))
-        .values(provider_ref=None)
+        .values(
+            provider_ref=None,
+            last_error=case(
+                (Alert.last_error == states.REASON_CITIZEN_ERASED, Alert.last_error), else_=None
+            ),
+        )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0

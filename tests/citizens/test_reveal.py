@@ -265,3 +265,29 @@ def test_a_reasons_phone_numbers_and_addresses_never_reach_the_audit_log(
     for text in filter(None, kept):
         assert "66664321" not in text.replace("-", "").replace(" ", "")
         assert "example.com" not in text and "[contact]" in text
+
+
+def test_a_reasons_mention_of_the_persons_name_never_reaches_the_audit_log(
+    database_url, db, staff_headers
+):
+    """Found by a privacy review: "calling Jane Doe back" kept her name in the append-only
+    audit log beside her record's id, after she erased herself too; the console's advice not
+    to name the person was the only guard. The name, its parts, and a Hangul name's given name
+    alone are kept as [name], on the reveal and on its refusal alike."""
+    settings = make_settings(database_url, rate_limit_reveal="1/hour")
+    with bound_client(settings, db) as app:
+        jane = register(app, name="Rosalind Vance", location=TOKYO)[0]
+        seoyeon = register(app, name="이서연", location=TOKYO)[0]
+        consul = staff_headers("consul")
+        said = "calling ROSALIND VANCE back (Rosalind, or ask for Ms Vance) after her help"
+        assert reveal(app, jane, consul, reason=said).status_code == 200
+        hangul = "이서연 씨의 도움 요청: 서연 님께 다시 전화합니다"
+        assert reveal(app, seoyeon, consul, reason=hangul).status_code == 429
+    db.expire_all()
+    kept = db.scalars(select(AuditEntry.reason).where(AuditEntry.subject.in_([jane, seoyeon])))
+    kept = [reason for reason in kept if reason]
+    assert len(kept) == 2, kept
+    for reason in kept:
+        assert not re.search(r"rosalind|vance|서연", reason, re.IGNORECASE), reason
+        assert "[name]" in reason
+    assert any(r.startswith("429:") and "도움 요청" in r for r in kept)

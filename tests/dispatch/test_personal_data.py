@@ -49,10 +49,14 @@ def test_a_failed_send_keeps_the_reason_but_not_the_number(api, consul, db, disp
         # A probe's, in reveal reasons: what draws nothing, or underscores, between.
         ("call 010\u200b1234\u200b5678 now", "now"),
         ("call 010_1234_5678 now", "now"),
+        # A privacy review's, from a URL: encoded, the number kept its first digits.
+        ("GET /Messages.json?To=%2B82%2010%201234%205678 failed", "failed"),
+        ("to=rosalind.v%40example.com refused", "refused"),
     ],
 )
 def test_scrub_takes_contacts_and_keeps_codes(text, kept):
     scrubbed = scrub_contacts(text)
     assert kept in scrubbed
     assert "1012345678" not in scrubbed.replace("-", "").replace(" ", "")
+    assert "5678" not in scrubbed and "%40" not in scrubbed
     assert "@" not in scrubbed
