@@ -2,6 +2,7 @@
 
 import difflib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,8 @@ from pydantic_settings import (
 )
 
 from service.privacy import PersonalDataVault
+
+log = logging.getLogger("anjeon.config")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "default.toml"
@@ -490,6 +493,7 @@ class Settings(BaseSettings):
             path = Path(self.secret_key_file)
             if not path.is_file():
                 raise RuntimeError(f"secret key file {path} does not exist")
+            warn_if_others_read(path)
             raw = path.read_text().strip()
         if len(raw) < 32:
             raise RuntimeError("the secret key must be at least 32 characters long")
@@ -505,6 +509,7 @@ class Settings(BaseSettings):
             path = Path(self.data_keys_file)
             if not path.is_file():
                 raise RuntimeError(f"data keys file {path} does not exist")
+            warn_if_others_read(path)
             where, unit = str(path), "line"
             # "# …" lines are comments; a secret that starts with "#" and no space stays one.
             listed = [
@@ -526,6 +531,13 @@ class Settings(BaseSettings):
 
     def personal_data_vault(self) -> PersonalDataVault:
         return PersonalDataVault(self.secret_key_bytes(), self.data_key_bytes())
+
+
+def warn_if_others_read(path: Path) -> None:
+    """Say so when a key file is readable by its group or by everyone (a review found the
+    rotation recipe's data.keys made so): it opens every contact in the database."""
+    if path.stat().st_mode & 0o077:
+        log.warning("key file readable by other users: chmod 600 it", extra={"file": str(path)})
 
 
 def _own_url(host: str, port: int) -> str:

@@ -81,3 +81,6 @@ def configure_logging(*, fmt: str, level: str) -> None:
     # httpx logs each request's whole URL at INFO: a duty or staff webhook's URL is often a
     # chat bridge's, with its credential in the path or query.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # urllib3 (under the twilio SDK and geopy) logs each request line at DEBUG: a look-up of
+    # a message lists by `To=+82…` in its query (a privacy review).
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

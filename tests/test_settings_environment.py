@@ -2,6 +2,7 @@
 service/cli.py): a review's ANJEON_DISPATCH_INTERVALS=3 ran the service as if unset, while
 the same typo in the TOML file was refused."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -149,3 +150,40 @@ def test_a_secret_that_starts_with_a_hash_is_a_secret_not_a_comment(tmp_path: Pa
     keys.write_text(f"# the new one first\n{hashed}\n#\n{'o' * 40}\n")
     settings = Settings(secret_key="x" * 40, data_keys_file=str(keys))
     assert settings.data_key_bytes() == [hashed.encode(), b"o" * 40]
+
+
+def test_what_the_service_writes_only_its_own_user_reads(tmp_path: Path):
+    """Found by a privacy review: `anjeon migrate` made the SQLite database (places, answers
+    and audit reasons in clear) readable by every user of the machine."""
+    database = tmp_path / "anjeon.db"
+    environ = {
+        **os.environ,
+        "ANJEON_DATABASE_URL": f"sqlite:///{database}",
+        "ANJEON_SECRET_KEY": "k" * 40,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "migrate"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert database.exists() and database.stat().st_mode & 0o077 == 0
+
+
+def test_a_key_file_others_can_read_is_warned_of(tmp_path: Path, caplog):
+    keys = tmp_path / "data.keys"
+    keys.write_text("n" * 40 + "\n")
+    keys.chmod(0o644)
+    settings = Settings(secret_key="x" * 40, data_keys_file=str(keys))
+    with caplog.at_level(logging.WARNING, logger="anjeon.config"):
+        settings.data_key_bytes()
+    assert [r.getMessage() for r in caplog.records] == [
+        "key file readable by other users: chmod 600 it"
+    ]
+    caplog.clear()
+    keys.chmod(0o600)
+    settings.data_key_bytes()
+    assert caplog.records == []

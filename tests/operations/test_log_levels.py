@@ -4,6 +4,11 @@ the whole URL of every webhook it posted (found by a privacy review)."""
 
 import logging
 
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from service.db import make_engine
 from service.logs import configure_logging
 
 
@@ -21,3 +26,29 @@ def test_the_twilio_sdk_writes_no_info_lines():
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_at_debug_no_request_line_of_urllib3_is_written():
+    """A privacy review: at ANJEON_LOG_LEVEL=DEBUG urllib3 wrote each request line, and a
+    message's look-up lists by `To=+82…` in its query."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(fmt="json", level="DEBUG")
+        assert logging.getLogger("anjeon.citizens.messages").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.WARNING)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def test_a_database_error_logged_names_no_values():
+    """A privacy review: the engines showed a failed statement's values (places, reasons)."""
+    engine = make_engine("sqlite://")
+    try:
+        with engine.connect() as connection, pytest.raises(OperationalError) as caught:
+            connection.execute(text("select * from nowhere where x = :x"), {"x": "Q-secret"})
+        assert "Q-secret" not in str(caught.value) and "hidden" in str(caught.value)
+    finally:
+        engine.dispose()
