@@ -32,6 +32,7 @@ from service.geo.geocoding import GeocodedPoint, Geocoder, GeocoderBusy
 from service.geo.matching import earliest_date
 from service.geomatch import service as geomatch
 from service.ledger import outbox
+from service.ledger.models import Alert
 from service.privacy import UNREADABLE, PersonalDataVault, token_hash
 from service.rate_limits import AddressLookups, RateLimits
 
@@ -379,7 +380,19 @@ def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
             Citizen.created_at < cutoff,
         )
     )
-    purged = (result.rowcount or 0) + _erase_orphans(session, now=now)
+    # One erased before it verified anything was never alerted and never answered: its bare
+    # row keeps nothing for anyone, and a script's register-and-erase loop grew the table
+    # without end (a probe). Gone like an unverified one.
+    never_verified_erased = session.execute(
+        delete(Citizen).where(
+            Citizen.status == "erased",
+            Citizen.verified_at.is_(None),
+            ~select(Alert.id).where(Alert.citizen_id == Citizen.id).exists(),
+            ~select(Checkin.id).where(Checkin.citizen_id == Citizen.id).exists(),
+        )
+    )
+    purged = (result.rowcount or 0) + (never_verified_erased.rowcount or 0)
+    purged += _erase_orphans(session, now=now)
     outbox.forget_refs_of_erased(session, erased_since=now - _REFS_FORGOTTEN_WITHIN)
     return purged
 

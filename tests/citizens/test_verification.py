@@ -525,6 +525,28 @@ def test_a_record_that_verified_once_is_kept_while_its_new_contact_waits(app, db
     assert moving["id"] in kept and never["id"] not in kept
 
 
+def test_a_record_erased_before_it_verified_anything_goes_whole(app, db, twilio, staff_headers):
+    """Found by a probe: an unverified record is purged after a day, but the same record
+    erased by its token stayed for ever as a bare row, which a script's register-and-erase loop
+    grew without end. It goes at the next purge; one that was alerted keeps its bare row for
+    its alerts."""
+    never, never_token, _ = register(app, channels=["sms"], email=None)
+    alerted, alerted_token = register(app, channels=["sms"], email=None, location=TOKYO)[:2]
+    verify(app, alerted["id"], alerted_token, twilio)
+    assert (
+        app.post(
+            "/v1/advisories", json=advisory_body(), headers=staff_headers("consul")
+        ).status_code
+        == 201
+    )
+    assert alerts_of(db, alerted["id"])
+    for record, token in ((never, never_token), (alerted, alerted_token)):
+        assert app.delete(f"/v1/citizens/{record['id']}", headers=token).status_code == 204
+    assert purge_unverified(db, now=utcnow(), ttl_h=24) == 1
+    db.expire_all()
+    assert set(db.scalars(select(Citizen.public_id))) == {alerted["id"]}
+
+
 def test_a_record_left_with_no_contact_and_no_code_asked_is_erased_after_30_days(app, db, twilio):
     """Another record verified its only number (the way back to a lost manage token): nobody
     can reach or manage the old one. It is erased once 30 days pass with no code asked (the
