@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -306,6 +307,7 @@ def run_duty_notices(
             help_message_ids=messages,
             now=now,
             limits=limits,
+            still_ours=partial(_still_held, factory, "duty-notices"),
         )
     except Exception:
         JOB_RUNS.labels("duty-notices", "error").inc()
@@ -319,6 +321,13 @@ def run_duty_notices(
             "duty notices sent late" if told else "duty notices waiting, none sent",
             extra={"waiting": len(waiting) + len(messages), "told": told},
         )
+
+
+def _still_held(factory: sessionmaker[Session], name: str) -> bool:
+    """Whether this process still holds the lease `name`, asked in a transaction of its own
+    (a job that sends as it goes: nothing of it waits for a commit to be fenced)."""
+    with factory.begin() as session:
+        return lease.still_held(session, name=name)
 
 
 def run_dispatch(dispatcher: Dispatcher) -> None:

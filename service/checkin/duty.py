@@ -6,7 +6,7 @@ minute job sends any that did not (a crash or a mail relay down loses none)."""
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -607,12 +607,15 @@ def tell_duty(
     now: datetime,
     help_message_ids: list[int] | None = None,
     limits: RateLimits | None = None,
+    still_ours: Callable[[], bool] = lambda: True,
 ) -> int:
     """Send the notices of these help answers (one per citizen) and help messages not yet
     told; returns how many citizens were told of. They are read (and audited) in a short
     transaction, each sent, then marked told in its own. Past the hour's notices one by one
     (counted in `limits`, drills apart), every cry still untold goes in one summary instead,
-    or waits for the next (SUMMARY_LISTED)."""
+    or waits for the next (SUMMARY_LISTED). `still_ours` is asked before each send (the
+    minute job's lease): a holder paused past its lease stops, and leaves the rest to the
+    process that took it over, which read them untold too."""
     help_message_ids = help_message_ids or []
     if not checkin_ids and not help_message_ids:
         return 0
@@ -652,11 +655,17 @@ def tell_duty(
     # the last notices ahead of them.
     notices.sort(key=lambda notice: not notice[1])
     for exercise, standing, tell in notices:
+        if not still_ours():
+            log.warning("duty notices stopped: another process took them over")
+            return told
         with hour.one_by_one(exercise, established=standing) as room:
             if room is not None:
                 room.sent = tell()
                 told += room.sent
     for exercise in hour.past:
+        if not still_ours():
+            log.warning("duty notices stopped: another process took them over")
+            return told
         try:
             told += _tell_in_summary(
                 factory, hour, notifiers=notifiers, settings=settings, exercise=exercise, now=now

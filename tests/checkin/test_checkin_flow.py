@@ -44,6 +44,7 @@ from service.config import Settings
 from service.db import utcnow
 from service.dispatch import sms_text
 from service.dispatch.reference import Links
+from service.lease import SchedulerLease
 from service.ledger.models import Alert
 from service.privacy import UNREADABLE, PersonalDataVault
 from service.rate_limits import RateLimits, Rule
@@ -865,6 +866,45 @@ def test_a_duty_notice_that_could_not_go_is_sent_by_the_minute_job(
     assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
     entries = db.scalars(select(AuditEntry).where(AuditEntry.actor == "system:duty-notice"))
     assert [e.action for e in entries] == ["duty notice: citizen needs help"]
+
+
+@pytest.mark.usefixtures("app_sessions_in_test")
+def test_a_duty_job_holder_that_lost_its_lease_sends_no_notice(
+    api, consul, db, dispatcher, smtp, reply, monkeypatch
+):
+    """Found by a fault probe: the duty-notices job took its lease, read what waits, then sent
+    and marked each notice with no look at the lease. A holder paused past its lease (SIGSTOP)
+    would wake and page the duty staff again about what its successor had just paged. It asks
+    before each send now, and leaves the rest untold for the successor."""
+    settings = api.app.state.settings
+    settings.duty_email = []
+    _, phone, _ = citizen(api, name="김대기")
+    issue(api, consul, level=4)
+    dispatcher.drain()
+    reply(phone, "2")
+    db.execute(update(Checkin).values(answered_at=utcnow() - timedelta(minutes=2)))
+    settings.duty_email = ["duty@mofa.test"]
+    factory = api.app.state.session_factory
+    tell = duty.tell_duty
+
+    def overtaken_then_told(*args, **kwargs):
+        # Read, then paused past the lease: another process has taken it meanwhile.
+        with factory.begin() as other:
+            other.execute(
+                update(SchedulerLease)
+                .where(SchedulerLease.name == "duty-notices")
+                .values(holder="successor", expires_at=utcnow() - timedelta(seconds=1))
+            )
+        return tell(*args, **kwargs)
+
+    monkeypatch.setattr(duty, "tell_duty", overtaken_then_told)
+    run_duty_notices(dispatcher, factory, settings)
+    assert [m for m in smtp.received if m["To"] == "duty@mofa.test"] == []
+    db.expire_all()
+    assert db.scalar(select(Checkin)).duty_notified_at is None  # left for the successor
+    monkeypatch.setattr(duty, "tell_duty", tell)
+    run_duty_notices(dispatcher, factory, settings)  # the lapsed lease is taken back
+    assert len([m for m in smtp.received if m["To"] == "duty@mofa.test"]) == 1
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")
