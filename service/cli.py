@@ -610,19 +610,22 @@ def _refuse_unknown_environment() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # What the service writes is its own alone: the SQLite database and its log hold places,
-    # answers and audit reasons in clear, and were made readable by every user (a review).
-    os.umask(0o077)
     # `kill -USR1 <pid>`: every thread's stack on stderr, for a process that seems stuck (not
     # when stderr is no file: main() called in a test that captures it).
     with contextlib.suppress(AttributeError, OSError, ValueError):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
+    # What the service writes is its own alone: the SQLite database and its log hold places,
+    # answers and audit reasons in clear, and were made readable by every user (a review).
+    # Put back after: main() is called in-process by tests too.
+    umask = os.umask(0o077)
     try:
         _refuse_unknown_environment()
         return args.run(args)
     except (ValueError, RuntimeError) as exc:  # settings refused to load
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        os.umask(umask)
 
 
 if __name__ == "__main__":

@@ -325,8 +325,9 @@ def make_engine(
     bounded waits: connecting (connect_timeout_s), a dead peer (libpq's keepalives), a pooled
     connection that stopped answering (a ping under the watchdog) and a request's deadline."""
     url = make_url(database_url)
-    # A database error logged (a crash, a race lost) names its statement, not its values:
-    # those are places, reasons and names (a privacy review).
+    # A database error logged (a crash, a race lost) names its statement, not the values
+    # bound to it: places, reasons, names (a privacy review). The server's own words may
+    # still quote one (a unique key's DETAIL): the unique keys on personal data are hashes.
     kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":

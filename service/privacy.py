@@ -218,8 +218,21 @@ def scrub_name(text: str, name: str) -> str:
     found = {each for each in found if len(each) >= 2}
     if not found:
         return text
-    words = "|".join(re.escape(each) for each in sorted(found, key=len, reverse=True))
+    words = "|".join(_as_word(each) for each in sorted(found, key=len, reverse=True))
     return re.sub(words, "[name]", text, flags=re.IGNORECASE)
+
+
+def _as_word(part: str) -> str:
+    """A name part as a word: not within another word ("An" of "Li An" is not the "an" of
+    "plan": a review saw reasons mangled for good). A Hangul part is matched within a word
+    too, as particles and titles join it ("서연님", "서연이").
+    """
+    if all("\uac00" <= letter <= "\ud7a3" for letter in part):
+        return re.escape(part)
+    word = re.escape(part)
+    if len(part) <= 2:  # "An", "Oh", "Yu": as written or in capitals, not the words "an", "oh"
+        word = f"(?-i:{re.escape(part)}|{re.escape(part.upper())})"
+    return rf"(?<![^\W\d_]){word}(?![^\W\d_])"
 
 
 def _phone_or_code(found: re.Match[str]) -> str:

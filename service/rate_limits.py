@@ -340,13 +340,33 @@ class RateLimits:
         ended stay, 422 after 20-100 ms each), so past it a change is refused before any work.
         Per record first: counted per address alone, one token's 30 bad changes shut every
         record's changes from a shared address (a hotel, a carrier's NAT) for an hour (a
-        probe). Counted in this process while the storage is away: a traveller's move must
-        not wait for the Redis."""
-        hits = _refused_change_hits(client, citizen_id)
-        try:
-            self._room(hits)
-        except ServiceUnavailable:
-            self._room(hits, here=True)
+        probe). The address's ceiling holds only a record with refusals of its own (a review:
+        ten records' bad changes shut every other record's moves there): a record that made
+        none is never held by others'. Counted in this process while the storage is away: a
+        traveller's move must not wait for the Redis."""
+        record, address = _refused_change_hits(client, citizen_id)
+        for here in (False, True):
+            try:
+                self._room([record], here=here)
+                if self._has_hits(record, here=here):
+                    self._room([address], here=here)
+                return
+            except ServiceUnavailable:
+                continue  # counted here, in this process (the second pass)
+
+    def _has_hits(self, hit: tuple[Rule, str], *, here: bool) -> bool:
+        """Whether the (rule, key) was hit within any of its windows."""
+        rule, key = hit
+        keyed = [(rule, item, self._hashed(rule, key)) for item in self._rules[rule]]
+        if here:
+            with self._here_lock:
+                stats = [self._here.get_window_stats(*_args(each)) for each in keyed]
+        else:
+            with self._storage_guard():
+                stats = [self._limiter.get_window_stats(*_args(each)) for each in keyed]
+        return any(
+            stat.remaining < item.amount for stat, (_, item, _) in zip(stats, keyed, strict=True)
+        )
 
     def count_refused_change(self, client: str, citizen_id: str) -> None:
         """A change from the client address was refused as bad input (see refused_change_room)."""

@@ -109,7 +109,11 @@ def _forget_inbound(session: Session, settings: Settings) -> int:
     # What is kept for a while only: inbound SMS ids, and citizens' own words.
     now = utcnow()
     forgotten = forget_old_inbound(session, now=now)
-    hash_inbound_ids(session, settings.personal_data_vault())
+    try:  # on its own: a failure here must not hold back the deletions
+        with session.begin_nested():
+            hash_inbound_ids(session, settings.personal_data_vault())
+    except Exception:
+        log.exception("inbound SMS ids kept whole were not hashed")
     return forgotten + forget_old_words(session, now=now, kept_days=settings.words_retention_days)
 
 

@@ -258,6 +258,19 @@ def test_a_client_has_a_part_of_each_mail_domains_codes(make):
     assert mail_domain("a@Example.COM.") == "example.com"
 
 
+def test_refused_changes_hold_the_record_then_the_address_but_never_a_clean_record(make):
+    limits = make(rate_limit_change_refused="2/hour", rate_limit_change_refused_address="3/hour")
+    client = "203.0.113.40"
+    for record in ("a", "a", "b"):
+        limits.refused_change_room(client, record)
+        limits.count_refused_change(client, record)
+    assert _refused(lambda: limits.refused_change_room(client, "a")).rule == "change_refused"
+    refused = _refused(lambda: limits.refused_change_room(client, "b"))
+    assert refused.rule == "change_refused_address"
+    limits.refused_change_room(client, "c")  # no refusal of its own: not held
+    limits.refused_change_room("203.0.113.41", "b")  # from elsewhere: not held
+
+
 def test_messages_per_channel(make):
     limits = make(rate_limit_global="3/hour")
     for number in ("+821012340000", "+819012340000", "+14155552671"):

@@ -252,7 +252,8 @@ def _first_time(
     return True
 
 
-# A hashed id says so: ids kept whole (before 2026-12-07) are hashed by the hourly job.
+# A hashed id says so: ids kept whole (before 2026-12-07) are hashed by the forget-inbound-sms
+# job (every 6 hours).
 _HASHED = "k:"
 
 
@@ -263,22 +264,39 @@ def inbound_key(vault: PersonalDataVault, provider_ref: str) -> str:
     return _HASHED + vault.lookup_hash("inbound-sms", provider_ref)[:62]
 
 
+_HASHED_A_BATCH = 1_000
 _HASHED_A_RUN = 100_000
 
 
 def hash_inbound_ids(session: Session, vault: PersonalDataVault) -> int:
-    """Hash up to _HASHED_A_RUN ids kept whole by an earlier release; returns how many."""
-    whole = session.execute(
-        select(InboundSms.id, InboundSms.provider_ref)
-        .where(~InboundSms.provider_ref.startswith(_HASHED, autoescape=True))
-        .limit(_HASHED_A_RUN)
-    ).all()
-    if whole:
-        session.execute(
-            update(InboundSms),
-            [{"id": row_id, "provider_ref": inbound_key(vault, ref)} for row_id, ref in whole],
+    """Hash up to _HASHED_A_RUN ids kept whole by an earlier release; returns how many. One
+    whose hash is kept already (heard again by a process of the earlier release while one of
+    this release had kept it: an upgrade under way) just goes: a review saw the twin break the
+    unique key, and the job fail at every run."""
+    done = 0
+    while done < _HASHED_A_RUN:
+        whole = session.execute(
+            select(InboundSms.id, InboundSms.provider_ref)
+            .where(~InboundSms.provider_ref.startswith(_HASHED, autoescape=True))
+            .order_by(InboundSms.id)
+            .limit(_HASHED_A_BATCH)
+        ).all()
+        if not whole:
+            break
+        keyed = {row_id: inbound_key(vault, ref) for row_id, ref in whole}
+        twins = set(
+            session.scalars(
+                select(InboundSms.provider_ref).where(InboundSms.provider_ref.in_(keyed.values()))
+            )
         )
-    return len(whole)
+        gone = [row_id for row_id, key in keyed.items() if key in twins]
+        if gone:
+            session.execute(delete(InboundSms).where(InboundSms.id.in_(gone)))
+        hashed = [{"id": i, "provider_ref": key} for i, key in keyed.items() if key not in twins]
+        if hashed:
+            session.execute(update(InboundSms), hashed)
+        done += len(whole)
+    return done
 
 
 # Providers retry a webhook for minutes, but Twilio's signature holds no time: a signed request

@@ -53,10 +53,10 @@ def deliver(
             continue
         message = _message(item, sender=sender[item.language])
         outcome = notifiers[item.channel].send(message)
-        if isinstance(outcome, Retry) and outcome.unanswered:
-            # Once more, on a new connection: a code lost leaves an enrolment stalled until
-            # the citizen asks again, while a second copy of the same code, had the first
-            # been taken after all, costs one SMS. Alerts are not sent here: the dispatcher
+        if isinstance(outcome, Retry) and outcome.unanswered and _allowed(limits, item):
+            # Once more, on a new connection (counted again: the first may have been taken): a
+            # code lost leaves an enrolment stalled until the citizen asks again, while a second
+            # copy of the same code costs one SMS. Alerts are not sent here: the dispatcher
             # looks a message up before it sends again.
             outcome = notifiers[item.channel].send(message)
         if isinstance(outcome, Sent):

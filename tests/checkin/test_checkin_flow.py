@@ -838,6 +838,14 @@ def test_inbound_ids_are_kept_only_as_keyed_hashes_and_old_whole_ones_still_stop
         db.scalar(select(Citizen.sms_opted_out_at).where(Citizen.phone_hash.is_not(None))) is None
     )
     assert db.scalar(select(func.count()).select_from(InboundSms)) == 2
+    # A review: an id kept whole beside its own hash (an earlier release's process heard it
+    # again during an upgrade) broke the unique key at every run; the whole one just goes.
+    db.add(InboundSms(provider_ref=sid, received_at=utcnow()))
+    db.commit()
+    assert hash_inbound_ids(db, vault) == 1
+    db.commit()
+    kept = db.scalars(select(InboundSms.provider_ref)).all()
+    assert len(kept) == 2 and all(ref.startswith("k:") for ref in kept)
 
 
 @pytest.mark.usefixtures("app_sessions_in_test")

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from service.audit.models import AuditEntry
+from service.privacy import scrub_name
 from tests.builders import citizen_body, register
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import notifier_settings
@@ -291,3 +292,17 @@ def test_a_reasons_mention_of_the_persons_name_never_reaches_the_audit_log(
         assert not re.search(r"rosalind|vance|서연", reason, re.IGNORECASE), reason
         assert "[name]" in reason
     assert any(r.startswith("429:") and "도움 요청" in r for r in kept)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason", "kept"),
+    [
+        # A review's: without word bounds, "An" of "Li An" took the "an" of "plan" for good.
+        ("Li An", "evacuation plan with Ana for Li An", "evacuation plan with Ana for [name]"),
+        ("Ta Co", "contact needs help from TA CO", "contact needs help from [name]"),
+        ("Oh Minsu", "oh, minsu said so", "oh, [name] said so"),
+        ("이서연", "서연님께 다시 전화", "[name]님께 다시 전화"),
+    ],
+)
+def test_a_name_is_taken_out_as_words_not_out_of_other_words(name, reason, kept):
+    assert scrub_name(reason, name) == kept

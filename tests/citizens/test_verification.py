@@ -816,6 +816,20 @@ def test_a_code_is_sent_once_more_only_after_a_connection_closed_unanswered(app,
     assert [r.getMessage() for r in keep.records].count("message not sent") == 1
 
 
+def test_a_codes_second_try_is_counted_in_the_days_sms_budget(database_url, db, twilio, smtp):
+    """A review: the second try went uncounted, so a connection cut after the provider took
+    each code would have sent two SMS for one counted."""
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), verification="required", sms_daily_budget=1
+    )
+    body = citizen_body(channels=["sms"], email=None)
+    phone = e164(body["phone"])
+    twilio.script(phone, Answer(drop=True))
+    with bound_client(settings, db) as app:
+        assert app.post("/v1/citizens", json=body).status_code == 201
+    assert _creates_to(twilio, phone) == ["dropped"]
+
+
 def test_no_code_is_texted_to_a_number_that_replied_stop(app, db, twilio):
     """A probe: a number that had replied STOP (registered or not) got a registration code
     from anyone who typed it in. Carriers refuse such texts in the US and Canada; elsewhere it
@@ -1145,16 +1159,20 @@ def test_one_records_refused_changes_do_not_shut_the_changes_of_others_at_its_ad
     )
     ended = {"stays": [{**stay(), "from": "2020-01-01", "to": "2020-01-05"}]}
     with bound_client(settings, db) as app:
-        (mine, my_token, _), (yours, your_token, _) = (
-            register(app, channels=["sms"], email=None) for _ in range(2)
+        (mine, my_token, _), (yours, your_token, _), (theirs, their_token, _) = (
+            register(app, channels=["sms"], email=None) for _ in range(3)
         )
-        mine, yours = f"/v1/citizens/{mine['id']}", f"/v1/citizens/{yours['id']}"
+        mine, yours, theirs = (f"/v1/citizens/{each['id']}" for each in (mine, yours, theirs))
         answers = [app.patch(mine, json=ended, headers=my_token).status_code for _ in range(3)]
         assert answers == [422, 422, 429]
         assert app.patch(yours, json={"stays": [stay()]}, headers=your_token).status_code == 200
-        # Past the address's ceiling, every record's changes from it wait.
+        # Past the address's ceiling, a record with refusals of its own waits too...
         assert app.patch(yours, json=ended, headers=your_token).status_code == 422
         assert app.patch(yours, json={"stays": [stay()]}, headers=your_token).status_code == 429
+        # ...but one that made none is never held by the others' (a review: ten records' bad
+        # changes shut every move from the address).
+        assert app.patch(theirs, json={"stays": [stay()]}, headers=their_token).status_code == 200
+        assert app.put(f"{theirs}/location", json=TOKYO, headers=their_token).status_code == 200
 
 
 def test_with_the_limits_storage_away_a_citizen_can_still_move_and_edit(
