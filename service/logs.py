@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from service.privacy import scrub_contacts
+
 # Attributes every LogRecord has; anything else was passed in `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "message",
@@ -21,7 +23,20 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
+def scrubbed_exception(text: str) -> str:
+    """A formatted exception with phone numbers and e-mail addresses taken out of its messages:
+    a provider's or a plugin's exception may quote the address it failed on (a privacy
+    review), and a log line outlives an erasure. The "File …" lines are kept as they are."""
+    return "\n".join(
+        line if line.startswith('  File "') else (scrub_contacts(line) or line)
+        for line in text.splitlines()
+    )
+
+
 class JsonFormatter(logging.Formatter):
+    def formatException(self, ei: Any) -> str:
+        return scrubbed_exception(super().formatException(ei))
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -41,6 +56,9 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatException(self, ei: Any) -> str:
+        return scrubbed_exception(super().formatException(ei))
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)

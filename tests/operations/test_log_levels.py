@@ -3,13 +3,14 @@ Twilio SDK wrote 11 INFO lines for every SMS, 11 of the 12 lines of a registrati
 the whole URL of every webhook it posted (found by a privacy review)."""
 
 import logging
+import sys
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from service.db import make_engine
-from service.logs import configure_logging
+from service.logs import JsonFormatter, TextFormatter, configure_logging
 
 
 def test_the_twilio_sdk_writes_no_info_lines():
@@ -52,3 +53,18 @@ def test_a_database_error_logged_names_no_values():
         assert "Q-secret" not in str(caught.value) and "hidden" in str(caught.value)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()])
+def test_an_exception_logged_keeps_no_contact_it_quotes(formatter):
+    """A privacy review: a notifier's or a plugin's exception may quote the address it failed
+    on ("refused for 'To' +82…"), and `log.exception` wrote it whole."""
+    try:
+        raise RuntimeError("refused for 'To' +821012345678 and jiho.park@example.com")
+    except RuntimeError:
+        record = logging.getLogger("anjeon.test").makeRecord(
+            "anjeon.test", logging.ERROR, __file__, 1, "notifier raised", (), sys.exc_info()
+        )
+    line = formatter.format(record)
+    assert "1012345678" not in line and "example.com" not in line
+    assert "[contact]" in line and "File " in line and "RuntimeError: refused for" in line
