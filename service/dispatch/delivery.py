@@ -146,7 +146,12 @@ def _changes(alert: Alert, *, channel: str, attempt: int | None, report: Deliver
     this_message = bool(alert.provider_ref) and alert.provider_ref == stored_provider_ref(
         report.provider_ref
     )
-    if attempt is not None and attempt != alert.attempts and not this_message:
+    if (
+        attempt is not None
+        and attempt != alert.attempts
+        and not this_message
+        and not _lost_try_found(alert, attempt)
+    ):
         # A report on an earlier send of this alert (a resend, a staff retry). Unless the
         # row holds that send's message: a later claim found it by look-up (the try's answer
         # was lost), and the provider calls back the URL it was created with, which names the
@@ -155,6 +160,20 @@ def _changes(alert: Alert, *, channel: str, attempt: int | None, report: Deliver
     if alert.provider_ref and not this_message:
         return False  # a report on some other message: not this alert's
     return states.allowed(alert.status, report.status)
+
+
+def _lost_try_found(alert: Alert, attempt: int) -> bool:
+    """Whether a report on an earlier try is news of the message a later claim is looking
+    for: the row holds no message yet and its last try's outcome was lost (claimed again, or
+    waiting after a look-up failed). The report shows that try's message was made, as the
+    look-up would (a review: a report in that window was dropped, the look-up then recorded
+    "sent", and nothing moved the row again)."""
+    return (
+        attempt < alert.attempts
+        and alert.provider_ref is None
+        and alert.outcome_unknown
+        and alert.status in (states.CLAIMED, states.RETRY_WAIT)
+    )
 
 
 def details_for(

@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 from twilio.request_validator import RequestValidator
 
 from service.db import utcnow
+from service.ledger import outbox
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body
 from tests.builders import register
@@ -216,6 +217,49 @@ def test_a_queue_overflow_of_a_message_found_by_look_up_is_sent_again(
     callback(api, again, "failed", attempt=made_by, sid=dropped, ErrorCode="30001")
     callback(api, again, "delivered", attempt=made_by, sid=dropped)
     assert status_of(db, found).status == "sent"
+
+
+def test_a_report_on_a_lost_try_counts_while_a_later_claim_looks_for_it(
+    api, consul, db, dispatcher, twilio
+):
+    """A review: a report on the lost try that arrived while the next claim was still looking
+    the message up (claimed, no message id, the attempt moved on) was dropped; the look-up then
+    recorded "sent", and nothing moved the row again. The report shows the message was made:
+    it counts, and the claim's own record finds the row settled."""
+    first = sent_sms(api, consul, db, dispatcher, "010-7777-0010")
+    made_by, sid = first.attempts, first.provider_ref
+    db.execute(
+        update(Alert)
+        .where(Alert.id == first.id)
+        .values(status="claimed", claimed_by="gone", provider_ref=None, due_at=utcnow())
+    )
+    db.commit()
+    assert len(outbox.claim(db, channel="sms", now=utcnow(), limit=10, lease_s=60, worker="b")) == 1
+    db.commit()
+    row = status_of(db, first)
+    assert (row.status, row.attempts, row.outcome_unknown) == ("claimed", made_by + 1, True)
+    assert callback(api, row, "delivered", attempt=made_by, sid=sid).status_code == 204
+    row = status_of(db, first)
+    assert (row.status, row.provider_ref) == ("delivered", sid)
+    dispatcher.drain()  # settled: nothing is sent again
+    assert len(twilio.posts) == 1 and status_of(db, first).status == "delivered"
+
+
+def test_a_report_on_an_earlier_try_does_not_settle_a_claim_that_lost_nothing(
+    api, consul, db, dispatcher, twilio, staff_headers
+):
+    alert = sent_sms(api, consul, db, dispatcher, "010-7777-0011")
+    first_sid = alert.provider_ref
+    assert callback(api, alert, "undelivered", ErrorCode="30003").status_code == 204
+    assert status_of(db, alert).status == "undelivered"
+    retried = api.post(f"/v1/alerts/{alert.id}/retry", headers=consul)
+    assert retried.status_code == 200, retried.text
+    assert len(outbox.claim(db, channel="sms", now=utcnow(), limit=10, lease_s=60, worker="b")) == 1
+    db.commit()
+    row = status_of(db, alert)
+    assert (row.status, row.outcome_unknown) == ("claimed", False)
+    callback(api, row, "sent", attempt=1, sid=first_sid)
+    assert status_of(db, alert).status == "claimed"
 
 
 def test_the_retry_budget_starts_afresh_after_a_staff_retry(api, consul, db, dispatcher):
