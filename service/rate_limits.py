@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # A hung Redis must not hang every registration: fail within seconds, as a 503.
 _STORAGE_TIMEOUT_S = 2.0
+# Once the storage failed, what is counted in this process meanwhile does not ask it again for
+# this long: a hung Redis cost each citizen's change two 2 s timeouts (a review).
+_AWAY_RETRY_S = 10.0
 _BUDGET_KEY_LIFE_S = 2 * 86_400
 
 # Every hit of a take_all in one Redis round trip, all or none, on the `limits` library's own
@@ -257,6 +260,7 @@ class RateLimits:
         # This process's own count, for what must go on while the storage is away.
         self._here = MovingWindowRateLimiter(MemoryStorage())
         self._here_lock = threading.Lock()
+        self._away_until = 0.0  # time.monotonic(): counted here until then (_AWAY_RETRY_S)
         self._namespace = namespace
         self._rules = {rule: _items(settings, rule, namespace) for rule in Rule}
         self._budget = settings.sms_daily_budget
@@ -305,11 +309,15 @@ class RateLimits:
         process alone: a consul reaching a person in danger must not wait for the Redis (a
         review: reveals answered 503 through its outage), and a stolen key still meets the
         limit, in each process."""
-        try:
-            self.take(rule, key)
-            return
-        except ServiceUnavailable:
-            log.warning("rate-limit storage unavailable: counted here", extra={"rule": rule.value})
+        if time.monotonic() >= self._away_until:
+            try:
+                self.take(rule, key)
+                return
+            except ServiceUnavailable:
+                self._away_until = time.monotonic() + _AWAY_RETRY_S
+                log.warning(
+                    "rate-limit storage unavailable: counted here", extra={"rule": rule.value}
+                )
         keyed = [(rule, item, self._hashed(rule, key)) for item in self._rules[rule]]
         with self._here_lock:
             refused = [hit for hit in keyed if not self._here.test(*_args(hit))]
@@ -346,13 +354,15 @@ class RateLimits:
         traveller's move must not wait for the Redis."""
         record, address = _refused_change_hits(client, citizen_id)
         for here in (False, True):
+            if not here and time.monotonic() < self._away_until:
+                continue  # the storage failed a moment ago: counted here
             try:
                 self._room([record], here=here)
                 if self._has_hits(record, here=here):
                     self._room([address], here=here)
                 return
             except ServiceUnavailable:
-                continue  # counted here, in this process (the second pass)
+                self._away_until = time.monotonic() + _AWAY_RETRY_S
 
     def _has_hits(self, hit: tuple[Rule, str], *, here: bool) -> bool:
         """Whether the (rule, key) was hit within any of its windows."""

@@ -364,6 +364,30 @@ def test_an_unreachable_storage_is_a_503_not_a_500(namespace):
     assert not limits.healthy()
 
 
+def test_once_the_storage_failed_what_is_counted_here_does_not_ask_it_again_at_once(
+    namespace, monkeypatch
+):
+    """A review: with a hung Redis each citizen's change waited out two 2 s timeouts. Once it
+    failed, the storage is left alone for a few seconds, and the limits hold in the process."""
+    limits = RateLimits(
+        Settings(secret_key=SECRET, rate_limit_reveal="2/hour", rate_limit_change_refused="1/hour"),
+        namespace=namespace,
+    )
+    asked: list[str] = []
+
+    def away(*_args: object, **_kwargs: object) -> None:
+        asked.append("storage")
+        raise ServiceUnavailable("the rate-limit storage is unavailable")
+
+    monkeypatch.setattr(limits, "take", away)
+    monkeypatch.setattr(limits, "_room", lambda hits, here=False: away() if not here else None)
+    limits.take_here_when_away(Rule.REVEAL, "consul-a")
+    limits.take_here_when_away(Rule.REVEAL, "consul-a")
+    assert _refused(lambda: limits.take_here_when_away(Rule.REVEAL, "consul-a")).rule == "reveal"
+    limits.refused_change_room("203.0.113.50", "record")
+    assert asked == ["storage"]
+
+
 def test_settings_refuse_broken_limits():
     with pytest.raises(ValidationError, match="rate_limit_contact"):
         Settings(rate_limit_contact="three an hour")
