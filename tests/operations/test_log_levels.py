@@ -4,6 +4,7 @@ the whole URL of every webhook it posted (found by a privacy review)."""
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import text
@@ -13,35 +14,33 @@ from service.db import make_engine
 from service.logs import JsonFormatter, TextFormatter, configure_logging
 
 
-def test_the_twilio_sdk_writes_no_info_lines():
+@pytest.fixture
+def configured() -> Iterator[Callable[..., None]]:
+    """configure_logging, with the root logger's handlers and level put back afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    try:
-        configure_logging(fmt="json", level="INFO")
-        assert not logging.getLogger("twilio.http_client").isEnabledFor(logging.INFO)
-        assert logging.getLogger("twilio.http_client").isEnabledFor(logging.WARNING)
-        assert logging.getLogger("anjeon.citizens.messages").isEnabledFor(logging.INFO)
-        # httpx wrote each request's whole URL: a duty webhook's holds its credential.
-        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
-        assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
+    yield configure_logging
+    root.handlers[:], level = saved
+    root.setLevel(level)
 
 
-def test_at_debug_no_request_line_of_urllib3_is_written():
+def test_the_twilio_sdk_writes_no_info_lines(configured):
+    configured(fmt="json", level="INFO")
+    assert not logging.getLogger("twilio.http_client").isEnabledFor(logging.INFO)
+    assert logging.getLogger("twilio.http_client").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("anjeon.citizens.messages").isEnabledFor(logging.INFO)
+    # httpx wrote each request's whole URL: a duty webhook's holds its credential.
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+
+
+def test_at_debug_no_request_line_of_urllib3_is_written(configured):
     """A privacy review: at ANJEON_LOG_LEVEL=DEBUG urllib3 wrote each request line, and a
     message's look-up lists by `To=+82…` in its query."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        configure_logging(fmt="json", level="DEBUG")
-        assert logging.getLogger("anjeon.citizens.messages").isEnabledFor(logging.DEBUG)
-        assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
-        assert logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.WARNING)
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
+    configured(fmt="json", level="DEBUG")
+    assert logging.getLogger("anjeon.citizens.messages").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.WARNING)
 
 
 def test_a_database_error_logged_names_no_values():
