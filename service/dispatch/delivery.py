@@ -169,7 +169,10 @@ def _lost_try_found(alert: Alert, attempt: int) -> bool:
     look-up would (a review: a report in that window was dropped, the look-up then recorded
     "sent", and nothing moved the row again)."""
     return (
-        attempt < alert.attempts
+        # Not a try from before the row was queued again (a staff retry, a 30001): that
+        # message's fate is known, and a late or replayed report on it must not settle the
+        # new send (a review).
+        alert.retry_base < attempt < alert.attempts
         and alert.provider_ref is None
         and alert.outcome_unknown
         and alert.status in (states.CLAIMED, states.RETRY_WAIT)

@@ -13,7 +13,7 @@ from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in
-from tests.dispatch.fake_twilio import AUTH_TOKEN
+from tests.dispatch.fake_twilio import AUTH_TOKEN, Answer
 from tests.dispatch.test_notifiers import plugin_on_path
 
 PUBLIC = "https://anjeon.test"
@@ -260,6 +260,56 @@ def test_a_report_on_an_earlier_try_does_not_settle_a_claim_that_lost_nothing(
     assert (row.status, row.outcome_unknown) == ("claimed", False)
     callback(api, row, "sent", attempt=1, sid=first_sid)
     assert status_of(db, alert).status == "claimed"
+
+
+def test_a_report_from_before_a_staff_retry_never_settles_the_retry_whose_try_was_lost(
+    api, consul, db, dispatcher, twilio
+):
+    """A review: the rule above let any earlier try's report through. Sent, reported
+    undelivered, retried by staff, and the retry's answer lost (a 500): the first message's
+    "delivered", late or replayed (signatures carry no time), settled the row as delivered
+    with nothing sent to the person."""
+    alert = sent_sms(api, consul, db, dispatcher, "010-7777-0012")
+    first_sid = alert.provider_ref
+    assert callback(api, alert, "undelivered", ErrorCode="30003").status_code == 204
+    assert status_of(db, alert).status == "undelivered"
+    twilio.messages[0]["status"] = "undelivered"  # as Twilio lists it from now on
+    assert api.post(f"/v1/alerts/{alert.id}/retry", headers=consul).status_code == 200
+    twilio.script("+821077770012", Answer(500, code=20500))
+    dispatcher.step(now=utcnow())  # one claim: its answer is a 500
+    row = status_of(db, alert)
+    assert (row.status, row.outcome_unknown, row.provider_ref) == ("retry_wait", True, None)
+    callback(api, row, "delivered", attempt=1, sid=first_sid)
+    assert status_of(db, alert).status == "retry_wait"
+
+
+def test_a_queue_overflow_of_a_lost_try_is_sent_again_though_twilio_lists_it(
+    api, consul, db, dispatcher, twilio
+):
+    """A review: a lost try's 30001 put the row back in the queue, still marked unknown; the
+    look-up then found the dropped message in Twilio's list and recorded "sent", and nobody
+    was alerted. A message Twilio lists as failed or undelivered is passed over."""
+    first = sent_sms(api, consul, db, dispatcher, "010-7777-0013")
+    made_by, sid = first.attempts, first.provider_ref
+    db.execute(
+        update(Alert)
+        .where(Alert.id == first.id)
+        .values(status="claimed", claimed_by="gone", provider_ref=None, due_at=utcnow())
+    )
+    db.commit()
+    assert len(outbox.claim(db, channel="sms", now=utcnow(), limit=10, lease_s=1, worker="b")) == 1
+    db.commit()
+    twilio.messages[0]["status"] = "failed"  # as Twilio lists a message its queue dropped
+    callback(api, status_of(db, first), "failed", attempt=made_by, sid=sid, ErrorCode="30001")
+    row = status_of(db, first)
+    assert (row.status, row.outcome_unknown) == ("pending", True)
+    db.execute(update(Alert).where(Alert.id == first.id).values(due_at=utcnow()))
+    db.commit()
+    dispatcher._paused_until.clear()  # as when the sender's hold ends
+    dispatcher.drain()
+    resent = status_of(db, first)
+    assert len(twilio.bodies_to("+821077770013")) == 2
+    assert resent.status == "sent" and resent.provider_ref != sid
 
 
 def test_the_retry_budget_starts_afresh_after_a_staff_retry(api, consul, db, dispatcher):

@@ -210,7 +210,9 @@ class TwilioNotifier(Notifier):
             listed = self._client().messages.stream(to=message.to, page_size=200, **sender)
             references = (message.reference, *message.earlier_references)
             for seen, earlier in enumerate(listed, start=1):
-                if any(reference in (earlier.body or "") for reference in references):
+                if earlier.status not in _NEVER_ARRIVED and any(
+                    reference in (earlier.body or "") for reference in references
+                ):
                     return Lookup(found=Sent(provider_ref=earlier.sid or ""))
                 if earlier.date_created is not None and earlier.date_created < oldest:
                     return Lookup()
@@ -270,6 +272,11 @@ class TwilioNotifier(Notifier):
             return Retry(reason=reason, code=code, retry_after_s=retry_after, outcome_unknown=True)
         return Failed(reason=reason, code=code)
 
+
+# A message Twilio lists as failed (30001: dropped from a full queue) or undelivered never
+# reached the person: a look-up that found it recorded "sent", and nobody was alerted (a
+# review). The send goes again.
+_NEVER_ARRIVED = frozenset({"failed", "undelivered"})
 
 # The most messages a look-up reads back to one number before it gives up (not "not found").
 LOOKUP_MOST = 2_000
