@@ -170,17 +170,32 @@ def test_late_report_of_the_first_send_does_not_settle_a_staff_retry(
     assert status_of(db, alert).status == "delivered"
 
 
-def found_by_look_up(api, consul, db, dispatcher, twilio, phone: str) -> tuple[Alert, int]:
+def lost_try(api, consul, db, dispatcher, phone: str) -> tuple[Alert, int, str]:
     """An alert whose first send Twilio took, then the worker died before it wrote that down
-    (claimed, its lease over, no message id): the next claim finds the message by look-up."""
+    (claimed, its lease over, no message id); with the try's attempt and message id."""
     first = sent_sms(api, consul, db, dispatcher, phone)
-    made_by = first.attempts
+    made_by, sid = first.attempts, first.provider_ref
     db.execute(
         update(Alert)
         .where(Alert.id == first.id)
         .values(status="claimed", claimed_by="gone", provider_ref=None, due_at=utcnow())
     )
     db.commit()
+    return first, made_by, sid
+
+
+def claimed_again(db, *, lease_s: int = 60) -> None:
+    """Another dispatcher claims the lost try's row, and is still looking its message up."""
+    assert (
+        len(outbox.claim(db, channel="sms", now=utcnow(), limit=10, lease_s=lease_s, worker="b"))
+        == 1
+    )
+    db.commit()
+
+
+def found_by_look_up(api, consul, db, dispatcher, twilio, phone: str) -> tuple[Alert, int]:
+    """A lost try (lost_try): the next claim finds the message by look-up."""
+    first, made_by, _ = lost_try(api, consul, db, dispatcher, phone)
     dispatcher.drain()
     found = status_of(db, first)
     assert (found.status, found.attempts) == ("sent", made_by + 1)
@@ -226,16 +241,8 @@ def test_a_report_on_a_lost_try_counts_while_a_later_claim_looks_for_it(
     the message up (claimed, no message id, the attempt moved on) was dropped; the look-up then
     recorded "sent", and nothing moved the row again. The report shows the message was made:
     it counts, and the claim's own record finds the row settled."""
-    first = sent_sms(api, consul, db, dispatcher, "010-7777-0010")
-    made_by, sid = first.attempts, first.provider_ref
-    db.execute(
-        update(Alert)
-        .where(Alert.id == first.id)
-        .values(status="claimed", claimed_by="gone", provider_ref=None, due_at=utcnow())
-    )
-    db.commit()
-    assert len(outbox.claim(db, channel="sms", now=utcnow(), limit=10, lease_s=60, worker="b")) == 1
-    db.commit()
+    first, made_by, sid = lost_try(api, consul, db, dispatcher, "010-7777-0010")
+    claimed_again(db)
     row = status_of(db, first)
     assert (row.status, row.attempts, row.outcome_unknown) == ("claimed", made_by + 1, True)
     assert callback(api, row, "delivered", attempt=made_by, sid=sid).status_code == 204
@@ -289,16 +296,8 @@ def test_a_queue_overflow_of_a_lost_try_is_sent_again_though_twilio_lists_it(
     """A review: a lost try's 30001 put the row back in the queue, still marked unknown; the
     look-up then found the dropped message in Twilio's list and recorded "sent", and nobody
     was alerted. A message Twilio lists as failed or undelivered is passed over."""
-    first = sent_sms(api, consul, db, dispatcher, "010-7777-0013")
-    made_by, sid = first.attempts, first.provider_ref
-    db.execute(
-        update(Alert)
-        .where(Alert.id == first.id)
-        .values(status="claimed", claimed_by="gone", provider_ref=None, due_at=utcnow())
-    )
-    db.commit()
-    assert len(outbox.claim(db, channel="sms", now=utcnow(), limit=10, lease_s=1, worker="b")) == 1
-    db.commit()
+    first, made_by, sid = lost_try(api, consul, db, dispatcher, "010-7777-0013")
+    claimed_again(db, lease_s=1)
     twilio.messages[0]["status"] = "failed"  # as Twilio lists a message its queue dropped
     callback(api, status_of(db, first), "failed", attempt=made_by, sid=sid, ErrorCode="30001")
     row = status_of(db, first)
