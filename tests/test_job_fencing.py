@@ -1,7 +1,7 @@
 """Scheduled jobs under a lease (service/scheduler.py run_job): a holder that loses its lease
 while its run is in progress does not commit the run, so one holder's work lands at a time.
 
-On PostgreSQL, two ways it can be lost, each with a job whose lease lasts 3 s:
+On PostgreSQL, two ways it can be lost, each with a job whose lease lasts a few seconds:
 - the holder is slow but awake: another process takes the lapsed lease and runs the job; the
   first finds at its end that the lease is no longer its own and rolls back;
 - the holder is paused inside its transaction (as by SIGSTOP): the server ends the idle
@@ -63,10 +63,12 @@ def test_a_slow_holder_whose_lease_was_taken_rolls_its_run_back(factory):
         while not go_on.wait(0.5):
             session.execute(select(1))
 
-    a = _run_in_thread(Job("fenced", 1, slow), factory, "a")
+    # A 6 s lease: a run must sit idle that long to be cut off, and a 3 s one was, before it
+    # began, on a CI leg sharing two cores with three others.
+    a = _run_in_thread(Job("fenced", 2, slow), factory, "a")
     assert entered.wait(10)
-    time.sleep(3.5)  # the lease (3 s) lapses
-    _run_in_thread(Job("fenced", 1, lambda s, _: _mark(s, "ran-by-b")), factory, "b").join(10)
+    time.sleep(6.5)  # the lease (6 s) lapses
+    _run_in_thread(Job("fenced", 2, lambda s, _: _mark(s, "ran-by-b")), factory, "b").join(10)
     assert _marks(factory) == {"ran-by-b"}
     go_on.set()
     a.join(10)
