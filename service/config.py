@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     geocoder_per_second: int = Field(1, ge=1, le=1000)
     stay_retention_days: int = Field(30, ge=0)
     words_retention_days: int = Field(180, ge=1)
+    ledger_retention_days: int = Field(365, ge=0)
     max_stays: int = Field(20, ge=1, le=MAX_STAYS_CEILING)
     feeds_file: str = str(PROJECT_ROOT / "config" / "feeds.toml")
     feed_timeout_s: float = Field(20.0, gt=0)

@@ -30,6 +30,7 @@ from service.advisories.service import expire_due
 from service.checkin import duty
 from service.checkin.answers import forget_old_inbound, forget_old_words, hash_inbound_ids
 from service.checkin.escalation import escalate
+from service.checkin.retention import forget_ended_ledgers
 from service.citizens.retention import purge_ended_stays
 from service.citizens.service import purge_unverified
 from service.config import Settings
@@ -117,6 +118,12 @@ def _forget_inbound(session: Session, settings: Settings) -> int:
     return forgotten + forget_old_words(session, now=now, kept_days=settings.words_retention_days)
 
 
+def _forget_ended_ledgers(session: Session, settings: Settings) -> int:
+    if not settings.ledger_retention_days:  # 0: kept for ever
+        return 0
+    return forget_ended_ledgers(session, now=utcnow(), kept_days=settings.ledger_retention_days)
+
+
 def jobs(
     settings: Settings,
     *,
@@ -131,6 +138,7 @@ def jobs(
         Job("checkin-escalate", every or 60, _escalate_checkins),
         Job("forget-inbound-sms", every or 6 * 3600, _forget_inbound),
         Job("purge-ended-stays", every or 6 * 3600, _purge_stays),
+        Job("forget-ended-ledgers", every or 3600, _forget_ended_ledgers),
         Job("purge-unverified", every or 3600, _purge_unverified, then=after_purge),
     ]
 

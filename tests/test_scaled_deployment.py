@@ -530,6 +530,7 @@ def test_on_postgresql_two_of_each_process_send_what_one_process_sends_once_each
         "checkin-escalate",
         "forget-inbound-sms",
         "purge-ended-stays",
+        "forget-ended-ledgers",
         "purge-unverified",
     }
     sweeps = [run for run in runs if run.job == "geomatch-sweep"]

@@ -3,6 +3,7 @@ and a failed alert put back in the queue."""
 
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,12 +20,25 @@ from service.ledger.wake import mark_enqueued
 Counts = dict[str, dict[str, int]]  # status → channel → rows
 
 
-def counts_for(session: Session, *, advisory_id: int) -> tuple[Counts, list[RevisionCounts]]:
+def counts_for(session: Session, *, advisory: Advisory) -> tuple[Counts, list[RevisionCounts]]:
     """Counts by status and channel ({"sent": {"sms": 3}}): of every row of the advisory, and
     of each revision's apart, newest first, with its "are you safe?" asks sent on their own
     (roll-call rounds, escalations) apart from its alerts. A cancelled advisory's all-clears
     are a revision of their own: summed with the warnings they follow, "sent 4" of 4 citizens
-    read as 8 sends."""
+    read as 8 sends. Those kept when its rows were forgotten, once they were."""
+    if advisory.ledger_kept is not None:
+        kept = advisory.ledger_kept["deliveries"]
+        return kept["counts"], [RevisionCounts.model_validate(r) for r in kept["by_revision"]]
+    return _counted(session, advisory_id=advisory.id)
+
+
+def figures_to_keep(session: Session, *, advisory: Advisory) -> dict[str, Any]:
+    """counts_for's figures, as kept when the advisory's rows are forgotten (JSON)."""
+    counts, by_revision = _counted(session, advisory_id=advisory.id)
+    return {"counts": counts, "by_revision": [r.model_dump() for r in by_revision]}
+
+
+def _counted(session: Session, *, advisory_id: int) -> tuple[Counts, list[RevisionCounts]]:
     asked = (Alert.checkin_round > 0).label("asked")
     rows = session.execute(
         select(Alert.revision, asked, Alert.status, Alert.channel, func.count())

@@ -51,6 +51,16 @@ class Advisory(Base):
     # ROUND_GAP. Kept here, not read off the ledger, whose later rounds are also the
     # escalation's and the sweep's asks of one citizen at a time.
     round_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A while after it ended its alert rows and check-in answers are deleted
+    # (service/checkin/retention.py): the figures staff saw of them are kept here first, and
+    # ledger_forgotten_at says when the last row went. None: the rows are all still there.
+    ledger_kept: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ledger_forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def rows_forgotten_at(self) -> datetime | None:
+        """When its rows began to be deleted, their figures kept (ledger_kept); None: not yet."""
+        return None if self.ledger_kept is None else datetime.fromisoformat(self.ledger_kept["at"])
 
     revisions: Mapped[list["AdvisoryRevision"]] = relationship(
         back_populates="advisory", order_by="AdvisoryRevision.revision", cascade="all"

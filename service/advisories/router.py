@@ -316,9 +316,10 @@ def alerts(
         limit=limit,
         offset=offset,
     )
-    counts, by_revision = alert_views.counts_for(session, advisory_id=advisory.id)
+    counts, by_revision = alert_views.counts_for(session, advisory=advisory)
     return AlertsRead(
         exercise=advisory.exercise,
+        rows_forgotten_at=advisory.rows_forgotten_at,
         counts=counts,
         by_revision=by_revision,
         total=total,

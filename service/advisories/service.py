@@ -204,6 +204,12 @@ def cancel_advisory(
     lock_advisory(session, advisory)
     if advisory.status == "cancelled":
         return advisory
+    if advisory.ledger_kept is not None:
+        # Whom it alerted went with its rows: an all-clear would reach nobody, unnoticed.
+        raise Conflict(
+            "the advisory ended long ago and its alerts were deleted under the retention rule: "
+            "nobody is left to tell"
+        )
     # Cancelling never waits for approval, and voids whatever did.
     session.execute(
         update(AdvisoryProposal)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, union, update
@@ -68,6 +68,8 @@ class RollCall:
     by_country: dict[str, dict[str, int]]
     total: int  # rows matching the filters
     items: list[RollCallRow]
+    # Its rows were forgotten (service/checkin/retention.py), from then: the counts were kept.
+    rows_forgotten_at: datetime | None = None
 
 
 def roll_call(
@@ -91,14 +93,18 @@ def roll_call(
     Every open console asks for this every 3 s, and an advisory may have asked hundreds of
     thousands: the standings are worked out by the database and counted as arrays, and only
     the page's rows are read in full."""
+    if advisory.ledger_kept is not None:
+        kept = advisory.ledger_kept
+        return RollCall(
+            exercise=advisory.exercise,
+            counts=kept["roll_call"]["counts"],
+            by_country=kept["roll_call"]["by_country"],
+            total=0,
+            items=[],
+            rows_forgotten_at=advisory.rows_forgotten_at,
+        )
     found = _standings(session, advisory=advisory, now=now)
-    counts = _by_standing(np.bincount(found.codes, minlength=4))
-    by_country: dict[str, dict[str, int]] = {}
-    if len(found.ids):
-        keys = np.where(found.countries == "", "??", found.countries)
-        names, where = np.unique(keys, return_inverse=True)
-        grid = np.bincount(where * 4 + found.codes, minlength=len(names) * 4).reshape(-1, 4)
-        by_country = {str(name): _by_standing(row) for name, row in zip(names, grid, strict=True)}
+    counts, by_country = _counted(found)
     chosen = np.ones(len(found.ids), dtype=bool)
     if answer is not None:
         chosen &= found.codes == STANDINGS.index(answer)
@@ -174,6 +180,24 @@ def roll_call(
         total=int(chosen.sum()),
         items=items,
     )
+
+
+def figures_to_keep(session: Session, *, advisory: Advisory, now: datetime) -> dict[str, Any]:
+    """The roll call's counts (by answer, and by country), as kept when its rows are forgotten
+    (JSON)."""
+    counts, by_country = _counted(_standings(session, advisory=advisory, now=now))
+    return {"counts": counts, "by_country": by_country}
+
+
+def _counted(found: "_Standings") -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    counts = _by_standing(np.bincount(found.codes, minlength=4))
+    by_country: dict[str, dict[str, int]] = {}
+    if len(found.ids):
+        keys = np.where(found.countries == "", "??", found.countries)
+        names, where = np.unique(keys, return_inverse=True)
+        grid = np.bincount(where * 4 + found.codes, minlength=len(names) * 4).reshape(-1, 4)
+        by_country = {str(name): _by_standing(row) for name, row in zip(names, grid, strict=True)}
+    return counts, by_country
 
 
 def _by_standing(counted: np.ndarray) -> dict[str, int]:
@@ -393,6 +417,10 @@ def start_round(session: Session, *, advisory: Advisory, now: datetime) -> Round
     (level 3 and up), else in its own class. Not for a cancelled advisory."""
     if advisory.status == "cancelled":
         raise Conflict("the advisory is cancelled: there is nothing to ask about")
+    if advisory.ledger_kept is not None:
+        raise Conflict(
+            "the advisory's alerts were deleted under the retention rule: nobody is left to ask"
+        )
     # One conditional write: two consuls starting a round at once start one.
     opened = session.execute(
         update(Advisory)

@@ -212,6 +212,12 @@ class RollCallRead(BaseModel):
     limit: int
     offset: int
     items: list[RollCallItem]
+    rows_forgotten_at: datetime | None = Field(
+        None,
+        description="When the advisory's alerts and answers began to be deleted, "
+        "ledger_retention_days after it ended: the counts are those kept then, and no rows "
+        "are listed. null: every row is here.",
+    )
 
 
 class RoundStarted(BaseModel):
@@ -255,6 +261,7 @@ def read_roll_call(
         limit=limit,
         offset=offset,
         items=[RollCallItem.model_validate(i, from_attributes=True) for i in found.items],
+        rows_forgotten_at=found.rows_forgotten_at,
     )
 
 

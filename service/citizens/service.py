@@ -380,18 +380,20 @@ def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
             Citizen.created_at < cutoff,
         )
     )
-    # One erased before it verified anything was never alerted and never answered: its bare
-    # row keeps nothing for anyone, and a script's register-and-erase loop grew the table
-    # without end (a probe). Gone like an unverified one.
-    never_verified_erased = session.execute(
+    # An erased record's bare row is kept for its alerts and answers: one with none (erased
+    # before it verified anything, or whose advisories' rows were forgotten since) keeps
+    # nothing for anyone, and a script's register-and-erase loop grew the table without end
+    # (a probe). Gone like an unverified one.
+    bare = session.execute(
         delete(Citizen).where(
             Citizen.status == "erased",
-            Citizen.verified_at.is_(None),
-            ~select(Alert.id).where(Alert.citizen_id == Citizen.id).exists(),
-            ~select(Checkin.id).where(Checkin.citizen_id == Citizen.id).exists(),
+            *(
+                ~select(table.id).where(table.citizen_id == Citizen.id).exists()
+                for table in (Alert, Checkin, CheckinAnswer, HelpMessage)
+            ),
         )
     )
-    purged = (result.rowcount or 0) + (never_verified_erased.rowcount or 0)
+    purged = (result.rowcount or 0) + (bare.rowcount or 0)
     purged += _erase_orphans(session, now=now)
     outbox.forget_refs_of_erased(session, erased_since=now - _REFS_FORGOTTEN_WITHIN)
     return purged

@@ -69,3 +69,9 @@ class AlertsRead(AlertPage):
         "advisory's all-clears apart from the warnings they follow.",
     )
     exercise: bool = False  # a drill: its alerts went only to citizens who opted in
+    rows_forgotten_at: datetime | None = Field(
+        None,
+        description="When the advisory's alerts began to be deleted, ledger_retention_days "
+        "after it ended: the counts are those kept then, and no alerts are listed. null: "
+        "every alert is here.",
+    )

@@ -49,6 +49,7 @@ def test_scheduler_has_the_purge_job_and_a_failing_run_is_contained(settings: Se
         "checkin-escalate",
         "forget-inbound-sms",
         "purge-ended-stays",
+        "forget-ended-ledgers",
         "purge-unverified",
         "geomatch-sweep",
     }

@@ -14,6 +14,8 @@ from playwright.sync_api import expect
 from sqlalchemy import update
 from twilio.request_validator import RequestValidator
 
+from service.checkin.retention import forget_ended_ledgers
+from service.db import utcnow
 from service.staff.models import StaffKey
 from tests.advisories.builders import approve
 from tests.builders import citizen_body
@@ -871,6 +873,40 @@ def test_a_citizen_who_erased_their_record_shows_as_erased_with_nothing_to_take(
     expect(row.get_by_test_id("erased")).to_have_text("Record erased")
     # No Take, no Reveal contact: only closing the case, or their help stays open for ever.
     expect(row.get_by_role("button")).to_have_text(["Confirm safe"])
+
+
+def test_an_advisory_whose_rows_were_forgotten_shows_its_kept_counts_and_says_so(live, new_page):
+    """A year after it ended, an advisory's alerts and answers are deleted: its page still
+    counts what was sent and who said safe, and says why no row is listed."""
+    phone, _, _ = _enrolled_in_bangkok(live)
+    advisory, proposer, _ = _a_flood_in_bangkok(live)
+    _eventually(lambda: len(live.twilio.bodies_to(phone)) >= 1)
+    _reply(live, phone, "1")
+    cancelled = live.http.post(
+        f"{live.base}/v1/advisories/{advisory}/cancel",
+        headers={"Authorization": f"Bearer {proposer}"},
+    )
+    assert cancelled.status_code == 200, cancelled.text
+
+    def forgotten() -> int:  # once the all-clear has gone: an open alert keeps every row
+        with live.session() as session, session.begin():
+            later = utcnow() + timedelta(days=live.settings.ledger_retention_days + 1)
+            return forget_ended_ledgers(
+                session, now=later, kept_days=live.settings.ledger_retention_days
+            )
+
+    _eventually(forgotten)
+
+    page = new_page()
+    tab = page.tab
+    _log_in(page, live, proposer)
+    tab.click("#lang")  # English
+    tab.evaluate(f"location.hash = '#/advisory/{advisory}'")
+    expect(tab.get_by_test_id("rows-forgotten")).to_contain_text("only the counts are kept")
+    warned = tab.locator("#delivery [data-change='issued'] + table tr[data-status='sent'] td")
+    expect(warned.first).to_have_text("1")
+    expect(tab.locator("#rollcall [data-answer='safe'] strong")).to_have_text("1")
+    expect(tab.locator("#rollcall tbody tr")).to_have_count(0)
 
 
 def test_the_approver_sees_every_language_and_the_areas_own_parts(live, new_page):

@@ -806,7 +806,11 @@ async function refreshAdvisory(id, { timeoutMs } = {}) {
   // more people told.
   const revisions = alerts.by_revision || [];
   const asked = (r) => Object.keys(r.asks || {}).length > 0;
-  $("delivery").replaceChildren(...(revisions.length > 1 || revisions.some(asked)
+  // Its rows were deleted under the retention rule: the counts are those kept, no row is left.
+  const forgotten = alerts.rows_forgotten_at
+    ? [el("p", { class: "flash", "data-testid": "rows-forgotten" }, `${t("rows_forgotten")} ${when(alerts.rows_forgotten_at)}`)]
+    : [];
+  $("delivery").replaceChildren(...forgotten, ...(revisions.length > 1 || revisions.some(asked)
     ? revisions.flatMap((r) => [
         el("h4", { "data-revision": r.revision, "data-change": r.change },
           `${named("revision_", r.change)} (${t("revision")} ${r.revision})`),
