@@ -203,6 +203,16 @@ def deadline(seconds: float) -> Iterator[None]:
         REQUEST_DEADLINE.reset(token)
 
 
+def hold_name_lock(session: Session, name: str) -> None:
+    """Hold a lock on `name` until the transaction ends; another transaction asking for it
+    waits until then. For what no row stands for yet: who may take a contact that nobody
+    holds. (SQLite has one writer at a time: nothing to do.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
+        )
+
+
 LATE_WRITE_S = 2.0  # each wait of a write made after a request's deadline (written_within)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.citizens.models import Citizen, ContactCode
+from service.db import hold_name_lock
 from service.dispatch.sms_opt_out import stopped_at
 from service.errors import InvalidInput
 from service.privacy import UNREADABLE, PersonalDataVault
@@ -324,6 +325,10 @@ def _take_from_others(
 ) -> list[Notice]:
     """The contact leaves whichever record verified it before; that record's other verified
     contact, if it has one, is told (it may be a lost phone, or someone's mistake)."""
+    # Two records verifying one contact at once (one person's double sign-up): each would
+    # find nobody holding it, and the second's write broke the unique key (a 500, a probe).
+    # The second now waits for the first, then takes it from it.
+    hold_name_lock(session, f"contact:{hashed}")
     column = Citizen.phone_hash if channel == "sms" else Citizen.email_hash
     others = session.scalars(select(Citizen).where(column == hashed, Citizen.id != citizen.id))
     notices = []

@@ -41,6 +41,7 @@ from tests.citizens.test_registration_proof import challenge_of, solved
 from tests.conftest import TEST_SECRET, WarningRecords, bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
 from tests.dispatch.fake_twilio import Answer
+from tests.lock_waits import until_one_waits_on_a_lock
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 
@@ -717,6 +718,60 @@ def test_a_try_racing_another_at_one_code_never_gets_a_sixth_comparison(engine, 
     finally:
         with Session(engine) as cleanup:
             cleanup.execute(delete(Citizen).where(Citizen.id == person_id))
+            cleanup.commit()
+
+
+def test_two_records_verifying_one_number_at_once_the_second_takes_it_after_the_first(
+    engine, backend
+):
+    """Found by a probe: one person registered twice and typed both codes at once. Each
+    verification found nobody holding the number, and the second broke the unique key when
+    the first committed (a 500, and its right code verified nothing). The second now waits for
+    the first, then takes the number from it, as from any record that verified it before."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's race: SQLite has one writer at a time (BEGIN IMMEDIATE)")
+    vault = PersonalDataVault(b"v" * 40)
+    now = utcnow()
+    number = "+821055507777"
+    with Session(engine) as setup:
+        records = [Citizen(public_id=str(uuid.uuid4()), language="ko") for _ in "ab"]
+        setup.add_all(records)
+        setup.flush()
+        codes = [
+            issue_code(setup, vault=vault, citizen=c, channel="sms", address=number, now=now).code
+            for c in records
+        ]
+        setup.commit()
+        ids = [c.id for c in records]
+    seen: list[object] = []
+
+    def the_second() -> None:
+        try:
+            with Session(engine) as second:
+                seen.append(_check(second, vault, second.get(Citizen, ids[1]), codes[1], now))
+                second.commit()
+        except BaseException as exc:  # reported to the test
+            seen.append(exc)
+
+    other = threading.Thread(target=the_second)
+    try:
+        with Session(engine) as first:
+            assert _check(first, vault, first.get(Citizen, ids[0]), codes[0], now).verified
+            other.start()  # the first has the number, not yet committed
+            until_one_waits_on_a_lock(lambda: Session(engine), why_not=lambda: seen)
+            first.commit()
+        other.join(timeout=60)
+        assert not other.is_alive()
+        [checked] = seen
+        assert isinstance(checked, Checked) and checked.verified, checked
+        with Session(engine) as after:
+            holders = after.execute(
+                select(Citizen.id, Citizen.phone_hash.is_not(None)).where(Citizen.id.in_(ids))
+            ).all()
+            assert sorted(holders) == sorted([(ids[0], False), (ids[1], True)])
+    finally:
+        with Session(engine) as cleanup:
+            cleanup.execute(delete(Citizen).where(Citizen.id.in_(ids)))
             cleanup.commit()
 
 
