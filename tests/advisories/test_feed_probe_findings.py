@@ -318,3 +318,29 @@ def test_an_item_flapping_between_two_versions_alerts_once_for_the_change(db):
         "applied",
     ]
     assert quake.revision == 3 and _alerts(db, quake) == 3
+
+
+def test_staff_see_a_feeds_host_and_path_never_the_password_or_key_in_its_url(
+    client, staff_headers
+):
+    """Found by a probe: GET /v1/feeds, open to viewers, gave a feed's URL whole, with the
+    user and password before the host and an api_key in its query."""
+    feeds = [
+        Feed(
+            name="protected",
+            url="https://feeduser:S3cretPass@feeds.example:8443/cap.xml?api_key=TOPSECRET123",
+            format="cap",
+        ),
+        Feed(name="v6", url="http://[2001:db8::1]/alerts.xml", format="cap"),
+        Feed(name="local", path="tests/data/feeds/none.xml", format="cap"),
+    ]
+    client.app.state.feeds = feeds
+    response = client.get("/v1/feeds", headers=staff_headers("viewer"))
+    assert response.status_code == 200, response.text
+    assert "S3cretPass" not in response.text and "TOPSECRET123" not in response.text
+    assert "feeduser" not in response.text
+    assert [f["source"] for f in response.json()["items"]] == [
+        "https://feeds.example:8443/cap.xml?…",
+        "http://[2001:db8::1]/alerts.xml",
+        "tests/data/feeds/none.xml",
+    ]

@@ -33,6 +33,21 @@ class Feed(BaseModel):
     # document with the time it was made), whose freezing would otherwise look healthy.
     stale_after_s: int | None = Field(None, ge=60)
 
+    @property
+    def shown_source(self) -> str:
+        """Where it is read from, as staff see it: the host and path, never a user and
+        password in the URL, nor its query (an api_key=…): every role may list the feeds (a
+        probe read a feed's password with a viewer's key)."""
+        if self.url is None:
+            return self.path or ""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6, bracketed again
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        query = "?…" if parts.query else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}{query}"
+
     @model_validator(mode="after")
     def _one_source(self) -> "Feed":
         if (self.url is None) == (self.path is None):

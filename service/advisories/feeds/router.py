@@ -44,7 +44,7 @@ def _read(session: Session, feed: Feed) -> FeedRead:
     state = session.get(FeedState, feed.name)
     return FeedRead(
         name=feed.name,
-        source=feed.url or feed.path or "",
+        source=feed.shown_source,
         format=feed.format,
         interval_s=feed.interval_s,
         enabled=feed.enabled,
