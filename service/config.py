@@ -218,6 +218,7 @@ class Settings(BaseSettings):
     rate_limit_reply_unknown_all: str = "60/hour;300/day"
     rate_limit_test_send: str = "10/hour;30/day"
     rate_limit_reveal: str = "60/hour;300/day"
+    rate_limit_preview: str = "120/hour;600/day"
     rate_limit_duty_page: str = "60/hour"
     rate_limit_duty_page_new: str = "15/hour"
     rate_limit_staff: str = "600/minute;30000/hour"
@@ -272,6 +273,7 @@ class Settings(BaseSettings):
         "rate_limit_reply_unknown_all",
         "rate_limit_test_send",
         "rate_limit_reveal",
+        "rate_limit_preview",
         "rate_limit_duty_page",
         "rate_limit_duty_page_new",
     )

@@ -124,6 +124,7 @@ class Rule(StrEnum):
     REPLY_UNKNOWN_ALL = "reply_unknown_all"  # our SMS answers to all numbers no citizen holds
     TEST_SEND = "test_send"  # staff's test sends of an advisory, per staff key
     REVEAL = "reveal"  # citizens' personal data revealed, per staff key
+    PREVIEW = "preview"  # reach previews of an area a staff key drew, per staff key
     DUTY_PAGE = "duty_page"  # notices to the duty staff one by one, for the whole service
     DUTY_PAGE_NEW = "duty_page_new"  # of those, the cries of records not established
     DUTY_SUMMARY = "duty_summary"  # summaries of the notices past those (fixed: _FIXED)
@@ -185,6 +186,7 @@ _REFUSED = {
     Rule.DUTY_PAGE_NEW: "too many duty notices of new records this hour",
     Rule.DUTY_SUMMARY: "a duty summary went a moment ago",
     Rule.REVEAL: "too many citizens revealed with this staff key: ask an admin if it is needed",
+    Rule.PREVIEW: "too many reach previews of new areas with this staff key",
     Rule.STAFF: "too many requests with this staff key",
     Rule.GEOCODER: "the address look-up is busy",  # never a 429: the geocoder waits its turn
     Rule.GEOCODE: "too many changes by address for this record: give a country code, or lat "

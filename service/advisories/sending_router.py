@@ -11,7 +11,7 @@ from service.advisories import test_send as tests
 from service.advisories.schemas import AdvisoryCreate, Preview, TestSendRead, TestSendRequest
 from service.auth import Consul, SessionDep, record_action, require_role_without_session
 from service.db import utcnow
-from service.rate_limits import RateLimits
+from service.rate_limits import RateLimits, Rule
 from service.staff.models import Role, StaffKey
 
 router = APIRouter(prefix="/v1/advisories", tags=["advisories"])
@@ -40,6 +40,8 @@ def preview(request: Request, body: AdvisoryCreate, session: SessionDep, staff: 
     now = utcnow()
     draft = service.draft_from_request(body, max_vertices=settings.max_area_vertices, now=now)
     with request.app.state.reach_counts.turn(staff.name):
+        # Within the turn: the console asks again after a busy refusal, which spends nothing.
+        request.app.state.rate_limits.take_here_when_away(Rule.PREVIEW, staff.name)
         found = previews.preview(
             session,
             draft=draft,
@@ -67,6 +69,8 @@ def preview_stored(
     preview is (a draft edited and previewed again is the same hunt)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
     with request.app.state.reach_counts.turn(staff.name):
+        if advisory.status == "draft":  # its area is the key's to change at will, as above
+            request.app.state.rate_limits.take_here_when_away(Rule.PREVIEW, staff.name)
         found = previews.preview_advisory(
             session,
             advisory=advisory,

@@ -81,6 +81,12 @@ def _issued(issued: service.IssuedKey) -> StaffKeyIssued:
 
 @router.post("/keys/{key_id}/revoke", response_model=StaffKeyRead)
 def revoke_key(
-    key_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)], session: SessionDep, _admin: Admin
+    request: Request,
+    key_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)],
+    session: SessionDep,
+    admin: Admin,
 ) -> StaffKeyRead:
-    return StaffKeyRead.model_validate(service.revoke_key(session, key_id=key_id))
+    revoked = service.revoke_key(session, key_id=key_id)
+    # Named as the command line names it: a search by the key's name finds its end too.
+    record_action(session, request, admin, action="revoke staff key", subject=revoked.name)
+    return StaffKeyRead.model_validate(revoked)

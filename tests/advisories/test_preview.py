@@ -176,6 +176,36 @@ def test_each_preview_is_audited_with_its_area_and_count(api, consul, db):
     assert stored.reason == "area circle 35.6800,139.6900 r 50 km; reached 4"
 
 
+def test_a_key_previews_areas_of_its_own_a_limited_number_of_times(database_url, db, staff_headers):
+    """Found by a probe: shrinking areas one preview at a time pinned a citizen's registered
+    point in 41 previews, and nothing but the audit log stood in the way. A key now previews
+    areas it drew (a new one, a draft's) within rate_limit_preview; the preview of an advisory
+    in force, which the console asks for on each view, is not counted."""
+    settings = make_settings(database_url, rate_limit_preview="2/hour")
+    with bound_client(settings, db) as client:
+        hunter, other = staff_headers("consul"), staff_headers("consul")
+        in_force = client.post("/v1/advisories", json=advisory_body(), headers=other).json()
+        draft = client.post("/v1/advisories", json=advisory_body(draft=True), headers=hunter).json()
+        body = advisory_body(area=TOKYO_CIRCLE)
+        for _ in range(2):
+            assert (
+                client.post("/v1/advisories/preview", json=body, headers=hunter).status_code == 200
+            )
+        refused = client.post("/v1/advisories/preview", json=body, headers=hunter)
+        assert refused.status_code == 429, refused.text
+        assert "reach previews" in refused.json()["detail"] and "Retry-After" in refused.headers
+        assert (
+            client.post(f"/v1/advisories/{draft['id']}/preview", headers=hunter).status_code == 429
+        )
+        # Bad input costs nothing, and the advisory in force still previews.
+        bad = client.post("/v1/advisories/preview", json={"level": 9}, headers=hunter)
+        assert bad.status_code == 422
+        seen = client.post(f"/v1/advisories/{in_force['id']}/preview", headers=hunter)
+        assert seen.status_code == 200, seen.text
+        # Another key has its own.
+        assert client.post("/v1/advisories/preview", json=body, headers=other).status_code == 200
+
+
 def test_two_polygons_in_one_box_read_apart_in_the_audit_log():
     """Found in review: the log kept only a polygon's bounding box, so shapes narrowing down on
     one person inside a fixed box logged alike."""
