@@ -223,10 +223,17 @@ def test_admins_read_the_log_filtered_and_others_may_not(client, db, staff_heade
     # Without the reads (an open console polls them every few seconds), what was done stays.
     made = client.post("/v1/staff/keys", json={"name": "desk", "role": "viewer"}, headers=admin)
     assert made.status_code == 201, made.text
+    # Previews are reads too (the console asks one of each advisory in force on each view); a
+    # preview of an area the key drew is still there as "preview reach" (a probe).
+    issued = client.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    assert client.post(f"/v1/advisories/{issued['id']}/preview", headers=consul).status_code == 200
+    drawn = client.post("/v1/advisories/preview", json=advisory_body(), headers=consul)
+    assert drawn.status_code == 200, drawn.text
     done = client.get("/v1/audit", params={"reads": "false"}, headers=admin).json()
     actions = [item["action"] for item in done["items"]]
     assert actions and not any(a.startswith(("GET ", "HEAD ")) for a in actions)
-    assert "POST /v1/staff/keys" in actions
+    assert "POST /v1/staff/keys" in actions and "preview reach" in actions
+    assert not [a for a in actions if a.endswith("/preview")]
     everything = client.get("/v1/audit", headers=admin).json()
     assert everything["total"] > done["total"]
     # Pages below a first page's newest entry stay put while entries are written.
