@@ -184,6 +184,7 @@ def cmd_staff(args: argparse.Namespace) -> int:
                     email=args.email,
                     days=args.days,
                     most_days=most_days,
+                    issued_by=_cli_actor(),
                 )
                 _audit_cli(session, "create staff key", issued.record.name)
                 print(
@@ -193,7 +194,12 @@ def cmd_staff(args: argparse.Namespace) -> int:
                 print(issued.key)
             elif args.staff_command == "reissue":
                 issued = staff_service.reissue_key(
-                    session, name=args.name, replacing=None, days=args.days, most_days=most_days
+                    session,
+                    name=args.name,
+                    replacing=None,
+                    days=args.days,
+                    most_days=most_days,
+                    issued_by=_cli_actor(),
                 )
                 _audit_cli(session, "reissue staff key", issued.record.name)
                 print(
@@ -292,11 +298,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_actor() -> str:
+    """The server's shell's user, as the audit log and a key's issued_by name them."""
+    return f"{actors.CLI}{getpass.getuser()}"[:100]
+
+
 def _audit_cli(session: Session, action: str, subject: str) -> None:
     """Key changes made at the server's shell are staff actions too."""
     audit.record(
         session,
-        actor=f"{actors.CLI}{getpass.getuser()}"[:100],
+        actor=_cli_actor(),
         role="operator",
         client="local",
         action=action,

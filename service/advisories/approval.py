@@ -6,7 +6,7 @@ The person who proposed cannot approve it. Cancelling never waits (and voids wha
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from service.errors import Conflict, Forbidden, InvalidInput
 from service.geo import areas
 from service.geomatch import service as geomatch
 from service.ledger.models import Alert
+from service.staff.models import StaffKey
 
 # Who decides whether something waits: staff (and their imports) by level and reach; a feed by
 # its configured policy.
@@ -256,6 +257,10 @@ def approve(
         raise Forbidden("the key that proposed this cannot approve it: a second person must")
     if proposal.kind == "issue" and advisory.issued_by == by:
         raise Forbidden("the key that wrote this cannot approve it: a second person must")
+    proposers = {proposal.proposed_by}
+    if proposal.kind == "issue":
+        proposers.add(advisory.issued_by)
+    _check_not_handed_by_proposer(session, by=by, proposers=proposers, now=now)
     draft = draft_from_snapshot(proposal.content, source=advisory.source)
     if proposal.kind == "issue":
         check_draft(draft, now=now)
@@ -268,6 +273,26 @@ def approve(
             session, advisory=advisory, draft=draft, changed_by=proposal.proposed_by, now=now
         )
     return _decide(proposal, advisory, decision="approved", by=by, reason=None, now=now)
+
+
+# A key's secret issued by the proposer this recently is one they have seen: an admin who
+# reissued a colleague's key approved their own level 4 with it, in the colleague's name (a
+# probe). After a day its holder has had it (and the console warned them of a new secret).
+FRESH_SECRET = timedelta(days=1)
+
+
+def _check_not_handed_by_proposer(
+    session: Session, *, by: str, proposers: set[str], now: datetime
+) -> None:
+    issued_by, issued_at = session.execute(
+        select(StaffKey.issued_by, StaffKey.issued_at).where(StaffKey.name == by)
+    ).one_or_none() or (None, None)
+    if issued_by in proposers and issued_at is not None and now - issued_at < FRESH_SECRET:
+        raise Forbidden(
+            f"this key's secret was issued by {issued_by} less than a day ago, so they have "
+            "seen it: it cannot approve what they proposed; a second person must, with a key "
+            "of their own"
+        )
 
 
 def reject(

@@ -36,6 +36,9 @@ class StaffKey(Base):
     # nobody (a leaked key is not good for ever); an admin reissues it.
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Who issued the current secret (an admin's key name, or "cli:<user>"), and so has seen
+    # it: not to approve their own proposals with it (service/advisories/approval.py).
+    issued_by: Mapped[str | None] = mapped_column(String(100), default=None)
     # Where the key's holder hears what became of what they proposed (approved, rejected).
     contact_email: Mapped[str | None] = mapped_column(String(254), default=None)
 

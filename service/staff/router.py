@@ -34,6 +34,7 @@ def create_key(
         email=body.email,
         days=body.expires_in_days,
         most_days=request.app.state.settings.staff_key_life_days,
+        issued_by=admin.name,
     )
     record_action(
         session,
@@ -63,6 +64,7 @@ def reissue_key(
         replacing=body.key_prefix,
         days=body.expires_in_days,
         most_days=request.app.state.settings.staff_key_life_days,
+        issued_by=admin.name,
     )
     record_action(
         session,

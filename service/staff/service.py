@@ -37,9 +37,11 @@ def create_key(
     most_days: int = DEFAULT_LIFE_DAYS,
     days: int | None = None,
     now: datetime | None = None,
+    issued_by: str | None = None,
 ) -> IssuedKey:
     """Create a staff key good for `days` (at most and by default `most_days`), with the
-    holder's e-mail (for decisions on what they propose); the returned secret is never stored."""
+    holder's e-mail (for decisions on what they propose); the returned secret is never stored,
+    and `issued_by` (who is handed it) is."""
     name = name.strip()
     if email is not None:
         try:
@@ -76,6 +78,7 @@ def create_key(
         contact_email=email,
         issued_at=now,
         expires_at=expires_at,
+        issued_by=issued_by,
     )
     session.add(record)
     session.flush()
@@ -91,6 +94,7 @@ def reissue_key(
     name: str | None = None,
     days: int | None = None,
     now: datetime | None = None,
+    issued_by: str | None = None,
 ) -> IssuedKey:
     """A new secret for a key (same name, role and e-mail), good for `days` from now (by
     default the term it was last issued for, within `most_days`): the old secret admits nobody
@@ -120,7 +124,13 @@ def reissue_key(
             StaffKey.key_hash == record.key_hash,
             StaffKey.revoked_at.is_(None),
         )
-        .values(key_hash=token_hash(key), key_prefix=key[:10], issued_at=now, expires_at=expires_at)
+        .values(
+            key_hash=token_hash(key),
+            key_prefix=key[:10],
+            issued_at=now,
+            expires_at=expires_at,
+            issued_by=issued_by,
+        )
         .execution_options(synchronize_session=False)
     )
     if changed.rowcount != 1:  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from service.db import utcnow
 from service.ledger.enqueue import insert_alerts
 from service.ledger.models import Alert
 from service.scheduler import jobs, run_job, tell_lapsed
+from service.staff import service as staff_service
 from service.staff.models import StaffKey
 from tests.advisories.builders import SQUARE, advisory_body, approve, in_days
 from tests.advisories.feed_samples import mofa_rows, sample
@@ -83,6 +84,35 @@ def issue(api, headers, **overrides):
     response = api.post("/v1/advisories", json=advisory_body(**overrides), headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def test_a_key_whose_secret_the_proposer_just_issued_cannot_approve_their_proposal(api, db):
+    """Found by a probe: an admin proposed a level 4, reissued a colleague's key, and approved
+    with the new secret; the log said the colleague approved. A secret the proposer issued
+    less than a day ago cannot approve what they proposed; one issued earlier can (every key
+    is made by an admin)."""
+    admin = {
+        "Authorization": f"Bearer {staff_service.create_key(db, name='ahn', role='admin').key}"
+    }
+    staff_service.create_key(
+        db, name="bae", role="consul", issued_by="ahn", now=utcnow() - timedelta(days=30)
+    )
+    citizens(api)
+    created = issue(api, admin, level=4)
+    [bae] = [k for k in api.get("/v1/staff/keys", headers=admin).json() if k["name"] == "bae"]
+    reissued = api.post(
+        f"/v1/staff/keys/{bae['id']}/reissue", json={"key_prefix": bae["key_prefix"]}, headers=admin
+    )
+    assert reissued.status_code == 200, reissued.text
+    refused = approve(api, created["id"], {"Authorization": f"Bearer {reissued.json()['key']}"})
+    assert refused.status_code == 403, refused.text
+    assert "issued by ahn less than a day ago" in refused.json()["detail"]
+    assert alerts(db) == 0
+    made_a_while_ago = staff_service.create_key(
+        db, name="cho", role="consul", issued_by="ahn", now=utcnow() - timedelta(days=2)
+    )
+    approved = approve(api, created["id"], {"Authorization": f"Bearer {made_a_while_ago.key}"})
+    assert approved.status_code == 200, approved.text
 
 
 def test_a_level_4_waits_for_a_second_key_then_the_same_send_arrives(
