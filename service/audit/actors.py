@@ -15,8 +15,19 @@ RESERVED = (FEED, SYSTEM, CLI)
 
 def is_reserved(name: str) -> bool:
     """Whether a staff key's name would pass for one of the service's own actors, as people
-    read the log too (as_read)."""
-    return as_read(name).startswith(RESERVED)
+    read the log too (as_read, _skeleton)."""
+    return as_read(name).startswith(RESERVED) or _skeleton(name).startswith(RESERVED)
+
+
+def reads_alike(one: str, other: str) -> bool:
+    """Whether two names read as one in the log: the same as read, or drawn alike in most
+    fonts ("aIice", "a1ice" and "alice"; "b0b" and "bob")."""
+    return as_read(one) == as_read(other) or _skeleton(one) == _skeleton(other)
+
+
+def _skeleton(name: str) -> str:
+    # Before case folds them: a capital I is drawn as a small l, not as a small i.
+    return as_read(name.translate(_DRAWN_ALIKE))
 
 
 def as_read(name: str) -> str:
@@ -29,11 +40,18 @@ def as_read(name: str) -> str:
         for ch in plain
         if unicodedata.category(ch) not in ("Cf", "Zs", "Cc") and not INVISIBLE.match(ch)
     )
-    return plain.translate(_LOOKALIKES).casefold()
+    # Accents left out ("alíce" reads as "alice"); Hangul decomposed and composed again.
+    bare = "".join(
+        ch for ch in unicodedata.normalize("NFD", plain) if unicodedata.category(ch) != "Mn"
+    )
+    return unicodedata.normalize("NFC", bare).translate(_LOOKALIKES).casefold()
 
 
-# Cyrillic and Greek letters drawn as Latin ones.
+# Cyrillic, Greek and IPA letters drawn as Latin ones, and Latin letters with a stroke (which
+# no decomposition takes off).
 _LOOKALIKES = str.maketrans(
-    "аеорсухѕіјԁԛԝАВЕКМНОРСТХЅІЈοαικνυΟΑΕΙΚΜΝΤΥΧΖΒΡΗ",
-    "aeopcyxsijdqwABEKMHOPCTXSIJoaikvuOAEIKMNTYXZBPH",
+    "аеорсухѕіјԁԛԝАВЕКМНОРСТХЅІЈοαικνυΟΑΕΙΚΜΝΤΥΧΖΒΡΗɑɡıȷłŁđĐøØħƀ",
+    "aeopcyxsijdqwABEKMHOPCTXSIJoaikvuOAEIKMNTYXZBPHagijlLdDoOhb",
 )
+# Drawn alike in most fonts, though not the same letter read aloud.
+_DRAWN_ALIKE = str.maketrans("I1|0", "lllo")

@@ -61,11 +61,11 @@ def create_key(
         raise InvalidInput("role", f"must be one of {', '.join(Role)}")
     now = now or utcnow()
     expires_at = _expiry(days, most_days, now)
-    read = actors.as_read(name)
     # Read as another key's name, it would pass for that person where they propose and
-    # approve (a review made "bob" + ZERO WIDTH SPACE and "bоb", a Cyrillic o, beside "bob").
+    # approve (a review made "bob" + ZERO WIDTH SPACE and "bоb", a Cyrillic o, beside "bob";
+    # a probe "aIice" and "ɑlice" beside "alice").
     taken = next(
-        (n for n in session.scalars(select(StaffKey.name)) if actors.as_read(n) == read), None
+        (n for n in session.scalars(select(StaffKey.name)) if actors.reads_alike(n, name)), None
     )
     if taken is not None:
         raise Conflict(f"a staff key named {taken!r} already exists: {name!r} reads the same")

@@ -167,6 +167,30 @@ def test_a_key_may_not_take_a_name_the_service_gives_its_own_actors(
 @pytest.mark.parametrize(
     ("name", "status"),
     [
+        ("aIice", 409),  # a capital I
+        ("a1ice", 409),  # a one
+        ("\u0251lice", 409),  # IPA alpha
+        ("a\u0142ice", 409),  # l with a stroke
+        ("al\u00edce", 409),  # an accent
+        ("ali\u0301ce", 409),  # a combining accent
+        ("alica", 201),  # another name
+    ],
+)
+def test_a_name_drawn_like_another_keys_is_refused(client, staff_headers, name, status):
+    """Found by a probe: "aIice" and "ɑlice" were created beside "alice", and read as her where
+    proposals and approvals name who acted."""
+    admin = staff_headers("admin")
+    made = client.post("/v1/staff/keys", json={"name": "alice", "role": "consul"}, headers=admin)
+    assert made.status_code == 201, made.text
+    answer = client.post("/v1/staff/keys", json={"name": name, "role": "consul"}, headers=admin)
+    assert answer.status_code == status, answer.text
+    if status == 409:
+        assert "alice" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
         ("bob\u200b", 409),  # a zero width space after it
         ("bob\u3164", 409),  # a Hangul filler after it
         ("b\u034fob", 409),  # a combining grapheme joiner inside
