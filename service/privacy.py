@@ -225,10 +225,12 @@ def scrub_name(text: str, name: str) -> str:
 def _as_word(part: str) -> str:
     """A name part as a word: not within another word ("An" of "Li An" is not the "an" of
     "plan": a review saw reasons mangled for good). A Hangul part is matched within a word
-    too, as particles and titles join it ("서연님", "서연이").
+    too, as particles and titles join it ("서연님", "서연이"), and with spaces between its
+    syllables.
     """
     if all("\uac00" <= letter <= "\ud7a3" for letter in part):
-        return re.escape(part)
+        # Spaced out too ("김 민 준": a probe's reason kept it so).
+        return r"\s*".join(re.escape(letter) for letter in part)
     word = re.escape(part)
     if len(part) <= 2:  # "An", "Oh", "Yu": as written or in capitals, not the words "an", "oh"
         word = f"(?-i:{re.escape(part)}|{re.escape(part.upper())})"

@@ -302,6 +302,8 @@ def test_a_reasons_mention_of_the_persons_name_never_reaches_the_audit_log(
         ("Ta Co", "contact needs help from TA CO", "contact needs help from [name]"),
         ("Oh Minsu", "oh, minsu said so", "oh, [name] said so"),
         ("이서연", "서연님께 다시 전화", "[name]님께 다시 전화"),
+        # A probe's: spaced out, the syllables were kept.
+        ("김민준", "calling 김 민 준 and 민 준 again", "calling [name] and [name] again"),
     ],
 )
 def test_a_name_is_taken_out_as_words_not_out_of_other_words(name, reason, kept):
