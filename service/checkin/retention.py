@@ -14,6 +14,7 @@ from service.advisories.models import Advisory
 from service.advisories.service import lock_advisory
 from service.checkin import rollcall
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
+from service.citizens.service import drop_bare_rows
 from service.ledger.models import Alert
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def forget_ended_ledgers(
     may still send it. Returns how many rows went."""
     cutoff = now - timedelta(days=kept_days)
     left = most_rows
+    whose: set[int] = set()  # the citizens of the rows deleted
     candidates = session.scalars(
         select(Advisory)
         .where(
@@ -63,11 +65,16 @@ def forget_ended_ledgers(
         for table in (Alert, CheckinAnswer, Checkin):
             if left <= 0:
                 break
-            left -= _delete_some(session, table, advisory_id=advisory.id, most=left)
+            citizens = _delete_some(session, table, advisory_id=advisory.id, most=left)
+            left -= len(citizens)
+            whose.update(citizens)
         if left > 0:  # each table had fewer than it was allowed: none is left
             advisory.ledger_forgotten_at = now
-    gone = session.execute(delete(HelpMessage).where(HelpMessage.received_at < cutoff))
-    return most_rows - left + (gone.rowcount or 0)
+    old_help = delete(HelpMessage).where(HelpMessage.received_at < cutoff)
+    helped = session.scalars(old_help.returning(HelpMessage.citizen_id)).all()
+    # An erased record's bare row was kept for these rows alone: once none is left, it goes.
+    drop_bare_rows(session, whose.union(helped))
+    return most_rows - left + len(helped)
 
 
 def _ended_at() -> ColumnElement[datetime]:
@@ -86,12 +93,15 @@ def _delete_some(
     *,
     advisory_id: int,
     most: int,
-) -> int:
-    # By id, `most` at most (neither backend's DELETE takes a LIMIT by itself).
+) -> list[int]:
+    """Delete `most` rows of the advisory at most; the citizen of each row deleted."""
+    # By id (neither backend's DELETE takes a LIMIT by itself).
     some = select(table.id).where(table.advisory_id == advisory_id).limit(most)
-    result = session.execute(
-        delete(table)
-        .where(table.id.in_(some.scalar_subquery()))
-        .execution_options(synchronize_session=False)
+    return list(
+        session.scalars(
+            delete(table)
+            .where(table.id.in_(some.scalar_subquery()))
+            .returning(table.citizen_id)
+            .execution_options(synchronize_session=False)
+        )
     )
-    return result.rowcount or 0

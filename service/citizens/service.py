@@ -4,12 +4,12 @@ import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, null, select, update
+from sqlalchemy import ColumnElement, delete, func, null, select, update
 from sqlalchemy.orm import Session
 
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
@@ -380,23 +380,49 @@ def purge_unverified(session: Session, *, now: datetime, ttl_h: int) -> int:
             Citizen.created_at < cutoff,
         )
     )
-    # An erased record's bare row is kept for its alerts and answers: one with none (erased
-    # before it verified anything, or whose advisories' rows were forgotten since) keeps
-    # nothing for anyone, and a script's register-and-erase loop grew the table without end
-    # (a probe). Gone like an unverified one.
-    bare = session.execute(
+    # One erased before it verified anything was never alerted and never answered: its bare
+    # row keeps nothing for anyone, and a script's register-and-erase loop grew the table
+    # without end (a probe). Gone like an unverified one. (Those whose alerts and answers were
+    # forgotten since go with them: drop_bare_rows.)
+    never_verified_erased = session.execute(
         delete(Citizen).where(
             Citizen.status == "erased",
-            *(
-                ~select(table.id).where(table.citizen_id == Citizen.id).exists()
-                for table in (Alert, Checkin, CheckinAnswer, HelpMessage)
-            ),
+            Citizen.verified_at.is_(None),
+            *_nothing_refers_to(Citizen.id),
         )
     )
-    purged = (result.rowcount or 0) + (bare.rowcount or 0)
+    purged = (result.rowcount or 0) + (never_verified_erased.rowcount or 0)
     purged += _erase_orphans(session, now=now)
     outbox.forget_refs_of_erased(session, erased_since=now - _REFS_FORGOTTEN_WITHIN)
     return purged
+
+
+def drop_bare_rows(session: Session, citizen_ids: Collection[int]) -> int:
+    """Of these records, delete the erased ones that nothing refers to any more (their alerts,
+    answers and help messages were forgotten): their bare rows were kept only for those.
+    Returns how many went."""
+    dropped = 0
+    ids = sorted(set(citizen_ids))
+    for start in range(0, len(ids), _BARE_A_STATEMENT):
+        result = session.execute(
+            delete(Citizen).where(
+                Citizen.id.in_(ids[start : start + _BARE_A_STATEMENT]),
+                Citizen.status == "erased",
+                *_nothing_refers_to(Citizen.id),
+            )
+        )
+        dropped += result.rowcount or 0
+    return dropped
+
+
+_BARE_A_STATEMENT = 5_000
+
+
+def _nothing_refers_to(citizen_id: ColumnElement[int]) -> list[ColumnElement[bool]]:
+    return [
+        ~select(table.id).where(table.citizen_id == citizen_id).exists()
+        for table in (Alert, Checkin, CheckinAnswer, HelpMessage)
+    ]
 
 
 # An hourly job: the provider ids recorded after an erasure of the last two days are cleared.

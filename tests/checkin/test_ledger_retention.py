@@ -11,7 +11,7 @@ from service.advisories.models import Advisory
 from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.retention import forget_ended_ledgers
 from service.citizens.models import Citizen
-from service.citizens.service import purge_unverified
+from service.citizens.service import drop_bare_rows, purge_unverified
 from service.db import utcnow
 from service.ledger.models import Alert
 from service.scheduler import jobs
@@ -189,9 +189,17 @@ def test_an_erased_citizens_bare_row_goes_once_nothing_refers_to_it(api, consul,
     purge_unverified(db, now=utcnow(), ttl_h=24)
     assert present() == set(who.values())  # its alerts and help message still name it
 
+    # An alert of an advisory whose rows are still kept (still in force, say) names it too.
+    silent_id = db.scalar(select(Citizen.id).where(Citizen.public_id == who["silent"]))
+    kept = Alert(advisory_id=10**9, revision=1, citizen_id=silent_id, channel="sms", status="sent")
+    db.add(kept)
+    db.flush()
     forget_ended_ledgers(db, now=utcnow() + A_YEAR_ON, kept_days=KEPT_DAYS)
     assert db.scalar(select(func.count()).select_from(HelpMessage)) == 0
-    purge_unverified(db, now=utcnow() + A_YEAR_ON, ttl_h=24)
+    assert present() == set(who.values())
+    db.delete(kept)
+    db.flush()
+    assert drop_bare_rows(db, [silent_id]) == 1
     assert present() == {who["safe"]}  # the active record stays, alerts or none
 
 
