@@ -225,7 +225,13 @@ def _standings(session: Session, *, advisory: Advisory, now: datetime) -> _Stand
     asked = _table(
         connection.execute(
             select(Alert.citizen_id, case((unreached, _UNREACHABLE), else_=_NO_ANSWER))
-            .where(Alert.advisory_id == advisory.id, asks(session, advisory.id))
+            .where(
+                Alert.advisory_id == advisory.id,
+                asks(session, advisory.id),
+                # Not asked at all: left outside a narrowed area before their ask went, or
+                # erased first (a probe counted them as not answering).
+                Alert.status.not_in(states.WITHDRAWN),
+            )
             .group_by(Alert.citizen_id)
         ).all(),
         columns=2,

@@ -48,6 +48,10 @@ QUEUED: Final = (PENDING, RETRY_WAIT)
 MAY_HAVE_REACHED: Final = (CLAIMED, SENT, DELIVERED)
 # Ended without reaching the citizen, and a delivery report cannot change that.
 ENDED_UNSENT: Final = (FAILED, EXPIRED, CANCELLED, SUPERSEDED)
+# Ended before it was sent, by design rather than by failing: a newer revision's row took its
+# place (or none did: the area no longer holds the citizen), the citizen erased their record,
+# the advisory ended or was cancelled. Not an ask that failed, nor one that reached anyone.
+WITHDRAWN: Final = (EXPIRED, CANCELLED, SUPERSEDED)
 # What staff may put back in the queue.
 RETRYABLE: Final = (FAILED, UNDELIVERED, EXPIRED)
 # How a claimed row may end, as the dispatcher decides it.

@@ -403,6 +403,34 @@ def test_an_ask_that_failed_everywhere_is_asked_again_at_once(api, consul, db, d
     assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=60)) == 1
 
 
+def test_an_ask_that_never_went_is_not_asked_again(api, consul, db, dispatcher, twilio):
+    """Found by a probe: an area narrowed while its level 3 was being sent superseded the asks
+    of those left outside before they went, and the escalation job took those for failed asks:
+    it asked them "are you safe?" at once, ahead of everything, about a warning they never got.
+    Likewise the asks of a citizen who erased their record."""
+    _, outside_phone = person(api, TOKYO)
+    _, inside_phone = person(api, BANGKOK)
+    gone_id, gone_manage, _ = register(api, location=BANGKOK, channels=["sms"], email=None)
+    t0 = utcnow()
+    advisory = issue(api, consul, level=4, area=AREA)
+    narrowed = api.patch(
+        f"/v1/advisories/{advisory}",
+        json={"area": {"circles": AREA["circles"]}},
+        headers=consul,
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert api.delete(f"/v1/citizens/{gone_id}", headers=gone_manage).status_code == 204
+    dispatcher.drain()
+    assert twilio.bodies_to(outside_phone) == [] and len(twilio.bodies_to(inside_phone)) == 1
+    # Nor are they counted as not answering: they were not asked.
+    roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert roll["counts"] == {"safe": 0, "help": 0, "no_answer": 1, "unreachable": 0}
+    db.expire_all()
+    assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=1)) == 0
+    # The one asked is asked again after the hour, and nobody else.
+    assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=61)) == 1
+
+
 def test_next_channel_prefers_one_the_last_ask_did_not_reach():
     assert next_channels({"sms", "email"}, {"sms", "email"}) == ["sms"]
     assert next_channels({"sms", "email"}, {"sms"}) == ["email"]
