@@ -777,6 +777,11 @@ class Dispatcher:
                 outcome: Outcome = Retry(reason=reason, code=LOOKUP_FAILED, outcome_unknown=True)
                 circuit.observe(outcome)
                 return outcome, False
+        if job.expires is not None and self.clock.now() >= job.expires:
+            # Its advisory ended while the batch waited its turn (a slow provider, the
+            # sender's rate): not sent, and the next claim ends it as expired. A probe's
+            # warnings went out up to 26 s after their advisory's end.
+            return _not_sent(job.row), False
         if sender is not None and not sender.wait(job.message.segments or 1):
             reason = "held: no send slot of the sender's rate came free"
             return Retry(reason=reason, code=THROTTLED, retry_after_s=1.0), False

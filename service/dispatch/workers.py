@@ -236,7 +236,7 @@ class Heartbeat:
                 worker=self.worker,
                 lease_end=now + timedelta(seconds=self.lease_s),
             )
-            stopped = outbox.overtaken(session, ids=still)
+            stopped = outbox.overtaken(session, ids=still, now=now)
             # Not held any more: recorded meanwhile (the same claim), or claimed again.
             lost = outbox.claimed_again(
                 session, held={i: a for i, a in asked.items() if i not in still}

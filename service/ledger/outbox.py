@@ -321,22 +321,31 @@ def claimed_again(session: Session, *, held: dict[int, int]) -> set[int]:
     return {alert_id for alert_id, attempts in rows if attempts != held[alert_id]}
 
 
-def overtaken(session: Session, *, ids: Iterable[int]) -> set[int]:
+def overtaken(session: Session, *, ids: Iterable[int], now: datetime) -> set[int]:
     """Of these held rows, those that must not be sent any more: their advisory moved past
-    their revision (revised, or cancelled: the all-clear is the newer revision) or their
-    citizen was erased. A probe cancelled a level 3 after 16 warnings of a claimed batch, and
-    84 more went out, some after the all-clear; an erased citizen's went out too. The heartbeat
-    stops them (Holdings.may_send); whoever claims them once the lease lapses ends them."""
+    their revision (revised, or cancelled: the all-clear is the newer revision) or ended, or
+    their citizen was erased. A probe cancelled a level 3 after 16 warnings of a claimed batch,
+    and 84 more went out, some after the all-clear; an erased citizen's went out too; another
+    probe's warnings went out after their advisory's end. The heartbeat stops them
+    (Holdings.may_send); whoever claims them once the lease lapses ends them."""
     ids = list(ids)
     if not ids:
         return set()
+    # A cancelled advisory's own rows are its all-clears, which go whatever its end.
+    ended = and_(
+        Advisory.status != "cancelled",
+        or_(
+            Advisory.status == "expired",
+            and_(Advisory.expires.is_not(None), Advisory.expires <= now),
+        ),
+    )
     return set(
         session.scalars(
             select(Alert.id)
             .join(Advisory, Advisory.id == Alert.advisory_id)
             .join(Citizen, Citizen.id == Alert.citizen_id)
             .where(Alert.id.in_(ids))
-            .where(or_(Alert.revision < Advisory.revision, Citizen.status == "erased"))
+            .where(or_(Alert.revision < Advisory.revision, Citizen.status == "erased", ended))
         )
     )
 

@@ -1,11 +1,16 @@
 """End to end on both backends: register, issue, dispatch through the real twilio SDK to the
 fake Twilio and through smtplib to aiosmtpd; then what staff see."""
 
+from datetime import datetime, timedelta
+
 import pytest
 from sqlalchemy import select
 
 from service.config import Settings
+from service.db import utcnow
+from service.dispatch.workers import DatabaseClock
 from service.ledger.models import Alert
+from service.ledger.outbox import overtaken
 from tests.advisories.builders import advisory_body
 from tests.builders import register
 from tests.conftest import make_settings
@@ -193,3 +198,45 @@ def test_details_link_shows_the_advisory_and_records_only_an_explicit_read(
     forged = path[:-1] + ("0" if path[-1] != "0" else "1")
     assert api.get(forged).status_code == 404
     assert api.post(forged).status_code == 404
+
+
+class _After(DatabaseClock):
+    """The dispatcher's clock from the send on: past the advisory's end."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__()
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def test_a_warning_whose_advisory_ended_while_its_batch_waited_is_not_sent(
+    api, consul, db, dispatcher, twilio
+):
+    """Found by a probe: a slow provider held a batch past its advisory's end, and 316 of 600
+    warnings went out up to 26 s after it, each recorded as sent. The end is checked again
+    right before each send: the row is not sent, and the next claim ends it as expired."""
+    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+    t0 = utcnow()
+    ends = t0 + timedelta(hours=1)
+    body = advisory_body(expires=ends.isoformat())
+    assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
+    dispatcher.clock = _After(ends + timedelta(seconds=1))
+    dispatcher.step(now=t0)  # claimed in time, its send's turn came after the end
+    assert twilio.messages == []
+    dispatcher.step(now=ends + timedelta(seconds=2))
+    db.expire_all()
+    [row] = alerts(db)
+    assert row.status == "expired" and row.sent_at is None, (row.status, row.last_error)
+    assert twilio.messages == []
+
+
+def test_the_heartbeat_stops_a_held_warning_once_its_advisory_ended(api, consul, db):
+    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+    ends = utcnow() + timedelta(hours=1)
+    body = advisory_body(expires=ends.isoformat())
+    assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
+    [row] = alerts(db)
+    assert overtaken(db, ids=[row.id], now=ends - timedelta(seconds=1)) == set()
+    assert overtaken(db, ids=[row.id], now=ends) == {row.id}
