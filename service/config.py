@@ -46,6 +46,9 @@ def config_file() -> Path:
     return Path(named or DEFAULT_CONFIG_FILE)
 
 
+LEDGER_RETENTION_LEAST_DAYS = 30
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANJEON_", extra="forbid")
 
@@ -283,6 +286,18 @@ class Settings(BaseSettings):
             parse_many(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a limit like '5/hour' or '3/hour;5/day'") from exc
+        return value
+
+    @field_validator("ledger_retention_days")
+    @classmethod
+    def _ledger_retention(cls, value: int) -> int:
+        # Check-in links answer for 7 days after the ask, and replies come within days: rows
+        # deleted sooner took answers that landed on a forgotten advisory (a review).
+        if 0 < value < LEDGER_RETENTION_LEAST_DAYS:
+            raise ValueError(
+                f"keep alerts and answers {LEDGER_RETENTION_LEAST_DAYS} days at least after an "
+                "advisory ended (0 keeps them for ever)"
+            )
         return value
 
     @field_validator("rate_limit_storage")

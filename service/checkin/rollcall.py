@@ -615,7 +615,13 @@ def _lock_rows(session: Session, citizen_id: int, *, exercise: bool) -> list[Che
         session.scalars(
             select(Checkin)
             .join(Advisory, Advisory.id == Checkin.advisory_id)
-            .where(Checkin.citizen_id == citizen_id, Advisory.exercise == exercise)
+            .where(
+                Checkin.citizen_id == citizen_id,
+                Advisory.exercise == exercise,
+                # Not one whose rows are being forgotten (retention.py): written meanwhile, an
+                # answer there would outlive the deletion (a review).
+                Advisory.ledger_kept.is_(None),
+            )
             .order_by(Checkin.advisory_id)
             .with_for_update(of=Checkin)
             .execution_options(populate_existing=True)

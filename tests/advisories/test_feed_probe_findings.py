@@ -6,7 +6,9 @@ Cancel; a CAP Test message cancelled or silenced real advisories."""
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from service.advisories import approval
@@ -344,3 +346,10 @@ def test_staff_see_a_feeds_host_and_path_never_the_password_or_key_in_its_url(
         "http://[2001:db8::1]/alerts.xml",
         "tests/data/feeds/none.xml",
     ]
+
+
+@pytest.mark.parametrize("url", ["https://h:99999/a.xml", "https://u:p@h:abc/x"])
+def test_a_feed_url_with_a_bad_port_is_refused_when_the_file_is_read(url):
+    """A review: such a URL loaded, and GET /v1/feeds then failed whole (500) on showing it."""
+    with pytest.raises(ValidationError, match="url"):
+        Feed(name="x", url=url, format="cap")

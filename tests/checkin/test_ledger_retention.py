@@ -5,6 +5,7 @@ too. An advisory still sending, or ended too recently, is left alone."""
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from service.advisories.models import Advisory
@@ -12,6 +13,7 @@ from service.checkin.models import Checkin, CheckinAnswer, HelpMessage
 from service.checkin.retention import forget_ended_ledgers
 from service.citizens.models import Citizen
 from service.citizens.service import drop_bare_rows, purge_unverified
+from service.config import Settings
 from service.db import utcnow
 from service.ledger.models import Alert
 from service.scheduler import jobs
@@ -211,3 +213,15 @@ def test_with_no_retention_the_job_forgets_nothing(db, settings, api, consul):
     assert db.scalar(select(func.count()).select_from(HelpMessage)) == 1
     assert job.body(db, settings) == 1
     assert db.scalar(select(func.count()).select_from(HelpMessage)) == 0
+
+
+@pytest.mark.parametrize(("days", "accepted"), [(0, True), (1, False), (29, False), (30, True)])
+def test_alerts_and_answers_are_kept_a_month_at_least_or_for_ever(days, accepted):
+    """A review: kept a day, they went while check-in links still took answers, which then
+    landed on an advisory whose rows were forgotten, for good."""
+    if accepted:
+        made = Settings(secret_key="k" * 40, ledger_retention_days=days)
+        assert made.ledger_retention_days == days
+    else:
+        with pytest.raises(ValidationError, match="30 days at least"):
+            Settings(secret_key="k" * 40, ledger_retention_days=days)

@@ -54,6 +54,11 @@ class Feed(BaseModel):
             raise ValueError("give exactly one of url, path")
         if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError("url must be http(s)")
+        if self.url is not None:
+            try:
+                urlsplit(self.url).port  # noqa: B018 - raises on a port out of range or not a number
+            except ValueError as exc:
+                raise ValueError(f"url: {exc}") from exc
         if self.format not in PARSERS:
             raise ValueError(f"unknown format {self.format}")
         if self.stale_after_s is not None and self.stale_after_s < 2 * self.interval_s + 300:
