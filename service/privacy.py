@@ -222,6 +222,10 @@ def scrub_name(text: str, name: str) -> str:
     return re.sub(words, "[name]", text, flags=re.IGNORECASE)
 
 
+# Between a spaced-out name's syllables: one space, dot, hyphen, middle dot or invisible mark.
+_HANGUL_GAP = r"[\s.\-\u00b7\u200b-\u200d\u2060]"
+
+
 def _as_word(part: str) -> str:
     """A name part as a word: not within another word ("An" of "Li An" is not the "an" of
     "plan": a review saw reasons mangled for good). A Hangul part is matched within a word
@@ -229,8 +233,10 @@ def _as_word(part: str) -> str:
     syllables.
     """
     if all("\uac00" <= letter <= "\ud7a3" for letter in part):
-        # Spaced out too ("김 민 준": a probe's reason kept it so).
-        return r"\s*".join(re.escape(letter) for letter in part)
+        # Spaced out too ("김 민 준", "김.민.준": a probe's reason kept it so), as syllables of
+        # their own: "시민 준비" holds no "민준" (a review saw it mangled so).
+        spaced = _HANGUL_GAP.join(re.escape(letter) for letter in part)
+        return rf"{re.escape(part)}|(?<![\uac00-\ud7a3]){spaced}(?![\uac00-\ud7a3])"
     word = re.escape(part)
     if len(part) <= 2:  # "An", "Oh", "Yu": as written or in capitals, not the words "an", "oh"
         word = f"(?-i:{re.escape(part)}|{re.escape(part.upper())})"

@@ -284,15 +284,29 @@ FRESH_SECRET = timedelta(days=1)
 def _check_not_handed_by_proposer(
     session: Session, *, by: str, proposers: set[str], now: datetime
 ) -> None:
-    issued_by, issued_at = session.execute(
-        select(StaffKey.issued_by, StaffKey.issued_at).where(StaffKey.name == by)
-    ).one_or_none() or (None, None)
-    if issued_by in proposers and issued_at is not None and now - issued_at < FRESH_SECRET:
-        raise Forbidden(
-            f"this key's secret was issued by {issued_by} less than a day ago, so they have "
-            "seen it: it cannot approve what they proposed; a second person must, with a key "
-            "of their own"
-        )
+    # Up the chain of fresh secrets: a second admin key the proposer made today, which then
+    # reissued the colleague's key, hands it over just the same (a review).
+    name, way = by, []
+    while len(way) < _CHAIN_MOST:
+        issued_by, issued_at = session.execute(
+            select(StaffKey.issued_by, StaffKey.issued_at).where(StaffKey.name == name)
+        ).one_or_none() or (None, None)
+        if issued_by is None or issued_at is None or now - issued_at >= FRESH_SECRET:
+            return
+        if issued_by in proposers:
+            through = f" (by way of {', '.join(way)})" if way else ""
+            raise Forbidden(
+                f"this key's secret was issued by {issued_by} less than a day ago{through}, so "
+                "they have seen it: it cannot approve what they proposed; a second person "
+                "must, with a key of their own"
+            )
+        if issued_by in way or issued_by == by:
+            return
+        way.append(issued_by)
+        name = issued_by
+
+
+_CHAIN_MOST = 10
 
 
 def reject(

@@ -47,11 +47,12 @@ def as_read(name: str) -> str:
     return unicodedata.normalize("NFC", bare).translate(_LOOKALIKES).casefold()
 
 
-# Cyrillic, Greek and IPA letters drawn as Latin ones, and Latin letters with a stroke (which
-# no decomposition takes off).
+# Cyrillic, Greek, Armenian, IPA and small-capital letters drawn as Latin ones, and Latin
+# letters with a stroke (which no decomposition takes off). A hand-kept table: the common
+# look-alikes, not the whole of Unicode's confusables (UTS #39).
 _LOOKALIKES = str.maketrans(
-    "аеорсухѕіјԁԛԝАВЕКМНОРСТХЅІЈοαικνυΟΑΕΙΚΜΝΤΥΧΖΒΡΗɑɡıȷłŁđĐøØħƀ",
-    "aeopcyxsijdqwABEKMHOPCTXSIJoaikvuOAEIKMNTYXZBPHagijlLdDoOhb",
+    "аеорсухѕіјԁԛԝһӏӀԛАВЕКМНОРСТХЅІЈοαικνυΟΑΕΙΚΜΝΤΥΧΖΒΡΗոսɑɡıȷɩłŁđĐøØħƀᴏᴄᴠᴡᴢ",
+    "aeopcyxsijdqwhlIqABEKMHOPCTXSIJoaikvuOAEIKMNTYXZBPHnuagijilLdDoOhbocvwz",
 )
 # Drawn alike in most fonts, though not the same letter read aloud.
 _DRAWN_ALIKE = str.maketrans("I1|0", "lllo")

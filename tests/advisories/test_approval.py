@@ -108,6 +108,12 @@ def test_a_key_whose_secret_the_proposer_just_issued_cannot_approve_their_propos
     assert refused.status_code == 403, refused.text
     assert "issued by ahn less than a day ago" in refused.json()["detail"]
     assert alerts(db) == 0
+    # A second admin key of theirs, made today, reissuing it hands it over just the same.
+    tool = staff_service.create_key(db, name="ops-tool", role="admin", issued_by="ahn")
+    bae_now = staff_service.reissue_key(db, name="bae", replacing=None, issued_by="ops-tool")
+    through = approve(api, created["id"], {"Authorization": f"Bearer {bae_now.key}"})
+    assert through.status_code == 403, through.text
+    assert "by way of ops-tool" in through.json()["detail"] and tool.key
     made_a_while_ago = staff_service.create_key(
         db, name="cho", role="consul", issued_by="ahn", now=utcnow() - timedelta(days=2)
     )

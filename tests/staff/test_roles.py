@@ -172,6 +172,9 @@ def test_a_key_may_not_take_a_name_the_service_gives_its_own_actors(
         ("\u0251lice", 409),  # IPA alpha
         ("a\u0142ice", 409),  # l with a stroke
         ("al\u00edce", 409),  # an accent
+        ("ali\u0441e", 409),  # a Cyrillic es
+        ("a\u04cfice", 409),  # a Cyrillic palochka
+        ("ali\u1d04e", 409),  # a small capital C
         ("ali\u0301ce", 409),  # a combining accent
         ("alica", 201),  # another name
     ],
