@@ -65,23 +65,28 @@ def preview_stored(
     request: Request, advisory_id: str, session: SessionDep, staff: Consul
 ) -> Preview:
     """The same preview of a stored advisory, whatever its status (a draft, one pending
-    approval, one in force), from its current content; a draft's is audited as the other
-    preview is (a draft edited and previewed again is the same hunt)."""
+    approval, one in force), from its current content; a draft's, and one not yet in effect,
+    are counted and audited as the other preview is (edited and previewed again, the same
+    hunt)."""
     advisory = service.get_advisory(session, public_id=advisory_id)
+    now = utcnow()
+    # Only an area that alerts nobody changes at will: a draft's, or one of an advisory not yet
+    # in effect, which a PATCH moves unseen (a review found that way round the limit). Those
+    # previews are the hunt a probe found: counted and audited as the other preview is. The
+    # console previews every advisory in force on each view, which would bury the log.
+    hunt = advisory.status == "draft" or (advisory.status == "active" and advisory.effective > now)
     with request.app.state.reach_counts.turn(staff.name):
-        if advisory.status == "draft":  # its area is the key's to change at will, as above
+        if hunt:
             request.app.state.rate_limits.take_here_when_away(Rule.PREVIEW, staff.name)
         found = previews.preview_advisory(
             session,
             advisory=advisory,
             renderer=request.app.state.renderer,
             base_url=request.app.state.settings.public_base_url,
-            now=utcnow(),
+            now=now,
         )
-    if advisory.status == "draft":
-        # Only a draft's area changes at will (the hunt a review found); the console previews
-        # every advisory in force on each view, which would bury the log. A draft has nothing
-        # under review: its own content is what was previewed.
+    if hunt:
+        # Its own content is what was previewed: nothing of it is under review.
         area = service.draft_of(advisory).area
         record_action(
             session,

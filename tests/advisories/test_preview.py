@@ -22,7 +22,7 @@ from service.dispatch import sms_text
 from service.geo.areas import Area
 from service.ledger.models import Alert
 from service.staff import service as staff_service
-from tests.advisories.builders import advisory_body
+from tests.advisories.builders import advisory_body, in_days
 from tests.builders import register, stay
 from tests.conftest import bound_client, make_settings
 from tests.dispatch import conftest as dispatch_fixtures
@@ -186,6 +186,12 @@ def test_a_key_previews_areas_of_its_own_a_limited_number_of_times(database_url,
         hunter, other = staff_headers("consul"), staff_headers("consul")
         in_force = client.post("/v1/advisories", json=advisory_body(), headers=other).json()
         draft = client.post("/v1/advisories", json=advisory_body(draft=True), headers=hunter).json()
+        later = client.post(
+            "/v1/advisories",
+            json=advisory_body(effective=in_days(2), expires=in_days(5)),
+            headers=hunter,
+        ).json()
+        assert later["status"] == "active", later
         body = advisory_body(area=TOKYO_CIRCLE)
         for _ in range(2):
             assert (
@@ -197,6 +203,9 @@ def test_a_key_previews_areas_of_its_own_a_limited_number_of_times(database_url,
         assert (
             client.post(f"/v1/advisories/{draft['id']}/preview", headers=hunter).status_code == 429
         )
+        # Nor one in force later, whose area a PATCH moves unseen (a review's way round).
+        ahead = client.post(f"/v1/advisories/{later['id']}/preview", headers=hunter)
+        assert ahead.status_code == 429, ahead.text
         # Bad input costs nothing, and the advisory in force still previews.
         bad = client.post("/v1/advisories/preview", json={"level": 9}, headers=hunter)
         assert bad.status_code == 422
