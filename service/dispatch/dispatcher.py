@@ -63,6 +63,7 @@ from service.ledger.states import (
     REASON_CANCELLED_BEFORE_SENDING,
     REASON_CITIZEN_ERASED,
     REASON_ENDED_BEFORE_SENDING,
+    REASON_ENDED_MAYBE_SENT,
     RETRY_WAIT,
     SENT,
     SUPERSEDED,
@@ -1232,6 +1233,14 @@ def _not_sent(row: Claimed) -> Retry:
     )
 
 
+def _ended(row: Claimed, status: str, reason: str) -> Decision:
+    """Ended unsent by the advisory. A row whose last try's outcome was lost may have gone
+    out: it keeps the mark (staff count it, a retry looks it up) and says so."""
+    if row.outcome_unknown:
+        return Decision(row.id, status, reason=REASON_ENDED_MAYBE_SENT, outcome_unknown=True)
+    return Decision(row.id, status, reason=reason)
+
+
 def _triage(
     row: Claimed,
     state: AdvisoryState | None,
@@ -1258,17 +1267,15 @@ def _triage(
         # Carriers block our texts to the number after STOP; the e-mail (fallback) still goes.
         return Decision(row.id, FAILED, code="opted-out", reason="the citizen replied STOP")
     if content.kind == "cancel" and row.checkin_round > 0:
-        return Decision(row.id, EXPIRED, reason=REASON_CANCELLED_BEFORE_SENDING)
+        return _ended(row, EXPIRED, REASON_CANCELLED_BEFORE_SENDING)
     if content.kind == "cancel":
         return None  # the all-clear goes out whatever the advisory's state
     if state.status == "cancelled":
-        return Decision(row.id, EXPIRED, reason=REASON_CANCELLED_BEFORE_SENDING)
+        return _ended(row, EXPIRED, REASON_CANCELLED_BEFORE_SENDING)
     if row.revision < state.revision:
-        return Decision(
-            row.id, SUPERSEDED, reason=f"revision {state.revision} replaced it before sending"
-        )
+        return _ended(row, SUPERSEDED, f"revision {state.revision} replaced it before sending")
     if state.status == "expired" or (state.expires is not None and state.expires <= now):
-        return Decision(row.id, EXPIRED, reason=REASON_ENDED_BEFORE_SENDING)
+        return _ended(row, EXPIRED, REASON_ENDED_BEFORE_SENDING)
     if state.status != "active":
         # Rejected, a draft, or waiting for approval (a decision raced the queue): only an
         # approved, active advisory is ever sent.

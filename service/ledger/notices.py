@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, text, tuple_, update
+from sqlalchemy import bindparam, case, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
@@ -41,7 +41,12 @@ def enqueue_cancellation(
         )
         .values(
             status=states.EXPIRED,
-            last_error=states.REASON_CANCELLED_BEFORE_SENDING,
+            # A row whose last try's outcome was lost may have gone: it must not read as never
+            # sent (a probe counted 28 such warnings that had reached people).
+            last_error=case(
+                (Alert.outcome_unknown, states.REASON_ENDED_MAYBE_SENT),
+                else_=states.REASON_CANCELLED_BEFORE_SENDING,
+            ),
             updated_at=now,
         )
         .execution_options(synchronize_session=False)

@@ -4,7 +4,7 @@ fake Twilio and through smtplib to aiosmtpd; then what staff see."""
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.config import Settings
 from service.db import utcnow
@@ -240,3 +240,53 @@ def test_the_heartbeat_stops_a_held_warning_once_its_advisory_ended(api, consul,
     [row] = alerts(db)
     assert overtaken(db, ids=[row.id], now=ends - timedelta(seconds=1)) == set()
     assert overtaken(db, ids=[row.id], now=ends) == {row.id}
+
+
+def test_a_warning_whose_try_was_lost_and_then_cancelled_counts_as_maybe_sent(
+    api, consul, db, dispatcher
+):
+    """Found by a probe: warnings whose send's answer was lost (the dispatcher stopped) were
+    ended by the cancel as "cancelled before this was sent", and staff read 129 warned where
+    157 had been. They now say they may have gone, and count apart as maybe_sent."""
+    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+    created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    [row] = alerts(db)
+    db.execute(
+        update(Alert)
+        .where(Alert.id == row.id)
+        .values(status="retry_wait", outcome_unknown=True, attempts=1)
+    )
+    cancelled = api.post(f"/v1/advisories/{created['id']}/cancel", headers=consul)
+    assert cancelled.status_code == 200, cancelled.text
+    db.expire_all()
+    warning = db.get(Alert, row.id)
+    assert warning.status == "expired" and warning.outcome_unknown
+    assert "may have been sent" in warning.last_error
+    seen = api.get(f"/v1/advisories/{created['id']}/alerts", headers=consul).json()
+    [issued] = [r for r in seen["by_revision"] if r["change"] == "issued"]
+    assert issued["counts"] == {"expired": {"sms": 1}, "maybe_sent": {"sms": 1}}
+    # The all-clear goes to them: they may have been warned.
+    [cancel] = [r for r in seen["by_revision"] if r["change"] == "cancelled"]
+    assert cancel["counts"] == {"pending": {"sms": 1}}
+
+
+def test_a_lost_try_superseded_at_its_next_claim_says_it_may_have_gone(
+    api, consul, db, dispatcher, twilio
+):
+    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+    created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+    [row] = alerts(db)
+    db.execute(
+        update(Alert)
+        .where(Alert.id == row.id)
+        .values(status="retry_wait", outcome_unknown=True, attempts=1)
+    )
+    changed = {"message": {"ko": "고친 안내", "en": "Corrected"}}
+    revised = api.patch(f"/v1/advisories/{created['id']}", json=changed, headers=consul)
+    assert revised.status_code == 200, revised.text
+    dispatcher.drain()
+    db.expire_all()
+    first = db.get(Alert, row.id)
+    assert first.status == "superseded" and first.outcome_unknown
+    assert "may have been sent" in first.last_error
+    assert len(twilio.messages) == 1  # the revision's own

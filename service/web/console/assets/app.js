@@ -757,7 +757,7 @@ async function act(id, action, done) {
 
 // Alerts that reached nobody: listed on the advisory's page, each with "retry".
 const ATTENTION = ["failed", "undelivered", "expired"];
-const FUNNEL = ["queued", "claimed", "retry_wait", "deferred", "sent", "delivered", "failed", "undelivered", "expired"];
+const FUNNEL = ["queued", "claimed", "retry_wait", "deferred", "sent", "delivered", "failed", "undelivered", "expired", "maybe_sent"];
 
 // When the advisory's figures were last fetched; a failed refresh says how old they are.
 function heard() {
