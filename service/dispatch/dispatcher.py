@@ -167,6 +167,18 @@ class _Job:
     started: datetime | None = None  # no later than the send began
 
 
+@dataclass
+class _Routine:
+    """Routine alerts each citizen had in the last hour (the cap), and of which advisories."""
+
+    sent: dict[int, int] = field(default_factory=dict)
+    told: dict[int, set[int]] = field(default_factory=dict)
+
+    def count(self, citizen_id: int, advisory_id: int, messages: int) -> None:
+        self.sent[citizen_id] = self.sent.get(citizen_id, 0) + messages
+        self.told.setdefault(citizen_id, set()).add(advisory_id)
+
+
 class Dispatcher:
     """Sends what the ledger holds. Safe to run in several processes: rows are claimed under a
     lease (with SKIP LOCKED on PostgreSQL), and every write checks the claim is still ours."""
@@ -867,35 +879,38 @@ class Dispatcher:
 
     def _routine_sent(
         self, session: Session, rows: list[Claimed], contents: dict, at: datetime
-    ) -> dict[int, int]:
+    ) -> "_Routine":
         """Routine alerts each citizen of the batch was sent in the last hour: those of level 1-2
         advisories, their roll calls' asks included; not level 3-4 alerts, their asks or
         all-clears, which the cap never holds (a level 3 and its roll call once held a
         citizen's next level 2 as their hour's fifth)."""
+        routine = _Routine()
         if not self.policy.routine_per_hour:
-            return {}
+            return routine
         citizens = {
             r.citizen_id for r in rows if _routine(contents.get((r.advisory_id, r.revision)))
         }
         sent = outbox.sent_since(session, citizen_ids=citizens, since=at - timedelta(hours=1))
         kinds = self._contents.load(session, {(a, r) for _, a, r in sent})
-        counted: dict[int, int] = {}
         for (citizen_id, advisory_id, revision), count in sent.items():
             if _routine(kinds.get((advisory_id, revision))):
-                counted[citizen_id] = counted.get(citizen_id, 0) + count
-        return counted
+                routine.count(citizen_id, advisory_id, count)
+        return routine
 
     def _cap(
-        self, row: Claimed, content: AlertContent | None, routine: dict[int, int], *, now: datetime
+        self, row: Claimed, content: AlertContent | None, routine: "_Routine", *, now: datetime
     ) -> Decision | None:
         """Hold a routine alert (a roll call's ask of a level 1-2 advisory too: a probe's consul
         texted one citizen six in 8 s with six level-1 advisories and their roll calls) for a
-        citizen who had their hour's share; count it otherwise."""
+        citizen who had their hour's share; count it otherwise. Not a newer revision of an
+        advisory they had this hour: it replaces the words they hold (a probe's citizens kept
+        the fifth revision's words for an hour while the seventh, the correction, was held)."""
         if not self.policy.routine_per_hour or not _routine(content):
             return None
         if row.checkin_round and row.priority == priority.CHECK_IN:
             return None  # an ask that goes first (CAP Extreme at level 2, a level 3 lowered)
-        if routine.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
+        replaces = row.advisory_id in routine.told.get(row.citizen_id, ())
+        if not replaces and routine.sent.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
             return Decision(
                 row.id,
                 RETRY_WAIT,
@@ -907,7 +922,7 @@ class Dispatcher:
                 outcome_unknown=row.outcome_unknown,
                 refund=True,
             )
-        routine[row.citizen_id] = routine.get(row.citizen_id, 0) + 1
+        routine.count(row.citizen_id, row.advisory_id, 1)
         return None
 
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:

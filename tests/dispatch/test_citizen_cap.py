@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
+from service.advisories.models import Advisory
 from service.dispatch.dispatcher import _routine
 from service.ledger.models import Alert
 from tests.advisories.builders import advisory_body, in_days
@@ -40,6 +41,38 @@ def test_routine_alerts_are_capped_per_citizen_and_urgent_ones_are_not(
     assert all(r.error_code == "citizen-cap" and r.due_at is not None for r in held)
     bodies = twilio.bodies_to("+821073210001")
     assert len(bodies) == 4 and any("출국권고" in b for b in bodies)
+
+
+def test_a_correction_of_an_advisory_they_had_this_hour_is_never_held(
+    database_url, db, staff_headers, twilio, smtp
+):
+    """Found by a probe: revisions of one level 2 counted as further alerts, and past the cap
+    the latest (the correction) was held an hour while the citizen kept an older text. A newer
+    revision of an advisory they had this hour replaces it; a new advisory is still held."""
+    settings = make_settings(
+        database_url, **notifier_settings(twilio, smtp), max_routine_alerts_per_hour=2
+    )
+    consul = staff_headers("consul")
+    with bound_client(settings, db) as api:
+        register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-7321-0002", channels=["sms"])
+        dispatcher = dispatcher_in(db, settings)
+        first = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
+        dispatcher.drain()
+        for n in range(3):
+            fixed = {"message": {"ko": f"고친 안내 {n}", "en": f"Fixed {n}"}}
+            changed = api.patch(f"/v1/advisories/{first['id']}", json=fixed, headers=consul)
+            assert changed.status_code == 200, changed.text
+            dispatcher.drain()
+        other = advisory_body(title={"ko": "다른 주의", "en": "Another"})
+        assert api.post("/v1/advisories", json=other, headers=consul).status_code == 201
+        dispatcher.drain()
+        dispatcher.close()
+    bodies = twilio.bodies_to("+821073210002")
+    assert len(bodies) == 4 and "고친 안내 2" in bodies[-1]  # the first, then each correction
+    db.expire_all()
+    [held] = db.scalars(select(Alert).where(Alert.status == "retry_wait")).all()
+    corrected = db.scalar(select(Advisory.id).where(Advisory.public_id == first["id"]))
+    assert held.error_code == "citizen-cap" and held.advisory_id != corrected
 
 
 def test_the_cap_counts_only_routine_alerts_not_urgent_ones_or_check_in_asks(
