@@ -233,10 +233,10 @@ def _as_word(part: str) -> str:
     syllables.
     """
     if all("\uac00" <= letter <= "\ud7a3" for letter in part):
-        # Spaced out too ("김 민 준", "김.민.준": a probe's reason kept it so), as syllables of
-        # their own: "시민 준비" holds no "민준" (a review saw it mangled so).
+        # Spaced out too ("김 민 준", "김.민.준님": a probe's reason kept it so), from a word's
+        # start: "시민 준비" holds no "민준" (a review saw it mangled so).
         spaced = _HANGUL_GAP.join(re.escape(letter) for letter in part)
-        return rf"{re.escape(part)}|(?<![\uac00-\ud7a3]){spaced}(?![\uac00-\ud7a3])"
+        return rf"{re.escape(part)}|(?<![\uac00-\ud7a3]){spaced}"
     word = re.escape(part)
     if len(part) <= 2:  # "An", "Oh", "Yu": as written or in capitals, not the words "an", "oh"
         word = f"(?-i:{re.escape(part)}|{re.escape(part.upper())})"

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.advisories.models import Advisory
@@ -76,7 +76,21 @@ def _due(
         .exists()
     )
     rows = session.execute(
-        select(Alert.citizen_id, Alert.channel, Alert.checkin_round, Alert.status, Alert.sent_at)
+        select(
+            Alert.citizen_id,
+            Alert.channel,
+            Alert.checkin_round,
+            # Ended unsent, but its try's outcome was lost: it may have reached them, about
+            # when it was last written. Waited for as one sent then, not asked again at once.
+            case(
+                (
+                    and_(Alert.status.in_(states.WITHDRAWN), Alert.outcome_unknown),
+                    states.SENT,
+                ),
+                else_=Alert.status,
+            ),
+            func.coalesce(Alert.sent_at, Alert.updated_at, Alert.created_at),
+        )
         .where(
             Alert.advisory_id == advisory_id,
             Alert.created_at >= now - OPEN_FOR,
@@ -84,7 +98,8 @@ def _due(
             # Counted as failed asks, these were asked again at once, ahead of everything:
             # "are you safe?" about a level 3 they never got (a probe: 155 of 300 left
             # outside a narrowed area).
-            Alert.status.not_in(states.WITHDRAWN),
+            # (One whose try's outcome was lost may have reached them: it counts as an ask.)
+            or_(Alert.status.not_in(states.WITHDRAWN), Alert.outcome_unknown),
             ~answered,
         )
         .order_by(Alert.citizen_id)

@@ -230,7 +230,8 @@ def _standings(session: Session, *, advisory: Advisory, now: datetime) -> _Stand
                 asks(session, advisory.id),
                 # Not asked at all: left outside a narrowed area before their ask went, or
                 # erased first (a probe counted them as not answering).
-                Alert.status.not_in(states.WITHDRAWN),
+                # (One whose try's outcome was lost may have reached them: it counts as an ask.)
+                or_(Alert.status.not_in(states.WITHDRAWN), Alert.outcome_unknown),
             )
             .group_by(Alert.citizen_id)
         ).all(),

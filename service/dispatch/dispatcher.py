@@ -59,11 +59,11 @@ from service.ledger.states import (
     CODE_UNREADABLE,
     EXPIRED,
     FAILED,
+    MAYBE_SENT,
     REASON_ALERTS_NOBODY,
     REASON_CANCELLED_BEFORE_SENDING,
     REASON_CITIZEN_ERASED,
     REASON_ENDED_BEFORE_SENDING,
-    REASON_ENDED_MAYBE_SENT,
     RETRY_WAIT,
     SENT,
     SUPERSEDED,
@@ -169,14 +169,22 @@ class _Job:
 
 @dataclass
 class _Routine:
-    """Routine alerts each citizen had in the last hour (the cap), and of which advisories."""
+    """Routine alerts each citizen had in the last hour (the cap), and the newest revision of
+    each advisory among them."""
 
     sent: dict[int, int] = field(default_factory=dict)
-    told: dict[int, set[int]] = field(default_factory=dict)
+    told: dict[int, dict[int, int]] = field(default_factory=dict)
 
-    def count(self, citizen_id: int, advisory_id: int, messages: int) -> None:
+    def count(self, citizen_id: int, advisory_id: int, revision: int, messages: int) -> None:
         self.sent[citizen_id] = self.sent.get(citizen_id, 0) + messages
-        self.told.setdefault(citizen_id, set()).add(advisory_id)
+        held = self.told.setdefault(citizen_id, {})
+        held[advisory_id] = max(revision, held.get(advisory_id, revision))
+
+    def replaced(self, row: Claimed) -> bool:
+        """The row is a newer revision's warning of an advisory they had this hour: it replaces
+        the words they hold (not a roll call's ask, which the cap holds as any other)."""
+        had = self.told.get(row.citizen_id, {}).get(row.advisory_id)
+        return row.checkin_round == 0 and had is not None and row.revision > had
 
 
 class Dispatcher:
@@ -790,10 +798,7 @@ class Dispatcher:
                 outcome: Outcome = Retry(reason=reason, code=LOOKUP_FAILED, outcome_unknown=True)
                 circuit.observe(outcome)
                 return outcome, False
-        if job.expires is not None and self.clock.now() >= job.expires:
-            # Its advisory ended while the batch waited its turn (a slow provider, the
-            # sender's rate): not sent, and the next claim ends it as expired. A probe's
-            # warnings went out up to 26 s after their advisory's end.
+        if self._ended_meanwhile(job):
             return _not_sent(job.row), False
         if sender is not None and not sender.wait(job.message.segments or 1):
             reason = "held: no send slot of the sender's rate came free"
@@ -802,6 +807,8 @@ class Dispatcher:
         if wait_s > 0:
             reason = "held: the provider asked us to wait"
             return Retry(reason=reason, code=THROTTLED, retry_after_s=wait_s), False
+        if self._ended_meanwhile(job):  # again: the sender's rate may have waited seconds
+            return _not_sent(job.row), False
         # Checked last before the send: a process paused past its lease, or cut off from the
         # database for as long, must not send what another dispatcher may now hold. A notifier
         # that can checks again as its first byte leaves (send_window.py).
@@ -877,6 +884,12 @@ class Dispatcher:
         """Dispatchers alive, as this one's heartbeat last counted them."""
         return self._heartbeat.live if self._heartbeat is not None else 1
 
+    def _ended_meanwhile(self, job: _Job) -> bool:
+        """Its advisory ended while the batch waited its turn (a slow provider, the sender's
+        rate): not sent, and the next claim ends it as expired. A probe's warnings went out
+        up to 26 s after their advisory's end."""
+        return job.expires is not None and self.clock.now() >= job.expires
+
     def _routine_sent(
         self, session: Session, rows: list[Claimed], contents: dict, at: datetime
     ) -> "_Routine":
@@ -894,7 +907,7 @@ class Dispatcher:
         kinds = self._contents.load(session, {(a, r) for _, a, r in sent})
         for (citizen_id, advisory_id, revision), count in sent.items():
             if _routine(kinds.get((advisory_id, revision))):
-                routine.count(citizen_id, advisory_id, count)
+                routine.count(citizen_id, advisory_id, revision, count)
         return routine
 
     def _cap(
@@ -909,8 +922,10 @@ class Dispatcher:
             return None
         if row.checkin_round and row.priority == priority.CHECK_IN:
             return None  # an ask that goes first (CAP Extreme at level 2, a level 3 lowered)
-        replaces = row.advisory_id in routine.told.get(row.citizen_id, ())
-        if not replaces and routine.sent.get(row.citizen_id, 0) >= self.policy.routine_per_hour:
+        if (
+            not routine.replaced(row)
+            and routine.sent.get(row.citizen_id, 0) >= self.policy.routine_per_hour
+        ):
             return Decision(
                 row.id,
                 RETRY_WAIT,
@@ -922,7 +937,7 @@ class Dispatcher:
                 outcome_unknown=row.outcome_unknown,
                 refund=True,
             )
-        routine.count(row.citizen_id, row.advisory_id, 1)
+        routine.count(row.citizen_id, row.advisory_id, row.revision, 1)
         return None
 
     def _decide(self, job: _Job, outcome: Outcome, *, now: datetime) -> Decision:
@@ -1252,7 +1267,7 @@ def _ended(row: Claimed, status: str, reason: str) -> Decision:
     """Ended unsent by the advisory. A row whose last try's outcome was lost may have gone
     out: it keeps the mark (staff count it, a retry looks it up) and says so."""
     if row.outcome_unknown:
-        return Decision(row.id, status, reason=REASON_ENDED_MAYBE_SENT, outcome_unknown=True)
+        return Decision(row.id, status, reason=f"{reason} ({MAYBE_SENT})", outcome_unknown=True)
     return Decision(row.id, status, reason=reason)
 
 

@@ -44,7 +44,10 @@ def enqueue_cancellation(
             # A row whose last try's outcome was lost may have gone: it must not read as never
             # sent (a probe counted 28 such warnings that had reached people).
             last_error=case(
-                (Alert.outcome_unknown, states.REASON_ENDED_MAYBE_SENT),
+                (
+                    Alert.outcome_unknown,
+                    f"{states.REASON_CANCELLED_BEFORE_SENDING} ({states.MAYBE_SENT})",
+                ),
                 else_=states.REASON_CANCELLED_BEFORE_SENDING,
             ),
             updated_at=now,

@@ -135,10 +135,8 @@ CODE_UNPREPARED: Final = "unprepared"
 # Reasons recorded with a row that ends without a send (last_error).
 REASON_CANCELLED_BEFORE_SENDING: Final = "advisory cancelled before this was sent"
 REASON_ENDED_BEFORE_SENDING: Final = "advisory ended before this was sent"
-# Said instead of "…before this was sent" of a row whose last try's outcome was lost
-# (outcome_unknown): the provider may have taken it, and the citizen got the all-clear.
-REASON_ENDED_MAYBE_SENT: Final = (
-    "advisory ended or was cancelled; an earlier try's outcome was lost: it may have been sent"
-)
+# Added to the reason a row ended unsent when its last try's outcome was lost
+# (outcome_unknown): the provider may have taken it, and the citizen gets the all-clear.
+MAYBE_SENT: Final = "but an earlier try's outcome was lost: it may have been sent"
 REASON_CITIZEN_ERASED: Final = "citizen erased"
 REASON_ALERTS_NOBODY: Final = "advisory does not alert citizens"

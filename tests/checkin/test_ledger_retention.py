@@ -225,3 +225,20 @@ def test_alerts_and_answers_are_kept_a_month_at_least_or_for_ever(days, accepted
     else:
         with pytest.raises(ValidationError, match="30 days at least"):
             Settings(secret_key="k" * 40, ledger_retention_days=days)
+
+
+def test_an_erased_record_nothing_names_goes_a_day_after_its_erasure(api, db):
+    """A review: a verified record erased before any alert named it kept its bare row for
+    ever once the hourly purge looked only at records never verified."""
+    cid, manage, _ = register(api, location=BANGKOK)
+    assert db.scalar(select(Citizen.verified_at).where(Citizen.public_id == cid)) is not None
+    assert api.delete(f"/v1/citizens/{cid}", headers=manage).status_code == 204
+
+    def present() -> bool:
+        db.expire_all()
+        return db.scalar(select(Citizen.id).where(Citizen.public_id == cid)) is not None
+
+    purge_unverified(db, now=utcnow() + timedelta(hours=12), ttl_h=24)
+    assert present()  # a match or a send in flight at the erasure may still name it
+    purge_unverified(db, now=utcnow() + timedelta(hours=36), ttl_h=24)
+    assert not present()

@@ -431,6 +431,34 @@ def test_an_ask_that_never_went_is_not_asked_again(api, consul, db, dispatcher, 
     assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=61)) == 1
 
 
+def test_an_ask_whose_try_was_lost_before_it_was_superseded_still_counts_as_asked(
+    api, consul, db, dispatcher
+):
+    """A review: an ask whose send's answer was lost may have reached them though it ended
+    superseded; left out with the asks that never went, its citizen vanished from the roll
+    call. It counts, and is asked again after the hour, as one sent."""
+    cid, _ = person(api, TOKYO)
+    t0 = utcnow()
+    advisory = issue(api, consul, level=4, area=AREA)
+    db.execute(
+        update(Alert)
+        .where(Alert.citizen_id == db.scalar(select(Citizen.id).where(Citizen.public_id == cid)))
+        .values(status="retry_wait", outcome_unknown=True, attempts=1)
+    )
+    narrowed = api.patch(
+        f"/v1/advisories/{advisory}", json={"area": {"circles": AREA["circles"]}}, headers=consul
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    dispatcher.drain()
+    db.expire_all()
+    [row] = db.scalars(select(Alert).where(Alert.checkin_round == 0)).all()
+    assert row.status == "superseded" and row.outcome_unknown
+    roll = api.get(f"/v1/advisories/{advisory}/rollcall", headers=consul).json()
+    assert roll["counts"]["no_answer"] == 1
+    assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=1)) == 0
+    assert escalate(db, after=timedelta(minutes=60), rounds=2, now=t0 + timedelta(minutes=61)) == 1
+
+
 def test_next_channel_prefers_one_the_last_ask_did_not_reach():
     assert next_channels({"sms", "email"}, {"sms", "email"}) == ["sms"]
     assert next_channels({"sms", "email"}, {"sms"}) == ["email"]

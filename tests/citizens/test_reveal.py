@@ -305,6 +305,7 @@ def test_a_reasons_mention_of_the_persons_name_never_reaches_the_audit_log(
         # A probe's: spaced out, the syllables were kept.
         ("김민준", "calling 김 민 준 and 민 준 again", "calling [name] and [name] again"),
         ("김민준", "김.민.준 and 김\u200b민\u200b준", "[name] and [name]"),
+        ("김민준", "김 민 준님께 전화, 민 준이 받음", "[name]님께 전화, [name]이 받음"),
         # A review's: across two words, "민 준" is not the name.
         ("김민준", "시민 준비가 되었는지 확인, 김민준 님", "시민 준비가 되었는지 확인, [name] 님"),
     ],

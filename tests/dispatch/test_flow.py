@@ -288,5 +288,6 @@ def test_a_lost_try_superseded_at_its_next_claim_says_it_may_have_gone(
     db.expire_all()
     first = db.get(Alert, row.id)
     assert first.status == "superseded" and first.outcome_unknown
+    assert "revision 2 replaced it" in first.last_error
     assert "may have been sent" in first.last_error
     assert len(twilio.messages) == 1  # the revision's own
