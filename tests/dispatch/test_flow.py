@@ -217,7 +217,7 @@ def test_a_warning_whose_advisory_ended_while_its_batch_waited_is_not_sent(
     """Found by a probe: a slow provider held a batch past its advisory's end, and 316 of 600
     warnings went out up to 26 s after it, each recorded as sent. The end is checked again
     right before each send: the row is not sent, and the next claim ends it as expired."""
-    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+    _sms_citizen_in_tokyo(api)
     t0 = utcnow()
     ends = t0 + timedelta(hours=1)
     body = advisory_body(expires=ends.isoformat())
@@ -233,7 +233,7 @@ def test_a_warning_whose_advisory_ended_while_its_batch_waited_is_not_sent(
 
 
 def test_the_heartbeat_stops_a_held_warning_once_its_advisory_ended(api, consul, db):
-    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+    _sms_citizen_in_tokyo(api)
     ends = utcnow() + timedelta(hours=1)
     body = advisory_body(expires=ends.isoformat())
     assert api.post("/v1/advisories", json=body, headers=consul).status_code == 201
@@ -242,13 +242,10 @@ def test_the_heartbeat_stops_a_held_warning_once_its_advisory_ended(api, consul,
     assert overtaken(db, ids=[row.id], now=ends) == {row.id}
 
 
-def test_a_warning_whose_try_was_lost_and_then_cancelled_counts_as_maybe_sent(
-    api, consul, db, dispatcher
-):
-    """Found by a probe: warnings whose send's answer was lost (the dispatcher stopped) were
-    ended by the cancel as "cancelled before this was sent", and staff read 129 warned where
-    157 had been. They now say they may have gone, and count apart as maybe_sent."""
-    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+def _a_warning_whose_try_was_lost(api, consul, db) -> tuple[dict, Alert]:
+    """An advisory (as created) and its one warning, whose send's answer was lost: waiting to
+    be tried again, looked up first."""
+    _sms_citizen_in_tokyo(api)
     created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
     [row] = alerts(db)
     db.execute(
@@ -256,6 +253,20 @@ def test_a_warning_whose_try_was_lost_and_then_cancelled_counts_as_maybe_sent(
         .where(Alert.id == row.id)
         .values(status="retry_wait", outcome_unknown=True, attempts=1)
     )
+    return created, row
+
+
+def _sms_citizen_in_tokyo(api) -> None:
+    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
+
+
+def test_a_warning_whose_try_was_lost_and_then_cancelled_counts_as_maybe_sent(
+    api, consul, db, dispatcher
+):
+    """Found by a probe: warnings whose send's answer was lost (the dispatcher stopped) were
+    ended by the cancel as "cancelled before this was sent", and staff read 129 warned where
+    157 had been. They now say they may have gone, and count apart as maybe_sent."""
+    created, row = _a_warning_whose_try_was_lost(api, consul, db)
     cancelled = api.post(f"/v1/advisories/{created['id']}/cancel", headers=consul)
     assert cancelled.status_code == 200, cancelled.text
     db.expire_all()
@@ -273,14 +284,7 @@ def test_a_warning_whose_try_was_lost_and_then_cancelled_counts_as_maybe_sent(
 def test_a_lost_try_superseded_at_its_next_claim_says_it_may_have_gone(
     api, consul, db, dispatcher, twilio
 ):
-    register(api, location={"lat": 35.68, "lon": 139.69}, channels=["sms"], email=None)
-    created = api.post("/v1/advisories", json=advisory_body(), headers=consul).json()
-    [row] = alerts(db)
-    db.execute(
-        update(Alert)
-        .where(Alert.id == row.id)
-        .values(status="retry_wait", outcome_unknown=True, attempts=1)
-    )
+    created, row = _a_warning_whose_try_was_lost(api, consul, db)
     changed = {"message": {"ko": "고친 안내", "en": "Corrected"}}
     revised = api.patch(f"/v1/advisories/{created['id']}", json=changed, headers=consul)
     assert revised.status_code == 200, revised.text
