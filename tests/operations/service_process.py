@@ -81,6 +81,8 @@ def processes(
         # A failing test: every thread's stack of each process still running (service/cli.py
         # dumps them on SIGUSR1) at the end of its log, printed with the failure.
         running = [p for p in started if p.poll() is None]
+        # What the processes warned of first: the thread dumps below fill the logs' tails.
+        print("\n".join(_warnings(logs)[-60:]))
         for process in running:
             process.send_signal(signal.SIGUSR1)
         if running:
@@ -115,6 +117,16 @@ def wait_ready(
 
 def log_tail(logs: Path, chars: int = 4000) -> str:
     return "\n".join(f"== {p.name}\n{p.read_text()[-chars:]}" for p in sorted(logs.glob("*.log")))
+
+
+def _warnings(logs: Path) -> list[str]:
+    """Each log's lines above info (JSON lines with their level), named by the log."""
+    return [
+        f"{path.name}: {line[:600]}"
+        for path in sorted(logs.glob("*.log"))
+        for line in path.read_text().splitlines()
+        if line.startswith("{") and '"level": "info"' not in line
+    ]
 
 
 def log_lines(logs: Path, text: str) -> list[str]:
@@ -326,8 +338,17 @@ class Traffic:
             lambda c: probe.call(c, "alerts", "GET", self.alerts_path, headers=self.key),
             pause_s=0.5,
         )
-        self._load.run(lambda c: probe.call(c, "readyz", "GET", "/readyz"), pause_s=0.25)
-        self._load.run(lambda c: probe.call(c, "healthz", "GET", "/healthz"), pause_s=1.0)
+        # A new connection per probe, as a kubelet's (its HTTP probes disable keep-alive): on a
+        # reused one, a loop that answers late races its own 5 s keep-alive timer, which may
+        # close the connection with the probe's request unread (seen once in CI at a749cca:
+        # "Server disconnected" after 7.6 s), and the probe would measure that race, not /readyz.
+        fresh = {"Connection": "close"}
+        self._load.run(
+            lambda c: probe.call(c, "readyz", "GET", "/readyz", headers=fresh), pause_s=0.25
+        )
+        self._load.run(
+            lambda c: probe.call(c, "healthz", "GET", "/healthz", headers=fresh), pause_s=1.0
+        )
 
     def stop(self) -> None:
         self._load.stop()
