@@ -34,6 +34,7 @@ from service.head_requests import HeadAsGetMiddleware
 from service.ledger.wake import wake_after_commit
 from service.migrate import head_revision
 from service.openapi import install_api_docs
+from service.operations.loop_watch import watch_event_loop
 from service.operations.request_deadline import RequestDeadlineMiddleware
 from service.operations.request_log import RequestLogMiddleware
 from service.operations.router import router as operations_router
@@ -104,7 +105,10 @@ def create_app(settings: Settings | None = None, *, geocoder: Geocoder | None = 
             log.info("notifier", extra={"channel": channel, "notifier": notifier.describe()})
         log.info("enforced", extra={"settings": ", ".join(settings.enforced())})
         try:
-            yield
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(watch_event_loop)
+                yield
+                watchers.cancel_scope.cancel()
         finally:
             # Claim nothing more first: the running drain ends with the batch in hand, and the
             # scheduler's wait for it is that batch's, not the whole backlog's (a review: 56 s

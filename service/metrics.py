@@ -42,3 +42,8 @@ UNREADABLE_VALUES = Counter(
     "dropped from ANJEON_DATA_KEYS before anjeon reseal was done), by field",
     ["field"],
 )
+EVENT_LOOP_LATE = Counter(
+    "anjeon_event_loop_late_seconds_total",
+    "Seconds this process's event loop woke later than asked, counted when 1 s or more late: "
+    "every request it serves waited as long",
+)
