@@ -989,6 +989,10 @@ class Dispatcher:
                 outcome_unknown=outcome.outcome_unknown,
             )
         delay = self.policy.backoff_s(row.attempts)
+        if outcome.outcome_unknown and outcome.code != LOOKUP_FAILED:
+            # Looked up sooner, a send the provider makes late (after our timeout) would be
+            # missed and made again: a duplicate SMS (seen in CI when a loaded fake was slow).
+            delay = max(delay, self.notifiers[row.channel].settle_s)
         if outcome.retry_after_s is not None:
             delay = max(delay, outcome.retry_after_s)
             self._paused_until[row.channel] = now + timedelta(seconds=outcome.retry_after_s)

@@ -47,10 +47,13 @@ class Answer:
     # Read the request, create nothing, and close the connection without a word: as a server
     # closing a kept-alive connection as idle just as the request came (RemoteDisconnected).
     drop: bool = False
+    # Read the request, then create the message this late and answer: a provider that acts on
+    # a request after its client gave up waiting (found only by a look-up made after it).
+    creates_after_s: float = 0.0
 
     @property
     def late(self) -> bool:
-        return bool(self.stall_s or self.hold)
+        return bool(self.stall_s or self.hold or self.creates_after_s)
 
 
 HOLD_LIMIT_S = 300.0
@@ -381,6 +384,11 @@ class FakeTwilio:
                         fake.overflowed.append(failed)
                     fake._log("create", to, "201")
                     self._reply(201, {**failed, "status": "accepted"})
+                    return
+                if answer.creates_after_s:
+                    fake._log("create", to, "stalled")
+                    time.sleep(answer.creates_after_s)
+                    self._reply(201, fake._create(form))
                     return
                 message = fake._create(form)
                 fake._log("create", to, "stalled" if answer.late else "201")

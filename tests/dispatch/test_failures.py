@@ -25,6 +25,7 @@ from tests.conftest import make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
 from tests.dispatch.fake_twilio import Answer
 from tests.dispatch.test_status_webhook import callback
+from tests.operations.service_process import wait_until
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
 # A create whose answer is lost: Twilio stalls well past the client's timeout, and the timeout
@@ -158,6 +159,34 @@ def test_timeout_after_accept_is_reconciled_never_resent(
     [row] = rows(db)
     assert row.status == "retry_wait" and row.outcome_unknown
     dispatcher.step(now=start + timedelta(minutes=5))
+    dispatcher.close()
+    [row] = rows(db)
+    assert row.status == "sent" and row.provider_ref == twilio.messages[0]["sid"]
+    assert len(twilio.posts) == 1 and len(twilio.lists) == 1
+
+
+def test_a_message_the_provider_creates_after_the_timeout_is_looked_up_after_it_never_resent(
+    api, consul, db, database_url, twilio, smtp
+):
+    """Twilio acts on the request after the client gave up (seen in CI on a loaded fake): a
+    look-up at once found nothing, and the alert went twice. The row waits the notifier's
+    settle time (twice its timeout) before its look-up."""
+    notifiers = {**notifier_settings(twilio, smtp), "twilio_timeout_s": LOST_ANSWER_TIMEOUT_S}
+    dispatcher = dispatcher_in(db, make_settings(database_url, **notifiers))
+    settle_s = 2 * LOST_ANSWER_TIMEOUT_S
+    register(api, location=TOKYO, phone="010-6666-0017", channels=["sms"])
+    # Created 1.5 s after the client's 1.5 s read timeout: within the settle time.
+    twilio.script("+821066660017", Answer(creates_after_s=2 * LOST_ANSWER_TIMEOUT_S))
+    issue(api, consul)
+    dispatcher.step()  # on the clock: the settle time counts from when the try ended
+    gave_up = utcnow()
+    [row] = rows(db)
+    assert row.status == "retry_wait" and row.outcome_unknown and twilio.messages == []
+    assert row.due_at >= gave_up + timedelta(seconds=settle_s - 1)  # not the 0.01 s backoff
+    dispatcher.step()  # the backoff alone has passed: nothing is asked or sent
+    assert len(twilio.posts) == 1 and twilio.lists == []
+    assert wait_until(lambda: len(twilio.messages) == 1, 10)  # Twilio acts, late
+    dispatcher.step(now=gave_up + timedelta(seconds=settle_s))
     dispatcher.close()
     [row] = rows(db)
     assert row.status == "sent" and row.provider_ref == twilio.messages[0]["sid"]

@@ -50,7 +50,8 @@ def test_another_process_holding_the_sqlite_write_lock_for_30_s(tmp_path, twilio
     base = f"http://127.0.0.1:{port}"
     # Twilio's answers may come late on a loaded machine: given up after 2 s, a send the fake
     # then made anyway was looked up before it was made, and sent twice (seen once in CI at
-    # 1789884, 2 of 58 SMS). A real provider may act on a request as late; see the note.
+    # 1789884, 2 of 58 SMS). The look-up now waits twice the timeout after a try (the test
+    # in test_failures.py); this test is about the lock, so Twilio is given time to answer.
     env = service_env(url, twilio, smtp, port=port, twilio_mps=10, twilio_timeout_s=8.0)
     # One process (the dispatch worker on its own is in test_database_outage.py): a second
     # interpreter starting beside it would add more time than the lock itself.

@@ -127,6 +127,10 @@ class Notifier(ABC):
     # What this notifier's sender may send per second, all processes together, counted in
     # segments for SMS (a 3-segment SMS spends 3) and in messages otherwise; None: no limit.
     max_per_second: float | None = None
+    # How long after a try whose outcome is unknown the provider may still act on it: the
+    # look-up before a resend waits this long, or a send the provider makes late is missed and
+    # made twice. 0 for a notifier that cannot look up (the one resend goes at once).
+    settle_s: float = 0.0
 
     @abstractmethod
     def send(self, message: OutgoingMessage) -> Outcome:

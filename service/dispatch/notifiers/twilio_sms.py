@@ -116,6 +116,8 @@ class TwilioNotifier(Notifier):
         self.api_base = api_base.rstrip("/")
         self.max_per_second = max_per_second or None
         self.timeout_s = timeout_s
+        # A request we gave up on may still be acted on: as long as we allow a whole exchange.
+        self.settle_s = 2 * timeout_s
         self.validity_period_s = validity_period_s
         # The SDK's client is not thread-safe (it keeps the last response): one per thread.
         self._local = threading.local()
