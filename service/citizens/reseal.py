@@ -78,7 +78,10 @@ def reseal_batch(
     size: int,
 ) -> Batch:
     """Seal again up to `size` values of the column not sealed under the current data secret,
-    in rows past `after_id`, each row locked first."""
+    in rows past `after_id`, each row locked first. A row a writer holds is skipped, not waited
+    for: a writer locking two rows (a contact taken from another record) in the other order
+    made a deadlock, and PostgreSQL stopped the run or the writer's request. The next pass
+    takes it (cli.py)."""
     table, column = sealed.table, sealed.table.c[sealed.column]
     rows = (
         session.execute(
@@ -86,7 +89,8 @@ def reseal_batch(
             .where(table.c.id > after_id, column.is_not(None), _not_current(column, vault))
             .order_by(table.c.id)
             .limit(size)
-            .with_for_update(key_share=True)  # no key changes: writers' FK checks go on
+            # No key changes: writers' FK checks go on.
+            .with_for_update(key_share=True, skip_locked=True)
         )
         .mappings()
         .all()

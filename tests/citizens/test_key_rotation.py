@@ -443,3 +443,32 @@ def test_alerts_failed_as_unreadable_go_once_a_reseal_leaves_nothing_unreadable(
         assert Counter(m["to"] for m in twilio.messages) == {phone_of(1): 1, phone_of(3): 1}
         assert Counter(m["To"] for m in smtp.received) == {email_of(3): 1}
         assert [q["To"] for q in twilio.lists] == [phone_of(3)]  # looked up before its send
+
+
+def test_a_row_a_writer_holds_is_skipped_not_waited_for_and_sealed_once_free(
+    database_url, tmp_path, monkeypatch, capsys
+):
+    """Reseal locked each batch's rows and waited for one a writer held: a writer locking two
+    rows in the other order (a contact taken from another record) made a deadlock, and
+    PostgreSQL stopped one of them. Now the held row is skipped, and sealed once it is free."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's row locks: SQLite has one writer at a time (BEGIN IMMEDIATE)")
+    with scratch_database(database_url, tmp_path, "reseal_held") as url:
+        with TestClient(create_app(make_settings(url))) as client:
+            ids = [register(client, name=f"김민수{n}")[0] for n in range(3)]
+        rotating = f"{NEW},{TEST_SECRET}"
+        # Waiting for a lock is an error in the reseal's connections (libpq reads PGOPTIONS):
+        # the run before this change waited here until the writer let go.
+        monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=5000")
+        with make_engine(url).connect() as writer:
+            writer.execute(
+                select(Citizen.id).where(Citizen.public_id == ids[1]).with_for_update()
+            ).scalar_one()
+            code, out = _reseal(monkeypatch, capsys, url, rotating)
+            writer.rollback()
+        assert code == 1, out
+        assert "citizen.name_sealed: sealed again 2" in out
+        assert "left under an earlier secret: citizen.name_sealed: 1" in out
+        code, out = _reseal(monkeypatch, capsys, url, rotating)
+        assert code == 0, out
+        assert "citizen.name_sealed: sealed again 1" in out and "nothing left" in out
