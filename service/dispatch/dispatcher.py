@@ -74,6 +74,8 @@ from service.send_window import SendWindowClosed, send_window
 log = logging.getLogger("anjeon.dispatch")
 # error_code of an alert whose earlier try, of unknown outcome, could not be looked up.
 LOOKUP_FAILED = "lookup-failed"
+# A try the settle time would push past the advisory's end goes this long before it instead.
+_BEFORE_THE_END = timedelta(seconds=1)
 OTHER_CHANNEL = {"sms": "email", "email": "sms"}
 _RECORD_EVERY = 250  # outcomes: the most a crash can leave unrecorded
 _CHUNK = 16  # sends per pool task
@@ -989,14 +991,19 @@ class Dispatcher:
                 outcome_unknown=outcome.outcome_unknown,
             )
         delay = self.policy.backoff_s(row.attempts)
-        if outcome.outcome_unknown and outcome.code != LOOKUP_FAILED:
-            # Looked up sooner, a send the provider makes late (after our timeout) would be
-            # missed and made again: a duplicate SMS (seen in CI when a loaded fake was slow).
-            delay = max(delay, self.notifiers[row.channel].settle_s)
         if outcome.retry_after_s is not None:
             delay = max(delay, outcome.retry_after_s)
             self._paused_until[row.channel] = now + timedelta(seconds=outcome.retry_after_s)
         due = now + timedelta(seconds=delay)
+        if outcome.outcome_unknown and outcome.code != LOOKUP_FAILED:
+            # Looked up sooner, a send the provider makes late (after our timeout) would be
+            # missed and made again: a duplicate SMS (seen in CI when a loaded fake was slow).
+            # Not past the advisory's end, though: a warning possibly sent twice is better
+            # than one expired unsent, which no e-mail follows.
+            settled = now + timedelta(seconds=self.notifiers[row.channel].settle_s)
+            if job.expires is not None:
+                settled = min(settled, job.expires - _BEFORE_THE_END)
+            due = max(due, settled)
         if job.expires is not None and due >= job.expires:
             return Decision(
                 row.id,

@@ -193,6 +193,55 @@ def test_a_message_the_provider_creates_after_the_timeout_is_looked_up_after_it_
     assert len(twilio.posts) == 1 and len(twilio.lists) == 1
 
 
+def _unknown_then_step(api, consul, db, database_url, twilio, smtp, phone: str, **advisory):
+    """A create answered 500 (Twilio may have made it) by a notifier whose settle time is a
+    minute (a 30 s timeout): the dispatcher, the row and when the try ended."""
+    notifiers = {**notifier_settings(twilio, smtp), "twilio_timeout_s": 30.0}
+    dispatcher = dispatcher_in(db, make_settings(database_url, **notifiers))
+    register(api, location=TOKYO, phone=phone, channels=["sms"])
+    twilio.script("+82" + phone.replace("-", "")[1:], Answer(500))
+    issue(api, consul, **advisory)
+    start = utcnow()
+    dispatcher.step(now=start)
+    [row] = rows(db)
+    assert row.status == "retry_wait" and row.outcome_unknown, row.last_error
+    return dispatcher, row, start
+
+
+def test_the_settle_time_never_pushes_a_retry_past_the_advisory_end(
+    api, consul, db, database_url, twilio, smtp
+):
+    """A review: the settle time (a minute here) pushed the look-up past an advisory ending in
+    20 s, and the warning expired unsent, with no e-mail after it. It is tried a second before
+    the end instead."""
+    ends = utcnow() + timedelta(seconds=20)
+    dispatcher, row, _ = _unknown_then_step(
+        api, consul, db, database_url, twilio, smtp, "010-6666-0018", expires=ends.isoformat()
+    )
+    assert ends - timedelta(seconds=1.5) <= row.due_at <= ends - timedelta(seconds=0.5)
+    dispatcher.step(now=row.due_at)
+    dispatcher.close()
+    [row] = rows(db)
+    assert row.status == "sent" and len(twilio.posts) == 2 and len(twilio.lists) == 1
+
+
+def test_after_a_failed_look_up_the_next_waits_the_backoff_not_the_settle_time(
+    api, consul, db, database_url, twilio, smtp
+):
+    """The settle time is for a try's outcome to be made; a look-up that failed made nothing."""
+    dispatcher, row, start = _unknown_then_step(
+        api, consul, db, database_url, twilio, smtp, "010-6666-0019"
+    )
+    assert row.due_at >= start + timedelta(seconds=60)
+    twilio.fault("5xx", count=1)  # the look-up's list
+    dispatcher.step(now=row.due_at)
+    dispatcher.close()
+    [row] = rows(db)
+    assert (row.status, row.error_code) == ("retry_wait", "lookup-failed")
+    assert len(twilio.lists) == 1 and len(twilio.posts) == 1
+    assert row.due_at < start + timedelta(seconds=61)  # the tests' backoff: 0.05 s at most
+
+
 def test_lapsed_claim_is_looked_up_before_any_resend(api, consul, db, dispatcher, twilio):
     """A dispatcher that died after Twilio accepted: the next one finds the message."""
     register(api, location=TOKYO, phone="010-6666-0005", channels=["sms"])

@@ -338,10 +338,11 @@ class Traffic:
             lambda c: probe.call(c, "alerts", "GET", self.alerts_path, headers=self.key),
             pause_s=0.5,
         )
-        # A new connection per probe, as a kubelet's (its HTTP probes disable keep-alive): on a
-        # reused one, a loop that answers late races its own 5 s keep-alive timer, which may
-        # close the connection with the probe's request unread (seen once in CI at a749cca:
-        # "Server disconnected" after 7.6 s), and the probe would measure that race, not /readyz.
+        # A new connection per probe, as a kubelet's (its HTTP probes disable keep-alive). In
+        # CI at a749cca a probe on a reused connection got "Server disconnected" after 7.6 s;
+        # the likeliest cause, not confirmed, is a held-up loop racing uvicorn's 5 s keep-alive
+        # timer. A held-up loop still fails the test by its slow answers, and is now logged
+        # ("event loop held up", service/operations/loop_watch.py).
         fresh = {"Connection": "close"}
         self._load.run(
             lambda c: probe.call(c, "readyz", "GET", "/readyz", headers=fresh), pause_s=0.25

@@ -28,7 +28,7 @@ def _watched(block_s: float, *, late_s: float) -> float:
 
 
 def test_a_loop_held_up_is_logged_with_how_late_and_counted(caplog):
-    with caplog.at_level(logging.WARNING, logger="anjeon.http"):
+    with caplog.at_level(logging.WARNING, logger="anjeon.operations"):
         rise = _watched(1.0, late_s=0.4)
     held = [r for r in caplog.records if r.getMessage() == "event loop held up"]
     assert len(held) == 1, caplog.records
@@ -37,7 +37,7 @@ def test_a_loop_held_up_is_logged_with_how_late_and_counted(caplog):
 
 
 def test_a_punctual_loop_is_not_logged(caplog):
-    with caplog.at_level(logging.WARNING, logger="anjeon.http"):
+    with caplog.at_level(logging.WARNING, logger="anjeon.operations"):
         rise = _watched(0.0, late_s=1.0)  # a loaded CI machine's jitter is well under 1 s
     assert not [r for r in caplog.records if r.getMessage() == "event loop held up"]
     assert rise == 0.0
