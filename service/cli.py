@@ -254,6 +254,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, public_id in created:
         print(f"registered {name} as {public_id}")
     print(f"{len(created)} demo citizens added")
+    if not created:
+        print("the demo citizens were registered by an earlier run: nothing to add")
     return 0
 
 

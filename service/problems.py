@@ -236,7 +236,21 @@ async def _on_http_error(request: Request, exc: HTTPException) -> Response:
             413, "Content Too Large", str(exc.detail), slug="body-too-large", headers=headers
         )
     title = HTTPStatus(exc.status_code).phrase
-    return problem_response(exc.status_code, title, str(exc.detail), headers=headers)
+    # The same type as a domain error's of that status: a newcomer found two 403s of two
+    # types (the role check's about:blank, a self-approval's forbidden).
+    slug = _HTTP_SLUGS.get(exc.status_code)
+    return problem_response(exc.status_code, title, str(exc.detail), slug=slug, headers=headers)
+
+
+_HTTP_SLUGS = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    429: "rate-limited",
+    503: "unavailable",
+}
 
 
 async def _on_database_error(request: Request, exc: DBAPIError) -> Response:

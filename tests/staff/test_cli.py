@@ -92,9 +92,12 @@ def test_create_key_refuses_duplicates_and_bad_roles(cli_database, capsys):
 
 def test_demo_loads_sample_citizens_once(cli_database, capsys):
     assert cli.main(["demo"]) == 0
-    assert "5 demo citizens added" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "5 demo citizens added" in first and "earlier run" not in first
     assert cli.main(["demo"]) == 0
-    assert "0 demo citizens added" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "0 demo citizens added" in again
+    assert "registered by an earlier run: nothing to add" in again
 
 
 def test_secret_key_file_is_created_once(tmp_path, capsys):

@@ -37,6 +37,8 @@ def test_role_matrix(client, staff_headers, method, path, needed):
             assert response.status_code == 403, (role, response.text)
             assert response.headers["content-type"] == "application/problem+json"
             assert needed in response.json()["detail"]
+            # The type every 403 has (a newcomer found about:blank here, forbidden elsewhere).
+            assert response.json()["type"] == "urn:anjeon:problem:forbidden"
 
 
 @pytest.mark.parametrize(("method", "path", "_needed"), ENDPOINTS)
@@ -46,6 +48,7 @@ def test_missing_and_bad_keys_are_401(client, method, path, _needed):
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.json()["status"] == 401
+        assert response.json()["type"] == "urn:anjeon:problem:unauthorized"
 
 
 def test_a_key_sent_without_bearer_is_told_so_and_not_echoed(client, staff_headers):
