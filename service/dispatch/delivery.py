@@ -12,12 +12,14 @@ from service.citizens.models import Citizen
 from service.db import read_first
 from service.dispatch import metrics
 from service.dispatch.details import details_page
+from service.dispatch.dispatcher import OTHER_CHANNEL
 from service.dispatch.notifiers.base import DeliveryReport, Notifier, ReportRejected
 from service.dispatch.reference import Links
 from service.dispatch.render import Renderer
 from service.errors import Forbidden, NotFound
 from service.ledger import outbox, states
 from service.ledger.models import ERROR_CODE_LENGTH, Alert, stored_provider_ref
+from service.ledger.wake import mark_enqueued
 from service.privacy import scrub_contacts
 
 
@@ -63,6 +65,7 @@ def receive_report(
             )
         if news:
             resend_at = hold_sender(channel)
+    other = OTHER_CHANNEL[channel]
     return apply_report(
         session,
         alert_id=alert_id,
@@ -71,6 +74,7 @@ def receive_report(
         report=report,
         now=now,
         resend_at=resend_at,
+        fall_back_to=other if other in notifiers else None,
     )
 
 
@@ -90,10 +94,13 @@ def apply_report(
     report: DeliveryReport,
     now: datetime,
     resend_at: datetime | None = None,
+    fall_back_to: str | None = None,
 ) -> str | None:
     """Apply one report; returns the alert's status afterwards, or None if unknown to us. A
     queue overflow (the message never left the provider) puts the alert back in the queue,
-    due at `resend_at`, with a fresh retry budget: the provider never tried it."""
+    due at `resend_at`, with a fresh retry budget: the provider never tried it. Any other
+    undelivered report queues the same alert on the channel `fall_back_to`, when the citizen
+    has a contact there, as a send refused at once does."""
     # populate_existing: read afresh under the lock, whatever an earlier read loaded.
     alert = session.get(Alert, alert_id, with_for_update=True, populate_existing=True)
     if alert is None or alert.channel != channel:
@@ -136,7 +143,48 @@ def apply_report(
         )
         metrics.DELIVERY.labels("requeued").inc()
         return states.PENDING
+    # Found by a probe: an SMS reported unreachable (30003, a phone off while roaming) ended
+    # there, and the citizen's e-mail was never used.
+    falls_back = (
+        target == states.UNDELIVERED
+        and fall_back_to is not None
+        and _reachable(session, alert, fall_back_to)
+    )
+    if falls_back and outbox.enqueue_fallback(
+        session, failed=_as_claimed(alert), channel=str(fall_back_to), now=now
+    ):
+        mark_enqueued(session)
+        metrics.DELIVERY.labels("fallback").inc()
     return target
+
+
+def _reachable(session: Session, alert: Alert, channel: str) -> bool:
+    """Whether the alert's citizen, not erased, has a contact on `channel`."""
+    sealed = Citizen.phone_sealed if channel == "sms" else Citizen.email_sealed
+    return bool(
+        session.scalar(
+            select(sealed.is_not(None)).where(
+                Citizen.id == alert.citizen_id, Citizen.status != "erased"
+            )
+        )
+    )
+
+
+def _as_claimed(alert: Alert) -> outbox.Claimed:
+    return outbox.Claimed(
+        id=alert.id,
+        advisory_id=alert.advisory_id,
+        revision=alert.revision,
+        citizen_id=alert.citizen_id,
+        channel=alert.channel,
+        attempts=alert.attempts,
+        outcome_unknown=alert.outcome_unknown,
+        created_at=alert.created_at,
+        attempt=alert.attempts,
+        priority=alert.priority,
+        checkin_round=alert.checkin_round,
+        told_ahead=alert.told_ahead,
+    )
 
 
 def _changes(alert: Alert, *, channel: str, attempt: int | None, report: DeliveryReport) -> bool:

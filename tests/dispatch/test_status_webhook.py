@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 from sqlalchemy import select, update
 from twilio.request_validator import RequestValidator
 
+from service.citizens.models import Citizen
 from service.db import utcnow
 from service.ledger import outbox
 from service.ledger.models import Alert
@@ -375,3 +376,47 @@ def test_a_plugin_receives_its_own_delivery_reports(tmp_path, monkeypatch, db, s
         accepted = api.post(path, data=report, headers={"X-Pigeon-Key": "loft-key"})
         assert accepted.status_code == 204
         assert status_of(db, row).status == "delivered"
+
+
+def test_an_sms_reported_undelivered_falls_back_to_the_citizens_e_mail_once(
+    api, consul, db, dispatcher, smtp
+):
+    """Found by a probe: an SMS Twilio reported undelivered (30003: the phone unreachable, as
+    when it is off abroad) ended there, and the e-mail the citizen had given was never used;
+    only a send refused at once fell back."""
+    alert = sent_sms(api, consul, db, dispatcher, "010-7777-0031")
+    email = db.scalar(select(Citizen.email_sealed).where(Citizen.id == alert.citizen_id))
+    assert email is not None  # the citizen chose SMS and gave an e-mail too
+    for _ in range(2):  # Twilio may report it twice
+        assert callback(api, alert, "undelivered", ErrorCode="30003").status_code == 204
+    db.expire_all()
+    rows = {row.channel: row for row in db.scalars(select(Alert))}
+    assert rows["sms"].status == "undelivered"
+    assert (rows["email"].status, rows["email"].fallback_of) == ("pending", alert.id)
+    dispatcher.drain()
+    db.expire_all()
+    assert db.get(Alert, rows["email"].id).status == "sent"
+    assert len(smtp.received) == 1
+
+
+def test_a_delivered_sms_or_one_without_another_contact_falls_back_to_nothing(
+    api, consul, db, dispatcher, smtp
+):
+    register(api, location={"lat": 35.5, "lon": 139.5}, phone="010-7777-0032", channels=["sms"])
+    register(
+        api,
+        location={"lat": 35.5, "lon": 139.5},
+        phone="010-7777-0033",
+        channels=["sms"],
+        email=None,
+    )
+    api.post("/v1/advisories", json=advisory_body(), headers=consul)
+    dispatcher.drain()
+    db.expire_all()
+    delivered, no_email = db.scalars(select(Alert).order_by(Alert.id))
+    assert callback(api, delivered, "delivered").status_code == 204
+    assert callback(api, no_email, "undelivered", ErrorCode="30003").status_code == 204
+    db.expire_all()
+    assert [row.channel for row in db.scalars(select(Alert))] == ["sms", "sms"]
+    dispatcher.drain()
+    assert smtp.received == []
