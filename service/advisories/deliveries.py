@@ -1,8 +1,8 @@
 """Deliveries as staff see them: the ledger read by advisory or status with contacts masked,
 and a failed alert put back in the queue."""
 
-from collections.abc import Collection
-from datetime import datetime
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, select
@@ -149,8 +149,13 @@ def _read(
     )
 
 
-def retry_alert(session: Session, *, alert_id: int, now: datetime) -> Alert:
-    """Put a failed alert back in the queue, as new (its history stays in last_error)."""
+def retry_alert(
+    session: Session, *, alert_id: int, now: datetime, settle_s: Mapping[str, float]
+) -> Alert:
+    """Put a failed alert back in the queue, as new (its history stays in last_error). One
+    whose last try's outcome is unknown is due no sooner than its channel's settle time after
+    that try (`settle_s`, by channel): a probe's retry at once was looked up before Twilio had
+    made the message, and went twice."""
     alert = session.get(Alert, alert_id)
     if alert is None:
         raise NotFound("no alert with this id")
@@ -161,7 +166,11 @@ def retry_alert(session: Session, *, alert_id: int, now: datetime) -> Alert:
     citizen = session.get(Citizen, alert.citizen_id)
     if citizen is None or citizen.status == "erased":
         raise Conflict("the citizen has erased their record")
-    outbox.requeue(session, alert_id=alert_id, now=now)
+    due = None
+    if alert.outcome_unknown and alert.updated_at is not None:
+        settled = alert.updated_at + timedelta(seconds=settle_s.get(alert.channel, 0.0))
+        due = settled if settled > now else None
+    outbox.requeue(session, alert_id=alert_id, now=now, due_at=due)
     session.refresh(alert)
     mark_enqueued(session)
     return alert

@@ -53,8 +53,11 @@ def retry(
     session: SessionDep,
     registry: RegistryDep,
     _staff: Consul,
+    request: Request,
 ) -> AlertRead:
-    alert = service.retry_alert(session, alert_id=alert_id, now=utcnow())
+    notifiers = request.app.state.dispatcher.notifiers
+    settle_s = {channel: notifier.settle_s for channel, notifier in notifiers.items()}
+    alert = service.retry_alert(session, alert_id=alert_id, now=utcnow(), settle_s=settle_s)
     _, items = service.list_alerts(session, registry=registry, alert_id=alert.id, limit=1, offset=0)
     return items[0]
 

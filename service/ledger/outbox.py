@@ -387,19 +387,21 @@ def open_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Alert).where(_OPEN)) or 0
 
 
-def _queued_again(now: datetime) -> dict[str, object]:
-    """A row ended unsent, queued again with a fresh retry budget."""
+def _queued_again(now: datetime, due_at: datetime | None = None) -> dict[str, object]:
+    """A row ended unsent, queued again with a fresh retry budget, due at `due_at` (None: now)."""
     return {
         "status": states.PENDING,
         "retry_base": Alert.attempts,
-        "due_at": None,
+        "due_at": due_at,
         "claimed_by": None,
         "provider_ref": None,
         "updated_at": now,
     }
 
 
-def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
+def requeue(
+    session: Session, *, alert_id: int, now: datetime, due_at: datetime | None = None
+) -> bool:
     """Staff put an alert that ended unsent back in the queue, with a fresh retry budget. Its
     old provider reference goes: a late report on the old message must not settle the new one
     (reports carry their attempt's number, which a new send never reuses). Whether its last try
@@ -408,7 +410,7 @@ def requeue(session: Session, *, alert_id: int, now: datetime) -> bool:
     result = session.execute(
         update(Alert)
         .where(Alert.id == alert_id, Alert.status.in_(states.RETRYABLE))
-        .values(_queued_again(now))
+        .values(_queued_again(now, due_at))
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)

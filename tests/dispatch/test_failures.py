@@ -242,6 +242,34 @@ def test_after_a_failed_look_up_the_next_waits_the_backoff_not_the_settle_time(
     assert row.due_at < start + timedelta(seconds=61)  # the tests' backoff: 0.05 s at most
 
 
+def test_a_staff_retry_of_a_try_whose_outcome_is_unknown_waits_the_settle_time(
+    api, consul, db, database_url, twilio, smtp
+):
+    """Found by a probe: a consul's retry of an SMS that failed after a timeout was looked up
+    at once, before Twilio had made the message, and it went twice (3 of 3)."""
+    notifiers = {**notifier_settings(twilio, smtp), "twilio_timeout_s": 30.0}
+    settings = make_settings(database_url, dispatch_max_attempts=1, **notifiers)
+    dispatcher = dispatcher_in(db, settings)
+    register(api, location=TOKYO, phone="010-6666-0020", channels=["sms"])
+    twilio.script("+821066660020", Answer(500))
+    issue(api, consul)
+    dispatcher.step(now=utcnow())
+    [row] = rows(db, "sms")
+    assert (row.status, row.outcome_unknown) == ("failed", True)
+    ended = row.updated_at
+    assert api.post(f"/v1/alerts/{row.id}/retry", headers=consul).status_code == 200
+    [row] = rows(db, "sms")
+    # The API's own notifier gives the settle time: twice its Twilio timeout.
+    settle_s = 2 * float(notifier_settings(twilio, smtp)["twilio_timeout_s"])  # type: ignore[arg-type]
+    assert row.status == "pending" and row.due_at == ended + timedelta(seconds=settle_s)
+    dispatcher.step(now=utcnow())  # not yet: nothing is asked or sent
+    assert len(twilio.posts) == 1 and twilio.lists == []
+    dispatcher.step(now=row.due_at)
+    dispatcher.close()
+    [row] = rows(db, "sms")
+    assert row.status == "sent" and len(twilio.lists) == 1 and len(twilio.posts) == 2
+
+
 def test_lapsed_claim_is_looked_up_before_any_resend(api, consul, db, dispatcher, twilio):
     """A dispatcher that died after Twilio accepted: the next one finds the message."""
     register(api, location=TOKYO, phone="010-6666-0005", channels=["sms"])
