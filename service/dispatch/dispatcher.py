@@ -247,6 +247,8 @@ class Dispatcher:
         }
         self._woken = {channel: threading.Event() for channel in notifiers}
         self._can_fall_back: set[int] = set()  # claimed rows whose citizen has the other contact
+        # The longest a provider may still act on a try of unknown outcome (an all-clear waits).
+        self._settle_s = max((n.settle_s for n in notifiers.values()), default=0.0)
         self.holdings = Holdings()
         self.clock = DatabaseClock()  # the leases' clock, set by the heartbeat
         self.rates = SendRate()
@@ -582,7 +584,10 @@ class Dispatcher:
                 _triage(row, state, content, person, now=at)
                 or (
                     _after_the_warning(
-                        row, behind.of(row, settled), now=at, wait_s=self.policy.lease_s
+                        row,
+                        behind.of(row, settled, now=at, settle_s=self._settle_s),
+                        now=at,
+                        wait_s=self.policy.lease_s,
                     )
                     if _all_clear(content)
                     else None

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, case, select, text, tuple_, update
 from sqlalchemy.orm import Session
@@ -97,17 +97,35 @@ class EarlierAlerts:
 
     rows: tuple[tuple[int, int, int, str, int, str, bool, datetime | None], ...] = ()
 
-    def of(self, notice: Claimed, settled: Mapping[int, Outcome]) -> Behind:
+    def of(
+        self,
+        notice: Claimed,
+        settled: Mapping[int, Outcome],
+        *,
+        now: datetime,
+        settle_s: float = 0.0,
+    ) -> Behind:
         """What became of the warnings `notice` follows: on its own channel first (it goes
         after the warning there, never beside it), then, when none went there, on the other:
         an all-clear on the other channel (the fallback of one that failed, one diverted while
         a circuit is open) follows a warning that went by the first (a review: one after a
         STOP was dropped as "never warned"). `settled`: outcomes of rows of the same batch
-        already decided, not yet written (a warning ended unsent there is not in flight)."""
-        own = self._behind(notice, settled, notice.channel)
-        return own if own.found != NEVER_WARNED else self._behind(notice, settled, None)
+        already decided, not yet written (a warning ended unsent there is not in flight).
+        `settle_s`: how long after a try of unknown outcome its provider may still make it."""
+        settling_until = now + timedelta(seconds=settle_s)
+        own = self._behind(notice, settled, notice.channel, now, settling_until)
+        if own.found != NEVER_WARNED:
+            return own
+        return self._behind(notice, settled, None, now, settling_until)
 
-    def _behind(self, notice: Claimed, settled: Mapping[int, Outcome], on: str | None) -> Behind:
+    def _behind(
+        self,
+        notice: Claimed,
+        settled: Mapping[int, Outcome],
+        on: str | None,
+        now: datetime,
+        settling_until: datetime,
+    ) -> Behind:
         whose = (notice.advisory_id, notice.citizen_id)
         earlier = [
             settled.get(alert_id, (status, unknown, due))
@@ -118,6 +136,18 @@ class EarlierAlerts:
             and revision < notice.revision
             and on in (None, channel)
         ]
+        # A try whose outcome is unknown, its settle time not over (its row's due, kept when
+        # the cancellation ended the row, within the settle time from now: one further off is
+        # a backoff or a quiet night's hold, and says nothing of when the try was): the
+        # provider may still make that warning, and a probe's came after the all-clear (8 of
+        # 8). The all-clear waits it out.
+        settling = [
+            due
+            for _, unknown, due in earlier
+            if unknown and due is not None and now < due <= settling_until
+        ]
+        if settling:
+            return Behind(IN_FLIGHT, max(settling))
         if any(
             status in (states.SENT, states.DELIVERED) or unknown for status, unknown, _ in earlier
         ):

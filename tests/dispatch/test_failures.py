@@ -464,6 +464,37 @@ def test_a_warning_whose_answer_was_lost_gets_the_all_clear_when_cancelled(
     assert [(r.revision, r.status) for r in rows(db)] == [(1, "expired"), (2, "sent")]
 
 
+def test_an_all_clear_waits_out_the_settle_time_of_a_warning_twilio_may_still_make(
+    api, consul, db, database_url, twilio, smtp
+):
+    """Found by a probe: Twilio made a warning after the client's timeout, staff cancelled
+    meanwhile, and the all-clear went at once: every citizen got the all-clear first and the
+    warning after it (8 of 8). The all-clear now waits until the warning's try has settled."""
+    notifiers = {**notifier_settings(twilio, smtp), "twilio_timeout_s": LOST_ANSWER_TIMEOUT_S}
+    dispatcher = dispatcher_in(db, make_settings(database_url, **notifiers))
+    register(api, location=TOKYO, phone="010-6666-0021", channels=["sms"])
+    # Made 1.5 s after the client gave up: within the settle time (3 s).
+    twilio.script("+821066660021", Answer(creates_after_s=2 * LOST_ANSWER_TIMEOUT_S))
+    advisory = issue(api, consul)
+    dispatcher.step()
+    [warning] = rows(db)
+    assert warning.status == "retry_wait" and warning.outcome_unknown
+    assert api.post(f"/v1/advisories/{advisory['id']}/cancel", headers=consul).status_code == 200
+    dispatcher.step()  # the all-clear, while the warning may still be made
+    all_clear = rows(db)[1]
+    assert (all_clear.status, all_clear.last_error) == (
+        "retry_wait",
+        "waits for the warning still on its way",
+    )
+    assert all_clear.due_at > warning.due_at
+    assert wait_until(lambda: len(twilio.messages) == 1, 10)  # the warning, made late
+    dispatcher.step(now=all_clear.due_at)
+    dispatcher.close()
+    made_warning, made_all_clear = twilio.bodies_to("+821066660021")
+    assert "[해제]" not in made_warning and "[해제]" in made_all_clear
+    assert [(r.revision, r.status) for r in rows(db)] == [(1, "expired"), (2, "sent")]
+
+
 def test_a_retry_by_staff_looks_up_the_try_that_may_have_gone_out(
     api, consul, db, database_url, twilio, smtp
 ):
