@@ -16,7 +16,14 @@ from starlette.types import Scope
 
 from service.auth import refusal_before_body, staff_role_of
 from service.db import RETRY_AFTER_S, database_unavailable
-from service.errors import DomainError, ServiceUnavailable, TooManyRequests
+from service.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from service.forms import PAGE_HEADERS
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -244,12 +251,11 @@ async def _on_http_error(request: Request, exc: HTTPException) -> Response:
 
 _HTTP_SLUGS = {
     401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
     405: "method-not-allowed",
-    409: "conflict",
-    429: "rate-limited",
-    503: "unavailable",
+    **{
+        error.status: error.slug
+        for error in (Forbidden, NotFound, Conflict, TooManyRequests, ServiceUnavailable)
+    },
 }
 
 
