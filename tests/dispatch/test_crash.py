@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from service.db import make_engine, make_session_factory
+from service.db import READ_ONLY, make_engine, make_session_factory
 from service.ledger.models import Alert
 from tests.conftest import PG_URL, TEST_SECRET
 from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
@@ -81,6 +81,7 @@ def watch_until_exit(process, twilio) -> tuple[float, str]:
 def ledger(url: str) -> Counter:
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
+        session.connection(execution_options={READ_ONLY: True})  # a read: no write lock
         rows = session.execute(select(Alert.status, func.count()).group_by(Alert.status)).all()
     engine.dispose()
     return Counter(dict(rows))

@@ -28,7 +28,7 @@ from twilio.http.http_client import TwilioHttpClient
 
 from service.advisories.models import Advisory
 from service.advisories.service import cancel_advisory
-from service.db import make_engine, make_session_factory, utcnow
+from service.db import READ_ONLY, make_engine, make_session_factory, utcnow
 from service.dispatch import dispatcher as dispatcher_module
 from service.dispatch import workers
 from service.dispatch.dispatcher import Dispatcher
@@ -488,6 +488,9 @@ def test_a_record_refused_for_one_outcome_keeps_the_others_and_sends_nothing_aga
 def ledger_of(url: str, channel: str) -> Counter:
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
+        # A read: on SQLite a write transaction (BEGIN IMMEDIATE) waited for the running
+        # dispatcher's lock and failed the poll when it outlasted busy_timeout (seen in CI).
+        session.connection(execution_options={READ_ONLY: True})
         rows = session.execute(
             select(Alert.status, func.count())
             .where(Alert.channel == channel)
