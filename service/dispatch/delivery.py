@@ -151,7 +151,7 @@ def apply_report(
         and _reachable(session, alert, fall_back_to)
     )
     if falls_back and outbox.enqueue_fallback(
-        session, failed=_as_claimed(alert), channel=str(fall_back_to), now=now
+        session, failed=alert, channel=str(fall_back_to), now=now
     ):
         mark_enqueued(session)
         metrics.DELIVERY.labels("fallback").inc()
@@ -167,23 +167,6 @@ def _reachable(session: Session, alert: Alert, channel: str) -> bool:
                 Citizen.id == alert.citizen_id, Citizen.status != "erased"
             )
         )
-    )
-
-
-def _as_claimed(alert: Alert) -> outbox.Claimed:
-    return outbox.Claimed(
-        id=alert.id,
-        advisory_id=alert.advisory_id,
-        revision=alert.revision,
-        citizen_id=alert.citizen_id,
-        channel=alert.channel,
-        attempts=alert.attempts,
-        outcome_unknown=alert.outcome_unknown,
-        created_at=alert.created_at,
-        attempt=alert.attempts,
-        priority=alert.priority,
-        checkin_round=alert.checkin_round,
-        told_ahead=alert.told_ahead,
     )
 
 

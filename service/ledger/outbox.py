@@ -362,8 +362,11 @@ def release(session: Session, *, worker: str, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def enqueue_fallback(session: Session, *, failed: Claimed, channel: str, now: datetime) -> bool:
-    """Queue the same advisory revision on the citizen's other channel, unless it is queued."""
+def enqueue_fallback(
+    session: Session, *, failed: Claimed | Alert, channel: str, now: datetime
+) -> bool:
+    """Queue the same advisory revision on the citizen's other channel, unless it is queued:
+    after a claimed row failed, or a sent row's delivery report said undelivered."""
     values = {
         "advisory_id": failed.advisory_id,
         "revision": failed.revision,
