@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # a 3-segment SMS spends 3): long code 1, toll-free 3, short code 100; 0: no limit.
     twilio_mps: float = Field(1.0, ge=0)
     twilio_timeout_s: float = Field(10.0, gt=0)
+    # How late Twilio may make a message after its request began: a look-up sooner can miss
+    # it, and send it again. 0: twice the timeout (a request is cut at twice it).
+    twilio_settle_s: float = Field(0.0, ge=0)
     twilio_validity_period_s: int = Field(14_400, ge=1, le=36_000)
 
     smtp_host: str = ""

@@ -109,6 +109,9 @@ def _env(url: str, twilio: FakeTwilio, smtp: SmtpSink, **settings: object) -> di
         # Past any wait for the fault run's held SMS: a request the client gave up on would
         # free its thread while the fake still counts it held.
         twilio_timeout_s=WAIT_S,
+        # The fake makes a message as its request comes: a send in flight when its dispatcher
+        # stopped is looked up this soon, not twice the timeout after it began.
+        twilio_settle_s=5,
         sweep_interval_s=1,  # leases of 3 s
         job_interval_s=2,
         **settings,

@@ -11,6 +11,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -774,9 +775,11 @@ class Dispatcher:
         self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]
     ) -> list[tuple[Outcome, bool]]:
         results = []
-        for job in chunk:
+        marks = _SendMarks(self, notifier) if notifier.settle_s else None
+        for index, job in enumerate(chunk):
             try:
-                results.append(self._deliver(notifier, sender, job))
+                marked = partial(marks.cover, chunk[index:]) if marks is not None else None
+                results.append(self._deliver(notifier, sender, job, marked=marked))
             except Exception as exc:  # a notifier bug: keep the row, look before resending
                 log.exception("notifier raised", extra={"notifier": notifier.name})
                 results.append(
@@ -785,7 +788,12 @@ class Dispatcher:
         return results
 
     def _deliver(
-        self, notifier: Notifier, sender: SenderRate | None, job: _Job
+        self,
+        notifier: Notifier,
+        sender: SenderRate | None,
+        job: _Job,
+        *,
+        marked: Callable[[], bool] | None = None,
     ) -> tuple[Outcome, bool]:
         """Runs on a pool thread: reconcile first if an earlier try may have gone out."""
         circuit = self.circuits[job.row.channel]
@@ -827,6 +835,8 @@ class Dispatcher:
                 "send skipped: the claim was not surely ours",
                 extra={"notifier": notifier.name, "alert_id": job.row.id},
             )
+            return _not_sent(job.row), False
+        if marked is not None and not marked():
             return _not_sent(job.row), False
         started = time.perf_counter()
         try:
@@ -1265,6 +1275,46 @@ def _quiet(
 # error_code of a row whose send this process skipped, sure that nothing left: the claim was
 # overtaken (the advisory revised or cancelled, the citizen erased) or its lease ran short.
 SEND_SKIPPED = "send-skipped"
+
+
+class _SendMarks:
+    """The ledger's word, written ahead of a pool task's sends, that they may be under way
+    (outbox.mark_sending): a send begins only inside the window of a mark that names it, so
+    whoever takes its row back after this process died looks it up once it has settled."""
+
+    def __init__(self, dispatcher: "Dispatcher", notifier: Notifier) -> None:
+        self.dispatcher = dispatcher
+        self.settle_s = notifier.settle_s
+        self.name = notifier.name
+        self.held: set[int] = set()
+        self.until = 0.0  # time.monotonic(): the sends the last mark covers begin before
+
+    def cover(self, rest: list[_Job]) -> bool:
+        """Whether the first of `rest` may begin now; if the last mark does not cover it, mark
+        it and the rest of the task (one write for a task's sends, most often)."""
+        row = rest[0].row
+        if row.id in self.held and time.monotonic() < self.until:
+            return True
+        d = self.dispatcher
+        window_s = d.policy.lease_s / 4
+        began = time.monotonic()
+        try:
+            with d.factory.begin() as session:
+                outbox.bound_idle(session, lease_s=d.policy.lease_s)
+                settles_at = d.clock.now() + timedelta(seconds=window_s + self.settle_s)
+                self.held = outbox.mark_sending(
+                    session,
+                    held={job.row.id: job.row.attempt for job in rest},
+                    worker=d.worker,
+                    settles_at=settles_at,
+                )
+        except SQLAlchemyError:
+            # Unmarked, a send cut short by a crash could be made twice: it waits instead.
+            log.warning("send not started: the ledger could not mark it", exc_info=True)
+            self.held, self.until = set(), 0.0
+            return False
+        self.until = began + window_s
+        return row.id in self.held
 
 
 def _not_sent(row: Claimed) -> Retry:

@@ -87,6 +87,9 @@ class Alert(Base):
     # When the row next needs a dispatcher: a retry's time, or a claim's lease end. NULL = now.
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    # Written before a send begins: by then its outcome is known, even from a provider that
+    # makes the message late. The row does not come due sooner (outbox.mark_sending).
+    settles_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A send may have reached the provider (timeout, crash): look it up before any resend.
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     provider_ref: Mapped[str | None] = mapped_column(String(PROVIDER_REF_LENGTH))

@@ -13,6 +13,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     or_,
     select,
     text,
@@ -295,10 +296,37 @@ def record(
         session.execute(_RECORD_OTHER, [{**row, **common} for row in other])
 
 
+# A row comes due at its lease end, or once a send of it that may be under way has settled,
+# whichever is later (mark_sending).
+_NOT_BEFORE_SETTLED = "CASE WHEN settles_at > {at} THEN settles_at ELSE {at} END"
 _RENEW = text(
-    "UPDATE alert SET due_at = :lease_end WHERE id IN :ids AND claimed_by = :worker "  # noqa: S608
-    f"AND status = '{states.CLAIMED}' RETURNING id, attempts"
+    f"UPDATE alert SET due_at = {_NOT_BEFORE_SETTLED.format(at=':lease_end')} "  # noqa: S608
+    f"WHERE id IN :ids AND claimed_by = :worker AND status = '{states.CLAIMED}' "
+    "RETURNING id, attempts"
 ).bindparams(bindparam("ids", expanding=True), bindparam("lease_end", type_=UTCDateTime()))
+_MARK_SENDING = text(
+    "UPDATE alert SET settles_at = :settles_at, "  # noqa: S608
+    "due_at = CASE WHEN due_at > :settles_at THEN due_at ELSE :settles_at END "
+    f"WHERE id IN :ids AND claimed_by = :worker AND status = '{states.CLAIMED}' "
+    "RETURNING id, attempts"
+).bindparams(bindparam("ids", expanding=True), bindparam("settles_at", type_=UTCDateTime()))
+
+
+def mark_sending(
+    session: Session, *, held: dict[int, int], worker: str, settles_at: datetime
+) -> set[int]:
+    """Before their sends begin: these rows (id -> the claim's attempt) may be under way until
+    `settles_at`, the latest a send begun now can be made by the provider and found by a
+    look-up. Until then no other claim takes them, neither when their lease lapses nor when
+    their dead dispatcher is taken back (release): a probe killed a dispatcher with sends in
+    flight to a Twilio that made them 6 s late; the restarted one looked them up at once,
+    found nothing, and sent 8 of 200 twice. Returns the ids still held under the same claim."""
+    if not held:
+        return set()
+    rows = session.execute(
+        _MARK_SENDING, {"ids": list(held), "worker": worker, "settles_at": settles_at}
+    )
+    return {alert_id for alert_id, attempts in rows if held.get(alert_id) == attempts}
 
 
 def renew(session: Session, *, held: dict[int, int], worker: str, lease_end: datetime) -> set[int]:
@@ -352,11 +380,13 @@ def overtaken(session: Session, *, ids: Iterable[int], now: datetime) -> set[int
 
 def release(session: Session, *, worker: str, now: datetime) -> int:
     """Put the rows a dead (or stopping) worker still holds back in the queue now, instead of
-    when their lease lapses. Their outcome is unknown: the next claim looks them up first."""
+    when their lease lapses; a row whose send may be under way once it has settled
+    (mark_sending). Their outcome is unknown: the next claim looks them up first."""
+    now_ = literal(now, UTCDateTime())
     result = session.execute(
         update(Alert)
         .where(_OPEN, Alert.status == states.CLAIMED, Alert.claimed_by == worker)
-        .values(due_at=now)
+        .values(due_at=case((Alert.settles_at > now_, Alert.settles_at), else_=now_))
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0

@@ -1,6 +1,7 @@
 """Dispatch fixtures: the fake Twilio and a real SMTP server on loopback, settings that point
 the notifiers at them, and a dispatcher that works inside the test's rolled-back transaction."""
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -52,11 +53,31 @@ def api(dispatch_settings: Settings, db: Session) -> Iterator[TestClient]:
         yield test_client
 
 
+class _TurnTakingSession(Session):
+    """A session on the test's one connection, which one thread at a time may use: the
+    dispatcher's send threads write too (outbox.mark_sending), beside its recording thread."""
+
+    def __enter__(self) -> "_TurnTakingSession":
+        self.info["turn"].acquire()
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)  # type: ignore[arg-type]
+        finally:
+            self.info["turn"].release()
+
+
 def dispatcher_in(db: Session, settings: Settings) -> Dispatcher:
     """A dispatcher whose transactions are savepoints in the test's transaction (one
-    connection, so channels take turns instead of running in parallel lanes)."""
+    connection, so channels take turns instead of running in parallel lanes, and threads take
+    turns with the connection)."""
     factory = sessionmaker(
-        bind=db.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
+        bind=db.connection(),
+        class_=_TurnTakingSession,
+        info={"turn": threading.RLock()},
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
     )
     return Dispatcher.from_settings(
         settings, factory, vault=PersonalDataVault(settings.secret_key_bytes()), lanes=False

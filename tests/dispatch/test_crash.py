@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from service.db import READ_ONLY, make_engine, make_session_factory
 from service.ledger.models import Alert
 from tests.conftest import PG_URL, TEST_SECRET
-from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN
+from tests.dispatch.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, Answer
 from tests.dispatch.processes import start
 from tests.dispatch.seed import email_of, phone_of, scratch_database, seed_pending
 
@@ -119,6 +119,35 @@ def test_kill_9_mid_run_loses_nothing_and_sends_no_sms_twice(database_url, tmp_p
         # The restarted dispatchers looked up what the killed ones may have sent.
         assert len(twilio.lists) >= 1
         assert out.startswith("claimed ")
+
+
+def test_sms_in_flight_when_the_dispatcher_died_are_looked_up_once_the_provider_made_them(
+    database_url, tmp_path, twilio, smtp
+):
+    """A probe: a dispatcher killed while its sends were in flight, to a Twilio that makes each
+    message 5 s after the request. The restarted one took the rows back at once and looked
+    them up before Twilio had made them: 8 of 200 citizens got two SMS."""
+    citizens, in_flight = 40, 4
+    with scratch_database(database_url, tmp_path, "in-flight") as url:
+        seed_pending(url, citizens=citizens, secret=TEST_SECRET.encode())
+        env = {
+            **dispatcher_env(url, twilio, smtp),
+            "ANJEON_DISPATCH_LEASE_S": "10",
+            "ANJEON_TWILIO_TIMEOUT_S": "3",  # settle time: 6 s
+        }
+        twilio.script(None, *[Answer(creates_after_s=5) for _ in range(in_flight)])
+        victim = start(env)
+        wait_for(lambda: len(twilio.posts) >= in_flight)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        assert len(twilio.messages) < in_flight, "the provider made them before the kill"
+        survivor = start(env)
+        _, err = watch_until_exit(survivor, twilio)
+        assert survivor.returncode == 0, err
+        assert "took back the alerts of a dispatcher that ended" in err
+        sms = Counter(m["to"] for m in twilio.messages)
+        assert sms == Counter({phone_of(n): 1 for n in range(citizens)})
+        assert ledger(url) == Counter({"sent": 2 * citizens})
 
 
 @pytest.mark.skipif(not PG_URL, reason="ANJEON_TEST_DATABASE_URL not set")

@@ -165,6 +165,31 @@ def test_timeout_after_accept_is_reconciled_never_resent(
     assert len(twilio.posts) == 1 and len(twilio.lists) == 1
 
 
+def test_each_sms_is_marked_before_it_goes_with_when_its_outcome_will_be_known(
+    api, consul, db, database_url, twilio, smtp
+):
+    """outbox.mark_sending through the dispatcher: the row's settles_at is the send's window
+    (a quarter lease) plus the settle time, ANJEON_TWILIO_SETTLE_S when set (twice the
+    timeout otherwise); an e-mail (SMTP: no settle time) is not marked."""
+    default = dispatcher_in(db, make_settings(database_url, **notifier_settings(twilio, smtp)))
+    assert default.notifiers["sms"].settle_s == 2 * default.notifiers["sms"].timeout_s
+    default.close()
+    settings = make_settings(database_url, **notifier_settings(twilio, smtp), twilio_settle_s=7)
+    dispatcher = dispatcher_in(db, settings)
+    register(api, location=TOKYO, phone="010-6666-0018", email="mark@example.com")
+    issue(api, consul)
+    before = utcnow()
+    dispatcher.step()
+    after = utcnow()
+    dispatcher.close()
+    marked = {row.channel: row for row in rows(db)}
+    assert {row.status for row in marked.values()} == {"sent"}
+    ahead = timedelta(seconds=settings.dispatch_lease_s / 4 + 7)
+    settles_at = marked["sms"].settles_at
+    assert settles_at is not None and before + ahead <= settles_at <= after + ahead
+    assert marked["email"].settles_at is None
+
+
 def test_a_message_the_provider_creates_after_the_timeout_is_looked_up_after_it_never_resent(
     api, consul, db, database_url, twilio, smtp
 ):

@@ -766,6 +766,61 @@ def test_a_dispatcher_that_ended_on_this_host_has_its_alerts_taken_back(db):
     } == {True}
 
 
+def test_a_row_whose_send_may_be_under_way_comes_due_only_once_it_has_settled(db):
+    """outbox.mark_sending: neither the heartbeat's renewal, nor the lapse of the lease, nor
+    the take-back of a dead dispatcher makes a marked row due before its settles_at; the rows
+    of the claim not marked are due at once on a take-back. A mark names the claim: another
+    one's rows are not marked."""
+    _pending_rows(db, 4)
+    now = utcnow()
+    rows = outbox.claim(db, channel="sms", now=now, limit=4, lease_s=10, worker="gone")
+    settles = now + timedelta(seconds=30)
+    held = {r.id: r.attempt for r in rows}
+    marked = outbox.mark_sending(
+        db, held=dict(list(held.items())[:2]), worker="gone", settles_at=settles
+    )
+    assert marked == {rows[0].id, rows[1].id}
+    assert (
+        outbox.mark_sending(
+            db, held={rows[2].id: rows[2].attempt}, worker="other", settles_at=settles
+        )
+        == set()
+    )
+
+    def due() -> dict[int, datetime]:
+        db.expire_all()
+        return dict(db.execute(select(Alert.id, Alert.due_at)).all())
+
+    def marked_at_settles_and_the_rest(seconds: int) -> dict[int, datetime]:
+        rest = now + timedelta(seconds=seconds)
+        return {rows[0].id: settles, rows[1].id: settles, rows[2].id: rest, rows[3].id: rest}
+
+    assert due() == marked_at_settles_and_the_rest(10)
+    # Renewed, a marked row keeps the later of its lease end and its settles_at.
+    renewed = outbox.renew(db, held=held, worker="gone", lease_end=now + timedelta(seconds=40))
+    assert renewed == set(held)
+    assert set(due().values()) == {now + timedelta(seconds=40)}
+    outbox.renew(db, held=held, worker="gone", lease_end=now + timedelta(seconds=12))
+    assert due() == marked_at_settles_and_the_rest(12)
+    # Lapsed: only the rows not marked are claimed.
+    lapsed = outbox.claim(
+        db, channel="sms", now=now + timedelta(seconds=13), limit=4, lease_s=10, worker="x"
+    )
+    assert {r.id for r in lapsed} == {rows[2].id, rows[3].id}
+    assert all(r.outcome_unknown for r in lapsed)
+    # Taken back (their dispatcher died): due at once, a marked one once settled.
+    assert outbox.release(db, worker="gone", now=now + timedelta(seconds=14)) == 2
+    assert outbox.release(db, worker="x", now=now + timedelta(seconds=14)) == 2
+    assert due() == marked_at_settles_and_the_rest(14)
+    early = outbox.claim(
+        db, channel="sms", now=settles - timedelta(seconds=1), limit=4, lease_s=10, worker="y"
+    )
+    assert {r.id for r in early} == {rows[2].id, rows[3].id}
+    assert {
+        r.id for r in outbox.claim(db, channel="sms", now=settles, limit=4, lease_s=10, worker="z")
+    } == {rows[0].id, rows[1].id}
+
+
 def _record_sent(db: Session, rows, *, worker: str, ref: str, now) -> None:
     outbox.record(
         db,

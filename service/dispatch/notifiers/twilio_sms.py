@@ -100,6 +100,7 @@ class TwilioNotifier(Notifier):
         max_per_second: float | None = 1.0,
         timeout_s: float = 10.0,
         validity_period_s: int = 14_400,
+        settle_s: float | None = None,
     ) -> None:
         if not account_sid or not auth_token:
             raise NotifierConfigError(
@@ -117,7 +118,7 @@ class TwilioNotifier(Notifier):
         self.max_per_second = max_per_second or None
         self.timeout_s = timeout_s
         # A request we gave up on may still be acted on: as long as we allow a whole exchange.
-        self.settle_s = 2 * timeout_s
+        self.settle_s = settle_s or 2 * timeout_s
         self.validity_period_s = validity_period_s
         # The SDK's client is not thread-safe (it keeps the last response): one per thread.
         self._local = threading.local()
@@ -139,6 +140,7 @@ class TwilioNotifier(Notifier):
             max_per_second=settings.twilio_mps,
             timeout_s=settings.twilio_timeout_s,
             validity_period_s=settings.twilio_validity_period_s,
+            settle_s=settings.twilio_settle_s,
         )
 
     def describe(self) -> str:
