@@ -241,7 +241,7 @@ class Probe:
                 response.status_code,
                 response.headers.get("retry-after"),
                 response.headers.get("content-type"),
-                body=response.text[:300] if response.status_code >= 500 else "",
+                body=response.text[:300] if response.status_code >= 400 else "",
             )
         with self._lock:
             self.answers.append(answer)

@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+
+# Imported here, not lazily by from_asgi() deep inside a test: there, a run failed with
+# CPython 3.11's "SystemError: AST constructor recursion depth mismatch" while pytest parsed
+# this module to rewrite its asserts (schemathesis is a pytest plugin). At collection fewer
+# objects are about whose finalizers can run mid-parse.
+import schemathesis.specs.openapi.schemas
 from schemathesis.engine import StopReason, events, from_schema
 from sqlalchemy.orm import Session
 
