@@ -88,6 +88,8 @@ class TimedNotifier(Notifier):
     def __init__(self, inner: Notifier) -> None:
         self.inner, self.name, self.channels = inner, inner.name, inner.channels
         self.max_per_second = inner.max_per_second
+        # As the notifier it wraps: a settle time makes the dispatcher mark sends before they go.
+        self.settle_s = inner.settle_s
         self.times: list[float] = []
 
     def send(self, message: OutgoingMessage) -> Outcome:

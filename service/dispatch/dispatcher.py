@@ -11,7 +11,6 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -134,6 +133,12 @@ class Policy:
             hold_s=settings.sender_hold_s,
             ramp_s=settings.sender_ramp_s,
         )
+
+    @property
+    def send_margin_s(self) -> float:
+        """A quarter lease: a send begins only while its claim has this long left, and within
+        this long of the mark that names it (_SendMarks)."""
+        return self.lease_s / 4
 
     def backoff_s(self, attempts: int) -> float:
         """Exponential backoff with full jitter (AWS's "full jitter": uniform over [0, cap])."""
@@ -547,6 +552,18 @@ class Dispatcher:
             limit = min(limit, max(threads, int(threads * ahead_s / send_s)))
         return limit
 
+    def sends_in(self, window_s: float, channel: str, notifier: Notifier) -> int:
+        """How many sends one thread begins in `window_s`, at least one: at the pace sends
+        take, and at the sender's rate shared by the threads of every dispatcher alive."""
+        fits = float(_CHUNK)
+        send_s = self._send_s.get(channel)
+        if send_s:
+            fits = min(fits, window_s / send_s)
+        if notifier.max_per_second:
+            per_thread = notifier.max_per_second / self._live() / self.policy.threads
+            fits = min(fits, window_s * per_thread / self._segments.get(channel, 1.0))
+        return max(1, int(fits))
+
     def observed_send(self, channel: str, seconds: float) -> None:
         """One send's time, averaged (a moving average: the provider's pace now)."""
         before = self._send_s.get(channel)
@@ -775,11 +792,10 @@ class Dispatcher:
         self, notifier: Notifier, sender: SenderRate | None, chunk: list[_Job]
     ) -> list[tuple[Outcome, bool]]:
         results = []
-        marks = _SendMarks(self, notifier) if notifier.settle_s else None
-        for index, job in enumerate(chunk):
+        marks = _SendMarks(self, notifier, chunk) if notifier.settle_s else None
+        for job in chunk:
             try:
-                marked = partial(marks.cover, chunk[index:]) if marks is not None else None
-                results.append(self._deliver(notifier, sender, job, marked=marked))
+                results.append(self._deliver(notifier, sender, job, marks))
             except Exception as exc:  # a notifier bug: keep the row, look before resending
                 log.exception("notifier raised", extra={"notifier": notifier.name})
                 results.append(
@@ -792,8 +808,7 @@ class Dispatcher:
         notifier: Notifier,
         sender: SenderRate | None,
         job: _Job,
-        *,
-        marked: Callable[[], bool] | None = None,
+        marks: "_SendMarks | None",
     ) -> tuple[Outcome, bool]:
         """Runs on a pool thread: reconcile first if an earlier try may have gone out."""
         circuit = self.circuits[job.row.channel]
@@ -827,7 +842,7 @@ class Dispatcher:
         # Checked last before the send: a process paused past its lease, or cut off from the
         # database for as long, must not send what another dispatcher may now hold. A notifier
         # that can checks again as its first byte leaves (send_window.py).
-        margin_s = self.policy.lease_s / 4
+        margin_s = self.policy.send_margin_s
         if not self.holdings.may_send(job.row, margin_s=margin_s):
             # A process starved of CPU or of its database past a quarter of its lease, or a
             # claim the heartbeat found overtaken (the advisory cancelled). Said at once.
@@ -836,11 +851,13 @@ class Dispatcher:
                 extra={"notifier": notifier.name, "alert_id": job.row.id},
             )
             return _not_sent(job.row), False
-        if marked is not None and not marked():
+        if marks is not None and not marks.cover(job):
             return _not_sent(job.row), False
+        lease_window = partial(self.holdings.send_window_end, job.row, margin_s=margin_s)
+        window = lease_window if marks is None else lambda: min(lease_window(), marks.until)
         started = time.perf_counter()
         try:
-            with send_window(partial(self.holdings.send_window_end, job.row, margin_s=margin_s)):
+            with send_window(window):
                 outcome = notifier.send(job.message)
         except SendWindowClosed as closed:
             log.warning(
@@ -1280,41 +1297,53 @@ SEND_SKIPPED = "send-skipped"
 class _SendMarks:
     """The ledger's word, written ahead of a pool task's sends, that they may be under way
     (outbox.mark_sending): a send begins only inside the window of a mark that names it, so
-    whoever takes its row back after this process died looks it up once it has settled."""
+    whoever takes its row back after this process died looks it up once it has settled. A
+    mark names only the sends that can begin in its window at the pace sends go: the others
+    of a dead process's task are taken back at once."""
 
-    def __init__(self, dispatcher: "Dispatcher", notifier: Notifier) -> None:
+    def __init__(self, dispatcher: "Dispatcher", notifier: Notifier, chunk: list[_Job]) -> None:
         self.dispatcher = dispatcher
-        self.settle_s = notifier.settle_s
-        self.name = notifier.name
+        self.notifier = notifier
+        self.chunk = chunk
+        self.index = {job.row.id: i for i, job in enumerate(chunk)}
         self.held: set[int] = set()
         self.until = 0.0  # time.monotonic(): the sends the last mark covers begin before
+        self.warned = False
 
-    def cover(self, rest: list[_Job]) -> bool:
-        """Whether the first of `rest` may begin now; if the last mark does not cover it, mark
-        it and the rest of the task (one write for a task's sends, most often)."""
-        row = rest[0].row
-        if row.id in self.held and time.monotonic() < self.until:
+    def cover(self, job: _Job) -> bool:
+        """Whether the send of `job` may begin now, marking it and the next few if the last
+        mark does not cover it (or its window has passed)."""
+        if job.row.id in self.held and time.monotonic() < self.until:
             return True
         d = self.dispatcher
-        window_s = d.policy.lease_s / 4
+        window_s = d.policy.send_margin_s
+        rest = self.chunk[self.index[job.row.id] :]
+        rest = rest[: d.sends_in(window_s, job.row.channel, self.notifier)]
         began = time.monotonic()
         try:
             with d.factory.begin() as session:
                 outbox.bound_idle(session, lease_s=d.policy.lease_s)
-                settles_at = d.clock.now() + timedelta(seconds=window_s + self.settle_s)
+                settles_at = d.clock.now() + timedelta(seconds=window_s + self.notifier.settle_s)
                 self.held = outbox.mark_sending(
                     session,
-                    held={job.row.id: job.row.attempt for job in rest},
+                    held={later.row.id: later.row.attempt for later in rest},
                     worker=d.worker,
                     settles_at=settles_at,
                 )
-        except SQLAlchemyError:
+        except Exception:
             # Unmarked, a send cut short by a crash could be made twice: it waits instead.
-            log.warning("send not started: the ledger could not mark it", exc_info=True)
+            if not self.warned:  # once a task: the database away fails every mark
+                log.warning(
+                    "send not started: the ledger could not mark it",
+                    extra={"notifier": self.notifier.name},
+                    exc_info=True,
+                )
+                self.warned = True
             self.held, self.until = set(), 0.0
             return False
         self.until = began + window_s
-        return row.id in self.held
+        # A mark that waited out its own window (the database's lock) covers nothing.
+        return job.row.id in self.held and time.monotonic() < self.until
 
 
 def _not_sent(row: Claimed) -> Retry:

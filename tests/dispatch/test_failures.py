@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from service.advisories.models import Advisory
@@ -188,6 +189,58 @@ def test_each_sms_is_marked_before_it_goes_with_when_its_outcome_will_be_known(
     settles_at = marked["sms"].settles_at
     assert settles_at is not None and before + ahead <= settles_at <= after + ahead
     assert marked["email"].settles_at is None
+
+
+@pytest.mark.parametrize("fault", ["refused", "too late"])
+def test_a_send_whose_mark_failed_or_came_too_late_does_not_go_and_is_not_a_try(
+    api, consul, db, database_url, twilio, smtp, monkeypatch, fault
+):
+    """No send begins without a mark that covers it: when the ledger refuses the mark (the
+    database away), or the mark's write outlasts its window (SQLite's write lock held by a
+    bulk insert), the send waits, recorded as not tried, and goes on the next claim."""
+    settings = make_settings(database_url, **notifier_settings(twilio, smtp), dispatch_lease_s=1.0)
+    dispatcher = dispatcher_in(db, settings)
+    register(api, location=TOKYO, phone="010-6666-0019", channels=["sms"])
+    issue(api, consul)
+    mark = outbox.mark_sending
+
+    def failing_once(session, **kwargs):
+        monkeypatch.setattr(outbox, "mark_sending", mark)
+        if fault == "refused":
+            raise OperationalError("UPDATE alert", {}, Exception("connection refused"))
+        time.sleep(settings.dispatch_lease_s / 4 + 0.1)  # past the window
+        return mark(session, **kwargs)
+
+    monkeypatch.setattr(outbox, "mark_sending", failing_once)
+    dispatcher.step()
+    [row] = rows(db)
+    assert twilio.posts == []
+    assert row.status == "retry_wait" and row.error_code == "send-skipped"
+    assert row.attempts - row.retry_base == 0  # given back: not a try
+    dispatcher.step(now=row.due_at)
+    dispatcher.close()
+    [row] = rows(db)
+    assert row.status == "sent" and len(twilio.posts) == 1
+
+
+def test_a_mark_names_only_the_sends_its_window_can_begin(db, database_url, twilio, smtp):
+    """At a paced sender's rate, or at the pace the provider answers, a mark names fewer than
+    a whole pool task: those it does not name are taken back at once after a crash."""
+    paced = dispatcher_in(
+        db, make_settings(database_url, **{**notifier_settings(twilio, smtp), "twilio_mps": 1})
+    )
+    notifier = paced.notifiers["sms"]
+    window_s = paced.policy.send_margin_s
+    assert paced.sends_in(window_s, "sms", notifier) == 1
+    paced.close()
+    free = dispatcher_in(
+        db, make_settings(database_url, **{**notifier_settings(twilio, smtp), "twilio_mps": 0})
+    )
+    notifier = free.notifiers["sms"]
+    assert free.sends_in(window_s, "sms", notifier) == 16  # a whole task
+    free.observed_send("sms", window_s / 5)
+    assert free.sends_in(window_s, "sms", notifier) == 5
+    free.close()
 
 
 def test_a_message_the_provider_creates_after_the_timeout_is_looked_up_after_it_never_resent(
