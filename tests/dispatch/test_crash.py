@@ -34,6 +34,9 @@ def dispatcher_env(url: str, twilio, smtp) -> dict[str, str]:
         "ANJEON_TWILIO_FROM": "+15005550006",
         "ANJEON_TWILIO_API_BASE": twilio.url,
         "ANJEON_TWILIO_MPS": "0",
+        # The fake makes a message as its request comes: a send in flight at a kill settles
+        # at once, and waiting twice the timeout for each (20 s) only made the suite slower.
+        "ANJEON_TWILIO_SETTLE_S": "2",
         "ANJEON_SMTP_HOST": "127.0.0.1",
         "ANJEON_SMTP_PORT": str(smtp.port),
         "ANJEON_SMTP_FROM": "alerts@anjeon.test",
@@ -133,7 +136,8 @@ def test_sms_in_flight_when_the_dispatcher_died_are_looked_up_once_the_provider_
         env = {
             **dispatcher_env(url, twilio, smtp),
             "ANJEON_DISPATCH_LEASE_S": "10",
-            "ANJEON_TWILIO_TIMEOUT_S": "3",  # settle time: 6 s
+            "ANJEON_TWILIO_TIMEOUT_S": "3",
+            "ANJEON_TWILIO_SETTLE_S": "0",  # twice the timeout: 6 s
         }
         twilio.script(None, *[Answer(creates_after_s=5) for _ in range(in_flight)])
         victim = start(env)

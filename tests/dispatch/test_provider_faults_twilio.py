@@ -162,6 +162,7 @@ def test_a_bad_spell_at_both_providers_with_the_dispatcher_as_a_process(
         env = {
             **dispatcher_env(url, twilio, smtp),
             "ANJEON_TWILIO_TIMEOUT_S": "0.3",
+            "ANJEON_TWILIO_SETTLE_S": "0",  # twice the timeout, as its spells assume
             "ANJEON_SMTP_TIMEOUT_S": "0.5",
             "ANJEON_DISPATCH_LEASE_S": "10",
             "ANJEON_DISPATCH_BACKOFF_BASE_S": "0.1",
