@@ -13,7 +13,6 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
-    literal,
     or_,
     select,
     text,
@@ -298,17 +297,21 @@ def record(
         session.execute(_RECORD_OTHER, [{**row, **common} for row in other])
 
 
-# A row comes due at its lease end, or once a send of it that may be under way has settled,
-# whichever is later (mark_sending).
-_NOT_BEFORE_SETTLED = "CASE WHEN settles_at > {at} THEN settles_at ELSE {at} END"
+def _later_of(a: str, b: str) -> str:
+    """SQL for the later of two times, `b` when `a` is NULL. A row comes due at its lease end,
+    or once a send of it that may be under way has settled, whichever is later (mark_sending):
+    the one home of that rule, for renew, mark_sending and release."""
+    return f"CASE WHEN {a} > {b} THEN {a} ELSE {b} END"
+
+
 _RENEW = text(
-    f"UPDATE alert SET due_at = {_NOT_BEFORE_SETTLED.format(at=':lease_end')} "  # noqa: S608
+    f"UPDATE alert SET due_at = {_later_of('settles_at', ':lease_end')} "  # noqa: S608
     f"WHERE id IN :ids AND claimed_by = :worker AND status = '{states.CLAIMED}' "
     "RETURNING id, attempts"
 ).bindparams(bindparam("ids", expanding=True), bindparam("lease_end", type_=UTCDateTime()))
 _MARK_SENDING = text(
     "UPDATE alert SET settles_at = :settles_at, "  # noqa: S608
-    "due_at = CASE WHEN due_at > :settles_at THEN due_at ELSE :settles_at END "
+    f"due_at = {_later_of('due_at', ':settles_at')} "
     f"WHERE id IN :ids AND claimed_by = :worker AND status = '{states.CLAIMED}' "
     "RETURNING id, attempts"
 ).bindparams(bindparam("ids", expanding=True), bindparam("settles_at", type_=UTCDateTime()))
@@ -388,14 +391,15 @@ def release(session: Session, *, worker: str, now: datetime) -> int:
     """Put the rows a dead (or stopping) worker still holds back in the queue now, instead of
     when their lease lapses; a row whose send may be under way once it has settled
     (mark_sending). Their outcome is unknown: the next claim looks them up first."""
-    now_ = literal(now, UTCDateTime())
-    result = session.execute(
-        update(Alert)
-        .where(_OPEN, Alert.status == states.CLAIMED, Alert.claimed_by == worker)
-        .values(due_at=case((Alert.settles_at > now_, Alert.settles_at), else_=now_))
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(_RELEASE, {"worker": worker, "now": now})
     return result.rowcount or 0
+
+
+_RELEASE = text(
+    f"UPDATE alert SET due_at = {_later_of('settles_at', ':now')} "  # noqa: S608
+    f"WHERE {states.sql_in(states.OPEN)} AND status = '{states.CLAIMED}' "
+    "AND claimed_by = :worker"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 def enqueue_fallback(
