@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.approval import Decided
 from service.config import Settings
+from service.db import READ_ONLY
 from service.dispatch.notifiers.base import Notifier, OutgoingMessage, Sent, revealed
 from service.dispatch.notifiers.webhook import post_signed_json
 from service.staff.models import StaffKey
@@ -26,6 +27,8 @@ def tell_proposer(
 ) -> bool:
     """E-mail the proposer's key contact, else POST the staff webhook; True when it went."""
     with factory() as session:
+        # Read-only: on SQLite no write lock, so a busy writer does not hold the notice up.
+        session.connection(execution_options={READ_ONLY: True})
         email = session.scalar(
             select(StaffKey.contact_email).where(StaffKey.name == decided.proposed_by)
         )
