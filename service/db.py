@@ -86,6 +86,8 @@ MAX_BIGINT = 2**63 - 1
 
 # Execution option for a transaction that only reads: on SQLite it then waits for no writer.
 READ_ONLY = "anjeon_read_only"
+# Execution option: seconds a write transaction waits for SQLite's write lock (see wait_at_most).
+LOCK_WAIT_S = "anjeon_lock_wait_s"
 
 
 def flush_write_ahead_log(engine: Engine) -> None:
@@ -140,10 +142,31 @@ def _configure_sqlite(engine: Engine) -> None:
         # IMMEDIATE: take the write lock at the start, waiting (busy_timeout) for it. A deferred
         # transaction that read before another connection's commit cannot write afterwards:
         # SQLite fails it at once ("database is locked") instead of waiting. Reads opt out.
-        if conn.get_execution_options().get(READ_ONLY):
+        options = conn.get_execution_options()
+        if options.get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
+        elif options.get(LOCK_WAIT_S) is not None:
+            # Only BEGIN IMMEDIATE waits for the lock: the connection's own wait is back after.
+            driver = conn.connection.driver_connection
+            driver.execute(f"PRAGMA busy_timeout={max(1, int(options[LOCK_WAIT_S] * 1000))}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def wait_at_most(session: Session, *, seconds: float) -> None:
+    """Begin the session's write transaction so that it waits for others' locks at most
+    `seconds`, failing (OperationalError) after: on SQLite for the write lock, on PostgreSQL
+    for each row or table lock (lock_timeout). For a write whose worth ends with a window:
+    waiting out the window only to be told it passed held every send behind a fan-out's
+    write (a review). Call it first in the transaction."""
+    connection = session.connection(execution_options={LOCK_WAIT_S: seconds})
+    if connection.dialect.name == "postgresql":
+        milliseconds = max(1, int(seconds * 1000))
+        connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
 
 
 def bound_idle(bind: Session | Connection, *, seconds: float) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories.levels import is_urgent
 from service.config import Settings
-from service.db import utcnow
+from service.db import utcnow, wait_at_most
 from service.dispatch import metrics
 from service.dispatch.circuit import HELD, THROTTLED, Circuit, CircuitPolicy, Gate
 from service.dispatch.content import AlertContent
@@ -852,7 +852,7 @@ class Dispatcher:
             )
             return _not_sent(job.row), False
         if marks is not None and not marks.cover(job):
-            return _not_sent(job.row), False
+            return _not_sent(job.row, retry_after_s=marks.backoff_s), False
         lease_window = partial(self.holdings.send_window_end, job.row, margin_s=margin_s)
         window = lease_window if marks is None else lambda: min(lease_window(), marks.until)
         started = time.perf_counter()
@@ -984,7 +984,7 @@ class Dispatcher:
             if outcome.code == HELD:
                 due = self.circuits[row.channel].held_until(now)
             elif outcome.code == SEND_SKIPPED:
-                due = now
+                due = now + timedelta(seconds=outcome.retry_after_s or 0.0)
             else:
                 due = now + timedelta(seconds=outcome.retry_after_s or 1.0)
             return Decision(
@@ -1292,6 +1292,9 @@ def _quiet(
 # error_code of a row whose send this process skipped, sure that nothing left: the claim was
 # overtaken (the advisory revised or cancelled, the citizen erased) or its lease ran short.
 SEND_SKIPPED = "send-skipped"
+# A send whose mark failed or came too late (the database away, or its locks held by others)
+# is claimed again after this, not at once: each try costs two writes (a review).
+_MARK_BACKOFF_S = 1.0
 
 
 class _SendMarks:
@@ -1309,6 +1312,9 @@ class _SendMarks:
         self.held: set[int] = set()
         self.until = 0.0  # time.monotonic(): the sends the last mark covers begin before
         self.warned = False
+        # How long a send cover() refused waits to be claimed again: none when its claim was
+        # overtaken, a moment when the ledger could not be written in time.
+        self.backoff_s = 0.0
 
     def cover(self, job: _Job) -> bool:
         """Whether the send of `job` may begin now, marking it and the next few if the last
@@ -1320,8 +1326,13 @@ class _SendMarks:
         rest = self.chunk[self.index[job.row.id] :]
         rest = rest[: d.sends_in(window_s, job.row.channel, self.notifier)]
         began = time.monotonic()
+        self.backoff_s = _MARK_BACKOFF_S
         try:
             with d.factory.begin() as session:
+                # Half the window at most for others' locks: a mark that waited out its window
+                # covers nothing (SQLite's 10 s for the write lock, behind a fan-out's write,
+                # held every send of a 2.5 s window and cost two writes each; a review).
+                wait_at_most(session, seconds=window_s / 2)
                 outbox.bound_idle(session, lease_s=d.policy.lease_s)
                 settles_at = d.clock.now() + timedelta(seconds=window_s + self.notifier.settle_s)
                 self.held = outbox.mark_sending(
@@ -1342,19 +1353,24 @@ class _SendMarks:
             self.held, self.until = set(), 0.0
             return False
         self.until = began + window_s
+        if job.row.id not in self.held:
+            self.backoff_s = 0.0  # no longer this claim's: whoever holds it now decides
+            return False
         # A mark that waited out its own window (the database's lock) covers nothing.
-        return job.row.id in self.held and time.monotonic() < self.until
+        return time.monotonic() < self.until
 
 
-def _not_sent(row: Claimed) -> Retry:
+def _not_sent(row: Claimed, *, retry_after_s: float = 0.0) -> Retry:
     """A send skipped before its first byte: recorded at once as not tried (the record is
     fenced by the claim's attempt, so a claim that replaced this one stands). Left to lapse,
     the row came back marked as perhaps sent, and a citizen whose warning never left got the
     all-clear (a review)."""
     return Retry(
-        reason="not sent: the claim was overtaken or its lease ran short",
+        reason="not sent: the claim was overtaken, its lease ran short or the ledger could "
+        "not mark it in time",
         code=SEND_SKIPPED,
         outcome_unknown=row.outcome_unknown,
+        retry_after_s=retry_after_s or None,
     )
 
 

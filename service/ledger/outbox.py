@@ -328,10 +328,8 @@ def mark_sending(
     found nothing, and sent 8 of 200 twice. Returns the ids still held under the same claim."""
     if not held:
         return set()
-    if session.get_bind().dialect.name == "postgresql":
-        # A mark lost to a database crash only leaves the row as it was before marks: no
-        # send of it need wait for the WAL flush.
-        session.execute(text("SET LOCAL synchronous_commit = off"))
+    # Flushed before the send (synchronous_commit stays on): a mark lost to a database crash
+    # after the send began would let a claim after the restart look the send up too soon.
     rows = session.execute(
         _MARK_SENDING, {"ids": list(held), "worker": worker, "settles_at": settles_at}
     )
