@@ -191,6 +191,8 @@ def seed(url: str, n: int) -> None:
     throughput legs send), then level 1 and level 4 (the urgent-first legs)."""
     if make_url(url).get_backend_name() == "postgresql":
         drop_schema(url)
+    else:  # a new file: `--seed` alone, run again, met the last run's citizens
+        Path(make_url(url).database).unlink(missing_ok=True)
     upgrade(url)
     vault = PersonalDataVault(SECRET)
     engine = make_engine(url)
@@ -680,7 +682,6 @@ def main() -> int:
     for backend in backends:
         if backend == "sqlite":
             (ROOT / "var" / "bench").mkdir(parents=True, exist_ok=True)
-            Path(make_url(urls["sqlite"]).database).unlink(missing_ok=True)
         me = [sys.executable, __file__, "--backend", backend, "--n", str(args.n)]
         subprocess.run([*me, "--seed"], check=True)
         for leg in LEGS:
