@@ -851,8 +851,8 @@ class Dispatcher:
                 extra={"notifier": notifier.name, "alert_id": job.row.id},
             )
             return _not_sent(job.row), False
-        if marks is not None and not marks.cover(job):
-            return _not_sent(job.row, retry_after_s=marks.backoff_s), False
+        if marks is not None and (wait_s := marks.cover(job)) is not None:
+            return _not_sent(job.row, retry_after_s=wait_s), False
         lease_window = partial(self.holdings.send_window_end, job.row, margin_s=margin_s)
         window = lease_window if marks is None else lambda: min(lease_window(), marks.until)
         started = time.perf_counter()
@@ -1312,26 +1312,30 @@ class _SendMarks:
         self.held: set[int] = set()
         self.until = 0.0  # time.monotonic(): the sends the last mark covers begin before
         self.warned = False
-        # How long a send cover() refused waits to be claimed again: none when its claim was
-        # overtaken, a moment when the ledger could not be written in time.
-        self.backoff_s = 0.0
+        # time.monotonic(): a mark failed or came too late; until then the task's other sends
+        # are refused at once (each would wait its own half window for the same locks).
+        self.refused_until = 0.0
 
-    def cover(self, job: _Job) -> bool:
-        """Whether the send of `job` may begin now, marking it and the next few if the last
-        mark does not cover it (or its window has passed)."""
-        if job.row.id in self.held and time.monotonic() < self.until:
-            return True
+    def cover(self, job: _Job) -> float | None:
+        """None when the send of `job` may begin now, marking it and the next few if the last
+        mark does not cover it (or its window has passed); otherwise the seconds its row waits
+        before it is claimed again: none when its claim was overtaken (whoever holds it now
+        decides), a moment when the ledger could not be written in time."""
+        now = time.monotonic()
+        if job.row.id in self.held and now < self.until:
+            return None
+        if now < self.refused_until:
+            return _MARK_BACKOFF_S
         d = self.dispatcher
         window_s = d.policy.send_margin_s
         rest = self.chunk[self.index[job.row.id] :]
         rest = rest[: d.sends_in(window_s, job.row.channel, self.notifier)]
-        began = time.monotonic()
-        self.backoff_s = _MARK_BACKOFF_S
         try:
             with d.factory.begin() as session:
-                # Half the window at most for others' locks: a mark that waited out its window
-                # covers nothing (SQLite's 10 s for the write lock, behind a fan-out's write,
-                # held every send of a 2.5 s window and cost two writes each; a review).
+                # Half the window at most for each of others' locks: a mark that waited out
+                # its window covers nothing (SQLite's 10 s for the write lock, behind a
+                # fan-out's write, held every send of a 2.5 s window and cost two writes
+                # each; a review).
                 wait_at_most(session, seconds=window_s / 2)
                 outbox.bound_idle(session, lease_s=d.policy.lease_s)
                 settles_at = d.clock.now() + timedelta(seconds=window_s + self.notifier.settle_s)
@@ -1351,16 +1355,18 @@ class _SendMarks:
                 )
                 self.warned = True
             self.held, self.until = set(), 0.0
-            return False
-        self.until = began + window_s
+            self.refused_until = time.monotonic() + _MARK_BACKOFF_S
+            return _MARK_BACKOFF_S
+        self.until = now + window_s
         if job.row.id not in self.held:
-            self.backoff_s = 0.0  # no longer this claim's: whoever holds it now decides
-            return False
-        # A mark that waited out its own window (the database's lock) covers nothing.
-        return time.monotonic() < self.until
+            return 0.0
+        if time.monotonic() >= self.until:  # the mark waited out its own window
+            self.refused_until = time.monotonic() + _MARK_BACKOFF_S
+            return _MARK_BACKOFF_S
+        return None
 
 
-def _not_sent(row: Claimed, *, retry_after_s: float = 0.0) -> Retry:
+def _not_sent(row: Claimed, *, retry_after_s: float | None = None) -> Retry:
     """A send skipped before its first byte: recorded at once as not tried (the record is
     fenced by the claim's attempt, so a claim that replaced this one stands). Left to lapse,
     the row came back marked as perhaps sent, and a citizen whose warning never left got the
@@ -1370,7 +1376,7 @@ def _not_sent(row: Claimed, *, retry_after_s: float = 0.0) -> Retry:
         "not mark it in time",
         code=SEND_SKIPPED,
         outcome_unknown=row.outcome_unknown,
-        retry_after_s=retry_after_s or None,
+        retry_after_s=retry_after_s,
     )
 
 

@@ -226,6 +226,34 @@ def test_a_send_whose_mark_failed_or_came_too_late_does_not_go_and_is_not_a_try(
     assert row.status == "sent" and len(twilio.posts) == 1
 
 
+def test_after_a_refused_mark_the_rest_of_its_task_waits_without_a_mark_of_its_own(
+    api, consul, db, database_url, twilio, smtp, monkeypatch
+):
+    """A mark refused (the database away, its locks held) holds the task's other sends back
+    for a moment, each recorded as not tried: each trying a mark of its own waited up to half
+    a window for the same locks (a review)."""
+    settings = make_settings(database_url, **notifier_settings(twilio, smtp), dispatch_threads=1)
+    dispatcher = dispatcher_in(db, settings)
+    for i in range(8):  # one thread: tasks of two sends
+        register(api, location=TOKYO, phone=f"010-6666-{30 + i:04d}", channels=["sms"])
+    issue(api, consul)
+    mark = outbox.mark_sending
+    named: list[list[int]] = []
+
+    def refusing_the_first(session, **kwargs):
+        named.append(sorted(kwargs["held"]))
+        if len(named) == 1:
+            raise OperationalError("UPDATE alert", {}, Exception("lock timeout"))
+        return mark(session, **kwargs)
+
+    monkeypatch.setattr(outbox, "mark_sending", refusing_the_first)
+    dispatcher.step()
+    dispatcher.close()
+    skipped = sorted(row.id for row in rows(db) if row.error_code == "send-skipped")
+    assert len(named[0]) == 2 and skipped == named[0]
+    assert len(twilio.posts) == 8 - 2
+
+
 def test_a_mark_names_only_the_sends_its_window_can_begin(db, database_url, twilio, smtp):
     """At a paced sender's rate, or at the pace the provider answers, a mark names fewer than
     a whole pool task: those it does not name are taken back at once after a crash."""

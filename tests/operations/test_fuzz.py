@@ -147,8 +147,10 @@ def test_fuzz_whole_api(database_url: str, db: Session, tmp_path: Path, part: st
                                 check.failure_info.code_sample,
                             )
             elif isinstance(event, events.NonFatalError):
-                errors.add(f"{event.label}: {event.info.title}: {event.info.message}")
-                errors.add(_what_went_wrong(event))
+                errors.add(
+                    f"{event.label}: {event.info.title}: {event.info.message}\n"
+                    + _what_went_wrong(event)
+                )
             elif isinstance(event, events.FatalError):
                 errors.add(repr(event.exception))
             elif isinstance(event, events.EngineFinished):
