@@ -256,23 +256,14 @@ def late_write_engine(database_url: str) -> Engine:
 def written_within(engine: Engine) -> Iterator[Session]:
     """A short write transaction on `engine` (late_write_engine), each wait bounded by
     LATE_WRITE_S whatever the request's deadline (a request that ran out of time still records
-    that it did): for a connection, a new one, SQLite's write lock, and on PostgreSQL the
-    connection's ping and statements (the watchdog)."""
+    that it did): for a connection, a new one, others' locks (wait_at_most), and on PostgreSQL
+    the connection's ping and statements (the watchdog)."""
     seconds = LATE_WRITE_S
     token = REQUEST_DEADLINE.set(Deadline(time.monotonic() + seconds))
     try:
-        with engine.connect() as connection:
-            # Before the first statement, whose BEGIN IMMEDIATE waits busy_timeout for the lock.
-            driver = connection.connection.driver_connection
-            sqlite = connection.dialect.name == "sqlite"
-            if sqlite:
-                driver.execute(f"PRAGMA busy_timeout={max(1, int(seconds * 1000))}")
-            try:
-                with Session(bind=connection) as session, session.begin():
-                    yield session
-            finally:
-                if sqlite:
-                    driver.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        with Session(bind=engine) as session, session.begin():
+            wait_at_most(session, seconds=seconds)
+            yield session
     finally:
         REQUEST_DEADLINE.reset(token)
 
