@@ -13,15 +13,17 @@ from typing import ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisories import reach
-from service.advisories.approval import _already_told, lapse_ended_proposals
+from service.advisories.approval import Decided, _already_told, lapse_ended_proposals
+from service.advisories.decisions import tell_proposer
 from service.advisories.feeds.config import Feed
 from service.advisories.models import Advisory, AdvisoryProposal
 from service.audit.models import AuditEntry
-from service.db import utcnow
+from service.db import make_engine, make_session_factory, utcnow
+from service.dispatch.notifiers.registry import build_notifiers
 from service.ledger.enqueue import insert_alerts
 from service.ledger.models import Alert
 from service.scheduler import jobs, run_job, tell_lapsed
@@ -32,6 +34,7 @@ from tests.advisories.feed_samples import mofa_rows, sample
 from tests.builders import register
 from tests.conftest import bound_client, make_settings
 from tests.dispatch.conftest import dispatcher_in, notifier_settings
+from tests.dispatch.seed import scratch_database
 from tests.loopback_server import serve_in_thread
 
 TOKYO = {"lat": 35.5, "lon": 139.5}
@@ -249,6 +252,31 @@ def test_a_draft_is_edited_in_place_then_submitted(api, db, dispatcher, twilio, 
     urgent = issue(api, alice, level=4, draft=True)
     waiting = api.post(f"/v1/advisories/{urgent['id']}/submit", headers=alice).json()
     assert waiting["status"] == "pending_approval"
+
+
+def test_the_proposer_is_told_while_another_connection_writes(
+    database_url, tmp_path, app_settings, smtp
+):
+    """The notice reads the proposer's contact without waiting for a writer: on SQLite it
+    waited for the write lock (10 s, then "database is locked", and no notice), behind any
+    write, a large advisory's say."""
+    with scratch_database(database_url, tmp_path, "told") as url:
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with factory.begin() as session:
+            staff_service.create_key(session, name="alice", role="consul", email="alice@mofa.go.kr")
+        writer = engine.connect()
+        writer.begin()  # on SQLite BEGIN IMMEDIATE: the write lock, held throughout
+        writer.execute(text("UPDATE staff_key SET role = role"))
+        try:
+            decided = Decided("adv-1", "Quake", "issue", "approved", "alice", "bob", None)
+            notifiers = build_notifiers(app_settings)
+            settings = app_settings
+            assert tell_proposer(factory, decided=decided, notifiers=notifiers, settings=settings)
+            assert [m["To"] for m in smtp.received] == ["alice@mofa.go.kr"]
+        finally:
+            writer.close()
+            engine.dispose()
 
 
 def test_cancel_never_waits_and_voids_what_was_pending(api, db, alice, bob):
